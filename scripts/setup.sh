@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Installs every Debian package chainlm needs to build, test and run its quickstart.
+# apt-get only; safe to re-run (skips the install when everything is present).
+set -euo pipefail
+
+packages=(
+  build-essential cmake ccache pkg-config
+  libopenblas-openmp-dev        # CBLAS sgemm; the OpenMP build shares our OpenMP thread pool
+  libsentencepiece-dev sentencepiece
+  nlohmann-json3-dev libcli11-dev libcpp-httplib-dev
+  libgtest-dev libgmock-dev
+  fortunes                      # the quickstart's default corpus
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "setup: all packages present"
+  exit 0
+fi
+echo "setup: installing ${missing[*]}"
+sudo_cmd=()
+[ "$(id -u)" -eq 0 ] || sudo_cmd=(sudo)
+export DEBIAN_FRONTEND=noninteractive
+"${sudo_cmd[@]}" apt-get update -qq
+"${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"

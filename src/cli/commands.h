@@ -1,0 +1,14 @@
+#pragma once
+// Each subcommand lives in its own file and registers itself on the root app.
+// Callbacks throw chainlm::Error on bad input; main() prints it and exits non-zero.
+#include <CLI/CLI.hpp>
+
+namespace chainlm::cli {
+
+void add_tokenizer_command(CLI::App& app);
+void add_prepare_command(CLI::App& app);
+void add_train_command(CLI::App& app);
+void add_generate_command(CLI::App& app);
+void add_bench_command(CLI::App& app);
+
+}  // namespace chainlm::cli

@@ -1,0 +1,17 @@
+#include "core/threads.h"
+
+#include <omp.h>
+
+extern "C" void openblas_set_num_threads(int);
+
+namespace chainlm {
+
+void set_num_threads(int n) {
+  if (n <= 0) return;
+  omp_set_num_threads(n);
+  openblas_set_num_threads(n);
+}
+
+int num_threads() { return omp_get_max_threads(); }
+
+}  // namespace chainlm
