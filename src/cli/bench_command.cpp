@@ -1,0 +1,7 @@
+#include "cli/commands.h"
+
+namespace chainlm::cli {
+
+void add_bench_command(CLI::App& app) { (void)app; }  // placeholder until the command lands
+
+}  // namespace chainlm::cli
