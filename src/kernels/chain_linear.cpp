@@ -1,0 +1,29 @@
+#include "kernels/chain_linear.h"
+
+#include "kernels/gemm.h"
+
+namespace chainlm {
+
+void chain_linear_forward(const ChainLinear& cl, int k, int M, const float* x, int ldx,
+                          const float* const* w, float* y, int ldy, float beta) {
+  for (int i = 0; i < k; ++i) {
+    const int in_w = cl.in.end(i);
+    gemm_nt(M, cl.out.width(i), in_w, x, ldx, w[i], in_w, y + cl.out.begin(i), ldy, beta);
+  }
+}
+
+void chain_linear_backward(const ChainLinear& cl, int k, int M, const float* x, int ldx,
+                           const float* const* w, const float* dy, int ldy, float* dx, int lddx,
+                           float* const* dw, bool dx_overwrite) {
+  // Last chain first: its input prefix covers every active input column, so with
+  // dx_overwrite a beta = 0 GEMM there initializes all of dx without a separate memset.
+  for (int i = k - 1; i >= 0; --i) {
+    const int in_w = cl.in.end(i), out_w = cl.out.width(i);
+    const float* dyi = dy + cl.out.begin(i);
+    const float beta = (dx_overwrite && i == k - 1) ? 0.0f : 1.0f;
+    if (dx) gemm_nn(M, in_w, out_w, dyi, ldy, w[i], in_w, dx, lddx, beta);
+    if (dw && dw[i]) gemm_tn(out_w, in_w, M, dyi, ldy, x, ldx, dw[i], in_w, 1.0f);
+  }
+}
+
+}  // namespace chainlm

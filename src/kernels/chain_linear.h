@@ -1,0 +1,29 @@
+#pragma once
+// Chain-of-Linear (SPEC A2): output chain i sees input chains 0..i only.
+//   x  is (M, in.prefix(k)) with row stride ldx
+//   w[i] is (out.width(i), in.end(i)), row-major: block i of the block lower-triangular weight
+//   y  is (M, out.prefix(k)) with row stride ldy
+// k is the number of active chains (sub-model k). Every block is one GEMM over a growing
+// input prefix; no zero-filled dense weight exists anywhere.
+#include "kernels/chain_split.h"
+
+namespace chainlm {
+
+struct ChainLinear {
+  ChainSplit in, out;
+};
+
+// y[:, chain i] = x[:, :in.end(i)] · w[i]^T + beta * y[:, chain i] for i < k.
+// beta = 1 adds onto y (fuses a residual connection into the GEMM).
+void chain_linear_forward(const ChainLinear& cl, int k, int M, const float* x, int ldx,
+                          const float* const* w, float* y, int ldy, float beta = 0.0f);
+
+// dx[:, :in.end(i)] += dy[:, chain i] · w[i]       (skipped when dx is null; with
+//                                                  dx_overwrite the active columns of dx
+//                                                  are overwritten instead of accumulated)
+// dw[i] += dy[:, chain i]^T · x[:, :in.end(i)]      (skipped for null dw[i]: a frozen block)
+void chain_linear_backward(const ChainLinear& cl, int k, int M, const float* x, int ldx,
+                           const float* const* w, const float* dy, int ldy, float* dx, int lddx,
+                           float* const* dw, bool dx_overwrite = false);
+
+}  // namespace chainlm

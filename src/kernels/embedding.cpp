@@ -1,0 +1,33 @@
+#include "kernels/embedding.h"
+
+#include <cstring>
+
+namespace chainlm {
+
+void embedding_forward(int M, int width, const int* tokens, const float* table, int D, float* out,
+                       int ldo) {
+#pragma omp parallel for schedule(static)
+  for (int r = 0; r < M; ++r)
+    std::memcpy(out + (long)r * ldo, table + (long)tokens[r] * D, sizeof(float) * width);
+}
+
+void embedding_backward(int M, int width, const int* tokens, const float* dout, int lddo,
+                        float* dtable, int D) {
+  // Parallel over columns: each thread owns a column range, so no two threads touch the
+  // same element even when tokens repeat.
+#pragma omp parallel
+  {
+#pragma omp for schedule(static)
+    for (int c0 = 0; c0 < width; c0 += 64) {
+      const int c1 = c0 + 64 < width ? c0 + 64 : width;
+      for (int r = 0; r < M; ++r) {
+        float* dst = dtable + (long)tokens[r] * D;
+        const float* src = dout + (long)r * lddo;
+#pragma omp simd
+        for (int c = c0; c < c1; ++c) dst[c] += src[c];
+      }
+    }
+  }
+}
+
+}  // namespace chainlm

@@ -1,0 +1,65 @@
+#include "kernels/rmsnorm.h"
+
+#include <cmath>
+#include <vector>
+
+namespace chainlm {
+
+void rmsnorm_forward(const ChainSplit& split, int k, int M, const float* x, int ldx,
+                     const float* gain, float eps, float* y, int ldy, float* rstd) {
+  const int n = split.n();
+#pragma omp parallel for schedule(static)
+  for (int r = 0; r < M; ++r) {
+    const float* xr = x + (long)r * ldx;
+    float* yr = y + (long)r * ldy;
+    for (int c = 0; c < k; ++c) {
+      const int b = split.begin(c), e = split.end(c);
+      float ss = 0.0f;
+#pragma omp simd reduction(+ : ss)
+      for (int j = b; j < e; ++j) ss += xr[j] * xr[j];
+      const float s = 1.0f / std::sqrt(ss / (e - b) + eps);
+      rstd[(long)r * n + c] = s;
+#pragma omp simd
+      for (int j = b; j < e; ++j) yr[j] = xr[j] * s * gain[j];
+    }
+  }
+}
+
+void rmsnorm_backward(const ChainSplit& split, int k, int M, const float* x, int ldx,
+                      const float* gain, const float* rstd, const float* dy, int lddy, float* dx,
+                      int lddx, float* dgain) {
+  const int n = split.n();
+  const int width = split.prefix(k);
+  // y_j = x_j * s * g_j with s = (mean(x^2)+eps)^-1/2
+  // dx_j = s * g_j * dy_j - x_j * s^3 / w * sum_l(dy_l g_l x_l)
+#pragma omp parallel
+  {
+    std::vector<float> dgain_local(dgain ? width : 0, 0.0f);
+#pragma omp for schedule(static)
+    for (int r = 0; r < M; ++r) {
+      const float* xr = x + (long)r * ldx;
+      const float* dyr = dy + (long)r * lddy;
+      float* dxr = dx + (long)r * lddx;
+      for (int c = 0; c < k; ++c) {
+        const int b = split.begin(c), e = split.end(c);
+        const float s = rstd[(long)r * n + c];
+        float dot = 0.0f;
+#pragma omp simd reduction(+ : dot)
+        for (int j = b; j < e; ++j) dot += dyr[j] * gain[j] * xr[j];
+        const float coef = dot * s * s * s / (e - b);
+#pragma omp simd
+        for (int j = b; j < e; ++j) dxr[j] += s * gain[j] * dyr[j] - xr[j] * coef;
+        if (dgain) {
+#pragma omp simd
+          for (int j = b; j < e; ++j) dgain_local[j] += dyr[j] * xr[j] * s;
+        }
+      }
+    }
+    if (dgain) {
+#pragma omp critical
+      for (int j = 0; j < width; ++j) dgain[j] += dgain_local[j];
+    }
+  }
+}
+
+}  // namespace chainlm

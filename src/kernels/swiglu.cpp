@@ -1,0 +1,41 @@
+#include "kernels/swiglu.h"
+
+#include <cmath>
+
+namespace chainlm {
+
+void swiglu_forward(int M, int width, const float* a, const float* b, float* g, int ld) {
+#pragma omp parallel for schedule(static)
+  for (int r = 0; r < M; ++r) {
+    const float* ar = a + (long)r * ld;
+    const float* br = b + (long)r * ld;
+    float* gr = g + (long)r * ld;
+#pragma omp simd
+    for (int j = 0; j < width; ++j) {
+      const float sig = 1.0f / (1.0f + std::exp(-ar[j]));
+      gr[j] = ar[j] * sig * br[j];
+    }
+  }
+}
+
+void swiglu_backward(int M, int width, const float* a, const float* b, const float* dg, float* da,
+                     float* db, int ld) {
+#pragma omp parallel for schedule(static)
+  for (int r = 0; r < M; ++r) {
+    const float* ar = a + (long)r * ld;
+    const float* br = b + (long)r * ld;
+    const float* dgr = dg + (long)r * ld;
+    float* dar = da + (long)r * ld;
+    float* dbr = db + (long)r * ld;
+#pragma omp simd
+    for (int j = 0; j < width; ++j) {
+      const float x = ar[j];
+      const float sig = 1.0f / (1.0f + std::exp(-x));
+      const float silu = x * sig;
+      dbr[j] = dgr[j] * silu;
+      dar[j] = dgr[j] * br[j] * sig * (1.0f + x * (1.0f - sig));
+    }
+  }
+}
+
+}  // namespace chainlm
