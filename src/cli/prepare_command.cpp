@@ -1,7 +1,145 @@
+// `chainlm prepare`: text file -> documents -> BOS + tokens -> train.bin / val.bin shards,
+// with the tokenizer and a meta.json beside them, so a data directory is self-describing.
+#include <algorithm>
+#include <cstdio>
+#include <filesystem>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
 #include "cli/commands.h"
+#include "core/error.h"
+#include "core/rng.h"
+#include "io/atomic_file.h"
+#include "io/text_documents.h"
+#include "io/token_shard.h"
+#include "io/tokenizer.h"
 
 namespace chainlm::cli {
+namespace {
 
-void add_prepare_command(CLI::App& app) { (void)app; }  // placeholder until the command lands
+struct PrepareOptions {
+  std::string tokenizer, input, out;
+  double val_fraction = 0.1;
+  uint64_t seed = 0;
+};
+
+// A per-document uniform draw in [0, 1) that depends only on (seed, index): validation
+// documents are spread through the file and the split never changes between runs.
+double document_draw(uint64_t seed, size_t index) {
+  return Rng(seed ^ (static_cast<uint64_t>(index) * 0xD1B54A32D192ED03ull)).uniform_double();
+}
+
+// true = validation. At least one document lands on each side.
+std::vector<bool> assign_validation(size_t n_docs, double fraction, uint64_t seed) {
+  std::vector<double> draws(n_docs);
+  for (size_t i = 0; i < n_docs; ++i) draws[i] = document_draw(seed, i);
+  std::vector<bool> is_val(n_docs);
+  size_t n_val = 0;
+  for (size_t i = 0; i < n_docs; ++i) {
+    is_val[i] = draws[i] < fraction;
+    n_val += is_val[i] ? 1 : 0;
+  }
+  if (n_val == 0) is_val[std::min_element(draws.begin(), draws.end()) - draws.begin()] = true;
+  if (n_val == n_docs) is_val[std::max_element(draws.begin(), draws.end()) - draws.begin()] = false;
+  return is_val;
+}
+
+std::vector<std::vector<int>> encode_documents(const Tokenizer& tokenizer,
+                                               const std::vector<std::string>& docs) {
+  std::vector<std::vector<int>> encoded(docs.size());
+  std::string first_error;
+  // Exceptions must not leave an OpenMP region; keep the first and rethrow after it.
+#pragma omp parallel for schedule(dynamic, 16)
+  for (size_t i = 0; i < docs.size(); ++i) {
+    try {
+      encoded[i] = tokenizer.encode(docs[i]);
+    } catch (const std::exception& e) {
+#pragma omp critical
+      if (first_error.empty()) first_error = e.what();
+    }
+  }
+  if (!first_error.empty()) throw Error(first_error);
+  return encoded;
+}
+
+void run_prepare(const PrepareOptions& o) {
+  CHAINLM_CHECK(o.val_fraction > 0.0 && o.val_fraction < 1.0, "--val-fraction ", o.val_fraction,
+                " must be strictly between 0 and 1");
+  const std::string text = read_file(o.input);
+  CHAINLM_CHECK(!text.empty(), "input ", o.input, " is empty");
+  const std::vector<std::string> docs = split_documents(text);
+  CHAINLM_CHECK(!docs.empty(), "input ", o.input, " contains no documents (only blank lines)");
+  CHAINLM_CHECK(docs.size() >= 2, "input ", o.input,
+                " holds a single document; need at least 2 to make a validation split "
+                "(documents are separated by blank lines or '%' lines)");
+
+  auto tokenizer = load_tokenizer(o.tokenizer);
+  const std::vector<std::vector<int>> encoded = encode_documents(*tokenizer, docs);
+  const std::vector<bool> is_val = assign_validation(docs.size(), o.val_fraction, o.seed);
+
+  std::vector<uint32_t> train, val;
+  size_t train_docs = 0, val_docs = 0;
+  for (size_t i = 0; i < docs.size(); ++i) {
+    std::vector<uint32_t>& dst = is_val[i] ? val : train;
+    (is_val[i] ? val_docs : train_docs) += 1;
+    dst.push_back(static_cast<uint32_t>(tokenizer->bos_id()));
+    for (int id : encoded[i]) dst.push_back(static_cast<uint32_t>(id));
+  }
+
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  fs::create_directories(o.out, ec);
+  CHAINLM_CHECK(fs::is_directory(o.out), "cannot create output directory ", o.out,
+                ec ? ": " + ec.message() : std::string());
+  const uint32_t vocab = static_cast<uint32_t>(tokenizer->vocab_size());
+  write_token_shard((fs::path(o.out) / "train.bin").string(), train, vocab);
+  write_token_shard((fs::path(o.out) / "val.bin").string(), val, vocab);
+  save_tokenizer_to_dir(o.tokenizer, o.out);
+  // Written last: a directory with meta.json is complete.
+  nlohmann::json meta = {
+      {"tokenizer",
+       {{"kind", tokenizer->kind()},
+        {"vocab_size", tokenizer->vocab_size()},
+        {"bos_id", tokenizer->bos_id()},
+        {"eos_id", tokenizer->eos_id()}}},
+      {"source", fs::absolute(o.input).string()},
+      {"documents", docs.size()},
+      {"train_documents", train_docs},
+      {"val_documents", val_docs},
+      {"train_tokens", train.size()},
+      {"val_tokens", val.size()},
+      {"val_fraction", o.val_fraction},
+      {"seed", o.seed},
+      {"bos_prepended", true},
+      {"shard_format", "CLMTOKS1"},
+  };
+  write_file_atomic((fs::path(o.out) / "meta.json").string(), meta.dump(2) + "\n");
+
+  std::printf(
+      "prepared %s: %zu documents -> train %zu docs / %zu tokens, val %zu docs / %zu "
+      "tokens (%s tokenizer, vocab %d) in %s\n",
+      o.input.c_str(), docs.size(), train_docs, train.size(), val_docs, val.size(),
+      tokenizer->kind().c_str(), tokenizer->vocab_size(), o.out.c_str());
+}
+
+}  // namespace
+
+void add_prepare_command(CLI::App& app) {
+  auto o = std::make_shared<PrepareOptions>();
+  CLI::App* p = app.add_subcommand(
+      "prepare", "Tokenize a text file into train/val token shards in a data directory");
+  p->add_option("--tokenizer", o->tokenizer,
+                "\"byte\", a SentencePiece .model, or a data/checkpoint directory")
+      ->required();
+  p->add_option("--input", o->input, "Text file; documents separated by blank lines or '%' lines")
+      ->required();
+  p->add_option("--out", o->out, "Output data directory")->required();
+  p->add_option("--val-fraction", o->val_fraction, "Fraction of documents held out for validation")
+      ->capture_default_str();
+  p->add_option("--seed", o->seed, "Seed of the train/validation split")->capture_default_str();
+  p->callback([o] { run_prepare(*o); });
+}
 
 }  // namespace chainlm::cli

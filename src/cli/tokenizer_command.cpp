@@ -1,7 +1,68 @@
+// `chainlm tokenizer train|encode`: build a SentencePiece tokenizer from a corpus, and look at
+// how a tokenizer splits a piece of text.
+#include <cstdio>
+#include <memory>
+#include <string>
+
 #include "cli/commands.h"
+#include "core/timer.h"
+#include "io/tokenizer.h"
 
 namespace chainlm::cli {
+namespace {
 
-void add_tokenizer_command(CLI::App& app) { (void)app; }  // placeholder until the command lands
+struct TrainOptions {
+  std::string corpus, out;
+  int vocab_size = 0;
+  uint64_t seed = 0;
+  bool verbose = false;
+};
+
+struct EncodeOptions {
+  std::string tokenizer, text;
+};
+
+void run_train(const TrainOptions& o) {
+  Timer timer;
+  train_sentencepiece(o.corpus, o.vocab_size, o.out, o.seed, o.verbose);
+  auto tokenizer = load_tokenizer(o.out);
+  std::printf("trained SentencePiece BPE tokenizer: vocab %d from %s -> %s (%.1f s)\n",
+              tokenizer->vocab_size(), o.corpus.c_str(), o.out.c_str(), timer.seconds());
+}
+
+void run_encode(const EncodeOptions& o) {
+  auto tokenizer = load_tokenizer(o.tokenizer);
+  std::string line;
+  for (int id : tokenizer->encode(o.text)) {
+    if (!line.empty()) line += ' ';
+    line += std::to_string(id);
+  }
+  std::printf("%s\n", line.c_str());
+}
+
+}  // namespace
+
+void add_tokenizer_command(CLI::App& app) {
+  CLI::App* tok = app.add_subcommand("tokenizer", "Train a SentencePiece tokenizer or inspect one");
+  tok->require_subcommand(1);
+
+  auto train = std::make_shared<TrainOptions>();
+  CLI::App* t = tok->add_subcommand("train", "Train a byte-fallback BPE SentencePiece model");
+  t->add_option("--corpus", train->corpus, "Plain-text corpus (one sentence or line per line)")
+      ->required();
+  t->add_option("--vocab-size", train->vocab_size, "Number of pieces (> 259)")->required();
+  t->add_option("--out", train->out, "Output .model file")->required();
+  t->add_option("--seed", train->seed, "Seed for sentence sampling")->capture_default_str();
+  t->add_flag("--verbose", train->verbose, "Show SentencePiece's training log");
+  t->callback([train] { run_train(*train); });
+
+  auto encode = std::make_shared<EncodeOptions>();
+  CLI::App* e = tok->add_subcommand("encode", "Print the token ids of a text (no BOS/EOS)");
+  e->add_option("--tokenizer", encode->tokenizer,
+                "\"byte\", a SentencePiece .model, or a data/checkpoint directory")
+      ->required();
+  e->add_option("--text", encode->text, "Text to encode")->required();
+  e->callback([encode] { run_encode(*encode); });
+}
 
 }  // namespace chainlm::cli

@@ -1,0 +1,101 @@
+#include "io/atomic_file.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+
+#include "core/error.h"
+
+namespace chainlm {
+namespace {
+
+std::string parent_directory(const std::string& path) {
+  std::filesystem::path parent = std::filesystem::path(path).parent_path();
+  return parent.empty() ? std::string(".") : parent.string();
+}
+
+// Unique within the process (counter) and across processes (pid), so concurrent writers of
+// the same target never share a temporary file.
+std::string temporary_path_for(const std::string& path) {
+  static std::atomic<uint64_t> counter{0};
+  return cat(path, ".tmp.", ::getpid(), ".", counter.fetch_add(1));
+}
+
+}  // namespace
+
+void write_file_atomic(const std::string& path, const std::string& bytes) {
+  write_file_atomic(path, [&bytes](std::FILE* f) {
+    if (!bytes.empty()) std::fwrite(bytes.data(), 1, bytes.size(), f);
+  });
+}
+
+void write_file_atomic(const std::string& path, const std::function<void(std::FILE*)>& writer) {
+  CHAINLM_CHECK(!path.empty(), "write_file_atomic: empty output path");
+  const std::string tmp = temporary_path_for(path);
+  // O_EXCL: never follow or reuse something already sitting at the temporary name.
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+  if (fd < 0) fail("cannot write ", path, ": creating ", tmp, " failed: ", std::strerror(errno));
+  std::FILE* f = ::fdopen(fd, "wb");
+  if (!f) {
+    int err = errno;
+    ::close(fd);
+    ::unlink(tmp.c_str());
+    fail("cannot write ", path, ": fdopen failed: ", std::strerror(err));
+  }
+
+  // Every failure below funnels through here so the temporary file never outlives the call.
+  auto abort_write = [&](const std::string& what, int err) {
+    if (f) std::fclose(f);
+    ::unlink(tmp.c_str());
+    fail("cannot write ", path, ": ", what, err ? ": " : "", err ? std::strerror(err) : "");
+  };
+
+  try {
+    writer(f);
+  } catch (...) {
+    std::fclose(f);
+    ::unlink(tmp.c_str());
+    throw;
+  }
+  errno = 0;
+  if (std::ferror(f)) abort_write("write failed", errno ? errno : EIO);
+  if (std::fflush(f) != 0) abort_write("write failed", errno);
+  if (::fsync(::fileno(f)) != 0) abort_write("fsync failed", errno);
+  int rc = std::fclose(f);
+  f = nullptr;
+  if (rc != 0) abort_write("close failed", errno);
+  if (::rename(tmp.c_str(), path.c_str()) != 0) abort_write("rename failed", errno);
+  fsync_directory(parent_directory(path));
+}
+
+std::string read_file(const std::string& path) {
+  std::FILE* f = std::fopen(path.c_str(), "rb");
+  if (!f) fail("cannot read ", path, ": ", std::strerror(errno));
+  std::string bytes;
+  char buf[1 << 16];
+  size_t n;
+  while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) bytes.append(buf, n);
+  bool bad = std::ferror(f);
+  int err = errno;
+  std::fclose(f);
+  if (bad) fail("cannot read ", path, ": ", std::strerror(err));
+  return bytes;
+}
+
+void fsync_directory(const std::string& dir) {
+  int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) fail("cannot open directory ", dir, " to fsync it: ", std::strerror(errno));
+  // Some filesystems cannot fsync a directory (EINVAL); there is nothing more to make durable.
+  if (::fsync(fd) != 0 && errno != EINVAL) {
+    int err = errno;
+    ::close(fd);
+    fail("fsync of directory ", dir, " failed: ", std::strerror(err));
+  }
+  ::close(fd);
+}
+
+}  // namespace chainlm

@@ -1,0 +1,26 @@
+#pragma once
+// Crash-safe file output: a reader of `path` sees either the old file or the complete new one,
+// never a torn write. Checkpoints, token shards and tokenizers are all written this way.
+#include <cstdio>
+#include <functional>
+#include <string>
+
+namespace chainlm {
+
+// Writes `bytes` to a temporary file beside `path`, flushes and fsyncs it, renames it over
+// `path` and fsyncs the directory. On any failure the temporary file is removed, an existing
+// `path` is left untouched, and chainlm::Error names the path and the system error.
+void write_file_atomic(const std::string& path, const std::string& bytes);
+
+// Streaming variant for outputs too large to build in memory: `writer` fills the temporary
+// file. Write errors inside `writer` are caught afterwards through ferror(), so the writer may
+// ignore fwrite's return value; an exception thrown by `writer` aborts the write the same way.
+void write_file_atomic(const std::string& path, const std::function<void(std::FILE*)>& writer);
+
+// The whole file as bytes; chainlm::Error naming the path when it cannot be read.
+std::string read_file(const std::string& path);
+
+// Makes a rename or file creation inside `dir` durable.
+void fsync_directory(const std::string& dir);
+
+}  // namespace chainlm

@@ -1,0 +1,59 @@
+#pragma once
+// The Hugging Face safetensors format: an 8-byte little-endian header length N, N bytes of JSON
+// ({"name": {"dtype", "shape", "data_offsets": [begin, end]}, "__metadata__": {str: str}}),
+// then the raw tensor data; offsets are relative to the start of the data.
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "core/tensor.h"
+
+namespace chainlm {
+
+// Writes `tensors` as F32 (row-major, in the given order) atomically. Names must be unique
+// and not "__metadata__". The header is space-padded so the data starts 8-byte aligned.
+void write_safetensors(const std::string& path, const std::vector<TensorView>& tensors,
+                       const std::map<std::string, std::string>& metadata = {});
+
+// Memory-maps a safetensors file and validates its whole header on construction, so a
+// malformed file fails with a clear chainlm::Error before any tensor is touched.
+class SafetensorsReader {
+ public:
+  struct Entry {
+    std::string name, dtype;
+    std::vector<int64_t> shape;
+    uint64_t begin, end;  // byte range within the data section
+  };
+
+  explicit SafetensorsReader(const std::string& path);
+  ~SafetensorsReader();
+  SafetensorsReader(const SafetensorsReader&) = delete;
+  SafetensorsReader& operator=(const SafetensorsReader&) = delete;
+  SafetensorsReader(SafetensorsReader&& other) noexcept;
+  SafetensorsReader& operator=(SafetensorsReader&& other) noexcept;
+
+  const std::string& path() const { return path_; }
+  const std::vector<Entry>& entries() const { return entries_; }  // sorted by name
+  bool has(const std::string& name) const;
+  const Entry& entry(const std::string& name) const;  // throws naming the file and tensor
+  const std::map<std::string, std::string>& metadata() const { return metadata_; }
+
+  // Converts F32, F16 or BF16 data to float into dst (numel floats). Throws when the stored
+  // shape differs from expected_shape or the dtype is not one of those three.
+  void read_f32(const std::string& name, const std::vector<int64_t>& expected_shape,
+                float* dst) const;
+  Tensor read_f32(const std::string& name) const;
+
+ private:
+  void convert(const Entry& e, float* dst) const;
+
+  std::string path_;
+  const unsigned char* map_ = nullptr;
+  size_t map_size_ = 0;
+  uint64_t data_start_ = 0;  // file offset of the data section
+  std::vector<Entry> entries_;
+  std::map<std::string, std::string> metadata_;
+};
+
+}  // namespace chainlm

@@ -1,0 +1,44 @@
+#include "io/text_documents.h"
+
+#include <cctype>
+
+namespace chainlm {
+namespace {
+
+bool is_separator(const std::string& line) {
+  size_t end = line.size();
+  while (end > 0 && std::isspace(static_cast<unsigned char>(line[end - 1]))) --end;
+  if (end == 0) return true;
+  size_t begin = 0;
+  while (begin < end && std::isspace(static_cast<unsigned char>(line[begin]))) ++begin;
+  return end - begin == 1 && line[begin] == '%';
+}
+
+}  // namespace
+
+std::vector<std::string> split_documents(const std::string& text) {
+  std::vector<std::string> documents;
+  std::string current;
+  bool in_document = false;
+  size_t pos = 0;
+  while (pos < text.size()) {
+    size_t nl = text.find('\n', pos);
+    if (nl == std::string::npos) nl = text.size();
+    std::string line = text.substr(pos, nl - pos);
+    pos = nl + 1;
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    if (is_separator(line)) {
+      if (in_document) documents.push_back(std::move(current));
+      current.clear();
+      in_document = false;
+      continue;
+    }
+    if (in_document) current += '\n';
+    current += line;
+    in_document = true;
+  }
+  if (in_document) documents.push_back(std::move(current));
+  return documents;
+}
+
+}  // namespace chainlm

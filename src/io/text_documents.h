@@ -1,0 +1,14 @@
+#pragma once
+// Splitting a plain-text corpus into documents, the unit `chainlm prepare` tokenizes (with BOS
+// in front) and assigns to train or validation.
+#include <string>
+#include <vector>
+
+namespace chainlm {
+
+// Documents are separated by one or more blank (whitespace-only) lines, or by a line holding
+// only "%" (the fortune-file convention). Lines inside a document are joined with '\n'; "\r\n"
+// line ends are accepted. Separators never produce empty documents.
+std::vector<std::string> split_documents(const std::string& text);
+
+}  // namespace chainlm

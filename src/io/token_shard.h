@@ -1,0 +1,51 @@
+#pragma once
+// Token shards: the tokenized corpus on disk, memory-mapped for training. Little-endian:
+//   bytes 0..7   magic "CLMTOKS1"
+//   8..11        uint32 version (1)
+//   12..15       uint32 bytes_per_token: 2 when vocab_size < 65536, else 4
+//   16..19       uint32 vocab_size
+//   20..23       uint32 reserved (0)
+//   24..31       uint64 count
+//   32..         count tokens
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace chainlm {
+
+inline constexpr size_t kTokenShardHeaderBytes = 32;
+
+// Writes a shard atomically; every token must be < vocab_size (at most 2^31 - 1, since the
+// engine indexes tokens as int32).
+void write_token_shard(const std::string& path, const std::vector<uint32_t>& tokens,
+                       uint32_t vocab_size);
+
+class TokenShard {
+ public:
+  // Maps the file and validates magic, version, token width and size against count.
+  explicit TokenShard(const std::string& path);
+  ~TokenShard();
+  TokenShard(const TokenShard&) = delete;
+  TokenShard& operator=(const TokenShard&) = delete;
+  TokenShard(TokenShard&& other) noexcept;
+  TokenShard& operator=(TokenShard&& other) noexcept;
+
+  const std::string& path() const { return path_; }
+  uint64_t size() const { return count_; }
+  uint32_t vocab_size() const { return vocab_size_; }
+  uint32_t at(uint64_t i) const;  // bounds-checked
+  // Copies tokens [start, start + n) into out; throws if the range leaves the shard or a
+  // stored token is >= vocab_size (a corrupt shard must not index past an embedding table).
+  void read(uint64_t start, uint64_t n, int32_t* out) const;
+
+ private:
+  std::string path_;
+  const unsigned char* map_ = nullptr;
+  size_t map_size_ = 0;
+  uint64_t count_ = 0;
+  uint32_t vocab_size_ = 0;
+  uint32_t bytes_per_token_ = 0;
+};
+
+}  // namespace chainlm

@@ -1,0 +1,86 @@
+#include "io/tokenizer.h"
+
+#include <filesystem>
+#include <nlohmann/json.hpp>
+
+#include "core/error.h"
+#include "io/atomic_file.h"
+
+namespace chainlm {
+namespace fs = std::filesystem;
+
+namespace {
+
+constexpr const char* kAccepted =
+    "accepted tokenizers: \"byte\", a SentencePiece .model file, or a data/checkpoint directory "
+    "holding tokenizer.model or tokenizer.json";
+constexpr const char* kModelFile = "tokenizer.model";
+constexpr const char* kDescriptorFile = "tokenizer.json";
+
+bool ends_with(const std::string& s, const std::string& suffix) {
+  return s.size() >= suffix.size() &&
+         s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+}  // namespace
+
+Tokenizer::~Tokenizer() = default;
+
+std::unique_ptr<Tokenizer> load_tokenizer(const std::string& spec) {
+  CHAINLM_CHECK(!spec.empty(), "empty tokenizer spec; ", kAccepted);
+  if (spec == "byte") return std::make_unique<ByteTokenizer>();
+  std::error_code ec;
+  if (fs::is_directory(spec, ec)) return load_tokenizer(find_tokenizer_in_dir(spec));
+  CHAINLM_CHECK(fs::exists(spec, ec), "tokenizer ", spec, " does not exist; ", kAccepted);
+  if (ends_with(spec, ".bin")) {
+    // llama2.c tokenizer.bin (vocab of scored pieces, no header magic). Its loader belongs
+    // here, added together with the llama2.c importer; until then refuse it explicitly rather
+    // than letting SentencePiece misparse it.
+    fail(spec,
+         ": llama2.c tokenizer.bin files are not supported yet; use the matching "
+         "SentencePiece .model file instead (",
+         kAccepted, ")");
+  }
+  return load_sentencepiece_tokenizer(spec);
+}
+
+std::string find_tokenizer_in_dir(const std::string& dir) {
+  std::error_code ec;
+  const fs::path model = fs::path(dir) / kModelFile;
+  if (fs::is_regular_file(model, ec)) return model.string();
+  const fs::path descriptor = fs::path(dir) / kDescriptorFile;
+  if (fs::is_regular_file(descriptor, ec)) {
+    nlohmann::json j;
+    try {
+      j = nlohmann::json::parse(read_file(descriptor.string()));
+    } catch (const nlohmann::json::exception& e) {
+      fail(descriptor.string(), ": not valid JSON: ", e.what());
+    }
+    CHAINLM_CHECK(j.is_object() && j.contains("kind") && j["kind"].is_string(), descriptor.string(),
+                  ": not a chainlm tokenizer descriptor (expected {\"kind\": \"byte\"})");
+    const std::string kind = j["kind"].get<std::string>();
+    CHAINLM_CHECK(kind == "byte", descriptor.string(), ": unknown tokenizer kind '", kind,
+                  "' (a SentencePiece tokenizer is stored as ", kModelFile, ")");
+    return "byte";
+  }
+  fail("no tokenizer in directory ", dir, " (expected ", kModelFile, " or ", kDescriptorFile, ")");
+}
+
+void save_tokenizer_to_dir(const std::string& spec, const std::string& dir) {
+  std::error_code ec;
+  std::string source = fs::is_directory(spec, ec) ? find_tokenizer_in_dir(spec) : spec;
+  // Validate before writing, so a directory never gets a tokenizer that cannot be loaded.
+  const std::unique_ptr<Tokenizer> tokenizer = load_tokenizer(source);
+  const fs::path model = fs::path(dir) / kModelFile;
+  const fs::path descriptor = fs::path(dir) / kDescriptorFile;
+  if (tokenizer->kind() == "byte") {
+    write_file_atomic(descriptor.string(), nlohmann::json{{"kind", "byte"}}.dump() + "\n");
+    fs::remove(model, ec);  // a stale model would shadow the descriptor in find_tokenizer_in_dir
+  } else {
+    // A tokenizer.json left beside it is harmless (the model takes precedence) and may be a
+    // Hugging Face file someone wants to keep, so it is not removed.
+    if (!fs::equivalent(source, model, ec)) write_file_atomic(model.string(), read_file(source));
+  }
+}
+
+}  // namespace chainlm

@@ -1,0 +1,68 @@
+#pragma once
+// Text <-> token ids. Two implementations today: a byte-level fallback that needs no file, and
+// SentencePiece models (the LLaMA family's tokenizer, also what `chainlm tokenizer train`
+// produces). llama2.c tokenizer.bin files are a planned third (see load_tokenizer).
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace chainlm {
+
+class Tokenizer {
+ public:
+  virtual ~Tokenizer();
+  // Never adds BOS or EOS; callers prepend bos_id() where a sequence starts.
+  virtual std::vector<int> encode(const std::string& text) const = 0;
+  // Skips BOS/EOS and other control tokens; throws on ids outside the vocabulary.
+  virtual std::string decode(const std::vector<int>& ids) const = 0;
+  // The text of one token for streaming output. As in llama2.c, SentencePiece's leading space
+  // (the dummy prefix "▁") is dropped right after BOS, and byte tokens "<0xXX>" become the raw
+  // byte (so a UTF-8 character split over several tokens is emitted piecewise).
+  virtual std::string decode_token(int prev_id, int id) const = 0;
+  virtual int vocab_size() const = 0;
+  virtual int bos_id() const = 0;
+  virtual int eos_id() const = 0;
+  virtual std::string kind() const = 0;  // "byte" or "sentencepiece"
+};
+
+// ids 0..255 are the bytes themselves, 256 is BOS, 257 is EOS.
+class ByteTokenizer final : public Tokenizer {
+ public:
+  static constexpr int kBos = 256, kEos = 257, kVocabSize = 258;
+  std::vector<int> encode(const std::string& text) const override;
+  std::string decode(const std::vector<int>& ids) const override;
+  std::string decode_token(int prev_id, int id) const override;
+  int vocab_size() const override { return kVocabSize; }
+  int bos_id() const override { return kBos; }
+  int eos_id() const override { return kEos; }
+  std::string kind() const override { return "byte"; }
+};
+
+// spec is one of:
+//   "byte"                      the ByteTokenizer
+//   path to a SentencePiece .model file
+//   a data or checkpoint directory (resolved with find_tokenizer_in_dir)
+// Anything else is a chainlm::Error naming the path and listing the accepted forms.
+std::unique_ptr<Tokenizer> load_tokenizer(const std::string& spec);
+// The SentencePiece branch of load_tokenizer, for callers that know the file's format.
+std::unique_ptr<Tokenizer> load_sentencepiece_tokenizer(const std::string& model_path);
+
+// The one scheme for carrying a tokenizer inside a data or checkpoint directory:
+//   DIR/tokenizer.model   a SentencePiece model (copied byte for byte)
+//   DIR/tokenizer.json    {"kind": "byte"} for the byte tokenizer
+// find_tokenizer_in_dir returns the spec to pass to load_tokenizer, or throws when the
+// directory holds neither file.
+std::string find_tokenizer_in_dir(const std::string& dir);
+// Writes the tokenizer named by spec into dir (atomically) in the scheme above.
+void save_tokenizer_to_dir(const std::string& spec, const std::string& dir);
+
+// Trains a byte-fallback BPE SentencePiece model with the LLaMA id conventions (unk 0, bos 1,
+// eos 2, no pad) on the lines of corpus_path and writes only the .model file, atomically, to
+// out_model_path (no .vocab file beside it: the .model holds the pieces and scores). The same
+// corpus, vocab_size and seed give the same model. SentencePiece's logs go to stderr only
+// when verbose is set.
+void train_sentencepiece(const std::string& corpus_path, int vocab_size,
+                         const std::string& out_model_path, uint64_t seed, bool verbose = false);
+
+}  // namespace chainlm

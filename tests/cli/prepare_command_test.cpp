@@ -1,0 +1,212 @@
+// Runs the built `chainlm` binary: tokenizer train, tokenizer encode and prepare, end to end.
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+
+#include <filesystem>
+#include <nlohmann/json.hpp>
+#include <set>
+
+#include "core/rng.h"
+#include "io/test_temp_dir.h"
+#include "io/token_shard.h"
+#include "io/tokenizer.h"
+
+namespace chainlm {
+namespace {
+
+using testing::read_bytes;
+using testing::TempDir;
+using testing::write_bytes;
+
+struct RunResult {
+  int exit_code;
+  std::string out, err;
+};
+
+RunResult run_chainlm(const TempDir& dir, const std::string& args) {
+  const std::string out = dir.file("stdout.txt"), err = dir.file("stderr.txt");
+  const std::string cmd =
+      std::string("'") + CHAINLM_BINARY + "' " + args + " >'" + out + "' 2>'" + err + "'";
+  int status = std::system(cmd.c_str());
+  RunResult r{WIFEXITED(status) ? WEXITSTATUS(status) : -1, read_bytes(out), read_bytes(err)};
+  std::filesystem::remove(out);
+  std::filesystem::remove(err);
+  return r;
+}
+
+std::string q(const std::string& path) {
+  return "'" + path + "'";
+}
+
+// Documents the test knows independently of the command's splitter.
+std::vector<std::string> make_documents(size_t n) {
+  const std::vector<std::string> words = {"apple", "river",  "stone",   "light", "garden", "silver",
+                                          "quiet", "window", "morning", "paper", "bridge", "cloud"};
+  Rng rng(3);
+  std::vector<std::string> docs;
+  for (size_t d = 0; d < n; ++d) {
+    std::string doc;
+    size_t lines = 1 + rng.below(4);
+    for (size_t l = 0; l < lines; ++l) {
+      if (l) doc += '\n';
+      size_t len = 3 + rng.below(12);
+      for (size_t w = 0; w < len; ++w) doc += (w ? " " : "") + words[rng.below(words.size())];
+      doc += rng.below(2) ? "." : ", " + std::to_string(rng.below(1000)) + "!";
+    }
+    docs.push_back(doc);
+  }
+  return docs;
+}
+
+// Joins documents with a mix of the separators prepare must understand.
+std::string join_documents(const std::vector<std::string>& docs) {
+  std::string text;
+  for (size_t i = 0; i < docs.size(); ++i) {
+    text += docs[i] + "\n";
+    if (i + 1 < docs.size()) text += (i % 3 == 0) ? "%\n" : (i % 3 == 1) ? "\n" : "\n\n\n";
+  }
+  return text;
+}
+
+// Splits a shard back into documents at BOS and decodes each one.
+std::vector<std::string> decode_shard(const TokenShard& shard, const Tokenizer& tok) {
+  std::vector<int32_t> ids(shard.size());
+  shard.read(0, shard.size(), ids.data());
+  std::vector<std::string> docs;
+  std::vector<int> current;
+  EXPECT_TRUE(ids.empty() || ids[0] == tok.bos_id());
+  for (size_t i = 0; i <= ids.size(); ++i) {
+    if (i == ids.size() || ids[i] == tok.bos_id()) {
+      if (i) docs.push_back(tok.decode(current));
+      current.clear();
+    } else {
+      current.push_back(ids[i]);
+    }
+  }
+  return docs;
+}
+
+TEST(PrepareCommand, TrainTokenizerThenPrepare) {
+  TempDir dir;
+  const std::vector<std::string> docs = make_documents(400);
+  const std::string input = dir.file("corpus.txt");
+  write_bytes(input, join_documents(docs));
+  const std::string model = dir.file("tok.model");
+
+  RunResult train = run_chainlm(dir, "tokenizer train --corpus " + q(input) +
+                                         " --vocab-size 300 --out " + q(model) + " --seed 5");
+  ASSERT_EQ(train.exit_code, 0) << train.err;
+  EXPECT_TRUE(train.err.empty()) << "SentencePiece logs should be silenced: " << train.err;
+  auto tok = load_tokenizer(model);
+  EXPECT_EQ(tok->vocab_size(), 300);
+
+  RunResult enc =
+      run_chainlm(dir, "tokenizer encode --tokenizer " + q(model) + " --text 'quiet river'");
+  ASSERT_EQ(enc.exit_code, 0) << enc.err;
+  std::string expected_ids;
+  for (int id : tok->encode("quiet river"))
+    expected_ids += (expected_ids.empty() ? "" : " ") + std::to_string(id);
+  EXPECT_EQ(enc.out, expected_ids + "\n");
+
+  const std::string data = dir.file("data");
+  RunResult prep = run_chainlm(dir, "prepare --tokenizer " + q(model) + " --input " + q(input) +
+                                        " --out " + q(data) + " --val-fraction 0.2 --seed 11");
+  ASSERT_EQ(prep.exit_code, 0) << prep.err;
+  EXPECT_NE(prep.out.find("400 documents"), std::string::npos) << prep.out;
+
+  TokenShard train_shard((std::filesystem::path(data) / "train.bin").string());
+  TokenShard val_shard((std::filesystem::path(data) / "val.bin").string());
+  EXPECT_EQ(train_shard.vocab_size(), 300u);
+  size_t expected_tokens = 0;
+  for (const std::string& d : docs) expected_tokens += 1 + tok->encode(d).size();
+  EXPECT_EQ(train_shard.size() + val_shard.size(), expected_tokens);
+  EXPECT_GT(val_shard.size(), 0u);
+  EXPECT_GT(train_shard.size(), val_shard.size());
+
+  // Every document appears exactly once, in one of the two shards, with BOS in front.
+  std::vector<std::string> train_docs = decode_shard(train_shard, *tok);
+  std::vector<std::string> val_docs = decode_shard(val_shard, *tok);
+  EXPECT_EQ(train_docs.size() + val_docs.size(), docs.size());
+  std::multiset<std::string> got(train_docs.begin(), train_docs.end());
+  got.insert(val_docs.begin(), val_docs.end());
+  EXPECT_EQ(got, std::multiset<std::string>(docs.begin(), docs.end()));
+  // About 20% validation (80 expected; a binomial spread of +-25 is over 4 sigma).
+  EXPECT_GT(val_docs.size(), 55u);
+  EXPECT_LT(val_docs.size(), 105u);
+
+  // The directory carries its tokenizer and a meta.json that agrees with the shards.
+  EXPECT_EQ(read_bytes(find_tokenizer_in_dir(data)), read_bytes(model));
+  auto meta =
+      nlohmann::json::parse(read_bytes((std::filesystem::path(data) / "meta.json").string()));
+  EXPECT_EQ(meta["train_tokens"].get<uint64_t>(), train_shard.size());
+  EXPECT_EQ(meta["val_tokens"].get<uint64_t>(), val_shard.size());
+  EXPECT_EQ(meta["train_documents"].get<size_t>(), train_docs.size());
+  EXPECT_EQ(meta["val_documents"].get<size_t>(), val_docs.size());
+  EXPECT_EQ(meta["tokenizer"]["vocab_size"].get<int>(), 300);
+
+  // Same seed, same split; the tokenizer spec may also be the data directory itself.
+  const std::string data2 = dir.file("data2");
+  RunResult again = run_chainlm(dir, "prepare --tokenizer " + q(data) + " --input " + q(input) +
+                                         " --out " + q(data2) + " --val-fraction 0.2 --seed 11");
+  ASSERT_EQ(again.exit_code, 0) << again.err;
+  EXPECT_EQ(read_bytes((std::filesystem::path(data2) / "val.bin").string()),
+            read_bytes((std::filesystem::path(data) / "val.bin").string()));
+}
+
+TEST(PrepareCommand, ByteTokenizerAndMinimumSplit) {
+  TempDir dir;
+  const std::string input = dir.file("two.txt");
+  write_bytes(input, "first document\n\nsecond one\n");
+  const std::string data = dir.file("data");
+  RunResult r = run_chainlm(dir, "prepare --tokenizer byte --input " + q(input) + " --out " +
+                                     q(data) + " --val-fraction 0.01");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  TokenShard train((std::filesystem::path(data) / "train.bin").string());
+  TokenShard val((std::filesystem::path(data) / "val.bin").string());
+  // Two documents: one on each side no matter how small the fraction.
+  EXPECT_EQ(train.size() + val.size(), (1 + 14) + (1 + 10));
+  EXPECT_GT(train.size(), 0u);
+  EXPECT_GT(val.size(), 0u);
+  EXPECT_EQ(train.at(0), 256u);  // BOS of the byte tokenizer
+  EXPECT_EQ(find_tokenizer_in_dir(data), "byte");
+}
+
+TEST(PrepareCommand, BadInputsFailWithAMessage) {
+  TempDir dir;
+  const std::string good = dir.file("good.txt");
+  write_bytes(good, "a\n\nb\n\nc\n");
+  const std::string empty = dir.file("empty.txt");
+  write_bytes(empty, "");
+  const std::string blank = dir.file("blank.txt");
+  write_bytes(blank, "\n\n%\n  \n");
+  const std::string single = dir.file("single.txt");
+  write_bytes(single, "just one document\nover two lines\n");
+  const std::string out = " --out " + q(dir.file("out"));
+
+  struct Case {
+    std::string args, needle;
+  };
+  const std::vector<Case> cases = {
+      {"prepare --tokenizer byte --input " + q(empty) + out, "empty"},
+      {"prepare --tokenizer byte --input " + q(blank) + out, "no documents"},
+      {"prepare --tokenizer byte --input " + q(single) + out, "single document"},
+      {"prepare --tokenizer byte --input " + q(dir.file("missing.txt")) + out, "missing.txt"},
+      {"prepare --tokenizer byte --input " + q(good) + out + " --val-fraction 0", "--val-fraction"},
+      {"prepare --tokenizer byte --input " + q(good) + out + " --val-fraction 1", "--val-fraction"},
+      {"prepare --tokenizer " + q(good) + " --input " + q(good) + out, "not a SentencePiece model"},
+      {"prepare --input " + q(good) + out, "tokenizer"},
+      {"tokenizer train --corpus " + q(empty) + " --vocab-size 300 --out " + q(dir.file("t.model")),
+       "empty"},
+      {"tokenizer encode --tokenizer " + q(dir.file("nope.model")) + " --text hi", "nope.model"},
+  };
+  for (const Case& c : cases) {
+    RunResult r = run_chainlm(dir, c.args);
+    EXPECT_NE(r.exit_code, 0) << c.args;
+    EXPECT_NE(r.err.find(c.needle), std::string::npos) << c.args << "\nstderr: " << r.err;
+  }
+  EXPECT_FALSE(std::filesystem::exists(dir.file("out/train.bin")));
+  EXPECT_FALSE(std::filesystem::exists(dir.file("t.model")));
+}
+
+}  // namespace
+}  // namespace chainlm

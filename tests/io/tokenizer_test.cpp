@@ -1,0 +1,215 @@
+#include "io/tokenizer.h"
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "core/error.h"
+#include "core/rng.h"
+#include "io/test_temp_dir.h"
+
+namespace chainlm {
+namespace {
+
+using testing::read_bytes;
+using testing::TempDir;
+using testing::write_bytes;
+
+const std::string kSharedData = CHAINLM_SOURCE_DIR "/../shared/data";
+
+// About 300 KB of varied English-like sentences, one or two per line.
+std::string generated_corpus(uint64_t seed) {
+  const std::vector<std::string> subjects = {"the cat",       "a little girl", "my old friend",
+                                             "the robot",     "every farmer",  "the tall tree",
+                                             "a quiet dog",   "Tom",           "the teacher",
+                                             "our neighbour", "the small bird"};
+  const std::vector<std::string> verbs = {"found",      "painted", "carried",  "wanted", "watched",
+                                          "remembered", "built",   "followed", "opened", "lost"};
+  const std::vector<std::string> objects = {"a red ball",      "the shiny key",  "three apples",
+                                            "the river",       "a broken clock", "the green door",
+                                            "some warm bread", "a secret map",   "the garden"};
+  const std::vector<std::string> tails = {
+      "in the morning",         "after school",    "near the park",
+      "because it was raining", "with great care", "again",
+      "before dinner",          "on 12 May 2023",  "for 45 minutes"};
+  Rng rng(seed);
+  auto pick = [&](const std::vector<std::string>& v) { return v[rng.below(v.size())]; };
+  std::string text;
+  while (text.size() < 300000) {
+    std::string s =
+        pick(subjects) + " " + pick(verbs) + " " + pick(objects) + " " + pick(tails) + ".";
+    s[0] = static_cast<char>(std::toupper(static_cast<unsigned char>(s[0])));
+    text += s;
+    text += rng.below(3) == 0 ? " \"Why?\" asked " + pick(subjects) + ".\n" : "\n";
+  }
+  return text;
+}
+
+TEST(ByteTokenizer, RoundTripIncludingUtf8) {
+  ByteTokenizer tok;
+  EXPECT_EQ(tok.vocab_size(), 258);
+  EXPECT_EQ(tok.bos_id(), 256);
+  EXPECT_EQ(tok.eos_id(), 257);
+  EXPECT_EQ(tok.kind(), "byte");
+  const std::string text =
+      "h\xC3\xA9llo w\xC3\xB6rld \xE2\x9C\x93 \xF0\x9F\x98\x80\n\t";  // héllo wörld ✓ 😀
+  std::vector<int> ids = tok.encode(text);
+  ASSERT_EQ(ids.size(), text.size());
+  EXPECT_EQ(ids[0], 'h');
+  EXPECT_EQ(ids[1], 0xC3);  // bytes, not signed chars
+  EXPECT_EQ(ids[2], 0xA9);
+  EXPECT_EQ(tok.decode(ids), text);
+  std::vector<int> with_specials = {256, 'h', 'i', 257};
+  EXPECT_EQ(tok.decode(with_specials), "hi");
+  EXPECT_EQ(tok.decode_token(256, 'a'), "a");
+  EXPECT_EQ(tok.decode_token(-1, 256), "");
+  EXPECT_THROW(tok.decode({258}), Error);
+  EXPECT_THROW(tok.decode({-1}), Error);
+  EXPECT_TRUE(tok.encode("").empty());
+}
+
+TEST(Tokenizer, LoadByteSpec) {
+  auto tok = load_tokenizer("byte");
+  EXPECT_EQ(tok->kind(), "byte");
+  EXPECT_EQ(tok->vocab_size(), 258);
+}
+
+TEST(Tokenizer, LoadErrorsNameThePath) {
+  TempDir dir;
+  const std::string text_file = dir.file("notes.txt");
+  write_bytes(text_file, "this is not a sentencepiece model\nat all\n");
+  for (const std::string& spec : {text_file, dir.file("missing.model"), std::string()}) {
+    try {
+      load_tokenizer(spec);
+      FAIL() << "expected an error for '" << spec << "'";
+    } catch (const Error& e) {
+      const std::string msg = e.what();
+      EXPECT_NE(msg.find(spec), std::string::npos) << msg;
+      EXPECT_NE(msg.find("SentencePiece"), std::string::npos) << msg;  // says what is accepted
+    }
+  }
+  write_bytes(dir.file("empty.model"), "");
+  EXPECT_THROW(load_tokenizer(dir.file("empty.model")), Error);
+  EXPECT_THROW(load_tokenizer(dir.path().string()), Error);  // directory without a tokenizer
+}
+
+class SentencePieceTraining : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    corpus_ = dir_.file("corpus.txt");
+    write_bytes(corpus_, generated_corpus(7));
+    model_ = dir_.file("tok.model");
+  }
+  TempDir dir_;
+  std::string corpus_, model_;
+};
+
+TEST_F(SentencePieceTraining, TrainsAndRoundTrips) {
+  train_sentencepiece(corpus_, 320, model_, 1234);
+  // Only the model is written: no .vocab file or temporaries beside it.
+  EXPECT_TRUE(std::filesystem::exists(model_));
+  EXPECT_EQ(testing::count_entries(dir_.path()), 2u);
+
+  auto tok = load_tokenizer(model_);
+  EXPECT_EQ(tok->kind(), "sentencepiece");
+  EXPECT_EQ(tok->vocab_size(), 320);
+  EXPECT_EQ(tok->bos_id(), 1);
+  EXPECT_EQ(tok->eos_id(), 2);
+
+  // In-domain text, whitespace runs, a newline, digits and characters never seen in training
+  // (byte fallback) must all survive the round trip exactly.
+  const std::string text =
+      "The cat found a red ball near the park.\nTom  opened the green door, 2024 times!"
+      " Na\xC3\xAFve caf\xC3\xA9 \xE6\x97\xA5\xE6\x9C\xAC";
+  std::vector<int> ids = tok->encode(text);
+  EXPECT_LT(ids.size(), text.size());  // merges were learned
+  for (int id : ids) EXPECT_TRUE(id >= 0 && id < 320);
+  EXPECT_EQ(tok->decode(ids), text);
+
+  // Streaming decode after BOS reproduces the text, without the dummy-prefix space.
+  std::string streamed;
+  int prev = tok->bos_id();
+  for (int id : ids) {
+    std::string piece = tok->decode_token(prev, id);
+    int digits = 0;
+    for (char c : piece) digits += std::isdigit(static_cast<unsigned char>(c)) ? 1 : 0;
+    EXPECT_LE(digits, 1) << "split_digits should keep digits apart: '" << piece << "'";
+    streamed += piece;
+    prev = id;
+  }
+  EXPECT_EQ(streamed, text);
+  EXPECT_EQ(tok->decode_token(5, tok->bos_id()), "");
+  EXPECT_THROW(tok->decode({320}), Error);
+  EXPECT_THROW(tok->decode_token(1, -3), Error);
+}
+
+TEST_F(SentencePieceTraining, DeterministicForASeed) {
+  train_sentencepiece(corpus_, 300, model_, 99);
+  const std::string second = dir_.file("tok2.model");
+  train_sentencepiece(corpus_, 300, second, 99);
+  EXPECT_EQ(read_bytes(model_), read_bytes(second));
+}
+
+TEST_F(SentencePieceTraining, BadInputs) {
+  const std::string empty = dir_.file("empty.txt");
+  write_bytes(empty, "\n  \n\n");
+  EXPECT_THROW(train_sentencepiece(empty, 300, model_, 0), Error);
+  EXPECT_THROW(train_sentencepiece(dir_.file("missing.txt"), 300, model_, 0), Error);
+  EXPECT_THROW(train_sentencepiece(corpus_, 100, model_, 0), Error);  // below the byte pieces
+  EXPECT_FALSE(std::filesystem::exists(model_));
+}
+
+TEST_F(SentencePieceTraining, TokenizerDirectoryScheme) {
+  train_sentencepiece(corpus_, 300, model_, 1);
+  const std::string data = dir_.file("data");
+  std::filesystem::create_directories(data);
+  EXPECT_THROW(find_tokenizer_in_dir(data), Error);
+
+  save_tokenizer_to_dir("byte", data);
+  EXPECT_EQ(find_tokenizer_in_dir(data), "byte");
+  EXPECT_EQ(load_tokenizer(data)->kind(), "byte");
+
+  save_tokenizer_to_dir(model_, data);
+  EXPECT_EQ(find_tokenizer_in_dir(data),
+            (std::filesystem::path(data) / "tokenizer.model").string());
+  EXPECT_EQ(read_bytes(find_tokenizer_in_dir(data)), read_bytes(model_));
+  EXPECT_EQ(load_tokenizer(data)->vocab_size(), 300);
+
+  // Back to byte: the stale model must not shadow the new descriptor.
+  save_tokenizer_to_dir("byte", data);
+  EXPECT_EQ(find_tokenizer_in_dir(data), "byte");
+
+  write_bytes((std::filesystem::path(data) / "tokenizer.json").string(),
+              R"({"kind": "wordpiece"})");
+  EXPECT_THROW(find_tokenizer_in_dir(data), Error);
+}
+
+TEST(SharedTokenizers, Stories260K) {
+  const std::string path = kSharedData + "/stories260K/tok512.model";
+  if (!std::filesystem::exists(path)) GTEST_SKIP() << path << " not present";
+  auto tok = load_tokenizer(path);
+  EXPECT_EQ(tok->vocab_size(), 512);
+  EXPECT_EQ(tok->bos_id(), 1);
+  EXPECT_EQ(tok->eos_id(), 2);
+  const std::string text =
+      "Once upon a time, there was a little girl named Lily. She loved to play!";
+  std::vector<int> ids = tok->encode(text);
+  EXPECT_LT(ids.size(), text.size());
+  EXPECT_EQ(tok->decode(ids), text);
+}
+
+TEST(SharedTokenizers, Llama2KnownIds) {
+  const std::string path = kSharedData + "/tokenizers/llama2-tokenizer.model";
+  if (!std::filesystem::exists(path)) GTEST_SKIP() << path << " not present";
+  auto tok = load_tokenizer(path);
+  EXPECT_EQ(tok->vocab_size(), 32000);
+  // Published LLaMA 2 ids: "▁Hello" = 15043, "▁world" = 3186; "\n" is byte token <0x0A> = 13.
+  EXPECT_EQ(tok->encode("Hello world"), (std::vector<int>{15043, 3186}));
+  EXPECT_EQ(tok->decode_token(tok->bos_id(), 15043), "Hello");
+  EXPECT_EQ(tok->decode_token(15043, 3186), " world");
+  EXPECT_EQ(tok->decode_token(3186, 13), "\n");
+}
+
+}  // namespace
+}  // namespace chainlm
