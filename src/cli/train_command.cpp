@@ -1,7 +1,109 @@
+// chainlm train: train a model from a config (or resume a run) on prepared token shards.
+#include <cstdio>
+#include <filesystem>
+#include <memory>
+
 #include "cli/commands.h"
+#include "cli/parse_util.h"
+#include "core/error.h"
+#include "core/threads.h"
+#include "model/checkpoint.h"
+#include "train/trainer.h"
 
 namespace chainlm::cli {
 
-void add_train_command(CLI::App& app) { (void)app; }  // placeholder until the command lands
+namespace fs = std::filesystem;
+
+void add_train_command(CLI::App& app) {
+  auto* cmd = app.add_subcommand("train", "Train a model on token shards made by `chainlm prepare`");
+  struct Args {
+    std::string config, data, out, chain_weights;
+    long steps = 1000, eval_every = 100, save_every = 0, warmup = -1;
+    int batch = 8, micro = 0, seq = 0, threads = 0, eval_windows = 64;
+    float lr = 1e-3f, wd = 0.1f, clip = 1.0f, min_lr_ratio = 0.1f;
+    uint64_t seed = 1337;
+    bool resume = false, quiet = false;
+  };
+  auto a = std::make_shared<Args>();
+  cmd->add_option("--config", a->config, "Model config JSON (not needed with --resume)");
+  cmd->add_option("--data", a->data, "Directory with train.bin, val.bin and the tokenizer");
+  cmd->add_option("--out", a->out, "Run directory (checkpoints, metrics.jsonl)")->required();
+  cmd->add_option("--steps", a->steps, "Optimizer steps")->capture_default_str();
+  cmd->add_option("--batch-size", a->batch, "Sequences per optimizer step")->capture_default_str();
+  cmd->add_option("--micro-batch", a->micro,
+                  "Sequences per forward/backward (gradient accumulation); 0 = batch size");
+  cmd->add_option("--seq-len", a->seq, "Tokens per sequence; 0 = the model's max_seq_len");
+  cmd->add_option("--lr", a->lr, "Peak learning rate")->capture_default_str();
+  cmd->add_option("--min-lr-ratio", a->min_lr_ratio, "Final LR as a fraction of the peak")
+      ->capture_default_str();
+  cmd->add_option("--warmup", a->warmup, "Warmup steps; -1 = min(100, steps/10)");
+  cmd->add_option("--weight-decay", a->wd, "AdamW weight decay on matrices")->capture_default_str();
+  cmd->add_option("--grad-clip", a->clip, "Global gradient norm clip; 0 = off")->capture_default_str();
+  cmd->add_option("--eval-every", a->eval_every, "Validate every N steps")->capture_default_str();
+  cmd->add_option("--eval-windows", a->eval_windows, "Validation windows; 0 = whole split")
+      ->capture_default_str();
+  cmd->add_option("--save-every", a->save_every, "Checkpoint every N steps; 0 = at validation");
+  cmd->add_option("--chain-loss-weights", a->chain_weights,
+                  "Comma-separated weight per chain prefix (SPEC A5); default: full model only");
+  cmd->add_option("--threads", a->threads, "Threads (OpenMP and BLAS); 0 = all cores");
+  cmd->add_option("--seed", a->seed, "Seed for initialization and data order")->capture_default_str();
+  cmd->add_flag("--resume", a->resume, "Continue the run in --out from its latest checkpoint");
+  cmd->add_flag("--quiet", a->quiet, "No progress output");
+  cmd->callback([a, cmd]() {
+    set_num_threads(a->threads);
+    std::unique_ptr<Model> model;
+    TrainOptions opt;
+    std::string resume_dir;
+    if (a->resume) {
+      resume_dir = resolve_checkpoint_dir(a->out);
+      model = load_model(resume_dir);
+      nlohmann::json state = read_json_file((fs::path(resume_dir) / "trainer_state.json").string());
+      try {
+        opt = TrainOptions::from_json(state.at("options"));
+      } catch (const nlohmann::json::exception& e) {
+        fail(resume_dir, "/trainer_state.json: invalid options: ", e.what());
+      }
+      // Only the length of the run may change on resume; everything else must match for
+      // the resumed run to continue the interrupted one exactly.
+      if (cmd->count("--steps")) opt.steps = a->steps;
+      if (!a->data.empty()) opt.data_dir = a->data;
+    } else {
+      CHAINLM_CHECK(!a->config.empty(), "train: --config is required (or pass --resume)");
+      CHAINLM_CHECK(!a->data.empty(), "train: --data is required");
+      CHAINLM_CHECK(!fs::exists(fs::path(a->out) / "latest"), a->out,
+                    " already holds a training run; pass --resume to continue it or choose ",
+                    "another --out (nothing was overwritten)");
+      model = std::make_unique<Model>(load_config(a->config));
+      model->init_random(a->seed);
+      opt.data_dir = a->data;
+      opt.steps = a->steps;
+      opt.batch_size = a->batch;
+      opt.micro_batch = a->micro;
+      opt.seq_len = a->seq;
+      opt.lr = a->lr;
+      opt.min_lr_ratio = a->min_lr_ratio;
+      opt.warmup = a->warmup;
+      opt.weight_decay = a->wd;
+      opt.grad_clip = a->clip;
+      opt.eval_every = a->eval_every;
+      opt.eval_windows = a->eval_windows;
+      opt.save_every = a->save_every;
+      opt.seed = a->seed;
+      if (!a->chain_weights.empty()) opt.chain_loss_weights = parse_float_list(a->chain_weights, "--chain-loss-weights");
+    }
+    opt.out_dir = a->out;
+    opt.quiet = a->quiet;
+    Trainer trainer(*model, opt);
+    if (!resume_dir.empty()) trainer.restore(resume_dir);
+    const ModelConfig& c = model->config();
+    if (!a->quiet) {
+      std::fprintf(stderr, "model: %d layers, dim %d, chains %s%s, %.2fM parameters; %s from step %ld to %ld\n",
+                   c.n_layers, c.dim, nlohmann::json(c.chains).dump().c_str(),
+                   c.kv_share ? " (CoLM-Air)" : "", model->num_params(c.n_chains()) / 1e6,
+                   resume_dir.empty() ? "training" : "resuming", trainer.step(), trainer.options().steps);
+    }
+    trainer.run();
+  });
+}
 
 }  // namespace chainlm::cli

@@ -3,6 +3,8 @@
 #include <cmath>
 #include <vector>
 
+#include <omp.h>
+
 namespace chainlm {
 
 void rmsnorm_forward(const ChainSplit& split, int k, int M, const float* x, int ldx,
@@ -32,9 +34,18 @@ void rmsnorm_backward(const ChainSplit& split, int k, int M, const float* x, int
   const int width = split.prefix(k);
   // y_j = x_j * s * g_j with s = (mean(x^2)+eps)^-1/2
   // dx_j = s * g_j * dy_j - x_j * s^3 / w * sum_l(dy_l g_l x_l)
+  // Per-thread partial gain gradients, summed in thread order afterwards, so the result is
+  // bit-reproducible run to run (a critical section would sum in arrival order).
+  const int max_threads = omp_get_max_threads();
+  thread_local std::vector<float> partial;
+  if (dgain) partial.assign((size_t)max_threads * width, 0.0f);
+  float* partial_base = partial.data();  // thread_local: take the caller's buffer here
+  int used_threads = 1;
 #pragma omp parallel
   {
-    std::vector<float> dgain_local(dgain ? width : 0, 0.0f);
+    float* dgain_local = dgain ? partial_base + (size_t)omp_get_thread_num() * width : nullptr;
+#pragma omp single
+    used_threads = omp_get_num_threads();
 #pragma omp for schedule(static)
     for (int r = 0; r < M; ++r) {
       const float* xr = x + (long)r * ldx;
@@ -55,11 +66,10 @@ void rmsnorm_backward(const ChainSplit& split, int k, int M, const float* x, int
         }
       }
     }
-    if (dgain) {
-#pragma omp critical
-      for (int j = 0; j < width; ++j) dgain[j] += dgain_local[j];
-    }
   }
+  if (dgain)
+    for (int t = 0; t < used_threads; ++t)
+      for (int j = 0; j < width; ++j) dgain[j] += partial[(size_t)t * width + j];
 }
 
 }  // namespace chainlm

@@ -1,0 +1,35 @@
+#include "cli/parse_util.h"
+
+#include <sstream>
+
+#include "core/error.h"
+#include "io/atomic_file.h"
+
+namespace chainlm::cli {
+
+std::vector<float> parse_float_list(const std::string& s, const std::string& what) {
+  std::vector<float> out;
+  std::stringstream ss(s);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    try {
+      size_t used = 0;
+      out.push_back(std::stof(item, &used));
+      CHAINLM_CHECK(used == item.size(), what, ": '", item, "' is not a number");
+    } catch (const std::logic_error&) {
+      fail(what, ": '", item, "' is not a number");
+    }
+  }
+  CHAINLM_CHECK(!out.empty(), what, ": empty list");
+  return out;
+}
+
+nlohmann::json read_json_file(const std::string& path) {
+  try {
+    return nlohmann::json::parse(read_file(path));
+  } catch (const nlohmann::json::exception& e) {
+    fail(path, ": invalid JSON: ", e.what());
+  }
+}
+
+}  // namespace chainlm::cli

@@ -1,0 +1,69 @@
+#include "infer/sampler.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "core/error.h"
+
+namespace chainlm {
+
+void validate_sampling(const SamplingOptions& o) {
+  CHAINLM_CHECK(std::isfinite(o.temperature) && o.temperature >= 0, "temperature must be >= 0 (got ",
+                o.temperature, ")");
+  CHAINLM_CHECK(o.top_k >= 0, "top_k must be >= 0 (got ", o.top_k, ")");
+  CHAINLM_CHECK(o.top_p > 0 && o.top_p <= 1, "top_p must be in (0, 1] (got ", o.top_p, ")");
+}
+
+int Sampler::sample(const float* logits, int V) {
+  if (opt_.temperature == 0.0f) {
+    // First index of the maximum, as llama2.c's argmax.
+    int best = 0;
+    for (int i = 1; i < V; ++i)
+      if (logits[i] > logits[best]) best = i;
+    return best;
+  }
+  scratch_.resize(V);
+  for (int i = 0; i < V; ++i) scratch_[i] = {logits[i] / opt_.temperature, i};
+  int n = V;
+  auto by_logit = [](const auto& a, const auto& b) {
+    return a.first > b.first || (a.first == b.first && a.second < b.second);
+  };
+  if (opt_.top_k > 0 && opt_.top_k < V) {
+    std::partial_sort(scratch_.begin(), scratch_.begin() + opt_.top_k, scratch_.end(), by_logit);
+    n = opt_.top_k;
+  } else if (opt_.top_p < 1.0f) {
+    std::sort(scratch_.begin(), scratch_.end(), by_logit);
+  }
+  const float mx = std::max_element(scratch_.begin(), scratch_.begin() + n,
+                                    [](const auto& a, const auto& b) { return a.first < b.first; })
+                       ->first;
+  double sum = 0;
+  for (int i = 0; i < n; ++i) {
+    scratch_[i].first = std::exp(scratch_[i].first - mx);
+    sum += scratch_[i].first;
+  }
+  if (opt_.top_p < 1.0f) {
+    // scratch_[0, n) is sorted by probability here: keep the smallest prefix reaching top_p.
+    double cum = 0;
+    int keep = n;
+    for (int i = 0; i < n; ++i) {
+      cum += scratch_[i].first / sum;
+      if (cum >= opt_.top_p) {
+        keep = i + 1;
+        break;
+      }
+    }
+    n = keep;
+    sum = 0;
+    for (int i = 0; i < n; ++i) sum += scratch_[i].first;
+  }
+  const double r = rng_.uniform_double() * sum;
+  double cum = 0;
+  for (int i = 0; i < n; ++i) {
+    cum += scratch_[i].first;
+    if (r < cum) return scratch_[i].second;
+  }
+  return scratch_[n - 1].second;
+}
+
+}  // namespace chainlm

@@ -1,0 +1,63 @@
+#include "model/checkpoint.h"
+
+#include <filesystem>
+#include <set>
+
+#include "core/error.h"
+#include "io/atomic_file.h"
+#include "io/safetensors.h"
+
+namespace chainlm {
+
+namespace fs = std::filesystem;
+
+std::string resolve_checkpoint_dir(const std::string& path) {
+  CHAINLM_CHECK(fs::exists(path), path, ": no such checkpoint or run directory");
+  CHAINLM_CHECK(fs::is_directory(path), path, ": not a directory (a chainlm checkpoint is a ",
+                "directory with config.json and model.safetensors)");
+  if (fs::exists(fs::path(path) / "config.json")) return path;
+  const fs::path latest = fs::path(path) / "latest";
+  CHAINLM_CHECK(fs::exists(latest), path,
+                ": neither a checkpoint (no config.json) nor a run directory (no 'latest' file)");
+  std::string name = read_file(latest.string());
+  while (!name.empty() && (name.back() == '\n' || name.back() == ' ')) name.pop_back();
+  const fs::path dir = fs::path(path) / name;
+  CHAINLM_CHECK(!name.empty() && name.find('/') == std::string::npos && fs::is_directory(dir),
+                latest.string(), ": names checkpoint '", name, "', which does not exist");
+  return dir.string();
+}
+
+void load_model_weights(Model& model, const std::string& file) {
+  SafetensorsReader reader(file);
+  ParamStore& ps = model.params();
+  std::set<std::string> expected;
+  for (int i = 0; i < (int)ps.infos().size(); ++i) {
+    const ParamInfo& p = ps.info(i);
+    expected.insert(p.name);
+    CHAINLM_CHECK(reader.has(p.name), file, ": missing tensor '", p.name, "' (shape ",
+                  shape_to_string(p.shape), ") required by the model config");
+    reader.read_f32(p.name, p.shape, ps.value(i));
+  }
+  for (const auto& e : reader.entries())
+    CHAINLM_CHECK(expected.count(e.name), file, ": unexpected tensor '", e.name,
+                  "': the checkpoint does not match its config.json");
+}
+
+std::unique_ptr<Model> load_model(const std::string& checkpoint_dir) {
+  const std::string dir = resolve_checkpoint_dir(checkpoint_dir);
+  const ModelConfig config = load_config((fs::path(dir) / "config.json").string());
+  auto model = std::make_unique<Model>(config);
+  load_model_weights(*model, (fs::path(dir) / "model.safetensors").string());
+  return model;
+}
+
+void save_model(const Model& model, const std::string& dir) {
+  fs::create_directories(dir);
+  write_file_atomic((fs::path(dir) / "config.json").string(),
+                    config_to_json(model.config()).dump(2) + "\n");
+  auto views = const_cast<Model&>(model).params().value_views();
+  write_safetensors((fs::path(dir) / "model.safetensors").string(), views,
+                    {{"format", "chainlm"}});
+}
+
+}  // namespace chainlm

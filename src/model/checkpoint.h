@@ -1,0 +1,26 @@
+#pragma once
+// Model checkpoints on disk (DESIGN.md, Formats): a directory holding config.json and
+// model.safetensors (plus, for training runs, optimizer.safetensors, trainer_state.json
+// and the tokenizer). A run directory holds checkpoint directories `step-NNNNNNNN` and a
+// `latest` file naming the newest complete one.
+#include <memory>
+#include <string>
+
+#include "model/model.h"
+
+namespace chainlm {
+
+// Accepts a checkpoint directory or a run directory (follows its `latest` file).
+std::string resolve_checkpoint_dir(const std::string& path);
+
+// Loads config.json and model.safetensors, checking every tensor's presence and shape.
+std::unique_ptr<Model> load_model(const std::string& checkpoint_dir);
+
+// Writes config.json and model.safetensors into dir (each atomically).
+void save_model(const Model& model, const std::string& dir);
+
+// Reads every tensor of `file` whose name is a model parameter into the model, requiring
+// all parameters to be present with their exact shapes.
+void load_model_weights(Model& model, const std::string& file);
+
+}  // namespace chainlm

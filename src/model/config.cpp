@@ -1,0 +1,132 @@
+#include "model/config.h"
+
+#include <fstream>
+#include <numeric>
+#include <set>
+
+#include "core/error.h"
+
+namespace chainlm {
+
+int ModelConfig::chain_sum() const { return std::accumulate(chains.begin(), chains.end(), 0); }
+
+namespace {
+
+const std::set<std::string> kKnownFields = {
+    "dim",        "n_layers",       "n_heads",  "n_kv_heads",  "ffn_dim",  "vocab_size", "chains",
+    "kv_share",   "rope_theta",     "norm_eps", "tie_embeddings", "max_seq_len", "phd"};
+
+template <typename T>
+void read_field(const nlohmann::json& j, const char* name, T& out, const std::string& where,
+                bool required) {
+  if (!j.contains(name)) {
+    CHAINLM_CHECK(!required, where, ": missing required field '", name, "'");
+    return;
+  }
+  try {
+    out = j.at(name).get<T>();
+  } catch (const nlohmann::json::exception&) {
+    fail(where, ": field '", name, "' has the wrong type (", j.at(name).dump(), ")");
+  }
+}
+
+}  // namespace
+
+ModelConfig config_from_json(const nlohmann::json& j, const std::string& where) {
+  CHAINLM_CHECK(j.is_object(), where, ": model config must be a JSON object");
+  for (auto it = j.begin(); it != j.end(); ++it)
+    CHAINLM_CHECK(kKnownFields.count(it.key()), where, ": unknown field '", it.key(), "'");
+  ModelConfig c;
+  read_field(j, "dim", c.dim, where, true);
+  read_field(j, "n_layers", c.n_layers, where, true);
+  read_field(j, "n_heads", c.n_heads, where, true);
+  read_field(j, "n_kv_heads", c.n_kv_heads, where, false);
+  read_field(j, "ffn_dim", c.ffn_dim, where, true);
+  read_field(j, "vocab_size", c.vocab_size, where, true);
+  read_field(j, "chains", c.chains, where, false);
+  read_field(j, "kv_share", c.kv_share, where, false);
+  read_field(j, "rope_theta", c.rope_theta, where, false);
+  read_field(j, "norm_eps", c.norm_eps, where, false);
+  read_field(j, "tie_embeddings", c.tie_embeddings, where, false);
+  read_field(j, "max_seq_len", c.max_seq_len, where, false);
+  if (j.contains("phd") && !j.at("phd").is_null())
+    fail(where, ": field 'phd' (PHD-Transformer repetition) is not supported by this build yet");
+  if (c.n_kv_heads == 0) c.n_kv_heads = c.n_heads;
+  validate_config(c, where);
+  return c;
+}
+
+nlohmann::json config_to_json(const ModelConfig& c) {
+  return nlohmann::json{{"dim", c.dim},
+                        {"n_layers", c.n_layers},
+                        {"n_heads", c.n_heads},
+                        {"n_kv_heads", c.n_kv_heads},
+                        {"ffn_dim", c.ffn_dim},
+                        {"vocab_size", c.vocab_size},
+                        {"chains", c.chains},
+                        {"kv_share", c.kv_share},
+                        {"rope_theta", c.rope_theta},
+                        {"norm_eps", c.norm_eps},
+                        {"tie_embeddings", c.tie_embeddings},
+                        {"max_seq_len", c.max_seq_len}};
+}
+
+ModelConfig load_config(const std::string& path) {
+  std::ifstream in(path);
+  CHAINLM_CHECK(in, path, ": cannot open model config");
+  nlohmann::json j;
+  try {
+    in >> j;
+  } catch (const nlohmann::json::exception& e) {
+    fail(path, ": invalid JSON: ", e.what());
+  }
+  return config_from_json(j, path);
+}
+
+void validate_config(const ModelConfig& c, const std::string& where) {
+  auto positive = [&](int v, const char* name) {
+    CHAINLM_CHECK(v > 0, where, ": '", name, "' must be positive (got ", v, ")");
+  };
+  positive(c.dim, "dim");
+  positive(c.n_layers, "n_layers");
+  positive(c.n_heads, "n_heads");
+  positive(c.n_kv_heads, "n_kv_heads");
+  positive(c.ffn_dim, "ffn_dim");
+  positive(c.vocab_size, "vocab_size");
+  positive(c.max_seq_len, "max_seq_len");
+  CHAINLM_CHECK(c.rope_theta > 0, where, ": 'rope_theta' must be positive");
+  CHAINLM_CHECK(c.norm_eps > 0, where, ": 'norm_eps' must be positive");
+  CHAINLM_CHECK(!c.chains.empty(), where, ": 'chains' must list at least one chain");
+  for (int ci : c.chains)
+    CHAINLM_CHECK(ci > 0, where, ": every entry of 'chains' must be a positive integer");
+  CHAINLM_CHECK(c.dim % c.n_heads == 0, where, ": 'dim' (", c.dim,
+                ") must be a multiple of 'n_heads' (", c.n_heads, ")");
+  CHAINLM_CHECK(c.head_dim() % 2 == 0, where, ": head dimension dim/n_heads = ", c.head_dim(),
+                " must be even for RoPE");
+  CHAINLM_CHECK(c.n_heads % c.n_kv_heads == 0, where, ": 'n_heads' (", c.n_heads,
+                ") must be a multiple of 'n_kv_heads' (", c.n_kv_heads, ")");
+  const int s = c.chain_sum();
+  CHAINLM_CHECK(c.n_heads % s == 0, where, ": 'n_heads' (", c.n_heads,
+                ") must be a multiple of sum(chains) (", s,
+                ") so that every head lies in exactly one chain (SPEC A1)");
+  const int m = c.n_heads / s;
+  for (size_t i = 0; i < c.chains.size(); ++i) {
+    const int ci = c.chains[i];
+    CHAINLM_CHECK((long)c.dim * ci % s == 0, where, ": chain ", i, ": dim*c_i/sum(chains) = ",
+                  c.dim, "*", ci, "/", s, " is not an integer (SPEC A1)");
+    CHAINLM_CHECK((long)c.ffn_dim * ci % s == 0, where, ": chain ", i,
+                  ": ffn_dim*c_i/sum(chains) = ", c.ffn_dim, "*", ci, "/", s,
+                  " is not an integer (SPEC A1)");
+    if (c.kv_share) {
+      CHAINLM_CHECK((m * ci) % c.n_kv_heads == 0, where, ": chain ", i, " owns ", m * ci,
+                    " query heads, which is not a multiple of n_kv_heads (", c.n_kv_heads,
+                    "), as CoLM-Air (kv_share) requires (SPEC A1)");
+    } else {
+      CHAINLM_CHECK((long)c.n_kv_heads * ci % s == 0, where, ": chain ", i,
+                    ": n_kv_heads*c_i/sum(chains) = ", c.n_kv_heads, "*", ci, "/", s,
+                    " is not an integer: with GQA every chain must own whole KV heads (SPEC A1)");
+    }
+  }
+}
+
+}  // namespace chainlm

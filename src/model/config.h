@@ -1,0 +1,36 @@
+#pragma once
+// The model config (config.json). Field names are a public interface (DESIGN.md, Formats).
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+namespace chainlm {
+
+struct ModelConfig {
+  int dim = 0;
+  int n_layers = 0;
+  int n_heads = 0;
+  int n_kv_heads = 0;  // 0 in JSON or absent: same as n_heads
+  int ffn_dim = 0;
+  int vocab_size = 0;
+  std::vector<int> chains{1};  // [1] = ordinary LLaMA
+  bool kv_share = false;       // CoLM-Air: K and V from chain 1 only
+  float rope_theta = 10000.0f;
+  float norm_eps = 1e-5f;
+  bool tie_embeddings = false;
+  int max_seq_len = 256;
+
+  int head_dim() const { return dim / n_heads; }
+  int n_chains() const { return static_cast<int>(chains.size()); }
+  int chain_sum() const;
+};
+
+// Parses and validates; `where` names the source (a file path) in error messages.
+ModelConfig config_from_json(const nlohmann::json& j, const std::string& where);
+nlohmann::json config_to_json(const ModelConfig& c);
+ModelConfig load_config(const std::string& path);
+
+// Throws chainlm::Error naming the field and the SPEC A1 rule a config breaks.
+void validate_config(const ModelConfig& c, const std::string& where);
+
+}  // namespace chainlm

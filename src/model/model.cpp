@@ -1,0 +1,401 @@
+#include "model/model.h"
+
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <string>
+
+#include "core/error.h"
+#include "core/rng.h"
+#include "kernels/attention.h"
+#include "kernels/cross_entropy.h"
+#include "kernels/embedding.h"
+#include "kernels/gemm.h"
+#include "kernels/rmsnorm.h"
+#include "kernels/rope.h"
+#include "kernels/swiglu.h"
+
+namespace chainlm {
+
+// Parameter indices of one layer, and the per-chain block pointers the kernels take.
+struct Model::LayerIndex {
+  int attention_norm = -1, ffn_norm = -1;
+  std::vector<int> wq, wk, wv, wo, w1, w2, w3;
+  // Value and gradient pointers per chain block (filled once after allocation).
+  std::vector<float*> v_wq, v_wk, v_wv, v_wo, v_w1, v_w2, v_w3;
+  std::vector<float*> g_wq, g_wk, g_wv, g_wo, g_w1, g_w2, g_w3;
+};
+
+// Activations of one (B, T) shape, laid out once. Residual stream buffers are (M, D) with
+// M = B*T rows; every buffer uses the full width as its row stride, and sub-model k only
+// touches its prefix of columns.
+struct Model::Buffers {
+  int B = 0, T = 0;
+  std::vector<float> arena;
+  std::vector<int> positions;
+  struct Layer {
+    float *x_in, *xn1, *rstd1, *q, *k, *v, *att, *lse, *x_mid, *xn2, *rstd2, *h1, *h3, *g;
+  };
+  std::vector<Layer> layers;
+  float *x_final, *xnf, *rstdf, *logits;
+  // Backward scratch.
+  float *dres, *dxn, *datt, *dq, *dk, *dv, *dh1, *dh3, *dg;
+  std::vector<std::vector<float>> dlogits;  // one per extra weighted chain prefix
+};
+
+Model::Model(const ModelConfig& config) : config_(config), layout_(config) {
+  const ModelConfig& c = config_;
+  const ChainLayout& L = layout_;
+  const int n = L.n;
+  tok_embeddings_ = params_.add("tok_embeddings.weight", {c.vocab_size, c.dim}, -1, true);
+  // Chain block i of a Chain-of-Linear is "<base>.chain<i>.weight", owned by chain i; the
+  // CoLM-Air K/V projections are plain "<base>.weight" tensors on chain 1's input.
+  auto add_chained = [&](const std::string& base, const ChainLinear& cl, bool plain) {
+    std::vector<int> idx;
+    const int blocks = plain ? 1 : n;
+    for (int i = 0; i < blocks; ++i) {
+      const std::string name = plain ? base + ".weight" : base + ".chain" + std::to_string(i) + ".weight";
+      idx.push_back(params_.add(name, {cl.out.width(i), cl.in.end(i)}, i, true));
+    }
+    return idx;
+  };
+  for (int l = 0; l < c.n_layers; ++l) {
+    const std::string p = "layers." + std::to_string(l);
+    LayerIndex li;
+    li.attention_norm = params_.add(p + ".attention_norm.weight", {c.dim}, -1, false);
+    li.wq = add_chained(p + ".attention.wq", L.wq, false);
+    li.wk = add_chained(p + ".attention.wk", L.wk, L.kv_share);
+    li.wv = add_chained(p + ".attention.wv", L.wv, L.kv_share);
+    li.wo = add_chained(p + ".attention.wo", L.wo, false);
+    li.ffn_norm = params_.add(p + ".ffn_norm.weight", {c.dim}, -1, false);
+    li.w1 = add_chained(p + ".feed_forward.w1", L.w1, false);
+    li.w2 = add_chained(p + ".feed_forward.w2", L.w2, false);
+    li.w3 = add_chained(p + ".feed_forward.w3", L.w3, false);
+    layers_.push_back(std::move(li));
+  }
+  norm_ = params_.add("norm.weight", {c.dim}, -1, false);
+  if (!c.tie_embeddings) output_ = params_.add("output.weight", {c.vocab_size, c.dim}, -1, true);
+  params_.allocate();
+  for (auto& li : layers_) {
+    auto bind = [&](const std::vector<int>& idx, std::vector<float*>& v, std::vector<float*>& g) {
+      for (int i : idx) {
+        v.push_back(params_.value(i));
+        g.push_back(params_.grad(i));
+      }
+    };
+    bind(li.wq, li.v_wq, li.g_wq);
+    bind(li.wk, li.v_wk, li.g_wk);
+    bind(li.wv, li.v_wv, li.g_wv);
+    bind(li.wo, li.v_wo, li.g_wo);
+    bind(li.w1, li.v_w1, li.g_w1);
+    bind(li.w2, li.v_w2, li.g_w2);
+    bind(li.w3, li.v_w3, li.g_w3);
+  }
+}
+
+Model::~Model() = default;
+
+float* Model::head_weight() { return params_.value(output_ >= 0 ? output_ : tok_embeddings_); }
+float* Model::head_grad() { return params_.grad(output_ >= 0 ? output_ : tok_embeddings_); }
+
+void Model::init_random(uint64_t seed) {
+  Rng rng(seed);
+  const float residual_scale = 1.0f / std::sqrt(2.0f * config_.n_layers);
+  for (int i = 0; i < static_cast<int>(params_.infos().size()); ++i) {
+    const ParamInfo& p = params_.info(i);
+    float* v = params_.value(i);
+    if (p.shape.size() == 1) {
+      for (size_t j = 0; j < p.numel(); ++j) v[j] = 1.0f;
+      continue;
+    }
+    const bool residual = p.name.find(".wo.") != std::string::npos ||
+                          p.name.find(".w2.") != std::string::npos;
+    const float stddev = 0.02f * (residual ? residual_scale : 1.0f);
+    for (size_t j = 0; j < p.numel(); ++j) v[j] = stddev * rng.normal();
+  }
+}
+
+void Model::ensure_buffers(int B, int T) {
+  if (buf_ && buf_->B == B && buf_->T == T) return;
+  CHAINLM_CHECK(T <= config_.max_seq_len, "sequence length ", T, " exceeds the model's max_seq_len ",
+                config_.max_seq_len);
+  buf_ = std::make_unique<Buffers>();
+  Buffers& b = *buf_;
+  b.B = B;
+  b.T = T;
+  const long M = (long)B * T, D = config_.dim, F = config_.ffn_dim, V = config_.vocab_size;
+  const long KV = layout_.kv.total(), n = layout_.n, H = config_.n_heads;
+  const long per_layer = M * (D * 6 + KV * 2 + F * 3 + n * 2) + B * H * T;
+  const long total = per_layer * config_.n_layers + M * (D * 2 + n + V) +
+                     M * (D * 5 + KV * 2 + F * 3);
+  b.arena.assign(total, 0.0f);
+  float* p = b.arena.data();
+  auto take = [&](long count) {
+    float* r = p;
+    p += count;
+    return r;
+  };
+  for (int l = 0; l < config_.n_layers; ++l) {
+    Buffers::Layer a;
+    a.x_in = take(M * D);
+    a.xn1 = take(M * D);
+    a.rstd1 = take(M * n);
+    a.q = take(M * D);
+    a.k = take(M * KV);
+    a.v = take(M * KV);
+    a.att = take(M * D);
+    a.lse = take(B * H * T);
+    a.x_mid = take(M * D);
+    a.xn2 = take(M * D);
+    a.rstd2 = take(M * n);
+    a.h1 = take(M * F);
+    a.h3 = take(M * F);
+    a.g = take(M * F);
+    b.layers.push_back(a);
+  }
+  b.x_final = take(M * D);
+  b.xnf = take(M * D);
+  b.rstdf = take(M * n);
+  b.logits = take(M * V);
+  b.dres = take(M * D);
+  b.dxn = take(M * D);
+  b.datt = take(M * D);
+  b.dq = take(M * D);
+  b.dk = take(M * KV);
+  b.dv = take(M * KV);
+  b.dh1 = take(M * F);
+  b.dh3 = take(M * F);
+  b.dg = take(M * F);
+  b.positions.resize(M);
+  for (long r = 0; r < M; ++r) b.positions[r] = static_cast<int>(r % T);
+}
+
+void Model::forward_trunk(const int* tokens, int B, int T, int k) {
+  CHAINLM_CHECK(k >= 1 && k <= layout_.n, "active chains k = ", k, " is outside 1..", layout_.n);
+  ensure_buffers(B, T);
+  Buffers& b = *buf_;
+  const ModelConfig& c = config_;
+  const ChainLayout& L = layout_;
+  const int M = B * T, D = c.dim, F = c.ffn_dim, KV = L.kv.total(), hd = L.head_dim;
+  const int Dk = L.dim.prefix(k), Fk = L.ffn.prefix(k);
+  for (int r = 0; r < M; ++r)
+    CHAINLM_CHECK(tokens[r] >= 0 && tokens[r] < c.vocab_size, "token id ", tokens[r],
+                  " is outside the vocabulary (size ", c.vocab_size, ")");
+
+  embedding_forward(M, Dk, tokens, params_.value(tok_embeddings_), D, b.layers[0].x_in, D);
+  AttentionShape as;
+  as.batch = B;
+  as.q_len = T;
+  as.kv_len = T;
+  as.q_offset = 0;
+  as.n_heads = L.active_heads(k);
+  as.head_dim = hd;
+  as.q_stride = D;
+  as.kv_stride = KV;
+  as.o_stride = D;
+  as.kv_head_of = L.kv_head_of.data();
+  as.scale = 1.0f / std::sqrt((float)hd);
+  const int kv_heads_active = L.active_kv_width(k) / hd;
+
+  for (int l = 0; l < c.n_layers; ++l) {
+    const LayerIndex& li = layers_[l];
+    Buffers::Layer& a = b.layers[l];
+    float* x_out = l + 1 < c.n_layers ? b.layers[l + 1].x_in : b.x_final;
+    rmsnorm_forward(L.dim, k, M, a.x_in, D, params_.value(li.attention_norm), c.norm_eps, a.xn1, D,
+                    a.rstd1);
+    chain_linear_forward(L.wq, k, M, a.xn1, D, li.v_wq.data(), a.q, D);
+    chain_linear_forward(L.wk, L.kv_blocks(k), M, a.xn1, D, li.v_wk.data(), a.k, KV);
+    chain_linear_forward(L.wv, L.kv_blocks(k), M, a.xn1, D, li.v_wv.data(), a.v, KV);
+    rope_forward(a.q, M, as.n_heads, hd, D, b.positions.data(), c.rope_theta);
+    rope_forward(a.k, M, kv_heads_active, hd, KV, b.positions.data(), c.rope_theta);
+    attention_forward(as, a.q, a.k, a.v, a.att, a.lse);
+    // x_mid = x_in + Wo·att: copy the residual, then let the GEMM add onto it.
+    for (int r = 0; r < M; ++r)
+      std::memcpy(a.x_mid + (long)r * D, a.x_in + (long)r * D, sizeof(float) * Dk);
+    chain_linear_forward(L.wo, k, M, a.att, D, li.v_wo.data(), a.x_mid, D, 1.0f);
+    rmsnorm_forward(L.dim, k, M, a.x_mid, D, params_.value(li.ffn_norm), c.norm_eps, a.xn2, D,
+                    a.rstd2);
+    chain_linear_forward(L.w1, k, M, a.xn2, D, li.v_w1.data(), a.h1, F);
+    chain_linear_forward(L.w3, k, M, a.xn2, D, li.v_w3.data(), a.h3, F);
+    swiglu_forward(M, Fk, a.h1, a.h3, a.g, F);
+    for (int r = 0; r < M; ++r)
+      std::memcpy(x_out + (long)r * D, a.x_mid + (long)r * D, sizeof(float) * Dk);
+    chain_linear_forward(L.w2, k, M, a.g, F, li.v_w2.data(), x_out, D, 1.0f);
+  }
+  rmsnorm_forward(L.dim, k, M, b.x_final, D, params_.value(norm_), c.norm_eps, b.xnf, D, b.rstdf);
+}
+
+StepLosses Model::forward_backward(const int* tokens, const int* targets, int B, int T,
+                                   const std::vector<float>& chain_weights,
+                                   float grad_multiplier) {
+  const ModelConfig& c = config_;
+  const ChainLayout& L = layout_;
+  CHAINLM_CHECK(static_cast<int>(chain_weights.size()) == L.n, "chain loss weights list ",
+                chain_weights.size(), " entries, the model has ", L.n, " chains");
+  double wsum = 0.0;
+  int k = 0;
+  for (int i = 0; i < L.n; ++i) {
+    CHAINLM_CHECK(chain_weights[i] >= 0.0f, "chain loss weights must be >= 0");
+    wsum += chain_weights[i];
+    if (chain_weights[i] > 0.0f) k = i + 1;
+  }
+  CHAINLM_CHECK(k > 0, "at least one chain loss weight must be positive");
+  forward_trunk(tokens, B, T, k);
+  Buffers& b = *buf_;
+  const int M = B * T, D = c.dim, F = c.ffn_dim, V = c.vocab_size, KV = L.kv.total();
+  const int hd = L.head_dim;
+  const int Dk = L.dim.prefix(k), Fk = L.ffn.prefix(k);
+  long n_valid = 0;
+  for (int r = 0; r < M; ++r) n_valid += targets[r] >= 0;
+  StepLosses out;
+  out.chain_loss.assign(L.n, std::numeric_limits<double>::quiet_NaN());
+  out.tokens = n_valid;
+  if (n_valid == 0) return out;
+
+  // Head: logits_k is a running sum over chains (SPEC A3); one GEMM per segment of chains
+  // that ends at a weighted prefix. The last segment's gradient lives in b.logits itself.
+  std::vector<int> seg_end;  // chain index (exclusive) where each segment ends
+  for (int i = 0; i < k; ++i)
+    if (chain_weights[i] > 0.0f) seg_end.push_back(i + 1);
+  const int n_seg = static_cast<int>(seg_end.size());
+  if ((int)b.dlogits.size() < n_seg - 1) b.dlogits.resize(n_seg - 1);
+  const float* Wout = head_weight();
+  int seg_begin = 0;
+  for (int s = 0; s < n_seg; ++s) {
+    const int c0 = L.dim.prefix(seg_begin), c1 = L.dim.prefix(seg_end[s]);
+    gemm_nt(M, V, c1 - c0, b.xnf + c0, D, Wout + c0, D, b.logits, V, s == 0 ? 0.0f : 1.0f);
+    const int chain = seg_end[s] - 1;
+    const float scale = (float)(chain_weights[chain] / wsum / n_valid) * grad_multiplier;
+    float* dlog = b.logits;
+    if (s + 1 < n_seg) {
+      b.dlogits[s].resize((size_t)M * V);
+      dlog = b.dlogits[s].data();
+    }
+    const double sum = cross_entropy_forward_backward(M, V, b.logits, V, targets, scale, dlog,
+                                                      nullptr);
+    out.chain_loss[chain] = sum / n_valid;
+    out.loss += chain_weights[chain] / wsum * out.chain_loss[chain];
+    seg_begin = seg_end[s];
+  }
+  // Backward through the head: segment s receives G_s = sum of dlogits of segments >= s.
+  float* dWout = head_grad();
+  std::memset(b.dres, 0, sizeof(float) * (size_t)M * D);
+  float* G = b.logits;
+  for (int s = n_seg - 1; s >= 0; --s) {
+    if (s < n_seg - 1) {
+      const float* d = b.dlogits[s].data();
+#pragma omp parallel for simd schedule(static)
+      for (long i = 0; i < (long)M * V; ++i) G[i] += d[i];
+    }
+    const int c0 = L.dim.prefix(s == 0 ? 0 : seg_end[s - 1]), c1 = L.dim.prefix(seg_end[s]);
+    gemm_nn(M, c1 - c0, V, G, V, Wout + c0, D, b.dxn + c0, D, 0.0f);
+    gemm_tn(V, c1 - c0, M, G, V, b.xnf + c0, D, dWout + c0, D, 1.0f);
+  }
+  rmsnorm_backward(L.dim, k, M, b.x_final, D, params_.value(norm_), b.rstdf, b.dxn, D, b.dres, D,
+                   params_.grad(norm_));
+
+  AttentionShape as;
+  as.batch = B;
+  as.q_len = T;
+  as.kv_len = T;
+  as.q_offset = 0;
+  as.n_heads = L.active_heads(k);
+  as.head_dim = hd;
+  as.q_stride = D;
+  as.kv_stride = KV;
+  as.o_stride = D;
+  as.kv_head_of = L.kv_head_of.data();
+  as.scale = 1.0f / std::sqrt((float)hd);
+  const int kv_heads_active = L.active_kv_width(k) / hd;
+  const int KVk = L.active_kv_width(k);
+
+  for (int l = c.n_layers - 1; l >= 0; --l) {
+    LayerIndex& li = layers_[l];
+    Buffers::Layer& a = b.layers[l];
+    // FFN: x_out = x_mid + W2·swiglu(W1·xn2, W3·xn2); b.dres holds d(x_out).
+    chain_linear_backward(L.w2, k, M, a.g, F, li.v_w2.data(), b.dres, D, b.dg, F, li.g_w2.data(),
+                          true);
+    swiglu_backward(M, Fk, a.h1, a.h3, b.dg, b.dh1, b.dh3, F);
+    chain_linear_backward(L.w1, k, M, a.xn2, D, li.v_w1.data(), b.dh1, F, b.dxn, D,
+                          li.g_w1.data(), true);
+    chain_linear_backward(L.w3, k, M, a.xn2, D, li.v_w3.data(), b.dh3, F, b.dxn, D,
+                          li.g_w3.data(), false);
+    rmsnorm_backward(L.dim, k, M, a.x_mid, D, params_.value(li.ffn_norm), a.rstd2, b.dxn, D,
+                     b.dres, D, params_.grad(li.ffn_norm));
+    // Attention: x_mid = x_in + Wo·attention(rope(Wq·xn1), rope(Wk·xn1), Wv·xn1).
+    chain_linear_backward(L.wo, k, M, a.att, D, li.v_wo.data(), b.dres, D, b.datt, D,
+                          li.g_wo.data(), true);
+    for (int r = 0; r < M; ++r) {
+      std::memset(b.dq + (long)r * D, 0, sizeof(float) * Dk);
+      std::memset(b.dk + (long)r * KV, 0, sizeof(float) * KVk);
+      std::memset(b.dv + (long)r * KV, 0, sizeof(float) * KVk);
+    }
+    attention_backward(as, a.q, a.k, a.v, a.att, a.lse, b.datt, b.dq, b.dk, b.dv);
+    rope_backward(b.dq, M, as.n_heads, hd, D, b.positions.data(), c.rope_theta);
+    rope_backward(b.dk, M, kv_heads_active, hd, KV, b.positions.data(), c.rope_theta);
+    chain_linear_backward(L.wq, k, M, a.xn1, D, li.v_wq.data(), b.dq, D, b.dxn, D,
+                          li.g_wq.data(), true);
+    chain_linear_backward(L.wk, L.kv_blocks(k), M, a.xn1, D, li.v_wk.data(), b.dk, KV, b.dxn, D,
+                          li.g_wk.data(), false);
+    chain_linear_backward(L.wv, L.kv_blocks(k), M, a.xn1, D, li.v_wv.data(), b.dv, KV, b.dxn, D,
+                          li.g_wv.data(), false);
+    rmsnorm_backward(L.dim, k, M, a.x_in, D, params_.value(li.attention_norm), a.rstd1, b.dxn, D,
+                     b.dres, D, params_.grad(li.attention_norm));
+  }
+  embedding_backward(M, Dk, tokens, b.dres, D, params_.grad(tok_embeddings_), D);
+  return out;
+}
+
+std::vector<double> Model::evaluate(const int* tokens, const int* targets, int B, int T, int k_max,
+                                    long* n_targets) {
+  forward_trunk(tokens, B, T, k_max);
+  Buffers& b = *buf_;
+  const int M = B * T, D = config_.dim, V = config_.vocab_size;
+  const float* Wout = head_weight();
+  std::vector<double> sums(k_max, 0.0);
+  for (int i = 0; i < k_max; ++i) {
+    const int c0 = layout_.dim.begin(i), c1 = layout_.dim.end(i);
+    gemm_nt(M, V, c1 - c0, b.xnf + c0, D, Wout + c0, D, b.logits, V, i == 0 ? 0.0f : 1.0f);
+    sums[i] = cross_entropy_forward_backward(M, V, b.logits, V, targets, 0.0f, nullptr, nullptr);
+  }
+  if (n_targets) {
+    long count = 0;
+    for (int r = 0; r < M; ++r) count += targets[r] >= 0;
+    *n_targets = count;
+  }
+  return sums;
+}
+
+void Model::logits(const int* tokens, int B, int T, int k, float* out) {
+  forward_trunk(tokens, B, T, k);
+  const int Dk = layout_.dim.prefix(k);
+  gemm_nt(B * T, config_.vocab_size, Dk, buf_->xnf, config_.dim, head_weight(), config_.dim, out,
+          config_.vocab_size, 0.0f);
+}
+
+long Model::matmul_params(int k) const {
+  long total = 0;
+  auto add = [&](const ChainLinear& cl, int blocks) {
+    for (int i = 0; i < blocks; ++i) total += (long)cl.out.width(i) * cl.in.end(i);
+  };
+  const ChainLayout& L = layout_;
+  add(L.wq, k);
+  add(L.wk, L.kv_blocks(k));
+  add(L.wv, L.kv_blocks(k));
+  add(L.wo, k);
+  add(L.w1, k);
+  add(L.w2, k);
+  add(L.w3, k);
+  total *= config_.n_layers;
+  total += (long)config_.vocab_size * L.dim.prefix(k);
+  return total;
+}
+
+long Model::num_params(int k) const {
+  const long Dk = layout_.dim.prefix(k);
+  long total = matmul_params(k) + (long)config_.n_layers * 2 * Dk + Dk;
+  if (!config_.tie_embeddings) total += (long)config_.vocab_size * Dk;
+  return total;
+}
+
+}  // namespace chainlm

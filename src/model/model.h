@@ -1,0 +1,72 @@
+#pragma once
+// A LLaMA-style transformer with chains (CoLM, CoLM-Air; SPEC Part A). Forward and backward
+// are hand-written per layer over activation buffers laid out once per (B, T) shape, as in
+// llm.c: no autograd graph and no allocation inside a training step.
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "model/chain_layout.h"
+#include "model/config.h"
+#include "model/param_store.h"
+
+namespace chainlm {
+
+struct StepLosses {
+  std::vector<double> chain_loss;  // mean CE of sub-model k (index k-1); NaN if not computed
+  double loss = 0.0;               // the weighted objective (SPEC A5)
+  long tokens = 0;                 // targets counted (ignored targets excluded)
+  double grad_norm = 0.0;          // filled by the trainer: pre-clip global norm
+};
+
+class Model {
+ public:
+  explicit Model(const ModelConfig& config);
+  ~Model();
+  Model(const Model&) = delete;
+  Model& operator=(const Model&) = delete;
+
+  const ModelConfig& config() const { return config_; }
+  const ChainLayout& layout() const { return layout_; }
+  ParamStore& params() { return params_; }
+  const ParamStore& params() const { return params_; }
+
+  // Normal(0, 0.02) matrices (residual projections scaled by 1/sqrt(2L)), unit norm gains.
+  void init_random(uint64_t seed);
+
+  // Forward + backward of the multi-chain objective (SPEC A5) on a (B, T) batch; gradients
+  // are accumulated (+=) into params().grads(), scaled by grad_multiplier (e.g.
+  // 1/accumulation_steps). chain_weights[k-1] weights sub-model k; the chains beyond the
+  // last non-zero weight are not computed at all. targets < 0 are ignored.
+  StepLosses forward_backward(const int* tokens, const int* targets, int B, int T,
+                              const std::vector<float>& chain_weights, float grad_multiplier);
+
+  // Forward only: sum of CE losses of every sub-model k = 1..k_max (index k-1).
+  std::vector<double> evaluate(const int* tokens, const int* targets, int B, int T, int k_max,
+                               long* n_targets);
+
+  // Logits (B*T, V) of sub-model k.
+  void logits(const int* tokens, int B, int T, int k, float* out);
+
+  // Parameters a token touches in the matmuls of sub-model k (for FLOP accounting).
+  long matmul_params(int k) const;
+  // Parameter count of sub-model k (embedding and head included once each).
+  long num_params(int k) const;
+
+ private:
+  struct LayerIndex;
+  struct Buffers;
+  void forward_trunk(const int* tokens, int B, int T, int k);
+  void ensure_buffers(int B, int T);
+  float* head_weight();
+  float* head_grad();
+
+  ModelConfig config_;
+  ChainLayout layout_;
+  ParamStore params_;
+  int tok_embeddings_ = -1, norm_ = -1, output_ = -1;
+  std::vector<LayerIndex> layers_;
+  std::unique_ptr<Buffers> buf_;
+};
+
+}  // namespace chainlm

@@ -1,0 +1,51 @@
+#include "model/param_store.h"
+
+#include <algorithm>
+
+#include "core/error.h"
+
+namespace chainlm {
+
+int ParamStore::add(const std::string& name, std::vector<int64_t> shape, int chain,
+                    bool weight_decay) {
+  CHAINLM_CHECK(find(name) < 0, "duplicate parameter name ", name);
+  ParamInfo p;
+  p.name = name;
+  p.shape = std::move(shape);
+  p.offset = total_;
+  p.chain = chain;
+  p.weight_decay = weight_decay;
+  // Keep every tensor 64-byte aligned so kernels see aligned rows.
+  total_ += (p.numel() + 15) / 16 * 16;
+  infos_.push_back(std::move(p));
+  return static_cast<int>(infos_.size()) - 1;
+}
+
+void ParamStore::allocate() {
+  values_.assign(total_, 0.0f);
+  grads_.assign(total_, 0.0f);
+}
+
+int ParamStore::find(const std::string& name) const {
+  for (size_t i = 0; i < infos_.size(); ++i)
+    if (infos_[i].name == name) return static_cast<int>(i);
+  return -1;
+}
+
+void ParamStore::zero_grads() { std::fill(grads_.begin(), grads_.end(), 0.0f); }
+
+std::vector<TensorView> ParamStore::value_views() {
+  std::vector<TensorView> v;
+  for (size_t i = 0; i < infos_.size(); ++i)
+    v.push_back({infos_[i].name, infos_[i].shape, value(static_cast<int>(i))});
+  return v;
+}
+
+std::vector<TensorView> ParamStore::grad_views() {
+  std::vector<TensorView> v;
+  for (size_t i = 0; i < infos_.size(); ++i)
+    v.push_back({infos_[i].name, infos_[i].shape, grad(static_cast<int>(i))});
+  return v;
+}
+
+}  // namespace chainlm

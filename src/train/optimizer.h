@@ -1,0 +1,34 @@
+#pragma once
+// AdamW over a ParamStore with global gradient-norm clipping. Owns the moment buffers
+// (laid out like the parameters, so they checkpoint under the parameters' names).
+#include <vector>
+
+#include "kernels/adamw.h"
+#include "model/param_store.h"
+
+namespace chainlm {
+
+struct OptimizerConfig {
+  float beta1 = 0.9f, beta2 = 0.95f, eps = 1e-8f;
+  float weight_decay = 0.1f;  // matrices only
+  float grad_clip = 1.0f;     // 0 = off
+};
+
+class Optimizer {
+ public:
+  Optimizer(const ParamStore& ps, OptimizerConfig cfg);
+  // Global L2 norm of the gradients (fixed-order reduction: bit-reproducible).
+  double grad_norm(const ParamStore& ps) const;
+  // Clips, then applies AdamW step number `step` (1-based) at learning rate lr. Throws,
+  // touching no weight, when the gradient is not finite. Returns the pre-clip norm.
+  double step(ParamStore& ps, long step, float lr);
+
+  std::vector<float>& m() { return m_; }
+  std::vector<float>& v() { return v_; }
+
+ private:
+  OptimizerConfig cfg_;
+  std::vector<float> m_, v_;
+};
+
+}  // namespace chainlm

@@ -1,0 +1,304 @@
+#include "train/trainer.h"
+
+#include <omp.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+
+#include "core/error.h"
+#include "core/timer.h"
+#include "io/atomic_file.h"
+#include "io/safetensors.h"
+#include "io/tokenizer.h"
+#include "model/checkpoint.h"
+#include "train/lr_schedule.h"
+
+namespace chainlm {
+
+namespace fs = std::filesystem;
+
+nlohmann::json TrainOptions::to_json() const {
+  return {{"data_dir", data_dir},       {"steps", steps},
+          {"batch_size", batch_size},   {"micro_batch", micro_batch},
+          {"seq_len", seq_len},         {"lr", lr},
+          {"min_lr_ratio", min_lr_ratio}, {"warmup", warmup},
+          {"weight_decay", weight_decay}, {"grad_clip", grad_clip},
+          {"beta1", beta1},             {"beta2", beta2},
+          {"eval_every", eval_every},   {"eval_windows", eval_windows},
+          {"save_every", save_every},   {"keep_checkpoints", keep_checkpoints},
+          {"seed", seed},               {"chain_loss_weights", chain_loss_weights}};
+}
+
+TrainOptions TrainOptions::from_json(const nlohmann::json& j) {
+  TrainOptions o;
+  o.data_dir = j.at("data_dir").get<std::string>();
+  o.steps = j.at("steps");
+  o.batch_size = j.at("batch_size");
+  o.micro_batch = j.at("micro_batch");
+  o.seq_len = j.at("seq_len");
+  o.lr = j.at("lr");
+  o.min_lr_ratio = j.at("min_lr_ratio");
+  o.warmup = j.at("warmup");
+  o.weight_decay = j.at("weight_decay");
+  o.grad_clip = j.at("grad_clip");
+  o.beta1 = j.at("beta1");
+  o.beta2 = j.at("beta2");
+  o.eval_every = j.at("eval_every");
+  o.eval_windows = j.at("eval_windows");
+  o.save_every = j.at("save_every");
+  o.keep_checkpoints = j.at("keep_checkpoints");
+  o.seed = j.at("seed");
+  o.chain_loss_weights = j.at("chain_loss_weights").get<std::vector<float>>();
+  return o;
+}
+
+Trainer::Trainer(Model& model, TrainOptions options)
+    : model_(model),
+      opt_(std::move(options)),
+      train_((fs::path(opt_.data_dir) / "train.bin").string()),
+      val_((fs::path(opt_.data_dir) / "val.bin").string()),
+      optimizer_(model_.params(), OptimizerConfig{opt_.beta1, opt_.beta2, 1e-8f,
+                                                  opt_.weight_decay, opt_.grad_clip}) {
+  const ModelConfig& c = model_.config();
+  T_ = opt_.seq_len > 0 ? opt_.seq_len : c.max_seq_len;
+  CHAINLM_CHECK(T_ <= c.max_seq_len, "--seq-len ", T_, " exceeds the model's max_seq_len ",
+                c.max_seq_len);
+  CHAINLM_CHECK(opt_.steps > 0, "--steps must be positive");
+  CHAINLM_CHECK(opt_.batch_size > 0, "--batch-size must be positive");
+  micro_ = opt_.micro_batch > 0 ? opt_.micro_batch : opt_.batch_size;
+  CHAINLM_CHECK(opt_.batch_size % micro_ == 0, "--batch-size ", opt_.batch_size,
+                " must be a multiple of --micro-batch ", micro_);
+  accum_ = opt_.batch_size / micro_;
+  CHAINLM_CHECK(opt_.lr > 0, "--lr must be positive");
+  CHAINLM_CHECK((long)train_.vocab_size() <= c.vocab_size, train_.path(), ": tokens use a vocabulary of ",
+                train_.vocab_size(), " but the model's vocab_size is ", c.vocab_size);
+  CHAINLM_CHECK(train_.size() > (uint64_t)T_, train_.path(), ": ", train_.size(),
+                " tokens is fewer than one window of seq_len+1 = ", T_ + 1);
+  CHAINLM_CHECK(val_.num_windows(T_) > 0 || val_.size() > 1, val_.path(),
+                ": the validation split is empty");
+  if (opt_.warmup < 0) opt_.warmup = std::min<long>(100, opt_.steps / 10);
+  const int n = model_.layout().n;
+  if (opt_.chain_loss_weights.empty()) {
+    opt_.chain_loss_weights.assign(n, 0.0f);
+    opt_.chain_loss_weights.back() = 1.0f;
+  }
+  CHAINLM_CHECK((int)opt_.chain_loss_weights.size() == n, "--chain-loss-weights lists ",
+                opt_.chain_loss_weights.size(), " weights but the model has ", n, " chains");
+  weights_ = opt_.chain_loss_weights;
+  tokens_.resize((size_t)micro_ * T_);
+  targets_.resize((size_t)micro_ * T_);
+}
+
+float Trainer::current_lr() const {
+  return cosine_lr(step_, opt_.warmup, opt_.steps, opt_.lr, opt_.lr * opt_.min_lr_ratio);
+}
+
+double Trainer::trainable_fraction() const { return 1.0; }
+
+StepLosses Trainer::train_step() {
+  ParamStore& ps = model_.params();
+  ps.zero_grads();
+  StepLosses avg;
+  const int n = model_.layout().n;
+  avg.chain_loss.assign(n, 0.0);
+  for (int micro = 0; micro < accum_; ++micro) {
+    train_.train_batch(opt_.seed, step_, micro, opt_.batch_size, 0, micro_, T_, tokens_.data(),
+                       targets_.data());
+    StepLosses l = model_.forward_backward(tokens_.data(), targets_.data(), micro_, T_, weights_,
+                                           1.0f / accum_);
+    CHAINLM_CHECK(std::isfinite(l.loss), "step ", step_, ": the loss is not finite (", l.loss,
+                  "); stopping before any weight is corrupted. Try a lower --lr.");
+    avg.loss += l.loss / accum_;
+    avg.tokens += l.tokens;
+    for (int i = 0; i < n; ++i) avg.chain_loss[i] += l.chain_loss[i] / accum_;
+  }
+  avg.grad_norm = optimizer_.step(ps, step_ + 1, current_lr());
+  ++step_;
+  return avg;
+}
+
+std::vector<double> Trainer::validate() {
+  const int n = model_.layout().n;
+  long windows = val_.num_windows(T_);
+  int T = T_;
+  if (windows == 0) {  // a tiny validation split: one shorter window
+    T = (int)val_.size() - 1;
+    windows = 1;
+  }
+  if (opt_.eval_windows > 0) windows = std::min<long>(windows, opt_.eval_windows);
+  std::vector<double> sums(n, 0.0);
+  long count = 0;
+  const int rows = micro_;
+  std::vector<int> tok((size_t)rows * T), tgt((size_t)rows * T);
+  for (long w0 = 0; w0 < windows; w0 += rows) {
+    const int r = (int)std::min<long>(rows, windows - w0);
+    for (int i = 0; i < r; ++i) val_.window(w0 + i, T, tok.data() + (size_t)i * T, tgt.data() + (size_t)i * T);
+    long nt = 0;
+    auto s = model_.evaluate(tok.data(), tgt.data(), r, T, n, &nt);
+    for (int i = 0; i < n; ++i) sums[i] += s[i];
+    count += nt;
+  }
+  for (auto& s : sums) s /= std::max<long>(count, 1);
+  return sums;
+}
+
+void Trainer::log_metrics(const nlohmann::json& line) {
+  std::ofstream out(fs::path(opt_.out_dir) / "metrics.jsonl", std::ios::app);
+  out << line.dump() << "\n";
+}
+
+std::string Trainer::save() {
+  char name[32];
+  std::snprintf(name, sizeof name, "step-%08ld", step_);
+  const fs::path run(opt_.out_dir);
+  const fs::path tmp = run / (std::string(".tmp-") + name);
+  const fs::path final_dir = run / name;
+  fs::remove_all(tmp);
+  fs::create_directories(tmp);
+  save_model(model_, tmp.string());
+  ParamStore& ps = model_.params();
+  std::vector<TensorView> views;
+  for (int i = 0; i < (int)ps.infos().size(); ++i) {
+    const ParamInfo& p = ps.info(i);
+    views.push_back({"m." + p.name, p.shape, optimizer_.m().data() + p.offset});
+    views.push_back({"v." + p.name, p.shape, optimizer_.v().data() + p.offset});
+  }
+  write_safetensors((tmp / "optimizer.safetensors").string(), views);
+  nlohmann::json state = {{"format", "chainlm-trainer-1"}, {"step", step_}, {"options", opt_.to_json()}};
+  write_file_atomic((tmp / "trainer_state.json").string(), state.dump(2) + "\n");
+  save_tokenizer_to_dir(find_tokenizer_in_dir(opt_.data_dir), tmp.string());
+  fsync_directory(tmp.string());
+  // Swap the complete directory into place, then point `latest` at it: a crash at any
+  // moment leaves `latest` naming a complete checkpoint.
+  if (fs::exists(final_dir)) {
+    const fs::path old = run / (std::string(".old-") + name);
+    fs::remove_all(old);
+    fs::rename(final_dir, old);
+    fs::rename(tmp, final_dir);
+    fs::remove_all(old);
+  } else {
+    fs::rename(tmp, final_dir);
+  }
+  fsync_directory(run.string());
+  write_file_atomic((run / "latest").string(), std::string(name) + "\n");
+  // Prune older checkpoints beyond keep_checkpoints.
+  std::vector<fs::path> ckpts;
+  for (const auto& e : fs::directory_iterator(run))
+    if (e.is_directory() && e.path().filename().string().rfind("step-", 0) == 0) ckpts.push_back(e.path());
+  std::sort(ckpts.begin(), ckpts.end());
+  const int keep = std::max(1, opt_.keep_checkpoints);
+  for (int i = 0; i + keep < (int)ckpts.size(); ++i)
+    if (ckpts[i] != final_dir) fs::remove_all(ckpts[i]);
+  return final_dir.string();
+}
+
+void Trainer::restore(const std::string& checkpoint_dir) {
+  const std::string dir = resolve_checkpoint_dir(checkpoint_dir);
+  load_model_weights(model_, (fs::path(dir) / "model.safetensors").string());
+  SafetensorsReader opt((fs::path(dir) / "optimizer.safetensors").string());
+  ParamStore& ps = model_.params();
+  for (int i = 0; i < (int)ps.infos().size(); ++i) {
+    const ParamInfo& p = ps.info(i);
+    opt.read_f32("m." + p.name, p.shape, optimizer_.m().data() + p.offset);
+    opt.read_f32("v." + p.name, p.shape, optimizer_.v().data() + p.offset);
+  }
+  const std::string state_path = (fs::path(dir) / "trainer_state.json").string();
+  nlohmann::json state;
+  try {
+    state = nlohmann::json::parse(read_file(state_path));
+    step_ = state.at("step").get<long>();
+  } catch (const nlohmann::json::exception& e) {
+    fail(state_path, ": invalid trainer state: ", e.what());
+  }
+  CHAINLM_CHECK(step_ >= 0, state_path, ": negative step");
+  // Keep only the metrics of steps before the restored one, so a resumed run's log reads
+  // as one uninterrupted run.
+  const fs::path metrics = fs::path(opt_.out_dir) / "metrics.jsonl";
+  if (fs::exists(metrics)) {
+    std::ifstream in(metrics);
+    std::string line, kept;
+    while (std::getline(in, line)) {
+      try {
+        auto j = nlohmann::json::parse(line);
+        if (j.value("step", 0L) <= step_) kept += line + "\n";
+      } catch (const nlohmann::json::exception&) {
+        // A torn last line from a crash: drop it.
+      }
+    }
+    write_file_atomic(metrics.string(), kept);
+  }
+}
+
+namespace {
+
+std::string format_eta(double seconds) {
+  char buf[32];
+  const long s = (long)seconds;
+  if (s >= 3600)
+    std::snprintf(buf, sizeof buf, "%ldh%02ldm", s / 3600, (s / 60) % 60);
+  else
+    std::snprintf(buf, sizeof buf, "%ldm%02lds", s / 60, s % 60);
+  return buf;
+}
+
+}  // namespace
+
+void Trainer::run() {
+  fs::create_directories(opt_.out_dir);
+  const bool tty = isatty(fileno(stderr));
+  const int n = model_.layout().n;
+  const long eval_every = opt_.eval_every > 0 ? opt_.eval_every : opt_.steps;
+  const long save_every = opt_.save_every > 0 ? opt_.save_every : eval_every;
+  Timer total;
+  const long start_step = step_;
+  double window_tokens = 0, window_seconds = 0;
+  while (step_ < opt_.steps) {
+    Timer t;
+    const float lr = current_lr();
+    StepLosses l = train_step();
+    const double dt = t.seconds();
+    window_tokens += (double)opt_.batch_size * T_;
+    window_seconds += dt;
+    const double tok_s = window_tokens / window_seconds;
+    if (window_seconds > 5) window_tokens = window_seconds = 0;  // a moving rate
+    nlohmann::json line = {{"step", step_}, {"loss", l.loss}, {"lr", lr},
+                           {"tokens_per_s", tok_s}, {"step_ms", dt * 1e3}};
+    nlohmann::json chain_losses = nlohmann::json::array();
+    for (int i = 0; i < n; ++i)
+      chain_losses.push_back(std::isnan(l.chain_loss[i]) || weights_[i] == 0 ? nlohmann::json(nullptr)
+                                                                             : nlohmann::json(l.chain_loss[i]));
+    line["chain_loss"] = chain_losses;
+    log_metrics(line);
+    if (!opt_.quiet) {
+      std::string chains;
+      for (int i = 0; i < n; ++i)
+        if (weights_[i] > 0) chains += cat(" k", i + 1, "=", std::round(l.chain_loss[i] * 1000) / 1000);
+      const double eta = total.seconds() / (step_ - start_step) * (opt_.steps - step_);
+      std::fprintf(stderr, "%sstep %ld/%ld | loss%s | lr %.2e | %.0f tok/s | ETA %s%s",
+                   tty ? "\r\033[K" : "", step_, opt_.steps, chains.c_str(), lr, tok_s,
+                   format_eta(eta).c_str(), tty ? "" : "\n");
+      std::fflush(stderr);
+    }
+    const bool last = step_ == opt_.steps;
+    if (step_ % eval_every == 0 || last) {
+      auto val = validate();
+      nlohmann::json v = {{"step", step_}, {"val_loss", val}};
+      log_metrics(v);
+      if (!opt_.quiet) {
+        std::string s;
+        for (int i = 0; i < n; ++i) s += cat(" k", i + 1, "=", std::round(val[i] * 1000) / 1000);
+        std::fprintf(stderr, "%sstep %ld | val loss%s\n", tty ? "\r\033[K" : "", step_, s.c_str());
+      }
+    }
+    if (step_ % save_every == 0 || last) {
+      const std::string dir = save();
+      if (!opt_.quiet && last) std::fprintf(stderr, "saved %s\n", dir.c_str());
+    }
+  }
+}
+
+}  // namespace chainlm
