@@ -1,0 +1,90 @@
+// Causal attention forward/backward throughput vs cblas_sgemm on the same machine.
+// Build (from the repo root):
+//   g++ -std=c++20 -O3 -march=native -fopenmp -Isrc $(pkg-config --cflags openblas)
+//     bench/attention_bench.cpp src/kernels/attention.cpp $(pkg-config --libs openblas)
+//     -o /tmp/attention_bench          (one line)
+// Run: /tmp/attention_bench [B T H Hkv hd]   (default 8 1024 8 8 64; threads: OMP_NUM_THREADS)
+// FLOPs: causal forward 4*B*H*hd*T(T+1)/2, backward 2.5x that.
+#include <cblas.h>
+#include <omp.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <vector>
+
+#include "core/rng.h"
+#include "core/timer.h"
+#include "kernels/attention.h"
+
+using namespace chainlm;
+
+template <typename F>
+double best_seconds(F&& f, double min_total = 1.0) {
+  f();  // warm-up
+  double best = 1e30, total = 0;
+  int reps = 0;
+  while (total < min_total || reps < 3) {
+    Timer t;
+    f();
+    const double s = t.seconds();
+    best = std::min(best, s);
+    total += s;
+    ++reps;
+  }
+  return best;
+}
+
+int main(int argc, char** argv) {
+  const int B = argc > 1 ? std::atoi(argv[1]) : 8;
+  const int T = argc > 2 ? std::atoi(argv[2]) : 1024;
+  const int H = argc > 3 ? std::atoi(argv[3]) : 8;
+  const int Hkv = argc > 4 ? std::atoi(argv[4]) : H;
+  const int hd = argc > 5 ? std::atoi(argv[5]) : 64;
+
+  const int n = 1024;
+  std::vector<float> a((size_t)n * n, 1.0f), b((size_t)n * n, 0.5f), c((size_t)n * n);
+  const double gemm_s = best_seconds([&] {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, a.data(), n, b.data(),
+                n, 0.0f, c.data(), n);
+  });
+  const double gemm_gflops = 2.0 * n * n * n / gemm_s / 1e9;
+
+  std::vector<int> kv_map(H);
+  for (int h = 0; h < H; ++h) kv_map[h] = h / (H / Hkv);
+  AttentionShape s;
+  s.batch = B, s.q_len = s.kv_len = T, s.n_heads = H, s.head_dim = hd;
+  s.q_stride = s.o_stride = H * hd, s.kv_stride = Hkv * hd;
+  s.kv_head_of = kv_map.data();
+  s.scale = 1.0f / std::sqrt((float)hd);
+  Rng rng(1);
+  auto rand_vec = [&](size_t len) {
+    std::vector<float> x(len);
+    for (auto& e : x) e = rng.normal();
+    return x;
+  };
+  auto q = rand_vec((size_t)B * T * H * hd), dout = rand_vec(q.size());
+  auto k = rand_vec((size_t)B * T * Hkv * hd), v = rand_vec(k.size());
+  std::vector<float> o(q.size()), lse((size_t)B * H * T), dq(q.size()), dk(k.size()),
+      dv(k.size());
+
+  const double fwd_s = best_seconds(
+      [&] { attention_forward(s, q.data(), k.data(), v.data(), o.data(), lse.data()); });
+  const double bwd_s = best_seconds([&] {
+    attention_backward(s, q.data(), k.data(), v.data(), o.data(), lse.data(), dout.data(),
+                       dq.data(), dk.data(), dv.data());
+  });
+  const double fwd_flops = 4.0 * B * H * hd * (T * (T + 1.0) / 2);
+  const double fwd_g = fwd_flops / fwd_s / 1e9, bwd_g = 2.5 * fwd_flops / bwd_s / 1e9;
+  const double both_g = 3.5 * fwd_flops / (fwd_s + bwd_s) / 1e9;
+  std::printf("threads %d  B %d T %d H %d Hkv %d hd %d\n", omp_get_max_threads(), B, T, H, Hkv,
+              hd);
+  std::printf("sgemm 1024^3      %7.1f GFLOP/s\n", gemm_gflops);
+  std::printf("attention forward %7.1f GFLOP/s  (%5.1f%% of sgemm, %.2f ms)\n", fwd_g,
+              100 * fwd_g / gemm_gflops, fwd_s * 1e3);
+  std::printf("attention backward%7.1f GFLOP/s  (%5.1f%% of sgemm, %.2f ms)\n", bwd_g,
+              100 * bwd_g / gemm_gflops, bwd_s * 1e3);
+  std::printf("forward+backward  %7.1f GFLOP/s  (%5.1f%% of sgemm)\n", both_g,
+              100 * both_g / gemm_gflops);
+  return 0;
+}

@@ -1,0 +1,702 @@
+// Masked multi-head attention with grouped KV heads, forward and backward, flash-style.
+//
+// q, dq are (B, Tq, q_stride); k, v, dk, dv are (B, Tk, kv_stride); o, dout are (B, Tq, o_stride);
+// lse is (B, H, Tq). Query head h of a row is the hd floats at h*hd; it reads KV head
+// g = kv_head_of[h] of the key rows (floats at g*hd). Query row i sits at position
+// q_offset + i, key row j at position j; the mask rules on these positions.
+//
+// Both passes walk 64 x 64 tiles of the (query, key) plane and never keep a score matrix:
+// - forward, one work item per (b, h, 64 query rows): for each key tile the mask does
+//   not exclude, St = K_tile . Q_tile^T (keys x queries, so the softmax statistics of
+//   the 64 queries are vertical vector ops), online softmax update of the running max m,
+//   sum l and output accumulator O; finally o = O / l and lse = m + log(l).
+// - backward, one work item per (b, KV head g) so dk/dv of g have a single writer; for
+//   each key tile, for each query head h of g and each query tile:
+//     P = exp(scale q.k - lse), dV += P^T dO, dP = dO V^T, dS = scale P (dP - D),
+//     dQ += dS K, dK += dS^T Q        with D_i = dO_i . o_i precomputed per row.
+// Partial (diagonal) tiles carry 64-bit allowed-masks per row and column; the tile
+// matmuls use them to skip the blocks that are masked out and the softmax zeroes them.
+#include "kernels/attention.h"
+
+#include <algorithm>
+#include <bit>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <limits>
+#include <vector>
+
+#include "core/error.h"
+
+#if defined(__AVX512F__) && !defined(CHAINLM_ATTENTION_SCALAR)
+#define CHAINLM_ATTENTION_AVX512 1
+// GCC 12 reports its own _mm512_undefined_ps() pass-through operands as maybe-uninitialized.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#include <immintrin.h>
+#pragma GCC diagnostic pop
+#endif
+
+namespace chainlm {
+
+// ------------------------------------------------------------------------------------
+// Mask rules
+// ------------------------------------------------------------------------------------
+
+namespace {
+
+inline uint64_t low_bits(int64_t n) {
+  return n <= 0 ? 0 : n >= 64 ? ~uint64_t{0} : (uint64_t{1} << n) - 1;
+}
+
+}  // namespace
+
+bool AttentionMask::allowed(int64_t qpos, int64_t kpos) const {
+  switch (kind) {
+    case Kind::Causal:
+      return kpos <= qpos;
+  }
+  return false;
+}
+
+AttentionMask::Cover AttentionMask::cover(int64_t q0, int64_t q1, int64_t k0, int64_t k1) const {
+  if (q0 >= q1 || k0 >= k1) return Cover::Empty;
+  switch (kind) {
+    case Kind::Causal:
+      if (k0 > q1 - 1) return Cover::Empty;
+      if (k1 - 1 <= q0) return Cover::Full;
+      return Cover::Partial;
+  }
+  return Cover::Partial;
+}
+
+void AttentionMask::key_bounds(int64_t q0, int64_t q1, int64_t kv_len, int64_t* k_begin,
+                               int64_t* k_end) const {
+  *k_begin = 0;
+  *k_end = kv_len;
+  switch (kind) {
+    case Kind::Causal:
+      *k_end = std::clamp<int64_t>(q1, 0, kv_len);
+      break;
+  }
+  (void)q0;
+}
+
+void AttentionMask::query_bounds(int64_t k0, int64_t k1, int64_t* q_begin, int64_t* q_end) const {
+  *q_begin = std::numeric_limits<int64_t>::min();
+  *q_end = std::numeric_limits<int64_t>::max();
+  switch (kind) {
+    case Kind::Causal:
+      *q_begin = k0;
+      break;
+  }
+  (void)k1;
+}
+
+uint64_t AttentionMask::key_bits(int64_t qpos, int64_t k0, int nk) const {
+  switch (kind) {
+    case Kind::Causal:
+      return low_bits(std::min<int64_t>(qpos - k0 + 1, nk));
+  }
+  uint64_t bits = 0;  // generic rule for kinds without a closed form
+  for (int j = 0; j < nk; ++j)
+    if (allowed(qpos, k0 + j)) bits |= uint64_t{1} << j;
+  return bits;
+}
+
+uint64_t AttentionMask::query_bits(int64_t kpos, int64_t q0, int nq) const {
+  switch (kind) {
+    case Kind::Causal:
+      return low_bits(nq) & ~low_bits(kpos - q0);
+  }
+  uint64_t bits = 0;
+  for (int i = 0; i < nq; ++i)
+    if (allowed(q0 + i, kpos)) bits |= uint64_t{1} << i;
+  return bits;
+}
+
+namespace {
+
+// ------------------------------------------------------------------------------------
+// Scratch and small helpers
+// ------------------------------------------------------------------------------------
+
+constexpr int kTile = 64;  // query and key tile size; the row masks are uint64_t
+constexpr float kLog2e = 1.4426950408889634f;
+constexpr float kLn2 = 0.6931471805599453f;
+constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+
+// A per-thread buffer that only grows, so the hot path never allocates after warm-up.
+class Scratch {
+ public:
+  ~Scratch() { std::free(data_); }
+  float* get(size_t n) {
+    if (n > capacity_) {
+      std::free(data_);
+      capacity_ = std::max(n, capacity_ * 2);
+      data_ = static_cast<float*>(std::aligned_alloc(64, round_up(capacity_ * sizeof(float))));
+      CHAINLM_CHECK(data_ != nullptr, "attention: out of memory for scratch");
+    }
+    return data_;
+  }
+
+ private:
+  static size_t round_up(size_t bytes) { return (bytes + 63) / 64 * 64; }
+  float* data_ = nullptr;
+  size_t capacity_ = 0;
+};
+
+float* thread_scratch(size_t n) {
+  thread_local Scratch scratch;
+  return scratch.get(n);
+}
+
+inline int round16(int n) { return (n + 15) / 16 * 16; }
+
+inline int kv_head(const AttentionShape& s, int h) { return s.kv_head_of ? s.kv_head_of[h] : h; }
+
+// dst[r*ld + c] = src[r*stride + c] for r < rows, c < cols. Tiles are packed before they are
+// reused as a matmul's B operand: rows a multiple of 4 KB apart alias to the same few L1
+// sets, so a strided 64-row tile would not stay in L1.
+void pack(const float* src, long stride, int rows, int cols, float* dst, int ld) {
+  for (int r = 0; r < rows; ++r) std::memcpy(dst + static_cast<long>(r) * ld, src + r * stride,
+                                             sizeof(float) * cols);
+}
+
+// dst[c*ld + r] = src[r*stride + c] for r < rows, c < cols (rows <= ld). With AVX-512, dst
+// columns [rows, round16(rows)) may be written (with zeros) too.
+void transpose(const float* src, long stride, int rows, int cols, float* dst, int ld) {
+#if CHAINLM_ATTENTION_AVX512
+  for (int r0 = 0; r0 < rows; r0 += 16) {
+    const int nr = std::min(16, rows - r0);
+    for (int c0 = 0; c0 < cols; c0 += 16) {
+      const int nc = std::min(16, cols - c0);
+      const __mmask16 cm = static_cast<__mmask16>(nc == 16 ? 0xFFFF : (1u << nc) - 1);
+      __m512 r[16], a[16], b[16];
+#pragma GCC unroll 16
+      for (int i = 0; i < 16; ++i)
+        r[i] = i < nr ? _mm512_maskz_loadu_ps(cm, src + (r0 + i) * stride + c0)
+                      : _mm512_setzero_ps();
+      // 16x16 in-register transpose: interleave pairs of rows, then 64-bit pairs, then
+      // 128-bit lanes. After stage 2, lane L of b[4i+j] holds column 4L+j of rows 4i..4i+3.
+#pragma GCC unroll 8
+      for (int i = 0; i < 8; ++i) {
+        a[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        a[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+      }
+#pragma GCC unroll 4
+      for (int i = 0; i < 4; ++i) {
+        b[4 * i + 0] = _mm512_shuffle_ps(a[4 * i], a[4 * i + 2], 0x44);
+        b[4 * i + 1] = _mm512_shuffle_ps(a[4 * i], a[4 * i + 2], 0xEE);
+        b[4 * i + 2] = _mm512_shuffle_ps(a[4 * i + 1], a[4 * i + 3], 0x44);
+        b[4 * i + 3] = _mm512_shuffle_ps(a[4 * i + 1], a[4 * i + 3], 0xEE);
+      }
+#pragma GCC unroll 4
+      for (int j = 0; j < 4; ++j) {
+        const __m512 x0 = _mm512_shuffle_f32x4(b[j], b[4 + j], 0x88);
+        const __m512 x1 = _mm512_shuffle_f32x4(b[j], b[4 + j], 0xDD);
+        const __m512 y0 = _mm512_shuffle_f32x4(b[8 + j], b[12 + j], 0x88);
+        const __m512 y1 = _mm512_shuffle_f32x4(b[8 + j], b[12 + j], 0xDD);
+        r[j] = _mm512_shuffle_f32x4(x0, y0, 0x88);
+        r[4 + j] = _mm512_shuffle_f32x4(x1, y1, 0x88);
+        r[8 + j] = _mm512_shuffle_f32x4(x0, y0, 0xDD);
+        r[12 + j] = _mm512_shuffle_f32x4(x1, y1, 0xDD);
+      }
+#pragma GCC unroll 16
+      for (int j = 0; j < 16; ++j)
+        if (j < nc) _mm512_storeu_ps(dst + static_cast<long>(c0 + j) * ld + r0, r[j]);
+    }
+  }
+#else
+  for (int r = 0; r < rows; ++r) {
+    const float* s = src + r * stride;
+    for (int c = 0; c < cols; ++c) dst[static_cast<long>(c) * ld + r] = s[c];
+  }
+#endif
+}
+
+float dot(const float* a, const float* b, int n) {
+#if CHAINLM_ATTENTION_AVX512
+  __m512 acc = _mm512_setzero_ps();
+  for (int d = 0; d < n; d += 16) {
+    const __mmask16 m = static_cast<__mmask16>(n - d >= 16 ? 0xFFFF : (1u << (n - d)) - 1);
+    acc = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, a + d), _mm512_maskz_loadu_ps(m, b + d), acc);
+  }
+  return _mm512_reduce_add_ps(acc);
+#else
+  float acc = 0.0f;
+  for (int d = 0; d < n; ++d) acc += a[d] * b[d];
+  return acc;
+#endif
+}
+
+// ------------------------------------------------------------------------------------
+// Tile primitives: matmul, forward softmax update, backward softmax gradient
+// ------------------------------------------------------------------------------------
+
+#if CHAINLM_ATTENTION_AVX512
+
+constexpr int kMR = 6;  // rows per register block: 6 x 4 zmm accumulators
+
+inline __m512 exp2_ps(__m512 x) {
+  // 2^x = 2^n * 2^f, n = round(x), |f| <= 1/2, 2^f from the Cephes exp2f polynomial.
+  // Clamping keeps results normal (>= 2^-126); masked entries are zeroed explicitly.
+  x = _mm512_max_ps(x, _mm512_set1_ps(-126.0f));
+  const __m512 n = _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  const __m512 f = _mm512_sub_ps(x, n);
+  __m512 p = _mm512_set1_ps(1.535336188319500e-4f);
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.339887440266574e-3f));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(9.618437357674640e-3f));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(5.550332471162809e-2f));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(2.402264791363012e-1f));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(6.931472028550421e-1f));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0f));
+  return _mm512_scalef_ps(p, n);
+}
+
+inline __mmask16 lane_mask(uint64_t bits, int v) { return static_cast<__mmask16>(bits >> (16 * v)); }
+
+// C[MR x 16*NV] (+)= sum_{k0<=k<k1} A(m, k) B[k, :]; the last vector is limited to `last` lanes.
+template <int MR, int NV>
+void micro_kernel(int k0, int k1, const float* A, long sam, long sak, const float* B, long ldb,
+                  float* C, long ldc, __mmask16 last, bool accumulate) {
+  __m512 c[MR][NV];
+#pragma GCC unroll 8
+  for (int m = 0; m < MR; ++m)
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v)
+      c[m][v] = accumulate ? _mm512_maskz_loadu_ps(v == NV - 1 ? last : 0xFFFF, C + m * ldc + 16 * v)
+                           : _mm512_setzero_ps();
+  const float* a[MR];
+#pragma GCC unroll 8
+  for (int m = 0; m < MR; ++m) a[m] = A + m * sam + k0 * sak;
+  const float* b = B + k0 * ldb;
+  for (int k = k0; k < k1; ++k, b += ldb) {
+    __m512 bv[NV];
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v)
+      bv[v] = v == NV - 1 ? _mm512_maskz_loadu_ps(last, b + 16 * v) : _mm512_loadu_ps(b + 16 * v);
+#pragma GCC unroll 8
+    for (int m = 0; m < MR; ++m) {
+      const __m512 am = _mm512_set1_ps(*a[m]);
+      a[m] += sak;
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) c[m][v] = _mm512_fmadd_ps(am, bv[v], c[m][v]);
+    }
+  }
+#pragma GCC unroll 8
+  for (int m = 0; m < MR; ++m)
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) {
+      if (v == NV - 1)
+        _mm512_mask_storeu_ps(C + m * ldc + 16 * v, last, c[m][v]);
+      else
+        _mm512_storeu_ps(C + m * ldc + 16 * v, c[m][v]);
+    }
+}
+
+using MicroKernel = void (*)(int, int, const float*, long, long, const float*, long, float*, long,
+                             __mmask16, bool);
+#define CHAINLM_MICRO_ROW(MR) \
+  { &micro_kernel<MR, 1>, &micro_kernel<MR, 2>, &micro_kernel<MR, 3>, &micro_kernel<MR, 4> }
+constexpr MicroKernel kMicroKernels[kMR][4] = {CHAINLM_MICRO_ROW(1), CHAINLM_MICRO_ROW(2),
+                                               CHAINLM_MICRO_ROW(3), CHAINLM_MICRO_ROW(4),
+                                               CHAINLM_MICRO_ROW(5), CHAINLM_MICRO_ROW(6)};
+#undef CHAINLM_MICRO_ROW
+
+#else  // portable fallback
+
+constexpr int kMR = 6;
+
+#endif
+
+// C (M x N) (+)= A (M x K) . B (K x N), with A(m, k) = A[m*sam + k*sak], B and C row-major.
+// Optional per-row trimming (tile masks, so N <= 64 resp. K <= 64 when given): nbits[m] are
+// the columns row m needs (the others may be left unwritten), kbits[m] the k where A(m, k)
+// may be nonzero. Rows are trimmed in register blocks, by the union of their masks.
+void tile_gemm(int M, int N, int K, const float* A, long sam, long sak, const float* B, long ldb,
+               float* C, long ldc, bool accumulate, const uint64_t* nbits, const uint64_t* kbits) {
+  for (int m0 = 0; m0 < M; m0 += kMR) {
+    const int mr = std::min(kMR, M - m0);
+    int n_begin = 0, n_end = N, k_begin = 0, k_end = K;
+    if (nbits) {
+      uint64_t u = 0;
+      for (int r = 0; r < mr; ++r) u |= nbits[m0 + r];
+      if (u == 0) continue;
+      n_begin = std::countr_zero(u) & ~15;
+      n_end = 64 - std::countl_zero(u);
+    }
+    if (kbits) {
+      uint64_t u = 0;
+      for (int r = 0; r < mr; ++r) u |= kbits[m0 + r];
+      if (u == 0) {
+        k_begin = k_end = 0;
+        if (accumulate) continue;
+      } else {
+        k_begin = std::countr_zero(u);
+        k_end = 64 - std::countl_zero(u);
+      }
+    }
+#if CHAINLM_ATTENTION_AVX512
+    for (int n0 = n_begin; n0 < n_end; n0 += 64) {
+      const int nn = std::min(64, n_end - n0);
+      const int nv = (nn + 15) / 16;
+      const int rem = nn - 16 * (nv - 1);
+      const __mmask16 last = static_cast<__mmask16>(rem == 16 ? 0xFFFF : (1u << rem) - 1);
+      kMicroKernels[mr - 1][nv - 1](k_begin, k_end, A + m0 * sam, sam, sak, B + n0, ldb,
+                                    C + m0 * ldc + n0, ldc, last, accumulate);
+    }
+#else
+    for (int r = 0; r < mr; ++r) {
+      float* c = C + (m0 + r) * ldc;
+      if (!accumulate)
+        for (int n = n_begin; n < n_end; ++n) c[n] = 0.0f;
+      const float* a = A + (m0 + r) * sam;
+      for (int k = k_begin; k < k_end; ++k) {
+        const float ak = a[k * sak];
+        const float* b = B + k * ldb;
+        for (int n = n_begin; n < n_end; ++n) c[n] += ak * b[n];
+      }
+    }
+#endif
+  }
+}
+
+// Forward online-softmax update for one tile. St is (nk keys) x (kTile query lanes) scores;
+// bits[j] are the queries key row j may serve. Updates, per query lane i < nq, the running
+// max m2 (log2 units, scaled scores), the sum l, writes the rescale factor alpha for the
+// output accumulator, and overwrites St with the unnormalized probabilities.
+void softmax_update(float* St, int nk, int nq, const uint64_t* bits, float c, float* m2, float* l,
+                    float* alpha) {
+#if CHAINLM_ATTENTION_AVX512
+  const __m512 vc = _mm512_set1_ps(c);
+  const __m512 neg_inf = _mm512_set1_ps(kNegInf);
+  for (int v = 0; v < (nq + 15) / 16; ++v) {
+    __m512 mx = neg_inf;
+    for (int j = 0; j < nk; ++j)
+      mx = _mm512_mask_max_ps(mx, lane_mask(bits[j], v), mx,
+                              _mm512_load_ps(St + j * kTile + 16 * v));
+    const __m512 m_old = _mm512_load_ps(m2 + 16 * v);
+    const __m512 m_new = _mm512_max_ps(m_old, _mm512_mul_ps(mx, vc));
+    // A query that has seen no allowed key yet keeps m = -inf; subtract 0 instead.
+    const __m512 m_use =
+        _mm512_mask_blend_ps(_mm512_cmp_ps_mask(m_new, neg_inf, _CMP_EQ_OQ), m_new,
+                             _mm512_setzero_ps());
+    const __m512 a = exp2_ps(_mm512_sub_ps(m_old, m_use));
+    __m512 sum = _mm512_setzero_ps();
+    for (int j = 0; j < nk; ++j) {
+      float* s = St + j * kTile + 16 * v;
+      const __m512 p = _mm512_maskz_mov_ps(
+          lane_mask(bits[j], v), exp2_ps(_mm512_fmsub_ps(_mm512_load_ps(s), vc, m_use)));
+      _mm512_store_ps(s, p);
+      sum = _mm512_add_ps(sum, p);
+    }
+    _mm512_store_ps(l + 16 * v, _mm512_fmadd_ps(_mm512_load_ps(l + 16 * v), a, sum));
+    _mm512_store_ps(m2 + 16 * v, m_new);
+    _mm512_store_ps(alpha + 16 * v, a);
+  }
+#else
+  for (int i = 0; i < nq; ++i) {
+    float mx = kNegInf;
+    for (int j = 0; j < nk; ++j)
+      if ((bits[j] >> i) & 1) mx = std::max(mx, St[j * kTile + i]);
+    const float m_new = std::max(m2[i], mx * c);
+    const float m_use = m_new == kNegInf ? 0.0f : m_new;
+    const float a = std::exp2(m2[i] - m_use);
+    float sum = 0.0f;
+    for (int j = 0; j < nk; ++j) {
+      float& s = St[j * kTile + i];
+      s = ((bits[j] >> i) & 1) ? std::exp2(s * c - m_use) : 0.0f;
+      sum += s;
+    }
+    l[i] = l[i] * a + sum;
+    m2[i] = m_new;
+    alpha[i] = a;
+  }
+#endif
+}
+
+// Backward: S (nq x kTile) scores -> P = exp2(c S - L2_i) where allowed (bits[i]), else 0.
+void probabilities(float* S, int nq, int nk, const uint64_t* bits, float c, const float* L2) {
+#if CHAINLM_ATTENTION_AVX512
+  const __m512 vc = _mm512_set1_ps(c);
+  const int nv = (nk + 15) / 16;
+  for (int i = 0; i < nq; ++i) {
+    const __m512 li = _mm512_set1_ps(L2[i]);
+    for (int v = 0; v < nv; ++v) {
+      float* s = S + i * kTile + 16 * v;
+      _mm512_store_ps(s, _mm512_maskz_mov_ps(lane_mask(bits[i], v),
+                                             exp2_ps(_mm512_fmsub_ps(_mm512_load_ps(s), vc, li))));
+    }
+  }
+#else
+  for (int i = 0; i < nq; ++i)
+    for (int j = 0; j < nk; ++j) {
+      float& s = S[i * kTile + j];
+      s = ((bits[i] >> j) & 1) ? std::exp2(s * c - L2[i]) : 0.0f;
+    }
+#endif
+}
+
+// Backward: dP (nq x kTile) -> dS = scale * P * (dP - D_i) where allowed, else 0.
+void softmax_grad(const float* P, float* dP, int nq, int nk, const uint64_t* bits, const float* D,
+                  float scale) {
+#if CHAINLM_ATTENTION_AVX512
+  const __m512 vs = _mm512_set1_ps(scale);
+  const int nv = (nk + 15) / 16;
+  for (int i = 0; i < nq; ++i) {
+    const __m512 di = _mm512_set1_ps(D[i]);
+    for (int v = 0; v < nv; ++v) {
+      const int at = i * kTile + 16 * v;
+      const __m512 ds = _mm512_mul_ps(_mm512_mul_ps(_mm512_load_ps(P + at), vs),
+                                      _mm512_sub_ps(_mm512_load_ps(dP + at), di));
+      _mm512_store_ps(dP + at, _mm512_maskz_mov_ps(lane_mask(bits[i], v), ds));
+    }
+  }
+#else
+  for (int i = 0; i < nq; ++i)
+    for (int j = 0; j < nk; ++j) {
+      const int at = i * kTile + j;
+      dP[at] = ((bits[i] >> j) & 1) ? scale * P[at] * (dP[at] - D[i]) : 0.0f;
+    }
+#endif
+}
+
+// ------------------------------------------------------------------------------------
+// Forward
+// ------------------------------------------------------------------------------------
+
+void check_shape(const AttentionShape& s) {
+  CHAINLM_CHECK(s.batch >= 0 && s.q_len >= 0 && s.kv_len >= 0 && s.n_heads >= 0,
+                "attention: negative batch (", s.batch, "), q_len (", s.q_len, "), kv_len (",
+                s.kv_len, ") or n_heads (", s.n_heads, ")");
+  CHAINLM_CHECK(s.head_dim > 0, "attention: head_dim must be positive, got ", s.head_dim);
+  CHAINLM_CHECK(s.q_offset >= 0, "attention: q_offset must be >= 0, got ", s.q_offset);
+  CHAINLM_CHECK(s.scale > 0.0f && std::isfinite(s.scale),
+                "attention: scale must be positive and finite, got ", s.scale);
+  const long width = static_cast<long>(s.n_heads) * s.head_dim;
+  CHAINLM_CHECK(s.q_stride >= width && s.o_stride >= width, "attention: q_stride (", s.q_stride,
+                ") and o_stride (", s.o_stride, ") must be >= n_heads*head_dim = ", width);
+  for (int h = 0; h < s.n_heads; ++h) {
+    const int g = kv_head(s, h);
+    CHAINLM_CHECK(g >= 0 && static_cast<long>(g + 1) * s.head_dim <= s.kv_stride,
+                  "attention: query head ", h, " maps to KV head ", g,
+                  ", outside rows of kv_stride ", s.kv_stride, " (head_dim ", s.head_dim, ")");
+  }
+}
+
+size_t forward_scratch_floats(int hd) {
+  return static_cast<size_t>(kTile) * (hd + kTile + 2 * round16(hd) + 3 * 16);
+}
+
+// One work item: query rows [i0, i0 + nq) of head h in sequence b.
+void forward_item(const AttentionShape& s, int b, int h, int i0, int nq, const float* q,
+                  const float* k, const float* v, float* o, float* lse) {
+  const int hd = s.head_dim, ldh = round16(hd), g = kv_head(s, h);
+  const long Tq = s.q_len, Tk = s.kv_len;
+  const float c = s.scale * kLog2e;
+
+  float* Qt = thread_scratch(forward_scratch_floats(hd));  // hd x kTile, Q tile transposed
+  float* St = Qt + static_cast<long>(hd) * kTile;          // kTile x kTile, keys x queries
+  float* O = St + kTile * kTile;                           // nq x ldh output accumulator
+  float* Vp = O + kTile * ldh;                             // nk x ldh, V tile packed
+  float* m2 = Vp + kTile * ldh;
+  float* l = m2 + kTile;
+  float* alpha = l + kTile;
+
+  transpose(q + (b * Tq + i0) * s.q_stride + static_cast<long>(h) * hd, s.q_stride, nq, hd, Qt,
+            kTile);
+  std::memset(O, 0, sizeof(float) * nq * ldh);
+  std::fill(m2, m2 + kTile, kNegInf);
+  std::fill(l, l + kTile, 0.0f);
+
+  uint64_t key_rows[kTile];  // per key row of the tile: the queries it may serve
+  uint64_t query_rows[kTile];  // per query row: the keys it may attend
+  const int64_t qp0 = static_cast<int64_t>(s.q_offset) + i0;
+  int64_t kb, ke;
+  s.mask.key_bounds(qp0, qp0 + nq, Tk, &kb, &ke);
+  for (int64_t j0 = std::max<int64_t>(kb, 0); j0 < ke; j0 += kTile) {
+    const int nk = static_cast<int>(std::min<int64_t>(kTile, ke - j0));
+    const auto cover = s.mask.cover(qp0, qp0 + nq, j0, j0 + nk);
+    if (cover == AttentionMask::Cover::Empty) continue;
+    const bool partial = cover == AttentionMask::Cover::Partial;
+    const long row0 = (b * Tk + j0) * s.kv_stride + static_cast<long>(g) * hd;
+    if (partial) {
+      for (int j = 0; j < nk; ++j) key_rows[j] = s.mask.query_bits(j0 + j, qp0, nq);
+      for (int i = 0; i < nq; ++i) query_rows[i] = s.mask.key_bits(qp0 + i, j0, nk);
+    } else {
+      std::fill(key_rows, key_rows + nk, low_bits(nq));
+    }
+    tile_gemm(nk, nq, hd, k + row0, s.kv_stride, 1, Qt, kTile, St, kTile, false,
+              partial ? key_rows : nullptr, nullptr);
+    softmax_update(St, nk, nq, key_rows, c, m2, l, alpha);
+    for (int i = 0; i < nq; ++i) {
+      const float a = alpha[i];
+      float* orow = O + i * ldh;
+      for (int d = 0; d < hd; ++d) orow[d] *= a;
+    }
+    pack(v + row0, s.kv_stride, nk, hd, Vp, ldh);
+    tile_gemm(nq, hd, nk, St, 1, kTile, Vp, ldh, O, ldh, true, nullptr,
+              partial ? query_rows : nullptr);
+  }
+
+  for (int i = 0; i < nq; ++i) {
+    float* orow = o + (b * Tq + i0 + i) * s.o_stride + static_cast<long>(h) * hd;
+    const float* acc = O + i * ldh;
+    const float inv = l[i] > 0.0f ? 1.0f / l[i] : 0.0f;
+    for (int d = 0; d < hd; ++d) orow[d] = acc[d] * inv;
+    lse[(static_cast<long>(b) * s.n_heads + h) * Tq + i0 + i] =
+        l[i] > 0.0f ? (m2[i] + std::log2(l[i])) * kLn2 : kNegInf;
+  }
+}
+
+// ------------------------------------------------------------------------------------
+// Backward
+// ------------------------------------------------------------------------------------
+
+size_t backward_scratch_floats(int hd, int heads, int q_len) {
+  return static_cast<size_t>(kTile) * (2 * hd + 5 * round16(hd) + 2 * kTile) +
+         2 * static_cast<size_t>(heads) * round16(q_len);
+}
+
+// One work item: KV head g of sequence b, with the query heads heads[0..nh) that use it.
+void backward_item(const AttentionShape& s, int b, int g, const int* heads, int nh, const float* q,
+                   const float* k, const float* v, const float* o, const float* lse,
+                   const float* dout, float* dq, float* dk, float* dv) {
+  const int hd = s.head_dim, ldh = round16(hd);
+  const long Tq = s.q_len, Tk = s.kv_len, ldq = round16(s.q_len);
+  const float c = s.scale * kLog2e;
+
+  float* Kt = thread_scratch(backward_scratch_floats(hd, nh, s.q_len));  // hd x kTile
+  float* Vt = Kt + static_cast<long>(hd) * kTile;                         // hd x kTile
+  float* dK = Vt + static_cast<long>(hd) * kTile;                         // kTile x ldh
+  float* dV = dK + kTile * ldh;                                           // kTile x ldh
+  float* Kp = dV + kTile * ldh;  // kTile x ldh: K tile packed
+  float* Qp = Kp + kTile * ldh;  // kTile x ldh: Q tile packed
+  float* dOp = Qp + kTile * ldh; // kTile x ldh: dout tile packed
+  float* P = dOp + kTile * ldh;                                           // kTile x kTile
+  float* dS = P + kTile * kTile;                                          // kTile x kTile
+  float* D = dS + kTile * kTile;  // nh x ldq: dout . o per query row
+  float* L2 = D + nh * ldq;       // nh x ldq: lse in log2 units
+
+  for (int x = 0; x < nh; ++x) {
+    const int h = heads[x];
+    for (long i = 0; i < Tq; ++i) {
+      const float* orow = o + (b * Tq + i) * s.o_stride + static_cast<long>(h) * hd;
+      const float* drow = dout + (b * Tq + i) * s.o_stride + static_cast<long>(h) * hd;
+      D[x * ldq + i] = dot(orow, drow, hd);
+      const float li = lse[(static_cast<long>(b) * s.n_heads + h) * Tq + i];
+      // A row that attends nothing has every entry masked; +inf keeps exp2 finite-free.
+      L2[x * ldq + i] = li == kNegInf ? std::numeric_limits<float>::infinity() : li * kLog2e;
+    }
+  }
+
+  uint64_t key_rows[kTile], query_rows[kTile];
+  for (long j0 = 0; j0 < Tk; j0 += kTile) {
+    const int nk = static_cast<int>(std::min<long>(kTile, Tk - j0));
+    int64_t qb, qe;
+    s.mask.query_bounds(j0, j0 + nk, &qb, &qe);
+    // Query rows [ib, ie) may attend this key tile (qb, qe may be +-"infinite").
+    const long ib = qb <= s.q_offset ? 0 : static_cast<long>(std::min<int64_t>(qb - s.q_offset, Tq));
+    const long ie = qe >= s.q_offset + Tq ? Tq : static_cast<long>(std::max<int64_t>(qe - s.q_offset, 0));
+    if (ib >= ie) continue;
+    const long row0 = (b * Tk + j0) * s.kv_stride + static_cast<long>(g) * hd;
+    transpose(k + row0, s.kv_stride, nk, hd, Kt, kTile);
+    transpose(v + row0, s.kv_stride, nk, hd, Vt, kTile);
+    pack(k + row0, s.kv_stride, nk, hd, Kp, ldh);
+    std::memset(dK, 0, sizeof(float) * nk * ldh);
+    std::memset(dV, 0, sizeof(float) * nk * ldh);
+
+    for (int x = 0; x < nh; ++x) {
+      const long hoff = static_cast<long>(heads[x]) * hd;
+      for (long i0 = ib; i0 < ie; i0 += kTile) {
+        const int nq = static_cast<int>(std::min<long>(kTile, ie - i0));
+        const int64_t qp0 = static_cast<int64_t>(s.q_offset) + i0;
+        const auto cover = s.mask.cover(qp0, qp0 + nq, j0, j0 + nk);
+        if (cover == AttentionMask::Cover::Empty) continue;
+        const bool partial = cover == AttentionMask::Cover::Partial;
+        if (partial) {
+          for (int i = 0; i < nq; ++i) query_rows[i] = s.mask.key_bits(qp0 + i, j0, nk);
+          for (int j = 0; j < nk; ++j) key_rows[j] = s.mask.query_bits(j0 + j, qp0, nq);
+        } else {
+          std::fill(query_rows, query_rows + nq, low_bits(nk));
+        }
+        const uint64_t* qtrim = partial ? query_rows : nullptr;
+        const uint64_t* ktrim = partial ? key_rows : nullptr;
+        const float* qi = q + (b * Tq + i0) * s.q_stride + hoff;
+        const float* doi = dout + (b * Tq + i0) * s.o_stride + hoff;
+        float* dqi = dq + (b * Tq + i0) * s.q_stride + hoff;
+
+        pack(qi, s.q_stride, nq, hd, Qp, ldh);
+        pack(doi, s.o_stride, nq, hd, dOp, ldh);
+
+        tile_gemm(nq, nk, hd, Qp, ldh, 1, Kt, kTile, P, kTile, false, qtrim, nullptr);
+        probabilities(P, nq, nk, query_rows, c, L2 + x * ldq + i0);
+        tile_gemm(nk, hd, nq, P, 1, kTile, dOp, ldh, dV, ldh, true, nullptr, ktrim);
+        tile_gemm(nq, nk, hd, dOp, ldh, 1, Vt, kTile, dS, kTile, false, qtrim, nullptr);
+        softmax_grad(P, dS, nq, nk, query_rows, D + x * ldq + i0, s.scale);
+        tile_gemm(nq, hd, nk, dS, kTile, 1, Kp, ldh, dqi, s.q_stride, true, nullptr, qtrim);
+        tile_gemm(nk, hd, nq, dS, 1, kTile, Qp, ldh, dK, ldh, true, nullptr, ktrim);
+      }
+    }
+    for (int j = 0; j < nk; ++j) {
+      float* dkr = dk + row0 + j * s.kv_stride;
+      float* dvr = dv + row0 + j * s.kv_stride;
+      for (int d = 0; d < hd; ++d) {
+        dkr[d] += dK[j * ldh + d];
+        dvr[d] += dV[j * ldh + d];
+      }
+    }
+  }
+}
+
+}  // namespace
+
+void attention_forward(const AttentionShape& s, const float* q, const float* k, const float* v,
+                       float* o, float* lse) {
+  check_shape(s);
+  const int q_tiles = (s.q_len + kTile - 1) / kTile;
+  const long bh = static_cast<long>(s.batch) * s.n_heads;
+  const long items = bh * q_tiles;
+  // Latest query tiles first: under a causal mask they are the most expensive.
+#pragma omp parallel for schedule(dynamic, 1)
+  for (long item = 0; item < items; ++item) {
+    const int t = q_tiles - 1 - static_cast<int>(item / bh);
+    const int b = static_cast<int>(item % bh / s.n_heads);
+    const int h = static_cast<int>(item % s.n_heads);
+    const int i0 = t * kTile;
+    forward_item(s, b, h, i0, std::min(kTile, s.q_len - i0), q, k, v, o, lse);
+  }
+}
+
+void attention_backward(const AttentionShape& s, const float* q, const float* k, const float* v,
+                        const float* o, const float* lse, const float* dout, float* dq, float* dk,
+                        float* dv) {
+  check_shape(s);
+  if (s.batch == 0 || s.q_len == 0 || s.kv_len == 0 || s.n_heads == 0) return;
+  // Query heads grouped by KV head (kept across calls: no allocation once warm).
+  thread_local std::vector<int> order, start;
+  int groups = 0;
+  for (int h = 0; h < s.n_heads; ++h) groups = std::max(groups, kv_head(s, h) + 1);
+  start.assign(groups + 1, 0);
+  for (int h = 0; h < s.n_heads; ++h) ++start[kv_head(s, h) + 1];
+  for (int g = 0; g < groups; ++g) start[g + 1] += start[g];
+  order.resize(s.n_heads);
+  {
+    thread_local std::vector<int> fill;
+    fill.assign(start.begin(), start.end() - 1);
+    for (int h = 0; h < s.n_heads; ++h) order[fill[kv_head(s, h)]++] = h;
+  }
+  const int* order_data = order.data();
+  const int* start_data = start.data();
+  const long items = static_cast<long>(s.batch) * groups;
+#pragma omp parallel for schedule(dynamic, 1)
+  for (long item = 0; item < items; ++item) {
+    const int b = static_cast<int>(item / groups), g = static_cast<int>(item % groups);
+    const int nh = start_data[g + 1] - start_data[g];
+    if (nh == 0) continue;
+    backward_item(s, b, g, order_data + start_data[g], nh, q, k, v, o, lse, dout, dq, dk, dv);
+  }
+}
+
+}  // namespace chainlm

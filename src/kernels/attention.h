@@ -1,0 +1,70 @@
+#pragma once
+// Masked multi-head attention with grouped KV heads, flash-style (tiled online softmax).
+//
+// q is (B, Tq, q_stride): head h of query row i starts at q[(b*Tq + i)*q_stride + h*hd]
+// k, v are (B, Tk, kv_stride): KV head g of key row j starts at k[(b*Tk + j)*kv_stride + g*hd]
+// o is (B, Tq, o_stride), laid out like q; dout too.
+// lse is (B, n_heads, Tq): log-sum-exp of the scaled, masked scores of each query row
+//   (natural log; -inf for a row that may attend nothing, whose output is 0).
+// o[b,i,h] = sum_j softmax_j(scale * q[b,i,h] . k[b,j,g]) v[b,j,g], g = kv_head_of[h],
+//   over the keys j the mask allows for query i.
+// Nothing of size Tq x Tk is ever stored: the backward recomputes scores from q, k and lse.
+// Tiles of the (query, key) plane that the mask excludes entirely are skipped.
+#include <cstdint>
+
+namespace chainlm {
+
+// Which (query, key) pairs may attend, as a rule over positions (never a T x T array).
+// A query's position is q_offset + its row index (AttentionShape); a key's is its row index.
+// Only Causal exists now; the PHD masks of SPEC B2 slot in as more kinds: they only need
+// allowed(), cover() and the two bounds below (the bit-row functions have generic
+// fallbacks built on allowed()).
+struct AttentionMask {
+  enum class Kind { Causal };
+  Kind kind = Kind::Causal;
+
+  // How a tile (queries at positions [q0, q1), keys at [k0, k1)) meets the mask.
+  enum class Cover { Empty, Partial, Full };
+
+  bool allowed(int64_t qpos, int64_t kpos) const;
+  Cover cover(int64_t q0, int64_t q1, int64_t k0, int64_t k1) const;
+  // Keys in [*k_begin, *k_end) include every key any query in [q0, q1) may attend.
+  void key_bounds(int64_t q0, int64_t q1, int64_t kv_len, int64_t* k_begin, int64_t* k_end) const;
+  // Query positions in [*q_begin, *q_end) include every query that may attend a key in
+  // [k0, k1); the caller clips them to its query positions.
+  void query_bounds(int64_t k0, int64_t k1, int64_t* q_begin, int64_t* q_end) const;
+  // Bit j set iff allowed(qpos, k0 + j), for nk <= 64 keys.
+  uint64_t key_bits(int64_t qpos, int64_t k0, int nk) const;
+  // Bit i set iff allowed(q0 + i, kpos), for nq <= 64 queries.
+  uint64_t query_bits(int64_t kpos, int64_t q0, int nq) const;
+};
+
+struct AttentionShape {
+  int batch = 1;     // B
+  int q_len = 0;     // Tq query rows per sequence
+  int kv_len = 0;    // Tk key rows per sequence
+  int q_offset = 0;  // position of query row 0: training q_offset=0, q_len=kv_len; decoding
+                     // with a cache q_len=1 (or a few), q_offset=kv_len-q_len.
+  int n_heads = 0;   // active query heads, a prefix of the heads a row holds (elastic
+                     // sub-models use the first heads only)
+  int head_dim = 0;
+  int q_stride = 0;   // floats between consecutive rows of q (and dq)
+  int kv_stride = 0;  // floats between consecutive rows of k, v (and dk, dv)
+  int o_stride = 0;   // floats between consecutive rows of o (and dout)
+  // kv_head_of[h] = KV head of query head h (GQA, CoLM-Air); nullptr means kv head h.
+  const int* kv_head_of = nullptr;
+  float scale = 0.0f;  // usually 1/sqrt(head_dim)
+  AttentionMask mask;
+};
+
+// Forward: writes o (the first n_heads*hd floats of each row) and lse.
+void attention_forward(const AttentionShape& s, const float* q, const float* k, const float* v,
+                       float* o, float* lse);
+
+// Backward: dq (laid out like q), dk, dv (like k, v) are accumulated into (+=); only the
+// active heads' and used KV heads' blocks are touched. Needs o and lse from the forward.
+void attention_backward(const AttentionShape& s, const float* q, const float* k, const float* v,
+                        const float* o, const float* lse, const float* dout, float* dq, float* dk,
+                        float* dv);
+
+}  // namespace chainlm
