@@ -59,6 +59,7 @@ void add_generate_command(CLI::App& app) {
       std::printf("%s\n", j.dump().c_str());
     } else {
       std::printf("\n");
+      std::fflush(stdout);
       std::fprintf(stderr, "[%zu tokens, %d chains, %.1f tok/s]\n", r.tokens.size(), k, r.tokens_per_s);
     }
   });

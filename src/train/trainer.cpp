@@ -256,6 +256,7 @@ void Trainer::run() {
   Timer total;
   const long start_step = step_;
   double window_tokens = 0, window_seconds = 0;
+  Timer since_print;  // without a terminal, print a line every few seconds, not every step
   while (step_ < opt_.steps) {
     Timer t;
     const float lr = current_lr();
@@ -273,7 +274,9 @@ void Trainer::run() {
                                                                              : nlohmann::json(l.chain_loss[i]));
     line["chain_loss"] = chain_losses;
     log_metrics(line);
-    if (!opt_.quiet) {
+    const bool print = tty || step_ == start_step + 1 || step_ == opt_.steps || since_print.seconds() >= 5;
+    if (!opt_.quiet && print) {
+      since_print.reset();
       std::string chains;
       for (int i = 0; i < n; ++i)
         if (weights_[i] > 0) chains += cat(" k", i + 1, "=", std::round(l.chain_loss[i] * 1000) / 1000);

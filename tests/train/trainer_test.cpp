@@ -1,0 +1,164 @@
+#include "train/trainer.h"
+
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <map>
+
+#include "core/rng.h"
+#include "model/checkpoint.h"
+#include "train_test_util.h"
+
+namespace chainlm {
+namespace {
+
+namespace fs = std::filesystem;
+
+ModelConfig small_config(std::vector<int> chains, bool kv_share) {
+  ModelConfig c;
+  c.dim = 64;
+  c.n_layers = 2;
+  c.n_heads = 4;
+  c.n_kv_heads = kv_share ? 1 : 4;
+  c.ffn_dim = 176;
+  c.vocab_size = 258;
+  c.chains = chains;
+  c.kv_share = kv_share;
+  c.max_seq_len = 64;
+  validate_config(c, "test");
+  return c;
+}
+
+std::string synthetic_text(size_t n, uint64_t seed) {
+  static const char* words[] = {"the ", "cat ", "sat ", "on ", "a ", "mat. ", "dog ", "ran ", "far ", "\n"};
+  Rng rng(seed);
+  std::string s;
+  while (s.size() < n) s += words[rng.below(10)];
+  return s;
+}
+
+TrainOptions small_options(const std::string& data, const std::string& out, long steps) {
+  TrainOptions o;
+  o.data_dir = data;
+  o.out_dir = out;
+  o.steps = steps;
+  o.batch_size = 4;
+  o.micro_batch = 2;  // exercises gradient accumulation
+  o.seq_len = 32;
+  o.lr = 3e-3f;
+  o.warmup = 2;
+  o.eval_every = 3;
+  o.eval_windows = 4;
+  o.quiet = true;
+  return o;
+}
+
+std::map<long, double> losses_by_step(const std::string& run_dir) {
+  std::map<long, double> m;
+  std::ifstream in(run_dir + "/metrics.jsonl");
+  std::string line;
+  while (std::getline(in, line)) {
+    auto j = nlohmann::json::parse(line);
+    if (j.contains("loss")) m[j["step"].get<long>()] = j["loss"].get<double>();
+  }
+  return m;
+}
+
+TEST(Trainer, ResumeContinuesExactly) {
+  const std::string root = test::make_temp_dir("resume");
+  const std::string data = root + "/data";
+  fs::create_directories(data);
+  test::make_byte_data_dir(synthetic_text(20000, 1), data, 0.1);
+  const ModelConfig c = small_config({1, 1}, true);
+
+  // Uninterrupted: 6 steps.
+  Model a(c);
+  a.init_random(5);
+  Trainer ta(a, small_options(data, root + "/a", 6));
+  ta.run();
+
+  // Interrupted at step 3 (a checkpoint is written there), then resumed in a new trainer.
+  {
+    Model b(c);
+    b.init_random(5);
+    Trainer tb(b, small_options(data, root + "/b", 3));
+    tb.run();
+  }
+  Model b(c);
+  b.init_random(999);  // the restore must overwrite every weight
+  Trainer tb(b, small_options(data, root + "/b", 6));
+  tb.restore(root + "/b");
+  EXPECT_EQ(tb.step(), 3);
+  tb.run();
+
+  auto la = losses_by_step(root + "/a"), lb = losses_by_step(root + "/b");
+  ASSERT_EQ(la.size(), 6u);
+  ASSERT_EQ(lb.size(), 6u);
+  for (long s = 1; s <= 6; ++s) EXPECT_EQ(la[s], lb[s]) << "step " << s;
+  ASSERT_EQ(a.params().size(), b.params().size());
+  EXPECT_EQ(0, std::memcmp(a.params().values(), b.params().values(), a.params().size() * sizeof(float)));
+  fs::remove_all(root);
+}
+
+TEST(Trainer, LearnsRealTextWellBelowUnigramEntropy) {
+  const std::string corpus = "/usr/share/games/fortunes/fortunes";
+  if (!fs::exists(corpus)) GTEST_SKIP() << corpus << " is missing: run scripts/setup.sh (package fortunes)";
+  const std::string text = test::read_text(corpus);
+  ASSERT_GT(text.size(), 20000u);
+  const std::string root = test::make_temp_dir("learn");
+  const std::string data = root + "/data";
+  fs::create_directories(data);
+  test::make_byte_data_dir(text, data, 0.1);
+  // Unigram cross-entropy of the validation bytes under the training bytes' distribution:
+  // the loss of the best model that ignores context.
+  TokenShard train(data + "/train.bin"), val(data + "/val.bin");
+  std::vector<double> freq(258, 1.0);  // add-one smoothing
+  for (uint64_t i = 0; i < train.size(); ++i) freq[train.at(i)] += 1;
+  double total = 0;
+  for (double f : freq) total += f;
+  double unigram = 0;
+  for (uint64_t i = 1; i < val.size(); ++i) unigram -= std::log(freq[val.at(i)] / total);
+  unigram /= (val.size() - 1);
+
+  Model m(small_config({1, 1}, true));
+  m.init_random(1);
+  TrainOptions o = small_options(data, root + "/run", 250);
+  o.batch_size = 16;
+  o.micro_batch = 0;
+  o.seq_len = 64;
+  o.eval_every = 0;
+  o.eval_windows = 0;  // the whole validation split
+  Trainer t(m, o);
+  const auto before = t.validate();
+  t.run();
+  const auto after = t.validate();
+  std::printf("unigram %.3f nats; val loss before %.3f, after %.3f (k=1 %.3f)\n", unigram, before[1],
+              after[1], after[0]);
+  EXPECT_GT(before[1], unigram);  // an untrained model is worse than unigram
+  EXPECT_LT(after[1], unigram - 0.6) << "the model should use context, not just byte frequencies";
+  EXPECT_LT(after[0], unigram);
+  fs::remove_all(root);
+}
+
+TEST(Trainer, CheckpointHoldsEverythingToReloadTheModel) {
+  const std::string root = test::make_temp_dir("ckpt");
+  const std::string data = root + "/data";
+  fs::create_directories(data);
+  test::make_byte_data_dir(synthetic_text(5000, 2), data, 0.2);
+  Model m(small_config({1, 2, 1}, false));
+  m.init_random(3);
+  Trainer t(m, small_options(data, root + "/run", 3));
+  t.run();
+  const std::string dir = resolve_checkpoint_dir(root + "/run");
+  for (const char* f : {"config.json", "model.safetensors", "optimizer.safetensors", "trainer_state.json", "tokenizer.json"})
+    EXPECT_TRUE(fs::exists(fs::path(dir) / f)) << f;
+  auto loaded = load_model(root + "/run");
+  EXPECT_EQ(0, std::memcmp(loaded->params().values(), m.params().values(), m.params().size() * sizeof(float)));
+  fs::remove_all(root);
+}
+
+}  // namespace
+}  // namespace chainlm
