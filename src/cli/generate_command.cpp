@@ -56,7 +56,8 @@ void add_generate_command(CLI::App& app) {
                           {"tokens_per_s", r.tokens_per_s},
                           {"prefill_ms", r.prefill_ms},
                           {"decode_ms_per_token", r.decode_ms_per_token}};
-      std::printf("%s\n", j.dump().c_str());
+      // Byte-level tokens can split a UTF-8 sequence: replace invalid bytes with U+FFFD.
+      std::printf("%s\n", j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
     } else {
       std::printf("\n");
       std::fflush(stdout);

@@ -1,0 +1,31 @@
+#pragma once
+// Runs the built `chainlm` binary from a test and captures exit code, stdout and stderr.
+#include <sys/wait.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <string>
+
+#include "io/test_temp_dir.h"
+
+namespace chainlm::testing {
+
+struct RunResult {
+  int exit_code;
+  std::string out, err;
+};
+
+inline RunResult run_chainlm(const TempDir& dir, const std::string& args) {
+  const std::string out = dir.file("stdout.txt"), err = dir.file("stderr.txt");
+  const std::string cmd =
+      std::string("'") + CHAINLM_BINARY + "' " + args + " >'" + out + "' 2>'" + err + "'";
+  const int status = std::system(cmd.c_str());
+  RunResult r{WIFEXITED(status) ? WEXITSTATUS(status) : -1, read_bytes(out), read_bytes(err)};
+  std::filesystem::remove(out);
+  std::filesystem::remove(err);
+  return r;
+}
+
+inline std::string quote(const std::string& path) { return "'" + path + "'"; }
+
+}  // namespace chainlm::testing
