@@ -3,7 +3,8 @@
 //   g++ -std=c++20 -O3 -march=native -fopenmp -Isrc $(pkg-config --cflags openblas)
 //     bench/attention_bench.cpp src/kernels/attention.cpp $(pkg-config --libs openblas)
 //     -o /tmp/attention_bench          (one line)
-// Run: /tmp/attention_bench [B T H Hkv hd]   (default 8 1024 8 8 64; threads: OMP_NUM_THREADS)
+// Run: /tmp/attention_bench [B T H Hkv hd seconds]  (default 8 1024 8 8 64 3; threads:
+// OMP_NUM_THREADS). Reports the best of interleaved rounds of sgemm, forward, backward.
 // FLOPs: causal forward 4*B*H*hd*T(T+1)/2, backward 2.5x that.
 #include <cblas.h>
 #include <omp.h>
@@ -19,18 +20,24 @@
 
 using namespace chainlm;
 
-template <typename F>
-double best_seconds(F&& f, double min_total = 1.0) {
-  f();  // warm-up
-  double best = 1e30, total = 0;
-  int reps = 0;
-  while (total < min_total || reps < 3) {
-    Timer t;
-    f();
-    const double s = t.seconds();
-    best = std::min(best, s);
-    total += s;
-    ++reps;
+// Best time of each function over interleaved rounds, so a neighbour's load on the shared
+// cores hits all of them alike and the best rounds are compared.
+template <typename... F>
+std::vector<double> best_seconds(double min_total, F&&... fs) {
+  (fs(), ...);  // warm-up
+  std::vector<double> best(sizeof...(fs), 1e30);
+  double total = 0;
+  for (int round = 0; total < min_total || round < 5; ++round) {
+    size_t i = 0;
+    auto time_one = [&](auto& f) {
+      Timer t;
+      f();
+      const double s = t.seconds();
+      best[i] = std::min(best[i], s);
+      total += s;
+      ++i;
+    };
+    (time_one(fs), ...);
   }
   return best;
 }
@@ -44,11 +51,10 @@ int main(int argc, char** argv) {
 
   const int n = 1024;
   std::vector<float> a((size_t)n * n, 1.0f), b((size_t)n * n, 0.5f), c((size_t)n * n);
-  const double gemm_s = best_seconds([&] {
+  auto gemm = [&] {
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, a.data(), n, b.data(),
                 n, 0.0f, c.data(), n);
-  });
-  const double gemm_gflops = 2.0 * n * n * n / gemm_s / 1e9;
+  };
 
   std::vector<int> kv_map(H);
   for (int h = 0; h < H; ++h) kv_map[h] = h / (H / Hkv);
@@ -68,12 +74,15 @@ int main(int argc, char** argv) {
   std::vector<float> o(q.size()), lse((size_t)B * H * T), dq(q.size()), dk(k.size()),
       dv(k.size());
 
-  const double fwd_s = best_seconds(
-      [&] { attention_forward(s, q.data(), k.data(), v.data(), o.data(), lse.data()); });
-  const double bwd_s = best_seconds([&] {
+  auto forward = [&] { attention_forward(s, q.data(), k.data(), v.data(), o.data(), lse.data()); };
+  auto backward = [&] {
     attention_backward(s, q.data(), k.data(), v.data(), o.data(), lse.data(), dout.data(),
                        dq.data(), dk.data(), dv.data());
-  });
+  };
+  const double seconds = argc > 6 ? std::atof(argv[6]) : 3.0;
+  const auto best = best_seconds(seconds, gemm, forward, backward);
+  const double gemm_gflops = 2.0 * n * n * n / best[0] / 1e9;
+  const double fwd_s = best[1], bwd_s = best[2];
   const double fwd_flops = 4.0 * B * H * hd * (T * (T + 1.0) / 2);
   const double fwd_g = fwd_flops / fwd_s / 1e9, bwd_g = 2.5 * fwd_flops / bwd_s / 1e9;
   const double both_g = 3.5 * fwd_flops / (fwd_s + bwd_s) / 1e9;

@@ -26,6 +26,8 @@
 #include <limits>
 #include <vector>
 
+#include <omp.h>
+
 #include "core/error.h"
 
 #if defined(__AVX512F__) && !defined(CHAINLM_ATTENTION_SCALAR)
@@ -155,12 +157,37 @@ inline int round16(int n) { return (n + 15) / 16 * 16; }
 
 inline int kv_head(const AttentionShape& s, int h) { return s.kv_head_of ? s.kv_head_of[h] : h; }
 
+// Rows of (B, T, heads*hd) tensors are a few KB apart, a stride the hardware prefetchers
+// do not follow (they stay within 4 KB pages), so row loops prefetch a few rows ahead.
+// Prefetching past the end of an array is harmless (prefetches never fault).
+constexpr int kPrefetchRows = 12;
+inline void prefetch_row(const float* row, int cols, int write) {
+  for (int c = 0; c < cols; c += 16) {
+    if (write)
+      __builtin_prefetch(row + c, 1);
+    else
+      __builtin_prefetch(row + c, 0);
+  }
+}
+
 // dst[r*ld + c] = src[r*stride + c] for r < rows, c < cols. Tiles are packed before they are
 // reused as a matmul's B operand: rows a multiple of 4 KB apart alias to the same few L1
 // sets, so a strided 64-row tile would not stay in L1.
 void pack(const float* src, long stride, int rows, int cols, float* dst, int ld) {
-  for (int r = 0; r < rows; ++r) std::memcpy(dst + static_cast<long>(r) * ld, src + r * stride,
-                                             sizeof(float) * cols);
+#if CHAINLM_ATTENTION_AVX512
+  for (int r = 0; r < rows; ++r) {
+    const float* s = src + r * stride;
+    prefetch_row(s + kPrefetchRows * stride, cols, 0);
+    float* d = dst + static_cast<long>(r) * ld;
+    for (int c = 0; c < cols; c += 16) {
+      const __mmask16 m = static_cast<__mmask16>(cols - c >= 16 ? 0xFFFF : (1u << (cols - c)) - 1);
+      _mm512_mask_storeu_ps(d + c, m, _mm512_maskz_loadu_ps(m, s + c));
+    }
+  }
+#else
+  for (int r = 0; r < rows; ++r)
+    std::memcpy(dst + static_cast<long>(r) * ld, src + r * stride, sizeof(float) * cols);
+#endif
 }
 
 // dst[c*ld + r] = src[r*stride + c] for r < rows, c < cols (rows <= ld). With AVX-512, dst
@@ -485,24 +512,43 @@ void check_shape(const AttentionShape& s) {
   }
 }
 
-size_t forward_scratch_floats(int hd) {
+// dst[r*stride + c] += src[r*ld + c] for r < rows, c < cols.
+void add_rows(float* dst, long stride, const float* src, int ld, long rows, int cols) {
+  for (long r = 0; r < rows; ++r) {
+    float* d = dst + r * stride;
+    const float* a = src + r * ld;
+    prefetch_row(d + kPrefetchRows * stride, cols, 1);
+    for (int c = 0; c < cols; ++c) d[c] += a[c];
+  }
+}
+
+// Where a forward work item reads its KV head's rows: key row j is at k + (j - first)*stride.
+struct KvRows {
+  const float* k;
+  const float* v;
+  long stride;
+  long first;
+  bool packed;  // contiguous rows (no L1 set aliasing): usable directly as a matmul B operand
+};
+
+size_t forward_tile_floats(int hd) {
   return static_cast<size_t>(kTile) * (hd + kTile + 2 * round16(hd) + 3 * 16);
 }
 
-// One work item: query rows [i0, i0 + nq) of head h in sequence b.
-void forward_item(const AttentionShape& s, int b, int h, int i0, int nq, const float* q,
-                  const float* k, const float* v, float* o, float* lse) {
-  const int hd = s.head_dim, ldh = round16(hd), g = kv_head(s, h);
+// Query rows [i0, i0 + nq) of head h in sequence b: the online-softmax pass over key tiles.
+void forward_tile(const AttentionShape& s, int b, int h, int i0, int nq, const float* q,
+                  const KvRows& kv, float* o, float* lse, float* scratch) {
+  const int hd = s.head_dim, ldh = round16(hd);
   const long Tq = s.q_len, Tk = s.kv_len;
   const float c = s.scale * kLog2e;
 
-  float* Qt = thread_scratch(forward_scratch_floats(hd));  // hd x kTile, Q tile transposed
-  float* St = Qt + static_cast<long>(hd) * kTile;          // kTile x kTile, keys x queries
-  float* O = St + kTile * kTile;                           // nq x ldh output accumulator
-  float* Vp = O + kTile * ldh;                             // nk x ldh, V tile packed
-  float* m2 = Vp + kTile * ldh;
-  float* l = m2 + kTile;
-  float* alpha = l + kTile;
+  float* Qt = scratch;                             // hd x kTile, Q tile transposed
+  float* St = Qt + static_cast<long>(hd) * kTile;  // kTile x kTile, keys x queries
+  float* O = St + kTile * kTile;                   // nq x ldh output accumulator
+  float* Vp = O + kTile * ldh;                     // nk x ldh, V tile packed (if kv is not)
+  float* m2 = Vp + kTile * ldh;                    // running max, log2 units
+  float* l = m2 + kTile;                           // running sum
+  float* alpha = l + kTile;                        // per-tile rescale of O
 
   transpose(q + (b * Tq + i0) * s.q_stride + static_cast<long>(h) * hd, s.q_stride, nq, hd, Qt,
             kTile);
@@ -510,7 +556,7 @@ void forward_item(const AttentionShape& s, int b, int h, int i0, int nq, const f
   std::fill(m2, m2 + kTile, kNegInf);
   std::fill(l, l + kTile, 0.0f);
 
-  uint64_t key_rows[kTile];  // per key row of the tile: the queries it may serve
+  uint64_t key_rows[kTile];    // per key row of the tile: the queries it may serve
   uint64_t query_rows[kTile];  // per query row: the keys it may attend
   const int64_t qp0 = static_cast<int64_t>(s.q_offset) + i0;
   int64_t kb, ke;
@@ -520,14 +566,15 @@ void forward_item(const AttentionShape& s, int b, int h, int i0, int nq, const f
     const auto cover = s.mask.cover(qp0, qp0 + nq, j0, j0 + nk);
     if (cover == AttentionMask::Cover::Empty) continue;
     const bool partial = cover == AttentionMask::Cover::Partial;
-    const long row0 = (b * Tk + j0) * s.kv_stride + static_cast<long>(g) * hd;
     if (partial) {
       for (int j = 0; j < nk; ++j) key_rows[j] = s.mask.query_bits(j0 + j, qp0, nq);
       for (int i = 0; i < nq; ++i) query_rows[i] = s.mask.key_bits(qp0 + i, j0, nk);
     } else {
       std::fill(key_rows, key_rows + nk, low_bits(nq));
     }
-    tile_gemm(nk, nq, hd, k + row0, s.kv_stride, 1, Qt, kTile, St, kTile, false,
+    const float* kj = kv.k + (j0 - kv.first) * kv.stride;
+    const float* vj = kv.v + (j0 - kv.first) * kv.stride;
+    tile_gemm(nk, nq, hd, kj, kv.stride, 1, Qt, kTile, St, kTile, false,
               partial ? key_rows : nullptr, nullptr);
     softmax_update(St, nk, nq, key_rows, c, m2, l, alpha);
     for (int i = 0; i < nq; ++i) {
@@ -535,8 +582,13 @@ void forward_item(const AttentionShape& s, int b, int h, int i0, int nq, const f
       float* orow = O + i * ldh;
       for (int d = 0; d < hd; ++d) orow[d] *= a;
     }
-    pack(v + row0, s.kv_stride, nk, hd, Vp, ldh);
-    tile_gemm(nq, hd, nk, St, 1, kTile, Vp, ldh, O, ldh, true, nullptr,
+    long ldv = kv.stride;
+    if (!kv.packed && nq > kMR) {  // V is reused by every register block of query rows
+      pack(vj, kv.stride, nk, hd, Vp, ldh);
+      vj = Vp;
+      ldv = ldh;
+    }
+    tile_gemm(nq, hd, nk, St, 1, kTile, vj, ldv, O, ldh, true, nullptr,
               partial ? query_rows : nullptr);
   }
 
@@ -550,65 +602,112 @@ void forward_item(const AttentionShape& s, int b, int h, int i0, int nq, const f
   }
 }
 
+// One work item: query tiles t0, t0 + step, ... of head h in sequence b. An item with
+// several tiles first packs the key/value rows they need into contiguous scratch.
+void forward_item(const AttentionShape& s, int b, int h, int t0, int step, const float* q,
+                  const float* k, const float* v, float* o, float* lse) {
+  const int hd = s.head_dim, ldh = round16(hd), g = kv_head(s, h);
+  const long Tk = s.kv_len;
+  const int q_tiles = (s.q_len + kTile - 1) / kTile;
+  const size_t tile_floats = forward_tile_floats(hd);
+  const float* kg = k + b * Tk * s.kv_stride + static_cast<long>(g) * hd;
+  const float* vg = v + b * Tk * s.kv_stride + static_cast<long>(g) * hd;
+
+  KvRows kv{kg, vg, s.kv_stride, 0, false};
+  float* scratch;
+  if ((q_tiles - t0 + step - 1) / step > 1) {
+    int64_t lo = Tk, hi = 0;
+    for (int t = t0; t < q_tiles; t += step) {
+      const int64_t qp0 = static_cast<int64_t>(s.q_offset) + t * kTile;
+      int64_t kb, ke;
+      s.mask.key_bounds(qp0, qp0 + std::min(kTile, s.q_len - t * kTile), Tk, &kb, &ke);
+      lo = std::min(lo, std::max<int64_t>(kb, 0));
+      hi = std::max(hi, ke);
+    }
+    const long rows = std::max<int64_t>(hi - lo, 0);
+    scratch = thread_scratch(tile_floats + 2 * rows * ldh);
+    float* kp = scratch + tile_floats;
+    float* vp = kp + rows * ldh;
+    pack(kg + lo * s.kv_stride, s.kv_stride, static_cast<int>(rows), hd, kp, ldh);
+    pack(vg + lo * s.kv_stride, s.kv_stride, static_cast<int>(rows), hd, vp, ldh);
+    kv = KvRows{kp, vp, ldh, static_cast<long>(lo), true};
+  } else {
+    scratch = thread_scratch(tile_floats);
+  }
+  for (int t = t0; t < q_tiles; t += step)
+    forward_tile(s, b, h, t * kTile, std::min(kTile, s.q_len - t * kTile), q, kv, o, lse, scratch);
+}
+
 // ------------------------------------------------------------------------------------
 // Backward
 // ------------------------------------------------------------------------------------
 
-size_t backward_scratch_floats(int hd, int heads, int q_len) {
-  return static_cast<size_t>(kTile) * (2 * hd + 5 * round16(hd) + 2 * kTile) +
-         2 * static_cast<size_t>(heads) * round16(q_len);
+size_t backward_scratch_floats(int hd, long q_len, long kv_len) {
+  const size_t ldh = round16(hd);
+  return ldh * (4 * kv_len + 3 * q_len) + static_cast<size_t>(kTile) * (2 * hd + 2 * kTile) +
+         2 * static_cast<size_t>(round16(static_cast<int>(q_len)));
 }
 
 // One work item: KV head g of sequence b, with the query heads heads[0..nh) that use it.
+// Every operand is first packed into contiguous rows (strided rows a multiple of 4 KB
+// apart alias in L1 and L2), gradients are accumulated in scratch and added once.
 void backward_item(const AttentionShape& s, int b, int g, const int* heads, int nh, const float* q,
                    const float* k, const float* v, const float* o, const float* lse,
                    const float* dout, float* dq, float* dk, float* dv) {
   const int hd = s.head_dim, ldh = round16(hd);
-  const long Tq = s.q_len, Tk = s.kv_len, ldq = round16(s.q_len);
+  const long Tq = s.q_len, Tk = s.kv_len;
   const float c = s.scale * kLog2e;
 
-  float* Kt = thread_scratch(backward_scratch_floats(hd, nh, s.q_len));  // hd x kTile
-  float* Vt = Kt + static_cast<long>(hd) * kTile;                         // hd x kTile
-  float* dK = Vt + static_cast<long>(hd) * kTile;                         // kTile x ldh
-  float* dV = dK + kTile * ldh;                                           // kTile x ldh
-  float* Kp = dV + kTile * ldh;  // kTile x ldh: K tile packed
-  float* Qp = Kp + kTile * ldh;  // kTile x ldh: Q tile packed
-  float* dOp = Qp + kTile * ldh; // kTile x ldh: dout tile packed
-  float* P = dOp + kTile * ldh;                                           // kTile x kTile
-  float* dS = P + kTile * kTile;                                          // kTile x kTile
-  float* D = dS + kTile * kTile;  // nh x ldq: dout . o per query row
-  float* L2 = D + nh * ldq;       // nh x ldq: lse in log2 units
+  float* Kf = thread_scratch(backward_scratch_floats(hd, Tq, Tk));  // Tk x ldh, K of head g
+  float* Vf = Kf + Tk * ldh;                                          // Tk x ldh
+  float* dKf = Vf + Tk * ldh;                                         // Tk x ldh
+  float* dVf = dKf + Tk * ldh;                                        // Tk x ldh
+  float* Qf = dVf + Tk * ldh;                                         // Tq x ldh, Q of head h
+  float* dOf = Qf + Tq * ldh;                                         // Tq x ldh
+  float* dQf = dOf + Tq * ldh;                                        // Tq x ldh
+  float* Kt = dQf + Tq * ldh;                                         // hd x kTile
+  float* Vt = Kt + static_cast<long>(hd) * kTile;                     // hd x kTile
+  float* P = Vt + static_cast<long>(hd) * kTile;                      // kTile x kTile
+  float* dS = P + kTile * kTile;                                      // kTile x kTile
+  float* D = dS + kTile * kTile;  // Tq: dout . o per query row
+  float* L2 = D + round16(static_cast<int>(Tq));  // Tq: lse in log2 units
 
-  for (int x = 0; x < nh; ++x) {
-    const int h = heads[x];
-    for (long i = 0; i < Tq; ++i) {
-      const float* orow = o + (b * Tq + i) * s.o_stride + static_cast<long>(h) * hd;
-      const float* drow = dout + (b * Tq + i) * s.o_stride + static_cast<long>(h) * hd;
-      D[x * ldq + i] = dot(orow, drow, hd);
-      const float li = lse[(static_cast<long>(b) * s.n_heads + h) * Tq + i];
-      // A row that attends nothing has every entry masked; +inf keeps exp2 finite-free.
-      L2[x * ldq + i] = li == kNegInf ? std::numeric_limits<float>::infinity() : li * kLog2e;
-    }
-  }
+  const long kv0 = b * Tk * s.kv_stride + static_cast<long>(g) * hd;
+  pack(k + kv0, s.kv_stride, static_cast<int>(Tk), hd, Kf, ldh);
+  pack(v + kv0, s.kv_stride, static_cast<int>(Tk), hd, Vf, ldh);
+  std::memset(dKf, 0, sizeof(float) * Tk * ldh);
+  std::memset(dVf, 0, sizeof(float) * Tk * ldh);
 
   uint64_t key_rows[kTile], query_rows[kTile];
-  for (long j0 = 0; j0 < Tk; j0 += kTile) {
-    const int nk = static_cast<int>(std::min<long>(kTile, Tk - j0));
-    int64_t qb, qe;
-    s.mask.query_bounds(j0, j0 + nk, &qb, &qe);
-    // Query rows [ib, ie) may attend this key tile (qb, qe may be +-"infinite").
-    const long ib = qb <= s.q_offset ? 0 : static_cast<long>(std::min<int64_t>(qb - s.q_offset, Tq));
-    const long ie = qe >= s.q_offset + Tq ? Tq : static_cast<long>(std::max<int64_t>(qe - s.q_offset, 0));
-    if (ib >= ie) continue;
-    const long row0 = (b * Tk + j0) * s.kv_stride + static_cast<long>(g) * hd;
-    transpose(k + row0, s.kv_stride, nk, hd, Kt, kTile);
-    transpose(v + row0, s.kv_stride, nk, hd, Vt, kTile);
-    pack(k + row0, s.kv_stride, nk, hd, Kp, ldh);
-    std::memset(dK, 0, sizeof(float) * nk * ldh);
-    std::memset(dV, 0, sizeof(float) * nk * ldh);
+  for (int x = 0; x < nh; ++x) {
+    const int h = heads[x];
+    const long q0 = b * Tq * s.q_stride + static_cast<long>(h) * hd;
+    const long o0 = b * Tq * s.o_stride + static_cast<long>(h) * hd;
+    pack(q + q0, s.q_stride, static_cast<int>(Tq), hd, Qf, ldh);
+    pack(dout + o0, s.o_stride, static_cast<int>(Tq), hd, dOf, ldh);
+    std::memset(dQf, 0, sizeof(float) * Tq * ldh);
+    for (long i = 0; i < Tq; ++i) {
+      prefetch_row(o + o0 + (i + kPrefetchRows) * s.o_stride, hd, 0);
+      D[i] = dot(o + o0 + i * s.o_stride, dOf + i * ldh, hd);
+      const float li = lse[(static_cast<long>(b) * s.n_heads + h) * Tq + i];
+      // A row that attends nothing has every entry masked; +inf keeps exp2 NaN-free.
+      L2[i] = li == kNegInf ? std::numeric_limits<float>::infinity() : li * kLog2e;
+    }
 
-    for (int x = 0; x < nh; ++x) {
-      const long hoff = static_cast<long>(heads[x]) * hd;
+    for (long j0 = 0; j0 < Tk; j0 += kTile) {
+      const int nk = static_cast<int>(std::min<long>(kTile, Tk - j0));
+      int64_t qb, qe;
+      s.mask.query_bounds(j0, j0 + nk, &qb, &qe);
+      // Query rows [ib, ie) may attend this key tile (qb, qe may be +-"infinite").
+      const long ib = qb <= s.q_offset ? 0 : std::min<int64_t>(qb - s.q_offset, Tq);
+      const long ie = qe >= s.q_offset + Tq ? Tq : std::max<int64_t>(qe - s.q_offset, 0);
+      if (ib >= ie) continue;
+      const float* Kj = Kf + j0 * ldh;
+      float* dKj = dKf + j0 * ldh;
+      float* dVj = dVf + j0 * ldh;
+      transpose(Kj, ldh, nk, hd, Kt, kTile);
+      transpose(Vf + j0 * ldh, ldh, nk, hd, Vt, kTile);
+
       for (long i0 = ib; i0 < ie; i0 += kTile) {
         const int nq = static_cast<int>(std::min<long>(kTile, ie - i0));
         const int64_t qp0 = static_cast<int64_t>(s.q_offset) + i0;
@@ -623,31 +722,22 @@ void backward_item(const AttentionShape& s, int b, int g, const int* heads, int 
         }
         const uint64_t* qtrim = partial ? query_rows : nullptr;
         const uint64_t* ktrim = partial ? key_rows : nullptr;
-        const float* qi = q + (b * Tq + i0) * s.q_stride + hoff;
-        const float* doi = dout + (b * Tq + i0) * s.o_stride + hoff;
-        float* dqi = dq + (b * Tq + i0) * s.q_stride + hoff;
+        const float* Qi = Qf + i0 * ldh;
+        const float* dOi = dOf + i0 * ldh;
 
-        pack(qi, s.q_stride, nq, hd, Qp, ldh);
-        pack(doi, s.o_stride, nq, hd, dOp, ldh);
-
-        tile_gemm(nq, nk, hd, Qp, ldh, 1, Kt, kTile, P, kTile, false, qtrim, nullptr);
-        probabilities(P, nq, nk, query_rows, c, L2 + x * ldq + i0);
-        tile_gemm(nk, hd, nq, P, 1, kTile, dOp, ldh, dV, ldh, true, nullptr, ktrim);
-        tile_gemm(nq, nk, hd, dOp, ldh, 1, Vt, kTile, dS, kTile, false, qtrim, nullptr);
-        softmax_grad(P, dS, nq, nk, query_rows, D + x * ldq + i0, s.scale);
-        tile_gemm(nq, hd, nk, dS, kTile, 1, Kp, ldh, dqi, s.q_stride, true, nullptr, qtrim);
-        tile_gemm(nk, hd, nq, dS, 1, kTile, Qp, ldh, dK, ldh, true, nullptr, ktrim);
+        tile_gemm(nq, nk, hd, Qi, ldh, 1, Kt, kTile, P, kTile, false, qtrim, nullptr);
+        probabilities(P, nq, nk, query_rows, c, L2 + i0);
+        tile_gemm(nk, hd, nq, P, 1, kTile, dOi, ldh, dVj, ldh, true, nullptr, ktrim);
+        tile_gemm(nq, nk, hd, dOi, ldh, 1, Vt, kTile, dS, kTile, false, qtrim, nullptr);
+        softmax_grad(P, dS, nq, nk, query_rows, D + i0, s.scale);
+        tile_gemm(nq, hd, nk, dS, kTile, 1, Kj, ldh, dQf + i0 * ldh, ldh, true, nullptr, qtrim);
+        tile_gemm(nk, hd, nq, dS, 1, kTile, Qi, ldh, dKj, ldh, true, nullptr, ktrim);
       }
     }
-    for (int j = 0; j < nk; ++j) {
-      float* dkr = dk + row0 + j * s.kv_stride;
-      float* dvr = dv + row0 + j * s.kv_stride;
-      for (int d = 0; d < hd; ++d) {
-        dkr[d] += dK[j * ldh + d];
-        dvr[d] += dV[j * ldh + d];
-      }
-    }
+    add_rows(dq + q0, s.q_stride, dQf, ldh, Tq, hd);
   }
+  add_rows(dk + kv0, s.kv_stride, dKf, ldh, Tk, hd);
+  add_rows(dv + kv0, s.kv_stride, dVf, ldh, Tk, hd);
 }
 
 }  // namespace
@@ -655,17 +745,21 @@ void backward_item(const AttentionShape& s, int b, int g, const int* heads, int 
 void attention_forward(const AttentionShape& s, const float* q, const float* k, const float* v,
                        float* o, float* lse) {
   check_shape(s);
-  const int q_tiles = (s.q_len + kTile - 1) / kTile;
   const long bh = static_cast<long>(s.batch) * s.n_heads;
-  const long items = bh * q_tiles;
-  // Latest query tiles first: under a causal mask they are the most expensive.
+  const int q_tiles = (s.q_len + kTile - 1) / kTile;
+  if (bh == 0 || q_tiles == 0) return;
+  // One item per (sequence, head) so its KV rows are packed once, unless that leaves too
+  // few items for the threads: then each head's query tiles are dealt round-robin (which
+  // also balances the causal mask's growing per-tile cost).
+  const long want = 2L * omp_get_max_threads();
+  const int chunks = static_cast<int>(std::clamp<long>((want + bh - 1) / bh, 1, q_tiles));
+  const long items = bh * chunks;
 #pragma omp parallel for schedule(dynamic, 1)
   for (long item = 0; item < items; ++item) {
-    const int t = q_tiles - 1 - static_cast<int>(item / bh);
+    const int chunk = static_cast<int>(item / bh);
     const int b = static_cast<int>(item % bh / s.n_heads);
     const int h = static_cast<int>(item % s.n_heads);
-    const int i0 = t * kTile;
-    forward_item(s, b, h, i0, std::min(kTile, s.q_len - i0), q, k, v, o, lse);
+    forward_item(s, b, h, chunk, chunks, q, k, v, o, lse);
   }
 }
 
