@@ -17,6 +17,17 @@
 
 namespace chainlm {
 
+namespace {
+
+// dst[r, :width] = src[r, :width] for M rows of stride ld (the residual before a GEMM adds
+// onto it), in parallel: a serial copy would leave the other cores spinning.
+void copy_rows(int M, int width, const float* src, float* dst, int ld) {
+#pragma omp parallel for schedule(static)
+  for (int r = 0; r < M; ++r) std::memcpy(dst + (long)r * ld, src + (long)r * ld, sizeof(float) * width);
+}
+
+}  // namespace
+
 // Parameter indices of one layer, and the per-chain block pointers the kernels take.
 struct Model::LayerIndex {
   int attention_norm = -1, ffn_norm = -1;
@@ -210,16 +221,14 @@ void Model::forward_trunk(const int* tokens, int B, int T, int k) {
     rope_forward(a.k, M, kv_heads_active, hd, KV, b.positions.data(), c.rope_theta);
     attention_forward(as, a.q, a.k, a.v, a.att, a.lse);
     // x_mid = x_in + Wo·att: copy the residual, then let the GEMM add onto it.
-    for (int r = 0; r < M; ++r)
-      std::memcpy(a.x_mid + (long)r * D, a.x_in + (long)r * D, sizeof(float) * Dk);
+    copy_rows(M, Dk, a.x_in, a.x_mid, D);
     chain_linear_forward(L.wo, k, M, a.att, D, li.v_wo.data(), a.x_mid, D, 1.0f);
     rmsnorm_forward(L.dim, k, M, a.x_mid, D, params_.value(li.ffn_norm), c.norm_eps, a.xn2, D,
                     a.rstd2);
     chain_linear_forward(L.w1, k, M, a.xn2, D, li.v_w1.data(), a.h1, F);
     chain_linear_forward(L.w3, k, M, a.xn2, D, li.v_w3.data(), a.h3, F);
     swiglu_forward(M, Fk, a.h1, a.h3, a.g, F);
-    for (int r = 0; r < M; ++r)
-      std::memcpy(x_out + (long)r * D, a.x_mid + (long)r * D, sizeof(float) * Dk);
+    copy_rows(M, Dk, a.x_mid, x_out, D);
     chain_linear_forward(L.w2, k, M, a.g, F, li.v_w2.data(), x_out, D, 1.0f);
   }
   rmsnorm_forward(L.dim, k, M, b.x_final, D, params_.value(norm_), c.norm_eps, b.xnf, D, b.rstdf);
@@ -279,7 +288,8 @@ StepLosses Model::forward_backward(const int* tokens, const int* targets, int B,
   }
   // Backward through the head: segment s receives G_s = sum of dlogits of segments >= s.
   float* dWout = head_grad();
-  std::memset(b.dres, 0, sizeof(float) * (size_t)M * D);
+#pragma omp parallel for schedule(static)
+  for (int r = 0; r < M; ++r) std::memset(b.dres + (long)r * D, 0, sizeof(float) * D);
   float* G = b.logits;
   for (int s = n_seg - 1; s >= 0; --s) {
     if (s < n_seg - 1) {
@@ -325,6 +335,7 @@ StepLosses Model::forward_backward(const int* tokens, const int* targets, int B,
     // Attention: x_mid = x_in + Wo·attention(rope(Wq·xn1), rope(Wk·xn1), Wv·xn1).
     chain_linear_backward(L.wo, k, M, a.att, D, li.v_wo.data(), b.dres, D, b.datt, D,
                           li.g_wo.data(), true);
+#pragma omp parallel for schedule(static)
     for (int r = 0; r < M; ++r) {
       std::memset(b.dq + (long)r * D, 0, sizeof(float) * Dk);
       std::memset(b.dk + (long)r * KV, 0, sizeof(float) * KVk);

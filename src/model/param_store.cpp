@@ -32,7 +32,12 @@ int ParamStore::find(const std::string& name) const {
   return -1;
 }
 
-void ParamStore::zero_grads() { std::fill(grads_.begin(), grads_.end(), 0.0f); }
+void ParamStore::zero_grads() {
+  float* g = grads_.data();
+  const long n = (long)grads_.size();
+#pragma omp parallel for simd schedule(static)
+  for (long i = 0; i < n; ++i) g[i] = 0.0f;
+}
 
 std::vector<TensorView> ParamStore::value_views() {
   std::vector<TensorView> v;
