@@ -32,9 +32,10 @@
 
 #if defined(__AVX512F__) && !defined(CHAINLM_ATTENTION_SCALAR)
 #define CHAINLM_ATTENTION_AVX512 1
-// GCC 12 reports its own _mm512_undefined_ps() pass-through operands as maybe-uninitialized.
+// GCC 12 reports its own _mm512_undefined_ps() pass-through operands as (maybe-)uninitialized.
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
 #include <immintrin.h>
 #pragma GCC diagnostic pop
 #endif
@@ -602,6 +603,164 @@ void forward_tile(const AttentionShape& s, int b, int h, int i0, int nq, const f
   }
 }
 
+// Up to this many query rows (decoding) take the row-at-a-time path below: a 64 x 64 tile
+// with a handful of query lanes would spend most of its vector lanes on padding.
+constexpr int kFewRows = 4;
+
+// Scores of one query row against keys [0, n) of kg (n <= 16): out[j] = q . k_j where bit j
+// of `allowed` is set, else -inf. Returns max_j out[j].
+float row_scores16(const float* qrow, const float* kg, long stride, int n, int hd,
+                   uint32_t allowed, float* out) {
+#if CHAINLM_ATTENTION_AVX512
+  __m512 acc[16];
+#pragma GCC unroll 16
+  for (int j = 0; j < 16; ++j) {
+    acc[j] = _mm512_setzero_ps();
+    prefetch_row(kg + (16 + j) * stride, hd, 0);  // the next call's keys
+  }
+  for (int d = 0; d < hd; d += 16) {
+    const __mmask16 m = static_cast<__mmask16>(hd - d >= 16 ? 0xFFFF : (1u << (hd - d)) - 1);
+    const __m512 qv = _mm512_maskz_loadu_ps(m, qrow + d);
+#pragma GCC unroll 16
+    for (int j = 0; j < 16; ++j)
+      if (j < n) acc[j] = _mm512_fmadd_ps(qv, _mm512_maskz_loadu_ps(m, kg + j * stride + d), acc[j]);
+  }
+  // Sum each accumulator's lanes, all 16 at once: add interleaved pairs, then 64-bit
+  // pairs, then 128-bit lanes; lane j of the result is the sum of acc[j].
+  __m512 t[8], u[4];
+#pragma GCC unroll 8
+  for (int i = 0; i < 8; ++i)
+    t[i] = _mm512_add_ps(_mm512_unpacklo_ps(acc[2 * i], acc[2 * i + 1]),
+                         _mm512_unpackhi_ps(acc[2 * i], acc[2 * i + 1]));
+#pragma GCC unroll 4
+  for (int i = 0; i < 4; ++i)
+    u[i] = _mm512_add_ps(_mm512_shuffle_ps(t[2 * i], t[2 * i + 1], 0x44),
+                         _mm512_shuffle_ps(t[2 * i], t[2 * i + 1], 0xEE));
+  const __m512 v01 = _mm512_add_ps(_mm512_shuffle_f32x4(u[0], u[1], 0x88),
+                                   _mm512_shuffle_f32x4(u[0], u[1], 0xDD));
+  const __m512 v23 = _mm512_add_ps(_mm512_shuffle_f32x4(u[2], u[3], 0x88),
+                                   _mm512_shuffle_f32x4(u[2], u[3], 0xDD));
+  const __mmask16 m = static_cast<__mmask16>(allowed & ((1u << n) - 1));
+  const __m512 sc = _mm512_mask_blend_ps(m, _mm512_set1_ps(kNegInf),
+                                         _mm512_add_ps(_mm512_shuffle_f32x4(v01, v23, 0x88),
+                                                       _mm512_shuffle_f32x4(v01, v23, 0xDD)));
+  _mm512_storeu_ps(out, sc);
+  return _mm512_reduce_max_ps(sc);
+#else
+  float mx = kNegInf;
+  for (int j = 0; j < 16; ++j) {
+    out[j] = j < n && ((allowed >> j) & 1) ? dot(qrow, kg + j * stride, hd) : kNegInf;
+    mx = std::max(mx, out[j]);
+  }
+  return mx;
+#endif
+}
+
+// p_j = exp2(c*s_j - m2) in place (s_j = -inf gives 0); returns sum_j p_j.
+float row_probabilities(float* sc, long n, float c, float m2) {
+#if CHAINLM_ATTENTION_AVX512
+  const __m512 vc = _mm512_set1_ps(c), vm = _mm512_set1_ps(m2);
+  const __m512 neg_inf = _mm512_set1_ps(kNegInf);
+  __m512 sum = _mm512_setzero_ps();
+  for (long j = 0; j < n; j += 16) {
+    const __mmask16 m = static_cast<__mmask16>(n - j >= 16 ? 0xFFFF : (1u << (n - j)) - 1);
+    const __m512 x = _mm512_maskz_loadu_ps(m, sc + j);
+    const __mmask16 live = m & _mm512_cmp_ps_mask(x, neg_inf, _CMP_NEQ_OQ);
+    const __m512 p = _mm512_maskz_mov_ps(live, exp2_ps(_mm512_fmsub_ps(x, vc, vm)));
+    _mm512_mask_storeu_ps(sc + j, m, p);
+    sum = _mm512_add_ps(sum, p);
+  }
+  return _mm512_reduce_add_ps(sum);
+#else
+  float sum = 0.0f;
+  for (long j = 0; j < n; ++j) sum += (sc[j] = sc[j] == kNegInf ? 0.0f : std::exp2(sc[j] * c - m2));
+  return sum;
+#endif
+}
+
+// out[0..hd) = sum_j p[j] * v_j over rows v_j = vg + j*stride, j < n.
+void row_weighted_sum(const float* p, long n, const float* vg, long stride, int hd, float* out) {
+#if CHAINLM_ATTENTION_AVX512
+  for (int d0 = 0; d0 < hd; d0 += 64) {
+    const int nv = (std::min(64, hd - d0) + 15) / 16;
+    const int rem = std::min(64, hd - d0) - 16 * (nv - 1);
+    const __mmask16 last = static_cast<__mmask16>(rem == 16 ? 0xFFFF : (1u << rem) - 1);
+    __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(),
+                     _mm512_setzero_ps()};
+    for (long j = 0; j < n; ++j) {
+      if (p[j] == 0.0f) continue;
+      const __m512 pj = _mm512_set1_ps(p[j]);
+      const float* vrow = vg + j * stride + d0;
+      prefetch_row(vrow + kPrefetchRows * stride, std::min(64, hd - d0), 0);
+#pragma GCC unroll 4
+      for (int x = 0; x < 4; ++x)
+        if (x < nv)
+          acc[x] = _mm512_fmadd_ps(
+              pj, _mm512_maskz_loadu_ps(x == nv - 1 ? last : 0xFFFF, vrow + 16 * x), acc[x]);
+    }
+#pragma GCC unroll 4
+    for (int x = 0; x < 4; ++x)
+      if (x < nv) _mm512_mask_storeu_ps(out + d0 + 16 * x, x == nv - 1 ? last : 0xFFFF, acc[x]);
+  }
+#else
+  std::fill(out, out + hd, 0.0f);
+  for (long j = 0; j < n; ++j)
+    for (int d = 0; d < hd; ++d) out[d] += p[j] * vg[j * stride + d];
+#endif
+}
+
+// Query rows [i0, i0 + nq) of head h, one at a time: all scores of the row, softmax, p.V.
+void forward_rows(const AttentionShape& s, int b, int h, int i0, int nq, const float* q,
+                  const float* k, const float* v, float* o, float* lse) {
+  const int hd = s.head_dim, ldh = round16(hd), g = kv_head(s, h);
+  const long Tq = s.q_len, Tk = s.kv_len;
+  const float c = s.scale * kLog2e;
+  const float* kg = k + b * Tk * s.kv_stride + static_cast<long>(g) * hd;
+  const float* vg = v + b * Tk * s.kv_stride + static_cast<long>(g) * hd;
+  for (int i = 0; i < nq; ++i) {
+    const int64_t qpos = static_cast<int64_t>(s.q_offset) + i0 + i;
+    const float* qrow = q + (b * Tq + i0 + i) * s.q_stride + static_cast<long>(h) * hd;
+    float* orow = o + (b * Tq + i0 + i) * s.o_stride + static_cast<long>(h) * hd;
+    float& row_lse = lse[(static_cast<long>(b) * s.n_heads + h) * Tq + i0 + i];
+    int64_t kb, ke;
+    s.mask.key_bounds(qpos, qpos + 1, Tk, &kb, &ke);
+    kb = std::max<int64_t>(kb, 0);
+    const long n = std::max<int64_t>(ke - kb, 0);
+    float* acc = thread_scratch(ldh + round16(static_cast<int>(n)) + 16);  // ldh + scores
+    float* sc = acc + ldh;
+
+    float mx = kNegInf;
+    for (long j0 = 0; j0 < n; j0 += 64) {
+      const int nk = static_cast<int>(std::min<long>(64, n - j0));
+      const auto cover = s.mask.cover(qpos, qpos + 1, kb + j0, kb + j0 + nk);
+      const uint64_t bits = cover == AttentionMask::Cover::Full    ? low_bits(nk)
+                            : cover == AttentionMask::Cover::Empty ? 0
+                                                                   : s.mask.key_bits(qpos, kb + j0, nk);
+      for (int j = 0; j < nk; j += 16) {
+        float* out = sc + j0 + j;
+        const uint32_t allowed = static_cast<uint32_t>((bits >> j) & 0xFFFF);
+        if (allowed == 0) {
+          std::fill(out, out + 16, kNegInf);
+          continue;
+        }
+        mx = std::max(mx, row_scores16(qrow, kg + (kb + j0 + j) * s.kv_stride, s.kv_stride,
+                                       std::min(16, nk - j), hd, allowed, out));
+      }
+    }
+    if (mx == kNegInf) {  // nothing to attend
+      std::fill(orow, orow + hd, 0.0f);
+      row_lse = kNegInf;
+      continue;
+    }
+    const float m2 = mx * c;
+    const float sum = row_probabilities(sc, n, c, m2);
+    row_weighted_sum(sc, n, vg + kb * s.kv_stride, s.kv_stride, hd, acc);
+    const float inv = 1.0f / sum;
+    for (int d = 0; d < hd; ++d) orow[d] = acc[d] * inv;
+    row_lse = (m2 + std::log2(sum)) * kLn2;
+  }
+}
+
 // One work item: query tiles t0, t0 + step, ... of head h in sequence b. An item with
 // several tiles first packs the key/value rows they need into contiguous scratch.
 void forward_item(const AttentionShape& s, int b, int h, int t0, int step, const float* q,
@@ -613,6 +772,10 @@ void forward_item(const AttentionShape& s, int b, int h, int t0, int step, const
   const float* kg = k + b * Tk * s.kv_stride + static_cast<long>(g) * hd;
   const float* vg = v + b * Tk * s.kv_stride + static_cast<long>(g) * hd;
 
+  if (q_tiles - t0 <= step && s.q_len - t0 * kTile <= kFewRows) {
+    forward_rows(s, b, h, t0 * kTile, s.q_len - t0 * kTile, q, k, v, o, lse);
+    return;
+  }
   KvRows kv{kg, vg, s.kv_stride, 0, false};
   float* scratch;
   if ((q_tiles - t0 + step - 1) / step > 1) {

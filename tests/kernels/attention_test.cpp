@@ -205,6 +205,16 @@ TEST(Attention, ForwardFewerActiveHeadsThanHeld) {
   check_forward(c, 400);
 }
 
+TEST(Attention, ForwardSingleSequenceSingleHead) {
+  // Few (sequence, head) pairs: query tiles are dealt to threads round-robin, and a last
+  // tile of <= 4 rows takes the row-at-a-time path.
+  for (int T : {66, 130, 260}) {
+    Case c;
+    c.batch = 1, c.q_len = c.kv_len = T, c.n_heads = 1, c.head_dim = 64, c.kv_heads_held = 1;
+    check_forward(c, 450 + T);
+  }
+}
+
 TEST(Attention, ForwardOddHeadDims) {
   for (int hd : {8, 24, 80, 128}) {
     Case c;
