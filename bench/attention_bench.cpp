@@ -52,8 +52,8 @@ int main(int argc, char** argv) {
   const int n = 1024;
   std::vector<float> a((size_t)n * n, 1.0f), b((size_t)n * n, 0.5f), c((size_t)n * n);
   auto gemm = [&] {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, a.data(), n, b.data(),
-                n, 0.0f, c.data(), n);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, a.data(), n, b.data(), n,
+                0.0f, c.data(), n);
   };
 
   std::vector<int> kv_map(H);
@@ -71,8 +71,7 @@ int main(int argc, char** argv) {
   };
   auto q = rand_vec((size_t)B * T * H * hd), dout = rand_vec(q.size());
   auto k = rand_vec((size_t)B * T * Hkv * hd), v = rand_vec(k.size());
-  std::vector<float> o(q.size()), lse((size_t)B * H * T), dq(q.size()), dk(k.size()),
-      dv(k.size());
+  std::vector<float> o(q.size()), lse((size_t)B * H * T), dq(q.size()), dk(k.size()), dv(k.size());
 
   auto forward = [&] { attention_forward(s, q.data(), k.data(), v.data(), o.data(), lse.data()); };
   auto backward = [&] {
@@ -86,8 +85,7 @@ int main(int argc, char** argv) {
   const double fwd_flops = 4.0 * B * H * hd * (T * (T + 1.0) / 2);
   const double fwd_g = fwd_flops / fwd_s / 1e9, bwd_g = 2.5 * fwd_flops / bwd_s / 1e9;
   const double both_g = 3.5 * fwd_flops / (fwd_s + bwd_s) / 1e9;
-  std::printf("threads %d  B %d T %d H %d Hkv %d hd %d\n", omp_get_max_threads(), B, T, H, Hkv,
-              hd);
+  std::printf("threads %d  B %d T %d H %d Hkv %d hd %d\n", omp_get_max_threads(), B, T, H, Hkv, hd);
   std::printf("sgemm 1024^3      %7.1f GFLOP/s\n", gemm_gflops);
   std::printf("attention forward %7.1f GFLOP/s  (%5.1f%% of sgemm, %.2f ms)\n", fwd_g,
               100 * fwd_g / gemm_gflops, fwd_s * 1e3);

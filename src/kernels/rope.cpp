@@ -20,11 +20,12 @@ RopeTable::RopeTable(int head_dim_, float theta_, int max_positions_)
   const int half = head_dim / 2;
   cos.resize(static_cast<size_t>(max_positions) * half);
   sin.resize(static_cast<size_t>(max_positions) * half);
-  std::vector<double> freq(half);
-  for (int i = 0; i < half; ++i)
-    freq[i] = std::pow(static_cast<double>(theta), -2.0 * i / head_dim);
   // The angle reaches thousands of radians at long positions; in float its rounding
   // alone would be ~1e-3, so angle and cos/sin are computed in double.
+  std::vector<double> freq(half);
+  for (int i = 0; i < half; ++i) {
+    freq[i] = std::pow(static_cast<double>(theta), -2.0 * i / head_dim);
+  }
 #pragma omp parallel for schedule(static) if (max_positions >= 4096)
   for (int p = 0; p < max_positions; ++p) {
     for (int i = 0; i < half; ++i) {

@@ -46,9 +46,13 @@ struct Case {
   size_t lse_size() const { return (size_t)batch * n_heads * q_len; }
 };
 
-int kv_of(const AttentionShape& s, int h) { return s.kv_head_of ? s.kv_head_of[h] : h; }
+int kv_of(const AttentionShape& s, int h) {
+  return s.kv_head_of ? s.kv_head_of[h] : h;
+}
 // Written out independently of AttentionMask.
-bool causal(const AttentionShape& s, int i, int j) { return j <= s.q_offset + i; }
+bool causal(const AttentionShape& s, int i, int j) {
+  return j <= s.q_offset + i;
+}
 
 // Naive masked softmax attention in double; o and lse as the kernel lays them out.
 template <typename T>
@@ -147,9 +151,9 @@ Inputs make_inputs(const Case& c, uint64_t seed, float q_scale = 1.0f) {
 // Runs the kernel forward and checks o (active heads only; the rest must be untouched)
 // and lse against the double reference.
 void check_forward(const Case& c, uint64_t seed, float q_scale = 1.0f, double atol = 1e-5) {
-  SCOPED_TRACE(::testing::Message() << "B " << c.batch << " Tq " << c.q_len << " Tk " << c.kv_len
-                                    << " off " << c.q_offset << " H " << c.n_heads << " hd "
-                                    << c.head_dim);
+  SCOPED_TRACE(::testing::Message()
+               << "B " << c.batch << " Tq " << c.q_len << " Tk " << c.kv_len << " off "
+               << c.q_offset << " H " << c.n_heads << " hd " << c.head_dim);
   const AttentionShape s = c.shape();
   Inputs in = make_inputs(c, seed, q_scale);
   const float sentinel = 12345.0f;
@@ -298,17 +302,17 @@ Grads run_backward(const Case& c, const Inputs& in, const std::vector<float>& do
 }
 
 // Tolerance relative to the largest gradient entry: float accumulation of many terms.
-void expect_grad_close(const std::vector<float>& got, const std::vector<double>& want,
-                       double rel, const char* what) {
+void expect_grad_close(const std::vector<float>& got, const std::vector<double>& want, double rel,
+                       const char* what) {
   double scale = 1e-12;
   for (double w : want) scale = std::max(scale, std::fabs(w));
   expect_close(got, want, got.size(), rel * scale, rel, what);
 }
 
 void check_backward_fd(const Case& c, uint64_t seed) {
-  SCOPED_TRACE(::testing::Message() << "B " << c.batch << " Tq " << c.q_len << " Tk " << c.kv_len
-                                    << " off " << c.q_offset << " H " << c.n_heads << " hd "
-                                    << c.head_dim);
+  SCOPED_TRACE(::testing::Message()
+               << "B " << c.batch << " Tq " << c.q_len << " Tk " << c.kv_len << " off "
+               << c.q_offset << " H " << c.n_heads << " hd " << c.head_dim);
   const AttentionShape s = c.shape();
   Inputs in = make_inputs(c, seed, 2.0f);
   auto w = random_vector(c.o_size(), seed + 3);
@@ -373,8 +377,8 @@ TEST(Attention, BackwardMatchesAnalyticReference) {
   }
   uint64_t seed = 2000;
   for (const Case& c : cases) {
-    SCOPED_TRACE(::testing::Message() << "Tq " << c.q_len << " Tk " << c.kv_len << " hd "
-                                      << c.head_dim);
+    SCOPED_TRACE(::testing::Message()
+                 << "Tq " << c.q_len << " Tk " << c.kv_len << " hd " << c.head_dim);
     Inputs in = make_inputs(c, seed, 2.0f);
     auto dout = random_vector(c.o_size(), seed + 5);
     Grads g = run_backward(c, in, dout);
@@ -397,9 +401,9 @@ TEST(Attention, BackwardAccumulatesIntoGradients) {
   Grads pre{random_vector(c.q_size(), 3002), random_vector(c.kv_size(), 3003),
             random_vector(c.kv_size(), 3004)};
   Grads acc = run_backward(c, in, dout, &pre);
-  for (auto [got, base, delta] : {std::tuple{&acc.dq, &pre.dq, &fresh.dq},
-                                  std::tuple{&acc.dk, &pre.dk, &fresh.dk},
-                                  std::tuple{&acc.dv, &pre.dv, &fresh.dv}}) {
+  for (auto [got, base, delta] :
+       {std::tuple{&acc.dq, &pre.dq, &fresh.dq}, std::tuple{&acc.dk, &pre.dk, &fresh.dk},
+        std::tuple{&acc.dv, &pre.dv, &fresh.dv}}) {
     for (size_t i = 0; i < got->size(); ++i)
       ASSERT_NEAR((*got)[i], (*base)[i] + (*delta)[i], 1e-5f * (1 + std::fabs((*delta)[i])));
   }

@@ -55,7 +55,8 @@ TEST(Rope, ForwardMatchesDoubleReferenceUpToPosition8192) {
         // Relative to the pair's norm, which the rotation preserves.
         const size_t p0 = at - (c % 2);
         const double norm = std::hypot(ref[p0], ref[p0 + 1]);
-        EXPECT_NEAR(y[at], ref[at], 1e-6 * norm + 1e-30) << "hd " << hd << " row " << r << " col " << c;
+        EXPECT_NEAR(y[at], ref[at], 1e-6 * norm + 1e-30)
+            << "hd " << hd << " row " << r << " col " << c;
       }
   }
 }
