@@ -1,5 +1,6 @@
 // chainlm generate: continue a prompt with sub-model k of a checkpoint.
 #include <cstdio>
+#include <filesystem>
 #include <memory>
 
 #include "cli/commands.h"
@@ -20,7 +21,8 @@ void add_generate_command(CLI::App& app) {
   };
   auto a = std::make_shared<Args>();
   a->gen.sampling.temperature = 0.8f;
-  cmd->add_option("--model", a->model, "Checkpoint or run directory")->required();
+  cmd->add_option("--model", a->model, "Checkpoint or run directory, or a llama2.c .bin file")
+      ->required();
   cmd->add_option("--tokenizer", a->tokenizer, "Tokenizer (default: the one in the checkpoint)");
   cmd->add_option("--prompt", a->prompt, "Prompt text")->capture_default_str();
   cmd->add_option("--max-tokens", a->gen.max_tokens, "Tokens to generate")->capture_default_str();
@@ -35,9 +37,21 @@ void add_generate_command(CLI::App& app) {
     set_num_threads(a->threads);
     CHAINLM_CHECK(!cmd->count("--chains") || a->gen.chains >= 1, "--chains must be >= 1 (got ",
                   a->gen.chains, ")");
-    const std::string dir = resolve_checkpoint_dir(a->model);
-    auto model = load_model(dir);
-    auto tok = load_tokenizer(a->tokenizer.empty() ? find_tokenizer_in_dir(dir) : a->tokenizer);
+    std::unique_ptr<Model> model;
+    std::string tokenizer_spec = a->tokenizer;
+    std::error_code ec;
+    if (std::filesystem::is_regular_file(a->model, ec)) {
+      // A model file (llama2.c .bin) carries no tokenizer.
+      model = load_model(a->model);
+      CHAINLM_CHECK(!tokenizer_spec.empty(), a->model,
+                    ": a model file carries no tokenizer; pass --tokenizer (e.g. the llama2.c "
+                    "tokenizer.bin or SentencePiece .model the model was trained with)");
+    } else {
+      const std::string dir = resolve_checkpoint_dir(a->model);
+      model = load_model(dir);
+      if (tokenizer_spec.empty()) tokenizer_spec = find_tokenizer_in_dir(dir);
+    }
+    auto tok = load_tokenizer(tokenizer_spec);
     std::function<void(const std::string&)> stream;
     if (!a->json) {
       std::fputs(a->prompt.c_str(), stdout);

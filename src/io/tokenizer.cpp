@@ -5,6 +5,7 @@
 
 #include "core/error.h"
 #include "io/atomic_file.h"
+#include "io/llama2c.h"
 
 namespace chainlm {
 namespace fs = std::filesystem;
@@ -12,8 +13,8 @@ namespace fs = std::filesystem;
 namespace {
 
 constexpr const char* kAccepted =
-    "accepted tokenizers: \"byte\", a SentencePiece .model file, or a data/checkpoint directory "
-    "holding tokenizer.model or tokenizer.json";
+    "accepted tokenizers: \"byte\", a SentencePiece .model file, a llama2.c tokenizer.bin, or a "
+    "data/checkpoint directory holding tokenizer.model or tokenizer.json";
 constexpr const char* kModelFile = "tokenizer.model";
 constexpr const char* kDescriptorFile = "tokenizer.json";
 
@@ -33,14 +34,18 @@ std::unique_ptr<Tokenizer> load_tokenizer(const std::string& spec) {
   if (fs::is_directory(spec, ec)) return load_tokenizer(find_tokenizer_in_dir(spec));
   CHAINLM_CHECK(fs::exists(spec, ec), "tokenizer ", spec, " does not exist; ", kAccepted);
   if (ends_with(spec, ".bin")) {
-    // llama2.c tokenizer.bin (vocab of scored pieces, no header magic). Its loader belongs
-    // here, added together with the llama2.c importer; until then refuse it explicitly rather
-    // than letting SentencePiece misparse it.
-    fail(spec,
-         ": llama2.c tokenizer.bin files are not supported yet; use the matching "
-         "SentencePiece .model file instead (",
-         kAccepted, ")");
+    if (is_llama2c_checkpoint(spec))
+      fail(spec, ": this is a llama2.c model checkpoint, not a tokenizer (pass it as --model; ",
+           kAccepted, ")");
+    try {
+      return load_llama2c_tokenizer(spec);
+    } catch (const Error& e) {
+      fail(e.what(), " (", kAccepted, ")");
+    }
   }
+  // tokenizer.bin has no magic: under another name (e.g. copied into a directory as
+  // tokenizer.model) it is recognised by parsing whole, which a SentencePiece model never does.
+  if (is_llama2c_tokenizer(spec)) return load_llama2c_tokenizer(spec);
   return load_sentencepiece_tokenizer(spec);
 }
 

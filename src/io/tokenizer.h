@@ -1,7 +1,7 @@
 #pragma once
-// Text <-> token ids. Two implementations today: a byte-level fallback that needs no file, and
+// Text <-> token ids. Three implementations: a byte-level fallback that needs no file,
 // SentencePiece models (the LLaMA family's tokenizer, also what `chainlm tokenizer train`
-// produces). llama2.c tokenizer.bin files are a planned third (see load_tokenizer).
+// produces), and llama2.c tokenizer.bin files (io/llama2c.h).
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -23,7 +23,7 @@ class Tokenizer {
   virtual int vocab_size() const = 0;
   virtual int bos_id() const = 0;
   virtual int eos_id() const = 0;
-  virtual std::string kind() const = 0;  // "byte" or "sentencepiece"
+  virtual std::string kind() const = 0;  // "byte", "sentencepiece" or "llama2c"
 };
 
 // ids 0..255 are the bytes themselves, 256 is BOS, 257 is EOS.
@@ -42,6 +42,7 @@ class ByteTokenizer final : public Tokenizer {
 // spec is one of:
 //   "byte"                      the ByteTokenizer
 //   path to a SentencePiece .model file
+//   path to a llama2.c tokenizer.bin (recognised by content, whatever its name)
 //   a data or checkpoint directory (resolved with find_tokenizer_in_dir)
 // Anything else is a chainlm::Error naming the path and listing the accepted forms.
 std::unique_ptr<Tokenizer> load_tokenizer(const std::string& spec);

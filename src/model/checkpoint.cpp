@@ -5,7 +5,9 @@
 
 #include "core/error.h"
 #include "io/atomic_file.h"
+#include "io/llama2c.h"
 #include "io/safetensors.h"
+#include "model/llama2c_import.h"
 
 namespace chainlm {
 
@@ -44,6 +46,12 @@ void load_model_weights(Model& model, const std::string& file) {
 }
 
 std::unique_ptr<Model> load_model(const std::string& checkpoint_dir) {
+  // A llama2.c checkpoint is one file. A .bin file that is not one gets read_llama2c's
+  // specific complaint (truncated, bad header) rather than "not a directory".
+  std::error_code ec;
+  if (fs::is_regular_file(checkpoint_dir, ec) &&
+      (is_llama2c_checkpoint(checkpoint_dir) || fs::path(checkpoint_dir).extension() == ".bin"))
+    return model_from_llama2c(read_llama2c(checkpoint_dir));
   const std::string dir = resolve_checkpoint_dir(checkpoint_dir);
   const ModelConfig config = load_config((fs::path(dir) / "config.json").string());
   auto model = std::make_unique<Model>(config);

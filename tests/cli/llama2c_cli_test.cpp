@@ -1,0 +1,88 @@
+// `chainlm generate` on llama2.c files: the stories260K output, and bad files.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+
+#include "cli/run_cli.h"
+#include "core/error.h"
+#include "io/llama2c_test_util.h"
+
+namespace chainlm {
+namespace {
+
+using testing::quote;
+using testing::read_bytes;
+using testing::run_chainlm;
+using testing::TempDir;
+using testing::write_bytes;
+
+const std::string kStories = CHAINLM_SOURCE_DIR "/../shared/data/stories260K";
+
+TEST(Llama2cCli, GeneratesStories260K) {
+  const std::string bin = kStories + "/stories260K.bin", tok = kStories + "/tok512.bin";
+  if (!std::filesystem::exists(bin) || !std::filesystem::exists(tok))
+    GTEST_SKIP() << "stories260K data not present under " << kStories;
+  TempDir dir;
+  auto r = run_chainlm(dir, "generate --model " + quote(bin) + " --tokenizer " + quote(tok) +
+                                " --temperature 0 --max-tokens 40");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const std::string expected =
+      "Once upon a time, there was a little girl named Lily. She loved to play outside in the "
+      "park.";
+  EXPECT_EQ(r.out.substr(0, expected.size()), expected) << r.out;
+
+  // Without --tokenizer: a model file has none beside it.
+  r = run_chainlm(dir, "generate --model " + quote(bin) + " --max-tokens 2");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.err.find("pass --tokenizer"), std::string::npos) << r.err;
+
+  // Model and tokenizer swapped: each says what the file is.
+  r = run_chainlm(dir, "generate --model " + quote(tok) + " --tokenizer " + quote(bin));
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.err.find("tokenizer.bin"), std::string::npos) << r.err;
+  r = run_chainlm(dir, "generate --model " + quote(bin) + " --tokenizer " + quote(bin));
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.err.find("model checkpoint, not a tokenizer"), std::string::npos) << r.err;
+}
+
+TEST(Llama2cCli, BadModelFilesFailWithAMessage) {
+  TempDir dir;
+  const Llama2cWeights w = testing::random_llama2c(testing::small_llama2c_header(true), 8);
+  const std::string good = dir.file("good.bin");
+  write_llama2c(w, good);
+  const std::string bytes = read_bytes(good);
+  const std::string tok = dir.file("tok.bin");
+  std::vector<std::string> pieces = {"<unk>", "\n<s>\n", "\n</s>\n"};
+  for (int i = 3; i < 67; ++i) pieces.push_back(cat("t", i));
+  write_bytes(tok, testing::tokenizer_bin_bytes(pieces, std::vector<float>(pieces.size(), -1.0f)));
+
+  // The good file works end to end (random weights, so only the exit code matters).
+  auto r = run_chainlm(dir, "generate --model " + quote(good) + " --tokenizer " + quote(tok) +
+                                " --max-tokens 3 --temperature 0");
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+
+  const std::string cut = dir.file("truncated.bin");
+  write_bytes(cut, bytes.substr(0, bytes.size() - 100));
+  r = run_chainlm(dir, "generate --model " + quote(cut) + " --tokenizer " + quote(tok));
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.err.find("truncated: expected " + std::to_string(bytes.size()) + " bytes, file has " +
+                       std::to_string(bytes.size() - 100)),
+            std::string::npos)
+      << r.err;
+  EXPECT_NE(r.err.find(cut), std::string::npos) << r.err;
+  r = run_chainlm(dir, "generate --model " + quote(cut));  // the model error comes first
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.err.find("truncated"), std::string::npos) << r.err;
+
+  const std::string noise = dir.file("noise.bin");
+  Rng rng(3);
+  std::string random(20000, '\0');
+  for (auto& c : random) c = static_cast<char>(rng.below(256));
+  write_bytes(noise, random);
+  r = run_chainlm(dir, "generate --model " + quote(noise) + " --tokenizer " + quote(tok));
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.err.find("not a llama2.c checkpoint"), std::string::npos) << r.err;
+}
+
+}  // namespace
+}  // namespace chainlm
