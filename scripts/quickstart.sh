@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 BIN=build/chainlm
 OUT=${OUT:-runs/quickstart}
 WORK=${WORK:-build/quickstart}
-STEPS=${STEPS:-1200}
+STEPS=${STEPS:-600}
 mkdir -p "$WORK"
 
 # 1. Corpus: every fortune file (separated by lines holding only "%").
@@ -28,7 +28,7 @@ $BIN prepare --tokenizer "$WORK/tok.model" --input "$CORPUS" --out "$WORK/data"
 # 3. Train: every chain prefix weighted equally, so each sub-model is a usable model.
 rm -rf "$OUT"
 $BIN train --config configs/quickstart-air.json --data "$WORK/data" --out "$OUT" \
-  --steps "$STEPS" --batch-size 16 --seq-len 128 --lr 2e-3 --eval-every 300 \
+  --steps "$STEPS" --batch-size 16 --seq-len 128 --lr 2e-3 --eval-every 200 \
   --chain-loss-weights 1,1,1,1 --seed 1
 
 # 4. Generate with each sub-model, and report per-chain validation loss.
