@@ -1,20 +1,19 @@
 // chainlm generate: continue a prompt with sub-model k of a checkpoint.
 #include <cstdio>
-#include <filesystem>
 #include <memory>
 
 #include "cli/commands.h"
 #include "core/error.h"
 #include "core/threads.h"
 #include "infer/generator.h"
-#include "model/checkpoint.h"
+#include "cli/model_loading.h"
 
 namespace chainlm::cli {
 
 void add_generate_command(CLI::App& app) {
   auto* cmd = app.add_subcommand("generate", "Generate text from a checkpoint");
   struct Args {
-    std::string model, tokenizer, prompt;
+    std::string model, tokenizer, prompt, schedule;
     GenerateOptions gen;
     int threads = 0;
     bool json = false;
@@ -31,27 +30,22 @@ void add_generate_command(CLI::App& app) {
   cmd->add_option("--top-p", a->gen.sampling.top_p, "Nucleus sampling mass; 1 = off");
   cmd->add_option("--seed", a->gen.sampling.seed, "Sampling seed")->capture_default_str();
   cmd->add_option("--chains", a->gen.chains, "Active chains k (sub-model); default: all");
+  cmd->add_option("--chain-schedule", a->schedule,
+                  "Chains per generated token, e.g. \"1:16,4\" = 1 chain for 16 tokens, then 4");
+  cmd->add_flag("--full-prefill", [a](int64_t) { a->gen.chain1_prefill = false; },
+                "CoLM-Air: prefill with the active chains instead of chain 1 alone");
   cmd->add_option("--threads", a->threads, "Threads; 0 = all cores");
   cmd->add_flag("--json", a->json, "Print one JSON object instead of the text");
   cmd->callback([a, cmd]() {
     set_num_threads(a->threads);
     CHAINLM_CHECK(!cmd->count("--chains") || a->gen.chains >= 1, "--chains must be >= 1 (got ",
                   a->gen.chains, ")");
-    std::unique_ptr<Model> model;
-    std::string tokenizer_spec = a->tokenizer;
-    std::error_code ec;
-    if (std::filesystem::is_regular_file(a->model, ec)) {
-      // A model file (llama2.c .bin) carries no tokenizer.
-      model = load_model(a->model);
-      CHAINLM_CHECK(!tokenizer_spec.empty(), a->model,
-                    ": a model file carries no tokenizer; pass --tokenizer (e.g. the llama2.c "
-                    "tokenizer.bin or SentencePiece .model the model was trained with)");
-    } else {
-      const std::string dir = resolve_checkpoint_dir(a->model);
-      model = load_model(dir);
-      if (tokenizer_spec.empty()) tokenizer_spec = find_tokenizer_in_dir(dir);
+    LoadedModel loaded = load_model_and_tokenizer(a->model, a->tokenizer);
+    const Model& model = *loaded.model;
+    if (!a->schedule.empty()) {
+      CHAINLM_CHECK(!cmd->count("--chains"), "pass --chains or --chain-schedule, not both");
+      a->gen.schedule = ChainSchedule::parse(a->schedule, model.config().n_chains());
     }
-    auto tok = load_tokenizer(tokenizer_spec);
     std::function<void(const std::string&)> stream;
     if (!a->json) {
       std::fputs(a->prompt.c_str(), stdout);
@@ -60,13 +54,12 @@ void add_generate_command(CLI::App& app) {
         std::fflush(stdout);
       };
     }
-    GenerateResult r = generate(*model, *tok, a->prompt, a->gen, stream);
-    const int k = a->gen.chains ? a->gen.chains : model->config().n_chains();
+    GenerateResult r = generate(model, *loaded.tokenizer, a->prompt, a->gen, stream);
     if (a->json) {
       nlohmann::json j = {{"text", r.text},
                           {"prompt_tokens", r.prompt_tokens},
                           {"tokens", r.tokens},
-                          {"chains", std::vector<int>(r.tokens.size(), k)},
+                          {"chains", r.chains},
                           {"tokens_per_s", r.tokens_per_s},
                           {"prefill_ms", r.prefill_ms},
                           {"decode_ms_per_token", r.decode_ms_per_token}};
@@ -75,7 +68,10 @@ void add_generate_command(CLI::App& app) {
     } else {
       std::printf("\n");
       std::fflush(stdout);
-      std::fprintf(stderr, "[%zu tokens, %d chains, %.1f tok/s]\n", r.tokens.size(), k, r.tokens_per_s);
+      const std::string chains = !a->schedule.empty() ? a->schedule
+                                 : std::to_string(a->gen.chains ? a->gen.chains : model.config().n_chains());
+      std::fprintf(stderr, "[%zu tokens, chains %s, prefill %.1f ms, %.2f ms/token, %.1f tok/s]\n",
+                   r.tokens.size(), chains.c_str(), r.prefill_ms, r.decode_ms_per_token, r.tokens_per_s);
     }
   });
 }

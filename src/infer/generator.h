@@ -1,9 +1,10 @@
 #pragma once
-// Text generation with sub-model k (elastic inference, SPEC A8).
+// Text generation over a KV cache with elastic chains (SPEC A4, A8).
 #include <functional>
 #include <string>
 #include <vector>
 
+#include "infer/chain_schedule.h"
 #include "infer/sampler.h"
 #include "io/tokenizer.h"
 #include "model/model.h"
@@ -12,21 +13,24 @@ namespace chainlm {
 
 struct GenerateOptions {
   int max_tokens = 100;
-  int chains = 0;  // active chains; 0 = all
+  int chains = 0;          // active chains; 0 = all (ignored when schedule is set)
+  ChainSchedule schedule;  // per-token chains, e.g. ChainSchedule::parse("1:16,4", n)
   SamplingOptions sampling;
   bool stop_at_eos = true;
+  bool chain1_prefill = true;  // CoLM-Air: prefill the prompt with chain 1 only
 };
 
 struct GenerateResult {
   std::vector<int> prompt_tokens;  // BOS included
   std::vector<int> tokens;         // generated
+  std::vector<int> chains;         // active chains that produced each generated token
   std::string text;                // prompt followed by the continuation
   double prefill_ms = 0, decode_ms_per_token = 0, tokens_per_s = 0;
 };
 
-// Encodes prompt with BOS, then samples up to max_tokens (stopping at EOS/BOS or at the
-// model's max_seq_len). on_text, if set, receives each token's text as it is produced.
-GenerateResult generate(Model& model, const Tokenizer& tok, const std::string& prompt,
+// Encodes prompt with BOS, prefills, then samples up to max_tokens (stopping at EOS/BOS or at
+// the model's max_seq_len). on_text, if set, receives each token's text as it is produced.
+GenerateResult generate(const Model& model, const Tokenizer& tok, const std::string& prompt,
                         const GenerateOptions& opt,
                         const std::function<void(const std::string&)>& on_text = nullptr);
 

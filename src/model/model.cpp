@@ -28,14 +28,6 @@ void copy_rows(int M, int width, const float* src, float* dst, int ld) {
 
 }  // namespace
 
-// Parameter indices of one layer, and the per-chain block pointers the kernels take.
-struct Model::LayerIndex {
-  int attention_norm = -1, ffn_norm = -1;
-  std::vector<int> wq, wk, wv, wo, w1, w2, w3;
-  // Value and gradient pointers per chain block (filled once after allocation).
-  std::vector<float*> v_wq, v_wk, v_wv, v_wo, v_w1, v_w2, v_w3;
-  std::vector<float*> g_wq, g_wk, g_wv, g_wo, g_w1, g_w2, g_w3;
-};
 
 // Activations of one (B, T) shape, laid out once. Residual stream buffers are (M, D) with
 // M = B*T rows; every buffer uses the full width as its row stride, and sub-model k only

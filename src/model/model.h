@@ -48,13 +48,26 @@ class Model {
   // Logits (B*T, V) of sub-model k.
   void logits(const int* tokens, int B, int T, int k, float* out);
 
+  // Parameter indices of one layer, and the per-chain block pointers the kernels take
+  // (into the value and gradient buffers; a null gradient pointer marks a frozen block).
+  struct LayerIndex {
+    int attention_norm = -1, ffn_norm = -1;
+    std::vector<int> wq, wk, wv, wo, w1, w2, w3;
+    std::vector<float*> v_wq, v_wk, v_wv, v_wo, v_w1, v_w2, v_w3;
+    std::vector<float*> g_wq, g_wk, g_wv, g_wo, g_w1, g_w2, g_w3;
+  };
+  // Read access for inference paths (src/infer), which run their own forward over a cache.
+  const LayerIndex& layer(int l) const { return layers_[l]; }
+  const float* embedding() const { return params_.value(tok_embeddings_); }
+  const float* final_norm() const { return params_.value(norm_); }
+  const float* head() const { return params_.value(output_ >= 0 ? output_ : tok_embeddings_); }
+
   // Parameters a token touches in the matmuls of sub-model k (for FLOP accounting).
   long matmul_params(int k) const;
   // Parameter count of sub-model k (embedding and head included once each).
   long num_params(int k) const;
 
  private:
-  struct LayerIndex;
   struct Buffers;
   void forward_trunk(const int* tokens, int B, int T, int k);
   void ensure_buffers(int B, int T);

@@ -2,6 +2,8 @@
 // Small models for tests.
 #include <memory>
 
+#include "core/error.h"
+#include "core/rng.h"
 #include "model/model.h"
 
 namespace chainlm::test {

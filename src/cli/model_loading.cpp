@@ -1,0 +1,29 @@
+#include "cli/model_loading.h"
+
+#include <filesystem>
+
+#include "core/error.h"
+#include "model/checkpoint.h"
+
+namespace chainlm::cli {
+
+LoadedModel load_model_and_tokenizer(const std::string& model_arg, const std::string& tokenizer_arg,
+                                     bool need_tokenizer) {
+  LoadedModel r;
+  std::string spec = tokenizer_arg;
+  std::error_code ec;
+  if (std::filesystem::is_regular_file(model_arg, ec)) {
+    r.model = load_model(model_arg);
+    CHAINLM_CHECK(!need_tokenizer || !spec.empty(), model_arg,
+                  ": a model file carries no tokenizer; pass --tokenizer (e.g. the llama2.c "
+                  "tokenizer.bin or SentencePiece .model the model was trained with)");
+  } else {
+    const std::string dir = resolve_checkpoint_dir(model_arg);
+    r.model = load_model(dir);
+    if (spec.empty() && need_tokenizer) spec = find_tokenizer_in_dir(dir);
+  }
+  if (!spec.empty()) r.tokenizer = load_tokenizer(spec);
+  return r;
+}
+
+}  // namespace chainlm::cli

@@ -1,0 +1,22 @@
+#pragma once
+// Loading a model and its tokenizer from a --model/--tokenizer pair, shared by every
+// command that runs a model.
+#include <memory>
+#include <string>
+
+#include "io/tokenizer.h"
+#include "model/model.h"
+
+namespace chainlm::cli {
+
+struct LoadedModel {
+  std::unique_ptr<Model> model;
+  std::unique_ptr<Tokenizer> tokenizer;  // null when need_tokenizer was false and none found
+};
+
+// model_arg: a checkpoint or run directory, or a llama2.c .bin file (which carries no
+// tokenizer, so tokenizer_arg is then required when need_tokenizer is set).
+LoadedModel load_model_and_tokenizer(const std::string& model_arg, const std::string& tokenizer_arg,
+                                     bool need_tokenizer = true);
+
+}  // namespace chainlm::cli

@@ -1,0 +1,157 @@
+#include "infer/session.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <sstream>
+
+#include "../model/model_test_util.h"
+
+namespace chainlm {
+namespace {
+
+using test::random_tokens;
+using test::tiny_config;
+
+struct Variant {
+  std::vector<int> chains;
+  bool kv_share;
+  int n_kv_heads;
+};
+
+std::string variant_name(const ::testing::TestParamInfo<Variant>& info) {
+  std::ostringstream os;
+  os << (info.param.kv_share ? "Air" : (info.param.chains.size() == 1 ? "LLaMA" : "CoLM"));
+  for (int c : info.param.chains) os << "_" << c;
+  os << "_kv" << info.param.n_kv_heads;
+  return os.str();
+}
+
+class SessionVariants : public ::testing::TestWithParam<Variant> {
+ protected:
+  ModelConfig config() const {
+    ModelConfig c = tiny_config(GetParam().chains, GetParam().kv_share, GetParam().n_kv_heads);
+    c.max_seq_len = 40;
+    return c;
+  }
+};
+
+double max_abs_diff(const float* a, const float* b, int n) {
+  double m = 0;
+  for (int i = 0; i < n; ++i) m = std::max(m, (double)std::fabs(a[i] - b[i]));
+  return m;
+}
+
+TEST_P(SessionVariants, IncrementalDecodingMatchesFullForward) {
+  const ModelConfig c = config();
+  Model model(c);
+  model.init_random(7);
+  const int T = 23, V = c.vocab_size;
+  auto tokens = random_tokens(T, V, 3);
+  for (int k = 1; k <= c.n_chains(); ++k) {
+    std::vector<float> full((size_t)T * V);
+    model.logits(tokens.data(), 1, T, k, full.data());
+    // Small chunks force prefill across chunk boundaries too.
+    InferenceSession s(model, 4);
+    std::vector<float> pre((size_t)9 * V);
+    s.append(tokens.data(), 9, k, pre.data());
+    EXPECT_LE(max_abs_diff(pre.data(), full.data(), 9 * V), 1e-4) << "prefill, k=" << k;
+    for (int t = 9; t < T; ++t) {
+      const float* l = s.decode(tokens[t], k);
+      ASSERT_LE(max_abs_diff(l, full.data() + (size_t)t * V, V), 1e-4) << "k=" << k << " t=" << t;
+    }
+  }
+}
+
+TEST_P(SessionVariants, ChainScheduleMatchesEachSubModelFromScratch) {
+  const ModelConfig c = config();
+  Model model(c);
+  model.init_random(9);
+  const int n = c.n_chains(), T = 20, V = c.vocab_size;
+  auto tokens = random_tokens(T, V, 4);
+  InferenceSession s(model, 8);
+  s.prefill(std::vector<int>(tokens.begin(), tokens.begin() + 5), 1);
+  for (int t = 5; t < T; ++t) {
+    const int k = 1 + (t * 7 / 3) % n;  // up and down across all sub-models
+    const float* l = s.decode(tokens[t], k);
+    std::vector<float> ref((size_t)(t + 1) * V);
+    model.logits(tokens.data(), 1, t + 1, k, ref.data());
+    ASSERT_LE(max_abs_diff(l, ref.data() + (size_t)t * V, V), 1e-4) << "t=" << t << " k=" << k;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(All, SessionVariants,
+                         ::testing::Values(Variant{{1}, false, 0}, Variant{{1}, false, 1},
+                                           Variant{{1, 1}, false, 0}, Variant{{1, 1}, true, 2},
+                                           Variant{{1, 2, 1}, false, 4}, Variant{{1, 2, 1}, true, 2},
+                                           Variant{{2, 2, 2, 2}, true, 4}, Variant{{2, 2, 2, 2}, false, 8}),
+                         variant_name);
+
+TEST(Session, ColmAirChainOnePrefillEqualsFullPrefill) {
+  const ModelConfig c = tiny_config({1, 1, 2}, true, 2);
+  Model model(c);
+  model.init_random(11);
+  auto prompt = random_tokens(17, c.vocab_size, 5);
+  for (int k = 1; k <= c.n_chains(); ++k) {
+    InferenceSession fast(model), full(model);
+    std::vector<float> a(c.vocab_size), b(c.vocab_size);
+    const float* la = fast.prefill(prompt, k, true);
+    std::copy(la, la + c.vocab_size, a.begin());
+    const float* lb = full.prefill(prompt, k, false);
+    std::copy(lb, lb + c.vocab_size, b.begin());
+    EXPECT_LE(max_abs_diff(a.data(), b.data(), c.vocab_size), 1e-5) << "k=" << k;
+    // The caches are the same too: K/V depend on chain 1 only.
+    const size_t used = (size_t)prompt.size() * fast.cache().width;
+    for (int l = 0; l < c.n_layers; ++l)
+      for (size_t i = 0; i < used; ++i) {
+        ASSERT_NEAR(fast.cache().k[(size_t)l * fast.cache().capacity * fast.cache().width + i],
+                    full.cache().k[(size_t)l * full.cache().capacity * full.cache().width + i], 1e-6);
+      }
+  }
+}
+
+TEST(Session, ColmGrowingChainsComputesMissingKv) {
+  const ModelConfig c = tiny_config({1, 1}, false, 0);
+  Model model(c);
+  model.init_random(12);
+  InferenceSession s(model);
+  auto prompt = random_tokens(6, c.vocab_size, 6);
+  s.prefill(prompt, 1);
+  EXPECT_FALSE(s.needs_recompute(1));
+  EXPECT_TRUE(s.needs_recompute(2));  // chain 2's KV heads were never computed
+  s.decode(3, 2);
+  EXPECT_FALSE(s.needs_recompute(2));
+  EXPECT_EQ(s.cache().filled[1], 7);
+}
+
+TEST(Session, KvCacheBytesFollowTheLayout) {
+  // Air shares one Hkv-head block; CoLM keeps every chain's KV heads.
+  const ModelConfig air = tiny_config({1, 1}, true, 2), colm = tiny_config({1, 1}, false, 0);
+  Model ma(air), mc(colm);
+  ma.init_random(1);
+  mc.init_random(1);
+  InferenceSession sa(ma), sc(mc);
+  auto prompt = random_tokens(5, air.vocab_size, 7);
+  sa.prefill(prompt, 2);
+  sc.prefill(prompt, 2);
+  const int hd = air.dim / air.n_heads;
+  EXPECT_EQ(sa.cache().bytes_used(ma.layout().kv), 2u * 4 * air.n_layers * 5 * 2 * hd);
+  EXPECT_EQ(sc.cache().bytes_used(mc.layout().kv), 2u * 4 * colm.n_layers * 5 * colm.n_heads * hd);
+}
+
+TEST(Session, RejectsBadInput) {
+  const ModelConfig c = tiny_config({1, 1}, true, 2);
+  Model model(c);
+  model.init_random(1);
+  InferenceSession s(model);
+  std::vector<int> prompt = {1, 2, 3};
+  EXPECT_THROW(s.prefill(prompt, 0), Error);
+  EXPECT_THROW(s.prefill(prompt, 3), Error);
+  EXPECT_THROW(s.prefill({}, 1), Error);
+  EXPECT_THROW(s.prefill({1, c.vocab_size}, 1), Error);
+  std::vector<int> too_long(c.max_seq_len + 1, 1);
+  EXPECT_THROW(s.prefill(too_long, 1), Error);
+}
+
+}  // namespace
+}  // namespace chainlm
