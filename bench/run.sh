@@ -1,12 +1,27 @@
 #!/usr/bin/env bash
 # Runs the benchmarks recorded in bench/RESULTS.md, one JSON line each.
-# Each line measures this machine's sgemm peak beside its own steps, so ratios (mfu) are
-# comparable across noisy runs; absolute figures are not.
+# Every line measures its own ceiling (sgemm peak, memory bandwidth) in the same run, so
+# its ratios are comparable across noisy machines; absolute figures are not.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=build/chainlm
 THREADS=${THREADS:-2}
 STEPS=${STEPS:-5}
+STORIES=../shared/data/stories260K
+
+echo "# training step (issue 2)"
 for cfg in configs/ref30m.json configs/ref30m-chains2222.json configs/ref30m-chains2222-air.json; do
   $BIN bench train --config "$cfg" --batch-size 8 --seq-len 256 --threads "$THREADS" --steps "$STEPS"
 done
+
+echo "# batch-1 decoding (issue 3)"
+for t in 1 2; do
+  [ -f "$STORIES/stories260K.bin" ] && $BIN bench decode --model "$STORIES/stories260K.bin" --threads $t
+  $BIN bench decode --config configs/ref30m.json --threads $t
+  $BIN bench decode --config configs/ref30m-chains2222-air.json --threads $t
+  $BIN bench decode --config configs/ref30m-chains2222-air.json --threads $t --chains 1
+done
+
+echo "# prefill of 1024 tokens, CoLM-Air chain-1 prefill vs full (issue 3)"
+$BIN bench prefill --config configs/ref30m-chains2222-air.json --prompt-tokens 1024 --threads "$THREADS"
+$BIN bench prefill --config configs/ref30m.json --prompt-tokens 1024 --threads "$THREADS"

@@ -1,109 +1,11 @@
 // chainlm bench: performance measurements that print one JSON line each.
-//   bench train: this machine's sgemm peak and a training step of a config, in one run,
-//                so the ratio (MFU) is taken under the same conditions.
-#include <cblas.h>
-
-#include <algorithm>
-#include <cstdio>
 #include <memory>
-#include <vector>
 
+#include "cli/bench_util.h"
 #include "cli/commands.h"
-#include "cli/parse_util.h"
 #include "core/error.h"
-#include "core/rng.h"
-#include "core/threads.h"
-#include "core/timer.h"
-#include "model/model.h"
-#include "train/optimizer.h"
 
 namespace chainlm::cli {
-
-namespace {
-
-// Best-of-reps sgemm GFLOP/s on n x n x n, the ceiling every model figure is compared to.
-double measure_sgemm_gflops(int n, int reps) {
-  std::vector<float> a((size_t)n * n), b((size_t)n * n), c((size_t)n * n);
-  Rng rng(1);
-  for (auto& x : a) x = rng.uniform() - 0.5f;
-  for (auto& x : b) x = rng.uniform() - 0.5f;
-  double best = 0;
-  for (int r = 0; r < reps + 1; ++r) {
-    Timer t;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, n, n, 1.0f, a.data(), n, b.data(), n,
-                0.0f, c.data(), n);
-    const double s = t.seconds();
-    if (r > 0) best = std::max(best, 2.0 * n * n * (double)n / s / 1e9);  // r = 0 warms up
-  }
-  return best;
-}
-
-void bench_train(const std::string& config_path, int B, int T, int threads, int steps,
-                 const std::string& weights_arg) {
-  set_num_threads(threads);
-  Model model(load_config(config_path));
-  const ModelConfig& c = model.config();
-  CHAINLM_CHECK(T <= c.max_seq_len, "--seq-len ", T, " exceeds max_seq_len ", c.max_seq_len);
-  model.init_random(1);
-  std::vector<float> weights(c.n_chains(), 0.0f);
-  weights.back() = 1.0f;
-  if (!weights_arg.empty()) weights = parse_float_list(weights_arg, "--chain-loss-weights");
-  CHAINLM_CHECK((int)weights.size() == c.n_chains(), "--chain-loss-weights needs ", c.n_chains(),
-                " entries");
-  int k = 0;
-  for (int i = 0; i < c.n_chains(); ++i)
-    if (weights[i] > 0) k = i + 1;
-  Optimizer opt(model.params(), OptimizerConfig{});
-  std::vector<int> tokens((size_t)B * T), targets((size_t)B * T);
-  Rng rng(7);
-  for (size_t i = 0; i < tokens.size(); ++i) {
-    tokens[i] = (int)rng.below(c.vocab_size);
-    targets[i] = (int)rng.below(c.vocab_size);
-  }
-  auto one_step = [&](long s) {
-    model.params().zero_grads();
-    model.forward_backward(tokens.data(), targets.data(), B, T, weights, 1.0f);
-    opt.step(model.params(), s, 1e-4f);
-  };
-  one_step(1);  // warm-up: buffers, page faults, BLAS threads
-  const double tokens_per_step = (double)B * T;
-  const double Dk = model.layout().dim.prefix(k);
-  const double flops_per_token = 6.0 * model.matmul_params(k) + 6.0 * c.n_layers * T * Dk;
-  // The machine's speed drifts (shared hosts): measure the sgemm peak right beside every
-  // timed step and take the median of the per-step ratios.
-  std::vector<double> times, peaks, mfus;
-  for (int s = 0; s < steps; ++s) {
-    peaks.push_back(measure_sgemm_gflops(2048, 2));
-    Timer t;
-    one_step(s + 2);
-    times.push_back(t.seconds());
-    mfus.push_back(flops_per_token * tokens_per_step / times.back() / 1e9 / peaks.back());
-  }
-  auto median = [](std::vector<double> v) {
-    std::sort(v.begin(), v.end());
-    return v[v.size() / 2];
-  };
-  const double step_s = median(times), peak = median(peaks);
-  const double model_gflops = flops_per_token * tokens_per_step / step_s / 1e9;
-  nlohmann::json j = {{"bench", "train"},
-                      {"config", config_path},
-                      {"chains", c.chains},
-                      {"kv_share", c.kv_share},
-                      {"active_chains", k},
-                      {"batch_size", B},
-                      {"seq_len", T},
-                      {"threads", num_threads()},
-                      {"steps", steps},
-                      {"params", model.num_params(c.n_chains())},
-                      {"step_ms", step_s * 1e3},
-                      {"tokens_per_s", tokens_per_step / step_s},
-                      {"model_gflops", model_gflops},
-                      {"sgemm_gflops", peak},
-                      {"mfu", median(mfus)}};
-  std::printf("%s\n", j.dump().c_str());
-}
-
-}  // namespace
 
 void add_bench_command(CLI::App& app) {
   auto* bench = app.add_subcommand("bench", "Performance benchmarks (one JSON line each)");
@@ -124,6 +26,20 @@ void add_bench_command(CLI::App& app) {
     CHAINLM_CHECK(a->steps > 0 && a->batch > 0 && a->seq > 0, "bench train: --steps, --batch-size and --seq-len must be positive");
     bench_train(a->config, a->batch, a->seq, a->threads, a->steps, a->weights);
   });
+
+  auto add_inference = [&](const char* name, const char* help, bool decode) {
+    auto* cmd = bench->add_subcommand(name, help);
+    auto b = std::make_shared<InferenceBenchArgs>();
+    cmd->add_option("--model", b->model, "Checkpoint, run directory or llama2.c .bin");
+    cmd->add_option("--config", b->config, "Or: a model config JSON, with random weights");
+    cmd->add_option("--chains", b->chains, "Active chains k; default: all");
+    cmd->add_option("--threads", b->threads, "Threads; 0 = all cores");
+    cmd->add_option("--prompt-tokens", b->prompt_tokens, "Prompt length")->capture_default_str();
+    if (decode) cmd->add_option("--tokens", b->tokens, "Decoded tokens timed")->capture_default_str();
+    cmd->callback([b, decode]() { decode ? bench_decode(*b) : bench_prefill(*b); });
+  };
+  add_inference("decode", "Batch-1 decoding: tokens/s, KV bytes, fraction of the bandwidth bound", true);
+  add_inference("prefill", "Prompt prefill time; CoLM-Air chain-1 prefill vs full prefill", false);
 }
 
 }  // namespace chainlm::cli

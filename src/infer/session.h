@@ -11,7 +11,7 @@ namespace chainlm {
 class InferenceSession {
  public:
   // max_chunk bounds the rows of one forward pass (longer inputs run in chunks).
-  explicit InferenceSession(const Model& model, int max_chunk = 256);
+  explicit InferenceSession(const Model& model, int max_chunk = 512);
 
   void reset();
   int length() const { return (int)tokens_.size(); }

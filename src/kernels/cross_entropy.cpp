@@ -3,12 +3,14 @@
 #include <cmath>
 #include <limits>
 
+#include "core/threads.h"
+
 namespace chainlm {
 
 double cross_entropy_forward_backward(int M, int V, const float* logits, int ld, const int* targets,
                                       float grad_scale, float* dlogits, float* row_loss) {
   double total = 0.0;
-#pragma omp parallel for schedule(static) reduction(+ : total)
+#pragma omp parallel for schedule(static) reduction(+ : total) if ((long)M * V >= kParallelMinWork)
   for (int r = 0; r < M; ++r) {
     const float* lr = logits + (long)r * ld;
     const int t = targets[r];

@@ -2,11 +2,13 @@
 
 #include <cstring>
 
+#include "core/threads.h"
+
 namespace chainlm {
 
 void embedding_forward(int M, int width, const int* tokens, const float* table, int D, float* out,
                        int ldo) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((long)M * width >= kParallelMinWork)
   for (int r = 0; r < M; ++r)
     std::memcpy(out + (long)r * ldo, table + (long)tokens[r] * D, sizeof(float) * width);
 }

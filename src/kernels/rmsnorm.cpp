@@ -5,12 +5,14 @@
 
 #include <omp.h>
 
+#include "core/threads.h"
+
 namespace chainlm {
 
 void rmsnorm_forward(const ChainSplit& split, int k, int M, const float* x, int ldx,
                      const float* gain, float eps, float* y, int ldy, float* rstd) {
   const int n = split.n();
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((long)M * split.prefix(k) >= kParallelMinWork)
   for (int r = 0; r < M; ++r) {
     const float* xr = x + (long)r * ldx;
     float* yr = y + (long)r * ldy;
@@ -41,7 +43,7 @@ void rmsnorm_backward(const ChainSplit& split, int k, int M, const float* x, int
   if (dgain) partial.assign((size_t)max_threads * width, 0.0f);
   float* partial_base = partial.data();  // thread_local: take the caller's buffer here
   int used_threads = 1;
-#pragma omp parallel
+#pragma omp parallel if ((long)M * width >= kParallelMinWork)
   {
     float* dgain_local = dgain ? partial_base + (size_t)omp_get_thread_num() * width : nullptr;
 #pragma omp single

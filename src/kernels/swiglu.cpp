@@ -2,10 +2,12 @@
 
 #include <cmath>
 
+#include "core/threads.h"
+
 namespace chainlm {
 
 void swiglu_forward(int M, int width, const float* a, const float* b, float* g, int ld) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((long)M * width >= kParallelMinWork)
   for (int r = 0; r < M; ++r) {
     const float* ar = a + (long)r * ld;
     const float* br = b + (long)r * ld;
@@ -20,7 +22,7 @@ void swiglu_forward(int M, int width, const float* a, const float* b, float* g, 
 
 void swiglu_backward(int M, int width, const float* a, const float* b, const float* dg, float* da,
                      float* db, int ld) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((long)M * width >= kParallelMinWork)
   for (int r = 0; r < M; ++r) {
     const float* ar = a + (long)r * ld;
     const float* br = b + (long)r * ld;

@@ -1,0 +1,61 @@
+#include "cli/bench_util.h"
+
+#include <cblas.h>
+
+#include "core/rng.h"
+#include "core/timer.h"
+
+namespace chainlm::cli {
+
+double measure_sgemm_gflops(int n, int reps) {
+  std::vector<float> a((size_t)n * n), b((size_t)n * n), c((size_t)n * n);
+  Rng rng(1);
+  for (auto& x : a) x = rng.uniform() - 0.5f;
+  for (auto& x : b) x = rng.uniform() - 0.5f;
+  double best = 0;
+  for (int r = 0; r < reps + 1; ++r) {
+    Timer t;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, n, n, 1.0f, a.data(), n, b.data(), n,
+                0.0f, c.data(), n);
+    const double s = t.seconds();
+    if (r > 0) best = std::max(best, 2.0 * n * n * (double)n / s / 1e9);  // r = 0 warms up
+  }
+  return best;
+}
+
+double measure_read_bandwidth_gbs(size_t bytes, double min_seconds) {
+  // 256-float blocks summed into 16 independent vector accumulators per thread, so the
+  // loop is bound by loads, not by the latency of one add chain.
+  constexpr size_t kBlock = 256;
+  const size_t blocks = std::max<size_t>(bytes / sizeof(float) / kBlock, 64);
+  std::vector<float> buf(blocks * kBlock, 1.0f);
+  const float* data = buf.data();
+  double best = 0;
+  volatile float sink = 0;
+  for (int rep = 0; rep < 3; ++rep) {
+    Timer t;
+    long passes = 0;
+    do {
+      float total = 0;
+#pragma omp parallel reduction(+ : total)
+      {
+        float acc[16][16] = {};
+#pragma omp for schedule(static)
+        for (size_t i = 0; i < blocks; ++i) {
+          const float* p = data + i * kBlock;
+          for (int j = 0; j < 16; ++j)
+#pragma omp simd
+            for (int l = 0; l < 16; ++l) acc[j][l] += p[j * 16 + l];
+        }
+        for (int j = 0; j < 16; ++j)
+          for (int l = 0; l < 16; ++l) total += acc[j][l];
+      }
+      sink = sink + total;
+      ++passes;
+    } while (t.seconds() < min_seconds / 3);
+    best = std::max(best, (double)passes * buf.size() * sizeof(float) / t.seconds() / 1e9);
+  }
+  return best;
+}
+
+}  // namespace chainlm::cli

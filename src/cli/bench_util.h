@@ -1,0 +1,30 @@
+#pragma once
+// Measurements shared by the benchmarks: the machine ceilings that model figures are
+// compared to, taken in the same run.
+#include <algorithm>
+#include <string>
+#include <vector>
+
+namespace chainlm::cli {
+
+// Best-of-reps sgemm GFLOP/s on n x n x n with the current thread count.
+double measure_sgemm_gflops(int n, int reps);
+// Best-of-reps read bandwidth (GB/s) over a buffer of `bytes`, with the current threads.
+double measure_read_bandwidth_gbs(size_t bytes, double min_seconds = 0.2);
+
+inline double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v.empty() ? 0.0 : v[v.size() / 2];
+}
+
+void bench_train(const std::string& config_path, int B, int T, int threads, int steps,
+                 const std::string& weights_arg);
+
+struct InferenceBenchArgs {
+  std::string model, config;  // a checkpoint/.bin, or a config JSON with random weights
+  int chains = 0, threads = 0, prompt_tokens = 128, tokens = 128;
+};
+void bench_decode(const InferenceBenchArgs& a);
+void bench_prefill(const InferenceBenchArgs& a);
+
+}  // namespace chainlm::cli
