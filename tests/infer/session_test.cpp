@@ -124,6 +124,23 @@ TEST(Session, ColmGrowingChainsComputesMissingKv) {
   EXPECT_EQ(s.cache().filled[1], 7);
 }
 
+TEST(Session, ColmAirSwitchesChainsWithoutRecomputing) {
+  const ModelConfig c = tiny_config({1, 1, 2}, true, 2);
+  Model model(c);
+  model.init_random(13);
+  InferenceSession s(model);
+  s.prefill(random_tokens(6, c.vocab_size, 8), 1);
+  for (int k = 1; k <= c.n_chains(); ++k) EXPECT_FALSE(s.needs_recompute(k));
+  const std::vector<float> before(s.cache().k.begin(), s.cache().k.end());
+  s.decode(4, 3);
+  // The prefix's cached K rows are untouched by the switch to 3 chains.
+  const size_t prefix = (size_t)6 * s.cache().width;
+  for (int l = 0; l < c.n_layers; ++l) {
+    const size_t base = (size_t)l * s.cache().capacity * s.cache().width;
+    for (size_t i = 0; i < prefix; ++i) ASSERT_EQ(before[base + i], s.cache().k[base + i]);
+  }
+}
+
 TEST(Session, KvCacheBytesFollowTheLayout) {
   // Air shares one Hkv-head block; CoLM keeps every chain's KV heads.
   const ModelConfig air = tiny_config({1, 1}, true, 2), colm = tiny_config({1, 1}, false, 0);

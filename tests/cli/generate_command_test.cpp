@@ -1,0 +1,69 @@
+// `chainlm generate` options beyond the basics: chain schedules, JSON output, bad input.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <nlohmann/json.hpp>
+
+#include "../train/train_test_util.h"
+#include "run_cli.h"
+
+namespace chainlm {
+namespace {
+
+using testing::quote;
+using testing::run_chainlm;
+using testing::TempDir;
+using testing::write_bytes;
+
+class GenerateCommand : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    const std::string data = dir.file("data");
+    std::filesystem::create_directories(data);
+    std::string text;
+    for (int i = 0; i < 300; ++i) text += "a small model reads a small text " + std::to_string(i) + "\n";
+    test::make_byte_data_dir(text, data, 0.2);
+    write_bytes(dir.file("config.json"),
+                R"({"dim": 32, "n_layers": 1, "n_heads": 4, "n_kv_heads": 1, "ffn_dim": 64,
+                    "vocab_size": 258, "chains": [1, 1, 2], "kv_share": true, "max_seq_len": 48})");
+    run = dir.file("run");
+    auto r = run_chainlm(dir, "train --config " + quote(dir.file("config.json")) + " --data " + quote(data) +
+                                  " --out " + quote(run) + " --steps 2 --batch-size 2 --seq-len 16 --quiet");
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+  }
+  TempDir dir;
+  std::string run;
+};
+
+TEST_F(GenerateCommand, ChainScheduleIsReportedPerToken) {
+  auto r = run_chainlm(dir, "generate --model " + quote(run) +
+                                " --prompt ab --max-tokens 7 --temperature 0 --chain-schedule 1:2,3:3,2 --json");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  auto j = nlohmann::json::parse(r.out);
+  ASSERT_EQ(j["tokens"].size(), 7u) << r.out;
+  EXPECT_EQ(j["chains"], nlohmann::json({1, 1, 3, 3, 3, 2, 2}));
+  EXPECT_EQ(j["prompt_tokens"], nlohmann::json({256, 'a', 'b'}));
+  EXPECT_TRUE(j.contains("prefill_ms") && j.contains("decode_ms_per_token") && j.contains("tokens_per_s"));
+}
+
+TEST_F(GenerateCommand, ChainOnePrefillAndFullPrefillGiveTheSameText) {
+  const std::string base = "generate --model " + quote(run) + " --prompt 'a small' --max-tokens 10 --temperature 0 --json";
+  auto fast = run_chainlm(dir, base), full = run_chainlm(dir, base + " --full-prefill");
+  ASSERT_EQ(fast.exit_code, 0) << fast.err;
+  ASSERT_EQ(full.exit_code, 0) << full.err;
+  EXPECT_EQ(nlohmann::json::parse(fast.out)["tokens"], nlohmann::json::parse(full.out)["tokens"]);
+}
+
+TEST_F(GenerateCommand, RejectsBadSchedulesAndTokenizers) {
+  for (const std::string& bad : {std::string("--chain-schedule 0"), std::string("--chain-schedule 5"),
+                                 std::string("--chain-schedule 1,2"), std::string("--chain-schedule 1:x"),
+                                 std::string("--chain-schedule 2:0,1"), std::string("--chains 2 --chain-schedule 1"),
+                                 std::string("--tokenizer ") + quote(dir.file("config.json"))}) {
+    auto r = run_chainlm(dir, "generate --model " + quote(run) + " --max-tokens 2 " + bad);
+    EXPECT_NE(r.exit_code, 0) << bad;
+    EXPECT_NE(r.err.find("error"), std::string::npos) << bad << ": " << r.err;
+  }
+}
+
+}  // namespace
+}  // namespace chainlm
