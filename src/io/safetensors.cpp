@@ -1,8 +1,5 @@
 #include "io/safetensors.h"
 
-#include <fcntl.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -99,128 +96,81 @@ void write_safetensors(const std::string& path, const std::vector<TensorView>& t
   });
 }
 
-SafetensorsReader::SafetensorsReader(const std::string& path) : path_(path) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) fail("cannot open safetensors file ", path, ": ", std::strerror(errno));
-  struct stat st;
-  if (::fstat(fd, &st) != 0) {
-    int err = errno;
-    ::close(fd);
-    fail("cannot stat ", path, ": ", std::strerror(err));
-  }
-  const uint64_t file_size = static_cast<uint64_t>(st.st_size);
-  if (file_size < 8) {
-    ::close(fd);
-    fail(path, ": not a safetensors file: ", file_size,
-         " bytes, shorter than the 8-byte header length");
-  }
-  void* m = ::mmap(nullptr, file_size, PROT_READ, MAP_PRIVATE, fd, 0);
-  int map_err = errno;
-  ::close(fd);  // the mapping keeps the file alive
-  if (m == MAP_FAILED) fail("cannot mmap ", path, ": ", std::strerror(map_err));
-  map_ = static_cast<const unsigned char*>(m);
-  map_size_ = file_size;
+SafetensorsReader::SafetensorsReader(const std::string& path)
+    : path_(path), file_(path, "safetensors file") {
+  const uint64_t file_size = file_.size();
+  CHAINLM_CHECK(file_size >= 8, path, ": not a safetensors file: ", file_size,
+                " bytes, shorter than the 8-byte header length");
+  const unsigned char* bytes = file_.data();
+  uint64_t header_len;
+  std::memcpy(&header_len, bytes, 8);
+  CHAINLM_CHECK(header_len <= kMaxHeaderBytes, path, ": header length ", header_len,
+                " exceeds the 100 MB limit (corrupt file?)");
+  CHAINLM_CHECK(header_len <= file_size - 8, path, ": header length ", header_len,
+                " is larger than the file (", file_size,
+                " bytes); truncated or not a safetensors file");
+  data_start_ = 8 + header_len;
+  const uint64_t data_size = file_size - data_start_;
 
-  // From here on the destructor will not run if we throw, so unmap explicitly on error.
+  nlohmann::json header;
   try {
-    uint64_t header_len;
-    std::memcpy(&header_len, map_, 8);
-    CHAINLM_CHECK(header_len <= kMaxHeaderBytes, path, ": header length ", header_len,
-                  " exceeds the 100 MB limit (corrupt file?)");
-    CHAINLM_CHECK(header_len <= file_size - 8, path, ": header length ", header_len,
-                  " is larger than the file (", file_size,
-                  " bytes); truncated or not a safetensors file");
-    data_start_ = 8 + header_len;
-    const uint64_t data_size = file_size - data_start_;
-
-    nlohmann::json header;
-    try {
-      header = nlohmann::json::parse(map_ + 8, map_ + 8 + header_len);
-    } catch (const nlohmann::json::exception& e) {
-      fail(path, ": header is not valid JSON: ", e.what());
-    }
-    CHAINLM_CHECK(header.is_object(), path, ": header JSON is not an object");
-
-    for (auto it = header.begin(); it != header.end(); ++it) {
-      const std::string& name = it.key();
-      const nlohmann::json& v = it.value();
-      if (name == kMetadataKey) {
-        CHAINLM_CHECK(v.is_object(), path, ": '", kMetadataKey, "' is not an object");
-        for (auto m_it = v.begin(); m_it != v.end(); ++m_it) {
-          CHAINLM_CHECK(m_it.value().is_string(), path, ": metadata value '", m_it.key(),
-                        "' is not a string");
-          metadata_[m_it.key()] = m_it.value().get<std::string>();
-        }
-        continue;
-      }
-      const std::string where = cat(path, ": tensor '", name, "'");
-      CHAINLM_CHECK(v.is_object(), where, " is not a JSON object");
-      CHAINLM_CHECK(v.contains("dtype") && v["dtype"].is_string(), where, " has no string 'dtype'");
-      CHAINLM_CHECK(v.contains("shape") && v["shape"].is_array(), where, " has no 'shape' array");
-      CHAINLM_CHECK(v.contains("data_offsets") && v["data_offsets"].is_array() &&
-                        v["data_offsets"].size() == 2,
-                    where, " has no 'data_offsets' pair");
-      Entry e;
-      e.name = name;
-      e.dtype = v["dtype"].get<std::string>();
-      const int elem_size = dtype_size(e.dtype);
-      CHAINLM_CHECK(elem_size > 0, where, " has unknown dtype '", e.dtype, "'");
-      for (const auto& d : v["shape"]) {
-        CHAINLM_CHECK(d.is_number_integer(), where, " has a non-integer dimension in its shape");
-        CHAINLM_CHECK(d.get<int64_t>() >= 0, where, " has a negative dimension in its shape");
-        e.shape.push_back(d.get<int64_t>());
-      }
-      for (const auto& o : v["data_offsets"])
-        CHAINLM_CHECK(o.is_number_unsigned(), where, " has a non-integer or negative data offset");
-      e.begin = v["data_offsets"][0].get<uint64_t>();
-      e.end = v["data_offsets"][1].get<uint64_t>();
-      CHAINLM_CHECK(e.begin <= e.end && e.end <= data_size, where, " has data_offsets [", e.begin,
-                    ", ", e.end, "] outside the data section (", data_size, " bytes)");
-      const uint64_t bytes = checked_numel_bytes(where, e.shape, elem_size);
-      CHAINLM_CHECK(bytes == e.end - e.begin, where, " with dtype ", e.dtype, " and shape ",
-                    shape_to_string(e.shape), " needs ", bytes, " bytes but data_offsets span ",
-                    e.end - e.begin);
-      entries_.push_back(std::move(e));
-    }
-
-    std::vector<const Entry*> by_offset;
-    for (const Entry& e : entries_) by_offset.push_back(&e);
-    std::sort(by_offset.begin(), by_offset.end(),
-              [](const Entry* a, const Entry* b) { return a->begin < b->begin; });
-    for (size_t i = 1; i < by_offset.size(); ++i)
-      CHAINLM_CHECK(by_offset[i]->begin >= by_offset[i - 1]->end, path, ": tensors '",
-                    by_offset[i - 1]->name, "' and '", by_offset[i]->name, "' overlap");
-    std::sort(entries_.begin(), entries_.end(),
-              [](const Entry& a, const Entry& b) { return a.name < b.name; });
-  } catch (...) {
-    ::munmap(const_cast<unsigned char*>(map_), map_size_);
-    map_ = nullptr;
-    throw;
+    header = nlohmann::json::parse(bytes + 8, bytes + 8 + header_len);
+  } catch (const nlohmann::json::exception& e) {
+    fail(path, ": header is not valid JSON: ", e.what());
   }
-}
+  CHAINLM_CHECK(header.is_object(), path, ": header JSON is not an object");
 
-SafetensorsReader::~SafetensorsReader() {
-  if (map_) ::munmap(const_cast<unsigned char*>(map_), map_size_);
-}
-
-SafetensorsReader::SafetensorsReader(SafetensorsReader&& other) noexcept
-    : path_(std::move(other.path_)),
-      map_(std::exchange(other.map_, nullptr)),
-      map_size_(std::exchange(other.map_size_, 0)),
-      data_start_(other.data_start_),
-      entries_(std::move(other.entries_)),
-      metadata_(std::move(other.metadata_)) {}
-
-SafetensorsReader& SafetensorsReader::operator=(SafetensorsReader&& other) noexcept {
-  if (this != &other) {
-    std::swap(path_, other.path_);
-    std::swap(map_, other.map_);
-    std::swap(map_size_, other.map_size_);
-    std::swap(data_start_, other.data_start_);
-    std::swap(entries_, other.entries_);
-    std::swap(metadata_, other.metadata_);
+  for (auto it = header.begin(); it != header.end(); ++it) {
+    const std::string& name = it.key();
+    const nlohmann::json& v = it.value();
+    if (name == kMetadataKey) {
+      CHAINLM_CHECK(v.is_object(), path, ": '", kMetadataKey, "' is not an object");
+      for (auto m_it = v.begin(); m_it != v.end(); ++m_it) {
+        CHAINLM_CHECK(m_it.value().is_string(), path, ": metadata value '", m_it.key(),
+                      "' is not a string");
+        metadata_[m_it.key()] = m_it.value().get<std::string>();
+      }
+      continue;
+    }
+    const std::string where = cat(path, ": tensor '", name, "'");
+    CHAINLM_CHECK(v.is_object(), where, " is not a JSON object");
+    CHAINLM_CHECK(v.contains("dtype") && v["dtype"].is_string(), where, " has no string 'dtype'");
+    CHAINLM_CHECK(v.contains("shape") && v["shape"].is_array(), where, " has no 'shape' array");
+    CHAINLM_CHECK(
+        v.contains("data_offsets") && v["data_offsets"].is_array() && v["data_offsets"].size() == 2,
+        where, " has no 'data_offsets' pair");
+    Entry e;
+    e.name = name;
+    e.dtype = v["dtype"].get<std::string>();
+    const int elem_size = dtype_size(e.dtype);
+    CHAINLM_CHECK(elem_size > 0, where, " has unknown dtype '", e.dtype, "'");
+    for (const auto& d : v["shape"]) {
+      CHAINLM_CHECK(d.is_number_integer(), where, " has a non-integer dimension in its shape");
+      CHAINLM_CHECK(d.get<int64_t>() >= 0, where, " has a negative dimension in its shape");
+      e.shape.push_back(d.get<int64_t>());
+    }
+    for (const auto& o : v["data_offsets"])
+      CHAINLM_CHECK(o.is_number_unsigned(), where, " has a non-integer or negative data offset");
+    e.begin = v["data_offsets"][0].get<uint64_t>();
+    e.end = v["data_offsets"][1].get<uint64_t>();
+    CHAINLM_CHECK(e.begin <= e.end && e.end <= data_size, where, " has data_offsets [", e.begin,
+                  ", ", e.end, "] outside the data section (", data_size, " bytes)");
+    const uint64_t bytes = checked_numel_bytes(where, e.shape, elem_size);
+    CHAINLM_CHECK(bytes == e.end - e.begin, where, " with dtype ", e.dtype, " and shape ",
+                  shape_to_string(e.shape), " needs ", bytes, " bytes but data_offsets span ",
+                  e.end - e.begin);
+    entries_.push_back(std::move(e));
   }
-  return *this;
+
+  std::vector<const Entry*> by_offset;
+  for (const Entry& e : entries_) by_offset.push_back(&e);
+  std::sort(by_offset.begin(), by_offset.end(),
+            [](const Entry* a, const Entry* b) { return a->begin < b->begin; });
+  for (size_t i = 1; i < by_offset.size(); ++i)
+    CHAINLM_CHECK(by_offset[i]->begin >= by_offset[i - 1]->end, path, ": tensors '",
+                  by_offset[i - 1]->name, "' and '", by_offset[i]->name, "' overlap");
+  std::sort(entries_.begin(), entries_.end(),
+            [](const Entry& a, const Entry& b) { return a.name < b.name; });
 }
 
 bool SafetensorsReader::has(const std::string& name) const {
@@ -237,7 +187,7 @@ const SafetensorsReader::Entry& SafetensorsReader::entry(const std::string& name
 }
 
 void SafetensorsReader::convert(const Entry& e, float* dst) const {
-  const unsigned char* src = map_ + data_start_ + e.begin;
+  const unsigned char* src = file_.data() + data_start_ + e.begin;
   const uint64_t n = static_cast<uint64_t>(shape_numel(e.shape));
   if (e.dtype == "F32") {
     if (n) std::memcpy(dst, src, n * sizeof(float));

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "core/tensor.h"
+#include "io/mapped_file.h"
 
 namespace chainlm {
 
@@ -27,11 +28,6 @@ class SafetensorsReader {
   };
 
   explicit SafetensorsReader(const std::string& path);
-  ~SafetensorsReader();
-  SafetensorsReader(const SafetensorsReader&) = delete;
-  SafetensorsReader& operator=(const SafetensorsReader&) = delete;
-  SafetensorsReader(SafetensorsReader&& other) noexcept;
-  SafetensorsReader& operator=(SafetensorsReader&& other) noexcept;
 
   const std::string& path() const { return path_; }
   const std::vector<Entry>& entries() const { return entries_; }  // sorted by name
@@ -49,8 +45,7 @@ class SafetensorsReader {
   void convert(const Entry& e, float* dst) const;
 
   std::string path_;
-  const unsigned char* map_ = nullptr;
-  size_t map_size_ = 0;
+  MappedFile file_;
   uint64_t data_start_ = 0;  // file offset of the data section
   std::vector<Entry> entries_;
   std::map<std::string, std::string> metadata_;

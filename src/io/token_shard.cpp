@@ -1,8 +1,5 @@
 #include "io/token_shard.h"
 
-#include <fcntl.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -67,81 +64,34 @@ void write_token_shard(const std::string& path, const std::vector<uint32_t>& tok
   });
 }
 
-TokenShard::TokenShard(const std::string& path) : path_(path) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) fail("cannot open token shard ", path, ": ", std::strerror(errno));
-  struct stat st;
-  if (::fstat(fd, &st) != 0) {
-    int err = errno;
-    ::close(fd);
-    fail("cannot stat ", path, ": ", std::strerror(err));
-  }
-  const uint64_t file_size = static_cast<uint64_t>(st.st_size);
-  if (file_size < kTokenShardHeaderBytes) {
-    ::close(fd);
-    fail(path, ": not a token shard: ", file_size, " bytes, shorter than the ",
-         kTokenShardHeaderBytes, "-byte header");
-  }
-  void* m = ::mmap(nullptr, file_size, PROT_READ, MAP_PRIVATE, fd, 0);
-  int map_err = errno;
-  ::close(fd);
-  if (m == MAP_FAILED) fail("cannot mmap ", path, ": ", std::strerror(map_err));
-  map_ = static_cast<const unsigned char*>(m);
-  map_size_ = file_size;
-
-  try {
-    CHAINLM_CHECK(std::memcmp(map_, kMagic, 8) == 0, path,
-                  ": not a token shard (bad magic; expected \"CLMTOKS1\")");
-    const uint32_t version = load_u32(map_ + 8);
-    CHAINLM_CHECK(version == kVersion, path, ": unsupported token shard version ", version,
-                  " (this build reads version ", kVersion, ")");
-    bytes_per_token_ = load_u32(map_ + 12);
-    vocab_size_ = load_u32(map_ + 16);
-    std::memcpy(&count_, map_ + 24, 8);
-    CHAINLM_CHECK(vocab_size_ > 0 && vocab_size_ <= kMaxVocab, path,
-                  ": corrupt header: vocab_size ", vocab_size_);
-    CHAINLM_CHECK(bytes_per_token_ == bytes_per_token_for(vocab_size_), path,
-                  ": corrupt header: bytes_per_token ", bytes_per_token_,
-                  " does not match vocab_size ", vocab_size_);
-    const uint64_t payload = file_size - kTokenShardHeaderBytes;
-    CHAINLM_CHECK(count_ <= payload / bytes_per_token_ && count_ * bytes_per_token_ == payload,
-                  path, ": header says ", count_, " tokens (", bytes_per_token_,
-                  " bytes each) but the file has ", payload,
-                  " bytes of tokens; truncated or corrupt");
-  } catch (...) {
-    ::munmap(const_cast<unsigned char*>(map_), map_size_);
-    map_ = nullptr;
-    throw;
-  }
-}
-
-TokenShard::~TokenShard() {
-  if (map_) ::munmap(const_cast<unsigned char*>(map_), map_size_);
-}
-
-TokenShard::TokenShard(TokenShard&& other) noexcept
-    : path_(std::move(other.path_)),
-      map_(std::exchange(other.map_, nullptr)),
-      map_size_(std::exchange(other.map_size_, 0)),
-      count_(std::exchange(other.count_, 0)),
-      vocab_size_(other.vocab_size_),
-      bytes_per_token_(other.bytes_per_token_) {}
-
-TokenShard& TokenShard::operator=(TokenShard&& other) noexcept {
-  if (this != &other) {
-    std::swap(path_, other.path_);
-    std::swap(map_, other.map_);
-    std::swap(map_size_, other.map_size_);
-    std::swap(count_, other.count_);
-    std::swap(vocab_size_, other.vocab_size_);
-    std::swap(bytes_per_token_, other.bytes_per_token_);
-  }
-  return *this;
+TokenShard::TokenShard(const std::string& path) : path_(path), file_(path, "token shard") {
+  const uint64_t file_size = file_.size();
+  CHAINLM_CHECK(file_size >= kTokenShardHeaderBytes, path, ": not a token shard: ", file_size,
+                " bytes, shorter than the ", kTokenShardHeaderBytes, "-byte header");
+  const unsigned char* bytes = file_.data();
+  CHAINLM_CHECK(std::memcmp(bytes, kMagic, 8) == 0, path,
+                ": not a token shard (bad magic; expected \"CLMTOKS1\")");
+  const uint32_t version = load_u32(bytes + 8);
+  CHAINLM_CHECK(version == kVersion, path, ": unsupported token shard version ", version,
+                " (this build reads version ", kVersion, ")");
+  bytes_per_token_ = load_u32(bytes + 12);
+  vocab_size_ = load_u32(bytes + 16);
+  std::memcpy(&count_, bytes + 24, 8);
+  CHAINLM_CHECK(vocab_size_ > 0 && vocab_size_ <= kMaxVocab, path, ": corrupt header: vocab_size ",
+                vocab_size_);
+  CHAINLM_CHECK(bytes_per_token_ == bytes_per_token_for(vocab_size_), path,
+                ": corrupt header: bytes_per_token ", bytes_per_token_,
+                " does not match vocab_size ", vocab_size_);
+  const uint64_t payload = file_size - kTokenShardHeaderBytes;
+  CHAINLM_CHECK(count_ <= payload / bytes_per_token_ && count_ * bytes_per_token_ == payload, path,
+                ": header says ", count_, " tokens (", bytes_per_token_,
+                " bytes each) but the file has ", payload,
+                " bytes of tokens; truncated or corrupt");
 }
 
 uint32_t TokenShard::at(uint64_t i) const {
   CHAINLM_CHECK(i < count_, path_, ": token index ", i, " out of range (", count_, " tokens)");
-  const unsigned char* p = map_ + kTokenShardHeaderBytes + i * bytes_per_token_;
+  const unsigned char* p = file_.data() + kTokenShardHeaderBytes + i * bytes_per_token_;
   if (bytes_per_token_ == 4) return load_u32(p);
   uint16_t v;
   std::memcpy(&v, p, 2);
@@ -151,7 +101,7 @@ uint32_t TokenShard::at(uint64_t i) const {
 void TokenShard::read(uint64_t start, uint64_t n, int32_t* out) const {
   CHAINLM_CHECK(start <= count_ && n <= count_ - start, path_, ": cannot read tokens [", start,
                 ", ", start + n, ") from a shard of ", count_, " tokens");
-  const unsigned char* p = map_ + kTokenShardHeaderBytes + start * bytes_per_token_;
+  const unsigned char* p = file_.data() + kTokenShardHeaderBytes + start * bytes_per_token_;
   uint32_t bad = 0;  // OR of out-of-range flags, checked once after the copy loop
   if (bytes_per_token_ == 2) {
     for (uint64_t i = 0; i < n; ++i) {

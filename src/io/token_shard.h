@@ -12,6 +12,8 @@
 #include <string>
 #include <vector>
 
+#include "io/mapped_file.h"
+
 namespace chainlm {
 
 inline constexpr size_t kTokenShardHeaderBytes = 32;
@@ -25,11 +27,6 @@ class TokenShard {
  public:
   // Maps the file and validates magic, version, token width and size against count.
   explicit TokenShard(const std::string& path);
-  ~TokenShard();
-  TokenShard(const TokenShard&) = delete;
-  TokenShard& operator=(const TokenShard&) = delete;
-  TokenShard(TokenShard&& other) noexcept;
-  TokenShard& operator=(TokenShard&& other) noexcept;
 
   const std::string& path() const { return path_; }
   uint64_t size() const { return count_; }
@@ -41,8 +38,7 @@ class TokenShard {
 
  private:
   std::string path_;
-  const unsigned char* map_ = nullptr;
-  size_t map_size_ = 0;
+  MappedFile file_;
   uint64_t count_ = 0;
   uint32_t vocab_size_ = 0;
   uint32_t bytes_per_token_ = 0;
