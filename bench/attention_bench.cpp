@@ -3,9 +3,11 @@
 //   g++ -std=c++20 -O3 -march=native -fopenmp -Isrc $(pkg-config --cflags openblas)
 //     bench/attention_bench.cpp src/kernels/attention.cpp $(pkg-config --libs openblas)
 //     -o /tmp/attention_bench          (one line)
-// Run: /tmp/attention_bench [B T H Hkv hd seconds]  (default 8 1024 8 8 64 3; threads:
+// Run: /tmp/attention_bench [B T H Hkv hd seconds [K W C]]  (default 8 1024 8 8 64 3; threads:
 // OMP_NUM_THREADS). Reports the best of interleaved rounds of sgemm, forward, backward.
 // FLOPs: causal forward 4*B*H*hd*T(T+1)/2, backward 2.5x that.
+// With K > 1 it also times the PHD mask (SPEC B2; W = window, C = chunk) over the K*T rows of
+// the repeated stream, interleaved with the causal pass over T rows, and prints the ratio.
 #include <cblas.h>
 #include <omp.h>
 
@@ -93,5 +95,30 @@ int main(int argc, char** argv) {
               100 * bwd_g / gemm_gflops, bwd_s * 1e3);
   std::printf("forward+backward  %7.1f GFLOP/s  (%5.1f%% of sgemm)\n", both_g,
               100 * both_g / gemm_gflops);
+
+  const int K = argc > 7 ? std::atoi(argv[7]) : 1;
+  if (K > 1) {
+    const int W = argc > 8 ? std::atoi(argv[8]) : 0, C = argc > 9 ? std::atoi(argv[9]) : 0;
+    AttentionShape ps = s;
+    ps.q_len = ps.kv_len = K * T;
+    ps.mask = AttentionMask::phd(K, W, C);
+    auto pq = rand_vec((size_t)B * K * T * H * hd), pdout = rand_vec(pq.size());
+    auto pk = rand_vec((size_t)B * K * T * Hkv * hd), pv = rand_vec(pk.size());
+    std::vector<float> po(pq.size()), plse((size_t)B * H * K * T), pdq(pq.size()), pdk(pk.size()),
+        pdv(pk.size());
+    auto phd_both = [&] {
+      attention_forward(ps, pq.data(), pk.data(), pv.data(), po.data(), plse.data());
+      attention_backward(ps, pq.data(), pk.data(), pv.data(), po.data(), plse.data(), pdout.data(),
+                         pdq.data(), pdk.data(), pdv.data());
+    };
+    auto causal_both = [&] {
+      forward();
+      backward();
+    };
+    const auto t = best_seconds(seconds, causal_both, phd_both);
+    std::printf("PHD K %d W %d C %d over %d rows: forward+backward %.2f ms vs causal over %d rows "
+                "%.2f ms: ratio %.2f (K = %d)\n",
+                K, W, C, K * T, t[1] * 1e3, T, t[0] * 1e3, t[1] / t[0], K);
+  }
   return 0;
 }

@@ -61,10 +61,46 @@ inline uint64_t low_bits(int64_t n) {
 
 }  // namespace
 
+AttentionMask AttentionMask::phd(int repeat, int window, int chunk) {
+  AttentionMask m;
+  if (repeat <= 1) return m;  // K = 1 is the ordinary causal model (SPEC B1)
+  m.kind = window == 0 ? Kind::Phd : chunk == 0 ? Kind::PhdSwa : Kind::PhdCswa;
+  m.repeat = repeat;
+  m.window = window;
+  m.chunk = chunk;
+  return m;
+}
+
+void AttentionMask::phd_hidden_interval(int64_t n, int64_t j, int64_t* lo, int64_t* hi) const {
+  const int64_t K1 = repeat - 1;
+  if (j <= 0) {  // an original attends no hidden token
+    *lo = *hi = n * K1;
+    return;
+  }
+  const int64_t hq = n * K1 + j - 1;  // h(n, j)
+  int64_t w0 = kind == Kind::Phd ? hq : hq - window;
+  if (kind == Kind::PhdCswa) w0 = std::max<int64_t>(w0, n / chunk * chunk * K1);
+  // The window and the own position's copies 1..j (which start at n*(K-1)) are both
+  // intervals ending at hq, so their union is one interval.
+  *lo = std::max<int64_t>(0, std::min(n * K1, w0));
+  *hi = hq + 1;
+}
+
 bool AttentionMask::allowed(int64_t qpos, int64_t kpos) const {
   switch (kind) {
     case Kind::Causal:
       return kpos <= qpos;
+    case Kind::Phd:
+    case Kind::PhdSwa:
+    case Kind::PhdCswa: {
+      // SPEC B2 as written: query = copy j of position n, key = copy i of position m.
+      const int64_t K = repeat, n = qpos / K, j = qpos % K, m = kpos / K, i = kpos % K;
+      if ((i == 0 && m < n) || (m == n && i <= j)) return true;
+      if (kind == Kind::Phd || i == 0 || j == 0) return false;
+      const int64_t d = (n * (K - 1) + j - 1) - (m * (K - 1) + i - 1);
+      if (!(d > 0 && d <= window)) return false;
+      return kind == Kind::PhdSwa || m / chunk == n / chunk;
+    }
   }
   return false;
 }
@@ -76,6 +112,20 @@ AttentionMask::Cover AttentionMask::cover(int64_t q0, int64_t q1, int64_t k0, in
       if (k0 > q1 - 1) return Cover::Empty;
       if (k1 - 1 <= q0) return Cover::Full;
       return Cover::Partial;
+    case Kind::Phd:
+    case Kind::PhdSwa:
+    case Kind::PhdCswa: {
+      if (k0 > q1 - 1) return Cover::Empty;  // every PHD mask lies inside the causal one
+      // The reference rule pair by pair (the kernels use a compact view instead).
+      bool any = false, all = true;
+      for (int64_t qp = q0; qp < q1; ++qp)
+        for (int64_t kp = k0; kp < k1; ++kp) {
+          const bool a = allowed(qp, kp);
+          any |= a;
+          all &= a;
+        }
+      return !any ? Cover::Empty : all ? Cover::Full : Cover::Partial;
+    }
   }
   return Cover::Partial;
 }
@@ -86,6 +136,9 @@ void AttentionMask::key_bounds(int64_t q0, int64_t q1, int64_t kv_len, int64_t* 
   *k_end = kv_len;
   switch (kind) {
     case Kind::Causal:
+    case Kind::Phd:  // PHD masks allow a subset of the causal pairs
+    case Kind::PhdSwa:
+    case Kind::PhdCswa:
       *k_end = std::clamp<int64_t>(q1, 0, kv_len);
       break;
   }
@@ -97,6 +150,9 @@ void AttentionMask::query_bounds(int64_t k0, int64_t k1, int64_t* q_begin, int64
   *q_end = std::numeric_limits<int64_t>::max();
   switch (kind) {
     case Kind::Causal:
+    case Kind::Phd:
+    case Kind::PhdSwa:
+    case Kind::PhdCswa:
       *q_begin = k0;
       break;
   }
@@ -107,6 +163,10 @@ uint64_t AttentionMask::key_bits(int64_t qpos, int64_t k0, int nk) const {
   switch (kind) {
     case Kind::Causal:
       return low_bits(std::min<int64_t>(qpos - k0 + 1, nk));
+    case Kind::Phd:
+    case Kind::PhdSwa:
+    case Kind::PhdCswa:
+      break;
   }
   uint64_t bits = 0;  // generic rule for kinds without a closed form
   for (int j = 0; j < nk; ++j)
@@ -118,6 +178,10 @@ uint64_t AttentionMask::query_bits(int64_t kpos, int64_t q0, int nq) const {
   switch (kind) {
     case Kind::Causal:
       return low_bits(nq) & ~low_bits(kpos - q0);
+    case Kind::Phd:
+    case Kind::PhdSwa:
+    case Kind::PhdCswa:
+      break;
   }
   uint64_t bits = 0;
   for (int i = 0; i < nq; ++i)
@@ -524,6 +588,11 @@ void check_shape(const AttentionShape& s) {
   const long width = static_cast<long>(s.n_heads) * s.head_dim;
   CHAINLM_CHECK(s.q_stride >= width && s.o_stride >= width, "attention: q_stride (", s.q_stride,
                 ") and o_stride (", s.o_stride, ") must be >= n_heads*head_dim = ", width);
+  if (s.mask.is_phd())
+    CHAINLM_CHECK(s.mask.repeat >= 2 && s.mask.window >= 0 &&
+                      (s.mask.kind != AttentionMask::Kind::PhdCswa || s.mask.chunk > 0),
+                  "attention: a PHD mask needs repeat >= 2, window >= 0 and (CSWA) chunk > 0; got ",
+                  s.mask.repeat, ", ", s.mask.window, ", ", s.mask.chunk);
   for (int h = 0; h < s.n_heads; ++h) {
     const int g = kv_head(s, h);
     CHAINLM_CHECK(g >= 0 && static_cast<long>(g + 1) * s.head_dim <= s.kv_stride,
@@ -555,20 +624,56 @@ size_t forward_tile_floats(int hd) {
   return static_cast<size_t>(kTile) * (hd + kTile + 2 * round16(hd) + 3 * 16);
 }
 
+// Scratch of one forward query tile (forward_tile_floats): the transposed Q tile, the scores,
+// the output accumulator, a V tile and the running softmax statistics.
+struct ForwardTileScratch {
+  float *Qt, *St, *O, *Vp, *m2, *l, *alpha;
+  ForwardTileScratch(float* scratch, int hd) {
+    const int ldh = round16(hd);
+    Qt = scratch;                             // hd x kTile, Q tile transposed
+    St = Qt + static_cast<long>(hd) * kTile;  // kTile x kTile, keys x queries
+    O = St + kTile * kTile;                   // nq x ldh output accumulator
+    Vp = O + kTile * ldh;                     // nk x ldh, V tile packed (if kv is not)
+    m2 = Vp + kTile * ldh;                    // running max, log2 units
+    l = m2 + kTile;                           // running sum
+    alpha = l + kTile;                        // per-tile rescale of O
+  }
+};
+
+// One key tile of the online softmax for nq query lanes: St = K_tile . Q_tile^T, update of the
+// running statistics, O = alpha O + P V. key_rows[j] are the queries key j may serve (all of
+// them when !partial), query_rows[i] the keys query i may attend (read only when partial).
+void forward_key_tile(int nq, int nk, int hd, const float* kj, const float* vj, long stride,
+                      bool packed, bool partial, const uint64_t* key_rows,
+                      const uint64_t* query_rows, float c, const ForwardTileScratch& t) {
+  const int ldh = round16(hd);
+  tile_gemm(nk, nq, hd, kj, stride, 1, t.Qt, kTile, t.St, kTile, false,
+            partial ? key_rows : nullptr, nullptr);
+  if (softmax_update(t.St, nk, nq, key_rows, c, t.m2, t.l, t.alpha)) {
+    for (int i = 0; i < nq; ++i) {
+      const float a = t.alpha[i];
+      float* orow = t.O + i * ldh;
+      for (int d = 0; d < hd; ++d) orow[d] *= a;
+    }
+  }
+  long ldv = stride;
+  if (!packed && nq > kMR) {  // V is reused by every register block of query rows
+    pack(vj, stride, nk, hd, t.Vp, ldh);
+    vj = t.Vp;
+    ldv = ldh;
+  }
+  tile_gemm(nq, hd, nk, t.St, 1, kTile, vj, ldv, t.O, ldh, true, nullptr,
+            partial ? query_rows : nullptr);
+}
+
 // Query rows [i0, i0 + nq) of head h in sequence b: the online-softmax pass over key tiles.
 void forward_tile(const AttentionShape& s, int b, int h, int i0, int nq, const float* q,
                   const KvRows& kv, float* o, float* lse, float* scratch) {
   const int hd = s.head_dim, ldh = round16(hd);
   const long Tq = s.q_len, Tk = s.kv_len;
   const float c = s.scale * kLog2e;
-
-  float* Qt = scratch;                             // hd x kTile, Q tile transposed
-  float* St = Qt + static_cast<long>(hd) * kTile;  // kTile x kTile, keys x queries
-  float* O = St + kTile * kTile;                   // nq x ldh output accumulator
-  float* Vp = O + kTile * ldh;                     // nk x ldh, V tile packed (if kv is not)
-  float* m2 = Vp + kTile * ldh;                    // running max, log2 units
-  float* l = m2 + kTile;                           // running sum
-  float* alpha = l + kTile;                        // per-tile rescale of O
+  const ForwardTileScratch t(scratch, hd);
+  float *Qt = t.Qt, *O = t.O, *m2 = t.m2, *l = t.l;
 
   transpose(q + (b * Tq + i0) * s.q_stride + static_cast<long>(h) * hd, s.q_stride, nq, hd, Qt,
             kTile);
@@ -596,25 +701,9 @@ void forward_tile(const AttentionShape& s, int b, int h, int i0, int nq, const f
     } else {
       std::fill(key_rows, key_rows + nk, low_bits(nq));
     }
-    const float* kj = kv.k + (j0 - kv.first) * kv.stride;
-    const float* vj = kv.v + (j0 - kv.first) * kv.stride;
-    tile_gemm(nk, nq, hd, kj, kv.stride, 1, Qt, kTile, St, kTile, false,
-              partial ? key_rows : nullptr, nullptr);
-    if (softmax_update(St, nk, nq, key_rows, c, m2, l, alpha)) {
-      for (int i = 0; i < nq; ++i) {
-        const float a = alpha[i];
-        float* orow = O + i * ldh;
-        for (int d = 0; d < hd; ++d) orow[d] *= a;
-      }
-    }
-    long ldv = kv.stride;
-    if (!kv.packed && nq > kMR) {  // V is reused by every register block of query rows
-      pack(vj, kv.stride, nk, hd, Vp, ldh);
-      vj = Vp;
-      ldv = ldh;
-    }
-    tile_gemm(nq, hd, nk, St, 1, kTile, vj, ldv, O, ldh, true, nullptr,
-              partial ? query_rows : nullptr);
+    forward_key_tile(nq, nk, hd, kv.k + (j0 - kv.first) * kv.stride,
+                     kv.v + (j0 - kv.first) * kv.stride, kv.stride, kv.packed, partial, key_rows,
+                     query_rows, c, t);
   }
 
   for (int i = 0; i < nq; ++i) {
@@ -837,6 +926,28 @@ size_t backward_scratch_floats(int hd, long q_len, long kv_len) {
          2 * static_cast<size_t>(round16(static_cast<int>(q_len)));
 }
 
+// One (query tile, key tile) pair of the backward, on packed rows of stride round16(hd):
+//   P = exp2(c q.k - L2), dV += P^T dO, dS = scale P (dO V^T - D), dQ += dS K, dK += dS^T Q.
+// Kt, Vt are the key tile's K and V transposed (hd x kTile); P, dS are kTile x kTile scratch.
+// query_rows[i] are the keys query i may attend (all nk of them when !partial), key_rows[j]
+// the queries key j serves (read only when partial).
+void backward_tile_pair(int nq, int nk, int hd, const float* Qi, const float* dOi, const float* Kj,
+                        const float* Kt, const float* Vt, float* dQi, float* dKj, float* dVj,
+                        float* P, float* dS, bool partial, const uint64_t* query_rows,
+                        const uint64_t* key_rows, float c, const float* L2i, const float* Di,
+                        float scale) {
+  const int ldh = round16(hd);
+  const uint64_t* qtrim = partial ? query_rows : nullptr;
+  const uint64_t* ktrim = partial ? key_rows : nullptr;
+  tile_gemm(nq, nk, hd, Qi, ldh, 1, Kt, kTile, P, kTile, false, qtrim, nullptr);
+  probabilities(P, nq, nk, query_rows, c, L2i);
+  tile_gemm(nk, hd, nq, P, 1, kTile, dOi, ldh, dVj, ldh, true, nullptr, ktrim);
+  tile_gemm(nq, nk, hd, dOi, ldh, 1, Vt, kTile, dS, kTile, false, qtrim, nullptr);
+  softmax_grad(P, dS, nq, nk, query_rows, Di, scale);
+  tile_gemm(nq, hd, nk, dS, kTile, 1, Kj, ldh, dQi, ldh, true, nullptr, qtrim);
+  tile_gemm(nk, hd, nq, dS, 1, kTile, Qi, ldh, dKj, ldh, true, nullptr, ktrim);
+}
+
 // One work item: KV head g of sequence b, with the query heads heads[0..nh) that use it.
 // Every operand is first packed into contiguous rows (strided rows a multiple of 4 KB
 // apart alias in L1 and L2), gradients are accumulated in scratch and added once.
@@ -909,18 +1020,9 @@ void backward_item(const AttentionShape& s, int b, int g, const int* heads, int 
         } else {
           std::fill(query_rows, query_rows + nq, low_bits(nk));
         }
-        const uint64_t* qtrim = partial ? query_rows : nullptr;
-        const uint64_t* ktrim = partial ? key_rows : nullptr;
-        const float* Qi = Qf + i0 * ldh;
-        const float* dOi = dOf + i0 * ldh;
-
-        tile_gemm(nq, nk, hd, Qi, ldh, 1, Kt, kTile, P, kTile, false, qtrim, nullptr);
-        probabilities(P, nq, nk, query_rows, c, L2 + i0);
-        tile_gemm(nk, hd, nq, P, 1, kTile, dOi, ldh, dVj, ldh, true, nullptr, ktrim);
-        tile_gemm(nq, nk, hd, dOi, ldh, 1, Vt, kTile, dS, kTile, false, qtrim, nullptr);
-        softmax_grad(P, dS, nq, nk, query_rows, D + i0, s.scale);
-        tile_gemm(nq, hd, nk, dS, kTile, 1, Kj, ldh, dQf + i0 * ldh, ldh, true, nullptr, qtrim);
-        tile_gemm(nk, hd, nq, dS, 1, kTile, Qi, ldh, dKj, ldh, true, nullptr, ktrim);
+        backward_tile_pair(nq, nk, hd, Qf + i0 * ldh, dOf + i0 * ldh, Kj, Kt, Vt, dQf + i0 * ldh,
+                           dKj, dVj, P, dS, partial, query_rows, key_rows, c, L2 + i0, D + i0,
+                           s.scale);
       }
     }
     add_rows(dq + q0, s.q_stride, dQf, ldh, Tq, hd);
@@ -929,11 +1031,411 @@ void backward_item(const AttentionShape& s, int b, int g, const int* heads, int 
   add_rows(dv + kv0, s.kv_stride, dVf, ldh, Tk, hd);
 }
 
+// ------------------------------------------------------------------------------------
+// PHD masks (SPEC B2) on compact key views
+// ------------------------------------------------------------------------------------
+//
+// Over the repeated stream a PHD query (copy j of position n) attends the originals of
+// positions [0, n] and, when j >= 1, the hidden-stream tokens [lo, h(n, j)]
+// (AttentionMask::phd_hidden_interval). With the originals laid out compactly in position
+// order and the hidden tokens in hidden-stream order, both are contiguous key ranges, and
+// along the query rows both ends never decrease. So a query tile visits only the key tiles
+// that hold keys it may attend: ~n/64 tiles of originals (what the ordinary causal model
+// visits for its one row per position) plus one or two tiles of hidden keys around the
+// window, never the (K*T)^2 plane; both ranges feed one online softmax. The backward walks
+// the same two ranges from the key side.
+
+// Query row i -> (position n, copy j): the originals of positions
+// [first_position, first_position + orig_rows), one row each, then stream rows row_base, ...
+// (row r = copy r % K of position r / K).
+struct PhdQueryMap {
+  int64_t K = 2, orig_rows = 0, first_position = 0, row_base = 0;
+  void at(int64_t i, int64_t* n, int64_t* j) const {
+    if (i < orig_rows) {
+      *n = first_position + i;
+      *j = 0;
+      return;
+    }
+    const int64_t r = row_base + (i - orig_rows);
+    *n = r / K;
+    *j = r % K;
+  }
+};
+
+// The keys of one query row: originals [0, oend), hidden tokens [hlo, hhi) if `hidden`. An
+// original row carries the hidden range start of the next copy (and an end at its position's
+// first hidden token), so that hlo and hhi never decrease along the rows; its bits are empty.
+struct PhdRowKeys {
+  int64_t oend, hlo, hhi;
+  bool hidden;
+};
+
+void phd_row_keys(const AttentionMask& mask, const PhdQueryMap& map, int64_t rows, int64_t n_orig,
+                  int64_t h_first, int64_t h_end, PhdRowKeys* out) {
+  for (int64_t i = 0; i < rows; ++i) {
+    int64_t n, j;
+    map.at(i, &n, &j);
+    PhdRowKeys& r = out[i];
+    r.oend = std::min(n + 1, n_orig);
+    r.hidden = j >= 1;
+    mask.phd_hidden_interval(n, std::max<int64_t>(j, 1), &r.hlo, &r.hhi);
+    if (!r.hidden) r.hhi = n * (map.K - 1);
+    r.hlo = std::clamp(r.hlo, h_first, h_end);
+    r.hhi = std::clamp(r.hhi, h_first, h_end);
+  }
+}
+
+// Bits of keys [k0, k0 + nk) a row may attend.
+inline uint64_t phd_orig_bits(const PhdRowKeys& r, int64_t k0, int nk) {
+  return low_bits(r.oend - k0) & low_bits(nk);
+}
+inline uint64_t phd_hidden_bits(const PhdRowKeys& r, int64_t k0, int nk) {
+  return r.hidden ? low_bits(r.hhi - k0) & ~low_bits(r.hlo - k0) & low_bits(nk) : 0;
+}
+
+// cols[j] bit i = rows[i] bit j, for i < nrows (the rest read as 0) and j < ncols.
+void transpose_bits(const uint64_t* rows, int nrows, uint64_t* cols, int ncols) {
+  uint64_t a[64];
+  for (int i = 0; i < 64; ++i) a[i] = i < nrows ? rows[i] : 0;
+  // Recursive block transpose: swap the off-diagonal 32x32 blocks, then 16x16, ...
+  uint64_t m = 0x00000000FFFFFFFFull;
+  for (int j = 32; j != 0; j >>= 1, m ^= m << j)
+    for (int k = 0; k < 64; k = ((k | j) + 1) & ~j) {
+      const uint64_t t = ((a[k] >> j) ^ a[k | j]) & m;
+      a[k] ^= t << j;
+      a[k | j] ^= t;
+    }
+  std::copy(a, a + ncols, cols);
+}
+
+// Where the K/V rows of one (sequence, KV head) live, before packing. The original of
+// position m is at k + m*o_stride. Hidden token h is at hk + hidden_row(h)*h_stride: in the
+// repeated stream (interleaved) at row h + h/(K-1) + 1, else at row h - h_first.
+struct PhdKeySource {
+  const float *k, *v;
+  long o_stride;
+  const float *hk, *hv;
+  long h_stride;
+  int64_t n_orig, h_first, h_end, K;
+  bool interleaved;
+  long hidden_row(int64_t h) const {
+    return static_cast<long>(interleaved ? h + h / (K - 1) + 1 : h - h_first);
+  }
+  // Copies rows of hidden tokens [h0, h1) of x (hk or hv) to dst (rows ld apart).
+  void pack_hidden(const float* x, int64_t h0, int64_t h1, int hd, float* dst, int ld) const {
+    for (int64_t h = h0; h < h1;) {
+      // A run of consecutive rows: up to the end of a position's copies when interleaved.
+      const int64_t run = interleaved ? std::min(h1 - h, (K - 1) - h % (K - 1)) : h1 - h;
+      pack(x + hidden_row(h) * h_stride, h_stride, static_cast<int>(run), hd,
+           dst + (h - h0) * ld, ld);
+      h += run;
+    }
+  }
+  // dst rows of hidden tokens [h0, h1) += src rows (ld apart).
+  void add_hidden(float* x, int64_t h0, int64_t h1, int hd, const float* src, int ld) const {
+    for (int64_t h = h0; h < h1;) {
+      const int64_t run = interleaved ? std::min(h1 - h, (K - 1) - h % (K - 1)) : h1 - h;
+      add_rows(x + hidden_row(h) * h_stride, h_stride, src + (h - h0) * ld, ld, run, hd);
+      h += run;
+    }
+  }
+};
+
+// Rows of the two packed key ranges: originals [0, n_orig), hidden tokens [h_first, h_end).
+struct PhdPacked {
+  const float *ko, *vo, *kh, *vh;
+  int64_t h_first;
+};
+
+// One query tile [i0, i0 + nq) of head h (rk = the tile's row keys) over the packed keys.
+void phd_forward_tile(const AttentionShape& s, int b, int h, int i0, int nq, const float* q,
+                      const PhdRowKeys* rk, const PhdPacked& kv, float* o, float* lse,
+                      float* scratch) {
+  const int hd = s.head_dim, ldh = round16(hd);
+  const long Tq = s.q_len;
+  const float c = s.scale * kLog2e;
+  const ForwardTileScratch t(scratch, hd);
+  transpose(q + (b * Tq + i0) * s.q_stride + static_cast<long>(h) * hd, s.q_stride, nq, hd, t.Qt,
+            kTile);
+  std::memset(t.O, 0, sizeof(float) * nq * ldh);
+  std::fill(t.m2, t.m2 + kTile, kNegInf);
+  std::fill(t.l, t.l + kTile, 0.0f);
+
+  uint64_t key_rows[kTile], query_rows[kTile];
+  // Originals: every row attends [0, oend), oend non-decreasing, so only the tiles past the
+  // first row's end are partial.
+  for (int64_t j0 = 0; j0 < rk[nq - 1].oend; j0 += kTile) {
+    const int nk = static_cast<int>(std::min<int64_t>(kTile, rk[nq - 1].oend - j0));
+    const bool partial = rk[0].oend < j0 + nk;
+    if (partial) {
+      for (int i = 0; i < nq; ++i) query_rows[i] = phd_orig_bits(rk[i], j0, nk);
+      transpose_bits(query_rows, nq, key_rows, nk);
+    } else {
+      std::fill(key_rows, key_rows + nk, low_bits(nq));
+    }
+    forward_key_tile(nq, nk, hd, kv.ko + j0 * ldh, kv.vo + j0 * ldh, ldh, true, partial, key_rows,
+                     query_rows, c, t);
+  }
+  // Hidden tokens: the band [rk[0].hlo, rk[nq-1].hhi), one or two tiles.
+  for (int64_t j0 = rk[0].hlo; j0 < rk[nq - 1].hhi; j0 += kTile) {
+    const int nk = static_cast<int>(std::min<int64_t>(kTile, rk[nq - 1].hhi - j0));
+    uint64_t any = 0;
+    for (int i = 0; i < nq; ++i) any |= query_rows[i] = phd_hidden_bits(rk[i], j0, nk);
+    if (!any) continue;
+    transpose_bits(query_rows, nq, key_rows, nk);
+    forward_key_tile(nq, nk, hd, kv.kh + (j0 - kv.h_first) * ldh, kv.vh + (j0 - kv.h_first) * ldh,
+                     ldh, true, true, key_rows, query_rows, c, t);
+  }
+
+  for (int i = 0; i < nq; ++i) {
+    float* orow = o + (b * Tq + i0 + i) * s.o_stride + static_cast<long>(h) * hd;
+    const float* acc = t.O + i * ldh;
+    const float inv = t.l[i] > 0.0f ? 1.0f / t.l[i] : 0.0f;
+    for (int d = 0; d < hd; ++d) orow[d] = acc[d] * inv;
+    lse[(static_cast<long>(b) * s.n_heads + h) * Tq + i0 + i] =
+        t.l[i] > 0.0f ? (t.m2[i] + std::log2(t.l[i])) * kLn2 : kNegInf;
+  }
+}
+
+// Up to this many query rows (decoding: the K copies of one position) go row by row.
+constexpr int kPhdFewRows = 8;
+
+// Query rows [i0, i0 + nq) of head h one at a time, reading the key rows in place.
+void phd_forward_rows(const AttentionShape& s, int b, int h, int i0, int nq, const float* q,
+                      const PhdRowKeys* rk, const PhdKeySource& src, float* o, float* lse) {
+  const int hd = s.head_dim, ldh = round16(hd);
+  const long Tq = s.q_len;
+  const float c = s.scale * kLog2e;
+  for (int i = 0; i < nq; ++i) {
+    const PhdRowKeys& r = rk[i];
+    const float* qrow = q + (b * Tq + i0 + i) * s.q_stride + static_cast<long>(h) * hd;
+    float* orow = o + (b * Tq + i0 + i) * s.o_stride + static_cast<long>(h) * hd;
+    float& row_lse = lse[(static_cast<long>(b) * s.n_heads + h) * Tq + i0 + i];
+    const long no = r.oend, nh = r.hidden ? r.hhi - r.hlo : 0;
+    float* acc = thread_scratch(2 * ldh + round16(static_cast<int>(no + nh)) + 16);
+    float* acc_h = acc + ldh;
+    float* sc = acc_h + ldh;  // scores: originals, then hidden tokens
+    float mx = kNegInf;
+    for (long j = 0; j < no; j += 16) {
+      const int nk = static_cast<int>(std::min<long>(16, no - j));
+      mx = std::max(mx, row_scores16(qrow, src.k + j * src.o_stride, src.o_stride, nk, hd,
+                                     static_cast<uint32_t>(low_bits(nk)), sc + j));
+    }
+    for (long j = 0; j < nh; ++j) {
+      sc[no + j] = dot(qrow, src.hk + src.hidden_row(r.hlo + j) * src.h_stride, hd);
+      mx = std::max(mx, sc[no + j]);
+    }
+    if (mx == kNegInf) {
+      std::fill(orow, orow + hd, 0.0f);
+      row_lse = kNegInf;
+      continue;
+    }
+    const float m2 = mx * c;
+    const float sum = row_probabilities(sc, no + nh, c, m2);
+    row_weighted_sum(sc, no, src.v, src.o_stride, hd, acc);
+    std::fill(acc_h, acc_h + hd, 0.0f);
+    for (long j = 0; j < nh; ++j) {
+      const float p = sc[no + j];
+      const float* vrow = src.hv + src.hidden_row(r.hlo + j) * src.h_stride;
+      for (int d = 0; d < hd; ++d) acc_h[d] += p * vrow[d];
+    }
+    const float inv = 1.0f / sum;
+    for (int d = 0; d < hd; ++d) orow[d] = (acc[d] + acc_h[d]) * inv;
+    row_lse = (m2 + std::log2(sum)) * kLn2;
+  }
+}
+
+// One work item: query tiles t0, t0 + step, ... of head h in sequence b; rk holds the row keys
+// of all Tq rows. The key rows the tiles need are packed into contiguous scratch first.
+void phd_forward_item(const AttentionShape& s, int b, int h, int t0, int step, const float* q,
+                      const PhdRowKeys* rk, const PhdKeySource& src, float* o, float* lse) {
+  const int hd = s.head_dim, ldh = round16(hd);
+  const int q_tiles = (s.q_len + kTile - 1) / kTile;
+  if (q_tiles - t0 <= step && s.q_len - t0 * kTile <= kPhdFewRows) {
+    phd_forward_rows(s, b, h, t0 * kTile, s.q_len - t0 * kTile, q, rk + t0 * kTile, src, o, lse);
+    return;
+  }
+  int64_t oe = 0, hl = src.h_end, he = src.h_first;
+  for (int t = t0; t < q_tiles; t += step) {
+    const int last = std::min(s.q_len, (t + 1) * kTile) - 1;
+    oe = std::max(oe, rk[last].oend);
+    hl = std::min(hl, rk[t * kTile].hlo);
+    he = std::max(he, rk[last].hhi);
+  }
+  he = std::max(he, hl);
+  const size_t tile_floats = forward_tile_floats(hd);
+  float* scratch = thread_scratch(tile_floats + 2 * static_cast<size_t>(oe + he - hl) * ldh);
+  float* ko = scratch + tile_floats;
+  float* vo = ko + oe * ldh;
+  float* kh = vo + oe * ldh;
+  float* vh = kh + (he - hl) * ldh;
+  pack(src.k, src.o_stride, static_cast<int>(oe), hd, ko, ldh);
+  pack(src.v, src.o_stride, static_cast<int>(oe), hd, vo, ldh);
+  src.pack_hidden(src.hk, hl, he, hd, kh, ldh);
+  src.pack_hidden(src.hv, hl, he, hd, vh, ldh);
+  const PhdPacked kv{ko, vo, kh, vh, hl};
+  for (int t = t0; t < q_tiles; t += step) {
+    const int nq = std::min(kTile, s.q_len - t * kTile);
+    phd_forward_tile(s, b, h, t * kTile, nq, q, rk + t * kTile, kv, o, lse, scratch);
+  }
+}
+
+// The forward over (sequence, head) items; src_of(b, h) gives the head's key rows.
+template <typename SourceOf>
+void phd_forward(const AttentionShape& s, const PhdRowKeys* rk, const SourceOf& src_of,
+                 const float* q, float* o, float* lse) {
+  const long bh = static_cast<long>(s.batch) * s.n_heads;
+  const int q_tiles = (s.q_len + kTile - 1) / kTile;
+  if (bh == 0 || q_tiles == 0) return;
+  const long want = 2L * omp_get_max_threads();
+  const int chunks = static_cast<int>(std::clamp<long>((want + bh - 1) / bh, 1, q_tiles));
+  const long items = bh * chunks;
+#pragma omp parallel for schedule(dynamic, 1)
+  for (long item = 0; item < items; ++item) {
+    const int chunk = static_cast<int>(item / bh);
+    const int b = static_cast<int>(item % bh / s.n_heads);
+    const int h = static_cast<int>(item % s.n_heads);
+    phd_forward_item(s, b, h, chunk, chunks, q, rk, src_of(b, h), o, lse);
+  }
+}
+
+// The repeated stream's key rows of sequence b, KV head g.
+PhdKeySource interleaved_source(const AttentionShape& s, const float* k, const float* v, int b,
+                                int g) {
+  const int64_t K = s.mask.repeat, Tk = s.kv_len, n_orig = (Tk + K - 1) / K;
+  const long base = b * Tk * s.kv_stride + static_cast<long>(g) * s.head_dim;
+  return PhdKeySource{k + base,          v + base, K * s.kv_stride, k + base, v + base,
+                      s.kv_stride,       n_orig,   0,               Tk - n_orig, K,
+                      true};
+}
+
+// Row keys of every query row, in a per-thread buffer that only grows.
+PhdRowKeys* phd_rows_buffer(size_t n) {
+  thread_local std::vector<PhdRowKeys> rows;
+  if (rows.size() < n) rows.resize(n);
+  return rows.data();
+}
+
+// Backward of the repeated stream for KV head g of sequence b (see backward_item): K, V are
+// packed compactly, originals first (rows [0, n_orig)), then the hidden stream.
+void phd_backward_item(const AttentionShape& s, int b, int g, const int* heads, int nh,
+                       const PhdRowKeys* rk, const float* q, const float* k, const float* v,
+                       const float* o, const float* lse, const float* dout, float* dq, float* dk,
+                       float* dv) {
+  const int hd = s.head_dim, ldh = round16(hd);
+  const long Tq = s.q_len, Tk = s.kv_len;
+  const float c = s.scale * kLog2e;
+  const PhdKeySource src = interleaved_source(s, k, v, b, g);
+  const int64_t n_orig = src.n_orig, n_hid = src.h_end;
+
+  float* Kf = thread_scratch(backward_scratch_floats(hd, Tq, Tk));
+  float* Vf = Kf + Tk * ldh;
+  float* dKf = Vf + Tk * ldh;
+  float* dVf = dKf + Tk * ldh;
+  float* Qf = dVf + Tk * ldh;
+  float* dOf = Qf + Tq * ldh;
+  float* dQf = dOf + Tq * ldh;
+  float* Kt = dQf + Tq * ldh;
+  float* Vt = Kt + static_cast<long>(hd) * kTile;
+  float* P = Vt + static_cast<long>(hd) * kTile;
+  float* dS = P + kTile * kTile;
+  float* D = dS + kTile * kTile;
+  float* L2 = D + round16(static_cast<int>(Tq));
+
+  pack(src.k, src.o_stride, static_cast<int>(n_orig), hd, Kf, ldh);
+  pack(src.v, src.o_stride, static_cast<int>(n_orig), hd, Vf, ldh);
+  src.pack_hidden(src.hk, 0, n_hid, hd, Kf + n_orig * ldh, ldh);
+  src.pack_hidden(src.hv, 0, n_hid, hd, Vf + n_orig * ldh, ldh);
+  std::memset(dKf, 0, sizeof(float) * Tk * ldh);
+  std::memset(dVf, 0, sizeof(float) * Tk * ldh);
+
+  uint64_t key_rows[kTile], query_rows[kTile];
+  for (int x = 0; x < nh; ++x) {
+    const int h = heads[x];
+    const long q0 = b * Tq * s.q_stride + static_cast<long>(h) * hd;
+    const long o0 = b * Tq * s.o_stride + static_cast<long>(h) * hd;
+    pack(q + q0, s.q_stride, static_cast<int>(Tq), hd, Qf, ldh);
+    pack(dout + o0, s.o_stride, static_cast<int>(Tq), hd, dOf, ldh);
+    std::memset(dQf, 0, sizeof(float) * Tq * ldh);
+    for (long i = 0; i < Tq; ++i) {
+      D[i] = dot(o + o0 + i * s.o_stride, dOf + i * ldh, hd);
+      const float li = lse[(static_cast<long>(b) * s.n_heads + h) * Tq + i];
+      L2[i] = li == kNegInf ? std::numeric_limits<float>::infinity() : li * kLog2e;
+    }
+    // Originals: the rows from the first whose oend passes the tile attend it.
+    for (int64_t j0 = 0; j0 < n_orig; j0 += kTile) {
+      const int nk = static_cast<int>(std::min<int64_t>(kTile, n_orig - j0));
+      const long ib =
+          std::partition_point(rk, rk + Tq, [&](const PhdRowKeys& r) { return r.oend <= j0; }) - rk;
+      if (ib >= Tq) continue;
+      transpose(Kf + j0 * ldh, ldh, nk, hd, Kt, kTile);
+      transpose(Vf + j0 * ldh, ldh, nk, hd, Vt, kTile);
+      for (long i0 = ib; i0 < Tq; i0 += kTile) {
+        const int nq = static_cast<int>(std::min<long>(kTile, Tq - i0));
+        const bool partial = rk[i0].oend < j0 + nk;
+        if (partial) {
+          for (int i = 0; i < nq; ++i) query_rows[i] = phd_orig_bits(rk[i0 + i], j0, nk);
+          transpose_bits(query_rows, nq, key_rows, nk);
+        } else {
+          std::fill(query_rows, query_rows + nq, low_bits(nk));
+        }
+        backward_tile_pair(nq, nk, hd, Qf + i0 * ldh, dOf + i0 * ldh, Kf + j0 * ldh, Kt, Vt,
+                           dQf + i0 * ldh, dKf + j0 * ldh, dVf + j0 * ldh, P, dS, partial,
+                           query_rows, key_rows, c, L2 + i0, D + i0, s.scale);
+      }
+    }
+    // Hidden tokens: the rows whose band [hlo, hhi) meets the tile.
+    for (int64_t j0 = 0; j0 < n_hid; j0 += kTile) {
+      const int nk = static_cast<int>(std::min<int64_t>(kTile, n_hid - j0));
+      const long ib =
+          std::partition_point(rk, rk + Tq, [&](const PhdRowKeys& r) { return r.hhi <= j0; }) - rk;
+      const long ie = std::partition_point(rk + ib, rk + Tq,
+                                           [&](const PhdRowKeys& r) { return r.hlo < j0 + nk; }) -
+                      rk;
+      if (ib >= ie) continue;
+      const long kj = n_orig + j0;
+      transpose(Kf + kj * ldh, ldh, nk, hd, Kt, kTile);
+      transpose(Vf + kj * ldh, ldh, nk, hd, Vt, kTile);
+      for (long i0 = ib; i0 < ie; i0 += kTile) {
+        const int nq = static_cast<int>(std::min<long>(kTile, ie - i0));
+        uint64_t any = 0;
+        for (int i = 0; i < nq; ++i) any |= query_rows[i] = phd_hidden_bits(rk[i0 + i], j0, nk);
+        if (!any) continue;
+        transpose_bits(query_rows, nq, key_rows, nk);
+        backward_tile_pair(nq, nk, hd, Qf + i0 * ldh, dOf + i0 * ldh, Kf + kj * ldh, Kt, Vt,
+                           dQf + i0 * ldh, dKf + kj * ldh, dVf + kj * ldh, P, dS, true, query_rows,
+                           key_rows, c, L2 + i0, D + i0, s.scale);
+      }
+    }
+    add_rows(dq + q0, s.q_stride, dQf, ldh, Tq, hd);
+  }
+  const long kv0 = b * Tk * s.kv_stride + static_cast<long>(g) * hd;
+  add_rows(dk + kv0, src.o_stride, dKf, ldh, n_orig, hd);
+  add_rows(dv + kv0, src.o_stride, dVf, ldh, n_orig, hd);
+  src.add_hidden(dk + kv0, 0, n_hid, hd, dKf + n_orig * ldh, ldh);
+  src.add_hidden(dv + kv0, 0, n_hid, hd, dVf + n_orig * ldh, ldh);
+}
+
+// Row keys of the repeated stream's query rows (q_offset + i).
+PhdRowKeys* interleaved_row_keys(const AttentionShape& s) {
+  const int64_t K = s.mask.repeat, n_orig = (static_cast<int64_t>(s.kv_len) + K - 1) / K;
+  PhdRowKeys* rk = phd_rows_buffer(s.q_len);
+  phd_row_keys(s.mask, PhdQueryMap{K, 0, 0, s.q_offset}, s.q_len, n_orig, 0, s.kv_len - n_orig, rk);
+  return rk;
+}
+
 }  // namespace
 
 void attention_forward(const AttentionShape& s, const float* q, const float* k, const float* v,
                        float* o, float* lse) {
   check_shape(s);
+  if (s.mask.is_phd()) {
+    if (s.batch == 0 || s.n_heads == 0 || s.q_len == 0) return;
+    const PhdRowKeys* rk = interleaved_row_keys(s);
+    phd_forward(s, rk, [&](int b, int h) { return interleaved_source(s, k, v, b, kv_head(s, h)); },
+                q, o, lse);
+    return;
+  }
   const long bh = static_cast<long>(s.batch) * s.n_heads;
   const int q_tiles = (s.q_len + kTile - 1) / kTile;
   if (bh == 0 || q_tiles == 0) return;
@@ -973,13 +1475,54 @@ void attention_backward(const AttentionShape& s, const float* q, const float* k,
   const int* order_data = order.data();
   const int* start_data = start.data();
   const long items = static_cast<long>(s.batch) * groups;
+  const PhdRowKeys* rk = s.mask.is_phd() ? interleaved_row_keys(s) : nullptr;
 #pragma omp parallel for schedule(dynamic, 1)
   for (long item = 0; item < items; ++item) {
     const int b = static_cast<int>(item / groups), g = static_cast<int>(item % groups);
     const int nh = start_data[g + 1] - start_data[g];
     if (nh == 0) continue;
-    backward_item(s, b, g, order_data + start_data[g], nh, q, k, v, o, lse, dout, dq, dk, dv);
+    if (rk)
+      phd_backward_item(s, b, g, order_data + start_data[g], nh, rk, q, k, v, o, lse, dout, dq, dk,
+                        dv);
+    else
+      backward_item(s, b, g, order_data + start_data[g], nh, q, k, v, o, lse, dout, dq, dk, dv);
   }
+}
+
+void phd_attention_forward(const AttentionShape& s, const PhdQueryRows& rows, const PhdKeys& keys,
+                           const float* q, float* o, float* lse) {
+  check_shape(s);
+  CHAINLM_CHECK(s.mask.is_phd(), "phd_attention_forward: the mask must be a PHD kind");
+  CHAINLM_CHECK(s.batch == 1, "phd_attention_forward: batch must be 1, got ", s.batch);
+  CHAINLM_CHECK(rows.first_position >= 0 && rows.hidden_from >= rows.first_position,
+                "phd_attention_forward: need 0 <= first_position (", rows.first_position,
+                ") <= hidden_from (", rows.hidden_from, ")");
+  CHAINLM_CHECK(keys.orig_len >= 0 && keys.hidden_first >= 0 && keys.hidden_len >= 0,
+                "phd_attention_forward: negative key range");
+  if (s.n_heads == 0 || s.q_len == 0) return;
+  const int64_t K = s.mask.repeat, orig_rows = rows.hidden_from - rows.first_position;
+  CHAINLM_CHECK(s.q_len >= orig_rows && (s.q_len - orig_rows) % K == 0,
+                "phd_attention_forward: ", s.q_len, " query rows are not ", orig_rows,
+                " originals plus whole positions of ", K, " copies");
+  const int64_t last = orig_rows == s.q_len ? rows.hidden_from - 1
+                                            : rows.hidden_from + (s.q_len - orig_rows) / K - 1;
+  CHAINLM_CHECK(last < keys.orig_len, "phd_attention_forward: queries reach position ", last,
+                " but only ", keys.orig_len, " originals are given (a query attends its own)");
+  PhdRowKeys* rk = phd_rows_buffer(s.q_len);
+  phd_row_keys(s.mask, PhdQueryMap{K, orig_rows, rows.first_position, rows.hidden_from * K},
+               s.q_len, keys.orig_len, keys.hidden_first, keys.hidden_first + keys.hidden_len, rk);
+  phd_forward(
+      s, rk,
+      [&](int, int h) {
+        const long g = static_cast<long>(kv_head(s, h)) * s.head_dim;
+        return PhdKeySource{keys.orig_k + g,    keys.orig_v + g,
+                            s.kv_stride,        keys.hid_k ? keys.hid_k + g : nullptr,
+                            keys.hid_v ? keys.hid_v + g : nullptr,
+                            s.kv_stride,        keys.orig_len,
+                            keys.hidden_first,  keys.hidden_first + keys.hidden_len,
+                            K,                  false};
+      },
+      q, o, lse);
 }
 
 }  // namespace chainlm

@@ -16,12 +16,23 @@ namespace chainlm {
 
 // Which (query, key) pairs may attend, as a rule over positions (never a T x T array).
 // A query's position is q_offset + its row index (AttentionShape); a key's is its row index.
-// Only Causal exists now; the PHD masks of SPEC B2 slot in as more kinds: they only need
-// allowed(), cover() and the two bounds below (the bit-row functions have generic
-// fallbacks built on allowed()).
+// The PHD kinds (SPEC B2) rule over the repeated stream: row r = p*repeat + c is copy c of
+// position p (c = 0 the original, c >= 1 hidden); see phd(). The attention kernels run them
+// on a compact view (originals, hidden stream) that never visits the tiles they exclude, so
+// their cost grows linearly in repeat; the member functions below are the reference rule.
 struct AttentionMask {
-  enum class Kind { Causal };
+  enum class Kind { Causal, Phd, PhdSwa, PhdCswa };
   Kind kind = Kind::Causal;
+  int repeat = 1;  // K (PHD kinds)
+  int window = 0;  // W: hidden tokens a hidden token may look back in the hidden stream (SWA)
+  int chunk = 0;   // C: positions per chunk; the window stays inside one chunk (CSWA)
+
+  // The SPEC B2 mask for (K, W, C): Phd (W = 0), PhdSwa (C = 0) or PhdCswa; Causal for K = 1.
+  static AttentionMask phd(int repeat, int window, int chunk);
+  bool is_phd() const { return kind != Kind::Causal; }
+  // PHD: the hidden-stream keys [*lo, *hi) that copy j >= 1 of position n attends (its own
+  // position's copies 1..j and its window); its original keys are positions [0, n].
+  void phd_hidden_interval(int64_t n, int64_t j, int64_t* lo, int64_t* hi) const;
 
   // How a tile (queries at positions [q0, q1), keys at [k0, k1)) meets the mask.
   enum class Cover { Empty, Partial, Full };
@@ -60,6 +71,30 @@ struct AttentionShape {
 // Forward: writes o (the first n_heads*hd floats of each row) and lse.
 void attention_forward(const AttentionShape& s, const float* q, const float* k, const float* v,
                        float* o, float* lse);
+
+// PHD attention over separately stored originals and hidden tokens (incremental inference,
+// SPEC B3). The query rows are: the originals of positions [first_position, hidden_from), one
+// row each, then all `repeat` copies of positions [hidden_from, ...), copy by copy. Keys:
+// the original of position m is row m of orig_k/orig_v (m < orig_len); hidden-stream token h
+// (h = p*(K-1) + c-1 for copy c >= 1 of position p) is row h - hidden_first of hid_k/hid_v
+// (hidden_first <= h < hidden_first + hidden_len); hidden tokens outside are not attended. Rows
+// are s.kv_stride floats apart. s.mask (a PHD kind) gives K, W, C; s.batch must be 1; s.q_len
+// is the number of query rows; s.kv_len and s.q_offset are unused.
+struct PhdQueryRows {
+  int64_t first_position = 0;
+  int64_t hidden_from = 0;
+};
+struct PhdKeys {
+  const float* orig_k = nullptr;
+  const float* orig_v = nullptr;
+  int64_t orig_len = 0;
+  const float* hid_k = nullptr;
+  const float* hid_v = nullptr;
+  int64_t hidden_first = 0;
+  int64_t hidden_len = 0;
+};
+void phd_attention_forward(const AttentionShape& s, const PhdQueryRows& rows, const PhdKeys& keys,
+                           const float* q, float* o, float* lse);
 
 // Backward: dq (laid out like q), dk, dv (like k, v) are accumulated into (+=); only the
 // active heads' and used KV heads' blocks are touched. Needs o and lse from the forward.
