@@ -3,6 +3,7 @@
 #include <filesystem>
 
 #include "core/error.h"
+#include "io/hf_llama.h"
 #include "model/checkpoint.h"
 
 namespace chainlm::cli {
@@ -20,7 +21,14 @@ LoadedModel load_model_and_tokenizer(const std::string& model_arg, const std::st
   } else {
     const std::string dir = resolve_checkpoint_dir(model_arg);
     r.model = load_model(dir);
-    if (spec.empty() && need_tokenizer) spec = find_tokenizer_in_dir(dir);
+    if (spec.empty() && need_tokenizer) {
+      // A Hugging Face directory may carry its tokenizer as tokenizer.model (SentencePiece);
+      // its tokenizer.json is the HF tokenizers format, which chainlm does not read.
+      CHAINLM_CHECK(!is_hf_model_dir(dir) || std::filesystem::exists(std::filesystem::path(dir) / "tokenizer.model"),
+                    dir, ": this Hugging Face directory has no tokenizer.model (SentencePiece); pass "
+                    "--tokenizer");
+      spec = find_tokenizer_in_dir(dir);
+    }
   }
   if (!spec.empty()) r.tokenizer = load_tokenizer(spec);
   return r;

@@ -17,7 +17,8 @@ namespace fs = std::filesystem;
 void add_train_command(CLI::App& app) {
   auto* cmd = app.add_subcommand("train", "Train a model on token shards made by `chainlm prepare`");
   struct Args {
-    std::string config, data, out, chain_weights;
+    std::string config, data, out, chain_weights, init, train_only;
+    int freeze_chains = 0;
     long steps = 1000, eval_every = 100, save_every = 0, warmup = -1;
     int batch = 8, micro = 0, seq = 0, threads = 0, eval_windows = 64;
     float lr = 1e-3f, wd = 0.1f, clip = 1.0f, min_lr_ratio = 0.1f;
@@ -25,7 +26,15 @@ void add_train_command(CLI::App& app) {
     bool resume = false, quiet = false;
   };
   auto a = std::make_shared<Args>();
-  cmd->add_option("--config", a->config, "Model config JSON (not needed with --resume)");
+  cmd->add_option("--config", a->config, "Model config JSON (not with --init or --resume)");
+  cmd->add_option("--init", a->init,
+                  "Start from these weights (chainlm checkpoint or run, llama2.c .bin, Hugging "
+                  "Face LLaMA directory) with a fresh optimizer; the config comes from them");
+  cmd->add_option("--freeze-chains", a->freeze_chains,
+                  "Chain tuning (SPEC A7): freeze the first N chains")
+      ->capture_default_str();
+  cmd->add_option("--train-only", a->train_only, "Train only this part: 'head' (untied output head)")
+      ->check(CLI::IsMember({"head"}));
   cmd->add_option("--data", a->data, "Directory with train.bin, val.bin and the tokenizer");
   cmd->add_option("--out", a->out, "Run directory (checkpoints, metrics.jsonl)")->required();
   cmd->add_option("--steps", a->steps, "Optimizer steps")->capture_default_str();
@@ -54,7 +63,10 @@ void add_train_command(CLI::App& app) {
     std::unique_ptr<Model> model;
     TrainOptions opt;
     std::string resume_dir;
+    CHAINLM_CHECK(a->init.empty() || a->config.empty(),
+                  "train: pass --config (a new model) or --init (existing weights), not both");
     if (a->resume) {
+      CHAINLM_CHECK(a->init.empty(), "train: --init starts a new run; --resume continues one");
       resume_dir = resolve_checkpoint_dir(a->out);
       model = load_model(resume_dir);
       nlohmann::json state = read_json_file((fs::path(resume_dir) / "trainer_state.json").string());
@@ -67,14 +79,28 @@ void add_train_command(CLI::App& app) {
       // the resumed run to continue the interrupted one exactly.
       if (cmd->count("--steps")) opt.steps = a->steps;
       if (!a->data.empty()) opt.data_dir = a->data;
+      CHAINLM_CHECK(!cmd->count("--freeze-chains") || a->freeze_chains == opt.freeze_chains,
+                    "train --resume: the run froze ", opt.freeze_chains,
+                    " chain(s); --freeze-chains cannot change on resume");
+      CHAINLM_CHECK(!cmd->count("--train-only") || a->train_only == opt.train_only,
+                    "train --resume: --train-only cannot change on resume");
     } else {
-      CHAINLM_CHECK(!a->config.empty(), "train: --config is required (or pass --resume)");
+      CHAINLM_CHECK(!a->config.empty() || !a->init.empty(),
+                    "train: --config (a new model) or --init (existing weights) is required, or "
+                    "pass --resume");
       CHAINLM_CHECK(!a->data.empty(), "train: --data is required");
       CHAINLM_CHECK(!fs::exists(fs::path(a->out) / "latest"), a->out,
                     " already holds a training run; pass --resume to continue it or choose ",
                     "another --out (nothing was overwritten)");
-      model = std::make_unique<Model>(load_config(a->config));
-      model->init_random(a->seed);
+      if (!a->init.empty()) {
+        model = load_model(a->init);
+      } else {
+        model = std::make_unique<Model>(load_config(a->config));
+        model->init_random(a->seed);
+      }
+      opt.init = a->init;
+      opt.freeze_chains = a->freeze_chains;
+      opt.train_only = a->train_only;
       opt.data_dir = a->data;
       opt.steps = a->steps;
       opt.batch_size = a->batch;
@@ -97,10 +123,17 @@ void add_train_command(CLI::App& app) {
     if (!resume_dir.empty()) trainer.restore(resume_dir);
     const ModelConfig& c = model->config();
     if (!a->quiet) {
+      const ParamStore& ps = model->params();
       std::fprintf(stderr, "model: %d layers, dim %d, chains %s%s, %.2fM parameters; %s from step %ld to %ld\n",
                    c.n_layers, c.dim, nlohmann::json(c.chains).dump().c_str(),
                    c.kv_share ? " (CoLM-Air)" : "", model->num_params(c.n_chains()) / 1e6,
                    resume_dir.empty() ? "training" : "resuming", trainer.step(), trainer.options().steps);
+      const TrainOptions& o = trainer.options();
+      const std::string what = o.train_only == "head" ? std::string(" (output head only)")
+                               : o.freeze_chains > 0  ? cat(" (chains 1..", o.freeze_chains, " frozen)")
+                                                      : std::string();
+      std::fprintf(stderr, "trainable: %zu of %zu parameters (%.1f%%)%s\n", ps.trainable_numel(),
+                   ps.numel(), 100.0 * trainer.trainable_fraction(), what.c_str());
     }
     trainer.run();
   });

@@ -14,14 +14,16 @@ void chain_linear_forward(const ChainLinear& cl, int k, int M, const float* x, i
 
 void chain_linear_backward(const ChainLinear& cl, int k, int M, const float* x, int ldx,
                            const float* const* w, const float* dy, int ldy, float* dx, int lddx,
-                           float* const* dw, bool dx_overwrite) {
+                           float* const* dw, bool dx_overwrite, int first) {
   // Last chain first: its input prefix covers every active input column, so with
   // dx_overwrite a beta = 0 GEMM there initializes all of dx without a separate memset.
-  for (int i = k - 1; i >= 0; --i) {
+  if (first >= k) return;
+  const int dx0 = cl.in.prefix(first);  // dx columns below this belong to frozen chains
+  for (int i = k - 1; i >= first; --i) {
     const int in_w = cl.in.end(i), out_w = cl.out.width(i);
     const float* dyi = dy + cl.out.begin(i);
     const float beta = (dx_overwrite && i == k - 1) ? 0.0f : 1.0f;
-    if (dx) gemm_nn(M, in_w, out_w, dyi, ldy, w[i], in_w, dx, lddx, beta);
+    if (dx) gemm_nn(M, in_w - dx0, out_w, dyi, ldy, w[i] + dx0, in_w, dx + dx0, lddx, beta);
     if (dw && dw[i]) gemm_tn(out_w, in_w, M, dyi, ldy, x, ldx, dw[i], in_w, 1.0f);
   }
 }

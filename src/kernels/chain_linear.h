@@ -22,8 +22,12 @@ void chain_linear_forward(const ChainLinear& cl, int k, int M, const float* x, i
 //                                                  dx_overwrite the active columns of dx
 //                                                  are overwritten instead of accumulated)
 // dw[i] += dy[:, chain i]^T · x[:, :in.end(i)]      (skipped for null dw[i]: a frozen block)
+// With first = f > 0 (chain tuning, SPEC A7: chains < f frozen) blocks i < f are skipped
+// entirely and dx is computed only for the input columns >= in.prefix(f): by chain causality
+// the frozen chains' activations depend on frozen parameters only, so their gradients are
+// never needed. Those dx columns are left untouched; with f >= k nothing is done.
 void chain_linear_backward(const ChainLinear& cl, int k, int M, const float* x, int ldx,
                            const float* const* w, const float* dy, int ldy, float* dx, int lddx,
-                           float* const* dw, bool dx_overwrite = false);
+                           float* const* dw, bool dx_overwrite = false, int first = 0);
 
 }  // namespace chainlm

@@ -7,6 +7,7 @@
 #include "io/atomic_file.h"
 #include "io/llama2c.h"
 #include "io/safetensors.h"
+#include "model/hf_llama_convert.h"
 #include "model/llama2c_import.h"
 
 namespace chainlm {
@@ -53,6 +54,7 @@ std::unique_ptr<Model> load_model(const std::string& checkpoint_dir) {
       (is_llama2c_checkpoint(checkpoint_dir) || fs::path(checkpoint_dir).extension() == ".bin"))
     return model_from_llama2c(read_llama2c(checkpoint_dir));
   const std::string dir = resolve_checkpoint_dir(checkpoint_dir);
+  if (is_hf_model_dir(dir)) return load_hf_llama(dir);
   const ModelConfig config = load_config((fs::path(dir) / "config.json").string());
   auto model = std::make_unique<Model>(config);
   load_model_weights(*model, (fs::path(dir) / "model.safetensors").string());

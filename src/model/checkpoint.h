@@ -15,7 +15,8 @@ std::string resolve_checkpoint_dir(const std::string& path);
 
 // Loads config.json and model.safetensors, checking every tensor's presence and shape.
 // Also accepts a llama2.c checkpoint file (io/llama2c.h; a regular file that is one, or any
-// regular file named *.bin, whose errors then come from read_llama2c).
+// regular file named *.bin, whose errors then come from read_llama2c), and a Hugging Face
+// LLaMA directory (config.json naming a model_type or architectures; model/hf_llama_convert.h).
 std::unique_ptr<Model> load_model(const std::string& checkpoint_dir);
 
 // Writes config.json and model.safetensors into dir (each atomically).

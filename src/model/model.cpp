@@ -1,5 +1,6 @@
 #include "model/model.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -115,6 +116,46 @@ void Model::init_random(uint64_t seed) {
                           p.name.find(".w2.") != std::string::npos;
     const float stddev = 0.02f * (residual ? residual_scale : 1.0f);
     for (size_t j = 0; j < p.numel(); ++j) v[j] = stddev * rng.normal();
+  }
+}
+
+void Model::set_freeze(const FreezeSpec& spec) {
+  const int n = layout_.n;
+  CHAINLM_CHECK(spec.chains >= 0, "--freeze-chains must be >= 0 (got ", spec.chains, ")");
+  CHAINLM_CHECK(spec.chains < n, "--freeze-chains ", spec.chains, ": the model has ", n,
+                n == 1 ? " chain" : " chains", ", so at most ", n - 1,
+                " can be frozen (at least one chain must train)");
+  if (spec.head_only) {
+    CHAINLM_CHECK(spec.chains == 0, "--train-only head and --freeze-chains exclude each other ",
+                  "(head-only training already freezes every chain's trunk)");
+    CHAINLM_CHECK(output_ >= 0, "--train-only head needs an untied output head, but this model ",
+                  "ties it to the embedding (tie_embeddings)");
+  }
+  freeze_ = spec;
+  const int64_t frozen_width = layout_.dim.prefix(spec.chains);
+  for (int i = 0; i < (int)params_.infos().size(); ++i) {
+    const ParamInfo& p = params_.info(i);
+    int64_t frozen = 0;
+    if (spec.head_only)
+      frozen = i == output_ ? 0 : p.cols();
+    else if (p.chain >= 0)  // a chain block (or CoLM-Air's shared wk/wv, owned by chain 1)
+      frozen = p.chain < spec.chains ? p.cols() : 0;
+    else  // D-wide: embedding, norm gains, head
+      frozen = frozen_width;
+    params_.set_frozen_cols(i, frozen);
+  }
+  for (auto& li : layers_) {
+    auto bind = [&](const std::vector<int>& idx, std::vector<float*>& g) {
+      for (size_t b = 0; b < idx.size(); ++b)
+        g[b] = params_.info(idx[b]).frozen() ? nullptr : params_.grad(idx[b]);
+    };
+    bind(li.wq, li.g_wq);
+    bind(li.wk, li.g_wk);
+    bind(li.wv, li.g_wv);
+    bind(li.wo, li.g_wo);
+    bind(li.w1, li.g_w1);
+    bind(li.w2, li.g_w2);
+    bind(li.w3, li.g_w3);
   }
 }
 
@@ -241,6 +282,11 @@ StepLosses Model::forward_backward(const int* tokens, const int* targets, int B,
     if (chain_weights[i] > 0.0f) k = i + 1;
   }
   CHAINLM_CHECK(k > 0, "at least one chain loss weight must be positive");
+  // Chain tuning: chains < f are frozen (f = 0 without freezing); their activations need no
+  // gradient, and the head and embedding columns [0, Df) get none.
+  const int f = freeze_.head_only ? 0 : freeze_.chains;
+  CHAINLM_CHECK(k > f, "the chain loss weights put no weight on a sub-model beyond the ", f,
+                " frozen chain(s): nothing would train");
   forward_trunk(tokens, B, T, k);
   Buffers& b = *buf_;
   const int M = B * T, D = c.dim, F = c.ffn_dim, V = c.vocab_size, KV = L.kv.total();
@@ -280,6 +326,7 @@ StepLosses Model::forward_backward(const int* tokens, const int* targets, int B,
   }
   // Backward through the head: segment s receives G_s = sum of dlogits of segments >= s.
   float* dWout = head_grad();
+  const int Df = L.dim.prefix(f);
 #pragma omp parallel for schedule(static)
   for (int r = 0; r < M; ++r) std::memset(b.dres + (long)r * D, 0, sizeof(float) * D);
   float* G = b.logits;
@@ -289,10 +336,13 @@ StepLosses Model::forward_backward(const int* tokens, const int* targets, int B,
 #pragma omp parallel for simd schedule(static)
       for (long i = 0; i < (long)M * V; ++i) G[i] += d[i];
     }
-    const int c0 = L.dim.prefix(s == 0 ? 0 : seg_end[s - 1]), c1 = L.dim.prefix(seg_end[s]);
-    gemm_nn(M, c1 - c0, V, G, V, Wout + c0, D, b.dxn + c0, D, 0.0f);
+    const int c1 = L.dim.prefix(seg_end[s]);
+    const int c0 = std::max(L.dim.prefix(s == 0 ? 0 : seg_end[s - 1]), Df);
+    if (c1 <= c0) continue;  // a segment of frozen chains
+    if (!freeze_.head_only) gemm_nn(M, c1 - c0, V, G, V, Wout + c0, D, b.dxn + c0, D, 0.0f);
     gemm_tn(V, c1 - c0, M, G, V, b.xnf + c0, D, dWout + c0, D, 1.0f);
   }
+  if (freeze_.head_only) return out;  // nothing below the head trains
   rmsnorm_backward(L.dim, k, M, b.x_final, D, params_.value(norm_), b.rstdf, b.dxn, D, b.dres, D,
                    params_.grad(norm_));
 
@@ -316,17 +366,17 @@ StepLosses Model::forward_backward(const int* tokens, const int* targets, int B,
     Buffers::Layer& a = b.layers[l];
     // FFN: x_out = x_mid + W2·swiglu(W1·xn2, W3·xn2); b.dres holds d(x_out).
     chain_linear_backward(L.w2, k, M, a.g, F, li.v_w2.data(), b.dres, D, b.dg, F, li.g_w2.data(),
-                          true);
+                          true, f);
     swiglu_backward(M, Fk, a.h1, a.h3, b.dg, b.dh1, b.dh3, F);
     chain_linear_backward(L.w1, k, M, a.xn2, D, li.v_w1.data(), b.dh1, F, b.dxn, D,
-                          li.g_w1.data(), true);
+                          li.g_w1.data(), true, f);
     chain_linear_backward(L.w3, k, M, a.xn2, D, li.v_w3.data(), b.dh3, F, b.dxn, D,
-                          li.g_w3.data(), false);
+                          li.g_w3.data(), false, f);
     rmsnorm_backward(L.dim, k, M, a.x_mid, D, params_.value(li.ffn_norm), a.rstd2, b.dxn, D,
                      b.dres, D, params_.grad(li.ffn_norm));
     // Attention: x_mid = x_in + Wo·attention(rope(Wq·xn1), rope(Wk·xn1), Wv·xn1).
     chain_linear_backward(L.wo, k, M, a.att, D, li.v_wo.data(), b.dres, D, b.datt, D,
-                          li.g_wo.data(), true);
+                          li.g_wo.data(), true, f);
 #pragma omp parallel for schedule(static)
     for (int r = 0; r < M; ++r) {
       std::memset(b.dq + (long)r * D, 0, sizeof(float) * Dk);
@@ -337,15 +387,25 @@ StepLosses Model::forward_backward(const int* tokens, const int* targets, int B,
     rope_backward(b.dq, M, as.n_heads, hd, D, b.positions.data(), c.rope_theta);
     rope_backward(b.dk, M, kv_heads_active, hd, KV, b.positions.data(), c.rope_theta);
     chain_linear_backward(L.wq, k, M, a.xn1, D, li.v_wq.data(), b.dq, D, b.dxn, D,
-                          li.g_wq.data(), true);
+                          li.g_wq.data(), true, f);
     chain_linear_backward(L.wk, L.kv_blocks(k), M, a.xn1, D, li.v_wk.data(), b.dk, KV, b.dxn, D,
-                          li.g_wk.data(), false);
+                          li.g_wk.data(), false, f);
     chain_linear_backward(L.wv, L.kv_blocks(k), M, a.xn1, D, li.v_wv.data(), b.dv, KV, b.dxn, D,
-                          li.g_wv.data(), false);
+                          li.g_wv.data(), false, f);
     rmsnorm_backward(L.dim, k, M, a.x_in, D, params_.value(li.attention_norm), a.rstd1, b.dxn, D,
                      b.dres, D, params_.grad(li.attention_norm));
   }
-  embedding_backward(M, Dk, tokens, b.dres, D, params_.grad(tok_embeddings_), D);
+  embedding_backward(M, Dk - Df, tokens, b.dres + Df, D, params_.grad(tok_embeddings_) + Df, D);
+  if (Df > 0) {
+    // The per-chain RMSNorm backward produces gain gradients for every active chain; the
+    // frozen chains' slices are cleared so no frozen element ever carries a gradient.
+    auto clear = [&](int idx) { std::memset(params_.grad(idx), 0, sizeof(float) * Df); };
+    for (const LayerIndex& li : layers_) {
+      clear(li.attention_norm);
+      clear(li.ffn_norm);
+    }
+    clear(norm_);
+  }
   return out;
 }
 

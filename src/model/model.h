@@ -19,6 +19,14 @@ struct StepLosses {
   double grad_norm = 0.0;          // filled by the trainer: pre-clip global norm
 };
 
+// Which parameters train (SPEC A7 chain tuning; head-only elastic fine-tuning, SPEC A5).
+struct FreezeSpec {
+  int chains = 0;          // the first `chains` chains are frozen (their blocks, norm-gain
+                           // slices, embedding and head columns; with kv_share the shared wk, wv)
+  bool head_only = false;  // only the (untied) output head trains
+  bool any() const { return chains > 0 || head_only; }
+};
+
 class Model {
  public:
   explicit Model(const ModelConfig& config);
@@ -33,6 +41,15 @@ class Model {
 
   // Normal(0, 0.02) matrices (residual projections scaled by 1/sqrt(2L)), unit norm gains.
   void init_random(uint64_t seed);
+
+  // Freezes parameters: marks ParamInfo::frozen_cols (so the optimizer leaves them alone)
+  // and makes forward_backward skip their gradients: frozen chain blocks get no weight-
+  // gradient GEMM, and since a frozen chain's activations depend on frozen parameters only
+  // (chain causality), no input gradient flows into the frozen chains either; head-only
+  // training stops the backward at the head. Frozen gradients stay exactly zero. Throws when
+  // the spec freezes every chain or asks for a head-only run of a tied model.
+  void set_freeze(const FreezeSpec& spec);
+  const FreezeSpec& freeze() const { return freeze_; }
 
   // Forward + backward of the multi-chain objective (SPEC A5) on a (B, T) batch; gradients
   // are accumulated (+=) into params().grads(), scaled by grad_multiplier (e.g.
@@ -78,6 +95,7 @@ class Model {
   ChainLayout layout_;
   ParamStore params_;
   int tok_embeddings_ = -1, norm_ = -1, output_ = -1;
+  FreezeSpec freeze_;
   std::vector<LayerIndex> layers_;
   std::unique_ptr<Buffers> buf_;
 };

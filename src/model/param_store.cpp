@@ -32,6 +32,25 @@ int ParamStore::find(const std::string& name) const {
   return -1;
 }
 
+std::size_t ParamStore::numel() const {
+  std::size_t n = 0;
+  for (const ParamInfo& p : infos_) n += p.numel();
+  return n;
+}
+
+std::size_t ParamStore::trainable_numel() const {
+  std::size_t n = 0;
+  for (const ParamInfo& p : infos_) n += p.trainable_numel();
+  return n;
+}
+
+void ParamStore::set_frozen_cols(int i, int64_t frozen_cols) {
+  ParamInfo& p = infos_[i];
+  CHAINLM_CHECK(frozen_cols >= 0 && frozen_cols <= p.cols(), p.name, ": cannot freeze ",
+                frozen_cols, " of its ", p.cols(), " columns");
+  p.frozen_cols = frozen_cols;
+}
+
 void ParamStore::zero_grads() {
   float* g = grads_.data();
   const long n = (long)grads_.size();

@@ -17,7 +17,15 @@ struct ParamInfo {
   std::size_t offset = 0;
   int chain = -1;             // owning chain for chain blocks; -1 for tensors spanning chains
   bool weight_decay = false;  // matrices decay, norm gains do not
+  // Chain tuning (SPEC A7): the first frozen_cols columns of every row (of a vector: its first
+  // elements) are frozen; frozen_cols == cols() freezes the whole tensor.
+  int64_t frozen_cols = 0;
   std::size_t numel() const { return static_cast<std::size_t>(shape_numel(shape)); }
+  int64_t cols() const { return shape.empty() ? 1 : shape.back(); }
+  bool frozen() const { return frozen_cols >= cols(); }
+  std::size_t trainable_numel() const {
+    return numel() / static_cast<std::size_t>(cols()) * static_cast<std::size_t>(cols() - frozen_cols);
+  }
 };
 
 class ParamStore {
@@ -29,7 +37,11 @@ class ParamStore {
   const std::vector<ParamInfo>& infos() const { return infos_; }
   const ParamInfo& info(int i) const { return infos_[i]; }
   int find(const std::string& name) const;  // -1 if absent
-  std::size_t size() const { return total_; }
+  std::size_t size() const { return total_; }  // floats in the buffer (tensors padded)
+  // Parameters (elements of all tensors), and those not frozen.
+  std::size_t numel() const;
+  std::size_t trainable_numel() const;
+  void set_frozen_cols(int i, int64_t frozen_cols);
 
   float* values() { return values_.data(); }
   const float* values() const { return values_.data(); }

@@ -21,6 +21,8 @@ class Optimizer {
   double grad_norm(const ParamStore& ps) const;
   // Clips, then applies AdamW step number `step` (1-based) at learning rate lr. Throws,
   // touching no weight, when the gradient is not finite. Returns the pre-clip norm.
+  // Frozen elements (ParamInfo::frozen_cols) are left exactly as they are; the model leaves
+  // their gradients at zero, so they do not count in the norm either.
   double step(ParamStore& ps, long step, float lr);
 
   std::vector<float>& m() { return m_; }

@@ -30,7 +30,9 @@ nlohmann::json TrainOptions::to_json() const {
           {"beta1", beta1},             {"beta2", beta2},
           {"eval_every", eval_every},   {"eval_windows", eval_windows},
           {"save_every", save_every},   {"keep_checkpoints", keep_checkpoints},
-          {"seed", seed},               {"chain_loss_weights", chain_loss_weights}};
+          {"seed", seed},               {"chain_loss_weights", chain_loss_weights},
+          {"freeze_chains", freeze_chains}, {"train_only", train_only},
+          {"init", init}};
 }
 
 TrainOptions TrainOptions::from_json(const nlohmann::json& j) {
@@ -53,6 +55,10 @@ TrainOptions TrainOptions::from_json(const nlohmann::json& j) {
   o.keep_checkpoints = j.at("keep_checkpoints");
   o.seed = j.at("seed");
   o.chain_loss_weights = j.at("chain_loss_weights").get<std::vector<float>>();
+  // Absent in states written before chain tuning existed.
+  o.freeze_chains = j.value("freeze_chains", 0);
+  o.train_only = j.value("train_only", std::string());
+  o.init = j.value("init", std::string());
   return o;
 }
 
@@ -89,6 +95,16 @@ Trainer::Trainer(Model& model, TrainOptions options)
   CHAINLM_CHECK((int)opt_.chain_loss_weights.size() == n, "--chain-loss-weights lists ",
                 opt_.chain_loss_weights.size(), " weights but the model has ", n, " chains");
   weights_ = opt_.chain_loss_weights;
+  CHAINLM_CHECK(opt_.train_only.empty() || opt_.train_only == "head", "--train-only '",
+                opt_.train_only, "': the only choice is 'head'");
+  const FreezeSpec freeze{opt_.freeze_chains, opt_.train_only == "head"};
+  model_.set_freeze(freeze);
+  if (freeze.chains > 0) {
+    bool trains = false;
+    for (int i = freeze.chains; i < n; ++i) trains = trains || weights_[i] > 0;
+    CHAINLM_CHECK(trains, "--chain-loss-weights put no weight on a sub-model with more than the ",
+                  freeze.chains, " frozen chain(s), so nothing would train");
+  }
   tokens_.resize((size_t)micro_ * T_);
   targets_.resize((size_t)micro_ * T_);
 }
@@ -97,7 +113,10 @@ float Trainer::current_lr() const {
   return cosine_lr(step_, opt_.warmup, opt_.steps, opt_.lr, opt_.lr * opt_.min_lr_ratio);
 }
 
-double Trainer::trainable_fraction() const { return 1.0; }
+double Trainer::trainable_fraction() const {
+  const ParamStore& ps = model_.params();
+  return (double)ps.trainable_numel() / (double)ps.numel();
+}
 
 StepLosses Trainer::train_step() {
   ParamStore& ps = model_.params();
@@ -168,7 +187,12 @@ std::string Trainer::save() {
     views.push_back({"v." + p.name, p.shape, optimizer_.v().data() + p.offset});
   }
   write_safetensors((tmp / "optimizer.safetensors").string(), views);
-  nlohmann::json state = {{"format", "chainlm-trainer-1"}, {"step", step_}, {"options", opt_.to_json()}};
+  nlohmann::json state = {{"format", "chainlm-trainer-1"},
+                          {"step", step_},
+                          {"options", opt_.to_json()},
+                          {"trainable_params", ps.trainable_numel()},
+                          {"total_params", ps.numel()},
+                          {"trainable_fraction", trainable_fraction()}};
   write_file_atomic((tmp / "trainer_state.json").string(), state.dump(2) + "\n");
   save_tokenizer_to_dir(find_tokenizer_in_dir(opt_.data_dir), tmp.string());
   fsync_directory(tmp.string());
@@ -257,6 +281,23 @@ void Trainer::run() {
   const long start_step = step_;
   double window_tokens = 0, window_seconds = 0;
   Timer since_print;  // without a terminal, print a line every few seconds, not every step
+  if (step_ == 0) {
+    const ParamStore& ps = model_.params();
+    log_metrics({{"step", 0},
+                 {"trainable_params", ps.trainable_numel()},
+                 {"total_params", ps.numel()},
+                 {"trainable_fraction", trainable_fraction()}});
+    if (!opt_.init.empty()) {
+      // A run that starts from existing weights records where it started.
+      auto val = validate();
+      log_metrics({{"step", 0}, {"val_loss", val}});
+      if (!opt_.quiet) {
+        std::string s;
+        for (int i = 0; i < n; ++i) s += cat(" k", i + 1, "=", std::round(val[i] * 1000) / 1000);
+        std::fprintf(stderr, "step 0 | val loss%s\n", s.c_str());
+      }
+    }
+  }
   while (step_ < opt_.steps) {
     Timer t;
     const float lr = current_lr();

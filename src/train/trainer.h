@@ -33,6 +33,11 @@ struct TrainOptions {
   int keep_checkpoints = 2;
   uint64_t seed = 1337;
   std::vector<float> chain_loss_weights;  // empty = full model only, [0, ..., 0, 1]
+  // Chain tuning (SPEC A7): freeze the first freeze_chains chains; train_only "head" trains
+  // the output head alone. Stored in the trainer state, so a resumed run stays frozen.
+  int freeze_chains = 0;
+  std::string train_only;  // "" (everything not frozen) or "head"
+  std::string init;        // the checkpoint the weights came from (--init), for the record
   bool quiet = false;
 
   nlohmann::json to_json() const;
@@ -59,6 +64,7 @@ class Trainer {
   long step() const { return step_; }
   const TrainOptions& options() const { return opt_; }
   float current_lr() const;
+  // Trainable parameters (not frozen) over all parameters.
   double trainable_fraction() const;
 
  private:

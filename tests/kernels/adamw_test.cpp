@@ -34,5 +34,32 @@ TEST(AdamW, MatchesReferenceOverSeveralSteps) {
   test::expect_close(p, pr, n, 1e-6, 1e-5, "params");
 }
 
+TEST(AdamW, ColumnRangeUpdatesOnlyItsColumnsAndMatchesTheWholeUpdate) {
+  const size_t rows = 5, cols = 9, begin = 4, n = rows * cols;
+  auto p = test::random_vector(n, 3), g = test::random_vector(n, 4);
+  std::vector<float> m(n, 0.01f), v(n, 0.02f);
+  auto p_all = p, m_all = m, v_all = v;
+  AdamWParams hp;
+  hp.lr = 1e-2f;
+  hp.weight_decay = 0.1f;  // decay must not reach the frozen columns either
+  hp.step = 3;
+  adamw_update_columns(rows, cols, begin, p.data(), g.data(), m.data(), v.data(), 0.7f, hp);
+  adamw_update(n, p_all.data(), g.data(), m_all.data(), v_all.data(), 0.7f, hp);
+  const auto p0 = test::random_vector(n, 3);
+  for (size_t r = 0; r < rows; ++r)
+    for (size_t j = 0; j < cols; ++j) {
+      const size_t i = r * cols + j;
+      if (j < begin) {
+        EXPECT_EQ(p[i], p0[i]) << "frozen element " << i << " changed";
+        EXPECT_EQ(m[i], 0.01f);
+        EXPECT_EQ(v[i], 0.02f);
+      } else {
+        EXPECT_EQ(p[i], p_all[i]) << i;  // bit-identical to the whole-tensor update
+        EXPECT_EQ(m[i], m_all[i]) << i;
+        EXPECT_EQ(v[i], v_all[i]) << i;
+      }
+    }
+}
+
 }  // namespace
 }  // namespace chainlm

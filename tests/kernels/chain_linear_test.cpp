@@ -124,6 +124,52 @@ TEST_P(ChainLinearTest, OverwriteModeIgnoresPreviousDx) {
       EXPECT_FLOAT_EQ(dx_junk[(size_t)r * c.din + j], dx_zero[(size_t)r * c.din + j]);
 }
 
+// Chain tuning: with the first f chains frozen, the trainable blocks' weight gradients and the
+// trainable chains' input gradients equal the full backward's; nothing else is touched.
+TEST_P(ChainLinearTest, FrozenLeadingChainsAreSkipped) {
+  const Case c = GetParam();
+  ChainLinear cl{ChainSplit(c.din, c.chains), ChainSplit(c.dout, c.chains)};
+  const int M = 4, n = cl.in.n();
+  auto x = random_vector((size_t)M * c.din, 6);
+  auto dy = random_vector((size_t)M * c.dout, 7);
+  std::vector<std::vector<float>> w;
+  for (int i = 0; i < n; ++i) w.push_back(random_vector((size_t)cl.out.width(i) * cl.in.end(i), 40 + i));
+  std::vector<const float*> wp;
+  for (auto& v : w) wp.push_back(v.data());
+  for (int f = 1; f < c.k; ++f) {
+    for (bool overwrite : {false, true}) {
+      std::vector<float> dx_full((size_t)M * c.din, 0.5f), dx((size_t)M * c.din, 0.5f);
+      std::vector<std::vector<float>> dw_full, dw;
+      std::vector<float*> dwp_full, dwp;
+      for (int i = 0; i < n; ++i) {
+        dw_full.emplace_back(w[i].size(), 0.25f);
+        dw.emplace_back(w[i].size(), 0.25f);
+      }
+      for (int i = 0; i < n; ++i) {
+        dwp_full.push_back(dw_full[i].data());
+        dwp.push_back(i < f ? nullptr : dw[i].data());
+      }
+      chain_linear_backward(cl, c.k, M, x.data(), c.din, wp.data(), dy.data(), c.dout,
+                            dx_full.data(), c.din, dwp_full.data(), overwrite);
+      chain_linear_backward(cl, c.k, M, x.data(), c.din, wp.data(), dy.data(), c.dout, dx.data(),
+                            c.din, dwp.data(), overwrite, f);
+      for (int r = 0; r < M; ++r)
+        for (int j = 0; j < c.din; ++j) {
+          const size_t e = (size_t)r * c.din + j;
+          if (j < cl.in.prefix(f))
+            EXPECT_EQ(dx[e], 0.5f) << "frozen dx column " << j << " was written (f=" << f << ")";
+          else
+            EXPECT_NEAR(dx[e], dx_full[e], 1e-5) << "f=" << f << " r=" << r << " j=" << j;
+        }
+      for (int i = 0; i < n; ++i)
+        for (size_t e = 0; e < dw[i].size(); ++e) {
+          if (i < f) EXPECT_EQ(dw[i][e], 0.25f);
+          else ASSERT_NEAR(dw[i][e], dw_full[i][e], 1e-5) << "block " << i;
+        }
+    }
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Shapes, ChainLinearTest,
                          ::testing::Values(Case{{1}, 6, 4, 1}, Case{{1, 1}, 8, 6, 2},
                                            Case{{1, 1}, 8, 6, 1}, Case{{1, 2, 1}, 8, 12, 3},

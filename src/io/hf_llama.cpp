@@ -1,0 +1,204 @@
+#include "io/hf_llama.h"
+
+#include <cstring>
+#include <filesystem>
+
+#include "core/error.h"
+#include "io/atomic_file.h"
+
+namespace chainlm {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+nlohmann::json read_json(const std::string& path) {
+  try {
+    return nlohmann::json::parse(read_file(path));
+  } catch (const nlohmann::json::exception& e) {
+    fail(path, ": invalid JSON: ", e.what());
+  }
+}
+
+bool null_or_absent(const nlohmann::json& j, const char* name) {
+  return !j.contains(name) || j.at(name).is_null();
+}
+
+}  // namespace
+
+bool is_hf_model_dir(const std::string& dir) {
+  try {
+    const fs::path config = fs::path(dir) / "config.json";
+    std::error_code ec;
+    if (!fs::is_regular_file(config, ec)) return false;
+    const auto j = nlohmann::json::parse(read_file(config.string()));
+    return j.is_object() && (j.contains("model_type") || j.contains("architectures"));
+  } catch (const std::exception&) {
+    return false;
+  }
+}
+
+HfLlamaConfig read_hf_llama_config(const std::string& dir) {
+  const std::string path = (fs::path(dir) / "config.json").string();
+  const nlohmann::json j = read_json(path);
+  CHAINLM_CHECK(j.is_object(), path, ": not a JSON object");
+  if (j.contains("architectures")) {
+    const auto& a = j.at("architectures");
+    CHAINLM_CHECK(a.is_array() && a.size() == 1 && a[0].is_string(), path,
+                  ": 'architectures' must list one architecture (got ", a.dump(), ")");
+    CHAINLM_CHECK(a[0] == "LlamaForCausalLM", path, ": unsupported architecture ", a[0].dump(),
+                  ": chainlm reads LLaMA checkpoints (LlamaForCausalLM) only");
+  }
+  if (j.contains("model_type"))
+    CHAINLM_CHECK(j.at("model_type") == "llama", path, ": unsupported model_type ",
+                  j.at("model_type").dump(), ": chainlm reads LLaMA checkpoints (\"llama\") only");
+  CHAINLM_CHECK(null_or_absent(j, "rope_scaling"), path, ": rope_scaling ", j.value("rope_scaling", nlohmann::json()).dump(),
+                " is not supported: chainlm implements plain RoPE (theta only)");
+  CHAINLM_CHECK(null_or_absent(j, "quantization_config"), path,
+                ": quantized checkpoints (quantization_config) are not supported");
+  if (j.contains("hidden_act"))
+    CHAINLM_CHECK(j.at("hidden_act") == "silu", path, ": hidden_act ", j.at("hidden_act").dump(),
+                  " is not supported: LLaMA's SwiGLU uses silu");
+  for (const char* bias : {"attention_bias", "mlp_bias"})
+    if (j.contains(bias))
+      CHAINLM_CHECK(j.at(bias) == false, path, ": '", bias, "' is set: projections with biases are not supported");
+  HfLlamaConfig c;
+  auto get_int = [&](const char* name, int& out, bool required) {
+    if (null_or_absent(j, name)) {
+      CHAINLM_CHECK(!required, path, ": missing required field '", name, "'");
+      return;
+    }
+    CHAINLM_CHECK(j.at(name).is_number_integer(), path, ": field '", name, "' must be an integer (got ",
+                  j.at(name).dump(), ")");
+    const long v = j.at(name).get<long>();
+    CHAINLM_CHECK(v > 0 && v <= (1L << 30), path, ": field '", name, "' must be positive (got ", v, ")");
+    out = (int)v;
+  };
+  auto get_double = [&](const char* name, double& out) {
+    if (null_or_absent(j, name)) return;
+    CHAINLM_CHECK(j.at(name).is_number(), path, ": field '", name, "' must be a number");
+    out = j.at(name).get<double>();
+    CHAINLM_CHECK(out > 0, path, ": field '", name, "' must be positive");
+  };
+  get_int("hidden_size", c.hidden_size, true);
+  get_int("intermediate_size", c.intermediate_size, true);
+  get_int("num_attention_heads", c.num_attention_heads, true);
+  get_int("num_hidden_layers", c.num_hidden_layers, true);
+  get_int("vocab_size", c.vocab_size, true);
+  c.num_key_value_heads = c.num_attention_heads;
+  get_int("num_key_value_heads", c.num_key_value_heads, false);
+  get_int("max_position_embeddings", c.max_position_embeddings, false);
+  get_double("rms_norm_eps", c.rms_norm_eps);
+  get_double("rope_theta", c.rope_theta);
+  if (j.contains("tie_word_embeddings")) {
+    CHAINLM_CHECK(j.at("tie_word_embeddings").is_boolean(), path, ": 'tie_word_embeddings' must be true or false");
+    c.tie_word_embeddings = j.at("tie_word_embeddings").get<bool>();
+  }
+  if (!null_or_absent(j, "torch_dtype")) {
+    c.torch_dtype = j.at("torch_dtype").is_string() ? j.at("torch_dtype").get<std::string>() : j.at("torch_dtype").dump();
+    CHAINLM_CHECK(c.torch_dtype == "float32" || c.torch_dtype == "float16" || c.torch_dtype == "bfloat16",
+                  path, ": torch_dtype '", c.torch_dtype, "' is not supported (float32, float16 or bfloat16)");
+  }
+  CHAINLM_CHECK(c.hidden_size % c.num_attention_heads == 0, path, ": hidden_size ", c.hidden_size,
+                " is not a multiple of num_attention_heads ", c.num_attention_heads);
+  if (!null_or_absent(j, "head_dim"))
+    CHAINLM_CHECK(j.at("head_dim") == c.hidden_size / c.num_attention_heads, path, ": head_dim ",
+                  j.at("head_dim").dump(), " differs from hidden_size/num_attention_heads = ",
+                  c.hidden_size / c.num_attention_heads, ", which chainlm requires");
+  if (j.contains("bos_token_id") && j.at("bos_token_id").is_number_integer()) c.bos_token_id = j.at("bos_token_id");
+  if (j.contains("eos_token_id") && j.at("eos_token_id").is_number_integer()) c.eos_token_id = j.at("eos_token_id");
+  return c;
+}
+
+nlohmann::json hf_llama_config_to_json(const HfLlamaConfig& c) {
+  return {{"architectures", {"LlamaForCausalLM"}},
+          {"model_type", "llama"},
+          {"hidden_size", c.hidden_size},
+          {"intermediate_size", c.intermediate_size},
+          {"num_attention_heads", c.num_attention_heads},
+          {"num_key_value_heads", c.num_key_value_heads},
+          {"num_hidden_layers", c.num_hidden_layers},
+          {"vocab_size", c.vocab_size},
+          {"rms_norm_eps", c.rms_norm_eps},
+          {"rope_theta", c.rope_theta},
+          {"rope_scaling", nullptr},
+          {"max_position_embeddings", c.max_position_embeddings},
+          {"tie_word_embeddings", c.tie_word_embeddings},
+          {"hidden_act", "silu"},
+          {"attention_bias", false},
+          {"mlp_bias", false},
+          {"bos_token_id", c.bos_token_id},
+          {"eos_token_id", c.eos_token_id},
+          {"torch_dtype", c.torch_dtype}};
+}
+
+HfWeights::HfWeights(const std::string& dir) {
+  const fs::path single = fs::path(dir) / "model.safetensors";
+  const fs::path index = fs::path(dir) / "model.safetensors.index.json";
+  std::error_code ec;
+  if (fs::is_regular_file(single, ec)) {
+    where_ = single.string();
+    files_.push_back(std::make_unique<SafetensorsReader>(single.string()));
+  } else if (fs::is_regular_file(index, ec)) {
+    where_ = index.string();
+    const nlohmann::json j = read_json(index.string());
+    CHAINLM_CHECK(j.is_object() && j.contains("weight_map") && j.at("weight_map").is_object(), where_,
+                  ": no 'weight_map' object");
+    std::map<std::string, const SafetensorsReader*> by_file;
+    for (auto it = j.at("weight_map").begin(); it != j.at("weight_map").end(); ++it) {
+      CHAINLM_CHECK(it.value().is_string(), where_, ": weight_map entry '", it.key(), "' is not a file name");
+      const std::string file = it.value().get<std::string>();
+      CHAINLM_CHECK(file.find('/') == std::string::npos && file != ".." && !file.empty(), where_,
+                    ": shard name '", file, "' must be a file in the directory");
+      if (!by_file.count(file)) {
+        files_.push_back(std::make_unique<SafetensorsReader>((fs::path(dir) / file).string()));
+        by_file[file] = files_.back().get();
+      }
+    }
+  } else {
+    CHAINLM_CHECK(!fs::exists(fs::path(dir) / "pytorch_model.bin", ec), dir,
+                  ": only safetensors weights are supported (found pytorch_model.bin; convert it "
+                  "to model.safetensors first)");
+    fail(dir, ": no model.safetensors (nor model.safetensors.index.json)");
+  }
+  for (const auto& f : files_)
+    for (const auto& e : f->entries()) {
+      CHAINLM_CHECK(!by_name_.count(e.name), where_, ": tensor '", e.name, "' appears in two shards");
+      by_name_[e.name] = f.get();
+    }
+}
+
+bool HfWeights::has(const std::string& name) const { return by_name_.count(name) > 0; }
+
+std::vector<std::string> HfWeights::names() const {
+  std::vector<std::string> v;
+  for (const auto& [name, file] : by_name_) v.push_back(name);
+  return v;
+}
+
+void HfWeights::read(const std::string& name, const std::vector<int64_t>& shape, float* dst) const {
+  auto it = by_name_.find(name);
+  CHAINLM_CHECK(it != by_name_.end(), where_, ": missing tensor '", name, "' (shape ",
+                shape_to_string(shape), ")");
+  it->second->read_f32(name, shape, dst);
+}
+
+void pairs_to_rotate_half(const float* w, float* out, int n_heads, int head_dim, int cols) {
+  const int half = head_dim / 2;
+  for (int h = 0; h < n_heads; ++h)
+    for (int i = 0; i < half; ++i)
+      for (int t = 0; t < 2; ++t)
+        std::memcpy(out + ((size_t)h * head_dim + t * half + i) * cols,
+                    w + ((size_t)h * head_dim + 2 * i + t) * cols, sizeof(float) * cols);
+}
+
+void rotate_half_to_pairs(const float* w, float* out, int n_heads, int head_dim, int cols) {
+  const int half = head_dim / 2;
+  for (int h = 0; h < n_heads; ++h)
+    for (int i = 0; i < half; ++i)
+      for (int t = 0; t < 2; ++t)
+        std::memcpy(out + ((size_t)h * head_dim + 2 * i + t) * cols,
+                    w + ((size_t)h * head_dim + t * half + i) * cols, sizeof(float) * cols);
+}
+
+}  // namespace chainlm

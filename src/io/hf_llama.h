@@ -1,0 +1,63 @@
+#pragma once
+// Hugging Face LLaMA checkpoints (docs/formats.md, "Hugging Face LLaMA directories"): a
+// directory with config.json (LlamaForCausalLM) and model.safetensors, or sharded weights
+// listed by model.safetensors.index.json. This file knows the format only; the conversion
+// to and from a chainlm Model is src/model/hf_llama_convert.h.
+#include <map>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "io/safetensors.h"
+
+namespace chainlm {
+
+struct HfLlamaConfig {
+  int hidden_size = 0, intermediate_size = 0, num_attention_heads = 0, num_key_value_heads = 0,
+      num_hidden_layers = 0, vocab_size = 0;
+  int max_position_embeddings = 2048;  // LlamaConfig's defaults for the optional fields
+  double rms_norm_eps = 1e-6, rope_theta = 10000.0;
+  bool tie_word_embeddings = false;
+  std::string torch_dtype = "float32";
+  int bos_token_id = 1, eos_token_id = 2;
+};
+
+// True when dir/config.json is a Hugging Face config (it names a model_type or architectures;
+// a chainlm config.json never does). Never throws.
+bool is_hf_model_dir(const std::string& dir);
+
+// Reads and checks dir/config.json. Refuses, naming the field: an architecture other than
+// LlamaForCausalLM (model_type other than "llama"), rope_scaling, an activation other than
+// silu, attention or MLP biases, a head_dim other than hidden_size/num_attention_heads,
+// quantization, a torch_dtype other than float32/float16/bfloat16, missing or non-positive
+// sizes.
+HfLlamaConfig read_hf_llama_config(const std::string& dir);
+nlohmann::json hf_llama_config_to_json(const HfLlamaConfig& c);
+
+// The weights of a HF directory: model.safetensors, or the shards named by
+// model.safetensors.index.json. Tensors are read as float from F32, F16 or BF16.
+class HfWeights {
+ public:
+  explicit HfWeights(const std::string& dir);
+  bool has(const std::string& name) const;
+  std::vector<std::string> names() const;
+  // Throws naming the file and tensor when it is missing, has another shape or dtype.
+  void read(const std::string& name, const std::vector<int64_t>& shape, float* dst) const;
+  const std::string& where() const { return where_; }
+
+ private:
+  std::string where_;
+  std::vector<std::unique_ptr<SafetensorsReader>> files_;
+  std::map<std::string, const SafetensorsReader*> by_name_;
+};
+
+// HF's q/k projections are stored in the "rotate half" RoPE layout: within each head, row
+// t*(hd/2) + i of the HF weight is row 2i + t of the adjacent-pair layout (chainlm, Meta's
+// original code, llama2.c), as the transformers conversion script's
+// permute(w, n_heads, dim1, dim2) = w.view(n_heads, dim1//n_heads//2, 2, dim2).transpose(1, 2)
+// makes it. `w` is (n_heads*head_dim, cols) row-major; the result is written to `out`.
+void pairs_to_rotate_half(const float* w, float* out, int n_heads, int head_dim, int cols);
+void rotate_half_to_pairs(const float* w, float* out, int n_heads, int head_dim, int cols);
+
+}  // namespace chainlm

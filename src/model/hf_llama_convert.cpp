@@ -1,0 +1,172 @@
+#include "model/hf_llama_convert.h"
+
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <set>
+
+#include "core/error.h"
+#include "io/atomic_file.h"
+#include "io/safetensors.h"
+
+namespace chainlm {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+// chainlm's tensor for a HF LLaMA tensor name; q and k need the RoPE permutation.
+struct Mapping {
+  std::string hf, native;
+  enum Kind { kPlain, kQuery, kKey } kind = kPlain;
+};
+
+std::vector<Mapping> llama_mappings(const Model& model) {
+  const ModelConfig& c = model.config();
+  std::vector<Mapping> m;
+  m.push_back({"model.embed_tokens.weight", "tok_embeddings.weight"});
+  const std::string kv_suffix = c.kv_share ? ".weight" : ".chain0.weight";
+  for (int l = 0; l < c.n_layers; ++l) {
+    const std::string h = "model.layers." + std::to_string(l), p = "layers." + std::to_string(l);
+    m.push_back({h + ".input_layernorm.weight", p + ".attention_norm.weight"});
+    m.push_back({h + ".self_attn.q_proj.weight", p + ".attention.wq.chain0.weight", Mapping::kQuery});
+    m.push_back({h + ".self_attn.k_proj.weight", p + ".attention.wk" + kv_suffix, Mapping::kKey});
+    m.push_back({h + ".self_attn.v_proj.weight", p + ".attention.wv" + kv_suffix});
+    m.push_back({h + ".self_attn.o_proj.weight", p + ".attention.wo.chain0.weight"});
+    m.push_back({h + ".post_attention_layernorm.weight", p + ".ffn_norm.weight"});
+    m.push_back({h + ".mlp.gate_proj.weight", p + ".feed_forward.w1.chain0.weight"});
+    m.push_back({h + ".mlp.up_proj.weight", p + ".feed_forward.w3.chain0.weight"});
+    m.push_back({h + ".mlp.down_proj.weight", p + ".feed_forward.w2.chain0.weight"});
+  }
+  m.push_back({"model.norm.weight", "norm.weight"});
+  if (!c.tie_embeddings) m.push_back({"lm_head.weight", "output.weight"});
+  return m;
+}
+
+bool ends_with(const std::string& s, const std::string& suffix) {
+  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+// A float as the shortest decimal that reads back as the same float (1e-05, not
+// 9.999999747378752e-06), for config.json.
+double json_float(float f) {
+  char buf[32];
+  for (int digits = 6; digits <= 9; ++digits) {
+    std::snprintf(buf, sizeof buf, "%.*g", digits, (double)f);
+    if (std::strtof(buf, nullptr) == f) break;
+  }
+  return std::strtod(buf, nullptr);
+}
+
+}  // namespace
+
+ModelConfig config_from_hf_llama(const HfLlamaConfig& h, const std::string& where) {
+  ModelConfig c;
+  c.dim = h.hidden_size;
+  c.n_layers = h.num_hidden_layers;
+  c.n_heads = h.num_attention_heads;
+  c.n_kv_heads = h.num_key_value_heads;
+  c.ffn_dim = h.intermediate_size;
+  c.vocab_size = h.vocab_size;
+  c.chains = {1};
+  c.kv_share = false;
+  c.rope_theta = (float)h.rope_theta;
+  c.norm_eps = (float)h.rms_norm_eps;
+  c.tie_embeddings = h.tie_word_embeddings;
+  c.max_seq_len = h.max_position_embeddings;
+  validate_config(c, where);
+  return c;
+}
+
+std::unique_ptr<Model> load_hf_llama(const std::string& dir) {
+  const HfLlamaConfig hc = read_hf_llama_config(dir);
+  auto model = std::make_unique<Model>(
+      config_from_hf_llama(hc, (fs::path(dir) / "config.json").string()));
+  const ModelConfig& c = model->config();
+  const HfWeights weights(dir);
+  ParamStore& ps = model->params();
+  std::set<std::string> used;
+  std::vector<float> tmp;
+  for (const Mapping& m : llama_mappings(*model)) {
+    const int idx = ps.find(m.native);
+    CHAINLM_CHECK(idx >= 0, "HF import: no parameter ", m.native);
+    const ParamInfo& p = ps.info(idx);
+    used.insert(m.hf);
+    if (m.kind == Mapping::kPlain) {
+      weights.read(m.hf, p.shape, ps.value(idx));
+      continue;
+    }
+    tmp.resize(p.numel());
+    weights.read(m.hf, p.shape, tmp.data());
+    const int heads = m.kind == Mapping::kQuery ? c.n_heads : c.n_kv_heads;
+    rotate_half_to_pairs(tmp.data(), ps.value(idx), heads, c.head_dim(), (int)p.cols());
+  }
+  for (const std::string& name : weights.names()) {
+    if (used.count(name) || ends_with(name, ".rotary_emb.inv_freq")) continue;
+    if (name == "lm_head.weight" && c.tie_embeddings) continue;  // a saved copy of the tie
+    fail(weights.where(), ": unexpected tensor '", name,
+         "': not part of a LLaMA model (biases and other additions are not supported)");
+  }
+  return model;
+}
+
+HfLlamaConfig hf_llama_config_of(const Model& model, int k) {
+  const ModelConfig& c = model.config();
+  const ChainLayout& L = model.layout();
+  CHAINLM_CHECK(k >= 1 && k <= c.n_chains(), "export: --chains ", k, " is outside 1..", c.n_chains());
+  CHAINLM_CHECK(k == 1, "export --format hf: the sub-model of ", k, " chains (of ", c.n_chains(),
+                ") normalizes every chain separately (per-chain RMSNorm), which the LLaMA "
+                "architecture cannot express; only a 1-chain model or the 1-chain sub-model "
+                "(--chains 1) can be exported");
+  HfLlamaConfig h;
+  h.hidden_size = L.dim.width(0);
+  h.intermediate_size = L.ffn.width(0);
+  h.num_attention_heads = L.heads.width(0);
+  h.num_key_value_heads = (c.kv_share ? L.kv.total() : L.kv.width(0)) / L.head_dim;
+  h.num_hidden_layers = c.n_layers;
+  h.vocab_size = c.vocab_size;
+  h.max_position_embeddings = c.max_seq_len;
+  h.rms_norm_eps = json_float(c.norm_eps);
+  h.rope_theta = json_float(c.rope_theta);
+  h.tie_word_embeddings = c.tie_embeddings;
+  h.torch_dtype = "float32";
+  return h;
+}
+
+void export_hf_llama(const Model& model, int k, const std::string& dir) {
+  const HfLlamaConfig h = hf_llama_config_of(model, k);
+  const ParamStore& ps = model.params();
+  const int hd = model.layout().head_dim;
+  const int64_t D = model.config().dim, D0 = h.hidden_size;
+  const std::vector<Mapping> mappings = llama_mappings(model);
+  std::vector<std::vector<float>> storage;
+  storage.reserve(mappings.size());  // views point into these buffers
+  std::vector<TensorView> views;
+  for (const Mapping& m : mappings) {
+    const int idx = ps.find(m.native);
+    const ParamInfo& p = ps.info(idx);
+    const float* src = ps.value(idx);
+    std::vector<int64_t> shape = p.shape;
+    std::vector<float> data;
+    if (p.chain < 0) {  // D-wide: the first D0 columns (all of them for a 1-chain model)
+      shape.back() = D0;
+      const size_t rows = p.numel() / D;
+      data.resize(rows * D0);
+      for (size_t r = 0; r < rows; ++r) std::memcpy(data.data() + r * D0, src + r * D, sizeof(float) * D0);
+    } else if (m.kind == Mapping::kPlain) {
+      data.assign(src, src + p.numel());
+    } else {
+      data.resize(p.numel());
+      const int heads = m.kind == Mapping::kQuery ? h.num_attention_heads : h.num_key_value_heads;
+      pairs_to_rotate_half(src, data.data(), heads, hd, (int)p.cols());
+    }
+    storage.push_back(std::move(data));
+    views.push_back({m.hf, shape, storage.back().data()});
+  }
+  fs::create_directories(dir);
+  write_file_atomic((fs::path(dir) / "config.json").string(), hf_llama_config_to_json(h).dump(2) + "\n");
+  write_safetensors((fs::path(dir) / "model.safetensors").string(), views, {{"format", "pt"}});
+}
+
+}  // namespace chainlm

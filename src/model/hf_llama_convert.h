@@ -1,0 +1,34 @@
+#pragma once
+// chainlm Model <-> Hugging Face LLaMA directory (io/hf_llama.h). A LLaMA model is chains [1]
+// with whole-vector RMSNorm, which is exactly chainlm's per-chain RMSNorm for one chain.
+#include <memory>
+#include <string>
+
+#include "io/hf_llama.h"
+#include "model/model.h"
+
+namespace chainlm {
+
+// chains [1], no KV sharing, dim = hidden_size, ffn_dim = intermediate_size, n_kv_heads =
+// num_key_value_heads, norm_eps = rms_norm_eps, rope_theta, tie_embeddings =
+// tie_word_embeddings, max_seq_len = max_position_embeddings.
+ModelConfig config_from_hf_llama(const HfLlamaConfig& c, const std::string& where);
+
+// Loads a HF LLaMA directory: every tensor present with its exact shape (F32, F16 or BF16),
+// q_proj/k_proj rows un-permuted from rotate-half to chainlm's adjacent pairs, nothing
+// unexpected (except rotary_emb.inv_freq buffers, and lm_head.weight beside a tied head).
+std::unique_ptr<Model> load_hf_llama(const std::string& dir);
+
+// The HF LLaMA config of sub-model k of `model`. Only a single chain is a LLaMA model: a
+// sub-model with k > 1 chains normalizes each chain separately (per-chain RMSNorm), which
+// LLaMA cannot express, so k must be 1 (or the model a 1-chain model). Throws otherwise.
+HfLlamaConfig hf_llama_config_of(const Model& model, int k);
+
+// Writes config.json and model.safetensors (F32, metadata format "pt") of sub-model k into
+// dir: model.embed_tokens.weight, model.layers.N.self_attn.{q,k,v,o}_proj.weight (q, k
+// permuted to rotate-half), model.layers.N.mlp.{gate,up,down}_proj.weight,
+// model.layers.N.{input,post_attention}_layernorm.weight, model.norm.weight and, untied,
+// lm_head.weight.
+void export_hf_llama(const Model& model, int k, const std::string& dir);
+
+}  // namespace chainlm

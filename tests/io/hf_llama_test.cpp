@@ -1,0 +1,146 @@
+// The Hugging Face LLaMA format layer: config.json checks, the rotate-half permutation,
+// single-file and sharded weights.
+#include "io/hf_llama.h"
+
+#include <gtest/gtest.h>
+
+#include <numeric>
+
+#include "core/error.h"
+#include "io/test_temp_dir.h"
+
+namespace chainlm {
+namespace {
+
+using testing::TempDir;
+using testing::write_bytes;
+
+// The transformers conversion script's permute(w, n_heads, dim1, dim2):
+//   w.view(n_heads, dim1 // n_heads // 2, 2, dim2).transpose(1, 2).reshape(dim1, dim2)
+// emulated index by index: the result is the row-major order of the transposed 4-d view.
+std::vector<float> torch_permute(const std::vector<float>& w, int n_heads, int dim1, int dim2) {
+  const int half = dim1 / n_heads / 2;
+  std::vector<float> out(w.size());
+  size_t o = 0;
+  for (int h = 0; h < n_heads; ++h)        // transposed shape (n_heads, 2, half, dim2)
+    for (int t = 0; t < 2; ++t)
+      for (int i = 0; i < half; ++i)
+        for (int c = 0; c < dim2; ++c)        // element (h, t, i, c) = view element (h, i, t, c)
+          out[o++] = w[(((size_t)h * half + i) * 2 + t) * dim2 + c];
+  return out;
+}
+
+TEST(HfLlama, PermutationIsTheConversionScriptsAndItsInverse) {
+  const int heads = 3, hd = 8, cols = 5, rows = heads * hd;
+  std::vector<float> w(rows * cols);
+  std::iota(w.begin(), w.end(), 0.0f);
+  std::vector<float> hf(w.size()), back(w.size());
+  pairs_to_rotate_half(w.data(), hf.data(), heads, hd, cols);
+  EXPECT_EQ(hf, torch_permute(w, heads, rows, cols));
+  rotate_half_to_pairs(hf.data(), back.data(), heads, hd, cols);
+  EXPECT_EQ(back, w);
+}
+
+const char* kGood = R"({"architectures": ["LlamaForCausalLM"], "model_type": "llama",
+  "hidden_size": 48, "intermediate_size": 100, "num_attention_heads": 6, "num_key_value_heads": 2,
+  "num_hidden_layers": 2, "vocab_size": 67, "rms_norm_eps": 1e-05, "rope_theta": 500000.0,
+  "max_position_embeddings": 64, "tie_word_embeddings": true, "torch_dtype": "bfloat16",
+  "hidden_act": "silu", "attention_bias": false, "rope_scaling": null, "use_cache": true})";
+
+TEST(HfLlama, ReadsAConfig) {
+  TempDir dir;
+  write_bytes(dir.file("config.json"), kGood);
+  EXPECT_TRUE(is_hf_model_dir(dir.path().string()));
+  const HfLlamaConfig c = read_hf_llama_config(dir.path().string());
+  EXPECT_EQ(c.hidden_size, 48);
+  EXPECT_EQ(c.num_key_value_heads, 2);
+  EXPECT_EQ(c.rope_theta, 500000.0);
+  EXPECT_TRUE(c.tie_word_embeddings);
+  // Defaults of LlamaConfig for what is absent.
+  write_bytes(dir.file("config.json"), R"({"model_type": "llama", "hidden_size": 8, "intermediate_size": 8,
+      "num_attention_heads": 2, "num_hidden_layers": 1, "vocab_size": 5})");
+  const HfLlamaConfig d = read_hf_llama_config(dir.path().string());
+  EXPECT_EQ(d.num_key_value_heads, 2);
+  EXPECT_EQ(d.rms_norm_eps, 1e-6);
+  EXPECT_EQ(d.rope_theta, 10000.0);
+  EXPECT_FALSE(d.tie_word_embeddings);
+  // A chainlm checkpoint's config is not a HF config.
+  write_bytes(dir.file("config.json"), R"({"dim": 8, "n_layers": 1})");
+  EXPECT_FALSE(is_hf_model_dir(dir.path().string()));
+}
+
+TEST(HfLlama, RefusesWhatIsNotPlainLlama) {
+  struct Case {
+    std::string key, value, expect;
+  };
+  const std::vector<Case> cases = {
+      {"architectures", R"(["MistralForCausalLM"])", "unsupported architecture \"MistralForCausalLM\""},
+      {"model_type", R"("gpt2")", "unsupported model_type \"gpt2\""},
+      {"rope_scaling", R"({"type": "linear", "factor": 2.0})", "rope_scaling"},
+      {"hidden_act", R"("gelu")", "hidden_act"},
+      {"attention_bias", "true", "biases"},
+      {"mlp_bias", "true", "biases"},
+      {"torch_dtype", R"("int8")", "torch_dtype 'int8'"},
+      {"head_dim", "16", "head_dim 16"},
+      {"quantization_config", R"({"bits": 4})", "quantized"},
+      {"hidden_size", "0", "'hidden_size' must be positive"},
+      {"num_attention_heads", R"("six")", "'num_attention_heads' must be an integer"},
+      {"hidden_size", "50", "not a multiple of num_attention_heads"},
+  };
+  for (const auto& c : cases) {
+    TempDir dir;
+    auto j = nlohmann::json::parse(kGood);
+    j[c.key] = nlohmann::json::parse(c.value);
+    write_bytes(dir.file("config.json"), j.dump());
+    try {
+      read_hf_llama_config(dir.path().string());
+      ADD_FAILURE() << c.key << " = " << c.value << " was accepted";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(c.expect), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find("config.json"), std::string::npos) << e.what();
+    }
+  }
+  TempDir dir;
+  auto j = nlohmann::json::parse(kGood);
+  j.erase("vocab_size");
+  write_bytes(dir.file("config.json"), j.dump());
+  EXPECT_THROW(read_hf_llama_config(dir.path().string()), Error);
+}
+
+TEST(HfLlama, ReadsShardedWeightsAndRefusesOtherLayouts) {
+  TempDir dir;
+  std::vector<float> a = {1, 2, 3, 4}, b = {5, 6};
+  write_safetensors(dir.file("model-00001-of-00002.safetensors"), {{"a", {2, 2}, a.data()}}, {{"format", "pt"}});
+  write_safetensors(dir.file("model-00002-of-00002.safetensors"), {{"b", {2}, b.data()}}, {{"format", "pt"}});
+  write_bytes(dir.file("model.safetensors.index.json"),
+              R"({"metadata": {}, "weight_map": {"a": "model-00001-of-00002.safetensors",
+                  "b": "model-00002-of-00002.safetensors"}})");
+  HfWeights w(dir.path().string());
+  EXPECT_TRUE(w.has("a"));
+  EXPECT_TRUE(w.has("b"));
+  std::vector<float> got(2);
+  w.read("b", {2}, got.data());
+  EXPECT_EQ(got, b);
+  EXPECT_THROW(w.read("a", {4}, got.data()), Error);  // wrong shape
+  try {
+    w.read("c", {1}, got.data());
+    ADD_FAILURE();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("missing tensor 'c'"), std::string::npos) << e.what();
+  }
+  // A shard the index names but that is not there.
+  write_bytes(dir.file("model.safetensors.index.json"), R"({"weight_map": {"a": "gone.safetensors"}})");
+  EXPECT_THROW(HfWeights{dir.path().string()}, Error);
+
+  TempDir torch;
+  write_bytes(torch.file("pytorch_model.bin"), "not read");
+  try {
+    HfWeights{torch.path().string()};
+    ADD_FAILURE();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("only safetensors"), std::string::npos) << e.what();
+  }
+}
+
+}  // namespace
+}  // namespace chainlm
