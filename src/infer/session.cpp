@@ -19,7 +19,8 @@ InferenceSession::InferenceSession(const Model& model, int max_chunk)
       max_chunk_(std::max(1, std::min(max_chunk, model.config().max_seq_len))),
       cache_(model.config().n_layers, model.config().max_seq_len, model.layout()) {
   const ModelConfig& c = model.config();
-  const size_t rows = max_chunk_;
+  max_rows_ = std::max(max_chunk_, c.phd.repeat);  // a PHD pass holds >= 1 position's copies
+  const size_t rows = max_rows_;
   x_.resize(rows * c.dim);
   xn_.resize(rows * c.dim);
   q_.resize(rows * c.dim);
@@ -31,11 +32,21 @@ InferenceSession::InferenceSession(const Model& model, int max_chunk)
   lse_.resize(rows * c.n_heads);
   logits_.resize(c.vocab_size);
   positions_.resize(rows);
+  if (c.phd.enabled()) {
+    const int K = c.phd.repeat, kv = model.layout().kv.total();
+    row_tokens_.resize(rows);
+    k_new_.resize(rows * kv);
+    v_new_.resize(rows * kv);
+    // Room for the window plus one pass's hidden tokens, twice the window so that keeping
+    // the ring in order costs a compaction only every ~window/(K-1) decode steps.
+    cache_.allocate_ring(c.phd.window, 2 * c.phd.window + (K - 1) * (max_rows_ / K));
+  }
 }
 
 void InferenceSession::reset() {
   tokens_.clear();
   std::fill(cache_.filled.begin(), cache_.filled.end(), 0);
+  cache_.clear_ring(0);
 }
 
 bool InferenceSession::needs_recompute(int k) const {
@@ -46,6 +57,11 @@ bool InferenceSession::needs_recompute(int k) const {
 }
 
 const float* InferenceSession::append(const int* tokens, int n, int k, float* all_logits) {
+  return append_until(tokens, n, k, all_logits, length() + n);
+}
+
+const float* InferenceSession::append_until(const int* tokens, int n, int k, float* all_logits,
+                                            int final_end) {
   const ModelConfig& c = model_.config();
   CHAINLM_CHECK(k >= 1 && k <= c.n_chains(), "active chains ", k, " is outside 1..", c.n_chains());
   CHAINLM_CHECK(n >= 1, "nothing to append");
@@ -60,26 +76,65 @@ const float* InferenceSession::append(const int* tokens, int n, int k, float* al
     // with k chains. (CoLM-Air never gets here: its cache is shared by all sub-models.)
     std::vector<int> history = tokens_;
     reset();
-    for (int p = 0; p < (int)history.size(); p += max_chunk_) {
-      const int m = std::min<int>(max_chunk_, (int)history.size() - p);
-      forward_chunk(history.data() + p, m, k, nullptr);
-    }
+    run(history.data(), (int)history.size(), k, nullptr, (int)history.size());
   }
-  for (int p = 0; p < n; p += max_chunk_) {
-    const int m = std::min(max_chunk_, n - p);
-    forward_chunk(tokens + p, m, k,
-                  all_logits ? all_logits + (size_t)p * c.vocab_size : nullptr);
-  }
+  run(tokens, n, k, all_logits, final_end);
   return logits_.data();
+}
+
+int InferenceSession::phd_hidden_positions(int end) const {
+  const ModelConfig& c = model_.config();
+  const PhdConfig& phd = c.phd;
+  if (!bounded_prefill_) return end;
+  if (phd.window == 0) return 1;  // copies see originals and each other only
+  // One layer lets a hidden token read at most R = max(W, K-2) hidden tokens back (its
+  // window, or its position's earlier copies), so the last position's logits and the ring
+  // of the last W hidden tokens depend on at most L*R earlier hidden tokens.
+  const long R = std::max(phd.window, phd.repeat - 2);
+  long positions = (c.n_layers * R + phd.repeat - 2) / (phd.repeat - 1) + 1;
+  if (phd.chunk > 0) positions = std::min<long>(positions, (end - 1) % phd.chunk + 1);
+  return (int)std::min<long>(positions, end);
+}
+
+// Runs tokens at positions [length(), length()+n) in passes of at most max_chunk_ rows.
+// PHD: `final_end` is where the caller's input ends (>= length()+n): positions before its
+// last phd_hidden_positions(final_end) run as originals only (unless all logits are wanted).
+void InferenceSession::run(const int* tokens, int n, int k, float* all_logits, int final_end) {
+  const ModelConfig& c = model_.config();
+  if (!c.phd.enabled()) {
+    for (int p = 0; p < n; p += max_chunk_) {
+      const int m = std::min(max_chunk_, n - p);
+      forward_chunk(tokens + p, m, k, all_logits ? all_logits + (size_t)p * c.vocab_size : nullptr);
+    }
+    return;
+  }
+  const int K = c.phd.repeat, len = length(), end = len + n;
+  const int hidden_from =
+      all_logits ? len : std::clamp(final_end - phd_hidden_positions(final_end), len, end);
+  for (int p = len; p < hidden_from;) {
+    const int m = std::min(max_rows_, hidden_from - p);
+    forward_chunk_phd(tokens + (p - len), m, k, p + m, nullptr);
+    p += m;
+  }
+  for (int p = hidden_from; p < end;) {
+    const int m = std::min(max_rows_ / K, end - p);
+    forward_chunk_phd(tokens + (p - len), m, k, p,
+                      all_logits ? all_logits + (size_t)(p - len) * c.vocab_size : nullptr);
+    p += m;
+  }
 }
 
 const float* InferenceSession::prefill(const std::vector<int>& prompt, int k, bool chain1_prefill) {
   CHAINLM_CHECK(!prompt.empty(), "empty prompt: it needs at least the BOS token");
   const int n = (int)prompt.size();
-  if (chain1_prefill && model_.config().kv_share && k > 1 && n > 1)
-    append(prompt.data(), n - 1, 1);
+  const ModelConfig& c = model_.config();
+  // PHD: the hidden copies a prompt needs are those of its last positions
+  // (phd_hidden_positions), counted from the end of the whole prompt.
+  const int final_end = length() + n;
+  if (chain1_prefill && c.kv_share && k > 1 && n > 1)
+    append_until(prompt.data(), n - 1, 1, nullptr, final_end);
   else if (n > 1)
-    append(prompt.data(), n - 1, k);
+    append_until(prompt.data(), n - 1, k, nullptr, final_end);
   return append(prompt.data() + n - 1, 1, k);
 }
 
@@ -144,6 +199,124 @@ void InferenceSession::forward_chunk(const int* tokens, int n, int k, float* all
   if (all_logits) {
     gemm_nt(rows, V, Dk, xn_.data(), D, model_.head(), D, all_logits, V, 0.0f);
     std::copy(all_logits + (size_t)(rows - 1) * V, all_logits + (size_t)rows * V, logits_.begin());
+  } else {
+    gemm_nt(1, V, Dk, xn_.data(), D, model_.head(), D, logits_.data(), V, 0.0f);
+  }
+}
+
+// PHD (SPEC B3): one pass over positions [len, len+n): the originals of [len, hidden_from), one
+// row each, then all K copies of every position in [hidden_from, len+n), copy by copy. The
+// originals' K/V go into the cache, the hidden copies' into the ring after the tokens it
+// holds (which it drops first if they do not directly precede these, or at a CSWA chunk
+// boundary); attention reads cached originals and ring, and the ring keeps the last W.
+// Logits come from copy K-1 of the last position (all_logits: of every hidden_from.. one).
+void InferenceSession::forward_chunk_phd(const int* tokens, int n, int k, int hidden_from,
+                                         float* all_logits) {
+  const ModelConfig& c = model_.config();
+  const ChainLayout& L = model_.layout();
+  const PhdConfig& phd = c.phd;
+  const int D = c.dim, F = c.ffn_dim, V = c.vocab_size, KV = L.kv.total(), hd = L.head_dim;
+  const int Dk = L.dim.prefix(k), Fk = L.ffn.prefix(k), KVk = L.active_kv_width(k);
+  const int K = phd.repeat, len = length(), end = len + n;
+  const int orig_rows = hidden_from - len, rows = orig_rows + K * (end - hidden_from);
+  const long h_new = (long)hidden_from * (K - 1);  // the first new hidden token
+  const int n_new = (K - 1) * (end - hidden_from);
+  for (int i = 0; i < rows; ++i) {
+    const int p = i < orig_rows ? len + i : hidden_from + (i - orig_rows) / K;
+    const int copy = i < orig_rows ? 0 : (i - orig_rows) % K;
+    row_tokens_[i] = tokens[p - len];
+    positions_[i] = phd.position(p, copy);
+  }
+  if (n_new > 0) {
+    const bool chunk_start = phd.chunk > 0 && hidden_from % phd.chunk == 0;
+    if (cache_.ring_first + cache_.ring_count != h_new || chunk_start) cache_.clear_ring(h_new);
+    if (cache_.ring_free() < n_new) cache_.compact_ring();
+  }
+  const int ring_row = cache_.ring_start + cache_.ring_count;  // where the new tokens go
+
+  embedding_forward(rows, Dk, row_tokens_.data(), model_.embedding(), D, x_.data(), D);
+  AttentionShape as;
+  as.batch = 1;
+  as.q_len = rows;
+  as.n_heads = L.active_heads(k);
+  as.head_dim = hd;
+  as.q_stride = D;
+  as.kv_stride = KV;
+  as.o_stride = D;
+  as.kv_head_of = L.kv_head_of.data();
+  as.scale = 1.0f / std::sqrt((float)hd);
+  as.mask = AttentionMask::phd(K, phd.window, phd.chunk);
+  const int kv_blocks = L.kv_blocks(k), kv_heads_active = KVk / hd;
+  auto table = rope_table(hd, c.rope_theta, phd.position(end - 1, K - 1) + 1);
+
+  for (int l = 0; l < c.n_layers; ++l) {
+    const Model::LayerIndex& li = model_.layer(l);
+    const ParamStore& ps = model_.params();
+    float* kc = cache_.k_layer(l);
+    float* vc = cache_.v_layer(l);
+    float* kr = cache_.ring_k_layer(l);
+    float* vr = cache_.ring_v_layer(l);
+    rmsnorm_forward(L.dim, k, rows, x_.data(), D, ps.value(li.attention_norm), c.norm_eps,
+                    xn_.data(), D, rstd_.data());
+    chain_linear_forward(L.wq, k, rows, xn_.data(), D, li.v_wq.data(), q_.data(), D);
+    chain_linear_forward(L.wk, kv_blocks, rows, xn_.data(), D, li.v_wk.data(), k_new_.data(), KV);
+    chain_linear_forward(L.wv, kv_blocks, rows, xn_.data(), D, li.v_wv.data(), v_new_.data(), KV);
+    rope_forward(*table, q_.data(), rows, as.n_heads, D, positions_.data());
+    rope_forward(*table, k_new_.data(), rows, kv_heads_active, KV, positions_.data());
+    // Originals to the cache (row = position), hidden copies to the ring.
+    for (int i = 0; i < rows; ++i) {
+      const int r = i - orig_rows;
+      float *kd, *vd;
+      if (r < 0 || r % K == 0) {
+        const int p = r < 0 ? len + i : hidden_from + r / K;
+        kd = kc + (size_t)p * KV;
+        vd = vc + (size_t)p * KV;
+      } else {
+        const int h = (r / K) * (K - 1) + r % K - 1;  // relative to h_new
+        kd = kr + (size_t)(ring_row + h) * KV;
+        vd = vr + (size_t)(ring_row + h) * KV;
+      }
+      std::copy_n(k_new_.data() + (size_t)i * KV, KVk, kd);
+      std::copy_n(v_new_.data() + (size_t)i * KV, KVk, vd);
+    }
+    PhdKeys keys;
+    keys.orig_k = kc;
+    keys.orig_v = vc;
+    keys.orig_len = end;
+    keys.hid_k = kr + (size_t)cache_.ring_start * KV;
+    keys.hid_v = vr + (size_t)cache_.ring_start * KV;
+    keys.hidden_first = cache_.ring_first;
+    keys.hidden_len = cache_.ring_count + n_new;
+    phd_attention_forward(as, PhdQueryRows{len, hidden_from}, keys, q_.data(), att_.data(),
+                          lse_.data());
+    chain_linear_forward(L.wo, k, rows, att_.data(), D, li.v_wo.data(), x_.data(), D, 1.0f);
+    rmsnorm_forward(L.dim, k, rows, x_.data(), D, ps.value(li.ffn_norm), c.norm_eps, xn_.data(),
+                    D, rstd_.data());
+    chain_linear_forward(L.w1, k, rows, xn_.data(), D, li.v_w1.data(), h1_.data(), F);
+    chain_linear_forward(L.w3, k, rows, xn_.data(), D, li.v_w3.data(), h3_.data(), F);
+    swiglu_forward(rows, Fk, h1_.data(), h3_.data(), g_.data(), F);
+    chain_linear_forward(L.w2, k, rows, g_.data(), F, li.v_w2.data(), x_.data(), D, 1.0f);
+  }
+  for (int i = 0; i < kv_blocks; ++i) cache_.filled[i] = end;
+  tokens_.insert(tokens_.end(), tokens, tokens + n);
+  if (n_new > 0) {
+    // Keep the last W hidden tokens; CSWA keeps only those of the last position's chunk.
+    long keep = phd.window;
+    if (phd.chunk > 0)
+      keep = std::min<long>(keep, cache_.ring_first + cache_.ring_count + n_new -
+                                      (long)(end - 1) / phd.chunk * phd.chunk * (K - 1));
+    cache_.keep_ring(n_new, (int)keep);
+  }
+
+  // Logits: copy K-1 of the last position, or of every position with copies.
+  if (end == hidden_from) return;  // an originals-only pass of a longer prefill
+  const int first = all_logits ? hidden_from : end - 1, count = end - first;
+  const float* x_last = x_.data() + (size_t)(orig_rows + (first - hidden_from) * K + K - 1) * D;
+  rmsnorm_forward(L.dim, k, count, x_last, K * D, model_.final_norm(), c.norm_eps, xn_.data(), D,
+                  rstd_.data());
+  if (all_logits) {
+    gemm_nt(count, V, Dk, xn_.data(), D, model_.head(), D, all_logits, V, 0.0f);
+    std::copy(all_logits + (size_t)(count - 1) * V, all_logits + (size_t)count * V, logits_.begin());
   } else {
     gemm_nt(1, V, Dk, xn_.data(), D, model_.head(), D, logits_.data(), V, 0.0f);
   }

@@ -1,6 +1,8 @@
 #pragma once
 // Incremental inference over a KV cache (SPEC A4, A8): prefill a prompt, then decode one
-// token at a time with any number of active chains, switching between tokens.
+// token at a time with any number of active chains, switching between tokens. PHD models
+// (SPEC B3) keep their originals' K/V in the cache and, with a window, a ring of the last
+// hidden tokens; a decode step runs the K copies of the new token as one pass of K rows.
 #include <vector>
 
 #include "infer/kv_cache.h"
@@ -35,8 +37,19 @@ class InferenceSession {
   // Positions whose K/V a sub-model with k chains lacks (plain CoLM after a smaller one).
   bool needs_recompute(int k) const;
 
+  // PHD: when a pass of several tokens ends at position `end`, only the last
+  // phd_hidden_positions(end) positions need their hidden copies computed for exact logits
+  // and ring (SPEC B3): 1 for PHD; the positions of the last chunk for CSWA; for SWA
+  // ceil(L*R/(K-1)) + 1 with R = max(W, K-2) (and no more than that for CSWA either). With
+  // bounded prefill off, every position's copies run (the paper's K-times prefill).
+  int phd_hidden_positions(int end) const;
+  void set_bounded_prefill(bool on) { bounded_prefill_ = on; }
+
  private:
+  const float* append_until(const int* tokens, int n, int k, float* all_logits, int final_end);
+  void run(const int* tokens, int n, int k, float* all_logits, int final_end);
   void forward_chunk(const int* tokens, int n, int k, float* all_logits);
+  void forward_chunk_phd(const int* tokens, int n, int k, int hidden_from, float* all_logits);
 
   const Model& model_;
   int max_chunk_;
@@ -45,6 +58,11 @@ class InferenceSession {
   // Scratch for one chunk: (max_chunk, width) row-major.
   std::vector<float> x_, xn_, q_, att_, h1_, h3_, g_, rstd_, lse_, logits_;
   std::vector<int> positions_;
+  // PHD: rows per pass (max(max_chunk, K)), every row's token, the pass's new K/V rows.
+  int max_rows_ = 0;
+  bool bounded_prefill_ = true;
+  std::vector<int> row_tokens_;
+  std::vector<float> k_new_, v_new_;
 };
 
 }  // namespace chainlm

@@ -3,6 +3,7 @@
 #include <fstream>
 #include <numeric>
 #include <set>
+#include <sstream>
 
 #include "core/error.h"
 
@@ -30,7 +31,37 @@ void read_field(const nlohmann::json& j, const char* name, T& out, const std::st
   }
 }
 
+PhdConfig phd_from_json(const nlohmann::json& j, const std::string& where) {
+  CHAINLM_CHECK(j.is_object(), where, ": field 'phd' must be an object like {\"repeat\": 2, ",
+                "\"window\": 16, \"chunk\": 32, \"position_ids\": \"extended\"} (got ", j.dump(), ")");
+  const std::string w = where + ": phd";
+  for (auto it = j.begin(); it != j.end(); ++it)
+    CHAINLM_CHECK(it.key() == "repeat" || it.key() == "window" || it.key() == "chunk" ||
+                      it.key() == "position_ids",
+                  w, ": unknown field '", it.key(), "' (known: repeat, window, chunk, position_ids)");
+  PhdConfig p;
+  read_field(j, "repeat", p.repeat, w, false);
+  read_field(j, "window", p.window, w, false);
+  read_field(j, "chunk", p.chunk, w, false);
+  std::string ids = "extended";
+  read_field(j, "position_ids", ids, w, false);
+  CHAINLM_CHECK(ids == "extended" || ids == "shared", w, ": 'position_ids' must be \"extended\" ",
+                "(copy c of position p at p*K + c) or \"shared\" (every copy at p), got \"", ids,
+                "\"");
+  p.shared_positions = ids == "shared";
+  return p;
+}
+
 }  // namespace
+
+std::string PhdConfig::name() const {
+  if (repeat <= 1) return "";
+  std::ostringstream os;
+  os << (window == 0 ? "PHD-" : chunk == 0 ? "PHD-SWA-" : "PHD-CSWA-") << repeat;
+  if (window > 0) os << "-" << window;
+  if (chunk > 0) os << "-" << chunk;
+  return os.str();
+}
 
 ModelConfig config_from_json(const nlohmann::json& j, const std::string& where) {
   CHAINLM_CHECK(j.is_object(), where, ": model config must be a JSON object");
@@ -49,26 +80,31 @@ ModelConfig config_from_json(const nlohmann::json& j, const std::string& where) 
   read_field(j, "norm_eps", c.norm_eps, where, false);
   read_field(j, "tie_embeddings", c.tie_embeddings, where, false);
   read_field(j, "max_seq_len", c.max_seq_len, where, false);
-  if (j.contains("phd") && !j.at("phd").is_null())
-    fail(where, ": field 'phd' (PHD-Transformer repetition) is not supported by this build yet");
+  if (j.contains("phd") && !j.at("phd").is_null()) c.phd = phd_from_json(j.at("phd"), where);
   if (c.n_kv_heads == 0) c.n_kv_heads = c.n_heads;
   validate_config(c, where);
   return c;
 }
 
 nlohmann::json config_to_json(const ModelConfig& c) {
-  return nlohmann::json{{"dim", c.dim},
-                        {"n_layers", c.n_layers},
-                        {"n_heads", c.n_heads},
-                        {"n_kv_heads", c.n_kv_heads},
-                        {"ffn_dim", c.ffn_dim},
-                        {"vocab_size", c.vocab_size},
-                        {"chains", c.chains},
-                        {"kv_share", c.kv_share},
-                        {"rope_theta", c.rope_theta},
-                        {"norm_eps", c.norm_eps},
-                        {"tie_embeddings", c.tie_embeddings},
-                        {"max_seq_len", c.max_seq_len}};
+  nlohmann::json j{{"dim", c.dim},
+                   {"n_layers", c.n_layers},
+                   {"n_heads", c.n_heads},
+                   {"n_kv_heads", c.n_kv_heads},
+                   {"ffn_dim", c.ffn_dim},
+                   {"vocab_size", c.vocab_size},
+                   {"chains", c.chains},
+                   {"kv_share", c.kv_share},
+                   {"rope_theta", c.rope_theta},
+                   {"norm_eps", c.norm_eps},
+                   {"tie_embeddings", c.tie_embeddings},
+                   {"max_seq_len", c.max_seq_len}};
+  if (c.phd.enabled())
+    j["phd"] = {{"repeat", c.phd.repeat},
+                {"window", c.phd.window},
+                {"chunk", c.phd.chunk},
+                {"position_ids", c.phd.shared_positions ? "shared" : "extended"}};
+  return j;
 }
 
 ModelConfig load_config(const std::string& path) {
@@ -82,6 +118,34 @@ ModelConfig load_config(const std::string& path) {
   }
   return config_from_json(j, path);
 }
+
+namespace {
+
+// SPEC B1/B2. The hidden-token stream of a max_seq_len sequence holds (K-1)*max_seq_len tokens:
+// a window must fit inside it, and a chunk inside the sequence.
+void validate_phd(const ModelConfig& c, const std::string& where) {
+  const PhdConfig& p = c.phd;
+  CHAINLM_CHECK(p.repeat >= 1, where, ": 'phd.repeat' (K) must be >= 1 (got ", p.repeat,
+                "); K = 1 is the ordinary transformer");
+  CHAINLM_CHECK(p.window >= 0, where, ": 'phd.window' (W) must be >= 0 (got ", p.window,
+                "); 0 means plain PHD without a hidden-token window");
+  CHAINLM_CHECK(p.chunk >= 0, where, ": 'phd.chunk' (C) must be >= 0 (got ", p.chunk,
+                "); 0 means no chunking");
+  CHAINLM_CHECK(p.chunk == 0 || p.window > 0, where, ": 'phd.chunk' (", p.chunk,
+                ") needs 'phd.window' > 0: chunks restrict the hidden-token window (PHD-CSWA)");
+  CHAINLM_CHECK(p.window == 0 || p.repeat >= 2, where, ": 'phd.window' (", p.window,
+                ") needs 'phd.repeat' >= 2: with K = 1 there are no hidden tokens to attend");
+  const long hidden = (long)(p.repeat - 1) * c.max_seq_len;
+  CHAINLM_CHECK(p.window < hidden || p.window == 0, where, ": 'phd.window' (", p.window,
+                ") is larger than the sequence: it must be < (repeat-1)*max_seq_len = ", hidden,
+                ", the hidden tokens of a whole max_seq_len sequence");
+  CHAINLM_CHECK(p.chunk <= c.max_seq_len, where, ": 'phd.chunk' (", p.chunk,
+                ") is larger than the sequence: it must be <= max_seq_len (", c.max_seq_len, ")");
+  CHAINLM_CHECK((long)p.repeat * c.max_seq_len <= (1L << 30), where, ": 'phd.repeat' (", p.repeat,
+                ") times max_seq_len (", c.max_seq_len, ") is too many rows");
+}
+
+}  // namespace
 
 void validate_config(const ModelConfig& c, const std::string& where) {
   auto positive = [&](int v, const char* name) {
@@ -105,6 +169,7 @@ void validate_config(const ModelConfig& c, const std::string& where) {
                 " must be even for RoPE");
   CHAINLM_CHECK(c.n_heads % c.n_kv_heads == 0, where, ": 'n_heads' (", c.n_heads,
                 ") must be a multiple of 'n_kv_heads' (", c.n_kv_heads, ")");
+  validate_phd(c, where);
   const int s = c.chain_sum();
   CHAINLM_CHECK(c.n_heads % s == 0, where, ": 'n_heads' (", c.n_heads,
                 ") must be a multiple of sum(chains) (", s,

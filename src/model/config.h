@@ -6,6 +6,23 @@
 
 namespace chainlm {
 
+// PHD-Transformer repetition (SPEC B1, B2): every token is repeated `repeat` (K) times; copy 0
+// is the original, copies 1..K-1 are hidden decoding tokens. window (W) > 0 lets hidden tokens
+// attend the W previous hidden tokens (PHD-SWA); chunk (C) > 0 restricts that window to the
+// same chunk of C positions (PHD-CSWA). repeat 1 is the ordinary transformer.
+struct PhdConfig {
+  int repeat = 1;
+  int window = 0;
+  int chunk = 0;
+  bool shared_positions = false;  // position_ids "shared" (every copy at p) vs "extended" (p*K + c)
+
+  bool enabled() const { return repeat > 1; }
+  // Row position of copy c of position p for RoPE.
+  int position(int p, int c) const { return shared_positions ? p : p * repeat + c; }
+  // "PHD-K", "PHD-SWA-K-W", "PHD-CSWA-K-W-C"; "" when repeat is 1.
+  std::string name() const;
+};
+
 struct ModelConfig {
   int dim = 0;
   int n_layers = 0;
@@ -18,7 +35,8 @@ struct ModelConfig {
   float rope_theta = 10000.0f;
   float norm_eps = 1e-5f;
   bool tie_embeddings = false;
-  int max_seq_len = 256;
+  int max_seq_len = 256;  // positions (original tokens); PHD rows are repeat times more
+  PhdConfig phd;
 
   int head_dim() const { return dim / n_heads; }
   int n_chains() const { return static_cast<int>(chains.size()); }

@@ -31,12 +31,15 @@ void copy_rows(int M, int width, const float* src, float* dst, int ld) {
 
 
 // Activations of one (B, T) shape, laid out once. Residual stream buffers are (M, D) with
-// M = B*T rows; every buffer uses the full width as its row stride, and sub-model k only
-// touches its prefix of columns.
+// M = B*T*K rows, K the PHD repeat (SPEC B1; 1 for the ordinary model): copy c of token t of
+// sequence b is row (b*T + t)*K + c. The final norm and the head see the last copy of every
+// token only, (B*T, D) rows. Every buffer uses the full width as its row stride, and
+// sub-model k only touches its prefix of columns.
 struct Model::Buffers {
   int B = 0, T = 0;
   std::vector<float> arena;
-  std::vector<int> positions;
+  std::vector<int> positions;      // RoPE position of every row
+  std::vector<int> stream_tokens;  // with PHD: the token of every row (each repeated K times)
   struct Layer {
     float *x_in, *xn1, *rstd1, *q, *k, *v, *att, *lse, *x_mid, *xn2, *rstd2, *h1, *h3, *g;
   };
@@ -167,10 +170,12 @@ void Model::ensure_buffers(int B, int T) {
   Buffers& b = *buf_;
   b.B = B;
   b.T = T;
-  const long M = (long)B * T, D = config_.dim, F = config_.ffn_dim, V = config_.vocab_size;
+  const PhdConfig& phd = config_.phd;
+  const long K = phd.repeat, Mh = (long)B * T, M = Mh * K;
+  const long D = config_.dim, F = config_.ffn_dim, V = config_.vocab_size;
   const long KV = layout_.kv.total(), n = layout_.n, H = config_.n_heads;
-  const long per_layer = M * (D * 6 + KV * 2 + F * 3 + n * 2) + B * H * T;
-  const long total = per_layer * config_.n_layers + M * (D * 2 + n + V) +
+  const long per_layer = M * (D * 6 + KV * 2 + F * 3 + n * 2) + B * H * T * K;
+  const long total = per_layer * config_.n_layers + M * D + Mh * (D + n + V) +
                      M * (D * 5 + KV * 2 + F * 3);
   b.arena.assign(total, 0.0f);
   float* p = b.arena.data();
@@ -188,7 +193,7 @@ void Model::ensure_buffers(int B, int T) {
     a.k = take(M * KV);
     a.v = take(M * KV);
     a.att = take(M * D);
-    a.lse = take(B * H * T);
+    a.lse = take(B * H * T * K);
     a.x_mid = take(M * D);
     a.xn2 = take(M * D);
     a.rstd2 = take(M * n);
@@ -198,9 +203,9 @@ void Model::ensure_buffers(int B, int T) {
     b.layers.push_back(a);
   }
   b.x_final = take(M * D);
-  b.xnf = take(M * D);
-  b.rstdf = take(M * n);
-  b.logits = take(M * V);
+  b.xnf = take(Mh * D);
+  b.rstdf = take(Mh * n);
+  b.logits = take(Mh * V);
   b.dres = take(M * D);
   b.dxn = take(M * D);
   b.datt = take(M * D);
@@ -211,7 +216,11 @@ void Model::ensure_buffers(int B, int T) {
   b.dh3 = take(M * F);
   b.dg = take(M * F);
   b.positions.resize(M);
-  for (long r = 0; r < M; ++r) b.positions[r] = static_cast<int>(r % T);
+  for (long r = 0; r < M; ++r) {
+    const long row = r % (T * K);  // row in its sequence's repeated stream
+    b.positions[r] = phd.position(static_cast<int>(row / K), static_cast<int>(row % K));
+  }
+  if (K > 1) b.stream_tokens.resize(M);
 }
 
 void Model::forward_trunk(const int* tokens, int B, int T, int k) {
@@ -220,18 +229,24 @@ void Model::forward_trunk(const int* tokens, int B, int T, int k) {
   Buffers& b = *buf_;
   const ModelConfig& c = config_;
   const ChainLayout& L = layout_;
-  const int M = B * T, D = c.dim, F = c.ffn_dim, KV = L.kv.total(), hd = L.head_dim;
-  const int Dk = L.dim.prefix(k), Fk = L.ffn.prefix(k);
-  for (int r = 0; r < M; ++r)
+  const int K = c.phd.repeat, M = B * T * K, D = c.dim, F = c.ffn_dim, KV = L.kv.total();
+  const int hd = L.head_dim, Dk = L.dim.prefix(k), Fk = L.ffn.prefix(k);
+  for (int r = 0; r < B * T; ++r)
     CHAINLM_CHECK(tokens[r] >= 0 && tokens[r] < c.vocab_size, "token id ", tokens[r],
                   " is outside the vocabulary (size ", c.vocab_size, ")");
+  const int* stream = tokens;  // PHD (SPEC B1): every token repeated K times in place
+  if (K > 1) {
+    for (int r = 0; r < M; ++r) b.stream_tokens[r] = tokens[r / K];
+    stream = b.stream_tokens.data();
+  }
 
-  embedding_forward(M, Dk, tokens, params_.value(tok_embeddings_), D, b.layers[0].x_in, D);
+  embedding_forward(M, Dk, stream, params_.value(tok_embeddings_), D, b.layers[0].x_in, D);
   AttentionShape as;
   as.batch = B;
-  as.q_len = T;
-  as.kv_len = T;
+  as.q_len = T * K;
+  as.kv_len = T * K;
   as.q_offset = 0;
+  as.mask = AttentionMask::phd(K, c.phd.window, c.phd.chunk);
   as.n_heads = L.active_heads(k);
   as.head_dim = hd;
   as.q_stride = D;
@@ -264,7 +279,9 @@ void Model::forward_trunk(const int* tokens, int B, int T, int k) {
     copy_rows(M, Dk, a.x_mid, x_out, D);
     chain_linear_forward(L.w2, k, M, a.g, F, li.v_w2.data(), x_out, D, 1.0f);
   }
-  rmsnorm_forward(L.dim, k, M, b.x_final, D, params_.value(norm_), c.norm_eps, b.xnf, D, b.rstdf);
+  // Only the last copy of every token feeds the head (SPEC B1: the loss is taken there).
+  rmsnorm_forward(L.dim, k, B * T, b.x_final + (size_t)(K - 1) * D, K * D, params_.value(norm_),
+                  c.norm_eps, b.xnf, D, b.rstdf);
 }
 
 StepLosses Model::forward_backward(const int* tokens, const int* targets, int B, int T,
@@ -289,11 +306,13 @@ StepLosses Model::forward_backward(const int* tokens, const int* targets, int B,
                 " frozen chain(s): nothing would train");
   forward_trunk(tokens, B, T, k);
   Buffers& b = *buf_;
-  const int M = B * T, D = c.dim, F = c.ffn_dim, V = c.vocab_size, KV = L.kv.total();
-  const int hd = L.head_dim;
+  // Mh head rows (one per token), M trunk rows (K per token with PHD).
+  const int K = c.phd.repeat, Mh = B * T, M = Mh * K;
+  const int D = c.dim, F = c.ffn_dim, V = c.vocab_size, KV = L.kv.total(), hd = L.head_dim;
+  const int* stream_tokens = K > 1 ? b.stream_tokens.data() : tokens;
   const int Dk = L.dim.prefix(k), Fk = L.ffn.prefix(k);
   long n_valid = 0;
-  for (int r = 0; r < M; ++r) n_valid += targets[r] >= 0;
+  for (int r = 0; r < Mh; ++r) n_valid += targets[r] >= 0;
   StepLosses out;
   out.chain_loss.assign(L.n, std::numeric_limits<double>::quiet_NaN());
   out.tokens = n_valid;
@@ -310,15 +329,15 @@ StepLosses Model::forward_backward(const int* tokens, const int* targets, int B,
   int seg_begin = 0;
   for (int s = 0; s < n_seg; ++s) {
     const int c0 = L.dim.prefix(seg_begin), c1 = L.dim.prefix(seg_end[s]);
-    gemm_nt(M, V, c1 - c0, b.xnf + c0, D, Wout + c0, D, b.logits, V, s == 0 ? 0.0f : 1.0f);
+    gemm_nt(Mh, V, c1 - c0, b.xnf + c0, D, Wout + c0, D, b.logits, V, s == 0 ? 0.0f : 1.0f);
     const int chain = seg_end[s] - 1;
     const float scale = (float)(chain_weights[chain] / wsum / n_valid) * grad_multiplier;
     float* dlog = b.logits;
     if (s + 1 < n_seg) {
-      b.dlogits[s].resize((size_t)M * V);
+      b.dlogits[s].resize((size_t)Mh * V);
       dlog = b.dlogits[s].data();
     }
-    const double sum = cross_entropy_forward_backward(M, V, b.logits, V, targets, scale, dlog,
+    const double sum = cross_entropy_forward_backward(Mh, V, b.logits, V, targets, scale, dlog,
                                                       nullptr);
     out.chain_loss[chain] = sum / n_valid;
     out.loss += chain_weights[chain] / wsum * out.chain_loss[chain];
@@ -334,23 +353,26 @@ StepLosses Model::forward_backward(const int* tokens, const int* targets, int B,
     if (s < n_seg - 1) {
       const float* d = b.dlogits[s].data();
 #pragma omp parallel for simd schedule(static)
-      for (long i = 0; i < (long)M * V; ++i) G[i] += d[i];
+      for (long i = 0; i < (long)Mh * V; ++i) G[i] += d[i];
     }
     const int c1 = L.dim.prefix(seg_end[s]);
     const int c0 = std::max(L.dim.prefix(s == 0 ? 0 : seg_end[s - 1]), Df);
     if (c1 <= c0) continue;  // a segment of frozen chains
-    if (!freeze_.head_only) gemm_nn(M, c1 - c0, V, G, V, Wout + c0, D, b.dxn + c0, D, 0.0f);
-    gemm_tn(V, c1 - c0, M, G, V, b.xnf + c0, D, dWout + c0, D, 1.0f);
+    if (!freeze_.head_only) gemm_nn(Mh, c1 - c0, V, G, V, Wout + c0, D, b.dxn + c0, D, 0.0f);
+    gemm_tn(V, c1 - c0, Mh, G, V, b.xnf + c0, D, dWout + c0, D, 1.0f);
   }
   if (freeze_.head_only) return out;  // nothing below the head trains
-  rmsnorm_backward(L.dim, k, M, b.x_final, D, params_.value(norm_), b.rstdf, b.dxn, D, b.dres, D,
-                   params_.grad(norm_));
+  // The head saw the last copies only; every other row's gradient starts at zero.
+  const size_t last = (size_t)(K - 1) * D;
+  rmsnorm_backward(L.dim, k, Mh, b.x_final + last, K * D, params_.value(norm_), b.rstdf, b.dxn, D,
+                   b.dres + last, K * D, params_.grad(norm_));
 
   AttentionShape as;
   as.batch = B;
-  as.q_len = T;
-  as.kv_len = T;
+  as.q_len = T * K;
+  as.kv_len = T * K;
   as.q_offset = 0;
+  as.mask = AttentionMask::phd(K, c.phd.window, c.phd.chunk);
   as.n_heads = L.active_heads(k);
   as.head_dim = hd;
   as.q_stride = D;
@@ -395,7 +417,7 @@ StepLosses Model::forward_backward(const int* tokens, const int* targets, int B,
     rmsnorm_backward(L.dim, k, M, a.x_in, D, params_.value(li.attention_norm), a.rstd1, b.dxn, D,
                      b.dres, D, params_.grad(li.attention_norm));
   }
-  embedding_backward(M, Dk - Df, tokens, b.dres + Df, D, params_.grad(tok_embeddings_) + Df, D);
+  embedding_backward(M, Dk - Df, stream_tokens, b.dres + Df, D, params_.grad(tok_embeddings_) + Df, D);
   if (Df > 0) {
     // The per-chain RMSNorm backward produces gain gradients for every active chain; the
     // frozen chains' slices are cleared so no frozen element ever carries a gradient.

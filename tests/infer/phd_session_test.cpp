@@ -1,0 +1,226 @@
+// Incremental PHD inference (SPEC B3, B4): the cache of originals plus the hidden-token ring
+// gives the logits of the full masked forward over the repeated sequence.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <sstream>
+
+#include "../model/model_test_util.h"
+#include "infer/session.h"
+
+namespace chainlm {
+namespace {
+
+using test::random_tokens;
+using test::tiny_config;
+
+struct Variant {
+  std::vector<int> chains;
+  bool kv_share;
+  int n_kv_heads;
+  int K, W, C;
+  bool shared;
+};
+
+void PrintTo(const Variant& v, std::ostream* os) {
+  *os << "chains " << ::testing::PrintToString(v.chains) << (v.kv_share ? " Air" : "") << " K "
+      << v.K << " W " << v.W << " C " << v.C << (v.shared ? " shared" : " extended");
+}
+
+std::string variant_name(const ::testing::TestParamInfo<Variant>& info) {
+  const Variant& v = info.param;
+  std::ostringstream os;
+  os << (v.kv_share ? "Air" : v.chains.size() == 1 ? "LLaMA" : "CoLM");
+  for (int c : v.chains) os << "_" << c;
+  os << "_K" << v.K << "_W" << v.W << "_C" << v.C << (v.shared ? "_shared" : "_extended");
+  return os.str();
+}
+
+ModelConfig phd_config(const Variant& v, int max_seq_len = 48) {
+  ModelConfig c = tiny_config(v.chains, v.kv_share, v.n_kv_heads);
+  c.max_seq_len = max_seq_len;
+  c.phd.repeat = v.K;
+  c.phd.window = v.W;
+  c.phd.chunk = v.C;
+  c.phd.shared_positions = v.shared;
+  validate_config(c, "test");
+  return c;
+}
+
+double max_abs_diff(const float* a, const float* b, int n) {
+  double m = 0;
+  for (int i = 0; i < n; ++i) m = std::max(m, (double)std::fabs(a[i] - b[i]));
+  return m;
+}
+
+class PhdSession : public ::testing::TestWithParam<Variant> {};
+
+TEST_P(PhdSession, IncrementalDecodingMatchesFullMaskedForward) {
+  const ModelConfig c = phd_config(GetParam());
+  Model model(c);
+  model.init_random(7);
+  // Sharper attention than the default init, so that a wrong key would show.
+  for (size_t i = 0; i < model.params().size(); ++i) model.params().values()[i] *= 3.0f;
+  const int T = 41, V = c.vocab_size;
+  auto tokens = random_tokens(T, V, 3);
+  for (int k = 1; k <= c.n_chains(); ++k) {
+    std::vector<float> full((size_t)T * V);
+    model.logits(tokens.data(), 1, T, k, full.data());
+    for (int prompt : {1, 2, 13, 30}) {
+      InferenceSession s(model, 8);  // small passes: prefill crosses pass boundaries
+      const float* l = s.prefill(std::vector<int>(tokens.begin(), tokens.begin() + prompt), k);
+      ASSERT_LE(max_abs_diff(l, full.data() + (size_t)(prompt - 1) * V, V), 1e-4)
+          << "prefill of " << prompt << ", k=" << k;
+      for (int t = prompt; t < T; ++t) {
+        l = s.decode(tokens[t], k);
+        ASSERT_LE(max_abs_diff(l, full.data() + (size_t)t * V, V), 1e-4)
+            << "k=" << k << " prompt " << prompt << " t=" << t;
+      }
+    }
+    // Every position's logits at once (all copies of every position run).
+    InferenceSession s(model, 16);
+    std::vector<float> all((size_t)T * V);
+    s.append(tokens.data(), 20, k, all.data());
+    s.append(tokens.data() + 20, T - 20, k, all.data() + (size_t)20 * V);
+    EXPECT_LE(max_abs_diff(all.data(), full.data(), T * V), 1e-4) << "all logits, k=" << k;
+  }
+}
+
+TEST_P(PhdSession, BoundedPrefillEqualsFullPrefill) {
+  const ModelConfig c = phd_config(GetParam());
+  Model model(c);
+  model.init_random(9);
+  for (size_t i = 0; i < model.params().size(); ++i) model.params().values()[i] *= 3.0f;
+  const int V = c.vocab_size, n = c.n_chains();
+  auto tokens = random_tokens(c.max_seq_len, V, 5);
+  for (int prompt : {5, 29, 40}) {
+    InferenceSession bounded(model), full(model);
+    full.set_bounded_prefill(false);
+    const std::vector<int> p(tokens.begin(), tokens.begin() + prompt);
+    std::vector<float> a(V);
+    const float* la = bounded.prefill(p, n);
+    std::copy(la, la + V, a.begin());
+    const float* lb = full.prefill(p, n);
+    ASSERT_LE(max_abs_diff(a.data(), lb, V), 1e-4) << "prompt " << prompt;
+    // The ring left behind is exact too: decoding continues identically.
+    for (int t = prompt; t < prompt + 6; ++t) {
+      la = bounded.decode(tokens[t], n);
+      std::copy(la, la + V, a.begin());
+      lb = full.decode(tokens[t], n);
+      ASSERT_LE(max_abs_diff(a.data(), lb, V), 1e-4) << "prompt " << prompt << " t " << t;
+    }
+  }
+}
+
+class PhdChainSession : public PhdSession {};
+
+TEST_P(PhdChainSession, ChainSwitchingMatchesEachSubModelFromScratch) {
+  const ModelConfig c = phd_config(GetParam());
+  const int n = c.n_chains(), T = 24, V = c.vocab_size;
+  ASSERT_GT(n, 1);
+  Model model(c);
+  model.init_random(10);
+  auto tokens = random_tokens(T, V, 4);
+  InferenceSession s(model, 8);
+  s.prefill(std::vector<int>(tokens.begin(), tokens.begin() + 6), 1);
+  for (int t = 6; t < T; ++t) {
+    const int k = 1 + (t * 7 / 3) % n;  // up and down across all sub-models
+    const float* l = s.decode(tokens[t], k);
+    std::vector<float> ref((size_t)(t + 1) * V);
+    model.logits(tokens.data(), 1, t + 1, k, ref.data());
+    ASSERT_LE(max_abs_diff(l, ref.data() + (size_t)t * V, V), 1e-4) << "t=" << t << " k=" << k;
+  }
+}
+
+// With chains: CoLM recomputes on growth, CoLM-Air shares cache and ring by all sub-models.
+const Variant kChained[] = {
+    Variant{{1, 1}, false, 0, 2, 3, 0, false}, Variant{{1, 1}, true, 2, 3, 4, 6, true},
+    Variant{{1, 2, 1}, false, 4, 3, 0, 0, false}, Variant{{1, 2, 1}, true, 2, 2, 5, 0, true},
+    Variant{{2, 2}, true, 4, 4, 3, 3, false}};
+
+// PHD, SWA, CSWA for several K, W, C and both position-id modes.
+INSTANTIATE_TEST_SUITE_P(
+    Ordinary, PhdSession,
+    ::testing::Values(Variant{{1}, false, 0, 2, 0, 0, false}, Variant{{1}, false, 2, 4, 0, 0, true},
+                      Variant{{1}, false, 0, 2, 3, 0, false}, Variant{{1}, false, 0, 3, 5, 0, true},
+                      Variant{{1}, false, 1, 4, 2, 0, false}, Variant{{1}, false, 0, 2, 4, 8, false},
+                      Variant{{1}, false, 0, 3, 3, 4, true}, Variant{{1}, false, 0, 4, 16, 5, false}),
+    variant_name);
+INSTANTIATE_TEST_SUITE_P(Chains, PhdSession, ::testing::ValuesIn(kChained), variant_name);
+INSTANTIATE_TEST_SUITE_P(Chains, PhdChainSession, ::testing::ValuesIn(kChained), variant_name);
+
+TEST(PhdSession, KvCacheBytesAreTheOrdinaryModelsPlusTheRing) {
+  for (bool air : {false, true}) {
+    ModelConfig plain = tiny_config({1, 1}, air, air ? 2 : 0);
+    plain.max_seq_len = 64;
+    Model ordinary(plain);
+    ordinary.init_random(1);
+    auto prompt = random_tokens(40, plain.vocab_size, 2);
+    const size_t width = ordinary.layout().kv.total();
+    for (Variant v : {Variant{{1, 1}, air, 0, 4, 0, 0, false}, Variant{{1, 1}, air, 0, 3, 16, 0, false},
+                      Variant{{1, 1}, air, 0, 2, 16, 32, false}}) {
+      InferenceSession base(ordinary);
+      base.prefill(prompt, 2);
+      const size_t bytes = base.cache().bytes_used(ordinary.layout().kv);
+      v.n_kv_heads = air ? 2 : 0;
+      const ModelConfig c = phd_config(v, 64);
+      Model m(c);
+      m.init_random(1);
+      InferenceSession s(m);
+      s.prefill(prompt, 2);
+      const size_t ring = 2 * sizeof(float) * c.n_layers * (size_t)v.W * width;
+      // 40 positions: the ring is full (CSWA: 8 positions into the second chunk of 32, whose
+      // 8*(K-1) = 8 hidden tokens it holds).
+      const size_t held = v.C > 0 ? 2 * sizeof(float) * c.n_layers * 8 * width : ring;
+      EXPECT_EQ(s.cache().bytes_used(m.layout().kv), bytes + held) << c.phd.name();
+      s.decode(3, 2);
+      base.decode(3, 2);
+      // One more position in the cache; CSWA's ring one more hidden token (9 of W = 16).
+      const size_t token = 2 * sizeof(float) * c.n_layers * width;
+      EXPECT_EQ(s.cache().bytes_used(m.layout().kv),
+                base.cache().bytes_used(ordinary.layout().kv) + held + (v.C > 0 ? token : 0))
+          << c.phd.name();
+      EXPECT_EQ(s.cache().ring_count, v.C > 0 ? 9 : v.W);
+      // The originals' cache is exactly an ordinary model's.
+      EXPECT_EQ(s.cache().capacity, base.cache().capacity);
+      EXPECT_EQ(s.cache().width, base.cache().width);
+    }
+  }
+}
+
+TEST(PhdSession, CswaEmptiesTheRingAtEveryChunkBoundary) {
+  const ModelConfig c = phd_config(Variant{{1}, false, 0, 3, 4, 5, false});
+  Model model(c);
+  model.init_random(2);
+  InferenceSession s(model);
+  s.prefill(random_tokens(3, c.vocab_size, 1), 1);
+  for (int p = 3; p < 17; ++p) {
+    s.decode(p % c.vocab_size, 1);
+    // Position p starts chunk p/5: the ring holds the hidden tokens of positions
+    // [5*(p/5), p] of it, at most W = 4.
+    EXPECT_EQ(s.cache().ring_count, std::min(4, (p % 5 + 1) * 2)) << "after position " << p;
+    EXPECT_EQ(s.cache().ring_first + s.cache().ring_count, (long)(p + 1) * 2);
+  }
+}
+
+TEST(PhdSession, HiddenPositionsOfBoundedPrefill) {
+  // SPEC B3: PHD the last position; CSWA the last chunk (or the receptive-field bound if
+  // smaller); SWA ceil(L*R/(K-1)) + 1 with R = max(W, K-2).
+  auto positions = [](int K, int W, int C, int end) {
+    ModelConfig c = phd_config(Variant{{1}, false, 0, K, W, C, false}, 512);
+    Model m(c);
+    InferenceSession s(m, 4);
+    return s.phd_hidden_positions(end);
+  };
+  EXPECT_EQ(positions(4, 0, 0, 100), 1);
+  EXPECT_EQ(positions(2, 16, 0, 300), 2 * 16 / 1 + 1);  // L = 2 layers
+  EXPECT_EQ(positions(4, 16, 0, 300), (2 * 16 + 2) / 3 + 1);
+  EXPECT_EQ(positions(8, 2, 0, 300), (2 * 6 + 6) / 7 + 1);  // R = K-2 = 6
+  EXPECT_EQ(positions(2, 16, 0, 20), 20);
+  EXPECT_EQ(positions(2, 16, 32, 70), 6);   // the last chunk: positions 64..69
+  EXPECT_EQ(positions(4, 16, 32, 100), 4);  // positions 96..99
+  EXPECT_EQ(positions(4, 1, 32, 95), (2 * 2 + 2) / 3 + 1);  // R = 2: the bound is smaller
+}
+
+}  // namespace
+}  // namespace chainlm
