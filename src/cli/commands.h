@@ -10,5 +10,8 @@ void add_prepare_command(CLI::App& app);
 void add_train_command(CLI::App& app);
 void add_generate_command(CLI::App& app);
 void add_bench_command(CLI::App& app);
+void add_expand_command(CLI::App& app);
+void add_export_command(CLI::App& app);
+void add_info_command(CLI::App& app);
 
 }  // namespace chainlm::cli

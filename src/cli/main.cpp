@@ -14,6 +14,9 @@ int main(int argc, char** argv) {
   chainlm::cli::add_train_command(app);
   chainlm::cli::add_generate_command(app);
   chainlm::cli::add_bench_command(app);
+  chainlm::cli::add_expand_command(app);
+  chainlm::cli::add_export_command(app);
+  chainlm::cli::add_info_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -14,8 +14,9 @@ struct LoadedModel {
   std::unique_ptr<Tokenizer> tokenizer;  // null when need_tokenizer was false and none found
 };
 
-// model_arg: a checkpoint or run directory, or a llama2.c .bin file (which carries no
-// tokenizer, so tokenizer_arg is then required when need_tokenizer is set).
+// model_arg: a checkpoint or run directory, a llama2.c .bin file (which carries no tokenizer,
+// so tokenizer_arg is then required when need_tokenizer is set), or a Hugging Face LLaMA
+// directory (whose tokenizer.model is used when present).
 LoadedModel load_model_and_tokenizer(const std::string& model_arg, const std::string& tokenizer_arg,
                                      bool need_tokenizer = true);
 

@@ -33,13 +33,6 @@ ModelConfig expanded_config(const ModelConfig& base, const ExpandOptions& o) {
                                 o.kv_share ? " (CoLM-Air)" : " (CoLM)");
   c.n_heads = H + added;
   c.dim = hd * c.n_heads;
-  for (size_t j = 0; j < o.add_chains.size(); ++j) {
-    const int a = o.add_chains[j];
-    CHAINLM_CHECK((long)F * a % H == 0, where, ": a new chain of ", a, " heads needs an FFN width of ",
-                  "ffn_dim*", a, "/n_heads = ", F, "*", a, "/", H,
-                  ", which is not an integer (SPEC A1: ffn_dim*c_i/sum(chains) must be whole)");
-  }
-  c.ffn_dim = (int)((long)F * c.n_heads / H);
   c.kv_share = o.kv_share;
   if (o.kv_share) {
     for (int a : o.add_chains)
@@ -48,13 +41,22 @@ ModelConfig expanded_config(const ModelConfig& base, const ExpandOptions& o) {
                     "must be a multiple of n_kv_heads (", base.n_kv_heads, "); a new chain of ", a,
                     " heads is not (SPEC A1)");
   } else {
-    // CoLM: every chain owns Hkv/H of its heads' worth of KV heads, as the base chain does.
-    CHAINLM_CHECK((long)base.n_kv_heads * added % H == 0, where, ": CoLM (no kv_share) gives each ",
-                  "chain n_kv_heads*c_i/sum(chains) KV heads; with the base's ", base.n_kv_heads,
-                  " KV heads for ", H, " query heads the new chains would own ", base.n_kv_heads,
-                  "*", added, "/", H, " KV heads, not an integer (SPEC A1)");
+    // CoLM: every chain owns n_kv_heads/n_heads of its query heads' worth of KV heads, as the
+    // base chain does.
+    for (int a : o.add_chains)
+      CHAINLM_CHECK((long)base.n_kv_heads * a % H == 0, where, ": CoLM (no kv_share) gives every ",
+                    "chain its own KV heads in the base's proportion (", base.n_kv_heads, " per ", H,
+                    " query heads); a new chain of ", a, " heads would own ", base.n_kv_heads, "*", a,
+                    "/", H, " KV heads, not an integer (SPEC A1)");
     c.n_kv_heads = (int)((long)base.n_kv_heads * c.n_heads / H);
   }
+  for (size_t j = 0; j < o.add_chains.size(); ++j) {
+    const int a = o.add_chains[j];
+    CHAINLM_CHECK((long)F * a % H == 0, where, ": a new chain of ", a, " heads needs an FFN width of ",
+                  "ffn_dim*", a, "/n_heads = ", F, "*", a, "/", H,
+                  ", which is not an integer (SPEC A1: ffn_dim*c_i/sum(chains) must be whole)");
+  }
+  c.ffn_dim = (int)((long)F * c.n_heads / H);
   // Zero head columns for the new chains and random embedding columns cannot share a matrix.
   c.tie_embeddings = false;
   validate_config(c, where);

@@ -148,14 +148,19 @@ TEST(Expand, RejectsChainListsThatBreakSpecA1) {
   c.vocab_size = 16;
   Model base(c);
   base.init_random(1);
-  // 6 query heads cannot share 4 KV heads evenly (CoLM-Air); 3 heads would need an FFN width
-  // of 172*3/8, not whole.
+  // CoLM-Air: 3 or 6 query heads cannot share the base's 4 KV heads evenly.
+  expect_error(base, ExpandOptions{{3}, true, 1}, "must be a multiple of n_kv_heads (4)");
   expect_error(base, ExpandOptions{{6}, true, 1}, "must be a multiple of n_kv_heads (4)");
-  expect_error(base, ExpandOptions{{3}, true, 1}, "ffn_dim*3/n_heads");
-  expect_error(base, ExpandOptions{{1}, false, 1}, "not an integer");
-  // CoLM: 4 KV heads for 8 query heads -> a 2-head chain would own one KV head, fine; a
-  // 4-head chain 2; but 172*2/8 = 43 is whole, so [8, 2] CoLM is valid.
-  EXPECT_NO_THROW(expand_model(base, ExpandOptions{{2}, false, 1}));
+  // CoLM: 4 KV heads per 8 query heads; a 1-head chain would own half a KV head.
+  expect_error(base, ExpandOptions{{1}, false, 1}, "4*1/8 KV heads, not an integer");
+  expect_error(base, ExpandOptions{{2, 1}, false, 1}, "4*1/8 KV heads, not an integer");
+  EXPECT_NO_THROW(expand_model(base, ExpandOptions{{2}, false, 1}));  // ffn 172*2/8 = 43
+  // The FFN rule: ffn 22 over 4 heads gives a 1-head chain 5.5 FFN columns.
+  ModelConfig f = c;
+  f.n_heads = f.n_kv_heads = 4;
+  f.ffn_dim = 22;
+  Model base_f(f);
+  expect_error(base_f, ExpandOptions{{1}, false, 1}, "ffn_dim*1/n_heads = 22*1/4");
   expect_error(base, ExpandOptions{{}, true, 1}, "lists no chain");
   expect_error(base, ExpandOptions{{0}, true, 1}, "positive");
   expect_error(base, ExpandOptions{{-4}, false, 1}, "positive");
@@ -180,7 +185,7 @@ TEST(Expand, CoLMKvHeadsMustStayWhole) {
   odd.ffn_dim = 4 * 5;
   Model base2(odd);
   // 1 new head with CoLM: ffn 20*1/4 = 5 is whole, but 2*1/4 KV heads is not.
-  expect_error(base2, ExpandOptions{{1}, false, 1}, "KV heads, not an integer");
+  expect_error(base2, ExpandOptions{{1}, false, 1}, "2*1/4 KV heads, not an integer");
 }
 
 }  // namespace

@@ -1,0 +1,132 @@
+// chainlm expand: grow a trained model by new chains (SPEC A6). The expanded model's logits
+// equal the base model's until the new chains are trained (chainlm train --init ...
+// --freeze-chains N).
+#include <unistd.h>
+
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <memory>
+#include <sstream>
+
+#include "cli/commands.h"
+#include "cli/model_info.h"
+#include "core/error.h"
+#include "core/rng.h"
+#include "core/threads.h"
+#include "io/atomic_file.h"
+#include "io/hf_llama.h"
+#include "io/tokenizer.h"
+#include "model/checkpoint.h"
+#include "model/expand.h"
+
+namespace chainlm::cli {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+std::vector<int> parse_int_list(const std::string& s, const std::string& what) {
+  std::vector<int> out;
+  std::stringstream ss(s);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    try {
+      size_t used = 0;
+      out.push_back(std::stoi(item, &used));
+      CHAINLM_CHECK(used == item.size(), what, ": '", item, "' is not an integer");
+    } catch (const std::logic_error&) {
+      fail(what, ": '", item, "' is not an integer");
+    }
+  }
+  CHAINLM_CHECK(!out.empty(), what, ": empty list");
+  return out;
+}
+
+// The tokenizer a base carries: a chainlm checkpoint's or a HF directory's tokenizer.model.
+std::string base_tokenizer(const std::string& from) {
+  std::error_code ec;
+  if (!fs::is_directory(from, ec)) return "";
+  const std::string dir = resolve_checkpoint_dir(from);
+  if (is_hf_model_dir(dir))
+    return fs::exists(fs::path(dir) / "tokenizer.model") ? (fs::path(dir) / "tokenizer.model").string() : "";
+  try {
+    return find_tokenizer_in_dir(dir);
+  } catch (const Error&) {
+    return "";
+  }
+}
+
+}  // namespace
+
+void add_expand_command(CLI::App& app) {
+  auto* cmd = app.add_subcommand(
+      "expand", "Grow a model by new chains (SPEC A6): same logits until the new chains train");
+  struct Args {
+    std::string from, add, out, tokenizer;
+    bool kv_share = false;
+    uint64_t seed = 1;
+    int threads = 0;
+  };
+  auto a = std::make_shared<Args>();
+  cmd->add_option("--from", a->from,
+                  "Base model: llama2.c .bin, Hugging Face LLaMA directory, or chainlm checkpoint/run")
+      ->required();
+  cmd->add_option("--add-chains", a->add, "Query heads of every new chain, e.g. 8 or 4,4")->required();
+  cmd->add_flag("--kv-share", a->kv_share,
+                "CoLM-Air: every chain attends the base's K/V heads (new chains add no K/V weights)");
+  cmd->add_option("--out", a->out, "Output checkpoint directory (must not exist)")->required();
+  cmd->add_option("--tokenizer", a->tokenizer,
+                  "Tokenizer to store in the checkpoint (default: the base's, if it carries one)");
+  cmd->add_option("--seed", a->seed, "Seed for the new chains' initialization")->capture_default_str();
+  cmd->add_option("--threads", a->threads, "Threads; 0 = all cores");
+  cmd->callback([a]() {
+    set_num_threads(a->threads);
+    CHAINLM_CHECK(!fs::exists(a->out), a->out, " already exists; choose another --out (nothing was overwritten)");
+    ExpandOptions o;
+    o.add_chains = parse_int_list(a->add, "--add-chains");
+    o.kv_share = a->kv_share;
+    o.seed = a->seed;
+    std::unique_ptr<Model> base = load_model(a->from);
+    const std::string tokenizer = a->tokenizer.empty() ? base_tokenizer(a->from) : a->tokenizer;
+    if (!tokenizer.empty()) load_tokenizer(tokenizer);  // fail before any work is written
+    std::unique_ptr<Model> expanded = expand_model(*base, o);
+
+    // Check what SPEC A6 promises on a probe sequence before writing anything.
+    const int T = std::min(64, base->config().max_seq_len), V = base->config().vocab_size;
+    std::vector<int> probe(T);
+    Rng rng(a->seed + 1);
+    for (int& t : probe) t = (int)rng.below(V);
+    std::vector<float> lb((size_t)T * V), le((size_t)T * V);
+    base->logits(probe.data(), 1, T, base->config().n_chains(), lb.data());
+    expanded->logits(probe.data(), 1, T, expanded->config().n_chains(), le.data());
+    double diff = 0, scale = 0;
+    for (size_t i = 0; i < lb.size(); ++i) {
+      diff = std::max(diff, (double)std::fabs(lb[i] - le[i]));
+      scale = std::max(scale, (double)std::fabs(lb[i]));
+    }
+    CHAINLM_CHECK(std::isfinite(diff) && diff <= 1e-4 * std::max(1.0, scale),
+                  "expand: the expanded model's logits differ from the base's by ", diff,
+                  " on a probe sequence (a bug: nothing was written)");
+
+    const fs::path out(a->out);
+    const fs::path tmp = out.parent_path() / (".tmp-" + out.filename().string() + "-" + std::to_string(::getpid()));
+    fs::remove_all(tmp);
+    save_model(*expanded, tmp.string());
+    if (!tokenizer.empty()) save_tokenizer_to_dir(tokenizer, tmp.string());
+    fsync_directory(tmp.string());
+    fs::rename(tmp, out);
+    fsync_directory(out.parent_path().empty() ? "." : out.parent_path().string());
+
+    std::printf("base      %s: %s\n", a->from.c_str(), describe_model(*base).c_str());
+    std::printf("expanded  %s\n", describe_model(*expanded).c_str());
+    const long added = expanded->num_params(expanded->config().n_chains()) - base->num_params(base->config().n_chains());
+    std::printf("          new chains add %ld parameters; chain 1 holds the base's weights%s\n", added,
+                base->config().tie_embeddings ? " (head untied: output.weight = the base's embedding)" : "");
+    std::printf("check     max |logit difference| to the base on a %d-token probe: %.3g\n", T, diff);
+    std::printf("wrote     %s%s\n", a->out.c_str(),
+                tokenizer.empty() ? " (no tokenizer: pass --tokenizer to store one)" : " with its tokenizer");
+  });
+}
+
+}  // namespace chainlm::cli

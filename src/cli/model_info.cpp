@@ -1,0 +1,69 @@
+#include "cli/model_info.h"
+
+#include "core/error.h"
+
+namespace chainlm::cli {
+
+std::string describe_model(const Model& model) {
+  const ModelConfig& c = model.config();
+  const std::string kind = c.n_chains() == 1 ? "LLaMA" : c.kv_share ? "CoLM-Air" : "CoLM";
+  char params[32];
+  std::snprintf(params, sizeof params, "%.3gM", model.params().numel() / 1e6);
+  return cat("chains ", nlohmann::json(c.chains).dump(), " ", kind, ", dim ", c.dim, ", ", c.n_heads,
+             " heads (", c.n_kv_heads, " KV), ffn ", c.ffn_dim, ", ", c.n_layers, " layers, vocab ",
+             c.vocab_size, ", ", params, " parameters", c.tie_embeddings ? " (tied head)" : "");
+}
+
+std::vector<long> params_per_chain(const Model& model) {
+  const ChainLayout& L = model.layout();
+  std::vector<long> per(L.n, 0);
+  for (const ParamInfo& p : model.params().infos()) {
+    if (p.chain >= 0) {
+      per[p.chain] += (long)p.numel();
+    } else {  // D-wide: columns by chain
+      const long rows = (long)(p.numel() / p.cols());
+      for (int i = 0; i < L.n; ++i) per[i] += rows * L.dim.width(i);
+    }
+  }
+  return per;
+}
+
+nlohmann::json model_info_json(const Model& model) {
+  const ModelConfig& c = model.config();
+  const ChainLayout& L = model.layout();
+  const int hd = L.head_dim;
+  nlohmann::json j = config_to_json(c);
+  j["head_dim"] = hd;
+  j["architecture"] = c.n_chains() == 1 ? "LLaMA" : c.kv_share ? "CoLM-Air" : "CoLM";
+  j["params"] = model.params().numel();
+  const std::vector<long> per = params_per_chain(model);
+  nlohmann::json chains = nlohmann::json::array();
+  for (int i = 0; i < L.n; ++i)
+    chains.push_back({{"chain", i + 1},
+                      {"heads", L.heads.width(i)},
+                      {"dim", L.dim.width(i)},
+                      {"ffn_dim", L.ffn.width(i)},
+                      {"kv_heads", c.kv_share ? (i == 0 ? c.n_kv_heads : 0) : L.kv.width(i) / hd},
+                      {"params", per[i]}});
+  j["per_chain"] = chains;
+  nlohmann::json subs = nlohmann::json::array();
+  for (int k = 1; k <= L.n; ++k)
+    subs.push_back({{"chains", k},
+                    {"dim", L.dim.prefix(k)},
+                    {"heads", L.heads.prefix(k)},
+                    {"kv_heads", L.active_kv_width(k) / hd},
+                    {"params", model.num_params(k)},
+                    {"matmul_params", model.matmul_params(k)},
+                    {"kv_cache_bytes_per_token", 2L * 4 * c.n_layers * L.active_kv_width(k)}});
+  j["sub_models"] = subs;
+  if (model.freeze().any()) {
+    const ParamStore& ps = model.params();
+    j["trainable"] = {{"freeze_chains", model.freeze().chains},
+                      {"train_only", model.freeze().head_only ? "head" : ""},
+                      {"params", ps.trainable_numel()},
+                      {"fraction", (double)ps.trainable_numel() / (double)ps.numel()}};
+  }
+  return j;
+}
+
+}  // namespace chainlm::cli
