@@ -14,6 +14,7 @@ void add_bench_command(CLI::App& app) {
   struct Args {
     std::string config, weights;
     int batch = 8, seq = 256, threads = 0, steps = 5;
+    bool baseline = false;
   };
   auto a = std::make_shared<Args>();
   train->add_option("--config", a->config, "Model config JSON")->required();
@@ -22,9 +23,11 @@ void add_bench_command(CLI::App& app) {
   train->add_option("--threads", a->threads, "Threads; 0 = all cores");
   train->add_option("--steps", a->steps, "Timed steps (median reported)")->capture_default_str();
   train->add_option("--chain-loss-weights", a->weights, "Weights per chain prefix");
+  train->add_flag("--baseline", a->baseline,
+                  "PHD config: also time it without PHD, interleaved, and report the ratio");
   train->callback([a]() {
     CHAINLM_CHECK(a->steps > 0 && a->batch > 0 && a->seq > 0, "bench train: --steps, --batch-size and --seq-len must be positive");
-    bench_train(a->config, a->batch, a->seq, a->threads, a->steps, a->weights);
+    bench_train(a->config, a->batch, a->seq, a->threads, a->steps, a->weights, a->baseline);
   });
 
   auto add_inference = [&](const char* name, const char* help, bool decode) {
@@ -36,6 +39,8 @@ void add_bench_command(CLI::App& app) {
     cmd->add_option("--threads", b->threads, "Threads; 0 = all cores");
     cmd->add_option("--prompt-tokens", b->prompt_tokens, "Prompt length")->capture_default_str();
     if (decode) cmd->add_option("--tokens", b->tokens, "Decoded tokens timed")->capture_default_str();
+    cmd->add_flag("--baseline", b->baseline,
+                  "PHD model: also time it without PHD (same weights), interleaved; report the ratio");
     cmd->callback([b, decode]() { decode ? bench_decode(*b) : bench_prefill(*b); });
   };
   add_inference("decode", "Batch-1 decoding: tokens/s, KV bytes, fraction of the bandwidth bound", true);

@@ -1,6 +1,8 @@
 // chainlm bench decode / prefill: batch-1 inference speed against the machine's ceilings
 // measured in the same run (memory bandwidth for decoding, FLOPs for prefill).
+#include <algorithm>
 #include <cstdio>
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -41,15 +43,42 @@ std::vector<int> random_prompt(int n, int vocab) {
 }
 
 // FLOPs of a forward over rows [offset, offset+n) with k chains, logits for the last row only.
-double forward_flops(const Model& m, int k, long offset, long n) {
+// PHD: plus `hidden` hidden rows, each attending about all originals and its window.
+double forward_flops(const Model& m, int k, long offset, long n, long hidden = 0) {
   const ModelConfig& c = m.config();
   const ChainLayout& L = m.layout();
   const double head = (double)c.vocab_size * L.dim.prefix(k);
-  const double matmul = 2.0 * n * ((double)m.matmul_params(k) - head);
+  const double matmul = 2.0 * (n + hidden) * ((double)m.matmul_params(k) - head);
   // q·k and p·v over the causal prefix of every row.
-  const double keys = (double)n * offset + (double)n * (n + 1) / 2;
+  const double keys = (double)n * offset + (double)n * (n + 1) / 2 +
+                      (double)hidden * (offset + n + c.phd.window);
   const double attention = 4.0 * c.n_layers * L.head_dim * L.active_heads(k) * keys;
   return matmul + attention + 2.0 * head;
+}
+
+// The model without its "phd" section, with the same weights (PHD adds no parameters).
+std::unique_ptr<Model> baseline_model(const Model& m) {
+  CHAINLM_CHECK(m.config().phd.enabled(), "bench: --baseline compares a PHD model with the same ",
+                "model without PHD, but this model has no \"phd\" section");
+  ModelConfig c = m.config();
+  c.phd = PhdConfig{};
+  auto base = std::make_unique<Model>(c);
+  std::copy_n(m.params().values(), m.params().size(), base->params().values());
+  return base;
+}
+
+// Median milliseconds of each function over `reps` interleaved rounds after a warm-up round.
+std::vector<double> interleaved_ms(const std::vector<std::function<void()>>& fs, int reps) {
+  std::vector<std::vector<double>> ms(fs.size());
+  for (int rep = 0; rep <= reps; ++rep)
+    for (size_t i = 0; i < fs.size(); ++i) {
+      Timer t;
+      fs[i]();
+      if (rep > 0) ms[i].push_back(t.seconds() * 1e3);
+    }
+  std::vector<double> out;
+  for (auto& v : ms) out.push_back(median(v));
+  return out;
 }
 
 std::string model_name(const InferenceBenchArgs& a) { return a.model.empty() ? a.config : a.model; }
@@ -67,16 +96,29 @@ void bench_decode(const InferenceBenchArgs& a) {
   auto prompt = random_prompt(a.prompt_tokens, c.vocab_size);
   auto feed = random_prompt(a.tokens + 1, c.vocab_size);
   InferenceSession session(*model);
+  // --baseline: the same weights without PHD, decoding the same tokens right after each step.
+  std::unique_ptr<Model> base = a.baseline ? baseline_model(*model) : nullptr;
+  std::unique_ptr<InferenceSession> base_session =
+      base ? std::make_unique<InferenceSession>(*base) : nullptr;
   // Warm-up pass (page faults, thread start-up), then the timed one.
-  session.prefill(prompt, k);
-  session.decode(feed[0], k);
-  session.reset();
-  session.prefill(prompt, k);
-  std::vector<double> ms;
+  for (InferenceSession* s : {&session, base_session.get()}) {
+    if (!s) continue;
+    s->prefill(prompt, k);
+    s->decode(feed[0], k);
+    s->reset();
+    s->prefill(prompt, k);
+  }
+  std::vector<double> ms, base_ms, ratios;
   for (int i = 0; i < a.tokens; ++i) {
     Timer t;
     session.decode(feed[i], k);
     ms.push_back(t.seconds() * 1e3);
+    if (base_session) {
+      Timer tb;
+      base_session->decode(feed[i], k);
+      base_ms.push_back(tb.seconds() * 1e3);
+      ratios.push_back(ms.back() / base_ms.back());
+    }
   }
   const double ms_per_token = median(ms);
   // Bytes a decode step must read: the sub-model's matrices and the K/V of the prefix
@@ -84,7 +126,8 @@ void bench_decode(const InferenceBenchArgs& a) {
   const ChainLayout& L = model->layout();
   const double weight_bytes = 4.0 * (double)model->matmul_params(k);
   const double mid = a.prompt_tokens + a.tokens / 2.0;
-  const double kv_bytes = 2.0 * 4.0 * c.n_layers * mid * L.active_kv_width(k);
+  // PHD: the originals' K/V plus the ring of the last W hidden tokens.
+  const double kv_bytes = 2.0 * 4.0 * c.n_layers * (mid + c.phd.window) * L.active_kv_width(k);
   const double bandwidth = measure_read_bandwidth_gbs((size_t)(weight_bytes + kv_bytes));
   const double bound_ms = (weight_bytes + kv_bytes) / bandwidth / 1e6;
   nlohmann::json j = {{"bench", "decode"},
@@ -103,8 +146,70 @@ void bench_decode(const InferenceBenchArgs& a) {
                       {"bandwidth_gbs", bandwidth},
                       {"bound_ms_per_token", bound_ms},
                       {"fraction_of_bound", bound_ms / ms_per_token}};
+  if (c.phd.enabled()) j["phd"] = c.phd.name();
+  if (base_session) {
+    j["baseline_ms_per_token"] = median(base_ms);
+    j["baseline_kv_cache_bytes"] = base_session->cache().bytes_used(L.kv);
+    j["ratio"] = median(ratios);  // of per-token ratios, each pair under the same load
+  }
   std::printf("%s\n", j.dump().c_str());
 }
+
+namespace {
+
+// PHD prefill: bounded (the default: hidden copies of the last positions only, SPEC B3), the
+// unbounded K-copies prefill when there is a window, and with --baseline the same weights
+// without PHD; interleaved rounds, medians.
+void bench_phd_prefill(const InferenceBenchArgs& a, const Model& model, int k,
+                       const std::vector<int>& prompt, InferenceSession& session) {
+  const ModelConfig& c = model.config();
+  const int n = (int)prompt.size(), K = c.phd.repeat;
+  const int P = session.phd_hidden_positions(n);
+  InferenceSession unbounded(model, n);
+  unbounded.set_bounded_prefill(false);
+  std::unique_ptr<Model> base = a.baseline ? baseline_model(model) : nullptr;
+  std::unique_ptr<InferenceSession> base_session =
+      base ? std::make_unique<InferenceSession>(*base, n) : nullptr;
+  auto run = [&](InferenceSession& s) {
+    return [&s, &prompt, k] {
+      s.reset();
+      s.prefill(prompt, k, false);
+    };
+  };
+  std::vector<std::function<void()>> fs{run(session)};
+  if (c.phd.window > 0) fs.push_back(run(unbounded));
+  if (base_session) fs.push_back(run(*base_session));
+  const double peak = measure_sgemm_gflops(2048, 2);
+  const std::vector<double> ms = interleaved_ms(fs, 3);
+  const double flops = forward_flops(model, k, 0, n, (long)(K - 1) * P);
+  nlohmann::json j = {{"bench", "prefill"},
+                      {"model", model_name(a)},
+                      {"phd", c.phd.name()},
+                      {"chains", k},
+                      {"n_chains", c.n_chains()},
+                      {"kv_share", c.kv_share},
+                      {"threads", num_threads()},
+                      {"prompt_tokens", n},
+                      {"hidden_positions", P},
+                      {"prefill_ms", ms[0]},
+                      {"prefill_gflops", flops / ms[0] / 1e6},
+                      {"sgemm_gflops", peak}};
+  size_t next = 1;
+  if (c.phd.window > 0) {
+    j["unbounded_prefill_ms"] = ms[next];
+    j["unbounded_prefill_gflops"] = forward_flops(model, k, 0, n, (long)(K - 1) * n) / ms[next] / 1e6;
+    ++next;
+  }
+  if (base_session) {
+    const double base_ms = ms[next];
+    j["baseline_prefill_ms"] = base_ms;
+    j["ratio"] = ms[0] / base_ms;
+    if (c.phd.window > 0) j["unbounded_ratio"] = ms[1] / base_ms;
+  }
+  std::printf("%s\n", j.dump().c_str());
+}
+
+}  // namespace
 
 void bench_prefill(const InferenceBenchArgs& a) {
   set_num_threads(a.threads);
@@ -116,6 +221,10 @@ void bench_prefill(const InferenceBenchArgs& a) {
                 c.max_seq_len);
   auto prompt = random_prompt(n, c.vocab_size);
   InferenceSession session(*model, n);  // the whole prompt in one pass
+  if (c.phd.enabled()) {
+    bench_phd_prefill(a, *model, k, prompt, session);
+    return;
+  }
   auto time_prefill = [&](bool chain1) {
     std::vector<double> s;
     for (int rep = 0; rep < 4; ++rep) {  // rep 0 warms up

@@ -1,6 +1,7 @@
 // chainlm bench train: this machine's sgemm peak and a training step of a config, in one
 // run, so the ratio (MFU) is taken under the same conditions.
 #include <cstdio>
+#include <memory>
 #include <vector>
 
 #include "cli/bench_util.h"
@@ -15,11 +16,13 @@
 namespace chainlm::cli {
 
 void bench_train(const std::string& config_path, int B, int T, int threads, int steps,
-                 const std::string& weights_arg) {
+                 const std::string& weights_arg, bool baseline) {
   set_num_threads(threads);
   Model model(load_config(config_path));
   const ModelConfig& c = model.config();
   CHAINLM_CHECK(T <= c.max_seq_len, "--seq-len ", T, " exceeds max_seq_len ", c.max_seq_len);
+  CHAINLM_CHECK(!baseline || c.phd.enabled(), "bench train: --baseline compares a PHD config ",
+                "with the same model without PHD, but ", config_path, " has no \"phd\" section");
   model.init_random(1);
   std::vector<float> weights(c.n_chains(), 0.0f);
   weights.back() = 1.0f;
@@ -30,30 +33,53 @@ void bench_train(const std::string& config_path, int B, int T, int threads, int 
   for (int i = 0; i < c.n_chains(); ++i)
     if (weights[i] > 0) k = i + 1;
   Optimizer opt(model.params(), OptimizerConfig{});
+  // The same model without PHD (baseline), stepped right after each timed PHD step.
+  ModelConfig base_config = c;
+  base_config.phd = PhdConfig{};
+  std::unique_ptr<Model> base;
+  std::unique_ptr<Optimizer> base_opt;
+  if (baseline) {
+    base = std::make_unique<Model>(base_config);
+    base->init_random(1);
+    base_opt = std::make_unique<Optimizer>(base->params(), OptimizerConfig{});
+  }
   std::vector<int> tokens((size_t)B * T), targets((size_t)B * T);
   Rng rng(7);
   for (size_t i = 0; i < tokens.size(); ++i) {
     tokens[i] = (int)rng.below(c.vocab_size);
     targets[i] = (int)rng.below(c.vocab_size);
   }
-  auto one_step = [&](long s) {
-    model.params().zero_grads();
-    model.forward_backward(tokens.data(), targets.data(), B, T, weights, 1.0f);
-    opt.step(model.params(), s, 1e-4f);
+  auto step_of = [&](Model& m, Optimizer& o, long s) {
+    m.params().zero_grads();
+    m.forward_backward(tokens.data(), targets.data(), B, T, weights, 1.0f);
+    o.step(m.params(), s, 1e-4f);
   };
+  auto one_step = [&](long s) { step_of(model, opt, s); };
   one_step(1);  // warm-up: buffers, page faults, BLAS threads
+  if (base) step_of(*base, *base_opt, 1);
   const double tokens_per_step = (double)B * T;
   const double Dk = model.layout().dim.prefix(k);
-  const double flops_per_token = 6.0 * model.matmul_params(k) + 6.0 * c.n_layers * T * Dk;
+  // PHD (SPEC B1): the trunk runs K rows per token, each attending ~T/2 originals plus its
+  // window and own copies; the head runs once per token. K = 1: 6*params + 6*L*T*D.
+  const double K = c.phd.repeat, head = (double)c.vocab_size * Dk;
+  const double keys = K * T / 2.0 + (K - 1) * (c.phd.window + K / 2.0);
+  const double flops_per_token =
+      6.0 * (K * (model.matmul_params(k) - head) + head) + 12.0 * c.n_layers * keys * Dk;
   // The machine's speed drifts (shared hosts): measure the sgemm peak right beside every
   // timed step and take the median of the per-step ratios.
-  std::vector<double> times, peaks, mfus;
+  std::vector<double> times, peaks, mfus, base_times, ratios;
   for (int s = 0; s < steps; ++s) {
     peaks.push_back(measure_sgemm_gflops(2048, 2));
     Timer t;
     one_step(s + 2);
     times.push_back(t.seconds());
     mfus.push_back(flops_per_token * tokens_per_step / times.back() / 1e9 / peaks.back());
+    if (base) {
+      Timer tb;
+      step_of(*base, *base_opt, s + 2);
+      base_times.push_back(tb.seconds());
+      ratios.push_back(times.back() / base_times.back());
+    }
   }
   const double step_s = median(times), peak = median(peaks);
   const double model_gflops = flops_per_token * tokens_per_step / step_s / 1e9;
@@ -72,6 +98,14 @@ void bench_train(const std::string& config_path, int B, int T, int threads, int 
                       {"model_gflops", model_gflops},
                       {"sgemm_gflops", peak},
                       {"mfu", median(mfus)}};
+  if (c.phd.enabled()) j["phd"] = c.phd.name();
+  if (base) {
+    // The median of per-step ratios: each PHD step is compared with the baseline step run
+    // right after it, under the same load.
+    j["baseline_step_ms"] = median(base_times) * 1e3;
+    j["step_ratio"] = median(ratios);
+    j["step_ratio_over_repeat"] = median(ratios) / c.phd.repeat;
+  }
   std::printf("%s\n", j.dump().c_str());
 }
 

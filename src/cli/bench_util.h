@@ -17,12 +17,15 @@ inline double median(std::vector<double> v) {
   return v.empty() ? 0.0 : v[v.size() / 2];
 }
 
+// baseline: also time the same config without its "phd" section, interleaved step by step,
+// and report the ratio (PHD models).
 void bench_train(const std::string& config_path, int B, int T, int threads, int steps,
-                 const std::string& weights_arg);
+                 const std::string& weights_arg, bool baseline = false);
 
 struct InferenceBenchArgs {
   std::string model, config;  // a checkpoint/.bin, or a config JSON with random weights
   int chains = 0, threads = 0, prompt_tokens = 128, tokens = 128;
+  bool baseline = false;  // PHD: also time the model without its "phd" section, interleaved
 };
 void bench_decode(const InferenceBenchArgs& a);
 void bench_prefill(const InferenceBenchArgs& a);

@@ -1,8 +1,65 @@
 #include "kernels/gemm.h"
 
 #include <cblas.h>
+#include <omp.h>
+
+#include "core/threads.h"
+
+#if defined(__AVX512F__)
+// GCC 12 reports its own _mm512_undefined_ps() pass-through operands as (maybe-)uninitialized.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#include <immintrin.h>
+#pragma GCC diagnostic pop
+#endif
 
 namespace chainlm {
+
+namespace {
+
+// C[m, n] = A[m, :K] . B[n, :K] (+ beta C[m, n]) for M <= 8 rows and n in [n0, n1): every
+// row of B (a weight row) is read once for all M rows of A, which stay in L1.
+template <int M>
+void few_rows_nt(int n0, int n1, int K, const float* A, int lda, const float* B, int ldb, float* C,
+                 int ldc, float beta) {
+  for (int n = n0; n < n1; ++n) {
+    const float* w = B + (long)n * ldb;
+    float sum[M];
+#if defined(__AVX512F__)
+    __m512 acc[M];
+    for (int m = 0; m < M; ++m) acc[m] = _mm512_setzero_ps();
+    for (int k = 0; k < K; k += 16) {
+      const __mmask16 mk = static_cast<__mmask16>(K - k >= 16 ? 0xFFFF : (1u << (K - k)) - 1);
+      const __m512 wv = _mm512_maskz_loadu_ps(mk, w + k);
+      for (int m = 0; m < M; ++m)
+        acc[m] = _mm512_fmadd_ps(wv, _mm512_maskz_loadu_ps(mk, A + (long)m * lda + k), acc[m]);
+    }
+    for (int m = 0; m < M; ++m) sum[m] = _mm512_reduce_add_ps(acc[m]);
+#else
+    for (int m = 0; m < M; ++m) {
+      float acc = 0.0f;
+      const float* a = A + (long)m * lda;
+#pragma omp simd reduction(+ : acc)
+      for (int k = 0; k < K; ++k) acc += a[k] * w[k];
+      sum[m] = acc;
+    }
+#endif
+    for (int m = 0; m < M; ++m) {
+      float& c = C[(long)m * ldc + n];
+      c = beta == 0.0f ? sum[m] : sum[m] + beta * c;
+    }
+  }
+}
+
+using FewRowsKernel = void (*)(int, int, int, const float*, int, const float*, int, float*, int,
+                               float);
+constexpr FewRowsKernel kFewRows[] = {&few_rows_nt<2>, &few_rows_nt<3>, &few_rows_nt<4>,
+                                      &few_rows_nt<5>, &few_rows_nt<6>, &few_rows_nt<7>,
+                                      &few_rows_nt<8>};
+constexpr int kMaxFewRows = 8;
+
+}  // namespace
 
 void gemm_nt(int M, int N, int K, const float* A, int lda, const float* B, int ldb, float* C,
              int ldc, float beta) {
@@ -11,6 +68,22 @@ void gemm_nt(int M, int N, int K, const float* A, int lda, const float* B, int l
     // One row (decoding): a matrix-vector product, bandwidth-bound; sgemv streams the
     // weight once where a GEMM would pack it first.
     cblas_sgemv(CblasRowMajor, CblasNoTrans, N, K, 1.0f, B, ldb, A, 1, beta, C, 1);
+    return;
+  }
+  if (M <= kMaxFewRows) {
+    // A few rows (a PHD decoding step's K copies): still bandwidth-bound, and sgemm would
+    // pack the weight first (2-3x the time of streaming it once).
+    const FewRowsKernel f = kFewRows[M - 2];
+    const int threads = (long)M * N * K >= kParallelMinWork ? omp_get_max_threads() : 1;
+    if (threads <= 1) {
+      f(0, N, K, A, lda, B, ldb, C, ldc, beta);
+      return;
+    }
+#pragma omp parallel num_threads(threads)
+    {
+      const int t = omp_get_thread_num(), nt = omp_get_num_threads();
+      f((int)((long)N * t / nt), (int)((long)N * (t + 1) / nt), K, A, lda, B, ldb, C, ldc, beta);
+    }
     return;
   }
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1.0f, A, lda, B, ldb, beta, C, ldc);

@@ -1,0 +1,128 @@
+// PHD models through the command line: train, generate (with chains), bench, bad configs.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <nlohmann/json.hpp>
+
+#include "../train/train_test_util.h"
+#include "model/checkpoint.h"
+#include "run_cli.h"
+
+namespace chainlm {
+namespace {
+
+using testing::quote;
+using testing::run_chainlm;
+using testing::TempDir;
+using testing::write_bytes;
+
+const char* kConfig =
+    R"({"dim": 32, "n_layers": 2, "n_heads": 4, "n_kv_heads": 1, "ffn_dim": 64,
+        "vocab_size": 258, "chains": [1, 1, 2], "kv_share": true, "max_seq_len": 48,
+        "phd": {"repeat": 3, "window": 4, "chunk": 8, "position_ids": "extended"}})";
+
+class PhdCommands : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    data = dir.file("data");
+    std::filesystem::create_directories(data);
+    std::string text;
+    for (int i = 0; i < 300; ++i) text += "a small model reads a small text " + std::to_string(i) + "\n";
+    test::make_byte_data_dir(text, data, 0.2);
+    write_bytes(dir.file("config.json"), kConfig);
+    run = dir.file("run");
+    auto r = run_chainlm(dir, "train --config " + quote(dir.file("config.json")) + " --data " +
+                                  quote(data) + " --out " + quote(run) +
+                                  " --steps 3 --batch-size 2 --seq-len 16 --quiet");
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+  }
+  TempDir dir;
+  std::string data, run;
+};
+
+// Greedy generation over the cache (bounded prefill, K-row decode steps, ring) picks the
+// argmax of the full masked forward over the repeated sequence at every step.
+TEST_F(PhdCommands, GreedyGenerationFollowsTheFullForward) {
+  auto r = run_chainlm(dir, "generate --model " + quote(run) +
+                                " --prompt 'a small model' --max-tokens 12 --temperature 0 --json");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  auto j = nlohmann::json::parse(r.out);
+  std::vector<int> seq = j["prompt_tokens"].get<std::vector<int>>();
+  const std::vector<int> generated = j["tokens"].get<std::vector<int>>();
+  ASSERT_FALSE(generated.empty());
+  auto model = load_model(run);
+  ASSERT_EQ(model->config().phd.name(), "PHD-CSWA-3-4-8");
+  const int V = model->config().vocab_size;
+  for (int t : generated) {
+    std::vector<float> logits(seq.size() * V);
+    model->logits(seq.data(), 1, (int)seq.size(), 3, logits.data());
+    const float* last = logits.data() + (seq.size() - 1) * V;
+    EXPECT_EQ(std::max_element(last, last + V) - last, t) << "after " << seq.size() << " tokens";
+    seq.push_back(t);
+  }
+}
+
+TEST_F(PhdCommands, ChainSchedulesWork) {
+  auto r = run_chainlm(dir, "generate --model " + quote(run) +
+                                " --prompt ab --max-tokens 6 --temperature 0 --chain-schedule 1:2,3:2,2 --json");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  auto j = nlohmann::json::parse(r.out);
+  const std::vector<int> want{1, 1, 3, 3, 2, 2};
+  const size_t n = j["tokens"].size();  // greedy decoding may stop early at EOS
+  ASSERT_GE(n, 1u);
+  EXPECT_EQ(j["chains"].get<std::vector<int>>(), std::vector<int>(want.begin(), want.begin() + n));
+}
+
+TEST_F(PhdCommands, BenchesReportTheBaselineRatio) {
+  const std::string cfg = quote(dir.file("config.json"));
+  auto r = run_chainlm(dir, "bench train --config " + cfg + " --batch-size 2 --seq-len 16 --steps 1 --baseline");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  auto j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["phd"], "PHD-CSWA-3-4-8");
+  EXPECT_GT(j["step_ratio"].get<double>(), 0);
+  r = run_chainlm(dir, "bench decode --config " + cfg + " --prompt-tokens 9 --tokens 5 --baseline");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  j = nlohmann::json::parse(r.out);
+  EXPECT_GT(j["ratio"].get<double>(), 0);
+  // The originals' cache is the ordinary model's; the ring adds W = 4 hidden tokens.
+  const long width = 8, layers = 2;  // one KV head of 8 (CoLM-Air)
+  EXPECT_EQ(j["kv_cache_bytes"].get<long>(),
+            j["baseline_kv_cache_bytes"].get<long>() + 2 * 4 * layers * 4 * width);
+  r = run_chainlm(dir, "bench prefill --config " + cfg + " --prompt-tokens 40 --baseline");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  j = nlohmann::json::parse(r.out);
+  // The last chunk holds 8 positions, but 2 layers with R = max(W, K-2) = 4 reach back only
+  // ceil(2*4/(K-1)) + 1 = 5.
+  EXPECT_EQ(j["hidden_positions"], 5);
+  EXPECT_TRUE(j.contains("unbounded_prefill_ms") && j.contains("ratio") && j.contains("unbounded_ratio"));
+  // --baseline needs a PHD model.
+  write_bytes(dir.file("plain.json"), R"({"dim": 32, "n_layers": 1, "n_heads": 4, "ffn_dim": 64,
+                                         "vocab_size": 258, "max_seq_len": 48})");
+  r = run_chainlm(dir, "bench train --config " + quote(dir.file("plain.json")) + " --batch-size 1 --seq-len 8 --steps 1 --baseline");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.err.find("phd"), std::string::npos) << r.err;
+}
+
+TEST_F(PhdCommands, BadPhdConfigsAreOneLineErrors) {
+  const std::pair<const char*, const char*> cases[] = {
+      {R"({"repeat": 0})", "'phd.repeat'"},
+      {R"({"repeat": 2, "window": -3})", "'phd.window'"},
+      {R"({"repeat": 2, "chunk": 8})", "'phd.chunk'"},
+      {R"({"repeat": 2, "window": 48})", "larger than the sequence"},
+      {R"({"repeat": 2, "position_ids": "both"})", "'position_ids'"}};
+  for (const auto& [phd, needle] : cases) {
+    std::string cfg = R"({"dim": 32, "n_layers": 1, "n_heads": 4, "ffn_dim": 64, "vocab_size": 258,
+                          "max_seq_len": 48, "phd": )";
+    cfg += phd;
+    cfg += "}";
+    write_bytes(dir.file("bad.json"), cfg);
+    auto r = run_chainlm(dir, "train --config " + quote(dir.file("bad.json")) + " --data " + quote(data) +
+                                  " --out " + quote(dir.file("bad-run")) + " --steps 1 --quiet");
+    EXPECT_NE(r.exit_code, 0) << phd;
+    EXPECT_NE(r.err.find(needle), std::string::npos) << phd << ": " << r.err;
+    EXPECT_FALSE(std::filesystem::exists(dir.file("bad-run/latest")));
+  }
+}
+
+}  // namespace
+}  // namespace chainlm

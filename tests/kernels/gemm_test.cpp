@@ -1,0 +1,38 @@
+// The GEMM wrappers against a naive product, including the few-row path of decoding steps.
+#include "kernels/gemm.h"
+
+#include <gtest/gtest.h>
+
+#include <vector>
+
+#include "gradcheck.h"
+
+namespace chainlm {
+namespace {
+
+using test::random_vector;
+
+TEST(Gemm, NtMatchesNaiveForEveryRowCount) {
+  const int N = 67, K = 45, lda = 50, ldb = 47, ldc = 70;
+  for (int M : {1, 2, 3, 4, 5, 7, 8, 9, 33}) {
+    for (float beta : {0.0f, 1.0f, 0.5f}) {
+      const auto A = random_vector((size_t)M * lda, 1 + M), B = random_vector((size_t)N * ldb, 2);
+      const auto C0 = random_vector((size_t)M * ldc, 3);
+      std::vector<float> C = C0;
+      gemm_nt(M, N, K, A.data(), lda, B.data(), ldb, C.data(), ldc, beta);
+      for (int m = 0; m < M; ++m)
+        for (int n = 0; n < ldc; ++n) {
+          double want = C0[(size_t)m * ldc + n];
+          if (n < N) {
+            double dot = 0;
+            for (int k = 0; k < K; ++k) dot += (double)A[(size_t)m * lda + k] * B[(size_t)n * ldb + k];
+            want = dot + beta * want;
+          }
+          ASSERT_NEAR(C[(size_t)m * ldc + n], want, 1e-4) << "M " << M << " beta " << beta;
+        }
+    }
+  }
+}
+
+}  // namespace
+}  // namespace chainlm
