@@ -11,7 +11,8 @@ std::string describe_model(const Model& model) {
   std::snprintf(params, sizeof params, "%.3gM", model.params().numel() / 1e6);
   return cat("chains ", nlohmann::json(c.chains).dump(), " ", kind, ", dim ", c.dim, ", ", c.n_heads,
              " heads (", c.n_kv_heads, " KV), ffn ", c.ffn_dim, ", ", c.n_layers, " layers, vocab ",
-             c.vocab_size, ", ", params, " parameters", c.tie_embeddings ? " (tied head)" : "");
+             c.vocab_size, ", ", params, " parameters", c.tie_embeddings ? " (tied head)" : "",
+             c.phd.enabled() ? cat(", ", c.phd.name()) : std::string());
 }
 
 std::vector<long> params_per_chain(const Model& model) {

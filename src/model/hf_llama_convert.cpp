@@ -115,6 +115,9 @@ HfLlamaConfig hf_llama_config_of(const Model& model, int k) {
   const ModelConfig& c = model.config();
   const ChainLayout& L = model.layout();
   CHAINLM_CHECK(k >= 1 && k <= c.n_chains(), "export: --chains ", k, " is outside 1..", c.n_chains());
+  CHAINLM_CHECK(!c.phd.enabled(), "export --format hf: a PHD-Transformer model (", c.phd.name(),
+                ") repeats every token and attends through PHD masks, which the LLaMA "
+                "architecture cannot express");
   CHAINLM_CHECK(k == 1, "export --format hf: the sub-model of ", k, " chains (of ", c.n_chains(),
                 ") normalizes every chain separately (per-chain RMSNorm), which the LLaMA "
                 "architecture cannot express; only a 1-chain model or the 1-chain sub-model "

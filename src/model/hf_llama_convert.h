@@ -21,7 +21,8 @@ std::unique_ptr<Model> load_hf_llama(const std::string& dir);
 
 // The HF LLaMA config of sub-model k of `model`. Only a single chain is a LLaMA model: a
 // sub-model with k > 1 chains normalizes each chain separately (per-chain RMSNorm), which
-// LLaMA cannot express, so k must be 1 (or the model a 1-chain model). Throws otherwise.
+// LLaMA cannot express, so k must be 1 (or the model a 1-chain model), and the model must not
+// use PHD repetition. Throws otherwise.
 HfLlamaConfig hf_llama_config_of(const Model& model, int k);
 
 // Writes config.json and model.safetensors (F32, metadata format "pt") of sub-model k into

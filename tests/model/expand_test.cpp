@@ -68,6 +68,8 @@ TEST_P(ExpandRandomBase, LogitsEqualTheBaseModel) {
   EXPECT_EQ(c.head_dim(), tc.base.head_dim());
   EXPECT_EQ(c.kv_share, tc.kv_share);
   EXPECT_FALSE(c.tie_embeddings);
+  EXPECT_EQ(c.phd.repeat, tc.base.phd.repeat);
+  EXPECT_EQ(c.phd.window, tc.base.phd.window);
   EXPECT_LE(max_logit_difference(base, *expanded, 17, 5), 1e-5);
   // Every sub-model holding the base's chains reproduces it too; the new chains are live.
   const int nb = tc.base.n_chains();
@@ -101,6 +103,10 @@ std::vector<Case> cases() {
   v.push_back({llama_config(4, 1, true), {1, 3}, true, "Air_mqa_two_new"});
   v.push_back({multi_colm, {2}, false, "CoLM_multi_chain_base"});
   v.push_back({multi_air_tied, {4, 2}, true, "Air_multi_chain_base_tied"});
+  ModelConfig phd = llama_config(4, 2, false);  // PHD-SWA-2-3 stays what it is
+  phd.phd.repeat = 2;
+  phd.phd.window = 3;
+  v.push_back({phd, {4}, true, "Air_gqa_phd_swa"});
   return v;
 }
 

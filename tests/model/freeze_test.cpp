@@ -20,6 +20,7 @@ struct Variant {
   bool kv_share;
   int n_kv_heads;
   bool tie;
+  int phd_repeat = 1;  // PHD-Transformer repetition K (SPEC B1), orthogonal to the chains
 };
 
 std::string variant_name(const ::testing::TestParamInfo<Variant>& info) {
@@ -27,6 +28,7 @@ std::string variant_name(const ::testing::TestParamInfo<Variant>& info) {
   os << (info.param.kv_share ? "Air" : "CoLM");
   for (int c : info.param.chains) os << "_" << c;
   os << "_kv" << info.param.n_kv_heads << (info.param.tie ? "_tied" : "");
+  if (info.param.phd_repeat > 1) os << "_PHD" << info.param.phd_repeat;
   return os.str();
 }
 
@@ -35,6 +37,7 @@ class FreezeVariants : public ::testing::TestWithParam<Variant> {
   ModelConfig config() const {
     auto c = tiny_config(GetParam().chains, GetParam().kv_share, GetParam().n_kv_heads);
     c.tie_embeddings = GetParam().tie;
+    c.phd.repeat = GetParam().phd_repeat;
     return c;
   }
 };
@@ -117,7 +120,8 @@ INSTANTIATE_TEST_SUITE_P(All, FreezeVariants,
                                            Variant{{1, 2, 1}, false, 4, false},
                                            Variant{{1, 2, 1}, true, 2, true},
                                            Variant{{2, 2, 2, 2}, true, 4, false},
-                                           Variant{{3, 1}, false, 4, false}),
+                                           Variant{{3, 1}, false, 4, false},
+                                           Variant{{1, 2, 1}, true, 2, false, 3}),
                          variant_name);
 
 TEST(Freeze, TrainableCountFollowsTheChains) {

@@ -97,6 +97,15 @@ TEST(HfLlamaConvert, ExportsTheOneChainSubModelOnly) {
     }
     EXPECT_FALSE(fs::exists(dir.file("no")));
     EXPECT_THROW(export_hf_llama(m, 4, dir.file("no")), Error);
+    ModelConfig phd = llama_config(false);
+    phd.phd.repeat = 2;
+    Model p(phd);
+    try {
+      export_hf_llama(p, 1, dir.file("no"));
+      ADD_FAILURE() << "exported a PHD model";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("PHD-2"), std::string::npos) << e.what();
+    }
     export_hf_llama(m, 1, dir.file("hf"));
     auto sub = load_model(dir.file("hf"));
     EXPECT_EQ(sub->config().dim, m.layout().dim.width(0));
