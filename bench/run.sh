@@ -25,3 +25,15 @@ done
 echo "# prefill of 1024 tokens, CoLM-Air chain-1 prefill vs full (issue 3)"
 $BIN bench prefill --config configs/ref30m-chains2222-air.json --prompt-tokens 1024 --threads "$THREADS"
 $BIN bench prefill --config configs/ref30m.json --prompt-tokens 1024 --threads "$THREADS"
+
+echo "# PHD-Transformer (issue 4): each line times the PHD model and the same model without PHD"
+echo "# (same weights) interleaved, and reports their ratio"
+for K in 2 3 4; do
+  $BIN bench train --config configs/ref30m-phd-cswa-$K-16-32.json --batch-size 8 --seq-len 256 --threads "$THREADS" --steps "$STEPS" --baseline
+  $BIN bench train --config configs/ref30m-phd-cswa-$K-16-32.json --batch-size 2 --seq-len 1024 --threads "$THREADS" --steps "$STEPS" --baseline
+done
+for t in 1 2; do
+  $BIN bench decode --config configs/ref30m-phd-cswa-4-16-32.json --threads $t --baseline
+done
+$BIN bench prefill --config configs/ref30m-2k-phd-cswa-4-16-32.json --prompt-tokens 2048 --threads "$THREADS" --baseline
+$BIN bench prefill --config configs/ref30m-2k-phd-swa-4-16.json --prompt-tokens 2048 --threads "$THREADS" --baseline

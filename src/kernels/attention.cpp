@@ -23,6 +23,8 @@
 // blocks they ran at 162 GFLOP/s per core vs 149 for cblas_sgemm, and they can skip the
 // masked-out blocks of partial tiles and read transposed operands in place. Without
 // AVX-512 (or with CHAINLM_ATTENTION_SCALAR defined) portable loops take their place.
+// The PHD masks (SPEC B2) run the same tile primitives over compact views of the originals
+// and the hidden-token stream ("PHD masks on compact key views" below).
 #include "kernels/attention.h"
 
 #include <omp.h>
