@@ -9,6 +9,7 @@ packages=(
   libsentencepiece-dev sentencepiece
   nlohmann-json3-dev libcli11-dev libcpp-httplib-dev
   libgtest-dev libgmock-dev
+  chromium chromium-driver      # the serve playground's browser test (headless, over WebDriver)
   fortunes                      # the quickstart's default corpus
 )
 

@@ -13,5 +13,6 @@ void add_bench_command(CLI::App& app);
 void add_expand_command(CLI::App& app);
 void add_export_command(CLI::App& app);
 void add_info_command(CLI::App& app);
+void add_serve_command(CLI::App& app);
 
 }  // namespace chainlm::cli

@@ -17,6 +17,7 @@ int main(int argc, char** argv) {
   chainlm::cli::add_expand_command(app);
   chainlm::cli::add_export_command(app);
   chainlm::cli::add_info_command(app);
+  chainlm::cli::add_serve_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

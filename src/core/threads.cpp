@@ -14,4 +14,8 @@ void set_num_threads(int n) {
 
 int num_threads() { return omp_get_max_threads(); }
 
+void set_num_threads_of_this_thread(int n) {
+  if (n > 0) omp_set_num_threads(n);
+}
+
 }  // namespace chainlm

@@ -11,4 +11,9 @@ constexpr long kParallelMinWork = 1L << 15;
 void set_num_threads(int n);
 int num_threads();
 
+// Sets the OpenMP thread count for the parallel regions the calling thread starts only (an
+// OpenMP ICV of that thread); other threads keep theirs. A server computing several sessions on
+// their own threads gives each its share of the cores this way. n <= 0 keeps the default.
+void set_num_threads_of_this_thread(int n);
+
 }  // namespace chainlm

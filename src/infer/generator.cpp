@@ -9,6 +9,16 @@ namespace chainlm {
 GenerateResult generate(const Model& model, const Tokenizer& tok, const std::string& prompt,
                         const GenerateOptions& opt,
                         const std::function<void(const std::string&)>& on_text) {
+  if (!on_text) return generate_tokens(model, tok, prompt, opt, nullptr);
+  return generate_tokens(model, tok, prompt, opt, [&](const TokenEvent& e) {
+    on_text(e.text);
+    return true;
+  });
+}
+
+GenerateResult generate_tokens(const Model& model, const Tokenizer& tok, const std::string& prompt,
+                               const GenerateOptions& opt,
+                               const std::function<bool(const TokenEvent&)>& on_token) {
   const ModelConfig& c = model.config();
   const int n = c.n_chains();
   CHAINLM_CHECK(opt.chains >= 0 && opt.chains <= n, "--chains ", opt.chains, " is outside 1..", n,
@@ -38,13 +48,23 @@ GenerateResult generate(const Model& model, const Tokenizer& tok, const std::str
   while (true) {
     const int i = (int)res.tokens.size();
     const int next = sampler.sample(logits, c.vocab_size);
-    if (opt.stop_at_eos && (next == tok.eos_id() || next == tok.bos_id())) break;
+    if (opt.stop_at_eos && (next == tok.eos_id() || next == tok.bos_id())) {
+      res.stop_reason = StopReason::eos;
+      break;
+    }
     const std::string piece = tok.decode_token(session.tokens().back(), next);
     res.text += piece;
     res.tokens.push_back(next);
     res.chains.push_back(schedule.chains_for(i));
-    if (on_text) on_text(piece);
-    if ((int)res.tokens.size() >= opt.max_tokens || session.length() >= c.max_seq_len) break;
+    if (on_token && !on_token(TokenEvent{i, next, res.chains.back(), piece})) {
+      res.stop_reason = StopReason::callback;
+      break;
+    }
+    if ((int)res.tokens.size() >= opt.max_tokens) break;
+    if (session.length() >= c.max_seq_len) {
+      res.stop_reason = StopReason::max_seq_len;
+      break;
+    }
     logits = session.decode(next, schedule.chains_for(i + 1));
     ++decoded;
   }

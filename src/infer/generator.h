@@ -20,12 +20,29 @@ struct GenerateOptions {
   bool chain1_prefill = true;  // CoLM-Air: prefill the prompt with chain 1 only
 };
 
+// Why generation ended.
+enum class StopReason {
+  eos,          // the model produced EOS (or BOS)
+  max_tokens,   // GenerateOptions::max_tokens tokens were generated
+  max_seq_len,  // the sequence filled the model's context
+  callback,     // generate_tokens' on_token returned false
+};
+
 struct GenerateResult {
   std::vector<int> prompt_tokens;  // BOS included
   std::vector<int> tokens;         // generated
   std::vector<int> chains;         // active chains that produced each generated token
   std::string text;                // prompt followed by the continuation
   double prefill_ms = 0, decode_ms_per_token = 0, tokens_per_s = 0;
+  StopReason stop_reason = StopReason::max_tokens;
+};
+
+// One generated token, as generate_tokens reports it.
+struct TokenEvent {
+  int index;                // 0-based position among the generated tokens
+  int id;                   // token id
+  int chains;               // active chains that produced it
+  const std::string& text;  // its text (Tokenizer::decode_token)
 };
 
 // Encodes prompt with BOS, prefills, then samples up to max_tokens (stopping at EOS/BOS or at
@@ -33,5 +50,12 @@ struct GenerateResult {
 GenerateResult generate(const Model& model, const Tokenizer& tok, const std::string& prompt,
                         const GenerateOptions& opt,
                         const std::function<void(const std::string&)>& on_text = nullptr);
+
+// generate, reporting every token to on_token as it is produced; on_token returning false stops
+// generation after that token (a server stops this way when its client goes away or a stop
+// sequence appears). The same options give the same tokens as generate.
+GenerateResult generate_tokens(const Model& model, const Tokenizer& tok, const std::string& prompt,
+                               const GenerateOptions& opt,
+                               const std::function<bool(const TokenEvent&)>& on_token);
 
 }  // namespace chainlm

@@ -1,0 +1,80 @@
+// chainlm serve: an HTTP API (OpenAI-style completions with elastic chains) and a playground
+// page over one model (docs/serving.md).
+#include <pthread.h>
+
+#include <csignal>
+#include <cstdio>
+#include <filesystem>
+#include <memory>
+
+#include "cli/commands.h"
+#include "cli/model_loading.h"
+#include "core/error.h"
+#include "serve/server.h"
+
+namespace chainlm::cli {
+
+namespace {
+
+// "runs/x/" -> "x", "stories260K.bin" -> "stories260K".
+std::string model_name_of(const std::string& model_arg) {
+  std::filesystem::path p(model_arg);
+  if (!p.has_filename()) p = p.parent_path();
+  std::string name = p.stem().string();
+  return name.empty() ? "chainlm" : name;
+}
+
+}  // namespace
+
+void add_serve_command(CLI::App& app) {
+  auto* cmd =
+      app.add_subcommand("serve", "Serve a model over HTTP: completions API and playground");
+  struct Args {
+    std::string model, tokenizer, name;
+    ServeOptions serve;
+  };
+  auto a = std::make_shared<Args>();
+  cmd->add_option("--model", a->model, "Checkpoint or run directory, or a llama2.c .bin file")
+      ->required();
+  cmd->add_option("--tokenizer", a->tokenizer, "Tokenizer (default: the one in the checkpoint)");
+  cmd->add_option("--host", a->serve.host, "Address to listen on")->capture_default_str();
+  cmd->add_option("--port", a->serve.port, "Port; 0 = any free port (printed)")
+      ->capture_default_str();
+  cmd->add_option("--threads", a->serve.threads, "Compute threads in all; 0 = all cores");
+  cmd->add_option("--max-sessions", a->serve.max_sessions,
+                  "Generations computed at once, each with threads/max-sessions threads; "
+                  "0 = one per thread");
+  cmd->add_option("--max-queue", a->serve.max_queue,
+                  "Requests that may wait for a session; beyond them 503")
+      ->capture_default_str();
+  cmd->add_option("--max-body-bytes", a->serve.max_body_bytes, "Larger request bodies get 413")
+      ->capture_default_str();
+  cmd->add_option("--name", a->name,
+                  "Model name in the API (default: the --model file or directory name)");
+  cmd->callback([a]() {
+    // SIGINT and SIGTERM are taken by sigwait below: block them before any thread starts so
+    // every thread inherits the mask and none is interrupted.
+    sigset_t stop_signals;
+    sigemptyset(&stop_signals);
+    sigaddset(&stop_signals, SIGINT);
+    sigaddset(&stop_signals, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+
+    LoadedModel loaded = load_model_and_tokenizer(a->model, a->tokenizer);
+    a->serve.model_name = a->name.empty() ? model_name_of(a->model) : a->name;
+    InferenceServer server(*loaded.model, *loaded.tokenizer, a->serve);
+    const int port = server.start();
+    const ModelConfig& c = loaded.model->config();
+    std::printf(
+        "chainlm serve: http://%s:%d/ (model %s, %d chains; %d sessions x %d threads, queue %d)\n",
+        a->serve.host.c_str(), port, a->serve.model_name.c_str(), c.n_chains(),
+        server.max_sessions(), server.threads_per_session(), server.max_queue());
+    std::fflush(stdout);
+    int sig = 0;
+    sigwait(&stop_signals, &sig);
+    std::fprintf(stderr, "chainlm serve: %s, stopping\n", sig == SIGINT ? "SIGINT" : "SIGTERM");
+    server.stop();
+  });
+}
+
+}  // namespace chainlm::cli

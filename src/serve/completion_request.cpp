@@ -1,0 +1,171 @@
+#include "serve/completion_request.h"
+
+#include <cmath>
+
+#include "core/error.h"
+#include "infer/chain_schedule.h"
+
+namespace chainlm {
+
+namespace {
+
+using nlohmann::json;
+
+[[noreturn]] void refuse(const std::string& param, const std::string& message) {
+  throw RequestError(param, message);
+}
+
+// A field that is absent or null takes its default.
+const json* field(const json& body, const char* name) {
+  auto it = body.find(name);
+  return it == body.end() || it->is_null() ? nullptr : &*it;
+}
+
+long long integer(const json& v, const char* name) {
+  if (!v.is_number_integer()) refuse(name, cat(name, " must be an integer (got ", v.dump(), ")"));
+  return v.get<long long>();
+}
+
+double number(const json& v, const char* name) {
+  if (!v.is_number()) refuse(name, cat(name, " must be a number (got ", v.dump(), ")"));
+  return v.get<double>();
+}
+
+// OpenAI fields chainlm accepts only with the value that asks for what it does anyway.
+void check_openai_field(const std::string& name, const json& v) {
+  if (name == "model" || name == "user") {
+    if (!v.is_string()) refuse(name, cat(name, " must be a string"));
+  } else if (name == "n" || name == "best_of") {
+    if (!(v.is_number_integer() && v.get<long long>() == 1))
+      refuse(name, cat(name, " must be 1: chainlm returns one choice per request"));
+  } else if (name == "echo") {
+    if (!v.is_boolean() || v.get<bool>()) refuse(name, "echo is not supported (must be false)");
+  } else if (name == "logprobs" || name == "suffix") {
+    refuse(name, cat(name, " is not supported (must be null or absent)"));
+  } else if (name == "presence_penalty" || name == "frequency_penalty") {
+    if (!v.is_number() || v.get<double>() != 0.0)
+      refuse(name, cat(name, " is not supported (must be 0)"));
+  } else if (name == "logit_bias") {
+    if (!v.is_object() || !v.empty()) refuse(name, "logit_bias is not supported (must be empty)");
+  } else if (name == "stream_options") {
+    if (!v.is_object()) refuse(name, "stream_options must be an object");
+  }
+}
+
+bool is_openai_field(const std::string& name) {
+  for (const char* f : {"model", "user", "n", "best_of", "echo", "logprobs", "suffix",
+                        "presence_penalty", "frequency_penalty", "logit_bias", "stream_options"})
+    if (name == f) return true;
+  return false;
+}
+
+bool is_chainlm_field(const std::string& name) {
+  for (const char* f : {"prompt", "max_tokens", "temperature", "top_p", "top_k", "seed", "stop",
+                        "stream", "chains", "chain_schedule"})
+    if (name == f) return true;
+  return false;
+}
+
+}  // namespace
+
+CompletionRequest parse_completion_request(const json& body, const ModelConfig& config) {
+  if (!body.is_object()) refuse("", "the request body must be a JSON object");
+  for (const auto& [name, value] : body.items()) {
+    if (is_chainlm_field(name)) continue;
+    if (!is_openai_field(name)) refuse(name, cat("unknown field '", name, "'"));
+    if (!value.is_null()) check_openai_field(name, value);
+  }
+
+  CompletionRequest r;
+  r.gen.max_tokens = 16;
+  r.gen.sampling.temperature = 1.0f;
+
+  const json* v = field(body, "prompt");
+  if (!v) refuse("prompt", "prompt is required");
+  if (!v->is_string())
+    refuse("prompt",
+           "prompt must be a string (lists of prompts or of token ids are not supported)");
+  r.prompt = v->get<std::string>();
+
+  if ((v = field(body, "max_tokens"))) {
+    const long long m = integer(*v, "max_tokens");
+    if (m < 0 || m > config.max_seq_len)
+      refuse("max_tokens", cat("max_tokens must be in 0..", config.max_seq_len,
+                               " (the model's max_seq_len; got ", m, ")"));
+    r.gen.max_tokens = (int)m;
+  }
+  if ((v = field(body, "temperature"))) {
+    const double t = number(*v, "temperature");
+    if (!(t >= 0) || !std::isfinite(t))
+      refuse("temperature", cat("temperature must be >= 0 (got ", v->dump(), ")"));
+    r.gen.sampling.temperature = (float)t;
+  }
+  if ((v = field(body, "top_p"))) {
+    const double p = number(*v, "top_p");
+    if (!(p > 0 && p <= 1)) refuse("top_p", cat("top_p must be in (0, 1] (got ", v->dump(), ")"));
+    r.gen.sampling.top_p = (float)p;
+  }
+  if ((v = field(body, "top_k"))) {
+    const long long k = integer(*v, "top_k");
+    if (k < 0) refuse("top_k", cat("top_k must be >= 0 (got ", k, "; 0 = off)"));
+    r.gen.sampling.top_k = (int)std::min<long long>(k, config.vocab_size);
+  }
+  if ((v = field(body, "seed"))) {
+    if (!v->is_number_unsigned())
+      refuse("seed", cat("seed must be an integer in 0..2^64-1 (got ", v->dump(), ")"));
+    r.gen.sampling.seed = v->get<uint64_t>();
+    r.seed_given = true;
+  }
+  if ((v = field(body, "stop"))) {
+    if (v->is_string()) {
+      r.stop.push_back(v->get<std::string>());
+    } else if (v->is_array()) {
+      if (v->size() > 4)
+        refuse("stop", cat("stop takes at most 4 sequences (got ", v->size(), ")"));
+      for (const json& s : *v) {
+        if (!s.is_string()) refuse("stop", "stop must be a string or a list of strings");
+        r.stop.push_back(s.get<std::string>());
+      }
+    } else {
+      refuse("stop", "stop must be a string or a list of strings");
+    }
+    for (const std::string& s : r.stop)
+      if (s.empty()) refuse("stop", "stop sequences must not be empty");
+  }
+  if ((v = field(body, "stream"))) {
+    if (!v->is_boolean()) refuse("stream", "stream must be true or false");
+    r.stream = v->get<bool>();
+  }
+  const int n = config.n_chains();
+  const json* chains = field(body, "chains");
+  const json* schedule = field(body, "chain_schedule");
+  if (chains && schedule) refuse("chain_schedule", "pass chains or chain_schedule, not both");
+  if (chains) {
+    const long long k = integer(*chains, "chains");
+    if (k < 1 || k > n)
+      refuse("chains",
+             cat("chains must be in 1..", n, " (the model has ", n, " chains; got ", k, ")"));
+    r.gen.chains = (int)k;
+  }
+  if (schedule) {
+    if (!schedule->is_string())
+      refuse("chain_schedule", "chain_schedule must be a string such as \"1:16,4\"");
+    r.chain_schedule = schedule->get<std::string>();
+    if (r.chain_schedule.empty()) refuse("chain_schedule", "chain_schedule must not be empty");
+    try {
+      r.gen.schedule = ChainSchedule::parse(r.chain_schedule, n);
+    } catch (const Error& e) {
+      // ChainSchedule's messages start "chain schedule: ..." or "chain schedule '...': ...".
+      std::string why = e.what();
+      for (const std::string prefix : {"chain schedule: ", "chain schedule "})
+        if (why.rfind(prefix, 0) == 0) {
+          why = why.substr(prefix.size());
+          break;
+        }
+      refuse("chain_schedule", cat("chain_schedule: ", why));
+    }
+  }
+  return r;
+}
+
+}  // namespace chainlm

@@ -1,0 +1,42 @@
+#pragma once
+// The body of POST /v1/completions: the OpenAI completions fields chainlm supports, plus its
+// own `chains` and `chain_schedule`, parsed and validated into generate() options.
+#include <cstdint>
+#include <nlohmann/json.hpp>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "infer/generator.h"
+#include "model/config.h"
+
+namespace chainlm {
+
+// A request the server refuses with 400; param names the offending field (empty when the
+// body as a whole is wrong), and the message starts with it.
+class RequestError : public std::runtime_error {
+ public:
+  RequestError(std::string param, const std::string& message)
+      : std::runtime_error(message), param_(std::move(param)) {}
+  const std::string& param() const { return param_; }
+
+ private:
+  std::string param_;
+};
+
+struct CompletionRequest {
+  std::string prompt;
+  GenerateOptions gen;            // max_tokens, chains or schedule, sampling
+  std::string chain_schedule;     // as given ("" when absent)
+  std::vector<std::string> stop;  // stop sequences (at most 4, none empty)
+  bool stream = false;
+  bool seed_given = false;  // without a seed, the server draws one and reports it
+};
+
+// Defaults follow OpenAI's completions API: max_tokens 16, temperature 1, top_p 1; top_k 0
+// (off); chains: all. Unknown fields are refused (a typo such as "max_token" would otherwise
+// silently run with a default), except OpenAI fields whose value asks for what chainlm does
+// anyway (model, user, n = 1, echo = false, logprobs = null, best_of = 1, zero penalties).
+CompletionRequest parse_completion_request(const nlohmann::json& body, const ModelConfig& config);
+
+}  // namespace chainlm

@@ -1,0 +1,93 @@
+#include "serve/metrics.h"
+
+#include <sstream>
+
+namespace chainlm {
+
+void Metrics::Histogram::observe(double seconds) {
+  size_t b = 0;
+  while (b < kBuckets.size() && seconds > kBuckets[b]) ++b;
+  if (b < kBuckets.size()) ++counts[b];
+  ++count;
+  sum += seconds;
+}
+
+void Metrics::count_request(const std::string& route, int status) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  ++requests_[{route, status}];
+}
+
+void Metrics::count_generation(int prompt_tokens, const std::vector<int>& chains_per_token,
+                               double generation_seconds, double request_seconds, bool cancelled) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  ++generations_;
+  prompt_tokens_ += prompt_tokens;
+  for (int k : chains_per_token) ++tokens_by_chains_[k];
+  if (cancelled) ++cancelled_;
+  generation_latency_.observe(generation_seconds);
+  request_latency_.observe(request_seconds);
+}
+
+namespace {
+
+void histogram(std::ostringstream& os, const std::string& name, const std::string& help,
+               const std::array<long, Metrics::kBuckets.size()>& counts, long count, double sum) {
+  os << "# HELP " << name << ' ' << help << "\n# TYPE " << name << " histogram\n";
+  long cumulative = 0;
+  for (size_t b = 0; b < counts.size(); ++b) {
+    cumulative += counts[b];
+    os << name << "_bucket{le=\"" << Metrics::kBuckets[b] << "\"} " << cumulative << '\n';
+  }
+  os << name << "_bucket{le=\"+Inf\"} " << count << '\n';
+  os << name << "_sum " << sum << '\n' << name << "_count " << count << '\n';
+}
+
+void gauge(std::ostringstream& os, const std::string& name, const std::string& help, long value) {
+  os << "# HELP " << name << ' ' << help << "\n# TYPE " << name << " gauge\n"
+     << name << ' ' << value << '\n';
+}
+
+}  // namespace
+
+std::string Metrics::render(const Gauges& g) const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  std::ostringstream os;
+  os.precision(9);
+  os << "# HELP chainlm_http_requests_total HTTP requests answered, by route and status code.\n"
+        "# TYPE chainlm_http_requests_total counter\n";
+  for (const auto& [key, n] : requests_)
+    os << "chainlm_http_requests_total{route=\"" << key.first << "\",code=\"" << key.second
+       << "\"} " << n << '\n';
+  os << "# HELP chainlm_generations_total Generations run (completions admitted to a session).\n"
+        "# TYPE chainlm_generations_total counter\n"
+        "chainlm_generations_total "
+     << generations_ << '\n';
+  os << "# HELP chainlm_generations_cancelled_total Streamed generations stopped because the "
+        "client went away.\n"
+        "# TYPE chainlm_generations_cancelled_total counter\n"
+        "chainlm_generations_cancelled_total "
+     << cancelled_ << '\n';
+  os << "# HELP chainlm_prompt_tokens_total Prompt tokens processed (BOS included).\n"
+        "# TYPE chainlm_prompt_tokens_total counter\n"
+        "chainlm_prompt_tokens_total "
+     << prompt_tokens_ << '\n';
+  os << "# HELP chainlm_generated_tokens_total Tokens generated, by the active chains (sub-model) "
+        "that produced them.\n"
+        "# TYPE chainlm_generated_tokens_total counter\n";
+  for (const auto& [k, n] : tokens_by_chains_)
+    os << "chainlm_generated_tokens_total{chains=\"" << k << "\"} " << n << '\n';
+  histogram(os, "chainlm_request_duration_seconds",
+            "Completion requests from arrival to the last byte, queue wait included.",
+            request_latency_.counts, request_latency_.count, request_latency_.sum);
+  histogram(os, "chainlm_generation_duration_seconds",
+            "Time a completion held a session (prefill and decoding).", generation_latency_.counts,
+            generation_latency_.count, generation_latency_.sum);
+  gauge(os, "chainlm_sessions_in_flight", "Generations running now.", g.sessions_in_flight);
+  gauge(os, "chainlm_queue_depth", "Requests waiting for a session.", g.queue_depth);
+  gauge(os, "chainlm_max_sessions", "Generations that may run at once.", g.max_sessions);
+  gauge(os, "chainlm_max_queue", "Requests that may wait; beyond them the server answers 503.",
+        g.max_queue);
+  return os.str();
+}
+
+}  // namespace chainlm

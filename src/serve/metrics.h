@@ -1,0 +1,45 @@
+#pragma once
+// Server counters, rendered for GET /metrics in the Prometheus text exposition format.
+#include <array>
+#include <map>
+#include <mutex>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace chainlm {
+
+class Metrics {
+ public:
+  // Every HTTP request once answered, by route (a known path, or "other") and status code.
+  void count_request(const std::string& route, int status);
+  // A generation that ran: its prompt tokens, the chains of each generated token, its time in a
+  // session (queue wait excluded) and end to end, and whether its client went away first.
+  void count_generation(int prompt_tokens, const std::vector<int>& chains_per_token,
+                        double generation_seconds, double request_seconds, bool cancelled);
+
+  struct Gauges {
+    int sessions_in_flight, queue_depth, max_sessions, max_queue;
+  };
+  std::string render(const Gauges& g) const;
+
+  // Upper bounds (seconds) of the latency histogram buckets.
+  static constexpr std::array<double, 13> kBuckets = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+                                                      1,     2.5,  5,     10,   30,  60};
+
+ private:
+  struct Histogram {
+    std::array<long, kBuckets.size()> counts{};  // per bucket (not cumulative)
+    long count = 0;
+    double sum = 0;
+    void observe(double seconds);
+  };
+
+  mutable std::mutex mutex_;
+  std::map<std::pair<std::string, int>, long> requests_;
+  std::map<int, long> tokens_by_chains_;
+  long prompt_tokens_ = 0, generations_ = 0, cancelled_ = 0;
+  Histogram request_latency_, generation_latency_;
+};
+
+}  // namespace chainlm

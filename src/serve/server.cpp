@@ -1,0 +1,420 @@
+#include "serve/server.h"
+
+#include <httplib.h>
+
+#include <atomic>
+#include <chrono>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <thread>
+
+#include "core/error.h"
+#include "core/threads.h"
+#include "infer/generator.h"
+#include "serve/admission.h"
+#include "serve/completion_request.h"
+#include "serve/completion_text.h"
+#include "serve/metrics.h"
+#include "serve/playground.h"
+
+namespace chainlm {
+
+namespace {
+
+using nlohmann::json;
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point t) {
+  return std::chrono::duration<double>(Clock::now() - t).count();
+}
+
+// HTTP worker threads beyond the sessions and the queue: /health, /metrics, the page and
+// refusals (400, 413, 503) stay answerable while every session and queue place is taken.
+constexpr int kSpareHttpThreads = 4;
+
+json error_body(const std::string& message, const std::string& type, const std::string& param) {
+  return {{"error",
+           {{"message", message},
+            {"type", type},
+            {"param", param.empty() ? json(nullptr) : json(param)},
+            {"code", nullptr}}}};
+}
+
+void set_error(httplib::Response& res, int status, const std::string& message,
+               const std::string& type, const std::string& param = "") {
+  res.status = status;
+  res.set_content(json_dump(error_body(message, type, param)), "application/json");
+}
+
+std::string route_label(const std::string& path) {
+  for (const char* known : {"/", "/health", "/metrics", "/v1/models", "/v1/completions"})
+    if (path == known) return path;
+  return "other";
+}
+
+const char* finish_reason(const GenerateResult& r, const CompletionText& text) {
+  return text.stopped() || r.stop_reason == StopReason::eos ? "stop" : "length";
+}
+
+// httplib listens with a backlog of 5 (CPPHTTPLIB_LISTEN_BACKLOG, fixed when Debian built the
+// library): a burst of new connections beyond it has its SYNs dropped and retried a second
+// later. This lets the server raise the backlog once bound.
+class HttpServer : public httplib::Server {
+ public:
+  void raise_listen_backlog() {
+    const socket_t sock = svr_sock_;
+    if (sock != INVALID_SOCKET)
+      ::listen(sock, SOMAXCONN);  // Linux updates a listening socket's backlog
+  }
+};
+
+}  // namespace
+
+struct InferenceServer::Impl {
+  const Model& model;
+  const Tokenizer& tok;
+  ServeOptions opt;
+  int threads_per_session = 1;
+  Admission admission;
+  Metrics metrics;
+  HttpServer http;
+  std::thread listener;
+  int port = -1;
+  std::atomic<bool> stopped{false};
+  std::atomic<long> next_id{0};
+  std::mutex seed_mutex;
+  std::mt19937_64 seeds{std::random_device{}()};
+  const long long started_at = std::chrono::duration_cast<std::chrono::seconds>(
+                                   std::chrono::system_clock::now().time_since_epoch())
+                                   .count();
+
+  Impl(const Model& m, const Tokenizer& t, ServeOptions o, int sessions, int per_session)
+      : model(m),
+        tok(t),
+        opt(std::move(o)),
+        threads_per_session(per_session),
+        admission(sessions, opt.max_queue) {}
+
+  // One completion from admission to the last token.
+  struct Job {
+    CompletionRequest request;
+    std::shared_ptr<Admission::Slot> slot;  // the session place, freed with the job
+    std::string id;
+    long long created = 0;
+    Clock::time_point arrival;
+    double queue_seconds = 0;
+    GenerateResult result;
+    CompletionText text;
+    bool cancelled = false;
+    bool streamed = false;
+  };
+
+  void route();
+  void completions(const httplib::Request& req, httplib::Response& res);
+  // Generates; emit (if set) receives each token's releasable text and chains and returns
+  // false when the client has gone away. Returns the text held back until the end (the last
+  // event of a stream carries it).
+  std::string run(Job& job, const std::function<bool(const std::string&, int)>& emit);
+  // Sends the job as server-sent events; false when the stream did not end normally.
+  bool stream(Job& job, httplib::DataSink& sink);
+  json completion_json(const Job& job, const std::string& text, const char* finish) const;
+  json stats_json(const Job& job) const;
+  json models_json() const;
+  json health_json() const;
+};
+
+void InferenceServer::Impl::route() {
+  // Requests are counted before their response goes out, so a client that reads /metrics
+  // right after its answer sees it counted: successes here, refusals in the error handler.
+  auto counted = [this](const char* path, httplib::Server::Handler handler) {
+    return [this, path, handler](const httplib::Request& req, httplib::Response& res) {
+      handler(req, res);
+      if (res.status < 400) metrics.count_request(path, res.status < 0 ? 200 : res.status);
+    };
+  };
+  http.Get("/", counted("/", [](const httplib::Request&, httplib::Response& res) {
+             const std::string_view page = playground_html();
+             res.set_content(page.data(), page.size(), "text/html; charset=utf-8");
+           }));
+  http.Get("/health", counted("/health", [this](const httplib::Request&, httplib::Response& res) {
+             res.set_content(health_json().dump(), "application/json");
+           }));
+  http.Get("/metrics", counted("/metrics", [this](const httplib::Request&, httplib::Response& res) {
+             res.set_content(metrics.render({admission.running(), admission.waiting(),
+                                             admission.max_sessions(), admission.max_queue()}),
+                             "text/plain; version=0.0.4; charset=utf-8");
+           }));
+  http.Get("/v1/models",
+           counted("/v1/models", [this](const httplib::Request&, httplib::Response& res) {
+             res.set_content(json_dump(models_json()), "application/json");
+           }));
+  http.Post("/v1/completions",
+            counted("/v1/completions", [this](const httplib::Request& req, httplib::Response& res) {
+              completions(req, res);
+            }));
+  // Every 4xx/5xx gets an OpenAI-style JSON body; handlers that wrote their own keep it.
+  http.set_error_handler([this](const httplib::Request& req, httplib::Response& res) {
+    metrics.count_request(route_label(req.path), res.status);
+    if (!res.body.empty()) return;
+    if (res.status == 404)
+      set_error(res, 404, cat("no route ", req.method, " ", req.path), "not_found_error");
+    else if (res.status == 413)
+      set_error(res, 413, "the request body is larger than the server accepts",
+                "invalid_request_error");
+    else
+      set_error(res, res.status, cat("HTTP ", res.status), "invalid_request_error");
+  });
+  http.set_exception_handler(
+      [](const httplib::Request&, httplib::Response& res, std::exception_ptr ep) {
+        std::string what = "unknown error";
+        try {
+          std::rethrow_exception(ep);
+        } catch (const std::exception& e) {
+          what = e.what();
+        } catch (...) {
+        }
+        set_error(res, 500, what, "server_error");
+      });
+}
+
+json InferenceServer::Impl::health_json() const {
+  return {{"status", stopped ? "stopping" : "ok"},     {"model", opt.model_name},
+          {"sessions_in_flight", admission.running()}, {"queue_depth", admission.waiting()},
+          {"max_sessions", admission.max_sessions()},  {"max_queue", admission.max_queue()},
+          {"threads_per_session", threads_per_session}};
+}
+
+json InferenceServer::Impl::models_json() const {
+  const ModelConfig& c = model.config();
+  json sub = json::array();
+  for (int k = 1; k <= c.n_chains(); ++k)
+    sub.push_back({{"chains", k},
+                   {"dim", model.layout().dim.prefix(k)},
+                   {"parameters", model.num_params(k)}});
+  std::string architecture = c.kv_share ? "CoLM-Air" : (c.n_chains() > 1 ? "CoLM" : "LLaMA");
+  // PHD settings as config.json writes them, plus their name ("PHD-CSWA-2-16-32"); null without.
+  json phd = nullptr;
+  if (c.phd.enabled()) {
+    phd = config_to_json(c)["phd"];
+    phd["name"] = c.phd.name();
+    architecture += " + " + c.phd.name();
+  }
+  json m = {{"id", opt.model_name},
+            {"object", "model"},
+            {"created", started_at},
+            {"owned_by", "chainlm"},
+            {"chains", c.n_chains()},
+            {"chain_widths", c.chains},
+            {"kv_share", c.kv_share},
+            {"architecture", architecture},
+            {"dim", c.dim},
+            {"n_layers", c.n_layers},
+            {"n_heads", c.n_heads},
+            {"n_kv_heads", c.n_kv_heads},
+            {"vocab_size", c.vocab_size},
+            {"max_seq_len", c.max_seq_len},
+            {"tokenizer", tok.kind()},
+            {"sub_models", sub},
+            {"phd", phd}};
+  return {{"object", "list"}, {"data", json::array({m})}};
+}
+
+json InferenceServer::Impl::stats_json(const Job& job) const {
+  const GenerateResult& r = job.result;
+  json s = {{"chains", r.chains},
+            {"seed", job.request.gen.sampling.seed},
+            {"tokens_per_s", r.tokens_per_s},
+            {"prefill_ms", r.prefill_ms},
+            {"decode_ms_per_token", r.decode_ms_per_token},
+            {"queue_ms", job.queue_seconds * 1e3}};
+  if (!job.request.chain_schedule.empty()) s["chain_schedule"] = job.request.chain_schedule;
+  return s;
+}
+
+json InferenceServer::Impl::completion_json(const Job& job, const std::string& text,
+                                            const char* finish) const {
+  json choice = {{"text", text}, {"index", 0}, {"logprobs", nullptr}, {"finish_reason", nullptr}};
+  if (finish) choice["finish_reason"] = finish;
+  return {{"id", job.id},
+          {"object", "text_completion"},
+          {"created", job.created},
+          {"model", opt.model_name},
+          {"choices", json::array({choice})}};
+}
+
+std::string InferenceServer::Impl::run(Job& job,
+                                       const std::function<bool(const std::string&, int)>& emit) {
+  set_num_threads_of_this_thread(threads_per_session);
+  const Clock::time_point start = Clock::now();
+  job.result =
+      generate_tokens(model, tok, job.request.prompt, job.request.gen, [&](const TokenEvent& e) {
+        if (opt.on_token) opt.on_token(e.index);
+        const std::string out = job.text.push(e.text);
+        if (emit && !emit(out, e.chains)) {
+          job.cancelled = true;
+          return false;
+        }
+        return !job.text.stopped();
+      });
+  metrics.count_generation((int)job.result.prompt_tokens.size(), job.result.chains,
+                           seconds_since(start), seconds_since(job.arrival), job.cancelled);
+  job.slot.reset();  // the session is free once generation ends, before the answer goes out
+  return job.text.finish();
+}
+
+bool InferenceServer::Impl::stream(Job& job, httplib::DataSink& sink) {
+  if (job.streamed) return false;
+  job.streamed = true;
+  auto send = [&](const json& event) {
+    const std::string line = "data: " + json_dump(event) + "\n\n";
+    return sink.write(line.data(), line.size());
+  };
+  try {
+    const std::string tail = run(job, [&](const std::string& text, int chains) {
+      json event = completion_json(job, text, nullptr);
+      event["chainlm"] = {{"chains", chains}};
+      return send(event);
+    });
+    if (job.cancelled) return false;
+    json last = completion_json(job, tail, finish_reason(job.result, job.text));
+    const int prompt_tokens = (int)job.result.prompt_tokens.size(),
+              generated = (int)job.result.tokens.size();
+    last["usage"] = {{"prompt_tokens", prompt_tokens},
+                     {"completion_tokens", generated},
+                     {"total_tokens", prompt_tokens + generated}};
+    last["chainlm"] = stats_json(job);
+    static const std::string done = "data: [DONE]\n\n";
+    if (!send(last) || !sink.write(done.data(), done.size())) return false;
+    sink.done();
+    return true;
+  } catch (const std::exception& e) {
+    // The status line has gone out: report the failure as the stream's last event.
+    if (send(error_body(e.what(), "server_error", ""))) sink.done();
+    return false;
+  }
+}
+
+void InferenceServer::Impl::completions(const httplib::Request& req, httplib::Response& res) {
+  auto job = std::make_shared<Job>();
+  job->arrival = Clock::now();
+  try {
+    json body;
+    try {
+      body = json::parse(req.body);
+    } catch (const json::parse_error& e) {
+      throw RequestError("", cat("the request body is not valid JSON: ", e.what()));
+    }
+    job->request = parse_completion_request(body, model.config());
+    const int prompt_tokens = 1 + (int)tok.encode(job->request.prompt).size();
+    if (prompt_tokens > model.config().max_seq_len)
+      throw RequestError("prompt",
+                         cat("prompt is ", prompt_tokens,
+                             " tokens (BOS included), longer than the model's max_seq_len ",
+                             model.config().max_seq_len));
+  } catch (const RequestError& e) {
+    set_error(res, 400, e.what(), "invalid_request_error", e.param());
+    return;
+  }
+  CompletionRequest& r = job->request;
+  if (!r.seed_given) {
+    std::lock_guard<std::mutex> lock(seed_mutex);
+    r.gen.sampling.seed = seeds() >> 11;  // below 2^53: exact as a JavaScript number
+  }
+  job->text = CompletionText(r.stop);
+  job->slot = admission.acquire();
+  if (!job->slot) {
+    res.set_header("Retry-After", "1");
+    set_error(
+        res, 503,
+        cat("the server is busy: all ", admission.max_sessions(), " sessions are generating and ",
+            admission.max_queue(), " requests are waiting; retry later"),
+        "server_busy");
+    return;
+  }
+  job->queue_seconds = seconds_since(job->arrival);
+  job->id = cat("cmpl-", started_at, "-", next_id++);
+  job->created = std::chrono::duration_cast<std::chrono::seconds>(
+                     std::chrono::system_clock::now().time_since_epoch())
+                     .count();
+
+  if (r.stream) {
+    res.set_header("Cache-Control", "no-cache");
+    // The provider owns the job, and so the session place: it is freed when the response is
+    // done with, whether the stream ended or its client went away.
+    res.set_chunked_content_provider(
+        "text/event-stream",
+        [this, job](size_t, httplib::DataSink& sink) { return stream(*job, sink); });
+    return;
+  }
+  run(*job, nullptr);
+  json out = completion_json(*job, job->text.text(), finish_reason(job->result, job->text));
+  const int prompt_tokens = (int)job->result.prompt_tokens.size(),
+            generated = (int)job->result.tokens.size();
+  out["usage"] = {{"prompt_tokens", prompt_tokens},
+                  {"completion_tokens", generated},
+                  {"total_tokens", prompt_tokens + generated}};
+  out["chainlm"] = stats_json(*job);
+  res.set_content(json_dump(out), "application/json");
+}
+
+InferenceServer::InferenceServer(const Model& model, const Tokenizer& tokenizer,
+                                 ServeOptions options) {
+  CHAINLM_CHECK(options.threads >= 0, "--threads must be >= 0 (got ", options.threads, ")");
+  CHAINLM_CHECK(options.max_sessions >= 0, "--max-sessions must be >= 0 (got ",
+                options.max_sessions, ")");
+  CHAINLM_CHECK(options.max_queue >= 0, "--max-queue must be >= 0 (got ", options.max_queue, ")");
+  CHAINLM_CHECK(options.port >= 0 && options.port <= 65535, "--port must be in 0..65535 (got ",
+                options.port, ")");
+  CHAINLM_CHECK(tokenizer.vocab_size() <= model.config().vocab_size, "the tokenizer has ",
+                tokenizer.vocab_size(), " tokens but the model's vocab_size is ",
+                model.config().vocab_size);
+  const int threads = options.threads > 0 ? options.threads : num_threads();
+  const int sessions = options.max_sessions > 0 ? options.max_sessions : threads;
+  const int per_session = std::max(1, threads / sessions);
+  // OpenBLAS's OpenMP build keeps one global count (and follows the calling thread's OpenMP
+  // count): set it to the sessions' share once so concurrent sessions agree on it.
+  set_num_threads(per_session);
+  impl_ = std::make_unique<Impl>(model, tokenizer, std::move(options), sessions, per_session);
+  const int pool = sessions + impl_->opt.max_queue + kSpareHttpThreads;
+  impl_->http.new_task_queue = [pool] { return new httplib::ThreadPool(pool); };
+  impl_->http.set_payload_max_length(impl_->opt.max_body_bytes);
+  impl_->route();
+}
+
+InferenceServer::~InferenceServer() {
+  stop();
+}
+
+int InferenceServer::start() {
+  CHAINLM_CHECK(!impl_->listener.joinable(), "the server is already started");
+  Impl& s = *impl_;
+  s.port = s.opt.port == 0 ? s.http.bind_to_any_port(s.opt.host)
+                           : (s.http.bind_to_port(s.opt.host, s.opt.port) ? s.opt.port : -1);
+  CHAINLM_CHECK(s.port > 0, "cannot listen on ", s.opt.host, ":", s.opt.port,
+                " (address in use, or not an address of this machine)");
+  s.http.raise_listen_backlog();
+  s.listener = std::thread([&s] { s.http.listen_after_bind(); });
+  return s.port;
+}
+
+void InferenceServer::stop() {
+  if (!impl_ || impl_->stopped.exchange(true)) return;
+  impl_->admission.shutdown();
+  impl_->http.stop();
+  if (impl_->listener.joinable()) impl_->listener.join();
+}
+
+int InferenceServer::port() const {
+  return impl_->port;
+}
+int InferenceServer::max_sessions() const {
+  return impl_->admission.max_sessions();
+}
+int InferenceServer::max_queue() const {
+  return impl_->admission.max_queue();
+}
+int InferenceServer::threads_per_session() const {
+  return impl_->threads_per_session;
+}
+
+}  // namespace chainlm

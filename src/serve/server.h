@@ -1,0 +1,57 @@
+#pragma once
+// The HTTP server of `chainlm serve` (docs/serving.md): OpenAI-style completions with elastic
+// chains, model listing, health, Prometheus metrics and the playground page, over cpp-httplib.
+//
+// One model is shared read-only by every request; each generation runs in its own
+// InferenceSession (its own KV cache) on the HTTP worker thread that received it. At most
+// max_sessions generations run at once, each with threads / max_sessions OpenMP threads (at
+// least 1), so the sessions together use the cores once; at most max_queue requests wait for a
+// session and any beyond them get 503 with Retry-After.
+#include <cstddef>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "io/tokenizer.h"
+#include "model/model.h"
+
+namespace chainlm {
+
+struct ServeOptions {
+  std::string host = "127.0.0.1";
+  int port = 8080;                  // 0 = any free port (start() returns it)
+  int threads = 0;                  // compute threads in all; 0 = all cores
+  int max_sessions = 0;             // generations at once; 0 = one per compute thread
+  int max_queue = 16;               // requests that may wait for a session
+  size_t max_body_bytes = 1 << 20;  // larger request bodies get 413
+  std::string model_name = "chainlm";
+  // Called on the generating thread after each generated token (index from 0). Tests use it to
+  // hold a generation in flight; production leaves it empty.
+  std::function<void(int index)> on_token;
+};
+
+class InferenceServer {
+ public:
+  // The model and tokenizer must outlive the server. Throws chainlm::Error on bad options.
+  InferenceServer(const Model& model, const Tokenizer& tokenizer, ServeOptions options);
+  ~InferenceServer();  // stops
+  InferenceServer(const InferenceServer&) = delete;
+  InferenceServer& operator=(const InferenceServer&) = delete;
+
+  // Binds host:port and serves on a background thread; returns the bound port. Throws
+  // chainlm::Error when the address cannot be bound.
+  int start();
+  // Refuses queued requests, stops accepting, lets running generations finish, joins. Idempotent.
+  void stop();
+
+  int port() const;
+  int max_sessions() const;
+  int max_queue() const;
+  int threads_per_session() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace chainlm

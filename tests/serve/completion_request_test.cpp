@@ -1,0 +1,126 @@
+// Parsing and validating POST /v1/completions bodies: defaults, every field, and errors that
+// name the field.
+#include "serve/completion_request.h"
+
+#include <gtest/gtest.h>
+
+namespace chainlm {
+namespace {
+
+using nlohmann::json;
+
+ModelConfig config() {
+  ModelConfig c;
+  c.dim = 32;
+  c.n_layers = 1;
+  c.n_heads = 4;
+  c.n_kv_heads = 1;
+  c.ffn_dim = 64;
+  c.vocab_size = 258;
+  c.chains = {1, 1, 2};
+  c.kv_share = true;
+  c.max_seq_len = 64;
+  return c;
+}
+
+TEST(CompletionRequest, DefaultsFollowOpenAi) {
+  const auto r = parse_completion_request(json{{"prompt", "hi"}}, config());
+  EXPECT_EQ(r.prompt, "hi");
+  EXPECT_EQ(r.gen.max_tokens, 16);
+  EXPECT_EQ(r.gen.sampling.temperature, 1.0f);
+  EXPECT_EQ(r.gen.sampling.top_p, 1.0f);
+  EXPECT_EQ(r.gen.sampling.top_k, 0);
+  EXPECT_EQ(r.gen.chains, 0);  // all
+  EXPECT_TRUE(r.gen.schedule.empty());
+  EXPECT_FALSE(r.stream);
+  EXPECT_FALSE(r.seed_given);
+  EXPECT_TRUE(r.stop.empty());
+}
+
+TEST(CompletionRequest, ReadsEveryField) {
+  const auto r = parse_completion_request(
+      json::parse(R"({"prompt": "x", "max_tokens": 5, "temperature": 0, "top_p": 0.5, "top_k": 7,
+                      "seed": 18446744073709551615, "stop": ["a", "bc"], "stream": true,
+                      "chains": 2, "model": "whatever", "n": 1, "echo": false, "logprobs": null,
+                      "user": "u", "presence_penalty": 0, "frequency_penalty": 0.0})"),
+      config());
+  EXPECT_EQ(r.gen.max_tokens, 5);
+  EXPECT_EQ(r.gen.sampling.temperature, 0.0f);
+  EXPECT_EQ(r.gen.sampling.top_p, 0.5f);
+  EXPECT_EQ(r.gen.sampling.top_k, 7);
+  EXPECT_EQ(r.gen.sampling.seed, 18446744073709551615ull);
+  EXPECT_TRUE(r.seed_given);
+  EXPECT_EQ(r.stop, (std::vector<std::string>{"a", "bc"}));
+  EXPECT_TRUE(r.stream);
+  EXPECT_EQ(r.gen.chains, 2);
+
+  const auto s = parse_completion_request(
+      json{{"prompt", ""}, {"stop", "\n"}, {"chain_schedule", "1:2,3"}}, config());
+  EXPECT_EQ(s.stop, std::vector<std::string>{"\n"});
+  EXPECT_EQ(s.chain_schedule, "1:2,3");
+  EXPECT_EQ(s.gen.schedule.chains_for(0), 1);
+  EXPECT_EQ(s.gen.schedule.chains_for(2), 3);
+}
+
+TEST(CompletionRequest, NullMeansDefault) {
+  const auto r = parse_completion_request(
+      json::parse(R"({"prompt": "x", "max_tokens": null, "stop": null, "seed": null})"), config());
+  EXPECT_EQ(r.gen.max_tokens, 16);
+  EXPECT_FALSE(r.seed_given);
+}
+
+// Each bad body is refused with the field it names, and a message starting with that name.
+TEST(CompletionRequest, ErrorsNameTheField) {
+  const std::vector<std::tuple<std::string, std::string, std::string>> cases = {
+      {R"([1, 2])", "", "the request body must be a JSON object"},
+      {R"({})", "prompt", "prompt is required"},
+      {R"({"prompt": 3})", "prompt", "prompt must be a string"},
+      {R"({"prompt": ["a", "b"]})", "prompt", "prompt must be a string"},
+      {R"({"prompt": "x", "max_tokens": -1})", "max_tokens", "max_tokens must be in 0..64"},
+      {R"({"prompt": "x", "max_tokens": 65})", "max_tokens", "max_tokens must be in 0..64"},
+      {R"({"prompt": "x", "max_tokens": 2.5})", "max_tokens", "max_tokens must be an integer"},
+      {R"({"prompt": "x", "max_tokens": "4"})", "max_tokens", "max_tokens must be an integer"},
+      {R"({"prompt": "x", "temperature": -0.1})", "temperature", "temperature must be >= 0"},
+      {R"({"prompt": "x", "temperature": "hot"})", "temperature", "temperature must be a number"},
+      {R"({"prompt": "x", "top_p": 0})", "top_p", "top_p must be in (0, 1]"},
+      {R"({"prompt": "x", "top_p": 1.5})", "top_p", "top_p must be in (0, 1]"},
+      {R"({"prompt": "x", "top_k": -2})", "top_k", "top_k must be >= 0"},
+      {R"({"prompt": "x", "seed": -1})", "seed", "seed must be an integer"},
+      {R"({"prompt": "x", "seed": 1.5})", "seed", "seed must be an integer"},
+      {R"({"prompt": "x", "stop": 4})", "stop", "stop must be a string or a list of strings"},
+      {R"({"prompt": "x", "stop": ["a", 4]})", "stop",
+       "stop must be a string or a list of strings"},
+      {R"({"prompt": "x", "stop": ""})", "stop", "stop sequences must not be empty"},
+      {R"({"prompt": "x", "stop": ["a", "b", "c", "d", "e"]})", "stop", "stop takes at most 4"},
+      {R"({"prompt": "x", "stream": "yes"})", "stream", "stream must be true or false"},
+      {R"({"prompt": "x", "chains": 0})", "chains", "chains must be in 1..3"},
+      {R"({"prompt": "x", "chains": 4})", "chains", "chains must be in 1..3"},
+      {R"({"prompt": "x", "chains": "all"})", "chains", "chains must be an integer"},
+      {R"({"prompt": "x", "chain_schedule": "1:2,9"})", "chain_schedule",
+       "chain_schedule: segment '9'"},
+      {R"({"prompt": "x", "chain_schedule": "1,2"})", "chain_schedule", "chain_schedule: "},
+      {R"({"prompt": "x", "chain_schedule": 2})", "chain_schedule",
+       "chain_schedule must be a string"},
+      {R"({"prompt": "x", "chains": 1, "chain_schedule": "2"})", "chain_schedule",
+       "pass chains or chain_schedule, not both"},
+      {R"({"prompt": "x", "max_token": 3})", "max_token", "unknown field 'max_token'"},
+      {R"({"prompt": "x", "n": 2})", "n", "n must be 1"},
+      {R"({"prompt": "x", "echo": true})", "echo", "echo is not supported"},
+      {R"({"prompt": "x", "logprobs": 2})", "logprobs", "logprobs is not supported"},
+      {R"({"prompt": "x", "presence_penalty": 0.5})", "presence_penalty",
+       "presence_penalty is not supported"},
+      {R"({"prompt": "x", "model": 5})", "model", "model must be a string"},
+  };
+  for (const auto& [body, param, message] : cases) {
+    try {
+      parse_completion_request(json::parse(body), config());
+      ADD_FAILURE() << body << " was accepted";
+    } catch (const RequestError& e) {
+      EXPECT_EQ(e.param(), param) << body;
+      EXPECT_EQ(std::string(e.what()).rfind(message, 0), 0u) << body << " -> " << e.what();
+    }
+  }
+}
+
+}  // namespace
+}  // namespace chainlm

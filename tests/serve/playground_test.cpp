@@ -1,0 +1,233 @@
+// The playground page in headless Chromium, driven over WebDriver (chromedriver speaks plain
+// HTTP + JSON, so httplib is the client): type a prompt, generate with 1 chain and with all
+// chains, check the streamed output and the runs table, and save a screenshot to
+// <build dir>/playground.png. Skips only when Debian's chromium or chromium-driver is missing
+// (scripts/setup.sh installs both).
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <openssl/evp.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include "serve_test_util.h"
+
+extern char** environ;
+
+namespace chainlm {
+namespace {
+
+using nlohmann::json;
+
+std::string find_in_path(const std::string& name) {
+  const char* path = std::getenv("PATH");
+  std::stringstream ss(path ? path : "/usr/bin:/bin");
+  std::string dir;
+  while (std::getline(ss, dir, ':')) {
+    const std::string candidate = dir + "/" + name;
+    if (!dir.empty() && access(candidate.c_str(), X_OK) == 0) return candidate;
+  }
+  return "";
+}
+
+std::string base64_decode(const std::string& in) {
+  std::string out(in.size() / 4 * 3 + 3, '\0');
+  const int n = EVP_DecodeBlock(reinterpret_cast<unsigned char*>(out.data()),
+                                reinterpret_cast<const unsigned char*>(in.data()), (int)in.size());
+  if (n < 0) return "";
+  size_t pad = 0;
+  while (pad < 2 && pad < in.size() && in[in.size() - 1 - pad] == '=') ++pad;
+  out.resize((size_t)n - pad);
+  return out;
+}
+
+// chromedriver on a free port, ended (with the browser it started) when this goes away.
+class ChromeDriver {
+ public:
+  ChromeDriver(const std::string& binary, const std::string& log) {
+    posix_spawn_file_actions_t actions;
+    posix_spawn_file_actions_init(&actions);
+    posix_spawn_file_actions_addopen(&actions, 1, log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    posix_spawn_file_actions_adddup2(&actions, 1, 2);
+    std::vector<std::string> args = {binary, "--port=0"};
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    if (posix_spawn(&pid_, binary.c_str(), &actions, nullptr, argv.data(), environ) != 0) pid_ = 0;
+    posix_spawn_file_actions_destroy(&actions);
+    const std::string marker = "started successfully on port ";
+    for (int i = 0; i < 1000 && pid_ > 0 && port == 0; ++i) {
+      const std::string text = testing::read_bytes(log);
+      const size_t at = text.find(marker);
+      if (at != std::string::npos && text.find('\n', at) != std::string::npos)
+        port = std::atoi(text.c_str() + at + marker.size());
+      else
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+  }
+  ~ChromeDriver() {
+    if (pid_ <= 0) return;
+    kill(pid_, SIGTERM);
+    waitpid(pid_, nullptr, 0);
+  }
+  int port = 0;
+
+ private:
+  pid_t pid_ = 0;
+};
+
+// A WebDriver session (W3C protocol); deleting it closes the browser.
+class Browser {
+ public:
+  Browser(int driver_port, const json& capabilities) : http_("127.0.0.1", driver_port) {
+    http_.set_read_timeout(60, 0);
+    const json r = call("POST", "/session", {{"capabilities", capabilities}});
+    id_ = r.value("sessionId", "");
+  }
+  ~Browser() {
+    if (!id_.empty()) http_.Delete("/session/" + id_);
+  }
+  bool ok() const { return !id_.empty(); }
+  const std::string& error() const { return error_; }
+
+  json command(const std::string& method, const std::string& path,
+               const json& body = json::object()) {
+    return call(method, "/session/" + id_ + path, body);
+  }
+  std::string element(const std::string& css) {
+    const json e = command("POST", "/element", {{"using", "css selector"}, {"value", css}});
+    return e.is_object() ? e.value("element-6066-11e4-a52e-4f735466cecf", "") : "";
+  }
+  json script(const std::string& js) {
+    return command("POST", "/execute/sync", {{"script", js}, {"args", json::array()}});
+  }
+  // Polls a script until it returns true.
+  bool wait_until(const std::string& js, double seconds = 20) {
+    const auto end = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
+    while (std::chrono::steady_clock::now() < end) {
+      if (script(js) == true) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    return false;
+  }
+
+ private:
+  json call(const std::string& method, const std::string& path, const json& body) {
+    httplib::Result r = method == "GET"    ? http_.Get(path)
+                        : method == "POST" ? http_.Post(path, body.dump(), "application/json")
+                                           : http_.Delete(path);
+    if (!r) {
+      error_ = method + " " + path + ": " + httplib::to_string(r.error());
+      return nullptr;
+    }
+    const json j = json::parse(r->body, nullptr, false);
+    if (r->status != 200)
+      error_ =
+          method + " " + path + ": " + std::to_string(r->status) + " " + r->body.substr(0, 500);
+    return j.is_object() && j.contains("value") ? j["value"] : json(nullptr);
+  }
+
+  httplib::Client http_;
+  std::string id_, error_;
+};
+
+TEST(Playground, GeneratesWithOneChainAndAllChainsInHeadlessChromium) {
+  const std::string chromium = find_in_path("chromium"), driver = find_in_path("chromedriver");
+  if (chromium.empty() || driver.empty()) {
+    std::printf(
+        "[playground] skipped: %s not found (Debian packages chromium and chromium-driver; "
+        "scripts/setup.sh installs them)\n",
+        chromium.empty() ? "chromium" : "chromedriver");
+    GTEST_SKIP() << "chromium or chromedriver is not installed";
+  }
+  testing::TempDir dir;
+  const std::string run_dir = testing::write_trained_model(dir);
+  ServeOptions o;
+  o.threads = 1;
+  o.max_sessions = 1;
+  o.model_name = "tiny-colm-air";
+  testing::ServerUnderTest s(run_dir, o);
+
+  ChromeDriver chromedriver(driver, dir.file("chromedriver.log"));
+  ASSERT_GT(chromedriver.port, 0) << testing::read_bytes(dir.file("chromedriver.log"));
+  const json capabilities = {
+      {"alwaysMatch",
+       {{"browserName", "chrome"},
+        {"goog:chromeOptions",
+         {{"binary", chromium},
+          {"args",
+           {"--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync",
+            "--disable-dev-shm-usage", "--window-size=1280,1000",
+            "--user-data-dir=" + dir.file("chromium-profile")}}}}}}};
+  Browser browser(chromedriver.port, capabilities);
+  ASSERT_TRUE(browser.ok()) << browser.error();
+
+  browser.command("POST", "/url", {{"url", "http://127.0.0.1:" + std::to_string(s.port) + "/"}});
+  ASSERT_TRUE(browser.wait_until("return document.getElementById('chains').max === '3';"))
+      << "the page did not load the model: " << browser.error();
+  EXPECT_EQ(browser.script("return document.getElementById('model').textContent;")
+                .get<std::string>()
+                .rfind("tiny-colm-air", 0),
+            0u);
+
+  const std::string prompt_box = browser.element("#prompt"), slider = browser.element("#chains"),
+                    run = browser.element("#run");
+  ASSERT_FALSE(prompt_box.empty() || slider.empty() || run.empty()) << browser.error();
+  const std::string prompt = "the small model";
+  browser.command("POST", "/element/" + prompt_box + "/value", {{"text", prompt}});
+  EXPECT_EQ(browser.script("return document.getElementById('prompt').value;"), prompt);
+
+  // Home and End keys move the slider to 1 chain and to all chains.
+  for (const auto& [key, chains] :
+       std::vector<std::pair<std::string, int>>{{"\xee\x80\x91", 1}, {"\xee\x80\x90", 3}}) {
+    SCOPED_TRACE("chains " + std::to_string(chains));
+    browser.command("POST", "/element/" + slider + "/value", {{"text", key}});
+    ASSERT_EQ(browser.script("return document.getElementById('chains').value;"),
+              std::to_string(chains));
+    const int rows_before =
+        browser.script("return document.querySelectorAll('#runs tr').length;").get<int>();
+    browser.command("POST", "/element/" + run + "/click");
+    ASSERT_TRUE(browser.wait_until("return document.querySelectorAll('#runs tr').length === " +
+                                   std::to_string(rows_before + 1) + ";"))
+        << "status: " << browser.script("return document.getElementById('status').textContent;");
+    EXPECT_EQ(browser.script("return document.getElementById('status').dataset.state;"), "done");
+    const std::string output =
+        browser.script("return document.getElementById('output').textContent;");
+    EXPECT_EQ(output.rfind(prompt, 0), 0u) << output;
+    EXPECT_GT(output.size(), prompt.size()) << "no generated text";
+    // Every streamed token is tagged with the chains that produced it.
+    const json tags = browser.script(
+        "return [...document.querySelectorAll('#output span[data-chains]')].map(s => "
+        "s.dataset.chains);");
+    ASSERT_FALSE(tags.empty());
+    for (const auto& t : tags) EXPECT_EQ(t, std::to_string(chains));
+    EXPECT_EQ(browser.script("return document.querySelector('#runs tr td').textContent;"),
+              std::to_string(chains));
+    const std::string status =
+        browser.script("return document.getElementById('status').textContent;");
+    EXPECT_NE(status.find("tokens/s"), std::string::npos) << status;
+  }
+  // The comparison button runs every sub-model in turn.
+  browser.command("POST", "/element/" + browser.element("#compare") + "/click");
+  ASSERT_TRUE(browser.wait_until("return document.querySelectorAll('#runs tr').length === 5;"));
+
+  const json shot = browser.command("GET", "/screenshot");
+  ASSERT_TRUE(shot.is_string()) << browser.error();
+  const std::string png = base64_decode(shot.get<std::string>());
+  ASSERT_EQ(png.substr(1, 3), "PNG");
+  const std::string path = std::string(CHAINLM_BUILD_DIR) + "/playground.png";
+  std::ofstream(path, std::ios::binary).write(png.data(), (std::streamsize)png.size());
+  std::printf("[playground] screenshot: %s (%zu bytes)\n", path.c_str(), png.size());
+  EXPECT_EQ(s.health()["sessions_in_flight"], 0);
+}
+
+}  // namespace
+}  // namespace chainlm

@@ -1,0 +1,160 @@
+#pragma once
+// A tiny model on disk and an in-process InferenceServer on a free loopback port, for the serve
+// tests, plus helpers to read server-sent events.
+#include <gtest/gtest.h>
+#include <httplib.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "io/test_temp_dir.h"
+#include "io/tokenizer.h"
+#include "model/checkpoint.h"
+#include "model/model.h"
+#include "serve/server.h"
+
+namespace chainlm::testing {
+
+// A randomly initialized 3-chain model (chain widths 1, 1, 2) with the byte tokenizer, saved
+// as a checkpoint directory. Random weights emit arbitrary bytes, invalid UTF-8 included.
+inline void write_tiny_model(const std::string& dir, bool kv_share = true, int max_seq_len = 64,
+                             int dim = 32, int n_layers = 2, PhdConfig phd = {}) {
+  ModelConfig c;
+  c.dim = dim;
+  c.n_layers = n_layers;
+  c.n_heads = 4;
+  c.n_kv_heads = kv_share ? 1 : 4;
+  c.ffn_dim = 2 * dim;
+  c.vocab_size = ByteTokenizer::kVocabSize;
+  c.chains = {1, 1, 2};
+  c.kv_share = kv_share;
+  c.max_seq_len = max_seq_len;
+  c.phd = phd;
+  Model model(c);
+  model.init_random(7);
+  save_model(model, dir);
+  save_tokenizer_to_dir("byte", dir);
+}
+
+// A 3-chain CoLM-Air model trained for a second (`chainlm prepare` and `chainlm train`) on
+// sentences of a small grammar ("the small model reads the text."): all chains write them
+// well, chain 1 alone does not, which is what the playground shows. Returns the run directory.
+inline std::string write_trained_model(const TempDir& dir) {
+  const std::vector<std::string> subjects = {"the small model", "a chain",         "the cat",
+                                             "every sub-model", "the first chain", "a quick fox"};
+  const std::vector<std::string> verbs = {"reads", "writes", "sees", "trades", "keeps", "finds"};
+  const std::vector<std::string> objects = {"a long story",   "the text",     "speed for quality",
+                                            "the next token", "a short poem", "the whole prompt"};
+  std::string corpus;
+  unsigned state = 1;
+  auto pick = [&](const std::vector<std::string>& v) {
+    state = state * 1103515245u + 12345u;
+    return v[(state >> 16) % v.size()];
+  };
+  for (int i = 0; i < 400; ++i)
+    corpus += pick(subjects) + " " + pick(verbs) + " " + pick(objects) + ".\n\n";
+  write_bytes(dir.file("corpus.txt"), corpus);
+  write_bytes(dir.file("config.json"),
+              R"({"dim": 64, "n_layers": 2, "n_heads": 4, "n_kv_heads": 1, "ffn_dim": 128,
+                  "vocab_size": 258, "chains": [1, 1, 2], "kv_share": true, "max_seq_len": 128})");
+  auto q = [](const std::string& p) { return "'" + p + "'"; };
+  const std::string prefix = std::string("'") + CHAINLM_BINARY + "' ";
+  const std::string log = " >" + q(dir.file("train.log")) + " 2>&1";
+  const std::string prepare = prefix + "prepare --tokenizer byte --input " +
+                              q(dir.file("corpus.txt")) + " --out " + q(dir.file("data")) + log;
+  const std::string train =
+      prefix + "train --config " + q(dir.file("config.json")) + " --data " + q(dir.file("data")) +
+      " --out " + q(dir.file("run")) +
+      " --steps 200 --batch-size 8 --seq-len 64 --lr 3e-3 --threads 1 --quiet" + log;
+  EXPECT_EQ(std::system(prepare.c_str()), 0) << read_bytes(dir.file("train.log"));
+  EXPECT_EQ(std::system(train.c_str()), 0) << read_bytes(dir.file("train.log"));
+  return dir.file("run");
+}
+
+// A model loaded from a checkpoint directory and a server over it, started on a free port.
+class ServerUnderTest {
+ public:
+  ServerUnderTest(const std::string& model_dir, ServeOptions opt) {
+    const std::string dir = resolve_checkpoint_dir(model_dir);  // a run directory: its latest
+    model = load_model(dir);
+    tokenizer = load_tokenizer(find_tokenizer_in_dir(dir));
+    opt.host = "127.0.0.1";
+    opt.port = 0;
+    server = std::make_unique<InferenceServer>(*model, *tokenizer, std::move(opt));
+    port = server->start();
+  }
+  httplib::Client client() const {
+    httplib::Client c("127.0.0.1", port);
+    c.set_read_timeout(30, 0);
+    return c;
+  }
+  nlohmann::json health() const {
+    auto r = client().Get("/health");
+    return r && r->status == 200 ? nlohmann::json::parse(r->body) : nlohmann::json();
+  }
+  // Polls /health until field has the value (false after timeout_s).
+  bool wait_for(const std::string& field, int value, double timeout_s = 10) const {
+    const auto end = std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout_s);
+    while (std::chrono::steady_clock::now() < end) {
+      const auto h = health();
+      if (h.contains(field) && h[field] == value) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    }
+    return false;
+  }
+
+  std::unique_ptr<Model> model;
+  std::unique_ptr<Tokenizer> tokenizer;
+  std::unique_ptr<InferenceServer> server;
+  int port = 0;
+};
+
+// The data of each "data: ..." event of a server-sent-event body, in order.
+inline std::vector<std::string> sse_data(const std::string& body) {
+  std::vector<std::string> out;
+  size_t pos = 0;
+  while (pos < body.size()) {
+    size_t end = body.find("\n\n", pos);
+    if (end == std::string::npos) end = body.size();
+    const std::string event = body.substr(pos, end - pos);
+    if (event.rfind("data: ", 0) == 0) out.push_back(event.substr(6));
+    pos = end + 2;
+  }
+  return out;
+}
+
+// A stream's text and its last event (finish_reason, usage, stats); fails the test on a
+// malformed stream.
+struct StreamedCompletion {
+  std::string text;
+  std::vector<int> chains;  // per token event
+  nlohmann::json last;
+  bool done = false;  // ended with data: [DONE]
+};
+
+inline StreamedCompletion parse_stream(const std::string& body) {
+  StreamedCompletion s;
+  const auto events = sse_data(body);
+  for (size_t i = 0; i < events.size(); ++i) {
+    if (events[i] == "[DONE]") {
+      s.done = i + 1 == events.size();
+      continue;
+    }
+    const auto j = nlohmann::json::parse(events[i]);
+    EXPECT_EQ(j["object"], "text_completion") << events[i];
+    const auto& choice = j["choices"][0];
+    s.text += choice["text"].get<std::string>();
+    if (choice["finish_reason"].is_null())
+      s.chains.push_back(j["chainlm"]["chains"].get<int>());
+    else
+      s.last = j;
+  }
+  return s;
+}
+
+}  // namespace chainlm::testing
