@@ -19,7 +19,10 @@ namespace chainlm {
 namespace {
 
 // C[m, n] = A[m, :K] . B[n, :K] (+ beta C[m, n]) for M <= 8 rows and n in [n0, n1): every
-// row of B (a weight row) is read once for all M rows of A, which stay in L1.
+// row of B (a weight row) is read once for all M rows of A, which stay in L1. Measured on
+// 1408x512 weights streamed from memory: M = 4 as fast as sgemv's one row, given the software
+// prefetch into L2 a few rows ahead (without it, 1.4x slower); two accumulator sets halve the
+// FMA latency chains.
 template <int M>
 void few_rows_nt(int n0, int n1, int K, const float* A, int lda, const float* B, int ldb, float* C,
                  int ldc, float beta) {
@@ -27,15 +30,28 @@ void few_rows_nt(int n0, int n1, int K, const float* A, int lda, const float* B,
     const float* w = B + (long)n * ldb;
     float sum[M];
 #if defined(__AVX512F__)
-    __m512 acc[M];
-    for (int m = 0; m < M; ++m) acc[m] = _mm512_setzero_ps();
-    for (int k = 0; k < K; k += 16) {
+    const float* ahead = w + 8L * ldb;  // prefetching past the end of B is harmless
+    __m512 acc0[M], acc1[M];
+    for (int m = 0; m < M; ++m) acc0[m] = acc1[m] = _mm512_setzero_ps();
+    int k = 0;
+    for (; k + 32 <= K; k += 32) {
+      _mm_prefetch(reinterpret_cast<const char*>(ahead + k), _MM_HINT_T1);
+      _mm_prefetch(reinterpret_cast<const char*>(ahead + k + 16), _MM_HINT_T1);
+      const __m512 w0 = _mm512_loadu_ps(w + k), w1 = _mm512_loadu_ps(w + k + 16);
+      for (int m = 0; m < M; ++m) {
+        const float* a = A + (long)m * lda + k;
+        acc0[m] = _mm512_fmadd_ps(w0, _mm512_loadu_ps(a), acc0[m]);
+        acc1[m] = _mm512_fmadd_ps(w1, _mm512_loadu_ps(a + 16), acc1[m]);
+      }
+    }
+    for (; k < K; k += 16) {
       const __mmask16 mk = static_cast<__mmask16>(K - k >= 16 ? 0xFFFF : (1u << (K - k)) - 1);
+      _mm_prefetch(reinterpret_cast<const char*>(ahead + k), _MM_HINT_T1);
       const __m512 wv = _mm512_maskz_loadu_ps(mk, w + k);
       for (int m = 0; m < M; ++m)
-        acc[m] = _mm512_fmadd_ps(wv, _mm512_maskz_loadu_ps(mk, A + (long)m * lda + k), acc[m]);
+        acc0[m] = _mm512_fmadd_ps(wv, _mm512_maskz_loadu_ps(mk, A + (long)m * lda + k), acc0[m]);
     }
-    for (int m = 0; m < M; ++m) sum[m] = _mm512_reduce_add_ps(acc[m]);
+    for (int m = 0; m < M; ++m) sum[m] = _mm512_reduce_add_ps(_mm512_add_ps(acc0[m], acc1[m]));
 #else
     for (int m = 0; m < M; ++m) {
       float acc = 0.0f;
