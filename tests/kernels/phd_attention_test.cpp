@@ -244,6 +244,14 @@ std::vector<Case> kernel_cases() {
     cases.push_back(c);
     ++i;
   }
+  // One (sequence, head) pair: the forward deals query tiles to threads round-robin, each
+  // work item packing only the key rows its tiles need.
+  Case one;
+  one.p = {3, 5, 7};
+  one.positions = 150;
+  one.n_heads = one.kv_heads = 1;
+  one.head_dim = 32;
+  cases.push_back(one);
   return cases;
 }
 
