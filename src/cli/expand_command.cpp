@@ -120,9 +120,12 @@ void add_expand_command(CLI::App& app) {
 
     std::printf("base      %s: %s\n", a->from.c_str(), describe_model(*base).c_str());
     std::printf("expanded  %s\n", describe_model(*expanded).c_str());
-    const long added = expanded->num_params(expanded->config().n_chains()) - base->num_params(base->config().n_chains());
-    std::printf("          new chains add %ld parameters; chain 1 holds the base's weights%s\n", added,
-                base->config().tie_embeddings ? " (head untied: output.weight = the base's embedding)" : "");
+    const std::vector<long> per = params_per_chain(*expanded);
+    long added = 0;
+    for (int i = base->config().n_chains(); i < (int)per.size(); ++i) added += per[i];
+    std::printf("          the new chains hold %ld parameters, the base's chains %ld (the base's weights%s)\n",
+                added, (long)expanded->params().numel() - added,
+                base->config().tie_embeddings ? "; its tied head untied: output.weight starts as its embedding" : "");
     std::printf("check     max |logit difference| to the base on a %d-token probe: %.3g\n", T, diff);
     std::printf("wrote     %s%s\n", a->out.c_str(),
                 tokenizer.empty() ? " (no tokenizer: pass --tokenizer to store one)" : " with its tokenizer");
