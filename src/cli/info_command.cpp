@@ -50,7 +50,7 @@ void add_info_command(CLI::App& app) {
     } else {
       dir = resolve_checkpoint_dir(a->model);
       source = is_hf_model_dir(dir) ? "Hugging Face LLaMA directory"
-               : fs::path(dir) != fs::path(a->model) && fs::path(dir).parent_path() == fs::path(a->model)
+               : !fs::equivalent(dir, a->model) && fs::equivalent(fs::path(dir).parent_path(), a->model)
                    ? cat("run directory, latest ", fs::path(dir).filename().string())
                    : "chainlm checkpoint";
     }
