@@ -14,5 +14,8 @@ void add_expand_command(CLI::App& app);
 void add_export_command(CLI::App& app);
 void add_info_command(CLI::App& app);
 void add_serve_command(CLI::App& app);
+void add_eval_command(CLI::App& app);
+void add_plot_command(CLI::App& app);
+void add_report_command(CLI::App& app);
 
 }  // namespace chainlm::cli

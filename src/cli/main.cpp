@@ -18,6 +18,9 @@ int main(int argc, char** argv) {
   chainlm::cli::add_export_command(app);
   chainlm::cli::add_info_command(app);
   chainlm::cli::add_serve_command(app);
+  chainlm::cli::add_eval_command(app);
+  chainlm::cli::add_plot_command(app);
+  chainlm::cli::add_report_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

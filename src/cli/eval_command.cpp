@@ -1,0 +1,268 @@
+// chainlm eval ppl | choice | pairs: perplexity, multiple choice and minimal pairs for every
+// sub-model k of a model (or one), as a table or one JSON line.
+#include <cstdio>
+#include <filesystem>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "cli/commands.h"
+#include "cli/model_loading.h"
+#include "core/error.h"
+#include "core/threads.h"
+#include "core/timer.h"
+#include "eval/choice.h"
+#include "eval/eval_text.h"
+#include "eval/pairs.h"
+#include "eval/perplexity.h"
+#include "model/checkpoint.h"
+
+namespace chainlm::cli {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+struct CommonArgs {
+  std::string model, tokenizer, data, chains = "all";
+  int threads = 0;
+  bool json = false;
+};
+
+void add_common_options(CLI::App* cmd, CommonArgs& a) {
+  cmd->add_option("--model", a.model, "Checkpoint or run directory, llama2.c .bin, or HF directory")
+      ->required();
+  cmd->add_option("--tokenizer", a.tokenizer, "Tokenizer (default: the one in the checkpoint)");
+  cmd->add_option("--chains", a.chains, "Sub-models to evaluate: all (k = 1..n) or one k")
+      ->capture_default_str();
+  cmd->add_option("--threads", a.threads, "Threads; 0 = all cores");
+  cmd->add_flag("--json", a.json, "Print one JSON line instead of a table");
+}
+
+std::vector<int> parse_chains(const std::string& s, int n) {
+  if (s == "all") {
+    std::vector<int> ks;
+    for (int k = 1; k <= n; ++k) ks.push_back(k);
+    return ks;
+  }
+  size_t used = 0;
+  int k = 0;
+  try {
+    k = std::stoi(s, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  CHAINLM_CHECK(used == s.size() && !s.empty(), "--chains \"", s,
+                "\" is neither \"all\" nor a number of chains");
+  CHAINLM_CHECK(k >= 1 && k <= n, "--chains ", k, " is outside 1..", n, " (the model has ", n,
+                " chains)");
+  return {k};
+}
+
+// Whether --model names a directory that carries a tokenizer.
+bool model_has_tokenizer(const std::string& model) {
+  std::error_code ec;
+  if (!fs::is_directory(model, ec)) return false;
+  try {
+    find_tokenizer_in_dir(resolve_checkpoint_dir(model));
+    return true;
+  } catch (const Error&) {
+    return false;
+  }
+}
+
+LoadedModel load_for_eval(const CommonArgs& a, bool need_tokenizer) {
+  set_num_threads(a.threads);
+  LoadedModel m = load_model_and_tokenizer(a.model, a.tokenizer, need_tokenizer);
+  if (m.tokenizer)
+    CHAINLM_CHECK(m.tokenizer->vocab_size() <= m.model->config().vocab_size, "the tokenizer has ",
+                  m.tokenizer->vocab_size(), " tokens, more than the model's vocabulary (",
+                  m.model->config().vocab_size,
+                  "); is it the tokenizer the model was trained with?");
+  return m;
+}
+
+std::string thousands(long v) {
+  const std::string digits = std::to_string(v);
+  std::string r;
+  for (size_t i = 0; i < digits.size(); ++i) {
+    if (i > 0 && (digits.size() - i) % 3 == 0) r += ',';
+    r += digits[i];
+  }
+  return r;
+}
+
+std::string params_text(long n) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, n >= 1000000 ? "%.2fM" : "%.1fK",
+                n >= 1000000 ? n / 1e6 : n / 1e3);
+  return buf;
+}
+
+void print_json(const nlohmann::json& j) {
+  std::printf("%s\n", j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
+}
+
+void add_ppl(CLI::App* eval) {
+  auto* cmd = eval->add_subcommand(
+      "ppl", "Loss, perplexity, bits per byte and tokens/s of every sub-model on a text");
+  struct Args : CommonArgs {
+    PerplexityOptions opt;
+  };
+  auto a = std::make_shared<Args>();
+  add_common_options(cmd, *a);
+  cmd->add_option("--data", a->data,
+                  "Text file (documents split like `chainlm prepare`), token shard (.bin) or data "
+                  "directory (its val.bin)")
+      ->required();
+  cmd->add_option("--seq-len", a->opt.seq_len,
+                  "Window length in tokens; 0 = the model's max_seq_len");
+  cmd->add_option("--stride", a->opt.stride,
+                  "Start a window every N tokens, scoring its last N (sliding window); 0 = "
+                  "--seq-len (no overlap)");
+  cmd->add_option("--batch-size", a->opt.batch_size,
+                  "Windows per forward pass; 0 = about 1024 tokens");
+  cmd->callback([a]() {
+    const bool shard = is_token_shard_file(a->data) || fs::is_directory(a->data);
+    LoadedModel lm =
+        load_for_eval(*a, !shard || !a->tokenizer.empty() || model_has_tokenizer(a->model));
+    Model& model = *lm.model;
+    const int n = model.config().n_chains();
+    a->opt.chains = parse_chains(a->chains, n);
+    const EvalTokens data = load_eval_tokens(a->data, lm.tokenizer.get());
+    const PerplexityResult r = evaluate_perplexity(model, data.tokens, data.bytes, a->opt);
+    if (a->json) {
+      nlohmann::json chains = nlohmann::json::array();
+      for (const ChainPerplexity& c : r.chains)
+        chains.push_back({{"k", c.k},
+                          {"params", c.params},
+                          {"loss", c.loss},
+                          {"ppl", c.ppl},
+                          {"bpb", c.bpb >= 0 ? nlohmann::json(c.bpb) : nlohmann::json(nullptr)},
+                          {"tokens_per_s", c.tokens_per_s}});
+      print_json({{"model", a->model},
+                  {"data", data.path},
+                  {"kind", data.kind},
+                  {"documents", data.documents},
+                  {"tokens", r.tokens},
+                  {"bytes", r.bytes >= 0 ? nlohmann::json(r.bytes) : nlohmann::json(nullptr)},
+                  {"seq_len", r.seq_len},
+                  {"stride", r.stride},
+                  {"windows", r.windows},
+                  {"seconds", r.seconds},
+                  {"tokens_per_s", r.tokens_per_s},
+                  {"chains", chains}});
+      return;
+    }
+    std::printf("%s on %s (%s): %s tokens scored, %s bytes, %ld windows of %d tokens (stride %d)\n",
+                a->model.c_str(), data.path.c_str(), data.kind.c_str(), thousands(r.tokens).c_str(),
+                r.bytes >= 0 ? thousands(r.bytes).c_str() : "unknown", r.windows, r.seq_len,
+                r.stride);
+    std::printf("%4s %11s %9s %10s %8s %10s\n", "k", "parameters", "loss", "ppl", "bpb",
+                "tokens/s");
+    for (const ChainPerplexity& c : r.chains) {
+      char bpb[32] = "-";
+      if (c.bpb >= 0) std::snprintf(bpb, sizeof bpb, "%.4f", c.bpb);
+      std::printf("%4d %11s %9.4f %10.2f %8s %10.0f\n", c.k, params_text(c.params).c_str(), c.loss,
+                  c.ppl, bpb, c.tokens_per_s);
+    }
+  });
+}
+
+void add_choice(CLI::App* eval) {
+  auto* cmd = eval->add_subcommand(
+      "choice", "Multiple choice by log-likelihood: acc and acc_norm per sub-model");
+  struct Args : CommonArgs {
+    std::string format = "hellaswag";
+  };
+  auto a = std::make_shared<Args>();
+  add_common_options(cmd, *a);
+  cmd->add_option("--format", a->format,
+                  "Task file format: hellaswag (llama.cpp's 6 lines per task)")
+      ->capture_default_str();
+  auto* file = cmd->add_option("file", a->data, "Task file");
+  cmd->add_option("--data", a->data, "Task file (instead of the positional argument)")
+      ->excludes(file);
+  cmd->callback([a]() {
+    CHAINLM_CHECK(!a->data.empty(),
+                  "eval choice: pass the task file (eval choice --format hellaswag FILE)");
+    CHAINLM_CHECK(
+        a->format == "hellaswag", "--format \"", a->format,
+        "\" is not supported; the one format is hellaswag (llama.cpp's: context, gold label "
+        "0-3, four endings per task)");
+    const std::vector<ChoiceTask> tasks = read_hellaswag_file(a->data);
+    LoadedModel lm = load_for_eval(*a, true);
+    const std::vector<int> ks = parse_chains(a->chains, lm.model->config().n_chains());
+    Timer t;
+    const ChoiceEvaluation r = evaluate_choice(*lm.model, *lm.tokenizer, tasks, ks, a->data);
+    const double seconds = t.seconds();
+    if (a->json) {
+      nlohmann::json chains = nlohmann::json::array();
+      for (const ChoiceScore& c : r.chains)
+        chains.push_back({{"k", c.k}, {"acc", c.acc}, {"acc_norm", c.acc_norm}});
+      print_json({{"model", a->model},
+                  {"data", a->data},
+                  {"format", a->format},
+                  {"tasks", r.tasks},
+                  {"truncated", r.truncated},
+                  {"acc", r.chains.back().acc},
+                  {"acc_norm", r.chains.back().acc_norm},
+                  {"seconds", seconds},
+                  {"chains", chains}});
+      return;
+    }
+    std::printf(
+        "%s on %s: %ld tasks%s (acc_norm: log-likelihood per byte of the ending)\n",
+        a->model.c_str(), a->data.c_str(), r.tasks,
+        r.truncated ? cat(", ", r.truncated, " with contexts cut to fit max_seq_len").c_str() : "");
+    std::printf("%4s %8s %9s\n", "k", "acc", "acc_norm");
+    for (const ChoiceScore& c : r.chains) std::printf("%4d %8.4f %9.4f\n", c.k, c.acc, c.acc_norm);
+  });
+}
+
+void add_pairs(CLI::App* eval) {
+  auto* cmd = eval->add_subcommand("pairs", "Minimal pairs (BLiMP JSONL): accuracy per sub-model");
+  auto a = std::make_shared<CommonArgs>();
+  add_common_options(cmd, *a);
+  auto* file = cmd->add_option("file", a->data, "JSONL file");
+  cmd->add_option("--data", a->data,
+                  "JSONL file, one {\"sentence_good\", \"sentence_bad\"} object per line")
+      ->excludes(file);
+  cmd->callback([a]() {
+    CHAINLM_CHECK(!a->data.empty(), "eval pairs: pass the JSONL file (--data FILE.jsonl)");
+    const std::vector<SentencePair> pairs = read_sentence_pairs_file(a->data);
+    LoadedModel lm = load_for_eval(*a, true);
+    const std::vector<int> ks = parse_chains(a->chains, lm.model->config().n_chains());
+    Timer t;
+    const PairsEvaluation r = evaluate_pairs(*lm.model, *lm.tokenizer, pairs, ks, a->data);
+    const double seconds = t.seconds();
+    if (a->json) {
+      nlohmann::json chains = nlohmann::json::array();
+      for (const PairsScore& c : r.chains) chains.push_back({{"k", c.k}, {"accuracy", c.accuracy}});
+      print_json({{"model", a->model},
+                  {"data", a->data},
+                  {"pairs", r.pairs},
+                  {"accuracy", r.chains.back().accuracy},
+                  {"seconds", seconds},
+                  {"chains", chains}});
+      return;
+    }
+    std::printf("%s on %s: %ld pairs\n", a->model.c_str(), a->data.c_str(), r.pairs);
+    std::printf("%4s %9s\n", "k", "accuracy");
+    for (const PairsScore& c : r.chains) std::printf("%4d %9.4f\n", c.k, c.accuracy);
+  });
+}
+
+}  // namespace
+
+void add_eval_command(CLI::App& app) {
+  auto* eval = app.add_subcommand(
+      "eval", "Evaluate every sub-model: perplexity, multiple choice, minimal pairs");
+  eval->require_subcommand(1);
+  add_ppl(eval);
+  add_choice(eval);
+  add_pairs(eval);
+}
+
+}  // namespace chainlm::cli

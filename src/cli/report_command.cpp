@@ -1,0 +1,48 @@
+// chainlm report: a training run as one markdown page (model, sub-models, settings, losses,
+// throughput) with its loss plot beside it.
+#include <cstdio>
+#include <filesystem>
+#include <memory>
+
+#include "cli/commands.h"
+#include "eval/loss_plot.h"
+#include "eval/run_metrics.h"
+#include "eval/run_report.h"
+#include "io/atomic_file.h"
+
+namespace chainlm::cli {
+
+void add_report_command(CLI::App& app) {
+  auto* cmd =
+      app.add_subcommand("report", "A markdown summary of a training run, with its loss plot");
+  struct Args {
+    std::string run, out;
+    bool no_plot = false;
+    PlotOptions plot;
+  };
+  auto a = std::make_shared<Args>();
+  cmd->add_option("run", a->run, "Run directory (metrics.jsonl and checkpoints)")->required();
+  cmd->add_option("--out", a->out,
+                  "Markdown file to write; default RUN/report.md. The plot goes beside it "
+                  "as <name>-loss.png");
+  cmd->add_flag("--no-plot", a->no_plot, "Leave out the plot (no gnuplot needed)");
+  cmd->add_option("--width", a->plot.width, "Plot width in pixels")->capture_default_str();
+  cmd->add_option("--height", a->plot.height, "Plot height in pixels")->capture_default_str();
+  cmd->callback([a]() {
+    namespace fs = std::filesystem;
+    const RunMetrics m = read_run_metrics(a->run);
+    const fs::path out = a->out.empty() ? fs::path(a->run) / "report.md" : fs::path(a->out);
+    std::string link;
+    if (!a->no_plot) {
+      const fs::path png = out.parent_path() / (out.stem().string() + "-loss.png");
+      a->plot.title = "loss curves: " + fs::path(a->run).lexically_normal().filename().string();
+      render_loss_plot(m, png.string(), a->plot);
+      link = png.filename().string();
+    }
+    write_file_atomic(out.string(), run_report_markdown(a->run, m, link));
+    std::printf("wrote %s%s\n", out.string().c_str(),
+                link.empty() ? "" : (" and " + (out.parent_path() / link).string()).c_str());
+  });
+}
+
+}  // namespace chainlm::cli

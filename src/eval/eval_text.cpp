@@ -1,0 +1,89 @@
+#include "eval/eval_text.h"
+
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+
+#include "core/error.h"
+#include "io/atomic_file.h"
+#include "io/text_documents.h"
+#include "io/token_shard.h"
+
+namespace chainlm {
+
+namespace fs = std::filesystem;
+
+bool is_token_shard_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  char magic[8] = {};
+  in.read(magic, sizeof magic);
+  return in.gcount() == 8 && std::memcmp(magic, "CLMTOKS1", 8) == 0;
+}
+
+EvalTokens load_eval_tokens(const std::string& path_arg, const Tokenizer* tokenizer) {
+  std::error_code ec;
+  std::string path = path_arg;
+  if (fs::is_directory(path, ec)) {
+    path = (fs::path(path) / "val.bin").string();
+    CHAINLM_CHECK(fs::is_regular_file(path, ec), path_arg,
+                  ": a data directory must hold val.bin (chainlm prepare writes it)");
+  }
+  CHAINLM_CHECK(fs::is_regular_file(path, ec), path, ": no such file");
+  EvalTokens r;
+  r.path = path;
+  if (is_token_shard_file(path)) {
+    r.kind = "shard";
+    TokenShard shard(path);
+    r.tokens.resize(shard.size());
+    if (shard.size() > 0) shard.read(0, shard.size(), r.tokens.data());
+    if (tokenizer) {
+      const int bos = tokenizer->bos_id();
+      r.bytes = 0;
+      size_t begin = 0;
+      for (size_t i = 1; i <= r.tokens.size(); ++i) {
+        if (i < r.tokens.size() && r.tokens[i] != bos) continue;
+        // Document [begin, i): a BOS and what follows it (decode drops the BOS).
+        std::vector<int> doc(r.tokens.begin() + (long)begin, r.tokens.begin() + (long)i);
+        for (int id : doc)
+          CHAINLM_CHECK(id < tokenizer->vocab_size(), path, ": token ", id,
+                        " is outside the tokenizer's vocabulary (", tokenizer->vocab_size(),
+                        "); is this shard from another tokenizer?");
+        if (doc.size() > 1 || (doc.size() == 1 && doc[0] != bos)) {
+          r.bytes += (long)tokenizer->decode(doc).size();
+          r.documents += 1;
+        }
+        begin = i;
+      }
+    }
+    return r;
+  }
+  r.kind = "text";
+  CHAINLM_CHECK(tokenizer, path,
+                ": a text file needs a tokenizer to be evaluated; pass --tokenizer");
+  const std::string text = read_file(path);
+  const std::vector<std::string> docs = split_documents(text);
+  CHAINLM_CHECK(!docs.empty(), path, ": holds no text (empty, or only blank lines)");
+  std::vector<std::vector<int>> encoded(docs.size());
+  std::string first_error;
+  // Exceptions must not leave an OpenMP region; keep the first and rethrow after it.
+#pragma omp parallel for schedule(dynamic, 16)
+  for (size_t i = 0; i < docs.size(); ++i) {
+    try {
+      encoded[i] = tokenizer->encode(docs[i]);
+    } catch (const std::exception& e) {
+#pragma omp critical
+      if (first_error.empty()) first_error = e.what();
+    }
+  }
+  if (!first_error.empty()) fail(path, ": ", first_error);
+  r.bytes = 0;
+  for (size_t i = 0; i < docs.size(); ++i) {
+    r.tokens.push_back(tokenizer->bos_id());
+    r.tokens.insert(r.tokens.end(), encoded[i].begin(), encoded[i].end());
+    r.bytes += (long)docs[i].size();
+  }
+  r.documents = (long)docs.size();
+  return r;
+}
+
+}  // namespace chainlm

@@ -1,0 +1,32 @@
+#pragma once
+// The token stream a perplexity evaluation reads, and the bytes of text it stands for (the
+// denominator of bits per byte).
+#include <string>
+#include <vector>
+
+#include "io/tokenizer.h"
+
+namespace chainlm {
+
+struct EvalTokens {
+  std::vector<int> tokens;  // BOS + document tokens, document after document
+  long bytes = -1;          // UTF-8 bytes of the documents' text; -1 = unknown (no tokenizer)
+  long documents = 0;       // 0 when unknown
+  std::string kind;         // "text" or "shard"
+  std::string path;         // the file read
+};
+
+// True when the file starts with the token-shard magic ("CLMTOKS1").
+bool is_token_shard_file(const std::string& path);
+
+// path is one of
+//   a token shard (chainlm prepare's train.bin / val.bin): its tokens as they are; with a
+//     tokenizer, the bytes are those of the text it decodes to, document by document (a
+//     document starts at each BOS), else unknown;
+//   a data directory: its val.bin, as above;
+//   a text file: split into documents like `chainlm prepare` does (blank lines, '%' lines),
+//     each tokenized with BOS in front; the bytes are the documents' own (separators
+//     excluded, since no token stands for them). Needs the tokenizer.
+EvalTokens load_eval_tokens(const std::string& path, const Tokenizer* tokenizer);
+
+}  // namespace chainlm

@@ -1,0 +1,44 @@
+#pragma once
+// A training run's metrics log (RUN/metrics.jsonl, written by the trainer): one JSON object
+// per optimizer step ("step", "loss", "chain_loss", "lr", "tokens_per_s", "step_ms") and per
+// validation ("step", "val_loss": one entry per sub-model), plus a step-0 header with the
+// parameter counts.
+#include <string>
+#include <vector>
+
+namespace chainlm {
+
+struct TrainPoint {
+  long step = 0;
+  double loss = 0;                 // the weighted objective
+  std::vector<double> chain_loss;  // per sub-model; NaN where the step did not compute it
+  double lr = 0, tokens_per_s = 0, step_ms = 0;
+};
+
+struct ValPoint {
+  long step = 0;
+  std::vector<double> loss;  // per sub-model k = 1..n (index k-1)
+};
+
+struct RunMetrics {
+  std::string path;  // the metrics.jsonl read
+  std::vector<TrainPoint> train;
+  std::vector<ValPoint> val;
+  long total_params = -1, trainable_params = -1;  // -1 = not logged
+  int n_chains = 0;                               // the longest chain_loss / val_loss list seen
+  // Whether sub-model k (1-based) has a logged training loss.
+  bool has_train_loss(int k) const;
+};
+
+// Parses the log's text; `where` and the 1-based line number start every error (invalid JSON,
+// a line that is not an object, fields of the wrong type). Lines of other kinds are ignored.
+RunMetrics parse_run_metrics(const std::string& text, const std::string& where);
+// Reads RUN_DIR/metrics.jsonl; throws when it is missing or logs no step at all.
+RunMetrics read_run_metrics(const std::string& run_dir);
+
+// Mean of sub-model k's training loss over the last `window` steps that logged it, and the
+// lowest such mean over any `window` consecutive logged steps (NaN when none logged it).
+double final_train_loss(const RunMetrics& m, int k, int window);
+double best_train_loss(const RunMetrics& m, int k, int window);
+
+}  // namespace chainlm

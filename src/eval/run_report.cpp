@@ -1,0 +1,212 @@
+#include "eval/run_report.h"
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "core/error.h"
+#include "io/atomic_file.h"
+#include "model/checkpoint.h"
+#include "model/config.h"
+#include "model/model.h"
+
+namespace chainlm {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+std::string fixed(double v, int digits) {
+  if (!std::isfinite(v)) return "—";
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.*f", digits, v);
+  return buf;
+}
+
+std::string millions(long n) {
+  char buf[64];
+  if (n >= 1000000)
+    std::snprintf(buf, sizeof buf, "%.2fM", n / 1e6);
+  else
+    std::snprintf(buf, sizeof buf, "%.1fK", n / 1e3);
+  return buf;
+}
+
+std::string thousands(long v) {
+  const std::string digits = std::to_string(v);
+  std::string r;
+  for (size_t i = 0; i < digits.size(); ++i) {
+    if (i > 0 && (digits.size() - i) % 3 == 0) r += ',';
+    r += digits[i];
+  }
+  return r;
+}
+
+double median(std::vector<double> v) {
+  if (v.empty()) return std::nan("");
+  std::sort(v.begin(), v.end());
+  return v.size() % 2 ? v[v.size() / 2] : 0.5 * (v[v.size() / 2 - 1] + v[v.size() / 2]);
+}
+
+std::string model_kind(const ModelConfig& c) {
+  std::string kind = c.kv_share ? "CoLM-Air" : c.n_chains() > 1 ? "CoLM" : "LLaMA (one chain)";
+  if (c.phd.enabled()) kind += ", " + c.phd.name();
+  return kind;
+}
+
+std::string json_value(const nlohmann::json& v) {
+  if (v.is_string())
+    return v.get<std::string>().empty() ? "\"\"" : "`" + v.get<std::string>() + "`";
+  if (v.is_number_float()) {
+    std::ostringstream os;
+    os << (float)v.get<double>();  // the options are floats: show 0.002, not 0.0020000000949949026
+    return os.str();
+  }
+  return v.dump();
+}
+
+// The loss a sub-model reached and when: the last validation, and the best one.
+struct ValSummary {
+  double last = std::nan(""), best = std::nan("");
+  long best_step = -1;
+};
+
+ValSummary val_summary(const RunMetrics& m, int k) {
+  ValSummary s;
+  for (const ValPoint& v : m.val) {
+    if (k - 1 >= (int)v.loss.size() || !std::isfinite(v.loss[k - 1])) continue;
+    s.last = v.loss[k - 1];
+    if (s.best_step < 0 || s.last < s.best) {
+      s.best = s.last;
+      s.best_step = v.step;
+    }
+  }
+  return s;
+}
+
+}  // namespace
+
+std::string run_report_markdown(const std::string& run_dir, const RunMetrics& m,
+                                const std::string& plot_link) {
+  std::ostringstream md;
+  const std::string name = fs::path(run_dir).lexically_normal().filename().string();
+  md << "# Training report: " << (name.empty() ? run_dir : name) << "\n\n";
+
+  // The latest checkpoint, if the run has written one.
+  std::string ckpt, ckpt_error;
+  try {
+    ckpt = resolve_checkpoint_dir(run_dir);
+  } catch (const Error& e) {
+    ckpt_error = e.what();
+  }
+  std::unique_ptr<Model> model;
+  nlohmann::json config_json, state;
+  if (!ckpt.empty()) {
+    const std::string config_path = (fs::path(ckpt) / "config.json").string();
+    config_json = nlohmann::json::parse(read_file(config_path), nullptr, false);
+    CHAINLM_CHECK(!config_json.is_discarded(), config_path, ": not valid JSON");
+    model = std::make_unique<Model>(config_from_json(config_json, config_path));
+    const fs::path state_path = fs::path(ckpt) / "trainer_state.json";
+    std::error_code ec;
+    if (fs::is_regular_file(state_path, ec)) {
+      state = nlohmann::json::parse(read_file(state_path.string()), nullptr, false);
+      CHAINLM_CHECK(!state.is_discarded() && state.is_object(), state_path.string(),
+                    ": not a valid trainer state");
+    }
+  }
+
+  md << "| | |\n|---|---|\n";
+  md << "| run directory | `" << run_dir << "` |\n";
+  md << "| metrics | `" << m.path << "`: " << m.train.size() << " steps, " << m.val.size()
+     << " validations logged |\n";
+  if (model) {
+    const ModelConfig& c = model->config();
+    md << "| checkpoint | `" << fs::path(ckpt).filename().string() << "`";
+    if (state.contains("step") && state.contains("options") && state["options"].contains("steps"))
+      md << " (step " << state["step"].dump() << " of " << state["options"]["steps"].dump() << ")";
+    md << " |\n";
+    md << "| model | " << model_kind(c) << ": chains " << nlohmann::json(c.chains).dump()
+       << ", dim " << c.dim << ", " << c.n_layers << " layers, " << c.n_heads << " heads ("
+       << c.n_kv_heads << " KV), ffn " << c.ffn_dim << ", vocab " << c.vocab_size
+       << ", max_seq_len " << c.max_seq_len << " |\n";
+    md << "| parameters | " << thousands(model->num_params(c.n_chains())) << " (full model) |\n";
+  } else {
+    md << "| checkpoint | none yet (" << ckpt_error << ") |\n";
+  }
+  if (m.trainable_params >= 0 && m.total_params >= 0 && m.trainable_params != m.total_params)
+    md << "| trainable | " << thousands(m.trainable_params) << " of " << thousands(m.total_params)
+       << " parameters |\n";
+  md << "\n";
+  if (!plot_link.empty())
+    md << "![loss curves: training (light) and validation (dark) per sub-model](" << plot_link
+       << ")\n\n";
+
+  // Per sub-model figures.
+  const int n = model ? model->config().n_chains() : m.n_chains;
+  md << "## Sub-models\n\n";
+  md << "Training loss: mean over the last " << kReportTrainWindow
+     << " logged steps (final) and the lowest mean over any " << kReportTrainWindow
+     << " consecutive steps (best); \"—\" where training did not compute that sub-model's "
+     << "loss (its chain-loss weight was 0). Validation loss: at the last validation, and the "
+        "lowest with its step. "
+     << "Losses in nats per token.\n\n";
+  md << "| k | width | parameters | train loss (final) | train loss (best) | val loss (last) | val "
+        "ppl (last) | val loss (best) | at step |\n";
+  md << "|---|---|---|---|---|---|---|---|---|\n";
+  for (int k = 1; k <= n; ++k) {
+    const ValSummary v = val_summary(m, k);
+    md << "| " << k << " | " << (model ? std::to_string(model->layout().dim.prefix(k)) : "—")
+       << " | " << (model ? millions(model->num_params(k)) : "—") << " | "
+       << fixed(final_train_loss(m, k, kReportTrainWindow), 4) << " | "
+       << fixed(best_train_loss(m, k, kReportTrainWindow), 4) << " | " << fixed(v.last, 4) << " | "
+       << fixed(std::exp(v.last), 2) << " | " << fixed(v.best, 4) << " | "
+       << (v.best_step >= 0 ? std::to_string(v.best_step) : "—") << " |\n";
+  }
+  md << "\n";
+
+  // Training settings.
+  md << "## Training\n\n";
+  if (state.contains("options") && state["options"].is_object()) {
+    const nlohmann::json& o = state["options"];
+    md << "| setting | value |\n|---|---|\n";
+    for (const auto& [key, value] : o.items())
+      md << "| " << key << " | " << json_value(value) << " |\n";
+    if (o.contains("batch_size") && o.contains("seq_len") && o["batch_size"].is_number() &&
+        o["seq_len"].is_number()) {
+      long seq = o["seq_len"].get<long>();
+      if (seq <= 0 && model) seq = model->config().max_seq_len;
+      const long per_step = o["batch_size"].get<long>() * seq;
+      md << "| tokens per step | " << thousands(per_step) << " |\n";
+      if (!m.train.empty())
+        md << "| tokens trained | " << thousands(per_step * m.train.back().step) << " |\n";
+    }
+  } else {
+    md << "No trainer state in the checkpoint.\n";
+  }
+  md << "\n";
+
+  // Throughput over the logged steps.
+  md << "## Throughput\n\n";
+  std::vector<double> tok_s, step_ms;
+  double total_ms = 0;
+  for (const TrainPoint& p : m.train) {
+    if (std::isfinite(p.tokens_per_s)) tok_s.push_back(p.tokens_per_s);
+    if (std::isfinite(p.step_ms)) {
+      step_ms.push_back(p.step_ms);
+      total_ms += p.step_ms;
+    }
+  }
+  md << "| | |\n|---|---|\n";
+  md << "| median tokens/s | " << fixed(median(tok_s), 0) << " |\n";
+  md << "| median step time | " << fixed(median(step_ms), 1) << " ms |\n";
+  md << "| training time (sum of step times, validation excluded) | " << fixed(total_ms / 1e3, 1)
+     << " s |\n\n";
+
+  if (!config_json.is_null())
+    md << "## config.json\n\n```json\n" << config_json.dump(2) << "\n```\n";
+  return md.str();
+}
+
+}  // namespace chainlm

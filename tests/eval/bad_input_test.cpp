@@ -1,0 +1,155 @@
+// Malformed evaluation files: every error names the file and the line, and the CLI exits
+// non-zero with it.
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "cli/run_cli.h"
+#include "core/error.h"
+#include "eval/choice.h"
+#include "eval/pairs.h"
+#include "eval/run_metrics.h"
+#include "eval_test_util.h"
+
+namespace chainlm {
+namespace {
+
+using testing::quote;
+using testing::run_chainlm;
+using testing::TempDir;
+using testing::write_bytes;
+
+// The message of the chainlm::Error that f throws ("" when it throws none).
+template <typename F>
+std::string error_of(F f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+const std::string kTask = "a context\n1\nend a\nend b\nend c\nend d\n";
+
+TEST(HellaswagParser, ReportsTheLineOfWhatIsWrong) {
+  struct Case {
+    std::string text, message;
+  };
+  const std::vector<Case> cases = {
+      {"", "f.txt: no tasks (the file is empty)"},
+      {kTask + "ctx\n0\nx\ny\n", "f.txt:7: the last task has only 4 of its 6 lines"},
+      {kTask + "ctx\nx\na\nb\nc\nd\n", "f.txt:8: the gold label \"x\" is not an integer"},
+      {kTask + "ctx\n1.5\na\nb\nc\nd\n", "f.txt:8: the gold label \"1.5\" is not an integer"},
+      {kTask + "ctx\n\na\nb\nc\nd\n", "f.txt:8: the gold label \"\" is not an integer"},
+      {kTask + "ctx\n4\na\nb\nc\nd\n", "f.txt:8: the gold label 4 is outside 0..3"},
+      {kTask + "ctx\n-1\na\nb\nc\nd\n", "f.txt:8: the gold label -1 is outside 0..3"},
+      {kTask + "  \n0\na\nb\nc\nd\n", "f.txt:7: the context line of a task is empty"},
+      {kTask + "ctx\n0\na\nb\n\nd\n", "f.txt:11: ending 2 of the task at line 7 is empty"},
+  };
+  for (const Case& c : cases) {
+    const std::string what = error_of([&] { parse_hellaswag(c.text, "f.txt"); });
+    EXPECT_NE(what.find(c.message), std::string::npos)
+        << "want \"" << c.message << "\", got \"" << what << "\"";
+  }
+  // CRLF line ends and one trailing newline are fine; a label may carry spaces.
+  const std::string crlf = "ctx\r\n 3 \r\na\r\nb\r\nc\r\nd\r\n";
+  const auto tasks = parse_hellaswag(crlf, "f.txt");
+  ASSERT_EQ(tasks.size(), 1u);
+  EXPECT_EQ(tasks[0].label, 3);
+  EXPECT_EQ(tasks[0].endings[3], "d");
+}
+
+TEST(PairsParser, ReportsTheLineOfWhatIsWrong) {
+  const std::string good = R"({"sentence_good": "a b", "sentence_bad": "b a"})";
+  struct Case {
+    std::string text, message;
+  };
+  const std::vector<Case> cases = {
+      {"", "p.jsonl: no sentence pairs"},
+      {"\n  \n", "p.jsonl: no sentence pairs"},
+      {good + "\n" + good + "\n{\"sentence_good\": \"x\"\n", "p.jsonl:3: not valid JSON"},
+      {good + "\n[1, 2]\n", "p.jsonl:2: expected a JSON object"},
+      {good + "\n{\"sentence_good\": \"x\"}\n",
+       "p.jsonl:2: the object has no \"sentence_bad\" field"},
+      {"{\"sentence_bad\": \"x\"}\n", "p.jsonl:1: the object has no \"sentence_good\" field"},
+      {good + "\n\n{\"sentence_good\": 3, \"sentence_bad\": \"x\"}\n",
+       "p.jsonl:3: \"sentence_good\" is number"},
+      {good + "\n{\"sentence_good\": \"x\", \"sentence_bad\": \" \"}\n",
+       "p.jsonl:2: \"sentence_bad\" is empty"},
+  };
+  for (const Case& c : cases) {
+    const std::string what = error_of([&] { parse_sentence_pairs(c.text, "p.jsonl"); });
+    EXPECT_NE(what.find(c.message), std::string::npos)
+        << "want \"" << c.message << "\", got \"" << what << "\"";
+  }
+}
+
+TEST(RunMetricsParser, ReportsTheLineOfWhatIsWrong) {
+  const std::string ok =
+      R"({"step": 1, "loss": 2.5, "chain_loss": [null, 2.5], "lr": 0.1, "tokens_per_s": 10, "step_ms": 3})";
+  EXPECT_NE(error_of([&] {
+              parse_run_metrics(ok + "\n{oops\n", "m.jsonl");
+            }).find("m.jsonl:2: not valid JSON"),
+            std::string::npos);
+  EXPECT_NE(error_of([&] {
+              parse_run_metrics(ok + "\n{\"loss\": 1}\n", "m.jsonl");
+            }).find("m.jsonl:2: every line needs an integer \"step\""),
+            std::string::npos);
+  EXPECT_NE(error_of([&] {
+              parse_run_metrics("{\"step\": 2, \"val_loss\": 3}\n", "m.jsonl");
+            }).find("m.jsonl:1: \"val_loss\" is number"),
+            std::string::npos);
+  EXPECT_NE(error_of([&] {
+              parse_run_metrics("{\"step\": 2, \"val_loss\": [\"x\"]}\n", "m.jsonl");
+            }).find("m.jsonl:1: \"val_loss\" holds string"),
+            std::string::npos);
+  const RunMetrics m =
+      parse_run_metrics(ok + "\n{\"step\": 1, \"val_loss\": [3.0, 2.0]}\n", "m.jsonl");
+  EXPECT_EQ(m.n_chains, 2);
+  EXPECT_FALSE(m.has_train_loss(1));
+  EXPECT_TRUE(m.has_train_loss(2));
+  EXPECT_DOUBLE_EQ(final_train_loss(m, 2, 20), 2.5);
+  EXPECT_TRUE(std::isnan(final_train_loss(m, 1, 20)));
+}
+
+TEST(EvalCommands, BadFilesFailWithTheirLineNumber) {
+  TempDir dir;
+  Model model(test::unigram_config());
+  test::set_unigram_weights(model);
+  const std::string ckpt = dir.file("m");
+  test::save_byte_checkpoint(model, ckpt);
+  write_bytes(dir.file("label.txt"), kTask + "ctx\n7\na\nb\nc\nd\n");
+  write_bytes(dir.file("short.txt"), kTask + "ctx\n1\n");
+  write_bytes(dir.file("empty.txt"), "");
+  write_bytes(dir.file("bad.jsonl"),
+              "{\"sentence_good\": \"a\", \"sentence_bad\": \"b\"}\nnot json\n");
+  write_bytes(dir.file("missing.jsonl"), "{\"sentence_good\": \"a\"}\n");
+  struct Case {
+    std::string args, message;
+  };
+  const std::vector<Case> cases = {
+      {"eval choice --format hellaswag " + quote(dir.file("label.txt")),
+       "label.txt:8: the gold label 7 is outside 0..3"},
+      {"eval choice --format hellaswag " + quote(dir.file("short.txt")),
+       "short.txt:7: the last task has only 2"},
+      {"eval choice --format hellaswag " + quote(dir.file("empty.txt")), "empty.txt: no tasks"},
+      {"eval choice --format arc " + quote(dir.file("label.txt")),
+       "--format \"arc\" is not supported"},
+      {"eval choice", "pass the task file"},
+      {"eval pairs --data " + quote(dir.file("bad.jsonl")), "bad.jsonl:2: not valid JSON"},
+      {"eval pairs --data " + quote(dir.file("missing.jsonl")),
+       "missing.jsonl:1: the object has no \"sentence_bad\""},
+      {"eval pairs --data " + quote(dir.file("empty.txt")), "empty.txt: no sentence pairs"},
+      {"eval pairs --data " + quote(dir.file("nope.jsonl")), "nope.jsonl"},
+  };
+  for (const Case& c : cases) {
+    auto r = run_chainlm(dir, c.args + " --model " + quote(ckpt));
+    EXPECT_NE(r.exit_code, 0) << c.args;
+    EXPECT_NE(r.err.find("error: "), std::string::npos) << c.args << ": " << r.err;
+    EXPECT_NE(r.err.find(c.message), std::string::npos) << c.args << ": " << r.err;
+  }
+}
+
+}  // namespace
+}  // namespace chainlm

@@ -1,0 +1,128 @@
+// `chainlm plot` and `chainlm report` on a run recorded by `chainlm train`: a PNG of the size
+// asked for (read from its IHDR chunk), a markdown page with every sub-model, and clear errors.
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <filesystem>
+
+#include "../train/train_test_util.h"
+#include "cli/run_cli.h"
+
+namespace chainlm {
+namespace {
+
+using testing::quote;
+using testing::read_bytes;
+using testing::run_chainlm;
+using testing::TempDir;
+using testing::write_bytes;
+
+// Width and height from a PNG's IHDR chunk (signature, then length, "IHDR", width, height,
+// big-endian); {-1, -1} when the bytes are not a PNG.
+std::pair<long, long> png_size(const std::string& b) {
+  static const std::string signature = "\x89PNG\r\n\x1a\n";
+  if (b.size() < 24 || b.compare(0, 8, signature) != 0 || b.compare(12, 4, "IHDR") != 0)
+    return {-1, -1};
+  auto be32 = [&](size_t at) {
+    long v = 0;
+    for (size_t i = 0; i < 4; ++i) v = v << 8 | (unsigned char)b[at + i];
+    return v;
+  };
+  return {be32(16), be32(20)};
+}
+
+class RecordedRun : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir = new TempDir();
+    const std::string data = dir->file("data");
+    std::filesystem::create_directories(data);
+    std::string text;
+    for (int i = 0; i < 200; ++i)
+      text += "the loss goes down as the model reads " + std::to_string(i) + "\n";
+    test::make_byte_data_dir(text, data, 0.2);
+    write_bytes(dir->file("config.json"),
+                R"({"dim": 32, "n_layers": 1, "n_heads": 4, "n_kv_heads": 1, "ffn_dim": 64,
+                    "vocab_size": 258, "chains": [1, 1, 2], "kv_share": true, "max_seq_len": 32})");
+    run = dir->file("run");
+    auto r = run_chainlm(
+        *dir, "train --config " + quote(dir->file("config.json")) + " --data " + quote(data) +
+                  " --out " + quote(run) +
+                  " --steps 12 --batch-size 2 --seq-len 16 --eval-every 4 --eval-windows 4"
+                  " --chain-loss-weights 1,1,1 --quiet");
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+  }
+  static void TearDownTestSuite() {
+    delete dir;
+    dir = nullptr;
+  }
+  static TempDir* dir;
+  static std::string run;
+};
+TempDir* RecordedRun::dir = nullptr;
+std::string RecordedRun::run;
+
+TEST_F(RecordedRun, PlotWritesAPngOfTheRequestedSize) {
+  const std::string png = dir->file("curves.png");
+  auto r = run_chainlm(*dir,
+                       "plot " + quote(run) + " --out " + quote(png) + " --width 640 --height 400");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const std::string bytes = read_bytes(png);
+  EXPECT_GT(bytes.size(), 2000u);  // curves, legend and axes, not an empty canvas
+  EXPECT_EQ(png_size(bytes), std::make_pair(640L, 400L));
+  EXPECT_NE(r.out.find("12 steps, 3 validations, 3 sub-models"), std::string::npos) << r.out;
+  // The default: RUN/loss.png at 960x600.
+  auto d = run_chainlm(*dir, "plot " + quote(run));
+  ASSERT_EQ(d.exit_code, 0) << d.err;
+  EXPECT_EQ(png_size(read_bytes(run + "/loss.png")), std::make_pair(960L, 600L));
+}
+
+TEST_F(RecordedRun, ReportHasEverySubModelAndEmbedsThePlot) {
+  const std::string md_path = dir->file("out/summary.md");
+  std::filesystem::create_directories(dir->file("out"));
+  auto r = run_chainlm(*dir, "report " + quote(run) + " --out " + quote(md_path));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const std::string md = read_bytes(md_path);
+  EXPECT_NE(md.find("# Training report: run"), std::string::npos) << md;
+  EXPECT_NE(md.find("![loss curves"), std::string::npos) << md;
+  EXPECT_NE(md.find("(summary-loss.png)"), std::string::npos) << md;
+  EXPECT_EQ(png_size(read_bytes(dir->file("out/summary-loss.png"))), std::make_pair(960L, 600L));
+  EXPECT_NE(md.find("CoLM-Air: chains [1,1,2]"), std::string::npos) << md;
+  EXPECT_NE(md.find("`step-00000012` (step 12 of 12)"), std::string::npos) << md;
+  for (const char* row : {"\n| 1 | 8 |", "\n| 2 | 16 |", "\n| 3 | 32 |"})
+    EXPECT_NE(md.find(row), std::string::npos) << row << "\n" << md;
+  EXPECT_NE(md.find("| chain_loss_weights | [1.0,1.0,1.0] |"), std::string::npos) << md;
+  EXPECT_NE(md.find("| tokens trained | 384 |"), std::string::npos) << md;  // 12 steps x 2 x 16
+  EXPECT_NE(md.find("median tokens/s"), std::string::npos) << md;
+  EXPECT_EQ(md.find("| nan"), std::string::npos) << md;
+  // --no-plot needs no gnuplot and embeds no image.
+  auto n = run_chainlm(*dir, "report " + quote(run) + " --no-plot");
+  ASSERT_EQ(n.exit_code, 0) << n.err;
+  EXPECT_EQ(read_bytes(run + "/report.md").find("!["), std::string::npos);
+}
+
+TEST_F(RecordedRun, ErrorsNameWhatIsMissing) {
+  TempDir empty;
+  auto no_metrics = run_chainlm(*dir, "plot " + quote(empty.path().string()));
+  EXPECT_NE(no_metrics.exit_code, 0);
+  EXPECT_NE(no_metrics.err.find("metrics.jsonl: not found"), std::string::npos) << no_metrics.err;
+  write_bytes(empty.file("metrics.jsonl"),
+              "{\"step\": 0, \"total_params\": 5}\n{\"step\": 1, \"loss\": [\n");
+  auto bad = run_chainlm(*dir, "report " + quote(empty.path().string()));
+  EXPECT_NE(bad.exit_code, 0);
+  EXPECT_NE(bad.err.find("metrics.jsonl:2: not valid JSON"), std::string::npos) << bad.err;
+  auto size = run_chainlm(*dir, "plot " + quote(run) + " --width 10");
+  EXPECT_NE(size.exit_code, 0);
+  EXPECT_NE(size.err.find("outside 64..10000"), std::string::npos) << size.err;
+  // Without gnuplot on PATH: say which package provides it.
+  const std::string path = std::getenv("PATH") ? std::getenv("PATH") : "";
+  setenv("PATH", "/nonexistent", 1);
+  auto no_gnuplot = run_chainlm(*dir, "plot " + quote(run) + " --out " + quote(dir->file("x.png")));
+  setenv("PATH", path.c_str(), 1);
+  EXPECT_NE(no_gnuplot.exit_code, 0);
+  EXPECT_NE(no_gnuplot.err.find("gnuplot-nox"), std::string::npos) << no_gnuplot.err;
+  EXPECT_FALSE(std::filesystem::exists(dir->file("x.png")));
+}
+
+}  // namespace
+}  // namespace chainlm
