@@ -37,3 +37,14 @@ for t in 1 2; do
 done
 $BIN bench prefill --config configs/ref30m-2k-phd-cswa-4-16-32.json --prompt-tokens 2048 --threads "$THREADS" --baseline
 $BIN bench prefill --config configs/ref30m-2k-phd-swa-4-16.json --prompt-tokens 2048 --threads "$THREADS" --baseline
+
+echo "# evaluation (issue 8): stories260K on the six BLiMP files (a few seconds in all), and"
+echo "# every sub-model of the quickstart model on its validation split (when it has been run)"
+if [ -f "$STORIES/stories260K.bin" ]; then
+  for f in ../shared/data/eval/blimp/*.jsonl; do
+    $BIN eval pairs --model "$STORIES/stories260K.bin" --tokenizer "$STORIES/tok512.model" --data "$f" --json
+  done
+fi
+if [ -f runs/quickstart/latest ] && [ -f build/quickstart/data/val.bin ]; then
+  $BIN eval ppl --model runs/quickstart --data build/quickstart/data/val.bin --threads "$THREADS" --json
+fi

@@ -31,7 +31,7 @@ $BIN train --config configs/quickstart-air.json --data "$WORK/data" --out "$OUT"
   --steps "$STEPS" --batch-size 16 --seq-len 128 --lr 2e-3 --eval-every 200 \
   --chain-loss-weights 1,1,1,1 --seed 1
 
-# 4. Generate with each sub-model, and report per-chain validation loss.
+# 4. Generate with each sub-model, and evaluate every sub-model on the validation split.
 for k in 1 2 3 4; do
   echo
   echo "== $k chain(s):"
@@ -39,6 +39,5 @@ for k in 1 2 3 4; do
     --temperature 0.8 --top-k 40 --seed 7 --chains "$k"
 done
 echo
-echo "== validation loss per sub-model (last evaluation, nats/token):"
-tail -n 50 "$OUT/metrics.jsonl" | grep val_loss | tail -n 1 \
-  | sed -e 's/.*"val_loss":\[\(.*\)\].*/\1/' | tr ',' '\n' | awk '{printf "  k=%d chains: %.4f\n", NR, $1}'
+echo "== every sub-model on the validation split (loss in nats/token):"
+$BIN eval ppl --model "$OUT" --data "$WORK/data/val.bin"

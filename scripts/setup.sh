@@ -10,6 +10,7 @@ packages=(
   nlohmann-json3-dev libcli11-dev libcpp-httplib-dev
   libgtest-dev libgmock-dev
   chromium chromium-driver      # the serve playground's browser test (headless, over WebDriver)
+  gnuplot-nox                   # chainlm plot / report: loss curves as PNG
   fortunes                      # the quickstart's default corpus
 )
 

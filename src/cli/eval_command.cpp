@@ -124,6 +124,8 @@ void add_ppl(CLI::App* eval) {
   cmd->add_option("--batch-size", a->opt.batch_size,
                   "Windows per forward pass; 0 = about 1024 tokens");
   cmd->callback([a]() {
+    std::error_code ec;
+    CHAINLM_CHECK(fs::exists(a->data, ec), a->data, ": no such file or directory");
     const bool shard = is_token_shard_file(a->data) || fs::is_directory(a->data);
     LoadedModel lm =
         load_for_eval(*a, !shard || !a->tokenizer.empty() || model_has_tokenizer(a->model));

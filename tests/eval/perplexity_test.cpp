@@ -70,8 +70,12 @@ double naive_loss(Model& m, const std::vector<int>& s, int T, int S, int k,
 }
 
 TEST(Perplexity, EveryChainMatchesANaiveLoop) {
-  for (bool air : {false, true}) {
-    Model m(test::byte_config({1, 1, 2}, air));
+  // CoLM, CoLM-Air, and CoLM-Air with PHD-CSWA-2-2-4 (Model::evaluate runs the repeated stream).
+  for (int variant : {0, 1, 2}) {
+    const bool air = variant > 0;
+    ModelConfig config = test::byte_config({1, 1, 2}, air);
+    if (variant == 2) config.phd = PhdConfig{2, 2, 4, false};
+    Model m(config);
     m.init_random(7);
     const std::vector<int> stream = test::random_tokens(150, 258, 11);
     for (int S : {16, 5}) {
@@ -86,7 +90,8 @@ TEST(Perplexity, EveryChainMatchesANaiveLoop) {
       for (const ChainPerplexity& c : r.chains) {
         double sum = 0;
         const double want = naive_loss(m, stream, 16, S, c.k, &sum);
-        EXPECT_NEAR(c.loss, want, 1e-5 * want) << "air " << air << " stride " << S << " k " << c.k;
+        EXPECT_NEAR(c.loss, want, 1e-5 * want)
+            << "variant " << variant << " stride " << S << " k " << c.k;
         EXPECT_NEAR(c.ppl, std::exp(want), 1e-5 * std::exp(want));
         EXPECT_NEAR(c.bpb, sum / (std::log(2.0) * 1234), 1e-5);
         EXPECT_EQ(c.params, m.num_params(c.k));
