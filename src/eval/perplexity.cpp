@@ -24,8 +24,8 @@ std::vector<EvalWindow> plan_eval_windows(long n_tokens, int seq_len, int stride
 
 namespace {
 
-// Runs windows [first, last) as (B, T) batches through sub-models 1..k_max and adds their
-// loss sums to sums[k-1]; returns the number of scored targets.
+// run_batch runs the (up to) B windows from `first` as one (rows, T) batch through
+// sub-models 1..k_max, adds their loss sums to sums[k-1] and returns the scored targets.
 struct BatchRunner {
   Model& model;
   const std::vector<int>& stream;
