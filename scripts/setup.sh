@@ -9,6 +9,7 @@ packages=(
   libsentencepiece-dev sentencepiece
   nlohmann-json3-dev libcli11-dev libcpp-httplib-dev
   libgtest-dev libgmock-dev
+  libopenmpi-dev openmpi-bin    # data-parallel training: mpirun -np N chainlm train
   chromium chromium-driver      # the serve playground's browser test (headless, over WebDriver)
   gnuplot-nox                   # chainlm plot / report: loss curves as PNG
   fortunes                      # the quickstart's default corpus

@@ -14,20 +14,29 @@ void add_bench_command(CLI::App& app) {
   struct Args {
     std::string config, weights;
     int batch = 8, seq = 256, threads = 0, steps = 5;
-    bool baseline = false;
+    double bucket_mb = 16;
+    bool baseline = false, overlap = false;
   };
   auto a = std::make_shared<Args>();
   train->add_option("--config", a->config, "Model config JSON")->required();
-  train->add_option("--batch-size", a->batch, "Sequences per step")->capture_default_str();
+  train->add_option("--batch-size", a->batch, "Sequences per step (over all ranks under mpirun)")
+      ->capture_default_str();
   train->add_option("--seq-len", a->seq, "Tokens per sequence")->capture_default_str();
-  train->add_option("--threads", a->threads, "Threads; 0 = all cores");
+  train->add_option("--threads", a->threads,
+                    "Threads per process; 0 = all cores, under mpirun the machine's cores shared "
+                    "among its ranks");
+  train->add_option("--bucket-mb", a->bucket_mb, "Under mpirun: gradient allreduce bucket size (MB)")
+      ->capture_default_str();
+  train->add_flag("--overlap-comm", a->overlap,
+                  "Under mpirun: sum each layer's gradients during the backward");
   train->add_option("--steps", a->steps, "Timed steps (median reported)")->capture_default_str();
   train->add_option("--chain-loss-weights", a->weights, "Weights per chain prefix");
   train->add_flag("--baseline", a->baseline,
                   "PHD config: also time it without PHD, interleaved, and report the ratio");
   train->callback([a]() {
     CHAINLM_CHECK(a->steps > 0 && a->batch > 0 && a->seq > 0, "bench train: --steps, --batch-size and --seq-len must be positive");
-    bench_train(a->config, a->batch, a->seq, a->threads, a->steps, a->weights, a->baseline);
+    bench_train(a->config, a->batch, a->seq, a->threads, a->steps, a->weights, a->baseline,
+                a->bucket_mb, a->overlap);
   });
 
   auto add_inference = [&](const char* name, const char* help, bool decode) {

@@ -1,5 +1,6 @@
 // chainlm bench train: this machine's sgemm peak and a training step of a config, in one
-// run, so the ratio (MFU) is taken under the same conditions.
+// run, so the ratio (MFU) is taken under the same conditions. Under mpirun: a data-parallel
+// step (each rank B/N sequences, gradients summed as in training) and its communication time.
 #include <cstdio>
 #include <memory>
 #include <vector>
@@ -11,13 +12,22 @@
 #include "core/threads.h"
 #include "core/timer.h"
 #include "model/model.h"
+#include "train/distributed.h"
 #include "train/optimizer.h"
 
 namespace chainlm::cli {
 
 void bench_train(const std::string& config_path, int B, int T, int threads, int steps,
-                 const std::string& weights_arg, bool baseline) {
-  set_num_threads(threads);
+                 const std::string& weights_arg, bool baseline, double bucket_mb, bool overlap) {
+  const Communicator& comm = Communicator::world();
+  const int ranks = comm.size();
+  set_num_threads(threads > 0 ? threads : launched_by_mpi() ? default_threads_per_rank(comm) : 0);
+  CHAINLM_CHECK(B % ranks == 0, "bench train: --batch-size ", B, " must be a multiple of the ",
+                ranks, " ranks");
+  CHAINLM_CHECK(!baseline || ranks == 1, "bench train: --baseline runs in one process");
+  CHAINLM_CHECK(bucket_mb > 0, "bench train: --bucket-mb must be positive");
+  const int global_batch = B;
+  B /= ranks;  // this rank's rows
   Model model(load_config(config_path));
   const ModelConfig& c = model.config();
   CHAINLM_CHECK(T <= c.max_seq_len, "--seq-len ", T, " exceeds max_seq_len ", c.max_seq_len);
@@ -33,6 +43,11 @@ void bench_train(const std::string& config_path, int B, int T, int threads, int 
   for (int i = 0; i < c.n_chains(); ++i)
     if (weights[i] > 0) k = i + 1;
   Optimizer opt(model.params(), OptimizerConfig{});
+  std::unique_ptr<GradientReducer> reducer;
+  if (ranks > 1)
+    reducer = std::make_unique<GradientReducer>(
+        comm, model.params().grads(), model.params().size(), model.gradient_ready_points(),
+        (std::size_t)(bucket_mb * (1 << 20) / sizeof(float)), overlap);
   // The same model without PHD (baseline), stepped right after each timed PHD step.
   ModelConfig base_config = c;
   base_config.phd = PhdConfig{};
@@ -44,20 +59,28 @@ void bench_train(const std::string& config_path, int B, int T, int threads, int 
     base_opt = std::make_unique<Optimizer>(base->params(), OptimizerConfig{});
   }
   std::vector<int> tokens((size_t)B * T), targets((size_t)B * T);
-  Rng rng(7);
+  Rng rng(7 + comm.rank());
   for (size_t i = 0; i < tokens.size(); ++i) {
     tokens[i] = (int)rng.below(c.vocab_size);
     targets[i] = (int)rng.below(c.vocab_size);
   }
   auto step_of = [&](Model& m, Optimizer& o, long s) {
     m.params().zero_grads();
-    m.forward_backward(tokens.data(), targets.data(), B, T, weights, 1.0f);
+    if (reducer) {
+      reducer->begin();
+      if (reducer->overlap()) m.set_backward_hook([&](std::size_t from) { reducer->ready(from); });
+    }
+    m.forward_backward(tokens.data(), targets.data(), B, T, weights, 1.0f / ranks);
+    if (reducer) {
+      m.set_backward_hook(nullptr);
+      reducer->finish();
+    }
     o.step(m.params(), s, 1e-4f);
   };
   auto one_step = [&](long s) { step_of(model, opt, s); };
   one_step(1);  // warm-up: buffers, page faults, BLAS threads
   if (base) step_of(*base, *base_opt, 1);
-  const double tokens_per_step = (double)B * T;
+  const double tokens_per_step = (double)global_batch * T;
   const double Dk = model.layout().dim.prefix(k);
   // PHD (SPEC B1): the trunk runs K rows per token, each attending ~T/2 originals plus its
   // window and own copies; the head runs once per token. K = 1: 6*params + 6*L*T*D.
@@ -67,12 +90,24 @@ void bench_train(const std::string& config_path, int B, int T, int threads, int 
       6.0 * (K * (model.matmul_params(k) - head) + head) + 12.0 * c.n_layers * keys * Dk;
   // The machine's speed drifts (shared hosts): measure the sgemm peak right beside every
   // timed step and take the median of the per-step ratios.
-  std::vector<double> times, peaks, mfus, base_times, ratios;
+  // Under mpirun every rank measures its own peak at the same time as the others (so the sum is
+  // the peak of the cores the job runs on), the step's time is the slowest rank's, and the
+  // communication figures are rank 0's.
+  std::vector<double> times, peaks, mfus, base_times, ratios, comms, waits;
   for (int s = 0; s < steps; ++s) {
-    peaks.push_back(measure_sgemm_gflops(2048, 2));
+    double peak = measure_sgemm_gflops(2048, 2);
+    comm.allreduce_sum(&peak, 1);
+    peaks.push_back(peak);
+    comm.barrier();
     Timer t;
     one_step(s + 2);
-    times.push_back(t.seconds());
+    double dt = t.seconds();
+    comm.allreduce_max(&dt, 1);
+    times.push_back(dt);
+    if (reducer) {
+      comms.push_back(reducer->comm_seconds());
+      waits.push_back(reducer->wait_seconds());
+    }
     mfus.push_back(flops_per_token * tokens_per_step / times.back() / 1e9 / peaks.back());
     if (base) {
       Timer tb;
@@ -88,7 +123,7 @@ void bench_train(const std::string& config_path, int B, int T, int threads, int 
                       {"chains", c.chains},
                       {"kv_share", c.kv_share},
                       {"active_chains", k},
-                      {"batch_size", B},
+                      {"batch_size", global_batch},
                       {"seq_len", T},
                       {"threads", num_threads()},
                       {"steps", steps},
@@ -99,6 +134,22 @@ void bench_train(const std::string& config_path, int B, int T, int threads, int 
                       {"sgemm_gflops", peak},
                       {"mfu", median(mfus)}};
   if (c.phd.enabled()) j["phd"] = c.phd.name();
+  if (reducer) {
+    // The gradients cross the network once per step: a ring allreduce sends (and receives)
+    // 2(N-1)/N times the gradient bytes per rank.
+    const double grad_bytes = 4.0 * model.params().size();
+    j["ranks"] = ranks;
+    j["nodes"] = comm.nodes();
+    j["rows_per_rank"] = B;
+    j["grad_bytes"] = grad_bytes;
+    j["ring_bytes_per_rank"] = 2.0 * (ranks - 1) / ranks * grad_bytes;
+    j["buckets"] = reducer->buckets().size();
+    j["bucket_mb"] = bucket_mb;
+    j["overlap"] = reducer->overlap();
+    j["comm_ms"] = median(comms) * 1e3;
+    j["comm_wait_ms"] = median(waits) * 1e3;
+    j["comm_fraction"] = median(waits) / step_s;
+  }
   if (base) {
     // The median of per-step ratios: each PHD step is compared with the baseline step run
     // right after it, under the same load.
@@ -106,7 +157,7 @@ void bench_train(const std::string& config_path, int B, int T, int threads, int 
     j["step_ratio"] = median(ratios);
     j["step_ratio_over_repeat"] = median(ratios) / c.phd.repeat;
   }
-  std::printf("%s\n", j.dump().c_str());
+  if (comm.is_root()) std::printf("%s\n", j.dump().c_str());
 }
 
 }  // namespace chainlm::cli

@@ -1,5 +1,8 @@
-// chainlm train: train a model from a config (or resume a run) on prepared token shards.
+// chainlm train: train a model from a config (or resume a run) on prepared token shards,
+// in one process or data-parallel under mpirun (docs/distributed.md).
 #include <cstdio>
+#include <cstdlib>
+#include <exception>
 #include <filesystem>
 #include <memory>
 
@@ -8,6 +11,7 @@
 #include "core/error.h"
 #include "core/threads.h"
 #include "model/checkpoint.h"
+#include "train/distributed.h"
 #include "train/trainer.h"
 
 namespace chainlm::cli {
@@ -22,8 +26,9 @@ void add_train_command(CLI::App& app) {
     long steps = 1000, eval_every = 100, save_every = 0, warmup = -1;
     int batch = 8, micro = 0, seq = 0, threads = 0, eval_windows = 64;
     float lr = 1e-3f, wd = 0.1f, clip = 1.0f, min_lr_ratio = 0.1f;
+    double bucket_mb = 16;
     uint64_t seed = 1337;
-    bool resume = false, quiet = false;
+    bool resume = false, quiet = false, overlap_comm = false;
   };
   auto a = std::make_shared<Args>();
   cmd->add_option("--config", a->config, "Model config JSON (not with --init or --resume)");
@@ -38,9 +43,12 @@ void add_train_command(CLI::App& app) {
   cmd->add_option("--data", a->data, "Directory with train.bin, val.bin and the tokenizer");
   cmd->add_option("--out", a->out, "Run directory (checkpoints, metrics.jsonl)")->required();
   cmd->add_option("--steps", a->steps, "Optimizer steps")->capture_default_str();
-  cmd->add_option("--batch-size", a->batch, "Sequences per optimizer step")->capture_default_str();
+  cmd->add_option("--batch-size", a->batch,
+                  "Sequences per optimizer step, over all ranks under mpirun")
+      ->capture_default_str();
   cmd->add_option("--micro-batch", a->micro,
-                  "Sequences per forward/backward (gradient accumulation); 0 = batch size");
+                  "At most this many sequences per forward/backward (gradient accumulation); "
+                  "0 = a rank's whole share of the batch");
   cmd->add_option("--seq-len", a->seq, "Tokens per sequence; 0 = the model's max_seq_len");
   cmd->add_option("--lr", a->lr, "Peak learning rate")->capture_default_str();
   cmd->add_option("--min-lr-ratio", a->min_lr_ratio, "Final LR as a fraction of the peak")
@@ -54,75 +62,128 @@ void add_train_command(CLI::App& app) {
   cmd->add_option("--save-every", a->save_every, "Checkpoint every N steps; 0 = at validation");
   cmd->add_option("--chain-loss-weights", a->chain_weights,
                   "Comma-separated weight per chain prefix (SPEC A5); default: full model only");
-  cmd->add_option("--threads", a->threads, "Threads (OpenMP and BLAS); 0 = all cores");
+  cmd->add_option("--threads", a->threads,
+                  "Threads (OpenMP and BLAS) per process; 0 = all cores, under mpirun the "
+                  "machine's cores shared among its ranks");
   cmd->add_option("--seed", a->seed, "Seed for initialization and data order")->capture_default_str();
   cmd->add_flag("--resume", a->resume, "Continue the run in --out from its latest checkpoint");
   cmd->add_flag("--quiet", a->quiet, "No progress output");
+  cmd->add_option("--bucket-mb", a->bucket_mb,
+                  "Under mpirun: gradients are summed in buckets of at most this many MB")
+      ->capture_default_str();
+  cmd->add_flag("--overlap-comm", a->overlap_comm,
+                "Under mpirun: sum each layer's gradients while the backward computes the layers "
+                "below (pays when the network, not the CPU, is the bottleneck)");
   cmd->callback([a, cmd]() {
-    set_num_threads(a->threads);
+    Communicator& comm = Communicator::world();
+    const bool root = comm.is_root();
+    set_num_threads(a->threads > 0 ? a->threads : launched_by_mpi() ? default_threads_per_rank(comm) : 0);
+    // Errors every rank meets at the same point end the job with one message (rank 0's, or the
+    // first failing rank's) and exit code 1 on every rank.
+    auto agree = [&comm](const std::string& local_error) {
+      const std::string e = comm.first_error(local_error);
+      if (e.empty()) return;
+      if (comm.is_root()) throw Error(e);
+      std::exit(1);
+    };
     std::unique_ptr<Model> model;
     TrainOptions opt;
-    std::string resume_dir;
-    CHAINLM_CHECK(a->init.empty() || a->config.empty(),
-                  "train: pass --config (a new model) or --init (existing weights), not both");
-    if (a->resume) {
-      CHAINLM_CHECK(a->init.empty(), "train: --init starts a new run; --resume continues one");
-      resume_dir = resolve_checkpoint_dir(a->out);
-      model = load_model(resume_dir);
-      nlohmann::json state = read_json_file((fs::path(resume_dir) / "trainer_state.json").string());
-      try {
-        opt = TrainOptions::from_json(state.at("options"));
-      } catch (const nlohmann::json::exception& e) {
-        fail(resume_dir, "/trainer_state.json: invalid options: ", e.what());
-      }
-      // Only the length of the run may change on resume; everything else must match for
-      // the resumed run to continue the interrupted one exactly.
-      if (cmd->count("--steps")) opt.steps = a->steps;
-      if (!a->data.empty()) opt.data_dir = a->data;
-      CHAINLM_CHECK(!cmd->count("--freeze-chains") || a->freeze_chains == opt.freeze_chains,
-                    "train --resume: the run froze ", opt.freeze_chains,
-                    " chain(s); --freeze-chains cannot change on resume");
-      CHAINLM_CHECK(!cmd->count("--train-only") || a->train_only == opt.train_only,
-                    "train --resume: --train-only cannot change on resume");
-    } else {
-      CHAINLM_CHECK(!a->config.empty() || !a->init.empty(),
-                    "train: --config (a new model) or --init (existing weights) is required, or "
-                    "pass --resume");
-      CHAINLM_CHECK(!a->data.empty(), "train: --data is required");
-      CHAINLM_CHECK(!fs::exists(fs::path(a->out) / "latest"), a->out,
-                    " already holds a training run; pass --resume to continue it or choose ",
-                    "another --out (nothing was overwritten)");
-      if (!a->init.empty()) {
-        model = load_model(a->init);
+    std::string resume_dir, error;
+    // Rank 0 alone reads the config, the initial weights and the run directory: under mpirun
+    // the other ranks receive the config and options here, and the weights, moments and step
+    // when the run starts (Trainer::run), so only rank 0 needs the run directory.
+    auto read_setup = [&]() {
+      CHAINLM_CHECK(a->init.empty() || a->config.empty(),
+                    "train: pass --config (a new model) or --init (existing weights), not both");
+      if (a->resume) {
+        CHAINLM_CHECK(a->init.empty(), "train: --init starts a new run; --resume continues one");
+        resume_dir = resolve_checkpoint_dir(a->out);
+        model = load_model(resume_dir);
+        nlohmann::json state = read_json_file((fs::path(resume_dir) / "trainer_state.json").string());
+        try {
+          opt = TrainOptions::from_json(state.at("options"));
+        } catch (const nlohmann::json::exception& e) {
+          fail(resume_dir, "/trainer_state.json: invalid options: ", e.what());
+        }
+        // Only the length of the run may change on resume; everything else must match for
+        // the resumed run to continue the interrupted one exactly. The micro-batch may change
+        // too (a different number of ranks may need it): it changes no step's data, only the
+        // rounding of the gradient sums.
+        if (cmd->count("--steps")) opt.steps = a->steps;
+        if (cmd->count("--micro-batch")) opt.micro_batch = a->micro;
+        if (!a->data.empty()) opt.data_dir = a->data;
+        CHAINLM_CHECK(!cmd->count("--freeze-chains") || a->freeze_chains == opt.freeze_chains,
+                      "train --resume: the run froze ", opt.freeze_chains,
+                      " chain(s); --freeze-chains cannot change on resume");
+        CHAINLM_CHECK(!cmd->count("--train-only") || a->train_only == opt.train_only,
+                      "train --resume: --train-only cannot change on resume");
       } else {
-        model = std::make_unique<Model>(load_config(a->config));
-        model->init_random(a->seed);
+        CHAINLM_CHECK(!a->config.empty() || !a->init.empty(),
+                      "train: --config (a new model) or --init (existing weights) is required, or "
+                      "pass --resume");
+        CHAINLM_CHECK(!a->data.empty(), "train: --data is required");
+        CHAINLM_CHECK(!fs::exists(fs::path(a->out) / "latest"), a->out,
+                      " already holds a training run; pass --resume to continue it or choose ",
+                      "another --out (nothing was overwritten)");
+        if (!a->init.empty()) {
+          model = load_model(a->init);
+        } else {
+          model = std::make_unique<Model>(load_config(a->config));
+          model->init_random(a->seed);
+        }
+        opt.init = a->init;
+        opt.freeze_chains = a->freeze_chains;
+        opt.train_only = a->train_only;
+        opt.data_dir = a->data;
+        opt.steps = a->steps;
+        opt.batch_size = a->batch;
+        opt.micro_batch = a->micro;
+        opt.seq_len = a->seq;
+        opt.lr = a->lr;
+        opt.min_lr_ratio = a->min_lr_ratio;
+        opt.warmup = a->warmup;
+        opt.weight_decay = a->wd;
+        opt.grad_clip = a->clip;
+        opt.eval_every = a->eval_every;
+        opt.eval_windows = a->eval_windows;
+        opt.save_every = a->save_every;
+        opt.seed = a->seed;
+        if (!a->chain_weights.empty()) opt.chain_loss_weights = parse_float_list(a->chain_weights, "--chain-loss-weights");
       }
-      opt.init = a->init;
-      opt.freeze_chains = a->freeze_chains;
-      opt.train_only = a->train_only;
-      opt.data_dir = a->data;
-      opt.steps = a->steps;
-      opt.batch_size = a->batch;
-      opt.micro_batch = a->micro;
-      opt.seq_len = a->seq;
-      opt.lr = a->lr;
-      opt.min_lr_ratio = a->min_lr_ratio;
-      opt.warmup = a->warmup;
-      opt.weight_decay = a->wd;
-      opt.grad_clip = a->clip;
-      opt.eval_every = a->eval_every;
-      opt.eval_windows = a->eval_windows;
-      opt.save_every = a->save_every;
-      opt.seed = a->seed;
-      if (!a->chain_weights.empty()) opt.chain_loss_weights = parse_float_list(a->chain_weights, "--chain-loss-weights");
+    };
+    if (root) {
+      try {
+        read_setup();
+      } catch (const std::exception& e) {
+        error = e.what();
+      }
+    }
+    agree(error);
+    if (comm.size() > 1) {
+      std::string config_text = root ? config_to_json(model->config()).dump() : std::string();
+      std::string options_text = root ? opt.to_json().dump() : std::string();
+      comm.broadcast(config_text);
+      comm.broadcast(options_text);
+      if (!root) {
+        model = std::make_unique<Model>(config_from_json(nlohmann::json::parse(config_text), "rank 0's config"));
+        opt = TrainOptions::from_json(nlohmann::json::parse(options_text));
+      }
     }
     opt.out_dir = a->out;
     opt.quiet = a->quiet;
-    Trainer trainer(*model, opt);
-    if (!resume_dir.empty()) trainer.restore(resume_dir);
+    opt.bucket_mb = a->bucket_mb;
+    opt.overlap_comm = a->overlap_comm;
+    std::unique_ptr<Trainer> trainer_ptr;
+    try {
+      trainer_ptr = std::make_unique<Trainer>(*model, opt, comm);
+      if (root && !resume_dir.empty()) trainer_ptr->restore(resume_dir);
+    } catch (const std::exception& e) {
+      error = e.what();
+    }
+    agree(error);
+    Trainer& trainer = *trainer_ptr;
     const ModelConfig& c = model->config();
-    if (!a->quiet) {
+    if (!a->quiet && root) {
       const ParamStore& ps = model->params();
       std::fprintf(stderr, "model: %d layers, dim %d, chains %s%s, %.2fM parameters; %s from step %ld to %ld\n",
                    c.n_layers, c.dim, nlohmann::json(c.chains).dump().c_str(),
@@ -134,8 +195,32 @@ void add_train_command(CLI::App& app) {
                                                       : std::string();
       std::fprintf(stderr, "trainable: %zu of %zu parameters (%.1f%%)%s\n", ps.trainable_numel(),
                    ps.numel(), 100.0 * trainer.trainable_fraction(), what.c_str());
+      if (comm.size() > 1)
+        std::fprintf(stderr,
+                     "data parallel: %d ranks on %d machine(s), %d thread(s) each; %d of the %d "
+                     "sequences of every step per rank, in micro-batches of %d%s\n",
+                     comm.size(), comm.nodes(), num_threads(), trainer.rows_per_rank(), o.batch_size,
+                     trainer.micro_batch(), o.overlap_comm ? "; gradients summed during the backward" : "");
     }
-    trainer.run();
+    if (!a->quiet && launched_by_mpi() && num_threads() > cores_available())
+      std::fprintf(stderr,
+                   "warning: rank %d runs %d threads on %d core(s) it is bound to; under mpirun "
+                   "give --threads 1, or bind ranks to more cores (mpirun --bind-to none, or "
+                   "--map-by slot:PE=%d)\n",
+                   comm.rank(), num_threads(), cores_available(), num_threads());
+    if (comm.size() == 1) {
+      trainer.run();
+      return;
+    }
+    // From here on an error may strike one rank alone, mid-collective: it ends the whole job
+    // (MPI_Abort) rather than leave the other ranks waiting for it.
+    try {
+      trainer.run();
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "error (rank %d of %d): %s\n", comm.rank(), comm.size(), e.what());
+      std::fflush(stderr);
+      comm.abort(1);
+    }
   });
 }
 

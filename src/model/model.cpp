@@ -102,6 +102,14 @@ Model::Model(const ModelConfig& config) : config_(config), layout_(config) {
 
 Model::~Model() = default;
 
+void Model::set_backward_hook(std::function<void(std::size_t)> hook) { backward_hook_ = std::move(hook); }
+
+std::vector<std::size_t> Model::gradient_ready_points() const {
+  std::vector<std::size_t> points;
+  for (const LayerIndex& li : layers_) points.push_back(params_.info(li.attention_norm).offset);
+  return points;
+}
+
 float* Model::head_weight() { return params_.value(output_ >= 0 ? output_ : tok_embeddings_); }
 float* Model::head_grad() { return params_.grad(output_ >= 0 ? output_ : tok_embeddings_); }
 
@@ -366,6 +374,13 @@ StepLosses Model::forward_backward(const int* tokens, const int* targets, int B,
   const size_t last = (size_t)(K - 1) * D;
   rmsnorm_backward(L.dim, k, Mh, b.x_final + last, K * D, params_.value(norm_), b.rstdf, b.dxn, D,
                    b.dres + last, K * D, params_.grad(norm_));
+  // The per-chain RMSNorm backward produces gain gradients for every active chain; the frozen
+  // chains' slices are cleared (here and per layer, before the backward hook sees the layer)
+  // so no frozen element ever carries a gradient.
+  auto clear_frozen = [&](int idx) {
+    if (Df > 0) std::memset(params_.grad(idx), 0, sizeof(float) * Df);
+  };
+  clear_frozen(norm_);
 
   AttentionShape as;
   as.batch = B;
@@ -416,18 +431,11 @@ StepLosses Model::forward_backward(const int* tokens, const int* targets, int B,
                           li.g_wv.data(), false, f);
     rmsnorm_backward(L.dim, k, M, a.x_in, D, params_.value(li.attention_norm), a.rstd1, b.dxn, D,
                      b.dres, D, params_.grad(li.attention_norm));
+    clear_frozen(li.attention_norm);
+    clear_frozen(li.ffn_norm);
+    if (backward_hook_) backward_hook_(params_.info(li.attention_norm).offset);
   }
   embedding_backward(M, Dk - Df, stream_tokens, b.dres + Df, D, params_.grad(tok_embeddings_) + Df, D);
-  if (Df > 0) {
-    // The per-chain RMSNorm backward produces gain gradients for every active chain; the
-    // frozen chains' slices are cleared so no frozen element ever carries a gradient.
-    auto clear = [&](int idx) { std::memset(params_.grad(idx), 0, sizeof(float) * Df); };
-    for (const LayerIndex& li : layers_) {
-      clear(li.attention_norm);
-      clear(li.ffn_norm);
-    }
-    clear(norm_);
-  }
   return out;
 }
 

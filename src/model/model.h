@@ -2,7 +2,9 @@
 // A LLaMA-style transformer with chains (CoLM, CoLM-Air; SPEC Part A). Forward and backward
 // are hand-written per layer over activation buffers laid out once per (B, T) shape, as in
 // llm.c: no autograd graph and no allocation inside a training step.
+#include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -58,6 +60,15 @@ class Model {
   StepLosses forward_backward(const int* tokens, const int* targets, int B, int T,
                               const std::vector<float>& chain_weights, float grad_multiplier);
 
+  // Called by forward_backward each time the backward pass has finished a suffix of the
+  // gradient buffer: after layer l, every gradient from that layer's first parameter (offset
+  // `ready_from`, one of gradient_ready_points()) to the end of the buffer holds its final
+  // value for the batch (that layer, the layers above it, the final norm and the head; the
+  // embedding, first in the buffer, is done last). Data-parallel training starts summing those
+  // over the ranks while the backward goes on. An empty function removes the hook.
+  void set_backward_hook(std::function<void(std::size_t ready_from)> hook);
+  std::vector<std::size_t> gradient_ready_points() const;
+
   // Forward only: sum of CE losses of every sub-model k = 1..k_max (index k-1).
   std::vector<double> evaluate(const int* tokens, const int* targets, int B, int T, int k_max,
                                long* n_targets);
@@ -98,6 +109,7 @@ class Model {
   FreezeSpec freeze_;
   std::vector<LayerIndex> layers_;
   std::unique_ptr<Buffers> buf_;
+  std::function<void(std::size_t)> backward_hook_;
 };
 
 }  // namespace chainlm

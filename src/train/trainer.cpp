@@ -62,9 +62,10 @@ TrainOptions TrainOptions::from_json(const nlohmann::json& j) {
   return o;
 }
 
-Trainer::Trainer(Model& model, TrainOptions options)
+Trainer::Trainer(Model& model, TrainOptions options, const Communicator& comm)
     : model_(model),
       opt_(std::move(options)),
+      comm_(comm),
       train_((fs::path(opt_.data_dir) / "train.bin").string()),
       val_((fs::path(opt_.data_dir) / "val.bin").string()),
       optimizer_(model_.params(), OptimizerConfig{opt_.beta1, opt_.beta2, 1e-8f,
@@ -75,10 +76,20 @@ Trainer::Trainer(Model& model, TrainOptions options)
                 c.max_seq_len);
   CHAINLM_CHECK(opt_.steps > 0, "--steps must be positive");
   CHAINLM_CHECK(opt_.batch_size > 0, "--batch-size must be positive");
-  micro_ = opt_.micro_batch > 0 ? opt_.micro_batch : opt_.batch_size;
-  CHAINLM_CHECK(opt_.batch_size % micro_ == 0, "--batch-size ", opt_.batch_size,
+  // The global batch is split evenly over the ranks; each rank runs its share in micro-batches
+  // of at most micro_batch sequences.
+  const int ranks = comm_.size();
+  CHAINLM_CHECK(opt_.batch_size % ranks == 0, "--batch-size ", opt_.batch_size,
+                " is the global batch and must be a multiple of the number of ranks (", ranks,
+                ")");
+  CHAINLM_CHECK(opt_.micro_batch >= 0, "--micro-batch must be >= 0");
+  rows_ = opt_.batch_size / ranks;
+  micro_ = opt_.micro_batch > 0 ? std::min(opt_.micro_batch, rows_) : rows_;
+  CHAINLM_CHECK(rows_ % micro_ == 0, "--batch-size ", opt_.batch_size,
+                ranks > 1 ? cat(" over ", ranks, " ranks gives ", rows_, " sequences per rank, which")
+                          : std::string(),
                 " must be a multiple of --micro-batch ", micro_);
-  accum_ = opt_.batch_size / micro_;
+  accum_ = rows_ / micro_;
   CHAINLM_CHECK(opt_.lr > 0, "--lr must be positive");
   CHAINLM_CHECK((long)train_.vocab_size() <= c.vocab_size, train_.path(), ": tokens use a vocabulary of ",
                 train_.vocab_size(), " but the model's vocab_size is ", c.vocab_size);
@@ -107,7 +118,21 @@ Trainer::Trainer(Model& model, TrainOptions options)
   }
   tokens_.resize((size_t)micro_ * T_);
   targets_.resize((size_t)micro_ * T_);
+  if (ranks > 1) {
+    CHAINLM_CHECK(opt_.bucket_mb > 0, "the gradient bucket size must be positive");
+    ParamStore& ps = model_.params();
+    reducer_ = std::make_unique<GradientReducer>(
+        comm_, ps.grads(), ps.size(), model_.gradient_ready_points(),
+        (std::size_t)(opt_.bucket_mb * (1 << 20) / sizeof(float)), opt_.overlap_comm);
+  }
 }
+
+Trainer::~Trainer() {
+  if (reducer_) model_.set_backward_hook(nullptr);
+}
+
+double Trainer::comm_seconds() const { return reducer_ ? reducer_->comm_seconds() : 0.0; }
+double Trainer::comm_wait_seconds() const { return reducer_ ? reducer_->wait_seconds() : 0.0; }
 
 float Trainer::current_lr() const {
   return cosine_lr(step_, opt_.warmup, opt_.steps, opt_.lr, opt_.lr * opt_.min_lr_ratio);
@@ -124,16 +149,44 @@ StepLosses Trainer::train_step() {
   StepLosses avg;
   const int n = model_.layout().n;
   avg.chain_loss.assign(n, 0.0);
+  // Every micro-batch, on every rank, holds micro_ * T targets (training windows have no
+  // ignored targets), so scaling each one's mean-loss gradient by 1 / (micro-batches over all
+  // ranks) makes the sum over ranks the gradient of the mean over the global batch's tokens,
+  // whatever the number of ranks.
+  const int parts = accum_ * comm_.size();
+  if (reducer_) reducer_->begin();
   for (int micro = 0; micro < accum_; ++micro) {
-    train_.train_batch(opt_.seed, step_, micro, opt_.batch_size, 0, micro_, T_, tokens_.data(),
+    // Row g of the global batch is keyed by (seed, step, g) alone, so neither the micro-batch
+    // size nor the number of ranks changes the data a step sees.
+    const int row0 = comm_.rank() * rows_ + micro * micro_;
+    train_.train_batch(opt_.seed, step_, 0, opt_.batch_size, row0, micro_, T_, tokens_.data(),
                        targets_.data());
+    // The last backward hands each finished layer's buckets to the reducer as it goes.
+    const bool last = micro + 1 == accum_;
+    if (reducer_ && reducer_->overlap() && last)
+      model_.set_backward_hook([r = reducer_.get()](std::size_t from) { r->ready(from); });
     StepLosses l = model_.forward_backward(tokens_.data(), targets_.data(), micro_, T_, weights_,
-                                           1.0f / accum_);
-    CHAINLM_CHECK(std::isfinite(l.loss), "step ", step_, ": the loss is not finite (", l.loss,
-                  "); stopping before any weight is corrupted. Try a lower --lr.");
-    avg.loss += l.loss / accum_;
+                                           1.0f / parts);
+    if (reducer_ && reducer_->overlap() && last) model_.set_backward_hook(nullptr);
+    if (comm_.size() == 1)
+      CHAINLM_CHECK(std::isfinite(l.loss), "step ", step_, ": the loss is not finite (", l.loss,
+                    "); stopping before any weight is corrupted. Try a lower --lr.");
+    avg.loss += l.loss / parts;
     avg.tokens += l.tokens;
-    for (int i = 0; i < n; ++i) avg.chain_loss[i] += l.chain_loss[i] / accum_;
+    for (int i = 0; i < n; ++i) avg.chain_loss[i] += l.chain_loss[i] / parts;
+  }
+  if (reducer_) {
+    reducer_->finish();
+    // The losses of the global batch: every rank's sums, summed (NaN stays NaN, so a chain
+    // that was not computed, or a non-finite loss on any rank, shows on all of them).
+    std::vector<double> sums = {avg.loss, (double)avg.tokens};
+    sums.insert(sums.end(), avg.chain_loss.begin(), avg.chain_loss.end());
+    comm_.allreduce_sum(sums.data(), sums.size());
+    avg.loss = sums[0];
+    avg.tokens = (long)sums[1];
+    std::copy(sums.begin() + 2, sums.end(), avg.chain_loss.begin());
+    CHAINLM_CHECK(std::isfinite(avg.loss), "step ", step_, ": the loss is not finite (", avg.loss,
+                  "); stopping before any weight is corrupted. Try a lower --lr.");
   }
   avg.grad_norm = optimizer_.step(ps, step_ + 1, current_lr());
   ++step_;
@@ -149,23 +202,29 @@ std::vector<double> Trainer::validate() {
     windows = 1;
   }
   if (opt_.eval_windows > 0) windows = std::min<long>(windows, opt_.eval_windows);
-  std::vector<double> sums(n, 0.0);
-  long count = 0;
+  // Rank r takes windows [r*W/N, (r+1)*W/N); the sums and counts are added over the ranks.
+  std::vector<double> sums(n + 1, 0.0);  // per sub-model, then the target count
+  const long first = windows * comm_.rank() / comm_.size();
+  const long end = windows * (comm_.rank() + 1) / comm_.size();
   const int rows = micro_;
   std::vector<int> tok((size_t)rows * T), tgt((size_t)rows * T);
-  for (long w0 = 0; w0 < windows; w0 += rows) {
-    const int r = (int)std::min<long>(rows, windows - w0);
+  for (long w0 = first; w0 < end; w0 += rows) {
+    const int r = (int)std::min<long>(rows, end - w0);
     for (int i = 0; i < r; ++i) val_.window(w0 + i, T, tok.data() + (size_t)i * T, tgt.data() + (size_t)i * T);
     long nt = 0;
     auto s = model_.evaluate(tok.data(), tgt.data(), r, T, n, &nt);
     for (int i = 0; i < n; ++i) sums[i] += s[i];
-    count += nt;
+    sums[n] += (double)nt;
   }
-  for (auto& s : sums) s /= std::max<long>(count, 1);
+  comm_.allreduce_sum(sums.data(), sums.size());
+  const double count = std::max(sums[n], 1.0);
+  sums.pop_back();
+  for (auto& s : sums) s /= count;
   return sums;
 }
 
 void Trainer::log_metrics(const nlohmann::json& line) {
+  if (!comm_.is_root()) return;
   std::ofstream out(fs::path(opt_.out_dir) / "metrics.jsonl", std::ios::app);
   out << line.dump() << "\n";
 }
@@ -242,7 +301,7 @@ void Trainer::restore(const std::string& checkpoint_dir) {
   // Keep only the metrics of steps before the restored one, so a resumed run's log reads
   // as one uninterrupted run.
   const fs::path metrics = fs::path(opt_.out_dir) / "metrics.jsonl";
-  if (fs::exists(metrics)) {
+  if (comm_.is_root() && fs::exists(metrics)) {
     std::ifstream in(metrics);
     std::string line, kept;
     while (std::getline(in, line)) {
@@ -255,6 +314,31 @@ void Trainer::restore(const std::string& checkpoint_dir) {
     }
     write_file_atomic(metrics.string(), kept);
   }
+}
+
+void Trainer::sync_from_root() {
+  if (comm_.size() == 1) return;
+  ParamStore& ps = model_.params();
+  comm_.broadcast(&step_, sizeof step_);
+  comm_.broadcast(ps.values(), ps.size() * sizeof(float));
+  comm_.broadcast(optimizer_.m().data(), optimizer_.m().size() * sizeof(float));
+  comm_.broadcast(optimizer_.v().data(), optimizer_.v().size() * sizeof(float));
+}
+
+void Trainer::check_replicas() const {
+  if (comm_.size() == 1) return;
+  // A fingerprint of the weights' bits (xor-rotate over 64-bit words); the ranks compare
+  // its minimum and maximum.
+  const ParamStore& ps = model_.params();
+  const auto* w = reinterpret_cast<const uint32_t*>(ps.values());
+  uint64_t h = 0;
+  for (std::size_t i = 0; i < ps.size(); ++i) h = ((h << 7) | (h >> 57)) ^ w[i];
+  double lo[2] = {(double)(h >> 32), (double)(h & 0xffffffffu)}, hi[2] = {lo[0], lo[1]};
+  comm_.allreduce_min(lo, 2);
+  comm_.allreduce_max(hi, 2);
+  CHAINLM_CHECK(lo[0] == hi[0] && lo[1] == hi[1], "step ", step_,
+                ": the ranks' weights differ; the replicas diverged (this is a bug: the ranks "
+                "apply the same summed gradient)");
 }
 
 namespace {
@@ -272,7 +356,10 @@ std::string format_eta(double seconds) {
 }  // namespace
 
 void Trainer::run() {
-  fs::create_directories(opt_.out_dir);
+  const bool root = comm_.is_root();
+  if (root) fs::create_directories(opt_.out_dir);
+  sync_from_root();
+  const bool quiet = opt_.quiet || !root;  // rank 0 alone reports
   const bool tty = isatty(fileno(stderr));
   const int n = model_.layout().n;
   const long eval_every = opt_.eval_every > 0 ? opt_.eval_every : opt_.steps;
@@ -291,7 +378,7 @@ void Trainer::run() {
       // A run that starts from existing weights records where it started.
       auto val = validate();
       log_metrics({{"step", 0}, {"val_loss", val}});
-      if (!opt_.quiet) {
+      if (!quiet) {
         std::string s;
         for (int i = 0; i < n; ++i) s += cat(" k", i + 1, "=", std::round(val[i] * 1000) / 1000);
         std::fprintf(stderr, "step 0 | val loss%s\n", s.c_str());
@@ -309,6 +396,11 @@ void Trainer::run() {
     if (window_seconds > 5) window_tokens = window_seconds = 0;  // a moving rate
     nlohmann::json line = {{"step", step_}, {"loss", l.loss}, {"lr", lr},
                            {"tokens_per_s", tok_s}, {"step_ms", dt * 1e3}};
+    if (comm_.size() > 1) {
+      line["ranks"] = comm_.size();
+      line["comm_ms"] = comm_seconds() * 1e3;
+      line["comm_wait_ms"] = comm_wait_seconds() * 1e3;
+    }
     nlohmann::json chain_losses = nlohmann::json::array();
     for (int i = 0; i < n; ++i)
       chain_losses.push_back(std::isnan(l.chain_loss[i]) || weights_[i] == 0 ? nlohmann::json(nullptr)
@@ -316,7 +408,7 @@ void Trainer::run() {
     line["chain_loss"] = chain_losses;
     log_metrics(line);
     const bool print = tty || step_ == start_step + 1 || step_ == opt_.steps || since_print.seconds() >= 5;
-    if (!opt_.quiet && print) {
+    if (!quiet && print) {
       since_print.reset();
       std::string chains;
       for (int i = 0; i < n; ++i)
@@ -332,15 +424,20 @@ void Trainer::run() {
       auto val = validate();
       nlohmann::json v = {{"step", step_}, {"val_loss", val}};
       log_metrics(v);
-      if (!opt_.quiet) {
+      if (!quiet) {
         std::string s;
         for (int i = 0; i < n; ++i) s += cat(" k", i + 1, "=", std::round(val[i] * 1000) / 1000);
         std::fprintf(stderr, "%sstep %ld | val loss%s\n", tty ? "\r\033[K" : "", step_, s.c_str());
       }
     }
     if (step_ % save_every == 0 || last) {
-      const std::string dir = save();
-      if (!opt_.quiet && last) std::fprintf(stderr, "saved %s\n", dir.c_str());
+      check_replicas();
+      if (root) {
+        const std::string dir = save();
+        if (!quiet && last) std::fprintf(stderr, "saved %s\n", dir.c_str());
+      }
+      // Nobody runs ahead of a checkpoint being written.
+      comm_.barrier();
     }
   }
 }

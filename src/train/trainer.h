@@ -3,6 +3,7 @@
 // norm clipping, the multi-chain objective (SPEC A5), periodic validation, a live progress
 // line, a JSONL metrics log and crash-safe checkpoints that resume exactly.
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -10,6 +11,7 @@
 
 #include "model/model.h"
 #include "train/dataset.h"
+#include "train/distributed.h"
 #include "train/optimizer.h"
 
 namespace chainlm {
@@ -18,8 +20,9 @@ struct TrainOptions {
   std::string data_dir;  // train.bin, val.bin and the tokenizer (chainlm prepare)
   std::string out_dir;   // run directory
   long steps = 1000;
-  int batch_size = 8;    // sequences per optimizer step
-  int micro_batch = 0;   // sequences per forward/backward; 0 = batch_size (no accumulation)
+  int batch_size = 8;    // sequences per optimizer step, over all ranks (the global batch)
+  int micro_batch = 0;   // at most this many sequences per forward/backward (gradient
+                         // accumulation); 0 = all of a rank's share of the batch at once
   int seq_len = 0;       // 0 = the model's max_seq_len
   float lr = 1e-3f;
   float min_lr_ratio = 0.1f;
@@ -39,6 +42,11 @@ struct TrainOptions {
   std::string train_only;  // "" (everything not frozen) or "head"
   std::string init;        // the checkpoint the weights came from (--init), for the record
   bool quiet = false;
+  // Data parallelism (docs/distributed.md); neither is part of the run's state. Gradients are
+  // summed in buckets of at most bucket_mb megabytes; overlap_comm reduces each layer's
+  // buckets while the backward computes the layers below it.
+  double bucket_mb = 16;
+  bool overlap_comm = false;
 
   nlohmann::json to_json() const;
   static TrainOptions from_json(const nlohmann::json& j);
@@ -47,21 +55,37 @@ struct TrainOptions {
 class Trainer {
  public:
   // The model must already hold its initial weights. Throws on inconsistent options.
-  Trainer(Model& model, TrainOptions options);
+  // With a communicator of N ranks, every rank constructs its own Trainer (the same options)
+  // and computes rows [r*B/N, (r+1)*B/N) of every step's global batch; run() starts every
+  // rank from rank 0's weights, moments and step, and only rank 0 writes to out_dir.
+  Trainer(Model& model, TrainOptions options, const Communicator& comm = Communicator::single());
+  ~Trainer();
 
-  // Restores model, optimizer and step from a checkpoint written by save().
+  // Restores model, optimizer and step from a checkpoint written by save(). With several
+  // ranks only rank 0 needs to call it (run() hands its state to the others).
   void restore(const std::string& checkpoint_dir);
+  // Copies rank 0's weights, optimizer moments and step to every rank (collective).
+  void sync_from_root();
   // Runs from the current step to options.steps.
   void run();
 
-  // One optimizer step; returns the losses of its micro-batches averaged.
+  // One optimizer step (collective); returns the losses of the whole global batch.
   StepLosses train_step();
-  // Mean validation loss of every sub-model k = 1..n (index k-1).
+  // Mean validation loss of every sub-model k = 1..n (index k-1); the windows are split
+  // across the ranks (collective).
   std::vector<double> validate();
-  // Writes a complete checkpoint directory step-N into the run directory, atomically.
+  // Writes a complete checkpoint directory step-N into the run directory, atomically (rank 0
+  // only; run() calls it there and holds the other ranks at a barrier meanwhile).
   std::string save();
 
   long step() const { return step_; }
+  // Sequences of every step this rank computes, and per forward/backward.
+  int rows_per_rank() const { return rows_; }
+  int micro_batch() const { return micro_; }
+  // Of the last train_step: seconds inside the gradient allreduce, and the part of them the
+  // step waited for (all of it without overlap_comm). Zero with one rank.
+  double comm_seconds() const;
+  double comm_wait_seconds() const;
   const TrainOptions& options() const { return opt_; }
   float current_lr() const;
   // Trainable parameters (not frozen) over all parameters.
@@ -69,15 +93,19 @@ class Trainer {
 
  private:
   void log_metrics(const nlohmann::json& line);
+  // Fails when the ranks' weights differ (they never should: same gradients, same steps).
+  void check_replicas() const;
 
   Model& model_;
   TrainOptions opt_;
+  const Communicator& comm_;
   TokenDataset train_, val_;
-  int T_ = 0, micro_ = 0, accum_ = 0;
+  int T_ = 0, rows_ = 0, micro_ = 0, accum_ = 0;
   long step_ = 0;
   Optimizer optimizer_;
   std::vector<int> tokens_, targets_;
   std::vector<float> weights_;
+  std::unique_ptr<GradientReducer> reducer_;
 };
 
 }  // namespace chainlm

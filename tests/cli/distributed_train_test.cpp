@@ -1,0 +1,339 @@
+// Data-parallel training under mpirun (2 ranks on this machine): the same run as one process,
+// resume on another number of ranks, a killed rank, errors, and bench train's communication
+// figures (docs/distributed.md).
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "../train/train_test_util.h"
+#include "core/error.h"
+#include "model/checkpoint.h"
+#include "run_mpi.h"
+
+namespace chainlm {
+namespace {
+
+namespace fs = std::filesystem;
+using testing::quote;
+using testing::read_bytes;
+using testing::run_chainlm;
+using testing::run_chainlm_mpi;
+using testing::RunResult;
+using testing::TempDir;
+using testing::write_bytes;
+
+// Three chains, CoLM-Air; trained on the loss of every sub-model.
+const char* kChainConfig =
+    R"({"dim": 32, "n_layers": 2, "n_heads": 4, "n_kv_heads": 1, "ffn_dim": 64, "vocab_size": 258,
+        "chains": [1, 1, 2], "kv_share": true, "max_seq_len": 32})";
+const char* kPhdConfig =
+    R"({"dim": 32, "n_layers": 2, "n_heads": 4, "n_kv_heads": 1, "ffn_dim": 64, "vocab_size": 258,
+        "chains": [1, 1], "kv_share": true, "max_seq_len": 32,
+        "phd": {"repeat": 2, "window": 4, "chunk": 8, "position_ids": "extended"}})";
+
+struct Metrics {
+  std::map<long, double> loss;
+  std::map<long, std::vector<double>> chain_loss, val_loss;
+  std::map<long, nlohmann::json> step_line;
+};
+
+Metrics read_metrics(const std::string& run) {
+  Metrics m;
+  std::ifstream in(run + "/metrics.jsonl");
+  std::string line;
+  while (std::getline(in, line)) {
+    auto j = nlohmann::json::parse(line);
+    const long s = j["step"].get<long>();
+    if (j.contains("loss")) {
+      m.loss[s] = j["loss"].get<double>();
+      std::vector<double> c;
+      for (const auto& x : j["chain_loss"]) c.push_back(x.is_null() ? NAN : x.get<double>());
+      m.chain_loss[s] = c;
+      m.step_line[s] = j;
+    }
+    if (j.contains("val_loss")) m.val_loss[s] = j["val_loss"].get<std::vector<double>>();
+  }
+  return m;
+}
+
+// Same steps, losses within tol (each sub-model's too), validation losses within tol.
+void expect_same_trajectory(const Metrics& a, const Metrics& b, double tol, const std::string& what) {
+  ASSERT_EQ(a.loss.size(), b.loss.size()) << what;
+  for (const auto& [s, l] : a.loss) {
+    ASSERT_TRUE(b.loss.count(s)) << what << " step " << s;
+    EXPECT_NEAR(l, b.loss.at(s), tol) << what << " step " << s;
+    const auto& ca = a.chain_loss.at(s);
+    const auto& cb = b.chain_loss.at(s);
+    ASSERT_EQ(ca.size(), cb.size());
+    for (size_t i = 0; i < ca.size(); ++i) {
+      EXPECT_EQ(std::isnan(ca[i]), std::isnan(cb[i])) << what << " step " << s << " chain " << i;
+      if (!std::isnan(ca[i])) {
+        EXPECT_NEAR(ca[i], cb.at(i), tol) << what << " step " << s << " chain " << i;
+      }
+    }
+  }
+  ASSERT_EQ(a.val_loss.size(), b.val_loss.size()) << what;
+  for (const auto& [s, v] : a.val_loss)
+    for (size_t i = 0; i < v.size(); ++i) EXPECT_NEAR(v[i], b.val_loss.at(s).at(i), tol) << what << " val step " << s;
+}
+
+float max_weight_difference(const std::string& run_a, const std::string& run_b) {
+  auto a = load_model(run_a), b = load_model(run_b);
+  EXPECT_EQ(a->params().size(), b->params().size());
+  float d = 0;
+  for (size_t i = 0; i < a->params().size(); ++i)
+    d = std::max(d, std::fabs(a->params().values()[i] - b->params().values()[i]));
+  return d;
+}
+
+bool same_weight_bits(const std::string& run_a, const std::string& run_b) {
+  auto a = load_model(run_a), b = load_model(run_b);
+  return a->params().size() == b->params().size() &&
+         std::memcmp(a->params().values(), b->params().values(), a->params().size() * sizeof(float)) == 0;
+}
+
+class DistributedTrain : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    data = dir.file("data");
+    fs::create_directories(data);
+    std::string text;
+    for (int i = 0; i < 400; ++i)
+      text += "the quick brown fox jumps over the lazy dog " + std::to_string(i * 7 % 113) + "\n";
+    test::make_byte_data_dir(text, data, 0.2);
+    write_bytes(dir.file("chains.json"), kChainConfig);
+    write_bytes(dir.file("phd.json"), kPhdConfig);
+  }
+  std::string train_args(const std::string& config, const std::string& out, const std::string& extra) const {
+    return "train --config " + quote(dir.file(config)) + " --data " + quote(data) + " --out " +
+           quote(out) + " --seq-len 16 --lr 3e-3 --warmup 2 --threads 1 --quiet " + extra;
+  }
+  TempDir dir;
+  std::string data;
+};
+
+// The issue's check: 2 ranks x micro-batch b follow 1 rank x 2b for 5 steps (losses within
+// 1e-5, the same final weights), for a multi-chain objective, chain tuning and PHD. Splitting
+// the batch further (micro-batches on every rank) changes nothing either, and summing each
+// layer's gradients during the backward (--overlap-comm) changes not a bit.
+TEST_F(DistributedTrain, TwoRanksFollowOneRankWithTwiceTheMicroBatch) {
+  struct Case {
+    std::string name, config, extra;
+  };
+  const std::vector<Case> cases = {
+      {"multi-chain loss", "chains.json", "--chain-loss-weights 1,1,1"},
+      {"chain tuning", "chains.json", "--freeze-chains 1 --chain-loss-weights 0,1,1"},
+      {"PHD", "phd.json", "--chain-loss-weights 1,1"},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.name);
+    const std::string one = dir.file("one"), two = dir.file("two"), acc = dir.file("acc"),
+                      overlap = dir.file("overlap");
+    for (const auto& d : {one, two, acc, overlap}) fs::remove_all(d);
+    const std::string common = "--steps 5 --batch-size 4 --eval-every 5 --eval-windows 6 " + c.extra;
+    RunResult r = run_chainlm(dir, train_args(c.config, one, common + " --micro-batch 4"));
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    r = run_chainlm_mpi(dir, 2, train_args(c.config, two, common + " --micro-batch 2"));
+    ASSERT_EQ(r.exit_code, 0) << r.err << r.out;
+    r = run_chainlm_mpi(dir, 2, train_args(c.config, acc, common + " --micro-batch 1"));
+    ASSERT_EQ(r.exit_code, 0) << r.err << r.out;
+    r = run_chainlm_mpi(dir, 2, train_args(c.config, overlap, common + " --micro-batch 2 --overlap-comm --bucket-mb 0.01"));
+    ASSERT_EQ(r.exit_code, 0) << r.err << r.out;
+
+    const Metrics m1 = read_metrics(one), m2 = read_metrics(two);
+    ASSERT_EQ(m1.loss.size(), 5u);
+    expect_same_trajectory(m1, m2, 1e-5, "2 ranks x 2 vs 1 rank x 4");
+    expect_same_trajectory(m1, read_metrics(acc), 1e-5, "2 ranks x 2 x 1 vs 1 rank x 4");
+    double loss_diff = 0;
+    for (const auto& [s, l] : m1.loss) loss_diff = std::max(loss_diff, std::fabs(l - m2.loss.at(s)));
+    const float weight_diff = max_weight_difference(one, two);
+    std::printf("%s: 1 rank x 4 vs 2 ranks x 2: max loss difference %.2e, max weight difference %.2e\n",
+                c.name.c_str(), loss_diff, weight_diff);
+    EXPECT_LE(weight_diff, 1e-5f);
+    EXPECT_LE(max_weight_difference(one, acc), 1e-5f);
+    // Only rank 0 logs, and its step lines say how many ranks computed them.
+    EXPECT_EQ(m2.step_line.at(1)["ranks"], 2);
+    EXPECT_TRUE(m2.step_line.at(1).contains("comm_ms"));
+    EXPECT_FALSE(m1.step_line.at(1).contains("ranks"));
+
+    // Overlap reduces the same buckets: bit-identical to the run without it.
+    const Metrics mo = read_metrics(overlap);
+    for (const auto& [s, l] : m2.loss) EXPECT_EQ(l, mo.loss.at(s)) << "step " << s;
+    EXPECT_TRUE(same_weight_bits(two, overlap));
+
+    if (c.name == "chain tuning") {
+      // Frozen parameters are never touched, by any rank: bit-identical to the 1-rank run's
+      // (both start from init_random(seed)).
+      auto a = load_model(one), b = load_model(two);
+      a->set_freeze({1, false});
+      for (int i = 0; i < (int)a->params().infos().size(); ++i) {
+        const ParamInfo& p = a->params().info(i);
+        if (!p.frozen()) continue;
+        EXPECT_EQ(0, std::memcmp(a->params().value(i), b->params().value(i), p.numel() * sizeof(float))) << p.name;
+      }
+    }
+  }
+}
+
+// A checkpoint written by a 2-rank run resumes on 1 rank and the other way round; both
+// continue the uninterrupted 1-rank run (the global batch and its rows do not depend on the
+// number of ranks). With 2 warmup steps the first 3 steps' learning rates do not depend on
+// the run's length, so a 3-step run extended to 6 is the 6-step run.
+TEST_F(DistributedTrain, ResumesOnADifferentNumberOfRanks) {
+  const std::string ref = dir.file("ref"), a = dir.file("a"), b = dir.file("b");
+  const std::string common = "--batch-size 4 --eval-every 3 --eval-windows 6 --chain-loss-weights 1,1,1";
+  ASSERT_EQ(run_chainlm(dir, train_args("chains.json", ref, common + " --steps 6")).exit_code, 0);
+
+  // 2 ranks to step 3, then 1 rank to step 6.
+  RunResult r = run_chainlm_mpi(dir, 2, train_args("chains.json", a, common + " --steps 3"));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  r = run_chainlm(dir, "train --out " + quote(a) + " --resume --steps 6 --threads 1 --quiet");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  // 1 rank to step 3 (micro-batches of 4), then 2 ranks to step 6 (micro-batches of 1).
+  ASSERT_EQ(run_chainlm(dir, train_args("chains.json", b, common + " --steps 3 --micro-batch 4")).exit_code, 0);
+  r = run_chainlm_mpi(dir, 2, "train --out " + quote(b) + " --resume --steps 6 --micro-batch 1 --threads 1 --quiet");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(read_bytes(b + "/latest"), "step-00000006\n");
+
+  const Metrics mref = read_metrics(ref);
+  ASSERT_EQ(mref.loss.size(), 6u);
+  expect_same_trajectory(mref, read_metrics(a), 1e-5, "2 ranks then 1");
+  expect_same_trajectory(mref, read_metrics(b), 1e-5, "1 rank then 2");
+  EXPECT_LE(max_weight_difference(ref, a), 1e-5f);
+  EXPECT_LE(max_weight_difference(ref, b), 1e-5f);
+}
+
+// The pid of the chainlm process of `rank` whose command line mentions `marker`, or -1.
+pid_t find_rank_process(const std::string& marker, int rank) {
+  const std::string want = "OMPI_COMM_WORLD_RANK=" + std::to_string(rank);
+  for (const auto& e : fs::directory_iterator("/proc")) {
+    const std::string name = e.path().filename().string();
+    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+    std::string cmdline = read_bytes(e.path().string() + "/cmdline");
+    // Not the shell, timeout or mpirun: their command lines name mpirun.
+    if (cmdline.find(marker) == std::string::npos || cmdline.find("mpirun") != std::string::npos) continue;
+    std::string env = read_bytes(e.path().string() + "/environ");
+    for (size_t p = 0; p < env.size();) {
+      const size_t end = env.find('\0', p);
+      if (env.compare(p, (end == std::string::npos ? env.size() : end) - p, want) == 0)
+        return (pid_t)std::stol(name);
+      if (end == std::string::npos) break;
+      p = end + 1;
+    }
+  }
+  return -1;
+}
+
+// Rank 1 is killed (SIGKILL, as the OOM killer would) in the middle of a long run: mpirun ends
+// the job within seconds with a non-zero exit naming the rank, and `latest` names a complete
+// checkpoint that loads and resumes.
+TEST_F(DistributedTrain, AKilledRankEndsTheJobAndLeavesTheLastCheckpoint) {
+  const std::string run = dir.file("killed-run");
+  const std::string err = dir.file("killed.err");
+  const std::string cmd = testing::mpirun_command(2, 300) + " '" + CHAINLM_BINARY + "' " +
+                          train_args("chains.json", run, "--steps 1000000 --batch-size 4 --save-every 20 --eval-every 1000000") +
+                          " >/dev/null 2>'" + err + "'";
+  const pid_t shell = fork();
+  ASSERT_GE(shell, 0);
+  if (shell == 0) {
+    execl("/bin/sh", "sh", "-c", cmd.c_str(), (char*)nullptr);
+    _exit(127);
+  }
+  using clock = std::chrono::steady_clock;
+  auto wait_exit = [&](double seconds, int* status) {
+    const auto deadline = clock::now() + std::chrono::duration<double>(seconds);
+    while (clock::now() < deadline) {
+      if (waitpid(shell, status, WNOHANG) == shell) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    return false;
+  };
+  // Wait for a checkpoint beyond the first, then kill rank 1.
+  int status = 0;
+  const auto started = clock::now();
+  pid_t victim = -1;
+  while (clock::now() - started < std::chrono::seconds(90)) {
+    if (waitpid(shell, &status, WNOHANG) == shell) FAIL() << "the job ended early: " << read_bytes(err);
+    const std::string latest = read_bytes(run + "/latest");
+    if (latest.rfind("step-", 0) == 0 && std::stol(latest.substr(5)) >= 40) victim = find_rank_process(run, 1);
+    if (victim > 0) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  ASSERT_GT(victim, 0) << "no rank 1 process found; stderr: " << read_bytes(err);
+  ASSERT_EQ(kill(victim, SIGKILL), 0);
+  const auto killed = clock::now();
+  const bool ended = wait_exit(30, &status);
+  if (!ended) {
+    kill(shell, SIGKILL);
+    waitpid(shell, &status, 0);
+  }
+  ASSERT_TRUE(ended) << "the job did not end within 30 s of rank 1's death";
+  const double seconds = std::chrono::duration<double>(clock::now() - killed).count();
+  std::printf("job ended %.2f s after rank 1 was killed\n", seconds);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_NE(WEXITSTATUS(status), 0);
+  EXPECT_NE(WEXITSTATUS(status), 124) << "ended by the test's timeout, not by mpirun";
+  const std::string message = read_bytes(err);
+  EXPECT_NE(message.find("rank 1"), std::string::npos) << message;
+
+  // `latest` names a complete checkpoint: it loads, and the run resumes from it.
+  const std::string latest = read_bytes(run + "/latest");
+  ASSERT_EQ(latest.rfind("step-", 0), 0u) << latest;
+  const long step = std::stol(latest.substr(5));
+  EXPECT_GE(step, 40);
+  EXPECT_EQ(step % 20, 0);
+  EXPECT_NO_THROW(load_model(run));
+  RunResult r = run_chainlm(dir, "train --out " + quote(run) + " --resume --steps " + std::to_string(step + 2) +
+                                     " --threads 1 --quiet");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  char name[32];
+  std::snprintf(name, sizeof name, "step-%08ld\n", step + 2);
+  EXPECT_EQ(read_bytes(run + "/latest"), name);
+}
+
+// Errors every rank meets (bad options, a missing config) end the job at once with one
+// message and a non-zero exit; nothing is written.
+TEST_F(DistributedTrain, ErrorsEndEveryRankWithOneMessage) {
+  const std::string run = dir.file("bad");
+  RunResult r = run_chainlm_mpi(dir, 2, train_args("chains.json", run, "--steps 2 --batch-size 3"), 60);
+  EXPECT_NE(r.exit_code, 0);
+  const std::string expect = "multiple of the number of ranks (2)";
+  const size_t at = r.err.find(expect);
+  ASSERT_NE(at, std::string::npos) << r.err;
+  EXPECT_EQ(r.err.find(expect, at + 1), std::string::npos) << "printed twice:\n" << r.err;
+  EXPECT_FALSE(fs::exists(run + "/latest"));
+
+  r = run_chainlm_mpi(dir, 2, train_args("missing.json", run, "--steps 2 --batch-size 4"), 60);
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.err.find("missing.json"), std::string::npos) << r.err;
+  EXPECT_FALSE(fs::exists(run + "/latest"));
+}
+
+// bench train under mpirun: the global batch over the ranks, and the communication figures.
+TEST_F(DistributedTrain, BenchTrainReportsCommunication) {
+  RunResult r = run_chainlm_mpi(dir, 2, "bench train --config " + quote(dir.file("chains.json")) +
+                                            " --batch-size 4 --seq-len 16 --steps 2 --threads 1");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  auto j = nlohmann::json::parse(r.out);  // one line, from rank 0
+  EXPECT_EQ(j["ranks"], 2);
+  EXPECT_EQ(j["batch_size"], 4);
+  EXPECT_EQ(j["rows_per_rank"], 2);
+  EXPECT_GT(j["comm_ms"].get<double>(), 0.0);
+  EXPECT_GT(j["grad_bytes"].get<double>(), 0.0);
+  EXPECT_EQ(j["ring_bytes_per_rank"].get<double>(), j["grad_bytes"].get<double>());  // 2(N-1)/N = 1
+  EXPECT_GE(j["comm_fraction"].get<double>(), 0.0);
+  EXPECT_LT(j["comm_fraction"].get<double>(), 1.0);
+}
+
+}  // namespace
+}  // namespace chainlm
