@@ -48,3 +48,11 @@ fi
 if [ -f runs/quickstart/latest ] && [ -f build/quickstart/data/val.bin ]; then
   $BIN eval ppl --model runs/quickstart --data build/quickstart/data/val.bin --threads "$THREADS" --json
 fi
+
+echo "# data parallel (issue 6): 2 ranks x 1 thread vs 1 process x 2 threads, global batch 8 x 256,"
+echo "# with the time spent in the gradient allreduce (comm_ms, comm_fraction)"
+MPIRUN=(mpirun -np 2)
+[ "$(id -u)" -eq 0 ] && MPIRUN+=(--allow-run-as-root)
+$BIN bench train --config configs/ref30m.json --batch-size 8 --seq-len 256 --threads 2 --steps "$STEPS"
+"${MPIRUN[@]}" $BIN bench train --config configs/ref30m.json --batch-size 8 --seq-len 256 --threads 1 --steps "$STEPS"
+"${MPIRUN[@]}" $BIN bench train --config configs/ref30m.json --batch-size 8 --seq-len 256 --threads 1 --steps "$STEPS" --overlap-comm

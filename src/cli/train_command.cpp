@@ -202,7 +202,7 @@ void add_train_command(CLI::App& app) {
                      comm.size(), comm.nodes(), num_threads(), trainer.rows_per_rank(), o.batch_size,
                      trainer.micro_batch(), o.overlap_comm ? "; gradients summed during the backward" : "");
     }
-    if (!a->quiet && launched_by_mpi() && num_threads() > cores_available())
+    if (!a->quiet && root && launched_by_mpi() && num_threads() > cores_available())
       std::fprintf(stderr,
                    "warning: rank %d runs %d threads on %d core(s) it is bound to; under mpirun "
                    "give --threads 1, or bind ranks to more cores (mpirun --bind-to none, or "
@@ -213,9 +213,13 @@ void add_train_command(CLI::App& app) {
       return;
     }
     // From here on an error may strike one rank alone, mid-collective: it ends the whole job
-    // (MPI_Abort) rather than leave the other ranks waiting for it.
+    // (MPI_Abort) rather than leave the other ranks waiting for it. Errors all ranks raise
+    // together end it with rank 0's message.
     try {
       trainer.run();
+    } catch (const CollectiveError& e) {
+      if (root) throw;
+      std::exit(1);
     } catch (const std::exception& e) {
       std::fprintf(stderr, "error (rank %d of %d): %s\n", comm.rank(), comm.size(), e.what());
       std::fflush(stderr);

@@ -15,7 +15,17 @@
 #include <utility>
 #include <vector>
 
+#include "core/error.h"
+
 namespace chainlm {
+
+// An error every rank raises at the same point, from values they all share after a collective
+// (a non-finite summed loss, diverged replicas): the job can end on every rank with one
+// message, without MPI_Abort.
+class CollectiveError : public Error {
+ public:
+  explicit CollectiveError(const std::string& what) : Error(what) {}
+};
 
 // True when this process was started by an MPI launcher.
 bool launched_by_mpi();

@@ -185,10 +185,17 @@ StepLosses Trainer::train_step() {
     avg.loss = sums[0];
     avg.tokens = (long)sums[1];
     std::copy(sums.begin() + 2, sums.end(), avg.chain_loss.begin());
-    CHAINLM_CHECK(std::isfinite(avg.loss), "step ", step_, ": the loss is not finite (", avg.loss,
-                  "); stopping before any weight is corrupted. Try a lower --lr.");
+    if (!std::isfinite(avg.loss))
+      throw CollectiveError(cat("step ", step_, ": the loss is not finite (", avg.loss,
+                                "); stopping before any weight is corrupted. Try a lower --lr."));
   }
-  avg.grad_norm = optimizer_.step(ps, step_ + 1, current_lr());
+  try {
+    avg.grad_norm = optimizer_.step(ps, step_ + 1, current_lr());
+  } catch (const Error& e) {
+    // A non-finite norm of the summed gradient: every rank sees it.
+    if (comm_.size() > 1) throw CollectiveError(e.what());
+    throw;
+  }
   ++step_;
   return avg;
 }
@@ -336,9 +343,10 @@ void Trainer::check_replicas() const {
   double lo[2] = {(double)(h >> 32), (double)(h & 0xffffffffu)}, hi[2] = {lo[0], lo[1]};
   comm_.allreduce_min(lo, 2);
   comm_.allreduce_max(hi, 2);
-  CHAINLM_CHECK(lo[0] == hi[0] && lo[1] == hi[1], "step ", step_,
-                ": the ranks' weights differ; the replicas diverged (this is a bug: the ranks "
-                "apply the same summed gradient)");
+  if (lo[0] != hi[0] || lo[1] != hi[1])
+    throw CollectiveError(cat("step ", step_,
+                              ": the ranks' weights differ; the replicas diverged (this is a bug: "
+                              "the ranks apply the same summed gradient)"));
 }
 
 namespace {

@@ -301,8 +301,8 @@ TEST_F(DistributedTrain, AKilledRankEndsTheJobAndLeavesTheLastCheckpoint) {
   EXPECT_EQ(read_bytes(run + "/latest"), name);
 }
 
-// Errors every rank meets (bad options, a missing config) end the job at once with one
-// message and a non-zero exit; nothing is written.
+// Errors every rank meets (bad options, a missing config, a diverging loss) end the job at
+// once with one message and a non-zero exit; nothing is written.
 TEST_F(DistributedTrain, ErrorsEndEveryRankWithOneMessage) {
   const std::string run = dir.file("bad");
   RunResult r = run_chainlm_mpi(dir, 2, train_args("chains.json", run, "--steps 2 --batch-size 3"), 60);
@@ -316,6 +316,18 @@ TEST_F(DistributedTrain, ErrorsEndEveryRankWithOneMessage) {
   r = run_chainlm_mpi(dir, 2, train_args("missing.json", run, "--steps 2 --batch-size 4"), 60);
   EXPECT_NE(r.exit_code, 0);
   EXPECT_NE(r.err.find("missing.json"), std::string::npos) << r.err;
+  EXPECT_FALSE(fs::exists(run + "/latest"));
+
+  // A diverging run: every rank sees the same non-finite sum and stops at the same step.
+  r = run_chainlm_mpi(dir, 2,
+                      "train --config " + quote(dir.file("chains.json")) + " --data " + quote(data) + " --out " +
+                          quote(run) + " --steps 20 --batch-size 4 --seq-len 16 --lr 1e30 --grad-clip 0 --threads 1 --quiet",
+                      60);
+  EXPECT_NE(r.exit_code, 0);
+  const size_t nan = r.err.find("not finite");
+  ASSERT_NE(nan, std::string::npos) << r.err;
+  EXPECT_EQ(r.err.find("not finite", nan + 1), std::string::npos) << "printed twice:\n" << r.err;
+  EXPECT_EQ(r.err.find("MPI_ABORT"), std::string::npos) << r.err;
   EXPECT_FALSE(fs::exists(run + "/latest"));
 }
 
