@@ -19,7 +19,13 @@ InferenceSession::InferenceSession(const Model& model, int max_chunk)
       max_chunk_(std::max(1, std::min(max_chunk, model.config().max_seq_len))),
       cache_(model.config().n_layers, model.config().max_seq_len, model.layout()) {
   const ModelConfig& c = model.config();
-  max_rows_ = std::max(max_chunk_, c.phd.repeat);  // a PHD pass holds >= 1 position's copies
+  max_rows_ = max_chunk_;
+  if (c.phd.enabled()) {
+    // A PHD pass holds at least one position's copies, and a prompt of max_chunk tokens fits
+    // in one pass with the hidden copies of its last positions.
+    max_rows_ = std::max(max_chunk_, c.phd.repeat) +
+                (c.phd.repeat - 1) * phd_hidden_positions(c.max_seq_len, true);
+  }
   const size_t rows = max_rows_;
   x_.resize(rows * c.dim);
   xn_.resize(rows * c.dim);
@@ -82,17 +88,17 @@ const float* InferenceSession::append_until(const int* tokens, int n, int k, flo
   return logits_.data();
 }
 
-int InferenceSession::phd_hidden_positions(int end) const {
+int InferenceSession::phd_hidden_positions(int end, bool most) const {
   const ModelConfig& c = model_.config();
   const PhdConfig& phd = c.phd;
-  if (!bounded_prefill_) return end;
+  if (!bounded_prefill_ && !most) return end;
   if (phd.window == 0) return 1;  // copies see originals and each other only
   // One layer lets a hidden token read at most R = max(W, K-2) hidden tokens back (its
   // window, or its position's earlier copies), so the last position's logits and the ring
   // of the last W hidden tokens depend on at most L*R earlier hidden tokens.
   const long R = std::max(phd.window, phd.repeat - 2);
   long positions = (c.n_layers * R + phd.repeat - 2) / (phd.repeat - 1) + 1;
-  if (phd.chunk > 0) positions = std::min<long>(positions, (end - 1) % phd.chunk + 1);
+  if (phd.chunk > 0) positions = std::min<long>(positions, most ? phd.chunk : (end - 1) % phd.chunk + 1);
   return (int)std::min<long>(positions, end);
 }
 
@@ -111,16 +117,15 @@ void InferenceSession::run(const int* tokens, int n, int k, float* all_logits, i
   const int K = c.phd.repeat, len = length(), end = len + n;
   const int hidden_from =
       all_logits ? len : std::clamp(final_end - phd_hidden_positions(final_end), len, end);
-  for (int p = len; p < hidden_from;) {
-    const int m = std::min(max_rows_, hidden_from - p);
-    forward_chunk_phd(tokens + (p - len), m, k, p + m, nullptr);
-    p += m;
-  }
-  for (int p = hidden_from; p < end;) {
-    const int m = std::min(max_rows_ / K, end - p);
-    forward_chunk_phd(tokens + (p - len), m, k, p,
-                      all_logits ? all_logits + (size_t)(p - len) * c.vocab_size : nullptr);
-    p += m;
+  // Passes of at most max_rows_ rows: originals first, then as many positions with all
+  // their copies as fit (one pass for a prompt of up to max_chunk tokens).
+  for (int p = len; p < end;) {
+    const int h = std::max(hidden_from, p);  // where this pass's copies would start
+    int q = std::min(h, p + max_rows_);
+    if (q == h) q += std::min(end - h, (max_rows_ - (h - p)) / K);
+    forward_chunk_phd(tokens + (p - len), q - p, k, std::min(h, q),
+                      all_logits ? all_logits + (size_t)(h - len) * c.vocab_size : nullptr);
+    p = q;
   }
 }
 
@@ -131,10 +136,8 @@ const float* InferenceSession::prefill(const std::vector<int>& prompt, int k, bo
   // PHD: the hidden copies a prompt needs are those of its last positions
   // (phd_hidden_positions), counted from the end of the whole prompt.
   const int final_end = length() + n;
-  if (chain1_prefill && c.kv_share && k > 1 && n > 1)
-    append_until(prompt.data(), n - 1, 1, nullptr, final_end);
-  else if (n > 1)
-    append_until(prompt.data(), n - 1, k, nullptr, final_end);
+  if (!(chain1_prefill && c.kv_share && k > 1 && n > 1)) return append(prompt.data(), n, k);
+  append_until(prompt.data(), n - 1, 1, nullptr, final_end);
   return append(prompt.data() + n - 1, 1, k);
 }
 
@@ -259,25 +262,34 @@ void InferenceSession::forward_chunk_phd(const int* tokens, int n, int k, int hi
     rmsnorm_forward(L.dim, k, rows, x_.data(), D, ps.value(li.attention_norm), c.norm_eps,
                     xn_.data(), D, rstd_.data());
     chain_linear_forward(L.wq, k, rows, xn_.data(), D, li.v_wq.data(), q_.data(), D);
-    chain_linear_forward(L.wk, kv_blocks, rows, xn_.data(), D, li.v_wk.data(), k_new_.data(), KV);
-    chain_linear_forward(L.wv, kv_blocks, rows, xn_.data(), D, li.v_wv.data(), v_new_.data(), KV);
     rope_forward(*table, q_.data(), rows, as.n_heads, D, positions_.data());
-    rope_forward(*table, k_new_.data(), rows, kv_heads_active, KV, positions_.data());
-    // Originals to the cache (row = position), hidden copies to the ring.
-    for (int i = 0; i < rows; ++i) {
-      const int r = i - orig_rows;
+    // The originals-only rows' K/V go straight into the cache (rows len.. are positions
+    // len..); the copies' rows via k_new_/v_new_: copy 0 to the cache, the others to the ring.
+    const int mixed = rows - orig_rows;
+    float* kdst[2] = {kc + (size_t)len * KV, k_new_.data()};
+    float* vdst[2] = {vc + (size_t)len * KV, v_new_.data()};
+    const int part_rows[2] = {orig_rows, mixed}, part_first[2] = {0, orig_rows};
+    for (int part = 0; part < 2; ++part) {
+      if (part_rows[part] == 0) continue;
+      const float* xp = xn_.data() + (size_t)part_first[part] * D;
+      chain_linear_forward(L.wk, kv_blocks, part_rows[part], xp, D, li.v_wk.data(), kdst[part], KV);
+      chain_linear_forward(L.wv, kv_blocks, part_rows[part], xp, D, li.v_wv.data(), vdst[part], KV);
+      rope_forward(*table, kdst[part], part_rows[part], kv_heads_active, KV,
+                   positions_.data() + part_first[part]);
+    }
+    for (int r = 0; r < mixed; ++r) {
       float *kd, *vd;
-      if (r < 0 || r % K == 0) {
-        const int p = r < 0 ? len + i : hidden_from + r / K;
-        kd = kc + (size_t)p * KV;
-        vd = vc + (size_t)p * KV;
+      if (r % K == 0) {
+        const size_t p = hidden_from + r / K;
+        kd = kc + p * KV;
+        vd = vc + p * KV;
       } else {
-        const int h = (r / K) * (K - 1) + r % K - 1;  // relative to h_new
-        kd = kr + (size_t)(ring_row + h) * KV;
-        vd = vr + (size_t)(ring_row + h) * KV;
+        const size_t h = (r / K) * (K - 1) + r % K - 1;  // relative to h_new
+        kd = kr + (ring_row + h) * KV;
+        vd = vr + (ring_row + h) * KV;
       }
-      std::copy_n(k_new_.data() + (size_t)i * KV, KVk, kd);
-      std::copy_n(v_new_.data() + (size_t)i * KV, KVk, vd);
+      std::copy_n(k_new_.data() + (size_t)r * KV, KVk, kd);
+      std::copy_n(v_new_.data() + (size_t)r * KV, KVk, vd);
     }
     PhdKeys keys;
     keys.orig_k = kc;

@@ -12,7 +12,8 @@ namespace chainlm {
 
 class InferenceSession {
  public:
-  // max_chunk bounds the rows of one forward pass (longer inputs run in chunks).
+  // max_chunk bounds the rows of one forward pass (longer inputs run in chunks); a PHD pass
+  // also holds the hidden copies of a prompt's last positions.
   explicit InferenceSession(const Model& model, int max_chunk = 512);
 
   void reset();
@@ -42,7 +43,8 @@ class InferenceSession {
   // and ring (SPEC B3): 1 for PHD; the positions of the last chunk for CSWA; for SWA
   // ceil(L*R/(K-1)) + 1 with R = max(W, K-2) (and no more than that for CSWA either). With
   // bounded prefill off, every position's copies run (the paper's K-times prefill).
-  int phd_hidden_positions(int end) const;
+  // most: the largest value over every end (what a pass must make room for).
+  int phd_hidden_positions(int end, bool most = false) const;
   void set_bounded_prefill(bool on) { bounded_prefill_ = on; }
 
  private:
