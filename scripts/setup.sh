@@ -12,6 +12,7 @@ packages=(
   libopenmpi-dev openmpi-bin    # data-parallel training: mpirun -np N chainlm train
   chromium chromium-driver      # the serve playground's browser test (headless, over WebDriver)
   gnuplot-nox                   # chainlm plot / report: loss curves as PNG
+  clang libclang-rt-14-dev libomp-14-dev  # make fuzz: libFuzzer targets (clang, its runtimes, OpenMP)
   fortunes                      # the quickstart's default corpus
 )
 
