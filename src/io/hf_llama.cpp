@@ -170,6 +170,13 @@ HfWeights::HfWeights(const std::string& dir) {
 
 bool HfWeights::has(const std::string& name) const { return by_name_.count(name) > 0; }
 
+uint64_t HfWeights::tensor_bytes() const {
+  uint64_t bytes = 0;
+  for (const auto& f : files_)
+    for (const auto& e : f->entries()) bytes += e.end - e.begin;  // each within its file
+  return bytes;
+}
+
 std::vector<std::string> HfWeights::names() const {
   std::vector<std::string> v;
   for (const auto& [name, file] : by_name_) v.push_back(name);

@@ -45,6 +45,8 @@ class HfWeights {
   // Throws naming the file and tensor when it is missing, has another shape or dtype.
   void read(const std::string& name, const std::vector<int64_t>& shape, float* dst) const;
   const std::string& where() const { return where_; }
+  // Bytes of tensor data over every file (what the tensors' data_offsets span).
+  uint64_t tensor_bytes() const;
 
  private:
   std::string where_;

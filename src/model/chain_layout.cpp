@@ -28,4 +28,20 @@ ChainLayout::ChainLayout(const ModelConfig& c)
   w2 = ChainLinear{ffn, dim};
 }
 
+uint64_t parameter_count(const ModelConfig& c) {
+  const ChainLayout L(c);
+  // Block i of a Chain-of-Linear is (out.width(i), in.end(i)); Model stores one tensor each.
+  auto blocks = [](const ChainLinear& cl, int count) {
+    uint64_t floats = 0;
+    for (int i = 0; i < count; ++i) floats += (uint64_t)cl.out.width(i) * (uint64_t)cl.in.end(i);
+    return floats;
+  };
+  const int kv_blocks = L.kv_share ? 1 : L.n;
+  const uint64_t D = (uint64_t)c.dim, V = (uint64_t)c.vocab_size;
+  const uint64_t per_layer = 2 * D + blocks(L.wq, L.n) + blocks(L.wk, kv_blocks) +
+                             blocks(L.wv, kv_blocks) + blocks(L.wo, L.n) + blocks(L.w1, L.n) +
+                             blocks(L.w2, L.n) + blocks(L.w3, L.n);
+  return V * D * (c.tie_embeddings ? 1 : 2) + (uint64_t)c.n_layers * per_layer + D;
+}
+
 }  // namespace chainlm

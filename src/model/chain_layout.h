@@ -1,6 +1,7 @@
 #pragma once
 // Where every chain lives in every vector and weight of a model (SPEC A1), derived once
 // from the config.
+#include <cstdint>
 #include <vector>
 
 #include "kernels/chain_linear.h"
@@ -27,5 +28,11 @@ struct ChainLayout {
   // Number of chain blocks of the K/V projections (1 for Air).
   int kv_blocks(int k) const { return kv_share ? 1 : k; }
 };
+
+// Floats in every parameter tensor of a model with config c, unpadded (what model.safetensors
+// holds), worked out from the layout without building the model: O(chains), no allocation
+// beyond the layout. c must be valid; validate_config's size bounds keep the count far from
+// overflowing 64 bits.
+uint64_t parameter_count(const ModelConfig& c);
 
 }  // namespace chainlm

@@ -15,18 +15,27 @@ namespace chainlm {
 namespace fs = std::filesystem;
 
 std::string resolve_checkpoint_dir(const std::string& path) {
-  CHAINLM_CHECK(fs::exists(path), path, ": no such checkpoint or run directory");
-  CHAINLM_CHECK(fs::is_directory(path), path, ": not a directory (a chainlm checkpoint is a ",
+  // error_code overloads throughout: a path the OS refuses (too long, say) is a chainlm::Error.
+  std::error_code ec;
+  CHAINLM_CHECK(fs::exists(path, ec), path, ": no such checkpoint or run directory");
+  CHAINLM_CHECK(fs::is_directory(path, ec), path, ": not a directory (a chainlm checkpoint is a ",
                 "directory with config.json and model.safetensors)");
-  if (fs::exists(fs::path(path) / "config.json")) return path;
+  if (fs::exists(fs::path(path) / "config.json", ec)) return path;
   const fs::path latest = fs::path(path) / "latest";
-  CHAINLM_CHECK(fs::exists(latest), path,
+  CHAINLM_CHECK(fs::exists(latest, ec), path,
                 ": neither a checkpoint (no config.json) nor a run directory (no 'latest' file)");
   std::string name = read_file(latest.string());
   while (!name.empty() && (name.back() == '\n' || name.back() == ' ')) name.pop_back();
+  // A corrupt `latest` must name a directory inside the run, never a path out of it.
+  const bool plain_name = !name.empty() && name.size() <= 255 && name != "." && name != ".." &&
+                          name.find_first_of(std::string("/\0", 2)) == std::string::npos;
+  CHAINLM_CHECK(plain_name, latest.string(), ": does not name a checkpoint directory of the run (",
+                name.size() > 80 ? cat("'", name.substr(0, 80), "...', ", name.size(), " bytes")
+                                 : cat("'", name, "'"),
+                ")");
   const fs::path dir = fs::path(path) / name;
-  CHAINLM_CHECK(!name.empty() && name.find('/') == std::string::npos && fs::is_directory(dir),
-                latest.string(), ": names checkpoint '", name, "', which does not exist");
+  CHAINLM_CHECK(fs::is_directory(dir, ec), latest.string(), ": names checkpoint '", name,
+                "', which does not exist");
   return dir.string();
 }
 
@@ -56,9 +65,22 @@ std::unique_ptr<Model> load_model(const std::string& checkpoint_dir) {
   const std::string dir = resolve_checkpoint_dir(checkpoint_dir);
   if (is_hf_model_dir(dir)) return load_hf_llama(dir);
   const ModelConfig config = load_config((fs::path(dir) / "config.json").string());
+  const std::string weights = (fs::path(dir) / "model.safetensors").string();
+  const auto weight_bytes = fs::file_size(weights, ec);
+  if (!ec) check_weights_can_hold(config, weight_bytes, weights);  // else the reader says why
   auto model = std::make_unique<Model>(config);
-  load_model_weights(*model, (fs::path(dir) / "model.safetensors").string());
+  load_model_weights(*model, weights);
   return model;
+}
+
+void check_weights_can_hold(const ModelConfig& c, uint64_t weight_bytes,
+                            const std::string& weights) {
+  const uint64_t params = parameter_count(c);
+  CHAINLM_CHECK(params <= weight_bytes / 2, weights, ": holds ", weight_bytes,
+                " bytes, but its config (dim ", c.dim, ", n_layers ", c.n_layers, ", ffn_dim ",
+                c.ffn_dim, ", vocab_size ", c.vocab_size, ") describes ", params,
+                " parameters, which need ", 2 * params, " bytes even as F16 (", 4 * params,
+                " as F32): the weights do not match the config, or the config is corrupt");
 }
 
 void save_model(const Model& model, const std::string& dir) {

@@ -3,6 +3,7 @@
 // model.safetensors (plus, for training runs, optimizer.safetensors, trainer_state.json
 // and the tokenizer). A run directory holds checkpoint directories `step-NNNNNNNN` and a
 // `latest` file naming the newest complete one.
+#include <cstdint>
 #include <memory>
 #include <string>
 
@@ -18,6 +19,12 @@ std::string resolve_checkpoint_dir(const std::string& path);
 // regular file named *.bin, whose errors then come from read_llama2c), and a Hugging Face
 // LLaMA directory (config.json naming a model_type or architectures; model/hf_llama_convert.h).
 std::unique_ptr<Model> load_model(const std::string& checkpoint_dir);
+
+// Throws, naming `weights` and the config's sizes, when `weight_bytes` bytes of tensor data
+// cannot hold the parameters of config c even at 2 bytes each (F16/BF16; chainlm writes F32).
+// Loaders call it before building the model, so a config claiming 10^12 parameters beside a
+// small file is refused instead of allocated.
+void check_weights_can_hold(const ModelConfig& c, uint64_t weight_bytes, const std::string& weights);
 
 // Writes config.json and model.safetensors into dir (each atomically).
 void save_model(const Model& model, const std::string& dir);

@@ -158,6 +158,16 @@ void validate_config(const ModelConfig& c, const std::string& where) {
   positive(c.ffn_dim, "ffn_dim");
   positive(c.vocab_size, "vocab_size");
   positive(c.max_seq_len, "max_seq_len");
+  // Far beyond any model a CPU trains or serves, and small enough that no size computed from
+  // them overflows 64 bits: a corrupt or hostile config is refused here, not by the allocator.
+  auto at_most = [&](int v, int hi, const char* name) {
+    CHAINLM_CHECK(v <= hi, where, ": '", name, "' (", v, ") exceeds ", hi,
+                  ", the largest this engine accepts");
+  };
+  at_most(c.dim, kMaxDim, "dim");
+  at_most(c.ffn_dim, kMaxFfnDim, "ffn_dim");
+  at_most(c.n_layers, kMaxLayers, "n_layers");
+  at_most(c.max_seq_len, kMaxSeqLen, "max_seq_len");
   CHAINLM_CHECK(c.rope_theta > 0, where, ": 'rope_theta' must be positive");
   CHAINLM_CHECK(c.norm_eps > 0, where, ": 'norm_eps' must be positive");
   CHAINLM_CHECK(!c.chains.empty(), where, ": 'chains' must list at least one chain");

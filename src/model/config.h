@@ -48,6 +48,12 @@ ModelConfig config_from_json(const nlohmann::json& j, const std::string& where);
 nlohmann::json config_to_json(const ModelConfig& c);
 ModelConfig load_config(const std::string& path);
 
+// Upper bounds validate_config enforces besides SPEC A1 (vocab_size is bounded by int).
+inline constexpr int kMaxDim = 1 << 20;
+inline constexpr int kMaxFfnDim = 1 << 22;
+inline constexpr int kMaxLayers = 1 << 16;
+inline constexpr int kMaxSeqLen = 1 << 24;
+
 // Throws chainlm::Error naming the field and the SPEC A1 rule a config breaks.
 void validate_config(const ModelConfig& c, const std::string& where);
 

@@ -9,6 +9,7 @@
 #include "core/error.h"
 #include "io/atomic_file.h"
 #include "io/safetensors.h"
+#include "model/checkpoint.h"
 
 namespace chainlm {
 
@@ -81,10 +82,13 @@ ModelConfig config_from_hf_llama(const HfLlamaConfig& h, const std::string& wher
 
 std::unique_ptr<Model> load_hf_llama(const std::string& dir) {
   const HfLlamaConfig hc = read_hf_llama_config(dir);
-  auto model = std::make_unique<Model>(
-      config_from_hf_llama(hc, (fs::path(dir) / "config.json").string()));
-  const ModelConfig& c = model->config();
+  const ModelConfig config = config_from_hf_llama(hc, (fs::path(dir) / "config.json").string());
+  // The weights' headers first: a config claiming more than the files hold is refused before
+  // the model is allocated.
   const HfWeights weights(dir);
+  check_weights_can_hold(config, weights.tensor_bytes(), weights.where());
+  auto model = std::make_unique<Model>(config);
+  const ModelConfig& c = model->config();
   ParamStore& ps = model->params();
   std::set<std::string> used;
   std::vector<float> tmp;

@@ -1,0 +1,143 @@
+// Loading checkpoints from malformed directories: every failure is a chainlm::Error naming
+// what is wrong (regressions of fuzz/checkpoint_fuzzer findings, docs/reliability.md).
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "core/error.h"
+#include "io/test_temp_dir.h"
+#include "io/hf_llama.h"
+#include "model/checkpoint.h"
+#include "model/hf_llama_convert.h"
+#include "model_test_util.h"
+
+namespace chainlm {
+namespace {
+
+using testing::TempDir;
+using testing::write_bytes;
+
+// The message of the chainlm::Error that f throws ("" when it throws none).
+template <typename F>
+std::string error_of(F&& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+// A run directory whose `latest` file holds `latest`, beside one real checkpoint.
+std::string run_with_latest(const TempDir& dir, const std::string& latest) {
+  Model model(test::tiny_config({1, 1}, true, 2));
+  model.init_random(1);
+  save_model(model, dir.file("step-00000001"));
+  write_bytes(dir.file("latest"), latest);
+  return dir.path().string();
+}
+
+// Found by fuzzing: a `latest` naming a file longer than the OS allows made
+// std::filesystem::is_directory throw filesystem_error ("File name too long") out of load_model.
+TEST(CheckpointLoading, OverlongLatestNameIsAnError) {
+  TempDir dir;
+  const std::string run = run_with_latest(dir, std::string(5000, 'x') + "\n");
+  const std::string err = error_of([&] { load_model(run); });
+  EXPECT_NE(err.find("latest: does not name a checkpoint directory of the run ('xxx"),
+            std::string::npos)
+      << err;
+  EXPECT_NE(err.find("5000 bytes"), std::string::npos) << err;
+}
+
+TEST(CheckpointLoading, LatestMustNameADirectoryInsideTheRun) {
+  TempDir dir;
+  for (const std::string& bad :
+       std::vector<std::string>{"..", ".", "../step-00000001", std::string("step\0x", 6)}) {
+    const std::string run = run_with_latest(dir, bad + "\n");
+    const std::string err = error_of([&] { resolve_checkpoint_dir(run); });
+    EXPECT_NE(err.find("does not name a checkpoint directory of the run"), std::string::npos)
+        << "latest = '" << bad << "': " << err;
+  }
+  const std::string run = run_with_latest(dir, "step-00000002\n");
+  EXPECT_NE(error_of([&] { load_model(run); })
+                .find("names checkpoint 'step-00000002', which does not exist"),
+            std::string::npos);
+  write_bytes(dir.file("latest"), "step-00000001\n");
+  EXPECT_NO_THROW(load_model(run));
+}
+
+// parameter_count works out from the config what Model allocates tensor by tensor.
+TEST(CheckpointLoading, ParameterCountIsTheModelsWithoutBuildingIt) {
+  std::vector<ModelConfig> configs = {test::tiny_config({1}, false),
+                                      test::tiny_config({1, 1}, true, 2),
+                                      test::tiny_config({1, 2, 1}, false, 4),
+                                      test::tiny_config({2, 2}, true, 2)};
+  configs[0].tie_embeddings = true;
+  configs[3].phd.repeat = 2;
+  for (const ModelConfig& c : configs) {
+    const Model model(c);
+    EXPECT_EQ(parameter_count(c), model.params().numel()) << config_to_json(c).dump();
+  }
+}
+
+// Sizes beyond what any model has are refused by name, so no size derived from a config can
+// overflow (a dim of 2^30 made n_heads-sized tables and D*D products absurd).
+TEST(CheckpointLoading, ConfigSizesAreBounded) {
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"dim", R"({"dim": 2097152, "n_layers": 1, "n_heads": 2, "ffn_dim": 8, "vocab_size": 8})"},
+      {"ffn_dim", R"({"dim": 8, "n_layers": 1, "n_heads": 2, "ffn_dim": 8388608, "vocab_size": 8})"},
+      {"n_layers", R"({"dim": 8, "n_layers": 70000, "n_heads": 2, "ffn_dim": 8, "vocab_size": 8})"},
+      {"max_seq_len",
+       R"({"dim": 8, "n_layers": 1, "n_heads": 2, "ffn_dim": 8, "vocab_size": 8, "max_seq_len": 33554432})"},
+  };
+  for (const auto& [field, text] : cases) {
+    const std::string err =
+        error_of([&] { config_from_json(nlohmann::json::parse(text), "c.json"); });
+    EXPECT_NE(err.find("c.json: '" + field + "' ("), std::string::npos) << err;
+    EXPECT_NE(err.find("the largest this engine accepts"), std::string::npos) << err;
+  }
+}
+
+// The "header claiming 10^12 elements" case of a checkpoint: a valid config.json describing a
+// model of 1.4 * 10^17 parameters beside a model.safetensors of a few KB. Building the model
+// first would ask the allocator for 576 PB; the loader refuses it from the file size.
+TEST(CheckpointLoading, HugeConfigBesideSmallWeightsIsRefusedBeforeAllocating) {
+  TempDir dir;
+  Model model(test::tiny_config({1, 1}, true, 2));
+  model.init_random(1);
+  save_model(model, dir.file("ckpt"));
+  write_bytes(dir.file("ckpt/config.json"),
+              R"({"dim": 1048576, "n_layers": 65536, "n_heads": 2, "n_kv_heads": 1, "ffn_dim": 8, )"
+              R"("vocab_size": 37, "chains": [1, 1], "kv_share": true, "max_seq_len": 32})");
+  const std::string err = error_of([&] { load_model(dir.file("ckpt")); });
+  EXPECT_NE(err.find("model.safetensors: holds "), std::string::npos) << err;
+  EXPECT_NE(err.find("describes 144116562544033792 parameters"), std::string::npos) << err;
+  EXPECT_NE(err.find("the weights do not match the config"), std::string::npos) << err;
+
+  // A config that matches its file still loads, and one tensor missing is still named.
+  save_model(model, dir.file("ok"));
+  EXPECT_NO_THROW(load_model(dir.file("ok")));
+}
+
+// The same for a Hugging Face directory: the config is checked against the weights' headers
+// before the model is built.
+TEST(CheckpointLoading, HugeHfConfigIsRefusedBeforeAllocating) {
+  TempDir dir;
+  Model model(test::tiny_config({1}, false));
+  model.init_random(2);
+  export_hf_llama(model, 1, dir.file("hf"));
+  nlohmann::json config = nlohmann::json::parse(testing::read_bytes(dir.file("hf/config.json")));
+  config["num_hidden_layers"] = 65536;
+  config["hidden_size"] = 1 << 20;
+  config["intermediate_size"] = 1 << 22;
+  config["vocab_size"] = 1 << 30;
+  write_bytes(dir.file("hf/config.json"), config.dump());
+  const std::string err = error_of([&] { load_model(dir.file("hf")); });
+  EXPECT_NE(err.find("hf/model.safetensors: holds "), std::string::npos) << err;
+  EXPECT_NE(err.find("the weights do not match the config"), std::string::npos) << err;
+}
+
+}  // namespace
+}  // namespace chainlm
