@@ -21,7 +21,14 @@ const std::string kSpaceMarker = "\xE2\x96\x81";  // U+2581 "▁", SentencePiece
 class SentencePieceTokenizer final : public Tokenizer {
  public:
   SentencePieceTokenizer(const std::string& path, const std::string& bytes) : path_(path) {
-    auto status = sp_.LoadFromSerializedProto(bytes);
+    // A corrupt model can also make SentencePiece throw (its trie builder, darts-clone, throws
+    // on a piece starting with NUL) instead of returning a status: both are "not a model".
+    sentencepiece::util::Status status;
+    try {
+      status = sp_.LoadFromSerializedProto(bytes);
+    } catch (const std::exception& e) {
+      status = sentencepiece::util::Status(sentencepiece::util::StatusCode::kInternal, e.what());
+    }
     CHAINLM_CHECK(status.ok(), path, ": not a SentencePiece model (", status.ToString(),
                   "). Accepted tokenizers: \"byte\", a SentencePiece .model file, or a data/"
                   "checkpoint directory holding tokenizer.model or tokenizer.json");

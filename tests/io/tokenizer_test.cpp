@@ -94,6 +94,31 @@ TEST(Tokenizer, LoadErrorsNameThePath) {
   EXPECT_THROW(load_tokenizer(dir.path().string()), Error);  // directory without a tokenizer
 }
 
+// Found by fuzzing (fuzz/sentencepiece_fuzzer): a model holding a piece that starts with a NUL
+// byte (an empty key to SentencePiece's trie builder, darts-clone, which reads C strings) made
+// darts-clone throw its own exception type out of LoadFromSerializedProto, past chainlm's
+// error handling. Built by hand here: a ModelProto (field 1, repeated SentencePiece: 1 piece,
+// 2 score, 3 type) with "<unk>" and "\0a".
+TEST(Tokenizer, SentencePieceModelWithANulPieceIsAnError) {
+  TempDir dir;
+  auto piece = [](const std::string& text, char type) {
+    std::string p = std::string("\x0a") + (char)text.size() + text;  // piece
+    p += std::string("\x15\x00\x00\x00\x00", 5);                      // score 0
+    p += std::string("\x18") + type;                                    // type
+    return std::string("\x0a") + (char)p.size() + p;
+  };
+  write_bytes(dir.file("nul_piece.model"), piece("<unk>", 2) + piece(std::string("\0a", 2), 1));
+  try {
+    load_tokenizer(dir.file("nul_piece.model"));
+    FAIL() << "a model with a NUL piece was accepted";
+  } catch (const Error& e) {
+    const std::string msg = e.what();
+    EXPECT_NE(msg.find("nul_piece.model: not a SentencePiece model ("), std::string::npos)
+        << msg;
+    EXPECT_NE(msg.find("zero-length key"), std::string::npos) << msg;  // darts-clone's reason
+  }
+}
+
 class SentencePieceTraining : public ::testing::Test {
  protected:
   void SetUp() override {
