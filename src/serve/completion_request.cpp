@@ -168,4 +168,14 @@ CompletionRequest parse_completion_request(const json& body, const ModelConfig& 
   return r;
 }
 
+CompletionRequest parse_completion_body(const std::string& body, const ModelConfig& config) {
+  json j;
+  try {
+    j = json::parse(body);
+  } catch (const json::exception& e) {
+    refuse("", cat("the request body is not valid JSON: ", e.what()));
+  }
+  return parse_completion_request(j, config);
+}
+
 }  // namespace chainlm

@@ -39,4 +39,9 @@ struct CompletionRequest {
 // anyway (model, user, n = 1, echo = false, logprobs = null, best_of = 1, zero penalties).
 CompletionRequest parse_completion_request(const nlohmann::json& body, const ModelConfig& config);
 
+// The raw body as the server receives it: JSON that does not parse (including numbers too
+// large for a double, which nlohmann reports as out_of_range rather than parse_error) is a
+// RequestError like any other bad request, then parse_completion_request.
+CompletionRequest parse_completion_body(const std::string& body, const ModelConfig& config);
+
 }  // namespace chainlm

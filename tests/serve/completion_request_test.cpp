@@ -122,5 +122,32 @@ TEST(CompletionRequest, ErrorsNameTheField) {
   }
 }
 
+// Found by fuzzing (fuzz/completion_request_fuzzer): a number too large for a double is not a
+// nlohmann parse_error but an out_of_range, which the server's catch missed, so such a body got
+// a 500 instead of a 400. The raw body is now parsed by parse_completion_body.
+TEST(CompletionRequest, BodyThatIsNotJsonIsARequestError) {
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {R"({"prompt": "x", "max_tokens": 1e999})", "number overflow"},
+      {R"({"prompt": "x", "temperature": -4e400})", "number overflow"},
+      {R"({"prompt": "x",)", "parse error"},
+      {"", "parse error"},
+      {"{\"prompt\": \"\xff\"}", "parse error"},  // not UTF-8
+  };
+  for (const auto& [body, detail] : cases) {
+    try {
+      parse_completion_body(body, config());
+      ADD_FAILURE() << body << " was accepted";
+    } catch (const RequestError& e) {
+      const std::string what = e.what();
+      EXPECT_EQ(e.param(), "") << body;
+      EXPECT_EQ(what.rfind("the request body is not valid JSON: ", 0), 0u) << body << " -> " << what;
+      EXPECT_NE(what.find(detail), std::string::npos) << body << " -> " << what;
+    }
+  }
+  const auto r = parse_completion_body(R"({"prompt": "hi", "max_tokens": 2})", config());
+  EXPECT_EQ(r.prompt, "hi");
+  EXPECT_EQ(r.gen.max_tokens, 2);
+}
+
 }  // namespace
 }  // namespace chainlm
