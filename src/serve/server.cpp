@@ -298,13 +298,7 @@ void InferenceServer::Impl::completions(const httplib::Request& req, httplib::Re
   auto job = std::make_shared<Job>();
   job->arrival = Clock::now();
   try {
-    json body;
-    try {
-      body = json::parse(req.body);
-    } catch (const json::parse_error& e) {
-      throw RequestError("", cat("the request body is not valid JSON: ", e.what()));
-    }
-    job->request = parse_completion_request(body, model.config());
+    job->request = parse_completion_body(req.body, model.config());
     const int prompt_tokens = 1 + (int)tok.encode(job->request.prompt).size();
     if (prompt_tokens > model.config().max_seq_len)
       throw RequestError("prompt",
