@@ -22,7 +22,8 @@ void add_train_command(CLI::App& app) {
   auto* cmd = app.add_subcommand("train", "Train a model on token shards made by `chainlm prepare`");
   struct Args {
     std::string config, data, out, chain_weights, init, train_only;
-    int freeze_chains = 0;
+    int freeze_chains = 0, max_nonfinite_skips = 8;
+    std::string on_nonfinite = "stop";
     long steps = 1000, eval_every = 100, save_every = 0, warmup = -1;
     int batch = 8, micro = 0, seq = 0, threads = 0, eval_windows = 64;
     float lr = 1e-3f, wd = 0.1f, clip = 1.0f, min_lr_ratio = 0.1f;
@@ -66,6 +67,15 @@ void add_train_command(CLI::App& app) {
                   "Threads (OpenMP and BLAS) per process; 0 = all cores, under mpirun the "
                   "machine's cores shared among its ranks");
   cmd->add_option("--seed", a->seed, "Seed for initialization and data order")->capture_default_str();
+  cmd->add_option("--on-nonfinite", a->on_nonfinite,
+                  "A step whose loss or gradient norm is not finite: 'stop' the run with an "
+                  "error, or 'skip' the step (weights and optimizer state untouched, a warning, "
+                  "counted in metrics.jsonl)")
+      ->check(CLI::IsMember({"stop", "skip"}))
+      ->capture_default_str();
+  cmd->add_option("--max-nonfinite-skips", a->max_nonfinite_skips,
+                  "With --on-nonfinite skip: give up after this many skipped steps in a row")
+      ->capture_default_str();
   cmd->add_flag("--resume", a->resume, "Continue the run in --out from its latest checkpoint");
   cmd->add_flag("--quiet", a->quiet, "No progress output");
   cmd->add_option("--bucket-mb", a->bucket_mb,
@@ -97,6 +107,11 @@ void add_train_command(CLI::App& app) {
                     "train: pass --config (a new model) or --init (existing weights), not both");
       if (a->resume) {
         CHAINLM_CHECK(a->init.empty(), "train: --init starts a new run; --resume continues one");
+        CHAINLM_CHECK(!fs::is_directory(a->out) || fs::exists(fs::path(a->out) / "latest") ||
+                          fs::exists(fs::path(a->out) / "config.json"),
+                      "train --resume: ", a->out, " holds no complete checkpoint (no 'latest' "
+                      "file: the run stopped before its first checkpoint); start it again "
+                      "without --resume");
         resume_dir = resolve_checkpoint_dir(a->out);
         model = load_model(resume_dir);
         nlohmann::json state = read_json_file((fs::path(resume_dir) / "trainer_state.json").string());
@@ -111,6 +126,9 @@ void add_train_command(CLI::App& app) {
         // rounding of the gradient sums.
         if (cmd->count("--steps")) opt.steps = a->steps;
         if (cmd->count("--micro-batch")) opt.micro_batch = a->micro;
+        // How to treat non-finite steps is a policy, not state: it may change on resume.
+        if (cmd->count("--on-nonfinite")) opt.on_nonfinite = a->on_nonfinite;
+        if (cmd->count("--max-nonfinite-skips")) opt.max_nonfinite_skips = a->max_nonfinite_skips;
         if (!a->data.empty()) opt.data_dir = a->data;
         CHAINLM_CHECK(!cmd->count("--freeze-chains") || a->freeze_chains == opt.freeze_chains,
                       "train --resume: the run froze ", opt.freeze_chains,
@@ -148,6 +166,8 @@ void add_train_command(CLI::App& app) {
         opt.eval_windows = a->eval_windows;
         opt.save_every = a->save_every;
         opt.seed = a->seed;
+        opt.on_nonfinite = a->on_nonfinite;
+        opt.max_nonfinite_skips = a->max_nonfinite_skips;
         if (!a->chain_weights.empty()) opt.chain_loss_weights = parse_float_list(a->chain_weights, "--chain-loss-weights");
       }
     };

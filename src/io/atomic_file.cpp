@@ -9,6 +9,7 @@
 #include <filesystem>
 
 #include "core/error.h"
+#include "core/fault_injection.h"
 
 namespace chainlm {
 namespace {
@@ -54,6 +55,9 @@ void write_file_atomic(const std::string& path, const std::function<void(std::FI
     fail("cannot write ", path, ": ", what, err ? ": " : "", err ? std::strerror(err) : "");
   };
 
+  // errno is cleared first so that, when the stream reports an error afterwards, it holds the
+  // failed write's reason (ENOSPC, EDQUOT, EFBIG, EIO...) for the message.
+  errno = 0;
   try {
     writer(f);
   } catch (...) {
@@ -61,13 +65,15 @@ void write_file_atomic(const std::string& path, const std::function<void(std::FI
     ::unlink(tmp.c_str());
     throw;
   }
-  errno = 0;
   if (std::ferror(f)) abort_write("write failed", errno ? errno : EIO);
+  if (int injected = fault::write_error("atomic_file.write")) abort_write("write failed", injected);
+  fault::point("atomic_file.after_data");  // the data is (partly) in the temp file, unsynced
   if (std::fflush(f) != 0) abort_write("write failed", errno);
   if (::fsync(::fileno(f)) != 0) abort_write("fsync failed", errno);
   int rc = std::fclose(f);
   f = nullptr;
   if (rc != 0) abort_write("close failed", errno);
+  fault::point("atomic_file.before_rename");  // a complete temp file beside the old target
   if (::rename(tmp.c_str(), path.c_str()) != 0) abort_write("rename failed", errno);
   fsync_directory(parent_directory(path));
 }

@@ -28,6 +28,11 @@ double Optimizer::grad_norm(const ParamStore& ps) const {
 
 double Optimizer::step(ParamStore& ps, long step, float lr) {
   const double norm = grad_norm(ps);
+  apply(ps, step, lr, norm);
+  return norm;
+}
+
+void Optimizer::apply(ParamStore& ps, long step, float lr, double norm) {
   CHAINLM_CHECK(std::isfinite(norm), "step ", step, ": the gradient norm is not finite (", norm,
                 "); stopped before any weight was changed. Try a lower --lr.");
   const float scale =
@@ -51,7 +56,6 @@ double Optimizer::step(ParamStore& ps, long step, float lr) {
       adamw_update_columns(p.numel() / p.cols(), p.cols(), p.frozen_cols, ps.value(i), ps.grad(i),
                            m_.data() + p.offset, v_.data() + p.offset, scale, hp);
   }
-  return norm;
 }
 
 }  // namespace chainlm

@@ -24,6 +24,9 @@ class Optimizer {
   // Frozen elements (ParamInfo::frozen_cols) are left exactly as they are; the model leaves
   // their gradients at zero, so they do not count in the norm either.
   double step(ParamStore& ps, long step, float lr);
+  // The same update given the norm grad_norm(ps) returned (so a caller that checks the norm
+  // first does not compute it twice). Throws, touching no weight, when it is not finite.
+  void apply(ParamStore& ps, long step, float lr, double norm);
 
   std::vector<float>& m() { return m_; }
   std::vector<float>& v() { return v_; }

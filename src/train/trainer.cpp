@@ -1,15 +1,21 @@
 #include "train/trainer.h"
 
+#include <fcntl.h>
 #include <omp.h>
+#include <sys/file.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 
 #include "core/error.h"
+#include "core/fault_injection.h"
 #include "core/timer.h"
 #include "io/atomic_file.h"
 #include "io/safetensors.h"
@@ -32,7 +38,8 @@ nlohmann::json TrainOptions::to_json() const {
           {"save_every", save_every},   {"keep_checkpoints", keep_checkpoints},
           {"seed", seed},               {"chain_loss_weights", chain_loss_weights},
           {"freeze_chains", freeze_chains}, {"train_only", train_only},
-          {"init", init}};
+          {"init", init},               {"on_nonfinite", on_nonfinite},
+          {"max_nonfinite_skips", max_nonfinite_skips}};
 }
 
 TrainOptions TrainOptions::from_json(const nlohmann::json& j) {
@@ -59,6 +66,8 @@ TrainOptions TrainOptions::from_json(const nlohmann::json& j) {
   o.freeze_chains = j.value("freeze_chains", 0);
   o.train_only = j.value("train_only", std::string());
   o.init = j.value("init", std::string());
+  o.on_nonfinite = j.value("on_nonfinite", std::string("stop"));
+  o.max_nonfinite_skips = j.value("max_nonfinite_skips", 8);
   return o;
 }
 
@@ -108,6 +117,9 @@ Trainer::Trainer(Model& model, TrainOptions options, const Communicator& comm)
   weights_ = opt_.chain_loss_weights;
   CHAINLM_CHECK(opt_.train_only.empty() || opt_.train_only == "head", "--train-only '",
                 opt_.train_only, "': the only choice is 'head'");
+  CHAINLM_CHECK(opt_.on_nonfinite == "stop" || opt_.on_nonfinite == "skip", "--on-nonfinite '",
+                opt_.on_nonfinite, "': choose 'stop' or 'skip'");
+  CHAINLM_CHECK(opt_.max_nonfinite_skips >= 0, "--max-nonfinite-skips must be >= 0");
   const FreezeSpec freeze{opt_.freeze_chains, opt_.train_only == "head"};
   model_.set_freeze(freeze);
   if (freeze.chains > 0) {
@@ -129,6 +141,7 @@ Trainer::Trainer(Model& model, TrainOptions options, const Communicator& comm)
 
 Trainer::~Trainer() {
   if (reducer_) model_.set_backward_hook(nullptr);
+  if (lock_fd_ >= 0) ::close(lock_fd_);
 }
 
 double Trainer::comm_seconds() const { return reducer_ ? reducer_->comm_seconds() : 0.0; }
@@ -154,6 +167,11 @@ StepLosses Trainer::train_step() {
   // ranks) makes the sum over ranks the gradient of the mean over the global batch's tokens,
   // whatever the number of ranks.
   const int parts = accum_ * comm_.size();
+  const long number = step_ + 1;  // steps count from 1 in metrics.jsonl and messages
+  last_nonfinite_.clear();
+  // Fault injection (tests): a NaN gradient scale makes the whole backward NaN, on the last
+  // rank only, so under mpirun the others see it only through the gradient sum.
+  const bool poison = fault::nan_grad_at_step(number) && comm_.rank() == comm_.size() - 1;
   if (reducer_) reducer_->begin();
   for (int micro = 0; micro < accum_; ++micro) {
     // Row g of the global batch is keyed by (seed, step, g) alone, so neither the micro-batch
@@ -165,12 +183,11 @@ StepLosses Trainer::train_step() {
     const bool last = micro + 1 == accum_;
     if (reducer_ && reducer_->overlap() && last)
       model_.set_backward_hook([r = reducer_.get()](std::size_t from) { r->ready(from); });
+    const float grad_scale =
+        poison && micro == 0 ? std::numeric_limits<float>::quiet_NaN() : 1.0f / parts;
     StepLosses l = model_.forward_backward(tokens_.data(), targets_.data(), micro_, T_, weights_,
-                                           1.0f / parts);
+                                           grad_scale);
     if (reducer_ && reducer_->overlap() && last) model_.set_backward_hook(nullptr);
-    if (comm_.size() == 1)
-      CHAINLM_CHECK(std::isfinite(l.loss), "step ", step_, ": the loss is not finite (", l.loss,
-                    "); stopping before any weight is corrupted. Try a lower --lr.");
     avg.loss += l.loss / parts;
     avg.tokens += l.tokens;
     for (int i = 0; i < n; ++i) avg.chain_loss[i] += l.chain_loss[i] / parts;
@@ -185,17 +202,45 @@ StepLosses Trainer::train_step() {
     avg.loss = sums[0];
     avg.tokens = (long)sums[1];
     std::copy(sums.begin() + 2, sums.end(), avg.chain_loss.begin());
-    if (!std::isfinite(avg.loss))
-      throw CollectiveError(cat("step ", step_, ": the loss is not finite (", avg.loss,
-                                "); stopping before any weight is corrupted. Try a lower --lr."));
   }
-  try {
-    avg.grad_norm = optimizer_.step(ps, step_ + 1, current_lr());
-  } catch (const Error& e) {
-    // A non-finite norm of the summed gradient: every rank sees it.
-    if (comm_.size() > 1) throw CollectiveError(e.what());
-    throw;
+  fault::point("train.mid_step");  // gradients complete, no weight changed yet
+  // Every rank decides from the same values, the summed loss and the norm of the summed
+  // gradient, so under mpirun they all stop, or all skip, together.
+  std::string nonfinite;
+  if (!std::isfinite(avg.loss)) {
+    nonfinite = cat("the loss is not finite (", avg.loss, ")");
+  } else {
+    avg.grad_norm = optimizer_.grad_norm(ps);
+    if (!std::isfinite(avg.grad_norm))
+      nonfinite = cat("the gradient norm is not finite (", avg.grad_norm, ")");
   }
+  if (!nonfinite.empty()) {
+    const bool skip = opt_.on_nonfinite == "skip";
+    if (skip && skipped_in_a_row_ < opt_.max_nonfinite_skips) {
+      // Weights and moments stay as they are; the step's data and learning rate are used up.
+      ++skipped_;
+      ++skipped_in_a_row_;
+      ++step_;
+      last_nonfinite_ = nonfinite;
+      return avg;
+    }
+    const std::string kept =
+        last_saved_.empty() ? std::string()
+                            : cat(" The latest checkpoint, ", last_saved_, ", holds finite weights.");
+    const std::string message =
+        skip ? cat("step ", number, ": ", nonfinite, " after ", skipped_in_a_row_,
+                   " skipped step(s) in a row (--max-nonfinite-skips ", opt_.max_nonfinite_skips,
+                   "); giving up, the run looks diverged. No weight was changed.", kept,
+                   " Lower --lr.")
+             : cat("step ", number, ": ", nonfinite,
+                   "; stopped before any weight was changed.", kept,
+                   " Lower --lr, or pass --on-nonfinite skip to skip such steps.");
+    if (comm_.size() > 1) throw CollectiveError(message);
+    fail(message);
+  }
+  skipped_in_a_row_ = 0;
+  // AdamW's bias correction counts the updates applied, not the steps skipped.
+  optimizer_.apply(ps, step_ + 1 - skipped_, current_lr(), avg.grad_norm);
   ++step_;
   return avg;
 }
@@ -232,57 +277,237 @@ std::vector<double> Trainer::validate() {
 
 void Trainer::log_metrics(const nlohmann::json& line) {
   if (!comm_.is_root()) return;
-  std::ofstream out(fs::path(opt_.out_dir) / "metrics.jsonl", std::ios::app);
-  out << line.dump() << "\n";
+  const std::string path = (fs::path(opt_.out_dir) / "metrics.jsonl").string();
+  const std::string text = line.dump() + "\n";
+  errno = 0;
+  std::FILE* f = std::fopen(path.c_str(), "a");
+  bool ok = f && std::fwrite(text.data(), 1, text.size(), f) == text.size() && std::fflush(f) == 0;
+  int err = errno;
+  if (f && std::fclose(f) != 0 && ok) {
+    ok = false;
+    err = errno;
+  }
+  if (!ok) fail("cannot append to ", path, ": ", std::strerror(err ? err : EIO));
 }
 
-std::string Trainer::save() {
+namespace {
+
+std::string checkpoint_name(long step) {
   char name[32];
-  std::snprintf(name, sizeof name, "step-%08ld", step_);
-  const fs::path run(opt_.out_dir);
-  const fs::path tmp = run / (std::string(".tmp-") + name);
-  const fs::path final_dir = run / name;
-  fs::remove_all(tmp);
-  fs::create_directories(tmp);
-  save_model(model_, tmp.string());
-  ParamStore& ps = model_.params();
-  std::vector<TensorView> views;
+  std::snprintf(name, sizeof name, "step-%08ld", step);
+  return name;
+}
+
+// The step of a checkpoint directory name "step-NNNNNNNN", -1 for any other name.
+long checkpoint_step(const std::string& name) {
+  if (name.size() < 6 || name.size() > 20 || name.rfind("step-", 0) != 0) return -1;
+  long step = 0;
+  for (size_t i = 5; i < name.size(); ++i) {
+    if (name[i] < '0' || name[i] > '9') return -1;
+    step = step * 10 + (name[i] - '0');
+  }
+  return step;
+}
+
+// What a writer killed mid-way leaves in a run directory: temporary checkpoint directories
+// (being built, or an old one being removed) and atomic_file's temporary files.
+bool is_leftover(const std::string& name) {
+  for (const char* prefix : {".tmp-step-", ".old-step-", ".write-probe.", "latest.tmp.",
+                             "metrics.jsonl.tmp."})
+    if (name.rfind(prefix, 0) == 0) return true;
+  return false;
+}
+
+// The checkpoint `run/latest` names, "" when there is none (or it cannot be read).
+std::string latest_name(const fs::path& run) {
+  try {
+    std::string name = read_file((run / "latest").string());
+    while (!name.empty() && (name.back() == '\n' || name.back() == ' ')) name.pop_back();
+    return name;
+  } catch (const Error&) {
+    return std::string();
+  }
+}
+
+// Moves the complete directory `tmp` to `target`. A `target` that exists already (a checkpoint
+// of this step that a killed run wrote but never named in `latest`) is swapped with it
+// atomically, so a complete directory stands at `target` at every moment.
+void install_directory(const fs::path& tmp, const fs::path& target) {
+  std::error_code ec;
+  if (!fs::exists(target, ec)) {
+    fs::rename(tmp, target, ec);
+    if (ec) fail("cannot rename ", tmp.string(), " to ", target.string(), ": ", ec.message());
+    return;
+  }
+  if (::renameat2(AT_FDCWD, tmp.c_str(), AT_FDCWD, target.c_str(), RENAME_EXCHANGE) != 0) {
+    const int err = errno;
+    // A filesystem without atomic exchange: a directory `latest` does not name may go first.
+    const bool unsupported = err == EINVAL || err == ENOSYS || err == EOPNOTSUPP;
+    if (!unsupported || latest_name(target.parent_path()) == target.filename().string())
+      fail("cannot replace ", target.string(), " with ", tmp.string(), ": ", std::strerror(err));
+    fs::remove_all(target, ec);
+    if (!ec) fs::rename(tmp, target, ec);
+    if (ec) fail("cannot replace ", target.string(), ": ", ec.message());
+    return;
+  }
+  fs::remove_all(tmp, ec);  // now the old directory; a leftover if this fails
+}
+
+}  // namespace
+
+std::string Trainer::nonfinite_state() const {
+  const ParamStore& ps = model_.params();
+  const std::vector<float>* moments[2] = {&const_cast<Optimizer&>(optimizer_).m(),
+                                          &const_cast<Optimizer&>(optimizer_).v()};
   for (int i = 0; i < (int)ps.infos().size(); ++i) {
     const ParamInfo& p = ps.info(i);
-    views.push_back({"m." + p.name, p.shape, optimizer_.m().data() + p.offset});
-    views.push_back({"v." + p.name, p.shape, optimizer_.v().data() + p.offset});
+    const float* arrays[3] = {ps.values() + p.offset, moments[0]->data() + p.offset,
+                              moments[1]->data() + p.offset};
+    const char* what[3] = {"weight", "AdamW first moment", "AdamW second moment"};
+    for (int a = 0; a < 3; ++a)
+      for (long k = 0; k < (long)p.numel(); ++k)
+        if (!std::isfinite(arrays[a][k]))
+          return cat(what[a], " '", p.name, "'[", k, "] = ", arrays[a][k]);
   }
-  write_safetensors((tmp / "optimizer.safetensors").string(), views);
-  nlohmann::json state = {{"format", "chainlm-trainer-1"},
-                          {"step", step_},
-                          {"options", opt_.to_json()},
-                          {"trainable_params", ps.trainable_numel()},
-                          {"total_params", ps.numel()},
-                          {"trainable_fraction", trainable_fraction()}};
-  write_file_atomic((tmp / "trainer_state.json").string(), state.dump(2) + "\n");
-  save_tokenizer_to_dir(find_tokenizer_in_dir(opt_.data_dir), tmp.string());
-  fsync_directory(tmp.string());
-  // Swap the complete directory into place, then point `latest` at it: a crash at any
-  // moment leaves `latest` naming a complete checkpoint.
-  if (fs::exists(final_dir)) {
-    const fs::path old = run / (std::string(".old-") + name);
-    fs::remove_all(old);
-    fs::rename(final_dir, old);
-    fs::rename(tmp, final_dir);
-    fs::remove_all(old);
-  } else {
-    fs::rename(tmp, final_dir);
+  return std::string();
+}
+
+void Trainer::prepare_run_dir() {
+  const fs::path run(opt_.out_dir);
+  std::error_code ec;
+  fs::create_directories(run, ec);
+  if (ec) fail("cannot create the run directory ", run.string(), ": ", ec.message(),
+               " (nothing was trained)");
+  // The run's lock: a second process training into the same directory would take this
+  // one's temporary directories for a killed writer's. flock locks end with the process,
+  // however it ends, so a killed run never leaves a stale lock behind.
+  if (lock_fd_ < 0) {
+    const std::string lock = (run / ".lock").string();
+    // Read-only: an open writable file would keep the filesystem from being remounted.
+    const int fd = ::open(lock.c_str(), O_RDONLY | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0)
+      fail("cannot write to the run directory ", run.string(), ": creating ", lock, " failed: ",
+           std::strerror(errno), " (nothing was trained)");
+    if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+      ::close(fd);
+      fail("another process is training into ", run.string(), " (it holds ", lock,
+           "); nothing was trained");
+    }
+    lock_fd_ = fd;
   }
-  fsync_directory(run.string());
-  write_file_atomic((run / "latest").string(), std::string(name) + "\n");
-  // Prune older checkpoints beyond keep_checkpoints.
-  std::vector<fs::path> ckpts;
-  for (const auto& e : fs::directory_iterator(run))
-    if (e.is_directory() && e.path().filename().string().rfind("step-", 0) == 0) ckpts.push_back(e.path());
+  // Checkpoints are written into the directory itself: find out now, not after the first
+  // hour of training, whether that works.
+  const std::string probe = (run / cat(".write-probe.", ::getpid())).string();
+  const int fd = ::open(probe.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  int err = fd < 0 ? errno : 0;
+  if (fd >= 0) {
+    if (::write(fd, "x", 1) != 1) err = errno ? errno : EIO;
+    if (::close(fd) != 0 && err == 0) err = errno;
+    ::unlink(probe.c_str());
+  }
+  if (err != 0)
+    fail("cannot write to the run directory ", run.string(), ": ", std::strerror(err),
+         " (nothing was trained)");
+  // Leftovers of a writer killed mid-checkpoint: never checkpoints (loaders follow `latest`,
+  // which only ever names a complete directory), removed here.
+  for (const auto& e : fs::directory_iterator(run, ec))
+    if (is_leftover(e.path().filename().string())) {
+      std::error_code ignored;
+      fs::remove_all(e.path(), ignored);
+    }
+}
+
+
+std::string Trainer::save() {
+  const std::string name = checkpoint_name(step_);
+  const fs::path run(opt_.out_dir);
+  const fs::path final_dir = run / name;
+  const std::string kept =
+      last_saved_.empty()
+          ? std::string("no earlier checkpoint exists")
+          : cat("'latest' still names the previous one, ", fs::path(last_saved_).filename().string());
+  // The last line of defence: a checkpoint never holds a non-finite weight or moment.
+  const std::string bad = nonfinite_state();
+  CHAINLM_CHECK(bad.empty(), "step ", step_, ": refusing to write checkpoint ", final_dir.string(),
+                ": ", bad, " is not finite; ", kept);
+  // Built under a temporary name, every file fsynced (write_file_atomic), the directory
+  // fsynced, then renamed into place and the run directory fsynced: `latest` is switched
+  // only to a complete, durable directory.
+  const fs::path tmp = run / cat(".tmp-", name, ".", ::getpid());
+  try {
+    std::error_code ec;
+    fs::remove_all(tmp, ec);
+    fs::create_directory(tmp, ec);
+    if (ec) fail("cannot create ", tmp.string(), ": ", ec.message());
+    save_model(model_, tmp.string());
+    fault::point("checkpoint.after_weights");
+    ParamStore& ps = model_.params();
+    std::vector<TensorView> views;
+    for (int i = 0; i < (int)ps.infos().size(); ++i) {
+      const ParamInfo& p = ps.info(i);
+      views.push_back({"m." + p.name, p.shape, optimizer_.m().data() + p.offset});
+      views.push_back({"v." + p.name, p.shape, optimizer_.v().data() + p.offset});
+    }
+    write_safetensors((tmp / "optimizer.safetensors").string(), views);
+    fault::point("checkpoint.after_optimizer");
+    nlohmann::json state = {{"format", "chainlm-trainer-1"},
+                            {"step", step_},
+                            {"options", opt_.to_json()},
+                            {"trainable_params", ps.trainable_numel()},
+                            {"total_params", ps.numel()},
+                            {"trainable_fraction", trainable_fraction()},
+                            {"skipped_steps", skipped_},
+                            {"skipped_in_a_row", skipped_in_a_row_}};
+    write_file_atomic((tmp / "trainer_state.json").string(), state.dump(2) + "\n");
+    save_tokenizer_to_dir(find_tokenizer_in_dir(opt_.data_dir), tmp.string());
+    fsync_directory(tmp.string());
+    fault::point("checkpoint.before_rename");
+    install_directory(tmp, final_dir);
+    fsync_directory(run.string());
+  } catch (const std::exception& e) {
+    std::error_code ec;
+    fs::remove_all(tmp, ec);
+    fail("checkpoint at step ", step_, " not written: ", e.what(), "; ", kept,
+         ec ? cat("; the partial ", tmp.string(), " could not be removed (", ec.message(),
+                  "): it is no checkpoint, and the next run removes it")
+            : cat(", and the partial ", tmp.filename().string(), " was removed"));
+  }
+  fault::point("checkpoint.before_latest");
+  try {
+    write_file_atomic((run / "latest").string(), name + "\n");
+  } catch (const std::exception& e) {
+    fail("checkpoint ", final_dir.string(), " was written but could not be made the latest: ",
+         e.what(), "; ", kept);
+  }
+  last_saved_ = final_dir.string();
+  fault::point("checkpoint.after_latest");
+  // Only now that `latest` names the new checkpoint may older ones go: the keep_checkpoints
+  // newest up to this step stay. Directories of later steps are a killed run's that `latest`
+  // never named. Each is renamed away first, so a half-removed one never looks like a
+  // checkpoint.
+  std::vector<std::pair<long, fs::path>> ckpts;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(run, ec)) {
+    const long s = checkpoint_step(e.path().filename().string());
+    if (s >= 0 && e.is_directory(ec)) ckpts.push_back({s, e.path()});
+  }
   std::sort(ckpts.begin(), ckpts.end());
   const int keep = std::max(1, opt_.keep_checkpoints);
-  for (int i = 0; i + keep < (int)ckpts.size(); ++i)
-    if (ckpts[i] != final_dir) fs::remove_all(ckpts[i]);
+  std::vector<fs::path> doomed;
+  int kept_count = 0;  // newest first: this step's directory is the first one kept
+  for (auto it = ckpts.rbegin(); it != ckpts.rend(); ++it) {
+    if (it->first <= step_ && kept_count < keep) ++kept_count;
+    else doomed.push_back(it->second);
+  }
+  for (const fs::path& path : doomed) {
+    const fs::path old = run / cat(".old-", path.filename().string(), ".", ::getpid());
+    fs::rename(path, old, ec);
+    if (!ec) fs::remove_all(old, ec);
+    if (ec)
+      std::fprintf(stderr, "warning: could not remove the old checkpoint %s: %s\n",
+                   path.string().c_str(), ec.message().c_str());
+  }
+  fault::point("checkpoint.after_prune");
   return final_dir.string();
 }
 
@@ -301,10 +526,13 @@ void Trainer::restore(const std::string& checkpoint_dir) {
   try {
     state = nlohmann::json::parse(read_file(state_path));
     step_ = state.at("step").get<long>();
+    skipped_ = state.value("skipped_steps", 0L);
+    skipped_in_a_row_ = state.value("skipped_in_a_row", 0L);
   } catch (const nlohmann::json::exception& e) {
     fail(state_path, ": invalid trainer state: ", e.what());
   }
   CHAINLM_CHECK(step_ >= 0, state_path, ": negative step");
+  last_saved_ = dir;
   // Keep only the metrics of steps before the restored one, so a resumed run's log reads
   // as one uninterrupted run.
   const fs::path metrics = fs::path(opt_.out_dir) / "metrics.jsonl";
@@ -363,9 +591,37 @@ std::string format_eta(double seconds) {
 
 }  // namespace
 
+namespace {
+
+// Raises, on every rank together, the first rank's error when any rank has one (collective).
+void fail_together(const Communicator& comm, const std::string& local_error) {
+  const std::string e = comm.first_error(local_error);
+  if (e.empty()) return;
+  if (comm.size() > 1) throw CollectiveError(e);
+  throw Error(e);
+}
+
+}  // namespace
+
 void Trainer::run() {
   const bool root = comm_.is_root();
-  if (root) fs::create_directories(opt_.out_dir);
+  // The run directory stays locked while this run writes into it.
+  struct Unlock {
+    int& fd;
+    ~Unlock() {
+      if (fd >= 0) ::close(fd);
+      fd = -1;
+    }
+  } unlock{lock_fd_};
+  std::string error;
+  if (root) {
+    try {
+      prepare_run_dir();
+    } catch (const std::exception& e) {
+      error = e.what();
+    }
+  }
+  fail_together(comm_, error);
   sync_from_root();
   const bool quiet = opt_.quiet || !root;  // rank 0 alone reports
   const bool tty = isatty(fileno(stderr));
@@ -377,6 +633,9 @@ void Trainer::run() {
   double window_tokens = 0, window_seconds = 0;
   Timer since_print;  // without a terminal, print a line every few seconds, not every step
   if (step_ == 0) {
+    // A new run starts a new log: lines left by an earlier attempt that died before its first
+    // checkpoint belong to no checkpoint.
+    if (root) write_file_atomic((fs::path(opt_.out_dir) / "metrics.jsonl").string(), "");
     const ParamStore& ps = model_.params();
     log_metrics({{"step", 0},
                  {"trainable_params", ps.trainable_numel()},
@@ -398,6 +657,17 @@ void Trainer::run() {
     const float lr = current_lr();
     StepLosses l = train_step();
     const double dt = t.seconds();
+    const bool skipped = last_step_skipped();
+    if (skipped) {
+      log_metrics({{"step", step_}, {"skipped", true}, {"nonfinite", last_nonfinite_},
+                   {"skipped_steps", skipped_}, {"lr", lr}, {"step_ms", dt * 1e3}});
+      if (root)
+        std::fprintf(stderr,
+                     "%swarning: step %ld skipped (--on-nonfinite skip): %s; weights and "
+                     "optimizer state unchanged (%ld in a row, %ld in all)\n",
+                     tty ? "\r\033[K" : "", step_, last_nonfinite_.c_str(), skipped_in_a_row_,
+                     skipped_);
+    }
     window_tokens += (double)opt_.batch_size * T_;
     window_seconds += dt;
     const double tok_s = window_tokens / window_seconds;
@@ -414,8 +684,10 @@ void Trainer::run() {
       chain_losses.push_back(std::isnan(l.chain_loss[i]) || weights_[i] == 0 ? nlohmann::json(nullptr)
                                                                              : nlohmann::json(l.chain_loss[i]));
     line["chain_loss"] = chain_losses;
-    log_metrics(line);
-    const bool print = tty || step_ == start_step + 1 || step_ == opt_.steps || since_print.seconds() >= 5;
+    if (skipped_ > 0) line["skipped_steps"] = skipped_;
+    if (!skipped) log_metrics(line);
+    const bool print = !skipped && (tty || step_ == start_step + 1 || step_ == opt_.steps ||
+                                    since_print.seconds() >= 5);
     if (!quiet && print) {
       since_print.reset();
       std::string chains;
@@ -441,11 +713,15 @@ void Trainer::run() {
     if (step_ % save_every == 0 || last) {
       check_replicas();
       if (root) {
-        const std::string dir = save();
-        if (!quiet && last) std::fprintf(stderr, "saved %s\n", dir.c_str());
+        try {
+          const std::string dir = save();
+          if (!quiet && last) std::fprintf(stderr, "saved %s\n", dir.c_str());
+        } catch (const std::exception& e) {
+          error = e.what();
+        }
       }
-      // Nobody runs ahead of a checkpoint being written.
-      comm_.barrier();
+      // Nobody runs ahead of a checkpoint being written; one that failed ends every rank.
+      fail_together(comm_, error);
     }
   }
 }

@@ -41,6 +41,11 @@ struct TrainOptions {
   int freeze_chains = 0;
   std::string train_only;  // "" (everything not frozen) or "head"
   std::string init;        // the checkpoint the weights came from (--init), for the record
+  // A step whose loss or gradient norm is not finite: "stop" ends the run with an error,
+  // "skip" leaves weights and moments untouched and goes on with the next step, giving up
+  // after max_nonfinite_skips such steps in a row.
+  std::string on_nonfinite = "stop";
+  int max_nonfinite_skips = 8;
   bool quiet = false;
   // Data parallelism (docs/distributed.md); neither is part of the run's state. Gradients are
   // summed in buckets of at most bucket_mb megabytes; overlap_comm reduces each layer's
@@ -75,10 +80,22 @@ class Trainer {
   // across the ranks (collective).
   std::vector<double> validate();
   // Writes a complete checkpoint directory step-N into the run directory, atomically (rank 0
-  // only; run() calls it there and holds the other ranks at a barrier meanwhile).
+  // only; run() calls it there and holds the other ranks at a barrier meanwhile): every file
+  // is fsynced inside a temporary directory, which is renamed into place before `latest` is
+  // switched to it, and only then are older checkpoints pruned. On any failure (full disk,
+  // read-only or unwritable directory, non-finite weights) nothing is left behind, `latest`
+  // still names the previous checkpoint, and chainlm::Error says what and where.
   std::string save();
+  // Creates the run directory and checks it is writable, removes what a killed writer left
+  // (temporary checkpoint directories, temporary files) and takes the run's lock so no other
+  // process trains into it meanwhile (rank 0 only; run() calls it).
+  void prepare_run_dir();
 
   long step() const { return step_; }
+  // Whether the last train_step was skipped (--on-nonfinite skip) and why; steps skipped so far.
+  bool last_step_skipped() const { return !last_nonfinite_.empty(); }
+  const std::string& last_nonfinite() const { return last_nonfinite_; }
+  long skipped_steps() const { return skipped_; }
   // Sequences of every step this rank computes, and per forward/backward.
   int rows_per_rank() const { return rows_; }
   int micro_batch() const { return micro_; }
@@ -93,6 +110,9 @@ class Trainer {
 
  private:
   void log_metrics(const nlohmann::json& line);
+  // The first weight or AdamW moment that is not finite, as "weight 'name'[i] = nan"; "" when
+  // all are finite.
+  std::string nonfinite_state() const;
   // Fails when the ranks' weights differ (they never should: same gradients, same steps).
   void check_replicas() const;
 
@@ -102,6 +122,12 @@ class Trainer {
   TokenDataset train_, val_;
   int T_ = 0, rows_ = 0, micro_ = 0, accum_ = 0;
   long step_ = 0;
+  // Steps skipped for non-finite values, in all and in a row up to step_; AdamW's bias
+  // correction counts the updates actually applied (step_ - skipped_).
+  long skipped_ = 0, skipped_in_a_row_ = 0;
+  std::string last_nonfinite_;
+  std::string last_saved_;  // the newest checkpoint directory this run wrote or resumed from
+  int lock_fd_ = -1;        // the run directory's lock (prepare_run_dir)
   Optimizer optimizer_;
   std::vector<int> tokens_, targets_;
   std::vector<float> weights_;
