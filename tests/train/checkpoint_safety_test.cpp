@@ -1,0 +1,162 @@
+// The trainer's checkpoint protocol in process (docs/reliability.md, Crash safety): what a
+// killed writer leaves is removed, never loaded; a second trainer cannot share a run
+// directory; a checkpoint directory `latest` never named is replaced, later ones pruned; the
+// writer refuses non-finite weights. tests/cli/crash_safety_test.cpp kills the real binary.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <filesystem>
+#include <limits>
+
+#include "core/error.h"
+#include "io/test_temp_dir.h"
+#include "model/checkpoint.h"
+#include "train/trainer.h"
+#include "train_test_util.h"
+
+namespace chainlm {
+namespace {
+
+namespace fs = std::filesystem;
+using testing::read_bytes;
+using testing::TempDir;
+using testing::write_bytes;
+
+ModelConfig tiny_config() {
+  ModelConfig c;
+  c.dim = 32;
+  c.n_layers = 1;
+  c.n_heads = 4;
+  c.n_kv_heads = 2;
+  c.ffn_dim = 64;
+  c.vocab_size = 258;
+  c.chains = {1, 1};
+  c.kv_share = true;
+  c.max_seq_len = 32;
+  validate_config(c, "test");
+  return c;
+}
+
+class CheckpointSafety : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    data = dir.file("data");
+    fs::create_directories(data);
+    std::string text;
+    for (int i = 0; i < 300; ++i) text += "a cat sat on the mat " + std::to_string(i) + "\n";
+    test::make_byte_data_dir(text, data, 0.2);
+  }
+  TrainOptions options(const std::string& out, long steps) const {
+    TrainOptions o;
+    o.data_dir = data;
+    o.out_dir = out;
+    o.steps = steps;
+    o.batch_size = 2;
+    o.seq_len = 16;
+    o.eval_every = 0;
+    o.eval_windows = 2;
+    o.save_every = 1;
+    o.quiet = true;
+    return o;
+  }
+  TempDir dir;
+  std::string data;
+};
+
+TEST_F(CheckpointSafety, LeftoversOfAKilledWriterAreRemovedNotLoaded) {
+  const fs::path run = dir.file("run");
+  fs::create_directories(run / ".tmp-step-00000001.999");
+  write_bytes((run / ".tmp-step-00000001.999" / "model.safetensors").string(), "partial");
+  fs::create_directories(run / ".old-step-00000007.5");
+  write_bytes((run / "latest.tmp.999.3").string(), "step-00000001\n");
+  write_bytes((run / "metrics.jsonl.tmp.999.0").string(), "{");
+  write_bytes((run / "notes.txt").string(), "mine");
+  // Not a run yet: nothing names a checkpoint, so nothing loads.
+  EXPECT_THROW(load_model(run.string()), Error);
+
+  Model m(tiny_config());
+  m.init_random(1);
+  Trainer t(m, options(run.string(), 2));
+  t.run();
+  std::vector<std::string> names;
+  for (const auto& e : fs::directory_iterator(run)) names.push_back(e.path().filename().string());
+  std::sort(names.begin(), names.end());
+  EXPECT_EQ(names, (std::vector<std::string>{".lock", "latest", "metrics.jsonl", "notes.txt",
+                                             "step-00000001", "step-00000002"}));
+  EXPECT_EQ(read_bytes((run / "notes.txt").string()), "mine");
+}
+
+TEST_F(CheckpointSafety, ASecondTrainerOnTheSameRunIsRefused) {
+  const std::string run = dir.file("run");
+  Model a(tiny_config()), b(tiny_config());
+  a.init_random(1);
+  b.init_random(1);
+  Trainer ta(a, options(run, 2)), tb(b, options(run, 2));
+  ta.prepare_run_dir();
+  try {
+    tb.run();
+    FAIL() << "expected chainlm::Error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("another process is training into " + run), std::string::npos)
+        << e.what();
+  }
+  EXPECT_FALSE(fs::exists(run + "/latest"));
+}
+
+TEST_F(CheckpointSafety, UnnamedCheckpointIsReplacedAndLaterOnesPruned) {
+  const fs::path run = dir.file("run");
+  {
+    Model m(tiny_config());
+    m.init_random(1);
+    Trainer t(m, options(run.string(), 4));
+    t.run();
+  }
+  const std::string step4 = read_bytes((run / "step-00000004" / "model.safetensors").string());
+  // As if killed after renaming step-4 into place but before `latest` named it, with a
+  // directory of a later step lying around too.
+  write_bytes((run / "latest").string(), "step-00000003\n");
+  fs::copy(run / "step-00000004", run / "step-00000009");
+  write_bytes((run / "step-00000004" / "model.safetensors").string(), "stale");
+
+  Model m(tiny_config());
+  m.init_random(2);
+  Trainer t(m, options(run.string(), 4));
+  t.restore(run.string());
+  EXPECT_EQ(t.step(), 3);
+  t.run();
+  EXPECT_EQ(read_bytes((run / "latest").string()), "step-00000004\n");
+  EXPECT_EQ(read_bytes((run / "step-00000004" / "model.safetensors").string()), step4);
+  EXPECT_TRUE(fs::exists(run / "step-00000003"));
+  EXPECT_FALSE(fs::exists(run / "step-00000009"));
+  for (const auto& e : fs::directory_iterator(run)) {
+    const std::string name = e.path().filename().string();
+    if (name[0] == '.') {
+      EXPECT_EQ(name, ".lock");
+    }
+  }
+}
+
+TEST_F(CheckpointSafety, WriterRefusesNonFiniteWeights) {
+  const fs::path run = dir.file("run");
+  Model m(tiny_config());
+  m.init_random(1);
+  Trainer t(m, options(run.string(), 2));
+  t.run();
+  const std::string before = read_bytes((run / "step-00000002" / "model.safetensors").string());
+  const ParamInfo& p = m.params().info(1);
+  m.params().value(1)[3] = std::numeric_limits<float>::infinity();
+  try {
+    t.save();
+    FAIL() << "expected chainlm::Error";
+  } catch (const Error& e) {
+    const std::string what = e.what();
+    EXPECT_NE(what.find("refusing to write checkpoint"), std::string::npos) << what;
+    EXPECT_NE(what.find("weight '" + p.name + "'[3] = inf is not finite"), std::string::npos) << what;
+    EXPECT_NE(what.find("'latest' still names the previous one, step-00000002"), std::string::npos) << what;
+  }
+  EXPECT_EQ(read_bytes((run / "step-00000002" / "model.safetensors").string()), before);
+  EXPECT_EQ(read_bytes((run / "latest").string()), "step-00000002\n");
+}
+
+}  // namespace
+}  // namespace chainlm
