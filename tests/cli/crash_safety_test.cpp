@@ -687,19 +687,38 @@ TEST_F(CrashSafety, DivergenceNeverReachesACheckpoint) {
   }
 }
 
+// `args` on 2 MPI ranks with one extra environment variable.
+Outcome run_mpi(const TempDir& dir, const Args& args, const std::string& env) {
+  std::string cmd = testing::mpirun_command(2) + " -x " + env;
+  for (const std::string& a : args) cmd += " '" + a + "'";
+  cmd += " >" + dir.file("mpi.out") + " 2>" + dir.file("mpi.err");
+  const int status = std::system(cmd.c_str());
+  Outcome r;
+  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  r.err = read_bytes(dir.file("mpi.err"));
+  return r;
+}
+
+TEST_F(CrashSafety, FailedCheckpointEndsEveryMpiRankWithOneMessage) {
+  // Rank 0 writes; its second checkpoint fails (ENOSPC injected): every rank ends with its
+  // message, printed once, without MPI_Abort; the first checkpoint stays the latest.
+  const std::string runp = dir.file("run");
+  const Outcome r = run_mpi(dir, train_args(runp, 4), "CHAINLM_WRITE_ERROR_AT=atomic_file.write:10");
+  EXPECT_NE(r.code, 0);
+  const std::string message = "checkpoint at step 2 not written";
+  const size_t at = r.err.find(message);
+  ASSERT_NE(at, std::string::npos) << r.err;
+  EXPECT_EQ(r.err.find(message, at + 1), std::string::npos) << "printed twice:\n" << r.err;
+  EXPECT_TRUE(contains(r.err, "No space left on device")) << r.err;
+  EXPECT_FALSE(contains(r.err, "MPI_ABORT")) << r.err;
+  EXPECT_EQ(read_bytes(runp + "/latest"), "step-00000001\n");
+  EXPECT_TRUE(leftovers(runp).empty()) << joined(leftovers(runp));
+}
+
 TEST_F(CrashSafety, NonFiniteDecisionsAgreeAcrossMpiRanks) {
   // The NaN gradient appears on the last rank only; rank 0 (the writer) sees it through the
   // gradient sum, and both ranks stop, or skip, together.
-  auto mpi = [&](const Args& args, const std::string& env) {
-    std::string cmd = testing::mpirun_command(2) + " -x " + env;
-    for (const std::string& a : args) cmd += " '" + a + "'";
-    cmd += " >" + dir.file("mpi.out") + " 2>" + dir.file("mpi.err");
-    const int status = std::system(cmd.c_str());
-    Outcome r;
-    r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-    r.err = read_bytes(dir.file("mpi.err"));
-    return r;
-  };
+  auto mpi = [&](const Args& args, const std::string& env) { return run_mpi(dir, args, env); };
   const std::string stop = dir.file("stop"), skip = dir.file("skip");
   Outcome r = mpi(train_args(stop, 5), "CHAINLM_FAULT_NAN_GRAD_AT_STEP=3");
   EXPECT_NE(r.code, 0);
