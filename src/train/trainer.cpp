@@ -389,11 +389,15 @@ void Trainer::prepare_run_dir() {
       fail("cannot write to the run directory ", run.string(), ": creating ", lock, " failed: ",
            std::strerror(errno), " (nothing was trained)");
     if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+      const int err = errno;
       ::close(fd);
-      fail("another process is training into ", run.string(), " (it holds ", lock,
-           "); nothing was trained");
+      if (err == EWOULDBLOCK)
+        fail("another process is training into ", run.string(), " (it holds ", lock,
+             "); nothing was trained");
+      // A filesystem without flock (some network mounts): train unlocked, as before locks.
+    } else {
+      lock_fd_ = fd;
     }
-    lock_fd_ = fd;
   }
   // Checkpoints are written into the directory itself: find out now, not after the first
   // hour of training, whether that works.
@@ -439,6 +443,15 @@ std::string Trainer::save() {
     fs::remove_all(tmp, ec);
     fs::create_directory(tmp, ec);
     if (ec) fail("cannot create ", tmp.string(), ": ", ec.message());
+    // The log up to this step becomes as durable as the checkpoint: a resume keeps exactly
+    // those lines, even after a power loss.
+    const std::string metrics = (run / "metrics.jsonl").string();
+    const int log = ::open(metrics.c_str(), O_RDONLY | O_CLOEXEC);
+    if (log >= 0) {
+      const int rc = ::fsync(log), err = errno;
+      ::close(log);
+      if (rc != 0 && err != EINVAL) fail("fsync of ", metrics, " failed: ", std::strerror(err));
+    }
     save_model(model_, tmp.string());
     fault::point("checkpoint.after_weights");
     ParamStore& ps = model_.params();
