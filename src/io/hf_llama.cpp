@@ -2,6 +2,7 @@
 
 #include <cstring>
 #include <filesystem>
+#include <limits>
 
 #include "core/error.h"
 #include "io/atomic_file.h"
@@ -78,7 +79,9 @@ HfLlamaConfig read_hf_llama_config(const std::string& dir) {
     if (null_or_absent(j, name)) return;
     CHAINLM_CHECK(j.at(name).is_number(), path, ": field '", name, "' must be a number");
     out = j.at(name).get<double>();
-    CHAINLM_CHECK(out > 0, path, ": field '", name, "' must be positive");
+    // The model holds it as a float: a larger value would overflow the conversion.
+    CHAINLM_CHECK(out > 0 && out <= std::numeric_limits<float>::max(), path, ": field '", name,
+                  "' must be positive and within float range (got ", j.at(name).dump(), ")");
   };
   get_int("hidden_size", c.hidden_size, true);
   get_int("intermediate_size", c.intermediate_size, true);

@@ -1,6 +1,9 @@
 #include "model/config.h"
 
+#include <cmath>
+#include <cstdint>
 #include <fstream>
+#include <limits>
 #include <numeric>
 #include <set>
 #include <sstream>
@@ -17,6 +20,52 @@ const std::set<std::string> kKnownFields = {
     "dim",        "n_layers",       "n_heads",  "n_kv_heads",  "ffn_dim",  "vocab_size", "chains",
     "kv_share",   "rope_theta",     "norm_eps", "tie_embeddings", "max_seq_len", "phd"};
 
+// Strict conversions: false for the wrong JSON type or a value outside the C++ type. (nlohmann's
+// get<int>() converts 1e30 with undefined behaviour and 2^40 by silent truncation, and
+// get<float>() overflows on 1e300; found by fuzzing.)
+bool convert(const nlohmann::json& v, int& out) {
+  if (v.is_number_unsigned()) {
+    const uint64_t u = v.get<uint64_t>();
+    if (u > (uint64_t)std::numeric_limits<int>::max()) return false;
+    out = (int)u;
+    return true;
+  }
+  if (!v.is_number_integer()) return false;
+  const int64_t i = v.get<int64_t>();
+  if (i < std::numeric_limits<int>::min() || i > std::numeric_limits<int>::max()) return false;
+  out = (int)i;
+  return true;
+}
+
+bool convert(const nlohmann::json& v, float& out) {
+  if (!v.is_number()) return false;
+  const double d = v.get<double>();
+  if (!std::isfinite(d) || std::fabs(d) > std::numeric_limits<float>::max()) return false;
+  out = (float)d;
+  return true;
+}
+
+bool convert(const nlohmann::json& v, bool& out) {
+  if (!v.is_boolean()) return false;
+  out = v.get<bool>();
+  return true;
+}
+
+bool convert(const nlohmann::json& v, std::string& out) {
+  if (!v.is_string()) return false;
+  out = v.get<std::string>();
+  return true;
+}
+
+bool convert(const nlohmann::json& v, std::vector<int>& out) {
+  if (!v.is_array()) return false;
+  std::vector<int> values(v.size());
+  for (size_t i = 0; i < values.size(); ++i)
+    if (!convert(v[i], values[i])) return false;
+  out = std::move(values);
+  return true;
+}
+
 template <typename T>
 void read_field(const nlohmann::json& j, const char* name, T& out, const std::string& where,
                 bool required) {
@@ -24,11 +73,8 @@ void read_field(const nlohmann::json& j, const char* name, T& out, const std::st
     CHAINLM_CHECK(!required, where, ": missing required field '", name, "'");
     return;
   }
-  try {
-    out = j.at(name).get<T>();
-  } catch (const nlohmann::json::exception&) {
-    fail(where, ": field '", name, "' has the wrong type (", j.at(name).dump(), ")");
-  }
+  CHAINLM_CHECK(convert(j.at(name), out), where, ": field '", name,
+                "' has the wrong type or is out of range (", j.at(name).dump(), ")");
 }
 
 PhdConfig phd_from_json(const nlohmann::json& j, const std::string& where) {

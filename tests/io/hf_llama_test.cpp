@@ -86,6 +86,10 @@ TEST(HfLlama, RefusesWhatIsNotPlainLlama) {
       {"hidden_size", "0", "'hidden_size' must be positive"},
       {"num_attention_heads", R"("six")", "'num_attention_heads' must be an integer"},
       {"hidden_size", "50", "not a multiple of num_attention_heads"},
+      // Held as floats by the model: converting a larger double was undefined behaviour
+      // (UBSan report found by fuzzing).
+      {"rope_theta", "1e300", "'rope_theta' must be positive and within float range (got 1e+300)"},
+      {"rms_norm_eps", "3.5e38", "'rms_norm_eps' must be positive and within float range"},
   };
   for (const auto& c : cases) {
     TempDir dir;

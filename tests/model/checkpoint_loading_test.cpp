@@ -100,6 +100,35 @@ TEST(CheckpointLoading, ConfigSizesAreBounded) {
   }
 }
 
+// Found by fuzzing (UBSan): config fields were read with nlohmann's get<int>()/get<float>(),
+// which converts 4.9e19 to int and 1e300 to float with undefined behaviour, and 2^32 + 8 to
+// int by silent truncation (a "dim" of 4294967304 read as 8). Each is now refused by name.
+TEST(CheckpointLoading, ConfigNumbersOutsideTheirTypeAreErrors) {
+  const std::string base = R"("n_layers": 1, "n_heads": 2, "ffn_dim": 8, "vocab_size": 8)";
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"dim", R"("dim": 4.9e19)"},
+      {"dim", R"("dim": 4294967304)"},
+      {"dim", R"("dim": -4294967304)"},
+      {"dim", R"("dim": 8.5)"},
+      {"rope_theta", R"("dim": 8, "rope_theta": 1e300)"},
+      {"norm_eps", R"("dim": 8, "norm_eps": -1e39)"},
+      {"chains", R"("dim": 8, "chains": [1, 1e20])"},
+      {"chains", R"("dim": 8, "chains": [1, 2147483648])"},
+      {"repeat", R"("dim": 8, "phd": {"repeat": 1e10})"},
+  };
+  for (const auto& [field, fields] : cases) {
+    const std::string text = "{" + fields + ", " + base + "}";
+    const std::string err =
+        error_of([&] { config_from_json(nlohmann::json::parse(text), "c.json"); });
+    EXPECT_NE(err.find("'" + field + "' has the wrong type or is out of range ("),
+              std::string::npos)
+        << text << " -> " << err;
+  }
+  EXPECT_NO_THROW(config_from_json(
+      nlohmann::json::parse(R"({"dim": 8, "rope_theta": 500000, "norm_eps": 1e-6, )" + base + "}"),
+      "c.json"));
+}
+
 // The "header claiming 10^12 elements" case of a checkpoint: a valid config.json describing a
 // model of 1.4 * 10^17 parameters beside a model.safetensors of a few KB. Building the model
 // first would ask the allocator for 576 PB; the loader refuses it from the file size.
