@@ -1,6 +1,7 @@
 #include "serve/completion_request.h"
 
 #include <cmath>
+#include <limits>
 
 #include "core/error.h"
 #include "infer/chain_schedule.h"
@@ -96,8 +97,10 @@ CompletionRequest parse_completion_request(const json& body, const ModelConfig& 
   }
   if ((v = field(body, "temperature"))) {
     const double t = number(*v, "temperature");
-    if (!(t >= 0) || !std::isfinite(t))
-      refuse("temperature", cat("temperature must be >= 0 (got ", v->dump(), ")"));
+    // Held as a float: 1e300 would overflow the conversion (undefined behaviour).
+    if (!(t >= 0) || !(t <= std::numeric_limits<float>::max()))
+      refuse("temperature", cat("temperature must be >= 0 and within float range (got ",
+                                v->dump(), ")"));
     r.gen.sampling.temperature = (float)t;
   }
   if ((v = field(body, "top_p"))) {

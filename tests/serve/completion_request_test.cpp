@@ -82,6 +82,9 @@ TEST(CompletionRequest, ErrorsNameTheField) {
       {R"({"prompt": "x", "max_tokens": "4"})", "max_tokens", "max_tokens must be an integer"},
       {R"({"prompt": "x", "temperature": -0.1})", "temperature", "temperature must be >= 0"},
       {R"({"prompt": "x", "temperature": "hot"})", "temperature", "temperature must be a number"},
+      // Beyond float range: the conversion to the sampler's float was undefined behaviour.
+      {R"({"prompt": "x", "temperature": 1e300})", "temperature",
+       "temperature must be >= 0 and within float range (got 1e+300)"},
       {R"({"prompt": "x", "top_p": 0})", "top_p", "top_p must be in (0, 1]"},
       {R"({"prompt": "x", "top_p": 1.5})", "top_p", "top_p must be in (0, 1]"},
       {R"({"prompt": "x", "top_k": -2})", "top_k", "top_k must be >= 0"},
