@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <limits>
 #include <map>
+#include <tuple>
 
 #include "core/error.h"
 #include "core/rng.h"
@@ -394,6 +395,33 @@ TEST(Llama2cTokenizer, BadFilesAreRefused) {
   auto tok = load_tokenizer(small);
   EXPECT_EQ(tok->encode("a a"), (std::vector<int>{3, 4, 3, 4}));
   EXPECT_NE(error_of([&] { tok->encode("z"); }).find("byte fallback"), std::string::npos);
+}
+
+// tokenizer.bin has no count field; what it claims are lengths. A max_token_length of 10^12
+// does not fit its int32 field, so the claims are: an absurd max_token_length, and a token
+// length of 2^31 - 1 or 2^20 over a file of a few bytes. Each is refused before the piece is
+// allocated, naming the token and the sizes.
+TEST(Llama2cTokenizer, HugeClaimedLengthsAreRefusedBeforeAllocating) {
+  TempDir dir;
+  auto bytes_with = [](int32_t max_len, int32_t len) {
+    std::string out(reinterpret_cast<const char*>(&max_len), 4);
+    const float score = 0;
+    out.append(reinterpret_cast<const char*>(&score), 4);
+    out.append(reinterpret_cast<const char*>(&len), 4);
+    return out + "abc";
+  };
+  const std::vector<std::tuple<int32_t, int32_t, std::string>> cases = {
+      {2000000000, 1, "max_token_length 2000000000 is outside 1..1048576"},
+      {1 << 20, 2147483647, "token 0 at byte 4 has length 2147483647, outside 0..max_token_length"},
+      {1 << 20, 1 << 20, "truncated: token 0 needs 1048576 bytes, 3 left"},
+  };
+  for (const auto& [max_len, len, expect] : cases) {
+    const std::string path = dir.file("huge.bin");
+    write_bytes(path, bytes_with(max_len, len));
+    EXPECT_FALSE(is_llama2c_tokenizer(path));
+    const std::string msg = error_of([&] { load_tokenizer(path); });
+    EXPECT_NE(msg.find(expect), std::string::npos) << msg;
+  }
 }
 
 TEST(Llama2cTokenizer, CarriedInADirectory) {

@@ -198,6 +198,25 @@ TEST_F(SafetensorsMalformed, NegativeAndAbsurdShapes) {
                     "non-integer");
 }
 
+// A header claiming 10^12 elements is refused from the header alone: the claimed byte range
+// is checked against the file (4 bytes of data here) before any tensor is read or allocated,
+// whether the offsets say 4 TB or are consistent with a 4-byte file.
+TEST_F(SafetensorsMalformed, TrillionElementsAreRefusedBeforeAllocating) {
+  expect_open_error(raw_file(R"({"w":{"dtype":"F32","shape":[1000000,1000000],)"
+                             R"("data_offsets":[0,4000000000000]}})",
+                             "abcd"),
+                    "has data_offsets [0, 4000000000000] outside the data section (4 bytes)");
+  expect_open_error(raw_file(R"({"w":{"dtype":"F32","shape":[1000000,1000000],)"
+                             R"("data_offsets":[0,4]}})",
+                             "abcd"),
+                    "shape [1000000, 1000000] needs 4000000000000 bytes but data_offsets span 4");
+  // Offsets that wrap around 2^64 are not a small range.
+  expect_open_error(raw_file(R"({"w":{"dtype":"U8","shape":[4],)"
+                             R"("data_offsets":[18446744073709551615,3]}})",
+                             "abcd"),
+                    "outside the data section");
+}
+
 TEST_F(SafetensorsMalformed, Overlapping) {
   expect_open_error(raw_file(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},)"
                              R"("b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}})",

@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cstring>
 #include <filesystem>
 
 #include "core/error.h"
@@ -121,6 +122,30 @@ TEST(TokenShard, TruncatedFile) {
   EXPECT_THROW(TokenShard{path}, Error);
   write_bytes(path, bytes + "xx");  // trailing garbage
   EXPECT_THROW(TokenShard{path}, Error);
+}
+
+// A header claiming 10^12 tokens (or so many that count * width overflows 64 bits) over a
+// file of a few bytes is refused from the file size, before anything is read or allocated.
+TEST(TokenShard, TrillionTokensClaimedAreRefused) {
+  TempDir dir;
+  const std::string path = dir.file("huge.bin");
+  write_token_shard(path, {1, 2, 3, 4}, 100);
+  const std::string good = read_bytes(path);
+  for (const uint64_t claimed : {uint64_t{1000000000000}, uint64_t{1} << 63, ~uint64_t{0}}) {
+    std::string bad = good;
+    std::memcpy(bad.data() + 24, &claimed, 8);
+    write_bytes(path, bad);
+    try {
+      TokenShard shard(path);
+      FAIL() << claimed << " tokens accepted";
+    } catch (const Error& e) {
+      const std::string msg = e.what();
+      EXPECT_NE(msg.find("header says " + std::to_string(claimed) +
+                         " tokens (2 bytes each) but the file has 8 bytes of tokens"),
+                std::string::npos)
+          << msg;
+    }
+  }
 }
 
 TEST(TokenShard, CorruptHeader) {
