@@ -42,6 +42,7 @@ void bench_train(const std::string& config_path, int B, int T, int threads, int 
   int k = 0;
   for (int i = 0; i < c.n_chains(); ++i)
     if (weights[i] > 0) k = i + 1;
+  model.ensure_grads();
   Optimizer opt(model.params(), OptimizerConfig{});
   std::unique_ptr<GradientReducer> reducer;
   if (ranks > 1)

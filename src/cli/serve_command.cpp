@@ -10,6 +10,7 @@
 #include "cli/commands.h"
 #include "cli/model_loading.h"
 #include "core/error.h"
+#include "core/memory.h"
 #include "serve/server.h"
 
 namespace chainlm::cli {
@@ -30,7 +31,7 @@ void add_serve_command(CLI::App& app) {
   auto* cmd =
       app.add_subcommand("serve", "Serve a model over HTTP: completions API and playground");
   struct Args {
-    std::string model, tokenizer, name;
+    std::string model, tokenizer, name, memory_limit;
     ServeOptions serve;
   };
   auto a = std::make_shared<Args>();
@@ -49,6 +50,9 @@ void add_serve_command(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--max-body-bytes", a->serve.max_body_bytes, "Larger request bodies get 413")
       ->capture_default_str();
+  cmd->add_option("--memory-limit", a->memory_limit,
+                  "Memory budget, e.g. 4G (default: what the machine has available); the "
+                  "server refuses to start when the model and its sessions would not fit");
   cmd->add_option("--name", a->name,
                   "Model name in the API (default: the --model file or directory name)");
   cmd->callback([a]() {
@@ -62,6 +66,7 @@ void add_serve_command(CLI::App& app) {
 
     LoadedModel loaded = load_model_and_tokenizer(a->model, a->tokenizer);
     a->serve.model_name = a->name.empty() ? model_name_of(a->model) : a->name;
+    if (!a->memory_limit.empty()) a->serve.memory_limit = parse_byte_size(a->memory_limit, "--memory-limit");
     InferenceServer server(*loaded.model, *loaded.tokenizer, a->serve);
     const int port = server.start();
     const ModelConfig& c = loaded.model->config();
@@ -69,6 +74,7 @@ void add_serve_command(CLI::App& app) {
         "chainlm serve: http://%s:%d/ (model %s, %d chains; %d sessions x %d threads, queue %d)\n",
         a->serve.host.c_str(), port, a->serve.model_name.c_str(), c.n_chains(),
         server.max_sessions(), server.threads_per_session(), server.max_queue());
+    std::printf("chainlm serve: memory estimated %s\n", server.estimated_memory().describe().c_str());
     std::fflush(stdout);
     int sig = 0;
     sigwait(&stop_signals, &sig);

@@ -9,6 +9,7 @@
 #include "cli/commands.h"
 #include "cli/parse_util.h"
 #include "core/error.h"
+#include "core/memory.h"
 #include "core/threads.h"
 #include "model/checkpoint.h"
 #include "train/distributed.h"
@@ -21,7 +22,7 @@ namespace fs = std::filesystem;
 void add_train_command(CLI::App& app) {
   auto* cmd = app.add_subcommand("train", "Train a model on token shards made by `chainlm prepare`");
   struct Args {
-    std::string config, data, out, chain_weights, init, train_only;
+    std::string config, data, out, chain_weights, init, train_only, memory_limit;
     int freeze_chains = 0, max_nonfinite_skips = 8;
     std::string on_nonfinite = "stop";
     long steps = 1000, eval_every = 100, save_every = 0, warmup = -1;
@@ -67,6 +68,9 @@ void add_train_command(CLI::App& app) {
                   "Threads (OpenMP and BLAS) per process; 0 = all cores, under mpirun the "
                   "machine's cores shared among its ranks");
   cmd->add_option("--seed", a->seed, "Seed for initialization and data order")->capture_default_str();
+  cmd->add_option("--memory-limit", a->memory_limit,
+                  "Memory budget of this process, e.g. 8G (default: what the machine has "
+                  "available); a run whose estimate exceeds it is refused before it starts");
   cmd->add_option("--on-nonfinite", a->on_nonfinite,
                   "A step whose loss or gradient norm is not finite: 'stop' the run with an "
                   "error, or 'skip' the step (weights and optimizer state untouched, a warning, "
@@ -95,6 +99,12 @@ void add_train_command(CLI::App& app) {
       if (e.empty()) return;
       if (comm.is_root()) throw Error(e);
       std::exit(1);
+    };
+    // The memory budget is this machine's, not part of the run's state.
+    auto with_memory_budget = [&](TrainOptions o) {
+      o.memory_limit = a->memory_limit.empty() ? 0 : parse_byte_size(a->memory_limit, "--memory-limit");
+      o.processes_per_machine = processes_on_this_machine();
+      return o;
     };
     std::unique_ptr<Model> model;
     TrainOptions opt;
@@ -143,12 +153,7 @@ void add_train_command(CLI::App& app) {
         CHAINLM_CHECK(!fs::exists(fs::path(a->out) / "latest"), a->out,
                       " already holds a training run; pass --resume to continue it or choose ",
                       "another --out (nothing was overwritten)");
-        if (!a->init.empty()) {
-          model = load_model(a->init);
-        } else {
-          model = std::make_unique<Model>(load_config(a->config));
-          model->init_random(a->seed);
-        }
+        if (!a->init.empty()) model = load_model(a->init);
         opt.init = a->init;
         opt.freeze_chains = a->freeze_chains;
         opt.train_only = a->train_only;
@@ -169,6 +174,13 @@ void add_train_command(CLI::App& app) {
         opt.on_nonfinite = a->on_nonfinite;
         opt.max_nonfinite_skips = a->max_nonfinite_skips;
         if (!a->chain_weights.empty()) opt.chain_loss_weights = parse_float_list(a->chain_weights, "--chain-loss-weights");
+        if (a->init.empty()) {
+          // A new model: refuse a run that cannot fit before even its weights are allocated.
+          const ModelConfig config = load_config(a->config);
+          Trainer::check_memory(config, with_memory_budget(opt), comm.size());
+          model = std::make_unique<Model>(config);
+          model->init_random(a->seed);
+        }
       }
     };
     if (root) {
@@ -189,6 +201,7 @@ void add_train_command(CLI::App& app) {
         opt = TrainOptions::from_json(nlohmann::json::parse(options_text));
       }
     }
+    opt = with_memory_budget(opt);
     opt.out_dir = a->out;
     opt.quiet = a->quiet;
     opt.bucket_mb = a->bucket_mb;

@@ -14,18 +14,58 @@
 
 namespace chainlm {
 
-InferenceSession::InferenceSession(const Model& model, int max_chunk)
-    : model_(model),
-      max_chunk_(std::max(1, std::min(max_chunk, model.config().max_seq_len))),
-      cache_(model.config().n_layers, model.config().max_seq_len, model.layout()) {
-  const ModelConfig& c = model.config();
-  max_rows_ = max_chunk_;
+namespace {
+
+// phd_hidden_positions with bounded prefill (session.h).
+int bounded_hidden_positions(const ModelConfig& c, int end, bool most) {
+  const PhdConfig& phd = c.phd;
+  if (phd.window == 0) return 1;  // copies see originals and each other only
+  // One layer lets a hidden token read at most R = max(W, K-2) hidden tokens back (its
+  // window, or its position's earlier copies), so the last position's logits and the ring
+  // of the last W hidden tokens depend on at most L*R earlier hidden tokens.
+  const long R = std::max(phd.window, phd.repeat - 2);
+  long positions = (c.n_layers * R + phd.repeat - 2) / (phd.repeat - 1) + 1;
+  if (phd.chunk > 0) positions = std::min<long>(positions, most ? phd.chunk : (end - 1) % phd.chunk + 1);
+  return (int)std::min<long>(positions, end);
+}
+
+}  // namespace
+
+InferenceSession::Sizes InferenceSession::sizes_for(const ModelConfig& c, int max_chunk) {
+  Sizes z;
+  z.max_chunk = std::max(1, std::min(max_chunk, c.max_seq_len));
+  z.max_rows = z.max_chunk;
+  z.ring_rows = 0;
   if (c.phd.enabled()) {
     // A PHD pass holds at least one position's copies, and a prompt of max_chunk tokens fits
     // in one pass with the hidden copies of its last positions.
-    max_rows_ = std::max(max_chunk_, c.phd.repeat) +
-                (c.phd.repeat - 1) * phd_hidden_positions(c.max_seq_len, true);
+    z.max_rows = std::max(z.max_chunk, c.phd.repeat) +
+                 (c.phd.repeat - 1) * bounded_hidden_positions(c, c.max_seq_len, true);
+    // Room for the window plus one pass's hidden tokens, twice the window so that keeping
+    // the ring in order costs a compaction only every ~window/(K-1) decode steps.
+    z.ring_rows = 2 * c.phd.window + (c.phd.repeat - 1) * (z.max_rows / c.phd.repeat);
   }
+  return z;
+}
+
+std::size_t InferenceSession::memory_bytes(const ModelConfig& c, int max_chunk) {
+  const ChainLayout layout(c);
+  const Sizes z = sizes_for(c, max_chunk);
+  const std::size_t rows = z.max_rows, kv = layout.kv.total(), L = c.n_layers;
+  std::size_t floats = rows * (4 * (std::size_t)c.dim + 3 * (std::size_t)c.ffn_dim + layout.n + c.n_heads) +
+                       c.vocab_size;                                    // scratch
+  floats += 2 * L * (std::size_t)c.max_seq_len * kv;                    // KV cache
+  if (c.phd.enabled()) floats += 2 * rows * kv + 2 * L * (std::size_t)z.ring_rows * kv;  // new K/V, ring
+  return floats * sizeof(float) + rows * sizeof(int) * (c.phd.enabled() ? 2 : 1);
+}
+
+InferenceSession::InferenceSession(const Model& model, int max_chunk)
+    : model_(model),
+      max_chunk_(sizes_for(model.config(), max_chunk).max_chunk),
+      cache_(model.config().n_layers, model.config().max_seq_len, model.layout()) {
+  const ModelConfig& c = model.config();
+  const Sizes z = sizes_for(c, max_chunk);
+  max_rows_ = z.max_rows;
   const size_t rows = max_rows_;
   x_.resize(rows * c.dim);
   xn_.resize(rows * c.dim);
@@ -39,13 +79,11 @@ InferenceSession::InferenceSession(const Model& model, int max_chunk)
   logits_.resize(c.vocab_size);
   positions_.resize(rows);
   if (c.phd.enabled()) {
-    const int K = c.phd.repeat, kv = model.layout().kv.total();
+    const int kv = model.layout().kv.total();
     row_tokens_.resize(rows);
     k_new_.resize(rows * kv);
     v_new_.resize(rows * kv);
-    // Room for the window plus one pass's hidden tokens, twice the window so that keeping
-    // the ring in order costs a compaction only every ~window/(K-1) decode steps.
-    cache_.allocate_ring(c.phd.window, 2 * c.phd.window + (K - 1) * (max_rows_ / K));
+    cache_.allocate_ring(c.phd.window, z.ring_rows);
   }
 }
 
@@ -89,17 +127,8 @@ const float* InferenceSession::append_until(const int* tokens, int n, int k, flo
 }
 
 int InferenceSession::phd_hidden_positions(int end, bool most) const {
-  const ModelConfig& c = model_.config();
-  const PhdConfig& phd = c.phd;
   if (!bounded_prefill_ && !most) return end;
-  if (phd.window == 0) return 1;  // copies see originals and each other only
-  // One layer lets a hidden token read at most R = max(W, K-2) hidden tokens back (its
-  // window, or its position's earlier copies), so the last position's logits and the ring
-  // of the last W hidden tokens depend on at most L*R earlier hidden tokens.
-  const long R = std::max(phd.window, phd.repeat - 2);
-  long positions = (c.n_layers * R + phd.repeat - 2) / (phd.repeat - 1) + 1;
-  if (phd.chunk > 0) positions = std::min<long>(positions, most ? phd.chunk : (end - 1) % phd.chunk + 1);
-  return (int)std::min<long>(positions, end);
+  return bounded_hidden_positions(model_.config(), end, most);
 }
 
 // Runs tokens at positions [length(), length()+n) in passes of at most max_chunk_ rows.

@@ -3,6 +3,7 @@
 // token at a time with any number of active chains, switching between tokens. PHD models
 // (SPEC B3) keep their originals' K/V in the cache and, with a window, a ring of the last
 // hidden tokens; a decode step runs the K copies of the new token as one pass of K rows.
+#include <cstddef>
 #include <vector>
 
 #include "infer/kv_cache.h"
@@ -15,6 +16,10 @@ class InferenceSession {
   // max_chunk bounds the rows of one forward pass (longer inputs run in chunks); a PHD pass
   // also holds the hidden copies of a prompt's last positions.
   explicit InferenceSession(const Model& model, int max_chunk = 512);
+
+  // Bytes a session of this model holds (KV cache, hidden-token ring, scratch), worked out
+  // without allocating it: serving checks max_sessions of them fit before it starts.
+  static std::size_t memory_bytes(const ModelConfig& config, int max_chunk = 512);
 
   void reset();
   int length() const { return (int)tokens_.size(); }
@@ -48,6 +53,10 @@ class InferenceSession {
   void set_bounded_prefill(bool on) { bounded_prefill_ = on; }
 
  private:
+  struct Sizes {
+    int max_chunk, max_rows, ring_rows;
+  };
+  static Sizes sizes_for(const ModelConfig& config, int max_chunk);
   const float* append_until(const int* tokens, int n, int k, float* all_logits, int final_end);
   void run(const int* tokens, int n, int k, float* all_logits, int final_end);
   void forward_chunk(const int* tokens, int n, int k, float* all_logits);

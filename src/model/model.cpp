@@ -50,7 +50,7 @@ struct Model::Buffers {
   std::vector<std::vector<float>> dlogits;  // one per extra weighted chain prefix
 };
 
-Model::Model(const ModelConfig& config) : config_(config), layout_(config) {
+Model::Model(const ModelConfig& config, bool allocate) : config_(config), layout_(config) {
   const ModelConfig& c = config_;
   const ChainLayout& L = layout_;
   const int n = L.n;
@@ -82,13 +82,12 @@ Model::Model(const ModelConfig& config) : config_(config), layout_(config) {
   }
   norm_ = params_.add("norm.weight", {c.dim}, -1, false);
   if (!c.tie_embeddings) output_ = params_.add("output.weight", {c.vocab_size, c.dim}, -1, true);
+  if (!allocate) return;
   params_.allocate();
   for (auto& li : layers_) {
     auto bind = [&](const std::vector<int>& idx, std::vector<float*>& v, std::vector<float*>& g) {
-      for (int i : idx) {
-        v.push_back(params_.value(i));
-        g.push_back(params_.grad(i));
-      }
+      for (int i : idx) v.push_back(params_.value(i));
+      g.assign(idx.size(), nullptr);  // bound by ensure_grads(): inference holds no gradients
     };
     bind(li.wq, li.v_wq, li.g_wq);
     bind(li.wk, li.v_wk, li.g_wk);
@@ -97,6 +96,30 @@ Model::Model(const ModelConfig& config) : config_(config), layout_(config) {
     bind(li.w1, li.v_w1, li.g_w1);
     bind(li.w2, li.v_w2, li.g_w2);
     bind(li.w3, li.v_w3, li.g_w3);
+  }
+}
+
+void Model::ensure_grads() {
+  if (params_.has_grads()) return;
+  params_.allocate_grads();
+  bind_grads();
+}
+
+// Points every layer's per-chain gradient blocks into the gradient buffer; a frozen block
+// gets a null pointer, which the kernels read as "no weight gradient".
+void Model::bind_grads() {
+  for (auto& li : layers_) {
+    auto bind = [&](const std::vector<int>& idx, std::vector<float*>& g) {
+      for (size_t b = 0; b < idx.size(); ++b)
+        g[b] = params_.info(idx[b]).frozen() ? nullptr : params_.grad(idx[b]);
+    };
+    bind(li.wq, li.g_wq);
+    bind(li.wk, li.g_wk);
+    bind(li.wv, li.g_wv);
+    bind(li.wo, li.g_wo);
+    bind(li.w1, li.g_w1);
+    bind(li.w2, li.g_w2);
+    bind(li.w3, li.g_w3);
   }
 }
 
@@ -155,19 +178,22 @@ void Model::set_freeze(const FreezeSpec& spec) {
       frozen = frozen_width;
     params_.set_frozen_cols(i, frozen);
   }
-  for (auto& li : layers_) {
-    auto bind = [&](const std::vector<int>& idx, std::vector<float*>& g) {
-      for (size_t b = 0; b < idx.size(); ++b)
-        g[b] = params_.info(idx[b]).frozen() ? nullptr : params_.grad(idx[b]);
-    };
-    bind(li.wq, li.g_wq);
-    bind(li.wk, li.g_wk);
-    bind(li.wv, li.g_wv);
-    bind(li.wo, li.g_wo);
-    bind(li.w1, li.g_w1);
-    bind(li.w2, li.g_w2);
-    bind(li.w3, li.g_w3);
-  }
+  if (params_.has_grads()) bind_grads();
+}
+
+std::size_t Model::parameter_floats(const ModelConfig& config) {
+  return Model(config, false).params_.size();
+}
+
+// The arena ensure_buffers lays out: per layer the saved forward activations, then the final
+// norm and logits rows, then the backward scratch shared by all layers.
+std::size_t Model::activation_floats(const ModelConfig& c, int B, int T) {
+  const ChainLayout layout(c);
+  const std::size_t K = c.phd.repeat, Mh = (std::size_t)B * T, M = Mh * K;
+  const std::size_t D = c.dim, F = c.ffn_dim, V = c.vocab_size;
+  const std::size_t KV = layout.kv.total(), n = layout.n, H = c.n_heads;
+  const std::size_t per_layer = M * (D * 6 + KV * 2 + F * 3 + n * 2) + (std::size_t)B * H * T * K;
+  return per_layer * c.n_layers + M * D + Mh * (D + n + V) + M * (D * 5 + KV * 2 + F * 3);
 }
 
 void Model::ensure_buffers(int B, int T) {
@@ -182,9 +208,7 @@ void Model::ensure_buffers(int B, int T) {
   const long K = phd.repeat, Mh = (long)B * T, M = Mh * K;
   const long D = config_.dim, F = config_.ffn_dim, V = config_.vocab_size;
   const long KV = layout_.kv.total(), n = layout_.n, H = config_.n_heads;
-  const long per_layer = M * (D * 6 + KV * 2 + F * 3 + n * 2) + B * H * T * K;
-  const long total = per_layer * config_.n_layers + M * D + Mh * (D + n + V) +
-                     M * (D * 5 + KV * 2 + F * 3);
+  const std::size_t total = activation_floats(config_, B, T);
   b.arena.assign(total, 0.0f);
   float* p = b.arena.data();
   auto take = [&](long count) {
@@ -295,6 +319,7 @@ void Model::forward_trunk(const int* tokens, int B, int T, int k) {
 StepLosses Model::forward_backward(const int* tokens, const int* targets, int B, int T,
                                    const std::vector<float>& chain_weights,
                                    float grad_multiplier) {
+  ensure_grads();
   const ModelConfig& c = config_;
   const ChainLayout& L = layout_;
   CHAINLM_CHECK(static_cast<int>(chain_weights.size()) == L.n, "chain loss weights list ",

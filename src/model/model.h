@@ -31,7 +31,7 @@ struct FreezeSpec {
 
 class Model {
  public:
-  explicit Model(const ModelConfig& config);
+  explicit Model(const ModelConfig& config) : Model(config, true) {}
   ~Model();
   Model(const Model&) = delete;
   Model& operator=(const Model&) = delete;
@@ -52,6 +52,10 @@ class Model {
   // the spec freezes every chain or asks for a head-only run of a tied model.
   void set_freeze(const FreezeSpec& spec);
   const FreezeSpec& freeze() const { return freeze_; }
+
+  // Allocates the gradient buffer (zero) on first use; forward_backward and the trainer call
+  // it, so a model loaded for inference never holds gradients.
+  void ensure_grads();
 
   // Forward + backward of the multi-chain objective (SPEC A5) on a (B, T) batch; gradients
   // are accumulated (+=) into params().grads(), scaled by grad_multiplier (e.g.
@@ -90,15 +94,23 @@ class Model {
   const float* final_norm() const { return params_.value(norm_); }
   const float* head() const { return params_.value(output_ >= 0 ? output_ : tok_embeddings_); }
 
+  // Floats the parameter buffer of a model with this config holds (weights; the gradient
+  // buffer is the same size), and the activation arena of a (B, T) training step, worked out
+  // without allocating either (src/model/memory_estimate.h).
+  static std::size_t parameter_floats(const ModelConfig& config);
+  static std::size_t activation_floats(const ModelConfig& config, int B, int T);
+
   // Parameters a token touches in the matmuls of sub-model k (for FLOP accounting).
   long matmul_params(int k) const;
   // Parameter count of sub-model k (embedding and head included once each).
   long num_params(int k) const;
 
  private:
+  Model(const ModelConfig& config, bool allocate);  // allocate = false: shapes only
   struct Buffers;
   void forward_trunk(const int* tokens, int B, int T, int k);
   void ensure_buffers(int B, int T);
+  void bind_grads();
   float* head_weight();
   float* head_grad();
 

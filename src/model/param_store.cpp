@@ -21,9 +21,10 @@ int ParamStore::add(const std::string& name, std::vector<int64_t> shape, int cha
   return static_cast<int>(infos_.size()) - 1;
 }
 
-void ParamStore::allocate() {
-  values_.assign(total_, 0.0f);
-  grads_.assign(total_, 0.0f);
+void ParamStore::allocate() { values_.assign(total_, 0.0f); }
+
+void ParamStore::allocate_grads() {
+  if (grads_.size() != total_) grads_.assign(total_, 0.0f);
 }
 
 int ParamStore::find(const std::string& name) const {

@@ -2,6 +2,7 @@
 // All parameters of a model in one flat float buffer (and gradients in a second buffer of
 // the same layout), with named tensors as offsets into it. One buffer keeps the optimizer a
 // single fused pass, makes gradient allreduce one call, and maps 1:1 onto safetensors.
+#include <cassert>
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -32,7 +33,9 @@ class ParamStore {
  public:
   // Registers a tensor; returns its index. Call before allocate().
   int add(const std::string& name, std::vector<int64_t> shape, int chain, bool weight_decay);
-  void allocate();  // values and grads, zero-filled
+  void allocate();        // values, zero-filled
+  void allocate_grads();  // gradients, zero-filled (training only: inference never holds them)
+  bool has_grads() const { return !grads_.empty(); }
 
   const std::vector<ParamInfo>& infos() const { return infos_; }
   const ParamInfo& info(int i) const { return infos_[i]; }
@@ -49,7 +52,10 @@ class ParamStore {
   const float* grads() const { return grads_.data(); }
   float* value(int i) { return values_.data() + infos_[i].offset; }
   const float* value(int i) const { return values_.data() + infos_[i].offset; }
-  float* grad(int i) { return grads_.data() + infos_[i].offset; }
+  float* grad(int i) {
+    assert(has_grads());
+    return grads_.data() + infos_[i].offset;
+  }
 
   void zero_grads();
   std::vector<TensorView> value_views();

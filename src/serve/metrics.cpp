@@ -87,6 +87,13 @@ std::string Metrics::render(const Gauges& g) const {
   gauge(os, "chainlm_max_sessions", "Generations that may run at once.", g.max_sessions);
   gauge(os, "chainlm_max_queue", "Requests that may wait; beyond them the server answers 503.",
         g.max_queue);
+  gauge(os, "chainlm_resident_memory_bytes", "Resident set size of the server process now.",
+        (long)g.resident_bytes);
+  gauge(os, "chainlm_peak_resident_memory_bytes", "Largest resident set size of the server process so far.",
+        (long)g.peak_resident_bytes);
+  gauge(os, "chainlm_estimated_memory_bytes",
+        "Memory the server was estimated to need at start (weights, every session at full context).",
+        (long)g.estimated_bytes);
   return os.str();
 }
 

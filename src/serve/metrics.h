@@ -1,6 +1,7 @@
 #pragma once
 // Server counters, rendered for GET /metrics in the Prometheus text exposition format.
 #include <array>
+#include <cstdint>
 #include <map>
 #include <mutex>
 #include <string>
@@ -20,6 +21,7 @@ class Metrics {
 
   struct Gauges {
     int sessions_in_flight, queue_depth, max_sessions, max_queue;
+    uint64_t resident_bytes, peak_resident_bytes, estimated_bytes;  // process memory
   };
   std::string render(const Gauges& g) const;
 

@@ -9,8 +9,10 @@
 #include <thread>
 
 #include "core/error.h"
+#include "core/memory.h"
 #include "core/threads.h"
 #include "infer/generator.h"
+#include "infer/session.h"
 #include "serve/admission.h"
 #include "serve/completion_request.h"
 #include "serve/completion_text.h"
@@ -75,6 +77,7 @@ struct InferenceServer::Impl {
   const Tokenizer& tok;
   ServeOptions opt;
   int threads_per_session = 1;
+  MemoryEstimate memory;
   Admission admission;
   Metrics metrics;
   HttpServer http;
@@ -141,7 +144,8 @@ void InferenceServer::Impl::route() {
            }));
   http.Get("/metrics", counted("/metrics", [this](const httplib::Request&, httplib::Response& res) {
              res.set_content(metrics.render({admission.running(), admission.waiting(),
-                                             admission.max_sessions(), admission.max_queue()}),
+                                             admission.max_sessions(), admission.max_queue(),
+                                             current_rss_bytes(), peak_rss_bytes(), memory.total()}),
                              "text/plain; version=0.0.4; charset=utf-8");
            }));
   http.Get("/v1/models",
@@ -181,7 +185,10 @@ json InferenceServer::Impl::health_json() const {
   return {{"status", stopped ? "stopping" : "ok"},     {"model", opt.model_name},
           {"sessions_in_flight", admission.running()}, {"queue_depth", admission.waiting()},
           {"max_sessions", admission.max_sessions()},  {"max_queue", admission.max_queue()},
-          {"threads_per_session", threads_per_session}};
+          {"threads_per_session", threads_per_session},
+          {"memory", {{"rss_bytes", current_rss_bytes()},
+                      {"peak_rss_bytes", peak_rss_bytes()},
+                      {"estimated_bytes", memory.total()}}}};
 }
 
 json InferenceServer::Impl::models_json() const {
@@ -365,10 +372,20 @@ InferenceServer::InferenceServer(const Model& model, const Tokenizer& tokenizer,
   const int threads = options.threads > 0 ? options.threads : num_threads();
   const int sessions = options.max_sessions > 0 ? options.max_sessions : threads;
   const int per_session = std::max(1, threads / sessions);
+  MemoryEstimate memory;
+  const uint64_t weights = model.params().size() * sizeof(float);
+  memory.parts = {{"weights", weights},
+                  {cat(sessions, " session(s) at ", model.config().max_seq_len, " tokens"),
+                   (uint64_t)sessions * InferenceSession::memory_bytes(model.config())},
+                  {"runtime", kRuntimeOverheadBytes}};
+  // The weights are loaded already: they are part of the estimate but no longer available.
+  check_memory_fits("serve", memory, 1, options.memory_limit,
+                    "lower --max-sessions or serve a smaller model", weights);
   // OpenBLAS's OpenMP build keeps one global count (and follows the calling thread's OpenMP
   // count): set it to the sessions' share once so concurrent sessions agree on it.
   set_num_threads(per_session);
   impl_ = std::make_unique<Impl>(model, tokenizer, std::move(options), sessions, per_session);
+  impl_->memory = std::move(memory);
   const int pool = sessions + impl_->opt.max_queue + kSpareHttpThreads;
   impl_->http.new_task_queue = [pool] { return new httplib::ThreadPool(pool); };
   impl_->http.set_payload_max_length(impl_->opt.max_body_bytes);
@@ -407,6 +424,8 @@ int InferenceServer::max_sessions() const {
 int InferenceServer::max_queue() const {
   return impl_->admission.max_queue();
 }
+const MemoryEstimate& InferenceServer::estimated_memory() const { return impl_->memory; }
+
 int InferenceServer::threads_per_session() const {
   return impl_->threads_per_session;
 }

@@ -8,11 +8,13 @@
 // least 1), so the sessions together use the cores once; at most max_queue requests wait for a
 // session and any beyond them get 503 with Retry-After.
 #include <cstddef>
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <string>
 
 #include "io/tokenizer.h"
+#include "model/memory_estimate.h"
 #include "model/model.h"
 
 namespace chainlm {
@@ -25,6 +27,9 @@ struct ServeOptions {
   int max_queue = 16;               // requests that may wait for a session
   size_t max_body_bytes = 1 << 20;  // larger request bodies get 413
   std::string model_name = "chainlm";
+  // Memory budget (0 = what the machine has available): the model plus max_sessions sessions
+  // at full context must fit, or the server refuses to start (docs/reliability.md).
+  uint64_t memory_limit = 0;
   // Called on the generating thread after each generated token (index from 0). Tests use it to
   // hold a generation in flight; production leaves it empty.
   std::function<void(int index)> on_token;
@@ -48,6 +53,8 @@ class InferenceServer {
   int max_sessions() const;
   int max_queue() const;
   int threads_per_session() const;
+  // Weights, max_sessions sessions (KV cache at max_seq_len, scratch) and the runtime.
+  const MemoryEstimate& estimated_memory() const;
 
  private:
   struct Impl;

@@ -20,6 +20,12 @@ bool launched_by_mpi() {
   return std::getenv("OMPI_COMM_WORLD_SIZE") != nullptr || std::getenv("PMIX_RANK") != nullptr;
 }
 
+int processes_on_this_machine() {
+  const char* s = std::getenv("OMPI_COMM_WORLD_LOCAL_SIZE");
+  const int n = s ? std::atoi(s) : 1;
+  return n > 0 ? n : 1;
+}
+
 Communicator& Communicator::world() {
   static Communicator* const c = [] {
     static Communicator w;

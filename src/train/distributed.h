@@ -29,6 +29,9 @@ class CollectiveError : public Error {
 
 // True when this process was started by an MPI launcher.
 bool launched_by_mpi();
+// Processes of this job on this machine (OpenMPI's OMPI_COMM_WORLD_LOCAL_SIZE; 1 otherwise):
+// they share its memory.
+int processes_on_this_machine();
 
 class Communicator {
  public:

@@ -16,6 +16,7 @@
 
 #include "core/error.h"
 #include "core/fault_injection.h"
+#include "core/memory.h"
 #include "core/timer.h"
 #include "io/atomic_file.h"
 #include "io/safetensors.h"
@@ -69,6 +70,24 @@ TrainOptions TrainOptions::from_json(const nlohmann::json& j) {
   o.on_nonfinite = j.value("on_nonfinite", std::string("stop"));
   o.max_nonfinite_skips = j.value("max_nonfinite_skips", 8);
   return o;
+}
+
+MemoryEstimate Trainer::memory_estimate(const ModelConfig& c, const TrainOptions& o, int ranks) {
+  const int rows = std::max(1, o.batch_size / std::max(1, ranks));
+  const int micro = o.micro_batch > 0 ? std::min(o.micro_batch, rows) : rows;
+  const int T = o.seq_len > 0 ? o.seq_len : c.max_seq_len;
+  int weighted = 1;  // the full model alone by default
+  if (!o.chain_loss_weights.empty()) {
+    weighted = 0;
+    for (float w : o.chain_loss_weights) weighted += w > 0;
+  }
+  return training_memory(c, micro, T, std::max(1, weighted));
+}
+
+void Trainer::check_memory(const ModelConfig& c, const TrainOptions& o, int ranks, uint64_t held) {
+  check_memory_fits("train", memory_estimate(c, o, ranks), o.processes_per_machine, o.memory_limit,
+                    "lower --batch-size or --seq-len, use --micro-batch (gradient accumulation) "
+                    "or a smaller model", held);
 }
 
 Trainer::Trainer(Model& model, TrainOptions options, const Communicator& comm)
@@ -128,6 +147,10 @@ Trainer::Trainer(Model& model, TrainOptions options, const Communicator& comm)
     CHAINLM_CHECK(trains, "--chain-loss-weights put no weight on a sub-model with more than the ",
                   freeze.chains, " frozen chain(s), so nothing would train");
   }
+  // The weights are already in memory (counted in the estimate, gone from what is available).
+  check_memory(c, opt_, ranks, model_.params().size() * sizeof(float));
+  memory_estimate_ = memory_estimate(c, opt_, ranks);
+  model_.ensure_grads();
   tokens_.resize((size_t)micro_ * T_);
   targets_.resize((size_t)micro_ * T_);
   if (ranks > 1) {
@@ -653,7 +676,8 @@ void Trainer::run() {
     log_metrics({{"step", 0},
                  {"trainable_params", ps.trainable_numel()},
                  {"total_params", ps.numel()},
-                 {"trainable_fraction", trainable_fraction()}});
+                 {"trainable_fraction", trainable_fraction()},
+                 {"memory_estimate_bytes", memory_estimate_.total()}});
     if (!opt_.init.empty()) {
       // A run that starts from existing weights records where it started.
       auto val = validate();
@@ -686,7 +710,8 @@ void Trainer::run() {
     const double tok_s = window_tokens / window_seconds;
     if (window_seconds > 5) window_tokens = window_seconds = 0;  // a moving rate
     nlohmann::json line = {{"step", step_}, {"loss", l.loss}, {"lr", lr},
-                           {"tokens_per_s", tok_s}, {"step_ms", dt * 1e3}};
+                           {"tokens_per_s", tok_s}, {"step_ms", dt * 1e3},
+                           {"peak_rss_bytes", peak_rss_bytes()}};
     if (comm_.size() > 1) {
       line["ranks"] = comm_.size();
       line["comm_ms"] = comm_seconds() * 1e3;
@@ -737,6 +762,9 @@ void Trainer::run() {
       fail_together(comm_, error);
     }
   }
+  if (!quiet)
+    std::fprintf(stderr, "peak memory %s (estimated %s)\n", format_bytes((double)peak_rss_bytes()).c_str(),
+                 format_bytes((double)memory_estimate_.total()).c_str());
 }
 
 }  // namespace chainlm

@@ -9,6 +9,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "model/memory_estimate.h"
 #include "model/model.h"
 #include "train/dataset.h"
 #include "train/distributed.h"
@@ -52,6 +53,10 @@ struct TrainOptions {
   // buckets while the backward computes the layers below it.
   double bucket_mb = 16;
   bool overlap_comm = false;
+  // The memory budget of one process (0 = what the machine has available); a run whose
+  // estimate exceeds it is refused before the large buffers are allocated. Not run state.
+  uint64_t memory_limit = 0;
+  int processes_per_machine = 1;  // ranks sharing this machine's memory
 
   nlohmann::json to_json() const;
   static TrainOptions from_json(const nlohmann::json& j);
@@ -65,6 +70,15 @@ class Trainer {
   // rank from rank 0's weights, moments and step, and only rank 0 writes to out_dir.
   Trainer(Model& model, TrainOptions options, const Communicator& comm = Communicator::single());
   ~Trainer();
+
+  // What one process of this run holds: weights, gradients, moments, activations of one
+  // micro-batch (src/model/memory_estimate.h). The constructor refuses a run whose estimate
+  // does not fit options.memory_limit (or the available memory); call this first to refuse it
+  // before even the weights are allocated.
+  static MemoryEstimate memory_estimate(const ModelConfig& config, const TrainOptions& options, int ranks);
+  static void check_memory(const ModelConfig& config, const TrainOptions& options, int ranks,
+                           uint64_t held = 0);
+  const MemoryEstimate& estimated_memory() const { return memory_estimate_; }
 
   // Restores model, optimizer and step from a checkpoint written by save(). With several
   // ranks only rank 0 needs to call it (run() hands its state to the others).
@@ -121,6 +135,7 @@ class Trainer {
   const Communicator& comm_;
   TokenDataset train_, val_;
   int T_ = 0, rows_ = 0, micro_ = 0, accum_ = 0;
+  MemoryEstimate memory_estimate_;
   long step_ = 0;
   // Steps skipped for non-finite values, in all and in a row up to step_; AdamW's bias
   // correction counts the updates actually applied (step_ - skipped_).

@@ -289,6 +289,14 @@ TEST_F(ServeTest, ModelsHealthMetricsAndPlayground) {
   EXPECT_EQ(metric(t, "chainlm_sessions_in_flight"), 0);
   EXPECT_EQ(metric(t, "chainlm_queue_depth"), 0);
   EXPECT_EQ(metric(t, "chainlm_max_sessions"), 1);
+  // Memory: the peak is at least what the process holds now, which holds at least the weights.
+  const double weights_bytes = 4.0 * s.model->params().size();
+  EXPECT_GE(metric(t, "chainlm_resident_memory_bytes"), weights_bytes);
+  EXPECT_GE(metric(t, "chainlm_peak_resident_memory_bytes"), metric(t, "chainlm_resident_memory_bytes"));
+  EXPECT_EQ(metric(t, "chainlm_estimated_memory_bytes"), (double)s.server->estimated_memory().total());
+  const json hm = s.health()["memory"];
+  EXPECT_GE(hm["peak_rss_bytes"].get<double>(), hm["rss_bytes"].get<double>());
+  EXPECT_EQ(hm["estimated_bytes"], s.server->estimated_memory().total());
 
   auto page = s.client().Get("/");
   ASSERT_TRUE(page);
@@ -501,6 +509,36 @@ TEST_F(ServeTest, ServeCommandPrintsItsUrlAndStopsOnSigterm) {
   auto bad = run_chainlm(dir, "serve --model " + quote(air) + " --max-queue -1");
   EXPECT_NE(bad.exit_code, 0);
   EXPECT_NE(bad.err.find("--max-queue must be >= 0"), std::string::npos) << bad.err;
+}
+
+}  // namespace
+}  // namespace chainlm
+
+namespace chainlm {
+namespace {
+
+// A server whose sessions cannot fit its memory budget refuses to start, with the estimate.
+TEST_F(ServeTest, RefusesToStartWhenTheSessionsDoNotFitMemory) {
+  auto model = load_model(air);
+  auto tokenizer = load_tokenizer(find_tokenizer_in_dir(air));
+  ServeOptions o = one_thread();
+  o.port = 0;
+  o.max_sessions = 4;
+  o.threads = 4;
+  InferenceServer fits(*model, *tokenizer, o);
+  const uint64_t need = fits.estimated_memory().total();
+  o.memory_limit = need;
+  EXPECT_NO_THROW(InferenceServer(*model, *tokenizer, o));
+  o.memory_limit = need - 1;
+  try {
+    InferenceServer refused(*model, *tokenizer, o);
+    ADD_FAILURE() << "started beyond its memory budget";
+  } catch (const std::exception& e) {
+    const std::string msg = e.what();
+    EXPECT_NE(msg.find("serve needs an estimated"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("4 session(s) at 64 tokens"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("--max-sessions"), std::string::npos) << msg;
+  }
 }
 
 }  // namespace

@@ -1,0 +1,48 @@
+// InferenceSession::memory_bytes (what serving budgets per session) against what a session
+// really allocates.
+#include <gtest/gtest.h>
+
+#include "core/memory.h"
+#include "infer/session.h"
+#include "model/model.h"
+
+namespace chainlm {
+namespace {
+
+ModelConfig long_context_config(bool phd) {
+  ModelConfig c;
+  c.dim = 256;
+  c.n_heads = 8;
+  c.n_kv_heads = 8;
+  c.ffn_dim = 768;
+  c.n_layers = 8;
+  c.vocab_size = 512;
+  c.max_seq_len = 8192;
+  c.chains = {1, 1};
+  if (phd) {
+    c.phd.repeat = 4;
+    c.phd.window = 16;
+    c.phd.chunk = 32;
+  }
+  validate_config(c, "test");
+  return c;
+}
+
+// Within 10% below and 25% above (allocator rounding; AddressSanitizer's shadow adds 1/8).
+TEST(SessionMemory, ASessionAllocatesWhatMemoryBytesSays) {
+  for (bool phd : {false, true}) {
+    const ModelConfig c = long_context_config(phd);
+    Model model(c);
+    const size_t expected = InferenceSession::memory_bytes(c);
+    ASSERT_GT(expected, 100u << 20);  // the KV cache of 8 layers x 8192 positions dominates
+    const uint64_t before = current_rss_bytes();
+    InferenceSession session(model);
+    const uint64_t grown = current_rss_bytes() - before;
+    EXPECT_GE(grown, expected * 9 / 10) << "phd " << phd;
+    EXPECT_LE(grown, expected * 5 / 4) << "phd " << phd;
+    EXPECT_GE(expected, session.cache().bytes_allocated());
+  }
+}
+
+}  // namespace
+}  // namespace chainlm

@@ -1,0 +1,99 @@
+// The memory estimate (model/memory_estimate.h) against what the model really allocates.
+#include "model/memory_estimate.h"
+
+#include <gtest/gtest.h>
+
+#include <string>
+#include <vector>
+
+#include "core/error.h"
+#include "core/memory.h"
+#include "model/model.h"
+#include "model_test_util.h"
+
+namespace chainlm {
+namespace {
+
+ModelConfig mid_config(std::vector<int> chains, bool kv_share) {
+  ModelConfig c;
+  c.dim = 256;
+  c.n_heads = 8;
+  c.n_kv_heads = kv_share ? 2 : 4;
+  c.ffn_dim = 768;
+  c.n_layers = 4;
+  c.vocab_size = 2048;
+  c.max_seq_len = 256;
+  c.chains = chains;
+  c.kv_share = kv_share;
+  validate_config(c, "test");
+  return c;
+}
+
+TEST(MemoryEstimate, ParameterFloatsMatchTheAllocatedModelWithoutAllocating) {
+  std::vector<ModelConfig> configs = {test::tiny_config({1}, false), test::tiny_config({1, 1, 2}, false),
+                                      test::tiny_config({2, 2}, true, 2), mid_config({1, 1}, true)};
+  ModelConfig untied = test::tiny_config({1, 1}, false);
+  untied.tie_embeddings = !untied.tie_embeddings;
+  configs.push_back(untied);
+  ModelConfig phd = test::tiny_config({1, 1}, true, 2);
+  phd.phd.repeat = 3;
+  phd.phd.window = 4;
+  configs.push_back(phd);
+  for (const ModelConfig& c : configs) {
+    Model m(c);
+    EXPECT_EQ(Model::parameter_floats(c), m.params().size());
+  }
+}
+
+TEST(MemoryEstimate, AModelForInferenceHoldsNoGradientsUntilItTrains) {
+  const ModelConfig c = test::tiny_config({1, 1}, true, 2);
+  Model m(c);
+  EXPECT_FALSE(m.params().has_grads());
+  const std::vector<int> tokens = test::random_tokens(2 * 8, c.vocab_size, 1);
+  m.forward_backward(tokens.data(), tokens.data(), 2, 8, {0.0f, 1.0f}, 1.0f);
+  EXPECT_TRUE(m.params().has_grads());
+}
+
+// The resident memory a first training step adds (gradients, activation arena, the extra
+// sub-model's head gradient) is what training_memory() says, within 10% below and 25% above
+// (allocator rounding; AddressSanitizer's shadow memory adds 1/8).
+TEST(MemoryEstimate, ATrainingStepAllocatesWhatTheEstimateSays) {
+  for (bool both_chains : {false, true}) {
+    const ModelConfig c = mid_config({1, 1}, true);
+    const int B = 8, T = 256;
+    Model m(c);
+    m.init_random(1);
+    const std::vector<int> tokens = test::random_tokens(B * T, c.vocab_size, 2);
+    const std::vector<float> weights = both_chains ? std::vector<float>{1, 1} : std::vector<float>{0, 1};
+    const MemoryEstimate e = training_memory(c, B, T, both_chains ? 2 : 1);
+    uint64_t step_part = 0;  // what the step allocates: all but weights, moments and runtime
+    for (const auto& [what, bytes] : e.parts)
+      if (what != "weights" && what != "AdamW moments" && what != "runtime") step_part += bytes;
+    const uint64_t before = current_rss_bytes();
+    m.forward_backward(tokens.data(), tokens.data(), B, T, weights, 1.0f);
+    const uint64_t grown = current_rss_bytes() - before;
+    EXPECT_GE(grown, step_part * 9 / 10) << e.describe();
+    EXPECT_LE(grown, step_part * 5 / 4) << e.describe();
+  }
+}
+
+TEST(MemoryEstimate, RefusesWhatDoesNotFitWithTheEstimateAndAdvice) {
+  const ModelConfig c = mid_config({1, 1}, true);
+  const MemoryEstimate e = training_memory(c, 8, 256, 1);
+  EXPECT_NO_THROW(check_memory_fits("train", e, 1, e.total(), "do less"));
+  try {
+    check_memory_fits("train", e, 2, e.total(), "do less");  // two processes on the machine
+    ADD_FAILURE() << "two processes fit in one's budget";
+  } catch (const Error& err) {
+    const std::string msg = err.what();
+    EXPECT_NE(msg.find("train needs an estimated " + format_bytes((double)e.total())), std::string::npos) << msg;
+    EXPECT_NE(msg.find("activations for 8 x 256 tokens"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("2 processes"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("--memory-limit"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("do less"), std::string::npos) << msg;
+  }
+  EXPECT_THROW(check_memory_fits("train", e, 1, e.total() - 1, "do less"), Error);
+}
+
+}  // namespace
+}  // namespace chainlm
