@@ -5,6 +5,7 @@
 #include <limits>
 
 #include "core/error.h"
+#include "core/json_excerpt.h"
 #include "io/atomic_file.h"
 
 namespace chainlm {
@@ -46,20 +47,24 @@ HfLlamaConfig read_hf_llama_config(const std::string& dir) {
   if (j.contains("architectures")) {
     const auto& a = j.at("architectures");
     CHAINLM_CHECK(a.is_array() && a.size() == 1 && a[0].is_string(), path,
-                  ": 'architectures' must list one architecture (got ", a.dump(), ")");
-    CHAINLM_CHECK(a[0] == "LlamaForCausalLM", path, ": unsupported architecture ", a[0].dump(),
-                  ": chainlm reads LLaMA checkpoints (LlamaForCausalLM) only");
+                  ": 'architectures' must list one architecture (got ", json_excerpt(a), ")");
+    CHAINLM_CHECK(a[0] == "LlamaForCausalLM", path, ": unsupported architecture ",
+                  json_excerpt(a[0]), ": chainlm reads LLaMA checkpoints (LlamaForCausalLM) only");
   }
   if (j.contains("model_type"))
     CHAINLM_CHECK(j.at("model_type") == "llama", path, ": unsupported model_type ",
-                  j.at("model_type").dump(), ": chainlm reads LLaMA checkpoints (\"llama\") only");
-  CHAINLM_CHECK(null_or_absent(j, "rope_scaling"), path, ": rope_scaling ", j.value("rope_scaling", nlohmann::json()).dump(),
-                " is not supported: chainlm implements plain RoPE (theta only)");
+                  json_excerpt(j.at("model_type")),
+                  ": chainlm reads LLaMA checkpoints (\"llama\") only");
+  // j.at(), not j.value(): value() returns a copy, and copying a hostile value recurses once
+  // per nesting level (found by fuzzing).
+  if (!null_or_absent(j, "rope_scaling"))
+    fail(path, ": rope_scaling ", json_excerpt(j.at("rope_scaling")),
+         " is not supported: chainlm implements plain RoPE (theta only)");
   CHAINLM_CHECK(null_or_absent(j, "quantization_config"), path,
                 ": quantized checkpoints (quantization_config) are not supported");
   if (j.contains("hidden_act"))
-    CHAINLM_CHECK(j.at("hidden_act") == "silu", path, ": hidden_act ", j.at("hidden_act").dump(),
-                  " is not supported: LLaMA's SwiGLU uses silu");
+    CHAINLM_CHECK(j.at("hidden_act") == "silu", path, ": hidden_act ",
+                  json_excerpt(j.at("hidden_act")), " is not supported: LLaMA's SwiGLU uses silu");
   for (const char* bias : {"attention_bias", "mlp_bias"})
     if (j.contains(bias))
       CHAINLM_CHECK(j.at(bias) == false, path, ": '", bias, "' is set: projections with biases are not supported");
@@ -69,8 +74,8 @@ HfLlamaConfig read_hf_llama_config(const std::string& dir) {
       CHAINLM_CHECK(!required, path, ": missing required field '", name, "'");
       return;
     }
-    CHAINLM_CHECK(j.at(name).is_number_integer(), path, ": field '", name, "' must be an integer (got ",
-                  j.at(name).dump(), ")");
+    CHAINLM_CHECK(j.at(name).is_number_integer(), path, ": field '", name,
+                  "' must be an integer (got ", json_excerpt(j.at(name)), ")");
     const long v = j.at(name).get<long>();
     CHAINLM_CHECK(v > 0 && v <= (1L << 30), path, ": field '", name, "' must be positive (got ", v, ")");
     out = (int)v;
@@ -81,7 +86,7 @@ HfLlamaConfig read_hf_llama_config(const std::string& dir) {
     out = j.at(name).get<double>();
     // The model holds it as a float: a larger value would overflow the conversion.
     CHAINLM_CHECK(out > 0 && out <= std::numeric_limits<float>::max(), path, ": field '", name,
-                  "' must be positive and within float range (got ", j.at(name).dump(), ")");
+                  "' must be positive and within float range (got ", json_excerpt(j.at(name)), ")");
   };
   get_int("hidden_size", c.hidden_size, true);
   get_int("intermediate_size", c.intermediate_size, true);
@@ -98,7 +103,8 @@ HfLlamaConfig read_hf_llama_config(const std::string& dir) {
     c.tie_word_embeddings = j.at("tie_word_embeddings").get<bool>();
   }
   if (!null_or_absent(j, "torch_dtype")) {
-    c.torch_dtype = j.at("torch_dtype").is_string() ? j.at("torch_dtype").get<std::string>() : j.at("torch_dtype").dump();
+    c.torch_dtype = j.at("torch_dtype").is_string() ? j.at("torch_dtype").get<std::string>()
+                                                    : json_excerpt(j.at("torch_dtype"));
     CHAINLM_CHECK(c.torch_dtype == "float32" || c.torch_dtype == "float16" || c.torch_dtype == "bfloat16",
                   path, ": torch_dtype '", c.torch_dtype, "' is not supported (float32, float16 or bfloat16)");
   }
@@ -106,7 +112,8 @@ HfLlamaConfig read_hf_llama_config(const std::string& dir) {
                 " is not a multiple of num_attention_heads ", c.num_attention_heads);
   if (!null_or_absent(j, "head_dim"))
     CHAINLM_CHECK(j.at("head_dim") == c.hidden_size / c.num_attention_heads, path, ": head_dim ",
-                  j.at("head_dim").dump(), " differs from hidden_size/num_attention_heads = ",
+                  json_excerpt(j.at("head_dim")),
+                  " differs from hidden_size/num_attention_heads = ",
                   c.hidden_size / c.num_attention_heads, ", which chainlm requires");
   if (j.contains("bos_token_id") && j.at("bos_token_id").is_number_integer()) c.bos_token_id = j.at("bos_token_id");
   if (j.contains("eos_token_id") && j.at("eos_token_id").is_number_integer()) c.eos_token_id = j.at("eos_token_id");

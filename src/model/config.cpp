@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "core/error.h"
+#include "core/json_excerpt.h"
 
 namespace chainlm {
 
@@ -74,12 +75,13 @@ void read_field(const nlohmann::json& j, const char* name, T& out, const std::st
     return;
   }
   CHAINLM_CHECK(convert(j.at(name), out), where, ": field '", name,
-                "' has the wrong type or is out of range (", j.at(name).dump(), ")");
+                "' has the wrong type or is out of range (", json_excerpt(j.at(name)), ")");
 }
 
 PhdConfig phd_from_json(const nlohmann::json& j, const std::string& where) {
   CHAINLM_CHECK(j.is_object(), where, ": field 'phd' must be an object like {\"repeat\": 2, ",
-                "\"window\": 16, \"chunk\": 32, \"position_ids\": \"extended\"} (got ", j.dump(), ")");
+                "\"window\": 16, \"chunk\": 32, \"position_ids\": \"extended\"} (got ",
+                json_excerpt(j), ")");
   const std::string w = where + ": phd";
   for (auto it = j.begin(); it != j.end(); ++it)
     CHAINLM_CHECK(it.key() == "repeat" || it.key() == "window" || it.key() == "chunk" ||

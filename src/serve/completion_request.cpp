@@ -4,6 +4,7 @@
 #include <limits>
 
 #include "core/error.h"
+#include "core/json_excerpt.h"
 #include "infer/chain_schedule.h"
 
 namespace chainlm {
@@ -23,12 +24,13 @@ const json* field(const json& body, const char* name) {
 }
 
 long long integer(const json& v, const char* name) {
-  if (!v.is_number_integer()) refuse(name, cat(name, " must be an integer (got ", v.dump(), ")"));
+  if (!v.is_number_integer())
+    refuse(name, cat(name, " must be an integer (got ", json_excerpt(v), ")"));
   return v.get<long long>();
 }
 
 double number(const json& v, const char* name) {
-  if (!v.is_number()) refuse(name, cat(name, " must be a number (got ", v.dump(), ")"));
+  if (!v.is_number()) refuse(name, cat(name, " must be a number (got ", json_excerpt(v), ")"));
   return v.get<double>();
 }
 
@@ -99,13 +101,14 @@ CompletionRequest parse_completion_request(const json& body, const ModelConfig& 
     const double t = number(*v, "temperature");
     // Held as a float: 1e300 would overflow the conversion (undefined behaviour).
     if (!(t >= 0) || !(t <= std::numeric_limits<float>::max()))
-      refuse("temperature", cat("temperature must be >= 0 and within float range (got ",
-                                v->dump(), ")"));
+      refuse("temperature",
+             cat("temperature must be >= 0 and within float range (got ", json_excerpt(*v), ")"));
     r.gen.sampling.temperature = (float)t;
   }
   if ((v = field(body, "top_p"))) {
     const double p = number(*v, "top_p");
-    if (!(p > 0 && p <= 1)) refuse("top_p", cat("top_p must be in (0, 1] (got ", v->dump(), ")"));
+    if (!(p > 0 && p <= 1))
+      refuse("top_p", cat("top_p must be in (0, 1] (got ", json_excerpt(*v), ")"));
     r.gen.sampling.top_p = (float)p;
   }
   if ((v = field(body, "top_k"))) {
@@ -115,7 +118,7 @@ CompletionRequest parse_completion_request(const json& body, const ModelConfig& 
   }
   if ((v = field(body, "seed"))) {
     if (!v->is_number_unsigned())
-      refuse("seed", cat("seed must be an integer in 0..2^64-1 (got ", v->dump(), ")"));
+      refuse("seed", cat("seed must be an integer in 0..2^64-1 (got ", json_excerpt(*v), ")"));
     r.gen.sampling.seed = v->get<uint64_t>();
     r.seed_given = true;
   }

@@ -104,6 +104,22 @@ TEST(HfLlama, RefusesWhatIsNotPlainLlama) {
       EXPECT_NE(std::string(e.what()).find("config.json"), std::string::npos) << e.what();
     }
   }
+  // Values nested a million deep are quoted as a bounded excerpt (dump() overflowed the stack).
+  const std::string deep = std::string(1000000, '[') + std::string(1000000, ']');
+  for (const char* key : {"architectures", "model_type", "hidden_size", "rope_scaling", "head_dim"}) {
+    TempDir dir;
+    auto j = nlohmann::json::parse(kGood);
+    j[key] = "DEEP";
+    std::string text = j.dump();  // (dumping the deep value itself would recurse a million deep)
+    text.replace(text.find("\"DEEP\""), 6, deep);
+    write_bytes(dir.file("config.json"), text);
+    try {
+      read_hf_llama_config(dir.path().string());
+      ADD_FAILURE() << key << " accepted a nested array";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("[[[[[[[[[...]]]]]]]]]"), std::string::npos) << key;
+    }
+  }
   TempDir dir;
   auto j = nlohmann::json::parse(kGood);
   j.erase("vocab_size");

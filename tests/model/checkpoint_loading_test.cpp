@@ -129,6 +129,23 @@ TEST(CheckpointLoading, ConfigNumbersOutsideTheirTypeAreErrors) {
       "c.json"));
 }
 
+// Found by fuzzing (ASan stack-overflow): the wrong-type message quoted the value with
+// nlohmann's dump(), which recurses once per nesting level; a million nested arrays overflowed
+// the stack. The message now quotes a bounded excerpt.
+TEST(CheckpointLoading, DeeplyNestedConfigValueIsAnError) {
+  const int depth = 1000000;
+  const std::string deep = std::string(depth, '[') + std::string(depth, ']');
+  for (const std::string& text :
+       {R"({"dim": )" + deep + R"(, "n_layers": 1, "n_heads": 2, "ffn_dim": 8, "vocab_size": 8})",
+        R"({"dim": 8, "n_layers": 1, "n_heads": 2, "ffn_dim": 8, "vocab_size": 8, "phd": )" + deep +
+            "}"}) {
+    const std::string err =
+        error_of([&] { config_from_json(nlohmann::json::parse(text), "c.json"); });
+    EXPECT_NE(err.find("[[[[[[[[[...]]]]]]]]]"), std::string::npos) << err.substr(0, 300);
+    EXPECT_LT(err.size(), 400u);
+  }
+}
+
 // The "header claiming 10^12 elements" case of a checkpoint: a valid config.json describing a
 // model of 1.4 * 10^17 parameters beside a model.safetensors of a few KB. Building the model
 // first would ask the allocator for 576 PB; the loader refuses it from the file size.

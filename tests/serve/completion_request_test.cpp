@@ -147,6 +147,20 @@ TEST(CompletionRequest, BodyThatIsNotJsonIsARequestError) {
       EXPECT_NE(what.find(detail), std::string::npos) << body << " -> " << what;
     }
   }
+  // A value nested a million deep is quoted in the message as an excerpt: dump() recursed per
+  // level and overflowed the server's stack (found by fuzzing).
+  const std::string deep = std::string(1000000, '[') + std::string(1000000, ']');
+  for (const char* field : {"max_tokens", "temperature", "top_p", "seed"}) {
+    try {
+      parse_completion_body(R"({"prompt": "x", ")" + std::string(field) + "\": " + deep + "}",
+                            config());
+      ADD_FAILURE() << field << " accepted a nested array";
+    } catch (const RequestError& e) {
+      EXPECT_EQ(e.param(), field);
+      EXPECT_NE(std::string(e.what()).find("(got [[[[[[[[[...]]]]]]]]])"), std::string::npos)
+          << e.what();
+    }
+  }
   const auto r = parse_completion_body(R"({"prompt": "hi", "max_tokens": 2})", config());
   EXPECT_EQ(r.prompt, "hi");
   EXPECT_EQ(r.gen.max_tokens, 2);
