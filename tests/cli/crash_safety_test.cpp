@@ -538,7 +538,13 @@ TEST_F(CrashSafety, UnwritableRunDirectoryAtStartAndMidRun) {
   const fs::path base = dir.file("w");
   fs::create_directories(base);
   fs::permissions(base, fs::perms::all);  // 0777: nobody creates its run here
-  // The data must be readable (it is: 0755 directories, 0644 files).
+  // Nobody must read the config and the data whatever the umask.
+  const fs::perms readable = fs::perms::others_read | fs::perms::group_read;
+  const fs::perms enterable = readable | fs::perms::others_exec | fs::perms::group_exec;
+  fs::permissions(dir.path(), enterable, fs::perm_options::add);
+  fs::permissions(config, readable, fs::perm_options::add);
+  fs::permissions(data, enterable, fs::perm_options::add);
+  for (const auto& e : fs::directory_iterator(data)) fs::permissions(e.path(), readable, fs::perm_options::add);
 
   // At start: a run directory that cannot be created, and one that exists but is read-only.
   const fs::path locked = base / "locked";
