@@ -8,7 +8,7 @@ namespace chainlm {
 
 int ParamStore::add(const std::string& name, std::vector<int64_t> shape, int chain,
                     bool weight_decay) {
-  CHAINLM_CHECK(find(name) < 0, "duplicate parameter name ", name);
+  CHAINLM_CHECK(!index_.count(name), "duplicate parameter name ", name);
   ParamInfo p;
   p.name = name;
   p.shape = std::move(shape);
@@ -18,7 +18,9 @@ int ParamStore::add(const std::string& name, std::vector<int64_t> shape, int cha
   // Keep every tensor 64-byte aligned so kernels see aligned rows.
   total_ += (p.numel() + 15) / 16 * 16;
   infos_.push_back(std::move(p));
-  return static_cast<int>(infos_.size()) - 1;
+  const int i = static_cast<int>(infos_.size()) - 1;
+  index_.emplace(infos_.back().name, i);
+  return i;
 }
 
 void ParamStore::allocate() { values_.assign(total_, 0.0f); }
@@ -28,8 +30,8 @@ void ParamStore::allocate_grads() {
 }
 
 int ParamStore::find(const std::string& name) const {
-  for (size_t i = 0; i < infos_.size(); ++i)
-    if (infos_[i].name == name) return static_cast<int>(i);
+  const auto it = index_.find(name);
+  if (it != index_.end()) return it->second;
   return -1;
 }
 

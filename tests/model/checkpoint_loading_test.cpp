@@ -146,6 +146,41 @@ TEST(CheckpointLoading, DeeplyNestedConfigValueIsAnError) {
   }
 }
 
+// A checkpoint of many tiny tensors is as valid as one of few large ones. ParamStore found
+// names by linear search, so building a model was quadratic in its tensor count: a 7.5 MB
+// checkpoint of 65536 one-wide layers (590k tensors) passed every size check and then kept
+// load_model busy for many minutes. Names are now indexed; this checks the index on 1024
+// layers (9219 tensors) through a save and load.
+TEST(CheckpointLoading, ManyTensorsAreFoundByName) {
+  ModelConfig c;
+  c.dim = 2;
+  c.n_layers = 1024;
+  c.n_heads = 1;
+  c.ffn_dim = 2;
+  c.vocab_size = 2;
+  c.max_seq_len = 4;
+  c.n_kv_heads = 1;
+  validate_config(c, "many layers");
+  Model model(c);
+  model.init_random(3);
+  const ParamStore& ps = model.params();
+  ASSERT_EQ(ps.infos().size(), 3u + 9u * 1024u);  // embedding, final norm, head
+  for (int i = 0; i < (int)ps.infos().size(); ++i) ASSERT_EQ(ps.find(ps.info(i).name), i);
+  EXPECT_EQ(ps.find("layers.1024.ffn_norm.weight"), -1);
+  ParamStore copy = ps;
+  EXPECT_NE(error_of([&] { copy.add("layers.17.attention.wq.chain0.weight", {2, 2}, 0, true); })
+                .find("duplicate parameter name layers.17.attention.wq.chain0.weight"),
+            std::string::npos);
+
+  TempDir dir;
+  save_model(model, dir.file("many"));
+  const auto loaded = load_model(dir.file("many"));
+  const int last = loaded->params().find("layers.1023.feed_forward.w2.chain0.weight");
+  ASSERT_GE(last, 0);
+  EXPECT_EQ(loaded->params().value(last)[1],
+            ps.value(ps.find("layers.1023.feed_forward.w2.chain0.weight"))[1]);
+}
+
 // The "header claiming 10^12 elements" case of a checkpoint: a valid config.json describing a
 // model of 1.4 * 10^17 parameters beside a model.safetensors of a few KB. Building the model
 // first would ask the allocator for 576 PB; the loader refuses it from the file size.
