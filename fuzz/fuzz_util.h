@@ -25,9 +25,10 @@ namespace chainlm::fuzz {
 
 inline constexpr std::string_view kPartSeparator = "\n#@chainlm-fuzz-part@#\n";
 
-// The per-process scratch directory, removed at exit.
+// The per-process scratch directory, removed at exit. The path is never destroyed, so the
+// exit handler (which runs after function-local statics are gone) can still read it.
 inline const std::filesystem::path& scratch_dir() {
-  static const std::filesystem::path dir = [] {
+  static const std::filesystem::path* dir = [] {
     std::error_code ec;
     std::filesystem::path base = "/dev/shm";
     if (!std::filesystem::is_directory(base, ec) || ::access(base.c_str(), W_OK) != 0) {
@@ -39,13 +40,14 @@ inline const std::filesystem::path& scratch_dir() {
       std::perror("chainlm fuzz: mkdtemp");
       std::abort();
     }
+    auto* path = new std::filesystem::path(templ);
     std::atexit([] {
       std::error_code ec2;
       std::filesystem::remove_all(scratch_dir(), ec2);
     });
-    return std::filesystem::path(templ);
+    return path;
   }();
-  return dir;
+  return *dir;
 }
 
 // Writes bytes to scratch_dir()/name (a plain overwrite: the loaders under test read it) and
