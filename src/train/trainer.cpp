@@ -72,6 +72,11 @@ TrainOptions TrainOptions::from_json(const nlohmann::json& j) {
   return o;
 }
 
+namespace {
+const char* const kMemoryAdvice =
+    "lower --batch-size or --seq-len, use --micro-batch (gradient accumulation) or a smaller model";
+}  // namespace
+
 MemoryEstimate Trainer::memory_estimate(const ModelConfig& c, const TrainOptions& o, int ranks) {
   const int rows = std::max(1, o.batch_size / std::max(1, ranks));
   const int micro = o.micro_batch > 0 ? std::min(o.micro_batch, rows) : rows;
@@ -86,8 +91,7 @@ MemoryEstimate Trainer::memory_estimate(const ModelConfig& c, const TrainOptions
 
 void Trainer::check_memory(const ModelConfig& c, const TrainOptions& o, int ranks, uint64_t held) {
   check_memory_fits("train", memory_estimate(c, o, ranks), o.processes_per_machine, o.memory_limit,
-                    "lower --batch-size or --seq-len, use --micro-batch (gradient accumulation) "
-                    "or a smaller model", held);
+                    kMemoryAdvice, held);
 }
 
 Trainer::Trainer(Model& model, TrainOptions options, const Communicator& comm)
@@ -148,8 +152,9 @@ Trainer::Trainer(Model& model, TrainOptions options, const Communicator& comm)
                   freeze.chains, " frozen chain(s), so nothing would train");
   }
   // The weights are already in memory (counted in the estimate, gone from what is available).
-  check_memory(c, opt_, ranks, model_.params().size() * sizeof(float));
   memory_estimate_ = memory_estimate(c, opt_, ranks);
+  check_memory_fits("train", memory_estimate_, opt_.processes_per_machine, opt_.memory_limit,
+                    kMemoryAdvice, model_.params().size() * sizeof(float));
   model_.ensure_grads();
   tokens_.resize((size_t)micro_ * T_);
   targets_.resize((size_t)micro_ * T_);
