@@ -4,19 +4,7 @@
 #include <omp.h>
 
 #include "core/threads.h"
-
-#if defined(__AVX512F__)
-// GCC 12 reports its own _mm512_undefined_ps() pass-through operands as (maybe-)uninitialized.
-#if defined(__clang__)
-#include <immintrin.h>
-#else
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#include <immintrin.h>
-#pragma GCC diagnostic pop
-#endif
-#endif
+#include "kernels/simd.h"
 
 namespace chainlm {
 

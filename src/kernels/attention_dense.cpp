@@ -1,0 +1,222 @@
+// The dense attention passes (attention_passes.h): the causal mask over q_offset + i, key j.
+// - forward, per work item (sequence b, query head h, every step-th query tile from t0): pack
+//   the head's K, V rows once when the item has several tiles, then per query tile and per key
+//   tile the mask does not exclude: St = K_tile . Q_tile^T (keys x queries, so the softmax
+//   statistics of the 64 queries are vertical vector ops), online softmax update of the
+//   running max m, sum l and output accumulator O; finally o = O / l and lse = m + log(l).
+//   Up to 4 query rows (decoding) go row by row instead.
+// - backward, per work item (sequence b, KV head g): per query head h of g, per key tile, per
+//   query tile:
+//     P = exp(scale q.k - lse), dV += P^T dO, dP = dO V^T, dS = scale P (dP - D),
+//     dQ += dS K, dK += dS^T Q        with D_i = dO_i . o_i precomputed per row,
+//   all on packed copies, with dQ, dK, dV added into dq, dk, dv once at the end.
+// Partial (diagonal) tiles carry 64-bit allowed-masks per row and column; the tile matmuls use
+// them to skip the blocks that are masked out and the softmax zeroes them.
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "kernels/attention_passes.h"
+#include "kernels/attention_tiles.h"
+
+namespace chainlm::attn {
+
+namespace {
+
+// Where a forward work item reads its KV head's rows: key row j is at k + (j - first)*stride.
+struct KvRows {
+  const float* k;
+  const float* v;
+  long stride;
+  long first;
+  bool packed;  // contiguous rows (no L1 set aliasing): usable directly as a matmul B operand
+};
+
+// Query rows [i0, i0 + nq) of head h in sequence b: the online-softmax pass over key tiles.
+void forward_tile(const AttentionShape& s, int b, int h, int i0, int nq, const float* q,
+                  const KvRows& kv, float* o, float* lse, float* scratch) {
+  const int hd = s.head_dim;
+  const long Tk = s.kv_len;
+  const float c = s.scale * kLog2e;
+  const ForwardTileScratch t(scratch, hd);
+  begin_forward_tile(s, b, h, i0, nq, q, o, t);
+
+  uint64_t key_rows[kTile];    // per key row of the tile: the queries it may serve
+  uint64_t query_rows[kTile];  // per query row: the keys it may attend
+  const int64_t qp0 = static_cast<int64_t>(s.q_offset) + i0;
+  int64_t kb, ke;
+  s.mask.key_bounds(qp0, qp0 + nq, Tk, &kb, &ke);
+  for (int64_t j0 = std::max<int64_t>(kb, 0); j0 < ke; j0 += kTile) {
+    const int nk = static_cast<int>(std::min<int64_t>(kTile, ke - j0));
+    const auto cover = s.mask.cover(qp0, qp0 + nq, j0, j0 + nk);
+    if (cover == AttentionMask::Cover::Empty) continue;
+    const bool partial = cover == AttentionMask::Cover::Partial;
+    if (partial) {
+      for (int j = 0; j < nk; ++j) key_rows[j] = s.mask.query_bits(j0 + j, qp0, nq);
+      for (int i = 0; i < nq; ++i) query_rows[i] = s.mask.key_bits(qp0 + i, j0, nk);
+    } else {
+      std::fill(key_rows, key_rows + nk, low_bits(nq));
+    }
+    forward_key_tile(nq, nk, hd, kv.k + (j0 - kv.first) * kv.stride,
+                     kv.v + (j0 - kv.first) * kv.stride, kv.stride, kv.packed, partial, key_rows,
+                     query_rows, c, t);
+  }
+
+  finish_forward_tile(s, b, h, i0, nq, t, o, lse);
+}
+
+// Up to this many query rows (decoding) take the row-at-a-time path below: a 64 x 64 tile
+// with a handful of query lanes would spend most of its vector lanes on padding.
+constexpr int kFewRows = 4;
+
+// Query rows [i0, i0 + nq) of head h, one at a time: all scores of the row, softmax, p.V.
+void forward_rows(const AttentionShape& s, int b, int h, int i0, int nq, const float* q,
+                  const float* k, const float* v, float* o, float* lse) {
+  const int hd = s.head_dim, ldh = round16(hd), g = kv_head(s, h);
+  const long Tq = s.q_len, Tk = s.kv_len;
+  const float c = s.scale * kLog2e;
+  const float* kg = k + b * Tk * s.kv_stride + static_cast<long>(g) * hd;
+  const float* vg = v + b * Tk * s.kv_stride + static_cast<long>(g) * hd;
+  for (int i = 0; i < nq; ++i) {
+    const int64_t qpos = static_cast<int64_t>(s.q_offset) + i0 + i;
+    const float* qrow = q + (b * Tq + i0 + i) * s.q_stride + static_cast<long>(h) * hd;
+    float* orow = o + (b * Tq + i0 + i) * s.o_stride + static_cast<long>(h) * hd;
+    float& row_lse = lse[(static_cast<long>(b) * s.n_heads + h) * Tq + i0 + i];
+    int64_t kb, ke;
+    s.mask.key_bounds(qpos, qpos + 1, Tk, &kb, &ke);
+    kb = std::max<int64_t>(kb, 0);
+    const long n = std::max<int64_t>(ke - kb, 0);
+    float* acc = thread_scratch(ldh + round16(static_cast<int>(n)) + 16);  // ldh + scores
+    float* sc = acc + ldh;
+
+    float mx = kNegInf;
+    for (long j0 = 0; j0 < n; j0 += 64) {
+      const int nk = static_cast<int>(std::min<long>(64, n - j0));
+      const auto cover = s.mask.cover(qpos, qpos + 1, kb + j0, kb + j0 + nk);
+      const uint64_t bits = cover == AttentionMask::Cover::Full ? low_bits(nk)
+                            : cover == AttentionMask::Cover::Empty
+                                ? 0
+                                : s.mask.key_bits(qpos, kb + j0, nk);
+      for (int j = 0; j < nk; j += 16) {
+        float* out = sc + j0 + j;
+        const uint32_t allowed = static_cast<uint32_t>((bits >> j) & 0xFFFF);
+        if (allowed == 0) {
+          std::fill(out, out + 16, kNegInf);
+          continue;
+        }
+        mx = std::max(mx, row_scores16(qrow, kg + (kb + j0 + j) * s.kv_stride, s.kv_stride,
+                                       std::min(16, nk - j), hd, allowed, out));
+      }
+    }
+    if (mx == kNegInf) {  // nothing to attend
+      std::fill(orow, orow + hd, 0.0f);
+      row_lse = kNegInf;
+      continue;
+    }
+    const float m2 = mx * c;
+    const float sum = row_probabilities(sc, n, c, m2);
+    row_weighted_sum(sc, n, vg + kb * s.kv_stride, s.kv_stride, hd, acc);
+    const float inv = 1.0f / sum;
+    for (int d = 0; d < hd; ++d) orow[d] = acc[d] * inv;
+    row_lse = (m2 + std::log2(sum)) * kLn2;
+  }
+}
+
+}  // namespace
+
+// Query tiles t0, t0 + step, ... of head h in sequence b. An item with several tiles first
+// packs the key/value rows they need into contiguous scratch.
+void dense_forward_item(const AttentionShape& s, int b, int h, int t0, int step, const float* q,
+                        const float* k, const float* v, float* o, float* lse) {
+  const int hd = s.head_dim, ldh = round16(hd), g = kv_head(s, h);
+  const long Tk = s.kv_len;
+  const int q_tiles = (s.q_len + kTile - 1) / kTile;
+  const size_t tile_floats = forward_tile_floats(hd);
+  const float* kg = k + b * Tk * s.kv_stride + static_cast<long>(g) * hd;
+  const float* vg = v + b * Tk * s.kv_stride + static_cast<long>(g) * hd;
+
+  if (q_tiles - t0 <= step && s.q_len - t0 * kTile <= kFewRows) {
+    forward_rows(s, b, h, t0 * kTile, s.q_len - t0 * kTile, q, k, v, o, lse);
+    return;
+  }
+  KvRows kv{kg, vg, s.kv_stride, 0, false};
+  float* scratch;
+  if ((q_tiles - t0 + step - 1) / step > 1) {
+    int64_t lo = Tk, hi = 0;
+    for (int t = t0; t < q_tiles; t += step) {
+      const int64_t qp0 = static_cast<int64_t>(s.q_offset) + t * kTile;
+      int64_t kb, ke;
+      s.mask.key_bounds(qp0, qp0 + std::min(kTile, s.q_len - t * kTile), Tk, &kb, &ke);
+      lo = std::min(lo, std::max<int64_t>(kb, 0));
+      hi = std::max(hi, ke);
+    }
+    const long rows = std::max<int64_t>(hi - lo, 0);
+    scratch = thread_scratch(tile_floats + 2 * rows * ldh);
+    float* kp = scratch + tile_floats;
+    float* vp = kp + rows * ldh;
+    pack(kg + lo * s.kv_stride, s.kv_stride, static_cast<int>(rows), hd, kp, ldh);
+    pack(vg + lo * s.kv_stride, s.kv_stride, static_cast<int>(rows), hd, vp, ldh);
+    kv = KvRows{kp, vp, ldh, static_cast<long>(lo), true};
+  } else {
+    scratch = thread_scratch(tile_floats);
+  }
+  for (int t = t0; t < q_tiles; t += step)
+    forward_tile(s, b, h, t * kTile, std::min(kTile, s.q_len - t * kTile), q, kv, o, lse, scratch);
+}
+
+// One work item: KV head g of sequence b, with the query heads heads[0..nh) that use it.
+// Every operand is first packed into contiguous rows (strided rows a multiple of 4 KB
+// apart alias in L1 and L2), gradients are accumulated in scratch and added once.
+void dense_backward_item(const AttentionShape& s, int b, int g, const int* heads, int nh,
+                         const float* q, const float* k, const float* v, const float* o,
+                         const float* lse, const float* dout, float* dq, float* dk, float* dv) {
+  const int hd = s.head_dim, ldh = round16(hd);
+  const long Tq = s.q_len, Tk = s.kv_len;
+  const float c = s.scale * kLog2e;
+
+  const BackwardScratch w(hd, Tq, Tk);
+  float *Kf = w.Kf, *Vf = w.Vf, *dKf = w.dKf, *dVf = w.dVf, *Qf = w.Qf, *dOf = w.dOf, *dQf = w.dQf;
+
+  const long kv0 = b * Tk * s.kv_stride + static_cast<long>(g) * hd;
+  pack(k + kv0, s.kv_stride, static_cast<int>(Tk), hd, Kf, ldh);
+  pack(v + kv0, s.kv_stride, static_cast<int>(Tk), hd, Vf, ldh);
+
+  uint64_t key_rows[kTile], query_rows[kTile];
+  for_each_backward_head(s, b, heads, nh, q, o, lse, dout, dq, w, [&](int) {
+    for (long j0 = 0; j0 < Tk; j0 += kTile) {
+      const int nk = static_cast<int>(std::min<long>(kTile, Tk - j0));
+      int64_t qb, qe;
+      s.mask.query_bounds(j0, j0 + nk, &qb, &qe);
+      // Query rows [ib, ie) may attend this key tile (qb, qe may be +-"infinite").
+      const long ib = qb <= s.q_offset ? 0 : std::min<int64_t>(qb - s.q_offset, Tq);
+      const long ie = qe >= s.q_offset + Tq ? Tq : std::max<int64_t>(qe - s.q_offset, 0);
+      if (ib >= ie) continue;
+      const float* Kj = Kf + j0 * ldh;
+      float* dKj = dKf + j0 * ldh;
+      float* dVj = dVf + j0 * ldh;
+      transpose(Kj, ldh, nk, hd, w.Kt, kTile);
+      transpose(Vf + j0 * ldh, ldh, nk, hd, w.Vt, kTile);
+
+      for (long i0 = ib; i0 < ie; i0 += kTile) {
+        const int nq = static_cast<int>(std::min<long>(kTile, ie - i0));
+        const int64_t qp0 = static_cast<int64_t>(s.q_offset) + i0;
+        const auto cover = s.mask.cover(qp0, qp0 + nq, j0, j0 + nk);
+        if (cover == AttentionMask::Cover::Empty) continue;
+        const bool partial = cover == AttentionMask::Cover::Partial;
+        if (partial) {
+          for (int i = 0; i < nq; ++i) query_rows[i] = s.mask.key_bits(qp0 + i, j0, nk);
+          for (int j = 0; j < nk; ++j) key_rows[j] = s.mask.query_bits(j0 + j, qp0, nq);
+        } else {
+          std::fill(query_rows, query_rows + nq, low_bits(nk));
+        }
+        backward_tile_pair(nq, nk, hd, Qf + i0 * ldh, dOf + i0 * ldh, Kj, w.Kt, w.Vt,
+                           dQf + i0 * ldh, dKj, dVj, w.P, w.dS, partial, query_rows, key_rows, c,
+                           w.L2 + i0, w.D + i0, s.scale);
+      }
+    }
+  });
+  add_rows(dk + kv0, s.kv_stride, dKf, ldh, Tk, hd);
+  add_rows(dv + kv0, s.kv_stride, dVf, ldh, Tk, hd);
+}
+
+}  // namespace chainlm::attn

@@ -1,0 +1,126 @@
+// Row primitives of the attention kernels (attention_tiles.h): a handful of query rows
+// (decoding) go one at a time instead of through a 64 x 64 tile that would spend most of its
+// vector lanes on padding. Each row reads its keys and values in place, 16 keys per step,
+// with their scores summed across lanes by an in-register transpose.
+#include <algorithm>
+#include <cmath>
+
+#include "kernels/attention_tiles.h"
+
+namespace chainlm::attn {
+
+float dot(const float* a, const float* b, int n) {
+#if CHAINLM_ATTENTION_AVX512
+  __m512 acc = _mm512_setzero_ps();
+  for (int d = 0; d < n; d += 16) {
+    const __mmask16 m = static_cast<__mmask16>(n - d >= 16 ? 0xFFFF : (1u << (n - d)) - 1);
+    acc = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, a + d), _mm512_maskz_loadu_ps(m, b + d), acc);
+  }
+  return _mm512_reduce_add_ps(acc);
+#else
+  float acc = 0.0f;
+  for (int d = 0; d < n; ++d) acc += a[d] * b[d];
+  return acc;
+#endif
+}
+
+float row_scores16(const float* qrow, const float* kg, long stride, int n, int hd, uint32_t allowed,
+                   float* out) {
+#if CHAINLM_ATTENTION_AVX512
+  __m512 acc[16];
+#pragma GCC unroll 16
+  for (int j = 0; j < 16; ++j) {
+    acc[j] = _mm512_setzero_ps();
+    prefetch_row(kg + (16 + j) * stride, hd, 0);  // the next call's keys
+  }
+  for (int d = 0; d < hd; d += 16) {
+    const __mmask16 m = static_cast<__mmask16>(hd - d >= 16 ? 0xFFFF : (1u << (hd - d)) - 1);
+    const __m512 qv = _mm512_maskz_loadu_ps(m, qrow + d);
+#pragma GCC unroll 16
+    for (int j = 0; j < 16; ++j)
+      if (j < n)
+        acc[j] = _mm512_fmadd_ps(qv, _mm512_maskz_loadu_ps(m, kg + j * stride + d), acc[j]);
+  }
+  // Sum each accumulator's lanes, all 16 at once: add interleaved pairs, then 64-bit
+  // pairs, then 128-bit lanes; lane j of the result is the sum of acc[j].
+  __m512 t[8], u[4];
+#pragma GCC unroll 8
+  for (int i = 0; i < 8; ++i)
+    t[i] = _mm512_add_ps(_mm512_unpacklo_ps(acc[2 * i], acc[2 * i + 1]),
+                         _mm512_unpackhi_ps(acc[2 * i], acc[2 * i + 1]));
+#pragma GCC unroll 4
+  for (int i = 0; i < 4; ++i)
+    u[i] = _mm512_add_ps(_mm512_shuffle_ps(t[2 * i], t[2 * i + 1], 0x44),
+                         _mm512_shuffle_ps(t[2 * i], t[2 * i + 1], 0xEE));
+  const __m512 v01 =
+      _mm512_add_ps(_mm512_shuffle_f32x4(u[0], u[1], 0x88), _mm512_shuffle_f32x4(u[0], u[1], 0xDD));
+  const __m512 v23 =
+      _mm512_add_ps(_mm512_shuffle_f32x4(u[2], u[3], 0x88), _mm512_shuffle_f32x4(u[2], u[3], 0xDD));
+  const __mmask16 m = static_cast<__mmask16>(allowed & ((1u << n) - 1));
+  const __m512 sc = _mm512_mask_blend_ps(
+      m, _mm512_set1_ps(kNegInf),
+      _mm512_add_ps(_mm512_shuffle_f32x4(v01, v23, 0x88), _mm512_shuffle_f32x4(v01, v23, 0xDD)));
+  _mm512_storeu_ps(out, sc);
+  return _mm512_reduce_max_ps(sc);
+#else
+  float mx = kNegInf;
+  for (int j = 0; j < 16; ++j) {
+    out[j] = j < n && ((allowed >> j) & 1) ? dot(qrow, kg + j * stride, hd) : kNegInf;
+    mx = std::max(mx, out[j]);
+  }
+  return mx;
+#endif
+}
+
+float row_probabilities(float* sc, long n, float c, float m2) {
+#if CHAINLM_ATTENTION_AVX512
+  const __m512 vc = _mm512_set1_ps(c), vm = _mm512_set1_ps(m2);
+  const __m512 neg_inf = _mm512_set1_ps(kNegInf);
+  __m512 sum = _mm512_setzero_ps();
+  for (long j = 0; j < n; j += 16) {
+    const __mmask16 m = static_cast<__mmask16>(n - j >= 16 ? 0xFFFF : (1u << (n - j)) - 1);
+    const __m512 x = _mm512_maskz_loadu_ps(m, sc + j);
+    const __mmask16 live = m & _mm512_cmp_ps_mask(x, neg_inf, _CMP_NEQ_OQ);
+    const __m512 p = _mm512_maskz_mov_ps(live, exp2_ps(_mm512_fmsub_ps(x, vc, vm)));
+    _mm512_mask_storeu_ps(sc + j, m, p);
+    sum = _mm512_add_ps(sum, p);
+  }
+  return _mm512_reduce_add_ps(sum);
+#else
+  float sum = 0.0f;
+  for (long j = 0; j < n; ++j) sum += (sc[j] = sc[j] == kNegInf ? 0.0f : std::exp2(sc[j] * c - m2));
+  return sum;
+#endif
+}
+
+void row_weighted_sum(const float* p, long n, const float* vg, long stride, int hd, float* out) {
+#if CHAINLM_ATTENTION_AVX512
+  for (int d0 = 0; d0 < hd; d0 += 64) {
+    const int nv = (std::min(64, hd - d0) + 15) / 16;
+    const int rem = std::min(64, hd - d0) - 16 * (nv - 1);
+    const __mmask16 last = static_cast<__mmask16>(rem == 16 ? 0xFFFF : (1u << rem) - 1);
+    __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(),
+                     _mm512_setzero_ps()};
+    for (long j = 0; j < n; ++j) {
+      if (p[j] == 0.0f) continue;
+      const __m512 pj = _mm512_set1_ps(p[j]);
+      const float* vrow = vg + j * stride + d0;
+      prefetch_row(vrow + kPrefetchRows * stride, std::min(64, hd - d0), 0);
+#pragma GCC unroll 4
+      for (int x = 0; x < 4; ++x)
+        if (x < nv)
+          acc[x] = _mm512_fmadd_ps(
+              pj, _mm512_maskz_loadu_ps(x == nv - 1 ? last : 0xFFFF, vrow + 16 * x), acc[x]);
+    }
+#pragma GCC unroll 4
+    for (int x = 0; x < 4; ++x)
+      if (x < nv) _mm512_mask_storeu_ps(out + d0 + 16 * x, x == nv - 1 ? last : 0xFFFF, acc[x]);
+  }
+#else
+  std::fill(out, out + hd, 0.0f);
+  for (long j = 0; j < n; ++j)
+    for (int d = 0; d < hd; ++d) out[d] += p[j] * vg[j * stride + d];
+#endif
+}
+
+}  // namespace chainlm::attn
