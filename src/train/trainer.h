@@ -2,65 +2,25 @@
 // The training loop: AdamW with warmup + cosine schedule, gradient accumulation, global
 // norm clipping, the multi-chain objective (SPEC A5), periodic validation, a live progress
 // line, a JSONL metrics log and crash-safe checkpoints that resume exactly.
+//
+// Its jobs live in files of their own: the step loop and validation (trainer.cpp), the contents
+// of a checkpoint and resuming from one (trainer_checkpoint.cpp) over the run directory's
+// crash-safe protocol (run_directory.h), what a run reports as it goes (training_progress.h),
+// and the memory check (trainer_memory.cpp).
 #include <cstdint>
 #include <memory>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "model/memory_estimate.h"
 #include "model/model.h"
 #include "train/dataset.h"
 #include "train/distributed.h"
 #include "train/optimizer.h"
+#include "train/run_directory.h"
+#include "train/train_options.h"
 
 namespace chainlm {
-
-struct TrainOptions {
-  std::string data_dir;  // train.bin, val.bin and the tokenizer (chainlm prepare)
-  std::string out_dir;   // run directory
-  long steps = 1000;
-  int batch_size = 8;    // sequences per optimizer step, over all ranks (the global batch)
-  int micro_batch = 0;   // at most this many sequences per forward/backward (gradient
-                         // accumulation); 0 = all of a rank's share of the batch at once
-  int seq_len = 0;       // 0 = the model's max_seq_len
-  float lr = 1e-3f;
-  float min_lr_ratio = 0.1f;
-  long warmup = -1;      // -1 = min(100, steps / 10)
-  float weight_decay = 0.1f;
-  float grad_clip = 1.0f;  // 0 = off
-  float beta1 = 0.9f, beta2 = 0.95f;
-  long eval_every = 100;   // 0 = only at the end
-  int eval_windows = 64;   // validation windows of seq_len tokens (0 = whole split)
-  long save_every = 0;     // 0 = at every validation
-  int keep_checkpoints = 2;
-  uint64_t seed = 1337;
-  std::vector<float> chain_loss_weights;  // empty = full model only, [0, ..., 0, 1]
-  // Chain tuning (SPEC A7): freeze the first freeze_chains chains; train_only "head" trains
-  // the output head alone. Stored in the trainer state, so a resumed run stays frozen.
-  int freeze_chains = 0;
-  std::string train_only;  // "" (everything not frozen) or "head"
-  std::string init;        // the checkpoint the weights came from (--init), for the record
-  // A step whose loss or gradient norm is not finite: "stop" ends the run with an error,
-  // "skip" leaves weights and moments untouched and goes on with the next step, giving up
-  // after max_nonfinite_skips such steps in a row.
-  std::string on_nonfinite = "stop";
-  int max_nonfinite_skips = 8;
-  bool quiet = false;
-  // Data parallelism (docs/distributed.md); neither is part of the run's state. Gradients are
-  // summed in buckets of at most bucket_mb megabytes; overlap_comm reduces each layer's
-  // buckets while the backward computes the layers below it.
-  double bucket_mb = 16;
-  bool overlap_comm = false;
-  // The memory budget of one process (0 = what the machine has available); a run whose
-  // estimate exceeds it is refused before the large buffers are allocated. Not run state.
-  uint64_t memory_limit = 0;
-  int processes_per_machine = 1;  // ranks sharing this machine's memory
-
-  nlohmann::json to_json() const;
-  static TrainOptions from_json(const nlohmann::json& j);
-};
 
 class Trainer {
  public:
@@ -75,7 +35,8 @@ class Trainer {
   // micro-batch (src/model/memory_estimate.h). The constructor refuses a run whose estimate
   // does not fit options.memory_limit (or the available memory); call this first to refuse it
   // before even the weights are allocated.
-  static MemoryEstimate memory_estimate(const ModelConfig& config, const TrainOptions& options, int ranks);
+  static MemoryEstimate memory_estimate(const ModelConfig& config, const TrainOptions& options,
+                                        int ranks);
   static void check_memory(const ModelConfig& config, const TrainOptions& options, int ranks,
                            uint64_t held = 0);
   const MemoryEstimate& estimated_memory() const { return memory_estimate_; }
@@ -123,7 +84,10 @@ class Trainer {
   double trainable_fraction() const;
 
  private:
+  // Appends a line to the run's metrics.jsonl (rank 0 only; a no-op on the others).
   void log_metrics(const nlohmann::json& line);
+  // Refuses a run whose estimate e, plus `held` bytes already allocated, does not fit.
+  static void check_estimate_fits(const MemoryEstimate& e, const TrainOptions& o, uint64_t held);
   // The first weight or AdamW moment that is not finite, as "weight 'name'[i] = nan"; "" when
   // all are finite.
   std::string nonfinite_state() const;
@@ -141,8 +105,7 @@ class Trainer {
   // correction counts the updates actually applied (step_ - skipped_).
   long skipped_ = 0, skipped_in_a_row_ = 0;
   std::string last_nonfinite_;
-  std::string last_saved_;  // the newest checkpoint directory this run wrote or resumed from
-  int lock_fd_ = -1;        // the run directory's lock (prepare_run_dir)
+  RunDirectory run_dir_;  // opt_.out_dir: lock, metrics.jsonl, checkpoints (rank 0 writes)
   Optimizer optimizer_;
   std::vector<int> tokens_, targets_;
   std::vector<float> weights_;

@@ -1,0 +1,265 @@
+#include "train/run_directory.h"
+
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <utility>
+#include <vector>
+
+#include "core/error.h"
+#include "core/fault_injection.h"
+#include "io/atomic_file.h"
+
+namespace chainlm {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+std::string checkpoint_name(long step) {
+  char name[32];
+  std::snprintf(name, sizeof name, "step-%08ld", step);
+  return name;
+}
+
+// The step of a checkpoint directory name "step-NNNNNNNN", -1 for any other name.
+long checkpoint_step(const std::string& name) {
+  if (name.size() < 6 || name.size() > 20 || name.rfind("step-", 0) != 0) return -1;
+  long step = 0;
+  for (size_t i = 5; i < name.size(); ++i) {
+    if (name[i] < '0' || name[i] > '9') return -1;
+    step = step * 10 + (name[i] - '0');
+  }
+  return step;
+}
+
+// What a writer killed mid-way leaves in a run directory: temporary checkpoint directories
+// (being built, or an old one being removed) and atomic_file's temporary files.
+bool is_leftover(const std::string& name) {
+  for (const char* prefix :
+       {".tmp-step-", ".old-step-", ".write-probe.", "latest.tmp.", "metrics.jsonl.tmp."})
+    if (name.rfind(prefix, 0) == 0) return true;
+  return false;
+}
+
+// The checkpoint `run/latest` names, "" when there is none (or it cannot be read).
+std::string latest_name(const fs::path& run) {
+  try {
+    std::string name = read_file((run / "latest").string());
+    while (!name.empty() && (name.back() == '\n' || name.back() == ' ')) name.pop_back();
+    return name;
+  } catch (const Error&) {
+    return std::string();
+  }
+}
+
+// Moves the complete directory `tmp` to `target`. A `target` that exists already (a checkpoint
+// of this step that a killed run wrote but never named in `latest`) is swapped with it
+// atomically, so a complete directory stands at `target` at every moment.
+void install_directory(const fs::path& tmp, const fs::path& target) {
+  std::error_code ec;
+  if (!fs::exists(target, ec)) {
+    fs::rename(tmp, target, ec);
+    if (ec) fail("cannot rename ", tmp.string(), " to ", target.string(), ": ", ec.message());
+    return;
+  }
+  if (::renameat2(AT_FDCWD, tmp.c_str(), AT_FDCWD, target.c_str(), RENAME_EXCHANGE) != 0) {
+    const int err = errno;
+    // A filesystem without atomic exchange: a directory `latest` does not name may go first.
+    const bool unsupported = err == EINVAL || err == ENOSYS || err == EOPNOTSUPP;
+    if (!unsupported || latest_name(target.parent_path()) == target.filename().string())
+      fail("cannot replace ", target.string(), " with ", tmp.string(), ": ", std::strerror(err));
+    fs::remove_all(target, ec);
+    if (!ec) fs::rename(tmp, target, ec);
+    if (ec) fail("cannot replace ", target.string(), ": ", ec.message());
+    return;
+  }
+  fs::remove_all(tmp, ec);  // now the old directory; a leftover if this fails
+}
+
+}  // namespace
+
+void RunDirectory::prepare() {
+  const fs::path run(path_);
+  std::error_code ec;
+  fs::create_directories(run, ec);
+  if (ec)
+    fail("cannot create the run directory ", run.string(), ": ", ec.message(),
+         " (nothing was trained)");
+  // The run's lock: a second process training into the same directory would take this
+  // one's temporary directories for a killed writer's. flock locks end with the process,
+  // however it ends, so a killed run never leaves a stale lock behind.
+  if (lock_fd_ < 0) {
+    const std::string lock = (run / ".lock").string();
+    // Read-only: an open writable file would keep the filesystem from being remounted.
+    const int fd = ::open(lock.c_str(), O_RDONLY | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0)
+      fail("cannot write to the run directory ", run.string(), ": creating ", lock,
+           " failed: ", std::strerror(errno), " (nothing was trained)");
+    if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+      const int err = errno;
+      ::close(fd);
+      if (err == EWOULDBLOCK)
+        fail("another process is training into ", run.string(), " (it holds ", lock,
+             "); nothing was trained");
+      // A filesystem without flock (some network mounts): train unlocked, as before locks.
+    } else {
+      lock_fd_ = fd;
+    }
+  }
+  // Checkpoints are written into the directory itself: find out now, not after the first
+  // hour of training, whether that works.
+  const std::string probe = (run / cat(".write-probe.", ::getpid())).string();
+  const int fd = ::open(probe.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  int err = fd < 0 ? errno : 0;
+  if (fd >= 0) {
+    if (::write(fd, "x", 1) != 1) err = errno ? errno : EIO;
+    if (::close(fd) != 0 && err == 0) err = errno;
+    ::unlink(probe.c_str());
+  }
+  if (err != 0)
+    fail("cannot write to the run directory ", run.string(), ": ", std::strerror(err),
+         " (nothing was trained)");
+  // Leftovers of a writer killed mid-checkpoint: never checkpoints (loaders follow `latest`,
+  // which only ever names a complete directory), removed here.
+  for (const auto& e : fs::directory_iterator(run, ec))
+    if (is_leftover(e.path().filename().string())) {
+      std::error_code ignored;
+      fs::remove_all(e.path(), ignored);
+    }
+}
+
+void RunDirectory::unlock() {
+  if (lock_fd_ >= 0) ::close(lock_fd_);
+  lock_fd_ = -1;
+}
+
+std::string RunDirectory::checkpoint_path(long step) const {
+  return (fs::path(path_) / checkpoint_name(step)).string();
+}
+
+std::string RunDirectory::what_is_kept() const {
+  return last_checkpoint_.empty() ? std::string("no earlier checkpoint exists")
+                                  : cat("'latest' still names the previous one, ",
+                                        fs::path(last_checkpoint_).filename().string());
+}
+
+std::string RunDirectory::write_checkpoint(long step, int keep,
+                                           const std::function<void(const std::string&)>& fill) {
+  const std::string name = checkpoint_name(step);
+  const fs::path run(path_);
+  const fs::path final_dir = run / name;
+  const std::string kept = what_is_kept();
+  // Built under a temporary name, every file fsynced (write_file_atomic), the directory
+  // fsynced, then renamed into place and the run directory fsynced: `latest` is switched
+  // only to a complete, durable directory.
+  const fs::path tmp = run / cat(".tmp-", name, ".", ::getpid());
+  try {
+    std::error_code ec;
+    fs::remove_all(tmp, ec);
+    fs::create_directory(tmp, ec);
+    if (ec) fail("cannot create ", tmp.string(), ": ", ec.message());
+    // The log up to this step becomes as durable as the checkpoint: a resume keeps exactly
+    // those lines, even after a power loss.
+    const std::string metrics = (run / "metrics.jsonl").string();
+    const int log = ::open(metrics.c_str(), O_RDONLY | O_CLOEXEC);
+    if (log >= 0) {
+      const int rc = ::fsync(log), err = errno;
+      ::close(log);
+      if (rc != 0 && err != EINVAL) fail("fsync of ", metrics, " failed: ", std::strerror(err));
+    }
+    fill(tmp.string());
+    fsync_directory(tmp.string());
+    fault::point("checkpoint.before_rename");
+    install_directory(tmp, final_dir);
+    fsync_directory(run.string());
+  } catch (const std::exception& e) {
+    std::error_code ec;
+    fs::remove_all(tmp, ec);
+    fail("checkpoint at step ", step, " not written: ", e.what(), "; ", kept,
+         ec ? cat("; the partial ", tmp.string(), " could not be removed (", ec.message(),
+                  "): it is no checkpoint, and the next run removes it")
+            : cat(", and the partial ", tmp.filename().string(), " was removed"));
+  }
+  fault::point("checkpoint.before_latest");
+  try {
+    write_file_atomic((run / "latest").string(), name + "\n");
+  } catch (const std::exception& e) {
+    fail("checkpoint ", final_dir.string(),
+         " was written but could not be made the latest: ", e.what(), "; ", kept);
+  }
+  last_checkpoint_ = final_dir.string();
+  fault::point("checkpoint.after_latest");
+  // Only now that `latest` names the new checkpoint may older ones go: the `keep` newest up
+  // to this step stay. Directories of later steps are a killed run's that `latest` never
+  // named. Each is renamed away first, so a half-removed one never looks like a checkpoint.
+  std::vector<std::pair<long, fs::path>> ckpts;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(run, ec)) {
+    const long s = checkpoint_step(e.path().filename().string());
+    if (s >= 0 && e.is_directory(ec)) ckpts.push_back({s, e.path()});
+  }
+  std::sort(ckpts.begin(), ckpts.end());
+  keep = std::max(1, keep);
+  std::vector<fs::path> doomed;
+  int kept_count = 0;  // newest first: this step's directory is the first one kept
+  for (auto it = ckpts.rbegin(); it != ckpts.rend(); ++it) {
+    if (it->first <= step && kept_count < keep)
+      ++kept_count;
+    else
+      doomed.push_back(it->second);
+  }
+  for (const fs::path& path : doomed) {
+    const fs::path old = run / cat(".old-", path.filename().string(), ".", ::getpid());
+    fs::rename(path, old, ec);
+    if (!ec) fs::remove_all(old, ec);
+    if (ec)
+      std::fprintf(stderr, "warning: could not remove the old checkpoint %s: %s\n",
+                   path.string().c_str(), ec.message().c_str());
+  }
+  fault::point("checkpoint.after_prune");
+  return final_dir.string();
+}
+
+void RunDirectory::append_metrics(const nlohmann::json& line) const {
+  const std::string path = (fs::path(path_) / "metrics.jsonl").string();
+  const std::string text = line.dump() + "\n";
+  errno = 0;
+  std::FILE* f = std::fopen(path.c_str(), "a");
+  bool ok = f && std::fwrite(text.data(), 1, text.size(), f) == text.size() && std::fflush(f) == 0;
+  int err = errno;
+  if (f && std::fclose(f) != 0 && ok) {
+    ok = false;
+    err = errno;
+  }
+  if (!ok) fail("cannot append to ", path, ": ", std::strerror(err ? err : EIO));
+}
+
+void RunDirectory::reset_metrics() const {
+  write_file_atomic((fs::path(path_) / "metrics.jsonl").string(), "");
+}
+
+void RunDirectory::truncate_metrics(long step) const {
+  const fs::path metrics = fs::path(path_) / "metrics.jsonl";
+  if (!fs::exists(metrics)) return;
+  std::ifstream in(metrics);
+  std::string line, kept;
+  while (std::getline(in, line)) {
+    try {
+      auto j = nlohmann::json::parse(line);
+      if (j.value("step", 0L) <= step) kept += line + "\n";
+    } catch (const nlohmann::json::exception&) {
+      // A torn last line from a crash: drop it.
+    }
+  }
+  write_file_atomic(metrics.string(), kept);
+}
+
+}  // namespace chainlm

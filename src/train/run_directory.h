@@ -1,0 +1,63 @@
+#pragma once
+// A training run directory and its crash-safe protocol (docs/reliability.md, Crash safety):
+//   .lock          held (flock) by the one process training into the directory
+//   metrics.jsonl  one JSON line per step, validation and event, appended and flushed
+//   step-NNNNNNNN/ complete checkpoints; a new one is built under a temporary name, every file
+//                  and the directory fsynced, renamed into place, and only then named by
+//   latest         the checkpoint loaders and resumes read; older checkpoints are pruned last.
+// A writer killed at any moment leaves `latest` naming a complete checkpoint and, at most,
+// temporary entries that prepare() removes. Only rank 0 of a run touches the directory.
+#include <functional>
+#include <nlohmann/json.hpp>
+#include <string>
+
+namespace chainlm {
+
+class RunDirectory {
+ public:
+  explicit RunDirectory(std::string path) : path_(std::move(path)) {}
+  ~RunDirectory() { unlock(); }
+  RunDirectory(const RunDirectory&) = delete;
+  RunDirectory& operator=(const RunDirectory&) = delete;
+
+  const std::string& path() const { return path_; }
+
+  // Creates the directory and checks it is writable, takes the lock so no other process trains
+  // into it meanwhile (a filesystem without flock is used unlocked), and removes what a killed
+  // writer left (temporary checkpoint directories, temporary files). Throws chainlm::Error
+  // naming the directory when it cannot be used.
+  void prepare();
+  // Releases the lock (a no-op when not held).
+  void unlock();
+
+  // Writes the checkpoint of `step`: fill(dir) writes its files into a temporary directory
+  // (each with write_file_atomic or an equivalent that fsyncs), which is fsynced, renamed to
+  // step-NNNNNNNN and named by `latest`; then all but the `keep` newest checkpoints up to
+  // `step` are removed, and any of later steps (a killed run's, never named). On failure
+  // nothing is left behind, `latest` is unchanged and chainlm::Error says what and where.
+  // Returns the checkpoint directory.
+  std::string write_checkpoint(long step, int keep,
+                               const std::function<void(const std::string&)>& fill);
+  // The step-NNNNNNNN path of a step's checkpoint (whether or not it exists).
+  std::string checkpoint_path(long step) const;
+  // The newest checkpoint this run wrote or resumed from ("" when none); set_last_checkpoint
+  // records the one a resume started from.
+  const std::string& last_checkpoint() const { return last_checkpoint_; }
+  void set_last_checkpoint(std::string dir) { last_checkpoint_ = std::move(dir); }
+  // What error messages say of the checkpoints a failure leaves in place.
+  std::string what_is_kept() const;
+
+  // metrics.jsonl: append one line (flushed; Error naming the file and the reason on failure),
+  // start it empty (a new run), or keep only the lines of steps <= step (a resume, so the log
+  // reads as one uninterrupted run; a torn last line from a crash is dropped).
+  void append_metrics(const nlohmann::json& line) const;
+  void reset_metrics() const;
+  void truncate_metrics(long step) const;
+
+ private:
+  std::string path_;
+  std::string last_checkpoint_;
+  int lock_fd_ = -1;
+};
+
+}  // namespace chainlm

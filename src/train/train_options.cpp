@@ -1,0 +1,60 @@
+#include "train/train_options.h"
+
+namespace chainlm {
+
+nlohmann::json TrainOptions::to_json() const {
+  return {{"data_dir", data_dir},
+          {"steps", steps},
+          {"batch_size", batch_size},
+          {"micro_batch", micro_batch},
+          {"seq_len", seq_len},
+          {"lr", lr},
+          {"min_lr_ratio", min_lr_ratio},
+          {"warmup", warmup},
+          {"weight_decay", weight_decay},
+          {"grad_clip", grad_clip},
+          {"beta1", beta1},
+          {"beta2", beta2},
+          {"eval_every", eval_every},
+          {"eval_windows", eval_windows},
+          {"save_every", save_every},
+          {"keep_checkpoints", keep_checkpoints},
+          {"seed", seed},
+          {"chain_loss_weights", chain_loss_weights},
+          {"freeze_chains", freeze_chains},
+          {"train_only", train_only},
+          {"init", init},
+          {"on_nonfinite", on_nonfinite},
+          {"max_nonfinite_skips", max_nonfinite_skips}};
+}
+
+TrainOptions TrainOptions::from_json(const nlohmann::json& j) {
+  TrainOptions o;
+  o.data_dir = j.at("data_dir").get<std::string>();
+  o.steps = j.at("steps");
+  o.batch_size = j.at("batch_size");
+  o.micro_batch = j.at("micro_batch");
+  o.seq_len = j.at("seq_len");
+  o.lr = j.at("lr");
+  o.min_lr_ratio = j.at("min_lr_ratio");
+  o.warmup = j.at("warmup");
+  o.weight_decay = j.at("weight_decay");
+  o.grad_clip = j.at("grad_clip");
+  o.beta1 = j.at("beta1");
+  o.beta2 = j.at("beta2");
+  o.eval_every = j.at("eval_every");
+  o.eval_windows = j.at("eval_windows");
+  o.save_every = j.at("save_every");
+  o.keep_checkpoints = j.at("keep_checkpoints");
+  o.seed = j.at("seed");
+  o.chain_loss_weights = j.at("chain_loss_weights").get<std::vector<float>>();
+  // Absent in states written before chain tuning existed.
+  o.freeze_chains = j.value("freeze_chains", 0);
+  o.train_only = j.value("train_only", std::string());
+  o.init = j.value("init", std::string());
+  o.on_nonfinite = j.value("on_nonfinite", std::string("stop"));
+  o.max_nonfinite_skips = j.value("max_nonfinite_skips", 8);
+  return o;
+}
+
+}  // namespace chainlm

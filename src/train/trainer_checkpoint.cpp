@@ -1,0 +1,98 @@
+// A checkpoint's contents (Trainer::save, Trainer::restore): the model (model.safetensors,
+// config.json), the AdamW moments (optimizer.safetensors, "m."/"v." + parameter name), the
+// trainer state (step, options, skipped steps) and the data's tokenizer. RunDirectory writes
+// them by its crash-safe protocol; nothing non-finite is ever written.
+#include <cmath>
+#include <filesystem>
+#include <vector>
+
+#include "core/error.h"
+#include "core/fault_injection.h"
+#include "io/atomic_file.h"
+#include "io/safetensors.h"
+#include "io/tokenizer.h"
+#include "model/checkpoint.h"
+#include "train/trainer.h"
+
+namespace chainlm {
+
+namespace fs = std::filesystem;
+
+std::string Trainer::nonfinite_state() const {
+  const ParamStore& ps = model_.params();
+  const std::vector<float>* moments[2] = {&const_cast<Optimizer&>(optimizer_).m(),
+                                          &const_cast<Optimizer&>(optimizer_).v()};
+  for (int i = 0; i < (int)ps.infos().size(); ++i) {
+    const ParamInfo& p = ps.info(i);
+    const float* arrays[3] = {ps.values() + p.offset, moments[0]->data() + p.offset,
+                              moments[1]->data() + p.offset};
+    const char* what[3] = {"weight", "AdamW first moment", "AdamW second moment"};
+    for (int a = 0; a < 3; ++a)
+      for (long k = 0; k < (long)p.numel(); ++k)
+        if (!std::isfinite(arrays[a][k]))
+          return cat(what[a], " '", p.name, "'[", k, "] = ", arrays[a][k]);
+  }
+  return std::string();
+}
+
+void Trainer::prepare_run_dir() {
+  run_dir_.prepare();
+}
+
+std::string Trainer::save() {
+  // The last line of defence: a checkpoint never holds a non-finite weight or moment.
+  const std::string bad = nonfinite_state();
+  CHAINLM_CHECK(bad.empty(), "step ", step_, ": refusing to write checkpoint ",
+                run_dir_.checkpoint_path(step_), ": ", bad, " is not finite; ",
+                run_dir_.what_is_kept());
+  return run_dir_.write_checkpoint(step_, opt_.keep_checkpoints, [&](const std::string& dir) {
+    const fs::path tmp(dir);
+    save_model(model_, tmp.string());
+    fault::point("checkpoint.after_weights");
+    ParamStore& ps = model_.params();
+    std::vector<TensorView> views;
+    for (int i = 0; i < (int)ps.infos().size(); ++i) {
+      const ParamInfo& p = ps.info(i);
+      views.push_back({"m." + p.name, p.shape, optimizer_.m().data() + p.offset});
+      views.push_back({"v." + p.name, p.shape, optimizer_.v().data() + p.offset});
+    }
+    write_safetensors((tmp / "optimizer.safetensors").string(), views);
+    fault::point("checkpoint.after_optimizer");
+    nlohmann::json state = {
+        {"format", "chainlm-trainer-1"}, {"step", step_},
+        {"options", opt_.to_json()},     {"trainable_params", ps.trainable_numel()},
+        {"total_params", ps.numel()},    {"trainable_fraction", trainable_fraction()},
+        {"skipped_steps", skipped_},     {"skipped_in_a_row", skipped_in_a_row_}};
+    write_file_atomic((tmp / "trainer_state.json").string(), state.dump(2) + "\n");
+    save_tokenizer_to_dir(find_tokenizer_in_dir(opt_.data_dir), tmp.string());
+  });
+}
+
+void Trainer::restore(const std::string& checkpoint_dir) {
+  const std::string dir = resolve_checkpoint_dir(checkpoint_dir);
+  load_model_weights(model_, (fs::path(dir) / "model.safetensors").string());
+  SafetensorsReader opt((fs::path(dir) / "optimizer.safetensors").string());
+  ParamStore& ps = model_.params();
+  for (int i = 0; i < (int)ps.infos().size(); ++i) {
+    const ParamInfo& p = ps.info(i);
+    opt.read_f32("m." + p.name, p.shape, optimizer_.m().data() + p.offset);
+    opt.read_f32("v." + p.name, p.shape, optimizer_.v().data() + p.offset);
+  }
+  const std::string state_path = (fs::path(dir) / "trainer_state.json").string();
+  nlohmann::json state;
+  try {
+    state = nlohmann::json::parse(read_file(state_path));
+    step_ = state.at("step").get<long>();
+    skipped_ = state.value("skipped_steps", 0L);
+    skipped_in_a_row_ = state.value("skipped_in_a_row", 0L);
+  } catch (const nlohmann::json::exception& e) {
+    fail(state_path, ": invalid trainer state: ", e.what());
+  }
+  CHAINLM_CHECK(step_ >= 0, state_path, ": negative step");
+  run_dir_.set_last_checkpoint(dir);
+  // Keep only the metrics of steps up to the restored one, so a resumed run's log reads as one
+  // uninterrupted run.
+  if (comm_.is_root()) run_dir_.truncate_metrics(step_);
+}
+
+}  // namespace chainlm

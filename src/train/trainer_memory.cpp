@@ -1,0 +1,36 @@
+// The memory check of a training run (docs/reliability.md, Memory): what one process holds
+// (src/model/memory_estimate.h) against the machine's available memory or --memory-limit,
+// refused before the large buffers are allocated.
+#include <algorithm>
+
+#include "core/memory.h"
+#include "train/trainer.h"
+
+namespace chainlm {
+
+namespace {
+const char* const kMemoryAdvice =
+    "lower --batch-size or --seq-len, use --micro-batch (gradient accumulation) or a smaller model";
+}  // namespace
+
+MemoryEstimate Trainer::memory_estimate(const ModelConfig& c, const TrainOptions& o, int ranks) {
+  const int rows = std::max(1, o.batch_size / std::max(1, ranks));
+  const int micro = o.micro_batch > 0 ? std::min(o.micro_batch, rows) : rows;
+  const int T = o.seq_len > 0 ? o.seq_len : c.max_seq_len;
+  int weighted = 1;  // the full model alone by default
+  if (!o.chain_loss_weights.empty()) {
+    weighted = 0;
+    for (float w : o.chain_loss_weights) weighted += w > 0;
+  }
+  return training_memory(c, micro, T, std::max(1, weighted));
+}
+
+void Trainer::check_memory(const ModelConfig& c, const TrainOptions& o, int ranks, uint64_t held) {
+  check_estimate_fits(memory_estimate(c, o, ranks), o, held);
+}
+
+void Trainer::check_estimate_fits(const MemoryEstimate& e, const TrainOptions& o, uint64_t held) {
+  check_memory_fits("train", e, o.processes_per_machine, o.memory_limit, kMemoryAdvice, held);
+}
+
+}  // namespace chainlm
