@@ -10,6 +10,7 @@
 #include "cli/commands.h"
 #include "cli/model_loading.h"
 #include "core/error.h"
+#include "core/number_format.h"
 #include "core/threads.h"
 #include "core/timer.h"
 #include "eval/choice.h"
@@ -83,23 +84,6 @@ LoadedModel load_for_eval(const CommonArgs& a, bool need_tokenizer) {
   return m;
 }
 
-std::string thousands(long v) {
-  const std::string digits = std::to_string(v);
-  std::string r;
-  for (size_t i = 0; i < digits.size(); ++i) {
-    if (i > 0 && (digits.size() - i) % 3 == 0) r += ',';
-    r += digits[i];
-  }
-  return r;
-}
-
-std::string params_text(long n) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, n >= 1000000 ? "%.2fM" : "%.1fK",
-                n >= 1000000 ? n / 1e6 : n / 1e3);
-  return buf;
-}
-
 void print_json(const nlohmann::json& j) {
   std::printf("%s\n", j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
 }
@@ -166,7 +150,7 @@ void add_ppl(CLI::App* eval) {
     for (const ChainPerplexity& c : r.chains) {
       char bpb[32] = "-";
       if (c.bpb >= 0) std::snprintf(bpb, sizeof bpb, "%.4f", c.bpb);
-      std::printf("%4d %11s %9.4f %10.2f %8s %10.0f\n", c.k, params_text(c.params).c_str(), c.loss,
+      std::printf("%4d %11s %9.4f %10.2f %8s %10.0f\n", c.k, short_count(c.params).c_str(), c.loss,
                   c.ppl, bpb, c.tokens_per_s);
     }
   });

@@ -9,6 +9,7 @@
 #include "cli/model_info.h"
 #include "cli/parse_util.h"
 #include "core/error.h"
+#include "core/number_format.h"
 #include "io/hf_llama.h"
 #include "io/llama2c.h"
 #include "io/tokenizer.h"
@@ -18,20 +19,6 @@
 namespace chainlm::cli {
 
 namespace fs = std::filesystem;
-
-namespace {
-
-std::string thousands(long v) {
-  const std::string digits = std::to_string(v);
-  std::ostringstream os;
-  for (size_t i = 0; i < digits.size(); ++i) {
-    if (i > 0 && (digits.size() - i) % 3 == 0) os << ',';
-    os << digits[i];
-  }
-  return os.str();
-}
-
-}  // namespace
 
 void add_info_command(CLI::App& app) {
   auto* cmd = app.add_subcommand("info", "Shapes, chains, parameters per chain and sub-model of a model");

@@ -7,6 +7,7 @@
 #include <sstream>
 
 #include "core/error.h"
+#include "core/number_format.h"
 #include "io/atomic_file.h"
 #include "model/checkpoint.h"
 #include "model/config.h"
@@ -17,32 +18,6 @@ namespace chainlm {
 namespace fs = std::filesystem;
 
 namespace {
-
-std::string fixed(double v, int digits) {
-  if (!std::isfinite(v)) return "—";
-  char buf[64];
-  std::snprintf(buf, sizeof buf, "%.*f", digits, v);
-  return buf;
-}
-
-std::string millions(long n) {
-  char buf[64];
-  if (n >= 1000000)
-    std::snprintf(buf, sizeof buf, "%.2fM", n / 1e6);
-  else
-    std::snprintf(buf, sizeof buf, "%.1fK", n / 1e3);
-  return buf;
-}
-
-std::string thousands(long v) {
-  const std::string digits = std::to_string(v);
-  std::string r;
-  for (size_t i = 0; i < digits.size(); ++i) {
-    if (i > 0 && (digits.size() - i) % 3 == 0) r += ',';
-    r += digits[i];
-  }
-  return r;
-}
 
 double median(std::vector<double> v) {
   if (v.empty()) return std::nan("");
@@ -158,7 +133,7 @@ std::string run_report_markdown(const std::string& run_dir, const RunMetrics& m,
   for (int k = 1; k <= n; ++k) {
     const ValSummary v = val_summary(m, k);
     md << "| " << k << " | " << (model ? std::to_string(model->layout().dim.prefix(k)) : "—")
-       << " | " << (model ? millions(model->num_params(k)) : "—") << " | "
+       << " | " << (model ? short_count(model->num_params(k)) : "—") << " | "
        << fixed(final_train_loss(m, k, kReportTrainWindow), 4) << " | "
        << fixed(best_train_loss(m, k, kReportTrainWindow), 4) << " | " << fixed(v.last, 4) << " | "
        << fixed(std::exp(v.last), 2) << " | " << fixed(v.best, 4) << " | "

@@ -184,18 +184,7 @@ void InferenceSession::forward_chunk(const int* tokens, int n, int k, float* all
   const int kv_heads_active = L.active_kv_width(k) / hd;
 
   embedding_forward(n, Dk, tokens, model_.embedding(), D, x_.data(), D);
-  AttentionShape as;
-  as.batch = 1;
-  as.q_len = n;
-  as.kv_len = len + n;
-  as.q_offset = len;
-  as.n_heads = L.active_heads(k);
-  as.head_dim = hd;
-  as.q_stride = D;
-  as.kv_stride = KV;
-  as.o_stride = D;
-  as.kv_head_of = L.kv_head_of.data();
-  as.scale = 1.0f / std::sqrt((float)hd);
+  const AttentionShape as = model_.attention_shape(k, 1, n, len + n, len);
   auto table = rope_table(hd, c.rope_theta, len + n);
 
   for (int l = 0; l < c.n_layers; ++l) {
@@ -267,17 +256,8 @@ void InferenceSession::forward_chunk_phd(const int* tokens, int n, int k, int hi
   const int ring_row = cache_.ring_start + cache_.ring_count;  // where the new tokens go
 
   embedding_forward(rows, Dk, row_tokens_.data(), model_.embedding(), D, x_.data(), D);
-  AttentionShape as;
-  as.batch = 1;
-  as.q_len = rows;
-  as.n_heads = L.active_heads(k);
-  as.head_dim = hd;
-  as.q_stride = D;
-  as.kv_stride = KV;
-  as.o_stride = D;
-  as.kv_head_of = L.kv_head_of.data();
-  as.scale = 1.0f / std::sqrt((float)hd);
-  as.mask = AttentionMask::phd(K, phd.window, phd.chunk);
+  // Query rows: the originals, then the copies; the keys are given to phd_attention_forward.
+  const AttentionShape as = model_.attention_shape(k, 1, rows, 0, 0);
   const int kv_blocks = L.kv_blocks(k), kv_heads_active = KVk / hd;
   auto table = rope_table(hd, c.rope_theta, phd.position(end - 1, K - 1) + 1);
 

@@ -5,7 +5,6 @@
 #include <fstream>
 #include <limits>
 #include <numeric>
-#include <set>
 #include <sstream>
 
 #include "core/error.h"
@@ -17,9 +16,30 @@ int ModelConfig::chain_sum() const { return std::accumulate(chains.begin(), chai
 
 namespace {
 
-const std::set<std::string> kKnownFields = {
-    "dim",        "n_layers",       "n_heads",  "n_kv_heads",  "ffn_dim",  "vocab_size", "chains",
-    "kv_share",   "rope_theta",     "norm_eps", "tie_embeddings", "max_seq_len", "phd"};
+// The top-level fields of config.json besides "phd": one list drives reading (in this order,
+// so the first missing required field is the one named), writing and the unknown-field check.
+template <typename Config, typename Visit>  // visit(name, field, required)
+void for_each_field(Config& c, const Visit& visit) {
+  visit("dim", c.dim, true);
+  visit("n_layers", c.n_layers, true);
+  visit("n_heads", c.n_heads, true);
+  visit("n_kv_heads", c.n_kv_heads, false);
+  visit("ffn_dim", c.ffn_dim, true);
+  visit("vocab_size", c.vocab_size, true);
+  visit("chains", c.chains, false);
+  visit("kv_share", c.kv_share, false);
+  visit("rope_theta", c.rope_theta, false);
+  visit("norm_eps", c.norm_eps, false);
+  visit("tie_embeddings", c.tie_embeddings, false);
+  visit("max_seq_len", c.max_seq_len, false);
+}
+
+bool is_known_field(const std::string& name) {
+  bool known = name == "phd";
+  ModelConfig c;
+  for_each_field(c, [&](const char* field, const auto&, bool) { known = known || name == field; });
+  return known;
+}
 
 // Strict conversions: false for the wrong JSON type or a value outside the C++ type. (nlohmann's
 // get<int>() converts 1e30 with undefined behaviour and 2^40 by silent truncation, and
@@ -114,20 +134,11 @@ std::string PhdConfig::name() const {
 ModelConfig config_from_json(const nlohmann::json& j, const std::string& where) {
   CHAINLM_CHECK(j.is_object(), where, ": model config must be a JSON object");
   for (auto it = j.begin(); it != j.end(); ++it)
-    CHAINLM_CHECK(kKnownFields.count(it.key()), where, ": unknown field '", it.key(), "'");
+    CHAINLM_CHECK(is_known_field(it.key()), where, ": unknown field '", it.key(), "'");
   ModelConfig c;
-  read_field(j, "dim", c.dim, where, true);
-  read_field(j, "n_layers", c.n_layers, where, true);
-  read_field(j, "n_heads", c.n_heads, where, true);
-  read_field(j, "n_kv_heads", c.n_kv_heads, where, false);
-  read_field(j, "ffn_dim", c.ffn_dim, where, true);
-  read_field(j, "vocab_size", c.vocab_size, where, true);
-  read_field(j, "chains", c.chains, where, false);
-  read_field(j, "kv_share", c.kv_share, where, false);
-  read_field(j, "rope_theta", c.rope_theta, where, false);
-  read_field(j, "norm_eps", c.norm_eps, where, false);
-  read_field(j, "tie_embeddings", c.tie_embeddings, where, false);
-  read_field(j, "max_seq_len", c.max_seq_len, where, false);
+  for_each_field(c, [&](const char* name, auto& field, bool required) {
+    read_field(j, name, field, where, required);
+  });
   if (j.contains("phd") && !j.at("phd").is_null()) c.phd = phd_from_json(j.at("phd"), where);
   if (c.n_kv_heads == 0) c.n_kv_heads = c.n_heads;
   validate_config(c, where);
@@ -135,18 +146,8 @@ ModelConfig config_from_json(const nlohmann::json& j, const std::string& where) 
 }
 
 nlohmann::json config_to_json(const ModelConfig& c) {
-  nlohmann::json j{{"dim", c.dim},
-                   {"n_layers", c.n_layers},
-                   {"n_heads", c.n_heads},
-                   {"n_kv_heads", c.n_kv_heads},
-                   {"ffn_dim", c.ffn_dim},
-                   {"vocab_size", c.vocab_size},
-                   {"chains", c.chains},
-                   {"kv_share", c.kv_share},
-                   {"rope_theta", c.rope_theta},
-                   {"norm_eps", c.norm_eps},
-                   {"tie_embeddings", c.tie_embeddings},
-                   {"max_seq_len", c.max_seq_len}};
+  nlohmann::json j = nlohmann::json::object();
+  for_each_field(c, [&](const char* name, const auto& field, bool) { j[name] = field; });
   if (c.phd.enabled())
     j["phd"] = {{"repeat", c.phd.repeat},
                 {"window", c.phd.window},

@@ -63,19 +63,18 @@ double json_float(float f) {
 }  // namespace
 
 ModelConfig config_from_hf_llama(const HfLlamaConfig& h, const std::string& where) {
-  ModelConfig c;
-  c.dim = h.hidden_size;
-  c.n_layers = h.num_hidden_layers;
-  c.n_heads = h.num_attention_heads;
-  c.n_kv_heads = h.num_key_value_heads;
-  c.ffn_dim = h.intermediate_size;
-  c.vocab_size = h.vocab_size;
-  c.chains = {1};
-  c.kv_share = false;
-  c.rope_theta = (float)h.rope_theta;
-  c.norm_eps = (float)h.rms_norm_eps;
-  c.tie_embeddings = h.tie_word_embeddings;
-  c.max_seq_len = h.max_position_embeddings;
+  // One chain, no PHD (ModelConfig's defaults): a plain LLaMA.
+  const ModelConfig c{.dim = h.hidden_size,
+                      .n_layers = h.num_hidden_layers,
+                      .n_heads = h.num_attention_heads,
+                      .n_kv_heads = h.num_key_value_heads,
+                      .ffn_dim = h.intermediate_size,
+                      .vocab_size = h.vocab_size,
+                      .rope_theta = (float)h.rope_theta,
+                      .norm_eps = (float)h.rms_norm_eps,
+                      .tie_embeddings = h.tie_word_embeddings,
+                      .max_seq_len = h.max_position_embeddings,
+                      .phd = PhdConfig{}};
   validate_config(c, where);
   return c;
 }

@@ -8,19 +8,18 @@
 namespace chainlm {
 
 ModelConfig config_from_llama2c(const Llama2cHeader& h, const std::string& where) {
-  ModelConfig c;
-  c.dim = h.dim;
-  c.n_layers = h.n_layers;
-  c.n_heads = h.n_heads;
-  c.n_kv_heads = h.n_kv_heads;
-  c.ffn_dim = h.hidden_dim;
-  c.vocab_size = h.vocab_size;
-  c.chains = {1};
-  c.kv_share = false;
-  c.rope_theta = 10000.0f;
-  c.norm_eps = 1e-5f;
-  c.tie_embeddings = h.shared_classifier;
-  c.max_seq_len = h.seq_len;
+  // One chain, no PHD (ModelConfig's defaults), and run.c's fixed RoPE theta and norm epsilon.
+  const ModelConfig c{.dim = h.dim,
+                      .n_layers = h.n_layers,
+                      .n_heads = h.n_heads,
+                      .n_kv_heads = h.n_kv_heads,
+                      .ffn_dim = h.hidden_dim,
+                      .vocab_size = h.vocab_size,
+                      .rope_theta = 10000.0f,
+                      .norm_eps = 1e-5f,
+                      .tie_embeddings = h.shared_classifier,
+                      .max_seq_len = h.seq_len,
+                      .phd = PhdConfig{}};
   validate_config(c, where);
   return c;
 }

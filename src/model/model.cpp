@@ -273,19 +273,7 @@ void Model::forward_trunk(const int* tokens, int B, int T, int k) {
   }
 
   embedding_forward(M, Dk, stream, params_.value(tok_embeddings_), D, b.layers[0].x_in, D);
-  AttentionShape as;
-  as.batch = B;
-  as.q_len = T * K;
-  as.kv_len = T * K;
-  as.q_offset = 0;
-  as.mask = AttentionMask::phd(K, c.phd.window, c.phd.chunk);
-  as.n_heads = L.active_heads(k);
-  as.head_dim = hd;
-  as.q_stride = D;
-  as.kv_stride = KV;
-  as.o_stride = D;
-  as.kv_head_of = L.kv_head_of.data();
-  as.scale = 1.0f / std::sqrt((float)hd);
+  const AttentionShape as = attention_shape(k, B, T * K, T * K, 0);
   const int kv_heads_active = L.active_kv_width(k) / hd;
 
   for (int l = 0; l < c.n_layers; ++l) {
@@ -407,19 +395,7 @@ StepLosses Model::forward_backward(const int* tokens, const int* targets, int B,
   };
   clear_frozen(norm_);
 
-  AttentionShape as;
-  as.batch = B;
-  as.q_len = T * K;
-  as.kv_len = T * K;
-  as.q_offset = 0;
-  as.mask = AttentionMask::phd(K, c.phd.window, c.phd.chunk);
-  as.n_heads = L.active_heads(k);
-  as.head_dim = hd;
-  as.q_stride = D;
-  as.kv_stride = KV;
-  as.o_stride = D;
-  as.kv_head_of = L.kv_head_of.data();
-  as.scale = 1.0f / std::sqrt((float)hd);
+  const AttentionShape as = attention_shape(k, B, T * K, T * K, 0);
   const int kv_heads_active = L.active_kv_width(k) / hd;
   const int KVk = L.active_kv_width(k);
 
@@ -489,6 +465,24 @@ void Model::logits(const int* tokens, int B, int T, int k, float* out) {
   const int Dk = layout_.dim.prefix(k);
   gemm_nt(B * T, config_.vocab_size, Dk, buf_->xnf, config_.dim, head_weight(), config_.dim, out,
           config_.vocab_size, 0.0f);
+}
+
+AttentionShape Model::attention_shape(int k, int batch, int q_len, int kv_len, int q_offset) const {
+  const ChainLayout& L = layout_;
+  AttentionShape as;
+  as.batch = batch;
+  as.q_len = q_len;
+  as.kv_len = kv_len;
+  as.q_offset = q_offset;
+  as.mask = AttentionMask::phd(config_.phd.repeat, config_.phd.window, config_.phd.chunk);
+  as.n_heads = L.active_heads(k);
+  as.head_dim = L.head_dim;
+  as.q_stride = config_.dim;
+  as.kv_stride = L.kv.total();
+  as.o_stride = config_.dim;
+  as.kv_head_of = L.kv_head_of.data();
+  as.scale = 1.0f / std::sqrt((float)L.head_dim);
+  return as;
 }
 
 long Model::matmul_params(int k) const {

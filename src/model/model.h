@@ -8,6 +8,7 @@
 #include <memory>
 #include <vector>
 
+#include "kernels/attention.h"
 #include "model/chain_layout.h"
 #include "model/config.h"
 #include "model/param_store.h"
@@ -93,6 +94,10 @@ class Model {
   const float* embedding() const { return params_.value(tok_embeddings_); }
   const float* final_norm() const { return params_.value(norm_); }
   const float* head() const { return params_.value(output_ >= 0 ? output_ : tok_embeddings_); }
+  // The attention of sub-model k under the model's mask (causal, or its PHD mask): its active
+  // query heads over rows of q and o (dim floats apart) and of K and V (the K/V width apart);
+  // `batch` sequences of q_len query rows from position q_offset over kv_len key rows.
+  AttentionShape attention_shape(int k, int batch, int q_len, int kv_len, int q_offset) const;
 
   // Floats the parameter buffer of a model with this config holds (weights; the gradient
   // buffer is the same size), and the activation arena of a (B, T) training step, worked out
