@@ -120,10 +120,7 @@ RunState read_state(const fs::path& run) {
   s.latest = trim(read_bytes((run / "latest").string()));
   s.weights = read_bytes((run / s.latest / "model.safetensors").string());
   s.moments = read_bytes((run / s.latest / "optimizer.safetensors").string());
-  std::ifstream in(run / "metrics.jsonl");
-  std::string line;
-  while (std::getline(in, line)) {
-    const auto j = nlohmann::json::parse(line);
+  for (const nlohmann::json& j : test::read_metrics_lines(run.string())) {
     const long step = j.at("step").get<long>();
     if (j.contains("loss")) s.loss[step] = j["loss"].get<double>();
     if (j.contains("val_loss")) s.val[step] = j["val_loss"].get<std::vector<double>>();
@@ -200,14 +197,10 @@ uintmax_t tmpfs_bytes(const fs::path& dir) {
   return total;
 }
 
-class CrashSafety : public ::testing::Test {
+class CrashSafety : public test::TrainingDataTest {
  protected:
   void SetUp() override {
-    data = dir.file("data");
-    fs::create_directories(data);
-    std::string text;
-    for (int i = 0; i < 400; ++i) text += "the quick brown fox jumps over the lazy dog " + std::to_string(i) + "\n";
-    test::make_byte_data_dir(text, data, 0.2);
+    make_data(400, "the quick brown fox jumps over the lazy dog ");
     config = dir.file("config.json");
     write_bytes(config, kConfig);
   }
@@ -251,8 +244,7 @@ class CrashSafety : public ::testing::Test {
   }
   Outcome run_info(const std::string& path) const { return run({CHAINLM_BINARY, "info", "--model", path}); }
 
-  TempDir dir;
-  std::string data, config;
+  std::string config;
   double reference_seconds = 0;
 };
 

@@ -49,10 +49,7 @@ struct Metrics {
 
 Metrics read_metrics(const std::string& run) {
   Metrics m;
-  std::ifstream in(run + "/metrics.jsonl");
-  std::string line;
-  while (std::getline(in, line)) {
-    auto j = nlohmann::json::parse(line);
+  for (nlohmann::json& j : test::read_metrics_lines(run)) {
     const long s = j["step"].get<long>();
     if (j.contains("loss")) {
       m.loss[s] = j["loss"].get<double>();
@@ -106,7 +103,6 @@ class DistributedTrain : public ::testing::Test {
  protected:
   void SetUp() override {
     data = dir.file("data");
-    fs::create_directories(data);
     std::string text;
     for (int i = 0; i < 400; ++i)
       text += "the quick brown fox jumps over the lazy dog " + std::to_string(i * 7 % 113) + "\n";

@@ -19,10 +19,7 @@ class GenerateCommand : public ::testing::Test {
  protected:
   void SetUp() override {
     const std::string data = dir.file("data");
-    std::filesystem::create_directories(data);
-    std::string text;
-    for (int i = 0; i < 300; ++i) text += "a small model reads a small text " + std::to_string(i) + "\n";
-    test::make_byte_data_dir(text, data, 0.2);
+    test::make_byte_data_dir(test::numbered_lines("a small model reads a small text ", 300), data, 0.2);
     write_bytes(dir.file("config.json"),
                 R"({"dim": 32, "n_layers": 1, "n_heads": 4, "n_kv_heads": 1, "ffn_dim": 64,
                     "vocab_size": 258, "chains": [1, 1, 2], "kv_share": true, "max_seq_len": 48})");

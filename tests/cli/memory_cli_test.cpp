@@ -28,14 +28,10 @@ const char* kHugeConfig =
     R"({"dim": 32768, "n_layers": 96, "n_heads": 256, "n_kv_heads": 256, "ffn_dim": 131072,
         "vocab_size": 258, "chains": [1], "max_seq_len": 256})";
 
-class MemoryCli : public ::testing::Test {
+class MemoryCli : public test::TrainingDataTest {
  protected:
   void SetUp() override {
-    data = dir.file("data");
-    fs::create_directories(data);
-    std::string text;
-    for (int i = 0; i < 2000; ++i) text += "the quick brown fox jumps over the lazy dog " + std::to_string(i) + "\n";
-    test::make_byte_data_dir(text, data, 0.2);
+    make_data(2000, "the quick brown fox jumps over the lazy dog ");
     write_bytes(dir.file("mid.json"), kMidConfig);
     write_bytes(dir.file("huge.json"), kHugeConfig);
   }
@@ -43,24 +39,14 @@ class MemoryCli : public ::testing::Test {
     return run_chainlm(dir, "train --config " + quote(dir.file(config)) + " --data " + quote(data) +
                                 " --out " + quote(out) + " --batch-size 8 --seq-len 256 --eval-windows 2 " + extra);
   }
-  TempDir dir;
-  std::string data;
 };
-
-std::vector<nlohmann::json> metrics_lines(const std::string& run) {
-  std::ifstream f(fs::path(run) / "metrics.jsonl");
-  std::vector<nlohmann::json> out;
-  std::string line;
-  while (std::getline(f, line)) out.push_back(nlohmann::json::parse(line));
-  return out;
-}
 
 TEST_F(MemoryCli, TrainingReportsItsPeakMemoryNearItsEstimate) {
   const std::string run = dir.file("run");
   auto r = train("mid.json", run, "--steps 2 --threads 1");
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_NE(r.err.find("peak memory "), std::string::npos) << r.err;
-  const auto lines = metrics_lines(run);
+  const auto lines = test::read_metrics_lines(run);
   ASSERT_GE(lines.size(), 3u);
   ASSERT_TRUE(lines[0].contains("memory_estimate_bytes")) << lines[0];
   const double estimate = lines[0]["memory_estimate_bytes"];

@@ -21,14 +21,10 @@ const char* kConfig =
         "vocab_size": 258, "chains": [1, 1, 2], "kv_share": true, "max_seq_len": 48,
         "phd": {"repeat": 3, "window": 4, "chunk": 8, "position_ids": "extended"}})";
 
-class PhdCommands : public ::testing::Test {
+class PhdCommands : public test::TrainingDataTest {
  protected:
   void SetUp() override {
-    data = dir.file("data");
-    std::filesystem::create_directories(data);
-    std::string text;
-    for (int i = 0; i < 300; ++i) text += "a small model reads a small text " + std::to_string(i) + "\n";
-    test::make_byte_data_dir(text, data, 0.2);
+    make_data(300, "a small model reads a small text ");
     write_bytes(dir.file("config.json"), kConfig);
     run = dir.file("run");
     auto r = run_chainlm(dir, "train --config " + quote(dir.file("config.json")) + " --data " +
@@ -36,8 +32,7 @@ class PhdCommands : public ::testing::Test {
                                   " --steps 3 --batch-size 2 --seq-len 16 --quiet");
     ASSERT_EQ(r.exit_code, 0) << r.err;
   }
-  TempDir dir;
-  std::string data, run;
+  std::string run;
 };
 
 // Greedy generation over the cache (bounded prefill, K-row decode steps, ring) picks the

@@ -21,14 +21,10 @@ const char* kGoodConfig =
     R"({"dim": 32, "n_layers": 1, "n_heads": 4, "n_kv_heads": 2, "ffn_dim": 64, "vocab_size": 258,
         "chains": [1, 1], "kv_share": true, "max_seq_len": 32})";
 
-class TrainCommand : public ::testing::Test {
+class TrainCommand : public test::TrainingDataTest {
  protected:
   void SetUp() override {
-    data = dir.file("data");
-    fs::create_directories(data);
-    std::string text;
-    for (int i = 0; i < 400; ++i) text += "the quick brown fox jumps over the lazy dog " + std::to_string(i) + "\n";
-    test::make_byte_data_dir(text, data, 0.2);
+    make_data(400, "the quick brown fox jumps over the lazy dog ");
     write_bytes(dir.file("good.json"), kGoodConfig);
   }
   testing::RunResult train(const std::string& config_json, const std::string& out, const std::string& extra = "") {
@@ -36,8 +32,6 @@ class TrainCommand : public ::testing::Test {
     return run_chainlm(dir, "train --config " + quote(dir.file("config.json")) + " --data " + quote(data) +
                                 " --out " + quote(out) + " --steps 2 --batch-size 2 --seq-len 16 --quiet " + extra);
   }
-  TempDir dir;
-  std::string data;
 };
 
 TEST_F(TrainCommand, RejectsBadConfigsNamingTheProblem) {

@@ -36,7 +36,6 @@ class RecordedRun : public ::testing::Test {
   static void SetUpTestSuite() {
     dir = new TempDir();
     const std::string data = dir->file("data");
-    std::filesystem::create_directories(data);
     std::string text;
     for (int i = 0; i < 200; ++i)
       text += "the loss goes down as the model reads " + std::to_string(i) + "\n";

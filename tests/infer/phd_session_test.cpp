@@ -3,49 +3,17 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
-#include <sstream>
 
-#include "../model/model_test_util.h"
+#include "../model/model_variant.h"
 #include "infer/session.h"
 
 namespace chainlm {
 namespace {
 
+using test::ModelVariant;
 using test::random_tokens;
 using test::tiny_config;
-
-struct Variant {
-  std::vector<int> chains;
-  bool kv_share;
-  int n_kv_heads;
-  int K, W, C;
-  bool shared;
-};
-
-void PrintTo(const Variant& v, std::ostream* os) {
-  *os << "chains " << ::testing::PrintToString(v.chains) << (v.kv_share ? " Air" : "") << " K "
-      << v.K << " W " << v.W << " C " << v.C << (v.shared ? " shared" : " extended");
-}
-
-std::string variant_name(const ::testing::TestParamInfo<Variant>& info) {
-  const Variant& v = info.param;
-  std::ostringstream os;
-  os << (v.kv_share ? "Air" : v.chains.size() == 1 ? "LLaMA" : "CoLM");
-  for (int c : v.chains) os << "_" << c;
-  os << "_K" << v.K << "_W" << v.W << "_C" << v.C << (v.shared ? "_shared" : "_extended");
-  return os.str();
-}
-
-ModelConfig phd_config(const Variant& v, int max_seq_len = 48) {
-  ModelConfig c = tiny_config(v.chains, v.kv_share, v.n_kv_heads);
-  c.max_seq_len = max_seq_len;
-  c.phd.repeat = v.K;
-  c.phd.window = v.W;
-  c.phd.chunk = v.C;
-  c.phd.shared_positions = v.shared;
-  validate_config(c, "test");
-  return c;
-}
+using test::variant_name;
 
 double max_abs_diff(const float* a, const float* b, int n) {
   double m = 0;
@@ -53,10 +21,10 @@ double max_abs_diff(const float* a, const float* b, int n) {
   return m;
 }
 
-class PhdSession : public ::testing::TestWithParam<Variant> {};
+class PhdSession : public ::testing::TestWithParam<ModelVariant> {};
 
 TEST_P(PhdSession, IncrementalDecodingMatchesFullMaskedForward) {
-  const ModelConfig c = phd_config(GetParam());
+  const ModelConfig c = GetParam().config(48);
   Model model(c);
   model.init_random(7);
   // Sharper attention than the default init, so that a wrong key would show.
@@ -87,7 +55,7 @@ TEST_P(PhdSession, IncrementalDecodingMatchesFullMaskedForward) {
 }
 
 TEST_P(PhdSession, BoundedPrefillEqualsFullPrefill) {
-  const ModelConfig c = phd_config(GetParam());
+  const ModelConfig c = GetParam().config(48);
   Model model(c);
   model.init_random(9);
   for (size_t i = 0; i < model.params().size(); ++i) model.params().values()[i] *= 3.0f;
@@ -115,7 +83,7 @@ TEST_P(PhdSession, BoundedPrefillEqualsFullPrefill) {
 class PhdChainSession : public PhdSession {};
 
 TEST_P(PhdChainSession, ChainSwitchingMatchesEachSubModelFromScratch) {
-  const ModelConfig c = phd_config(GetParam());
+  const ModelConfig c = GetParam().config(48);
   const int n = c.n_chains(), T = 24, V = c.vocab_size;
   ASSERT_GT(n, 1);
   Model model(c);
@@ -133,19 +101,23 @@ TEST_P(PhdChainSession, ChainSwitchingMatchesEachSubModelFromScratch) {
 }
 
 // With chains: CoLM recomputes on growth, CoLM-Air shares cache and ring by all sub-models.
-const Variant kChained[] = {
-    Variant{{1, 1}, false, 0, 2, 3, 0, false}, Variant{{1, 1}, true, 2, 3, 4, 6, true},
-    Variant{{1, 2, 1}, false, 4, 3, 0, 0, false}, Variant{{1, 2, 1}, true, 2, 2, 5, 0, true},
-    Variant{{2, 2}, true, 4, 4, 3, 3, false}};
+const ModelVariant kChained[] = {ModelVariant{{1, 1}, false, 0, false, 2, 3, 0, false},
+                                 ModelVariant{{1, 1}, true, 2, false, 3, 4, 6, true},
+                                 ModelVariant{{1, 2, 1}, false, 4, false, 3, 0, 0, false},
+                                 ModelVariant{{1, 2, 1}, true, 2, false, 2, 5, 0, true},
+                                 ModelVariant{{2, 2}, true, 4, false, 4, 3, 3, false}};
 
 // PHD, SWA, CSWA for several K, W, C and both position-id modes.
-INSTANTIATE_TEST_SUITE_P(
-    Ordinary, PhdSession,
-    ::testing::Values(Variant{{1}, false, 0, 2, 0, 0, false}, Variant{{1}, false, 2, 4, 0, 0, true},
-                      Variant{{1}, false, 0, 2, 3, 0, false}, Variant{{1}, false, 0, 3, 5, 0, true},
-                      Variant{{1}, false, 1, 4, 2, 0, false}, Variant{{1}, false, 0, 2, 4, 8, false},
-                      Variant{{1}, false, 0, 3, 3, 4, true}, Variant{{1}, false, 0, 4, 16, 5, false}),
-    variant_name);
+INSTANTIATE_TEST_SUITE_P(Ordinary, PhdSession,
+                         ::testing::Values(ModelVariant{{1}, false, 0, false, 2, 0, 0, false},
+                                           ModelVariant{{1}, false, 2, false, 4, 0, 0, true},
+                                           ModelVariant{{1}, false, 0, false, 2, 3, 0, false},
+                                           ModelVariant{{1}, false, 0, false, 3, 5, 0, true},
+                                           ModelVariant{{1}, false, 1, false, 4, 2, 0, false},
+                                           ModelVariant{{1}, false, 0, false, 2, 4, 8, false},
+                                           ModelVariant{{1}, false, 0, false, 3, 3, 4, true},
+                                           ModelVariant{{1}, false, 0, false, 4, 16, 5, false}),
+                         variant_name);
 INSTANTIATE_TEST_SUITE_P(Chains, PhdSession, ::testing::ValuesIn(kChained), variant_name);
 INSTANTIATE_TEST_SUITE_P(Chains, PhdChainSession, ::testing::ValuesIn(kChained), variant_name);
 
@@ -157,13 +129,14 @@ TEST(PhdSession, KvCacheBytesAreTheOrdinaryModelsPlusTheRing) {
     ordinary.init_random(1);
     auto prompt = random_tokens(40, plain.vocab_size, 2);
     const size_t width = ordinary.layout().kv.total();
-    for (Variant v : {Variant{{1, 1}, air, 0, 4, 0, 0, false}, Variant{{1, 1}, air, 0, 3, 16, 0, false},
-                      Variant{{1, 1}, air, 0, 2, 16, 32, false}}) {
+    for (ModelVariant v : {ModelVariant{{1, 1}, air, 0, false, 4, 0, 0, false},
+                           ModelVariant{{1, 1}, air, 0, false, 3, 16, 0, false},
+                           ModelVariant{{1, 1}, air, 0, false, 2, 16, 32, false}}) {
       InferenceSession base(ordinary);
       base.prefill(prompt, 2);
       const size_t bytes = base.cache().bytes_used(ordinary.layout().kv);
       v.n_kv_heads = air ? 2 : 0;
-      const ModelConfig c = phd_config(v, 64);
+      const ModelConfig c = v.config(64);
       Model m(c);
       m.init_random(1);
       InferenceSession s(m);
@@ -189,7 +162,7 @@ TEST(PhdSession, KvCacheBytesAreTheOrdinaryModelsPlusTheRing) {
 }
 
 TEST(PhdSession, CswaEmptiesTheRingAtEveryChunkBoundary) {
-  const ModelConfig c = phd_config(Variant{{1}, false, 0, 3, 4, 5, false});
+  const ModelConfig c = ModelVariant{{1}, false, 0, false, 3, 4, 5, false}.config(48);
   Model model(c);
   model.init_random(2);
   InferenceSession s(model);
@@ -207,7 +180,7 @@ TEST(PhdSession, HiddenPositionsOfBoundedPrefill) {
   // SPEC B3: PHD the last position; CSWA the last chunk (or the receptive-field bound if
   // smaller); SWA ceil(L*R/(K-1)) + 1 with R = max(W, K-2).
   auto positions = [](int K, int W, int C, int end) {
-    ModelConfig c = phd_config(Variant{{1}, false, 0, K, W, C, false}, 512);
+    ModelConfig c = ModelVariant{{1}, false, 0, false, K, W, C, false}.config(512);
     Model m(c);
     InferenceSession s(m, 4);
     return s.phd_hidden_positions(end);
@@ -217,8 +190,8 @@ TEST(PhdSession, HiddenPositionsOfBoundedPrefill) {
   EXPECT_EQ(positions(4, 16, 0, 300), (2 * 16 + 2) / 3 + 1);
   EXPECT_EQ(positions(8, 2, 0, 300), (2 * 6 + 6) / 7 + 1);  // R = K-2 = 6
   EXPECT_EQ(positions(2, 16, 0, 20), 20);
-  EXPECT_EQ(positions(2, 16, 32, 70), 6);   // the last chunk: positions 64..69
-  EXPECT_EQ(positions(4, 16, 32, 100), 4);  // positions 96..99
+  EXPECT_EQ(positions(2, 16, 32, 70), 6);                   // the last chunk: positions 64..69
+  EXPECT_EQ(positions(4, 16, 32, 100), 4);                  // positions 96..99
   EXPECT_EQ(positions(4, 1, 32, 95), (2 * 2 + 2) / 3 + 1);  // R = 2: the bound is smaller
 }
 

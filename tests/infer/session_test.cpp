@@ -3,37 +3,20 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
-#include <sstream>
 
-#include "../model/model_test_util.h"
+#include "../model/model_variant.h"
 
 namespace chainlm {
 namespace {
 
 using test::random_tokens;
+using test::ModelVariant;
 using test::tiny_config;
+using test::variant_name;
 
-struct Variant {
-  std::vector<int> chains;
-  bool kv_share;
-  int n_kv_heads;
-};
-
-std::string variant_name(const ::testing::TestParamInfo<Variant>& info) {
-  std::ostringstream os;
-  os << (info.param.kv_share ? "Air" : (info.param.chains.size() == 1 ? "LLaMA" : "CoLM"));
-  for (int c : info.param.chains) os << "_" << c;
-  os << "_kv" << info.param.n_kv_heads;
-  return os.str();
-}
-
-class SessionVariants : public ::testing::TestWithParam<Variant> {
+class SessionVariants : public ::testing::TestWithParam<ModelVariant> {
  protected:
-  ModelConfig config() const {
-    ModelConfig c = tiny_config(GetParam().chains, GetParam().kv_share, GetParam().n_kv_heads);
-    c.max_seq_len = 40;
-    return c;
-  }
+  ModelConfig config() const { return GetParam().config(40); }
 };
 
 double max_abs_diff(const float* a, const float* b, int n) {
@@ -81,10 +64,10 @@ TEST_P(SessionVariants, ChainScheduleMatchesEachSubModelFromScratch) {
 }
 
 INSTANTIATE_TEST_SUITE_P(All, SessionVariants,
-                         ::testing::Values(Variant{{1}, false, 0}, Variant{{1}, false, 1},
-                                           Variant{{1, 1}, false, 0}, Variant{{1, 1}, true, 2},
-                                           Variant{{1, 2, 1}, false, 4}, Variant{{1, 2, 1}, true, 2},
-                                           Variant{{2, 2, 2, 2}, true, 4}, Variant{{2, 2, 2, 2}, false, 8}),
+                         ::testing::Values(ModelVariant{{1}, false, 0}, ModelVariant{{1}, false, 1},
+                                           ModelVariant{{1, 1}, false, 0}, ModelVariant{{1, 1}, true, 2},
+                                           ModelVariant{{1, 2, 1}, false, 4}, ModelVariant{{1, 2, 1}, true, 2},
+                                           ModelVariant{{2, 2, 2, 2}, true, 4}, ModelVariant{{2, 2, 2, 2}, false, 8}),
                          variant_name);
 
 TEST(Session, ColmAirChainOnePrefillEqualsFullPrefill) {

@@ -31,6 +31,11 @@ struct Case {
   int din, dout, k;
 };
 
+void PrintTo(const Case& c, std::ostream* os) {
+  *os << "chains " << ::testing::PrintToString(c.chains) << " din " << c.din << " dout " << c.dout
+      << " k " << c.k;
+}
+
 class ChainLinearTest : public ::testing::TestWithParam<Case> {};
 
 TEST_P(ChainLinearTest, ForwardMatchesDenseReference) {

@@ -4,42 +4,21 @@
 
 #include <cmath>
 #include <cstring>
-#include <sstream>
 
 #include "model/model.h"
-#include "model_test_util.h"
+#include "model_variant.h"
 
 namespace chainlm {
 namespace {
 
 using test::random_tokens;
+using test::ModelVariant;
 using test::tiny_config;
+using test::variant_name;
 
-struct Variant {
-  std::vector<int> chains;
-  bool kv_share;
-  int n_kv_heads;
-  bool tie;
-  int phd_repeat = 1;  // PHD-Transformer repetition K (SPEC B1), orthogonal to the chains
-};
-
-std::string variant_name(const ::testing::TestParamInfo<Variant>& info) {
-  std::ostringstream os;
-  os << (info.param.kv_share ? "Air" : "CoLM");
-  for (int c : info.param.chains) os << "_" << c;
-  os << "_kv" << info.param.n_kv_heads << (info.param.tie ? "_tied" : "");
-  if (info.param.phd_repeat > 1) os << "_PHD" << info.param.phd_repeat;
-  return os.str();
-}
-
-class FreezeVariants : public ::testing::TestWithParam<Variant> {
+class FreezeVariants : public ::testing::TestWithParam<ModelVariant> {
  protected:
-  ModelConfig config() const {
-    auto c = tiny_config(GetParam().chains, GetParam().kv_share, GetParam().n_kv_heads);
-    c.tie_embeddings = GetParam().tie;
-    c.phd.repeat = GetParam().phd_repeat;
-    return c;
-  }
+  ModelConfig config() const { return GetParam().config(); }
 };
 
 // Gradients of one forward_backward with every sub-model weighted (so the head runs in
@@ -114,14 +93,14 @@ TEST_P(FreezeVariants, HeadOnlyTrainsTheOutputHeadAlone) {
 }
 
 INSTANTIATE_TEST_SUITE_P(All, FreezeVariants,
-                         ::testing::Values(Variant{{1, 1}, false, 0, false},
-                                           Variant{{1, 1}, true, 2, false},
-                                           Variant{{1, 1}, false, 2, true},
-                                           Variant{{1, 2, 1}, false, 4, false},
-                                           Variant{{1, 2, 1}, true, 2, true},
-                                           Variant{{2, 2, 2, 2}, true, 4, false},
-                                           Variant{{3, 1}, false, 4, false},
-                                           Variant{{1, 2, 1}, true, 2, false, 3}),
+                         ::testing::Values(ModelVariant{{1, 1}, false, 0, false},
+                                           ModelVariant{{1, 1}, true, 2, false},
+                                           ModelVariant{{1, 1}, false, 2, true},
+                                           ModelVariant{{1, 2, 1}, false, 4, false},
+                                           ModelVariant{{1, 2, 1}, true, 2, true},
+                                           ModelVariant{{2, 2, 2, 2}, true, 4, false},
+                                           ModelVariant{{3, 1}, false, 4, false},
+                                           ModelVariant{{1, 2, 1}, true, 2, false, 3}),
                          variant_name);
 
 TEST(Freeze, TrainableCountFollowsTheChains) {

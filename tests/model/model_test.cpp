@@ -4,39 +4,21 @@
 
 #include <cmath>
 #include <cstring>
-#include <sstream>
 
 #include "core/rng.h"
-#include "model_test_util.h"
+#include "model_variant.h"
 
 namespace chainlm {
 namespace {
 
 using test::random_tokens;
+using test::ModelVariant;
 using test::tiny_config;
+using test::variant_name;
 
-struct Variant {
-  std::vector<int> chains;
-  bool kv_share;
-  int n_kv_heads;
-  bool tie;
-};
-
-std::string variant_name(const ::testing::TestParamInfo<Variant>& info) {
-  std::ostringstream os;
-  os << (info.param.kv_share ? "Air" : "CoLM");
-  for (int c : info.param.chains) os << "_" << c;
-  os << "_kv" << info.param.n_kv_heads << (info.param.tie ? "_tied" : "");
-  return os.str();
-}
-
-class ModelVariants : public ::testing::TestWithParam<Variant> {
+class ModelVariants : public ::testing::TestWithParam<ModelVariant> {
  protected:
-  ModelConfig config() const {
-    auto c = tiny_config(GetParam().chains, GetParam().kv_share, GetParam().n_kv_heads);
-    c.tie_embeddings = GetParam().tie;
-    return c;
-  }
+  ModelConfig config() const { return GetParam().config(); }
 };
 
 // Randomizes everything that belongs to chains >= j: their blocks of every Chain-of-Linear,
@@ -139,46 +121,7 @@ TEST_P(ModelVariants, SubModelEqualsModelBuiltFromCopiedWeights) {
 }
 
 TEST_P(ModelVariants, BackwardMatchesFiniteDifferences) {
-  const ModelConfig c = config();
-  const int n = c.n_chains(), B = 2, T = 6;
-  Model m(c);
-  m.init_random(31);
-  // Larger weights than the default init make gradients large against float noise.
-  for (size_t i = 0; i < m.params().size(); ++i) m.params().values()[i] *= 8.0f;
-  for (int i = 0; i < (int)m.params().infos().size(); ++i)
-    if (m.params().info(i).shape.size() == 1)
-      for (size_t e = 0; e < m.params().info(i).numel(); ++e) m.params().value(i)[e] = 1.0f + 0.1f * (float)(e % 3);
-  auto tokens = random_tokens(B * T, c.vocab_size, 5);
-  auto targets = random_tokens(B * T, c.vocab_size, 6);
-  targets[3] = -1;  // an ignored target
-  std::vector<float> w(n, 1.0f);  // every prefix weighted: exercises the segmented head
-  w[0] = 0.5f;
-  m.params().zero_grads();
-  m.forward_backward(tokens.data(), targets.data(), B, T, w, 1.0f);
-  std::vector<float> grads(m.params().grads(), m.params().grads() + m.params().size());
-  auto loss_at = [&]() {
-    m.params().zero_grads();
-    return m.forward_backward(tokens.data(), targets.data(), B, T, w, 1.0f).loss;
-  };
-  Rng rng(8);
-  int checked = 0;
-  for (int i = 0; i < (int)m.params().infos().size(); ++i) {
-    const ParamInfo& p = m.params().info(i);
-    for (int trial = 0; trial < 3; ++trial) {
-      const size_t e = p.offset + rng.below(p.numel());
-      float* v = m.params().values() + e;
-      const float x0 = *v, h = 1e-2f * std::max(1.0f, std::fabs(x0));
-      *v = x0 + h;
-      const double lp = loss_at();
-      *v = x0 - h;
-      const double lm = loss_at();
-      *v = x0;
-      const double num = (lp - lm) / (2.0 * h);
-      EXPECT_NEAR(grads[e], num, 2e-3 + 3e-2 * std::fabs(num)) << p.name << " element " << e - p.offset;
-      ++checked;
-    }
-  }
-  EXPECT_GT(checked, 10);
+  test::expect_gradients_match_finite_differences(config());
 }
 
 TEST_P(ModelVariants, WeightedLossIsWeightedMeanOfSubModelLosses) {
@@ -204,25 +147,25 @@ TEST_P(ModelVariants, WeightedLossIsWeightedMeanOfSubModelLosses) {
 }
 
 INSTANTIATE_TEST_SUITE_P(All, ModelVariants,
-                         ::testing::Values(Variant{{1}, false, 0, false},
-                                           Variant{{1}, false, 1, true},
-                                           Variant{{1, 1}, false, 0, false},
-                                           Variant{{1, 1}, true, 2, false},
-                                           Variant{{1, 2, 1}, false, 4, false},
-                                           Variant{{1, 2, 1}, true, 2, false},
-                                           Variant{{2, 2, 2, 2}, true, 4, false},
-                                           Variant{{1, 1, 1, 1}, false, 8, true}),
+                         ::testing::Values(ModelVariant{{1}, false, 0, false},
+                                           ModelVariant{{1}, false, 1, true},
+                                           ModelVariant{{1, 1}, false, 0, false},
+                                           ModelVariant{{1, 1}, true, 2, false},
+                                           ModelVariant{{1, 2, 1}, false, 4, false},
+                                           ModelVariant{{1, 2, 1}, true, 2, false},
+                                           ModelVariant{{2, 2, 2, 2}, true, 4, false},
+                                           ModelVariant{{1, 1, 1, 1}, false, 8, true}),
                          variant_name);
 
 // Multi-chain, untied models: the test zeroes head columns, which tying would tie to the
 // embedding's.
 INSTANTIATE_TEST_SUITE_P(MultiChain, CausalityVariants,
-                         ::testing::Values(Variant{{1, 1}, false, 0, false},
-                                           Variant{{1, 1}, true, 2, false},
-                                           Variant{{1, 2, 1}, false, 4, false},
-                                           Variant{{1, 2, 1}, true, 2, false},
-                                           Variant{{2, 2, 2, 2}, true, 4, false},
-                                           Variant{{3, 1}, false, 4, false}),
+                         ::testing::Values(ModelVariant{{1, 1}, false, 0, false},
+                                           ModelVariant{{1, 1}, true, 2, false},
+                                           ModelVariant{{1, 2, 1}, false, 4, false},
+                                           ModelVariant{{1, 2, 1}, true, 2, false},
+                                           ModelVariant{{2, 2, 2, 2}, true, 4, false},
+                                           ModelVariant{{3, 1}, false, 4, false}),
                          variant_name);
 
 }  // namespace

@@ -1,6 +1,11 @@
 #pragma once
 // Small models for tests.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
 #include <memory>
+#include <vector>
 
 #include "core/error.h"
 #include "core/rng.h"
@@ -30,6 +35,50 @@ inline std::vector<int> random_tokens(int n, int vocab, uint64_t seed) {
   std::vector<int> t(n);
   for (auto& x : t) x = (int)rng.below(vocab);
   return t;
+}
+
+// Every parameter tensor's backward (3 random elements each) against central differences of the
+// multi-chain loss, with every sub-model weighted (the segmented head) and an ignored target.
+inline void expect_gradients_match_finite_differences(const ModelConfig& c) {
+  const int n = c.n_chains(), B = 2, T = 6;
+  Model m(c);
+  m.init_random(31);
+  // Larger weights than the default init make gradients large against float noise.
+  for (size_t i = 0; i < m.params().size(); ++i) m.params().values()[i] *= 8.0f;
+  for (int i = 0; i < (int)m.params().infos().size(); ++i)
+    if (m.params().info(i).shape.size() == 1)
+      for (size_t e = 0; e < m.params().info(i).numel(); ++e) m.params().value(i)[e] = 1.0f + 0.1f * (float)(e % 3);
+  auto tokens = random_tokens(B * T, c.vocab_size, 5);
+  auto targets = random_tokens(B * T, c.vocab_size, 6);
+  targets[3] = -1;  // an ignored target
+  std::vector<float> w(n, 1.0f);  // every prefix weighted: exercises the segmented head
+  w[0] = 0.5f;
+  m.params().zero_grads();
+  m.forward_backward(tokens.data(), targets.data(), B, T, w, 1.0f);
+  std::vector<float> grads(m.params().grads(), m.params().grads() + m.params().size());
+  auto loss_at = [&]() {
+    m.params().zero_grads();
+    return m.forward_backward(tokens.data(), targets.data(), B, T, w, 1.0f).loss;
+  };
+  Rng rng(8);
+  int checked = 0;
+  for (int i = 0; i < (int)m.params().infos().size(); ++i) {
+    const ParamInfo& p = m.params().info(i);
+    for (int trial = 0; trial < 3; ++trial) {
+      const size_t e = p.offset + rng.below(p.numel());
+      float* v = m.params().values() + e;
+      const float x0 = *v, h = 1e-2f * std::max(1.0f, std::fabs(x0));
+      *v = x0 + h;
+      const double lp = loss_at();
+      *v = x0 - h;
+      const double lm = loss_at();
+      *v = x0;
+      const double num = (lp - lm) / (2.0 * h);
+      EXPECT_NEAR(grads[e], num, 2e-3 + 3e-2 * std::fabs(num)) << p.name << " element " << e - p.offset;
+      ++checked;
+    }
+  }
+  EXPECT_GT(checked, 10);
 }
 
 }  // namespace chainlm::test

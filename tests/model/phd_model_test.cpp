@@ -4,51 +4,20 @@
 
 #include <cmath>
 #include <cstring>
-#include <sstream>
 
 #include "core/rng.h"
 #include "model/model.h"
-#include "model_test_util.h"
+#include "model_variant.h"
 
 namespace chainlm {
 namespace {
 
+using test::ModelVariant;
 using test::random_tokens;
 using test::tiny_config;
+using test::variant_name;
 
-struct Variant {
-  std::vector<int> chains;
-  bool kv_share;
-  int n_kv_heads;
-  int K, W, C;
-  bool shared;
-};
-
-void PrintTo(const Variant& v, std::ostream* os) {
-  *os << "chains " << ::testing::PrintToString(v.chains) << (v.kv_share ? " Air" : "") << " K "
-      << v.K << " W " << v.W << " C " << v.C << (v.shared ? " shared" : " extended");
-}
-
-std::string variant_name(const ::testing::TestParamInfo<Variant>& info) {
-  const Variant& v = info.param;
-  std::ostringstream os;
-  os << (v.kv_share ? "Air" : "CoLM");
-  for (int c : v.chains) os << "_" << c;
-  os << "_K" << v.K << "_W" << v.W << "_C" << v.C << (v.shared ? "_shared" : "_extended");
-  return os.str();
-}
-
-ModelConfig phd_config(const Variant& v) {
-  ModelConfig c = tiny_config(v.chains, v.kv_share, v.n_kv_heads);
-  c.phd.repeat = v.K;
-  c.phd.window = v.W;
-  c.phd.chunk = v.C;
-  c.phd.shared_positions = v.shared;
-  validate_config(c, "test");
-  return c;
-}
-
-class PhdModel : public ::testing::TestWithParam<Variant> {};
+class PhdModel : public ::testing::TestWithParam<ModelVariant> {};
 
 TEST(PhdModelK1, RepeatOneIsTheOrdinaryModelBitForBit) {
   for (bool air : {false, true}) {
@@ -71,13 +40,13 @@ TEST(PhdModelK1, RepeatOneIsTheOrdinaryModelBitForBit) {
     const StepLosses sa = a.forward_backward(tokens.data(), targets.data(), B, T, w, 1.0f);
     const StepLosses sb = b.forward_backward(tokens.data(), targets.data(), B, T, w, 1.0f);
     EXPECT_EQ(sa.loss, sb.loss);
-    EXPECT_EQ(0, std::memcmp(a.params().grads(), b.params().grads(),
-                             a.params().size() * sizeof(float)));
+    EXPECT_EQ(
+        0, std::memcmp(a.params().grads(), b.params().grads(), a.params().size() * sizeof(float)));
   }
 }
 
 TEST_P(PhdModel, LogitsOfAPositionIgnoreLaterTokens) {
-  const ModelConfig c = phd_config(GetParam());
+  const ModelConfig c = GetParam().config();
   Model m(c);
   m.init_random(5);
   const int T = 13, V = c.vocab_size, n = c.n_chains();
@@ -90,7 +59,8 @@ TEST_P(PhdModel, LogitsOfAPositionIgnoreLaterTokens) {
     m.logits(b.data(), 1, T, n, lb.data());
     for (int t = 0; t <= cut; ++t)
       for (int x = 0; x < V; ++x)
-        ASSERT_EQ(la[(size_t)t * V + x], lb[(size_t)t * V + x]) << "position " << t << " cut " << cut;
+        ASSERT_EQ(la[(size_t)t * V + x], lb[(size_t)t * V + x])
+            << "position " << t << " cut " << cut;
     // And a later position does see the change.
     double diff = 0;
     for (size_t i = (size_t)(cut + 1) * V; i < la.size(); ++i) diff += std::fabs(la[i] - lb[i]);
@@ -99,7 +69,7 @@ TEST_P(PhdModel, LogitsOfAPositionIgnoreLaterTokens) {
 }
 
 TEST_P(PhdModel, LossIsTheMeanCrossEntropyOfEverySubModelsLastCopyLogits) {
-  const ModelConfig c = phd_config(GetParam());
+  const ModelConfig c = GetParam().config();
   const int n = c.n_chains(), B = 2, T = 9, V = c.vocab_size;
   Model m(c);
   m.init_random(8);
@@ -134,53 +104,14 @@ TEST_P(PhdModel, LossIsTheMeanCrossEntropyOfEverySubModelsLastCopyLogits) {
 }
 
 TEST_P(PhdModel, BackwardMatchesFiniteDifferences) {
-  const ModelConfig c = phd_config(GetParam());
-  const int n = c.n_chains(), B = 2, T = 6;
-  Model m(c);
-  m.init_random(31);
-  for (size_t i = 0; i < m.params().size(); ++i) m.params().values()[i] *= 8.0f;
-  for (int i = 0; i < (int)m.params().infos().size(); ++i)
-    if (m.params().info(i).shape.size() == 1)
-      for (size_t e = 0; e < m.params().info(i).numel(); ++e)
-        m.params().value(i)[e] = 1.0f + 0.1f * (float)(e % 3);
-  auto tokens = random_tokens(B * T, c.vocab_size, 5);
-  auto targets = random_tokens(B * T, c.vocab_size, 6);
-  targets[3] = -1;
-  std::vector<float> w(n, 1.0f);
-  w[0] = 0.5f;
-  m.params().zero_grads();
-  m.forward_backward(tokens.data(), targets.data(), B, T, w, 1.0f);
-  std::vector<float> grads(m.params().grads(), m.params().grads() + m.params().size());
-  auto loss_at = [&]() {
-    m.params().zero_grads();
-    return m.forward_backward(tokens.data(), targets.data(), B, T, w, 1.0f).loss;
-  };
-  Rng rng(8);
-  int checked = 0;
-  for (int i = 0; i < (int)m.params().infos().size(); ++i) {
-    const ParamInfo& p = m.params().info(i);
-    for (int trial = 0; trial < 3; ++trial) {
-      const size_t e = p.offset + rng.below(p.numel());
-      float* v = m.params().values() + e;
-      const float x0 = *v, h = 1e-2f * std::max(1.0f, std::fabs(x0));
-      *v = x0 + h;
-      const double lp = loss_at();
-      *v = x0 - h;
-      const double lm = loss_at();
-      *v = x0;
-      const double num = (lp - lm) / (2.0 * h);
-      EXPECT_NEAR(grads[e], num, 2e-3 + 3e-2 * std::fabs(num)) << p.name << " element " << e - p.offset;
-      ++checked;
-    }
-  }
-  EXPECT_GT(checked, 10);
+  test::expect_gradients_match_finite_differences(GetParam().config());
 }
 
 // SPEC B4: chains and PHD are orthogonal; chain i of the output never sees chains > i.
 class PhdChainModel : public PhdModel {};
 
 TEST_P(PhdChainModel, ChainCausalityHolds) {
-  const ModelConfig c = phd_config(GetParam());
+  const ModelConfig c = GetParam().config();
   const int n = c.n_chains(), B = 1, T = 8, V = c.vocab_size;
   ASSERT_GE(n, 2);
   Model a(c), b(c);
@@ -203,21 +134,23 @@ TEST_P(PhdChainModel, ChainCausalityHolds) {
   EXPECT_NE(0, std::memcmp(la.data(), lb.data(), la.size() * sizeof(float)));
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    All, PhdModel,
-    ::testing::Values(Variant{{1}, false, 0, 2, 0, 0, false}, Variant{{1}, false, 1, 3, 0, 0, true},
-                      Variant{{1}, false, 0, 2, 3, 0, false}, Variant{{1}, false, 0, 3, 4, 2, false},
-                      Variant{{1, 1}, false, 0, 3, 2, 0, true}, Variant{{1, 1}, true, 2, 2, 2, 3, false},
-                      Variant{{1, 2, 1}, false, 4, 4, 5, 3, false},
-                      Variant{{1, 2, 1}, true, 2, 2, 0, 0, true}),
-    variant_name);
+INSTANTIATE_TEST_SUITE_P(All, PhdModel,
+                         ::testing::Values(ModelVariant{{1}, false, 0, false, 2, 0, 0, false},
+                                           ModelVariant{{1}, false, 1, false, 3, 0, 0, true},
+                                           ModelVariant{{1}, false, 0, false, 2, 3, 0, false},
+                                           ModelVariant{{1}, false, 0, false, 3, 4, 2, false},
+                                           ModelVariant{{1, 1}, false, 0, false, 3, 2, 0, true},
+                                           ModelVariant{{1, 1}, true, 2, false, 2, 2, 3, false},
+                                           ModelVariant{{1, 2, 1}, false, 4, false, 4, 5, 3, false},
+                                           ModelVariant{{1, 2, 1}, true, 2, false, 2, 0, 0, true}),
+                         variant_name);
 
-INSTANTIATE_TEST_SUITE_P(
-    MultiChain, PhdChainModel,
-    ::testing::Values(Variant{{1, 1}, false, 0, 3, 2, 0, true}, Variant{{1, 1}, true, 2, 2, 2, 3, false},
-                      Variant{{1, 2, 1}, false, 4, 4, 5, 3, false},
-                      Variant{{1, 2, 1}, true, 2, 2, 0, 0, true}),
-    variant_name);
+INSTANTIATE_TEST_SUITE_P(MultiChain, PhdChainModel,
+                         ::testing::Values(ModelVariant{{1, 1}, false, 0, false, 3, 2, 0, true},
+                                           ModelVariant{{1, 1}, true, 2, false, 2, 2, 3, false},
+                                           ModelVariant{{1, 2, 1}, false, 4, false, 4, 5, 3, false},
+                                           ModelVariant{{1, 2, 1}, true, 2, false, 2, 0, 0, true}),
+                         variant_name);
 
 }  // namespace
 }  // namespace chainlm

@@ -44,7 +44,6 @@ class ChainTuning : public ::testing::Test {
   void SetUp() override {
     root = test::make_temp_dir("tuning");
     data = root + "/data";
-    fs::create_directories(data);
     test::make_byte_data_dir(synthetic_text(30000, 1), data, 0.1);
   }
   void TearDown() override { fs::remove_all(root); }
@@ -188,10 +187,7 @@ TEST_F(ChainTuning, FreezingIsRecordedAndSurvivesResume) {
   EXPECT_EQ(0, std::memcmp(a->params().values(), b->params().values(), a->params().size() * sizeof(float)));
   expect_frozen_unchanged(*original, *b);
   // metrics.jsonl opens with the trainable fraction.
-  std::ifstream in(root + "/a/metrics.jsonl");
-  std::string first;
-  std::getline(in, first);
-  const auto j = nlohmann::json::parse(first);
+  const nlohmann::json j = test::read_metrics_lines(root + "/a").at(0);
   EXPECT_EQ(j["step"], 0);
   EXPECT_NEAR(j["trainable_fraction"].get<double>(), ta.trainable_fraction(), 1e-12);
   EXPECT_EQ(j["total_params"].get<size_t>(), a->params().numel());

@@ -37,14 +37,10 @@ ModelConfig tiny_config() {
   return c;
 }
 
-class CheckpointSafety : public ::testing::Test {
+class CheckpointSafety : public test::TrainingDataTest {
  protected:
   void SetUp() override {
-    data = dir.file("data");
-    fs::create_directories(data);
-    std::string text;
-    for (int i = 0; i < 300; ++i) text += "a cat sat on the mat " + std::to_string(i) + "\n";
-    test::make_byte_data_dir(text, data, 0.2);
+    make_data(300, "a cat sat on the mat ");
   }
   TrainOptions options(const std::string& out, long steps) const {
     TrainOptions o;
@@ -59,8 +55,6 @@ class CheckpointSafety : public ::testing::Test {
     o.quiet = true;
     return o;
   }
-  TempDir dir;
-  std::string data;
 };
 
 TEST_F(CheckpointSafety, LeftoversOfAKilledWriterAreRemovedNotLoaded) {

@@ -19,7 +19,6 @@ TEST(PhdTrainer, CswaModelLearnsRealText) {
   if (!fs::exists(corpus)) GTEST_SKIP() << corpus << " is missing: run scripts/setup.sh (package fortunes)";
   const std::string root = test::make_temp_dir("phd-learn");
   const std::string data = root + "/data";
-  fs::create_directories(data);
   test::make_byte_data_dir(test::read_text(corpus), data, 0.1);
   // The loss of the best context-free model: the unigram cross-entropy of the validation bytes.
   TokenShard train(data + "/train.bin"), val(data + "/val.bin");

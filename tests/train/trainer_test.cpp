@@ -58,19 +58,14 @@ TrainOptions small_options(const std::string& data, const std::string& out, long
 
 std::map<long, double> losses_by_step(const std::string& run_dir) {
   std::map<long, double> m;
-  std::ifstream in(run_dir + "/metrics.jsonl");
-  std::string line;
-  while (std::getline(in, line)) {
-    auto j = nlohmann::json::parse(line);
+  for (const nlohmann::json& j : test::read_metrics_lines(run_dir))
     if (j.contains("loss")) m[j["step"].get<long>()] = j["loss"].get<double>();
-  }
   return m;
 }
 
 TEST(Trainer, ResumeContinuesExactly) {
   const std::string root = test::make_temp_dir("resume");
   const std::string data = root + "/data";
-  fs::create_directories(data);
   test::make_byte_data_dir(synthetic_text(20000, 1), data, 0.1);
   const ModelConfig c = small_config({1, 1}, true);
 
@@ -110,7 +105,6 @@ TEST(Trainer, LearnsRealTextWellBelowUnigramEntropy) {
   ASSERT_GT(text.size(), 20000u);
   const std::string root = test::make_temp_dir("learn");
   const std::string data = root + "/data";
-  fs::create_directories(data);
   test::make_byte_data_dir(text, data, 0.1);
   // Unigram cross-entropy of the validation bytes under the training bytes' distribution:
   // the loss of the best model that ignores context.
@@ -146,7 +140,6 @@ TEST(Trainer, LearnsRealTextWellBelowUnigramEntropy) {
 TEST(Trainer, CheckpointHoldsEverythingToReloadTheModel) {
   const std::string root = test::make_temp_dir("ckpt");
   const std::string data = root + "/data";
-  fs::create_directories(data);
   test::make_byte_data_dir(synthetic_text(5000, 2), data, 0.2);
   Model m(small_config({1, 2, 1}, false));
   m.init_random(3);
