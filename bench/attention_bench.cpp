@@ -1,7 +1,7 @@
 // Causal attention forward/backward throughput vs cblas_sgemm on the same machine.
 // Build (from the repo root):
 //   g++ -std=c++20 -O3 -march=native -fopenmp -Isrc $(pkg-config --cflags openblas)
-//     bench/attention_bench.cpp src/kernels/attention.cpp $(pkg-config --libs openblas)
+//     bench/attention_bench.cpp src/kernels/attention*.cpp $(pkg-config --libs openblas)
 //     -o /tmp/attention_bench          (one line)
 // Run: /tmp/attention_bench [B T H Hkv hd seconds [K W C]]  (default 8 1024 8 8 64 3; threads:
 // OMP_NUM_THREADS). Reports the best of interleaved rounds of sgemm, forward, backward.
