@@ -32,6 +32,22 @@ struct KvRows {
   bool packed;  // contiguous rows (no L1 set aliasing): usable directly as a matmul B operand
 };
 
+// How the tile of queries at positions [qp0, qp0 + nq) and keys [j0, j0 + nk) meets the mask,
+// and unless it is Empty the allowed-masks of its rows: key_rows[j] the queries key j serves,
+// query_rows[i] the keys query i may attend (all of them in a Full tile).
+AttentionMask::Cover tile_masks(const AttentionMask& mask, int64_t qp0, int nq, int64_t j0, int nk,
+                                uint64_t* key_rows, uint64_t* query_rows) {
+  const auto cover = mask.cover(qp0, qp0 + nq, j0, j0 + nk);
+  if (cover == AttentionMask::Cover::Partial) {
+    for (int j = 0; j < nk; ++j) key_rows[j] = mask.query_bits(j0 + j, qp0, nq);
+    for (int i = 0; i < nq; ++i) query_rows[i] = mask.key_bits(qp0 + i, j0, nk);
+  } else if (cover == AttentionMask::Cover::Full) {
+    std::fill(key_rows, key_rows + nk, low_bits(nq));
+    std::fill(query_rows, query_rows + nq, low_bits(nk));
+  }
+  return cover;
+}
+
 // Query rows [i0, i0 + nq) of head h in sequence b: the online-softmax pass over key tiles.
 void forward_tile(const AttentionShape& s, int b, int h, int i0, int nq, const float* q,
                   const KvRows& kv, float* o, float* lse, float* scratch) {
@@ -48,15 +64,9 @@ void forward_tile(const AttentionShape& s, int b, int h, int i0, int nq, const f
   s.mask.key_bounds(qp0, qp0 + nq, Tk, &kb, &ke);
   for (int64_t j0 = std::max<int64_t>(kb, 0); j0 < ke; j0 += kTile) {
     const int nk = static_cast<int>(std::min<int64_t>(kTile, ke - j0));
-    const auto cover = s.mask.cover(qp0, qp0 + nq, j0, j0 + nk);
+    const auto cover = tile_masks(s.mask, qp0, nq, j0, nk, key_rows, query_rows);
     if (cover == AttentionMask::Cover::Empty) continue;
     const bool partial = cover == AttentionMask::Cover::Partial;
-    if (partial) {
-      for (int j = 0; j < nk; ++j) key_rows[j] = s.mask.query_bits(j0 + j, qp0, nq);
-      for (int i = 0; i < nq; ++i) query_rows[i] = s.mask.key_bits(qp0 + i, j0, nk);
-    } else {
-      std::fill(key_rows, key_rows + nk, low_bits(nq));
-    }
     forward_key_tile(nq, nk, hd, kv.k + (j0 - kv.first) * kv.stride,
                      kv.v + (j0 - kv.first) * kv.stride, kv.stride, kv.packed, partial, key_rows,
                      query_rows, c, t);
@@ -200,15 +210,9 @@ void dense_backward_item(const AttentionShape& s, int b, int g, const int* heads
       for (long i0 = ib; i0 < ie; i0 += kTile) {
         const int nq = static_cast<int>(std::min<long>(kTile, ie - i0));
         const int64_t qp0 = static_cast<int64_t>(s.q_offset) + i0;
-        const auto cover = s.mask.cover(qp0, qp0 + nq, j0, j0 + nk);
+        const auto cover = tile_masks(s.mask, qp0, nq, j0, nk, key_rows, query_rows);
         if (cover == AttentionMask::Cover::Empty) continue;
         const bool partial = cover == AttentionMask::Cover::Partial;
-        if (partial) {
-          for (int i = 0; i < nq; ++i) query_rows[i] = s.mask.key_bits(qp0 + i, j0, nk);
-          for (int j = 0; j < nk; ++j) key_rows[j] = s.mask.query_bits(j0 + j, qp0, nq);
-        } else {
-          std::fill(query_rows, query_rows + nq, low_bits(nk));
-        }
         backward_tile_pair(nq, nk, hd, Qf + i0 * ldh, dOf + i0 * ldh, Kj, w.Kt, w.Vt,
                            dQf + i0 * ldh, dKj, dVj, w.P, w.dS, partial, query_rows, key_rows, c,
                            w.L2 + i0, w.D + i0, s.scale);
