@@ -11,6 +11,7 @@
 #include "core/error.h"
 #include "core/rng.h"
 #include "core/threads.h"
+#include "core/wait_policy.h"
 #include "core/timer.h"
 #include "infer/session.h"
 
@@ -136,6 +137,7 @@ void bench_decode(const InferenceBenchArgs& a) {
                       {"n_chains", c.n_chains()},
                       {"kv_share", c.kv_share},
                       {"threads", num_threads()},
+                      {"omp_wait_policy", omp_wait_policy()},
                       {"prompt_tokens", a.prompt_tokens},
                       {"tokens", a.tokens},
                       {"ms_per_token", ms_per_token},
@@ -189,6 +191,7 @@ void bench_phd_prefill(const InferenceBenchArgs& a, const Model& model, int k,
                       {"n_chains", c.n_chains()},
                       {"kv_share", c.kv_share},
                       {"threads", num_threads()},
+                      {"omp_wait_policy", omp_wait_policy()},
                       {"prompt_tokens", n},
                       {"hidden_positions", P},
                       {"prefill_ms", ms[0]},
@@ -244,6 +247,7 @@ void bench_prefill(const InferenceBenchArgs& a) {
                       {"n_chains", c.n_chains()},
                       {"kv_share", c.kv_share},
                       {"threads", num_threads()},
+                      {"omp_wait_policy", omp_wait_policy()},
                       {"prompt_tokens", n},
                       {"full_prefill_ms", full_ms},
                       {"full_prefill_gflops", full_flops / full_ms / 1e6},

@@ -10,6 +10,7 @@
 #include "core/error.h"
 #include "core/rng.h"
 #include "core/threads.h"
+#include "core/wait_policy.h"
 #include "core/timer.h"
 #include "model/model.h"
 #include "train/distributed.h"
@@ -127,6 +128,7 @@ void bench_train(const std::string& config_path, int B, int T, int threads, int 
                       {"batch_size", global_batch},
                       {"seq_len", T},
                       {"threads", num_threads()},
+                      {"omp_wait_policy", omp_wait_policy()},
                       {"steps", steps},
                       {"params", model.num_params(c.n_chains())},
                       {"step_ms", step_s * 1e3},

@@ -1,11 +1,27 @@
 // chainlm: train, grow, tune, evaluate and serve Chain-of-Model and PHD language models.
 #include <cstdio>
 #include <exception>
+#include <string>
 
 #include "cli/commands.h"
 #include "core/error.h"
+#include "core/wait_policy.h"
+
+namespace {
+
+// Commands whose parallel regions are long (training steps, batched evaluation): idle OpenMP
+// threads sleep instead of spinning, so a process busy on another core costs them its share of
+// the machine, not most of it (src/core/wait_policy.h).
+bool waits_passively(int argc, char** argv) {
+  const std::string command = argc > 1 ? argv[1] : "";
+  return command == "train" || command == "eval" ||
+         (command == "bench" && argc > 2 && std::string(argv[2]) == "train");
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
+  if (waits_passively(argc, argv)) chainlm::reexec_with_passive_wait(argv);
   CLI::App app{"chainlm: Chain-of-Model (CoLM, CoLM-Air) and PHD-Transformer language models on CPUs"};
   app.require_subcommand(1);
   app.set_version_flag("--version", "chainlm 0.1.0");
