@@ -6,6 +6,7 @@ set -euo pipefail
 packages=(
   build-essential cmake ccache pkg-config
   libopenblas-openmp-dev        # CBLAS sgemm; the OpenMP build shares our OpenMP thread pool
+  libdnnl-dev                   # oneDNN matmul: the GEMM backend (OpenMP build, same pool)
   libsentencepiece-dev sentencepiece
   nlohmann-json3-dev libcli11-dev libcpp-httplib-dev
   libgtest-dev libgmock-dev

@@ -181,7 +181,7 @@ void bench_phd_prefill(const InferenceBenchArgs& a, const Model& model, int k,
   std::vector<std::function<void()>> fs{run(session)};
   if (c.phd.window > 0) fs.push_back(run(unbounded));
   if (base_session) fs.push_back(run(*base_session));
-  const double peak = measure_sgemm_gflops(2048, 2);
+  const GemmPeak peak = measure_gemm_peak(2048, 2);
   const std::vector<double> ms = interleaved_ms(fs, 3);
   const double flops = forward_flops(model, k, 0, n, (long)(K - 1) * P);
   nlohmann::json j = {{"bench", "prefill"},
@@ -195,8 +195,8 @@ void bench_phd_prefill(const InferenceBenchArgs& a, const Model& model, int k,
                       {"prompt_tokens", n},
                       {"hidden_positions", P},
                       {"prefill_ms", ms[0]},
-                      {"prefill_gflops", flops / ms[0] / 1e6},
-                      {"sgemm_gflops", peak}};
+                      {"prefill_gflops", flops / ms[0] / 1e6}};
+  add_gemm_fields(j, peak);
   size_t next = 1;
   if (c.phd.window > 0) {
     j["unbounded_prefill_ms"] = ms[next];
@@ -238,7 +238,7 @@ void bench_prefill(const InferenceBenchArgs& a) {
     }
     return median(s);
   };
-  const double peak = measure_sgemm_gflops(2048, 2);
+  const GemmPeak peak = measure_gemm_peak(2048, 2);
   const double full_ms = time_prefill(false);
   const double full_flops = forward_flops(*model, k, 0, n);
   nlohmann::json j = {{"bench", "prefill"},
@@ -250,8 +250,8 @@ void bench_prefill(const InferenceBenchArgs& a) {
                       {"omp_wait_policy", omp_wait_policy()},
                       {"prompt_tokens", n},
                       {"full_prefill_ms", full_ms},
-                      {"full_prefill_gflops", full_flops / full_ms / 1e6},
-                      {"sgemm_gflops", peak}};
+                      {"full_prefill_gflops", full_flops / full_ms / 1e6}};
+  add_gemm_fields(j, peak);
   if (c.kv_share && k > 1) {
     const double chain1_ms = time_prefill(true);
     const double chain1_flops = forward_flops(*model, 1, 0, n - 1) + forward_flops(*model, k, n - 1, 1);

@@ -1,4 +1,4 @@
-// chainlm bench train: this machine's sgemm peak and a training step of a config, in one
+// chainlm bench train: this machine's fp32 GEMM peak (the best backend's) and a training step of a config, in one
 // run, so the ratio (MFU) is taken under the same conditions. Under mpirun: a data-parallel
 // step (each rank B/N sequences, gradients summed as in training) and its communication time.
 #include <cstdio>
@@ -90,16 +90,19 @@ void bench_train(const std::string& config_path, int B, int T, int threads, int 
   const double keys = K * T / 2.0 + (K - 1) * (c.phd.window + K / 2.0);
   const double flops_per_token =
       6.0 * (K * (model.matmul_params(k) - head) + head) + 12.0 * c.n_layers * keys * Dk;
-  // The machine's speed drifts (shared hosts): measure the sgemm peak right beside every
+  // The machine's speed drifts (shared hosts): measure the GEMM peak right beside every
   // timed step and take the median of the per-step ratios.
   // Under mpirun every rank measures its own peak at the same time as the others (so the sum is
   // the peak of the cores the job runs on), the step's time is the slowest rank's, and the
   // communication figures are rank 0's.
-  std::vector<double> times, peaks, mfus, base_times, ratios, comms, waits;
+  std::vector<double> times, peaks, openblas_peaks, onednn_peaks, mfus, base_times, ratios, comms, waits;
   for (int s = 0; s < steps; ++s) {
-    double peak = measure_sgemm_gflops(2048, 2);
-    comm.allreduce_sum(&peak, 1);
-    peaks.push_back(peak);
+    const GemmPeak measured = measure_gemm_peak(2048, 2);
+    double peak[3] = {measured.best(), measured.openblas_gflops, measured.onednn_gflops};
+    comm.allreduce_sum(peak, 3);
+    peaks.push_back(peak[0]);
+    openblas_peaks.push_back(peak[1]);
+    onednn_peaks.push_back(peak[2]);
     comm.barrier();
     Timer t;
     one_step(s + 2);
@@ -134,8 +137,9 @@ void bench_train(const std::string& config_path, int B, int T, int threads, int 
                       {"step_ms", step_s * 1e3},
                       {"tokens_per_s", tokens_per_step / step_s},
                       {"model_gflops", model_gflops},
-                      {"sgemm_gflops", peak},
                       {"mfu", median(mfus)}};
+  add_gemm_fields(j, GemmPeak{median(openblas_peaks), median(onednn_peaks)});
+  j["peak_gflops"] = peak;  // the median of the steps' best, which mfu divides by
   if (c.phd.enabled()) j["phd"] = c.phd.name();
   if (reducer) {
     // The gradients cross the network once per step: a ring allreduce sends (and receives)

@@ -4,23 +4,40 @@
 
 #include "core/rng.h"
 #include "core/timer.h"
+#include "kernels/onednn_matmul.h"
 
 namespace chainlm::cli {
 
-double measure_sgemm_gflops(int n, int reps) {
+GemmPeak measure_gemm_peak(int n, int reps) {
   std::vector<float> a((size_t)n * n), b((size_t)n * n), c((size_t)n * n);
   Rng rng(1);
   for (auto& x : a) x = rng.uniform() - 0.5f;
   for (auto& x : b) x = rng.uniform() - 0.5f;
-  double best = 0;
-  for (int r = 0; r < reps + 1; ++r) {
-    Timer t;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, n, n, 1.0f, a.data(), n, b.data(), n,
-                0.0f, c.data(), n);
-    const double s = t.seconds();
-    if (r > 0) best = std::max(best, 2.0 * n * n * (double)n / s / 1e9);  // r = 0 warms up
-  }
-  return best;
+  GemmPeak peak;
+  // Interleaved, so a drift in the machine's load hits both backends alike.
+  for (int r = 0; r < reps + 1; ++r)
+    for (GemmBackend backend : {GemmBackend::OpenBlas, GemmBackend::OneDnn}) {
+      Timer t;
+      if (backend == GemmBackend::OpenBlas)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, n, n, 1.0f, a.data(), n, b.data(),
+                    n, 0.0f, c.data(), n);
+      else
+        onednn_sgemm(false, true, n, n, n, a.data(), n, b.data(), n, c.data(), n, 0.0f);
+      const double gflops = 2.0 * n * n * (double)n / t.seconds() / 1e9;
+      if (r == 0) continue;  // warms up
+      double& best = backend == GemmBackend::OpenBlas ? peak.openblas_gflops : peak.onednn_gflops;
+      best = std::max(best, gflops);
+    }
+  return peak;
+}
+
+void add_gemm_fields(nlohmann::json& j, const GemmPeak& peak) {
+  j["precision"] = "fp32";
+  j["gemm_backend"] = gemm_backend_name(gemm_backend());
+  j["isa"] = onednn_isa();
+  j["sgemm_gflops"] = peak.openblas_gflops;
+  j["onednn_gflops"] = peak.onednn_gflops;
+  j["peak_gflops"] = peak.best();
 }
 
 double measure_read_bandwidth_gbs(size_t bytes, double min_seconds) {

@@ -2,13 +2,24 @@
 // Measurements shared by the benchmarks: the machine ceilings that model figures are
 // compared to, taken in the same run.
 #include <algorithm>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
+#include "kernels/gemm_backend.h"
+
 namespace chainlm::cli {
 
-// Best-of-reps sgemm GFLOP/s on n x n x n with the current thread count.
-double measure_sgemm_gflops(int n, int reps);
+// Best-of-reps fp32 GEMM GFLOP/s on n x n x n with the current thread count, for each backend
+// (gemm_backend.h); best() is the machine's fp32 GEMM peak that MFU is measured against.
+struct GemmPeak {
+  double openblas_gflops = 0, onednn_gflops = 0;
+  double best() const { return std::max(openblas_gflops, onednn_gflops); }
+};
+GemmPeak measure_gemm_peak(int n, int reps);
+// Adds what a bench line says of the GEMMs: the backend in use and oneDNN's ISA, the precision,
+// each backend's peak (sgemm_gflops is OpenBLAS's, as in earlier results) and the best.
+void add_gemm_fields(nlohmann::json& j, const GemmPeak& peak);
 // Best-of-reps read bandwidth (GB/s) over a buffer of `bytes`, with the current threads.
 double measure_read_bandwidth_gbs(size_t bytes, double min_seconds = 0.2);
 

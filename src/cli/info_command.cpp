@@ -8,6 +8,7 @@
 #include "cli/commands.h"
 #include "cli/model_info.h"
 #include "cli/parse_util.h"
+#include "cli/system_info.h"
 #include "core/error.h"
 #include "core/number_format.h"
 #include "io/hf_llama.h"
@@ -21,15 +22,29 @@ namespace chainlm::cli {
 namespace fs = std::filesystem;
 
 void add_info_command(CLI::App& app) {
-  auto* cmd = app.add_subcommand("info", "Shapes, chains, parameters per chain and sub-model of a model");
+  auto* cmd = app.add_subcommand(
+      "info", "Shapes, chains, parameters per chain and sub-model of a model; or, with --system, this machine's CPU and kernels");
   struct Args {
     std::string model;
-    bool json = false;
+    bool json = false, system = false;
   };
   auto a = std::make_shared<Args>();
-  cmd->add_option("--model", a->model, "Checkpoint or run directory, llama2.c .bin, or HF directory")->required();
+  auto* model_opt =
+      cmd->add_option("--model", a->model, "Checkpoint or run directory, llama2.c .bin, or HF directory");
+  cmd->add_flag("--system", a->system,
+                "The CPU's vector features, the threads, and the kernels each library runs here")
+      ->excludes(model_opt);
   cmd->add_flag("--json", a->json, "Print one JSON object");
   cmd->callback([a]() {
+    if (a->system) {
+      const nlohmann::json s = system_info();
+      if (a->json)
+        std::printf("%s\n", s.dump().c_str());
+      else
+        print_system_info(s);
+      return;
+    }
+    CHAINLM_CHECK(!a->model.empty(), "info: give --model (a model to describe) or --system");
     std::error_code ec;
     std::string source, dir;
     if (fs::is_regular_file(a->model, ec)) {

@@ -4,6 +4,8 @@
 #include <omp.h>
 
 #include "core/threads.h"
+#include "kernels/gemm_backend.h"
+#include "kernels/onednn_matmul.h"
 #include "kernels/simd.h"
 
 namespace chainlm {
@@ -67,6 +69,22 @@ constexpr FewRowsKernel kFewRows[] = {&few_rows_nt<2>, &few_rows_nt<3>, &few_row
                                       &few_rows_nt<8>};
 constexpr int kMaxFewRows = 8;
 
+// The GEMMs with more rows than the few-row paths take, on the chosen backend.
+void large_gemm(bool transa, bool transb, int M, int N, int K, const float* A, int lda,
+                const float* B, int ldb, float* C, int ldc, float beta) {
+  if (K == 0) {  // no products: C = beta C (libraries differ on empty reductions)
+    for (int m = 0; m < M; ++m)
+      for (int n = 0; n < N; ++n) C[(long)m * ldc + n] = beta == 0.0f ? 0.0f : beta * C[(long)m * ldc + n];
+    return;
+  }
+  if (gemm_backend() == GemmBackend::OneDnn) {
+    onednn_sgemm(transa, transb, M, N, K, A, lda, B, ldb, C, ldc, beta);
+    return;
+  }
+  cblas_sgemm(CblasRowMajor, transa ? CblasTrans : CblasNoTrans, transb ? CblasTrans : CblasNoTrans,
+              M, N, K, 1.0f, A, lda, B, ldb, beta, C, ldc);
+}
+
 }  // namespace
 
 void gemm_nt(int M, int N, int K, const float* A, int lda, const float* B, int ldb, float* C,
@@ -94,20 +112,19 @@ void gemm_nt(int M, int N, int K, const float* A, int lda, const float* B, int l
     }
     return;
   }
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1.0f, A, lda, B, ldb, beta, C, ldc);
+  large_gemm(false, true, M, N, K, A, lda, B, ldb, C, ldc, beta);
 }
 
 void gemm_nn(int M, int N, int K, const float* A, int lda, const float* B, int ldb, float* C,
              int ldc, float beta) {
   if (M == 0 || N == 0) return;
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, N, K, 1.0f, A, lda, B, ldb, beta, C,
-              ldc);
+  large_gemm(false, false, M, N, K, A, lda, B, ldb, C, ldc, beta);
 }
 
 void gemm_tn(int M, int N, int K, const float* A, int lda, const float* B, int ldb, float* C,
              int ldc, float beta) {
   if (M == 0 || N == 0) return;
-  cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, M, N, K, 1.0f, A, lda, B, ldb, beta, C, ldc);
+  large_gemm(true, false, M, N, K, A, lda, B, ldb, C, ldc, beta);
 }
 
 }  // namespace chainlm

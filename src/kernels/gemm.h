@@ -1,5 +1,6 @@
 #pragma once
-// Row-major sgemm wrappers over CBLAS (OpenBLAS). Every GEMM of the engine goes through
+// Row-major sgemm wrappers over the GEMM backend (gemm_backend.h: oneDNN or OpenBLAS) and the
+// few-row kernels of decoding. Every GEMM of the engine goes through
 // these three so the transposition conventions live in one place.
 namespace chainlm {
 

@@ -4,6 +4,7 @@
 
 #include <cstdlib>
 #include <filesystem>
+#include <optional>
 #include <string>
 
 #include "io/test_temp_dir.h"
@@ -25,6 +26,28 @@ inline RunResult run_chainlm(const TempDir& dir, const std::string& args) {
   std::filesystem::remove(err);
   return r;
 }
+
+// Sets (or, with nullopt, unsets) an environment variable for the scope of the test.
+class ScopedEnv {
+ public:
+  ScopedEnv(const char* name, std::optional<std::string> value) : name_(name) {
+    if (const char* old = std::getenv(name)) old_ = old;
+    if (value)
+      ::setenv(name, value->c_str(), 1);
+    else
+      ::unsetenv(name);
+  }
+  ~ScopedEnv() {
+    if (old_)
+      ::setenv(name_, old_->c_str(), 1);
+    else
+      ::unsetenv(name_);
+  }
+
+ private:
+  const char* name_;
+  std::optional<std::string> old_;
+};
 
 inline std::string quote(const std::string& path) { return "'" + path + "'"; }
 

@@ -3,9 +3,7 @@
 // set is never replaced. Each bench command reports the policy its process ran with.
 #include <gtest/gtest.h>
 
-#include <cstdlib>
 #include <nlohmann/json.hpp>
-#include <optional>
 #include <string>
 
 #include "run_cli.h"
@@ -15,30 +13,9 @@ namespace {
 
 using testing::quote;
 using testing::run_chainlm;
+using testing::ScopedEnv;
 using testing::TempDir;
 using testing::write_bytes;
-
-// Sets (or, with nullopt, unsets) an environment variable for the scope of the test.
-class ScopedEnv {
- public:
-  ScopedEnv(const char* name, std::optional<std::string> value) : name_(name) {
-    if (const char* old = std::getenv(name)) old_ = old;
-    if (value)
-      ::setenv(name, value->c_str(), 1);
-    else
-      ::unsetenv(name);
-  }
-  ~ScopedEnv() {
-    if (old_)
-      ::setenv(name_, old_->c_str(), 1);
-    else
-      ::unsetenv(name_);
-  }
-
- private:
-  const char* name_;
-  std::optional<std::string> old_;
-};
 
 class WaitPolicy : public ::testing::Test {
  protected:

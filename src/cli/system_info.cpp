@@ -1,0 +1,97 @@
+#include "cli/system_info.h"
+
+#include <cblas.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <set>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "core/threads.h"
+#include "core/wait_policy.h"
+#include "kernels/gemm_backend.h"
+
+namespace chainlm::cli {
+
+namespace {
+
+// The CPU flags that decide which kernels can run, in the order of the ISAs they enable.
+const std::vector<std::string> kFeatures = {"avx",          "avx2",        "fma",
+                                            "f16c",         "avx512f",     "avx512bw",
+                                            "avx512vl",     "avx512_vnni", "avx512_bf16",
+                                            "amx_tile",     "amx_bf16",    "amx_int8"};
+
+// The first "model name" and "flags" lines of /proc/cpuinfo.
+void read_cpuinfo(std::string* model, std::set<std::string>* flags) {
+  std::ifstream in("/proc/cpuinfo");
+  std::string line;
+  bool have_flags = false;
+  while (std::getline(in, line)) {
+    const size_t colon = line.find(':');
+    if (colon == std::string::npos) continue;
+    std::string key = line.substr(0, colon);
+    while (!key.empty() && (key.back() == ' ' || key.back() == '\t')) key.pop_back();
+    const std::string value = colon + 2 <= line.size() ? line.substr(colon + 2) : "";
+    if (key == "model name" && model->empty()) *model = value;
+    if (key == "flags" && !have_flags) {
+      std::istringstream words(value);
+      for (std::string w; words >> w;) flags->insert(w);
+      have_flags = true;
+    }
+  }
+}
+
+std::string env_or(const char* name, const char* fallback) {
+  const char* v = std::getenv(name);
+  return v && *v ? v : fallback;
+}
+
+}  // namespace
+
+nlohmann::json system_info() {
+  std::string model;
+  std::set<std::string> flags;
+  read_cpuinfo(&model, &flags);
+  nlohmann::json present = nlohmann::json::array(), absent = nlohmann::json::array();
+  for (const std::string& f : kFeatures) (flags.count(f) ? present : absent).push_back(f);
+  const char* core = openblas_get_corename();
+  return {{"cpu", model.empty() ? "unknown" : model},
+          {"features", present},
+          {"missing_features", absent},
+          {"threads", num_threads()},
+          {"omp_wait_policy", omp_wait_policy()},
+          {"openblas_core", core ? core : "unknown"},
+          {"openblas_coretype_env", env_or("OPENBLAS_CORETYPE", "unset")},
+          {"onednn_isa", onednn_isa()},
+          {"onednn_max_cpu_isa_env", env_or("ONEDNN_MAX_CPU_ISA", "unset")},
+          {"gemm", {{"fp32", gemm_backend_name(gemm_backend())}}}};
+}
+
+void print_system_info(const nlohmann::json& s) {
+  auto join = [](const nlohmann::json& list) {
+    std::string out;
+    for (const auto& x : list) {
+      if (!out.empty()) out += ' ';
+      out += x.get<std::string>();
+    }
+    return out.empty() ? std::string("none") : out;
+  };
+  std::printf("cpu          %s\n", s["cpu"].get<std::string>().c_str());
+  std::printf("features     %s (absent: %s)\n", join(s["features"]).c_str(),
+              join(s["missing_features"]).c_str());
+  std::printf("threads      %d (OpenMP; idle threads wait: %s)\n", s["threads"].get<int>(),
+              s["omp_wait_policy"].get<std::string>().c_str());
+  std::printf("openblas     %s kernels (OPENBLAS_CORETYPE %s)\n",
+              s["openblas_core"].get<std::string>().c_str(),
+              s["openblas_coretype_env"].get<std::string>().c_str());
+  std::printf("onednn       %s kernels (ONEDNN_MAX_CPU_ISA %s)\n",
+              s["onednn_isa"].get<std::string>().c_str(),
+              s["onednn_max_cpu_isa_env"].get<std::string>().c_str());
+  std::printf("fp32 GEMM    %s (CHAINLM_GEMM chooses; docs/precision.md)\n",
+              s["gemm"]["fp32"].get<std::string>().c_str());
+}
+
+}  // namespace chainlm::cli

@@ -1,0 +1,25 @@
+#pragma once
+// Which library runs the engine's large GEMMs (gemm.h), chosen at run time. oneDNN's matmul
+// dispatches to the best kernel the CPU has (AVX2, AVX-512, AVX512-BF16, AMX) whatever the
+// environment pins OpenBLAS to (OPENBLAS_CORETYPE, which chainlm never overrides); OpenBLAS
+// stays available to compare against and as a fallback. The few-row paths (decoding) use
+// chainlm's own kernels with either backend (gemm.cpp).
+#include <string>
+
+namespace chainlm {
+
+enum class GemmBackend { OneDnn, OpenBlas };
+
+// The backend in use: CHAINLM_GEMM=onednn|openblas when set (anything else is refused with an
+// error naming the choices), else oneDNN on CPUs where its kernels use AVX-512 or AMX and
+// OpenBLAS on AVX2-only CPUs.
+GemmBackend gemm_backend();
+// Overrides the choice for the rest of the process (tests, benchmarks).
+void set_gemm_backend(GemmBackend b);
+const char* gemm_backend_name(GemmBackend b);
+
+// The instruction set oneDNN's kernels use on this CPU: "avx2", "avx512_core",
+// "avx512_core_bf16", "avx512_core_amx", ... (ONEDNN_MAX_CPU_ISA lowers it).
+std::string onednn_isa();
+
+}  // namespace chainlm

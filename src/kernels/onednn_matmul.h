@@ -1,0 +1,10 @@
+#pragma once
+// Row-major C(M,N) = op(A) op(B) + beta C on oneDNN's matmul primitive (gemm_backend.h);
+// internal to the kernels. op(A) = A (M x K, rows lda apart) or, transa, A^T with A K x M;
+// op(B) = B (K x N) or, transb, B^T with B N x K.
+namespace chainlm {
+
+void onednn_sgemm(bool transa, bool transb, int M, int N, int K, const float* A, int lda,
+                  const float* B, int ldb, float* C, int ldc, float beta);
+
+}  // namespace chainlm

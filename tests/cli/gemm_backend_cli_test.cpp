@@ -1,0 +1,114 @@
+// The GEMM backend from the command line (src/kernels/gemm_backend.h): CHAINLM_GEMM chooses it,
+// a bad value is refused naming the choices, and training gives the same losses on OpenBLAS,
+// on oneDNN's native kernels and on oneDNN held to a lower instruction set (ONEDNN_MAX_CPU_ISA),
+// so the kernels of an AVX2-only machine are covered on any machine.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+
+#include "../train/train_test_util.h"
+#include "run_cli.h"
+
+namespace chainlm {
+namespace {
+
+using testing::quote;
+using testing::run_chainlm;
+using testing::ScopedEnv;
+using testing::write_bytes;
+
+class GemmBackendCli : public test::TrainingDataTest {
+ protected:
+  void SetUp() override {
+    make_data(300, "a small model reads a small text ");
+    config = dir.file("config.json");
+    write_bytes(config, R"({"dim": 32, "n_layers": 2, "n_heads": 4, "n_kv_heads": 2, "ffn_dim": 64,
+                            "vocab_size": 258, "chains": [1, 1], "kv_share": true,
+                            "max_seq_len": 32})");
+  }
+  // Per-step training losses of a short run (batch 4 x 32: every GEMM has more rows than the
+  // few-row decode path) under the given environment.
+  std::map<long, double> losses(const std::string& run, std::optional<std::string> gemm,
+                                std::optional<std::string> max_isa) {
+    ScopedEnv g("CHAINLM_GEMM", gemm), isa("ONEDNN_MAX_CPU_ISA", max_isa);
+    auto r = run_chainlm(dir, "train --config " + quote(config) + " --data " + quote(data) +
+                                  " --out " + quote(dir.file(run)) +
+                                  " --steps 4 --batch-size 4 --seq-len 32 --threads 2 --quiet");
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    std::map<long, double> out;
+    for (const auto& j : test::read_metrics_lines(dir.file(run)))
+      if (j.contains("loss")) out[j["step"].get<long>()] = j["loss"].get<double>();
+    return out;
+  }
+  std::string config;
+};
+
+TEST_F(GemmBackendCli, BadChoiceIsRefusedNamingTheChoices) {
+  ScopedEnv g("CHAINLM_GEMM", "mkl");
+  auto r = run_chainlm(dir, "bench train --config " + quote(config) +
+                                " --batch-size 2 --seq-len 16 --steps 1");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.err.find("CHAINLM_GEMM='mkl': choose 'onednn' or 'openblas'"), std::string::npos)
+      << r.err;
+}
+
+TEST_F(GemmBackendCli, BenchReportsTheBackendAndTheIsa) {
+  for (const char* backend : {"onednn", "openblas"}) {
+    ScopedEnv g("CHAINLM_GEMM", backend), isa("ONEDNN_MAX_CPU_ISA", "AVX2");
+    auto r = run_chainlm(dir, "bench train --config " + quote(config) +
+                                  " --batch-size 2 --seq-len 16 --steps 1");
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    const auto j = nlohmann::json::parse(r.out.substr(r.out.rfind('{')));
+    EXPECT_EQ(j.at("gemm_backend"), backend);
+    EXPECT_EQ(j.at("isa"), "avx2");
+    EXPECT_EQ(j.at("precision"), "fp32");
+    EXPECT_GT(j.at("peak_gflops").get<double>(), 0.0);
+    EXPECT_GE(j.at("peak_gflops").get<double>(), j.at("sgemm_gflops").get<double>());
+  }
+}
+
+TEST_F(GemmBackendCli, InfoSystemNamesTheKernelsInUse) {
+  {
+    ScopedEnv g("CHAINLM_GEMM", "onednn"), isa("ONEDNN_MAX_CPU_ISA", "SSE41");
+    auto r = run_chainlm(dir, "info --system --json");
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    const auto j = nlohmann::json::parse(r.out);
+    EXPECT_EQ(j.at("onednn_isa"), "sse41");
+    EXPECT_EQ(j.at("onednn_max_cpu_isa_env"), "SSE41");
+    EXPECT_EQ(j.at("gemm").at("fp32"), "onednn");
+    EXPECT_FALSE(j.at("cpu").get<std::string>().empty());
+    EXPECT_FALSE(j.at("openblas_core").get<std::string>().empty());
+    // Every x86-64 CPU this runs on has AVX2 (the build targets it); AVX-512 or not varies.
+    const auto features = j.at("features");
+    EXPECT_NE(std::find(features.begin(), features.end(), "avx2"), features.end()) << features;
+  }
+  ScopedEnv g("CHAINLM_GEMM", "openblas");
+  auto r = run_chainlm(dir, "info --system");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("fp32 GEMM    openblas"), std::string::npos) << r.out;
+  r = run_chainlm(dir, "info");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.err.find("give --model (a model to describe) or --system"), std::string::npos) << r.err;
+}
+
+TEST_F(GemmBackendCli, TrainingLossesAgreeAcrossBackendsAndInstructionSets) {
+  const auto native = losses("native", "onednn", std::nullopt);
+  const auto sse = losses("sse41", "onednn", "SSE41");
+  const auto openblas = losses("openblas", "openblas", std::nullopt);
+  ASSERT_EQ(native.size(), 4u);
+  ASSERT_EQ(sse.size(), 4u);
+  ASSERT_EQ(openblas.size(), 4u);
+  // Four steps of fp32 training with differently ordered sums: the losses agree to a few units
+  // in the sixth digit (a wrong kernel would be off in the first).
+  for (const auto& [step, loss] : native) {
+    EXPECT_NEAR(sse.at(step), loss, 1e-4 * loss) << "step " << step;
+    EXPECT_NEAR(openblas.at(step), loss, 1e-4 * loss) << "step " << step;
+  }
+}
+
+}  // namespace
+}  // namespace chainlm
