@@ -2,6 +2,8 @@
 #include <memory>
 
 #include "cli/bench_util.h"
+#include "cli/model_loading.h"
+#include "cli/parse_util.h"
 #include "cli/commands.h"
 #include "core/error.h"
 
@@ -50,6 +52,9 @@ void add_bench_command(CLI::App& app) {
     if (decode) cmd->add_option("--tokens", b->tokens, "Decoded tokens timed")->capture_default_str();
     cmd->add_flag("--baseline", b->baseline,
                   "PHD model: also time it without PHD (same weights), interleaved; report the ratio");
+    add_precision_option(cmd, b->precision, kInferencePrecisionHelp);
+    cmd->add_flag("--vs-fp32", b->vs_fp32,
+                  "With --precision bf16: also time the fp32 weights, interleaved; report the speedup");
     cmd->callback([b, decode]() { decode ? bench_decode(*b) : bench_prefill(*b); });
   };
   add_inference("decode", "Batch-1 decoding: tokens/s, KV bytes, fraction of the bandwidth bound", true);

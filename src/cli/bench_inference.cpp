@@ -19,7 +19,8 @@ namespace chainlm::cli {
 
 namespace {
 
-std::unique_ptr<Model> bench_model(const InferenceBenchArgs& a) {
+// The --model (or --config, with random weights) in fp32.
+std::unique_ptr<Model> bench_model_fp32(const InferenceBenchArgs& a) {
   CHAINLM_CHECK(a.model.empty() != a.config.empty(), "bench: pass exactly one of --model or --config");
   if (!a.config.empty()) {
     auto m = std::make_unique<Model>(load_config(a.config));
@@ -28,6 +29,24 @@ std::unique_ptr<Model> bench_model(const InferenceBenchArgs& a) {
   }
   return std::move(load_model_and_tokenizer(a.model, "", false).model);
 }
+
+// The benchmarked model in --precision, and with --vs-fp32 the same weights in fp32 (null
+// otherwise).
+std::pair<std::unique_ptr<Model>, std::unique_ptr<Model>> bench_models(const InferenceBenchArgs& a) {
+  const Precision p = parse_precision(a.precision);
+  CHAINLM_CHECK(!a.vs_fp32 || p == Precision::Bf16, "bench: --vs-fp32 compares --precision bf16 with fp32");
+  CHAINLM_CHECK(!(a.vs_fp32 && a.baseline), "bench: pass --vs-fp32 or --baseline, not both");
+  std::unique_ptr<Model> fp32 = bench_model_fp32(a);
+  if (p == Precision::Fp32) return {std::move(fp32), nullptr};
+  auto bf16 = std::make_unique<Model>(fp32->config());
+  bf16->copy_weights_from(*fp32);
+  bf16->use_bf16_weights(/*keep_fp32=*/false);
+  if (!a.vs_fp32) fp32.reset();
+  return {std::move(bf16), std::move(fp32)};
+}
+
+// Bytes per weight element of a model's GEMM operands.
+double bytes_per_weight(const Model& m) { return m.precision() == Precision::Bf16 ? 2.0 : 4.0; }
 
 int active_chains(const InferenceBenchArgs& a, const Model& m) {
   const int n = m.config().n_chains();
@@ -64,7 +83,7 @@ std::unique_ptr<Model> baseline_model(const Model& m) {
   ModelConfig c = m.config();
   c.phd = PhdConfig{};
   auto base = std::make_unique<Model>(c);
-  std::copy_n(m.params().values(), m.params().size(), base->params().values());
+  base->copy_weights_from(m);
   return base;
 }
 
@@ -88,7 +107,7 @@ std::string model_name(const InferenceBenchArgs& a) { return a.model.empty() ? a
 
 void bench_decode(const InferenceBenchArgs& a) {
   set_num_threads(a.threads);
-  auto model = bench_model(a);
+  auto [model, fp32] = bench_models(a);
   const ModelConfig& c = model->config();
   const int k = active_chains(a, *model);
   CHAINLM_CHECK(a.prompt_tokens >= 1 && a.tokens >= 1, "bench decode: --prompt-tokens and --tokens must be positive");
@@ -97,8 +116,9 @@ void bench_decode(const InferenceBenchArgs& a) {
   auto prompt = random_prompt(a.prompt_tokens, c.vocab_size);
   auto feed = random_prompt(a.tokens + 1, c.vocab_size);
   InferenceSession session(*model);
-  // --baseline: the same weights without PHD, decoding the same tokens right after each step.
-  std::unique_ptr<Model> base = a.baseline ? baseline_model(*model) : nullptr;
+  // --baseline: the same weights without PHD (--vs-fp32: in fp32), decoding the same tokens
+  // right after each step.
+  std::unique_ptr<Model> base = a.baseline ? baseline_model(*model) : std::move(fp32);
   std::unique_ptr<InferenceSession> base_session =
       base ? std::make_unique<InferenceSession>(*base) : nullptr;
   // Warm-up pass (page faults, thread start-up), then the timed one.
@@ -125,7 +145,7 @@ void bench_decode(const InferenceBenchArgs& a) {
   // Bytes a decode step must read: the sub-model's matrices and the K/V of the prefix
   // (at the median position of the run).
   const ChainLayout& L = model->layout();
-  const double weight_bytes = 4.0 * (double)model->matmul_params(k);
+  const double weight_bytes = bytes_per_weight(*model) * (double)model->matmul_params(k);
   const double mid = a.prompt_tokens + a.tokens / 2.0;
   // PHD: the originals' K/V plus the ring of the last W hidden tokens.
   const double kv_bytes = 2.0 * 4.0 * c.n_layers * (mid + c.phd.window) * L.active_kv_width(k);
@@ -138,6 +158,8 @@ void bench_decode(const InferenceBenchArgs& a) {
                       {"kv_share", c.kv_share},
                       {"threads", num_threads()},
                       {"omp_wait_policy", omp_wait_policy()},
+                      {"precision", precision_name(model->precision())},
+                      {"weight_bytes", model->weight_bytes()},
                       {"prompt_tokens", a.prompt_tokens},
                       {"tokens", a.tokens},
                       {"ms_per_token", ms_per_token},
@@ -149,7 +171,11 @@ void bench_decode(const InferenceBenchArgs& a) {
                       {"bound_ms_per_token", bound_ms},
                       {"fraction_of_bound", bound_ms / ms_per_token}};
   if (c.phd.enabled()) j["phd"] = c.phd.name();
-  if (base_session) {
+  if (base_session && a.vs_fp32) {
+    j["fp32_ms_per_token"] = median(base_ms);
+    j["fp32_weight_bytes"] = base->weight_bytes();
+    j["speedup_vs_fp32"] = 1.0 / median(ratios);  // of per-token ratios, each pair under the same load
+  } else if (base_session) {
     j["baseline_ms_per_token"] = median(base_ms);
     j["baseline_kv_cache_bytes"] = base_session->cache().bytes_used(L.kv);
     j["ratio"] = median(ratios);  // of per-token ratios, each pair under the same load
@@ -197,6 +223,7 @@ void bench_phd_prefill(const InferenceBenchArgs& a, const Model& model, int k,
                       {"prefill_ms", ms[0]},
                       {"prefill_gflops", flops / ms[0] / 1e6}};
   add_gemm_fields(j, peak);
+  j["precision"] = precision_name(model.precision());
   size_t next = 1;
   if (c.phd.window > 0) {
     j["unbounded_prefill_ms"] = ms[next];
@@ -216,7 +243,7 @@ void bench_phd_prefill(const InferenceBenchArgs& a, const Model& model, int k,
 
 void bench_prefill(const InferenceBenchArgs& a) {
   set_num_threads(a.threads);
-  auto model = bench_model(a);
+  auto [model, fp32] = bench_models(a);
   const ModelConfig& c = model->config();
   const int k = active_chains(a, *model);
   const int n = a.prompt_tokens;
@@ -225,21 +252,22 @@ void bench_prefill(const InferenceBenchArgs& a) {
   auto prompt = random_prompt(n, c.vocab_size);
   InferenceSession session(*model, n);  // the whole prompt in one pass
   if (c.phd.enabled()) {
+    CHAINLM_CHECK(!a.vs_fp32, "bench prefill: --vs-fp32 times ordinary models (this one is PHD)");
     bench_phd_prefill(a, *model, k, prompt, session);
     return;
   }
-  auto time_prefill = [&](bool chain1) {
-    std::vector<double> s;
+  auto time_prefill = [&](InferenceSession& s, bool chain1) {
+    std::vector<double> ms;
     for (int rep = 0; rep < 4; ++rep) {  // rep 0 warms up
-      session.reset();
+      s.reset();
       Timer t;
-      session.prefill(prompt, k, chain1);
-      if (rep > 0) s.push_back(t.seconds() * 1e3);
+      s.prefill(prompt, k, chain1);
+      if (rep > 0) ms.push_back(t.seconds() * 1e3);
     }
-    return median(s);
+    return median(ms);
   };
   const GemmPeak peak = measure_gemm_peak(2048, 2);
-  const double full_ms = time_prefill(false);
+  const double full_ms = time_prefill(session, false);
   const double full_flops = forward_flops(*model, k, 0, n);
   nlohmann::json j = {{"bench", "prefill"},
                       {"model", model_name(a)},
@@ -252,8 +280,15 @@ void bench_prefill(const InferenceBenchArgs& a) {
                       {"full_prefill_ms", full_ms},
                       {"full_prefill_gflops", full_flops / full_ms / 1e6}};
   add_gemm_fields(j, peak);
+  j["precision"] = precision_name(model->precision());
+  if (fp32) {
+    InferenceSession fp32_session(*fp32, n);
+    const double fp32_ms = time_prefill(fp32_session, false);
+    j["fp32_prefill_ms"] = fp32_ms;
+    j["speedup_vs_fp32"] = fp32_ms / full_ms;
+  }
   if (c.kv_share && k > 1) {
-    const double chain1_ms = time_prefill(true);
+    const double chain1_ms = time_prefill(session, true);
     const double chain1_flops = forward_flops(*model, 1, 0, n - 1) + forward_flops(*model, k, n - 1, 1);
     const double speedup = full_ms / chain1_ms, flop_ratio = full_flops / chain1_flops;
     j["chain1_prefill_ms"] = chain1_ms;

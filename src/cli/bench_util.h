@@ -40,6 +40,8 @@ struct InferenceBenchArgs {
   std::string model, config;  // a checkpoint/.bin, or a config JSON with random weights
   int chains = 0, threads = 0, prompt_tokens = 128, tokens = 128;
   bool baseline = false;  // PHD: also time the model without its "phd" section, interleaved
+  std::string precision = "fp32";
+  bool vs_fp32 = false;  // with bf16: also time the same weights in fp32, interleaved
 };
 void bench_decode(const InferenceBenchArgs& a);
 void bench_prefill(const InferenceBenchArgs& a);

@@ -9,6 +9,7 @@
 
 #include "cli/commands.h"
 #include "cli/model_loading.h"
+#include "cli/parse_util.h"
 #include "core/error.h"
 #include "core/number_format.h"
 #include "core/threads.h"
@@ -26,7 +27,7 @@ namespace fs = std::filesystem;
 namespace {
 
 struct CommonArgs {
-  std::string model, tokenizer, data, chains = "all";
+  std::string model, tokenizer, data, chains = "all", precision = "fp32";
   int threads = 0;
   bool json = false;
 };
@@ -38,6 +39,7 @@ void add_common_options(CLI::App* cmd, CommonArgs& a) {
   cmd->add_option("--chains", a.chains, "Sub-models to evaluate: all (k = 1..n) or one k")
       ->capture_default_str();
   cmd->add_option("--threads", a.threads, "Threads; 0 = all cores");
+  add_precision_option(cmd, a.precision, kInferencePrecisionHelp);
   cmd->add_flag("--json", a.json, "Print one JSON line instead of a table");
 }
 
@@ -75,7 +77,8 @@ bool model_has_tokenizer(const std::string& model) {
 
 LoadedModel load_for_eval(const CommonArgs& a, bool need_tokenizer) {
   set_num_threads(a.threads);
-  LoadedModel m = load_model_and_tokenizer(a.model, a.tokenizer, need_tokenizer);
+  LoadedModel m =
+      load_model_and_tokenizer(a.model, a.tokenizer, need_tokenizer, parse_precision(a.precision));
   if (m.tokenizer)
     CHAINLM_CHECK(m.tokenizer->vocab_size() <= m.model->config().vocab_size, "the tokenizer has ",
                   m.tokenizer->vocab_size(), " tokens, more than the model's vocabulary (",

@@ -7,13 +7,14 @@
 #include "core/threads.h"
 #include "infer/generator.h"
 #include "cli/model_loading.h"
+#include "cli/parse_util.h"
 
 namespace chainlm::cli {
 
 void add_generate_command(CLI::App& app) {
   auto* cmd = app.add_subcommand("generate", "Generate text from a checkpoint");
   struct Args {
-    std::string model, tokenizer, prompt, schedule;
+    std::string model, tokenizer, prompt, schedule, precision = "fp32";
     GenerateOptions gen;
     int threads = 0;
     bool json = false;
@@ -35,12 +36,14 @@ void add_generate_command(CLI::App& app) {
   cmd->add_flag("--full-prefill", [a](int64_t) { a->gen.chain1_prefill = false; },
                 "CoLM-Air: prefill with the active chains instead of chain 1 alone");
   cmd->add_option("--threads", a->threads, "Threads; 0 = all cores");
+  add_precision_option(cmd, a->precision, kInferencePrecisionHelp);
   cmd->add_flag("--json", a->json, "Print one JSON object instead of the text");
   cmd->callback([a, cmd]() {
     set_num_threads(a->threads);
     CHAINLM_CHECK(!cmd->count("--chains") || a->gen.chains >= 1, "--chains must be >= 1 (got ",
                   a->gen.chains, ")");
-    LoadedModel loaded = load_model_and_tokenizer(a->model, a->tokenizer);
+    LoadedModel loaded =
+        load_model_and_tokenizer(a->model, a->tokenizer, true, parse_precision(a->precision));
     const Model& model = *loaded.model;
     if (!a->schedule.empty()) {
       CHAINLM_CHECK(!cmd->count("--chains"), "pass --chains or --chain-schedule, not both");

@@ -9,7 +9,7 @@
 namespace chainlm::cli {
 
 LoadedModel load_model_and_tokenizer(const std::string& model_arg, const std::string& tokenizer_arg,
-                                     bool need_tokenizer) {
+                                     bool need_tokenizer, Precision precision) {
   LoadedModel r;
   std::string spec = tokenizer_arg;
   std::error_code ec;
@@ -31,6 +31,7 @@ LoadedModel load_model_and_tokenizer(const std::string& model_arg, const std::st
     }
   }
   if (!spec.empty()) r.tokenizer = load_tokenizer(spec);
+  if (precision == Precision::Bf16) r.model->use_bf16_weights(/*keep_fp32=*/false);
   return r;
 }
 

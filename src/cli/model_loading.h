@@ -4,6 +4,7 @@
 #include <memory>
 #include <string>
 
+#include "core/precision.h"
 #include "io/tokenizer.h"
 #include "model/model.h"
 
@@ -16,8 +17,13 @@ struct LoadedModel {
 
 // model_arg: a checkpoint or run directory, a llama2.c .bin file (which carries no tokenizer,
 // so tokenizer_arg is then required when need_tokenizer is set), or a Hugging Face LLaMA
-// directory (whose tokenizer.model is used when present).
+// directory (whose tokenizer.model is used when present). With bf16 the weights are kept in
+// bf16 only (Model::use_bf16_weights): half the memory, bf16 GEMMs.
 LoadedModel load_model_and_tokenizer(const std::string& model_arg, const std::string& tokenizer_arg,
-                                     bool need_tokenizer = true);
+                                     bool need_tokenizer = true,
+                                     Precision precision = Precision::Fp32);
+// Help text of the inference commands' --precision.
+inline constexpr const char* kInferencePrecisionHelp =
+    "Weights and GEMM inputs: fp32, or bf16 (half the memory and bytes per token; fp32 sums)";
 
 }  // namespace chainlm::cli

@@ -32,4 +32,10 @@ nlohmann::json read_json_file(const std::string& path) {
   }
 }
 
+CLI::Option* add_precision_option(CLI::App* cmd, std::string& value, const std::string& help) {
+  return cmd->add_option("--precision", value, help)
+      ->check(CLI::IsMember({"fp32", "bf16"}))
+      ->capture_default_str();
+}
+
 }  // namespace chainlm::cli

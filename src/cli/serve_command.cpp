@@ -9,6 +9,7 @@
 
 #include "cli/commands.h"
 #include "cli/model_loading.h"
+#include "cli/parse_util.h"
 #include "core/error.h"
 #include "core/memory.h"
 #include "serve/server.h"
@@ -31,7 +32,7 @@ void add_serve_command(CLI::App& app) {
   auto* cmd =
       app.add_subcommand("serve", "Serve a model over HTTP: completions API and playground");
   struct Args {
-    std::string model, tokenizer, name, memory_limit;
+    std::string model, tokenizer, name, memory_limit, precision = "fp32";
     ServeOptions serve;
   };
   auto a = std::make_shared<Args>();
@@ -42,6 +43,7 @@ void add_serve_command(CLI::App& app) {
   cmd->add_option("--port", a->serve.port, "Port; 0 = any free port (printed)")
       ->capture_default_str();
   cmd->add_option("--threads", a->serve.threads, "Compute threads in all; 0 = all cores");
+  add_precision_option(cmd, a->precision, kInferencePrecisionHelp);
   cmd->add_option("--max-sessions", a->serve.max_sessions,
                   "Generations computed at once, each with threads/max-sessions threads; "
                   "0 = one per thread");
@@ -64,7 +66,8 @@ void add_serve_command(CLI::App& app) {
     sigaddset(&stop_signals, SIGTERM);
     pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
 
-    LoadedModel loaded = load_model_and_tokenizer(a->model, a->tokenizer);
+    LoadedModel loaded =
+        load_model_and_tokenizer(a->model, a->tokenizer, true, parse_precision(a->precision));
     a->serve.model_name = a->name.empty() ? model_name_of(a->model) : a->name;
     if (!a->memory_limit.empty()) a->serve.memory_limit = parse_byte_size(a->memory_limit, "--memory-limit");
     InferenceServer server(*loaded.model, *loaded.tokenizer, a->serve);

@@ -54,13 +54,13 @@ std::vector<std::vector<double>> score_sequences(Model& model,
   // Sequences are short: one thread per sequence beats splitting a few rows' GEMMs over the
   // cores. Each extra thread gets its own copy of the model (Model::evaluate uses the
   // model's activation buffers); the kernels inside the parallel region run single-threaded.
-  const size_t param_bytes = model.params().size() * sizeof(float);
+  const size_t param_bytes = model.weight_bytes();
   int threads = std::min<int>(num_threads(), (int)(requests.size() / 4));
   if (param_bytes > kMaxReplicaBytes) threads = 1;
   std::vector<std::unique_ptr<Model>> replicas;
   for (int t = 1; t < threads; ++t) {
     replicas.push_back(std::make_unique<Model>(c));
-    std::copy_n(model.params().values(), model.params().size(), replicas.back()->params().values());
+    replicas.back()->copy_weights_from(model);
   }
   std::vector<std::vector<double>> out(requests.size());
   std::string first_error;

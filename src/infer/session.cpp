@@ -194,20 +194,20 @@ void InferenceSession::forward_chunk(const int* tokens, int n, int k, float* all
     float* vc = cache_.v_layer(l);
     rmsnorm_forward(L.dim, k, n, x_.data(), D, ps.value(li.attention_norm), c.norm_eps,
                     xn_.data(), D, rstd_.data());
-    chain_linear_forward(L.wq, k, n, xn_.data(), D, li.v_wq.data(), q_.data(), D);
-    chain_linear_forward(L.wk, kv_blocks, n, xn_.data(), D, li.v_wk.data(), kc + (size_t)len * KV, KV);
-    chain_linear_forward(L.wv, kv_blocks, n, xn_.data(), D, li.v_wv.data(), vc + (size_t)len * KV, KV);
+    chain_linear_forward(L.wq, k, n, xn_.data(), D, li.r_wq.data(), q_.data(), D);
+    chain_linear_forward(L.wk, kv_blocks, n, xn_.data(), D, li.r_wk.data(), kc + (size_t)len * KV, KV);
+    chain_linear_forward(L.wv, kv_blocks, n, xn_.data(), D, li.r_wv.data(), vc + (size_t)len * KV, KV);
     rope_forward(*table, q_.data(), n, as.n_heads, D, positions_.data());
     rope_forward(*table, kc + (size_t)len * KV, n, kv_heads_active, KV, positions_.data());
     attention_forward(as, q_.data(), kc, vc, att_.data(), lse_.data());
     // The residual stream is updated in place: the GEMM adds onto x (beta = 1).
-    chain_linear_forward(L.wo, k, n, att_.data(), D, li.v_wo.data(), x_.data(), D, 1.0f);
+    chain_linear_forward(L.wo, k, n, att_.data(), D, li.r_wo.data(), x_.data(), D, 1.0f);
     rmsnorm_forward(L.dim, k, n, x_.data(), D, ps.value(li.ffn_norm), c.norm_eps, xn_.data(), D,
                     rstd_.data());
-    chain_linear_forward(L.w1, k, n, xn_.data(), D, li.v_w1.data(), h1_.data(), F);
-    chain_linear_forward(L.w3, k, n, xn_.data(), D, li.v_w3.data(), h3_.data(), F);
+    chain_linear_forward(L.w1, k, n, xn_.data(), D, li.r_w1.data(), h1_.data(), F);
+    chain_linear_forward(L.w3, k, n, xn_.data(), D, li.r_w3.data(), h3_.data(), F);
     swiglu_forward(n, Fk, h1_.data(), h3_.data(), g_.data(), F);
-    chain_linear_forward(L.w2, k, n, g_.data(), F, li.v_w2.data(), x_.data(), D, 1.0f);
+    chain_linear_forward(L.w2, k, n, g_.data(), F, li.r_w2.data(), x_.data(), D, 1.0f);
   }
   for (int i = 0; i < kv_blocks; ++i) cache_.filled[i] = len + n;
   tokens_.insert(tokens_.end(), tokens, tokens + n);
@@ -270,7 +270,7 @@ void InferenceSession::forward_chunk_phd(const int* tokens, int n, int k, int hi
     float* vr = cache_.ring_v_layer(l);
     rmsnorm_forward(L.dim, k, rows, x_.data(), D, ps.value(li.attention_norm), c.norm_eps,
                     xn_.data(), D, rstd_.data());
-    chain_linear_forward(L.wq, k, rows, xn_.data(), D, li.v_wq.data(), q_.data(), D);
+    chain_linear_forward(L.wq, k, rows, xn_.data(), D, li.r_wq.data(), q_.data(), D);
     rope_forward(*table, q_.data(), rows, as.n_heads, D, positions_.data());
     // The originals-only rows' K/V go straight into the cache (rows len.. are positions
     // len..); the copies' rows via k_new_/v_new_: copy 0 to the cache, the others to the ring.
@@ -281,8 +281,8 @@ void InferenceSession::forward_chunk_phd(const int* tokens, int n, int k, int hi
     for (int part = 0; part < 2; ++part) {
       if (part_rows[part] == 0) continue;
       const float* xp = xn_.data() + (size_t)part_first[part] * D;
-      chain_linear_forward(L.wk, kv_blocks, part_rows[part], xp, D, li.v_wk.data(), kdst[part], KV);
-      chain_linear_forward(L.wv, kv_blocks, part_rows[part], xp, D, li.v_wv.data(), vdst[part], KV);
+      chain_linear_forward(L.wk, kv_blocks, part_rows[part], xp, D, li.r_wk.data(), kdst[part], KV);
+      chain_linear_forward(L.wv, kv_blocks, part_rows[part], xp, D, li.r_wv.data(), vdst[part], KV);
       rope_forward(*table, kdst[part], part_rows[part], kv_heads_active, KV,
                    positions_.data() + part_first[part]);
     }
@@ -310,13 +310,13 @@ void InferenceSession::forward_chunk_phd(const int* tokens, int n, int k, int hi
     keys.hidden_len = cache_.ring_count + n_new;
     phd_attention_forward(as, PhdQueryRows{len, hidden_from}, keys, q_.data(), att_.data(),
                           lse_.data());
-    chain_linear_forward(L.wo, k, rows, att_.data(), D, li.v_wo.data(), x_.data(), D, 1.0f);
+    chain_linear_forward(L.wo, k, rows, att_.data(), D, li.r_wo.data(), x_.data(), D, 1.0f);
     rmsnorm_forward(L.dim, k, rows, x_.data(), D, ps.value(li.ffn_norm), c.norm_eps, xn_.data(),
                     D, rstd_.data());
-    chain_linear_forward(L.w1, k, rows, xn_.data(), D, li.v_w1.data(), h1_.data(), F);
-    chain_linear_forward(L.w3, k, rows, xn_.data(), D, li.v_w3.data(), h3_.data(), F);
+    chain_linear_forward(L.w1, k, rows, xn_.data(), D, li.r_w1.data(), h1_.data(), F);
+    chain_linear_forward(L.w3, k, rows, xn_.data(), D, li.r_w3.data(), h3_.data(), F);
     swiglu_forward(rows, Fk, h1_.data(), h3_.data(), g_.data(), F);
-    chain_linear_forward(L.w2, k, rows, g_.data(), F, li.v_w2.data(), x_.data(), D, 1.0f);
+    chain_linear_forward(L.w2, k, rows, g_.data(), F, li.r_w2.data(), x_.data(), D, 1.0f);
   }
   for (int i = 0; i < kv_blocks; ++i) cache_.filled[i] = end;
   tokens_.insert(tokens_.end(), tokens, tokens + n);

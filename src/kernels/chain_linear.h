@@ -6,6 +6,7 @@
 // k is the number of active chains (sub-model k). Every block is one GEMM over a growing
 // input prefix; no zero-filled dense weight exists anywhere.
 #include "kernels/chain_split.h"
+#include "kernels/gemm.h"
 
 namespace chainlm {
 
@@ -17,6 +18,9 @@ struct ChainLinear {
 // beta = 1 adds onto y (fuses a residual connection into the GEMM).
 void chain_linear_forward(const ChainLinear& cl, int k, int M, const float* x, int ldx,
                           const float* const* w, float* y, int ldy, float beta = 0.0f);
+// The same over blocks in fp32 or bf16 (gemm.h WeightRef: bf16 blocks make bf16 GEMMs).
+void chain_linear_forward(const ChainLinear& cl, int k, int M, const float* x, int ldx,
+                          const WeightRef* w, float* y, int ldy, float beta = 0.0f);
 
 // dx[:, :in.end(i)] += dy[:, chain i] · w[i]       (skipped when dx is null; with
 //                                                  dx_overwrite the active columns of dx
@@ -28,6 +32,11 @@ void chain_linear_forward(const ChainLinear& cl, int k, int M, const float* x, i
 // never needed. Those dx columns are left untouched; with f >= k nothing is done.
 void chain_linear_backward(const ChainLinear& cl, int k, int M, const float* x, int ldx,
                            const float* const* w, const float* dy, int ldy, float* dx, int lddx,
+                           float* const* dw, bool dx_overwrite = false, int first = 0);
+// The same over blocks in fp32 or bf16: with bf16 blocks every product is a bf16 GEMM (dy, x
+// rounded to bf16; weight gradients still accumulate in fp32).
+void chain_linear_backward(const ChainLinear& cl, int k, int M, const float* x, int ldx,
+                           const WeightRef* w, const float* dy, int ldy, float* dx, int lddx,
                            float* const* dw, bool dx_overwrite = false, int first = 0);
 
 }  // namespace chainlm

@@ -13,6 +13,12 @@ void embedding_forward(int M, int width, const int* tokens, const float* table, 
     std::memcpy(out + (long)r * ldo, table + (long)tokens[r] * D, sizeof(float) * width);
 }
 
+void embedding_forward(int M, int width, const int* tokens, const bf16_t* table, int D, float* out,
+                       int ldo) {
+#pragma omp parallel for schedule(static) if ((long)M * width >= kParallelMinWork)
+  for (int r = 0; r < M; ++r) from_bf16(table + (long)tokens[r] * D, out + (long)r * ldo, width);
+}
+
 void embedding_backward(int M, int width, const int* tokens, const float* dout, int lddo,
                         float* dtable, int D) {
   // Parallel over columns: each thread owns a column range, so no two threads touch the

@@ -2,11 +2,37 @@
 // Row-major sgemm wrappers over the GEMM backend (gemm_backend.h: oneDNN or OpenBLAS) and the
 // few-row kernels of decoding. Every GEMM of the engine goes through
 // these three so the transposition conventions live in one place.
+#include "kernels/bf16.h"
+#include "kernels/weight_ref.h"
+
 namespace chainlm {
 
 // C(M,N) = A(M,K) · B(N,K)^T + beta*C     (B stored row-major as N rows of K: a weight)
 void gemm_nt(int M, int N, int K, const float* A, int lda, const float* B, int ldb, float* C,
              int ldc, float beta);
+// The same as a bf16 GEMM (gemm_bf16.cpp): B in bf16 (bf16.h) and A rounded to bf16 on the
+// way in, the products (exact in fp32) summed in fp32, as bf16 hardware and oneDNN's bf16
+// matmul compute it.
+void gemm_nt_bf16(int M, int N, int K, const float* A, int lda, const bf16_t* B, int ldb, float* C,
+                  int ldc, float beta);
+// dx = dy W in bf16: C(M,N) = bf16(A)(M,K) · B(K,N) + beta C, B a bf16 weight.
+void gemm_nn_bf16(int M, int N, int K, const float* A, int lda, const bf16_t* B, int ldb, float* C,
+                  int ldc, float beta);
+// dW = dy^T x in bf16: C(M,N) = bf16(A)(K,M)^T · bf16(B)(K,N) + beta C.
+void gemm_tn_bf16(int M, int N, int K, const float* A, int lda, const float* B, int ldb, float* C,
+                  int ldc, float beta);
+// Whether the bf16 GEMMs run on bf16 instructions (oneDNN's AVX512-BF16 or AMX kernels) rather
+// than on rounded operands through the fp32 kernels.
+bool bf16_gemm_native();
+
+// gemm_nt on whichever form the weight B has (weight_ref.h).
+inline void gemm_nt(int M, int N, int K, const float* A, int lda, WeightRef B, int ldb, float* C,
+                    int ldc, float beta) {
+  if (B.bf16)
+    gemm_nt_bf16(M, N, K, A, lda, B.bf16, ldb, C, ldc, beta);
+  else
+    gemm_nt(M, N, K, A, lda, B.f32, ldb, C, ldc, beta);
+}
 // C(M,N) = A(M,K) · B(K,N) + beta*C
 void gemm_nn(int M, int N, int K, const float* A, int lda, const float* B, int ldb, float* C,
              int ldc, float beta);

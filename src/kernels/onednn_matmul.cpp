@@ -18,7 +18,8 @@ namespace chainlm {
 
 namespace {
 
-using Key = std::tuple<bool, bool, int, int, int, int, int, int, float, int>;
+// (transa, transb, M, N, K, lda, ldb, ldc, beta, threads, bf16 operands)
+using Key = std::tuple<bool, bool, int, int, int, int, int, int, float, int, bool>;
 
 struct Entry {
   dnnl::matmul primitive;
@@ -33,7 +34,7 @@ dnnl::engine& cpu_engine() {
 class PrimitiveCache {
  public:
   const Entry& get(const Key& key, bool transa, bool transb, int M, int N, int K, int lda, int ldb,
-                   int ldc, float beta) {
+                   int ldc, float beta, bool bf16) {
     auto it = entries_.find(key);
     if (it != entries_.end()) {
       recent_.splice(recent_.begin(), recent_, it->second.second);
@@ -41,8 +42,9 @@ class PrimitiveCache {
     }
     using dt = dnnl::memory::data_type;
     using dims = dnnl::memory::dims;
-    const dnnl::memory::desc a({M, K}, dt::f32, transa ? dims{1, lda} : dims{lda, 1});
-    const dnnl::memory::desc b({K, N}, dt::f32, transb ? dims{1, ldb} : dims{ldb, 1});
+    const dt in = bf16 ? dt::bf16 : dt::f32;
+    const dnnl::memory::desc a({M, K}, in, transa ? dims{1, lda} : dims{lda, 1});
+    const dnnl::memory::desc b({K, N}, in, transb ? dims{1, ldb} : dims{ldb, 1});
     const dnnl::memory::desc c({M, N}, dt::f32, dims{ldc, 1});
     dnnl::primitive_attr attr;
     if (beta != 0.0f) {
@@ -70,17 +72,31 @@ class PrimitiveCache {
 
 }  // namespace
 
-void onednn_sgemm(bool transa, bool transb, int M, int N, int K, const float* A, int lda,
-                  const float* B, int ldb, float* C, int ldc, float beta) {
+namespace {
+
+void run_matmul(bool bf16, bool transa, bool transb, int M, int N, int K, const void* A, int lda,
+                const void* B, int ldb, float* C, int ldc, float beta) {
   thread_local PrimitiveCache cache;
   thread_local dnnl::stream stream(cpu_engine());
-  const Key key{transa, transb, M, N, K, lda, ldb, ldc, beta, omp_get_max_threads()};
-  const Entry& e = cache.get(key, transa, transb, M, N, K, lda, ldb, ldc, beta);
-  dnnl::memory a(e.a, cpu_engine(), const_cast<float*>(A));
-  dnnl::memory b(e.b, cpu_engine(), const_cast<float*>(B));
+  const Key key{transa, transb, M, N, K, lda, ldb, ldc, beta, omp_get_max_threads(), bf16};
+  const Entry& e = cache.get(key, transa, transb, M, N, K, lda, ldb, ldc, beta, bf16);
+  dnnl::memory a(e.a, cpu_engine(), const_cast<void*>(A));
+  dnnl::memory b(e.b, cpu_engine(), const_cast<void*>(B));
   dnnl::memory c(e.c, cpu_engine(), C);
   e.primitive.execute(stream, {{DNNL_ARG_SRC, a}, {DNNL_ARG_WEIGHTS, b}, {DNNL_ARG_DST, c}});
   stream.wait();
+}
+
+}  // namespace
+
+void onednn_sgemm(bool transa, bool transb, int M, int N, int K, const float* A, int lda,
+                  const float* B, int ldb, float* C, int ldc, float beta) {
+  run_matmul(false, transa, transb, M, N, K, A, lda, B, ldb, C, ldc, beta);
+}
+
+void onednn_bf16_gemm(bool transa, bool transb, int M, int N, int K, const bf16_t* A, int lda,
+                      const bf16_t* B, int ldb, float* C, int ldc, float beta) {
+  run_matmul(true, transa, transb, M, N, K, A, lda, B, ldb, C, ldc, beta);
 }
 
 }  // namespace chainlm

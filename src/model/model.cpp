@@ -85,18 +85,16 @@ Model::Model(const ModelConfig& config, bool allocate) : config_(config), layout
   if (!allocate) return;
   params_.allocate();
   for (auto& li : layers_) {
-    auto bind = [&](const std::vector<int>& idx, std::vector<float*>& v, std::vector<float*>& g) {
-      for (int i : idx) v.push_back(params_.value(i));
-      g.assign(idx.size(), nullptr);  // bound by ensure_grads(): inference holds no gradients
-    };
-    bind(li.wq, li.v_wq, li.g_wq);
-    bind(li.wk, li.v_wk, li.g_wk);
-    bind(li.wv, li.v_wv, li.g_wv);
-    bind(li.wo, li.v_wo, li.g_wo);
-    bind(li.w1, li.v_w1, li.g_w1);
-    bind(li.w2, li.v_w2, li.g_w2);
-    bind(li.w3, li.v_w3, li.g_w3);
+    // Gradients are bound by ensure_grads(): inference holds none.
+    li.g_wq.assign(li.wq.size(), nullptr);
+    li.g_wk.assign(li.wk.size(), nullptr);
+    li.g_wv.assign(li.wv.size(), nullptr);
+    li.g_wo.assign(li.wo.size(), nullptr);
+    li.g_w1.assign(li.w1.size(), nullptr);
+    li.g_w2.assign(li.w2.size(), nullptr);
+    li.g_w3.assign(li.w3.size(), nullptr);
   }
+  bind_forward_weights();
 }
 
 void Model::ensure_grads() {
@@ -133,7 +131,6 @@ std::vector<std::size_t> Model::gradient_ready_points() const {
   return points;
 }
 
-float* Model::head_weight() { return params_.value(output_ >= 0 ? output_ : tok_embeddings_); }
 float* Model::head_grad() { return params_.grad(output_ >= 0 ? output_ : tok_embeddings_); }
 
 void Model::init_random(uint64_t seed) {
@@ -272,7 +269,7 @@ void Model::forward_trunk(const int* tokens, int B, int T, int k) {
     stream = b.stream_tokens.data();
   }
 
-  embedding_forward(M, Dk, stream, params_.value(tok_embeddings_), D, b.layers[0].x_in, D);
+  embedding_forward(M, Dk, stream, embedding(), D, b.layers[0].x_in, D);
   const AttentionShape as = attention_shape(k, B, T * K, T * K, 0);
   const int kv_heads_active = L.active_kv_width(k) / hd;
 
@@ -282,22 +279,22 @@ void Model::forward_trunk(const int* tokens, int B, int T, int k) {
     float* x_out = l + 1 < c.n_layers ? b.layers[l + 1].x_in : b.x_final;
     rmsnorm_forward(L.dim, k, M, a.x_in, D, params_.value(li.attention_norm), c.norm_eps, a.xn1, D,
                     a.rstd1);
-    chain_linear_forward(L.wq, k, M, a.xn1, D, li.v_wq.data(), a.q, D);
-    chain_linear_forward(L.wk, L.kv_blocks(k), M, a.xn1, D, li.v_wk.data(), a.k, KV);
-    chain_linear_forward(L.wv, L.kv_blocks(k), M, a.xn1, D, li.v_wv.data(), a.v, KV);
+    chain_linear_forward(L.wq, k, M, a.xn1, D, li.r_wq.data(), a.q, D);
+    chain_linear_forward(L.wk, L.kv_blocks(k), M, a.xn1, D, li.r_wk.data(), a.k, KV);
+    chain_linear_forward(L.wv, L.kv_blocks(k), M, a.xn1, D, li.r_wv.data(), a.v, KV);
     rope_forward(a.q, M, as.n_heads, hd, D, b.positions.data(), c.rope_theta);
     rope_forward(a.k, M, kv_heads_active, hd, KV, b.positions.data(), c.rope_theta);
     attention_forward(as, a.q, a.k, a.v, a.att, a.lse);
     // x_mid = x_in + Wo·att: copy the residual, then let the GEMM add onto it.
     copy_rows(M, Dk, a.x_in, a.x_mid, D);
-    chain_linear_forward(L.wo, k, M, a.att, D, li.v_wo.data(), a.x_mid, D, 1.0f);
+    chain_linear_forward(L.wo, k, M, a.att, D, li.r_wo.data(), a.x_mid, D, 1.0f);
     rmsnorm_forward(L.dim, k, M, a.x_mid, D, params_.value(li.ffn_norm), c.norm_eps, a.xn2, D,
                     a.rstd2);
-    chain_linear_forward(L.w1, k, M, a.xn2, D, li.v_w1.data(), a.h1, F);
-    chain_linear_forward(L.w3, k, M, a.xn2, D, li.v_w3.data(), a.h3, F);
+    chain_linear_forward(L.w1, k, M, a.xn2, D, li.r_w1.data(), a.h1, F);
+    chain_linear_forward(L.w3, k, M, a.xn2, D, li.r_w3.data(), a.h3, F);
     swiglu_forward(M, Fk, a.h1, a.h3, a.g, F);
     copy_rows(M, Dk, a.x_mid, x_out, D);
-    chain_linear_forward(L.w2, k, M, a.g, F, li.v_w2.data(), x_out, D, 1.0f);
+    chain_linear_forward(L.w2, k, M, a.g, F, li.r_w2.data(), x_out, D, 1.0f);
   }
   // Only the last copy of every token feeds the head (SPEC B1: the loss is taken there).
   rmsnorm_forward(L.dim, k, B * T, b.x_final + (size_t)(K - 1) * D, K * D, params_.value(norm_),
@@ -346,11 +343,11 @@ StepLosses Model::forward_backward(const int* tokens, const int* targets, int B,
     if (chain_weights[i] > 0.0f) seg_end.push_back(i + 1);
   const int n_seg = static_cast<int>(seg_end.size());
   if ((int)b.dlogits.size() < n_seg - 1) b.dlogits.resize(n_seg - 1);
-  const float* Wout = head_weight();
+  const WeightRef Wout = head();  // bf16 in a bf16 run: every head product is then a bf16 GEMM
   int seg_begin = 0;
   for (int s = 0; s < n_seg; ++s) {
     const int c0 = L.dim.prefix(seg_begin), c1 = L.dim.prefix(seg_end[s]);
-    gemm_nt(Mh, V, c1 - c0, b.xnf + c0, D, Wout + c0, D, b.logits, V, s == 0 ? 0.0f : 1.0f);
+    gemm_nt(Mh, V, c1 - c0, b.xnf + c0, D, Wout.offset(c0), D, b.logits, V, s == 0 ? 0.0f : 1.0f);
     const int chain = seg_end[s] - 1;
     const float scale = (float)(chain_weights[chain] / wsum / n_valid) * grad_multiplier;
     float* dlog = b.logits;
@@ -379,8 +376,13 @@ StepLosses Model::forward_backward(const int* tokens, const int* targets, int B,
     const int c1 = L.dim.prefix(seg_end[s]);
     const int c0 = std::max(L.dim.prefix(s == 0 ? 0 : seg_end[s - 1]), Df);
     if (c1 <= c0) continue;  // a segment of frozen chains
-    if (!freeze_.head_only) gemm_nn(Mh, c1 - c0, V, G, V, Wout + c0, D, b.dxn + c0, D, 0.0f);
-    gemm_tn(V, c1 - c0, Mh, G, V, b.xnf + c0, D, dWout + c0, D, 1.0f);
+    if (Wout.bf16) {
+      if (!freeze_.head_only) gemm_nn_bf16(Mh, c1 - c0, V, G, V, Wout.bf16 + c0, D, b.dxn + c0, D, 0.0f);
+      gemm_tn_bf16(V, c1 - c0, Mh, G, V, b.xnf + c0, D, dWout + c0, D, 1.0f);
+    } else {
+      if (!freeze_.head_only) gemm_nn(Mh, c1 - c0, V, G, V, Wout.f32 + c0, D, b.dxn + c0, D, 0.0f);
+      gemm_tn(V, c1 - c0, Mh, G, V, b.xnf + c0, D, dWout + c0, D, 1.0f);
+    }
   }
   if (freeze_.head_only) return out;  // nothing below the head trains
   // The head saw the last copies only; every other row's gradient starts at zero.
@@ -403,17 +405,17 @@ StepLosses Model::forward_backward(const int* tokens, const int* targets, int B,
     LayerIndex& li = layers_[l];
     Buffers::Layer& a = b.layers[l];
     // FFN: x_out = x_mid + W2·swiglu(W1·xn2, W3·xn2); b.dres holds d(x_out).
-    chain_linear_backward(L.w2, k, M, a.g, F, li.v_w2.data(), b.dres, D, b.dg, F, li.g_w2.data(),
+    chain_linear_backward(L.w2, k, M, a.g, F, li.r_w2.data(), b.dres, D, b.dg, F, li.g_w2.data(),
                           true, f);
     swiglu_backward(M, Fk, a.h1, a.h3, b.dg, b.dh1, b.dh3, F);
-    chain_linear_backward(L.w1, k, M, a.xn2, D, li.v_w1.data(), b.dh1, F, b.dxn, D,
+    chain_linear_backward(L.w1, k, M, a.xn2, D, li.r_w1.data(), b.dh1, F, b.dxn, D,
                           li.g_w1.data(), true, f);
-    chain_linear_backward(L.w3, k, M, a.xn2, D, li.v_w3.data(), b.dh3, F, b.dxn, D,
+    chain_linear_backward(L.w3, k, M, a.xn2, D, li.r_w3.data(), b.dh3, F, b.dxn, D,
                           li.g_w3.data(), false, f);
     rmsnorm_backward(L.dim, k, M, a.x_mid, D, params_.value(li.ffn_norm), a.rstd2, b.dxn, D,
                      b.dres, D, params_.grad(li.ffn_norm));
     // Attention: x_mid = x_in + Wo·attention(rope(Wq·xn1), rope(Wk·xn1), Wv·xn1).
-    chain_linear_backward(L.wo, k, M, a.att, D, li.v_wo.data(), b.dres, D, b.datt, D,
+    chain_linear_backward(L.wo, k, M, a.att, D, li.r_wo.data(), b.dres, D, b.datt, D,
                           li.g_wo.data(), true, f);
 #pragma omp parallel for schedule(static)
     for (int r = 0; r < M; ++r) {
@@ -424,11 +426,11 @@ StepLosses Model::forward_backward(const int* tokens, const int* targets, int B,
     attention_backward(as, a.q, a.k, a.v, a.att, a.lse, b.datt, b.dq, b.dk, b.dv);
     rope_backward(b.dq, M, as.n_heads, hd, D, b.positions.data(), c.rope_theta);
     rope_backward(b.dk, M, kv_heads_active, hd, KV, b.positions.data(), c.rope_theta);
-    chain_linear_backward(L.wq, k, M, a.xn1, D, li.v_wq.data(), b.dq, D, b.dxn, D,
+    chain_linear_backward(L.wq, k, M, a.xn1, D, li.r_wq.data(), b.dq, D, b.dxn, D,
                           li.g_wq.data(), true, f);
-    chain_linear_backward(L.wk, L.kv_blocks(k), M, a.xn1, D, li.v_wk.data(), b.dk, KV, b.dxn, D,
+    chain_linear_backward(L.wk, L.kv_blocks(k), M, a.xn1, D, li.r_wk.data(), b.dk, KV, b.dxn, D,
                           li.g_wk.data(), false, f);
-    chain_linear_backward(L.wv, L.kv_blocks(k), M, a.xn1, D, li.v_wv.data(), b.dv, KV, b.dxn, D,
+    chain_linear_backward(L.wv, L.kv_blocks(k), M, a.xn1, D, li.r_wv.data(), b.dv, KV, b.dxn, D,
                           li.g_wv.data(), false, f);
     rmsnorm_backward(L.dim, k, M, a.x_in, D, params_.value(li.attention_norm), a.rstd1, b.dxn, D,
                      b.dres, D, params_.grad(li.attention_norm));
@@ -445,11 +447,11 @@ std::vector<double> Model::evaluate(const int* tokens, const int* targets, int B
   forward_trunk(tokens, B, T, k_max);
   Buffers& b = *buf_;
   const int M = B * T, D = config_.dim, V = config_.vocab_size;
-  const float* Wout = head_weight();
+  const WeightRef Wout = head();
   std::vector<double> sums(k_max, 0.0);
   for (int i = 0; i < k_max; ++i) {
     const int c0 = layout_.dim.begin(i), c1 = layout_.dim.end(i);
-    gemm_nt(M, V, c1 - c0, b.xnf + c0, D, Wout + c0, D, b.logits, V, i == 0 ? 0.0f : 1.0f);
+    gemm_nt(M, V, c1 - c0, b.xnf + c0, D, Wout.offset(c0), D, b.logits, V, i == 0 ? 0.0f : 1.0f);
     sums[i] = cross_entropy_forward_backward(M, V, b.logits, V, targets, 0.0f, nullptr, nullptr);
   }
   if (n_targets) {
@@ -463,7 +465,7 @@ std::vector<double> Model::evaluate(const int* tokens, const int* targets, int B
 void Model::logits(const int* tokens, int B, int T, int k, float* out) {
   forward_trunk(tokens, B, T, k);
   const int Dk = layout_.dim.prefix(k);
-  gemm_nt(B * T, config_.vocab_size, Dk, buf_->xnf, config_.dim, head_weight(), config_.dim, out,
+  gemm_nt(B * T, config_.vocab_size, Dk, buf_->xnf, config_.dim, head(), config_.dim, out,
           config_.vocab_size, 0.0f);
 }
 

@@ -8,7 +8,10 @@
 #include <memory>
 #include <vector>
 
+#include "core/precision.h"
 #include "kernels/attention.h"
+#include "kernels/bf16.h"
+#include "kernels/weight_ref.h"
 #include "model/chain_layout.h"
 #include "model/config.h"
 #include "model/param_store.h"
@@ -88,12 +91,29 @@ class Model {
     std::vector<int> wq, wk, wv, wo, w1, w2, w3;
     std::vector<float*> v_wq, v_wk, v_wv, v_wo, v_w1, v_w2, v_w3;
     std::vector<float*> g_wq, g_wk, g_wv, g_wo, g_w1, g_w2, g_w3;
+    // The operands of the forward GEMMs: bf16 blocks once use_bf16_weights ran, else the
+    // fp32 values (v_* are null once a bf16 inference model dropped its fp32 matrices).
+    std::vector<WeightRef> r_wq, r_wk, r_wv, r_wo, r_w1, r_w2, r_w3;
   };
   // Read access for inference paths (src/infer), which run their own forward over a cache.
   const LayerIndex& layer(int l) const { return layers_[l]; }
-  const float* embedding() const { return params_.value(tok_embeddings_); }
+  WeightRef embedding() const { return weight_ref(tok_embeddings_); }
   const float* final_norm() const { return params_.value(norm_); }
-  const float* head() const { return params_.value(output_ >= 0 ? output_ : tok_embeddings_); }
+  WeightRef head() const { return weight_ref(output_ >= 0 ? output_ : tok_embeddings_); }
+
+  // bf16 weights (docs/precision.md, model_precision.cpp): converts every weight to bf16,
+  // after which the forward passes run bf16 GEMMs. keep_fp32 = false (inference) drops the
+  // fp32 matrices and embedding (norm gains stay fp32): half the memory and half the bytes per
+  // decoded token; such a model cannot train, save or export. keep_fp32 = true (a bf16
+  // training run) keeps them as the master weights: refresh_bf16_weights() converts them
+  // again after each optimizer step.
+  void use_bf16_weights(bool keep_fp32);
+  void refresh_bf16_weights();
+  Precision precision() const { return bf16_.empty() ? Precision::Fp32 : Precision::Bf16; }
+  // Bytes the weights occupy in memory (fp32 buffer plus bf16 copies).
+  std::size_t weight_bytes() const;
+  // Copies the weights of a model of the same shape, in whatever precision it holds them.
+  void copy_weights_from(const Model& other);
   // The attention of sub-model k under the model's mask (causal, or its PHD mask): its active
   // query heads over rows of q and o (dim floats apart) and of K and V (the K/V width apart);
   // `batch` sequences of q_len query rows from position q_offset over kv_len key rows.
@@ -116,7 +136,8 @@ class Model {
   void forward_trunk(const int* tokens, int B, int T, int k);
   void ensure_buffers(int B, int T);
   void bind_grads();
-  float* head_weight();
+  void bind_forward_weights();
+  WeightRef weight_ref(int param) const;
   float* head_grad();
 
   ModelConfig config_;
@@ -126,6 +147,8 @@ class Model {
   FreezeSpec freeze_;
   std::vector<LayerIndex> layers_;
   std::unique_ptr<Buffers> buf_;
+  std::vector<bf16_t> bf16_;               // every tensor in bf16 (empty in fp32)
+  std::vector<std::size_t> bf16_offset_;   // where each tensor starts in bf16_
   std::function<void(std::size_t)> backward_hook_;
 };
 

@@ -26,6 +26,8 @@ int ParamStore::add(const std::string& name, std::vector<int64_t> shape, int cha
 void ParamStore::allocate() { values_.assign(total_, 0.0f); }
 
 void ParamStore::allocate_grads() {
+  CHAINLM_CHECK(!released_, "this model holds bf16 weights only (loaded with --precision bf16): ",
+                "it cannot train; load it in fp32");
   if (grads_.size() != total_) grads_.assign(total_, 0.0f);
 }
 
@@ -54,6 +56,28 @@ void ParamStore::set_frozen_cols(int i, int64_t frozen_cols) {
   p.frozen_cols = frozen_cols;
 }
 
+void ParamStore::release_values_except(const std::vector<bool>& keep) {
+  CHAINLM_CHECK(keep.size() == infos_.size() && grads_.empty(), "release_values_except: bad use");
+  std::vector<float> kept;
+  std::size_t total = 0;
+  for (size_t i = 0; i < infos_.size(); ++i) {
+    ParamInfo& p = infos_[i];
+    if (!keep[i]) {
+      p.released = true;
+      continue;
+    }
+    const std::size_t padded = (p.numel() + 15) / 16 * 16;
+    kept.resize(total + padded, 0.0f);
+    std::copy_n(values_.data() + p.offset, p.numel(), kept.data() + total);
+    p.offset = total;
+    total += padded;
+  }
+  values_.swap(kept);
+  values_.shrink_to_fit();
+  total_ = total;
+  released_ = true;
+}
+
 void ParamStore::zero_grads() {
   float* g = grads_.data();
   const long n = (long)grads_.size();
@@ -62,6 +86,8 @@ void ParamStore::zero_grads() {
 }
 
 std::vector<TensorView> ParamStore::value_views() {
+  CHAINLM_CHECK(!released_, "this model holds bf16 weights only (loaded with --precision bf16): ",
+                "its fp32 values are gone; load it in fp32 to save or export it");
   std::vector<TensorView> v;
   for (size_t i = 0; i < infos_.size(); ++i)
     v.push_back({infos_[i].name, infos_[i].shape, value(static_cast<int>(i))});

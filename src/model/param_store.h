@@ -22,6 +22,7 @@ struct ParamInfo {
   // Chain tuning (SPEC A7): the first frozen_cols columns of every row (of a vector: its first
   // elements) are frozen; frozen_cols == cols() freezes the whole tensor.
   int64_t frozen_cols = 0;
+  bool released = false;  // fp32 value dropped (a bf16 inference model keeps its own copy)
   std::size_t numel() const { return static_cast<std::size_t>(shape_numel(shape)); }
   int64_t cols() const { return shape.empty() ? 1 : shape.back(); }
   bool frozen() const { return frozen_cols >= cols(); }
@@ -51,12 +52,25 @@ class ParamStore {
   const float* values() const { return values_.data(); }
   float* grads() { return grads_.data(); }
   const float* grads() const { return grads_.data(); }
-  float* value(int i) { return values_.data() + infos_[i].offset; }
-  const float* value(int i) const { return values_.data() + infos_[i].offset; }
+  float* value(int i) {
+    assert(!infos_[i].released);
+    return values_.data() + infos_[i].offset;
+  }
+  const float* value(int i) const {
+    assert(!infos_[i].released);
+    return values_.data() + infos_[i].offset;
+  }
   float* grad(int i) {
     assert(has_grads());
     return grads_.data() + infos_[i].offset;
   }
+
+  // Drops the fp32 values of every tensor i with keep[i] false (a bf16 inference model, which
+  // holds them in bf16 instead) and packs the kept ones into a smaller buffer: their offsets
+  // change, value(i) of a released tensor is an error. Training, saving and exporting need
+  // every value and refuse such a store.
+  void release_values_except(const std::vector<bool>& keep);
+  bool values_released() const { return released_; }
 
   void zero_grads();
   std::vector<TensorView> value_views();
@@ -68,6 +82,7 @@ class ParamStore {
   // config of 65536 one-wide layers, 590k tensors, took many minutes).
   std::unordered_map<std::string, int> index_;
   std::size_t total_ = 0;
+  bool released_ = false;
   std::vector<float> values_, grads_;
 };
 

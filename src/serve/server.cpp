@@ -373,7 +373,7 @@ InferenceServer::InferenceServer(const Model& model, const Tokenizer& tokenizer,
   const int sessions = options.max_sessions > 0 ? options.max_sessions : threads;
   const int per_session = std::max(1, threads / sessions);
   MemoryEstimate memory;
-  const uint64_t weights = model.params().size() * sizeof(float);
+  const uint64_t weights = model.weight_bytes();
   memory.parts = {{"weights", weights},
                   {cat(sessions, " session(s) at ", model.config().max_seq_len, " tokens"),
                    (uint64_t)sessions * InferenceSession::memory_bytes(model.config())},

@@ -1,0 +1,211 @@
+// bf16 GEMMs (gemm.h): both operands bf16, sums in fp32. Operands given in fp32 are rounded
+// into per-thread scratch first, so the result is the same on every CPU up to the order of the
+// fp32 sums. Where oneDNN has bf16 kernels (AVX512-BF16, AMX) the large products run on them;
+// elsewhere the rounded operands go through the fp32 backend, which computes the same products
+// (a product of two bf16 values is exact in fp32). Decoding reads every weight once per token, so its speed
+// is the bytes it reads: bf16 weights halve them. Few rows (decode steps, a PHD step's K
+// copies): each weight row is widened to fp32 in registers (a bf16 is the top half of an fp32,
+// so widening is a 16-bit shift) and dotted with every row of A, the rows ahead prefetched into
+// L2, as the fp32 few-row kernel does. More rows (prefill, evaluation): panels of weight rows
+// are widened into fp32 scratch and go through the fp32 GEMM backend, whose compute then
+// outweighs the widening (a panel is widened once for all M rows).
+#include <omp.h>
+
+#include <algorithm>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include "core/threads.h"
+#include "kernels/bf16.h"
+#include "kernels/gemm.h"
+#include "kernels/gemm_backend.h"
+#include "kernels/onednn_matmul.h"
+#include "kernels/simd.h"
+
+namespace chainlm {
+
+namespace {
+
+constexpr int kMaxFewRows = 8;
+constexpr int kPanelRows = 256;  // weight rows widened per GEMM call in the many-row path
+
+#if defined(__AVX512F__)
+#define CHAINLM_BF16_VECTOR 1
+constexpr int kLanes = 16;
+using Vec = __m512;
+inline Vec widen(const bf16_t* p) {
+  return _mm512_castsi512_ps(
+      _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))), 16));
+}
+inline Vec load(const float* p) { return _mm512_loadu_ps(p); }
+inline Vec fma(Vec a, Vec b, Vec c) { return _mm512_fmadd_ps(a, b, c); }
+inline Vec zero() { return _mm512_setzero_ps(); }
+inline float sum(Vec v) { return _mm512_reduce_add_ps(v); }
+#elif defined(__AVX2__) && defined(__FMA__)
+#define CHAINLM_BF16_VECTOR 1
+constexpr int kLanes = 8;
+using Vec = __m256;
+inline Vec widen(const bf16_t* p) {
+  return _mm256_castsi256_ps(
+      _mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))), 16));
+}
+inline Vec load(const float* p) { return _mm256_loadu_ps(p); }
+inline Vec fma(Vec a, Vec b, Vec c) { return _mm256_fmadd_ps(a, b, c); }
+inline Vec zero() { return _mm256_setzero_ps(); }
+inline float sum(Vec v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+#endif
+
+// C[m, n] = A[m, :K] . widen(B[n, :K]) (+ beta C[m, n]) for n in [n0, n1).
+template <int M>
+void few_rows_nt_bf16(int n0, int n1, int K, const float* A, int lda, const bf16_t* B, int ldb,
+                      float* C, int ldc, float beta) {
+  for (int n = n0; n < n1; ++n) {
+    const bf16_t* w = B + (long)n * ldb;
+    const bf16_t* ahead = w + 8L * ldb;  // prefetching past the end of B is harmless
+    float total[M];
+    int k = 0;
+#if defined(CHAINLM_BF16_VECTOR)
+    {
+      Vec acc0[M], acc1[M];
+      for (int m = 0; m < M; ++m) acc0[m] = acc1[m] = zero();
+      for (; k + 2 * kLanes <= K; k += 2 * kLanes) {
+        if (k % 32 == 0) __builtin_prefetch(ahead + k, 0, 2);  // one 64-byte line per 32 weights
+        const Vec w0 = widen(w + k), w1 = widen(w + k + kLanes);
+        for (int m = 0; m < M; ++m) {
+          const float* a = A + (long)m * lda + k;
+          acc0[m] = fma(w0, load(a), acc0[m]);
+          acc1[m] = fma(w1, load(a + kLanes), acc1[m]);
+        }
+      }
+      for (int m = 0; m < M; ++m) total[m] = sum(acc0[m]) + sum(acc1[m]);
+    }
+#else
+    for (int m = 0; m < M; ++m) total[m] = 0.0f;
+#endif
+    for (; k < K; ++k) {  // the tail (and everything without a vector path)
+      if (k % 32 == 0) __builtin_prefetch(ahead + k, 0, 2);
+      const float wk = from_bf16(w[k]);
+      for (int m = 0; m < M; ++m) total[m] += A[(long)m * lda + k] * wk;
+    }
+    for (int m = 0; m < M; ++m) {
+      float& c = C[(long)m * ldc + n];
+      c = beta == 0.0f ? total[m] : total[m] + beta * c;
+    }
+  }
+}
+
+using FewRowsKernel = void (*)(int, int, int, const float*, int, const bf16_t*, int, float*, int,
+                               float);
+constexpr FewRowsKernel kFewRows[] = {
+    &few_rows_nt_bf16<1>, &few_rows_nt_bf16<2>, &few_rows_nt_bf16<3>, &few_rows_nt_bf16<4>,
+    &few_rows_nt_bf16<5>, &few_rows_nt_bf16<6>, &few_rows_nt_bf16<7>, &few_rows_nt_bf16<8>};
+
+// Per-thread buffers that only grow, by slot.
+template <typename T>
+T* scratch(int slot, size_t n) {
+  thread_local std::vector<T> buf[3];
+  if (buf[slot].size() < n) buf[slot].resize(n);
+  return buf[slot].data();
+}
+
+// rows x cols of src (row stride ld) rounded to bf16, into a dense buffer of slot `slot`:
+// as bf16 (for oneDNN's bf16 kernels) or as fp32 values (for the fp32 kernels).
+template <typename T>
+T* rounded(int slot, int rows, int cols, const float* src, int ld) {
+  T* r = scratch<T>(slot, (size_t)rows * cols);
+#pragma omp parallel for if ((long)rows * cols >= kParallelMinWork)
+  for (int i = 0; i < rows; ++i)
+    for (int j = 0; j < cols; ++j) {
+      const bf16_t h = to_bf16(src[(long)i * ld + j]);
+      if constexpr (std::is_same_v<T, bf16_t>)
+        r[(long)i * cols + j] = h;
+      else
+        r[(long)i * cols + j] = from_bf16(h);
+    }
+  return r;
+}
+
+// rows x cols of a bf16 matrix (row stride ld) widened to a dense fp32 buffer.
+float* widened(int slot, int rows, int cols, const bf16_t* src, int ld) {
+  float* r = scratch<float>(slot, (size_t)rows * cols);
+#pragma omp parallel for if ((long)rows * cols >= kParallelMinWork)
+  for (int i = 0; i < rows; ++i) from_bf16(src + (long)i * ld, r + (long)i * cols, cols);
+  return r;
+}
+
+// C = beta C: a product over K = 0 (no bf16 path needs to handle empty sums).
+void scale_only(int M, int N, float* C, int ldc, float beta) {
+  for (int m = 0; m < M; ++m)
+    for (int n = 0; n < N; ++n) C[(long)m * ldc + n] = beta == 0.0f ? 0.0f : beta * C[(long)m * ldc + n];
+}
+
+}  // namespace
+
+bool bf16_gemm_native() {
+  static const bool native = [] {
+    const std::string isa = onednn_isa();
+    return isa.find("bf16") != std::string::npos || isa.find("amx") != std::string::npos;
+  }();
+  return native;
+}
+
+void gemm_nt_bf16(int M, int N, int K, const float* A, int lda, const bf16_t* B, int ldb, float* C,
+                  int ldc, float beta) {
+  if (M == 0 || N == 0) return;
+  if (K == 0) return scale_only(M, N, C, ldc, beta);
+  if (M > kMaxFewRows && bf16_gemm_native()) {
+    onednn_bf16_gemm(false, true, M, N, K, rounded<bf16_t>(0, M, K, A, lda), K, B, ldb, C, ldc, beta);
+    return;
+  }
+  A = rounded<float>(0, M, K, A, lda);
+  lda = K;
+  if (M <= kMaxFewRows) {
+    const FewRowsKernel f = kFewRows[M - 1];
+    const int threads = (long)M * N * K >= kParallelMinWork ? omp_get_max_threads() : 1;
+    if (threads <= 1) {
+      f(0, N, K, A, lda, B, ldb, C, ldc, beta);
+      return;
+    }
+#pragma omp parallel num_threads(threads)
+    {
+      const int t = omp_get_thread_num(), nt = omp_get_num_threads();
+      f((int)((long)N * t / nt), (int)((long)N * (t + 1) / nt), K, A, lda, B, ldb, C, ldc, beta);
+    }
+    return;
+  }
+  for (int n0 = 0; n0 < N; n0 += kPanelRows) {
+    const int rows = std::min(kPanelRows, N - n0);
+    gemm_nt(M, rows, K, A, lda, widened(1, rows, K, B + (long)n0 * ldb, ldb), K, C + n0, ldc, beta);
+  }
+}
+
+void gemm_nn_bf16(int M, int N, int K, const float* A, int lda, const bf16_t* B, int ldb, float* C,
+                  int ldc, float beta) {
+  if (M == 0 || N == 0) return;
+  if (K == 0) return scale_only(M, N, C, ldc, beta);
+  if (bf16_gemm_native()) {
+    onednn_bf16_gemm(false, false, M, N, K, rounded<bf16_t>(0, M, K, A, lda), K, B, ldb, C, ldc, beta);
+    return;
+  }
+  gemm_nn(M, N, K, rounded<float>(0, M, K, A, lda), K, widened(1, K, N, B, ldb), N, C, ldc, beta);
+}
+
+void gemm_tn_bf16(int M, int N, int K, const float* A, int lda, const float* B, int ldb, float* C,
+                  int ldc, float beta) {
+  if (M == 0 || N == 0) return;
+  if (K == 0) return scale_only(M, N, C, ldc, beta);
+  if (bf16_gemm_native()) {
+    onednn_bf16_gemm(true, false, M, N, K, rounded<bf16_t>(0, K, M, A, lda), M,
+                     rounded<bf16_t>(1, K, N, B, ldb), N, C, ldc, beta);
+    return;
+  }
+  gemm_tn(M, N, K, rounded<float>(0, K, M, A, lda), M, rounded<float>(1, K, N, B, ldb), N, C, ldc, beta);
+}
+
+}  // namespace chainlm

@@ -1,0 +1,86 @@
+// --precision on the inference commands (docs/precision.md): bf16 runs give fp32's answers within
+// bf16 rounding, report what they ran, and bad values are refused naming the valid ones.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <nlohmann/json.hpp>
+
+#include "../train/train_test_util.h"
+#include "run_cli.h"
+
+namespace chainlm {
+namespace {
+
+using testing::quote;
+using testing::run_chainlm;
+using testing::TempDir;
+using testing::write_bytes;
+
+class PrecisionCli : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    data = dir.file("data");
+    test::make_byte_data_dir(test::numbered_lines("a small model reads a small text ", 300), data, 0.2);
+    config = dir.file("config.json");
+    write_bytes(config, R"({"dim": 32, "n_layers": 2, "n_heads": 4, "ffn_dim": 64, "vocab_size": 258,
+                           "chains": [1, 1], "max_seq_len": 48})");
+    run = dir.file("run");
+    auto r = run_chainlm(dir, "train --config " + quote(config) + " --data " + quote(data) + " --out " +
+                                  quote(run) + " --steps 30 --batch-size 4 --seq-len 32 --quiet");
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+  }
+  TempDir dir;
+  std::string data, config, run;
+};
+
+TEST_F(PrecisionCli, Bf16PerplexityIsWithinBf16RoundingOfFp32) {
+  auto ppl = [&](const std::string& precision) {
+    auto r = run_chainlm(dir, "eval ppl --model " + quote(run) + " --data " + quote(data + "/val.bin") +
+                                  " --json --precision " + precision);
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    return nlohmann::json::parse(r.out);
+  };
+  const nlohmann::json fp32 = ppl("fp32"), bf16 = ppl("bf16");
+  ASSERT_EQ(fp32["chains"].size(), 2u);
+  for (int i = 0; i < 2; ++i) {
+    const double a = fp32["chains"][i]["loss"].get<double>(), b = bf16["chains"][i]["loss"].get<double>();
+    // A trained model's loss moves by far less than bf16's 2^-8 relative rounding of each operand.
+    EXPECT_NEAR(b, a, std::ldexp(a, -8)) << "k=" << i + 1;
+    EXPECT_NE(b, a) << "bf16 computed exactly fp32's loss: did it run in bf16?";
+  }
+}
+
+TEST_F(PrecisionCli, GenerateAndBenchRunInBf16AndSayWhatTheyRan) {
+  auto g = run_chainlm(dir, "generate --model " + quote(run) +
+                                " --prompt 'a small' --max-tokens 6 --temperature 0 --json --precision bf16");
+  ASSERT_EQ(g.exit_code, 0) << g.err;
+  EXPECT_EQ(nlohmann::json::parse(g.out)["tokens"].size(), 6u);
+  auto b = run_chainlm(dir, "bench decode --model " + quote(run) +
+                                " --precision bf16 --vs-fp32 --prompt-tokens 8 --tokens 4 --threads 1");
+  ASSERT_EQ(b.exit_code, 0) << b.err;
+  const auto j = nlohmann::json::parse(b.out);
+  EXPECT_EQ(j["precision"], "bf16");
+  EXPECT_LT(j["weight_bytes"].get<double>(), 0.55 * j["fp32_weight_bytes"].get<double>());
+  EXPECT_GT(j["speedup_vs_fp32"].get<double>(), 0.0);
+  auto p = run_chainlm(dir, "bench prefill --model " + quote(run) + " --precision bf16 --prompt-tokens 16");
+  ASSERT_EQ(p.exit_code, 0) << p.err;
+  EXPECT_EQ(nlohmann::json::parse(p.out)["precision"], "bf16");
+}
+
+TEST_F(PrecisionCli, BadValuesAreRefusedNamingTheChoices) {
+  for (const std::string& cmd :
+       {"generate --model " + quote(run) + " --max-tokens 2", "eval ppl --model " + quote(run) + " --data " +
+                                                                 quote(data + "/val.bin"),
+        "bench decode --model " + quote(run), "serve --model " + quote(run) + " --port 0"}) {
+    auto r = run_chainlm(dir, cmd + " --precision fp16");
+    EXPECT_NE(r.exit_code, 0) << cmd;
+    EXPECT_NE(r.err.find("fp16"), std::string::npos) << cmd << ": " << r.err;
+    EXPECT_NE(r.err.find("bf16"), std::string::npos) << cmd << ": " << r.err;
+  }
+  auto r = run_chainlm(dir, "bench decode --model " + quote(run) + " --vs-fp32");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.err.find("--vs-fp32"), std::string::npos) << r.err;
+}
+
+}  // namespace
+}  // namespace chainlm
