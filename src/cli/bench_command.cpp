@@ -14,7 +14,7 @@ void add_bench_command(CLI::App& app) {
   bench->require_subcommand(1);
   auto* train = bench->add_subcommand("train", "Training step throughput and MFU vs sgemm peak");
   struct Args {
-    std::string config, weights;
+    std::string config, weights, precision = "fp32";
     int batch = 8, seq = 256, threads = 0, steps = 5;
     double bucket_mb = 16;
     bool baseline = false, overlap = false;
@@ -35,10 +35,11 @@ void add_bench_command(CLI::App& app) {
   train->add_option("--chain-loss-weights", a->weights, "Weights per chain prefix");
   train->add_flag("--baseline", a->baseline,
                   "PHD config: also time it without PHD, interleaved, and report the ratio");
+  add_precision_option(train, a->precision, "GEMM operands: fp32, or bf16 over fp32 master weights");
   train->callback([a]() {
     CHAINLM_CHECK(a->steps > 0 && a->batch > 0 && a->seq > 0, "bench train: --steps, --batch-size and --seq-len must be positive");
     bench_train(a->config, a->batch, a->seq, a->threads, a->steps, a->weights, a->baseline,
-                a->bucket_mb, a->overlap);
+                a->bucket_mb, a->overlap, parse_precision(a->precision));
   });
 
   auto add_inference = [&](const char* name, const char* help, bool decode) {

@@ -1,4 +1,4 @@
-// chainlm bench train: this machine's fp32 GEMM peak (the best backend's) and a training step of a config, in one
+// chainlm bench train: this machine's GEMM peak for the precision (the best kernel's) and a training step of a config, in one
 // run, so the ratio (MFU) is taken under the same conditions. Under mpirun: a data-parallel
 // step (each rank B/N sequences, gradients summed as in training) and its communication time.
 #include <cstdio>
@@ -19,7 +19,8 @@
 namespace chainlm::cli {
 
 void bench_train(const std::string& config_path, int B, int T, int threads, int steps,
-                 const std::string& weights_arg, bool baseline, double bucket_mb, bool overlap) {
+                 const std::string& weights_arg, bool baseline, double bucket_mb, bool overlap,
+                 Precision precision) {
   const Communicator& comm = Communicator::world();
   const int ranks = comm.size();
   set_num_threads(threads > 0 ? threads : launched_by_mpi() ? default_threads_per_rank(comm) : 0);
@@ -44,6 +45,8 @@ void bench_train(const std::string& config_path, int B, int T, int threads, int 
   for (int i = 0; i < c.n_chains(); ++i)
     if (weights[i] > 0) k = i + 1;
   model.ensure_grads();
+  const bool bf16 = precision == Precision::Bf16;
+  if (bf16) model.use_bf16_weights(/*keep_fp32=*/true);
   Optimizer opt(model.params(), OptimizerConfig{});
   std::unique_ptr<GradientReducer> reducer;
   if (ranks > 1)
@@ -58,6 +61,7 @@ void bench_train(const std::string& config_path, int B, int T, int threads, int 
   if (baseline) {
     base = std::make_unique<Model>(base_config);
     base->init_random(1);
+    if (bf16) base->use_bf16_weights(/*keep_fp32=*/true);
     base_opt = std::make_unique<Optimizer>(base->params(), OptimizerConfig{});
   }
   std::vector<int> tokens((size_t)B * T), targets((size_t)B * T);
@@ -67,6 +71,7 @@ void bench_train(const std::string& config_path, int B, int T, int threads, int 
     targets[i] = (int)rng.below(c.vocab_size);
   }
   auto step_of = [&](Model& m, Optimizer& o, long s) {
+    m.refresh_bf16_weights();  // bf16: the step's one conversion of the weights, timed with it
     m.params().zero_grads();
     if (reducer) {
       reducer->begin();
@@ -95,14 +100,16 @@ void bench_train(const std::string& config_path, int B, int T, int threads, int 
   // Under mpirun every rank measures its own peak at the same time as the others (so the sum is
   // the peak of the cores the job runs on), the step's time is the slowest rank's, and the
   // communication figures are rank 0's.
-  std::vector<double> times, peaks, openblas_peaks, onednn_peaks, mfus, base_times, ratios, comms, waits;
+  std::vector<double> times, peaks, openblas_peaks, onednn_peaks, bf16_peaks, mfus, base_times, ratios, comms, waits;
   for (int s = 0; s < steps; ++s) {
-    const GemmPeak measured = measure_gemm_peak(2048, 2);
-    double peak[3] = {measured.best(), measured.openblas_gflops, measured.onednn_gflops};
-    comm.allreduce_sum(peak, 3);
+    const GemmPeak measured = measure_gemm_peak(2048, 2, precision);
+    double peak[4] = {measured.best(precision), measured.openblas_gflops, measured.onednn_gflops,
+                      measured.bf16_gflops};
+    comm.allreduce_sum(peak, 4);
     peaks.push_back(peak[0]);
     openblas_peaks.push_back(peak[1]);
     onednn_peaks.push_back(peak[2]);
+    bf16_peaks.push_back(peak[3]);
     comm.barrier();
     Timer t;
     one_step(s + 2);
@@ -138,7 +145,7 @@ void bench_train(const std::string& config_path, int B, int T, int threads, int 
                       {"tokens_per_s", tokens_per_step / step_s},
                       {"model_gflops", model_gflops},
                       {"mfu", median(mfus)}};
-  add_gemm_fields(j, GemmPeak{median(openblas_peaks), median(onednn_peaks)});
+  add_gemm_fields(j, GemmPeak{median(openblas_peaks), median(onednn_peaks), median(bf16_peaks)}, precision);
   j["peak_gflops"] = peak;  // the median of the steps' best, which mfu divides by
   if (c.phd.enabled()) j["phd"] = c.phd.name();
   if (reducer) {

@@ -4,16 +4,28 @@
 
 #include "core/rng.h"
 #include "core/timer.h"
+#include "kernels/bf16.h"
+#include "kernels/gemm.h"
 #include "kernels/onednn_matmul.h"
 
 namespace chainlm::cli {
 
-GemmPeak measure_gemm_peak(int n, int reps) {
+GemmPeak measure_gemm_peak(int n, int reps, Precision p) {
   std::vector<float> a((size_t)n * n), b((size_t)n * n), c((size_t)n * n);
   Rng rng(1);
   for (auto& x : a) x = rng.uniform() - 0.5f;
   for (auto& x : b) x = rng.uniform() - 0.5f;
   GemmPeak peak;
+  if (p == Precision::Bf16 && bf16_gemm_native()) {
+    std::vector<bf16_t> ah(a.size()), bh(b.size());
+    to_bf16(a.data(), ah.data(), a.size());
+    to_bf16(b.data(), bh.data(), b.size());
+    for (int r = 0; r < reps + 1; ++r) {
+      Timer t;
+      onednn_bf16_gemm(false, true, n, n, n, ah.data(), n, bh.data(), n, c.data(), n, 0.0f);
+      if (r > 0) peak.bf16_gflops = std::max(peak.bf16_gflops, 2.0 * n * n * (double)n / t.seconds() / 1e9);
+    }
+  }
   // Interleaved, so a drift in the machine's load hits both backends alike.
   for (int r = 0; r < reps + 1; ++r)
     for (GemmBackend backend : {GemmBackend::OpenBlas, GemmBackend::OneDnn}) {
@@ -31,13 +43,18 @@ GemmPeak measure_gemm_peak(int n, int reps) {
   return peak;
 }
 
-void add_gemm_fields(nlohmann::json& j, const GemmPeak& peak) {
-  j["precision"] = "fp32";
+void add_gemm_fields(nlohmann::json& j, const GemmPeak& peak, Precision p) {
+  j["precision"] = precision_name(p);
   j["gemm_backend"] = gemm_backend_name(gemm_backend());
   j["isa"] = onednn_isa();
   j["sgemm_gflops"] = peak.openblas_gflops;
   j["onednn_gflops"] = peak.onednn_gflops;
-  j["peak_gflops"] = peak.best();
+  if (p == Precision::Bf16) {
+    // native: oneDNN's bf16 kernels; emulated: bf16-rounded operands on the fp32 kernels.
+    j["bf16_gemm"] = bf16_gemm_native() ? "native" : "emulated";
+    j["bf16_gflops"] = peak.bf16_gflops;
+  }
+  j["peak_gflops"] = peak.best(p);
 }
 
 double measure_read_bandwidth_gbs(size_t bytes, double min_seconds) {

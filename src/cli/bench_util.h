@@ -6,20 +6,27 @@
 #include <string>
 #include <vector>
 
+#include "core/precision.h"
 #include "kernels/gemm_backend.h"
 
 namespace chainlm::cli {
 
 // Best-of-reps fp32 GEMM GFLOP/s on n x n x n with the current thread count, for each backend
 // (gemm_backend.h); best() is the machine's fp32 GEMM peak that MFU is measured against.
+// With bf16, also oneDNN's bf16 matmul (bf16 operands, fp32 sums) where the CPU has bf16
+// instructions; without them bf16 runs on the fp32 kernels, whose peak is then bf16's too.
 struct GemmPeak {
-  double openblas_gflops = 0, onednn_gflops = 0;
-  double best() const { return std::max(openblas_gflops, onednn_gflops); }
+  double openblas_gflops = 0, onednn_gflops = 0, bf16_gflops = 0;
+  double best(Precision p = Precision::Fp32) const {
+    const double fp32 = std::max(openblas_gflops, onednn_gflops);
+    return p == Precision::Bf16 ? std::max(fp32, bf16_gflops) : fp32;
+  }
 };
-GemmPeak measure_gemm_peak(int n, int reps);
-// Adds what a bench line says of the GEMMs: the backend in use and oneDNN's ISA, the precision,
-// each backend's peak (sgemm_gflops is OpenBLAS's, as in earlier results) and the best.
-void add_gemm_fields(nlohmann::json& j, const GemmPeak& peak);
+GemmPeak measure_gemm_peak(int n, int reps, Precision p = Precision::Fp32);
+// Adds what a bench line says of the GEMMs: the backend in use and oneDNN's ISA, the precision
+// and how bf16 runs, each backend's peak (sgemm_gflops is OpenBLAS's, as in earlier results)
+// and the best for the precision.
+void add_gemm_fields(nlohmann::json& j, const GemmPeak& peak, Precision p = Precision::Fp32);
 // Best-of-reps read bandwidth (GB/s) over a buffer of `bytes`, with the current threads.
 double measure_read_bandwidth_gbs(size_t bytes, double min_seconds = 0.2);
 
@@ -34,7 +41,7 @@ inline double median(std::vector<double> v) {
 // with the backward or not); the line (rank 0's) adds the communication time.
 void bench_train(const std::string& config_path, int B, int T, int threads, int steps,
                  const std::string& weights_arg, bool baseline = false, double bucket_mb = 16,
-                 bool overlap = false);
+                 bool overlap = false, Precision precision = Precision::Fp32);
 
 struct InferenceBenchArgs {
   std::string model, config;  // a checkpoint/.bin, or a config JSON with random weights

@@ -12,6 +12,7 @@
 
 #include "core/threads.h"
 #include "core/wait_policy.h"
+#include "kernels/gemm.h"
 #include "kernels/gemm_backend.h"
 
 namespace chainlm::cli {
@@ -67,7 +68,11 @@ nlohmann::json system_info() {
           {"openblas_coretype_env", env_or("OPENBLAS_CORETYPE", "unset")},
           {"onednn_isa", onednn_isa()},
           {"onednn_max_cpu_isa_env", env_or("ONEDNN_MAX_CPU_ISA", "unset")},
-          {"gemm", {{"fp32", gemm_backend_name(gemm_backend())}}}};
+          {"gemm",
+           {{"fp32", gemm_backend_name(gemm_backend())},
+            // bf16: oneDNN's bf16 kernels, or bf16-rounded operands on the fp32 backend.
+            {"bf16", bf16_gemm_native() ? std::string("onednn-bf16")
+                                        : std::string("emulated on ") + gemm_backend_name(gemm_backend())}}}};
 }
 
 void print_system_info(const nlohmann::json& s) {
@@ -92,6 +97,8 @@ void print_system_info(const nlohmann::json& s) {
               s["onednn_max_cpu_isa_env"].get<std::string>().c_str());
   std::printf("fp32 GEMM    %s (CHAINLM_GEMM chooses; docs/precision.md)\n",
               s["gemm"]["fp32"].get<std::string>().c_str());
+  std::printf("bf16 GEMM    %s (--precision bf16; few-row decode steps: chainlm's kernel)\n",
+              s["gemm"]["bf16"].get<std::string>().c_str());
 }
 
 }  // namespace chainlm::cli

@@ -11,6 +11,7 @@
 #include "core/error.h"
 #include "core/memory.h"
 #include "core/threads.h"
+#include "kernels/gemm.h"
 #include "model/checkpoint.h"
 #include "train/distributed.h"
 #include "train/trainer.h"
@@ -24,7 +25,7 @@ void add_train_command(CLI::App& app) {
   struct Args {
     std::string config, data, out, chain_weights, init, train_only, memory_limit;
     int freeze_chains = 0, max_nonfinite_skips = 8;
-    std::string on_nonfinite = "stop";
+    std::string on_nonfinite = "stop", precision = "fp32";
     long steps = 1000, eval_every = 100, save_every = 0, warmup = -1;
     int batch = 8, micro = 0, seq = 0, threads = 0, eval_windows = 64;
     float lr = 1e-3f, wd = 0.1f, clip = 1.0f, min_lr_ratio = 0.1f;
@@ -80,6 +81,9 @@ void add_train_command(CLI::App& app) {
   cmd->add_option("--max-nonfinite-skips", a->max_nonfinite_skips,
                   "With --on-nonfinite skip: give up after this many skipped steps in a row")
       ->capture_default_str();
+  add_precision_option(cmd, a->precision,
+                       "GEMM operands: fp32, or bf16 over fp32 master weights (docs/precision.md); "
+                       "may change on resume");
   cmd->add_flag("--resume", a->resume, "Continue the run in --out from its latest checkpoint");
   cmd->add_flag("--quiet", a->quiet, "No progress output");
   cmd->add_option("--bucket-mb", a->bucket_mb,
@@ -139,6 +143,13 @@ void add_train_command(CLI::App& app) {
         // How to treat non-finite steps is a policy, not state: it may change on resume.
         if (cmd->count("--on-nonfinite")) opt.on_nonfinite = a->on_nonfinite;
         if (cmd->count("--max-nonfinite-skips")) opt.max_nonfinite_skips = a->max_nonfinite_skips;
+        // The precision is how the steps compute, not state (weights and moments are fp32).
+        if (cmd->count("--precision") && a->precision != opt.precision) {
+          if (!a->quiet)
+            std::fprintf(stderr, "precision: %s until the checkpoint, %s from here on\n",
+                         opt.precision.c_str(), a->precision.c_str());
+          opt.precision = a->precision;
+        }
         if (!a->data.empty()) opt.data_dir = a->data;
         CHAINLM_CHECK(!cmd->count("--freeze-chains") || a->freeze_chains == opt.freeze_chains,
                       "train --resume: the run froze ", opt.freeze_chains,
@@ -173,6 +184,7 @@ void add_train_command(CLI::App& app) {
         opt.seed = a->seed;
         opt.on_nonfinite = a->on_nonfinite;
         opt.max_nonfinite_skips = a->max_nonfinite_skips;
+        opt.precision = a->precision;
         if (!a->chain_weights.empty()) opt.chain_loss_weights = parse_float_list(a->chain_weights, "--chain-loss-weights");
         if (a->init.empty()) {
           // A new model: refuse a run that cannot fit before even its weights are allocated.
@@ -228,6 +240,10 @@ void add_train_command(CLI::App& app) {
                                                       : std::string();
       std::fprintf(stderr, "trainable: %zu of %zu parameters (%.1f%%)%s\n", ps.trainable_numel(),
                    ps.numel(), 100.0 * trainer.trainable_fraction(), what.c_str());
+      if (o.precision == "bf16")
+        std::fprintf(stderr, "precision: bf16 GEMMs over fp32 master weights (%s)\n",
+                     bf16_gemm_native() ? "bf16 instructions"
+                                        : "no bf16 instructions here: bf16 operands on fp32 kernels, slower than fp32");
       if (comm.size() > 1)
         std::fprintf(stderr,
                      "data parallel: %d ranks on %d machine(s), %d thread(s) each; %d of the %d "

@@ -25,7 +25,8 @@ nlohmann::json TrainOptions::to_json() const {
           {"train_only", train_only},
           {"init", init},
           {"on_nonfinite", on_nonfinite},
-          {"max_nonfinite_skips", max_nonfinite_skips}};
+          {"max_nonfinite_skips", max_nonfinite_skips},
+          {"precision", precision}};
 }
 
 TrainOptions TrainOptions::from_json(const nlohmann::json& j) {
@@ -54,6 +55,7 @@ TrainOptions TrainOptions::from_json(const nlohmann::json& j) {
   o.init = j.value("init", std::string());
   o.on_nonfinite = j.value("on_nonfinite", std::string("stop"));
   o.max_nonfinite_skips = j.value("max_nonfinite_skips", 8);
+  o.precision = j.value("precision", std::string("fp32"));
   return o;
 }
 

@@ -39,6 +39,10 @@ struct TrainOptions {
   // "skip" leaves weights and moments untouched and goes on with the next step, giving up
   // after max_nonfinite_skips such steps in a row.
   std::string on_nonfinite = "stop";
+  // "fp32" or "bf16" (docs/precision.md): bf16 runs every GEMM on bf16 operands over fp32
+  // master weights; the state (weights, moments, checkpoints) is fp32 either way, so it may
+  // change on resume.
+  std::string precision = "fp32";
   int max_nonfinite_skips = 8;
   bool quiet = false;
   // Data parallelism (docs/distributed.md); neither is part of the run's state. Gradients are

@@ -8,6 +8,7 @@
 #include "core/error.h"
 #include "core/fault_injection.h"
 #include "core/memory.h"
+#include "core/precision.h"
 #include "core/timer.h"
 #include "train/lr_schedule.h"
 #include "train/training_progress.h"
@@ -67,6 +68,9 @@ Trainer::Trainer(Model& model, TrainOptions options, const Communicator& comm)
   CHAINLM_CHECK(opt_.on_nonfinite == "stop" || opt_.on_nonfinite == "skip", "--on-nonfinite '",
                 opt_.on_nonfinite, "': choose 'stop' or 'skip'");
   CHAINLM_CHECK(opt_.max_nonfinite_skips >= 0, "--max-nonfinite-skips must be >= 0");
+  // bf16: the GEMMs read bf16 copies of the fp32 master weights, made at the start of every
+  // step (and of every validation), after the weights last changed.
+  if (parse_precision(opt_.precision) == Precision::Bf16) model_.use_bf16_weights(/*keep_fp32=*/true);
   const FreezeSpec freeze{opt_.freeze_chains, opt_.train_only == "head"};
   model_.set_freeze(freeze);
   if (freeze.chains > 0) {
@@ -112,6 +116,7 @@ double Trainer::trainable_fraction() const {
 
 StepLosses Trainer::train_step() {
   ParamStore& ps = model_.params();
+  model_.refresh_bf16_weights();  // bf16 runs: once per step, whatever the micro-batches
   ps.zero_grads();
   StepLosses avg;
   const int n = model_.layout().n;
@@ -200,6 +205,7 @@ StepLosses Trainer::train_step() {
 }
 
 std::vector<double> Trainer::validate() {
+  model_.refresh_bf16_weights();
   const int n = model_.layout().n;
   long windows = val_.num_windows(T_);
   int T = T_;

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cmath>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -33,11 +34,13 @@ class GemmBackendCli : public test::TrainingDataTest {
   // Per-step training losses of a short run (batch 4 x 32: every GEMM has more rows than the
   // few-row decode path) under the given environment.
   std::map<long, double> losses(const std::string& run, std::optional<std::string> gemm,
-                                std::optional<std::string> max_isa) {
+                                std::optional<std::string> max_isa,
+                                const std::string& precision = "fp32") {
     ScopedEnv g("CHAINLM_GEMM", gemm), isa("ONEDNN_MAX_CPU_ISA", max_isa);
     auto r = run_chainlm(dir, "train --config " + quote(config) + " --data " + quote(data) +
                                   " --out " + quote(dir.file(run)) +
-                                  " --steps 4 --batch-size 4 --seq-len 32 --threads 2 --quiet");
+                                  " --steps 4 --batch-size 4 --seq-len 32 --threads 2 --quiet"
+                                  " --precision " + precision);
     EXPECT_EQ(r.exit_code, 0) << r.err;
     std::map<long, double> out;
     for (const auto& j : test::read_metrics_lines(dir.file(run)))
@@ -80,6 +83,8 @@ TEST_F(GemmBackendCli, InfoSystemNamesTheKernelsInUse) {
     EXPECT_EQ(j.at("onednn_isa"), "sse41");
     EXPECT_EQ(j.at("onednn_max_cpu_isa_env"), "SSE41");
     EXPECT_EQ(j.at("gemm").at("fp32"), "onednn");
+    // Held below AVX512-BF16, bf16 GEMMs run on rounded operands through the fp32 kernels.
+    EXPECT_EQ(j.at("gemm").at("bf16"), "emulated on onednn");
     EXPECT_FALSE(j.at("cpu").get<std::string>().empty());
     EXPECT_FALSE(j.at("openblas_core").get<std::string>().empty());
     // Every x86-64 CPU this runs on has AVX2 (the build targets it); AVX-512 or not varies.
@@ -107,6 +112,21 @@ TEST_F(GemmBackendCli, TrainingLossesAgreeAcrossBackendsAndInstructionSets) {
   for (const auto& [step, loss] : native) {
     EXPECT_NEAR(sse.at(step), loss, 1e-4 * loss) << "step " << step;
     EXPECT_NEAR(openblas.at(step), loss, 1e-4 * loss) << "step " << step;
+  }
+}
+
+// bf16 training runs on oneDNN's bf16 kernels where the CPU has them and on bf16-rounded operands
+// through the fp32 kernels elsewhere (AVX2, or oneDNN held to AVX2 here): the same bf16
+// products, summed in a different order, so the same losses to well within bf16 rounding.
+TEST_F(GemmBackendCli, Bf16TrainingAgreesOnAndOffBf16Instructions) {
+  const auto native = losses("bf16_native", std::nullopt, std::nullopt, "bf16");
+  const auto avx2 = losses("bf16_avx2", std::nullopt, "AVX2", "bf16");
+  const auto fp32 = losses("fp32", std::nullopt, std::nullopt);
+  ASSERT_EQ(native.size(), 4u);
+  ASSERT_EQ(avx2.size(), 4u);
+  for (const auto& [step, loss] : native) {
+    EXPECT_NEAR(avx2.at(step), loss, 1e-3 * loss) << "step " << step;
+    EXPECT_NEAR(fp32.at(step), loss, std::ldexp(loss, -7)) << "step " << step;
   }
 }
 

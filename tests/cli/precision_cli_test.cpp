@@ -2,6 +2,7 @@
 // bf16 rounding, report what they ran, and bad values are refused naming the valid ones.
 #include <gtest/gtest.h>
 
+#include <cctype>
 #include <cmath>
 #include <nlohmann/json.hpp>
 
@@ -67,11 +68,30 @@ TEST_F(PrecisionCli, GenerateAndBenchRunInBf16AndSayWhatTheyRan) {
   EXPECT_EQ(nlohmann::json::parse(p.out)["precision"], "bf16");
 }
 
+// The precision is how steps compute, not state: a run may change it on resume, and says so.
+TEST_F(PrecisionCli, ARunMayChangePrecisionOnResumeAndSaysSo) {
+  const std::string r2 = dir.file("run2");
+  auto a = run_chainlm(dir, "train --config " + quote(config) + " --data " + quote(data) + " --out " +
+                                quote(r2) + " --steps 3 --batch-size 2 --seq-len 16 --precision bf16");
+  ASSERT_EQ(a.exit_code, 0) << a.err;
+  EXPECT_NE(a.err.find("precision: bf16"), std::string::npos) << a.err;
+  auto b = run_chainlm(dir, "train --out " + quote(r2) + " --resume --steps 5 --precision fp32");
+  ASSERT_EQ(b.exit_code, 0) << b.err;
+  EXPECT_NE(b.err.find("precision: bf16 until the checkpoint, fp32 from here on"), std::string::npos) << b.err;
+  std::string latest = testing::read_bytes(r2 + "/latest");
+  while (!latest.empty() && std::isspace((unsigned char)latest.back())) latest.pop_back();
+  const auto state = nlohmann::json::parse(testing::read_bytes(r2 + "/" + latest + "/trainer_state.json"));
+  EXPECT_EQ(state["options"]["precision"], "fp32");
+  EXPECT_EQ(state["step"], 5);
+}
+
 TEST_F(PrecisionCli, BadValuesAreRefusedNamingTheChoices) {
   for (const std::string& cmd :
        {"generate --model " + quote(run) + " --max-tokens 2", "eval ppl --model " + quote(run) + " --data " +
                                                                  quote(data + "/val.bin"),
-        "bench decode --model " + quote(run), "serve --model " + quote(run) + " --port 0"}) {
+        "bench decode --model " + quote(run), "serve --model " + quote(run) + " --port 0",
+        "bench train --config " + quote(config) + " --steps 1",
+        "train --config " + quote(config) + " --data " + quote(data) + " --out " + quote(dir.file("bad"))}) {
     auto r = run_chainlm(dir, cmd + " --precision fp16");
     EXPECT_NE(r.exit_code, 0) << cmd;
     EXPECT_NE(r.err.find("fp16"), std::string::npos) << cmd << ": " << r.err;

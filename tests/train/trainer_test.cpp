@@ -63,8 +63,19 @@ std::map<long, double> losses_by_step(const std::string& run_dir) {
   return m;
 }
 
-TEST(Trainer, ResumeContinuesExactly) {
-  const std::string root = test::make_temp_dir("resume");
+// In fp32 and in bf16 (whose GEMMs read bf16 copies of the fp32 master weights, remade every
+// step: a restored run must remake them from the restored weights).
+class TrainerResume : public ::testing::TestWithParam<std::string> {
+ protected:
+  TrainOptions options(const std::string& data, const std::string& out, long steps) const {
+    TrainOptions o = small_options(data, out, steps);
+    o.precision = GetParam();
+    return o;
+  }
+};
+
+TEST_P(TrainerResume, ContinuesExactly) {
+  const std::string root = test::make_temp_dir("resume_" + GetParam());
   const std::string data = root + "/data";
   test::make_byte_data_dir(synthetic_text(20000, 1), data, 0.1);
   const ModelConfig c = small_config({1, 1}, true);
@@ -72,19 +83,19 @@ TEST(Trainer, ResumeContinuesExactly) {
   // Uninterrupted: 6 steps.
   Model a(c);
   a.init_random(5);
-  Trainer ta(a, small_options(data, root + "/a", 6));
+  Trainer ta(a, options(data, root + "/a", 6));
   ta.run();
 
   // Interrupted at step 3 (a checkpoint is written there), then resumed in a new trainer.
   {
     Model b(c);
     b.init_random(5);
-    Trainer tb(b, small_options(data, root + "/b", 3));
+    Trainer tb(b, options(data, root + "/b", 3));
     tb.run();
   }
   Model b(c);
   b.init_random(999);  // the restore must overwrite every weight
-  Trainer tb(b, small_options(data, root + "/b", 6));
+  Trainer tb(b, options(data, root + "/b", 6));
   tb.restore(root + "/b");
   EXPECT_EQ(tb.step(), 3);
   tb.run();
@@ -95,6 +106,44 @@ TEST(Trainer, ResumeContinuesExactly) {
   for (long s = 1; s <= 6; ++s) EXPECT_EQ(la[s], lb[s]) << "step " << s;
   ASSERT_EQ(a.params().size(), b.params().size());
   EXPECT_EQ(0, std::memcmp(a.params().values(), b.params().values(), a.params().size() * sizeof(float)));
+  fs::remove_all(root);
+}
+
+INSTANTIATE_TEST_SUITE_P(Precisions, TrainerResume, ::testing::Values("fp32", "bf16"));
+
+// A bf16 run follows the fp32 run of the same seed within bf16's rounding, and what it saves are
+// its fp32 master weights (not bf16-rounded ones), loadable by every fp32 command.
+TEST(Trainer, Bf16RunTracksFp32AndSavesFp32MasterWeights) {
+  const std::string root = test::make_temp_dir("bf16_run");
+  const std::string data = root + "/data";
+  test::make_byte_data_dir(synthetic_text(20000, 1), data, 0.1);
+  const ModelConfig c = small_config({1, 1}, false);
+  std::map<long, double> losses[2];
+  for (int bf16 = 0; bf16 < 2; ++bf16) {
+    Model m(c);
+    m.init_random(5);
+    TrainOptions o = small_options(data, root + (bf16 ? "/bf16" : "/fp32"), 6);
+    o.precision = bf16 ? "bf16" : "fp32";
+    Trainer t(m, o);
+    t.run();
+    losses[bf16] = losses_by_step(o.out_dir);
+  }
+  ASSERT_EQ(losses[1].size(), 6u);
+  bool differs = false;
+  for (long s = 1; s <= 6; ++s) {
+    // The loss is a mean over many tokens: bf16's per-operand 2^-8 moves it by far less.
+    EXPECT_NEAR(losses[1][s], losses[0][s], std::ldexp(losses[0][s], -7)) << "step " << s;
+    differs = differs || losses[1][s] != losses[0][s];
+  }
+  EXPECT_TRUE(differs) << "the bf16 run computed exactly what fp32 did";
+  auto saved = load_model(root + "/bf16");
+  ASSERT_EQ(saved->precision(), Precision::Fp32);
+  size_t not_bf16 = 0;
+  for (size_t i = 0; i < saved->params().size(); ++i) {
+    const float w = saved->params().values()[i];
+    not_bf16 += from_bf16(to_bf16(w)) != w;
+  }
+  EXPECT_GT(not_bf16, saved->params().size() / 2) << "the checkpoint holds bf16-rounded weights";
   fs::remove_all(root);
 }
 
