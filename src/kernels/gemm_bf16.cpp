@@ -28,7 +28,10 @@ namespace chainlm {
 namespace {
 
 constexpr int kMaxFewRows = 8;
-constexpr int kPanelRows = 256;  // weight rows widened per GEMM call in the many-row path
+// The many-row path widens weight panels of about this many floats (8 MB) per GEMM call: big
+// enough that the GEMMs stay large (panels of 256 rows ran prefill at 0.6x fp32), small enough
+// that an output head's widened copy does not double its memory.
+constexpr long kPanelFloats = 2L << 20;
 
 #if defined(__AVX512F__)
 #define CHAINLM_BF16_VECTOR 1
@@ -179,8 +182,9 @@ void gemm_nt_bf16(int M, int N, int K, const float* A, int lda, const bf16_t* B,
     }
     return;
   }
-  for (int n0 = 0; n0 < N; n0 += kPanelRows) {
-    const int rows = std::min(kPanelRows, N - n0);
+  const int panel_rows = (int)std::max<long>(64, kPanelFloats / K);
+  for (int n0 = 0; n0 < N; n0 += panel_rows) {
+    const int rows = std::min(panel_rows, N - n0);
     gemm_nt(M, rows, K, A, lda, widened(1, rows, K, B + (long)n0 * ldb, ldb), K, C + n0, ldc, beta);
   }
 }
