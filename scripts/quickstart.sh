@@ -23,7 +23,7 @@ echo "== corpus: $CORPUS ($(wc -c < "$CORPUS") bytes)"
 
 # 2. Tokenizer (SentencePiece BPE) and token shards.
 [ -s "$WORK/tok.model" ] || $BIN tokenizer train --corpus "$CORPUS" --vocab-size 2048 --out "$WORK/tok.model"
-$BIN prepare --tokenizer "$WORK/tok.model" --input "$CORPUS" --out "$WORK/data"
+$BIN prepare --tokenizer "$WORK/tok.model" --input "$CORPUS" --out "$WORK/data" --overwrite
 
 # 3. Train: every chain prefix weighted equally, so each sub-model is a usable model.
 rm -rf "$OUT"

@@ -23,7 +23,28 @@ struct PrepareOptions {
   std::string tokenizer, input, out;
   double val_fraction = 0.1;
   uint64_t seed = 0;
+  bool overwrite = false;
 };
+
+// An existing --out must be an empty directory, unless --overwrite: prepare replaces
+// train.bin, val.bin, meta.json and the tokenizer files, and must never do it by accident.
+void check_output_dir(const PrepareOptions& o) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  if (!fs::exists(o.out, ec)) return;
+  CHAINLM_CHECK(fs::is_directory(o.out, ec), "prepare: --out ", o.out,
+                " is a file, not a directory (nothing was written)");
+  if (o.overwrite) return;
+  std::vector<std::string> names;
+  for (const auto& e : fs::directory_iterator(o.out, ec)) names.push_back(e.path().filename().string());
+  if (names.empty()) return;
+  std::sort(names.begin(), names.end());
+  std::string listed;
+  for (size_t i = 0; i < names.size() && i < 4; ++i) listed += (i ? ", " : "") + names[i];
+  if (names.size() > 4) listed += ", ...";
+  fail("prepare: ", o.out, " is not empty (", listed, "); choose another --out, or pass ",
+       "--overwrite to replace its data (nothing was written)");
+}
 
 // A per-document uniform draw in [0, 1) that depends only on (seed, index): validation
 // documents are spread through the file and the split never changes between runs.
@@ -67,6 +88,7 @@ std::vector<std::vector<int>> encode_documents(const Tokenizer& tokenizer,
 void run_prepare(const PrepareOptions& o) {
   CHAINLM_CHECK(o.val_fraction > 0.0 && o.val_fraction < 1.0, "--val-fraction ", o.val_fraction,
                 " must be strictly between 0 and 1");
+  check_output_dir(o);
   const std::string text = read_file(o.input);
   CHAINLM_CHECK(!text.empty(), "input ", o.input, " is empty");
   const std::vector<std::string> docs = split_documents(text);
@@ -139,6 +161,8 @@ void add_prepare_command(CLI::App& app) {
   p->add_option("--val-fraction", o->val_fraction, "Fraction of documents held out for validation")
       ->capture_default_str();
   p->add_option("--seed", o->seed, "Seed of the train/validation split")->capture_default_str();
+  p->add_flag("--overwrite", o->overwrite,
+              "Replace the data in an existing, non-empty --out (refused without it)");
   p->callback([o] { run_prepare(*o); });
 }
 

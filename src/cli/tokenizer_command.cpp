@@ -1,10 +1,12 @@
 // `chainlm tokenizer train|encode`: build a SentencePiece tokenizer from a corpus, and look at
 // how a tokenizer splits a piece of text.
 #include <cstdio>
+#include <filesystem>
 #include <memory>
 #include <string>
 
 #include "cli/commands.h"
+#include "core/error.h"
 #include "core/timer.h"
 #include "io/tokenizer.h"
 
@@ -15,7 +17,7 @@ struct TrainOptions {
   std::string corpus, out;
   int vocab_size = 0;
   uint64_t seed = 0;
-  bool verbose = false;
+  bool verbose = false, overwrite = false;
 };
 
 struct EncodeOptions {
@@ -23,6 +25,9 @@ struct EncodeOptions {
 };
 
 void run_train(const TrainOptions& o) {
+  CHAINLM_CHECK(o.overwrite || !std::filesystem::exists(o.out), "tokenizer train: --out ", o.out,
+                " exists; choose another file, or pass --overwrite to replace it (nothing was "
+                "written)");
   Timer timer;
   train_sentencepiece(o.corpus, o.vocab_size, o.out, o.seed, o.verbose);
   auto tokenizer = load_tokenizer(o.out);
@@ -53,6 +58,7 @@ void add_tokenizer_command(CLI::App& app) {
   t->add_option("--vocab-size", train->vocab_size, "Number of pieces (> 259)")->required();
   t->add_option("--out", train->out, "Output .model file")->required();
   t->add_option("--seed", train->seed, "Seed for sentence sampling")->capture_default_str();
+  t->add_flag("--overwrite", train->overwrite, "Replace an existing --out");
   t->add_flag("--verbose", train->verbose, "Show SentencePiece's training log");
   t->callback([train] { run_train(*train); });
 

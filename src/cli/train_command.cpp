@@ -20,6 +20,12 @@ namespace chainlm::cli {
 
 namespace fs = std::filesystem;
 
+namespace {
+
+std::string absolute_path(const std::string& p) { return fs::absolute(p).lexically_normal().string(); }
+
+}  // namespace
+
 void add_train_command(CLI::App& app) {
   auto* cmd = app.add_subcommand("train", "Train a model on token shards made by `chainlm prepare`");
   struct Args {
@@ -150,7 +156,7 @@ void add_train_command(CLI::App& app) {
                          opt.precision.c_str(), a->precision.c_str());
           opt.precision = a->precision;
         }
-        if (!a->data.empty()) opt.data_dir = a->data;
+        if (!a->data.empty()) opt.data_dir = absolute_path(a->data);
         CHAINLM_CHECK(!cmd->count("--freeze-chains") || a->freeze_chains == opt.freeze_chains,
                       "train --resume: the run froze ", opt.freeze_chains,
                       " chain(s); --freeze-chains cannot change on resume");
@@ -165,10 +171,11 @@ void add_train_command(CLI::App& app) {
                       " already holds a training run; pass --resume to continue it or choose ",
                       "another --out (nothing was overwritten)");
         if (!a->init.empty()) model = load_model(a->init);
-        opt.init = a->init;
+        opt.init = a->init.empty() ? std::string() : absolute_path(a->init);
         opt.freeze_chains = a->freeze_chains;
         opt.train_only = a->train_only;
-        opt.data_dir = a->data;
+        // Absolute: the run may be resumed from any working directory.
+        opt.data_dir = absolute_path(a->data);
         opt.steps = a->steps;
         opt.batch_size = a->batch;
         opt.micro_batch = a->micro;

@@ -8,10 +8,13 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <ctime>
 #include <filesystem>
 #include <fstream>
 #include <utility>
 #include <vector>
+
+#include <nlohmann/json.hpp>
 
 #include "core/error.h"
 #include "core/fault_injection.h"
@@ -86,9 +89,83 @@ void install_directory(const fs::path& tmp, const fs::path& target) {
 
 }  // namespace
 
+namespace {
+
+// A metrics.jsonl that is not a chainlm training log (every line a JSON object with a "step"),
+// which a new run's log would replace: a user's file in a directory that is not a run.
+void check_metrics_is_ours(const fs::path& run) {
+  const fs::path metrics = run / "metrics.jsonl";
+  std::error_code ec;
+  if (!fs::exists(metrics, ec)) return;
+  std::ifstream in(metrics);
+  std::string line;
+  for (int checked = 0; checked < 3 && std::getline(in, line);) {
+    if (line.empty()) continue;
+    ++checked;
+    bool ours = false;
+    try {
+      const nlohmann::json j = nlohmann::json::parse(line);
+      ours = j.is_object() && j.contains("step");
+    } catch (const nlohmann::json::exception&) {
+    }
+    if (!ours)
+      fail(metrics.string(), " is not a chainlm training log, and training into ", run.string(),
+           " would replace it; choose another --out (nothing was trained or overwritten)");
+  }
+}
+
+}  // namespace
+
+std::vector<std::string> RunDirectory::checkpoints_after(long step) const {
+  std::vector<std::pair<long, std::string>> found;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(path_, ec)) {
+    const std::string name = e.path().filename().string();
+    const long s = checkpoint_step(name);
+    if (s > step && e.is_directory(ec)) found.emplace_back(s, name);
+  }
+  std::sort(found.begin(), found.end());
+  std::vector<std::string> names;
+  for (auto& f : found) names.push_back(std::move(f.second));
+  return names;
+}
+
+std::string RunDirectory::supersede_after(long step) const {
+  const std::vector<std::string> newer = checkpoints_after(step);
+  if (newer.empty()) return std::string();
+  const fs::path run(path_);
+  char stamp[32];
+  const std::time_t now = std::time(nullptr);
+  std::strftime(stamp, sizeof stamp, "%Y%m%d-%H%M%S", std::gmtime(&now));
+  fs::path dest = run / cat("superseded-", stamp);
+  for (int i = 2; fs::exists(dest); ++i) dest = run / cat("superseded-", stamp, "-", i);
+  std::error_code ec;
+  fs::create_directory(dest, ec);
+  if (ec) fail("cannot create ", dest.string(), ": ", ec.message(), " (nothing was changed)");
+  // The metrics lines after `step` first: the checkpoints are what the copy refers to.
+  const fs::path metrics = run / "metrics.jsonl";
+  if (fs::exists(metrics)) {
+    std::ifstream in(metrics);
+    std::string line, later;
+    while (std::getline(in, line)) {
+      try {
+        if (nlohmann::json::parse(line).value("step", 0L) > step) later += line + "\n";
+      } catch (const nlohmann::json::exception&) {
+      }
+    }
+    write_file_atomic((dest / "metrics.jsonl").string(), later);
+  }
+  for (const std::string& name : newer) {
+    fs::rename(run / name, dest / name, ec);
+    if (ec) fail("cannot move ", (run / name).string(), " to ", dest.string(), ": ", ec.message());
+  }
+  return dest.string();
+}
+
 void RunDirectory::prepare() {
   const fs::path run(path_);
   std::error_code ec;
+  check_metrics_is_ours(run);
   fs::create_directories(run, ec);
   if (ec)
     fail("cannot create the run directory ", run.string(), ": ", ec.message(),

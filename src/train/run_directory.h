@@ -10,6 +10,7 @@
 #include <functional>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <vector>
 
 namespace chainlm {
 
@@ -44,6 +45,13 @@ class RunDirectory {
   // records the one a resume started from.
   const std::string& last_checkpoint() const { return last_checkpoint_; }
   void set_last_checkpoint(std::string dir) { last_checkpoint_ = std::move(dir); }
+  // The checkpoint directories (names) of steps after `step`, oldest first.
+  std::vector<std::string> checkpoints_after(long step) const;
+  // A resume from `step` while checkpoints of later steps exist (`latest` pointed back by hand,
+  // or a checkpoint a killed writer completed but never named): moves them, and the metrics
+  // lines after `step`, into a new superseded-<time>/ directory of the run, so that nothing is
+  // overwritten or deleted. Returns that directory, "" when there was nothing to move.
+  std::string supersede_after(long step) const;
   // What error messages say of the checkpoints a failure leaves in place.
   std::string what_is_kept() const;
 

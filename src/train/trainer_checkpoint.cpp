@@ -14,6 +14,8 @@
 #include "model/checkpoint.h"
 #include "train/trainer.h"
 
+#include <cstdio>
+
 namespace chainlm {
 
 namespace fs = std::filesystem;
@@ -89,6 +91,20 @@ void Trainer::restore(const std::string& checkpoint_dir) {
     fail(state_path, ": invalid trainer state: ", e.what());
   }
   CHAINLM_CHECK(step_ >= 0, state_path, ": negative step");
+  // Resuming from an older checkpoint than the run's newest would overwrite the newer ones and
+  // drop their metrics as it goes: they are moved aside first, never deleted.
+  if (comm_.is_root()) {
+    const std::vector<std::string> newer = run_dir_.checkpoints_after(step_);
+    const std::string moved = run_dir_.supersede_after(step_);
+    if (!moved.empty() && !opt_.quiet) {
+      std::string names;
+      for (const std::string& n : newer) names += (names.empty() ? "" : ", ") + n;
+      std::fprintf(stderr,
+                   "resuming from step %ld, the checkpoint `latest` names: the later checkpoints "
+                   "(%s) and their metrics lines were moved to %s (nothing was deleted)\n",
+                   step_, names.c_str(), moved.c_str());
+    }
+  }
   run_dir_.set_last_checkpoint(dir);
   // Keep only the metrics of steps up to the restored one, so a resumed run's log reads as one
   // uninterrupted run.

@@ -1,0 +1,141 @@
+// The everyday workflow never overwrites or deletes what it did not create (issue 15): prepare,
+// plot and tokenizer train refuse an existing output unless --overwrite, train refuses a
+// directory whose metrics.jsonl is not a run's, a run stores absolute data paths (so it resumes
+// from any directory), and resuming from a checkpoint older than the run's newest moves the
+// newer checkpoints and their metrics aside instead of deleting them.
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+
+#include "../train/train_test_util.h"
+#include "run_cli.h"
+
+namespace chainlm {
+namespace {
+
+namespace fs = std::filesystem;
+using testing::quote;
+using testing::read_bytes;
+using testing::run_chainlm;
+using testing::RunResult;
+using testing::write_bytes;
+
+bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
+
+// Runs chainlm with `cwd` as the working directory.
+RunResult run_in(const std::string& cwd, const testing::TempDir& dir, const std::string& args) {
+  const std::string err = dir.file("err_in.txt");
+  const std::string cmd = "cd " + quote(cwd) + " && '" + CHAINLM_BINARY + "' " + args +
+                          " >/dev/null 2>" + quote(err);
+  const int status = std::system(cmd.c_str());
+  RunResult r{WIFEXITED(status) ? WEXITSTATUS(status) : -1, "", read_bytes(err)};
+  fs::remove(err);
+  return r;
+}
+
+std::string trimmed(std::string s) {
+  while (!s.empty() && std::isspace((unsigned char)s.back())) s.pop_back();
+  return s;
+}
+
+class WorkflowSafety : public test::TrainingDataTest {
+ protected:
+  void SetUp() override {
+    make_data(200, "nothing the user has is lost ");
+    config = dir.file("config.json");
+    write_bytes(config, R"({"dim": 16, "n_layers": 1, "n_heads": 2, "ffn_dim": 32, "vocab_size": 258,
+                            "chains": [1, 1], "max_seq_len": 16})");
+    write_bytes(dir.file("corpus.txt"), "first document\n\nsecond document\n\nthird one\n");
+  }
+  std::string train_args(const std::string& out, long steps) const {
+    return "train --config " + quote(config) + " --data " + quote(data) + " --out " + quote(out) +
+           " --steps " + std::to_string(steps) + " --batch-size 2 --seq-len 8 --eval-every 2 --quiet";
+  }
+  std::string config;
+};
+
+TEST_F(WorkflowSafety, PrepareRefusesANonEmptyOutputUnlessOverwrite) {
+  const std::string out = dir.file("prepared");
+  const std::string cmd = "prepare --tokenizer byte --input " + quote(dir.file("corpus.txt")) + " --out " + quote(out);
+  ASSERT_EQ(run_chainlm(dir, cmd).exit_code, 0);
+  const std::string meta = read_bytes(out + "/meta.json");
+  write_bytes(out + "/notes.txt", "mine");
+  auto again = run_chainlm(dir, cmd + " --seed 5");
+  EXPECT_NE(again.exit_code, 0);
+  EXPECT_TRUE(contains(again.err, "is not empty") && contains(again.err, "--overwrite")) << again.err;
+  EXPECT_EQ(read_bytes(out + "/meta.json"), meta);
+  auto forced = run_chainlm(dir, cmd + " --seed 5 --overwrite");
+  EXPECT_EQ(forced.exit_code, 0) << forced.err;
+  EXPECT_NE(read_bytes(out + "/meta.json"), meta);
+  EXPECT_EQ(read_bytes(out + "/notes.txt"), "mine");  // replaces its own files only
+  // An --out that is a file is refused, overwrite or not.
+  auto file = run_chainlm(dir, "prepare --tokenizer byte --input " + quote(dir.file("corpus.txt")) +
+                                   " --out " + quote(dir.file("corpus.txt")) + " --overwrite");
+  EXPECT_NE(file.exit_code, 0);
+  EXPECT_TRUE(contains(file.err, "is a file")) << file.err;
+  EXPECT_TRUE(contains(read_bytes(dir.file("corpus.txt")), "second document"));
+}
+
+TEST_F(WorkflowSafety, PlotAndTokenizerTrainNeverReplaceAUsersFile) {
+  const std::string run = dir.file("run");
+  ASSERT_EQ(run_chainlm(dir, train_args(run, 2)).exit_code, 0);
+  const std::string corpus = dir.file("corpus.txt"), text = read_bytes(corpus);
+  auto plot = run_chainlm(dir, "plot " + quote(run) + " --out " + quote(corpus));
+  EXPECT_NE(plot.exit_code, 0);
+  EXPECT_TRUE(contains(plot.err, "is not a PNG") && contains(plot.err, "--overwrite")) << plot.err;
+  EXPECT_EQ(read_bytes(corpus), text);
+  auto tok = run_chainlm(dir, "tokenizer train --corpus " + quote(corpus) + " --vocab-size 300 --out " +
+                                  quote(corpus));
+  EXPECT_NE(tok.exit_code, 0);
+  EXPECT_TRUE(contains(tok.err, "exists") && contains(tok.err, "--overwrite")) << tok.err;
+  EXPECT_EQ(read_bytes(corpus), text);
+}
+
+TEST_F(WorkflowSafety, TrainRefusesADirectoryWhoseMetricsAreNotARunsLog) {
+  const std::string out = dir.file("mine");
+  fs::create_directories(out);
+  write_bytes(out + "/metrics.jsonl", "accuracy,0.91\nrecall,0.88\n");
+  auto r = run_chainlm(dir, train_args(out, 2));
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_TRUE(contains(r.err, "is not a chainlm training log")) << r.err;
+  EXPECT_EQ(read_bytes(out + "/metrics.jsonl"), "accuracy,0.91\nrecall,0.88\n");
+  EXPECT_FALSE(fs::exists(out + "/latest"));
+}
+
+TEST_F(WorkflowSafety, ARunStartedWithRelativePathsResumesFromAnywhere) {
+  auto a = run_in(dir.path().string(), dir,
+                  "train --config config.json --data data --out rel --steps 2 --batch-size 2 --seq-len 8 --quiet");
+  ASSERT_EQ(a.exit_code, 0) << a.err;
+  const std::string run = dir.file("rel");
+  const auto state = nlohmann::json::parse(
+      read_bytes(run + "/" + trimmed(read_bytes(run + "/latest")) + "/trainer_state.json"));
+  EXPECT_TRUE(fs::path(state["options"]["data_dir"].get<std::string>()).is_absolute()) << state["options"];
+  auto b = run_in("/", dir, "train --out " + quote(run) + " --resume --steps 4 --quiet");
+  EXPECT_EQ(b.exit_code, 0) << b.err;
+}
+
+TEST_F(WorkflowSafety, ResumingFromAnOlderCheckpointMovesTheNewerOnesAside) {
+  const std::string run = dir.file("run");
+  ASSERT_EQ(run_chainlm(dir, train_args(run, 4)).exit_code, 0);
+  ASSERT_TRUE(fs::exists(run + "/step-00000004"));
+  const std::string old_step4 = read_bytes(run + "/step-00000004/model.safetensors");
+  write_bytes(run + "/latest", "step-00000002\n");  // the user points back
+  auto r = run_chainlm(dir, "train --out " + quote(run) + " --resume --steps 4");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(contains(r.err, "moved to") && contains(r.err, "step-00000004")) << r.err;
+  std::vector<fs::path> superseded;
+  for (const auto& e : fs::directory_iterator(run))
+    if (e.path().filename().string().rfind("superseded-", 0) == 0) superseded.push_back(e.path());
+  ASSERT_EQ(superseded.size(), 1u);
+  EXPECT_EQ(read_bytes((superseded[0] / "step-00000004" / "model.safetensors").string()), old_step4);
+  int later = 0;
+  for (const auto& j : test::read_metrics_lines(superseded[0].string())) later += j["step"].get<long>() > 2;
+  EXPECT_GT(later, 0) << "the metrics lines of steps 3-4 were not kept";
+  EXPECT_EQ(trimmed(read_bytes(run + "/latest")), "step-00000004");  // the new step 4
+}
+
+}  // namespace
+}  // namespace chainlm
