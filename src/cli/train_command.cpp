@@ -10,6 +10,7 @@
 #include "cli/parse_util.h"
 #include "core/error.h"
 #include "core/memory.h"
+#include "core/stop_signals.h"
 #include "core/threads.h"
 #include "kernels/gemm.h"
 #include "model/checkpoint.h"
@@ -264,8 +265,22 @@ void add_train_command(CLI::App& app) {
                    "give --threads 1, or bind ranks to more cores (mpirun --bind-to none, or "
                    "--map-by slot:PE=%d)\n",
                    comm.rank(), num_threads(), cores_available(), num_threads());
+    // Ctrl-C / SIGTERM: finish the step, save it, say how to go on (a second one quits at once).
+    install_stop_handlers("stopping after this step and saving a checkpoint");
+    auto report_stop = [&]() {
+      if (!trainer.stopped_by()) return;
+      if (root)
+        std::fprintf(stderr,
+                     "training stopped by %s at step %ld of %ld; saved %s. Continue with: chainlm "
+                     "train --out %s --resume\n",
+                     signal_name(trainer.stopped_by()), trainer.step(), trainer.options().steps,
+                     resolve_checkpoint_dir(a->out).c_str(), a->out.c_str());
+      std::fflush(stderr);
+      std::exit(128 + trainer.stopped_by());
+    };
     if (comm.size() == 1) {
       trainer.run();
+      report_stop();
       return;
     }
     // From here on an error may strike one rank alone, mid-collective: it ends the whole job
@@ -273,6 +288,7 @@ void add_train_command(CLI::App& app) {
     // together end it with rank 0's message.
     try {
       trainer.run();
+      report_stop();
     } catch (const CollectiveError& e) {
       if (root) throw;
       std::exit(1);

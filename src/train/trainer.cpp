@@ -1,6 +1,7 @@
 #include "train/trainer.h"
 
 #include <algorithm>
+#include <csignal>
 #include <cmath>
 #include <filesystem>
 #include <limits>
@@ -9,6 +10,7 @@
 #include "core/fault_injection.h"
 #include "core/memory.h"
 #include "core/precision.h"
+#include "core/stop_signals.h"
 #include "core/timer.h"
 #include "train/lr_schedule.h"
 #include "train/training_progress.h"
@@ -92,6 +94,14 @@ Trainer::Trainer(Model& model, TrainOptions options, const Communicator& comm)
         comm_, ps.grads(), ps.size(), model_.gradient_ready_points(),
         (std::size_t)(opt_.bucket_mb * (1 << 20) / sizeof(float)), opt_.overlap_comm);
   }
+}
+
+// Whether a stop signal reached any rank (collective under mpirun: every rank stops at the
+// same step, or none does).
+bool Trainer::stop_agreed() const {
+  double asked = stop_requested() ? 1.0 : 0.0;
+  if (comm_.size() > 1) comm_.allreduce_max(&asked, 1);
+  return asked > 0.0;
 }
 
 Trainer::~Trainer() {
@@ -357,18 +367,25 @@ void Trainer::run() {
       log_metrics({{"step", step_}, {"val_loss", val}});
       progress.validation(step_, val);
     }
-    if (step_ % save_every == 0 || last) {
+    const bool stop = !last && stop_agreed();
+    if (step_ % save_every == 0 || last || stop) {
       check_replicas();
       if (root) {
         try {
           const std::string dir = save();
-          if (last) progress.saved(dir);
+          if (last || stop) progress.saved(dir);
         } catch (const std::exception& e) {
           error = e.what();
         }
       }
       // Nobody runs ahead of a checkpoint being written; one that failed ends every rank.
       fail_together(comm_, error);
+    }
+    if (stop) {
+      // Ctrl-C or SIGTERM: the step is saved; the command says how to go on.
+      stopped_by_ = stop_signal() ? stop_signal() : SIGTERM;
+      log_metrics({{"step", step_}, {"event", "stopped"}, {"signal", signal_name(stopped_by_)}});
+      return;
     }
   }
   progress.peak_memory(peak_rss_bytes(), memory_estimate_.total());

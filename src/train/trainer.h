@@ -46,8 +46,11 @@ class Trainer {
   void restore(const std::string& checkpoint_dir);
   // Copies rank 0's weights, optimizer moments and step to every rank (collective).
   void sync_from_root();
-  // Runs from the current step to options.steps.
+  // Runs from the current step to options.steps. A stop signal (core/stop_signals.h, installed
+  // by the train command) ends it after the current step, which is saved first: then
+  // stopped_by() is the signal, and 0 after a run to the end.
   void run();
+  int stopped_by() const { return stopped_by_; }
 
   // One optimizer step (collective); returns the losses of the whole global batch.
   StepLosses train_step();
@@ -101,6 +104,8 @@ class Trainer {
   int T_ = 0, rows_ = 0, micro_ = 0, accum_ = 0;
   MemoryEstimate memory_estimate_;
   long step_ = 0;
+  int stopped_by_ = 0;
+  bool stop_agreed() const;
   // Steps skipped for non-finite values, in all and in a row up to step_; AdamW's bias
   // correction counts the updates actually applied (step_ - skipped_).
   long skipped_ = 0, skipped_in_a_row_ = 0;

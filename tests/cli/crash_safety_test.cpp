@@ -28,6 +28,7 @@
 #include "../train/train_test_util.h"
 #include "io/safetensors.h"
 #include "run_mpi.h"
+#include "spawn_process.h"
 
 namespace chainlm {
 namespace {
@@ -41,44 +42,11 @@ const char* kConfig =
     R"({"dim": 32, "n_layers": 1, "n_heads": 4, "n_kv_heads": 2, "ffn_dim": 64, "vocab_size": 258,
         "chains": [1, 1], "kv_share": true, "max_seq_len": 32})";
 
-using Env = std::vector<std::pair<std::string, std::string>>;
-using Args = std::vector<std::string>;
-
-struct Outcome {
-  int code = -1;    // exit code, -1 when a signal ended the process
-  int signal = 0;   // the signal that ended it
-  std::string out, err;
-};
-
-// Starts argv[0] with argv, plus `env`, stdout and stderr into the given files.
-pid_t spawn(const Args& argv, const Env& env, const std::string& out, const std::string& err) {
-  const pid_t pid = ::fork();
-  if (pid == 0) {
-    const int o = ::open(out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    const int e = ::open(err.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    if (o < 0 || e < 0) ::_exit(126);
-    ::dup2(o, 1);
-    ::dup2(e, 2);
-    for (const auto& [k, v] : env) ::setenv(k.c_str(), v.c_str(), 1);
-    std::vector<char*> args;
-    for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-    args.push_back(nullptr);
-    ::execvp(args[0], args.data());
-    ::_exit(127);
-  }
-  return pid;
-}
-
-Outcome finish(pid_t pid, const std::string& out, const std::string& err) {
-  int status = 0;
-  ::waitpid(pid, &status, 0);
-  Outcome r;
-  if (WIFEXITED(status)) r.code = WEXITSTATUS(status);
-  if (WIFSIGNALED(status)) r.signal = WTERMSIG(status);
-  r.out = read_bytes(out);
-  r.err = read_bytes(err);
-  return r;
-}
+using testing::Args;
+using testing::Env;
+using testing::finish;
+using testing::Outcome;
+using testing::spawn;
 
 std::string trim(std::string s) {
   while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();

@@ -1,0 +1,58 @@
+#include "core/stop_signals.h"
+
+#include <unistd.h>
+
+#include <csignal>
+#include <cstring>
+
+namespace chainlm {
+
+namespace {
+
+volatile std::sig_atomic_t g_signal = 0;
+const char* g_what = "";
+
+void write_stderr(const char* s) {
+  const ssize_t ignored = ::write(2, s, std::strlen(s));
+  (void)ignored;
+}
+
+// Async-signal-safe: a flag, write(2) and _exit only.
+void on_stop_signal(int sig) {
+  if (g_signal != 0) {
+    write_stderr("\nchainlm: second stop signal: quitting at once (no checkpoint of this step)\n");
+    ::_exit(128 + sig);
+  }
+  g_signal = sig;
+  write_stderr("\nchainlm: ");
+  write_stderr(sig == SIGINT ? "SIGINT (Ctrl-C)" : "SIGTERM");
+  write_stderr(" received: ");
+  write_stderr(g_what);
+  write_stderr(" (send it again to quit at once)\n");
+}
+
+}  // namespace
+
+void install_stop_handlers(const char* what) {
+  g_what = what;
+  struct sigaction sa;
+  std::memset(&sa, 0, sizeof sa);
+  sa.sa_handler = on_stop_signal;
+  sigemptyset(&sa.sa_mask);
+  sa.sa_flags = SA_RESTART;  // reads and writes in flight go on; the job checks the flag
+  sigaction(SIGINT, &sa, nullptr);
+  sigaction(SIGTERM, &sa, nullptr);
+}
+
+bool stop_requested() { return g_signal != 0; }
+int stop_signal() { return g_signal; }
+
+const char* signal_name(int sig) {
+  switch (sig) {
+    case SIGINT: return "SIGINT";
+    case SIGTERM: return "SIGTERM";
+    default: return "a signal";
+  }
+}
+
+}  // namespace chainlm

@@ -1,0 +1,17 @@
+#pragma once
+// Ctrl-C (SIGINT) and SIGTERM during a long job (training): the first asks the job to stop at
+// its next safe point (the trainer finishes its step and saves a checkpoint), the second
+// quits at once. Without these handlers the default action killed a run with no message and
+// lost up to a whole save interval.
+namespace chainlm {
+
+// Installs the handlers (idempotent). `what` is printed by the first signal: "stopping after
+// this step and saving a checkpoint".
+void install_stop_handlers(const char* what);
+// Whether a stop was asked, and by which signal (0 when not).
+bool stop_requested();
+int stop_signal();
+// The signal's name: "SIGINT", "SIGTERM".
+const char* signal_name(int sig);
+
+}  // namespace chainlm

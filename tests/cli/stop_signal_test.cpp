@@ -1,0 +1,104 @@
+// Ctrl-C (SIGINT) and SIGTERM during `chainlm train` (core/stop_signals.h): the run finishes its
+// step, saves it as a checkpoint by the crash-safe protocol, says where and how to go on and
+// exits with 128 + the signal; a second signal quits at once. Before, the default action
+// killed the run silently and lost up to a whole save interval.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+
+#include <chrono>
+#include <filesystem>
+#include <string>
+#include <thread>
+
+#include "../train/train_test_util.h"
+#include "run_cli.h"
+#include "spawn_process.h"
+
+namespace chainlm {
+namespace {
+
+namespace fs = std::filesystem;
+using testing::read_bytes;
+using testing::write_bytes;
+
+bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
+
+std::string trimmed(std::string s) {
+  while (!s.empty() && std::isspace((unsigned char)s.back())) s.pop_back();
+  return s;
+}
+
+// The number of training steps metrics.jsonl has logged so far.
+int logged_steps(const std::string& run) {
+  const std::string m = read_bytes(run + "/metrics.jsonl");
+  int n = 0;
+  for (size_t at = m.find("\"loss\""); at != std::string::npos; at = m.find("\"loss\"", at + 1)) ++n;
+  return n;
+}
+
+class StopSignal : public test::TrainingDataTest {
+ protected:
+  void SetUp() override {
+    make_data(300, "a long run is stopped politely ");
+    config = dir.file("config.json");
+    // Steps of some tens of milliseconds: a signal lands inside one.
+    write_bytes(config, R"({"dim": 128, "n_layers": 2, "n_heads": 4, "ffn_dim": 256, "vocab_size": 258,
+                            "chains": [1, 1], "max_seq_len": 32})");
+  }
+  // Starts a long run (with `env`) and waits until it has logged 3 steps.
+  pid_t start(const std::string& run, const testing::Env& env = {}) {
+    const pid_t pid = testing::spawn({CHAINLM_BINARY, "train", "--config", config, "--data", data, "--out", run,
+                                      "--steps", "100000", "--batch-size", "8", "--seq-len", "32",
+                                      "--eval-every", "100000", "--threads", "1"},
+                                     env, out, err);
+    for (int i = 0; i < 600 && logged_steps(run) < 3; ++i)
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    return pid;
+  }
+  std::string config, out = dir.file("out.txt"), err = dir.file("err.txt");
+};
+
+TEST_F(StopSignal, FirstSignalSavesTheCurrentStepAndSaysHowToResume) {
+  for (int sig : {SIGINT, SIGTERM}) {
+    const std::string run = dir.file(sig == SIGINT ? "int" : "term");
+    const pid_t pid = start(run);
+    ::kill(pid, sig);
+    const testing::Outcome r = testing::finish(pid, out, err);
+    ASSERT_EQ(r.signal, 0) << "killed by the signal: " << r.err;
+    EXPECT_EQ(r.code, 128 + sig) << r.err;
+    const std::string name = sig == SIGINT ? "SIGINT" : "SIGTERM";
+    EXPECT_TRUE(contains(r.err, "training stopped by " + name + " at step ")) << r.err;
+    EXPECT_TRUE(contains(r.err, "--resume")) << r.err;
+    // The checkpoint is the last step trained: nothing of the run is lost.
+    const long steps = logged_steps(run);
+    char step_dir[32];
+    std::snprintf(step_dir, sizeof step_dir, "step-%08ld", steps);
+    EXPECT_EQ(trimmed(read_bytes(run + "/latest")), step_dir) << r.err;
+    EXPECT_TRUE(fs::exists(run + "/" + step_dir + "/model.safetensors"));
+    auto resumed = testing::run_chainlm(dir, "train --out " + testing::quote(run) + " --resume --steps " +
+                                                 std::to_string(steps + 2) + " --quiet");
+    EXPECT_EQ(resumed.exit_code, 0) << resumed.err;
+  }
+}
+
+// The second Ctrl-C lands while the first one's checkpoint is being written (the run stops
+// itself there: CHAINLM_PAUSE_AT), and ends the process at once; the unfinished checkpoint is
+// a temporary directory, as after any crash, and `latest` names none.
+TEST_F(StopSignal, SecondSignalQuitsAtOnce) {
+  const std::string run = dir.file("twice");
+  const pid_t pid = start(run, {{"CHAINLM_PAUSE_AT", "checkpoint.after_weights:1"}});
+  ::kill(pid, SIGINT);
+  int status = 0;
+  ASSERT_EQ(::waitpid(pid, &status, WUNTRACED), pid);
+  ASSERT_TRUE(WIFSTOPPED(status)) << "the run did not reach its checkpoint write";
+  ::kill(pid, SIGINT);
+  ::kill(pid, SIGCONT);
+  const testing::Outcome r = testing::finish(pid, out, err);
+  EXPECT_EQ(r.code, 128 + SIGINT) << r.err;
+  EXPECT_TRUE(contains(r.err, "quitting at once")) << r.err;
+  EXPECT_FALSE(fs::exists(run + "/latest"));
+}
+
+}  // namespace
+}  // namespace chainlm
