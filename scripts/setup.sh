@@ -9,6 +9,7 @@ packages=(
   libdnnl-dev                   # oneDNN matmul: the GEMM backend (OpenMP build, same pool)
   libsentencepiece-dev sentencepiece
   nlohmann-json3-dev libcli11-dev libcpp-httplib-dev
+  zlib1g-dev                    # CRC-32 checksums of the tensors in the safetensors files we write
   libgtest-dev libgmock-dev
   libopenmpi-dev openmpi-bin    # data-parallel training: mpirun -np N chainlm train
   chromium chromium-driver      # the serve playground's browser test (headless, over WebDriver)

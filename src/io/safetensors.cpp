@@ -1,11 +1,14 @@
 #include "io/safetensors.h"
 
 #include <unistd.h>
+#include <zlib.h>
 
 #include <algorithm>
 #include <bit>
 #include <cerrno>
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <nlohmann/json.hpp>
 #include <set>
@@ -24,6 +27,20 @@ namespace {
 // A header this large means a corrupt length field, not a real model (HF caps it the same way).
 constexpr uint64_t kMaxHeaderBytes = 100ull << 20;
 constexpr const char* kMetadataKey = "__metadata__";
+constexpr const char* kCrcKey = "chainlm.crc32";
+
+// CRC-32 (zlib's, the one of gzip and PNG) of n bytes, in chunks zlib's length type holds.
+uint32_t crc32_of(const void* data, size_t n) {
+  const uLong crc = crc32_z(0L, Z_NULL, 0);
+  if (n == 0) return static_cast<uint32_t>(crc);
+  return static_cast<uint32_t>(crc32_z(crc, static_cast<const unsigned char*>(data), n));
+}
+
+std::string crc32_hex(uint32_t crc) {
+  char s[9];
+  std::snprintf(s, sizeof s, "%08x", crc);
+  return s;
+}
 
 // Byte size of every dtype the format defines; one we do not know means the file is corrupt
 // or from a newer writer, and either way its offsets cannot be checked.
@@ -68,7 +85,8 @@ uint64_t checked_numel_bytes(const std::string& where, const std::vector<int64_t
 void write_safetensors(const std::string& path, const std::vector<TensorView>& tensors,
                        const std::map<std::string, std::string>& metadata) {
   nlohmann::json header = nlohmann::json::object();
-  if (!metadata.empty()) header[kMetadataKey] = metadata;
+  std::map<std::string, std::string> meta = metadata;
+  nlohmann::json crcs = nlohmann::json::object();
   std::set<std::string> names;
   uint64_t offset = 0;
   for (const TensorView& t : tensors) {
@@ -80,8 +98,11 @@ void write_safetensors(const std::string& path, const std::vector<TensorView>& t
     CHAINLM_CHECK(bytes == 0 || t.data != nullptr, where, " has no data");
     header[t.name] = {
         {"dtype", "F32"}, {"shape", t.shape}, {"data_offsets", {offset, offset + bytes}}};
+    crcs[t.name] = crc32_hex(bytes ? crc32_of(t.data, bytes) : crc32_of(nullptr, 0));
     offset += bytes;
   }
+  meta[kCrcKey] = crcs.dump();
+  header[kMetadataKey] = meta;
   std::string header_text = header.dump();
   header_text.append((8 - header_text.size() % 8) % 8, ' ');
   const uint64_t header_len = header_text.size();
@@ -171,6 +192,36 @@ SafetensorsReader::SafetensorsReader(const std::string& path)
                   by_offset[i - 1]->name, "' and '", by_offset[i]->name, "' overlap");
   std::sort(entries_.begin(), entries_.end(),
             [](const Entry& a, const Entry& b) { return a.name < b.name; });
+  if (auto it = metadata_.find(kCrcKey); it != metadata_.end()) {
+    nlohmann::json crcs;
+    try {
+      crcs = nlohmann::json::parse(it->second);
+    } catch (const nlohmann::json::exception&) {
+      fail(path, ": metadata '", kCrcKey, "' is not valid JSON (corrupt header?)");
+    }
+    CHAINLM_CHECK(crcs.is_object(), path, ": metadata '", kCrcKey, "' is not a JSON object");
+    for (auto c = crcs.begin(); c != crcs.end(); ++c) {
+      const std::string hex = c.value().is_string() ? c.value().get<std::string>() : std::string();
+      char* end = nullptr;
+      const unsigned long v = hex.size() == 8 ? std::strtoul(hex.c_str(), &end, 16) : 0;
+      CHAINLM_CHECK(hex.size() == 8 && end == hex.c_str() + 8, path, ": metadata '", kCrcKey,
+                    "' has a bad checksum for tensor '", c.key(), "'");
+      crc32_[c.key()] = static_cast<uint32_t>(v);
+    }
+  }
+}
+
+void SafetensorsReader::verify_checksum(const Entry& e) const {
+  const auto it = crc32_.find(e.name);
+  if (it == crc32_.end()) return;
+  const uint32_t crc = crc32_of(file_.data() + data_start_ + e.begin, e.end - e.begin);
+  CHAINLM_CHECK(crc == it->second, path_, ": tensor '", e.name, "' fails its checksum (CRC-32 ",
+                crc32_hex(crc), ", recorded ", crc32_hex(it->second),
+                "): the file is corrupt");
+}
+
+void SafetensorsReader::verify_checksums() const {
+  for (const Entry& e : entries_) verify_checksum(e);
 }
 
 bool SafetensorsReader::has(const std::string& name) const {
@@ -187,6 +238,7 @@ const SafetensorsReader::Entry& SafetensorsReader::entry(const std::string& name
 }
 
 void SafetensorsReader::convert(const Entry& e, float* dst) const {
+  verify_checksum(e);
   const unsigned char* src = file_.data() + data_start_ + e.begin;
   const uint64_t n = static_cast<uint64_t>(shape_numel(e.shape));
   if (e.dtype == "F32") {

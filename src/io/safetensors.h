@@ -13,7 +13,9 @@
 namespace chainlm {
 
 // Writes `tensors` as F32 (row-major, in the given order) atomically. Names must be unique
-// and not "__metadata__". The header is space-padded so the data starts 8-byte aligned.
+// and not "__metadata__". The header is space-padded so the data starts 8-byte aligned. The
+// metadata gets "chainlm.crc32": a JSON object of every tensor's CRC-32 (8 hex digits), which
+// readers check (other tools ignore metadata).
 void write_safetensors(const std::string& path, const std::vector<TensorView>& tensors,
                        const std::map<std::string, std::string>& metadata = {});
 
@@ -36,19 +38,26 @@ class SafetensorsReader {
   const std::map<std::string, std::string>& metadata() const { return metadata_; }
 
   // Converts F32, F16 or BF16 data to float into dst (numel floats). Throws when the stored
-  // shape differs from expected_shape or the dtype is not one of those three.
+  // shape differs from expected_shape or the dtype is not one of those three, or when the file
+  // records the tensor's CRC-32 and its bytes do not match it (a corrupt file).
   void read_f32(const std::string& name, const std::vector<int64_t>& expected_shape,
                 float* dst) const;
   Tensor read_f32(const std::string& name) const;
+  // Checks every tensor against its recorded CRC-32 (those without one pass); throws naming the
+  // first that fails.
+  void verify_checksums() const;
+  bool has_checksums() const { return !crc32_.empty(); }
 
  private:
   void convert(const Entry& e, float* dst) const;
+  void verify_checksum(const Entry& e) const;
 
   std::string path_;
   MappedFile file_;
   uint64_t data_start_ = 0;  // file offset of the data section
   std::vector<Entry> entries_;
   std::map<std::string, std::string> metadata_;
+  std::map<std::string, uint32_t> crc32_;  // from metadata "chainlm.crc32"
 };
 
 }  // namespace chainlm

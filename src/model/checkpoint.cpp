@@ -1,7 +1,10 @@
 #include "model/checkpoint.h"
 
+#include <algorithm>
+#include <cmath>
 #include <filesystem>
 #include <set>
+#include <vector>
 
 #include "core/error.h"
 #include "io/atomic_file.h"
@@ -49,6 +52,11 @@ void load_model_weights(Model& model, const std::string& file) {
     CHAINLM_CHECK(reader.has(p.name), file, ": missing tensor '", p.name, "' (shape ",
                   shape_to_string(p.shape), ") required by the model config");
     reader.read_f32(p.name, p.shape, ps.value(i));
+    // A non-finite weight would only show later as NaN logits (or "GGGG" text): refuse it here.
+    const float* v = ps.value(i);
+    for (size_t e = 0; e < p.numel(); ++e)
+      CHAINLM_CHECK(std::isfinite(v[e]), file, ": tensor '", p.name, "' holds a non-finite value (",
+                    v[e], ") at element ", e, ": the weights are corrupt or diverged");
   }
   for (const auto& e : reader.entries())
     CHAINLM_CHECK(expected.count(e.name), file, ": unexpected tensor '", e.name,
@@ -69,8 +77,42 @@ std::unique_ptr<Model> load_model(const std::string& checkpoint_dir) {
   const auto weight_bytes = fs::file_size(weights, ec);
   if (!ec) check_weights_can_hold(config, weight_bytes, weights);  // else the reader says why
   auto model = std::make_unique<Model>(config);
-  load_model_weights(*model, weights);
+  try {
+    load_model_weights(*model, weights);
+  } catch (const Error& e) {
+    // A corrupt checkpoint of a run: name the newest earlier one that is intact.
+    const std::string earlier = intact_earlier_checkpoint(dir);
+    if (earlier.empty()) throw;
+    const fs::path run = fs::path(earlier).parent_path();
+    fail(e.what(), ". The earlier checkpoint ", earlier, " is intact: to resume from it, ",
+         "echo ", fs::path(earlier).filename().string(), " > ", (run / "latest").string());
+  }
   return model;
+}
+
+std::string intact_earlier_checkpoint(const std::string& checkpoint_dir) {
+  const fs::path dir = fs::path(checkpoint_dir).lexically_normal();
+  const std::string name = (dir.has_filename() ? dir : dir.parent_path()).filename().string();
+  if (name.rfind("step-", 0) != 0) return std::string();
+  const fs::path run = (dir.has_filename() ? dir : dir.parent_path()).parent_path();
+  std::vector<std::string> earlier;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(run, ec)) {
+    const std::string n = e.path().filename().string();
+    if (n.rfind("step-", 0) == 0 && n.size() == name.size() && n < name && e.is_directory(ec))
+      earlier.push_back(n);
+  }
+  std::sort(earlier.rbegin(), earlier.rend());  // newest first
+  for (const std::string& n : earlier) {
+    try {
+      SafetensorsReader reader((run / n / "model.safetensors").string());
+      if (!reader.has_checksums()) continue;  // cannot tell
+      reader.verify_checksums();
+      return (run / n).string();
+    } catch (const Error&) {
+    }
+  }
+  return std::string();
 }
 
 void check_weights_can_hold(const ModelConfig& c, uint64_t weight_bytes,

@@ -28,6 +28,9 @@ void check_weights_can_hold(const ModelConfig& c, uint64_t weight_bytes, const s
 
 // Writes config.json and model.safetensors into dir (each atomically).
 void save_model(const Model& model, const std::string& dir);
+// The newest checkpoint of the same run, older than checkpoint_dir (a run's step-N), whose
+// weights pass their checksums; "" when there is none (or checkpoint_dir is not a run's step).
+std::string intact_earlier_checkpoint(const std::string& checkpoint_dir);
 
 // Reads every tensor of `file` whose name is a model parameter into the model, requiring
 // all parameters to be present with their exact shapes.

@@ -8,9 +8,12 @@
 
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
+#include <limits>
 #include <nlohmann/json.hpp>
 
 #include "../train/train_test_util.h"
+#include "model/checkpoint.h"
 #include "run_cli.h"
 
 namespace chainlm {
@@ -135,6 +138,40 @@ TEST_F(WorkflowSafety, ResumingFromAnOlderCheckpointMovesTheNewerOnesAside) {
   for (const auto& j : test::read_metrics_lines(superseded[0].string())) later += j["step"].get<long>() > 2;
   EXPECT_GT(later, 0) << "the metrics lines of steps 3-4 were not kept";
   EXPECT_EQ(trimmed(read_bytes(run + "/latest")), "step-00000004");  // the new step 4
+}
+
+// 8 bytes of 0xff in the weights: before, `generate` printed "GGGGGGGGGG" and exited 0.
+TEST_F(WorkflowSafety, CorruptWeightsAreRefusedNamingAnIntactEarlierCheckpoint) {
+  const std::string run = dir.file("run");
+  ASSERT_EQ(run_chainlm(dir, train_args(run, 4)).exit_code, 0);
+  const std::string weights = run + "/step-00000004/model.safetensors";
+  {
+    std::fstream f(weights, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp((std::streamoff)fs::file_size(weights) - 64);
+    const char ff[8] = {'\xff', '\xff', '\xff', '\xff', '\xff', '\xff', '\xff', '\xff'};
+    f.write(ff, 8);
+  }
+  auto r = run_chainlm(dir, "generate --model " + quote(run) + " --prompt ab --max-tokens 4");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_TRUE(contains(r.err, "fails its checksum") && contains(r.err, "corrupt")) << r.err;
+  EXPECT_TRUE(contains(r.err, "step-00000002 is intact")) << r.err;
+  EXPECT_TRUE(r.out.empty()) << r.out;
+}
+
+// A checkpoint whose checksums hold but whose weights are not finite (a diverged model saved by
+// another tool): refused on load, naming the tensor.
+TEST_F(WorkflowSafety, NonFiniteWeightsAreRefusedOnLoad) {
+  const std::string run = dir.file("run");
+  ASSERT_EQ(run_chainlm(dir, train_args(run, 2)).exit_code, 0);
+  auto model = load_model(run);
+  const int i = model->params().find("norm.weight");
+  ASSERT_GE(i, 0);
+  model->params().value(i)[1] = std::numeric_limits<float>::quiet_NaN();
+  const std::string bad = dir.file("bad");
+  save_model(*model, bad);
+  auto r = run_chainlm(dir, "eval ppl --model " + quote(bad) + " --data " + quote(data + "/val.bin"));
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_TRUE(contains(r.err, "tensor 'norm.weight' holds a non-finite value")) << r.err;
 }
 
 }  // namespace
