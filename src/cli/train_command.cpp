@@ -33,7 +33,7 @@ void add_train_command(CLI::App& app) {
     std::string config, data, out, chain_weights, init, train_only, memory_limit;
     int freeze_chains = 0, max_nonfinite_skips = 8;
     std::string on_nonfinite = "stop", precision = "fp32";
-    long steps = 1000, eval_every = 100, save_every = 0, warmup = -1;
+    long steps = 1000, eval_every = 100, save_every = 0, warmup = -1, lr_schedule_steps = 0;
     int batch = 8, micro = 0, seq = 0, threads = 0, eval_windows = 64;
     float lr = 1e-3f, wd = 0.1f, clip = 1.0f, min_lr_ratio = 0.1f;
     double bucket_mb = 16;
@@ -64,6 +64,9 @@ void add_train_command(CLI::App& app) {
   cmd->add_option("--min-lr-ratio", a->min_lr_ratio, "Final LR as a fraction of the peak")
       ->capture_default_str();
   cmd->add_option("--warmup", a->warmup, "Warmup steps; -1 = min(100, steps/10)");
+  cmd->add_option("--lr-schedule-steps", a->lr_schedule_steps,
+                  "Steps of the cosine schedule; the LR holds its final value after them. 0 = "
+                  "--steps when the run starts; raising --steps on resume keeps the schedule");
   cmd->add_option("--weight-decay", a->wd, "AdamW weight decay on matrices")->capture_default_str();
   cmd->add_option("--grad-clip", a->clip, "Global gradient norm clip; 0 = off")->capture_default_str();
   cmd->add_option("--eval-every", a->eval_every, "Validate every N steps")->capture_default_str();
@@ -141,23 +144,54 @@ void add_train_command(CLI::App& app) {
         } catch (const nlohmann::json::exception& e) {
           fail(resume_dir, "/trainer_state.json: invalid options: ", e.what());
         }
-        // Only the length of the run may change on resume; everything else must match for
-        // the resumed run to continue the interrupted one exactly. The micro-batch may change
-        // too (a different number of ranks may need it): it changes no step's data, only the
-        // rounding of the gradient sums.
-        if (cmd->count("--steps")) opt.steps = a->steps;
-        if (cmd->count("--micro-batch")) opt.micro_batch = a->micro;
-        // How to treat non-finite steps is a policy, not state: it may change on resume.
-        if (cmd->count("--on-nonfinite")) opt.on_nonfinite = a->on_nonfinite;
-        if (cmd->count("--max-nonfinite-skips")) opt.max_nonfinite_skips = a->max_nonfinite_skips;
+        // What defines the run's trajectory must not change on resume: an option given with a
+        // different value is refused, naming each (it used to be ignored silently).
+        std::string fixed;
+        auto same = [&](const char* flag, auto given, auto stored) {
+          if (cmd->count(flag) && given != stored)
+            fixed += cat(fixed.empty() ? "" : ", ", flag, " ", given, " (the run's: ", stored, ")");
+        };
+        same("--batch-size", a->batch, opt.batch_size);
+        const int max_len = model->config().max_seq_len;  // what a seq_len of 0 means
+        same("--seq-len", a->seq > 0 ? a->seq : max_len, opt.seq_len > 0 ? opt.seq_len : max_len);
+        same("--lr", a->lr, opt.lr);
+        same("--min-lr-ratio", a->min_lr_ratio, opt.min_lr_ratio);
+        same("--warmup", a->warmup, opt.warmup);
+        same("--weight-decay", a->wd, opt.weight_decay);
+        same("--grad-clip", a->clip, opt.grad_clip);
+        same("--seed", a->seed, opt.seed);
+        if (cmd->count("--chain-loss-weights") &&
+            parse_float_list(a->chain_weights, "--chain-loss-weights") != opt.chain_loss_weights)
+          same("--chain-loss-weights", a->chain_weights, nlohmann::json(opt.chain_loss_weights).dump());
+        if (!a->config.empty() && config_to_json(load_config(a->config)) != config_to_json(model->config()))
+          fixed += cat(fixed.empty() ? "" : ", ", "--config ", a->config, " (not the run's model)");
+        CHAINLM_CHECK(fixed.empty(), "train --resume: ", fixed, " cannot change on resume: they ",
+                      "define the run, which goes on exactly as it started. Start a new run from ",
+                      "its weights to change them (train --init ", a->out, " --out NEW ...)");
+        // These may change (the length of the run, how often it validates and saves, how it
+        // computes); each change is said. The micro-batch changes no step's data, only the
+        // rounding of the gradient sums (a different number of ranks may need it).
+        std::string changed;
+        auto change = [&](const char* flag, auto given, auto& stored) {
+          if (!cmd->count(flag) || given == stored) return;
+          changed += cat(changed.empty() ? "" : ", ", flag, " ", stored, " -> ", given);
+          stored = given;
+        };
+        change("--steps", a->steps, opt.steps);
+        change("--lr-schedule-steps", a->lr_schedule_steps, opt.lr_schedule_steps);
+        change("--micro-batch", a->micro, opt.micro_batch);
+        change("--eval-every", a->eval_every, opt.eval_every);
+        change("--eval-windows", a->eval_windows, opt.eval_windows);
+        change("--save-every", a->save_every, opt.save_every);
+        change("--on-nonfinite", a->on_nonfinite, opt.on_nonfinite);
+        change("--max-nonfinite-skips", a->max_nonfinite_skips, opt.max_nonfinite_skips);
         // The precision is how the steps compute, not state (weights and moments are fp32).
-        if (cmd->count("--precision") && a->precision != opt.precision) {
-          if (!a->quiet)
-            std::fprintf(stderr, "precision: %s until the checkpoint, %s from here on\n",
-                         opt.precision.c_str(), a->precision.c_str());
-          opt.precision = a->precision;
-        }
-        if (!a->data.empty()) opt.data_dir = absolute_path(a->data);
+        if (cmd->count("--precision") && a->precision != opt.precision && !a->quiet)
+          std::fprintf(stderr, "precision: %s until the checkpoint, %s from here on\n",
+                       opt.precision.c_str(), a->precision.c_str());
+        change("--precision", a->precision, opt.precision);
+        if (!a->data.empty()) change("--data", absolute_path(a->data), opt.data_dir);
+        if (!changed.empty() && !a->quiet) std::fprintf(stderr, "resume: %s\n", changed.c_str());
         CHAINLM_CHECK(!cmd->count("--freeze-chains") || a->freeze_chains == opt.freeze_chains,
                       "train --resume: the run froze ", opt.freeze_chains,
                       " chain(s); --freeze-chains cannot change on resume");
@@ -193,6 +227,7 @@ void add_train_command(CLI::App& app) {
         opt.on_nonfinite = a->on_nonfinite;
         opt.max_nonfinite_skips = a->max_nonfinite_skips;
         opt.precision = a->precision;
+        opt.lr_schedule_steps = a->lr_schedule_steps;
         if (!a->chain_weights.empty()) opt.chain_loss_weights = parse_float_list(a->chain_weights, "--chain-loss-weights");
         if (a->init.empty()) {
           // A new model: refuse a run that cannot fit before even its weights are allocated.

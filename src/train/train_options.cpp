@@ -11,6 +11,7 @@ nlohmann::json TrainOptions::to_json() const {
           {"lr", lr},
           {"min_lr_ratio", min_lr_ratio},
           {"warmup", warmup},
+          {"lr_schedule_steps", lr_schedule_steps},
           {"weight_decay", weight_decay},
           {"grad_clip", grad_clip},
           {"beta1", beta1},
@@ -39,6 +40,8 @@ TrainOptions TrainOptions::from_json(const nlohmann::json& j) {
   o.lr = j.at("lr");
   o.min_lr_ratio = j.at("min_lr_ratio");
   o.warmup = j.at("warmup");
+  // Runs from before the field: their schedule was as long as the run they stored.
+  o.lr_schedule_steps = j.value("lr_schedule_steps", o.steps);
   o.weight_decay = j.at("weight_decay");
   o.grad_clip = j.at("grad_clip");
   o.beta1 = j.at("beta1");

@@ -21,6 +21,9 @@ struct TrainOptions {
   float lr = 1e-3f;
   float min_lr_ratio = 0.1f;
   long warmup = -1;  // -1 = min(100, steps / 10)
+  // The cosine schedule's length (0 = steps, fixed when the run starts): raising --steps on
+  // resume keeps the schedule and holds its final LR rather than re-stretching it (a jump).
+  long lr_schedule_steps = 0;
   float weight_decay = 0.1f;
   float grad_clip = 1.0f;  // 0 = off
   float beta1 = 0.9f, beta2 = 0.95f;

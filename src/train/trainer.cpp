@@ -56,7 +56,8 @@ Trainer::Trainer(Model& model, TrainOptions options, const Communicator& comm)
                 " tokens is fewer than one window of seq_len+1 = ", T_ + 1);
   CHAINLM_CHECK(val_.num_windows(T_) > 0 || val_.size() > 1, val_.path(),
                 ": the validation split is empty");
-  if (opt_.warmup < 0) opt_.warmup = std::min<long>(100, opt_.steps / 10);
+  if (opt_.lr_schedule_steps <= 0) opt_.lr_schedule_steps = opt_.steps;
+  if (opt_.warmup < 0) opt_.warmup = std::min<long>(100, opt_.lr_schedule_steps / 10);
   const int n = model_.layout().n;
   if (opt_.chain_loss_weights.empty()) {
     opt_.chain_loss_weights.assign(n, 0.0f);
@@ -116,7 +117,7 @@ double Trainer::comm_wait_seconds() const {
 }
 
 float Trainer::current_lr() const {
-  return cosine_lr(step_, opt_.warmup, opt_.steps, opt_.lr, opt_.lr * opt_.min_lr_ratio);
+  return cosine_lr(step_, opt_.warmup, opt_.lr_schedule_steps, opt_.lr, opt_.lr * opt_.min_lr_ratio);
 }
 
 double Trainer::trainable_fraction() const {

@@ -184,20 +184,20 @@ TEST_F(DistributedTrain, TwoRanksFollowOneRankWithTwiceTheMicroBatch) {
 
 // A checkpoint written by a 2-rank run resumes on 1 rank and the other way round; both
 // continue the uninterrupted 1-rank run (the global batch and its rows do not depend on the
-// number of ranks). With 2 warmup steps the first 3 steps' learning rates do not depend on
-// the run's length, so a 3-step run extended to 6 is the 6-step run.
+// number of ranks). The first part stops at step 3 of a 6-step schedule (--lr-schedule-steps 6,
+// as a run of 6 steps interrupted there), so extended to 6 it is the 6-step run.
 TEST_F(DistributedTrain, ResumesOnADifferentNumberOfRanks) {
   const std::string ref = dir.file("ref"), a = dir.file("a"), b = dir.file("b");
   const std::string common = "--batch-size 4 --eval-every 3 --eval-windows 6 --chain-loss-weights 1,1,1";
   ASSERT_EQ(run_chainlm(dir, train_args("chains.json", ref, common + " --steps 6")).exit_code, 0);
 
   // 2 ranks to step 3, then 1 rank to step 6.
-  RunResult r = run_chainlm_mpi(dir, 2, train_args("chains.json", a, common + " --steps 3"));
+  RunResult r = run_chainlm_mpi(dir, 2, train_args("chains.json", a, common + " --steps 3 --lr-schedule-steps 6"));
   ASSERT_EQ(r.exit_code, 0) << r.err;
   r = run_chainlm(dir, "train --out " + quote(a) + " --resume --steps 6 --threads 1 --quiet");
   ASSERT_EQ(r.exit_code, 0) << r.err;
   // 1 rank to step 3 (micro-batches of 4), then 2 ranks to step 6 (micro-batches of 1).
-  ASSERT_EQ(run_chainlm(dir, train_args("chains.json", b, common + " --steps 3 --micro-batch 4")).exit_code, 0);
+  ASSERT_EQ(run_chainlm(dir, train_args("chains.json", b, common + " --steps 3 --lr-schedule-steps 6 --micro-batch 4")).exit_code, 0);
   r = run_chainlm_mpi(dir, 2, "train --out " + quote(b) + " --resume --steps 6 --micro-batch 1 --threads 1 --quiet");
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_EQ(read_bytes(b + "/latest"), "step-00000006\n");

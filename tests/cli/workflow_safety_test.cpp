@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <fstream>
 #include <limits>
+#include <map>
 #include <nlohmann/json.hpp>
 
 #include "../train/train_test_util.h"
@@ -172,6 +173,40 @@ TEST_F(WorkflowSafety, NonFiniteWeightsAreRefusedOnLoad) {
   auto r = run_chainlm(dir, "eval ppl --model " + quote(bad) + " --data " + quote(data + "/val.bin"));
   EXPECT_NE(r.exit_code, 0);
   EXPECT_TRUE(contains(r.err, "tensor 'norm.weight' holds a non-finite value")) << r.err;
+}
+
+// Options that define a run are refused on resume when they differ (they were ignored
+// silently); the ones that may change are applied and said.
+TEST_F(WorkflowSafety, ResumeRefusesChangedRunOptionsAndSaysWhatChanges) {
+  const std::string run = dir.file("run");
+  ASSERT_EQ(run_chainlm(dir, train_args(run, 2) + " --lr 0.001").exit_code, 0);
+  write_bytes(dir.file("other.json"), R"({"dim": 32, "n_layers": 1, "n_heads": 2, "ffn_dim": 32,
+                                          "vocab_size": 258, "chains": [1, 1], "max_seq_len": 16})");
+  auto r = run_chainlm(dir, "train --out " + quote(run) + " --resume --steps 4 --lr 0.002 --batch-size 4 --config " +
+                                quote(dir.file("other.json")));
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_TRUE(contains(r.err, "--lr 0.002 (the run's: 0.001)")) << r.err;
+  EXPECT_TRUE(contains(r.err, "--batch-size 4 (the run's: 2)")) << r.err;
+  EXPECT_TRUE(contains(r.err, "--config")) << r.err;
+  EXPECT_EQ(trimmed(read_bytes(run + "/latest")), "step-00000002");
+  // The same values are fine; the run's length and validation interval may change.
+  auto ok = run_chainlm(dir, "train --out " + quote(run) + " --resume --steps 4 --lr 0.001 --eval-every 1");
+  EXPECT_EQ(ok.exit_code, 0) << ok.err;
+  EXPECT_TRUE(contains(ok.err, "resume: --steps 2 -> 4, --eval-every 2 -> 1")) << ok.err;
+}
+
+// Raising --steps on resume keeps the run's cosine schedule and holds its final LR: the LR
+// jumped from its floor back up before (2.0e-4 -> 7.1e-4 in the issue's run).
+TEST_F(WorkflowSafety, ExtendingARunDoesNotRaiseTheLearningRate) {
+  const std::string run = dir.file("run");
+  ASSERT_EQ(run_chainlm(dir, train_args(run, 6) + " --lr 0.001 --warmup 1").exit_code, 0);
+  ASSERT_EQ(run_chainlm(dir, "train --out " + quote(run) + " --resume --steps 9 --quiet").exit_code, 0);
+  std::map<long, double> lr;
+  for (const auto& j : test::read_metrics_lines(run))
+    if (j.contains("lr")) lr[j["step"].get<long>()] = j["lr"].get<double>();
+  ASSERT_EQ(lr.size(), 9u);
+  for (long s = 3; s <= 6; ++s) EXPECT_LT(lr[s], lr[s - 1]) << "the schedule decays to step 6";
+  for (long s = 7; s <= 9; ++s) EXPECT_NEAR(lr[s], 0.0001, 1e-9) << "step " << s << ": the final LR holds";
 }
 
 }  // namespace

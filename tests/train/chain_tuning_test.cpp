@@ -169,6 +169,7 @@ TEST_F(ChainTuning, FreezingIsRecordedAndSurvivesResume) {
     TrainOptions ob = o;
     ob.out_dir = root + "/b";
     ob.steps = 3;
+    ob.lr_schedule_steps = 6;  // a 6-step run, stopped at step 3
     Trainer tb(*b, ob);
     tb.run();
   }
