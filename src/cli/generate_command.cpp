@@ -49,15 +49,24 @@ void add_generate_command(CLI::App& app) {
       CHAINLM_CHECK(!cmd->count("--chains"), "pass --chains or --chain-schedule, not both");
       a->gen.schedule = ChainSchedule::parse(a->schedule, model.config().n_chains());
     }
+    // The prompt is printed with the first token, after every option and the prompt's length
+    // were checked: an error never follows a printed prompt.
     std::function<void(const std::string&)> stream;
-    if (!a->json) {
+    bool prompt_shown = false;
+    auto show_prompt = [&]() {
+      if (prompt_shown) return;
       std::fputs(a->prompt.c_str(), stdout);
-      stream = [](const std::string& s) {
+      prompt_shown = true;
+    };
+    if (!a->json) {
+      stream = [&](const std::string& s) {
+        show_prompt();
         std::fputs(s.c_str(), stdout);
         std::fflush(stdout);
       };
     }
     GenerateResult r = generate(model, *loaded.tokenizer, a->prompt, a->gen, stream);
+    if (!a->json) show_prompt();
     if (a->json) {
       nlohmann::json j = {{"text", r.text},
                           {"prompt_tokens", r.prompt_tokens},

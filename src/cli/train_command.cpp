@@ -105,6 +105,7 @@ void add_train_command(CLI::App& app) {
   cmd->callback([a, cmd]() {
     Communicator& comm = Communicator::world();
     const bool root = comm.is_root();
+    CHAINLM_CHECK(a->threads >= 0, "--threads ", a->threads, ": give a positive count, or 0 for all cores");
     set_num_threads(a->threads > 0 ? a->threads : launched_by_mpi() ? default_threads_per_rank(comm) : 0);
     // Errors every rank meets at the same point end the job with one message (rank 0's, or the
     // first failing rank's) and exit code 1 on every rank.

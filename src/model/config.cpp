@@ -236,17 +236,18 @@ void validate_config(const ModelConfig& c, const std::string& where) {
   const int m = c.n_heads / s;
   for (size_t i = 0; i < c.chains.size(); ++i) {
     const int ci = c.chains[i];
-    CHAINLM_CHECK((long)c.dim * ci % s == 0, where, ": chain ", i, ": dim*c_i/sum(chains) = ",
+    // Chains count from 1 in messages, as in the papers and the CLI (--chains k).
+    CHAINLM_CHECK((long)c.dim * ci % s == 0, where, ": chain ", i + 1, ": dim*c_i/sum(chains) = ",
                   c.dim, "*", ci, "/", s, " is not an integer (SPEC A1)");
-    CHAINLM_CHECK((long)c.ffn_dim * ci % s == 0, where, ": chain ", i,
+    CHAINLM_CHECK((long)c.ffn_dim * ci % s == 0, where, ": chain ", i + 1,
                   ": ffn_dim*c_i/sum(chains) = ", c.ffn_dim, "*", ci, "/", s,
                   " is not an integer (SPEC A1)");
     if (c.kv_share) {
-      CHAINLM_CHECK((m * ci) % c.n_kv_heads == 0, where, ": chain ", i, " owns ", m * ci,
-                    " query heads, which is not a multiple of n_kv_heads (", c.n_kv_heads,
+      CHAINLM_CHECK((m * ci) % c.n_kv_heads == 0, where, ": chain ", i + 1, " owns ", m * ci,
+                    m * ci == 1 ? " query head" : " query heads", ", which is not a multiple of n_kv_heads (", c.n_kv_heads,
                     "), as CoLM-Air (kv_share) requires (SPEC A1)");
     } else {
-      CHAINLM_CHECK((long)c.n_kv_heads * ci % s == 0, where, ": chain ", i,
+      CHAINLM_CHECK((long)c.n_kv_heads * ci % s == 0, where, ": chain ", i + 1,
                     ": n_kv_heads*c_i/sum(chains) = ", c.n_kv_heads, "*", ci, "/", s,
                     " is not an integer: with GQA every chain must own whole KV heads (SPEC A1)");
     }

@@ -168,5 +168,20 @@ INSTANTIATE_TEST_SUITE_P(MultiChain, CausalityVariants,
                                            ModelVariant{{3, 1}, false, 4, false}),
                          variant_name);
 
+// Messages count chains from 1 (as --chains k does) and say "head" for one head.
+TEST(ConfigMessages, CountChainsFromOneAndReadRight) {
+  ModelConfig c = test::tiny_config({1, 1}, true, 2);
+  c.chains = {1, 3};
+  c.n_heads = 4;
+  c.dim = 32;
+  c.n_kv_heads = 2;
+  try {
+    validate_config(c, "cfg");
+    FAIL() << "accepted a chain of one query head with 2 KV heads under kv_share";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("chain 1 owns 1 query head,"), std::string::npos) << e.what();
+  }
+}
+
 }  // namespace
 }  // namespace chainlm
