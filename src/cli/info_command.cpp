@@ -104,6 +104,12 @@ void add_info_command(CLI::App& app) {
                 nlohmann::json(c.chains).dump().c_str(),
                 c.kv_share ? cat(": K/V from chain 1, shared by every chain (", c.n_kv_heads, " KV heads)").c_str()
                            : "");
+    if (c.phd.enabled())
+      std::printf("phd         %s: every token repeated %d times in training; window %d, chunk %d, "
+                  "position ids %s; inference caches the originals' K/V%s\n",
+                  c.phd.name().c_str(), c.phd.repeat, c.phd.window, c.phd.chunk,
+                  c.phd.shared_positions ? "shared" : "extended",
+                  c.phd.window > 0 ? cat(" plus the last ", c.phd.window, " hidden tokens'").c_str() : "");
     std::printf("shape       dim %d, %d layers, %d heads of %d, %d KV heads, ffn %d, vocab %d, max_seq_len %d\n",
                 c.dim, c.n_layers, c.n_heads, c.head_dim(), c.n_kv_heads, c.ffn_dim, c.vocab_size, c.max_seq_len);
     std::printf("            rope_theta %g, norm_eps %g, %s head\n", c.rope_theta, c.norm_eps,

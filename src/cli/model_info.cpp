@@ -36,6 +36,7 @@ nlohmann::json model_info_json(const Model& model) {
   nlohmann::json j = config_to_json(c);
   j["head_dim"] = hd;
   j["architecture"] = c.n_chains() == 1 ? "LLaMA" : c.kv_share ? "CoLM-Air" : "CoLM";
+  if (c.phd.enabled()) j["phd_name"] = c.phd.name();  // e.g. PHD-CSWA-2-16-32 (its settings: "phd")
   j["params"] = model.params().numel();
   const std::vector<long> per = params_per_chain(model);
   nlohmann::json chains = nlohmann::json::array();

@@ -274,9 +274,10 @@ void add_train_command(CLI::App& app) {
     const ModelConfig& c = model->config();
     if (!a->quiet && root) {
       const ParamStore& ps = model->params();
-      std::fprintf(stderr, "model: %d layers, dim %d, chains %s%s, %.2fM parameters; %s from step %ld to %ld\n",
+      std::fprintf(stderr, "model: %d layers, dim %d, chains %s%s%s, %.2fM parameters; %s from step %ld to %ld\n",
                    c.n_layers, c.dim, nlohmann::json(c.chains).dump().c_str(),
-                   c.kv_share ? " (CoLM-Air)" : "", model->num_params(c.n_chains()) / 1e6,
+                   c.kv_share ? " (CoLM-Air)" : "",
+                   c.phd.enabled() ? cat(", ", c.phd.name()).c_str() : "", model->num_params(c.n_chains()) / 1e6,
                    resume_dir.empty() ? "training" : "resuming", trainer.step(), trainer.options().steps);
       const TrainOptions& o = trainer.options();
       const std::string what = o.train_only == "head" ? std::string(" (output head only)")

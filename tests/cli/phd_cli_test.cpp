@@ -35,6 +35,20 @@ class PhdCommands : public test::TrainingDataTest {
   std::string run;
 };
 
+// `info` and the training start line name the PHD settings (info used to say "kind CoLM-Air,
+// chains [1,1,2]" and nothing of PHD).
+TEST_F(PhdCommands, InfoAndTheStartLineNameThePhdSettings) {
+  auto info = run_chainlm(dir, "info --model " + quote(run));
+  ASSERT_EQ(info.exit_code, 0) << info.err;
+  EXPECT_NE(info.out.find("phd         PHD-CSWA-3-4-8: every token repeated 3 times"), std::string::npos)
+      << info.out;
+  auto j = nlohmann::json::parse(run_chainlm(dir, "info --json --model " + quote(run)).out);
+  EXPECT_EQ(j["phd_name"], "PHD-CSWA-3-4-8");
+  auto train = run_chainlm(dir, "train --out " + quote(run) + " --resume --steps 4");
+  ASSERT_EQ(train.exit_code, 0) << train.err;
+  EXPECT_NE(train.err.find("chains [1,1,2] (CoLM-Air), PHD-CSWA-3-4-8"), std::string::npos) << train.err;
+}
+
 // Greedy generation over the cache (bounded prefill, K-row decode steps, ring) picks the
 // argmax of the full masked forward over the repeated sequence at every step.
 TEST_F(PhdCommands, GreedyGenerationFollowsTheFullForward) {
