@@ -119,6 +119,15 @@ void add_ppl(CLI::App* eval) {
     Model& model = *lm.model;
     const int n = model.config().n_chains();
     a->opt.chains = parse_chains(a->chains, n);
+    if (shard) {
+      // Shards carry the tokenizer they were made with (prepare copies it beside them).
+      const std::string data_dir = fs::is_directory(a->data, ec) ? a->data : fs::path(a->data).parent_path().string();
+      // The model's tokenizer: --tokenizer, or its checkpoint's (a model file carries none).
+      const std::string model_tok = !a->tokenizer.empty()            ? a->tokenizer
+                                    : fs::is_directory(a->model, ec) ? resolve_checkpoint_dir(a->model)
+                                                                     : std::string();
+      if (!model_tok.empty()) check_same_tokenizer(data_dir.empty() ? "." : data_dir, model_tok, "eval ppl");
+    }
     const EvalTokens data = load_eval_tokens(a->data, lm.tokenizer.get());
     const PerplexityResult r = evaluate_perplexity(model, data.tokens, data.bytes, a->opt);
     if (a->json) {

@@ -13,6 +13,7 @@
 #include "core/stop_signals.h"
 #include "core/threads.h"
 #include "kernels/gemm.h"
+#include "io/tokenizer.h"
 #include "model/checkpoint.h"
 #include "train/distributed.h"
 #include "train/trainer.h"
@@ -193,6 +194,7 @@ void add_train_command(CLI::App& app) {
         change("--precision", a->precision, opt.precision);
         if (!a->data.empty()) change("--data", absolute_path(a->data), opt.data_dir);
         if (!changed.empty() && !a->quiet) std::fprintf(stderr, "resume: %s\n", changed.c_str());
+        check_same_tokenizer(opt.data_dir, resume_dir, "train --resume");
         CHAINLM_CHECK(!cmd->count("--freeze-chains") || a->freeze_chains == opt.freeze_chains,
                       "train --resume: the run froze ", opt.freeze_chains,
                       " chain(s); --freeze-chains cannot change on resume");
@@ -206,7 +208,12 @@ void add_train_command(CLI::App& app) {
         CHAINLM_CHECK(!fs::exists(fs::path(a->out) / "latest"), a->out,
                       " already holds a training run; pass --resume to continue it or choose ",
                       "another --out (nothing was overwritten)");
-        if (!a->init.empty()) model = load_model(a->init);
+        if (!a->init.empty()) {
+          model = load_model(a->init);
+          std::error_code ec;
+          if (fs::is_directory(a->init, ec))
+            check_same_tokenizer(a->data, resolve_checkpoint_dir(a->init), "train --init");
+        }
         opt.init = a->init.empty() ? std::string() : absolute_path(a->init);
         opt.freeze_chains = a->freeze_chains;
         opt.train_only = a->train_only;

@@ -1,5 +1,7 @@
 #include "io/tokenizer.h"
 
+#include <zlib.h>
+
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
@@ -69,6 +71,34 @@ std::string find_tokenizer_in_dir(const std::string& dir) {
     return "byte";
   }
   fail("no tokenizer in directory ", dir, " (expected ", kModelFile, " or ", kDescriptorFile, ")");
+}
+
+std::string tokenizer_fingerprint(const std::string& spec) {
+  std::error_code ec;
+  const std::string file = fs::is_directory(spec, ec) ? find_tokenizer_in_dir(spec) : spec;
+  if (file == "byte") return "byte";
+  const std::string bytes = read_file(file);
+  const uLong crc = crc32_z(crc32_z(0L, Z_NULL, 0), reinterpret_cast<const Bytef*>(bytes.data()), bytes.size());
+  char hex[9];
+  std::snprintf(hex, sizeof hex, "%08lx", (unsigned long)crc);
+  return cat("crc32 ", hex, ", ", bytes.size(), " bytes");
+}
+
+void check_same_tokenizer(const std::string& data_dir, const std::string& model_dir,
+                          const std::string& what) {
+  std::string data_tok, model_tok;
+  std::error_code ec;
+  try {
+    data_tok = find_tokenizer_in_dir(data_dir);
+    model_tok = fs::is_directory(model_dir, ec) ? find_tokenizer_in_dir(model_dir) : model_dir;
+  } catch (const Error&) {
+    return;  // one side carries no tokenizer: nothing to compare
+  }
+  const std::string a = tokenizer_fingerprint(data_tok), b = tokenizer_fingerprint(model_tok);
+  CHAINLM_CHECK(a == b, what, ": the data in ", data_dir, " was made with another tokenizer (",
+                data_tok, ": ", a, ") than the model in ", model_dir, " (", model_tok, ": ", b,
+                "); its token ids would mean other text. Prepare the data with the model's ",
+                "tokenizer (chainlm prepare --tokenizer ", model_dir, ")");
 }
 
 void save_tokenizer_to_dir(const std::string& spec, const std::string& dir) {

@@ -55,6 +55,15 @@ std::unique_ptr<Tokenizer> load_sentencepiece_tokenizer(const std::string& model
 // find_tokenizer_in_dir returns the spec to pass to load_tokenizer, or throws when the
 // directory holds neither file.
 std::string find_tokenizer_in_dir(const std::string& dir);
+// What identifies a tokenizer across copies: "byte", or the CRC-32 and size of its file
+// ("crc32 1a2b3c4d, 254321 bytes"). Two specs with different fingerprints tokenize differently.
+std::string tokenizer_fingerprint(const std::string& spec);
+// Throws when the tokenizers of a data directory and of a model (its checkpoint directory, or a
+// tokenizer spec) both exist and differ, naming both: tokens made by one mean nothing to a model
+// trained with the other. `what` says what is being done ("train --resume", "eval ppl").
+// A side without a tokenizer is not checked.
+void check_same_tokenizer(const std::string& data_dir, const std::string& model_dir,
+                          const std::string& what);
 // Writes the tokenizer named by spec into dir (atomically) in the scheme above.
 void save_tokenizer_to_dir(const std::string& spec, const std::string& dir);
 

@@ -209,5 +209,31 @@ TEST_F(WorkflowSafety, ExtendingARunDoesNotRaiseTheLearningRate) {
   for (long s = 7; s <= 9; ++s) EXPECT_NEAR(lr[s], 0.0001, 1e-9) << "step " << s << ": the final LR holds";
 }
 
+// Shards made with another tokenizer are refused by train --resume and eval ppl, naming both
+// (they trained on garbage before: val loss 3.56 -> 11.4; eval reported ppl 1386).
+TEST_F(WorkflowSafety, ShardsOfAnotherTokenizerAreRefused) {
+  const std::string run = dir.file("run");
+  ASSERT_EQ(run_chainlm(dir, train_args(run, 2)).exit_code, 0);  // byte-level data
+  const std::string corpus = dir.file("big.txt"), tok = dir.file("tok.model"), other = dir.file("other");
+  std::string text;  // 400 documents
+  for (int i = 0; i < 400; ++i) text += "a different tokenizer splits this text differently " + std::to_string(i) + "\n\n";
+  write_bytes(corpus, text);
+  ASSERT_EQ(run_chainlm(dir, "tokenizer train --corpus " + quote(corpus) + " --vocab-size 300 --out " + quote(tok))
+                .exit_code, 0);
+  ASSERT_EQ(run_chainlm(dir, "prepare --tokenizer " + quote(tok) + " --input " + quote(corpus) + " --out " + quote(other))
+                .exit_code, 0);
+  auto r = run_chainlm(dir, "train --out " + quote(run) + " --resume --steps 4 --data " + quote(other));
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_TRUE(contains(r.err, "made with another tokenizer") && contains(r.err, "tokenizer.model") &&
+              contains(r.err, "byte"))
+      << r.err;
+  EXPECT_EQ(trimmed(read_bytes(run + "/latest")), "step-00000002");
+  auto e = run_chainlm(dir, "eval ppl --model " + quote(run) + " --data " + quote(other + "/val.bin"));
+  EXPECT_NE(e.exit_code, 0);
+  EXPECT_TRUE(contains(e.err, "made with another tokenizer")) << e.err;
+  // The run's own data passes.
+  EXPECT_EQ(run_chainlm(dir, "eval ppl --model " + quote(run) + " --data " + quote(data + "/val.bin")).exit_code, 0);
+}
+
 }  // namespace
 }  // namespace chainlm
