@@ -109,14 +109,10 @@ void add_expand_command(CLI::App& app) {
                   "expand: the expanded model's logits differ from the base's by ", diff,
                   " on a probe sequence (a bug: nothing was written)");
 
-    const fs::path out(a->out);
-    const fs::path tmp = out.parent_path() / (".tmp-" + out.filename().string() + "-" + std::to_string(::getpid()));
-    fs::remove_all(tmp);
-    save_model(*expanded, tmp.string());
-    if (!tokenizer.empty()) save_tokenizer_to_dir(tokenizer, tmp.string());
-    fsync_directory(tmp.string());
-    fs::rename(tmp, out);
-    fsync_directory(out.parent_path().empty() ? "." : out.parent_path().string());
+    write_directory_atomic(a->out, [&](const std::string& tmp) {
+      save_model(*expanded, tmp);
+      if (!tokenizer.empty()) save_tokenizer_to_dir(tokenizer, tmp);
+    }, "expand");
 
     std::printf("base      %s: %s\n", a->from.c_str(), describe_model(*base).c_str());
     std::printf("expanded  %s\n", describe_model(*expanded).c_str());

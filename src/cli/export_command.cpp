@@ -43,35 +43,33 @@ void add_export_command(CLI::App& app) {
     const int k = cmd->count("--chains") ? a->chains : n;
     hf_llama_config_of(*model, k);  // refuses what LLaMA cannot express before anything is written
 
-    const fs::path out(a->out);
-    const fs::path tmp = out.parent_path() / (".tmp-" + out.filename().string() + "-" + std::to_string(::getpid()));
-    fs::remove_all(tmp);
-    export_hf_llama(*model, k, tmp.string());
-    // The tokenizer goes along when it is a SentencePiece model, as HF LLaMA directories keep it.
-    std::string tokenizer_note = "no tokenizer (the model carries no SentencePiece tokenizer)";
-    std::error_code ec;
-    if (fs::is_directory(a->model, ec)) {
-      const fs::path spm = fs::path(resolve_checkpoint_dir(a->model)) / "tokenizer.model";
-      if (fs::is_regular_file(spm, ec) && load_tokenizer(spm.string())->kind() == "sentencepiece") {
-        write_file_atomic((tmp / "tokenizer.model").string(), read_file(spm.string()));
-        tokenizer_note = "tokenizer.model (SentencePiece)";
-      }
-    }
-    // Read it back the way every chainlm command will, and compare logits on a probe.
-    std::unique_ptr<Model> back = load_model(tmp.string());
-    const int T = std::min(32, model->config().max_seq_len), V = model->config().vocab_size;
-    std::vector<int> probe(T);
-    Rng rng(5);
-    for (int& t : probe) t = (int)rng.below(V);
-    std::vector<float> la((size_t)T * V), lb((size_t)T * V);
-    model->logits(probe.data(), 1, T, k, la.data());
-    back->logits(probe.data(), 1, T, 1, lb.data());
+    std::unique_ptr<Model> back;
     double diff = 0;
-    for (size_t i = 0; i < la.size(); ++i) diff = std::max(diff, (double)std::fabs(la[i] - lb[i]));
-    CHAINLM_CHECK(std::isfinite(diff) && diff <= 1e-4, "export: the exported model's logits differ by ",
-                  diff, " from the original's (a bug: nothing was written)");
-    fsync_directory(tmp.string());
-    fs::rename(tmp, out);
+    std::string tokenizer_note = "no tokenizer (the model carries no SentencePiece tokenizer)";
+    write_directory_atomic(a->out, [&](const std::string& tmp) {
+      export_hf_llama(*model, k, tmp);
+      // The tokenizer goes along when it is a SentencePiece model, as HF LLaMA directories keep it.
+      std::error_code ec;
+      if (fs::is_directory(a->model, ec)) {
+        const fs::path spm = fs::path(resolve_checkpoint_dir(a->model)) / "tokenizer.model";
+        if (fs::is_regular_file(spm, ec) && load_tokenizer(spm.string())->kind() == "sentencepiece") {
+          write_file_atomic((fs::path(tmp) / "tokenizer.model").string(), read_file(spm.string()));
+          tokenizer_note = "tokenizer.model (SentencePiece)";
+        }
+      }
+      // Read it back the way every chainlm command will, and compare logits on a probe.
+      back = load_model(tmp);
+      const int T = std::min(32, model->config().max_seq_len), V = model->config().vocab_size;
+      std::vector<int> probe(T);
+      Rng rng(5);
+      for (int& t : probe) t = (int)rng.below(V);
+      std::vector<float> la((size_t)T * V), lb((size_t)T * V);
+      model->logits(probe.data(), 1, T, k, la.data());
+      back->logits(probe.data(), 1, T, 1, lb.data());
+      for (size_t i = 0; i < la.size(); ++i) diff = std::max(diff, (double)std::fabs(la[i] - lb[i]));
+      CHAINLM_CHECK(std::isfinite(diff) && diff <= 1e-4, "export: the exported model's logits differ by ",
+                    diff, " from the original's (a bug: nothing was written)");
+    }, "export");
     std::printf("exported  %s%s: %s\n", a->model.c_str(), n > 1 ? cat(" (sub-model of ", k, " chain)").c_str() : "",
                 describe_model(*back).c_str());
     std::printf("check     max |logit difference| after reading it back: %.3g\n", diff);

@@ -104,4 +104,32 @@ void fsync_directory(const std::string& dir) {
   ::close(fd);
 }
 
+void write_directory_atomic(const std::string& out_arg,
+                            const std::function<void(const std::string&)>& fill,
+                            const std::string& what) {
+  namespace fs = std::filesystem;
+  fs::path out = fs::path(out_arg).lexically_normal();
+  if (!out.has_filename()) out = out.parent_path();  // "dir/" names dir
+  CHAINLM_CHECK(!out.empty() && out != "." && out != "..", what, ": --out '", out_arg,
+                "' does not name a new directory");
+  std::error_code ec;
+  CHAINLM_CHECK(!fs::exists(out, ec), what, ": ", out.string(),
+                " already exists; choose another --out (nothing was overwritten)");
+  const fs::path parent = out.parent_path().empty() ? fs::path(".") : out.parent_path();
+  const fs::path tmp = parent / cat(".tmp-", out.filename().string(), "-", ::getpid());
+  try {
+    fs::remove_all(tmp);
+    fs::create_directories(tmp);
+    fill(tmp.string());
+    fsync_directory(tmp.string());
+    fs::rename(tmp, out);
+    fsync_directory(parent.string());
+  } catch (const std::exception& e) {
+    fs::remove_all(tmp, ec);
+    if (const auto* fe = dynamic_cast<const fs::filesystem_error*>(&e))
+      fail(what, ": cannot write ", out.string(), ": ", fe->code().message(), " (nothing was written)");
+    throw;
+  }
+}
+
 }  // namespace chainlm

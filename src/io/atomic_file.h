@@ -23,4 +23,11 @@ std::string read_file(const std::string& path);
 // Makes a rename or file creation inside `dir` durable.
 void fsync_directory(const std::string& dir);
 
+// Writes a new directory `out` (which must not exist; a trailing '/' is allowed): fill(tmp)
+// writes its files into a temporary directory beside it, which is then fsynced and renamed to
+// `out`. On any failure the temporary directory is removed and chainlm::Error says what (`what`:
+// "export") could not write where, with the system's reason, never a raw filesystem error.
+void write_directory_atomic(const std::string& out, const std::function<void(const std::string&)>& fill,
+                            const std::string& what);
+
 }  // namespace chainlm

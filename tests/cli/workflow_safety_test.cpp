@@ -235,5 +235,27 @@ TEST_F(WorkflowSafety, ShardsOfAnotherTokenizerAreRefused) {
   EXPECT_EQ(run_chainlm(dir, "eval ppl --model " + quote(run) + " --data " + quote(data + "/val.bin")).exit_code, 0);
 }
 
+// export and expand write a new directory atomically: `--out DIR/` is DIR (it failed and left
+// DIR/.tmp--PID behind), and an unwritable place is a one-line error, not a raw filesystem_error.
+TEST_F(WorkflowSafety, ExportAndExpandTakeATrailingSlashAndFailCleanly) {
+  const std::string run = dir.file("run");
+  ASSERT_EQ(run_chainlm(dir, train_args(run, 2)).exit_code, 0);
+  auto e = run_chainlm(dir, "export --model " + quote(run) + " --chains 1 --format hf --out " + quote(dir.file("hf") + "/"));
+  ASSERT_EQ(e.exit_code, 0) << e.err;
+  EXPECT_TRUE(fs::exists(dir.file("hf") + "/model.safetensors"));
+  auto x = run_chainlm(dir, "expand --from " + quote(run) + " --add-chains 1 --out " + quote(dir.file("big") + "/"));
+  ASSERT_EQ(x.exit_code, 0) << x.err;
+  EXPECT_TRUE(fs::exists(dir.file("big") + "/model.safetensors"));
+  for (const auto& entry : fs::directory_iterator(dir.path()))
+    EXPECT_NE(entry.path().filename().string().rfind(".tmp-", 0), 0u) << entry.path();
+  for (const std::string& sub : {std::string("hf"), std::string("big")})
+    for (const auto& entry : fs::directory_iterator(dir.file(sub)))
+      EXPECT_NE(entry.path().filename().string().rfind(".tmp-", 0), 0u) << entry.path();
+  auto bad = run_chainlm(dir, "export --model " + quote(run) + " --chains 1 --format hf --out /proc/chainlm-export");
+  EXPECT_NE(bad.exit_code, 0);
+  EXPECT_TRUE(contains(bad.err, "export: cannot write /proc/chainlm-export")) << bad.err;
+  EXPECT_FALSE(contains(bad.err, "filesystem error")) << bad.err;
+}
+
 }  // namespace
 }  // namespace chainlm
