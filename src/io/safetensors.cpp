@@ -29,18 +29,7 @@ constexpr uint64_t kMaxHeaderBytes = 100ull << 20;
 constexpr const char* kMetadataKey = "__metadata__";
 constexpr const char* kCrcKey = "chainlm.crc32";
 
-// CRC-32 (zlib's, the one of gzip and PNG) of n bytes, in chunks zlib's length type holds.
-uint32_t crc32_of(const void* data, size_t n) {
-  const uLong crc = crc32_z(0L, Z_NULL, 0);
-  if (n == 0) return static_cast<uint32_t>(crc);
-  return static_cast<uint32_t>(crc32_z(crc, static_cast<const unsigned char*>(data), n));
-}
 
-std::string crc32_hex(uint32_t crc) {
-  char s[9];
-  std::snprintf(s, sizeof s, "%08x", crc);
-  return s;
-}
 
 // Byte size of every dtype the format defines; one we do not know means the file is corrupt
 // or from a newer writer, and either way its offsets cannot be checked.
@@ -81,6 +70,18 @@ uint64_t checked_numel_bytes(const std::string& where, const std::vector<int64_t
 }
 
 }  // namespace
+
+uint32_t crc32_of(const void* data, size_t n) {
+  const uLong crc = crc32_z(0L, Z_NULL, 0);
+  if (n == 0) return static_cast<uint32_t>(crc);
+  return static_cast<uint32_t>(crc32_z(crc, static_cast<const unsigned char*>(data), n));
+}
+
+std::string crc32_hex(uint32_t crc) {
+  char s[9];
+  std::snprintf(s, sizeof s, "%08x", crc);
+  return s;
+}
 
 void write_safetensors(const std::string& path, const std::vector<TensorView>& tensors,
                        const std::map<std::string, std::string>& metadata) {

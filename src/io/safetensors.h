@@ -19,6 +19,11 @@ namespace chainlm {
 void write_safetensors(const std::string& path, const std::vector<TensorView>& tensors,
                        const std::map<std::string, std::string>& metadata = {});
 
+// CRC-32 (zlib's, as in gzip and PNG) of n bytes, and as 8 lower-case hex digits: the checksum
+// of the tensors written below and the fingerprint of a tokenizer file (io/tokenizer.h).
+uint32_t crc32_of(const void* data, size_t n);
+std::string crc32_hex(uint32_t crc);
+
 // Memory-maps a safetensors file and validates its whole header on construction, so a
 // malformed file fails with a clear chainlm::Error before any tensor is touched.
 class SafetensorsReader {

@@ -1,13 +1,12 @@
 #include "io/tokenizer.h"
 
-#include <zlib.h>
-
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
 #include "io/atomic_file.h"
 #include "io/llama2c.h"
+#include "io/safetensors.h"
 
 namespace chainlm {
 namespace fs = std::filesystem;
@@ -78,10 +77,7 @@ std::string tokenizer_fingerprint(const std::string& spec) {
   const std::string file = fs::is_directory(spec, ec) ? find_tokenizer_in_dir(spec) : spec;
   if (file == "byte") return "byte";
   const std::string bytes = read_file(file);
-  const uLong crc = crc32_z(crc32_z(0L, Z_NULL, 0), reinterpret_cast<const Bytef*>(bytes.data()), bytes.size());
-  char hex[9];
-  std::snprintf(hex, sizeof hex, "%08lx", (unsigned long)crc);
-  return cat("crc32 ", hex, ", ", bytes.size(), " bytes");
+  return cat("crc32 ", crc32_hex(crc32_of(bytes.data(), bytes.size())), ", ", bytes.size(), " bytes");
 }
 
 void check_same_tokenizer(const std::string& data_dir, const std::string& model_dir,

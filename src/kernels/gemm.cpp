@@ -1,7 +1,6 @@
 #include "kernels/gemm.h"
 
 #include <cblas.h>
-#include <omp.h>
 
 #include "core/threads.h"
 #include "kernels/gemm_backend.h"
@@ -100,16 +99,7 @@ void gemm_nt(int M, int N, int K, const float* A, int lda, const float* B, int l
     // A few rows (a PHD decoding step's K copies): still bandwidth-bound, and sgemm would
     // pack the weight first (2-3x the time of streaming it once).
     const FewRowsKernel f = kFewRows[M - 2];
-    const int threads = (long)M * N * K >= kParallelMinWork ? omp_get_max_threads() : 1;
-    if (threads <= 1) {
-      f(0, N, K, A, lda, B, ldb, C, ldc, beta);
-      return;
-    }
-#pragma omp parallel num_threads(threads)
-    {
-      const int t = omp_get_thread_num(), nt = omp_get_num_threads();
-      f((int)((long)N * t / nt), (int)((long)N * (t + 1) / nt), K, A, lda, B, ldb, C, ldc, beta);
-    }
+    for_column_ranges(N, (long)M * N * K, [&](int n0, int n1) { f(n0, n1, K, A, lda, B, ldb, C, ldc, beta); });
     return;
   }
   large_gemm(false, true, M, N, K, A, lda, B, ldb, C, ldc, beta);

@@ -9,7 +9,6 @@
 // L2, as the fp32 few-row kernel does. More rows (prefill, evaluation): panels of weight rows
 // are widened into fp32 scratch and go through the fp32 GEMM backend, whose compute then
 // outweighs the widening (a panel is widened once for all M rows).
-#include <omp.h>
 
 #include <algorithm>
 #include <string>
@@ -170,16 +169,7 @@ void gemm_nt_bf16(int M, int N, int K, const float* A, int lda, const bf16_t* B,
   lda = K;
   if (M <= kMaxFewRows) {
     const FewRowsKernel f = kFewRows[M - 1];
-    const int threads = (long)M * N * K >= kParallelMinWork ? omp_get_max_threads() : 1;
-    if (threads <= 1) {
-      f(0, N, K, A, lda, B, ldb, C, ldc, beta);
-      return;
-    }
-#pragma omp parallel num_threads(threads)
-    {
-      const int t = omp_get_thread_num(), nt = omp_get_num_threads();
-      f((int)((long)N * t / nt), (int)((long)N * (t + 1) / nt), K, A, lda, B, ldb, C, ldc, beta);
-    }
+    for_column_ranges(N, (long)M * N * K, [&](int n0, int n1) { f(n0, n1, K, A, lda, B, ldb, C, ldc, beta); });
     return;
   }
   const int panel_rows = (int)std::max<long>(64, kPanelFloats / K);
