@@ -1,5 +1,6 @@
-// `chainlm prepare`: text file -> documents -> BOS + tokens -> train.bin / val.bin shards,
-// with the tokenizer and a meta.json beside them, so a data directory is self-describing.
+// `chainlm prepare`: corpus files (text/JSONL, plain or compressed) -> documents -> BOS + tokens ->
+// train.bin / val.bin shards, with the tokenizer and a meta.json beside them, so a data directory
+// is self-describing.
 #include <algorithm>
 #include <cstdio>
 #include <filesystem>
@@ -9,10 +10,10 @@
 #include <vector>
 
 #include "cli/commands.h"
+#include "cli/corpus_options.h"
 #include "core/error.h"
 #include "core/rng.h"
 #include "io/atomic_file.h"
-#include "io/text_documents.h"
 #include "io/token_shard.h"
 #include "io/tokenizer.h"
 
@@ -20,7 +21,8 @@ namespace chainlm::cli {
 namespace {
 
 struct PrepareOptions {
-  std::string tokenizer, input, out;
+  std::string tokenizer, out;
+  CorpusFlags corpus;
   double val_fraction = 0.1;
   uint64_t seed = 0;
   bool overwrite = false;
@@ -36,7 +38,8 @@ void check_output_dir(const PrepareOptions& o) {
                 " is a file, not a directory (nothing was written)");
   if (o.overwrite) return;
   std::vector<std::string> names;
-  for (const auto& e : fs::directory_iterator(o.out, ec)) names.push_back(e.path().filename().string());
+  for (const auto& e : fs::directory_iterator(o.out, ec))
+    names.push_back(e.path().filename().string());
   if (names.empty()) return;
   std::sort(names.begin(), names.end());
   std::string listed;
@@ -89,15 +92,16 @@ void run_prepare(const PrepareOptions& o) {
   CHAINLM_CHECK(o.val_fraction > 0.0 && o.val_fraction < 1.0, "--val-fraction ", o.val_fraction,
                 " must be strictly between 0 and 1");
   check_output_dir(o);
-  const std::string text = read_file(o.input);
-  CHAINLM_CHECK(!text.empty(), "input ", o.input, " is empty");
-  const std::vector<std::string> docs = split_documents(text);
-  CHAINLM_CHECK(!docs.empty(), "input ", o.input, " contains no documents (only blank lines)");
-  CHAINLM_CHECK(docs.size() >= 2, "input ", o.input,
+  auto tokenizer = load_tokenizer(o.tokenizer);  // a bad tokenizer fails before a long read
+  Corpus corpus = read_corpus_reporting(o.corpus, "prepare");
+  const std::string source = describe_corpus(corpus);
+  const std::vector<std::string>& docs = corpus.documents;
+  CHAINLM_CHECK(!docs.empty(), "input ", source, " contains no documents (only blank lines)");
+  CHAINLM_CHECK(docs.size() >= 2, "input ", source,
                 " holds a single document; need at least 2 to make a validation split "
-                "(documents are separated by blank lines or '%' lines)");
+                "(text: documents are separated by blank lines or '%' lines, or one per line "
+                "with --split lines; JSONL: one per record)");
 
-  auto tokenizer = load_tokenizer(o.tokenizer);
   const std::vector<std::vector<int>> encoded = encode_documents(*tokenizer, docs);
   const std::vector<bool> is_val = assign_validation(docs.size(), o.val_fraction, o.seed);
 
@@ -119,6 +123,8 @@ void run_prepare(const PrepareOptions& o) {
   write_token_shard((fs::path(o.out) / "train.bin").string(), train, vocab);
   write_token_shard((fs::path(o.out) / "val.bin").string(), val, vocab);
   save_tokenizer_to_dir(o.tokenizer, o.out);
+  nlohmann::json sources = nlohmann::json::array();
+  for (const CorpusFile& f : corpus.files) sources.push_back(fs::absolute(f.path).string());
   // Written last: a directory with meta.json is complete.
   nlohmann::json meta = {
       {"tokenizer",
@@ -126,7 +132,9 @@ void run_prepare(const PrepareOptions& o) {
         {"vocab_size", tokenizer->vocab_size()},
         {"bos_id", tokenizer->bos_id()},
         {"eos_id", tokenizer->eos_id()}}},
-      {"source", fs::absolute(o.input).string()},
+      {"sources", sources},
+      {"format", o.corpus.format},
+      {"split", o.corpus.split},
       {"documents", docs.size()},
       {"train_documents", train_docs},
       {"val_documents", val_docs},
@@ -142,7 +150,7 @@ void run_prepare(const PrepareOptions& o) {
   std::printf(
       "prepared %s: %zu documents -> train %zu docs / %zu tokens, val %zu docs / %zu "
       "tokens (%s tokenizer, vocab %d) in %s\n",
-      o.input.c_str(), docs.size(), train_docs, train.size(), val_docs, val.size(),
+      source.c_str(), docs.size(), train_docs, train.size(), val_docs, val.size(),
       tokenizer->kind().c_str(), tokenizer->vocab_size(), o.out.c_str());
 }
 
@@ -151,12 +159,11 @@ void run_prepare(const PrepareOptions& o) {
 void add_prepare_command(CLI::App& app) {
   auto o = std::make_shared<PrepareOptions>();
   CLI::App* p = app.add_subcommand(
-      "prepare", "Tokenize a text file into train/val token shards in a data directory");
+      "prepare", "Tokenize text or JSONL files into train/val token shards in a data directory");
   p->add_option("--tokenizer", o->tokenizer,
                 "\"byte\", a SentencePiece .model, or a data/checkpoint directory")
       ->required();
-  p->add_option("--input", o->input, "Text file; documents separated by blank lines or '%' lines")
-      ->required();
+  add_corpus_options(p, o->corpus, "--input", "blank-lines");
   p->add_option("--out", o->out, "Output data directory")->required();
   p->add_option("--val-fraction", o->val_fraction, "Fraction of documents held out for validation")
       ->capture_default_str();

@@ -6,6 +6,7 @@
 #include <string>
 
 #include "cli/commands.h"
+#include "cli/corpus_options.h"
 #include "core/error.h"
 #include "core/timer.h"
 #include "io/tokenizer.h"
@@ -14,10 +15,10 @@ namespace chainlm::cli {
 namespace {
 
 struct TrainOptions {
-  std::string corpus, out;
-  int vocab_size = 0;
-  uint64_t seed = 0;
-  bool verbose = false, overwrite = false;
+  CorpusFlags corpus;
+  std::string out;
+  SentencePieceTrainOptions sp;
+  bool overwrite = false;
 };
 
 struct EncodeOptions {
@@ -29,10 +30,12 @@ void run_train(const TrainOptions& o) {
                 " exists; choose another file, or pass --overwrite to replace it (nothing was "
                 "written)");
   Timer timer;
-  train_sentencepiece(o.corpus, o.vocab_size, o.out, o.seed, o.verbose);
+  const Corpus corpus = read_corpus_reporting(o.corpus, "tokenizer train");
+  const std::string source = describe_corpus(corpus);
+  train_sentencepiece(corpus.documents, source, o.sp, o.out);
   auto tokenizer = load_tokenizer(o.out);
   std::printf("trained SentencePiece BPE tokenizer: vocab %d from %s -> %s (%.1f s)\n",
-              tokenizer->vocab_size(), o.corpus.c_str(), o.out.c_str(), timer.seconds());
+              tokenizer->vocab_size(), source.c_str(), o.out.c_str(), timer.seconds());
 }
 
 void run_encode(const EncodeOptions& o) {
@@ -53,13 +56,17 @@ void add_tokenizer_command(CLI::App& app) {
 
   auto train = std::make_shared<TrainOptions>();
   CLI::App* t = tok->add_subcommand("train", "Train a byte-fallback BPE SentencePiece model");
-  t->add_option("--corpus", train->corpus, "Plain-text corpus (one sentence or line per line)")
-      ->required();
-  t->add_option("--vocab-size", train->vocab_size, "Number of pieces (> 259)")->required();
+  // Every non-blank line of the documents is one of SentencePiece's sentences.
+  add_corpus_options(t, train->corpus, "--corpus", "lines");
+  t->add_option("--vocab-size", train->sp.vocab_size, "Number of pieces (> 259)")->required();
+  t->add_option("--character-coverage", train->sp.character_coverage,
+                "Share of the corpus's characters that get their own piece; rarer ones are "
+                "spelled in byte pieces")
+      ->capture_default_str();
   t->add_option("--out", train->out, "Output .model file")->required();
-  t->add_option("--seed", train->seed, "Seed for sentence sampling")->capture_default_str();
+  t->add_option("--seed", train->sp.seed, "Seed for sentence sampling")->capture_default_str();
   t->add_flag("--overwrite", train->overwrite, "Replace an existing --out");
-  t->add_flag("--verbose", train->verbose, "Show SentencePiece's training log");
+  t->add_flag("--verbose", train->sp.verbose, "Show SentencePiece's training log");
   t->callback([train] { run_train(*train); });
 
   auto encode = std::make_shared<EncodeOptions>();

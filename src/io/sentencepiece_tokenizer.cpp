@@ -1,15 +1,7 @@
-// SentencePiece models: loading, encoding/decoding, and training.
+// SentencePiece models: loading, encoding and decoding (training: sentencepiece_trainer.cpp).
 #include <sentencepiece_processor.h>
-#include <sentencepiece_trainer.h>
-
-#include <algorithm>
-#include <cctype>
-#include <filesystem>
-#include <fstream>
-#include <unordered_map>
 
 #include "core/error.h"
-#include "core/threads.h"
 #include "io/atomic_file.h"
 #include "io/tokenizer.h"
 
@@ -87,87 +79,10 @@ class SentencePieceTokenizer final : public Tokenizer {
   sentencepiece::SentencePieceProcessor sp_;
 };
 
-bool is_blank(const std::string& line) {
-  for (char c : line)
-    if (!std::isspace(static_cast<unsigned char>(c))) return false;
-  return true;
-}
-
-// Feeds the corpus to the trainer one non-blank line at a time. Using an iterator rather than
-// the trainer's `input` flag keeps paths with commas working (`input` is a comma list).
-class LineIterator final : public sentencepiece::SentenceIterator {
- public:
-  explicit LineIterator(const std::string& path) : in_(path, std::ios::binary) { Next(); }
-  bool done() const override { return done_; }
-  void Next() override {
-    while (std::getline(in_, line_)) {
-      if (!line_.empty() && line_.back() == '\r') line_.pop_back();
-      if (!is_blank(line_)) return;
-    }
-    done_ = true;
-  }
-  const std::string& value() const override { return line_; }
-  sentencepiece::util::Status status() const override { return {}; }
-
- private:
-  std::ifstream in_;
-  std::string line_;
-  bool done_ = false;
-};
-
 }  // namespace
 
 std::unique_ptr<Tokenizer> load_sentencepiece_tokenizer(const std::string& path) {
   return std::make_unique<SentencePieceTokenizer>(path, read_file(path));
-}
-
-void train_sentencepiece(const std::string& corpus_path, int vocab_size,
-                         const std::string& out_model_path, uint64_t seed, bool verbose) {
-  {
-    std::ifstream in(corpus_path, std::ios::binary);
-    CHAINLM_CHECK(in.good() && !std::filesystem::is_directory(corpus_path),
-                  "cannot read tokenizer corpus ", corpus_path);
-    std::string line;
-    bool has_text = false;
-    while (!has_text && std::getline(in, line)) has_text = !is_blank(line);
-    CHAINLM_CHECK(has_text, "tokenizer corpus ", corpus_path, " is empty (no non-blank lines)");
-  }
-  // 256 byte pieces + unk/bos/eos are always in the vocabulary with byte_fallback.
-  CHAINLM_CHECK(vocab_size > 259 && vocab_size <= (1 << 24), "tokenizer vocab size ", vocab_size,
-                " is out of range: byte fallback needs more than 259 pieces");
-
-  // The LLaMA conventions: BPE with byte fallback so no text is ever <unk>, identity
-  // normalization and kept whitespace so decode(encode(text)) == text, digits split.
-  const std::unordered_map<std::string, std::string> args = {
-      {"model_type", "bpe"},
-      {"vocab_size", std::to_string(vocab_size)},
-      {"byte_fallback", "true"},
-      {"unk_id", "0"},
-      {"bos_id", "1"},
-      {"eos_id", "2"},
-      {"pad_id", "-1"},
-      {"character_coverage", "0.9995"},
-      {"split_digits", "true"},
-      {"normalization_rule_name", "identity"},
-      {"remove_extra_whitespaces", "false"},
-      {"allow_whitespace_only_pieces", "true"},
-      {"input_sentence_size", "2000000"},
-      {"shuffle_input_sentence", "true"},
-      {"num_threads", std::to_string(std::max(1, num_threads()))},
-      {"minloglevel", verbose ? "0" : "2"},  // 2 = errors only; they also come back as status
-  };
-  // The sentence sampler draws from SentencePiece's global generator; seeding it makes the
-  // model a function of (corpus, vocab_size, seed).
-  unsigned int folded_seed = static_cast<unsigned int>(seed ^ (seed >> 32));
-  if (folded_seed == ~0u) folded_seed = 0x9E3779B9u;  // ~0u means "seed from random_device"
-  sentencepiece::SetRandomGeneratorSeed(folded_seed);
-  LineIterator lines(corpus_path);
-  std::string model_bytes;
-  auto status = sentencepiece::SentencePieceTrainer::Train(args, &lines, &model_bytes);
-  CHAINLM_CHECK(status.ok(), "SentencePiece training on ", corpus_path,
-                " failed: ", status.ToString());
-  // Trained into memory, so only the .model is written (no .vocab beside it), atomically.
-  write_file_atomic(out_model_path, model_bytes);
 }
 
 }  // namespace chainlm

@@ -67,11 +67,25 @@ void check_same_tokenizer(const std::string& data_dir, const std::string& model_
 // Writes the tokenizer named by spec into dir (atomically) in the scheme above.
 void save_tokenizer_to_dir(const std::string& spec, const std::string& dir);
 
+// How `chainlm tokenizer train` trains a SentencePiece model.
+struct SentencePieceTrainOptions {
+  int vocab_size = 0;                 // > 259: the 256 byte pieces and unk/bos/eos are always in
+  uint64_t seed = 0;                  // the sentence sampler's seed
+  double character_coverage = 0.9995; // characters covered by pieces; the rarest fall back to bytes
+  bool verbose = false;               // SentencePiece's own log to stderr
+};
+
 // Trains a byte-fallback BPE SentencePiece model with the LLaMA id conventions (unk 0, bos 1,
-// eos 2, no pad) on the lines of corpus_path and writes only the .model file, atomically, to
-// out_model_path (no .vocab file beside it: the .model holds the pieces and scores). The same
-// corpus, vocab_size and seed give the same model. SentencePiece's logs go to stderr only
-// when verbose is set.
+// eos 2, no pad) on the non-blank lines of the documents (a line is SentencePiece's sentence) and
+// writes only the .model file, atomically, to out_model_path (no .vocab beside it: the .model
+// holds the pieces and scores). The same documents and options give the same model.
+// SentencePiece's errors come back as chainlm messages naming chainlm's options; corpus_name
+// says what the documents came from.
+void train_sentencepiece(const std::vector<std::string>& documents, const std::string& corpus_name,
+                         const SentencePieceTrainOptions& options,
+                         const std::string& out_model_path);
+
+// The same on the lines of one UTF-8 text file.
 void train_sentencepiece(const std::string& corpus_path, int vocab_size,
                          const std::string& out_model_path, uint64_t seed, bool verbose = false);
 

@@ -1,0 +1,30 @@
+#pragma once
+// The corpus options `prepare` and `tokenizer train` share: the inputs (files, directories,
+// compressed or not), their format, the JSONL text field, how text splits into documents, and
+// what to do with invalid UTF-8.
+#include <CLI/CLI.hpp>
+#include <string>
+#include <vector>
+
+#include "io/corpus_reader.h"
+
+namespace chainlm::cli {
+
+struct CorpusFlags {
+  std::vector<std::string> inputs;
+  std::string format = "auto", text_field = "text", split = "blank-lines", invalid_utf8 = "warn";
+  CorpusOptions options() const;
+};
+
+// Registers `input_flag` (repeatable; files or directories) and --format, --text-field, --split,
+// --invalid-utf8 on cmd.
+void add_corpus_options(CLI::App* cmd, CorpusFlags& flags, const std::string& input_flag,
+                        const std::string& split_default);
+
+// Reads the corpus and prints its warnings (invalid UTF-8) to stderr, prefixed by the command.
+Corpus read_corpus_reporting(const CorpusFlags& flags, const std::string& command);
+
+// "corpus.txt", "corpus.jsonl.gz (gzip)", or "12 files (3 gzip, 1 xz)" for summary lines.
+std::string describe_corpus(const Corpus& corpus);
+
+}  // namespace chainlm::cli

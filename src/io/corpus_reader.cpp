@@ -1,0 +1,263 @@
+#include "io/corpus_reader.h"
+
+#include <algorithm>
+#include <filesystem>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <string_view>
+
+#include "core/error.h"
+#include "io/decompressed_file.h"
+#include "io/text_documents.h"
+#include "io/text_encoding.h"
+
+namespace chainlm {
+namespace fs = std::filesystem;
+namespace {
+
+bool is_hidden(const fs::path& p) {
+  const std::string name = p.filename().string();
+  return !name.empty() && name[0] == '.';
+}
+
+// JSONL by name: "x.jsonl", "x.ndjson", also under a compression suffix ("x.jsonl.gz").
+bool named_jsonl(const std::string& path) {
+  fs::path p(path);
+  static const char* kCompressed[] = {".gz", ".xz", ".zst", ".zstd", ".bz2", ".lz4", ".lzma"};
+  for (const char* ext : kCompressed)
+    if (p.extension() == ext) {
+      p = p.stem();
+      break;
+    }
+  return p.extension() == ".jsonl" || p.extension() == ".ndjson";
+}
+
+size_t line_of(std::string_view bytes, size_t offset) {
+  return 1 + static_cast<size_t>(std::count(bytes.begin(), bytes.begin() + offset, '\n'));
+}
+
+// Archives and non-UTF-8 encodings get a message saying what the file is and what to do.
+void refuse_unreadable_content(const std::string& path, const DecompressedFile& file) {
+  const std::string_view b = file.bytes;
+  const std::string inside =
+      file.compression == "none" ? "" : " (" + file.compression + "-compressed)";
+  CHAINLM_CHECK(b.substr(0, 4) != std::string_view("PK\x03\x04", 4), path, " is a zip archive",
+                inside, "; unzip it and pass the extracted files or their directory");
+  CHAINLM_CHECK(b.size() < 262 || b.substr(257, 5) != "ustar", path, " is a tar archive", inside,
+                "; extract it (tar -xf) and pass the extracted files or their directory");
+  const TextEncoding encoding = detect_text_encoding(b);
+  switch (encoding) {
+    case TextEncoding::kUtf8:
+    case TextEncoding::kUtf8Bom:
+      return;
+    case TextEncoding::kBinary:
+      fail(path, " holds binary data", inside,
+           ", not text; chainlm reads UTF-8 text and JSON Lines, plain or compressed (gzip, xz, "
+           "zstd, bzip2)");
+    default:
+      fail(path, " is ", text_encoding_name(encoding), " text", inside,
+           "; chainlm reads UTF-8: convert it first, e.g. iconv -f UTF-16 -t UTF-8 ", path,
+           " > converted.txt");
+  }
+}
+
+std::string invalid_utf8_warning(const CorpusFile& f, std::string_view bytes,
+                                 InvalidUtf8Policy policy) {
+  std::string message = f.path + ": " + std::to_string(f.invalid_utf8) + " invalid UTF-8 sequence" +
+                        (f.invalid_utf8 == 1 ? "" : "s") + ", the first at byte " +
+                        std::to_string(f.first_invalid) + " (line " +
+                        std::to_string(line_of(bytes, f.first_invalid)) + ")";
+  if (policy == InvalidUtf8Policy::kSkip) {
+    message += "; dropped the " + std::to_string(f.dropped_invalid) + " document" +
+               (f.dropped_invalid == 1 ? "" : "s") + " holding them";
+  } else if (f.jsonl) {
+    message += "; replaced by U+FFFD in the JSONL records (JSON cannot hold them)";
+  } else {
+    message +=
+        "; kept as bytes (the byte tokenizer keeps them, SentencePiece reads each as U+FFFD). "
+        "--invalid-utf8 skip drops those documents, --invalid-utf8 error stops";
+  }
+  if (f.invalid_utf8 >= 10)
+    message +=
+        ". Many invalid sequences: if the file is in a legacy encoding, convert it, e.g. "
+        "iconv -f LATIN1 -t UTF-8";
+  return message;
+}
+
+std::string json_reason(const std::exception& e) {
+  std::string what = e.what();
+  const size_t close = what.find("] ");
+  return what.rfind("[json.exception", 0) == 0 && close != std::string::npos
+             ? what.substr(close + 2)
+             : what;
+}
+
+void read_jsonl(const CorpusOptions& o, std::string_view bytes, CorpusFile& f,
+                std::vector<std::string>& documents) {
+  size_t pos = 0, line_number = 0;
+  while (pos < bytes.size()) {
+    size_t nl = bytes.find('\n', pos);
+    if (nl == std::string_view::npos) nl = bytes.size();
+    std::string_view line = bytes.substr(pos, nl - pos);
+    pos = nl + 1;
+    ++line_number;
+    if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+    if (line.find_first_not_of(" \t") == std::string_view::npos) continue;
+    const std::string where = f.path + ":" + std::to_string(line_number);
+    std::string repaired;
+    if (!check_utf8(line).ok()) {
+      if (o.invalid_utf8 == InvalidUtf8Policy::kSkip) {
+        ++f.dropped_invalid;
+        continue;
+      }
+      repaired = replace_invalid_utf8(line);
+      line = repaired;
+    }
+    nlohmann::json record;
+    try {
+      record = nlohmann::json::parse(line);
+    } catch (const std::exception& e) {
+      fail(where, ": not a JSON record: ", json_reason(e),
+           " (JSON Lines hold one JSON object per line)");
+    }
+    CHAINLM_CHECK(record.is_object(), where, ": the record is a JSON ", record.type_name(),
+                  ", not an object with a \"", o.text_field, "\" field");
+    const auto field = record.find(o.text_field);
+    if (field == record.end()) {
+      std::string keys;
+      for (const auto& item : record.items()) keys += (keys.empty() ? "" : ", ") + item.key();
+      fail(where, ": the record has no \"", o.text_field,
+           "\" field (it has: ", keys.empty() ? "no fields" : keys,
+           "); name the text field with --text-field");
+    }
+    CHAINLM_CHECK(field->is_string(), where, ": field \"", o.text_field, "\" is a ",
+                  field->type_name(), ", not a string");
+    std::string text = field->get<std::string>();
+    if (text.find_first_not_of(" \t\r\n") == std::string::npos) {
+      ++f.empty_records;
+      continue;
+    }
+    documents.push_back(std::move(text));
+    ++f.documents;
+  }
+}
+
+void read_text(const CorpusOptions& o, std::string_view bytes, CorpusFile& f,
+               std::vector<std::string>& documents) {
+  std::vector<std::string> docs;
+  if (o.split == DocumentSplit::kBlankLines) {
+    docs = split_documents(std::string(bytes));
+  } else {
+    size_t pos = 0;
+    while (pos < bytes.size()) {
+      size_t nl = bytes.find('\n', pos);
+      if (nl == std::string_view::npos) nl = bytes.size();
+      std::string_view line = bytes.substr(pos, nl - pos);
+      pos = nl + 1;
+      if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+      if (line.find_first_not_of(" \t") != std::string_view::npos) docs.emplace_back(line);
+    }
+  }
+  for (std::string& doc : docs) {
+    if (f.invalid_utf8 > 0 && o.invalid_utf8 == InvalidUtf8Policy::kSkip && !check_utf8(doc).ok()) {
+      ++f.dropped_invalid;
+      continue;
+    }
+    documents.push_back(std::move(doc));
+    ++f.documents;
+  }
+}
+
+}  // namespace
+
+CorpusFormat parse_corpus_format(const std::string& name) {
+  if (name == "auto") return CorpusFormat::kAuto;
+  if (name == "text") return CorpusFormat::kText;
+  if (name == "jsonl") return CorpusFormat::kJsonl;
+  fail("--format ", name, " is not one of auto, text, jsonl");
+}
+
+DocumentSplit parse_document_split(const std::string& name) {
+  if (name == "blank-lines") return DocumentSplit::kBlankLines;
+  if (name == "lines") return DocumentSplit::kLines;
+  fail("--split ", name, " is not one of blank-lines, lines");
+}
+
+InvalidUtf8Policy parse_invalid_utf8_policy(const std::string& name) {
+  if (name == "warn") return InvalidUtf8Policy::kWarn;
+  if (name == "error") return InvalidUtf8Policy::kError;
+  if (name == "skip") return InvalidUtf8Policy::kSkip;
+  fail("--invalid-utf8 ", name, " is not one of warn, error, skip");
+}
+
+std::vector<std::string> list_corpus_files(const std::vector<std::string>& inputs) {
+  CHAINLM_CHECK(!inputs.empty(), "no input files given");
+  std::vector<std::string> files;
+  for (const std::string& input : inputs) {
+    std::error_code ec;
+    CHAINLM_CHECK(fs::exists(input, ec), "input ", input, " does not exist");
+    if (!fs::is_directory(input, ec)) {
+      files.push_back(input);
+      continue;
+    }
+    std::vector<std::string> found;
+    auto it =
+        fs::recursive_directory_iterator(input, fs::directory_options::skip_permission_denied, ec);
+    CHAINLM_CHECK(!ec, "cannot list input directory ", input, ": ", ec.message());
+    for (; it != fs::recursive_directory_iterator(); it.increment(ec)) {
+      CHAINLM_CHECK(!ec, "cannot list input directory ", input, ": ", ec.message());
+      if (is_hidden(it->path())) {
+        if (it->is_directory(ec)) it.disable_recursion_pending();
+        continue;
+      }
+      if (it->is_regular_file(ec)) found.push_back(it->path().string());
+    }
+    CHAINLM_CHECK(!found.empty(), "input directory ", input, " holds no files");
+    std::sort(found.begin(), found.end());
+    files.insert(files.end(), found.begin(), found.end());
+  }
+  std::map<std::string, std::string> seen;  // canonical path -> as named
+  for (const std::string& file : files) {
+    std::error_code ec;
+    const std::string key = fs::weakly_canonical(file, ec).string();
+    const auto [it, inserted] = seen.emplace(ec ? file : key, file);
+    CHAINLM_CHECK(inserted, "input ", file, " is given twice (also as ", it->second,
+                  "); each file is read once");
+  }
+  return files;
+}
+
+Corpus read_corpus(const CorpusOptions& o) {
+  CHAINLM_CHECK(!o.text_field.empty(), "--text-field must not be empty");
+  Corpus corpus;
+  for (const std::string& path : list_corpus_files(o.inputs)) {
+    DecompressedFile file = read_decompressed(path);
+    refuse_unreadable_content(path, file);
+    std::string_view bytes = file.bytes;
+    if (bytes.substr(0, 3) == "\xEF\xBB\xBF") bytes.remove_prefix(3);  // a UTF-8 byte-order mark
+
+    CorpusFile f;
+    f.path = path;
+    f.compression = file.compression;
+    f.bytes = bytes.size();
+    f.jsonl =
+        o.format == CorpusFormat::kJsonl || (o.format == CorpusFormat::kAuto && named_jsonl(path));
+    const Utf8Check utf8 = check_utf8(bytes);
+    f.invalid_utf8 = utf8.invalid;
+    f.first_invalid = utf8.ok() ? 0 : utf8.first_invalid;
+    CHAINLM_CHECK(utf8.ok() || o.invalid_utf8 != InvalidUtf8Policy::kError, path, ": ",
+                  utf8.invalid, " invalid UTF-8 sequence", utf8.invalid == 1 ? "" : "s",
+                  ", the first at byte ", utf8.first_invalid, " (line ",
+                  line_of(bytes, utf8.first_invalid), "); refused by --invalid-utf8 error");
+
+    if (f.jsonl)
+      read_jsonl(o, bytes, f, corpus.documents);
+    else
+      read_text(o, bytes, f, corpus.documents);
+    if (!utf8.ok()) corpus.warnings.push_back(invalid_utf8_warning(f, bytes, o.invalid_utf8));
+    corpus.files.push_back(std::move(f));
+  }
+  return corpus;
+}
+
+}  // namespace chainlm

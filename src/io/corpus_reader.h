@@ -1,0 +1,60 @@
+#pragma once
+// The documents of a training corpus, from the inputs users have: plain text or JSON Lines,
+// plain or compressed (gzip, xz, zstd, ...), one file, several, or directories of them. Used by
+// `chainlm prepare` (documents -> token shards) and `chainlm tokenizer train` (their lines are
+// SentencePiece's sentences).
+#include <string>
+#include <vector>
+
+namespace chainlm {
+
+enum class CorpusFormat { kAuto, kText, kJsonl };  // kAuto: JSONL by name (.jsonl, .ndjson)
+enum class DocumentSplit { kBlankLines, kLines };  // how a text file is cut into documents
+enum class InvalidUtf8Policy { kWarn, kError, kSkip };
+
+struct CorpusOptions {
+  std::vector<std::string> inputs;  // files or directories (read recursively, sorted by path)
+  CorpusFormat format = CorpusFormat::kAuto;
+  std::string text_field = "text";  // JSONL: the field holding a record's text
+  DocumentSplit split = DocumentSplit::kBlankLines;
+  InvalidUtf8Policy invalid_utf8 = InvalidUtf8Policy::kWarn;
+};
+
+struct CorpusFile {
+  std::string path;         // as found (directory entries joined to the directory given)
+  std::string compression;  // "none", "gzip", "xz", "zstd", ...
+  bool jsonl = false;
+  size_t bytes = 0;  // after decompression
+  size_t documents = 0;
+  size_t invalid_utf8 = 0;     // invalid sequences in the file
+  size_t first_invalid = 0;    // byte offset (decompressed) of the first one, when invalid_utf8 > 0
+  size_t empty_records = 0;    // JSONL records whose text is empty or blank (not documents)
+  size_t dropped_invalid = 0;  // documents dropped for invalid UTF-8 (InvalidUtf8Policy::kSkip)
+};
+
+struct Corpus {
+  std::vector<std::string> documents;
+  std::vector<CorpusFile> files;
+  std::vector<std::string> warnings;  // for the caller to print (invalid UTF-8 reports)
+};
+
+// Parses "text"/"jsonl"/"auto", "blank-lines"/"lines", "warn"/"error"/"skip"; throws naming the
+// option and the accepted values.
+CorpusFormat parse_corpus_format(const std::string& name);
+DocumentSplit parse_document_split(const std::string& name);
+InvalidUtf8Policy parse_invalid_utf8_policy(const std::string& name);
+
+// The files the inputs name, in reading order: files as given, directories' regular files
+// (recursively, hidden names skipped) sorted by path. Throws on a missing input, an empty
+// directory or a file named twice.
+std::vector<std::string> list_corpus_files(const std::vector<std::string>& inputs);
+
+// Reads every file: decompresses it, refuses binary, UTF-16 and UTF-32 content and archives
+// (tar, zip) with a message saying what to do, checks UTF-8 (per options.invalid_utf8: warn with
+// the count and first offset, refuse, or drop the documents that hold invalid bytes), and splits
+// it into documents. Text: blank-line or '%'-line separated (split_documents) or one per line;
+// JSONL: one document per record's text field (invalid UTF-8 in a JSONL record, which JSON
+// cannot hold, becomes U+FFFD under kWarn). Throws with file and line on malformed JSONL.
+Corpus read_corpus(const CorpusOptions& options);
+
+}  // namespace chainlm

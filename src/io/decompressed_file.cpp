@@ -1,0 +1,63 @@
+#include "io/decompressed_file.h"
+
+#include <archive.h>
+#include <archive_entry.h>
+
+#include <filesystem>
+#include <memory>
+
+#include "core/error.h"
+
+namespace chainlm {
+namespace {
+
+struct ArchiveCloser {
+  void operator()(archive* a) const { archive_read_free(a); }
+};
+
+std::string reason(archive* a) {
+  const char* message = archive_error_string(a);
+  return message ? message : "unknown libarchive error";
+}
+
+}  // namespace
+
+DecompressedFile read_decompressed(const std::string& path) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  CHAINLM_CHECK(fs::exists(path, ec), "cannot read ", path, ": no such file");
+  CHAINLM_CHECK(!fs::is_directory(path, ec), "cannot read ", path, ": it is a directory");
+  DecompressedFile file{"", "none"};
+  if (fs::file_size(path, ec) == 0 && !ec) return file;
+
+  // libarchive's "raw" format with every filter: the file's content, after undoing whatever
+  // compression its first bytes announce (a plain file passes through unchanged).
+  std::unique_ptr<archive, ArchiveCloser> a(archive_read_new());
+  CHAINLM_CHECK(a != nullptr, "cannot read ", path, ": out of memory");
+  archive_read_support_filter_all(a.get());
+  archive_read_support_format_raw(a.get());
+  CHAINLM_CHECK(archive_read_open_filename(a.get(), path.c_str(), size_t{1} << 16) == ARCHIVE_OK,
+                "cannot read ", path, ": ", reason(a.get()));
+  // The filters are chosen when the file is opened, from its first bytes.
+  if (archive_filter_count(a.get()) > 1 && archive_filter_code(a.get(), 0) != ARCHIVE_FILTER_NONE)
+    file.compression = archive_filter_name(a.get(), 0);
+  const std::string what =
+      file.compression == "none" ? path : path + " (" + file.compression + "-compressed)";
+  archive_entry* entry = nullptr;
+  const int header = archive_read_next_header(a.get(), &entry);
+  CHAINLM_CHECK(header == ARCHIVE_OK || header == ARCHIVE_WARN, "cannot read ", what, ": ",
+                reason(a.get()));
+
+  const size_t on_disk = fs::file_size(path, ec);
+  if (!ec && file.compression == "none") file.bytes.reserve(on_disk);
+  char buffer[1 << 16];
+  for (;;) {
+    const la_ssize_t n = archive_read_data(a.get(), buffer, sizeof(buffer));
+    CHAINLM_CHECK(n >= 0, "cannot read ", what, ": ", reason(a.get()));
+    if (n == 0) break;
+    file.bytes.append(buffer, static_cast<size_t>(n));
+  }
+  return file;
+}
+
+}  // namespace chainlm

@@ -1,0 +1,182 @@
+// Training SentencePiece models (`chainlm tokenizer train`), with SentencePiece's errors turned
+// into messages that name chainlm's options rather than the trainer's flags and source lines.
+#include <sentencepiece_trainer.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <string_view>
+#include <unordered_map>
+
+#include "core/error.h"
+#include "core/threads.h"
+#include "io/atomic_file.h"
+#include "io/corpus_reader.h"
+#include "io/tokenizer.h"
+
+namespace chainlm {
+namespace {
+
+bool is_blank(std::string_view line) {
+  return line.find_first_not_of(" \t\r\n\v\f") == std::string_view::npos;
+}
+
+// Feeds the trainer the non-blank lines of the documents, one sentence at a time, without
+// copying the corpus (an iterator rather than the trainer's `input` flag, which reads files).
+class DocumentLineIterator final : public sentencepiece::SentenceIterator {
+ public:
+  explicit DocumentLineIterator(const std::vector<std::string>& documents) : docs_(documents) {
+    Next();
+  }
+  bool done() const override { return done_; }
+  void Next() override {
+    while (doc_ < docs_.size()) {
+      const std::string& doc = docs_[doc_];
+      if (pos_ > doc.size()) {
+        ++doc_;
+        pos_ = 0;
+        continue;
+      }
+      size_t nl = doc.find('\n', pos_);
+      if (nl == std::string::npos) nl = doc.size();
+      std::string_view line(doc.data() + pos_, nl - pos_);
+      pos_ = nl + 1;
+      if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+      if (!is_blank(line)) {
+        line_.assign(line);
+        return;
+      }
+    }
+    done_ = true;
+  }
+  const std::string& value() const override { return line_; }
+  sentencepiece::util::Status status() const override { return {}; }
+
+ private:
+  const std::vector<std::string>& docs_;
+  size_t doc_ = 0, pos_ = 0;
+  std::string line_;
+  bool done_ = false;
+};
+
+// "Internal: ./src/trainer_interface.cc(660) [(a) == (b)] Vocabulary size too high ..." ->
+// "Vocabulary size too high ...": the status code, source line and failed condition mean
+// nothing to a user.
+std::string trainer_reason(const std::string& status) {
+  const size_t cc = status.find(".cc(");
+  if (cc == std::string::npos) return status;
+  size_t end = status.find(") ", cc);
+  if (end == std::string::npos) return status;
+  end += 2;
+  std::string condition;
+  if (end < status.size() && status[end] == '[') {
+    const size_t close = status.find("] ", end);
+    if (close == std::string::npos) return status;
+    condition = status.substr(end + 1, close - end - 1);
+    end = close + 2;
+  }
+  const std::string message = end < status.size() ? status.substr(end) : "";
+  // Some checks carry no message: then the failed condition is all there is to say.
+  return message.empty() ? "its check " + condition + " failed" : message;
+}
+
+// The two errors users meet: a vocabulary the corpus cannot fill, and one too small for the
+// corpus's characters. Both are answered with chainlm's options.
+std::string training_error(const std::string& status, const std::string& corpus,
+                           const SentencePieceTrainOptions& o) {
+  const std::string reason = trainer_reason(status);
+  long limit = 0, asked = 0, needed = 0;
+  const size_t high = reason.find("Please set it to a value <= ");
+  if (high != std::string::npos &&
+      std::sscanf(reason.c_str() + high, "Please set it to a value <= %ld", &limit) == 1) {
+    return "tokenizer train: --vocab-size " + std::to_string(o.vocab_size) +
+           " is more pieces than the corpus can fill (at most " + std::to_string(limit) +
+           " here); lower --vocab-size, or train on more text";
+  }
+  const size_t small = reason.find("smaller than required_chars. ");
+  if (small != std::string::npos &&
+      std::sscanf(reason.c_str() + small, "smaller than required_chars. %ld vs %ld", &asked,
+                  &needed) == 2) {
+    char coverage[32];
+    std::snprintf(coverage, sizeof(coverage), "%g", o.character_coverage);
+    std::string message = "tokenizer train: --vocab-size " + std::to_string(o.vocab_size) +
+                          " cannot hold the " + std::to_string(needed) +
+                          " pieces the corpus needs at "
+                          "--character-coverage " +
+                          coverage +
+                          " (a piece per character it covers, plus 259 byte and control "
+                          "pieces); raise --vocab-size to at least " +
+                          std::to_string(needed);
+    if (o.character_coverage > 0.98)
+      message +=
+          ", or lower --character-coverage (down to 0.98) so rarer characters are spelled "
+          "in bytes";
+    return message;
+  }
+  return "tokenizer train: SentencePiece training on " + corpus + " failed: " + reason;
+}
+
+}  // namespace
+
+void train_sentencepiece(const std::vector<std::string>& documents, const std::string& corpus_name,
+                         const SentencePieceTrainOptions& o, const std::string& out_model_path) {
+  const bool has_text = std::any_of(documents.begin(), documents.end(),
+                                    [](const std::string& d) { return !is_blank(d); });
+  CHAINLM_CHECK(has_text, "tokenizer corpus ", corpus_name, " is empty (no non-blank lines)");
+  CHAINLM_CHECK(o.vocab_size > 259 && o.vocab_size <= (1 << 24), "tokenizer vocab size ",
+                o.vocab_size, " is out of range: byte fallback needs more than 259 pieces");
+  // SentencePiece's BPE trainer accepts 0.98..1 (lower is meant for its unigram models).
+  CHAINLM_CHECK(o.character_coverage >= 0.98 && o.character_coverage <= 1.0,
+                "--character-coverage ", o.character_coverage, " must be between 0.98 and 1");
+
+  // The LLaMA conventions: BPE with byte fallback so no text is ever <unk>, identity
+  // normalization and kept whitespace so decode(encode(text)) == text, digits split.
+  char coverage[32];
+  std::snprintf(coverage, sizeof(coverage), "%.17g", o.character_coverage);
+  const std::unordered_map<std::string, std::string> args = {
+      {"model_type", "bpe"},
+      {"vocab_size", std::to_string(o.vocab_size)},
+      {"byte_fallback", "true"},
+      {"unk_id", "0"},
+      {"bos_id", "1"},
+      {"eos_id", "2"},
+      {"pad_id", "-1"},
+      {"character_coverage", coverage},
+      {"split_digits", "true"},
+      {"normalization_rule_name", "identity"},
+      {"remove_extra_whitespaces", "false"},
+      {"allow_whitespace_only_pieces", "true"},
+      {"input_sentence_size", "2000000"},
+      {"shuffle_input_sentence", "true"},
+      // Lines (sentences) up to 64 KiB train the model; SentencePiece's default of 4,192 bytes
+      // would silently drop long paragraphs, common in JSONL corpora.
+      {"max_sentence_length", "65536"},
+      {"num_threads", std::to_string(std::max(1, num_threads()))},
+      {"minloglevel", o.verbose ? "0" : "2"},  // 2 = errors only; they also come back as status
+  };
+  // The sentence sampler draws from SentencePiece's global generator; seeding it makes the
+  // model a function of (corpus, options).
+  unsigned int folded_seed = static_cast<unsigned int>(o.seed ^ (o.seed >> 32));
+  if (folded_seed == ~0u) folded_seed = 0x9E3779B9u;  // ~0u means "seed from random_device"
+  sentencepiece::SetRandomGeneratorSeed(folded_seed);
+  DocumentLineIterator lines(documents);
+  std::string model_bytes;
+  auto status = sentencepiece::SentencePieceTrainer::Train(args, &lines, &model_bytes);
+  if (!status.ok()) fail(training_error(status.ToString(), corpus_name, o));
+  // Trained into memory, so only the .model is written (no .vocab beside it), atomically.
+  write_file_atomic(out_model_path, model_bytes);
+}
+
+void train_sentencepiece(const std::string& corpus_path, int vocab_size,
+                         const std::string& out_model_path, uint64_t seed, bool verbose) {
+  CorpusOptions corpus;
+  corpus.inputs = {corpus_path};
+  corpus.format = CorpusFormat::kText;
+  corpus.split = DocumentSplit::kLines;
+  SentencePieceTrainOptions o;
+  o.vocab_size = vocab_size;
+  o.seed = seed;
+  o.verbose = verbose;
+  train_sentencepiece(read_corpus(corpus).documents, corpus_path, o, out_model_path);
+}
+
+}  // namespace chainlm

@@ -1,0 +1,127 @@
+#include "io/text_encoding.h"
+
+#include <algorithm>
+
+namespace chainlm {
+namespace {
+
+// The sequence at bytes[i]: its length when it is a valid character, or else the length of its
+// "maximal subpart" (a valid lead byte and the continuation bytes that fit it before the
+// failure, or one byte), which counts as one invalid sequence. This is Unicode's recommended
+// practice (chapter 3, "U+FFFD substitution of maximal subparts"), as Python and browsers decode.
+struct Sequence {
+  size_t length;
+  bool valid;
+};
+
+Sequence sequence_at(std::string_view bytes, size_t i) {
+  const auto b = [&](size_t k) { return static_cast<unsigned char>(bytes[k]); };
+  const unsigned char c = b(i);
+  if (c < 0x80) return {1, true};
+  size_t len;
+  unsigned char lo = 0x80, hi = 0xBF;  // the allowed range of the second byte
+  if (c >= 0xC2 && c <= 0xDF) {
+    len = 2;
+  } else if (c >= 0xE0 && c <= 0xEF) {
+    len = 3;
+    if (c == 0xE0) lo = 0xA0;  // overlong
+    if (c == 0xED) hi = 0x9F;  // surrogates
+  } else if (c >= 0xF0 && c <= 0xF4) {
+    len = 4;
+    if (c == 0xF0) lo = 0x90;  // overlong
+    if (c == 0xF4) hi = 0x8F;  // above U+10FFFF
+  } else {
+    return {1, false};  // continuation byte, C0/C1 (overlong) or F5..FF
+  }
+  for (size_t k = 1; k < len; ++k) {
+    if (i + k >= bytes.size()) return {k, false};
+    const unsigned char next = b(i + k);
+    const bool fits = k == 1 ? next >= lo && next <= hi : (next & 0xC0) == 0x80;
+    if (!fits) return {k, false};
+  }
+  return {len, true};
+}
+
+bool starts_with(std::string_view bytes, std::string_view prefix) {
+  return bytes.substr(0, prefix.size()) == prefix;
+}
+
+}  // namespace
+
+Utf8Check check_utf8(std::string_view bytes) {
+  Utf8Check check;
+  size_t i = 0;
+  while (i < bytes.size()) {
+    // ASCII runs are most of any corpus: skip them without the general decoder.
+    if (static_cast<unsigned char>(bytes[i]) < 0x80) {
+      ++i;
+      continue;
+    }
+    const Sequence s = sequence_at(bytes, i);
+    if (!s.valid && check.invalid++ == 0) check.first_invalid = i;
+    i += s.length;
+  }
+  return check;
+}
+
+std::string replace_invalid_utf8(std::string_view bytes) {
+  std::string out;
+  out.reserve(bytes.size());
+  size_t i = 0;
+  while (i < bytes.size()) {
+    const Sequence s = sequence_at(bytes, i);
+    if (s.valid)
+      out.append(bytes.substr(i, s.length));
+    else
+      out += "\xEF\xBF\xBD";
+    i += s.length;
+  }
+  return out;
+}
+
+TextEncoding detect_text_encoding(std::string_view bytes) {
+  // UTF-32 LE's mark starts with UTF-16 LE's: test it first.
+  if (starts_with(bytes, std::string_view("\xFF\xFE\x00\x00", 4))) return TextEncoding::kUtf32Le;
+  if (starts_with(bytes, std::string_view("\x00\x00\xFE\xFF", 4))) return TextEncoding::kUtf32Be;
+  if (starts_with(bytes, "\xFF\xFE")) return TextEncoding::kUtf16Le;
+  if (starts_with(bytes, "\xFE\xFF")) return TextEncoding::kUtf16Be;
+
+  const std::string_view head = bytes.substr(0, size_t{1} << 16);
+  size_t nul_even = 0, nul_odd = 0;
+  for (size_t i = 0; i < head.size(); ++i)
+    if (head[i] == '\0') ++(i % 2 ? nul_odd : nul_even);
+  if (nul_even + nul_odd > 0) {
+    // ASCII-range UTF-16 has a NUL in nearly every high byte and none in the low bytes.
+    const size_t pairs = head.size() / 2;
+    if (nul_odd >= pairs / 3 && nul_even <= nul_odd / 50) return TextEncoding::kUtf16Le;
+    if (nul_even >= pairs / 3 && nul_odd <= nul_even / 50) return TextEncoding::kUtf16Be;
+    return TextEncoding::kBinary;
+  }
+  // Without NULs, text in a legacy 8-bit encoding (Latin-1, ...) has a few invalid sequences
+  // per hundred bytes; compressed or encrypted data has one every few bytes.
+  const Utf8Check check = check_utf8(head);
+  if (head.size() >= 64 && check.invalid * 8 > head.size()) return TextEncoding::kBinary;
+  return starts_with(bytes, "\xEF\xBB\xBF") ? TextEncoding::kUtf8Bom : TextEncoding::kUtf8;
+}
+
+const char* text_encoding_name(TextEncoding encoding) {
+  switch (encoding) {
+    case TextEncoding::kUtf8:
+      return "UTF-8";
+    case TextEncoding::kUtf8Bom:
+      return "UTF-8 (with a byte-order mark)";
+    case TextEncoding::kUtf16Le:
+      return "UTF-16 (little-endian)";
+    case TextEncoding::kUtf16Be:
+      return "UTF-16 (big-endian)";
+    case TextEncoding::kUtf32Le:
+      return "UTF-32 (little-endian)";
+    case TextEncoding::kUtf32Be:
+      return "UTF-32 (big-endian)";
+    case TextEncoding::kBinary:
+      return "binary data";
+  }
+  return "unknown";
+}
+
+}  // namespace chainlm

@@ -1,0 +1,218 @@
+// Reading corpora as users have them: compressed copies made by the standard tools read the same
+// as the plain file, JSONL records, directories, and every refusal names the file and the fix.
+#include "io/corpus_reader.h"
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <string>
+
+#include "core/error.h"
+#include "io/decompressed_file.h"
+#include "io/test_temp_dir.h"
+
+namespace chainlm {
+namespace {
+
+using testing::read_bytes;
+using testing::TempDir;
+using testing::write_bytes;
+using Docs = std::vector<std::string>;
+
+const std::string kFixtures = std::string(CHAINLM_SOURCE_DIR) + "/tests/io/data/compressed/";
+
+// poem.txt's documents, written out here rather than taken from the splitter under test.
+const Docs kPoem = {
+    "The river runs beneath the stone,\nand every morning finds it gone.",
+    "\xC3\x9C"
+    "ber den Wipfeln ist Ruh,\nin allen Gipfeln sp\xC3\xBCrest du\nkaum einen Hauch.",
+    "\xE9\x9D\x99\xE3\x81\x8B\xE3\x81\xAA\xE6\xB1\xA0\xE3\x81\xAB\n\xE8\x9B\x99\xE9\xA3\x9B\xE3"
+    "\x81\xB3\xE8\xBE\xBC\xE3\x82\x80 \xE2\x80\x94 \xE6\xB0\xB4\xE3\x81\xAE\xE9\x9F\xB3 "
+    "\xF0\x9F\x90\xB8",
+    "Numbers: 3.14159, 2718, -42; tabs\tand  spaces."};
+
+std::string message_of(const CorpusOptions& o) {
+  try {
+    read_corpus(o);
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "(no error)";
+}
+
+CorpusOptions inputs(std::vector<std::string> paths) {
+  CorpusOptions o;
+  o.inputs = std::move(paths);
+  return o;
+}
+
+TEST(ReadDecompressed, StandardToolsOutputsReadAsThePlainFile) {
+  const std::string plain = read_bytes(kFixtures + "poem.txt");
+  ASSERT_FALSE(plain.empty());
+  const DecompressedFile none = read_decompressed(kFixtures + "poem.txt");
+  EXPECT_EQ(none.compression, "none");
+  EXPECT_EQ(none.bytes, plain);
+  for (const auto& [suffix, name] : std::vector<std::pair<std::string, std::string>>{
+           {".gz", "gzip"}, {".xz", "xz"}, {".zst", "zstd"}, {".bz2", "bzip2"}}) {
+    const DecompressedFile f = read_decompressed(kFixtures + "poem.txt" + suffix);
+    EXPECT_EQ(f.compression, name) << suffix;
+    EXPECT_EQ(f.bytes, plain) << suffix;
+  }
+}
+
+TEST(ReadDecompressed, TruncatedAndMissingFilesFailNamingThem) {
+  TempDir dir;
+  const std::string gz = read_bytes(kFixtures + "poem.txt.gz");
+  write_bytes(dir.file("cut.gz"), gz.substr(0, gz.size() / 2));
+  try {
+    read_decompressed(dir.file("cut.gz"));
+    FAIL() << "a truncated gzip file was read";
+  } catch (const Error& e) {
+    const std::string what = e.what();
+    EXPECT_NE(what.find("cannot read " + dir.file("cut.gz")), std::string::npos) << what;
+    EXPECT_NE(what.find("truncated gzip"), std::string::npos) << what;
+  }
+  EXPECT_THROW(read_decompressed(dir.file("missing.txt")), Error);
+  EXPECT_THROW(read_decompressed(dir.path().string()), Error);
+  write_bytes(dir.file("empty.txt"), "");
+  EXPECT_EQ(read_decompressed(dir.file("empty.txt")).bytes, "");
+}
+
+TEST(ReadCorpus, TextJsonlAndCompressedGiveTheSameDocuments) {
+  for (const char* name : {"poem.txt", "poem.txt.gz", "poem.txt.xz", "poem.txt.zst", "poem.txt.bz2",
+                           "poem.jsonl", "poem.jsonl.gz"}) {
+    const Corpus c = read_corpus(inputs({kFixtures + name}));
+    EXPECT_EQ(c.documents, kPoem) << name;
+    ASSERT_EQ(c.files.size(), 1u);
+    EXPECT_EQ(c.files[0].jsonl, std::string(name).find(".jsonl") != std::string::npos) << name;
+    EXPECT_TRUE(c.warnings.empty()) << name;
+  }
+}
+
+TEST(ReadCorpus, SplitLinesAndFormatOverride) {
+  TempDir dir;
+  write_bytes(dir.file("a.txt"), "one\r\ntwo words\n\n  \nthree\n%\n");
+  CorpusOptions o = inputs({dir.file("a.txt")});
+  EXPECT_EQ(read_corpus(o).documents, (Docs{"one\ntwo words", "three"}));
+  o.split = DocumentSplit::kLines;
+  EXPECT_EQ(read_corpus(o).documents, (Docs{"one", "two words", "three", "%"}));
+
+  // A JSONL file with a .txt name, read as JSONL when told; JSONL with another field name.
+  write_bytes(dir.file("records.txt"),
+              "{\"body\": \"first\"}\n\n{\"body\": \" \", \"n\": 1}\n"
+              "{\"body\": \"second\\nline\"}\n");
+  CorpusOptions j = inputs({dir.file("records.txt")});
+  j.format = CorpusFormat::kJsonl;
+  j.text_field = "body";
+  const Corpus c = read_corpus(j);
+  EXPECT_EQ(c.documents, (Docs{"first", "second\nline"}));
+  EXPECT_EQ(c.files[0].empty_records, 1u);
+}
+
+TEST(ReadCorpus, DirectoriesAndSeveralInputs) {
+  TempDir dir;
+  std::filesystem::create_directories(dir.path() / "corpus" / "sub");
+  std::filesystem::create_directories(dir.path() / "corpus" / ".git");
+  write_bytes(dir.file("corpus/b.txt"), "b1\n\nb2\n");
+  write_bytes(dir.file("corpus/sub/a.jsonl"), "{\"text\": \"a1\"}\n");
+  write_bytes(dir.file("corpus/.hidden.txt"), "hidden\n");
+  write_bytes(dir.file("corpus/.git/HEAD"), "ref: refs/heads/main\n");
+  write_bytes(dir.file("extra.txt"), "x\n");
+  const Corpus c = read_corpus(inputs({dir.file("corpus"), dir.file("extra.txt")}));
+  // Sorted by path within the directory (b.txt < sub/a.jsonl), then the next input.
+  EXPECT_EQ(c.documents, (Docs{"b1", "b2", "a1", "x"}));
+  ASSERT_EQ(c.files.size(), 3u);
+
+  std::filesystem::create_directories(dir.path() / "empty");
+  EXPECT_NE(message_of(inputs({dir.file("empty")})).find("holds no files"), std::string::npos);
+  EXPECT_NE(message_of(inputs({dir.file("nope.txt")})).find("nope.txt does not exist"),
+            std::string::npos);
+  EXPECT_NE(message_of(inputs({dir.file("corpus"), dir.file("corpus/b.txt")})).find("given twice"),
+            std::string::npos);
+}
+
+TEST(ReadCorpus, RefusesWhatIsNotUtf8Text) {
+  TempDir dir;
+  std::string utf16 = "\xFF\xFE";
+  for (char ch : std::string("hello world\n")) utf16 += std::string{ch, '\0'};
+  write_bytes(dir.file("u16.txt"), utf16);
+  EXPECT_NE(message_of(inputs({dir.file("u16.txt")})).find("is UTF-16 (little-endian) text"),
+            std::string::npos);
+  EXPECT_NE(message_of(inputs({dir.file("u16.txt")})).find("iconv"), std::string::npos);
+
+  write_bytes(dir.file("prog"), std::string("\x7F"
+                                            "ELF\x02\x01\x01\0\0\0\0\0 code",
+                                            17));
+  EXPECT_NE(message_of(inputs({dir.file("prog")})).find("prog holds binary data"),
+            std::string::npos);
+
+  std::string tar(1024, '\0');
+  tar.replace(0, 8, "poem.txt");
+  tar.replace(257, 6, std::string("ustar\0", 6));
+  write_bytes(dir.file("corpus.tar"), tar);
+  EXPECT_NE(message_of(inputs({dir.file("corpus.tar")})).find("is a tar archive"),
+            std::string::npos);
+  write_bytes(dir.file("corpus.zip"), std::string("PK\x03\x04\x14\0\0\0", 8) + "poem.txt");
+  EXPECT_NE(message_of(inputs({dir.file("corpus.zip")})).find("is a zip archive"),
+            std::string::npos);
+}
+
+TEST(ReadCorpus, InvalidUtf8IsReportedDroppedOrRefused) {
+  TempDir dir;
+  write_bytes(dir.file("latin1.txt"), "fine\n\ncaf\xE9\n\nna\xEFve and ol\xE9\n");
+  CorpusOptions o = inputs({dir.file("latin1.txt")});
+
+  const Corpus warned = read_corpus(o);
+  EXPECT_EQ(warned.documents, (Docs{"fine", "caf\xE9", "na\xEFve and ol\xE9"}));  // kept as bytes
+  ASSERT_EQ(warned.warnings.size(), 1u);
+  EXPECT_NE(warned.warnings[0].find("3 invalid UTF-8 sequences, the first at byte 9 (line 3)"),
+            std::string::npos)
+      << warned.warnings[0];
+  EXPECT_EQ(warned.files[0].invalid_utf8, 3u);
+
+  o.invalid_utf8 = InvalidUtf8Policy::kSkip;
+  const Corpus skipped = read_corpus(o);
+  EXPECT_EQ(skipped.documents, (Docs{"fine"}));
+  EXPECT_EQ(skipped.files[0].dropped_invalid, 2u);
+  EXPECT_NE(skipped.warnings.at(0).find("dropped the 2 documents"), std::string::npos);
+
+  o.invalid_utf8 = InvalidUtf8Policy::kError;
+  EXPECT_NE(message_of(o).find("latin1.txt: 3 invalid UTF-8 sequences"), std::string::npos);
+
+  // JSON cannot hold the bytes: U+FFFD under warn, the record dropped under skip.
+  write_bytes(dir.file("bad.jsonl"), "{\"text\": \"caf\xE9\"}\n{\"text\": \"ok\"}\n");
+  CorpusOptions j = inputs({dir.file("bad.jsonl")});
+  EXPECT_EQ(read_corpus(j).documents, (Docs{"caf\xEF\xBF\xBD", "ok"}));
+  j.invalid_utf8 = InvalidUtf8Policy::kSkip;
+  EXPECT_EQ(read_corpus(j).documents, (Docs{"ok"}));
+}
+
+TEST(ReadCorpus, MalformedJsonlNamesFileAndLine) {
+  TempDir dir;
+  const auto with = [&](const std::string& text) {
+    write_bytes(dir.file("d.jsonl"), text);
+    return message_of(inputs({dir.file("d.jsonl")}));
+  };
+  EXPECT_NE(with("{\"text\": \"a\"}\n\n{\"text\": \"b\"\n").find("d.jsonl:3: not a JSON record"),
+            std::string::npos);
+  const std::string missing = with("{\"content\": \"a\", \"id\": 1}\n");
+  EXPECT_NE(missing.find("d.jsonl:1: the record has no \"text\" field (it has: content, id)"),
+            std::string::npos)
+      << missing;
+  EXPECT_NE(missing.find("--text-field"), std::string::npos);
+  EXPECT_NE(with("[1, 2]\n").find("d.jsonl:1: the record is a JSON array"), std::string::npos);
+  EXPECT_NE(with("{\"text\": 7}\n").find("field \"text\" is a number, not a string"),
+            std::string::npos);
+}
+
+TEST(CorpusOptionNames, ParseAndRefuse) {
+  EXPECT_EQ(parse_corpus_format("jsonl"), CorpusFormat::kJsonl);
+  EXPECT_EQ(parse_document_split("lines"), DocumentSplit::kLines);
+  EXPECT_EQ(parse_invalid_utf8_policy("skip"), InvalidUtf8Policy::kSkip);
+  EXPECT_THROW(parse_corpus_format("csv"), Error);
+  EXPECT_THROW(parse_document_split("paragraphs"), Error);
+  EXPECT_THROW(parse_invalid_utf8_policy("ignore"), Error);
+}
+
+}  // namespace
+}  // namespace chainlm

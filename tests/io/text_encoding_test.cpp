@@ -1,0 +1,153 @@
+// UTF-8 validation against glibc's iconv (an independent decoder), and the encoding detector on
+// the shapes of files users pass by mistake.
+#include "io/text_encoding.h"
+
+#include <gtest/gtest.h>
+#include <iconv.h>
+
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "core/rng.h"
+
+namespace chainlm {
+namespace {
+
+// Offset of the first byte iconv refuses converting UTF-8 to UTF-32 (npos when it all converts):
+// EILSEQ stops at an invalid sequence, EINVAL at one cut off by the end of the input.
+size_t iconv_first_invalid(const std::string& bytes) {
+  iconv_t cd = iconv_open("UTF-32LE", "UTF-8");
+  EXPECT_NE(cd, reinterpret_cast<iconv_t>(-1));
+  std::string in = bytes;
+  std::string out(4 * bytes.size() + 16, '\0');
+  char* inp = in.data();
+  size_t inleft = in.size();
+  char* outp = out.data();
+  size_t outleft = out.size();
+  const size_t r = iconv(cd, &inp, &inleft, &outp, &outleft);
+  iconv_close(cd);
+  return r == static_cast<size_t>(-1) ? static_cast<size_t>(inp - in.data()) : std::string::npos;
+}
+
+TEST(CheckUtf8, KnownSequences) {
+  EXPECT_TRUE(check_utf8("").ok());
+  EXPECT_TRUE(check_utf8("plain ASCII\n").ok());
+  EXPECT_TRUE(check_utf8("caf\xC3\xA9 \xE6\xB0\xB4 \xF0\x9F\x90\xB8").ok());  // é 水 🐸
+  EXPECT_TRUE(check_utf8("\xF4\x8F\xBF\xBF").ok());                           // U+10FFFF
+  EXPECT_TRUE(check_utf8("\xED\x9F\xBF").ok());                               // U+D7FF
+
+  const struct {
+    const char* bytes;
+    size_t invalid, first;
+  } bad[] = {
+      {"caf\xE9 ol\xE9", 2, 3},  // Latin-1 bytes
+      // Counts are Python's (one U+FFFD per maximal subpart): an overlong or surrogate form is
+      // invalid byte by byte, a valid lead cut short counts once with its continuations.
+      {"\xC0\xAF", 2, 0},              // overlong '/'
+      {"\xE0\x80\xAF", 3, 0},          // overlong, three bytes
+      {"\xF0\x80\x80\xAF", 4, 0},      // overlong, four bytes
+      {"ab\xED\xA0\x80", 3, 2},        // a UTF-16 surrogate
+      {"\xF4\x90\x80\x80", 4, 0},      // above U+10FFFF
+      {"\xF8\x88\x80\x80\x80", 5, 0},  // five-byte form
+      {"x\xE6\xB0", 1, 1},             // cut off at the end
+      {"x\xF0\x9F\x90!", 1, 1},        // cut off before '!'
+      {"\x80\x80 z \xBF", 3, 0},       // stray continuation bytes
+      {"\xFF\xFE", 2, 0},
+  };
+  for (const auto& c : bad) {
+    const Utf8Check check = check_utf8(c.bytes);
+    EXPECT_EQ(check.invalid, c.invalid) << testing::PrintToString(std::string(c.bytes));
+    EXPECT_EQ(check.first_invalid, c.first) << testing::PrintToString(std::string(c.bytes));
+  }
+}
+
+TEST(CheckUtf8, AgreesWithIconvOnRandomBytes) {
+  // Mostly valid text with some damage, so both long valid runs and every kind of error occur.
+  const std::string pieces[] = {
+      "a",    " ",           "\xC3\xA9",     "\xE6\xB0\xB4", "\xF0\x9F\x90\xB8",
+      "\xC3", "\x80",        "\xED\xA0\x80", "\xE0\x80\xAF", "\xF4\x90\x80\x80",
+      "\xFF", "\xEF\xBB\xBF"};
+  Rng rng(11);
+  for (int trial = 0; trial < 3000; ++trial) {
+    std::string s;
+    const size_t n = rng.below(12);
+    for (size_t i = 0; i < n; ++i) {
+      if (rng.below(8) == 0)
+        s += static_cast<char>(rng.below(256));
+      else
+        s += pieces[rng.below(rng.below(3) == 0 ? 12 : 5)];  // valid pieces are the first five
+    }
+    const Utf8Check check = check_utf8(s);
+    const size_t reference = iconv_first_invalid(s);
+    ASSERT_EQ(check.ok(), reference == std::string::npos) << testing::PrintToString(s);
+    if (!check.ok()) {
+      ASSERT_EQ(check.first_invalid, reference) << testing::PrintToString(s);
+    }
+  }
+}
+
+std::string from_hex(const std::string& hex) {
+  std::string out;
+  for (size_t i = 0; i + 1 < hex.size(); i += 2)
+    out += static_cast<char>(std::stoi(hex.substr(i, 2), nullptr, 16));
+  return out;
+}
+
+// Vectors from Python's decoder (tests/io/data/make_utf8_vectors.py): the same count of invalid
+// sequences and the same U+FFFD replacement, case by case.
+TEST(ReplaceInvalidUtf8, MatchesPythonsReplaceDecoder) {
+  std::ifstream in(std::string(CHAINLM_SOURCE_DIR) + "/tests/io/data/utf8_replace_vectors.json");
+  ASSERT_TRUE(in.good());
+  const nlohmann::json vectors = nlohmann::json::parse(in);
+  ASSERT_GE(vectors["cases"].size(), 100u);
+  for (const auto& v : vectors["cases"]) {
+    const std::string bytes = from_hex(v["bytes"].get<std::string>());
+    const std::string replaced = from_hex(v["replaced"].get<std::string>());
+    EXPECT_EQ(check_utf8(bytes).invalid, v["invalid"].get<size_t>()) << v["bytes"];
+    EXPECT_EQ(replace_invalid_utf8(bytes), replaced) << v["bytes"];
+    EXPECT_TRUE(check_utf8(replaced).ok());
+  }
+  EXPECT_EQ(replace_invalid_utf8("caf\xE9!"), "caf\xEF\xBF\xBD!");
+  EXPECT_EQ(replace_invalid_utf8("ok \xF0\x9F\x90\xB8"), "ok \xF0\x9F\x90\xB8");
+}
+
+std::string utf16le(const std::string& ascii) {
+  std::string out;
+  for (char c : ascii) out += std::string{c, '\0'};
+  return out;
+}
+
+TEST(DetectTextEncoding, FilesUsersPass) {
+  const std::string text = "The quick brown fox jumps over the lazy dog.\n";
+  EXPECT_EQ(detect_text_encoding(text), TextEncoding::kUtf8);
+  EXPECT_EQ(detect_text_encoding(""), TextEncoding::kUtf8);
+  EXPECT_EQ(detect_text_encoding("\xEF\xBB\xBFhello"), TextEncoding::kUtf8Bom);
+  // Latin-1 prose: a few invalid sequences, still text (reported later, not refused here).
+  EXPECT_EQ(detect_text_encoding("Le caf\xE9 est tr\xE8s bon, et la cr\xE8me aussi. " + text),
+            TextEncoding::kUtf8);
+
+  EXPECT_EQ(detect_text_encoding("\xFF\xFE" + utf16le(text)), TextEncoding::kUtf16Le);
+  EXPECT_EQ(detect_text_encoding(utf16le(text)), TextEncoding::kUtf16Le);  // no BOM
+  std::string be = utf16le(text);
+  be.insert(be.begin(), '\0');
+  be.pop_back();
+  EXPECT_EQ(detect_text_encoding(be), TextEncoding::kUtf16Be);
+  EXPECT_EQ(detect_text_encoding("\xFE\xFF" + be), TextEncoding::kUtf16Be);
+  EXPECT_EQ(detect_text_encoding(std::string("\xFF\xFE\0\0h\0\0\0", 8)), TextEncoding::kUtf32Le);
+  EXPECT_EQ(detect_text_encoding(std::string("\0\0\xFE\xFF\0\0\0h", 8)), TextEncoding::kUtf32Be);
+
+  // An ELF header and random bytes are binary.
+  EXPECT_EQ(detect_text_encoding(std::string("\x7F"
+                                             "ELF\x02\x01\x01\0\0\0\0\0",
+                                             12) +
+                                 text),
+            TextEncoding::kBinary);
+  Rng rng(5);
+  std::string noise;
+  for (int i = 0; i < 4096; ++i) noise += static_cast<char>(1 + rng.below(255));  // no NULs
+  EXPECT_EQ(detect_text_encoding(noise), TextEncoding::kBinary);
+}
+
+}  // namespace
+}  // namespace chainlm
