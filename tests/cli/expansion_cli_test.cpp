@@ -184,9 +184,17 @@ TEST(ExpansionCliNoData, HfDirectoriesWithoutTokenizerOrOfOtherArchitectures) {
   TempDir dir;
   const Llama2cWeights w = testing::random_llama2c(testing::small_llama2c_header(false), 3);
   write_llama2c(w, dir.file("base.bin"));
+  // A llama2.c .bin carries no tokenizer: export refuses to write a directory no tool could
+  // feed text to, unless told (--no-tokenizer), or given the tokenizer (tested below).
   auto r = run_chainlm(dir, "export --model " + quote(dir.file("base.bin")) + " --format hf --out " + quote(dir.file("hf")));
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.err.find("is a llama2.c checkpoint, which carries no tokenizer"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("--tokenizer"), std::string::npos) << r.err;
+  EXPECT_FALSE(fs::exists(dir.file("hf")));
+  r = run_chainlm(dir, "export --model " + quote(dir.file("base.bin")) + " --format hf --no-tokenizer --out " +
+                           quote(dir.file("hf")));
   ASSERT_EQ(r.exit_code, 0) << r.err;
-  EXPECT_NE(r.out.find("no tokenizer"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("no tokenizer (--no-tokenizer)"), std::string::npos) << r.out;
   r = run_chainlm(dir, "generate --model " + quote(dir.file("hf")) + " --max-tokens 2");
   EXPECT_NE(r.exit_code, 0);
   EXPECT_NE(r.err.find("has no tokenizer.model"), std::string::npos) << r.err;
@@ -200,6 +208,48 @@ TEST(ExpansionCliNoData, HfDirectoriesWithoutTokenizerOrOfOtherArchitectures) {
   r = run_chainlm(dir, "expand --from " + quote(dir.file("hf")) + " --add-chains 6 --out " + quote(dir.file("e")));
   EXPECT_NE(r.exit_code, 0);
   EXPECT_NE(r.err.find("LlamaForCausalLM"), std::string::npos) << r.err;
+}
+
+// export from a llama2.c .bin with --tokenizer writes a HF directory that works on text: the
+// tokenizer must be a SentencePiece model of the model's vocabulary size (issue 15, item 12).
+TEST(ExpansionCliNoData, ExportOfALlama2cBinTakesItsTokenizer) {
+  TempDir dir;
+  std::string corpus;
+  for (int i = 0; i < 400; ++i)
+    corpus += "the quick brown fox " + std::to_string(i * 37 % 101) + " jumps over the lazy dog\n";
+  write_bytes(dir.file("corpus.txt"), corpus);
+  auto r = run_chainlm(dir, "tokenizer train --corpus " + quote(dir.file("corpus.txt")) +
+                                " --vocab-size 300 --out " + quote(dir.file("tok.model")));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  Llama2cHeader h = testing::small_llama2c_header(true);
+  h.vocab_size = 300;
+  write_llama2c(testing::random_llama2c(h, 4), dir.file("m.bin"));
+
+  r = run_chainlm(dir, "export --model " + quote(dir.file("m.bin")) + " --format hf --tokenizer " +
+                           quote(dir.file("tok.model")) + " --out " + quote(dir.file("hf")));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("tokenizer.model (SentencePiece)"), std::string::npos) << r.out;
+  EXPECT_EQ(read_bytes(dir.file("hf/tokenizer.model")), read_bytes(dir.file("tok.model")));
+  r = run_chainlm(dir, "generate --model " + quote(dir.file("hf")) + " --prompt 'the quick' --max-tokens 3");
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+
+  // A tokenizer of another size, the byte tokenizer, and both flags at once are refused.
+  r = run_chainlm(dir, "tokenizer train --corpus " + quote(dir.file("corpus.txt")) +
+                           " --vocab-size 310 --out " + quote(dir.file("small.model")));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  r = run_chainlm(dir, "export --model " + quote(dir.file("m.bin")) + " --format hf --tokenizer " +
+                           quote(dir.file("small.model")) + " --out " + quote(dir.file("hf2")));
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.err.find("has 310 tokens but the model has 300"), std::string::npos) << r.err;
+  r = run_chainlm(dir, "export --model " + quote(dir.file("m.bin")) + " --format hf --tokenizer byte --out " +
+                           quote(dir.file("hf2")));
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.err.find("the byte tokenizer, which a Hugging Face LLaMA directory cannot carry"), std::string::npos)
+      << r.err;
+  r = run_chainlm(dir, "export --model " + quote(dir.file("m.bin")) + " --format hf --no-tokenizer --tokenizer " +
+                           quote(dir.file("tok.model")) + " --out " + quote(dir.file("hf2")));
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_FALSE(fs::exists(dir.file("hf2")));
 }
 
 }  // namespace

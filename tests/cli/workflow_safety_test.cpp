@@ -240,7 +240,7 @@ TEST_F(WorkflowSafety, ShardsOfAnotherTokenizerAreRefused) {
 TEST_F(WorkflowSafety, ExportAndExpandTakeATrailingSlashAndFailCleanly) {
   const std::string run = dir.file("run");
   ASSERT_EQ(run_chainlm(dir, train_args(run, 2)).exit_code, 0);
-  auto e = run_chainlm(dir, "export --model " + quote(run) + " --chains 1 --format hf --out " + quote(dir.file("hf") + "/"));
+  auto e = run_chainlm(dir, "export --model " + quote(run) + " --chains 1 --format hf --no-tokenizer --out " + quote(dir.file("hf") + "/"));
   ASSERT_EQ(e.exit_code, 0) << e.err;
   EXPECT_TRUE(fs::exists(dir.file("hf") + "/model.safetensors"));
   auto x = run_chainlm(dir, "expand --from " + quote(run) + " --add-chains 1 --out " + quote(dir.file("big") + "/"));
@@ -251,7 +251,7 @@ TEST_F(WorkflowSafety, ExportAndExpandTakeATrailingSlashAndFailCleanly) {
   for (const std::string& sub : {std::string("hf"), std::string("big")})
     for (const auto& entry : fs::directory_iterator(dir.file(sub)))
       EXPECT_NE(entry.path().filename().string().rfind(".tmp-", 0), 0u) << entry.path();
-  auto bad = run_chainlm(dir, "export --model " + quote(run) + " --chains 1 --format hf --out /proc/chainlm-export");
+  auto bad = run_chainlm(dir, "export --model " + quote(run) + " --chains 1 --format hf --no-tokenizer --out /proc/chainlm-export");
   EXPECT_NE(bad.exit_code, 0);
   EXPECT_TRUE(contains(bad.err, "export: cannot write /proc/chainlm-export")) << bad.err;
   EXPECT_FALSE(contains(bad.err, "filesystem error")) << bad.err;
