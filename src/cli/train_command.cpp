@@ -8,6 +8,7 @@
 
 #include "cli/commands.h"
 #include "cli/parse_util.h"
+#include "cli/training_samples.h"
 #include "core/error.h"
 #include "core/memory.h"
 #include "core/stop_signals.h"
@@ -32,6 +33,9 @@ void add_train_command(CLI::App& app) {
   auto* cmd = app.add_subcommand("train", "Train a model on token shards made by `chainlm prepare`");
   struct Args {
     std::string config, data, out, chain_weights, init, train_only, memory_limit;
+    std::string sample_prompt, sample_chains;
+    long sample_every = 0;
+    int sample_tokens = 0;
     int freeze_chains = 0, max_nonfinite_skips = 8;
     std::string on_nonfinite = "stop", precision = "fp32";
     long steps = 1000, eval_every = 100, save_every = 0, warmup = -1, lr_schedule_steps = 0;
@@ -95,6 +99,17 @@ void add_train_command(CLI::App& app) {
   add_precision_option(cmd, a->precision,
                        "GEMM operands: fp32, or bf16 over fp32 master weights (docs/precision.md); "
                        "may change on resume");
+  cmd->add_option("--sample-every", a->sample_every,
+                  "Every N steps (and at the last), print greedy generations of each sub-model "
+                  "and log them in metrics.jsonl; 0 = off")
+      ->capture_default_str();
+  cmd->add_option("--sample-prompt", a->sample_prompt,
+                  "Text the samples continue (default: none, BOS alone)");
+  cmd->add_option("--sample-tokens", a->sample_tokens,
+                  "Tokens per sample; 0 = 32, or what the context leaves after the prompt")
+      ->capture_default_str();
+  cmd->add_option("--sample-chains", a->sample_chains,
+                  "Sub-models to sample, e.g. 1,4 (default: every sub-model)");
   cmd->add_flag("--resume", a->resume, "Continue the run in --out from its latest checkpoint");
   cmd->add_flag("--quiet", a->quiet, "No progress output");
   cmd->add_option("--bucket-mb", a->bucket_mb,
@@ -125,6 +140,7 @@ void add_train_command(CLI::App& app) {
     std::unique_ptr<Model> model;
     TrainOptions opt;
     std::string resume_dir, error;
+    Trainer::SampleFn sampler;
     // Rank 0 alone reads the config, the initial weights and the run directory: under mpirun
     // the other ranks receive the config and options here, and the weights, moments and step
     // when the run starts (Trainer::run), so only rank 0 needs the run directory.
@@ -187,6 +203,16 @@ void add_train_command(CLI::App& app) {
         change("--save-every", a->save_every, opt.save_every);
         change("--on-nonfinite", a->on_nonfinite, opt.on_nonfinite);
         change("--max-nonfinite-skips", a->max_nonfinite_skips, opt.max_nonfinite_skips);
+        change("--sample-every", a->sample_every, opt.sample_every);
+        change("--sample-prompt", a->sample_prompt, opt.sample_prompt);
+        change("--sample-tokens", a->sample_tokens, opt.sample_tokens);
+        if (cmd->count("--sample-chains")) {
+          std::vector<int> chains = parse_sample_chains(a->sample_chains, model->config().n_chains());
+          if (chains != opt.sample_chains) {
+            changed += cat(changed.empty() ? "" : ", ", "--sample-chains ", a->sample_chains);
+            opt.sample_chains = chains;
+          }
+        }
         // The precision is how the steps compute, not state (weights and moments are fp32).
         if (cmd->count("--precision") && a->precision != opt.precision && !a->quiet)
           std::fprintf(stderr, "precision: %s until the checkpoint, %s from here on\n",
@@ -236,6 +262,9 @@ void add_train_command(CLI::App& app) {
         opt.max_nonfinite_skips = a->max_nonfinite_skips;
         opt.precision = a->precision;
         opt.lr_schedule_steps = a->lr_schedule_steps;
+        opt.sample_every = a->sample_every;
+        opt.sample_prompt = a->sample_prompt;
+        opt.sample_tokens = a->sample_tokens;
         if (!a->chain_weights.empty()) opt.chain_loss_weights = parse_float_list(a->chain_weights, "--chain-loss-weights");
         if (a->init.empty()) {
           // A new model: refuse a run that cannot fit before even its weights are allocated.
@@ -244,7 +273,11 @@ void add_train_command(CLI::App& app) {
           model = std::make_unique<Model>(config);
           model->init_random(a->seed);
         }
+        if (!a->sample_chains.empty())
+          opt.sample_chains = parse_sample_chains(a->sample_chains, model->config().n_chains());
       }
+      // Rank 0 alone samples; a bad prompt or chain list is refused before the run starts.
+      sampler = make_training_sampler(opt, model->config());
     };
     if (root) {
       try {
@@ -278,6 +311,7 @@ void add_train_command(CLI::App& app) {
     }
     agree(error);
     Trainer& trainer = *trainer_ptr;
+    if (sampler) trainer.set_sampler(sampler);
     const ModelConfig& c = model->config();
     if (!a->quiet && root) {
       const ParamStore& ps = model->params();

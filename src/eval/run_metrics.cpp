@@ -80,6 +80,20 @@ RunMetrics parse_run_metrics(const std::string& text, const std::string& where) 
       m.n_chains = std::max(m.n_chains, (int)v.loss.size());
       m.val.push_back(std::move(v));
     }
+    if (j.contains("samples")) {
+      CHAINLM_CHECK(j["samples"].is_array(), where, ":", line, ": \"samples\" is ",
+                    j["samples"].type_name(), ", not a list");
+      SamplePoint s;
+      s.step = step;
+      s.prompt = j.value("sample_prompt", std::string());
+      for (const auto& x : j["samples"]) {
+        CHAINLM_CHECK(x.is_object() && x.contains("chains") && x["chains"].is_number_integer() &&
+                          x.contains("text") && x["text"].is_string(),
+                      where, ":", line, ": a sample needs an integer \"chains\" and a \"text\"");
+        s.samples.emplace_back(x["chains"].get<int>(), x["text"].get<std::string>());
+      }
+      m.samples.push_back(std::move(s));
+    }
     if (j.contains("loss")) {
       TrainPoint p;
       p.step = step;

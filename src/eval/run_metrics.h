@@ -1,9 +1,11 @@
 #pragma once
 // A training run's metrics log (RUN/metrics.jsonl, written by the trainer): one JSON object
 // per optimizer step ("step", "loss", "chain_loss", "lr", "tokens_per_s", "step_ms") and per
-// validation ("step", "val_loss": one entry per sub-model), plus a step-0 header with the
-// parameter counts.
+// validation ("step", "val_loss": one entry per sub-model), per set of sample generations
+// ("step", "sample_prompt", "samples": [{"chains", "text", "tokens"}]), plus a step-0 header
+// with the parameter counts.
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace chainlm {
@@ -20,10 +22,17 @@ struct ValPoint {
   std::vector<double> loss;  // per sub-model k = 1..n (index k-1)
 };
 
+struct SamplePoint {
+  long step = 0;
+  std::string prompt;
+  std::vector<std::pair<int, std::string>> samples;  // (chains, generated text)
+};
+
 struct RunMetrics {
   std::string path;  // the metrics.jsonl read
   std::vector<TrainPoint> train;
   std::vector<ValPoint> val;
+  std::vector<SamplePoint> samples;
   long total_params = -1, trainable_params = -1;  // -1 = not logged
   int n_chains = 0;                               // the longest chain_loss / val_loss list seen
   // Whether sub-model k (1-based) has a logged training loss.

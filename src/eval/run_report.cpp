@@ -141,6 +141,29 @@ std::string run_report_markdown(const std::string& run_dir, const RunMetrics& m,
   }
   md << "\n";
 
+  // The last sample generations (train --sample-every), the first and the last set: how the
+  // text changed over the run.
+  if (!m.samples.empty()) {
+    md << "## Samples\n\nGreedy continuations (in brackets) of the prompt (`train "
+          "--sample-every`), at the first and the last step sampled.\n\n";
+    const std::vector<const SamplePoint*> shown =
+        m.samples.size() == 1
+            ? std::vector<const SamplePoint*>{&m.samples.front()}
+            : std::vector<const SamplePoint*>{&m.samples.front(), &m.samples.back()};
+    // One line per sample in a code block; newlines shown as \n so each stays on its line.
+    const auto one_line = [](const std::string& text) {
+      std::string out;
+      for (char ch : text) out += ch == '\n' ? "\\n" : ch == '\t' ? "\\t" : std::string(1, ch);
+      return out;
+    };
+    for (const SamplePoint* s : shown) {
+      md << "Step " << s->step << ":\n\n```text\n";
+      for (const auto& [k, text] : s->samples)
+        md << "k=" << k << " | " << one_line(s->prompt) << "[" << one_line(text) << "]\n";
+      md << "```\n\n";
+    }
+  }
+
   // Training settings.
   md << "## Training\n\n";
   if (state.contains("options") && state["options"].is_object()) {

@@ -27,7 +27,11 @@ nlohmann::json TrainOptions::to_json() const {
           {"init", init},
           {"on_nonfinite", on_nonfinite},
           {"max_nonfinite_skips", max_nonfinite_skips},
-          {"precision", precision}};
+          {"precision", precision},
+          {"sample_every", sample_every},
+          {"sample_prompt", sample_prompt},
+          {"sample_tokens", sample_tokens},
+          {"sample_chains", sample_chains}};
 }
 
 TrainOptions TrainOptions::from_json(const nlohmann::json& j) {
@@ -59,6 +63,10 @@ TrainOptions TrainOptions::from_json(const nlohmann::json& j) {
   o.on_nonfinite = j.value("on_nonfinite", std::string("stop"));
   o.max_nonfinite_skips = j.value("max_nonfinite_skips", 8);
   o.precision = j.value("precision", std::string("fp32"));
+  o.sample_every = j.value("sample_every", 0L);
+  o.sample_prompt = j.value("sample_prompt", std::string());
+  o.sample_tokens = j.value("sample_tokens", 0);
+  o.sample_chains = j.value("sample_chains", std::vector<int>());
   return o;
 }
 

@@ -47,6 +47,14 @@ struct TrainOptions {
   // change on resume.
   std::string precision = "fp32";
   int max_nonfinite_skips = 8;
+  // Sample generations during training (docs/training.md): every sample_every steps (0 = off)
+  // and at the last step, sample_tokens greedy tokens (0 = 32, or what the context leaves)
+  // after sample_prompt (BOS alone when empty) from each sub-model in sample_chains (empty =
+  // every sub-model). Stored, so a resumed run keeps sampling; all may change on resume.
+  long sample_every = 0;
+  std::string sample_prompt;
+  int sample_tokens = 0;
+  std::vector<int> sample_chains;
   bool quiet = false;
   // Data parallelism (docs/distributed.md); neither is part of the run's state. Gradients are
   // summed in buckets of at most bucket_mb megabytes; overlap_comm reduces each layer's

@@ -368,6 +368,12 @@ void Trainer::run() {
       log_metrics({{"step", step_}, {"val_loss", val}});
       progress.validation(step_, val);
     }
+    if (sampler_ && root && opt_.sample_every > 0 && (step_ % opt_.sample_every == 0 || last)) {
+      model_.refresh_bf16_weights();  // bf16 runs: generate with this step's weights
+      const nlohmann::json samples = sampler_(model_);
+      log_metrics({{"step", step_}, {"sample_prompt", opt_.sample_prompt}, {"samples", samples}});
+      progress.samples(step_, opt_.sample_prompt, samples);
+    }
     const bool stop = !last && stop_agreed();
     if (step_ % save_every == 0 || last || stop) {
       check_replicas();

@@ -8,6 +8,7 @@
 // crash-safe protocol (run_directory.h), what a run reports as it goes (training_progress.h),
 // and the memory check (trainer_memory.cpp).
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -69,6 +70,13 @@ class Trainer {
   // process trains into it meanwhile (rank 0 only; run() calls it).
   void prepare_run_dir();
 
+  // Sample generations (options.sample_every): run() calls the sampler on rank 0 every
+  // sample_every steps and at the last step, logs what it returns as {"step", "samples"} in
+  // metrics.jsonl and prints it. Generation lives above this layer (infer), so the train command
+  // supplies it. Each sample: {"chains", "text", ...}.
+  using SampleFn = std::function<nlohmann::json(const Model& model)>;
+  void set_sampler(SampleFn sampler) { sampler_ = std::move(sampler); }
+
   long step() const { return step_; }
   // Whether the last train_step was skipped (--on-nonfinite skip) and why; steps skipped so far.
   bool last_step_skipped() const { return !last_nonfinite_.empty(); }
@@ -115,6 +123,7 @@ class Trainer {
   std::vector<int> tokens_, targets_;
   std::vector<float> weights_;
   std::unique_ptr<GradientReducer> reducer_;
+  SampleFn sampler_;
 };
 
 }  // namespace chainlm

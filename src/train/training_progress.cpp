@@ -31,6 +31,22 @@ std::string chain_losses(const std::vector<double>& loss, const std::vector<floa
   return s;
 }
 
+// Newlines and tabs shown as \n and \t, so one sample stays on one line of the log.
+std::string one_line(const std::string& text) {
+  std::string out;
+  for (char ch : text) {
+    if (ch == '\n')
+      out += "\\n";
+    else if (ch == '\t')
+      out += "\\t";
+    else if (ch == '\r')
+      out += "\\r";
+    else
+      out += ch;
+  }
+  return out;
+}
+
 }  // namespace
 
 TrainingProgress::TrainingProgress(bool quiet, bool root, long start_step, long steps)
@@ -74,6 +90,15 @@ void TrainingProgress::skipped(long step, const std::string& why, long in_a_row,
                "%swarning: step %ld skipped (--on-nonfinite skip): %s; weights and "
                "optimizer state unchanged (%ld in a row, %ld in all)\n",
                clear(), step, why.c_str(), in_a_row, in_all);
+}
+
+void TrainingProgress::samples(long step, const std::string& prompt,
+                               const nlohmann::json& samples) const {
+  if (quiet_) return;
+  for (const auto& s : samples)
+    std::fprintf(stderr, "%sstep %ld | sample k=%d | %s[%s]\n", clear(), step,
+                 s.at("chains").get<int>(), one_line(prompt).c_str(),
+                 one_line(s.at("text").get<std::string>()).c_str());
 }
 
 void TrainingProgress::saved(const std::string& dir) const {

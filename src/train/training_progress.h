@@ -4,6 +4,7 @@
 // few seconds), validation losses, skipped steps, the saved checkpoint and the peak memory;
 // and the moving tokens/s that the progress line and metrics.jsonl report.
 #include <cstdint>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
@@ -26,6 +27,8 @@ class TrainingProgress {
   void validation(long step, const std::vector<double>& val_loss) const;
   // A step skipped for a non-finite loss or gradient (printed even when quiet).
   void skipped(long step, const std::string& why, long in_a_row, long in_all) const;
+  // Sample generations: a line per sample, "sample k=2 | <prompt>[continuation]".
+  void samples(long step, const std::string& prompt, const nlohmann::json& samples) const;
   void saved(const std::string& dir) const;
   void peak_memory(uint64_t peak_bytes, uint64_t estimated_bytes) const;
 

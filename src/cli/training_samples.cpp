@@ -1,0 +1,82 @@
+#include "cli/training_samples.h"
+
+#include <algorithm>
+#include <memory>
+
+#include "core/error.h"
+#include "infer/generator.h"
+#include "io/text_encoding.h"
+#include "io/tokenizer.h"
+
+namespace chainlm::cli {
+
+std::vector<int> parse_sample_chains(const std::string& list, int n_chains) {
+  std::vector<int> chains;
+  size_t pos = 0;
+  while (pos <= list.size()) {
+    size_t comma = list.find(',', pos);
+    if (comma == std::string::npos) comma = list.size();
+    const std::string item = list.substr(pos, comma - pos);
+    size_t used = 0;
+    int k = 0;
+    try {
+      k = std::stoi(item, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    CHAINLM_CHECK(used > 0 && used == item.size(), "--sample-chains ", list,
+                  ": expected chain counts separated by commas, e.g. 1,", n_chains);
+    CHAINLM_CHECK(k >= 1 && k <= n_chains, "--sample-chains ", list, ": ", k, " is outside 1..",
+                  n_chains, " (the model has ", n_chains, " chain", n_chains == 1 ? "" : "s", ")");
+    CHAINLM_CHECK(std::find(chains.begin(), chains.end(), k) == chains.end(), "--sample-chains ",
+                  list, ": ", k, " is given twice");
+    chains.push_back(k);
+    pos = comma + 1;
+  }
+  std::sort(chains.begin(), chains.end());
+  return chains;
+}
+
+Trainer::SampleFn make_training_sampler(const TrainOptions& opt, const ModelConfig& config) {
+  if (opt.sample_every <= 0) return nullptr;
+  CHAINLM_CHECK(opt.sample_tokens >= 0, "--sample-tokens ", opt.sample_tokens,
+                " must be at least 1 (or 0 for the default)");
+  const int n = config.n_chains();
+  std::vector<int> chains = opt.sample_chains;
+  for (int k : chains)
+    CHAINLM_CHECK(k >= 1 && k <= n, "--sample-chains: ", k, " is outside 1..", n);
+  if (chains.empty())
+    for (int k = 1; k <= n; ++k) chains.push_back(k);
+
+  std::shared_ptr<const Tokenizer> tok = load_tokenizer(opt.data_dir);
+  const int prompt_tokens = 1 + static_cast<int>(tok->encode(opt.sample_prompt).size());
+  const int room = config.max_seq_len - prompt_tokens;
+  // 0: 32 tokens, or what the context leaves after the prompt.
+  const int max_tokens = opt.sample_tokens > 0 ? opt.sample_tokens : std::min(32, room);
+  CHAINLM_CHECK(max_tokens >= 1 && max_tokens <= room, "--sample-prompt is ", prompt_tokens,
+                " tokens (BOS included)",
+                opt.sample_tokens > 0 ? cat("; with --sample-tokens ", opt.sample_tokens, " that")
+                                      : std::string(", which"),
+                " leaves no room in the model's context of ", config.max_seq_len,
+                " tokens; shorten one of them");
+
+  const std::string prompt = opt.sample_prompt;
+  return [tok, chains, prompt, max_tokens](const Model& model) {
+    nlohmann::json samples = nlohmann::json::array();
+    for (int k : chains) {
+      GenerateOptions g;
+      g.max_tokens = max_tokens;
+      g.chains = k;
+      g.sampling.temperature = 0;  // greedy: samples compare across steps, not across draws
+      std::string continuation;
+      const GenerateResult r = generate(model, *tok, prompt, g,
+                                        [&](const std::string& piece) { continuation += piece; });
+      samples.push_back({{"chains", k},
+                         {"text", replace_invalid_utf8(continuation)},
+                         {"tokens", r.tokens.size()}});
+    }
+    return samples;
+  };
+}
+
+}  // namespace chainlm::cli
