@@ -12,6 +12,7 @@
 namespace chainlm {
 namespace {
 
+using testing::contains;
 using testing::quote;
 using testing::read_bytes;
 using testing::run_chainlm;
@@ -19,10 +20,6 @@ using testing::TempDir;
 using testing::write_bytes;
 
 const std::string kFixtures = std::string(CHAINLM_SOURCE_DIR) + "/tests/io/data/compressed/";
-
-bool has(const std::string& text, const std::string& part) {
-  return text.find(part) != std::string::npos;
-}
 
 TEST(CorpusInputsCli, CompressedAndJsonlInputsGiveTheSameShards) {
   TempDir dir;
@@ -40,7 +37,7 @@ TEST(CorpusInputsCli, CompressedAndJsonlInputsGiveTheSameShards) {
     ASSERT_EQ(r.exit_code, 0) << input << ": " << r.err;
     EXPECT_EQ(read_bytes(dir.file(out + "/train.bin")), train) << input;
     EXPECT_EQ(read_bytes(dir.file(out + "/val.bin")), val) << input;
-    EXPECT_TRUE(has(r.out, "4 documents")) << r.out;
+    EXPECT_TRUE(contains(r.out, "4 documents")) << r.out;
   }
   const auto meta = nlohmann::json::parse(read_bytes(dir.file("out_poem.txt.gz/meta.json")));
   EXPECT_EQ(meta["sources"], nlohmann::json::array({kFixtures + "poem.txt.gz"}));
@@ -57,7 +54,7 @@ TEST(CorpusInputsCli, DirectoriesSeveralInputsAndLineDocuments) {
                                 " --input " + quote(dir.file("more.txt")) + " --out " +
                                 quote(dir.file("d1")));
   ASSERT_EQ(r.exit_code, 0) << r.err;
-  EXPECT_TRUE(has(r.out, "3 files: 5 documents")) << r.out;
+  EXPECT_TRUE(contains(r.out, "3 files: 5 documents")) << r.out;
   const auto meta = nlohmann::json::parse(read_bytes(dir.file("d1/meta.json")));
   EXPECT_EQ(meta["sources"].size(), 3u);
   EXPECT_EQ(TokenShard(dir.file("d1/train.bin")).size() + TokenShard(dir.file("d1/val.bin")).size(),
@@ -66,7 +63,7 @@ TEST(CorpusInputsCli, DirectoriesSeveralInputsAndLineDocuments) {
   r = run_chainlm(dir, "prepare --tokenizer byte --split lines --input " +
                            quote(dir.file("corpus/a.txt")) + " --out " + quote(dir.file("d2")));
   ASSERT_EQ(r.exit_code, 0) << r.err;
-  EXPECT_TRUE(has(r.out, "3 documents")) << r.out;  // one per non-blank line
+  EXPECT_TRUE(contains(r.out, "3 documents")) << r.out;  // one per non-blank line
 }
 
 TEST(CorpusInputsCli, EncodingsAreReportedOrRefused) {
@@ -77,7 +74,7 @@ TEST(CorpusInputsCli, EncodingsAreReportedOrRefused) {
   auto r = run_chainlm(dir, "prepare --tokenizer byte --input " + quote(dir.file("u16.txt")) +
                                 " --out " + quote(dir.file("o1")));
   EXPECT_NE(r.exit_code, 0);
-  EXPECT_TRUE(has(r.err, "is UTF-16 (little-endian) text")) << r.err;
+  EXPECT_TRUE(contains(r.err, "is UTF-16 (little-endian) text")) << r.err;
   EXPECT_FALSE(std::filesystem::exists(dir.file("o1")));
 
   write_bytes(dir.file("blob.bin"), std::string("\x7F"
@@ -86,24 +83,24 @@ TEST(CorpusInputsCli, EncodingsAreReportedOrRefused) {
   r = run_chainlm(dir, "prepare --tokenizer byte --input " + quote(dir.file("blob.bin")) +
                            " --out " + quote(dir.file("o2")));
   EXPECT_NE(r.exit_code, 0);
-  EXPECT_TRUE(has(r.err, "holds binary data")) << r.err;
+  EXPECT_TRUE(contains(r.err, "holds binary data")) << r.err;
 
   write_bytes(dir.file("latin1.txt"), "caf\xE9 au lait\n\nfine text\n\nna\xEFve\n");
   r = run_chainlm(dir, "prepare --tokenizer byte --input " + quote(dir.file("latin1.txt")) +
                            " --out " + quote(dir.file("o3")));
   EXPECT_EQ(r.exit_code, 0) << r.err;
-  EXPECT_TRUE(has(r.err, "warning: ")) << r.err;
-  EXPECT_TRUE(has(r.err, "2 invalid UTF-8 sequences, the first at byte 3 (line 1)")) << r.err;
+  EXPECT_TRUE(contains(r.err, "warning: ")) << r.err;
+  EXPECT_TRUE(contains(r.err, "2 invalid UTF-8 sequences, the first at byte 3 (line 1)")) << r.err;
   r = run_chainlm(dir, "prepare --tokenizer byte --invalid-utf8 error --input " +
                            quote(dir.file("latin1.txt")) + " --out " + quote(dir.file("o4")));
   EXPECT_NE(r.exit_code, 0);
-  EXPECT_TRUE(has(r.err, "refused by --invalid-utf8 error")) << r.err;
+  EXPECT_TRUE(contains(r.err, "refused by --invalid-utf8 error")) << r.err;
   EXPECT_FALSE(std::filesystem::exists(dir.file("o4")));
 
   r = run_chainlm(dir, "prepare --tokenizer byte --format csv --input " +
                            quote(dir.file("latin1.txt")) + " --out " + quote(dir.file("o5")));
   EXPECT_NE(r.exit_code, 0);
-  EXPECT_TRUE(has(r.err, "csv")) << r.err;
+  EXPECT_TRUE(contains(r.err, "csv")) << r.err;
 }
 
 TEST(CorpusInputsCli, TokenizerTrainReadsCompressedJsonlAndExplainsItsErrors) {
@@ -111,14 +108,14 @@ TEST(CorpusInputsCli, TokenizerTrainReadsCompressedJsonlAndExplainsItsErrors) {
   auto r = run_chainlm(dir, "tokenizer train --corpus " + quote(kFixtures + "poem.jsonl.gz") +
                                 " --vocab-size 330 --out " + quote(dir.file("a.model")));
   ASSERT_EQ(r.exit_code, 0) << r.err;
-  EXPECT_TRUE(has(r.out, "poem.jsonl.gz (gzip)")) << r.out;
+  EXPECT_TRUE(contains(r.out, "poem.jsonl.gz (gzip)")) << r.out;
 
   r = run_chainlm(dir, "tokenizer train --corpus " + quote(kFixtures + "poem.txt") +
                            " --vocab-size 5000 --out " + quote(dir.file("b.model")));
   EXPECT_NE(r.exit_code, 0);
-  EXPECT_TRUE(has(r.err, "--vocab-size 5000 is more pieces than the corpus can fill (at most "))
+  EXPECT_TRUE(contains(r.err, "--vocab-size 5000 is more pieces than the corpus can fill (at most "))
       << r.err;
-  EXPECT_FALSE(has(r.err, "trainer_interface")) << r.err;
+  EXPECT_FALSE(contains(r.err, "trainer_interface")) << r.err;
   EXPECT_FALSE(std::filesystem::exists(dir.file("b.model")));
 
   // 300 distinct CJK characters, each needing a piece at full coverage.
@@ -136,9 +133,9 @@ TEST(CorpusInputsCli, TokenizerTrainReadsCompressedJsonlAndExplainsItsErrors) {
                            quote(dir.file("c.model")));
   EXPECT_NE(r.exit_code, 0);
   // 300 characters, the space marker of SentencePiece's dummy prefix, 259 byte/control pieces.
-  EXPECT_TRUE(has(r.err, "--vocab-size 400 cannot hold the 560 pieces")) << r.err;
-  EXPECT_TRUE(has(r.err, "--character-coverage 1 ")) << r.err;
-  EXPECT_FALSE(has(r.err, "character_coverage")) << r.err;  // SentencePiece's flag name
+  EXPECT_TRUE(contains(r.err, "--vocab-size 400 cannot hold the 560 pieces")) << r.err;
+  EXPECT_TRUE(contains(r.err, "--character-coverage 1 ")) << r.err;
+  EXPECT_FALSE(contains(r.err, "character_coverage")) << r.err;  // SentencePiece's flag name
   r = run_chainlm(dir, "tokenizer train --corpus " + quote(dir.file("cjk.txt")) +
                            " --vocab-size 600 --character-coverage 1 --out " +
                            quote(dir.file("c.model")));
@@ -147,7 +144,7 @@ TEST(CorpusInputsCli, TokenizerTrainReadsCompressedJsonlAndExplainsItsErrors) {
                            " --vocab-size 600 --character-coverage 0.5 --out " +
                            quote(dir.file("d.model")));
   EXPECT_NE(r.exit_code, 0);
-  EXPECT_TRUE(has(r.err, "--character-coverage 0.5 must be between 0.98 and 1")) << r.err;
+  EXPECT_TRUE(contains(r.err, "--character-coverage 0.5 must be between 0.98 and 1")) << r.err;
 }
 
 }  // namespace

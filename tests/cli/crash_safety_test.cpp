@@ -34,6 +34,7 @@ namespace chainlm {
 namespace {
 
 namespace fs = std::filesystem;
+using testing::contains;
 using testing::read_bytes;
 using testing::TempDir;
 using testing::write_bytes;
@@ -52,8 +53,6 @@ std::string trim(std::string s) {
   while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
   return s;
 }
-
-bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
 
 // What a killed writer may leave behind; a finished run must have none of it.
 std::vector<std::string> leftovers(const fs::path& run) {

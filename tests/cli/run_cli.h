@@ -2,6 +2,7 @@
 // Runs the built `chainlm` binary from a test and captures exit code, stdout and stderr.
 #include <sys/wait.h>
 
+#include <cctype>
 #include <cstdlib>
 #include <filesystem>
 #include <optional>
@@ -50,5 +51,16 @@ class ScopedEnv {
 };
 
 inline std::string quote(const std::string& path) { return "'" + path + "'"; }
+
+// Whether a command's output holds a message (the tests check messages by their words).
+inline bool contains(const std::string& s, const std::string& part) {
+  return s.find(part) != std::string::npos;
+}
+
+// s without trailing whitespace (a file's last newline, say).
+inline std::string trimmed(std::string s) {
+  while (!s.empty() && std::isspace(static_cast<unsigned char>(s.back()))) s.pop_back();
+  return s;
+}
 
 }  // namespace chainlm::testing

@@ -19,15 +19,10 @@ namespace chainlm {
 namespace {
 
 namespace fs = std::filesystem;
+using testing::contains;
+using testing::trimmed;
 using testing::read_bytes;
 using testing::write_bytes;
-
-bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
-
-std::string trimmed(std::string s) {
-  while (!s.empty() && std::isspace((unsigned char)s.back())) s.pop_back();
-  return s;
-}
 
 // The number of training steps metrics.jsonl has logged so far.
 int logged_steps(const std::string& run) {

@@ -12,14 +12,11 @@
 namespace chainlm {
 namespace {
 
+using testing::contains;
 using testing::quote;
 using testing::read_bytes;
 using testing::run_chainlm;
 using testing::write_bytes;
-
-bool contains(const std::string& s, const std::string& part) {
-  return s.find(part) != std::string::npos;
-}
 
 class TrainingSamples : public test::TrainingDataTest {
  protected:

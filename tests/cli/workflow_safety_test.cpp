@@ -21,13 +21,13 @@ namespace chainlm {
 namespace {
 
 namespace fs = std::filesystem;
+using testing::contains;
+using testing::trimmed;
 using testing::quote;
 using testing::read_bytes;
 using testing::run_chainlm;
 using testing::RunResult;
 using testing::write_bytes;
-
-bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
 
 // Runs chainlm with `cwd` as the working directory.
 RunResult run_in(const std::string& cwd, const testing::TempDir& dir, const std::string& args) {
@@ -38,11 +38,6 @@ RunResult run_in(const std::string& cwd, const testing::TempDir& dir, const std:
   RunResult r{WIFEXITED(status) ? WEXITSTATUS(status) : -1, "", read_bytes(err)};
   fs::remove(err);
   return r;
-}
-
-std::string trimmed(std::string s) {
-  while (!s.empty() && std::isspace((unsigned char)s.back())) s.pop_back();
-  return s;
 }
 
 class WorkflowSafety : public test::TrainingDataTest {
