@@ -259,6 +259,15 @@ void completion_request_seeds() {
   for (const auto& [name, body] : bodies) seed("completion_request_fuzzer", name, body);
 }
 
+// Corpus files as users have them: text with documents, JSONL, a gzip file, invalid UTF-8.
+void corpus_reader_seeds(const std::string& source_dir) {
+  const std::string fixtures = source_dir + "/tests/io/data/compressed/";
+  for (const char* name : {"poem.txt", "poem.jsonl", "poem.txt.gz", "poem.txt.zst"})
+    seed("corpus_reader_fuzzer", name, read_file(fixtures + name));
+  seed("corpus_reader_fuzzer", "latin1", "caf\xE9 au lait\n\nna\xEFve\n%\nok\n");
+  seed("corpus_reader_fuzzer", "records", "{\"text\": \"a\\nb\"}\n\n{\"text\": \"\"}\n[1]\n");
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -280,6 +289,7 @@ int main(int argc, char** argv) {
     token_shard_seeds();
     eval_seeds();
     completion_request_seeds();
+    corpus_reader_seeds(argv[2]);
     fs::remove_all(g_work);
   } catch (const std::exception& e) {
     std::cerr << "make_corpus: " << e.what() << "\n";
