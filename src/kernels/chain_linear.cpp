@@ -41,6 +41,7 @@ void chain_linear_backward(const ChainLinear& cl, int k, int M, const float* x, 
     const int in_w = cl.in.end(i), out_w = cl.out.width(i);
     const float* dyi = dy + cl.out.begin(i);
     const float beta = (dx_overwrite && i == k - 1) ? 0.0f : 1.0f;
+    CHAINLM_CHECK(!w[i].quant, "a quantized weight has no backward (quantized models do not train)");
     if (w[i].bf16) {
       if (dx) gemm_nn_bf16(M, in_w - dx0, out_w, dyi, ldy, w[i].bf16 + dx0, in_w, dx + dx0, lddx, beta);
       if (dw && dw[i]) gemm_tn_bf16(out_w, in_w, M, dyi, ldy, x, ldx, dw[i], in_w, 1.0f);

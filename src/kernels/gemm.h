@@ -3,6 +3,7 @@
 // few-row kernels of decoding. Every GEMM of the engine goes through
 // these three so the transposition conventions live in one place.
 #include "kernels/bf16.h"
+#include "kernels/quant.h"
 #include "kernels/weight_ref.h"
 
 namespace chainlm {
@@ -25,10 +26,22 @@ void gemm_tn_bf16(int M, int N, int K, const float* A, int lda, const float* B, 
 // than on rounded operands through the fp32 kernels.
 bool bf16_gemm_native();
 
+// The same with B block-quantized (quant.h; gemm_quant.cpp): B's rows are
+// quant_row_bytes(type, ldb) bytes apart and K <= ldb; each row of A is quantized to Q8_0 on
+// the way in (as llama.cpp does), the block products are exact integer dot products, scaled and
+// summed in fp32.
+void gemm_nt_quant(int M, int N, int K, const float* A, int lda, QuantType type, const uint8_t* B,
+                   int ldb, float* C, int ldc, float beta);
+// The same on the portable C++ dot products, whatever the build's SIMD (tests run both).
+void gemm_nt_quant_portable(int M, int N, int K, const float* A, int lda, QuantType type,
+                            const uint8_t* B, int ldb, float* C, int ldc, float beta);
+
 // gemm_nt on whichever form the weight B has (weight_ref.h).
 inline void gemm_nt(int M, int N, int K, const float* A, int lda, WeightRef B, int ldb, float* C,
                     int ldc, float beta) {
-  if (B.bf16)
+  if (B.quant)
+    gemm_nt_quant(M, N, K, A, lda, B.quant_type, B.quant, ldb, C, ldc, beta);
+  else if (B.bf16)
     gemm_nt_bf16(M, N, K, A, lda, B.bf16, ldb, C, ldc, beta);
   else
     gemm_nt(M, N, K, A, lda, B.f32, ldb, C, ldc, beta);

@@ -1,0 +1,148 @@
+#include "kernels/quant.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "core/error.h"
+#include "core/threads.h"
+
+namespace chainlm {
+
+namespace {
+
+constexpr size_t kQ8Bytes = 2 + kQuantBlock;      // 34
+constexpr size_t kQ4Bytes = 2 + kQuantBlock / 2;  // 18
+
+void put_scale(uint8_t* block, float d) {
+  const uint16_t h = fp16_from_float(d);
+  std::memcpy(block, &h, 2);
+}
+
+float get_scale(const uint8_t* block) {
+  uint16_t h;
+  std::memcpy(&h, block, 2);
+  return float_from_fp16(h);
+}
+
+// x[0..n) of one block, zero-padded to 32.
+void load_block(const float* x, long n, float* v) {
+  for (long i = 0; i < kQuantBlock; ++i) v[i] = i < n ? x[i] : 0.0f;
+}
+
+void quantize_block_q8_0(const float* v, uint8_t* block) {
+  float amax = 0.0f;
+  for (int i = 0; i < kQuantBlock; ++i) amax = std::max(amax, std::fabs(v[i]));
+  const float d = amax / 127.0f;
+  const float id = d != 0.0f ? 1.0f / d : 0.0f;
+  put_scale(block, d);
+  auto* q = reinterpret_cast<int8_t*>(block + 2);
+  for (int i = 0; i < kQuantBlock; ++i)
+    q[i] = static_cast<int8_t>(std::round(v[i] * id));  // half away from zero, as llama.cpp
+}
+
+void quantize_block_q4_0(const float* v, uint8_t* block) {
+  float amax = 0.0f, m = 0.0f;  // the element of largest magnitude, with its sign
+  for (int i = 0; i < kQuantBlock; ++i)
+    if (std::fabs(v[i]) > amax) {
+      amax = std::fabs(v[i]);
+      m = v[i];
+    }
+  const float d = m / -8.0f;
+  const float id = d != 0.0f ? 1.0f / d : 0.0f;
+  put_scale(block, d);
+  uint8_t* q = block + 2;
+  auto code = [&](float x) {  // round half up in the shifted domain, then clamp to 0..15
+    const int c = static_cast<int>(std::floor(x * id + 8.5f));
+    return static_cast<uint8_t>(std::clamp(c, 0, 15));
+  };
+  for (int i = 0; i < kQuantBlock / 2; ++i)
+    q[i] = static_cast<uint8_t>(code(v[i]) | (code(v[i + kQuantBlock / 2]) << 4));
+}
+
+}  // namespace
+
+const char* quant_type_name(QuantType type) {
+  return type == QuantType::kQ8_0 ? "q8_0" : "q4_0";
+}
+
+QuantType parse_quant_type(const std::string& name) {
+  if (name == "q8_0") return QuantType::kQ8_0;
+  if (name == "q4_0") return QuantType::kQ4_0;
+  fail("quantization type ", name, " is not one of q8_0, q4_0");
+}
+
+size_t quant_block_bytes(QuantType type) {
+  return type == QuantType::kQ8_0 ? kQ8Bytes : kQ4Bytes;
+}
+
+uint16_t fp16_from_float(float x) {
+  uint32_t u;
+  std::memcpy(&u, &x, 4);
+  const uint32_t sign = (u >> 16) & 0x8000u;
+  const uint32_t abs = u & 0x7fffffffu;
+  if (abs > 0x7f800000u) return static_cast<uint16_t>(sign | 0x7e00u);   // NaN
+  if (abs >= 0x477ff000u) return static_cast<uint16_t>(sign | 0x7c00u);  // rounds to infinity
+  if (abs < 0x38800000u) {
+    // Subnormal half (or zero): the value in units of 2^-24, rounded to nearest even.
+    float a;
+    std::memcpy(&a, &abs, 4);
+    const float scaled = a * 16777216.0f;  // exact: a power-of-two scaling
+    return static_cast<uint16_t>(sign | static_cast<uint32_t>(std::nearbyint(scaled)));
+  }
+  // Normal: rebias the exponent, round the 13 dropped mantissa bits to nearest even.
+  uint32_t h = ((abs >> 13) - ((127 - 15) << 10));
+  const uint32_t rest = abs & 0x1fffu;
+  if (rest > 0x1000u || (rest == 0x1000u && (h & 1u))) ++h;  // may carry into the exponent
+  return static_cast<uint16_t>(sign | h);
+}
+
+float float_from_fp16(uint16_t h) {
+  const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
+  const uint32_t exp = (h >> 10) & 0x1fu, mant = h & 0x3ffu;
+  float out;
+  if (exp == 0) {
+    out = std::ldexp(static_cast<float>(mant), -24);  // zero or subnormal
+    return sign ? -out : out;
+  }
+  const uint32_t u = exp == 31 ? sign | 0x7f800000u | (mant << 13)
+                               : sign | ((exp + 127 - 15) << 23) | (mant << 13);
+  std::memcpy(&out, &u, 4);
+  return out;
+}
+
+void quantize_row(QuantType type, const float* x, long K, uint8_t* out) {
+  const size_t bytes = quant_block_bytes(type);
+  float v[kQuantBlock];
+  for (long b = 0; b * kQuantBlock < K; ++b) {
+    load_block(x + b * kQuantBlock, K - b * kQuantBlock, v);
+    if (type == QuantType::kQ8_0)
+      quantize_block_q8_0(v, out + b * bytes);
+    else
+      quantize_block_q4_0(v, out + b * bytes);
+  }
+}
+
+void dequantize_row(QuantType type, const uint8_t* in, long K, float* out) {
+  const size_t bytes = quant_block_bytes(type);
+  for (long b = 0; b * kQuantBlock < K; ++b) {
+    const uint8_t* block = in + b * bytes;
+    const float d = get_scale(block);
+    for (long i = 0; i < kQuantBlock && b * kQuantBlock + i < K; ++i) {
+      int q;
+      if (type == QuantType::kQ8_0)
+        q = reinterpret_cast<const int8_t*>(block + 2)[i];
+      else
+        q = (i < kQuantBlock / 2 ? block[2 + i] & 0x0f : block[2 + i - kQuantBlock / 2] >> 4) - 8;
+      out[b * kQuantBlock + i] = d * static_cast<float>(q);
+    }
+  }
+}
+
+void quantize_rows(QuantType type, const float* x, long N, long K, uint8_t* out) {
+  const size_t row = quant_row_bytes(type, K);
+#pragma omp parallel for schedule(static) if (N * K >= kParallelMinWork)
+  for (long n = 0; n < N; ++n) quantize_row(type, x + n * K, K, out + n * row);
+}
+
+}  // namespace chainlm

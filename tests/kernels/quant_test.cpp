@@ -1,0 +1,253 @@
+// Block quantization (Q8_0, Q4_0) and the quantized GEMM. fp16 scales are checked against the
+// CPU's own F16C conversion where the build has it (an independent implementation), every
+// block's rounding against its bound, and the GEMM twice: against a float64 product of the same
+// quantized operands (the kernel may only differ by fp32 rounding of the block sums), and
+// against the fp32 product it approximates, within the bound the two quantizations imply.
+#include "kernels/quant.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <array>
+#include <bit>
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include "gradcheck.h"
+#include "kernels/gemm.h"
+#include "kernels/simd.h"
+
+namespace chainlm {
+namespace {
+
+using test::random_vector;
+
+TEST(Fp16, KnownValuesAndRounding) {
+  EXPECT_EQ(fp16_from_float(1.0f), 0x3c00);
+  EXPECT_EQ(fp16_from_float(-2.0f), 0xc000);
+  EXPECT_EQ(fp16_from_float(65504.0f), 0x7bff);
+  EXPECT_EQ(fp16_from_float(65520.0f), 0x7c00);  // halfway to 2^16: rounds to infinity
+  EXPECT_EQ(fp16_from_float(65519.0f), 0x7bff);
+  EXPECT_EQ(fp16_from_float(std::ldexp(1.0f, -24)), 0x0001);  // the smallest subnormal
+  EXPECT_EQ(fp16_from_float(std::ldexp(1.0f, -25)), 0x0000);  // halfway to it: ties to even (0)
+  EXPECT_EQ(fp16_from_float(1.0f + std::ldexp(1.0f, -11)), 0x3c00);      // tie, to even
+  EXPECT_EQ(fp16_from_float(1.0f + 3 * std::ldexp(1.0f, -11)), 0x3c02);  // tie, to even
+  EXPECT_EQ(fp16_from_float(-0.0f), 0x8000);
+  EXPECT_TRUE(
+      std::isnan(float_from_fp16(fp16_from_float(std::numeric_limits<float>::quiet_NaN()))));
+  for (uint32_t h = 0; h < 0x10000; ++h) {
+    const float x = float_from_fp16(static_cast<uint16_t>(h));
+    if (!std::isnan(x)) {
+      ASSERT_EQ(fp16_from_float(x), h) << std::hex << h;  // every half survives the round trip
+    }
+  }
+}
+
+#if defined(__F16C__)
+TEST(Fp16, AgreesWithTheCpusF16c) {
+  for (uint32_t h = 0; h < 0x10000; ++h) {
+    const float mine = float_from_fp16(static_cast<uint16_t>(h)),
+                cpu = _cvtsh_ss(static_cast<unsigned short>(h));
+    if (std::isnan(cpu)) {
+      ASSERT_TRUE(std::isnan(mine));
+    } else {
+      ASSERT_EQ(std::bit_cast<uint32_t>(mine), std::bit_cast<uint32_t>(cpu)) << std::hex << h;
+    }
+  }
+  const auto v = random_vector(200000, 3, 1.0f);
+  for (size_t i = 0; i < v.size(); ++i) {
+    // Across the whole range: tiny (subnormal halves), ordinary, and overflowing values.
+    const float x = v[i] * std::ldexp(1.0f, static_cast<int>(i % 48) - 30);
+    ASSERT_EQ(fp16_from_float(x), _cvtss_sh(x, _MM_FROUND_TO_NEAREST_INT)) << x;
+  }
+}
+#endif
+
+TEST(Quantize, Q8_0KnownBlockAndBound) {
+  std::vector<float> x(32);
+  for (int i = 0; i < 32; ++i) x[i] = static_cast<float>(i - 16) / 16.0f;  // -1 .. 0.9375
+  std::vector<uint8_t> q(quant_row_bytes(QuantType::kQ8_0, 32));
+  ASSERT_EQ(q.size(), 34u);
+  quantize_row(QuantType::kQ8_0, x.data(), 32, q.data());
+  // d = 1/127; -1 -> -127, 0.5 -> 63.5 -> 64 (half away from zero).
+  EXPECT_EQ(reinterpret_cast<int8_t*>(q.data() + 2)[0], -127);
+  EXPECT_EQ(reinterpret_cast<int8_t*>(q.data() + 2)[24], 64);
+  EXPECT_EQ(reinterpret_cast<int8_t*>(q.data() + 2)[16], 0);
+
+  // Random rows: every weight within half a step of d (plus the fp16 rounding of d, 2^-11 of it,
+  // times |q| <= 127), and a row length that is not a multiple of 32 reads back the same.
+  for (long K : {32L, 64L, 100L, 7L}) {
+    const auto v = random_vector(K, 11 + K, 3.0f);
+    std::vector<uint8_t> row(quant_row_bytes(QuantType::kQ8_0, K));
+    std::vector<float> back(K);
+    quantize_row(QuantType::kQ8_0, v.data(), K, row.data());
+    dequantize_row(QuantType::kQ8_0, row.data(), K, back.data());
+    for (long b = 0; b * 32 < K; ++b) {
+      float amax = 0;
+      for (long i = b * 32; i < std::min(K, b * 32 + 32); ++i)
+        amax = std::max(amax, std::fabs(v[i]));
+      const double d = amax / 127.0, bound = d / 2 + d * std::ldexp(1.0, -11) * 127 + 1e-7;
+      for (long i = b * 32; i < std::min(K, b * 32 + 32); ++i)
+        ASSERT_LE(std::fabs(back[i] - v[i]), bound) << K << " " << i;
+    }
+  }
+}
+
+TEST(Quantize, Q4_0KnownBlockAndBound) {
+  std::vector<float> x(32, 0.0f);
+  x[0] = -8.0f;  // the largest magnitude: d = -8 / -8 = 1, and it maps to -8 exactly
+  x[1] = 7.0f;
+  x[2] = 2.4f;
+  x[17] = -3.5f;  // -3.5 + 8.5 = 5 -> code 5 -> q = -3 (half rounds up in the shifted domain)
+  std::vector<uint8_t> q(quant_row_bytes(QuantType::kQ4_0, 32));
+  ASSERT_EQ(q.size(), 18u);
+  quantize_row(QuantType::kQ4_0, x.data(), 32, q.data());
+  EXPECT_EQ(float_from_fp16(static_cast<uint16_t>(q[0] | q[1] << 8)), 1.0f);
+  EXPECT_EQ(q[2] & 0x0f, 0);   // -8 + 8
+  EXPECT_EQ(q[3] & 0x0f, 15);  // 7 + 8
+  EXPECT_EQ(q[4] & 0x0f, 10);  // round(2.4) + 8
+  EXPECT_EQ(q[3] >> 4, 5);     // element 17 in the high nibble of byte 1
+  std::vector<float> back(32);
+  dequantize_row(QuantType::kQ4_0, q.data(), 32, back.data());
+  EXPECT_EQ(back[0], -8.0f);
+  EXPECT_EQ(back[1], 7.0f);
+  EXPECT_EQ(back[2], 2.0f);
+  EXPECT_EQ(back[17], -3.0f);
+
+  const auto v = random_vector(96, 5, 2.0f);
+  std::vector<uint8_t> row(quant_row_bytes(QuantType::kQ4_0, 96));
+  std::vector<float> r(96);
+  quantize_row(QuantType::kQ4_0, v.data(), 96, row.data());
+  dequantize_row(QuantType::kQ4_0, row.data(), 96, r.data());
+  for (int b = 0; b < 3; ++b) {
+    float amax = 0;
+    for (int i = b * 32; i < b * 32 + 32; ++i) amax = std::max(amax, std::fabs(v[i]));
+    const double d = amax / 8.0, bound = d / 2 + d * std::ldexp(1.0, -11) * 8 + 1e-7;
+    for (int i = b * 32; i < b * 32 + 32; ++i) ASSERT_LE(std::fabs(r[i] - v[i]), bound) << i;
+  }
+}
+
+// C = A Wq^T computed in float64 from the quantized operands: the GEMM's exact answer.
+std::vector<double> reference(int M, int N, int K, const std::vector<float>& A, QuantType t,
+                              const std::vector<uint8_t>& B, int ldb,
+                              std::vector<double>* magnitude) {
+  std::vector<double> C((size_t)M * N);
+  magnitude->assign(C.size(), 0.0);
+  std::vector<float> aq(K), w(ldb);
+  std::vector<uint8_t> ablocks(quant_row_bytes(QuantType::kQ8_0, K));
+  for (int m = 0; m < M; ++m) {
+    quantize_activation_row(A.data() + (size_t)m * K, K, ablocks.data());
+    dequantize_row(QuantType::kQ8_0, ablocks.data(), K, aq.data());
+    for (int n = 0; n < N; ++n) {
+      dequantize_row(t, B.data() + n * quant_row_bytes(t, ldb), ldb, w.data());
+      double s = 0, mag = 0;
+      for (int k = 0; k < K; ++k) {
+        s += (double)aq[k] * w[k];
+        mag += std::fabs((double)aq[k] * w[k]);
+      }
+      C[(size_t)m * N + n] = s;
+      (*magnitude)[(size_t)m * N + n] = mag;
+    }
+  }
+  return C;
+}
+
+TEST(GemmQuant, MatchesTheExactProductOfTheQuantizedOperands) {
+  for (QuantType t : {QuantType::kQ8_0, QuantType::kQ4_0}) {
+    for (const auto [M, N, K, ldb] : std::vector<std::array<int, 4>>{{1, 37, 64, 64},
+                                                                     {2, 5, 96, 96},
+                                                                     {3, 40, 100, 128},
+                                                                     {4, 17, 32, 32},
+                                                                     {5, 33, 160, 160},
+                                                                     {9, 70, 256, 256},
+                                                                     {1, 3, 20, 64},
+                                                                     {16, 20, 72, 72}}) {
+      const auto A = random_vector((size_t)M * K, M * 131 + K, 1.0f);
+      const auto W = random_vector((size_t)N * ldb, N * 7 + ldb, 0.5f);
+      std::vector<uint8_t> B(N * quant_row_bytes(t, ldb));
+      quantize_rows(t, W.data(), N, ldb, B.data());
+      std::vector<double> mag;
+      const auto ref = reference(M, N, K, A, t, B, ldb, &mag);
+      // The build's SIMD kernel and the portable one (the lower ISAs) on the same operands.
+      for (bool portable : {false, true}) {
+        std::vector<float> C((size_t)M * N, 3.0f);
+        (portable ? gemm_nt_quant_portable : gemm_nt_quant)(M, N, K, A.data(), K, t, B.data(), ldb,
+                                                            C.data(), N, 0.5f);
+        for (size_t i = 0; i < C.size(); ++i) {
+          // fp32 rounding of each block's scale product and of the running sum over K/32 blocks.
+          const double tol = mag[i] * (quant_blocks(K) + 4) * std::ldexp(1.0, -23) + 1e-6;
+          ASSERT_NEAR(C[i], ref[i] + 1.5, tol)
+              << quant_type_name(t) << (portable ? " portable" : " simd") << " M=" << M
+              << " N=" << N << " K=" << K << " i=" << i;
+        }
+      }
+    }
+  }
+}
+
+TEST(GemmQuant, ApproximatesTheFp32ProductWithinTheQuantizationBound) {
+  const int M = 3, N = 24, K = 128;
+  const auto A = random_vector((size_t)M * K, 21, 1.0f);
+  const auto W = random_vector((size_t)N * K, 22, 0.5f);
+  for (QuantType t : {QuantType::kQ8_0, QuantType::kQ4_0}) {
+    std::vector<uint8_t> B(N * quant_row_bytes(t, K));
+    quantize_rows(t, W.data(), N, K, B.data());
+    std::vector<float> C((size_t)M * N);
+    gemm_nt_quant(M, N, K, A.data(), K, t, B.data(), K, C.data(), N, 0.0f);
+    // |a.w - aq.wq| <= sum |a| |w - wq| + |a - aq| |wq|, each error at most about half a step of
+    // its block (1/127 of the block's max for Q8_0, 1/8 for Q4_0), with fp16 scales.
+    const double step_w = t == QuantType::kQ8_0 ? 1.0 / 127 : 1.0 / 8;
+    for (int m = 0; m < M; ++m)
+      for (int n = 0; n < N; ++n) {
+        double exact = 0, bound = 0;
+        for (int b = 0; b < K / 32; ++b) {
+          double amax = 0, wmax = 0;
+          for (int i = b * 32; i < b * 32 + 32; ++i) {
+            amax = std::max(amax, (double)std::fabs(A[m * K + i]));
+            wmax = std::max(wmax, (double)std::fabs(W[n * K + i]));
+          }
+          for (int i = b * 32; i < b * 32 + 32; ++i) {
+            exact += (double)A[m * K + i] * W[n * K + i];
+            bound += std::fabs(A[m * K + i]) * (wmax * step_w * 0.51) +
+                     (amax / 127 * 0.51) * (std::fabs(W[n * K + i]) + wmax * step_w);
+          }
+        }
+        EXPECT_NEAR(C[m * N + n], exact, bound) << quant_type_name(t) << " " << m << "," << n;
+        EXPECT_GT(bound, 0.0);
+      }
+  }
+}
+
+TEST(GemmQuant, DispatchThroughWeightRefAndBlockOffsets) {
+  const int N = 6, K = 96;
+  const auto A = random_vector(K, 1, 1.0f);
+  const auto W = random_vector(N * K, 2, 1.0f);
+  std::vector<uint8_t> B(N * quant_row_bytes(QuantType::kQ4_0, K));
+  quantize_rows(QuantType::kQ4_0, W.data(), N, K, B.data());
+  WeightRef w;
+  w.quant = B.data();
+  w.quant_type = QuantType::kQ4_0;
+  std::vector<float> direct(N), via(N), tail(N), tail_direct(N);
+  gemm_nt_quant(1, N, K, A.data(), K, QuantType::kQ4_0, B.data(), K, direct.data(), N, 0.0f);
+  gemm_nt(1, N, K, A.data(), K, w, K, via.data(), N, 0.0f);
+  EXPECT_EQ(direct, via);
+  // Columns [32, 96) through an offset weight: the same as the last two blocks of each row.
+  gemm_nt(1, N, 64, A.data() + 32, K, w.offset(32), K, tail.data(), N, 0.0f);
+  std::vector<float> A2(K, 0.0f);
+  std::copy(A.begin() + 32, A.end(), A2.begin() + 32);
+  gemm_nt_quant(1, N, K, A2.data(), K, QuantType::kQ4_0, B.data(), K, tail_direct.data(), N, 0.0f);
+  for (int n = 0; n < N; ++n)
+    EXPECT_NEAR(tail[n], tail_direct[n], 1e-5f * (1 + std::fabs(tail_direct[n])));
+  EXPECT_THROW(w.offset(40), Error);
+}
+
+TEST(QuantTypeNames, ParseAndRefuse) {
+  EXPECT_EQ(parse_quant_type("q8_0"), QuantType::kQ8_0);
+  EXPECT_EQ(parse_quant_type("q4_0"), QuantType::kQ4_0);
+  EXPECT_STREQ(quant_type_name(QuantType::kQ4_0), "q4_0");
+  EXPECT_THROW(parse_quant_type("q4_1"), Error);
+}
+
+}  // namespace
+}  // namespace chainlm
