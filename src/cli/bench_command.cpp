@@ -54,8 +54,12 @@ void add_bench_command(CLI::App& app) {
     cmd->add_flag("--baseline", b->baseline,
                   "PHD model: also time it without PHD (same weights), interleaved; report the ratio");
     add_precision_option(cmd, b->precision, kInferencePrecisionHelp);
+    cmd->add_option("--quant", b->quant,
+                    "Quantize the fp32 weights in memory first (what `chainlm quantize` writes)")
+        ->check(CLI::IsMember({"q8_0", "q4_0"}));
     cmd->add_flag("--vs-fp32", b->vs_fp32,
-                  "With --precision bf16: also time the fp32 weights, interleaved; report the speedup");
+                  "With --precision bf16 or --quant: also time the fp32 weights, interleaved; "
+                  "report the speedup");
     cmd->callback([b, decode]() { decode ? bench_decode(*b) : bench_prefill(*b); });
   };
   add_inference("decode", "Batch-1 decoding: tokens/s, KV bytes, fraction of the bandwidth bound", true);

@@ -34,19 +34,24 @@ std::unique_ptr<Model> bench_model_fp32(const InferenceBenchArgs& a) {
 // otherwise).
 std::pair<std::unique_ptr<Model>, std::unique_ptr<Model>> bench_models(const InferenceBenchArgs& a) {
   const Precision p = parse_precision(a.precision);
-  CHAINLM_CHECK(!a.vs_fp32 || p == Precision::Bf16, "bench: --vs-fp32 compares --precision bf16 with fp32");
+  const bool quant = !a.quant.empty();
+  CHAINLM_CHECK(!quant || p == Precision::Fp32, "bench: --quant and --precision bf16 exclude each other");
+  CHAINLM_CHECK(!a.vs_fp32 || p == Precision::Bf16 || quant,
+                "bench: --vs-fp32 compares --precision bf16 or --quant with fp32");
   CHAINLM_CHECK(!(a.vs_fp32 && a.baseline), "bench: pass --vs-fp32 or --baseline, not both");
   std::unique_ptr<Model> fp32 = bench_model_fp32(a);
-  if (p == Precision::Fp32) return {std::move(fp32), nullptr};
-  auto bf16 = std::make_unique<Model>(fp32->config());
-  bf16->copy_weights_from(*fp32);
-  bf16->use_bf16_weights(/*keep_fp32=*/false);
+  if (p == Precision::Fp32 && !quant) return {std::move(fp32), nullptr};
+  CHAINLM_CHECK(!fp32->quantized(), "bench: --model is already quantized (", fp32->weight_format(),
+                "); --quant and --precision apply to fp32 models");
+  auto narrow = std::make_unique<Model>(fp32->config());
+  narrow->copy_weights_from(*fp32);
+  if (quant)
+    narrow->quantize_weights(parse_quant_type(a.quant));
+  else
+    narrow->use_bf16_weights(/*keep_fp32=*/false);
   if (!a.vs_fp32) fp32.reset();
-  return {std::move(bf16), std::move(fp32)};
+  return {std::move(narrow), std::move(fp32)};
 }
-
-// Bytes per weight element of a model's GEMM operands.
-double bytes_per_weight(const Model& m) { return m.precision() == Precision::Bf16 ? 2.0 : 4.0; }
 
 int active_chains(const InferenceBenchArgs& a, const Model& m) {
   const int n = m.config().n_chains();
@@ -145,7 +150,7 @@ void bench_decode(const InferenceBenchArgs& a) {
   // Bytes a decode step must read: the sub-model's matrices and the K/V of the prefix
   // (at the median position of the run).
   const ChainLayout& L = model->layout();
-  const double weight_bytes = bytes_per_weight(*model) * (double)model->matmul_params(k);
+  const double weight_bytes = model->bytes_per_weight() * (double)model->matmul_params(k);
   const double mid = a.prompt_tokens + a.tokens / 2.0;
   // PHD: the originals' K/V plus the ring of the last W hidden tokens.
   const double kv_bytes = 2.0 * 4.0 * c.n_layers * (mid + c.phd.window) * L.active_kv_width(k);
@@ -158,7 +163,7 @@ void bench_decode(const InferenceBenchArgs& a) {
                       {"kv_share", c.kv_share},
                       {"threads", num_threads()},
                       {"omp_wait_policy", omp_wait_policy()},
-                      {"precision", precision_name(model->precision())},
+                      {"precision", model->weight_format()},
                       {"weight_bytes", model->weight_bytes()},
                       {"prompt_tokens", a.prompt_tokens},
                       {"tokens", a.tokens},
@@ -223,7 +228,7 @@ void bench_phd_prefill(const InferenceBenchArgs& a, const Model& model, int k,
                       {"prefill_ms", ms[0]},
                       {"prefill_gflops", flops / ms[0] / 1e6}};
   add_gemm_fields(j, peak);
-  j["precision"] = precision_name(model.precision());
+  j["precision"] = model.weight_format();
   size_t next = 1;
   if (c.phd.window > 0) {
     j["unbounded_prefill_ms"] = ms[next];
@@ -280,7 +285,7 @@ void bench_prefill(const InferenceBenchArgs& a) {
                       {"full_prefill_ms", full_ms},
                       {"full_prefill_gflops", full_flops / full_ms / 1e6}};
   add_gemm_fields(j, peak);
-  j["precision"] = precision_name(model->precision());
+  j["precision"] = model->weight_format();
   if (fp32) {
     InferenceSession fp32_session(*fp32, n);
     const double fp32_ms = time_prefill(fp32_session, false);

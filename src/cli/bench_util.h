@@ -48,7 +48,8 @@ struct InferenceBenchArgs {
   int chains = 0, threads = 0, prompt_tokens = 128, tokens = 128;
   bool baseline = false;  // PHD: also time the model without its "phd" section, interleaved
   std::string precision = "fp32";
-  bool vs_fp32 = false;  // with bf16: also time the same weights in fp32, interleaved
+  bool vs_fp32 = false;  // with bf16 or --quant: also time the same weights in fp32, interleaved
+  std::string quant;     // "q8_0" / "q4_0": quantize the weights in memory first (quantize.md)
 };
 void bench_decode(const InferenceBenchArgs& a);
 void bench_prefill(const InferenceBenchArgs& a);

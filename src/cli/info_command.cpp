@@ -10,6 +10,7 @@
 #include "cli/parse_util.h"
 #include "cli/system_info.h"
 #include "core/error.h"
+#include "core/memory.h"
 #include "core/number_format.h"
 #include "io/hf_llama.h"
 #include "io/llama2c.h"
@@ -115,16 +116,20 @@ void add_info_command(CLI::App& app) {
     std::printf("            rope_theta %g, norm_eps %g, %s head\n", c.rope_theta, c.norm_eps,
                 c.tie_embeddings ? "tied" : "untied");
     std::printf("parameters  %s\n", thousands((long)model->params().numel()).c_str());
+    std::printf("weights     %s, %s in memory%s\n", model->weight_format().c_str(),
+                format_bytes((double)model->weight_bytes()).c_str(),
+                model->quantized() ? " (blocks of 32 with fp16 scales; norm gains fp32)" : "");
     std::printf("\nchain  heads   dim   ffn  kv heads  parameters\n");
     for (const auto& ch : j["per_chain"])
       std::printf("%5d  %5d  %4d  %4d  %8s  %10s\n", ch["chain"].get<int>(), ch["heads"].get<int>(),
                   ch["dim"].get<int>(), ch["ffn_dim"].get<int>(),
                   c.kv_share && ch["chain"] != 1 ? "shared" : std::to_string(ch["kv_heads"].get<int>()).c_str(),
                   thousands(ch["params"].get<long>()).c_str());
-    std::printf("\nsub-model  dim  heads  kv heads  parameters  KV cache/token\n");
+    std::printf("\nsub-model  dim  heads  kv heads  parameters  weights/token  KV cache/token\n");
     for (const auto& s : j["sub_models"])
-      std::printf("k=%-7d %4d  %5d  %8d  %10s  %11ld B\n", s["chains"].get<int>(), s["dim"].get<int>(),
+      std::printf("k=%-7d %4d  %5d  %8d  %10s  %13s  %11ld B\n", s["chains"].get<int>(), s["dim"].get<int>(),
                   s["heads"].get<int>(), s["kv_heads"].get<int>(), thousands(s["params"].get<long>()).c_str(),
+                  format_bytes((double)s["matmul_weight_bytes"].get<long>()).c_str(),
                   s["kv_cache_bytes_per_token"].get<long>());
     if (!training.is_null()) {
       const std::string frozen = training["train_only"] == "head" ? "output head only"

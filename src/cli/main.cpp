@@ -32,6 +32,7 @@ int main(int argc, char** argv) {
   chainlm::cli::add_bench_command(app);
   chainlm::cli::add_expand_command(app);
   chainlm::cli::add_export_command(app);
+  chainlm::cli::add_quantize_command(app);
   chainlm::cli::add_info_command(app);
   chainlm::cli::add_serve_command(app);
   chainlm::cli::add_eval_command(app);

@@ -38,6 +38,7 @@ nlohmann::json model_info_json(const Model& model) {
   j["architecture"] = c.n_chains() == 1 ? "LLaMA" : c.kv_share ? "CoLM-Air" : "CoLM";
   if (c.phd.enabled()) j["phd_name"] = c.phd.name();  // e.g. PHD-CSWA-2-16-32 (its settings: "phd")
   j["params"] = model.params().numel();
+  j["weights"] = {{"format", model.weight_format()}, {"bytes", model.weight_bytes()}};
   const std::vector<long> per = params_per_chain(model);
   nlohmann::json chains = nlohmann::json::array();
   for (int i = 0; i < L.n; ++i)
@@ -56,6 +57,8 @@ nlohmann::json model_info_json(const Model& model) {
                     {"kv_heads", L.active_kv_width(k) / hd},
                     {"params", model.num_params(k)},
                     {"matmul_params", model.matmul_params(k)},
+                    // What a decode step reads of it: its matrices in the model's weight format.
+                    {"matmul_weight_bytes", (long)(model.bytes_per_weight() * model.matmul_params(k))},
                     {"kv_cache_bytes_per_token", 2L * 4 * c.n_layers * L.active_kv_width(k)}});
   j["sub_models"] = subs;
   if (model.freeze().any()) {

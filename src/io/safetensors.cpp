@@ -85,21 +85,33 @@ std::string crc32_hex(uint32_t crc) {
 
 void write_safetensors(const std::string& path, const std::vector<TensorView>& tensors,
                        const std::map<std::string, std::string>& metadata) {
+  std::vector<RawTensor> raw;
+  raw.reserve(tensors.size());
+  for (const TensorView& t : tensors) raw.push_back({t.name, "F32", t.shape, t.data});
+  write_safetensors(path, raw, metadata);
+}
+
+void write_safetensors(const std::string& path, const std::vector<RawTensor>& tensors,
+                       const std::map<std::string, std::string>& metadata) {
   nlohmann::json header = nlohmann::json::object();
   std::map<std::string, std::string> meta = metadata;
   nlohmann::json crcs = nlohmann::json::object();
   std::set<std::string> names;
+  std::vector<uint64_t> sizes;
   uint64_t offset = 0;
-  for (const TensorView& t : tensors) {
+  for (const RawTensor& t : tensors) {
     const std::string where = cat(path, ": tensor '", t.name, "'");
     CHAINLM_CHECK(!t.name.empty(), path, ": a tensor has an empty name");
     CHAINLM_CHECK(t.name != kMetadataKey, path, ": '", kMetadataKey, "' is not a tensor name");
     CHAINLM_CHECK(names.insert(t.name).second, where, " appears twice");
-    uint64_t bytes = checked_numel_bytes(where, t.shape, 4);
+    const int elem = dtype_size(t.dtype);
+    CHAINLM_CHECK(elem > 0, where, " has unknown dtype '", t.dtype, "'");
+    const uint64_t bytes = checked_numel_bytes(where, t.shape, elem);
     CHAINLM_CHECK(bytes == 0 || t.data != nullptr, where, " has no data");
     header[t.name] = {
-        {"dtype", "F32"}, {"shape", t.shape}, {"data_offsets", {offset, offset + bytes}}};
+        {"dtype", t.dtype}, {"shape", t.shape}, {"data_offsets", {offset, offset + bytes}}};
     crcs[t.name] = crc32_hex(bytes ? crc32_of(t.data, bytes) : crc32_of(nullptr, 0));
+    sizes.push_back(bytes);
     offset += bytes;
   }
   meta[kCrcKey] = crcs.dump();
@@ -111,10 +123,8 @@ void write_safetensors(const std::string& path, const std::vector<TensorView>& t
   write_file_atomic(path, [&](std::FILE* f) {
     std::fwrite(&header_len, sizeof header_len, 1, f);
     std::fwrite(header_text.data(), 1, header_text.size(), f);
-    for (const TensorView& t : tensors) {
-      size_t n = static_cast<size_t>(t.numel());
-      if (n) std::fwrite(t.data, sizeof(float), n, f);
-    }
+    for (size_t i = 0; i < tensors.size(); ++i)
+      if (sizes[i]) std::fwrite(tensors[i].data, 1, sizes[i], f);
   });
 }
 
@@ -255,6 +265,17 @@ void SafetensorsReader::convert(const Entry& e, float* dst) const {
     fail(path_, ": tensor '", e.name, "' has dtype ", e.dtype,
          "; only F32, F16 and BF16 can be read as float");
   }
+}
+
+const uint8_t* SafetensorsReader::read_raw(const std::string& name, const std::string& dtype,
+                                           const std::vector<int64_t>& expected_shape) const {
+  const Entry& e = entry(name);
+  CHAINLM_CHECK(e.dtype == dtype, path_, ": tensor '", name, "' has dtype ", e.dtype, ", expected ",
+                dtype);
+  CHAINLM_CHECK(e.shape == expected_shape, path_, ": tensor '", name, "' has shape ",
+                shape_to_string(e.shape), ", expected ", shape_to_string(expected_shape));
+  verify_checksum(e);
+  return file_.data() + data_start_ + e.begin;
 }
 
 void SafetensorsReader::read_f32(const std::string& name,

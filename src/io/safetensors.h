@@ -19,6 +19,16 @@ namespace chainlm {
 void write_safetensors(const std::string& path, const std::vector<TensorView>& tensors,
                        const std::map<std::string, std::string>& metadata = {});
 
+// A tensor given as raw bytes of any safetensors dtype (U8 for block-quantized weights).
+struct RawTensor {
+  std::string name, dtype;
+  std::vector<int64_t> shape;
+  const void* data = nullptr;  // shape's element count times the dtype's size, in bytes
+};
+// write_safetensors for raw tensors (F32 TensorViews are one case of it), in the given order.
+void write_safetensors(const std::string& path, const std::vector<RawTensor>& tensors,
+                       const std::map<std::string, std::string>& metadata = {});
+
 // CRC-32 (zlib's, as in gzip and PNG) of n bytes, and as 8 lower-case hex digits: the checksum
 // of the tensors written below and the fingerprint of a tokenizer file (io/tokenizer.h).
 uint32_t crc32_of(const void* data, size_t n);
@@ -48,6 +58,10 @@ class SafetensorsReader {
   void read_f32(const std::string& name, const std::vector<int64_t>& expected_shape,
                 float* dst) const;
   Tensor read_f32(const std::string& name) const;
+  // The stored bytes of a tensor of the given dtype and shape, checksum verified; they live as
+  // long as the reader (the file is memory-mapped).
+  const uint8_t* read_raw(const std::string& name, const std::string& dtype,
+                          const std::vector<int64_t>& expected_shape) const;
   // Checks every tensor against its recorded CRC-32 (those without one pass); throws naming the
   // first that fails.
   void verify_checksums() const;

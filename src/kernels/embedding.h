@@ -12,9 +12,14 @@ void embedding_forward(int M, int width, const int* tokens, const float* table, 
 // The same from a bf16 table (widened exactly).
 void embedding_forward(int M, int width, const int* tokens, const bf16_t* table, int D, float* out,
                        int ldo);
+// The same from a block-quantized table (quant.h), dequantized.
+void embedding_forward(int M, int width, const int* tokens, QuantType type, const uint8_t* table,
+                       int D, float* out, int ldo);
 inline void embedding_forward(int M, int width, const int* tokens, WeightRef table, int D,
                               float* out, int ldo) {
-  if (table.bf16)
+  if (table.quant)
+    embedding_forward(M, width, tokens, table.quant_type, table.quant, D, out, ldo);
+  else if (table.bf16)
     embedding_forward(M, width, tokens, table.bf16, D, out, ldo);
   else
     embedding_forward(M, width, tokens, table.f32, D, out, ldo);

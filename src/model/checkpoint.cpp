@@ -4,6 +4,7 @@
 #include <cmath>
 #include <filesystem>
 #include <set>
+#include <nlohmann/json.hpp>
 #include <vector>
 
 #include "core/error.h"
@@ -42,15 +43,38 @@ std::string resolve_checkpoint_dir(const std::string& path) {
   return dir.string();
 }
 
+namespace {
+
+// A quantized checkpoint (docs/quantization.md) names its block type in the metadata.
+constexpr const char* kQuantKey = "chainlm.quant";
+
+// The stored form of a weight matrix of a quantized checkpoint: U8 [rows, bytes per row].
+std::vector<int64_t> quantized_shape(const ParamInfo& p, QuantType type) {
+  return {p.shape[0], static_cast<int64_t>(quant_row_bytes(type, p.shape[1]))};
+}
+
+}  // namespace
+
 void load_model_weights(Model& model, const std::string& file) {
   SafetensorsReader reader(file);
   ParamStore& ps = model.params();
+  const auto quant = reader.metadata().find(kQuantKey);
+  const bool quantized = quant != reader.metadata().end();
+  QuantType type = QuantType::kQ8_0;
+  if (quantized) {
+    try {
+      type = parse_quant_type(nlohmann::json::parse(quant->second).at("type").get<std::string>());
+    } catch (const nlohmann::json::exception&) {
+      fail(file, ": metadata '", kQuantKey, "' is not {\"type\": ...} (corrupt header?)");
+    }
+  }
   std::set<std::string> expected;
   for (int i = 0; i < (int)ps.infos().size(); ++i) {
     const ParamInfo& p = ps.info(i);
     expected.insert(p.name);
     CHAINLM_CHECK(reader.has(p.name), file, ": missing tensor '", p.name, "' (shape ",
                   shape_to_string(p.shape), ") required by the model config");
+    if (quantized && p.shape.size() == 2) continue;  // read as blocks below
     reader.read_f32(p.name, p.shape, ps.value(i));
     // A non-finite weight would only show later as NaN logits (or "GGGG" text): refuse it here.
     const float* v = ps.value(i);
@@ -61,6 +85,19 @@ void load_model_weights(Model& model, const std::string& file) {
   for (const auto& e : reader.entries())
     CHAINLM_CHECK(expected.count(e.name), file, ": unexpected tensor '", e.name,
                   "': the checkpoint does not match its config.json");
+  if (!quantized) return;
+  model.load_quantized_weights(type, [&](int param, uint8_t* dst, std::size_t bytes) {
+    const ParamInfo& p = ps.info(param);
+    const uint8_t* src = reader.read_raw(p.name, "U8", quantized_shape(p, type));
+    std::copy_n(src, bytes, dst);
+    // Every block's fp16 scale must be finite, as every fp32 weight must be.
+    const size_t block = quant_block_bytes(type);
+    for (size_t at = 0; at < bytes; at += block) {
+      const float d = float_from_fp16(static_cast<uint16_t>(dst[at] | dst[at + 1] << 8));
+      CHAINLM_CHECK(std::isfinite(d), file, ": tensor '", p.name, "' has a non-finite block scale (",
+                    d, ") in block ", at / block, ": the weights are corrupt");
+    }
+  });
 }
 
 std::unique_ptr<Model> load_model(const std::string& checkpoint_dir) {
@@ -118,10 +155,11 @@ std::string intact_earlier_checkpoint(const std::string& checkpoint_dir) {
 void check_weights_can_hold(const ModelConfig& c, uint64_t weight_bytes,
                             const std::string& weights) {
   const uint64_t params = parameter_count(c);
-  CHAINLM_CHECK(params <= weight_bytes / 2, weights, ": holds ", weight_bytes,
+  // The smallest form a weight takes is Q4_0's 18 bytes per 32 weights: more than half a byte.
+  CHAINLM_CHECK(params <= weight_bytes * 2, weights, ": holds ", weight_bytes,
                 " bytes, but its config (dim ", c.dim, ", n_layers ", c.n_layers, ", ffn_dim ",
                 c.ffn_dim, ", vocab_size ", c.vocab_size, ") describes ", params,
-                " parameters, which need ", 2 * params, " bytes even as F16 (", 4 * params,
+                " parameters, which need more than ", params / 2, " bytes even as Q4_0 (", 4 * params,
                 " as F32): the weights do not match the config, or the config is corrupt");
 }
 
@@ -129,9 +167,25 @@ void save_model(const Model& model, const std::string& dir) {
   fs::create_directories(dir);
   write_file_atomic((fs::path(dir) / "config.json").string(),
                     config_to_json(model.config()).dump(2) + "\n");
-  auto views = const_cast<Model&>(model).params().value_views();
-  write_safetensors((fs::path(dir) / "model.safetensors").string(), views,
-                    {{"format", "chainlm"}});
+  const std::string weights = (fs::path(dir) / "model.safetensors").string();
+  if (!model.quantized()) {
+    auto views = const_cast<Model&>(model).params().value_views();
+    write_safetensors(weights, views, {{"format", "chainlm"}});
+    return;
+  }
+  // Quantized: the weight matrices as their blocks (U8 [rows, bytes per row]), the rest F32.
+  const ParamStore& ps = model.params();
+  const QuantType type = model.quant_type();
+  std::vector<RawTensor> tensors;
+  for (int i = 0; i < (int)ps.infos().size(); ++i) {
+    const ParamInfo& p = ps.info(i);
+    if (model.is_quantized(i))
+      tensors.push_back({p.name, "U8", quantized_shape(p, type), model.quantized_blocks(i)});
+    else
+      tensors.push_back({p.name, "F32", p.shape, ps.value(i)});
+  }
+  const nlohmann::json quant = {{"type", quant_type_name(type)}, {"block", kQuantBlock}};
+  write_safetensors(weights, tensors, {{"format", "chainlm"}, {kQuantKey, quant.dump()}});
 }
 
 }  // namespace chainlm

@@ -118,6 +118,9 @@ HfLlamaConfig hf_llama_config_of(const Model& model, int k) {
   const ModelConfig& c = model.config();
   const ChainLayout& L = model.layout();
   CHAINLM_CHECK(k >= 1 && k <= c.n_chains(), "export: --chains ", k, " is outside 1..", c.n_chains());
+  CHAINLM_CHECK(!model.quantized(), "export --format hf: the model holds ", model.weight_format(),
+                " weights, which a Hugging Face LLaMA directory (F32 safetensors) does not hold; "
+                "export the fp32 checkpoint it was quantized from");
   CHAINLM_CHECK(!c.phd.enabled(), "export --format hf: a PHD-Transformer model (", c.phd.name(),
                 ") repeats every token and attends through PHD masks, which the LLaMA "
                 "architecture cannot express");

@@ -99,6 +99,9 @@ Model::Model(const ModelConfig& config, bool allocate) : config_(config), layout
 
 void Model::ensure_grads() {
   if (params_.has_grads()) return;
+  CHAINLM_CHECK(!quantized(), "this model holds ", weight_format(),
+                " weights (a `chainlm quantize` checkpoint): quantized models do not train; train "
+                "the fp32 checkpoint it was quantized from");
   params_.allocate_grads();
   bind_grads();
 }
@@ -449,9 +452,14 @@ std::vector<double> Model::evaluate(const int* tokens, const int* targets, int B
   const int M = B * T, D = config_.dim, V = config_.vocab_size;
   const WeightRef Wout = head();
   std::vector<double> sums(k_max, 0.0);
+  // logits_k is a running sum over chains (SPEC A3), one GEMM per chain's columns; a quantized
+  // head can only be entered at a block boundary, so with chains that do not start on one each
+  // sub-model's logits are one GEMM over its whole prefix instead.
+  bool running = true;
+  for (int i = 0; i < k_max && Wout.quant; ++i) running &= layout_.dim.begin(i) % kQuantBlock == 0;
   for (int i = 0; i < k_max; ++i) {
-    const int c0 = layout_.dim.begin(i), c1 = layout_.dim.end(i);
-    gemm_nt(M, V, c1 - c0, b.xnf + c0, D, Wout.offset(c0), D, b.logits, V, i == 0 ? 0.0f : 1.0f);
+    const int c0 = running ? layout_.dim.begin(i) : 0, c1 = layout_.dim.end(i);
+    gemm_nt(M, V, c1 - c0, b.xnf + c0, D, Wout.offset(c0), D, b.logits, V, i == 0 || !running ? 0.0f : 1.0f);
     sums[i] = cross_entropy_forward_backward(M, V, b.logits, V, targets, 0.0f, nullptr, nullptr);
   }
   if (n_targets) {

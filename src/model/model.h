@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "core/precision.h"
@@ -110,7 +111,26 @@ class Model {
   void use_bf16_weights(bool keep_fp32);
   void refresh_bf16_weights();
   Precision precision() const { return bf16_.empty() ? Precision::Fp32 : Precision::Bf16; }
-  // Bytes the weights occupy in memory (fp32 buffer plus bf16 copies).
+  // Block-quantized weights (docs/quantization.md, model_quant.cpp): every weight matrix
+  // (chain blocks, embedding, head) in Q8_0 or Q4_0, each row quantized on its own, so sub-model
+  // k still reads only its own blocks; the norm gains stay fp32. The fp32 matrices are dropped:
+  // such a model runs inference only (no training, saving in fp32 or HF export).
+  void quantize_weights(QuantType type);
+  // The same from stored blocks (a quantized checkpoint): fill(param, dst, bytes) writes the
+  // blocks of each weight matrix; the norm gains must already hold their values.
+  void load_quantized_weights(QuantType type,
+                              const std::function<void(int, uint8_t*, std::size_t)>& fill);
+  bool quantized() const { return !quant_.empty(); }
+  QuantType quant_type() const { return quant_type_; }
+  // Whether tensor `param` is held quantized (a weight matrix of a quantized model), and its
+  // blocks.
+  bool is_quantized(int param) const;
+  const uint8_t* quantized_blocks(int param) const;
+  // "fp32", "bf16", "q8_0" or "q4_0": the form the weight matrices are held in, and its bytes
+  // per weight (4, 2, 34/32 or 18/32).
+  std::string weight_format() const;
+  double bytes_per_weight() const;
+  // Bytes the weights occupy in memory (fp32 buffer plus bf16 copies or quantized blocks).
   std::size_t weight_bytes() const;
   // Copies the weights of a model of the same shape, in whatever precision it holds them.
   void copy_weights_from(const Model& other);
@@ -149,6 +169,9 @@ class Model {
   std::unique_ptr<Buffers> buf_;
   std::vector<bf16_t> bf16_;               // every tensor in bf16 (empty in fp32)
   std::vector<std::size_t> bf16_offset_;   // where each tensor starts in bf16_
+  std::vector<uint8_t> quant_;              // quantized weight matrices (empty unless quantized)
+  std::vector<std::size_t> quant_offset_;   // where each tensor starts in quant_ (npos: fp32)
+  QuantType quant_type_ = QuantType::kQ8_0;
   std::function<void(std::size_t)> backward_hook_;
 };
 

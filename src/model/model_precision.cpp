@@ -9,6 +9,7 @@
 namespace chainlm {
 
 WeightRef Model::weight_ref(int param) const {
+  if (is_quantized(param)) return {nullptr, nullptr, quantized_blocks(param), quant_type_};
   const ParamInfo& p = params_.info(param);
   return {p.released ? nullptr : params_.value(param),
           bf16_.empty() ? nullptr : bf16_.data() + bf16_offset_[param]};
@@ -37,6 +38,8 @@ void Model::bind_forward_weights() {
 }
 
 void Model::use_bf16_weights(bool keep_fp32) {
+  CHAINLM_CHECK(!quantized(), "this model holds ", weight_format(),
+                " weights; bf16 applies to fp32 models only");
   CHAINLM_CHECK(!params_.values_released(), "this model already dropped its fp32 weights");
   const auto& infos = params_.infos();
   bf16_offset_.resize(infos.size());
@@ -61,12 +64,23 @@ void Model::refresh_bf16_weights() {
 }
 
 std::size_t Model::weight_bytes() const {
-  return params_.size() * sizeof(float) + bf16_.size() * sizeof(bf16_t);
+  return params_.size() * sizeof(float) + bf16_.size() * sizeof(bf16_t) + quant_.size();
 }
 
 void Model::copy_weights_from(const Model& other) {
   CHAINLM_CHECK(other.params_.infos().size() == params_.infos().size(),
                 "copy_weights_from: models of different shapes");
+  if (other.quantized()) {
+    CHAINLM_CHECK(!params_.values_released() && !params_.has_grads(),
+                  "copy_weights_from: the destination must be a fresh fp32 model");
+    for (size_t i = 0; i < params_.infos().size(); ++i)
+      if (!other.is_quantized((int)i))
+        std::copy_n(other.params_.value((int)i), params_.info((int)i).numel(), params_.value((int)i));
+    load_quantized_weights(other.quant_type_, [&](int param, uint8_t* dst, std::size_t bytes) {
+      std::copy_n(other.quantized_blocks(param), bytes, dst);
+    });
+    return;
+  }
   CHAINLM_CHECK(!params_.values_released() && !params_.has_grads(),
                 "copy_weights_from: the destination must be a fresh fp32 model");
   if (!other.params_.values_released()) {

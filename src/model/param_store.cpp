@@ -26,7 +26,7 @@ int ParamStore::add(const std::string& name, std::vector<int64_t> shape, int cha
 void ParamStore::allocate() { values_.assign(total_, 0.0f); }
 
 void ParamStore::allocate_grads() {
-  CHAINLM_CHECK(!released_, "this model holds bf16 weights only (loaded with --precision bf16): ",
+  CHAINLM_CHECK(!released_, "this model holds its weights in bf16 (--precision bf16) or quantized only: ",
                 "it cannot train; load it in fp32");
   if (grads_.size() != total_) grads_.assign(total_, 0.0f);
 }
@@ -86,7 +86,7 @@ void ParamStore::zero_grads() {
 }
 
 std::vector<TensorView> ParamStore::value_views() {
-  CHAINLM_CHECK(!released_, "this model holds bf16 weights only (loaded with --precision bf16): ",
+  CHAINLM_CHECK(!released_, "this model holds its weights in bf16 (--precision bf16) or quantized only: ",
                 "its fp32 values are gone; load it in fp32 to save or export it");
   std::vector<TensorView> v;
   for (size_t i = 0; i < infos_.size(); ++i)

@@ -1,0 +1,126 @@
+// chainlm quantize: a model's weight matrices in Q8_0 or Q4_0 blocks (docs/quantization.md),
+// written as a chainlm checkpoint that every inference command loads.
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <memory>
+
+#include "cli/commands.h"
+#include "cli/model_info.h"
+#include "core/error.h"
+#include "core/memory.h"
+#include "core/rng.h"
+#include "core/threads.h"
+#include "io/atomic_file.h"
+#include "io/hf_llama.h"
+#include "io/tokenizer.h"
+#include "model/checkpoint.h"
+
+namespace chainlm::cli {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+// The tokenizer a source model carries (a checkpoint's, or a HF directory's tokenizer.model).
+std::string source_tokenizer(const std::string& model) {
+  std::error_code ec;
+  if (!fs::is_directory(model, ec)) return "";
+  const std::string dir = resolve_checkpoint_dir(model);
+  if (is_hf_model_dir(dir)) {
+    const fs::path spm = fs::path(dir) / "tokenizer.model";
+    return fs::exists(spm, ec) ? spm.string() : "";
+  }
+  try {
+    return find_tokenizer_in_dir(dir);
+  } catch (const Error&) {
+    return "";
+  }
+}
+
+}  // namespace
+
+void add_quantize_command(CLI::App& app) {
+  auto* cmd = app.add_subcommand(
+      "quantize", "Write a model with 8-bit (q8_0) or 4-bit (q4_0) block-quantized weights");
+  struct Args {
+    std::string model, type, out, tokenizer;
+    int threads = 0;
+  };
+  auto a = std::make_shared<Args>();
+  cmd->add_option("--model", a->model,
+                  "Checkpoint or run directory, llama2.c .bin, or HF directory")
+      ->required();
+  cmd->add_option("--type", a->type, "q8_0 (8-bit) or q4_0 (4-bit), blocks of 32 weights")
+      ->required()
+      ->check(CLI::IsMember({"q8_0", "q4_0"}));
+  cmd->add_option("--out", a->out, "Output checkpoint directory (must not exist)")->required();
+  cmd->add_option(
+      "--tokenizer", a->tokenizer,
+      "Tokenizer to store beside the weights (default: the model's, if it carries one)");
+  cmd->add_option("--threads", a->threads, "Threads; 0 = all cores");
+  cmd->callback([a]() {
+    set_num_threads(a->threads);
+    CHAINLM_CHECK(!fs::exists(a->out), a->out,
+                  " already exists; choose another --out (nothing was overwritten)");
+    const QuantType type = parse_quant_type(a->type);
+    std::unique_ptr<Model> fp32 = load_model(a->model);
+    CHAINLM_CHECK(!fp32->quantized(), "quantize: ", a->model, " is already quantized (",
+                  fp32->weight_format(), "); quantize the fp32 checkpoint it came from");
+    const std::string tokenizer = a->tokenizer.empty() ? source_tokenizer(a->model) : a->tokenizer;
+    if (!tokenizer.empty()) load_tokenizer(tokenizer);  // fail before any work is written
+
+    auto quant = std::make_unique<Model>(fp32->config());
+    quant->copy_weights_from(*fp32);
+    quant->quantize_weights(type);
+
+    // How far the quantized logits move, on a probe sequence, for the full model.
+    const ModelConfig& c = fp32->config();
+    const int T = std::min(32, c.max_seq_len), V = c.vocab_size, n = c.n_chains();
+    std::vector<int> probe(T);
+    Rng rng(7);
+    for (int& t : probe) t = (int)rng.below(V);
+    std::vector<float> lf((size_t)T * V), lq((size_t)T * V);
+    fp32->logits(probe.data(), 1, T, n, lf.data());
+    quant->logits(probe.data(), 1, T, n, lq.data());
+    double diff = 0, scale = 0;
+    int argmax_same = 0;
+    for (int t = 0; t < T; ++t) {
+      int bf = 0, bq = 0;
+      for (int v = 0; v < V; ++v) {
+        const size_t i = (size_t)t * V + v;
+        diff = std::max(diff, (double)std::fabs(lf[i] - lq[i]));
+        scale = std::max(scale, (double)std::fabs(lf[i]));
+        if (lf[i] > lf[(size_t)t * V + bf]) bf = v;
+        if (lq[i] > lq[(size_t)t * V + bq]) bq = v;
+      }
+      argmax_same += bf == bq;
+    }
+    CHAINLM_CHECK(std::isfinite(diff),
+                  "quantize: the quantized model's logits are not finite (a bug: "
+                  "nothing was written)");
+
+    write_directory_atomic(
+        a->out,
+        [&](const std::string& tmp) {
+          save_model(*quant, tmp);
+          if (!tokenizer.empty()) save_tokenizer_to_dir(tokenizer, tmp);
+        },
+        "quantize");
+
+    std::printf("model     %s: %s\n", a->model.c_str(), describe_model(*fp32).c_str());
+    std::printf("weights   %s: %s -> %s (%.2fx smaller; norm gains stay fp32)\n", a->type.c_str(),
+                format_bytes((double)fp32->weight_bytes()).c_str(),
+                format_bytes((double)quant->weight_bytes()).c_str(),
+                (double)fp32->weight_bytes() / quant->weight_bytes());
+    std::printf(
+        "check     on a %d-token probe: max |logit difference| %.3g (largest |logit| %.3g), "
+        "same top token at %d of %d positions\n",
+        T, diff, scale, argmax_same, T);
+    std::printf("wrote     %s%s\n", a->out.c_str(),
+                tokenizer.empty() ? " (no tokenizer: pass --tokenizer to store one)"
+                                  : " with its tokenizer");
+  });
+}
+
+}  // namespace chainlm::cli

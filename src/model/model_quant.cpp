@@ -1,0 +1,78 @@
+// Block-quantized weights of a Model (model.h, docs/quantization.md): which tensors are
+// quantized, their blocks, and the forward operands bound to them.
+#include <limits>
+
+#include "core/error.h"
+#include "model/model.h"
+
+namespace chainlm {
+
+namespace {
+
+constexpr std::size_t kNotQuantized = std::numeric_limits<std::size_t>::max();
+
+// Weight matrices are quantized (rank 2: chain blocks, shared K/V, embedding, head); vectors (the
+// RMSNorm gains) stay fp32: a few floats per layer, and RMSNorm runs in fp32 anyway.
+bool quantizable(const ParamInfo& p) {
+  return p.shape.size() == 2;
+}
+
+}  // namespace
+
+bool Model::is_quantized(int param) const {
+  return !quant_.empty() && quant_offset_[param] != kNotQuantized;
+}
+
+const uint8_t* Model::quantized_blocks(int param) const {
+  CHAINLM_CHECK(is_quantized(param), "tensor '", params_.info(param).name, "' is not quantized");
+  return quant_.data() + quant_offset_[param];
+}
+
+std::string Model::weight_format() const {
+  if (quantized()) return quant_type_name(quant_type_);
+  return precision_name(precision());
+}
+
+double Model::bytes_per_weight() const {
+  if (quantized()) return static_cast<double>(quant_block_bytes(quant_type_)) / kQuantBlock;
+  return precision() == Precision::Bf16 ? 2.0 : 4.0;
+}
+
+void Model::load_quantized_weights(QuantType type,
+                                   const std::function<void(int, uint8_t*, std::size_t)>& fill) {
+  CHAINLM_CHECK(!quantized(), "this model is already quantized (", weight_format(), ")");
+  CHAINLM_CHECK(bf16_.empty(), "a bf16 model cannot be quantized; load it in fp32");
+  CHAINLM_CHECK(!params_.values_released() && !params_.has_grads(),
+                "only a fresh fp32 model (no gradients) can be quantized");
+  const auto& infos = params_.infos();
+  std::vector<std::size_t> offsets(infos.size(), kNotQuantized);
+  std::size_t total = 0;
+  for (size_t i = 0; i < infos.size(); ++i) {
+    if (!quantizable(infos[i])) continue;
+    offsets[i] = total;
+    total += static_cast<std::size_t>(infos[i].shape[0]) * quant_row_bytes(type, infos[i].shape[1]);
+  }
+  std::vector<uint8_t> blocks(total);
+  for (size_t i = 0; i < infos.size(); ++i)
+    if (offsets[i] != kNotQuantized) {
+      const std::size_t bytes =
+          static_cast<std::size_t>(infos[i].shape[0]) * quant_row_bytes(type, infos[i].shape[1]);
+      fill(static_cast<int>(i), blocks.data() + offsets[i], bytes);
+    }
+  std::vector<bool> keep(infos.size());
+  for (size_t i = 0; i < infos.size(); ++i) keep[i] = offsets[i] == kNotQuantized;
+  params_.release_values_except(keep);
+  quant_type_ = type;
+  quant_offset_ = std::move(offsets);
+  quant_ = std::move(blocks);
+  bind_forward_weights();
+}
+
+void Model::quantize_weights(QuantType type) {
+  load_quantized_weights(type, [&](int param, uint8_t* dst, std::size_t) {
+    const ParamInfo& p = params_.info(param);
+    quantize_rows(type, params_.value(param), p.shape[0], p.shape[1], dst);
+  });
+}
+
+}  // namespace chainlm

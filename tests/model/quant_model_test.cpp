@@ -1,0 +1,158 @@
+// Quantized models (docs/quantization.md): every weight matrix goes through its blocks, sub-model
+// evaluation agrees with per-sub-model logits whether or not chains start on a block boundary,
+// checkpoints round-trip bit for bit, and what a quantized model cannot do is refused.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <vector>
+
+#include "io/test_temp_dir.h"
+#include "model/checkpoint.h"
+#include "model/model.h"
+#include "model_test_util.h"
+
+namespace chainlm {
+namespace {
+
+using testing::TempDir;
+
+double max_abs_diff(const std::vector<float>& a, const std::vector<float>& b) {
+  double d = 0;
+  for (size_t i = 0; i < a.size(); ++i) d = std::max(d, (double)std::fabs(a[i] - b[i]));
+  return d;
+}
+
+std::vector<float> logits_of(Model& m, const std::vector<int>& tokens, int k) {
+  std::vector<float> out(tokens.size() * (size_t)m.config().vocab_size);
+  m.logits(tokens.data(), 1, (int)tokens.size(), k, out.data());
+  return out;
+}
+
+// A model of dim 64 in two chains of 32: chain boundaries on block boundaries.
+ModelConfig aligned_config() {
+  ModelConfig c = test::tiny_config({1, 1}, false);
+  c.dim = 64;
+  c.ffn_dim = 64;
+  c.n_heads = 4;
+  c.n_kv_heads = 4;
+  c.vocab_size = 40;
+  validate_config(c, "test");
+  return c;
+}
+
+TEST(QuantizedModel, EveryMatrixGoesThroughItsBlocks) {
+  for (QuantType t : {QuantType::kQ8_0, QuantType::kQ4_0}) {
+    const ModelConfig c = test::tiny_config({1, 1}, false);  // chains of 16: not block aligned
+    Model fp32(c);
+    fp32.init_random(3);
+    Model q(c);
+    q.copy_weights_from(fp32);
+    q.quantize_weights(t);
+    EXPECT_EQ(q.weight_format(), quant_type_name(t));
+    // Rows of 16 pad to a block of 32: Q8_0 is then 34 bytes per 16 weights, still under half.
+    EXPECT_LT(q.weight_bytes(), fp32.weight_bytes() / 1.5);
+    // The fp32 model holding exactly the dequantized weights.
+    Model deq(c);
+    deq.copy_weights_from(fp32);
+    const ParamStore& ps = q.params();
+    for (int i = 0; i < (int)ps.infos().size(); ++i) {
+      const ParamInfo& p = ps.info(i);
+      EXPECT_EQ(q.is_quantized(i), p.shape.size() == 2) << p.name;
+      if (!q.is_quantized(i)) continue;
+      const size_t row = quant_row_bytes(t, p.shape[1]);
+      for (int64_t r = 0; r < p.shape[0]; ++r)
+        dequantize_row(t, q.quantized_blocks(i) + r * row, p.shape[1],
+                       deq.params().value(i) + r * p.shape[1]);
+    }
+    const auto tokens = test::random_tokens(12, c.vocab_size, 5);
+    for (int k = 1; k <= 2; ++k) {
+      const auto lq = logits_of(q, tokens, k), ld = logits_of(deq, tokens, k),
+                 lf = logits_of(fp32, tokens, k);
+      double scale = 0;
+      for (float v : lf) scale = std::max(scale, (double)std::fabs(v));
+      // Against the dequantized weights only the activations' Q8_0 rounding remains (2^-8 of
+      // each block's largest value): a small fraction of the logits' scale.
+      EXPECT_LT(max_abs_diff(lq, ld), 0.03 * scale) << quant_type_name(t) << " k=" << k;
+      if (t == QuantType::kQ4_0) {
+        EXPECT_LT(max_abs_diff(lq, ld), max_abs_diff(lq, lf))
+            << "k=" << k;  // the weights' rounding dominates
+      }
+    }
+  }
+}
+
+// evaluate() sums per-sub-model cross entropies; with a quantized head it cannot start a GEMM
+// inside a block, so unaligned chains take whole-prefix products. Both must equal the cross
+// entropy of logits(k).
+TEST(QuantizedModel, EvaluateAgreesWithLogitsAlignedOrNot) {
+  for (const ModelConfig& c : {test::tiny_config({1, 1}, false), aligned_config()}) {
+    Model q(c);
+    q.init_random(4);
+    q.quantize_weights(QuantType::kQ8_0);
+    const int T = 10;
+    const auto tokens = test::random_tokens(T, c.vocab_size, 6);
+    const auto targets = test::random_tokens(T, c.vocab_size, 7);
+    const std::vector<double> sums = q.evaluate(tokens.data(), targets.data(), 1, T, 2, nullptr);
+    for (int k = 1; k <= 2; ++k) {
+      const auto l = logits_of(q, tokens, k);
+      double ce = 0;
+      for (int t = 0; t < T; ++t) {
+        double mx = -1e30, s = 0;
+        for (int v = 0; v < c.vocab_size; ++v) mx = std::max(mx, (double)l[t * c.vocab_size + v]);
+        for (int v = 0; v < c.vocab_size; ++v) s += std::exp(l[t * c.vocab_size + v] - mx);
+        ce += mx + std::log(s) - l[t * c.vocab_size + targets[t]];
+      }
+      EXPECT_NEAR(sums[k - 1], ce, 1e-4 * ce) << "dim " << c.dim << " k=" << k;
+    }
+  }
+}
+
+TEST(QuantizedModel, CheckpointRoundTripsBitForBit) {
+  TempDir dir;
+  const ModelConfig c = test::tiny_config({1, 1}, true, 2);
+  Model q(c);
+  q.init_random(8);
+  q.quantize_weights(QuantType::kQ4_0);
+  save_model(q, dir.file("q"));
+  auto back = load_model(dir.file("q"));
+  ASSERT_TRUE(back->quantized());
+  EXPECT_EQ(back->quant_type(), QuantType::kQ4_0);
+  EXPECT_EQ(back->weight_bytes(), q.weight_bytes());
+  const auto tokens = test::random_tokens(9, c.vocab_size, 2);
+  for (int k = 1; k <= 2; ++k) EXPECT_EQ(logits_of(q, tokens, k), logits_of(*back, tokens, k)) << k;
+
+  // A block scale that is not finite is refused naming the tensor (the file's checksum holds:
+  // the blocks were that way when saved).
+  int victim = -1;
+  for (int i = 0; i < (int)q.params().infos().size() && victim < 0; ++i)
+    if (q.is_quantized(i)) victim = i;
+  auto* blocks = const_cast<uint8_t*>(q.quantized_blocks(victim));
+  blocks[0] = 0x00;
+  blocks[1] = 0x7e;  // fp16 NaN
+  save_model(q, dir.file("bad"));
+  try {
+    load_model(dir.file("bad"));
+    FAIL() << "a NaN block scale was loaded";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("'" + q.params().info(victim).name +
+                                         "' has a non-finite block scale"),
+              std::string::npos)
+        << e.what();
+  }
+}
+
+TEST(QuantizedModel, RefusesWhatItCannotDo) {
+  Model q(test::tiny_config({1, 1}, false));
+  q.init_random(1);
+  q.quantize_weights(QuantType::kQ8_0);
+  EXPECT_THROW(q.quantize_weights(QuantType::kQ4_0), Error);
+  EXPECT_THROW(q.use_bf16_weights(false), Error);
+  EXPECT_THROW(q.ensure_grads(), Error);
+  Model bf(test::tiny_config({1, 1}, false));
+  bf.init_random(1);
+  bf.use_bf16_weights(false);
+  EXPECT_THROW(bf.quantize_weights(QuantType::kQ8_0), Error);
+}
+
+}  // namespace
+}  // namespace chainlm
