@@ -8,6 +8,7 @@
 // C++ elsewhere. Threads split the output columns (weight rows); each walks its rows in tiles
 // small enough to stay in L1 while every row of A passes over them.
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <vector>
 
@@ -23,11 +24,32 @@ namespace {
 constexpr int kRowsPerPass = 4;  // rows of A dotted with each unpacked weight block
 constexpr int kTileRows = 16;    // weight rows kept hot while all rows of A pass
 
-float scale_of(const uint8_t* block) {
+// A weight block's fp16 scale as a float: F16C's one instruction where the build has it (exact,
+// as float_from_fp16; tests/kernels/quant_test.cpp checks the two agree on every half).
+inline float scale_of(const uint8_t* block) {
   uint16_t h;
   std::memcpy(&h, block, 2);
+#if defined(__F16C__)
+  return _cvtsh_ss(h);
+#else
   return float_from_fp16(h);
+#endif
 }
+
+// Activations quantized for a GEMM: per row, nb blocks of 32 int8 values, and their scales as
+// floats (the fp16-rounded scales of Q8_0, widened once here rather than in the inner loop).
+// Also 8 times each block's sum of q: a Q4_0 weight is its nibble minus 8, so its dot product
+// with a block is (nibbles . q) - 8 sum(q), and the nibbles, being unsigned, go straight into
+// the u8 x s8 instructions (no sign juggling).
+struct QuantizedRows {
+  const int8_t* q;
+  const float* d;
+  const float* sum8;
+  int nb;
+  const int8_t* q_row(int m) const { return q + (size_t)m * nb * kQuantBlock; }
+  const float* d_row(int m) const { return d + (size_t)m * nb; }
+  const float* sum8_row(int m) const { return sum8 + (size_t)m * nb; }
+};
 
 #if defined(__AVX2__)
 #define CHAINLM_QUANT_AVX2 1
@@ -36,11 +58,20 @@ float scale_of(const uint8_t* block) {
 inline __m256i weights_q8_0(const uint8_t* block) {
   return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(block + 2));
 }
-inline __m256i weights_q4_0(const uint8_t* block) {
+// The 32 nibbles of a Q4_0 block (0..15, the weights plus 8) as uint8 lanes.
+inline __m256i nibbles_q4_0(const uint8_t* block) {
   const __m128i packed = _mm_loadu_si128(reinterpret_cast<const __m128i*>(block + 2));
-  const __m256i nibbles =
-      _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(packed, 4), packed), _mm256_set1_epi8(0x0f));
-  return _mm256_sub_epi8(nibbles, _mm256_set1_epi8(8));
+  return _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(packed, 4), packed),
+                          _mm256_set1_epi8(0x0f));
+}
+
+// Eight int32 partial sums of u . a for unsigned u (<= 15: no saturation).
+inline __m256i dot_u8_i8(__m256i u, __m256i a) {
+#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
+  return _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, a);
+#else
+  return _mm256_madd_epi16(_mm256_maddubs_epi16(u, a), _mm256_set1_epi16(1));
+#endif
 }
 
 // Eight int32 partial sums of w . a over the block (|w| <= 127: no saturation in maddubs).
@@ -62,28 +93,55 @@ inline float hsum(__m256 v) {
 }
 #endif
 
-// C[m0+r, n] for r < R over blocks [0, nb) of weight row w and the R activation rows at a
-// (row stride a_stride bytes). Vector: the build's SIMD path (when it has one), otherwise the
-// portable one, which the tests also run on every machine.
+// C[m+r, n] for r < R: weight row w (nb blocks) against activation rows m..m+R-1. Vector: the
+// build's SIMD path (when it has one), otherwise the portable one, which the tests also run on
+// every machine.
 template <QuantType T, int R, bool Vector>
-void dot_rows(const uint8_t* w, const uint8_t* a, size_t a_stride, int nb, float* out) {
-  constexpr size_t wb = T == QuantType::kQ8_0 ? 34 : 18, ab = 34;
+void dot_rows(const uint8_t* w, const QuantizedRows& a, int m, float* out) {
+  constexpr size_t wb = T == QuantType::kQ8_0 ? 34 : 18;
+  const int nb = a.nb;
+  const int8_t* aq[R];
+  const float* ad[R];
+  for (int r = 0; r < R; ++r) {
+    aq[r] = a.q_row(m + r);
+    ad[r] = a.d_row(m + r);
+  }
 #if defined(CHAINLM_QUANT_AVX2)
   if constexpr (Vector) {
-    __m256 acc[R];
-    for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_ps();
-    for (int b = 0; b < nb; ++b) {
-      const uint8_t* wblock = w + b * wb;
-      const __m256i qw = T == QuantType::kQ8_0 ? weights_q8_0(wblock) : weights_q4_0(wblock);
-      const float dw = scale_of(wblock);
-      for (int r = 0; r < R; ++r) {
-        const uint8_t* ablock = a + r * a_stride + b * ab;
-        const __m256i qa = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ablock + 2));
-        const __m256 d = _mm256_set1_ps(dw * scale_of(ablock));
-        acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot_i8(qw, qa)), d, acc[r]);
-      }
+    // Two accumulators per row (even and odd blocks) keep two FMA chains in flight.
+    __m256 acc0[R], acc1[R];
+    float correction[R];  // Q4_0: sum over blocks of dw * da * 8 sum(q)
+    for (int r = 0; r < R; ++r) {
+      acc0[r] = acc1[r] = _mm256_setzero_ps();
+      correction[r] = 0.0f;
     }
-    for (int r = 0; r < R; ++r) out[r] = hsum(acc[r]);
+    auto block = [&](int b, __m256* acc) {
+      const uint8_t* wblock = w + b * wb;
+      const float dw = scale_of(wblock);
+      if constexpr (T == QuantType::kQ8_0) {
+        const __m256i qw = weights_q8_0(wblock);
+        for (int r = 0; r < R; ++r) {
+          const __m256i qa = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(aq[r] + b * kQuantBlock));
+          acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot_i8(qw, qa)), _mm256_set1_ps(dw * ad[r][b]), acc[r]);
+        }
+      } else {
+        const __m256i nib = nibbles_q4_0(wblock);
+        for (int r = 0; r < R; ++r) {
+          const __m256i qa = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(aq[r] + b * kQuantBlock));
+          const float d = dw * ad[r][b];
+          acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot_u8_i8(nib, qa)), _mm256_set1_ps(d), acc[r]);
+          correction[r] += d * a.sum8_row(m + r)[b];
+        }
+      }
+    };
+    int b = 0;
+    for (; b + 2 <= nb; b += 2) {
+      __builtin_prefetch(w + (b + 8) * wb, 0, 3);
+      block(b, acc0);
+      block(b + 1, acc1);
+    }
+    if (b < nb) block(b, acc0);
+    for (int r = 0; r < R; ++r) out[r] = hsum(_mm256_add_ps(acc0[r], acc1[r])) - correction[r];
     return;
   }
 #endif
@@ -93,43 +151,33 @@ void dot_rows(const uint8_t* w, const uint8_t* a, size_t a_stride, int nb, float
     int qw[kQuantBlock];
     for (int i = 0; i < kQuantBlock; ++i)
       qw[i] = T == QuantType::kQ8_0 ? reinterpret_cast<const int8_t*>(wblock + 2)[i]
-              : i < 16              ? (wblock[2 + i] & 0x0f) - 8
-                                    : (wblock[2 + i - 16] >> 4) - 8;
+              : i < 16             ? (wblock[2 + i] & 0x0f) - 8
+                                   : (wblock[2 + i - 16] >> 4) - 8;
     const float dw = scale_of(wblock);
     for (int r = 0; r < R; ++r) {
-      const uint8_t* ablock = a + r * a_stride + b * ab;
-      const auto* qa = reinterpret_cast<const int8_t*>(ablock + 2);
+      const int8_t* qa = aq[r] + b * kQuantBlock;
       int sum = 0;
       for (int i = 0; i < kQuantBlock; ++i) sum += qw[i] * qa[i];
-      out[r] += dw * scale_of(ablock) * static_cast<float>(sum);
+      out[r] += dw * ad[r][b] * static_cast<float>(sum);
     }
   }
 }
 
 template <QuantType T, bool Vector>
-void gemm_columns(int n0, int n1, int M, int nb, const uint8_t* Aq, size_t a_row, const uint8_t* B,
-                  size_t b_row, float* C, int ldc, float beta) {
+void gemm_columns(int n0, int n1, int M, const QuantizedRows& a, const uint8_t* B, size_t b_row,
+                  float* C, int ldc, float beta) {
   for (int t0 = n0; t0 < n1; t0 += kTileRows) {
     const int t1 = std::min(n1, t0 + kTileRows);
     for (int m = 0; m < M; m += kRowsPerPass) {
       const int rows = std::min(kRowsPerPass, M - m);
-      const uint8_t* a = Aq + m * a_row;
       for (int n = t0; n < t1; ++n) {
         const uint8_t* w = B + n * b_row;
         float out[kRowsPerPass];
         switch (rows) {
-          case 4:
-            dot_rows<T, 4, Vector>(w, a, a_row, nb, out);
-            break;
-          case 3:
-            dot_rows<T, 3, Vector>(w, a, a_row, nb, out);
-            break;
-          case 2:
-            dot_rows<T, 2, Vector>(w, a, a_row, nb, out);
-            break;
-          default:
-            dot_rows<T, 1, Vector>(w, a, a_row, nb, out);
-            break;
+          case 4: dot_rows<T, 4, Vector>(w, a, m, out); break;
+          case 3: dot_rows<T, 3, Vector>(w, a, m, out); break;
+          case 2: dot_rows<T, 2, Vector>(w, a, m, out); break;
+          default: dot_rows<T, 1, Vector>(w, a, m, out); break;
         }
         for (int r = 0; r < rows; ++r) {
           float& c = C[(long)(m + r) * ldc + n];
@@ -140,23 +188,46 @@ void gemm_columns(int n0, int n1, int M, int nb, const uint8_t* Aq, size_t a_row
   }
 }
 
+// One row of activations as Q8_0 (quant.h's rule: d = max|x| / 127 rounded to fp16, q =
+// round(x / d) half away from zero), zero-padded to whole blocks.
+void quantize_activations(const float* x, int K, int nb, int8_t* q, float* d, float* sum8) {
+  for (int b = 0; b < nb; ++b) {
+    const int begin = b * kQuantBlock, n = std::min(kQuantBlock, K - begin);
+    float amax = 0.0f;
+    for (int i = 0; i < n; ++i) amax = std::max(amax, std::fabs(x[begin + i]));
+    const float scale = amax / 127.0f, inv = scale != 0.0f ? 1.0f / scale : 0.0f;
+    d[b] = float_from_fp16(fp16_from_float(scale));
+    int8_t* qb = q + (size_t)b * kQuantBlock;
+    int sum = 0;
+    for (int i = 0; i < n; ++i) {
+      qb[i] = static_cast<int8_t>(std::round(x[begin + i] * inv));
+      sum += qb[i];
+    }
+    for (int i = n; i < kQuantBlock; ++i) qb[i] = 0;
+    sum8[b] = 8.0f * static_cast<float>(sum);
+  }
+}
+
 template <bool Vector>
 void gemm_nt_quant_impl(int M, int N, int K, const float* A, int lda, QuantType type,
                         const uint8_t* B, int ldb, float* C, int ldc, float beta) {
   if (M == 0 || N == 0) return;
   const int nb = (int)quant_blocks(K);
-  const size_t a_row = quant_row_bytes(QuantType::kQ8_0, K);
   const size_t b_row = quant_row_bytes(type, ldb);
-  thread_local std::vector<uint8_t> scratch;
-  if (scratch.size() < a_row * M) scratch.resize(a_row * M);
-  uint8_t* Aq = scratch.data();
+  thread_local std::vector<int8_t> q_scratch;
+  thread_local std::vector<float> d_scratch;  // scales, then 8 x block sums
+  if (q_scratch.size() < (size_t)M * nb * kQuantBlock) q_scratch.resize((size_t)M * nb * kQuantBlock);
+  if (d_scratch.size() < (size_t)2 * M * nb) d_scratch.resize((size_t)2 * M * nb);
+  const QuantizedRows a{q_scratch.data(), d_scratch.data(), d_scratch.data() + (size_t)M * nb, nb};
 #pragma omp parallel for schedule(static) if ((long)M * K >= kParallelMinWork)
-  for (int m = 0; m < M; ++m) quantize_activation_row(A + (long)m * lda, K, Aq + m * a_row);
+  for (int m = 0; m < M; ++m)
+    quantize_activations(A + (long)m * lda, K, nb, q_scratch.data() + (size_t)m * nb * kQuantBlock,
+                         d_scratch.data() + (size_t)m * nb, d_scratch.data() + (size_t)(M + m) * nb);
   for_column_ranges(N, (long)M * N * K / 4, [&](int n0, int n1) {
     if (type == QuantType::kQ8_0)
-      gemm_columns<QuantType::kQ8_0, Vector>(n0, n1, M, nb, Aq, a_row, B, b_row, C, ldc, beta);
+      gemm_columns<QuantType::kQ8_0, Vector>(n0, n1, M, a, B, b_row, C, ldc, beta);
     else
-      gemm_columns<QuantType::kQ4_0, Vector>(n0, n1, M, nb, Aq, a_row, B, b_row, C, ldc, beta);
+      gemm_columns<QuantType::kQ4_0, Vector>(n0, n1, M, a, B, b_row, C, ldc, beta);
   });
 }
 
