@@ -218,11 +218,15 @@ void gemm_nt_quant_impl(int M, int N, int K, const float* A, int lda, QuantType 
   thread_local std::vector<float> d_scratch;  // scales, then 8 x block sums
   if (q_scratch.size() < (size_t)M * nb * kQuantBlock) q_scratch.resize((size_t)M * nb * kQuantBlock);
   if (d_scratch.size() < (size_t)2 * M * nb) d_scratch.resize((size_t)2 * M * nb);
-  const QuantizedRows a{q_scratch.data(), d_scratch.data(), d_scratch.data() + (size_t)M * nb, nb};
+  // Pointers taken here: inside the parallel region the thread_local names would be each
+  // thread's own (empty) buffers.
+  int8_t* q = q_scratch.data();
+  float* d = d_scratch.data();
+  const QuantizedRows a{q, d, d + (size_t)M * nb, nb};
 #pragma omp parallel for schedule(static) if ((long)M * K >= kParallelMinWork)
   for (int m = 0; m < M; ++m)
-    quantize_activations(A + (long)m * lda, K, nb, q_scratch.data() + (size_t)m * nb * kQuantBlock,
-                         d_scratch.data() + (size_t)m * nb, d_scratch.data() + (size_t)(M + m) * nb);
+    quantize_activations(A + (long)m * lda, K, nb, q + (size_t)m * nb * kQuantBlock, d + (size_t)m * nb,
+                         d + (size_t)(M + m) * nb);
   for_column_ranges(N, (long)M * N * K / 4, [&](int n0, int n1) {
     if (type == QuantType::kQ8_0)
       gemm_columns<QuantType::kQ8_0, Vector>(n0, n1, M, a, B, b_row, C, ldc, beta);

@@ -53,6 +53,15 @@ std::vector<int64_t> quantized_shape(const ParamInfo& p, QuantType type) {
   return {p.shape[0], static_cast<int64_t>(quant_row_bytes(type, p.shape[1]))};
 }
 
+// The tensors whose block type differs from the checkpoint's (Q8_0 tables of a Q4_0 model).
+nlohmann::json tensor_types(const Model& model) {
+  nlohmann::json j = nlohmann::json::object();
+  for (int i = 0; i < (int)model.params().infos().size(); ++i)
+    if (model.is_quantized(i) && model.tensor_quant_type(i) != model.quant_type())
+      j[model.params().info(i).name] = quant_type_name(model.tensor_quant_type(i));
+  return j;
+}
+
 }  // namespace
 
 void load_model_weights(Model& model, const std::string& file) {
@@ -88,10 +97,11 @@ void load_model_weights(Model& model, const std::string& file) {
   if (!quantized) return;
   model.load_quantized_weights(type, [&](int param, uint8_t* dst, std::size_t bytes) {
     const ParamInfo& p = ps.info(param);
-    const uint8_t* src = reader.read_raw(p.name, "U8", quantized_shape(p, type));
+    const QuantType t = model.tensor_quant_type(param);
+    const uint8_t* src = reader.read_raw(p.name, "U8", quantized_shape(p, t));
     std::copy_n(src, bytes, dst);
     // Every block's fp16 scale must be finite, as every fp32 weight must be.
-    const size_t block = quant_block_bytes(type);
+    const size_t block = quant_block_bytes(t);
     for (size_t at = 0; at < bytes; at += block) {
       const float d = float_from_fp16(static_cast<uint16_t>(dst[at] | dst[at + 1] << 8));
       CHAINLM_CHECK(std::isfinite(d), file, ": tensor '", p.name, "' has a non-finite block scale (",
@@ -180,11 +190,12 @@ void save_model(const Model& model, const std::string& dir) {
   for (int i = 0; i < (int)ps.infos().size(); ++i) {
     const ParamInfo& p = ps.info(i);
     if (model.is_quantized(i))
-      tensors.push_back({p.name, "U8", quantized_shape(p, type), model.quantized_blocks(i)});
+      tensors.push_back({p.name, "U8", quantized_shape(p, model.tensor_quant_type(i)), model.quantized_blocks(i)});
     else
       tensors.push_back({p.name, "F32", p.shape, ps.value(i)});
   }
-  const nlohmann::json quant = {{"type", quant_type_name(type)}, {"block", kQuantBlock}};
+  const nlohmann::json quant = {
+      {"type", quant_type_name(type)}, {"block", kQuantBlock}, {"tensor_types", tensor_types(model)}};
   write_safetensors(weights, tensors, {{"format", "chainlm"}, {kQuantKey, quant.dump()}});
 }
 

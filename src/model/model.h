@@ -121,7 +121,11 @@ class Model {
   void load_quantized_weights(QuantType type,
                               const std::function<void(int, uint8_t*, std::size_t)>& fill);
   bool quantized() const { return !quant_.empty(); }
+  // The type asked for (`quantize --type`). With Q4_0 the embedding and the output head are
+  // kept in Q8_0: they are a large share of a small model's error at 4 bits and a small share
+  // of its bytes per token (the embedding reads one row); tensor_quant_type says which.
   QuantType quant_type() const { return quant_type_; }
+  QuantType tensor_quant_type(int param) const;
   // Whether tensor `param` is held quantized (a weight matrix of a quantized model), and its
   // blocks.
   bool is_quantized(int param) const;
@@ -171,6 +175,7 @@ class Model {
   std::vector<std::size_t> bf16_offset_;   // where each tensor starts in bf16_
   std::vector<uint8_t> quant_;              // quantized weight matrices (empty unless quantized)
   std::vector<std::size_t> quant_offset_;   // where each tensor starts in quant_ (npos: fp32)
+  std::vector<QuantType> quant_types_;      // each tensor's block type
   QuantType quant_type_ = QuantType::kQ8_0;
   std::function<void(std::size_t)> backward_hook_;
 };

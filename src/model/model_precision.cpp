@@ -9,7 +9,7 @@
 namespace chainlm {
 
 WeightRef Model::weight_ref(int param) const {
-  if (is_quantized(param)) return {nullptr, nullptr, quantized_blocks(param), quant_type_};
+  if (is_quantized(param)) return {nullptr, nullptr, quantized_blocks(param), quant_types_[param]};
   const ParamInfo& p = params_.info(param);
   return {p.released ? nullptr : params_.value(param),
           bf16_.empty() ? nullptr : bf16_.data() + bf16_offset_[param]};

@@ -34,8 +34,19 @@ std::string Model::weight_format() const {
 }
 
 double Model::bytes_per_weight() const {
-  if (quantized()) return static_cast<double>(quant_block_bytes(quant_type_)) / kQuantBlock;
-  return precision() == Precision::Bf16 ? 2.0 : 4.0;
+  if (!quantized()) return precision() == Precision::Bf16 ? 2.0 : 4.0;
+  // Over the weight matrices, as stored (block padding and Q8_0 embedding/head included).
+  std::size_t weights = 0;
+  for (size_t i = 0; i < params_.infos().size(); ++i)
+    if (is_quantized((int)i)) weights += params_.info((int)i).numel();
+  return weights ? static_cast<double>(quant_.size()) / weights : 0.0;
+}
+
+QuantType Model::tensor_quant_type(int param) const {
+  // Set (by load_quantized_weights) before the blocks are filled in, so loaders can ask.
+  CHAINLM_CHECK(param >= 0 && param < (int)quant_types_.size(), "tensor '",
+                params_.info(param).name, "' is not quantized");
+  return quant_types_[param];
 }
 
 void Model::load_quantized_weights(QuantType type,
@@ -46,17 +57,22 @@ void Model::load_quantized_weights(QuantType type,
                 "only a fresh fp32 model (no gradients) can be quantized");
   const auto& infos = params_.infos();
   std::vector<std::size_t> offsets(infos.size(), kNotQuantized);
+  std::vector<QuantType> types(infos.size(), type);
   std::size_t total = 0;
   for (size_t i = 0; i < infos.size(); ++i) {
     if (!quantizable(infos[i])) continue;
+    const bool table = (int)i == tok_embeddings_ || (int)i == output_;
+    if (table && type == QuantType::kQ4_0) types[i] = QuantType::kQ8_0;
     offsets[i] = total;
-    total += static_cast<std::size_t>(infos[i].shape[0]) * quant_row_bytes(type, infos[i].shape[1]);
+    total += static_cast<std::size_t>(infos[i].shape[0]) * quant_row_bytes(types[i], infos[i].shape[1]);
   }
+  // The blocks land in place before the fp32 values go (quantize_weights reads them in fill).
+  quant_types_ = types;
   std::vector<uint8_t> blocks(total);
   for (size_t i = 0; i < infos.size(); ++i)
     if (offsets[i] != kNotQuantized) {
       const std::size_t bytes =
-          static_cast<std::size_t>(infos[i].shape[0]) * quant_row_bytes(type, infos[i].shape[1]);
+          static_cast<std::size_t>(infos[i].shape[0]) * quant_row_bytes(types[i], infos[i].shape[1]);
       fill(static_cast<int>(i), blocks.data() + offsets[i], bytes);
     }
   std::vector<bool> keep(infos.size());
@@ -71,7 +87,7 @@ void Model::load_quantized_weights(QuantType type,
 void Model::quantize_weights(QuantType type) {
   load_quantized_weights(type, [&](int param, uint8_t* dst, std::size_t) {
     const ParamInfo& p = params_.info(param);
-    quantize_rows(type, params_.value(param), p.shape[0], p.shape[1], dst);
+    quantize_rows(quant_types_[param], params_.value(param), p.shape[0], p.shape[1], dst);
   });
 }
 
