@@ -94,38 +94,55 @@ TEST(Quantize, Q8_0KnownBlockAndBound) {
   }
 }
 
-TEST(Quantize, Q4_0KnownBlockAndBound) {
-  std::vector<float> x(32, 0.0f);
-  x[0] = -8.0f;  // the largest magnitude: d = -8 / -8 = 1, and it maps to -8 exactly
-  x[1] = 7.0f;
-  x[2] = 2.4f;
-  x[17] = -3.5f;  // -3.5 + 8.5 = 5 -> code 5 -> q = -3 (half rounds up in the shifted domain)
-  std::vector<uint8_t> q(quant_row_bytes(QuantType::kQ4_0, 32));
-  ASSERT_EQ(q.size(), 18u);
-  quantize_row(QuantType::kQ4_0, x.data(), 32, q.data());
-  EXPECT_EQ(float_from_fp16(static_cast<uint16_t>(q[0] | q[1] << 8)), 1.0f);
-  EXPECT_EQ(q[2] & 0x0f, 0);   // -8 + 8
-  EXPECT_EQ(q[3] & 0x0f, 15);  // 7 + 8
-  EXPECT_EQ(q[4] & 0x0f, 10);  // round(2.4) + 8
-  EXPECT_EQ(q[3] >> 4, 5);     // element 17 in the high nibble of byte 1
+// llama.cpp's decoding of a Q4_0 block, on bytes written by hand: scale, then byte j holding
+// element j in its low nibble and element j+16 in its high one, each stored plus 8.
+TEST(Quantize, Q4_0LayoutDecodesAsLlamaCpp) {
+  std::vector<uint8_t> block(18, 0x88);  // every element 0
+  const uint16_t d = fp16_from_float(0.5f);
+  block[0] = d & 0xff;
+  block[1] = d >> 8;
+  block[2] = 0x30;   // element 0: 0 - 8 = -8; element 16: 3 - 8 = -5
+  block[3] = 0x8f;   // element 1: 15 - 8 = 7
+  block[17] = 0xa8;  // element 31: 10 - 8 = 2
   std::vector<float> back(32);
-  dequantize_row(QuantType::kQ4_0, q.data(), 32, back.data());
-  EXPECT_EQ(back[0], -8.0f);
-  EXPECT_EQ(back[1], 7.0f);
-  EXPECT_EQ(back[2], 2.0f);
-  EXPECT_EQ(back[17], -3.0f);
+  dequantize_row(QuantType::kQ4_0, block.data(), 32, back.data());
+  EXPECT_EQ(back[0], -4.0f);
+  EXPECT_EQ(back[16], -2.5f);
+  EXPECT_EQ(back[1], 3.5f);
+  EXPECT_EQ(back[31], 1.0f);
+  EXPECT_EQ(back[5], 0.0f);
+}
 
-  const auto v = random_vector(96, 5, 2.0f);
-  std::vector<uint8_t> row(quant_row_bytes(QuantType::kQ4_0, 96));
-  std::vector<float> r(96);
-  quantize_row(QuantType::kQ4_0, v.data(), 96, row.data());
-  dequantize_row(QuantType::kQ4_0, row.data(), 96, r.data());
-  for (int b = 0; b < 3; ++b) {
-    float amax = 0;
-    for (int i = b * 32; i < b * 32 + 32; ++i) amax = std::max(amax, std::fabs(v[i]));
-    const double d = amax / 8.0, bound = d / 2 + d * std::ldexp(1.0, -11) * 8 + 1e-7;
-    for (int i = b * 32; i < b * 32 + 32; ++i) ASSERT_LE(std::fabs(r[i] - v[i]), bound) << i;
+// The scale is searched for least squared error (quant.cpp): never worse than llama.cpp's rule
+// (d = m / -8 for the element m of largest magnitude), and every element within two steps.
+TEST(Quantize, Q4_0ScaleSearchBeatsTheSimpleRule) {
+  double total_search = 0, total_simple = 0;
+  for (int trial = 0; trial < 200; ++trial) {
+    const auto v = random_vector(32, 100 + trial, 1.0f);
+    std::vector<uint8_t> q(18);
+    std::vector<float> back(32);
+    quantize_row(QuantType::kQ4_0, v.data(), 32, q.data());
+    dequantize_row(QuantType::kQ4_0, q.data(), 32, back.data());
+    float m = 0;
+    for (float x : v)
+      if (std::fabs(x) > std::fabs(m)) m = x;
+    const float d_simple = float_from_fp16(fp16_from_float(m / -8.0f));
+    const float d = std::fabs(float_from_fp16(static_cast<uint16_t>(q[0] | q[1] << 8)));
+    double sse = 0, sse_simple = 0;
+    for (int i = 0; i < 32; ++i) {
+      // At most two steps: an element opposite in sign to m may clamp at +7 (so may it under
+      // the simple rule, by one step).
+      ASSERT_LE(std::fabs(back[i] - v[i]), 2 * d * 1.0001) << trial << " " << i;
+      sse += (back[i] - v[i]) * (back[i] - v[i]);
+      const int code = std::clamp((int)std::floor(v[i] / d_simple + 8.5f), 0, 15);
+      const double e = v[i] - (double)d_simple * (code - 8);
+      sse_simple += e * e;
+    }
+    ASSERT_LE(sse, sse_simple * (1 + 1e-5) + 1e-9) << trial;  // equal when the rule is best (float vs double sums)
+    total_search += sse;
+    total_simple += sse_simple;
   }
+  EXPECT_LT(total_search, 0.9 * total_simple);  // and clearly better on average
 }
 
 // C = A Wq^T computed in float64 from the quantized operands: the GEMM's exact answer.
