@@ -62,9 +62,10 @@ ModelConfig tiny_config(std::vector<int> chains, bool kv_share, bool tie, int ph
 }
 
 // save_model's two files of a random model, joined.
-std::string checkpoint_bytes(const ModelConfig& c, uint64_t seed_value) {
+std::string checkpoint_bytes(const ModelConfig& c, uint64_t seed_value, const char* quant = nullptr) {
   Model model(c);
   model.init_random(seed_value);
+  if (quant) model.quantize_weights(parse_quant_type(quant));  // a `chainlm quantize` checkpoint
   const std::string dir = work_file("ckpt-" + std::to_string(seed_value));
   save_model(model, dir);
   return fuzz::join_parts(
@@ -88,6 +89,8 @@ void checkpoint_seeds() {
   seed("checkpoint_fuzzer", "colm-air", air);
   seed("checkpoint_fuzzer", "colm-tied", checkpoint_bytes(tiny_config({1, 1}, false, true), 2));
   seed("checkpoint_fuzzer", "phd", checkpoint_bytes(tiny_config({1}, false, true, 2), 3));
+  seed("checkpoint_fuzzer", "q4_0", checkpoint_bytes(tiny_config({1, 1}, true, false), 4, "q4_0"));
+  seed("checkpoint_fuzzer", "q8_0", checkpoint_bytes(tiny_config({1, 1}, false, true), 5, "q8_0"));
   const std::string tokenizer_json = R"({"kind": "byte"})";
   seed("checkpoint_fuzzer", "with-tokenizer",
        air + std::string(fuzz::kPartSeparator) + tokenizer_json);
