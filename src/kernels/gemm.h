@@ -27,12 +27,17 @@ void gemm_tn_bf16(int M, int N, int K, const float* A, int lda, const float* B, 
 bool bf16_gemm_native();
 
 // The same with B block-quantized (quant.h; gemm_quant.cpp): B's rows are
-// quant_row_bytes(type, ldb) bytes apart and K <= ldb; each row of A is quantized to Q8_0 on
-// the way in (as llama.cpp does), the block products are exact integer dot products, scaled and
-// summed in fp32.
+// quant_row_bytes(type, ldb) bytes apart and K <= ldb. For few rows of A (decoding) each row is
+// quantized to Q8_0 on the way in (as llama.cpp does), the block products are exact integer dot
+// products, scaled and summed in fp32; for many rows see gemm_quant_dequantizes.
 void gemm_nt_quant(int M, int N, int K, const float* A, int lda, QuantType type, const uint8_t* B,
                    int ldb, float* C, int ldc, float beta);
-// The same on the portable C++ dot products, whatever the build's SIMD (tests run both).
+// Whether gemm_nt_quant takes its many-row path for M rows of A: weight panels dequantized to
+// fp32 and multiplied by the fp32 GEMM (A is then not quantized); fewer rows quantize A and
+// run integer dot products.
+bool gemm_quant_dequantizes(int M);
+// The integer path on the portable C++ dot products, whatever the build's SIMD and whatever M
+// (tests run both).
 void gemm_nt_quant_portable(int M, int N, int K, const float* A, int lda, QuantType type,
                             const uint8_t* B, int ldb, float* C, int ldc, float beta);
 

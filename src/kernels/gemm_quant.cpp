@@ -23,6 +23,11 @@ namespace {
 
 constexpr int kRowsPerPass = 4;  // rows of A dotted with each unpacked weight block
 constexpr int kTileRows = 16;    // weight rows kept hot while all rows of A pass
+// From this many rows of A on, dequantizing the weights and running the fp32 GEMM backend beats
+// the integer dot products (whose many-row path has no register blocking over weight rows).
+constexpr int kDequantizeRows = 16;
+// The dequantized weight panels: about 8 MB of floats per GEMM call.
+constexpr long kPanelFloats = 2L << 20;
 
 // A weight block's fp16 scale as a float: F16C's one instruction where the build has it (exact,
 // as float_from_fp16; tests/kernels/quant_test.cpp checks the two agree on every half).
@@ -237,9 +242,26 @@ void gemm_nt_quant_impl(int M, int N, int K, const float* A, int lda, QuantType 
 
 }  // namespace
 
+bool gemm_quant_dequantizes(int M) { return M >= kDequantizeRows; }
+
 void gemm_nt_quant(int M, int N, int K, const float* A, int lda, QuantType type, const uint8_t* B,
                    int ldb, float* C, int ldc, float beta) {
-  gemm_nt_quant_impl<true>(M, N, K, A, lda, type, B, ldb, C, ldc, beta);
+  if (!gemm_quant_dequantizes(M)) return gemm_nt_quant_impl<true>(M, N, K, A, lda, type, B, ldb, C, ldc, beta);
+  // Many rows (prefill, evaluation): panels of weight rows dequantized to fp32 go through the
+  // fp32 GEMM backend, whose register-blocked kernels then do the work; a panel is dequantized
+  // once for all M rows. (llama.cpp's BLAS path does the same for large batches.)
+  if (N == 0) return;
+  const size_t b_row = quant_row_bytes(type, ldb);
+  const int panel_rows = (int)std::max<long>(64, kPanelFloats / std::max(K, 1));
+  thread_local std::vector<float> panel;
+  for (int n0 = 0; n0 < N; n0 += panel_rows) {
+    const int rows = std::min(panel_rows, N - n0);
+    if (panel.size() < (size_t)rows * K) panel.resize((size_t)rows * K);
+    float* p = panel.data();  // taken here: in the region each thread has its own thread_local
+#pragma omp parallel for schedule(static) if ((long)rows * K >= kParallelMinWork)
+    for (int r = 0; r < rows; ++r) dequantize_row(type, B + (size_t)(n0 + r) * b_row, K, p + (size_t)r * K);
+    gemm_nt(M, rows, K, A, lda, p, K, C + n0, ldc, beta);
+  }
 }
 
 void gemm_nt_quant_portable(int M, int N, int K, const float* A, int lda, QuantType type,

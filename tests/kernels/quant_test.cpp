@@ -145,10 +145,11 @@ TEST(Quantize, Q4_0ScaleSearchBeatsTheSimpleRule) {
   EXPECT_LT(total_search, 0.9 * total_simple);  // and clearly better on average
 }
 
-// C = A Wq^T computed in float64 from the quantized operands: the GEMM's exact answer.
+// C = A Wq^T computed in float64 from the quantized operands: the GEMM's exact answer. With
+// quantize_a false, A enters as it is (the many-row path: dequantized weights, fp32 GEMM).
 std::vector<double> reference(int M, int N, int K, const std::vector<float>& A, QuantType t,
-                              const std::vector<uint8_t>& B, int ldb,
-                              std::vector<double>* magnitude) {
+                              const std::vector<uint8_t>& B, int ldb, std::vector<double>* magnitude,
+                              bool quantize_a) {
   std::vector<double> C((size_t)M * N);
   magnitude->assign(C.size(), 0.0);
   std::vector<float> aq(K), w(ldb);
@@ -156,6 +157,7 @@ std::vector<double> reference(int M, int N, int K, const std::vector<float>& A, 
   for (int m = 0; m < M; ++m) {
     quantize_activation_row(A.data() + (size_t)m * K, K, ablocks.data());
     dequantize_row(QuantType::kQ8_0, ablocks.data(), K, aq.data());
+    if (!quantize_a) std::copy(A.begin() + (size_t)m * K, A.begin() + (size_t)(m + 1) * K, aq.begin());
     for (int n = 0; n < N; ++n) {
       dequantize_row(t, B.data() + n * quant_row_bytes(t, ldb), ldb, w.data());
       double s = 0, mag = 0;
@@ -171,32 +173,34 @@ std::vector<double> reference(int M, int N, int K, const std::vector<float>& A, 
 }
 
 TEST(GemmQuant, MatchesTheExactProductOfTheQuantizedOperands) {
+  // The last two shapes take the many-row path; the last quantizes its activations (portable
+  // entry) with several threads.
+  const std::vector<std::array<int, 4>> shapes = {{1, 37, 64, 64},   {2, 5, 96, 96},   {3, 40, 100, 128},
+                                                  {4, 17, 32, 32},   {5, 33, 160, 160}, {9, 70, 256, 256},
+                                                  {1, 3, 20, 64},    {16, 20, 72, 72}, {64, 20, 640, 640}};
   for (QuantType t : {QuantType::kQ8_0, QuantType::kQ4_0}) {
-    for (const auto [M, N, K, ldb] : std::vector<std::array<int, 4>>{{1, 37, 64, 64},
-                                                                     {2, 5, 96, 96},
-                                                                     {3, 40, 100, 128},
-                                                                     {4, 17, 32, 32},
-                                                                     {5, 33, 160, 160},
-                                                                     {9, 70, 256, 256},
-                                                                     {1, 3, 20, 64},
-                                                                     {16, 20, 72, 72}}) {
+    for (const auto [M, N, K, ldb] : shapes) {
       const auto A = random_vector((size_t)M * K, M * 131 + K, 1.0f);
       const auto W = random_vector((size_t)N * ldb, N * 7 + ldb, 0.5f);
       std::vector<uint8_t> B(N * quant_row_bytes(t, ldb));
       quantize_rows(t, W.data(), N, ldb, B.data());
-      std::vector<double> mag;
-      const auto ref = reference(M, N, K, A, t, B, ldb, &mag);
-      // The build's SIMD kernel and the portable one (the lower ISAs) on the same operands.
+      // The build's SIMD kernel and the portable one (the lower ISAs) on the same operands; from
+      // gemm_quant_dequantizes(M) rows on, gemm_nt_quant multiplies A unquantized by the
+      // dequantized weights through the fp32 GEMM instead.
       for (bool portable : {false, true}) {
+        const bool quantize_a = portable || !gemm_quant_dequantizes(M);
+        std::vector<double> mag;
+        const auto ref = reference(M, N, K, A, t, B, ldb, &mag, quantize_a);
         std::vector<float> C((size_t)M * N, 3.0f);
         (portable ? gemm_nt_quant_portable : gemm_nt_quant)(M, N, K, A.data(), K, t, B.data(), ldb,
                                                             C.data(), N, 0.5f);
         for (size_t i = 0; i < C.size(); ++i) {
-          // fp32 rounding of each block's scale product and of the running sum over K/32 blocks.
-          const double tol = mag[i] * (quant_blocks(K) + 4) * std::ldexp(1.0, -23) + 1e-6;
-          ASSERT_NEAR(C[i], ref[i] + 1.5, tol)
-              << quant_type_name(t) << (portable ? " portable" : " simd") << " M=" << M
-              << " N=" << N << " K=" << K << " i=" << i;
+          // fp32 rounding: of each block's scale product and the running sum over K/32 blocks
+          // (integer path), or of a K-term fp32 dot product (fp32 GEMM).
+          const double terms = quantize_a ? quant_blocks(K) + 4 : K + 4;
+          const double tol = mag[i] * terms * std::ldexp(1.0, -23) + 1e-6;
+          ASSERT_NEAR(C[i], ref[i] + 1.5, tol) << quant_type_name(t) << (portable ? " portable" : " simd")
+                                               << " M=" << M << " N=" << N << " K=" << K << " i=" << i;
         }
       }
     }
