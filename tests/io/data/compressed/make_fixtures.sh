@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Regenerates the compressed copies of poem.txt that tests/io/corpus_reader_test.cpp reads, with
 # the standard command-line tools (independent of libarchive, which chainlm reads them with).
+# poem.txt and poem.jsonl (the same four documents, one JSON record each) are written by hand.
 # Needs gzip, xz, zstd and bzip2 (Debian: gzip xz-utils zstd bzip2). Not run by the tests.
 set -euo pipefail
 cd "$(dirname "$0")"
