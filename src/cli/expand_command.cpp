@@ -11,6 +11,7 @@
 
 #include "cli/commands.h"
 #include "cli/model_info.h"
+#include "cli/model_loading.h"
 #include "core/error.h"
 #include "core/rng.h"
 #include "core/threads.h"
@@ -41,20 +42,6 @@ std::vector<int> parse_int_list(const std::string& s, const std::string& what) {
   }
   CHAINLM_CHECK(!out.empty(), what, ": empty list");
   return out;
-}
-
-// The tokenizer a base carries: a chainlm checkpoint's or a HF directory's tokenizer.model.
-std::string base_tokenizer(const std::string& from) {
-  std::error_code ec;
-  if (!fs::is_directory(from, ec)) return "";
-  const std::string dir = resolve_checkpoint_dir(from);
-  if (is_hf_model_dir(dir))
-    return fs::exists(fs::path(dir) / "tokenizer.model") ? (fs::path(dir) / "tokenizer.model").string() : "";
-  try {
-    return find_tokenizer_in_dir(dir);
-  } catch (const Error&) {
-    return "";
-  }
 }
 
 }  // namespace
@@ -88,7 +75,7 @@ void add_expand_command(CLI::App& app) {
     o.kv_share = a->kv_share;
     o.seed = a->seed;
     std::unique_ptr<Model> base = load_model(a->from);
-    const std::string tokenizer = a->tokenizer.empty() ? base_tokenizer(a->from) : a->tokenizer;
+    const std::string tokenizer = a->tokenizer.empty() ? carried_tokenizer(a->from) : a->tokenizer;
     if (!tokenizer.empty()) load_tokenizer(tokenizer);  // fail before any work is written
     std::unique_ptr<Model> expanded = expand_model(*base, o);
 

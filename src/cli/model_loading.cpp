@@ -35,4 +35,20 @@ LoadedModel load_model_and_tokenizer(const std::string& model_arg, const std::st
   return r;
 }
 
+std::string carried_tokenizer(const std::string& model_arg) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  if (!fs::is_directory(model_arg, ec)) return "";
+  const std::string dir = resolve_checkpoint_dir(model_arg);
+  if (is_hf_model_dir(dir)) {
+    const fs::path spm = fs::path(dir) / "tokenizer.model";
+    return fs::exists(spm, ec) ? spm.string() : "";
+  }
+  try {
+    return find_tokenizer_in_dir(dir);
+  } catch (const Error&) {
+    return "";
+  }
+}
+
 }  // namespace chainlm::cli

@@ -22,6 +22,10 @@ struct LoadedModel {
 LoadedModel load_model_and_tokenizer(const std::string& model_arg, const std::string& tokenizer_arg,
                                      bool need_tokenizer = true,
                                      Precision precision = Precision::Fp32);
+// The tokenizer a model carries, as a spec for load_tokenizer: a chainlm checkpoint's (or run's
+// latest checkpoint's), or a Hugging Face directory's tokenizer.model; "" when it carries none
+// (a llama2.c .bin, a directory without one). expand and quantize store it beside their output.
+std::string carried_tokenizer(const std::string& model_arg);
 // Help text of the inference commands' --precision.
 inline constexpr const char* kInferencePrecisionHelp =
     "Weights and GEMM inputs: fp32, or bf16 (half the memory and bytes per token; fp32 sums)";

@@ -7,6 +7,7 @@
 
 #include "cli/commands.h"
 #include "cli/model_info.h"
+#include "cli/model_loading.h"
 #include "core/error.h"
 #include "core/memory.h"
 #include "core/rng.h"
@@ -19,26 +20,6 @@
 namespace chainlm::cli {
 
 namespace fs = std::filesystem;
-
-namespace {
-
-// The tokenizer a source model carries (a checkpoint's, or a HF directory's tokenizer.model).
-std::string source_tokenizer(const std::string& model) {
-  std::error_code ec;
-  if (!fs::is_directory(model, ec)) return "";
-  const std::string dir = resolve_checkpoint_dir(model);
-  if (is_hf_model_dir(dir)) {
-    const fs::path spm = fs::path(dir) / "tokenizer.model";
-    return fs::exists(spm, ec) ? spm.string() : "";
-  }
-  try {
-    return find_tokenizer_in_dir(dir);
-  } catch (const Error&) {
-    return "";
-  }
-}
-
-}  // namespace
 
 void add_quantize_command(CLI::App& app) {
   auto* cmd = app.add_subcommand(
@@ -67,7 +48,7 @@ void add_quantize_command(CLI::App& app) {
     std::unique_ptr<Model> fp32 = load_model(a->model);
     CHAINLM_CHECK(!fp32->quantized(), "quantize: ", a->model, " is already quantized (",
                   fp32->weight_format(), "); quantize the fp32 checkpoint it came from");
-    const std::string tokenizer = a->tokenizer.empty() ? source_tokenizer(a->model) : a->tokenizer;
+    const std::string tokenizer = a->tokenizer.empty() ? carried_tokenizer(a->model) : a->tokenizer;
     if (!tokenizer.empty()) load_tokenizer(tokenizer);  // fail before any work is written
 
     auto quant = std::make_unique<Model>(fp32->config());

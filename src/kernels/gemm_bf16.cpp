@@ -55,12 +55,7 @@ inline Vec widen(const bf16_t* p) {
 inline Vec load(const float* p) { return _mm256_loadu_ps(p); }
 inline Vec fma(Vec a, Vec b, Vec c) { return _mm256_fmadd_ps(a, b, c); }
 inline Vec zero() { return _mm256_setzero_ps(); }
-inline float sum(Vec v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_movehdup_ps(s));
-  return _mm_cvtss_f32(s);
-}
+inline float sum(Vec v) { return horizontal_sum(v); }
 #endif
 
 // C[m, n] = A[m, :K] . widen(B[n, :K]) (+ beta C[m, n]) for n in [n0, n1).

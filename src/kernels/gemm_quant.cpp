@@ -90,12 +90,6 @@ inline __m256i dot_i8(__m256i w, __m256i a) {
 #endif
 }
 
-inline float hsum(__m256 v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_movehdup_ps(s));
-  return _mm_cvtss_f32(s);
-}
 #endif
 
 // C[m+r, n] for r < R: weight row w (nb blocks) against activation rows m..m+R-1. Vector: the
@@ -146,7 +140,7 @@ void dot_rows(const uint8_t* w, const QuantizedRows& a, int m, float* out) {
       block(b + 1, acc1);
     }
     if (b < nb) block(b, acc0);
-    for (int r = 0; r < R; ++r) out[r] = hsum(_mm256_add_ps(acc0[r], acc1[r])) - correction[r];
+    for (int r = 0; r < R; ++r) out[r] = horizontal_sum(_mm256_add_ps(acc0[r], acc1[r])) - correction[r];
     return;
   }
 #endif
