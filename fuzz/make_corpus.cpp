@@ -17,6 +17,7 @@
 #include "io/llama2c.h"
 #include "io/llama2c_test_util.h"  // tests/: small llama2.c models and tokenizer.bin bytes
 #include "io/safetensors.h"
+#include "model/gguf_convert.h"
 #include "io/token_shard.h"
 #include "io/tokenizer.h"
 #include "model/checkpoint.h"
@@ -194,6 +195,29 @@ void sentencepiece_seeds() {
   seed("sentencepiece_fuzzer", "bpe300", read_file(work_file("sp.model")));
 }
 
+// GGUF files as export --format gguf writes them: f32 with the SentencePiece tokenizer inside,
+// q8_0 and q4_0 (block tensors, Q8_0 tables), and f16 without a tokenizer.
+void gguf_seeds() {
+  // Rows of 32: whole blocks, so the quantized files hold Q8_0/Q4_0 tensors. The vocabulary is
+  // that of sentencepiece_seeds' model, embedded in the f32 file.
+  ModelConfig c = tiny_config({1}, false, false);
+  c.dim = 32;
+  c.n_heads = 2;
+  c.n_kv_heads = 2;
+  c.ffn_dim = 32;
+  c.vocab_size = 300;
+  validate_config(c, "gguf seed");
+  Model model(c);
+  model.init_random(8);
+  for (const char* type : {"f32", "q8_0", "q4_0", "f16"}) {
+    const bool with_tokenizer = std::string(type) == "f32";
+    const GgufExportOptions o{.chains = 1, .type = type, .tokenizer = with_tokenizer ? work_file("sp.model") : "",
+                              .name = type};
+    export_gguf(model, o, work_file(std::string(type) + ".gguf"));
+    seed("gguf_fuzzer", type, read_file(work_file(std::string(type) + ".gguf")));
+  }
+}
+
 void hf_seeds() {
   Model model(tiny_config({1}, false, false));
   model.init_random(6);
@@ -289,6 +313,7 @@ int main(int argc, char** argv) {
     llama2c_seeds();
     sentencepiece_seeds();
     hf_seeds();
+    gguf_seeds();
     token_shard_seeds();
     eval_seeds();
     completion_request_seeds();

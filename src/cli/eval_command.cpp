@@ -33,7 +33,7 @@ struct CommonArgs {
 };
 
 void add_common_options(CLI::App* cmd, CommonArgs& a) {
-  cmd->add_option("--model", a.model, "Checkpoint or run directory, llama2.c .bin, or HF directory")
+  cmd->add_option("--model", a.model, "Checkpoint or run directory, llama2.c .bin, HF directory or GGUF file")
       ->required();
   cmd->add_option("--tokenizer", a.tokenizer, "Tokenizer (default: the one in the checkpoint)");
   cmd->add_option("--chains", a.chains, "Sub-models to evaluate: all (k = 1..n) or one k")

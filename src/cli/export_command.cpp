@@ -1,5 +1,6 @@
 // chainlm export: a model (or its 1-chain sub-model) in the standard Hugging Face LLaMA
-// layout, config.json + model.safetensors, which transformers and other tools load as is.
+// layout, config.json + model.safetensors, which transformers and other tools load as is, or as
+// a GGUF file for llama.cpp (model/gguf_convert.h).
 #include <unistd.h>
 
 #include <cmath>
@@ -13,8 +14,12 @@
 #include "core/rng.h"
 #include "core/threads.h"
 #include "io/atomic_file.h"
+#include "io/gguf.h"
 #include "io/tokenizer.h"
+#include "core/number_format.h"
+#include "cli/model_loading.h"
 #include "model/checkpoint.h"
+#include "model/gguf_convert.h"
 #include "model/hf_llama_convert.h"
 
 namespace chainlm::cli {
@@ -34,12 +39,17 @@ std::string tokenizer_to_export(const std::string& model_arg, const std::string&
     const std::unique_ptr<Tokenizer> tok = load_tokenizer(spec);
     CHAINLM_CHECK(tok->kind() == "sentencepiece", "export --tokenizer ", tokenizer_arg, " is ",
                   tok->kind() == "byte" ? "the byte tokenizer" : "a " + tok->kind() + " tokenizer",
-                  ", which a Hugging Face LLaMA directory cannot carry: it needs a SentencePiece "
-                  "tokenizer.model (or pass --no-tokenizer to export the weights alone)");
+                  ", which neither a Hugging Face LLaMA directory nor a GGUF file can carry: they need a "
+                  "SentencePiece model (or pass --no-tokenizer to export the weights alone)");
     CHAINLM_CHECK(tok->vocab_size() == vocab_size, "export --tokenizer ", tokenizer_arg, " has ",
                   tok->vocab_size(), " tokens but the model has ", vocab_size,
                   ": it is not the tokenizer this model was trained with");
     return spec;
+  }
+  if (fs::is_regular_file(model_arg, ec) && is_gguf_file(model_arg)) {
+    const std::string carried = carried_tokenizer(model_arg);
+    if (carried.empty()) *missing_reason = model_arg + " is a GGUF file that carries no SentencePiece model";
+    return carried;
   }
   if (!fs::is_directory(model_arg, ec)) {
     *missing_reason = model_arg + " is a llama2.c checkpoint, which carries no tokenizer";
@@ -50,31 +60,91 @@ std::string tokenizer_to_export(const std::string& model_arg, const std::string&
   if (fs::is_regular_file(spm, ec) && load_tokenizer(spm.string())->kind() == "sentencepiece")
     return spm.string();
   *missing_reason = fs::exists(dir / "tokenizer.json", ec)
-                        ? model_arg + " uses the byte tokenizer, which a Hugging Face LLaMA "
-                                      "directory cannot carry"
+                        ? model_arg + " uses the byte tokenizer, which neither a Hugging Face LLaMA "
+                                      "directory nor a GGUF file can carry"
                         : model_arg + " holds no tokenizer";
   return "";
+}
+
+// Largest |logit difference| between sub-model k of `model` and `back` (a LLaMA) on a probe.
+double probe_logit_difference(Model& model, int k, Model& back) {
+  const int T = std::min(32, model.config().max_seq_len), V = model.config().vocab_size;
+  std::vector<int> probe(T);
+  Rng rng(5);
+  for (int& t : probe) t = (int)rng.below(V);
+  std::vector<float> la((size_t)T * V), lb((size_t)T * V);
+  model.logits(probe.data(), 1, T, k, la.data());
+  back.logits(probe.data(), 1, T, 1, lb.data());
+  double diff = 0;
+  for (size_t i = 0; i < la.size(); ++i) diff = std::max(diff, (double)std::fabs(la[i] - lb[i]));
+  return std::isnan(diff) ? INFINITY : diff;
+}
+
+struct ExportArgs {
+  std::string model, format, out, tokenizer, type;
+  int chains = 0, threads = 0;
+  bool no_tokenizer = false;
+};
+
+void export_gguf_file(const ExportArgs& a, Model& model, int k, const std::string& spm) {
+  GgufExportOptions o{.chains = k, .type = a.type, .tokenizer = spm,
+                      .name = fs::path(a.model).lexically_normal().stem().string()};
+  if (o.name.empty()) o.name = fs::path(a.model).lexically_normal().parent_path().filename().string();
+  check_gguf_exportable(model, o);
+  // Written beside --out, read back and checked, then renamed: --out appears complete or not at all.
+  const std::string tmp = a.out + ".tmp-" + std::to_string(::getpid());
+  GgufExportSummary summary;
+  std::unique_ptr<Model> back;
+  double diff = 0;
+  try {
+    summary = export_gguf(model, o, tmp);
+    back = load_model(tmp);
+    diff = probe_logit_difference(model, k, *back);
+    // f32 and copied blocks hold the model's own weights: the logits must agree. f16 and fresh
+    // quantization round them: the difference is reported, not checked here.
+    const bool exact = summary.file_type == "f32" || (model.quantized() && summary.file_type != "f16");
+    CHAINLM_CHECK(!exact || diff <= 1e-4, "export: the GGUF model's logits differ by ", diff,
+                  " from the original's (a bug: nothing was written)");
+    CHAINLM_CHECK(std::isfinite(diff), "export: the GGUF model's logits are not finite (nothing was written)");
+    CHAINLM_CHECK(!fs::exists(a.out), a.out, " appeared while exporting; nothing was overwritten");
+    fs::rename(tmp, a.out);
+    fsync_directory(fs::absolute(a.out).parent_path().string());
+  } catch (...) {
+    std::error_code ec;
+    fs::remove(tmp, ec);
+    throw;
+  }
+  std::printf("exported  %s%s: %s\n", a.model.c_str(),
+              model.config().n_chains() > 1 ? cat(" (sub-model of ", k, " chain)").c_str() : "",
+              describe_model(*back).c_str());
+  std::printf("weights   %s%s%s\n", summary.file_type.c_str(),
+              summary.copied_blocks ? " (the model's blocks, copied)" : "",
+              summary.fallback_tensors
+                  ? cat("; ", summary.fallback_tensors, " matrices in ", model.quantized() ? "F32" : "F16",
+                        " (rows not whole 32-blocks)").c_str()
+                  : "");
+  std::printf("check     max |logit difference| after reading it back: %.3g\n", diff);
+  std::printf("wrote     %s (%s, %s)\n", a.out.c_str(), cat(fixed(fs::file_size(a.out) / 1e6, 1), " MB").c_str(),
+              spm.empty() ? "no tokenizer (--no-tokenizer)" : "SentencePiece tokenizer inside");
 }
 
 }  // namespace
 
 void add_export_command(CLI::App& app) {
-  auto* cmd = app.add_subcommand("export", "Write a model in the Hugging Face LLaMA layout");
-  struct Args {
-    std::string model, format, out, tokenizer;
-    int chains = 0, threads = 0;
-    bool no_tokenizer = false;
-  };
-  auto a = std::make_shared<Args>();
-  cmd->add_option("--model", a->model, "Checkpoint or run directory, llama2.c .bin, or HF directory")->required();
+  auto* cmd = app.add_subcommand("export", "Write a model as a Hugging Face LLaMA directory or a GGUF file");
+  auto a = std::make_shared<ExportArgs>();
+  cmd->add_option("--model", a->model, "Checkpoint or run directory, llama2.c .bin, HF directory or GGUF")->required();
   cmd->add_option("--chains", a->chains, "Export the sub-model of the first k chains (default: all)");
-  cmd->add_option("--format", a->format, "Output format: hf (Hugging Face LLaMA)")
+  cmd->add_option("--format", a->format, "Output format: hf (Hugging Face LLaMA directory) or gguf (llama.cpp)")
       ->required()
-      ->check(CLI::IsMember({"hf"}));
-  cmd->add_option("--out", a->out, "Output directory (must not exist)")->required();
+      ->check(CLI::IsMember({"hf", "gguf"}));
+  cmd->add_option("--type", a->type,
+                  "gguf: weight type f32, f16, q8_0 or q4_0 (default: the model's own, f32 for fp32 models)")
+      ->check(CLI::IsMember({"f32", "f16", "q8_0", "q4_0"}));
+  cmd->add_option("--out", a->out, "Output directory (hf) or file (gguf); must not exist")->required();
   auto* tok = cmd->add_option("--tokenizer", a->tokenizer,
-                              "SentencePiece .model (or a directory holding one) to write beside "
-                              "the weights; needed when --model carries none (a llama2.c .bin)");
+                              "SentencePiece .model (or a directory holding one) to include; needed when "
+                              "--model carries none (a llama2.c .bin)");
   cmd->add_flag("--no-tokenizer", a->no_tokenizer,
                 "Export the weights alone when there is no SentencePiece tokenizer to include")
       ->excludes(tok);
@@ -82,18 +152,24 @@ void add_export_command(CLI::App& app) {
   cmd->callback([a, cmd]() {
     set_num_threads(a->threads);
     CHAINLM_CHECK(!fs::exists(a->out), a->out, " already exists; choose another --out (nothing was overwritten)");
+    CHAINLM_CHECK(a->type.empty() || a->format == "gguf", "export: --type applies to --format gguf only (a "
+                  "Hugging Face directory is written in F32)");
     std::unique_ptr<Model> model = load_model(a->model);
     const int n = model->config().n_chains();
     const int k = cmd->count("--chains") ? a->chains : n;
-    hf_llama_config_of(*model, k);  // refuses what LLaMA cannot express before anything is written
-    // Without a tokenizer the directory holds weights no tool can feed text to: refuse unless
+    // Refuse what the format cannot express before anything is written.
+    if (a->format == "gguf") check_gguf_exportable(*model, {.chains = k, .type = a->type, .tokenizer = "", .name = ""});
+    else check_hf_exportable(*model, k);
+    // Without a tokenizer the output holds weights no tool can feed text to: refuse unless
     // the user says that is what they want.
     std::string missing;
     const std::string spm = tokenizer_to_export(a->model, a->tokenizer, model->config().vocab_size, &missing);
-    CHAINLM_CHECK(!spm.empty() || a->no_tokenizer, "export: ", missing,
-                  ", so the Hugging Face directory would have none and could not be used on text; pass "
-                  "--tokenizer with the SentencePiece .model the model was trained with, or --no-tokenizer to "
-                  "export the weights alone (nothing was written)");
+    CHAINLM_CHECK(!spm.empty() || a->no_tokenizer, "export: ", missing, ", so the ",
+                  a->format == "gguf" ? "GGUF file" : "Hugging Face directory",
+                  " would have none and could not be used on text; pass --tokenizer with the SentencePiece "
+                  ".model the model was trained with, or --no-tokenizer to export the weights alone (nothing "
+                  "was written)");
+    if (a->format == "gguf") return export_gguf_file(*a, *model, k, spm);
 
     std::unique_ptr<Model> back;
     double diff = 0;
@@ -102,19 +178,12 @@ void add_export_command(CLI::App& app) {
       export_hf_llama(*model, k, tmp);
       // The tokenizer goes along as HF LLaMA directories keep it: tokenizer.model.
       if (!spm.empty()) {
-        write_file_atomic((fs::path(tmp) / "tokenizer.model").string(), read_file(spm));
+        write_file_atomic((fs::path(tmp) / "tokenizer.model").string(), sentencepiece_model_bytes(spm));
         tokenizer_note = "tokenizer.model (SentencePiece)";
       }
       // Read it back the way every chainlm command will, and compare logits on a probe.
       back = load_model(tmp);
-      const int T = std::min(32, model->config().max_seq_len), V = model->config().vocab_size;
-      std::vector<int> probe(T);
-      Rng rng(5);
-      for (int& t : probe) t = (int)rng.below(V);
-      std::vector<float> la((size_t)T * V), lb((size_t)T * V);
-      model->logits(probe.data(), 1, T, k, la.data());
-      back->logits(probe.data(), 1, T, 1, lb.data());
-      for (size_t i = 0; i < la.size(); ++i) diff = std::max(diff, (double)std::fabs(la[i] - lb[i]));
+      diff = probe_logit_difference(*model, k, *back);
       CHAINLM_CHECK(std::isfinite(diff) && diff <= 1e-4, "export: the exported model's logits differ by ",
                     diff, " from the original's (a bug: nothing was written)");
     }, "export");

@@ -21,7 +21,7 @@ void add_generate_command(CLI::App& app) {
   };
   auto a = std::make_shared<Args>();
   a->gen.sampling.temperature = 0.8f;
-  cmd->add_option("--model", a->model, "Checkpoint or run directory, or a llama2.c .bin file")
+  cmd->add_option("--model", a->model, "Checkpoint or run directory, llama2.c .bin, HF directory or GGUF file")
       ->required();
   cmd->add_option("--tokenizer", a->tokenizer, "Tokenizer (default: the one in the checkpoint)");
   cmd->add_option("--prompt", a->prompt, "Prompt text")->capture_default_str();

@@ -2,6 +2,7 @@
 // sharing, and for a training run its step and trainable fraction.
 #include <cstdio>
 #include <filesystem>
+#include <map>
 #include <memory>
 #include <sstream>
 
@@ -12,6 +13,8 @@
 #include "core/error.h"
 #include "core/memory.h"
 #include "core/number_format.h"
+#include "cli/model_loading.h"
+#include "io/gguf.h"
 #include "io/hf_llama.h"
 #include "io/llama2c.h"
 #include "io/tokenizer.h"
@@ -22,6 +25,37 @@ namespace chainlm::cli {
 
 namespace fs = std::filesystem;
 
+namespace {
+
+// What a GGUF file's header says: version, architecture, name, file type, tensors by type, the
+// tokenizer model and every metadata key (values abbreviated).
+nlohmann::json gguf_header_json(const std::string& path) {
+  const GgufReader g(path);
+  nlohmann::json j = {{"version", g.version()}, {"tensor_count", g.tensors().size()}};
+  std::map<std::string, int> types;
+  for (const GgufTensorInfo& t : g.tensors()) ++types[ggml_type_name(t.type)];
+  j["tensor_types"] = types;
+  j["metadata"] = nlohmann::json::object();
+  for (const std::string& key : g.keys()) j["metadata"][key] = g.value(key).describe();
+  for (const char* key : {"general.architecture", "general.name", "tokenizer.ggml.model"})
+    j[key] = g.has(key) && g.value(key).type == GgufType::kString ? g.get_string(key) : "";
+  j["file_type"] = g.has("general.file_type") ? g.value("general.file_type").describe() : "";
+  return j;
+}
+
+void print_gguf_header(const nlohmann::json& g) {
+  std::string types;
+  for (const auto& [type, count] : g["tensor_types"].items()) types += cat(types.empty() ? "" : ", ", count.get<int>(), " ", type);
+  std::printf("gguf        architecture \"%s\", name \"%s\", file_type %s, %zu metadata keys, "
+              "tokenizer.ggml.model \"%s\"\n",
+              g["general.architecture"].get<std::string>().c_str(), g["general.name"].get<std::string>().c_str(),
+              g["file_type"].get<std::string>().c_str(), g["metadata"].size(),
+              g["tokenizer.ggml.model"].get<std::string>().c_str());
+  std::printf("            %d tensors: %s\n", g["tensor_count"].get<int>(), types.c_str());
+}
+
+}  // namespace
+
 void add_info_command(CLI::App& app) {
   auto* cmd = app.add_subcommand(
       "info", "Shapes, chains, parameters per chain and sub-model of a model; or, with --system, this machine's CPU and kernels");
@@ -31,7 +65,7 @@ void add_info_command(CLI::App& app) {
   };
   auto a = std::make_shared<Args>();
   auto* model_opt =
-      cmd->add_option("--model", a->model, "Checkpoint or run directory, llama2.c .bin, or HF directory");
+      cmd->add_option("--model", a->model, "Checkpoint or run directory, llama2.c .bin, HF directory or GGUF file");
   cmd->add_flag("--system", a->system,
                 "The CPU's vector features, the threads, and the kernels each library runs here")
       ->excludes(model_opt);
@@ -48,7 +82,27 @@ void add_info_command(CLI::App& app) {
     CHAINLM_CHECK(!a->model.empty(), "info: give --model (a model to describe) or --system");
     std::error_code ec;
     std::string source, dir;
-    if (fs::is_regular_file(a->model, ec)) {
+    nlohmann::json gguf;
+    if (fs::is_regular_file(a->model, ec) && is_gguf_file(a->model)) {
+      gguf = gguf_header_json(a->model);
+      source = cat("GGUF v", gguf["version"].get<int>(), " file");
+      // A GGUF chainlm cannot run (another architecture, K-quants) still gets its header shown.
+      try {
+        load_model(a->model);
+      } catch (const Error& e) {
+        gguf["runs_in_chainlm"] = false;
+        gguf["reason"] = e.what();
+        if (a->json) {
+          std::printf("%s\n", nlohmann::json{{"source", {{"path", a->model}, {"kind", source}}}, {"gguf", gguf}}.dump().c_str());
+        } else {
+          std::printf("model       %s (%s)\n", a->model.c_str(), source.c_str());
+          print_gguf_header(gguf);
+          std::printf("runs here   no: %s\n", e.what());
+        }
+        return;
+      }
+      gguf["runs_in_chainlm"] = true;
+    } else if (fs::is_regular_file(a->model, ec)) {
       source = "llama2.c checkpoint";
     } else {
       dir = resolve_checkpoint_dir(a->model);
@@ -79,6 +133,10 @@ void add_info_command(CLI::App& app) {
       training["trainable_fraction"] = (double)model->params().trainable_numel() / model->params().numel();
     }
     nlohmann::json tokenizer;
+    if (!gguf.is_null() && !carried_tokenizer(a->model).empty()) {
+      auto t = load_tokenizer(a->model);
+      tokenizer = {{"kind", t->kind()}, {"vocab_size", t->vocab_size()}};
+    }
     if (!dir.empty()) {
       try {
         const std::string spec = is_hf_model_dir(dir) ? (fs::path(dir) / "tokenizer.model").string()
@@ -94,6 +152,7 @@ void add_info_command(CLI::App& app) {
     nlohmann::json j = model_info_json(*model);
     j["source"] = {{"path", a->model}, {"kind", source}};
     if (!training.is_null()) j["training"] = training;
+    if (!gguf.is_null()) j["gguf"] = gguf;
     j["tokenizer"] = tokenizer;
     if (a->json) {
       std::printf("%s\n", j.dump().c_str());
@@ -101,6 +160,7 @@ void add_info_command(CLI::App& app) {
     }
     const ModelConfig& c = model->config();
     std::printf("model       %s (%s)\n", a->model.c_str(), source.c_str());
+    if (!gguf.is_null()) print_gguf_header(gguf);
     std::printf("kind        %s, chains %s%s\n", j["architecture"].get<std::string>().c_str(),
                 nlohmann::json(c.chains).dump().c_str(),
                 c.kv_share ? cat(": K/V from chain 1, shared by every chain (", c.n_kv_heads, " KV heads)").c_str()

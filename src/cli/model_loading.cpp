@@ -3,6 +3,7 @@
 #include <filesystem>
 
 #include "core/error.h"
+#include "io/gguf.h"
 #include "io/hf_llama.h"
 #include "model/checkpoint.h"
 
@@ -15,6 +16,8 @@ LoadedModel load_model_and_tokenizer(const std::string& model_arg, const std::st
   std::error_code ec;
   if (std::filesystem::is_regular_file(model_arg, ec)) {
     r.model = load_model(model_arg);
+    // A chainlm GGUF carries its SentencePiece model (load_tokenizer reads it from the file).
+    if (spec.empty() && need_tokenizer && is_gguf_file(model_arg)) spec = model_arg;
     CHAINLM_CHECK(!need_tokenizer || !spec.empty(), model_arg,
                   ": a model file carries no tokenizer; pass --tokenizer (e.g. the llama2.c "
                   "tokenizer.bin or SentencePiece .model the model was trained with)");
@@ -38,6 +41,14 @@ LoadedModel load_model_and_tokenizer(const std::string& model_arg, const std::st
 std::string carried_tokenizer(const std::string& model_arg) {
   namespace fs = std::filesystem;
   std::error_code ec;
+  if (fs::is_regular_file(model_arg, ec) && is_gguf_file(model_arg)) {
+    try {
+      sentencepiece_model_bytes(model_arg);
+      return model_arg;
+    } catch (const Error&) {
+      return "";
+    }
+  }
   if (!fs::is_directory(model_arg, ec)) return "";
   const std::string dir = resolve_checkpoint_dir(model_arg);
   if (is_hf_model_dir(dir)) {

@@ -30,7 +30,7 @@ void add_quantize_command(CLI::App& app) {
   };
   auto a = std::make_shared<Args>();
   cmd->add_option("--model", a->model,
-                  "Checkpoint or run directory, llama2.c .bin, or HF directory")
+                  "Checkpoint or run directory, llama2.c .bin, HF directory or GGUF file")
       ->required();
   cmd->add_option("--type", a->type, "q8_0 (8-bit) or q4_0 (4-bit), blocks of 32 weights")
       ->required()

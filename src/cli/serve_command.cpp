@@ -36,7 +36,7 @@ void add_serve_command(CLI::App& app) {
     ServeOptions serve;
   };
   auto a = std::make_shared<Args>();
-  cmd->add_option("--model", a->model, "Checkpoint or run directory, or a llama2.c .bin file")
+  cmd->add_option("--model", a->model, "Checkpoint or run directory, llama2.c .bin, HF directory or GGUF file")
       ->required();
   cmd->add_option("--tokenizer", a->tokenizer, "Tokenizer (default: the one in the checkpoint)");
   cmd->add_option("--host", a->serve.host, "Address to listen on")->capture_default_str();

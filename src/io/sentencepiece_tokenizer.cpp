@@ -85,4 +85,38 @@ std::unique_ptr<Tokenizer> load_sentencepiece_tokenizer(const std::string& path)
   return std::make_unique<SentencePieceTokenizer>(path, read_file(path));
 }
 
+std::unique_ptr<Tokenizer> sentencepiece_tokenizer_from_bytes(const std::string& model_bytes,
+                                                              const std::string& where) {
+  return std::make_unique<SentencePieceTokenizer>(where, model_bytes);
+}
+
+SentencePieceVocab sentencepiece_vocab(const std::string& model_bytes, const std::string& where) {
+  sentencepiece::SentencePieceProcessor sp;
+  sentencepiece::util::Status status;
+  try {
+    status = sp.LoadFromSerializedProto(model_bytes);
+  } catch (const std::exception& e) {
+    status = sentencepiece::util::Status(sentencepiece::util::StatusCode::kInternal, e.what());
+  }
+  CHAINLM_CHECK(status.ok(), where, ": not a SentencePiece model (", status.ToString(), ")");
+  SentencePieceVocab v;
+  const int n = sp.GetPieceSize();
+  for (int id = 0; id < n; ++id) {
+    v.pieces.push_back(sp.IdToPiece(id));
+    v.scores.push_back(sp.GetScore(id));
+    // llama.cpp's token types (llama_token_type): the processor does not expose
+    // USER_DEFINED, which chainlm's and LLaMA's tokenizers do not have.
+    v.types.push_back(sp.IsUnknown(id) ? 2 : sp.IsControl(id) ? 3 : sp.IsUnused(id) ? 5 : sp.IsByte(id) ? 6 : 1);
+  }
+  v.unk_id = sp.unk_id();
+  v.bos_id = sp.bos_id();
+  v.eos_id = sp.eos_id();
+  // The normalizer spec is not exposed either: a model with the dummy prefix turns "a" into
+  // "▁a", whose first piece starts with "▁" (or is its first byte when "▁" is no piece).
+  std::vector<std::string> pieces;
+  CHAINLM_CHECK(sp.Encode("a", &pieces).ok() && !pieces.empty(), where, ": SentencePiece cannot encode \"a\"");
+  v.add_dummy_prefix = pieces[0].rfind(kSpaceMarker, 0) == 0 || pieces[0] == "<0xE2>";
+  return v;
+}
+
 }  // namespace chainlm

@@ -5,6 +5,7 @@
 
 #include "core/error.h"
 #include "io/atomic_file.h"
+#include "io/gguf.h"
 #include "io/llama2c.h"
 #include "io/safetensors.h"
 
@@ -14,8 +15,8 @@ namespace fs = std::filesystem;
 namespace {
 
 constexpr const char* kAccepted =
-    "accepted tokenizers: \"byte\", a SentencePiece .model file, a llama2.c tokenizer.bin, or a "
-    "data/checkpoint directory holding tokenizer.model or tokenizer.json";
+    "accepted tokenizers: \"byte\", a SentencePiece .model file, a llama2.c tokenizer.bin, a "
+    "chainlm GGUF model, or a data/checkpoint directory holding tokenizer.model or tokenizer.json";
 constexpr const char* kModelFile = "tokenizer.model";
 constexpr const char* kDescriptorFile = "tokenizer.json";
 
@@ -24,9 +25,36 @@ bool ends_with(const std::string& s, const std::string& suffix) {
          s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
+// The SentencePiece model a chainlm GGUF carries; throws when the file carries none.
+std::string sentencepiece_model_in_gguf(const std::string& path) {
+  const GgufReader gguf(path);
+  if (!gguf.has(kGgufSentencePieceKey)) {
+    const std::string model =
+        gguf.has("tokenizer.ggml.model") ? gguf.get_string("tokenizer.ggml.model") : "(none)";
+    fail(path, ": this GGUF carries no tokenizer chainlm reads (tokenizer.ggml.model is ", model,
+         "; chainlm reads the SentencePiece model its own export embeds as ", kGgufSentencePieceKey,
+         "): pass --tokenizer with the tokenizer the model was trained with");
+  }
+  const GgufValue& v = gguf.value(kGgufSentencePieceKey);
+  CHAINLM_CHECK(v.type == GgufType::kArray && v.element_type == GgufType::kUint8, path, ": metadata '",
+                kGgufSentencePieceKey, "' is not an array of uint8 (corrupt GGUF)");
+  return std::string(v.uints.begin(), v.uints.end());
+}
+
 }  // namespace
 
 Tokenizer::~Tokenizer() = default;
+
+std::string sentencepiece_model_bytes(const std::string& spec) {
+  std::error_code ec;
+  const std::string file = fs::is_directory(spec, ec) ? find_tokenizer_in_dir(spec) : spec;
+  if (file != "byte" && is_gguf_file(file)) return sentencepiece_model_in_gguf(file);
+  const std::unique_ptr<Tokenizer> tok = load_tokenizer(file);
+  CHAINLM_CHECK(tok->kind() == "sentencepiece", spec, " is ",
+                tok->kind() == "byte" ? "the byte tokenizer" : "a " + tok->kind() + " tokenizer",
+                ", not a SentencePiece model");
+  return read_file(file);
+}
 
 std::unique_ptr<Tokenizer> load_tokenizer(const std::string& spec) {
   CHAINLM_CHECK(!spec.empty(), "empty tokenizer spec; ", kAccepted);
@@ -34,6 +62,7 @@ std::unique_ptr<Tokenizer> load_tokenizer(const std::string& spec) {
   std::error_code ec;
   if (fs::is_directory(spec, ec)) return load_tokenizer(find_tokenizer_in_dir(spec));
   CHAINLM_CHECK(fs::exists(spec, ec), "tokenizer ", spec, " does not exist; ", kAccepted);
+  if (is_gguf_file(spec)) return sentencepiece_tokenizer_from_bytes(sentencepiece_model_in_gguf(spec), spec);
   if (ends_with(spec, ".bin")) {
     if (is_llama2c_checkpoint(spec))
       fail(spec, ": this is a llama2.c model checkpoint, not a tokenizer (pass it as --model; ",
@@ -76,7 +105,8 @@ std::string tokenizer_fingerprint(const std::string& spec) {
   std::error_code ec;
   const std::string file = fs::is_directory(spec, ec) ? find_tokenizer_in_dir(spec) : spec;
   if (file == "byte") return "byte";
-  const std::string bytes = read_file(file);
+  // A GGUF's tokenizer is the SentencePiece model inside: the same fingerprint as its .model.
+  const std::string bytes = is_gguf_file(file) ? sentencepiece_model_in_gguf(file) : read_file(file);
   return cat("crc32 ", crc32_hex(crc32_of(bytes.data(), bytes.size())), ", ", bytes.size(), " bytes");
 }
 
@@ -110,7 +140,9 @@ void save_tokenizer_to_dir(const std::string& spec, const std::string& dir) {
   } else {
     // A tokenizer.json left beside it is harmless (the model takes precedence) and may be a
     // Hugging Face file someone wants to keep, so it is not removed.
-    if (!fs::equivalent(source, model, ec)) write_file_atomic(model.string(), read_file(source));
+    // A GGUF's tokenizer is the SentencePiece model inside it, not the file.
+    if (!fs::equivalent(source, model, ec))
+      write_file_atomic(model.string(), is_gguf_file(source) ? sentencepiece_model_in_gguf(source) : read_file(source));
   }
 }
 

@@ -43,11 +43,33 @@ class ByteTokenizer final : public Tokenizer {
 //   "byte"                      the ByteTokenizer
 //   path to a SentencePiece .model file
 //   path to a llama2.c tokenizer.bin (recognised by content, whatever its name)
+//   path to a GGUF model that carries its SentencePiece model (kGgufSentencePieceKey)
 //   a data or checkpoint directory (resolved with find_tokenizer_in_dir)
 // Anything else is a chainlm::Error naming the path and listing the accepted forms.
 std::unique_ptr<Tokenizer> load_tokenizer(const std::string& spec);
 // The SentencePiece branch of load_tokenizer, for callers that know the file's format.
 std::unique_ptr<Tokenizer> load_sentencepiece_tokenizer(const std::string& model_path);
+// The same from a model's bytes (a GGUF carries them); `where` names them in errors.
+std::unique_ptr<Tokenizer> sentencepiece_tokenizer_from_bytes(const std::string& model_bytes,
+                                                              const std::string& where);
+
+// What a GGUF "llama" tokenizer records of a SentencePiece model (model/gguf_convert.h).
+struct SentencePieceVocab {
+  std::vector<std::string> pieces;
+  std::vector<float> scores;
+  // llama.cpp's token types: 1 normal, 2 unknown, 3 control, 5 unused, 6 byte.
+  std::vector<int32_t> types;
+  int unk_id = 0, bos_id = 1, eos_id = 2;
+  bool add_dummy_prefix = true;  // "a" is encoded as "▁a"
+};
+SentencePieceVocab sentencepiece_vocab(const std::string& model_bytes, const std::string& where);
+// A chainlm GGUF (model/gguf_convert.h) carries the SentencePiece model's bytes under this key
+// (a uint8 array) beside llama.cpp's tokenizer.ggml.* keys, so chainlm reads back exactly the
+// tokenizer it wrote; a spec naming such a .gguf file loads that tokenizer.
+inline constexpr const char* kGgufSentencePieceKey = "chainlm.tokenizer.sentencepiece_model";
+// The bytes of the SentencePiece model a spec names: a .model file, a directory holding one, or
+// a GGUF carrying one. Throws naming the spec when it names another kind of tokenizer.
+std::string sentencepiece_model_bytes(const std::string& spec);
 
 // The one scheme for carrying a tokenizer inside a data or checkpoint directory:
 //   DIR/tokenizer.model   a SentencePiece model (copied byte for byte)

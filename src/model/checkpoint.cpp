@@ -3,14 +3,17 @@
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
+#include <optional>
 #include <set>
 #include <nlohmann/json.hpp>
 #include <vector>
 
 #include "core/error.h"
 #include "io/atomic_file.h"
+#include "io/gguf.h"
 #include "io/llama2c.h"
 #include "io/safetensors.h"
+#include "model/gguf_convert.h"
 #include "model/hf_llama_convert.h"
 #include "model/llama2c_import.h"
 
@@ -53,13 +56,34 @@ std::vector<int64_t> quantized_shape(const ParamInfo& p, QuantType type) {
   return {p.shape[0], static_cast<int64_t>(quant_row_bytes(type, p.shape[1]))};
 }
 
-// The tensors whose block type differs from the checkpoint's (Q8_0 tables of a Q4_0 model).
+// The weight matrices whose form differs from the checkpoint's type: Q8_0 tables of a Q4_0
+// model, and "f32" for a matrix held in fp32 (a GGUF's F32/F16 tensors).
 nlohmann::json tensor_types(const Model& model) {
   nlohmann::json j = nlohmann::json::object();
-  for (int i = 0; i < (int)model.params().infos().size(); ++i)
-    if (model.is_quantized(i) && model.tensor_quant_type(i) != model.quant_type())
-      j[model.params().info(i).name] = quant_type_name(model.tensor_quant_type(i));
+  for (int i = 0; i < (int)model.params().infos().size(); ++i) {
+    const ParamInfo& p = model.params().info(i);
+    if (p.shape.size() != 2) continue;
+    if (!model.is_quantized(i)) j[p.name] = "f32";
+    else if (model.tensor_quant_type(i) != model.quant_type()) j[p.name] = quant_type_name(model.tensor_quant_type(i));
+  }
   return j;
+}
+
+// Each weight matrix's form in a quantized checkpoint: its tensor_types entry, else the type
+// (save_model lists every matrix that differs, the Q8_0 tables of a Q4_0 model included).
+std::vector<std::optional<QuantType>> stored_tensor_types(const Model& model, QuantType type,
+                                                          const nlohmann::json& listed, const std::string& file) {
+  std::vector<std::optional<QuantType>> types;
+  for (const ParamInfo& p : model.params().infos()) {
+    if (p.shape.size() != 2 || !listed.is_object() || !listed.contains(p.name)) {
+      types.push_back(p.shape.size() == 2 ? std::optional<QuantType>(type) : std::nullopt);
+      continue;
+    }
+    const nlohmann::json& t = listed.at(p.name);
+    CHAINLM_CHECK(t.is_string(), file, ": tensor_types entry of '", p.name, "' is not a string");
+    types.push_back(t == "f32" ? std::nullopt : std::optional<QuantType>(parse_quant_type(t.get<std::string>())));
+  }
+  return types;
 }
 
 }  // namespace
@@ -70,9 +94,13 @@ void load_model_weights(Model& model, const std::string& file) {
   const auto quant = reader.metadata().find(kQuantKey);
   const bool quantized = quant != reader.metadata().end();
   QuantType type = QuantType::kQ8_0;
+  std::vector<std::optional<QuantType>> types;
   if (quantized) {
     try {
-      type = parse_quant_type(nlohmann::json::parse(quant->second).at("type").get<std::string>());
+      const nlohmann::json q = nlohmann::json::parse(quant->second);
+      type = parse_quant_type(q.at("type").get<std::string>());
+      types = stored_tensor_types(model, type, q.contains("tensor_types") ? q.at("tensor_types") : nlohmann::json(),
+                                  file);
     } catch (const nlohmann::json::exception&) {
       fail(file, ": metadata '", kQuantKey, "' is not {\"type\": ...} (corrupt header?)");
     }
@@ -83,7 +111,7 @@ void load_model_weights(Model& model, const std::string& file) {
     expected.insert(p.name);
     CHAINLM_CHECK(reader.has(p.name), file, ": missing tensor '", p.name, "' (shape ",
                   shape_to_string(p.shape), ") required by the model config");
-    if (quantized && p.shape.size() == 2) continue;  // read as blocks below
+    if (quantized && types[i]) continue;  // read as blocks below
     reader.read_f32(p.name, p.shape, ps.value(i));
     // A non-finite weight would only show later as NaN logits (or "GGGG" text): refuse it here.
     const float* v = ps.value(i);
@@ -107,13 +135,16 @@ void load_model_weights(Model& model, const std::string& file) {
       CHAINLM_CHECK(std::isfinite(d), file, ": tensor '", p.name, "' has a non-finite block scale (",
                     d, ") in block ", at / block, ": the weights are corrupt");
     }
-  });
+  }, types);
 }
 
 std::unique_ptr<Model> load_model(const std::string& checkpoint_dir) {
   // A llama2.c checkpoint is one file. A .bin file that is not one gets read_llama2c's
   // specific complaint (truncated, bad header) rather than "not a directory".
   std::error_code ec;
+  if (fs::is_regular_file(checkpoint_dir, ec) &&
+      (is_gguf_file(checkpoint_dir) || fs::path(checkpoint_dir).extension() == ".gguf"))
+    return load_gguf_model(checkpoint_dir);
   if (fs::is_regular_file(checkpoint_dir, ec) &&
       (is_llama2c_checkpoint(checkpoint_dir) || fs::path(checkpoint_dir).extension() == ".bin"))
     return model_from_llama2c(read_llama2c(checkpoint_dir));

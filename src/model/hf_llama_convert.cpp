@@ -17,13 +17,11 @@ namespace fs = std::filesystem;
 
 namespace {
 
-// chainlm's tensor for a HF LLaMA tensor name; q and k need the RoPE permutation.
-struct Mapping {
-  std::string hf, native;
-  enum Kind { kPlain, kQuery, kKey } kind = kPlain;
-};
+using Mapping = LlamaTensorName;
 
-std::vector<Mapping> llama_mappings(const Model& model) {
+}  // namespace
+
+std::vector<LlamaTensorName> llama_tensor_names(const Model& model) {
   const ModelConfig& c = model.config();
   std::vector<Mapping> m;
   m.push_back({"model.embed_tokens.weight", "tok_embeddings.weight"});
@@ -44,6 +42,8 @@ std::vector<Mapping> llama_mappings(const Model& model) {
   if (!c.tie_embeddings) m.push_back({"lm_head.weight", "output.weight"});
   return m;
 }
+
+namespace {
 
 bool ends_with(const std::string& s, const std::string& suffix) {
   return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
@@ -91,7 +91,7 @@ std::unique_ptr<Model> load_hf_llama(const std::string& dir) {
   ParamStore& ps = model->params();
   std::set<std::string> used;
   std::vector<float> tmp;
-  for (const Mapping& m : llama_mappings(*model)) {
+  for (const Mapping& m : llama_tensor_names(*model)) {
     const int idx = ps.find(m.native);
     CHAINLM_CHECK(idx >= 0, "HF import: no parameter ", m.native);
     const ParamInfo& p = ps.info(idx);
@@ -114,17 +114,14 @@ std::unique_ptr<Model> load_hf_llama(const std::string& dir) {
   return model;
 }
 
-HfLlamaConfig hf_llama_config_of(const Model& model, int k) {
+HfLlamaConfig hf_llama_config_of(const Model& model, int k, const std::string& what) {
   const ModelConfig& c = model.config();
   const ChainLayout& L = model.layout();
-  CHAINLM_CHECK(k >= 1 && k <= c.n_chains(), "export: --chains ", k, " is outside 1..", c.n_chains());
-  CHAINLM_CHECK(!model.quantized(), "export --format hf: the model holds ", model.weight_format(),
-                " weights, which a Hugging Face LLaMA directory (F32 safetensors) does not hold; "
-                "export the fp32 checkpoint it was quantized from");
-  CHAINLM_CHECK(!c.phd.enabled(), "export --format hf: a PHD-Transformer model (", c.phd.name(),
+  CHAINLM_CHECK(k >= 1 && k <= c.n_chains(), what, ": --chains ", k, " is outside 1..", c.n_chains());
+  CHAINLM_CHECK(!c.phd.enabled(), what, ": a PHD-Transformer model (", c.phd.name(),
                 ") repeats every token and attends through PHD masks, which the LLaMA "
                 "architecture cannot express");
-  CHAINLM_CHECK(k == 1, "export --format hf: the sub-model of ", k, " chains (of ", c.n_chains(),
+  CHAINLM_CHECK(k == 1, what, ": the sub-model of ", k, " chains (of ", c.n_chains(),
                 ") normalizes every chain separately (per-chain RMSNorm), which the LLaMA "
                 "architecture cannot express; only a 1-chain model or the 1-chain sub-model "
                 "(--chains 1) can be exported");
@@ -143,12 +140,20 @@ HfLlamaConfig hf_llama_config_of(const Model& model, int k) {
   return h;
 }
 
+void check_hf_exportable(const Model& model, int k) {
+  hf_llama_config_of(model, k, "export --format hf");
+  CHAINLM_CHECK(!model.quantized(), "export --format hf: the model holds ", model.weight_format(),
+                " weights, which a Hugging Face LLaMA directory (F32 safetensors) does not hold; "
+                "export the fp32 checkpoint it was quantized from (or use --format gguf, which keeps them)");
+}
+
 void export_hf_llama(const Model& model, int k, const std::string& dir) {
-  const HfLlamaConfig h = hf_llama_config_of(model, k);
+  check_hf_exportable(model, k);
+  const HfLlamaConfig h = hf_llama_config_of(model, k, "export --format hf");
   const ParamStore& ps = model.params();
   const int hd = model.layout().head_dim;
   const int64_t D = model.config().dim, D0 = h.hidden_size;
-  const std::vector<Mapping> mappings = llama_mappings(model);
+  const std::vector<Mapping> mappings = llama_tensor_names(model);
   std::vector<std::vector<float>> storage;
   storage.reserve(mappings.size());  // views point into these buffers
   std::vector<TensorView> views;

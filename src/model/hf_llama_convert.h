@@ -22,8 +22,18 @@ std::unique_ptr<Model> load_hf_llama(const std::string& dir);
 // The HF LLaMA config of sub-model k of `model`. Only a single chain is a LLaMA model: a
 // sub-model with k > 1 chains normalizes each chain separately (per-chain RMSNorm), which
 // LLaMA cannot express, so k must be 1 (or the model a 1-chain model), and the model must not
-// use PHD repetition. Throws otherwise.
-HfLlamaConfig hf_llama_config_of(const Model& model, int k);
+// use PHD repetition. Throws otherwise, the message starting with `what` ("export --format hf").
+HfLlamaConfig hf_llama_config_of(const Model& model, int k, const std::string& what);
+// hf_llama_config_of, and the weights must be fp32 (not quantized). Throws otherwise.
+void check_hf_exportable(const Model& model, int k);
+
+// A LLaMA tensor by its Hugging Face name and chainlm's (for sub-model 1: chain 0's blocks, the
+// D-wide tensors cut to chain 0's columns); q and k change RoPE layout between the two.
+struct LlamaTensorName {
+  std::string hf, native;
+  enum Kind { kPlain, kQuery, kKey } kind = kPlain;
+};
+std::vector<LlamaTensorName> llama_tensor_names(const Model& model);
 
 // Writes config.json and model.safetensors (F32, metadata format "pt") of sub-model k into
 // dir: model.embed_tokens.weight, model.layers.N.self_attn.{q,k,v,o}_proj.weight (q, k

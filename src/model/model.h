@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -117,9 +118,13 @@ class Model {
   // such a model runs inference only (no training, saving in fp32 or HF export).
   void quantize_weights(QuantType type);
   // The same from stored blocks (a quantized checkpoint): fill(param, dst, bytes) writes the
-  // blocks of each weight matrix; the norm gains must already hold their values.
+  // blocks of each weight matrix; the norm gains must already hold their values. tensor_types,
+  // when given (one entry per parameter), sets each matrix's block type instead of the rule
+  // above, or keeps it fp32 (nullopt: a GGUF tensor stored in F32/F16, which must already hold
+  // its values).
   void load_quantized_weights(QuantType type,
-                              const std::function<void(int, uint8_t*, std::size_t)>& fill);
+                              const std::function<void(int, uint8_t*, std::size_t)>& fill,
+                              const std::vector<std::optional<QuantType>>& tensor_types = {});
   bool quantized() const { return !quant_.empty(); }
   // The type asked for (`quantize --type`). With Q4_0 the embedding and the output head are
   // kept in Q8_0: they are a large share of a small model's error at 4 bits and a small share

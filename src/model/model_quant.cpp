@@ -36,10 +36,14 @@ std::string Model::weight_format() const {
 double Model::bytes_per_weight() const {
   if (!quantized()) return precision() == Precision::Bf16 ? 2.0 : 4.0;
   // Over the weight matrices, as stored (block padding and Q8_0 embedding/head included).
-  std::size_t weights = 0;
-  for (size_t i = 0; i < params_.infos().size(); ++i)
-    if (is_quantized((int)i)) weights += params_.info((int)i).numel();
-  return weights ? static_cast<double>(quant_.size()) / weights : 0.0;
+  // Matrices a GGUF kept in F32/F16 are held in fp32.
+  std::size_t weights = 0, bytes = quant_.size();
+  for (size_t i = 0; i < params_.infos().size(); ++i) {
+    if (!quantizable(params_.info((int)i))) continue;
+    weights += params_.info((int)i).numel();
+    if (!is_quantized((int)i)) bytes += 4 * params_.info((int)i).numel();
+  }
+  return weights ? static_cast<double>(bytes) / weights : 0.0;
 }
 
 QuantType Model::tensor_quant_type(int param) const {
@@ -50,12 +54,15 @@ QuantType Model::tensor_quant_type(int param) const {
 }
 
 void Model::load_quantized_weights(QuantType type,
-                                   const std::function<void(int, uint8_t*, std::size_t)>& fill) {
+                                   const std::function<void(int, uint8_t*, std::size_t)>& fill,
+                                   const std::vector<std::optional<QuantType>>& tensor_types) {
   CHAINLM_CHECK(!quantized(), "this model is already quantized (", weight_format(), ")");
   CHAINLM_CHECK(bf16_.empty(), "a bf16 model cannot be quantized; load it in fp32");
   CHAINLM_CHECK(!params_.values_released() && !params_.has_grads(),
                 "only a fresh fp32 model (no gradients) can be quantized");
   const auto& infos = params_.infos();
+  CHAINLM_CHECK(tensor_types.empty() || tensor_types.size() == infos.size(),
+                "load_quantized_weights: one tensor type per parameter");
   std::vector<std::size_t> offsets(infos.size(), kNotQuantized);
   std::vector<QuantType> types(infos.size(), type);
   std::size_t total = 0;
@@ -63,6 +70,10 @@ void Model::load_quantized_weights(QuantType type,
     if (!quantizable(infos[i])) continue;
     const bool table = (int)i == tok_embeddings_ || (int)i == output_;
     if (table && type == QuantType::kQ4_0) types[i] = QuantType::kQ8_0;
+    if (!tensor_types.empty()) {
+      if (!tensor_types[i]) continue;  // kept fp32
+      types[i] = *tensor_types[i];
+    }
     offsets[i] = total;
     total += static_cast<std::size_t>(infos[i].shape[0]) * quant_row_bytes(types[i], infos[i].shape[1]);
   }

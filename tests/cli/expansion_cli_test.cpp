@@ -118,8 +118,10 @@ TEST_F(ExpansionCli, ExpandTuneInspectAndExport) {
   r = run("export --model " + quote(tuned) + " --chains 1 --format hf --out " + quote(hf));
   EXPECT_NE(r.exit_code, 0);
   EXPECT_NE(r.err.find("already exists"), std::string::npos) << r.err;
-  r = run("export --model " + quote(tuned) + " --chains 1 --format gguf --out " + quote(dir.file("g")));
-  EXPECT_NE(r.exit_code, 0);
+  // The same sub-model as one GGUF file, its SentencePiece tokenizer inside.
+  r = run("export --model " + quote(tuned) + " --chains 1 --format gguf --out " + quote(dir.file("g.gguf")));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(generate(dir.file("g.gguf")).substr(0, kExpected.size()), kExpected);
 
   // A HF directory is a base too (its tokenizer.model comes along), and info reads it.
   r = run("expand --from " + quote(hf) + " --add-chains 4,4 --kv-share --out " + quote(dir.file("exp2")));
@@ -244,7 +246,7 @@ TEST(ExpansionCliNoData, ExportOfALlama2cBinTakesItsTokenizer) {
   r = run_chainlm(dir, "export --model " + quote(dir.file("m.bin")) + " --format hf --tokenizer byte --out " +
                            quote(dir.file("hf2")));
   EXPECT_NE(r.exit_code, 0);
-  EXPECT_NE(r.err.find("the byte tokenizer, which a Hugging Face LLaMA directory cannot carry"), std::string::npos)
+  EXPECT_NE(r.err.find("the byte tokenizer, which neither a Hugging Face LLaMA directory nor a GGUF file can carry"), std::string::npos)
       << r.err;
   r = run_chainlm(dir, "export --model " + quote(dir.file("m.bin")) + " --format hf --no-tokenizer --tokenizer " +
                            quote(dir.file("tok.model")) + " --out " + quote(dir.file("hf2")));

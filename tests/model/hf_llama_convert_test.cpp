@@ -20,31 +20,8 @@ using test::random_tokens;
 using testing::TempDir;
 using testing::write_bytes;
 
-ModelConfig llama_config(bool tie) {
-  ModelConfig c;
-  c.dim = 48;
-  c.n_heads = 6;
-  c.n_kv_heads = 2;  // GQA: 3 query heads per KV head
-  c.ffn_dim = 40;
-  c.n_layers = 2;
-  c.vocab_size = 37;
-  c.tie_embeddings = tie;
-  c.max_seq_len = 32;
-  c.rope_theta = 500000.0f;
-  c.norm_eps = 1e-6f;
-  validate_config(c, "test");
-  return c;
-}
-
-// Trained-looking weights: larger than the init, gains away from 1.
-void randomize(Model& m, uint64_t seed) {
-  m.init_random(seed);
-  Rng rng(seed + 1);
-  for (const ParamInfo& p : m.params().infos()) {
-    float* v = m.params().values() + p.offset;
-    for (size_t e = 0; e < p.numel(); ++e) v[e] = p.shape.size() == 1 ? 1.0f + 0.3f * rng.normal() : 0.2f * rng.normal();
-  }
-}
+ModelConfig llama_config(bool tie) { return test::llama_config(tie); }
+void randomize(Model& m, uint64_t seed) { test::randomize_trained_like(m, seed); }
 
 std::vector<float> logits_of(Model& m, int k, const std::vector<int>& tokens) {
   std::vector<float> out(tokens.size() * m.config().vocab_size);

@@ -30,6 +30,34 @@ inline ModelConfig tiny_config(std::vector<int> chains, bool kv_share, int n_kv_
   return c;
 }
 
+// A plain LLaMA (one chain) with GQA (heads / 2 KV heads), rope_theta 500000, norm_eps 1e-6:
+// what the HF and GGUF interchange tests write and read.
+inline ModelConfig llama_config(bool tie, int dim = 48, int ffn = 40, int n_heads = 6) {
+  ModelConfig c;
+  c.dim = dim;
+  c.n_heads = n_heads;
+  c.n_kv_heads = 2;
+  c.ffn_dim = ffn;
+  c.n_layers = 2;
+  c.vocab_size = 37;
+  c.tie_embeddings = tie;
+  c.max_seq_len = 32;
+  c.rope_theta = 500000.0f;
+  c.norm_eps = 1e-6f;
+  validate_config(c, "test");
+  return c;
+}
+
+// Trained-looking weights: larger than the init, gains away from 1.
+inline void randomize_trained_like(Model& m, uint64_t seed) {
+  m.init_random(seed);
+  Rng rng(seed + 1);
+  for (const ParamInfo& p : m.params().infos()) {
+    float* v = m.params().values() + p.offset;
+    for (size_t e = 0; e < p.numel(); ++e) v[e] = p.shape.size() == 1 ? 1.0f + 0.3f * rng.normal() : 0.2f * rng.normal();
+  }
+}
+
 inline std::vector<int> random_tokens(int n, int vocab, uint64_t seed) {
   Rng rng(seed);
   std::vector<int> t(n);

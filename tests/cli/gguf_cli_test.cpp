@@ -1,0 +1,133 @@
+// `chainlm export --format gguf` end to end: a CoLM run with a SentencePiece tokenizer exports its
+// 1-chain sub-model as one GGUF file that generate, eval and info read with the tokenizer inside
+// (f32: the same greedy text as the run's sub-model 1), and what cannot be exported is refused
+// without writing anything.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <nlohmann/json.hpp>
+
+#include "io/test_temp_dir.h"
+#include "run_cli.h"
+
+namespace chainlm {
+namespace {
+
+namespace fs = std::filesystem;
+using testing::contains;
+using testing::quote;
+using testing::run_chainlm;
+using testing::TempDir;
+using testing::write_bytes;
+
+class GgufCli : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::string text;
+    const char* words[] = {"the", "small", "model", "reads", "bytes", "per", "token", "and", "writes",
+                           "one", "file", "for", "llama.cpp", "users", "today"};
+    for (int line = 0; line < 400; ++line) {
+      for (int w = 0; w < 10; ++w) text += std::string(w ? " " : "") + words[(line * 7 + w * 3) % 15];
+      text += "\n\n";
+    }
+    write_bytes(dir.file("text.txt"), text);
+    auto r = run_chainlm(dir, "tokenizer train --corpus " + quote(dir.file("text.txt")) +
+                                  " --vocab-size 300 --out " + quote(dir.file("tok.model")));
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    r = run_chainlm(dir, "prepare --tokenizer " + quote(dir.file("tok.model")) + " --input " +
+                             quote(dir.file("text.txt")) + " --out " + quote(dir.file("data")));
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    write_bytes(dir.file("config.json"), R"({"dim": 64, "n_layers": 2, "n_heads": 4, "ffn_dim": 128,
+                                              "vocab_size": 300, "chains": [1, 1], "max_seq_len": 64})");
+    run = dir.file("run");
+    r = run_chainlm(dir, "train --config " + quote(dir.file("config.json")) + " --data " +
+                             quote(dir.file("data")) + " --out " + quote(run) +
+                             " --steps 20 --batch-size 4 --seq-len 32 --quiet --threads 1");
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+  }
+  TempDir dir;
+  std::string run;
+};
+
+TEST_F(GgufCli, ExportsAFileEveryInferenceCommandReads) {
+  const std::string f32 = dir.file("m.gguf"), q8 = dir.file("m-q8_0.gguf");
+  auto r = run_chainlm(dir, "export --format gguf --model " + quote(run) + " --chains 1 --out " + quote(f32));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(contains(r.out, "max |logit difference| after reading it back: 0")) << r.out;
+  EXPECT_TRUE(contains(r.out, "SentencePiece tokenizer inside")) << r.out;
+  r = run_chainlm(dir, "export --format gguf --type q8_0 --model " + quote(run) + " --chains 1 --out " + quote(q8));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_LT(fs::file_size(q8), fs::file_size(f32) / 2);
+  EXPECT_EQ(testing::count_entries(dir.path()), 7u);  // no temporary file left beside them
+
+  // generate: the tokenizer comes from inside the file; f32 gives sub-model 1's greedy text.
+  const std::string gen = " --prompt 'the small' --temperature 0 --max-tokens 12";
+  auto native = run_chainlm(dir, "generate --model " + quote(run) + " --chains 1" + gen);
+  ASSERT_EQ(native.exit_code, 0) << native.err;
+  auto from_gguf = run_chainlm(dir, "generate --model " + quote(f32) + gen);
+  ASSERT_EQ(from_gguf.exit_code, 0) << from_gguf.err;
+  EXPECT_EQ(from_gguf.out, native.out);
+  auto from_q8 = run_chainlm(dir, "generate --model " + quote(q8) + gen);
+  EXPECT_EQ(from_q8.exit_code, 0) << from_q8.err;
+
+  auto ppl = run_chainlm(dir, "eval ppl --json --model " + quote(q8) + " --data " + quote(dir.file("data")));
+  ASSERT_EQ(ppl.exit_code, 0) << ppl.err;
+  const nlohmann::json j = nlohmann::json::parse(ppl.out);
+  EXPECT_EQ(j.at("chains").size(), 1u);
+
+  auto info = run_chainlm(dir, "info --model " + quote(q8));
+  ASSERT_EQ(info.exit_code, 0) << info.err;
+  EXPECT_TRUE(contains(info.out, "(GGUF v3 file)")) << info.out;
+  EXPECT_TRUE(contains(info.out, "architecture \"llama\"")) << info.out;
+  EXPECT_TRUE(contains(info.out, "Q8_0")) << info.out;
+  EXPECT_TRUE(contains(info.out, "weights     q8_0")) << info.out;
+  EXPECT_TRUE(contains(info.out, "tokenizer   sentencepiece, vocabulary 300")) << info.out;
+  info = run_chainlm(dir, "info --json --model " + quote(f32));
+  const nlohmann::json ij = nlohmann::json::parse(info.out);
+  EXPECT_EQ(ij.at("gguf").at("metadata").at("general.architecture"), "\"llama\"");
+  EXPECT_EQ(ij.at("gguf").at("runs_in_chainlm"), true);
+
+  // A quantized checkpoint exports its own blocks; a GGUF exports again as it is.
+  r = run_chainlm(dir, "quantize --model " + quote(run) + " --type q8_0 --out " + quote(dir.file("q")));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  r = run_chainlm(dir, "export --format gguf --model " + quote(dir.file("q")) + " --chains 1 --out " +
+                           quote(dir.file("q.gguf")));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(contains(r.out, "the model's blocks, copied")) << r.out;
+  // The same blocks as --type q8_0 made from the fp32 run (the files differ in general.name).
+  auto from_q = run_chainlm(dir, "generate --model " + quote(dir.file("q.gguf")) + gen);
+  EXPECT_EQ(from_q.out, from_q8.out);
+}
+
+TEST_F(GgufCli, RefusesWithoutWritingAnything) {
+  const std::string out = dir.file("x.gguf");
+  auto r = run_chainlm(dir, "export --format gguf --model " + quote(run) + " --out " + quote(out));
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_TRUE(contains(r.err, "--chains 1")) << r.err;  // the 2-chain model: only sub-model 1 is a LLaMA
+  r = run_chainlm(dir, "export --format hf --type q8_0 --model " + quote(run) + " --chains 1 --out " + quote(out));
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_TRUE(contains(r.err, "--type applies to --format gguf only")) << r.err;
+  r = run_chainlm(dir, "export --format gguf --type q5_k --model " + quote(run) + " --chains 1 --out " + quote(out));
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_FALSE(fs::exists(out));
+  write_bytes(out, "keep me");
+  r = run_chainlm(dir, "export --format gguf --model " + quote(run) + " --chains 1 --out " + quote(out));
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_TRUE(contains(r.err, "already exists")) << r.err;
+  EXPECT_EQ(testing::read_bytes(out), "keep me");
+
+  // A truncated GGUF: a clear error from every reader.
+  r = run_chainlm(dir, "export --format gguf --model " + quote(run) + " --chains 1 --out " + quote(dir.file("t.gguf")));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const std::string bytes = testing::read_bytes(dir.file("t.gguf"));
+  write_bytes(dir.file("t.gguf"), bytes.substr(0, bytes.size() / 2));
+  r = run_chainlm(dir, "generate --model " + quote(dir.file("t.gguf")) + " --prompt the --max-tokens 2");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_TRUE(contains(r.err, "truncated GGUF")) << r.err;
+  r = run_chainlm(dir, "info --model " + quote(dir.file("t.gguf")));
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_TRUE(contains(r.err, "truncated GGUF")) << r.err;
+}
+
+}  // namespace
+}  // namespace chainlm
