@@ -1,7 +1,8 @@
 // Row primitives of the attention kernels (attention_tiles.h): a handful of query rows
 // (decoding) go one at a time instead of through a 64 x 64 tile that would spend most of its
 // vector lanes on padding. Each row reads its keys and values in place, 16 keys per step,
-// with their scores summed across lanes by an in-register transpose.
+// with their scores summed across lanes by an in-register transpose (AVX-512), or one dot
+// product per key (AVX2).
 #include <algorithm>
 #include <cmath>
 
@@ -17,6 +18,21 @@ float dot(const float* a, const float* b, int n) {
     acc = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, a + d), _mm512_maskz_loadu_ps(m, b + d), acc);
   }
   return _mm512_reduce_add_ps(acc);
+#elif CHAINLM_ATTENTION_AVX2
+  // Two accumulators: two FMA chains in flight (a decode row is one head, 64 to 128 floats).
+  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+  int d = 0;
+  for (; d + 16 <= n; d += 16) {
+    acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + d), _mm256_loadu_ps(b + d), acc0);
+    acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + d + 8), _mm256_loadu_ps(b + d + 8), acc1);
+  }
+  if (d + 8 <= n) {
+    acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + d), _mm256_loadu_ps(b + d), acc0);
+    d += 8;
+  }
+  float acc = horizontal_sum(_mm256_add_ps(acc0, acc1));
+  for (; d < n; ++d) acc += a[d] * b[d];
+  return acc;
 #else
   float acc = 0.0f;
   for (int d = 0; d < n; ++d) acc += a[d] * b[d];
@@ -115,6 +131,32 @@ void row_weighted_sum(const float* p, long n, const float* vg, long stride, int 
 #pragma GCC unroll 4
     for (int x = 0; x < 4; ++x)
       if (x < nv) _mm512_mask_storeu_ps(out + d0 + 16 * x, x == nv - 1 ? last : 0xFFFF, acc[x]);
+  }
+#elif CHAINLM_ATTENTION_AVX2
+  // 32 columns (four registers) at a time over every value row; the last columns of a head
+  // whose size is not a multiple of 8 go one by one.
+  int d0 = 0;
+  for (; d0 + 8 <= hd; d0 += 32) {
+    const int nv = std::min(4, (hd - d0) / 8);
+    __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+    for (long j = 0; j < n; ++j) {
+      if (p[j] == 0.0f) continue;
+      const __m256 pj = _mm256_set1_ps(p[j]);
+      const float* vrow = vg + j * stride + d0;
+#pragma GCC unroll 4
+      for (int x = 0; x < 4; ++x)
+        if (x < nv) acc[x] = _mm256_fmadd_ps(pj, _mm256_loadu_ps(vrow + 8 * x), acc[x]);
+    }
+    for (int x = 0; x < nv; ++x) _mm256_storeu_ps(out + d0 + 8 * x, acc[x]);
+    if (nv < 4) {
+      d0 += 8 * nv;
+      break;
+    }
+  }
+  if (d0 < hd) {
+    std::fill(out + d0, out + hd, 0.0f);
+    for (long j = 0; j < n; ++j)
+      for (int d = d0; d < hd; ++d) out[d] += p[j] * vg[j * stride + d];
   }
 #else
   std::fill(out, out + hd, 0.0f);

@@ -15,9 +15,13 @@
 #include "kernels/attention.h"
 
 // The AVX-512 paths (register-blocked micro-kernels, vector exp2) where the build targets
-// AVX-512; portable loops otherwise, or everywhere with CHAINLM_ATTENTION_SCALAR defined.
+// AVX-512; AVX2 paths for the decode rows (attention_rows.cpp) where it targets AVX2 only;
+// portable loops otherwise, or everywhere with CHAINLM_ATTENTION_SCALAR defined.
 #if defined(__AVX512F__) && !defined(CHAINLM_ATTENTION_SCALAR)
 #define CHAINLM_ATTENTION_AVX512 1
+#include "kernels/simd.h"
+#elif defined(__AVX2__) && defined(__FMA__) && !defined(CHAINLM_ATTENTION_SCALAR)
+#define CHAINLM_ATTENTION_AVX2 1
 #include "kernels/simd.h"
 #endif
 

@@ -41,19 +41,23 @@ inline float scale_of(const uint8_t* block) {
 #endif
 }
 
+// Lanes of a block's 8 x sum(q) (below): one AVX2 register of int32.
+constexpr int kSumLanes = 8;
+
 // Activations quantized for a GEMM: per row, nb blocks of 32 int8 values, and their scales as
 // floats (the fp16-rounded scales of Q8_0, widened once here rather than in the inner loop).
-// Also 8 times each block's sum of q: a Q4_0 weight is its nibble minus 8, so its dot product
-// with a block is (nibbles . q) - 8 sum(q), and the nibbles, being unsigned, go straight into
-// the u8 x s8 instructions (no sign juggling).
+// Also 8 times each block's sum of q, as 8 int32 lanes (all of it in lane 0): a Q4_0 weight is
+// its nibble minus 8, so its dot product with a block is (nibbles . q) - 8 sum(q); the nibbles,
+// being unsigned, go straight into the u8 x s8 instructions (no sign juggling), and the
+// correction is one integer vector subtraction per block (no scalar dependency chain).
 struct QuantizedRows {
   const int8_t* q;
   const float* d;
-  const float* sum8;
+  const int32_t* sum8;
   int nb;
   const int8_t* q_row(int m) const { return q + (size_t)m * nb * kQuantBlock; }
   const float* d_row(int m) const { return d + (size_t)m * nb; }
-  const float* sum8_row(int m) const { return sum8 + (size_t)m * nb; }
+  const int32_t* sum8_row(int m) const { return sum8 + (size_t)m * nb * kSumLanes; }
 };
 
 #if defined(__AVX2__)
@@ -109,10 +113,10 @@ void dot_rows(const uint8_t* w, const QuantizedRows& a, int m, float* out) {
   if constexpr (Vector) {
     // Two accumulators per row (even and odd blocks) keep two FMA chains in flight.
     __m256 acc0[R], acc1[R];
-    float correction[R];  // Q4_0: sum over blocks of dw * da * 8 sum(q)
+    const int32_t* s8[R];
     for (int r = 0; r < R; ++r) {
       acc0[r] = acc1[r] = _mm256_setzero_ps();
-      correction[r] = 0.0f;
+      s8[r] = a.sum8_row(m + r);
     }
     auto block = [&](int b, __m256* acc) {
       const uint8_t* wblock = w + b * wb;
@@ -127,9 +131,9 @@ void dot_rows(const uint8_t* w, const QuantizedRows& a, int m, float* out) {
         const __m256i nib = nibbles_q4_0(wblock);
         for (int r = 0; r < R; ++r) {
           const __m256i qa = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(aq[r] + b * kQuantBlock));
-          const float d = dw * ad[r][b];
-          acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot_u8_i8(nib, qa)), _mm256_set1_ps(d), acc[r]);
-          correction[r] += d * a.sum8_row(m + r)[b];
+          const __m256i sum8 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(s8[r] + b * kSumLanes));
+          const __m256i dot = _mm256_sub_epi32(dot_u8_i8(nib, qa), sum8);
+          acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_set1_ps(dw * ad[r][b]), acc[r]);
         }
       }
     };
@@ -140,7 +144,7 @@ void dot_rows(const uint8_t* w, const QuantizedRows& a, int m, float* out) {
       block(b + 1, acc1);
     }
     if (b < nb) block(b, acc0);
-    for (int r = 0; r < R; ++r) out[r] = horizontal_sum(_mm256_add_ps(acc0[r], acc1[r])) - correction[r];
+    for (int r = 0; r < R; ++r) out[r] = horizontal_sum(_mm256_add_ps(acc0[r], acc1[r]));
     return;
   }
 #endif
@@ -189,7 +193,7 @@ void gemm_columns(int n0, int n1, int M, const QuantizedRows& a, const uint8_t* 
 
 // One row of activations as Q8_0 (quant.h's rule: d = max|x| / 127 rounded to fp16, q =
 // round(x / d) half away from zero), zero-padded to whole blocks.
-void quantize_activations(const float* x, int K, int nb, int8_t* q, float* d, float* sum8) {
+void quantize_activations(const float* x, int K, int nb, int8_t* q, float* d, int32_t* sum8) {
   for (int b = 0; b < nb; ++b) {
     const int begin = b * kQuantBlock, n = std::min(kQuantBlock, K - begin);
     float amax = 0.0f;
@@ -203,7 +207,9 @@ void quantize_activations(const float* x, int K, int nb, int8_t* q, float* d, fl
       sum += qb[i];
     }
     for (int i = n; i < kQuantBlock; ++i) qb[i] = 0;
-    sum8[b] = 8.0f * static_cast<float>(sum);
+    int32_t* lanes = sum8 + (size_t)b * kSumLanes;
+    lanes[0] = 8 * sum;
+    std::fill(lanes + 1, lanes + kSumLanes, 0);
   }
 }
 
@@ -214,18 +220,21 @@ void gemm_nt_quant_impl(int M, int N, int K, const float* A, int lda, QuantType 
   const int nb = (int)quant_blocks(K);
   const size_t b_row = quant_row_bytes(type, ldb);
   thread_local std::vector<int8_t> q_scratch;
-  thread_local std::vector<float> d_scratch;  // scales, then 8 x block sums
+  thread_local std::vector<float> d_scratch;
+  thread_local std::vector<int32_t> s_scratch;
   if (q_scratch.size() < (size_t)M * nb * kQuantBlock) q_scratch.resize((size_t)M * nb * kQuantBlock);
-  if (d_scratch.size() < (size_t)2 * M * nb) d_scratch.resize((size_t)2 * M * nb);
+  if (d_scratch.size() < (size_t)M * nb) d_scratch.resize((size_t)M * nb);
+  if (s_scratch.size() < (size_t)M * nb * kSumLanes) s_scratch.resize((size_t)M * nb * kSumLanes);
   // Pointers taken here: inside the parallel region the thread_local names would be each
   // thread's own (empty) buffers.
   int8_t* q = q_scratch.data();
   float* d = d_scratch.data();
-  const QuantizedRows a{q, d, d + (size_t)M * nb, nb};
+  int32_t* sums = s_scratch.data();
+  const QuantizedRows a{q, d, sums, nb};
 #pragma omp parallel for schedule(static) if ((long)M * K >= kParallelMinWork)
   for (int m = 0; m < M; ++m)
     quantize_activations(A + (long)m * lda, K, nb, q + (size_t)m * nb * kQuantBlock, d + (size_t)m * nb,
-                         d + (size_t)(M + m) * nb);
+                         sums + (size_t)m * nb * kSumLanes);
   for_column_ranges(N, (long)M * N * K / 4, [&](int n0, int n1) {
     if (type == QuantType::kQ8_0)
       gemm_columns<QuantType::kQ8_0, Vector>(n0, n1, M, a, B, b_row, C, ldc, beta);
