@@ -16,6 +16,7 @@
 #include "io/hf_llama.h"
 #include "io/tokenizer.h"
 #include "model/checkpoint.h"
+#include "model/sub_model.h"
 
 namespace chainlm::cli {
 
@@ -26,7 +27,7 @@ void add_quantize_command(CLI::App& app) {
       "quantize", "Write a model with 8-bit (q8_0) or 4-bit (q4_0) block-quantized weights");
   struct Args {
     std::string model, type, out, tokenizer;
-    int threads = 0;
+    int threads = 0, chains = 0;
   };
   auto a = std::make_shared<Args>();
   cmd->add_option("--model", a->model,
@@ -35,12 +36,14 @@ void add_quantize_command(CLI::App& app) {
   cmd->add_option("--type", a->type, "q8_0 (8-bit) or q4_0 (4-bit), blocks of 32 weights")
       ->required()
       ->check(CLI::IsMember({"q8_0", "q4_0"}));
+  cmd->add_option("--chains", a->chains,
+                  "Keep the sub-model of the first k chains alone (a smaller model; default: all)");
   cmd->add_option("--out", a->out, "Output checkpoint directory (must not exist)")->required();
   cmd->add_option(
       "--tokenizer", a->tokenizer,
       "Tokenizer to store beside the weights (default: the model's, if it carries one)");
   cmd->add_option("--threads", a->threads, "Threads; 0 = all cores");
-  cmd->callback([a]() {
+  cmd->callback([a, cmd]() {
     set_num_threads(a->threads);
     CHAINLM_CHECK(!fs::exists(a->out), a->out,
                   " already exists; choose another --out (nothing was overwritten)");
@@ -48,6 +51,13 @@ void add_quantize_command(CLI::App& app) {
     std::unique_ptr<Model> fp32 = load_model(a->model);
     CHAINLM_CHECK(!fp32->quantized(), "quantize: ", a->model, " is already quantized (",
                   fp32->weight_format(), "); quantize the fp32 checkpoint it came from");
+    const int source_chains = fp32->config().n_chains();
+    // --chains k: sub-model k becomes the model (its logits bit for bit), then is quantized.
+    if (cmd->count("--chains")) {
+      CHAINLM_CHECK(a->chains >= 1 && a->chains <= source_chains, "quantize: --chains ", a->chains,
+                    " is outside 1..", source_chains, " (the chains of ", a->model, ")");
+      if (a->chains < source_chains) fp32 = extract_sub_model(*fp32, a->chains);
+    }
     const std::string tokenizer = a->tokenizer.empty() ? carried_tokenizer(a->model) : a->tokenizer;
     if (!tokenizer.empty()) load_tokenizer(tokenizer);  // fail before any work is written
 
@@ -89,7 +99,11 @@ void add_quantize_command(CLI::App& app) {
         },
         "quantize");
 
-    std::printf("model     %s: %s\n", a->model.c_str(), describe_model(*fp32).c_str());
+    std::printf("model     %s%s: %s\n", a->model.c_str(),
+                fp32->config().n_chains() < source_chains
+                    ? cat(" (sub-model of ", fp32->config().n_chains(), " of its ", source_chains, " chains)").c_str()
+                    : "",
+                describe_model(*fp32).c_str());
     std::printf("weights   %s: %s -> %s (%.2fx smaller; norm gains stay fp32)\n", a->type.c_str(),
                 format_bytes((double)fp32->weight_bytes()).c_str(),
                 format_bytes((double)quant->weight_bytes()).c_str(),

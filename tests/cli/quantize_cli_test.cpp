@@ -81,6 +81,30 @@ TEST_F(QuantizeCli, QuantizedCheckpointsWorkInEveryInferenceCommand) {
   }
 }
 
+TEST_F(QuantizeCli, ChainsKeepsTheSubModelAlone) {
+  // The 2-chain run's sub-model 1, quantized alone: a 1-chain model of half the width whose
+  // perplexity is the full quantized model's k=1 perplexity, in fewer bytes.
+  const std::string both = dir.file("q2"), one = dir.file("q1");
+  auto r = run_chainlm(dir, "quantize --model " + quote(run) + " --type q8_0 --out " + quote(both));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  r = run_chainlm(dir, "quantize --model " + quote(run) + " --type q8_0 --chains 1 --out " + quote(one));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(contains(r.out, "(sub-model of 1 of its 2 chains)")) << r.out;
+  EXPECT_LT(fs::file_size(one + "/model.safetensors"), fs::file_size(both + "/model.safetensors"));
+  auto info = run_chainlm(dir, "info --json --model " + quote(one));
+  ASSERT_EQ(info.exit_code, 0) << info.err;
+  const nlohmann::json j = nlohmann::json::parse(info.out);
+  EXPECT_EQ(j.at("chains"), nlohmann::json({1}));
+  EXPECT_EQ(j.at("dim"), 32);
+  const std::vector<double> full = losses(both), alone = losses(one);
+  ASSERT_EQ(alone.size(), 1u);
+  EXPECT_DOUBLE_EQ(alone[0], full[0]);
+  r = run_chainlm(dir, "quantize --model " + quote(run) + " --type q8_0 --chains 3 --out " + quote(dir.file("q3")));
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_TRUE(contains(r.err, "--chains 3 is outside 1..2")) << r.err;
+  EXPECT_FALSE(fs::exists(dir.file("q3")));
+}
+
 TEST_F(QuantizeCli, RefusesWhatAQuantizedCheckpointCannotDo) {
   const std::string q = dir.file("q");
   ASSERT_EQ(run_chainlm(dir, "quantize --model " + quote(run) + " --type q4_0 --out " + quote(q))
