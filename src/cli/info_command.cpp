@@ -83,12 +83,13 @@ void add_info_command(CLI::App& app) {
     std::error_code ec;
     std::string source, dir;
     nlohmann::json gguf;
+    std::unique_ptr<Model> model;
     if (fs::is_regular_file(a->model, ec) && is_gguf_file(a->model)) {
       gguf = gguf_header_json(a->model);
       source = cat("GGUF v", gguf["version"].get<int>(), " file");
       // A GGUF chainlm cannot run (another architecture, K-quants) still gets its header shown.
       try {
-        load_model(a->model);
+        model = load_model(a->model);
       } catch (const Error& e) {
         gguf["runs_in_chainlm"] = false;
         gguf["reason"] = e.what();
@@ -111,7 +112,7 @@ void add_info_command(CLI::App& app) {
                    ? cat("run directory, latest ", fs::path(dir).filename().string())
                    : "chainlm checkpoint";
     }
-    std::unique_ptr<Model> model = load_model(a->model);
+    if (!model) model = load_model(a->model);
     // A training checkpoint: its step and what it froze.
     nlohmann::json training;
     const fs::path state_path = dir.empty() ? fs::path() : fs::path(dir) / "trainer_state.json";

@@ -172,3 +172,17 @@ void quantize_rows(QuantType type, const float* x, long N, long K, uint8_t* out)
 }
 
 }  // namespace chainlm
+
+namespace chainlm {
+
+void check_finite_block_scales(QuantType type, const uint8_t* blocks, size_t bytes, const std::string& where,
+                               const std::string& tensor) {
+  const size_t block = quant_block_bytes(type);
+  for (size_t at = 0; at < bytes; at += block) {
+    const float d = float_from_fp16(static_cast<uint16_t>(blocks[at] | blocks[at + 1] << 8));
+    CHAINLM_CHECK(std::isfinite(d), where, ": tensor '", tensor, "' has a non-finite block scale (", d,
+                  ") in block ", at / block, ": the weights are corrupt");
+  }
+}
+
+}  // namespace chainlm

@@ -40,6 +40,11 @@ float float_from_fp16(uint16_t h);
 void quantize_row(QuantType type, const float* x, long K, uint8_t* out);
 void dequantize_row(QuantType type, const uint8_t* in, long K, float* out);
 
+// Throws, naming `where` and `tensor`, when a block's fp16 scale is not finite (stored blocks
+// from a checkpoint or GGUF file: a corrupt file, as a non-finite fp32 weight would be).
+void check_finite_block_scales(QuantType type, const uint8_t* blocks, size_t bytes, const std::string& where,
+                               const std::string& tensor);
+
 // Rows of an (N, K) matrix, one after another (threads over rows).
 void quantize_rows(QuantType type, const float* x, long N, long K, uint8_t* out);
 

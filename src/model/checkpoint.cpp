@@ -129,12 +129,7 @@ void load_model_weights(Model& model, const std::string& file) {
     const uint8_t* src = reader.read_raw(p.name, "U8", quantized_shape(p, t));
     std::copy_n(src, bytes, dst);
     // Every block's fp16 scale must be finite, as every fp32 weight must be.
-    const size_t block = quant_block_bytes(t);
-    for (size_t at = 0; at < bytes; at += block) {
-      const float d = float_from_fp16(static_cast<uint16_t>(dst[at] | dst[at + 1] << 8));
-      CHAINLM_CHECK(std::isfinite(d), file, ": tensor '", p.name, "' has a non-finite block scale (",
-                    d, ") in block ", at / block, ": the weights are corrupt");
-    }
+    check_finite_block_scales(t, dst, bytes, file, p.name);
   }, types);
 }
 

@@ -298,12 +298,7 @@ std::unique_ptr<Model> load_gguf_model(const std::string& path) {
     const GgufTensorInfo* t = blocks.at(param);
     CHAINLM_CHECK(t->bytes == bytes, path, ": tensor '", t->name, "' holds ", t->bytes, " bytes, its shape needs ", bytes);
     std::memcpy(dst, g.data(*t), bytes);
-    const size_t block = quant_block_bytes(*types[param]);
-    for (size_t at = 0; at < bytes; at += block) {
-      const float d = float_from_fp16(static_cast<uint16_t>(dst[at] | dst[at + 1] << 8));
-      CHAINLM_CHECK(std::isfinite(d), path, ": tensor '", t->name, "' has a non-finite block scale (", d,
-                    ") in block ", at / block, ": the weights are corrupt");
-    }
+    check_finite_block_scales(*types[param], dst, bytes, path, t->name);
   }, types);
   return model;
 }
