@@ -27,15 +27,18 @@ void gemm_tn_bf16(int M, int N, int K, const float* A, int lda, const float* B, 
 bool bf16_gemm_native();
 
 // The same with B block-quantized (quant.h; gemm_quant.cpp): B's rows are
-// quant_row_bytes(type, ldb) bytes apart and K <= ldb. For few rows of A (decoding) each row is
-// quantized to Q8_0 on the way in (as llama.cpp does), the block products are exact integer dot
-// products, scaled and summed in fp32; for many rows see gemm_quant_dequantizes.
+// quant_row_bytes(type, ldb) bytes apart and K <= ldb. Each row of A is quantized to Q8_0 on the
+// way in (as llama.cpp does), the block products are exact integer dot products, scaled and
+// summed in fp32: few rows (decoding) one weight row at a time, many rows (prefill) through the
+// interleaved kernel (gemm_quant_interleaved.cpp).
 void gemm_nt_quant(int M, int N, int K, const float* A, int lda, QuantType type, const uint8_t* B,
                    int ldb, float* C, int ldc, float beta);
-// Whether gemm_nt_quant takes its many-row path for M rows of A: weight panels dequantized to
-// fp32 and multiplied by the fp32 GEMM (A is then not quantized); fewer rows quantize A and
-// run integer dot products.
+// Whether gemm_nt_quant multiplies M rows of A unquantized, by weight panels dequantized to
+// fp32 through the fp32 GEMM: builds without AVX2 (no interleaved kernel) from 16 rows on.
 bool gemm_quant_dequantizes(int M);
+// That path, whatever the build (tests run it on every machine).
+void gemm_nt_quant_via_fp32(int M, int N, int K, const float* A, int lda, QuantType type, const uint8_t* B,
+                            int ldb, float* C, int ldc, float beta);
 // The integer path on the portable C++ dot products, whatever the build's SIMD and whatever M
 // (tests run both).
 void gemm_nt_quant_portable(int M, int N, int K, const float* A, int lda, QuantType type,

@@ -6,7 +6,8 @@
 // bytes per weight against 4 in fp32. The integer dot products use AVX-512 VNNI where the
 // build has it, AVX2's maddubs otherwise (with the sign trick: |w| times sign(w)*a), and plain
 // C++ elsewhere. Threads split the output columns (weight rows); each walks its rows in tiles
-// small enough to stay in L1 while every row of A passes over them.
+// small enough to stay in L1 while every row of A passes over them. From kInterleavedRows rows
+// of A on (prefill), gemm_quant_interleaved.cpp's kernel takes over.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -14,8 +15,8 @@
 
 #include "core/threads.h"
 #include "kernels/gemm.h"
+#include "kernels/gemm_quant_rows.h"
 #include "kernels/quant.h"
-#include "kernels/simd.h"
 
 namespace chainlm {
 
@@ -23,56 +24,16 @@ namespace {
 
 constexpr int kRowsPerPass = 4;  // rows of A dotted with each unpacked weight block
 constexpr int kTileRows = 16;    // weight rows kept hot while all rows of A pass
-// From this many rows of A on, dequantizing the weights and running the fp32 GEMM backend beats
-// the integer dot products (whose many-row path has no register blocking over weight rows).
+// From this many rows of A on, the interleaved kernel (gemm_quant_interleaved.cpp) runs: its
+// repacking of the weights pays for itself once several rows share it.
+constexpr int kInterleavedRows = 8;
+// Without it (no AVX2), from this many rows on the weights are dequantized into the fp32 GEMM
+// backend instead, whose register-blocked kernels beat the portable dot products there.
 constexpr int kDequantizeRows = 16;
 // The dequantized weight panels: about 8 MB of floats per GEMM call.
 constexpr long kPanelFloats = 2L << 20;
 
-// A weight block's fp16 scale as a float: F16C's one instruction where the build has it (exact,
-// as float_from_fp16; tests/kernels/quant_test.cpp checks the two agree on every half).
-inline float scale_of(const uint8_t* block) {
-  uint16_t h;
-  std::memcpy(&h, block, 2);
-#if defined(__F16C__)
-  return _cvtsh_ss(h);
-#else
-  return float_from_fp16(h);
-#endif
-}
-
-// Lanes of a block's 8 x sum(q) (below): one AVX2 register of int32.
-constexpr int kSumLanes = 8;
-
-// Activations quantized for a GEMM: per row, nb blocks of 32 int8 values, and their scales as
-// floats (the fp16-rounded scales of Q8_0, widened once here rather than in the inner loop).
-// Also 8 times each block's sum of q, as 8 int32 lanes (all of it in lane 0): a Q4_0 weight is
-// its nibble minus 8, so its dot product with a block is (nibbles . q) - 8 sum(q); the nibbles,
-// being unsigned, go straight into the u8 x s8 instructions (no sign juggling), and the
-// correction is one integer vector subtraction per block (no scalar dependency chain).
-struct QuantizedRows {
-  const int8_t* q;
-  const float* d;
-  const int32_t* sum8;
-  int nb;
-  const int8_t* q_row(int m) const { return q + (size_t)m * nb * kQuantBlock; }
-  const float* d_row(int m) const { return d + (size_t)m * nb; }
-  const int32_t* sum8_row(int m) const { return sum8 + (size_t)m * nb * kSumLanes; }
-};
-
-#if defined(__AVX2__)
-#define CHAINLM_QUANT_AVX2 1
-
-// The 32 signed weights of a block as int8 lanes.
-inline __m256i weights_q8_0(const uint8_t* block) {
-  return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(block + 2));
-}
-// The 32 nibbles of a Q4_0 block (0..15, the weights plus 8) as uint8 lanes.
-inline __m256i nibbles_q4_0(const uint8_t* block) {
-  const __m128i packed = _mm_loadu_si128(reinterpret_cast<const __m128i*>(block + 2));
-  return _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(packed, 4), packed),
-                          _mm256_set1_epi8(0x0f));
-}
+#if defined(CHAINLM_QUANT_AVX2)
 
 // Eight int32 partial sums of u . a for unsigned u (<= 15: no saturation).
 inline __m256i dot_u8_i8(__m256i u, __m256i a) {
@@ -196,20 +157,59 @@ void gemm_columns(int n0, int n1, int M, const QuantizedRows& a, const uint8_t* 
 void quantize_activations(const float* x, int K, int nb, int8_t* q, float* d, int32_t* sum8) {
   for (int b = 0; b < nb; ++b) {
     const int begin = b * kQuantBlock, n = std::min(kQuantBlock, K - begin);
+    int8_t* qb = q + (size_t)b * kQuantBlock;
+    int32_t* lanes = sum8 + (size_t)b * kSumLanes;
+    std::fill(lanes + 1, lanes + kSumLanes, 0);
+#if defined(CHAINLM_QUANT_AVX2)
+    if (n == kQuantBlock) {
+      // The same operations as the loop below, eight lanes at a time (prefill quantizes every
+      // row of A; the scalar loop was a quarter of a 4-bit GEMM's time).
+      const __m256 sign_bit = _mm256_set1_ps(-0.0f);
+      __m256 v[4], m = _mm256_setzero_ps();
+      for (int j = 0; j < 4; ++j) {
+        v[j] = _mm256_loadu_ps(x + begin + 8 * j);
+        m = _mm256_max_ps(m, _mm256_andnot_ps(sign_bit, v[j]));
+      }
+      __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+      m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+      m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+      const float scale = _mm_cvtss_f32(m4) / 127.0f, inv = scale != 0.0f ? 1.0f / scale : 0.0f;
+      d[b] = float_from_fp16(fp16_from_float(scale));
+      __m256i qi[4], total = _mm256_setzero_si256();
+      for (int j = 0; j < 4; ++j) {
+        // Half away from zero, exactly: the truncation, plus the sign where |fraction| >= 1/2.
+        const __m256 y = _mm256_mul_ps(v[j], _mm256_set1_ps(inv));
+        const __m256 t = _mm256_round_ps(y, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+        const __m256 away = _mm256_cmp_ps(_mm256_andnot_ps(sign_bit, _mm256_sub_ps(y, t)), _mm256_set1_ps(0.5f),
+                                          _CMP_GE_OQ);
+        const __m256 one = _mm256_or_ps(_mm256_set1_ps(1.0f), _mm256_and_ps(sign_bit, y));
+        qi[j] = _mm256_cvtps_epi32(_mm256_add_ps(t, _mm256_and_ps(away, one)));
+        total = _mm256_add_epi32(total, qi[j]);
+      }
+      // int32 -> int8 (values within +-127): packs work within 128-bit halves, then a permute
+      // restores the order.
+      const __m256i w16a = _mm256_packs_epi32(qi[0], qi[1]), w16b = _mm256_packs_epi32(qi[2], qi[3]);
+      const __m256i b8 = _mm256_permutevar8x32_epi32(_mm256_packs_epi16(w16a, w16b),
+                                                     _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(qb), b8);
+      __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(total), _mm256_extracti128_si256(total, 1));
+      s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0x4e));
+      s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0xb1));
+      lanes[0] = 8 * _mm_cvtsi128_si32(s4);
+      continue;
+    }
+#endif
     float amax = 0.0f;
     for (int i = 0; i < n; ++i) amax = std::max(amax, std::fabs(x[begin + i]));
     const float scale = amax / 127.0f, inv = scale != 0.0f ? 1.0f / scale : 0.0f;
     d[b] = float_from_fp16(fp16_from_float(scale));
-    int8_t* qb = q + (size_t)b * kQuantBlock;
     int sum = 0;
     for (int i = 0; i < n; ++i) {
       qb[i] = static_cast<int8_t>(std::round(x[begin + i] * inv));
       sum += qb[i];
     }
     for (int i = n; i < kQuantBlock; ++i) qb[i] = 0;
-    int32_t* lanes = sum8 + (size_t)b * kSumLanes;
     lanes[0] = 8 * sum;
-    std::fill(lanes + 1, lanes + kSumLanes, 0);
   }
 }
 
@@ -235,6 +235,10 @@ void gemm_nt_quant_impl(int M, int N, int K, const float* A, int lda, QuantType 
   for (int m = 0; m < M; ++m)
     quantize_activations(A + (long)m * lda, K, nb, q + (size_t)m * nb * kQuantBlock, d + (size_t)m * nb,
                          sums + (size_t)m * nb * kSumLanes);
+  if (Vector && M >= kInterleavedRows && gemm_quant_interleaved_available()) {
+    gemm_quant_interleaved(type, M, N, a, B, b_row, C, ldc, beta);
+    return;
+  }
   for_column_ranges(N, (long)M * N * K / 4, [&](int n0, int n1) {
     if (type == QuantType::kQ8_0)
       gemm_columns<QuantType::kQ8_0, Vector>(n0, n1, M, a, B, b_row, C, ldc, beta);
@@ -245,14 +249,19 @@ void gemm_nt_quant_impl(int M, int N, int K, const float* A, int lda, QuantType 
 
 }  // namespace
 
-bool gemm_quant_dequantizes(int M) { return M >= kDequantizeRows; }
+bool gemm_quant_dequantizes(int M) { return !gemm_quant_interleaved_available() && M >= kDequantizeRows; }
 
 void gemm_nt_quant(int M, int N, int K, const float* A, int lda, QuantType type, const uint8_t* B,
                    int ldb, float* C, int ldc, float beta) {
-  if (!gemm_quant_dequantizes(M)) return gemm_nt_quant_impl<true>(M, N, K, A, lda, type, B, ldb, C, ldc, beta);
-  // Many rows (prefill, evaluation): panels of weight rows dequantized to fp32 go through the
-  // fp32 GEMM backend, whose register-blocked kernels then do the work; a panel is dequantized
-  // once for all M rows. (llama.cpp's BLAS path does the same for large batches.)
+  if (gemm_quant_dequantizes(M)) return gemm_nt_quant_via_fp32(M, N, K, A, lda, type, B, ldb, C, ldc, beta);
+  gemm_nt_quant_impl<true>(M, N, K, A, lda, type, B, ldb, C, ldc, beta);
+}
+
+void gemm_nt_quant_via_fp32(int M, int N, int K, const float* A, int lda, QuantType type, const uint8_t* B,
+                            int ldb, float* C, int ldc, float beta) {
+  // Panels of weight rows dequantized to fp32 go through the fp32 GEMM backend, whose
+  // register-blocked kernels then do the work; a panel is dequantized once for all M rows.
+  // (llama.cpp's BLAS path does the same for large batches.)
   if (N == 0) return;
   const size_t b_row = quant_row_bytes(type, ldb);
   const int panel_rows = (int)std::max<long>(64, kPanelFloats / std::max(K, 1));

@@ -69,7 +69,7 @@ void Model::load_quantized_weights(QuantType type,
   for (size_t i = 0; i < infos.size(); ++i) {
     if (!quantizable(infos[i])) continue;
     const bool table = (int)i == tok_embeddings_ || (int)i == output_;
-    if (table && type == QuantType::kQ4_0) types[i] = QuantType::kQ8_0;
+    if ((table || infos[i].shape[1] % kQuantBlock != 0) && type == QuantType::kQ4_0) types[i] = QuantType::kQ8_0;
     if (!tensor_types.empty()) {
       if (!tensor_types[i]) continue;  // kept fp32
       types[i] = *tensor_types[i];

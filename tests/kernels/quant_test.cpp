@@ -12,6 +12,7 @@
 #include <bit>
 #include <cmath>
 #include <limits>
+#include <string>
 #include <vector>
 
 #include "gradcheck.h"
@@ -173,8 +174,9 @@ std::vector<double> reference(int M, int N, int K, const std::vector<float>& A, 
 }
 
 TEST(GemmQuant, MatchesTheExactProductOfTheQuantizedOperands) {
-  // The last two shapes take the many-row path; the last quantizes its activations (portable
-  // entry) with several threads.
+  // From M = 9 on the SIMD entry takes the many-row (interleaved) kernel: tails of rows (9, 16)
+  // and of weight-row groups (N not a multiple of 8), K not whole blocks (72, 100), threads (the
+  // last).
   const std::vector<std::array<int, 4>> shapes = {{1, 37, 64, 64},   {2, 5, 96, 96},   {3, 40, 100, 128},
                                                   {4, 17, 32, 32},   {5, 33, 160, 160}, {9, 70, 256, 256},
                                                   {1, 3, 20, 64},    {16, 20, 72, 72}, {64, 20, 640, 640}};
@@ -184,25 +186,52 @@ TEST(GemmQuant, MatchesTheExactProductOfTheQuantizedOperands) {
       const auto W = random_vector((size_t)N * ldb, N * 7 + ldb, 0.5f);
       std::vector<uint8_t> B(N * quant_row_bytes(t, ldb));
       quantize_rows(t, W.data(), N, ldb, B.data());
-      // The build's SIMD kernel and the portable one (the lower ISAs) on the same operands; from
-      // gemm_quant_dequantizes(M) rows on, gemm_nt_quant multiplies A unquantized by the
-      // dequantized weights through the fp32 GEMM instead.
-      for (bool portable : {false, true}) {
-        const bool quantize_a = portable || !gemm_quant_dequantizes(M);
+      // The build's SIMD kernels (few rows; many rows: the interleaved kernel), the portable one
+      // (the lower ISAs), and the many-row path of builds without AVX2 (A unquantized times the
+      // dequantized weights through the fp32 GEMM) on the same operands.
+      for (const char* variant : {"simd", "portable", "via fp32"}) {
+        const std::string v = variant;
+        const bool quantize_a = v == "portable" || (v == "simd" && !gemm_quant_dequantizes(M));
         std::vector<double> mag;
         const auto ref = reference(M, N, K, A, t, B, ldb, &mag, quantize_a);
         std::vector<float> C((size_t)M * N, 3.0f);
-        (portable ? gemm_nt_quant_portable : gemm_nt_quant)(M, N, K, A.data(), K, t, B.data(), ldb,
-                                                            C.data(), N, 0.5f);
+        (v == "simd" ? gemm_nt_quant : v == "portable" ? gemm_nt_quant_portable : gemm_nt_quant_via_fp32)(
+            M, N, K, A.data(), K, t, B.data(), ldb, C.data(), N, 0.5f);
         for (size_t i = 0; i < C.size(); ++i) {
           // fp32 rounding: of each block's scale product and the running sum over K/32 blocks
           // (integer path), or of a K-term fp32 dot product (fp32 GEMM).
           const double terms = quantize_a ? quant_blocks(K) + 4 : K + 4;
           const double tol = mag[i] * terms * std::ldexp(1.0, -23) + 1e-6;
-          ASSERT_NEAR(C[i], ref[i] + 1.5, tol) << quant_type_name(t) << (portable ? " portable" : " simd")
+          ASSERT_NEAR(C[i], ref[i] + 1.5, tol) << quant_type_name(t) << " " << v
                                                << " M=" << M << " N=" << N << " K=" << K << " i=" << i;
         }
       }
+    }
+  }
+}
+
+TEST(GemmQuant, ActivationTiesRoundHalfAwayFromZeroAsTheReference) {
+  // Each block's largest magnitude is 127, so its scale is exactly 1 and every x + 0.5 is a tie
+  // the activation quantizer must round away from zero (std::round, as quant.h's Q8_0 rule): a
+  // vectorized quantizer rounding ties to even would change these integers by one step, far
+  // beyond the fp32 tolerance. Few rows (decoding) and many (the interleaved kernel).
+  const int K = 96, N = 19;
+  for (int M : {1, 3, 11}) {
+    std::vector<float> A((size_t)M * K);
+    for (int m = 0; m < M; ++m)
+      for (int k = 0; k < K; ++k)
+        A[(size_t)m * K + k] = k % 32 == 5 ? (m % 2 ? -127.0f : 127.0f) : ((k * 7 + m * 3) % 61 - 30) + 0.5f;
+    const auto W = random_vector((size_t)N * K, 91, 0.5f);
+    for (QuantType t : {QuantType::kQ8_0, QuantType::kQ4_0}) {
+      std::vector<uint8_t> B(N * quant_row_bytes(t, K));
+      quantize_rows(t, W.data(), N, K, B.data());
+      std::vector<double> mag;
+      const auto ref = reference(M, N, K, A, t, B, K, &mag, !gemm_quant_dequantizes(M));
+      std::vector<float> C((size_t)M * N);
+      gemm_nt_quant(M, N, K, A.data(), K, t, B.data(), K, C.data(), N, 0.0f);
+      for (size_t i = 0; i < C.size(); ++i)
+        ASSERT_NEAR(C[i], ref[i], mag[i] * (quant_blocks(K) + 4) * std::ldexp(1.0, -23) + 1e-6)
+            << quant_type_name(t) << " M=" << M << " i=" << i;
     }
   }
 }

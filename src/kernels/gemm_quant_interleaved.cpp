@@ -1,0 +1,199 @@
+// The quantized GEMM for many rows of A (prefill, evaluation): C = A · dequant(B)^T with A's rows
+// quantized to Q8_0 blocks (gemm_quant.cpp), B in Q4_0 or Q8_0 blocks.
+//
+// The few-row kernel (gemm_quant.cpp) gives each output C[m,n] its own register of eight int32
+// partial sums per block, then converts, scales and accumulates them: about six instructions
+// per 32 multiply-adds, more than fp32 FMAs need for the same work, so many rows would run
+// slower in integers than in fp32. Here the eight int32 lanes are eight weight rows instead:
+// a group of 8 weight rows is repacked once per GEMM so that one 32-byte vector holds codes
+// 4g..4g+3 of each of the 8 rows (lane j = row j), and each row of A meets it through a
+// broadcast of its own 4 activations 4g..4g+3. Eight such products cover a block for 8 columns
+// at once; their 16-bit sums stay exact for Q4_0 (16 products of at most 15 x 127 fit in int16)
+// so they widen once per block, and the block's scales, 8 weight scales in one vector times
+// the activation's, are applied by one multiply and one FMA for the 8 columns. That is about 2
+// instructions per 32 multiply-adds for Q4_0 (4 for Q8_0, whose signed weights need the sign
+// trick and a widening per product), which is what lets 4-bit weights prefill faster than fp32.
+//
+// The repacking (codes unpacked to bytes, scales to floats) costs one pass over the group's
+// blocks, shared by all M rows; the repacked group (8 x K bytes of codes, plus Q8_0's signs)
+// stays in L1 while the rows of A pass, kTileRows at a time, each with its own accumulator of
+// the 8 columns.
+#include <algorithm>
+#include <vector>
+
+#include "core/error.h"
+#include "core/threads.h"
+#include "kernels/gemm_quant_rows.h"
+
+namespace chainlm {
+
+#if defined(CHAINLM_QUANT_AVX2)
+
+namespace {
+
+constexpr int kGroup = 8;    // weight rows per group: AVX2's int32 lanes
+constexpr int kTileRows = 8;  // rows of A per pass over a repacked group
+constexpr int kGroupBytes = kGroup * kQuantBlock;  // codes of one block of a group
+
+// A group of 8 weight rows, repacked: per block b, the 8 scales as floats (d[b*8 + j]), and the
+// codes as 8 vectors of 32 bytes (codes[b*256 + g*32 + j*4 + t] = code 4g+t of row j): Q4_0's
+// nibbles 0..15 (the weight plus 8); Q8_0's |w|, with w itself in `signs` (its sign goes onto
+// the activations: the u8 x s8 instructions need one unsigned side).
+struct Group {
+  std::vector<float> d;
+  std::vector<uint8_t> codes;
+  std::vector<int8_t> signs;
+};
+
+template <QuantType T>
+void repack(const uint8_t* B, size_t b_row, int n, int rows, int nb, Group& g) {
+  constexpr size_t wb = T == QuantType::kQ8_0 ? 34 : 18;
+  g.d.assign((size_t)nb * kGroup, 0.0f);
+  g.codes.assign((size_t)nb * kGroupBytes, 0);  // rows past `rows`: zero codes, zero scale
+  if (T == QuantType::kQ8_0) g.signs.assign((size_t)nb * kGroupBytes, 0);
+  alignas(32) uint8_t row_codes[kQuantBlock];
+  for (int j = 0; j < rows; ++j) {
+    const uint8_t* w = B + (size_t)(n + j) * b_row;
+    for (int b = 0; b < nb; ++b) {
+      const uint8_t* block = w + b * wb;
+      g.d[(size_t)b * kGroup + j] = scale_of(block);
+      __m256i v;
+      if constexpr (T == QuantType::kQ8_0) {
+        const __m256i ws = weights_q8_0(block);
+        v = _mm256_sign_epi8(ws, ws);
+        alignas(32) int8_t row_signs[kQuantBlock];
+        _mm256_store_si256(reinterpret_cast<__m256i*>(row_signs), ws);
+        int8_t* s = g.signs.data() + (size_t)b * kGroupBytes + j * 4;
+        for (int q = 0; q < kQuantBlock / 4; ++q) std::memcpy(s + q * 32, row_signs + q * 4, 4);
+      } else {
+        v = nibbles_q4_0(block);
+      }
+      _mm256_store_si256(reinterpret_cast<__m256i*>(row_codes), v);
+      uint8_t* c = g.codes.data() + (size_t)b * kGroupBytes + j * 4;
+      for (int q = 0; q < kQuantBlock / 4; ++q) std::memcpy(c + q * 32, row_codes + q * 4, 4);
+    }
+  }
+}
+
+inline __m256i broadcast4(const int8_t* p) {
+  int32_t v;
+  std::memcpy(&v, p, 4);
+  return _mm256_set1_epi32(v);
+}
+
+// The block product of one activation row with the group's 8 rows, as 8 int32 lanes.
+template <QuantType T>
+inline __m256i block_dot(const __m256i* codes, const __m256i* signs, const int8_t* qa, int32_t sum8) {
+  if constexpr (T == QuantType::kQ4_0) {
+    // 16-bit sums: 8 products of 2 x (15 x 127) at most, 30,480 < 32,767.
+    __m256i p[kQuantBlock / 4];
+    for (int q = 0; q < kQuantBlock / 4; ++q)
+      p[q] = _mm256_maddubs_epi16(_mm256_loadu_si256(codes + q), broadcast4(qa + 4 * q));
+    // A tree of additions: three dependent steps rather than seven.
+    const __m256i s16 = _mm256_add_epi16(_mm256_add_epi16(_mm256_add_epi16(p[0], p[1]), _mm256_add_epi16(p[2], p[3])),
+                                         _mm256_add_epi16(_mm256_add_epi16(p[4], p[5]), _mm256_add_epi16(p[6], p[7])));
+    return _mm256_sub_epi32(_mm256_madd_epi16(s16, _mm256_set1_epi16(1)), _mm256_set1_epi32(sum8));
+  } else {
+    // 127 x 127 x 2 per 16-bit lane: widened after every product.
+    __m256i s32 = _mm256_setzero_si256();
+    for (int q = 0; q < kQuantBlock / 4; ++q) {
+      const __m256i sa = _mm256_sign_epi8(broadcast4(qa + 4 * q), _mm256_loadu_si256(signs + q));
+      s32 = _mm256_add_epi32(s32, _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_loadu_si256(codes + q), sa), _mm256_set1_epi16(1)));
+    }
+    return s32;
+  }
+}
+
+// The rows of A as the kernel reads them: in tiles of kTileRows rows (the last padded with zero
+// rows), per block the tile's codes (kTileRows x 32 bytes), then its scales, then its sums of
+// codes times 8, so one pointer walks a tile's blocks with constant offsets.
+constexpr int kTileBlockBytes = kTileRows * (kQuantBlock + 4 + 4);
+
+void pack_rows(const QuantizedRows& a, int M, std::vector<uint8_t>& out) {
+  const int tiles = (M + kTileRows - 1) / kTileRows;
+  out.assign((size_t)tiles * a.nb * kTileBlockBytes, 0);
+  uint8_t* base = out.data();
+#pragma omp parallel for schedule(static) if ((long)M * a.nb * kQuantBlock >= kParallelMinWork)
+  for (int m = 0; m < M; ++m) {
+    const int t = m / kTileRows, i = m % kTileRows;
+    for (int b = 0; b < a.nb; ++b) {
+      uint8_t* tb = base + ((size_t)t * a.nb + b) * kTileBlockBytes;
+      std::memcpy(tb + i * kQuantBlock, a.q_row(m) + b * kQuantBlock, kQuantBlock);
+      std::memcpy(tb + kTileRows * kQuantBlock + 4 * i, a.d_row(m) + b, 4);
+      std::memcpy(tb + kTileRows * (kQuantBlock + 4) + 4 * i, a.sum8_row(m) + b * kSumLanes, 4);
+    }
+  }
+}
+
+// One tile of rows of A against the repacked group: C[m+i, n..n+cols) for i < rows.
+template <QuantType T>
+void group_tile(const Group& g, const uint8_t* tile, int nb, int m, int rows, float* C, int ldc, int n, int cols,
+                float beta) {
+  __m256 acc[kTileRows];
+  for (int i = 0; i < kTileRows; ++i) acc[i] = _mm256_setzero_ps();
+  const auto* codes = reinterpret_cast<const __m256i*>(g.codes.data());
+  const auto* signs = reinterpret_cast<const __m256i*>(g.signs.data());
+  for (int b = 0; b < nb; ++b, tile += kTileBlockBytes) {
+    const __m256i* cb = codes + (size_t)b * (kQuantBlock / 4);
+    const __m256i* sb = T == QuantType::kQ8_0 ? signs + (size_t)b * (kQuantBlock / 4) : nullptr;
+    const __m256 dw = _mm256_loadu_ps(g.d.data() + (size_t)b * kGroup);
+    const auto* qa = reinterpret_cast<const int8_t*>(tile);
+    const auto* da = reinterpret_cast<const float*>(tile + kTileRows * kQuantBlock);
+    const auto* sa = reinterpret_cast<const int32_t*>(tile + kTileRows * (kQuantBlock + 4));
+    for (int i = 0; i < kTileRows; ++i) {
+      const __m256i dot = block_dot<T>(cb, sb, qa + i * kQuantBlock, sa[i]);
+      acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_mul_ps(dw, _mm256_broadcast_ss(da + i)), acc[i]);
+    }
+  }
+  for (int i = 0; i < rows; ++i) {
+    float* c = C + (long)(m + i) * ldc + n;
+    alignas(32) float out[kGroup];
+    _mm256_store_ps(out, acc[i]);
+    for (int j = 0; j < cols; ++j) c[j] = beta == 0.0f ? out[j] : out[j] + beta * c[j];
+  }
+}
+
+template <QuantType T>
+void gemm_groups(int n0, int n1, int M, int nb, const uint8_t* packed, const uint8_t* B, size_t b_row, float* C,
+                 int ldc, float beta) {
+  thread_local Group g;  // each thread's own (this runs inside the parallel region)
+  for (int n = n0; n < n1; n += kGroup) {
+    const int cols = std::min(kGroup, n1 - n);
+    repack<T>(B, b_row, n, cols, nb, g);
+    for (int m = 0; m < M; m += kTileRows)
+      group_tile<T>(g, packed + (size_t)(m / kTileRows) * nb * kTileBlockBytes, nb, m, std::min(kTileRows, M - m),
+                    C, ldc, n, cols, beta);
+  }
+}
+
+}  // namespace
+
+bool gemm_quant_interleaved_available() { return true; }
+
+void gemm_quant_interleaved(QuantType type, int M, int N, const QuantizedRows& a, const uint8_t* B, size_t b_row,
+                            float* C, int ldc, float beta) {
+  thread_local std::vector<uint8_t> packed_rows;
+  pack_rows(a, M, packed_rows);
+  const uint8_t* packed = packed_rows.data();  // taken here: the region's threads have their own
+  // Threads take whole groups of 8 weight rows.
+  const int groups = (N + kGroup - 1) / kGroup;
+  for_column_ranges(groups, (long)M * N * a.nb * kQuantBlock / 4, [&](int g0, int g1) {
+    const int n0 = g0 * kGroup, n1 = std::min(N, g1 * kGroup);
+    if (type == QuantType::kQ4_0)
+      gemm_groups<QuantType::kQ4_0>(n0, n1, M, a.nb, packed, B, b_row, C, ldc, beta);
+    else
+      gemm_groups<QuantType::kQ8_0>(n0, n1, M, a.nb, packed, B, b_row, C, ldc, beta);
+  });
+}
+
+#else
+
+bool gemm_quant_interleaved_available() { return false; }
+
+void gemm_quant_interleaved(QuantType, int, int, const QuantizedRows&, const uint8_t*, size_t, float*, int, float) {
+  fail("gemm_quant_interleaved: this build has no AVX2 kernel for it");
+}
+
+#endif
+
+}  // namespace chainlm
