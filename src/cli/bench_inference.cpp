@@ -261,18 +261,27 @@ void bench_prefill(const InferenceBenchArgs& a) {
     bench_phd_prefill(a, *model, k, prompt, session);
     return;
   }
-  auto time_prefill = [&](InferenceSession& s, bool chain1) {
-    std::vector<double> ms;
-    for (int rep = 0; rep < 4; ++rep) {  // rep 0 warms up
-      s.reset();
-      Timer t;
-      s.prefill(prompt, k, chain1);
-      if (rep > 0) ms.push_back(t.seconds() * 1e3);
-    }
-    return median(ms);
-  };
   const GemmPeak peak = measure_gemm_peak(2048, 2);
-  const double full_ms = time_prefill(session, false);
+  // With --vs-fp32 the two models' prefills alternate, round by round (a busy core slows both).
+  std::unique_ptr<InferenceSession> fp32_session = fp32 ? std::make_unique<InferenceSession>(*fp32, n) : nullptr;
+  std::vector<std::function<void()>> runs = {[&] {
+    session.reset();
+    session.prefill(prompt, k, false);
+  }};
+  if (fp32_session)
+    runs.push_back([&] {
+      fp32_session->reset();
+      fp32_session->prefill(prompt, k, false);
+    });
+  const std::vector<double> ms = interleaved_ms(runs, fp32_session ? 7 : 3);
+  const double full_ms = ms[0];
+  auto time_prefill = [&](InferenceSession& s, bool chain1) {
+    return interleaved_ms({[&] {
+                             s.reset();
+                             s.prefill(prompt, k, chain1);
+                           }},
+                          3)[0];
+  };
   const double full_flops = forward_flops(*model, k, 0, n);
   nlohmann::json j = {{"bench", "prefill"},
                       {"model", model_name(a)},
@@ -286,11 +295,9 @@ void bench_prefill(const InferenceBenchArgs& a) {
                       {"full_prefill_gflops", full_flops / full_ms / 1e6}};
   add_gemm_fields(j, peak);
   j["precision"] = model->weight_format();
-  if (fp32) {
-    InferenceSession fp32_session(*fp32, n);
-    const double fp32_ms = time_prefill(fp32_session, false);
-    j["fp32_prefill_ms"] = fp32_ms;
-    j["speedup_vs_fp32"] = fp32_ms / full_ms;
+  if (fp32_session) {
+    j["fp32_prefill_ms"] = ms[1];
+    j["speedup_vs_fp32"] = ms[1] / full_ms;
   }
   if (c.kv_share && k > 1) {
     const double chain1_ms = time_prefill(session, true);
