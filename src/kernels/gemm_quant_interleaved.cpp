@@ -45,33 +45,55 @@ struct Group {
   std::vector<int8_t> signs;
 };
 
+// Rows of 8 int32 lanes in, columns out: out[g] lane j = in[j] lane g.
+inline void transpose8x8(const __m256i in[8], __m256i* out) {
+  __m256i t[8], u[8];
+  for (int i = 0; i < 8; i += 2) {
+    t[i] = _mm256_unpacklo_epi32(in[i], in[i + 1]);
+    t[i + 1] = _mm256_unpackhi_epi32(in[i], in[i + 1]);
+  }
+  for (int i = 0; i < 8; i += 4)
+    for (int h = 0; h < 2; ++h) {
+      u[i + h] = _mm256_unpacklo_epi64(t[i + h], t[i + h + 2]);
+      u[i + h + 2] = _mm256_unpackhi_epi64(t[i + h], t[i + h + 2]);
+    }
+  // u[h] holds lane L[h] of rows 0..3 in its low half and lane L[h] + 4 in its high half;
+  // u[h + 4] the same of rows 4..7.
+  constexpr int L[4] = {0, 2, 1, 3};
+  for (int h = 0; h < 4; ++h) {
+    _mm256_storeu_si256(out + L[h], _mm256_permute2x128_si256(u[h], u[h + 4], 0x20));
+    _mm256_storeu_si256(out + L[h] + 4, _mm256_permute2x128_si256(u[h], u[h + 4], 0x31));
+  }
+}
+
 template <QuantType T>
 void repack(const uint8_t* B, size_t b_row, int n, int rows, int nb, Group& g) {
   constexpr size_t wb = T == QuantType::kQ8_0 ? 34 : 18;
-  g.d.assign((size_t)nb * kGroup, 0.0f);
-  g.codes.assign((size_t)nb * kGroupBytes, 0);  // rows past `rows`: zero codes, zero scale
-  if (T == QuantType::kQ8_0) g.signs.assign((size_t)nb * kGroupBytes, 0);
-  alignas(32) uint8_t row_codes[kQuantBlock];
-  for (int j = 0; j < rows; ++j) {
-    const uint8_t* w = B + (size_t)(n + j) * b_row;
-    for (int b = 0; b < nb; ++b) {
-      const uint8_t* block = w + b * wb;
-      g.d[(size_t)b * kGroup + j] = scale_of(block);
-      __m256i v;
-      if constexpr (T == QuantType::kQ8_0) {
-        const __m256i ws = weights_q8_0(block);
-        v = _mm256_sign_epi8(ws, ws);
-        alignas(32) int8_t row_signs[kQuantBlock];
-        _mm256_store_si256(reinterpret_cast<__m256i*>(row_signs), ws);
-        int8_t* s = g.signs.data() + (size_t)b * kGroupBytes + j * 4;
-        for (int q = 0; q < kQuantBlock / 4; ++q) std::memcpy(s + q * 32, row_signs + q * 4, 4);
-      } else {
-        v = nibbles_q4_0(block);
+  // Every element is written below (rows past `rows`: zero codes, zero scale): no clearing.
+  g.d.resize((size_t)nb * kGroup);
+  g.codes.resize((size_t)nb * kGroupBytes);
+  if (T == QuantType::kQ8_0) g.signs.resize((size_t)nb * kGroupBytes);
+  for (int b = 0; b < nb; ++b) {
+    __m256i v[kGroup], w[kGroup];
+    for (int j = 0; j < kGroup; ++j) {
+      if (j >= rows) {
+        v[j] = w[j] = _mm256_setzero_si256();
+        g.d[(size_t)b * kGroup + j] = 0.0f;
+        continue;
       }
-      _mm256_store_si256(reinterpret_cast<__m256i*>(row_codes), v);
-      uint8_t* c = g.codes.data() + (size_t)b * kGroupBytes + j * 4;
-      for (int q = 0; q < kQuantBlock / 4; ++q) std::memcpy(c + q * 32, row_codes + q * 4, 4);
+      const uint8_t* block = B + (size_t)(n + j) * b_row + b * wb;
+      g.d[(size_t)b * kGroup + j] = scale_of(block);
+      if constexpr (T == QuantType::kQ8_0) {
+        w[j] = weights_q8_0(block);
+        v[j] = _mm256_sign_epi8(w[j], w[j]);
+      } else {
+        v[j] = nibbles_q4_0(block);
+      }
     }
+    // Row j's codes 4q..4q+3 are its int32 lane q: a transpose puts them in lane j of vector q.
+    transpose8x8(v, reinterpret_cast<__m256i*>(g.codes.data() + (size_t)b * kGroupBytes));
+    if constexpr (T == QuantType::kQ8_0)
+      transpose8x8(w, reinterpret_cast<__m256i*>(g.signs.data() + (size_t)b * kGroupBytes));
   }
 }
 
@@ -111,8 +133,11 @@ constexpr int kTileBlockBytes = kTileRows * (kQuantBlock + 4 + 4);
 
 void pack_rows(const QuantizedRows& a, int M, std::vector<uint8_t>& out) {
   const int tiles = (M + kTileRows - 1) / kTileRows;
-  out.assign((size_t)tiles * a.nb * kTileBlockBytes, 0);
+  out.resize((size_t)tiles * a.nb * kTileBlockBytes);
   uint8_t* base = out.data();
+  // The padding rows of the last tile are zeros (codes, scales and sums); the rest is copied.
+  if (M % kTileRows != 0)
+    std::memset(base + (size_t)(tiles - 1) * a.nb * kTileBlockBytes, 0, (size_t)a.nb * kTileBlockBytes);
 #pragma omp parallel for schedule(static) if ((long)M * a.nb * kQuantBlock >= kParallelMinWork)
   for (int m = 0; m < M; ++m) {
     const int t = m / kTileRows, i = m % kTileRows;
