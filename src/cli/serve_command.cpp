@@ -12,6 +12,7 @@
 #include "cli/parse_util.h"
 #include "core/error.h"
 #include "core/memory.h"
+#include "serve/access.h"
 #include "serve/server.h"
 
 namespace chainlm::cli {
@@ -55,6 +56,13 @@ void add_serve_command(CLI::App& app) {
   cmd->add_option("--memory-limit", a->memory_limit,
                   "Memory budget, e.g. 4G (default: what the machine has available); the "
                   "server refuses to start when the model and its sessions would not fit");
+  cmd->add_option("--api-key", a->serve.api_key,
+                  "Every route but / and /health needs 'Authorization: Bearer KEY' (401 otherwise); "
+                  "prefer the environment variable, which other users cannot see in the process list")
+      ->envname("CHAINLM_API_KEY");
+  cmd->add_option("--cors-origin", a->serve.cors_origins,
+                  "A web origin (e.g. https://app.example) whose pages may call the API; repeatable; '*' = any. "
+                  "Default: none, and requests from other origins' pages are refused");
   cmd->add_option("--name", a->name,
                   "Model name in the API (default: the --model file or directory name)");
   cmd->callback([a]() {
@@ -78,6 +86,11 @@ void add_serve_command(CLI::App& app) {
         a->serve.host.c_str(), port, a->serve.model_name.c_str(), c.n_chains(),
         server.max_sessions(), server.threads_per_session(), server.max_queue());
     std::printf("chainlm serve: memory estimated %s\n", server.estimated_memory().describe().c_str());
+    if (a->serve.api_key.empty() && !is_loopback_host(a->serve.host))
+      std::fprintf(stderr,
+                   "chainlm serve: warning: listening on %s, reachable from other machines, without an API key: "
+                   "anyone who can connect can generate (set CHAINLM_API_KEY or --api-key)\n",
+                   a->serve.host.c_str());
     std::fflush(stdout);
     int sig = 0;
     sigwait(&stop_signals, &sig);

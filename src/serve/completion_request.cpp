@@ -175,13 +175,24 @@ CompletionRequest parse_completion_request(const json& body, const ModelConfig& 
 }
 
 CompletionRequest parse_completion_body(const std::string& body, const ModelConfig& config) {
+  return parse_completion_request(parse_json_body(body), config);
+}
+
+json parse_json_body(const std::string& body) {
   json j;
   try {
     j = json::parse(body);
-  } catch (const json::exception& e) {
-    refuse("", cat("the request body is not valid JSON: ", e.what()));
+  } catch (const json::parse_error& e) {
+    // The byte where parsing stopped, not the library's internal wording.
+    refuse("", e.byte > body.size() ? cat("the request body is not valid JSON: it ends too early (", body.size(),
+                                          " bytes)")
+                                    : cat("the request body is not valid JSON: error near byte ", e.byte));
+  } catch (const json::out_of_range&) {
+    refuse("", "the request body is not valid JSON: a number is too large");
+  } catch (const json::exception&) {
+    refuse("", "the request body is not valid JSON");
   }
-  return parse_completion_request(j, config);
+  return j;
 }
 
 }  // namespace chainlm

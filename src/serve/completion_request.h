@@ -44,4 +44,8 @@ CompletionRequest parse_completion_request(const nlohmann::json& body, const Mod
 // RequestError like any other bad request, then parse_completion_request.
 CompletionRequest parse_completion_body(const std::string& body, const ModelConfig& config);
 
+// That parsing step alone, for every JSON route: the body as JSON, or a RequestError naming
+// where it stops being JSON.
+nlohmann::json parse_json_body(const std::string& body);
+
 }  // namespace chainlm

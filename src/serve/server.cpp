@@ -13,11 +13,13 @@
 #include "core/threads.h"
 #include "infer/generator.h"
 #include "infer/session.h"
+#include "serve/access.h"
 #include "serve/admission.h"
 #include "serve/completion_request.h"
 #include "serve/completion_text.h"
 #include "serve/metrics.h"
 #include "serve/playground.h"
+#include "serve/tokenize_request.h"
 
 namespace chainlm {
 
@@ -49,8 +51,9 @@ void set_error(httplib::Response& res, int status, const std::string& message,
 }
 
 std::string route_label(const std::string& path) {
-  for (const char* known : {"/", "/health", "/metrics", "/v1/models", "/v1/completions"})
+  for (const char* known : {"/", "/health", "/metrics", "/v1/models", "/v1/completions", "/tokenize", "/detokenize"})
     if (path == known) return path;
+  if (path.rfind("/v1/models/", 0) == 0) return "/v1/models/{id}";
   return "other";
 }
 
@@ -61,6 +64,11 @@ const char* finish_reason(const GenerateResult& r, const CompletionText& text) {
 // httplib listens with a backlog of 5 (CPPHTTPLIB_LISTEN_BACKLOG, fixed when Debian built the
 // library): a burst of new connections beyond it has its SYNs dropped and retried a second
 // later. This lets the server raise the backlog once bound.
+// Header and body reads (a slow client holds a worker thread no longer than this) and idle
+// keep-alive connections.
+constexpr int kReadTimeoutSeconds = 10;
+constexpr int kKeepAliveSeconds = 2;
+
 class HttpServer : public httplib::Server {
  public:
   void raise_listen_backlog() {
@@ -80,6 +88,7 @@ struct InferenceServer::Impl {
   MemoryEstimate memory;
   Admission admission;
   Metrics metrics;
+  AccessPolicy access;
   HttpServer http;
   std::thread listener;
   int port = -1;
@@ -113,7 +122,9 @@ struct InferenceServer::Impl {
   };
 
   void route();
-  void completions(const httplib::Request& req, httplib::Response& res);
+  // Origin, Host, Content-Length and API key, before any route runs (serve/access.h).
+  httplib::Server::HandlerResponse admit(const httplib::Request& req, httplib::Response& res);
+  void completions(const std::string& body, httplib::Response& res);
   // Generates; emit (if set) receives each token's releasable text and chains and returns
   // false when the client has gone away. Returns the text held back until the end (the last
   // event of a stream carries it).
@@ -152,10 +163,66 @@ void InferenceServer::Impl::route() {
            counted("/v1/models", [this](const httplib::Request&, httplib::Response& res) {
              res.set_content(json_dump(models_json()), "application/json");
            }));
-  http.Post("/v1/completions",
-            counted("/v1/completions", [this](const httplib::Request& req, httplib::Response& res) {
-              completions(req, res);
-            }));
+  // POST bodies are read here rather than by httplib, so one limit holds for every encoding
+  // (chunked included) and a body is never parsed as a form. (admit() has checked that a
+  // Content-Length is a number.)
+  auto post_json = [this](const char* path, std::function<void(const std::string&, httplib::Response&)> handle) {
+    http.Post(path, [this, path, handle](const httplib::Request& req, httplib::Response& res,
+                                         const httplib::ContentReader& read) {
+      std::string body;
+      // A declared length over the limit is refused unread; a chunked body when it passes it.
+      bool too_large = req.has_header("Content-Length") &&
+                       std::stoull(req.get_header_value("Content-Length")) > opt.max_body_bytes;
+      const bool complete = !too_large && read([&](const char* data, size_t n) {
+        if (body.size() + n > opt.max_body_bytes) {
+          too_large = true;
+          return false;
+        }
+        body.append(data, n);
+        return true;
+      });
+      if (too_large || !complete) {
+        res.set_header("Connection", "close");  // the rest of the body is not read
+        if (too_large)
+          set_error(res, 413,
+                    cat("the request body is larger than the server accepts (--max-body-bytes ",
+                        opt.max_body_bytes, ")"),
+                    "invalid_request_error");
+        else
+          set_error(res, 400, "the request body could not be read to its end", "invalid_request_error");
+        return;
+      }
+      try {
+        handle(body, res);
+      } catch (const RequestError& e) {
+        set_error(res, 400, e.what(), "invalid_request_error", e.param());
+      }
+      if (res.status < 400) metrics.count_request(path, res.status < 0 ? 200 : res.status);
+    });
+  };
+  post_json("/v1/completions", [this](const std::string& body, httplib::Response& res) { completions(body, res); });
+  post_json("/tokenize", [this](const std::string& body, httplib::Response& res) {
+    const TokenizeRequest r = parse_tokenize_request(parse_json_body(body));
+    std::vector<int> ids = tok.encode(r.content);
+    if (r.add_special) ids.insert(ids.begin(), tok.bos_id());
+    res.set_content(json_dump(json{{"tokens", ids}}), "application/json");
+  });
+  post_json("/detokenize", [this](const std::string& body, httplib::Response& res) {
+    const std::vector<int> ids = parse_detokenize_request(parse_json_body(body), tok.vocab_size());
+    res.set_content(json_dump(json{{"content", tok.decode(ids)}}), "application/json");
+  });
+  http.Get(R"(/v1/models/(.+))", counted("/v1/models/{id}", [this](const httplib::Request& req,
+                                                                   httplib::Response& res) {
+             const std::string id = req.matches[1];
+             if (id != opt.model_name) {
+               set_error(res, 404, cat("model '", id, "' not found; this server serves '", opt.model_name, "'"),
+                         "not_found_error", "model");
+               return;
+             }
+             res.set_content(json_dump(models_json()["data"][0]), "application/json");
+           }));
+  http.set_pre_routing_handler(
+      [this](const httplib::Request& req, httplib::Response& res) { return admit(req, res); });
   // Every 4xx/5xx gets an OpenAI-style JSON body; handlers that wrote their own keep it.
   http.set_error_handler([this](const httplib::Request& req, httplib::Response& res) {
     metrics.count_request(route_label(req.path), res.status);
@@ -179,6 +246,60 @@ void InferenceServer::Impl::route() {
         }
         set_error(res, 500, what, "server_error");
       });
+}
+
+httplib::Server::HandlerResponse InferenceServer::Impl::admit(const httplib::Request& req,
+                                                               httplib::Response& res) {
+  using R = httplib::Server::HandlerResponse;
+  const std::string host = req.get_header_value("Host");
+  if (access.loopback_only && !is_loopback_host(host_of_host_header(host))) {
+    res.set_header("Connection", "close");
+    set_error(res, 403,
+              cat("this server listens on loopback and answers only requests for localhost, 127.0.0.1 or "
+                  "[::1], not for Host '",
+                  host, "'"),
+              "permission_error");
+    return R::Handled;
+  }
+  const std::string origin = req.get_header_value("Origin");
+  const OriginCheck from = check_origin(access, origin, host);
+  if (from == OriginCheck::kRefused) {
+    res.set_header("Connection", "close");
+    set_error(res, 403,
+              cat("requests from the web origin ", origin,
+                  " are refused; start the server with --cors-origin ", origin, " to allow it"),
+              "permission_error");
+    return R::Handled;
+  }
+  if (from == OriginCheck::kAllowed) {
+    res.set_header("Access-Control-Allow-Origin", origin);
+    res.set_header("Vary", "Origin");
+  }
+  if (req.method == "OPTIONS") {  // a CORS preflight
+    if (from != OriginCheck::kAllowed) {
+      set_error(res, 403, "CORS preflight from an origin not allowed (--cors-origin)", "permission_error");
+      return R::Handled;
+    }
+    res.status = 204;
+    res.set_header("Access-Control-Allow-Methods", "GET, POST, OPTIONS");
+    res.set_header("Access-Control-Allow-Headers", "Authorization, Content-Type");
+    res.set_header("Access-Control-Max-Age", "600");
+    return R::Handled;
+  }
+  if (req.has_header("Content-Length") && !valid_content_length(req.get_header_value("Content-Length"))) {
+    res.set_header("Connection", "close");
+    set_error(res, 400, cat("Content-Length '", req.get_header_value("Content-Length"), "' is not a length"),
+              "invalid_request_error");
+    return R::Handled;
+  }
+  if (!access.api_key.empty() && route_needs_key(req.path) &&
+      !bearer_matches(req.get_header_value("Authorization"), access.api_key)) {
+    res.set_header("WWW-Authenticate", "Bearer");
+    set_error(res, 401, "this server needs an API key: send the header 'Authorization: Bearer KEY'",
+              "authentication_error");
+    return R::Handled;
+  }
+  return R::Unhandled;
 }
 
 json InferenceServer::Impl::health_json() const {
@@ -301,11 +422,11 @@ bool InferenceServer::Impl::stream(Job& job, httplib::DataSink& sink) {
   }
 }
 
-void InferenceServer::Impl::completions(const httplib::Request& req, httplib::Response& res) {
+void InferenceServer::Impl::completions(const std::string& body, httplib::Response& res) {
   auto job = std::make_shared<Job>();
   job->arrival = Clock::now();
   try {
-    job->request = parse_completion_body(req.body, model.config());
+    job->request = parse_completion_body(body, model.config());
     const int prompt_tokens = 1 + (int)tok.encode(job->request.prompt).size();
     if (prompt_tokens > model.config().max_seq_len)
       throw RequestError("prompt",
@@ -389,6 +510,18 @@ InferenceServer::InferenceServer(const Model& model, const Tokenizer& tokenizer,
   const int pool = sessions + impl_->opt.max_queue + kSpareHttpThreads;
   impl_->http.new_task_queue = [pool] { return new httplib::ThreadPool(pool); };
   impl_->http.set_payload_max_length(impl_->opt.max_body_bytes);
+  impl_->access = {impl_->opt.api_key, impl_->opt.cors_origins, is_loopback_host(impl_->opt.host)};
+  // Each response goes out at once (no Nagle delay on reused connections); a slow or idle
+  // client holds a worker thread for a bounded time.
+  impl_->http.set_tcp_nodelay(true);
+  impl_->http.set_read_timeout(kReadTimeoutSeconds, 0);
+  impl_->http.set_keep_alive_timeout(kKeepAliveSeconds);
+  // SO_REUSEADDR only: httplib also sets SO_REUSEPORT, with which a second server on the same
+  // port starts without error and takes half of the first one's connections.
+  impl_->http.set_socket_options([](socket_t sock) {
+    int yes = 1;
+    setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, reinterpret_cast<const void*>(&yes), sizeof(yes));
+  });
   impl_->route();
 }
 

@@ -12,6 +12,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "io/tokenizer.h"
 #include "model/memory_estimate.h"
@@ -27,6 +28,10 @@ struct ServeOptions {
   int max_queue = 16;               // requests that may wait for a session
   size_t max_body_bytes = 1 << 20;  // larger request bodies get 413
   std::string model_name = "chainlm";
+  // Access (serve/access.h): the API key every route but / and /health needs (empty: none), and
+  // the browser origins allowed cross-site ("*": any).
+  std::string api_key;
+  std::vector<std::string> cors_origins;
   // Memory budget (0 = what the machine has available): the model plus max_sessions sessions
   // at full context must fit, or the server refuses to start (docs/reliability.md).
   uint64_t memory_limit = 0;

@@ -130,11 +130,11 @@ TEST(CompletionRequest, ErrorsNameTheField) {
 // a 500 instead of a 400. The raw body is now parsed by parse_completion_body.
 TEST(CompletionRequest, BodyThatIsNotJsonIsARequestError) {
   const std::vector<std::pair<std::string, std::string>> cases = {
-      {R"({"prompt": "x", "max_tokens": 1e999})", "number overflow"},
-      {R"({"prompt": "x", "temperature": -4e400})", "number overflow"},
-      {R"({"prompt": "x",)", "parse error"},
-      {"", "parse error"},
-      {"{\"prompt\": \"\xff\"}", "parse error"},  // not UTF-8
+      {R"({"prompt": "x", "max_tokens": 1e999})", "a number is too large"},
+      {R"({"prompt": "x", "temperature": -4e400})", "a number is too large"},
+      {R"({"prompt": "x",)", "it ends too early (15 bytes)"},
+      {"", "it ends too early (0 bytes)"},
+      {"{\"prompt\": \"\xff\"}", "error near byte 13"},  // not UTF-8 (byte 12)
   };
   for (const auto& [body, detail] : cases) {
     try {

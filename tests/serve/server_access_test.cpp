@@ -1,0 +1,265 @@
+// Who may use the server (serve/access.h) and how it holds up against malformed or hostile
+// requests: the API key, browser origins (CORS) and DNS rebinding, body limits for every
+// encoding, a port already in use.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "serve/access.h"
+#include "serve/serve_test_util.h"
+
+namespace chainlm {
+namespace {
+
+using nlohmann::json;
+using testing::ServerUnderTest;
+using testing::TempDir;
+
+TEST(Access, LoopbackHostsAndHostHeaders) {
+  for (const char* h : {"localhost", "LocalHost", "127.0.0.1", "127.1.2.3", "::1", "[::1]"})
+    EXPECT_TRUE(is_loopback_host(h)) << h;
+  for (const char* h : {"0.0.0.0", "192.168.1.2", "evil.example", "127.0.0.1.evil.example", "127.0.0", "", "::"})
+    EXPECT_FALSE(is_loopback_host(h)) << h;
+  EXPECT_EQ(host_of_host_header("localhost:8080"), "localhost");
+  EXPECT_EQ(host_of_host_header("127.0.0.1"), "127.0.0.1");
+  EXPECT_EQ(host_of_host_header("[::1]:80"), "::1");
+}
+
+TEST(Access, BearerKeyMustMatchExactly) {
+  EXPECT_TRUE(bearer_matches("Bearer s3cret", "s3cret"));
+  for (const char* h : {"", "Bearer ", "Bearer s3cre", "Bearer s3crett", "bearer s3cret", "Basic s3cret",
+                        "Bearer  s3cret", "s3cret"})
+    EXPECT_FALSE(bearer_matches(h, "s3cret")) << h;
+  EXPECT_FALSE(bearer_matches("Bearer ", ""));  // no key configured: nothing matches
+  EXPECT_FALSE(route_needs_key("/"));
+  EXPECT_FALSE(route_needs_key("/health"));
+  for (const char* p : {"/v1/completions", "/v1/models", "/metrics", "/anything"}) EXPECT_TRUE(route_needs_key(p)) << p;
+}
+
+TEST(Access, OriginsAndContentLengths) {
+  AccessPolicy none;
+  EXPECT_EQ(check_origin(none, "", "127.0.0.1:8080"), OriginCheck::kNone);
+  EXPECT_EQ(check_origin(none, "http://127.0.0.1:8080", "127.0.0.1:8080"), OriginCheck::kSameOrigin);
+  EXPECT_EQ(check_origin(none, "http://evil.example", "127.0.0.1:8080"), OriginCheck::kRefused);
+  EXPECT_EQ(check_origin(none, "null", "127.0.0.1:8080"), OriginCheck::kRefused);  // file:// pages, sandboxes
+  AccessPolicy app{.api_key = "", .cors_origins = {"https://app.example"}, .loopback_only = true};
+  EXPECT_EQ(check_origin(app, "https://app.example", "127.0.0.1:8080"), OriginCheck::kAllowed);
+  EXPECT_EQ(check_origin(app, "https://app.example.evil", "127.0.0.1:8080"), OriginCheck::kRefused);
+  AccessPolicy any{.api_key = "", .cors_origins = {"*"}, .loopback_only = false};
+  EXPECT_EQ(check_origin(any, "https://anyone.example", "h:1"), OriginCheck::kAllowed);
+  for (const char* v : {"0", "17", "1048576"}) EXPECT_TRUE(valid_content_length(v)) << v;
+  for (const char* v : {"", "-5", "+5", "5 ", "0x10", "1e3", "99999999999999999999"})
+    EXPECT_FALSE(valid_content_length(v)) << v;
+}
+
+class ServeAccess : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    model = dir.file("air");
+    testing::write_tiny_model(model, true);
+  }
+  static ServeOptions one_thread() {
+    ServeOptions o;
+    o.threads = 1;
+    o.max_sessions = 1;
+    return o;
+  }
+  TempDir dir;
+  std::string model;
+};
+
+const char* kBody = R"({"prompt": "x", "max_tokens": 2})";
+
+long generations(const ServerUnderTest& s) {
+  auto r = s.client().Get("/metrics");
+  if (!r || r->status != 200) return -1;
+  const std::string name = "\nchainlm_generations_total ";
+  const size_t at = r->body.find(name);
+  return at == std::string::npos ? -1 : std::stol(r->body.substr(at + name.size()));
+}
+
+TEST_F(ServeAccess, ApiKeyGuardsEveryRouteButThePageAndHealth) {
+  ServeOptions o = one_thread();
+  o.api_key = "k3y-for-tests";
+  ServerUnderTest s(model, o);
+  auto c = s.client();
+  auto no_key = c.Post("/v1/completions", kBody, "application/json");
+  ASSERT_TRUE(no_key);
+  EXPECT_EQ(no_key->status, 401);
+  EXPECT_EQ(no_key->get_header_value("WWW-Authenticate"), "Bearer");
+  EXPECT_EQ(json::parse(no_key->body)["error"]["type"], "authentication_error");
+  for (const char* path : {"/v1/models", "/metrics"}) {
+    auto r = c.Get(path);
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, 401) << path;
+  }
+  auto wrong = c.Post("/v1/completions", {{"Authorization", "Bearer k3y-for-test"}}, kBody, "application/json");
+  ASSERT_TRUE(wrong);
+  EXPECT_EQ(wrong->status, 401);
+  for (const char* path : {"/", "/health"}) {
+    auto r = c.Get(path);
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, 200) << path;
+  }
+  c.set_bearer_token_auth("k3y-for-tests");
+  auto ok = c.Post("/v1/completions", kBody, "application/json");
+  ASSERT_TRUE(ok);
+  EXPECT_EQ(ok->status, 200) << ok->body;
+  auto metrics = c.Get("/metrics");
+  ASSERT_TRUE(metrics);
+  EXPECT_EQ(metrics->status, 200);
+  // Refusals are counted like other errors.
+  EXPECT_NE(metrics->body.find("code=\"401\""), std::string::npos) << metrics->body;
+}
+
+TEST_F(ServeAccess, WebPagesOfOtherOriginsCannotGenerate) {
+  ServerUnderTest s(model, one_thread());
+  auto c = s.client();
+  const long before = generations(s);
+  ASSERT_GE(before, 0);
+  // What any web page can send without a CORS preflight: a text/plain POST, with its Origin.
+  auto csrf = c.Post("/v1/completions", {{"Origin", "http://evil.example"}}, kBody, "text/plain");
+  ASSERT_TRUE(csrf);
+  EXPECT_EQ(csrf->status, 403);
+  EXPECT_NE(json::parse(csrf->body)["error"]["message"].get<std::string>().find("--cors-origin http://evil.example"),
+            std::string::npos);
+  EXPECT_EQ(csrf->get_header_value("Access-Control-Allow-Origin"), "");
+  EXPECT_EQ(generations(s), before);  // nothing was generated
+  // The server's own page (same origin) and clients that are not browsers (no Origin) pass;
+  // a body sent as curl -d sends it (form-encoded, past httplib's 8 KB form limit) is JSON all
+  // the same.
+  const std::string own = "http://127.0.0.1:" + std::to_string(s.port);
+  auto page = c.Post("/v1/completions", {{"Origin", own}}, kBody, "application/json");
+  ASSERT_TRUE(page);
+  EXPECT_EQ(page->status, 200) << page->body;
+  json big = json::parse(kBody);
+  big["stop"] = std::vector<std::string>(3, std::string(4000, 's'));
+  auto curl = c.Post("/v1/completions", big.dump(), "application/x-www-form-urlencoded");
+  ASSERT_TRUE(curl);
+  EXPECT_EQ(curl->status, 200) << curl->body;
+  // A preflight from another origin is refused too.
+  auto pre = c.Options("/v1/completions", {{"Origin", "http://evil.example"},
+                                           {"Access-Control-Request-Method", "POST"}});
+  ASSERT_TRUE(pre);
+  EXPECT_EQ(pre->status, 403);
+}
+
+TEST_F(ServeAccess, CorsOriginIsAllowedAndPreflightAnswered) {
+  ServeOptions o = one_thread();
+  o.cors_origins = {"https://app.example"};
+  ServerUnderTest s(model, o);
+  auto c = s.client();
+  auto pre = c.Options("/v1/completions", {{"Origin", "https://app.example"},
+                                           {"Access-Control-Request-Method", "POST"},
+                                           {"Access-Control-Request-Headers", "authorization,content-type"}});
+  ASSERT_TRUE(pre);
+  EXPECT_EQ(pre->status, 204);
+  EXPECT_EQ(pre->get_header_value("Access-Control-Allow-Origin"), "https://app.example");
+  EXPECT_NE(pre->get_header_value("Access-Control-Allow-Methods").find("POST"), std::string::npos);
+  EXPECT_NE(pre->get_header_value("Access-Control-Allow-Headers").find("Authorization"), std::string::npos);
+  auto r = c.Post("/v1/completions", {{"Origin", "https://app.example"}}, kBody, "application/json");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200) << r->body;
+  EXPECT_EQ(r->get_header_value("Access-Control-Allow-Origin"), "https://app.example");
+  EXPECT_EQ(r->get_header_value("Vary"), "Origin");
+  auto other = c.Post("/v1/completions", {{"Origin", "https://other.example"}}, kBody, "application/json");
+  ASSERT_TRUE(other);
+  EXPECT_EQ(other->status, 403);
+}
+
+// DNS rebinding: a page at evil.example whose name now resolves to 127.0.0.1 is "same origin"
+// with itself; its requests carry Host: evil.example.
+TEST_F(ServeAccess, LoopbackServerAnswersOnlyLoopbackHostNames) {
+  ServerUnderTest s(model, one_thread());
+  const std::string port = std::to_string(s.port);
+  auto c = s.client();
+  auto rebound = c.Post("/v1/completions",
+                        {{"Host", "evil.example:" + port}, {"Origin", "http://evil.example:" + port}}, kBody,
+                        "application/json");
+  ASSERT_TRUE(rebound);
+  EXPECT_EQ(rebound->status, 403);
+  EXPECT_NE(rebound->body.find("evil.example"), std::string::npos);
+  auto local = c.Get("/health", {{"Host", "localhost:" + port}});
+  ASSERT_TRUE(local);
+  EXPECT_EQ(local->status, 200);
+}
+
+// Sends raw bytes over one connection and returns what comes back until the server closes it
+// (an idle connection: after the keep-alive timeout) or 10 s pass. (A half-closed connection
+// counts as gone for httplib, which then drops the answer: the write side stays open.)
+std::string raw_exchange(int port, const std::string& request) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+    ::close(fd);
+    return "";
+  }
+  timeval tv{10, 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  size_t sent = 0;
+  while (sent < request.size()) {
+    const ssize_t n = ::send(fd, request.data() + sent, request.size() - sent, MSG_NOSIGNAL);
+    if (n <= 0) break;  // the server may close early (413): what it answered is still read
+    sent += (size_t)n;
+  }
+  std::string out;
+  char buf[4096];
+  for (ssize_t n; (n = ::recv(fd, buf, sizeof buf, 0)) > 0;) out.append(buf, (size_t)n);
+  ::close(fd);
+  return out;
+}
+
+TEST_F(ServeAccess, MalformedAndOversizedBodiesGetClearErrors) {
+  ServeOptions o = one_thread();
+  o.max_body_bytes = 4096;
+  ServerUnderTest s(model, o);
+  // A chunked body over the limit: 413 before it is all buffered, and the connection closes.
+  std::string chunked =
+      "POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+      "Transfer-Encoding: chunked\r\n\r\n";
+  const std::string piece(1000, ' ');
+  for (int i = 0; i < 20; ++i) chunked += "3e8\r\n" + piece + "\r\n";
+  chunked += "0\r\n\r\n";
+  std::string answer = raw_exchange(s.port, chunked);
+  EXPECT_EQ(answer.rfind("HTTP/1.1 413", 0), 0u) << answer.substr(0, 200);
+  EXPECT_NE(answer.find("--max-body-bytes 4096"), std::string::npos);
+  // A chunked body within the limit is served.
+  const std::string body = kBody;
+  char size[16];
+  std::snprintf(size, sizeof size, "%zx", body.size());
+  answer = raw_exchange(s.port, "POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+                                "Transfer-Encoding: chunked\r\n\r\n" +
+                                    std::string(size) + "\r\n" + body + "\r\n0\r\n\r\n");
+  EXPECT_EQ(answer.rfind("HTTP/1.1 200", 0), 0u) << answer.substr(0, 300);
+  // A negative Content-Length gets an answer (it used to hold the connection), and the
+  // connection is not kept alive after it.
+  answer = raw_exchange(s.port, "POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: -5\r\n\r\n{}");
+  EXPECT_EQ(answer.rfind("HTTP/1.1 400", 0), 0u) << answer.substr(0, 200);
+  EXPECT_NE(answer.find("Content-Length '-5' is not a length"), std::string::npos) << answer;
+  EXPECT_NE(answer.find("Connection: close"), std::string::npos) << answer;
+}
+
+TEST_F(ServeAccess, ASecondServerOnTheSamePortFailsNamingIt) {
+  ServerUnderTest first(model, one_thread());
+  ServeOptions o = one_thread();
+  o.host = "127.0.0.1";
+  o.port = first.port;
+  InferenceServer second(*first.model, *first.tokenizer, o);
+  try {
+    second.start();
+    ADD_FAILURE() << "a second server started on port " << first.port;
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find(":" + std::to_string(first.port)), std::string::npos) << e.what();
+  }
+  // The first one still answers.
+  auto r = first.client().Get("/health");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200);
+}
+
+}  // namespace
+}  // namespace chainlm

@@ -1,0 +1,89 @@
+// The routes beside completions: one model's entry, and text to token ids and back with the
+// model's tokenizer (the byte tokenizer here: a token per byte, ids = byte values, BOS 256).
+#include "serve/serve_test_util.h"
+
+namespace chainlm {
+namespace {
+
+using nlohmann::json;
+using testing::ServerUnderTest;
+using testing::TempDir;
+
+class ServeRoutes : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    testing::write_tiny_model(dir.file("air"), true);
+    ServeOptions o;
+    o.threads = 1;
+    o.max_sessions = 1;
+    o.model_name = "tiny-air";
+    server = std::make_unique<ServerUnderTest>(dir.file("air"), o);
+  }
+  httplib::Result post(const std::string& path, const std::string& body) const {
+    return server->client().Post(path, body, "application/json");
+  }
+  TempDir dir;
+  std::unique_ptr<ServerUnderTest> server;
+};
+
+TEST_F(ServeRoutes, OneModelByItsId) {
+  auto r = server->client().Get("/v1/models/tiny-air");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200);
+  const json m = json::parse(r->body);
+  EXPECT_EQ(m["id"], "tiny-air");
+  EXPECT_EQ(m["object"], "model");
+  EXPECT_EQ(m["chains"], 3);
+  auto other = server->client().Get("/v1/models/gpt-4");
+  ASSERT_TRUE(other);
+  EXPECT_EQ(other->status, 404);
+  const json e = json::parse(other->body)["error"];
+  EXPECT_EQ(e["param"], "model");
+  EXPECT_EQ(e["message"], "model 'gpt-4' not found; this server serves 'tiny-air'");
+}
+
+TEST_F(ServeRoutes, TokenizeAndDetokenizeRoundTrip) {
+  const std::string text = "caf\xc3\xa9 \xf0\x9f\x90\x88!";  // "café 🐈!": 11 bytes
+  auto r = post("/tokenize", json{{"content", text}}.dump());
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 200) << r->body;
+  const std::vector<int> ids = json::parse(r->body)["tokens"];
+  ASSERT_EQ(ids.size(), text.size());
+  for (size_t i = 0; i < text.size(); ++i) EXPECT_EQ(ids[i], (unsigned char)text[i]) << i;
+  auto with_bos = post("/tokenize", json{{"content", "ab"}, {"add_special", true}}.dump());
+  ASSERT_TRUE(with_bos);
+  EXPECT_EQ(json::parse(with_bos->body)["tokens"], json::array({256, 'a', 'b'}));
+  auto back = post("/detokenize", json{{"tokens", ids}}.dump());
+  ASSERT_TRUE(back);
+  ASSERT_EQ(back->status, 200) << back->body;
+  EXPECT_EQ(json::parse(back->body)["content"], text);
+}
+
+TEST_F(ServeRoutes, TokenRoutesRefuseBadBodies) {
+  struct Case {
+    std::string path, body, param, message;
+  };
+  const std::vector<Case> cases = {
+      {"/tokenize", "{}", "content", "content is required"},
+      {"/tokenize", R"({"content": 5})", "content", "content must be a string"},
+      {"/tokenize", R"({"content": "x", "add_special": "yes"})", "add_special", "add_special must be true or false"},
+      {"/tokenize", R"({"text": "x"})", "text", "unknown field 'text'"},
+      {"/tokenize", R"({"content": )", "", "the request body is not valid JSON"},
+      {"/detokenize", R"({"tokens": [1, 258]})", "tokens", "tokens[1] must be a token id in 0..257 (got 258)"},
+      {"/detokenize", R"({"tokens": [-1]})", "tokens", "tokens[0] must be a token id in 0..257 (got -1)"},
+      {"/detokenize", R"({"tokens": ["a"]})", "tokens", "tokens[0] must be a token id in 0..257 (got string)"},
+      {"/detokenize", R"({"tokens": 3})", "tokens", "tokens must be a list of token ids"},
+      {"/detokenize", "[]", "", "the request body must be a JSON object"},
+  };
+  for (const Case& c : cases) {
+    auto r = post(c.path, c.body);
+    ASSERT_TRUE(r) << c.body;
+    EXPECT_EQ(r->status, 400) << c.path << " " << c.body;
+    const json e = json::parse(r->body)["error"];
+    EXPECT_EQ(e["message"].get<std::string>().rfind(c.message, 0), 0u) << c.body << " -> " << r->body;
+    EXPECT_EQ(e["param"], c.param.empty() ? json(nullptr) : json(c.param)) << c.body;
+  }
+}
+
+}  // namespace
+}  // namespace chainlm
