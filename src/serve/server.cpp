@@ -35,6 +35,11 @@ double seconds_since(Clock::time_point t) {
 // HTTP worker threads beyond the sessions and the queue: /health, /metrics, the page and
 // refusals (400, 413, 503) stay answerable while every session and queue place is taken.
 constexpr int kSpareHttpThreads = 4;
+// And for connections that hold a thread without work: httplib gives each connection a thread
+// while it is open, so idle keep-alive clients (until kKeepAliveSeconds) and slow senders
+// (kReadTimeoutSeconds per read) would otherwise leave no thread for a real request. The
+// threads wait in poll(); generations stay bounded by the sessions.
+constexpr int kConnectionThreads = 256;
 
 json error_body(const std::string& message, const std::string& type, const std::string& param) {
   return {{"error",
@@ -507,7 +512,7 @@ InferenceServer::InferenceServer(const Model& model, const Tokenizer& tokenizer,
   set_num_threads(per_session);
   impl_ = std::make_unique<Impl>(model, tokenizer, std::move(options), sessions, per_session);
   impl_->memory = std::move(memory);
-  const int pool = sessions + impl_->opt.max_queue + kSpareHttpThreads;
+  const int pool = sessions + impl_->opt.max_queue + kSpareHttpThreads + kConnectionThreads;
   impl_->http.new_task_queue = [pool] { return new httplib::ThreadPool(pool); };
   impl_->http.set_payload_max_length(impl_->opt.max_body_bytes);
   impl_->access = {impl_->opt.api_key, impl_->opt.cors_origins, is_loopback_host(impl_->opt.host)};

@@ -2,8 +2,12 @@
 // requests: the API key, browser origins (CORS) and DNS rebinding, body limits for every
 // encoding, a port already in use.
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <netinet/in.h>
+#include <signal.h>
+#include <spawn.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "serve/access.h"
@@ -243,6 +247,44 @@ TEST_F(ServeAccess, MalformedAndOversizedBodiesGetClearErrors) {
   EXPECT_NE(answer.find("Connection: close"), std::string::npos) << answer;
 }
 
+int connect_loopback(int port) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+    ::close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+// 200 connections that send nothing and 30 that send half a request each hold an HTTP thread;
+// a real request must still be answered (it waited for idle ones to time out, ~20 s, when
+// the pool had only sessions + queue + 4 threads).
+TEST_F(ServeAccess, IdleAndSlowConnectionsDoNotStarveARealRequest) {
+  ServerUnderTest s(model, one_thread());
+  std::vector<int> held;
+  for (int i = 0; i < 230; ++i) {
+    const int fd = connect_loopback(s.port);
+    ASSERT_GE(fd, 0) << i;
+    held.push_back(fd);
+    if (i >= 200) {
+      const std::string partial = "POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n";
+      ASSERT_GT(::send(fd, partial.data(), partial.size(), MSG_NOSIGNAL), 0);
+    }
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));  // all of them accepted
+  httplib::Client c("127.0.0.1", s.port);
+  c.set_connection_timeout(5, 0);
+  c.set_read_timeout(5, 0);
+  auto r = c.Post("/v1/completions", kBody, "application/json");
+  for (int fd : held) ::close(fd);
+  ASSERT_TRUE(r) << "no answer within 5 s: " << httplib::to_string(r.error());
+  EXPECT_EQ(r->status, 200);
+}
+
 TEST_F(ServeAccess, ASecondServerOnTheSamePortFailsNamingIt) {
   ServerUnderTest first(model, one_thread());
   ServeOptions o = one_thread();
@@ -259,6 +301,73 @@ TEST_F(ServeAccess, ASecondServerOnTheSamePortFailsNamingIt) {
   auto r = first.client().Get("/health");
   ASSERT_TRUE(r);
   EXPECT_EQ(r->status, 200);
+}
+
+// `chainlm serve ARGS` with this process's environment (OPENBLAS_CORETYPE and the like kept),
+// CHAINLM_API_KEY removed and `env` added: its port (0 when it did not come up) and pid; stdout
+// and stderr go to files in dir.
+struct Spawned {
+  pid_t pid = 0;
+  int port = 0;
+};
+Spawned spawn_serve(const TempDir& dir, std::vector<std::string> args, std::vector<std::string> env) {
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_addopen(&actions, 1, dir.file("serve.out").c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  posix_spawn_file_actions_addopen(&actions, 2, dir.file("serve.err").c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  args.insert(args.begin(), {CHAINLM_BINARY, "serve"});
+  std::vector<char*> argv, envp;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  std::vector<std::string> inherited;
+  for (char** e = environ; *e; ++e)
+    if (std::string(*e).rfind("CHAINLM_API_KEY=", 0) != 0) inherited.emplace_back(*e);
+  inherited.insert(inherited.end(), env.begin(), env.end());
+  for (auto& e : inherited) envp.push_back(e.data());
+  envp.push_back(nullptr);
+  Spawned s;
+  if (posix_spawn(&s.pid, CHAINLM_BINARY, &actions, nullptr, argv.data(), envp.data()) != 0) s.pid = 0;
+  posix_spawn_file_actions_destroy(&actions);
+  for (int i = 0; i < 1000 && s.pid && s.port == 0; ++i) {
+    const std::string text = testing::read_bytes(dir.file("serve.out"));
+    const size_t at = text.find("chainlm serve: http://");
+    const size_t colon = at == std::string::npos ? at : text.find(':', at + 22);
+    if (colon != std::string::npos && text.find('\n', colon) != std::string::npos)
+      s.port = std::stoi(text.substr(colon + 1));
+    else
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return s;
+}
+
+void stop(const Spawned& s) {
+  kill(s.pid, SIGTERM);
+  int status = 0;
+  waitpid(s.pid, &status, 0);
+}
+
+TEST_F(ServeAccess, ServeCommandWarnsWithoutAKeyBeyondLoopbackAndReadsTheKeyFromTheEnvironment) {
+  const std::vector<std::string> args = {"--model", model, "--port", "0", "--threads", "1", "--host", "0.0.0.0"};
+  Spawned open = spawn_serve(dir, args, {});
+  ASSERT_GT(open.port, 0) << testing::read_bytes(dir.file("serve.err"));
+  stop(open);
+  const std::string warned = testing::read_bytes(dir.file("serve.err"));
+  EXPECT_NE(warned.find("warning: listening on 0.0.0.0, reachable from other machines, without an API key"),
+            std::string::npos)
+      << warned;
+
+  Spawned keyed = spawn_serve(dir, args, {"CHAINLM_API_KEY=from-the-env"});
+  ASSERT_GT(keyed.port, 0) << testing::read_bytes(dir.file("serve.err"));
+  httplib::Client c("127.0.0.1", keyed.port);
+  auto refused = c.Post("/v1/completions", kBody, "application/json");
+  c.set_bearer_token_auth("from-the-env");
+  auto served = c.Post("/v1/completions", kBody, "application/json");
+  stop(keyed);
+  ASSERT_TRUE(refused);
+  EXPECT_EQ(refused->status, 401);
+  ASSERT_TRUE(served);
+  EXPECT_EQ(served->status, 200) << served->body;
+  EXPECT_EQ(testing::read_bytes(dir.file("serve.err")).find("warning"), std::string::npos);
 }
 
 }  // namespace
