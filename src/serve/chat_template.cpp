@@ -1,0 +1,149 @@
+#include "serve/chat_template.h"
+
+#include "core/error.h"
+
+namespace chainlm {
+
+namespace {
+
+// Python's str.strip() / Jinja's trim on the ASCII whitespace chat text carries.
+std::string strip(const std::string& s) {
+  const char* ws = " \t\n\r\f\v";
+  const size_t b = s.find_first_not_of(ws);
+  if (b == std::string::npos) return "";
+  return s.substr(b, s.find_last_not_of(ws) - b + 1);
+}
+
+struct Builder {
+  std::vector<ChatSegment> out;
+  void text(const std::string& t) {
+    if (t.empty()) return;
+    if (!out.empty() && out.back().kind == ChatSegment::kText)
+      out.back().text += t;
+    else
+      out.push_back({ChatSegment::kText, t});
+  }
+  void bos() { out.push_back({ChatSegment::kBos, ""}); }
+  void eos() { out.push_back({ChatSegment::kEos, ""}); }
+};
+
+void check_roles(const std::vector<ChatMessage>& messages) {
+  CHAINLM_CHECK(!messages.empty(), "messages must hold at least one message");
+  for (size_t i = 0; i < messages.size(); ++i) {
+    const std::string& r = messages[i].role;
+    CHAINLM_CHECK(r == "system" || r == "user" || r == "assistant", "messages[", i,
+                  "].role must be system, user or assistant (got '", r, "')");
+  }
+}
+
+}  // namespace
+
+ChatTemplate parse_chat_template(const std::string& name) {
+  for (ChatTemplate t : {ChatTemplate::kPlain, ChatTemplate::kChatML, ChatTemplate::kLlama2, ChatTemplate::kLlama3,
+                         ChatTemplate::kZephyr})
+    if (name == chat_template_name(t)) return t;
+  fail("chat template '", name, "' is not one of plain, chatml, llama2, llama3, zephyr");
+}
+
+const char* chat_template_name(ChatTemplate t) {
+  switch (t) {
+    case ChatTemplate::kChatML: return "chatml";
+    case ChatTemplate::kLlama2: return "llama2";
+    case ChatTemplate::kLlama3: return "llama3";
+    case ChatTemplate::kZephyr: return "zephyr";
+    case ChatTemplate::kPlain: break;
+  }
+  return "plain";
+}
+
+std::optional<ChatTemplate> detect_chat_template(const std::string& jinja) {
+  if (jinja.find("<|im_start|>") != std::string::npos) return ChatTemplate::kChatML;
+  if (jinja.find("<|start_header_id|>") != std::string::npos) return ChatTemplate::kLlama3;
+  if (jinja.find("<|user|>") != std::string::npos) return ChatTemplate::kZephyr;
+  if (jinja.find("[INST]") != std::string::npos) return ChatTemplate::kLlama2;
+  return std::nullopt;
+}
+
+std::vector<ChatSegment> render_chat(ChatTemplate t, const std::vector<ChatMessage>& messages,
+                                     bool add_generation_prompt) {
+  check_roles(messages);
+  Builder b;
+  switch (t) {
+    case ChatTemplate::kChatML:
+      for (const ChatMessage& m : messages) b.text(cat("<|im_start|>", m.role, "\n", m.content, "<|im_end|>\n"));
+      if (add_generation_prompt) b.text("<|im_start|>assistant\n");
+      break;
+    case ChatTemplate::kLlama2: {
+      // An optional system message goes inside the first user turn; the rest must alternate
+      // user, assistant, user, ... (the template raises otherwise).
+      size_t first = 0;
+      std::string system;
+      const bool has_system = messages[0].role == "system";
+      if (has_system) {
+        system = messages[0].content;
+        first = 1;
+      }
+      for (size_t i = first; i < messages.size(); ++i) {
+        const ChatMessage& m = messages[i];
+        const bool user_turn = (i - first) % 2 == 0;
+        CHAINLM_CHECK((m.role == "user") == user_turn && m.role != "system", "messages[", i, "] is '", m.role,
+                      "': the llama2 template needs roles alternating user/assistant/user/... after an "
+                      "optional system message");
+        std::string content = m.content;
+        if (i == first && has_system) content = cat("<<SYS>>\n", system, "\n<</SYS>>\n\n", content);
+        if (m.role == "user") {
+          b.bos();
+          b.text(cat("[INST] ", strip(content), " [/INST]"));
+        } else {
+          b.text(cat(" ", strip(content), " "));
+          b.eos();
+        }
+      }
+      break;
+    }
+    case ChatTemplate::kLlama3:
+      b.bos();
+      for (const ChatMessage& m : messages)
+        b.text(cat("<|start_header_id|>", m.role, "<|end_header_id|>\n\n", strip(m.content), "<|eot_id|>"));
+      if (add_generation_prompt) b.text("<|start_header_id|>assistant<|end_header_id|>\n\n");
+      break;
+    case ChatTemplate::kZephyr:
+      for (const ChatMessage& m : messages) {
+        b.text(cat("<|", m.role, "|>\n", m.content));
+        b.eos();
+        b.text("\n");
+      }
+      if (add_generation_prompt) b.text("<|assistant|>\n");
+      break;
+    case ChatTemplate::kPlain:
+      for (const ChatMessage& m : messages) {
+        if (m.role == "system")
+          b.text(cat(m.content, "\n\n"));
+        else
+          b.text(cat(m.role == "user" ? "User: " : "Assistant: ", m.content, "\n"));
+      }
+      if (add_generation_prompt) b.text("Assistant:");
+      break;
+  }
+  return b.out;
+}
+
+std::string chat_text(const std::vector<ChatSegment>& segments, const std::string& bos, const std::string& eos) {
+  std::string s;
+  for (const ChatSegment& g : segments)
+    s += g.kind == ChatSegment::kText ? g.text : g.kind == ChatSegment::kBos ? bos : eos;
+  return s;
+}
+
+std::vector<std::string> chat_stop_strings(ChatTemplate t) {
+  switch (t) {
+    case ChatTemplate::kChatML: return {"<|im_end|>"};
+    case ChatTemplate::kLlama3: return {"<|eot_id|>"};
+    case ChatTemplate::kLlama2:
+    case ChatTemplate::kZephyr: return {};  // their turns end with EOS
+    case ChatTemplate::kPlain: break;
+  }
+  return {"\nUser:"};
+}
+
+}  // namespace chainlm
