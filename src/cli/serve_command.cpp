@@ -5,7 +5,9 @@
 #include <csignal>
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
 #include <memory>
+#include <nlohmann/json.hpp>
 
 #include "cli/commands.h"
 #include "cli/model_loading.h"
@@ -13,11 +15,43 @@
 #include "core/error.h"
 #include "core/memory.h"
 #include "serve/access.h"
+#include "serve/chat_template.h"
 #include "serve/server.h"
 
 namespace chainlm::cli {
 
 namespace {
+
+// --chat-template, or the family of the chat_template in the model directory's
+// tokenizer_config.json (a Hugging Face directory), or plain. A template that is none of the
+// known families is reported and plain used.
+ChatTemplate choose_chat_template(const std::string& given, const std::string& model) {
+  namespace fs = std::filesystem;
+  if (!given.empty()) return parse_chat_template(given);
+  const fs::path config = fs::path(model) / "tokenizer_config.json";
+  std::error_code ec;
+  if (!fs::is_regular_file(config, ec)) return ChatTemplate::kPlain;
+  nlohmann::json j;
+  try {
+    std::ifstream in(config);
+    j = nlohmann::json::parse(in);
+  } catch (const nlohmann::json::exception& e) {
+    fail(config.string(), " is not valid JSON (", e.what(), "); pass --chat-template to choose one");
+  }
+  std::string jinja;
+  if (j.contains("chat_template") && j["chat_template"].is_string()) jinja = j["chat_template"];
+  if (j.contains("chat_template") && j["chat_template"].is_array())  // [{"name": "default", "template": ...}]
+    for (const auto& t : j["chat_template"])
+      if (t.is_object() && t.value("name", "") == "default" && t.contains("template") && t["template"].is_string())
+        jinja = t["template"];
+  if (jinja.empty()) return ChatTemplate::kPlain;
+  if (const auto t = detect_chat_template(jinja)) return *t;
+  std::fprintf(stderr,
+               "chainlm serve: %s has a chat template of no family chainlm knows; using plain "
+               "(pass --chat-template to choose one)\n",
+               config.c_str());
+  return ChatTemplate::kPlain;
+}
 
 // "runs/x/" -> "x", "stories260K.bin" -> "stories260K".
 std::string model_name_of(const std::string& model_arg) {
@@ -33,7 +67,7 @@ void add_serve_command(CLI::App& app) {
   auto* cmd =
       app.add_subcommand("serve", "Serve a model over HTTP: completions API and playground");
   struct Args {
-    std::string model, tokenizer, name, memory_limit, precision = "fp32";
+    std::string model, tokenizer, name, memory_limit, precision = "fp32", chat_template;
     ServeOptions serve;
   };
   auto a = std::make_shared<Args>();
@@ -63,6 +97,9 @@ void add_serve_command(CLI::App& app) {
   cmd->add_option("--cors-origin", a->serve.cors_origins,
                   "A web origin (e.g. https://app.example) whose pages may call the API; repeatable; '*' = any. "
                   "Default: none, and requests from other origins' pages are refused");
+  cmd->add_option("--chat-template", a->chat_template,
+                  "How /v1/chat/completions writes a conversation: plain, chatml, llama2, llama3, zephyr "
+                  "(default: recognized from a Hugging Face directory's tokenizer_config.json, else plain)");
   cmd->add_option("--name", a->name,
                   "Model name in the API (default: the --model file or directory name)");
   cmd->callback([a]() {
@@ -78,6 +115,7 @@ void add_serve_command(CLI::App& app) {
         load_model_and_tokenizer(a->model, a->tokenizer, true, parse_precision(a->precision));
     a->serve.model_name = a->name.empty() ? model_name_of(a->model) : a->name;
     if (!a->memory_limit.empty()) a->serve.memory_limit = parse_byte_size(a->memory_limit, "--memory-limit");
+    a->serve.chat_template = choose_chat_template(a->chat_template, a->model);
     InferenceServer server(*loaded.model, *loaded.tokenizer, a->serve);
     const int port = server.start();
     const ModelConfig& c = loaded.model->config();
@@ -86,6 +124,7 @@ void add_serve_command(CLI::App& app) {
         a->serve.host.c_str(), port, a->serve.model_name.c_str(), c.n_chains(),
         server.max_sessions(), server.threads_per_session(), server.max_queue());
     std::printf("chainlm serve: memory estimated %s\n", server.estimated_memory().describe().c_str());
+    std::printf("chainlm serve: chat template %s\n", chat_template_name(a->serve.chat_template));
     if (a->serve.api_key.empty() && !is_loopback_host(a->serve.host))
       std::fprintf(stderr,
                    "chainlm serve: warning: listening on %s, reachable from other machines, without an API key: "

@@ -19,6 +19,14 @@ GenerateResult generate(const Model& model, const Tokenizer& tok, const std::str
 GenerateResult generate_tokens(const Model& model, const Tokenizer& tok, const std::string& prompt,
                                const GenerateOptions& opt,
                                const std::function<bool(const TokenEvent&)>& on_token) {
+  std::vector<int> ids = {tok.bos_id()};
+  for (int t : tok.encode(prompt)) ids.push_back(t);
+  return generate_tokens(model, tok, ids, prompt, opt, on_token);
+}
+
+GenerateResult generate_tokens(const Model& model, const Tokenizer& tok, const std::vector<int>& prompt_tokens,
+                               const std::string& prompt, const GenerateOptions& opt,
+                               const std::function<bool(const TokenEvent&)>& on_token) {
   const ModelConfig& c = model.config();
   const int n = c.n_chains();
   CHAINLM_CHECK(opt.chains >= 0 && opt.chains <= n, "--chains ", opt.chains, " is outside 1..", n,
@@ -27,11 +35,13 @@ GenerateResult generate_tokens(const Model& model, const Tokenizer& tok, const s
   validate_sampling(opt.sampling);
   CHAINLM_CHECK(tok.vocab_size() <= c.vocab_size, "the tokenizer has ", tok.vocab_size(),
                 " tokens but the model's vocab_size is ", c.vocab_size);
+  CHAINLM_CHECK(!prompt_tokens.empty() && prompt_tokens[0] == tok.bos_id(), "the prompt tokens must start with BOS");
+  for (int t : prompt_tokens)
+    CHAINLM_CHECK(t >= 0 && t < c.vocab_size, "prompt token ", t, " is outside the vocabulary 0..", c.vocab_size - 1);
   const ChainSchedule schedule = opt.schedule.empty() ? ChainSchedule(opt.chains ? opt.chains : n)
                                                       : opt.schedule;
   GenerateResult res;
-  res.prompt_tokens.push_back(tok.bos_id());
-  for (int t : tok.encode(prompt)) res.prompt_tokens.push_back(t);
+  res.prompt_tokens = prompt_tokens;
   CHAINLM_CHECK((int)res.prompt_tokens.size() <= c.max_seq_len, "the prompt is ",
                 res.prompt_tokens.size(), " tokens (BOS included), longer than the model's max_seq_len ",
                 c.max_seq_len);

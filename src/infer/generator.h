@@ -57,5 +57,10 @@ GenerateResult generate(const Model& model, const Tokenizer& tok, const std::str
 GenerateResult generate_tokens(const Model& model, const Tokenizer& tok, const std::string& prompt,
                                const GenerateOptions& opt,
                                const std::function<bool(const TokenEvent&)>& on_token);
+// The same from token ids (BOS first; a chat conversation whose BOS/EOS are ids, not text);
+// prompt is what GenerateResult::text starts with. The options are checked as above.
+GenerateResult generate_tokens(const Model& model, const Tokenizer& tok, const std::vector<int>& prompt_tokens,
+                               const std::string& prompt, const GenerateOptions& opt,
+                               const std::function<bool(const TokenEvent&)>& on_token);
 
 }  // namespace chainlm

@@ -15,6 +15,7 @@
 #include "infer/session.h"
 #include "serve/access.h"
 #include "serve/admission.h"
+#include "serve/chat_request.h"
 #include "serve/completion_request.h"
 #include "serve/completion_text.h"
 #include "serve/metrics.h"
@@ -56,7 +57,8 @@ void set_error(httplib::Response& res, int status, const std::string& message,
 }
 
 std::string route_label(const std::string& path) {
-  for (const char* known : {"/", "/health", "/metrics", "/v1/models", "/v1/completions", "/tokenize", "/detokenize"})
+  for (const char* known :
+       {"/", "/health", "/metrics", "/v1/models", "/v1/completions", "/v1/chat/completions", "/tokenize", "/detokenize"})
     if (path == known) return path;
   if (path.rfind("/v1/models/", 0) == 0) return "/v1/models/{id}";
   return "other";
@@ -124,19 +126,31 @@ struct InferenceServer::Impl {
     CompletionText text;
     bool cancelled = false;
     bool streamed = false;
+    // /v1/chat/completions: the conversation's tokens (BOS first), the chunk format, and
+    // whether the first chunk (which names the role) went out.
+    std::vector<int> prompt_tokens;
+    bool chat = false;
+    bool include_usage = false;
+    bool role_sent = false;
   };
 
   void route();
   // Origin, Host, Content-Length and API key, before any route runs (serve/access.h).
   httplib::Server::HandlerResponse admit(const httplib::Request& req, httplib::Response& res);
+  // Parse, check the prompt's length (RequestError: 400), then start().
   void completions(const std::string& body, httplib::Response& res);
+  void chat_completions(const std::string& body, httplib::Response& res);
+  // Admission (503 when full), then the answer, streamed or whole.
+  void start(const std::shared_ptr<Job>& job, httplib::Response& res);
   // Generates; emit (if set) receives each token's releasable text and chains and returns
   // false when the client has gone away. Returns the text held back until the end (the last
   // event of a stream carries it).
   std::string run(Job& job, const std::function<bool(const std::string&, int)>& emit);
   // Sends the job as server-sent events; false when the stream did not end normally.
   bool stream(Job& job, httplib::DataSink& sink);
-  json completion_json(const Job& job, const std::string& text, const char* finish) const;
+  // The response object (chunk: a stream event) in the format of the job's endpoint.
+  json completion_json(const Job& job, const std::string& text, const char* finish, bool chunk) const;
+  json usage_json(const Job& job) const;
   json stats_json(const Job& job) const;
   json models_json() const;
   json health_json() const;
@@ -206,6 +220,8 @@ void InferenceServer::Impl::route() {
     });
   };
   post_json("/v1/completions", [this](const std::string& body, httplib::Response& res) { completions(body, res); });
+  post_json("/v1/chat/completions",
+            [this](const std::string& body, httplib::Response& res) { chat_completions(body, res); });
   post_json("/tokenize", [this](const std::string& body, httplib::Response& res) {
     const TokenizeRequest r = parse_tokenize_request(parse_json_body(body));
     std::vector<int> ids = tok.encode(r.content);
@@ -364,31 +380,54 @@ json InferenceServer::Impl::stats_json(const Job& job) const {
   return s;
 }
 
-json InferenceServer::Impl::completion_json(const Job& job, const std::string& text,
-                                            const char* finish) const {
-  json choice = {{"text", text}, {"index", 0}, {"logprobs", nullptr}, {"finish_reason", nullptr}};
+json InferenceServer::Impl::completion_json(const Job& job, const std::string& text, const char* finish,
+                                            bool chunk) const {
+  json choice;
+  if (!job.chat) {
+    choice = {{"text", text}, {"index", 0}, {"logprobs", nullptr}, {"finish_reason", nullptr}};
+  } else if (chunk) {
+    // The first chunk names the role; a finished turn's last chunk may carry no text.
+    json delta = json::object();
+    if (job.role_sent == false) delta["role"] = "assistant";
+    if (!text.empty() || !finish) delta["content"] = text;
+    choice = {{"index", 0}, {"delta", delta}, {"logprobs", nullptr}, {"finish_reason", nullptr}};
+  } else {
+    choice = {{"index", 0},
+              {"message", {{"role", "assistant"}, {"content", text}}},
+              {"logprobs", nullptr},
+              {"finish_reason", nullptr}};
+  }
   if (finish) choice["finish_reason"] = finish;
-  return {{"id", job.id},
-          {"object", "text_completion"},
-          {"created", job.created},
-          {"model", opt.model_name},
-          {"choices", json::array({choice})}};
+  json out = {{"id", job.id},
+              {"object", !job.chat ? "text_completion" : chunk ? "chat.completion.chunk" : "chat.completion"},
+              {"created", job.created},
+              {"model", opt.model_name},
+              {"choices", json::array({choice})}};
+  if (chunk && job.include_usage) out["usage"] = nullptr;  // OpenAI: on every chunk but the usage one
+  return out;
+}
+
+json InferenceServer::Impl::usage_json(const Job& job) const {
+  const int prompt_tokens = (int)job.result.prompt_tokens.size(), generated = (int)job.result.tokens.size();
+  return {{"prompt_tokens", prompt_tokens}, {"completion_tokens", generated}, {"total_tokens", prompt_tokens + generated}};
 }
 
 std::string InferenceServer::Impl::run(Job& job,
                                        const std::function<bool(const std::string&, int)>& emit) {
   set_num_threads_of_this_thread(threads_per_session);
   const Clock::time_point start = Clock::now();
-  job.result =
-      generate_tokens(model, tok, job.request.prompt, job.request.gen, [&](const TokenEvent& e) {
-        if (opt.on_token) opt.on_token(e.index);
-        const std::string out = job.text.push(e.text);
-        if (emit && !emit(out, e.chains)) {
-          job.cancelled = true;
-          return false;
-        }
-        return !job.text.stopped();
-      });
+  auto on_token = [&](const TokenEvent& e) {
+    if (opt.on_token) opt.on_token(e.index);
+    const std::string out = job.text.push(e.text);
+    if (emit && !emit(out, e.chains)) {
+      job.cancelled = true;
+      return false;
+    }
+    return !job.text.stopped();
+  };
+  job.result = job.prompt_tokens.empty()
+                   ? generate_tokens(model, tok, job.request.prompt, job.request.gen, on_token)
+                   : generate_tokens(model, tok, job.prompt_tokens, "", job.request.gen, on_token);
   metrics.count_generation((int)job.result.prompt_tokens.size(), job.result.chains,
                            seconds_since(start), seconds_since(job.arrival), job.cancelled);
   job.slot.reset();  // the session is free once generation ends, before the answer goes out
@@ -404,20 +443,24 @@ bool InferenceServer::Impl::stream(Job& job, httplib::DataSink& sink) {
   };
   try {
     const std::string tail = run(job, [&](const std::string& text, int chains) {
-      json event = completion_json(job, text, nullptr);
+      json event = completion_json(job, text, nullptr, true);
+      job.role_sent = true;
       event["chainlm"] = {{"chains", chains}};
       return send(event);
     });
     if (job.cancelled) return false;
-    json last = completion_json(job, tail, finish_reason(job.result, job.text));
-    const int prompt_tokens = (int)job.result.prompt_tokens.size(),
-              generated = (int)job.result.tokens.size();
-    last["usage"] = {{"prompt_tokens", prompt_tokens},
-                     {"completion_tokens", generated},
-                     {"total_tokens", prompt_tokens + generated}};
+    json last = completion_json(job, tail, finish_reason(job.result, job.text), true);
+    if (!job.chat) last["usage"] = usage_json(job);
     last["chainlm"] = stats_json(job);
+    if (!send(last)) return false;
+    if (job.include_usage) {
+      json usage = completion_json(job, "", nullptr, true);
+      usage["choices"] = json::array();
+      usage["usage"] = usage_json(job);
+      if (!send(usage)) return false;
+    }
     static const std::string done = "data: [DONE]\n\n";
-    if (!send(last) || !sink.write(done.data(), done.size())) return false;
+    if (!sink.write(done.data(), done.size())) return false;
     sink.done();
     return true;
   } catch (const std::exception& e) {
@@ -430,24 +473,61 @@ bool InferenceServer::Impl::stream(Job& job, httplib::DataSink& sink) {
 void InferenceServer::Impl::completions(const std::string& body, httplib::Response& res) {
   auto job = std::make_shared<Job>();
   job->arrival = Clock::now();
+  job->request = parse_completion_body(body, model.config());
+  const int prompt_tokens = 1 + (int)tok.encode(job->request.prompt).size();
+  if (prompt_tokens > model.config().max_seq_len)
+    throw RequestError("prompt", cat("prompt is ", prompt_tokens,
+                                     " tokens (BOS included), longer than the model's max_seq_len ",
+                                     model.config().max_seq_len));
+  job->text = CompletionText(job->request.stop);
+  start(job, res);
+}
+
+void InferenceServer::Impl::chat_completions(const std::string& body, httplib::Response& res) {
+  auto job = std::make_shared<Job>();
+  job->arrival = Clock::now();
+  ChatRequest chat = parse_chat_request(parse_json_body(body), model.config());
+  std::vector<ChatSegment> segments;
   try {
-    job->request = parse_completion_body(body, model.config());
-    const int prompt_tokens = 1 + (int)tok.encode(job->request.prompt).size();
-    if (prompt_tokens > model.config().max_seq_len)
-      throw RequestError("prompt",
-                         cat("prompt is ", prompt_tokens,
-                             " tokens (BOS included), longer than the model's max_seq_len ",
-                             model.config().max_seq_len));
-  } catch (const RequestError& e) {
-    set_error(res, 400, e.what(), "invalid_request_error", e.param());
-    return;
+    segments = render_chat(opt.chat_template, chat.messages, true);
+  } catch (const Error& e) {
+    throw RequestError("messages", e.what());
   }
+  // BOS and EOS are the tokenizer's ids; generation puts the first BOS itself.
+  std::vector<int> ids = {tok.bos_id()};
+  for (size_t i = 0; i < segments.size(); ++i) {
+    const ChatSegment& g = segments[i];
+    if (g.kind == ChatSegment::kText)
+      for (int t : tok.encode(g.text)) ids.push_back(t);
+    else if (g.kind == ChatSegment::kEos)
+      ids.push_back(tok.eos_id());
+    else if (i > 0)
+      ids.push_back(tok.bos_id());
+  }
+  const ModelConfig& c = model.config();
+  if ((int)ids.size() > c.max_seq_len)
+    throw RequestError("messages", cat("the conversation is ", ids.size(), " tokens in the ",
+                                       chat_template_name(opt.chat_template),
+                                       " template (BOS included), longer than the model's max_seq_len ",
+                                       c.max_seq_len));
+  job->request = std::move(chat.completion);
+  job->request.gen.max_tokens = std::min(job->request.gen.max_tokens, c.max_seq_len - (int)ids.size());
+  job->prompt_tokens = std::move(ids);
+  job->chat = true;
+  job->include_usage = chat.include_usage;
+  // The reply ends where the template's turn ends, besides the request's own stops.
+  std::vector<std::string> stops = job->request.stop;
+  for (const std::string& s : chat_stop_strings(opt.chat_template)) stops.push_back(s);
+  job->text = CompletionText(stops);
+  start(job, res);
+}
+
+void InferenceServer::Impl::start(const std::shared_ptr<Job>& job, httplib::Response& res) {
   CompletionRequest& r = job->request;
   if (!r.seed_given) {
     std::lock_guard<std::mutex> lock(seed_mutex);
     r.gen.sampling.seed = seeds() >> 11;  // below 2^53: exact as a JavaScript number
   }
-  job->text = CompletionText(r.stop);
   job->slot = admission.acquire();
   if (!job->slot) {
     res.set_header("Retry-After", "1");
@@ -459,7 +539,7 @@ void InferenceServer::Impl::completions(const std::string& body, httplib::Respon
     return;
   }
   job->queue_seconds = seconds_since(job->arrival);
-  job->id = cat("cmpl-", started_at, "-", next_id++);
+  job->id = cat(job->chat ? "chatcmpl-" : "cmpl-", started_at, "-", next_id++);
   job->created = std::chrono::duration_cast<std::chrono::seconds>(
                      std::chrono::system_clock::now().time_since_epoch())
                      .count();
@@ -474,12 +554,8 @@ void InferenceServer::Impl::completions(const std::string& body, httplib::Respon
     return;
   }
   run(*job, nullptr);
-  json out = completion_json(*job, job->text.text(), finish_reason(job->result, job->text));
-  const int prompt_tokens = (int)job->result.prompt_tokens.size(),
-            generated = (int)job->result.tokens.size();
-  out["usage"] = {{"prompt_tokens", prompt_tokens},
-                  {"completion_tokens", generated},
-                  {"total_tokens", prompt_tokens + generated}};
+  json out = completion_json(*job, job->text.text(), finish_reason(job->result, job->text), false);
+  out["usage"] = usage_json(*job);
   out["chainlm"] = stats_json(*job);
   res.set_content(json_dump(out), "application/json");
 }

@@ -17,6 +17,7 @@
 #include "io/tokenizer.h"
 #include "model/memory_estimate.h"
 #include "model/model.h"
+#include "serve/chat_template.h"
 
 namespace chainlm {
 
@@ -32,6 +33,8 @@ struct ServeOptions {
   // the browser origins allowed cross-site ("*": any).
   std::string api_key;
   std::vector<std::string> cors_origins;
+  // How /v1/chat/completions turns messages into a prompt (serve/chat_template.h).
+  ChatTemplate chat_template = ChatTemplate::kPlain;
   // Memory budget (0 = what the machine has available): the model plus max_sessions sessions
   // at full context must fit, or the server refuses to start (docs/reliability.md).
   uint64_t memory_limit = 0;

@@ -1,8 +1,13 @@
 #pragma once
 // A tiny model on disk and an in-process InferenceServer on a free loopback port, for the serve
 // tests, plus helpers to read server-sent events.
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <httplib.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <cstdlib>
@@ -155,6 +160,49 @@ inline StreamedCompletion parse_stream(const std::string& body) {
       s.last = j;
   }
   return s;
+}
+
+// `chainlm serve ARGS` with this process's environment (OPENBLAS_CORETYPE and the like kept),
+// CHAINLM_API_KEY removed and `env` added: its port (0 when it did not come up) and pid; stdout
+// and stderr go to files in dir.
+struct Spawned {
+  pid_t pid = 0;
+  int port = 0;
+};
+inline Spawned spawn_serve(const TempDir& dir, std::vector<std::string> args, std::vector<std::string> env) {
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_addopen(&actions, 1, dir.file("serve.out").c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  posix_spawn_file_actions_addopen(&actions, 2, dir.file("serve.err").c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  args.insert(args.begin(), {CHAINLM_BINARY, "serve"});
+  std::vector<char*> argv, envp;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  std::vector<std::string> inherited;
+  for (char** e = environ; *e; ++e)
+    if (std::string(*e).rfind("CHAINLM_API_KEY=", 0) != 0) inherited.emplace_back(*e);
+  inherited.insert(inherited.end(), env.begin(), env.end());
+  for (auto& e : inherited) envp.push_back(e.data());
+  envp.push_back(nullptr);
+  Spawned s;
+  if (posix_spawn(&s.pid, CHAINLM_BINARY, &actions, nullptr, argv.data(), envp.data()) != 0) s.pid = 0;
+  posix_spawn_file_actions_destroy(&actions);
+  for (int i = 0; i < 1000 && s.pid && s.port == 0; ++i) {
+    const std::string text = read_bytes(dir.file("serve.out"));
+    const size_t at = text.find("chainlm serve: http://");
+    const size_t colon = at == std::string::npos ? at : text.find(':', at + 22);
+    if (colon != std::string::npos && text.find('\n', colon) != std::string::npos)
+      s.port = std::stoi(text.substr(colon + 1));
+    else
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return s;
+}
+
+inline void stop(const Spawned& s) {
+  kill(s.pid, SIGTERM);
+  int status = 0;
+  waitpid(s.pid, &status, 0);
 }
 
 }  // namespace chainlm::testing

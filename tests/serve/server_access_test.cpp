@@ -303,66 +303,23 @@ TEST_F(ServeAccess, ASecondServerOnTheSamePortFailsNamingIt) {
   EXPECT_EQ(r->status, 200);
 }
 
-// `chainlm serve ARGS` with this process's environment (OPENBLAS_CORETYPE and the like kept),
-// CHAINLM_API_KEY removed and `env` added: its port (0 when it did not come up) and pid; stdout
-// and stderr go to files in dir.
-struct Spawned {
-  pid_t pid = 0;
-  int port = 0;
-};
-Spawned spawn_serve(const TempDir& dir, std::vector<std::string> args, std::vector<std::string> env) {
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_addopen(&actions, 1, dir.file("serve.out").c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  posix_spawn_file_actions_addopen(&actions, 2, dir.file("serve.err").c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  args.insert(args.begin(), {CHAINLM_BINARY, "serve"});
-  std::vector<char*> argv, envp;
-  for (auto& a : args) argv.push_back(a.data());
-  argv.push_back(nullptr);
-  std::vector<std::string> inherited;
-  for (char** e = environ; *e; ++e)
-    if (std::string(*e).rfind("CHAINLM_API_KEY=", 0) != 0) inherited.emplace_back(*e);
-  inherited.insert(inherited.end(), env.begin(), env.end());
-  for (auto& e : inherited) envp.push_back(e.data());
-  envp.push_back(nullptr);
-  Spawned s;
-  if (posix_spawn(&s.pid, CHAINLM_BINARY, &actions, nullptr, argv.data(), envp.data()) != 0) s.pid = 0;
-  posix_spawn_file_actions_destroy(&actions);
-  for (int i = 0; i < 1000 && s.pid && s.port == 0; ++i) {
-    const std::string text = testing::read_bytes(dir.file("serve.out"));
-    const size_t at = text.find("chainlm serve: http://");
-    const size_t colon = at == std::string::npos ? at : text.find(':', at + 22);
-    if (colon != std::string::npos && text.find('\n', colon) != std::string::npos)
-      s.port = std::stoi(text.substr(colon + 1));
-    else
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
-  return s;
-}
-
-void stop(const Spawned& s) {
-  kill(s.pid, SIGTERM);
-  int status = 0;
-  waitpid(s.pid, &status, 0);
-}
-
 TEST_F(ServeAccess, ServeCommandWarnsWithoutAKeyBeyondLoopbackAndReadsTheKeyFromTheEnvironment) {
   const std::vector<std::string> args = {"--model", model, "--port", "0", "--threads", "1", "--host", "0.0.0.0"};
-  Spawned open = spawn_serve(dir, args, {});
+  testing::Spawned open = testing::spawn_serve(dir, args, {});
   ASSERT_GT(open.port, 0) << testing::read_bytes(dir.file("serve.err"));
-  stop(open);
+  testing::stop(open);
   const std::string warned = testing::read_bytes(dir.file("serve.err"));
   EXPECT_NE(warned.find("warning: listening on 0.0.0.0, reachable from other machines, without an API key"),
             std::string::npos)
       << warned;
 
-  Spawned keyed = spawn_serve(dir, args, {"CHAINLM_API_KEY=from-the-env"});
+  testing::Spawned keyed = testing::spawn_serve(dir, args, {"CHAINLM_API_KEY=from-the-env"});
   ASSERT_GT(keyed.port, 0) << testing::read_bytes(dir.file("serve.err"));
   httplib::Client c("127.0.0.1", keyed.port);
   auto refused = c.Post("/v1/completions", kBody, "application/json");
   c.set_bearer_token_auth("from-the-env");
   auto served = c.Post("/v1/completions", kBody, "application/json");
-  stop(keyed);
+  testing::stop(keyed);
   ASSERT_TRUE(refused);
   EXPECT_EQ(refused->status, 401);
   ASSERT_TRUE(served);

@@ -1,0 +1,77 @@
+#include "serve/chat_request.h"
+
+#include "core/error.h"
+
+namespace chainlm {
+
+namespace {
+
+using nlohmann::json;
+
+[[noreturn]] void refuse(const std::string& param, const std::string& message) { throw RequestError(param, message); }
+
+std::string content_of(const json& c, const std::string& where) {
+  if (c.is_string()) return c.get<std::string>();
+  if (!c.is_array()) refuse(where, cat(where, " must be a string or a list of text parts"));
+  std::string text;
+  for (size_t i = 0; i < c.size(); ++i) {
+    const json& part = c[i];
+    if (!part.is_object() || part.value("type", json()) != "text" || !part.contains("text") ||
+        !part["text"].is_string())
+      refuse(where, cat(where, "[", i, "] must be {\"type\": \"text\", \"text\": string} (chainlm reads text only)"));
+    text += part["text"].get<std::string>();
+  }
+  return text;
+}
+
+}  // namespace
+
+ChatRequest parse_chat_request(const json& body, const ModelConfig& config) {
+  if (!body.is_object()) refuse("", "the request body must be a JSON object");
+  if (body.contains("prompt")) refuse("prompt", "prompt is a /v1/completions field: a chat request sends messages");
+  ChatRequest r;
+  const json* m = body.contains("messages") ? &body["messages"] : nullptr;
+  if (!m) refuse("messages", "messages is required");
+  if (!m->is_array() || m->empty()) refuse("messages", "messages must be a non-empty list of messages");
+  for (size_t i = 0; i < m->size(); ++i) {
+    const json& msg = (*m)[i];
+    const std::string where = cat("messages[", i, "]");
+    if (!msg.is_object()) refuse(where, cat(where, " must be an object with role and content"));
+    for (const auto& [name, value] : msg.items())
+      if (name != "role" && name != "content" && name != "name")
+        refuse(cat(where, ".", name), cat(where, ".", name, " is not supported"));
+    if (!msg.contains("role") || !msg["role"].is_string()) refuse(where + ".role", where + ".role must be a string");
+    const std::string role = msg["role"];
+    if (role != "system" && role != "user" && role != "assistant")
+      refuse(where + ".role", cat(where, ".role must be system, user or assistant (got '", role, "')"));
+    if (!msg.contains("content")) refuse(where + ".content", where + ".content is required");
+    r.messages.push_back({role, content_of(msg["content"], where + ".content")});
+  }
+  // The rest is a completion request's; stream_options are read here.
+  json rest = body;
+  rest.erase("messages");
+  rest["prompt"] = "";
+  bool has_max = rest.contains("max_tokens") && !rest["max_tokens"].is_null();
+  if (rest.contains("max_completion_tokens")) {
+    if (has_max) refuse("max_completion_tokens", "pass max_tokens or max_completion_tokens, not both");
+    rest["max_tokens"] = rest["max_completion_tokens"];
+    rest.erase("max_completion_tokens");
+    has_max = !rest["max_tokens"].is_null();
+  }
+  if (rest.contains("stream_options") && !rest["stream_options"].is_null()) {
+    const json& so = rest["stream_options"];
+    if (!so.is_object()) refuse("stream_options", "stream_options must be an object");
+    for (const auto& [name, value] : so.items()) {
+      if (name != "include_usage") refuse("stream_options." + name, cat("stream_options.", name, " is not supported"));
+      if (!value.is_boolean()) refuse("stream_options.include_usage", "stream_options.include_usage must be true or false");
+      r.include_usage = value.get<bool>();
+    }
+  }
+  r.completion = parse_completion_request(rest, config);
+  if (!has_max) r.completion.gen.max_tokens = config.max_seq_len;  // until the context is full
+  if (r.include_usage && !r.completion.stream)
+    refuse("stream_options", "stream_options is only for stream: true");
+  return r;
+}
+
+}  // namespace chainlm

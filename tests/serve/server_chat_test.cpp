@@ -1,0 +1,180 @@
+// POST /v1/chat/completions: a conversation through the server's chat template, answered in
+// OpenAI's chat format (whole or as chunks), with the template's BOS/EOS as token ids. The byte
+// tokenizer makes prompt lengths countable by hand: one token per byte, plus BOS/EOS ids.
+#include <fstream>
+
+#include "serve/serve_test_util.h"
+
+namespace chainlm {
+namespace {
+
+using nlohmann::json;
+using testing::ServerUnderTest;
+using testing::TempDir;
+
+class ServeChat : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    model = dir.file("air");
+    testing::write_tiny_model(model, true, 256);  // room for a ChatML conversation in bytes
+  }
+  static ServeOptions options(ChatTemplate t) {
+    ServeOptions o;
+    o.threads = 1;
+    o.max_sessions = 1;
+    o.chat_template = t;
+    return o;
+  }
+  static json post(const ServerUnderTest& s, const std::string& path, const json& body, int status = 200) {
+    auto r = s.client().Post(path, body.dump(), "application/json");
+    EXPECT_TRUE(r) << path;
+    if (!r) return json();
+    EXPECT_EQ(r->status, status) << body.dump() << " -> " << r->body;
+    return r->body.rfind("data: ", 0) == 0 ? json(r->body) : json::parse(r->body);
+  }
+  TempDir dir;
+  std::string model;
+};
+
+TEST_F(ServeChat, AnswerIsTheCompletionOfTheRenderedConversation) {
+  ServerUnderTest s(model, options(ChatTemplate::kPlain));
+  const json chat = post(s, "/v1/chat/completions",
+                         {{"messages", {{{"role", "user"}, {"content", "Hi"}}}},
+                          {"max_tokens", 12}, {"temperature", 0}, {"seed", 3}});
+  EXPECT_EQ(chat["object"], "chat.completion");
+  EXPECT_EQ(chat["id"].get<std::string>().rfind("chatcmpl-", 0), 0u);
+  const json& choice = chat["choices"][0];
+  EXPECT_EQ(choice["message"]["role"], "assistant");
+  // "User: Hi\nAssistant:" is 19 bytes, plus BOS.
+  EXPECT_EQ(chat["usage"]["prompt_tokens"], 20);
+  // The same text through /v1/completions, cut where the plain template's next user turn
+  // would begin.
+  const json plain = post(s, "/v1/completions",
+                          {{"prompt", "User: Hi\nAssistant:"}, {"max_tokens", 12}, {"temperature", 0}, {"seed", 3}});
+  std::string expected = plain["choices"][0]["text"];
+  const size_t cut = expected.find("\nUser:");
+  if (cut != std::string::npos) expected = expected.substr(0, cut);
+  EXPECT_EQ(choice["message"]["content"], expected);
+  EXPECT_EQ(choice["finish_reason"], cut != std::string::npos ? "stop" : plain["choices"][0]["finish_reason"]);
+}
+
+TEST_F(ServeChat, TemplateBosAndEosAreTokenIds) {
+  ServerUnderTest s(model, options(ChatTemplate::kLlama2));
+  const json chat = post(s, "/v1/chat/completions",
+                         {{"messages",
+                           {{{"role", "user"}, {"content", "a"}},
+                            {{"role", "assistant"}, {"content", "b"}},
+                            {{"role", "user"}, {"content", "c"}}}},
+                          {"max_tokens", 1}});
+  // [BOS] "[INST] a [/INST]" " b " [EOS] [BOS] "[INST] c [/INST]": 1 + 16 + 3 + 1 + 1 + 16.
+  EXPECT_EQ(chat["usage"]["prompt_tokens"], 38);
+  const json refused = post(s, "/v1/chat/completions",
+                            {{"messages", {{{"role", "assistant"}, {"content", "first"}}}}}, 400);
+  EXPECT_EQ(refused["error"]["param"], "messages");
+  EXPECT_NE(refused["error"]["message"].get<std::string>().find("alternating user/assistant"), std::string::npos);
+}
+
+TEST_F(ServeChat, StreamSendsRoleThenDeltasThenFinishThenUsage) {
+  ServerUnderTest s(model, options(ChatTemplate::kChatML));
+  const json body = {{"messages", {{{"role", "system"}, {"content", "Be brief."}}, {{"role", "user"}, {"content", "Go"}}}},
+                     {"max_tokens", 6},
+                     {"seed", 11}};
+  const json whole = post(s, "/v1/chat/completions", body);
+  json streaming = body;
+  streaming["stream"] = true;
+  streaming["stream_options"] = {{"include_usage", true}};
+  auto r = s.client().Post("/v1/chat/completions", streaming.dump(), "application/json");
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 200);
+  const auto events = testing::sse_data(r->body);
+  ASSERT_GE(events.size(), 3u);
+  EXPECT_EQ(events.back(), "[DONE]");
+  std::string text;
+  int finishes = 0;
+  for (size_t i = 0; i + 1 < events.size(); ++i) {
+    const json e = json::parse(events[i]);
+    EXPECT_EQ(e["object"], "chat.completion.chunk");
+    EXPECT_EQ(e["id"].get<std::string>().rfind("chatcmpl-", 0), 0u);
+    if (i + 2 == events.size()) {  // the usage chunk
+      EXPECT_TRUE(e["choices"].empty());
+      EXPECT_EQ(e["usage"], whole["usage"]);
+      continue;
+    }
+    EXPECT_TRUE(e.contains("usage") && e["usage"].is_null()) << events[i];
+    const json& delta = e["choices"][0]["delta"];
+    EXPECT_EQ(delta.contains("role"), i == 0) << events[i];
+    if (delta.contains("content")) text += delta["content"].get<std::string>();
+    if (!e["choices"][0]["finish_reason"].is_null()) {
+      ++finishes;
+      EXPECT_EQ(e["choices"][0]["finish_reason"], whole["choices"][0]["finish_reason"]);
+    }
+  }
+  EXPECT_EQ(finishes, 1);
+  EXPECT_EQ(text, whole["choices"][0]["message"]["content"]);
+}
+
+TEST_F(ServeChat, BadChatRequestsNameTheField) {
+  ServerUnderTest s(model, options(ChatTemplate::kPlain));
+  struct Case {
+    json body;
+    std::string param, message;
+  };
+  const json hi = {{{"role", "user"}, {"content", "hi"}}};
+  const std::vector<Case> cases = {
+      {json::object(), "messages", "messages is required"},
+      {{{"messages", json::array()}}, "messages", "messages must be a non-empty list"},
+      {{{"messages", {{{"role", "tool"}, {"content", "x"}}}}}, "messages[0].role", "messages[0].role must be system, user or assistant"},
+      {{{"messages", {{{"role", "user"}}}}}, "messages[0].content", "messages[0].content is required"},
+      {{{"messages", {{{"role", "user"}, {"content", {{{"type", "image_url"}}}}}}}}, "messages[0].content",
+       "messages[0].content[0] must be {\"type\": \"text\""},
+      {{{"messages", hi}, {"prompt", "x"}}, "prompt", "prompt is a /v1/completions field"},
+      {{{"messages", hi}, {"stream_options", {{"include_usage", true}}}}, "stream_options",
+       "stream_options is only for stream: true"},
+      {{{"messages", hi}, {"max_tokens", 2}, {"max_completion_tokens", 2}}, "max_completion_tokens", "pass max_tokens"},
+      {{{"messages", hi}, {"temperature", -1}}, "temperature", "temperature must be >= 0"},
+      // "User: " + 300 bytes + "\nAssistant:", and BOS.
+      {{{"messages", {{{"role", "user"}, {"content", std::string(300, 'x')}}}}}, "messages",
+       "the conversation is 318 tokens in the plain template (BOS included), longer than the model's max_seq_len 256"},
+  };
+  for (const Case& c : cases) {
+    const json e = post(s, "/v1/chat/completions", c.body, 400)["error"];
+    EXPECT_EQ(e["param"], c.param) << c.body.dump();
+    EXPECT_EQ(e["message"].get<std::string>().rfind(c.message, 0), 0u) << c.body.dump() << " -> " << e.dump();
+  }
+  // Text parts are joined; max_completion_tokens is max_tokens' other name.
+  const json parts = post(s, "/v1/chat/completions",
+                          {{"messages", {{{"role", "user"}, {"content", {{{"type", "text"}, {"text", "H"}}, {{"type", "text"}, {"text", "i"}}}}}}},
+                           {"max_completion_tokens", 2}});
+  EXPECT_EQ(parts["usage"]["prompt_tokens"], 20);
+  EXPECT_LE(parts["usage"]["completion_tokens"].get<int>(), 2);
+}
+
+// `chainlm serve` takes the template family from a Hugging Face directory's tokenizer_config.json
+// unless --chat-template says otherwise.
+TEST_F(ServeChat, ServeCommandRecognizesTheTemplateOfTheModelDirectory) {
+  {
+    std::ofstream out(model + "/tokenizer_config.json");
+    out << json{{"chat_template",
+                 "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + "
+                 "'<|im_end|>' + '\\n'}}{% endfor %}"}}
+               .dump();
+  }
+  for (const auto& [extra, expected] : std::vector<std::pair<std::vector<std::string>, std::string>>{
+           {{}, "chat template chatml"}, {{"--chat-template", "zephyr"}, "chat template zephyr"}}) {
+    std::vector<std::string> args = {"--model", model, "--port", "0", "--threads", "1"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    testing::Spawned s = testing::spawn_serve(dir, args, {});
+    ASSERT_GT(s.port, 0) << testing::read_bytes(dir.file("serve.err"));
+    // The line after the URL line: wait for it.
+    std::string out;
+    for (int i = 0; i < 500 && out.find("chat template") == std::string::npos; ++i) {
+      out = testing::read_bytes(dir.file("serve.out"));
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    testing::stop(s);
+    EXPECT_NE(out.find(expected), std::string::npos) << out;
+  }
+}
+
+}  // namespace
+}  // namespace chainlm
