@@ -12,9 +12,33 @@ void validate_sampling(const SamplingOptions& o) {
                 o.temperature, ")");
   CHAINLM_CHECK(o.top_k >= 0, "top_k must be >= 0 (got ", o.top_k, ")");
   CHAINLM_CHECK(o.top_p > 0 && o.top_p <= 1, "top_p must be in (0, 1] (got ", o.top_p, ")");
+  CHAINLM_CHECK(std::isfinite(o.presence_penalty) && std::fabs(o.presence_penalty) <= 2,
+                "presence_penalty must be in [-2, 2] (got ", o.presence_penalty, ")");
+  CHAINLM_CHECK(std::isfinite(o.frequency_penalty) && std::fabs(o.frequency_penalty) <= 2,
+                "frequency_penalty must be in [-2, 2] (got ", o.frequency_penalty, ")");
+  for (const auto& [id, bias] : o.logit_bias)
+    CHAINLM_CHECK(id >= 0 && std::isfinite(bias) && std::fabs(bias) <= 100, "logit_bias of token ", id,
+                  " must be in [-100, 100] (got ", bias, ")");
 }
 
-int Sampler::sample(const float* logits, int V) {
+const float* Sampler::adjust(const float* logits, int V) {
+  if (opt_.logit_bias.empty() && (counts_.empty() || (opt_.presence_penalty == 0 && opt_.frequency_penalty == 0)))
+    return logits;
+  adjusted_.assign(logits, logits + V);
+  for (const auto& [id, n] : counts_)
+    if (id < V) adjusted_[id] -= opt_.presence_penalty + opt_.frequency_penalty * (float)n;
+  for (const auto& [id, bias] : opt_.logit_bias)
+    if (id < V) adjusted_[id] += bias;
+  return adjusted_.data();
+}
+
+int Sampler::sample(const float* raw_logits, int V) {
+  const int token = sample_adjusted(adjust(raw_logits, V), V);
+  if (opt_.presence_penalty != 0 || opt_.frequency_penalty != 0) ++counts_[token];
+  return token;
+}
+
+int Sampler::sample_adjusted(const float* logits, int V) {
   if (opt_.temperature == 0.0f) {
     // First index of the maximum, as llama2.c's argmax.
     int best = 0;

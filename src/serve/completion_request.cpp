@@ -45,26 +45,20 @@ void check_openai_field(const std::string& name, const json& v) {
     if (!v.is_boolean() || v.get<bool>()) refuse(name, "echo is not supported (must be false)");
   } else if (name == "logprobs" || name == "suffix") {
     refuse(name, cat(name, " is not supported (must be null or absent)"));
-  } else if (name == "presence_penalty" || name == "frequency_penalty") {
-    if (!v.is_number() || v.get<double>() != 0.0)
-      refuse(name, cat(name, " is not supported (must be 0)"));
-  } else if (name == "logit_bias") {
-    if (!v.is_object() || !v.empty()) refuse(name, "logit_bias is not supported (must be empty)");
   } else if (name == "stream_options") {
     if (!v.is_object()) refuse(name, "stream_options must be an object");
   }
 }
 
 bool is_openai_field(const std::string& name) {
-  for (const char* f : {"model", "user", "n", "best_of", "echo", "logprobs", "suffix",
-                        "presence_penalty", "frequency_penalty", "logit_bias", "stream_options"})
+  for (const char* f : {"model", "user", "n", "best_of", "echo", "logprobs", "suffix", "stream_options"})
     if (name == f) return true;
   return false;
 }
 
 bool is_chainlm_field(const std::string& name) {
-  for (const char* f : {"prompt", "max_tokens", "temperature", "top_p", "top_k", "seed", "stop",
-                        "stream", "chains", "chain_schedule"})
+  for (const char* f : {"prompt", "max_tokens", "temperature", "top_p", "top_k", "seed", "stop", "stream", "chains",
+                        "chain_schedule", "presence_penalty", "frequency_penalty", "logit_bias"})
     if (name == f) return true;
   return false;
 }
@@ -137,6 +131,33 @@ CompletionRequest parse_completion_request(const json& body, const ModelConfig& 
     }
     for (const std::string& s : r.stop)
       if (s.empty()) refuse("stop", "stop sequences must not be empty");
+  }
+  for (const char* penalty : {"presence_penalty", "frequency_penalty"})
+    if ((v = field(body, penalty))) {
+      const double p = number(*v, penalty);
+      if (!(p >= -2 && p <= 2)) refuse(penalty, cat(penalty, " must be in [-2, 2] (got ", json_excerpt(*v), ")"));
+      (std::string(penalty) == "presence_penalty" ? r.gen.sampling.presence_penalty
+                                                  : r.gen.sampling.frequency_penalty) = (float)p;
+    }
+  if ((v = field(body, "logit_bias"))) {
+    // {"token id": bias}: keys are strings in JSON.
+    if (!v->is_object()) refuse("logit_bias", "logit_bias must be an object of token id -> bias");
+    for (const auto& [key, bias] : v->items()) {
+      size_t used = 0;
+      long long id = -1;
+      try {
+        id = std::stoll(key, &used);
+      } catch (const std::exception&) {
+        used = 0;
+      }
+      if (used != key.size() || key.empty() || id < 0 || id >= config.vocab_size)
+        refuse("logit_bias", cat("logit_bias key '", key, "' must be a token id in 0..", config.vocab_size - 1));
+      const double b = bias.is_number() ? bias.get<double>() : NAN;
+      if (!(b >= -100 && b <= 100))
+        refuse("logit_bias", cat("logit_bias of token ", key, " must be a number in [-100, 100] (got ",
+                                 json_excerpt(bias), ")"));
+      r.gen.sampling.logit_bias.emplace_back((int)id, (float)b);
+    }
   }
   if ((v = field(body, "stream"))) {
     if (!v->is_boolean()) refuse("stream", "stream must be true or false");

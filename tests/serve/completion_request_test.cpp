@@ -42,8 +42,12 @@ TEST(CompletionRequest, ReadsEveryField) {
       json::parse(R"({"prompt": "x", "max_tokens": 5, "temperature": 0, "top_p": 0.5, "top_k": 7,
                       "seed": 18446744073709551615, "stop": ["a", "bc"], "stream": true,
                       "chains": 2, "model": "whatever", "n": 1, "echo": false, "logprobs": null,
-                      "user": "u", "presence_penalty": 0, "frequency_penalty": 0.0})"),
+                      "user": "u", "presence_penalty": 0.5, "frequency_penalty": -1.0,
+                      "logit_bias": {"65": -100, "7": 2.5}})"),
       config());
+  EXPECT_EQ(r.gen.sampling.presence_penalty, 0.5f);
+  EXPECT_EQ(r.gen.sampling.frequency_penalty, -1.0f);
+  EXPECT_EQ(r.gen.sampling.logit_bias, (std::vector<std::pair<int, float>>{{65, -100.0f}, {7, 2.5f}}));
   EXPECT_EQ(r.gen.max_tokens, 5);
   EXPECT_EQ(r.gen.sampling.temperature, 0.0f);
   EXPECT_EQ(r.gen.sampling.top_p, 0.5f);
@@ -110,8 +114,14 @@ TEST(CompletionRequest, ErrorsNameTheField) {
       {R"({"prompt": "x", "n": 2})", "n", "n must be 1"},
       {R"({"prompt": "x", "echo": true})", "echo", "echo is not supported"},
       {R"({"prompt": "x", "logprobs": 2})", "logprobs", "logprobs is not supported"},
-      {R"({"prompt": "x", "presence_penalty": 0.5})", "presence_penalty",
-       "presence_penalty is not supported"},
+      {R"({"prompt": "x", "presence_penalty": 2.5})", "presence_penalty",
+       "presence_penalty must be in [-2, 2]"},
+      {R"({"prompt": "x", "frequency_penalty": "a"})", "frequency_penalty", "frequency_penalty must be a number"},
+      {R"({"prompt": "x", "logit_bias": {"258": 1}})", "logit_bias", "logit_bias key '258' must be a token id in 0..257"},
+      {R"({"prompt": "x", "logit_bias": {"1x": 1}})", "logit_bias", "logit_bias key '1x' must be a token id"},
+      {R"({"prompt": "x", "logit_bias": {"65": 101}})", "logit_bias",
+       "logit_bias of token 65 must be a number in [-100, 100]"},
+      {R"({"prompt": "x", "logit_bias": [1]})", "logit_bias", "logit_bias must be an object"},
       {R"({"prompt": "x", "model": 5})", "model", "model must be a string"},
   };
   for (const auto& [body, param, message] : cases) {

@@ -85,5 +85,22 @@ TEST_F(ServeRoutes, TokenRoutesRefuseBadBodies) {
   }
 }
 
+// logit_bias reaches the sampler: +100 on the byte 'A' makes every token an 'A', and the
+// same bias on two tokens with a frequency penalty makes them take turns.
+TEST_F(ServeRoutes, LogitBiasAndPenaltiesReachTheGeneration) {
+  auto r = post("/v1/completions", R"({"prompt": "x", "max_tokens": 6, "seed": 1, "logit_bias": {"65": 100}})");
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 200) << r->body;
+  EXPECT_EQ(json::parse(r->body)["choices"][0]["text"], "AAAAAA");
+  r = post("/v1/completions", R"({"prompt": "x", "max_tokens": 6, "temperature": 0,
+                                  "logit_bias": {"65": 100, "66": 100}, "frequency_penalty": 2})");
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 200) << r->body;
+  const std::string text = json::parse(r->body)["choices"][0]["text"];
+  ASSERT_EQ(text.size(), 6u) << text;
+  for (size_t i = 1; i < text.size(); ++i) EXPECT_NE(text[i], text[i - 1]) << text;
+  for (char ch : text) EXPECT_TRUE(ch == 'A' || ch == 'B') << text;
+}
+
 }  // namespace
 }  // namespace chainlm

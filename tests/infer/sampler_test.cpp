@@ -1,0 +1,78 @@
+// The logit adjustments of OpenAI's API in the sampler: logit_bias, presence and frequency
+// penalties, on hand-made logits whose answer can be worked out by hand.
+#include "infer/sampler.h"
+
+#include <gtest/gtest.h>
+
+#include <vector>
+
+#include "core/error.h"
+
+namespace chainlm {
+namespace {
+
+TEST(Sampler, LogitBiasMovesGreedyChoices) {
+  const std::vector<float> logits = {1.0f, 3.0f, 2.0f, 0.5f};
+  SamplingOptions o;
+  o.temperature = 0;
+  EXPECT_EQ(Sampler(o).sample(logits.data(), 4), 1);
+  o.logit_bias = {{1, -100.0f}};
+  EXPECT_EQ(Sampler(o).sample(logits.data(), 4), 2);  // the next best
+  o.logit_bias = {{3, 2.6f}};                          // 0.5 + 2.6 = 3.1 > 3
+  EXPECT_EQ(Sampler(o).sample(logits.data(), 4), 3);
+  // With temperature, a +100 bias makes the token certain (its probability is e^-97 from 1).
+  o.temperature = 1;
+  o.logit_bias = {{0, 100.0f}};
+  Sampler s(o);
+  for (int i = 0; i < 50; ++i) EXPECT_EQ(s.sample(logits.data(), 4), 0);
+}
+
+TEST(Sampler, PenaltiesLowerTokensAlreadySampled) {
+  const std::vector<float> logits = {2.0f, 1.5f, 1.2f};
+  SamplingOptions o;
+  o.temperature = 0;
+  Sampler plain(o);
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(plain.sample(logits.data(), 3), 0);
+  // Presence: 2 - 0.6 = 1.4 < 1.5 after token 0 once, so token 1; then 1.5 - 0.6 = 0.9, and
+  // token 0 (1.4) leads token 2 (1.2) from then on: presence counts once, however many times.
+  o.presence_penalty = 0.6f;
+  Sampler presence(o);
+  EXPECT_EQ(presence.sample(logits.data(), 3), 0);
+  EXPECT_EQ(presence.sample(logits.data(), 3), 1);
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(presence.sample(logits.data(), 3), 0);
+  // With 0.9 token 2 (1.2) comes before the penalized 0 (1.1) and 1 (0.6) once both are seen.
+  o.presence_penalty = 0.9f;
+  Sampler stronger(o);
+  EXPECT_EQ(stronger.sample(logits.data(), 3), 0);
+  EXPECT_EQ(stronger.sample(logits.data(), 3), 1);
+  EXPECT_EQ(stronger.sample(logits.data(), 3), 2);
+  // Frequency: each sampling of token 0 lowers it by 0.3 more: 2, 1.7 (still first), 1.4 < 1.5.
+  o.presence_penalty = 0;
+  o.frequency_penalty = 0.3f;
+  Sampler frequency(o);
+  EXPECT_EQ(frequency.sample(logits.data(), 3), 0);
+  EXPECT_EQ(frequency.sample(logits.data(), 3), 0);
+  EXPECT_EQ(frequency.sample(logits.data(), 3), 1);
+  // A negative penalty favours repeats.
+  o.frequency_penalty = -2.0f;
+  o.logit_bias = {{1, 0.6f}};  // 1.5 + 0.6 = 2.1: token 1 first, then it only gains
+  Sampler repeat(o);
+  for (int i = 0; i < 4; ++i) EXPECT_EQ(repeat.sample(logits.data(), 3), 1);
+}
+
+TEST(Sampler, AdjustmentsAreValidated) {
+  SamplingOptions o;
+  o.presence_penalty = 2.5f;
+  EXPECT_THROW(validate_sampling(o), Error);
+  o.presence_penalty = 0;
+  o.frequency_penalty = -3;
+  EXPECT_THROW(validate_sampling(o), Error);
+  o.frequency_penalty = 0;
+  o.logit_bias = {{3, 101.0f}};
+  EXPECT_THROW(validate_sampling(o), Error);
+  o.logit_bias = {{3, -100.0f}};
+  EXPECT_NO_THROW(validate_sampling(o));
+}
+
+}  // namespace
+}  // namespace chainlm
