@@ -62,11 +62,12 @@ GenerateResult generate_tokens(const Model& model, const Tokenizer& tok, const s
       res.stop_reason = StopReason::eos;
       break;
     }
-    const std::string piece = tok.decode_token(session.tokens().back(), next);
+    const int prev = session.tokens().back();
+    const std::string piece = tok.decode_token(prev, next);
     res.text += piece;
     res.tokens.push_back(next);
     res.chains.push_back(schedule.chains_for(i));
-    if (on_token && !on_token(TokenEvent{i, next, res.chains.back(), piece})) {
+    if (on_token && !on_token(TokenEvent{i, next, res.chains.back(), piece, prev, logits})) {
       res.stop_reason = StopReason::callback;
       break;
     }

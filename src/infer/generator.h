@@ -43,6 +43,9 @@ struct TokenEvent {
   int id;                   // token id
   int chains;               // active chains that produced it
   const std::string& text;  // its text (Tokenizer::decode_token)
+  int prev_id;              // the token before it (the prompt's last for the first)
+  const float* logits;      // the model's logits it was sampled from (vocab_size floats, valid
+                            // during the callback; before penalties, biases and temperature)
 };
 
 // Encodes prompt with BOS, prefills, then samples up to max_tokens (stopping at EOS/BOS or at

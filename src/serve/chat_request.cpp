@@ -58,6 +58,20 @@ ChatRequest parse_chat_request(const json& body, const ModelConfig& config) {
     rest.erase("max_completion_tokens");
     has_max = !rest["max_tokens"].is_null();
   }
+  // Chat's logprobs: true/false, and top_logprobs alternatives: the completion field's number.
+  const bool top_given = rest.contains("top_logprobs") && !rest["top_logprobs"].is_null();
+  const json top = top_given ? rest["top_logprobs"] : json(0);
+  rest.erase("top_logprobs");
+  if (rest.contains("logprobs") && !rest["logprobs"].is_null()) {
+    if (!rest["logprobs"].is_boolean()) refuse("logprobs", "logprobs must be true or false");
+    if (rest["logprobs"].get<bool>())
+      rest["logprobs"] = top;
+    else
+      rest.erase("logprobs");
+  } else {
+    rest.erase("logprobs");
+  }
+  if (top_given && !rest.contains("logprobs")) refuse("top_logprobs", "top_logprobs needs logprobs: true");
   if (rest.contains("stream_options") && !rest["stream_options"].is_null()) {
     const json& so = rest["stream_options"];
     if (!so.is_object()) refuse("stream_options", "stream_options must be an object");
@@ -67,7 +81,14 @@ ChatRequest parse_chat_request(const json& body, const ModelConfig& config) {
       r.include_usage = value.get<bool>();
     }
   }
-  r.completion = parse_completion_request(rest, config);
+  try {
+    r.completion = parse_completion_request(rest, config);
+  } catch (const RequestError& e) {
+    if (e.param() != "logprobs") throw;
+    std::string why = e.what();
+    if (why.rfind("logprobs", 0) == 0) why = "top_logprobs" + why.substr(8);
+    throw RequestError("top_logprobs", why);
+  }
   if (!has_max) r.completion.gen.max_tokens = config.max_seq_len;  // until the context is full
   if (r.include_usage && !r.completion.stream)
     refuse("stream_options", "stream_options is only for stream: true");

@@ -43,7 +43,7 @@ void check_openai_field(const std::string& name, const json& v) {
       refuse(name, cat(name, " must be 1: chainlm returns one choice per request"));
   } else if (name == "echo") {
     if (!v.is_boolean() || v.get<bool>()) refuse(name, "echo is not supported (must be false)");
-  } else if (name == "logprobs" || name == "suffix") {
+  } else if (name == "suffix") {
     refuse(name, cat(name, " is not supported (must be null or absent)"));
   } else if (name == "stream_options") {
     if (!v.is_object()) refuse(name, "stream_options must be an object");
@@ -51,14 +51,14 @@ void check_openai_field(const std::string& name, const json& v) {
 }
 
 bool is_openai_field(const std::string& name) {
-  for (const char* f : {"model", "user", "n", "best_of", "echo", "logprobs", "suffix", "stream_options"})
+  for (const char* f : {"model", "user", "n", "best_of", "echo", "suffix", "stream_options"})
     if (name == f) return true;
   return false;
 }
 
 bool is_chainlm_field(const std::string& name) {
   for (const char* f : {"prompt", "max_tokens", "temperature", "top_p", "top_k", "seed", "stop", "stream", "chains",
-                        "chain_schedule", "presence_penalty", "frequency_penalty", "logit_bias"})
+                        "chain_schedule", "presence_penalty", "frequency_penalty", "logit_bias", "logprobs"})
     if (name == f) return true;
   return false;
 }
@@ -158,6 +158,12 @@ CompletionRequest parse_completion_request(const json& body, const ModelConfig& 
                                  json_excerpt(bias), ")"));
       r.gen.sampling.logit_bias.emplace_back((int)id, (float)b);
     }
+  }
+  if ((v = field(body, "logprobs"))) {
+    const long long n = integer(*v, "logprobs");
+    if (n < 0 || n > kMaxTopLogprobs)
+      refuse("logprobs", cat("logprobs must be in 0..", kMaxTopLogprobs, " (alternatives per token; got ", n, ")"));
+    r.logprobs = (int)n;
   }
   if ((v = field(body, "stream"))) {
     if (!v->is_boolean()) refuse("stream", "stream must be true or false");

@@ -31,7 +31,11 @@ struct CompletionRequest {
   std::vector<std::string> stop;  // stop sequences (at most 4, none empty)
   bool stream = false;
   bool seed_given = false;  // without a seed, the server draws one and reports it
+  int logprobs = -1;        // -1: none; else the log-probability of each token and this many alternatives
 };
+
+// At most this many alternatives per token in logprobs (OpenAI's chat API allows 20).
+constexpr int kMaxTopLogprobs = 20;
 
 // Defaults follow OpenAI's completions API: max_tokens 16, temperature 1, top_p 1; top_k 0
 // (off); chains: all. Unknown fields are refused (a typo such as "max_token" would otherwise

@@ -16,6 +16,7 @@
 #include "serve/access.h"
 #include "serve/admission.h"
 #include "serve/chat_request.h"
+#include "serve/logprobs.h"
 #include "serve/completion_request.h"
 #include "serve/completion_text.h"
 #include "serve/metrics.h"
@@ -132,6 +133,9 @@ struct InferenceServer::Impl {
     bool chat = false;
     bool include_usage = false;
     bool role_sent = false;
+    std::vector<TokenLogprob> logprobs;  // per generated token, when the request asks
+    size_t logprobs_sent = 0;            // those already in stream events
+    size_t text_sent = 0;                // bytes of text already in stream events
   };
 
   void route();
@@ -149,7 +153,9 @@ struct InferenceServer::Impl {
   // Sends the job as server-sent events; false when the stream did not end normally.
   bool stream(Job& job, httplib::DataSink& sink);
   // The response object (chunk: a stream event) in the format of the job's endpoint.
-  json completion_json(const Job& job, const std::string& text, const char* finish, bool chunk) const;
+  // lp: the tokens whose log-probabilities the object carries (null: none asked).
+  json completion_json(const Job& job, const std::string& text, const char* finish, bool chunk,
+                       const std::vector<TokenLogprob>* lp = nullptr, size_t text_offset = 0) const;
   json usage_json(const Job& job) const;
   json stats_json(const Job& job) const;
   json models_json() const;
@@ -381,7 +387,8 @@ json InferenceServer::Impl::stats_json(const Job& job) const {
 }
 
 json InferenceServer::Impl::completion_json(const Job& job, const std::string& text, const char* finish,
-                                            bool chunk) const {
+                                            bool chunk, const std::vector<TokenLogprob>* lp,
+                                            size_t text_offset) const {
   json choice;
   if (!job.chat) {
     choice = {{"text", text}, {"index", 0}, {"logprobs", nullptr}, {"finish_reason", nullptr}};
@@ -398,6 +405,7 @@ json InferenceServer::Impl::completion_json(const Job& job, const std::string& t
               {"finish_reason", nullptr}};
   }
   if (finish) choice["finish_reason"] = finish;
+  if (lp) choice["logprobs"] = job.chat ? chat_logprobs_json(*lp) : completion_logprobs_json(*lp, text_offset);
   json out = {{"id", job.id},
               {"object", !job.chat ? "text_completion" : chunk ? "chat.completion.chunk" : "chat.completion"},
               {"created", job.created},
@@ -418,6 +426,9 @@ std::string InferenceServer::Impl::run(Job& job,
   const Clock::time_point start = Clock::now();
   auto on_token = [&](const TokenEvent& e) {
     if (opt.on_token) opt.on_token(e.index);
+    if (job.request.logprobs >= 0)
+      job.logprobs.push_back(token_logprob(e.logits, model.config().vocab_size, e.id, job.request.logprobs,
+                                           [&](int id) { return tok.decode_token(e.prev_id, id); }));
     const std::string out = job.text.push(e.text);
     if (emit && !emit(out, e.chains)) {
       job.cancelled = true;
@@ -442,14 +453,25 @@ bool InferenceServer::Impl::stream(Job& job, httplib::DataSink& sink) {
     return sink.write(line.data(), line.size());
   };
   try {
+    // The log-probabilities of the tokens generated since the last event.
+    auto fresh_logprobs = [&]() -> std::vector<TokenLogprob> {
+      std::vector<TokenLogprob> out(job.logprobs.begin() + (long)job.logprobs_sent, job.logprobs.end());
+      job.logprobs_sent = job.logprobs.size();
+      return out;
+    };
+    const bool with_lp = job.request.logprobs >= 0;
     const std::string tail = run(job, [&](const std::string& text, int chains) {
-      json event = completion_json(job, text, nullptr, true);
+      const auto lp = with_lp ? fresh_logprobs() : std::vector<TokenLogprob>();
+      json event = completion_json(job, text, nullptr, true, with_lp ? &lp : nullptr, job.text_sent);
+      job.text_sent += text.size();
       job.role_sent = true;
       event["chainlm"] = {{"chains", chains}};
       return send(event);
     });
     if (job.cancelled) return false;
-    json last = completion_json(job, tail, finish_reason(job.result, job.text), true);
+    const auto lp = with_lp ? fresh_logprobs() : std::vector<TokenLogprob>();
+    json last = completion_json(job, tail, finish_reason(job.result, job.text), true, with_lp ? &lp : nullptr,
+                                job.text_sent);
     if (!job.chat) last["usage"] = usage_json(job);
     last["chainlm"] = stats_json(job);
     if (!send(last)) return false;
@@ -554,7 +576,8 @@ void InferenceServer::Impl::start(const std::shared_ptr<Job>& job, httplib::Resp
     return;
   }
   run(*job, nullptr);
-  json out = completion_json(*job, job->text.text(), finish_reason(job->result, job->text), false);
+  json out = completion_json(*job, job->text.text(), finish_reason(job->result, job->text), false,
+                             job->request.logprobs >= 0 ? &job->logprobs : nullptr);
   out["usage"] = usage_json(*job);
   out["chainlm"] = stats_json(*job);
   res.set_content(json_dump(out), "application/json");

@@ -1,0 +1,130 @@
+// Log-probabilities of generated tokens: the arithmetic on logits whose softmax is known, then
+// through the server in both APIs, whole and streamed.
+#include "serve/logprobs.h"
+
+#include <cmath>
+
+#include "serve/serve_test_util.h"
+
+namespace chainlm {
+namespace {
+
+using nlohmann::json;
+using testing::ServerUnderTest;
+using testing::TempDir;
+
+TEST(Logprobs, LogSoftmaxAndTopAlternatives) {
+  // softmax(log 1, log 2, log 3, log 4) = 0.1, 0.2, 0.3, 0.4, whatever the shift.
+  const std::vector<float> logits = {std::log(1.0f) + 5, std::log(2.0f) + 5, std::log(3.0f) + 5, std::log(4.0f) + 5};
+  const TokenLogprob t = token_logprob(logits.data(), 4, 2, 2, [](int id) { return std::string(1, char('a' + id)); });
+  EXPECT_EQ(t.text, "c");
+  EXPECT_NEAR(t.logprob, std::log(0.3), 1e-6);
+  ASSERT_EQ(t.top.size(), 2u);
+  EXPECT_EQ(t.top[0].first, "d");
+  EXPECT_NEAR(t.top[0].second, std::log(0.4), 1e-6);
+  EXPECT_EQ(t.top[1].first, "c");
+  const json legacy = completion_logprobs_json({t, t}, 7);
+  EXPECT_EQ(legacy["tokens"], json::array({"c", "c"}));
+  EXPECT_EQ(legacy["text_offset"], json::array({7, 8}));
+  EXPECT_NEAR(legacy["top_logprobs"][1]["d"].get<double>(), std::log(0.4), 1e-6);
+  const json chat = chat_logprobs_json({t});
+  EXPECT_EQ(chat["content"][0]["bytes"], json::array({'c'}));
+  EXPECT_EQ(chat["content"][0]["top_logprobs"][0]["token"], "d");
+}
+
+std::string token_logprob_legacy_probe() {
+  const std::vector<float> logits = {0.0f, 1.0f};
+  const TokenLogprob t = token_logprob(logits.data(), 2, 1, 0, [](int) { return std::string("\xff"); });
+  return completion_logprobs_json({t}, 0)["tokens"][0];
+}
+
+class ServeLogprobs : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    testing::write_tiny_model(dir.file("air"), true, 128);
+    ServeOptions o;
+    o.threads = 1;
+    o.max_sessions = 1;
+    server = std::make_unique<ServerUnderTest>(dir.file("air"), o);
+  }
+  json post(const std::string& path, const json& body) const {
+    auto r = server->client().Post(path, body.dump(), "application/json");
+    EXPECT_TRUE(r && r->status == 200) << (r ? r->body : "no answer");
+    return r && r->status == 200 && r->body.rfind("data:", 0) != 0 ? json::parse(r->body) : json(r ? r->body : "");
+  }
+  TempDir dir;
+  std::unique_ptr<ServerUnderTest> server;
+};
+
+TEST_F(ServeLogprobs, GreedyTokensAreTheirOwnBestAlternative) {
+  const json r = post("/v1/completions", {{"prompt", "ab"}, {"max_tokens", 5}, {"temperature", 0}, {"logprobs", 3}});
+  const json& lp = r["choices"][0]["logprobs"];
+  ASSERT_EQ(lp["tokens"].size(), r["usage"]["completion_tokens"].get<size_t>());
+  std::string joined;
+  bool all_text = true;  // tokens that are not valid UTF-8 read "bytes:\xNN" (as OpenAI's)
+  for (size_t i = 0; i < lp["tokens"].size(); ++i) {
+    joined += lp["tokens"][i].get<std::string>();
+    all_text = all_text && lp["tokens"][i].get<std::string>().rfind("bytes:", 0) != 0;
+    const double own = lp["token_logprobs"][i];
+    EXPECT_LE(own, 0.0);
+    // Greedy: the token is the likeliest, so its log-probability is the top one.
+    double best = -1e9, mass = 0;
+    for (const auto& [text, l] : lp["top_logprobs"][i].items()) {
+      best = std::max(best, l.get<double>());
+      mass += std::exp(l.get<double>());
+    }
+    EXPECT_NEAR(own, best, 1e-9) << i;
+    EXPECT_LE(mass, 1.0 + 1e-9);
+  }
+  if (all_text) {
+    EXPECT_EQ(joined, r["choices"][0]["text"]);
+  }
+  EXPECT_EQ(token_logprob_legacy_probe(), "bytes:\\xff");
+}
+
+TEST_F(ServeLogprobs, ChatLogprobsWholeAndStreamedAgree) {
+  const json body = {{"messages", {{{"role", "user"}, {"content", "hi"}}}},
+                     {"max_tokens", 4}, {"seed", 5}, {"logprobs", true}, {"top_logprobs", 2}};
+  const json whole = post("/v1/chat/completions", body);
+  const json& content = whole["choices"][0]["logprobs"]["content"];
+  ASSERT_EQ(content.size(), whole["usage"]["completion_tokens"].get<size_t>());
+  for (const json& t : content) {
+    EXPECT_EQ(t["top_logprobs"].size(), 2u);
+    std::string bytes;
+    for (int b : t["bytes"]) bytes.push_back((char)b);
+    EXPECT_EQ(bytes.size(), t["bytes"].size());
+  }
+  json streaming = body;
+  streaming["stream"] = true;
+  const std::string events = post("/v1/chat/completions", streaming).get<std::string>();
+  json streamed = json::array();
+  for (const std::string& e : testing::sse_data(events)) {
+    if (e == "[DONE]") break;
+    const json chunk = json::parse(e);
+    if (chunk["choices"].empty() || chunk["choices"][0]["logprobs"].is_null()) continue;
+    for (const json& t : chunk["choices"][0]["logprobs"]["content"]) streamed.push_back(t);
+  }
+  EXPECT_EQ(streamed, content);
+  // Without logprobs: null, and bad values are refused naming the field.
+  const json plain = post("/v1/chat/completions", {{"messages", {{{"role", "user"}, {"content", "hi"}}}}, {"max_tokens", 1}});
+  EXPECT_TRUE(plain["choices"][0]["logprobs"].is_null());
+  for (const auto& [field, value, param] : std::vector<std::tuple<std::string, json, std::string>>{
+           {"top_logprobs", 3, "top_logprobs"}, {"logprobs", "yes", "logprobs"}}) {
+    json bad = {{"messages", {{{"role", "user"}, {"content", "hi"}}}}};
+    bad[field] = value;
+    auto r = server->client().Post("/v1/chat/completions", bad.dump(), "application/json");
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, 400);
+    EXPECT_EQ(json::parse(r->body)["error"]["param"], param) << r->body;
+  }
+  json many = body;
+  many["top_logprobs"] = 21;
+  auto r = server->client().Post("/v1/chat/completions", many.dump(), "application/json");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 400);
+  EXPECT_EQ(json::parse(r->body)["error"]["message"].get<std::string>().rfind("top_logprobs must be in 0..20", 0), 0u)
+      << r->body;
+}
+
+}  // namespace
+}  // namespace chainlm
