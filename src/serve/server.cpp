@@ -642,6 +642,9 @@ int InferenceServer::start() {
                 " (address in use, or not an address of this machine)");
   s.http.raise_listen_backlog();
   s.listener = std::thread([&s] { s.http.listen_after_bind(); });
+  // Until httplib marks itself running, its stop() does nothing, and a stop() in that window
+  // (a SIGTERM right after start) would leave the listener blocked in accept() for ever.
+  while (!s.http.is_running()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
   return s.port;
 }
 
