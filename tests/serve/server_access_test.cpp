@@ -189,10 +189,8 @@ TEST_F(ServeAccess, LoopbackServerAnswersOnlyLoopbackHostNames) {
   EXPECT_EQ(local->status, 200);
 }
 
-// Sends raw bytes over one connection and returns what comes back until the server closes it
-// (an idle connection: after the keep-alive timeout) or 10 s pass. (A half-closed connection
-// counts as gone for httplib, which then drops the answer: the write side stays open.)
-std::string raw_exchange(int port, const std::string& request) {
+// A connected TCP socket to 127.0.0.1:port, or -1.
+int connect_loopback(int port) {
   const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
@@ -200,8 +198,17 @@ std::string raw_exchange(int port, const std::string& request) {
   addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
     ::close(fd);
-    return "";
+    return -1;
   }
+  return fd;
+}
+
+// Sends raw bytes over one connection and returns what comes back until the server closes it
+// (an idle connection: after the keep-alive timeout) or 10 s pass. (A half-closed connection
+// counts as gone for httplib, which then drops the answer: the write side stays open.)
+std::string raw_exchange(int port, const std::string& request) {
+  const int fd = connect_loopback(port);
+  if (fd < 0) return "";
   timeval tv{10, 0};
   setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
   size_t sent = 0;
@@ -247,18 +254,6 @@ TEST_F(ServeAccess, MalformedAndOversizedBodiesGetClearErrors) {
   EXPECT_NE(answer.find("Connection: close"), std::string::npos) << answer;
 }
 
-int connect_loopback(int port) {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(static_cast<uint16_t>(port));
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
-    ::close(fd);
-    return -1;
-  }
-  return fd;
-}
 
 // 200 connections that send nothing and 30 that send half a request each hold an HTTP thread;
 // a real request must still be answered (it waited for idle ones to time out, ~20 s, when
