@@ -284,6 +284,14 @@ void completion_request_seeds() {
       {"stop-overlap", R"({"prompt": "aab aab abab", "stop": ["ab", "bab", "aab a"]})"},
   };
   for (const auto& [name, body] : bodies) seed("completion_request_fuzzer", name, body);
+  const std::map<std::string, std::string> chats = {
+      {"chat",
+       R"({"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}], "max_tokens": 8, "stream": true, "stream_options": {"include_usage": true}, "logprobs": true, "top_logprobs": 2})"},
+      {"parts", R"({"messages": [{"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]}, {"role": "assistant", "content": "c"}, {"role": "user", "content": "d"}], "max_completion_tokens": 3, "presence_penalty": 0.5, "logit_bias": {"65": -100}})"},
+      {"tokenize", R"({"content": "café", "add_special": true})"},
+      {"detokenize", R"({"tokens": [256, 104, 105, 257]})"},
+  };
+  for (const auto& [name, body] : chats) seed("chat_request_fuzzer", name, body);
 }
 
 // Corpus files as users have them: text with documents, JSONL, a gzip file, invalid UTF-8.
