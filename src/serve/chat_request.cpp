@@ -28,7 +28,8 @@ std::string content_of(const json& c, const std::string& where) {
 
 ChatRequest parse_chat_request(const json& body, const ModelConfig& config) {
   if (!body.is_object()) refuse("", "the request body must be a JSON object");
-  if (body.contains("prompt")) refuse("prompt", "prompt is a /v1/completions field: a chat request sends messages");
+  for (const char* f : {"prompt", "echo", "suffix", "best_of"})
+    if (body.contains(f)) refuse(f, cat(f, " is a /v1/completions field (a chat request sends messages)"));
   ChatRequest r;
   const json* m = body.contains("messages") ? &body["messages"] : nullptr;
   if (!m) refuse("messages", "messages is required");

@@ -41,8 +41,6 @@ void check_openai_field(const std::string& name, const json& v) {
   } else if (name == "n" || name == "best_of") {
     if (!(v.is_number_integer() && v.get<long long>() == 1))
       refuse(name, cat(name, " must be 1: chainlm returns one choice per request"));
-  } else if (name == "echo") {
-    if (!v.is_boolean() || v.get<bool>()) refuse(name, "echo is not supported (must be false)");
   } else if (name == "suffix") {
     refuse(name, cat(name, " is not supported (must be null or absent)"));
   } else if (name == "stream_options") {
@@ -51,14 +49,15 @@ void check_openai_field(const std::string& name, const json& v) {
 }
 
 bool is_openai_field(const std::string& name) {
-  for (const char* f : {"model", "user", "n", "best_of", "echo", "suffix", "stream_options"})
+  for (const char* f : {"model", "user", "n", "best_of", "suffix", "stream_options"})
     if (name == f) return true;
   return false;
 }
 
 bool is_chainlm_field(const std::string& name) {
   for (const char* f : {"prompt", "max_tokens", "temperature", "top_p", "top_k", "seed", "stop", "stream", "chains",
-                        "chain_schedule", "presence_penalty", "frequency_penalty", "logit_bias", "logprobs"})
+                        "chain_schedule", "presence_penalty", "frequency_penalty", "logit_bias", "logprobs",
+                        "echo"})
     if (name == f) return true;
   return false;
 }
@@ -79,10 +78,27 @@ CompletionRequest parse_completion_request(const json& body, const ModelConfig& 
 
   const json* v = field(body, "prompt");
   if (!v) refuse("prompt", "prompt is required");
-  if (!v->is_string())
-    refuse("prompt",
-           "prompt must be a string (lists of prompts or of token ids are not supported)");
-  r.prompt = v->get<std::string>();
+  if (v->is_array() && !v->empty() && v->at(0).is_number_integer()) {
+    // A prompt of token ids (BOS is put first, as for text).
+    for (size_t i = 0; i < v->size(); ++i) {
+      const json& t = v->at(i);
+      if (!t.is_number_integer() || t.get<long long>() < 0 || t.get<long long>() >= config.vocab_size)
+        refuse("prompt", cat("prompt[", i, "] must be a token id in 0..", config.vocab_size - 1, " (got ",
+                             json_excerpt(t), ")"));
+      r.prompt_tokens.push_back(t.get<int>());
+    }
+    if ((int)r.prompt_tokens.size() + 1 > config.max_seq_len)
+      refuse("prompt", cat("prompt is ", r.prompt_tokens.size() + 1,
+                           " tokens (BOS included), longer than the model's max_seq_len ", config.max_seq_len));
+  } else if (v->is_string()) {
+    r.prompt = v->get<std::string>();
+  } else {
+    refuse("prompt", "prompt must be a string or a list of token ids (several prompts: one request each)");
+  }
+  if ((v = field(body, "echo"))) {
+    if (!v->is_boolean()) refuse("echo", "echo must be true or false");
+    r.echo = v->get<bool>();
+  }
 
   if ((v = field(body, "max_tokens"))) {
     const long long m = integer(*v, "max_tokens");
@@ -164,6 +180,7 @@ CompletionRequest parse_completion_request(const json& body, const ModelConfig& 
     if (n < 0 || n > kMaxTopLogprobs)
       refuse("logprobs", cat("logprobs must be in 0..", kMaxTopLogprobs, " (alternatives per token; got ", n, ")"));
     r.logprobs = (int)n;
+    if (r.echo) refuse("logprobs", "logprobs with echo (the prompt's log-probabilities) is not supported");
   }
   if ((v = field(body, "stream"))) {
     if (!v->is_boolean()) refuse("stream", "stream must be true or false");

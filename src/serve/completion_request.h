@@ -26,6 +26,8 @@ class RequestError : public std::runtime_error {
 
 struct CompletionRequest {
   std::string prompt;
+  std::vector<int> prompt_tokens;  // a prompt of token ids (then prompt is empty), BOS not included
+  bool echo = false;               // the answer's text starts with the prompt
   GenerateOptions gen;            // max_tokens, chains or schedule, sampling
   std::string chain_schedule;     // as given ("" when absent)
   std::vector<std::string> stop;  // stop sequences (at most 4, none empty)

@@ -460,6 +460,9 @@ bool InferenceServer::Impl::stream(Job& job, httplib::DataSink& sink) {
       return out;
     };
     const bool with_lp = job.request.logprobs >= 0;
+    if (job.request.echo) {  // the prompt first, as its own event
+      if (!send(completion_json(job, job.request.prompt, nullptr, true))) return false;
+    }
     const std::string tail = run(job, [&](const std::string& text, int chains) {
       const auto lp = with_lp ? fresh_logprobs() : std::vector<TokenLogprob>();
       json event = completion_json(job, text, nullptr, true, with_lp ? &lp : nullptr, job.text_sent);
@@ -496,7 +499,14 @@ void InferenceServer::Impl::completions(const std::string& body, httplib::Respon
   auto job = std::make_shared<Job>();
   job->arrival = Clock::now();
   job->request = parse_completion_body(body, model.config());
-  const int prompt_tokens = 1 + (int)tok.encode(job->request.prompt).size();
+  CompletionRequest& r = job->request;
+  if (!r.prompt_tokens.empty()) {  // token ids: checked by the parser; their text for echo
+    job->prompt_tokens = {tok.bos_id()};
+    job->prompt_tokens.insert(job->prompt_tokens.end(), r.prompt_tokens.begin(), r.prompt_tokens.end());
+    r.prompt = tok.decode(r.prompt_tokens);
+  }
+  const int prompt_tokens =
+      r.prompt_tokens.empty() ? 1 + (int)tok.encode(r.prompt).size() : (int)job->prompt_tokens.size();
   if (prompt_tokens > model.config().max_seq_len)
     throw RequestError("prompt", cat("prompt is ", prompt_tokens,
                                      " tokens (BOS included), longer than the model's max_seq_len ",
@@ -576,7 +586,8 @@ void InferenceServer::Impl::start(const std::shared_ptr<Job>& job, httplib::Resp
     return;
   }
   run(*job, nullptr);
-  json out = completion_json(*job, job->text.text(), finish_reason(job->result, job->text), false,
+  json out = completion_json(*job, (r.echo ? r.prompt : "") + job->text.text(),
+                             finish_reason(job->result, job->text), false,
                              job->request.logprobs >= 0 ? &job->logprobs : nullptr);
   out["usage"] = usage_json(*job);
   out["chainlm"] = stats_json(*job);

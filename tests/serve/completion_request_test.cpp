@@ -112,7 +112,7 @@ TEST(CompletionRequest, ErrorsNameTheField) {
        "pass chains or chain_schedule, not both"},
       {R"({"prompt": "x", "max_token": 3})", "max_token", "unknown field 'max_token'"},
       {R"({"prompt": "x", "n": 2})", "n", "n must be 1"},
-      {R"({"prompt": "x", "echo": true})", "echo", "echo is not supported"},
+      {R"({"prompt": "x", "echo": "yes"})", "echo", "echo must be true or false"},
       {R"({"prompt": "x", "logprobs": 21})", "logprobs", "logprobs must be in 0..20"},
       {R"({"prompt": "x", "logprobs": true})", "logprobs", "logprobs must be an integer"},
       {R"({"prompt": "x", "presence_penalty": 2.5})", "presence_penalty",

@@ -128,6 +128,7 @@ TEST_F(ServeChat, BadChatRequestsNameTheField) {
       {{{"messages", {{{"role", "user"}, {"content", {{{"type", "image_url"}}}}}}}}, "messages[0].content",
        "messages[0].content[0] must be {\"type\": \"text\""},
       {{{"messages", hi}, {"prompt", "x"}}, "prompt", "prompt is a /v1/completions field"},
+      {{{"messages", hi}, {"echo", true}}, "echo", "echo is a /v1/completions field"},
       {{{"messages", hi}, {"stream_options", {{"include_usage", true}}}}, "stream_options",
        "stream_options is only for stream: true"},
       {{{"messages", hi}, {"max_tokens", 2}, {"max_completion_tokens", 2}}, "max_completion_tokens", "pass max_tokens"},

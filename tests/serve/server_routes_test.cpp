@@ -85,6 +85,39 @@ TEST_F(ServeRoutes, TokenRoutesRefuseBadBodies) {
   }
 }
 
+// A prompt of token ids runs as the text they spell (the byte tokenizer: ids = bytes), and
+// echo puts the prompt before the answer, whole or as the stream's first event.
+TEST_F(ServeRoutes, TokenPromptsAndEcho) {
+  auto text = post("/v1/completions", R"({"prompt": "hi", "max_tokens": 5, "seed": 9})");
+  auto ids = post("/v1/completions", R"({"prompt": [104, 105], "max_tokens": 5, "seed": 9})");
+  ASSERT_TRUE(text && ids);
+  ASSERT_EQ(ids->status, 200) << ids->body;
+  const json a = json::parse(text->body), b = json::parse(ids->body);
+  EXPECT_EQ(b["choices"][0]["text"], a["choices"][0]["text"]);
+  EXPECT_EQ(b["usage"]["prompt_tokens"], 3);
+  auto echo = post("/v1/completions", R"({"prompt": [104, 105], "max_tokens": 5, "seed": 9, "echo": true})");
+  ASSERT_TRUE(echo);
+  EXPECT_EQ(json::parse(echo->body)["choices"][0]["text"], "hi" + a["choices"][0]["text"].get<std::string>());
+  auto streamed = post("/v1/completions", R"({"prompt": "hi", "max_tokens": 5, "seed": 9, "echo": true, "stream": true})");
+  ASSERT_TRUE(streamed);
+  std::string joined;
+  const auto events = testing::sse_data(streamed->body);
+  for (size_t i = 0; i + 1 < events.size(); ++i) joined += json::parse(events[i])["choices"][0]["text"].get<std::string>();
+  EXPECT_EQ(json::parse(events.at(0))["choices"][0]["text"], "hi");  // the prompt is the first event
+  EXPECT_EQ(joined, "hi" + a["choices"][0]["text"].get<std::string>());
+  for (const auto& [body, message] : std::vector<std::pair<std::string, std::string>>{
+           {R"({"prompt": [104, 300]})", "prompt[1] must be a token id in 0..257 (got 300)"},
+           {R"({"prompt": ["a", "b"]})", "prompt must be a string or a list of token ids"},
+           {R"({"prompt": [104, "b"]})", "prompt[1] must be a token id"},
+           {R"({"prompt": "x", "echo": 1})", "echo must be true or false"},
+           {R"({"prompt": "x", "echo": true, "logprobs": 1})", "logprobs with echo"}}) {
+    auto r = post("/v1/completions", body);
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, 400) << body;
+    EXPECT_EQ(json::parse(r->body)["error"]["message"].get<std::string>().rfind(message, 0), 0u) << r->body;
+  }
+}
+
 // logit_bias reaches the sampler: +100 on the byte 'A' makes every token an 'A', and the
 // same bias on two tokens with a frequency penalty makes them take turns.
 TEST_F(ServeRoutes, LogitBiasAndPenaltiesReachTheGeneration) {
