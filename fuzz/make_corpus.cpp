@@ -282,6 +282,8 @@ void completion_request_seeds() {
       {"openai",
        R"({"model": "chainlm", "prompt": "abc", "n": 1, "best_of": 1, "echo": false, "logprobs": null, "presence_penalty": 0, "frequency_penalty": 0.0, "logit_bias": {}, "user": "u", "stream_options": {}, "suffix": null})"},
       {"stop-overlap", R"({"prompt": "aab aab abab", "stop": ["ab", "bab", "aab a"]})"},
+      {"tokens-echo", R"({"prompt": [104, 105], "echo": true, "logit_bias": {"65": 3}, "frequency_penalty": -1})"},
+      {"logprobs", R"({"prompt": "hi", "logprobs": 5, "presence_penalty": 2})"},
   };
   for (const auto& [name, body] : bodies) seed("completion_request_fuzzer", name, body);
   const std::map<std::string, std::string> chats = {
