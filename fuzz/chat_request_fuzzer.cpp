@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include "fuzz_util.h"
+#include "served_config.h"
 #include "io/tokenizer.h"
 #include "serve/chat_request.h"
 #include "serve/chat_template.h"
@@ -14,27 +15,8 @@
 
 using namespace chainlm;
 
-namespace {
-
-ModelConfig served_config() {
-  ModelConfig c;
-  c.dim = 32;
-  c.n_layers = 1;
-  c.n_heads = 4;
-  c.n_kv_heads = 1;
-  c.ffn_dim = 64;
-  c.vocab_size = ByteTokenizer::kVocabSize;
-  c.chains = {1, 1, 1, 1};
-  c.kv_share = true;
-  c.max_seq_len = 64;
-  validate_config(c, "fuzz config");
-  return c;
-}
-
-}  // namespace
-
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  static const ModelConfig config = served_config();
+  static const ModelConfig config = fuzz_served_config();
   static const ByteTokenizer tok;
   nlohmann::json body;
   try {
