@@ -231,3 +231,49 @@ TEST(Playground, GeneratesWithOneChainAndAllChainsInHeadlessChromium) {
 
 }  // namespace
 }  // namespace chainlm
+
+namespace chainlm {
+namespace {
+
+// With --api-key the page asks for the key, then sends it with every call.
+TEST(Playground, AsksForTheApiKeyAndSendsIt) {
+  const std::string chromium = find_in_path("chromium"), driver = find_in_path("chromedriver");
+  if (chromium.empty() || driver.empty()) GTEST_SKIP() << "chromium or chromedriver is not installed";
+  testing::TempDir dir;
+  testing::write_tiny_model(dir.file("air"), true);
+  ServeOptions o;
+  o.threads = 1;
+  o.max_sessions = 1;
+  o.api_key = "playground-key";
+  testing::ServerUnderTest s(dir.file("air"), o);
+  ChromeDriver chromedriver(driver, dir.file("chromedriver.log"));
+  ASSERT_GT(chromedriver.port, 0) << testing::read_bytes(dir.file("chromedriver.log"));
+  const json capabilities = {
+      {"alwaysMatch",
+       {{"browserName", "chrome"},
+        {"goog:chromeOptions",
+         {{"binary", chromium},
+          {"args", {"--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-dev-shm-usage",
+                    "--user-data-dir=" + dir.file("chromium-profile")}}}}}}};
+  Browser browser(chromedriver.port, capabilities);
+  ASSERT_TRUE(browser.ok()) << browser.error();
+  browser.command("POST", "/url", {{"url", "http://127.0.0.1:" + std::to_string(s.port) + "/"}});
+  ASSERT_TRUE(browser.wait_until(
+      "return document.getElementById('model').textContent.includes('needs an API key');"))
+      << browser.script("return document.getElementById('model').textContent;");
+  const std::string key_box = browser.element("#api-key");
+  ASSERT_FALSE(key_box.empty()) << browser.error();
+  browser.command("POST", "/element/" + key_box + "/value", {{"text", "playground-key"}});
+  browser.script("document.getElementById('api-key').dispatchEvent(new Event('change'));");
+  ASSERT_TRUE(browser.wait_until("return document.getElementById('chains').max === '3';"))
+      << browser.script("return document.getElementById('model').textContent;");
+  browser.command("POST", "/element/" + browser.element("#prompt") + "/value", {{"text", "hi"}});
+  browser.command("POST", "/element/" + browser.element("#run") + "/click");
+  ASSERT_TRUE(browser.wait_until("return document.getElementById('status').dataset.state === 'done';"))
+      << browser.script("return document.getElementById('status').textContent;");
+  EXPECT_EQ(browser.script("return document.getElementById('output').textContent;").get<std::string>().rfind("hi", 0),
+            0u);
+}
+
+}  // namespace
+}  // namespace chainlm
