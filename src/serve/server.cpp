@@ -127,8 +127,8 @@ struct InferenceServer::Impl {
     CompletionText text;
     bool cancelled = false;
     bool streamed = false;
-    // /v1/chat/completions: the conversation's tokens (BOS first), the chunk format, and
-    // whether the first chunk (which names the role) went out.
+    // The prompt's tokens (BOS first; a chat's conversation), then for /v1/chat/completions
+    // the chunk format and whether the first chunk (which names the role) went out.
     std::vector<int> prompt_tokens;
     bool chat = false;
     bool include_usage = false;
@@ -436,9 +436,7 @@ std::string InferenceServer::Impl::run(Job& job,
     }
     return !job.text.stopped();
   };
-  job.result = job.prompt_tokens.empty()
-                   ? generate_tokens(model, tok, job.request.prompt, job.request.gen, on_token)
-                   : generate_tokens(model, tok, job.prompt_tokens, "", job.request.gen, on_token);
+  job.result = generate_tokens(model, tok, job.prompt_tokens, job.request.prompt, job.request.gen, on_token);
   metrics.count_generation((int)job.result.prompt_tokens.size(), job.result.chains,
                            seconds_since(start), seconds_since(job.arrival), job.cancelled);
   job.slot.reset();  // the session is free once generation ends, before the answer goes out
@@ -500,15 +498,16 @@ void InferenceServer::Impl::completions(const std::string& body, httplib::Respon
   job->arrival = Clock::now();
   job->request = parse_completion_body(body, model.config());
   CompletionRequest& r = job->request;
+  // The prompt is tokenized once, here: the length check and the generation use the same ids.
+  job->prompt_tokens = {tok.bos_id()};
   if (!r.prompt_tokens.empty()) {  // token ids: checked by the parser; their text for echo
-    job->prompt_tokens = {tok.bos_id()};
     job->prompt_tokens.insert(job->prompt_tokens.end(), r.prompt_tokens.begin(), r.prompt_tokens.end());
     r.prompt = tok.decode(r.prompt_tokens);
+  } else {
+    for (int t : tok.encode(r.prompt)) job->prompt_tokens.push_back(t);
   }
-  const int prompt_tokens =
-      r.prompt_tokens.empty() ? 1 + (int)tok.encode(r.prompt).size() : (int)job->prompt_tokens.size();
-  if (prompt_tokens > model.config().max_seq_len)
-    throw RequestError("prompt", cat("prompt is ", prompt_tokens,
+  if ((int)job->prompt_tokens.size() > model.config().max_seq_len)
+    throw RequestError("prompt", cat("prompt is ", job->prompt_tokens.size(),
                                      " tokens (BOS included), longer than the model's max_seq_len ",
                                      model.config().max_seq_len));
   job->text = CompletionText(job->request.stop);
