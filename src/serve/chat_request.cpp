@@ -63,6 +63,9 @@ ChatRequest parse_chat_request(const json& body, const ModelConfig& config) {
   const bool top_given = rest.contains("top_logprobs") && !rest["top_logprobs"].is_null();
   const json top = top_given ? rest["top_logprobs"] : json(0);
   rest.erase("top_logprobs");
+  if (!top.is_number_integer() || top.get<long long>() < 0 || top.get<long long>() > kMaxTopLogprobs)
+    refuse("top_logprobs", cat("top_logprobs must be in 0..", kMaxTopLogprobs, " (alternatives per token; got ",
+                               top.dump(), ")"));
   if (rest.contains("logprobs") && !rest["logprobs"].is_null()) {
     if (!rest["logprobs"].is_boolean()) refuse("logprobs", "logprobs must be true or false");
     if (rest["logprobs"].get<bool>())
@@ -82,14 +85,7 @@ ChatRequest parse_chat_request(const json& body, const ModelConfig& config) {
       r.include_usage = value.get<bool>();
     }
   }
-  try {
-    r.completion = parse_completion_request(rest, config);
-  } catch (const RequestError& e) {
-    if (e.param() != "logprobs") throw;
-    std::string why = e.what();
-    if (why.rfind("logprobs", 0) == 0) why = "top_logprobs" + why.substr(8);
-    throw RequestError("top_logprobs", why);
-  }
+  r.completion = parse_completion_request(rest, config);
   if (!has_max) r.completion.gen.max_tokens = config.max_seq_len;  // until the context is full
   if (r.include_usage && !r.completion.stream)
     refuse("stream_options", "stream_options is only for stream: true");
