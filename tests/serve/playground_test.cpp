@@ -138,6 +138,19 @@ class Browser {
   std::string id_, error_;
 };
 
+// WebDriver capabilities of a headless Chromium with its profile in dir, quiet on the network.
+json headless_chromium(const std::string& chromium, const testing::TempDir& dir) {
+  return {{"alwaysMatch",
+           {{"browserName", "chrome"},
+            {"goog:chromeOptions",
+             {{"binary", chromium},
+              {"args",
+               {"--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                "--disable-dev-shm-usage", "--window-size=1280,1000",
+                "--user-data-dir=" + dir.file("chromium-profile")}}}}}}};
+}
+
 TEST(Playground, GeneratesWithOneChainAndAllChainsInHeadlessChromium) {
   const std::string chromium = find_in_path("chromium"), driver = find_in_path("chromedriver");
   if (chromium.empty() || driver.empty()) {
@@ -157,17 +170,7 @@ TEST(Playground, GeneratesWithOneChainAndAllChainsInHeadlessChromium) {
 
   ChromeDriver chromedriver(driver, dir.file("chromedriver.log"));
   ASSERT_GT(chromedriver.port, 0) << testing::read_bytes(dir.file("chromedriver.log"));
-  const json capabilities = {
-      {"alwaysMatch",
-       {{"browserName", "chrome"},
-        {"goog:chromeOptions",
-         {{"binary", chromium},
-          {"args",
-           {"--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-            "--disable-background-networking", "--disable-component-update", "--disable-sync",
-            "--disable-dev-shm-usage", "--window-size=1280,1000",
-            "--user-data-dir=" + dir.file("chromium-profile")}}}}}}};
-  Browser browser(chromedriver.port, capabilities);
+  Browser browser(chromedriver.port, headless_chromium(chromium, dir));
   ASSERT_TRUE(browser.ok()) << browser.error();
 
   browser.command("POST", "/url", {{"url", "http://127.0.0.1:" + std::to_string(s.port) + "/"}});
@@ -229,12 +232,6 @@ TEST(Playground, GeneratesWithOneChainAndAllChainsInHeadlessChromium) {
   EXPECT_EQ(s.health()["sessions_in_flight"], 0);
 }
 
-}  // namespace
-}  // namespace chainlm
-
-namespace chainlm {
-namespace {
-
 // With --api-key the page asks for the key, then sends it with every call.
 TEST(Playground, AsksForTheApiKeyAndSendsIt) {
   const std::string chromium = find_in_path("chromium"), driver = find_in_path("chromedriver");
@@ -248,14 +245,7 @@ TEST(Playground, AsksForTheApiKeyAndSendsIt) {
   testing::ServerUnderTest s(dir.file("air"), o);
   ChromeDriver chromedriver(driver, dir.file("chromedriver.log"));
   ASSERT_GT(chromedriver.port, 0) << testing::read_bytes(dir.file("chromedriver.log"));
-  const json capabilities = {
-      {"alwaysMatch",
-       {{"browserName", "chrome"},
-        {"goog:chromeOptions",
-         {{"binary", chromium},
-          {"args", {"--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-dev-shm-usage",
-                    "--user-data-dir=" + dir.file("chromium-profile")}}}}}}};
-  Browser browser(chromedriver.port, capabilities);
+  Browser browser(chromedriver.port, headless_chromium(chromium, dir));
   ASSERT_TRUE(browser.ok()) << browser.error();
   browser.command("POST", "/url", {{"url", "http://127.0.0.1:" + std::to_string(s.port) + "/"}});
   ASSERT_TRUE(browser.wait_until(
