@@ -11,7 +11,7 @@ namespace chainlm {
 
 namespace {
 
-// C[m, n] = A[m, :K] . B[n, :K] (+ beta C[m, n]) for M <= 8 rows and n in [n0, n1): every
+// C[m, n] = A[m, :K] . B[n, :K] (+ beta C[m, n]) for M <= kMaxDecodeRows rows and n in [n0, n1): every
 // row of B (a weight row) is read once for all M rows of A, which stay in L1. Measured on
 // 1408x512 weights streamed from memory: M = 4 as fast as sgemv's one row, given the software
 // prefetch into L2 a few rows ahead (without it, 1.4x slower); two accumulator sets halve the
@@ -63,10 +63,10 @@ void few_rows_nt(int n0, int n1, int K, const float* A, int lda, const float* B,
 
 using FewRowsKernel = void (*)(int, int, int, const float*, int, const float*, int, float*, int,
                                float);
-constexpr FewRowsKernel kFewRows[] = {&few_rows_nt<2>, &few_rows_nt<3>, &few_rows_nt<4>,
+constexpr FewRowsKernel kFewRows[] = {&few_rows_nt<1>, &few_rows_nt<2>, &few_rows_nt<3>, &few_rows_nt<4>,
                                       &few_rows_nt<5>, &few_rows_nt<6>, &few_rows_nt<7>,
                                       &few_rows_nt<8>};
-constexpr int kMaxFewRows = 8;
+static_assert(sizeof(kFewRows) / sizeof(kFewRows[0]) == kMaxDecodeRows);
 
 // The GEMMs with more rows than the few-row paths take, on the chosen backend.
 void large_gemm(bool transa, bool transb, int M, int N, int K, const float* A, int lda,
@@ -89,16 +89,12 @@ void large_gemm(bool transa, bool transb, int M, int N, int K, const float* A, i
 void gemm_nt(int M, int N, int K, const float* A, int lda, const float* B, int ldb, float* C,
              int ldc, float beta) {
   if (M == 0 || N == 0) return;
-  if (M == 1) {
-    // One row (decoding): a matrix-vector product, bandwidth-bound; sgemv streams the
-    // weight once where a GEMM would pack it first.
-    cblas_sgemv(CblasRowMajor, CblasNoTrans, N, K, 1.0f, B, ldb, A, 1, beta, C, 1);
-    return;
-  }
-  if (M <= kMaxFewRows) {
-    // A few rows (a PHD decoding step's K copies): still bandwidth-bound, and sgemm would
-    // pack the weight first (2-3x the time of streaming it once).
-    const FewRowsKernel f = kFewRows[M - 2];
+  if (M <= kMaxDecodeRows) {
+    // A few rows (decoding steps: one sequence's token, a PHD step's K copies, a server's
+    // batch): bandwidth-bound, and sgemm would pack the weight first (2-3x the time of
+    // streaming it once). One row goes through the same kernel rather than sgemv, whose sums
+    // come out in another order: a row's result must not depend on the rows beside it.
+    const FewRowsKernel f = kFewRows[M - 1];
     for_column_ranges(N, (long)M * N * K, [&](int n0, int n1) { f(n0, n1, K, A, lda, B, ldb, C, ldc, beta); });
     return;
   }

@@ -8,6 +8,12 @@
 
 namespace chainlm {
 
+// Decoding steps multiply at most this many rows at once, and gemm_nt with at most this many
+// rows is batch-invariant: every row of C gets the same bits as when that row of A is
+// multiplied alone, whatever the weight's form (fp32, bf16, quantized). The server batches
+// concurrent requests on this (a request's tokens do not depend on who shares its steps).
+constexpr int kMaxDecodeRows = 8;
+
 // C(M,N) = A(M,K) · B(N,K)^T + beta*C     (B stored row-major as N rows of K: a weight)
 void gemm_nt(int M, int N, int K, const float* A, int lda, const float* B, int ldb, float* C,
              int ldc, float beta);

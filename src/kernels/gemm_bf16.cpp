@@ -26,7 +26,7 @@ namespace chainlm {
 
 namespace {
 
-constexpr int kMaxFewRows = 8;
+constexpr int kMaxFewRows = kMaxDecodeRows;  // batch-invariant up to here (gemm.h)
 // The many-row path widens weight panels of about this many floats (8 MB) per GEMM call: big
 // enough that the GEMMs stay large (panels of 256 rows ran prefill at 0.6x fp32), small enough
 // that an output head's widened copy does not double its memory.

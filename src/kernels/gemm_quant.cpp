@@ -25,8 +25,9 @@ namespace {
 constexpr int kRowsPerPass = 4;  // rows of A dotted with each unpacked weight block
 constexpr int kTileRows = 16;    // weight rows kept hot while all rows of A pass
 // From this many rows of A on, the interleaved kernel (gemm_quant_interleaved.cpp) runs: its
-// repacking of the weights pays for itself once several rows share it.
-constexpr int kInterleavedRows = 8;
+// repacking of the weights pays for itself once several rows share it. Its sums come out in
+// another order, so decoding batches (up to kMaxDecodeRows rows, gemm.h) stay below it.
+constexpr int kInterleavedRows = kMaxDecodeRows + 1;
 // Without it (no AVX2), from this many rows on the weights are dequantized into the fp32 GEMM
 // backend instead, whose register-blocked kernels beat the portable dot products there.
 constexpr int kDequantizeRows = 16;

@@ -1,0 +1,80 @@
+// Batch invariance of the few-row GEMMs that decoding steps use: a row of A multiplied together
+// with up to kMaxDecodeRows - 1 other rows gives the very same bits as the row alone. The server
+// batches concurrent requests into one decoding step on this property, so that a request's
+// tokens do not depend on which others share its steps (docs/serving.md).
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <vector>
+
+#include "gradcheck.h"
+#include "kernels/bf16.h"
+#include "kernels/gemm.h"
+#include "kernels/quant.h"
+
+namespace chainlm {
+namespace {
+
+using test::random_vector;
+
+// Row m of the M-row product against the product of that row alone, bit for bit; `gemm` runs
+// C(M, N) = A(M, K) . B^T with the weight in one of its forms.
+template <typename Gemm>
+void expect_rows_independent_of_batch(int N, int K, Gemm gemm, const char* what) {
+  const int lda = K + 3, ldc = N + 5;
+  const auto A = random_vector((size_t)kMaxDecodeRows * lda, 7);
+  for (float beta : {0.0f, 1.0f}) {
+    const auto C0 = random_vector((size_t)kMaxDecodeRows * ldc, 8);
+    std::vector<float> alone = C0;
+    for (int m = 0; m < kMaxDecodeRows; ++m)
+      gemm(1, A.data() + (size_t)m * lda, lda, alone.data() + (size_t)m * ldc, ldc, beta);
+    for (int M = 2; M <= kMaxDecodeRows; ++M) {
+      std::vector<float> batch = C0;
+      gemm(M, A.data(), lda, batch.data(), ldc, beta);
+      for (int m = 0; m < M; ++m)
+        ASSERT_EQ(std::memcmp(batch.data() + (size_t)m * ldc, alone.data() + (size_t)m * ldc, N * sizeof(float)), 0)
+            << what << ": row " << m << " of " << M << " rows differs from the row alone (K " << K << ", beta "
+            << beta << ")";
+    }
+  }
+}
+
+TEST(GemmRows, Fp32RowsDoNotDependOnTheRowsBesideThem) {
+  for (int K : {64, 45, 256, 704}) {
+    const int N = 96;
+    const auto B = random_vector((size_t)N * K, 9);
+    expect_rows_independent_of_batch(N, K, [&](int M, const float* A, int lda, float* C, int ldc, float beta) {
+      gemm_nt(M, N, K, A, lda, B.data(), K, C, ldc, beta);
+    }, "fp32");
+  }
+}
+
+TEST(GemmRows, Bf16RowsDoNotDependOnTheRowsBesideThem) {
+  for (int K : {64, 45, 256}) {
+    const int N = 96;
+    const auto Bf = random_vector((size_t)N * K, 10);
+    std::vector<bf16_t> B(Bf.size());
+    for (size_t i = 0; i < Bf.size(); ++i) B[i] = to_bf16(Bf[i]);
+    expect_rows_independent_of_batch(N, K, [&](int M, const float* A, int lda, float* C, int ldc, float beta) {
+      gemm_nt_bf16(M, N, K, A, lda, B.data(), K, C, ldc, beta);
+    }, "bf16");
+  }
+}
+
+TEST(GemmRows, QuantizedRowsDoNotDependOnTheRowsBesideThem) {
+  for (QuantType type : {QuantType::kQ8_0, QuantType::kQ4_0}) {
+    for (int K : {64, 256, 704}) {
+      const int N = 96;
+      const auto Bf = random_vector((size_t)N * K, 11);
+      const size_t row = quant_row_bytes(type, K);
+      std::vector<uint8_t> B(row * N);
+      for (int n = 0; n < N; ++n) quantize_row(type, Bf.data() + (size_t)n * K, K, B.data() + row * n);
+      expect_rows_independent_of_batch(N, K, [&](int M, const float* A, int lda, float* C, int ldc, float beta) {
+        gemm_nt_quant(M, N, K, A, lda, type, B.data(), K, C, ldc, beta);
+      }, quant_type_name(type));
+    }
+  }
+}
+
+}  // namespace
+}  // namespace chainlm
