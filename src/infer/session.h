@@ -53,6 +53,7 @@ class InferenceSession {
   void set_bounded_prefill(bool on) { bounded_prefill_ = on; }
 
  private:
+  friend class BatchDecoder;  // batch_decode.h: one step of several sessions in one pass
   struct Sizes {
     int max_chunk, max_rows, ring_rows;
   };

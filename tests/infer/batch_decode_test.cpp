@@ -1,0 +1,121 @@
+// Batched decoding steps (infer/batch_decode.h) against each sequence decoded alone: the same
+// logits bit for bit, for every model shape (chains, CoLM-Air, GQA, PHD), with sequences of
+// different lengths and sub-models that change between steps, in fp32, bf16 and quantized
+// weights, and for more sequences than one pass takes.
+#include "infer/batch_decode.h"
+
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <memory>
+
+#include "../model/model_variant.h"
+#include "kernels/gemm.h"
+
+namespace chainlm {
+namespace {
+
+using test::ModelVariant;
+using test::random_tokens;
+using test::variant_name;
+
+enum class Weights { kFp32, kBf16, kQ8_0, kQ4_0 };
+
+std::unique_ptr<Model> make_model(const ModelConfig& c, Weights w) {
+  auto m = std::make_unique<Model>(c);
+  m->init_random(5);
+  if (w == Weights::kBf16) m->use_bf16_weights(/*keep_fp32=*/false);
+  if (w == Weights::kQ8_0) m->quantize_weights(QuantType::kQ8_0);
+  if (w == Weights::kQ4_0) m->quantize_weights(QuantType::kQ4_0);
+  return m;
+}
+
+// Sequence s's sub-model at step t: every sub-model, up and down, differing between sequences.
+int chains_at(int s, int t, int n) { return 1 + (s * 5 + t * 3 + t / 2) % n; }
+
+// `sequences` sessions with prompts of different lengths decode `steps` tokens batched, and
+// the same sessions alone; every step's logits must be equal bit for bit.
+void expect_batch_equals_alone(const Model& model, int sequences, int steps) {
+  const ModelConfig& c = model.config();
+  const int V = c.vocab_size, n = c.n_chains();
+  std::vector<std::unique_ptr<InferenceSession>> batched, alone;
+  std::vector<std::vector<int>> tokens;
+  for (int s = 0; s < sequences; ++s) {
+    tokens.push_back(random_tokens(3 + 2 * s + steps, V, 100 + s));
+    const std::vector<int> prompt(tokens[s].begin(), tokens[s].begin() + 3 + 2 * s);
+    for (auto* set : {&batched, &alone}) {
+      set->push_back(std::make_unique<InferenceSession>(model));
+      set->back()->prefill(prompt, chains_at(s, 0, n));
+    }
+  }
+  BatchDecoder decoder(model);
+  for (int t = 1; t <= steps; ++t) {
+    std::vector<DecodeRow> rows;
+    for (int s = 0; s < sequences; ++s)
+      rows.push_back({batched[s].get(), tokens[s][2 + 2 * s + t], chains_at(s, t, n)});
+    const std::vector<const float*> got = decoder.step(rows);
+    ASSERT_EQ(got.size(), rows.size());
+    for (int s = 0; s < sequences; ++s) {
+      const float* want = alone[s]->decode(rows[s].token, rows[s].chains);
+      ASSERT_EQ(std::memcmp(got[s], want, sizeof(float) * V), 0)
+          << "sequence " << s << " (chains " << rows[s].chains << ") at step " << t << " of " << sequences;
+      ASSERT_EQ(batched[s]->tokens(), alone[s]->tokens());
+    }
+  }
+}
+
+class BatchDecodeVariants : public ::testing::TestWithParam<ModelVariant> {};
+
+TEST_P(BatchDecodeVariants, EveryRowGetsTheLogitsItGetsAlone) {
+  const auto model = make_model(GetParam().config(40), Weights::kFp32);
+  expect_batch_equals_alone(*model, 5, 6);
+}
+
+INSTANTIATE_TEST_SUITE_P(All, BatchDecodeVariants,
+                         ::testing::Values(ModelVariant{{1}, false, 0}, ModelVariant{{1}, false, 1},
+                                           ModelVariant{{1, 2, 1}, false, 4}, ModelVariant{{1, 2, 1}, true, 2},
+                                           ModelVariant{{2, 2, 2, 2}, true, 4}, ModelVariant{{2, 2, 2, 2}, false, 8},
+                                           ModelVariant{{1, 1}, true, 2, false, 2, 4, 8},
+                                           ModelVariant{{2}, false, 0, true, 3, 0, 0}),
+                         variant_name);
+
+TEST(BatchDecode, Bf16AndQuantizedWeightsToo) {
+  const ModelConfig c = ModelVariant{{2, 2, 2, 2}, true, 4}.config(40);
+  for (Weights w : {Weights::kBf16, Weights::kQ8_0, Weights::kQ4_0}) {
+    SCOPED_TRACE((int)w);
+    const auto model = make_model(c, w);
+    expect_batch_equals_alone(*model, 6, 4);
+  }
+}
+
+TEST(BatchDecode, MoreSequencesThanOnePassTakes) {
+  const auto model = make_model(ModelVariant{{1, 2, 1}, true, 2}.config(48), Weights::kFp32);
+  expect_batch_equals_alone(*model, kMaxDecodeRows * 2 + 3, 3);
+}
+
+TEST(BatchDecode, BadRowsAreRefusedNamingWhatIsWrong) {
+  const auto model = make_model(ModelVariant{{1, 1}, true, 2}.config(8), Weights::kFp32);
+  InferenceSession s(*model);
+  s.prefill({1, 2}, 1);
+  BatchDecoder decoder(*model);
+  auto message = [&](DecodeRow row) {
+    try {
+      decoder.step({row});
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string();
+  };
+  EXPECT_NE(message({&s, 1, 3}).find("active chains 3 is outside 1..2"), std::string::npos);
+  EXPECT_NE(message({&s, 999, 1}).find("token id 999"), std::string::npos);
+  EXPECT_EQ(s.length(), 2);  // nothing was appended
+  Model other(model->config());
+  InferenceSession foreign(other);
+  foreign.prefill({1}, 1);
+  EXPECT_NE(message({&foreign, 1, 1}).find("another model"), std::string::npos);
+  for (int t = 0; t < 6; ++t) decoder.step({{&s, 3, 2}});
+  EXPECT_NE(message({&s, 1, 1}).find("longer than the model's max_seq_len 8"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace chainlm
