@@ -170,6 +170,20 @@ const float* InferenceSession::prefill(const std::vector<int>& prompt, int k, bo
   return append(prompt.data() + n - 1, 1, k);
 }
 
+const float* InferenceSession::prefill_part(const std::vector<int>& prompt, int k, bool chain1_prefill,
+                                           int budget) {
+  const int n = (int)prompt.size(), done = length();
+  CHAINLM_CHECK(!prompt.empty(), "empty prompt: it needs at least the BOS token");
+  CHAINLM_CHECK(budget >= 1, "a prefill part needs a budget of at least one token");
+  CHAINLM_CHECK(done < n && std::equal(tokens_.begin(), tokens_.end(), prompt.begin()),
+                "the session does not hold the start of this prompt");
+  // As prefill(): with CoLM-Air's chain-1 prefill, all but the last token run with chain 1.
+  const bool chain1 = chain1_prefill && model_.config().kv_share && k > 1 && n > 1;
+  const int body = chain1 ? n - 1 : n, m = std::min(budget, (done < body ? body : n) - done);
+  append_until(prompt.data() + done, m, done < body && chain1 ? 1 : k, nullptr, n);
+  return length() == n ? logits_.data() : nullptr;
+}
+
 // One forward pass of n new rows at positions [len, len+n) over the cache.
 // x, xn, q, att are (n, D); h1, h3, g are (n, F); the new K/V rows go straight into the
 // cache, whose rows are (capacity, KV).

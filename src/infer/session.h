@@ -37,6 +37,12 @@ class InferenceSession {
   // whole KV cache depends on chain 1 only, and only the last token needs k chains.
   const float* prefill(const std::vector<int>& prompt, int k, bool chain1_prefill = true);
 
+  // prefill in pieces, for a server that interleaves them with other sequences' decoding
+  // steps: runs the next at most `budget` tokens of `prompt`, of which the session holds the
+  // first length(), and returns the next-token logits once all of it is in (null before).
+  // The same prompt and budget give the same bits whatever runs between the calls.
+  const float* prefill_part(const std::vector<int>& prompt, int k, bool chain1_prefill, int budget);
+
   // Appends one token with k chains; returns its next-token logits.
   const float* decode(int token, int k) { return append(&token, 1, k); }
 

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 
 #include "../model/model_variant.h"
 
@@ -60,6 +61,36 @@ TEST_P(SessionVariants, ChainScheduleMatchesEachSubModelFromScratch) {
     std::vector<float> ref((size_t)(t + 1) * V);
     model.logits(tokens.data(), 1, t + 1, k, ref.data());
     ASSERT_LE(max_abs_diff(l, ref.data() + (size_t)t * V, V), 1e-4) << "t=" << t << " k=" << k;
+  }
+}
+
+// A prefill in parts (a server's chunked prefill) ends with the whole prefill's logits: the same
+// bits when the budget covers the prompt, and within fp32 rounding in smaller parts.
+TEST_P(SessionVariants, PrefillInPartsEndsWithThePrefillsLogits) {
+  const ModelConfig c = config();
+  Model model(c);
+  model.init_random(13);
+  const int V = c.vocab_size;
+  const std::vector<int> prompt = random_tokens(19, V, 6);
+  for (int k = 1; k <= c.n_chains(); ++k) {
+    InferenceSession whole(model);
+    const float* w = whole.prefill(prompt, k);
+    const std::vector<float> want(w, w + V);
+    for (int budget : {64, 5, 1}) {
+      InferenceSession parts(model);
+      const float* got = nullptr;
+      int calls = 0;
+      while (!got) {
+        got = parts.prefill_part(prompt, k, true, budget);
+        ASSERT_LE(++calls, 40);
+      }
+      EXPECT_EQ(parts.tokens(), prompt);
+      if (budget >= (int)prompt.size())
+        EXPECT_EQ(std::memcmp(got, want.data(), sizeof(float) * V), 0) << "k=" << k;
+      else
+        EXPECT_LE(max_abs_diff(got, want.data(), V), 1e-4) << "k=" << k << " budget " << budget;
+      EXPECT_THROW(parts.prefill_part(prompt, k, true, budget), Error);  // nothing left to prefill
+    }
   }
 }
 
