@@ -80,8 +80,12 @@ void add_serve_command(CLI::App& app) {
   cmd->add_option("--threads", a->serve.threads, "Compute threads in all; 0 = all cores");
   add_precision_option(cmd, a->precision, kInferencePrecisionHelp);
   cmd->add_option("--max-sessions", a->serve.max_sessions,
-                  "Generations computed at once, each with threads/max-sessions threads; "
-                  "0 = one per thread");
+                  "Generations decoded at once, batched into one step (each holds a KV cache); "
+                  "0 = 8, or fewer if memory holds fewer");
+  cmd->add_option("--prefill-chunk", a->serve.prefill_chunk,
+                  "Prompt tokens read between two decoding steps (a long prompt does not stall the "
+                  "others' tokens)")
+      ->check(CLI::PositiveNumber);
   cmd->add_option("--max-queue", a->serve.max_queue,
                   "Requests that may wait for a session; beyond them 503")
       ->capture_default_str();
@@ -120,9 +124,9 @@ void add_serve_command(CLI::App& app) {
     const int port = server.start();
     const ModelConfig& c = loaded.model->config();
     std::printf(
-        "chainlm serve: http://%s:%d/ (model %s, %d chains; %d sessions x %d threads, queue %d)\n",
+        "chainlm serve: http://%s:%d/ (model %s, %d chains; batches of up to %d sessions on %d threads, queue %d)\n",
         a->serve.host.c_str(), port, a->serve.model_name.c_str(), c.n_chains(),
-        server.max_sessions(), server.threads_per_session(), server.max_queue());
+        server.max_sessions(), server.threads(), server.max_queue());
     std::printf("chainlm serve: memory estimated %s\n", server.estimated_memory().describe().c_str());
     std::printf("chainlm serve: chat template %s\n", chat_template_name(a->serve.chat_template));
     if (a->serve.api_key.empty() && !is_loopback_host(a->serve.host))

@@ -47,6 +47,11 @@ void gauge(std::ostringstream& os, const std::string& name, const std::string& h
      << name << ' ' << value << '\n';
 }
 
+void counter(std::ostringstream& os, const std::string& name, const std::string& help, long value) {
+  os << "# HELP " << name << ' ' << help << "\n# TYPE " << name << " counter\n"
+     << name << ' ' << value << '\n';
+}
+
 }  // namespace
 
 std::string Metrics::render(const Gauges& g) const {
@@ -82,6 +87,12 @@ std::string Metrics::render(const Gauges& g) const {
   histogram(os, "chainlm_generation_duration_seconds",
             "Time a completion held a session (prefill and decoding).", generation_latency_.counts,
             generation_latency_.count, generation_latency_.sum);
+  counter(os, "chainlm_decode_steps_total", "Batched decoding steps (each advances every active generation by a token).",
+          g.decode_steps);
+  counter(os, "chainlm_decode_rows_total",
+          "Tokens those steps decoded; divided by the steps, the average batch.", g.decode_rows);
+  counter(os, "chainlm_prefill_pieces_total", "Prompt pieces (of up to --prefill-chunk tokens) read between steps.",
+          g.prefill_pieces);
   gauge(os, "chainlm_sessions_in_flight", "Generations running now.", g.sessions_in_flight);
   gauge(os, "chainlm_queue_depth", "Requests waiting for a session.", g.queue_depth);
   gauge(os, "chainlm_max_sessions", "Generations that may run at once.", g.max_sessions);

@@ -22,6 +22,9 @@ class Metrics {
   struct Gauges {
     int sessions_in_flight, queue_depth, max_sessions, max_queue;
     uint64_t resident_bytes, peak_resident_bytes, estimated_bytes;  // process memory
+    // The batch scheduler's work: decoding steps and the rows (sequences) they advanced, and
+    // prompt pieces read between them.
+    long decode_steps, decode_rows, prefill_pieces;
   };
   std::string render(const Gauges& g) const;
 

@@ -11,8 +11,10 @@
 #include "core/error.h"
 #include "core/memory.h"
 #include "core/threads.h"
+#include "kernels/gemm.h"
 #include "infer/generator.h"
 #include "infer/session.h"
+#include "serve/batch_scheduler.h"
 #include "serve/access.h"
 #include "serve/admission.h"
 #include "serve/chat_request.h"
@@ -42,6 +44,15 @@ constexpr int kSpareHttpThreads = 4;
 // (kReadTimeoutSeconds per read) would otherwise leave no thread for a real request. The
 // threads wait in poll(); generations stay bounded by the sessions.
 constexpr int kConnectionThreads = 256;
+
+// Sessions when --max-sessions is not given: a full decoding batch (kMaxDecodeRows), or as
+// many as the memory available (or --memory-limit) holds besides the weights, at least one.
+int default_sessions(const ModelConfig& c, uint64_t weights, uint64_t memory_limit) {
+  const uint64_t budget = memory_limit > 0 ? memory_limit : available_memory().bytes + weights;
+  const uint64_t fixed = weights + kRuntimeOverheadBytes, per = InferenceSession::memory_bytes(c);
+  const uint64_t fit = budget > fixed ? (budget - fixed) / per : 0;
+  return (int)std::clamp<uint64_t>(fit, 1, kMaxDecodeRows);
+}
 
 json error_body(const std::string& message, const std::string& type, const std::string& param) {
   return {{"error",
@@ -92,9 +103,10 @@ struct InferenceServer::Impl {
   const Model& model;
   const Tokenizer& tok;
   ServeOptions opt;
-  int threads_per_session = 1;
+  int threads = 1;
   MemoryEstimate memory;
   Admission admission;
+  std::unique_ptr<BatchScheduler> scheduler;  // all model compute: continuous batching
   Metrics metrics;
   AccessPolicy access;
   HttpServer http;
@@ -108,11 +120,11 @@ struct InferenceServer::Impl {
                                    std::chrono::system_clock::now().time_since_epoch())
                                    .count();
 
-  Impl(const Model& m, const Tokenizer& t, ServeOptions o, int sessions, int per_session)
+  Impl(const Model& m, const Tokenizer& t, ServeOptions o, int sessions, int compute_threads)
       : model(m),
         tok(t),
         opt(std::move(o)),
-        threads_per_session(per_session),
+        threads(compute_threads),
         admission(sessions, opt.max_queue) {}
 
   // One completion from admission to the last token.
@@ -179,9 +191,11 @@ void InferenceServer::Impl::route() {
              res.set_content(health_json().dump(), "application/json");
            }));
   http.Get("/metrics", counted("/metrics", [this](const httplib::Request&, httplib::Response& res) {
+             const BatchScheduler::Counters sc = scheduler->counters();
              res.set_content(metrics.render({admission.running(), admission.waiting(),
                                              admission.max_sessions(), admission.max_queue(),
-                                             current_rss_bytes(), peak_rss_bytes(), memory.total()}),
+                                             current_rss_bytes(), peak_rss_bytes(), memory.total(),
+                                             sc.decode_steps, sc.decode_rows, sc.prefill_pieces}),
                              "text/plain; version=0.0.4; charset=utf-8");
            }));
   http.Get("/v1/models",
@@ -333,7 +347,7 @@ json InferenceServer::Impl::health_json() const {
   return {{"status", stopped ? "stopping" : "ok"},     {"model", opt.model_name},
           {"sessions_in_flight", admission.running()}, {"queue_depth", admission.waiting()},
           {"max_sessions", admission.max_sessions()},  {"max_queue", admission.max_queue()},
-          {"threads_per_session", threads_per_session},
+          {"threads", threads},
           {"memory", {{"rss_bytes", current_rss_bytes()},
                       {"peak_rss_bytes", peak_rss_bytes()},
                       {"estimated_bytes", memory.total()}}}};
@@ -422,21 +436,29 @@ json InferenceServer::Impl::usage_json(const Job& job) const {
 
 std::string InferenceServer::Impl::run(Job& job,
                                        const std::function<bool(const std::string&, int)>& emit) {
-  set_num_threads_of_this_thread(threads_per_session);
   const Clock::time_point start = Clock::now();
-  auto on_token = [&](const TokenEvent& e) {
-    if (opt.on_token) opt.on_token(e.index);
-    if (job.request.logprobs >= 0)
-      job.logprobs.push_back(token_logprob(e.logits, model.config().vocab_size, e.id, job.request.logprobs,
-                                           [&](int id) { return tok.decode_token(e.prev_id, id); }));
-    const std::string out = job.text.push(e.text);
-    if (emit && !emit(out, e.chains)) {
-      job.cancelled = true;
-      return false;
+  auto gen = std::make_shared<Generation>(model, tok, job.prompt_tokens, job.request.gen, job.request.logprobs);
+  scheduler->submit(gen);
+  // The tokens this request took: a stop sequence or a client gone ends it there, though the
+  // scheduler may have produced a token or two more meanwhile.
+  size_t taken = 0;
+  GeneratedToken t;
+  while (gen->next(t)) {
+    ++taken;
+    if (job.request.logprobs >= 0) job.logprobs.push_back(std::move(t.logprob));
+    const std::string out = job.text.push(t.text);
+    if (emit && !emit(out, t.chains)) job.cancelled = true;
+    if (job.cancelled || job.text.stopped()) {
+      gen->cancel();
+      break;
     }
-    return !job.text.stopped();
-  };
-  job.result = generate_tokens(model, tok, job.prompt_tokens, job.request.prompt, job.request.gen, on_token);
+  }
+  job.result = gen->result();
+  if (taken < job.result.tokens.size() || job.cancelled || job.text.stopped()) {
+    job.result.tokens.resize(taken);
+    job.result.chains.resize(taken);
+    job.result.stop_reason = StopReason::callback;
+  }
   metrics.count_generation((int)job.result.prompt_tokens.size(), job.result.chains,
                            seconds_since(start), seconds_since(job.arrival), job.cancelled);
   job.slot.reset();  // the session is free once generation ends, before the answer goes out
@@ -605,8 +627,8 @@ InferenceServer::InferenceServer(const Model& model, const Tokenizer& tokenizer,
                 tokenizer.vocab_size(), " tokens but the model's vocab_size is ",
                 model.config().vocab_size);
   const int threads = options.threads > 0 ? options.threads : num_threads();
-  const int sessions = options.max_sessions > 0 ? options.max_sessions : threads;
-  const int per_session = std::max(1, threads / sessions);
+  const int sessions = options.max_sessions > 0 ? options.max_sessions
+                                                : default_sessions(model.config(), model.weight_bytes(), options.memory_limit);
   MemoryEstimate memory;
   const uint64_t weights = model.weight_bytes();
   memory.parts = {{"weights", weights},
@@ -616,11 +638,16 @@ InferenceServer::InferenceServer(const Model& model, const Tokenizer& tokenizer,
   // The weights are loaded already: they are part of the estimate but no longer available.
   check_memory_fits("serve", memory, 1, options.memory_limit,
                     "lower --max-sessions or serve a smaller model", weights);
-  // OpenBLAS's OpenMP build keeps one global count (and follows the calling thread's OpenMP
-  // count): set it to the sessions' share once so concurrent sessions agree on it.
-  set_num_threads(per_session);
-  impl_ = std::make_unique<Impl>(model, tokenizer, std::move(options), sessions, per_session);
+  // One thread computes for every session (batch_scheduler.h), with all the compute threads.
+  set_num_threads(threads);
+  impl_ = std::make_unique<Impl>(model, tokenizer, std::move(options), sessions, threads);
   impl_->memory = std::move(memory);
+  SchedulerOptions so;
+  so.max_sequences = sessions;
+  so.prefill_chunk = impl_->opt.prefill_chunk;
+  so.threads = threads;
+  so.on_token = impl_->opt.on_token;
+  impl_->scheduler = std::make_unique<BatchScheduler>(model, tokenizer, so);
   const int pool = sessions + impl_->opt.max_queue + kSpareHttpThreads + kConnectionThreads;
   impl_->http.new_task_queue = [pool] { return new httplib::ThreadPool(pool); };
   impl_->http.set_payload_max_length(impl_->opt.max_body_bytes);
@@ -663,6 +690,7 @@ void InferenceServer::stop() {
   impl_->admission.shutdown();
   impl_->http.stop();
   if (impl_->listener.joinable()) impl_->listener.join();
+  impl_->scheduler->stop();  // after the HTTP threads: their generations have ended
 }
 
 int InferenceServer::port() const {
@@ -676,8 +704,6 @@ int InferenceServer::max_queue() const {
 }
 const MemoryEstimate& InferenceServer::estimated_memory() const { return impl_->memory; }
 
-int InferenceServer::threads_per_session() const {
-  return impl_->threads_per_session;
-}
+int InferenceServer::threads() const { return impl_->threads; }
 
 }  // namespace chainlm

@@ -2,11 +2,11 @@
 // The HTTP server of `chainlm serve` (docs/serving.md): OpenAI-style completions with elastic
 // chains, model listing, health, Prometheus metrics and the playground page, over cpp-httplib.
 //
-// One model is shared read-only by every request; each generation runs in its own
-// InferenceSession (its own KV cache) on the HTTP worker thread that received it. At most
-// max_sessions generations run at once, each with threads / max_sessions OpenMP threads (at
-// least 1), so the sessions together use the cores once; at most max_queue requests wait for a
-// session and any beyond them get 503 with Retry-After.
+// One model is shared read-only by every request. One scheduler thread does all the model
+// compute (serve/batch_scheduler.h): every active generation advances in one batched decoding
+// step, with its own sub-model and its own KV cache (InferenceSession), and prompts are read in
+// pieces between steps. At most max_sessions generations are active at once; at most max_queue
+// requests wait for one and any beyond them get 503 with Retry-After.
 #include <cstddef>
 #include <cstdint>
 #include <functional>
@@ -25,7 +25,9 @@ struct ServeOptions {
   std::string host = "127.0.0.1";
   int port = 8080;                  // 0 = any free port (start() returns it)
   int threads = 0;                  // compute threads in all; 0 = all cores
-  int max_sessions = 0;             // generations at once; 0 = one per compute thread
+  int max_sessions = 0;             // generations at once; 0 = a full decoding batch (8), or
+                                    // as many sessions as memory holds if fewer
+  int prefill_chunk = 256;          // prompt tokens read between two decoding steps
   int max_queue = 16;               // requests that may wait for a session
   size_t max_body_bytes = 1 << 20;  // larger request bodies get 413
   std::string model_name = "chainlm";
@@ -38,8 +40,8 @@ struct ServeOptions {
   // Memory budget (0 = what the machine has available): the model plus max_sessions sessions
   // at full context must fit, or the server refuses to start (docs/reliability.md).
   uint64_t memory_limit = 0;
-  // Called on the generating thread after each generated token (index from 0). Tests use it to
-  // hold a generation in flight; production leaves it empty.
+  // Called on the scheduler thread after each generated token (index from 0): blocking there
+  // holds every generation in flight. Tests use it; production leaves it empty.
   std::function<void(int index)> on_token;
 };
 
@@ -60,7 +62,7 @@ class InferenceServer {
   int port() const;
   int max_sessions() const;
   int max_queue() const;
-  int threads_per_session() const;
+  int threads() const;  // compute threads
   // Weights, max_sessions sessions (KV cache at max_seq_len, scratch) and the runtime.
   const MemoryEstimate& estimated_memory() const;
 

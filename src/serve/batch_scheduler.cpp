@@ -1,0 +1,243 @@
+#include "serve/batch_scheduler.h"
+
+#include <algorithm>
+
+#include "core/error.h"
+#include "core/threads.h"
+#include "infer/batch_decode.h"
+#include "infer/session.h"
+
+namespace chainlm {
+
+namespace {
+
+double ms_between(std::chrono::steady_clock::time_point a, std::chrono::steady_clock::time_point b) {
+  return std::chrono::duration<double, std::milli>(b - a).count();
+}
+
+// generate_tokens' checks of a request, before it is queued.
+ChainSchedule checked_schedule(const Model& model, const Tokenizer& tok, const std::vector<int>& prompt,
+                               const GenerateOptions& opt) {
+  const ModelConfig& c = model.config();
+  const int n = c.n_chains();
+  CHAINLM_CHECK(opt.chains >= 0 && opt.chains <= n, "--chains ", opt.chains, " is outside 1..", n,
+                " (the model has ", n, " chains)");
+  CHAINLM_CHECK(opt.max_tokens >= 0, "max tokens must be >= 0");
+  validate_sampling(opt.sampling);
+  CHAINLM_CHECK(!prompt.empty() && prompt[0] == tok.bos_id(), "the prompt tokens must start with BOS");
+  for (int t : prompt)
+    CHAINLM_CHECK(t >= 0 && t < c.vocab_size, "prompt token ", t, " is outside the vocabulary 0..", c.vocab_size - 1);
+  CHAINLM_CHECK((int)prompt.size() <= c.max_seq_len, "the prompt is ", prompt.size(),
+                " tokens (BOS included), longer than the model's max_seq_len ", c.max_seq_len);
+  return opt.schedule.empty() ? ChainSchedule(opt.chains ? opt.chains : n) : opt.schedule;
+}
+
+}  // namespace
+
+Generation::Generation(const Model& model, const Tokenizer& tok, std::vector<int> prompt_tokens,
+                       const GenerateOptions& options, int logprobs)
+    : prompt_(std::move(prompt_tokens)),
+      options_(options),
+      schedule_(checked_schedule(model, tok, prompt_, options)),
+      logprobs_(logprobs),
+      sampler_(options.sampling) {
+  result_.prompt_tokens = prompt_;
+}
+
+bool Generation::next(GeneratedToken& out) {
+  std::unique_lock<std::mutex> lock(mutex_);
+  changed_.wait(lock, [&] { return !ready_.empty() || ended_; });
+  if (!ready_.empty()) {
+    out = std::move(ready_.front());
+    ready_.pop_front();
+    return true;
+  }
+  if (!error_.empty()) throw Error(error_);
+  return false;
+}
+
+void Generation::cancel() {
+  cancelled_ = true;
+  std::unique_lock<std::mutex> lock(mutex_);
+  changed_.wait(lock, [&] { return ended_; });
+}
+
+GenerateResult Generation::result() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return result_;
+}
+
+void Generation::publish(GeneratedToken t) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  result_.tokens.push_back(t.id);
+  result_.chains.push_back(t.chains);
+  result_.text += t.text;
+  ready_.push_back(std::move(t));
+  changed_.notify_all();
+}
+
+void Generation::end(StopReason reason, std::string error) {
+  const Clock::time_point now = Clock::now();
+  std::lock_guard<std::mutex> lock(mutex_);
+  result_.stop_reason = reason;
+  const double total_ms = ms_between(started_, now);
+  const int decoded = (int)result_.tokens.size() - 1;
+  if (decoded > 0) result_.decode_ms_per_token = ms_between(first_token_, now) / decoded;
+  result_.tokens_per_s = total_ms > 0 ? result_.tokens.size() * 1e3 / total_ms : 0;
+  error_ = std::move(error);
+  ended_ = true;
+  changed_.notify_all();
+}
+
+BatchScheduler::BatchScheduler(const Model& model, const Tokenizer& tok, SchedulerOptions options)
+    : model_(model), tok_(tok), opt_(std::move(options)) {
+  CHAINLM_CHECK(opt_.max_sequences >= 1, "the scheduler needs at least one sequence (got ", opt_.max_sequences, ")");
+  CHAINLM_CHECK(opt_.prefill_chunk >= 1, "--prefill-chunk must be >= 1 (got ", opt_.prefill_chunk, ")");
+  for (int i = 0; i < opt_.max_sequences; ++i) {
+    sessions_.push_back(std::make_unique<InferenceSession>(model_));
+    free_.push_back(sessions_.back().get());
+  }
+  thread_ = std::thread([this] { loop(); });
+}
+
+BatchScheduler::~BatchScheduler() { stop(); }
+
+void BatchScheduler::submit(const std::shared_ptr<Generation>& g) {
+  if (g->options_.max_tokens == 0) {  // nothing to generate: no prefill either
+    g->started_ = g->first_token_ = Generation::Clock::now();
+    g->end(StopReason::max_tokens);
+    return;
+  }
+  std::lock_guard<std::mutex> lock(mutex_);
+  CHAINLM_CHECK(!stopping_, "the server is stopping");
+  incoming_.push_back(g);
+  wake_.notify_all();
+}
+
+void BatchScheduler::stop() {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (stopping_) return;
+    stopping_ = true;
+    wake_.notify_all();
+  }
+  if (thread_.joinable()) thread_.join();
+}
+
+BatchScheduler::Counters BatchScheduler::counters() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return counters_;
+}
+
+void BatchScheduler::release(Generation& g) {
+  g.session_->reset();
+  free_.push_back(g.session_);
+  g.session_ = nullptr;
+}
+
+void BatchScheduler::on_logits(Generation& g, const float* logits) {
+  const ModelConfig& c = model_.config();
+  const int i = (int)g.result_.tokens.size();  // only this thread appends to it
+  if (i == 0) {
+    g.first_token_ = Generation::Clock::now();
+    g.result_.prefill_ms = ms_between(g.started_, g.first_token_);
+  }
+  const int next = g.sampler_.sample(logits, c.vocab_size);
+  g.pending_ = -1;
+  if (g.options_.stop_at_eos && (next == tok_.eos_id() || next == tok_.bos_id())) {
+    g.end(StopReason::eos);
+    return;
+  }
+  GeneratedToken t;
+  t.index = i;
+  t.id = next;
+  t.chains = g.schedule_.chains_for(i);
+  const int prev = g.session_->tokens().back();
+  t.text = tok_.decode_token(prev, next);
+  if (g.logprobs_ >= 0)
+    t.logprob = token_logprob(logits, c.vocab_size, next, g.logprobs_,
+                              [&](int id) { return tok_.decode_token(prev, id); });
+  if (opt_.on_token) opt_.on_token(i);
+  g.publish(std::move(t));
+  if (i + 1 >= g.options_.max_tokens)
+    g.end(StopReason::max_tokens);
+  else if (g.session_->length() >= c.max_seq_len)
+    g.end(StopReason::max_seq_len);
+  else
+    g.pending_ = next;
+}
+
+void BatchScheduler::loop() {
+  set_num_threads_of_this_thread(opt_.threads);
+  BatchDecoder decoder(model_);
+  std::vector<std::shared_ptr<Generation>> active;  // in the order they joined
+  while (true) {
+    {
+      std::unique_lock<std::mutex> lock(mutex_);
+      wake_.wait(lock, [&] { return stopping_ || !incoming_.empty() || !active.empty(); });
+      if (stopping_) break;
+      while (!incoming_.empty() && !free_.empty()) {
+        std::shared_ptr<Generation> g = std::move(incoming_.front());
+        incoming_.pop_front();
+        g->session_ = free_.back();
+        free_.pop_back();
+        g->started_ = Generation::Clock::now();
+        active.push_back(std::move(g));
+      }
+    }
+    // Cancelled generations leave before the step.
+    for (auto& g : active)
+      if (g->cancelled_ && !g->ended_) g->end(StopReason::callback);
+    try {
+      // One decoding step for every generation past its prompt.
+      std::vector<DecodeRow> rows;
+      std::vector<Generation*> decoding;
+      for (auto& g : active)
+        if (!g->ended_ && g->pending_ >= 0) {
+          rows.push_back({g->session_, g->pending_, g->schedule_.chains_for((int)g->result_.tokens.size())});
+          decoding.push_back(g.get());
+        }
+      if (!rows.empty()) {
+        const std::vector<const float*> logits = decoder.step(rows);
+        for (size_t r = 0; r < rows.size(); ++r) on_logits(*decoding[r], logits[r]);
+      }
+      // Prompt pieces, oldest prompt first, until prefill_chunk tokens have been read. A
+      // prompt's pieces are always the same (prefill_chunk tokens each, the rest last), so its
+      // bits do not depend on what else is read in the same turn.
+      int read = 0, pieces = 0;
+      for (auto& g : active) {
+        if (read >= opt_.prefill_chunk) break;
+        if (g->ended_ || g->pending_ >= 0) continue;  // ended, or past its prompt
+        const int before = g->session_->length();
+        const float* logits = g->session_->prefill_part(g->prompt_, g->schedule_.chains_for(0),
+                                                        g->options_.chain1_prefill, opt_.prefill_chunk);
+        read += g->session_->length() - before;
+        ++pieces;
+        if (logits) on_logits(*g, logits);
+      }
+      std::lock_guard<std::mutex> lock(mutex_);
+      counters_.prefill_pieces += pieces;
+      if (!rows.empty()) {
+        ++counters_.decode_steps;
+        counters_.decode_rows += (long)rows.size();
+      }
+    } catch (const std::exception& e) {
+      // A step failed (out of memory, say): its generations cannot go on.
+      for (auto& g : active)
+        if (!g->ended_) g->end(StopReason::callback, cat("generation failed: ", e.what()));
+    }
+    // Ended generations give their sessions back.
+    std::lock_guard<std::mutex> lock(mutex_);
+    for (auto& g : active)
+      if (g->ended_) release(*g);
+    active.erase(std::remove_if(active.begin(), active.end(), [](const auto& g) { return g->session_ == nullptr; }),
+                 active.end());
+  }
+  for (auto& g : active)
+    if (!g->ended_) g->end(StopReason::callback, "the server stopped before the generation ended");
+  std::lock_guard<std::mutex> lock(mutex_);
+  for (auto& g : incoming_) g->end(StopReason::callback, "the server stopped before the generation started");
+  incoming_.clear();
+}
+
+}  // namespace chainlm

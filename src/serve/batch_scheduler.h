@@ -1,0 +1,133 @@
+#pragma once
+// Continuous batching for `chainlm serve` (docs/serving.md, "Batching"). One scheduler thread
+// does all of the server's model compute. Each turn it runs one decoding step for every
+// generation past its prompt, as one batched pass (infer/batch_decode.h: each request keeps
+// its own sub-model, chain schedule and sampling), then reads prompt pieces of at most
+// prefill_chunk tokens, oldest prompt first, until it has read prefill_chunk tokens: a long
+// prompt delays the others' next tokens by one piece, not by the whole prompt, and many short
+// prompts are read in one turn. Generations join between turns and leave when they end or are
+// cancelled.
+//
+// A request's tokens do not depend on the others: decoding steps are batch-invariant bit for
+// bit, and a prompt is always prefilled in the same pieces.
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "infer/generator.h"
+#include "io/tokenizer.h"
+#include "model/model.h"
+#include "serve/logprobs.h"
+
+namespace chainlm {
+
+class InferenceSession;
+
+// One generated token as the scheduler hands it to the request's thread.
+struct GeneratedToken {
+  int index = 0;   // 0-based among the generated tokens
+  int id = 0;
+  int chains = 0;  // sub-model that produced it
+  std::string text;
+  TokenLogprob logprob;  // when the generation asks for log-probabilities
+};
+
+// One request's generation, shared by the thread that answers the request (the consumer) and
+// the scheduler (the producer).
+class Generation {
+ public:
+  // prompt_tokens start with BOS; logprobs >= 0 asks each token's log-probability with that
+  // many alternatives. Checks the options as generate_tokens does (chainlm::Error).
+  Generation(const Model& model, const Tokenizer& tok, std::vector<int> prompt_tokens,
+             const GenerateOptions& options, int logprobs = -1);
+
+  // Waits for the next token; false once generation has ended and every token has been taken.
+  // Throws chainlm::Error if generation failed.
+  bool next(GeneratedToken& out);
+  // Stops generating (the client went away, or a stop sequence appeared) and waits until the
+  // scheduler has let go of it.
+  void cancel();
+  // After next() returned false or cancel(): prompt, tokens produced (all of them, even those
+  // not taken), chains, timings and why it ended.
+  GenerateResult result() const;
+
+ private:
+  friend class BatchScheduler;
+  using Clock = std::chrono::steady_clock;
+  void publish(GeneratedToken t);
+  void end(StopReason reason, std::string error = "");
+
+  const std::vector<int> prompt_;
+  const GenerateOptions options_;
+  const ChainSchedule schedule_;
+  const int logprobs_;
+
+  mutable std::mutex mutex_;
+  std::condition_variable changed_;
+  std::deque<GeneratedToken> ready_;
+  bool ended_ = false;
+  std::string error_;
+  GenerateResult result_;
+  std::atomic<bool> cancelled_{false};
+
+  // The scheduler's side.
+  InferenceSession* session_ = nullptr;
+  Sampler sampler_;
+  int pending_ = -1;  // the sampled token the next decoding step appends
+  Clock::time_point started_, first_token_;
+};
+
+struct SchedulerOptions {
+  int max_sequences = 8;     // generations decoding at once (each holds a session)
+  int prefill_chunk = 256;   // prompt tokens per piece
+  int threads = 1;           // compute threads of the scheduler
+  // Called on the scheduler thread after each generated token (its index), before the
+  // request's thread sees it. Tests hold generations in flight with it.
+  std::function<void(int index)> on_token;
+};
+
+class BatchScheduler {
+ public:
+  BatchScheduler(const Model& model, const Tokenizer& tok, SchedulerOptions options);
+  ~BatchScheduler();  // stop()
+  BatchScheduler(const BatchScheduler&) = delete;
+  BatchScheduler& operator=(const BatchScheduler&) = delete;
+
+  // Queues a generation; it starts when a session is free.
+  void submit(const std::shared_ptr<Generation>& g);
+  // Ends every generation (unfinished ones with an error) and joins the thread. Idempotent.
+  void stop();
+
+  struct Counters {
+    long decode_steps = 0, decode_rows = 0, prefill_pieces = 0;
+  };
+  Counters counters() const;
+
+ private:
+  void loop();
+  // The sampled token after logits; ends the generation when it should.
+  void on_logits(Generation& g, const float* logits);
+  void release(Generation& g);
+
+  const Model& model_;
+  const Tokenizer& tok_;
+  const SchedulerOptions opt_;
+  std::vector<std::unique_ptr<InferenceSession>> sessions_;
+  std::vector<InferenceSession*> free_;
+
+  mutable std::mutex mutex_;
+  std::condition_variable wake_;
+  std::deque<std::shared_ptr<Generation>> incoming_;
+  bool stopping_ = false;
+  Counters counters_;
+  std::thread thread_;
+};
+
+}  // namespace chainlm
