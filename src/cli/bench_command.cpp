@@ -64,6 +64,20 @@ void add_bench_command(CLI::App& app) {
   };
   add_inference("decode", "Batch-1 decoding: tokens/s, KV bytes, fraction of the bandwidth bound", true);
   add_inference("prefill", "Prompt prefill time; CoLM-Air chain-1 prefill vs full prefill", false);
+
+  auto* serve = bench->add_subcommand("serve", "Served throughput and latency at several concurrencies (loopback HTTP)");
+  auto s = std::make_shared<ServeBenchArgs>();
+  serve->add_option("--model", s->model, "Checkpoint, run directory or GGUF (with its tokenizer)")->required();
+  serve->add_option("--concurrency", s->concurrency, "Concurrent clients, one level after another")
+      ->capture_default_str();
+  serve->add_option("--chains", s->chains, "Sub-model of the requests: all, a count, or mix (spread over 1..n)")
+      ->capture_default_str();
+  serve->add_option("--tokens", s->tokens, "Tokens generated per request (EOS ignored)")->capture_default_str();
+  serve->add_option("--prompt-tokens", s->prompt_tokens, "Prompt length (random token ids)")->capture_default_str();
+  serve->add_option("--requests", s->requests, "Requests per level; 0 = max(4, 2 x concurrency)");
+  serve->add_option("--threads", s->threads, "Server compute threads; 0 = all cores");
+  serve->add_option("--max-sessions", s->max_sessions, "Server sessions; 0 = the largest concurrency");
+  serve->callback([s]() { bench_serve(*s); });
 }
 
 }  // namespace chainlm::cli

@@ -197,6 +197,7 @@ void BatchScheduler::loop() {
           rows.push_back({g->session_, g->pending_, g->schedule_.chains_for((int)g->result_.tokens.size())});
           decoding.push_back(g.get());
         }
+      const Generation::Clock::time_point step_start = Generation::Clock::now();
       if (!rows.empty()) {
         const std::vector<const float*> logits = decoder.step(rows);
         for (size_t r = 0; r < rows.size(); ++r) on_logits(*decoding[r], logits[r]);
@@ -204,6 +205,7 @@ void BatchScheduler::loop() {
       // Prompt pieces, oldest prompt first, until prefill_chunk tokens have been read. A
       // prompt's pieces are always the same (prefill_chunk tokens each, the rest last), so its
       // bits do not depend on what else is read in the same turn.
+      const Generation::Clock::time_point prefill_start = Generation::Clock::now();
       int read = 0, pieces = 0;
       for (auto& g : active) {
         if (read >= opt_.prefill_chunk) break;
@@ -215,11 +217,14 @@ void BatchScheduler::loop() {
         ++pieces;
         if (logits) on_logits(*g, logits);
       }
+      const Generation::Clock::time_point end = Generation::Clock::now();
       std::lock_guard<std::mutex> lock(mutex_);
       counters_.prefill_pieces += pieces;
+      counters_.prefill_seconds += std::chrono::duration<double>(end - prefill_start).count();
       if (!rows.empty()) {
         ++counters_.decode_steps;
         counters_.decode_rows += (long)rows.size();
+        counters_.decode_seconds += std::chrono::duration<double>(prefill_start - step_start).count();
       }
     } catch (const std::exception& e) {
       // A step failed (out of memory, say): its generations cannot go on.

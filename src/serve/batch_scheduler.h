@@ -107,6 +107,7 @@ class BatchScheduler {
 
   struct Counters {
     long decode_steps = 0, decode_rows = 0, prefill_pieces = 0;
+    double decode_seconds = 0, prefill_seconds = 0;  // spent in steps and in pieces
   };
   Counters counters() const;
 

@@ -57,7 +57,7 @@ bool is_openai_field(const std::string& name) {
 bool is_chainlm_field(const std::string& name) {
   for (const char* f : {"prompt", "max_tokens", "temperature", "top_p", "top_k", "seed", "stop", "stream", "chains",
                         "chain_schedule", "presence_penalty", "frequency_penalty", "logit_bias", "logprobs",
-                        "echo"})
+                        "echo", "ignore_eos"})
     if (name == f) return true;
   return false;
 }
@@ -94,6 +94,10 @@ CompletionRequest parse_completion_request(const json& body, const ModelConfig& 
     r.prompt = v->get<std::string>();
   } else {
     refuse("prompt", "prompt must be a string or a list of token ids (several prompts: one request each)");
+  }
+  if ((v = field(body, "ignore_eos"))) {  // llama.cpp's name: generate max_tokens, EOS or not
+    if (!v->is_boolean()) refuse("ignore_eos", "ignore_eos must be true or false");
+    r.gen.stop_at_eos = !v->get<bool>();
   }
   if ((v = field(body, "echo"))) {
     if (!v->is_boolean()) refuse("echo", "echo must be true or false");

@@ -93,6 +93,10 @@ std::string Metrics::render(const Gauges& g) const {
           "Tokens those steps decoded; divided by the steps, the average batch.", g.decode_rows);
   counter(os, "chainlm_prefill_pieces_total", "Prompt pieces (of up to --prefill-chunk tokens) read between steps.",
           g.prefill_pieces);
+  os << "# HELP chainlm_decode_seconds_total Time in decoding steps.\n# TYPE chainlm_decode_seconds_total counter\n"
+     << "chainlm_decode_seconds_total " << g.decode_seconds << '\n';
+  os << "# HELP chainlm_prefill_seconds_total Time reading prompt pieces.\n# TYPE chainlm_prefill_seconds_total counter\n"
+     << "chainlm_prefill_seconds_total " << g.prefill_seconds << '\n';
   gauge(os, "chainlm_sessions_in_flight", "Generations running now.", g.sessions_in_flight);
   gauge(os, "chainlm_queue_depth", "Requests waiting for a session.", g.queue_depth);
   gauge(os, "chainlm_max_sessions", "Generations that may run at once.", g.max_sessions);

@@ -25,6 +25,7 @@ class Metrics {
     // The batch scheduler's work: decoding steps and the rows (sequences) they advanced, and
     // prompt pieces read between them.
     long decode_steps, decode_rows, prefill_pieces;
+    double decode_seconds, prefill_seconds;
   };
   std::string render(const Gauges& g) const;
 

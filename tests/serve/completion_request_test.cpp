@@ -35,6 +35,7 @@ TEST(CompletionRequest, DefaultsFollowOpenAi) {
   EXPECT_FALSE(r.stream);
   EXPECT_FALSE(r.seed_given);
   EXPECT_TRUE(r.stop.empty());
+  EXPECT_TRUE(r.gen.stop_at_eos);
 }
 
 TEST(CompletionRequest, ReadsEveryField) {
@@ -43,8 +44,9 @@ TEST(CompletionRequest, ReadsEveryField) {
                       "seed": 18446744073709551615, "stop": ["a", "bc"], "stream": true,
                       "chains": 2, "model": "whatever", "n": 1, "echo": false, "logprobs": null,
                       "user": "u", "presence_penalty": 0.5, "frequency_penalty": -1.0,
-                      "logit_bias": {"65": -100, "7": 2.5}})"),
+                      "logit_bias": {"65": -100, "7": 2.5}, "ignore_eos": true})"),
       config());
+  EXPECT_FALSE(r.gen.stop_at_eos);
   EXPECT_EQ(r.gen.sampling.presence_penalty, 0.5f);
   EXPECT_EQ(r.gen.sampling.frequency_penalty, -1.0f);
   EXPECT_EQ(r.gen.sampling.logit_bias, (std::vector<std::pair<int, float>>{{65, -100.0f}, {7, 2.5f}}));
@@ -113,6 +115,7 @@ TEST(CompletionRequest, ErrorsNameTheField) {
       {R"({"prompt": "x", "max_token": 3})", "max_token", "unknown field 'max_token'"},
       {R"({"prompt": "x", "n": 2})", "n", "n must be 1"},
       {R"({"prompt": "x", "echo": "yes"})", "echo", "echo must be true or false"},
+      {R"({"prompt": "x", "ignore_eos": 1})", "ignore_eos", "ignore_eos must be true or false"},
       {R"({"prompt": "x", "logprobs": 21})", "logprobs", "logprobs must be in 0..20"},
       {R"({"prompt": "x", "logprobs": true})", "logprobs", "logprobs must be an integer"},
       {R"({"prompt": "x", "presence_penalty": 2.5})", "presence_penalty",

@@ -1,0 +1,215 @@
+// chainlm bench serve: an in-process load generator against `chainlm serve`'s HTTP API over
+// loopback. At each concurrency, that many clients send streamed, greedy completions of
+// --tokens tokens each (EOS ignored, so every request decodes the same number of tokens) and
+// the line reports aggregate tokens/s, request latency and time to first token, with the
+// speedup over concurrency 1: what continuous batching buys (docs/serving.md, "Batching").
+#include <httplib.h>
+
+#include <array>
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <thread>
+
+#include "cli/bench_util.h"
+#include "cli/model_loading.h"
+#include "core/error.h"
+#include "core/rng.h"
+#include "core/threads.h"
+#include "serve/server.h"
+
+namespace chainlm::cli {
+
+namespace {
+
+using nlohmann::json;
+using Clock = std::chrono::steady_clock;
+
+double ms_since(Clock::time_point t) { return std::chrono::duration<double, std::milli>(Clock::now() - t).count(); }
+
+double percentile(std::vector<double> v, double p) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  return v[std::min(v.size() - 1, (size_t)(p * (v.size() - 1) + 0.5))];
+}
+
+std::vector<int> parse_levels(const std::string& text) {
+  std::vector<int> out;
+  std::stringstream ss(text);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    size_t used = 0;
+    int v = 0;
+    try {
+      v = std::stoi(item, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    CHAINLM_CHECK(used == item.size() && !item.empty() && v >= 1,
+                  "bench serve: --concurrency takes positive integers separated by commas (got '", text, "')");
+    out.push_back(v);
+  }
+  CHAINLM_CHECK(!out.empty(), "bench serve: --concurrency is empty");
+  return out;
+}
+
+// One request's figures.
+struct Timing {
+  double latency_ms = 0, first_token_ms = 0;
+  int tokens = 0;
+};
+
+// A streamed request: its latency, the time to its first event and the tokens the last event counts.
+Timing stream_one(httplib::Client& client, const json& body) {
+  Timing t;
+  const Clock::time_point start = Clock::now();
+  std::string data;
+  httplib::Request req;
+  req.method = "POST";
+  req.path = "/v1/completions";
+  req.set_header("Content-Type", "application/json");
+  req.body = body.dump();
+  req.content_receiver = [&](const char* p, size_t n, uint64_t, uint64_t) {
+    if (data.empty()) t.first_token_ms = ms_since(start);
+    data.append(p, n);
+    return true;
+  };
+  auto r = client.send(req);
+  t.latency_ms = ms_since(start);
+  CHAINLM_CHECK(r && r->status == 200, "bench serve: a request failed (",
+                r ? std::to_string(r->status) + " " + data : httplib::to_string(r.error()), ")");
+  // The event before "[DONE]" carries usage.
+  const size_t done = data.rfind("data: [DONE]");
+  const size_t last = data.rfind("data: ", done == std::string::npos ? std::string::npos : done - 1);
+  CHAINLM_CHECK(done != std::string::npos && last != std::string::npos, "bench serve: a stream did not end with [DONE]");
+  t.tokens = json::parse(data.substr(last + 6, done - last - 6)).at("usage").at("completion_tokens").get<int>();
+  return t;
+}
+
+// The scheduler's counters from /metrics: decode steps, rows, seconds in steps and in prompt pieces.
+std::array<double, 4> scheduler_counters(int port) {
+  httplib::Client client("127.0.0.1", port);
+  auto r = client.Get("/metrics");
+  CHAINLM_CHECK(r && r->status == 200, "bench serve: /metrics did not answer");
+  std::array<double, 4> out{};
+  const char* names[] = {"chainlm_decode_steps_total", "chainlm_decode_rows_total", "chainlm_decode_seconds_total",
+                         "chainlm_prefill_seconds_total"};
+  for (int i = 0; i < 4; ++i) {
+    const std::string key = std::string("\n") + names[i] + " ";
+    const size_t at = r->body.find(key);
+    CHAINLM_CHECK(at != std::string::npos, "bench serve: /metrics has no ", names[i]);
+    out[i] = std::stod(r->body.substr(at + key.size()));
+  }
+  return out;
+}
+
+}  // namespace
+
+void bench_serve(const ServeBenchArgs& a) {
+  const std::vector<int> levels = parse_levels(a.concurrency);
+  CHAINLM_CHECK(a.tokens >= 1 && a.prompt_tokens >= 1, "bench serve: --tokens and --prompt-tokens must be positive");
+  LoadedModel loaded = load_model_and_tokenizer(a.model, "", true);
+  const Model& model = *loaded.model;
+  const ModelConfig& c = model.config();
+  CHAINLM_CHECK(a.prompt_tokens + 1 + a.tokens <= c.max_seq_len, "bench serve: BOS + prompt + tokens = ",
+                a.prompt_tokens + 1 + a.tokens, " exceeds the model's max_seq_len ", c.max_seq_len);
+  const int n = c.n_chains();
+  CHAINLM_CHECK(a.chains == "all" || a.chains == "mix" || (std::atoi(a.chains.c_str()) >= 1 && std::atoi(a.chains.c_str()) <= n),
+                "bench serve: --chains takes all, mix or a chain count in 1..", n, " (got '", a.chains, "')");
+  const int top = *std::max_element(levels.begin(), levels.end());
+  ServeOptions o;
+  o.port = 0;
+  o.threads = a.threads;
+  o.max_sessions = a.max_sessions > 0 ? a.max_sessions : top;
+  o.max_queue = std::max(0, top - o.max_sessions);  // every client waits for at most one request
+  InferenceServer server(model, *loaded.tokenizer, o);
+  const int port = server.start();
+
+  // Request i: its own prompt of token ids (ids 3.. skip the usual special tokens), greedy.
+  auto request = [&](int i) {
+    Rng rng(1000 + i);
+    std::vector<int> prompt(a.prompt_tokens);
+    for (int& t : prompt) t = 3 + (int)rng.below(std::min(c.vocab_size, loaded.tokenizer->vocab_size()) - 3);
+    json body = {{"prompt", prompt}, {"max_tokens", a.tokens}, {"temperature", 0}, {"ignore_eos", true},
+                 {"stream", true}};
+    if (a.chains == "mix")
+      body["chains"] = 1 + (i % n + n) % n;
+    else if (a.chains != "all")
+      body["chains"] = std::atoi(a.chains.c_str());
+    return body;
+  };
+  {  // warm-up: page faults, thread start-up
+    httplib::Client warm("127.0.0.1", port);
+    stream_one(warm, request(-1));
+  }
+  double base_tokens_per_s = 0;
+  for (int level : levels) {
+    const int requests = a.requests > 0 ? a.requests : std::max(4, 2 * level);
+    std::atomic<int> next{0};
+    std::mutex m;
+    std::vector<Timing> timings;
+    std::string failure;
+    const std::array<double, 4> before = scheduler_counters(port);
+    const Clock::time_point start = Clock::now();
+    std::vector<std::thread> clients;
+    for (int t = 0; t < level; ++t)
+      clients.emplace_back([&] {
+        httplib::Client client("127.0.0.1", port);
+        client.set_read_timeout(600, 0);
+        for (int i; (i = next++) < requests;) {
+          try {
+            const Timing r = stream_one(client, request(i));
+            std::lock_guard<std::mutex> lock(m);
+            timings.push_back(r);
+          } catch (const std::exception& e) {
+            std::lock_guard<std::mutex> lock(m);
+            failure = e.what();
+          }
+        }
+      });
+    for (auto& t : clients) t.join();
+    const double seconds = ms_since(start) / 1e3;
+    CHAINLM_CHECK(failure.empty(), failure);
+    const std::array<double, 4> after = scheduler_counters(port);
+    const double steps = after[0] - before[0];
+    std::vector<double> latency, first;
+    long tokens = 0;
+    for (const Timing& t : timings) {
+      latency.push_back(t.latency_ms);
+      first.push_back(t.first_token_ms);
+      tokens += t.tokens;
+    }
+    const double tokens_per_s = tokens / seconds;
+    if (base_tokens_per_s == 0) base_tokens_per_s = tokens_per_s;
+    json line = {{"bench", "serve"},
+                 {"model", a.model},
+                 {"chains", a.chains},
+                 {"concurrency", level},
+                 {"requests", requests},
+                 {"prompt_tokens", a.prompt_tokens},
+                 {"tokens_per_request", a.tokens},
+                 {"completion_tokens", tokens},
+                 {"threads", server.threads()},
+                 {"max_sessions", server.max_sessions()},
+                 {"tokens_per_s", tokens_per_s},
+                 {"speedup_vs_first_level", tokens_per_s / base_tokens_per_s},
+                 {"latency_ms_p50", percentile(latency, 0.5)},
+                 {"latency_ms_p99", percentile(latency, 0.99)},
+                 {"first_token_ms_p50", percentile(first, 0.5)},
+                 {"first_token_ms_p99", percentile(first, 0.99)},
+                 // What the scheduler did meanwhile: rows per decoding step (the batch), time per
+                 // step, and the share of the wall time spent decoding and reading prompts.
+                 {"rows_per_step", steps > 0 ? (after[1] - before[1]) / steps : 0},
+                 {"ms_per_step", steps > 0 ? 1e3 * (after[2] - before[2]) / steps : 0},
+                 {"decode_share", (after[2] - before[2]) / seconds},
+                 {"prefill_share", (after[3] - before[3]) / seconds}};
+    std::printf("%s\n", line.dump().c_str());
+    std::fflush(stdout);
+  }
+  server.stop();
+}
+
+}  // namespace chainlm::cli

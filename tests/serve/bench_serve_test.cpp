@@ -1,0 +1,63 @@
+// `chainlm bench serve`: the load generator's lines (one per concurrency, every request decoding
+// all its tokens with EOS ignored, the scheduler's batch figures) and its refusals.
+#include <gtest/gtest.h>
+
+#include <sstream>
+
+#include "cli/run_cli.h"
+#include "serve_test_util.h"
+
+namespace chainlm {
+namespace {
+
+using nlohmann::json;
+using testing::quote;
+using testing::run_chainlm;
+using testing::TempDir;
+
+TEST(BenchServe, PrintsALinePerConcurrencyWithEveryTokenDecoded) {
+  TempDir dir;
+  const std::string model = dir.file("model");
+  testing::write_tiny_model(model, true);  // random weights: EOS comes early unless ignored
+  auto r = run_chainlm(dir, "bench serve --model " + quote(model) +
+                                " --concurrency 1,3 --tokens 20 --prompt-tokens 4 --chains mix --threads 1");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  std::istringstream lines(r.out);
+  std::vector<json> got;
+  for (std::string line; std::getline(lines, line);) got.push_back(json::parse(line));
+  ASSERT_EQ(got.size(), 2u) << r.out;
+  EXPECT_EQ(got[0]["concurrency"], 1);
+  EXPECT_EQ(got[1]["concurrency"], 3);
+  EXPECT_EQ(got[0]["requests"], 4);  // max(4, 2 x concurrency)
+  EXPECT_EQ(got[1]["requests"], 6);
+  for (const json& j : got) {
+    EXPECT_EQ(j["completion_tokens"], j["requests"].get<int>() * 20) << j.dump();
+    EXPECT_GT(j["tokens_per_s"].get<double>(), 0);
+    EXPECT_LE(j["first_token_ms_p50"].get<double>(), j["latency_ms_p50"].get<double>());
+    EXPECT_GE(j["rows_per_step"].get<double>(), 1.0);
+    EXPECT_LE(j["rows_per_step"].get<double>(), j["concurrency"].get<double>());
+  }
+  EXPECT_EQ(got[0]["rows_per_step"], 1.0);  // one client: never two rows in a step
+  EXPECT_EQ(got[0]["speedup_vs_first_level"], 1.0);
+}
+
+TEST(BenchServe, RefusesBadArgumentsNamingThem) {
+  TempDir dir;
+  const std::string model = dir.file("model");
+  testing::write_tiny_model(model, true, 32);
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"--concurrency 1,x", "--concurrency takes positive integers separated by commas (got '1,x')"},
+      {"--concurrency 0", "--concurrency takes positive integers"},
+      {"--tokens 8 --chains 7", "--chains takes all, mix or a chain count in 1..3 (got '7')"},
+      {"--tokens 40", "BOS + prompt + tokens = 57 exceeds the model's max_seq_len 32"},
+      {"--tokens 0", "--tokens and --prompt-tokens must be positive"},
+  };
+  for (const auto& [flags, message] : cases) {
+    auto r = run_chainlm(dir, "bench serve --model " + quote(model) + " --threads 1 " + flags);
+    EXPECT_NE(r.exit_code, 0) << flags;
+    EXPECT_NE(r.err.find(message), std::string::npos) << flags << ": " << r.err;
+  }
+}
+
+}  // namespace
+}  // namespace chainlm
