@@ -1,0 +1,141 @@
+#pragma once
+// The inside of InferenceServer (server.h), shared by its two source files: server.cpp (HTTP
+// set-up, routes, access checks, health and models) and server_completions.cpp (the
+// completion and chat endpoints: requests into generations, answers whole or streamed).
+#include <httplib.h>
+
+#include <atomic>
+#include <chrono>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <thread>
+
+#include "serve/access.h"
+#include "serve/admission.h"
+#include "serve/batch_scheduler.h"
+#include "serve/completion_request.h"
+#include "serve/completion_text.h"
+#include "serve/logprobs.h"
+#include "serve/metrics.h"
+#include "serve/server.h"
+
+namespace chainlm {
+
+namespace server_detail {
+
+using nlohmann::json;
+using Clock = std::chrono::steady_clock;
+
+inline double seconds_since(Clock::time_point t) {
+  return std::chrono::duration<double>(Clock::now() - t).count();
+}
+
+// An OpenAI-style error object.
+inline json error_body(const std::string& message, const std::string& type, const std::string& param) {
+  return {{"error",
+           {{"message", message},
+            {"type", type},
+            {"param", param.empty() ? json(nullptr) : json(param)},
+            {"code", nullptr}}}};
+}
+
+inline void set_error(httplib::Response& res, int status, const std::string& message, const std::string& type,
+                      const std::string& param = "") {
+  res.status = status;
+  res.set_content(json_dump(error_body(message, type, param)), "application/json");
+}
+
+// httplib listens with a backlog of 5 (CPPHTTPLIB_LISTEN_BACKLOG, fixed when Debian built the
+// library): a burst of new connections beyond it has its SYNs dropped and retried a second
+// later. This lets the server raise the backlog once bound.
+class HttpServer : public httplib::Server {
+ public:
+  void raise_listen_backlog() {
+    const socket_t sock = svr_sock_;
+    if (sock != INVALID_SOCKET)
+      ::listen(sock, SOMAXCONN);  // Linux updates a listening socket's backlog
+  }
+};
+
+}  // namespace server_detail
+
+struct InferenceServer::Impl {
+  using json = server_detail::json;
+  using Clock = server_detail::Clock;
+
+  const Model& model;
+  const Tokenizer& tok;
+  ServeOptions opt;
+  int threads = 1;
+  MemoryEstimate memory;
+  Admission admission;
+  std::unique_ptr<BatchScheduler> scheduler;  // all model compute: continuous batching
+  Metrics metrics;
+  AccessPolicy access;
+  server_detail::HttpServer http;
+  std::thread listener;
+  int port = -1;
+  std::atomic<bool> stopped{false};
+  std::atomic<long> next_id{0};
+  std::mutex seed_mutex;
+  std::mt19937_64 seeds{std::random_device{}()};
+  const long long started_at = std::chrono::duration_cast<std::chrono::seconds>(
+                                   std::chrono::system_clock::now().time_since_epoch())
+                                   .count();
+
+  Impl(const Model& m, const Tokenizer& t, ServeOptions o, int sessions, int compute_threads)
+      : model(m),
+        tok(t),
+        opt(std::move(o)),
+        threads(compute_threads),
+        admission(sessions, opt.max_queue) {}
+
+  // One completion from admission to the last token.
+  struct Job {
+    CompletionRequest request;
+    std::shared_ptr<Admission::Slot> slot;  // the session place, freed with the job
+    std::string id;
+    long long created = 0;
+    Clock::time_point arrival;
+    double queue_seconds = 0;
+    GenerateResult result;
+    CompletionText text;
+    bool cancelled = false;
+    bool streamed = false;
+    // The prompt's tokens (BOS first; a chat's conversation), then for /v1/chat/completions
+    // the chunk format and whether the first chunk (which names the role) went out.
+    std::vector<int> prompt_tokens;
+    bool chat = false;
+    bool include_usage = false;
+    bool role_sent = false;
+    std::vector<TokenLogprob> logprobs;  // per generated token, when the request asks
+    size_t logprobs_sent = 0;            // those already in stream events
+    size_t text_sent = 0;                // bytes of text already in stream events
+  };
+
+  void route();
+  // Origin, Host, Content-Length and API key, before any route runs (serve/access.h).
+  httplib::Server::HandlerResponse admit(const httplib::Request& req, httplib::Response& res);
+  // Parse, check the prompt's length (RequestError: 400), then start().
+  void completions(const std::string& body, httplib::Response& res);
+  void chat_completions(const std::string& body, httplib::Response& res);
+  // Admission (503 when full), then the answer, streamed or whole.
+  void start(const std::shared_ptr<Job>& job, httplib::Response& res);
+  // Generates; emit (if set) receives each token's releasable text and chains and returns
+  // false when the client has gone away. Returns the text held back until the end (the last
+  // event of a stream carries it).
+  std::string run(Job& job, const std::function<bool(const std::string&, int)>& emit);
+  // Sends the job as server-sent events; false when the stream did not end normally.
+  bool stream(Job& job, httplib::DataSink& sink);
+  // The response object (chunk: a stream event) in the format of the job's endpoint.
+  // lp: the tokens whose log-probabilities the object carries (null: none asked).
+  json completion_json(const Job& job, const std::string& text, const char* finish, bool chunk,
+                       const std::vector<TokenLogprob>* lp = nullptr, size_t text_offset = 0) const;
+  json usage_json(const Job& job) const;
+  json stats_json(const Job& job) const;
+  json models_json() const;
+  json health_json() const;
+};
+
+}  // namespace chainlm
