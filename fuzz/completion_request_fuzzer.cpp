@@ -60,10 +60,14 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       const int k = r.gen.schedule.chains_for(i);
       CHAINLM_FUZZ_ASSERT(k >= 1 && k <= config.n_chains());
     }
-  (void)tok.encode(r.prompt);
+  CHAINLM_FUZZ_ASSERT(!r.prompts.empty() && r.n >= 1 && r.prompts.size() * r.n <= (size_t)kMaxChoices);
+  for (const PromptInput& p : r.prompts) {
+    (void)tok.encode(p.text);
+    for (int t : p.tokens) CHAINLM_FUZZ_ASSERT(t >= 0 && t < config.vocab_size);
+  }
 
   // Stream the prompt's bytes through the stop-sequence filter, as generated tokens would be.
-  const std::vector<std::string> pieces = pieces_of(r.prompt, size);
+  const std::vector<std::string> pieces = pieces_of(r.prompts[0].text, size);
   CompletionText text(r.stop);
   std::string released;
   for (const std::string& piece : pieces) released += text.push(piece);

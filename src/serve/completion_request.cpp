@@ -38,9 +38,6 @@ double number(const json& v, const char* name) {
 void check_openai_field(const std::string& name, const json& v) {
   if (name == "model" || name == "user") {
     if (!v.is_string()) refuse(name, cat(name, " must be a string"));
-  } else if (name == "n" || name == "best_of") {
-    if (!(v.is_number_integer() && v.get<long long>() == 1))
-      refuse(name, cat(name, " must be 1: chainlm returns one choice per request"));
   } else if (name == "suffix") {
     refuse(name, cat(name, " is not supported (must be null or absent)"));
   } else if (name == "stream_options") {
@@ -49,7 +46,7 @@ void check_openai_field(const std::string& name, const json& v) {
 }
 
 bool is_openai_field(const std::string& name) {
-  for (const char* f : {"model", "user", "n", "best_of", "suffix", "stream_options"})
+  for (const char* f : {"model", "user", "best_of", "suffix", "stream_options"})
     if (name == f) return true;
   return false;
 }
@@ -57,7 +54,7 @@ bool is_openai_field(const std::string& name) {
 bool is_chainlm_field(const std::string& name) {
   for (const char* f : {"prompt", "max_tokens", "temperature", "top_p", "top_k", "seed", "stop", "stream", "chains",
                         "chain_schedule", "presence_penalty", "frequency_penalty", "logit_bias", "logprobs",
-                        "echo", "ignore_eos"})
+                        "echo", "ignore_eos", "n"})
     if (name == f) return true;
   return false;
 }
@@ -78,23 +75,51 @@ CompletionRequest parse_completion_request(const json& body, const ModelConfig& 
 
   const json* v = field(body, "prompt");
   if (!v) refuse("prompt", "prompt is required");
-  if (v->is_array() && !v->empty() && v->at(0).is_number_integer()) {
-    // A prompt of token ids (BOS is put first, as for text).
-    for (size_t i = 0; i < v->size(); ++i) {
-      const json& t = v->at(i);
+  // A prompt of token ids (BOS is put first, as for text); `where` names it in messages.
+  auto token_prompt = [&](const json& list, const std::string& where) {
+    PromptInput p;
+    if (list.empty()) refuse("prompt", cat(where, " is an empty list of token ids"));
+    for (size_t i = 0; i < list.size(); ++i) {
+      const json& t = list.at(i);
       if (!t.is_number_integer() || t.get<long long>() < 0 || t.get<long long>() >= config.vocab_size)
-        refuse("prompt", cat("prompt[", i, "] must be a token id in 0..", config.vocab_size - 1, " (got ",
+        refuse("prompt", cat(where, "[", i, "] must be a token id in 0..", config.vocab_size - 1, " (got ",
                              json_excerpt(t), ")"));
-      r.prompt_tokens.push_back(t.get<int>());
+      p.tokens.push_back(t.get<int>());
     }
-    if ((int)r.prompt_tokens.size() + 1 > config.max_seq_len)
-      refuse("prompt", cat("prompt is ", r.prompt_tokens.size() + 1,
-                           " tokens (BOS included), longer than the model's max_seq_len ", config.max_seq_len));
-  } else if (v->is_string()) {
-    r.prompt = v->get<std::string>();
+    if ((int)p.tokens.size() + 1 > config.max_seq_len)
+      refuse("prompt", cat(where, " is ", p.tokens.size() + 1, " tokens (BOS included), longer than the model's max_seq_len ",
+                           config.max_seq_len));
+    return p;
+  };
+  const char* kPromptForms =
+      "prompt must be a string, a list of token ids, or a list of prompts (strings, or lists of token ids)";
+  if (v->is_string()) {
+    r.prompts.push_back({v->get<std::string>(), {}});
+  } else if (v->is_array() && !v->empty() && v->at(0).is_number_integer()) {
+    r.prompts.push_back(token_prompt(*v, "prompt"));
+  } else if (v->is_array() && !v->empty()) {
+    for (size_t i = 0; i < v->size(); ++i) {
+      const json& p = v->at(i);
+      if (p.is_string())
+        r.prompts.push_back({p.get<std::string>(), {}});
+      else if (p.is_array())
+        r.prompts.push_back(token_prompt(p, cat("prompt[", i, "]")));
+      else
+        refuse("prompt", cat(kPromptForms, "; prompt[", i, "] is ", json_excerpt(p)));
+    }
   } else {
-    refuse("prompt", "prompt must be a string or a list of token ids (several prompts: one request each)");
+    refuse("prompt", v->is_array() ? "prompt is an empty list" : kPromptForms);
   }
+  if ((v = field(body, "n"))) {
+    const long long n = integer(*v, "n");
+    if (n < 1 || n > kMaxChoices) refuse("n", cat("n must be in 1..", kMaxChoices, " (got ", n, ")"));
+    r.n = (int)n;
+  }
+  if ((v = field(body, "best_of")) && !(v->is_number_integer() && v->get<long long>() == r.n))
+    refuse("best_of", cat("best_of must equal n (", r.n, "): chainlm returns every choice it generates"));
+  if ((long long)r.prompts.size() * r.n > kMaxChoices)
+    refuse(r.n > 1 ? "n" : "prompt", cat(r.prompts.size(), " prompts x n ", r.n, " = ", r.prompts.size() * r.n,
+                                         " choices; a request may ask for at most ", kMaxChoices));
   if ((v = field(body, "ignore_eos"))) {  // llama.cpp's name: generate max_tokens, EOS or not
     if (!v->is_boolean()) refuse("ignore_eos", "ignore_eos must be true or false");
     r.gen.stop_at_eos = !v->get<bool>();

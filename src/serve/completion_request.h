@@ -24,10 +24,18 @@ class RequestError : public std::runtime_error {
   std::string param_;
 };
 
+// One prompt of a request: text, or token ids (BOS not included; the server fills text with
+// their decoding, for echo).
+struct PromptInput {
+  std::string text;
+  std::vector<int> tokens;
+  bool is_tokens() const { return !tokens.empty(); }
+};
+
 struct CompletionRequest {
-  std::string prompt;
-  std::vector<int> prompt_tokens;  // a prompt of token ids (then prompt is empty), BOS not included
-  bool echo = false;               // the answer's text starts with the prompt
+  std::vector<PromptInput> prompts;  // one, or a list: every prompt gets its own choices
+  int n = 1;                         // choices per prompt (sampled with seeds seed, seed+1, ...)
+  bool echo = false;                 // each choice's text starts with its prompt
   GenerateOptions gen;            // max_tokens, chains or schedule, sampling
   std::string chain_schedule;     // as given ("" when absent)
   std::vector<std::string> stop;  // stop sequences (at most 4, none empty)
@@ -38,11 +46,13 @@ struct CompletionRequest {
 
 // At most this many alternatives per token in logprobs (OpenAI's chat API allows 20).
 constexpr int kMaxTopLogprobs = 20;
+// At most this many choices (prompts x n) per request: each is a generation of its own.
+constexpr int kMaxChoices = 16;
 
 // Defaults follow OpenAI's completions API: max_tokens 16, temperature 1, top_p 1; top_k 0
-// (off); chains: all. Unknown fields are refused (a typo such as "max_token" would otherwise
-// silently run with a default), except OpenAI fields whose value asks for what chainlm does
-// anyway (model, user, n = 1, echo = false, logprobs = null, best_of = 1, zero penalties).
+// (off); chains: all; n 1. Unknown fields are refused (a typo such as "max_token" would
+// otherwise silently run with a default), except OpenAI fields whose value asks for what
+// chainlm does anyway (model, user, best_of = n).
 CompletionRequest parse_completion_request(const nlohmann::json& body, const ModelConfig& config);
 
 // The raw body as the server receives it: JSON that does not parse (including numbers too

@@ -291,6 +291,12 @@ InferenceServer::InferenceServer(const Model& model, const Tokenizer& tokenizer,
   set_num_threads(threads);
   impl_ = std::make_unique<Impl>(model, tokenizer, std::move(options), sessions, threads);
   impl_->memory = std::move(memory);
+  size_t longest_piece = 1;
+  for (int id = 0; id < tokenizer.vocab_size(); ++id)
+    longest_piece = std::max(longest_piece, tokenizer.decode({id}).size());
+  // 4: a character (which a token may be no less than) takes up to 4 bytes of UTF-8, and
+  // normalization may shrink a character to 1; +1 for a tokenizer's leading space.
+  impl_->max_prompt_bytes = (size_t)model.config().max_seq_len * 4 * (longest_piece + 1);
   SchedulerOptions so;
   so.max_sequences = sessions;
   so.prefill_chunk = impl_->opt.prefill_chunk;

@@ -1,6 +1,6 @@
 // The completion endpoints of InferenceServer: /v1/completions and /v1/chat/completions
-// requests into generations for the batch scheduler, and their answers, whole or streamed as
-// server-sent events.
+// requests into generations for the batch scheduler (one per choice: prompts x n), and their
+// answers, whole or streamed as server-sent events.
 #include <algorithm>
 
 #include "core/error.h"
@@ -19,10 +19,10 @@ const char* finish_reason(const GenerateResult& r, const CompletionText& text) {
 
 }  // namespace
 
-json InferenceServer::Impl::stats_json(const Job& job) const {
-  const GenerateResult& r = job.result;
+json InferenceServer::Impl::stats_json(const Job& job, const Choice& c) const {
+  const GenerateResult& r = c.result;
   json s = {{"chains", r.chains},
-            {"seed", job.request.gen.sampling.seed},
+            {"seed", job.request.gen.sampling.seed + c.index},
             {"tokens_per_s", r.tokens_per_s},
             {"prefill_ms", r.prefill_ms},
             {"decode_ms_per_token", r.decode_ms_per_token},
@@ -31,69 +31,80 @@ json InferenceServer::Impl::stats_json(const Job& job) const {
   return s;
 }
 
-json InferenceServer::Impl::completion_json(const Job& job, const std::string& text, const char* finish,
-                                            bool chunk, const std::vector<TokenLogprob>* lp,
-                                            size_t text_offset) const {
+json InferenceServer::Impl::choice_json(const Job& job, const Choice& c, const std::string& text, const char* finish,
+                                        bool chunk, const std::vector<TokenLogprob>* lp, size_t text_offset) const {
   json choice;
   if (!job.chat) {
-    choice = {{"text", text}, {"index", 0}, {"logprobs", nullptr}, {"finish_reason", nullptr}};
+    choice = {{"text", text}, {"index", c.index}, {"logprobs", nullptr}, {"finish_reason", nullptr}};
   } else if (chunk) {
     // The first chunk names the role; a finished turn's last chunk may carry no text.
     json delta = json::object();
-    if (job.role_sent == false) delta["role"] = "assistant";
+    if (!c.role_sent) delta["role"] = "assistant";
     if (!text.empty() || !finish) delta["content"] = text;
-    choice = {{"index", 0}, {"delta", delta}, {"logprobs", nullptr}, {"finish_reason", nullptr}};
+    choice = {{"index", c.index}, {"delta", delta}, {"logprobs", nullptr}, {"finish_reason", nullptr}};
   } else {
-    choice = {{"index", 0},
+    choice = {{"index", c.index},
               {"message", {{"role", "assistant"}, {"content", text}}},
               {"logprobs", nullptr},
               {"finish_reason", nullptr}};
   }
   if (finish) choice["finish_reason"] = finish;
   if (lp) choice["logprobs"] = job.chat ? chat_logprobs_json(*lp) : completion_logprobs_json(*lp, text_offset);
+  return choice;
+}
+
+json InferenceServer::Impl::response_json(const Job& job, json choices, bool chunk) const {
   json out = {{"id", job.id},
               {"object", !job.chat ? "text_completion" : chunk ? "chat.completion.chunk" : "chat.completion"},
               {"created", job.created},
               {"model", opt.model_name},
-              {"choices", json::array({choice})}};
+              {"choices", std::move(choices)}};
   if (chunk && job.include_usage) out["usage"] = nullptr;  // OpenAI: on every chunk but the usage one
   return out;
 }
 
 json InferenceServer::Impl::usage_json(const Job& job) const {
-  const int prompt_tokens = (int)job.result.prompt_tokens.size(), generated = (int)job.result.tokens.size();
+  // Each prompt counts once, however many choices it has (as OpenAI counts n > 1).
+  long prompt_tokens = 0, generated = 0;
+  for (const Choice& c : job.choices) {
+    if (c.index % job.request.n == 0) prompt_tokens += (long)c.prompt_tokens.size();
+    generated += (long)c.result.tokens.size();
+  }
   return {{"prompt_tokens", prompt_tokens}, {"completion_tokens", generated}, {"total_tokens", prompt_tokens + generated}};
 }
 
-std::string InferenceServer::Impl::run(Job& job,
-                                       const std::function<bool(const std::string&, int)>& emit) {
+std::string InferenceServer::Impl::run(Job& job, Choice& c, const std::function<bool(const std::string&, int)>& emit) {
   const Clock::time_point start = Clock::now();
-  auto gen = std::make_shared<Generation>(model, tok, job.prompt_tokens, job.request.gen, job.request.logprobs);
-  scheduler->submit(gen);
-  // The tokens this request took: a stop sequence or a client gone ends it there, though the
+  // The tokens this choice took: a stop sequence or a client gone ends it there, though the
   // scheduler may have produced a token or two more meanwhile.
   size_t taken = 0;
   GeneratedToken t;
-  while (gen->next(t)) {
+  bool stopped_here = false;
+  while (c.gen->next(t)) {
     ++taken;
-    if (job.request.logprobs >= 0) job.logprobs.push_back(std::move(t.logprob));
-    const std::string out = job.text.push(t.text);
+    if (job.request.logprobs >= 0) c.logprobs.push_back(std::move(t.logprob));
+    const std::string out = c.text.push(t.text);
     if (emit && !emit(out, t.chains)) job.cancelled = true;
-    if (job.cancelled || job.text.stopped()) {
-      gen->cancel();
+    if (job.cancelled || c.text.stopped()) {
+      c.gen->cancel();
+      stopped_here = true;
       break;
     }
   }
-  job.result = gen->result();
-  if (taken < job.result.tokens.size() || job.cancelled || job.text.stopped()) {
-    job.result.tokens.resize(taken);
-    job.result.chains.resize(taken);
-    job.result.stop_reason = StopReason::callback;
+  c.result = c.gen->result();
+  if (stopped_here) {
+    c.result.tokens.resize(taken);
+    c.result.chains.resize(taken);
+    c.result.stop_reason = StopReason::callback;
   }
-  metrics.count_generation((int)job.result.prompt_tokens.size(), job.result.chains,
-                           seconds_since(start), seconds_since(job.arrival), job.cancelled);
-  job.slot.reset();  // the session is free once generation ends, before the answer goes out
-  return job.text.finish();
+  metrics.count_generation((int)c.result.prompt_tokens.size(), c.result.chains, seconds_since(start),
+                           seconds_since(job.arrival), job.cancelled);
+  return c.text.finish();
+}
+
+void InferenceServer::Impl::finish(Job& job, size_t first) {
+  for (size_t i = first; i < job.choices.size(); ++i) job.choices[i].gen->cancel();
+  job.slot.reset();  // the request's place is free once generation ends, before the answer goes out
 }
 
 bool InferenceServer::Impl::stream(Job& job, httplib::DataSink& sink) {
@@ -103,35 +114,45 @@ bool InferenceServer::Impl::stream(Job& job, httplib::DataSink& sink) {
     const std::string line = "data: " + json_dump(event) + "\n\n";
     return sink.write(line.data(), line.size());
   };
+  size_t next_choice = 0;  // choices not run yet are cancelled if the stream ends early
   try {
-    // The log-probabilities of the tokens generated since the last event.
-    auto fresh_logprobs = [&]() -> std::vector<TokenLogprob> {
-      std::vector<TokenLogprob> out(job.logprobs.begin() + (long)job.logprobs_sent, job.logprobs.end());
-      job.logprobs_sent = job.logprobs.size();
-      return out;
-    };
     const bool with_lp = job.request.logprobs >= 0;
-    if (job.request.echo) {  // the prompt first, as its own event
-      if (!send(completion_json(job, job.request.prompt, nullptr, true))) return false;
-    }
-    const std::string tail = run(job, [&](const std::string& text, int chains) {
+    for (Choice& c : job.choices) {
+      ++next_choice;
+      // The log-probabilities of the tokens generated since the last event.
+      auto fresh_logprobs = [&]() -> std::vector<TokenLogprob> {
+        std::vector<TokenLogprob> out(c.logprobs.begin() + (long)c.logprobs_sent, c.logprobs.end());
+        c.logprobs_sent = c.logprobs.size();
+        return out;
+      };
+      auto event = [&](const std::string& text, const char* finish, const std::vector<TokenLogprob>* lp) {
+        return response_json(job, json::array({choice_json(job, c, text, finish, true, lp, c.text_sent)}), true);
+      };
+      if (job.request.echo) {  // the prompt first, as its own event
+        if (!send(event(c.prompt, nullptr, nullptr))) break;
+      }
+      const std::string tail = run(job, c, [&](const std::string& text, int chains) {
+        const auto lp = with_lp ? fresh_logprobs() : std::vector<TokenLogprob>();
+        json e = event(text, nullptr, with_lp ? &lp : nullptr);
+        c.text_sent += text.size();
+        c.role_sent = true;
+        e["chainlm"] = {{"chains", chains}};
+        return send(e);
+      });
+      if (job.cancelled) break;
       const auto lp = with_lp ? fresh_logprobs() : std::vector<TokenLogprob>();
-      json event = completion_json(job, text, nullptr, true, with_lp ? &lp : nullptr, job.text_sent);
-      job.text_sent += text.size();
-      job.role_sent = true;
-      event["chainlm"] = {{"chains", chains}};
-      return send(event);
-    });
+      json last = event(tail, finish_reason(c.result, c.text), with_lp ? &lp : nullptr);
+      last["chainlm"] = stats_json(job, c);
+      if (!job.chat && &c == &job.choices.back()) last["usage"] = usage_json(job);
+      if (!send(last)) {
+        job.cancelled = true;
+        break;
+      }
+    }
+    finish(job, next_choice);
     if (job.cancelled) return false;
-    const auto lp = with_lp ? fresh_logprobs() : std::vector<TokenLogprob>();
-    json last = completion_json(job, tail, finish_reason(job.result, job.text), true, with_lp ? &lp : nullptr,
-                                job.text_sent);
-    if (!job.chat) last["usage"] = usage_json(job);
-    last["chainlm"] = stats_json(job);
-    if (!send(last)) return false;
     if (job.include_usage) {
-      json usage = completion_json(job, "", nullptr, true);
-      usage["choices"] = json::array();
+      json usage = response_json(job, json::array(), true);
       usage["usage"] = usage_json(job);
       if (!send(usage)) return false;
     }
@@ -140,9 +161,22 @@ bool InferenceServer::Impl::stream(Job& job, httplib::DataSink& sink) {
     sink.done();
     return true;
   } catch (const std::exception& e) {
+    finish(job, next_choice);
     // The status line has gone out: report the failure as the stream's last event.
     if (send(error_body(e.what(), "server_error", ""))) sink.done();
     return false;
+  }
+}
+
+void InferenceServer::Impl::add_choices(Job& job, const std::string& prompt, std::vector<int> prompt_tokens,
+                                        const std::vector<std::string>& stops) {
+  for (int j = 0; j < job.request.n; ++j) {
+    Choice c;
+    c.index = (int)job.choices.size();
+    c.prompt = prompt;
+    c.prompt_tokens = prompt_tokens;
+    c.text = CompletionText(stops);
+    job.choices.push_back(std::move(c));
   }
 }
 
@@ -150,20 +184,28 @@ void InferenceServer::Impl::completions(const std::string& body, httplib::Respon
   auto job = std::make_shared<Job>();
   job->arrival = Clock::now();
   job->request = parse_completion_body(body, model.config());
-  CompletionRequest& r = job->request;
-  // The prompt is tokenized once, here: the length check and the generation use the same ids.
-  job->prompt_tokens = {tok.bos_id()};
-  if (!r.prompt_tokens.empty()) {  // token ids: checked by the parser; their text for echo
-    job->prompt_tokens.insert(job->prompt_tokens.end(), r.prompt_tokens.begin(), r.prompt_tokens.end());
-    r.prompt = tok.decode(r.prompt_tokens);
-  } else {
-    for (int t : tok.encode(r.prompt)) job->prompt_tokens.push_back(t);
+  const CompletionRequest& r = job->request;
+  const int max_len = model.config().max_seq_len;
+  for (size_t p = 0; p < r.prompts.size(); ++p) {
+    const PromptInput& in = r.prompts[p];
+    const std::string where = r.prompts.size() > 1 ? cat("prompt[", p, "]") : std::string("prompt");
+    // Each prompt is tokenized once, here: the length check and the generation use the same ids.
+    std::vector<int> ids = {tok.bos_id()};
+    if (in.is_tokens()) {  // token ids: checked by the parser; their text for echo
+      ids.insert(ids.end(), in.tokens.begin(), in.tokens.end());
+      add_choices(*job, tok.decode(in.tokens), std::move(ids), r.stop);
+      continue;
+    }
+    if (in.text.size() > max_prompt_bytes)
+      throw RequestError("prompt", cat(where, " is ", in.text.size(), " bytes, over the server's limit of ",
+                                       max_prompt_bytes, " bytes (no text that long fits the model's max_seq_len ",
+                                       max_len, ")"));
+    for (int t : tok.encode(in.text)) ids.push_back(t);
+    if ((int)ids.size() > max_len)
+      throw RequestError("prompt", cat(where, " is ", ids.size(), " tokens (BOS included), longer than the model's max_seq_len ",
+                                       max_len));
+    add_choices(*job, in.text, std::move(ids), r.stop);
   }
-  if ((int)job->prompt_tokens.size() > model.config().max_seq_len)
-    throw RequestError("prompt", cat("prompt is ", job->prompt_tokens.size(),
-                                     " tokens (BOS included), longer than the model's max_seq_len ",
-                                     model.config().max_seq_len));
-  job->text = CompletionText(job->request.stop);
   start(job, res);
 }
 
@@ -177,6 +219,13 @@ void InferenceServer::Impl::chat_completions(const std::string& body, httplib::R
   } catch (const Error& e) {
     throw RequestError("messages", e.what());
   }
+  size_t bytes = 0;
+  for (const ChatSegment& g : segments) bytes += g.text.size();
+  const ModelConfig& c = model.config();
+  if (bytes > max_prompt_bytes)
+    throw RequestError("messages", cat("the conversation is ", bytes, " bytes, over the server's limit of ",
+                                       max_prompt_bytes, " bytes (no text that long fits the model's max_seq_len ",
+                                       c.max_seq_len, ")"));
   // BOS and EOS are the tokenizer's ids; generation puts the first BOS itself.
   std::vector<int> ids = {tok.bos_id()};
   for (size_t i = 0; i < segments.size(); ++i) {
@@ -188,7 +237,6 @@ void InferenceServer::Impl::chat_completions(const std::string& body, httplib::R
     else if (i > 0)
       ids.push_back(tok.bos_id());
   }
-  const ModelConfig& c = model.config();
   if ((int)ids.size() > c.max_seq_len)
     throw RequestError("messages", cat("the conversation is ", ids.size(), " tokens in the ",
                                        chat_template_name(opt.chat_template),
@@ -196,13 +244,12 @@ void InferenceServer::Impl::chat_completions(const std::string& body, httplib::R
                                        c.max_seq_len));
   job->request = std::move(chat.completion);
   job->request.gen.max_tokens = std::min(job->request.gen.max_tokens, c.max_seq_len - (int)ids.size());
-  job->prompt_tokens = std::move(ids);
   job->chat = true;
   job->include_usage = chat.include_usage;
   // The reply ends where the template's turn ends, besides the request's own stops.
   std::vector<std::string> stops = job->request.stop;
   for (const std::string& s : chat_stop_strings(opt.chat_template)) stops.push_back(s);
-  job->text = CompletionText(stops);
+  add_choices(*job, "", std::move(ids), stops);
   start(job, res);
 }
 
@@ -211,6 +258,12 @@ void InferenceServer::Impl::start(const std::shared_ptr<Job>& job, httplib::Resp
   if (!r.seed_given) {
     std::lock_guard<std::mutex> lock(seed_mutex);
     r.gen.sampling.seed = seeds() >> 11;  // below 2^53: exact as a JavaScript number
+  }
+  // Choice i samples with seed + i (greedy choices are then all the same, as they should be).
+  for (Choice& c : job->choices) {
+    GenerateOptions gen = r.gen;
+    gen.sampling.seed += c.index;
+    c.gen = std::make_shared<Generation>(model, tok, c.prompt_tokens, gen, r.logprobs);
   }
   job->slot = admission.acquire();
   if (!job->slot) {
@@ -227,22 +280,32 @@ void InferenceServer::Impl::start(const std::shared_ptr<Job>& job, httplib::Resp
   job->created = std::chrono::duration_cast<std::chrono::seconds>(
                      std::chrono::system_clock::now().time_since_epoch())
                      .count();
+  // Every choice starts now: the scheduler computes them together.
+  for (Choice& c : job->choices) scheduler->submit(c.gen);
 
   if (r.stream) {
     res.set_header("Cache-Control", "no-cache");
-    // The provider owns the job, and so the session place: it is freed when the response is
+    // The provider owns the job, and so the request's place: it is freed when the response is
     // done with, whether the stream ended or its client went away.
     res.set_chunked_content_provider(
         "text/event-stream",
-        [this, job](size_t, httplib::DataSink& sink) { return stream(*job, sink); });
+        [this, job](size_t, httplib::DataSink& sink) { return stream(*job, sink); },
+        [this, job](bool) {
+          if (job->slot) finish(*job, 0);  // a stream that never started: stop its generations
+        });
     return;
   }
-  run(*job, nullptr);
-  json out = completion_json(*job, (r.echo ? r.prompt : "") + job->text.text(),
-                             finish_reason(job->result, job->text), false,
-                             job->request.logprobs >= 0 ? &job->logprobs : nullptr);
+  json choices = json::array();
+  for (Choice& c : job->choices) {
+    run(*job, c, nullptr);
+    choices.push_back(choice_json(*job, c, (r.echo ? c.prompt : "") + c.text.text(), finish_reason(c.result, c.text),
+                                  false, r.logprobs >= 0 ? &c.logprobs : nullptr));
+    if (job->choices.size() > 1) choices.back()["chainlm"] = {{"chains", c.result.chains}, {"seed", r.gen.sampling.seed + c.index}};
+  }
+  finish(*job, job->choices.size());
+  json out = response_json(*job, std::move(choices), false);
   out["usage"] = usage_json(*job);
-  out["chainlm"] = stats_json(*job);
+  out["chainlm"] = stats_json(*job, job->choices[0]);
   res.set_content(json_dump(out), "application/json");
 }
 

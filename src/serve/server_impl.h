@@ -80,6 +80,10 @@ struct InferenceServer::Impl {
   std::atomic<long> next_id{0};
   std::mutex seed_mutex;
   std::mt19937_64 seeds{std::random_device{}()};
+  // A prompt longer than this many bytes has more tokens than the model's context, whatever
+  // they are (a token decodes to at most the tokenizer's longest piece, and a character to at
+  // least one byte): it is refused before the tokenizer spends time on it.
+  size_t max_prompt_bytes = 0;
   const long long started_at = std::chrono::duration_cast<std::chrono::seconds>(
                                    std::chrono::system_clock::now().time_since_epoch())
                                    .count();
@@ -92,48 +96,64 @@ struct InferenceServer::Impl {
         admission(sessions, opt.max_queue) {}
 
   // One completion from admission to the last token.
+  // One choice of a completion: a generation from one prompt.
+  struct Choice {
+    int index = 0;
+    std::string prompt;               // its prompt's text (for echo)
+    std::vector<int> prompt_tokens;   // BOS first (a chat: the conversation)
+    std::shared_ptr<Generation> gen;  // in the batch scheduler
+    GenerateResult result;            // the tokens it took, once ended
+    CompletionText text;
+    std::vector<TokenLogprob> logprobs;  // per generated token, when the request asks
+    size_t logprobs_sent = 0;            // those already in stream events
+    size_t text_sent = 0;                // bytes of text already in stream events
+    bool role_sent = false;              // chat streams: the first chunk names the role
+  };
+
+  // One completion request from admission to its last choice's last token.
   struct Job {
     CompletionRequest request;
-    std::shared_ptr<Admission::Slot> slot;  // the session place, freed with the job
+    std::shared_ptr<Admission::Slot> slot;  // the request's place, freed with the job
     std::string id;
     long long created = 0;
     Clock::time_point arrival;
     double queue_seconds = 0;
-    GenerateResult result;
-    CompletionText text;
+    std::vector<Choice> choices;  // prompt p's n choices are p*n .. p*n+n-1
     bool cancelled = false;
     bool streamed = false;
-    // The prompt's tokens (BOS first; a chat's conversation), then for /v1/chat/completions
-    // the chunk format and whether the first chunk (which names the role) went out.
-    std::vector<int> prompt_tokens;
-    bool chat = false;
-    bool include_usage = false;
-    bool role_sent = false;
-    std::vector<TokenLogprob> logprobs;  // per generated token, when the request asks
-    size_t logprobs_sent = 0;            // those already in stream events
-    size_t text_sent = 0;                // bytes of text already in stream events
+    bool chat = false;           // /v1/chat/completions: its chunk format
+    bool include_usage = false;  // chat streams: a last chunk with the usage
   };
 
   void route();
   // Origin, Host, Content-Length and API key, before any route runs (serve/access.h).
   httplib::Server::HandlerResponse admit(const httplib::Request& req, httplib::Response& res);
-  // Parse, check the prompt's length (RequestError: 400), then start().
+  // Parse, check the prompts' lengths (RequestError: 400), then start().
   void completions(const std::string& body, httplib::Response& res);
   void chat_completions(const std::string& body, httplib::Response& res);
-  // Admission (503 when full), then the answer, streamed or whole.
+  // A choice for each prompt (its tokens, BOS first) n times, each with its own text filter.
+  void add_choices(Job& job, const std::string& prompt, std::vector<int> prompt_tokens,
+                   const std::vector<std::string>& stops);
+  // Admission (503 when full), every choice's generation submitted, then the answer, streamed
+  // or whole.
   void start(const std::shared_ptr<Job>& job, httplib::Response& res);
-  // Generates; emit (if set) receives each token's releasable text and chains and returns
-  // false when the client has gone away. Returns the text held back until the end (the last
-  // event of a stream carries it).
-  std::string run(Job& job, const std::function<bool(const std::string&, int)>& emit);
-  // Sends the job as server-sent events; false when the stream did not end normally.
+  // Takes a choice's tokens; emit (if set) receives each token's releasable text and chains and
+  // returns false when the client has gone away. Returns the text held back until the end
+  // (the choice's last stream event carries it).
+  std::string run(Job& job, Choice& choice, const std::function<bool(const std::string&, int)>& emit);
+  // Cancels the choices from `first` on and frees the request's place.
+  void finish(Job& job, size_t first);
+  // Sends the job as server-sent events, choice after choice; false when the stream did not end
+  // normally.
   bool stream(Job& job, httplib::DataSink& sink);
-  // The response object (chunk: a stream event) in the format of the job's endpoint.
-  // lp: the tokens whose log-probabilities the object carries (null: none asked).
-  json completion_json(const Job& job, const std::string& text, const char* finish, bool chunk,
-                       const std::vector<TokenLogprob>* lp = nullptr, size_t text_offset = 0) const;
+  // A choice object (chunk: of a stream event) in the format of the job's endpoint.
+  // lp: the tokens whose log-probabilities it carries (null: none asked).
+  json choice_json(const Job& job, const Choice& c, const std::string& text, const char* finish, bool chunk,
+                   const std::vector<TokenLogprob>* lp = nullptr, size_t text_offset = 0) const;
+  // The response object (or stream event) around choice objects.
+  json response_json(const Job& job, json choices, bool chunk) const;
   json usage_json(const Job& job) const;
-  json stats_json(const Job& job) const;
+  json stats_json(const Job& job, const Choice& c) const;
   json models_json() const;
   json health_json() const;
 };

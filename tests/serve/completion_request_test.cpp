@@ -25,7 +25,9 @@ ModelConfig config() {
 
 TEST(CompletionRequest, DefaultsFollowOpenAi) {
   const auto r = parse_completion_request(json{{"prompt", "hi"}}, config());
-  EXPECT_EQ(r.prompt, "hi");
+  ASSERT_EQ(r.prompts.size(), 1u);
+  EXPECT_EQ(r.prompts[0].text, "hi");
+  EXPECT_EQ(r.n, 1);
   EXPECT_EQ(r.gen.max_tokens, 16);
   EXPECT_EQ(r.gen.sampling.temperature, 1.0f);
   EXPECT_EQ(r.gen.sampling.top_p, 1.0f);
@@ -68,6 +70,21 @@ TEST(CompletionRequest, ReadsEveryField) {
   EXPECT_EQ(s.gen.schedule.chains_for(2), 3);
 }
 
+// A prompt is text, token ids, or a list of either; each is answered n times.
+TEST(CompletionRequest, PromptListsAndChoices) {
+  const auto r = parse_completion_request(json::parse(R"({"prompt": ["ab", [5, 6], ""], "n": 2, "best_of": 2})"),
+                                          config());
+  ASSERT_EQ(r.prompts.size(), 3u);
+  EXPECT_EQ(r.prompts[0].text, "ab");
+  EXPECT_FALSE(r.prompts[0].is_tokens());
+  EXPECT_EQ(r.prompts[1].tokens, (std::vector<int>{5, 6}));
+  EXPECT_EQ(r.prompts[2].text, "");
+  EXPECT_EQ(r.n, 2);
+  const auto ids = parse_completion_request(json::parse(R"({"prompt": [7, 8, 9]})"), config());
+  ASSERT_EQ(ids.prompts.size(), 1u);
+  EXPECT_EQ(ids.prompts[0].tokens, (std::vector<int>{7, 8, 9}));
+}
+
 TEST(CompletionRequest, NullMeansDefault) {
   const auto r = parse_completion_request(
       json::parse(R"({"prompt": "x", "max_tokens": null, "stop": null, "seed": null})"), config());
@@ -81,7 +98,11 @@ TEST(CompletionRequest, ErrorsNameTheField) {
       {R"([1, 2])", "", "the request body must be a JSON object"},
       {R"({})", "prompt", "prompt is required"},
       {R"({"prompt": 3})", "prompt", "prompt must be a string"},
-      {R"({"prompt": ["a", "b"]})", "prompt", "prompt must be a string"},
+      {R"({"prompt": []})", "prompt", "prompt is an empty list"},
+      {R"({"prompt": ["a", 3]})", "prompt", "prompt must be a string, a list of token ids, or a list of prompts"},
+      {R"({"prompt": ["a", []]})", "prompt", "prompt[1] is an empty list of token ids"},
+      {R"({"prompt": [[1], [2, 300]]})", "prompt", "prompt[1][1] must be a token id in 0..257 (got 300)"},
+      {R"({"prompt": [1, "a"]})", "prompt", "prompt[1] must be a token id in 0..257"},
       {R"({"prompt": "x", "max_tokens": -1})", "max_tokens", "max_tokens must be in 0..64"},
       {R"({"prompt": "x", "max_tokens": 65})", "max_tokens", "max_tokens must be in 0..64"},
       {R"({"prompt": "x", "max_tokens": 2.5})", "max_tokens", "max_tokens must be an integer"},
@@ -113,7 +134,10 @@ TEST(CompletionRequest, ErrorsNameTheField) {
       {R"({"prompt": "x", "chains": 1, "chain_schedule": "2"})", "chain_schedule",
        "pass chains or chain_schedule, not both"},
       {R"({"prompt": "x", "max_token": 3})", "max_token", "unknown field 'max_token'"},
-      {R"({"prompt": "x", "n": 2})", "n", "n must be 1"},
+      {R"({"prompt": "x", "n": 0})", "n", "n must be in 1..16 (got 0)"},
+      {R"({"prompt": "x", "n": 2.5})", "n", "n must be an integer"},
+      {R"({"prompt": "x", "n": 2, "best_of": 3})", "best_of", "best_of must equal n (2)"},
+      {R"({"prompt": ["a", "b", "c"], "n": 6})", "n", "3 prompts x n 6 = 18 choices; a request may ask for at most 16"},
       {R"({"prompt": "x", "echo": "yes"})", "echo", "echo must be true or false"},
       {R"({"prompt": "x", "ignore_eos": 1})", "ignore_eos", "ignore_eos must be true or false"},
       {R"({"prompt": "x", "logprobs": 21})", "logprobs", "logprobs must be in 0..20"},
@@ -176,7 +200,9 @@ TEST(CompletionRequest, BodyThatIsNotJsonIsARequestError) {
     }
   }
   const auto r = parse_completion_body(R"({"prompt": "hi", "max_tokens": 2})", config());
-  EXPECT_EQ(r.prompt, "hi");
+  ASSERT_EQ(r.prompts.size(), 1u);
+  EXPECT_EQ(r.prompts[0].text, "hi");
+  EXPECT_EQ(r.n, 1);
   EXPECT_EQ(r.gen.max_tokens, 2);
 }
 

@@ -107,7 +107,7 @@ TEST_F(ServeRoutes, TokenPromptsAndEcho) {
   EXPECT_EQ(joined, "hi" + a["choices"][0]["text"].get<std::string>());
   for (const auto& [body, message] : std::vector<std::pair<std::string, std::string>>{
            {R"({"prompt": [104, 300]})", "prompt[1] must be a token id in 0..257 (got 300)"},
-           {R"({"prompt": ["a", "b"]})", "prompt must be a string or a list of token ids"},
+           {R"({"prompt": ["a", 3]})", "prompt must be a string, a list of token ids, or a list of prompts"},
            {R"({"prompt": [104, "b"]})", "prompt[1] must be a token id"},
            {R"({"prompt": "x", "echo": 1})", "echo must be true or false"},
            {R"({"prompt": "x", "echo": true, "logprobs": 1})", "logprobs with echo"}}) {
@@ -116,6 +116,81 @@ TEST_F(ServeRoutes, TokenPromptsAndEcho) {
     EXPECT_EQ(r->status, 400) << body;
     EXPECT_EQ(json::parse(r->body)["error"]["message"].get<std::string>().rfind(message, 0), 0u) << r->body;
   }
+}
+
+// Several prompts, each n times: choice i is prompt i / n with seed + i, exactly what that
+// prompt with that seed gives alone; usage counts each prompt once; a stream sends the same
+// choices, told apart by their index.
+TEST_F(ServeRoutes, PromptListsAndSeveralChoices) {
+  const std::string fields = R"("max_tokens": 6, "temperature": 1, "seed": 3)";
+  auto r = post("/v1/completions", R"({"prompt": ["ab", [104, 105]], "n": 2, )" + fields + "}");
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 200) << r->body;
+  const json all = json::parse(r->body);
+  ASSERT_EQ(all["choices"].size(), 4u);
+  const std::vector<std::string> prompts = {R"("ab")", R"("ab")", "[104, 105]", "[104, 105]"};
+  long completion_tokens = 0;
+  for (int i = 0; i < 4; ++i) {
+    SCOPED_TRACE(i);
+    auto alone = post("/v1/completions", R"({"prompt": )" + prompts[i] + R"(, "max_tokens": 6, "temperature": 1, "seed": )" +
+                                             std::to_string(3 + i) + "}");
+    ASSERT_TRUE(alone);
+    const json a = json::parse(alone->body);
+    EXPECT_EQ(all["choices"][i]["index"], i);
+    EXPECT_EQ(all["choices"][i]["text"], a["choices"][0]["text"]);
+    EXPECT_EQ(all["choices"][i]["finish_reason"], a["choices"][0]["finish_reason"]);
+    EXPECT_EQ(all["choices"][i]["chainlm"]["seed"], 3 + i);
+    completion_tokens += a["usage"]["completion_tokens"].get<long>();
+  }
+  EXPECT_EQ(all["usage"]["prompt_tokens"], 6);  // BOS + 2, twice
+  EXPECT_EQ(all["usage"]["completion_tokens"], completion_tokens);
+
+  auto streamed = post("/v1/completions", R"({"prompt": ["ab", [104, 105]], "n": 2, "stream": true, )" + fields + "}");
+  ASSERT_TRUE(streamed);
+  std::vector<std::string> texts(4);
+  std::vector<int> finished(4, 0);
+  const auto events = testing::sse_data(streamed->body);
+  ASSERT_EQ(events.back(), "[DONE]");
+  for (size_t e = 0; e + 1 < events.size(); ++e) {
+    const json j = json::parse(events[e]);
+    const json& c = j["choices"][0];
+    texts.at(c["index"].get<int>()) += c["text"].get<std::string>();
+    if (!c["finish_reason"].is_null()) ++finished.at(c["index"].get<int>());
+  }
+  for (int i = 0; i < 4; ++i) EXPECT_EQ(texts[i], all["choices"][i]["text"]) << i;
+  EXPECT_EQ(finished, (std::vector<int>{1, 1, 1, 1}));
+  EXPECT_EQ(json::parse(events[events.size() - 2])["usage"], all["usage"]);
+
+  auto chat = post("/v1/chat/completions", R"({"messages": [{"role": "user", "content": "hi"}], "n": 3, )" + fields + "}");
+  ASSERT_TRUE(chat);
+  ASSERT_EQ(chat->status, 200) << chat->body;
+  const json c = json::parse(chat->body);
+  ASSERT_EQ(c["choices"].size(), 3u);
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(c["choices"][i]["index"], i);
+}
+
+// Prompts longer than the context are refused naming the prompt; one so long that no
+// tokenization could fit (64 tokens of the byte tokenizer's 1-byte pieces: the limit is
+// 64 x 4 x (1 + 1) = 512 bytes) is refused before it is tokenized.
+TEST_F(ServeRoutes, TooLongPromptsAreRefusedNamingThePrompt) {
+  const std::string x100(100, 'x'), x513(513, 'x');
+  for (const auto& [prompt, message] : std::vector<std::pair<json, std::string>>{
+           {x100, "prompt is 101 tokens (BOS included), longer than the model's max_seq_len 64"},
+           {json::array({"ok", x100}), "prompt[1] is 101 tokens (BOS included), longer than the model's max_seq_len 64"},
+           {x513, "prompt is 513 bytes, over the server's limit of 512 bytes (no text that long fits the model's "
+                  "max_seq_len 64)"},
+           {std::string(1000000, 'y'), "prompt is 1000000 bytes, over the server's limit of 512 bytes"}}) {
+    auto r = post("/v1/completions", json{{"prompt", prompt}, {"max_tokens", 2}}.dump());
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, 400);
+    const json e = json::parse(r->body)["error"];
+    EXPECT_EQ(e["param"], "prompt");
+    EXPECT_EQ(e["message"].get<std::string>().rfind(message, 0), 0u) << e["message"];
+  }
+  auto chat = post("/v1/chat/completions", json{{"messages", {{{"role", "user"}, {"content", x513}}}}}.dump());
+  ASSERT_TRUE(chat);
+  EXPECT_EQ(chat->status, 400);
+  EXPECT_NE(chat->body.find("over the server's limit of 512 bytes"), std::string::npos) << chat->body;
 }
 
 // logit_bias reaches the sampler: +100 on the byte 'A' makes every token an 'A', and the
