@@ -171,7 +171,7 @@ const float* InferenceSession::prefill(const std::vector<int>& prompt, int k, bo
 }
 
 const float* InferenceSession::prefill_part(const std::vector<int>& prompt, int k, bool chain1_prefill,
-                                           int budget) {
+                                           int budget, float* all_logits) {
   const int n = (int)prompt.size(), done = length();
   CHAINLM_CHECK(!prompt.empty(), "empty prompt: it needs at least the BOS token");
   CHAINLM_CHECK(budget >= 1, "a prefill part needs a budget of at least one token");
@@ -180,7 +180,7 @@ const float* InferenceSession::prefill_part(const std::vector<int>& prompt, int 
   // As prefill(): with CoLM-Air's chain-1 prefill, all but the last token run with chain 1.
   const bool chain1 = chain1_prefill && model_.config().kv_share && k > 1 && n > 1;
   const int body = chain1 ? n - 1 : n, m = std::min(budget, (done < body ? body : n) - done);
-  append_until(prompt.data() + done, m, done < body && chain1 ? 1 : k, nullptr, n);
+  append_until(prompt.data() + done, m, done < body && chain1 ? 1 : k, all_logits, n);
   return length() == n ? logits_.data() : nullptr;
 }
 

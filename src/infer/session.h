@@ -40,8 +40,10 @@ class InferenceSession {
   // prefill in pieces, for a server that interleaves them with other sequences' decoding
   // steps: runs the next at most `budget` tokens of `prompt`, of which the session holds the
   // first length(), and returns the next-token logits once all of it is in (null before).
-  // The same prompt and budget give the same bits whatever runs between the calls.
-  const float* prefill_part(const std::vector<int>& prompt, int k, bool chain1_prefill, int budget);
+  // The same prompt and budget give the same bits whatever runs between the calls. With
+  // all_logits, also writes the logits of every token this part runs (part x V floats).
+  const float* prefill_part(const std::vector<int>& prompt, int k, bool chain1_prefill, int budget,
+                            float* all_logits = nullptr);
 
   // Appends one token with k chains; returns its next-token logits.
   const float* decode(int token, int k) { return append(&token, 1, k); }

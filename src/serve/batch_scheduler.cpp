@@ -35,11 +35,12 @@ ChainSchedule checked_schedule(const Model& model, const Tokenizer& tok, const s
 }  // namespace
 
 Generation::Generation(const Model& model, const Tokenizer& tok, std::vector<int> prompt_tokens,
-                       const GenerateOptions& options, int logprobs)
+                       const GenerateOptions& options, int logprobs, bool prompt_logprobs)
     : prompt_(std::move(prompt_tokens)),
       options_(options),
       schedule_(checked_schedule(model, tok, prompt_, options)),
       logprobs_(logprobs),
+      want_prompt_logprobs_(prompt_logprobs && logprobs >= 0),
       sampler_(options.sampling) {
   result_.prompt_tokens = prompt_;
 }
@@ -60,6 +61,13 @@ void Generation::cancel() {
   cancelled_ = true;
   std::unique_lock<std::mutex> lock(mutex_);
   changed_.wait(lock, [&] { return ended_; });
+}
+
+std::vector<TokenLogprob> Generation::prompt_logprobs() {
+  std::unique_lock<std::mutex> lock(mutex_);
+  changed_.wait(lock, [&] { return prompt_read_ || ended_; });
+  if (!error_.empty()) throw Error(error_);
+  return prompt_logprobs_;
 }
 
 GenerateResult Generation::result() const {
@@ -103,7 +111,7 @@ BatchScheduler::BatchScheduler(const Model& model, const Tokenizer& tok, Schedul
 BatchScheduler::~BatchScheduler() { stop(); }
 
 void BatchScheduler::submit(const std::shared_ptr<Generation>& g) {
-  if (g->options_.max_tokens == 0) {  // nothing to generate: no prefill either
+  if (g->options_.max_tokens == 0 && !g->want_prompt_logprobs_) {  // nothing to generate: no prefill either
     g->started_ = g->first_token_ = Generation::Clock::now();
     g->end(StopReason::max_tokens);
     return;
@@ -141,6 +149,13 @@ void BatchScheduler::on_logits(Generation& g, const float* logits) {
   if (i == 0) {
     g.first_token_ = Generation::Clock::now();
     g.result_.prefill_ms = ms_between(g.started_, g.first_token_);
+    std::lock_guard<std::mutex> lock(g.mutex_);
+    g.prompt_read_ = true;
+    g.changed_.notify_all();
+  }
+  if (g.options_.max_tokens == 0) {  // only the prompt was wanted (its log-probabilities)
+    g.end(StopReason::max_tokens);
+    return;
   }
   const int next = g.sampler_.sample(logits, c.vocab_size);
   g.pending_ = -1;
@@ -165,6 +180,32 @@ void BatchScheduler::on_logits(Generation& g, const float* logits) {
     g.end(StopReason::max_seq_len);
   else
     g.pending_ = next;
+}
+
+void BatchScheduler::prefill_piece(Generation& g) {
+  InferenceSession& s = *g.session_;
+  const int before = s.length(), V = model_.config().vocab_size;
+  float* rows = nullptr;
+  if (g.want_prompt_logprobs_) {
+    piece_logits_.resize((size_t)opt_.prefill_chunk * V);
+    rows = piece_logits_.data();
+  }
+  // Prompt log-probabilities need the requested sub-model's logits at every position, so such
+  // a prompt is not read by chain 1 alone.
+  const float* logits = s.prefill_part(g.prompt_, g.schedule_.chains_for(0),
+                                       g.options_.chain1_prefill && !g.want_prompt_logprobs_, opt_.prefill_chunk, rows);
+  if (rows) {
+    // Row r predicts the token after position before + r.
+    std::vector<TokenLogprob> lps;
+    for (int p = before; p < s.length() && p + 1 < (int)g.prompt_.size(); ++p) {
+      const int prev = g.prompt_[p], id = g.prompt_[p + 1];
+      lps.push_back(token_logprob(rows + (size_t)(p - before) * V, V, id, g.logprobs_,
+                                  [&](int t) { return tok_.decode_token(prev, t); }));
+    }
+    std::lock_guard<std::mutex> lock(g.mutex_);
+    for (auto& lp : lps) g.prompt_logprobs_.push_back(std::move(lp));
+  }
+  if (logits) on_logits(g, logits);
 }
 
 void BatchScheduler::loop() {
@@ -211,11 +252,9 @@ void BatchScheduler::loop() {
         if (read >= opt_.prefill_chunk) break;
         if (g->ended_ || g->pending_ >= 0) continue;  // ended, or past its prompt
         const int before = g->session_->length();
-        const float* logits = g->session_->prefill_part(g->prompt_, g->schedule_.chains_for(0),
-                                                        g->options_.chain1_prefill, opt_.prefill_chunk);
+        prefill_piece(*g);
         read += g->session_->length() - before;
         ++pieces;
-        if (logits) on_logits(*g, logits);
       }
       const Generation::Clock::time_point end = Generation::Clock::now();
       std::lock_guard<std::mutex> lock(mutex_);

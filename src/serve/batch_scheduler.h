@@ -44,9 +44,11 @@ struct GeneratedToken {
 class Generation {
  public:
   // prompt_tokens start with BOS; logprobs >= 0 asks each token's log-probability with that
-  // many alternatives. Checks the options as generate_tokens does (chainlm::Error).
+  // many alternatives, and with prompt_logprobs the prompt's tokens' too (each after BOS; the
+  // prompt then runs with the requested chains throughout, and max_tokens 0 still reads it).
+  // Checks the options as generate_tokens does (chainlm::Error).
   Generation(const Model& model, const Tokenizer& tok, std::vector<int> prompt_tokens,
-             const GenerateOptions& options, int logprobs = -1);
+             const GenerateOptions& options, int logprobs = -1, bool prompt_logprobs = false);
 
   // Waits for the next token; false once generation has ended and every token has been taken.
   // Throws chainlm::Error if generation failed.
@@ -57,6 +59,9 @@ class Generation {
   // After next() returned false or cancel(): prompt, tokens produced (all of them, even those
   // not taken), chains, timings and why it ended.
   GenerateResult result() const;
+  // With prompt_logprobs: waits until the prompt has been read, then the log-probabilities of
+  // its tokens after BOS. Throws chainlm::Error if generation failed first.
+  std::vector<TokenLogprob> prompt_logprobs();
 
  private:
   friend class BatchScheduler;
@@ -68,10 +73,13 @@ class Generation {
   const GenerateOptions options_;
   const ChainSchedule schedule_;
   const int logprobs_;
+  const bool want_prompt_logprobs_;
 
   mutable std::mutex mutex_;
   std::condition_variable changed_;
   std::deque<GeneratedToken> ready_;
+  std::vector<TokenLogprob> prompt_logprobs_;
+  bool prompt_read_ = false;
   bool ended_ = false;
   std::string error_;
   GenerateResult result_;
@@ -115,6 +123,8 @@ class BatchScheduler {
   void loop();
   // The sampled token after logits; ends the generation when it should.
   void on_logits(Generation& g, const float* logits);
+  // One prompt piece of g; with prompt log-probabilities, those of the piece's next tokens.
+  void prefill_piece(Generation& g);
   void release(Generation& g);
 
   const Model& model_;
@@ -122,6 +132,7 @@ class BatchScheduler {
   const SchedulerOptions opt_;
   std::vector<std::unique_ptr<InferenceSession>> sessions_;
   std::vector<InferenceSession*> free_;
+  std::vector<float> piece_logits_;  // every row's logits of a piece, for prompt log-probabilities
 
   mutable std::mutex mutex_;
   std::condition_variable wake_;

@@ -209,7 +209,6 @@ CompletionRequest parse_completion_request(const json& body, const ModelConfig& 
     if (n < 0 || n > kMaxTopLogprobs)
       refuse("logprobs", cat("logprobs must be in 0..", kMaxTopLogprobs, " (alternatives per token; got ", n, ")"));
     r.logprobs = (int)n;
-    if (r.echo) refuse("logprobs", "logprobs with echo (the prompt's log-probabilities) is not supported");
   }
   if ((v = field(body, "stream"))) {
     if (!v->is_boolean()) refuse("stream", "stream must be true or false");

@@ -128,8 +128,14 @@ bool InferenceServer::Impl::stream(Job& job, httplib::DataSink& sink) {
       auto event = [&](const std::string& text, const char* finish, const std::vector<TokenLogprob>* lp) {
         return response_json(job, json::array({choice_json(job, c, text, finish, true, lp, c.text_sent)}), true);
       };
-      if (job.request.echo) {  // the prompt first, as its own event
-        if (!send(event(c.prompt, nullptr, nullptr))) break;
+      if (job.request.echo) {  // the prompt first, as its own event (with its log-probabilities)
+        const auto lp = with_lp ? c.gen->prompt_logprobs() : std::vector<TokenLogprob>();
+        const bool sent = send(event(c.prompt, nullptr, with_lp ? &lp : nullptr));
+        c.text_sent = c.prompt.size();
+        if (!sent) {
+          job.cancelled = true;
+          break;
+        }
       }
       const std::string tail = run(job, c, [&](const std::string& text, int chains) {
         const auto lp = with_lp ? fresh_logprobs() : std::vector<TokenLogprob>();
@@ -263,7 +269,7 @@ void InferenceServer::Impl::start(const std::shared_ptr<Job>& job, httplib::Resp
   for (Choice& c : job->choices) {
     GenerateOptions gen = r.gen;
     gen.sampling.seed += c.index;
-    c.gen = std::make_shared<Generation>(model, tok, c.prompt_tokens, gen, r.logprobs);
+    c.gen = std::make_shared<Generation>(model, tok, c.prompt_tokens, gen, r.logprobs, r.echo);
   }
   job->slot = admission.acquire();
   if (!job->slot) {
@@ -298,8 +304,11 @@ void InferenceServer::Impl::start(const std::shared_ptr<Job>& job, httplib::Resp
   json choices = json::array();
   for (Choice& c : job->choices) {
     run(*job, c, nullptr);
+    // echo with logprobs: the prompt's tokens' log-probabilities first.
+    std::vector<TokenLogprob> lp = r.echo && r.logprobs >= 0 ? c.gen->prompt_logprobs() : std::vector<TokenLogprob>();
+    lp.insert(lp.end(), c.logprobs.begin(), c.logprobs.end());
     choices.push_back(choice_json(*job, c, (r.echo ? c.prompt : "") + c.text.text(), finish_reason(c.result, c.text),
-                                  false, r.logprobs >= 0 ? &c.logprobs : nullptr));
+                                  false, r.logprobs >= 0 ? &lp : nullptr));
     if (job->choices.size() > 1) choices.back()["chainlm"] = {{"chains", c.result.chains}, {"seed", r.gen.sampling.seed + c.index}};
   }
   finish(*job, job->choices.size());

@@ -128,3 +128,49 @@ TEST_F(ServeLogprobs, ChatLogprobsWholeAndStreamedAgree) {
 
 }  // namespace
 }  // namespace chainlm
+
+namespace chainlm {
+namespace {
+
+// echo with logprobs scores the prompt: token i's log-probability given the tokens before it
+// (from BOS) is what the model gives it when it is generated after them. 'b' is forced after
+// "a" by logit_bias (log-probabilities are of the raw logits, so the bias does not move them),
+// then the prompt "ab" is scored with max_tokens 0, as evaluation harnesses do.
+TEST_F(ServeLogprobs, EchoScoresThePromptAsGenerationWould) {
+  for (int chains : {1, 3}) {
+    SCOPED_TRACE(chains);
+    const json gen = post("/v1/completions", {{"prompt", {97}}, {"max_tokens", 1}, {"logprobs", 2}, {"chains", chains},
+                                              {"logit_bias", {{"98", 100}}}});
+    ASSERT_EQ(gen["choices"][0]["logprobs"]["tokens"], json::array({"b"}));
+    const double b_after_a = gen["choices"][0]["logprobs"]["token_logprobs"][0];
+    const json scored = post("/v1/completions", {{"prompt", {97, 98}}, {"max_tokens", 0}, {"echo", true}, {"logprobs", 2},
+                                                 {"chains", chains}});
+    const json& lp = scored["choices"][0]["logprobs"];
+    EXPECT_EQ(scored["choices"][0]["text"], "ab");
+    EXPECT_EQ(lp["tokens"], json::array({"a", "b"}));
+    EXPECT_EQ(lp["text_offset"], json::array({0, 1}));
+    EXPECT_NEAR(lp["token_logprobs"][1].get<double>(), b_after_a, 1e-4);
+    EXPECT_LT(lp["token_logprobs"][0].get<double>(), 0.0);
+    EXPECT_EQ(lp["top_logprobs"][0].size(), 2u);
+    EXPECT_EQ(scored["usage"]["completion_tokens"], 0);
+
+    // Streamed, with tokens generated after the prompt: the first event scores the prompt, the
+    // later ones carry on the offsets after it.
+    auto r = server->client().Post("/v1/completions",
+                                   json{{"prompt", {97, 98}}, {"max_tokens", 3}, {"echo", true}, {"logprobs", 1},
+                                        {"chains", chains}, {"stream", true}, {"seed", 1}}
+                                       .dump(),
+                                   "application/json");
+    ASSERT_TRUE(r && r->status == 200);
+    const auto events = testing::sse_data(r->body);
+    const json e0 = json::parse(events.at(0))["choices"][0];
+    EXPECT_EQ(e0["text"], "ab");
+    EXPECT_EQ(e0["logprobs"]["tokens"], json::array({"a", "b"}));
+    EXPECT_NEAR(e0["logprobs"]["token_logprobs"][1].get<double>(), b_after_a, 1e-4);
+    const json e1 = json::parse(events.at(1))["choices"][0];
+    EXPECT_EQ(e1["logprobs"]["text_offset"][0], 2);
+  }
+}
+
+}  // namespace
+}  // namespace chainlm
