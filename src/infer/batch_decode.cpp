@@ -62,12 +62,14 @@ BatchDecoder::BatchDecoder(const Model& model) : model_(model) {
 
 std::vector<const float*> BatchDecoder::step(const std::vector<DecodeRow>& rows) {
   const ModelConfig& c = model_.config();
+  // Rows of one sequence in a pass: a PHD step runs the new token's K copies.
+  const int per_seq = c.phd.enabled() ? c.phd.repeat : 1;
   std::vector<const float*> out(rows.size(), nullptr);
   std::vector<int> batched;  // indices of rows that share passes
   for (size_t r = 0; r < rows.size(); ++r) {
     InferenceSession& s = *rows[r].session;
     CHAINLM_CHECK(&s.model_ == &model_, "a decoding row's session belongs to another model");
-    if (c.phd.enabled() || s.needs_recompute(rows[r].chains)) {
+    if (per_seq > kMaxDecodeRows || s.needs_recompute(rows[r].chains)) {
       out[r] = s.decode(rows[r].token, rows[r].chains);  // checks the row itself
       continue;
     }
@@ -82,8 +84,9 @@ std::vector<const float*> BatchDecoder::step(const std::vector<DecodeRow>& rows)
   // Largest sub-models first, so the rows of every chain block are a prefix of a pass.
   std::stable_sort(batched.begin(), batched.end(),
                    [&](int a, int b) { return rows[a].chains > rows[b].chains; });
-  for (size_t p = 0; p < batched.size(); p += kMaxDecodeRows) {
-    const int n = (int)std::min<size_t>(kMaxDecodeRows, batched.size() - p);
+  const size_t per_pass = kMaxDecodeRows / per_seq;
+  for (size_t p = 0; p < batched.size(); p += per_pass) {
+    const int n = (int)std::min(per_pass, batched.size() - p);
     std::vector<DecodeRow> pass(n);
     for (int i = 0; i < n; ++i) pass[i] = rows[batched[p + i]];
     forward(pass.data(), n);
@@ -92,72 +95,98 @@ std::vector<const float*> BatchDecoder::step(const std::vector<DecodeRow>& rows)
   return out;
 }
 
-// session.forward_chunk's pass for one new token per row, each row over its own cache; the
-// per-row kernels and batch-invariant GEMMs give each row what forward_chunk gives it alone.
-void BatchDecoder::forward(const DecodeRow* rows, int n) {
+// session.forward_chunk's pass for one new token per sequence (forward_chunk_phd's with its K
+// copies for PHD), each sequence over its own cache; the per-row kernels and batch-invariant
+// GEMMs give each sequence what its session gives it alone.
+void BatchDecoder::forward(const DecodeRow* seqs, int n) {
   const ModelConfig& c = model_.config();
   const ChainLayout& L = model_.layout();
+  const PhdConfig& phd = c.phd;
   const int D = c.dim, F = c.ffn_dim, V = c.vocab_size, KV = L.kv.total(), hd = L.head_dim;
-  const std::vector<Group> groups = groups_of(rows, n);
+  const int R = phd.enabled() ? phd.repeat : 1, rows = n * R;  // sequence s has rows s*R .. s*R+R-1
+  const std::vector<Group> groups = groups_of(seqs, n);
   int max_pos = 0;
-  for (int r = 0; r < n; ++r) {
-    tokens_[r] = rows[r].token;
-    positions_[r] = rows[r].session->length();
-    max_pos = std::max(max_pos, positions_[r]);
+  std::vector<int> ring_row(n);
+  for (int s = 0; s < n; ++s) {
+    const int len = seqs[s].session->length();
+    for (int copy = 0; copy < R; ++copy) {
+      tokens_[s * R + copy] = seqs[s].token;
+      positions_[s * R + copy] = phd.enabled() ? phd.position(len, copy) : len;
+      max_pos = std::max(max_pos, positions_[s * R + copy]);
+    }
+    if (phd.enabled()) ring_row[s] = seqs[s].session->phd_ring_prepare(len, R - 1);
   }
-  auto chains_of = [&](int r) { return rows[r].chains; };
-  auto kv_blocks_of = [&](int r) { return L.kv_blocks(rows[r].chains); };
+  auto chains_of = [&](int row) { return seqs[row / R].chains; };
+  auto kv_blocks_of = [&](int row) { return L.kv_blocks(seqs[row / R].chains); };
   auto table = rope_table(hd, c.rope_theta, max_pos + 1);
   for (const Group& g : groups)
-    embedding_forward(g.count, L.dim.prefix(g.k), tokens_.data() + g.first, model_.embedding(), D,
-                      x_.data() + (size_t)g.first * D, D);
+    embedding_forward(g.count * R, L.dim.prefix(g.k), tokens_.data() + g.first * R, model_.embedding(), D,
+                      x_.data() + (size_t)g.first * R * D, D);
 
-  // Per group of rows with one sub-model: RMSNorm of x into xn with gain `gain`.
-  auto norm = [&](const float* gain, const float* x, int ldx) {
+  // Per group of sequences with one sub-model: RMSNorm of x's rows into xn.
+  auto norm = [&](const float* gain) {
     for (const Group& g : groups)
-      rmsnorm_forward(L.dim, g.k, g.count, x + (size_t)g.first * ldx, ldx, gain, c.norm_eps,
-                      xn_.data() + (size_t)g.first * D, D, rstd_.data());
+      rmsnorm_forward(L.dim, g.k, g.count * R, x_.data() + (size_t)g.first * R * D, D, gain, c.norm_eps,
+                      xn_.data() + (size_t)g.first * R * D, D, rstd_.data());
   };
   const ParamStore& ps = model_.params();
   for (int l = 0; l < c.n_layers; ++l) {
     const Model::LayerIndex& li = model_.layer(l);
-    norm(ps.value(li.attention_norm), x_.data(), D);
-    chain_linear_rows(L.wq, n, chains_of, xn_.data(), D, li.r_wq.data(), q_.data(), D);
-    chain_linear_rows(L.wk, n, kv_blocks_of, xn_.data(), D, li.r_wk.data(), k_new_.data(), KV);
-    chain_linear_rows(L.wv, n, kv_blocks_of, xn_.data(), D, li.r_wv.data(), v_new_.data(), KV);
+    norm(ps.value(li.attention_norm));
+    chain_linear_rows(L.wq, rows, chains_of, xn_.data(), D, li.r_wq.data(), q_.data(), D);
+    chain_linear_rows(L.wk, rows, kv_blocks_of, xn_.data(), D, li.r_wk.data(), k_new_.data(), KV);
+    chain_linear_rows(L.wv, rows, kv_blocks_of, xn_.data(), D, li.r_wv.data(), v_new_.data(), KV);
     for (const Group& g : groups) {
+      const int first = g.first * R, count = g.count * R;
       const AttentionShape as = model_.attention_shape(g.k, 1, 1, 1, 0);
-      rope_forward(*table, q_.data() + (size_t)g.first * D, g.count, as.n_heads, D, positions_.data() + g.first);
-      rope_forward(*table, k_new_.data() + (size_t)g.first * KV, g.count, L.active_kv_width(g.k) / hd, KV,
-                   positions_.data() + g.first);
+      rope_forward(*table, q_.data() + (size_t)first * D, count, as.n_heads, D, positions_.data() + first);
+      rope_forward(*table, k_new_.data() + (size_t)first * KV, count, L.active_kv_width(g.k) / hd, KV,
+                   positions_.data() + first);
     }
-    for (int r = 0; r < n; ++r) {
-      KVCache& cache = rows[r].session->cache_;
-      const int pos = positions_[r], width = L.active_kv_width(rows[r].chains);
-      std::copy_n(k_new_.data() + (size_t)r * KV, width, cache.k_layer(l) + (size_t)pos * KV);
-      std::copy_n(v_new_.data() + (size_t)r * KV, width, cache.v_layer(l) + (size_t)pos * KV);
-      const AttentionShape as = model_.attention_shape(rows[r].chains, 1, 1, pos + 1, pos);
-      attention_forward(as, q_.data() + (size_t)r * D, cache.k_layer(l), cache.v_layer(l),
-                        att_.data() + (size_t)r * D, lse_.data() + (size_t)r * c.n_heads);
+    // Each sequence's new K/V into its cache (PHD: copies past the first into its ring) and
+    // its attention over them.
+    auto attend = [&](int s) {
+      InferenceSession& session = *seqs[s].session;
+      KVCache& cache = session.cache_;
+      const int len = session.length(), k = seqs[s].chains, width = L.active_kv_width(k);
+      const size_t row = (size_t)s * R;
+      if (phd.enabled()) {
+        session.phd_store_kv(l, len, ring_row[s], k_new_.data() + row * KV, v_new_.data() + row * KV, KV, R, width);
+        phd_attention_forward(model_.attention_shape(k, 1, R, 0, 0), PhdQueryRows{len, len},
+                              session.phd_keys(l, len + 1, R - 1), q_.data() + row * D, att_.data() + row * D,
+                              lse_.data() + row * c.n_heads);
+        return;
+      }
+      std::copy_n(k_new_.data() + row * KV, width, cache.k_layer(l) + (size_t)len * KV);
+      std::copy_n(v_new_.data() + row * KV, width, cache.v_layer(l) + (size_t)len * KV);
+      attention_forward(model_.attention_shape(k, 1, 1, len + 1, len), q_.data() + row * D, cache.k_layer(l),
+                        cache.v_layer(l), att_.data() + row * D, lse_.data() + row * c.n_heads);
+    };
+    for (int s = 0; s < n; ++s) attend(s);
+    chain_linear_rows(L.wo, rows, chains_of, att_.data(), D, li.r_wo.data(), x_.data(), D, 1.0f);
+    norm(ps.value(li.ffn_norm));
+    chain_linear_rows(L.w1, rows, chains_of, xn_.data(), D, li.r_w1.data(), h1_.data(), F);
+    chain_linear_rows(L.w3, rows, chains_of, xn_.data(), D, li.r_w3.data(), h3_.data(), F);
+    for (const Group& g : groups) {
+      const size_t first = (size_t)g.first * R * F;
+      swiglu_forward(g.count * R, L.ffn.prefix(g.k), h1_.data() + first, h3_.data() + first, g_.data() + first, F);
     }
-    chain_linear_rows(L.wo, n, chains_of, att_.data(), D, li.r_wo.data(), x_.data(), D, 1.0f);
-    norm(ps.value(li.ffn_norm), x_.data(), D);
-    chain_linear_rows(L.w1, n, chains_of, xn_.data(), D, li.r_w1.data(), h1_.data(), F);
-    chain_linear_rows(L.w3, n, chains_of, xn_.data(), D, li.r_w3.data(), h3_.data(), F);
-    for (const Group& g : groups)
-      swiglu_forward(g.count, L.ffn.prefix(g.k), h1_.data() + (size_t)g.first * F, h3_.data() + (size_t)g.first * F,
-                     g_.data() + (size_t)g.first * F, F);
-    chain_linear_rows(L.w2, n, chains_of, g_.data(), F, li.r_w2.data(), x_.data(), D, 1.0f);
+    chain_linear_rows(L.w2, rows, chains_of, g_.data(), F, li.r_w2.data(), x_.data(), D, 1.0f);
   }
-  norm(model_.final_norm(), x_.data(), D);
-  for (const Group& g : groups)
+  // The logits come from each sequence's last row (a PHD step's copy K-1).
+  for (const Group& g : groups) {
+    rmsnorm_forward(L.dim, g.k, g.count, x_.data() + ((size_t)g.first * R + R - 1) * D, R * D, model_.final_norm(),
+                    c.norm_eps, xn_.data() + (size_t)g.first * D, D, rstd_.data());
     gemm_nt(g.count, V, L.dim.prefix(g.k), xn_.data() + (size_t)g.first * D, D, model_.head(), D,
             logits_.data() + (size_t)g.first * V, V, 0.0f);
-  for (int r = 0; r < n; ++r) {
-    InferenceSession& s = *rows[r].session;
-    for (int i = 0; i < L.kv_blocks(rows[r].chains); ++i) s.cache_.filled[i] = positions_[r] + 1;
-    s.tokens_.push_back(rows[r].token);
-    std::copy_n(logits_.data() + (size_t)r * V, V, s.logits_.begin());
+  }
+  for (int s = 0; s < n; ++s) {
+    InferenceSession& session = *seqs[s].session;
+    const int end = session.length() + 1;
+    for (int i = 0; i < L.kv_blocks(seqs[s].chains); ++i) session.cache_.filled[i] = end;
+    session.tokens_.push_back(seqs[s].token);
+    if (phd.enabled()) session.phd_ring_finish(end, R - 1);
+    std::copy_n(logits_.data() + (size_t)s * V, V, session.logits_.begin());
   }
 }
 

@@ -8,9 +8,10 @@
 //
 // Bit-exact: a row gets exactly the logits session.decode(token, chains) gives it alone (the
 // few-row GEMMs are batch-invariant, gemm.h kMaxDecodeRows; every other kernel works row by
-// row). Steps that cannot share a pass run alone through session.decode: PHD models (their
-// K-row steps with a hidden-token ring) and plain CoLM sequences whose chain count grew (their
-// cache's new chains are recomputed first).
+// row). A PHD step brings its K copies of the new token (K rows of the pass), each sequence
+// with its own hidden-token ring. Steps that cannot share a pass run alone through
+// session.decode: plain CoLM sequences whose chain count grew (their cache's new chains are
+// recomputed first), and PHD with more than kMaxDecodeRows copies.
 #include <vector>
 
 #include "infer/session.h"
@@ -33,8 +34,9 @@ class BatchDecoder {
   std::vector<const float*> step(const std::vector<DecodeRow>& rows);
 
  private:
-  // Rows sharing one pass: at most kMaxDecodeRows, ordered by chains, largest first.
-  void forward(const DecodeRow* rows, int n);
+  // Sequences sharing one pass (their rows at most kMaxDecodeRows), ordered by chains, largest
+  // first.
+  void forward(const DecodeRow* seqs, int n);
 
   const Model& model_;
   // Scratch for kMaxDecodeRows rows: (rows, width) row-major.

@@ -239,6 +239,61 @@ void InferenceSession::forward_chunk(const int* tokens, int n, int k, float* all
   }
 }
 
+int InferenceSession::phd_ring_prepare(int hidden_from, int n_new) {
+  const PhdConfig& phd = model_.config().phd;
+  if (n_new > 0) {
+    const long h_new = (long)hidden_from * (phd.repeat - 1);  // the first new hidden token
+    const bool chunk_start = phd.chunk > 0 && hidden_from % phd.chunk == 0;
+    if (cache_.ring_first + cache_.ring_count != h_new || chunk_start) cache_.clear_ring(h_new);
+    if (cache_.ring_free() < n_new) cache_.compact_ring();
+  }
+  return cache_.ring_start + cache_.ring_count;
+}
+
+void InferenceSession::phd_store_kv(int l, int hidden_from, int ring_row, const float* k_rows, const float* v_rows,
+                                    int ld, int mixed, int width) {
+  const int K = model_.config().phd.repeat, KV = cache_.width;
+  float *kc = cache_.k_layer(l), *vc = cache_.v_layer(l), *kr = cache_.ring_k_layer(l), *vr = cache_.ring_v_layer(l);
+  for (int r = 0; r < mixed; ++r) {
+    float *kd, *vd;
+    if (r % K == 0) {
+      const size_t p = hidden_from + r / K;
+      kd = kc + p * KV;
+      vd = vc + p * KV;
+    } else {
+      const size_t h = (r / K) * (K - 1) + r % K - 1;  // relative to the first new hidden token
+      kd = kr + (ring_row + h) * KV;
+      vd = vr + (ring_row + h) * KV;
+    }
+    std::copy_n(k_rows + (size_t)r * ld, width, kd);
+    std::copy_n(v_rows + (size_t)r * ld, width, vd);
+  }
+}
+
+PhdKeys InferenceSession::phd_keys(int l, int end, int n_new) {
+  const size_t KV = cache_.width;
+  PhdKeys keys;
+  keys.orig_k = cache_.k_layer(l);
+  keys.orig_v = cache_.v_layer(l);
+  keys.orig_len = end;
+  keys.hid_k = cache_.ring_k_layer(l) + (size_t)cache_.ring_start * KV;
+  keys.hid_v = cache_.ring_v_layer(l) + (size_t)cache_.ring_start * KV;
+  keys.hidden_first = cache_.ring_first;
+  keys.hidden_len = cache_.ring_count + n_new;
+  return keys;
+}
+
+void InferenceSession::phd_ring_finish(int end, int n_new) {
+  if (n_new == 0) return;
+  const PhdConfig& phd = model_.config().phd;
+  // Keep the last W hidden tokens; CSWA keeps only those of the last position's chunk.
+  long keep = phd.window;
+  if (phd.chunk > 0)
+    keep = std::min<long>(keep, cache_.ring_first + cache_.ring_count + n_new -
+                                    (long)(end - 1) / phd.chunk * phd.chunk * (phd.repeat - 1));
+  cache_.keep_ring(n_new, (int)keep);
+}
+
 // PHD (SPEC B3): one pass over positions [len, len+n): the originals of [len, hidden_from), one
 // row each, then all K copies of every position in [hidden_from, len+n), copy by copy. The
 // originals' K/V go into the cache, the hidden copies' into the ring after the tokens it
@@ -254,7 +309,6 @@ void InferenceSession::forward_chunk_phd(const int* tokens, int n, int k, int hi
   const int Dk = L.dim.prefix(k), Fk = L.ffn.prefix(k), KVk = L.active_kv_width(k);
   const int K = phd.repeat, len = length(), end = len + n;
   const int orig_rows = hidden_from - len, rows = orig_rows + K * (end - hidden_from);
-  const long h_new = (long)hidden_from * (K - 1);  // the first new hidden token
   const int n_new = (K - 1) * (end - hidden_from);
   for (int i = 0; i < rows; ++i) {
     const int p = i < orig_rows ? len + i : hidden_from + (i - orig_rows) / K;
@@ -262,12 +316,7 @@ void InferenceSession::forward_chunk_phd(const int* tokens, int n, int k, int hi
     row_tokens_[i] = tokens[p - len];
     positions_[i] = phd.position(p, copy);
   }
-  if (n_new > 0) {
-    const bool chunk_start = phd.chunk > 0 && hidden_from % phd.chunk == 0;
-    if (cache_.ring_first + cache_.ring_count != h_new || chunk_start) cache_.clear_ring(h_new);
-    if (cache_.ring_free() < n_new) cache_.compact_ring();
-  }
-  const int ring_row = cache_.ring_start + cache_.ring_count;  // where the new tokens go
+  const int ring_row = phd_ring_prepare(hidden_from, n_new);  // where the new tokens go
 
   embedding_forward(rows, Dk, row_tokens_.data(), model_.embedding(), D, x_.data(), D);
   // Query rows: the originals, then the copies; the keys are given to phd_attention_forward.
@@ -280,8 +329,6 @@ void InferenceSession::forward_chunk_phd(const int* tokens, int n, int k, int hi
     const ParamStore& ps = model_.params();
     float* kc = cache_.k_layer(l);
     float* vc = cache_.v_layer(l);
-    float* kr = cache_.ring_k_layer(l);
-    float* vr = cache_.ring_v_layer(l);
     rmsnorm_forward(L.dim, k, rows, x_.data(), D, ps.value(li.attention_norm), c.norm_eps,
                     xn_.data(), D, rstd_.data());
     chain_linear_forward(L.wq, k, rows, xn_.data(), D, li.r_wq.data(), q_.data(), D);
@@ -300,29 +347,8 @@ void InferenceSession::forward_chunk_phd(const int* tokens, int n, int k, int hi
       rope_forward(*table, kdst[part], part_rows[part], kv_heads_active, KV,
                    positions_.data() + part_first[part]);
     }
-    for (int r = 0; r < mixed; ++r) {
-      float *kd, *vd;
-      if (r % K == 0) {
-        const size_t p = hidden_from + r / K;
-        kd = kc + p * KV;
-        vd = vc + p * KV;
-      } else {
-        const size_t h = (r / K) * (K - 1) + r % K - 1;  // relative to h_new
-        kd = kr + (ring_row + h) * KV;
-        vd = vr + (ring_row + h) * KV;
-      }
-      std::copy_n(k_new_.data() + (size_t)r * KV, KVk, kd);
-      std::copy_n(v_new_.data() + (size_t)r * KV, KVk, vd);
-    }
-    PhdKeys keys;
-    keys.orig_k = kc;
-    keys.orig_v = vc;
-    keys.orig_len = end;
-    keys.hid_k = kr + (size_t)cache_.ring_start * KV;
-    keys.hid_v = vr + (size_t)cache_.ring_start * KV;
-    keys.hidden_first = cache_.ring_first;
-    keys.hidden_len = cache_.ring_count + n_new;
-    phd_attention_forward(as, PhdQueryRows{len, hidden_from}, keys, q_.data(), att_.data(),
+    phd_store_kv(l, hidden_from, ring_row, k_new_.data(), v_new_.data(), KV, mixed, KVk);
+    phd_attention_forward(as, PhdQueryRows{len, hidden_from}, phd_keys(l, end, n_new), q_.data(), att_.data(),
                           lse_.data());
     chain_linear_forward(L.wo, k, rows, att_.data(), D, li.r_wo.data(), x_.data(), D, 1.0f);
     rmsnorm_forward(L.dim, k, rows, x_.data(), D, ps.value(li.ffn_norm), c.norm_eps, xn_.data(),
@@ -334,14 +360,7 @@ void InferenceSession::forward_chunk_phd(const int* tokens, int n, int k, int hi
   }
   for (int i = 0; i < kv_blocks; ++i) cache_.filled[i] = end;
   tokens_.insert(tokens_.end(), tokens, tokens + n);
-  if (n_new > 0) {
-    // Keep the last W hidden tokens; CSWA keeps only those of the last position's chunk.
-    long keep = phd.window;
-    if (phd.chunk > 0)
-      keep = std::min<long>(keep, cache_.ring_first + cache_.ring_count + n_new -
-                                      (long)(end - 1) / phd.chunk * phd.chunk * (K - 1));
-    cache_.keep_ring(n_new, (int)keep);
-  }
+  phd_ring_finish(end, n_new);
 
   // Logits: copy K-1 of the last position, or of every position with copies.
   if (end == hidden_from) return;  // an originals-only pass of a longer prefill

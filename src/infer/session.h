@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "infer/kv_cache.h"
+#include "kernels/attention.h"
 #include "model/model.h"
 
 namespace chainlm {
@@ -67,6 +68,18 @@ class InferenceSession {
   };
   static Sizes sizes_for(const ModelConfig& config, int max_chunk);
   const float* append_until(const int* tokens, int n, int k, float* all_logits, int final_end);
+  // PHD pass bookkeeping, shared with BatchDecoder. Before a pass that adds n_new hidden
+  // tokens from position hidden_from on: drops the ring if they do not follow its tokens (or
+  // a CSWA chunk starts), makes room, and returns the ring row where they go.
+  int phd_ring_prepare(int hidden_from, int n_new);
+  // Layer l's K/V rows of the positions [hidden_from, ...) with all their copies, copy by copy
+  // (mixed rows, row stride ld): copy 0 into the cache, the others into the ring at ring_row.
+  void phd_store_kv(int l, int hidden_from, int ring_row, const float* k_rows, const float* v_rows, int ld,
+                    int mixed, int width);
+  // The keys layer l's attention reads in a pass ending at position `end`.
+  PhdKeys phd_keys(int l, int end, int n_new);
+  // After the pass: the ring keeps the last W hidden tokens (CSWA: of the last chunk).
+  void phd_ring_finish(int end, int n_new);
   void run(const int* tokens, int n, int k, float* all_logits, int final_end);
   void forward_chunk(const int* tokens, int n, int k, float* all_logits);
   void forward_chunk_phd(const int* tokens, int n, int k, int hidden_from, float* all_logits);

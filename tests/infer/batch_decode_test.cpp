@@ -1,5 +1,6 @@
 // Batched decoding steps (infer/batch_decode.h) against each sequence decoded alone: the same
-// logits bit for bit, for every model shape (chains, CoLM-Air, GQA, PHD), with sequences of
+// logits bit for bit, for every model shape (chains, CoLM-Air, GQA, PHD with its K copies per
+// sequence, plain CoLM recomputing a cache when its chains grow), with sequences of
 // different lengths and sub-models that change between steps, in fp32, bf16 and quantized
 // weights, and for more sequences than one pass takes.
 #include "infer/batch_decode.h"
@@ -76,7 +77,8 @@ INSTANTIATE_TEST_SUITE_P(All, BatchDecodeVariants,
                                            ModelVariant{{1, 2, 1}, false, 4}, ModelVariant{{1, 2, 1}, true, 2},
                                            ModelVariant{{2, 2, 2, 2}, true, 4}, ModelVariant{{2, 2, 2, 2}, false, 8},
                                            ModelVariant{{1, 1}, true, 2, false, 2, 4, 8},
-                                           ModelVariant{{2}, false, 0, true, 3, 0, 0}),
+                                           ModelVariant{{2}, false, 0, true, 3, 0, 0},
+                                           ModelVariant{{1, 1, 2}, false, 0, false, 4, 3, 6}),
                          variant_name);
 
 TEST(BatchDecode, Bf16AndQuantizedWeightsToo) {
