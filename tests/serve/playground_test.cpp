@@ -265,5 +265,61 @@ TEST(Playground, AsksForTheApiKeyAndSendsIt) {
             0u);
 }
 
+// Chat mode: the page keeps the conversation, sends it to /v1/chat/completions, and shows each
+// reply as the API gives it for the same messages and settings.
+TEST(Playground, ChatModeKeepsTheConversation) {
+  const std::string chromium = find_in_path("chromium"), driver = find_in_path("chromedriver");
+  if (chromium.empty() || driver.empty()) GTEST_SKIP() << "chromium or chromedriver is not installed";
+  testing::TempDir dir;
+  testing::write_tiny_model(dir.file("air"), true, 128);
+  ServeOptions o;
+  o.threads = 1;
+  o.max_sessions = 1;
+  testing::ServerUnderTest s(dir.file("air"), o);
+  ChromeDriver chromedriver(driver, dir.file("chromedriver.log"));
+  ASSERT_GT(chromedriver.port, 0) << testing::read_bytes(dir.file("chromedriver.log"));
+  Browser browser(chromedriver.port, headless_chromium(chromium, dir));
+  ASSERT_TRUE(browser.ok()) << browser.error();
+  browser.command("POST", "/url", {{"url", "http://127.0.0.1:" + std::to_string(s.port) + "/"}});
+  ASSERT_TRUE(browser.wait_until("return document.getElementById('chains').max === '3';"));
+  browser.script(
+      "const m = document.getElementById('mode'); m.value = 'chat'; m.dispatchEvent(new Event('change'));"
+      "document.getElementById('max-tokens').value = '12';");
+  EXPECT_EQ(browser.script("return document.getElementById('run').textContent;"), "Send");
+  EXPECT_EQ(browser.script("return document.getElementById('system-row').hidden;"), false);
+
+  // What the API answers for these messages with the page's settings (seed 1, temperature 0.8,
+  // top-k 40, all 3 chains).
+  auto api_reply = [&](const json& messages) {
+    const json body = {{"messages", messages}, {"max_tokens", 12}, {"seed", 1}, {"temperature", 0.8},
+                       {"top_k", 40}, {"chains", 3}};
+    auto r = s.client().Post("/v1/chat/completions", body.dump(), "application/json");
+    EXPECT_TRUE(r && r->status == 200);
+    return r ? json::parse(r->body)["choices"][0]["message"]["content"].get<std::string>() : std::string();
+  };
+  auto turns = [&] {
+    return browser.script(
+        "return [...document.querySelectorAll('#output .turn')].map(t => [t.dataset.role, t.textContent]);");
+  };
+  json messages = json::array();
+  for (const std::string message : {"hello", "and again"}) {
+    SCOPED_TRACE(message);
+    browser.command("POST", "/element/" + browser.element("#prompt") + "/value", {{"text", message}});
+    browser.command("POST", "/element/" + browser.element("#run") + "/click");
+    ASSERT_TRUE(browser.wait_until("return document.getElementById('status').dataset.state === 'done' && "
+                                   "!document.getElementById('run').disabled;"))
+        << browser.script("return document.getElementById('status').textContent;");
+    messages.push_back({{"role", "user"}, {"content", message}});
+    const std::string reply = api_reply(messages);
+    messages.push_back({{"role", "assistant"}, {"content", reply}});
+    json want = json::array();
+    for (const json& m : messages) want.push_back({m["role"], m["content"]});
+    EXPECT_EQ(turns(), want);
+    EXPECT_EQ(browser.script("return document.getElementById('prompt').value;"), "");
+  }
+  browser.command("POST", "/element/" + browser.element("#new-chat") + "/click");
+  EXPECT_EQ(turns(), json::array());
+}
+
 }  // namespace
 }  // namespace chainlm
