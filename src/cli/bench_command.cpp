@@ -68,8 +68,9 @@ void add_bench_command(CLI::App& app) {
   auto* serve = bench->add_subcommand("serve", "Served throughput and latency at several concurrencies (loopback HTTP)");
   auto s = std::make_shared<ServeBenchArgs>();
   serve->add_option("--model", s->model, "Checkpoint, run directory or GGUF (with its tokenizer)")->required();
-  serve->add_option("--concurrency", s->concurrency, "Concurrent clients, one level after another")
-      ->capture_default_str();
+  serve->add_option("--concurrency", s->concurrency, "Concurrent clients, one level after another (1,2,4,8)")
+      ->delimiter(',')
+      ->check(CLI::Range(1, 1 << 16));
   serve->add_option("--chains", s->chains, "Sub-model of the requests: all, a count, or mix (spread over 1..n)")
       ->capture_default_str();
   serve->add_option("--tokens", s->tokens, "Tokens generated per request (EOS ignored)")->capture_default_str();

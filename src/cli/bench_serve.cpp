@@ -11,7 +11,6 @@
 #include <cstdio>
 #include <mutex>
 #include <nlohmann/json.hpp>
-#include <sstream>
 #include <thread>
 
 #include "cli/bench_util.h"
@@ -34,26 +33,6 @@ double percentile(std::vector<double> v, double p) {
   if (v.empty()) return 0;
   std::sort(v.begin(), v.end());
   return v[std::min(v.size() - 1, (size_t)(p * (v.size() - 1) + 0.5))];
-}
-
-std::vector<int> parse_levels(const std::string& text) {
-  std::vector<int> out;
-  std::stringstream ss(text);
-  std::string item;
-  while (std::getline(ss, item, ',')) {
-    size_t used = 0;
-    int v = 0;
-    try {
-      v = std::stoi(item, &used);
-    } catch (const std::exception&) {
-      used = 0;
-    }
-    CHAINLM_CHECK(used == item.size() && !item.empty() && v >= 1,
-                  "bench serve: --concurrency takes positive integers separated by commas (got '", text, "')");
-    out.push_back(v);
-  }
-  CHAINLM_CHECK(!out.empty(), "bench serve: --concurrency is empty");
-  return out;
 }
 
 // One request's figures.
@@ -109,7 +88,8 @@ std::array<double, 4> scheduler_counters(int port) {
 }  // namespace
 
 void bench_serve(const ServeBenchArgs& a) {
-  const std::vector<int> levels = parse_levels(a.concurrency);
+  const std::vector<int>& levels = a.concurrency;
+  CHAINLM_CHECK(!levels.empty(), "bench serve: --concurrency needs at least one level");
   CHAINLM_CHECK(a.tokens >= 1 && a.prompt_tokens >= 1, "bench serve: --tokens and --prompt-tokens must be positive");
   LoadedModel loaded = load_model_and_tokenizer(a.model, "", true);
   const Model& model = *loaded.model;

@@ -85,7 +85,7 @@ void add_serve_command(CLI::App& app) {
   cmd->add_option("--prefill-chunk", a->serve.prefill_chunk,
                   "Prompt tokens read between two decoding steps (a long prompt does not stall the "
                   "others' tokens)")
-      ->check(CLI::PositiveNumber);
+      ->check(CLI::Range(1, 1 << 16));
   cmd->add_option("--max-queue", a->serve.max_queue,
                   "Requests that may wait for a session; beyond them 503")
       ->capture_default_str();

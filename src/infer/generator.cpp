@@ -24,9 +24,8 @@ GenerateResult generate_tokens(const Model& model, const Tokenizer& tok, const s
   return generate_tokens(model, tok, ids, prompt, opt, on_token);
 }
 
-GenerateResult generate_tokens(const Model& model, const Tokenizer& tok, const std::vector<int>& prompt_tokens,
-                               const std::string& prompt, const GenerateOptions& opt,
-                               const std::function<bool(const TokenEvent&)>& on_token) {
+ChainSchedule check_generation(const Model& model, const Tokenizer& tok, const std::vector<int>& prompt_tokens,
+                               const GenerateOptions& opt) {
   const ModelConfig& c = model.config();
   const int n = c.n_chains();
   CHAINLM_CHECK(opt.chains >= 0 && opt.chains <= n, "--chains ", opt.chains, " is outside 1..", n,
@@ -38,13 +37,18 @@ GenerateResult generate_tokens(const Model& model, const Tokenizer& tok, const s
   CHAINLM_CHECK(!prompt_tokens.empty() && prompt_tokens[0] == tok.bos_id(), "the prompt tokens must start with BOS");
   for (int t : prompt_tokens)
     CHAINLM_CHECK(t >= 0 && t < c.vocab_size, "prompt token ", t, " is outside the vocabulary 0..", c.vocab_size - 1);
-  const ChainSchedule schedule = opt.schedule.empty() ? ChainSchedule(opt.chains ? opt.chains : n)
-                                                      : opt.schedule;
+  CHAINLM_CHECK((int)prompt_tokens.size() <= c.max_seq_len, "the prompt is ", prompt_tokens.size(),
+                " tokens (BOS included), longer than the model's max_seq_len ", c.max_seq_len);
+  return opt.schedule.empty() ? ChainSchedule(opt.chains ? opt.chains : n) : opt.schedule;
+}
+
+GenerateResult generate_tokens(const Model& model, const Tokenizer& tok, const std::vector<int>& prompt_tokens,
+                               const std::string& prompt, const GenerateOptions& opt,
+                               const std::function<bool(const TokenEvent&)>& on_token) {
+  const ModelConfig& c = model.config();
+  const ChainSchedule schedule = check_generation(model, tok, prompt_tokens, opt);
   GenerateResult res;
   res.prompt_tokens = prompt_tokens;
-  CHAINLM_CHECK((int)res.prompt_tokens.size() <= c.max_seq_len, "the prompt is ",
-                res.prompt_tokens.size(), " tokens (BOS included), longer than the model's max_seq_len ",
-                c.max_seq_len);
   res.text = prompt;
   if (opt.max_tokens == 0) return res;
 

@@ -48,6 +48,12 @@ struct TokenEvent {
                             // during the callback; before penalties, biases and temperature)
 };
 
+// The checks generate_tokens makes of a generation before it starts (chainlm::Error naming what
+// is wrong: chains, max tokens, sampling, the tokenizer's size, the prompt's ids and length);
+// returns the chain schedule the options ask for.
+ChainSchedule check_generation(const Model& model, const Tokenizer& tok, const std::vector<int>& prompt_tokens,
+                               const GenerateOptions& opt);
+
 // Encodes prompt with BOS, prefills, then samples up to max_tokens (stopping at EOS/BOS or at
 // the model's max_seq_len). on_text, if set, receives each token's text as it is produced.
 GenerateResult generate(const Model& model, const Tokenizer& tok, const std::string& prompt,

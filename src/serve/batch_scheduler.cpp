@@ -15,30 +15,13 @@ double ms_between(std::chrono::steady_clock::time_point a, std::chrono::steady_c
   return std::chrono::duration<double, std::milli>(b - a).count();
 }
 
-// generate_tokens' checks of a request, before it is queued.
-ChainSchedule checked_schedule(const Model& model, const Tokenizer& tok, const std::vector<int>& prompt,
-                               const GenerateOptions& opt) {
-  const ModelConfig& c = model.config();
-  const int n = c.n_chains();
-  CHAINLM_CHECK(opt.chains >= 0 && opt.chains <= n, "--chains ", opt.chains, " is outside 1..", n,
-                " (the model has ", n, " chains)");
-  CHAINLM_CHECK(opt.max_tokens >= 0, "max tokens must be >= 0");
-  validate_sampling(opt.sampling);
-  CHAINLM_CHECK(!prompt.empty() && prompt[0] == tok.bos_id(), "the prompt tokens must start with BOS");
-  for (int t : prompt)
-    CHAINLM_CHECK(t >= 0 && t < c.vocab_size, "prompt token ", t, " is outside the vocabulary 0..", c.vocab_size - 1);
-  CHAINLM_CHECK((int)prompt.size() <= c.max_seq_len, "the prompt is ", prompt.size(),
-                " tokens (BOS included), longer than the model's max_seq_len ", c.max_seq_len);
-  return opt.schedule.empty() ? ChainSchedule(opt.chains ? opt.chains : n) : opt.schedule;
-}
-
 }  // namespace
 
 Generation::Generation(const Model& model, const Tokenizer& tok, std::vector<int> prompt_tokens,
                        const GenerateOptions& options, int logprobs, bool prompt_logprobs)
     : prompt_(std::move(prompt_tokens)),
       options_(options),
-      schedule_(checked_schedule(model, tok, prompt_, options)),
+      schedule_(check_generation(model, tok, prompt_, options)),
       logprobs_(logprobs),
       want_prompt_logprobs_(prompt_logprobs && logprobs >= 0),
       sampler_(options.sampling) {

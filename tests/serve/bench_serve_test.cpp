@@ -46,8 +46,8 @@ TEST(BenchServe, RefusesBadArgumentsNamingThem) {
   const std::string model = dir.file("model");
   testing::write_tiny_model(model, true, 32);
   const std::vector<std::pair<std::string, std::string>> cases = {
-      {"--concurrency 1,x", "--concurrency takes positive integers separated by commas (got '1,x')"},
-      {"--concurrency 0", "--concurrency takes positive integers"},
+      {"--concurrency 1,x", "--concurrency: Value x not in range 1 to 65536"},
+      {"--concurrency 0", "--concurrency: Value 0 not in range 1 to 65536"},
       {"--tokens 8 --chains 7", "--chains takes all, mix or a chain count in 1..3 (got '7')"},
       {"--tokens 40", "BOS + prompt + tokens = 57 exceeds the model's max_seq_len 32"},
       {"--tokens 0", "--tokens and --prompt-tokens must be positive"},

@@ -151,6 +151,19 @@ json headless_chromium(const std::string& chromium, const testing::TempDir& dir)
                 "--user-data-dir=" + dir.file("chromium-profile")}}}}}}};
 }
 
+// Headless Chromium, driven through chromedriver, on the page of the server at `port`:
+// ok() once both have started and the page is requested.
+struct Page {
+  Page(const std::string& chromium, const std::string& driver, const testing::TempDir& dir, int port)
+      : chromedriver(driver, dir.file("chromedriver.log")),
+        browser(chromedriver.port, headless_chromium(chromium, dir)) {
+    if (browser.ok()) browser.command("POST", "/url", {{"url", "http://127.0.0.1:" + std::to_string(port) + "/"}});
+  }
+  bool ok() const { return chromedriver.port > 0 && browser.ok(); }
+  ChromeDriver chromedriver;
+  Browser browser;
+};
+
 TEST(Playground, GeneratesWithOneChainAndAllChainsInHeadlessChromium) {
   const std::string chromium = find_in_path("chromium"), driver = find_in_path("chromedriver");
   if (chromium.empty() || driver.empty()) {
@@ -168,12 +181,9 @@ TEST(Playground, GeneratesWithOneChainAndAllChainsInHeadlessChromium) {
   o.model_name = "tiny-colm-air";
   testing::ServerUnderTest s(run_dir, o);
 
-  ChromeDriver chromedriver(driver, dir.file("chromedriver.log"));
-  ASSERT_GT(chromedriver.port, 0) << testing::read_bytes(dir.file("chromedriver.log"));
-  Browser browser(chromedriver.port, headless_chromium(chromium, dir));
-  ASSERT_TRUE(browser.ok()) << browser.error();
-
-  browser.command("POST", "/url", {{"url", "http://127.0.0.1:" + std::to_string(s.port) + "/"}});
+  Page page(chromium, driver, dir, s.port);
+  ASSERT_TRUE(page.ok()) << testing::read_bytes(dir.file("chromedriver.log")) << page.browser.error();
+  Browser& browser = page.browser;
   ASSERT_TRUE(browser.wait_until("return document.getElementById('chains').max === '3';"))
       << "the page did not load the model: " << browser.error();
   EXPECT_EQ(browser.script("return document.getElementById('model').textContent;")
@@ -243,11 +253,9 @@ TEST(Playground, AsksForTheApiKeyAndSendsIt) {
   o.max_sessions = 1;
   o.api_key = "playground-key";
   testing::ServerUnderTest s(dir.file("air"), o);
-  ChromeDriver chromedriver(driver, dir.file("chromedriver.log"));
-  ASSERT_GT(chromedriver.port, 0) << testing::read_bytes(dir.file("chromedriver.log"));
-  Browser browser(chromedriver.port, headless_chromium(chromium, dir));
-  ASSERT_TRUE(browser.ok()) << browser.error();
-  browser.command("POST", "/url", {{"url", "http://127.0.0.1:" + std::to_string(s.port) + "/"}});
+  Page page(chromium, driver, dir, s.port);
+  ASSERT_TRUE(page.ok()) << testing::read_bytes(dir.file("chromedriver.log")) << page.browser.error();
+  Browser& browser = page.browser;
   ASSERT_TRUE(browser.wait_until(
       "return document.getElementById('model').textContent.includes('needs an API key');"))
       << browser.script("return document.getElementById('model').textContent;");
@@ -276,11 +284,9 @@ TEST(Playground, ChatModeKeepsTheConversation) {
   o.threads = 1;
   o.max_sessions = 1;
   testing::ServerUnderTest s(dir.file("air"), o);
-  ChromeDriver chromedriver(driver, dir.file("chromedriver.log"));
-  ASSERT_GT(chromedriver.port, 0) << testing::read_bytes(dir.file("chromedriver.log"));
-  Browser browser(chromedriver.port, headless_chromium(chromium, dir));
-  ASSERT_TRUE(browser.ok()) << browser.error();
-  browser.command("POST", "/url", {{"url", "http://127.0.0.1:" + std::to_string(s.port) + "/"}});
+  Page page(chromium, driver, dir, s.port);
+  ASSERT_TRUE(page.ok()) << testing::read_bytes(dir.file("chromedriver.log")) << page.browser.error();
+  Browser& browser = page.browser;
   ASSERT_TRUE(browser.wait_until("return document.getElementById('chains').max === '3';"));
   browser.script(
       "const m = document.getElementById('mode'); m.value = 'chat'; m.dispatchEvent(new Event('change'));"

@@ -517,7 +517,8 @@ TEST_F(ServeTest, ServeCommandPrintsItsUrlAndStopsOnSigterm) {
 namespace chainlm {
 namespace {
 
-// A server whose sessions cannot fit its memory budget refuses to start, with the estimate.
+// A server whose sessions cannot fit its memory budget refuses to start, with the estimate;
+// without --max-sessions it takes as many as fit, up to a full decoding batch.
 TEST_F(ServeTest, RefusesToStartWhenTheSessionsDoNotFitMemory) {
   auto model = load_model(air);
   auto tokenizer = load_tokenizer(find_tokenizer_in_dir(air));
@@ -539,6 +540,21 @@ TEST_F(ServeTest, RefusesToStartWhenTheSessionsDoNotFitMemory) {
     EXPECT_NE(msg.find("4 session(s) at 64 tokens"), std::string::npos) << msg;
     EXPECT_NE(msg.find("--max-sessions"), std::string::npos) << msg;
   }
+
+  // Without --max-sessions the server takes a full decoding batch (8 sessions), or as many as
+  // its memory budget holds, at least one.
+  o.memory_limit = 0;
+  o.max_sessions = 0;
+  EXPECT_EQ(InferenceServer(*model, *tokenizer, o).max_sessions(), 8);
+  o.max_sessions = 1;
+  const uint64_t one = InferenceServer(*model, *tokenizer, o).estimated_memory().total();
+  o.max_sessions = 2;
+  const uint64_t per_session = InferenceServer(*model, *tokenizer, o).estimated_memory().total() - one;
+  o.max_sessions = 0;
+  o.memory_limit = one + 2 * per_session;  // room for 3
+  EXPECT_EQ(InferenceServer(*model, *tokenizer, o).max_sessions(), 3);
+  o.memory_limit = one - 1;  // not even one: the memory check refuses it
+  EXPECT_THROW(InferenceServer(*model, *tokenizer, o), Error);
 }
 
 }  // namespace
