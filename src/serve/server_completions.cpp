@@ -302,14 +302,21 @@ void InferenceServer::Impl::start(const std::shared_ptr<Job>& job, httplib::Resp
     return;
   }
   json choices = json::array();
-  for (Choice& c : job->choices) {
-    run(*job, c, nullptr);
-    // echo with logprobs: the prompt's tokens' log-probabilities first.
-    std::vector<TokenLogprob> lp = r.echo && r.logprobs >= 0 ? c.gen->prompt_logprobs() : std::vector<TokenLogprob>();
-    lp.insert(lp.end(), c.logprobs.begin(), c.logprobs.end());
-    choices.push_back(choice_json(*job, c, (r.echo ? c.prompt : "") + c.text.text(), finish_reason(c.result, c.text),
-                                  false, r.logprobs >= 0 ? &lp : nullptr));
-    if (job->choices.size() > 1) choices.back()["chainlm"] = {{"chains", c.result.chains}, {"seed", r.gen.sampling.seed + c.index}};
+  try {
+    for (Choice& c : job->choices) {
+      run(*job, c, nullptr);
+      // echo with logprobs: the prompt's tokens' log-probabilities first.
+      std::vector<TokenLogprob> lp =
+          r.echo && r.logprobs >= 0 ? c.gen->prompt_logprobs() : std::vector<TokenLogprob>();
+      lp.insert(lp.end(), c.logprobs.begin(), c.logprobs.end());
+      choices.push_back(choice_json(*job, c, (r.echo ? c.prompt : "") + c.text.text(), finish_reason(c.result, c.text),
+                                    false, r.logprobs >= 0 ? &lp : nullptr));
+      if (job->choices.size() > 1)
+        choices.back()["chainlm"] = {{"chains", c.result.chains}, {"seed", r.gen.sampling.seed + c.index}};
+    }
+  } catch (...) {
+    finish(*job, 0);  // a failed choice: the others stop too
+    throw;
   }
   finish(*job, job->choices.size());
   json out = response_json(*job, std::move(choices), false);
