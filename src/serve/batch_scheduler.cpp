@@ -84,10 +84,6 @@ BatchScheduler::BatchScheduler(const Model& model, const Tokenizer& tok, Schedul
     : model_(model), tok_(tok), opt_(std::move(options)) {
   CHAINLM_CHECK(opt_.max_sequences >= 1, "the scheduler needs at least one sequence (got ", opt_.max_sequences, ")");
   CHAINLM_CHECK(opt_.prefill_chunk >= 1, "--prefill-chunk must be >= 1 (got ", opt_.prefill_chunk, ")");
-  for (int i = 0; i < opt_.max_sequences; ++i) {
-    sessions_.push_back(std::make_unique<InferenceSession>(model_));
-    free_.push_back(sessions_.back().get());
-  }
   thread_ = std::thread([this] { loop(); });
 }
 
@@ -200,8 +196,21 @@ void BatchScheduler::loop() {
       std::unique_lock<std::mutex> lock(mutex_);
       wake_.wait(lock, [&] { return stopping_ || !incoming_.empty() || !active.empty(); });
       if (stopping_) break;
-      while (!incoming_.empty() && !free_.empty()) {
-        std::shared_ptr<Generation> g = std::move(incoming_.front());
+      // Sessions are made when first needed (each holds a KV cache for the whole context), then
+      // reused.
+      while (!incoming_.empty()) {
+        std::shared_ptr<Generation> g = incoming_.front();
+        if (free_.empty()) {
+          if ((int)sessions_.size() >= opt_.max_sequences) break;
+          try {
+            sessions_.push_back(std::make_unique<InferenceSession>(model_));
+          } catch (const std::exception& e) {  // out of memory: this request fails, not the server
+            incoming_.pop_front();
+            g->end(StopReason::callback, cat("no memory for a session: ", e.what()));
+            continue;
+          }
+          free_.push_back(sessions_.back().get());
+        }
         incoming_.pop_front();
         g->session_ = free_.back();
         free_.pop_back();
