@@ -1,8 +1,8 @@
 // chainlm checkpoints, loaded by load_model (and the tokenizer a checkpoint carries). Parts of
 // the input (fuzz_util.h):
 //   [config.json, model.safetensors]                  a checkpoint directory
-//   [..., tokenizer.json]                             plus its tokenizer descriptor
-//   [..., tokenizer.json, latest]                     the checkpoint as run/step-00000001
+//   [..., chainlm_tokenizer.json]                     plus its tokenizer descriptor
+//   [..., chainlm_tokenizer.json, latest]             the checkpoint as run/step-00000001
 //                                                     inside a run directory whose `latest`
 //                                                     file is the fourth part
 #include "fuzz_util.h"
@@ -22,7 +22,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   }
   fuzz::write_scratch_file(rel + "config.json", parts[0]);
   if (parts.size() >= 2) fuzz::write_scratch_file(rel + "model.safetensors", parts[1]);
-  if (parts.size() >= 3) fuzz::write_scratch_file(rel + "tokenizer.json", parts[2]);
+  if (parts.size() >= 3) fuzz::write_scratch_file(rel + "chainlm_tokenizer.json", parts[2]);
   fuzz::expect_only_chainlm_errors([&] {
     const auto model = load_model(run);
     CHAINLM_FUZZ_ASSERT(model->params().size() > 0);

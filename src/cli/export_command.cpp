@@ -59,10 +59,14 @@ std::string tokenizer_to_export(const std::string& model_arg, const std::string&
   const fs::path spm = dir / "tokenizer.model";
   if (fs::is_regular_file(spm, ec) && load_tokenizer(spm.string())->kind() == "sentencepiece")
     return spm.string();
-  *missing_reason = fs::exists(dir / "tokenizer.json", ec)
-                        ? model_arg + " uses the byte tokenizer, which neither a Hugging Face LLaMA "
-                                      "directory nor a GGUF file can carry"
-                        : model_arg + " holds no tokenizer";
+  std::string carried;
+  try {
+    carried = find_tokenizer_in_dir(dir.string());
+  } catch (const Error&) {
+  }
+  *missing_reason = carried == "byte" ? model_arg + " uses the byte tokenizer, which neither a Hugging Face LLaMA "
+                                                     "directory nor a GGUF file can carry"
+                                      : model_arg + " holds no tokenizer";
   return "";
 }
 

@@ -16,9 +16,25 @@ namespace {
 
 constexpr const char* kAccepted =
     "accepted tokenizers: \"byte\", a SentencePiece .model file, a llama2.c tokenizer.bin, a "
-    "chainlm GGUF model, or a data/checkpoint directory holding tokenizer.model or tokenizer.json";
+    "chainlm GGUF model, or a data/checkpoint directory holding tokenizer.model or chainlm_tokenizer.json";
 constexpr const char* kModelFile = "tokenizer.model";
-constexpr const char* kDescriptorFile = "tokenizer.json";
+// The byte tokenizer's descriptor. Before 2026-12 it was tokenizer.json, the name Hugging Face
+// gives its tokenizers' files; that name is still read when it holds chainlm's descriptor.
+constexpr const char* kDescriptorFile = "chainlm_tokenizer.json";
+constexpr const char* kLegacyDescriptorFile = "tokenizer.json";
+
+// The descriptor's JSON, or null when `path` holds something else (a Hugging Face file).
+nlohmann::json read_descriptor(const fs::path& path) {
+  try {
+    return nlohmann::json::parse(read_file(path.string()));
+  } catch (const nlohmann::json::exception& e) {
+    fail(path.string(), ": not valid JSON: ", e.what());
+  }
+}
+
+bool is_byte_descriptor(const nlohmann::json& j) {
+  return j.is_object() && j.size() == 1 && j.contains("kind") && j["kind"] == "byte";
+}
 
 bool ends_with(const std::string& s, const std::string& suffix) {
   return s.size() >= suffix.size() &&
@@ -85,18 +101,23 @@ std::string find_tokenizer_in_dir(const std::string& dir) {
   if (fs::is_regular_file(model, ec)) return model.string();
   const fs::path descriptor = fs::path(dir) / kDescriptorFile;
   if (fs::is_regular_file(descriptor, ec)) {
-    nlohmann::json j;
-    try {
-      j = nlohmann::json::parse(read_file(descriptor.string()));
-    } catch (const nlohmann::json::exception& e) {
-      fail(descriptor.string(), ": not valid JSON: ", e.what());
-    }
+    const nlohmann::json j = read_descriptor(descriptor);
     CHAINLM_CHECK(j.is_object() && j.contains("kind") && j["kind"].is_string(), descriptor.string(),
                   ": not a chainlm tokenizer descriptor (expected {\"kind\": \"byte\"})");
     const std::string kind = j["kind"].get<std::string>();
     CHAINLM_CHECK(kind == "byte", descriptor.string(), ": unknown tokenizer kind '", kind,
                   "' (a SentencePiece tokenizer is stored as ", kModelFile, ")");
     return "byte";
+  }
+  const fs::path legacy = fs::path(dir) / kLegacyDescriptorFile;
+  if (fs::is_regular_file(legacy, ec)) {
+    const nlohmann::json j = read_descriptor(legacy);
+    if (is_byte_descriptor(j)) return "byte";  // written by chainlm before the rename
+    CHAINLM_CHECK(!(j.is_object() && j.contains("model")), legacy.string(),
+                  ": a Hugging Face tokenizers file, which chainlm does not read yet; pass --tokenizer with "
+                  "the model's SentencePiece tokenizer.model");
+    fail(legacy.string(), ": neither a Hugging Face tokenizers file nor chainlm's byte tokenizer descriptor ",
+         "(expected {\"kind\": \"byte\"})");
   }
   fail("no tokenizer in directory ", dir, " (expected ", kModelFile, " or ", kDescriptorFile, ")");
 }
@@ -134,9 +155,12 @@ void save_tokenizer_to_dir(const std::string& spec, const std::string& dir) {
   const std::unique_ptr<Tokenizer> tokenizer = load_tokenizer(source);
   const fs::path model = fs::path(dir) / kModelFile;
   const fs::path descriptor = fs::path(dir) / kDescriptorFile;
+  const fs::path legacy = fs::path(dir) / kLegacyDescriptorFile;
   if (tokenizer->kind() == "byte") {
     write_file_atomic(descriptor.string(), nlohmann::json{{"kind", "byte"}}.dump() + "\n");
     fs::remove(model, ec);  // a stale model would shadow the descriptor in find_tokenizer_in_dir
+    // chainlm's own descriptor under the old name goes; a Hugging Face file stays.
+    if (fs::is_regular_file(legacy, ec) && is_byte_descriptor(read_descriptor(legacy))) fs::remove(legacy, ec);
   } else {
     // A tokenizer.json left beside it is harmless (the model takes precedence) and may be a
     // Hugging Face file someone wants to keep, so it is not removed.

@@ -73,7 +73,8 @@ std::string sentencepiece_model_bytes(const std::string& spec);
 
 // The one scheme for carrying a tokenizer inside a data or checkpoint directory:
 //   DIR/tokenizer.model   a SentencePiece model (copied byte for byte)
-//   DIR/tokenizer.json    {"kind": "byte"} for the byte tokenizer
+//   DIR/chainlm_tokenizer.json  {"kind": "byte"} for the byte tokenizer (tokenizer.json, its
+//                         name before Hugging Face's tokenizer.json could sit beside it, is read too)
 // find_tokenizer_in_dir returns the spec to pass to load_tokenizer, or throws when the
 // directory holds neither file.
 std::string find_tokenizer_in_dir(const std::string& dir);

@@ -223,7 +223,7 @@ TEST_F(CrashSafety, KilledAtEveryCheckpointStageResumesBitIdentical) {
   const RunState ref = reference(steps);
   // Atomic writes of a run, in order (atomic_file.* points count them): metrics.jsonl at
   // step 0 (1), then per checkpoint config.json, model.safetensors, optimizer.safetensors,
-  // trainer_state.json, tokenizer.json and `latest` (2-7 for step 1, 8-13, 14-19 for step 3).
+  // trainer_state.json, chainlm_tokenizer.json and `latest` (2-7 for step 1, 8-13, 14-19 for step 3).
   struct Case {
     std::string point, latest;  // latest: what `latest` names after the kill ("" = nothing)
     bool leaves_temp;           // a partial temporary directory or file must be left behind

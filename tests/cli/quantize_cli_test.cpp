@@ -55,7 +55,7 @@ TEST_F(QuantizeCli, QuantizedCheckpointsWorkInEveryInferenceCommand) {
         dir, "quantize --model " + quote(run) + " --type " + type + " --out " + quote(q));
     ASSERT_EQ(r.exit_code, 0) << r.err;
     EXPECT_TRUE(contains(r.out, "weights   " + type)) << r.out;
-    EXPECT_TRUE(fs::exists(q + "/tokenizer.json"));  // the run's byte tokenizer came along
+    EXPECT_TRUE(fs::exists(q + "/chainlm_tokenizer.json"));  // the run's byte tokenizer came along
     EXPECT_LT(fs::file_size(q + "/model.safetensors"),
               fs::file_size(run + "/step-00000030/model.safetensors") / 3);
 

@@ -205,9 +205,42 @@ TEST_F(SentencePieceTraining, TokenizerDirectoryScheme) {
   save_tokenizer_to_dir("byte", data);
   EXPECT_EQ(find_tokenizer_in_dir(data), "byte");
 
-  write_bytes((std::filesystem::path(data) / "tokenizer.json").string(),
-              R"({"kind": "wordpiece"})");
+  EXPECT_TRUE(std::filesystem::exists(std::filesystem::path(data) / "chainlm_tokenizer.json"));
+  write_bytes((std::filesystem::path(data) / "chainlm_tokenizer.json").string(), R"({"kind": "wordpiece"})");
   EXPECT_THROW(find_tokenizer_in_dir(data), Error);
+}
+
+// The byte tokenizer's descriptor was tokenizer.json, Hugging Face's name for its tokenizers'
+// files: chainlm still reads its own descriptor under that name and replaces it when it writes,
+// and a Hugging Face tokenizer.json is named as such, never taken for the byte tokenizer.
+TEST(TokenizerDirectory, OldDescriptorNameAndHuggingFaceFiles) {
+  testing::TempDir dir;
+  const std::filesystem::path data = dir.file("data");
+  std::filesystem::create_directories(data);
+  write_bytes((data / "tokenizer.json").string(), R"({"kind": "byte"})");
+  EXPECT_EQ(find_tokenizer_in_dir(data.string()), "byte");
+  save_tokenizer_to_dir("byte", data.string());
+  EXPECT_TRUE(std::filesystem::exists(data / "chainlm_tokenizer.json"));
+  EXPECT_FALSE(std::filesystem::exists(data / "tokenizer.json"));  // chainlm's own, renamed
+
+  const std::filesystem::path hf = dir.file("hf");
+  std::filesystem::create_directories(hf);
+  const std::string hf_json = R"({"version": "1.0", "model": {"type": "BPE", "vocab": {}, "merges": []}})";
+  write_bytes((hf / "tokenizer.json").string(), hf_json);
+  try {
+    find_tokenizer_in_dir(hf.string());
+    ADD_FAILURE() << "a Hugging Face tokenizer.json was taken for a tokenizer chainlm reads";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("a Hugging Face tokenizers file, which chainlm does not read yet"),
+              std::string::npos)
+        << e.what();
+  }
+  save_tokenizer_to_dir("byte", hf.string());  // the byte descriptor goes beside it
+  EXPECT_EQ(read_bytes((hf / "tokenizer.json").string()), hf_json);
+  EXPECT_EQ(find_tokenizer_in_dir(hf.string()), "byte");
+  write_bytes((data / "tokenizer.json").string(), R"({"kind": "byte", "extra": 1})");
+  std::filesystem::remove(data / "chainlm_tokenizer.json");
+  EXPECT_THROW(find_tokenizer_in_dir(data.string()), Error);
 }
 
 TEST(SharedTokenizers, Stories260K) {

@@ -195,7 +195,7 @@ TEST(Trainer, CheckpointHoldsEverythingToReloadTheModel) {
   Trainer t(m, small_options(data, root + "/run", 3));
   t.run();
   const std::string dir = resolve_checkpoint_dir(root + "/run");
-  for (const char* f : {"config.json", "model.safetensors", "optimizer.safetensors", "trainer_state.json", "tokenizer.json"})
+  for (const char* f : {"config.json", "model.safetensors", "optimizer.safetensors", "trainer_state.json", "chainlm_tokenizer.json"})
     EXPECT_TRUE(fs::exists(fs::path(dir) / f)) << f;
   auto loaded = load_model(root + "/run");
   EXPECT_EQ(0, std::memcmp(loaded->params().values(), m.params().values(), m.params().size() * sizeof(float)));
