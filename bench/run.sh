@@ -49,6 +49,13 @@ if [ -f runs/quickstart/latest ] && [ -f build/quickstart/data/val.bin ]; then
   $BIN eval ppl --model runs/quickstart --data build/quickstart/data/val.bin --threads "$THREADS" --json
 fi
 
+echo "# serving (issue 17): continuous batching at concurrency 1..8, and requests spread over every"
+echo "# sub-model (the quickstart model, when it has been run: bench serve needs its tokenizer)"
+if [ -f runs/quickstart/latest ]; then
+  $BIN bench serve --model runs/quickstart --concurrency 1,2,4,8 --tokens 64 --threads "$THREADS"
+  $BIN bench serve --model runs/quickstart --concurrency 1,8 --tokens 64 --chains mix --threads "$THREADS"
+fi
+
 echo "# data parallel (issue 6): 2 ranks x 1 thread vs 1 process x 2 threads, global batch 8 x 256,"
 echo "# with the time spent in the gradient allreduce (comm_ms, comm_fraction)"
 MPIRUN=(mpirun -np 2)
