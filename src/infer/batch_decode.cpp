@@ -1,7 +1,6 @@
 #include "infer/batch_decode.h"
 
 #include <algorithm>
-#include <numeric>
 
 #include "core/error.h"
 #include "kernels/attention.h"

@@ -84,7 +84,7 @@ void few_rows_nt(int n0, int n1, int K, const float* A, int lda, const float* B,
 // into one accumulator, its fixed horizontal sum, then the tail in order with fused
 // multiply-adds, which keeps decoding batches bit-invariant (gemm.h kMaxDecodeRows).
 template <int R, int S>
-void tile_avx2(int K, const float* A, int lda, const float* W, int ldb, bool prefetch, float* out) {
+void tile_avx2(int K, const float* A, int lda, const float* W, int ldb, float* out) {
   __m256 acc[R][S];
   for (int r = 0; r < R; ++r)
     for (int s = 0; s < S; ++s) acc[r][s] = _mm256_setzero_ps();
@@ -94,7 +94,7 @@ void tile_avx2(int K, const float* A, int lda, const float* W, int ldb, bool pre
     for (int s = 0; s < S; ++s) {
       const float* ws = W + (long)s * ldb + k;
       // Weights stream from memory: fetch into L2 the rows a few tiles ahead, once a line.
-      if (prefetch && k % 16 == 0) _mm_prefetch(reinterpret_cast<const char*>(ws + 8L * ldb), _MM_HINT_T1);
+      if (k % 16 == 0) _mm_prefetch(reinterpret_cast<const char*>(ws + 8L * ldb), _MM_HINT_T1);
       w[s] = _mm256_loadu_ps(ws);
     }
     for (int r = 0; r < R; ++r) {
@@ -110,51 +110,32 @@ void tile_avx2(int K, const float* A, int lda, const float* W, int ldb, bool pre
     }
 }
 
-using TileKernel = void (*)(int, const float*, int, const float*, int, bool, float*);
-// The tile kernel for r rows of A (1..4) by s weight rows (1..3).
-TileKernel tile_kernel(int r, int s) {
-  static constexpr TileKernel kTiles[4][3] = {
-      {&tile_avx2<1, 1>, &tile_avx2<1, 2>, &tile_avx2<1, 3>},
-      {&tile_avx2<2, 1>, &tile_avx2<2, 2>, &tile_avx2<2, 3>},
-      {&tile_avx2<3, 1>, &tile_avx2<3, 2>, &tile_avx2<3, 3>},
-      {&tile_avx2<4, 1>, &tile_avx2<4, 2>, &tile_avx2<4, 3>}};
-  return kTiles[r - 1][s - 1];
-}
-
 template <int M>
 void few_rows_avx2(int n0, int n1, int K, const float* A, int lda, const float* B, int ldb, float* C, int ldc,
                    float beta) {
-  constexpr int kR = 4, kS = 3;  // 12 accumulators, 3 weight and 1 activation register
-  float out[8 * kS];
-  if constexpr (M > kR) {
-    // Every row in one pass over each weight row (M accumulators, 1 weight register).
-    for (int n = n0; n < n1; ++n) {
-      tile_avx2<M, 1>(K, A, lda, B + (long)n * ldb, ldb, true, out);
-      for (int r = 0; r < M; ++r) {
-        float& c = C[(long)r * ldc + n];
-        c = beta == 0.0f ? out[r] : out[r] + beta * c;
-      }
-    }
-    return;
-  }
-  auto store = [&](int m0, int r_count, int n, int s_count) {
-    for (int r = 0; r < r_count; ++r)
-      for (int s = 0; s < s_count; ++s) {
-        float& c = C[(long)(m0 + r) * ldc + n + s];
-        const float v = out[r * s_count + s];
-        c = beta == 0.0f ? v : v + beta * c;
-      }
-  };
+  // Up to 4 rows, tiles of M x 3 weight rows (at most 12 accumulators, 3 weight and 1
+  // activation register); from 5, M x 1 (the weights stream once).
+  constexpr int kS = M > 4 ? 1 : 3;
+  float out[M * kS];
   for (int n = n0; n < n1; n += kS) {
     const float* w = B + (long)n * ldb;
     const int s_count = std::min(kS, n1 - n);
-    for (int m0 = 0; m0 < M; m0 += kR) {
-      const int r = std::min(kR, M - m0);
-      const float* a = A + (long)m0 * lda;
-      const bool first = m0 == 0;  // later passes find the weights in L1
-      tile_kernel(r, s_count)(K, a, lda, w, ldb, first, out);
-      store(m0, r, n, s_count);
+    if constexpr (kS == 3) {
+      if (s_count == 3)
+        tile_avx2<M, 3>(K, A, lda, w, ldb, out);
+      else if (s_count == 2)
+        tile_avx2<M, 2>(K, A, lda, w, ldb, out);
+      else
+        tile_avx2<M, 1>(K, A, lda, w, ldb, out);
+    } else {
+      tile_avx2<M, 1>(K, A, lda, w, ldb, out);
     }
+    for (int r = 0; r < M; ++r)
+      for (int s = 0; s < s_count; ++s) {
+        float& c = C[(long)r * ldc + n + s];
+        const float v = out[r * s_count + s];
+        c = beta == 0.0f ? v : v + beta * c;
+      }
   }
 }
 #define CHAINLM_FEW_ROWS few_rows_avx2

@@ -62,7 +62,6 @@ void Generation::publish(GeneratedToken t) {
   std::lock_guard<std::mutex> lock(mutex_);
   result_.tokens.push_back(t.id);
   result_.chains.push_back(t.chains);
-  result_.text += t.text;
   ready_.push_back(std::move(t));
   changed_.notify_all();
 }

@@ -57,7 +57,8 @@ class Generation {
   // scheduler has let go of it.
   void cancel();
   // After next() returned false or cancel(): prompt, tokens produced (all of them, even those
-  // not taken), chains, timings and why it ended.
+  // not taken), chains, timings and why it ended. Its text stays empty: the request's thread
+  // builds the text from the tokens it takes.
   GenerateResult result() const;
   // With prompt_logprobs: waits until the prompt has been read, then the log-probabilities of
   // its tokens after BOS. Throws chainlm::Error if generation failed first.
