@@ -10,6 +10,7 @@ packages=(
   libsentencepiece-dev sentencepiece
   nlohmann-json3-dev libcli11-dev libcpp-httplib-dev
   zlib1g-dev                    # CRC-32 checksums of the tensors in the safetensors files we write
+  libpcre2-dev                  # Hugging Face tokenizer.json split regexes (Unicode classes)
   libarchive-dev                # compressed corpora (gzip, xz, zstd, bzip2) for prepare / tokenizer train
   libgtest-dev libgmock-dev
   libopenmpi-dev openmpi-bin    # data-parallel training: mpirun -np N chainlm train

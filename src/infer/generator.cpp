@@ -62,7 +62,7 @@ GenerateResult generate_tokens(const Model& model, const Tokenizer& tok, const s
   while (true) {
     const int i = (int)res.tokens.size();
     const int next = sampler.sample(logits, c.vocab_size);
-    if (opt.stop_at_eos && (next == tok.eos_id() || next == tok.bos_id())) {
+    if (opt.stop_at_eos && (tok.is_eos(next) || next == tok.bos_id())) {
       res.stop_reason = StopReason::eos;
       break;
     }

@@ -6,6 +6,7 @@
 #include "core/error.h"
 #include "io/atomic_file.h"
 #include "io/gguf.h"
+#include "io/hf_tokenizer.h"
 #include "io/llama2c.h"
 #include "io/safetensors.h"
 
@@ -15,8 +16,9 @@ namespace fs = std::filesystem;
 namespace {
 
 constexpr const char* kAccepted =
-    "accepted tokenizers: \"byte\", a SentencePiece .model file, a llama2.c tokenizer.bin, a "
-    "chainlm GGUF model, or a data/checkpoint directory holding tokenizer.model or chainlm_tokenizer.json";
+    "accepted tokenizers: \"byte\", a SentencePiece .model file, a llama2.c tokenizer.bin, a Hugging "
+    "Face tokenizer.json, a chainlm GGUF model, or a data/checkpoint/Hugging Face directory holding "
+    "tokenizer.model, tokenizer.json or chainlm_tokenizer.json";
 constexpr const char* kModelFile = "tokenizer.model";
 // The byte tokenizer's descriptor. Before 2026-12 it was tokenizer.json, the name Hugging Face
 // gives its tokenizers' files; that name is still read when it holds chainlm's descriptor.
@@ -79,6 +81,13 @@ std::unique_ptr<Tokenizer> load_tokenizer(const std::string& spec) {
   if (fs::is_directory(spec, ec)) return load_tokenizer(find_tokenizer_in_dir(spec));
   CHAINLM_CHECK(fs::exists(spec, ec), "tokenizer ", spec, " does not exist; ", kAccepted);
   if (is_gguf_file(spec)) return sentencepiece_tokenizer_from_bytes(sentencepiece_model_in_gguf(spec), spec);
+  if (ends_with(spec, ".json")) {
+    if (is_hf_tokenizer_file(spec)) return hf_tokenizer_from_files(read_hf_tokenizer_files(spec));
+    const nlohmann::json j = read_descriptor(spec);
+    CHAINLM_CHECK(is_byte_descriptor(j), spec, ": neither a Hugging Face tokenizer.json (no \"model\") nor ",
+                  "chainlm's byte tokenizer descriptor ({\"kind\": \"byte\"}); ", kAccepted);
+    return std::make_unique<ByteTokenizer>();
+  }
   if (ends_with(spec, ".bin")) {
     if (is_llama2c_checkpoint(spec))
       fail(spec, ": this is a llama2.c model checkpoint, not a tokenizer (pass it as --model; ",
@@ -113,13 +122,12 @@ std::string find_tokenizer_in_dir(const std::string& dir) {
   if (fs::is_regular_file(legacy, ec)) {
     const nlohmann::json j = read_descriptor(legacy);
     if (is_byte_descriptor(j)) return "byte";  // written by chainlm before the rename
-    CHAINLM_CHECK(!(j.is_object() && j.contains("model")), legacy.string(),
-                  ": a Hugging Face tokenizers file, which chainlm does not read yet; pass --tokenizer with "
-                  "the model's SentencePiece tokenizer.model");
+    if (j.is_object() && j.contains("model")) return legacy.string();  // Hugging Face's
     fail(legacy.string(), ": neither a Hugging Face tokenizers file nor chainlm's byte tokenizer descriptor ",
          "(expected {\"kind\": \"byte\"})");
   }
-  fail("no tokenizer in directory ", dir, " (expected ", kModelFile, " or ", kDescriptorFile, ")");
+  fail("no tokenizer in directory ", dir, " (expected ", kModelFile, ", ", kLegacyDescriptorFile, " or ",
+       kDescriptorFile, ")");
 }
 
 std::string tokenizer_fingerprint(const std::string& spec) {
@@ -156,7 +164,12 @@ void save_tokenizer_to_dir(const std::string& spec, const std::string& dir) {
   const fs::path model = fs::path(dir) / kModelFile;
   const fs::path descriptor = fs::path(dir) / kDescriptorFile;
   const fs::path legacy = fs::path(dir) / kLegacyDescriptorFile;
-  if (tokenizer->kind() == "byte") {
+  if (tokenizer->kind() == "hf") {
+    save_hf_tokenizer_files(read_hf_tokenizer_files(source), dir);
+    // Files that find_tokenizer_in_dir would take before tokenizer.json go.
+    fs::remove(model, ec);
+    fs::remove(descriptor, ec);
+  } else if (tokenizer->kind() == "byte") {
     write_file_atomic(descriptor.string(), nlohmann::json{{"kind", "byte"}}.dump() + "\n");
     fs::remove(model, ec);  // a stale model would shadow the descriptor in find_tokenizer_in_dir
     // chainlm's own descriptor under the old name goes; a Hugging Face file stays.

@@ -1,7 +1,8 @@
 #pragma once
-// Text <-> token ids. Three implementations: a byte-level fallback that needs no file,
+// Text <-> token ids. Four implementations: a byte-level fallback that needs no file,
 // SentencePiece models (the LLaMA family's tokenizer, also what `chainlm tokenizer train`
-// produces), and llama2.c tokenizer.bin files (io/llama2c.h).
+// produces), llama2.c tokenizer.bin files (io/llama2c.h) and Hugging Face tokenizer.json files
+// (io/hf_tokenizer.h).
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -23,7 +24,10 @@ class Tokenizer {
   virtual int vocab_size() const = 0;
   virtual int bos_id() const = 0;
   virtual int eos_id() const = 0;
-  virtual std::string kind() const = 0;  // "byte", "sentencepiece" or "llama2c"
+  // Whether id ends a text. LLaMA-3 instruct models have several such tokens (<|eot_id|>,
+  // <|end_of_text|>, <|eom_id|>); eos_id() is the first of them.
+  virtual bool is_eos(int id) const { return id == eos_id(); }
+  virtual std::string kind() const = 0;  // "byte", "sentencepiece", "llama2c" or "hf"
 };
 
 // ids 0..255 are the bytes themselves, 256 is BOS, 257 is EOS.
@@ -71,12 +75,15 @@ inline constexpr const char* kGgufSentencePieceKey = "chainlm.tokenizer.sentence
 // a GGUF carrying one. Throws naming the spec when it names another kind of tokenizer.
 std::string sentencepiece_model_bytes(const std::string& spec);
 
-// The one scheme for carrying a tokenizer inside a data or checkpoint directory:
+// The one scheme for carrying a tokenizer inside a data or checkpoint directory (the first
+// present wins):
 //   DIR/tokenizer.model   a SentencePiece model (copied byte for byte)
-//   DIR/chainlm_tokenizer.json  {"kind": "byte"} for the byte tokenizer (tokenizer.json, its
-//                         name before Hugging Face's tokenizer.json could sit beside it, is read too)
+//   DIR/chainlm_tokenizer.json  {"kind": "byte"} for the byte tokenizer
+//   DIR/tokenizer.json    a Hugging Face tokenizer, with tokenizer_config.json and
+//                         generation_config.json beside it (BOS/EOS); chainlm's byte descriptor
+//                         under this, its name before 2026-12, is read too
 // find_tokenizer_in_dir returns the spec to pass to load_tokenizer, or throws when the
-// directory holds neither file.
+// directory holds none of these.
 std::string find_tokenizer_in_dir(const std::string& dir);
 // What identifies a tokenizer across copies: "byte", or the CRC-32 and size of its file
 // ("crc32 1a2b3c4d, 254321 bytes"). Two specs with different fingerprints tokenize differently.

@@ -137,7 +137,7 @@ void BatchScheduler::on_logits(Generation& g, const float* logits) {
   }
   const int next = g.sampler_.sample(logits, c.vocab_size);
   g.pending_ = -1;
-  if (g.options_.stop_at_eos && (next == tok_.eos_id() || next == tok_.bos_id())) {
+  if (g.options_.stop_at_eos && (tok_.is_eos(next) || next == tok_.bos_id())) {
     g.end(StopReason::eos);
     return;
   }

@@ -1,0 +1,84 @@
+#include "io/hf_regex.h"
+
+#define PCRE2_CODE_UNIT_WIDTH 8
+#include <pcre2.h>
+
+#include "core/error.h"
+
+namespace chainlm {
+
+struct HfRegex::Impl {
+  pcre2_code* code = nullptr;
+  bool jit = false;
+};
+
+namespace {
+
+// PCRE2's match data is per call: the tokenizer may encode from several threads at once.
+struct MatchData {
+  explicit MatchData(const pcre2_code* code) : data(pcre2_match_data_create_from_pattern(code, nullptr)) {
+    CHAINLM_CHECK(data != nullptr, "out of memory creating a PCRE2 match block");
+  }
+  ~MatchData() { pcre2_match_data_free(data); }
+  pcre2_match_data* data;
+};
+
+std::string pcre2_message(int code) {
+  PCRE2_UCHAR buffer[256];
+  pcre2_get_error_message(code, buffer, sizeof(buffer));
+  return reinterpret_cast<const char*>(buffer);
+}
+
+}  // namespace
+
+HfRegex::HfRegex(const std::string& pattern, const std::string& where) : impl_(std::make_unique<Impl>()) {
+  int error = 0;
+  PCRE2_SIZE offset = 0;
+  // UCP: \s, \w, \d and case folding follow Unicode properties, as Oniguruma's do.
+  // NO_UTF_CHECK at match time is safe because callers pass valid UTF-8 only.
+  impl_->code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.data()), pattern.size(),
+                              PCRE2_UTF | PCRE2_UCP, &error, &offset, nullptr);
+  CHAINLM_CHECK(impl_->code != nullptr, where, ": the regex '", pattern, "' does not compile (PCRE2: ",
+                pcre2_message(error), " at offset ", offset, ")");
+  // JIT makes splitting a corpus several times faster; without it (some platforms) PCRE2's
+  // interpreter gives the same matches.
+  impl_->jit = pcre2_jit_compile(impl_->code, PCRE2_JIT_COMPLETE) == 0;
+}
+
+HfRegex::~HfRegex() { pcre2_code_free(impl_->code); }
+
+std::vector<std::pair<size_t, size_t>> HfRegex::find_all(std::string_view text) const {
+  std::vector<std::pair<size_t, size_t>> out;
+  MatchData md(impl_->code);
+  const auto* subject = reinterpret_cast<PCRE2_SPTR>(text.data());
+  size_t from = 0;
+  bool have_last = false;
+  size_t last_end = 0;
+  while (from <= text.size()) {
+    const int rc = pcre2_match(impl_->code, subject, text.size(), from, PCRE2_NO_UTF_CHECK, md.data, nullptr);
+    if (rc == PCRE2_ERROR_NOMATCH) break;
+    CHAINLM_CHECK(rc >= 0, "regex match failed (PCRE2: ", pcre2_message(rc), ")");
+    const PCRE2_SIZE* ov = pcre2_get_ovector_pointer(md.data);
+    const size_t s = ov[0], e = ov[1];
+    if (s == e && have_last && last_end == e) {
+      if (from >= text.size()) break;
+      from += utf8_char_length(static_cast<unsigned char>(text[from]));
+      continue;
+    }
+    out.emplace_back(s, e);
+    from = e;
+    have_last = true;
+    last_end = e;
+  }
+  return out;
+}
+
+bool HfRegex::matches_at_start(std::string_view text) const {
+  MatchData md(impl_->code);
+  const int rc = pcre2_match(impl_->code, reinterpret_cast<PCRE2_SPTR>(text.data()), text.size(), 0,
+                             PCRE2_NO_UTF_CHECK | PCRE2_ANCHORED, md.data, nullptr);
+  CHAINLM_CHECK(rc >= 0 || rc == PCRE2_ERROR_NOMATCH, "regex match failed (PCRE2: ", pcre2_message(rc), ")");
+  return rc >= 0;
+}
+
+}  // namespace chainlm

@@ -1,0 +1,252 @@
+// Hugging Face tokenizer.json against the tokenizers library itself: the vectors in
+// tests/vectors/hf_tokenizers were made by tokenizers 0.22 (make_vectors.mjs there), on five
+// tokenizer shapes (LLaMA-3, GPT-2/SmolLM, two SentencePiece-style conversions, Metaspace with
+// <unk>), over English, code, CJK, emoji, combining marks, numbers, whitespace runs, special
+// tokens in text and invalid UTF-8.
+#include "io/hf_tokenizer.h"
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <map>
+#include <set>
+#include <nlohmann/json.hpp>
+
+#include "core/error.h"
+#include "io/atomic_file.h"
+#include "io/test_temp_dir.h"
+
+namespace chainlm {
+namespace {
+
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+const std::string kVectorDir = std::string(CHAINLM_SOURCE_DIR) + "/tests/vectors/hf_tokenizers/";
+
+HfTokenizerFiles vector_files(const std::string& name) {
+  HfTokenizerFiles f;
+  f.where = kVectorDir + name + ".tokenizer.json";
+  f.tokenizer_json = read_file(f.where);
+  f.tokenizer_config = read_file(kVectorDir + name + ".tokenizer_config.json");
+  return f;
+}
+
+std::string from_hex(const std::string& hex) {
+  std::string out;
+  for (size_t i = 0; i + 1 < hex.size(); i += 2) out += char(std::stoi(hex.substr(i, 2), nullptr, 16));
+  return out;
+}
+
+const json& vectors() {
+  static const json v = json::parse(read_file(kVectorDir + "vectors.json"));
+  return v;
+}
+
+std::map<std::string, std::unique_ptr<Tokenizer>>& tokenizers() {
+  static std::map<std::string, std::unique_ptr<Tokenizer>> t;
+  if (t.empty())
+    for (const char* name : {"llama3", "gpt2", "sp_legacy", "sp_metaspace", "sp_split_unk"})
+      t[name] = hf_tokenizer_from_files(vector_files(name));
+  return t;
+}
+
+std::set<int> special_ids(const std::string& name) {
+  std::set<int> ids;
+  const json j = json::parse(vector_files(name).tokenizer_json);
+  for (const json& t : j["added_tokens"])
+    if (t["special"].get<bool>()) ids.insert(t["id"].get<int>());
+  return ids;
+}
+
+std::string show(const std::string& s) { return json(s).dump(); }
+
+TEST(HfTokenizer, EncodesAsHuggingFaceTokenizersDoes) {
+  int checked = 0;
+  for (const json& c : vectors()["cases"]) {
+    if (!c.contains("ids")) continue;
+    const Tokenizer& tok = *tokenizers().at(c["tokenizer"].get<std::string>());
+    const std::string text = c.contains("hex") ? from_hex(c["hex"].get<std::string>()) : c["text"].get<std::string>();
+    const std::vector<int> want = c["ids"].get<std::vector<int>>();
+    EXPECT_EQ(tok.encode(text), want) << c["tokenizer"] << " on " << show(text);
+    EXPECT_EQ(tok.decode(want), c["decoded"].get<std::string>()) << c["tokenizer"] << " decoding " << show(text);
+    ++checked;
+  }
+  EXPECT_GT(checked, 250);
+}
+
+TEST(HfTokenizer, DecodesIdSlicesAsHuggingFaceTokenizersDoes) {
+  int checked = 0, refused = 0;
+  for (const json& c : vectors()["cases"]) {
+    if (!c.contains("decode")) continue;
+    const Tokenizer& tok = *tokenizers().at(c["tokenizer"].get<std::string>());
+    const std::vector<int> ids = c["decode"].get<std::vector<int>>();
+    const bool outside = std::any_of(ids.begin(), ids.end(), [&](int id) { return id >= tok.vocab_size(); });
+    if (outside) {
+      // tokenizers skips ids it does not know; chainlm's contract is to refuse them.
+      EXPECT_THROW(tok.decode(ids), Error);
+      ++refused;
+      continue;
+    }
+    EXPECT_EQ(tok.decode(ids), c["decoded"].get<std::string>()) << c["tokenizer"] << " decoding " << json(ids);
+    ++checked;
+  }
+  EXPECT_GT(checked, 500);
+  EXPECT_EQ(refused, 5);
+}
+
+// Streaming: the pieces decode_token gives after BOS add up to decode's text for valid text.
+// A BOS starts a new text (its first piece loses the leading space, as SentencePiece's does),
+// so the pieces add up to the texts between BOS tokens, each decoded alone. decode_token sees
+// one predecessor only: after another hidden token (<unk>, EOS, <|im_start|>) it continues a
+// text, which differs from tokenizers only where such a token opens a text (checked apart).
+TEST(HfTokenizer, StreamedPiecesAddUpToTheDecodedText) {
+  int opened_by_hidden = 0;
+  for (const json& c : vectors()["cases"]) {
+    if (!c.contains("ids") || c.contains("hex")) continue;
+    const Tokenizer& tok = *tokenizers().at(c["tokenizer"].get<std::string>());
+    const std::vector<int> ids = c["ids"].get<std::vector<int>>();
+    std::string streamed, texts;
+    std::vector<int> text;
+    int prev = tok.bos_id();
+    bool opened = false;
+    for (int id : ids) {
+      streamed += tok.decode_token(prev, id);
+      if (id == tok.bos_id()) {
+        texts += tok.decode(text);
+        text.clear();
+      }
+      opened = opened || (text.empty() && special_ids(c["tokenizer"].get<std::string>()).count(id) && id != tok.bos_id());
+      text.push_back(id);
+      prev = id;
+    }
+    texts += tok.decode(text);
+    if (opened) {
+      ++opened_by_hidden;
+      continue;
+    }
+    EXPECT_EQ(streamed, texts) << c["tokenizer"] << " streaming " << show(c["text"].get<std::string>());
+  }
+  EXPECT_EQ(opened_by_hidden, 4);  // "<unk> <0x41>" thrice, "<|im_start|>user..." (GPT-2)
+  const Tokenizer& sp = *tokenizers().at("sp_metaspace");
+  const int unk = 0, space_a = sp.encode("x a").back();
+  EXPECT_EQ(sp.decode({space_a}), "a");
+  EXPECT_EQ(sp.decode_token(sp.bos_id(), space_a), "a");
+  EXPECT_EQ(sp.decode_token(unk, space_a), " a");
+}
+
+TEST(HfTokenizer, BosAndEosComeFromTheFilesBesideIt) {
+  const Tokenizer& llama3 = *tokenizers().at("llama3");
+  EXPECT_EQ(llama3.kind(), "hf");
+  EXPECT_EQ(llama3.encode("<|begin_of_text|>"), std::vector<int>{llama3.bos_id()});
+  EXPECT_EQ(llama3.encode("<|eot_id|>"), std::vector<int>{llama3.eos_id()});
+  EXPECT_EQ(llama3.decode_token(llama3.bos_id(), llama3.eos_id()), "");
+
+  // LLaMA-3 instruct: config.json lists several ids that end a turn.
+  HfTokenizerFiles f = vector_files("llama3");
+  const int end_of_text = llama3.encode("<|end_of_text|>").at(0);
+  f.model_config = json{{"bos_token_id", llama3.bos_id()}, {"eos_token_id", {end_of_text, llama3.eos_id()}}}.dump();
+  const auto instruct = hf_tokenizer_from_files(f);
+  EXPECT_EQ(instruct->eos_id(), llama3.eos_id());  // tokenizer_config.json's comes first
+  EXPECT_TRUE(instruct->is_eos(end_of_text));
+  EXPECT_TRUE(instruct->is_eos(llama3.eos_id()));
+  EXPECT_FALSE(instruct->is_eos(llama3.bos_id()));
+  EXPECT_FALSE(llama3.is_eos(end_of_text));
+
+  // Without tokenizer_config.json: the family's names.
+  f = vector_files("sp_legacy");
+  f.tokenizer_config.clear();
+  const auto sp = hf_tokenizer_from_files(f);
+  EXPECT_EQ(sp->bos_id(), 1);
+  EXPECT_EQ(sp->eos_id(), 2);
+}
+
+std::string error_of(const HfTokenizerFiles& f) {
+  try {
+    hf_tokenizer_from_files(f);
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "(no error)";
+}
+
+HfTokenizerFiles edited(const std::string& name, const std::function<void(json&)>& edit) {
+  HfTokenizerFiles f = vector_files(name);
+  json j = json::parse(f.tokenizer_json);
+  edit(j);
+  f.tokenizer_json = j.dump();
+  return f;
+}
+
+TEST(HfTokenizer, RefusesWhatItCannotReadByName) {
+  HfTokenizerFiles truncated = vector_files("llama3");
+  truncated.tokenizer_json = "{\"model\": {\"type\": \"BPE\", ";
+  EXPECT_NE(error_of(truncated).find("not valid JSON"), std::string::npos) << error_of(truncated);
+
+  const std::vector<std::pair<std::function<void(json&)>, std::string>> cases = {
+      {[](json& j) { j.erase("model"); }, "no \"model\""},
+      {[](json& j) { j["model"]["type"] = "WordPiece"; }, "'WordPiece'; chainlm reads BPE models"},
+      {[](json& j) { j["model"].erase("merges"); }, "model.merges is missing"},
+      {[](json& j) { j["model"]["merges"].push_back("Ġzzq Ġqqz"); }, "names a token not in the vocab"},
+      {[](json& j) { j["model"]["merges"].push_back("a b c"); }, "not two tokens separated by one space"},
+      {[](json& j) { j["model"]["vocab"]["x"] = "seven"; }, "model.vocab['x'] is not a non-negative id"},
+      {[](json& j) { j["model"]["unk_token"] = "<nope>"; }, "unk_token '<nope>' is not in the vocab"},
+      {[](json& j) { j["normalizer"] = {{"type", "NFC"}}; }, "normalizer: 'NFC' is not supported"},
+      {[](json& j) { j["pre_tokenizer"]["pretokenizers"][0]["pattern"]["Regex"] = "(\\p{L}"; }, "does not compile"},
+      {[](json& j) { j["pre_tokenizer"]["pretokenizers"][0]["behavior"] = "Sideways"; }, "unknown split behavior 'Sideways'"},
+      {[](json& j) { j["pre_tokenizer"] = {{"type", "BertPreTokenizer"}}; }, "'BertPreTokenizer' is not supported"},
+      {[](json& j) { j["decoder"] = {{"type", "WordPiece"}}; }, "decoder: 'WordPiece' is not supported"},
+      {[](json& j) { j["decoder"] = {{"type", "Sequence"}}; }, "needs the array 'decoders'"},
+      {[](json& j) { j["added_tokens"][0].erase("id"); }, "an added token needs an 'id'"},
+  };
+  for (const auto& [edit, want] : cases) {
+    const std::string got = error_of(edited("llama3", edit));
+    EXPECT_NE(got.find(want), std::string::npos) << "want '" << want << "' in: " << got;
+    EXPECT_NE(got.find("llama3.tokenizer.json"), std::string::npos) << got;
+  }
+
+  HfTokenizerFiles bad_config = vector_files("llama3");
+  bad_config.tokenizer_config = json{{"eos_token", "<|no_such|>"}}.dump();
+  EXPECT_NE(error_of(bad_config).find("token '<|no_such|>' is not in the vocabulary"), std::string::npos)
+      << error_of(bad_config);
+  HfTokenizerFiles no_eos = edited("gpt2", [](json& j) { j["added_tokens"] = json::array(); });
+  no_eos.tokenizer_config.clear();
+  EXPECT_NE(error_of(no_eos).find("cannot tell the end-of-text token"), std::string::npos) << error_of(no_eos);
+}
+
+// A Hugging Face directory is a tokenizer spec; saving it into a checkpoint keeps what was read.
+TEST(HfTokenizer, DirectoriesLoadAndSaveTheFilesTogether) {
+  testing::TempDir tmp;
+  const fs::path hf = tmp.path() / "hf", ckpt = tmp.path() / "ckpt";
+  fs::create_directories(hf);
+  fs::create_directories(ckpt);
+  fs::copy_file(kVectorDir + "llama3.tokenizer.json", hf / "tokenizer.json");
+  fs::copy_file(kVectorDir + "llama3.tokenizer_config.json", hf / "tokenizer_config.json");
+  const auto reference = hf_tokenizer_from_files(vector_files("llama3"));
+  const int end_of_text = reference->encode("<|end_of_text|>").at(0);
+  write_file_atomic((hf / "config.json").string(),
+                    json{{"eos_token_id", {end_of_text, reference->eos_id()}}}.dump());
+
+  EXPECT_EQ(find_tokenizer_in_dir(hf.string()), (hf / "tokenizer.json").string());
+  const auto from_dir = load_tokenizer(hf.string());
+  const std::string text = "It's 1234 cats 🐈 <|eot_id|> over\n\n  there";
+  EXPECT_EQ(from_dir->encode(text), reference->encode(text));
+  EXPECT_TRUE(from_dir->is_eos(end_of_text));
+
+  // A stale SentencePiece model would shadow the saved tokenizer.json: it goes.
+  write_file_atomic((ckpt / "tokenizer.model").string(), "stale");
+  save_tokenizer_to_dir(hf.string(), ckpt.string());
+  EXPECT_FALSE(fs::exists(ckpt / "tokenizer.model"));
+  const auto saved = load_tokenizer(ckpt.string());
+  EXPECT_EQ(saved->encode(text), reference->encode(text));
+  EXPECT_EQ(saved->bos_id(), from_dir->bos_id());
+  EXPECT_EQ(saved->eos_id(), from_dir->eos_id());
+  EXPECT_TRUE(saved->is_eos(end_of_text));  // kept in generation_config.json
+  EXPECT_EQ(tokenizer_fingerprint(ckpt.string()), tokenizer_fingerprint(hf.string()));
+  EXPECT_EQ(read_file((ckpt / "tokenizer_config.json").string()), read_file((hf / "tokenizer_config.json").string()));
+}
+
+}  // namespace
+}  // namespace chainlm
