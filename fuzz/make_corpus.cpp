@@ -297,6 +297,20 @@ void completion_request_seeds() {
 }
 
 // Corpus files as users have them: text with documents, JSONL, a gzip file, invalid UTF-8.
+// tokenizer.json files of every shape the reader knows (tests/vectors/hf_tokenizers), and a
+// small byte-level one so the fuzzer's inputs can stay short.
+void hf_tokenizer_seeds(const std::string& source_dir) {
+  const std::string dir = source_dir + "/tests/vectors/hf_tokenizers/";
+  for (const char* name : {"llama3", "sp_legacy", "sp_split_unk"})
+    seed("hf_tokenizer_fuzzer", name, read_file(dir + name + ".tokenizer.json"));
+  seed("hf_tokenizer_fuzzer", "tiny",
+       R"({"added_tokens":[{"id":5,"content":"<s>","special":true},{"id":6,"content":"</s>","special":true}],)"
+       R"("normalizer":null,"pre_tokenizer":{"type":"Sequence","pretokenizers":[{"type":"Split","pattern":)"
+       R"({"Regex":" ?\p{L}+|\p{N}{1,3}|\s+"},"behavior":"Isolated","invert":false},{"type":"ByteLevel",)"
+       R"("add_prefix_space":false,"use_regex":false}]},"decoder":{"type":"ByteLevel"},"model":{"type":"BPE",)"
+       R"("ignore_merges":true,"vocab":{"a":0,"b":1,"ab":2,"Ġ":3,"Ġab":4},"merges":["a b","Ġ ab"]}})");
+}
+
 void corpus_reader_seeds(const std::string& source_dir) {
   const std::string fixtures = source_dir + "/tests/io/data/compressed/";
   for (const char* name : {"poem.txt", "poem.jsonl", "poem.txt.gz", "poem.txt.zst"})
@@ -328,6 +342,7 @@ int main(int argc, char** argv) {
     eval_seeds();
     completion_request_seeds();
     corpus_reader_seeds(argv[2]);
+    hf_tokenizer_seeds(argv[2]);
     fs::remove_all(g_work);
   } catch (const std::exception& e) {
     std::cerr << "make_corpus: " << e.what() << "\n";

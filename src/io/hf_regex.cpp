@@ -9,8 +9,13 @@ namespace chainlm {
 
 struct HfRegex::Impl {
   pcre2_code* code = nullptr;
-  bool jit = false;
+  pcre2_match_context* context = nullptr;
 };
+
+// A pattern with catastrophic backtracking on some input fails with an error naming it
+// instead of hanging the tokenizer: the split patterns of real files need far less.
+constexpr uint32_t kMatchLimit = 1000000;
+constexpr uint32_t kHeapLimitKiB = 64 * 1024;
 
 namespace {
 
@@ -42,10 +47,18 @@ HfRegex::HfRegex(const std::string& pattern, const std::string& where) : impl_(s
                 pcre2_message(error), " at offset ", offset, ")");
   // JIT makes splitting a corpus several times faster; without it (some platforms) PCRE2's
   // interpreter gives the same matches.
-  impl_->jit = pcre2_jit_compile(impl_->code, PCRE2_JIT_COMPLETE) == 0;
+  (void)pcre2_jit_compile(impl_->code, PCRE2_JIT_COMPLETE);
+  impl_->context = pcre2_match_context_create(nullptr);
+  CHAINLM_CHECK(impl_->context != nullptr, "out of memory creating a PCRE2 match context");
+  pcre2_set_match_limit(impl_->context, kMatchLimit);
+  pcre2_set_heap_limit(impl_->context, kHeapLimitKiB);
+  pattern_ = pattern;
 }
 
-HfRegex::~HfRegex() { pcre2_code_free(impl_->code); }
+HfRegex::~HfRegex() {
+  pcre2_match_context_free(impl_->context);
+  pcre2_code_free(impl_->code);
+}
 
 std::vector<std::pair<size_t, size_t>> HfRegex::find_all(std::string_view text) const {
   std::vector<std::pair<size_t, size_t>> out;
@@ -55,9 +68,10 @@ std::vector<std::pair<size_t, size_t>> HfRegex::find_all(std::string_view text) 
   bool have_last = false;
   size_t last_end = 0;
   while (from <= text.size()) {
-    const int rc = pcre2_match(impl_->code, subject, text.size(), from, PCRE2_NO_UTF_CHECK, md.data, nullptr);
+    const int rc = pcre2_match(impl_->code, subject, text.size(), from, PCRE2_NO_UTF_CHECK, md.data, impl_->context);
     if (rc == PCRE2_ERROR_NOMATCH) break;
-    CHAINLM_CHECK(rc >= 0, "regex match failed (PCRE2: ", pcre2_message(rc), ")");
+    CHAINLM_CHECK(rc >= 0, "the regex '", pattern_, "' failed on a text of ", text.size(), " bytes (PCRE2: ",
+                  pcre2_message(rc), ")");
     const PCRE2_SIZE* ov = pcre2_get_ovector_pointer(md.data);
     const size_t s = ov[0], e = ov[1];
     if (s == e && have_last && last_end == e) {
@@ -76,8 +90,9 @@ std::vector<std::pair<size_t, size_t>> HfRegex::find_all(std::string_view text) 
 bool HfRegex::matches_at_start(std::string_view text) const {
   MatchData md(impl_->code);
   const int rc = pcre2_match(impl_->code, reinterpret_cast<PCRE2_SPTR>(text.data()), text.size(), 0,
-                             PCRE2_NO_UTF_CHECK | PCRE2_ANCHORED, md.data, nullptr);
-  CHAINLM_CHECK(rc >= 0 || rc == PCRE2_ERROR_NOMATCH, "regex match failed (PCRE2: ", pcre2_message(rc), ")");
+                             PCRE2_NO_UTF_CHECK | PCRE2_ANCHORED, md.data, impl_->context);
+  CHAINLM_CHECK(rc >= 0 || rc == PCRE2_ERROR_NOMATCH, "the regex '", pattern_, "' failed (PCRE2: ",
+                pcre2_message(rc), ")");
   return rc >= 0;
 }
 

@@ -31,6 +31,7 @@ class HfRegex {
  private:
   struct Impl;
   std::unique_ptr<Impl> impl_;
+  std::string pattern_;
 };
 
 // Byte length of the UTF-8 character starting with lead byte c (1 for bytes that start none).

@@ -207,6 +207,17 @@ TEST(HfTokenizer, RefusesWhatItCannotReadByName) {
     EXPECT_NE(got.find("llama3.tokenizer.json"), std::string::npos) << got;
   }
 
+  // A pattern that backtracks without end on some text is an error there, not a hang.
+  const auto slow = hf_tokenizer_from_files(edited("llama3", [](json& j) {
+    j["pre_tokenizer"]["pretokenizers"][0]["pattern"]["Regex"] = "(\\p{L}+)+\\d";
+  }));
+  try {
+    slow->encode(std::string(40, 'a') + "?");
+    ADD_FAILURE() << "a catastrophic regex ran to the end";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("(\\p{L}+)+\\d"), std::string::npos) << e.what();
+  }
+
   HfTokenizerFiles bad_config = vector_files("llama3");
   bad_config.tokenizer_config = json{{"eos_token", "<|no_such|>"}}.dump();
   EXPECT_NE(error_of(bad_config).find("token '<|no_such|>' is not in the vocabulary"), std::string::npos)
