@@ -176,6 +176,7 @@ void add_info_command(CLI::App& app) {
                 c.dim, c.n_layers, c.n_heads, c.head_dim(), c.n_kv_heads, c.ffn_dim, c.vocab_size, c.max_seq_len);
     std::printf("            rope_theta %g, norm_eps %g, %s head\n", c.rope_theta, c.norm_eps,
                 c.tie_embeddings ? "tied" : "untied");
+    if (c.rope_scaling.enabled()) std::printf("            rope_scaling %s\n", c.rope_scaling.describe().c_str());
     std::printf("parameters  %s\n", thousands((long)model->params().numel()).c_str());
     std::printf("weights     %s, %s in memory%s\n", model->weight_format().c_str(),
                 format_bytes((double)model->weight_bytes()).c_str(),

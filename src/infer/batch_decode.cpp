@@ -117,7 +117,7 @@ void BatchDecoder::forward(const DecodeRow* seqs, int n) {
   }
   auto chains_of = [&](int row) { return seqs[row / R].chains; };
   auto kv_blocks_of = [&](int row) { return L.kv_blocks(seqs[row / R].chains); };
-  auto table = rope_table(hd, c.rope_theta, max_pos + 1);
+  auto table = rope_table(hd, c.rope_theta, c.rope_scaling, max_pos + 1);
   for (const Group& g : groups)
     embedding_forward(g.count * R, L.dim.prefix(g.k), tokens_.data() + g.first * R, model_.embedding(), D,
                       x_.data() + (size_t)g.first * R * D, D);

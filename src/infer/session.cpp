@@ -199,7 +199,7 @@ void InferenceSession::forward_chunk(const int* tokens, int n, int k, float* all
 
   embedding_forward(n, Dk, tokens, model_.embedding(), D, x_.data(), D);
   const AttentionShape as = model_.attention_shape(k, 1, n, len + n, len);
-  auto table = rope_table(hd, c.rope_theta, len + n);
+  auto table = rope_table(hd, c.rope_theta, c.rope_scaling, len + n);
 
   for (int l = 0; l < c.n_layers; ++l) {
     const Model::LayerIndex& li = model_.layer(l);
@@ -322,7 +322,7 @@ void InferenceSession::forward_chunk_phd(const int* tokens, int n, int k, int hi
   // Query rows: the originals, then the copies; the keys are given to phd_attention_forward.
   const AttentionShape as = model_.attention_shape(k, 1, rows, 0, 0);
   const int kv_blocks = L.kv_blocks(k), kv_heads_active = KVk / hd;
-  auto table = rope_table(hd, c.rope_theta, phd.position(end - 1, K - 1) + 1);
+  auto table = rope_table(hd, c.rope_theta, c.rope_scaling, phd.position(end - 1, K - 1) + 1);
 
   for (int l = 0; l < c.n_layers; ++l) {
     const Model::LayerIndex& li = model_.layer(l);

@@ -26,6 +26,37 @@ bool null_or_absent(const nlohmann::json& j, const char* name) {
   return !j.contains(name) || j.at(name).is_null();
 }
 
+// A token id field: absent keeps the default, null is "none", else a non-negative integer or a
+// non-empty list of them.
+void read_token_ids(const nlohmann::json& j, const char* name, const std::string& path, HfTokenIds& out) {
+  if (!j.contains(name)) return;
+  const nlohmann::json& v = j.at(name);
+  auto id_of = [&](const nlohmann::json& e) {
+    // Unsigned values first: get<int64_t>() of one above 2^63 would wrap negative.
+    const bool ok = e.is_number_unsigned() ? e.get<uint64_t>() <= (uint64_t)std::numeric_limits<int>::max()
+                                           : e.is_number_integer() && e.get<int64_t>() >= 0 &&
+                                                 e.get<int64_t>() <= std::numeric_limits<int>::max();
+    CHAINLM_CHECK(ok, path, ": '", name, "' must be a token id (a non-negative integer) or a list of them (got ",
+                  json_excerpt(v), ")");
+    return (int)e.get<int64_t>();
+  };
+  out = HfTokenIds{};
+  if (v.is_null()) return;
+  if (v.is_array()) {
+    CHAINLM_CHECK(!v.empty(), path, ": '", name, "' is an empty list: give at least one token id (or null)");
+    out.list = true;
+    for (const auto& e : v) out.ids.push_back(id_of(e));
+  } else {
+    out.ids.push_back(id_of(v));
+  }
+}
+
+nlohmann::json token_ids_to_json(const HfTokenIds& t) {
+  if (t.ids.empty()) return nullptr;
+  if (t.list) return t.ids;
+  return t.ids.front();
+}
+
 }  // namespace
 
 bool is_hf_model_dir(const std::string& dir) {
@@ -57,9 +88,8 @@ HfLlamaConfig read_hf_llama_config(const std::string& dir) {
                   ": chainlm reads LLaMA checkpoints (\"llama\") only");
   // j.at(), not j.value(): value() returns a copy, and copying a hostile value recurses once
   // per nesting level (found by fuzzing).
-  if (!null_or_absent(j, "rope_scaling"))
-    fail(path, ": rope_scaling ", json_excerpt(j.at("rope_scaling")),
-         " is not supported: chainlm implements plain RoPE (theta only)");
+  HfLlamaConfig c;
+  if (j.contains("rope_scaling")) c.rope_scaling = rope_scaling_from_json(j.at("rope_scaling"), path, false);
   CHAINLM_CHECK(null_or_absent(j, "quantization_config"), path,
                 ": quantized checkpoints (quantization_config) are not supported");
   if (j.contains("hidden_act"))
@@ -68,7 +98,6 @@ HfLlamaConfig read_hf_llama_config(const std::string& dir) {
   for (const char* bias : {"attention_bias", "mlp_bias"})
     if (j.contains(bias))
       CHAINLM_CHECK(j.at(bias) == false, path, ": '", bias, "' is set: projections with biases are not supported");
-  HfLlamaConfig c;
   auto get_int = [&](const char* name, int& out, bool required) {
     if (null_or_absent(j, name)) {
       CHAINLM_CHECK(!required, path, ": missing required field '", name, "'");
@@ -115,8 +144,8 @@ HfLlamaConfig read_hf_llama_config(const std::string& dir) {
                   json_excerpt(j.at("head_dim")),
                   " differs from hidden_size/num_attention_heads = ",
                   c.hidden_size / c.num_attention_heads, ", which chainlm requires");
-  if (j.contains("bos_token_id") && j.at("bos_token_id").is_number_integer()) c.bos_token_id = j.at("bos_token_id");
-  if (j.contains("eos_token_id") && j.at("eos_token_id").is_number_integer()) c.eos_token_id = j.at("eos_token_id");
+  read_token_ids(j, "bos_token_id", path, c.bos_token_id);
+  read_token_ids(j, "eos_token_id", path, c.eos_token_id);
   return c;
 }
 
@@ -131,14 +160,14 @@ nlohmann::json hf_llama_config_to_json(const HfLlamaConfig& c) {
           {"vocab_size", c.vocab_size},
           {"rms_norm_eps", c.rms_norm_eps},
           {"rope_theta", c.rope_theta},
-          {"rope_scaling", nullptr},
+          {"rope_scaling", rope_scaling_to_json(c.rope_scaling)},
           {"max_position_embeddings", c.max_position_embeddings},
           {"tie_word_embeddings", c.tie_word_embeddings},
           {"hidden_act", "silu"},
           {"attention_bias", false},
           {"mlp_bias", false},
-          {"bos_token_id", c.bos_token_id},
-          {"eos_token_id", c.eos_token_id},
+          {"bos_token_id", token_ids_to_json(c.bos_token_id)},
+          {"eos_token_id", token_ids_to_json(c.eos_token_id)},
           {"torch_dtype", c.torch_dtype}};
 }
 

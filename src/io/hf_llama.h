@@ -9,18 +9,30 @@
 #include <string>
 #include <vector>
 
+#include "core/rope_scaling.h"
 #include "io/safetensors.h"
 
 namespace chainlm {
+
+// A special token id as config.json gives it: an integer, a list of integers (LLaMA-3 instruct
+// models list three end-of-turn ids as eos_token_id) or null. Kept as read so an export writes
+// back what an import read.
+struct HfTokenIds {
+  std::vector<int> ids;  // empty: null
+  bool list = false;     // given (and written) as a JSON list
+  int first() const { return ids.empty() ? -1 : ids.front(); }
+  bool operator==(const HfTokenIds&) const = default;
+};
 
 struct HfLlamaConfig {
   int hidden_size = 0, intermediate_size = 0, num_attention_heads = 0, num_key_value_heads = 0,
       num_hidden_layers = 0, vocab_size = 0;
   int max_position_embeddings = 2048;  // LlamaConfig's defaults for the optional fields
   double rms_norm_eps = 1e-6, rope_theta = 10000.0;
+  RopeScaling rope_scaling;  // "rope_scaling": null, or llama3
   bool tie_word_embeddings = false;
   std::string torch_dtype = "float32";
-  int bos_token_id = 1, eos_token_id = 2;
+  HfTokenIds bos_token_id{{1}}, eos_token_id{{2}};
 };
 
 // True when dir/config.json is a Hugging Face config (it names a model_type or architectures;
@@ -28,12 +40,14 @@ struct HfLlamaConfig {
 bool is_hf_model_dir(const std::string& dir);
 
 // Reads and checks dir/config.json. Refuses, naming the field: an architecture other than
-// LlamaForCausalLM (model_type other than "llama"), rope_scaling, an activation other than
-// silu, attention or MLP biases, a head_dim other than hidden_size/num_attention_heads,
-// quantization, a torch_dtype other than float32/float16/bfloat16, missing or non-positive
-// sizes.
+// LlamaForCausalLM (model_type other than "llama"), a rope_scaling type other than llama3 (or a
+// llama3 one with missing or bad fields), an activation other than silu, attention or MLP
+// biases, a head_dim other than hidden_size/num_attention_heads, quantization, a torch_dtype
+// other than float32/float16/bfloat16, missing or non-positive sizes, bos/eos_token_id other
+// than null, a non-negative integer or a non-empty list of them.
 HfLlamaConfig read_hf_llama_config(const std::string& dir);
 nlohmann::json hf_llama_config_to_json(const HfLlamaConfig& c);
+
 
 // The weights of a HF directory: model.safetensors, or the shards named by
 // model.safetensors.index.json. Tensors are read as float from F32, F16 or BF16.

@@ -6,26 +6,49 @@
 #include <algorithm>
 #include <cmath>
 #include <mutex>
+#include <numbers>
 
 #include "core/error.h"
 
 namespace chainlm {
 
-RopeTable::RopeTable(int head_dim_, float theta_, int max_positions_)
-    : head_dim(head_dim_), theta(theta_), max_positions(max_positions_) {
+std::vector<double> rope_inv_frequencies(int head_dim, double theta, const RopeScaling& s) {
   CHAINLM_CHECK(head_dim > 0 && head_dim % 2 == 0, "RoPE: head_dim must be positive and even, got ",
                 head_dim);
-  CHAINLM_CHECK(theta > 0.0f, "RoPE: theta must be positive, got ", theta);
+  CHAINLM_CHECK(theta > 0.0, "RoPE: theta must be positive, got ", theta);
+  validate_rope_scaling(s, "RoPE");
+  const int half = head_dim / 2;
+  std::vector<double> inv_freq(half);
+  for (int i = 0; i < half; ++i) inv_freq[i] = std::pow(theta, -2.0 * i / head_dim);
+  if (!s.enabled()) return inv_freq;
+  // transformers' _compute_llama3_parameters, pair by pair, with its comparisons: a wavelength
+  // equal to a threshold falls in the interpolated band, where smooth is then 0 or 1 (the rule is
+  // continuous).
+  const double original = s.original_max_position_embeddings;
+  const double low_freq_wavelen = original / s.low_freq_factor;
+  const double high_freq_wavelen = original / s.high_freq_factor;
+  for (double& f : inv_freq) {
+    const double wavelen = 2.0 * std::numbers::pi / f;
+    if (wavelen > low_freq_wavelen) {
+      f /= s.factor;
+    } else if (!(wavelen < high_freq_wavelen)) {
+      const double smooth =
+          (original / wavelen - s.low_freq_factor) / (s.high_freq_factor - s.low_freq_factor);
+      f = (1.0 - smooth) * f / s.factor + smooth * f;
+    }
+  }
+  return inv_freq;
+}
+
+RopeTable::RopeTable(int head_dim_, float theta_, const RopeScaling& scaling_, int max_positions_)
+    : head_dim(head_dim_), theta(theta_), scaling(scaling_), max_positions(max_positions_) {
   CHAINLM_CHECK(max_positions >= 0, "RoPE: max_positions must be >= 0, got ", max_positions);
   const int half = head_dim / 2;
-  cos.resize(static_cast<size_t>(max_positions) * half);
-  sin.resize(static_cast<size_t>(max_positions) * half);
   // The angle reaches thousands of radians at long positions; in float its rounding
   // alone would be ~1e-3, so angle and cos/sin are computed in double.
-  std::vector<double> freq(half);
-  for (int i = 0; i < half; ++i) {
-    freq[i] = std::pow(static_cast<double>(theta), -2.0 * i / head_dim);
-  }
+  const std::vector<double> freq = rope_inv_frequencies(head_dim, theta, scaling);
+  cos.resize(static_cast<size_t>(max_positions) * half);
+  sin.resize(static_cast<size_t>(max_positions) * half);
 #pragma omp parallel for schedule(static) if (max_positions >= 4096)
   for (int p = 0; p < max_positions; ++p) {
     for (int i = 0; i < half; ++i) {
@@ -36,21 +59,22 @@ RopeTable::RopeTable(int head_dim_, float theta_, int max_positions_)
   }
 }
 
-std::shared_ptr<const RopeTable> rope_table(int head_dim, float theta, int max_positions) {
+std::shared_ptr<const RopeTable> rope_table(int head_dim, float theta, const RopeScaling& scaling,
+                                            int max_positions) {
   static std::mutex mutex;
   static std::vector<std::shared_ptr<const RopeTable>> tables;
   std::lock_guard<std::mutex> lock(mutex);
   for (auto& t : tables) {
-    if (t->head_dim != head_dim || t->theta != theta) continue;
+    if (t->head_dim != head_dim || t->theta != theta || !(t->scaling == scaling)) continue;
     if (t->max_positions < max_positions) {
       // Grow geometrically so a slowly growing decode position rebuilds rarely.
-      t = std::make_shared<const RopeTable>(head_dim, theta,
+      t = std::make_shared<const RopeTable>(head_dim, theta, scaling,
                                             std::max(max_positions, 2 * t->max_positions));
     }
     return t;
   }
   tables.push_back(
-      std::make_shared<const RopeTable>(head_dim, theta, std::max(max_positions, 1024)));
+      std::make_shared<const RopeTable>(head_dim, theta, scaling, std::max(max_positions, 1024)));
   return tables.back();
 }
 
@@ -112,18 +136,18 @@ void rope_backward(const RopeTable& table, float* dx, int rows, int n_heads, int
 }
 
 void rope_forward(float* x, int rows, int n_heads, int head_dim, int row_stride,
-                  const int* positions, float theta) {
+                  const int* positions, float theta, const RopeScaling& scaling) {
   if (rows <= 0) return;
   CHAINLM_CHECK(positions != nullptr, "RoPE: null positions");
-  auto table = rope_table(head_dim, theta, max_position(rows, positions) + 1);
+  auto table = rope_table(head_dim, theta, scaling, max_position(rows, positions) + 1);
   rope_forward(*table, x, rows, n_heads, row_stride, positions);
 }
 
 void rope_backward(float* dx, int rows, int n_heads, int head_dim, int row_stride,
-                   const int* positions, float theta) {
+                   const int* positions, float theta, const RopeScaling& scaling) {
   if (rows <= 0) return;
   CHAINLM_CHECK(positions != nullptr, "RoPE: null positions");
-  auto table = rope_table(head_dim, theta, max_position(rows, positions) + 1);
+  auto table = rope_table(head_dim, theta, scaling, max_position(rows, positions) + 1);
   rope_backward(*table, dx, rows, n_heads, row_stride, positions);
 }
 

@@ -16,7 +16,7 @@ int ModelConfig::chain_sum() const { return std::accumulate(chains.begin(), chai
 
 namespace {
 
-// The top-level fields of config.json besides "phd": one list drives reading (in this order,
+// The top-level fields of config.json besides "phd" and "rope_scaling": one list drives reading (in this order,
 // so the first missing required field is the one named), writing and the unknown-field check.
 template <typename Config, typename Visit>  // visit(name, field, required)
 void for_each_field(Config& c, const Visit& visit) {
@@ -35,7 +35,7 @@ void for_each_field(Config& c, const Visit& visit) {
 }
 
 bool is_known_field(const std::string& name) {
-  bool known = name == "phd";
+  bool known = name == "phd" || name == "rope_scaling";
   ModelConfig c;
   for_each_field(c, [&](const char* field, const auto&, bool) { known = known || name == field; });
   return known;
@@ -140,6 +140,7 @@ ModelConfig config_from_json(const nlohmann::json& j, const std::string& where) 
     read_field(j, name, field, where, required);
   });
   if (j.contains("phd") && !j.at("phd").is_null()) c.phd = phd_from_json(j.at("phd"), where);
+  if (j.contains("rope_scaling")) c.rope_scaling = rope_scaling_from_json(j.at("rope_scaling"), where, true);
   if (c.n_kv_heads == 0) c.n_kv_heads = c.n_heads;
   validate_config(c, where);
   return c;
@@ -148,6 +149,9 @@ ModelConfig config_from_json(const nlohmann::json& j, const std::string& where) 
 nlohmann::json config_to_json(const ModelConfig& c) {
   nlohmann::json j = nlohmann::json::object();
   for_each_field(c, [&](const char* name, const auto& field, bool) { j[name] = field; });
+  // Written only when set: a chainlm that predates it refuses the unknown field instead of
+  // running the model with unscaled frequencies.
+  if (c.rope_scaling.enabled()) j["rope_scaling"] = rope_scaling_to_json(c.rope_scaling);
   if (c.phd.enabled())
     j["phd"] = {{"repeat", c.phd.repeat},
                 {"window", c.phd.window},
@@ -218,6 +222,7 @@ void validate_config(const ModelConfig& c, const std::string& where) {
   at_most(c.n_layers, kMaxLayers, "n_layers");
   at_most(c.max_seq_len, kMaxSeqLen, "max_seq_len");
   CHAINLM_CHECK(c.rope_theta > 0, where, ": 'rope_theta' must be positive");
+  validate_rope_scaling(c.rope_scaling, where);
   CHAINLM_CHECK(c.norm_eps > 0, where, ": 'norm_eps' must be positive");
   CHAINLM_CHECK(!c.chains.empty(), where, ": 'chains' must list at least one chain");
   for (int ci : c.chains)

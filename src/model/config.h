@@ -4,6 +4,8 @@
 #include <string>
 #include <vector>
 
+#include "core/rope_scaling.h"
+
 namespace chainlm {
 
 // PHD-Transformer repetition (SPEC B1, B2): every token is repeated `repeat` (K) times; copy 0
@@ -33,6 +35,7 @@ struct ModelConfig {
   std::vector<int> chains{1};  // [1] = ordinary LLaMA
   bool kv_share = false;       // CoLM-Air: K and V from chain 1 only
   float rope_theta = 10000.0f;
+  RopeScaling rope_scaling;  // config.json "rope_scaling" (llama3), absent: plain RoPE
   float norm_eps = 1e-5f;
   bool tie_embeddings = false;
   int max_seq_len = 256;  // positions (original tokens); PHD rows are repeat times more

@@ -13,6 +13,7 @@
 #include "io/gguf.h"
 #include "io/tokenizer.h"
 #include "kernels/quant.h"
+#include "kernels/rope.h"
 #include "model/checkpoint.h"
 #include "model/hf_llama_convert.h"
 
@@ -21,6 +22,56 @@ namespace chainlm {
 namespace {
 
 constexpr const char* kWhat = "export --format gguf";
+// The llama3 RoPE scaling parameters as chainlm's config.json writes "rope_scaling" (a JSON
+// string): llama.cpp runs the per-pair factors of rope_freqs.weight alone, but chainlm's config
+// holds the parameters, which cannot be recovered from the factors exactly.
+constexpr const char* kRopeScalingKey = "chainlm.rope_scaling";
+
+// llama.cpp's form of llama3 RoPE scaling (its HF converter's LLaMA model writes it): per pair i
+// the divisor of the plain frequency theta^(-2i/hd), which ggml's rope applies as
+// theta_i / rope_freqs[i]. Computed here from chainlm's own frequencies, so both agree.
+std::vector<float> rope_freq_factors(const ModelConfig& c) {
+  const std::vector<double> plain = rope_inv_frequencies(c.head_dim(), c.rope_theta, RopeScaling{});
+  const std::vector<double> scaled = rope_inv_frequencies(c.head_dim(), c.rope_theta, c.rope_scaling);
+  std::vector<float> factors(plain.size());
+  for (size_t i = 0; i < plain.size(); ++i) factors[i] = (float)(plain[i] / scaled[i]);
+  return factors;
+}
+
+// The RoPE scaling a GGUF file records: none, or chainlm's key with the rope_freqs.weight tensor
+// that llama.cpp reads, which must agree with it. A rope_freqs.weight from another tool (llama.cpp's
+// converter of LLaMA-3.1+) is refused: only factors are stored there, not the parameters.
+RopeScaling read_rope_scaling(const GgufReader& g, const ModelConfig& plain, const std::string& path) {
+  const GgufTensorInfo* t = g.find("rope_freqs.weight");
+  if (!t && !g.has(kRopeScalingKey)) return RopeScaling{};
+  CHAINLM_CHECK(g.has(kRopeScalingKey), path, ": tensor 'rope_freqs.weight' (per-pair RoPE frequency factors: "
+                "LLaMA-3 RoPE scaling as llama.cpp converts it) comes without the llama3 parameters chainlm "
+                "needs ('", kRopeScalingKey, "', which chainlm's own export writes); import the Hugging Face "
+                "directory the file was converted from instead");
+  CHAINLM_CHECK(t, path, ": metadata '", kRopeScalingKey, "' without the tensor 'rope_freqs.weight' that "
+                "carries the scaling for llama.cpp: the file is inconsistent");
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(g.get_string(kRopeScalingKey));
+  } catch (const nlohmann::json::exception& e) {
+    fail(path, ": metadata '", kRopeScalingKey, "' is not valid JSON: ", e.what());
+  }
+  ModelConfig c = plain;
+  c.rope_scaling = rope_scaling_from_json(j, path + ": metadata '" + kRopeScalingKey + "'", true);
+  CHAINLM_CHECK(c.rope_scaling.enabled(), path, ": metadata '", kRopeScalingKey, "' names no scaling");
+  const std::vector<float> want = rope_freq_factors(c);
+  CHAINLM_CHECK(t->type == kGgmlF32 && t->ne == std::vector<uint64_t>{want.size()}, path,
+                ": tensor 'rope_freqs.weight' must be F32 with head_size/2 = ", want.size(), " elements");
+  const uint8_t* data = g.data(*t);
+  for (size_t i = 0; i < want.size(); ++i) {
+    float got;
+    std::memcpy(&got, data + i * sizeof(float), sizeof got);
+    CHAINLM_CHECK(std::fabs(got - want[i]) <= 1e-6f * want[i], path, ": tensor 'rope_freqs.weight' holds ", got,
+                  " for pair ", i, " but the scaling in '", kRopeScalingKey, "' gives ", want[i],
+                  ": the file is inconsistent");
+  }
+  return c.rope_scaling;
+}
 
 // llama.cpp's name for a LLaMA tensor (llama-arch.cpp, LLM_ARCH_LLAMA), from its HF name.
 std::string gguf_name(const std::string& hf) {
@@ -121,6 +172,14 @@ GgufExportSummary export_gguf(const Model& model, const GgufExportOptions& o, co
   w.add_float32("llama.rope.freq_base", model.config().rope_theta);
   w.add_float32("llama.attention.layer_norm_rms_epsilon", model.config().norm_eps);
   add_tokenizer(w, o.tokenizer, h.vocab_size);
+  if (h.rope_scaling.enabled()) {
+    // Not llama.rope.scaling.*: llama.cpp would take those for linear/YaRN scaling on top.
+    w.add_string(kRopeScalingKey, rope_scaling_to_json(h.rope_scaling).dump());
+    const std::vector<float> factors = rope_freq_factors(model.config());
+    w.add_tensor("rope_freqs.weight", kGgmlF32, {(uint64_t)factors.size()},
+                 as_bytes(factors.data(), factors.size() * sizeof(float)));
+    ++summary.tensors;
+  }
 
   const ParamStore& ps = model.params();
   const int64_t D0 = h.hidden_size;
@@ -211,8 +270,6 @@ std::unique_ptr<Model> load_gguf_model(const std::string& path) {
     if (g.has(key) && g.value(key).describe() != "0" && g.value(key).describe() != "1")
       fail(path, ": metadata '", key, "' is ", g.value(key).describe(),
            ": mixtures of experts and RoPE scaling are not supported (chainlm implements plain LLaMA)");
-  CHAINLM_CHECK(!g.find("rope_freqs.weight"), path, ": tensor 'rope_freqs.weight' (LLaMA-3 RoPE scaling) is "
-                "not supported: chainlm implements plain RoPE");
   HfLlamaConfig h;
   h.hidden_size = get_int("llama.embedding_length", 0);
   h.num_hidden_layers = get_int("llama.block_count", 0);
@@ -234,6 +291,7 @@ std::unique_ptr<Model> load_gguf_model(const std::string& path) {
                   ": rope.dimension_count ", g.get_uint("llama.rope.dimension_count"),
                   " differs from the head size: partial RoPE is not supported");
   h.tie_word_embeddings = g.find("output.weight") == nullptr;
+  h.rope_scaling = read_rope_scaling(g, config_from_hf_llama(h, path), path);
   const ModelConfig config = config_from_hf_llama(h, path);
   check_weights_can_hold(config, g.tensor_bytes(), path);
   auto model = std::make_unique<Model>(config);
@@ -243,6 +301,7 @@ std::unique_ptr<Model> load_gguf_model(const std::string& path) {
   std::map<int, const GgufTensorInfo*> blocks;
   std::set<std::string> used;
   std::map<QuantType, int> counts;
+  if (config.rope_scaling.enabled()) used.insert("rope_freqs.weight");  // checked by read_rope_scaling
   for (const LlamaTensorName& m : llama_tensor_names(*model)) {
     const std::string name = gguf_name(m.hf);
     const int idx = ps.find(m.native);

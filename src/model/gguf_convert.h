@@ -35,12 +35,16 @@ void check_gguf_exportable(const Model& model, const GgufExportOptions& options)
 // `chainlm quantize` keeps them); a quantized model's blocks are copied, not re-quantized. A
 // matrix whose rows are not a whole number of 32-blocks, which GGUF cannot block-quantize, is
 // written in F16 from an fp32 model and in F32 (the exact dequantized weights) from a quantized
-// one. Norm gains are F32.
+// one. Norm gains are F32. llama3 RoPE scaling goes in as llama.cpp reads it, the tensor
+// rope_freqs.weight of per-pair frequency divisors, with the parameters themselves in the
+// metadata key chainlm.rope_scaling (a JSON string).
 GgufExportSummary export_gguf(const Model& model, const GgufExportOptions& options, const std::string& path);
 
 // Reads a LLaMA GGUF: F32, F16 and BF16 tensors into fp32 weights; Q8_0 and Q4_0 matrices as
 // quantized blocks (a quantized model: tensor by tensor, as stored). Refuses, naming it, another
-// architecture, a tensor type chainlm does not run, RoPE scaling, a missing or unexpected tensor.
+// architecture, a tensor type chainlm does not run, RoPE scaling other than the llama3 scaling
+// chainlm's export writes (rope_freqs.weight with the parameters in chainlm.rope_scaling), a
+// missing or unexpected tensor.
 std::unique_ptr<Model> load_gguf_model(const std::string& path);
 
 }  // namespace chainlm

@@ -71,6 +71,7 @@ ModelConfig config_from_hf_llama(const HfLlamaConfig& h, const std::string& wher
                       .ffn_dim = h.intermediate_size,
                       .vocab_size = h.vocab_size,
                       .rope_theta = (float)h.rope_theta,
+                      .rope_scaling = h.rope_scaling,
                       .norm_eps = (float)h.rms_norm_eps,
                       .tie_embeddings = h.tie_word_embeddings,
                       .max_seq_len = h.max_position_embeddings,
@@ -135,6 +136,7 @@ HfLlamaConfig hf_llama_config_of(const Model& model, int k, const std::string& w
   h.max_position_embeddings = c.max_seq_len;
   h.rms_norm_eps = json_float(c.norm_eps);
   h.rope_theta = json_float(c.rope_theta);
+  h.rope_scaling = c.rope_scaling;
   h.tie_word_embeddings = c.tie_embeddings;
   h.torch_dtype = "float32";
   return h;

@@ -10,7 +10,7 @@
 namespace chainlm {
 
 // chains [1], no KV sharing, dim = hidden_size, ffn_dim = intermediate_size, n_kv_heads =
-// num_key_value_heads, norm_eps = rms_norm_eps, rope_theta, tie_embeddings =
+// num_key_value_heads, norm_eps = rms_norm_eps, rope_theta, rope_scaling, tie_embeddings =
 // tie_word_embeddings, max_seq_len = max_position_embeddings.
 ModelConfig config_from_hf_llama(const HfLlamaConfig& c, const std::string& where);
 
@@ -35,9 +35,10 @@ struct LlamaTensorName {
 };
 std::vector<LlamaTensorName> llama_tensor_names(const Model& model);
 
-// Writes config.json and model.safetensors (F32, metadata format "pt") of sub-model k into
-// dir: model.embed_tokens.weight, model.layers.N.self_attn.{q,k,v,o}_proj.weight (q, k
-// permuted to rotate-half), model.layers.N.mlp.{gate,up,down}_proj.weight,
+// Writes config.json (rope_scaling included) and model.safetensors (F32, metadata format "pt")
+// of sub-model k into dir: model.embed_tokens.weight,
+// model.layers.N.self_attn.{q,k,v,o}_proj.weight (q, k permuted to rotate-half),
+// model.layers.N.mlp.{gate,up,down}_proj.weight,
 // model.layers.N.{input,post_attention}_layernorm.weight, model.norm.weight and, untied,
 // lm_head.weight.
 void export_hf_llama(const Model& model, int k, const std::string& dir);

@@ -8,7 +8,8 @@
 namespace chainlm {
 
 ModelConfig config_from_llama2c(const Llama2cHeader& h, const std::string& where) {
-  // One chain, no PHD (ModelConfig's defaults), and run.c's fixed RoPE theta and norm epsilon.
+  // One chain, no PHD (ModelConfig's defaults), and run.c's fixed RoPE (theta, no scaling) and
+  // norm epsilon.
   const ModelConfig c{.dim = h.dim,
                       .n_layers = h.n_layers,
                       .n_heads = h.n_heads,
@@ -16,6 +17,7 @@ ModelConfig config_from_llama2c(const Llama2cHeader& h, const std::string& where
                       .ffn_dim = h.hidden_dim,
                       .vocab_size = h.vocab_size,
                       .rope_theta = 10000.0f,
+                      .rope_scaling = RopeScaling{},
                       .norm_eps = 1e-5f,
                       .tie_embeddings = h.shared_classifier,
                       .max_seq_len = h.seq_len,

@@ -285,8 +285,9 @@ void Model::forward_trunk(const int* tokens, int B, int T, int k) {
     chain_linear_forward(L.wq, k, M, a.xn1, D, li.r_wq.data(), a.q, D);
     chain_linear_forward(L.wk, L.kv_blocks(k), M, a.xn1, D, li.r_wk.data(), a.k, KV);
     chain_linear_forward(L.wv, L.kv_blocks(k), M, a.xn1, D, li.r_wv.data(), a.v, KV);
-    rope_forward(a.q, M, as.n_heads, hd, D, b.positions.data(), c.rope_theta);
-    rope_forward(a.k, M, kv_heads_active, hd, KV, b.positions.data(), c.rope_theta);
+    rope_forward(a.q, M, as.n_heads, hd, D, b.positions.data(), c.rope_theta, c.rope_scaling);
+    rope_forward(a.k, M, kv_heads_active, hd, KV, b.positions.data(), c.rope_theta,
+                 c.rope_scaling);
     attention_forward(as, a.q, a.k, a.v, a.att, a.lse);
     // x_mid = x_in + Wo·att: copy the residual, then let the GEMM add onto it.
     copy_rows(M, Dk, a.x_in, a.x_mid, D);
@@ -427,8 +428,9 @@ StepLosses Model::forward_backward(const int* tokens, const int* targets, int B,
       std::memset(b.dv + (long)r * KV, 0, sizeof(float) * KVk);
     }
     attention_backward(as, a.q, a.k, a.v, a.att, a.lse, b.datt, b.dq, b.dk, b.dv);
-    rope_backward(b.dq, M, as.n_heads, hd, D, b.positions.data(), c.rope_theta);
-    rope_backward(b.dk, M, kv_heads_active, hd, KV, b.positions.data(), c.rope_theta);
+    rope_backward(b.dq, M, as.n_heads, hd, D, b.positions.data(), c.rope_theta, c.rope_scaling);
+    rope_backward(b.dk, M, kv_heads_active, hd, KV, b.positions.data(), c.rope_theta,
+                  c.rope_scaling);
     chain_linear_backward(L.wq, k, M, a.xn1, D, li.r_wq.data(), b.dq, D, b.dxn, D,
                           li.g_wq.data(), true, f);
     chain_linear_backward(L.wk, L.kv_blocks(k), M, a.xn1, D, li.r_wk.data(), b.dk, KV, b.dxn, D,

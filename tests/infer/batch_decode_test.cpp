@@ -78,7 +78,9 @@ INSTANTIATE_TEST_SUITE_P(All, BatchDecodeVariants,
                                            ModelVariant{{2, 2, 2, 2}, true, 4}, ModelVariant{{2, 2, 2, 2}, false, 8},
                                            ModelVariant{{1, 1}, true, 2, false, 2, 4, 8},
                                            ModelVariant{{2}, false, 0, true, 3, 0, 0},
-                                           ModelVariant{{1, 1, 2}, false, 0, false, 4, 3, 6}),
+                                           ModelVariant{{1, 1, 2}, false, 0, false, 4, 3, 6},
+                                           ModelVariant{{1, 2, 1}, true, 2, false, 1, 0, 0, false, true},
+                                           ModelVariant{{1, 1}, false, 0, false, 3, 2, 4, false, true}),
                          variant_name);
 
 TEST(BatchDecode, Bf16AndQuantizedWeightsToo) {

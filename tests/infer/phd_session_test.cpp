@@ -105,7 +105,8 @@ const ModelVariant kChained[] = {ModelVariant{{1, 1}, false, 0, false, 2, 3, 0, 
                                  ModelVariant{{1, 1}, true, 2, false, 3, 4, 6, true},
                                  ModelVariant{{1, 2, 1}, false, 4, false, 3, 0, 0, false},
                                  ModelVariant{{1, 2, 1}, true, 2, false, 2, 5, 0, true},
-                                 ModelVariant{{2, 2}, true, 4, false, 4, 3, 3, false}};
+                                 ModelVariant{{2, 2}, true, 4, false, 4, 3, 3, false},
+                                 ModelVariant{{1, 1}, false, 0, false, 3, 4, 6, true, true}};
 
 // PHD, SWA, CSWA for several K, W, C and both position-id modes.
 INSTANTIATE_TEST_SUITE_P(Ordinary, PhdSession,

@@ -98,7 +98,8 @@ INSTANTIATE_TEST_SUITE_P(All, SessionVariants,
                          ::testing::Values(ModelVariant{{1}, false, 0}, ModelVariant{{1}, false, 1},
                                            ModelVariant{{1, 1}, false, 0}, ModelVariant{{1, 1}, true, 2},
                                            ModelVariant{{1, 2, 1}, false, 4}, ModelVariant{{1, 2, 1}, true, 2},
-                                           ModelVariant{{2, 2, 2, 2}, true, 4}, ModelVariant{{2, 2, 2, 2}, false, 8}),
+                                           ModelVariant{{2, 2, 2, 2}, true, 4}, ModelVariant{{2, 2, 2, 2}, false, 8},
+                                           ModelVariant{{1, 2, 1}, true, 2, false, 1, 0, 0, false, true}),
                          variant_name);
 
 TEST(Session, ColmAirChainOnePrefillEqualsFullPrefill) {

@@ -76,7 +76,20 @@ TEST(HfLlama, RefusesWhatIsNotPlainLlama) {
   const std::vector<Case> cases = {
       {"architectures", R"(["MistralForCausalLM"])", "unsupported architecture \"MistralForCausalLM\""},
       {"model_type", R"("gpt2")", "unsupported model_type \"gpt2\""},
-      {"rope_scaling", R"({"type": "linear", "factor": 2.0})", "rope_scaling"},
+      {"rope_scaling", R"({"type": "linear", "factor": 2.0})", "rope_scaling type \"linear\" is not supported"},
+      {"rope_scaling", R"({"rope_type": "yarn", "factor": 4.0})", "rope_scaling type \"yarn\" is not supported"},
+      {"rope_scaling", R"({"rope_type": "llama3", "factor": 8.0})", "needs 'low_freq_factor'"},
+      {"rope_scaling", R"({"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 4.0, "high_freq_factor": 1.0,
+                         "original_max_position_embeddings": 8192})", "'rope_scaling.high_freq_factor' (1) must be larger"},
+      {"bos_token_id", R"("<s>")", "'bos_token_id' must be a token id (a non-negative integer) or a list of them"},
+      {"eos_token_id", "[]", "'eos_token_id' is an empty list"},
+      {"eos_token_id", "[128001, -1]", "'eos_token_id' must be a token id"},
+      {"eos_token_id", "-2", "'eos_token_id' must be a token id"},
+      {"eos_token_id", "[128001, \"x\"]", "'eos_token_id' must be a token id"},
+      {"bos_token_id", "1.5", "'bos_token_id' must be a token id"},
+      {"bos_token_id", "true", "'bos_token_id' must be a token id"},
+      {"bos_token_id", "[[1]]", "'bos_token_id' must be a token id"},
+      {"bos_token_id", "4294967297", "'bos_token_id' must be a token id"},
       {"hidden_act", R"("gelu")", "hidden_act"},
       {"attention_bias", "true", "biases"},
       {"mlp_bias", "true", "biases"},
@@ -125,6 +138,56 @@ TEST(HfLlama, RefusesWhatIsNotPlainLlama) {
   j.erase("vocab_size");
   write_bytes(dir.file("config.json"), j.dump());
   EXPECT_THROW(read_hf_llama_config(dir.path().string()), Error);
+}
+
+// LLaMA-3.1/3.2 as transformers saves them: llama3 RoPE scaling, and (instruct models) several
+// EOS ids.
+TEST(HfLlama, ReadsLlama3SettingsAndWritesThemBack) {
+  TempDir dir;
+  auto j = nlohmann::json::parse(kGood);
+  j["rope_scaling"] = nlohmann::json::parse(R"({"factor": 32.0, "high_freq_factor": 4.0,
+      "low_freq_factor": 1.0, "original_max_position_embeddings": 8192, "rope_type": "llama3"})");
+  j["bos_token_id"] = 128000;
+  j["eos_token_id"] = nlohmann::json::parse("[128001, 128008, 128009]");
+  write_bytes(dir.file("config.json"), j.dump());
+  const HfLlamaConfig c = read_hf_llama_config(dir.path().string());
+  EXPECT_EQ(c.rope_scaling.type, RopeScaling::Type::kLlama3);
+  EXPECT_EQ(c.rope_scaling.factor, 32.0);
+  EXPECT_EQ(c.rope_scaling.low_freq_factor, 1.0);
+  EXPECT_EQ(c.rope_scaling.high_freq_factor, 4.0);
+  EXPECT_EQ(c.rope_scaling.original_max_position_embeddings, 8192);
+  EXPECT_EQ(c.bos_token_id.ids, std::vector<int>{128000});
+  EXPECT_FALSE(c.bos_token_id.list);
+  EXPECT_EQ(c.bos_token_id.first(), 128000);
+  EXPECT_EQ(c.eos_token_id.ids, (std::vector<int>{128001, 128008, 128009}));
+  EXPECT_TRUE(c.eos_token_id.list);
+  EXPECT_EQ(c.eos_token_id.first(), 128001);
+  const nlohmann::json back = hf_llama_config_to_json(c);
+  EXPECT_EQ(back["rope_scaling"], j["rope_scaling"]);
+  EXPECT_EQ(back["bos_token_id"], 128000);
+  EXPECT_EQ(back["eos_token_id"], j["eos_token_id"]);
+  // transformers' older key "type", and a key it does not use (ignored in a HF config, as
+  // transformers ignores it); a one-element list stays a list; null stays null.
+  j["rope_scaling"].erase("rope_type");
+  j["rope_scaling"]["type"] = "llama3";
+  j["rope_scaling"]["note"] = "ignored";
+  j["bos_token_id"] = nlohmann::json::parse("[1]");
+  j["eos_token_id"] = nullptr;
+  write_bytes(dir.file("config.json"), j.dump());
+  const HfLlamaConfig d = read_hf_llama_config(dir.path().string());
+  EXPECT_EQ(d.rope_scaling, c.rope_scaling);
+  EXPECT_EQ(hf_llama_config_to_json(d)["bos_token_id"], nlohmann::json::parse("[1]"));
+  EXPECT_TRUE(hf_llama_config_to_json(d)["eos_token_id"].is_null());
+  EXPECT_EQ(d.eos_token_id.first(), -1);
+  // Without the fields: LlamaConfig's defaults 1 and 2, and plain RoPE written as null.
+  j.erase("bos_token_id");
+  j.erase("eos_token_id");
+  j["rope_scaling"] = nlohmann::json::parse(R"({"rope_type": "default"})");
+  write_bytes(dir.file("config.json"), j.dump());
+  const nlohmann::json e = hf_llama_config_to_json(read_hf_llama_config(dir.path().string()));
+  EXPECT_EQ(e["bos_token_id"], 1);
+  EXPECT_EQ(e["eos_token_id"], 2);
+  EXPECT_TRUE(e["rope_scaling"].is_null());
 }
 
 TEST(HfLlama, ReadsShardedWeightsAndRefusesOtherLayouts) {

@@ -44,7 +44,7 @@ TEST(Rope, ForwardMatchesDoubleReferenceUpToPosition8192) {
     auto pos = random_positions(rows, 8192, 7);
     auto ref = reference(test::to_double(x), rows, n_heads, hd, stride, pos, 10000.0);
     auto y = x;
-    rope_forward(y.data(), rows, n_heads, hd, stride, pos.data(), 10000.0f);
+    rope_forward(y.data(), rows, n_heads, hd, stride, pos.data(), 10000.0f, RopeScaling{});
     for (int r = 0; r < rows; ++r)
       for (int c = 0; c < stride; ++c) {
         const size_t at = (size_t)r * stride + c;
@@ -65,10 +65,10 @@ TEST(Rope, TableFormEqualsConvenienceFormAndOtherTheta) {
   const int rows = 9, n_heads = 2, hd = 16, stride = 32;
   auto x = random_vector((size_t)rows * stride, 3);
   auto pos = random_positions(rows, 300, 5);
-  RopeTable table(hd, 500000.0f, 300);
+  RopeTable table(hd, 500000.0f, RopeScaling{}, 300);
   auto a = x, b = x;
   rope_forward(table, a.data(), rows, n_heads, stride, pos.data());
-  rope_forward(b.data(), rows, n_heads, hd, stride, pos.data(), 500000.0f);
+  rope_forward(b.data(), rows, n_heads, hd, stride, pos.data(), 500000.0f, RopeScaling{});
   EXPECT_EQ(a, b);
   auto ref = reference(test::to_double(x), rows, n_heads, hd, stride, pos, 500000.0);
   test::expect_close(a, ref, a.size(), 1e-6, 1e-6, "theta 5e5");
@@ -80,8 +80,8 @@ TEST(Rope, BackwardIsTransposeOfForward) {
   auto y = random_vector((size_t)rows * stride, 2);
   auto pos = random_positions(rows, 8192, 3);
   auto rx = x, ry = y;
-  rope_forward(rx.data(), rows, n_heads, hd, stride, pos.data(), 10000.0f);
-  rope_backward(ry.data(), rows, n_heads, hd, stride, pos.data(), 10000.0f);
+  rope_forward(rx.data(), rows, n_heads, hd, stride, pos.data(), 10000.0f, RopeScaling{});
+  rope_backward(ry.data(), rows, n_heads, hd, stride, pos.data(), 10000.0f, RopeScaling{});
   double lhs = 0, rhs = 0, scale = 0;
   for (size_t i = 0; i < x.size(); ++i) {
     lhs += (double)rx[i] * y[i];
@@ -90,7 +90,7 @@ TEST(Rope, BackwardIsTransposeOfForward) {
   }
   EXPECT_NEAR(lhs, rhs, 1e-6 * scale);
   // And the inverse: backward(forward(x)) == x.
-  rope_backward(rx.data(), rows, n_heads, hd, stride, pos.data(), 10000.0f);
+  rope_backward(rx.data(), rows, n_heads, hd, stride, pos.data(), 10000.0f, RopeScaling{});
   test::expect_close(rx, x, x.size(), 1e-6, 1e-5, "inverse");
 }
 
@@ -103,7 +103,7 @@ TEST(Rope, BackwardMatchesFiniteDifferences) {
   // since they pass through untouched — but rope_backward leaves them as w too).
   auto loss = [&](const std::vector<double>& xd) {
     std::vector<float> xf(xd.begin(), xd.end());
-    rope_forward(xf.data(), rows, n_heads, hd, stride, pos.data(), 10000.0f);
+    rope_forward(xf.data(), rows, n_heads, hd, stride, pos.data(), 10000.0f, RopeScaling{});
     double l = 0;
     for (size_t i = 0; i < xf.size(); ++i) l += (double)xf[i] * w[i];
     return l;
@@ -111,18 +111,18 @@ TEST(Rope, BackwardMatchesFiniteDifferences) {
   // The loss is linear, so a large step has no truncation error and beats float rounding.
   auto numeric = test::numeric_grad(loss, test::to_double(x), 0.25);
   auto grad = w;
-  rope_backward(grad.data(), rows, n_heads, hd, stride, pos.data(), 10000.0f);
+  rope_backward(grad.data(), rows, n_heads, hd, stride, pos.data(), 10000.0f, RopeScaling{});
   test::expect_close(grad, numeric, grad.size(), 2e-5, 1e-4, "d rope");
 }
 
 TEST(Rope, RejectsBadArguments) {
   std::vector<float> x(16);
   std::vector<int> pos = {-1};
-  EXPECT_THROW(rope_forward(x.data(), 1, 1, 16, 16, pos.data(), 10000.0f), Error);
+  EXPECT_THROW(rope_forward(x.data(), 1, 1, 16, 16, pos.data(), 10000.0f, RopeScaling{}), Error);
   pos[0] = 0;
-  EXPECT_THROW(rope_forward(x.data(), 1, 1, 15, 16, pos.data(), 10000.0f), Error);
-  EXPECT_THROW(rope_forward(x.data(), 1, 2, 16, 16, pos.data(), 10000.0f), Error);
-  RopeTable table(16, 10000.0f, 4);
+  EXPECT_THROW(rope_forward(x.data(), 1, 1, 15, 16, pos.data(), 10000.0f, RopeScaling{}), Error);
+  EXPECT_THROW(rope_forward(x.data(), 1, 2, 16, 16, pos.data(), 10000.0f, RopeScaling{}), Error);
+  RopeTable table(16, 10000.0f, RopeScaling{}, 4);
   pos[0] = 4;
   EXPECT_THROW(rope_forward(table, x.data(), 1, 1, 16, pos.data()), Error);
 }

@@ -154,7 +154,8 @@ INSTANTIATE_TEST_SUITE_P(All, ModelVariants,
                                            ModelVariant{{1, 2, 1}, false, 4, false},
                                            ModelVariant{{1, 2, 1}, true, 2, false},
                                            ModelVariant{{2, 2, 2, 2}, true, 4, false},
-                                           ModelVariant{{1, 1, 1, 1}, false, 8, true}),
+                                           ModelVariant{{1, 1, 1, 1}, false, 8, true},
+                                           ModelVariant{{1, 2, 1}, true, 2, false, 1, 0, 0, false, true}),
                          variant_name);
 
 // Multi-chain, untied models: the test zeroes head columns, which tying would tie to the
