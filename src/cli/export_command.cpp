@@ -11,10 +11,12 @@
 #include "cli/commands.h"
 #include "cli/model_info.h"
 #include "core/error.h"
+#include "core/memory.h"
 #include "core/rng.h"
 #include "core/threads.h"
 #include "io/atomic_file.h"
 #include "io/gguf.h"
+#include "io/hf_llama.h"
 #include "io/tokenizer.h"
 #include "core/number_format.h"
 #include "cli/model_loading.h"
@@ -70,22 +72,30 @@ std::string tokenizer_to_export(const std::string& model_arg, const std::string&
   return "";
 }
 
-// Largest |logit difference| between sub-model k of `model` and `back` (a LLaMA) on a probe.
-double probe_logit_difference(Model& model, int k, Model& back) {
+// Logits of sub-model k of `model` on a fixed probe sequence.
+std::vector<float> probe_logits(Model& model, int k) {
   const int T = std::min(32, model.config().max_seq_len), V = model.config().vocab_size;
   std::vector<int> probe(T);
   Rng rng(5);
   for (int& t : probe) t = (int)rng.below(V);
-  std::vector<float> la((size_t)T * V), lb((size_t)T * V);
-  model.logits(probe.data(), 1, T, k, la.data());
-  back.logits(probe.data(), 1, T, 1, lb.data());
+  std::vector<float> out((size_t)T * V);
+  model.logits(probe.data(), 1, T, k, out.data());
+  return out;
+}
+
+double max_difference(const std::vector<float>& a, const std::vector<float>& b) {
   double diff = 0;
-  for (size_t i = 0; i < la.size(); ++i) diff = std::max(diff, (double)std::fabs(la[i] - lb[i]));
+  for (size_t i = 0; i < a.size(); ++i) diff = std::max(diff, (double)std::fabs(a[i] - b[i]));
   return std::isnan(diff) ? INFINITY : diff;
 }
 
+// Largest |logit difference| between sub-model k of `model` and `back` (a LLaMA) on a probe.
+double probe_logit_difference(Model& model, int k, Model& back) {
+  return max_difference(probe_logits(model, k), probe_logits(back, 1));
+}
+
 struct ExportArgs {
-  std::string model, format, out, tokenizer, type;
+  std::string model, format, out, tokenizer, type, dtype, max_shard_size;
   int chains = 0, threads = 0;
   bool no_tokenizer = false;
 };
@@ -135,6 +145,65 @@ void export_gguf_file(const ExportArgs& a, Model& model, int k, const std::strin
               spm.empty() ? "no tokenizer (--no-tokenizer)" : "SentencePiece tokenizer inside");
 }
 
+// The options of an HF export from the command line; the token ids are the source's when it is
+// a Hugging Face directory itself, so an import-export round trip keeps them (lists included).
+HfExportOptions hf_export_options(const ExportArgs& a, int k) {
+  HfExportOptions o{.chains = k, .dtype = a.dtype.empty() ? "f32" : a.dtype};
+  if (!a.max_shard_size.empty()) o.max_shard_bytes = parse_max_shard_size(a.max_shard_size, "--max-shard-size");
+  std::error_code ec;
+  if (fs::is_directory(a.model, ec) && is_hf_model_dir(a.model)) {
+    const HfLlamaConfig source = read_hf_llama_config(a.model);
+    o.bos_token_id = source.bos_token_id;
+    o.eos_token_id = source.eos_token_id;
+  }
+  return o;
+}
+
+void export_hf_directory(const ExportArgs& a, Model& model, int k, const std::string& spm) {
+  const HfExportOptions o = hf_export_options(a, k);
+  const bool rounded = o.dtype != "f32";
+  const std::vector<float> original = probe_logits(model, k);
+  std::unique_ptr<Model> back;
+  HfExportSummary summary;
+  double diff = 0;
+  std::string tokenizer_note = "no tokenizer (--no-tokenizer)";
+  write_directory_atomic(a.out, [&](const std::string& tmp) {
+    summary = export_hf_llama(model, o, tmp);
+    // The tokenizer goes along as HF LLaMA directories keep it: tokenizer.model.
+    if (!spm.empty()) {
+      write_file_atomic((fs::path(tmp) / "tokenizer.model").string(), sentencepiece_model_bytes(spm));
+      tokenizer_note = "tokenizer.model (SentencePiece)";
+    }
+    // Read it back the way every chainlm command will, and compare logits on a probe: with the
+    // model's own weights for f32; for bf16/f16 with the model's weights rounded the same way
+    // (in place: the model is not used after the export), so the file must hold exactly those.
+    back = load_model(tmp);
+    if (rounded) {
+      float* w = model.params().values();
+      for (size_t i = 0; i < model.params().size(); ++i) w[i] = round_to_hf_dtype(w[i], o.dtype);
+    }
+    diff = max_difference(rounded ? probe_logits(model, k) : original, probe_logits(*back, 1));
+    CHAINLM_CHECK(std::isfinite(diff) && diff <= 1e-4, "export: the exported model's logits differ by ", diff,
+                  " from the original's", rounded ? " with its weights rounded to " + o.dtype : "",
+                  " (a bug: nothing was written)");
+  }, "export");
+  std::printf("exported  %s%s: %s\n", a.model.c_str(),
+              model.config().n_chains() > 1 ? cat(" (sub-model of ", k, " chain)").c_str() : "",
+              describe_model(*back).c_str());
+  if (rounded)
+    std::printf("check     max |logit difference| after reading it back: %.3g against the weights rounded to "
+                "%s, %.3g against the original\n", diff, o.dtype.c_str(), max_difference(original, probe_logits(*back, 1)));
+  else
+    std::printf("check     max |logit difference| after reading it back: %.3g\n", diff);
+  const std::string weights = summary.files.size() == 1
+                                  ? summary.files[0]
+                                  : cat(summary.files.size() - 1, " shards (", summary.files.front(), " ...) and ",
+                                        summary.files.back());
+  std::printf("wrote     %s: config.json (torch_dtype %s), %s (%s), %s\n", a.out.c_str(),
+              hf_torch_dtype(o.dtype).c_str(), weights.c_str(), format_bytes((double)summary.total_bytes).c_str(),
+              tokenizer_note.c_str());
+}
+
 }  // namespace
 
 void add_export_command(CLI::App& app) {
@@ -148,6 +217,13 @@ void add_export_command(CLI::App& app) {
   cmd->add_option("--type", a->type,
                   "gguf: weight type f32, f16, q8_0 or q4_0 (default: the model's own, f32 for fp32 models)")
       ->check(CLI::IsMember({"f32", "f16", "q8_0", "q4_0"}));
+  cmd->add_option("--dtype", a->dtype,
+                  "hf: dtype of the safetensors weights, f32, bf16 or f16 (rounded to nearest even; default f32)")
+      ->check(CLI::IsMember({"f32", "bf16", "f16"}));
+  cmd->add_option("--max-shard-size", a->max_shard_size,
+                  "hf: largest weight file, as transformers' max_shard_size: bytes or e.g. 5GB, 500MB (powers "
+                  "of 1000), 2GiB (powers of 1024); larger weights are split into model-0000N-of-0000M.safetensors "
+                  "with model.safetensors.index.json (default 5GB)");
   cmd->add_option("--out", a->out, "Output directory (hf) or file (gguf); must not exist")->required();
   auto* tok = cmd->add_option("--tokenizer", a->tokenizer,
                               "SentencePiece .model (or a directory holding one) to include; needed when "
@@ -160,7 +236,11 @@ void add_export_command(CLI::App& app) {
     set_num_threads(a->threads);
     CHAINLM_CHECK(!fs::exists(a->out), a->out, " already exists; choose another --out (nothing was overwritten)");
     CHAINLM_CHECK(a->type.empty() || a->format == "gguf", "export: --type applies to --format gguf only (a "
-                  "Hugging Face directory is written in F32)");
+                  "Hugging Face directory's dtype is --dtype f32, bf16 or f16)");
+    CHAINLM_CHECK(a->format == "hf" || (a->dtype.empty() && a->max_shard_size.empty()), "export: --dtype and "
+                  "--max-shard-size apply to --format hf only (a GGUF file's weight type is --type)");
+    // A bad size is refused before the model is read.
+    if (!a->max_shard_size.empty()) parse_max_shard_size(a->max_shard_size, "--max-shard-size");
     std::unique_ptr<Model> model = load_model(a->model);
     const int n = model->config().n_chains();
     const int k = cmd->count("--chains") ? a->chains : n;
@@ -178,26 +258,7 @@ void add_export_command(CLI::App& app) {
                   "was written)");
     if (a->format == "gguf") return export_gguf_file(*a, *model, k, spm);
 
-    std::unique_ptr<Model> back;
-    double diff = 0;
-    std::string tokenizer_note = "no tokenizer (--no-tokenizer)";
-    write_directory_atomic(a->out, [&](const std::string& tmp) {
-      export_hf_llama(*model, k, tmp);
-      // The tokenizer goes along as HF LLaMA directories keep it: tokenizer.model.
-      if (!spm.empty()) {
-        write_file_atomic((fs::path(tmp) / "tokenizer.model").string(), sentencepiece_model_bytes(spm));
-        tokenizer_note = "tokenizer.model (SentencePiece)";
-      }
-      // Read it back the way every chainlm command will, and compare logits on a probe.
-      back = load_model(tmp);
-      diff = probe_logit_difference(*model, k, *back);
-      CHAINLM_CHECK(std::isfinite(diff) && diff <= 1e-4, "export: the exported model's logits differ by ",
-                    diff, " from the original's (a bug: nothing was written)");
-    }, "export");
-    std::printf("exported  %s%s: %s\n", a->model.c_str(), n > 1 ? cat(" (sub-model of ", k, " chain)").c_str() : "",
-                describe_model(*back).c_str());
-    std::printf("check     max |logit difference| after reading it back: %.3g\n", diff);
-    std::printf("wrote     %s: config.json, model.safetensors, %s\n", a->out.c_str(), tokenizer_note.c_str());
+    export_hf_directory(*a, *model, k, spm);
   });
 }
 

@@ -1,5 +1,8 @@
 #include "io/hf_llama.h"
 
+#include <cctype>
+#include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <limits>
@@ -245,6 +248,68 @@ void rotate_half_to_pairs(const float* w, float* out, int n_heads, int head_dim,
       for (int t = 0; t < 2; ++t)
         std::memcpy(out + ((size_t)h * head_dim + 2 * i + t) * cols,
                     w + ((size_t)h * head_dim + t * half + i) * cols, sizeof(float) * cols);
+}
+
+uint64_t parse_max_shard_size(const std::string& text, const std::string& what) {
+  const std::string examples = " (examples: 5GB, 500MB, 2GiB, 1000000)";
+  size_t pos = 0;
+  while (pos < text.size() && (std::isdigit((unsigned char)text[pos]) || text[pos] == '.')) ++pos;
+  const std::string number = text.substr(0, pos);
+  std::string unit = text.substr(pos);
+  const bool well_formed = !number.empty() && number != "." && number.find('.') == number.rfind('.');
+  CHAINLM_CHECK(well_formed, what, ": '", text, "' is not a size", examples);
+  for (char& ch : unit) ch = (char)std::toupper((unsigned char)ch);
+  double scale = 0;
+  if (unit.empty() || unit == "B") scale = 1;
+  const char* decimal[] = {"KB", "MB", "GB", "TB"};
+  const char* binary[] = {"KIB", "MIB", "GIB", "TIB"};
+  for (int i = 0; i < 4; ++i) {
+    if (unit == decimal[i]) scale = std::pow(1000.0, i + 1);
+    if (unit == binary[i]) scale = std::pow(1024.0, i + 1);
+  }
+  if (unit == "K" || unit == "M" || unit == "G" || unit == "T")
+    fail(what, ": '", text, "' is ambiguous: write ", number, unit, "B (powers of 1000, as transformers' ",
+         "max_shard_size counts) or ", number, unit, "iB (powers of 1024)");
+  CHAINLM_CHECK(scale > 0, what, ": unknown unit '", text.substr(pos), "' in '", text,
+                "' (use B, KB, MB, GB, TB or KiB, MiB, GiB, TiB)");
+  const double bytes = std::floor(std::strtod(number.c_str(), nullptr) * scale);
+  CHAINLM_CHECK(bytes >= 1 && bytes < 1.8e19, what, ": '", text, "' must be a positive size", examples);
+  return (uint64_t)bytes;
+}
+
+std::vector<std::vector<size_t>> split_into_shards(const std::vector<uint64_t>& bytes, uint64_t max_shard_bytes) {
+  std::vector<std::vector<size_t>> shards;
+  std::vector<size_t> current;
+  uint64_t current_bytes = 0;
+  auto close = [&] {
+    if (!current.empty()) shards.push_back(std::move(current));
+    current.clear();
+    current_bytes = 0;
+  };
+  for (size_t i = 0; i < bytes.size(); ++i) {
+    if (bytes[i] > max_shard_bytes) {  // too large for any shard: alone
+      close();
+      shards.push_back({i});
+      continue;
+    }
+    if (current_bytes + bytes[i] > max_shard_bytes) close();
+    current.push_back(i);
+    current_bytes += bytes[i];
+  }
+  close();
+  if (shards.empty()) shards.emplace_back();  // no tensors: still one (empty) file
+  return shards;
+}
+
+std::string hf_shard_file_name(size_t i, size_t n) {
+  if (n == 1) return "model.safetensors";
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "model-%05zu-of-%05zu.safetensors", i + 1, n);
+  return buf;
+}
+
+nlohmann::json hf_shard_index(const std::map<std::string, std::string>& weight_map, uint64_t total_size) {
+  return {{"metadata", {{"total_size", total_size}}}, {"weight_map", weight_map}};
 }
 
 }  // namespace chainlm

@@ -48,6 +48,28 @@ bool is_hf_model_dir(const std::string& dir);
 HfLlamaConfig read_hf_llama_config(const std::string& dir);
 nlohmann::json hf_llama_config_to_json(const HfLlamaConfig& c);
 
+// ---- Writing weights as transformers' save_pretrained does.
+
+// The largest shard size when none is given: save_pretrained's default, "5GB" (5 * 10^9 bytes).
+inline constexpr uint64_t kDefaultMaxShardBytes = 5'000'000'000ull;
+// A shard size as save_pretrained's max_shard_size reads it: bytes ("500000"), or a number
+// with a unit, case-insensitive: KB, MB, GB, TB (powers of 1000, as transformers counts them)
+// or KiB, MiB, GiB, TiB (powers of 1024), e.g. "5GB", "500MB", "1.5GiB". A bare K/M/G is refused
+// as ambiguous. Throws naming `what` (the option) on anything else.
+uint64_t parse_max_shard_size(const std::string& text, const std::string& what);
+
+// Groups tensors of the given byte sizes (in order) into shards of at most max_shard_bytes, as
+// save_pretrained does: a shard is closed when the next tensor would overflow it, and a tensor
+// larger than the limit gets a shard of its own (placed in order; save_pretrained emits it before
+// the shard it is filling). Returns the indices of each shard's tensors; one shard when
+// everything fits.
+std::vector<std::vector<size_t>> split_into_shards(const std::vector<uint64_t>& bytes,
+                                                   uint64_t max_shard_bytes);
+// "model.safetensors" when n is 1, else "model-0000{i+1}-of-0000{n}.safetensors" (5 digits).
+std::string hf_shard_file_name(size_t i, size_t n);
+// model.safetensors.index.json: {"metadata": {"total_size": bytes}, "weight_map": {tensor: file}}.
+nlohmann::json hf_shard_index(const std::map<std::string, std::string>& weight_map,
+                              uint64_t total_size);
 
 // The weights of a HF directory: model.safetensors, or the shards named by
 // model.safetensors.index.json. Tensors are read as float from F32, F16 or BF16.

@@ -4,11 +4,14 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <map>
 #include <set>
 
 #include "core/error.h"
 #include "io/atomic_file.h"
 #include "io/safetensors.h"
+#include "kernels/bf16.h"
+#include "kernels/quant.h"
 #include "model/checkpoint.h"
 
 namespace chainlm {
@@ -145,44 +148,125 @@ HfLlamaConfig hf_llama_config_of(const Model& model, int k, const std::string& w
 void check_hf_exportable(const Model& model, int k) {
   hf_llama_config_of(model, k, "export --format hf");
   CHAINLM_CHECK(!model.quantized(), "export --format hf: the model holds ", model.weight_format(),
-                " weights, which a Hugging Face LLaMA directory (F32 safetensors) does not hold; "
+                " weights, which a Hugging Face LLaMA directory (F32, BF16 or F16 safetensors) does not hold; "
                 "export the fp32 checkpoint it was quantized from (or use --format gguf, which keeps them)");
 }
 
-void export_hf_llama(const Model& model, int k, const std::string& dir) {
-  check_hf_exportable(model, k);
-  const HfLlamaConfig h = hf_llama_config_of(model, k, "export --format hf");
+namespace {
+
+// The HF tensor of mapping m in fp32: chain 0's block, or the first D0 columns of a D-wide
+// tensor (all of them for a 1-chain model); q and k rows permuted to rotate-half.
+std::vector<float> hf_tensor_values(const Model& model, const HfLlamaConfig& h, const Mapping& m,
+                                    std::vector<int64_t>* shape) {
   const ParamStore& ps = model.params();
-  const int hd = model.layout().head_dim;
+  const ParamInfo& p = ps.info(ps.find(m.native));
+  const float* src = ps.value(ps.find(m.native));
   const int64_t D = model.config().dim, D0 = h.hidden_size;
-  const std::vector<Mapping> mappings = llama_tensor_names(model);
-  std::vector<std::vector<float>> storage;
-  storage.reserve(mappings.size());  // views point into these buffers
-  std::vector<TensorView> views;
-  for (const Mapping& m : mappings) {
-    const int idx = ps.find(m.native);
-    const ParamInfo& p = ps.info(idx);
-    const float* src = ps.value(idx);
-    std::vector<int64_t> shape = p.shape;
-    std::vector<float> data;
-    if (p.chain < 0) {  // D-wide: the first D0 columns (all of them for a 1-chain model)
-      shape.back() = D0;
-      const size_t rows = p.numel() / D;
-      data.resize(rows * D0);
-      for (size_t r = 0; r < rows; ++r) std::memcpy(data.data() + r * D0, src + r * D, sizeof(float) * D0);
-    } else if (m.kind == Mapping::kPlain) {
-      data.assign(src, src + p.numel());
-    } else {
-      data.resize(p.numel());
-      const int heads = m.kind == Mapping::kQuery ? h.num_attention_heads : h.num_key_value_heads;
-      pairs_to_rotate_half(src, data.data(), heads, hd, (int)p.cols());
-    }
-    storage.push_back(std::move(data));
-    views.push_back({m.hf, shape, storage.back().data()});
+  *shape = p.shape;
+  std::vector<float> data;
+  if (p.chain < 0) {
+    shape->back() = D0;
+    const size_t rows = p.numel() / D;
+    data.resize(rows * D0);
+    for (size_t r = 0; r < rows; ++r) std::memcpy(data.data() + r * D0, src + r * D, sizeof(float) * D0);
+  } else if (m.kind == Mapping::kPlain) {
+    data.assign(src, src + p.numel());
+  } else {
+    data.resize(p.numel());
+    const int heads = m.kind == Mapping::kQuery ? h.num_attention_heads : h.num_key_value_heads;
+    pairs_to_rotate_half(src, data.data(), heads, model.layout().head_dim, (int)p.cols());
   }
+  return data;
+}
+
+int64_t hf_tensor_numel(const Model& model, const HfLlamaConfig& h, const Mapping& m) {
+  const ParamInfo& p = model.params().info(model.params().find(m.native));
+  return p.chain < 0 ? (int64_t)p.numel() / model.config().dim * h.hidden_size : (int64_t)p.numel();
+}
+
+// v in a 16-bit `dtype` ("bf16", "f16"); a value the type cannot hold (it would round to
+// infinity) is refused, naming the tensor, since no tool could run the result.
+std::vector<uint16_t> to_half(const std::vector<float>& v, const std::string& dtype, const std::string& name) {
+  std::vector<uint16_t> half(v.size());
+  for (size_t i = 0; i < v.size(); ++i) {
+    half[i] = dtype == "bf16" ? to_bf16(v[i]) : fp16_from_float(v[i]);
+    const float back = dtype == "bf16" ? from_bf16(half[i]) : float_from_fp16(half[i]);
+    CHAINLM_CHECK(std::isfinite(back) || !std::isfinite(v[i]), "export --format hf --dtype ", dtype,
+                  ": tensor '", name, "' holds ", v[i], " at element ", i, ", beyond the range of ",
+                  dtype == "bf16" ? "bfloat16" : "float16 (largest finite value 65504)",
+                  "; export with ", dtype == "bf16" ? "--dtype f32" : "--dtype bf16 or f32", " (nothing was written)");
+  }
+  return half;
+}
+
+}  // namespace
+
+std::string hf_torch_dtype(const std::string& dtype) {
+  if (dtype == "f32") return "float32";
+  if (dtype == "bf16") return "bfloat16";
+  if (dtype == "f16") return "float16";
+  fail("export --format hf: --dtype '", dtype, "' is not one of f32, bf16, f16");
+}
+
+float round_to_hf_dtype(float x, const std::string& dtype) {
+  if (dtype == "bf16") return from_bf16(to_bf16(x));
+  if (dtype == "f16") return float_from_fp16(fp16_from_float(x));
+  return x;
+}
+
+HfExportSummary export_hf_llama(const Model& model, const HfExportOptions& o, const std::string& dir) {
+  check_hf_exportable(model, o.chains);
+  const std::string torch_dtype = hf_torch_dtype(o.dtype);  // refuses an unknown dtype
+  const std::string safetensors_dtype = o.dtype == "f32" ? "F32" : o.dtype == "bf16" ? "BF16" : "F16";
+  CHAINLM_CHECK(o.max_shard_bytes > 0, "export --format hf: the shard size must be positive");
+  HfLlamaConfig h = hf_llama_config_of(model, o.chains, "export --format hf");
+  h.torch_dtype = torch_dtype;
+  h.bos_token_id = o.bos_token_id;
+  h.eos_token_id = o.eos_token_id;
+  const std::vector<Mapping> mappings = llama_tensor_names(model);
+  const size_t element = o.dtype == "f32" ? 4 : 2;
+  std::vector<uint64_t> bytes;
+  for (const Mapping& m : mappings) bytes.push_back((uint64_t)hf_tensor_numel(model, h, m) * element);
+  const std::vector<std::vector<size_t>> shards = split_into_shards(bytes, o.max_shard_bytes);
+
+  HfExportSummary summary;
+  std::map<std::string, std::string> weight_map;
   fs::create_directories(dir);
+  // One shard's tensors in memory at a time: an export needs the model plus one shard.
+  for (size_t s = 0; s < shards.size(); ++s) {
+    const std::string file = hf_shard_file_name(s, shards.size());
+    std::vector<std::vector<float>> f32;  // tensors point into these buffers: one of them per tensor
+    std::vector<std::vector<uint16_t>> half;
+    f32.reserve(shards[s].size());
+    half.reserve(shards[s].size());
+    std::vector<RawTensor> tensors;
+    for (size_t i : shards[s]) {
+      std::vector<int64_t> shape;
+      f32.push_back(hf_tensor_values(model, h, mappings[i], &shape));
+      const void* data = f32.back().data();
+      if (o.dtype != "f32") {
+        half.push_back(to_half(f32.back(), o.dtype, mappings[i].hf));
+        f32.back() = {};
+        data = half.back().data();
+      }
+      tensors.push_back({mappings[i].hf, safetensors_dtype, shape, data});
+      weight_map[mappings[i].hf] = file;
+      summary.total_bytes += bytes[i];
+    }
+    write_safetensors((fs::path(dir) / file).string(), tensors, {{"format", "pt"}});
+    summary.files.push_back(file);
+  }
+  if (shards.size() > 1) {
+    write_file_atomic((fs::path(dir) / "model.safetensors.index.json").string(),
+                      hf_shard_index(weight_map, summary.total_bytes).dump(2) + "\n");
+    summary.files.push_back("model.safetensors.index.json");
+  }
   write_file_atomic((fs::path(dir) / "config.json").string(), hf_llama_config_to_json(h).dump(2) + "\n");
-  write_safetensors((fs::path(dir) / "model.safetensors").string(), views, {{"format", "pt"}});
+  return summary;
+}
+
+void export_hf_llama(const Model& model, int k, const std::string& dir) {
+  export_hf_llama(model, HfExportOptions{.chains = k}, dir);
 }
 
 }  // namespace chainlm

@@ -35,12 +35,34 @@ struct LlamaTensorName {
 };
 std::vector<LlamaTensorName> llama_tensor_names(const Model& model);
 
-// Writes config.json (rope_scaling included) and model.safetensors (F32, metadata format "pt")
-// of sub-model k into dir: model.embed_tokens.weight,
-// model.layers.N.self_attn.{q,k,v,o}_proj.weight (q, k permuted to rotate-half),
-// model.layers.N.mlp.{gate,up,down}_proj.weight,
+// What `chainlm export --format hf` writes (docs/formats.md).
+struct HfExportOptions {
+  int chains = 1;              // the sub-model (only 1, or a 1-chain model: hf_llama_config_of)
+  std::string dtype = "f32";   // "f32", "bf16" or "f16": every tensor, rounded to nearest even
+  uint64_t max_shard_bytes = kDefaultMaxShardBytes;  // beyond it: model-0000N-of-0000M shards
+  HfTokenIds bos_token_id{{1}}, eos_token_id{{2}};   // config.json's, e.g. as an imported model had them
+};
+struct HfExportSummary {
+  std::vector<std::string> files;  // the weight files written (and the index when sharded)
+  uint64_t total_bytes = 0;        // tensor data over every shard
+};
+
+// "float32", "bfloat16", "float16" (config.json's torch_dtype) for "f32", "bf16", "f16"; throws
+// for anything else.
+std::string hf_torch_dtype(const std::string& dtype);
+// x as `dtype` stores it, widened back to float (round to nearest, ties to even).
+float round_to_hf_dtype(float x, const std::string& dtype);
+
+// Writes config.json and the weights (metadata format "pt") of the sub-model into dir:
+// model.embed_tokens.weight, model.layers.N.self_attn.{q,k,v,o}_proj.weight (q, k permuted to
+// rotate-half), model.layers.N.mlp.{gate,up,down}_proj.weight,
 // model.layers.N.{input,post_attention}_layernorm.weight, model.norm.weight and, untied,
-// lm_head.weight.
+// lm_head.weight, all in options.dtype; rope_scaling and the token ids in config.json. The
+// weights are one model.safetensors when they fit max_shard_bytes, else shards split as
+// transformers' save_pretrained splits them, plus model.safetensors.index.json. Only one shard's
+// converted tensors are held in memory at a time. A value a 16-bit dtype cannot hold is refused.
+HfExportSummary export_hf_llama(const Model& model, const HfExportOptions& options, const std::string& dir);
+// The F32 export of sub-model k with default options.
 void export_hf_llama(const Model& model, int k, const std::string& dir);
 
 }  // namespace chainlm

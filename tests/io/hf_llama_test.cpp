@@ -190,6 +190,52 @@ TEST(HfLlama, ReadsLlama3SettingsAndWritesThemBack) {
   EXPECT_TRUE(e["rope_scaling"].is_null());
 }
 
+TEST(HfLlama, ShardSizesAsTransformersWritesThem) {
+  EXPECT_EQ(parse_max_shard_size("5GB", "--max-shard-size"), 5000000000ull);
+  EXPECT_EQ(parse_max_shard_size("500MB", "x"), 500000000ull);
+  EXPECT_EQ(parse_max_shard_size("500mb", "x"), 500000000ull);
+  EXPECT_EQ(parse_max_shard_size("2GiB", "x"), 2147483648ull);
+  EXPECT_EQ(parse_max_shard_size("1.5KiB", "x"), 1536ull);
+  EXPECT_EQ(parse_max_shard_size("10KB", "x"), 10000ull);
+  EXPECT_EQ(parse_max_shard_size("1TB", "x"), 1000000000000ull);
+  EXPECT_EQ(parse_max_shard_size("123", "x"), 123ull);
+  EXPECT_EQ(parse_max_shard_size("123B", "x"), 123ull);
+  EXPECT_EQ(kDefaultMaxShardBytes, 5000000000ull);
+  const std::vector<std::pair<std::string, std::string>> bad = {
+      {"", "'' is not a size"},          {"GB", "'GB' is not a size"},
+      {"5G", "'5G' is ambiguous: write 5GB"}, {"5 GB", "unknown unit ' GB'"},
+      {"5PB", "unknown unit 'PB'"},      {"-5GB", "'-5GB' is not a size"},
+      {"0", "'0' must be a positive size"}, {"0.1B", "must be a positive size"},
+      {"1.2.3MB", "not a size"},         {"1e9", "unknown unit 'e9'"},
+      {"99999999999TB", "must be a positive size"}};
+  for (const auto& [text, expect] : bad) {
+    try {
+      parse_max_shard_size(text, "--max-shard-size");
+      ADD_FAILURE() << "accepted '" << text << "'";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(expect), std::string::npos) << e.what();
+      EXPECT_EQ(std::string(e.what()).rfind("--max-shard-size: ", 0), 0u) << e.what();
+    }
+  }
+}
+
+TEST(HfLlama, SplitsShardsAsSavePretrained) {
+  using Shards = std::vector<std::vector<size_t>>;
+  EXPECT_EQ(split_into_shards({10, 20, 30}, 100), (Shards{{0, 1, 2}}));
+  EXPECT_EQ(split_into_shards({10, 20, 30}, 60), (Shards{{0, 1, 2}}));  // exactly full
+  EXPECT_EQ(split_into_shards({10, 20, 30}, 59), (Shards{{0, 1}, {2}}));
+  EXPECT_EQ(split_into_shards({10, 20, 30, 5}, 35), (Shards{{0, 1}, {2, 3}}));
+  // A tensor above the limit gets a shard of its own; order is kept.
+  EXPECT_EQ(split_into_shards({10, 500, 10, 10}, 25), (Shards{{0}, {1}, {2, 3}}));
+  EXPECT_EQ(split_into_shards({}, 25), (Shards{{}}));
+  EXPECT_EQ(hf_shard_file_name(0, 1), "model.safetensors");
+  EXPECT_EQ(hf_shard_file_name(0, 3), "model-00001-of-00003.safetensors");
+  EXPECT_EQ(hf_shard_file_name(11, 12), "model-00012-of-00012.safetensors");
+  EXPECT_EQ(hf_shard_index({{"a", "model-00001-of-00002.safetensors"}}, 42),
+            nlohmann::json::parse(R"({"metadata": {"total_size": 42},
+                                      "weight_map": {"a": "model-00001-of-00002.safetensors"}})"));
+}
+
 TEST(HfLlama, ReadsShardedWeightsAndRefusesOtherLayouts) {
   TempDir dir;
   std::vector<float> a = {1, 2, 3, 4}, b = {5, 6};
