@@ -29,20 +29,28 @@ namespace chainlm::cli {
 namespace fs = std::filesystem;
 namespace {
 
-// The SentencePiece model an HF LLaMA directory needs beside the weights, from --tokenizer
-// (a .model file or a directory holding one) or from the source model's directory; empty
-// when there is none. Returns what the source carries instead in *missing_reason.
-std::string tokenizer_to_export(const std::string& model_arg, const std::string& tokenizer_arg,
-                                int vocab_size, std::string* missing_reason) {
+// The tokenizer to put beside the weights, from --tokenizer (a file or a directory holding one)
+// or from the source model's directory: a SentencePiece model (both formats carry it) or a
+// Hugging Face tokenizer.json (a HF directory carries it; GGUF export refuses it). Empty when
+// there is none, with what the source carries instead in *missing_reason.
+std::string tokenizer_to_export(const std::string& model_arg, const std::string& tokenizer_arg, int vocab_size,
+                                const std::string& format, std::string* missing_reason) {
   std::error_code ec;
+  const char* formats = format == "gguf" ? "a GGUF file" : "a Hugging Face LLaMA directory";
+  auto check_kind = [&](const Tokenizer& tok, const std::string& what) {
+    CHAINLM_CHECK(tok.kind() == "sentencepiece" || (tok.kind() == "hf" && format == "hf"), "export: ", what, " is ",
+                  tok.kind() == "byte" ? "the byte tokenizer" : tok.kind() == "hf" ? "a Hugging Face tokenizer.json" : "a " + tok.kind() + " tokenizer",
+                  ", which ", formats, " written by chainlm cannot carry",
+                  tok.kind() == "hf" ? " (chainlm writes llama.cpp's SentencePiece vocabulary only; export --format hf "
+                                       "keeps the tokenizer.json, and llama.cpp's convert_hf_to_gguf.py converts that)"
+                                     : "",
+                  "; pass --no-tokenizer to export the weights alone");
+  };
   if (!tokenizer_arg.empty()) {
     const std::string spec = fs::is_directory(tokenizer_arg, ec) ? find_tokenizer_in_dir(tokenizer_arg)
                                                                  : tokenizer_arg;
     const std::unique_ptr<Tokenizer> tok = load_tokenizer(spec);
-    CHAINLM_CHECK(tok->kind() == "sentencepiece", "export --tokenizer ", tokenizer_arg, " is ",
-                  tok->kind() == "byte" ? "the byte tokenizer" : "a " + tok->kind() + " tokenizer",
-                  ", which neither a Hugging Face LLaMA directory nor a GGUF file can carry: they need a "
-                  "SentencePiece model (or pass --no-tokenizer to export the weights alone)");
+    check_kind(*tok, "--tokenizer " + tokenizer_arg);
     CHAINLM_CHECK(tok->vocab_size() == vocab_size, "export --tokenizer ", tokenizer_arg, " has ",
                   tok->vocab_size(), " tokens but the model has ", vocab_size,
                   ": it is not the tokenizer this model was trained with");
@@ -58,18 +66,20 @@ std::string tokenizer_to_export(const std::string& model_arg, const std::string&
     return "";
   }
   const fs::path dir = resolve_checkpoint_dir(model_arg);
-  const fs::path spm = dir / "tokenizer.model";
-  if (fs::is_regular_file(spm, ec) && load_tokenizer(spm.string())->kind() == "sentencepiece")
-    return spm.string();
   std::string carried;
   try {
     carried = find_tokenizer_in_dir(dir.string());
   } catch (const Error&) {
+    *missing_reason = model_arg + " holds no tokenizer";
+    return "";
   }
-  *missing_reason = carried == "byte" ? model_arg + " uses the byte tokenizer, which neither a Hugging Face LLaMA "
-                                                     "directory nor a GGUF file can carry"
-                                      : model_arg + " holds no tokenizer";
-  return "";
+  if (carried == "byte") {
+    *missing_reason = model_arg + " uses the byte tokenizer, which neither a Hugging Face LLaMA directory nor a GGUF "
+                                  "file can carry";
+    return "";
+  }
+  check_kind(*load_tokenizer(carried), model_arg + "'s tokenizer");
+  return carried;
 }
 
 // Logits of sub-model k of `model` on a fixed probe sequence.
@@ -147,7 +157,9 @@ void export_gguf_file(const ExportArgs& a, Model& model, int k, const std::strin
 
 // The options of an HF export from the command line; the token ids are the source's when it is
 // a Hugging Face directory itself, so an import-export round trip keeps them (lists included).
-HfExportOptions hf_export_options(const ExportArgs& a, int k) {
+// config.json's bos/eos ids: a HF source directory's own, else the exported tokenizer's (a
+// list when it ends texts with several tokens, as LLaMA-3 instruct models do).
+HfExportOptions hf_export_options(const ExportArgs& a, int k, const std::string& tokenizer) {
   HfExportOptions o{.chains = k, .dtype = a.dtype.empty() ? "f32" : a.dtype};
   if (!a.max_shard_size.empty()) o.max_shard_bytes = parse_max_shard_size(a.max_shard_size, "--max-shard-size");
   std::error_code ec;
@@ -155,12 +167,17 @@ HfExportOptions hf_export_options(const ExportArgs& a, int k) {
     const HfLlamaConfig source = read_hf_llama_config(a.model);
     o.bos_token_id = source.bos_token_id;
     o.eos_token_id = source.eos_token_id;
+  } else if (!tokenizer.empty()) {
+    const std::unique_ptr<Tokenizer> tok = load_tokenizer(tokenizer);
+    const std::vector<int> eos = tok->eos_ids();
+    o.bos_token_id = {{tok->bos_id()}, false};
+    o.eos_token_id = {eos, eos.size() > 1};
   }
   return o;
 }
 
-void export_hf_directory(const ExportArgs& a, Model& model, int k, const std::string& spm) {
-  const HfExportOptions o = hf_export_options(a, k);
+void export_hf_directory(const ExportArgs& a, Model& model, int k, const std::string& tokenizer) {
+  const HfExportOptions o = hf_export_options(a, k, tokenizer);
   const bool rounded = o.dtype != "f32";
   const std::vector<float> original = probe_logits(model, k);
   std::unique_ptr<Model> back;
@@ -169,9 +186,13 @@ void export_hf_directory(const ExportArgs& a, Model& model, int k, const std::st
   std::string tokenizer_note = "no tokenizer (--no-tokenizer)";
   write_directory_atomic(a.out, [&](const std::string& tmp) {
     summary = export_hf_llama(model, o, tmp);
-    // The tokenizer goes along as HF LLaMA directories keep it: tokenizer.model.
-    if (!spm.empty()) {
-      write_file_atomic((fs::path(tmp) / "tokenizer.model").string(), sentencepiece_model_bytes(spm));
+    // The tokenizer goes along as HF LLaMA directories keep it: tokenizer.model, or tokenizer.json
+    // with tokenizer_config.json and generation_config.json.
+    if (!tokenizer.empty() && load_tokenizer(tokenizer)->kind() == "hf") {
+      save_tokenizer_to_dir(tokenizer, tmp);
+      tokenizer_note = "tokenizer.json, tokenizer_config.json, generation_config.json (Hugging Face tokenizer)";
+    } else if (!tokenizer.empty()) {
+      write_file_atomic((fs::path(tmp) / "tokenizer.model").string(), sentencepiece_model_bytes(tokenizer));
       tokenizer_note = "tokenizer.model (SentencePiece)";
     }
     // Read it back the way every chainlm command will, and compare logits on a probe: with the
@@ -226,10 +247,10 @@ void add_export_command(CLI::App& app) {
                   "with model.safetensors.index.json (default 5GB)");
   cmd->add_option("--out", a->out, "Output directory (hf) or file (gguf); must not exist")->required();
   auto* tok = cmd->add_option("--tokenizer", a->tokenizer,
-                              "SentencePiece .model (or a directory holding one) to include; needed when "
-                              "--model carries none (a llama2.c .bin)");
+                              "SentencePiece .model or (hf) Hugging Face tokenizer.json, or a directory holding "
+                              "one, to include; needed when --model carries none (a llama2.c .bin)");
   cmd->add_flag("--no-tokenizer", a->no_tokenizer,
-                "Export the weights alone when there is no SentencePiece tokenizer to include")
+                "Export the weights alone when there is no tokenizer the format can carry")
       ->excludes(tok);
   cmd->add_option("--threads", a->threads, "Threads; 0 = all cores");
   cmd->callback([a, cmd]() {
@@ -250,15 +271,15 @@ void add_export_command(CLI::App& app) {
     // Without a tokenizer the output holds weights no tool can feed text to: refuse unless
     // the user says that is what they want.
     std::string missing;
-    const std::string spm = tokenizer_to_export(a->model, a->tokenizer, model->config().vocab_size, &missing);
-    CHAINLM_CHECK(!spm.empty() || a->no_tokenizer, "export: ", missing, ", so the ",
+    const std::string tokenizer =
+        a->no_tokenizer ? "" : tokenizer_to_export(a->model, a->tokenizer, model->config().vocab_size, a->format, &missing);
+    CHAINLM_CHECK(!tokenizer.empty() || a->no_tokenizer, "export: ", missing, ", so the ",
                   a->format == "gguf" ? "GGUF file" : "Hugging Face directory",
-                  " would have none and could not be used on text; pass --tokenizer with the SentencePiece "
-                  ".model the model was trained with, or --no-tokenizer to export the weights alone (nothing "
+                  " would have none and could not be used on text; pass --tokenizer with the tokenizer "
+                  "the model was trained with, or --no-tokenizer to export the weights alone (nothing "
                   "was written)");
-    if (a->format == "gguf") return export_gguf_file(*a, *model, k, spm);
-
-    export_hf_directory(*a, *model, k, spm);
+    if (a->format == "gguf") return export_gguf_file(*a, *model, k, tokenizer);
+    export_hf_directory(*a, *model, k, tokenizer);
   });
 }
 

@@ -140,12 +140,8 @@ void add_info_command(CLI::App& app) {
     }
     if (!dir.empty()) {
       try {
-        const std::string spec = is_hf_model_dir(dir) ? (fs::path(dir) / "tokenizer.model").string()
-                                                      : find_tokenizer_in_dir(dir);
-        if (spec == "byte" || fs::exists(spec)) {
-          auto t = load_tokenizer(spec);
-          tokenizer = {{"kind", t->kind()}, {"vocab_size", t->vocab_size()}};
-        }
+        auto t = load_tokenizer(find_tokenizer_in_dir(dir));
+        tokenizer = {{"kind", t->kind()}, {"vocab_size", t->vocab_size()}};
       } catch (const Error&) {
         // No (readable) tokenizer: reported as none.
       }

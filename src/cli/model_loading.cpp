@@ -24,14 +24,8 @@ LoadedModel load_model_and_tokenizer(const std::string& model_arg, const std::st
   } else {
     const std::string dir = resolve_checkpoint_dir(model_arg);
     r.model = load_model(dir);
-    if (spec.empty() && need_tokenizer) {
-      // A Hugging Face directory may carry its tokenizer as tokenizer.model (SentencePiece);
-      // its tokenizer.json is the HF tokenizers format, which chainlm does not read.
-      CHAINLM_CHECK(!is_hf_model_dir(dir) || std::filesystem::exists(std::filesystem::path(dir) / "tokenizer.model"),
-                    dir, ": this Hugging Face directory has no tokenizer.model (SentencePiece); pass "
-                    "--tokenizer");
-      spec = find_tokenizer_in_dir(dir);
-    }
+    // A Hugging Face directory carries tokenizer.model (SentencePiece) or tokenizer.json.
+    if (spec.empty() && need_tokenizer) spec = find_tokenizer_in_dir(dir);
   }
   if (!spec.empty()) r.tokenizer = load_tokenizer(spec);
   if (precision == Precision::Bf16) r.model->use_bf16_weights(/*keep_fp32=*/false);
@@ -51,10 +45,6 @@ std::string carried_tokenizer(const std::string& model_arg) {
   }
   if (!fs::is_directory(model_arg, ec)) return "";
   const std::string dir = resolve_checkpoint_dir(model_arg);
-  if (is_hf_model_dir(dir)) {
-    const fs::path spm = fs::path(dir) / "tokenizer.model";
-    return fs::exists(spm, ec) ? spm.string() : "";
-  }
   try {
     return find_tokenizer_in_dir(dir);
   } catch (const Error&) {

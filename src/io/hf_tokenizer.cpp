@@ -166,7 +166,7 @@ class HfTokenizer final : public Tokenizer {
   int eos_id() const override { return eos_.front(); }
   bool is_eos(int id) const override { return std::find(eos_.begin(), eos_.end(), id) != eos_.end(); }
   std::string kind() const override { return "hf"; }
-  const std::vector<int>& eos_ids() const { return eos_; }
+  std::vector<int> eos_ids() const override { return eos_; }
   const std::string& token_text(int id) const { return id_to_token_.at(id); }
 
  private:

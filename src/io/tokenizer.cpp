@@ -127,7 +127,7 @@ std::string find_tokenizer_in_dir(const std::string& dir) {
          "(expected {\"kind\": \"byte\"})");
   }
   fail("no tokenizer in directory ", dir, " (expected ", kModelFile, ", ", kLegacyDescriptorFile, " or ",
-       kDescriptorFile, ")");
+       kDescriptorFile, "); pass --tokenizer with the tokenizer the model was trained with");
 }
 
 std::string tokenizer_fingerprint(const std::string& spec) {

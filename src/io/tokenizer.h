@@ -27,6 +27,7 @@ class Tokenizer {
   // Whether id ends a text. LLaMA-3 instruct models have several such tokens (<|eot_id|>,
   // <|end_of_text|>, <|eom_id|>); eos_id() is the first of them.
   virtual bool is_eos(int id) const { return id == eos_id(); }
+  virtual std::vector<int> eos_ids() const { return {eos_id()}; }
   virtual std::string kind() const = 0;  // "byte", "sentencepiece", "llama2c" or "hf"
 };
 
