@@ -6,7 +6,7 @@
 // independent JavaScript port) encodes the same cases as a cross-check; disagreements are
 // printed, not recorded.
 //
-//   cd tests/vectors/hf_tokenizers && npm install && node make_vectors.mjs
+//   cd tests/vectors/hf_tokenizers && npm install && npm run vectors
 import rust from "@anush008/tokenizers";
 import { Tokenizer as JsTokenizer } from "@huggingface/tokenizers";
 import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
@@ -65,13 +65,24 @@ const workDir = mkdtempSync(join(tmpdir(), "chainlm-hf-vectors-"));
 const corpusPath = join(workDir, "corpus.txt");
 writeFileSync(corpusPath, corpus);
 
+// The trainer's merges are deterministic but its ids are not (they follow hash-map order), so
+// the vocabulary is renumbered canonically: the initial alphabet in code point order, then each
+// merge's result in merge order. Same merges, same encodings up to the ids; files reproducible.
 function train(preTokenizer) {
   const t = new rust.Tokenizer(rust.BPE.empty());
   t.setPreTokenizer(preTokenizer);
   t.train([corpusPath]);
   const path = join(workDir, "trained.json");
   t.save(path, false);
-  return JSON.parse(readFileSync(path, "utf8"));
+  const trained = JSON.parse(readFileSync(path, "utf8"));
+  const merged = trained.model.merges.map(([a, b]) => a + b);
+  const mergedSet = new Set(merged);
+  const alphabet = Object.keys(trained.model.vocab).filter((tok) => !mergedSet.has(tok))
+    .sort((x, y) => (x < y ? -1 : x > y ? 1 : 0));
+  const vocab = {};
+  for (const tok of alphabet.concat(merged)) if (!(tok in vocab)) vocab[tok] = Object.keys(vocab).length;
+  trained.model.vocab = vocab;
+  return trained;
 }
 
 function added(id, content, special = true, extra = {}) {
@@ -82,7 +93,7 @@ function added(id, content, special = true, extra = {}) {
 function byteLevelModel(trained, mergesAsStrings, ignoreMerges) {
   const vocab = { ...trained.model.vocab };
   let next = Object.keys(vocab).length;
-  for (const ch of byteLevelAlphabet) if (!(ch in vocab)) vocab[ch] = next++;
+  for (const ch of [...byteLevelAlphabet].sort()) if (!(ch in vocab)) vocab[ch] = next++;  // the binding returns them unordered
   const merges = trained.model.merges.map((m) => (mergesAsStrings ? m.join(" ") : m));
   return { model: { ...trained.model, vocab, merges, ignore_merges: ignoreMerges }, size: next };
 }
