@@ -51,7 +51,7 @@ void run_encode(const EncodeOptions& o) {
 }  // namespace
 
 void add_tokenizer_command(CLI::App& app) {
-  CLI::App* tok = app.add_subcommand("tokenizer", "Train a SentencePiece tokenizer or inspect one");
+  CLI::App* tok = app.add_subcommand("tokenizer", "Train a SentencePiece tokenizer, or encode text with any tokenizer");
   tok->require_subcommand(1);
 
   auto train = std::make_shared<TrainOptions>();
@@ -72,7 +72,8 @@ void add_tokenizer_command(CLI::App& app) {
   auto encode = std::make_shared<EncodeOptions>();
   CLI::App* e = tok->add_subcommand("encode", "Print the token ids of a text (no BOS/EOS)");
   e->add_option("--tokenizer", encode->tokenizer,
-                "\"byte\", a SentencePiece .model, or a data/checkpoint directory")
+                "\"byte\", a SentencePiece .model, a Hugging Face tokenizer.json, a llama2.c tokenizer.bin, "
+                "or a data/checkpoint/HF directory holding one")
       ->required();
   e->add_option("--text", encode->text, "Text to encode")->required();
   e->callback([encode] { run_encode(*encode); });
