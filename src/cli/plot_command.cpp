@@ -1,10 +1,11 @@
-// chainlm plot: a training run's loss curves as a PNG (gnuplot), one colour per sub-model,
-// training and validation.
+// chainlm plot: loss curves as a PNG (gnuplot): one run's sub-models, one colour each, or
+// several runs overlaid (one colour per run), against steps or tokens; training and validation.
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
-#include <string>
 #include <memory>
+#include <string>
+#include <vector>
 
 #include "cli/commands.h"
 #include "core/error.h"
@@ -25,33 +26,60 @@ bool is_png_file(const std::string& path) {
 }  // namespace
 
 void add_plot_command(CLI::App& app) {
-  auto* cmd = app.add_subcommand("plot", "Loss curves of a training run as a PNG (needs gnuplot)");
+  auto* cmd = app.add_subcommand(
+      "plot", "Loss curves as a PNG (needs gnuplot): every sub-model of one run, or several runs overlaid");
   struct Args {
-    std::string run, out;
+    std::vector<std::string> runs, labels;
+    std::string out, x = "steps";
+    int chains = 0;
     PlotOptions plot;
     bool overwrite = false;
   };
   auto a = std::make_shared<Args>();
-  cmd->add_option("run", a->run, "Run directory (holds metrics.jsonl)")->required();
-  cmd->add_option("--out", a->out, "PNG file to write; default RUN/loss.png");
+  cmd->add_option("runs", a->runs, "Run directories (each holds metrics.jsonl)")->required();
+  cmd->add_option("--out", a->out, "PNG file to write; default RUN/loss.png for one run (needed for several)");
+  cmd->add_option("--x", a->x, "x axis: steps, or tokens trained on")
+      ->check(CLI::IsMember({"steps", "tokens"}))
+      ->capture_default_str();
+  cmd->add_option("--chains", a->chains,
+                  "Plot sub-model k of every run (default: every sub-model of one run, each run's full model "
+                  "when several)")
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("--label", a->labels, "Legend label of each run, in order (default: the directory names)");
   cmd->add_option("--width", a->plot.width, "Width in pixels")->capture_default_str();
   cmd->add_option("--height", a->plot.height, "Height in pixels")->capture_default_str();
   cmd->add_option("--title", a->plot.title, "Title; default the run directory's name");
   cmd->add_flag("--overwrite", a->overwrite, "Replace --out even when it is not a PNG");
   cmd->callback([a]() {
-    const RunMetrics m = read_run_metrics(a->run);
-    const std::string out =
-        a->out.empty() ? (std::filesystem::path(a->run) / "loss.png").string() : a->out;
+    namespace fs = std::filesystem;
+    const bool several = a->runs.size() > 1;
+    CHAINLM_CHECK(!several || !a->out.empty(), "plot: --out is needed to overlay several runs (nothing was written)");
+    CHAINLM_CHECK(a->labels.empty() || a->labels.size() == a->runs.size(), "plot: ", a->labels.size(),
+                  " --label for ", a->runs.size(), " runs; give one per run, in order");
+    std::vector<RunMetrics> runs;
+    std::vector<std::string> labels = a->labels;
+    for (const std::string& r : a->runs) {
+      runs.push_back(read_run_metrics(r));
+      if (a->labels.empty()) labels.push_back(fs::path(r).lexically_normal().filename().string());
+    }
+    const std::string out = a->out.empty() ? (fs::path(a->runs[0]) / "loss.png").string() : a->out;
     // A plot replaces an earlier plot (a PNG), never another file by accident.
-    CHAINLM_CHECK(a->overwrite || !std::filesystem::exists(out) || is_png_file(out), "plot: --out ",
-                  out, " exists and is not a PNG image; choose another file, or pass --overwrite ",
+    CHAINLM_CHECK(a->overwrite || !fs::exists(out) || is_png_file(out), "plot: --out ", out,
+                  " exists and is not a PNG image; choose another file, or pass --overwrite ",
                   "to replace it (nothing was written)");
+    a->plot.x = a->x == "tokens" ? PlotX::kTokens : PlotX::kSteps;
     if (a->plot.title.empty())
-      a->plot.title =
-          "loss curves: " + std::filesystem::path(a->run).lexically_normal().filename().string();
-    render_loss_plot(m, out, a->plot);
-    std::printf("wrote %s (%dx%d): %zu steps, %zu validations, %d sub-models\n", out.c_str(),
-                a->plot.width, a->plot.height, m.train.size(), m.val.size(), m.n_chains);
+      a->plot.title = several ? "loss curves" : "loss curves: " + labels[0];
+    if (!several && a->chains == 0) {
+      render_loss_plot(runs[0], out, a->plot);
+      std::printf("wrote %s (%dx%d): %zu steps, %zu validations, %d sub-models\n", out.c_str(), a->plot.width,
+                  a->plot.height, runs[0].train.size(), runs[0].val.size(), runs[0].n_chains);
+      return;
+    }
+    render_plot_script(overlay_plot_script(runs, labels, a->chains, kPlotOutput, a->plot), out);
+    std::printf("wrote %s (%dx%d): %zu runs, %s, against %s\n", out.c_str(), a->plot.width, a->plot.height,
+                runs.size(), a->chains > 0 ? cat("sub-model ", a->chains).c_str() : "each run's full model",
+                a->x.c_str());
   });
 }
 

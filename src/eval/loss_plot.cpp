@@ -62,12 +62,14 @@ struct TempFile {
 
 }  // namespace
 
-std::string loss_plot_script(const RunMetrics& m, const std::string& png_path,
-                             const PlotOptions& o) {
+namespace {
+
+// The terminal, output, title and axes every plot shares.
+void write_preamble(std::ostringstream& s, const std::string& what, const std::string& png_path,
+                    const PlotOptions& o) {
   CHAINLM_CHECK(o.width >= 64 && o.width <= 10000 && o.height >= 64 && o.height <= 10000,
                 "plot size ", o.width, "x", o.height, " is outside 64..10000 pixels");
-  std::ostringstream s;
-  s << "# chainlm plot: loss curves of " << m.path << "\n";
+  s << "# chainlm plot: loss curves of " << what << "\n";
   s << "if (strstrt(GPVAL_TERMINALS, 'pngcairo') > 0) {\n"
     << "  set terminal pngcairo size " << o.width << "," << o.height
     << " noenhanced font 'sans,10'\n"
@@ -76,43 +78,102 @@ std::string loss_plot_script(const RunMetrics& m, const std::string& png_path,
     << "}\n";
   s << "set output " << gp_quote(png_path) << "\n";
   s << "set title " << gp_quote(o.title.empty() ? "loss curves" : o.title) << "\n";
-  s << "set xlabel 'step'\nset ylabel 'loss (nats/token)'\n";
+  s << "set xlabel '" << (o.x == PlotX::kTokens ? "tokens" : "step") << "'\nset ylabel 'loss (nats/token)'\n";
   s << "set grid\nset key top right box opaque\nset border 3\nset tics nomirror\n";
-  std::vector<std::string> plots;
-  for (int k = 1; k <= m.n_chains; ++k) {
-    const int c = (k - 1) % 8;
-    if (m.has_train_loss(k)) {
-      s << "$train" << k << " << EOD\n";
-      for (const TrainPoint& p : m.train)
-        if (k - 1 < (int)p.chain_loss.size() && std::isfinite(p.chain_loss[k - 1]))
-          s << p.step << " " << num(p.chain_loss[k - 1]) << "\n";
-      s << "EOD\n";
-      plots.push_back(cat("$train", k, " using 1:2 with lines lw 1 lc rgb '", kLight[c],
-                          "' title 'k=", k, " train'"));
-    }
-    bool any_val = false;
-    for (const ValPoint& v : m.val)
-      any_val |= k - 1 < (int)v.loss.size() && std::isfinite(v.loss[k - 1]);
-    if (any_val) {
-      s << "$val" << k << " << EOD\n";
-      for (const ValPoint& v : m.val)
-        if (k - 1 < (int)v.loss.size() && std::isfinite(v.loss[k - 1]))
-          s << v.step << " " << num(v.loss[k - 1]) << "\n";
-      s << "EOD\n";
-      plots.push_back(cat("$val", k, " using 1:2 with linespoints lw 2.5 pt 7 ps 0.9 lc rgb '",
-                          kDark[c], "' title 'k=", k, " val'"));
-    }
+}
+
+// Where a step goes on the x axis.
+double x_of(const RunMetrics& m, long step, const PlotOptions& o) {
+  return o.x == PlotX::kTokens ? (double)step * (double)m.tokens_per_step : (double)step;
+}
+
+// Datablocks and plot clauses of sub-model k of m: training (thin, light) and validation
+// (thick, dark) when logged. Returns how many curves it added.
+int add_sub_model(std::ostringstream& s, std::vector<std::string>& plots, const RunMetrics& m, int k,
+                  const std::string& id, const std::string& label, int colour, const PlotOptions& o) {
+  int added = 0;
+  if (m.has_train_loss(k)) {
+    s << "$train" << id << " << EOD\n";
+    for (const TrainPoint& p : m.train)
+      if (k - 1 < (int)p.chain_loss.size() && std::isfinite(p.chain_loss[k - 1]))
+        s << num(x_of(m, p.step, o)) << " " << num(p.chain_loss[k - 1]) << "\n";
+    s << "EOD\n";
+    plots.push_back(cat("$train", id, " using 1:2 with lines lw 1 lc rgb '", kLight[colour], "' title ",
+                        gp_quote(label + " train")));
+    ++added;
   }
-  CHAINLM_CHECK(!plots.empty(), m.path, ": no finite training or validation loss to plot");
+  bool any_val = false;
+  for (const ValPoint& v : m.val) any_val |= k - 1 < (int)v.loss.size() && std::isfinite(v.loss[k - 1]);
+  if (any_val) {
+    s << "$val" << id << " << EOD\n";
+    for (const ValPoint& v : m.val)
+      if (k - 1 < (int)v.loss.size() && std::isfinite(v.loss[k - 1]))
+        s << num(x_of(m, v.step, o)) << " " << num(v.loss[k - 1]) << "\n";
+    s << "EOD\n";
+    plots.push_back(cat("$val", id, " using 1:2 with linespoints lw 2.5 pt 7 ps 0.9 lc rgb '", kDark[colour],
+                        "' title ", gp_quote(label + " val")));
+    ++added;
+  }
+  return added;
+}
+
+std::string finish(std::ostringstream& s, const std::vector<std::string>& plots) {
   s << "plot ";
   for (size_t i = 0; i < plots.size(); ++i) s << (i ? ", \\\n     " : "") << plots[i];
   s << "\nunset output\n";
   return s.str();
 }
 
+void check_tokens_logged(const RunMetrics& m, const PlotOptions& o) {
+  CHAINLM_CHECK(o.x != PlotX::kTokens || m.tokens_per_step > 0, m.path,
+                ": logs no tokens per step (a run from before 2026-12); plot it against steps (--x steps)");
+}
+
+}  // namespace
+
+std::string loss_plot_script(const RunMetrics& m, const std::string& png_path, const PlotOptions& o) {
+  check_tokens_logged(m, o);
+  std::ostringstream s;
+  write_preamble(s, m.path, png_path, o);
+  std::vector<std::string> plots;
+  for (int k = 1; k <= m.n_chains; ++k) add_sub_model(s, plots, m, k, cat(k), cat("k=", k), (k - 1) % 8, o);
+  CHAINLM_CHECK(!plots.empty(), m.path, ": no finite training or validation loss to plot");
+  return finish(s, plots);
+}
+
+std::string overlay_plot_script(const std::vector<RunMetrics>& runs, const std::vector<std::string>& labels,
+                                int chains, const std::string& png_path, const PlotOptions& o) {
+  CHAINLM_CHECK(!runs.empty() && labels.size() == runs.size(), "plot: one label per run");
+  std::ostringstream s;
+  std::string what;
+  for (const RunMetrics& m : runs) what += (what.empty() ? "" : ", ") + m.path;
+  write_preamble(s, what, png_path, o);
+  std::vector<std::string> plots;
+  for (size_t r = 0; r < runs.size(); ++r) {
+    const RunMetrics& m = runs[r];
+    check_tokens_logged(m, o);
+    const int k = chains > 0 ? chains : m.n_chains;
+    CHAINLM_CHECK(k <= m.n_chains, m.path, " logs ", m.n_chains, " sub-model", m.n_chains == 1 ? "" : "s",
+                  ", so it has no sub-model ", k, " to plot (--chains)");
+    const std::string label = chains > 0 || runs.size() == 1 ? cat(labels[r], " k=", k) : labels[r];
+    CHAINLM_CHECK(add_sub_model(s, plots, m, k, cat("r", r), label, (int)(r % 8), o) > 0, m.path,
+                  ": no finite training or validation loss of sub-model ", k, " to plot");
+  }
+  return finish(s, plots);
+}
+
 void render_loss_plot(const RunMetrics& m, const std::string& png_path, const PlotOptions& o) {
+  // The script names a temporary PNG, renamed into place once gnuplot succeeded.
+  render_plot_script(loss_plot_script(m, kPlotOutput, o), png_path);
+}
+
+void render_plot_script(const std::string& script_template, const std::string& png_path) {
   TempFile png("plot-png"), err("plot-err");
-  const std::string script = loss_plot_script(m, png.path, o);
+  std::string script = script_template;
+  const std::string placeholder = gp_quote(kPlotOutput);
+  const size_t at = script.find(placeholder);
+  CHAINLM_CHECK(at != std::string::npos, "plot script without its output placeholder (a bug)");
+  script.replace(at, placeholder.size(), gp_quote(png.path));
   const std::string cmd = "gnuplot 2>" + shell_quote(err.path);
   // gnuplot may exit before reading everything: a write error, not a SIGPIPE, must tell us.
   struct sigaction ignore {

@@ -3,14 +3,18 @@
 // subprocess: one colour per sub-model k, its training loss as a thin light line and its
 // validation loss as a thick line with points.
 #include <string>
+#include <vector>
 
 #include "eval/run_metrics.h"
 
 namespace chainlm {
 
+enum class PlotX { kSteps, kTokens };  // the x axis: optimizer steps, or tokens trained on
+
 struct PlotOptions {
   int width = 960, height = 600;  // pixels
   std::string title;              // empty = "loss curves"
+  PlotX x = PlotX::kSteps;        // kTokens needs the runs' tokens_per_step (logged since 2026-12)
 };
 
 // The gnuplot script that draws m into png_path (the data inline as datablocks). Uses the
@@ -18,10 +22,21 @@ struct PlotOptions {
 std::string loss_plot_script(const RunMetrics& m, const std::string& png_path,
                              const PlotOptions& o);
 
+// Several runs overlaid for comparing them (the replication suite's pictures): sub-model
+// `chains` of each run (0: each run's full model), one colour per run, its validation loss as a
+// thick line with points and its training loss as a thin light line, labelled labels[i]. Throws
+// naming the run when it has no such sub-model or (kTokens) logs no tokens per step.
+std::string overlay_plot_script(const std::vector<RunMetrics>& runs, const std::vector<std::string>& labels,
+                                int chains, const std::string& png_path, const PlotOptions& o);
+
 // Runs `gnuplot` (found on PATH) on loss_plot_script and writes the PNG atomically (a
 // temporary file beside png_path, renamed when gnuplot succeeded). Throws naming the cause
 // when gnuplot is missing (Debian package gnuplot-nox), fails (with its messages), or writes
 // nothing.
 void render_loss_plot(const RunMetrics& m, const std::string& png_path, const PlotOptions& o);
+// The same for a script of the two above made with png_path = kPlotOutput (the PNG is drawn
+// into a temporary file first).
+inline constexpr const char* kPlotOutput = "@PNG@";
+void render_plot_script(const std::string& script, const std::string& png_path);
 
 }  // namespace chainlm

@@ -75,6 +75,10 @@ RunMetrics parse_run_metrics(const std::string& text, const std::string& where) 
     if (j.contains("total_params")) m.total_params = (long)number(j, "total_params", where, line);
     if (j.contains("trainable_params"))
       m.trainable_params = (long)number(j, "trainable_params", where, line);
+    if (j.contains("tokens_per_step")) {
+      m.tokens_per_step = (long)number(j, "tokens_per_step", where, line);
+      CHAINLM_CHECK(m.tokens_per_step > 0, where, ":", line, ": \"tokens_per_step\" must be positive");
+    }
     if (j.contains("val_loss")) {
       ValPoint v{step, loss_list(j, "val_loss", where, line)};
       m.n_chains = std::max(m.n_chains, (int)v.loss.size());

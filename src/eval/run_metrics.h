@@ -1,9 +1,9 @@
 #pragma once
 // A training run's metrics log (RUN/metrics.jsonl, written by the trainer): one JSON object
-// per optimizer step ("step", "loss", "chain_loss", "lr", "tokens_per_s", "step_ms") and per
+// per optimizer step ("step", "loss", "chain_loss", "lr", "tokens_per_s", "step_ms", "tokens") and per
 // validation ("step", "val_loss": one entry per sub-model), per set of sample generations
 // ("step", "sample_prompt", "samples": [{"chains", "text", "tokens"}]), plus a step-0 header
-// with the parameter counts.
+// with the parameter counts and the tokens of a step.
 #include <string>
 #include <utility>
 #include <vector>
@@ -34,6 +34,7 @@ struct RunMetrics {
   std::vector<ValPoint> val;
   std::vector<SamplePoint> samples;
   long total_params = -1, trainable_params = -1;  // -1 = not logged
+  long tokens_per_step = -1;  // the global batch's tokens (header); -1 = not logged (before 2026-12)
   int n_chains = 0;                               // the longest chain_loss / val_loss list seen
   // Whether sub-model k (1-based) has a logged training loss.
   bool has_train_loss(int k) const;

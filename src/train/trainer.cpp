@@ -319,7 +319,8 @@ void Trainer::run() {
                  {"trainable_params", ps.trainable_numel()},
                  {"total_params", ps.numel()},
                  {"trainable_fraction", trainable_fraction()},
-                 {"memory_estimate_bytes", memory_estimate_.total()}});
+                 {"memory_estimate_bytes", memory_estimate_.total()},
+                 {"tokens_per_step", (long)opt_.batch_size * T_}});
     if (!opt_.init.empty()) {
       // A run that starts from existing weights records where it started.
       auto val = validate();
@@ -346,7 +347,8 @@ void Trainer::run() {
     if (!skipped) {
       nlohmann::json line = {
           {"step", step_},         {"loss", l.loss},      {"lr", lr},
-          {"tokens_per_s", tok_s}, {"step_ms", dt * 1e3}, {"peak_rss_bytes", peak_rss_bytes()}};
+          {"tokens_per_s", tok_s}, {"step_ms", dt * 1e3}, {"peak_rss_bytes", peak_rss_bytes()},
+          {"tokens", step_ * (long)opt_.batch_size * T_}};  // the global batch's, since the run began
       if (comm_.size() > 1) {
         line["ranks"] = comm_.size();
         line["comm_ms"] = comm_seconds() * 1e3;

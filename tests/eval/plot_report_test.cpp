@@ -7,6 +7,9 @@
 
 #include "../train/train_test_util.h"
 #include "cli/run_cli.h"
+#include "core/error.h"
+#include "eval/loss_plot.h"
+#include "eval/run_metrics.h"
 
 namespace chainlm {
 namespace {
@@ -121,6 +124,64 @@ TEST_F(RecordedRun, ErrorsNameWhatIsMissing) {
   EXPECT_NE(no_gnuplot.exit_code, 0);
   EXPECT_NE(no_gnuplot.err.find("gnuplot-nox"), std::string::npos) << no_gnuplot.err;
   EXPECT_FALSE(std::filesystem::exists(dir->file("x.png")));
+}
+
+// The replication suite's pictures: several runs overlaid, against steps or tokens.
+TEST_F(RecordedRun, SeveralRunsOverlaidAgainstTokens) {
+  // The trainer logs the tokens of a step (the global batch: 2 x 16) and the running total.
+  const RunMetrics m = read_run_metrics(run);
+  EXPECT_EQ(m.tokens_per_step, 32);
+  const std::string log = read_bytes(run + "/metrics.jsonl");
+  EXPECT_NE(log.find("\"tokens\":384"), std::string::npos) << log;  // step 12
+
+  // A second run, written by hand: a batch twice as large, one validation and one step.
+  const std::string other = dir->file("other");
+  std::filesystem::create_directories(other);
+  std::string shifted;
+  for (const std::string& line : {std::string("{\"step\": 0, \"tokens_per_step\": 64}"),
+                                  std::string("{\"step\": 3, \"val_loss\": [2.5, 2.25, 2.0]}"),
+                                  std::string("{\"step\": 6, \"loss\": 2.0, \"chain_loss\": [2.5, 2.25, 2.0], \"lr\": 0.1, "
+                                              "\"tokens_per_s\": 1, \"step_ms\": 1}")})
+    shifted += line + "\n";
+  write_bytes(other + "/metrics.jsonl", shifted);
+
+  // The script: one colour per run, the labels given, x = step x tokens per step.
+  const std::vector<RunMetrics> runs = {m, read_run_metrics(other)};
+  PlotOptions o;
+  o.x = PlotX::kTokens;
+  const std::string script = overlay_plot_script(runs, {"base", "wide"}, 2, kPlotOutput, o);
+  EXPECT_NE(script.find("set xlabel 'tokens'"), std::string::npos) << script;
+  EXPECT_NE(script.find("title 'base k=2 val'"), std::string::npos) << script;
+  EXPECT_NE(script.find("title 'wide k=2 train'"), std::string::npos) << script;
+  EXPECT_NE(script.find("$valr1 << EOD\n192 2.25\nEOD"), std::string::npos) << script;  // step 3 x 64
+  EXPECT_NE(script.find("$trainr1 << EOD\n384 2.25\nEOD"), std::string::npos) << script;
+  EXPECT_NE(script.find("$valr0 << EOD\n128 "), std::string::npos) << script;  // step 4 x 32
+  // Sub-model 4 does not exist; a log from before tokens were logged cannot go on a token axis.
+  EXPECT_THROW(overlay_plot_script(runs, {"a", "b"}, 4, kPlotOutput, o), Error);
+  RunMetrics old = m;
+  old.tokens_per_step = -1;
+  try {
+    overlay_plot_script({old}, {"old"}, 1, kPlotOutput, o);
+    ADD_FAILURE() << "a run without tokens_per_step was plotted against tokens";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("--x steps"), std::string::npos) << e.what();
+  }
+
+  // The command: a PNG, and clear refusals.
+  const std::string png = dir->file("overlay.png");
+  auto r = run_chainlm(*dir, "plot " + quote(run) + " " + quote(other) + " --x tokens --chains 2 --label base "
+                             "--label wide --out " + quote(png) + " --width 700 --height 500");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(png_size(read_bytes(png)), std::make_pair(700L, 500L));
+  EXPECT_NE(r.out.find("2 runs, sub-model 2, against tokens"), std::string::npos) << r.out;
+  auto no_out = run_chainlm(*dir, "plot " + quote(run) + " " + quote(other));
+  EXPECT_NE(no_out.exit_code, 0);
+  EXPECT_NE(no_out.err.find("--out is needed"), std::string::npos) << no_out.err;
+  auto labels = run_chainlm(*dir, "plot " + quote(run) + " " + quote(other) + " --label one --out " +
+                                      quote(dir->file("y.png")));
+  EXPECT_NE(labels.exit_code, 0);
+  EXPECT_NE(labels.err.find("1 --label for 2 runs"), std::string::npos) << labels.err;
+  EXPECT_FALSE(std::filesystem::exists(dir->file("y.png")));
 }
 
 }  // namespace
