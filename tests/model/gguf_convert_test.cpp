@@ -38,14 +38,7 @@ GgufExportOptions options(const std::string& type, int chains = 1) {
   return {.chains = chains, .type = type, .tokenizer = "", .name = "test"};
 }
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
+using test::error_of;
 
 TEST(GgufConvert, LlamaCppNamesShapesAndMetadata) {
   TempDir dir;

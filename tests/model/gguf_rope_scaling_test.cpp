@@ -37,14 +37,7 @@ std::vector<float> logits_of(Model& m, const std::vector<int>& tokens) {
   return out;
 }
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
+using test::error_of;
 
 // The rope factors as llama.cpp's converter computes them for LLaMA (in double here): 1 for a
 // wavelength below original/high, factor above original/low, 1/((1 - smooth)/factor + smooth)

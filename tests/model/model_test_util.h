@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "core/error.h"
@@ -12,6 +13,17 @@
 #include "model/model.h"
 
 namespace chainlm::test {
+
+// The message of the chainlm::Error that f throws ("" when it throws none).
+template <typename F>
+std::string error_of(F&& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
 
 inline ModelConfig tiny_config(std::vector<int> chains, bool kv_share, int n_kv_heads = 0) {
   ModelConfig c;
