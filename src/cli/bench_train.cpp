@@ -13,6 +13,7 @@
 #include "core/wait_policy.h"
 #include "core/timer.h"
 #include "model/model.h"
+#include "model/training_flops.h"
 #include "train/distributed.h"
 #include "train/optimizer.h"
 
@@ -88,13 +89,8 @@ void bench_train(const std::string& config_path, int B, int T, int threads, int 
   one_step(1);  // warm-up: buffers, page faults, BLAS threads
   if (base) step_of(*base, *base_opt, 1);
   const double tokens_per_step = (double)global_batch * T;
-  const double Dk = model.layout().dim.prefix(k);
-  // PHD (SPEC B1): the trunk runs K rows per token, each attending ~T/2 originals plus its
-  // window and own copies; the head runs once per token. K = 1: 6*params + 6*L*T*D.
-  const double K = c.phd.repeat, head = (double)c.vocab_size * Dk;
-  const double keys = K * T / 2.0 + (K - 1) * (c.phd.window + K / 2.0);
-  const double flops_per_token =
-      6.0 * (K * (model.matmul_params(k) - head) + head) + 12.0 * c.n_layers * keys * Dk;
+  // 6 * params + 12 * L * keys * D for one weighted sub-model (model/training_flops.h).
+  const double flops_per_token = training_flops_per_token(model, T, weights);
   // The machine's speed drifts (shared hosts): measure the GEMM peak right beside every
   // timed step and take the median of the per-step ratios.
   // Under mpirun every rank measures its own peak at the same time as the others (so the sum is

@@ -38,8 +38,8 @@ void add_plot_command(CLI::App& app) {
   auto a = std::make_shared<Args>();
   cmd->add_option("runs", a->runs, "Run directories (each holds metrics.jsonl)")->required();
   cmd->add_option("--out", a->out, "PNG file to write; default RUN/loss.png for one run (needed for several)");
-  cmd->add_option("--x", a->x, "x axis: steps, or tokens trained on")
-      ->check(CLI::IsMember({"steps", "tokens"}))
+  cmd->add_option("--x", a->x, "x axis: steps, tokens trained on, or training FLOPs (model FLOPs)")
+      ->check(CLI::IsMember({"steps", "tokens", "flops"}))
       ->capture_default_str();
   cmd->add_option("--chains", a->chains,
                   "Plot sub-model k of every run (default: every sub-model of one run, each run's full model "
@@ -67,7 +67,7 @@ void add_plot_command(CLI::App& app) {
     CHAINLM_CHECK(a->overwrite || !fs::exists(out) || is_png_file(out), "plot: --out ", out,
                   " exists and is not a PNG image; choose another file, or pass --overwrite ",
                   "to replace it (nothing was written)");
-    a->plot.x = a->x == "tokens" ? PlotX::kTokens : PlotX::kSteps;
+    a->plot.x = a->x == "tokens" ? PlotX::kTokens : a->x == "flops" ? PlotX::kFlops : PlotX::kSteps;
     if (a->plot.title.empty())
       a->plot.title = several ? "loss curves" : "loss curves: " + labels[0];
     if (!several && a->chains == 0) {

@@ -78,13 +78,17 @@ void write_preamble(std::ostringstream& s, const std::string& what, const std::s
     << "}\n";
   s << "set output " << gp_quote(png_path) << "\n";
   s << "set title " << gp_quote(o.title.empty() ? "loss curves" : o.title) << "\n";
-  s << "set xlabel '" << (o.x == PlotX::kTokens ? "tokens" : "step") << "'\nset ylabel 'loss (nats/token)'\n";
+  s << "set xlabel '" << (o.x == PlotX::kTokens ? "tokens" : o.x == PlotX::kFlops ? "training FLOPs" : "step")
+    << "'\nset ylabel 'loss (nats/token)'\n";
+  if (o.x != PlotX::kSteps) s << "set format x '%.1s%c'\n";  // 1.5M, 2.0G rather than 1.5e+06
   s << "set grid\nset key top right box opaque\nset border 3\nset tics nomirror\n";
 }
 
 // Where a step goes on the x axis.
 double x_of(const RunMetrics& m, long step, const PlotOptions& o) {
-  return o.x == PlotX::kTokens ? (double)step * (double)m.tokens_per_step : (double)step;
+  return o.x == PlotX::kTokens  ? (double)step * (double)m.tokens_per_step
+         : o.x == PlotX::kFlops ? (double)step * m.flops_per_step
+                                : (double)step;
 }
 
 // Datablocks and plot clauses of sub-model k of m: training (thin, light) and validation
@@ -124,15 +128,17 @@ std::string finish(std::ostringstream& s, const std::vector<std::string>& plots)
   return s.str();
 }
 
-void check_tokens_logged(const RunMetrics& m, const PlotOptions& o) {
+void check_x_logged(const RunMetrics& m, const PlotOptions& o) {
   CHAINLM_CHECK(o.x != PlotX::kTokens || m.tokens_per_step > 0, m.path,
                 ": logs no tokens per step (a run from before 2026-12); plot it against steps (--x steps)");
+  CHAINLM_CHECK(o.x != PlotX::kFlops || m.flops_per_step > 0, m.path,
+                ": logs no FLOPs per step (a run from before 2026-12); plot it against steps (--x steps)");
 }
 
 }  // namespace
 
 std::string loss_plot_script(const RunMetrics& m, const std::string& png_path, const PlotOptions& o) {
-  check_tokens_logged(m, o);
+  check_x_logged(m, o);
   std::ostringstream s;
   write_preamble(s, m.path, png_path, o);
   std::vector<std::string> plots;
@@ -151,7 +157,7 @@ std::string overlay_plot_script(const std::vector<RunMetrics>& runs, const std::
   std::vector<std::string> plots;
   for (size_t r = 0; r < runs.size(); ++r) {
     const RunMetrics& m = runs[r];
-    check_tokens_logged(m, o);
+    check_x_logged(m, o);
     const int k = chains > 0 ? chains : m.n_chains;
     CHAINLM_CHECK(k <= m.n_chains, m.path, " logs ", m.n_chains, " sub-model", m.n_chains == 1 ? "" : "s",
                   ", so it has no sub-model ", k, " to plot (--chains)");

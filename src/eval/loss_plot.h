@@ -9,12 +9,14 @@
 
 namespace chainlm {
 
-enum class PlotX { kSteps, kTokens };  // the x axis: optimizer steps, or tokens trained on
+// The x axis: optimizer steps, tokens trained on, or the model FLOPs spent (runs log the
+// last two since 2026-12).
+enum class PlotX { kSteps, kTokens, kFlops };
 
 struct PlotOptions {
   int width = 960, height = 600;  // pixels
   std::string title;              // empty = "loss curves"
-  PlotX x = PlotX::kSteps;        // kTokens needs the runs' tokens_per_step (logged since 2026-12)
+  PlotX x = PlotX::kSteps;
 };
 
 // The gnuplot script that draws m into png_path (the data inline as datablocks). Uses the
@@ -25,7 +27,7 @@ std::string loss_plot_script(const RunMetrics& m, const std::string& png_path,
 // Several runs overlaid for comparing them (the replication suite's pictures): sub-model
 // `chains` of each run (0: each run's full model), one colour per run, its validation loss as a
 // thick line with points and its training loss as a thin light line, labelled labels[i]. Throws
-// naming the run when it has no such sub-model or (kTokens) logs no tokens per step.
+// naming the run when it has no such sub-model or logs nothing for the x axis.
 std::string overlay_plot_script(const std::vector<RunMetrics>& runs, const std::vector<std::string>& labels,
                                 int chains, const std::string& png_path, const PlotOptions& o);
 

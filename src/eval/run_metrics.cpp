@@ -79,6 +79,10 @@ RunMetrics parse_run_metrics(const std::string& text, const std::string& where) 
       m.tokens_per_step = (long)number(j, "tokens_per_step", where, line);
       CHAINLM_CHECK(m.tokens_per_step > 0, where, ":", line, ": \"tokens_per_step\" must be positive");
     }
+    if (j.contains("flops_per_step")) {
+      m.flops_per_step = number(j, "flops_per_step", where, line);
+      CHAINLM_CHECK(m.flops_per_step > 0, where, ":", line, ": \"flops_per_step\" must be positive");
+    }
     if (j.contains("val_loss")) {
       ValPoint v{step, loss_list(j, "val_loss", where, line)};
       m.n_chains = std::max(m.n_chains, (int)v.loss.size());

@@ -35,6 +35,7 @@ struct RunMetrics {
   std::vector<SamplePoint> samples;
   long total_params = -1, trainable_params = -1;  // -1 = not logged
   long tokens_per_step = -1;  // the global batch's tokens (header); -1 = not logged (before 2026-12)
+  double flops_per_step = -1;  // model FLOPs of a step (header, model/training_flops.h); -1 = not logged
   int n_chains = 0;                               // the longest chain_loss / val_loss list seen
   // Whether sub-model k (1-based) has a logged training loss.
   bool has_train_loss(int k) const;

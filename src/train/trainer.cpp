@@ -12,6 +12,7 @@
 #include "core/precision.h"
 #include "core/stop_signals.h"
 #include "core/timer.h"
+#include "model/training_flops.h"
 #include "train/lr_schedule.h"
 #include "train/training_progress.h"
 
@@ -118,6 +119,10 @@ double Trainer::comm_wait_seconds() const {
 
 float Trainer::current_lr() const {
   return cosine_lr(step_, opt_.warmup, opt_.lr_schedule_steps, opt_.lr, opt_.lr * opt_.min_lr_ratio);
+}
+
+double Trainer::flops_per_step() const {
+  return training_flops_per_token(model_, T_, weights_) * opt_.batch_size * T_;
 }
 
 double Trainer::trainable_fraction() const {
@@ -320,7 +325,8 @@ void Trainer::run() {
                  {"total_params", ps.numel()},
                  {"trainable_fraction", trainable_fraction()},
                  {"memory_estimate_bytes", memory_estimate_.total()},
-                 {"tokens_per_step", (long)opt_.batch_size * T_}});
+                 {"tokens_per_step", (long)opt_.batch_size * T_},
+                 {"flops_per_step", flops_per_step()}});
     if (!opt_.init.empty()) {
       // A run that starts from existing weights records where it started.
       auto val = validate();
@@ -348,7 +354,8 @@ void Trainer::run() {
       nlohmann::json line = {
           {"step", step_},         {"loss", l.loss},      {"lr", lr},
           {"tokens_per_s", tok_s}, {"step_ms", dt * 1e3}, {"peak_rss_bytes", peak_rss_bytes()},
-          {"tokens", step_ * (long)opt_.batch_size * T_}};  // the global batch's, since the run began
+          {"tokens", step_ * (long)opt_.batch_size * T_},  // the global batch's, since the run began
+          {"flops", (double)step_ * flops_per_step()}};
       if (comm_.size() > 1) {
         line["ranks"] = comm_.size();
         line["comm_ms"] = comm_seconds() * 1e3;

@@ -93,6 +93,8 @@ class Trainer {
   float current_lr() const;
   // Trainable parameters (not frozen) over all parameters.
   double trainable_fraction() const;
+  // Model FLOPs of one optimizer step over the global batch (model/training_flops.h).
+  double flops_per_step() const;
 
  private:
   // Appends a line to the run's metrics.jsonl (rank 0 only; a no-op on the others).

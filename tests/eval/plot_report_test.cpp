@@ -10,6 +10,8 @@
 #include "core/error.h"
 #include "eval/loss_plot.h"
 #include "eval/run_metrics.h"
+#include "model/config.h"
+#include "model/training_flops.h"
 
 namespace chainlm {
 namespace {
@@ -131,6 +133,9 @@ TEST_F(RecordedRun, SeveralRunsOverlaidAgainstTokens) {
   // The trainer logs the tokens of a step (the global batch: 2 x 16) and the running total.
   const RunMetrics m = read_run_metrics(run);
   EXPECT_EQ(m.tokens_per_step, 32);
+  // And the model FLOPs of a step, as model/training_flops.h counts them for this model.
+  const ModelConfig c = config_from_json(nlohmann::json::parse(read_bytes(dir->file("config.json"))), "config.json");
+  EXPECT_DOUBLE_EQ(m.flops_per_step, training_flops_per_token(Model(c), 16, {1, 1, 1}) * 32);
   const std::string log = read_bytes(run + "/metrics.jsonl");
   EXPECT_NE(log.find("\"tokens\":384"), std::string::npos) << log;  // step 12
 
@@ -166,6 +171,14 @@ TEST_F(RecordedRun, SeveralRunsOverlaidAgainstTokens) {
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("--x steps"), std::string::npos) << e.what();
   }
+
+  // Against FLOPs: the recorded run logs them, the hand-written one does not.
+  o.x = PlotX::kFlops;
+  const std::string flops = overlay_plot_script({m}, {"base"}, 3, kPlotOutput, o);
+  EXPECT_NE(flops.find("set xlabel 'training FLOPs'"), std::string::npos) << flops;
+  EXPECT_NE(flops.find("$valr0 << EOD\n" + std::to_string((long)(4 * m.flops_per_step)) + " "), std::string::npos)
+      << flops;
+  EXPECT_THROW(overlay_plot_script(runs, {"a", "b"}, 1, kPlotOutput, o), Error);
 
   // The command: a PNG, and clear refusals.
   const std::string png = dir->file("overlay.png");
