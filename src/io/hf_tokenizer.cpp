@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <filesystem>
-#include <fstream>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <unordered_map>
@@ -359,15 +358,6 @@ std::string read_optional(const fs::path& p) {
 }
 
 }  // namespace
-
-bool is_hf_tokenizer_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::string head(4096, '\0');
-  in.read(head.data(), static_cast<std::streamsize>(head.size()));
-  head.resize(static_cast<size_t>(in.gcount()));
-  const size_t first = head.find_first_not_of(" \t\r\n");
-  return first != std::string::npos && head[first] == '{' && head.find("\"model\"") != std::string::npos;
-}
 
 HfTokenizerFiles read_hf_tokenizer_files(const std::string& path) {
   HfTokenizerFiles f;

@@ -21,9 +21,6 @@ struct HfTokenizerFiles {
   std::string where;              // names the tokenizer.json in errors
 };
 
-// Whether `path` is a JSON file with a tokenizer "model" (cheap: reads the file's start).
-bool is_hf_tokenizer_file(const std::string& path);
-
 // Reads path (a tokenizer.json) and the tokenizer_config.json, config.json and
 // generation_config.json beside it when present.
 HfTokenizerFiles read_hf_tokenizer_files(const std::string& path);

@@ -82,11 +82,12 @@ std::unique_ptr<Tokenizer> load_tokenizer(const std::string& spec) {
   CHAINLM_CHECK(fs::exists(spec, ec), "tokenizer ", spec, " does not exist; ", kAccepted);
   if (is_gguf_file(spec)) return sentencepiece_tokenizer_from_bytes(sentencepiece_model_in_gguf(spec), spec);
   if (ends_with(spec, ".json")) {
-    if (is_hf_tokenizer_file(spec)) return hf_tokenizer_from_files(read_hf_tokenizer_files(spec));
-    const nlohmann::json j = read_descriptor(spec);
-    CHAINLM_CHECK(is_byte_descriptor(j), spec, ": neither a Hugging Face tokenizer.json (no \"model\") nor ",
-                  "chainlm's byte tokenizer descriptor ({\"kind\": \"byte\"}); ", kAccepted);
-    return std::make_unique<ByteTokenizer>();
+    // chainlm's byte descriptor is a few bytes; anything else is read as Hugging Face's (whose
+    // "model" may come after megabytes of added tokens), which names what is wrong with it.
+    std::error_code size_ec;
+    if (fs::file_size(spec, size_ec) < 256 && is_byte_descriptor(read_descriptor(spec)))
+      return std::make_unique<ByteTokenizer>();
+    return hf_tokenizer_from_files(read_hf_tokenizer_files(spec));
   }
   if (ends_with(spec, ".bin")) {
     if (is_llama2c_checkpoint(spec))

@@ -242,6 +242,17 @@ TEST(HfTokenizer, DirectoriesLoadAndSaveTheFilesTogether) {
 
   EXPECT_EQ(find_tokenizer_in_dir(hf.string()), (hf / "tokenizer.json").string());
   const auto from_dir = load_tokenizer(hf.string());
+  // LLaMA-3 lists 256 special tokens before its "model": tens of kB into the file.
+  json many = json::parse(read_file((hf / "tokenizer.json").string()));
+  for (int i = 0; i < 250; ++i)
+    many["added_tokens"].push_back({{"id", reference->vocab_size() + i},
+                                    {"content", "<|reserved_special_token_" + std::to_string(i) + "|>"},
+                                    {"special", true}});
+  write_file_atomic(tmp.file("many.tokenizer.json"), many.dump(2));
+  const auto reserved = load_tokenizer(tmp.file("many.tokenizer.json"));
+  EXPECT_EQ(reserved->vocab_size(), reference->vocab_size() + 250);
+  EXPECT_EQ(reserved->encode("a<|reserved_special_token_7|>"),
+            (std::vector<int>{reference->encode("a").at(0), reference->vocab_size() + 7}));
   const std::string text = "It's 1234 cats 🐈 <|eot_id|> over\n\n  there";
   EXPECT_EQ(from_dir->encode(text), reference->encode(text));
   EXPECT_TRUE(from_dir->is_eos(end_of_text));
