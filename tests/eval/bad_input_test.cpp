@@ -2,6 +2,8 @@
 // non-zero with it.
 #include <gtest/gtest.h>
 
+#include "error_of.h"
+
 #include <cmath>
 
 #include "cli/run_cli.h"
@@ -19,16 +21,7 @@ using testing::run_chainlm;
 using testing::TempDir;
 using testing::write_bytes;
 
-// The message of the chainlm::Error that f throws ("" when it throws none).
-template <typename F>
-std::string error_of(F f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
+using test::error_of;
 
 const std::string kTask = "a context\n1\nend a\nend b\nend c\nend d\n";
 

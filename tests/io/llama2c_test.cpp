@@ -4,6 +4,8 @@
 
 #include <gtest/gtest.h>
 
+#include "error_of.h"
+
 #include <cmath>
 #include <cstring>
 #include <filesystem>
@@ -25,16 +27,7 @@ using testing::write_bytes;
 
 const std::string kStories = CHAINLM_SOURCE_DIR "/../shared/data/stories260K";
 
-// The message of the chainlm::Error that f throws ("" if it throws none).
-template <typename F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
+using test::error_of;
 
 std::string header_bytes(std::vector<int32_t> raw) {
   return std::string(reinterpret_cast<const char*>(raw.data()), raw.size() * 4);

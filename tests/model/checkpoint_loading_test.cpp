@@ -2,6 +2,8 @@
 // what is wrong (regressions of fuzz/checkpoint_fuzzer findings, docs/reliability.md).
 #include <gtest/gtest.h>
 
+#include "error_of.h"
+
 #include <fstream>
 #include <string>
 #include <vector>
@@ -19,16 +21,7 @@ namespace {
 using testing::TempDir;
 using testing::write_bytes;
 
-// The message of the chainlm::Error that f throws ("" when it throws none).
-template <typename F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
+using test::error_of;
 
 // A run directory whose `latest` file holds `latest`, beside one real checkpoint.
 std::string run_with_latest(const TempDir& dir, const std::string& latest) {

@@ -10,20 +10,10 @@
 
 #include "core/error.h"
 #include "core/rng.h"
+#include "error_of.h"
 #include "model/model.h"
 
 namespace chainlm::test {
-
-// The message of the chainlm::Error that f throws ("" when it throws none).
-template <typename F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
 
 inline ModelConfig tiny_config(std::vector<int> chains, bool kv_share, int n_kv_heads = 0) {
   ModelConfig c;
