@@ -71,6 +71,15 @@ int count_field(const json& j, const char* key, const std::string& where) {
   return j[key].get<int>();
 }
 
+// Non-overlapping occurrences of literal in text, left to right, as byte ranges.
+std::vector<std::pair<size_t, size_t>> literal_matches(std::string_view text, const std::string& literal) {
+  std::vector<std::pair<size_t, size_t>> out;
+  if (literal.empty()) return out;
+  for (size_t at = text.find(literal); at != std::string_view::npos; at = text.find(literal, at + literal.size()))
+    out.emplace_back(at, at + literal.size());
+  return out;
+}
+
 // A {"String": s} or {"Regex": r} pattern: matches as byte ranges.
 struct Pattern {
   std::string literal;
@@ -85,19 +94,16 @@ struct Pattern {
       literal = j["String"].get<std::string>();
   }
   std::vector<std::pair<size_t, size_t>> find(std::string_view text) const {
-    if (regex) return regex->find_all(text);
-    std::vector<std::pair<size_t, size_t>> out;
-    if (literal.empty()) return out;
-    for (size_t at = text.find(literal); at != std::string_view::npos; at = text.find(literal, at + literal.size()))
-      out.emplace_back(at, at + literal.size());
-    return out;
+    return regex ? regex->find_all(text) : literal_matches(text, literal);
   }
 };
 
-std::string replace_all(const std::string& text, const Pattern& pattern, const std::string& content) {
+// text with every match replaced by content.
+std::string replace_matches(const std::string& text, const std::vector<std::pair<size_t, size_t>>& matches,
+                            const std::string& content) {
   std::string out;
   size_t prev = 0;
-  for (const auto& [s, e] : pattern.find(text)) {
+  for (const auto& [s, e] : matches) {
     out.append(text, prev, s - prev);
     out += content;
     prev = e;
@@ -106,11 +112,10 @@ std::string replace_all(const std::string& text, const Pattern& pattern, const s
   return out;
 }
 
-// Unicode White_Space (Rust's char::is_whitespace), one character per match.
-const HfRegex& whitespace_char() {
-  static const HfRegex re("\\s", "the whitespace class");
-  return re;
+std::string replace_all(const std::string& text, const Pattern& pattern, const std::string& content) {
+  return replace_matches(text, pattern.find(text), content);
 }
+
 
 enum class Behavior { kRemoved, kIsolated, kMergedWithPrevious, kMergedWithNext, kContiguous };
 
@@ -260,7 +265,7 @@ struct ReplaceNorm : HfNormalizer::Step {
 struct StripNorm : HfNormalizer::Step {
   bool left = true, right = true;
   std::string apply(std::string text) const override {
-    const auto ws = whitespace_char().find_all(text);
+    const auto ws = unicode_whitespace().find_all(text);
     size_t begin = 0, end = text.size();
     if (left)
       for (const auto& [s, e] : ws) {
@@ -374,7 +379,7 @@ struct MetaspacePre : HfPreTokenizer::Step {
   bool split = true;
   std::vector<HfPiece> apply(std::vector<HfPiece> pieces) const override {
     return for_each_piece(std::move(pieces), [&](HfPiece p, std::vector<HfPiece>& out) {
-      p.text = replace_all(p.text, Pattern(json{{"String", " "}}, ""), replacement);
+      p.text = replace_matches(p.text, literal_matches(p.text, " "), replacement);
       if (!starts_with(p.text, replacement) &&
           (prepend == Prepend::kAlways || (prepend == Prepend::kFirst && p.at_start)))
         p.text = replacement + p.text;
@@ -382,8 +387,7 @@ struct MetaspacePre : HfPreTokenizer::Step {
         if (!p.text.empty()) out.push_back(std::move(p));
         return;
       }
-      Pattern literal(json{{"String", replacement}}, "");
-      split_by(p, literal.find(p.text), Behavior::kMergedWithNext, false, out);
+      split_by(p, literal_matches(p.text, replacement), Behavior::kMergedWithNext, false, out);
     });
   }
 };
@@ -487,7 +491,7 @@ struct MetaspaceDec : HfDecoder::Step {
       // tokenizers drops every replacement character of the first token (not only a leading
       // one) unless prepend_scheme is never.
       const std::string with = i == 0 && prepend != Prepend::kNever ? "" : " ";
-      tokens[i] = replace_all(tokens[i], Pattern(json{{"String", replacement}}, ""), with);
+      tokens[i] = replace_matches(tokens[i], literal_matches(tokens[i], replacement), with);
     }
     return tokens;
   }

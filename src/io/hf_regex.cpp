@@ -96,4 +96,9 @@ bool HfRegex::matches_at_start(std::string_view text) const {
   return rc >= 0;
 }
 
+const HfRegex& unicode_whitespace() {
+  static const HfRegex re("\\s", "the whitespace class");
+  return re;
+}
+
 }  // namespace chainlm

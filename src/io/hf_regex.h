@@ -34,6 +34,10 @@ class HfRegex {
   std::string pattern_;
 };
 
+// Unicode White_Space (Rust's char::is_whitespace: what tokenizers strips and splits on), one
+// character per match.
+const HfRegex& unicode_whitespace();
+
 // Byte length of the UTF-8 character starting with lead byte c (1 for bytes that start none).
 inline size_t utf8_char_length(unsigned char c) {
   return c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xE ? 3 : (c >> 3) == 0x1E ? 4 : 1;

@@ -33,10 +33,6 @@ struct Segment {
   int id;
 };
 
-const HfRegex& whitespace_char() {
-  static const HfRegex re("\\s", "the whitespace class");
-  return re;
-}
 // Rust's char::is_alphanumeric or '_': what single_word tokens must not touch.
 const HfRegex& word_char() {
   static const HfRegex re("[\\p{Alphabetic}\\p{N}_]", "the word-character class");
@@ -91,7 +87,7 @@ class AddedMatcher {
         size_t s = start;
         while (s > done) {
           const size_t c = last_char_start(text.substr(0, s));
-          if (!whitespace_char().matches_at_start(text.substr(c, s - c))) break;
+          if (!unicode_whitespace().matches_at_start(text.substr(c, s - c))) break;
           s = c;
         }
         start = s;
@@ -99,7 +95,7 @@ class AddedMatcher {
       if (t.rstrip)
         while (stop < text.size()) {
           const size_t len = utf8_char_length(static_cast<unsigned char>(text[stop]));
-          if (!whitespace_char().matches_at_start(text.substr(stop, len))) break;
+          if (!unicode_whitespace().matches_at_start(text.substr(stop, len))) break;
           stop += len;
         }
       if (done < start) out.push_back({base_offset + done, text.substr(done, start - done), -1});
