@@ -4,7 +4,6 @@
 
 #include "core/error.h"
 #include "io/gguf.h"
-#include "io/hf_llama.h"
 #include "model/checkpoint.h"
 
 namespace chainlm::cli {
