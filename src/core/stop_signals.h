@@ -6,7 +6,9 @@
 namespace chainlm {
 
 // Installs the handlers (idempotent). `what` is printed by the first signal: "stopping after
-// this step and saving a checkpoint".
+// this step and saving a checkpoint". From then on the calling thread and the OpenMP pool block
+// SIGINT and SIGTERM, and a thread of their own takes them, so no handler interrupts a compute
+// kernel; call it before starting other threads that compute.
 void install_stop_handlers(const char* what);
 // Whether a stop was asked, and by which signal (0 when not).
 bool stop_requested();
