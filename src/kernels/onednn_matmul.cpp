@@ -43,9 +43,23 @@ class PrimitiveCache {
     using dt = dnnl::memory::data_type;
     using dims = dnnl::memory::dims;
     const dt in = bf16 ? dt::bf16 : dt::f32;
-    const dnnl::memory::desc a({M, K}, in, transa ? dims{1, lda} : dims{lda, 1});
-    const dnnl::memory::desc b({K, N}, in, transb ? dims{1, ldb} : dims{ldb, 1});
-    const dnnl::memory::desc c({M, N}, dt::f32, dims{ldc, 1});
+    // fp32 products are described as a batch of one whose batch stride is not dense. oneDNN
+    // 2.6 runs dense operands on its brgemm kernels and strided ones (a chain block's columns
+    // of a wider activation) on its jit GEMM, and the two round differently: sub-model k of a
+    // CoLM model then differed in the last bits from the same sub-model extracted as a model
+    // of its own, and from a GGUF/HF export of it. The non-dense batch stride keeps every fp32
+    // product on the jit GEMM, whose result does not depend on the strides (bench/RESULTS.md,
+    // "GEMM backend": what it costs). bf16 products keep oneDNN's choice (brgemm, AMX): they are
+    // compared within bf16 tolerance anyway.
+    auto desc = [&](long rows, long cols, dt type, bool trans, long ld) {
+      const dims strides = trans ? dims{1, ld} : dims{ld, 1};
+      if (bf16) return dnnl::memory::desc({rows, cols}, type, strides);
+      const long batch_stride = (trans ? cols : rows) * ld + 1;
+      return dnnl::memory::desc({1, rows, cols}, type, dims{batch_stride, strides[0], strides[1]});
+    };
+    const dnnl::memory::desc a = desc(M, K, in, transa, lda);
+    const dnnl::memory::desc b = desc(K, N, in, transb, ldb);
+    const dnnl::memory::desc c = desc(M, N, dt::f32, false, ldc);
     dnnl::primitive_attr attr;
     if (beta != 0.0f) {
       dnnl::post_ops ops;
