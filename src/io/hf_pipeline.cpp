@@ -116,7 +116,6 @@ std::string replace_all(const std::string& text, const Pattern& pattern, const s
   return replace_matches(text, pattern.find(text), content);
 }
 
-
 enum class Behavior { kRemoved, kIsolated, kMergedWithPrevious, kMergedWithNext, kContiguous };
 
 Behavior parse_behavior(const json& j, const std::string& where) {

@@ -110,7 +110,6 @@ TEST(GemmBackend, BackendsAgree) {
     }
 }
 
-
 // The same product with dense operands and with each operand a block of a wider matrix gives the
 // same bits on either backend: CoLM's sub-model k reads a prefix of wider activations where the
 // same sub-model extracted on its own reads them dense, and the two must agree exactly. (oneDNN
@@ -126,22 +125,22 @@ TEST(GemmBackend, ResultsDoNotDependOnStrides) {
       const int a_rows = ta ? K : M, a_cols = ta ? M : K, b_rows = tb ? N : K, b_cols = tb ? K : N;
       const auto A = random_vector((size_t)a_rows * (a_cols + pad), 6);
       const auto B = random_vector((size_t)b_rows * (b_cols + pad), 7);
-      std::vector<float> Ad((size_t)a_rows * a_cols), Bd((size_t)b_rows * b_cols);
-      for (int r = 0; r < a_rows; ++r)
-        for (int c = 0; c < a_cols; ++c) Ad[(size_t)r * a_cols + c] = A[(size_t)r * (a_cols + pad) + c];
-      for (int r = 0; r < b_rows; ++r)
-        for (int c = 0; c < b_cols; ++c) Bd[(size_t)r * b_cols + c] = B[(size_t)r * (b_cols + pad) + c];
+      // rows x cols of src (rows src_ld apart) into a buffer with rows dst_ld apart.
+      auto block = [](const float* src, int rows, int cols, int src_ld, int dst_ld) {
+        std::vector<float> dst((size_t)rows * dst_ld, 0.0f);
+        for (int r = 0; r < rows; ++r)
+          for (int c = 0; c < cols; ++c) dst[(size_t)r * dst_ld + c] = src[(size_t)r * src_ld + c];
+        return dst;
+      };
+      const auto Ad = block(A.data(), a_rows, a_cols, a_cols + pad, a_cols);
+      const auto Bd = block(B.data(), b_rows, b_cols, b_cols + pad, b_cols);
       const auto C0 = random_vector((size_t)M * N, 8);  // what beta = 1 accumulates onto
       auto run = [&](float beta, const float* a, int lda, const float* b, int ldb, int ldc) {
-        std::vector<float> C((size_t)M * ldc, 0.0f), out((size_t)M * N);
-        for (int m = 0; m < M; ++m)
-          for (int n = 0; n < N; ++n) C[(size_t)m * ldc + n] = C0[(size_t)m * N + n];
+        std::vector<float> C = block(C0.data(), M, N, N, ldc);
         if (op == Op::NT) gemm_nt(M, N, K, a, lda, b, ldb, C.data(), ldc, beta);
         if (op == Op::NN) gemm_nn(M, N, K, a, lda, b, ldb, C.data(), ldc, beta);
         if (op == Op::TN) gemm_tn(M, N, K, a, lda, b, ldb, C.data(), ldc, beta);
-        for (int m = 0; m < M; ++m)
-          for (int n = 0; n < N; ++n) out[(size_t)m * N + n] = C[(size_t)m * ldc + n];
-        return out;
+        return block(C.data(), M, N, ldc, N);
       };
       for (float beta : {0.0f, 1.0f}) {
         const auto dense = run(beta, Ad.data(), a_cols, Bd.data(), b_cols, N);
