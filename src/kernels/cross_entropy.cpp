@@ -4,6 +4,7 @@
 #include <limits>
 
 #include "core/threads.h"
+#include "kernels/fast_exp.h"
 
 namespace chainlm {
 
@@ -25,20 +26,25 @@ double cross_entropy_forward_backward(int M, int V, const float* logits, int ld,
     float mx = -std::numeric_limits<float>::infinity();
 #pragma omp simd reduction(max : mx)
     for (int j = 0; j < V; ++j) mx = lr[j] > mx ? lr[j] : mx;
+    // The target's logit is read before dlogits (which may be the logits themselves) is written.
+    const float target_logit = lr[t];
     float sum = 0.0f;
-#pragma omp simd reduction(+ : sum)
-    for (int j = 0; j < V; ++j) sum += std::exp(lr[j] - mx);
-    const float log_z = mx + std::log(sum);
-    const float loss = log_z - lr[t];
-    total += loss;
-    if (row_loss) row_loss[r] = loss;
     if (dlogits) {
+      // e^(l - max) is stored on the way and scaled afterwards: one exp per logit, not two.
       float* dr = dlogits + (long)r * ld;
+#pragma omp simd reduction(+ : sum)
+      for (int j = 0; j < V; ++j) sum += (dr[j] = fast_exp(lr[j] - mx));
       const float inv = grad_scale / sum;
 #pragma omp simd
-      for (int j = 0; j < V; ++j) dr[j] = std::exp(lr[j] - mx) * inv;
+      for (int j = 0; j < V; ++j) dr[j] *= inv;
       dr[t] -= grad_scale;
+    } else {
+#pragma omp simd reduction(+ : sum)
+      for (int j = 0; j < V; ++j) sum += fast_exp(lr[j] - mx);
     }
+    const float loss = mx + std::log(sum) - target_logit;
+    total += loss;
+    if (row_loss) row_loss[r] = loss;
   }
   return total;
 }

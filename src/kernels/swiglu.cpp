@@ -1,8 +1,7 @@
 #include "kernels/swiglu.h"
 
-#include <cmath>
-
 #include "core/threads.h"
+#include "kernels/fast_exp.h"
 
 namespace chainlm {
 
@@ -14,7 +13,7 @@ void swiglu_forward(int M, int width, const float* a, const float* b, float* g, 
     float* gr = g + (long)r * ld;
 #pragma omp simd
     for (int j = 0; j < width; ++j) {
-      const float sig = 1.0f / (1.0f + std::exp(-ar[j]));
+      const float sig = 1.0f / (1.0f + fast_exp(-ar[j]));
       gr[j] = ar[j] * sig * br[j];
     }
   }
@@ -32,7 +31,7 @@ void swiglu_backward(int M, int width, const float* a, const float* b, const flo
 #pragma omp simd
     for (int j = 0; j < width; ++j) {
       const float x = ar[j];
-      const float sig = 1.0f / (1.0f + std::exp(-x));
+      const float sig = 1.0f / (1.0f + fast_exp(-x));
       const float silu = x * sig;
       dbr[j] = dgr[j] * silu;
       dar[j] = dgr[j] * br[j] * sig * (1.0f + x * (1.0f - sig));
