@@ -14,4 +14,14 @@ void from_bf16(const bf16_t* src, float* dst, size_t n) {
   for (size_t i = 0; i < n; ++i) dst[i] = from_bf16(src[i]);
 }
 
+void to_bf16_rows(int rows, int cols, const float* src, long ld_src, bf16_t* dst, long ld_dst) {
+#pragma omp parallel for schedule(static) if ((long)rows * cols >= kParallelMinWork)
+  for (int i = 0; i < rows; ++i) {
+    const float* s = src + i * ld_src;
+    bf16_t* d = dst + i * ld_dst;
+#pragma omp simd
+    for (int j = 0; j < cols; ++j) d[j] = to_bf16(s[j]);
+  }
+}
+
 }  // namespace chainlm

@@ -29,5 +29,8 @@ inline float from_bf16(bf16_t h) {
 // dst[i] = to_bf16(src[i]) / from_bf16(src[i]) for i < n (threads over large n).
 void to_bf16(const float* src, bf16_t* dst, size_t n);
 void from_bf16(const bf16_t* src, float* dst, size_t n);
+// rows x cols of src (rows ld_src apart) rounded into dst (rows ld_dst apart), threads over
+// rows: an activation rounded once for every GEMM that reads it.
+void to_bf16_rows(int rows, int cols, const float* src, long ld_src, bf16_t* dst, long ld_dst);
 
 }  // namespace chainlm

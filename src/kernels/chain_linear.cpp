@@ -6,6 +6,25 @@
 
 namespace chainlm {
 
+namespace {
+
+// Per-thread buffers that only grow: the rounded x (slot 0) and dy (slot 1) of a bf16 product.
+bf16_t* scratch(int slot, std::size_t n) {
+  thread_local std::vector<bf16_t> buf[2];
+  if (buf[slot].size() < n) buf[slot].resize(n);
+  return buf[slot].data();
+}
+
+// Whether blocks [first, k) are bf16; a model's blocks are all in one form.
+bool bf16_blocks(const WeightRef* w, int first, int k) {
+  if (first >= k || !w[first].bf16) return false;
+  for (int i = first; i < k; ++i)
+    CHAINLM_CHECK(w[i].bf16, "a Chain-of-Linear mixes bf16 and other weight blocks");
+  return true;
+}
+
+}  // namespace
+
 void chain_linear_forward(const ChainLinear& cl, int k, int M, const float* x, int ldx,
                           const float* const* w, float* y, int ldy, float beta) {
   for (int i = 0; i < k; ++i) {
@@ -16,9 +35,26 @@ void chain_linear_forward(const ChainLinear& cl, int k, int M, const float* x, i
 
 void chain_linear_forward(const ChainLinear& cl, int k, int M, const float* x, int ldx,
                           const WeightRef* w, float* y, int ldy, float beta) {
+  // bf16 blocks and more rows than a decoding step: x is rounded once for all k blocks (the
+  // few-row kernels round their handful of rows themselves).
+  if (M > kMaxDecodeRows && bf16_blocks(w, 0, k)) {
+    const int width = cl.in.end(k - 1);
+    bf16_t* xh = scratch(0, (std::size_t)M * width);
+    to_bf16_rows(M, width, x, ldx, xh, width);
+    return chain_linear_forward(cl, k, M, xh, width, w, y, ldy, beta);
+  }
   for (int i = 0; i < k; ++i) {
     const int in_w = cl.in.end(i);
     gemm_nt(M, cl.out.width(i), in_w, x, ldx, w[i], in_w, y + cl.out.begin(i), ldy, beta);
+  }
+}
+
+void chain_linear_forward(const ChainLinear& cl, int k, int M, const bf16_t* x, int ldx,
+                          const WeightRef* w, float* y, int ldy, float beta) {
+  if (k > 0) CHAINLM_CHECK(bf16_blocks(w, 0, k), "a bf16 activation needs bf16 weight blocks");
+  for (int i = 0; i < k; ++i) {
+    const int in_w = cl.in.end(i);
+    gemm_nt_bf16(M, cl.out.width(i), in_w, x, ldx, w[i].bf16, in_w, y + cl.out.begin(i), ldy, beta);
   }
 }
 
@@ -33,22 +69,45 @@ void chain_linear_backward(const ChainLinear& cl, int k, int M, const float* x, 
 void chain_linear_backward(const ChainLinear& cl, int k, int M, const float* x, int ldx,
                            const WeightRef* w, const float* dy, int ldy, float* dx, int lddx,
                            float* const* dw, bool dx_overwrite, int first) {
+  if (first >= k) return;
+  if (bf16_blocks(w, first, k)) {
+    // x is rounded once for all blocks' weight gradients (if any block has one).
+    bool need_x = false;
+    for (int i = first; i < k; ++i) need_x = need_x || (dw && dw[i]);
+    const int width = cl.in.end(k - 1);
+    bf16_t* xh = need_x ? scratch(0, (std::size_t)M * width) : nullptr;
+    if (need_x) to_bf16_rows(M, width, x, ldx, xh, width);
+    return chain_linear_backward(cl, k, M, xh, width, w, dy, ldy, dx, lddx, dw, dx_overwrite, first);
+  }
   // Last chain first: its input prefix covers every active input column, so with
   // dx_overwrite a beta = 0 GEMM there initializes all of dx without a separate memset.
-  if (first >= k) return;
   const int dx0 = cl.in.prefix(first);  // dx columns below this belong to frozen chains
   for (int i = k - 1; i >= first; --i) {
     const int in_w = cl.in.end(i), out_w = cl.out.width(i);
     const float* dyi = dy + cl.out.begin(i);
     const float beta = (dx_overwrite && i == k - 1) ? 0.0f : 1.0f;
     CHAINLM_CHECK(!w[i].quant, "a quantized weight has no backward (quantized models do not train)");
-    if (w[i].bf16) {
-      if (dx) gemm_nn_bf16(M, in_w - dx0, out_w, dyi, ldy, w[i].bf16 + dx0, in_w, dx + dx0, lddx, beta);
-      if (dw && dw[i]) gemm_tn_bf16(out_w, in_w, M, dyi, ldy, x, ldx, dw[i], in_w, 1.0f);
-    } else {
-      if (dx) gemm_nn(M, in_w - dx0, out_w, dyi, ldy, w[i].f32 + dx0, in_w, dx + dx0, lddx, beta);
-      if (dw && dw[i]) gemm_tn(out_w, in_w, M, dyi, ldy, x, ldx, dw[i], in_w, 1.0f);
-    }
+    if (dx) gemm_nn(M, in_w - dx0, out_w, dyi, ldy, w[i].f32 + dx0, in_w, dx + dx0, lddx, beta);
+    if (dw && dw[i]) gemm_tn(out_w, in_w, M, dyi, ldy, x, ldx, dw[i], in_w, 1.0f);
+  }
+}
+
+void chain_linear_backward(const ChainLinear& cl, int k, int M, const bf16_t* x, int ldx,
+                           const WeightRef* w, const float* dy, int ldy, float* dx, int lddx,
+                           float* const* dw, bool dx_overwrite, int first) {
+  if (first >= k) return;
+  CHAINLM_CHECK(bf16_blocks(w, first, k), "a bf16 activation needs bf16 weight blocks");
+  // dy is rounded once for both products of every block (the active blocks' columns only).
+  const int o0 = cl.out.begin(first), width = cl.out.end(k - 1) - o0;
+  bf16_t* dyh = scratch(1, (std::size_t)M * width);
+  to_bf16_rows(M, width, dy + o0, ldy, dyh, width);
+  const int dx0 = cl.in.prefix(first);
+  for (int i = k - 1; i >= first; --i) {
+    const int in_w = cl.in.end(i), out_w = cl.out.width(i);
+    const bf16_t* dyi = dyh + (cl.out.begin(i) - o0);
+    const float beta = (dx_overwrite && i == k - 1) ? 0.0f : 1.0f;
+    if (dx) gemm_nn_bf16(M, in_w - dx0, out_w, dyi, width, w[i].bf16 + dx0, in_w, dx + dx0, lddx, beta);
+    if (dw && dw[i]) gemm_tn_bf16(out_w, in_w, M, dyi, width, x, ldx, dw[i], in_w, 1.0f);
   }
 }
 

@@ -22,6 +22,11 @@ void chain_linear_forward(const ChainLinear& cl, int k, int M, const float* x, i
 void chain_linear_forward(const ChainLinear& cl, int k, int M, const float* x, int ldx,
                           const WeightRef* w, float* y, int ldy, float beta = 0.0f);
 
+// The same with x already rounded to bf16 (rows ldx apart), for bf16 blocks only: an activation
+// that feeds several Chain-of-Linears is rounded once (the model's bf16 training step).
+void chain_linear_forward(const ChainLinear& cl, int k, int M, const bf16_t* x, int ldx,
+                          const WeightRef* w, float* y, int ldy, float beta = 0.0f);
+
 // dx[:, :in.end(i)] += dy[:, chain i] · w[i]       (skipped when dx is null; with
 //                                                  dx_overwrite the active columns of dx
 //                                                  are overwritten instead of accumulated)
@@ -36,6 +41,10 @@ void chain_linear_backward(const ChainLinear& cl, int k, int M, const float* x, 
 // The same over blocks in fp32 or bf16: with bf16 blocks every product is a bf16 GEMM (dy, x
 // rounded to bf16; weight gradients still accumulate in fp32).
 void chain_linear_backward(const ChainLinear& cl, int k, int M, const float* x, int ldx,
+                           const WeightRef* w, const float* dy, int ldy, float* dx, int lddx,
+                           float* const* dw, bool dx_overwrite = false, int first = 0);
+// The same with x already in bf16 (bf16 blocks only); dy is rounded once for all blocks.
+void chain_linear_backward(const ChainLinear& cl, int k, int M, const bf16_t* x, int ldx,
                            const WeightRef* w, const float* dy, int ldy, float* dx, int lddx,
                            float* const* dw, bool dx_overwrite = false, int first = 0);
 

@@ -28,9 +28,21 @@ void gemm_nn_bf16(int M, int N, int K, const float* A, int lda, const bf16_t* B,
 // dW = dy^T x in bf16: C(M,N) = bf16(A)(K,M)^T · bf16(B)(K,N) + beta C.
 void gemm_tn_bf16(int M, int N, int K, const float* A, int lda, const float* B, int ldb, float* C,
                   int ldc, float beta);
+// The three with A already rounded to bf16 (and, for dW, B too): an operand that feeds several
+// products (a Chain-of-Linear's blocks, the two backward GEMMs of one dy, the q/k/v projections
+// of one normalized activation) is rounded once by the caller. Same results as the fp32-A forms.
+void gemm_nt_bf16(int M, int N, int K, const bf16_t* A, int lda, const bf16_t* B, int ldb, float* C,
+                  int ldc, float beta);
+void gemm_nn_bf16(int M, int N, int K, const bf16_t* A, int lda, const bf16_t* B, int ldb, float* C,
+                  int ldc, float beta);
+void gemm_tn_bf16(int M, int N, int K, const bf16_t* A, int lda, const bf16_t* B, int ldb, float* C,
+                  int ldc, float beta);
 // Whether the bf16 GEMMs run on bf16 instructions (oneDNN's AVX512-BF16 or AMX kernels) rather
 // than on rounded operands through the fp32 kernels.
 bool bf16_gemm_native();
+// Tests: with off = true the bf16 GEMMs take the path of CPUs without bf16 instructions (rounded
+// operands through the fp32 kernels) on every CPU, so both paths are tested on any machine.
+void set_bf16_gemm_native_off(bool off);
 
 // The same with B block-quantized (quant.h; gemm_quant.cpp): B's rows are
 // quant_row_bytes(type, ldb) bytes apart and K <= ldb. Each row of A is quantized to Q8_0 on the

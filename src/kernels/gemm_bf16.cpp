@@ -11,8 +11,8 @@
 // outweighs the widening (a panel is widened once for all M rows).
 
 #include <algorithm>
+#include <atomic>
 #include <string>
-#include <type_traits>
 #include <vector>
 
 #include "core/threads.h"
@@ -111,20 +111,10 @@ T* scratch(int slot, size_t n) {
   return buf[slot].data();
 }
 
-// rows x cols of src (row stride ld) rounded to bf16, into a dense buffer of slot `slot`:
-// as bf16 (for oneDNN's bf16 kernels) or as fp32 values (for the fp32 kernels).
-template <typename T>
-T* rounded(int slot, int rows, int cols, const float* src, int ld) {
-  T* r = scratch<T>(slot, (size_t)rows * cols);
-#pragma omp parallel for if ((long)rows * cols >= kParallelMinWork)
-  for (int i = 0; i < rows; ++i)
-    for (int j = 0; j < cols; ++j) {
-      const bf16_t h = to_bf16(src[(long)i * ld + j]);
-      if constexpr (std::is_same_v<T, bf16_t>)
-        r[(long)i * cols + j] = h;
-      else
-        r[(long)i * cols + j] = from_bf16(h);
-    }
+// rows x cols of src (row stride ld) rounded to bf16, into a dense buffer of slot `slot`.
+bf16_t* rounded(int slot, int rows, int cols, const float* src, int ld) {
+  bf16_t* r = scratch<bf16_t>(slot, (size_t)rows * cols);
+  to_bf16_rows(rows, cols, src, ld, r, cols);
   return r;
 }
 
@@ -142,26 +132,9 @@ void scale_only(int M, int N, float* C, int ldc, float beta) {
     for (int n = 0; n < N; ++n) C[(long)m * ldc + n] = beta == 0.0f ? 0.0f : beta * C[(long)m * ldc + n];
 }
 
-}  // namespace
-
-bool bf16_gemm_native() {
-  static const bool native = [] {
-    const std::string isa = onednn_isa();
-    return isa.find("bf16") != std::string::npos || isa.find("amx") != std::string::npos;
-  }();
-  return native;
-}
-
-void gemm_nt_bf16(int M, int N, int K, const float* A, int lda, const bf16_t* B, int ldb, float* C,
-                  int ldc, float beta) {
-  if (M == 0 || N == 0) return;
-  if (K == 0) return scale_only(M, N, C, ldc, beta);
-  if (M > kMaxFewRows && bf16_gemm_native()) {
-    onednn_bf16_gemm(false, true, M, N, K, rounded<bf16_t>(0, M, K, A, lda), K, B, ldb, C, ldc, beta);
-    return;
-  }
-  A = rounded<float>(0, M, K, A, lda);
-  lda = K;
+// The products on the fp32 backend, A given as fp32 values that are already bf16 (exact).
+void nt_on_fp32(int M, int N, int K, const float* A, int lda, const bf16_t* B, int ldb, float* C,
+                int ldc, float beta) {
   if (M <= kMaxFewRows) {
     const FewRowsKernel f = kFewRows[M - 1];
     for_column_ranges(N, (long)M * N * K, [&](int n0, int n1) { f(n0, n1, K, A, lda, B, ldb, C, ldc, beta); });
@@ -174,27 +147,83 @@ void gemm_nt_bf16(int M, int N, int K, const float* A, int lda, const bf16_t* B,
   }
 }
 
+}  // namespace
+
+namespace {
+std::atomic<bool> g_native_off{false};
+}  // namespace
+
+bool bf16_gemm_native() {
+  static const bool native = [] {
+    const std::string isa = onednn_isa();
+    return isa.find("bf16") != std::string::npos || isa.find("amx") != std::string::npos;
+  }();
+  return native && !g_native_off.load(std::memory_order_relaxed);
+}
+
+void set_bf16_gemm_native_off(bool off) { g_native_off.store(off); }
+
+void gemm_nt_bf16(int M, int N, int K, const float* A, int lda, const bf16_t* B, int ldb, float* C,
+                  int ldc, float beta) {
+  if (M == 0 || N == 0) return;
+  if (K == 0) return scale_only(M, N, C, ldc, beta);
+  if (M > kMaxFewRows && bf16_gemm_native()) {
+    onednn_bf16_gemm(false, true, M, N, K, rounded(0, M, K, A, lda), K, B, ldb, C, ldc, beta);
+    return;
+  }
+  // Rounded in place of a widening: a bf16 value as fp32 is the fp32 value rounded to bf16.
+  float* a = scratch<float>(0, (size_t)M * K);
+#pragma omp parallel for if ((long)M * K >= kParallelMinWork)
+  for (int m = 0; m < M; ++m)
+    for (int k = 0; k < K; ++k) a[(long)m * K + k] = from_bf16(to_bf16(A[(long)m * lda + k]));
+  nt_on_fp32(M, N, K, a, K, B, ldb, C, ldc, beta);
+}
+
+void gemm_nt_bf16(int M, int N, int K, const bf16_t* A, int lda, const bf16_t* B, int ldb, float* C,
+                  int ldc, float beta) {
+  if (M == 0 || N == 0) return;
+  if (K == 0) return scale_only(M, N, C, ldc, beta);
+  if (M > kMaxFewRows && bf16_gemm_native()) {
+    onednn_bf16_gemm(false, true, M, N, K, A, lda, B, ldb, C, ldc, beta);
+    return;
+  }
+  nt_on_fp32(M, N, K, widened(0, M, K, A, lda), K, B, ldb, C, ldc, beta);
+}
+
 void gemm_nn_bf16(int M, int N, int K, const float* A, int lda, const bf16_t* B, int ldb, float* C,
                   int ldc, float beta) {
   if (M == 0 || N == 0) return;
   if (K == 0) return scale_only(M, N, C, ldc, beta);
+  gemm_nn_bf16(M, N, K, rounded(2, M, K, A, lda), K, B, ldb, C, ldc, beta);
+}
+
+void gemm_nn_bf16(int M, int N, int K, const bf16_t* A, int lda, const bf16_t* B, int ldb, float* C,
+                  int ldc, float beta) {
+  if (M == 0 || N == 0) return;
+  if (K == 0) return scale_only(M, N, C, ldc, beta);
   if (bf16_gemm_native()) {
-    onednn_bf16_gemm(false, false, M, N, K, rounded<bf16_t>(0, M, K, A, lda), K, B, ldb, C, ldc, beta);
+    onednn_bf16_gemm(false, false, M, N, K, A, lda, B, ldb, C, ldc, beta);
     return;
   }
-  gemm_nn(M, N, K, rounded<float>(0, M, K, A, lda), K, widened(1, K, N, B, ldb), N, C, ldc, beta);
+  gemm_nn(M, N, K, widened(0, M, K, A, lda), K, widened(1, K, N, B, ldb), N, C, ldc, beta);
 }
 
 void gemm_tn_bf16(int M, int N, int K, const float* A, int lda, const float* B, int ldb, float* C,
                   int ldc, float beta) {
   if (M == 0 || N == 0) return;
   if (K == 0) return scale_only(M, N, C, ldc, beta);
+  gemm_tn_bf16(M, N, K, rounded(2, K, M, A, lda), M, rounded(1, K, N, B, ldb), N, C, ldc, beta);
+}
+
+void gemm_tn_bf16(int M, int N, int K, const bf16_t* A, int lda, const bf16_t* B, int ldb, float* C,
+                  int ldc, float beta) {
+  if (M == 0 || N == 0) return;
+  if (K == 0) return scale_only(M, N, C, ldc, beta);
   if (bf16_gemm_native()) {
-    onednn_bf16_gemm(true, false, M, N, K, rounded<bf16_t>(0, K, M, A, lda), M,
-                     rounded<bf16_t>(1, K, N, B, ldb), N, C, ldc, beta);
+    onednn_bf16_gemm(true, false, M, N, K, A, lda, B, ldb, C, ldc, beta);
     return;
   }
-  gemm_tn(M, N, K, rounded<float>(0, K, M, A, lda), M, rounded<float>(1, K, N, B, ldb), N, C, ldc, beta);
+  gemm_tn(M, N, K, widened(0, K, M, A, lda), M, widened(1, K, N, B, ldb), N, C, ldc, beta);
 }
 
 }  // namespace chainlm

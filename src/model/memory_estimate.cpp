@@ -20,7 +20,7 @@ std::string MemoryEstimate::describe() const {
 }
 
 MemoryEstimate training_memory(const ModelConfig& c, int micro_batch, int seq_len,
-                               int weighted_submodels) {
+                               int weighted_submodels, bool bf16) {
   const uint64_t P = Model::parameter_floats(c) * sizeof(float);
   const uint64_t rows = (uint64_t)micro_batch * (uint64_t)seq_len;
   MemoryEstimate e;
@@ -32,6 +32,13 @@ MemoryEstimate training_memory(const ModelConfig& c, int micro_batch, int seq_le
   if (weighted_submodels > 1)
     e.parts.push_back({cat("head gradients of ", weighted_submodels - 1, " more sub-model(s)"),
                        (uint64_t)(weighted_submodels - 1) * rows * (uint64_t)c.vocab_size * sizeof(float)});
+  if (bf16) {
+    e.parts.push_back({"bf16 weight copies", P / 2});
+    // The layers' GEMM inputs, and the head's gradient and input rounded for its backward.
+    const uint64_t elements = Model::bf16_activation_elements(c, micro_batch, seq_len) +
+                              rows * ((uint64_t)c.vocab_size + (uint64_t)c.dim);
+    e.parts.push_back({"bf16 activation copies", elements * 2});
+  }
   e.parts.push_back({"runtime", kRuntimeOverheadBytes});
   return e;
 }

@@ -23,9 +23,10 @@ inline constexpr uint64_t kRuntimeOverheadBytes = 32ull << 20;
 
 // One training process: weights, gradients, AdamW moments, the activation arena for a
 // (micro_batch, seq_len) step, the head gradients of the extra weighted sub-models
-// (weighted_submodels - 1 of them) and the runtime.
+// (weighted_submodels - 1 of them) and the runtime; with bf16, the bf16 copies of the weights
+// and of the activations the GEMMs read (docs/precision.md).
 MemoryEstimate training_memory(const ModelConfig& config, int micro_batch, int seq_len,
-                               int weighted_submodels);
+                               int weighted_submodels, bool bf16 = false);
 
 // Throws chainlm::Error when `estimate` times `processes` (processes of the job sharing this
 // machine) exceeds `limit`, or, with limit 0, the memory available now (core/memory.h) plus

@@ -42,12 +42,19 @@ struct Model::Buffers {
   std::vector<int> stream_tokens;  // with PHD: the token of every row (each repeated K times)
   struct Layer {
     float *x_in, *xn1, *rstd1, *q, *k, *v, *att, *lse, *x_mid, *xn2, *rstd2, *h1, *h3, *g;
+    // bf16 weights: the GEMM inputs rounded once, in the forward, for every product that reads
+    // them (q/k/v and w1/w3 share theirs; the backward's weight gradients reuse them).
+    bf16_t *xn1h = nullptr, *atth = nullptr, *xn2h = nullptr, *gh = nullptr;
   };
   std::vector<Layer> layers;
   float *x_final, *xnf, *rstdf, *logits;
   // Backward scratch.
   float *dres, *dxn, *datt, *dq, *dk, *dv, *dh1, *dh3, *dg;
   std::vector<std::vector<float>> dlogits;  // one per extra weighted chain prefix
+  std::vector<bf16_t> arena16;              // the layers' bf16 activations (bf16 weights only)
+  bool rounded_once = false;                // the last forward filled them
+  std::vector<bf16_t> dlogits16;            // the head's gradient rounded once for its two GEMMs
+  std::vector<bf16_t> xnf16;                // and the final norm's output, for the head's dW
 };
 
 Model::Model(const ModelConfig& config, bool allocate) : config_(config), layout_(config) {
@@ -255,10 +262,40 @@ void Model::ensure_buffers(int B, int T) {
   if (K > 1) b.stream_tokens.resize(M);
 }
 
+std::size_t Model::bf16_activation_elements(const ModelConfig& c, int B, int T) {
+  const std::size_t M = (std::size_t)B * T * c.phd.repeat;
+  return (std::size_t)c.n_layers * M * (3 * (std::size_t)c.dim + c.ffn_dim);
+}
+
+bool Model::bf16_activations() const {
+  if (layers_.empty() || layers_.front().r_wq.empty()) return false;
+  const WeightRef& w = layers_.front().r_wq.front();
+  return w.bf16 && !w.quant;
+}
+
+void Model::ensure_bf16_activations() {
+  Buffers& b = *buf_;
+  if (b.layers.front().xn1h) return;
+  const long M = (long)b.B * b.T * config_.phd.repeat, D = config_.dim, F = config_.ffn_dim;
+  b.arena16.assign(bf16_activation_elements(config_, b.B, b.T), 0);
+  bf16_t* p = b.arena16.data();
+  for (Buffers::Layer& a : b.layers) {
+    a.xn1h = p;
+    a.atth = p + M * D;
+    a.xn2h = p + 2 * M * D;
+    a.gh = p + 3 * M * D;
+    p += M * (3 * D + F);
+  }
+}
+
 void Model::forward_trunk(const int* tokens, int B, int T, int k) {
   CHAINLM_CHECK(k >= 1 && k <= layout_.n, "active chains k = ", k, " is outside 1..", layout_.n);
   ensure_buffers(B, T);
+  // bf16 weights (training or evaluating in bf16): each GEMM input is rounded once, here.
+  const bool h = bf16_activations() && B * T > kMaxDecodeRows;
+  if (h) ensure_bf16_activations();
   Buffers& b = *buf_;
+  b.rounded_once = h;
   const ModelConfig& c = config_;
   const ChainLayout& L = layout_;
   const int K = c.phd.repeat, M = B * T * K, D = c.dim, F = c.ffn_dim, KV = L.kv.total();
@@ -276,29 +313,45 @@ void Model::forward_trunk(const int* tokens, int B, int T, int k) {
   const AttentionShape as = attention_shape(k, B, T * K, T * K, 0);
   const int kv_heads_active = L.active_kv_width(k) / hd;
 
+  // y (+)= x W^T over chain blocks, from x's bf16 copy xh (rounded once) when there is one.
+  auto linear = [&](const ChainLinear& cl, int blocks, const float* x, bf16_t* xh, int ld,
+                    const WeightRef* w, float* y, int ldy, float beta) {
+    if (xh)
+      chain_linear_forward(cl, blocks, M, xh, ld, w, y, ldy, beta);
+    else
+      chain_linear_forward(cl, blocks, M, x, ld, w, y, ldy, beta);
+  };
+  // x's bf16 copy (its first `width` columns), or none in fp32.
+  auto rounded = [&](const float* x, bf16_t* xh, int width, int ld) -> bf16_t* {
+    if (!h) return nullptr;
+    to_bf16_rows(M, width, x, ld, xh, ld);
+    return xh;
+  };
   for (int l = 0; l < c.n_layers; ++l) {
     const LayerIndex& li = layers_[l];
     Buffers::Layer& a = b.layers[l];
     float* x_out = l + 1 < c.n_layers ? b.layers[l + 1].x_in : b.x_final;
     rmsnorm_forward(L.dim, k, M, a.x_in, D, params_.value(li.attention_norm), c.norm_eps, a.xn1, D,
                     a.rstd1);
-    chain_linear_forward(L.wq, k, M, a.xn1, D, li.r_wq.data(), a.q, D);
-    chain_linear_forward(L.wk, L.kv_blocks(k), M, a.xn1, D, li.r_wk.data(), a.k, KV);
-    chain_linear_forward(L.wv, L.kv_blocks(k), M, a.xn1, D, li.r_wv.data(), a.v, KV);
+    bf16_t* xn1h = rounded(a.xn1, a.xn1h, Dk, D);
+    linear(L.wq, k, a.xn1, xn1h, D, li.r_wq.data(), a.q, D, 0.0f);
+    linear(L.wk, L.kv_blocks(k), a.xn1, xn1h, D, li.r_wk.data(), a.k, KV, 0.0f);
+    linear(L.wv, L.kv_blocks(k), a.xn1, xn1h, D, li.r_wv.data(), a.v, KV, 0.0f);
     rope_forward(a.q, M, as.n_heads, hd, D, b.positions.data(), c.rope_theta, c.rope_scaling);
     rope_forward(a.k, M, kv_heads_active, hd, KV, b.positions.data(), c.rope_theta,
                  c.rope_scaling);
     attention_forward(as, a.q, a.k, a.v, a.att, a.lse);
     // x_mid = x_in + Wo·att: copy the residual, then let the GEMM add onto it.
     copy_rows(M, Dk, a.x_in, a.x_mid, D);
-    chain_linear_forward(L.wo, k, M, a.att, D, li.r_wo.data(), a.x_mid, D, 1.0f);
+    linear(L.wo, k, a.att, rounded(a.att, a.atth, Dk, D), D, li.r_wo.data(), a.x_mid, D, 1.0f);
     rmsnorm_forward(L.dim, k, M, a.x_mid, D, params_.value(li.ffn_norm), c.norm_eps, a.xn2, D,
                     a.rstd2);
-    chain_linear_forward(L.w1, k, M, a.xn2, D, li.r_w1.data(), a.h1, F);
-    chain_linear_forward(L.w3, k, M, a.xn2, D, li.r_w3.data(), a.h3, F);
+    bf16_t* xn2h = rounded(a.xn2, a.xn2h, Dk, D);
+    linear(L.w1, k, a.xn2, xn2h, D, li.r_w1.data(), a.h1, F, 0.0f);
+    linear(L.w3, k, a.xn2, xn2h, D, li.r_w3.data(), a.h3, F, 0.0f);
     swiglu_forward(M, Fk, a.h1, a.h3, a.g, F);
     copy_rows(M, Dk, a.x_mid, x_out, D);
-    chain_linear_forward(L.w2, k, M, a.g, F, li.r_w2.data(), x_out, D, 1.0f);
+    linear(L.w2, k, a.g, rounded(a.g, a.gh, Fk, F), F, li.r_w2.data(), x_out, D, 1.0f);
   }
   // Only the last copy of every token feeds the head (SPEC B1: the loss is taken there).
   rmsnorm_forward(L.dim, k, B * T, b.x_final + (size_t)(K - 1) * D, K * D, params_.value(norm_),
@@ -381,8 +434,14 @@ StepLosses Model::forward_backward(const int* tokens, const int* targets, int B,
     const int c0 = std::max(L.dim.prefix(s == 0 ? 0 : seg_end[s - 1]), Df);
     if (c1 <= c0) continue;  // a segment of frozen chains
     if (Wout.bf16) {
-      if (!freeze_.head_only) gemm_nn_bf16(Mh, c1 - c0, V, G, V, Wout.bf16 + c0, D, b.dxn + c0, D, 0.0f);
-      gemm_tn_bf16(V, c1 - c0, Mh, G, V, b.xnf + c0, D, dWout + c0, D, 1.0f);
+      // G rounded once for both products (Mh x V: the largest operand of the step).
+      b.dlogits16.resize((size_t)Mh * V);
+      bf16_t* Gh = b.dlogits16.data();
+      to_bf16_rows(Mh, V, G, V, Gh, V);
+      if (!freeze_.head_only) gemm_nn_bf16(Mh, c1 - c0, V, Gh, V, Wout.bf16 + c0, D, b.dxn + c0, D, 0.0f);
+      b.xnf16.resize((size_t)Mh * (c1 - c0));
+      to_bf16_rows(Mh, c1 - c0, b.xnf + c0, D, b.xnf16.data(), c1 - c0);
+      gemm_tn_bf16(V, c1 - c0, Mh, Gh, V, b.xnf16.data(), c1 - c0, dWout + c0, D, 1.0f);
     } else {
       if (!freeze_.head_only) gemm_nn(Mh, c1 - c0, V, G, V, Wout.f32 + c0, D, b.dxn + c0, D, 0.0f);
       gemm_tn(V, c1 - c0, Mh, G, V, b.xnf + c0, D, dWout + c0, D, 1.0f);
@@ -405,22 +464,28 @@ StepLosses Model::forward_backward(const int* tokens, const int* targets, int B,
   const int kv_heads_active = L.active_kv_width(k) / hd;
   const int KVk = L.active_kv_width(k);
 
+  // dx (+)= dy W and dW += dy^T x over chain blocks, from x's bf16 copy xh when the forward
+  // made one.
+  auto linear_backward = [&](const ChainLinear& cl, int blocks, const float* x, const bf16_t* xh,
+                             int ldx, const WeightRef* w, const float* dy, int ldy, float* dx,
+                             int lddx, float* const* dw, bool overwrite) {
+    if (b.rounded_once)
+      chain_linear_backward(cl, blocks, M, xh, ldx, w, dy, ldy, dx, lddx, dw, overwrite, f);
+    else
+      chain_linear_backward(cl, blocks, M, x, ldx, w, dy, ldy, dx, lddx, dw, overwrite, f);
+  };
   for (int l = c.n_layers - 1; l >= 0; --l) {
     LayerIndex& li = layers_[l];
     Buffers::Layer& a = b.layers[l];
     // FFN: x_out = x_mid + W2·swiglu(W1·xn2, W3·xn2); b.dres holds d(x_out).
-    chain_linear_backward(L.w2, k, M, a.g, F, li.r_w2.data(), b.dres, D, b.dg, F, li.g_w2.data(),
-                          true, f);
+    linear_backward(L.w2, k, a.g, a.gh, F, li.r_w2.data(), b.dres, D, b.dg, F, li.g_w2.data(), true);
     swiglu_backward(M, Fk, a.h1, a.h3, b.dg, b.dh1, b.dh3, F);
-    chain_linear_backward(L.w1, k, M, a.xn2, D, li.r_w1.data(), b.dh1, F, b.dxn, D,
-                          li.g_w1.data(), true, f);
-    chain_linear_backward(L.w3, k, M, a.xn2, D, li.r_w3.data(), b.dh3, F, b.dxn, D,
-                          li.g_w3.data(), false, f);
+    linear_backward(L.w1, k, a.xn2, a.xn2h, D, li.r_w1.data(), b.dh1, F, b.dxn, D, li.g_w1.data(), true);
+    linear_backward(L.w3, k, a.xn2, a.xn2h, D, li.r_w3.data(), b.dh3, F, b.dxn, D, li.g_w3.data(), false);
     rmsnorm_backward(L.dim, k, M, a.x_mid, D, params_.value(li.ffn_norm), a.rstd2, b.dxn, D,
                      b.dres, D, params_.grad(li.ffn_norm));
     // Attention: x_mid = x_in + Wo·attention(rope(Wq·xn1), rope(Wk·xn1), Wv·xn1).
-    chain_linear_backward(L.wo, k, M, a.att, D, li.r_wo.data(), b.dres, D, b.datt, D,
-                          li.g_wo.data(), true, f);
+    linear_backward(L.wo, k, a.att, a.atth, D, li.r_wo.data(), b.dres, D, b.datt, D, li.g_wo.data(), true);
 #pragma omp parallel for schedule(static)
     for (int r = 0; r < M; ++r) {
       std::memset(b.dq + (long)r * D, 0, sizeof(float) * Dk);
@@ -431,12 +496,11 @@ StepLosses Model::forward_backward(const int* tokens, const int* targets, int B,
     rope_backward(b.dq, M, as.n_heads, hd, D, b.positions.data(), c.rope_theta, c.rope_scaling);
     rope_backward(b.dk, M, kv_heads_active, hd, KV, b.positions.data(), c.rope_theta,
                   c.rope_scaling);
-    chain_linear_backward(L.wq, k, M, a.xn1, D, li.r_wq.data(), b.dq, D, b.dxn, D,
-                          li.g_wq.data(), true, f);
-    chain_linear_backward(L.wk, L.kv_blocks(k), M, a.xn1, D, li.r_wk.data(), b.dk, KV, b.dxn, D,
-                          li.g_wk.data(), false, f);
-    chain_linear_backward(L.wv, L.kv_blocks(k), M, a.xn1, D, li.r_wv.data(), b.dv, KV, b.dxn, D,
-                          li.g_wv.data(), false, f);
+    linear_backward(L.wq, k, a.xn1, a.xn1h, D, li.r_wq.data(), b.dq, D, b.dxn, D, li.g_wq.data(), true);
+    linear_backward(L.wk, L.kv_blocks(k), a.xn1, a.xn1h, D, li.r_wk.data(), b.dk, KV, b.dxn, D,
+                    li.g_wk.data(), false);
+    linear_backward(L.wv, L.kv_blocks(k), a.xn1, a.xn1h, D, li.r_wv.data(), b.dv, KV, b.dxn, D,
+                    li.g_wv.data(), false);
     rmsnorm_backward(L.dim, k, M, a.x_in, D, params_.value(li.attention_norm), a.rstd1, b.dxn, D,
                      b.dres, D, params_.grad(li.attention_norm));
     clear_frozen(li.attention_norm);

@@ -153,6 +153,8 @@ class Model {
   // without allocating either (src/model/memory_estimate.h).
   static std::size_t parameter_floats(const ModelConfig& config);
   static std::size_t activation_floats(const ModelConfig& config, int B, int T);
+  // With bf16 weights: the bf16 copies of the layers' GEMM inputs a step keeps besides.
+  static std::size_t bf16_activation_elements(const ModelConfig& config, int B, int T);
 
   // Parameters a token touches in the matmuls of sub-model k (for FLOP accounting).
   long matmul_params(int k) const;
@@ -164,6 +166,8 @@ class Model {
   struct Buffers;
   void forward_trunk(const int* tokens, int B, int T, int k);
   void ensure_buffers(int B, int T);
+  bool bf16_activations() const;  // whether the forward rounds its GEMM inputs once (bf16 weights)
+  void ensure_bf16_activations();
   void bind_grads();
   void bind_forward_weights();
   WeightRef weight_ref(int param) const;

@@ -4,6 +4,7 @@
 #include <algorithm>
 
 #include "core/memory.h"
+#include "core/precision.h"
 #include "train/trainer.h"
 
 namespace chainlm {
@@ -22,7 +23,8 @@ MemoryEstimate Trainer::memory_estimate(const ModelConfig& c, const TrainOptions
     weighted = 0;
     for (float w : o.chain_loss_weights) weighted += w > 0;
   }
-  return training_memory(c, micro, T, std::max(1, weighted));
+  return training_memory(c, micro, T, std::max(1, weighted),
+                         parse_precision(o.precision) == Precision::Bf16);
 }
 
 void Trainer::check_memory(const ModelConfig& c, const TrainOptions& o, int ranks, uint64_t held) {

@@ -20,6 +20,13 @@ namespace {
 
 using test::random_vector;
 
+// The bf16 GEMMs' two paths: bf16 instructions where the CPU has them (oneDNN), and rounded
+// operands through the fp32 kernels (CPUs without; forced here so every machine tests it).
+struct Bf16Path {
+  explicit Bf16Path(bool emulated) { set_bf16_gemm_native_off(emulated); }
+  ~Bf16Path() { set_bf16_gemm_native_off(false); }
+};
+
 TEST(Bf16, ConversionRoundsToNearestEvenAndKeepsSpecialValues) {
   EXPECT_EQ(to_bf16(1.0f), 0x3f80);
   EXPECT_EQ(to_bf16(-2.0f), 0xc000);
@@ -51,6 +58,9 @@ TEST(Bf16, ConversionRoundsToNearestEvenAndKeepsSpecialValues) {
 }
 
 TEST(GemmBf16, MatchesTheProductOfItsWeightsAndTheFp32OnesWithinBf16Rounding) {
+  for (bool emulated : {false, true}) {
+  SCOPED_TRACE(emulated ? "rounded operands on the fp32 kernels" : "the CPU's own path");
+  const Bf16Path path(emulated);
   const int ldc = 600;
   // K = 4100: the many-row path widens the weight in panels of 2^21 / K = 511 rows, so N = 600
   // crosses a panel boundary.
@@ -87,12 +97,16 @@ TEST(GemmBf16, MatchesTheProductOfItsWeightsAndTheFp32OnesWithinBf16Rounding) {
       }
     }
   }
+  }
 }
 
 // The backward products of a bf16 step: dx = bf16(dy) W (gemm_nn_bf16, W in bf16) and
 // dW = bf16(dy)^T bf16(x) (gemm_tn_bf16), odd sizes and strides, beta 0 and 1.
 TEST(GemmBf16, BackwardProductsMatchFloat64OfTheirBf16Operands) {
   auto r = [](float v) { return (double)from_bf16(to_bf16(v)); };
+  for (bool emulated : {false, true}) {
+  SCOPED_TRACE(emulated ? "rounded operands on the fp32 kernels" : "the CPU's own path");
+  const Bf16Path path(emulated);
   for (int M : {1, 9, 33}) {
     const int N = 45, K = 70, lda = 75, ldb = 51, ldc = 47;
     for (bool tn : {false, true}) {
@@ -128,6 +142,42 @@ TEST(GemmBf16, BackwardProductsMatchFloat64OfTheirBf16Operands) {
             ASSERT_NEAR(C[at], rounded, fp32_tol) << (tn ? "tn" : "nn") << " M " << M << " n " << n;
             ASSERT_NEAR(C[at], exact, std::ldexp(magnitude, -7) * 1.01 + fp32_tol);
           }
+      }
+    }
+  }
+  }
+}
+
+// Operands rounded once by the caller (the bf16-A forms) give the same bits as the fp32-A forms
+// that round them on the way in: a model that rounds an activation once for several products
+// computes what it computed before. Strided operands, few and many rows, beta 0 and 1.
+TEST(GemmBf16, PreRoundedOperandsGiveTheSameBitsAsRoundingOnTheWayIn) {
+  auto rounded = [](const std::vector<float>& v) {
+    std::vector<bf16_t> h(v.size());
+    to_bf16(v.data(), h.data(), v.size());
+    return h;
+  };
+  for (bool emulated : {false, true}) {
+    const Bf16Path path(emulated);
+    for (int M : {3, 20}) {
+      const int N = 37, K = 45, lda = 50, ldb = 52, ldc = 40;
+      const auto A = random_vector((size_t)std::max(M, K) * lda, 21 + M);
+      const auto B = random_vector((size_t)std::max(N, K) * ldb, 22);
+      const auto Ah = rounded(A), Bh = rounded(B);
+      const auto C0 = random_vector((size_t)M * ldc, 23);
+      for (float beta : {0.0f, 1.0f}) {
+        std::vector<float> c1 = C0, c2 = C0;
+        gemm_nt_bf16(M, N, K, A.data(), lda, Bh.data(), ldb, c1.data(), ldc, beta);
+        gemm_nt_bf16(M, N, K, Ah.data(), lda, Bh.data(), ldb, c2.data(), ldc, beta);
+        ASSERT_EQ(c1, c2) << "nt M " << M << " emulated " << emulated;
+        c1 = c2 = C0;
+        gemm_nn_bf16(M, N, K, A.data(), lda, Bh.data(), ldb, c1.data(), ldc, beta);
+        gemm_nn_bf16(M, N, K, Ah.data(), lda, Bh.data(), ldb, c2.data(), ldc, beta);
+        ASSERT_EQ(c1, c2) << "nn M " << M << " emulated " << emulated;
+        c1 = c2 = C0;
+        gemm_tn_bf16(M, N, K, A.data(), lda, B.data(), ldb, c1.data(), ldc, beta);
+        gemm_tn_bf16(M, N, K, Ah.data(), lda, Bh.data(), ldb, c2.data(), ldc, beta);
+        ASSERT_EQ(c1, c2) << "tn M " << M << " emulated " << emulated;
       }
     }
   }

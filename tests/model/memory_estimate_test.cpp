@@ -59,17 +59,22 @@ TEST(MemoryEstimate, AModelForInferenceHoldsNoGradientsUntilItTrains) {
 // head gradient) is what training_memory() says, within 10% below and 25% above (allocator
 // rounding). Measured as resident memory, or the allocator's count under AddressSanitizer.
 TEST(MemoryEstimate, ATrainingStepAllocatesWhatTheEstimateSays) {
+  for (bool bf16 : {false, true})
   for (bool both_chains : {false, true}) {
+    SCOPED_TRACE(bf16 ? "bf16" : "fp32");
     const ModelConfig c = mid_config({1, 1}, true);
     const int B = 8, T = 256;
     Model m(c);
     m.init_random(1);
+    if (bf16) m.use_bf16_weights(/*keep_fp32=*/true);
     const std::vector<int> tokens = test::random_tokens(B * T, c.vocab_size, 2);
     const std::vector<float> weights = both_chains ? std::vector<float>{1, 1} : std::vector<float>{0, 1};
-    const MemoryEstimate e = training_memory(c, B, T, both_chains ? 2 : 1);
+    const MemoryEstimate e = training_memory(c, B, T, both_chains ? 2 : 1, bf16);
     uint64_t step_part = 0;  // what the step allocates: all but weights, moments and runtime
     for (const auto& [what, bytes] : e.parts)
-      if (what != "weights" && what != "AdamW moments" && what != "runtime") step_part += bytes;
+      if (what != "weights" && what != "AdamW moments" && what != "runtime" &&
+          what != "bf16 weight copies")
+        step_part += bytes;
     const uint64_t before = testing::allocated_bytes();
     m.forward_backward(tokens.data(), tokens.data(), B, T, weights, 1.0f);
     const uint64_t grown = testing::allocated_bytes() - before;
