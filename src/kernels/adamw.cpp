@@ -32,7 +32,10 @@ inline void adamw_element(float& p, float g, float& m, float& v, float grad_scal
 }  // namespace
 
 void adamw_update(std::size_t n, float* p, const float* g, float* m, float* v, float grad_scale,
-                  const AdamWParams& hp) {
+                  const AdamWParams& hp_in) {
+  // Local copies: through references the compiler must assume p/m/v stores change them, and
+  // reloads them every element.
+  const AdamWParams hp = hp_in;
   const AdamWConstants k(hp);
 #pragma omp parallel for simd schedule(static)
   for (std::size_t i = 0; i < n; ++i) adamw_element(p[i], g[i], m[i], v[i], grad_scale, hp, k);
@@ -40,7 +43,8 @@ void adamw_update(std::size_t n, float* p, const float* g, float* m, float* v, f
 
 void adamw_update_columns(std::size_t rows, std::size_t cols, std::size_t col_begin, float* p,
                           const float* g, float* m, float* v, float grad_scale,
-                          const AdamWParams& hp) {
+                          const AdamWParams& hp_in) {
+  const AdamWParams hp = hp_in;
   const AdamWConstants k(hp);
 #pragma omp parallel for schedule(static)
   for (std::size_t r = 0; r < rows; ++r) {
