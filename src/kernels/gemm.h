@@ -61,6 +61,10 @@ void gemm_nt_quant_via_fp32(int M, int N, int K, const float* A, int lda, QuantT
 // (tests run both).
 void gemm_nt_quant_portable(int M, int N, int K, const float* A, int lda, QuantType type,
                             const uint8_t* B, int ldb, float* C, int ldc, float beta);
+// The few-row path on its 256-bit (AVX2) kernel even where the build has the 512-bit one, which
+// gives the same bits (tests run both; without AVX2 in the build this is the portable path).
+void gemm_nt_quant_avx2(int M, int N, int K, const float* A, int lda, QuantType type,
+                        const uint8_t* B, int ldb, float* C, int ldc, float beta);
 
 // gemm_nt on whichever form the weight B has (weight_ref.h).
 inline void gemm_nt(int M, int N, int K, const float* A, int lda, WeightRef B, int ldb, float* C,

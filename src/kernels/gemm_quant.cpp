@@ -34,6 +34,16 @@ constexpr int kDequantizeRows = 16;
 // The dequantized weight panels: about 8 MB of floats per GEMM call.
 constexpr long kPanelFloats = 2L << 20;
 
+// The kernels of dot_rows: the portable C++ one, AVX2's (256-bit: one block per register, VNNI's
+// 256-bit form where the build has it) and AVX-512's (two blocks per register). The widest the
+// build has runs; the tests run the others too (gemm_nt_quant_portable, gemm_nt_quant_avx2).
+enum class Path { kPortable, kAvx2, kWidest };
+
+#if defined(CHAINLM_QUANT_AVX2) && defined(__AVX512F__) && defined(__AVX512BW__) && \
+    defined(__AVX512VNNI__)
+#define CHAINLM_QUANT_AVX512 1
+#endif
+
 #if defined(CHAINLM_QUANT_AVX2)
 
 // Eight int32 partial sums of u . a for unsigned u (<= 15: no saturation).
@@ -58,10 +68,74 @@ inline __m256i dot_i8(__m256i w, __m256i a) {
 
 #endif
 
+#if defined(CHAINLM_QUANT_AVX512)
+// dot_rows' block pairs (b, b+1) on 512-bit registers, for b + 2 <= nb: lanes 0-7 hold block
+// b's eight partial sums and lanes 8-15 block b+1's, the very lanes of the 256-bit path's acc0
+// (even blocks) and acc1 (odd blocks), with the same operations on each, so both paths give the
+// same bits. Per pair: one load-and-widen of the two weight scales, one VNNI dot product, one
+// conversion and one FMA per row, where the 256-bit path spends two of each and two scalar
+// scale products. Returns the first block not done (the caller finishes any odd one).
+template <QuantType T, int R>
+int two_blocks_at_a_time(const uint8_t* w, int nb, const int8_t* const* aq, const float* const* ad,
+                         const int32_t* const* s8, __m256* acc0, __m256* acc1) {
+  constexpr size_t wb = T == QuantType::kQ8_0 ? 34 : 18;
+  // Scale lanes: s0 (block b) in lanes 0-7, s1 (block b+1) in 8-15.
+  const __m512i pair_lanes = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
+  // Q4_0: the low nibbles of a block's 16 bytes are its weights 0-15, the high ones 16-31.
+  const __m512i nibble_shift = _mm512_setr_epi64(0, 0, 0x0004000400040004LL, 0x0004000400040004LL, 0, 0,
+                                                 0x0004000400040004LL, 0x0004000400040004LL);
+  __m512 acc[R];
+  for (int r = 0; r < R; ++r) acc[r] = _mm512_setzero_ps();
+  int b = 0;
+  for (; b + 2 <= nb; b += 2) {
+    __builtin_prefetch(w + (b + 8) * wb, 0, 3);
+    const uint8_t* w0 = w + b * wb;
+    const uint8_t* w1 = w0 + wb;
+    uint16_t h0, h1;
+    std::memcpy(&h0, w0, 2);
+    std::memcpy(&h1, w1, 2);
+    const __m128 dw = _mm_cvtph_ps(_mm_insert_epi16(_mm_cvtsi32_si128(h0), h1, 1));  // dw0, dw1
+    __m512i wq;
+    if constexpr (T == QuantType::kQ8_0) {
+      wq = _mm512_inserti64x4(_mm512_castsi256_si512(weights_q8_0(w0)), weights_q8_0(w1), 1);
+    } else {
+      const __m512i packed = _mm512_inserti64x4(
+          _mm512_castsi256_si512(_mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w0 + 2)))),
+          _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w1 + 2))), 1);
+      wq = _mm512_and_si512(_mm512_srlv_epi16(packed, nibble_shift), _mm512_set1_epi8(0x0f));
+    }
+    const __mmask64 negative = T == QuantType::kQ8_0 ? _mm512_movepi8_mask(wq) : 0;
+    const __m512i abs_w = T == QuantType::kQ8_0 ? _mm512_abs_epi8(wq) : wq;
+    for (int r = 0; r < R; ++r) {
+      __m512i qa = _mm512_loadu_si512(aq[r] + b * kQuantBlock);
+      __m512i dot;
+      if constexpr (T == QuantType::kQ8_0) {
+        // |w| . (sign(w) a), as _mm256_sign_epi8 (a zero weight's product is zero either way).
+        qa = _mm512_mask_sub_epi8(qa, negative, _mm512_setzero_si512(), qa);
+        dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), abs_w, qa);
+      } else {
+        dot = _mm512_sub_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), abs_w, qa),
+                               _mm512_loadu_si512(s8[r] + b * kSumLanes));
+      }
+      double da;  // ad[r][b], ad[r][b + 1] as one 64-bit load
+      std::memcpy(&da, ad[r] + b, sizeof da);
+      const __m128 s = _mm_mul_ps(dw, _mm_castpd_ps(_mm_set_sd(da)));
+      const __m512 scale = _mm512_permutexvar_ps(pair_lanes, _mm512_castps128_ps512(s));
+      acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), scale, acc[r]);
+    }
+  }
+  for (int r = 0; r < R; ++r) {
+    acc0[r] = _mm512_castps512_ps256(acc[r]);
+    acc1[r] = _mm512_extractf32x8_ps(acc[r], 1);
+  }
+  return b;
+}
+#endif
+
 // C[m+r, n] for r < R: weight row w (nb blocks) against activation rows m..m+R-1. Vector: the
 // build's SIMD path (when it has one), otherwise the portable one, which the tests also run on
 // every machine.
-template <QuantType T, int R, bool Vector>
+template <QuantType T, int R, Path P>
 void dot_rows(const uint8_t* w, const QuantizedRows& a, int m, float* out) {
   constexpr size_t wb = T == QuantType::kQ8_0 ? 34 : 18;
   const int nb = a.nb;
@@ -72,7 +146,7 @@ void dot_rows(const uint8_t* w, const QuantizedRows& a, int m, float* out) {
     ad[r] = a.d_row(m + r);
   }
 #if defined(CHAINLM_QUANT_AVX2)
-  if constexpr (Vector) {
+  if constexpr (P != Path::kPortable) {
     // Two accumulators per row (even and odd blocks) keep two FMA chains in flight.
     __m256 acc0[R], acc1[R];
     const int32_t* s8[R];
@@ -100,6 +174,9 @@ void dot_rows(const uint8_t* w, const QuantizedRows& a, int m, float* out) {
       }
     };
     int b = 0;
+#if defined(CHAINLM_QUANT_AVX512)
+    if constexpr (P == Path::kWidest) b = two_blocks_at_a_time<T, R>(w, nb, aq, ad, s8, acc0, acc1);
+#endif
     for (; b + 2 <= nb; b += 2) {
       __builtin_prefetch(w + (b + 8) * wb, 0, 3);
       block(b, acc0);
@@ -128,7 +205,7 @@ void dot_rows(const uint8_t* w, const QuantizedRows& a, int m, float* out) {
   }
 }
 
-template <QuantType T, bool Vector>
+template <QuantType T, Path P>
 void gemm_columns(int n0, int n1, int M, const QuantizedRows& a, const uint8_t* B, size_t b_row,
                   float* C, int ldc, float beta) {
   for (int t0 = n0; t0 < n1; t0 += kTileRows) {
@@ -139,10 +216,10 @@ void gemm_columns(int n0, int n1, int M, const QuantizedRows& a, const uint8_t* 
         const uint8_t* w = B + n * b_row;
         float out[kRowsPerPass];
         switch (rows) {
-          case 4: dot_rows<T, 4, Vector>(w, a, m, out); break;
-          case 3: dot_rows<T, 3, Vector>(w, a, m, out); break;
-          case 2: dot_rows<T, 2, Vector>(w, a, m, out); break;
-          default: dot_rows<T, 1, Vector>(w, a, m, out); break;
+          case 4: dot_rows<T, 4, P>(w, a, m, out); break;
+          case 3: dot_rows<T, 3, P>(w, a, m, out); break;
+          case 2: dot_rows<T, 2, P>(w, a, m, out); break;
+          default: dot_rows<T, 1, P>(w, a, m, out); break;
         }
         for (int r = 0; r < rows; ++r) {
           float& c = C[(long)(m + r) * ldc + n];
@@ -214,7 +291,7 @@ void quantize_activations(const float* x, int K, int nb, int8_t* q, float* d, in
   }
 }
 
-template <bool Vector>
+template <Path P>
 void gemm_nt_quant_impl(int M, int N, int K, const float* A, int lda, QuantType type,
                         const uint8_t* B, int ldb, float* C, int ldc, float beta) {
   if (M == 0 || N == 0) return;
@@ -236,15 +313,15 @@ void gemm_nt_quant_impl(int M, int N, int K, const float* A, int lda, QuantType 
   for (int m = 0; m < M; ++m)
     quantize_activations(A + (long)m * lda, K, nb, q + (size_t)m * nb * kQuantBlock, d + (size_t)m * nb,
                          sums + (size_t)m * nb * kSumLanes);
-  if (Vector && M >= kInterleavedRows && gemm_quant_interleaved_available()) {
+  if (P != Path::kPortable && M >= kInterleavedRows && gemm_quant_interleaved_available()) {
     gemm_quant_interleaved(type, M, N, a, B, b_row, C, ldc, beta);
     return;
   }
   for_column_ranges(N, (long)M * N * K / 4, [&](int n0, int n1) {
     if (type == QuantType::kQ8_0)
-      gemm_columns<QuantType::kQ8_0, Vector>(n0, n1, M, a, B, b_row, C, ldc, beta);
+      gemm_columns<QuantType::kQ8_0, P>(n0, n1, M, a, B, b_row, C, ldc, beta);
     else
-      gemm_columns<QuantType::kQ4_0, Vector>(n0, n1, M, a, B, b_row, C, ldc, beta);
+      gemm_columns<QuantType::kQ4_0, P>(n0, n1, M, a, B, b_row, C, ldc, beta);
   });
 }
 
@@ -255,7 +332,7 @@ bool gemm_quant_dequantizes(int M) { return !gemm_quant_interleaved_available() 
 void gemm_nt_quant(int M, int N, int K, const float* A, int lda, QuantType type, const uint8_t* B,
                    int ldb, float* C, int ldc, float beta) {
   if (gemm_quant_dequantizes(M)) return gemm_nt_quant_via_fp32(M, N, K, A, lda, type, B, ldb, C, ldc, beta);
-  gemm_nt_quant_impl<true>(M, N, K, A, lda, type, B, ldb, C, ldc, beta);
+  gemm_nt_quant_impl<Path::kWidest>(M, N, K, A, lda, type, B, ldb, C, ldc, beta);
 }
 
 void gemm_nt_quant_via_fp32(int M, int N, int K, const float* A, int lda, QuantType type, const uint8_t* B,
@@ -279,7 +356,12 @@ void gemm_nt_quant_via_fp32(int M, int N, int K, const float* A, int lda, QuantT
 
 void gemm_nt_quant_portable(int M, int N, int K, const float* A, int lda, QuantType type,
                             const uint8_t* B, int ldb, float* C, int ldc, float beta) {
-  gemm_nt_quant_impl<false>(M, N, K, A, lda, type, B, ldb, C, ldc, beta);
+  gemm_nt_quant_impl<Path::kPortable>(M, N, K, A, lda, type, B, ldb, C, ldc, beta);
+}
+
+void gemm_nt_quant_avx2(int M, int N, int K, const float* A, int lda, QuantType type,
+                        const uint8_t* B, int ldb, float* C, int ldc, float beta) {
+  gemm_nt_quant_impl<Path::kAvx2>(M, N, K, A, lda, type, B, ldb, C, ldc, beta);
 }
 
 }  // namespace chainlm

@@ -189,14 +189,16 @@ TEST(GemmQuant, MatchesTheExactProductOfTheQuantizedOperands) {
       // The build's SIMD kernels (few rows; many rows: the interleaved kernel), the portable one
       // (the lower ISAs), and the many-row path of builds without AVX2 (A unquantized times the
       // dequantized weights through the fp32 GEMM) on the same operands.
-      for (const char* variant : {"simd", "portable", "via fp32"}) {
+      for (const char* variant : {"simd", "avx2", "portable", "via fp32"}) {
         const std::string v = variant;
-        const bool quantize_a = v == "portable" || (v == "simd" && !gemm_quant_dequantizes(M));
+        const bool quantize_a = v == "portable" || ((v == "simd" || v == "avx2") && !gemm_quant_dequantizes(M));
         std::vector<double> mag;
         const auto ref = reference(M, N, K, A, t, B, ldb, &mag, quantize_a);
         std::vector<float> C((size_t)M * N, 3.0f);
-        (v == "simd" ? gemm_nt_quant : v == "portable" ? gemm_nt_quant_portable : gemm_nt_quant_via_fp32)(
-            M, N, K, A.data(), K, t, B.data(), ldb, C.data(), N, 0.5f);
+        (v == "simd"       ? gemm_nt_quant
+         : v == "avx2"     ? gemm_nt_quant_avx2
+         : v == "portable" ? gemm_nt_quant_portable
+                           : gemm_nt_quant_via_fp32)(M, N, K, A.data(), K, t, B.data(), ldb, C.data(), N, 0.5f);
         for (size_t i = 0; i < C.size(); ++i) {
           // fp32 rounding: of each block's scale product and the running sum over K/32 blocks
           // (integer path), or of a K-term fp32 dot product (fp32 GEMM).
@@ -204,6 +206,30 @@ TEST(GemmQuant, MatchesTheExactProductOfTheQuantizedOperands) {
           const double tol = mag[i] * terms * std::ldexp(1.0, -23) + 1e-6;
           ASSERT_NEAR(C[i], ref[i] + 1.5, tol) << quant_type_name(t) << " " << v
                                                << " M=" << M << " N=" << N << " K=" << K << " i=" << i;
+        }
+      }
+    }
+  }
+}
+
+// The few-row kernels (decoding) of the widest SIMD the build has (AVX-512: two blocks per
+// register) and of AVX2 give the same bits: a model decodes the same tokens on either kind of
+// CPU's build, and the lanes of one are the accumulators of the other. Odd block counts (the
+// tail block), every row count of a decoding batch, beta 0 and 1.
+TEST(GemmQuant, FewRowKernelsOfEveryWidthGiveTheSameBits) {
+  for (QuantType t : {QuantType::kQ8_0, QuantType::kQ4_0}) {
+    for (const int K : {32, 96, 160, 512, 1408}) {
+      const int N = 45, ldb = K;
+      const auto W = random_vector((size_t)N * ldb, K + 5, 0.5f);
+      std::vector<uint8_t> B(N * quant_row_bytes(t, ldb));
+      quantize_rows(t, W.data(), N, ldb, B.data());
+      for (int M = 1; M <= kMaxDecodeRows; ++M) {
+        const auto A = random_vector((size_t)M * K, M * 17 + K, 2.0f);
+        for (float beta : {0.0f, 1.0f}) {
+          std::vector<float> widest((size_t)M * N, 0.75f), avx2 = widest;
+          gemm_nt_quant(M, N, K, A.data(), K, t, B.data(), ldb, widest.data(), N, beta);
+          gemm_nt_quant_avx2(M, N, K, A.data(), K, t, B.data(), ldb, avx2.data(), N, beta);
+          ASSERT_EQ(widest, avx2) << quant_type_name(t) << " M=" << M << " K=" << K << " beta=" << beta;
         }
       }
     }
