@@ -39,11 +39,6 @@ constexpr long kPanelFloats = 2L << 20;
 // build has runs; the tests run the others too (gemm_nt_quant_portable, gemm_nt_quant_avx2).
 enum class Path { kPortable, kAvx2, kWidest };
 
-#if defined(CHAINLM_QUANT_AVX2) && defined(__AVX512F__) && defined(__AVX512BW__) && \
-    defined(__AVX512VNNI__)
-#define CHAINLM_QUANT_AVX512 1
-#endif
-
 #if defined(CHAINLM_QUANT_AVX2)
 
 // Eight int32 partial sums of u . a for unsigned u (<= 15: no saturation).
@@ -314,7 +309,7 @@ void gemm_nt_quant_impl(int M, int N, int K, const float* A, int lda, QuantType 
     quantize_activations(A + (long)m * lda, K, nb, q + (size_t)m * nb * kQuantBlock, d + (size_t)m * nb,
                          sums + (size_t)m * nb * kSumLanes);
   if (P != Path::kPortable && M >= kInterleavedRows && gemm_quant_interleaved_available()) {
-    gemm_quant_interleaved(type, M, N, a, B, b_row, C, ldc, beta);
+    gemm_quant_interleaved(type, M, N, a, B, b_row, C, ldc, beta, P == Path::kWidest);
     return;
   }
   for_column_ranges(N, (long)M * N * K / 4, [&](int n0, int n1) {

@@ -178,6 +178,100 @@ void group_tile(const Group& g, const uint8_t* tile, int nb, int m, int rows, fl
   }
 }
 
+#if defined(CHAINLM_QUANT_AVX512)
+// The same with AVX-512 VNNI: vpdpbusd multiplies and accumulates straight into int32 lanes, so
+// a block needs neither 16-bit partial sums nor their widening, and one 512-bit register covers
+// the group's 8 rows twice over: int32 lane 2j holds row j's codes 8p..8p+3 and lane 2j+1 its
+// codes 8p+4..8p+7 for pair p (repacked so), and a broadcast of 8 activation bytes meets both.
+// Four such products cover a block; each row's two lanes are summed after the last block. Both
+// types take the same kernel: a code is the weight plus an offset (8 for Q4_0's nibbles, 128
+// for Q8_0, which makes its signed weights unsigned), taken off once per block through the
+// activations' sum (offset x sum(q) = sum8 x offset / 8). About 13 instructions per 256
+// multiply-adds against about 28 in the AVX2 kernel above.
+struct WideGroup {
+  std::vector<float> d;         // per block, 16 floats: row j's scale in lanes 2j and 2j+1
+  std::vector<uint8_t> codes;   // per block, 4 vectors of 64 bytes (pair p: 8 bytes per row)
+};
+
+template <QuantType T>
+void repack_wide(const uint8_t* B, size_t b_row, int n, int rows, int nb, WideGroup& g) {
+  constexpr size_t wb = T == QuantType::kQ8_0 ? 34 : 18;
+  g.d.resize((size_t)nb * 2 * kGroup);
+  g.codes.resize((size_t)nb * kGroupBytes);
+  for (int b = 0; b < nb; ++b) {
+    uint8_t* dst = g.codes.data() + (size_t)b * kGroupBytes;
+    for (int j = 0; j < kGroup; ++j) {
+      float dw = 0.0f;  // rows past `rows`: zero scale (and zero codes), so zero output
+      __m256i c = _mm256_setzero_si256();
+      if (j < rows) {
+        const uint8_t* block = B + (size_t)(n + j) * b_row + b * wb;
+        dw = scale_of(block);
+        c = T == QuantType::kQ8_0 ? _mm256_xor_si256(weights_q8_0(block), _mm256_set1_epi8(char(0x80)))
+                                  : nibbles_q4_0(block);
+      }
+      g.d[(size_t)b * 2 * kGroup + 2 * j] = g.d[(size_t)b * 2 * kGroup + 2 * j + 1] = dw;
+      alignas(32) uint64_t parts[4];
+      _mm256_store_si256(reinterpret_cast<__m256i*>(parts), c);
+      for (int p = 0; p < 4; ++p) std::memcpy(dst + p * 64 + j * 8, &parts[p], 8);
+    }
+  }
+}
+
+template <QuantType T>
+void group_tile_wide(const WideGroup& g, const uint8_t* tile, int nb, int m, int rows, float* C, int ldc, int n,
+                     int cols, float beta) {
+  constexpr int32_t kOffsetPer8 = T == QuantType::kQ8_0 ? 16 : 1;  // offset / 8
+  __m512 acc[kTileRows];
+  for (int i = 0; i < kTileRows; ++i) acc[i] = _mm512_setzero_ps();
+  for (int b = 0; b < nb; ++b, tile += kTileBlockBytes) {
+    const uint8_t* cb = g.codes.data() + (size_t)b * kGroupBytes;
+    const __m512i c0 = _mm512_loadu_si512(cb), c1 = _mm512_loadu_si512(cb + 64),
+                  c2 = _mm512_loadu_si512(cb + 128), c3 = _mm512_loadu_si512(cb + 192);
+    const __m512 dw = _mm512_loadu_ps(g.d.data() + (size_t)b * 2 * kGroup);
+    const auto* qa = reinterpret_cast<const int8_t*>(tile);
+    const auto* da = reinterpret_cast<const float*>(tile + kTileRows * kQuantBlock);
+    const auto* sa = reinterpret_cast<const int32_t*>(tile + kTileRows * (kQuantBlock + 4));
+    for (int i = 0; i < kTileRows; ++i) {
+      const int8_t* a = qa + i * kQuantBlock;
+      auto eight = [&](int p) {
+        int64_t v;
+        std::memcpy(&v, a + 8 * p, 8);
+        return _mm512_set1_epi64(v);
+      };
+      // The offset's share, taken off row j's even lane from the start.
+      __m512i dot = _mm512_maskz_set1_epi32(0x5555, -sa[i] * kOffsetPer8);
+      dot = _mm512_dpbusd_epi32(dot, c0, eight(0));
+      dot = _mm512_dpbusd_epi32(dot, c1, eight(1));
+      dot = _mm512_dpbusd_epi32(dot, c2, eight(2));
+      dot = _mm512_dpbusd_epi32(dot, c3, eight(3));
+      acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_mul_ps(dw, _mm512_set1_ps(da[i])), acc[i]);
+    }
+  }
+  const __m512i evens = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 0, 0, 0, 0, 0, 0, 0, 0);
+  const __m512i odds = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 0, 0, 0, 0, 0, 0, 0, 0);
+  for (int i = 0; i < rows; ++i) {
+    float* c = C + (long)(m + i) * ldc + n;
+    alignas(32) float out[kGroup];
+    _mm256_store_ps(out, _mm256_add_ps(_mm512_castps512_ps256(_mm512_permutexvar_ps(evens, acc[i])),
+                                       _mm512_castps512_ps256(_mm512_permutexvar_ps(odds, acc[i]))));
+    for (int j = 0; j < cols; ++j) c[j] = beta == 0.0f ? out[j] : out[j] + beta * c[j];
+  }
+}
+
+template <QuantType T>
+void gemm_groups_wide(int n0, int n1, int M, int nb, const uint8_t* packed, const uint8_t* B, size_t b_row,
+                      float* C, int ldc, float beta) {
+  thread_local WideGroup g;
+  for (int n = n0; n < n1; n += kGroup) {
+    const int cols = std::min(kGroup, n1 - n);
+    repack_wide<T>(B, b_row, n, cols, nb, g);
+    for (int m = 0; m < M; m += kTileRows)
+      group_tile_wide<T>(g, packed + (size_t)(m / kTileRows) * nb * kTileBlockBytes, nb, m,
+                         std::min(kTileRows, M - m), C, ldc, n, cols, beta);
+  }
+}
+#endif
+
 template <QuantType T>
 void gemm_groups(int n0, int n1, int M, int nb, const uint8_t* packed, const uint8_t* B, size_t b_row, float* C,
                  int ldc, float beta) {
@@ -196,7 +290,7 @@ void gemm_groups(int n0, int n1, int M, int nb, const uint8_t* packed, const uin
 bool gemm_quant_interleaved_available() { return true; }
 
 void gemm_quant_interleaved(QuantType type, int M, int N, const QuantizedRows& a, const uint8_t* B, size_t b_row,
-                            float* C, int ldc, float beta) {
+                            float* C, int ldc, float beta, bool widest) {
   thread_local std::vector<uint8_t> packed_rows;
   pack_rows(a, M, packed_rows);
   const uint8_t* packed = packed_rows.data();  // taken here: the region's threads have their own
@@ -204,6 +298,15 @@ void gemm_quant_interleaved(QuantType type, int M, int N, const QuantizedRows& a
   const int groups = (N + kGroup - 1) / kGroup;
   for_column_ranges(groups, (long)M * N * a.nb * kQuantBlock / 4, [&](int g0, int g1) {
     const int n0 = g0 * kGroup, n1 = std::min(N, g1 * kGroup);
+#if defined(CHAINLM_QUANT_AVX512)
+    if (widest) {
+      if (type == QuantType::kQ4_0)
+        gemm_groups_wide<QuantType::kQ4_0>(n0, n1, M, a.nb, packed, B, b_row, C, ldc, beta);
+      else
+        gemm_groups_wide<QuantType::kQ8_0>(n0, n1, M, a.nb, packed, B, b_row, C, ldc, beta);
+      return;
+    }
+#endif
     if (type == QuantType::kQ4_0)
       gemm_groups<QuantType::kQ4_0>(n0, n1, M, a.nb, packed, B, b_row, C, ldc, beta);
     else
@@ -215,7 +318,8 @@ void gemm_quant_interleaved(QuantType type, int M, int N, const QuantizedRows& a
 
 bool gemm_quant_interleaved_available() { return false; }
 
-void gemm_quant_interleaved(QuantType, int, int, const QuantizedRows&, const uint8_t*, size_t, float*, int, float) {
+void gemm_quant_interleaved(QuantType, int, int, const QuantizedRows&, const uint8_t*, size_t, float*, int, float,
+                            bool) {
   fail("gemm_quant_interleaved: this build has no AVX2 kernel for it");
 }
 

@@ -13,6 +13,11 @@ namespace chainlm {
 #if defined(__AVX2__) && defined(__FMA__)
 #define CHAINLM_QUANT_AVX2 1
 #endif
+// AVX-512 with VNNI (and BW for byte masks): the kernels' 512-bit forms.
+#if defined(CHAINLM_QUANT_AVX2) && defined(__AVX512F__) && defined(__AVX512BW__) && \
+    defined(__AVX512VNNI__)
+#define CHAINLM_QUANT_AVX512 1
+#endif
 
 // Lanes of a block's 8 x sum(q) (below): one AVX2 register of int32.
 constexpr int kSumLanes = 8;
@@ -64,8 +69,9 @@ inline __m256i nibbles_q4_0(const uint8_t* block) {
 bool gemm_quant_interleaved_available();
 
 // C(M, N) = A · dequant(B)^T + beta C for M rows of A quantized in `a` (many rows: prefill,
-// evaluation), on the OpenMP threads. gemm_quant_interleaved.cpp says how.
+// evaluation), on the OpenMP threads. gemm_quant_interleaved.cpp says how. widest: the build's
+// widest kernel (AVX-512 VNNI where it has it), else the AVX2 one (tests run both).
 void gemm_quant_interleaved(QuantType type, int M, int N, const QuantizedRows& a, const uint8_t* B, size_t b_row,
-                            float* C, int ldc, float beta);
+                            float* C, int ldc, float beta, bool widest = true);
 
 }  // namespace chainlm
