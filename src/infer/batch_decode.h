@@ -14,6 +14,7 @@
 // recomputed first), and PHD with more than kMaxDecodeRows copies.
 #include <vector>
 
+#include "core/aligned_vector.h"
 #include "infer/session.h"
 
 namespace chainlm {
@@ -40,7 +41,8 @@ class BatchDecoder {
 
   const Model& model_;
   // Scratch for kMaxDecodeRows rows: (rows, width) row-major.
-  std::vector<float> x_, xn_, q_, att_, h1_, h3_, g_, k_new_, v_new_, rstd_, lse_, logits_;
+  // Cache-line aligned: the few-row GEMMs load every row of these once per weight row.
+  AlignedVector<float> x_, xn_, q_, att_, h1_, h3_, g_, k_new_, v_new_, rstd_, lse_, logits_;
   std::vector<int> tokens_, positions_;
 };
 

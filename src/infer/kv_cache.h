@@ -12,13 +12,14 @@
 #include <cstring>
 #include <vector>
 
+#include "core/aligned_vector.h"
 #include "model/chain_layout.h"
 
 namespace chainlm {
 
 struct KVCache {
   int n_layers = 0, capacity = 0, width = 0;
-  std::vector<float> k, v;
+  AlignedVector<float> k, v;  // rows of a cache line each time width is a multiple of 16
   std::vector<int> filled;  // per KV block: positions whose K/V are valid
 
   KVCache() = default;
@@ -49,7 +50,7 @@ struct KVCache {
   // rows are free there), then keeps the last ring_window.
   int ring_window = 0, ring_capacity = 0, ring_start = 0, ring_count = 0;
   long ring_first = 0;
-  std::vector<float> ring_k, ring_v;
+  AlignedVector<float> ring_k, ring_v;
 
   void allocate_ring(int window, int rows) {
     ring_window = window;

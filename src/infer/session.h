@@ -6,6 +6,7 @@
 #include <cstddef>
 #include <vector>
 
+#include "core/aligned_vector.h"
 #include "infer/kv_cache.h"
 #include "kernels/attention.h"
 #include "model/model.h"
@@ -89,13 +90,14 @@ class InferenceSession {
   KVCache cache_;
   std::vector<int> tokens_;
   // Scratch for one chunk: (max_chunk, width) row-major.
-  std::vector<float> x_, xn_, q_, att_, h1_, h3_, g_, rstd_, lse_, logits_;
+  // Cache-line aligned: the few-row GEMMs load every row of these once per weight row.
+  AlignedVector<float> x_, xn_, q_, att_, h1_, h3_, g_, rstd_, lse_, logits_;
   std::vector<int> positions_;
   // PHD: rows per pass (max(max_chunk, K)), every row's token, the pass's new K/V rows.
   int max_rows_ = 0;
   bool bounded_prefill_ = true;
   std::vector<int> row_tokens_;
-  std::vector<float> k_new_, v_new_;
+  AlignedVector<float> k_new_, v_new_;
 };
 
 }  // namespace chainlm

@@ -37,7 +37,7 @@ void copy_rows(int M, int width, const float* src, float* dst, int ld) {
 // sub-model k only touches its prefix of columns.
 struct Model::Buffers {
   int B = 0, T = 0;
-  std::vector<float> arena;
+  AlignedVector<float> arena;
   std::vector<int> positions;      // RoPE position of every row
   std::vector<int> stream_tokens;  // with PHD: the token of every row (each repeated K times)
   struct Layer {
@@ -51,7 +51,7 @@ struct Model::Buffers {
   // Backward scratch.
   float *dres, *dxn, *datt, *dq, *dk, *dv, *dh1, *dh3, *dg;
   std::vector<std::vector<float>> dlogits;  // one per extra weighted chain prefix
-  std::vector<bf16_t> arena16;              // the layers' bf16 activations (bf16 weights only)
+  AlignedVector<bf16_t> arena16;            // the layers' bf16 activations (bf16 weights only)
   bool rounded_once = false;                // the last forward filled them
   std::vector<bf16_t> dlogits16;            // the head's gradient rounded once for its two GEMMs
   std::vector<bf16_t> xnf16;                // and the final norm's output, for the head's dW

@@ -180,9 +180,9 @@ class Model {
   FreezeSpec freeze_;
   std::vector<LayerIndex> layers_;
   std::unique_ptr<Buffers> buf_;
-  std::vector<bf16_t> bf16_;               // every tensor in bf16 (empty in fp32)
+  AlignedVector<bf16_t> bf16_;             // every tensor in bf16 (empty in fp32)
   std::vector<std::size_t> bf16_offset_;   // where each tensor starts in bf16_
-  std::vector<uint8_t> quant_;              // quantized weight matrices (empty unless quantized)
+  AlignedVector<uint8_t> quant_;            // quantized weight matrices (empty unless quantized)
   std::vector<std::size_t> quant_offset_;   // where each tensor starts in quant_ (npos: fp32)
   std::vector<QuantType> quant_types_;      // each tensor's block type
   QuantType quant_type_ = QuantType::kQ8_0;

@@ -79,7 +79,7 @@ void Model::load_quantized_weights(QuantType type,
   }
   // The blocks land in place before the fp32 values go (quantize_weights reads them in fill).
   quant_types_ = types;
-  std::vector<uint8_t> blocks(total);
+  AlignedVector<uint8_t> blocks(total);
   for (size_t i = 0; i < infos.size(); ++i)
     if (offsets[i] != kNotQuantized) {
       const std::size_t bytes =

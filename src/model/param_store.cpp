@@ -58,7 +58,7 @@ void ParamStore::set_frozen_cols(int i, int64_t frozen_cols) {
 
 void ParamStore::release_values_except(const std::vector<bool>& keep) {
   CHAINLM_CHECK(keep.size() == infos_.size() && grads_.empty(), "release_values_except: bad use");
-  std::vector<float> kept;
+  AlignedVector<float> kept;
   std::size_t total = 0;
   for (size_t i = 0; i < infos_.size(); ++i) {
     ParamInfo& p = infos_[i];

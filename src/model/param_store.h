@@ -9,6 +9,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "core/aligned_vector.h"
 #include "core/tensor.h"
 
 namespace chainlm {
@@ -83,7 +84,7 @@ class ParamStore {
   std::unordered_map<std::string, int> index_;
   std::size_t total_ = 0;
   bool released_ = false;
-  std::vector<float> values_, grads_;
+  AlignedVector<float> values_, grads_;  // every tensor starts on a cache line
 };
 
 }  // namespace chainlm
