@@ -95,13 +95,19 @@ TEST(ChainLinearBf16, BackwardIsTheProductOfRoundedOperandsWithFrozenChains) {
         const auto dy = random_vector((size_t)M * ldy, 71);
         const auto dx0 = random_vector((size_t)M * lddx, 72);
         for (bool overwrite : {false, true}) {
-          std::vector<float> dx = dx0;
+          // dx from dx0 and weight gradients from 0.25 (none for frozen blocks), by x in fp32 or
+          // already in bf16.
+          auto backward = [&](const auto* xs, std::vector<float>& dx, std::vector<std::vector<float>>& dw) {
+            dx = dx0;
+            std::vector<float*> dwp;
+            for (int i = 0; i < 3; ++i) dw.emplace_back(b.w[i].size(), 0.25f);
+            for (int i = 0; i < 3; ++i) dwp.push_back(i < first ? nullptr : dw[i].data());
+            chain_linear_backward(b.cl, k, M, xs, ldx, b.refs.data(), dy.data(), ldy, dx.data(), lddx,
+                                  dwp.data(), overwrite, first);
+          };
+          std::vector<float> dx;
           std::vector<std::vector<float>> dw;
-          std::vector<float*> dwp;
-          for (int i = 0; i < 3; ++i) dw.emplace_back(b.w[i].size(), 0.25f);
-          for (int i = 0; i < 3; ++i) dwp.push_back(i < first ? nullptr : dw[i].data());
-          chain_linear_backward(b.cl, k, M, x.data(), ldx, b.refs.data(), dy.data(), ldy, dx.data(),
-                                lddx, dwp.data(), overwrite, first);
+          backward(x.data(), dx, dw);
           const int dx_from = b.cl.in.prefix(first);
           for (int r = 0; r < M; ++r)
             for (int j = 0; j < din; ++j) {
@@ -142,13 +148,9 @@ TEST(ChainLinearBf16, BackwardIsTheProductOfRoundedOperandsWithFrozenChains) {
           // The bf16-x overload: the same bits.
           std::vector<bf16_t> xh(x.size());
           to_bf16(x.data(), xh.data(), x.size());
-          std::vector<float> dx2 = dx0;
+          std::vector<float> dx2;
           std::vector<std::vector<float>> dw2;
-          std::vector<float*> dwp2;
-          for (int i = 0; i < 3; ++i) dw2.emplace_back(b.w[i].size(), 0.25f);
-          for (int i = 0; i < 3; ++i) dwp2.push_back(i < first ? nullptr : dw2[i].data());
-          chain_linear_backward(b.cl, k, M, xh.data(), ldx, b.refs.data(), dy.data(), ldy, dx2.data(),
-                                lddx, dwp2.data(), overwrite, first);
+          backward(xh.data(), dx2, dw2);
           EXPECT_EQ(dx, dx2);
           EXPECT_EQ(dw, dw2);
         }
