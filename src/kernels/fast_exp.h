@@ -42,7 +42,8 @@ inline float fast_exp(float x) {
   p = std::fma(p, r, 1.6666665459e-1f);
   p = std::fma(p, r, 5.0000001201e-1f);
   p = std::fma(p, r * r, r + 1.0f);
-  const int32_t bits = (ni + 127) << 23;
+  // Unsigned: for a NaN x, ni is garbage and the shift must not be a signed overflow.
+  const uint32_t bits = static_cast<uint32_t>(ni + 127) << 23;
   float scale;
   std::memcpy(&scale, &bits, sizeof scale);
   return p * scale;
