@@ -12,13 +12,15 @@
 namespace chainlm::cli {
 
 GemmPeak measure_gemm_peak(int n, int reps, Precision p) {
-  std::vector<float> a((size_t)n * n), b((size_t)n * n), c((size_t)n * n);
+  // Aligned as the model's weights and activations are: the peak MFU divides by must not be
+  // measured on slower (line-straddling) operands than the step's.
+  AlignedVector<float> a((size_t)n * n), b((size_t)n * n), c((size_t)n * n);
   Rng rng(1);
   for (auto& x : a) x = rng.uniform() - 0.5f;
   for (auto& x : b) x = rng.uniform() - 0.5f;
   GemmPeak peak;
   if (p == Precision::Bf16 && bf16_gemm_native()) {
-    std::vector<bf16_t> ah(a.size()), bh(b.size());
+    AlignedVector<bf16_t> ah(a.size()), bh(b.size());
     to_bf16(a.data(), ah.data(), a.size());
     to_bf16(b.data(), bh.data(), b.size());
     for (int r = 0; r < reps + 1; ++r) {
