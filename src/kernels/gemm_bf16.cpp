@@ -132,25 +132,8 @@ void scale_only(int M, int N, float* C, int ldc, float beta) {
     for (int n = 0; n < N; ++n) C[(long)m * ldc + n] = beta == 0.0f ? 0.0f : beta * C[(long)m * ldc + n];
 }
 
-// The products on the fp32 backend, A given as fp32 values that are already bf16 (exact).
-void nt_on_fp32(int M, int N, int K, const float* A, int lda, const bf16_t* B, int ldb, float* C,
-                int ldc, float beta) {
-  if (M <= kMaxFewRows) {
-    const FewRowsKernel f = kFewRows[M - 1];
-    for_column_ranges(N, (long)M * N * K, [&](int n0, int n1) { f(n0, n1, K, A, lda, B, ldb, C, ldc, beta); });
-    return;
-  }
-  const int panel_rows = (int)std::max<long>(64, kPanelFloats / K);
-  for (int n0 = 0; n0 < N; n0 += panel_rows) {
-    const int rows = std::min(panel_rows, N - n0);
-    gemm_nt(M, rows, K, A, lda, widened(1, rows, K, B + (long)n0 * ldb, ldb), K, C + n0, ldc, beta);
-  }
-}
-
-}  // namespace
-
-namespace {
 std::atomic<bool> g_native_off{false};
+
 }  // namespace
 
 bool bf16_gemm_native() {
@@ -167,16 +150,7 @@ void gemm_nt_bf16(int M, int N, int K, const float* A, int lda, const bf16_t* B,
                   int ldc, float beta) {
   if (M == 0 || N == 0) return;
   if (K == 0) return scale_only(M, N, C, ldc, beta);
-  if (M > kMaxFewRows && bf16_gemm_native()) {
-    onednn_bf16_gemm(false, true, M, N, K, rounded(0, M, K, A, lda), K, B, ldb, C, ldc, beta);
-    return;
-  }
-  // Rounded in place of a widening: a bf16 value as fp32 is the fp32 value rounded to bf16.
-  float* a = scratch<float>(0, (size_t)M * K);
-#pragma omp parallel for if ((long)M * K >= kParallelMinWork)
-  for (int m = 0; m < M; ++m)
-    for (int k = 0; k < K; ++k) a[(long)m * K + k] = from_bf16(to_bf16(A[(long)m * lda + k]));
-  nt_on_fp32(M, N, K, a, K, B, ldb, C, ldc, beta);
+  gemm_nt_bf16(M, N, K, rounded(0, M, K, A, lda), K, B, ldb, C, ldc, beta);
 }
 
 void gemm_nt_bf16(int M, int N, int K, const bf16_t* A, int lda, const bf16_t* B, int ldb, float* C,
@@ -187,7 +161,19 @@ void gemm_nt_bf16(int M, int N, int K, const bf16_t* A, int lda, const bf16_t* B
     onednn_bf16_gemm(false, true, M, N, K, A, lda, B, ldb, C, ldc, beta);
     return;
   }
-  nt_on_fp32(M, N, K, widened(0, M, K, A, lda), K, B, ldb, C, ldc, beta);
+  // On the fp32 kernels: A widened (exactly) once, then few rows through the bf16-weight kernel,
+  // more through panels of widened weight rows.
+  const float* a = widened(0, M, K, A, lda);
+  if (M <= kMaxFewRows) {
+    const FewRowsKernel f = kFewRows[M - 1];
+    for_column_ranges(N, (long)M * N * K, [&](int n0, int n1) { f(n0, n1, K, a, K, B, ldb, C, ldc, beta); });
+    return;
+  }
+  const int panel_rows = (int)std::max<long>(64, kPanelFloats / K);
+  for (int n0 = 0; n0 < N; n0 += panel_rows) {
+    const int rows = std::min(panel_rows, N - n0);
+    gemm_nt(M, rows, K, a, K, widened(1, rows, K, B + (long)n0 * ldb, ldb), K, C + n0, ldc, beta);
+  }
 }
 
 void gemm_nn_bf16(int M, int N, int K, const float* A, int lda, const bf16_t* B, int ldb, float* C,
