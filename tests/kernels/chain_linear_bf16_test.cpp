@@ -8,6 +8,7 @@
 #include <cmath>
 #include <vector>
 
+#include "bf16_path.h"
 #include "gradcheck.h"
 #include "kernels/bf16.h"
 #include "kernels/chain_linear.h"
@@ -15,14 +16,11 @@
 namespace chainlm {
 namespace {
 
+using test::Bf16Path;
 using test::random_vector;
 
 double r16(float v) { return from_bf16(to_bf16(v)); }
 
-struct Bf16Path {
-  explicit Bf16Path(bool emulated) { set_bf16_gemm_native_off(emulated); }
-  ~Bf16Path() { set_bf16_gemm_native_off(false); }
-};
 
 // |got - want| <= (K + 2) 2^-24 sum|terms|: the fp32 sum of K exact bf16 products plus beta C.
 void expect_fp32_close(double got, double want, double magnitude, int K, const char* what) {

@@ -11,6 +11,7 @@
 #include <limits>
 #include <vector>
 
+#include "bf16_path.h"
 #include "gradcheck.h"
 #include "kernels/bf16.h"
 #include "kernels/gemm.h"
@@ -18,14 +19,9 @@
 namespace chainlm {
 namespace {
 
+using test::Bf16Path;
 using test::random_vector;
 
-// The bf16 GEMMs' two paths: bf16 instructions where the CPU has them (oneDNN), and rounded
-// operands through the fp32 kernels (CPUs without; forced here so every machine tests it).
-struct Bf16Path {
-  explicit Bf16Path(bool emulated) { set_bf16_gemm_native_off(emulated); }
-  ~Bf16Path() { set_bf16_gemm_native_off(false); }
-};
 
 TEST(Bf16, ConversionRoundsToNearestEvenAndKeepsSpecialValues) {
   EXPECT_EQ(to_bf16(1.0f), 0x3f80);
@@ -63,8 +59,10 @@ TEST(GemmBf16, MatchesTheProductOfItsWeightsAndTheFp32OnesWithinBf16Rounding) {
   const Bf16Path path(emulated);
   const int ldc = 600;
   // K = 4100: the many-row path widens the weight in panels of 2^21 / K = 511 rows, so N = 600
-  // crosses a panel boundary.
-  for (auto [N, K] : {std::pair{40, 70}, std::pair{530, 70}, std::pair{600, 4100}}) {
+  // crosses a panel boundary. K = 45 and 97: the few-row dot-product kernel's tails (a full
+  // block of 32 pairs before a masked one, after none or after a 64-pair step).
+  for (auto [N, K] : {std::pair{40, 70}, std::pair{40, 45}, std::pair{40, 97}, std::pair{530, 70},
+                      std::pair{600, 4100}}) {
     const int lda = K + 5, ldb = K + 3;
     const auto B = random_vector((size_t)N * ldb, 2);
     std::vector<bf16_t> Bh(B.size());
