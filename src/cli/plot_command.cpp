@@ -1,5 +1,6 @@
 // chainlm plot: loss curves as a PNG (gnuplot): one run's sub-models, one colour each, or
 // several runs overlaid (one colour per run), against steps or tokens; training and validation.
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -31,7 +32,8 @@ void add_plot_command(CLI::App& app) {
   struct Args {
     std::vector<std::string> runs, labels;
     std::string out, x = "steps";
-    int chains = 0;
+    std::vector<int> chains;
+    std::vector<double> x_offsets;
     PlotOptions plot;
     bool overwrite = false;
   };
@@ -42,9 +44,16 @@ void add_plot_command(CLI::App& app) {
       ->check(CLI::IsMember({"steps", "tokens", "flops"}))
       ->capture_default_str();
   cmd->add_option("--chains", a->chains,
-                  "Plot sub-model k of every run (default: every sub-model of one run, each run's full model "
-                  "when several)")
+                  "Plot sub-model k of every run, or one k per run in order, e.g. 2,2,1 (default: every "
+                  "sub-model of one run, each run's full model when several)")
+      ->delimiter(',')
+      ->allow_extra_args(false)  // `--chains 2 RUN...`: the runs are not k values
       ->check(CLI::PositiveNumber);
+  cmd->add_option("--x-offset", a->x_offsets,
+                  "Where each run's curve starts on the x axis, one value per run in order (e.g. the FLOPs "
+                  "of the run a tuned model was expanded from); default 0")
+      ->delimiter(',')
+      ->allow_extra_args(false);
   cmd->add_option("--label", a->labels, "Legend label of each run, in order (default: the directory names)");
   cmd->add_option("--width", a->plot.width, "Width in pixels")->capture_default_str();
   cmd->add_option("--height", a->plot.height, "Height in pixels")->capture_default_str();
@@ -56,6 +65,12 @@ void add_plot_command(CLI::App& app) {
     CHAINLM_CHECK(!several || !a->out.empty(), "plot: --out is needed to overlay several runs (nothing was written)");
     CHAINLM_CHECK(a->labels.empty() || a->labels.size() == a->runs.size(), "plot: ", a->labels.size(),
                   " --label for ", a->runs.size(), " runs; give one per run, in order");
+    CHAINLM_CHECK(a->chains.size() <= 1 || a->chains.size() == a->runs.size(), "plot: ", a->chains.size(),
+                  " --chains for ", a->runs.size(), " runs; give one for every run, or one per run in order");
+    CHAINLM_CHECK(a->x_offsets.empty() || a->x_offsets.size() == a->runs.size(), "plot: ",
+                  a->x_offsets.size(), " --x-offset for ", a->runs.size(), " runs; give one per run, in order");
+    for (double x : a->x_offsets)
+      CHAINLM_CHECK(std::isfinite(x) && x >= 0, "plot: --x-offset ", x, " must be a finite number >= 0");
     std::vector<RunMetrics> runs;
     std::vector<std::string> labels = a->labels;
     for (const std::string& r : a->runs) {
@@ -70,16 +85,24 @@ void add_plot_command(CLI::App& app) {
     a->plot.x = a->x == "tokens" ? PlotX::kTokens : a->x == "flops" ? PlotX::kFlops : PlotX::kSteps;
     if (a->plot.title.empty())
       a->plot.title = several ? "loss curves" : "loss curves: " + labels[0];
-    if (!several && a->chains == 0) {
+    if (!several && a->chains.empty() && a->x_offsets.empty()) {
       render_loss_plot(runs[0], out, a->plot);
       std::printf("wrote %s (%dx%d): %zu steps, %zu validations, %d sub-models\n", out.c_str(), a->plot.width,
                   a->plot.height, runs[0].train.size(), runs[0].val.size(), runs[0].n_chains);
       return;
     }
-    render_plot_script(overlay_plot_script(runs, labels, a->chains, kPlotOutput, a->plot), out);
+    std::vector<OverlayRun> overlay;
+    for (size_t r = 0; r < runs.size(); ++r)
+      overlay.push_back({runs[r], labels[r], a->chains.empty() ? 0 : a->chains[a->chains.size() == 1 ? 0 : r],
+                         a->x_offsets.empty() ? 0.0 : a->x_offsets[r]});
+    render_plot_script(overlay_plot_script(overlay, kPlotOutput, a->plot), out);
+    std::string which = "each run's full model";
+    if (!a->chains.empty()) {
+      which = a->chains.size() == 1 ? "sub-model" : "sub-models";
+      for (size_t i = 0; i < a->chains.size(); ++i) which += (i ? "," : " ") + std::to_string(a->chains[i]);
+    }
     std::printf("wrote %s (%dx%d): %zu runs, %s, against %s\n", out.c_str(), a->plot.width, a->plot.height,
-                runs.size(), a->chains > 0 ? cat("sub-model ", a->chains).c_str() : "each run's full model",
-                a->x.c_str());
+                runs.size(), which.c_str(), a->x.c_str());
   });
 }
 

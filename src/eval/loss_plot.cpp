@@ -92,15 +92,16 @@ double x_of(const RunMetrics& m, long step, const PlotOptions& o) {
 }
 
 // Datablocks and plot clauses of sub-model k of m: training (thin, light) and validation
-// (thick, dark) when logged. Returns how many curves it added.
+// (thick, dark) when logged, x_offset added to every x. Returns how many curves it added.
 int add_sub_model(std::ostringstream& s, std::vector<std::string>& plots, const RunMetrics& m, int k,
-                  const std::string& id, const std::string& label, int colour, const PlotOptions& o) {
+                  const std::string& id, const std::string& label, int colour, const PlotOptions& o,
+                  double x_offset = 0.0) {
   int added = 0;
   if (m.has_train_loss(k)) {
     s << "$train" << id << " << EOD\n";
     for (const TrainPoint& p : m.train)
       if (k - 1 < (int)p.chain_loss.size() && std::isfinite(p.chain_loss[k - 1]))
-        s << num(x_of(m, p.step, o)) << " " << num(p.chain_loss[k - 1]) << "\n";
+        s << num(x_offset + x_of(m, p.step, o)) << " " << num(p.chain_loss[k - 1]) << "\n";
     s << "EOD\n";
     plots.push_back(cat("$train", id, " using 1:2 with lines lw 1 lc rgb '", kLight[colour], "' title ",
                         gp_quote(label + " train")));
@@ -112,7 +113,7 @@ int add_sub_model(std::ostringstream& s, std::vector<std::string>& plots, const 
     s << "$val" << id << " << EOD\n";
     for (const ValPoint& v : m.val)
       if (k - 1 < (int)v.loss.size() && std::isfinite(v.loss[k - 1]))
-        s << num(x_of(m, v.step, o)) << " " << num(v.loss[k - 1]) << "\n";
+        s << num(x_offset + x_of(m, v.step, o)) << " " << num(v.loss[k - 1]) << "\n";
     s << "EOD\n";
     plots.push_back(cat("$val", id, " using 1:2 with linespoints lw 2.5 pt 7 ps 0.9 lc rgb '", kDark[colour],
                         "' title ", gp_quote(label + " val")));
@@ -147,23 +148,25 @@ std::string loss_plot_script(const RunMetrics& m, const std::string& png_path, c
   return finish(s, plots);
 }
 
-std::string overlay_plot_script(const std::vector<RunMetrics>& runs, const std::vector<std::string>& labels,
-                                int chains, const std::string& png_path, const PlotOptions& o) {
-  CHAINLM_CHECK(!runs.empty() && labels.size() == runs.size(), "plot: one label per run");
+std::string overlay_plot_script(const std::vector<OverlayRun>& runs, const std::string& png_path,
+                                const PlotOptions& o) {
+  CHAINLM_CHECK(!runs.empty(), "plot: no runs to overlay");
   std::ostringstream s;
   std::string what;
-  for (const RunMetrics& m : runs) what += (what.empty() ? "" : ", ") + m.path;
+  for (const OverlayRun& r : runs) what += (what.empty() ? "" : ", ") + r.metrics.path;
   write_preamble(s, what, png_path, o);
   std::vector<std::string> plots;
   for (size_t r = 0; r < runs.size(); ++r) {
-    const RunMetrics& m = runs[r];
+    const RunMetrics& m = runs[r].metrics;
     check_x_logged(m, o);
-    const int k = chains > 0 ? chains : m.n_chains;
+    CHAINLM_CHECK(runs[r].chains >= 0, "plot: --chains ", runs[r].chains, " is not a sub-model (1 or more)");
+    const int k = runs[r].chains > 0 ? runs[r].chains : m.n_chains;
     CHAINLM_CHECK(k <= m.n_chains, m.path, " logs ", m.n_chains, " sub-model", m.n_chains == 1 ? "" : "s",
                   ", so it has no sub-model ", k, " to plot (--chains)");
-    const std::string label = chains > 0 || runs.size() == 1 ? cat(labels[r], " k=", k) : labels[r];
-    CHAINLM_CHECK(add_sub_model(s, plots, m, k, cat("r", r), label, (int)(r % 8), o) > 0, m.path,
-                  ": no finite training or validation loss of sub-model ", k, " to plot");
+    const std::string label =
+        runs[r].chains > 0 || runs.size() == 1 ? cat(runs[r].label, " k=", k) : runs[r].label;
+    CHAINLM_CHECK(add_sub_model(s, plots, m, k, cat("r", r), label, (int)(r % 8), o, runs[r].x_offset) > 0,
+                  m.path, ": no finite training or validation loss of sub-model ", k, " to plot");
   }
   return finish(s, plots);
 }

@@ -24,12 +24,21 @@ struct PlotOptions {
 std::string loss_plot_script(const RunMetrics& m, const std::string& png_path,
                              const PlotOptions& o);
 
-// Several runs overlaid for comparing them (the replication suite's pictures): sub-model
-// `chains` of each run (0: each run's full model), one colour per run, its validation loss as a
-// thick line with points and its training loss as a thin light line, labelled labels[i]. Throws
-// naming the run when it has no such sub-model or logs nothing for the x axis.
-std::string overlay_plot_script(const std::vector<RunMetrics>& runs, const std::vector<std::string>& labels,
-                                int chains, const std::string& png_path, const PlotOptions& o);
+// One run of an overlay: which sub-model (0: its full model), its legend label, and where its
+// curve starts on the x axis (0; or, for a run that continued another, such as a model tuned after
+// chain expansion, what was spent before it: the base run's tokens or FLOPs).
+struct OverlayRun {
+  RunMetrics metrics;
+  std::string label;
+  int chains = 0;
+  double x_offset = 0.0;
+};
+
+// Several runs overlaid for comparing them (the replication suite's pictures): one colour per
+// run, its validation loss as a thick line with points and its training loss as a thin light
+// line. Throws naming the run when it has no such sub-model or logs nothing for the x axis.
+std::string overlay_plot_script(const std::vector<OverlayRun>& runs, const std::string& png_path,
+                                const PlotOptions& o);
 
 // Runs `gnuplot` (found on PATH) on loss_plot_script and writes the PNG atomically (a
 // temporary file beside png_path, renamed when gnuplot succeeded). Throws naming the cause

@@ -151,22 +151,32 @@ TEST_F(RecordedRun, SeveralRunsOverlaidAgainstTokens) {
   write_bytes(other + "/metrics.jsonl", shifted);
 
   // The script: one colour per run, the labels given, x = step x tokens per step.
-  const std::vector<RunMetrics> runs = {m, read_run_metrics(other)};
+  const RunMetrics wide = read_run_metrics(other);
   PlotOptions o;
   o.x = PlotX::kTokens;
-  const std::string script = overlay_plot_script(runs, {"base", "wide"}, 2, kPlotOutput, o);
+  const std::string script = overlay_plot_script({{m, "base", 2}, {wide, "wide", 2}}, kPlotOutput, o);
   EXPECT_NE(script.find("set xlabel 'tokens'"), std::string::npos) << script;
   EXPECT_NE(script.find("title 'base k=2 val'"), std::string::npos) << script;
   EXPECT_NE(script.find("title 'wide k=2 train'"), std::string::npos) << script;
   EXPECT_NE(script.find("$valr1 << EOD\n192 2.25\nEOD"), std::string::npos) << script;  // step 3 x 64
   EXPECT_NE(script.find("$trainr1 << EOD\n384 2.25\nEOD"), std::string::npos) << script;
   EXPECT_NE(script.find("$valr0 << EOD\n128 "), std::string::npos) << script;  // step 4 x 32
+  // One sub-model per run (a CoLM's sub-model beside a dense model of its size), and a run's curve
+  // shifted along x (a tuned model after the run it was expanded from).
+  const std::string per_run = overlay_plot_script({{m, "base", 3}, {wide, "wide", 1}}, kPlotOutput, o);
+  EXPECT_NE(per_run.find("title 'base k=3 val'"), std::string::npos) << per_run;
+  EXPECT_NE(per_run.find("title 'wide k=1 val'"), std::string::npos) << per_run;
+  EXPECT_NE(per_run.find("$valr1 << EOD\n192 2.5\nEOD"), std::string::npos) << per_run;  // k=1 of "wide"
+  const std::string shifted_x = overlay_plot_script({{m, "base", 3}, {wide, "wide", 1, 1000.0}}, kPlotOutput, o);
+  EXPECT_NE(shifted_x.find("$valr1 << EOD\n1192 2.5\nEOD"), std::string::npos) << shifted_x;
+  EXPECT_NE(shifted_x.find("$trainr1 << EOD\n1384 2.5\nEOD"), std::string::npos) << shifted_x;
+  EXPECT_NE(shifted_x.find("$valr0 << EOD\n128 "), std::string::npos) << shifted_x;  // base: no shift
   // Sub-model 4 does not exist; a log from before tokens were logged cannot go on a token axis.
-  EXPECT_THROW(overlay_plot_script(runs, {"a", "b"}, 4, kPlotOutput, o), Error);
+  EXPECT_THROW(overlay_plot_script({{m, "a", 4}, {wide, "b", 4}}, kPlotOutput, o), Error);
   RunMetrics old = m;
   old.tokens_per_step = -1;
   try {
-    overlay_plot_script({old}, {"old"}, 1, kPlotOutput, o);
+    overlay_plot_script({{old, "old", 1}}, kPlotOutput, o);
     ADD_FAILURE() << "a run without tokens_per_step was plotted against tokens";
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("--x steps"), std::string::npos) << e.what();
@@ -174,11 +184,11 @@ TEST_F(RecordedRun, SeveralRunsOverlaidAgainstTokens) {
 
   // Against FLOPs: the recorded run logs them, the hand-written one does not.
   o.x = PlotX::kFlops;
-  const std::string flops = overlay_plot_script({m}, {"base"}, 3, kPlotOutput, o);
+  const std::string flops = overlay_plot_script({{m, "base", 3}}, kPlotOutput, o);
   EXPECT_NE(flops.find("set xlabel 'training FLOPs'"), std::string::npos) << flops;
   EXPECT_NE(flops.find("$valr0 << EOD\n" + std::to_string((long)(4 * m.flops_per_step)) + " "), std::string::npos)
       << flops;
-  EXPECT_THROW(overlay_plot_script(runs, {"a", "b"}, 1, kPlotOutput, o), Error);
+  EXPECT_THROW(overlay_plot_script({{m, "a", 1}, {wide, "b", 1}}, kPlotOutput, o), Error);
 
   // The command: a PNG, and clear refusals.
   const std::string png = dir->file("overlay.png");
@@ -195,6 +205,31 @@ TEST_F(RecordedRun, SeveralRunsOverlaidAgainstTokens) {
   EXPECT_NE(labels.exit_code, 0);
   EXPECT_NE(labels.err.find("1 --label for 2 runs"), std::string::npos) << labels.err;
   EXPECT_FALSE(std::filesystem::exists(dir->file("y.png")));
+  // --chains per run; a list of the wrong length is refused before anything is written.
+  auto per_run_cli = run_chainlm(*dir, "plot " + quote(run) + " " + quote(other) + " --chains 3,1 --out " +
+                                       quote(dir->file("k.png")));
+  ASSERT_EQ(per_run_cli.exit_code, 0) << per_run_cli.err;
+  EXPECT_NE(per_run_cli.out.find("2 runs, sub-models 3,1, against steps"), std::string::npos) << per_run_cli.out;
+  auto wrong = run_chainlm(*dir, "plot " + quote(run) + " " + quote(other) + " --chains 3,1,2 --out " +
+                                     quote(dir->file("z.png")));
+  EXPECT_NE(wrong.exit_code, 0);
+  EXPECT_NE(wrong.err.find("3 --chains for 2 runs"), std::string::npos) << wrong.err;
+  EXPECT_FALSE(std::filesystem::exists(dir->file("z.png")));
+  auto offsets = run_chainlm(*dir, "plot " + quote(run) + " " + quote(other) + " --x-offset 0,1e9 --x flops --out " +
+                                       quote(dir->file("o.png")));
+  EXPECT_NE(offsets.exit_code, 0);  // the hand-written run logs no FLOPs
+  EXPECT_NE(offsets.err.find("logs no FLOPs per step"), std::string::npos) << offsets.err;
+  auto offsets_ok = run_chainlm(*dir, "plot " + quote(run) + " " + quote(other) + " --x-offset 0,500 --x tokens --out " +
+                                          quote(dir->file("o.png")));
+  ASSERT_EQ(offsets_ok.exit_code, 0) << offsets_ok.err;
+  EXPECT_EQ(png_size(read_bytes(dir->file("o.png"))), std::make_pair(960L, 600L));
+  for (const std::string bad : {"0", "0,-1", "0,nan"}) {
+    auto refused = run_chainlm(*dir, "plot " + quote(run) + " " + quote(other) + " --x-offset " + bad + " --out " +
+                                         quote(dir->file("w.png")));
+    EXPECT_NE(refused.exit_code, 0) << bad;
+    EXPECT_NE(refused.err.find("--x-offset"), std::string::npos) << refused.err;
+    EXPECT_FALSE(std::filesystem::exists(dir->file("w.png"))) << bad;
+  }
 }
 
 }  // namespace
