@@ -23,6 +23,7 @@ namespace {
 struct PrepareOptions {
   std::string tokenizer, out;
   CorpusFlags corpus;
+  std::vector<std::string> val_inputs;  // a corpus already split: its validation files
   double val_fraction = 0.1;
   uint64_t seed = 0;
   bool overwrite = false;
@@ -94,16 +95,31 @@ void run_prepare(const PrepareOptions& o) {
   check_output_dir(o);
   auto tokenizer = load_tokenizer(o.tokenizer);  // a bad tokenizer fails before a long read
   Corpus corpus = read_corpus_reporting(o.corpus, "prepare");
-  const std::string source = describe_corpus(corpus);
-  const std::vector<std::string>& docs = corpus.documents;
-  CHAINLM_CHECK(!docs.empty(), "input ", source, " contains no documents (only blank lines)");
-  CHAINLM_CHECK(docs.size() >= 2, "input ", source,
+  std::string source = describe_corpus(corpus);
+  const bool presplit = !o.val_inputs.empty();
+  CHAINLM_CHECK(!corpus.documents.empty(), "input ", source, " contains no documents (only blank lines)");
+  CHAINLM_CHECK(presplit || corpus.documents.size() >= 2, "input ", source,
                 " holds a single document; need at least 2 to make a validation split "
                 "(text: documents are separated by blank lines or '%' lines, or one per line "
                 "with --split lines; JSONL: one per record)");
-
+  // --val-input: every document of --input trains, every one of --val-input validates (a corpus
+  // published already split); read with the same format and split rules.
+  std::vector<bool> is_val(corpus.documents.size(), false);
+  if (presplit) {
+    CorpusFlags val_flags = o.corpus;
+    val_flags.inputs = o.val_inputs;
+    Corpus val_corpus = read_corpus_reporting(val_flags, "prepare");
+    CHAINLM_CHECK(!val_corpus.documents.empty(), "--val-input ", describe_corpus(val_corpus),
+                  " contains no documents (only blank lines)");
+    source += " + validation " + describe_corpus(val_corpus);
+    is_val.resize(corpus.documents.size() + val_corpus.documents.size(), true);
+    for (std::string& d : val_corpus.documents) corpus.documents.push_back(std::move(d));
+    for (CorpusFile& f : val_corpus.files) corpus.files.push_back(std::move(f));
+  } else {
+    is_val = assign_validation(corpus.documents.size(), o.val_fraction, o.seed);
+  }
+  const std::vector<std::string>& docs = corpus.documents;
   const std::vector<std::vector<int>> encoded = encode_documents(*tokenizer, docs);
-  const std::vector<bool> is_val = assign_validation(docs.size(), o.val_fraction, o.seed);
 
   std::vector<uint32_t> train, val;
   size_t train_docs = 0, val_docs = 0;
@@ -140,7 +156,8 @@ void run_prepare(const PrepareOptions& o) {
       {"val_documents", val_docs},
       {"train_tokens", train.size()},
       {"val_tokens", val.size()},
-      {"val_fraction", o.val_fraction},
+      {"val_fraction", presplit ? nlohmann::json(nullptr) : nlohmann::json(o.val_fraction)},
+      {"val_sources", presplit ? nlohmann::json(o.val_inputs) : nlohmann::json(nullptr)},
       {"seed", o.seed},
       {"bos_prepended", true},
       {"shard_format", "CLMTOKS1"},
@@ -166,8 +183,14 @@ void add_prepare_command(CLI::App& app) {
       ->required();
   add_corpus_options(p, o->corpus, "--input", "blank-lines");
   p->add_option("--out", o->out, "Output data directory")->required();
-  p->add_option("--val-fraction", o->val_fraction, "Fraction of documents held out for validation")
-      ->capture_default_str();
+  auto* val_fraction =
+      p->add_option("--val-fraction", o->val_fraction, "Fraction of documents held out for validation")
+          ->capture_default_str();
+  p->add_option("--val-input", o->val_inputs,
+                "Validation text or JSONL file(s) or directories, for a corpus already split: every "
+                "--input document trains and every --val-input document validates (instead of "
+                "--val-fraction)")
+      ->excludes(val_fraction);
   p->add_option("--seed", o->seed, "Seed of the train/validation split")->capture_default_str();
   p->add_flag("--overwrite", o->overwrite,
               "Replace the data in an existing, non-empty --out (refused without it)");

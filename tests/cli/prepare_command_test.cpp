@@ -171,6 +171,40 @@ TEST(PrepareCommand, ByteTokenizerAndMinimumSplit) {
   EXPECT_EQ(find_tokenizer_in_dir(data), "byte");
 }
 
+// A corpus published already split (train and validation files): --val-input puts every one of
+// its documents in val.bin and every --input document in train.bin, in order.
+TEST(PrepareCommand, ValidationFilesGivenApart) {
+  TempDir dir;
+  const std::vector<std::string> train_docs = make_documents(7), val_docs = {"held out, first.", "second\nof two"};
+  write_bytes(dir.file("train.txt"), join_documents(train_docs));
+  write_bytes(dir.file("val.txt"), join_documents(val_docs));
+  const std::string data = dir.file("data");
+  RunResult r = run_chainlm(dir, "prepare --tokenizer byte --input " + q(dir.file("train.txt")) + " --val-input " +
+                                     q(dir.file("val.txt")) + " --out " + q(data));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("train 7 docs"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("val 2 docs"), std::string::npos) << r.out;
+  auto tok = load_tokenizer("byte");
+  EXPECT_EQ(decode_shard(TokenShard((std::filesystem::path(data) / "train.bin").string()), *tok), train_docs);
+  EXPECT_EQ(decode_shard(TokenShard((std::filesystem::path(data) / "val.bin").string()), *tok), val_docs);
+  const auto meta = nlohmann::json::parse(read_bytes((std::filesystem::path(data) / "meta.json").string()));
+  EXPECT_TRUE(meta["val_fraction"].is_null());
+  ASSERT_EQ(meta["val_sources"].size(), 1u);
+  EXPECT_EQ(meta["val_documents"], 2);
+
+  // Not with --val-fraction; an empty validation file is refused by name; nothing is written.
+  write_bytes(dir.file("blank.txt"), "\n\n");
+  for (const auto& [args, needle] :
+       {std::pair<std::string, std::string>{" --val-input " + q(dir.file("val.txt")) + " --val-fraction 0.2", "excludes"},
+        {" --val-input " + q(dir.file("blank.txt")), "blank.txt"}}) {
+    RunResult bad = run_chainlm(dir, "prepare --tokenizer byte --input " + q(dir.file("train.txt")) + args +
+                                         " --out " + q(dir.file("bad")));
+    EXPECT_NE(bad.exit_code, 0) << args;
+    EXPECT_NE(bad.err.find(needle), std::string::npos) << args << "\nstderr: " << bad.err;
+    EXPECT_FALSE(std::filesystem::exists(dir.file("bad/train.bin"))) << args;
+  }
+}
+
 TEST(PrepareCommand, BadInputsFailWithAMessage) {
   TempDir dir;
   const std::string good = dir.file("good.txt");
