@@ -18,6 +18,7 @@ packages=(
   gnuplot-nox                   # chainlm plot / report: loss curves as PNG
   clang libclang-rt-14-dev libomp-14-dev  # make fuzz: libFuzzer targets (clang, its runtimes, OpenMP)
   fortunes                      # the quickstart's default corpus
+  python3                       # bench scripts: JSON fields and the replication tables
 )
 
 missing=()

@@ -1,0 +1,123 @@
+# Shared steps of the replication experiments (bench/replicate/claim*.sh), sourced by each.
+#
+# Every experiment is a list of training runs on one tokenized corpus, then an evaluation of
+# every sub-model of every run on the same validation split, a table and plots. Runs live in
+# $RUNS (default runs/replicate/, ignored by git); what is committed is the small part: each
+# run's metrics.jsonl, the evaluation JSON, the tables and the PNGs, under
+# bench/replicate/results/<experiment>/.
+#
+# Resumable: a run whose checkpoint already reached its steps is skipped, a run with an earlier
+# checkpoint continues from it (`train --resume`, bit-identical to an uninterrupted run), so a
+# killed experiment picks up where it stopped when started again.
+
+set -euo pipefail
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+cd "$REPO"
+
+BIN=${BIN:-build/chainlm}
+RUNS=${RUNS:-runs/replicate}
+RESULTS=${RESULTS:-bench/replicate/results}  # committed: metrics, evaluations, tables, plots
+DATA=${DATA:-data/replicate}            # made by prepare_data: tok.model, and shards/
+SHARDS=$DATA/shards
+CORPUS_DIR=${CORPUS_DIR:-data/replicate_corpus}
+THREADS=${THREADS:-2}
+PRECISION=${PRECISION:-bf16}             # docs/precision.md: within 0.02% of fp32's loss
+VOCAB=4096
+SEQ_LEN=256
+BATCH=16                                 # 4,096 tokens per step
+
+[ -x "$BIN" ] || { echo "replicate: $BIN is missing; run 'make build' first" >&2; exit 1; }
+
+log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*"; }
+
+# The corpus (bench/replicate/corpus/build_corpus.sh: train.txt and its held-out val.txt), a
+# SentencePiece BPE tokenizer of $VOCAB pieces trained on train.txt, and token shards that keep
+# the corpus' split. Made once; every experiment reuses them.
+prepare_data() {
+  if [ -s "$SHARDS/train.bin" ] && [ -s "$SHARDS/val.bin" ]; then return; fi
+  [ -s "$CORPUS_DIR/train.txt" ] && [ -s "$CORPUS_DIR/val.txt" ] ||
+    bash bench/replicate/corpus/build_corpus.sh "$CORPUS_DIR"
+  mkdir -p "$DATA"
+  [ -s "$DATA/tok.model" ] ||
+    "$BIN" tokenizer train --corpus "$CORPUS_DIR/train.txt" \
+      --vocab-size "$VOCAB" --out "$DATA/tok.model" --seed 0
+  "$BIN" prepare --tokenizer "$DATA/tok.model" --input "$CORPUS_DIR/train.txt" \
+    --val-input "$CORPUS_DIR/val.txt" --out "$SHARDS" --overwrite
+}
+
+# The last step a run has a checkpoint of (0 when none), from the name `latest` points to.
+checkpoint_step() {
+  local latest="$1/latest"
+  [ -f "$latest" ] || { echo 0; return; }
+  local dir
+  dir=$(cat "$latest")
+  echo $((10#${dir#step-}))
+}
+
+# train_run NAME STEPS ARGS...: a training run of STEPS steps in $RUNS/$EXPERIMENT/NAME, with
+# the experiment's fixed batch, sequence length, precision and threads; ARGS are the model
+# (--config or --init) and anything else it needs. Skipped when done, resumed when started.
+train_run() {
+  local name=$1 steps=$2
+  shift 2
+  local out="$RUNS/$EXPERIMENT/$name" done
+  done=$(checkpoint_step "$out")
+  if [ "$done" -ge "$steps" ]; then
+    log "$name: done ($done steps)"
+    return
+  fi
+  local start=()
+  if [ "$done" -gt 0 ]; then
+    log "$name: resuming at step $done of $steps"
+    # The model comes from the checkpoint: drop --config/--init and their values.
+    local args=() skip=0 a
+    for a in "$@"; do
+      if [ $skip = 1 ]; then skip=0; continue; fi
+      case $a in --config|--init) skip=1; continue ;; esac
+      args+=("$a")
+    done
+    set -- "${args[@]}"
+    start=(--resume)
+  else
+    log "$name: training $steps steps"
+    rm -rf "$out"
+  fi
+  mkdir -p "$(dirname "$out")"
+  "$BIN" train "${start[@]}" "$@" --data "$SHARDS" --out "$out" --steps "$steps" \
+    --batch-size "$BATCH" --seq-len "$SEQ_LEN" --threads "$THREADS" --precision "$PRECISION" \
+    --eval-every "${EVAL_EVERY:-100}" --save-every "${SAVE_EVERY:-200}" --quiet
+}
+
+# evaluate NAME...: every sub-model of each run on the whole validation split, one JSON line
+# per run in results/$EXPERIMENT/eval.jsonl (kept when the run has not changed since).
+evaluate() {
+  local results="$RESULTS/$EXPERIMENT" name
+  mkdir -p "$results"
+  for name in "$@"; do
+    local out="$RUNS/$EXPERIMENT/$name" json="$results/$name.eval.json"
+    if [ -s "$json" ] && [ "$json" -nt "$out/latest" ]; then continue; fi
+    log "$name: evaluating every sub-model on the validation split"
+    "$BIN" eval ppl --model "$out" --data "$SHARDS/val.bin" --seq-len "$SEQ_LEN" \
+      --threads "$THREADS" --json > "$json.tmp"
+    mv "$json.tmp" "$json"
+    cp "$out/metrics.jsonl" "$results/$name.metrics.jsonl"
+  done
+}
+
+# plot_runs OUT.png X RUN:LABEL...: runs overlaid (their full models; CHAINS=k for sub-model k of
+# every run, or k1,k2,... one per run; X_OFFSET=x1,x2,... where each run's curve starts).
+plot_runs() {
+  local png=$1 x=$2
+  shift 2
+  local dirs=() labels=() item
+  for item in "$@"; do
+    dirs+=("$RUNS/$EXPERIMENT/${item%%:*}")
+    labels+=("${item#*:}")
+  done
+  local extra=()
+  [ -n "${CHAINS:-}" ] && extra+=(--chains "$CHAINS")
+  [ -n "${X_OFFSET:-}" ] && extra+=(--x-offset "$X_OFFSET")
+  "$BIN" plot "${dirs[@]}" --x "$x" "${extra[@]}" --label "${labels[@]}" \
+    --out "$RESULTS/$EXPERIMENT/$png" --overwrite --width 800 --height 500 \
+    --title "${PLOT_TITLE:-$EXPERIMENT}"
+}
