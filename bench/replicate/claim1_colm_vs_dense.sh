@@ -15,15 +15,8 @@ MODELS=(dense colm colm-air dense-d224)
 declare -A CONFIG=([dense]=dense-d256 [colm]=colm-d256 [colm-air]=colm-air-d256 [dense-d224]=dense-d224)
 
 prepare_data
-names=()
-for seed in $SEEDS; do
-  for m in "${MODELS[@]}"; do
-    train_run "$m-s$seed" "$STEPS" --config "bench/replicate/configs/${CONFIG[$m]}.json" \
-      --lr 2e-3 --seed "$seed"
-    names+=("$m-s$seed")
-  done
-done
-evaluate "${names[@]}"
+train_models
+evaluate "${NAMES[@]}"
 first=${SEEDS%% *}
 PLOT_TITLE="Claim 1: CoLM vs dense (seed $first, full models)" plot_runs loss_vs_tokens.png tokens \
   "dense-s$first:dense 6.84M" "colm-s$first:CoLM [1,1,1,1] 5.06M" \

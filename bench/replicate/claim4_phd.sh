@@ -20,15 +20,8 @@ MODELS=(base phd2 phd-cswa2 phd-cswa3)
 declare -A CONFIG=([base]=dense-d256 [phd2]=phd2-d256 [phd-cswa2]=phd-cswa2-d256 [phd-cswa3]=phd-cswa3-d256)
 
 prepare_data
-names=()
-for seed in $SEEDS; do
-  for m in "${MODELS[@]}"; do
-    train_run "$m-s$seed" "$STEPS" --config "bench/replicate/configs/${CONFIG[$m]}.json" \
-      --lr 2e-3 --seed "$seed"
-    names+=("$m-s$seed")
-  done
-done
-evaluate "${names[@]}"
+train_models
+evaluate "${NAMES[@]}"
 first=${SEEDS%% *}
 for m in "${MODELS[@]}"; do
   json="$RESULTS/$EXPERIMENT/$m-s$first.decode.json"

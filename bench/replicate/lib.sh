@@ -88,6 +88,21 @@ train_run() {
     --eval-every "${EVAL_EVERY:-100}" --save-every "${SAVE_EVERY:-200}" --quiet
 }
 
+# train_models: each model of MODELS with each seed of SEEDS for STEPS steps, from the config
+# bench/replicate/configs/${CONFIG[model]}.json, peak LR 2e-3; the runs are named MODEL-sSEED and
+# listed in NAMES.
+train_models() {
+  NAMES=()
+  local seed m
+  for seed in $SEEDS; do
+    for m in "${MODELS[@]}"; do
+      train_run "$m-s$seed" "$STEPS" --config "bench/replicate/configs/${CONFIG[$m]}.json" \
+        --lr 2e-3 --seed "$seed"
+      NAMES+=("$m-s$seed")
+    done
+  done
+}
+
 # evaluate NAME...: every sub-model of each run on the whole validation split, one JSON line
 # per run in results/$EXPERIMENT/eval.jsonl (kept when the run has not changed since).
 evaluate() {
