@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "core/thread_scratch.h"
 #include "kernels/attention_passes.h"
 #include "kernels/attention_tiles.h"
 
@@ -266,12 +267,9 @@ PhdKeySource interleaved_source(const AttentionShape& s, const float* k, const f
                       n_orig,   0,        Tk - n_orig,     K,        true};
 }
 
-// Row keys of every query row, in a per-thread buffer that only grows.
-PhdRowKeys* phd_rows_buffer(size_t n) {
-  thread_local std::vector<PhdRowKeys> rows;
-  if (rows.size() < n) rows.resize(n);
-  return rows.data();
-}
+// Row keys of every query row, in a per-thread buffer.
+struct PhdRowsScratch;
+PhdRowKeys* phd_rows_buffer(size_t n) { return chainlm::thread_scratch<PhdRowKeys, PhdRowsScratch>(0, n); }
 
 // Backward of the repeated stream for KV head g of sequence b (see backward_item): K, V are
 // packed compactly, originals first (rows [0, n_orig)), then the hidden stream.

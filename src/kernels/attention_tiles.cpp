@@ -9,41 +9,17 @@
 #include <algorithm>
 #include <bit>
 #include <cmath>
-#include <cstdlib>
 #include <cstring>
 
 #include "core/error.h"
+#include "core/thread_scratch.h"
 
 namespace chainlm::attn {
 
-namespace {
+struct AttentionTileScratch;
 
 // A per-thread buffer that only grows, so the hot path never allocates after warm-up.
-class Scratch {
- public:
-  ~Scratch() { std::free(data_); }
-  float* get(size_t n) {
-    if (n > capacity_) {
-      std::free(data_);
-      capacity_ = std::max(n, capacity_ * 2);
-      data_ = static_cast<float*>(std::aligned_alloc(64, round_up(capacity_ * sizeof(float))));
-      CHAINLM_CHECK(data_ != nullptr, "attention: out of memory for scratch");
-    }
-    return data_;
-  }
-
- private:
-  static size_t round_up(size_t bytes) { return (bytes + 63) / 64 * 64; }
-  float* data_ = nullptr;
-  size_t capacity_ = 0;
-};
-
-}  // namespace
-
-float* thread_scratch(size_t n) {
-  thread_local Scratch scratch;
-  return scratch.get(n);
-}
+float* thread_scratch(size_t n) { return chainlm::thread_scratch<float, AttentionTileScratch>(0, n); }
 
 void pack(const float* src, long stride, int rows, int cols, float* dst, int ld) {
 #if CHAINLM_ATTENTION_AVX512

@@ -2,18 +2,16 @@
 
 #include <vector>
 
+#include "core/thread_scratch.h"
 #include "kernels/gemm.h"
 
 namespace chainlm {
 
 namespace {
 
-// Per-thread buffers that only grow: the rounded x (slot 0) and dy (slot 1) of a bf16 product.
-bf16_t* scratch(int slot, std::size_t n) {
-  thread_local std::vector<bf16_t> buf[2];
-  if (buf[slot].size() < n) buf[slot].resize(n);
-  return buf[slot].data();
-}
+// Per-thread buffers: the rounded x (slot 0) and dy (slot 1) of a bf16 product.
+struct ChainLinearScratch;
+bf16_t* scratch(int slot, std::size_t n) { return thread_scratch<bf16_t, ChainLinearScratch, 2>(slot, n); }
 
 // Whether blocks [first, k) are bf16; a model's blocks are all in one form.
 bool bf16_blocks(const WeightRef* w, int first, int k) {

@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "core/thread_scratch.h"
 #include "core/threads.h"
 #include "kernels/bf16.h"
 #include "kernels/gemm.h"
@@ -155,12 +156,11 @@ constexpr FewRowsKernel kFewRows[] = {
     &few_rows_nt_bf16<1>, &few_rows_nt_bf16<2>, &few_rows_nt_bf16<3>, &few_rows_nt_bf16<4>,
     &few_rows_nt_bf16<5>, &few_rows_nt_bf16<6>, &few_rows_nt_bf16<7>, &few_rows_nt_bf16<8>};
 
-// Per-thread buffers that only grow, by slot.
+// Per-thread buffers, by slot.
+struct GemmBf16Scratch;
 template <typename T>
 T* scratch(int slot, size_t n) {
-  thread_local std::vector<T> buf[3];
-  if (buf[slot].size() < n) buf[slot].resize(n);
-  return buf[slot].data();
+  return thread_scratch<T, GemmBf16Scratch, 3>(slot, n);
 }
 
 // rows x cols of src (row stride ld) rounded to bf16, into a dense buffer of slot `slot`.

@@ -13,6 +13,7 @@
 #include <cstring>
 #include <vector>
 
+#include "core/thread_scratch.h"
 #include "core/threads.h"
 #include "kernels/gemm.h"
 #include "kernels/gemm_quant_rows.h"
@@ -286,23 +287,19 @@ void quantize_activations(const float* x, int K, int nb, int8_t* q, float* d, in
   }
 }
 
+struct QuantActivations;
+struct DequantizedPanel;
+
 template <Path P>
 void gemm_nt_quant_impl(int M, int N, int K, const float* A, int lda, QuantType type,
                         const uint8_t* B, int ldb, float* C, int ldc, float beta) {
   if (M == 0 || N == 0) return;
   const int nb = (int)quant_blocks(K);
   const size_t b_row = quant_row_bytes(type, ldb);
-  thread_local std::vector<int8_t> q_scratch;
-  thread_local std::vector<float> d_scratch;
-  thread_local std::vector<int32_t> s_scratch;
-  if (q_scratch.size() < (size_t)M * nb * kQuantBlock) q_scratch.resize((size_t)M * nb * kQuantBlock);
-  if (d_scratch.size() < (size_t)M * nb) d_scratch.resize((size_t)M * nb);
-  if (s_scratch.size() < (size_t)M * nb * kSumLanes) s_scratch.resize((size_t)M * nb * kSumLanes);
-  // Pointers taken here: inside the parallel region the thread_local names would be each
-  // thread's own (empty) buffers.
-  int8_t* q = q_scratch.data();
-  float* d = d_scratch.data();
-  int32_t* sums = s_scratch.data();
+  // The quantized activations, their scales and block sums: taken here, outside the region.
+  int8_t* q = thread_scratch<int8_t, QuantActivations>(0, (size_t)M * nb * kQuantBlock);
+  float* d = thread_scratch<float, QuantActivations>(0, (size_t)M * nb);
+  int32_t* sums = thread_scratch<int32_t, QuantActivations>(0, (size_t)M * nb * kSumLanes);
   const QuantizedRows a{q, d, sums, nb};
 #pragma omp parallel for schedule(static) if ((long)M * K >= kParallelMinWork)
   for (int m = 0; m < M; ++m)
@@ -338,11 +335,9 @@ void gemm_nt_quant_via_fp32(int M, int N, int K, const float* A, int lda, QuantT
   if (N == 0) return;
   const size_t b_row = quant_row_bytes(type, ldb);
   const int panel_rows = (int)std::max<long>(64, kPanelFloats / std::max(K, 1));
-  thread_local std::vector<float> panel;
   for (int n0 = 0; n0 < N; n0 += panel_rows) {
     const int rows = std::min(panel_rows, N - n0);
-    if (panel.size() < (size_t)rows * K) panel.resize((size_t)rows * K);
-    float* p = panel.data();  // taken here: in the region each thread has its own thread_local
+    float* p = thread_scratch<float, DequantizedPanel>(0, (size_t)rows * K);  // outside the region
 #pragma omp parallel for schedule(static) if ((long)rows * K >= kParallelMinWork)
     for (int r = 0; r < rows; ++r) dequantize_row(type, B + (size_t)(n0 + r) * b_row, K, p + (size_t)r * K);
     gemm_nt(M, rows, K, A, lda, p, K, C + n0, ldc, beta);
