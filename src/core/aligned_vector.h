@@ -8,6 +8,7 @@
 #include <sys/mman.h>
 
 #include <cstddef>
+#include <cstdint>
 #include <cstdlib>
 #include <new>
 #include <vector>
@@ -25,7 +26,9 @@ struct AlignedAllocator {
   AlignedAllocator(const AlignedAllocator<U>&) {}
 
   T* allocate(std::size_t n) {
-    if (n > std::size_t(-1) / sizeof(T)) throw std::bad_array_new_length();
+    // No object may exceed PTRDIFF_MAX bytes, rounding up included (which also tells the
+    // compiler the size it passes on is in range).
+    if (n > (std::size_t(PTRDIFF_MAX) - kHugePage) / sizeof(T)) throw std::bad_array_new_length();
     const std::size_t bytes = n * sizeof(T);
     const std::size_t align = bytes >= kHugePage ? kHugePage : kLine;
     const std::size_t rounded = (bytes + align - 1) / align * align;  // aligned_alloc's rule

@@ -9,16 +9,35 @@ namespace chainlm {
 // region costs microseconds, more than a decode step's single row of work.
 constexpr long kParallelMinWork = 1L << 15;
 
+// Whether work of this size goes to the OpenMP threads. Work that stays on one thread must not
+// even enter a parallel region: libgomp ends every region, `if (false)` and one-thread ones
+// included, with a futex system call, and a decoded stories260K token entered 32 of them (a
+// quarter of its time where system calls are slow, as in virtual machines).
+inline bool worth_parallel(long work, long min_work = kParallelMinWork) {
+  return work >= min_work && omp_get_max_threads() > 1;
+}
+
+// body(i) for i in [0, n): static ranges over the threads when worth_parallel(work, min_work),
+// else a plain loop on the calling thread.
+template <typename F>
+void parallel_for(long n, long work, F&& body, long min_work = kParallelMinWork) {
+  if (!worth_parallel(work, min_work)) {
+    for (long i = 0; i < n; ++i) body(i);
+    return;
+  }
+#pragma omp parallel for schedule(static)
+  for (long i = 0; i < n; ++i) body(i);
+}
+
 // Runs f(n0, n1) over [0, N) cut into equal ranges, one per thread, or as f(0, N) on the calling
 // thread when `work` (in floats) is below kParallelMinWork (the few-row GEMM kernels).
 template <typename F>
 void for_column_ranges(int N, long work, F&& f) {
-  const int threads = work >= kParallelMinWork ? omp_get_max_threads() : 1;
-  if (threads <= 1) {
+  if (!worth_parallel(work)) {
     f(0, N);
     return;
   }
-#pragma omp parallel num_threads(threads)
+#pragma omp parallel
   {
     const int t = omp_get_thread_num(), nt = omp_get_num_threads();
     f((int)((long)N * t / nt), (int)((long)N * (t + 1) / nt));

@@ -13,6 +13,7 @@
 
 #include <algorithm>
 
+#include "core/threads.h"
 #include "kernels/attention.h"
 #include "kernels/attention_tiles.h"
 
@@ -26,6 +27,13 @@ void for_each_forward_item(const AttentionShape& s, const Item& item) {
   const long bh = static_cast<long>(s.batch) * s.n_heads;
   const int q_tiles = (s.q_len + kTile - 1) / kTile;
   if (bh == 0 || q_tiles == 0) return;
+  // A decoding step's few query rows over a short cache stay on the calling thread: a parallel
+  // region costs more than they do (core/threads.h, worth_parallel).
+  const long work = bh * s.q_len * static_cast<long>(s.kv_len) * s.head_dim;
+  if (!worth_parallel(work)) {
+    for (long i = 0; i < bh; ++i) item(static_cast<int>(i / s.n_heads), static_cast<int>(i % s.n_heads), 0, 1);
+    return;
+  }
   const long want = 2L * omp_get_max_threads();
   const int chunks = static_cast<int>(std::clamp<long>((want + bh - 1) / bh, 1, q_tiles));
   const long items = bh * chunks;

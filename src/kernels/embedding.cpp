@@ -8,23 +8,23 @@ namespace chainlm {
 
 void embedding_forward(int M, int width, const int* tokens, const float* table, int D, float* out,
                        int ldo) {
-#pragma omp parallel for schedule(static) if ((long)M * width >= kParallelMinWork)
-  for (int r = 0; r < M; ++r)
-    std::memcpy(out + (long)r * ldo, table + (long)tokens[r] * D, sizeof(float) * width);
+  parallel_for(M, (long)M * width, [&](long r) {
+    std::memcpy(out + r * ldo, table + (long)tokens[r] * D, sizeof(float) * width);
+  });
 }
 
 void embedding_forward(int M, int width, const int* tokens, const bf16_t* table, int D, float* out,
                        int ldo) {
-#pragma omp parallel for schedule(static) if ((long)M * width >= kParallelMinWork)
-  for (int r = 0; r < M; ++r) from_bf16(table + (long)tokens[r] * D, out + (long)r * ldo, width);
+  parallel_for(M, (long)M * width,
+               [&](long r) { from_bf16(table + (long)tokens[r] * D, out + r * ldo, width); });
 }
 
 void embedding_forward(int M, int width, const int* tokens, QuantType type, const uint8_t* table,
                        int D, float* out, int ldo) {
   const size_t row = quant_row_bytes(type, D);
   // dequantize_row writes whole rows' worth of its first `width` columns only.
-#pragma omp parallel for schedule(static) if ((long)M * width >= kParallelMinWork)
-  for (int r = 0; r < M; ++r) dequantize_row(type, table + (long)tokens[r] * row, width, out + (long)r * ldo);
+  parallel_for(M, (long)M * width,
+               [&](long r) { dequantize_row(type, table + (long)tokens[r] * row, width, out + r * ldo); });
 }
 
 void embedding_backward(int M, int width, const int* tokens, const float* dout, int lddo,

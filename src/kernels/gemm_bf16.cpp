@@ -173,8 +173,7 @@ bf16_t* rounded(int slot, int rows, int cols, const float* src, int ld) {
 // rows x cols of a bf16 matrix (row stride ld) widened to a dense fp32 buffer.
 float* widened(int slot, int rows, int cols, const bf16_t* src, int ld) {
   float* r = scratch<float>(slot, (size_t)rows * cols);
-#pragma omp parallel for if ((long)rows * cols >= kParallelMinWork)
-  for (int i = 0; i < rows; ++i) from_bf16(src + (long)i * ld, r + (long)i * cols, cols);
+  parallel_for(rows, (long)rows * cols, [&](long i) { from_bf16(src + i * ld, r + i * cols, cols); });
   return r;
 }
 

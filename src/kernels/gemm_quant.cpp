@@ -301,10 +301,10 @@ void gemm_nt_quant_impl(int M, int N, int K, const float* A, int lda, QuantType 
   float* d = thread_scratch<float, QuantActivations>(0, (size_t)M * nb);
   int32_t* sums = thread_scratch<int32_t, QuantActivations>(0, (size_t)M * nb * kSumLanes);
   const QuantizedRows a{q, d, sums, nb};
-#pragma omp parallel for schedule(static) if ((long)M * K >= kParallelMinWork)
-  for (int m = 0; m < M; ++m)
-    quantize_activations(A + (long)m * lda, K, nb, q + (size_t)m * nb * kQuantBlock, d + (size_t)m * nb,
+  parallel_for(M, (long)M * K, [&](long m) {
+    quantize_activations(A + m * lda, K, nb, q + (size_t)m * nb * kQuantBlock, d + (size_t)m * nb,
                          sums + (size_t)m * nb * kSumLanes);
+  });
   if (P != Path::kPortable && M >= kInterleavedRows && gemm_quant_interleaved_available()) {
     gemm_quant_interleaved(type, M, N, a, B, b_row, C, ldc, beta, P == Path::kWidest);
     return;
@@ -338,8 +338,8 @@ void gemm_nt_quant_via_fp32(int M, int N, int K, const float* A, int lda, QuantT
   for (int n0 = 0; n0 < N; n0 += panel_rows) {
     const int rows = std::min(panel_rows, N - n0);
     float* p = thread_scratch<float, DequantizedPanel>(0, (size_t)rows * K);  // outside the region
-#pragma omp parallel for schedule(static) if ((long)rows * K >= kParallelMinWork)
-    for (int r = 0; r < rows; ++r) dequantize_row(type, B + (size_t)(n0 + r) * b_row, K, p + (size_t)r * K);
+    parallel_for(rows, (long)rows * K,
+                 [&](long r) { dequantize_row(type, B + (size_t)(n0 + r) * b_row, K, p + (size_t)r * K); });
     gemm_nt(M, rows, K, A, lda, p, K, C + n0, ldc, beta);
   }
 }

@@ -167,8 +167,7 @@ void dequantize_row(QuantType type, const uint8_t* in, long K, float* out) {
 
 void quantize_rows(QuantType type, const float* x, long N, long K, uint8_t* out) {
   const size_t row = quant_row_bytes(type, K);
-#pragma omp parallel for schedule(static) if (N * K >= kParallelMinWork)
-  for (long n = 0; n < N; ++n) quantize_row(type, x + n * K, K, out + n * row);
+  parallel_for(N, N * K, [&](long n) { quantize_row(type, x + n * K, K, out + n * row); });
 }
 
 }  // namespace chainlm

@@ -12,8 +12,7 @@ namespace chainlm {
 void rmsnorm_forward(const ChainSplit& split, int k, int M, const float* x, int ldx,
                      const float* gain, float eps, float* y, int ldy, float* rstd) {
   const int n = split.n();
-#pragma omp parallel for schedule(static) if ((long)M * split.prefix(k) >= kParallelMinWork)
-  for (int r = 0; r < M; ++r) {
+  parallel_for(M, (long)M * split.prefix(k), [&](long r) {
     const float* xr = x + (long)r * ldx;
     float* yr = y + (long)r * ldy;
     for (int c = 0; c < k; ++c) {
@@ -26,7 +25,7 @@ void rmsnorm_forward(const ChainSplit& split, int k, int M, const float* x, int 
 #pragma omp simd
       for (int j = b; j < e; ++j) yr[j] = xr[j] * s * gain[j];
     }
-  }
+  });
 }
 
 void rmsnorm_backward(const ChainSplit& split, int k, int M, const float* x, int ldx,

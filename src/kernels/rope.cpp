@@ -9,6 +9,7 @@
 #include <numbers>
 
 #include "core/error.h"
+#include "core/threads.h"
 
 namespace chainlm {
 
@@ -101,8 +102,7 @@ void rotate(const RopeTable& table, float* x, int rows, int n_heads, int row_str
   check_args(table, x, rows, n_heads, row_stride, positions);
   const int hd = table.head_dim, half = hd / 2;
   const long work = static_cast<long>(rows) * n_heads * hd;
-#pragma omp parallel for schedule(static) if (work >= (1L << 16))
-  for (int r = 0; r < rows; ++r) {
+  parallel_for(rows, work, [&](long r) {
     const float* c = table.cos.data() + static_cast<size_t>(positions[r]) * half;
     const float* s = table.sin.data() + static_cast<size_t>(positions[r]) * half;
     for (int h = 0; h < n_heads; ++h) {
@@ -114,7 +114,7 @@ void rotate(const RopeTable& table, float* x, int rows, int n_heads, int row_str
         p[2 * i + 1] = x0 * si + x1 * c[i];
       }
     }
-  }
+  }, /*min_work=*/1L << 16);
 }
 
 int max_position(int rows, const int* positions) {

@@ -6,8 +6,7 @@
 namespace chainlm {
 
 void swiglu_forward(int M, int width, const float* a, const float* b, float* g, int ld) {
-#pragma omp parallel for schedule(static) if ((long)M * width >= kParallelMinWork)
-  for (int r = 0; r < M; ++r) {
+  parallel_for(M, (long)M * width, [&](long r) {
     const float* ar = a + (long)r * ld;
     const float* br = b + (long)r * ld;
     float* gr = g + (long)r * ld;
@@ -16,13 +15,12 @@ void swiglu_forward(int M, int width, const float* a, const float* b, float* g, 
       const float sig = 1.0f / (1.0f + fast_exp(-ar[j]));
       gr[j] = ar[j] * sig * br[j];
     }
-  }
+  });
 }
 
 void swiglu_backward(int M, int width, const float* a, const float* b, const float* dg, float* da,
                      float* db, int ld) {
-#pragma omp parallel for schedule(static) if ((long)M * width >= kParallelMinWork)
-  for (int r = 0; r < M; ++r) {
+  parallel_for(M, (long)M * width, [&](long r) {
     const float* ar = a + (long)r * ld;
     const float* br = b + (long)r * ld;
     const float* dgr = dg + (long)r * ld;
@@ -36,7 +34,7 @@ void swiglu_backward(int M, int width, const float* a, const float* b, const flo
       dbr[j] = dgr[j] * silu;
       dar[j] = dgr[j] * br[j] * sig * (1.0f + x * (1.0f - sig));
     }
-  }
+  });
 }
 
 }  // namespace chainlm
