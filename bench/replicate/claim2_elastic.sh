@@ -14,20 +14,13 @@ EXPERIMENT=claim2
 STEPS=${STEPS:-1200}   # 4.9M tokens per run
 SEEDS=${SEEDS:-1 2}
 
+MODELS=(colm-uniform colm-full dense-d64 dense-d128)
+declare -A CONFIG=([colm-uniform]=colm-d256 [colm-full]=colm-d256 [dense-d64]=dense-d64 [dense-d128]=dense-d128)
+declare -A OPTIONS=([colm-uniform]="--chain-loss-weights 1,1,1,1")
+
 prepare_data
-names=()
-for seed in $SEEDS; do
-  train_run "colm-uniform-s$seed" "$STEPS" --config bench/replicate/configs/colm-d256.json \
-    --chain-loss-weights 1,1,1,1 --lr 2e-3 --seed "$seed"
-  train_run "colm-full-s$seed" "$STEPS" --config bench/replicate/configs/colm-d256.json \
-    --lr 2e-3 --seed "$seed"
-  train_run "dense-d64-s$seed" "$STEPS" --config bench/replicate/configs/dense-d64.json \
-    --lr 2e-3 --seed "$seed"
-  train_run "dense-d128-s$seed" "$STEPS" --config bench/replicate/configs/dense-d128.json \
-    --lr 2e-3 --seed "$seed"
-  names+=("colm-uniform-s$seed" "colm-full-s$seed" "dense-d64-s$seed" "dense-d128-s$seed")
-done
-evaluate "${names[@]}"
+train_models
+evaluate "${NAMES[@]}"
 first=${SEEDS%% *}
 CHAINS=1,1,1 PLOT_TITLE="Claim 2: sub-model 1 (seed $first)" plot_runs submodel1.png tokens \
   "colm-uniform-s$first:CoLM, uniform weights," "colm-full-s$first:CoLM, full model only," \

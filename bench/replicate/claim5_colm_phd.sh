@@ -12,16 +12,13 @@ EXPERIMENT=claim5
 STEPS=${STEPS:-1200}   # 4.9M tokens per run
 SEEDS=${SEEDS:-1 2}
 
+MODELS=(colm colm-phd)
+declare -A CONFIG=([colm]=colm-d256 [colm-phd]=colm-phd-cswa2-d256)
+declare -A OPTIONS=([colm]="--chain-loss-weights 1,1,1,1" [colm-phd]="--chain-loss-weights 1,1,1,1")
+
 prepare_data
-names=()
-for seed in $SEEDS; do
-  train_run "colm-s$seed" "$STEPS" --config bench/replicate/configs/colm-d256.json \
-    --chain-loss-weights 1,1,1,1 --lr 2e-3 --seed "$seed"
-  train_run "colm-phd-s$seed" "$STEPS" --config bench/replicate/configs/colm-phd-cswa2-d256.json \
-    --chain-loss-weights 1,1,1,1 --lr 2e-3 --seed "$seed"
-  names+=("colm-s$seed" "colm-phd-s$seed")
-done
-evaluate "${names[@]}"
+train_models
+evaluate "${NAMES[@]}"
 first=${SEEDS%% *}
 for k in 1 4; do
   for x in tokens flops; do

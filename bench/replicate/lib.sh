@@ -89,15 +89,16 @@ train_run() {
 }
 
 # train_models: each model of MODELS with each seed of SEEDS for STEPS steps, from the config
-# bench/replicate/configs/${CONFIG[model]}.json, peak LR 2e-3; the runs are named MODEL-sSEED and
-# listed in NAMES.
+# bench/replicate/configs/${CONFIG[model]}.json, peak LR 2e-3, plus the training options in
+# ${OPTIONS[model]} when set; the runs are named MODEL-sSEED and listed in NAMES.
 train_models() {
   NAMES=()
-  local seed m
+  local seed m extra
   for seed in $SEEDS; do
     for m in "${MODELS[@]}"; do
+      read -r -a extra <<< "${OPTIONS[$m]:-}"
       train_run "$m-s$seed" "$STEPS" --config "bench/replicate/configs/${CONFIG[$m]}.json" \
-        --lr 2e-3 --seed "$seed"
+        --lr 2e-3 --seed "$seed" "${extra[@]}"
       NAMES+=("$m-s$seed")
     done
   done
