@@ -18,8 +18,10 @@ prepare_data
 train_models
 evaluate "${NAMES[@]}"
 first=${SEEDS%% *}
-PLOT_TITLE="Claim 1: CoLM vs dense (seed $first, full models)" plot_runs loss_vs_tokens.png tokens \
-  "dense-s$first:dense 6.84M" "colm-s$first:CoLM [1,1,1,1] 5.06M" \
-  "colm-air-s$first:CoLM-Air [1,1,1,1] 4.62M" "dense-d224-s$first:dense d224 5.10M"
+runs=("dense-s$first:dense 6.84M" "colm-s$first:CoLM [1,1,1,1] 5.06M"
+      "colm-air-s$first:CoLM-Air [1,1,1,1] 4.62M" "dense-d224-s$first:dense d224 5.10M")
+PLOT_TITLE="Claim 1: CoLM vs dense (seed $first, full models)" plot_runs loss_vs_tokens.png tokens "${runs[@]}"
+PLOT_TITLE="Claim 1: CoLM vs dense, the ends (seed $first)" Y_RANGE=$(end_range "${runs[@]%%:*}") \
+  plot_runs loss_vs_tokens_end.png tokens "${runs[@]}"
 python3 bench/replicate/summarize.py --full "$RESULTS/$EXPERIMENT" \
   "dense:dense d256" "colm:CoLM [1,1,1,1]" "colm-air:CoLM-Air [1,1,1,1]" "dense-d224:dense d224"

@@ -25,6 +25,7 @@ PRECISION=${PRECISION:-bf16}             # docs/precision.md: within 0.02% of fp
 VOCAB=4096
 SEQ_LEN=256
 BATCH=16                                 # 4,096 tokens per step
+declare -A OPTIONS=()                    # per-model training options (train_models); scripts fill it
 
 [ -x "$BIN" ] || { echo "replicate: $BIN is missing; run 'make build' first" >&2; exit 1; }
 
@@ -120,8 +121,19 @@ evaluate() {
   done
 }
 
+# end_range NAME...: a loss range LO:HI around the runs' final validation losses (their full
+# models), for a second picture in which their ends can be told apart.
+end_range() {
+  python3 - "$RESULTS/$EXPERIMENT" "$@" <<'PY'
+import json, sys
+losses = [json.load(open(f"{sys.argv[1]}/{n}.eval.json"))["chains"][-1]["loss"] for n in sys.argv[2:]]
+print(f"{min(losses) - 0.1:.2f}:{max(losses) + 0.4:.2f}")
+PY
+}
+
 # plot_runs OUT.png X RUN:LABEL...: runs overlaid (their full models; CHAINS=k for sub-model k of
-# every run, or k1,k2,... one per run; X_OFFSET=x1,x2,... where each run's curve starts).
+# every run, or k1,k2,... one per run; X_OFFSET=x1,x2,... where each run's curve starts; Y_RANGE=
+# LO:HI for the loss axis).
 plot_runs() {
   local png=$1 x=$2
   shift 2
@@ -133,6 +145,7 @@ plot_runs() {
   local extra=()
   [ -n "${CHAINS:-}" ] && extra+=(--chains "$CHAINS")
   [ -n "${X_OFFSET:-}" ] && extra+=(--x-offset "$X_OFFSET")
+  [ -n "${Y_RANGE:-}" ] && extra+=(--y-range "$Y_RANGE")
   "$BIN" plot "${dirs[@]}" --x "$x" "${extra[@]}" --label "${labels[@]}" \
     --out "$RESULTS/$EXPERIMENT/$png" --overwrite --width 800 --height 500 \
     --title "${PLOT_TITLE:-$EXPERIMENT}"

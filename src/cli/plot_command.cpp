@@ -2,6 +2,7 @@
 // several runs overlaid (one colour per run), against steps or tokens; training and validation.
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <memory>
@@ -31,7 +32,7 @@ void add_plot_command(CLI::App& app) {
       "plot", "Loss curves as a PNG (needs gnuplot): every sub-model of one run, or several runs overlaid");
   struct Args {
     std::vector<std::string> runs, labels;
-    std::string out, x = "steps";
+    std::string out, x = "steps", y_range;
     std::vector<int> chains;
     std::vector<double> x_offsets;
     PlotOptions plot;
@@ -58,6 +59,9 @@ void add_plot_command(CLI::App& app) {
   cmd->add_option("--width", a->plot.width, "Width in pixels")->capture_default_str();
   cmd->add_option("--height", a->plot.height, "Height in pixels")->capture_default_str();
   cmd->add_option("--title", a->plot.title, "Title; default the run directory's name");
+  cmd->add_option("--y-range", a->y_range,
+                  "Loss axis LO:HI, e.g. 3.8:4.4, to tell apart the ends of curves that differ by hundredths "
+                  "(default: fitted to every point)");
   cmd->add_flag("--overwrite", a->overwrite, "Replace --out even when it is not a PNG");
   cmd->callback([a]() {
     namespace fs = std::filesystem;
@@ -83,6 +87,17 @@ void add_plot_command(CLI::App& app) {
                   " exists and is not a PNG image; choose another file, or pass --overwrite ",
                   "to replace it (nothing was written)");
     a->plot.x = a->x == "tokens" ? PlotX::kTokens : a->x == "flops" ? PlotX::kFlops : PlotX::kSteps;
+    if (!a->y_range.empty()) {
+      const size_t colon = a->y_range.find(':');
+      char* end_lo = nullptr;
+      char* end_hi = nullptr;
+      const std::string lo = a->y_range.substr(0, colon), hi = colon == std::string::npos ? "" : a->y_range.substr(colon + 1);
+      a->plot.y_min = std::strtod(lo.c_str(), &end_lo);
+      a->plot.y_max = std::strtod(hi.c_str(), &end_hi);
+      CHAINLM_CHECK(colon != std::string::npos && !lo.empty() && !hi.empty() && *end_lo == '\0' && *end_hi == '\0' &&
+                        std::isfinite(a->plot.y_min) && std::isfinite(a->plot.y_max) && a->plot.y_min < a->plot.y_max,
+                    "plot: --y-range ", a->y_range, " is not LO:HI with two numbers, LO below HI (nothing was written)");
+    }
     if (a->plot.title.empty())
       a->plot.title = several ? "loss curves" : "loss curves: " + labels[0];
     if (!several && a->chains.empty() && a->x_offsets.empty()) {

@@ -69,6 +69,9 @@ void write_preamble(std::ostringstream& s, const std::string& what, const std::s
                     const PlotOptions& o) {
   CHAINLM_CHECK(o.width >= 64 && o.width <= 10000 && o.height >= 64 && o.height <= 10000,
                 "plot size ", o.width, "x", o.height, " is outside 64..10000 pixels");
+  const bool y_range = !std::isnan(o.y_min) || !std::isnan(o.y_max);
+  CHAINLM_CHECK(!y_range || (std::isfinite(o.y_min) && std::isfinite(o.y_max) && o.y_min < o.y_max),
+                "plot: the loss range ", o.y_min, ":", o.y_max, " needs two finite numbers, the first below the second");
   s << "# chainlm plot: loss curves of " << what << "\n";
   s << "if (strstrt(GPVAL_TERMINALS, 'pngcairo') > 0) {\n"
     << "  set terminal pngcairo size " << o.width << "," << o.height
@@ -81,6 +84,7 @@ void write_preamble(std::ostringstream& s, const std::string& what, const std::s
   s << "set xlabel '" << (o.x == PlotX::kTokens ? "tokens" : o.x == PlotX::kFlops ? "training FLOPs" : "step")
     << "'\nset ylabel 'loss (nats/token)'\n";
   if (o.x != PlotX::kSteps) s << "set format x '%.1s%c'\n";  // 1.5M, 2.0G rather than 1.5e+06
+  if (y_range) s << "set yrange [" << num(o.y_min) << ":" << num(o.y_max) << "]\n";
   s << "set grid\nset key top right box opaque\nset border 3\nset tics nomirror\n";
 }
 

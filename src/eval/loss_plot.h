@@ -2,6 +2,7 @@
 // Loss curves of a training run as a PNG (chainlm plot), rendered by gnuplot run as a
 // subprocess: one colour per sub-model k, its training loss as a thin light line and its
 // validation loss as a thick line with points.
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -17,6 +18,9 @@ struct PlotOptions {
   int width = 960, height = 600;  // pixels
   std::string title;              // empty = "loss curves"
   PlotX x = PlotX::kSteps;
+  // The loss axis from y_min to y_max (both set, y_min < y_max), to see the ends of curves that
+  // differ by hundredths; unset (NaN), gnuplot fits it to every point.
+  double y_min = std::numeric_limits<double>::quiet_NaN(), y_max = std::numeric_limits<double>::quiet_NaN();
 };
 
 // The gnuplot script that draws m into png_path (the data inline as datablocks). Uses the

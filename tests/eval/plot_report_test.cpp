@@ -223,6 +223,21 @@ TEST_F(RecordedRun, SeveralRunsOverlaidAgainstTokens) {
                                           quote(dir->file("o.png")));
   ASSERT_EQ(offsets_ok.exit_code, 0) << offsets_ok.err;
   EXPECT_EQ(png_size(read_bytes(dir->file("o.png"))), std::make_pair(960L, 600L));
+  // --y-range: the loss axis, so curves that differ by hundredths can be told apart.
+  PlotOptions zoom;
+  zoom.y_min = 2.0;
+  zoom.y_max = 2.5;
+  EXPECT_NE(overlay_plot_script({{m, "base", 1}}, kPlotOutput, zoom).find("set yrange [2:2.5]\n"), std::string::npos);
+  EXPECT_EQ(overlay_plot_script({{m, "base", 1}}, kPlotOutput, PlotOptions{}).find("yrange"), std::string::npos);
+  auto zoomed = run_chainlm(*dir, "plot " + quote(run) + " --y-range 1.5:3 --out " + quote(dir->file("zoom.png")));
+  ASSERT_EQ(zoomed.exit_code, 0) << zoomed.err;
+  EXPECT_EQ(png_size(read_bytes(dir->file("zoom.png"))), std::make_pair(960L, 600L));
+  for (const std::string bad : {"3:1.5", "1.5", "a:b", "1.5:", ":3", "nan:3", "1:2:3"}) {
+    auto refused = run_chainlm(*dir, "plot " + quote(run) + " --y-range " + bad + " --out " + quote(dir->file("w.png")));
+    EXPECT_NE(refused.exit_code, 0) << bad;
+    EXPECT_NE(refused.err.find("--y-range"), std::string::npos) << refused.err;
+    EXPECT_FALSE(std::filesystem::exists(dir->file("w.png"))) << bad;
+  }
   for (const std::string bad : {"0", "0,-1", "0,nan"}) {
     auto refused = run_chainlm(*dir, "plot " + quote(run) + " " + quote(other) + " --x-offset " + bad + " --out " +
                                          quote(dir->file("w.png")));
