@@ -200,29 +200,27 @@ TEST_F(RecordedRun, SeveralRunsOverlaidAgainstTokens) {
   auto no_out = run_chainlm(*dir, "plot " + quote(run) + " " + quote(other));
   EXPECT_NE(no_out.exit_code, 0);
   EXPECT_NE(no_out.err.find("--out is needed"), std::string::npos) << no_out.err;
-  auto labels = run_chainlm(*dir, "plot " + quote(run) + " " + quote(other) + " --label one --out " +
-                                      quote(dir->file("y.png")));
-  EXPECT_NE(labels.exit_code, 0);
-  EXPECT_NE(labels.err.find("1 --label for 2 runs"), std::string::npos) << labels.err;
-  EXPECT_FALSE(std::filesystem::exists(dir->file("y.png")));
-  // --chains per run; a list of the wrong length is refused before anything is written.
-  auto per_run_cli = run_chainlm(*dir, "plot " + quote(run) + " " + quote(other) + " --chains 3,1 --out " +
-                                       quote(dir->file("k.png")));
+  // A refused command names the option at fault and writes nothing.
+  const std::string refused_png = dir->file("w.png");
+  auto expect_refused = [&](const std::string& args, const std::string& needle) {
+    auto r = run_chainlm(*dir, "plot " + args + " --out " + quote(refused_png));
+    EXPECT_NE(r.exit_code, 0) << args;
+    EXPECT_NE(r.err.find(needle), std::string::npos) << args << "\n" << r.err;
+    EXPECT_FALSE(std::filesystem::exists(refused_png)) << args;
+  };
+  const std::string both = quote(run) + " " + quote(other);
+  expect_refused(both + " --label one", "1 --label for 2 runs");
+  // --chains per run; a list of the wrong length is refused.
+  auto per_run_cli = run_chainlm(*dir, "plot " + both + " --chains 3,1 --out " + quote(dir->file("k.png")));
   ASSERT_EQ(per_run_cli.exit_code, 0) << per_run_cli.err;
   EXPECT_NE(per_run_cli.out.find("2 runs, sub-models 3,1, against steps"), std::string::npos) << per_run_cli.out;
-  auto wrong = run_chainlm(*dir, "plot " + quote(run) + " " + quote(other) + " --chains 3,1,2 --out " +
-                                     quote(dir->file("z.png")));
-  EXPECT_NE(wrong.exit_code, 0);
-  EXPECT_NE(wrong.err.find("3 --chains for 2 runs"), std::string::npos) << wrong.err;
-  EXPECT_FALSE(std::filesystem::exists(dir->file("z.png")));
-  auto offsets = run_chainlm(*dir, "plot " + quote(run) + " " + quote(other) + " --x-offset 0,1e9 --x flops --out " +
-                                       quote(dir->file("o.png")));
-  EXPECT_NE(offsets.exit_code, 0);  // the hand-written run logs no FLOPs
-  EXPECT_NE(offsets.err.find("logs no FLOPs per step"), std::string::npos) << offsets.err;
-  auto offsets_ok = run_chainlm(*dir, "plot " + quote(run) + " " + quote(other) + " --x-offset 0,500 --x tokens --out " +
-                                          quote(dir->file("o.png")));
+  expect_refused(both + " --chains 3,1,2", "3 --chains for 2 runs");
+  // --x-offset per run, on an axis both runs log.
+  expect_refused(both + " --x-offset 0,1e9 --x flops", "logs no FLOPs per step");  // the hand-written run
+  auto offsets_ok = run_chainlm(*dir, "plot " + both + " --x-offset 0,500 --x tokens --out " + quote(dir->file("o.png")));
   ASSERT_EQ(offsets_ok.exit_code, 0) << offsets_ok.err;
   EXPECT_EQ(png_size(read_bytes(dir->file("o.png"))), std::make_pair(960L, 600L));
+  for (const std::string bad : {"0", "0,-1", "0,nan"}) expect_refused(both + " --x-offset " + bad, "--x-offset");
   // --y-range: the loss axis, so curves that differ by hundredths can be told apart.
   PlotOptions zoom;
   zoom.y_min = 2.0;
@@ -232,19 +230,8 @@ TEST_F(RecordedRun, SeveralRunsOverlaidAgainstTokens) {
   auto zoomed = run_chainlm(*dir, "plot " + quote(run) + " --y-range 1.5:3 --out " + quote(dir->file("zoom.png")));
   ASSERT_EQ(zoomed.exit_code, 0) << zoomed.err;
   EXPECT_EQ(png_size(read_bytes(dir->file("zoom.png"))), std::make_pair(960L, 600L));
-  for (const std::string bad : {"3:1.5", "1.5", "a:b", "1.5:", ":3", "nan:3", "1:2:3"}) {
-    auto refused = run_chainlm(*dir, "plot " + quote(run) + " --y-range " + bad + " --out " + quote(dir->file("w.png")));
-    EXPECT_NE(refused.exit_code, 0) << bad;
-    EXPECT_NE(refused.err.find("--y-range"), std::string::npos) << refused.err;
-    EXPECT_FALSE(std::filesystem::exists(dir->file("w.png"))) << bad;
-  }
-  for (const std::string bad : {"0", "0,-1", "0,nan"}) {
-    auto refused = run_chainlm(*dir, "plot " + quote(run) + " " + quote(other) + " --x-offset " + bad + " --out " +
-                                         quote(dir->file("w.png")));
-    EXPECT_NE(refused.exit_code, 0) << bad;
-    EXPECT_NE(refused.err.find("--x-offset"), std::string::npos) << refused.err;
-    EXPECT_FALSE(std::filesystem::exists(dir->file("w.png"))) << bad;
-  }
+  for (const std::string bad : {"3:1.5", "1.5", "a:b", "1.5:", ":3", "nan:3", "1:2:3"})
+    expect_refused(quote(run) + " --y-range " + bad, "--y-range");
 }
 
 }  // namespace
