@@ -37,6 +37,8 @@ PLOT_TITLE="Claim 4: PHD at equal parameters and tokens (seed $first)" \
   plot_runs loss_vs_tokens.png tokens "${runs[@]}"
 PLOT_TITLE="Claim 4: PHD against training FLOPs (seed $first)" \
   plot_runs loss_vs_flops.png flops "${runs[@]}"
+PLOT_TITLE="Claim 4: PHD at equal tokens, the ends (seed $first)" Y_RANGE=$(end_range "${runs[@]%%:*}") \
+  plot_runs loss_vs_tokens_end.png tokens "${runs[@]}"
 python3 bench/replicate/summarize.py "$RESULTS/$EXPERIMENT" \
   "base:baseline" "phd2:PHD-2" "phd-cswa2:PHD-CSWA-2-16-32" "phd-cswa3:PHD-CSWA-3-16-32"
 python3 - "$RESULTS/$EXPERIMENT" "$first" "${MODELS[@]}" <<'PY' | tee -a "$RESULTS/$EXPERIMENT/results.md"
