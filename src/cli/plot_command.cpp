@@ -2,7 +2,6 @@
 // several runs overlaid (one colour per run), against steps or tokens; training and validation.
 #include <cmath>
 #include <cstdio>
-#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <memory>
@@ -32,9 +31,9 @@ void add_plot_command(CLI::App& app) {
       "plot", "Loss curves as a PNG (needs gnuplot): every sub-model of one run, or several runs overlaid");
   struct Args {
     std::vector<std::string> runs, labels;
-    std::string out, x = "steps", y_range;
+    std::string out, x = "steps";
     std::vector<int> chains;
-    std::vector<double> x_offsets;
+    std::vector<double> x_offsets, y_range;
     PlotOptions plot;
     bool overwrite = false;
   };
@@ -61,7 +60,9 @@ void add_plot_command(CLI::App& app) {
   cmd->add_option("--title", a->plot.title, "Title; default the run directory's name");
   cmd->add_option("--y-range", a->y_range,
                   "Loss axis LO:HI, e.g. 3.8:4.4, to tell apart the ends of curves that differ by hundredths "
-                  "(default: fitted to every point)");
+                  "(default: fitted to every point)")
+      ->delimiter(':')
+      ->allow_extra_args(false);
   cmd->add_flag("--overwrite", a->overwrite, "Replace --out even when it is not a PNG");
   cmd->callback([a]() {
     namespace fs = std::filesystem;
@@ -87,16 +88,12 @@ void add_plot_command(CLI::App& app) {
                   " exists and is not a PNG image; choose another file, or pass --overwrite ",
                   "to replace it (nothing was written)");
     a->plot.x = a->x == "tokens" ? PlotX::kTokens : a->x == "flops" ? PlotX::kFlops : PlotX::kSteps;
-    if (!a->y_range.empty()) {
-      const size_t colon = a->y_range.find(':');
-      char* end_lo = nullptr;
-      char* end_hi = nullptr;
-      const std::string lo = a->y_range.substr(0, colon), hi = colon == std::string::npos ? "" : a->y_range.substr(colon + 1);
-      a->plot.y_min = std::strtod(lo.c_str(), &end_lo);
-      a->plot.y_max = std::strtod(hi.c_str(), &end_hi);
-      CHAINLM_CHECK(colon != std::string::npos && !lo.empty() && !hi.empty() && *end_lo == '\0' && *end_hi == '\0' &&
-                        std::isfinite(a->plot.y_min) && std::isfinite(a->plot.y_max) && a->plot.y_min < a->plot.y_max,
-                    "plot: --y-range ", a->y_range, " is not LO:HI with two numbers, LO below HI (nothing was written)");
+    if (!a->y_range.empty()) {  // CLI11 split it at ':' and converted the numbers
+      const auto& y = a->y_range;
+      CHAINLM_CHECK(y.size() == 2 && std::isfinite(y[0]) && std::isfinite(y[1]) && y[0] < y[1], "plot: --y-range ",
+                    "takes LO:HI, two finite numbers with LO below HI; got ", y.size(), " value(s) (nothing was written)");
+      a->plot.y_min = y[0];
+      a->plot.y_max = y[1];
     }
     if (a->plot.title.empty())
       a->plot.title = several ? "loss curves" : "loss curves: " + labels[0];
