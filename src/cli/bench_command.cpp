@@ -57,6 +57,7 @@ void add_bench_command(CLI::App& app) {
     cmd->add_option("--quant", b->quant,
                     "Quantize the fp32 weights in memory first (what `chainlm quantize` writes)")
         ->check(CLI::IsMember({"q8_0", "q4_0"}));
+    add_kv_cache_option(cmd, b->kv_cache);
     cmd->add_flag("--vs-fp32", b->vs_fp32,
                   "With --precision bf16 or --quant: also time the fp32 weights, interleaved; "
                   "report the speedup");
@@ -78,6 +79,7 @@ void add_bench_command(CLI::App& app) {
   serve->add_option("--requests", s->requests, "Requests per level; 0 = max(4, 2 x concurrency)");
   serve->add_option("--threads", s->threads, "Server compute threads; 0 = all cores");
   serve->add_option("--max-sessions", s->max_sessions, "Server sessions; 0 = the largest concurrency");
+  add_kv_cache_option(serve, s->kv_cache);
   serve->callback([s]() { bench_serve(*s); });
 }
 

@@ -120,12 +120,13 @@ void bench_decode(const InferenceBenchArgs& a) {
                 a.prompt_tokens + a.tokens, " exceeds max_seq_len ", c.max_seq_len);
   auto prompt = random_prompt(a.prompt_tokens, c.vocab_size);
   auto feed = random_prompt(a.tokens + 1, c.vocab_size);
-  InferenceSession session(*model);
+  const KvCacheType kv_cache = parse_kv_cache_type(a.kv_cache);
+  InferenceSession session(*model, 512, kv_cache);
   // --baseline: the same weights without PHD (--vs-fp32: in fp32), decoding the same tokens
   // right after each step.
   std::unique_ptr<Model> base = a.baseline ? baseline_model(*model) : std::move(fp32);
   std::unique_ptr<InferenceSession> base_session =
-      base ? std::make_unique<InferenceSession>(*base) : nullptr;
+      base ? std::make_unique<InferenceSession>(*base, 512, kv_cache) : nullptr;
   // Warm-up pass (page faults, thread start-up), then the timed one.
   for (InferenceSession* s : {&session, base_session.get()}) {
     if (!s) continue;
@@ -152,8 +153,9 @@ void bench_decode(const InferenceBenchArgs& a) {
   const ChainLayout& L = model->layout();
   const double weight_bytes = model->bytes_per_weight() * (double)model->matmul_params(k);
   const double mid = a.prompt_tokens + a.tokens / 2.0;
-  // PHD: the originals' K/V plus the ring of the last W hidden tokens.
-  const double kv_bytes = 2.0 * 4.0 * c.n_layers * (mid + c.phd.window) * L.active_kv_width(k);
+  // PHD: the originals' K/V plus the ring of the last W hidden tokens (fp32).
+  const double kv_bytes = 2.0 * c.n_layers * L.active_kv_width(k) *
+                          ((double)kv_cache_element_bytes(session.cache().type) * mid + 4.0 * c.phd.window);
   const double bandwidth = measure_read_bandwidth_gbs((size_t)(weight_bytes + kv_bytes));
   const double bound_ms = (weight_bytes + kv_bytes) / bandwidth / 1e6;
   nlohmann::json j = {{"bench", "decode"},
@@ -169,6 +171,7 @@ void bench_decode(const InferenceBenchArgs& a) {
                       {"tokens", a.tokens},
                       {"ms_per_token", ms_per_token},
                       {"tokens_per_s", 1e3 / ms_per_token},
+                      {"kv_cache", kv_cache_type_name(session.cache().type)},
                       {"kv_cache_bytes", session.cache().bytes_used(L.kv)},
                       {"kv_cache_bytes_allocated", session.cache().bytes_allocated()},
                       {"bytes_read_per_token", weight_bytes + kv_bytes},
@@ -179,6 +182,7 @@ void bench_decode(const InferenceBenchArgs& a) {
   if (base_session && a.vs_fp32) {
     j["fp32_ms_per_token"] = median(base_ms);
     j["fp32_weight_bytes"] = base->weight_bytes();
+    j["fp32_kv_cache"] = kv_cache_type_name(base_session->cache().type);
     j["speedup_vs_fp32"] = 1.0 / median(ratios);  // of per-token ratios, each pair under the same load
   } else if (base_session) {
     j["baseline_ms_per_token"] = median(base_ms);
@@ -255,7 +259,8 @@ void bench_prefill(const InferenceBenchArgs& a) {
   CHAINLM_CHECK(n >= 2 && n <= c.max_seq_len, "bench prefill: --prompt-tokens must be in 2..",
                 c.max_seq_len);
   auto prompt = random_prompt(n, c.vocab_size);
-  InferenceSession session(*model, n);  // the whole prompt in one pass
+  const KvCacheType kv_cache = parse_kv_cache_type(a.kv_cache);
+  InferenceSession session(*model, n, kv_cache);  // the whole prompt in one pass
   if (c.phd.enabled()) {
     CHAINLM_CHECK(!a.vs_fp32, "bench prefill: --vs-fp32 times ordinary models (this one is PHD)");
     bench_phd_prefill(a, *model, k, prompt, session);
@@ -263,7 +268,8 @@ void bench_prefill(const InferenceBenchArgs& a) {
   }
   const GemmPeak peak = measure_gemm_peak(2048, 2);
   // With --vs-fp32 the two models' prefills alternate, round by round (a busy core slows both).
-  std::unique_ptr<InferenceSession> fp32_session = fp32 ? std::make_unique<InferenceSession>(*fp32, n) : nullptr;
+  std::unique_ptr<InferenceSession> fp32_session =
+      fp32 ? std::make_unique<InferenceSession>(*fp32, n, kv_cache) : nullptr;
   std::vector<std::function<void()>> runs = {[&] {
     session.reset();
     session.prefill(prompt, k, false);
@@ -295,6 +301,7 @@ void bench_prefill(const InferenceBenchArgs& a) {
                       {"full_prefill_gflops", full_flops / full_ms / 1e6}};
   add_gemm_fields(j, peak);
   j["precision"] = model->weight_format();
+  j["kv_cache"] = kv_cache_type_name(session.cache().type);
   if (fp32_session) {
     j["fp32_prefill_ms"] = ms[1];
     j["speedup_vs_fp32"] = ms[1] / full_ms;

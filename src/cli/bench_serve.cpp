@@ -105,6 +105,7 @@ void bench_serve(const ServeBenchArgs& a) {
   o.threads = a.threads;
   o.max_sessions = a.max_sessions > 0 ? a.max_sessions : top;
   o.max_queue = std::max(0, top - o.max_sessions);  // every client waits for at most one request
+  o.kv_cache = resolve_kv_cache_type(parse_kv_cache_type(a.kv_cache), model);
   InferenceServer server(model, *loaded.tokenizer, o);
   const int port = server.start();
 
@@ -174,6 +175,7 @@ void bench_serve(const ServeBenchArgs& a) {
                  {"completion_tokens", tokens},
                  {"threads", server.threads()},
                  {"max_sessions", server.max_sessions()},
+                 {"kv_cache", kv_cache_type_name(o.kv_cache)},
                  {"tokens_per_s", tokens_per_s},
                  {"speedup_vs_first_level", tokens_per_s / base_tokens_per_s},
                  {"latency_ms_p50", percentile(latency, 0.5)},

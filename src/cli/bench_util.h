@@ -50,6 +50,7 @@ struct InferenceBenchArgs {
   std::string precision = "fp32";
   bool vs_fp32 = false;  // with bf16 or --quant: also time the same weights in fp32, interleaved
   std::string quant;     // "q8_0" / "q4_0": quantize the weights in memory first (quantize.md)
+  std::string kv_cache = "auto";  // the sessions' KV cache type (infer/kv_cache.h), each model's own for auto
 };
 void bench_decode(const InferenceBenchArgs& a);
 void bench_prefill(const InferenceBenchArgs& a);
@@ -60,6 +61,7 @@ struct ServeBenchArgs {
   std::string chains = "all";           // all, mix (request i: 1 + i % n chains) or a count
   int tokens = 128, prompt_tokens = 16, requests = 0;  // requests per level; 0 = max(4, 2 x level)
   int threads = 0, max_sessions = 0;                   // 0: all cores; the largest level
+  std::string kv_cache = "auto";                       // the server's sessions' KV cache type
 };
 void bench_serve(const ServeBenchArgs& a);
 

@@ -14,7 +14,7 @@ namespace chainlm::cli {
 void add_generate_command(CLI::App& app) {
   auto* cmd = app.add_subcommand("generate", "Generate text from a checkpoint");
   struct Args {
-    std::string model, tokenizer, prompt, schedule, precision = "fp32";
+    std::string model, tokenizer, prompt, schedule, precision = "fp32", kv_cache = "auto";
     GenerateOptions gen;
     int threads = 0;
     bool json = false;
@@ -37,6 +37,7 @@ void add_generate_command(CLI::App& app) {
                 "CoLM-Air: prefill with the active chains instead of chain 1 alone");
   cmd->add_option("--threads", a->threads, "Threads; 0 = all cores");
   add_precision_option(cmd, a->precision, kInferencePrecisionHelp);
+  add_kv_cache_option(cmd, a->kv_cache);
   cmd->add_flag("--json", a->json, "Print one JSON object instead of the text");
   cmd->callback([a, cmd]() {
     set_num_threads(a->threads);
@@ -45,6 +46,7 @@ void add_generate_command(CLI::App& app) {
     LoadedModel loaded =
         load_model_and_tokenizer(a->model, a->tokenizer, true, parse_precision(a->precision));
     const Model& model = *loaded.model;
+    a->gen.kv_cache = resolve_kv_cache_type(parse_kv_cache_type(a->kv_cache), model);
     if (!a->schedule.empty()) {
       CHAINLM_CHECK(!cmd->count("--chains"), "pass --chains or --chain-schedule, not both");
       a->gen.schedule = ChainSchedule::parse(a->schedule, model.config().n_chains());
@@ -74,7 +76,8 @@ void add_generate_command(CLI::App& app) {
                           {"chains", r.chains},
                           {"tokens_per_s", r.tokens_per_s},
                           {"prefill_ms", r.prefill_ms},
-                          {"decode_ms_per_token", r.decode_ms_per_token}};
+                          {"decode_ms_per_token", r.decode_ms_per_token},
+                          {"kv_cache", kv_cache_type_name(a->gen.kv_cache)}};
       // Byte-level tokens can split a UTF-8 sequence: replace invalid bytes with U+FFFD.
       std::printf("%s\n", j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
     } else {

@@ -38,4 +38,13 @@ CLI::Option* add_precision_option(CLI::App* cmd, std::string& value, const std::
       ->capture_default_str();
 }
 
+CLI::Option* add_kv_cache_option(CLI::App* cmd, std::string& value) {
+  return cmd
+      ->add_option("--kv-cache", value,
+                   "KV cache elements: f32, f16 (half the memory and the bytes attention reads), or auto "
+                   "(f16 for bf16 and quantized weights, f32 otherwise and for PHD models)")
+      ->check(CLI::IsMember({"auto", "f32", "f16"}))
+      ->capture_default_str();
+}
+
 }  // namespace chainlm::cli

@@ -12,5 +12,7 @@ std::vector<float> parse_float_list(const std::string& s, const std::string& wha
 nlohmann::json read_json_file(const std::string& path);
 // --precision fp32|bf16 (docs/precision.md); CLI11 refuses other values, naming both.
 CLI::Option* add_precision_option(CLI::App* cmd, std::string& value, const std::string& help);
+// --kv-cache auto|f32|f16 (docs/inference.md, "KV cache"); CLI11 refuses other values.
+CLI::Option* add_kv_cache_option(CLI::App* cmd, std::string& value);
 
 }  // namespace chainlm::cli

@@ -67,7 +67,7 @@ void add_serve_command(CLI::App& app) {
   auto* cmd =
       app.add_subcommand("serve", "Serve a model over HTTP: completions API and playground");
   struct Args {
-    std::string model, tokenizer, name, memory_limit, precision = "fp32", chat_template;
+    std::string model, tokenizer, name, memory_limit, precision = "fp32", chat_template, kv_cache = "auto";
     ServeOptions serve;
   };
   auto a = std::make_shared<Args>();
@@ -79,6 +79,7 @@ void add_serve_command(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--threads", a->serve.threads, "Compute threads in all; 0 = all cores");
   add_precision_option(cmd, a->precision, kInferencePrecisionHelp);
+  add_kv_cache_option(cmd, a->kv_cache);
   cmd->add_option("--max-sessions", a->serve.max_sessions,
                   "Generations decoded at once, batched into one step (each holds a KV cache); "
                   "0 = 8, or fewer if memory holds fewer");
@@ -120,6 +121,7 @@ void add_serve_command(CLI::App& app) {
     a->serve.model_name = a->name.empty() ? model_name_of(a->model) : a->name;
     if (!a->memory_limit.empty()) a->serve.memory_limit = parse_byte_size(a->memory_limit, "--memory-limit");
     a->serve.chat_template = choose_chat_template(a->chat_template, a->model);
+    a->serve.kv_cache = resolve_kv_cache_type(parse_kv_cache_type(a->kv_cache), *loaded.model);
     InferenceServer server(*loaded.model, *loaded.tokenizer, a->serve);
     const int port = server.start();
     const ModelConfig& c = loaded.model->config();
@@ -128,7 +130,8 @@ void add_serve_command(CLI::App& app) {
         a->serve.host.c_str(), port, a->serve.model_name.c_str(), c.n_chains(),
         server.max_sessions(), server.threads(), server.max_queue());
     std::printf("chainlm serve: memory estimated %s\n", server.estimated_memory().describe().c_str());
-    std::printf("chainlm serve: chat template %s\n", chat_template_name(a->serve.chat_template));
+    std::printf("chainlm serve: chat template %s, KV cache %s\n", chat_template_name(a->serve.chat_template),
+                kv_cache_type_name(a->serve.kv_cache));
     if (a->serve.api_key.empty() && !is_loopback_host(a->serve.host))
       std::fprintf(stderr,
                    "chainlm serve: warning: listening on %s, reachable from other machines, without an API key: "

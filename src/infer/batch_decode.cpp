@@ -156,10 +156,9 @@ void BatchDecoder::forward(const DecodeRow* seqs, int n) {
                               lse_.data() + row * c.n_heads);
         return;
       }
-      std::copy_n(k_new_.data() + row * KV, width, cache.k_layer(l) + (size_t)len * KV);
-      std::copy_n(v_new_.data() + row * KV, width, cache.v_layer(l) + (size_t)len * KV);
-      attention_forward(model_.attention_shape(k, 1, 1, len + 1, len), q_.data() + row * D, cache.k_layer(l),
-                        cache.v_layer(l), att_.data() + row * D, lse_.data() + row * c.n_heads);
+      cache.store_rows(l, len, 1, k_new_.data() + row * KV, v_new_.data() + row * KV, KV, width);
+      cache.attend(l, model_.attention_shape(k, 1, 1, len + 1, len), q_.data() + row * D, att_.data() + row * D,
+                   lse_.data() + row * c.n_heads);
     };
     for (int s = 0; s < n; ++s) attend(s);
     chain_linear_rows(L.wo, rows, chains_of, att_.data(), D, li.r_wo.data(), x_.data(), D, 1.0f);

@@ -52,7 +52,7 @@ GenerateResult generate_tokens(const Model& model, const Tokenizer& tok, const s
   res.text = prompt;
   if (opt.max_tokens == 0) return res;
 
-  InferenceSession session(model);
+  InferenceSession session(model, 512, opt.kv_cache);
   Sampler sampler(opt.sampling);
   Timer total;
   const float* logits = session.prefill(res.prompt_tokens, schedule.chains_for(0), opt.chain1_prefill);

@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "infer/chain_schedule.h"
+#include "infer/kv_cache.h"
 #include "infer/sampler.h"
 #include "io/tokenizer.h"
 #include "model/model.h"
@@ -18,6 +19,7 @@ struct GenerateOptions {
   SamplingOptions sampling;
   bool stop_at_eos = true;
   bool chain1_prefill = true;  // CoLM-Air: prefill the prompt with chain 1 only
+  KvCacheType kv_cache = KvCacheType::Auto;  // what the KV cache holds (infer/kv_cache.h)
 };
 
 // Why generation ended.

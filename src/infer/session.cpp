@@ -48,21 +48,23 @@ InferenceSession::Sizes InferenceSession::sizes_for(const ModelConfig& c, int ma
   return z;
 }
 
-std::size_t InferenceSession::memory_bytes(const ModelConfig& c, int max_chunk) {
+std::size_t InferenceSession::memory_bytes(const ModelConfig& c, int max_chunk, KvCacheType kv_cache) {
   const ChainLayout layout(c);
   const Sizes z = sizes_for(c, max_chunk);
   const std::size_t rows = z.max_rows, kv = layout.kv.total(), L = c.n_layers;
   std::size_t floats = rows * (4 * (std::size_t)c.dim + 3 * (std::size_t)c.ffn_dim + layout.n + c.n_heads) +
                        c.vocab_size;                                    // scratch
-  floats += 2 * L * (std::size_t)c.max_seq_len * kv;                    // KV cache
-  if (c.phd.enabled()) floats += 2 * rows * kv + 2 * L * (std::size_t)z.ring_rows * kv;  // new K/V, ring
-  return floats * sizeof(float) + rows * sizeof(int) * (c.phd.enabled() ? 2 : 1);
+  if (c.phd.enabled() || kv_cache == KvCacheType::F16) floats += 2 * rows * kv;  // new K/V rows
+  if (c.phd.enabled()) floats += 2 * L * (std::size_t)z.ring_rows * kv;         // ring
+  const std::size_t cache = 2 * L * (std::size_t)c.max_seq_len * kv * kv_cache_element_bytes(kv_cache);
+  return floats * sizeof(float) + cache + rows * sizeof(int) * (c.phd.enabled() ? 2 : 1);
 }
 
-InferenceSession::InferenceSession(const Model& model, int max_chunk)
+InferenceSession::InferenceSession(const Model& model, int max_chunk, KvCacheType kv_cache)
     : model_(model),
       max_chunk_(sizes_for(model.config(), max_chunk).max_chunk),
-      cache_(model.config().n_layers, model.config().max_seq_len, model.layout()) {
+      cache_(model.config().n_layers, model.config().max_seq_len, model.layout(),
+             resolve_kv_cache_type(kv_cache, model)) {
   const ModelConfig& c = model.config();
   const Sizes z = sizes_for(c, max_chunk);
   max_rows_ = z.max_rows;
@@ -78,11 +80,13 @@ InferenceSession::InferenceSession(const Model& model, int max_chunk)
   lse_.resize(rows * c.n_heads);
   logits_.resize(c.vocab_size);
   positions_.resize(rows);
-  if (c.phd.enabled()) {
-    const int kv = model.layout().kv.total();
-    row_tokens_.resize(rows);
+  const int kv = model.layout().kv.total();
+  if (c.phd.enabled() || cache_.type == KvCacheType::F16) {
     k_new_.resize(rows * kv);
     v_new_.resize(rows * kv);
+  }
+  if (c.phd.enabled()) {
+    row_tokens_.resize(rows);
     cache_.allocate_ring(c.phd.window, z.ring_rows);
   }
 }
@@ -201,19 +205,23 @@ void InferenceSession::forward_chunk(const int* tokens, int n, int k, float* all
   const AttentionShape as = model_.attention_shape(k, 1, n, len + n, len);
   auto table = rope_table(hd, c.rope_theta, c.rope_scaling, len + n);
 
+  // An fp32 cache takes the new K/V rows straight from the GEMMs; a 16-bit one once RoPE ran.
+  const bool in_place = cache_.type == KvCacheType::F32;
+
   for (int l = 0; l < c.n_layers; ++l) {
     const Model::LayerIndex& li = model_.layer(l);
     const ParamStore& ps = model_.params();
-    float* kc = cache_.k_layer(l);
-    float* vc = cache_.v_layer(l);
+    float* kn = in_place ? cache_.k_layer(l) + (size_t)len * KV : k_new_.data();
+    float* vn = in_place ? cache_.v_layer(l) + (size_t)len * KV : v_new_.data();
     rmsnorm_forward(L.dim, k, n, x_.data(), D, ps.value(li.attention_norm), c.norm_eps,
                     xn_.data(), D, rstd_.data());
     chain_linear_forward(L.wq, k, n, xn_.data(), D, li.r_wq.data(), q_.data(), D);
-    chain_linear_forward(L.wk, kv_blocks, n, xn_.data(), D, li.r_wk.data(), kc + (size_t)len * KV, KV);
-    chain_linear_forward(L.wv, kv_blocks, n, xn_.data(), D, li.r_wv.data(), vc + (size_t)len * KV, KV);
+    chain_linear_forward(L.wk, kv_blocks, n, xn_.data(), D, li.r_wk.data(), kn, KV);
+    chain_linear_forward(L.wv, kv_blocks, n, xn_.data(), D, li.r_wv.data(), vn, KV);
     rope_forward(*table, q_.data(), n, as.n_heads, D, positions_.data());
-    rope_forward(*table, kc + (size_t)len * KV, n, kv_heads_active, KV, positions_.data());
-    attention_forward(as, q_.data(), kc, vc, att_.data(), lse_.data());
+    rope_forward(*table, kn, n, kv_heads_active, KV, positions_.data());
+    if (!in_place) cache_.store_rows(l, len, n, kn, vn, KV, L.active_kv_width(k));
+    cache_.attend(l, as, q_.data(), att_.data(), lse_.data());
     // The residual stream is updated in place: the GEMM adds onto x (beta = 1).
     chain_linear_forward(L.wo, k, n, att_.data(), D, li.r_wo.data(), x_.data(), D, 1.0f);
     rmsnorm_forward(L.dim, k, n, x_.data(), D, ps.value(li.ffn_norm), c.norm_eps, xn_.data(), D,

@@ -16,12 +16,15 @@ namespace chainlm {
 class InferenceSession {
  public:
   // max_chunk bounds the rows of one forward pass (longer inputs run in chunks); a PHD pass
-  // also holds the hidden copies of a prompt's last positions.
-  explicit InferenceSession(const Model& model, int max_chunk = 512);
+  // also holds the hidden copies of a prompt's last positions. kv_cache: what the KV cache
+  // holds its rows in (kv_cache.h; Auto resolved for the model, F16 refused for PHD).
+  explicit InferenceSession(const Model& model, int max_chunk = 512, KvCacheType kv_cache = KvCacheType::Auto);
 
   // Bytes a session of this model holds (KV cache, hidden-token ring, scratch), worked out
-  // without allocating it: serving checks max_sessions of them fit before it starts.
-  static std::size_t memory_bytes(const ModelConfig& config, int max_chunk = 512);
+  // without allocating it: serving checks max_sessions of them fit before it starts. kv_cache
+  // is the resolved type (F32 or F16).
+  static std::size_t memory_bytes(const ModelConfig& config, int max_chunk = 512,
+                                  KvCacheType kv_cache = KvCacheType::F32);
 
   void reset();
   int length() const { return (int)tokens_.size(); }
@@ -93,7 +96,8 @@ class InferenceSession {
   // Cache-line aligned: the few-row GEMMs load every row of these once per weight row.
   AlignedVector<float> x_, xn_, q_, att_, h1_, h3_, g_, rstd_, lse_, logits_;
   std::vector<int> positions_;
-  // PHD: rows per pass (max(max_chunk, K)), every row's token, the pass's new K/V rows.
+  // PHD: rows per pass (max(max_chunk, K)), every row's token. The pass's new K/V rows (PHD,
+  // and a 16-bit cache, whose rows are converted once RoPE has run).
   int max_rows_ = 0;
   bool bounded_prefill_ = true;
   std::vector<int> row_tokens_;

@@ -24,6 +24,9 @@
 #include <vector>
 
 #include "core/error.h"
+#include "core/thread_scratch.h"
+#include "core/threads.h"
+#include "kernels/fp16_rows.h"
 #include "kernels/attention_passes.h"
 
 namespace chainlm {
@@ -76,9 +79,38 @@ void attention_forward(const AttentionShape& s, const float* q, const float* k, 
     attn::phd_stream_forward(s, q, k, v, o, lse);
     return;
   }
+  if (s.q_len <= attn::kFewRows) {
+    attn::rows_forward(s, q, k, v, o, lse);
+    return;
+  }
   attn::for_each_forward_item(s, [&](int b, int h, int chunk, int chunks) {
     attn::dense_forward_item(s, b, h, chunk, chunks, q, k, v, o, lse);
   });
+}
+
+void attention_forward_f16(const AttentionShape& s, const float* q, const uint16_t* k, const uint16_t* v,
+                           float* o, float* lse) {
+  attn::check_attention_shape(s);
+  CHAINLM_CHECK(!s.mask.is_phd(), "attention: a 16-bit KV cache takes the causal mask only, not a PHD mask");
+  if (s.q_len <= attn::kFewRows) {
+    attn::rows_forward(s, q, k, v, o, lse);
+    return;
+  }
+  // Many query rows (a prefill chunk): widening the key rows once costs little beside the
+  // tiles' work on them, which then runs unchanged. Only the columns of the KV heads read.
+  int cols = 0;
+  for (int h = 0; h < s.n_heads; ++h) cols = std::max(cols, (attn::kv_head(s, h) + 1) * s.head_dim);
+  const long rows = static_cast<long>(s.batch) * s.kv_len;
+  struct WidenedKv {};
+  float* kf = thread_scratch<float, WidenedKv>(0, 2 * rows * cols);
+  float* vf = kf + rows * cols;
+  parallel_for(rows, rows * cols, [&](long r) {
+    floats_from_fp16(k + r * s.kv_stride, kf + r * cols, cols);
+    floats_from_fp16(v + r * s.kv_stride, vf + r * cols, cols);
+  });
+  AttentionShape widened = s;
+  widened.kv_stride = cols;
+  attention_forward(widened, q, kf, vf, o, lse);
 }
 
 void attention_backward(const AttentionShape& s, const float* q, const float* k, const float* v,

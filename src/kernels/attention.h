@@ -38,6 +38,13 @@ struct AttentionShape {
 void attention_forward(const AttentionShape& s, const float* q, const float* k, const float* v,
                        float* o, float* lse);
 
+// The same with K and V stored as IEEE halves (a 16-bit KV cache, infer/kv_cache.h; kv_stride
+// counts halves), for the causal mask (no PHD mask). Up to 4 query rows (decoding) read the
+// halves in place; more rows first widen the key rows they read into fp32 scratch. Either
+// way the result is attention_forward's on the widened rows, bit for bit.
+void attention_forward_f16(const AttentionShape& s, const float* q, const uint16_t* k, const uint16_t* v,
+                           float* o, float* lse);
+
 // PHD attention over separately stored originals and hidden tokens (incremental inference,
 // SPEC B3). The query rows are: the originals of positions [first_position, hidden_from), one
 // row each, then all `repeat` copies of positions [hidden_from, ...), copy by copy. Keys:

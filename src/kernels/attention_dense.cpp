@@ -75,31 +75,36 @@ void forward_tile(const AttentionShape& s, int b, int h, int i0, int nq, const f
   finish_forward_tile(s, b, h, i0, nq, t, o, lse);
 }
 
-// Up to this many query rows (decoding) take the row-at-a-time path below: a 64 x 64 tile
-// with a handful of query lanes would spend most of its vector lanes on padding.
-constexpr int kFewRows = 4;
+}  // namespace
 
-// Query rows [i0, i0 + nq) of head h, one at a time: all scores of the row, softmax, p.V.
-void forward_rows(const AttentionShape& s, int b, int h, int i0, int nq, const float* q,
-                  const float* k, const float* v, float* o, float* lse) {
-  const int hd = s.head_dim, ldh = round16(hd), g = kv_head(s, h);
+// Query rows [i0, i0 + nq) of heads [h0, h1), one row at a time: all scores of the row,
+// softmax, p.V. The keys go in blocks of 16, each block through every head before the next,
+// so K and V are read once, in order, as rows of all their heads (a decoding step's cache
+// read is a stream, not one strided pass per head: 1.2-1.6x faster over a cache that is not
+// in the caches; bench/RESULTS.md, "A 16-bit KV cache"). K and V are fp32 rows, or halves (a
+// 16-bit KV cache) widened as they are read.
+template <typename T>
+void forward_rows(const AttentionShape& s, int b, int h0, int h1, int i0, int nq, const float* q, const T* k,
+                  const T* v, float* o, float* lse) {
+  const int hd = s.head_dim, ldh = round16(hd), nh = h1 - h0;
   const long Tq = s.q_len, Tk = s.kv_len;
   const float c = s.scale * kLog2e;
-  const float* kg = k + b * Tk * s.kv_stride + static_cast<long>(g) * hd;
-  const float* vg = v + b * Tk * s.kv_stride + static_cast<long>(g) * hd;
+  const T* kb0 = k + b * Tk * s.kv_stride;
+  const T* vb0 = v + b * Tk * s.kv_stride;
   for (int i = 0; i < nq; ++i) {
     const int64_t qpos = static_cast<int64_t>(s.q_offset) + i0 + i;
-    const float* qrow = q + (b * Tq + i0 + i) * s.q_stride + static_cast<long>(h) * hd;
-    float* orow = o + (b * Tq + i0 + i) * s.o_stride + static_cast<long>(h) * hd;
-    float& row_lse = lse[(static_cast<long>(b) * s.n_heads + h) * Tq + i0 + i];
     int64_t kb, ke;
     s.mask.key_bounds(qpos, qpos + 1, Tk, &kb, &ke);
     kb = std::max<int64_t>(kb, 0);
-    const long n = std::max<int64_t>(ke - kb, 0);
-    float* acc = thread_scratch(ldh + round16(static_cast<int>(n)) + 16);  // ldh + scores
-    float* sc = acc + ldh;
+    const long n = std::max<int64_t>(ke - kb, 0), ldn = round16(static_cast<int>(n)) + 16;
+    // Per head: the scores (then probabilities) of the row, the output accumulator, the max.
+    float* sc = thread_scratch(static_cast<size_t>(nh) * (ldn + ldh + 1) + ldh);
+    float* acc = sc + nh * ldn;
+    float* mx = acc + nh * ldh;
+    float* part = mx + nh;  // one block's p.V of one head
+    std::fill(mx, mx + nh, kNegInf);
+    auto kv_col = [&](int h) { return static_cast<long>(kv_head(s, h)) * hd; };
 
-    float mx = kNegInf;
     for (long j0 = 0; j0 < n; j0 += 64) {
       const int nk = static_cast<int>(std::min<long>(64, n - j0));
       const auto cover = s.mask.cover(qpos, qpos + 1, kb + j0, kb + j0 + nk);
@@ -108,31 +113,73 @@ void forward_rows(const AttentionShape& s, int b, int h, int i0, int nq, const f
                                 ? 0
                                 : s.mask.key_bits(qpos, kb + j0, nk);
       for (int j = 0; j < nk; j += 16) {
-        float* out = sc + j0 + j;
         const uint32_t allowed = static_cast<uint32_t>((bits >> j) & 0xFFFF);
-        if (allowed == 0) {
-          std::fill(out, out + 16, kNegInf);
-          continue;
+        const long row = kb + j0 + j;
+        for (int x = 0; x < nh; ++x) {
+          float* out = sc + x * ldn + j0 + j;
+          if (allowed == 0) {
+            std::fill(out, out + 16, kNegInf);
+            continue;
+          }
+          const float* qrow = q + (b * Tq + i0 + i) * s.q_stride + static_cast<long>(h0 + x) * hd;
+          mx[x] = std::max(mx[x], row_scores16(qrow, kb0 + row * s.kv_stride + kv_col(h0 + x), s.kv_stride,
+                                               std::min(16, nk - j), hd, allowed, out));
         }
-        mx = std::max(mx, row_scores16(qrow, kg + (kb + j0 + j) * s.kv_stride, s.kv_stride,
-                                       std::min(16, nk - j), hd, allowed, out));
       }
     }
-    if (mx == kNegInf) {  // nothing to attend
-      std::fill(orow, orow + hd, 0.0f);
-      row_lse = kNegInf;
-      continue;
+    for (int x = 0; x < nh; ++x) {
+      float* row_o = o + (b * Tq + i0 + i) * s.o_stride + static_cast<long>(h0 + x) * hd;
+      float& row_lse = lse[(static_cast<long>(b) * s.n_heads + h0 + x) * Tq + i0 + i];
+      if (mx[x] == kNegInf) {  // nothing to attend
+        std::fill(row_o, row_o + hd, 0.0f);
+        row_lse = kNegInf;
+        continue;
+      }
+      // acc holds the head's sum of probabilities until the weighted sums start.
+      acc[x * ldh] = row_probabilities(sc + x * ldn, n, c, mx[x] * c);
+      row_lse = (mx[x] * c + std::log2(acc[x * ldh])) * kLn2;
     }
-    const float m2 = mx * c;
-    const float sum = row_probabilities(sc, n, c, m2);
-    row_weighted_sum(sc, n, vg + kb * s.kv_stride, s.kv_stride, hd, acc);
-    const float inv = 1.0f / sum;
-    for (int d = 0; d < hd; ++d) orow[d] = acc[d] * inv;
-    row_lse = (m2 + std::log2(sum)) * kLn2;
+    for (int x = 0; x < nh; ++x) mx[x] = mx[x] == kNegInf ? 0.0f : 1.0f / acc[x * ldh];  // now 1 / sum
+    std::fill(acc, acc + nh * ldh, 0.0f);
+    for (long j0 = 0; j0 < n; j0 += 16) {
+      const int nk = static_cast<int>(std::min<long>(16, n - j0));
+      for (int x = 0; x < nh; ++x) {
+        if (mx[x] == 0.0f) continue;
+        row_weighted_sum(sc + x * ldn + j0, nk, vb0 + (kb + j0) * s.kv_stride + kv_col(h0 + x), s.kv_stride, hd,
+                         part);
+        float* a = acc + x * ldh;
+        for (int d = 0; d < hd; ++d) a[d] += part[d];
+      }
+    }
+    for (int x = 0; x < nh; ++x) {
+      if (mx[x] == 0.0f) continue;
+      float* row_o = o + (b * Tq + i0 + i) * s.o_stride + static_cast<long>(h0 + x) * hd;
+      for (int d = 0; d < hd; ++d) row_o[d] = acc[x * ldh + d] * mx[x];
+    }
   }
 }
 
-}  // namespace
+template void forward_rows(const AttentionShape&, int, int, int, int, int, const float*, const float*,
+                           const float*, float*, float*);
+template void forward_rows(const AttentionShape&, int, int, int, int, int, const float*, const uint16_t*,
+                           const uint16_t*, float*, float*);
+
+template <typename T>
+void rows_forward(const AttentionShape& s, const float* q, const T* k, const T* v, float* o, float* lse) {
+  if (s.batch == 0 || s.q_len == 0 || s.n_heads == 0) return;
+  // Items: (sequence, range of heads); one range per sequence unless the threads are worth
+  // waking, then as many as threads, each streaming the cache for its heads.
+  const long work = static_cast<long>(s.batch) * s.n_heads * s.q_len * s.kv_len * s.head_dim;
+  const int parts = worth_parallel(work) ? std::min(omp_get_max_threads(), s.n_heads) : 1;
+  parallel_for(static_cast<long>(s.batch) * parts, work, [&](long item) {
+    const int b = static_cast<int>(item / parts), p = static_cast<int>(item % parts);
+    const int h0 = s.n_heads * p / parts, h1 = s.n_heads * (p + 1) / parts;
+    if (h0 < h1) forward_rows(s, b, h0, h1, 0, s.q_len, q, k, v, o, lse);
+  });
+}
+
+template void rows_forward(const AttentionShape&, const float*, const float*, const float*, float*, float*);
+template void rows_forward(const AttentionShape&, const float*, const uint16_t*, const uint16_t*, float*, float*);
 
 // Query tiles t0, t0 + step, ... of head h in sequence b. An item with several tiles first
 // packs the key/value rows they need into contiguous scratch.
@@ -146,7 +193,7 @@ void dense_forward_item(const AttentionShape& s, int b, int h, int t0, int step,
   const float* vg = v + b * Tk * s.kv_stride + static_cast<long>(g) * hd;
 
   if (q_tiles - t0 <= step && s.q_len - t0 * kTile <= kFewRows) {
-    forward_rows(s, b, h, t0 * kTile, s.q_len - t0 * kTile, q, k, v, o, lse);
+    forward_rows(s, b, h, h + 1, t0 * kTile, s.q_len - t0 * kTile, q, k, v, o, lse);
     return;
   }
   KvRows kv{kg, vg, s.kv_stride, 0, false};

@@ -68,6 +68,19 @@ void for_each_backward_item(const AttentionShape& s, const Item& item) {
   }
 }
 
+// Up to this many query rows (decoding) take the row-at-a-time path (rows_forward): a 64 x 64
+// tile with a handful of query lanes would spend most of its vector lanes on padding.
+constexpr int kFewRows = 4;
+// Query rows [i0, i0 + nq) of heads [h0, h1) in sequence b, one row at a time, K and V of
+// element type T (float, or uint16_t halves widened as they are read).
+template <typename T>
+void forward_rows(const AttentionShape& s, int b, int h0, int h1, int i0, int nq, const float* q, const T* k,
+                  const T* v, float* o, float* lse);
+// Every query row of every head (s.q_len <= kFewRows), split over the threads by sequence and
+// range of heads.
+template <typename T>
+void rows_forward(const AttentionShape& s, const float* q, const T* k, const T* v, float* o, float* lse);
+
 // Dense (causal) passes, one work item each.
 void dense_forward_item(const AttentionShape& s, int b, int h, int t0, int step, const float* q,
                         const float* k, const float* v, float* o, float* lse);

@@ -2,20 +2,63 @@
 // (decoding) go one at a time instead of through a 64 x 64 tile that would spend most of its
 // vector lanes on padding. Each row reads its keys and values in place, 16 keys per step,
 // with their scores summed across lanes by an in-register transpose (AVX-512), or one dot
-// product per key (AVX2).
+// product per key (AVX2). Keys and values are fp32 rows or IEEE halves (a 16-bit KV cache),
+// widened as they are loaded: the arithmetic after the load is the same, so a row of halves
+// gives what its widened fp32 copy gives, bit for bit.
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 
 #include "kernels/attention_tiles.h"
+#include "kernels/quant.h"
 
 namespace chainlm::attn {
 
-float dot(const float* a, const float* b, int n) {
+namespace {
+
+inline float widen(float x) { return x; }
+inline float widen(uint16_t h) { return float_from_fp16(h); }
+
+// Prefetches a row of n elements, one request per cache line.
+template <typename T>
+inline void prefetch_elements(const T* row, int n) {
+  for (int c = 0; c < n; c += 64 / static_cast<int>(sizeof(T))) __builtin_prefetch(row + c, 0);
+}
+
+#if CHAINLM_ATTENTION_AVX512
+// Elements [0, 16) of p where mask m has a bit (zeros elsewhere), as fp32.
+inline __m512 load16(const float* p, __mmask16 m) { return _mm512_maskz_loadu_ps(m, p); }
+inline __m512 load16(const uint16_t* p, __mmask16 m) {
+#if defined(__AVX512BW__) && defined(__AVX512VL__)
+  return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, p));
+#else
+  alignas(32) uint16_t t[16] = {};
+  for (int i = 0; i < 16; ++i)
+    if ((m >> i) & 1) t[i] = p[i];
+  return _mm512_cvtph_ps(_mm256_load_si256(reinterpret_cast<const __m256i*>(t)));
+#endif
+}
+#elif CHAINLM_ATTENTION_AVX2
+inline __m256 load8(const float* p) { return _mm256_loadu_ps(p); }
+inline __m256 load8(const uint16_t* p) {
+#if defined(__F16C__)
+  return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+#else
+  alignas(32) float t[8];
+  for (int i = 0; i < 8; ++i) t[i] = float_from_fp16(p[i]);
+  return _mm256_load_ps(t);
+#endif
+}
+#endif
+
+// a . b over n elements, b's widened as they are loaded: the one loop of dot() for either type.
+template <typename T>
+float dot_widened(const float* a, const T* b, int n) {
 #if CHAINLM_ATTENTION_AVX512
   __m512 acc = _mm512_setzero_ps();
   for (int d = 0; d < n; d += 16) {
     const __mmask16 m = static_cast<__mmask16>(n - d >= 16 ? 0xFFFF : (1u << (n - d)) - 1);
-    acc = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, a + d), _mm512_maskz_loadu_ps(m, b + d), acc);
+    acc = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, a + d), load16(b + d, m), acc);
   }
   return _mm512_reduce_add_ps(acc);
 #elif CHAINLM_ATTENTION_AVX2
@@ -23,31 +66,35 @@ float dot(const float* a, const float* b, int n) {
   __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
   int d = 0;
   for (; d + 16 <= n; d += 16) {
-    acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + d), _mm256_loadu_ps(b + d), acc0);
-    acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + d + 8), _mm256_loadu_ps(b + d + 8), acc1);
+    acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + d), load8(b + d), acc0);
+    acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + d + 8), load8(b + d + 8), acc1);
   }
   if (d + 8 <= n) {
-    acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + d), _mm256_loadu_ps(b + d), acc0);
+    acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + d), load8(b + d), acc0);
     d += 8;
   }
   float acc = horizontal_sum(_mm256_add_ps(acc0, acc1));
-  for (; d < n; ++d) acc += a[d] * b[d];
+  for (; d < n; ++d) acc += a[d] * widen(b[d]);
   return acc;
 #else
   float acc = 0.0f;
-  for (int d = 0; d < n; ++d) acc += a[d] * b[d];
+  for (int d = 0; d < n; ++d) acc += a[d] * widen(b[d]);
   return acc;
 #endif
 }
 
-float row_scores16(const float* qrow, const float* kg, long stride, int n, int hd, uint32_t allowed,
-                   float* out) {
+}  // namespace
+
+float dot(const float* a, const float* b, int n) { return dot_widened(a, b, n); }
+
+template <typename T>
+float row_scores16(const float* qrow, const T* kg, long stride, int n, int hd, uint32_t allowed, float* out) {
 #if CHAINLM_ATTENTION_AVX512
   __m512 acc[16];
 #pragma GCC unroll 16
   for (int j = 0; j < 16; ++j) {
     acc[j] = _mm512_setzero_ps();
-    prefetch_row(kg + (16 + j) * stride, hd, 0);  // the next call's keys
+    prefetch_elements(kg + (16 + j) * stride, hd);  // the next call's keys
   }
   for (int d = 0; d < hd; d += 16) {
     const __mmask16 m = static_cast<__mmask16>(hd - d >= 16 ? 0xFFFF : (1u << (hd - d)) - 1);
@@ -55,7 +102,7 @@ float row_scores16(const float* qrow, const float* kg, long stride, int n, int h
 #pragma GCC unroll 16
     for (int j = 0; j < 16; ++j)
       if (j < n)
-        acc[j] = _mm512_fmadd_ps(qv, _mm512_maskz_loadu_ps(m, kg + j * stride + d), acc[j]);
+        acc[j] = _mm512_fmadd_ps(qv, load16(kg + j * stride + d, m), acc[j]);
   }
   // Sum each accumulator's lanes, all 16 at once: add interleaved pairs, then 64-bit
   // pairs, then 128-bit lanes; lane j of the result is the sum of acc[j].
@@ -81,7 +128,7 @@ float row_scores16(const float* qrow, const float* kg, long stride, int n, int h
 #else
   float mx = kNegInf;
   for (int j = 0; j < 16; ++j) {
-    out[j] = j < n && ((allowed >> j) & 1) ? dot(qrow, kg + j * stride, hd) : kNegInf;
+    out[j] = j < n && ((allowed >> j) & 1) ? dot_widened(qrow, kg + j * stride, hd) : kNegInf;
     mx = std::max(mx, out[j]);
   }
   return mx;
@@ -109,7 +156,8 @@ float row_probabilities(float* sc, long n, float c, float m2) {
 #endif
 }
 
-void row_weighted_sum(const float* p, long n, const float* vg, long stride, int hd, float* out) {
+template <typename T>
+void row_weighted_sum(const float* p, long n, const T* vg, long stride, int hd, float* out) {
 #if CHAINLM_ATTENTION_AVX512
   for (int d0 = 0; d0 < hd; d0 += 64) {
     const int nv = (std::min(64, hd - d0) + 15) / 16;
@@ -120,13 +168,13 @@ void row_weighted_sum(const float* p, long n, const float* vg, long stride, int 
     for (long j = 0; j < n; ++j) {
       if (p[j] == 0.0f) continue;
       const __m512 pj = _mm512_set1_ps(p[j]);
-      const float* vrow = vg + j * stride + d0;
-      prefetch_row(vrow + kPrefetchRows * stride, std::min(64, hd - d0), 0);
+      const T* vrow = vg + j * stride + d0;
+      prefetch_elements(vrow + kPrefetchRows * stride, std::min(64, hd - d0));
 #pragma GCC unroll 4
       for (int x = 0; x < 4; ++x)
         if (x < nv)
           acc[x] = _mm512_fmadd_ps(
-              pj, _mm512_maskz_loadu_ps(x == nv - 1 ? last : 0xFFFF, vrow + 16 * x), acc[x]);
+              pj, load16(vrow + 16 * x, x == nv - 1 ? last : 0xFFFF), acc[x]);
     }
 #pragma GCC unroll 4
     for (int x = 0; x < 4; ++x)
@@ -142,10 +190,10 @@ void row_weighted_sum(const float* p, long n, const float* vg, long stride, int 
     for (long j = 0; j < n; ++j) {
       if (p[j] == 0.0f) continue;
       const __m256 pj = _mm256_set1_ps(p[j]);
-      const float* vrow = vg + j * stride + d0;
+      const T* vrow = vg + j * stride + d0;
 #pragma GCC unroll 4
       for (int x = 0; x < 4; ++x)
-        if (x < nv) acc[x] = _mm256_fmadd_ps(pj, _mm256_loadu_ps(vrow + 8 * x), acc[x]);
+        if (x < nv) acc[x] = _mm256_fmadd_ps(pj, load8(vrow + 8 * x), acc[x]);
     }
     for (int x = 0; x < nv; ++x) _mm256_storeu_ps(out + d0 + 8 * x, acc[x]);
     if (nv < 4) {
@@ -156,13 +204,18 @@ void row_weighted_sum(const float* p, long n, const float* vg, long stride, int 
   if (d0 < hd) {
     std::fill(out + d0, out + hd, 0.0f);
     for (long j = 0; j < n; ++j)
-      for (int d = d0; d < hd; ++d) out[d] += p[j] * vg[j * stride + d];
+      for (int d = d0; d < hd; ++d) out[d] += p[j] * widen(vg[j * stride + d]);
   }
 #else
   std::fill(out, out + hd, 0.0f);
   for (long j = 0; j < n; ++j)
-    for (int d = 0; d < hd; ++d) out[d] += p[j] * vg[j * stride + d];
+    for (int d = 0; d < hd; ++d) out[d] += p[j] * widen(vg[j * stride + d]);
 #endif
 }
+
+template float row_scores16(const float*, const float*, long, int, int, uint32_t, float*);
+template float row_scores16(const float*, const uint16_t*, long, int, int, uint32_t, float*);
+template void row_weighted_sum(const float*, long, const float*, long, int, float*);
+template void row_weighted_sum(const float*, long, const uint16_t*, long, int, float*);
 
 }  // namespace chainlm::attn

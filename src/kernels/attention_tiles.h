@@ -118,14 +118,17 @@ void softmax_grad(const float* P, float* dP, int nq, int nk, const uint64_t* bit
 // ---- Row primitives for a few query rows (attention_rows.cpp) ----
 
 float dot(const float* a, const float* b, int n);
+// Keys and values (T) are fp32, or IEEE halves (uint16_t, a 16-bit KV cache) widened as they
+// are loaded, with the same results as their widened fp32 rows. stride counts elements.
 // Scores of one query row against keys [0, n) of kg (n <= 16): out[j] = q . k_j where bit j
 // of `allowed` is set, else -inf. Returns max_j out[j].
-float row_scores16(const float* qrow, const float* kg, long stride, int n, int hd, uint32_t allowed,
-                   float* out);
+template <typename T>
+float row_scores16(const float* qrow, const T* kg, long stride, int n, int hd, uint32_t allowed, float* out);
 // p_j = exp2(c*s_j - m2) in place (s_j = -inf gives 0); returns sum_j p_j.
 float row_probabilities(float* sc, long n, float c, float m2);
 // out[0..hd) = sum_j p[j] * v_j over rows v_j = vg + j*stride, j < n.
-void row_weighted_sum(const float* p, long n, const float* vg, long stride, int hd, float* out);
+template <typename T>
+void row_weighted_sum(const float* p, long n, const T* vg, long stride, int hd, float* out);
 
 // ---- Steps of the passes (attention_steps.cpp) ----
 

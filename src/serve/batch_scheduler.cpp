@@ -202,7 +202,7 @@ void BatchScheduler::loop() {
         if (free_.empty()) {
           if ((int)sessions_.size() >= opt_.max_sequences) break;
           try {
-            sessions_.push_back(std::make_unique<InferenceSession>(model_));
+            sessions_.push_back(std::make_unique<InferenceSession>(model_, 512, opt_.kv_cache));
           } catch (const std::exception& e) {  // out of memory: this request fails, not the server
             incoming_.pop_front();
             g->end(StopReason::callback, cat("no memory for a session: ", e.what()));

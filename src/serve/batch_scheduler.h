@@ -10,6 +10,7 @@
 //
 // A request's tokens do not depend on the others: decoding steps are batch-invariant bit for
 // bit, and a prompt is always prefilled in the same pieces.
+#include "infer/kv_cache.h"
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -97,6 +98,7 @@ struct SchedulerOptions {
   int max_sequences = 8;     // generations decoding at once (each holds a session)
   int prefill_chunk = 256;   // prompt tokens per piece
   int threads = 1;           // compute threads of the scheduler
+  KvCacheType kv_cache = KvCacheType::Auto;  // what each session's KV cache holds (infer/kv_cache.h)
   // Called on the scheduler thread after each generated token (its index), before the
   // request's thread sees it. Tests hold generations in flight with it.
   std::function<void(int index)> on_token;

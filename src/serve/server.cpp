@@ -32,9 +32,9 @@ constexpr int kKeepAliveSeconds = 2;
 
 // Sessions when --max-sessions is not given: a full decoding batch (kMaxDecodeRows), or as
 // many as the memory available (or --memory-limit) holds besides the weights, at least one.
-int default_sessions(const ModelConfig& c, uint64_t weights, uint64_t memory_limit) {
+int default_sessions(const ModelConfig& c, uint64_t weights, uint64_t memory_limit, KvCacheType kv_cache) {
   const uint64_t budget = memory_limit > 0 ? memory_limit : available_memory().bytes + weights;
-  const uint64_t fixed = weights + kRuntimeOverheadBytes, per = InferenceSession::memory_bytes(c);
+  const uint64_t fixed = weights + kRuntimeOverheadBytes, per = InferenceSession::memory_bytes(c, 512, kv_cache);
   const uint64_t fit = budget > fixed ? (budget - fixed) / per : 0;
   return (int)std::clamp<uint64_t>(fit, 1, kMaxDecodeRows);
 }
@@ -276,13 +276,15 @@ InferenceServer::InferenceServer(const Model& model, const Tokenizer& tokenizer,
                 tokenizer.vocab_size(), " tokens but the model's vocab_size is ",
                 model.config().vocab_size);
   const int threads = options.threads > 0 ? options.threads : num_threads();
-  const int sessions = options.max_sessions > 0 ? options.max_sessions
-                                                : default_sessions(model.config(), model.weight_bytes(), options.memory_limit);
+  const KvCacheType kv_cache = resolve_kv_cache_type(options.kv_cache, model);  // refuses f16 for PHD now
+  const int sessions = options.max_sessions > 0
+                           ? options.max_sessions
+                           : default_sessions(model.config(), model.weight_bytes(), options.memory_limit, kv_cache);
   MemoryEstimate memory;
   const uint64_t weights = model.weight_bytes();
   memory.parts = {{"weights", weights},
                   {cat(sessions, " session(s) at ", model.config().max_seq_len, " tokens"),
-                   (uint64_t)sessions * InferenceSession::memory_bytes(model.config())},
+                   (uint64_t)sessions * InferenceSession::memory_bytes(model.config(), 512, kv_cache)},
                   {"runtime", kRuntimeOverheadBytes}};
   // The weights are loaded already: they are part of the estimate but no longer available.
   check_memory_fits("serve", memory, 1, options.memory_limit,
@@ -301,6 +303,7 @@ InferenceServer::InferenceServer(const Model& model, const Tokenizer& tokenizer,
   so.max_sequences = sessions;
   so.prefill_chunk = impl_->opt.prefill_chunk;
   so.threads = threads;
+  so.kv_cache = kv_cache;
   so.on_token = impl_->opt.on_token;
   impl_->scheduler = std::make_unique<BatchScheduler>(model, tokenizer, so);
   const int pool = sessions + impl_->opt.max_queue + kSpareHttpThreads + kConnectionThreads;

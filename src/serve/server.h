@@ -7,6 +7,7 @@
 // step, with its own sub-model and its own KV cache (InferenceSession), and prompts are read in
 // pieces between steps. At most max_sessions generations are active at once; at most max_queue
 // requests wait for one and any beyond them get 503 with Retry-After.
+#include "infer/kv_cache.h"
 #include <cstddef>
 #include <cstdint>
 #include <functional>
@@ -40,6 +41,8 @@ struct ServeOptions {
   // Memory budget (0 = what the machine has available): the model plus max_sessions sessions
   // at full context must fit, or the server refuses to start (docs/reliability.md).
   uint64_t memory_limit = 0;
+  // What each session's KV cache holds (infer/kv_cache.h): auto, f32 or f16.
+  KvCacheType kv_cache = KvCacheType::Auto;
   // Called on the scheduler thread after each generated token (index from 0): blocking there
   // holds every generation in flight. Tests use it; production leaves it empty.
   std::function<void(int index)> on_token;

@@ -36,7 +36,8 @@ int chains_at(int s, int t, int n) { return 1 + (s * 5 + t * 3 + t / 2) % n; }
 
 // `sequences` sessions with prompts of different lengths decode `steps` tokens batched, and
 // the same sessions alone; every step's logits must be equal bit for bit.
-void expect_batch_equals_alone(const Model& model, int sequences, int steps) {
+void expect_batch_equals_alone(const Model& model, int sequences, int steps,
+                               KvCacheType kv_cache = KvCacheType::Auto) {
   const ModelConfig& c = model.config();
   const int V = c.vocab_size, n = c.n_chains();
   std::vector<std::unique_ptr<InferenceSession>> batched, alone;
@@ -45,7 +46,7 @@ void expect_batch_equals_alone(const Model& model, int sequences, int steps) {
     tokens.push_back(random_tokens(3 + 2 * s + steps, V, 100 + s));
     const std::vector<int> prompt(tokens[s].begin(), tokens[s].begin() + 3 + 2 * s);
     for (auto* set : {&batched, &alone}) {
-      set->push_back(std::make_unique<InferenceSession>(model));
+      set->push_back(std::make_unique<InferenceSession>(model, 512, kv_cache));
       set->back()->prefill(prompt, chains_at(s, 0, n));
     }
   }
@@ -89,6 +90,16 @@ TEST(BatchDecode, Bf16AndQuantizedWeightsToo) {
     SCOPED_TRACE((int)w);
     const auto model = make_model(c, w);
     expect_batch_equals_alone(*model, 6, 4);
+  }
+}
+
+// Bf16 and quantized weights above decode over 16-bit caches (auto); fp32 weights can too.
+TEST(BatchDecode, SixteenBitCachesOfFp32Models) {
+  for (const ModelVariant& v : {ModelVariant{{1}, false, 1}, ModelVariant{{1, 2, 1}, false, 4},
+                                ModelVariant{{2, 2, 2, 2}, true, 4}}) {
+    SCOPED_TRACE(::testing::PrintToString(v));
+    const auto model = make_model(v.config(40), Weights::kFp32);
+    expect_batch_equals_alone(*model, 5, 5, KvCacheType::F16);
   }
 }
 
