@@ -183,7 +183,8 @@ void add_info_command(CLI::App& app) {
                   ch["dim"].get<int>(), ch["ffn_dim"].get<int>(),
                   c.kv_share && ch["chain"] != 1 ? "shared" : std::to_string(ch["kv_heads"].get<int>()).c_str(),
                   thousands(ch["params"].get<long>()).c_str());
-    std::printf("\nsub-model  dim  heads  kv heads  parameters  weights/token  KV cache/token\n");
+    std::printf("\nsub-model  dim  heads  kv heads  parameters  weights/token  KV cache/token (%s)\n",
+                j["kv_cache"].get<std::string>().c_str());
     for (const auto& s : j["sub_models"])
       std::printf("k=%-7d %4d  %5d  %8d  %10s  %13s  %11ld B\n", s["chains"].get<int>(), s["dim"].get<int>(),
                   s["heads"].get<int>(), s["kv_heads"].get<int>(), thousands(s["params"].get<long>()).c_str(),

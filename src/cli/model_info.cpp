@@ -1,6 +1,7 @@
 #include "cli/model_info.h"
 
 #include "core/error.h"
+#include "infer/kv_cache.h"
 
 namespace chainlm::cli {
 
@@ -49,6 +50,10 @@ nlohmann::json model_info_json(const Model& model) {
                       {"kv_heads", c.kv_share ? (i == 0 ? c.n_kv_heads : 0) : L.kv.width(i) / hd},
                       {"params", per[i]}});
   j["per_chain"] = chains;
+  // The KV cache inference gives this model by default (--kv-cache auto: halves for bf16 and
+  // quantized weights).
+  const KvCacheType kv_cache = resolve_kv_cache_type(KvCacheType::Auto, model);
+  j["kv_cache"] = kv_cache_type_name(kv_cache);
   nlohmann::json subs = nlohmann::json::array();
   for (int k = 1; k <= L.n; ++k)
     subs.push_back({{"chains", k},
@@ -59,7 +64,8 @@ nlohmann::json model_info_json(const Model& model) {
                     {"matmul_params", model.matmul_params(k)},
                     // What a decode step reads of it: its matrices in the model's weight format.
                     {"matmul_weight_bytes", (long)(model.bytes_per_weight() * model.matmul_params(k))},
-                    {"kv_cache_bytes_per_token", 2L * 4 * c.n_layers * L.active_kv_width(k)}});
+                    {"kv_cache_bytes_per_token",
+                     2L * (long)kv_cache_element_bytes(kv_cache) * c.n_layers * L.active_kv_width(k)}});
   j["sub_models"] = subs;
   if (model.freeze().any()) {
     const ParamStore& ps = model.params();

@@ -61,6 +61,23 @@ TEST_F(KvCacheCli, BenchDecodeReadsHalfTheCacheBytes) {
   EXPECT_EQ(2 * b["kv_cache_bytes_allocated"].get<long>(), a["kv_cache_bytes_allocated"].get<long>());
 }
 
+TEST_F(KvCacheCli, InfoCountsTheCacheInferenceGivesTheModel) {
+  const std::string q = dir.file("q8");
+  auto qr = run_chainlm(dir, "quantize --model " + quote(run) + " --type q8_0 --out " + quote(q));
+  ASSERT_EQ(qr.exit_code, 0) << qr.err;
+  auto info = [&](const std::string& m) {
+    auto r = run_chainlm(dir, "info --model " + quote(m) + " --json");
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    return nlohmann::json::parse(r.out);
+  };
+  const nlohmann::json fp32 = info(run), q8 = info(q);
+  EXPECT_EQ(fp32["kv_cache"], "f32");
+  EXPECT_EQ(q8["kv_cache"], "f16");
+  for (int k = 0; k < 2; ++k)
+    EXPECT_EQ(2 * q8["sub_models"][k]["kv_cache_bytes_per_token"].get<long>(),
+              fp32["sub_models"][k]["kv_cache_bytes_per_token"].get<long>());
+}
+
 TEST_F(KvCacheCli, BadValuesAndA16BitCacheForPhdAreRefusedByName) {
   auto bad = run_chainlm(dir, "generate --model " + quote(run) + " --prompt a --kv-cache f8");
   EXPECT_NE(bad.exit_code, 0);
