@@ -57,6 +57,8 @@ PLOT_TITLE="Claim 3: expansion and tuning vs scratch (seed $first)" \
   X_OFFSET="0,$base_flops,$base_flops,0" plot_runs loss_vs_flops.png flops "${runs[@]}"
 PLOT_TITLE="Claim 3: expansion and tuning vs scratch (seed $first)" \
   X_OFFSET="0,$base_tokens,$base_tokens,0" plot_runs loss_vs_tokens.png tokens "${runs[@]}"
+PLOT_TITLE="Claim 3: the ends, against FLOPs (seed $first)" Y_RANGE=$(end_range "${runs[@]%%:*}") \
+  X_OFFSET="0,$base_flops,$base_flops,0" plot_runs loss_vs_flops_end.png flops "${runs[@]}"
 
 python3 bench/replicate/summarize.py --full "$RESULTS/$EXPERIMENT" \
   "base:base d128" "tune-chain:expanded + chain tuning" "tune-all:expanded + full tuning" \
