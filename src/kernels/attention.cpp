@@ -26,8 +26,8 @@
 #include "core/error.h"
 #include "core/thread_scratch.h"
 #include "core/threads.h"
-#include "kernels/fp16_rows.h"
 #include "kernels/attention_passes.h"
+#include "kernels/fp16_rows.h"
 
 namespace chainlm {
 
