@@ -80,9 +80,8 @@ void forward_tile(const AttentionShape& s, int b, int h, int i0, int nq, const f
 // Query rows [i0, i0 + nq) of heads [h0, h1), one row at a time: all scores of the row,
 // softmax, p.V. The keys go in blocks of 16, each block through every head before the next,
 // so K and V are read once, in order, as rows of all their heads (a decoding step's cache
-// read is a stream, not one strided pass per head: 1.2-1.6x faster over a cache that is not
-// in the caches; bench/RESULTS.md, "A 16-bit KV cache"). K and V are fp32 rows, or halves (a
-// 16-bit KV cache) widened as they are read.
+// read is a stream, not one strided pass per head; bench/RESULTS.md, "A 16-bit KV cache").
+// K and V are fp32 rows, or halves (a 16-bit KV cache) widened as they are read.
 template <typename T>
 void forward_rows(const AttentionShape& s, int b, int h0, int h1, int i0, int nq, const float* q, const T* k,
                   const T* v, float* o, float* lse) {
@@ -97,11 +96,13 @@ void forward_rows(const AttentionShape& s, int b, int h0, int h1, int i0, int nq
     s.mask.key_bounds(qpos, qpos + 1, Tk, &kb, &ke);
     kb = std::max<int64_t>(kb, 0);
     const long n = std::max<int64_t>(ke - kb, 0), ldn = round16(static_cast<int>(n)) + 16;
-    // Per head: the scores (then probabilities) of the row, the output accumulator, the max.
-    float* sc = thread_scratch(static_cast<size_t>(nh) * (ldn + ldh + 1) + ldh);
+    // Per head: the scores (then probabilities) of the row, the output accumulator, the max
+    // score and 1 / the sum of probabilities (0: the head attends nothing).
+    float* sc = thread_scratch(static_cast<size_t>(nh) * (ldn + ldh + 2) + ldh);
     float* acc = sc + nh * ldn;
     float* mx = acc + nh * ldh;
-    float* part = mx + nh;  // one block's p.V of one head
+    float* inv = mx + nh;
+    float* part = inv + nh;  // one block's p.V of one head
     std::fill(mx, mx + nh, kNegInf);
     auto kv_col = [&](int h) { return static_cast<long>(kv_head(s, h)) * hd; };
 
@@ -130,21 +131,21 @@ void forward_rows(const AttentionShape& s, int b, int h0, int h1, int i0, int nq
     for (int x = 0; x < nh; ++x) {
       float* row_o = o + (b * Tq + i0 + i) * s.o_stride + static_cast<long>(h0 + x) * hd;
       float& row_lse = lse[(static_cast<long>(b) * s.n_heads + h0 + x) * Tq + i0 + i];
+      inv[x] = 0.0f;
       if (mx[x] == kNegInf) {  // nothing to attend
         std::fill(row_o, row_o + hd, 0.0f);
         row_lse = kNegInf;
         continue;
       }
-      // acc holds the head's sum of probabilities until the weighted sums start.
-      acc[x * ldh] = row_probabilities(sc + x * ldn, n, c, mx[x] * c);
-      row_lse = (mx[x] * c + std::log2(acc[x * ldh])) * kLn2;
+      const float sum = row_probabilities(sc + x * ldn, n, c, mx[x] * c);
+      row_lse = (mx[x] * c + std::log2(sum)) * kLn2;
+      inv[x] = 1.0f / sum;
     }
-    for (int x = 0; x < nh; ++x) mx[x] = mx[x] == kNegInf ? 0.0f : 1.0f / acc[x * ldh];  // now 1 / sum
     std::fill(acc, acc + nh * ldh, 0.0f);
     for (long j0 = 0; j0 < n; j0 += 16) {
       const int nk = static_cast<int>(std::min<long>(16, n - j0));
       for (int x = 0; x < nh; ++x) {
-        if (mx[x] == 0.0f) continue;
+        if (inv[x] == 0.0f) continue;
         row_weighted_sum(sc + x * ldn + j0, nk, vb0 + (kb + j0) * s.kv_stride + kv_col(h0 + x), s.kv_stride, hd,
                          part);
         float* a = acc + x * ldh;
@@ -152,9 +153,9 @@ void forward_rows(const AttentionShape& s, int b, int h0, int h1, int i0, int nq
       }
     }
     for (int x = 0; x < nh; ++x) {
-      if (mx[x] == 0.0f) continue;
+      if (inv[x] == 0.0f) continue;
       float* row_o = o + (b * Tq + i0 + i) * s.o_stride + static_cast<long>(h0 + x) * hd;
-      for (int d = 0; d < hd; ++d) row_o[d] = acc[x * ldh + d] * mx[x];
+      for (int d = 0; d < hd; ++d) row_o[d] = acc[x * ldh + d] * inv[x];
     }
   }
 }
