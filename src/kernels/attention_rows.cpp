@@ -16,8 +16,10 @@ namespace chainlm::attn {
 
 namespace {
 
-inline float widen(float x) { return x; }
-inline float widen(uint16_t h) { return float_from_fp16(h); }
+// Only the scalar tails use these: an AVX-512 build has none, and clang's -Wunused-function
+// (an error in the fuzz build) would flag them there.
+[[maybe_unused]] inline float widen(float x) { return x; }
+[[maybe_unused]] inline float widen(uint16_t h) { return float_from_fp16(h); }
 
 // Prefetches a row of n elements, one request per cache line.
 template <typename T>
