@@ -36,8 +36,12 @@ uint16_t fp16_from_float(float x);
 float float_from_fp16(uint16_t h);
 
 // The reference conversions, one row: quantize K floats into quant_row_bytes(type, K) bytes
-// (the last block zero-padded); dequantize them back into K floats.
-void quantize_row(QuantType type, const float* x, long K, uint8_t* out);
+// (the last block zero-padded); dequantize them back into K floats. `importance` (K
+// non-negative floats, or null for all ones) weighs each column's squared error in Q4_0's
+// choice of block scale: a matrix fed by an RMSNorm passes its gains squared (model_quant.cpp),
+// so columns the gain amplifies are kept more exactly. Q8_0 ignores it (max-abs rule).
+void quantize_row(QuantType type, const float* x, long K, uint8_t* out,
+                  const float* importance = nullptr);
 void dequantize_row(QuantType type, const uint8_t* in, long K, float* out);
 
 // Throws, naming `where` and `tensor`, when a block's fp16 scale is not finite (stored blocks
@@ -46,7 +50,8 @@ void check_finite_block_scales(QuantType type, const uint8_t* blocks, size_t byt
                                const std::string& tensor);
 
 // Rows of an (N, K) matrix, one after another (threads over rows).
-void quantize_rows(QuantType type, const float* x, long N, long K, uint8_t* out);
+void quantize_rows(QuantType type, const float* x, long N, long K, uint8_t* out,
+                   const float* importance = nullptr);
 
 // The activation side of a quantized GEMM: a row of K floats as Q8_0 blocks (as llama.cpp
 // quantizes activations for its Q8_0 and Q4_0 dot products), zero-padded to whole blocks.

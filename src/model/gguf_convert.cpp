@@ -238,7 +238,9 @@ GgufExportSummary export_gguf(const Model& model, const GgufExportOptions& o, co
     const std::vector<uint64_t> ne = {(uint64_t)cols, (uint64_t)rows};
     if (blocks) {
       std::vector<uint8_t> data(rows * quant_row_bytes(qt, cols));
-      quantize_rows(qt, values.data(), rows, cols, data.data());
+      // The same importance as `chainlm quantize` (its first cols entries: this sub-model's).
+      const std::vector<float> importance = model.quant_importance(idx);
+      quantize_rows(qt, values.data(), rows, cols, data.data(), importance.empty() ? nullptr : importance.data());
       w.add_tensor(name, qt == QuantType::kQ8_0 ? kGgmlQ8_0 : kGgmlQ4_0, ne, std::move(data));
     } else if (type == "f16" || (quantized_file && !source_blocks)) {
       std::vector<uint16_t> half(values.size());

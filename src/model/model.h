@@ -117,6 +117,10 @@ class Model {
   // k still reads only its own blocks; the norm gains stay fp32. The fp32 matrices are dropped:
   // such a model runs inference only (no training, saving in fp32 or HF export).
   void quantize_weights(QuantType type);
+  // What Q4_0's scale search weighs each input column of matrix `param` by: the squared gains
+  // of the RMSNorm that feeds it (attention/FFN norms for wq, wk, wv, w1, w3; the final norm for
+  // an untied head), or empty (all ones) for matrices no norm feeds directly.
+  std::vector<float> quant_importance(int param) const;
   // The same from stored blocks (a quantized checkpoint): fill(param, dst, bytes) writes the
   // blocks of each weight matrix; the norm gains must already hold their values. tensor_types,
   // when given (one entry per parameter), sets each matrix's block type instead of the rule

@@ -1,5 +1,6 @@
 // Block-quantized weights of a Model (model.h, docs/quantization.md): which tensors are
 // quantized, their blocks, and the forward operands bound to them.
+#include <algorithm>
 #include <limits>
 
 #include "core/error.h"
@@ -95,10 +96,32 @@ void Model::load_quantized_weights(QuantType type,
   bind_forward_weights();
 }
 
+std::vector<float> Model::quant_importance(int param) const {
+  // The RMSNorm whose output this matrix reads, if any: its input columns are the first
+  // shape[1] entries of that norm's output (a chain block reads chains 1..i, CoLM-Air's shared
+  // K/V chain 1), each scaled by its gain.
+  int norm = -1;
+  for (const LayerIndex& li : layers_) {
+    const auto has = [&](const std::vector<int>& idx) {
+      return std::find(idx.begin(), idx.end(), param) != idx.end();
+    };
+    if (has(li.wq) || has(li.wk) || has(li.wv)) norm = li.attention_norm;
+    if (has(li.w1) || has(li.w3)) norm = li.ffn_norm;
+  }
+  if (param == output_) norm = norm_;
+  if (norm < 0) return {};
+  const float* g = params_.value(norm);
+  std::vector<float> w(params_.info(param).shape[1]);
+  for (size_t c = 0; c < w.size(); ++c) w[c] = g[c] * g[c];
+  return w;
+}
+
 void Model::quantize_weights(QuantType type) {
   load_quantized_weights(type, [&](int param, uint8_t* dst, std::size_t) {
     const ParamInfo& p = params_.info(param);
-    quantize_rows(quant_types_[param], params_.value(param), p.shape[0], p.shape[1], dst);
+    const std::vector<float> importance = quant_importance(param);
+    quantize_rows(quant_types_[param], params_.value(param), p.shape[0], p.shape[1], dst,
+                  importance.empty() ? nullptr : importance.data());
   });
 }
 

@@ -146,6 +146,47 @@ TEST(Quantize, Q4_0ScaleSearchBeatsTheSimpleRule) {
   EXPECT_LT(total_search, 0.9 * total_simple);  // and clearly better on average
 }
 
+// Per-column importance (quant.h): all ones is the unweighted search, bit for bit; otherwise
+// the weighted squared error is never above llama.cpp's rule's, and on average clearly below
+// what the search ignoring the weights leaves (the reason to weigh at all).
+TEST(Quantize, Q4_0ImportanceWeighsTheError) {
+  const std::vector<float> ones(64, 1.0f);
+  double weighted_total = 0, unweighted_total = 0;
+  for (int trial = 0; trial < 200; ++trial) {
+    const auto v = random_vector(64, 500 + trial, 1.0f);
+    std::vector<uint8_t> q(36), q_ones(36), q_plain(36);
+    quantize_row(QuantType::kQ4_0, v.data(), 64, q_plain.data());
+    quantize_row(QuantType::kQ4_0, v.data(), 64, q_ones.data(), ones.data());
+    ASSERT_EQ(q_ones, q_plain) << trial;
+    // Gains spread over two orders of magnitude, as an RMSNorm's can be, squared.
+    auto g = random_vector(64, 900 + trial, 1.0f);
+    std::vector<float> w(64);
+    for (int i = 0; i < 64; ++i) w[i] = std::pow(10.0f, 2.0f * g[i]);
+    quantize_row(QuantType::kQ4_0, v.data(), 64, q.data(), w.data());
+    std::vector<float> back(64), back_plain(64);
+    dequantize_row(QuantType::kQ4_0, q.data(), 64, back.data());
+    dequantize_row(QuantType::kQ4_0, q_plain.data(), 64, back_plain.data());
+    for (int b = 0; b < 2; ++b) {
+      float m = 0;
+      for (int i = 32 * b; i < 32 * b + 32; ++i)
+        if (std::fabs(v[i]) > std::fabs(m)) m = v[i];
+      const float d_rule = float_from_fp16(fp16_from_float(m / -8.0f));
+      double sse = 0, sse_plain = 0, sse_rule = 0;
+      for (int i = 32 * b; i < 32 * b + 32; ++i) {
+        const int code = std::clamp((int)std::floor(v[i] / d_rule + 8.5f), 0, 15);
+        const double e_rule = v[i] - (double)d_rule * (code - 8);
+        sse += w[i] * (double)(back[i] - v[i]) * (back[i] - v[i]);
+        sse_plain += w[i] * (double)(back_plain[i] - v[i]) * (back_plain[i] - v[i]);
+        sse_rule += w[i] * e_rule * e_rule;
+      }
+      ASSERT_LE(sse, sse_rule * (1 + 1e-5) + 1e-9) << trial << " block " << b;
+      weighted_total += sse;
+      unweighted_total += sse_plain;
+    }
+  }
+  EXPECT_LT(weighted_total, 0.9 * unweighted_total);
+}
+
 // C = A Wq^T computed in float64 from the quantized operands: the GEMM's exact answer. With
 // quantize_a false, A enters as it is (the many-row path: dequantized weights, fp32 GEMM).
 std::vector<double> reference(int M, int N, int K, const std::vector<float>& A, QuantType t,

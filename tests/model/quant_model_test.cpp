@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <string>
 #include <vector>
 
 #include "io/test_temp_dir.h"
@@ -83,6 +84,44 @@ TEST(QuantizedModel, EveryMatrixGoesThroughItsBlocks) {
         EXPECT_LT(max_abs_diff(lq, ld), max_abs_diff(lq, lf))
             << "k=" << k;  // the weights' rounding dominates
       }
+    }
+  }
+}
+
+// Q4_0's scale search weighs each input column by the squared gain of the RMSNorm feeding the
+// matrix (model_quant.cpp): the attention norm for wq/wk/wv (CoLM-Air's shared K/V too), the
+// FFN norm for w1/w3, the final norm for an untied head; nothing for wo, w2, the embedding.
+TEST(QuantizedModel, ImportanceIsTheFeedingNormsGainsSquared) {
+  for (bool air : {false, true}) {
+    const ModelConfig c = test::tiny_config({1, 1}, air, air ? 2 : 0);
+    Model m(c);
+    m.init_random(4);
+    ParamStore& ps = m.params();
+    // Distinct gains per norm, so a matrix given the wrong norm's gains shows.
+    for (int i = 0; i < (int)ps.infos().size(); ++i)
+      if (ps.info(i).shape.size() == 1)
+        for (int64_t e = 0; e < ps.info(i).shape[0]; ++e) ps.value(i)[e] = 0.5f + 0.01f * (float)(7 * i + e);
+    for (int i = 0; i < (int)ps.infos().size(); ++i) {
+      const ParamInfo& p = ps.info(i);
+      if (p.shape.size() != 2) continue;
+      const std::string& n = p.name;
+      std::string norm;
+      const std::string layer = n.substr(0, n.find('.', n.find('.') + 1));  // "layers.L"
+      if (n.find(".wq.") != std::string::npos || n.find(".wk.") != std::string::npos ||
+          n.find(".wv.") != std::string::npos)
+        norm = layer + ".attention_norm.weight";
+      else if (n.find(".w1.") != std::string::npos || n.find(".w3.") != std::string::npos)
+        norm = layer + ".ffn_norm.weight";
+      else if (n == "output.weight")
+        norm = "norm.weight";
+      const std::vector<float> w = m.quant_importance(i);
+      if (norm.empty()) {
+        EXPECT_TRUE(w.empty()) << n;
+        continue;
+      }
+      const float* g = ps.value(ps.find(norm));
+      ASSERT_EQ((int64_t)w.size(), p.shape[1]) << n;
+      for (int64_t e = 0; e < p.shape[1]; ++e) ASSERT_EQ(w[e], g[e] * g[e]) << n << " column " << e;
     }
   }
 }
