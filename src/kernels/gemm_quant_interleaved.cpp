@@ -290,7 +290,7 @@ void gemm_groups(int n0, int n1, int M, int nb, const uint8_t* packed, const uin
 bool gemm_quant_interleaved_available() { return true; }
 
 void gemm_quant_interleaved(QuantType type, int M, int N, const QuantizedRows& a, const uint8_t* B, size_t b_row,
-                            float* C, int ldc, float beta, bool widest) {
+                            float* C, int ldc, float beta, [[maybe_unused]] bool widest) {
   thread_local std::vector<uint8_t> packed_rows;
   pack_rows(a, M, packed_rows);
   const uint8_t* packed = packed_rows.data();  // taken here: the region's threads have their own
