@@ -41,17 +41,41 @@ void quantize_block_q8_0(const float* v, uint8_t* block) {
     q[i] = static_cast<int8_t>(std::round(v[i] * id));  // half away from zero, as llama.cpp
 }
 
-// Q4_0 codes of a block for scale d: clamp(floor(x / d + 8.5), 0, 15) (q = code - 8), with the
-// squared error they leave.
-double q4_0_codes(const float* v, const float* w, float d, uint8_t* codes) {
-  const float id = d != 0.0f ? 1.0f / d : 0.0f;
-  double sse = 0;
-  for (int i = 0; i < kQuantBlock; ++i) {
-    codes[i] = static_cast<uint8_t>(std::clamp(static_cast<int>(std::floor(v[i] * id + 8.5f)), 0, 15));
-    const double e = v[i] - static_cast<double>(d) * (codes[i] - 8);
-    sse += w[i] * e * e;
+// Q4_0 level of x for scale d (inverse id): clamp(floor(x / d + 8.5), 0, 15) - 8. Truncated,
+// then clamped as an integer, which is the same (truncation and floor differ only below 0,
+// where both clamp to 0) and, unlike float clamps, lets GCC vectorize the search below. The
+// caller keeps |x / d| small (d >= max|x| / 64), so the conversion cannot overflow.
+inline float q4_0_level(float x, float id) {
+  int k = static_cast<int>(x * id + 8.5f);
+  k = k < 0 ? 0 : k;
+  k = k > 15 ? 15 : k;
+  return static_cast<float>(k - 8);
+}
+
+// The candidate scales Q4_0's search tries per block, a multiple of 16 (the vector lanes).
+constexpr int kQ4Candidates = 48;
+
+// What each candidate scale d[c] leaves: the weighted squared error of the codes it gives, and
+// the two sums of its least-squares scale for those codes (sum w x q / sum w q^2). The inner
+// loop runs over candidates, each with its own sums: it vectorizes without reassociating any
+// sum (the search evaluates 96 scales per block: this is the quantizer's whole cost).
+void q4_0_fits(const float* v, const float* w, const float* __restrict d, float* __restrict sse,
+               float* __restrict xq, float* __restrict qq) {
+  float id[kQ4Candidates];
+  for (int c = 0; c < kQ4Candidates; ++c) {
+    id[c] = d[c] != 0.0f ? 1.0f / d[c] : 0.0f;
+    sse[c] = xq[c] = qq[c] = 0.0f;
   }
-  return sse;
+  for (int i = 0; i < kQuantBlock; ++i) {
+    const float x = v[i], wi = w[i];
+    for (int c = 0; c < kQ4Candidates; ++c) {
+      const float q = q4_0_level(x, id[c]);
+      const float e = x - d[c] * q;
+      sse[c] += wi * e * e;
+      xq[c] += wi * x * q;
+      qq[c] += wi * q * q;
+    }
+  }
 }
 
 // llama.cpp's rule maps the element of largest magnitude m to -8 (d = m / -8). Sixteen levels
@@ -67,30 +91,37 @@ void quantize_block_q4_0(const float* v, const float* w, uint8_t* block) {
       amax = std::fabs(v[i]);
       m = v[i];
     }
-  uint8_t codes[kQuantBlock], best_codes[kQuantBlock];
-  // The scale as stored (fp16) is the one the codes must be computed for.
-  float best_d = float_from_fp16(fp16_from_float(m / -8.0f));
-  double best = q4_0_codes(v, w, best_d, best_codes);
-  const auto consider = [&](float d) {
-    d = float_from_fp16(fp16_from_float(d));
-    const double sse = q4_0_codes(v, w, d, codes);
-    if (sse < best) {
-      best = sse;
-      best_d = d;
-      std::copy(codes, codes + kQuantBlock, best_codes);
-    }
-  };
+  // Candidates as stored (fp16): the scale the codes must be computed for. The first is the
+  // rule; unused slots, and scales below amax / 64 (or not numbers: a least-squares scale of
+  // degenerate codes), repeat it (a tie never replaces the best).
+  const auto fp16 = [](float d) { return float_from_fp16(fp16_from_float(d)); };
+  const auto usable = [&](float d) { return std::fabs(d) >= amax / 64.0f; };
+  float d[kQ4Candidates], sse[kQ4Candidates], xq[kQ4Candidates], qq[kQ4Candidates];
+  int n = 0;
   for (float level : {-8.0f, 7.0f})
-    for (int j = 0; j <= 20; ++j) {
-      consider(m / level * (1.0f - 0.01f * j));
-      double xq = 0, qq = 0;  // codes of this candidate (in `codes` whether kept or not)
-      for (int i = 0; i < kQuantBlock; ++i) {
-        const int q = codes[i] - 8;
-        xq += static_cast<double>(w[i]) * v[i] * q;
-        qq += static_cast<double>(w[i]) * q * q;
-      }
-      if (qq > 0) consider(static_cast<float>(xq / qq));
+    for (int j = 0; j <= 20; ++j) d[n++] = fp16(m / level * (1.0f - 0.01f * j));  // >= amax / 10
+  while (n < kQ4Candidates) d[n++] = d[0];
+  q4_0_fits(v, w, d, sse, xq, qq);
+  float best_d = d[0], best = sse[0];
+  for (int c = 0; c < kQ4Candidates; ++c)
+    if (sse[c] < best) {
+      best = sse[c];
+      best_d = d[c];
     }
+  // The least-squares scale of each candidate's codes.
+  for (int c = 0; c < kQ4Candidates; ++c) {
+    const float ls = qq[c] > 0.0f ? fp16(xq[c] / qq[c]) : d[0];
+    d[c] = usable(ls) ? ls : d[0];
+  }
+  q4_0_fits(v, w, d, sse, xq, qq);
+  for (int c = 0; c < kQ4Candidates; ++c)
+    if (sse[c] < best) {
+      best = sse[c];
+      best_d = d[c];
+    }
+  uint8_t best_codes[kQuantBlock];
+  const float id = best_d != 0.0f ? 1.0f / best_d : 0.0f;
+  for (int i = 0; i < kQuantBlock; ++i) best_codes[i] = static_cast<uint8_t>(q4_0_level(v[i], id) + 8.0f);
   put_scale(block, best_d);
   uint8_t* q = block + 2;
   for (int i = 0; i < kQuantBlock / 2; ++i)
