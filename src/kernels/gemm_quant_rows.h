@@ -18,6 +18,11 @@ namespace chainlm {
     defined(__AVX512VNNI__)
 #define CHAINLM_QUANT_AVX512 1
 #endif
+// With VBMI too (byte permutes across a whole register): the few-row Q4_0 kernel that takes
+// four blocks per step (gemm_quant.cpp).
+#if defined(CHAINLM_QUANT_AVX512) && defined(__AVX512VBMI__)
+#define CHAINLM_QUANT_AVX512_VBMI 1
+#endif
 
 // Lanes of a block's 8 x sum(q) (below): one AVX2 register of int32.
 constexpr int kSumLanes = 8;
@@ -33,9 +38,16 @@ struct QuantizedRows {
   const float* d;
   const int32_t* sum8;
   int nb;
+  // Optional, for gemm_quant.cpp's 4-block Q4_0 kernel (AVX-512 VBMI): the same values in its
+  // lane order. Per group of 4 blocks, 128 bytes: the first 16 values of blocks 0..3, then their
+  // last 16; and 16 int32 sums, lane 4j holding block j's 8 x sum(q), the others 0.
+  const int8_t* q4 = nullptr;
+  const int32_t* sum4 = nullptr;
   const int8_t* q_row(int m) const { return q + (size_t)m * nb * kQuantBlock; }
   const float* d_row(int m) const { return d + (size_t)m * nb; }
   const int32_t* sum8_row(int m) const { return sum8 + (size_t)m * nb * kSumLanes; }
+  const int8_t* q4_row(int m) const { return q4 + (size_t)m * (nb / 4) * 128; }
+  const int32_t* sum4_row(int m) const { return sum4 + (size_t)m * (nb / 4) * 16; }
 };
 
 // A weight block's fp16 scale as a float: F16C's one instruction where the build has it (exact,
