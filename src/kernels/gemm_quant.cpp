@@ -145,29 +145,44 @@ constexpr auto kQ4NibbleIndex = [] {
 }();
 constexpr std::array<uint16_t, 32> kQ4ScaleIndex = {0, 9, 18, 27};  // byte offsets 0, 18, 36, 54
 
-template <int R>
-void four_blocks_at_a_time(const uint8_t* w, int groups, const QuantizedRows& a, int m, __m512* acc) {
+// The kernels' constants, and their two steps: a group of four weight blocks unpacked, and one
+// row of activations' products with it added to an accumulator.
+struct FourBlocks {
   const __m512i nibble_index = _mm512_loadu_si512(kQ4NibbleIndex.data());
   const __m512i scale_index = _mm512_loadu_si512(kQ4ScaleIndex.data());
   const __m512i lane_block = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
   const __m512i low4 = _mm512_set1_epi8(0x0f);
-  for (int g = 0; g < groups; ++g) {
-    const uint8_t* wg = w + 72 * g;
+
+  void unpack(const uint8_t* wg, __m512i& lo, __m512i& hi, __m128& dw) const {
     __builtin_prefetch(wg + 4 * 72, 0, 3);
     // Bytes 64..71 only: a masked load cannot touch the bytes after the row.
     const __m512i x0 = _mm512_loadu_si512(wg), x1 = _mm512_maskz_loadu_epi8(0xFF, wg + 64);
     const __m512i nibbles = _mm512_permutex2var_epi8(x0, nibble_index, x1);
-    const __m512i lo = _mm512_and_si512(nibbles, low4);
-    const __m512i hi = _mm512_and_si512(_mm512_srli_epi16(nibbles, 4), low4);
-    const __m128 dw = _mm_cvtph_ps(_mm512_castsi512_si128(_mm512_permutexvar_epi16(scale_index, x0)));
+    lo = _mm512_and_si512(nibbles, low4);
+    hi = _mm512_and_si512(_mm512_srli_epi16(nibbles, 4), low4);
+    dw = _mm_cvtph_ps(_mm512_castsi512_si128(_mm512_permutexvar_epi16(scale_index, x0)));
+  }
+  // acc + (lo . qlo + hi . qhi - sums) x (dw da), each block's lanes by its own scale.
+  __m512 add(__m512i lo, __m512i hi, __m128 dw, __m512i qlo, __m512i qhi, __m512i sums, __m128 da,
+             __m512 acc) const {
+    __m512i dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), lo, qlo);
+    dot = _mm512_sub_epi32(_mm512_dpbusd_epi32(dot, hi, qhi), sums);
+    const __m512 scale = _mm512_permutexvar_ps(lane_block, _mm512_castps128_ps512(_mm_mul_ps(dw, da)));
+    return _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), scale, acc);
+  }
+};
+
+template <int R>
+void four_blocks_at_a_time(const uint8_t* w, int groups, const QuantizedRows& a, int m, __m512* acc) {
+  const FourBlocks k;
+  for (int g = 0; g < groups; ++g) {
+    __m512i lo, hi;
+    __m128 dw;
+    k.unpack(w + 72 * g, lo, hi, dw);
     for (int r = 0; r < R; ++r) {
       const int8_t* qa = a.q4_row(m + r) + 128 * g;
-      __m512i dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), lo, _mm512_loadu_si512(qa));
-      dot = _mm512_dpbusd_epi32(dot, hi, _mm512_loadu_si512(qa + 64));
-      dot = _mm512_sub_epi32(dot, _mm512_loadu_si512(a.sum4_row(m + r) + 16 * g));
-      const __m128 s = _mm_mul_ps(dw, _mm_loadu_ps(a.d_row(m + r) + 4 * g));
-      const __m512 scale = _mm512_permutexvar_ps(lane_block, _mm512_castps128_ps512(s));
-      acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), scale, acc[r]);
+      acc[r] = k.add(lo, hi, dw, _mm512_loadu_si512(qa), _mm512_loadu_si512(qa + 64),
+                     _mm512_loadu_si512(a.sum4_row(m + r) + 16 * g), _mm_loadu_ps(a.d_row(m + r) + 4 * g), acc[r]);
     }
   }
 }
@@ -178,10 +193,7 @@ void four_blocks_at_a_time(const uint8_t* w, int groups, const QuantizedRows& a,
 // the two halves of that, then (x0 + x2) + (x1 + x3)) through one 4 x 4 transpose. The same
 // bits as dot_rows<kQ4_0, 1, kWidest> row by row; several times less reduction work per row.
 void four_weight_rows(const uint8_t* w, size_t b_row, int groups, const QuantizedRows& a, float* out) {
-  const __m512i nibble_index = _mm512_loadu_si512(kQ4NibbleIndex.data());
-  const __m512i scale_index = _mm512_loadu_si512(kQ4ScaleIndex.data());
-  const __m512i lane_block = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
-  const __m512i low4 = _mm512_set1_epi8(0x0f);
+  const FourBlocks k;
   const int8_t* q4 = a.q4_row(0);
   const int32_t* sum4 = a.sum4_row(0);
   const float* ad = a.d_row(0);
@@ -192,18 +204,10 @@ void four_weight_rows(const uint8_t* w, size_t b_row, int groups, const Quantize
     const __m512i sums = _mm512_loadu_si512(sum4 + 16 * g);
     const __m128 da = _mm_loadu_ps(ad + 4 * g);
     for (int j = 0; j < 4; ++j) {
-      const uint8_t* wg = w + j * b_row + 72 * g;
-      __builtin_prefetch(wg + 4 * 72, 0, 3);
-      const __m512i x0 = _mm512_loadu_si512(wg), x1 = _mm512_maskz_loadu_epi8(0xFF, wg + 64);
-      const __m512i nibbles = _mm512_permutex2var_epi8(x0, nibble_index, x1);
-      const __m512i lo = _mm512_and_si512(nibbles, low4);
-      const __m512i hi = _mm512_and_si512(_mm512_srli_epi16(nibbles, 4), low4);
-      const __m128 dw = _mm_cvtph_ps(_mm512_castsi512_si128(_mm512_permutexvar_epi16(scale_index, x0)));
-      __m512i dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), lo, qlo);
-      dot = _mm512_dpbusd_epi32(dot, hi, qhi);
-      dot = _mm512_sub_epi32(dot, sums);
-      const __m512 scale = _mm512_permutexvar_ps(lane_block, _mm512_castps128_ps512(_mm_mul_ps(dw, da)));
-      acc[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), scale, acc[j]);
+      __m512i lo, hi;
+      __m128 dw;
+      k.unpack(w + j * b_row + 72 * g, lo, hi, dw);
+      acc[j] = k.add(lo, hi, dw, qlo, qhi, sums, da, acc[j]);
     }
   }
   __m128 t[4];
