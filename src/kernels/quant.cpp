@@ -103,22 +103,21 @@ void quantize_block_q4_0(const float* v, const float* w, uint8_t* block) {
   while (n < kQ4Candidates) d[n++] = d[0];
   q4_0_fits(v, w, d, sse, xq, qq);
   float best_d = d[0], best = sse[0];
-  for (int c = 0; c < kQ4Candidates; ++c)
-    if (sse[c] < best) {
-      best = sse[c];
-      best_d = d[c];
-    }
+  const auto keep_best = [&] {  // among the candidates in d, their errors in sse
+    for (int c = 0; c < kQ4Candidates; ++c)
+      if (sse[c] < best) {
+        best = sse[c];
+        best_d = d[c];
+      }
+  };
+  keep_best();
   // The least-squares scale of each candidate's codes.
   for (int c = 0; c < kQ4Candidates; ++c) {
     const float ls = qq[c] > 0.0f ? fp16(xq[c] / qq[c]) : d[0];
     d[c] = usable(ls) ? ls : d[0];
   }
   q4_0_fits(v, w, d, sse, xq, qq);
-  for (int c = 0; c < kQ4Candidates; ++c)
-    if (sse[c] < best) {
-      best = sse[c];
-      best_d = d[c];
-    }
+  keep_best();
   uint8_t best_codes[kQuantBlock];
   const float id = best_d != 0.0f ? 1.0f / best_d : 0.0f;
   for (int i = 0; i < kQuantBlock; ++i) best_codes[i] = static_cast<uint8_t>(q4_0_level(v[i], id) + 8.0f);
