@@ -22,11 +22,42 @@ namespace {
 #endif
 
 #if !CHAINLM_FEW_ROWS_AVX2
+#if defined(__AVX512F__)
+// R rows of A against one weight row w: 16-float blocks, the even ones into acc0 and the odd
+// ones into acc1, the masked tail into acc0, then the fixed horizontal sum of acc0 + acc1: the
+// same order for every R, which keeps decoding batches bit-invariant. The row is fetched into
+// L1 four rows ahead (`ahead`; it was L2, eight rows ahead). Kept out of line: called once per
+// weight row, it measured 1.3-1.4x faster at 4 rows and 1.2x at 8 than the same loop inlined
+// into the loop over weight rows (40 matrices 1408x512 streamed from memory, 1 thread;
+// bench/RESULTS.md), and no slower at 1 or 2 rows.
+template <int R>
+[[gnu::noinline]] void dot_weight_row(int K, const float* A, int lda, const float* w, const float* ahead,
+                                      float* sum) {
+  __m512 acc0[R], acc1[R];
+  for (int r = 0; r < R; ++r) acc0[r] = acc1[r] = _mm512_setzero_ps();
+  int k = 0;
+  for (; k + 32 <= K; k += 32) {
+    _mm_prefetch(reinterpret_cast<const char*>(ahead + k), _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(ahead + k + 16), _MM_HINT_T0);
+    const __m512 w0 = _mm512_loadu_ps(w + k), w1 = _mm512_loadu_ps(w + k + 16);
+    for (int r = 0; r < R; ++r) {
+      const float* a = A + (long)r * lda + k;
+      acc0[r] = _mm512_fmadd_ps(w0, _mm512_loadu_ps(a), acc0[r]);
+      acc1[r] = _mm512_fmadd_ps(w1, _mm512_loadu_ps(a + 16), acc1[r]);
+    }
+  }
+  for (; k < K; k += 16) {
+    const __mmask16 mk = static_cast<__mmask16>(K - k >= 16 ? 0xFFFF : (1u << (K - k)) - 1);
+    const __m512 wv = _mm512_maskz_loadu_ps(mk, w + k);
+    for (int r = 0; r < R; ++r)
+      acc0[r] = _mm512_fmadd_ps(wv, _mm512_maskz_loadu_ps(mk, A + (long)r * lda + k), acc0[r]);
+  }
+  for (int r = 0; r < R; ++r) sum[r] = _mm512_reduce_add_ps(_mm512_add_ps(acc0[r], acc1[r]));
+}
+#endif
+
 // C[m, n] = A[m, :K] . B[n, :K] (+ beta C[m, n]) for M <= kMaxDecodeRows rows and n in [n0, n1): every
-// row of B (a weight row) is read once for all M rows of A, which stay in L1. Measured on
-// 1408x512 weights streamed from memory: M = 4 as fast as sgemv's one row, given the software
-// prefetch into L2 a few rows ahead (without it, 1.4x slower); two accumulator sets halve the
-// FMA latency chains.
+// row of B (a weight row) is read from memory once for all M rows of A, which stay in L1.
 template <int M>
 void few_rows_nt(int n0, int n1, int K, const float* A, int lda, const float* B, int ldb, float* C,
                  int ldc, float beta) {
@@ -34,28 +65,7 @@ void few_rows_nt(int n0, int n1, int K, const float* A, int lda, const float* B,
     const float* w = B + (long)n * ldb;
     float sum[M];
 #if defined(__AVX512F__)
-    const float* ahead = w + 8L * ldb;  // prefetching past the end of B is harmless
-    __m512 acc0[M], acc1[M];
-    for (int m = 0; m < M; ++m) acc0[m] = acc1[m] = _mm512_setzero_ps();
-    int k = 0;
-    for (; k + 32 <= K; k += 32) {
-      _mm_prefetch(reinterpret_cast<const char*>(ahead + k), _MM_HINT_T1);
-      _mm_prefetch(reinterpret_cast<const char*>(ahead + k + 16), _MM_HINT_T1);
-      const __m512 w0 = _mm512_loadu_ps(w + k), w1 = _mm512_loadu_ps(w + k + 16);
-      for (int m = 0; m < M; ++m) {
-        const float* a = A + (long)m * lda + k;
-        acc0[m] = _mm512_fmadd_ps(w0, _mm512_loadu_ps(a), acc0[m]);
-        acc1[m] = _mm512_fmadd_ps(w1, _mm512_loadu_ps(a + 16), acc1[m]);
-      }
-    }
-    for (; k < K; k += 16) {
-      const __mmask16 mk = static_cast<__mmask16>(K - k >= 16 ? 0xFFFF : (1u << (K - k)) - 1);
-      _mm_prefetch(reinterpret_cast<const char*>(ahead + k), _MM_HINT_T1);
-      const __m512 wv = _mm512_maskz_loadu_ps(mk, w + k);
-      for (int m = 0; m < M; ++m)
-        acc0[m] = _mm512_fmadd_ps(wv, _mm512_maskz_loadu_ps(mk, A + (long)m * lda + k), acc0[m]);
-    }
-    for (int m = 0; m < M; ++m) sum[m] = _mm512_reduce_add_ps(_mm512_add_ps(acc0[m], acc1[m]));
+    dot_weight_row<M>(K, A, lda, w, w + 4L * ldb, sum);  // prefetching past B's end is harmless
 #else
     for (int m = 0; m < M; ++m) {
       float acc = 0.0f;
