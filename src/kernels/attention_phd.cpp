@@ -169,48 +169,76 @@ void phd_forward_tile(const AttentionShape& s, int b, int h, int i0, int nq, con
 // Up to this many query rows (decoding: the K copies of one position) go row by row.
 constexpr int kPhdFewRows = 8;
 
-// Query rows [i0, i0 + nq) of head h one at a time, reading the key rows in place.
+// Query rows [i0, i0 + nq) of head h, reading the key rows in place. Rows that attend the same
+// originals (the copies of one position) go through them together, four at most, so that each
+// original key and value row is read once for all of them; their hidden tokens (a window each)
+// go row by row. Every row gets the bits it would get alone.
 void phd_forward_rows(const AttentionShape& s, int b, int h, int i0, int nq, const float* q,
                       const PhdRowKeys* rk, const PhdKeySource& src, float* o, float* lse) {
+  constexpr int kGroup = 4;
   const int hd = s.head_dim, ldh = round16(hd);
   const long Tq = s.q_len;
   const float c = s.scale * kLog2e;
-  for (int i = 0; i < nq; ++i) {
-    const PhdRowKeys& r = rk[i];
-    const float* qrow = q + (b * Tq + i0 + i) * s.q_stride + static_cast<long>(h) * hd;
-    float* orow = o + (b * Tq + i0 + i) * s.o_stride + static_cast<long>(h) * hd;
-    float& row_lse = lse[(static_cast<long>(b) * s.n_heads + h) * Tq + i0 + i];
-    const long no = r.oend, nh = r.hidden ? r.hhi - r.hlo : 0;
-    float* acc = thread_scratch(2 * ldh + round16(static_cast<int>(no + nh)) + 16);
-    float* acc_h = acc + ldh;
-    float* sc = acc_h + ldh;  // scores: originals, then hidden tokens
-    float mx = kNegInf;
+  for (int g0 = 0; g0 < nq;) {
+    const long no = rk[g0].oend;
+    int ng = 1;
+    while (ng < kGroup && g0 + ng < nq && rk[g0 + ng].oend == no) ++ng;
+    long nh_max = 0;
+    for (int r = 0; r < ng; ++r) nh_max = std::max<long>(nh_max, rk[g0 + r].hidden ? rk[g0 + r].hhi - rk[g0 + r].hlo : 0);
+    const size_t per_row = 2 * static_cast<size_t>(ldh) + round16(static_cast<int>(no + nh_max)) + 16;
+    float* scratch = thread_scratch(ng * per_row);
+    const float* qrows[kGroup];
+    float *acc[kGroup], *sc[kGroup], mx[kGroup];
+    for (int r = 0; r < ng; ++r) {
+      qrows[r] = q + (b * Tq + i0 + g0 + r) * s.q_stride + static_cast<long>(h) * hd;
+      acc[r] = scratch + r * per_row;
+      sc[r] = acc[r] + 2 * ldh;  // scores: originals, then hidden tokens
+      mx[r] = kNegInf;
+    }
+    float* out16[kGroup];
     for (long j = 0; j < no; j += 16) {
-      const int nk = static_cast<int>(std::min<long>(16, no - j));
-      mx = std::max(mx, row_scores16(qrow, src.k + j * src.o_stride, src.o_stride, nk, hd,
-                                     static_cast<uint32_t>(low_bits(nk)), sc + j));
+      for (int r = 0; r < ng; ++r) out16[r] = sc[r] + j;
+      rows_scores16(qrows, ng, src.k + j * src.o_stride, src.o_stride, static_cast<int>(std::min<long>(16, no - j)),
+                    hd, out16, mx);
     }
-    for (long j = 0; j < nh; ++j) {
-      sc[no + j] = dot(qrow, src.hk + src.hidden_row(r.hlo + j) * src.h_stride, hd);
-      mx = std::max(mx, sc[no + j]);
+    float sum[kGroup], m2[kGroup];
+    for (int r = 0; r < ng; ++r) {
+      const PhdRowKeys& rr = rk[g0 + r];
+      const long nh = rr.hidden ? rr.hhi - rr.hlo : 0;
+      for (long j = 0; j < nh; ++j) {
+        sc[r][no + j] = dot(qrows[r], src.hk + src.hidden_row(rr.hlo + j) * src.h_stride, hd);
+        mx[r] = std::max(mx[r], sc[r][no + j]);
+      }
+      m2[r] = mx[r] * c;
+      sum[r] = mx[r] == kNegInf ? 0.0f : row_probabilities(sc[r], no + nh, c, m2[r]);
     }
-    if (mx == kNegInf) {
-      std::fill(orow, orow + hd, 0.0f);
-      row_lse = kNegInf;
-      continue;
+    // A row that attends nothing has all-zero weights here (its scores were never turned into
+    // probabilities): the joint sum gives it zeros, and it is finished as empty below.
+    for (int r = 0; r < ng; ++r)
+      if (mx[r] == kNegInf) std::fill(sc[r], sc[r] + no, 0.0f);
+    rows_weighted_sum(sc, ng, no, src.v, src.o_stride, hd, acc);
+    for (int r = 0; r < ng; ++r) {
+      const PhdRowKeys& rr = rk[g0 + r];
+      const long nh = rr.hidden ? rr.hhi - rr.hlo : 0;
+      float* orow = o + (b * Tq + i0 + g0 + r) * s.o_stride + static_cast<long>(h) * hd;
+      float& row_lse = lse[(static_cast<long>(b) * s.n_heads + h) * Tq + i0 + g0 + r];
+      if (mx[r] == kNegInf) {
+        std::fill(orow, orow + hd, 0.0f);
+        row_lse = kNegInf;
+        continue;
+      }
+      float* acc_h = acc[r] + ldh;
+      std::fill(acc_h, acc_h + hd, 0.0f);
+      for (long j = 0; j < nh; ++j) {
+        const float p = sc[r][no + j];
+        const float* vrow = src.hv + src.hidden_row(rr.hlo + j) * src.h_stride;
+        for (int d = 0; d < hd; ++d) acc_h[d] += p * vrow[d];
+      }
+      const float inv = 1.0f / sum[r];
+      for (int d = 0; d < hd; ++d) orow[d] = (acc[r][d] + acc_h[d]) * inv;
+      row_lse = (m2[r] + std::log2(sum[r])) * kLn2;
     }
-    const float m2 = mx * c;
-    const float sum = row_probabilities(sc, no + nh, c, m2);
-    row_weighted_sum(sc, no, src.v, src.o_stride, hd, acc);
-    std::fill(acc_h, acc_h + hd, 0.0f);
-    for (long j = 0; j < nh; ++j) {
-      const float p = sc[no + j];
-      const float* vrow = src.hv + src.hidden_row(r.hlo + j) * src.h_stride;
-      for (int d = 0; d < hd; ++d) acc_h[d] += p * vrow[d];
-    }
-    const float inv = 1.0f / sum;
-    for (int d = 0; d < hd; ++d) orow[d] = (acc[d] + acc_h[d]) * inv;
-    row_lse = (m2 + std::log2(sum)) * kLn2;
+    g0 += ng;
   }
 }
 

@@ -129,6 +129,15 @@ float row_probabilities(float* sc, long n, float c, float m2);
 // out[0..hd) = sum_j p[j] * v_j over rows v_j = vg + j*stride, j < n.
 template <typename T>
 void row_weighted_sum(const float* p, long n, const T* vg, long stride, int hd, float* out);
+// The same for nq query rows that attend the same keys (a PHD position's copies), each key and
+// value row read once for all of them: every row's scores and sums come out bit for bit as the
+// one-row functions give them (every key allowed; mx[r] is raised to row r's maximum). Up to
+// four rows at once on AVX-512; elsewhere, and past four, row by row.
+template <typename T>
+void rows_scores16(const float* const* q, int nq, const T* kg, long stride, int n, int hd, float* const* out,
+                   float* mx);
+template <typename T>
+void rows_weighted_sum(const float* const* p, int nq, long n, const T* vg, long stride, int hd, float* const* out);
 
 // ---- Steps of the passes (attention_steps.cpp) ----
 

@@ -1,0 +1,100 @@
+// The row primitives for several query rows that attend the same keys (a PHD position's
+// copies, attention_rows.cpp): each row's scores, maximum and weighted sum must be the very
+// bits the one-row primitives give it, whatever the number of rows beside it, so that a PHD
+// decoding step's copies do not depend on being computed together.
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <limits>
+#include <vector>
+
+#include "gradcheck.h"
+#include "kernels/attention_tiles.h"
+#include "kernels/quant.h"
+
+namespace chainlm::attn {
+namespace {
+
+using test::random_vector;
+
+template <typename T>
+std::vector<T> as_keys(const std::vector<float>& x);
+template <>
+std::vector<float> as_keys(const std::vector<float>& x) {
+  return x;
+}
+template <>
+std::vector<uint16_t> as_keys(const std::vector<float>& x) {
+  std::vector<uint16_t> h(x.size());
+  for (size_t i = 0; i < x.size(); ++i) h[i] = fp16_from_float(x[i]);
+  return h;
+}
+
+template <typename T>
+void expect_rows_equal_row_by_row() {
+  constexpr int kRows = 6;  // past the four the AVX-512 path takes at once
+  for (int hd : {64, 48, 80, 128}) {
+    const long stride = hd * 3 + 5;
+    for (int n : {16, 7, 1}) {
+      const auto keys = as_keys<T>(random_vector((size_t)(32 + 12) * stride, 11 + hd + n));
+      const auto vals = as_keys<T>(random_vector((size_t)(n + 12) * stride, 12 + hd + n));
+      const auto qs = random_vector((size_t)kRows * hd, 13 + hd);
+      for (int nq = 1; nq <= kRows; ++nq) {
+        SCOPED_TRACE(::testing::Message() << "hd " << hd << " keys " << n << " rows " << nq);
+        std::vector<const float*> q(nq);
+        std::vector<float> out((size_t)nq * 16, 7.0f), mx(nq, -1.0f), alone(16);
+        std::vector<float*> outs(nq);
+        for (int r = 0; r < nq; ++r) q[r] = qs.data() + (size_t)r * hd, outs[r] = out.data() + (size_t)r * 16;
+        rows_scores16(q.data(), nq, keys.data(), stride, n, hd, outs.data(), mx.data());
+        for (int r = 0; r < nq; ++r) {
+          const float m = row_scores16(q[r], keys.data(), stride, n, hd, 0xFFFFu, alone.data());
+          ASSERT_EQ(std::memcmp(outs[r], alone.data(), 16 * sizeof(float)), 0) << "scores of row " << r;
+          ASSERT_EQ(mx[r], std::max(-1.0f, m)) << "maximum of row " << r;
+        }
+        // Weights with zeros (keys a row does not attend) and rows of different weights.
+        std::vector<float> p((size_t)nq * n);
+        for (size_t i = 0; i < p.size(); ++i) p[i] = i % 5 == 2 ? 0.0f : 0.1f + 0.05f * (float)(i % 7);
+        std::vector<const float*> pr(nq);
+        std::vector<float> sums((size_t)nq * hd, 3.0f), one(hd);
+        std::vector<float*> so(nq);
+        for (int r = 0; r < nq; ++r) pr[r] = p.data() + (size_t)r * n, so[r] = sums.data() + (size_t)r * hd;
+        rows_weighted_sum(pr.data(), nq, n, vals.data(), stride, hd, so.data());
+        for (int r = 0; r < nq; ++r) {
+          row_weighted_sum(pr[r], n, vals.data(), stride, hd, one.data());
+          ASSERT_EQ(std::memcmp(so[r], one.data(), hd * sizeof(float)), 0) << "weighted sum of row " << r;
+        }
+      }
+    }
+  }
+}
+
+TEST(AttentionRows, SeveralRowsGiveEachRowItsOwnBitsFp32) { expect_rows_equal_row_by_row<float>(); }
+TEST(AttentionRows, SeveralRowsGiveEachRowItsOwnBitsHalves) { expect_rows_equal_row_by_row<uint16_t>(); }
+
+// Not a bit comparison against the code under test: the scores against a plain double sum.
+TEST(AttentionRows, ScoresMatchPlainDotProducts) {
+  const int hd = 80, n = 13;
+  const long stride = hd + 3;
+  const auto keys = random_vector((size_t)(32 + 12) * stride, 21);
+  const auto qs = random_vector((size_t)3 * hd, 22);
+  const float* q[3] = {qs.data(), qs.data() + hd, qs.data() + 2 * hd};
+  std::vector<float> out(48);
+  float* outs[3] = {out.data(), out.data() + 16, out.data() + 32};
+  float mx[3] = {-std::numeric_limits<float>::infinity(), -std::numeric_limits<float>::infinity(),
+                 -std::numeric_limits<float>::infinity()};
+  rows_scores16(q, 3, keys.data(), stride, n, hd, outs, mx);
+  for (int r = 0; r < 3; ++r)
+    for (int j = 0; j < 16; ++j) {
+      if (j >= n) {
+        EXPECT_EQ(outs[r][j], -std::numeric_limits<float>::infinity());
+        continue;
+      }
+      double ref = 0.0;
+      for (int d = 0; d < hd; ++d) ref += (double)q[r][d] * keys[(size_t)j * stride + d];
+      EXPECT_NEAR(outs[r][j], ref, 1e-5 * (1.0 + std::abs(ref)));
+      EXPECT_GE(mx[r], outs[r][j]);
+    }
+}
+
+}  // namespace
+}  // namespace chainlm::attn
