@@ -30,10 +30,10 @@ void parallel_for(long n, long work, F&& body, long min_work = kParallelMinWork)
 }
 
 // Runs f(n0, n1) over [0, N) cut into equal ranges, one per thread, or as f(0, N) on the calling
-// thread when `work` (in floats) is below kParallelMinWork (the few-row GEMM kernels).
+// thread when `work` (in floats) is below min_work (the few-row GEMM kernels).
 template <typename F>
-void for_column_ranges(int N, long work, F&& f) {
-  if (!worth_parallel(work)) {
+void for_column_ranges(int N, long work, F&& f, long min_work = kParallelMinWork) {
+  if (!worth_parallel(work, min_work)) {
     f(0, N);
     return;
   }
