@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <vector>
 
 #include "core/error.h"
@@ -427,8 +428,12 @@ void phd_attention_forward(const AttentionShape& s, const PhdQueryRows& rows, co
   PhdRowKeys* rk = phd_rows_buffer(s.q_len);
   phd_row_keys(s.mask, PhdQueryMap{K, orig_rows, rows.first_position, rows.hidden_from * K},
                s.q_len, keys.orig_len, keys.hidden_first, keys.hidden_first + keys.hidden_len, rk);
+  // for_each_forward_item sizes the work by s.kv_len, which this form leaves unused (0): give it
+  // the keys a row may attend, or a decoding step's heads would never be spread over the threads.
+  AttentionShape ws = s;
+  ws.kv_len = static_cast<int>(std::min<int64_t>(keys.orig_len + keys.hidden_len, std::numeric_limits<int>::max()));
   phd_forward(
-      s, rk,
+      ws, rk,
       [&](int, int h) {
         const long g = static_cast<long>(kv_head(s, h)) * s.head_dim;
         return PhdKeySource{keys.orig_k + g,
