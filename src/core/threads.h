@@ -13,8 +13,10 @@ constexpr long kParallelMinWork = 1L << 15;
 // even enter a parallel region: libgomp ends every region, `if (false)` and one-thread ones
 // included, with a futex system call, and a decoded stories260K token entered 32 of them (a
 // quarter of its time where system calls are slow, as in virtual machines).
+// Inside an active parallel region (a kernel called per item of an outer loop already spread
+// over the threads) it is never worth it: a nested region would get one thread and still cost.
 inline bool worth_parallel(long work, long min_work = kParallelMinWork) {
-  return work >= min_work && omp_get_max_threads() > 1;
+  return work >= min_work && omp_get_max_threads() > 1 && !omp_in_parallel();
 }
 
 // body(i) for i in [0, n): static ranges over the threads when worth_parallel(work, min_work),
