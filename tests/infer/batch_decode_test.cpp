@@ -11,6 +11,7 @@
 #include <memory>
 
 #include "../model/model_variant.h"
+#include "core/threads.h"
 #include "kernels/gemm.h"
 
 namespace chainlm {
@@ -37,24 +38,24 @@ int chains_at(int s, int t, int n) { return 1 + (s * 5 + t * 3 + t / 2) % n; }
 // `sequences` sessions with prompts of different lengths decode `steps` tokens batched, and
 // the same sessions alone; every step's logits must be equal bit for bit.
 void expect_batch_equals_alone(const Model& model, int sequences, int steps,
-                               KvCacheType kv_cache = KvCacheType::Auto) {
+                               KvCacheType kv_cache = KvCacheType::Auto, int prompt = 3) {
   const ModelConfig& c = model.config();
   const int V = c.vocab_size, n = c.n_chains();
   std::vector<std::unique_ptr<InferenceSession>> batched, alone;
   std::vector<std::vector<int>> tokens;
   for (int s = 0; s < sequences; ++s) {
-    tokens.push_back(random_tokens(3 + 2 * s + steps, V, 100 + s));
-    const std::vector<int> prompt(tokens[s].begin(), tokens[s].begin() + 3 + 2 * s);
+    tokens.push_back(random_tokens(prompt + 2 * s + steps, V, 100 + s));
+    const std::vector<int> first(tokens[s].begin(), tokens[s].begin() + prompt + 2 * s);
     for (auto* set : {&batched, &alone}) {
       set->push_back(std::make_unique<InferenceSession>(model, 512, kv_cache));
-      set->back()->prefill(prompt, chains_at(s, 0, n));
+      set->back()->prefill(first, chains_at(s, 0, n));
     }
   }
   BatchDecoder decoder(model);
   for (int t = 1; t <= steps; ++t) {
     std::vector<DecodeRow> rows;
     for (int s = 0; s < sequences; ++s)
-      rows.push_back({batched[s].get(), tokens[s][2 + 2 * s + t], chains_at(s, t, n)});
+      rows.push_back({batched[s].get(), tokens[s][prompt - 1 + 2 * s + t], chains_at(s, t, n)});
     const std::vector<const float*> got = decoder.step(rows);
     ASSERT_EQ(got.size(), rows.size());
     for (int s = 0; s < sequences; ++s) {
@@ -106,6 +107,27 @@ TEST(BatchDecode, SixteenBitCachesOfFp32Models) {
 TEST(BatchDecode, MoreSequencesThanOnePassTakes) {
   const auto model = make_model(ModelVariant{{1, 2, 1}, true, 2}.config(48), Weights::kFp32);
   expect_batch_equals_alone(*model, kMaxDecodeRows * 2 + 3, 3);
+}
+
+// Enough sequences and keys that the step spreads the sequences' attention over the threads
+// (one parallel region over them; the small cases above stay under the threshold and run it
+// sequence by sequence): still every row's bits as alone, ordinary and PHD models.
+TEST(BatchDecode, SequencesAttendOnSeveralThreadsWithTheSameBits) {
+  const int threads = num_threads();
+  set_num_threads(2);
+  for (const ModelVariant& v : {ModelVariant{{4, 4}}, ModelVariant{{2, 2}, true, 2, false, 2, 4, 8}}) {
+    SCOPED_TRACE(::testing::PrintToString(v));
+    const auto model = make_model(v.config(160), Weights::kFp32);
+    // Keys a step's sequences attend: sum of heads x copies x length x head size must pass
+    // kParallelMinWork for the region to open (core/threads.h).
+    const int sequences = kMaxDecodeRows / v.K;
+    long work = 0;
+    for (int s = 0; s < sequences; ++s)
+      work += (long)model->config().n_heads * v.K * (70 + 2 * s) * (model->config().dim / model->config().n_heads);
+    ASSERT_GE(work, kParallelMinWork) << "the case no longer reaches the threaded path";
+    expect_batch_equals_alone(*model, sequences, 3, KvCacheType::Auto, 70);
+  }
+  set_num_threads(threads);
 }
 
 TEST(BatchDecode, BadRowsAreRefusedNamingWhatIsWrong) {
