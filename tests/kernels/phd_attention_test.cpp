@@ -3,10 +3,12 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <vector>
 
 #include "core/error.h"
+#include "core/threads.h"
 #include "core/rng.h"
 #include "gradcheck.h"
 #include "kernels/attention.h"
@@ -414,6 +416,39 @@ TEST(PhdAttention, SeparateKeyArraysEqualTheRepeatedStream) {
     }
     seed += 10;
   }
+}
+
+// A decoding step's copies over a cache long enough that its heads go to the threads (the
+// separate-keys form sizes the work by the keys it is given): the same bits as on one thread.
+TEST(PhdAttention, DecodingStepGivesTheSameBitsOnTwoThreads) {
+  const int K = 4, W = 16, C = 32, heads = 8, hd = 64, len = 300;
+  AttentionShape s;
+  s.batch = 1;
+  s.q_len = K;  // the K copies of position len - 1
+  s.n_heads = heads;
+  s.head_dim = hd;
+  s.q_stride = s.kv_stride = s.o_stride = heads * hd;
+  s.scale = 1.0f / std::sqrt((float)hd);
+  s.mask = AttentionMask::phd(K, W, C);
+  ASSERT_GE((long)heads * K * len * hd, kParallelMinWork) << "the case no longer reaches the threaded path";
+  const auto ok = random_vector((size_t)len * s.kv_stride, 41), ov = random_vector((size_t)len * s.kv_stride, 42);
+  const int hidden = W + K;  // the ring of hidden tokens the copies may attend
+  const auto hk = random_vector((size_t)hidden * s.kv_stride, 43), hv = random_vector((size_t)hidden * s.kv_stride, 44);
+  const auto q = random_vector((size_t)K * s.q_stride, 45);
+  PhdKeys keys;
+  keys.orig_k = ok.data(), keys.orig_v = ov.data(), keys.orig_len = len;
+  keys.hid_k = hk.data(), keys.hid_v = hv.data();
+  keys.hidden_first = (int64_t)(len - 1) * (K - 1) - W, keys.hidden_len = hidden - 1;
+  const int threads = num_threads();
+  std::vector<float> o1((size_t)K * s.o_stride), l1((size_t)heads * K), o2 = o1, l2 = l1;
+  set_num_threads(1);
+  phd_attention_forward(s, PhdQueryRows{len - 1, len - 1}, keys, q.data(), o1.data(), l1.data());
+  set_num_threads(2);
+  phd_attention_forward(s, PhdQueryRows{len - 1, len - 1}, keys, q.data(), o2.data(), l2.data());
+  set_num_threads(threads);
+  EXPECT_EQ(std::memcmp(o1.data(), o2.data(), o1.size() * sizeof(float)), 0);
+  EXPECT_EQ(std::memcmp(l1.data(), l2.data(), l1.size() * sizeof(float)), 0);
+  for (float x : o1) ASSERT_TRUE(std::isfinite(x));
 }
 
 TEST(PhdAttention, RejectsBadMasksAndRows) {
