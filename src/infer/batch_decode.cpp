@@ -164,7 +164,7 @@ void BatchDecoder::forward(const DecodeRow* seqs, int n) {
     };
     // Several sequences: one parallel region over them (each one's heads then on its thread)
     // rather than a region per sequence, which cost 3-4 us each on the machines measured. An
-    // error (a full context, say) is carried out of the region and thrown on this thread.
+    // exception may not leave an OpenMP region: one is carried out and rethrown here.
     long attend_work = 0;
     for (int s = 0; s < n; ++s) attend_work += (long)R * c.n_heads * (seqs[s].session->length() + 1) * hd;
     if (n > 1 && worth_parallel(attend_work)) {
