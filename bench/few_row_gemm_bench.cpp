@@ -4,7 +4,8 @@
 // bench/RESULTS.md come from two builds of the library (before and after a kernel change) run one
 // after the other. Build (after `make build`):
 //   g++ -O3 -std=c++20 -fopenmp -march=native -Isrc bench/few_row_gemm_bench.cpp -Lbuild \
-//     -Wl,--start-group -lchainlm_kernels -lchainlm_core -Wl,--end-group -ldnnl -lopenblas -o /tmp/frg
+//     -Wl,--start-group -lchainlm_kernels -lchainlm_core -Wl,--end-group -ldnnl -lopenblas -o
+//     /tmp/frg
 // Run: /tmp/frg [threads]
 #include <algorithm>
 #include <cstdio>
@@ -35,7 +36,8 @@ int main(int argc, char** argv) {
       best[r] = std::min(best[r], t.seconds() / 3);
     }
   for (int r = 0; r < 4; ++r)
-    std::printf("rows %d: %.2f ms per pass, %.1f GB/s of weights, %.1f GFLOP/s, %.2fx the time of 1 row\n", rows[r],
-                best[r] * 1e3, W.size() * 4.0 / best[r] / 1e9, 2.0 * rows[r] * W.size() / best[r] / 1e9,
-                best[r] / best[0]);
+    std::printf(
+        "rows %d: %.2f ms per pass, %.1f GB/s of weights, %.1f GFLOP/s, %.2fx the time of 1 row\n",
+        rows[r], best[r] * 1e3, W.size() * 4.0 / best[r] / 1e9,
+        2.0 * rows[r] * W.size() / best[r] / 1e9, best[r] / best[0]);
 }

@@ -166,7 +166,8 @@ void BatchDecoder::forward(const DecodeRow* seqs, int n) {
     // rather than a region per sequence, which cost 3-4 us each on the machines measured. An
     // exception may not leave an OpenMP region: one is carried out and rethrown here.
     long attend_work = 0;
-    for (int s = 0; s < n; ++s) attend_work += (long)R * c.n_heads * (seqs[s].session->length() + 1) * hd;
+    for (int s = 0; s < n; ++s)
+      attend_work += (long)R * c.n_heads * (seqs[s].session->length() + 1) * hd;
     if (n > 1 && worth_parallel(attend_work)) {
       std::exception_ptr error;
 #pragma omp parallel for schedule(dynamic, 1)

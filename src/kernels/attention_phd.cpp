@@ -185,8 +185,10 @@ void phd_forward_rows(const AttentionShape& s, int b, int h, int i0, int nq, con
     int ng = 1;
     while (ng < kGroup && g0 + ng < nq && rk[g0 + ng].oend == no) ++ng;
     long nh_max = 0;
-    for (int r = 0; r < ng; ++r) nh_max = std::max<long>(nh_max, rk[g0 + r].hidden ? rk[g0 + r].hhi - rk[g0 + r].hlo : 0);
-    const size_t per_row = 2 * static_cast<size_t>(ldh) + round16(static_cast<int>(no + nh_max)) + 16;
+    for (int r = 0; r < ng; ++r)
+      nh_max = std::max<long>(nh_max, rk[g0 + r].hidden ? rk[g0 + r].hhi - rk[g0 + r].hlo : 0);
+    const size_t per_row =
+        2 * static_cast<size_t>(ldh) + round16(static_cast<int>(no + nh_max)) + 16;
     float* scratch = thread_scratch(ng * per_row);
     const float* qrows[kGroup];
     float *acc[kGroup], *sc[kGroup], mx[kGroup];
@@ -199,8 +201,8 @@ void phd_forward_rows(const AttentionShape& s, int b, int h, int i0, int nq, con
     float* out16[kGroup];
     for (long j = 0; j < no; j += 16) {
       for (int r = 0; r < ng; ++r) out16[r] = sc[r] + j;
-      rows_scores16(qrows, ng, src.k + j * src.o_stride, src.o_stride, static_cast<int>(std::min<long>(16, no - j)),
-                    hd, out16, mx);
+      rows_scores16(qrows, ng, src.k + j * src.o_stride, src.o_stride,
+                    static_cast<int>(std::min<long>(16, no - j)), hd, out16, mx);
     }
     float sum[kGroup], m2[kGroup];
     for (int r = 0; r < ng; ++r) {
@@ -431,7 +433,8 @@ void phd_attention_forward(const AttentionShape& s, const PhdQueryRows& rows, co
   // for_each_forward_item sizes the work by s.kv_len, which this form leaves unused (0): give it
   // the keys a row may attend, or a decoding step's heads would never be spread over the threads.
   AttentionShape ws = s;
-  ws.kv_len = static_cast<int>(std::min<int64_t>(keys.orig_len + keys.hidden_len, std::numeric_limits<int>::max()));
+  ws.kv_len = static_cast<int>(
+      std::min<int64_t>(keys.orig_len + keys.hidden_len, std::numeric_limits<int>::max()));
   phd_forward(
       ws, rk,
       [&](int, int h) {

@@ -223,8 +223,8 @@ namespace {
 // accumulator, then the same lane tree (pairs of lanes 2 apart, then 1 apart, within each
 // 128-bit lane, then 128-bit lanes 1 apart, then 2 apart). out[q][j] for j < 4.
 template <int Q, typename T>
-[[gnu::always_inline]] inline void four_key_scores(const float* const* q, const T* kg, long stride, int n, int hd, float* const* out,
-                            int j0) {
+[[gnu::always_inline]] inline void four_key_scores(const float* const* q, const T* kg, long stride,
+                                                   int n, int hd, float* const* out, int j0) {
   __m512 acc[4][Q];
 #pragma GCC unroll 4
   for (int j = 0; j < 4; ++j)
@@ -241,18 +241,25 @@ template <int Q, typename T>
       }
   }
   for (int r = 0; r < Q; ++r) {
-    const __m512 t0 = _mm512_add_ps(_mm512_unpacklo_ps(acc[0][r], acc[1][r]), _mm512_unpackhi_ps(acc[0][r], acc[1][r]));
-    const __m512 t1 = _mm512_add_ps(_mm512_unpacklo_ps(acc[2][r], acc[3][r]), _mm512_unpackhi_ps(acc[2][r], acc[3][r]));
-    const __m512 u = _mm512_add_ps(_mm512_shuffle_ps(t0, t1, 0x44), _mm512_shuffle_ps(t0, t1, 0xEE));
-    const __m512 v = _mm512_add_ps(_mm512_shuffle_f32x4(u, u, 0x88), _mm512_shuffle_f32x4(u, u, 0xDD));
+    const __m512 t0 = _mm512_add_ps(_mm512_unpacklo_ps(acc[0][r], acc[1][r]),
+                                    _mm512_unpackhi_ps(acc[0][r], acc[1][r]));
+    const __m512 t1 = _mm512_add_ps(_mm512_unpacklo_ps(acc[2][r], acc[3][r]),
+                                    _mm512_unpackhi_ps(acc[2][r], acc[3][r]));
+    const __m512 u =
+        _mm512_add_ps(_mm512_shuffle_ps(t0, t1, 0x44), _mm512_shuffle_ps(t0, t1, 0xEE));
+    const __m512 v =
+        _mm512_add_ps(_mm512_shuffle_f32x4(u, u, 0x88), _mm512_shuffle_f32x4(u, u, 0xDD));
     _mm_storeu_ps(out[r] + j0, _mm_add_ps(_mm512_castps512_ps128(v), _mm512_extractf32x4_ps(v, 1)));
   }
 }
 
 template <int Q, typename T>
-void rows_scores16_q(const float* const* q, const T* kg, long stride, int n, int hd, float* const* out, float* mx) {
-  for (int j = 0; j < 16; ++j) prefetch_elements(kg + (16 + j) * stride, hd);  // the next call's keys
-  for (int j0 = 0; j0 < 16; j0 += 4) four_key_scores<Q>(q, kg + j0 * stride, stride, std::max(0, std::min(4, n - j0)), hd, out, j0);
+void rows_scores16_q(const float* const* q, const T* kg, long stride, int n, int hd,
+                     float* const* out, float* mx) {
+  for (int j = 0; j < 16; ++j)
+    prefetch_elements(kg + (16 + j) * stride, hd);  // the next call's keys
+  for (int j0 = 0; j0 < 16; j0 += 4)
+    four_key_scores<Q>(q, kg + j0 * stride, stride, std::max(0, std::min(4, n - j0)), hd, out, j0);
   for (int r = 0; r < Q; ++r) {
     float m = mx[r];
     for (int j = 0; j < 16; ++j) {
@@ -264,7 +271,8 @@ void rows_scores16_q(const float* const* q, const T* kg, long stride, int n, int
 }
 
 template <int Q, typename T>
-void rows_weighted_sum_q(const float* const* p, long n, const T* vg, long stride, int hd, float* const* out) {
+void rows_weighted_sum_q(const float* const* p, long n, const T* vg, long stride, int hd,
+                         float* const* out) {
   for (int d0 = 0; d0 < hd; d0 += 64) {
     const int nv = (std::min(64, hd - d0) + 15) / 16;
     const int rem = std::min(64, hd - d0) - 16 * (nv - 1);
@@ -280,7 +288,8 @@ void rows_weighted_sum_q(const float* const* p, long n, const T* vg, long stride
       for (int x = 0; x < 4; ++x)
         if (x < nv) v[x] = load16(vrow + 16 * x, x == nv - 1 ? last : 0xFFFF);
       for (int r = 0; r < Q; ++r) {
-        if (p[r][j] == 0.0f) continue;  // as row_weighted_sum: a zero weight adds nothing, not 0 * v
+        if (p[r][j] == 0.0f)
+          continue;  // as row_weighted_sum: a zero weight adds nothing, not 0 * v
         const __m512 pj = _mm512_set1_ps(p[r][j]);
 #pragma GCC unroll 4
         for (int x = 0; x < 4; ++x)
@@ -290,7 +299,8 @@ void rows_weighted_sum_q(const float* const* p, long n, const T* vg, long stride
     for (int r = 0; r < Q; ++r)
 #pragma GCC unroll 4
       for (int x = 0; x < 4; ++x)
-        if (x < nv) _mm512_mask_storeu_ps(out[r] + d0 + 16 * x, x == nv - 1 ? last : 0xFFFF, acc[r][x]);
+        if (x < nv)
+          _mm512_mask_storeu_ps(out[r] + d0 + 16 * x, x == nv - 1 ? last : 0xFFFF, acc[r][x]);
   }
 }
 
@@ -298,30 +308,42 @@ void rows_weighted_sum_q(const float* const* p, long n, const T* vg, long stride
 #endif
 
 template <typename T>
-void rows_scores16(const float* const* q, int nq, const T* kg, long stride, int n, int hd, float* const* out,
-                   float* mx) {
+void rows_scores16(const float* const* q, int nq, const T* kg, long stride, int n, int hd,
+                   float* const* out, float* mx) {
 #if CHAINLM_ATTENTION_AVX512
   switch (nq) {
-    case 1: return rows_scores16_q<1>(q, kg, stride, n, hd, out, mx);
-    case 2: return rows_scores16_q<2>(q, kg, stride, n, hd, out, mx);
-    case 3: return rows_scores16_q<3>(q, kg, stride, n, hd, out, mx);
-    case 4: return rows_scores16_q<4>(q, kg, stride, n, hd, out, mx);
-    default: break;
+    case 1:
+      return rows_scores16_q<1>(q, kg, stride, n, hd, out, mx);
+    case 2:
+      return rows_scores16_q<2>(q, kg, stride, n, hd, out, mx);
+    case 3:
+      return rows_scores16_q<3>(q, kg, stride, n, hd, out, mx);
+    case 4:
+      return rows_scores16_q<4>(q, kg, stride, n, hd, out, mx);
+    default:
+      break;
   }
 #endif
   const uint32_t all = n >= 16 ? 0xFFFFu : (1u << n) - 1;
-  for (int r = 0; r < nq; ++r) mx[r] = std::max(mx[r], row_scores16(q[r], kg, stride, n, hd, all, out[r]));
+  for (int r = 0; r < nq; ++r)
+    mx[r] = std::max(mx[r], row_scores16(q[r], kg, stride, n, hd, all, out[r]));
 }
 
 template <typename T>
-void rows_weighted_sum(const float* const* p, int nq, long n, const T* vg, long stride, int hd, float* const* out) {
+void rows_weighted_sum(const float* const* p, int nq, long n, const T* vg, long stride, int hd,
+                       float* const* out) {
 #if CHAINLM_ATTENTION_AVX512
   switch (nq) {
-    case 1: return rows_weighted_sum_q<1>(p, n, vg, stride, hd, out);
-    case 2: return rows_weighted_sum_q<2>(p, n, vg, stride, hd, out);
-    case 3: return rows_weighted_sum_q<3>(p, n, vg, stride, hd, out);
-    case 4: return rows_weighted_sum_q<4>(p, n, vg, stride, hd, out);
-    default: break;
+    case 1:
+      return rows_weighted_sum_q<1>(p, n, vg, stride, hd, out);
+    case 2:
+      return rows_weighted_sum_q<2>(p, n, vg, stride, hd, out);
+    case 3:
+      return rows_weighted_sum_q<3>(p, n, vg, stride, hd, out);
+    case 4:
+      return rows_weighted_sum_q<4>(p, n, vg, stride, hd, out);
+    default:
+      break;
   }
 #endif
   for (int r = 0; r < nq; ++r) row_weighted_sum(p[r], n, vg, stride, hd, out[r]);
@@ -331,9 +353,13 @@ template float row_scores16(const float*, const float*, long, int, int, uint32_t
 template float row_scores16(const float*, const uint16_t*, long, int, int, uint32_t, float*);
 template void row_weighted_sum(const float*, long, const float*, long, int, float*);
 template void row_weighted_sum(const float*, long, const uint16_t*, long, int, float*);
-template void rows_scores16(const float* const*, int, const float*, long, int, int, float* const*, float*);
-template void rows_scores16(const float* const*, int, const uint16_t*, long, int, int, float* const*, float*);
-template void rows_weighted_sum(const float* const*, int, long, const float*, long, int, float* const*);
-template void rows_weighted_sum(const float* const*, int, long, const uint16_t*, long, int, float* const*);
+template void rows_scores16(const float* const*, int, const float*, long, int, int, float* const*,
+                            float*);
+template void rows_scores16(const float* const*, int, const uint16_t*, long, int, int,
+                            float* const*, float*);
+template void rows_weighted_sum(const float* const*, int, long, const float*, long, int,
+                                float* const*);
+template void rows_weighted_sum(const float* const*, int, long, const uint16_t*, long, int,
+                                float* const*);
 
 }  // namespace chainlm::attn

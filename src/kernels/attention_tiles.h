@@ -134,10 +134,11 @@ void row_weighted_sum(const float* p, long n, const T* vg, long stride, int hd, 
 // one-row functions give them (every key allowed; mx[r] is raised to row r's maximum). Up to
 // four rows at once on AVX-512; elsewhere, and past four, row by row.
 template <typename T>
-void rows_scores16(const float* const* q, int nq, const T* kg, long stride, int n, int hd, float* const* out,
-                   float* mx);
+void rows_scores16(const float* const* q, int nq, const T* kg, long stride, int n, int hd,
+                   float* const* out, float* mx);
 template <typename T>
-void rows_weighted_sum(const float* const* p, int nq, long n, const T* vg, long stride, int hd, float* const* out);
+void rows_weighted_sum(const float* const* p, int nq, long n, const T* vg, long stride, int hd,
+                       float* const* out);
 
 // ---- Steps of the passes (attention_steps.cpp) ----
 

@@ -31,8 +31,8 @@ namespace {
 // into the loop over weight rows (40 matrices 1408x512 streamed from memory, 1 thread;
 // bench/RESULTS.md), and no slower at 1 or 2 rows.
 template <int R>
-[[gnu::noinline]] void dot_weight_row(int K, const float* A, int lda, const float* w, const float* ahead,
-                                      float* sum) {
+[[gnu::noinline]] void dot_weight_row(int K, const float* A, int lda, const float* w,
+                                      const float* ahead, float* sum) {
   __m512 acc0[R], acc1[R];
   for (int r = 0; r < R; ++r) acc0[r] = acc1[r] = _mm512_setzero_ps();
   int k = 0;
@@ -56,8 +56,8 @@ template <int R>
 }
 #endif
 
-// C[m, n] = A[m, :K] . B[n, :K] (+ beta C[m, n]) for M <= kMaxDecodeRows rows and n in [n0, n1): every
-// row of B (a weight row) is read from memory once for all M rows of A, which stay in L1.
+// C[m, n] = A[m, :K] . B[n, :K] (+ beta C[m, n]) for M <= kMaxDecodeRows rows and n in [n0, n1):
+// every row of B (a weight row) is read from memory once for all M rows of A, which stay in L1.
 template <int M>
 void few_rows_nt(int n0, int n1, int K, const float* A, int lda, const float* B, int ldb, float* C,
                  int ldc, float beta) {

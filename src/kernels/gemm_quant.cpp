@@ -464,12 +464,15 @@ void gemm_nt_quant_impl(int M, int N, int K, const float* A, int lda, QuantType 
   // Threads only from kThreadedBytes of weight bytes x rows: a parallel region costs 3-4 us on
   // the 2-core VMs measured, about what one thread takes for 100-150 KB of quantized weights,
   // so a q4_0 512 x 512 GEMV (147 KB, ~5 us) ran slower split in two.
-  for_column_ranges(N, (long)M * N * (long)b_row, [&](int n0, int n1) {
-    if (type == QuantType::kQ8_0)
-      gemm_columns<QuantType::kQ8_0, P>(n0, n1, M, a, B, b_row, C, ldc, beta);
-    else
-      gemm_columns<QuantType::kQ4_0, P>(n0, n1, M, a, B, b_row, C, ldc, beta);
-  }, kThreadedBytes);
+  for_column_ranges(
+      N, (long)M * N * (long)b_row,
+      [&](int n0, int n1) {
+        if (type == QuantType::kQ8_0)
+          gemm_columns<QuantType::kQ8_0, P>(n0, n1, M, a, B, b_row, C, ldc, beta);
+        else
+          gemm_columns<QuantType::kQ4_0, P>(n0, n1, M, a, B, b_row, C, ldc, beta);
+      },
+      kThreadedBytes);
 }
 
 }  // namespace

@@ -115,7 +115,8 @@ TEST(BatchDecode, MoreSequencesThanOnePassTakes) {
 TEST(BatchDecode, SequencesAttendOnSeveralThreadsWithTheSameBits) {
   const int threads = num_threads();
   set_num_threads(2);
-  for (const ModelVariant& v : {ModelVariant{{4, 4}}, ModelVariant{{2, 2}, true, 2, false, 2, 4, 8}}) {
+  for (const ModelVariant& v :
+       {ModelVariant{{4, 4}}, ModelVariant{{2, 2}, true, 2, false, 2, 4, 8}}) {
     SCOPED_TRACE(::testing::PrintToString(v));
     const auto model = make_model(v.config(160), Weights::kFp32);
     // Keys a step's sequences attend: sum of heads x copies x length x head size must pass
@@ -123,7 +124,8 @@ TEST(BatchDecode, SequencesAttendOnSeveralThreadsWithTheSameBits) {
     const int sequences = kMaxDecodeRows / v.K;
     long work = 0;
     for (int s = 0; s < sequences; ++s)
-      work += (long)model->config().n_heads * v.K * (70 + 2 * s) * (model->config().dim / model->config().n_heads);
+      work += (long)model->config().n_heads * v.K * (70 + 2 * s) *
+              (model->config().dim / model->config().n_heads);
     ASSERT_GE(work, kParallelMinWork) << "the case no longer reaches the threaded path";
     expect_batch_equals_alone(*model, sequences, 3, KvCacheType::Auto, 70);
   }

@@ -44,32 +44,41 @@ void expect_rows_equal_row_by_row() {
         std::vector<const float*> q(nq);
         std::vector<float> out((size_t)nq * 16, 7.0f), mx(nq, -1.0f), alone(16);
         std::vector<float*> outs(nq);
-        for (int r = 0; r < nq; ++r) q[r] = qs.data() + (size_t)r * hd, outs[r] = out.data() + (size_t)r * 16;
+        for (int r = 0; r < nq; ++r)
+          q[r] = qs.data() + (size_t)r * hd, outs[r] = out.data() + (size_t)r * 16;
         rows_scores16(q.data(), nq, keys.data(), stride, n, hd, outs.data(), mx.data());
         for (int r = 0; r < nq; ++r) {
           const float m = row_scores16(q[r], keys.data(), stride, n, hd, 0xFFFFu, alone.data());
-          ASSERT_EQ(std::memcmp(outs[r], alone.data(), 16 * sizeof(float)), 0) << "scores of row " << r;
+          ASSERT_EQ(std::memcmp(outs[r], alone.data(), 16 * sizeof(float)), 0)
+              << "scores of row " << r;
           ASSERT_EQ(mx[r], std::max(-1.0f, m)) << "maximum of row " << r;
         }
         // Weights with zeros (keys a row does not attend) and rows of different weights.
         std::vector<float> p((size_t)nq * n);
-        for (size_t i = 0; i < p.size(); ++i) p[i] = i % 5 == 2 ? 0.0f : 0.1f + 0.05f * (float)(i % 7);
+        for (size_t i = 0; i < p.size(); ++i)
+          p[i] = i % 5 == 2 ? 0.0f : 0.1f + 0.05f * (float)(i % 7);
         std::vector<const float*> pr(nq);
         std::vector<float> sums((size_t)nq * hd, 3.0f), one(hd);
         std::vector<float*> so(nq);
-        for (int r = 0; r < nq; ++r) pr[r] = p.data() + (size_t)r * n, so[r] = sums.data() + (size_t)r * hd;
+        for (int r = 0; r < nq; ++r)
+          pr[r] = p.data() + (size_t)r * n, so[r] = sums.data() + (size_t)r * hd;
         rows_weighted_sum(pr.data(), nq, n, vals.data(), stride, hd, so.data());
         for (int r = 0; r < nq; ++r) {
           row_weighted_sum(pr[r], n, vals.data(), stride, hd, one.data());
-          ASSERT_EQ(std::memcmp(so[r], one.data(), hd * sizeof(float)), 0) << "weighted sum of row " << r;
+          ASSERT_EQ(std::memcmp(so[r], one.data(), hd * sizeof(float)), 0)
+              << "weighted sum of row " << r;
         }
       }
     }
   }
 }
 
-TEST(AttentionRows, SeveralRowsGiveEachRowItsOwnBitsFp32) { expect_rows_equal_row_by_row<float>(); }
-TEST(AttentionRows, SeveralRowsGiveEachRowItsOwnBitsHalves) { expect_rows_equal_row_by_row<uint16_t>(); }
+TEST(AttentionRows, SeveralRowsGiveEachRowItsOwnBitsFp32) {
+  expect_rows_equal_row_by_row<float>();
+}
+TEST(AttentionRows, SeveralRowsGiveEachRowItsOwnBitsHalves) {
+  expect_rows_equal_row_by_row<uint16_t>();
+}
 
 // Not a bit comparison against the code under test: the scores against a plain double sum.
 TEST(AttentionRows, ScoresMatchPlainDotProducts) {

@@ -8,8 +8,8 @@
 #include <vector>
 
 #include "core/error.h"
-#include "core/threads.h"
 #include "core/rng.h"
+#include "core/threads.h"
 #include "gradcheck.h"
 #include "kernels/attention.h"
 
@@ -430,10 +430,13 @@ TEST(PhdAttention, DecodingStepGivesTheSameBitsOnTwoThreads) {
   s.q_stride = s.kv_stride = s.o_stride = heads * hd;
   s.scale = 1.0f / std::sqrt((float)hd);
   s.mask = AttentionMask::phd(K, W, C);
-  ASSERT_GE((long)heads * K * len * hd, kParallelMinWork) << "the case no longer reaches the threaded path";
-  const auto ok = random_vector((size_t)len * s.kv_stride, 41), ov = random_vector((size_t)len * s.kv_stride, 42);
+  ASSERT_GE((long)heads * K * len * hd, kParallelMinWork)
+      << "the case no longer reaches the threaded path";
+  const auto ok = random_vector((size_t)len * s.kv_stride, 41),
+             ov = random_vector((size_t)len * s.kv_stride, 42);
   const int hidden = W + K;  // the ring of hidden tokens the copies may attend
-  const auto hk = random_vector((size_t)hidden * s.kv_stride, 43), hv = random_vector((size_t)hidden * s.kv_stride, 44);
+  const auto hk = random_vector((size_t)hidden * s.kv_stride, 43),
+             hv = random_vector((size_t)hidden * s.kv_stride, 44);
   const auto q = random_vector((size_t)K * s.q_stride, 45);
   PhdKeys keys;
   keys.orig_k = ok.data(), keys.orig_v = ov.data(), keys.orig_len = len;
