@@ -9,6 +9,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <functional>
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <thread>
@@ -85,6 +86,35 @@ std::array<double, 4> scheduler_counters(int port) {
   return out;
 }
 
+
+// `clients` concurrent clients on loopback send requests 0..requests-1 (request_of(i) gives the
+// body) until none is left; the timings of all of them, or the first failure thrown.
+std::vector<Timing> run_clients(int port, int clients, int requests,
+                                const std::function<json(int)>& request_of) {
+  std::atomic<int> next{0};
+  std::mutex m;
+  std::vector<Timing> timings;
+  std::string failure;
+  std::vector<std::thread> threads;
+  for (int t = 0; t < clients; ++t)
+    threads.emplace_back([&] {
+      httplib::Client client("127.0.0.1", port);
+      client.set_read_timeout(600, 0);
+      for (int i; (i = next++) < requests;) {
+        try {
+          const Timing r = stream_one(client, request_of(i));
+          std::lock_guard<std::mutex> lock(m);
+          timings.push_back(r);
+        } catch (const std::exception& e) {
+          std::lock_guard<std::mutex> lock(m);
+          failure = e.what();
+        }
+      }
+    });
+  for (auto& t : threads) t.join();
+  CHAINLM_CHECK(failure.empty(), failure);
+  return timings;
+}
 }  // namespace
 
 void bench_serve(const ServeBenchArgs& a) {
@@ -122,55 +152,18 @@ void bench_serve(const ServeBenchArgs& a) {
       body["chains"] = std::atoi(a.chains.c_str());
     return body;
   };
-  {
-    // Warm-up, untimed: as many requests at once as the highest level sends, so that every
-    // session (a KV cache for the whole context, made when first needed and then reused) exists
-    // before any level is timed; otherwise the highest level alone would pay for making its
-    // sessions (8% of a concurrency-8 run here), which a running server pays once.
-    std::vector<std::thread> warm;
-    std::mutex m;
-    std::string failure;
-    for (int t = 0; t < top; ++t)
-      warm.emplace_back([&, t] {
-        try {
-          httplib::Client client("127.0.0.1", port);
-          stream_one(client, request(-1 - t));
-        } catch (const std::exception& e) {
-          std::lock_guard<std::mutex> lock(m);
-          failure = e.what();
-        }
-      });
-    for (std::thread& t : warm) t.join();
-    CHAINLM_CHECK(failure.empty(), "bench serve, warm-up: ", failure);
-  }
+  // Warm-up, untimed: as many requests at once as the highest level sends, so that every
+  // session (a KV cache for the whole context, made when first needed and then reused) exists
+  // before any level is timed; otherwise the highest level alone would pay for making its
+  // sessions (8% of a concurrency-8 run here), which a running server pays once.
+  run_clients(port, top, top, [&](int i) { return request(-1 - i); });
   double base_tokens_per_s = 0;
   for (int level : levels) {
     const int requests = a.requests > 0 ? a.requests : std::max(4, 2 * level);
-    std::atomic<int> next{0};
-    std::mutex m;
-    std::vector<Timing> timings;
-    std::string failure;
     const std::array<double, 4> before = scheduler_counters(port);
     const Clock::time_point start = Clock::now();
-    std::vector<std::thread> clients;
-    for (int t = 0; t < level; ++t)
-      clients.emplace_back([&] {
-        httplib::Client client("127.0.0.1", port);
-        client.set_read_timeout(600, 0);
-        for (int i; (i = next++) < requests;) {
-          try {
-            const Timing r = stream_one(client, request(i));
-            std::lock_guard<std::mutex> lock(m);
-            timings.push_back(r);
-          } catch (const std::exception& e) {
-            std::lock_guard<std::mutex> lock(m);
-            failure = e.what();
-          }
-        }
-      });
-    for (auto& t : clients) t.join();
+    const std::vector<Timing> timings = run_clients(port, level, requests, request);
     const double seconds = ms_since(start) / 1e3;
-    CHAINLM_CHECK(failure.empty(), failure);
     const std::array<double, 4> after = scheduler_counters(port);
     const double steps = after[0] - before[0];
     std::vector<double> latency, first;
