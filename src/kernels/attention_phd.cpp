@@ -50,6 +50,8 @@ struct PhdQueryMap {
 struct PhdRowKeys {
   int64_t oend, hlo, hhi;
   bool hidden;
+  // How many hidden tokens the row attends.
+  long hidden_count() const { return hidden ? static_cast<long>(hhi - hlo) : 0; }
 };
 
 void phd_row_keys(const AttentionMask& mask, const PhdQueryMap& map, int64_t rows, int64_t n_orig,
@@ -185,8 +187,7 @@ void phd_forward_rows(const AttentionShape& s, int b, int h, int i0, int nq, con
     int ng = 1;
     while (ng < kGroup && g0 + ng < nq && rk[g0 + ng].oend == no) ++ng;
     long nh_max = 0;
-    for (int r = 0; r < ng; ++r)
-      nh_max = std::max<long>(nh_max, rk[g0 + r].hidden ? rk[g0 + r].hhi - rk[g0 + r].hlo : 0);
+    for (int r = 0; r < ng; ++r) nh_max = std::max(nh_max, rk[g0 + r].hidden_count());
     const size_t per_row =
         2 * static_cast<size_t>(ldh) + round16(static_cast<int>(no + nh_max)) + 16;
     float* scratch = thread_scratch(ng * per_row);
@@ -207,7 +208,7 @@ void phd_forward_rows(const AttentionShape& s, int b, int h, int i0, int nq, con
     float sum[kGroup], m2[kGroup];
     for (int r = 0; r < ng; ++r) {
       const PhdRowKeys& rr = rk[g0 + r];
-      const long nh = rr.hidden ? rr.hhi - rr.hlo : 0;
+      const long nh = rr.hidden_count();
       for (long j = 0; j < nh; ++j) {
         sc[r][no + j] = dot(qrows[r], src.hk + src.hidden_row(rr.hlo + j) * src.h_stride, hd);
         mx[r] = std::max(mx[r], sc[r][no + j]);
@@ -222,7 +223,7 @@ void phd_forward_rows(const AttentionShape& s, int b, int h, int i0, int nq, con
     rows_weighted_sum(sc, ng, no, src.v, src.o_stride, hd, acc);
     for (int r = 0; r < ng; ++r) {
       const PhdRowKeys& rr = rk[g0 + r];
-      const long nh = rr.hidden ? rr.hhi - rr.hlo : 0;
+      const long nh = rr.hidden_count();
       float* orow = o + (b * Tq + i0 + g0 + r) * s.o_stride + static_cast<long>(h) * hd;
       float& row_lse = lse[(static_cast<long>(b) * s.n_heads + h) * Tq + i0 + g0 + r];
       if (mx[r] == kNegInf) {
