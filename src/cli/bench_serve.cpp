@@ -86,7 +86,6 @@ std::array<double, 4> scheduler_counters(int port) {
   return out;
 }
 
-
 // `clients` concurrent clients on loopback send requests 0..requests-1 (request_of(i) gives the
 // body) until none is left; the timings of all of them, or the first failure thrown.
 std::vector<Timing> run_clients(int port, int clients, int requests,

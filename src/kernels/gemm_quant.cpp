@@ -429,8 +429,9 @@ struct Q4Lanes;
 struct DequantizedPanel;
 
 // Weight bytes x rows from which a quantized GEMM splits its columns over the threads. Measured
-// (ref30m decode, 2 threads against 1, same run): q4_0 0.97-1.13x with every GEMV split,
-// 1.10-1.20x from 200-300 KB; q8_0 unchanged (its smallest GEMV, 278 KB, is still split).
+// (ref30m decode, 2 threads against 1, alternating binaries in one run): q4_0 0.96-1.13x with
+// every GEMV split, 1.07-1.26x from 200-300 KB; q8_0 unchanged (its smallest GEMV, 278 KB, is
+// still split).
 constexpr long kThreadedBytes = 256L * 1024;
 
 template <Path P>
