@@ -160,6 +160,22 @@ constexpr FewRowsKernel kFewRows[] = {&CHAINLM_FEW_ROWS<1>, &CHAINLM_FEW_ROWS<2>
                                       &CHAINLM_FEW_ROWS<7>, &CHAINLM_FEW_ROWS<8>};
 static_assert(sizeof(kFewRows) / sizeof(kFewRows[0]) == kMaxDecodeRows);
 
+// M in (kMaxDecodeRows, kMaxStreamedRows] rows, weight rows [n0, n1): the few-row kernels over
+// chunks of kMaxDecodeRows rows of A, one block of weight rows (about 32 KB) at a time, so the
+// weights come from memory once and from cache for the later chunks. Each row of C gets the
+// bits it gets alone.
+void chunked_few_rows(int n0, int n1, int M, int K, const float* A, int lda, const float* B,
+                      int ldb, float* C, int ldc, float beta) {
+  const int block = std::max(4, (int)(32768 / (sizeof(float) * std::max(K, 1))));
+  for (int b0 = n0; b0 < n1; b0 += block) {
+    const int b1 = std::min(n1, b0 + block);
+    for (int r0 = 0; r0 < M; r0 += kMaxDecodeRows) {
+      const int m = std::min(kMaxDecodeRows, M - r0);
+      kFewRows[m - 1](b0, b1, K, A + (long)r0 * lda, lda, B, ldb, C + (long)r0 * ldc, ldc, beta);
+    }
+  }
+}
+
 // The GEMMs with more rows than the few-row paths take, on the chosen backend.
 void large_gemm(bool transa, bool transb, int M, int N, int K, const float* A, int lda,
                 const float* B, int ldb, float* C, int ldc, float beta) {
@@ -188,6 +204,12 @@ void gemm_nt(int M, int N, int K, const float* A, int lda, const float* B, int l
     // come out in another order: a row's result must not depend on the rows beside it.
     const FewRowsKernel f = kFewRows[M - 1];
     for_column_ranges(N, (long)M * N * K, [&](int n0, int n1) { f(n0, n1, K, A, lda, B, ldb, C, ldc, beta); });
+    return;
+  }
+  if (M <= kMaxStreamedRows) {
+    for_column_ranges(N, (long)M * N * K, [&](int n0, int n1) {
+      chunked_few_rows(n0, n1, M, K, A, lda, B, ldb, C, ldc, beta);
+    });
     return;
   }
   large_gemm(false, true, M, N, K, A, lda, B, ldb, C, ldc, beta);

@@ -13,6 +13,11 @@ namespace chainlm {
 // multiplied alone, whatever the weight's form (fp32, bf16, quantized). The server batches
 // concurrent requests on this (a request's tokens do not depend on who shares its steps).
 constexpr int kMaxDecodeRows = 8;
+// gemm_nt with up to this many rows (a short prompt, a server's prompt piece) runs the few-row
+// kernels over chunks of kMaxDecodeRows rows, the weights read from memory once: 16 rows took a
+// third of the time of oneDNN's and OpenBLAS's sgemm, which pack the whole weight first, and 64
+// rows about as long or less on AVX2 and AVX-512 (bench/RESULTS.md). Batch-invariant as well.
+constexpr int kMaxStreamedRows = 64;
 
 // C(M,N) = A(M,K) · B(N,K)^T + beta*C     (B stored row-major as N rows of K: a weight)
 void gemm_nt(int M, int N, int K, const float* A, int lda, const float* B, int ldb, float* C,

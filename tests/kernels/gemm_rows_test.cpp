@@ -1,5 +1,6 @@
 // Batch invariance of the few-row GEMMs that decoding steps use: a row of A multiplied together
-// with up to kMaxDecodeRows - 1 other rows gives the very same bits as the row alone. The server
+// with up to kMaxDecodeRows - 1 other rows (fp32: up to kMaxStreamedRows - 1, the chunked path of
+// short prompts) gives the very same bits as the row alone. The server
 // batches concurrent requests into one decoding step on this property, so that a request's
 // tokens do not depend on which others share its steps (docs/serving.md).
 #include <gtest/gtest.h>
@@ -22,15 +23,15 @@ using test::random_vector;
 // Row m of the M-row product against the product of that row alone, bit for bit; `gemm` runs
 // C(M, N) = A(M, K) . B^T with the weight in one of its forms.
 template <typename Gemm>
-void expect_rows_independent_of_batch(int N, int K, Gemm gemm, const char* what) {
+void expect_rows_independent_of_batch(int N, int K, Gemm gemm, const char* what, int max_rows = kMaxDecodeRows) {
   const int lda = K + 3, ldc = N + 5;
-  const auto A = random_vector((size_t)kMaxDecodeRows * lda, 7);
+  const auto A = random_vector((size_t)max_rows * lda, 7);
   for (float beta : {0.0f, 1.0f}) {
-    const auto C0 = random_vector((size_t)kMaxDecodeRows * ldc, 8);
+    const auto C0 = random_vector((size_t)max_rows * ldc, 8);
     std::vector<float> alone = C0;
-    for (int m = 0; m < kMaxDecodeRows; ++m)
+    for (int m = 0; m < max_rows; ++m)
       gemm(1, A.data() + (size_t)m * lda, lda, alone.data() + (size_t)m * ldc, ldc, beta);
-    for (int M = 2; M <= kMaxDecodeRows; ++M) {
+    for (int M = 2; M <= max_rows; ++M) {
       std::vector<float> batch = C0;
       gemm(M, A.data(), lda, batch.data(), ldc, beta);
       for (int m = 0; m < M; ++m)
@@ -47,7 +48,7 @@ TEST(GemmRows, Fp32RowsDoNotDependOnTheRowsBesideThem) {
     const auto B = random_vector((size_t)N * K, 9);
     expect_rows_independent_of_batch(N, K, [&](int M, const float* A, int lda, float* C, int ldc, float beta) {
       gemm_nt(M, N, K, A, lda, B.data(), K, C, ldc, beta);
-    }, "fp32");
+    }, "fp32", kMaxStreamedRows);
   }
 }
 
