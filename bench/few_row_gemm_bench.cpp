@@ -3,10 +3,15 @@
 // cache) through chainlm's own entry point, min of 7 rounds of 3 passes. Its figures in
 // bench/RESULTS.md come from two builds of the library (before and after a kernel change) run one
 // after the other. Build (after `make build`):
-//   g++ -O3 -std=c++20 -fopenmp -march=native -Isrc bench/few_row_gemm_bench.cpp -Lbuild \
+//   g++ -O3 -std=c++20 -fopenmp -march=native -Isrc -isystem /usr/include/x86_64-linux-gnu/openblas-openmp \
+//     bench/few_row_gemm_bench.cpp -Lbuild \
 //     -Wl,--start-group -lchainlm_kernels -lchainlm_core -Wl,--end-group -ldnnl -lopenblas -o
 //     /tmp/frg
 // Run: /tmp/frg [threads]
+// Then 16-128 rows (short prompts): gemm_nt (the few-row kernel in chunks of 8 up to
+// kMaxStreamedRows) against the two sgemm backends it replaced there, in turns.
+#include <cblas.h>
+
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
@@ -15,6 +20,7 @@
 #include "core/threads.h"
 #include "core/timer.h"
 #include "kernels/gemm.h"
+#include "kernels/onednn_matmul.h"
 
 using namespace chainlm;
 
@@ -23,8 +29,8 @@ int main(int argc, char** argv) {
   const int N = 1408, K = 512, matrices = 40;
   AlignedVector<float> W((size_t)matrices * N * K);
   for (size_t i = 0; i < W.size(); ++i) W[i] = (float)((i * 2654435761u) % 1000) * 1e-3f - 0.5f;
-  AlignedVector<float> A(8 * K), C(8 * N);
-  for (int i = 0; i < 8 * K; ++i) A[i] = (float)(i % 13) * 0.1f;
+  AlignedVector<float> A(128 * K), C(128 * N);
+  for (int i = 0; i < 128 * K; ++i) A[i] = (float)(i % 13) * 0.1f;
   const int rows[] = {1, 2, 4, 8};
   double best[4] = {1e9, 1e9, 1e9, 1e9};
   for (int round = 0; round < 7; ++round)
@@ -40,4 +46,26 @@ int main(int argc, char** argv) {
         "rows %d: %.2f ms per pass, %.1f GB/s of weights, %.1f GFLOP/s, %.2fx the time of 1 row\n",
         rows[r], best[r] * 1e3, W.size() * 4.0 / best[r] / 1e9,
         2.0 * rows[r] * W.size() / best[r] / 1e9, best[r] / best[0]);
+
+  const char* names[] = {"gemm_nt", "oneDNN sgemm", "OpenBLAS sgemm"};
+  for (int M : {16, 32, 64, 128}) {
+    double ms[3] = {1e9, 1e9, 1e9};
+    for (int round = 0; round < 5; ++round)
+      for (int way = 0; way < 3; ++way) {
+        Timer t;
+        for (int m = 0; m < matrices; ++m) {
+          const float* w = W.data() + (size_t)m * N * K;
+          if (way == 0)
+            gemm_nt(M, N, K, A.data(), K, w, K, C.data(), N, 0.0f);
+          else if (way == 1)
+            onednn_sgemm(false, true, M, N, K, A.data(), K, w, K, C.data(), N, 0.0f);
+          else
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1.0f, A.data(), K, w, K,
+                        0.0f, C.data(), N);
+        }
+        ms[way] = std::min(ms[way], t.seconds() * 1e3);
+      }
+    std::printf("rows %d:", M);
+    for (int way = 0; way < 3; ++way) std::printf(" %s %.2f ms%s", names[way], ms[way], way < 2 ? "," : "\n");
+  }
 }

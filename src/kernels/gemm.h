@@ -15,9 +15,10 @@ namespace chainlm {
 constexpr int kMaxDecodeRows = 8;
 // gemm_nt with up to this many rows (a short prompt, a server's prompt piece) runs the few-row
 // kernels over chunks of kMaxDecodeRows rows, the weights read from memory once: 16 rows took a
-// third of the time of oneDNN's and OpenBLAS's sgemm, which pack the whole weight first, and 64
-// rows about as long or less on AVX2 and AVX-512 (bench/RESULTS.md). Batch-invariant as well.
-constexpr int kMaxStreamedRows = 64;
+// third to two thirds of the time of oneDNN's and OpenBLAS's sgemm, which pack the whole weight
+// first; at 32 rows it was level or ahead at 1 and 2 threads on AVX2 and AVX-512, at 64 behind
+// on AVX2 and at 1 thread (bench/RESULTS.md). Batch-invariant as well.
+constexpr int kMaxStreamedRows = 32;
 
 // C(M,N) = A(M,K) · B(N,K)^T + beta*C     (B stored row-major as N rows of K: a weight)
 void gemm_nt(int M, int N, int K, const float* A, int lda, const float* B, int ldb, float* C,
