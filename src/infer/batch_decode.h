@@ -44,6 +44,7 @@ class BatchDecoder {
   // Cache-line aligned: the few-row GEMMs load every row of these once per weight row.
   AlignedVector<float> x_, xn_, q_, att_, h1_, h3_, g_, k_new_, v_new_, rstd_, lse_, logits_;
   std::vector<int> tokens_, positions_;
+  std::vector<GemmNtJob> jobs_;  // the products of one input, run together (gemm_nt_jobs)
 };
 
 }  // namespace chainlm

@@ -215,9 +215,10 @@ void InferenceSession::forward_chunk(const int* tokens, int n, int k, float* all
     float* vn = in_place ? cache_.v_layer(l) + (size_t)len * KV : v_new_.data();
     rmsnorm_forward(L.dim, k, n, x_.data(), D, ps.value(li.attention_norm), c.norm_eps,
                     xn_.data(), D, rstd_.data());
-    chain_linear_forward(L.wq, k, n, xn_.data(), D, li.r_wq.data(), q_.data(), D);
-    chain_linear_forward(L.wk, kv_blocks, n, xn_.data(), D, li.r_wk.data(), kn, KV);
-    chain_linear_forward(L.wv, kv_blocks, n, xn_.data(), D, li.r_wv.data(), vn, KV);
+    chain_linear_forward(n, xn_.data(), D,
+                         {{&L.wq, k, li.r_wq.data(), q_.data(), D},
+                          {&L.wk, kv_blocks, li.r_wk.data(), kn, KV},
+                          {&L.wv, kv_blocks, li.r_wv.data(), vn, KV}});
     rope_forward(*table, q_.data(), n, as.n_heads, D, positions_.data());
     rope_forward(*table, kn, n, kv_heads_active, KV, positions_.data());
     if (!in_place) cache_.store_rows(l, len, n, kn, vn, KV, L.active_kv_width(k));
@@ -226,8 +227,8 @@ void InferenceSession::forward_chunk(const int* tokens, int n, int k, float* all
     chain_linear_forward(L.wo, k, n, att_.data(), D, li.r_wo.data(), x_.data(), D, 1.0f);
     rmsnorm_forward(L.dim, k, n, x_.data(), D, ps.value(li.ffn_norm), c.norm_eps, xn_.data(), D,
                     rstd_.data());
-    chain_linear_forward(L.w1, k, n, xn_.data(), D, li.r_w1.data(), h1_.data(), F);
-    chain_linear_forward(L.w3, k, n, xn_.data(), D, li.r_w3.data(), h3_.data(), F);
+    chain_linear_forward(n, xn_.data(), D,
+                         {{&L.w1, k, li.r_w1.data(), h1_.data(), F}, {&L.w3, k, li.r_w3.data(), h3_.data(), F}});
     swiglu_forward(n, Fk, h1_.data(), h3_.data(), g_.data(), F);
     chain_linear_forward(L.w2, k, n, g_.data(), F, li.r_w2.data(), x_.data(), D, 1.0f);
   }
@@ -339,30 +340,34 @@ void InferenceSession::forward_chunk_phd(const int* tokens, int n, int k, int hi
     float* vc = cache_.v_layer(l);
     rmsnorm_forward(L.dim, k, rows, x_.data(), D, ps.value(li.attention_norm), c.norm_eps,
                     xn_.data(), D, rstd_.data());
-    chain_linear_forward(L.wq, k, rows, xn_.data(), D, li.r_wq.data(), q_.data(), D);
-    rope_forward(*table, q_.data(), rows, as.n_heads, D, positions_.data());
     // The originals-only rows' K/V go straight into the cache (rows len.. are positions
     // len..); the copies' rows via k_new_/v_new_: copy 0 to the cache, the others to the ring.
+    // q and both parts' K/V are independent products: a decoding step runs them in one region.
     const int mixed = rows - orig_rows;
     float* kdst[2] = {kc + (size_t)len * KV, k_new_.data()};
     float* vdst[2] = {vc + (size_t)len * KV, v_new_.data()};
     const int part_rows[2] = {orig_rows, mixed}, part_first[2] = {0, orig_rows};
+    jobs_.clear();
+    chain_linear_jobs(L.wq, k, rows, xn_.data(), D, li.r_wq.data(), q_.data(), D, 0.0f, jobs_);
     for (int part = 0; part < 2; ++part) {
       if (part_rows[part] == 0) continue;
       const float* xp = xn_.data() + (size_t)part_first[part] * D;
-      chain_linear_forward(L.wk, kv_blocks, part_rows[part], xp, D, li.r_wk.data(), kdst[part], KV);
-      chain_linear_forward(L.wv, kv_blocks, part_rows[part], xp, D, li.r_wv.data(), vdst[part], KV);
-      rope_forward(*table, kdst[part], part_rows[part], kv_heads_active, KV,
-                   positions_.data() + part_first[part]);
+      chain_linear_jobs(L.wk, kv_blocks, part_rows[part], xp, D, li.r_wk.data(), kdst[part], KV, 0.0f, jobs_);
+      chain_linear_jobs(L.wv, kv_blocks, part_rows[part], xp, D, li.r_wv.data(), vdst[part], KV, 0.0f, jobs_);
     }
+    gemm_nt_jobs(jobs_.data(), (int)jobs_.size());
+    rope_forward(*table, q_.data(), rows, as.n_heads, D, positions_.data());
+    for (int part = 0; part < 2; ++part)
+      if (part_rows[part] > 0)
+        rope_forward(*table, kdst[part], part_rows[part], kv_heads_active, KV, positions_.data() + part_first[part]);
     phd_store_kv(l, hidden_from, ring_row, k_new_.data(), v_new_.data(), KV, mixed, KVk);
     phd_attention_forward(as, PhdQueryRows{len, hidden_from}, phd_keys(l, end, n_new), q_.data(), att_.data(),
                           lse_.data());
     chain_linear_forward(L.wo, k, rows, att_.data(), D, li.r_wo.data(), x_.data(), D, 1.0f);
     rmsnorm_forward(L.dim, k, rows, x_.data(), D, ps.value(li.ffn_norm), c.norm_eps, xn_.data(),
                     D, rstd_.data());
-    chain_linear_forward(L.w1, k, rows, xn_.data(), D, li.r_w1.data(), h1_.data(), F);
-    chain_linear_forward(L.w3, k, rows, xn_.data(), D, li.r_w3.data(), h3_.data(), F);
+    chain_linear_forward(rows, xn_.data(), D,
+                         {{&L.w1, k, li.r_w1.data(), h1_.data(), F}, {&L.w3, k, li.r_w3.data(), h3_.data(), F}});
     swiglu_forward(rows, Fk, h1_.data(), h3_.data(), g_.data(), F);
     chain_linear_forward(L.w2, k, rows, g_.data(), F, li.r_w2.data(), x_.data(), D, 1.0f);
   }

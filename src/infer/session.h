@@ -9,6 +9,7 @@
 #include "core/aligned_vector.h"
 #include "infer/kv_cache.h"
 #include "kernels/attention.h"
+#include "kernels/gemm.h"
 #include "model/model.h"
 
 namespace chainlm {
@@ -102,6 +103,7 @@ class InferenceSession {
   bool bounded_prefill_ = true;
   std::vector<int> row_tokens_;
   AlignedVector<float> k_new_, v_new_;
+  std::vector<GemmNtJob> jobs_;  // a PHD pass's q, K and V products
 };
 
 }  // namespace chainlm

@@ -5,6 +5,9 @@
 //   y  is (M, out.prefix(k)) with row stride ldy
 // k is the number of active chains (sub-model k). Every block is one GEMM over a growing
 // input prefix; no zero-filled dense weight exists anywhere.
+#include <initializer_list>
+#include <vector>
+
 #include "kernels/chain_split.h"
 #include "kernels/gemm.h"
 
@@ -21,6 +24,23 @@ void chain_linear_forward(const ChainLinear& cl, int k, int M, const float* x, i
 // The same over blocks in fp32 or bf16 (gemm.h WeightRef: bf16 blocks make bf16 GEMMs).
 void chain_linear_forward(const ChainLinear& cl, int k, int M, const float* x, int ldx,
                           const WeightRef* w, float* y, int ldy, float beta = 0.0f);
+
+// One output of the shared-input form below: y (+)= x · w^T over blocks i < k.
+struct ChainLinearOutput {
+  const ChainLinear* cl;
+  int k;
+  const WeightRef* w;
+  float* y;
+  int ldy;
+  float beta = 0.0f;
+};
+// Several Chain-of-Linears of one input x (the q, k and v projections; w1 and w3): with at most
+// kMaxDecodeRows rows every block of every one in one parallel region (gemm_nt_jobs), otherwise
+// chain_linear_forward for each. The same bits either way.
+void chain_linear_forward(int M, const float* x, int ldx, std::initializer_list<ChainLinearOutput> outs);
+// Appends chain_linear_forward's block products to jobs (for gemm_nt_jobs).
+void chain_linear_jobs(const ChainLinear& cl, int k, int M, const float* x, int ldx, const WeightRef* w,
+                       float* y, int ldy, float beta, std::vector<GemmNtJob>& jobs);
 
 // The same with x already rounded to bf16 (rows ldx apart), for bf16 blocks only: an activation
 // that feeds several Chain-of-Linears is rounded once (the model's bf16 training step).

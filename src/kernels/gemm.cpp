@@ -4,6 +4,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <exception>
+
+#include <omp.h>
 
 #include "core/threads.h"
 #include "kernels/gemm_backend.h"
@@ -160,6 +163,10 @@ constexpr FewRowsKernel kFewRows[] = {&CHAINLM_FEW_ROWS<1>, &CHAINLM_FEW_ROWS<2>
                                       &CHAINLM_FEW_ROWS<7>, &CHAINLM_FEW_ROWS<8>};
 static_assert(sizeof(kFewRows) / sizeof(kFewRows[0]) == kMaxDecodeRows);
 
+// gemm_nt_jobs splits over the threads from this many weight bytes x rows: the limit below which
+// one quantized GEMV measured faster on one thread than split (gemm_quant.cpp).
+constexpr long kJobsThreadedBytes = 256L * 1024;
+
 // M in (kMaxDecodeRows, kMaxStreamedRows] rows, weight rows [n0, n1): the few-row kernels over
 // chunks of kMaxDecodeRows rows of A, one block of weight rows (about 32 KB) at a time, so the
 // weights come from memory once and from cache for the later chunks. Each row of C gets the
@@ -213,6 +220,45 @@ void gemm_nt(int M, int N, int K, const float* A, int lda, const float* B, int l
     return;
   }
   large_gemm(false, true, M, N, K, A, lda, B, ldb, C, ldc, beta);
+}
+
+void gemm_nt_jobs(const GemmNtJob* jobs, int n) {
+  // Weight bytes x rows: the measure the quantized GEMVs split by (gemm_quant.cpp).
+  long work = 0;
+  bool few = true;
+  for (int j = 0; j < n; ++j) {
+    const GemmNtJob& g = jobs[j];
+    few = few && g.M <= kMaxDecodeRows;
+    const long row_bytes = g.B.quant ? (long)quant_row_bytes(g.B.quant_type, g.K)
+                                     : (long)g.K * (g.B.bf16 ? sizeof(bf16_t) : sizeof(float));
+    work += (long)g.M * g.N * row_bytes;
+  }
+  if (n == 1 || !few || !worth_parallel(work, kJobsThreadedBytes)) {
+    for (int j = 0; j < n; ++j) {
+      const GemmNtJob& g = jobs[j];
+      gemm_nt(g.M, g.N, g.K, g.A, g.lda, g.B, g.ldb, g.C, g.ldc, g.beta);
+    }
+    return;
+  }
+  // Inside the region each product's share runs on its thread (worth_parallel is false there).
+  // An exception may not leave an OpenMP region: one is carried out and rethrown.
+  std::exception_ptr error;
+#pragma omp parallel
+  {
+    const int t = omp_get_thread_num(), nt = omp_get_num_threads();
+    try {
+      for (int j = 0; j < n; ++j) {
+        const GemmNtJob& g = jobs[j];
+        const int n0 = (int)((long)g.N * t / nt), n1 = (int)((long)g.N * (t + 1) / nt);
+        if (n1 > n0)
+          gemm_nt(g.M, n1 - n0, g.K, g.A, g.lda, g.B.rows(n0, g.ldb), g.ldb, g.C + n0, g.ldc, g.beta);
+      }
+    } catch (...) {
+#pragma omp critical(chainlm_gemm_jobs_error)
+      if (!error) error = std::current_exception();
+    }
+  }
+  if (error) std::rethrow_exception(error);
 }
 
 void gemm_nn(int M, int N, int K, const float* A, int lda, const float* B, int ldb, float* C,

@@ -82,6 +82,23 @@ inline void gemm_nt(int M, int N, int K, const float* A, int lda, WeightRef B, i
   else
     gemm_nt(M, N, K, A, lda, B.f32, ldb, C, ldc, beta);
 }
+// One gemm_nt product, for gemm_nt_jobs.
+struct GemmNtJob {
+  int M, N, K;
+  const float* A;
+  int lda;
+  WeightRef B;
+  int ldb;
+  float* C;
+  int ldc;
+  float beta;
+};
+// Independent gemm_nt products, the same bits as run one by one. When every one has at most
+// kMaxDecodeRows rows (a decoding step's q, k and v projections, a Chain-of-Linear's blocks)
+// they share one parallel region, each thread taking its share of every product's columns: a
+// region costs 3-4 us on the VMs measured, and a decoding step entered one per weight block.
+void gemm_nt_jobs(const GemmNtJob* jobs, int n);
+
 // C(M,N) = A(M,K) · B(K,N) + beta*C
 void gemm_nn(int M, int N, int K, const float* A, int lda, const float* B, int ldb, float* C,
              int ldc, float beta);

@@ -27,6 +27,13 @@ struct WeightRef {
     }
     return r;
   }
+  // The same operand n rows further on, rows of ld elements (a quantized row of
+  // quant_row_bytes(quant_type, ld) bytes).
+  WeightRef rows(long n, int ld) const {
+    WeightRef r{f32 ? f32 + n * ld : nullptr, bf16 ? bf16 + n * ld : nullptr, nullptr, quant_type};
+    if (quant) r.quant = quant + n * (long)quant_row_bytes(quant_type, ld);
+    return r;
+  }
 };
 
 }  // namespace chainlm

@@ -1,0 +1,99 @@
+// gemm_nt_jobs: several few-row products in one parallel region give the very bits of the same
+// products run one by one on one thread, in every weight form, with odd column counts (each
+// thread's share starts mid-matrix) and row lengths that are not whole quantization blocks.
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <vector>
+
+#include "bf16_path.h"
+#include "core/threads.h"
+#include "gradcheck.h"
+#include "kernels/bf16.h"
+#include "kernels/gemm.h"
+#include "kernels/quant.h"
+
+namespace chainlm {
+namespace {
+
+using test::random_vector;
+
+// The weights of one product in the form asked for.
+struct Weight {
+  std::vector<float> f32;
+  std::vector<bf16_t> bf16;
+  std::vector<uint8_t> quant;
+  WeightRef ref;
+};
+
+Weight make_weight(int N, int ldb, int form, uint64_t seed) {
+  Weight w;
+  w.f32 = random_vector((size_t)N * ldb, seed);
+  if (form == 1) {
+    w.bf16.resize(w.f32.size());
+    for (size_t i = 0; i < w.f32.size(); ++i) w.bf16[i] = to_bf16(w.f32[i]);
+    w.ref.bf16 = w.bf16.data();
+  } else if (form >= 2) {
+    const QuantType type = form == 2 ? QuantType::kQ8_0 : QuantType::kQ4_0;
+    const size_t row = quant_row_bytes(type, ldb);
+    w.quant.resize(row * N);
+    for (int n = 0; n < N; ++n) quantize_row(type, w.f32.data() + (size_t)n * ldb, ldb, w.quant.data() + row * n);
+    w.ref.quant = w.quant.data();
+    w.ref.quant_type = type;
+  } else {
+    w.ref.f32 = w.f32.data();
+  }
+  return w;
+}
+
+const char* form_name(int form) {
+  static const char* names[] = {"fp32", "bf16", "q8_0", "q4_0"};
+  return names[form];
+}
+
+TEST(GemmJobs, OneRegionGivesTheBitsOfTheProductsOneByOne) {
+  const int threads = num_threads();
+  for (int form = 0; form < 4; ++form) {
+    const test::Bf16Path path(false);
+    // (rows, N, K, ldb, beta): q, k, v-like products of one input, and blocks of another.
+    struct Shape {
+      int M, N, K, ldb;
+      float beta;
+    };
+    const std::vector<Shape> shapes = {{1, 517, 256, 256, 0.0f},
+                                       {8, 301, 256, 256, 0.0f},
+                                       {5, 263, 77, 80, 1.0f},
+                                       {3, 777, 512, 530, 0.5f}};
+    const int lda = 600;
+    const auto A = random_vector((size_t)8 * lda, 3);
+    std::vector<Weight> weights;
+    std::vector<std::vector<float>> C0, C1, C2;
+    std::vector<GemmNtJob> jobs1, jobs2;
+    for (size_t j = 0; j < shapes.size(); ++j) {
+      const Shape& s = shapes[j];
+      weights.push_back(make_weight(s.N, s.ldb, form, 10 + j));
+      C0.push_back(random_vector((size_t)s.M * (s.N + 3), 20 + j));
+    }
+    C1 = C0;
+    C2 = C0;
+    for (size_t j = 0; j < shapes.size(); ++j) {
+      const Shape& s = shapes[j];
+      jobs1.push_back({s.M, s.N, s.K, A.data(), lda, weights[j].ref, s.ldb, C1[j].data(), s.N + 3, s.beta});
+      jobs2.push_back({s.M, s.N, s.K, A.data(), lda, weights[j].ref, s.ldb, C2[j].data(), s.N + 3, s.beta});
+    }
+    set_num_threads(1);
+    for (const GemmNtJob& g : jobs1) gemm_nt(g.M, g.N, g.K, g.A, g.lda, g.B, g.ldb, g.C, g.ldc, g.beta);
+    set_num_threads(2);
+    gemm_nt_jobs(jobs2.data(), (int)jobs2.size());
+    set_num_threads(threads);
+    for (size_t j = 0; j < shapes.size(); ++j) {
+      ASSERT_EQ(std::memcmp(C1[j].data(), C2[j].data(), C1[j].size() * sizeof(float)), 0)
+          << form_name(form) << ": product " << j << " differs from the product alone";
+      ASSERT_NE(std::memcmp(C1[j].data(), C0[j].data(), C1[j].size() * sizeof(float)), 0)
+          << form_name(form) << ": product " << j << " wrote nothing";
+    }
+  }
+}
+
+}  // namespace
+}  // namespace chainlm
