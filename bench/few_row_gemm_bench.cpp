@@ -3,8 +3,8 @@
 // cache) through chainlm's own entry point, min of 7 rounds of 3 passes. Its figures in
 // bench/RESULTS.md come from two builds of the library (before and after a kernel change) run one
 // after the other. Build (after `make build`):
-//   g++ -O3 -std=c++20 -fopenmp -march=native -Isrc -isystem /usr/include/x86_64-linux-gnu/openblas-openmp \
-//     bench/few_row_gemm_bench.cpp -Lbuild \
+//   g++ -O3 -std=c++20 -fopenmp -march=native -Isrc \
+//     -isystem /usr/include/x86_64-linux-gnu/openblas-openmp bench/few_row_gemm_bench.cpp -Lbuild \
 //     -Wl,--start-group -lchainlm_kernels -lchainlm_core -Wl,--end-group -ldnnl -lopenblas -o
 //     /tmp/frg
 // Run: /tmp/frg [threads]
@@ -66,6 +66,7 @@ int main(int argc, char** argv) {
         ms[way] = std::min(ms[way], t.seconds() * 1e3);
       }
     std::printf("rows %d:", M);
-    for (int way = 0; way < 3; ++way) std::printf(" %s %.2f ms%s", names[way], ms[way], way < 2 ? "," : "\n");
+    for (int way = 0; way < 3; ++way)
+      std::printf(" %s %.2f ms%s", names[way], ms[way], way < 2 ? "," : "\n");
   }
 }

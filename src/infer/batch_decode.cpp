@@ -36,13 +36,15 @@ std::vector<Group> groups_of(const DecodeRow* rows, int n) {
 // jobs, so that the products of one input (q, k and v; w1 and w3) share a parallel region.
 template <typename BlocksOf>
 void chain_linear_rows(const ChainLinear& cl, int n, BlocksOf blocks_of, const float* x, int ldx,
-                       const WeightRef* w, float* y, int ldy, float beta, std::vector<GemmNtJob>& jobs) {
+                       const WeightRef* w, float* y, int ldy, float beta,
+                       std::vector<GemmNtJob>& jobs) {
   for (int i = 0; i < cl.out.n(); ++i) {
     int rows = 0;
     while (rows < n && blocks_of(rows) > i) ++rows;
     if (rows == 0) break;
     const int in_w = cl.in.end(i);
-    jobs.push_back({rows, cl.out.width(i), in_w, x, ldx, w[i], in_w, y + cl.out.begin(i), ldy, beta});
+    jobs.push_back(
+        {rows, cl.out.width(i), in_w, x, ldx, w[i], in_w, y + cl.out.begin(i), ldy, beta});
   }
 }
 
@@ -141,9 +143,12 @@ void BatchDecoder::forward(const DecodeRow* seqs, int n) {
   for (int l = 0; l < c.n_layers; ++l) {
     const Model::LayerIndex& li = model_.layer(l);
     norm(ps.value(li.attention_norm));
-    chain_linear_rows(L.wq, rows, chains_of, xn_.data(), D, li.r_wq.data(), q_.data(), D, 0.0f, jobs_);
-    chain_linear_rows(L.wk, rows, kv_blocks_of, xn_.data(), D, li.r_wk.data(), k_new_.data(), KV, 0.0f, jobs_);
-    chain_linear_rows(L.wv, rows, kv_blocks_of, xn_.data(), D, li.r_wv.data(), v_new_.data(), KV, 0.0f, jobs_);
+    chain_linear_rows(L.wq, rows, chains_of, xn_.data(), D, li.r_wq.data(), q_.data(), D, 0.0f,
+                      jobs_);
+    chain_linear_rows(L.wk, rows, kv_blocks_of, xn_.data(), D, li.r_wk.data(), k_new_.data(), KV,
+                      0.0f, jobs_);
+    chain_linear_rows(L.wv, rows, kv_blocks_of, xn_.data(), D, li.r_wv.data(), v_new_.data(), KV,
+                      0.0f, jobs_);
     run_jobs();
     for (const Group& g : groups) {
       const int first = g.first * R, count = g.count * R;
@@ -191,25 +196,29 @@ void BatchDecoder::forward(const DecodeRow* seqs, int n) {
     } else {
       for (int s = 0; s < n; ++s) attend(s);
     }
-    chain_linear_rows(L.wo, rows, chains_of, att_.data(), D, li.r_wo.data(), x_.data(), D, 1.0f, jobs_);
+    chain_linear_rows(L.wo, rows, chains_of, att_.data(), D, li.r_wo.data(), x_.data(), D, 1.0f,
+                      jobs_);
     run_jobs();
     norm(ps.value(li.ffn_norm));
-    chain_linear_rows(L.w1, rows, chains_of, xn_.data(), D, li.r_w1.data(), h1_.data(), F, 0.0f, jobs_);
-    chain_linear_rows(L.w3, rows, chains_of, xn_.data(), D, li.r_w3.data(), h3_.data(), F, 0.0f, jobs_);
+    chain_linear_rows(L.w1, rows, chains_of, xn_.data(), D, li.r_w1.data(), h1_.data(), F, 0.0f,
+                      jobs_);
+    chain_linear_rows(L.w3, rows, chains_of, xn_.data(), D, li.r_w3.data(), h3_.data(), F, 0.0f,
+                      jobs_);
     run_jobs();
     for (const Group& g : groups) {
       const size_t first = (size_t)g.first * R * F;
       swiglu_forward(g.count * R, L.ffn.prefix(g.k), h1_.data() + first, h3_.data() + first, g_.data() + first, F);
     }
-    chain_linear_rows(L.w2, rows, chains_of, g_.data(), F, li.r_w2.data(), x_.data(), D, 1.0f, jobs_);
+    chain_linear_rows(L.w2, rows, chains_of, g_.data(), F, li.r_w2.data(), x_.data(), D, 1.0f,
+                      jobs_);
     run_jobs();
   }
   // The logits come from each sequence's last row (a PHD step's copy K-1).
   for (const Group& g : groups) {
     rmsnorm_forward(L.dim, g.k, g.count, x_.data() + ((size_t)g.first * R + R - 1) * D, R * D, model_.final_norm(),
                     c.norm_eps, xn_.data() + (size_t)g.first * D, D, rstd_.data());
-    jobs_.push_back({g.count, V, L.dim.prefix(g.k), xn_.data() + (size_t)g.first * D, D, model_.head(), D,
-                     logits_.data() + (size_t)g.first * V, V, 0.0f});
+    jobs_.push_back({g.count, V, L.dim.prefix(g.k), xn_.data() + (size_t)g.first * D, D,
+                     model_.head(), D, logits_.data() + (size_t)g.first * V, V, 0.0f});
   }
   run_jobs();
   for (int s = 0; s < n; ++s) {

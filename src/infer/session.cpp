@@ -227,8 +227,9 @@ void InferenceSession::forward_chunk(const int* tokens, int n, int k, float* all
     chain_linear_forward(L.wo, k, n, att_.data(), D, li.r_wo.data(), x_.data(), D, 1.0f);
     rmsnorm_forward(L.dim, k, n, x_.data(), D, ps.value(li.ffn_norm), c.norm_eps, xn_.data(), D,
                     rstd_.data());
-    chain_linear_forward(n, xn_.data(), D,
-                         {{&L.w1, k, li.r_w1.data(), h1_.data(), F}, {&L.w3, k, li.r_w3.data(), h3_.data(), F}});
+    chain_linear_forward(
+        n, xn_.data(), D,
+        {{&L.w1, k, li.r_w1.data(), h1_.data(), F}, {&L.w3, k, li.r_w3.data(), h3_.data(), F}});
     swiglu_forward(n, Fk, h1_.data(), h3_.data(), g_.data(), F);
     chain_linear_forward(L.w2, k, n, g_.data(), F, li.r_w2.data(), x_.data(), D, 1.0f);
   }
@@ -352,22 +353,26 @@ void InferenceSession::forward_chunk_phd(const int* tokens, int n, int k, int hi
     for (int part = 0; part < 2; ++part) {
       if (part_rows[part] == 0) continue;
       const float* xp = xn_.data() + (size_t)part_first[part] * D;
-      chain_linear_jobs(L.wk, kv_blocks, part_rows[part], xp, D, li.r_wk.data(), kdst[part], KV, 0.0f, jobs_);
-      chain_linear_jobs(L.wv, kv_blocks, part_rows[part], xp, D, li.r_wv.data(), vdst[part], KV, 0.0f, jobs_);
+      chain_linear_jobs(L.wk, kv_blocks, part_rows[part], xp, D, li.r_wk.data(), kdst[part], KV,
+                        0.0f, jobs_);
+      chain_linear_jobs(L.wv, kv_blocks, part_rows[part], xp, D, li.r_wv.data(), vdst[part], KV,
+                        0.0f, jobs_);
     }
     gemm_nt_jobs(jobs_.data(), (int)jobs_.size());
     rope_forward(*table, q_.data(), rows, as.n_heads, D, positions_.data());
     for (int part = 0; part < 2; ++part)
       if (part_rows[part] > 0)
-        rope_forward(*table, kdst[part], part_rows[part], kv_heads_active, KV, positions_.data() + part_first[part]);
+        rope_forward(*table, kdst[part], part_rows[part], kv_heads_active, KV,
+                     positions_.data() + part_first[part]);
     phd_store_kv(l, hidden_from, ring_row, k_new_.data(), v_new_.data(), KV, mixed, KVk);
     phd_attention_forward(as, PhdQueryRows{len, hidden_from}, phd_keys(l, end, n_new), q_.data(), att_.data(),
                           lse_.data());
     chain_linear_forward(L.wo, k, rows, att_.data(), D, li.r_wo.data(), x_.data(), D, 1.0f);
     rmsnorm_forward(L.dim, k, rows, x_.data(), D, ps.value(li.ffn_norm), c.norm_eps, xn_.data(),
                     D, rstd_.data());
-    chain_linear_forward(rows, xn_.data(), D,
-                         {{&L.w1, k, li.r_w1.data(), h1_.data(), F}, {&L.w3, k, li.r_w3.data(), h3_.data(), F}});
+    chain_linear_forward(
+        rows, xn_.data(), D,
+        {{&L.w1, k, li.r_w1.data(), h1_.data(), F}, {&L.w3, k, li.r_w3.data(), h3_.data(), F}});
     swiglu_forward(rows, Fk, h1_.data(), h3_.data(), g_.data(), F);
     chain_linear_forward(L.w2, k, rows, g_.data(), F, li.r_w2.data(), x_.data(), D, 1.0f);
   }

@@ -31,28 +31,33 @@ void chain_linear_forward(const ChainLinear& cl, int k, int M, const float* x, i
   }
 }
 
-void chain_linear_jobs(const ChainLinear& cl, int k, int M, const float* x, int ldx, const WeightRef* w,
-                       float* y, int ldy, float beta, std::vector<GemmNtJob>& jobs) {
+void chain_linear_jobs(const ChainLinear& cl, int k, int M, const float* x, int ldx,
+                       const WeightRef* w, float* y, int ldy, float beta,
+                       std::vector<GemmNtJob>& jobs) {
   for (int i = 0; i < k; ++i) {
     const int in_w = cl.in.end(i);
     jobs.push_back({M, cl.out.width(i), in_w, x, ldx, w[i], in_w, y + cl.out.begin(i), ldy, beta});
   }
 }
 
-void chain_linear_forward(int M, const float* x, int ldx, std::initializer_list<ChainLinearOutput> outs) {
+void chain_linear_forward(int M, const float* x, int ldx,
+                          std::initializer_list<ChainLinearOutput> outs) {
   if (M > kMaxDecodeRows) {
-    for (const ChainLinearOutput& o : outs) chain_linear_forward(*o.cl, o.k, M, x, ldx, o.w, o.y, o.ldy, o.beta);
+    for (const ChainLinearOutput& o : outs)
+      chain_linear_forward(*o.cl, o.k, M, x, ldx, o.w, o.y, o.ldy, o.beta);
     return;
   }
   std::vector<GemmNtJob> jobs;
-  for (const ChainLinearOutput& o : outs) chain_linear_jobs(*o.cl, o.k, M, x, ldx, o.w, o.y, o.ldy, o.beta, jobs);
+  for (const ChainLinearOutput& o : outs)
+    chain_linear_jobs(*o.cl, o.k, M, x, ldx, o.w, o.y, o.ldy, o.beta, jobs);
   gemm_nt_jobs(jobs.data(), (int)jobs.size());
 }
 
 void chain_linear_forward(const ChainLinear& cl, int k, int M, const float* x, int ldx,
                           const WeightRef* w, float* y, int ldy, float beta) {
   // A decoding step's rows: the k blocks in one parallel region.
-  if (M <= kMaxDecodeRows && k > 1) return chain_linear_forward(M, x, ldx, {{&cl, k, w, y, ldy, beta}});
+  if (M <= kMaxDecodeRows && k > 1)
+    return chain_linear_forward(M, x, ldx, {{&cl, k, w, y, ldy, beta}});
   // bf16 blocks and more rows than a decoding step: x is rounded once for all k blocks (the
   // few-row kernels round their handful of rows themselves).
   if (M > kMaxDecodeRows && bf16_blocks(w, 0, k)) {

@@ -37,10 +37,12 @@ struct ChainLinearOutput {
 // Several Chain-of-Linears of one input x (the q, k and v projections; w1 and w3): with at most
 // kMaxDecodeRows rows every block of every one in one parallel region (gemm_nt_jobs), otherwise
 // chain_linear_forward for each. The same bits either way.
-void chain_linear_forward(int M, const float* x, int ldx, std::initializer_list<ChainLinearOutput> outs);
+void chain_linear_forward(int M, const float* x, int ldx,
+                          std::initializer_list<ChainLinearOutput> outs);
 // Appends chain_linear_forward's block products to jobs (for gemm_nt_jobs).
-void chain_linear_jobs(const ChainLinear& cl, int k, int M, const float* x, int ldx, const WeightRef* w,
-                       float* y, int ldy, float beta, std::vector<GemmNtJob>& jobs);
+void chain_linear_jobs(const ChainLinear& cl, int k, int M, const float* x, int ldx,
+                       const WeightRef* w, float* y, int ldy, float beta,
+                       std::vector<GemmNtJob>& jobs);
 
 // The same with x already rounded to bf16 (rows ldx apart), for bf16 blocks only: an activation
 // that feeds several Chain-of-Linears is rounded once (the model's bf16 training step).

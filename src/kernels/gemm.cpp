@@ -1,12 +1,11 @@
 #include "kernels/gemm.h"
 
 #include <cblas.h>
+#include <omp.h>
 
 #include <algorithm>
 #include <cmath>
 #include <exception>
-
-#include <omp.h>
 
 #include "core/threads.h"
 #include "kernels/gemm_backend.h"
@@ -251,7 +250,8 @@ void gemm_nt_jobs(const GemmNtJob* jobs, int n) {
         const GemmNtJob& g = jobs[j];
         const int n0 = (int)((long)g.N * t / nt), n1 = (int)((long)g.N * (t + 1) / nt);
         if (n1 > n0)
-          gemm_nt(g.M, n1 - n0, g.K, g.A, g.lda, g.B.rows(n0, g.ldb), g.ldb, g.C + n0, g.ldc, g.beta);
+          gemm_nt(g.M, n1 - n0, g.K, g.A, g.lda, g.B.rows(n0, g.ldb), g.ldb, g.C + n0, g.ldc,
+                  g.beta);
       }
     } catch (...) {
 #pragma omp critical(chainlm_gemm_jobs_error)

@@ -37,7 +37,8 @@ Weight make_weight(int N, int ldb, int form, uint64_t seed) {
     const QuantType type = form == 2 ? QuantType::kQ8_0 : QuantType::kQ4_0;
     const size_t row = quant_row_bytes(type, ldb);
     w.quant.resize(row * N);
-    for (int n = 0; n < N; ++n) quantize_row(type, w.f32.data() + (size_t)n * ldb, ldb, w.quant.data() + row * n);
+    for (int n = 0; n < N; ++n)
+      quantize_row(type, w.f32.data() + (size_t)n * ldb, ldb, w.quant.data() + row * n);
     w.ref.quant = w.quant.data();
     w.ref.quant_type = type;
   } else {
@@ -78,11 +79,14 @@ TEST(GemmJobs, OneRegionGivesTheBitsOfTheProductsOneByOne) {
     C2 = C0;
     for (size_t j = 0; j < shapes.size(); ++j) {
       const Shape& s = shapes[j];
-      jobs1.push_back({s.M, s.N, s.K, A.data(), lda, weights[j].ref, s.ldb, C1[j].data(), s.N + 3, s.beta});
-      jobs2.push_back({s.M, s.N, s.K, A.data(), lda, weights[j].ref, s.ldb, C2[j].data(), s.N + 3, s.beta});
+      jobs1.push_back(
+          {s.M, s.N, s.K, A.data(), lda, weights[j].ref, s.ldb, C1[j].data(), s.N + 3, s.beta});
+      jobs2.push_back(
+          {s.M, s.N, s.K, A.data(), lda, weights[j].ref, s.ldb, C2[j].data(), s.N + 3, s.beta});
     }
     set_num_threads(1);
-    for (const GemmNtJob& g : jobs1) gemm_nt(g.M, g.N, g.K, g.A, g.lda, g.B, g.ldb, g.C, g.ldc, g.beta);
+    for (const GemmNtJob& g : jobs1)
+      gemm_nt(g.M, g.N, g.K, g.A, g.lda, g.B, g.ldb, g.C, g.ldc, g.beta);
     set_num_threads(2);
     gemm_nt_jobs(jobs2.data(), (int)jobs2.size());
     set_num_threads(threads);

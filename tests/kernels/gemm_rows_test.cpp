@@ -23,7 +23,8 @@ using test::random_vector;
 // Row m of the M-row product against the product of that row alone, bit for bit; `gemm` runs
 // C(M, N) = A(M, K) . B^T with the weight in one of its forms.
 template <typename Gemm>
-void expect_rows_independent_of_batch(int N, int K, Gemm gemm, const char* what, int max_rows = kMaxDecodeRows) {
+void expect_rows_independent_of_batch(int N, int K, Gemm gemm, const char* what,
+                                      int max_rows = kMaxDecodeRows) {
   const int lda = K + 3, ldc = N + 5;
   const auto A = random_vector((size_t)max_rows * lda, 7);
   for (float beta : {0.0f, 1.0f}) {
@@ -46,9 +47,12 @@ TEST(GemmRows, Fp32RowsDoNotDependOnTheRowsBesideThem) {
   for (int K : {64, 45, 256, 704}) {
     const int N = 96;
     const auto B = random_vector((size_t)N * K, 9);
-    expect_rows_independent_of_batch(N, K, [&](int M, const float* A, int lda, float* C, int ldc, float beta) {
-      gemm_nt(M, N, K, A, lda, B.data(), K, C, ldc, beta);
-    }, "fp32", kMaxStreamedRows);
+    expect_rows_independent_of_batch(
+        N, K,
+        [&](int M, const float* A, int lda, float* C, int ldc, float beta) {
+          gemm_nt(M, N, K, A, lda, B.data(), K, C, ldc, beta);
+        },
+        "fp32", kMaxStreamedRows);
   }
 }
 

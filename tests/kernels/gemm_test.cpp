@@ -16,7 +16,8 @@ using test::random_vector;
 // Each row count on both sides of kMaxDecodeRows and kMaxStreamedRows, and with K = 45 (one
 // block of weight rows in the chunked path) and K = 704 (several, and a masked tail).
 void expect_nt_matches_naive(int N, int K, int lda, int ldb, int ldc) {
-  for (int M : {1, 2, 3, 4, 5, 7, 8, 9, 16, 33, kMaxStreamedRows - 1, kMaxStreamedRows, kMaxStreamedRows + 1}) {
+  for (int M : {1, 2, 3, 4, 5, 7, 8, 9, 16, 33, kMaxStreamedRows - 1, kMaxStreamedRows,
+                kMaxStreamedRows + 1}) {
     for (float beta : {0.0f, 1.0f, 0.5f}) {
       const auto A = random_vector((size_t)M * lda, 1 + M), B = random_vector((size_t)N * ldb, 2);
       const auto C0 = random_vector((size_t)M * ldc, 3);
@@ -30,7 +31,8 @@ void expect_nt_matches_naive(int N, int K, int lda, int ldb, int ldc) {
             for (int k = 0; k < K; ++k) dot += (double)A[(size_t)m * lda + k] * B[(size_t)n * ldb + k];
             want = dot + beta * want;
           }
-          ASSERT_NEAR(C[(size_t)m * ldc + n], want, 2e-6 * K) << "M " << M << " K " << K << " beta " << beta;
+          ASSERT_NEAR(C[(size_t)m * ldc + n], want, 2e-6 * K)
+              << "M " << M << " K " << K << " beta " << beta;
         }
     }
   }
