@@ -162,10 +162,6 @@ constexpr FewRowsKernel kFewRows[] = {&CHAINLM_FEW_ROWS<1>, &CHAINLM_FEW_ROWS<2>
                                       &CHAINLM_FEW_ROWS<7>, &CHAINLM_FEW_ROWS<8>};
 static_assert(sizeof(kFewRows) / sizeof(kFewRows[0]) == kMaxDecodeRows);
 
-// gemm_nt_jobs splits over the threads from this many weight bytes x rows: the limit below which
-// one quantized GEMV measured faster on one thread than split (gemm_quant.cpp).
-constexpr long kJobsThreadedBytes = 256L * 1024;
-
 // M in (kMaxDecodeRows, kMaxStreamedRows] rows, weight rows [n0, n1): the few-row kernels over
 // chunks of kMaxDecodeRows rows of A, one block of weight rows (about 32 KB) at a time, so the
 // weights come from memory once and from cache for the later chunks. Each row of C gets the
@@ -222,7 +218,7 @@ void gemm_nt(int M, int N, int K, const float* A, int lda, const float* B, int l
 }
 
 void gemm_nt_jobs(const GemmNtJob* jobs, int n) {
-  // Weight bytes x rows: the measure the quantized GEMVs split by (gemm_quant.cpp).
+  // Weight bytes x rows: the measure the quantized GEMVs split by (kThreadedWeightBytes).
   long work = 0;
   bool few = true;
   for (int j = 0; j < n; ++j) {
@@ -232,7 +228,7 @@ void gemm_nt_jobs(const GemmNtJob* jobs, int n) {
                                      : (long)g.K * (g.B.bf16 ? sizeof(bf16_t) : sizeof(float));
     work += (long)g.M * g.N * row_bytes;
   }
-  if (n == 1 || !few || !worth_parallel(work, kJobsThreadedBytes)) {
+  if (n == 1 || !few || !worth_parallel(work, kThreadedWeightBytes)) {
     for (int j = 0; j < n; ++j) {
       const GemmNtJob& g = jobs[j];
       gemm_nt(g.M, g.N, g.K, g.A, g.lda, g.B, g.ldb, g.C, g.ldc, g.beta);

@@ -19,6 +19,11 @@ constexpr int kMaxDecodeRows = 8;
 // first; at 32 rows it was level or ahead at 1 and 2 threads on AVX2 and AVX-512, at 64 behind
 // on AVX2 and at 1 thread (bench/RESULTS.md). Batch-invariant as well.
 constexpr int kMaxStreamedRows = 32;
+// Weight bytes x rows from which a quantized GEMM, and gemm_nt_jobs, split their columns over the
+// threads. Measured (ref30m decode, 2 threads against 1, alternating binaries in one run): q4_0
+// 0.96-1.13x with every GEMV split, 1.07-1.26x from 200-300 KB; q8_0 unchanged (its smallest
+// GEMV, 278 KB, is still split).
+constexpr long kThreadedWeightBytes = 256L * 1024;
 
 // C(M,N) = A(M,K) · B(N,K)^T + beta*C     (B stored row-major as N rows of K: a weight)
 void gemm_nt(int M, int N, int K, const float* A, int lda, const float* B, int ldb, float* C,

@@ -428,11 +428,6 @@ struct QuantActivations;
 struct Q4Lanes;
 struct DequantizedPanel;
 
-// Weight bytes x rows from which a quantized GEMM splits its columns over the threads. Measured
-// (ref30m decode, 2 threads against 1, alternating binaries in one run): q4_0 0.96-1.13x with
-// every GEMV split, 1.07-1.26x from 200-300 KB; q8_0 unchanged (its smallest GEMV, 278 KB, is
-// still split).
-constexpr long kThreadedBytes = 256L * 1024;
 
 template <Path P>
 void gemm_nt_quant_impl(int M, int N, int K, const float* A, int lda, QuantType type,
@@ -462,7 +457,7 @@ void gemm_nt_quant_impl(int M, int N, int K, const float* A, int lda, QuantType 
     gemm_quant_interleaved(type, M, N, a, B, b_row, C, ldc, beta, P == Path::kWidest);
     return;
   }
-  // Threads only from kThreadedBytes of weight bytes x rows: a parallel region costs 3-4 us on
+  // Threads only from kThreadedWeightBytes (gemm.h) of weight bytes x rows: a parallel region costs 3-4 us on
   // the 2-core VMs measured, about what one thread takes for 100-150 KB of quantized weights,
   // so a q4_0 512 x 512 GEMV (147 KB, ~5 us) ran slower split in two.
   for_column_ranges(
@@ -473,7 +468,7 @@ void gemm_nt_quant_impl(int M, int N, int K, const float* A, int lda, QuantType 
         else
           gemm_columns<QuantType::kQ4_0, P>(n0, n1, M, a, B, b_row, C, ldc, beta);
       },
-      kThreadedBytes);
+      kThreadedWeightBytes);
 }
 
 }  // namespace
