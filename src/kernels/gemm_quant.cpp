@@ -428,7 +428,6 @@ struct QuantActivations;
 struct Q4Lanes;
 struct DequantizedPanel;
 
-
 template <Path P>
 void gemm_nt_quant_impl(int M, int N, int K, const float* A, int lda, QuantType type,
                         const uint8_t* B, int ldb, float* C, int ldc, float beta) {
@@ -457,9 +456,9 @@ void gemm_nt_quant_impl(int M, int N, int K, const float* A, int lda, QuantType 
     gemm_quant_interleaved(type, M, N, a, B, b_row, C, ldc, beta, P == Path::kWidest);
     return;
   }
-  // Threads only from kThreadedWeightBytes (gemm.h) of weight bytes x rows: a parallel region costs 3-4 us on
-  // the 2-core VMs measured, about what one thread takes for 100-150 KB of quantized weights,
-  // so a q4_0 512 x 512 GEMV (147 KB, ~5 us) ran slower split in two.
+  // Threads only from kThreadedWeightBytes (gemm.h) of weight bytes x rows: a parallel region costs
+  // 3-4 us on the 2-core VMs measured, about what one thread takes for 100-150 KB of quantized
+  // weights, so a q4_0 512 x 512 GEMV (147 KB, ~5 us) ran slower split in two.
   for_column_ranges(
       N, (long)M * N * (long)b_row,
       [&](int n0, int n1) {
