@@ -196,21 +196,31 @@ void BatchDecoder::forward(const DecodeRow* seqs, int n) {
     } else {
       for (int s = 0; s < n; ++s) attend(s);
     }
-    chain_linear_rows(L.wo, rows, chains_of, att_.data(), D, li.r_wo.data(), x_.data(), D, 1.0f,
-                      jobs_);
+    // Past the last layer's K/V a PHD step reads only each sequence's copy K-1 (its logits):
+    // that layer's output projection and FFN run on those rows alone, every R-th row of x, the
+    // FFN's scratch holding them one per sequence.
+    const bool last = l + 1 == c.n_layers;
+    const int r0 = last ? R - 1 : 0, per = last ? 1 : R, ldr = (last ? R : 1) * D;
+    auto out_chains_of = [&](int row) { return seqs[row / per].chains; };
+    chain_linear_rows(L.wo, n * per, out_chains_of, att_.data() + (size_t)r0 * D, ldr, li.r_wo.data(),
+                      x_.data() + (size_t)r0 * D, ldr, 1.0f, jobs_);
     run_jobs();
-    norm(ps.value(li.ffn_norm));
-    chain_linear_rows(L.w1, rows, chains_of, xn_.data(), D, li.r_w1.data(), h1_.data(), F, 0.0f,
-                      jobs_);
-    chain_linear_rows(L.w3, rows, chains_of, xn_.data(), D, li.r_w3.data(), h3_.data(), F, 0.0f,
-                      jobs_);
+    for (const Group& g : groups)
+      rmsnorm_forward(L.dim, g.k, g.count * per, x_.data() + ((size_t)g.first * R + r0) * D, ldr,
+                      ps.value(li.ffn_norm), c.norm_eps, xn_.data() + (size_t)g.first * per * D, D,
+                      rstd_.data());
+    chain_linear_rows(L.w1, n * per, out_chains_of, xn_.data(), D, li.r_w1.data(), h1_.data(), F,
+                      0.0f, jobs_);
+    chain_linear_rows(L.w3, n * per, out_chains_of, xn_.data(), D, li.r_w3.data(), h3_.data(), F,
+                      0.0f, jobs_);
     run_jobs();
     for (const Group& g : groups) {
-      const size_t first = (size_t)g.first * R * F;
-      swiglu_forward(g.count * R, L.ffn.prefix(g.k), h1_.data() + first, h3_.data() + first, g_.data() + first, F);
+      const size_t first = (size_t)g.first * per * F;
+      swiglu_forward(g.count * per, L.ffn.prefix(g.k), h1_.data() + first, h3_.data() + first,
+                     g_.data() + first, F);
     }
-    chain_linear_rows(L.w2, rows, chains_of, g_.data(), F, li.r_w2.data(), x_.data(), D, 1.0f,
-                      jobs_);
+    chain_linear_rows(L.w2, n * per, out_chains_of, g_.data(), F, li.r_w2.data(),
+                      x_.data() + (size_t)r0 * D, ldr, 1.0f, jobs_);
     run_jobs();
   }
   // The logits come from each sequence's last row (a PHD step's copy K-1).

@@ -200,6 +200,7 @@ void InferenceSession::forward_chunk(const int* tokens, int n, int k, float* all
   for (int i = 0; i < n; ++i) positions_[i] = len + i;
   const int kv_blocks = L.kv_blocks(k);
   const int kv_heads_active = L.active_kv_width(k) / hd;
+  const int first = all_logits ? 0 : n - 1;  // the first row whose logits are wanted
 
   embedding_forward(n, Dk, tokens, model_.embedding(), D, x_.data(), D);
   const AttentionShape as = model_.attention_shape(k, 1, n, len + n, len);
@@ -223,21 +224,24 @@ void InferenceSession::forward_chunk(const int* tokens, int n, int k, float* all
     rope_forward(*table, kn, n, kv_heads_active, KV, positions_.data());
     if (!in_place) cache_.store_rows(l, len, n, kn, vn, KV, L.active_kv_width(k));
     cache_.attend(l, as, q_.data(), att_.data(), lse_.data());
+    // Past the last layer's K/V only the rows whose logits are wanted are read: that layer's
+    // output projection and FFN run on them alone.
+    const int r0 = l + 1 == c.n_layers ? first : 0, nr = n - r0;
+    float* x = x_.data() + (size_t)r0 * D;
     // The residual stream is updated in place: the GEMM adds onto x (beta = 1).
-    chain_linear_forward(L.wo, k, n, att_.data(), D, li.r_wo.data(), x_.data(), D, 1.0f);
-    rmsnorm_forward(L.dim, k, n, x_.data(), D, ps.value(li.ffn_norm), c.norm_eps, xn_.data(), D,
+    chain_linear_forward(L.wo, k, nr, att_.data() + (size_t)r0 * D, D, li.r_wo.data(), x, D, 1.0f);
+    rmsnorm_forward(L.dim, k, nr, x, D, ps.value(li.ffn_norm), c.norm_eps, xn_.data(), D,
                     rstd_.data());
     chain_linear_forward(
-        n, xn_.data(), D,
+        nr, xn_.data(), D,
         {{&L.w1, k, li.r_w1.data(), h1_.data(), F}, {&L.w3, k, li.r_w3.data(), h3_.data(), F}});
-    swiglu_forward(n, Fk, h1_.data(), h3_.data(), g_.data(), F);
-    chain_linear_forward(L.w2, k, n, g_.data(), F, li.r_w2.data(), x_.data(), D, 1.0f);
+    swiglu_forward(nr, Fk, h1_.data(), h3_.data(), g_.data(), F);
+    chain_linear_forward(L.w2, k, nr, g_.data(), F, li.r_w2.data(), x, D, 1.0f);
   }
   for (int i = 0; i < kv_blocks; ++i) cache_.filled[i] = len + n;
   tokens_.insert(tokens_.end(), tokens, tokens + n);
 
   // Only the rows whose logits are wanted go through the final norm and the head.
-  const int first = all_logits ? 0 : n - 1;
   const int rows = n - first;
   rmsnorm_forward(L.dim, k, rows, x_.data() + (size_t)first * D, D, model_.final_norm(), c.norm_eps,
                   xn_.data(), D, rstd_.data());
@@ -333,6 +337,12 @@ void InferenceSession::forward_chunk_phd(const int* tokens, int n, int k, int hi
   const AttentionShape as = model_.attention_shape(k, 1, rows, 0, 0);
   const int kv_blocks = L.kv_blocks(k), kv_heads_active = KVk / hd;
   auto table = rope_table(hd, c.rope_theta, c.rope_scaling, phd.position(end - 1, K - 1) + 1);
+  // The rows whose logits are wanted: copy K-1 of positions [first, end), every K-th row from
+  // out_row. Past the last layer's K/V products nothing else is read from the other rows, so
+  // that layer's output projection and FFN run on these alone (the few-row GEMMs give each
+  // row the same bits in any batch).
+  const int first = all_logits ? hidden_from : end - 1, count = end - std::max(first, hidden_from);
+  const int out_row = orig_rows + (first - hidden_from) * K + K - 1;
 
   for (int l = 0; l < c.n_layers; ++l) {
     const Model::LayerIndex& li = model_.layer(l);
@@ -365,25 +375,31 @@ void InferenceSession::forward_chunk_phd(const int* tokens, int n, int k, int hi
         rope_forward(*table, kdst[part], part_rows[part], kv_heads_active, KV,
                      positions_.data() + part_first[part]);
     phd_store_kv(l, hidden_from, ring_row, k_new_.data(), v_new_.data(), KV, mixed, KVk);
+    const bool last = l + 1 == c.n_layers;
+    if (last && count == 0) break;  // an originals-only pass of a longer prefill: no logits
     phd_attention_forward(as, PhdQueryRows{len, hidden_from}, phd_keys(l, end, n_new), q_.data(), att_.data(),
                           lse_.data());
-    chain_linear_forward(L.wo, k, rows, att_.data(), D, li.r_wo.data(), x_.data(), D, 1.0f);
-    rmsnorm_forward(L.dim, k, rows, x_.data(), D, ps.value(li.ffn_norm), c.norm_eps, xn_.data(),
-                    D, rstd_.data());
+    // Rows r0, r0 + step, ... (nr of them) go on; the FFN's scratch holds them contiguously.
+    const int r0 = last ? out_row : 0, nr = last ? count : rows;
+    const int ldr = (last ? K : 1) * D;
+    chain_linear_forward(L.wo, k, nr, att_.data() + (size_t)r0 * D, ldr, li.r_wo.data(),
+                         x_.data() + (size_t)r0 * D, ldr, 1.0f);
+    rmsnorm_forward(L.dim, k, nr, x_.data() + (size_t)r0 * D, ldr, ps.value(li.ffn_norm), c.norm_eps,
+                    xn_.data(), D, rstd_.data());
     chain_linear_forward(
-        rows, xn_.data(), D,
+        nr, xn_.data(), D,
         {{&L.w1, k, li.r_w1.data(), h1_.data(), F}, {&L.w3, k, li.r_w3.data(), h3_.data(), F}});
-    swiglu_forward(rows, Fk, h1_.data(), h3_.data(), g_.data(), F);
-    chain_linear_forward(L.w2, k, rows, g_.data(), F, li.r_w2.data(), x_.data(), D, 1.0f);
+    swiglu_forward(nr, Fk, h1_.data(), h3_.data(), g_.data(), F);
+    chain_linear_forward(L.w2, k, nr, g_.data(), F, li.r_w2.data(), x_.data() + (size_t)r0 * D, ldr,
+                         1.0f);
   }
   for (int i = 0; i < kv_blocks; ++i) cache_.filled[i] = end;
   tokens_.insert(tokens_.end(), tokens, tokens + n);
   phd_ring_finish(end, n_new);
 
   // Logits: copy K-1 of the last position, or of every position with copies.
-  if (end == hidden_from) return;  // an originals-only pass of a longer prefill
-  const int first = all_logits ? hidden_from : end - 1, count = end - first;
-  const float* x_last = x_.data() + (size_t)(orig_rows + (first - hidden_from) * K + K - 1) * D;
+  if (count == 0) return;  // an originals-only pass of a longer prefill
+  const float* x_last = x_.data() + (size_t)out_row * D;
   rmsnorm_forward(L.dim, k, count, x_last, K * D, model_.final_norm(), c.norm_eps, xn_.data(), D,
                   rstd_.data());
   if (all_logits) {
