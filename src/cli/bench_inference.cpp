@@ -68,21 +68,23 @@ std::vector<int> random_prompt(int n, int vocab) {
 }
 
 // FLOPs of a forward over rows [offset, offset+n) with k chains, logits for the last row only.
-// PHD: plus `hidden` hidden rows, each attending about all originals and its window. The last
-// layer's output projection and FFN run on the row that gives the logits only (session.cpp).
+// PHD: plus `hidden` hidden rows, each attending about all originals and its window. Past the
+// last layer's K/V products only the row that gives the logits runs (session.cpp).
 double forward_flops(const Model& m, int k, long offset, long n, long hidden = 0) {
   const ModelConfig& c = m.config();
   const ChainLayout& L = m.layout();
   const double head = (double)c.vocab_size * L.dim.prefix(k);
-  double past_kv = 0;  // parameters of one layer's wo, w1, w2, w3 with k chains
-  for (const ChainLinear* cl : {&L.wo, &L.w1, &L.w2, &L.w3})
+  double past_kv = 0;  // parameters of one layer's wq, wo, w1, w2, w3 with k chains
+  for (const ChainLinear* cl : {&L.wq, &L.wo, &L.w1, &L.w2, &L.w3})
     for (int i = 0; i < k; ++i) past_kv += (double)cl->out.width(i) * cl->in.end(i);
   const double matmul = 2.0 * (n + hidden) * ((double)m.matmul_params(k) - head) -
                         2.0 * (n + hidden - 1) * past_kv;
-  // q·k and p·v over the causal prefix of every row.
+  // q·k and p·v over the causal prefix of every row; in the last layer the last row's only.
   const double keys = (double)n * offset + (double)n * (n + 1) / 2 +
                       (double)hidden * (offset + n + c.phd.window);
-  const double attention = 4.0 * c.n_layers * L.head_dim * L.active_heads(k) * keys;
+  const double last_keys = offset + n + (hidden > 0 ? c.phd.window : 0);
+  const double attention =
+      4.0 * L.head_dim * L.active_heads(k) * ((c.n_layers - 1) * keys + last_keys);
   return matmul + attention + 2.0 * head;
 }
 

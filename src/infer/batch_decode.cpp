@@ -120,7 +120,6 @@ void BatchDecoder::forward(const DecodeRow* seqs, int n) {
     }
     if (phd.enabled()) ring_row[s] = seqs[s].session->phd_ring_prepare(len, R - 1);
   }
-  auto chains_of = [&](int row) { return seqs[row / R].chains; };
   auto kv_blocks_of = [&](int row) { return L.kv_blocks(seqs[row / R].chains); };
   auto table = rope_table(hd, c.rope_theta, c.rope_scaling, max_pos + 1);
   for (const Group& g : groups)
@@ -140,11 +139,20 @@ void BatchDecoder::forward(const DecodeRow* seqs, int n) {
     gemm_nt_jobs(jobs_.data(), (int)jobs_.size());
     jobs_.clear();
   };
+  // Copy R-1's position of each sequence (the last layer's query rows).
+  std::vector<int> last_positions(n);
+  for (int s = 0; s < n; ++s) last_positions[s] = positions_[s * R + R - 1];
   for (int l = 0; l < c.n_layers; ++l) {
     const Model::LayerIndex& li = model_.layer(l);
+    // Past the last layer's K/V a PHD step reads only each sequence's copy K-1 (its logits):
+    // that layer's q, attention, output projection and FFN run on those rows alone (every R-th
+    // row of x and xn; q, att and the FFN's scratch hold them one per sequence).
+    const bool last = l + 1 == c.n_layers;
+    const int r0 = last ? R - 1 : 0, per = last ? 1 : R, ldr = (last ? R : 1) * D;
+    auto out_chains_of = [&](int row) { return seqs[row / per].chains; };
     norm(ps.value(li.attention_norm));
-    chain_linear_rows(L.wq, rows, chains_of, xn_.data(), D, li.r_wq.data(), q_.data(), D, 0.0f,
-                      jobs_);
+    chain_linear_rows(L.wq, n * per, out_chains_of, xn_.data() + (size_t)r0 * D, ldr, li.r_wq.data(),
+                      q_.data(), D, 0.0f, jobs_);
     chain_linear_rows(L.wk, rows, kv_blocks_of, xn_.data(), D, li.r_wk.data(), k_new_.data(), KV,
                       0.0f, jobs_);
     chain_linear_rows(L.wv, rows, kv_blocks_of, xn_.data(), D, li.r_wv.data(), v_new_.data(), KV,
@@ -153,7 +161,8 @@ void BatchDecoder::forward(const DecodeRow* seqs, int n) {
     for (const Group& g : groups) {
       const int first = g.first * R, count = g.count * R;
       const AttentionShape as = model_.attention_shape(g.k, 1, 1, 1, 0);
-      rope_forward(*table, q_.data() + (size_t)first * D, count, as.n_heads, D, positions_.data() + first);
+      rope_forward(*table, q_.data() + (size_t)g.first * per * D, g.count * per, as.n_heads, D,
+                   last ? last_positions.data() + g.first : positions_.data() + first);
       rope_forward(*table, k_new_.data() + (size_t)first * KV, count, L.active_kv_width(g.k) / hd, KV,
                    positions_.data() + first);
     }
@@ -163,12 +172,12 @@ void BatchDecoder::forward(const DecodeRow* seqs, int n) {
       InferenceSession& session = *seqs[s].session;
       KVCache& cache = session.cache_;
       const int len = session.length(), k = seqs[s].chains, width = L.active_kv_width(k);
-      const size_t row = (size_t)s * R;
+      const size_t row = (size_t)s * R, qrow = (size_t)s * per;
       if (phd.enabled()) {
         session.phd_store_kv(l, len, ring_row[s], k_new_.data() + row * KV, v_new_.data() + row * KV, KV, R, width);
-        phd_attention_forward(model_.attention_shape(k, 1, R, 0, 0), PhdQueryRows{len, len},
-                              session.phd_keys(l, len + 1, R - 1), q_.data() + row * D, att_.data() + row * D,
-                              lse_.data() + row * c.n_heads);
+        phd_attention_forward(model_.attention_shape(k, 1, per, 0, 0), PhdQueryRows{len, len, r0},
+                              session.phd_keys(l, len + 1, R - 1), q_.data() + qrow * D,
+                              att_.data() + qrow * D, lse_.data() + qrow * c.n_heads);
         return;
       }
       cache.store_rows(l, len, 1, k_new_.data() + row * KV, v_new_.data() + row * KV, KV, width);
@@ -180,7 +189,7 @@ void BatchDecoder::forward(const DecodeRow* seqs, int n) {
     // exception may not leave an OpenMP region: one is carried out and rethrown here.
     long attend_work = 0;
     for (int s = 0; s < n; ++s)
-      attend_work += (long)R * c.n_heads * (seqs[s].session->length() + 1) * hd;
+      attend_work += (long)per * c.n_heads * (seqs[s].session->length() + 1) * hd;
     if (n > 1 && worth_parallel(attend_work)) {
       std::exception_ptr error;
 #pragma omp parallel for schedule(dynamic, 1)
@@ -196,13 +205,7 @@ void BatchDecoder::forward(const DecodeRow* seqs, int n) {
     } else {
       for (int s = 0; s < n; ++s) attend(s);
     }
-    // Past the last layer's K/V a PHD step reads only each sequence's copy K-1 (its logits):
-    // that layer's output projection and FFN run on those rows alone, every R-th row of x, the
-    // FFN's scratch holding them one per sequence.
-    const bool last = l + 1 == c.n_layers;
-    const int r0 = last ? R - 1 : 0, per = last ? 1 : R, ldr = (last ? R : 1) * D;
-    auto out_chains_of = [&](int row) { return seqs[row / per].chains; };
-    chain_linear_rows(L.wo, n * per, out_chains_of, att_.data() + (size_t)r0 * D, ldr, li.r_wo.data(),
+    chain_linear_rows(L.wo, n * per, out_chains_of, att_.data(), D, li.r_wo.data(),
                       x_.data() + (size_t)r0 * D, ldr, 1.0f, jobs_);
     run_jobs();
     for (const Group& g : groups)

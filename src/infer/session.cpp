@@ -339,10 +339,12 @@ void InferenceSession::forward_chunk_phd(const int* tokens, int n, int k, int hi
   auto table = rope_table(hd, c.rope_theta, c.rope_scaling, phd.position(end - 1, K - 1) + 1);
   // The rows whose logits are wanted: copy K-1 of positions [first, end), every K-th row from
   // out_row. Past the last layer's K/V products nothing else is read from the other rows, so
-  // that layer's output projection and FFN run on these alone (the few-row GEMMs give each
-  // row the same bits in any batch).
+  // that layer's q, attention, output projection and FFN run on these alone (the few-row GEMMs
+  // and the attention give each row the same bits in any batch).
   const int first = all_logits ? hidden_from : end - 1, count = end - std::max(first, hidden_from);
   const int out_row = orig_rows + (first - hidden_from) * K + K - 1;
+  std::vector<int> out_positions(count);
+  for (int j = 0; j < count; ++j) out_positions[j] = positions_[out_row + j * K];
 
   for (int l = 0; l < c.n_layers; ++l) {
     const Model::LayerIndex& li = model_.layer(l);
@@ -358,8 +360,14 @@ void InferenceSession::forward_chunk_phd(const int* tokens, int n, int k, int hi
     float* kdst[2] = {kc + (size_t)len * KV, k_new_.data()};
     float* vdst[2] = {vc + (size_t)len * KV, v_new_.data()};
     const int part_rows[2] = {orig_rows, mixed}, part_first[2] = {0, orig_rows};
+    // Rows r0, r0 + ldr/D, ... (nr of them) go past the K/V products: in the last layer only
+    // those whose logits are wanted. q, the attention's output and the FFN's scratch hold them
+    // contiguously.
+    const bool last = l + 1 == c.n_layers;
+    const int r0 = last && count > 0 ? out_row : 0, nr = last ? count : rows, ldr = (last ? K : 1) * D;
     jobs_.clear();
-    chain_linear_jobs(L.wq, k, rows, xn_.data(), D, li.r_wq.data(), q_.data(), D, 0.0f, jobs_);
+    chain_linear_jobs(L.wq, k, nr, xn_.data() + (size_t)r0 * D, ldr, li.r_wq.data(), q_.data(), D,
+                      0.0f, jobs_);
     for (int part = 0; part < 2; ++part) {
       if (part_rows[part] == 0) continue;
       const float* xp = xn_.data() + (size_t)part_first[part] * D;
@@ -369,21 +377,21 @@ void InferenceSession::forward_chunk_phd(const int* tokens, int n, int k, int hi
                         0.0f, jobs_);
     }
     gemm_nt_jobs(jobs_.data(), (int)jobs_.size());
-    rope_forward(*table, q_.data(), rows, as.n_heads, D, positions_.data());
+    rope_forward(*table, q_.data(), nr, as.n_heads, D, last ? out_positions.data() : positions_.data());
     for (int part = 0; part < 2; ++part)
       if (part_rows[part] > 0)
         rope_forward(*table, kdst[part], part_rows[part], kv_heads_active, KV,
                      positions_.data() + part_first[part]);
     phd_store_kv(l, hidden_from, ring_row, k_new_.data(), v_new_.data(), KV, mixed, KVk);
-    const bool last = l + 1 == c.n_layers;
-    if (last && count == 0) break;  // an originals-only pass of a longer prefill: no logits
-    phd_attention_forward(as, PhdQueryRows{len, hidden_from}, phd_keys(l, end, n_new), q_.data(), att_.data(),
-                          lse_.data());
-    // Rows r0, r0 + step, ... (nr of them) go on; the FFN's scratch holds them contiguously.
-    const int r0 = last ? out_row : 0, nr = last ? count : rows;
-    const int ldr = (last ? K : 1) * D;
-    chain_linear_forward(L.wo, k, nr, att_.data() + (size_t)r0 * D, ldr, li.r_wo.data(),
-                         x_.data() + (size_t)r0 * D, ldr, 1.0f);
+    if (nr == 0) break;  // an originals-only pass of a longer prefill: no logits
+    if (last)  // copy K-1 of positions first..end-1 alone
+      phd_attention_forward(model_.attention_shape(k, 1, nr, 0, 0), PhdQueryRows{first, first, K - 1},
+                            phd_keys(l, end, n_new), q_.data(), att_.data(), lse_.data());
+    else
+      phd_attention_forward(as, PhdQueryRows{len, hidden_from}, phd_keys(l, end, n_new), q_.data(),
+                            att_.data(), lse_.data());
+    chain_linear_forward(L.wo, k, nr, att_.data(), D, li.r_wo.data(), x_.data() + (size_t)r0 * D,
+                         ldr, 1.0f);
     rmsnorm_forward(L.dim, k, nr, x_.data() + (size_t)r0 * D, ldr, ps.value(li.ffn_norm), c.norm_eps,
                     xn_.data(), D, rstd_.data());
     chain_linear_forward(

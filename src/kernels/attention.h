@@ -52,10 +52,14 @@ void attention_forward_f16(const AttentionShape& s, const float* q, const uint16
 // (h = p*(K-1) + c-1 for copy c >= 1 of position p) is row h - hidden_first of hid_k/hid_v
 // (hidden_first <= h < hidden_first + hidden_len); hidden tokens outside are not attended. Rows
 // are s.kv_stride floats apart. s.mask (a PHD kind) gives K, W, C; s.batch must be 1; s.q_len
-// is the number of query rows; s.kv_len and s.q_offset are unused.
+// is the number of query rows; s.kv_len and s.q_offset are unused. With copy_from > 0 a
+// position past hidden_from brings only its copies copy_from..K-1 (a last layer, whose other
+// rows nobody reads, passes K-1: one row per position); each row gets the bits it gets among
+// all K.
 struct PhdQueryRows {
   int64_t first_position = 0;
   int64_t hidden_from = 0;
+  int64_t copy_from = 0;
 };
 struct PhdKeys {
   const float* orig_k = nullptr;

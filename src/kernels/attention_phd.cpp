@@ -30,17 +30,19 @@ namespace {
 // Query row i -> (position n, copy j): the originals of positions
 // [first_position, first_position + orig_rows), one row each, then stream rows row_base, ...
 // (row r = copy r % K of position r / K).
+// Row i past the originals is row row_base + i - orig_rows of the repeated stream; with
+// copy_from > 0 (row_base then a multiple of K) each position brings copies copy_from..K-1 only.
 struct PhdQueryMap {
-  int64_t K = 2, orig_rows = 0, first_position = 0, row_base = 0;
+  int64_t K = 2, orig_rows = 0, first_position = 0, row_base = 0, copy_from = 0;
   void at(int64_t i, int64_t* n, int64_t* j) const {
     if (i < orig_rows) {
       *n = first_position + i;
       *j = 0;
       return;
     }
-    const int64_t r = row_base + (i - orig_rows);
-    *n = r / K;
-    *j = r % K;
+    const int64_t per = K - copy_from, r = i - orig_rows;
+    *n = (row_base + (copy_from ? 0 : r)) / K + (copy_from ? r / per : 0);
+    *j = copy_from ? copy_from + r % per : (row_base + r) % K;
   }
 };
 
@@ -419,17 +421,20 @@ void phd_attention_forward(const AttentionShape& s, const PhdQueryRows& rows, co
                 ") <= hidden_from (", rows.hidden_from, ")");
   CHAINLM_CHECK(keys.orig_len >= 0 && keys.hidden_first >= 0 && keys.hidden_len >= 0,
                 "phd_attention_forward: negative key range");
+  const int64_t K = s.mask.repeat;
+  CHAINLM_CHECK(rows.copy_from >= 0 && rows.copy_from < K, "phd_attention_forward: copy_from ",
+                rows.copy_from, " is outside 0..", K - 1);
   if (s.n_heads == 0 || s.q_len == 0) return;
-  const int64_t K = s.mask.repeat, orig_rows = rows.hidden_from - rows.first_position;
-  CHAINLM_CHECK(s.q_len >= orig_rows && (s.q_len - orig_rows) % K == 0,
+  const int64_t orig_rows = rows.hidden_from - rows.first_position, per = K - rows.copy_from;
+  CHAINLM_CHECK(s.q_len >= orig_rows && (s.q_len - orig_rows) % per == 0,
                 "phd_attention_forward: ", s.q_len, " query rows are not ", orig_rows,
-                " originals plus whole positions of ", K, " copies");
+                " originals plus whole positions of ", per, " copies");
   const int64_t last = orig_rows == s.q_len ? rows.hidden_from - 1
-                                            : rows.hidden_from + (s.q_len - orig_rows) / K - 1;
+                                            : rows.hidden_from + (s.q_len - orig_rows) / per - 1;
   CHAINLM_CHECK(last < keys.orig_len, "phd_attention_forward: queries reach position ", last,
                 " but only ", keys.orig_len, " originals are given (a query attends its own)");
   PhdRowKeys* rk = phd_rows_buffer(s.q_len);
-  phd_row_keys(s.mask, PhdQueryMap{K, orig_rows, rows.first_position, rows.hidden_from * K},
+  phd_row_keys(s.mask, PhdQueryMap{K, orig_rows, rows.first_position, rows.hidden_from * K, rows.copy_from},
                s.q_len, keys.orig_len, keys.hidden_first, keys.hidden_first + keys.hidden_len, rk);
   // for_each_forward_item sizes the work by s.kv_len, which this form leaves unused (0): give it
   // the keys a row may attend, or a decoding step's heads would never be spread over the threads.

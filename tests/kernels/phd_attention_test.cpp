@@ -413,6 +413,31 @@ TEST(PhdAttention, SeparateKeyArraysEqualTheRepeatedStream) {
         for (int h = 0; h < c.n_heads; ++h)
           ASSERT_NEAR(ls[(size_t)h * nrows + i], lse[(size_t)h * T * K + row_of[i]], 2e-5);
       }
+      // The copies copy_from..K-1 of the same positions alone (a last layer's query rows),
+      // no originals: the same rows of the full pass.
+      for (int cf = 1; cf < K && st.end > st.h0; ++cf) {
+        SCOPED_TRACE(::testing::Message() << "copy_from " << cf);
+        const int per = K - cf, n2 = (st.end - st.h0) * per;
+        AttentionShape s2 = s;
+        s2.q_len = n2;
+        std::vector<int> row2(n2);
+        std::vector<float> q2((size_t)n2 * s.q_stride), o2((size_t)n2 * s.o_stride),
+            l2((size_t)c.n_heads * n2);
+        for (int i = 0; i < n2; ++i) {
+          row2[i] = (st.h0 + i / per) * K + cf + i % per;
+          std::copy_n(q.begin() + (size_t)row2[i] * s.q_stride, s.q_stride,
+                      q2.begin() + (size_t)i * s.q_stride);
+        }
+        phd_attention_forward(s2, PhdQueryRows{st.h0, st.h0, cf}, keys, q2.data(), o2.data(),
+                              l2.data());
+        for (int i = 0; i < n2; ++i) {
+          for (int x = 0; x < c.n_heads * hd; ++x)
+            ASSERT_NEAR(o2[(size_t)i * s.o_stride + x], o[(size_t)row2[i] * full.o_stride + x], 2e-5)
+                << "row " << i << " (stream row " << row2[i] << ")";
+          for (int h = 0; h < c.n_heads; ++h)
+            ASSERT_NEAR(l2[(size_t)h * n2 + i], lse[(size_t)h * T * K + row2[i]], 2e-5);
+        }
+      }
     }
     seed += 10;
   }
@@ -452,6 +477,17 @@ TEST(PhdAttention, DecodingStepGivesTheSameBitsOnTwoThreads) {
   EXPECT_EQ(std::memcmp(o1.data(), o2.data(), o1.size() * sizeof(float)), 0);
   EXPECT_EQ(std::memcmp(l1.data(), l2.data(), l1.size() * sizeof(float)), 0);
   for (float x : o1) ASSERT_TRUE(std::isfinite(x));
+  // Copy K-1 alone (a last layer's one row): the bits it gets among all K.
+  AttentionShape s1 = s;
+  s1.q_len = 1;
+  std::vector<float> o3(s.o_stride), l3(heads);
+  phd_attention_forward(s1, PhdQueryRows{len - 1, len - 1, K - 1}, keys,
+                        q.data() + (size_t)(K - 1) * s.q_stride, o3.data(), l3.data());
+  EXPECT_EQ(std::memcmp(o3.data(), o1.data() + (size_t)(K - 1) * s.o_stride, o3.size() * sizeof(float)), 0);
+  for (int h = 0; h < heads; ++h) EXPECT_EQ(l3[h], l1[(size_t)h * K + K - 1]) << "head " << h;
+  EXPECT_THROW(phd_attention_forward(s1, PhdQueryRows{len - 1, len - 1, K}, keys, q.data(), o3.data(),
+                                     l3.data()),
+               Error);
 }
 
 TEST(PhdAttention, RejectsBadMasksAndRows) {
