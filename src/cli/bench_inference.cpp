@@ -77,8 +77,8 @@ double forward_flops(const Model& m, int k, long offset, long n, long hidden = 0
   double past_kv = 0;  // parameters of one layer's wq, wo, w1, w2, w3 with k chains
   for (const ChainLinear* cl : {&L.wq, &L.wo, &L.w1, &L.w2, &L.w3})
     for (int i = 0; i < k; ++i) past_kv += (double)cl->out.width(i) * cl->in.end(i);
-  const double matmul = 2.0 * (n + hidden) * ((double)m.matmul_params(k) - head) -
-                        2.0 * (n + hidden - 1) * past_kv;
+  const double matmul =
+      2.0 * (n + hidden) * ((double)m.matmul_params(k) - head) - 2.0 * (n + hidden - 1) * past_kv;
   // q·k and p·v over the causal prefix of every row; in the last layer the last row's only.
   const double keys = (double)n * offset + (double)n * (n + 1) / 2 +
                       (double)hidden * (offset + n + c.phd.window);

@@ -151,8 +151,8 @@ void BatchDecoder::forward(const DecodeRow* seqs, int n) {
     const int r0 = last ? R - 1 : 0, per = last ? 1 : R, ldr = (last ? R : 1) * D;
     auto out_chains_of = [&](int row) { return seqs[row / per].chains; };
     norm(ps.value(li.attention_norm));
-    chain_linear_rows(L.wq, n * per, out_chains_of, xn_.data() + (size_t)r0 * D, ldr, li.r_wq.data(),
-                      q_.data(), D, 0.0f, jobs_);
+    chain_linear_rows(L.wq, n * per, out_chains_of, xn_.data() + (size_t)r0 * D, ldr,
+                      li.r_wq.data(), q_.data(), D, 0.0f, jobs_);
     chain_linear_rows(L.wk, rows, kv_blocks_of, xn_.data(), D, li.r_wk.data(), k_new_.data(), KV,
                       0.0f, jobs_);
     chain_linear_rows(L.wv, rows, kv_blocks_of, xn_.data(), D, li.r_wv.data(), v_new_.data(), KV,

@@ -364,7 +364,8 @@ void InferenceSession::forward_chunk_phd(const int* tokens, int n, int k, int hi
     // those whose logits are wanted. q, the attention's output and the FFN's scratch hold them
     // contiguously.
     const bool last = l + 1 == c.n_layers;
-    const int r0 = last && count > 0 ? out_row : 0, nr = last ? count : rows, ldr = (last ? K : 1) * D;
+    const int r0 = last && count > 0 ? out_row : 0, nr = last ? count : rows,
+              ldr = (last ? K : 1) * D;
     jobs_.clear();
     chain_linear_jobs(L.wq, k, nr, xn_.data() + (size_t)r0 * D, ldr, li.r_wq.data(), q_.data(), D,
                       0.0f, jobs_);
@@ -377,23 +378,26 @@ void InferenceSession::forward_chunk_phd(const int* tokens, int n, int k, int hi
                         0.0f, jobs_);
     }
     gemm_nt_jobs(jobs_.data(), (int)jobs_.size());
-    rope_forward(*table, q_.data(), nr, as.n_heads, D, last ? out_positions.data() : positions_.data());
+    rope_forward(*table, q_.data(), nr, as.n_heads, D,
+                 last ? out_positions.data() : positions_.data());
     for (int part = 0; part < 2; ++part)
       if (part_rows[part] > 0)
         rope_forward(*table, kdst[part], part_rows[part], kv_heads_active, KV,
                      positions_.data() + part_first[part]);
     phd_store_kv(l, hidden_from, ring_row, k_new_.data(), v_new_.data(), KV, mixed, KVk);
     if (nr == 0) break;  // an originals-only pass of a longer prefill: no logits
-    if (last)  // copy K-1 of positions first..end-1 alone
-      phd_attention_forward(model_.attention_shape(k, 1, nr, 0, 0), PhdQueryRows{first, first, K - 1},
-                            phd_keys(l, end, n_new), q_.data(), att_.data(), lse_.data());
+    // In the last layer: copy K-1 of positions first..end-1 alone.
+    if (last)
+      phd_attention_forward(model_.attention_shape(k, 1, nr, 0, 0),
+                            PhdQueryRows{first, first, K - 1}, phd_keys(l, end, n_new), q_.data(),
+                            att_.data(), lse_.data());
     else
       phd_attention_forward(as, PhdQueryRows{len, hidden_from}, phd_keys(l, end, n_new), q_.data(),
                             att_.data(), lse_.data());
     chain_linear_forward(L.wo, k, nr, att_.data(), D, li.r_wo.data(), x_.data() + (size_t)r0 * D,
                          ldr, 1.0f);
-    rmsnorm_forward(L.dim, k, nr, x_.data() + (size_t)r0 * D, ldr, ps.value(li.ffn_norm), c.norm_eps,
-                    xn_.data(), D, rstd_.data());
+    rmsnorm_forward(L.dim, k, nr, x_.data() + (size_t)r0 * D, ldr, ps.value(li.ffn_norm),
+                    c.norm_eps, xn_.data(), D, rstd_.data());
     chain_linear_forward(
         nr, xn_.data(), D,
         {{&L.w1, k, li.r_w1.data(), h1_.data(), F}, {&L.w3, k, li.r_w3.data(), h3_.data(), F}});

@@ -434,7 +434,8 @@ void phd_attention_forward(const AttentionShape& s, const PhdQueryRows& rows, co
   CHAINLM_CHECK(last < keys.orig_len, "phd_attention_forward: queries reach position ", last,
                 " but only ", keys.orig_len, " originals are given (a query attends its own)");
   PhdRowKeys* rk = phd_rows_buffer(s.q_len);
-  phd_row_keys(s.mask, PhdQueryMap{K, orig_rows, rows.first_position, rows.hidden_from * K, rows.copy_from},
+  phd_row_keys(s.mask,
+               PhdQueryMap{K, orig_rows, rows.first_position, rows.hidden_from * K, rows.copy_from},
                s.q_len, keys.orig_len, keys.hidden_first, keys.hidden_first + keys.hidden_len, rk);
   // for_each_forward_item sizes the work by s.kv_len, which this form leaves unused (0): give it
   // the keys a row may attend, or a decoding step's heads would never be spread over the threads.
