@@ -432,7 +432,8 @@ TEST(PhdAttention, SeparateKeyArraysEqualTheRepeatedStream) {
                               l2.data());
         for (int i = 0; i < n2; ++i) {
           for (int x = 0; x < c.n_heads * hd; ++x)
-            ASSERT_NEAR(o2[(size_t)i * s.o_stride + x], o[(size_t)row2[i] * full.o_stride + x], 2e-5)
+            ASSERT_NEAR(o2[(size_t)i * s.o_stride + x], o[(size_t)row2[i] * full.o_stride + x],
+                        2e-5)
                 << "row " << i << " (stream row " << row2[i] << ")";
           for (int h = 0; h < c.n_heads; ++h)
             ASSERT_NEAR(l2[(size_t)h * n2 + i], lse[(size_t)h * T * K + row2[i]], 2e-5);
@@ -483,10 +484,12 @@ TEST(PhdAttention, DecodingStepGivesTheSameBitsOnTwoThreads) {
   std::vector<float> o3(s.o_stride), l3(heads);
   phd_attention_forward(s1, PhdQueryRows{len - 1, len - 1, K - 1}, keys,
                         q.data() + (size_t)(K - 1) * s.q_stride, o3.data(), l3.data());
-  EXPECT_EQ(std::memcmp(o3.data(), o1.data() + (size_t)(K - 1) * s.o_stride, o3.size() * sizeof(float)), 0);
+  EXPECT_EQ(
+      std::memcmp(o3.data(), o1.data() + (size_t)(K - 1) * s.o_stride, o3.size() * sizeof(float)),
+      0);
   for (int h = 0; h < heads; ++h) EXPECT_EQ(l3[h], l1[(size_t)h * K + K - 1]) << "head " << h;
-  EXPECT_THROW(phd_attention_forward(s1, PhdQueryRows{len - 1, len - 1, K}, keys, q.data(), o3.data(),
-                                     l3.data()),
+  EXPECT_THROW(phd_attention_forward(s1, PhdQueryRows{len - 1, len - 1, K}, keys, q.data(),
+                                     o3.data(), l3.data()),
                Error);
 }
 
