@@ -54,8 +54,8 @@ void attention_forward_f16(const AttentionShape& s, const float* q, const uint16
 // are s.kv_stride floats apart. s.mask (a PHD kind) gives K, W, C; s.batch must be 1; s.q_len
 // is the number of query rows; s.kv_len and s.q_offset are unused. With copy_from > 0 a
 // position past hidden_from brings only its copies copy_from..K-1 (a last layer, whose other
-// rows nobody reads, passes K-1: one row per position); each row gets the bits it gets among
-// all K.
+// rows nobody reads, passes K-1: one row per position). Each row's result is what it gets
+// among all K (bit for bit when both calls have at most 8 rows, as a decoding step).
 struct PhdQueryRows {
   int64_t first_position = 0;
   int64_t hidden_from = 0;

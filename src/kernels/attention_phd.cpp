@@ -29,9 +29,8 @@ namespace {
 
 // Query row i -> (position n, copy j): the originals of positions
 // [first_position, first_position + orig_rows), one row each, then stream rows row_base, ...
-// (row r = copy r % K of position r / K).
-// Row i past the originals is row row_base + i - orig_rows of the repeated stream; with
-// copy_from > 0 (row_base then a multiple of K) each position brings copies copy_from..K-1 only.
+// (row r = copy r % K of position r / K); with copy_from > 0 (row_base then a multiple of K)
+// each position past the originals brings only its copies copy_from..K-1.
 struct PhdQueryMap {
   int64_t K = 2, orig_rows = 0, first_position = 0, row_base = 0, copy_from = 0;
   void at(int64_t i, int64_t* n, int64_t* j) const {
