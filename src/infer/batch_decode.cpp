@@ -126,11 +126,12 @@ void BatchDecoder::forward(const DecodeRow* seqs, int n) {
     embedding_forward(g.count * R, L.dim.prefix(g.k), tokens_.data() + g.first * R, model_.embedding(), D,
                       x_.data() + (size_t)g.first * R * D, D);
 
-  // Per group of sequences with one sub-model: RMSNorm of x's rows into xn.
-  auto norm = [&](const float* gain) {
+  // Per group of sequences with one sub-model: RMSNorm of `per` rows of each sequence (rows r0,
+  // r0 + ldr/D, ... of its R in x) into xn, there `per` rows per sequence.
+  auto norm = [&](const float* gain, int r0, int per, int ldr) {
     for (const Group& g : groups)
-      rmsnorm_forward(L.dim, g.k, g.count * R, x_.data() + (size_t)g.first * R * D, D, gain, c.norm_eps,
-                      xn_.data() + (size_t)g.first * R * D, D, rstd_.data());
+      rmsnorm_forward(L.dim, g.k, g.count * per, x_.data() + ((size_t)g.first * R + r0) * D, ldr, gain,
+                      c.norm_eps, xn_.data() + (size_t)g.first * per * D, D, rstd_.data());
   };
   const ParamStore& ps = model_.params();
   // The products queued in jobs_, in one parallel region.
@@ -150,7 +151,7 @@ void BatchDecoder::forward(const DecodeRow* seqs, int n) {
     const bool last = l + 1 == c.n_layers;
     const int r0 = last ? R - 1 : 0, per = last ? 1 : R, ldr = (last ? R : 1) * D;
     auto out_chains_of = [&](int row) { return seqs[row / per].chains; };
-    norm(ps.value(li.attention_norm));
+    norm(ps.value(li.attention_norm), 0, R, D);
     chain_linear_rows(L.wq, n * per, out_chains_of, xn_.data() + (size_t)r0 * D, ldr,
                       li.r_wq.data(), q_.data(), D, 0.0f, jobs_);
     chain_linear_rows(L.wk, rows, kv_blocks_of, xn_.data(), D, li.r_wk.data(), k_new_.data(), KV,
@@ -208,10 +209,7 @@ void BatchDecoder::forward(const DecodeRow* seqs, int n) {
     chain_linear_rows(L.wo, n * per, out_chains_of, att_.data(), D, li.r_wo.data(),
                       x_.data() + (size_t)r0 * D, ldr, 1.0f, jobs_);
     run_jobs();
-    for (const Group& g : groups)
-      rmsnorm_forward(L.dim, g.k, g.count * per, x_.data() + ((size_t)g.first * R + r0) * D, ldr,
-                      ps.value(li.ffn_norm), c.norm_eps, xn_.data() + (size_t)g.first * per * D, D,
-                      rstd_.data());
+    norm(ps.value(li.ffn_norm), r0, per, ldr);
     chain_linear_rows(L.w1, n * per, out_chains_of, xn_.data(), D, li.r_w1.data(), h1_.data(), F,
                       0.0f, jobs_);
     chain_linear_rows(L.w3, n * per, out_chains_of, xn_.data(), D, li.r_w3.data(), h3_.data(), F,
@@ -227,12 +225,10 @@ void BatchDecoder::forward(const DecodeRow* seqs, int n) {
     run_jobs();
   }
   // The logits come from each sequence's last row (a PHD step's copy K-1).
-  for (const Group& g : groups) {
-    rmsnorm_forward(L.dim, g.k, g.count, x_.data() + ((size_t)g.first * R + R - 1) * D, R * D, model_.final_norm(),
-                    c.norm_eps, xn_.data() + (size_t)g.first * D, D, rstd_.data());
+  norm(model_.final_norm(), R - 1, 1, R * D);
+  for (const Group& g : groups)
     jobs_.push_back({g.count, V, L.dim.prefix(g.k), xn_.data() + (size_t)g.first * D, D,
                      model_.head(), D, logits_.data() + (size_t)g.first * V, V, 0.0f});
-  }
   run_jobs();
   for (int s = 0; s < n; ++s) {
     InferenceSession& session = *seqs[s].session;
