@@ -162,17 +162,38 @@ constexpr FewRowsKernel kFewRows[] = {&CHAINLM_FEW_ROWS<1>, &CHAINLM_FEW_ROWS<2>
                                       &CHAINLM_FEW_ROWS<7>, &CHAINLM_FEW_ROWS<8>};
 static_assert(sizeof(kFewRows) / sizeof(kFewRows[0]) == kMaxDecodeRows);
 
-// M in (kMaxDecodeRows, kMaxStreamedRows] rows, weight rows [n0, n1): the few-row kernels over
-// chunks of kMaxDecodeRows rows of A, one block of weight rows (about 32 KB) at a time, so the
-// weights come from memory once and from cache for the later chunks. Each row of C gets the
-// bits it gets alone.
+// Rows of A one pass of the AVX-512 kernel over the weights takes: as many as fit in about
+// 20 KB, so they stay in L1 (48 KB on Zen 5) beside the weight rows streaming through it. Eight
+// rows of K = 1408 (45 KB: the FFN's down projection of the 30M model) did not, and ran at 0.45x
+// the rate of K = 512 (FMAs reading A from L2): 8 rows of 512 x 1408 streamed took 4.9 ms in one
+// pass, 2.8 ms in passes of 3 + 3 + 2 rows (2 threads, bench/RESULTS.md). The AVX2 tiles reuse
+// each activation vector over 3 weight rows and measured slower split (4 rows 1.6 -> 2.3 ms),
+// so they take every row in one pass.
+int rows_per_pass(int K) {
+#if CHAINLM_FEW_ROWS_AVX2
+  (void)K;
+  return kMaxDecodeRows;
+#else
+  constexpr int kActivationBytes = 20 * 1024;
+  return std::clamp(kActivationBytes / (int)(sizeof(float) * std::max(K, 1)), 1, kMaxDecodeRows);
+#endif
+}
+
+// M rows (more than rows_per_pass(K), at most kMaxStreamedRows), weight rows [n0, n1): the
+// few-row kernels over chunks of rows_per_pass(K) rows of A, one block of weight rows (about
+// 128 KB, in L2) at a time, so the weights come from memory once and from L2 for the later
+// chunks (blocks of 32 KB were 0-15% slower at 8-32 rows). Each row of C gets the bits it gets
+// alone: every chunk runs the kernel a row runs alone, whose sums do not depend on the rows
+// beside it.
 void chunked_few_rows(int n0, int n1, int M, int K, const float* A, int lda, const float* B,
                       int ldb, float* C, int ldc, float beta) {
-  const int block = std::max(4, (int)(32768 / (sizeof(float) * std::max(K, 1))));
+  constexpr int kWeightBlockBytes = 128 * 1024;
+  const int block = std::max(4, (int)(kWeightBlockBytes / (sizeof(float) * std::max(K, 1))));
+  const int pass = rows_per_pass(K);
   for (int b0 = n0; b0 < n1; b0 += block) {
     const int b1 = std::min(n1, b0 + block);
-    for (int r0 = 0; r0 < M; r0 += kMaxDecodeRows) {
-      const int m = std::min(kMaxDecodeRows, M - r0);
+    for (int r0 = 0; r0 < M; r0 += pass) {
+      const int m = std::min(pass, M - r0);
       kFewRows[m - 1](b0, b1, K, A + (long)r0 * lda, lda, B, ldb, C + (long)r0 * ldc, ldc, beta);
     }
   }
@@ -199,7 +220,7 @@ void large_gemm(bool transa, bool transb, int M, int N, int K, const float* A, i
 void gemm_nt(int M, int N, int K, const float* A, int lda, const float* B, int ldb, float* C,
              int ldc, float beta) {
   if (M == 0 || N == 0) return;
-  if (M <= kMaxDecodeRows) {
+  if (M <= rows_per_pass(K)) {
     // A few rows (decoding steps: one sequence's token, a PHD step's K copies, a server's
     // batch): bandwidth-bound, and sgemm would pack the weight first (2-3x the time of
     // streaming it once). One row goes through the same kernel rather than sgemv, whose sums

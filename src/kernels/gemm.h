@@ -14,7 +14,8 @@ namespace chainlm {
 // concurrent requests on this (a request's tokens do not depend on who shares its steps).
 constexpr int kMaxDecodeRows = 8;
 // gemm_nt with up to this many rows (a short prompt, a server's prompt piece) runs the few-row
-// kernels over chunks of kMaxDecodeRows rows, the weights read from memory once: 16 rows took a
+// kernels over chunks of kMaxDecodeRows rows (fewer when the rows are long: gemm.cpp
+// rows_per_pass), the weights read from memory once: 16 rows took a
 // third to two thirds of the time of oneDNN's and OpenBLAS's sgemm, which pack the whole weight
 // first; at 32 rows it was level or ahead at 1 and 2 threads on AVX2 and AVX-512, at 64 behind
 // on AVX2 and at 1 thread (bench/RESULTS.md). Batch-invariant as well.

@@ -43,8 +43,9 @@ void expect_rows_independent_of_batch(int N, int K, Gemm gemm, const char* what,
   }
 }
 
+// K = 704 and 1408 take rows in passes of 7 and 3 through the AVX-512 kernel (rows_per_pass).
 TEST(GemmRows, Fp32RowsDoNotDependOnTheRowsBesideThem) {
-  for (int K : {64, 45, 256, 704}) {
+  for (int K : {64, 45, 256, 704, 1408}) {
     const int N = 96;
     const auto B = random_vector((size_t)N * K, 9);
     expect_rows_independent_of_batch(
