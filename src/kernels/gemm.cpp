@@ -162,19 +162,20 @@ constexpr FewRowsKernel kFewRows[] = {&CHAINLM_FEW_ROWS<1>, &CHAINLM_FEW_ROWS<2>
                                       &CHAINLM_FEW_ROWS<7>, &CHAINLM_FEW_ROWS<8>};
 static_assert(sizeof(kFewRows) / sizeof(kFewRows[0]) == kMaxDecodeRows);
 
-// Rows of A one pass of the AVX-512 kernel over the weights takes: as many as fit in about
-// 20 KB, so they stay in L1 (48 KB on Zen 5) beside the weight rows streaming through it. Eight
-// rows of K = 1408 (45 KB: the FFN's down projection of the 30M model) did not, and ran at 0.45x
-// the rate of K = 512 (FMAs reading A from L2): 8 rows of 512 x 1408 streamed took 4.9 ms in one
-// pass, 2.8 ms in passes of 3 + 3 + 2 rows (2 threads, bench/RESULTS.md). The AVX2 tiles reuse
-// each activation vector over 3 weight rows and measured slower split (4 rows 1.6 -> 2.3 ms),
-// so they take every row in one pass.
+// Rows of A one pass of the AVX-512 kernel over the weights takes: as many as fit in 24 KB, so
+// they stay in L1 (48 KB on Zen 5) beside the weight rows streaming through it. Eight rows of
+// K = 1408 (45 KB: the FFN's down projection of the 30M model) did not, and ran at 0.45x the rate
+// of K = 512 (FMAs reading A from L2): 8 rows of 512 x 1408 streamed took 4.9 ms in one pass,
+// 2.8 ms in two of 4 rows (2 threads). Smaller passes split a PHD step's 4 rows there, which
+// made the step 5-8% slower (3 + 1 rows); bench/RESULTS.md. The AVX2 tiles reuse each activation
+// vector over 3 weight rows and measured slower split (4 rows 1.6 -> 2.3 ms), so they take
+// every row in one pass.
 int rows_per_pass(int K) {
 #if CHAINLM_FEW_ROWS_AVX2
   (void)K;
   return kMaxDecodeRows;
 #else
-  constexpr int kActivationBytes = 20 * 1024;
+  constexpr int kActivationBytes = 24 * 1024;
   return std::clamp(kActivationBytes / (int)(sizeof(float) * std::max(K, 1)), 1, kMaxDecodeRows);
 #endif
 }

@@ -43,7 +43,7 @@ void expect_rows_independent_of_batch(int N, int K, Gemm gemm, const char* what,
   }
 }
 
-// K = 704 and 1408 take rows in passes of 7 and 3 through the AVX-512 kernel (rows_per_pass).
+// K = 1408 takes rows in passes of 4 through the AVX-512 kernel (rows_per_pass).
 TEST(GemmRows, Fp32RowsDoNotDependOnTheRowsBesideThem) {
   for (int K : {64, 45, 256, 704, 1408}) {
     const int N = 96;

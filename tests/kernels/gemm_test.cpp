@@ -14,7 +14,8 @@ namespace {
 using test::random_vector;
 
 // Each row count on both sides of kMaxDecodeRows and kMaxStreamedRows, and with K = 45 (one
-// block of weight rows in the chunked path) and K = 704 (several, and a masked tail).
+// block of weight rows in the chunked path), K = 704 (several, and a masked tail) and K = 1408
+// (rows in passes of 4 on AVX-512: gemm.cpp rows_per_pass).
 void expect_nt_matches_naive(int N, int K, int lda, int ldb, int ldc) {
   for (int M : {1, 2, 3, 4, 5, 7, 8, 9, 16, 33, kMaxStreamedRows - 1, kMaxStreamedRows,
                 kMaxStreamedRows + 1}) {
@@ -41,6 +42,7 @@ void expect_nt_matches_naive(int N, int K, int lda, int ldb, int ldc) {
 TEST(Gemm, NtMatchesNaiveForEveryRowCount) {
   expect_nt_matches_naive(67, 45, 50, 47, 70);
   expect_nt_matches_naive(67, 704, 710, 707, 70);
+  expect_nt_matches_naive(67, 1408, 1411, 1409, 70);
 }
 
 }  // namespace
