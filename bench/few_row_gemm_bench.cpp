@@ -1,13 +1,13 @@
 // The few-row fp32 GEMMs of decoding (gemm_nt with 1, 2, 4 and 8 rows: one sequence, a PHD
-// step's copies, a server's batch) streaming 40 weight matrices of 1408 x 512 (115 MB, past every
-// cache) through chainlm's own entry point, min of 7 rounds of 3 passes. Its figures in
+// step's copies, a server's batch) streaming 40 weight matrices of N x K (1408 x 512 by default:
+// 115 MB, past every cache) through chainlm's own entry point, min of 7 rounds of 3 passes. Its figures in
 // bench/RESULTS.md come from two builds of the library (before and after a kernel change) run one
 // after the other. Build (after `make build`):
 //   g++ -O3 -std=c++20 -fopenmp -march=native -Isrc \
 //     -isystem /usr/include/x86_64-linux-gnu/openblas-openmp bench/few_row_gemm_bench.cpp -Lbuild \
 //     -Wl,--start-group -lchainlm_kernels -lchainlm_core -Wl,--end-group -ldnnl -lopenblas -o
 //     /tmp/frg
-// Run: /tmp/frg [threads]
+// Run: /tmp/frg [threads] [N K]   (default 1408 512; 512 1408 is the FFN's down projection)
 // Then 16-128 rows (short prompts): gemm_nt (the few-row kernel in chunks of 8 up to
 // kMaxStreamedRows) against the two sgemm backends it replaced there, in turns.
 #include <cblas.h>
@@ -26,7 +26,8 @@ using namespace chainlm;
 
 int main(int argc, char** argv) {
   set_num_threads(argc > 1 ? std::atoi(argv[1]) : 1);
-  const int N = 1408, K = 512, matrices = 40;
+  const int N = argc > 3 ? std::atoi(argv[2]) : 1408, K = argc > 3 ? std::atoi(argv[3]) : 512;
+  const int matrices = 40;
   AlignedVector<float> W((size_t)matrices * N * K);
   for (size_t i = 0; i < W.size(); ++i) W[i] = (float)((i * 2654435761u) % 1000) * 1e-3f - 0.5f;
   AlignedVector<float> A(128 * K), C(128 * N);
