@@ -1,8 +1,8 @@
 // The few-row fp32 GEMMs of decoding (gemm_nt with 1, 2, 4 and 8 rows: one sequence, a PHD
 // step's copies, a server's batch) streaming 40 weight matrices of N x K (1408 x 512 by default:
-// 115 MB, past every cache) through chainlm's own entry point, min of 7 rounds of 3 passes. Its figures in
-// bench/RESULTS.md come from two builds of the library (before and after a kernel change) run one
-// after the other. Build (after `make build`):
+// 115 MB, past every cache) through chainlm's own entry point, min of 7 rounds of 3 passes. Its
+// figures in bench/RESULTS.md come from two builds of the library (before and after a kernel
+// change) run one after the other. Build (after `make build`):
 //   g++ -O3 -std=c++20 -fopenmp -march=native -Isrc \
 //     -isystem /usr/include/x86_64-linux-gnu/openblas-openmp bench/few_row_gemm_bench.cpp -Lbuild \
 //     -Wl,--start-group -lchainlm_kernels -lchainlm_core -Wl,--end-group -ldnnl -lopenblas -o
