@@ -183,7 +183,7 @@ int rows_per_pass(int K) {
 // M rows (more than rows_per_pass(K), at most kMaxStreamedRows), weight rows [n0, n1): the
 // few-row kernels over chunks of rows_per_pass(K) rows of A, one block of weight rows (about
 // 128 KB, in L2) at a time, so the weights come from memory once and from L2 for the later
-// chunks (blocks of 32 KB were 0-15% slower at 8-32 rows). Each row of C gets the bits it gets
+// chunks (blocks of 32 KB were 3-16% slower at 8-32 rows). Each row of C gets the bits it gets
 // alone: every chunk runs the kernel a row runs alone, whose sums do not depend on the rows
 // beside it.
 void chunked_few_rows(int n0, int n1, int M, int K, const float* A, int lda, const float* B,

@@ -15,10 +15,10 @@ namespace chainlm {
 constexpr int kMaxDecodeRows = 8;
 // gemm_nt with up to this many rows (a short prompt, a server's prompt piece) runs the few-row
 // kernels over chunks of kMaxDecodeRows rows (fewer when the rows are long: gemm.cpp
-// rows_per_pass), the weights read from memory once: 16 rows took a
-// third to two thirds of the time of oneDNN's and OpenBLAS's sgemm, which pack the whole weight
-// first; at 32 rows it was level or ahead at 1 and 2 threads on AVX2 and AVX-512, at 64 behind
-// on AVX2 and at 1 thread (bench/RESULTS.md). Batch-invariant as well.
+// rows_per_pass), the weights read from memory once: 16 rows took a third to two thirds of the
+// time of oneDNN's and OpenBLAS's sgemm, which pack the whole weight first; at 32 rows it was
+// level or ahead at 1 and 2 threads on AVX2 and AVX-512, at 64 behind on AVX2 and at 1 thread
+// (bench/RESULTS.md). Batch-invariant as well.
 constexpr int kMaxStreamedRows = 32;
 // Weight bytes x rows from which a quantized GEMM, and gemm_nt_jobs, split their columns over the
 // threads. Measured (ref30m decode, 2 threads against 1, alternating binaries in one run): q4_0
