@@ -387,13 +387,9 @@ void InferenceSession::forward_chunk_phd(const int* tokens, int n, int k, int hi
     phd_store_kv(l, hidden_from, ring_row, k_new_.data(), v_new_.data(), KV, mixed, KVk);
     if (nr == 0) break;  // an originals-only pass of a longer prefill: no logits
     // In the last layer: copy K-1 of positions first..end-1 alone.
-    if (last)
-      phd_attention_forward(model_.attention_shape(k, 1, nr, 0, 0),
-                            PhdQueryRows{first, first, K - 1}, phd_keys(l, end, n_new), q_.data(),
-                            att_.data(), lse_.data());
-    else
-      phd_attention_forward(as, PhdQueryRows{len, hidden_from}, phd_keys(l, end, n_new), q_.data(),
-                            att_.data(), lse_.data());
+    phd_attention_forward(last ? model_.attention_shape(k, 1, nr, 0, 0) : as,
+                          last ? PhdQueryRows{first, first, K - 1} : PhdQueryRows{len, hidden_from},
+                          phd_keys(l, end, n_new), q_.data(), att_.data(), lse_.data());
     chain_linear_forward(L.wo, k, nr, att_.data(), D, li.r_wo.data(), x_.data() + (size_t)r0 * D,
                          ldr, 1.0f);
     rmsnorm_forward(L.dim, k, nr, x_.data() + (size_t)r0 * D, ldr, ps.value(li.ffn_norm),

@@ -39,9 +39,15 @@ struct PhdQueryMap {
       *j = 0;
       return;
     }
+    if (copy_from == 0) {
+      const int64_t r = row_base + (i - orig_rows);
+      *n = r / K;
+      *j = r % K;
+      return;
+    }
     const int64_t per = K - copy_from, r = i - orig_rows;
-    *n = (row_base + (copy_from ? 0 : r)) / K + (copy_from ? r / per : 0);
-    *j = copy_from ? copy_from + r % per : (row_base + r) % K;
+    *n = row_base / K + r / per;
+    *j = copy_from + r % per;
   }
 };
 
