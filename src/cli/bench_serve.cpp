@@ -19,6 +19,7 @@
 #include "core/error.h"
 #include "core/rng.h"
 #include "core/threads.h"
+#include "kernels/quant.h"
 #include "serve/server.h"
 
 namespace chainlm::cli {
@@ -120,7 +121,18 @@ void bench_serve(const ServeBenchArgs& a) {
   const std::vector<int>& levels = a.concurrency;
   CHAINLM_CHECK(!levels.empty(), "bench serve: --concurrency needs at least one level");
   CHAINLM_CHECK(a.tokens >= 1 && a.prompt_tokens >= 1, "bench serve: --tokens and --prompt-tokens must be positive");
-  LoadedModel loaded = load_model_and_tokenizer(a.model, "", true);
+  const Precision precision = parse_precision(a.precision);
+  CHAINLM_CHECK(a.quant.empty() || precision == Precision::Fp32, "bench serve: --quant and --precision bf16 exclude each other");
+  // Loaded on a thread of its own so that no idle OpenMP pool outlives it (run_on_own_thread).
+  LoadedModel loaded;
+  run_on_own_thread([&] {
+    loaded = load_model_and_tokenizer(a.model, "", true, precision);
+    if (!a.quant.empty()) {
+      CHAINLM_CHECK(!loaded.model->quantized(), "bench serve: --model is already quantized (",
+                    loaded.model->weight_format(), "); --quant applies to fp32 models");
+      loaded.model->quantize_weights(parse_quant_type(a.quant));
+    }
+  });
   const Model& model = *loaded.model;
   const ModelConfig& c = model.config();
   CHAINLM_CHECK(a.prompt_tokens + 1 + a.tokens <= c.max_seq_len, "bench serve: BOS + prompt + tokens = ",
@@ -184,6 +196,7 @@ void bench_serve(const ServeBenchArgs& a) {
                  {"completion_tokens", tokens},
                  {"threads", server.threads()},
                  {"max_sessions", server.max_sessions()},
+                 {"precision", model.weight_format()},
                  {"kv_cache", kv_cache_type_name(o.kv_cache)},
                  {"tokens_per_s", tokens_per_s},
                  {"speedup_vs_first_level", tokens_per_s / base_tokens_per_s},

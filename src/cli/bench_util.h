@@ -62,6 +62,8 @@ struct ServeBenchArgs {
   int tokens = 128, prompt_tokens = 16, requests = 0;  // requests per level; 0 = max(4, 2 x level)
   int threads = 0, max_sessions = 0;                   // 0: all cores; the largest level
   std::string kv_cache = "auto";                       // the server's sessions' KV cache type
+  std::string precision = "fp32";  // the served weights: fp32 or bf16 (as `serve --precision`)
+  std::string quant;               // or "q8_0" / "q4_0": fp32 weights quantized in memory first
 };
 void bench_serve(const ServeBenchArgs& a);
 

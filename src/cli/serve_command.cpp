@@ -14,6 +14,7 @@
 #include "cli/parse_util.h"
 #include "core/error.h"
 #include "core/memory.h"
+#include "core/threads.h"
 #include "serve/access.h"
 #include "serve/chat_template.h"
 #include "serve/server.h"
@@ -116,8 +117,11 @@ void add_serve_command(CLI::App& app) {
     sigaddset(&stop_signals, SIGTERM);
     pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
 
-    LoadedModel loaded =
-        load_model_and_tokenizer(a->model, a->tokenizer, true, parse_precision(a->precision));
+    // This thread computes nothing after loading: its parallel regions (bf16 conversion) run on
+    // a thread of their own so that no idle OpenMP pool outlives them (run_on_own_thread).
+    LoadedModel loaded;
+    run_on_own_thread(
+        [&] { loaded = load_model_and_tokenizer(a->model, a->tokenizer, true, parse_precision(a->precision)); });
     a->serve.model_name = a->name.empty() ? model_name_of(a->model) : a->name;
     if (!a->memory_limit.empty()) a->serve.memory_limit = parse_byte_size(a->memory_limit, "--memory-limit");
     a->serve.chat_template = choose_chat_template(a->chat_template, a->model);

@@ -2,6 +2,9 @@
 
 #include <omp.h>
 
+#include <exception>
+#include <thread>
+
 #include "core/error.h"
 
 extern "C" void openblas_set_num_threads(int);
@@ -19,6 +22,20 @@ int num_threads() { return omp_get_max_threads(); }
 
 void set_num_threads_of_this_thread(int n) {
   if (n > 0) omp_set_num_threads(n);
+}
+
+void run_on_own_thread(const std::function<void()>& f) {
+  std::exception_ptr error;
+  const int threads = omp_get_max_threads();  // a new thread would start from the process default
+  std::thread([&] {
+    omp_set_num_threads(threads);
+    try {
+      f();
+    } catch (...) {
+      error = std::current_exception();
+    }
+  }).join();
+  if (error) std::rethrow_exception(error);
 }
 
 }  // namespace chainlm

@@ -3,6 +3,8 @@
 // same pool and the two never oversubscribe the cores.
 #include <omp.h>
 
+#include <functional>
+
 namespace chainlm {
 
 // Elementwise work (in floats) below which a kernel runs on one thread: opening a parallel
@@ -55,5 +57,16 @@ int num_threads();
 // OpenMP ICV of that thread); other threads keep theirs. A server computing several sessions on
 // their own threads gives each its share of the cores this way. n <= 0 keeps the default.
 void set_num_threads_of_this_thread(int n);
+
+// Runs f on a thread of its own, with the calling thread's OpenMP thread count, and waits for
+// it; an exception f throws is rethrown here.
+// Setup work with parallel regions goes through it when the calling thread computes nothing
+// afterwards (a server's main thread loading and converting the model): libgomp keeps the idle
+// OpenMP threads of a thread's last region for as long as that thread lives, counts them all,
+// and once they outnumber the CPUs, every barrier in the process spins ~100 times instead of
+// ~300,000 before it sleeps on a futex. With one such idle pool beside the server's compute
+// thread on 2 cores, a 15 us region took 28 us and a bf16 decoding step 1.4 ms instead of 0.8
+// (bench/RESULTS.md). Here the pool ends with the thread.
+void run_on_own_thread(const std::function<void()>& f);
 
 }  // namespace chainlm

@@ -5,7 +5,11 @@
 
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <cstdint>
+#include <filesystem>
+#include <stdexcept>
+#include <thread>
 #include <vector>
 
 #include "core/thread_scratch.h"
@@ -59,6 +63,39 @@ TEST(Threads, ColumnRangesCoverEveryColumnOnce) {
     for (int n = n0; n < n1; ++n) ++seen[n];  // ranges are disjoint: no two threads write one column
   });
   for (int n = 0; n < 1000; ++n) ASSERT_EQ(seen[n], 1) << n;
+}
+
+// The threads this process has now (libgomp's idle pools included).
+int process_threads() {
+  int n = 0;
+  for (const auto& e : std::filesystem::directory_iterator("/proc/self/task")) n += e.is_directory() ? 1 : 0;
+  return n;
+}
+
+TEST(Threads, RunOnOwnThreadLeavesNoIdleOpenMpThreadsBehind) {
+  const ThreadCount count(3);
+  const int before = process_threads();
+  int inside = 0, team = 0;
+  run_on_own_thread([&] {
+    inside = omp_get_max_threads();
+    // Wider than any pool an earlier test left on this thread: run here, it would grow it.
+#pragma omp parallel num_threads(16)
+    {
+#pragma omp single
+      team = omp_get_num_threads();
+    }
+  });
+  EXPECT_EQ(inside, 3) << "the calling thread's OpenMP thread count";
+  EXPECT_EQ(team, 16);
+  // The pool's threads end with the thread that owned it, shortly after it. (Fewer is fine: a
+  // pool an earlier region left larger than a later one loses its spare threads meanwhile.)
+  int after = process_threads();
+  for (int i = 0; i < 500 && after > before; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    after = process_threads();
+  }
+  EXPECT_LE(after, before) << "threads left behind by run_on_own_thread";
+  EXPECT_THROW(run_on_own_thread([] { throw std::runtime_error("from the thread"); }), std::runtime_error);
 }
 
 struct OwnerA;
