@@ -79,6 +79,8 @@ void add_bench_command(CLI::App& app) {
   serve->add_option("--requests", s->requests, "Requests per level; 0 = max(4, 2 x concurrency)");
   serve->add_option("--threads", s->threads, "Server compute threads; 0 = all cores");
   serve->add_option("--max-sessions", s->max_sessions, "Server sessions; 0 = the largest concurrency");
+  serve->add_flag("--fixed-threads", s->fixed_threads,
+                  "As serve --fixed-threads: decode on --threads threads always");
   add_precision_option(serve, s->precision, kInferencePrecisionHelp);
   serve->add_option("--quant", s->quant, "Quantize the fp32 weights in memory first (what `chainlm quantize` writes)")
       ->check(CLI::IsMember({"q8_0", "q4_0"}));

@@ -70,15 +70,17 @@ Timing stream_one(httplib::Client& client, const json& body) {
   return t;
 }
 
-// The scheduler's counters from /metrics: decode steps, rows, seconds in steps and in prompt pieces.
-std::array<double, 4> scheduler_counters(int port) {
+// The scheduler's counters from /metrics: decode steps, rows, seconds in steps and in prompt
+// pieces, and the threads its steps run on now.
+std::array<double, 5> scheduler_counters(int port) {
   httplib::Client client("127.0.0.1", port);
   auto r = client.Get("/metrics");
   CHAINLM_CHECK(r && r->status == 200, "bench serve: /metrics did not answer");
-  std::array<double, 4> out{};
-  const char* names[] = {"chainlm_decode_steps_total", "chainlm_decode_rows_total", "chainlm_decode_seconds_total",
-                         "chainlm_prefill_seconds_total"};
-  for (int i = 0; i < 4; ++i) {
+  std::array<double, 5> out{};
+  const char* names[] = {"chainlm_decode_steps_total", "chainlm_decode_rows_total",
+                         "chainlm_decode_seconds_total", "chainlm_prefill_seconds_total",
+                         "chainlm_decode_threads"};
+  for (int i = 0; i < 5; ++i) {
     const std::string key = std::string("\n") + names[i] + " ";
     const size_t at = r->body.find(key);
     CHAINLM_CHECK(at != std::string::npos, "bench serve: /metrics has no ", names[i]);
@@ -144,6 +146,7 @@ void bench_serve(const ServeBenchArgs& a) {
   ServeOptions o;
   o.port = 0;
   o.threads = a.threads;
+  o.fixed_threads = a.fixed_threads;
   o.max_sessions = a.max_sessions > 0 ? a.max_sessions : top;
   o.max_queue = std::max(0, top - o.max_sessions);  // every client waits for at most one request
   o.kv_cache = resolve_kv_cache_type(parse_kv_cache_type(a.kv_cache), model);
@@ -171,11 +174,11 @@ void bench_serve(const ServeBenchArgs& a) {
   double base_tokens_per_s = 0;
   for (int level : levels) {
     const int requests = a.requests > 0 ? a.requests : std::max(4, 2 * level);
-    const std::array<double, 4> before = scheduler_counters(port);
+    const std::array<double, 5> before = scheduler_counters(port);
     const Clock::time_point start = Clock::now();
     const std::vector<Timing> timings = run_clients(port, level, requests, request);
     const double seconds = ms_since(start) / 1e3;
-    const std::array<double, 4> after = scheduler_counters(port);
+    const std::array<double, 5> after = scheduler_counters(port);
     const double steps = after[0] - before[0];
     std::vector<double> latency, first;
     long tokens = 0;
@@ -195,6 +198,7 @@ void bench_serve(const ServeBenchArgs& a) {
                  {"tokens_per_request", a.tokens},
                  {"completion_tokens", tokens},
                  {"threads", server.threads()},
+                 {"decode_threads", (int)after[4]},  // at the level's end
                  {"max_sessions", server.max_sessions()},
                  {"precision", model.weight_format()},
                  {"kv_cache", kv_cache_type_name(o.kv_cache)},

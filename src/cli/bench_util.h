@@ -61,6 +61,7 @@ struct ServeBenchArgs {
   std::string chains = "all";           // all, mix (request i: 1 + i % n chains) or a count
   int tokens = 128, prompt_tokens = 16, requests = 0;  // requests per level; 0 = max(4, 2 x level)
   int threads = 0, max_sessions = 0;                   // 0: all cores; the largest level
+  bool fixed_threads = false;                          // as `serve --fixed-threads`
   std::string kv_cache = "auto";                       // the server's sessions' KV cache type
   std::string precision = "fp32";  // the served weights: fp32 or bf16 (as `serve --precision`)
   std::string quant;               // or "q8_0" / "q4_0": fp32 weights quantized in memory first

@@ -79,6 +79,10 @@ void add_serve_command(CLI::App& app) {
   cmd->add_option("--port", a->serve.port, "Port; 0 = any free port (printed)")
       ->capture_default_str();
   cmd->add_option("--threads", a->serve.threads, "Compute threads in all; 0 = all cores");
+  cmd->add_flag(
+      "--fixed-threads", a->serve.fixed_threads,
+      "Decode on --threads threads always (default: on fewer while another process keeps a core "
+      "busy and that measures faster)");
   add_precision_option(cmd, a->precision, kInferencePrecisionHelp);
   add_kv_cache_option(cmd, a->kv_cache);
   cmd->add_option("--max-sessions", a->serve.max_sessions,

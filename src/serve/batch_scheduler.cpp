@@ -6,6 +6,7 @@
 #include "core/threads.h"
 #include "infer/batch_decode.h"
 #include "infer/session.h"
+#include "serve/decode_threads.h"
 
 namespace chainlm {
 
@@ -188,6 +189,10 @@ void BatchScheduler::prefill_piece(Generation& g) {
 
 void BatchScheduler::loop() {
   set_num_threads_of_this_thread(opt_.threads);
+  const int threads = num_threads();
+  DecodeThreadTuner tuner(threads, opt_.adaptive_threads);
+  int last_rows = 0;  // the last turn's decoding rows, when it read no prompt piece
+  Generation::Clock::time_point last_start;
   BatchDecoder decoder(model_);
   std::vector<std::shared_ptr<Generation>> active;  // in the order they joined
   while (true) {
@@ -230,8 +235,14 @@ void BatchScheduler::loop() {
           decoding.push_back(g.get());
         }
       const Generation::Clock::time_point step_start = Generation::Clock::now();
+      // The last turn, if it was a step alone, timed to this one for the tuner.
+      if (last_rows > 0 && !rows.empty())
+        tuner.record(last_rows, std::chrono::duration<double>(step_start - last_start).count());
+      last_rows = 0;
       if (!rows.empty()) {
+        set_num_threads_of_this_thread(tuner.threads());  // prompt pieces keep every thread
         const std::vector<const float*> logits = decoder.step(rows);
+        set_num_threads_of_this_thread(threads);
         for (size_t r = 0; r < rows.size(); ++r) on_logits(*decoding[r], logits[r]);
       }
       // Prompt pieces, oldest prompt first, until prefill_chunk tokens have been read. A
@@ -248,11 +259,16 @@ void BatchScheduler::loop() {
         ++pieces;
       }
       const Generation::Clock::time_point end = Generation::Clock::now();
+      if (pieces == 0) {
+        last_rows = (int)rows.size();
+        last_start = step_start;
+      }
       std::lock_guard<std::mutex> lock(mutex_);
       counters_.prefill_pieces += pieces;
       counters_.prefill_seconds += std::chrono::duration<double>(end - prefill_start).count();
       if (!rows.empty()) {
         ++counters_.decode_steps;
+        counters_.decode_threads = tuner.chosen();
         counters_.decode_rows += (long)rows.size();
         counters_.decode_seconds += std::chrono::duration<double>(prefill_start - step_start).count();
       }

@@ -98,6 +98,9 @@ struct SchedulerOptions {
   int max_sequences = 8;     // generations decoding at once (each holds a session)
   int prefill_chunk = 256;   // prompt tokens per piece
   int threads = 1;           // compute threads of the scheduler
+  // Decoding steps on fewer threads while that measures faster (another process keeping a core
+  // busy; serve/decode_threads.h); false: always `threads`.
+  bool adaptive_threads = true;
   KvCacheType kv_cache = KvCacheType::Auto;  // what each session's KV cache holds (infer/kv_cache.h)
   // Called on the scheduler thread after each generated token (its index), before the
   // request's thread sees it. Tests hold generations in flight with it.
@@ -119,6 +122,7 @@ class BatchScheduler {
   struct Counters {
     long decode_steps = 0, decode_rows = 0, prefill_pieces = 0;
     double decode_seconds = 0, prefill_seconds = 0;  // spent in steps and in pieces
+    int decode_threads = 0;  // the thread count the steps run on now (0 before the first)
   };
   Counters counters() const;
 

@@ -97,6 +97,10 @@ std::string Metrics::render(const Gauges& g) const {
      << "chainlm_decode_seconds_total " << g.decode_seconds << '\n';
   os << "# HELP chainlm_prefill_seconds_total Time reading prompt pieces.\n# TYPE chainlm_prefill_seconds_total counter\n"
      << "chainlm_prefill_seconds_total " << g.prefill_seconds << '\n';
+  gauge(os, "chainlm_decode_threads",
+        "Threads the decoding steps run on now: fewer than --threads while that measures faster (a "
+        "busy core).",
+        g.decode_threads);
   gauge(os, "chainlm_sessions_in_flight", "Generations running now.", g.sessions_in_flight);
   gauge(os, "chainlm_queue_depth", "Requests waiting for a session.", g.queue_depth);
   gauge(os, "chainlm_max_sessions", "Generations that may run at once.", g.max_sessions);

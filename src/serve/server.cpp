@@ -67,12 +67,12 @@ void InferenceServer::Impl::route() {
            }));
   http.Get("/metrics", counted("/metrics", [this](const httplib::Request&, httplib::Response& res) {
              const BatchScheduler::Counters sc = scheduler->counters();
-             res.set_content(metrics.render({admission.running(), admission.waiting(),
-                                             admission.max_sessions(), admission.max_queue(),
-                                             current_rss_bytes(), peak_rss_bytes(), memory.total(),
-                                             sc.decode_steps, sc.decode_rows, sc.prefill_pieces,
-                                             sc.decode_seconds, sc.prefill_seconds}),
-                             "text/plain; version=0.0.4; charset=utf-8");
+             res.set_content(
+                 metrics.render({admission.running(), admission.waiting(), admission.max_sessions(),
+                                 admission.max_queue(), current_rss_bytes(), peak_rss_bytes(),
+                                 memory.total(), sc.decode_steps, sc.decode_rows, sc.prefill_pieces,
+                                 sc.decode_seconds, sc.prefill_seconds, sc.decode_threads}),
+                 "text/plain; version=0.0.4; charset=utf-8");
            }));
   http.Get("/v1/models",
            counted("/v1/models", [this](const httplib::Request&, httplib::Response& res) {
@@ -303,6 +303,7 @@ InferenceServer::InferenceServer(const Model& model, const Tokenizer& tokenizer,
   so.max_sequences = sessions;
   so.prefill_chunk = impl_->opt.prefill_chunk;
   so.threads = threads;
+  so.adaptive_threads = !impl_->opt.fixed_threads;
   so.kv_cache = kv_cache;
   so.on_token = impl_->opt.on_token;
   impl_->scheduler = std::make_unique<BatchScheduler>(model, tokenizer, so);

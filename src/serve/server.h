@@ -26,6 +26,7 @@ struct ServeOptions {
   std::string host = "127.0.0.1";
   int port = 8080;                  // 0 = any free port (start() returns it)
   int threads = 0;                  // compute threads in all; 0 = all cores
+  bool fixed_threads = false;       // decode on all of them even while fewer measure faster
   int max_sessions = 0;             // generations at once; 0 = a full decoding batch (8), or
                                     // as many sessions as memory holds if fewer
   int prefill_chunk = 256;          // prompt tokens read between two decoding steps

@@ -132,6 +132,47 @@ TEST(BatchDecode, SequencesAttendOnSeveralThreadsWithTheSameBits) {
   set_num_threads(threads);
 }
 
+// The server decodes on fewer threads than it has while that is faster (serve/decode_threads.h):
+// a step gives every row the same bits on one thread as on two, whose products split the output
+// columns and the sequences, never a sum. fp32, bf16 and quantized weights.
+TEST(BatchDecode, OneThreadAndTwoGiveTheSameBits) {
+  const int threads = num_threads();
+  for (const ModelVariant& v : {ModelVariant{{4, 4}}, ModelVariant{{2, 2, 2, 2}, true, 4}}) {
+    for (Weights w : {Weights::kFp32, Weights::kBf16, Weights::kQ8_0}) {
+      SCOPED_TRACE(::testing::PrintToString(v) + " weights " + std::to_string((int)w));
+      const auto model = make_model(v.config(64), w);
+      const ModelConfig& c = model->config();
+      // The q, k and v products of 8 rows are enough work for two threads to split them.
+      ASSERT_GE((long)(kMaxDecodeRows * 3.0 * c.dim * c.dim * model->bytes_per_weight()),
+                kThreadedWeightBytes);
+      std::vector<std::unique_ptr<InferenceSession>> one, two;
+      std::vector<DecodeRow> rows_one, rows_two;
+      for (int s = 0; s < kMaxDecodeRows; ++s) {
+        const int k = chains_at(s, 0, c.n_chains());
+        for (auto* set : {&one, &two}) {
+          set->push_back(std::make_unique<InferenceSession>(*model, 64));
+          set->back()->prefill(random_tokens(3 + s, c.vocab_size, 200 + s), k);
+        }
+        rows_one.push_back({one.back().get(), 1 + s, k});
+        rows_two.push_back({two.back().get(), 1 + s, k});
+      }
+      BatchDecoder on_one(*model), on_two(*model);
+      for (int t = 0; t < 3; ++t) {
+        set_num_threads(2);
+        const std::vector<const float*> a = on_two.step(rows_two);
+        set_num_threads(1);
+        const std::vector<const float*> b = on_one.step(rows_one);
+        for (int s = 0; s < kMaxDecodeRows; ++s) {
+          ASSERT_EQ(std::memcmp(a[s], b[s], sizeof(float) * c.vocab_size), 0)
+              << "row " << s << ", step " << t;
+          rows_one[s].token = rows_two[s].token = (t * 7 + s) % c.vocab_size;
+        }
+      }
+    }
+  }
+  set_num_threads(threads);
+}
+
 TEST(BatchDecode, BadRowsAreRefusedNamingWhatIsWrong) {
   const auto model = make_model(ModelVariant{{1, 1}, true, 2}.config(8), Weights::kFp32);
   InferenceSession s(*model);

@@ -36,6 +36,7 @@ TEST(BenchServe, PrintsALinePerConcurrencyWithEveryTokenDecoded) {
     EXPECT_LE(j["first_token_ms_p50"].get<double>(), j["latency_ms_p50"].get<double>());
     EXPECT_GE(j["rows_per_step"].get<double>(), 1.0);
     EXPECT_LE(j["rows_per_step"].get<double>(), j["concurrency"].get<double>());
+    EXPECT_EQ(j["decode_threads"], 1) << "--threads 1";
   }
   EXPECT_EQ(got[0]["rows_per_step"], 1.0);  // one client: never two rows in a step
   EXPECT_EQ(got[0]["speedup_vs_first_level"], 1.0);

@@ -289,6 +289,7 @@ TEST_F(ServeTest, ModelsHealthMetricsAndPlayground) {
   EXPECT_EQ(metric(t, "chainlm_sessions_in_flight"), 0);
   EXPECT_EQ(metric(t, "chainlm_queue_depth"), 0);
   EXPECT_EQ(metric(t, "chainlm_max_sessions"), 1);
+  EXPECT_EQ(metric(t, "chainlm_decode_threads"), 1) << "the one thread it has";
   // Memory: the peak is at least what the process holds now, which holds at least the weights.
   const double weights_bytes = 4.0 * s.model->params().size();
   EXPECT_GE(metric(t, "chainlm_resident_memory_bytes"), weights_bytes);

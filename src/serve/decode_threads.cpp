@@ -1,0 +1,63 @@
+#include "serve/decode_threads.h"
+
+#include <algorithm>
+#include <map>
+
+#include "core/error.h"
+
+namespace chainlm {
+
+DecodeThreadTuner::DecodeThreadTuner(int max_threads, bool adaptive)
+    : max_(max_threads), adaptive_(adaptive && max_threads > 1), current_(max_threads) {
+  CHAINLM_CHECK(max_threads >= 1, "the scheduler needs at least one thread (got ", max_threads,
+                ")");
+}
+
+double DecodeThreadTuner::mean_of(const std::vector<Step>& turns, int rows) {
+  double sum = 0;
+  int n = 0;
+  for (const Step& s : turns)
+    if (s.rows == rows) {
+      sum += s.seconds;
+      ++n;
+    }
+  return n >= 3 ? sum / n : -1.0;
+}
+
+void DecodeThreadTuner::record(int rows, double seconds) {
+  if (!adaptive_) return;
+  if (probing_) {
+    trial_.push_back({rows, seconds});
+    // The batch size the trial ran most, against the turns just before it of that size.
+    std::map<int, int> count;
+    for (const Step& s : trial_) ++count[s.rows];
+    const int common =
+        std::max_element(count.begin(), count.end(), [](const auto& a, const auto& b) {
+          return a.second < b.second;
+        })->first;
+    const double tried = mean_of(trial_, common), before = mean_of(recent_, common);
+    const int n = (int)trial_.size();
+    if (n == kEarlyTurns && tried > 0 && before > 0 && tried > kEarlyLoss * before)
+      end_trial(false);
+    else if (n == kProbeSteps)
+      end_trial(tried > 0 && before > 0 && tried < kMargin * before);
+    return;
+  }
+  recent_.push_back({rows, seconds});
+  if ((int)recent_.size() > kProbeSteps) recent_.erase(recent_.begin());
+  if (++since_ < kProbeEvery) return;
+  // A trial of one thread fewer or one more, alternating when both exist.
+  const bool fewer = current_ == max_ || (current_ > 1 && try_fewer_);
+  try_fewer_ = !fewer;
+  probe_ = fewer ? current_ - 1 : current_ + 1;
+  probing_ = true;
+  trial_.clear();
+}
+
+void DecodeThreadTuner::end_trial(bool keep) {
+  probing_ = false;
+  since_ = 0;
+  if (keep) current_ = probe_;  // (the turns at the old count leave recent_ before the next trial)
+}
+
+}  // namespace chainlm
