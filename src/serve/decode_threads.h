@@ -1,6 +1,6 @@
 #pragma once
-// How many compute threads the server's decoding steps run on (docs/serving.md, "Shared
-// machines"). With another process keeping one of two cores busy, a 2-thread server served
+// How many compute threads the server's decoding steps run on (docs/serving.md, "A busy
+// core"). With another process keeping one of two cores busy, a 2-thread server served
 // about a third of its quiet tokens/s, and a 1-thread one over half (bench/RESULTS.md): the
 // compute threads, the HTTP threads and the other process all wait for each other's time
 // slices. So the scheduler measures what it serves: every kProbeEvery turns it runs a trial of
