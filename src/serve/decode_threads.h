@@ -3,9 +3,10 @@
 // core"). With another process keeping one of two cores busy, a 2-thread server served
 // about a third of its quiet tokens/s, and a 1-thread one over half (bench/RESULTS.md): the
 // compute threads, the HTTP threads and the other process all wait for each other's time
-// slices. So the scheduler measures what it serves: every kProbeEvery turns it runs a trial of
-// up to kProbeSteps turns with one thread fewer (or, once it has come down, one more), and keeps
-// the count whose turns of the same batch size took less time on average by more than kMargin.
+// slices. So the scheduler measures what it serves: every kProbeEvery turns (the first after
+// kFirstProbe) it runs a trial of up to kProbeSteps turns with one thread fewer (or, once it has
+// come down, one more), and keeps the count whose turns of the same batch size took less time
+// on average by more than kMargin.
 // A trial clearly losing after kEarlyTurns turns stops there, so on a quiet machine trials cost
 // about 1% of the time. Medians would not do: under contention most steps are as fast as
 // quiet ones and the loss is in the few that wait out another process's time slice. A step's
@@ -18,6 +19,7 @@ namespace chainlm {
 class DecodeThreadTuner {
  public:
   static constexpr int kProbeEvery = 512;  // turns between trials
+  static constexpr int kFirstProbe = 64;   // turns before the first (started beside a busy process)
   static constexpr int kProbeSteps = 16;   // turns of a trial, and the turns before it compared
   static constexpr int kEarlyTurns = 4;    // a trial this long stops if kEarlyLoss slower
   static constexpr double kEarlyLoss = 1.25;
@@ -49,7 +51,7 @@ class DecodeThreadTuner {
   int current_, probe_ = 0;
   bool probing_ = false;
   bool try_fewer_ = true;  // the direction of the next trial, alternating where both exist
-  int since_ = 0;          // steps since the last trial
+  int since_ = kProbeEvery - kFirstProbe;  // turns since the last trial
   std::vector<Step> recent_, trial_;
 };
 
