@@ -82,7 +82,9 @@ void add_bench_command(CLI::App& app) {
   serve->add_flag("--fixed-threads", s->fixed_threads,
                   "As serve --fixed-threads: decode on --threads threads always");
   add_precision_option(serve, s->precision, kInferencePrecisionHelp);
-  serve->add_option("--quant", s->quant, "Quantize the fp32 weights in memory first (what `chainlm quantize` writes)")
+  serve
+      ->add_option("--quant", s->quant,
+                   "Quantize the fp32 weights in memory first (what `chainlm quantize` writes)")
       ->check(CLI::IsMember({"q8_0", "q4_0"}));
   add_kv_cache_option(serve, s->kv_cache);
   serve->callback([s]() { bench_serve(*s); });

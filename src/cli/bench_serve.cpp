@@ -124,7 +124,8 @@ void bench_serve(const ServeBenchArgs& a) {
   CHAINLM_CHECK(!levels.empty(), "bench serve: --concurrency needs at least one level");
   CHAINLM_CHECK(a.tokens >= 1 && a.prompt_tokens >= 1, "bench serve: --tokens and --prompt-tokens must be positive");
   const Precision precision = parse_precision(a.precision);
-  CHAINLM_CHECK(a.quant.empty() || precision == Precision::Fp32, "bench serve: --quant and --precision bf16 exclude each other");
+  CHAINLM_CHECK(a.quant.empty() || precision == Precision::Fp32,
+                "bench serve: --quant and --precision bf16 exclude each other");
   // Loaded on a thread of its own so that no idle OpenMP pool outlives it (run_on_own_thread).
   LoadedModel loaded;
   run_on_own_thread([&] {

@@ -124,8 +124,10 @@ void add_serve_command(CLI::App& app) {
     // This thread computes nothing after loading: its parallel regions (bf16 conversion) run on
     // a thread of their own so that no idle OpenMP pool outlives them (run_on_own_thread).
     LoadedModel loaded;
-    run_on_own_thread(
-        [&] { loaded = load_model_and_tokenizer(a->model, a->tokenizer, true, parse_precision(a->precision)); });
+    run_on_own_thread([&] {
+      loaded =
+          load_model_and_tokenizer(a->model, a->tokenizer, true, parse_precision(a->precision));
+    });
     a->serve.model_name = a->name.empty() ? model_name_of(a->model) : a->name;
     if (!a->memory_limit.empty()) a->serve.memory_limit = parse_byte_size(a->memory_limit, "--memory-limit");
     a->serve.chat_template = choose_chat_template(a->chat_template, a->model);

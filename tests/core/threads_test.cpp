@@ -68,7 +68,8 @@ TEST(Threads, ColumnRangesCoverEveryColumnOnce) {
 // The threads this process has now (libgomp's idle pools included).
 int process_threads() {
   int n = 0;
-  for (const auto& e : std::filesystem::directory_iterator("/proc/self/task")) n += e.is_directory() ? 1 : 0;
+  for (const auto& e : std::filesystem::directory_iterator("/proc/self/task"))
+    n += e.is_directory() ? 1 : 0;
   return n;
 }
 
@@ -95,7 +96,8 @@ TEST(Threads, RunOnOwnThreadLeavesNoIdleOpenMpThreadsBehind) {
     after = process_threads();
   }
   EXPECT_LE(after, before) << "threads left behind by run_on_own_thread";
-  EXPECT_THROW(run_on_own_thread([] { throw std::runtime_error("from the thread"); }), std::runtime_error);
+  EXPECT_THROW(run_on_own_thread([] { throw std::runtime_error("from the thread"); }),
+               std::runtime_error);
 }
 
 struct OwnerA;

@@ -49,12 +49,14 @@ TEST(BenchServe, ServesTheWeightsInThePrecisionAsked) {
   const std::vector<std::pair<std::string, std::string>> cases = {
       {"", "fp32"}, {"--precision bf16", "bf16"}, {"--quant q8_0", "q8_0"}};
   for (const auto& [flags, format] : cases) {
-    auto r = run_chainlm(dir, "bench serve --model " + quote(model) +
-                                  " --concurrency 2 --tokens 6 --prompt-tokens 4 --threads 1 " + flags);
+    auto r =
+        run_chainlm(dir, "bench serve --model " + quote(model) +
+                             " --concurrency 2 --tokens 6 --prompt-tokens 4 --threads 1 " + flags);
     ASSERT_EQ(r.exit_code, 0) << flags << ": " << r.err;
     const json j = json::parse(r.out.substr(0, r.out.find('\n')));
     EXPECT_EQ(j["precision"], format) << flags;
-    EXPECT_EQ(j["kv_cache"], format == "fp32" ? "f32" : "f16") << flags;  // auto: f16 beside narrow weights
+    EXPECT_EQ(j["kv_cache"], format == "fp32" ? "f32" : "f16")
+        << flags;  // auto: f16 beside narrow weights
     EXPECT_EQ(j["completion_tokens"], 4 * 6) << flags;
   }
 }
@@ -69,7 +71,8 @@ TEST(BenchServe, RefusesBadArgumentsNamingThem) {
       {"--tokens 8 --chains 7", "--chains takes all, mix or a chain count in 1..3 (got '7')"},
       {"--tokens 40", "BOS + prompt + tokens = 57 exceeds the model's max_seq_len 32"},
       {"--tokens 0", "--tokens and --prompt-tokens must be positive"},
-      {"--tokens 8 --quant q8_0 --precision bf16", "--quant and --precision bf16 exclude each other"},
+      {"--tokens 8 --quant q8_0 --precision bf16",
+       "--quant and --precision bf16 exclude each other"},
       {"--tokens 8 --quant q5", "--quant: q5 not in {q8_0,q4_0}"},
   };
   for (const auto& [flags, message] : cases) {
