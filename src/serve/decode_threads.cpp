@@ -28,6 +28,8 @@ void DecodeThreadTuner::record(int rows, double seconds) {
   if (!adaptive_) return;
   if (probing_) {
     trial_.push_back({rows, seconds});
+    const int n = (int)trial_.size();
+    if (n != kEarlyTurns && n != kProbeSteps) return;  // nothing to decide yet
     // The batch size the trial ran most, against the turns just before it of that size.
     std::map<int, int> count;
     for (const Step& s : trial_) ++count[s.rows];
@@ -36,7 +38,6 @@ void DecodeThreadTuner::record(int rows, double seconds) {
           return a.second < b.second;
         })->first;
     const double tried = mean_of(trial_, common), before = mean_of(recent_, common);
-    const int n = (int)trial_.size();
     if (n == kEarlyTurns && tried > 0 && before > 0 && tried > kEarlyLoss * before)
       end_trial(false);
     else if (n == kProbeSteps)
