@@ -39,14 +39,19 @@ void DecodeThreadTuner::record(int rows, double seconds) {
         })->first;
     const double tried = mean_of(trial_, common), before = mean_of(recent_, common);
     if (n == kEarlyTurns && tried > 0 && before > 0 && tried > kEarlyLoss * before)
-      end_trial(false);
+      end_trial(false, common, before, tried);
     else if (n == kProbeSteps)
-      end_trial(tried > 0 && before > 0 && tried < kMargin * before);
+      end_trial(tried > 0 && before > 0 && tried < kMargin * before, common, before, tried);
     return;
   }
   recent_.push_back({rows, seconds});
   if ((int)recent_.size() > kProbeSteps) recent_.erase(recent_.begin());
-  if (++since_ < kProbeEvery) return;
+  ++since_;
+  const bool due = since_ >= wait_;
+  // (recent_ holds only turns since the last trial once since_ >= kFirstProbe > kProbeSteps.)
+  const bool slower = since_ >= kFirstProbe && ref_seconds_ > 0 && rows == ref_rows_ &&
+                      mean_of(recent_, ref_rows_) > kSlowdown * ref_seconds_;
+  if (!due && !slower) return;
   // A trial of one thread fewer or one more, alternating when both exist.
   const bool fewer = current_ == max_ || (current_ > 1 && try_fewer_);
   try_fewer_ = !fewer;
@@ -55,10 +60,14 @@ void DecodeThreadTuner::record(int rows, double seconds) {
   trial_.clear();
 }
 
-void DecodeThreadTuner::end_trial(bool keep) {
+void DecodeThreadTuner::end_trial(bool keep, int rows, double before, double tried) {
   probing_ = false;
   since_ = 0;
-  if (keep) current_ = probe_;  // (the turns at the old count leave recent_ before the next trial)
+  // (the turns at the old count leave recent_ before the next trial)
+  if (keep) current_ = probe_;
+  wait_ = keep ? kFirstProbe : std::min(2 * wait_, kProbeEvery);
+  ref_rows_ = rows;
+  ref_seconds_ = keep ? tried : before;
 }
 
 }  // namespace chainlm

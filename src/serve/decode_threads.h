@@ -3,10 +3,14 @@
 // core"). With another process keeping one of two cores busy, a 2-thread server served
 // about a third of its quiet tokens/s, and a 1-thread one over half (bench/RESULTS.md): the
 // compute threads, the HTTP threads and the other process all wait for each other's time
-// slices. So the scheduler measures what it serves: every kProbeEvery turns (the first after
-// kFirstProbe) it runs a trial of up to kProbeSteps turns with one thread fewer (or, once it has
-// come down, one more), and keeps the count whose turns of the same batch size took less time
-// on average by more than kMargin.
+// slices. So the scheduler measures what it serves: it runs trials of up to kProbeSteps turns
+// with one thread fewer (or, once it has come down, one more) and keeps the count whose turns of
+// the same batch size took less time on average by more than kMargin. The first trial comes
+// kFirstProbe turns after the start and each trial that keeps the count doubles the wait for the
+// next, up to kProbeEvery (a trial lost to noise at the start costs 64 more turns, not 512); a
+// change of count starts over at kFirstProbe. A trial also starts early, kFirstProbe turns after
+// the last at the soonest, when the turns have become kSlowdown slower than the count's own
+// turns at the last trial: another process taking a core mid-run is seen within ~80 turns.
 // A trial clearly losing after kEarlyTurns turns stops there, so on a quiet machine trials cost
 // about 1% of the time. Medians would not do: under contention most steps are as fast as
 // quiet ones and the loss is in the few that wait out another process's time slice. A step's
@@ -18,8 +22,9 @@ namespace chainlm {
 
 class DecodeThreadTuner {
  public:
-  static constexpr int kProbeEvery = 512;  // turns between trials
-  static constexpr int kFirstProbe = 64;   // turns before the first (started beside a busy process)
+  static constexpr int kProbeEvery = 512;  // the longest wait between trials, in turns
+  static constexpr int kFirstProbe = 64;   // turns before the first, and the shortest wait
+  static constexpr double kSlowdown = 1.5;  // turns this much slower start a trial early
   static constexpr int kProbeSteps = 16;   // turns of a trial, and the turns before it compared
   static constexpr int kEarlyTurns = 4;    // a trial this long stops if kEarlyLoss slower
   static constexpr double kEarlyLoss = 1.25;
@@ -44,14 +49,19 @@ class DecodeThreadTuner {
   };
   // The mean seconds of the turns in `turns` with `rows` rows; -1 with fewer than 3 of them.
   static double mean_of(const std::vector<Step>& turns, int rows);
-  void end_trial(bool keep);
+  // Ends a trial, which compared `tried` with `before` mean seconds at `rows` rows per turn
+  // (either -1 when too few turns of that size ran).
+  void end_trial(bool keep, int rows, double before, double tried);
 
   const int max_;
   const bool adaptive_;
   int current_, probe_ = 0;
   bool probing_ = false;
   bool try_fewer_ = true;  // the direction of the next trial, alternating where both exist
-  int since_ = kProbeEvery - kFirstProbe;  // turns since the last trial
+  int since_ = 0;                 // turns since the last trial (or the start)
+  int wait_ = kFirstProbe;        // turns from the last trial to the next
+  int ref_rows_ = 0;              // the chosen count's mean turn of ref_rows_ rows at the last
+  double ref_seconds_ = -1.0;     // trial (-1: none), against which a slowdown is judged
   std::vector<Step> recent_, trial_;
 };
 

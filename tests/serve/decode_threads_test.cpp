@@ -1,7 +1,8 @@
 // The scheduler's thread count (serve/decode_threads.h), fed turn times: it keeps every thread
-// while trials with fewer lose (stopping a clearly losing trial early), comes down when fewer
-// threads serve the same batches faster, goes back up when more do again, ignores differences
-// within its margin and trials it cannot compare, and never moves when fixed.
+// while trials with fewer lose (stopping a clearly losing trial early, waiting twice as long
+// after each), comes down when fewer threads serve the same batches faster, goes back up when
+// more do again, tries at once when its turns slow down, ignores differences within its margin
+// and trials it cannot compare, and never moves when fixed.
 #include "serve/decode_threads.h"
 
 #include <gtest/gtest.h>
@@ -36,8 +37,10 @@ int run_trial(Tuner& t, int rows, double seconds) {
 TEST(DecodeThreads, KeepsEveryThreadWhileFewerAreSlowerAndStopsALosingTrialEarly) {
   Tuner t(2);
   EXPECT_EQ(t.threads(), 2);
-  for (int round = 0; round < 3; ++round) {
-    EXPECT_EQ(run_until_trial(t, 8, 3e-3), round == 0 ? Tuner::kFirstProbe : Tuner::kProbeEvery);
+  const int waits[] = {64, 128, 256, 512, 512};  // doubling up to kProbeEvery
+  static_assert(Tuner::kFirstProbe == 64 && Tuner::kProbeEvery == 512);
+  for (int round = 0; round < 5; ++round) {
+    EXPECT_EQ(run_until_trial(t, 8, 3e-3), waits[round]) << "round " << round;
     EXPECT_EQ(t.threads(), 1) << "a trial of one thread fewer";
     EXPECT_EQ(run_trial(t, 8, 6e-3), Tuner::kEarlyTurns) << "twice as slow: stopped early";
     EXPECT_EQ(t.threads(), 2);
@@ -51,11 +54,37 @@ TEST(DecodeThreads, ComesDownWhenFewerServeFasterAndGoesBackUp) {
   EXPECT_EQ(run_trial(t, 8, 7e-3), Tuner::kProbeSteps);
   EXPECT_EQ(t.chosen(), 1);
   EXPECT_EQ(t.threads(), 1);
-  // The other process is gone: one thread now takes 3 ms, a trial of two 1.6 ms.
-  EXPECT_EQ(run_until_trial(t, 8, 3e-3), Tuner::kProbeEvery);
+  // The other process is gone: one thread now takes 3 ms, a trial of two 1.6 ms. A change of
+  // count starts the waits over.
+  EXPECT_EQ(run_until_trial(t, 8, 3e-3), Tuner::kFirstProbe);
   EXPECT_EQ(t.threads(), 2) << "from one thread, the trial is one more";
   run_trial(t, 8, 1.6e-3);
   EXPECT_EQ(t.chosen(), 2);
+}
+
+TEST(DecodeThreads, TurnsThatSlowDownStartATrialAtOnce) {
+  Tuner t(2);
+  run_until_trial(t, 8, 3e-3);
+  run_trial(t, 8, 6e-3);  // quiet: one thread loses, the next trial waits 128 turns
+  ASSERT_EQ(t.chosen(), 2);
+  // Another process takes a core: the 8-row turns take three times as long. A trial as soon
+  // as kFirstProbe turns have passed since the last, not after 128.
+  EXPECT_EQ(run_until_trial(t, 8, 9e-3), Tuner::kFirstProbe);
+  EXPECT_EQ(t.threads(), 1);
+  run_trial(t, 8, 5e-3);
+  EXPECT_EQ(t.chosen(), 1);
+}
+
+TEST(DecodeThreads, SlowerWithinTheBoundOrOtherBatchSizesWaitTheirTurn) {
+  Tuner t(2);
+  run_until_trial(t, 8, 3e-3);
+  run_trial(t, 8, 6e-3);
+  // Slower within kSlowdown (a longer context, say): the trial waits its 128 turns.
+  EXPECT_EQ(run_until_trial(t, 8, 3e-3 * (Tuner::kSlowdown - 0.1)), 2 * Tuner::kFirstProbe);
+  run_trial(t, 8, 9e-3);
+  ASSERT_EQ(t.chosen(), 2);
+  // Turns of another size than the one compared last are no sign, however slow.
+  EXPECT_EQ(run_until_trial(t, 4, 50e-3), 4 * Tuner::kFirstProbe);
 }
 
 TEST(DecodeThreads, DifferencesWithinTheMarginChangeNothing) {
