@@ -22,8 +22,8 @@ namespace chainlm {
 
 class DecodeThreadTuner {
  public:
-  static constexpr int kProbeEvery = 512;  // the longest wait between trials, in turns
-  static constexpr int kFirstProbe = 64;   // turns before the first, and the shortest wait
+  static constexpr int kProbeEvery = 512;   // the longest wait between trials, in turns
+  static constexpr int kFirstProbe = 64;    // turns before the first, and the shortest wait
   static constexpr double kSlowdown = 1.5;  // turns this much slower start a trial early
   static constexpr int kProbeSteps = 16;   // turns of a trial, and the turns before it compared
   static constexpr int kEarlyTurns = 4;    // a trial this long stops if kEarlyLoss slower
@@ -58,10 +58,10 @@ class DecodeThreadTuner {
   int current_, probe_ = 0;
   bool probing_ = false;
   bool try_fewer_ = true;  // the direction of the next trial, alternating where both exist
-  int since_ = 0;                 // turns since the last trial (or the start)
-  int wait_ = kFirstProbe;        // turns from the last trial to the next
-  int ref_rows_ = 0;              // the chosen count's mean turn of ref_rows_ rows at the last
-  double ref_seconds_ = -1.0;     // trial (-1: none), against which a slowdown is judged
+  int since_ = 0;          // turns since the last trial (or the start)
+  int wait_ = kFirstProbe;     // turns from the last trial to the next
+  int ref_rows_ = 0;           // the chosen count's mean turn of ref_rows_ rows at the last
+  double ref_seconds_ = -1.0;  // trial (-1: none), against which a slowdown is judged
   std::vector<Step> recent_, trial_;
 };
 
