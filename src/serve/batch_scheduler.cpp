@@ -31,7 +31,9 @@ Generation::Generation(const Model& model, const Tokenizer& tok, std::vector<int
 
 bool Generation::next(GeneratedToken& out) {
   std::unique_lock<std::mutex> lock(mutex_);
+  ++token_waiters_;
   changed_.wait(lock, [&] { return !ready_.empty() || ended_; });
+  --token_waiters_;
   if (!ready_.empty()) {
     out = std::move(ready_.front());
     ready_.pop_front();
@@ -39,6 +41,11 @@ bool Generation::next(GeneratedToken& out) {
   }
   if (!error_.empty()) throw Error(error_);
   return false;
+}
+
+void Generation::wait_ended() {
+  std::unique_lock<std::mutex> lock(mutex_);
+  changed_.wait(lock, [&] { return ended_; });
 }
 
 void Generation::cancel() {
@@ -64,7 +71,7 @@ void Generation::publish(GeneratedToken t) {
   result_.tokens.push_back(t.id);
   result_.chains.push_back(t.chains);
   ready_.push_back(std::move(t));
-  changed_.notify_all();
+  if (token_waiters_ > 0) changed_.notify_all();
 }
 
 void Generation::end(StopReason reason, std::string error) {

@@ -80,6 +80,9 @@ std::string InferenceServer::Impl::run(Job& job, Choice& c, const std::function<
   size_t taken = 0;
   GeneratedToken t;
   bool stopped_here = false;
+  // Unstreamed and without stop sequences nothing ends the generation early: sleep until it
+  // ends rather than waking for each token, which takes a core from the compute threads.
+  if (!emit && job.request.stop.empty()) c.gen->wait_ended();
   while (c.gen->next(t)) {
     ++taken;
     if (job.request.logprobs >= 0) c.logprobs.push_back(std::move(t.logprob));
