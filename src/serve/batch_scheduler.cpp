@@ -50,8 +50,7 @@ void Generation::wait_ended() {
 
 void Generation::cancel() {
   cancelled_ = true;
-  std::unique_lock<std::mutex> lock(mutex_);
-  changed_.wait(lock, [&] { return ended_; });
+  wait_ended();
 }
 
 std::vector<TokenLogprob> Generation::prompt_logprobs() {
