@@ -32,6 +32,11 @@ struct AttentionShape {
   const int* kv_head_of = nullptr;
   float scale = 0.0f;  // usually 1/sqrt(head_dim)
   AttentionMask mask;
+  // The tile products of the full passes (training, evaluation) with bf16 operands and fp32
+  // accumulation, on CPUs with AVX512-BF16 (elsewhere they stay fp32): bf16 training and
+  // evaluation (docs/precision.md). Softmax statistics, lse and the outputs stay fp32; the
+  // few-row decoding paths ignore it.
+  bool bf16_products = false;
 };
 
 // Forward: writes o (the first n_heads*hd floats of each row) and lse.

@@ -69,7 +69,7 @@ void forward_tile(const AttentionShape& s, int b, int h, int i0, int nq, const f
     const bool partial = cover == AttentionMask::Cover::Partial;
     forward_key_tile(nq, nk, hd, kv.k + (j0 - kv.first) * kv.stride,
                      kv.v + (j0 - kv.first) * kv.stride, kv.stride, kv.packed, partial, key_rows,
-                     query_rows, c, t);
+                     query_rows, c, t, s.bf16_products);
   }
 
   finish_forward_tile(s, b, h, i0, nq, t, o, lse);
@@ -263,7 +263,7 @@ void dense_backward_item(const AttentionShape& s, int b, int g, const int* heads
         const bool partial = cover == AttentionMask::Cover::Partial;
         backward_tile_pair(nq, nk, hd, Qf + i0 * ldh, dOf + i0 * ldh, Kj, w.Kt, w.Vt,
                            dQf + i0 * ldh, dKj, dVj, w.P, w.dS, partial, query_rows, key_rows, c,
-                           w.L2 + i0, w.D + i0, s.scale);
+                           w.L2 + i0, w.D + i0, s.scale, s.bf16_products);
       }
     }
   });

@@ -160,7 +160,7 @@ void phd_forward_tile(const AttentionShape& s, int b, int h, int i0, int nq, con
       std::fill(key_rows, key_rows + nk, low_bits(nq));
     }
     forward_key_tile(nq, nk, hd, kv.ko + j0 * ldh, kv.vo + j0 * ldh, ldh, true, partial, key_rows,
-                     query_rows, c, t);
+                     query_rows, c, t, s.bf16_products);
   }
   // Hidden tokens: the band [rk[0].hlo, rk[nq-1].hhi), one or two tiles.
   for (int64_t j0 = rk[0].hlo; j0 < rk[nq - 1].hhi; j0 += kTile) {
@@ -170,7 +170,7 @@ void phd_forward_tile(const AttentionShape& s, int b, int h, int i0, int nq, con
     if (!any) continue;
     transpose_bits(query_rows, nq, key_rows, nk);
     forward_key_tile(nq, nk, hd, kv.kh + (j0 - kv.h_first) * ldh, kv.vh + (j0 - kv.h_first) * ldh,
-                     ldh, true, true, key_rows, query_rows, c, t);
+                     ldh, true, true, key_rows, query_rows, c, t, s.bf16_products);
   }
 
   finish_forward_tile(s, b, h, i0, nq, t, o, lse);
@@ -351,7 +351,7 @@ void phd_backward_item(const AttentionShape& s, int b, int g, const int* heads, 
         }
         backward_tile_pair(nq, nk, hd, Qf + i0 * ldh, dOf + i0 * ldh, Kf + j0 * ldh, w.Kt, w.Vt,
                            dQf + i0 * ldh, dKf + j0 * ldh, dVf + j0 * ldh, w.P, w.dS, partial,
-                           query_rows, key_rows, c, w.L2 + i0, w.D + i0, s.scale);
+                           query_rows, key_rows, c, w.L2 + i0, w.D + i0, s.scale, s.bf16_products);
       }
     }
     // Hidden tokens: the rows whose band [hlo, hhi) meets the tile.
@@ -374,7 +374,7 @@ void phd_backward_item(const AttentionShape& s, int b, int g, const int* heads, 
         transpose_bits(query_rows, nq, key_rows, nk);
         backward_tile_pair(nq, nk, hd, Qf + i0 * ldh, dOf + i0 * ldh, Kf + kj * ldh, w.Kt, w.Vt,
                            dQf + i0 * ldh, dKf + kj * ldh, dVf + kj * ldh, w.P, w.dS, true,
-                           query_rows, key_rows, c, w.L2 + i0, w.D + i0, s.scale);
+                           query_rows, key_rows, c, w.L2 + i0, w.D + i0, s.scale, s.bf16_products);
       }
     }
   });

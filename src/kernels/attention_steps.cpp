@@ -43,10 +43,10 @@ void begin_forward_tile(const AttentionShape& s, int b, int h, int i0, int nq, c
 
 void forward_key_tile(int nq, int nk, int hd, const float* kj, const float* vj, long stride,
                       bool packed, bool partial, const uint64_t* key_rows,
-                      const uint64_t* query_rows, float c, const ForwardTileScratch& t) {
+                      const uint64_t* query_rows, float c, const ForwardTileScratch& t, bool bf16) {
   const int ldh = round16(hd);
-  tile_gemm(nk, nq, hd, kj, stride, 1, t.Qt, kTile, t.St, kTile, false,
-            partial ? key_rows : nullptr, nullptr);
+  tile_product(bf16, nk, nq, hd, kj, stride, 1, t.Qt, kTile, t.St, kTile, false,
+               partial ? key_rows : nullptr, nullptr);
   if (softmax_update(t.St, nk, nq, key_rows, c, t.m2, t.l, t.alpha)) {
     for (int i = 0; i < nq; ++i) {
       const float a = t.alpha[i];
@@ -60,8 +60,8 @@ void forward_key_tile(int nq, int nk, int hd, const float* kj, const float* vj, 
     vj = t.Vp;
     ldv = ldh;
   }
-  tile_gemm(nq, hd, nk, t.St, 1, kTile, vj, ldv, t.O, ldh, true, nullptr,
-            partial ? query_rows : nullptr);
+  tile_product(bf16, nq, hd, nk, t.St, 1, kTile, vj, ldv, t.O, ldh, true, nullptr,
+               partial ? query_rows : nullptr);
 }
 
 void finish_forward_tile(const AttentionShape& s, int b, int h, int i0, int nq,
@@ -123,17 +123,17 @@ void backward_tile_pair(int nq, int nk, int hd, const float* Qi, const float* dO
                         const float* Kt, const float* Vt, float* dQi, float* dKj, float* dVj,
                         float* P, float* dS, bool partial, const uint64_t* query_rows,
                         const uint64_t* key_rows, float c, const float* L2i, const float* Di,
-                        float scale) {
+                        float scale, bool bf16) {
   const int ldh = round16(hd);
   const uint64_t* qtrim = partial ? query_rows : nullptr;
   const uint64_t* ktrim = partial ? key_rows : nullptr;
-  tile_gemm(nq, nk, hd, Qi, ldh, 1, Kt, kTile, P, kTile, false, qtrim, nullptr);
+  tile_product(bf16, nq, nk, hd, Qi, ldh, 1, Kt, kTile, P, kTile, false, qtrim, nullptr);
   probabilities(P, nq, nk, query_rows, c, L2i);
-  tile_gemm(nk, hd, nq, P, 1, kTile, dOi, ldh, dVj, ldh, true, nullptr, ktrim);
-  tile_gemm(nq, nk, hd, dOi, ldh, 1, Vt, kTile, dS, kTile, false, qtrim, nullptr);
+  tile_product(bf16, nk, hd, nq, P, 1, kTile, dOi, ldh, dVj, ldh, true, nullptr, ktrim);
+  tile_product(bf16, nq, nk, hd, dOi, ldh, 1, Vt, kTile, dS, kTile, false, qtrim, nullptr);
   softmax_grad(P, dS, nq, nk, query_rows, Di, scale);
-  tile_gemm(nq, hd, nk, dS, kTile, 1, Kj, ldh, dQi, ldh, true, nullptr, qtrim);
-  tile_gemm(nk, hd, nq, dS, 1, kTile, Qi, ldh, dKj, ldh, true, nullptr, ktrim);
+  tile_product(bf16, nq, hd, nk, dS, kTile, 1, Kj, ldh, dQi, ldh, true, nullptr, qtrim);
+  tile_product(bf16, nk, hd, nq, dS, 1, kTile, Qi, ldh, dKj, ldh, true, nullptr, ktrim);
 }
 
 }  // namespace chainlm::attn

@@ -20,6 +20,9 @@
 #if defined(__AVX512F__) && !defined(CHAINLM_ATTENTION_SCALAR)
 #define CHAINLM_ATTENTION_AVX512 1
 #include "kernels/simd.h"
+#if defined(__AVX512BF16__)
+#define CHAINLM_ATTENTION_BF16 1  // tile products with bf16 operands (tile_gemm_bf16)
+#endif
 #elif defined(__AVX2__) && defined(__FMA__) && !defined(CHAINLM_ATTENTION_SCALAR)
 #define CHAINLM_ATTENTION_AVX2 1
 #include "kernels/simd.h"
@@ -101,6 +104,24 @@ void tile_gemm(int M, int N, int K, const float* A, long sam, long sak, const fl
 // Rows per register block of tile_gemm: a matmul with at most this many rows of A reads its
 // B operand once, so packing B first does not pay.
 constexpr int kMR = 6;
+#if CHAINLM_ATTENTION_BF16
+// tile_gemm with A and B rounded to bf16 (nearest even) first, products accumulated in fp32
+// (attention_tiles_bf16.cpp); same arguments and trimming.
+void tile_gemm_bf16(int M, int N, int K, const float* A, long sam, long sak, const float* B,
+                    long ldb, float* C, long ldc, bool accumulate, const uint64_t* nbits,
+                    const uint64_t* kbits);
+#endif
+// tile_gemm_bf16 when bf16 is asked for and this build has it, else tile_gemm.
+inline void tile_product(bool bf16, int M, int N, int K, const float* A, long sam, long sak,
+                         const float* B, long ldb, float* C, long ldc, bool accumulate,
+                         const uint64_t* nbits, const uint64_t* kbits) {
+#if CHAINLM_ATTENTION_BF16
+  if (bf16) return tile_gemm_bf16(M, N, K, A, sam, sak, B, ldb, C, ldc, accumulate, nbits, kbits);
+#else
+  (void)bf16;
+#endif
+  tile_gemm(M, N, K, A, sam, sak, B, ldb, C, ldc, accumulate, nbits, kbits);
+}
 
 // Forward online-softmax update for one tile. St is (nk keys) x (kTile query lanes) scores;
 // bits[j] are the queries key row j may serve. Updates, per query lane i < nq, the running
@@ -159,9 +180,10 @@ void begin_forward_tile(const AttentionShape& s, int b, int h, int i0, int nq, c
 // One key tile of the online softmax for nq query lanes: St = K_tile . Q_tile^T, update of the
 // running statistics, O = alpha O + P V. key_rows[j] are the queries key j may serve (all of
 // them when !partial), query_rows[i] the keys query i may attend (read only when partial).
+// bf16: the two products with bf16 operands (tile_product).
 void forward_key_tile(int nq, int nk, int hd, const float* kj, const float* vj, long stride,
                       bool packed, bool partial, const uint64_t* key_rows,
-                      const uint64_t* query_rows, float c, const ForwardTileScratch& t);
+                      const uint64_t* query_rows, float c, const ForwardTileScratch& t, bool bf16);
 // Ends the tile begun by begin_forward_tile: o = O / l and lse = m + log(l) (0 and -inf for a
 // row that attended nothing).
 void finish_forward_tile(const AttentionShape& s, int b, int h, int i0, int nq,
@@ -194,11 +216,12 @@ void for_each_backward_head(const AttentionShape& s, int b, const int* heads, in
 //   P = exp2(c q.k - L2), dV += P^T dO, dS = scale P (dO V^T - D), dQ += dS K, dK += dS^T Q.
 // Kt, Vt are the key tile's K and V transposed (hd x kTile); P, dS are kTile x kTile scratch.
 // query_rows[i] are the keys query i may attend (all nk of them when !partial), key_rows[j]
-// the queries key j serves (read only when partial).
+// the queries key j serves (read only when partial). bf16: the five products with bf16
+// operands (tile_product).
 void backward_tile_pair(int nq, int nk, int hd, const float* Qi, const float* dOi, const float* Kj,
                         const float* Kt, const float* Vt, float* dQi, float* dKj, float* dVj,
                         float* P, float* dS, bool partial, const uint64_t* query_rows,
                         const uint64_t* key_rows, float c, const float* L2i, const float* Di,
-                        float scale);
+                        float scale, bool bf16);
 
 }  // namespace chainlm::attn

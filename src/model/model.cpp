@@ -310,7 +310,8 @@ void Model::forward_trunk(const int* tokens, int B, int T, int k) {
   }
 
   embedding_forward(M, Dk, stream, embedding(), D, b.layers[0].x_in, D);
-  const AttentionShape as = attention_shape(k, B, T * K, T * K, 0);
+  AttentionShape as = attention_shape(k, B, T * K, T * K, 0);
+  as.bf16_products = h;  // attention's tile products in bf16 too, where the CPU has them
   const int kv_heads_active = L.active_kv_width(k) / hd;
 
   // y (+)= x W^T over chain blocks, from x's bf16 copy xh (rounded once) when there is one.
@@ -460,7 +461,8 @@ StepLosses Model::forward_backward(const int* tokens, const int* targets, int B,
   };
   clear_frozen(norm_);
 
-  const AttentionShape as = attention_shape(k, B, T * K, T * K, 0);
+  AttentionShape as = attention_shape(k, B, T * K, T * K, 0);
+  as.bf16_products = b.rounded_once;  // as the forward ran them
   const int kv_heads_active = L.active_kv_width(k) / hd;
   const int KVk = L.active_kv_width(k);
 

@@ -7,6 +7,7 @@
 #include <limits>
 #include <vector>
 
+#include "attention_bf16_bound.h"
 #include "core/error.h"
 #include "core/rng.h"
 #include "core/threads.h"
@@ -302,6 +303,51 @@ TEST(PhdAttention, BackwardMatchesAnalyticReference) {
     expect_grad_close(dk, rdk, 1e-4, "dk");
     expect_grad_close(dv, rdv, 1e-4, "dv");
     seed += 10;
+  }
+}
+
+// bf16 tile products (bf16 training) over the repeated stream: forward and backward within the
+// bound derived from bf16 rounding (attention_bf16_bound.h), and really off fp32's results
+// where the build has AVX512-BF16 (unchanged bits where it has not).
+TEST(PhdAttention, Bf16ProductsStayWithinTheBoundOfBf16Rounding) {
+  uint64_t seed = 700;
+  const auto cases = kernel_cases();
+  for (const Case& c : {cases[1], cases[6], cases[9]}) {
+    SCOPED_TRACE(name(c.p) + " T " + std::to_string(c.positions));
+    const auto q = random_vector(c.q_size(), seed, 2.0f), k = random_vector(c.kv_size(), seed + 1),
+               v = random_vector(c.kv_size(), seed + 2);
+    const auto dout = random_vector(c.o_size(), seed + 3);
+    seed += 10;
+    std::vector<float> got[2][5];  // fp32, bf16: o, lse, dq, dk, dv
+    for (int bf16 = 0; bf16 < 2; ++bf16) {
+      AttentionShape s = c.shape();
+      s.bf16_products = bf16;
+      auto& g = got[bf16];
+      g[0].assign(c.o_size(), 0.0f), g[1].assign(c.lse_size(), 0.0f);
+      g[2].assign(q.size(), 0.0f), g[3].assign(k.size(), 0.0f), g[4].assign(v.size(), 0.0f);
+      attention_forward(s, q.data(), k.data(), v.data(), g[0].data(), g[1].data());
+      attention_backward(s, q.data(), k.data(), v.data(), g[0].data(), g[1].data(), dout.data(),
+                         g[2].data(), g[3].data(), g[4].data());
+    }
+    const test::Bf16Bounded want = test::bf16_bounded_attention(
+        c.shape(), q, k, v, dout, [&](int i, int j) { return spec_allowed_rows(c.p, i, j); });
+    const std::vector<double>* exact[5] = {&want.o, &want.lse, &want.dq, &want.dk, &want.dv};
+    const std::vector<double>* tol[5] = {&want.o_tol, &want.lse_tol, &want.dq_tol, &want.dk_tol,
+                                         &want.dv_tol};
+    size_t differ[5] = {};
+    for (int x = 0; x < 5; ++x)
+      for (size_t i = 0; i < got[1][x].size(); ++i) {
+        ASSERT_LE(std::fabs(got[1][x][i] - (*exact[x])[i]), (*tol[x])[i] + 1e-12)
+            << "output " << x << " [" << i << "]";
+        differ[x] += got[1][x][i] != got[0][x][i];
+      }
+#if defined(__AVX512BF16__) && defined(__AVX512F__)
+    EXPECT_GT(differ[0], got[1][0].size() / 2) << "the forward's bf16 products gave fp32's results";
+    EXPECT_GT(differ[2], got[1][2].size() / 2)
+        << "the backward's bf16 products gave fp32's results";
+#else
+    EXPECT_EQ(differ[0] + differ[2], 0u) << "without AVX512-BF16 the flag must change nothing";
+#endif
   }
 }
 

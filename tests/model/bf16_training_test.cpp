@@ -24,8 +24,10 @@ double norm(const float* v, size_t n) {
 class Bf16Step : public ::testing::TestWithParam<ModelVariant> {};
 
 // As for inference (tests/infer/bf16_inference_test.cpp): each GEMM moves by ~2^-7 of its
-// products' magnitudes; the backward adds as many GEMM stages as the forward, so a tensor's
-// gradient may move by about (2 * 9) * 2^-7 of its norm through tiny_config's 2 layers.
+// products' magnitudes. The forward chains 13 of them through tiny_config's 2 layers (q/k/v,
+// attention's scores and P.V where the CPU has bf16 tile products, the output projection, w1/w3,
+// w2; then the head); the backward adds as many stages as the forward, so a tensor's gradient
+// may move by about (2 * 13) * 2^-7 of its norm.
 TEST_P(Bf16Step, GradientsMatchFp32WithinBf16Rounding) {
   const ModelConfig c = GetParam().config(16);
   const int n = c.n_chains(), B = 2, T = 12;
@@ -45,7 +47,7 @@ TEST_P(Bf16Step, GradientsMatchFp32WithinBf16Rounding) {
   bf16.ensure_grads();
   const StepLosses a = fp32.forward_backward(tokens.data(), targets.data(), B, T, w, 1.0f);
   const StepLosses b = bf16.forward_backward(tokens.data(), targets.data(), B, T, w, 1.0f);
-  EXPECT_NEAR(b.loss, a.loss, 9 * std::ldexp(a.loss, -7));
+  EXPECT_NEAR(b.loss, a.loss, 13 * std::ldexp(a.loss, -7));
   EXPECT_NE(b.loss, a.loss) << "the bf16 step computed exactly the fp32 one";
   EXPECT_EQ(0, std::memcmp(master.data(), bf16.params().values(), master.size() * sizeof(float)))
       << "a step changed the master weights";
@@ -56,7 +58,7 @@ TEST_P(Bf16Step, GradientsMatchFp32WithinBf16Rounding) {
     std::vector<float> diff(p.numel());
     for (size_t e = 0; e < p.numel(); ++e) diff[e] = gb[e] - ga[e];
     const double ref = norm(ga, p.numel());
-    EXPECT_LE(norm(diff.data(), p.numel()), 18 * std::ldexp(ref, -7) + 1e-6) << p.name;
+    EXPECT_LE(norm(diff.data(), p.numel()), 26 * std::ldexp(ref, -7) + 1e-6) << p.name;
   }
 }
 
