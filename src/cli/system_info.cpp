@@ -12,6 +12,7 @@
 
 #include "core/threads.h"
 #include "core/wait_policy.h"
+#include "kernels/attention.h"
 #include "kernels/gemm.h"
 #include "kernels/gemm_backend.h"
 
@@ -71,8 +72,12 @@ nlohmann::json system_info() {
           {"gemm",
            {{"fp32", gemm_backend_name(gemm_backend())},
             // bf16: oneDNN's bf16 kernels, or bf16-rounded operands on the fp32 backend.
-            {"bf16", bf16_gemm_native() ? std::string("onednn-bf16")
-                                        : std::string("emulated on ") + gemm_backend_name(gemm_backend())}}}};
+            {"bf16", bf16_gemm_native()
+                         ? std::string("onednn-bf16")
+                         : std::string("emulated on ") + gemm_backend_name(gemm_backend())}}},
+          // Attention's tile products in a bf16 run (training, evaluation): "bf16" where this
+          // build has AVX512-BF16 (docs/precision.md), else "fp32".
+          {"attention_bf16_products", attention_has_bf16_products() ? "bf16" : "fp32"}};
 }
 
 void print_system_info(const nlohmann::json& s) {
@@ -99,6 +104,8 @@ void print_system_info(const nlohmann::json& s) {
               s["gemm"]["fp32"].get<std::string>().c_str());
   std::printf("bf16 GEMM    %s (--precision bf16; few-row decode steps: chainlm's kernel)\n",
               s["gemm"]["bf16"].get<std::string>().c_str());
+  std::printf("attention    %s tile products in bf16 training and evaluation (decoding: fp32)\n",
+              s["attention_bf16_products"].get<std::string>().c_str());
 }
 
 }  // namespace chainlm::cli

@@ -72,6 +72,14 @@ KvHeadGroups group_heads_by_kv_head(const AttentionShape& s) {
 
 }  // namespace attn
 
+bool attention_has_bf16_products() {
+#if CHAINLM_ATTENTION_BF16
+  return true;
+#else
+  return false;
+#endif
+}
+
 void attention_forward(const AttentionShape& s, const float* q, const float* k, const float* v,
                        float* o, float* lse) {
   attn::check_attention_shape(s);

@@ -78,6 +78,10 @@ struct PhdKeys {
 void phd_attention_forward(const AttentionShape& s, const PhdQueryRows& rows, const PhdKeys& keys,
                            const float* q, float* o, float* lse);
 
+// Whether this build runs AttentionShape::bf16_products on bf16 operands (AVX512-BF16); without
+// them the flag changes nothing.
+bool attention_has_bf16_products();
+
 // Backward: dq (laid out like q), dk, dv (like k, v) are accumulated into (+=); only the
 // active heads' and used KV heads' blocks are touched. Needs o and lse from the forward.
 void attention_backward(const AttentionShape& s, const float* q, const float* k, const float* v,

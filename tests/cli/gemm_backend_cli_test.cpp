@@ -90,11 +90,19 @@ TEST_F(GemmBackendCli, InfoSystemNamesTheKernelsInUse) {
     // Every x86-64 CPU this runs on has AVX2 (the build targets it); AVX-512 or not varies.
     const auto features = j.at("features");
     EXPECT_NE(std::find(features.begin(), features.end(), "avx2"), features.end()) << features;
+    // bf16 attention products follow the build (not oneDNN's ISA), and only CPUs with
+    // AVX512-BF16 can have them.
+    const std::string attention = j.at("attention_bf16_products");
+    EXPECT_TRUE(attention == "bf16" || attention == "fp32") << attention;
+    if (attention == "bf16") {
+      EXPECT_NE(std::find(features.begin(), features.end(), "avx512_bf16"), features.end()) << features;
+    }
   }
   ScopedEnv g("CHAINLM_GEMM", "openblas");
   auto r = run_chainlm(dir, "info --system");
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_NE(r.out.find("fp32 GEMM    openblas"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("attention    "), std::string::npos) << r.out;
   r = run_chainlm(dir, "info");
   EXPECT_NE(r.exit_code, 0);
   EXPECT_NE(r.err.find("give --model (a model to describe) or --system"), std::string::npos) << r.err;
