@@ -10,8 +10,9 @@
 #include "core/error.h"
 #include "core/rng.h"
 #include "core/threads.h"
-#include "core/wait_policy.h"
 #include "core/timer.h"
+#include "core/wait_policy.h"
+#include "kernels/attention.h"
 #include "model/model.h"
 #include "model/training_flops.h"
 #include "train/distributed.h"
@@ -143,6 +144,9 @@ void bench_train(const std::string& config_path, int B, int T, int threads, int 
                       {"mfu", median(mfus)}};
   add_gemm_fields(j, GemmPeak{median(openblas_peaks), median(onednn_peaks), median(bf16_peaks)}, precision);
   j["peak_gflops"] = peak;  // the median of the steps' best, which mfu divides by
+  // Attention's tile products follow the precision where the build has AVX512-BF16.
+  if (precision == Precision::Bf16)
+    j["attention_products"] = attention_has_bf16_products() ? "bf16" : "fp32";
   if (c.phd.enabled()) j["phd"] = c.phd.name();
   if (reducer) {
     // The gradients cross the network once per step: a ring allreduce sends (and receives)

@@ -74,6 +74,19 @@ TEST_F(GemmBackendCli, BenchReportsTheBackendAndTheIsa) {
   }
 }
 
+// A bf16 bench line says whether attention's products ran in bf16: as info --system says.
+TEST_F(GemmBackendCli, Bf16BenchSaysHowAttentionRan) {
+  auto info = run_chainlm(dir, "info --system --json");
+  ASSERT_EQ(info.exit_code, 0) << info.err;
+  auto r = run_chainlm(dir, "bench train --config " + quote(config) +
+                                " --batch-size 2 --seq-len 16 --steps 1 --precision bf16");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto j = nlohmann::json::parse(r.out.substr(r.out.rfind('{')));
+  EXPECT_EQ(j.at("precision"), "bf16");
+  EXPECT_EQ(j.at("attention_products"),
+            nlohmann::json::parse(info.out).at("attention_bf16_products"));
+}
+
 TEST_F(GemmBackendCli, InfoSystemNamesTheKernelsInUse) {
   {
     ScopedEnv g("CHAINLM_GEMM", "onednn"), isa("ONEDNN_MAX_CPU_ISA", "SSE41");
