@@ -97,13 +97,7 @@ template <int MR, int NV>
 void micro_kernel(int k0, int k1, const float* A, long sam, long sak, const float* B, long ldb,
                   float* C, long ldc, __mmask16 last, bool accumulate) {
   __m512 c[MR][NV];
-#pragma GCC unroll 8
-  for (int m = 0; m < MR; ++m)
-#pragma GCC unroll 4
-    for (int v = 0; v < NV; ++v)
-      c[m][v] = accumulate
-                    ? _mm512_maskz_loadu_ps(v == NV - 1 ? last : 0xFFFF, C + m * ldc + 16 * v)
-                    : _mm512_setzero_ps();
+  load_block(c, C, ldc, last, accumulate);
   const float* a[MR];
 #pragma GCC unroll 8
   for (int m = 0; m < MR; ++m) a[m] = A + m * sam + k0 * sak;
@@ -121,25 +115,12 @@ void micro_kernel(int k0, int k1, const float* A, long sam, long sak, const floa
       for (int v = 0; v < NV; ++v) c[m][v] = _mm512_fmadd_ps(am, bv[v], c[m][v]);
     }
   }
-#pragma GCC unroll 8
-  for (int m = 0; m < MR; ++m)
-#pragma GCC unroll 4
-    for (int v = 0; v < NV; ++v) {
-      if (v == NV - 1)
-        _mm512_mask_storeu_ps(C + m * ldc + 16 * v, last, c[m][v]);
-      else
-        _mm512_storeu_ps(C + m * ldc + 16 * v, c[m][v]);
-    }
+  store_block(c, C, ldc, last);
 }
 
 using MicroKernel = void (*)(int, int, const float*, long, long, const float*, long, float*, long,
                              __mmask16, bool);
-#define CHAINLM_MICRO_ROW(MR) \
-  { &micro_kernel<MR, 1>, &micro_kernel<MR, 2>, &micro_kernel<MR, 3>, &micro_kernel<MR, 4> }
-constexpr MicroKernel kMicroKernels[kMR][4] = {CHAINLM_MICRO_ROW(1), CHAINLM_MICRO_ROW(2),
-                                               CHAINLM_MICRO_ROW(3), CHAINLM_MICRO_ROW(4),
-                                               CHAINLM_MICRO_ROW(5), CHAINLM_MICRO_ROW(6)};
-#undef CHAINLM_MICRO_ROW
+constexpr MicroKernel kMicroKernels[kMR][4] = CHAINLM_MICRO_TABLE(micro_kernel);
 
 }  // namespace
 
@@ -149,25 +130,9 @@ void tile_gemm(int M, int N, int K, const float* A, long sam, long sak, const fl
                float* C, long ldc, bool accumulate, const uint64_t* nbits, const uint64_t* kbits) {
   for (int m0 = 0; m0 < M; m0 += kMR) {
     const int mr = std::min(kMR, M - m0);
-    int n_begin = 0, n_end = N, k_begin = 0, k_end = K;
-    if (nbits) {
-      uint64_t u = 0;
-      for (int r = 0; r < mr; ++r) u |= nbits[m0 + r];
-      if (u == 0) continue;
-      n_begin = std::countr_zero(u) & ~15;
-      n_end = 64 - std::countl_zero(u);
-    }
-    if (kbits) {
-      uint64_t u = 0;
-      for (int r = 0; r < mr; ++r) u |= kbits[m0 + r];
-      if (u == 0) {
-        k_begin = k_end = 0;
-        if (accumulate) continue;
-      } else {
-        k_begin = std::countr_zero(u);
-        k_end = 64 - std::countl_zero(u);
-      }
-    }
+    BlockRange b;
+    if (!block_range(m0, mr, N, K, accumulate, nbits, kbits, &b)) continue;
+    const int n_begin = b.n_begin, n_end = b.n_end, k_begin = b.k_begin, k_end = b.k_end;
 #if CHAINLM_ATTENTION_AVX512
     for (int n0 = n_begin; n0 < n_end; n0 += 64) {
       const int nn = std::min(64, n_end - n0);

@@ -8,6 +8,7 @@
 //   of the backward, and the per-head set-up and write-back around them.
 // Tiles are kTile x kTile; "packed" rows are round16(hd) floats apart. Scores are kept in log2
 // units (scaled by c = scale * log2(e)) so the softmax uses exp2.
+#include <bit>
 #include <cstddef>
 #include <cstdint>
 #include <limits>
@@ -77,6 +78,41 @@ inline __m512 exp2_ps(__m512 x) {
   return _mm512_scalef_ps(p, n);
 }
 
+// A register block of the tile micro-kernels: C's MR x 16*NV values (the last vector limited to
+// `last` lanes) into accumulators, or zeros; and back.
+template <int MR, int NV>
+inline void load_block(__m512 (&c)[MR][NV], const float* C, long ldc, __mmask16 last,
+                       bool accumulate) {
+#pragma GCC unroll 8
+  for (int m = 0; m < MR; ++m)
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v)
+      c[m][v] = accumulate
+                    ? _mm512_maskz_loadu_ps(v == NV - 1 ? last : 0xFFFF, C + m * ldc + 16 * v)
+                    : _mm512_setzero_ps();
+}
+template <int MR, int NV>
+inline void store_block(const __m512 (&c)[MR][NV], float* C, long ldc, __mmask16 last) {
+#pragma GCC unroll 8
+  for (int m = 0; m < MR; ++m)
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) {
+      if (v == NV - 1)
+        _mm512_mask_storeu_ps(C + m * ldc + 16 * v, last, c[m][v]);
+      else
+        _mm512_storeu_ps(C + m * ldc + 16 * v, c[m][v]);
+    }
+}
+
+// The table of a micro-kernel template's instances, table[MR - 1][NV - 1] = &kernel<MR, NV>.
+#define CHAINLM_MICRO_ROW(kernel, MR) \
+  { &kernel<MR, 1>, &kernel<MR, 2>, &kernel<MR, 3>, &kernel<MR, 4> }
+#define CHAINLM_MICRO_TABLE(kernel)                                                              \
+  {                                                                                              \
+    CHAINLM_MICRO_ROW(kernel, 1), CHAINLM_MICRO_ROW(kernel, 2), CHAINLM_MICRO_ROW(kernel, 3),    \
+        CHAINLM_MICRO_ROW(kernel, 4), CHAINLM_MICRO_ROW(kernel, 5), CHAINLM_MICRO_ROW(kernel, 6) \
+  }
+
 // The 16 lanes of vector v of a 64-bit row mask.
 inline __mmask16 lane_mask(uint64_t bits, int v) {
   return static_cast<__mmask16>(bits >> (16 * v));
@@ -104,6 +140,35 @@ void tile_gemm(int M, int N, int K, const float* A, long sam, long sak, const fl
 // Rows per register block of tile_gemm: a matmul with at most this many rows of A reads its
 // B operand once, so packing B first does not pay.
 constexpr int kMR = 6;
+// What register block rows [m0, m0 + mr) of a tile_gemm need, by the union of their masks:
+// columns [n_begin, n_end) (n_begin rounded down to a vector) and k in [k_begin, k_end), both
+// left whole where the masks are not given. False when the block has nothing to do (no column
+// needed, or no k while accumulating; without accumulating an empty k range still writes zeros).
+struct BlockRange {
+  int n_begin, n_end, k_begin, k_end;
+};
+inline bool block_range(int m0, int mr, int N, int K, bool accumulate, const uint64_t* nbits,
+                        const uint64_t* kbits, BlockRange* r) {
+  *r = {0, N, 0, K};
+  if (nbits) {
+    uint64_t u = 0;
+    for (int i = 0; i < mr; ++i) u |= nbits[m0 + i];
+    if (u == 0) return false;
+    r->n_begin = std::countr_zero(u) & ~15;
+    r->n_end = 64 - std::countl_zero(u);
+  }
+  if (kbits) {
+    uint64_t u = 0;
+    for (int i = 0; i < mr; ++i) u |= kbits[m0 + i];
+    if (u == 0) {
+      r->k_begin = r->k_end = 0;
+      return !accumulate;
+    }
+    r->k_begin = std::countr_zero(u);
+    r->k_end = 64 - std::countl_zero(u);
+  }
+  return true;
+}
 #if CHAINLM_ATTENTION_BF16
 // tile_gemm with A and B rounded to bf16 (nearest even) first, products accumulated in fp32
 // (attention_tiles_bf16.cpp); same arguments and trimming.

@@ -58,13 +58,7 @@ template <int MR, int NV>
 void micro_kernel(int p0, int p1, const uint32_t* A, long sam, long sap, const uint32_t* B,
                   long ldb, float* C, long ldc, __mmask16 last, bool accumulate) {
   __m512 c[MR][NV];
-#pragma GCC unroll 8
-  for (int m = 0; m < MR; ++m)
-#pragma GCC unroll 4
-    for (int v = 0; v < NV; ++v)
-      c[m][v] = accumulate
-                    ? _mm512_maskz_loadu_ps(v == NV - 1 ? last : 0xFFFF, C + m * ldc + 16 * v)
-                    : _mm512_setzero_ps();
+  load_block(c, C, ldc, last, accumulate);
   const uint32_t* a = A + p0 * sap;
   const uint32_t* b = B + p0 * ldb;
   for (int p = p0; p < p1; ++p, a += sap, b += ldb) {
@@ -78,25 +72,12 @@ void micro_kernel(int p0, int p1, const uint32_t* A, long sam, long sap, const u
       for (int v = 0; v < NV; ++v) c[m][v] = _mm512_dpbf16_ps(c[m][v], am, bv[v]);
     }
   }
-#pragma GCC unroll 8
-  for (int m = 0; m < MR; ++m)
-#pragma GCC unroll 4
-    for (int v = 0; v < NV; ++v) {
-      if (v == NV - 1)
-        _mm512_mask_storeu_ps(C + m * ldc + 16 * v, last, c[m][v]);
-      else
-        _mm512_storeu_ps(C + m * ldc + 16 * v, c[m][v]);
-    }
+  store_block(c, C, ldc, last);
 }
 
 using MicroKernel = void (*)(int, int, const uint32_t*, long, long, const uint32_t*, long, float*,
                              long, __mmask16, bool);
-#define CHAINLM_MICRO_ROW(MR) \
-  { &micro_kernel<MR, 1>, &micro_kernel<MR, 2>, &micro_kernel<MR, 3>, &micro_kernel<MR, 4> }
-constexpr MicroKernel kMicroKernels[kMR][4] = {CHAINLM_MICRO_ROW(1), CHAINLM_MICRO_ROW(2),
-                                               CHAINLM_MICRO_ROW(3), CHAINLM_MICRO_ROW(4),
-                                               CHAINLM_MICRO_ROW(5), CHAINLM_MICRO_ROW(6)};
-#undef CHAINLM_MICRO_ROW
+constexpr MicroKernel kMicroKernels[kMR][4] = CHAINLM_MICRO_TABLE(micro_kernel);
 
 }  // namespace
 
@@ -133,25 +114,11 @@ void tile_gemm_bf16(int M, int N, int K, const float* A, long sam, long sak, con
 
   for (int m0 = 0; m0 < M; m0 += kMR) {
     const int mr = std::min(kMR, M - m0);
-    int n_begin = 0, n_end = N, p_begin = 0, p_end = P;
-    if (nbits) {
-      uint64_t u = 0;
-      for (int r = 0; r < mr; ++r) u |= nbits[m0 + r];
-      if (u == 0) continue;
-      n_begin = std::countr_zero(u) & ~15;
-      n_end = 64 - std::countl_zero(u);
-    }
-    if (kbits) {  // A(m, k) is zero outside kbits: a pair half outside adds 0 . B exactly
-      uint64_t u = 0;
-      for (int r = 0; r < mr; ++r) u |= kbits[m0 + r];
-      if (u == 0) {
-        p_begin = p_end = 0;
-        if (accumulate) continue;
-      } else {
-        p_begin = std::countr_zero(u) / 2;
-        p_end = std::min(P, (64 - std::countl_zero(u) + 1) / 2);
-      }
-    }
+    BlockRange b;
+    if (!block_range(m0, mr, N, K, accumulate, nbits, kbits, &b)) continue;
+    const int n_begin = b.n_begin, n_end = b.n_end;
+    // A(m, k) is zero outside kbits, so a pair half outside the range adds 0 . B exactly.
+    const int p_begin = b.k_begin / 2, p_end = std::min(P, (b.k_end + 1) / 2);
     for (int n0 = n_begin; n0 < n_end; n0 += 64) {
       const int nn = std::min(64, n_end - n0);
       const int nv = (nn + 15) / 16;
