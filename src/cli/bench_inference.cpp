@@ -27,7 +27,7 @@ std::unique_ptr<Model> bench_model_fp32(const InferenceBenchArgs& a) {
     m->init_random(1);
     return m;
   }
-  return std::move(load_model_and_tokenizer(a.model, "", false).model);
+  return std::move(load_model_and_tokenizer(a.model, "", false, Precision::Fp32, false).model);
 }
 
 // The benchmarked model in --precision, and with --vs-fp32 the same weights in fp32 (null
@@ -40,7 +40,10 @@ std::pair<std::unique_ptr<Model>, std::unique_ptr<Model>> bench_models(const Inf
                 "bench: --vs-fp32 compares --precision bf16 or --quant with fp32");
   CHAINLM_CHECK(!(a.vs_fp32 && a.baseline), "bench: pass --vs-fp32 or --baseline, not both");
   std::unique_ptr<Model> fp32 = bench_model_fp32(a);
-  if (p == Precision::Fp32 && !quant) return {std::move(fp32), nullptr};
+  if (p == Precision::Fp32 && !quant) {
+    fp32->use_fp32_panels();  // as generate and serve hold an fp32 model
+    return {std::move(fp32), nullptr};
+  }
   CHAINLM_CHECK(!fp32->quantized(), "bench: --model is already quantized (", fp32->weight_format(),
                 "); --quant and --precision apply to fp32 models");
   auto narrow = std::make_unique<Model>(fp32->config());
@@ -49,7 +52,10 @@ std::pair<std::unique_ptr<Model>, std::unique_ptr<Model>> bench_models(const Inf
     narrow->quantize_weights(parse_quant_type(a.quant));
   else
     narrow->use_bf16_weights(/*keep_fp32=*/false);
-  if (!a.vs_fp32) fp32.reset();
+  if (a.vs_fp32)
+    fp32->use_fp32_panels();
+  else
+    fp32.reset();
   return {std::move(narrow), std::move(fp32)};
 }
 

@@ -9,7 +9,7 @@
 namespace chainlm::cli {
 
 LoadedModel load_model_and_tokenizer(const std::string& model_arg, const std::string& tokenizer_arg,
-                                     bool need_tokenizer, Precision precision) {
+                                     bool need_tokenizer, Precision precision, bool fp32_panels) {
   LoadedModel r;
   std::string spec = tokenizer_arg;
   std::error_code ec;
@@ -28,6 +28,8 @@ LoadedModel load_model_and_tokenizer(const std::string& model_arg, const std::st
   }
   if (!spec.empty()) r.tokenizer = load_tokenizer(spec);
   if (precision == Precision::Bf16) r.model->use_bf16_weights(/*keep_fp32=*/false);
+  else if (fp32_panels)
+    r.model->use_fp32_panels();
   return r;
 }
 

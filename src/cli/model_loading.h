@@ -18,10 +18,13 @@ struct LoadedModel {
 // model_arg: a checkpoint or run directory, a llama2.c .bin file (which carries no tokenizer,
 // so tokenizer_arg is then required when need_tokenizer is set), or a Hugging Face LLaMA
 // directory (whose tokenizer.model is used when present). With bf16 the weights are kept in
-// bf16 only (Model::use_bf16_weights): half the memory, bf16 GEMMs.
+// bf16 only (Model::use_bf16_weights): half the memory, bf16 GEMMs. An fp32 model's matrices go
+// into panels (Model::use_fp32_panels) unless fp32_panels is false (a caller that copies,
+// quantizes or converts the fp32 weights afterwards).
 LoadedModel load_model_and_tokenizer(const std::string& model_arg, const std::string& tokenizer_arg,
                                      bool need_tokenizer = true,
-                                     Precision precision = Precision::Fp32);
+                                     Precision precision = Precision::Fp32,
+                                     bool fp32_panels = true);
 // The tokenizer a model carries, as a spec for load_tokenizer: a chainlm checkpoint's (or run's
 // latest checkpoint's), or a Hugging Face directory's tokenizer.model; "" when it carries none
 // (a llama2.c .bin, a directory without one). expand and quantize store it beside their output.

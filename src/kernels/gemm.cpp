@@ -266,7 +266,9 @@ void gemm_nt_jobs(const GemmNtJob* jobs, int n) {
     try {
       for (int j = 0; j < n; ++j) {
         const GemmNtJob& g = jobs[j];
-        const int n0 = (int)((long)g.N * t / nt), n1 = (int)((long)g.N * (t + 1) / nt);
+        int n0 = (int)((long)g.N * t / nt), n1 = (int)((long)g.N * (t + 1) / nt);
+        if (g.B.panels && !g.B.bf16 && !g.B.quant)
+          panel_column_share(g.B.panel_row, g.N, t, nt, &n0, &n1);
         if (n1 > n0)
           gemm_nt(g.M, n1 - n0, g.K, g.A, g.lda, g.B.rows(n0, g.ldb), g.ldb, g.C + n0, g.ldc,
                   g.beta);

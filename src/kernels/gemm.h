@@ -85,6 +85,8 @@ inline void gemm_nt(int M, int N, int K, const float* A, int lda, WeightRef B, i
     gemm_nt_quant(M, N, K, A, lda, B.quant_type, B.quant, ldb, C, ldc, beta);
   else if (B.bf16)
     gemm_nt_bf16(M, N, K, A, lda, B.bf16, ldb, C, ldc, beta);
+  else if (B.panels)
+    gemm_nt_panels(M, N, K, A, lda, B.panels, ldb, B.panel_row, C, ldc, beta);
   else
     gemm_nt(M, N, K, A, lda, B.f32, ldb, C, ldc, beta);
 }
@@ -101,8 +103,9 @@ struct GemmNtJob {
 };
 // Independent gemm_nt products, the same bits as run one by one. When every one has at most
 // kMaxDecodeRows rows (a decoding step's q, k and v projections, a Chain-of-Linear's blocks)
-// they share one parallel region, each thread taking its share of every product's columns: a
-// region costs 3-4 us on the VMs measured, and a decoding step entered one per weight block.
+// they share one parallel region, each thread taking its share of every product's columns (of
+// a weight in panels, whole panels): a region costs 3-4 us on the VMs measured, and a decoding
+// step entered one per weight block.
 void gemm_nt_jobs(const GemmNtJob* jobs, int n);
 
 // C(M,N) = A(M,K) · B(K,N) + beta*C

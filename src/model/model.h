@@ -112,6 +112,15 @@ class Model {
   void use_bf16_weights(bool keep_fp32);
   void refresh_bf16_weights();
   Precision precision() const { return bf16_.empty() ? Precision::Fp32 : Precision::Bf16; }
+  // fp32 inference weights in panels (gemm_panels.h, model_precision.cpp): every weight matrix a
+  // GEMM reads (chain blocks and the head) is repacked into panels of kPanel rows and its
+  // row-major copy dropped (a tied embedding keeps it for the lookup), so the memory stays that
+  // of the fp32 model. Every fp32 product then runs the panel kernel: batched decoding steps,
+  // PHD copies and prompts at the FMA peak instead of the few-row dot products' ~half of it.
+  // Such a model runs inference only (no training, saving, export, bf16 or quantization).
+  // Does nothing where the build has no 512-bit panel kernel, or on a quantized or bf16 model.
+  void use_fp32_panels();
+  bool fp32_panels() const { return !panels_.empty(); }
   // Block-quantized weights (docs/quantization.md, model_quant.cpp): every weight matrix
   // (chain blocks, embedding, head) in Q8_0 or Q4_0, each row quantized on its own, so sub-model
   // k still reads only its own blocks; the norm gains stay fp32. The fp32 matrices are dropped:
@@ -186,6 +195,8 @@ class Model {
   std::unique_ptr<Buffers> buf_;
   AlignedVector<bf16_t> bf16_;             // every tensor in bf16 (empty in fp32)
   std::vector<std::size_t> bf16_offset_;   // where each tensor starts in bf16_
+  AlignedVector<float> panels_;            // weight matrices in panels (empty unless packed)
+  std::vector<std::size_t> panel_offset_;  // where each tensor starts in panels_ (npos: not packed)
   AlignedVector<uint8_t> quant_;            // quantized weight matrices (empty unless quantized)
   std::vector<std::size_t> quant_offset_;   // where each tensor starts in quant_ (npos: fp32)
   std::vector<QuantType> quant_types_;      // each tensor's block type

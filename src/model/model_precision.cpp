@@ -1,5 +1,6 @@
 // bf16 weights of a Model (model.h, docs/precision.md): the bf16 copy of every tensor, the
-// forward GEMM operands bound to it, and dropping the fp32 matrices of an inference model.
+// forward GEMM operands bound to it, and dropping the fp32 matrices of an inference model; and
+// an fp32 inference model's matrices in panels (gemm_panels.h).
 #include <algorithm>
 #include <cstring>
 
@@ -8,11 +9,45 @@
 
 namespace chainlm {
 
+namespace {
+constexpr std::size_t kNotPacked = static_cast<std::size_t>(-1);
+}
+
 WeightRef Model::weight_ref(int param) const {
   if (is_quantized(param)) return {nullptr, nullptr, quantized_blocks(param), quant_types_[param]};
   const ParamInfo& p = params_.info(param);
-  return {p.released ? nullptr : params_.value(param),
-          bf16_.empty() ? nullptr : bf16_.data() + bf16_offset_[param]};
+  WeightRef r{p.released ? nullptr : params_.value(param),
+              bf16_.empty() ? nullptr : bf16_.data() + bf16_offset_[param]};
+  if (!panels_.empty() && panel_offset_[param] != kNotPacked)
+    r.panels = panels_.data() + panel_offset_[param];
+  return r;
+}
+
+void Model::use_fp32_panels() {
+  if (!gemm_panels_native() || quantized() || !bf16_.empty() || !panels_.empty()) return;
+  CHAINLM_CHECK(
+      !params_.values_released() && !params_.has_grads(),
+      "fp32 panels are for a fresh inference model (this one dropped weights or holds gradients)");
+  const auto& infos = params_.infos();
+  const int head_param = output_ >= 0 ? output_ : tok_embeddings_;
+  // Every matrix a GEMM reads: the chain blocks and the head (the embedding only when tied).
+  panel_offset_.assign(infos.size(), kNotPacked);
+  std::size_t total = 0;
+  for (size_t i = 0; i < infos.size(); ++i) {
+    if (infos[i].shape.size() != 2 || ((int)i == tok_embeddings_ && (int)i != head_param)) continue;
+    panel_offset_[i] = total;
+    total += panel_floats((int)infos[i].shape[0], (int)infos[i].shape[1]);
+  }
+  panels_.assign(total, 0.0f);
+  std::vector<bool> keep(infos.size());
+  for (size_t i = 0; i < infos.size(); ++i) {
+    keep[i] = panel_offset_[i] == kNotPacked || (int)i == tok_embeddings_;
+    if (panel_offset_[i] == kNotPacked) continue;
+    const int N = (int)infos[i].shape[0], K = (int)infos[i].shape[1];
+    pack_panels(N, K, params_.value((int)i), K, panels_.data() + panel_offset_[i]);
+  }
+  params_.release_values_except(keep);
+  bind_forward_weights();
 }
 
 // Points every layer's fp32 blocks (v_*) and forward operands (r_*) at the current buffers.
@@ -64,7 +99,8 @@ void Model::refresh_bf16_weights() {
 }
 
 std::size_t Model::weight_bytes() const {
-  return params_.size() * sizeof(float) + bf16_.size() * sizeof(bf16_t) + quant_.size();
+  return params_.size() * sizeof(float) + bf16_.size() * sizeof(bf16_t) + quant_.size() +
+         panels_.size() * sizeof(float);
 }
 
 void Model::copy_weights_from(const Model& other) {
@@ -87,7 +123,7 @@ void Model::copy_weights_from(const Model& other) {
     CHAINLM_CHECK(other.params_.size() == params_.size(), "copy_weights_from: different sizes");
     std::copy_n(other.params_.values(), params_.size(), params_.values());
   }
-  if (other.bf16_.empty()) {
+  if (other.bf16_.empty() && other.panels_.empty()) {
     bind_forward_weights();
     return;
   }
@@ -103,6 +139,8 @@ void Model::copy_weights_from(const Model& other) {
   }
   bf16_ = other.bf16_;
   bf16_offset_ = other.bf16_offset_;
+  panels_ = other.panels_;
+  panel_offset_ = other.panel_offset_;
   bind_forward_weights();
 }
 

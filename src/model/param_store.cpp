@@ -26,8 +26,9 @@ int ParamStore::add(const std::string& name, std::vector<int64_t> shape, int cha
 void ParamStore::allocate() { values_.assign(total_, 0.0f); }
 
 void ParamStore::allocate_grads() {
-  CHAINLM_CHECK(!released_, "this model holds its weights in bf16 (--precision bf16) or quantized only: ",
-                "it cannot train; load it in fp32");
+  CHAINLM_CHECK(
+      !released_, "this model holds its weights for inference only (bf16 with --precision bf16, ",
+      "quantized, or fp32 repacked into panels): it cannot train; load the checkpoint again");
   if (grads_.size() != total_) grads_.assign(total_, 0.0f);
 }
 
@@ -86,8 +87,10 @@ void ParamStore::zero_grads() {
 }
 
 std::vector<TensorView> ParamStore::value_views() {
-  CHAINLM_CHECK(!released_, "this model holds its weights in bf16 (--precision bf16) or quantized only: ",
-                "its fp32 values are gone; load it in fp32 to save or export it");
+  CHAINLM_CHECK(
+      !released_, "this model holds its weights for inference only (bf16 with --precision bf16, ",
+      "quantized, or fp32 repacked into panels): its row-major fp32 values are gone; load the ",
+      "checkpoint again to save or export it");
   std::vector<TensorView> v;
   for (size_t i = 0; i < infos_.size(); ++i)
     v.push_back({infos_[i].name, infos_[i].shape, value(static_cast<int>(i))});

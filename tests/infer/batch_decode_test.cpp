@@ -1,8 +1,8 @@
 // Batched decoding steps (infer/batch_decode.h) against each sequence decoded alone: the same
 // logits bit for bit, for every model shape (chains, CoLM-Air, GQA, PHD with its K copies per
 // sequence, plain CoLM recomputing a cache when its chains grow), with sequences of
-// different lengths and sub-models that change between steps, in fp32, bf16 and quantized
-// weights, and for more sequences than one pass takes.
+// different lengths and sub-models that change between steps, in fp32 (row-major and in
+// panels), bf16 and quantized weights, and for more sequences than one pass takes.
 #include "infer/batch_decode.h"
 
 #include <gtest/gtest.h>
@@ -21,7 +21,7 @@ using test::ModelVariant;
 using test::random_tokens;
 using test::variant_name;
 
-enum class Weights { kFp32, kBf16, kQ8_0, kQ4_0 };
+enum class Weights { kFp32, kBf16, kQ8_0, kQ4_0, kFp32Panels };
 
 std::unique_ptr<Model> make_model(const ModelConfig& c, Weights w) {
   auto m = std::make_unique<Model>(c);
@@ -29,6 +29,8 @@ std::unique_ptr<Model> make_model(const ModelConfig& c, Weights w) {
   if (w == Weights::kBf16) m->use_bf16_weights(/*keep_fp32=*/false);
   if (w == Weights::kQ8_0) m->quantize_weights(QuantType::kQ8_0);
   if (w == Weights::kQ4_0) m->quantize_weights(QuantType::kQ4_0);
+  if (w == Weights::kFp32Panels)
+    m->use_fp32_panels();  // row-major fp32 on builds without the kernel
   return m;
 }
 
@@ -85,9 +87,9 @@ INSTANTIATE_TEST_SUITE_P(All, BatchDecodeVariants,
                                            ModelVariant{{1, 1}, false, 0, false, 3, 2, 4, false, true}),
                          variant_name);
 
-TEST(BatchDecode, Bf16AndQuantizedWeightsToo) {
+TEST(BatchDecode, Bf16QuantizedAndPaneledWeightsToo) {
   const ModelConfig c = ModelVariant{{2, 2, 2, 2}, true, 4}.config(40);
-  for (Weights w : {Weights::kBf16, Weights::kQ8_0, Weights::kQ4_0}) {
+  for (Weights w : {Weights::kBf16, Weights::kQ8_0, Weights::kQ4_0, Weights::kFp32Panels}) {
     SCOPED_TRACE((int)w);
     const auto model = make_model(c, w);
     expect_batch_equals_alone(*model, 6, 4);
@@ -138,7 +140,7 @@ TEST(BatchDecode, SequencesAttendOnSeveralThreadsWithTheSameBits) {
 TEST(BatchDecode, OneThreadAndTwoGiveTheSameBits) {
   const int threads = num_threads();
   for (const ModelVariant& v : {ModelVariant{{4, 4}}, ModelVariant{{2, 2, 2, 2}, true, 4}}) {
-    for (Weights w : {Weights::kFp32, Weights::kBf16, Weights::kQ8_0}) {
+    for (Weights w : {Weights::kFp32, Weights::kBf16, Weights::kQ8_0, Weights::kFp32Panels}) {
       SCOPED_TRACE(::testing::PrintToString(v) + " weights " + std::to_string((int)w));
       const auto model = make_model(v.config(64), w);
       const ModelConfig& c = model->config();

@@ -1,6 +1,7 @@
 // gemm_nt_jobs: several few-row products in one parallel region give the very bits of the same
-// products run one by one on one thread, in every weight form, with odd column counts (each
-// thread's share starts mid-matrix) and row lengths that are not whole quantization blocks.
+// products run one by one on one thread, in every weight form (fp32 panels included), with odd
+// column counts (each thread's share starts mid-matrix), weights entered a few rows in (a
+// panel's middle) and row lengths that are not whole quantization blocks.
 #include <gtest/gtest.h>
 
 #include <cstring>
@@ -23,17 +24,22 @@ struct Weight {
   std::vector<float> f32;
   std::vector<bf16_t> bf16;
   std::vector<uint8_t> quant;
+  std::vector<float> panels;
   WeightRef ref;
 };
 
+// Rows the products skip at the start of their weights.
+constexpr int kFirstRow = 7;
+
 Weight make_weight(int N, int ldb, int form, uint64_t seed) {
   Weight w;
+  N += kFirstRow;
   w.f32 = random_vector((size_t)N * ldb, seed);
   if (form == 1) {
     w.bf16.resize(w.f32.size());
     for (size_t i = 0; i < w.f32.size(); ++i) w.bf16[i] = to_bf16(w.f32[i]);
     w.ref.bf16 = w.bf16.data();
-  } else if (form >= 2) {
+  } else if (form == 2 || form == 3) {
     const QuantType type = form == 2 ? QuantType::kQ8_0 : QuantType::kQ4_0;
     const size_t row = quant_row_bytes(type, ldb);
     w.quant.resize(row * N);
@@ -41,20 +47,25 @@ Weight make_weight(int N, int ldb, int form, uint64_t seed) {
       quantize_row(type, w.f32.data() + (size_t)n * ldb, ldb, w.quant.data() + row * n);
     w.ref.quant = w.quant.data();
     w.ref.quant_type = type;
+  } else if (form == 4) {
+    w.panels.resize(panel_floats(N, ldb));
+    pack_panels(N, ldb, w.f32.data(), ldb, w.panels.data());
+    w.ref.panels = w.panels.data();
   } else {
     w.ref.f32 = w.f32.data();
   }
+  w.ref = w.ref.rows(kFirstRow, ldb);
   return w;
 }
 
 const char* form_name(int form) {
-  static const char* names[] = {"fp32", "bf16", "q8_0", "q4_0"};
+  static const char* names[] = {"fp32", "bf16", "q8_0", "q4_0", "fp32 panels"};
   return names[form];
 }
 
 TEST(GemmJobs, OneRegionGivesTheBitsOfTheProductsOneByOne) {
   const int threads = num_threads();
-  for (int form = 0; form < 4; ++form) {
+  for (int form = 0; form < 5; ++form) {
     const test::Bf16Path path(false);
     // (rows, N, K, ldb, beta): q, k, v-like products of one input, and blocks of another.
     struct Shape {
