@@ -1,6 +1,7 @@
 // The few-row fp32 GEMMs of decoding (gemm_nt with 1, 2, 4 and 8 rows: one sequence, a PHD
 // step's copies, a server's batch) streaming 40 weight matrices of N x K (1408 x 512 by default:
-// 115 MB, past every cache) through chainlm's own entry point, min of 7 rounds of 3 passes. Its
+// 115 MB, past every cache) through chainlm's own entry point, row-major (the few-row kernel)
+// and in panels (an fp32 inference model's form) in turns, min of 7 rounds of 3 passes. Its
 // figures in bench/RESULTS.md come from two builds of the library (before and after a kernel
 // change) run one after the other. Build (after `make build`):
 //   g++ -O3 -std=c++20 -fopenmp -march=native -Isrc \
@@ -20,6 +21,7 @@
 #include "core/threads.h"
 #include "core/timer.h"
 #include "kernels/gemm.h"
+#include "kernels/gemm_panels.h"
 #include "kernels/onednn_matmul.h"
 
 using namespace chainlm;
@@ -30,23 +32,38 @@ int main(int argc, char** argv) {
   const int matrices = 40;
   AlignedVector<float> W((size_t)matrices * N * K);
   for (size_t i = 0; i < W.size(); ++i) W[i] = (float)((i * 2654435761u) % 1000) * 1e-3f - 0.5f;
+  // The same matrices in panels (gemm_panels.h), as an fp32 inference model holds them.
+  const std::size_t panel_size = panel_floats(N, K);
+  AlignedVector<float> P((size_t)matrices * panel_size);
+  for (int m = 0; m < matrices; ++m)
+    pack_panels(N, K, W.data() + (size_t)m * N * K, K, P.data() + (size_t)m * panel_size);
   AlignedVector<float> A(128 * K), C(128 * N);
   for (int i = 0; i < 128 * K; ++i) A[i] = (float)(i % 13) * 0.1f;
   const int rows[] = {1, 2, 4, 8};
-  double best[4] = {1e9, 1e9, 1e9, 1e9};
+  double best[2][4] = {{1e9, 1e9, 1e9, 1e9}, {1e9, 1e9, 1e9, 1e9}};
   for (int round = 0; round < 7; ++round)
-    for (int r = 0; r < 4; ++r) {
-      Timer t;
-      for (int pass = 0; pass < 3; ++pass)
-        for (int m = 0; m < matrices; ++m)
-          gemm_nt(rows[r], N, K, A.data(), K, W.data() + (size_t)m * N * K, K, C.data(), N, 0.0f);
-      best[r] = std::min(best[r], t.seconds() / 3);
-    }
-  for (int r = 0; r < 4; ++r)
-    std::printf(
-        "rows %d: %.2f ms per pass, %.1f GB/s of weights, %.1f GFLOP/s, %.2fx the time of 1 row\n",
-        rows[r], best[r] * 1e3, W.size() * 4.0 / best[r] / 1e9,
-        2.0 * rows[r] * W.size() / best[r] / 1e9, best[r] / best[0]);
+    for (int r = 0; r < 4; ++r)
+      for (int way = 0; way < 2; ++way) {
+        Timer t;
+        for (int pass = 0; pass < 3; ++pass)
+          for (int m = 0; m < matrices; ++m) {
+            WeightRef w;
+            if (way == 0)
+              w.f32 = W.data() + (size_t)m * N * K;
+            else
+              w.panels = P.data() + (size_t)m * panel_size;
+            gemm_nt(rows[r], N, K, A.data(), K, w, K, C.data(), N, 0.0f);
+          }
+        best[way][r] = std::min(best[way][r], t.seconds() / 3);
+      }
+  for (int way = 0; way < 2; ++way)
+    for (int r = 0; r < 4; ++r)
+      std::printf(
+          "%s rows %d: %.2f ms per pass, %.1f GB/s of weights, %.1f GFLOP/s, %.2fx the time of 1 "
+          "row\n",
+          way == 0 ? "row-major" : "panels", rows[r], best[way][r] * 1e3,
+          W.size() * 4.0 / best[way][r] / 1e9, 2.0 * rows[r] * W.size() / best[way][r] / 1e9,
+          best[way][r] / best[way][0]);
 
   const char* names[] = {"gemm_nt", "oneDNN sgemm", "OpenBLAS sgemm"};
   for (int M : {16, 32, 64, 128}) {

@@ -31,8 +31,9 @@ template <int R, int G>
   __m512 acc[R][V];
   for (int r = 0; r < R; ++r)
     for (int v = 0; v < V; ++v) acc[r][v] = _mm512_setzero_ps();
-  // The panels stream in order; fetching ~3 KB ahead into L1 kept 8 rows at the FMA peak.
-  constexpr long kAhead = 24 * kPanel;
+  // The panels stream in order: fetched 8 KB ahead into L1, 8 rows streamed from memory in
+  // 1.01-1.04x the time of one row (3 KB ahead: 1.18-1.24x; bench/few_row_gemm_bench.cpp).
+  constexpr long kAhead = 64 * kPanel;
   for (int k = 0; k < K; ++k) {
     __m512 w[V];
     for (int g = 0; g < G; ++g) {
