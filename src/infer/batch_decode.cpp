@@ -5,6 +5,7 @@
 
 #include "core/error.h"
 #include "core/threads.h"
+#include "infer/head_logits.h"
 #include "kernels/attention.h"
 #include "kernels/chain_linear.h"
 #include "kernels/embedding.h"
@@ -226,10 +227,9 @@ void BatchDecoder::forward(const DecodeRow* seqs, int n) {
   }
   // The logits come from each sequence's last row (a PHD step's copy K-1).
   norm(model_.final_norm(), R - 1, 1, R * D);
-  for (const Group& g : groups)
-    jobs_.push_back({g.count, V, L.dim.prefix(g.k), xn_.data() + (size_t)g.first * D, D,
-                     model_.head(), D, logits_.data() + (size_t)g.first * V, V, 0.0f});
-  run_jobs();
+  std::vector<int> chains(n);
+  for (int s = 0; s < n; ++s) chains[s] = seqs[s].chains;
+  head_logits(model_, n, chains.data(), xn_.data(), D, logits_.data(), V, jobs_);
   for (int s = 0; s < n; ++s) {
     InferenceSession& session = *seqs[s].session;
     const int end = session.length() + 1;

@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "core/error.h"
+#include "infer/head_logits.h"
 #include "kernels/attention.h"
 #include "kernels/chain_linear.h"
 #include "kernels/embedding.h"
@@ -245,11 +246,12 @@ void InferenceSession::forward_chunk(const int* tokens, int n, int k, float* all
   const int rows = n - first;
   rmsnorm_forward(L.dim, k, rows, x_.data() + (size_t)first * D, D, model_.final_norm(), c.norm_eps,
                   xn_.data(), D, rstd_.data());
+  const std::vector<int> chains(all_logits ? rows : 1, k);
   if (all_logits) {
-    gemm_nt(rows, V, Dk, xn_.data(), D, model_.head(), D, all_logits, V, 0.0f);
+    head_logits(model_, rows, chains.data(), xn_.data(), D, all_logits, V, jobs_);
     std::copy(all_logits + (size_t)(rows - 1) * V, all_logits + (size_t)rows * V, logits_.begin());
   } else {
-    gemm_nt(1, V, Dk, xn_.data(), D, model_.head(), D, logits_.data(), V, 0.0f);
+    head_logits(model_, 1, chains.data(), xn_.data(), D, logits_.data(), V, jobs_);
   }
 }
 
@@ -410,11 +412,12 @@ void InferenceSession::forward_chunk_phd(const int* tokens, int n, int k, int hi
   const float* x_last = x_.data() + (size_t)out_row * D;
   rmsnorm_forward(L.dim, k, count, x_last, K * D, model_.final_norm(), c.norm_eps, xn_.data(), D,
                   rstd_.data());
+  const std::vector<int> chains(all_logits ? count : 1, k);
   if (all_logits) {
-    gemm_nt(count, V, Dk, xn_.data(), D, model_.head(), D, all_logits, V, 0.0f);
+    head_logits(model_, count, chains.data(), xn_.data(), D, all_logits, V, jobs_);
     std::copy(all_logits + (size_t)(count - 1) * V, all_logits + (size_t)count * V, logits_.begin());
   } else {
-    gemm_nt(1, V, Dk, xn_.data(), D, model_.head(), D, logits_.data(), V, 0.0f);
+    head_logits(model_, 1, chains.data(), xn_.data(), D, logits_.data(), V, jobs_);
   }
 }
 
