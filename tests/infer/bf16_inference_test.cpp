@@ -9,11 +9,14 @@
 #include "../io/test_temp_dir.h"
 #include "../model/model_variant.h"
 #include "infer/session.h"
+#include "inference_paths.h"
 #include "model/checkpoint.h"
 
 namespace chainlm {
 namespace {
 
+using test::expect_session_near;
+using test::max_abs;
 using test::ModelVariant;
 using test::random_tokens;
 using test::variant_name;
@@ -24,12 +27,6 @@ std::unique_ptr<Model> bf16_copy(const Model& m) {
   b->copy_weights_from(m);
   b->use_bf16_weights(/*keep_fp32=*/false);
   return b;
-}
-
-double max_abs(const std::vector<float>& v) {
-  double m = 0;
-  for (float x : v) m = std::max(m, (double)std::fabs(x));
-  return m;
 }
 
 class Bf16Variants : public ::testing::TestWithParam<ModelVariant> {};
@@ -63,16 +60,8 @@ TEST_P(Bf16Variants, LogitsMatchFp32WithinBf16RoundingOnEveryPath) {
     for (size_t i = 0; i < want.size(); ++i) worst = std::max(worst, (double)std::fabs(full[i] - want[i]));
     EXPECT_LE(worst, tol) << "full forward, k=" << k;
     EXPECT_GT(worst, 0.0) << "bf16 changed nothing: were the fp32 weights used?";
-    // The session (prefill in chunks, then one token at a time) against the full bf16 forward.
-    InferenceSession s(*bf16, 4);
-    std::vector<float> pre((size_t)9 * V);
-    s.append(tokens.data(), 9, k, pre.data());
-    for (size_t i = 0; i < pre.size(); ++i) ASSERT_NEAR(pre[i], full[i], tol) << "prefill k=" << k;
-    for (int t = 9; t < T; ++t) {
-      const float* l = s.decode(tokens[t], k);
-      for (int v = 0; v < V; ++v)
-        ASSERT_NEAR(l[v], want[(size_t)t * V + v], tol) << "decode k=" << k << " t=" << t;
-    }
+    // The session (prefill in chunks, then one token at a time) against fp32.
+    expect_session_near(*bf16, tokens, k, want, tol);
   }
 }
 
@@ -99,13 +88,7 @@ TEST(Bf16Inference, HoldsHalfTheBytesAndKeepsOnlyNormGainsInFp32) {
   auto again = bf16_copy(fp32);
   EXPECT_EQ(again->params().value(g)[3], 1.5f);
   // A copy of a bf16-only model is the same model.
-  Model copy(c);
-  copy.copy_weights_from(*again);
-  auto tokens = random_tokens(8, c.vocab_size, 2);
-  std::vector<float> a((size_t)8 * c.vocab_size), b(a.size());
-  again->logits(tokens.data(), 1, 8, 2, a.data());
-  copy.logits(tokens.data(), 1, 8, 2, b.data());
-  EXPECT_EQ(a, b);
+  test::expect_copy_is_the_same_model(*again);
 }
 
 TEST(Bf16Inference, ABf16OnlyModelRefusesToTrainOrSave) {

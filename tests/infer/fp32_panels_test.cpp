@@ -10,12 +10,15 @@
 #include "../io/test_temp_dir.h"
 #include "../model/model_variant.h"
 #include "infer/session.h"
+#include "inference_paths.h"
 #include "kernels/gemm_panels.h"
 #include "model/checkpoint.h"
 
 namespace chainlm {
 namespace {
 
+using test::expect_session_near;
+using test::max_abs;
 using test::ModelVariant;
 using test::random_tokens;
 using test::variant_name;
@@ -25,12 +28,6 @@ std::unique_ptr<Model> paneled_copy(const Model& m) {
   p->copy_weights_from(m);
   p->use_fp32_panels();
   return p;
-}
-
-double max_abs(const std::vector<float>& v) {
-  double m = 0;
-  for (float x : v) m = std::max(m, (double)std::fabs(x));
-  return m;
 }
 
 class PanelVariants : public ::testing::TestWithParam<ModelVariant> {};
@@ -54,15 +51,7 @@ TEST_P(PanelVariants, LogitsMatchTheRowMajorModelOnEveryPath) {
     const double tol = 1e-4 * max_abs(want);
     for (size_t i = 0; i < want.size(); ++i)
       ASSERT_NEAR(full[i], want[i], tol) << "full forward, k=" << k;
-    InferenceSession s(*panels, 4);
-    std::vector<float> pre((size_t)9 * V);
-    s.append(tokens.data(), 9, k, pre.data());
-    for (size_t i = 0; i < pre.size(); ++i) ASSERT_NEAR(pre[i], want[i], tol) << "prefill k=" << k;
-    for (int t = 9; t < T; ++t) {
-      const float* l = s.decode(tokens[t], k);
-      for (int v = 0; v < V; ++v)
-        ASSERT_NEAR(l[v], want[(size_t)t * V + v], tol) << "decode k=" << k << " t=" << t;
-    }
+    expect_session_near(*panels, tokens, k, want, tol);
   }
 }
 
@@ -99,14 +88,7 @@ TEST(Fp32Panels, HoldTheBytesOfTheFp32Model) {
     EXPECT_EQ(panels->params().size(), kept) << "tie " << tie;
     EXPECT_EQ(panels->weight_bytes(), (kept + padded) * sizeof(float)) << "tie " << tie;
     // A copy of the paneled model is the same model.
-    Model copy(c);
-    copy.copy_weights_from(*panels);
-    EXPECT_TRUE(copy.fp32_panels());
-    auto tokens = random_tokens(8, c.vocab_size, 2);
-    std::vector<float> a((size_t)8 * c.vocab_size), b(a.size());
-    panels->logits(tokens.data(), 1, 8, 2, a.data());
-    copy.logits(tokens.data(), 1, 8, 2, b.data());
-    EXPECT_EQ(a, b);
+    test::expect_copy_is_the_same_model(*panels);
   }
 }
 
