@@ -15,6 +15,7 @@
 #include "kernels/attention.h"
 #include "kernels/gemm.h"
 #include "kernels/gemm_backend.h"
+#include "kernels/gemm_panels.h"
 
 namespace chainlm::cli {
 
@@ -77,7 +78,10 @@ nlohmann::json system_info() {
                          : std::string("emulated on ") + gemm_backend_name(gemm_backend())}}},
           // Attention's tile products in a bf16 run (training, evaluation): "bf16" where this
           // build has AVX512-BF16 (docs/precision.md), else "fp32".
-          {"attention_bf16_products", attention_has_bf16_products() ? "bf16" : "fp32"}};
+          {"attention_bf16_products", attention_has_bf16_products() ? "bf16" : "fp32"},
+          // How an fp32 model loaded for inference holds its matrices: in panels where this
+          // build has the 512-bit panel kernel (docs/precision.md), else row-major.
+          {"fp32_inference_weights", gemm_panels_native() ? "panels" : "row-major"}};
 }
 
 void print_system_info(const nlohmann::json& s) {
@@ -106,6 +110,11 @@ void print_system_info(const nlohmann::json& s) {
               s["gemm"]["bf16"].get<std::string>().c_str());
   std::printf("attention    %s tile products in bf16 training and evaluation (decoding: fp32)\n",
               s["attention_bf16_products"].get<std::string>().c_str());
+  std::printf("fp32 infer   weights %s (generate, serve, eval: %s)\n",
+              s["fp32_inference_weights"].get<std::string>().c_str(),
+              s["fp32_inference_weights"] == "panels"
+                  ? "every product on the panel kernel"
+                  : "few-row kernel up to 32 rows, then the fp32 GEMM");
 }
 
 }  // namespace chainlm::cli

@@ -110,12 +110,20 @@ TEST_F(GemmBackendCli, InfoSystemNamesTheKernelsInUse) {
     if (attention == "bf16") {
       EXPECT_NE(std::find(features.begin(), features.end(), "avx512_bf16"), features.end()) << features;
     }
+    // fp32 inference weights go into panels only where the build has the 512-bit kernel, which
+    // only AVX-512 CPUs run.
+    const std::string weights = j.at("fp32_inference_weights");
+    EXPECT_TRUE(weights == "panels" || weights == "row-major") << weights;
+    if (weights == "panels") {
+      EXPECT_NE(std::find(features.begin(), features.end(), "avx512f"), features.end()) << features;
+    }
   }
   ScopedEnv g("CHAINLM_GEMM", "openblas");
   auto r = run_chainlm(dir, "info --system");
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_NE(r.out.find("fp32 GEMM    openblas"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("attention    "), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("fp32 infer   weights "), std::string::npos) << r.out;
   r = run_chainlm(dir, "info");
   EXPECT_NE(r.exit_code, 0);
   EXPECT_NE(r.err.find("give --model (a model to describe) or --system"), std::string::npos) << r.err;
