@@ -125,14 +125,15 @@ void panels_for_rows(int M, int K, const float* A, int lda, const float* P, long
 
 void pack_panels(int N, int K, const float* W, int ldw, float* P) {
   const int panels = (N + kPanel - 1) / kPanel;
-  for (int p = 0; p < panels; ++p) {
+  // Once per matrix at load; on the threads (a 7B model's matrices are gigabytes).
+  parallel_for(panels, (long)N * K, [&](long p) {
     float* dst = P + (std::size_t)p * K * kPanel;
     for (int k = 0; k < K; ++k)
       for (int j = 0; j < kPanel; ++j) {
-        const int n = p * kPanel + j;
+        const long n = p * kPanel + j;
         dst[(std::size_t)k * kPanel + j] = n < N ? W[(std::size_t)n * ldw + k] : 0.0f;
       }
-  }
+  });
 }
 
 void panel_column_share(int col0, int N, int t, int nt, int* n0, int* n1) {
