@@ -104,10 +104,12 @@ constexpr RowsKernel kRows[] = {&rows_over_panels<1>, &rows_over_panels<2>, &row
                                 &rows_over_panels<7>, &rows_over_panels<8>};
 static_assert(sizeof(kRows) / sizeof(kRows[0]) == kTileRows);
 
-// Panels [p0, p1) for all M rows: blocks of ~128 KB of panels (in L2), each multiplied by every
-// chunk of 8 rows before the next block, so the weights come from memory once for any M.
-void panels_for_rows(int M, int K, const float* A, int lda, const float* P, long stride, int p0,
-                     int p1, int col0, int N, float* C, int ldc, float beta) {
+// Columns [col0, col0 + N) for all M rows, over the panels holding them: blocks of ~128 KB of
+// panels (in L2), each multiplied by every chunk of 8 rows before the next block, so the weights
+// come from memory once for any M.
+void panels_for_rows(int M, int K, const float* A, int lda, const float* P, long stride, int col0,
+                     int N, float* C, int ldc, float beta) {
+  const int p0 = col0 / kPanel, p1 = (col0 + N + kPanel - 1) / kPanel;
   constexpr long kBlockBytes = 128 * 1024;
   const int block =
       (int)std::max(1L, kBlockBytes / ((long)sizeof(float) * kPanel * std::max(K, 1)));
@@ -148,18 +150,15 @@ void gemm_nt_panels(int M, int N, int K, const float* A, int lda, const float* P
                     float* C, int ldc, float beta) {
   if (M == 0 || N == 0) return;
   const long stride = (long)ld * kPanel;
-  const int p0 = col0 / kPanel, p1 = (col0 + N + kPanel - 1) / kPanel;
   if (!worth_parallel((long)M * N * K)) {
-    panels_for_rows(M, K, A, lda, P, stride, p0, p1, col0, N, C, ldc, beta);
+    panels_for_rows(M, K, A, lda, P, stride, col0, N, C, ldc, beta);
     return;
   }
 #pragma omp parallel
   {
     int n0, n1;
     panel_column_share(col0, N, omp_get_thread_num(), omp_get_num_threads(), &n0, &n1);
-    if (n1 > n0)
-      panels_for_rows(M, K, A, lda, P, stride, (col0 + n0) / kPanel,
-                      (col0 + n1 + kPanel - 1) / kPanel, col0 + n0, n1 - n0, C + n0, ldc, beta);
+    if (n1 > n0) panels_for_rows(M, K, A, lda, P, stride, col0 + n0, n1 - n0, C + n0, ldc, beta);
   }
 }
 
