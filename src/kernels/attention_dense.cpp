@@ -78,10 +78,13 @@ void forward_tile(const AttentionShape& s, int b, int h, int i0, int nq, const f
 }  // namespace
 
 // Query rows [i0, i0 + nq) of heads [h0, h1), one row at a time: all scores of the row,
-// softmax, p.V. The keys go in blocks of 16, each block through every head before the next,
-// so K and V are read once, in order, as rows of all their heads (a decoding step's cache
-// read is a stream, not one strided pass per head; bench/RESULTS.md, "A 16-bit KV cache").
-// K and V are fp32 rows, or halves (a 16-bit KV cache) widened as they are read.
+// softmax, p.V. The keys go in blocks (16 for the scores, 64 for p.V), each block through every
+// head before the next, so K and V are read once, in order, as rows of all their heads (a
+// decoding step's cache read is a stream, not one strided pass per head; bench/RESULTS.md, "A
+// 16-bit KV cache"). Consecutive query heads that share a KV head (GQA, CoLM-Air) go through
+// the block together, up to four at a time, each key and value row loaded once for all of them
+// (rows_scores16, rows_weighted_sum: the same bits as head by head). K and V are fp32 rows, or
+// halves (a 16-bit KV cache) widened as they are read.
 template <typename T>
 void forward_rows(const AttentionShape& s, int b, int h0, int h1, int i0, int nq, const float* q, const T* k,
                   const T* v, float* o, float* lse) {
@@ -90,21 +93,34 @@ void forward_rows(const AttentionShape& s, int b, int h0, int h1, int i0, int nq
   const float c = s.scale * kLog2e;
   const T* kb0 = k + b * Tk * s.kv_stride;
   const T* vb0 = v + b * Tk * s.kv_stride;
+  auto kv_col = [&](int x) { return static_cast<long>(kv_head(s, h0 + x)) * hd; };
+  // The heads in groups of at most kGroup consecutive ones with one KV head: group x0 has
+  // group_size(x0) heads.
+  constexpr int kGroup = 4;
+  auto group_size = [&](int x0) {
+    int g = 1;
+    while (g < kGroup && x0 + g < nh && kv_head(s, h0 + x0 + g) == kv_head(s, h0 + x0)) ++g;
+    return g;
+  };
   for (int i = 0; i < nq; ++i) {
     const int64_t qpos = static_cast<int64_t>(s.q_offset) + i0 + i;
     int64_t kb, ke;
     s.mask.key_bounds(qpos, qpos + 1, Tk, &kb, &ke);
     kb = std::max<int64_t>(kb, 0);
-    const long n = std::max<int64_t>(ke - kb, 0), ldn = round16(static_cast<int>(n)) + 16;
+    const long n = std::max<int64_t>(ke - kb, 0), ldn = round16(static_cast<int>(n)) + 64;
     // Per head: the scores (then probabilities) of the row, the output accumulator, the max
-    // score and 1 / the sum of probabilities (0: the head attends nothing).
-    float* sc = thread_scratch(static_cast<size_t>(nh) * (ldn + ldh + 2) + ldh);
+    // score and 1 / the sum of probabilities (0: the head attends nothing), and one block's p.V.
+    float* sc = thread_scratch(static_cast<size_t>(nh) * (ldn + 2 * ldh + 2));
     float* acc = sc + nh * ldn;
-    float* mx = acc + nh * ldh;
+    float* part = acc + nh * ldh;
+    float* mx = part + nh * ldh;
     float* inv = mx + nh;
-    float* part = inv + nh;  // one block's p.V of one head
     std::fill(mx, mx + nh, kNegInf);
-    auto kv_col = [&](int h) { return static_cast<long>(kv_head(s, h)) * hd; };
+    const float* qh[kGroup];
+    float* outs[kGroup];
+    float* parts[kGroup];
+    const float* probs[kGroup];
+    const float* qrow0 = q + (b * Tq + i0 + i) * s.q_stride + static_cast<long>(h0) * hd;
 
     for (long j0 = 0; j0 < n; j0 += 64) {
       const int nk = static_cast<int>(std::min<long>(64, n - j0));
@@ -114,17 +130,27 @@ void forward_rows(const AttentionShape& s, int b, int h0, int h1, int i0, int nq
                                 ? 0
                                 : s.mask.key_bits(qpos, kb + j0, nk);
       for (int j = 0; j < nk; j += 16) {
+        const int m = std::min(16, nk - j);
         const uint32_t allowed = static_cast<uint32_t>((bits >> j) & 0xFFFF);
         const long row = kb + j0 + j;
-        for (int x = 0; x < nh; ++x) {
-          float* out = sc + x * ldn + j0 + j;
+        for (int x0 = 0, g; x0 < nh; x0 += g) {
+          g = group_size(x0);
           if (allowed == 0) {
-            std::fill(out, out + 16, kNegInf);
+            for (int x = x0; x < x0 + g; ++x) std::fill(sc + x * ldn + j0 + j, sc + x * ldn + j0 + j + 16, kNegInf);
             continue;
           }
-          const float* qrow = q + (b * Tq + i0 + i) * s.q_stride + static_cast<long>(h0 + x) * hd;
-          mx[x] = std::max(mx[x], row_scores16(qrow, kb0 + row * s.kv_stride + kv_col(h0 + x), s.kv_stride,
-                                               std::min(16, nk - j), hd, allowed, out));
+          const T* kg = kb0 + row * s.kv_stride + kv_col(x0);
+          if (g > 1 && allowed == low_bits(m)) {  // every key of the block: the group together
+            for (int x = 0; x < g; ++x) {
+              qh[x] = qrow0 + static_cast<long>(x0 + x) * hd;
+              outs[x] = sc + (x0 + x) * ldn + j0 + j;
+            }
+            rows_scores16(qh, g, kg, s.kv_stride, m, hd, outs, mx + x0);
+            continue;
+          }
+          for (int x = x0; x < x0 + g; ++x)
+            mx[x] = std::max(mx[x], row_scores16(qrow0 + static_cast<long>(x) * hd, kg, s.kv_stride, m, hd,
+                                                 allowed, sc + x * ldn + j0 + j));
         }
       }
     }
@@ -142,14 +168,24 @@ void forward_rows(const AttentionShape& s, int b, int h0, int h1, int i0, int nq
       inv[x] = 1.0f / sum;
     }
     std::fill(acc, acc + nh * ldh, 0.0f);
-    for (long j0 = 0; j0 < n; j0 += 16) {
-      const int nk = static_cast<int>(std::min<long>(16, n - j0));
-      for (int x = 0; x < nh; ++x) {
-        if (inv[x] == 0.0f) continue;
-        row_weighted_sum(sc + x * ldn + j0, nk, vb0 + (kb + j0) * s.kv_stride + kv_col(h0 + x), s.kv_stride, hd,
-                         part);
-        float* a = acc + x * ldh;
-        for (int d = 0; d < hd; ++d) a[d] += part[d];
+    for (long j0 = 0; j0 < n; j0 += 64) {
+      const long nk = std::min<long>(64, n - j0);
+      for (int x0 = 0, g; x0 < nh; x0 += g) {
+        g = group_size(x0);
+        int live = 0;  // the group's heads that attend something
+        for (int x = x0; x < x0 + g; ++x)
+          if (inv[x] != 0.0f) {
+            probs[live] = sc + x * ldn + j0;
+            parts[live++] = part + x * ldh;
+          }
+        if (live == 0) continue;
+        rows_weighted_sum(probs, live, nk, vb0 + (kb + j0) * s.kv_stride + kv_col(x0), s.kv_stride, hd, parts);
+        for (int x = x0; x < x0 + g; ++x) {
+          if (inv[x] == 0.0f) continue;
+          float* a = acc + x * ldh;
+          const float* pt = part + x * ldh;
+          for (int d = 0; d < hd; ++d) a[d] += pt[d];
+        }
       }
     }
     for (int x = 0; x < nh; ++x) {

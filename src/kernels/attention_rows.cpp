@@ -89,22 +89,30 @@ float dot_widened(const float* a, const T* b, int n) {
 
 float dot(const float* a, const float* b, int n) { return dot_widened(a, b, n); }
 
-template <typename T>
-float row_scores16(const float* qrow, const T* kg, long stride, int n, int hd, uint32_t allowed, float* out) {
 #if CHAINLM_ATTENTION_AVX512
+namespace {
+
+// row_scores16's sums with the head size known at compile time (NC blocks of 16 floats; 0: any
+// size, the last block masked) and, with Full, all 16 keys present: the loops unroll without
+// a test per key or block. Every variant sums each key's products the same way (16-float blocks
+// in order into one accumulator, then the same lane tree), so they give the same bits.
+template <int NC, bool Full, typename T>
+float row_scores16_k(const float* qrow, const T* kg, long stride, int n, int hd, uint32_t allowed, float* out) {
+  const int nc = NC > 0 ? NC : (hd + 15) / 16;
   __m512 acc[16];
 #pragma GCC unroll 16
   for (int j = 0; j < 16; ++j) {
     acc[j] = _mm512_setzero_ps();
     prefetch_elements(kg + (16 + j) * stride, hd);  // the next call's keys
   }
-  for (int d = 0; d < hd; d += 16) {
-    const __mmask16 m = static_cast<__mmask16>(hd - d >= 16 ? 0xFFFF : (1u << (hd - d)) - 1);
+#pragma GCC unroll 8
+  for (int c = 0; c < nc; ++c) {
+    const int d = 16 * c;
+    const __mmask16 m = static_cast<__mmask16>(NC > 0 || hd - d >= 16 ? 0xFFFF : (1u << (hd - d)) - 1);
     const __m512 qv = _mm512_maskz_loadu_ps(m, qrow + d);
 #pragma GCC unroll 16
     for (int j = 0; j < 16; ++j)
-      if (j < n)
-        acc[j] = _mm512_fmadd_ps(qv, load16(kg + j * stride + d, m), acc[j]);
+      if (Full || j < n) acc[j] = _mm512_fmadd_ps(qv, load16(kg + j * stride + d, m), acc[j]);
   }
   // Sum each accumulator's lanes, all 16 at once: add interleaved pairs, then 64-bit
   // pairs, then 128-bit lanes; lane j of the result is the sum of acc[j].
@@ -121,12 +129,105 @@ float row_scores16(const float* qrow, const T* kg, long stride, int n, int hd, u
       _mm512_add_ps(_mm512_shuffle_f32x4(u[0], u[1], 0x88), _mm512_shuffle_f32x4(u[0], u[1], 0xDD));
   const __m512 v23 =
       _mm512_add_ps(_mm512_shuffle_f32x4(u[2], u[3], 0x88), _mm512_shuffle_f32x4(u[2], u[3], 0xDD));
-  const __mmask16 m = static_cast<__mmask16>(allowed & ((1u << n) - 1));
+  const __mmask16 m = static_cast<__mmask16>(allowed & (Full ? 0xFFFFu : (1u << n) - 1));
   const __m512 sc = _mm512_mask_blend_ps(
       m, _mm512_set1_ps(kNegInf),
       _mm512_add_ps(_mm512_shuffle_f32x4(v01, v23, 0x88), _mm512_shuffle_f32x4(v01, v23, 0xDD)));
   _mm512_storeu_ps(out, sc);
   return _mm512_reduce_max_ps(sc);
+}
+
+// Columns [d0, d0 + 16*NV) (the last block masked by `last`) of sum_j p[r][j] * v_j for Q rows
+// that share the value rows: each value row loaded once for all Q. Even and odd keys go into
+// two accumulators added at the end, so two FMA chains per column block are in flight where one
+// chain waited on the last FMA's latency for every key. A zero weight adds nothing (not 0 * v).
+// row_weighted_sum is this with Q = 1: every row gets the same bits whatever Q.
+template <int Q, int NV, typename T>
+[[gnu::always_inline]] inline void weighted_key(const float* const* p, long j, const T* vg, long stride, int d0,
+                                                int cols, __mmask16 last, __m512 (&acc)[Q][NV]) {
+  const T* vrow = vg + j * stride + d0;
+  prefetch_elements(vrow + kPrefetchRows * stride, cols);
+  __m512 v[NV];
+#pragma GCC unroll 4
+  for (int x = 0; x < NV; ++x) v[x] = load16(vrow + 16 * x, x == NV - 1 ? last : 0xFFFF);
+#pragma GCC unroll 2
+  for (int r = 0; r < Q; ++r) {
+    if (p[r][j] == 0.0f) continue;
+    const __m512 pj = _mm512_set1_ps(p[r][j]);
+#pragma GCC unroll 4
+    for (int x = 0; x < NV; ++x) acc[r][x] = _mm512_fmadd_ps(pj, v[x], acc[r][x]);
+  }
+}
+
+template <int Q, int NV, typename T>
+void weighted_sum_block(const float* const* p, long n, const T* vg, long stride, int d0, int cols,
+                        __mmask16 last, float* const* out) {
+  __m512 even[Q][NV], odd[Q][NV];
+#pragma GCC unroll 2
+  for (int r = 0; r < Q; ++r)
+#pragma GCC unroll 4
+    for (int x = 0; x < NV; ++x) even[r][x] = odd[r][x] = _mm512_setzero_ps();
+  long j = 0;
+  for (; j + 1 < n; j += 2) {
+    weighted_key<Q, NV>(p, j, vg, stride, d0, cols, last, even);
+    weighted_key<Q, NV>(p, j + 1, vg, stride, d0, cols, last, odd);
+  }
+  if (j < n) weighted_key<Q, NV>(p, j, vg, stride, d0, cols, last, even);
+#pragma GCC unroll 2
+  for (int r = 0; r < Q; ++r)
+#pragma GCC unroll 4
+    for (int x = 0; x < NV; ++x)
+      _mm512_mask_storeu_ps(out[r] + d0 + 16 * x, x == NV - 1 ? last : 0xFFFF,
+                            _mm512_add_ps(even[r][x], odd[r][x]));
+}
+
+// Every column of Q rows' weighted sums, 64 columns (four registers per accumulator) at a time.
+template <int Q, typename T>
+void weighted_sums(const float* const* p, long n, const T* vg, long stride, int hd, float* const* out) {
+  for (int d0 = 0; d0 < hd; d0 += 64) {
+    const int cols = std::min(64, hd - d0), nv = (cols + 15) / 16, rem = cols - 16 * (nv - 1);
+    const __mmask16 last = static_cast<__mmask16>(rem == 16 ? 0xFFFF : (1u << rem) - 1);
+    switch (nv) {
+      case 1:
+        weighted_sum_block<Q, 1>(p, n, vg, stride, d0, cols, last, out);
+        break;
+      case 2:
+        weighted_sum_block<Q, 2>(p, n, vg, stride, d0, cols, last, out);
+        break;
+      case 3:
+        weighted_sum_block<Q, 3>(p, n, vg, stride, d0, cols, last, out);
+        break;
+      default:
+        weighted_sum_block<Q, 4>(p, n, vg, stride, d0, cols, last, out);
+        break;
+    }
+  }
+}
+
+template <int NC, typename T>
+float row_scores16_n(const float* qrow, const T* kg, long stride, int n, int hd, uint32_t allowed, float* out) {
+  return n >= 16 ? row_scores16_k<NC, true>(qrow, kg, stride, 16, hd, allowed, out)
+                 : row_scores16_k<NC, false>(qrow, kg, stride, n, hd, allowed, out);
+}
+
+}  // namespace
+#endif
+
+template <typename T>
+float row_scores16(const float* qrow, const T* kg, long stride, int n, int hd, uint32_t allowed, float* out) {
+#if CHAINLM_ATTENTION_AVX512
+  // The head sizes of the models seen (64, 128; 32 for small ones) unrolled, any other through
+  // the general loop.
+  switch (hd) {
+    case 32:
+      return row_scores16_n<2>(qrow, kg, stride, n, hd, allowed, out);
+    case 64:
+      return row_scores16_n<4>(qrow, kg, stride, n, hd, allowed, out);
+    case 128:
+      return row_scores16_n<8>(qrow, kg, stride, n, hd, allowed, out);
+    default:
+      return row_scores16_n<0>(qrow, kg, stride, n, hd, allowed, out);
+  }
 #else
   float mx = kNegInf;
   for (int j = 0; j < 16; ++j) {
@@ -161,27 +262,7 @@ float row_probabilities(float* sc, long n, float c, float m2) {
 template <typename T>
 void row_weighted_sum(const float* p, long n, const T* vg, long stride, int hd, float* out) {
 #if CHAINLM_ATTENTION_AVX512
-  for (int d0 = 0; d0 < hd; d0 += 64) {
-    const int nv = (std::min(64, hd - d0) + 15) / 16;
-    const int rem = std::min(64, hd - d0) - 16 * (nv - 1);
-    const __mmask16 last = static_cast<__mmask16>(rem == 16 ? 0xFFFF : (1u << rem) - 1);
-    __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(),
-                     _mm512_setzero_ps()};
-    for (long j = 0; j < n; ++j) {
-      if (p[j] == 0.0f) continue;
-      const __m512 pj = _mm512_set1_ps(p[j]);
-      const T* vrow = vg + j * stride + d0;
-      prefetch_elements(vrow + kPrefetchRows * stride, std::min(64, hd - d0));
-#pragma GCC unroll 4
-      for (int x = 0; x < 4; ++x)
-        if (x < nv)
-          acc[x] = _mm512_fmadd_ps(
-              pj, load16(vrow + 16 * x, x == nv - 1 ? last : 0xFFFF), acc[x]);
-    }
-#pragma GCC unroll 4
-    for (int x = 0; x < 4; ++x)
-      if (x < nv) _mm512_mask_storeu_ps(out + d0 + 16 * x, x == nv - 1 ? last : 0xFFFF, acc[x]);
-  }
+  weighted_sums<1>(&p, n, vg, stride, hd, &out);
 #elif CHAINLM_ATTENTION_AVX2
   // 32 columns (four registers) at a time over every value row; the last columns of a head
   // whose size is not a multiple of 8 go one by one.
@@ -270,40 +351,6 @@ void rows_scores16_q(const float* const* q, const T* kg, long stride, int n, int
   }
 }
 
-template <int Q, typename T>
-void rows_weighted_sum_q(const float* const* p, long n, const T* vg, long stride, int hd,
-                         float* const* out) {
-  for (int d0 = 0; d0 < hd; d0 += 64) {
-    const int nv = (std::min(64, hd - d0) + 15) / 16;
-    const int rem = std::min(64, hd - d0) - 16 * (nv - 1);
-    const __mmask16 last = static_cast<__mmask16>(rem == 16 ? 0xFFFF : (1u << rem) - 1);
-    __m512 acc[Q][4];
-    for (int r = 0; r < Q; ++r)
-      for (int x = 0; x < 4; ++x) acc[r][x] = _mm512_setzero_ps();
-    for (long j = 0; j < n; ++j) {
-      const T* vrow = vg + j * stride + d0;
-      prefetch_elements(vrow + kPrefetchRows * stride, std::min(64, hd - d0));
-      __m512 v[4];
-#pragma GCC unroll 4
-      for (int x = 0; x < 4; ++x)
-        if (x < nv) v[x] = load16(vrow + 16 * x, x == nv - 1 ? last : 0xFFFF);
-      for (int r = 0; r < Q; ++r) {
-        if (p[r][j] == 0.0f)
-          continue;  // as row_weighted_sum: a zero weight adds nothing, not 0 * v
-        const __m512 pj = _mm512_set1_ps(p[r][j]);
-#pragma GCC unroll 4
-        for (int x = 0; x < 4; ++x)
-          if (x < nv) acc[r][x] = _mm512_fmadd_ps(pj, v[x], acc[r][x]);
-      }
-    }
-    for (int r = 0; r < Q; ++r)
-#pragma GCC unroll 4
-      for (int x = 0; x < 4; ++x)
-        if (x < nv)
-          _mm512_mask_storeu_ps(out[r] + d0 + 16 * x, x == nv - 1 ? last : 0xFFFF, acc[r][x]);
-  }
-}
-
 }  // namespace
 #endif
 
@@ -333,20 +380,13 @@ template <typename T>
 void rows_weighted_sum(const float* const* p, int nq, long n, const T* vg, long stride, int hd,
                        float* const* out) {
 #if CHAINLM_ATTENTION_AVX512
-  switch (nq) {
-    case 1:
-      return rows_weighted_sum_q<1>(p, n, vg, stride, hd, out);
-    case 2:
-      return rows_weighted_sum_q<2>(p, n, vg, stride, hd, out);
-    case 3:
-      return rows_weighted_sum_q<3>(p, n, vg, stride, hd, out);
-    case 4:
-      return rows_weighted_sum_q<4>(p, n, vg, stride, hd, out);
-    default:
-      break;
-  }
-#endif
+  // Two rows at a time: with two accumulators per row, a third row's would not fit in registers.
+  int r = 0;
+  for (; r + 1 < nq; r += 2) weighted_sums<2>(p + r, n, vg, stride, hd, out + r);
+  if (r < nq) weighted_sums<1>(p + r, n, vg, stride, hd, out + r);
+#else
   for (int r = 0; r < nq; ++r) row_weighted_sum(p[r], n, vg, stride, hd, out[r]);
+#endif
 }
 
 template float row_scores16(const float*, const float*, long, int, int, uint32_t, float*);

@@ -210,6 +210,31 @@ TEST(Attention, ForwardWithQueryOffset) {
   check_forward(c, 777);
 }
 
+TEST(Attention, DecodeRowsWithHeadsSharingKvHeadsMatchReference) {
+  // The few-row path takes consecutive query heads of one KV head through each key block
+  // together, at most four at a time: groups of 6 (4 + 2), 3, 1, a CoLM-Air mapping whose runs
+  // are 1-2 heads long, head sizes with their own unrolled loops (64, 128) and not (80), key
+  // counts across 64-key blocks with odd tails.
+  struct Shape {
+    int n_heads, n_kv, head_dim;
+    std::vector<int> map;
+  };
+  const std::vector<Shape> shapes = {{12, 2, 64, grouped(12, 2)},
+                                     {6, 2, 128, grouped(6, 2)},
+                                     {3, 3, 80, {}},
+                                     {8, 2, 64, {0, 1, 0, 1, 0, 0, 1, 1}},
+                                     {4, 1, 80, grouped(4, 1)}};
+  uint64_t seed = 800;
+  for (const Shape& sh : shapes)
+    for (int Tq : {1, 4})
+      for (int Tk : {Tq, 67, 150}) {
+        Case c;
+        c.batch = 2, c.q_len = Tq, c.kv_len = Tk, c.q_offset = Tk - Tq, c.n_heads = sh.n_heads;
+        c.head_dim = sh.head_dim, c.kv_heads_held = sh.n_kv, c.kv_map = sh.map;
+        check_forward(c, seed++);
+      }
+}
+
 TEST(Attention, DecodeRowsEqualTheFullPass) {
   // The last m rows of a causal pass over T tokens equal a pass of m query rows at
   // q_offset = T - m over the same keys (a KV cache).
