@@ -8,6 +8,8 @@
 
 #include <omp.h>
 
+#include <algorithm>
+#include <exception>
 #include <list>
 #include <map>
 #include <oneapi/dnnl/dnnl.hpp>
@@ -108,9 +110,53 @@ void onednn_sgemm(bool transa, bool transb, int M, int N, int K, const float* A,
   run_matmul(false, transa, transb, M, N, K, A, lda, B, ldb, C, ldc, beta);
 }
 
+namespace {
+
+// Whether a bf16 product on T threads runs faster as T single-threaded matmuls, one per block of
+// C's rows, than as one matmul on all T threads. oneDNN 2.6's bf16 brgemm on its own threads
+// reached 750-900 GFLOP/s on the training step's shapes (2 threads, AVX512-BF16), one thread per
+// half of the rows 860-990 (1.02-1.21x; bench/RESULTS.md, "bf16 GEMMs split by rows"). Not so
+// for the input gradient with few rows (256: 0.90-0.96x) nor the weight gradient over few
+// tokens (K = 128: 0.44x, K = 512: 0.96x), which keep oneDNN's own threading.
+bool split_by_rows(bool transa, bool transb, int M, int K, int threads) {
+  const int rows = M / threads;
+  if (transa) return K >= 1024 && rows >= 256;
+  if (transb) return rows >= 32;
+  return rows >= 512;
+}
+
+}  // namespace
+
 void onednn_bf16_gemm(bool transa, bool transb, int M, int N, int K, const bf16_t* A, int lda,
                       const bf16_t* B, int ldb, float* C, int ldc, float beta) {
-  run_matmul(true, transa, transb, M, N, K, A, lda, B, ldb, C, ldc, beta);
+  const int threads = omp_get_max_threads();
+  if (threads < 2 || omp_in_parallel() || !split_by_rows(transa, transb, M, K, threads)) {
+    run_matmul(true, transa, transb, M, N, K, A, lda, B, ldb, C, ldc, beta);
+    return;
+  }
+  // Rows in blocks of 32 (oneDNN's row blocking), each thread a contiguous range of blocks. An
+  // exception may not leave an OpenMP region: one is carried out and rethrown.
+  std::exception_ptr error;
+#pragma omp parallel
+  {
+    const int t = omp_get_thread_num(), nt = omp_get_num_threads(), blocks = (M + 31) / 32;
+    const int m0 = std::min(M, 32 * (int)((long)blocks * t / nt));
+    const int m1 = std::min(M, 32 * (int)((long)blocks * (t + 1) / nt));
+    // This thread's primitive is created for one thread (oneDNN sizes its blocking by
+    // omp_get_max_threads(); made for two and run on one, the weight gradient ran at half speed).
+    // The setting lasts as long as this region's task.
+    omp_set_num_threads(1);
+    if (m1 > m0) {
+      try {
+        run_matmul(true, transa, transb, m1 - m0, N, K, A + (transa ? (long)m0 : (long)m0 * lda), lda, B, ldb,
+                   C + (long)m0 * ldc, ldc, beta);
+      } catch (...) {
+#pragma omp critical(chainlm_onednn_split_error)
+        if (!error) error = std::current_exception();
+      }
+    }
+  }
+  if (error) std::rethrow_exception(error);
 }
 
 }  // namespace chainlm
