@@ -1,8 +1,7 @@
 #pragma once
 // AdamW over a ParamStore with global gradient-norm clipping. Owns the moment buffers
 // (laid out like the parameters, so they checkpoint under the parameters' names).
-#include <vector>
-
+#include "core/aligned_vector.h"
 #include "kernels/adamw.h"
 #include "model/param_store.h"
 
@@ -28,12 +27,15 @@ class Optimizer {
   // first does not compute it twice). Throws, touching no weight, when it is not finite.
   void apply(ParamStore& ps, long step, float lr, double norm);
 
-  std::vector<float>& m() { return m_; }
-  std::vector<float>& v() { return v_; }
+  AlignedVector<float>& m() { return m_; }
+  AlignedVector<float>& v() { return v_; }
 
  private:
   OptimizerConfig cfg_;
-  std::vector<float> m_, v_;
+  // On 2 MiB pages where the kernel allows (core/aligned_vector.h), as the weights and gradients
+  // are: AdamW streams all four once per step, and on 4 KiB pages the moments' TLB misses
+  // cost it a third of its time (bench/RESULTS.md, "AdamW's moments on huge pages").
+  AlignedVector<float> m_, v_;
 };
 
 }  // namespace chainlm

@@ -22,8 +22,8 @@ namespace fs = std::filesystem;
 
 std::string Trainer::nonfinite_state() const {
   const ParamStore& ps = model_.params();
-  const std::vector<float>* moments[2] = {&const_cast<Optimizer&>(optimizer_).m(),
-                                          &const_cast<Optimizer&>(optimizer_).v()};
+  const AlignedVector<float>* moments[2] = {&const_cast<Optimizer&>(optimizer_).m(),
+                                            &const_cast<Optimizer&>(optimizer_).v()};
   for (int i = 0; i < (int)ps.infos().size(); ++i) {
     const ParamInfo& p = ps.info(i);
     const float* arrays[3] = {ps.values() + p.offset, moments[0]->data() + p.offset,
