@@ -21,6 +21,22 @@ bool bf16_blocks(const WeightRef* w, int first, int k) {
   return true;
 }
 
+// The bf16 backward of blocks [first, k) given dy in bf16 from output column out.begin(first)
+// on (dy0, rows ldy apart).
+void backward_bf16(const ChainLinear& cl, int k, int M, const bf16_t* x, int ldx,
+                   const WeightRef* w, const bf16_t* dy0, int ldy, float* dx, int lddx,
+                   float* const* dw, bool dx_overwrite, int first) {
+  const int o0 = cl.out.begin(first), dx0 = cl.in.prefix(first);
+  for (int i = k - 1; i >= first; --i) {
+    const int in_w = cl.in.end(i), out_w = cl.out.width(i);
+    const bf16_t* dyi = dy0 + (cl.out.begin(i) - o0);
+    const float beta = (dx_overwrite && i == k - 1) ? 0.0f : 1.0f;
+    if (dx)
+      gemm_nn_bf16(M, in_w - dx0, out_w, dyi, ldy, w[i].bf16 + dx0, in_w, dx + dx0, lddx, beta);
+    if (dw && dw[i]) gemm_tn_bf16(out_w, in_w, M, dyi, ldy, x, ldx, dw[i], in_w, 1.0f);
+  }
+}
+
 }  // namespace
 
 void chain_linear_forward(const ChainLinear& cl, int k, int M, const float* x, int ldx,
@@ -124,14 +140,16 @@ void chain_linear_backward(const ChainLinear& cl, int k, int M, const bf16_t* x,
   const int o0 = cl.out.begin(first), width = cl.out.end(k - 1) - o0;
   bf16_t* dyh = scratch(1, (std::size_t)M * width);
   to_bf16_rows(M, width, dy + o0, ldy, dyh, width);
-  const int dx0 = cl.in.prefix(first);
-  for (int i = k - 1; i >= first; --i) {
-    const int in_w = cl.in.end(i), out_w = cl.out.width(i);
-    const bf16_t* dyi = dyh + (cl.out.begin(i) - o0);
-    const float beta = (dx_overwrite && i == k - 1) ? 0.0f : 1.0f;
-    if (dx) gemm_nn_bf16(M, in_w - dx0, out_w, dyi, width, w[i].bf16 + dx0, in_w, dx + dx0, lddx, beta);
-    if (dw && dw[i]) gemm_tn_bf16(out_w, in_w, M, dyi, width, x, ldx, dw[i], in_w, 1.0f);
-  }
+  backward_bf16(cl, k, M, x, ldx, w, dyh, width, dx, lddx, dw, dx_overwrite, first);
+}
+
+void chain_linear_backward(const ChainLinear& cl, int k, int M, const bf16_t* x, int ldx,
+                           const WeightRef* w, const bf16_t* dy, int ldy, float* dx, int lddx,
+                           float* const* dw, bool dx_overwrite, int first) {
+  if (first >= k) return;
+  CHAINLM_CHECK(bf16_blocks(w, first, k), "a bf16 activation needs bf16 weight blocks");
+  backward_bf16(cl, k, M, x, ldx, w, dy + cl.out.begin(first), ldy, dx, lddx, dw, dx_overwrite,
+                first);
 }
 
 }  // namespace chainlm

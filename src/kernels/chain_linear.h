@@ -69,5 +69,11 @@ void chain_linear_backward(const ChainLinear& cl, int k, int M, const float* x, 
 void chain_linear_backward(const ChainLinear& cl, int k, int M, const bf16_t* x, int ldx,
                            const WeightRef* w, const float* dy, int ldy, float* dx, int lddx,
                            float* const* dw, bool dx_overwrite = false, int first = 0);
+// The same with dy in bf16 too (its producer rounded it as it wrote it: SwiGLU's backward).
+// Column c of dy is the output column c (the active blocks' columns; those below
+// out.prefix(first) are not read).
+void chain_linear_backward(const ChainLinear& cl, int k, int M, const bf16_t* x, int ldx,
+                           const WeightRef* w, const bf16_t* dy, int ldy, float* dx, int lddx,
+                           float* const* dw, bool dx_overwrite = false, int first = 0);
 
 }  // namespace chainlm

@@ -9,12 +9,22 @@
 
 namespace chainlm {
 
-void rmsnorm_forward(const ChainSplit& split, int k, int M, const float* x, int ldx,
-                     const float* gain, float eps, float* y, int ldy, float* rstd) {
+namespace {
+
+inline void put(float& out, float v) {
+  out = v;
+}
+inline void put(bf16_t& out, float v) {
+  out = to_bf16(v);
+}
+
+template <typename Out>
+void forward(const ChainSplit& split, int k, int M, const float* x, int ldx, const float* gain,
+             float eps, Out* y, int ldy, float* rstd) {
   const int n = split.n();
   parallel_for(M, (long)M * split.prefix(k), [&](long r) {
     const float* xr = x + (long)r * ldx;
-    float* yr = y + (long)r * ldy;
+    Out* yr = y + (long)r * ldy;
     for (int c = 0; c < k; ++c) {
       const int b = split.begin(c), e = split.end(c);
       float ss = 0.0f;
@@ -23,9 +33,21 @@ void rmsnorm_forward(const ChainSplit& split, int k, int M, const float* x, int 
       const float s = 1.0f / std::sqrt(ss / (e - b) + eps);
       rstd[(long)r * n + c] = s;
 #pragma omp simd
-      for (int j = b; j < e; ++j) yr[j] = xr[j] * s * gain[j];
+      for (int j = b; j < e; ++j) put(yr[j], xr[j] * s * gain[j]);
     }
   });
+}
+
+}  // namespace
+
+void rmsnorm_forward(const ChainSplit& split, int k, int M, const float* x, int ldx,
+                     const float* gain, float eps, float* y, int ldy, float* rstd) {
+  forward(split, k, M, x, ldx, gain, eps, y, ldy, rstd);
+}
+
+void rmsnorm_forward(const ChainSplit& split, int k, int M, const float* x, int ldx,
+                     const float* gain, float eps, bf16_t* y, int ldy, float* rstd) {
+  forward(split, k, M, x, ldx, gain, eps, y, ldy, rstd);
 }
 
 void rmsnorm_backward(const ChainSplit& split, int k, int M, const float* x, int ldx,

@@ -52,6 +52,7 @@ struct Model::Buffers {
   float *dres, *dxn, *datt, *dq, *dk, *dv, *dh1, *dh3, *dg;
   std::vector<std::vector<float>> dlogits;  // one per extra weighted chain prefix
   AlignedVector<bf16_t> arena16;            // the layers' bf16 activations (bf16 weights only)
+  bf16_t *dh1h = nullptr, *dh3h = nullptr;  // and SwiGLU's input gradients, rounded as written
   bool rounded_once = false;                // the last forward filled them
   std::vector<bf16_t> dlogits16;            // the head's gradient rounded once for its two GEMMs
   std::vector<bf16_t> xnf16;                // and the final norm's output, for the head's dW
@@ -264,7 +265,8 @@ void Model::ensure_buffers(int B, int T) {
 
 std::size_t Model::bf16_activation_elements(const ModelConfig& c, int B, int T) {
   const std::size_t M = (std::size_t)B * T * c.phd.repeat;
-  return (std::size_t)c.n_layers * M * (3 * (std::size_t)c.dim + c.ffn_dim);
+  // Per layer xn1, att, xn2 and SwiGLU's output; once, the backward's two SwiGLU gradients.
+  return (std::size_t)c.n_layers * M * (3 * (std::size_t)c.dim + c.ffn_dim) + 2 * M * c.ffn_dim;
 }
 
 bool Model::bf16_activations() const {
@@ -286,6 +288,8 @@ void Model::ensure_bf16_activations() {
     a.gh = p + 3 * M * D;
     p += M * (3 * D + F);
   }
+  b.dh1h = p;
+  b.dh3h = p + M * F;
 }
 
 void Model::forward_trunk(const int* tokens, int B, int T, int k) {
@@ -328,13 +332,22 @@ void Model::forward_trunk(const int* tokens, int B, int T, int k) {
     to_bf16_rows(M, width, x, ld, xh, ld);
     return xh;
   };
+  // RMSNorm of x into y, or in bf16 straight into its bf16 copy yh (returned): the products
+  // and the backward read nothing else of it, so its fp32 form is not written at all. SwiGLU's
+  // output likewise.
+  auto norm = [&](const float* x, const float* gain, float* y, bf16_t* yh, float* rstd) {
+    if (!h) {
+      rmsnorm_forward(L.dim, k, M, x, D, gain, c.norm_eps, y, D, rstd);
+      return (bf16_t*)nullptr;
+    }
+    rmsnorm_forward(L.dim, k, M, x, D, gain, c.norm_eps, yh, D, rstd);
+    return yh;
+  };
   for (int l = 0; l < c.n_layers; ++l) {
     const LayerIndex& li = layers_[l];
     Buffers::Layer& a = b.layers[l];
     float* x_out = l + 1 < c.n_layers ? b.layers[l + 1].x_in : b.x_final;
-    rmsnorm_forward(L.dim, k, M, a.x_in, D, params_.value(li.attention_norm), c.norm_eps, a.xn1, D,
-                    a.rstd1);
-    bf16_t* xn1h = rounded(a.xn1, a.xn1h, Dk, D);
+    bf16_t* xn1h = norm(a.x_in, params_.value(li.attention_norm), a.xn1, a.xn1h, a.rstd1);
     linear(L.wq, k, a.xn1, xn1h, D, li.r_wq.data(), a.q, D, 0.0f);
     linear(L.wk, L.kv_blocks(k), a.xn1, xn1h, D, li.r_wk.data(), a.k, KV, 0.0f);
     linear(L.wv, L.kv_blocks(k), a.xn1, xn1h, D, li.r_wv.data(), a.v, KV, 0.0f);
@@ -345,14 +358,15 @@ void Model::forward_trunk(const int* tokens, int B, int T, int k) {
     // x_mid = x_in + Wo·att: copy the residual, then let the GEMM add onto it.
     copy_rows(M, Dk, a.x_in, a.x_mid, D);
     linear(L.wo, k, a.att, rounded(a.att, a.atth, Dk, D), D, li.r_wo.data(), a.x_mid, D, 1.0f);
-    rmsnorm_forward(L.dim, k, M, a.x_mid, D, params_.value(li.ffn_norm), c.norm_eps, a.xn2, D,
-                    a.rstd2);
-    bf16_t* xn2h = rounded(a.xn2, a.xn2h, Dk, D);
+    bf16_t* xn2h = norm(a.x_mid, params_.value(li.ffn_norm), a.xn2, a.xn2h, a.rstd2);
     linear(L.w1, k, a.xn2, xn2h, D, li.r_w1.data(), a.h1, F, 0.0f);
     linear(L.w3, k, a.xn2, xn2h, D, li.r_w3.data(), a.h3, F, 0.0f);
-    swiglu_forward(M, Fk, a.h1, a.h3, a.g, F);
+    if (h)
+      swiglu_forward(M, Fk, a.h1, a.h3, a.gh, F);
+    else
+      swiglu_forward(M, Fk, a.h1, a.h3, a.g, F);
     copy_rows(M, Dk, a.x_mid, x_out, D);
-    linear(L.w2, k, a.g, rounded(a.g, a.gh, Fk, F), F, li.r_w2.data(), x_out, D, 1.0f);
+    linear(L.w2, k, a.g, h ? a.gh : nullptr, F, li.r_w2.data(), x_out, D, 1.0f);
   }
   // Only the last copy of every token feeds the head (SPEC B1: the loss is taken there).
   rmsnorm_forward(L.dim, k, B * T, b.x_final + (size_t)(K - 1) * D, K * D, params_.value(norm_),
@@ -481,9 +495,20 @@ StepLosses Model::forward_backward(const int* tokens, const int* targets, int B,
     Buffers::Layer& a = b.layers[l];
     // FFN: x_out = x_mid + W2·swiglu(W1·xn2, W3·xn2); b.dres holds d(x_out).
     linear_backward(L.w2, k, a.g, a.gh, F, li.r_w2.data(), b.dres, D, b.dg, F, li.g_w2.data(), true);
-    swiglu_backward(M, Fk, a.h1, a.h3, b.dg, b.dh1, b.dh3, F);
-    linear_backward(L.w1, k, a.xn2, a.xn2h, D, li.r_w1.data(), b.dh1, F, b.dxn, D, li.g_w1.data(), true);
-    linear_backward(L.w3, k, a.xn2, a.xn2h, D, li.r_w3.data(), b.dh3, F, b.dxn, D, li.g_w3.data(), false);
+    if (b.rounded_once) {
+      // The gradients of h1 and h3 feed their products only: rounded as SwiGLU writes them.
+      swiglu_backward(M, Fk, a.h1, a.h3, b.dg, b.dh1h, b.dh3h, F);
+      chain_linear_backward(L.w1, k, M, a.xn2h, D, li.r_w1.data(), b.dh1h, F, b.dxn, D,
+                            li.g_w1.data(), true, f);
+      chain_linear_backward(L.w3, k, M, a.xn2h, D, li.r_w3.data(), b.dh3h, F, b.dxn, D,
+                            li.g_w3.data(), false, f);
+    } else {
+      swiglu_backward(M, Fk, a.h1, a.h3, b.dg, b.dh1, b.dh3, F);
+      linear_backward(L.w1, k, a.xn2, a.xn2h, D, li.r_w1.data(), b.dh1, F, b.dxn, D, li.g_w1.data(),
+                      true);
+      linear_backward(L.w3, k, a.xn2, a.xn2h, D, li.r_w3.data(), b.dh3, F, b.dxn, D, li.g_w3.data(),
+                      false);
+    }
     rmsnorm_backward(L.dim, k, M, a.x_mid, D, params_.value(li.ffn_norm), a.rstd2, b.dxn, D,
                      b.dres, D, params_.grad(li.ffn_norm));
     // Attention: x_mid = x_in + Wo·attention(rope(Wq·xn1), rope(Wk·xn1), Wv·xn1).

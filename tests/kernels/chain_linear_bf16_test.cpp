@@ -2,7 +2,7 @@
 // blocks. Checked against float64 products of the rounded operands at fp32's rounding tolerance,
 // on both bf16 paths (bf16 instructions, and rounded operands on the fp32 kernels), for few rows
 // (decoding) and many (training), with frozen leading chains; and the bf16-x overloads give the
-// same bits as the fp32-x ones.
+// same bits as the fp32-x ones, as do those taking dy in bf16 too.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -95,13 +95,18 @@ TEST(ChainLinearBf16, BackwardIsTheProductOfRoundedOperandsWithFrozenChains) {
         for (bool overwrite : {false, true}) {
           // dx from dx0 and weight gradients from 0.25 (none for frozen blocks), by x in fp32 or
           // already in bf16.
-          auto backward = [&](const auto* xs, std::vector<float>& dx, std::vector<std::vector<float>>& dw) {
+          auto backward_of = [&](const auto* xs, const auto* dys, std::vector<float>& dx,
+                                 std::vector<std::vector<float>>& dw) {
             dx = dx0;
             std::vector<float*> dwp;
             for (int i = 0; i < 3; ++i) dw.emplace_back(b.w[i].size(), 0.25f);
             for (int i = 0; i < 3; ++i) dwp.push_back(i < first ? nullptr : dw[i].data());
-            chain_linear_backward(b.cl, k, M, xs, ldx, b.refs.data(), dy.data(), ldy, dx.data(), lddx,
+            chain_linear_backward(b.cl, k, M, xs, ldx, b.refs.data(), dys, ldy, dx.data(), lddx,
                                   dwp.data(), overwrite, first);
+          };
+          auto backward = [&](const auto* xs, std::vector<float>& dx,
+                              std::vector<std::vector<float>>& dw) {
+            backward_of(xs, dy.data(), dx, dw);
           };
           std::vector<float> dx;
           std::vector<std::vector<float>> dw;
@@ -151,6 +156,17 @@ TEST(ChainLinearBf16, BackwardIsTheProductOfRoundedOperandsWithFrozenChains) {
           backward(xh.data(), dx2, dw2);
           EXPECT_EQ(dx, dx2);
           EXPECT_EQ(dw, dw2);
+          // And with dy already in bf16 too (SwiGLU's backward writes it so); its frozen
+          // chains' columns hold NaN, which must not be read.
+          std::vector<bf16_t> dyh(dy.size());
+          to_bf16(dy.data(), dyh.data(), dy.size());
+          for (int r = 0; r < M; ++r)
+            for (int j = 0; j < b.cl.out.prefix(first); ++j) dyh[(size_t)r * ldy + j] = 0x7fc0;
+          std::vector<float> dx3;
+          std::vector<std::vector<float>> dw3;
+          backward_of(xh.data(), dyh.data(), dx3, dw3);
+          EXPECT_EQ(dx, dx3);
+          EXPECT_EQ(dw, dw3);
         }
       }
 }

@@ -43,6 +43,31 @@ TEST(RmsNorm, ForwardMatchesReferencePerChain) {
   }
 }
 
+// The bf16 form writes to_bf16 of the fp32 form's output, bit for bit, in the active chains'
+// columns only, and the same rstd.
+TEST(RmsNorm, Bf16OutputIsTheRoundedFp32Output) {
+  ChainSplit s(96, {1, 2, 1});
+  const int M = 19, ld = 100;
+  for (int k = 1; k <= s.n(); ++k) {
+    auto x = random_vector((size_t)M * ld, 7, 3.0f);
+    auto g = random_vector(96, 8);
+    std::vector<float> y((size_t)M * ld), rstd((size_t)M * s.n()), rstd2 = rstd;
+    rmsnorm_forward(s, k, M, x.data(), ld, g.data(), 1e-5f, y.data(), ld, rstd.data());
+    const bf16_t kUntouched = 0x1234;
+    std::vector<bf16_t> yh((size_t)M * ld, kUntouched);
+    rmsnorm_forward(s, k, M, x.data(), ld, g.data(), 1e-5f, yh.data(), ld, rstd2.data());
+    EXPECT_EQ(rstd, rstd2);
+    for (int r = 0; r < M; ++r)
+      for (int j = 0; j < ld; ++j) {
+        const size_t i = (size_t)r * ld + j;
+        if (j < s.prefix(k))
+          ASSERT_EQ(yh[i], to_bf16(y[i])) << "k " << k << " row " << r << " column " << j;
+        else
+          ASSERT_EQ(yh[i], kUntouched) << "k " << k << " row " << r << " column " << j;
+      }
+  }
+}
+
 TEST(RmsNorm, ChainIsNormalizedIndependently) {
   // Scaling chain 1's input must leave chain 0's output bit-identical.
   ChainSplit s(8, {1, 1});
