@@ -26,6 +26,15 @@ inline float from_bf16(bf16_t h) {
   return x;
 }
 
+// One output element from an fp32 result: as it is, or rounded to bf16. Kernels templated on
+// their output type write either form with it (a bf16 step's GEMM inputs, rounded as written).
+inline void store_element(float& out, float v) {
+  out = v;
+}
+inline void store_element(bf16_t& out, float v) {
+  out = to_bf16(v);
+}
+
 // dst[i] = to_bf16(src[i]) / from_bf16(src[i]) for i < n (threads over large n).
 void to_bf16(const float* src, bf16_t* dst, size_t n);
 void from_bf16(const bf16_t* src, float* dst, size_t n);

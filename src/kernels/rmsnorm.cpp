@@ -11,13 +11,6 @@ namespace chainlm {
 
 namespace {
 
-inline void put(float& out, float v) {
-  out = v;
-}
-inline void put(bf16_t& out, float v) {
-  out = to_bf16(v);
-}
-
 template <typename Out>
 void forward(const ChainSplit& split, int k, int M, const float* x, int ldx, const float* gain,
              float eps, Out* y, int ldy, float* rstd) {
@@ -33,7 +26,7 @@ void forward(const ChainSplit& split, int k, int M, const float* x, int ldx, con
       const float s = 1.0f / std::sqrt(ss / (e - b) + eps);
       rstd[(long)r * n + c] = s;
 #pragma omp simd
-      for (int j = b; j < e; ++j) put(yr[j], xr[j] * s * gain[j]);
+      for (int j = b; j < e; ++j) store_element(yr[j], xr[j] * s * gain[j]);
     }
   });
 }

@@ -7,13 +7,6 @@ namespace chainlm {
 
 namespace {
 
-inline void put(float& out, float v) {
-  out = v;
-}
-inline void put(bf16_t& out, float v) {
-  out = to_bf16(v);
-}
-
 template <typename Out>
 void forward(int M, int width, const float* a, const float* b, Out* g, int ld) {
   parallel_for(M, (long)M * width, [&](long r) {
@@ -23,7 +16,7 @@ void forward(int M, int width, const float* a, const float* b, Out* g, int ld) {
 #pragma omp simd
     for (int j = 0; j < width; ++j) {
       const float sig = 1.0f / (1.0f + fast_exp(-ar[j]));
-      put(gr[j], ar[j] * sig * br[j]);
+      store_element(gr[j], ar[j] * sig * br[j]);
     }
   });
 }
@@ -42,8 +35,8 @@ void backward(int M, int width, const float* a, const float* b, const float* dg,
       const float x = ar[j];
       const float sig = 1.0f / (1.0f + fast_exp(-x));
       const float silu = x * sig;
-      put(dbr[j], dgr[j] * silu);
-      put(dar[j], dgr[j] * br[j] * sig * (1.0f + x * (1.0f - sig)));
+      store_element(dbr[j], dgr[j] * silu);
+      store_element(dar[j], dgr[j] * br[j] * sig * (1.0f + x * (1.0f - sig)));
     }
   });
 }
