@@ -26,6 +26,7 @@ bool bf16_blocks(const WeightRef* w, int first, int k) {
 void backward_bf16(const ChainLinear& cl, int k, int M, const bf16_t* x, int ldx,
                    const WeightRef* w, const bf16_t* dy0, int ldy, float* dx, int lddx,
                    float* const* dw, bool dx_overwrite, int first) {
+  CHAINLM_CHECK(bf16_blocks(w, first, k), "a bf16 activation needs bf16 weight blocks");
   const int o0 = cl.out.begin(first), dx0 = cl.in.prefix(first);
   for (int i = k - 1; i >= first; --i) {
     const int in_w = cl.in.end(i), out_w = cl.out.width(i);
@@ -135,7 +136,6 @@ void chain_linear_backward(const ChainLinear& cl, int k, int M, const bf16_t* x,
                            const WeightRef* w, const float* dy, int ldy, float* dx, int lddx,
                            float* const* dw, bool dx_overwrite, int first) {
   if (first >= k) return;
-  CHAINLM_CHECK(bf16_blocks(w, first, k), "a bf16 activation needs bf16 weight blocks");
   // dy is rounded once for both products of every block (the active blocks' columns only).
   const int o0 = cl.out.begin(first), width = cl.out.end(k - 1) - o0;
   bf16_t* dyh = scratch(1, (std::size_t)M * width);
@@ -147,7 +147,6 @@ void chain_linear_backward(const ChainLinear& cl, int k, int M, const bf16_t* x,
                            const WeightRef* w, const bf16_t* dy, int ldy, float* dx, int lddx,
                            float* const* dw, bool dx_overwrite, int first) {
   if (first >= k) return;
-  CHAINLM_CHECK(bf16_blocks(w, first, k), "a bf16 activation needs bf16 weight blocks");
   backward_bf16(cl, k, M, x, ldx, w, dy + cl.out.begin(first), ldy, dx, lddx, dw, dx_overwrite,
                 first);
 }
