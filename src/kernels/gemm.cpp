@@ -6,8 +6,11 @@
 #include <algorithm>
 #include <cmath>
 #include <exception>
+#include <vector>
 
+#include "core/thread_scratch.h"
 #include "core/threads.h"
+#include "kernels/bf16.h"
 #include "kernels/gemm_backend.h"
 #include "kernels/onednn_matmul.h"
 #include "kernels/simd.h"
@@ -239,6 +242,55 @@ void gemm_nt(int M, int N, int K, const float* A, int lda, const float* B, int l
   large_gemm(false, true, M, N, K, A, lda, B, ldb, C, ldc, beta);
 }
 
+namespace {
+
+// A product's A rounded to bf16 (rows null: not a bf16 product), ld apart.
+struct RoundedRows {
+  const bf16_t* rows = nullptr;
+  int ld = 0;
+};
+
+// The products with bf16 weights get their A rounded once per distinct activation (same A and
+// lda: q, k and v, a Chain-of-Linear's blocks), over the most rows and columns any of them
+// reads, rather than by each thread for each product as gemm_nt_bf16 would (two threads, q, k
+// and v: six roundings of one input; bench/RESULTS.md, "Rounding a batched bf16 step's inputs
+// once"). The same bf16 values either way, so the same bits. The buffer is the calling thread's,
+// shared with the region's threads.
+std::vector<RoundedRows> round_bf16_operands(const GemmNtJob* jobs, int n) {
+  std::vector<RoundedRows> out(n);
+  struct Source {
+    const float* A;
+    int lda, rows = 0, cols = 0;
+    size_t at = 0;
+  };
+  std::vector<Source> sources;
+  std::vector<int> source_of(n, -1);
+  for (int j = 0; j < n; ++j) {
+    const GemmNtJob& g = jobs[j];
+    if (!g.B.bf16 || g.B.quant || g.M == 0 || g.K == 0) continue;
+    int s = 0;
+    while (s < (int)sources.size() && !(sources[s].A == g.A && sources[s].lda == g.lda)) ++s;
+    if (s == (int)sources.size()) sources.push_back({g.A, g.lda});
+    sources[s].rows = std::max(sources[s].rows, g.M);
+    sources[s].cols = std::max(sources[s].cols, g.K);
+    source_of[j] = s;
+  }
+  if (sources.empty()) return out;
+  size_t total = 0;
+  for (Source& s : sources) {
+    s.at = total;
+    total += (size_t)s.rows * s.cols;
+  }
+  struct JobsRounding;
+  bf16_t* buf = thread_scratch<bf16_t, JobsRounding>(0, total);
+  for (const Source& s : sources) to_bf16_rows(s.rows, s.cols, s.A, s.lda, buf + s.at, s.cols);
+  for (int j = 0; j < n; ++j)
+    if (source_of[j] >= 0) out[j] = {buf + sources[source_of[j]].at, sources[source_of[j]].cols};
+  return out;
+}
+
+}  // namespace
+
 void gemm_nt_jobs(const GemmNtJob* jobs, int n) {
   // Weight bytes x rows: the measure the quantized GEMVs split by (kThreadedWeightBytes).
   long work = 0;
@@ -257,6 +309,7 @@ void gemm_nt_jobs(const GemmNtJob* jobs, int n) {
     }
     return;
   }
+  const std::vector<RoundedRows>& rounded = round_bf16_operands(jobs, n);
   // Inside the region each product's share runs on its thread (worth_parallel is false there).
   // An exception may not leave an OpenMP region: one is carried out and rethrown.
   std::exception_ptr error;
@@ -269,7 +322,11 @@ void gemm_nt_jobs(const GemmNtJob* jobs, int n) {
         int n0 = (int)((long)g.N * t / nt), n1 = (int)((long)g.N * (t + 1) / nt);
         if (g.B.panels && !g.B.bf16 && !g.B.quant)
           panel_column_share(g.B.panel_row, g.N, t, nt, &n0, &n1);
-        if (n1 > n0)
+        if (n1 <= n0) continue;
+        if (rounded[j].rows)
+          gemm_nt_bf16(g.M, n1 - n0, g.K, rounded[j].rows, rounded[j].ld,
+                       g.B.bf16 + (long)n0 * g.ldb, g.ldb, g.C + n0, g.ldc, g.beta);
+        else
           gemm_nt(g.M, n1 - n0, g.K, g.A, g.lda, g.B.rows(n0, g.ldb), g.ldb, g.C + n0, g.ldc,
                   g.beta);
       }

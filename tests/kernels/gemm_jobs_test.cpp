@@ -1,7 +1,9 @@
 // gemm_nt_jobs: several few-row products in one parallel region give the very bits of the same
 // products run one by one on one thread, in every weight form (fp32 panels included), with odd
 // column counts (each thread's share starts mid-matrix), weights entered a few rows in (a
-// panel's middle) and row lengths that are not whole quantization blocks.
+// panel's middle) and row lengths that are not whole quantization blocks. Products of bf16
+// weights share one rounding of each input (the most rows and columns any of them reads): the
+// products here read two inputs, with different row and column counts.
 #include <gtest/gtest.h>
 
 #include <cstring>
@@ -59,14 +61,17 @@ Weight make_weight(int N, int ldb, int form, uint64_t seed) {
 }
 
 const char* form_name(int form) {
-  static const char* names[] = {"fp32", "bf16", "q8_0", "q4_0", "fp32 panels"};
+  static const char* names[] = {"fp32", "bf16",        "q8_0",
+                                "q4_0", "fp32 panels", "bf16 without bf16 instructions"};
   return names[form];
 }
 
 TEST(GemmJobs, OneRegionGivesTheBitsOfTheProductsOneByOne) {
   const int threads = num_threads();
-  for (int form = 0; form < 5; ++form) {
-    const test::Bf16Path path(false);
+  for (int form = 0; form < 6; ++form) {
+    // Form 5: bf16 weights on the path of CPUs without bf16 instructions.
+    const test::Bf16Path path(form == 5);
+    const int wform = form == 5 ? 1 : form;
     // (rows, N, K, ldb, beta): q, k, v-like products of one input, and blocks of another.
     struct Shape {
       int M, N, K, ldb;
@@ -77,23 +82,24 @@ TEST(GemmJobs, OneRegionGivesTheBitsOfTheProductsOneByOne) {
                                        {5, 263, 77, 80, 1.0f},
                                        {3, 777, 512, 530, 0.5f}};
     const int lda = 600;
-    const auto A = random_vector((size_t)8 * lda, 3);
+    const auto A = random_vector((size_t)8 * lda, 3), A2 = random_vector((size_t)8 * lda, 4);
     std::vector<Weight> weights;
     std::vector<std::vector<float>> C0, C1, C2;
     std::vector<GemmNtJob> jobs1, jobs2;
     for (size_t j = 0; j < shapes.size(); ++j) {
       const Shape& s = shapes[j];
-      weights.push_back(make_weight(s.N, s.ldb, form, 10 + j));
+      weights.push_back(make_weight(s.N, s.ldb, wform, 10 + j));
       C0.push_back(random_vector((size_t)s.M * (s.N + 3), 20 + j));
     }
     C1 = C0;
     C2 = C0;
     for (size_t j = 0; j < shapes.size(); ++j) {
       const Shape& s = shapes[j];
+      const float* a = j == 2 ? A2.data() : A.data();
       jobs1.push_back(
-          {s.M, s.N, s.K, A.data(), lda, weights[j].ref, s.ldb, C1[j].data(), s.N + 3, s.beta});
+          {s.M, s.N, s.K, a, lda, weights[j].ref, s.ldb, C1[j].data(), s.N + 3, s.beta});
       jobs2.push_back(
-          {s.M, s.N, s.K, A.data(), lda, weights[j].ref, s.ldb, C2[j].data(), s.N + 3, s.beta});
+          {s.M, s.N, s.K, a, lda, weights[j].ref, s.ldb, C2[j].data(), s.N + 3, s.beta});
     }
     set_num_threads(1);
     for (const GemmNtJob& g : jobs1)
