@@ -77,6 +77,13 @@ void add_bench_command(CLI::App& app) {
   serve->add_option("--tokens", s->tokens, "Tokens generated per request (EOS ignored)")->capture_default_str();
   serve->add_option("--prompt-tokens", s->prompt_tokens, "Prompt length (random token ids)")->capture_default_str();
   serve->add_option("--requests", s->requests, "Requests per level; 0 = max(4, 2 x concurrency)");
+  serve
+      ->add_option(
+          "--rounds", s->rounds,
+          "Run the levels this many times in turn (1, 8, 1, 8, ...) and print each level's median; "
+          "on a shared machine a single run can be tens of percent off")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1000));
   serve->add_option("--threads", s->threads, "Server compute threads; 0 = all cores");
   serve->add_option("--max-sessions", s->max_sessions, "Server sessions; 0 = the largest concurrency");
   serve->add_flag("--fixed-threads", s->fixed_threads,

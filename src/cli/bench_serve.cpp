@@ -172,52 +172,80 @@ void bench_serve(const ServeBenchArgs& a) {
   // before any level is timed; otherwise the highest level alone would pay for making its
   // sessions (8% of a concurrency-8 run here), which a running server pays once.
   run_clients(port, top, top, [&](int i) { return request(-1 - i); });
-  double base_tokens_per_s = 0;
-  for (int level : levels) {
-    const int requests = a.requests > 0 ? a.requests : std::max(4, 2 * level);
-    const std::array<double, 5> before = scheduler_counters(port);
-    const Clock::time_point start = Clock::now();
-    const std::vector<Timing> timings = run_clients(port, level, requests, request);
-    const double seconds = ms_since(start) / 1e3;
-    const std::array<double, 5> after = scheduler_counters(port);
-    const double steps = after[0] - before[0];
-    std::vector<double> latency, first;
-    long tokens = 0;
-    for (const Timing& t : timings) {
-      latency.push_back(t.latency_ms);
-      first.push_back(t.first_token_ms);
-      tokens += t.tokens;
+  // With several rounds the levels take turns, so that a slow spell of a shared machine falls on
+  // every level alike; each round's speedups are against that round's first level.
+  std::vector<std::vector<double>> level_tokens_per_s(levels.size()), level_speedup(levels.size());
+  for (int round = 1; round <= a.rounds; ++round) {
+    double base_tokens_per_s = 0;
+    for (size_t li = 0; li < levels.size(); ++li) {
+      const int level = levels[li];
+      const int requests = a.requests > 0 ? a.requests : std::max(4, 2 * level);
+      const std::array<double, 5> before = scheduler_counters(port);
+      const Clock::time_point start = Clock::now();
+      const std::vector<Timing> timings = run_clients(port, level, requests, request);
+      const double seconds = ms_since(start) / 1e3;
+      const std::array<double, 5> after = scheduler_counters(port);
+      const double steps = after[0] - before[0];
+      std::vector<double> latency, first;
+      long tokens = 0;
+      for (const Timing& t : timings) {
+        latency.push_back(t.latency_ms);
+        first.push_back(t.first_token_ms);
+        tokens += t.tokens;
+      }
+      const double tokens_per_s = tokens / seconds;
+      if (base_tokens_per_s == 0) base_tokens_per_s = tokens_per_s;
+      level_tokens_per_s[li].push_back(tokens_per_s);
+      level_speedup[li].push_back(tokens_per_s / base_tokens_per_s);
+      json line = {{"bench", "serve"},
+                   {"round", round},
+                   {"model", a.model},
+                   {"chains", a.chains},
+                   {"concurrency", level},
+                   {"requests", requests},
+                   {"prompt_tokens", a.prompt_tokens},
+                   {"tokens_per_request", a.tokens},
+                   {"completion_tokens", tokens},
+                   {"threads", server.threads()},
+                   {"decode_threads", (int)after[4]},  // at the level's end
+                   {"max_sessions", server.max_sessions()},
+                   {"precision", model.weight_format()},
+                   {"kv_cache", kv_cache_type_name(o.kv_cache)},
+                   {"tokens_per_s", tokens_per_s},
+                   {"speedup_vs_first_level", tokens_per_s / base_tokens_per_s},
+                   {"latency_ms_p50", percentile(latency, 0.5)},
+                   {"latency_ms_p99", percentile(latency, 0.99)},
+                   {"first_token_ms_p50", percentile(first, 0.5)},
+                   {"first_token_ms_p99", percentile(first, 0.99)},
+                   // What the scheduler did meanwhile: rows per decoding step (the batch), time per
+                   // step, and the share of the wall time spent decoding and reading prompts.
+                   {"rows_per_step", steps > 0 ? (after[1] - before[1]) / steps : 0},
+                   {"ms_per_step", steps > 0 ? 1e3 * (after[2] - before[2]) / steps : 0},
+                   {"decode_share", (after[2] - before[2]) / seconds},
+                   {"prefill_share", (after[3] - before[3]) / seconds}};
+      std::printf("%s\n", line.dump().c_str());
+      std::fflush(stdout);
     }
-    const double tokens_per_s = tokens / seconds;
-    if (base_tokens_per_s == 0) base_tokens_per_s = tokens_per_s;
-    json line = {{"bench", "serve"},
-                 {"model", a.model},
-                 {"chains", a.chains},
-                 {"concurrency", level},
-                 {"requests", requests},
-                 {"prompt_tokens", a.prompt_tokens},
-                 {"tokens_per_request", a.tokens},
-                 {"completion_tokens", tokens},
-                 {"threads", server.threads()},
-                 {"decode_threads", (int)after[4]},  // at the level's end
-                 {"max_sessions", server.max_sessions()},
-                 {"precision", model.weight_format()},
-                 {"kv_cache", kv_cache_type_name(o.kv_cache)},
-                 {"tokens_per_s", tokens_per_s},
-                 {"speedup_vs_first_level", tokens_per_s / base_tokens_per_s},
-                 {"latency_ms_p50", percentile(latency, 0.5)},
-                 {"latency_ms_p99", percentile(latency, 0.99)},
-                 {"first_token_ms_p50", percentile(first, 0.5)},
-                 {"first_token_ms_p99", percentile(first, 0.99)},
-                 // What the scheduler did meanwhile: rows per decoding step (the batch), time per
-                 // step, and the share of the wall time spent decoding and reading prompts.
-                 {"rows_per_step", steps > 0 ? (after[1] - before[1]) / steps : 0},
-                 {"ms_per_step", steps > 0 ? 1e3 * (after[2] - before[2]) / steps : 0},
-                 {"decode_share", (after[2] - before[2]) / seconds},
-                 {"prefill_share", (after[3] - before[3]) / seconds}};
-    std::printf("%s\n", line.dump().c_str());
-    std::fflush(stdout);
   }
+  if (a.rounds > 1)
+    for (size_t li = 0; li < levels.size(); ++li) {
+      const std::vector<double>& t = level_tokens_per_s[li];
+      const std::vector<double>& x = level_speedup[li];
+      json line = {{"bench", "serve"},
+                   {"summary", true},
+                   {"model", a.model},
+                   {"chains", a.chains},
+                   {"concurrency", levels[li]},
+                   {"rounds", a.rounds},
+                   {"tokens_per_s_median", median(t)},
+                   {"tokens_per_s_min", *std::min_element(t.begin(), t.end())},
+                   {"tokens_per_s_max", *std::max_element(t.begin(), t.end())},
+                   {"speedup_vs_first_level_median", median(x)},
+                   {"speedup_vs_first_level_min", *std::min_element(x.begin(), x.end())},
+                   {"speedup_vs_first_level_max", *std::max_element(x.begin(), x.end())}};
+      std::printf("%s\n", line.dump().c_str());
+    }
+  std::fflush(stdout);
   server.stop();
 }
 

@@ -65,6 +65,7 @@ struct ServeBenchArgs {
   std::string kv_cache = "auto";                       // the server's sessions' KV cache type
   std::string precision = "fp32";  // the served weights: fp32 or bf16 (as `serve --precision`)
   std::string quant;               // or "q8_0" / "q4_0": fp32 weights quantized in memory first
+  int rounds = 1;  // the levels run this many times in turn; > 1: a summary line per level
 };
 void bench_serve(const ServeBenchArgs& a);
 

@@ -2,6 +2,7 @@
 // all its tokens with EOS ignored, the scheduler's batch figures) and its refusals.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <sstream>
 
 #include "cli/run_cli.h"
@@ -42,6 +43,47 @@ TEST(BenchServe, PrintsALinePerConcurrencyWithEveryTokenDecoded) {
   EXPECT_EQ(got[0]["speedup_vs_first_level"], 1.0);
 }
 
+TEST(BenchServe, RoundsTakeTurnsAndEndWithEachLevelsMedians) {
+  TempDir dir;
+  const std::string model = dir.file("model");
+  testing::write_tiny_model(model, true);
+  auto r = run_chainlm(
+      dir, "bench serve --model " + quote(model) +
+               " --concurrency 1,2 --tokens 6 --prompt-tokens 4 --threads 1 --rounds 3");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  std::istringstream lines(r.out);
+  std::vector<json> got;
+  for (std::string line; std::getline(lines, line);) got.push_back(json::parse(line));
+  ASSERT_EQ(got.size(), 8u) << r.out;  // 3 rounds x 2 levels, then a summary per level
+  std::vector<double> tokens_per_s[2], speedup[2];
+  for (int i = 0; i < 6; ++i) {
+    EXPECT_EQ(got[i]["round"], 1 + i / 2) << got[i].dump();
+    EXPECT_EQ(got[i]["concurrency"], i % 2 ? 2 : 1) << "levels in turn";
+    EXPECT_FALSE(got[i].contains("summary"));
+    tokens_per_s[i % 2].push_back(got[i]["tokens_per_s"]);
+    speedup[i % 2].push_back(got[i]["speedup_vs_first_level"]);
+    // Each round's speedups are against that round's first level.
+    EXPECT_DOUBLE_EQ(
+        got[i]["speedup_vs_first_level"].get<double>(),
+        got[i]["tokens_per_s"].get<double>() / got[i - i % 2]["tokens_per_s"].get<double>());
+  }
+  for (int l = 0; l < 2; ++l) {
+    const json& sum = got[6 + l];
+    EXPECT_EQ(sum["summary"], true);
+    EXPECT_EQ(sum["concurrency"], l ? 2 : 1);
+    EXPECT_EQ(sum["rounds"], 3);
+    std::sort(tokens_per_s[l].begin(), tokens_per_s[l].end());
+    std::sort(speedup[l].begin(), speedup[l].end());
+    EXPECT_EQ(sum["tokens_per_s_median"].get<double>(), tokens_per_s[l][1]);
+    EXPECT_EQ(sum["tokens_per_s_min"].get<double>(), tokens_per_s[l][0]);
+    EXPECT_EQ(sum["tokens_per_s_max"].get<double>(), tokens_per_s[l][2]);
+    EXPECT_EQ(sum["speedup_vs_first_level_median"].get<double>(), speedup[l][1]);
+    EXPECT_EQ(sum["speedup_vs_first_level_min"].get<double>(), speedup[l][0]);
+    EXPECT_EQ(sum["speedup_vs_first_level_max"].get<double>(), speedup[l][2]);
+  }
+  EXPECT_EQ(got[6]["speedup_vs_first_level_median"], 1.0);
+}
+
 TEST(BenchServe, ServesTheWeightsInThePrecisionAsked) {
   TempDir dir;
   const std::string model = dir.file("model");
@@ -74,6 +116,7 @@ TEST(BenchServe, RefusesBadArgumentsNamingThem) {
       {"--tokens 8 --quant q8_0 --precision bf16",
        "--quant and --precision bf16 exclude each other"},
       {"--tokens 8 --quant q5", "--quant: q5 not in {q8_0,q4_0}"},
+      {"--tokens 8 --rounds 0", "--rounds: Value 0 not in range 1 to 1000"},
   };
   for (const auto& [flags, message] : cases) {
     auto r = run_chainlm(dir, "bench serve --model " + quote(model) + " --threads 1 " + flags);
