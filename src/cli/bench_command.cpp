@@ -17,7 +17,7 @@ void add_bench_command(CLI::App& app) {
     std::string config, weights, precision = "fp32";
     int batch = 8, seq = 256, threads = 0, steps = 5;
     double bucket_mb = 16;
-    bool baseline = false, overlap = false;
+    bool baseline = false, overlap = false, vs_fp32 = false;
   };
   auto a = std::make_shared<Args>();
   train->add_option("--config", a->config, "Model config JSON")->required();
@@ -36,10 +36,14 @@ void add_bench_command(CLI::App& app) {
   train->add_flag("--baseline", a->baseline,
                   "PHD config: also time it without PHD, interleaved, and report the ratio");
   add_precision_option(train, a->precision, "GEMM operands: fp32, or bf16 over fp32 master weights");
+  train->add_flag(
+      "--vs-fp32", a->vs_fp32,
+      "With --precision bf16: also time the model in fp32, interleaved step by step, and report "
+      "the speedup (a slow spell of a shared machine falls on both)");
   train->callback([a]() {
     CHAINLM_CHECK(a->steps > 0 && a->batch > 0 && a->seq > 0, "bench train: --steps, --batch-size and --seq-len must be positive");
     bench_train(a->config, a->batch, a->seq, a->threads, a->steps, a->weights, a->baseline,
-                a->bucket_mb, a->overlap, parse_precision(a->precision));
+                a->bucket_mb, a->overlap, parse_precision(a->precision), a->vs_fp32);
   });
 
   auto add_inference = [&](const char* name, const char* help, bool decode) {

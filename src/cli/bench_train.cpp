@@ -22,13 +22,17 @@ namespace chainlm::cli {
 
 void bench_train(const std::string& config_path, int B, int T, int threads, int steps,
                  const std::string& weights_arg, bool baseline, double bucket_mb, bool overlap,
-                 Precision precision) {
+                 Precision precision, bool vs_fp32) {
   const Communicator& comm = Communicator::world();
   const int ranks = comm.size();
   set_num_threads(threads > 0 ? threads : launched_by_mpi() ? default_threads_per_rank(comm) : 0);
   CHAINLM_CHECK(B % ranks == 0, "bench train: --batch-size ", B, " must be a multiple of the ",
                 ranks, " ranks");
   CHAINLM_CHECK(!baseline || ranks == 1, "bench train: --baseline runs in one process");
+  CHAINLM_CHECK(!vs_fp32 || precision == Precision::Bf16,
+                "bench train: --vs-fp32 compares --precision bf16 with fp32");
+  CHAINLM_CHECK(!vs_fp32 || ranks == 1, "bench train: --vs-fp32 runs in one process");
+  CHAINLM_CHECK(!(vs_fp32 && baseline), "bench train: --vs-fp32 and --baseline exclude each other");
   CHAINLM_CHECK(bucket_mb > 0, "bench train: --bucket-mb must be positive");
   const int global_batch = B;
   B /= ranks;  // this rank's rows
@@ -55,15 +59,17 @@ void bench_train(const std::string& config_path, int B, int T, int threads, int 
     reducer = std::make_unique<GradientReducer>(
         comm, model.params().grads(), model.params().size(), model.gradient_ready_points(),
         (std::size_t)(bucket_mb * (1 << 20) / sizeof(float)), overlap);
-  // The same model without PHD (baseline), stepped right after each timed PHD step.
+  // The model compared with, stepped right after each timed step: the same without PHD
+  // (baseline, in the same precision), or the same in fp32 (vs_fp32).
   ModelConfig base_config = c;
-  base_config.phd = PhdConfig{};
+  if (baseline) base_config.phd = PhdConfig{};
   std::unique_ptr<Model> base;
   std::unique_ptr<Optimizer> base_opt;
-  if (baseline) {
+  if (baseline || vs_fp32) {
     base = std::make_unique<Model>(base_config);
     base->init_random(1);
-    if (bf16) base->use_bf16_weights(/*keep_fp32=*/true);
+    base->ensure_grads();
+    if (bf16 && baseline) base->use_bf16_weights(/*keep_fp32=*/true);
     base_opt = std::make_unique<Optimizer>(base->params(), OptimizerConfig{});
   }
   std::vector<int> tokens((size_t)B * T), targets((size_t)B * T);
@@ -164,12 +170,19 @@ void bench_train(const std::string& config_path, int B, int T, int threads, int 
     j["comm_wait_ms"] = median(waits) * 1e3;
     j["comm_fraction"] = median(waits) / step_s;
   }
-  if (base) {
-    // The median of per-step ratios: each PHD step is compared with the baseline step run
-    // right after it, under the same load.
+  // The median of per-step ratios: each step is compared with the other model's step run
+  // right after it, under the same load.
+  if (baseline) {
     j["baseline_step_ms"] = median(base_times) * 1e3;
     j["step_ratio"] = median(ratios);
     j["step_ratio_over_repeat"] = median(ratios) / c.phd.repeat;
+  }
+  if (vs_fp32) {
+    std::vector<double> speedups;
+    for (double r : ratios) speedups.push_back(1.0 / r);
+    j["fp32_step_ms"] = median(base_times) * 1e3;
+    j["fp32_tokens_per_s"] = tokens_per_step / median(base_times);
+    j["speedup_vs_fp32"] = median(speedups);
   }
   if (comm.is_root()) std::printf("%s\n", j.dump().c_str());
 }

@@ -38,10 +38,12 @@ inline double median(std::vector<double> v) {
 // baseline: also time the same config without its "phd" section, interleaved step by step,
 // and report the ratio (PHD models). Under mpirun, B is the global batch: every rank steps
 // B/N sequences and the gradients are summed as in training (buckets of bucket_mb, overlapped
-// with the backward or not); the line (rank 0's) adds the communication time.
+// with the backward or not); the line (rank 0's) adds the communication time. vs_fp32 (bf16
+// precision, one process): also time the same model in fp32, interleaved step by step, and
+// report the speedup (the median of the per-step ratios).
 void bench_train(const std::string& config_path, int B, int T, int threads, int steps,
                  const std::string& weights_arg, bool baseline = false, double bucket_mb = 16,
-                 bool overlap = false, Precision precision = Precision::Fp32);
+                 bool overlap = false, Precision precision = Precision::Fp32, bool vs_fp32 = false);
 
 struct InferenceBenchArgs {
   std::string model, config;  // a checkpoint/.bin, or a config JSON with random weights

@@ -63,6 +63,20 @@ TEST_F(PrecisionCli, GenerateAndBenchRunInBf16AndSayWhatTheyRan) {
   EXPECT_EQ(j["precision"], "bf16");
   EXPECT_LT(j["weight_bytes"].get<double>(), 0.55 * j["fp32_weight_bytes"].get<double>());
   EXPECT_GT(j["speedup_vs_fp32"].get<double>(), 0.0);
+  // bench train beside fp32, a step of each in turn: with one step the speedup is that pair's.
+  auto t = run_chainlm(
+      dir, "bench train --config " + quote(config) +
+               " --precision bf16 --vs-fp32 --steps 1 --batch-size 2 --seq-len 16 --threads 1");
+  ASSERT_EQ(t.exit_code, 0) << t.err;
+  const auto tj = nlohmann::json::parse(t.out);
+  EXPECT_EQ(tj["precision"], "bf16");
+  ASSERT_GT(tj["fp32_step_ms"].get<double>(), 0.0);
+  EXPECT_NEAR(tj["speedup_vs_fp32"].get<double>(),
+              tj["fp32_step_ms"].get<double>() / tj["step_ms"].get<double>(),
+              1e-9 * tj["speedup_vs_fp32"].get<double>());
+  EXPECT_NEAR(tj["fp32_tokens_per_s"].get<double>(),
+              2 * 16 / (tj["fp32_step_ms"].get<double>() / 1e3),
+              1e-9 * tj["fp32_tokens_per_s"].get<double>());
   auto p = run_chainlm(dir, "bench prefill --model " + quote(run) + " --precision bf16 --prompt-tokens 16");
   ASSERT_EQ(p.exit_code, 0) << p.err;
   EXPECT_EQ(nlohmann::json::parse(p.out)["precision"], "bf16");
@@ -100,6 +114,14 @@ TEST_F(PrecisionCli, BadValuesAreRefusedNamingTheChoices) {
   auto r = run_chainlm(dir, "bench decode --model " + quote(run) + " --vs-fp32");
   EXPECT_NE(r.exit_code, 0);
   EXPECT_NE(r.err.find("--vs-fp32"), std::string::npos) << r.err;
+  r = run_chainlm(dir, "bench train --config " + quote(config) + " --steps 1 --vs-fp32");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.err.find("--vs-fp32 compares --precision bf16 with fp32"), std::string::npos)
+      << r.err;
+  r = run_chainlm(dir, "bench train --config " + quote(config) +
+                           " --steps 1 --precision bf16 --vs-fp32 --baseline");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.err.find("--vs-fp32 and --baseline exclude each other"), std::string::npos) << r.err;
 }
 
 }  // namespace
