@@ -254,17 +254,21 @@ struct RoundedRows {
 // lda: q, k and v, a Chain-of-Linear's blocks), over the most rows and columns any of them
 // reads, rather than by each thread for each product as gemm_nt_bf16 would (two threads, q, k
 // and v: six roundings of one input; bench/RESULTS.md, "Rounding a batched bf16 step's inputs
-// once"). The same bf16 values either way, so the same bits. The buffer is the calling thread's,
-// shared with the region's threads.
-std::vector<RoundedRows> round_bf16_operands(const GemmNtJob* jobs, int n) {
-  std::vector<RoundedRows> out(n);
+// once"). The same bf16 values either way, so the same bits. The buffer and the result are the
+// calling thread's, shared with the region's threads and reused from call to call: a decoding
+// step makes ~35 calls, and allocating in each would be a hot path's malloc for nothing.
+const std::vector<RoundedRows>& round_bf16_operands(const GemmNtJob* jobs, int n) {
   struct Source {
     const float* A;
     int lda, rows = 0, cols = 0;
     size_t at = 0;
   };
-  std::vector<Source> sources;
-  std::vector<int> source_of(n, -1);
+  thread_local std::vector<RoundedRows> out;
+  thread_local std::vector<Source> sources;
+  thread_local std::vector<int> source_of;
+  out.assign(n, RoundedRows{});
+  sources.clear();
+  source_of.assign(n, -1);
   for (int j = 0; j < n; ++j) {
     const GemmNtJob& g = jobs[j];
     if (!g.B.bf16 || g.B.quant || g.M == 0 || g.K == 0) continue;
