@@ -68,7 +68,6 @@ void bench_train(const std::string& config_path, int B, int T, int threads, int 
   if (baseline || vs_fp32) {
     base = std::make_unique<Model>(base_config);
     base->init_random(1);
-    base->ensure_grads();
     if (bf16 && baseline) base->use_bf16_weights(/*keep_fp32=*/true);
     base_opt = std::make_unique<Optimizer>(base->params(), OptimizerConfig{});
   }
