@@ -98,6 +98,7 @@ void add_bench_command(CLI::App& app) {
                    "Quantize the fp32 weights in memory first (what `chainlm quantize` writes)")
       ->check(CLI::IsMember({"q8_0", "q4_0"}));
   add_kv_cache_option(serve, s->kv_cache);
+  add_stream_interval_option(serve, s->stream_interval_ms);
   serve->callback([s]() { bench_serve(*s); });
 }
 

@@ -151,6 +151,7 @@ void bench_serve(const ServeBenchArgs& a) {
   o.max_sessions = a.max_sessions > 0 ? a.max_sessions : top;
   o.max_queue = std::max(0, top - o.max_sessions);  // every client waits for at most one request
   o.kv_cache = resolve_kv_cache_type(parse_kv_cache_type(a.kv_cache), model);
+  o.stream_interval_ms = a.stream_interval_ms;
   InferenceServer server(model, *loaded.tokenizer, o);
   const int port = server.start();
 
@@ -211,6 +212,7 @@ void bench_serve(const ServeBenchArgs& a) {
                    {"max_sessions", server.max_sessions()},
                    {"precision", model.weight_format()},
                    {"kv_cache", kv_cache_type_name(o.kv_cache)},
+                   {"stream_interval_ms", o.stream_interval_ms},
                    {"tokens_per_s", tokens_per_s},
                    {"speedup_vs_first_level", tokens_per_s / base_tokens_per_s},
                    {"latency_ms_p50", percentile(latency, 0.5)},

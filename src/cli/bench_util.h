@@ -8,6 +8,7 @@
 
 #include "core/precision.h"
 #include "kernels/gemm_backend.h"
+#include "serve/server.h"
 
 namespace chainlm::cli {
 
@@ -68,6 +69,7 @@ struct ServeBenchArgs {
   std::string precision = "fp32";  // the served weights: fp32 or bf16 (as `serve --precision`)
   std::string quant;               // or "q8_0" / "q4_0": fp32 weights quantized in memory first
   int rounds = 1;  // the levels run this many times in turn; > 1: a summary line per level
+  int stream_interval_ms = ServeOptions().stream_interval_ms;  // as `serve --stream-interval-ms`
 };
 void bench_serve(const ServeBenchArgs& a);
 

@@ -14,5 +14,7 @@ nlohmann::json read_json_file(const std::string& path);
 CLI::Option* add_precision_option(CLI::App* cmd, std::string& value, const std::string& help);
 // --kv-cache auto|f32|f16 (docs/inference.md, "KV cache"); CLI11 refuses other values.
 CLI::Option* add_kv_cache_option(CLI::App* cmd, std::string& value);
+// --stream-interval-ms for serve and bench serve (ServeOptions::stream_interval_ms).
+CLI::Option* add_stream_interval_option(CLI::App* cmd, int& value);
 
 }  // namespace chainlm::cli

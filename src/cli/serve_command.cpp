@@ -92,6 +92,7 @@ void add_serve_command(CLI::App& app) {
                   "Prompt tokens read between two decoding steps (a long prompt does not stall the "
                   "others' tokens)")
       ->check(CLI::Range(1, 1 << 16));
+  add_stream_interval_option(cmd, a->serve.stream_interval_ms);
   cmd->add_option("--max-queue", a->serve.max_queue,
                   "Requests that may wait for a session; beyond them 503")
       ->capture_default_str();

@@ -29,14 +29,16 @@ Generation::Generation(const Model& model, const Tokenizer& tok, std::vector<int
   result_.prompt_tokens = prompt_;
 }
 
-bool Generation::next(GeneratedToken& out) {
+bool Generation::take(std::vector<GeneratedToken>& out, Clock::time_point hold_until) {
+  out.clear();
   std::unique_lock<std::mutex> lock(mutex_);
+  changed_.wait_until(lock, hold_until, [&] { return ended_; });
   ++token_waiters_;
   changed_.wait(lock, [&] { return !ready_.empty() || ended_; });
   --token_waiters_;
   if (!ready_.empty()) {
-    out = std::move(ready_.front());
-    ready_.pop_front();
+    out.assign(std::make_move_iterator(ready_.begin()), std::make_move_iterator(ready_.end()));
+    ready_.clear();
     return true;
   }
   if (!error_.empty()) throw Error(error_);

@@ -51,16 +51,18 @@ class Generation {
   Generation(const Model& model, const Tokenizer& tok, std::vector<int> prompt_tokens,
              const GenerateOptions& options, int logprobs = -1, bool prompt_logprobs = false);
 
-  // Waits for the next token; false once generation has ended and every token has been taken.
-  // Throws chainlm::Error if generation failed.
-  bool next(GeneratedToken& out);
-  // Waits until the generation has ended, without waking for each token as next() does (a
-  // request that nothing can end early: its tokens are then taken with next() at once).
+  // Every token ready, in order: first sleeps until `hold_until` (tokens published meanwhile
+  // do not wake this thread) or the end, then waits for at least one token. False once
+  // generation has ended and every token has been taken; throws chainlm::Error if generation
+  // failed.
+  bool take(std::vector<GeneratedToken>& out, std::chrono::steady_clock::time_point hold_until);
+  // Waits until the generation has ended, without waking for each token (a request that nothing
+  // can end early: its tokens are then taken at once).
   void wait_ended();
   // Stops generating (the client went away, or a stop sequence appeared) and waits until the
   // scheduler has let go of it.
   void cancel();
-  // After next() returned false or cancel(): prompt, tokens produced (all of them, even those
+  // After take() returned false or cancel(): prompt, tokens produced (all of them, even those
   // not taken), chains, timings and why it ended. Its text stays empty: the request's thread
   // builds the text from the tokens it takes.
   GenerateResult result() const;
@@ -86,7 +88,7 @@ class Generation {
   std::vector<TokenLogprob> prompt_logprobs_;
   bool prompt_read_ = false;
   bool ended_ = false;
-  // Threads waiting in next(): a token wakes only them. Each wake-up of a request's thread
+  // Threads waiting in take() past their hold: a token wakes only them. Each wake-up of a request's thread
   // takes a core from the compute threads for ~0.1 ms on a small VM (bench/RESULTS.md).
   int token_waiters_ = 0;
   std::string error_;

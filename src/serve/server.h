@@ -31,6 +31,10 @@ struct ServeOptions {
                                     // as many sessions as memory holds if fewer
   int prefill_chunk = 256;          // prompt tokens read between two decoding steps
   int max_queue = 16;               // requests that may wait for a session
+  // A streamed request's thread sleeps this long after each write and then writes every token
+  // produced meanwhile at once (one event each; its first token and its end at once): each
+  // wake-up takes a core from decoding (docs/serving.md, "Streaming"). 0: a write per token.
+  int stream_interval_ms = 20;
   size_t max_body_bytes = 1 << 20;  // larger request bodies get 413
   std::string model_name = "chainlm";
   // Access (serve/access.h): the API key every route but / and /health needs (empty: none), and

@@ -73,26 +73,38 @@ json InferenceServer::Impl::usage_json(const Job& job) const {
   return {{"prompt_tokens", prompt_tokens}, {"completion_tokens", generated}, {"total_tokens", prompt_tokens + generated}};
 }
 
-std::string InferenceServer::Impl::run(Job& job, Choice& c, const std::function<bool(const std::string&, int)>& emit) {
+std::string InferenceServer::Impl::run(Job& job, Choice& c, const std::function<bool(const std::string&, int)>& emit,
+                                      const std::function<bool()>& flush) {
   const Clock::time_point start = Clock::now();
   // The tokens this choice took: a stop sequence or a client gone ends it there, though the
   // scheduler may have produced a token or two more meanwhile.
   size_t taken = 0;
-  GeneratedToken t;
   bool stopped_here = false;
   // Unstreamed and without stop sequences nothing ends the generation early: sleep until it
   // ends rather than waking for each token, which takes a core from the compute threads.
   if (!emit && job.request.stop.empty()) c.gen->wait_ended();
-  while (c.gen->next(t)) {
-    ++taken;
-    if (job.request.logprobs >= 0) c.logprobs.push_back(std::move(t.logprob));
-    const std::string out = c.text.push(t.text);
-    if (emit && !emit(out, t.chains)) job.cancelled = true;
-    if (job.cancelled || c.text.stopped()) {
+  // The tokens ready are taken together, at most every stream_interval_ms (the first at once):
+  // the scheduler does not wake this thread for the tokens it publishes meanwhile.
+  std::vector<GeneratedToken> batch;
+  Clock::time_point hold_until{};
+  while (!stopped_here && c.gen->take(batch, hold_until)) {
+    for (GeneratedToken& t : batch) {
+      ++taken;
+      if (job.request.logprobs >= 0) c.logprobs.push_back(std::move(t.logprob));
+      const std::string out = c.text.push(t.text);
+      if (emit && !emit(out, t.chains)) job.cancelled = true;
+      if (job.cancelled || c.text.stopped()) {
+        c.gen->cancel();
+        stopped_here = true;
+        break;
+      }
+    }
+    if (!stopped_here && flush && !flush()) {
+      job.cancelled = true;
       c.gen->cancel();
       stopped_here = true;
-      break;
     }
+    hold_until = Clock::now() + std::chrono::milliseconds(opt.stream_interval_ms);
   }
   c.result = c.gen->result();
   if (stopped_here) {
@@ -113,10 +125,17 @@ void InferenceServer::Impl::finish(Job& job, size_t first) {
 bool InferenceServer::Impl::stream(Job& job, httplib::DataSink& sink) {
   if (job.streamed) return false;
   job.streamed = true;
-  auto send = [&](const json& event) {
-    const std::string line = "data: " + json_dump(event) + "\n\n";
-    return sink.write(line.data(), line.size());
+  std::string held;  // events not written yet: a stream's tokens taken together go out in one write
+  auto flush = [&] {
+    const bool ok = held.empty() || sink.write(held.data(), held.size());
+    held.clear();
+    return ok;
   };
+  auto send = [&](const json& event) {
+    held += "data: " + json_dump(event) + "\n\n";
+    return true;
+  };
+  auto send_now = [&](const json& event) { return send(event) && flush(); };
   size_t next_choice = 0;  // choices not run yet are cancelled if the stream ends early
   try {
     const bool with_lp = job.request.logprobs >= 0;
@@ -133,7 +152,7 @@ bool InferenceServer::Impl::stream(Job& job, httplib::DataSink& sink) {
       };
       if (job.request.echo) {  // the prompt first, as its own event (with its log-probabilities)
         const auto lp = with_lp ? c.gen->prompt_logprobs() : std::vector<TokenLogprob>();
-        const bool sent = send(event(c.prompt, nullptr, with_lp ? &lp : nullptr));
+        const bool sent = send_now(event(c.prompt, nullptr, with_lp ? &lp : nullptr));
         c.text_sent = c.prompt.size();
         if (!sent) {
           job.cancelled = true;
@@ -147,13 +166,13 @@ bool InferenceServer::Impl::stream(Job& job, httplib::DataSink& sink) {
         c.role_sent = true;
         e["chainlm"] = {{"chains", chains}};
         return send(e);
-      });
+      }, flush);
       if (job.cancelled) break;
       const auto lp = with_lp ? fresh_logprobs() : std::vector<TokenLogprob>();
       json last = event(tail, finish_reason(c.result, c.text), with_lp ? &lp : nullptr);
       last["chainlm"] = stats_json(job, c);
       if (!job.chat && &c == &job.choices.back()) last["usage"] = usage_json(job);
-      if (!send(last)) {
+      if (!send(last)) {  // (goes out with the next write)
         job.cancelled = true;
         break;
       }
@@ -165,14 +184,14 @@ bool InferenceServer::Impl::stream(Job& job, httplib::DataSink& sink) {
       usage["usage"] = usage_json(job);
       if (!send(usage)) return false;
     }
-    static const std::string done = "data: [DONE]\n\n";
-    if (!sink.write(done.data(), done.size())) return false;
+    held += "data: [DONE]\n\n";
+    if (!flush()) return false;
     sink.done();
     return true;
   } catch (const std::exception& e) {
     finish(job, next_choice);
     // The status line has gone out: report the failure as the stream's last event.
-    if (send(error_body(e.what(), "server_error", ""))) sink.done();
+    if (send_now(error_body(e.what(), "server_error", ""))) sink.done();
     return false;
   }
 }
@@ -307,7 +326,7 @@ void InferenceServer::Impl::start(const std::shared_ptr<Job>& job, httplib::Resp
   json choices = json::array();
   try {
     for (Choice& c : job->choices) {
-      run(*job, c, nullptr);
+      run(*job, c, nullptr, nullptr);
       // echo with logprobs: the prompt's tokens' log-probabilities first.
       std::vector<TokenLogprob> lp =
           r.echo && r.logprobs >= 0 ? c.gen->prompt_logprobs() : std::vector<TokenLogprob>();

@@ -191,6 +191,51 @@ TEST_F(ServeTest, StreamSendsOneEventPerTokenThenUsageThenDone) {
   EXPECT_TRUE(st.last["chainlm"].contains("tokens_per_s"));
 }
 
+// With an interval, a stream's thread writes the tokens produced meanwhile together: fewer
+// writes (each wakes a thread that takes a core from decoding), the same events, and its end
+// at once rather than after the interval.
+TEST_F(ServeTest, StreamIntervalWritesTokensTogetherOneEventEach) {
+  const json request = {{"prompt", "x"}, {"max_tokens", 12}, {"seed", 3}, {"temperature", 1}, {"stream", true}};
+  auto streamed = [&](int interval_ms, int* writes) {
+    ServeOptions o = one_thread();
+    o.stream_interval_ms = interval_ms;
+    // Tokens 2 ms apart: without an interval each one is written before the next comes.
+    o.on_token = [](int) { std::this_thread::sleep_for(std::chrono::milliseconds(2)); };
+    ServerUnderTest s(air, o);
+    httplib::Request req;
+    req.method = "POST";
+    req.path = "/v1/completions";
+    req.set_header("Content-Type", "application/json");
+    req.body = request.dump();
+    std::string body;
+    *writes = 0;
+    req.content_receiver = [&](const char* p, size_t n, uint64_t, uint64_t) {
+      ++*writes;  // one chunk of the chunked response per write of the server
+      body.append(p, n);
+      return true;
+    };
+    auto r = s.client().send(req);
+    EXPECT_TRUE(r && r->status == 200);
+    return body;
+  };
+  int each = 0, held = 0;
+  const std::string per_token = streamed(0, &each);
+  const auto start = std::chrono::steady_clock::now();
+  const std::string together = streamed(60000, &held);
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(30))
+      << "the stream waited for its interval after the generation ended";
+  // The first token at once, the other eleven when the generation ends, then its last event
+  // with [DONE]; without the interval a write per token.
+  EXPECT_LE(held, 3);
+  EXPECT_GE(each, 12);
+  const auto a = parse_stream(per_token), b = parse_stream(together);
+  EXPECT_EQ(testing::sse_data(together).size(), 14u) << together;  // 12 tokens, the last event, [DONE]
+  EXPECT_EQ(b.text, a.text);
+  EXPECT_EQ(b.chains, a.chains);
+  EXPECT_TRUE(b.done);
+  EXPECT_EQ(b.last["usage"], a.last["usage"]);
+}
+
 TEST_F(ServeTest, StopSequenceEndsTheTextBeforeIt) {
   ServerUnderTest s(air, one_thread());
   // A seed whose sampled text is long enough to take a stop sequence from its middle.
@@ -429,6 +474,9 @@ TEST_F(ServeTest, QueuedRequestWaitsItsTurn) {
 TEST_F(ServeTest, ClientDisconnectMidStreamFreesTheSession) {
   Gate gate(1);  // token 0 has gone out by then
   ServeOptions o = one_thread();
+  // A gone client is found at the stream's next write; with an interval that comes up to the
+  // interval later, by when this tiny model may have generated everything.
+  o.stream_interval_ms = 0;
   o.on_token = [&](int i) { gate.at_token(i); };
   ServerUnderTest s(air, o);
   const int max_tokens = 60;
