@@ -49,6 +49,19 @@ void chain_linear_rows(const ChainLinear& cl, int n, BlocksOf blocks_of, const f
   }
 }
 
+// gemm_nt_jobs' `then` for an up-projection (w3) block: SwiGLU of the job's rows over its columns
+// [n0, n1), from the same columns of the gate (w1) product, which the same thread computed first.
+struct SwigluOfBlock {
+  const float* h1;
+  const float* h3;
+  float* g;
+};
+void swiglu_of_block(const GemmNtJob& job, int n0, int n1, const void* ctx) {
+  const auto& s = *static_cast<const SwigluOfBlock*>(ctx);
+  const long col = (job.C - s.h3) + n0;  // rows from 0, as the jobs' C
+  swiglu_forward(job.M, n1 - n0, s.h1 + col, s.h3 + col, s.g + col, job.ldc);
+}
+
 }  // namespace
 
 BatchDecoder::BatchDecoder(const Model& model) : model_(model) {
@@ -213,14 +226,18 @@ void BatchDecoder::forward(const DecodeRow* seqs, int n) {
     norm(ps.value(li.ffn_norm), r0, per, ldr);
     chain_linear_rows(L.w1, n * per, out_chains_of, xn_.data(), D, li.r_w1.data(), h1_.data(), F,
                       0.0f, jobs_);
+    const size_t up_first = jobs_.size();
     chain_linear_rows(L.w3, n * per, out_chains_of, xn_.data(), D, li.r_w3.data(), h3_.data(), F,
                       0.0f, jobs_);
-    run_jobs();
-    for (const Group& g : groups) {
-      const size_t first = (size_t)g.first * per * F;
-      swiglu_forward(g.count * per, L.ffn.prefix(g.k), h1_.data() + first, h3_.data() + first,
-                     g_.data() + first, F);
+    // SwiGLU of each up-projection block's columns on the thread that has just computed them
+    // (and the same gate columns before them): no serial pass over rows the other thread wrote.
+    // Row r gets FFN blocks 0 .. its chains - 1, its sub-model's prefix, as alone.
+    const SwigluOfBlock swiglu_ctx{h1_.data(), h3_.data(), g_.data()};
+    for (size_t j = up_first; j < jobs_.size(); ++j) {
+      jobs_[j].then = &swiglu_of_block;
+      jobs_[j].then_ctx = &swiglu_ctx;
     }
+    run_jobs();
     chain_linear_rows(L.w2, n * per, out_chains_of, g_.data(), F, li.r_w2.data(),
                       x_.data() + (size_t)r0 * D, ldr, 1.0f, jobs_);
     run_jobs();

@@ -310,6 +310,7 @@ void gemm_nt_jobs(const GemmNtJob* jobs, int n) {
     for (int j = 0; j < n; ++j) {
       const GemmNtJob& g = jobs[j];
       gemm_nt(g.M, g.N, g.K, g.A, g.lda, g.B, g.ldb, g.C, g.ldc, g.beta);
+      if (g.then) g.then(g, 0, g.N, g.then_ctx);
     }
     return;
   }
@@ -333,6 +334,7 @@ void gemm_nt_jobs(const GemmNtJob* jobs, int n) {
         else
           gemm_nt(g.M, n1 - n0, g.K, g.A, g.lda, g.B.rows(n0, g.ldb), g.ldb, g.C + n0, g.ldc,
                   g.beta);
+        if (g.then) g.then(g, n0, n1, g.then_ctx);
       }
     } catch (...) {
 #pragma omp critical(chainlm_gemm_jobs_error)

@@ -100,6 +100,11 @@ struct GemmNtJob {
   float* C;
   int ldc;
   float beta;
+  // If set, called on the thread that computed them once C's columns [n0, n1) (of N) are final,
+  // for all M rows: element-wise work on the product's output done there needs neither a pass
+  // of one thread over C afterwards nor a barrier (a batched decoding step's SwiGLU).
+  void (*then)(const GemmNtJob& job, int n0, int n1, const void* ctx) = nullptr;
+  const void* then_ctx = nullptr;
 };
 // Independent gemm_nt products, the same bits as run one by one. When every one has at most
 // kMaxDecodeRows rows (a decoding step's q, k and v projections, a Chain-of-Linear's blocks)
@@ -107,7 +112,8 @@ struct GemmNtJob {
 // a weight in panels, whole panels): a region costs 3-4 us on the VMs measured, and a decoding
 // step entered one per weight block. Jobs with the same N and weight form split their columns
 // alike and run in order on each thread, so later ones may add (beta 1) into an earlier one's C:
-// a running sum over a weight's column blocks (infer/head_logits.h).
+// a running sum over a weight's column blocks (infer/head_logits.h), and a job's `then` may
+// read the same columns of an earlier one's C.
 void gemm_nt_jobs(const GemmNtJob* jobs, int n);
 
 // C(M,N) = A(M,K) · B(K,N) + beta*C

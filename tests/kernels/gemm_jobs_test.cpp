@@ -6,6 +6,10 @@
 // products here read two inputs, with different row and column counts.
 #include <gtest/gtest.h>
 
+#include <omp.h>
+
+#include <algorithm>
+#include <array>
 #include <cstring>
 #include <vector>
 
@@ -115,6 +119,70 @@ TEST(GemmJobs, OneRegionGivesTheBitsOfTheProductsOneByOne) {
           << form_name(form) << ": product " << j << " wrote nothing";
     }
   }
+}
+
+// A job's `then` runs once per thread's share of its columns, after they are final, and sees the
+// same columns of an earlier job of the same N final too (a batched step's SwiGLU reads the gate
+// product's columns when the up product's are done).
+struct ThenLog {
+  const std::vector<float>* want_gate;
+  const std::vector<float>* want_up;
+  const float* gate;
+  int ld;
+  std::vector<std::array<int, 3>> calls;  // thread, n0, n1
+  bool final_when_called = true;
+};
+void check_then(const GemmNtJob& job, int n0, int n1, const void* ctx) {
+  auto& log = *static_cast<ThenLog*>(const_cast<void*>(ctx));
+  bool ok = true;
+  for (int m = 0; m < job.M; ++m)
+    for (int n = n0; n < n1; ++n) {
+      ok &= job.C[(long)m * log.ld + n] == (*log.want_up)[(size_t)m * log.ld + n];
+      ok &= log.gate[(long)m * log.ld + n] == (*log.want_gate)[(size_t)m * log.ld + n];
+    }
+#pragma omp critical(gemm_jobs_test_then)
+  {
+    log.calls.push_back({omp_get_thread_num(), n0, n1});
+    log.final_when_called &= ok;
+  }
+}
+
+TEST(GemmJobs, ThenSeesItsColumnsAndAnEarlierJobsFinalOnceEach) {
+  const int threads = num_threads();
+  for (int form : {0, 1, 4}) {
+    const int M = 8, N = 301, K = 256, ld = N + 3;
+    const auto A = random_vector((size_t)M * K, 5);
+    const Weight wg = make_weight(N, K, form, 31), wu = make_weight(N, K, form, 32);
+    std::vector<float> want_gate((size_t)M * ld, 0.0f), want_up((size_t)M * ld, 0.0f);
+    set_num_threads(1);
+    gemm_nt(M, N, K, A.data(), K, wg.ref, K, want_gate.data(), ld, 0.0f);
+    gemm_nt(M, N, K, A.data(), K, wu.ref, K, want_up.data(), ld, 0.0f);
+    for (int t : {1, 2}) {
+      std::vector<float> gate((size_t)M * ld, 0.0f), up((size_t)M * ld, 0.0f);
+      ThenLog log{&want_gate, &want_up, gate.data(), ld, {}, true};
+      std::vector<GemmNtJob> jobs = {{M, N, K, A.data(), K, wg.ref, K, gate.data(), ld, 0.0f},
+                                     {M, N, K, A.data(), K, wu.ref, K, up.data(), ld, 0.0f}};
+      jobs[1].then = &check_then;
+      jobs[1].then_ctx = &log;
+      set_num_threads(t);
+      gemm_nt_jobs(jobs.data(), (int)jobs.size());
+      set_num_threads(1);
+      EXPECT_TRUE(log.final_when_called) << form_name(form) << ", " << t << " thread(s)";
+      // Every column once, one range per thread.
+      std::vector<int> seen(N, 0);
+      std::vector<int> by_thread(2, 0);
+      for (const auto& [thread, n0, n1] : log.calls) {
+        ++by_thread.at(thread);
+        for (int n = n0; n < n1; ++n) ++seen[n];
+      }
+      EXPECT_EQ(std::count(seen.begin(), seen.end(), 1), N) << form_name(form) << ", " << t << " thread(s)";
+      EXPECT_EQ((int)log.calls.size(), t) << form_name(form);
+      if (t == 2) {
+        EXPECT_EQ(by_thread, (std::vector<int>{1, 1})) << form_name(form);
+      }
+    }
+  }
+  set_num_threads(threads);
 }
 
 }  // namespace
