@@ -33,13 +33,22 @@ template <int R, int G>
     for (int v = 0; v < V; ++v) acc[r][v] = _mm512_setzero_ps();
   // The panels stream in order: fetched 8 KB ahead into L1, 8 rows streamed from memory in
   // 1.01-1.04x the time of one row (3 KB ahead: 1.18-1.24x; bench/few_row_gemm_bench.cpp).
+  // Past the end of a panel's K the fetch moves to where the next tile reads, G panels on: a
+  // tile of two panels would otherwise fetch the start of its own second panel, read long ago,
+  // and a slice of K (the head's chain blocks) the part of its panel the next product reads.
+  // 8 mixed CoLM-Air rows 9% faster a step, one row of 4 chains 6%; not for whole panels four
+  // at a time (one row): the four streams' jump made dense one-row steps 4-11% slower
+  // (bench/RESULTS.md, "Prefetching the next tile").
   constexpr long kAhead = 64 * kPanel;
+  const bool sliced = stride != (long)K * kPanel;
+  const long to_next_tile = sliced || G < 4 ? (long)G * stride - (long)K * kPanel : 0;
   for (int k = 0; k < K; ++k) {
     __m512 w[V];
+    const long ahead = k + 64 < K ? kAhead : kAhead + to_next_tile;
     for (int g = 0; g < G; ++g) {
       const float* p = P + g * stride + (long)k * kPanel;
-      _mm_prefetch(reinterpret_cast<const char*>(p + kAhead), _MM_HINT_T0);
-      _mm_prefetch(reinterpret_cast<const char*>(p + kAhead + 16), _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(p + ahead), _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(p + ahead + 16), _MM_HINT_T0);
       w[2 * g] = _mm512_loadu_ps(p);
       w[2 * g + 1] = _mm512_loadu_ps(p + 16);
     }
