@@ -42,21 +42,26 @@ template <int R, int G>
   constexpr long kAhead = 64 * kPanel;
   const bool sliced = stride != (long)K * kPanel;
   const long to_next_tile = sliced || G < 4 ? (long)G * stride - (long)K * kPanel : 0;
-  for (int k = 0; k < K; ++k) {
-    __m512 w[V];
-    const long ahead = k + 64 < K ? kAhead : kAhead + to_next_tile;
-    for (int g = 0; g < G; ++g) {
-      const float* p = P + g * stride + (long)k * kPanel;
-      _mm_prefetch(reinterpret_cast<const char*>(p + ahead), _MM_HINT_T0);
-      _mm_prefetch(reinterpret_cast<const char*>(p + ahead + 16), _MM_HINT_T0);
-      w[2 * g] = _mm512_loadu_ps(p);
-      w[2 * g + 1] = _mm512_loadu_ps(p + 16);
+  // Two runs of k, each with its fetch distance fixed (no select in the loop).
+  const int k_tail = K > 64 ? K - 64 : 0;
+  auto run = [&](int k0, int k1, long ahead) __attribute__((always_inline)) {
+    for (int k = k0; k < k1; ++k) {
+      __m512 w[V];
+      for (int g = 0; g < G; ++g) {
+        const float* p = P + g * stride + (long)k * kPanel;
+        _mm_prefetch(reinterpret_cast<const char*>(p + ahead), _MM_HINT_T0);
+        _mm_prefetch(reinterpret_cast<const char*>(p + ahead + 16), _MM_HINT_T0);
+        w[2 * g] = _mm512_loadu_ps(p);
+        w[2 * g + 1] = _mm512_loadu_ps(p + 16);
+      }
+      for (int r = 0; r < R; ++r) {
+        const __m512 a = _mm512_set1_ps(A[(long)r * lda + k]);
+        for (int v = 0; v < V; ++v) acc[r][v] = _mm512_fmadd_ps(a, w[v], acc[r][v]);
+      }
     }
-    for (int r = 0; r < R; ++r) {
-      const __m512 a = _mm512_set1_ps(A[(long)r * lda + k]);
-      for (int v = 0; v < V; ++v) acc[r][v] = _mm512_fmadd_ps(a, w[v], acc[r][v]);
-    }
-  }
+  };
+  run(0, k_tail, kAhead);
+  run(k_tail, K, kAhead + to_next_tile);
   for (int r = 0; r < R; ++r)
     for (int v = 0; v < V; ++v) _mm512_storeu_ps(out + r * G * kPanel + v * 16, acc[r][v]);
 }
