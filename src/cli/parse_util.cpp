@@ -49,10 +49,11 @@ CLI::Option* add_kv_cache_option(CLI::App* cmd, std::string& value) {
 
 CLI::Option* add_stream_interval_option(CLI::App* cmd, int& value) {
   return cmd
-      ->add_option("--stream-interval-ms", value,
-                   "A stream's tokens go out together at most this often (its first at once, each still "
-                   "its own event); 0 = each token as it comes. Every write wakes a thread that takes a "
-                   "core from decoding")
+      ->add_option(
+          "--stream-interval-ms", value,
+          "A stream's tokens go out together at most this often (its first at once, each still "
+          "its own event); 0 = each token as it comes. Every write wakes a thread that takes a "
+          "core from decoding")
       ->check(CLI::Range(0, 10000))
       ->capture_default_str();
 }

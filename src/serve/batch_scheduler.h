@@ -88,8 +88,8 @@ class Generation {
   std::vector<TokenLogprob> prompt_logprobs_;
   bool prompt_read_ = false;
   bool ended_ = false;
-  // Threads waiting in take() past their hold: a token wakes only them. Each wake-up of a request's thread
-  // takes a core from the compute threads for ~0.1 ms on a small VM (bench/RESULTS.md).
+  // Threads waiting in take() past their hold: a token wakes only them. Each wake-up of a request's
+  // thread takes a core from the compute threads for ~0.1 ms on a small VM (bench/RESULTS.md).
   int token_waiters_ = 0;
   std::string error_;
   GenerateResult result_;

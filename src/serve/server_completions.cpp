@@ -73,8 +73,9 @@ json InferenceServer::Impl::usage_json(const Job& job) const {
   return {{"prompt_tokens", prompt_tokens}, {"completion_tokens", generated}, {"total_tokens", prompt_tokens + generated}};
 }
 
-std::string InferenceServer::Impl::run(Job& job, Choice& c, const std::function<bool(const std::string&, int)>& emit,
-                                      const std::function<bool()>& flush) {
+std::string InferenceServer::Impl::run(Job& job, Choice& c,
+                                       const std::function<bool(const std::string&, int)>& emit,
+                                       const std::function<bool()>& flush) {
   const Clock::time_point start = Clock::now();
   // The tokens this choice took: a stop sequence or a client gone ends it there, though the
   // scheduler may have produced a token or two more meanwhile.
@@ -159,14 +160,17 @@ bool InferenceServer::Impl::stream(Job& job, httplib::DataSink& sink) {
           break;
         }
       }
-      const std::string tail = run(job, c, [&](const std::string& text, int chains) {
-        const auto lp = with_lp ? fresh_logprobs() : std::vector<TokenLogprob>();
-        json e = event(text, nullptr, with_lp ? &lp : nullptr);
-        c.text_sent += text.size();
-        c.role_sent = true;
-        e["chainlm"] = {{"chains", chains}};
-        return send(e);
-      }, flush);
+      const std::string tail = run(
+          job, c,
+          [&](const std::string& text, int chains) {
+            const auto lp = with_lp ? fresh_logprobs() : std::vector<TokenLogprob>();
+            json e = event(text, nullptr, with_lp ? &lp : nullptr);
+            c.text_sent += text.size();
+            c.role_sent = true;
+            e["chainlm"] = {{"chains", chains}};
+            return send(e);
+          },
+          flush);
       if (job.cancelled) break;
       const auto lp = with_lp ? fresh_logprobs() : std::vector<TokenLogprob>();
       json last = event(tail, finish_reason(c.result, c.text), with_lp ? &lp : nullptr);

@@ -140,7 +140,8 @@ struct InferenceServer::Impl {
   // Takes a choice's tokens; emit (if set) receives each token's releasable text and chains and
   // returns false when the client has gone away. Returns the text held back until the end
   // (the choice's last stream event carries it).
-  std::string run(Job& job, Choice& choice, const std::function<bool(const std::string&, int)>& emit,
+  std::string run(Job& job, Choice& choice,
+                  const std::function<bool(const std::string&, int)>& emit,
                   const std::function<bool()>& flush);
   // Cancels the choices from `first` on and frees the request's place.
   void finish(Job& job, size_t first);

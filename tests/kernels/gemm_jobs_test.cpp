@@ -5,7 +5,6 @@
 // weights share one rounding of each input (the most rows and columns any of them reads): the
 // products here read two inputs, with different row and column counts.
 #include <gtest/gtest.h>
-
 #include <omp.h>
 
 #include <algorithm>
@@ -175,7 +174,8 @@ TEST(GemmJobs, ThenSeesItsColumnsAndAnEarlierJobsFinalOnceEach) {
         ++by_thread.at(thread);
         for (int n = n0; n < n1; ++n) ++seen[n];
       }
-      EXPECT_EQ(std::count(seen.begin(), seen.end(), 1), N) << form_name(form) << ", " << t << " thread(s)";
+      EXPECT_EQ(std::count(seen.begin(), seen.end(), 1), N)
+          << form_name(form) << ", " << t << " thread(s)";
       EXPECT_EQ((int)log.calls.size(), t) << form_name(form);
       if (t == 2) {
         EXPECT_EQ(by_thread, (std::vector<int>{1, 1})) << form_name(form);

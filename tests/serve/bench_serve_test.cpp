@@ -20,9 +20,10 @@ TEST(BenchServe, PrintsALinePerConcurrencyWithEveryTokenDecoded) {
   TempDir dir;
   const std::string model = dir.file("model");
   testing::write_tiny_model(model, true);  // random weights: EOS comes early unless ignored
-  auto r = run_chainlm(dir, "bench serve --model " + quote(model) +
-                                " --concurrency 1,3 --tokens 20 --prompt-tokens 4 --chains mix --threads 1"
-                                " --stream-interval-ms 5");
+  auto r = run_chainlm(
+      dir, "bench serve --model " + quote(model) +
+               " --concurrency 1,3 --tokens 20 --prompt-tokens 4 --chains mix --threads 1"
+               " --stream-interval-ms 5");
   ASSERT_EQ(r.exit_code, 0) << r.err;
   std::istringstream lines(r.out);
   std::vector<json> got;
@@ -119,7 +120,8 @@ TEST(BenchServe, RefusesBadArgumentsNamingThem) {
        "--quant and --precision bf16 exclude each other"},
       {"--tokens 8 --quant q5", "--quant: q5 not in {q8_0,q4_0}"},
       {"--tokens 8 --rounds 0", "--rounds: Value 0 not in range 1 to 1000"},
-      {"--tokens 8 --stream-interval-ms -1", "--stream-interval-ms: Value -1 not in range 0 to 10000"},
+      {"--tokens 8 --stream-interval-ms -1",
+       "--stream-interval-ms: Value -1 not in range 0 to 10000"},
   };
   for (const auto& [flags, message] : cases) {
     auto r = run_chainlm(dir, "bench serve --model " + quote(model) + " --threads 1 " + flags);

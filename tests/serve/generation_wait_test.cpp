@@ -102,7 +102,8 @@ TEST(Generation, TakeSleepsThroughTokensUntilItsHoldOrTheEnd) {
   EXPECT_EQ(took.wait_for(std::chrono::milliseconds(50)), std::future_status::timeout)
       << "take returned during its hold with tokens ready";
   h.release();
-  ASSERT_EQ(took.wait_for(std::chrono::seconds(30)), std::future_status::ready) << "the end did not end the hold";
+  ASSERT_EQ(took.wait_for(std::chrono::seconds(30)), std::future_status::ready)
+      << "the end did not end the hold";
   ASSERT_TRUE(took.get());
   const GenerateResult r = h.gen->result();
   std::vector<int> ids;

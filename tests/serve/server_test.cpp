@@ -195,7 +195,8 @@ TEST_F(ServeTest, StreamSendsOneEventPerTokenThenUsageThenDone) {
 // writes (each wakes a thread that takes a core from decoding), the same events, and its end
 // at once rather than after the interval.
 TEST_F(ServeTest, StreamIntervalWritesTokensTogetherOneEventEach) {
-  const json request = {{"prompt", "x"}, {"max_tokens", 12}, {"seed", 3}, {"temperature", 1}, {"stream", true}};
+  const json request = {
+      {"prompt", "x"}, {"max_tokens", 12}, {"seed", 3}, {"temperature", 1}, {"stream", true}};
   auto streamed = [&](int interval_ms, int* writes) {
     ServeOptions o = one_thread();
     o.stream_interval_ms = interval_ms;
@@ -229,7 +230,8 @@ TEST_F(ServeTest, StreamIntervalWritesTokensTogetherOneEventEach) {
   EXPECT_LE(held, 3);
   EXPECT_GE(each, 12);
   const auto a = parse_stream(per_token), b = parse_stream(together);
-  EXPECT_EQ(testing::sse_data(together).size(), 14u) << together;  // 12 tokens, the last event, [DONE]
+  EXPECT_EQ(testing::sse_data(together).size(), 14u)
+      << together;  // 12 tokens, the last event, [DONE]
   EXPECT_EQ(b.text, a.text);
   EXPECT_EQ(b.chains, a.chains);
   EXPECT_TRUE(b.done);
