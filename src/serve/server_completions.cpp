@@ -74,7 +74,7 @@ json InferenceServer::Impl::usage_json(const Job& job) const {
 }
 
 std::string InferenceServer::Impl::run(Job& job, Choice& c,
-                                       const std::function<bool(const std::string&, int)>& emit,
+                                       const std::function<void(const std::string&, int)>& emit,
                                        const std::function<bool()>& flush) {
   const Clock::time_point start = Clock::now();
   // The tokens this choice took: a stop sequence or a client gone ends it there, though the
@@ -93,8 +93,8 @@ std::string InferenceServer::Impl::run(Job& job, Choice& c,
       ++taken;
       if (job.request.logprobs >= 0) c.logprobs.push_back(std::move(t.logprob));
       const std::string out = c.text.push(t.text);
-      if (emit && !emit(out, t.chains)) job.cancelled = true;
-      if (job.cancelled || c.text.stopped()) {
+      if (emit) emit(out, t.chains);
+      if (c.text.stopped()) {
         c.gen->cancel();
         stopped_here = true;
         break;
@@ -132,11 +132,11 @@ bool InferenceServer::Impl::stream(Job& job, httplib::DataSink& sink) {
     held.clear();
     return ok;
   };
-  auto send = [&](const json& event) {
-    held += "data: " + json_dump(event) + "\n\n";
-    return true;
+  auto hold = [&](const json& event) { held += "data: " + json_dump(event) + "\n\n"; };
+  auto send_now = [&](const json& event) {
+    hold(event);
+    return flush();
   };
-  auto send_now = [&](const json& event) { return send(event) && flush(); };
   size_t next_choice = 0;  // choices not run yet are cancelled if the stream ends early
   try {
     const bool with_lp = job.request.logprobs >= 0;
@@ -168,7 +168,7 @@ bool InferenceServer::Impl::stream(Job& job, httplib::DataSink& sink) {
             c.text_sent += text.size();
             c.role_sent = true;
             e["chainlm"] = {{"chains", chains}};
-            return send(e);
+            hold(e);
           },
           flush);
       if (job.cancelled) break;
@@ -176,17 +176,14 @@ bool InferenceServer::Impl::stream(Job& job, httplib::DataSink& sink) {
       json last = event(tail, finish_reason(c.result, c.text), with_lp ? &lp : nullptr);
       last["chainlm"] = stats_json(job, c);
       if (!job.chat && &c == &job.choices.back()) last["usage"] = usage_json(job);
-      if (!send(last)) {  // (goes out with the next write)
-        job.cancelled = true;
-        break;
-      }
+      hold(last);  // goes out with the next write
     }
     finish(job, next_choice);
     if (job.cancelled) return false;
     if (job.include_usage) {
       json usage = response_json(job, json::array(), true);
       usage["usage"] = usage_json(job);
-      if (!send(usage)) return false;
+      hold(usage);
     }
     held += "data: [DONE]\n\n";
     if (!flush()) return false;

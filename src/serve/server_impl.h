@@ -137,11 +137,12 @@ struct InferenceServer::Impl {
   // Admission (503 when full), every choice's generation submitted, then the answer, streamed
   // or whole.
   void start(const std::shared_ptr<Job>& job, httplib::Response& res);
-  // Takes a choice's tokens; emit (if set) receives each token's releasable text and chains and
-  // returns false when the client has gone away. Returns the text held back until the end
-  // (the choice's last stream event carries it).
+  // Takes a choice's tokens, those ready together at most every stream_interval_ms; emit (if
+  // set) receives each token's releasable text and chains, and flush (if set), after each batch,
+  // writes what emit was given and returns false when the client has gone away. Returns the text
+  // held back until the end (the choice's last stream event carries it).
   std::string run(Job& job, Choice& choice,
-                  const std::function<bool(const std::string&, int)>& emit,
+                  const std::function<void(const std::string&, int)>& emit,
                   const std::function<bool()>& flush);
   // Cancels the choices from `first` on and frees the request's place.
   void finish(Job& job, size_t first);
