@@ -169,6 +169,17 @@ void BatchScheduler::on_logits(Generation& g, const float* logits) {
     g.pending_ = next;
 }
 
+// A prompt's last piece of one token (a CoLM-Air prompt after its chain-1 body, or a prompt
+// of one token) runs with every other sequence's decoding step rather than as a pass of its
+// own: a step's rows cost little more than one row, and a one-token piece is the pass a
+// decoding step makes for its row (batch_decode.h: the same bits), so the request gets the
+// tokens it gets alone. PHD steps run a token's hidden copies, which a prompt's last pass may
+// not (InferenceSession::phd_hidden_positions): its prompts keep their own passes.
+bool BatchScheduler::last_prompt_token(const Generation& g) const {
+  return !model_.config().phd.enabled() && g.pending_ < 0 && g.result_.tokens.empty() &&
+         g.session_->length() + 1 == (int)g.prompt_.size();
+}
+
 void BatchScheduler::prefill_piece(Generation& g) {
   InferenceSession& s = *g.session_;
   const int before = s.length(), V = model_.config().vocab_size;
@@ -234,14 +245,20 @@ void BatchScheduler::loop() {
     for (auto& g : active)
       if (g->cancelled_ && !g->ended_) g->end(StopReason::callback);
     try {
-      // One decoding step for every generation past its prompt.
+      // One decoding step for every generation past its prompt, and for every prompt whose
+      // last token is all that is left of it (see last_prompt_token).
       std::vector<DecodeRow> rows;
       std::vector<Generation*> decoding;
-      for (auto& g : active)
-        if (!g->ended_ && g->pending_ >= 0) {
+      for (auto& g : active) {
+        if (g->ended_) continue;
+        if (g->pending_ >= 0)
           rows.push_back({g->session_, g->pending_, g->schedule_.chains_for((int)g->result_.tokens.size())});
-          decoding.push_back(g.get());
-        }
+        else if (last_prompt_token(*g))
+          rows.push_back({g->session_, g->prompt_.back(), g->schedule_.chains_for(0)});
+        else
+          continue;
+        decoding.push_back(g.get());
+      }
       const Generation::Clock::time_point step_start = Generation::Clock::now();
       // The last turn, if it was a step alone, timed to this one for the tuner.
       if (last_rows > 0 && !rows.empty())

@@ -4,6 +4,7 @@
 // mid-generation, PHD), with different sub-models, schedules, sampling and streaming at once.
 #include <gtest/gtest.h>
 
+#include <array>
 #include <condition_variable>
 #include <future>
 #include <mutex>
@@ -162,6 +163,54 @@ TEST_F(ServeBatching, PhdRequestsGetTheirAloneTokensInBatches) {
   p.chunk = 8;
   testing::write_tiny_model(m, true, 64, 32, 2, p);
   expect_batched_answers_equal_alone(m);
+}
+
+// A prompt's last token, when it is all that is left of the prompt (a CoLM-Air prompt after
+// its chain-1 body, a prompt of BOS alone), is read in the decoding step with the other
+// sequences' tokens rather than in a pass of its own; plain CoLM reads its whole prompt in one
+// piece, and PHD keeps its own passes. The tokens are those of `chainlm generate` either way
+// (ServeTest.TextIsIdenticalToChainlmGenerate) and of requests alone (the tests above).
+TEST_F(ServeBatching, APromptsLastTokenIsReadInTheDecodingStep) {
+  const std::string air = dir.file("air"), colm = dir.file("colm"), phd = dir.file("phd");
+  testing::write_tiny_model(air, true);
+  testing::write_tiny_model(colm, false);
+  PhdConfig p;
+  p.repeat = 2;
+  p.window = 4;
+  p.chunk = 8;
+  testing::write_tiny_model(phd, true, 64, 32, 2, p);
+  struct Case {
+    std::string model, prompt;
+    int chains;
+    long pieces, steps;  // what one request of 4 tokens takes
+  };
+  const std::vector<Case> cases = {
+      {air, "The chain", 3, 1, 4},  // the body through chain 1, then a step per token
+      {air, "", 2, 0, 4},           // BOS alone: no piece at all
+      {air, "The chain", 1, 1, 3},  // chain 1 throughout: one piece, its last row's logits
+      {colm, "The chain", 3, 1, 3},
+      {phd, "", 2, 1, 3},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.model + " chains " + std::to_string(c.chains) + " prompt '" + c.prompt + "'");
+    ServeOptions o;
+    o.threads = 1;
+    ServerUnderTest s(c.model, o);
+    auto counters = [&] {
+      const std::string m = s.client().Get("/metrics")->body;
+      return std::array<long, 3>{metric(m, "chainlm_prefill_pieces_total"),
+                                 metric(m, "chainlm_decode_steps_total"),
+                                 metric(m, "chainlm_decode_rows_total")};
+    };
+    const auto before = counters();
+    const Answer a = ask(s, {{"prompt", c.prompt}, {"chains", c.chains}, {"max_tokens", 4},
+                             {"temperature", 0}, {"ignore_eos", true}});
+    const auto after = counters();
+    EXPECT_EQ(a.tokens, 4);
+    EXPECT_EQ(after[0] - before[0], c.pieces);
+    EXPECT_EQ(after[1] - before[1], c.steps);
+    EXPECT_EQ(after[2] - before[2], c.steps) << "alone, every step decodes one row";
+  }
 }
 
 }  // namespace
