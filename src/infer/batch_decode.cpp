@@ -46,6 +46,7 @@ void chain_linear_rows(const ChainLinear& cl, int n, BlocksOf blocks_of, const f
     const int in_w = cl.in.end(i);
     jobs.push_back(
         {rows, cl.out.width(i), in_w, x, ldx, w[i], in_w, y + cl.out.begin(i), ldy, beta});
+    jobs.back().turn = i;  // the gate and up blocks i split alike, for SwiGLU's `then`
   }
 }
 

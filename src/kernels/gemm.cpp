@@ -324,9 +324,10 @@ void gemm_nt_jobs(const GemmNtJob* jobs, int n) {
     try {
       for (int j = 0; j < n; ++j) {
         const GemmNtJob& g = jobs[j];
-        int n0 = (int)((long)g.N * t / nt), n1 = (int)((long)g.N * (t + 1) / nt);
+        const int share = (t + g.turn) % nt;
+        int n0 = (int)((long)g.N * share / nt), n1 = (int)((long)g.N * (share + 1) / nt);
         if (g.B.panels && !g.B.bf16 && !g.B.quant)
-          panel_column_share(g.B.panel_row, g.N, t, nt, &n0, &n1);
+          panel_column_share(g.B.panel_row, g.N, share, nt, &n0, &n1);
         if (n1 <= n0) continue;
         if (rounded[j].rows)
           gemm_nt_bf16(g.M, n1 - n0, g.K, rounded[j].rows, rounded[j].ld,

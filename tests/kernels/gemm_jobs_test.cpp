@@ -121,8 +121,9 @@ TEST(GemmJobs, OneRegionGivesTheBitsOfTheProductsOneByOne) {
 }
 
 // A job's `then` runs once per thread's share of its columns, after they are final, and sees the
-// same columns of an earlier job of the same N final too (a batched step's SwiGLU reads the gate
-// product's columns when the up product's are done).
+// same columns of an earlier job of the same N and turn final too (a batched step's SwiGLU reads
+// the gate product's columns when the up product's are done), whichever thread the turn gives
+// the larger share.
 struct ThenLog {
   const std::vector<float>* want_gate;
   const std::vector<float>* want_up;
@@ -156,22 +157,26 @@ TEST(GemmJobs, ThenSeesItsColumnsAndAnEarlierJobsFinalOnceEach) {
     set_num_threads(1);
     gemm_nt(M, N, K, A.data(), K, wg.ref, K, want_gate.data(), ld, 0.0f);
     gemm_nt(M, N, K, A.data(), K, wu.ref, K, want_up.data(), ld, 0.0f);
-    for (int t : {1, 2}) {
+    int larger_share[2] = {-1, -1};  // by turn: the thread whose share had more columns
+    for (int t : {1, 2})
+      for (int turn : {0, 1}) {
       std::vector<float> gate((size_t)M * ld, 0.0f), up((size_t)M * ld, 0.0f);
       ThenLog log{&want_gate, &want_up, gate.data(), ld, {}, true};
       std::vector<GemmNtJob> jobs = {{M, N, K, A.data(), K, wg.ref, K, gate.data(), ld, 0.0f},
                                      {M, N, K, A.data(), K, wu.ref, K, up.data(), ld, 0.0f}};
       jobs[1].then = &check_then;
       jobs[1].then_ctx = &log;
+      for (GemmNtJob& j : jobs) j.turn = turn;
       set_num_threads(t);
       gemm_nt_jobs(jobs.data(), (int)jobs.size());
       set_num_threads(1);
       EXPECT_TRUE(log.final_when_called) << form_name(form) << ", " << t << " thread(s)";
       // Every column once, one range per thread.
       std::vector<int> seen(N, 0);
-      std::vector<int> by_thread(2, 0);
+      std::vector<int> by_thread(2, 0), columns(2, 0);
       for (const auto& [thread, n0, n1] : log.calls) {
         ++by_thread.at(thread);
+        columns.at(thread) += n1 - n0;
         for (int n = n0; n < n1; ++n) ++seen[n];
       }
       EXPECT_EQ(std::count(seen.begin(), seen.end(), 1), N)
@@ -179,8 +184,13 @@ TEST(GemmJobs, ThenSeesItsColumnsAndAnEarlierJobsFinalOnceEach) {
       EXPECT_EQ((int)log.calls.size(), t) << form_name(form);
       if (t == 2) {
         EXPECT_EQ(by_thread, (std::vector<int>{1, 1})) << form_name(form);
+        ASSERT_NE(columns[0], columns[1]) << "the shares should be uneven here";
+        larger_share[turn] = columns[1] > columns[0];
       }
     }
+    // The turn hands the larger share to the other thread (so that a region of uneven
+    // products, a CoLM FFN's 11-panel blocks, does not load one thread with every extra panel).
+    EXPECT_NE(larger_share[0], larger_share[1]) << form_name(form);
   }
   set_num_threads(threads);
 }
