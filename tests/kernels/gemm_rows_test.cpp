@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <cstring>
+#include <utility>
 #include <vector>
 
 #include "bf16_path.h"
@@ -60,8 +61,9 @@ TEST(GemmRows, Fp32RowsDoNotDependOnTheRowsBesideThem) {
 TEST(GemmRows, Bf16RowsDoNotDependOnTheRowsBesideThem) {
   for (bool emulated : {false, true}) {  // the CPU's bf16 dot products, and the widening kernel
     const Bf16Path path(emulated);
-    for (int K : {64, 45, 256, 97}) {
-      const int N = 96;
+    // K: whole blocks of 64, a last block of 32 and a masked rest; N: tiles of 4 weight rows
+    // and a last one of 1, 2 or 3.
+    for (auto [N, K] : {std::pair{96, 64}, {96, 45}, {96, 256}, {96, 97}, {37, 160}, {38, 1408}, {39, 13}}) {
       const auto Bf = random_vector((size_t)N * K, 10);
       std::vector<bf16_t> B(Bf.size());
       for (size_t i = 0; i < Bf.size(); ++i) B[i] = to_bf16(Bf[i]);
