@@ -4,6 +4,9 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <limits>
+#include <random>
 #include <vector>
 
 #include "core/error.h"
@@ -25,6 +28,39 @@ TEST(Sampler, LogitBiasMovesGreedyChoices) {
   o.logit_bias = {{0, 100.0f}};
   Sampler s(o);
   for (int i = 0; i < 50; ++i) EXPECT_EQ(s.sample(logits.data(), 4), 0);
+}
+
+// Greedy sampling is llama2.c's argmax (the first index whose logit no earlier one reaches,
+// NaNs never chosen unless the first logit is one), whatever the length (vector blocks and
+// their tails), with ties, both zeros, infinities and NaNs placed anywhere.
+TEST(Sampler, GreedyIsTheFirstLargestLogit) {
+  auto reference = [](const std::vector<float>& x) {
+    int best = 0;
+    for (int i = 1; i < (int)x.size(); ++i)
+      if (x[i] > x[best]) best = i;
+    return best;
+  };
+  SamplingOptions o;
+  o.temperature = 0;
+  Sampler s(o);
+  std::mt19937 rng(3);
+  const float nan = std::numeric_limits<float>::quiet_NaN(), inf = std::numeric_limits<float>::infinity();
+  const float specials[] = {nan, inf, -inf, 0.0f, -0.0f, 5.0f};
+  int checked = 0;
+  for (int n : {1, 2, 7, 15, 16, 17, 31, 32, 33, 47, 64, 100, 4096}) {
+    for (int trial = 0; trial < 200; ++trial) {
+      std::vector<float> x(n);
+      // Few distinct values, so that the maximum often repeats.
+      for (float& v : x) v = (float)(rng() % 7) - 3.0f;
+      const int planted = (int)(rng() % 4);
+      for (int p = 0; p < planted; ++p) x[rng() % n] = specials[rng() % 6];
+      if (trial % 10 == 0) std::fill(x.begin(), x.end(), trial % 20 == 0 ? -0.0f : -inf);
+      if (trial % 10 == 5) x[rng() % n] = nan;
+      ASSERT_EQ(s.sample(x.data(), n), reference(x)) << "n " << n << ", trial " << trial;
+      ++checked;
+    }
+  }
+  EXPECT_EQ(checked, 13 * 200);
 }
 
 TEST(Sampler, PenaltiesLowerTokensAlreadySampled) {
