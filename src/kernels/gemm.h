@@ -115,9 +115,9 @@ struct GemmNtJob {
 // they share one parallel region, each thread taking its share of every product's columns (of
 // a weight in panels, whole panels): a region costs 3-4 us on the VMs measured, and a decoding
 // step entered one per weight block. Jobs with the same N, weight form and turn split their
-// columns alike and run in order on each thread, so later ones may add (beta 1) into an earlier one's C:
-// a running sum over a weight's column blocks (infer/head_logits.h), and a job's `then` may
-// read the same columns of an earlier one's C.
+// columns alike and run in order on each thread, so later ones may add (beta 1) into an
+// earlier one's C: a running sum over a weight's column blocks (infer/head_logits.h), and a
+// job's `then` may read the same columns of an earlier one's C.
 void gemm_nt_jobs(const GemmNtJob* jobs, int n);
 
 // C(M,N) = A(M,K) · B(K,N) + beta*C

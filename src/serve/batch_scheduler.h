@@ -1,8 +1,9 @@
 #pragma once
 // Continuous batching for `chainlm serve` (docs/serving.md, "Batching"). One scheduler thread
 // does all of the server's model compute. Each turn it runs one decoding step for every
-// generation past its prompt (and every prompt with only its last token left), as one batched pass (infer/batch_decode.h: each request keeps
-// its own sub-model, chain schedule and sampling), then reads prompt pieces of at most
+// generation past its prompt (and every prompt with only its last token left), as one batched
+// pass (infer/batch_decode.h: each request keeps its own sub-model, chain schedule and
+// sampling), then reads prompt pieces of at most
 // prefill_chunk tokens, oldest prompt first, until it has read prefill_chunk tokens: a long
 // prompt delays the others' next tokens by one piece, not by the whole prompt, and many short
 // prompts are read in one turn. Generations join between turns and leave when they end or are
@@ -138,8 +139,9 @@ class BatchScheduler {
   void loop();
   // The sampled token after logits; ends the generation when it should.
   void on_logits(Generation& g, const float* logits);
-  // One prompt piece of g; with prompt log-probabilities, those of the piece's next tokens.
+  // Whether g's prompt has only its last token left, which the next decoding step reads.
   bool last_prompt_token(const Generation& g) const;
+  // One prompt piece of g; with prompt log-probabilities, those of the piece's next tokens.
   void prefill_piece(Generation& g);
   void release(Generation& g);
 

@@ -90,7 +90,9 @@ std::string Metrics::render(const Gauges& g) const {
   counter(os, "chainlm_decode_steps_total", "Batched decoding steps (each advances every active generation by a token).",
           g.decode_steps);
   counter(os, "chainlm_decode_rows_total",
-          "Tokens those steps read (generated ones, and prompts' last tokens); divided by the steps, the average batch.", g.decode_rows);
+          "Tokens those steps read (generated ones, and prompts' last tokens); divided by the "
+          "steps, the average batch.",
+          g.decode_rows);
   counter(os, "chainlm_prefill_pieces_total", "Prompt pieces (of up to --prefill-chunk tokens) read between steps.",
           g.prefill_pieces);
   os << "# HELP chainlm_decode_seconds_total Time in decoding steps.\n# TYPE chainlm_decode_seconds_total counter\n"

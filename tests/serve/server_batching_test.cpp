@@ -5,9 +5,11 @@
 #include <gtest/gtest.h>
 
 #include <array>
+#include <chrono>
 #include <condition_variable>
 #include <future>
 #include <mutex>
+#include <thread>
 
 #include "serve_test_util.h"
 
@@ -205,7 +207,17 @@ TEST_F(ServeBatching, APromptsLastTokenIsReadInTheDecodingStep) {
     const auto before = counters();
     const Answer a = ask(s, {{"prompt", c.prompt}, {"chains", c.chains}, {"max_tokens", 4},
                              {"temperature", 0}, {"ignore_eos", true}});
-    const auto after = counters();
+    // The scheduler counts a turn after handing its tokens over, so the response may come
+    // before the last turn is counted: wait for the expected counts (at most 10 s), then check.
+    std::array<long, 3> after{};
+    const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    do {
+      after = counters();
+      if (after[0] - before[0] == c.pieces && after[1] - before[1] == c.steps &&
+          after[2] - before[2] == c.steps)
+        break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    } while (std::chrono::steady_clock::now() < until);
     EXPECT_EQ(a.tokens, 4);
     EXPECT_EQ(after[0] - before[0], c.pieces);
     EXPECT_EQ(after[1] - before[1], c.steps);
