@@ -176,8 +176,8 @@ void BatchScheduler::on_logits(Generation& g, const float* logits) {
 // tokens it gets alone. PHD steps run a token's hidden copies, which a prompt's last pass may
 // not (InferenceSession::phd_hidden_positions): its prompts keep their own passes.
 bool BatchScheduler::last_prompt_token(const Generation& g) const {
-  return !model_.config().phd.enabled() && g.pending_ < 0 && g.result_.tokens.empty() &&
-         g.session_->length() + 1 == (int)g.prompt_.size();
+  // (A session one token short of its prompt has generated nothing and has no token pending.)
+  return !model_.config().phd.enabled() && g.session_->length() + 1 == (int)g.prompt_.size();
 }
 
 void BatchScheduler::prefill_piece(Generation& g) {

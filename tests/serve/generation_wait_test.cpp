@@ -4,9 +4,7 @@
 // sleeps through the tokens published during its hold (a stream's interval).
 #include <gtest/gtest.h>
 
-#include <condition_variable>
 #include <future>
-#include <mutex>
 
 #include "serve/batch_scheduler.h"
 #include "serve_test_util.h"
@@ -26,12 +24,9 @@ class HeldGeneration {
     tok_ = load_tokenizer(find_tokenizer_in_dir(dir_.path()));
     SchedulerOptions o;
     o.threads = 1;
+    hold_.arm();
     o.on_token = [this](int index) {
-      if (index != 3) return;
-      std::unique_lock<std::mutex> lock(m_);
-      held_ = true;
-      cv_.notify_all();
-      cv_.wait(lock, [&] { return released_; });
+      if (index == 3) hold_.at_token();
     };
     scheduler_ = std::make_unique<BatchScheduler>(*model_, *tok_, o);
     GenerateOptions g;
@@ -44,25 +39,14 @@ class HeldGeneration {
     scheduler_->submit(gen);
   }
   ~HeldGeneration() { release(); }
-  bool wait_held() {
-    std::unique_lock<std::mutex> lock(m_);
-    return cv_.wait_for(lock, std::chrono::seconds(30), [&] { return held_; });
-  }
-  void release() {
-    {
-      std::lock_guard<std::mutex> lock(m_);
-      released_ = true;
-    }
-    cv_.notify_all();
-  }
+  bool wait_held() { return hold_.wait_held(30); }
+  void release() { hold_.open(); }
 
  private:
   TempDir dir_;
   std::unique_ptr<Model> model_;
   std::unique_ptr<Tokenizer> tok_;
-  std::mutex m_;
-  std::condition_variable cv_;
-  bool held_ = false, released_ = false;
+  testing::Hold hold_;
 
  public:
   std::shared_ptr<Generation> gen;  // (after what it uses, destroyed before it)

@@ -10,8 +10,10 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <condition_variable>
 #include <cstdlib>
 #include <memory>
+#include <mutex>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <thread>
@@ -24,6 +26,37 @@
 #include "serve/server.h"
 
 namespace chainlm::testing {
+
+// Once armed, holds the scheduler at the next token it generates (a SchedulerOptions::on_token
+// calling at_token) until opened: requests sent meanwhile all join the batch together, or a
+// test looks at a generation mid-way.
+class Hold {
+ public:
+  void arm() {
+    std::lock_guard<std::mutex> lock(m_);
+    armed_ = true;
+  }
+  void at_token() {
+    std::unique_lock<std::mutex> lock(m_);
+    held_ = armed_;
+    cv_.notify_all();
+    cv_.wait(lock, [&] { return !armed_; });
+  }
+  bool wait_held(double seconds = 10) {
+    std::unique_lock<std::mutex> lock(m_);
+    return cv_.wait_for(lock, std::chrono::duration<double>(seconds), [&] { return held_; });
+  }
+  void open() {
+    std::lock_guard<std::mutex> lock(m_);
+    armed_ = false;
+    cv_.notify_all();
+  }
+
+ private:
+  std::mutex m_;
+  std::condition_variable cv_;
+  bool armed_ = false, held_ = false;
+};
 
 // A randomly initialized 3-chain model (chain widths 1, 1, 2) with the byte tokenizer, saved
 // as a checkpoint directory. Random weights emit arbitrary bytes, invalid UTF-8 included.

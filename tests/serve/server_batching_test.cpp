@@ -6,9 +6,7 @@
 
 #include <array>
 #include <chrono>
-#include <condition_variable>
 #include <future>
-#include <mutex>
 #include <thread>
 
 #include "serve_test_util.h"
@@ -18,38 +16,9 @@ namespace {
 
 using nlohmann::json;
 using testing::parse_stream;
+using testing::Hold;
 using testing::ServerUnderTest;
 using testing::TempDir;
-
-// Once armed, holds the scheduler at the next token it generates until opened, so that the
-// requests sent meanwhile all join the batch together.
-class Hold {
- public:
-  void arm() {
-    std::lock_guard<std::mutex> lock(m_);
-    armed_ = true;
-  }
-  void at_token() {
-    std::unique_lock<std::mutex> lock(m_);
-    held_ = armed_;
-    cv_.notify_all();
-    cv_.wait(lock, [&] { return !armed_; });
-  }
-  bool wait_held() {
-    std::unique_lock<std::mutex> lock(m_);
-    return cv_.wait_for(lock, std::chrono::seconds(10), [&] { return held_; });
-  }
-  void open() {
-    std::lock_guard<std::mutex> lock(m_);
-    armed_ = false;
-    cv_.notify_all();
-  }
-
- private:
-  std::mutex m_;
-  std::condition_variable cv_;
-  bool armed_ = false, held_ = false;
-};
 
 long metric(const std::string& text, const std::string& name) {
   const size_t at = text.find("\n" + name + " ");
