@@ -15,7 +15,6 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
-#include <vector>
 
 #include "kernels/attention_passes.h"
 #include "kernels/attention_tiles.h"
@@ -82,12 +81,10 @@ void forward_tile(const AttentionShape& s, int b, int h, int i0, int nq, const f
 // softmax, p.V. The keys go in blocks (16 for the scores, 64 for p.V), each block through every
 // head before the next, so K and V are read once, in order, as rows of all their heads (a
 // decoding step's cache read is a stream, not one strided pass per head; bench/RESULTS.md, "A
-// 16-bit KV cache"). Query heads that share a KV head (GQA, CoLM-Air) go through the block
-// together, up to four at a time, each key and value row loaded once for all of them
-// (rows_scores16, rows_weighted_sum: the same bits as head by head). They need not be
-// consecutive: CoLM-Air's chains each map their heads onto chain 1's KV heads, so heads
-// 0, 2, 4, 6 of [2,2,2,2] share KV head 0. K and V are fp32 rows, or halves (a 16-bit KV
-// cache) widened as they are read.
+// 16-bit KV cache"). Consecutive query heads that share a KV head (GQA, CoLM-Air) go through
+// the block together, up to four at a time, each key and value row loaded once for all of them
+// (rows_scores16, rows_weighted_sum: the same bits as head by head). K and V are fp32 rows, or
+// halves (a 16-bit KV cache) widened as they are read.
 template <typename T>
 void forward_rows(const AttentionShape& s, int b, int h0, int h1, int i0, int nq, const float* q, const T* k,
                   const T* v, float* o, float* lse) {
@@ -97,23 +94,14 @@ void forward_rows(const AttentionShape& s, int b, int h0, int h1, int i0, int nq
   const T* kb0 = k + b * Tk * s.kv_stride;
   const T* vb0 = v + b * Tk * s.kv_stride;
   auto kv_col = [&](int x) { return static_cast<long>(kv_head(s, h0 + x)) * hd; };
-  // The heads (offsets from h0) in groups of at most kGroup that read one KV head:
-  // group_heads_by_kv_head's groups cut to [h0, h1) and into kGroups. Group i is
-  // order[group_start[i] .. group_start[i + 1]).
+  // The heads in groups of at most kGroup consecutive ones with one KV head: group x0 has
+  // group_size(x0) heads.
   constexpr int kGroup = 4;
-  thread_local std::vector<int> order, group_start;
-  order.clear();
-  group_start.clear();
-  const KvHeadGroups kv = group_heads_by_kv_head(s);
-  for (int g = 0; g < kv.groups; ++g)
-    for (int i = kv.start[g], in_group = 0; i < kv.start[g + 1]; ++i) {
-      const int h = kv.order[i];
-      if (h < h0 || h >= h1) continue;
-      if (in_group++ % kGroup == 0) group_start.push_back((int)order.size());
-      order.push_back(h - h0);
-    }
-  group_start.push_back((int)order.size());
-  const int n_groups = (int)group_start.size() - 1;
+  auto group_size = [&](int x0) {
+    int g = 1;
+    while (g < kGroup && x0 + g < nh && kv_head(s, h0 + x0 + g) == kv_head(s, h0 + x0)) ++g;
+    return g;
+  };
   for (int i = 0; i < nq; ++i) {
     const int64_t qpos = static_cast<int64_t>(s.q_offset) + i0 + i;
     int64_t kb, ke;
@@ -145,31 +133,24 @@ void forward_rows(const AttentionShape& s, int b, int h0, int h1, int i0, int nq
         const int m = std::min(16, nk - j);
         const uint32_t allowed = static_cast<uint32_t>((bits >> j) & 0xFFFF);
         const long row = kb + j0 + j;
-        for (int gi = 0; gi < n_groups; ++gi) {
-          const int* heads = order.data() + group_start[gi];
-          const int g = group_start[gi + 1] - group_start[gi];
+        for (int x0 = 0, g; x0 < nh; x0 += g) {
+          g = group_size(x0);
           if (allowed == 0) {
-            for (int y = 0; y < g; ++y)
-              std::fill(sc + heads[y] * ldn + j0 + j, sc + heads[y] * ldn + j0 + j + 16, kNegInf);
+            for (int x = x0; x < x0 + g; ++x) std::fill(sc + x * ldn + j0 + j, sc + x * ldn + j0 + j + 16, kNegInf);
             continue;
           }
-          const T* kg = kb0 + row * s.kv_stride + kv_col(heads[0]);
+          const T* kg = kb0 + row * s.kv_stride + kv_col(x0);
           if (g > 1 && allowed == low_bits(m)) {  // every key of the block: the group together
-            float group_mx[kGroup];
-            for (int y = 0; y < g; ++y) {
-              qh[y] = qrow0 + static_cast<long>(heads[y]) * hd;
-              outs[y] = sc + heads[y] * ldn + j0 + j;
-              group_mx[y] = mx[heads[y]];
+            for (int x = 0; x < g; ++x) {
+              qh[x] = qrow0 + static_cast<long>(x0 + x) * hd;
+              outs[x] = sc + (x0 + x) * ldn + j0 + j;
             }
-            rows_scores16(qh, g, kg, s.kv_stride, m, hd, outs, group_mx);
-            for (int y = 0; y < g; ++y) mx[heads[y]] = group_mx[y];
+            rows_scores16(qh, g, kg, s.kv_stride, m, hd, outs, mx + x0);
             continue;
           }
-          for (int y = 0; y < g; ++y) {
-            const int x = heads[y];
+          for (int x = x0; x < x0 + g; ++x)
             mx[x] = std::max(mx[x], row_scores16(qrow0 + static_cast<long>(x) * hd, kg, s.kv_stride, m, hd,
                                                  allowed, sc + x * ldn + j0 + j));
-          }
         }
       }
     }
@@ -189,20 +170,17 @@ void forward_rows(const AttentionShape& s, int b, int h0, int h1, int i0, int nq
     std::fill(acc, acc + nh * ldh, 0.0f);
     for (long j0 = 0; j0 < n; j0 += 64) {
       const long nk = std::min<long>(64, n - j0);
-      for (int gi = 0; gi < n_groups; ++gi) {
-        const int* heads = order.data() + group_start[gi];
-        const int g = group_start[gi + 1] - group_start[gi];
+      for (int x0 = 0, g; x0 < nh; x0 += g) {
+        g = group_size(x0);
         int live = 0;  // the group's heads that attend something
-        for (int y = 0; y < g; ++y)
-          if (inv[heads[y]] != 0.0f) {
-            probs[live] = sc + heads[y] * ldn + j0;
-            parts[live++] = part + heads[y] * ldh;
+        for (int x = x0; x < x0 + g; ++x)
+          if (inv[x] != 0.0f) {
+            probs[live] = sc + x * ldn + j0;
+            parts[live++] = part + x * ldh;
           }
         if (live == 0) continue;
-        rows_weighted_sum(probs, live, nk, vb0 + (kb + j0) * s.kv_stride + kv_col(heads[0]),
-                          s.kv_stride, hd, parts);
-        for (int y = 0; y < g; ++y) {
-          const int x = heads[y];
+        rows_weighted_sum(probs, live, nk, vb0 + (kb + j0) * s.kv_stride + kv_col(x0), s.kv_stride, hd, parts);
+        for (int x = x0; x < x0 + g; ++x) {
           if (inv[x] == 0.0f) continue;
           float* a = acc + x * ldh;
           const float* pt = part + x * ldh;

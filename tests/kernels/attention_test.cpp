@@ -235,45 +235,6 @@ TEST(Attention, DecodeRowsWithHeadsSharingKvHeadsMatchReference) {
       }
 }
 
-TEST(Attention, DecodeRowsGiveEachHeadTheBitsItGetsAlone) {
-  // Heads of one KV head go through each key block together even when other heads come between
-  // them (CoLM-Air maps each chain's heads onto chain 1's KV heads: 0, 1, 0, 1, ...), four at a
-  // time at most. Each head's output and lse must be the bits it gets as the only head.
-  const std::vector<std::vector<int>> maps = {
-      {0, 1, 0, 1, 0, 1, 0, 1}, {0, 1, 0, 0, 1, 0, 0, 2, 0, 0, 1}, {1, 0, 2, 1, 0, 2}};
-  uint64_t seed = 900;
-  for (const std::vector<int>& map : maps)
-    for (int Tq : {1, 3})
-      for (int Tk : {Tq, 70, 150}) {
-        Case c;
-        c.batch = 2, c.q_len = Tq, c.kv_len = Tk, c.q_offset = Tk - Tq, c.n_heads = (int)map.size();
-        c.head_dim = 64, c.kv_heads_held = *std::max_element(map.begin(), map.end()) + 1,
-        c.kv_map = map;
-        SCOPED_TRACE(::testing::Message() << "heads " << c.n_heads << " Tq " << Tq << " Tk " << Tk);
-        const AttentionShape s = c.shape();
-        const Inputs in = make_inputs(c, seed++);
-        std::vector<float> o(c.o_size()), lse(c.lse_size());
-        attention_forward(s, in.q.data(), in.k.data(), in.v.data(), o.data(), lse.data());
-        for (int h = 0; h < c.n_heads; ++h) {
-          AttentionShape one = s;
-          one.n_heads = 1;
-          one.kv_head_of = &map[h];
-          std::vector<float> oh(c.o_size()), lseh((size_t)c.batch * Tq);
-          attention_forward(one, in.q.data() + (size_t)h * c.head_dim, in.k.data(), in.v.data(),
-                            oh.data() + (size_t)h * c.head_dim, lseh.data());
-          for (int r = 0; r < c.batch * Tq; ++r) {
-            for (int d = 0; d < c.head_dim; ++d) {
-              const size_t at = (size_t)r * s.o_stride + (size_t)h * c.head_dim + d;
-              ASSERT_EQ(o[at], oh[at]) << "head " << h << " row " << r << " column " << d;
-            }
-            const int b = r / Tq, i = r % Tq;
-            ASSERT_EQ(lse[((size_t)b * c.n_heads + h) * Tq + i], lseh[(size_t)b * Tq + i])
-                << "head " << h;
-          }
-        }
-      }
-}
-
 TEST(Attention, DecodeRowsEqualTheFullPass) {
   // The last m rows of a causal pass over T tokens equal a pass of m query rows at
   // q_offset = T - m over the same keys (a KV cache).
