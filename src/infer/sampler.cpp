@@ -4,58 +4,9 @@
 #include <cmath>
 
 #include "core/error.h"
-#include "kernels/simd.h"
+#include "kernels/argmax.h"
 
 namespace chainlm {
-
-namespace {
-
-// The first index of the largest of x[0, n), NaNs passed over, as llama2.c's argmax (`x[i] >
-// x[best]`, which also returns 0 when x[0] is NaN): the greedy token. Written that way the loop
-// reloads x[best] and branches for every logit, ~6 us for 4,096 of them, ~0.05 ms of a served
-// 8-row step of ~1.3 ms. Here the maximum comes first (a vector max keeps its running operand
-// when the other is NaN), then its first occurrence: ~0.4 us.
-int first_argmax(const float* x, int n) {
-  if (n <= 1 || std::isnan(x[0])) return 0;
-  int i = 0;
-  float m = x[0];
-#if defined(__AVX512F__)
-  __m512 m0 = _mm512_set1_ps(m), m1 = m0;
-  for (; i + 32 <= n; i += 32) {
-    m0 = _mm512_max_ps(_mm512_loadu_ps(x + i), m0);
-    m1 = _mm512_max_ps(_mm512_loadu_ps(x + i + 16), m1);
-  }
-  m = _mm512_reduce_max_ps(_mm512_max_ps(m0, m1));
-#elif defined(__AVX__)
-  __m256 m0 = _mm256_set1_ps(m), m1 = m0;
-  for (; i + 16 <= n; i += 16) {
-    m0 = _mm256_max_ps(_mm256_loadu_ps(x + i), m0);
-    m1 = _mm256_max_ps(_mm256_loadu_ps(x + i + 8), m1);
-  }
-  alignas(32) float lanes[8];
-  _mm256_store_ps(lanes, _mm256_max_ps(m0, m1));
-  for (float v : lanes) m = v > m ? v : m;
-#endif
-  for (; i < n; ++i) m = x[i] > m ? x[i] : m;
-  // The first element equal to it (a zero maximum matches either sign: so does `>` above).
-  int j = 0;
-#if defined(__AVX512F__)
-  const __m512 mv = _mm512_set1_ps(m);
-  for (; j + 16 <= n; j += 16)
-    if (const __mmask16 eq = _mm512_cmp_ps_mask(_mm512_loadu_ps(x + j), mv, _CMP_EQ_OQ))
-      return j + __builtin_ctz(eq);
-#elif defined(__AVX__)
-  const __m256 mv = _mm256_set1_ps(m);
-  for (; j + 8 <= n; j += 8)
-    if (const int eq = _mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(x + j), mv, _CMP_EQ_OQ)))
-      return j + __builtin_ctz(eq);
-#endif
-  for (; j < n; ++j)
-    if (x[j] == m) return j;
-  return 0;  // not reached: m is one of x
-}
-
-}  // namespace
 
 void validate_sampling(const SamplingOptions& o) {
   CHAINLM_CHECK(std::isfinite(o.temperature) && o.temperature >= 0, "temperature must be >= 0 (got ",
