@@ -341,6 +341,11 @@ void gemm_columns(int n0, int n1, int M, const QuantizedRows& a, const uint8_t* 
     }
   }
 #endif
+#if defined(CHAINLM_QUANT_AVX512)
+  if constexpr (P == Path::kWidest && T == QuantType::kQ8_0) {
+    if (a.u8_pairs) return gemm_q8_tiles(n0, n1, M, a, B, b_row, C, ldc, beta);  // a batched step
+  }
+#endif
   for (int t0 = n0; t0 < n1; t0 += kTileRows) {
     const int t1 = std::min(n1, t0 + kTileRows);
     for (int m = 0; m < M; m += kRowsPerPass) {
@@ -426,6 +431,7 @@ void quantize_activations(const float* x, int K, int nb, int8_t* q, float* d, in
 
 struct QuantActivations;
 struct Q4Lanes;
+struct Q8Pairs;
 struct DequantizedPanel;
 
 template <Path P>
@@ -450,6 +456,11 @@ void gemm_nt_quant_impl(int M, int N, int K, const float* A, int lda, QuantType 
     q4_lane_order(a, M, q4, sum4);
     a.q4 = q4;
     a.sum4 = sum4;
+  }
+  if (P == Path::kWidest && type == QuantType::kQ8_0 && M >= kQ8TileRows && M < kInterleavedRows && nb >= 2) {
+    uint8_t* u8 = thread_scratch<uint8_t, Q8Pairs>(0, (size_t)M * (nb / 2) * 64);
+    float* d16 = thread_scratch<float, Q8Pairs>(0, (size_t)M * (nb / 2) * 16);
+    q8_pairs_layout(a, M, u8, d16);
   }
 #endif
   if (P != Path::kPortable && M >= kInterleavedRows && gemm_quant_interleaved_available()) {

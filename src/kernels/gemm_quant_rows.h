@@ -43,6 +43,11 @@ struct QuantizedRows {
   // last 16; and 16 int32 sums, lane 4j holding block j's 8 x sum(q), the others 0.
   const int8_t* q4 = nullptr;
   const int32_t* sum4 = nullptr;
+  // Optional, for gemm_quant_q8_tiles.cpp (AVX-512 VNNI, kQ8TileRows rows and more): per pair of
+  // blocks, for each row in turn, its 64 values plus 128 as u8, and its two blocks' scales
+  // widened to 8 lanes each (q8_pairs_layout).
+  const uint8_t* u8_pairs = nullptr;
+  const float* d_pairs = nullptr;
   const int8_t* q_row(int m) const { return q + (size_t)m * nb * kQuantBlock; }
   const float* d_row(int m) const { return d + (size_t)m * nb; }
   const int32_t* sum8_row(int m) const { return sum8 + (size_t)m * nb * kSumLanes; }
@@ -74,6 +79,20 @@ inline __m256i nibbles_q4_0(const uint8_t* block) {
                           _mm256_set1_epi8(0x0f));
 }
 
+#endif
+
+#if defined(CHAINLM_QUANT_AVX512)
+// From this many rows of A (a server's batched decoding step) Q8_0's few-row products run on
+// gemm_quant_q8_tiles.cpp's kernel (same bits); below, gemm_quant.cpp's one-weight-row kernel,
+// which measured as fast or faster there (4 rows: 46-50 against 51 us a matrix; bench/RESULTS.md).
+constexpr int kQ8TileRows = 5;
+// a's rows 0..M-1 in gemm_q8_tiles' layout (QuantizedRows::u8_pairs, d_pairs), into the given
+// buffers of M * (nb / 2) * 64 bytes and floats.
+void q8_pairs_layout(QuantizedRows& a, int M, uint8_t* u8_pairs, float* d_pairs);
+// C[m, n] = a's row m . dequant(B row n) (+ beta C) for m < M (kQ8TileRows..kMaxDecodeRows) and
+// n in [n0, n1), Q8_0 weights of b_row bytes a row; a laid out by q8_pairs_layout.
+void gemm_q8_tiles(int n0, int n1, int M, const QuantizedRows& a, const uint8_t* B, size_t b_row, float* C, int ldc,
+                   float beta);
 #endif
 
 // Whether gemm_quant_interleaved has a kernel in this build (AVX2); without one, many-row GEMMs

@@ -1,0 +1,178 @@
+// Q8_0 products of a server's batched decoding step (gemm_quant.cpp hands over from
+// kQ8TileRows rows of A): tiles of two weight rows by every row of A, with the same bits per
+// (row, weight row) as gemm_quant.cpp's two-blocks-per-register kernel, so a request decodes the
+// same tokens alone or batched.
+//
+// Why another kernel. The one-weight-row kernel spends, per row of A and pair of blocks, a
+// masked negation (the sign trick: |w| times sign(w) a), a 64-bit scale load, a scalar-pair
+// multiply and a lane permute besides the dot product, conversion and FMA; its rows of A come
+// through pointer arrays that left the compiler short of registers; it takes 4 rows per pass, so
+// 8 rows meant two passes over every unpacked weight block. With 8 rows it ran at ~0.3 groups
+// of 64 multiply-adds per cycle, a fifth of what this CPU's VNNI units take.
+//
+// Here the activations go unsigned instead of the weights: a + 128 as u8 (once per GEMM), so
+// vpdpbusd multiplies them with the weights as they are, and each weight lane's 128 x sum(w) (one
+// more vpdpbusd per weight block pair, shared by all rows) takes the excess off: (a + 128) . w -
+// 128 sum(w) = a . w exactly, lane by lane, the very int32 partial sums of the sign trick. The
+// activations' scales come widened to the lanes of their block (16 floats per pair), so a
+// lane's scale is one multiply of two registers, dw x da, the same fp32 product as before; the
+// conversion and the FMA into a 512-bit accumulator per (row, weight row) are the old kernel's,
+// pair after pair, then its odd last block on the low half and its horizontal sum. The rows of
+// A are laid out pair-major (pair p: row 0's 64 bytes, row 1's, ...), so one pointer walks them
+// all. One thread, 1408 x 512 weights streamed from memory, 8 rows: 118-126 us a matrix before,
+// 83 after (bench/RESULTS.md, "Batched Q8_0 decoding").
+#include <algorithm>
+#include <cstring>
+
+#include "core/error.h"
+#include "kernels/gemm.h"
+#include "kernels/gemm_quant_rows.h"
+
+namespace chainlm {
+
+#if defined(CHAINLM_QUANT_AVX512)
+
+namespace {
+
+// The int32 lanes of w . a for a pair of blocks (lanes 0-7 the first block's, 8-15 the
+// second's), from the unsigned activations x = a + 128 and -128 sum(w) per lane (minus128w).
+inline __m512i pair_dot(__m512i minus128w, __m512i x, __m512i wq) { return _mm512_dpbusd_epi32(minus128w, x, wq); }
+
+// sums[i] = horizontal_sum(low half of x[i] + its high half) (simd.h), for 16 registers at once:
+// the same additions of the same lanes, in the same tree, so the same bits (a + b and b + a
+// are the same float), in 15 additions and 30 shuffles where 16 separate sums take ~130
+// instructions; at K = 512 (8 pairs of blocks per tile) those were a sixth of the tile's work.
+// Each level adds lane i to lane i + h for h = 8, 4, 2, 1 of every register, two registers
+// packed into one at each level.
+inline void horizontal_sums16(const __m512* x, float* sums) {
+  __m512 y[8], z[4], w[2];
+  for (int p = 0; p < 8; ++p)  // lanes 0-7: x[2p]'s i + (i + 8); lanes 8-15: x[2p + 1]'s
+    y[p] = _mm512_add_ps(_mm512_shuffle_f32x4(x[2 * p], x[2 * p + 1], 0x44),
+                         _mm512_shuffle_f32x4(x[2 * p], x[2 * p + 1], 0xEE));
+  for (int q = 0; q < 4; ++q)  // 128-bit lane k: x[4q + k]'s four sums of lanes i and i + 4
+    z[q] = _mm512_add_ps(_mm512_shuffle_f32x4(y[2 * q], y[2 * q + 1], 0x88),
+                         _mm512_shuffle_f32x4(y[2 * q], y[2 * q + 1], 0xDD));
+  for (int h = 0; h < 2; ++h)  // lane k: x[8h + k]'s two sums of i and i + 2, then x[8h + 4 + k]'s
+    w[h] = _mm512_add_ps(_mm512_shuffle_ps(z[2 * h], z[2 * h + 1], 0x44), _mm512_shuffle_ps(z[2 * h], z[2 * h + 1], 0xEE));
+  // Lane 4k + m: x[4m + k]'s sum.
+  const __m512 v = _mm512_add_ps(_mm512_shuffle_ps(w[0], w[1], 0x88), _mm512_shuffle_ps(w[0], w[1], 0xDD));
+  float lanes[16];
+  _mm512_storeu_ps(lanes, v);
+  for (int k = 0; k < 4; ++k)
+    for (int m = 0; m < 4; ++m) sums[4 * m + k] = lanes[4 * k + m];
+}
+
+// R rows of A against NW weight rows w, w + b_row, ...: out[r * NW + j].
+template <int R, int NW>
+[[gnu::noinline]] void tile(const uint8_t* w, size_t b_row, const QuantizedRows& a, float* out) {
+  const int nb = a.nb, pairs = nb / 2;
+  const __m512i pair_lanes = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
+  const __m512i u128 = _mm512_set1_epi8(static_cast<char>(0x80));
+  __m512 acc[NW][R];
+  for (int j = 0; j < NW; ++j)
+    for (int r = 0; r < R; ++r) acc[j][r] = _mm512_setzero_ps();
+  // Weights are fetched where a later tile reads at this offset: 8 blocks ahead in the same row
+  // came too late to hide memory's latency (1408 x 512: 9.0 us a row of A against 6.6-7.2).
+  // Short rows (K = 512: 8 pairs a tile) two tiles ahead: 8.2-8.5 us against 9.0-9.7 one ahead.
+  const size_t ahead = (nb >= 32 ? NW : 2 * NW) * b_row;
+  const uint8_t* u = a.u8_pairs;
+  const float* d = a.d_pairs;
+  const uint8_t* wp = w;
+  for (int p = 0; p < pairs; ++p, u += R * 64, d += R * 16, wp += 2 * 34) {
+    __m512i wq[NW], minus128w[NW];
+    __m512 dw[NW];
+    for (int j = 0; j < NW; ++j) {
+      const uint8_t* w0 = wp + j * b_row;
+      __builtin_prefetch(w0 + ahead, 0, 3);
+      __builtin_prefetch(w0 + ahead + 64, 0, 3);
+      wq[j] = _mm512_inserti64x4(_mm512_castsi256_si512(weights_q8_0(w0)), weights_q8_0(w0 + 34), 1);
+      minus128w[j] = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_dpbusd_epi32(_mm512_setzero_si512(), u128, wq[j]));
+      uint16_t h0, h1;
+      std::memcpy(&h0, w0, 2);
+      std::memcpy(&h1, w0 + 34, 2);
+      dw[j] = _mm512_permutexvar_ps(
+          pair_lanes, _mm512_castps128_ps512(_mm_cvtph_ps(_mm_insert_epi16(_mm_cvtsi32_si128(h0), h1, 1))));
+    }
+    for (int r = 0; r < R; ++r) {
+      const __m512i x = _mm512_loadu_si512(u + r * 64);
+      const __m512 da = _mm512_loadu_ps(d + r * 16);
+      for (int j = 0; j < NW; ++j)
+        acc[j][r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(pair_dot(minus128w[j], x, wq[j])), _mm512_mul_ps(dw[j], da),
+                                    acc[j][r]);
+    }
+  }
+  static_assert(R * NW <= 16);
+  __m512 x[16];
+  for (int i = R * NW; i < 16; ++i) x[i] = _mm512_setzero_ps();
+  for (int j = 0; j < NW; ++j)
+    for (int r = 0; r < R; ++r) {
+      __m512 v = acc[j][r];
+      if (nb % 2) {  // the odd last block, as gemm_quant.cpp's 256-bit step: on the low half
+        const int b = nb - 1;
+        const uint8_t* wb = w + j * b_row + (size_t)b * 34;
+        const __m256i qw = weights_q8_0(wb);
+        const __m256i qa = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.q_row(r) + b * kQuantBlock));
+        const __m256i dot = _mm256_madd_epi16(
+            _mm256_maddubs_epi16(_mm256_sign_epi8(qw, qw), _mm256_sign_epi8(qa, qw)), _mm256_set1_epi16(1));
+        v = _mm512_insertf32x8(v, _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_set1_ps(scale_of(wb) * a.d_row(r)[b]),
+                                                  _mm512_castps512_ps256(v)), 0);
+      }
+      x[r * NW + j] = v;
+    }
+  float sums[16];
+  horizontal_sums16(x, sums);
+  for (int i = 0; i < R * NW; ++i) out[i] = sums[i];
+}
+
+template <int R>
+void tiles(int n0, int n1, const QuantizedRows& a, const uint8_t* B, size_t b_row, float* C, int ldc, float beta) {
+  auto put = [&](int n, int nw, const float* out) {
+    for (int r = 0; r < R; ++r)
+      for (int j = 0; j < nw; ++j) {
+        float& c = C[(long)r * ldc + n + j];
+        c = beta == 0.0f ? out[r * nw + j] : out[r * nw + j] + beta * c;
+      }
+  };
+  constexpr int NW = 2;
+  float out[NW * R];
+  int n = n0;
+  for (; n + NW <= n1; n += NW) {
+    tile<R, NW>(B + n * b_row, b_row, a, out);
+    put(n, NW, out);
+  }
+  for (; n < n1; ++n) {
+    tile<R, 1>(B + n * b_row, b_row, a, out);
+    put(n, 1, out);
+  }
+}
+
+}  // namespace
+
+void q8_pairs_layout(QuantizedRows& a, int M, uint8_t* u8_pairs, float* d_pairs) {
+  const int pairs = a.nb / 2;
+  for (int p = 0; p < pairs; ++p)
+    for (int m = 0; m < M; ++m) {
+      const __m512i q = _mm512_loadu_si512(a.q_row(m) + p * 2 * kQuantBlock);
+      _mm512_storeu_si512(u8_pairs + ((size_t)p * M + m) * 64, _mm512_xor_si512(q, _mm512_set1_epi8(static_cast<char>(0x80))));
+      const float* d = a.d_row(m) + 2 * p;
+      _mm512_storeu_ps(d_pairs + ((size_t)p * M + m) * 16,
+                       _mm512_insertf32x8(_mm512_set1_ps(d[0]), _mm256_set1_ps(d[1]), 1));
+    }
+  a.u8_pairs = u8_pairs;
+  a.d_pairs = d_pairs;
+}
+
+void gemm_q8_tiles(int n0, int n1, int M, const QuantizedRows& a, const uint8_t* B, size_t b_row, float* C, int ldc,
+                   float beta) {
+  switch (M) {
+    case 8: return tiles<8>(n0, n1, a, B, b_row, C, ldc, beta);
+    case 7: return tiles<7>(n0, n1, a, B, b_row, C, ldc, beta);
+    case 6: return tiles<6>(n0, n1, a, B, b_row, C, ldc, beta);
+    case 5: return tiles<5>(n0, n1, a, B, b_row, C, ldc, beta);
+    default: fail("gemm_q8_tiles: ", M, " rows; it takes ", kQ8TileRows, "..", kMaxDecodeRows);
+  }
+}
+
+#endif
+
+}  // namespace chainlm
