@@ -130,48 +130,6 @@ int two_blocks_at_a_time(const uint8_t* w, int nb, const int8_t* const* aq, cons
 #endif
 
 #if defined(CHAINLM_QUANT_AVX512_VBMI)
-// Q4_0, four blocks per step (decoding's few rows). Four blocks are 72 contiguous bytes: one
-// byte permute across two registers puts their 4 x 16 nibble bytes in one register (block j in
-// 128-bit lane j), one AND and one shift-and-AND give the low and high nibbles (elements 0-15
-// and 16-31 of each block), and the activations, stored in the same lane order once per GEMM
-// (QuantizedRows::q4), meet them in two VNNI products into the same int32 lanes. A word permute
-// of the first register picks the four fp16 scales. About 12 instructions per 128 weights
-// where the two-block kernel takes ~19 per 64.
-constexpr auto kQ4NibbleIndex = [] {
-  std::array<uint8_t, 64> idx{};
-  for (int j = 0; j < 4; ++j)
-    for (int i = 0; i < 16; ++i) idx[16 * j + i] = static_cast<uint8_t>(18 * j + 2 + i);
-  return idx;
-}();
-constexpr std::array<uint16_t, 32> kQ4ScaleIndex = {0, 9, 18, 27};  // byte offsets 0, 18, 36, 54
-
-// The kernels' constants, and their two steps: a group of four weight blocks unpacked, and one
-// row of activations' products with it added to an accumulator.
-struct FourBlocks {
-  const __m512i nibble_index = _mm512_loadu_si512(kQ4NibbleIndex.data());
-  const __m512i scale_index = _mm512_loadu_si512(kQ4ScaleIndex.data());
-  const __m512i lane_block = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
-  const __m512i low4 = _mm512_set1_epi8(0x0f);
-
-  void unpack(const uint8_t* wg, __m512i& lo, __m512i& hi, __m128& dw) const {
-    __builtin_prefetch(wg + 4 * 72, 0, 3);
-    // Bytes 64..71 only: a masked load cannot touch the bytes after the row.
-    const __m512i x0 = _mm512_loadu_si512(wg), x1 = _mm512_maskz_loadu_epi8(0xFF, wg + 64);
-    const __m512i nibbles = _mm512_permutex2var_epi8(x0, nibble_index, x1);
-    lo = _mm512_and_si512(nibbles, low4);
-    hi = _mm512_and_si512(_mm512_srli_epi16(nibbles, 4), low4);
-    dw = _mm_cvtph_ps(_mm512_castsi512_si128(_mm512_permutexvar_epi16(scale_index, x0)));
-  }
-  // acc + (lo . qlo + hi . qhi - sums) x (dw da), each block's lanes by its own scale.
-  __m512 add(__m512i lo, __m512i hi, __m128 dw, __m512i qlo, __m512i qhi, __m512i sums, __m128 da,
-             __m512 acc) const {
-    __m512i dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), lo, qlo);
-    dot = _mm512_sub_epi32(_mm512_dpbusd_epi32(dot, hi, qhi), sums);
-    const __m512 scale = _mm512_permutexvar_ps(lane_block, _mm512_castps128_ps512(_mm_mul_ps(dw, da)));
-    return _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), scale, acc);
-  }
-};
-
 template <int R>
 void four_blocks_at_a_time(const uint8_t* w, int groups, const QuantizedRows& a, int m, __m512* acc) {
   const FourBlocks k;
@@ -342,8 +300,8 @@ void gemm_columns(int n0, int n1, int M, const QuantizedRows& a, const uint8_t* 
   }
 #endif
 #if defined(CHAINLM_QUANT_AVX512)
-  if constexpr (P == Path::kWidest && T == QuantType::kQ8_0) {
-    if (a.u8_pairs) return gemm_q8_tiles(n0, n1, M, a, B, b_row, C, ldc, beta);  // a batched step
+  if constexpr (P == Path::kWidest) {
+    if (a.u8_pairs || a.q4_groups) return gemm_quant_tiles(T, n0, n1, M, a, B, b_row, C, ldc, beta);  // a batched step
   }
 #endif
   for (int t0 = n0; t0 < n1; t0 += kTileRows) {
@@ -432,6 +390,7 @@ void quantize_activations(const float* x, int K, int nb, int8_t* q, float* d, in
 struct QuantActivations;
 struct Q4Lanes;
 struct Q8Pairs;
+struct Q4Groups;
 struct DequantizedPanel;
 
 template <Path P>
@@ -456,6 +415,7 @@ void gemm_nt_quant_impl(int M, int N, int K, const float* A, int lda, QuantType 
     q4_lane_order(a, M, q4, sum4);
     a.q4 = q4;
     a.sum4 = sum4;
+    if (M >= kQ4TileRows) q4_groups_layout(a, M, thread_scratch<int8_t, Q4Groups>(0, (size_t)M * (nb / 4) * kQ4GroupBytes));
   }
   if (P == Path::kWidest && type == QuantType::kQ8_0 && M >= kQ8TileRows && M < kInterleavedRows && nb >= 2) {
     uint8_t* u8 = thread_scratch<uint8_t, Q8Pairs>(0, (size_t)M * (nb / 2) * 64);

@@ -23,6 +23,7 @@
 // 83 after (bench/RESULTS.md, "Batched Q8_0 decoding").
 #include <algorithm>
 #include <cstring>
+#include <type_traits>
 
 #include "core/error.h"
 #include "kernels/gemm.h"
@@ -124,7 +125,74 @@ template <int R, int NW>
   for (int i = 0; i < R * NW; ++i) out[i] = sums[i];
 }
 
-template <int R>
+#if defined(CHAINLM_QUANT_AVX512_VBMI)
+// Q4_0: R rows of A against NW weight rows, gemm_quant.cpp's four-blocks-per-step arithmetic
+// (FourBlocks) with the weights unpacked once for all R rows. Each row's lane sums enter as the
+// start of its first dot product, negated ((-8 sum(q) + lo . qlo) + hi . qhi: the same int32
+// as (lo . qlo + hi . qhi) - 8 sum(q)), and its scales come widened to their block's lanes, so
+// a lane's scale is one multiply, dw x da, the same product as FourBlocks::add's. The blocks
+// past the last group of four go as gemm_quant.cpp's 256-bit step does, into their own
+// accumulator, summed apart and added last, as there.
+template <int R, int NW>
+[[gnu::noinline]] void q4_tile(const uint8_t* w, size_t b_row, const QuantizedRows& a, float* out) {
+  const FourBlocks k;
+  const int nb = a.nb, groups = nb / 4;
+  __m512 acc[NW][R];
+  for (int j = 0; j < NW; ++j)
+    for (int r = 0; r < R; ++r) acc[j][r] = _mm512_setzero_ps();
+  const size_t ahead = (groups >= 8 ? NW : 2 * NW) * b_row;  // as the Q8_0 tile's
+  const int8_t* g8 = a.q4_groups;
+  const uint8_t* wg = w;
+  for (int g = 0; g < groups; ++g, g8 += R * kQ4GroupBytes, wg += 72) {
+    __m512i lo[NW], hi[NW];
+    __m512 dw[NW];
+    for (int j = 0; j < NW; ++j) {
+      const uint8_t* w0 = wg + j * b_row;
+      __builtin_prefetch(w0 + ahead, 0, 3);
+      __builtin_prefetch(w0 + ahead + 64, 0, 3);
+      __m128 d4;
+      k.unpack(w0, lo[j], hi[j], d4);
+      dw[j] = _mm512_permutexvar_ps(k.lane_block, _mm512_castps128_ps512(d4));
+    }
+    for (int r = 0; r < R; ++r) {
+      const int8_t* x = g8 + r * kQ4GroupBytes;  // qlo, qhi, -sums, widened scales
+      const __m512i qlo = _mm512_loadu_si512(x), qhi = _mm512_loadu_si512(x + 64);
+      const __m512 da = _mm512_loadu_ps(reinterpret_cast<const float*>(x + 192));
+      for (int j = 0; j < NW; ++j) {
+        __m512i dot = _mm512_dpbusd_epi32(_mm512_loadu_si512(x + 128), lo[j], qlo);
+        dot = _mm512_dpbusd_epi32(dot, hi[j], qhi);
+        acc[j][r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_mul_ps(dw[j], da), acc[j][r]);
+      }
+    }
+  }
+  static_assert(R * NW <= 16);
+  __m512 x[16];
+  for (int i = R * NW; i < 16; ++i) x[i] = _mm512_setzero_ps();
+  for (int j = 0; j < NW; ++j)
+    for (int r = 0; r < R; ++r) x[r * NW + j] = acc[j][r];
+  float sums[16];
+  horizontal_sums16(x, sums);  // _mm512_reduce_add_ps's tree, as horizontal_sum's
+  for (int j = 0; j < NW; ++j)
+    for (int r = 0; r < R; ++r) {
+      float total = sums[r * NW + j];
+      if (nb % 4) {
+        __m256 tail = _mm256_setzero_ps();
+        for (int b = groups * 4; b < nb; ++b) {
+          const uint8_t* wb = w + j * b_row + (size_t)b * 18;
+          const __m256i qa = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.q_row(r) + b * kQuantBlock));
+          const __m256i s8 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.sum8_row(r) + b * kSumLanes));
+          const __m256i dot = _mm256_sub_epi32(
+              _mm256_madd_epi16(_mm256_maddubs_epi16(nibbles_q4_0(wb), qa), _mm256_set1_epi16(1)), s8);
+          tail = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_set1_ps(scale_of(wb) * a.d_row(r)[b]), tail);
+        }
+        total += horizontal_sum(tail);
+      }
+      out[r * NW + j] = total;
+    }
+}
+#endif
+
+template <QuantType T, int R>
 void tiles(int n0, int n1, const QuantizedRows& a, const uint8_t* B, size_t b_row, float* C, int ldc, float beta) {
   auto put = [&](int n, int nw, const float* out) {
     for (int r = 0; r < R; ++r)
@@ -133,16 +201,38 @@ void tiles(int n0, int n1, const QuantizedRows& a, const uint8_t* B, size_t b_ro
         c = beta == 0.0f ? out[r * nw + j] : out[r * nw + j] + beta * c;
       }
   };
+  auto run = [&](auto nw, int n, float* out) {
+    constexpr int NW = decltype(nw)::value;
+#if defined(CHAINLM_QUANT_AVX512_VBMI)
+    if constexpr (T == QuantType::kQ4_0) return q4_tile<R, NW>(B + n * b_row, b_row, a, out);
+#endif
+    if constexpr (T == QuantType::kQ8_0) return tile<R, NW>(B + n * b_row, b_row, a, out);
+  };
   constexpr int NW = 2;
   float out[NW * R];
   int n = n0;
   for (; n + NW <= n1; n += NW) {
-    tile<R, NW>(B + n * b_row, b_row, a, out);
+    run(std::integral_constant<int, NW>{}, n, out);
     put(n, NW, out);
   }
   for (; n < n1; ++n) {
-    tile<R, 1>(B + n * b_row, b_row, a, out);
+    run(std::integral_constant<int, 1>{}, n, out);
     put(n, 1, out);
+  }
+}
+
+template <QuantType T>
+void tiles_of(int n0, int n1, int M, const QuantizedRows& a, const uint8_t* B, size_t b_row, float* C, int ldc,
+              float beta) {
+  switch (M) {
+    case 8: return tiles<T, 8>(n0, n1, a, B, b_row, C, ldc, beta);
+    case 7: return tiles<T, 7>(n0, n1, a, B, b_row, C, ldc, beta);
+    case 6: return tiles<T, 6>(n0, n1, a, B, b_row, C, ldc, beta);
+    case 5: return tiles<T, 5>(n0, n1, a, B, b_row, C, ldc, beta);
+    case 4: return tiles<T, 4>(n0, n1, a, B, b_row, C, ldc, beta);
+    case 3: return tiles<T, 3>(n0, n1, a, B, b_row, C, ldc, beta);
+    case 2: return tiles<T, 2>(n0, n1, a, B, b_row, C, ldc, beta);
+    default: fail("gemm_quant_tiles: ", M, " rows; it takes 2..", kMaxDecodeRows);
   }
 }
 
@@ -162,15 +252,26 @@ void q8_pairs_layout(QuantizedRows& a, int M, uint8_t* u8_pairs, float* d_pairs)
   a.d_pairs = d_pairs;
 }
 
-void gemm_q8_tiles(int n0, int n1, int M, const QuantizedRows& a, const uint8_t* B, size_t b_row, float* C, int ldc,
-                   float beta) {
-  switch (M) {
-    case 8: return tiles<8>(n0, n1, a, B, b_row, C, ldc, beta);
-    case 7: return tiles<7>(n0, n1, a, B, b_row, C, ldc, beta);
-    case 6: return tiles<6>(n0, n1, a, B, b_row, C, ldc, beta);
-    case 5: return tiles<5>(n0, n1, a, B, b_row, C, ldc, beta);
-    default: fail("gemm_q8_tiles: ", M, " rows; it takes ", kQ8TileRows, "..", kMaxDecodeRows);
-  }
+#if defined(CHAINLM_QUANT_AVX512_VBMI)
+void q4_groups_layout(QuantizedRows& a, int M, int8_t* groups) {
+  const int n = a.nb / 4;
+  for (int g = 0; g < n; ++g)
+    for (int m = 0; m < M; ++m) {
+      int8_t* x = groups + ((size_t)g * M + m) * kQ4GroupBytes;
+      std::memcpy(x, a.q4_row(m) + 128 * g, 128);
+      const __m512i sums = _mm512_loadu_si512(a.sum4_row(m) + 16 * g);
+      _mm512_storeu_si512(x + 128, _mm512_sub_epi32(_mm512_setzero_si512(), sums));
+      const __m512 d4 = _mm512_castps128_ps512(_mm_loadu_ps(a.d_row(m) + 4 * g));
+      _mm512_storeu_ps(reinterpret_cast<float*>(x + 192), _mm512_permutexvar_ps(FourBlocks{}.lane_block, d4));
+    }
+  a.q4_groups = groups;
+}
+#endif
+
+void gemm_quant_tiles(QuantType type, int n0, int n1, int M, const QuantizedRows& a, const uint8_t* B, size_t b_row,
+                      float* C, int ldc, float beta) {
+  if (type == QuantType::kQ8_0) return tiles_of<QuantType::kQ8_0>(n0, n1, M, a, B, b_row, C, ldc, beta);
+  tiles_of<QuantType::kQ4_0>(n0, n1, M, a, B, b_row, C, ldc, beta);
 }
 
 #endif
