@@ -6,8 +6,10 @@
 // bytes per weight against 4 in fp32. The integer dot products use AVX-512 VNNI where the
 // build has it, AVX2's maddubs otherwise (with the sign trick: |w| times sign(w)*a), and plain
 // C++ elsewhere. Threads split the output columns (weight rows); each walks its rows in tiles
-// small enough to stay in L1 while every row of A passes over them. From kInterleavedRows rows
-// of A on (prefill), gemm_quant_interleaved.cpp's kernel takes over.
+// small enough to stay in L1 while every row of A passes over them. A server's batch of a few
+// rows (kQ8TileRows / kQ4TileRows and more, AVX-512 VNNI) goes to gemm_quant_tiles.cpp's kernels,
+// which give each row the same bits; from kInterleavedRows rows of A on (prefill),
+// gemm_quant_interleaved.cpp's kernel takes over.
 #include <algorithm>
 #include <array>
 #include <cmath>
