@@ -419,6 +419,8 @@ void gemm_nt_quant_impl(int M, int N, int K, const float* A, int lda, QuantType 
     a.sum4 = sum4;
     if (M >= kQ4TileRows) q4_groups_layout(a, M, thread_scratch<int8_t, Q4Groups>(0, (size_t)M * (nb / 4) * kQ4GroupBytes));
   }
+#endif
+#if defined(CHAINLM_QUANT_AVX512)  // VNNI, VBMI or not
   if (P == Path::kWidest && type == QuantType::kQ8_0 && M >= kQ8TileRows && M < kInterleavedRows && nb >= 2) {
     uint8_t* u8 = thread_scratch<uint8_t, Q8Pairs>(0, (size_t)M * (nb / 2) * 64);
     float* d16 = thread_scratch<float, Q8Pairs>(0, (size_t)M * (nb / 2) * 16);

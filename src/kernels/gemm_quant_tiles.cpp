@@ -36,6 +36,12 @@ namespace chainlm {
 
 #if defined(CHAINLM_QUANT_AVX512)
 
+#if defined(CHAINLM_QUANT_AVX512_VBMI)
+#define CHAINLM_QUANT_TILES_Q4 1
+#else
+#define CHAINLM_QUANT_TILES_Q4 0
+#endif
+
 namespace {
 
 // The int32 lanes of w . a for a pair of blocks (lanes 0-7 the first block's, 8-15 the
@@ -209,6 +215,7 @@ void tiles(int n0, int n1, const QuantizedRows& a, const uint8_t* B, size_t b_ro
 #if defined(CHAINLM_QUANT_AVX512_VBMI)
     if constexpr (T == QuantType::kQ4_0) return q4_tile<R, NW>(B + n * b_row, b_row, a, out);
 #endif
+    static_assert(T == QuantType::kQ8_0 || CHAINLM_QUANT_TILES_Q4, "Q4_0 tiles need AVX-512 VBMI");
     if constexpr (T == QuantType::kQ8_0) return tile<R, NW>(B + n * b_row, b_row, a, out);
   };
   constexpr int NW = 2;
@@ -274,7 +281,11 @@ void q4_groups_layout(QuantizedRows& a, int M, int8_t* groups) {
 void gemm_quant_tiles(QuantType type, int n0, int n1, int M, const QuantizedRows& a, const uint8_t* B, size_t b_row,
                       float* C, int ldc, float beta) {
   if (type == QuantType::kQ8_0) return tiles_of<QuantType::kQ8_0>(n0, n1, M, a, B, b_row, C, ldc, beta);
+#if defined(CHAINLM_QUANT_AVX512_VBMI)
   tiles_of<QuantType::kQ4_0>(n0, n1, M, a, B, b_row, C, ldc, beta);
+#else
+  fail("gemm_quant_tiles: Q4_0 tiles need AVX-512 VBMI (q4_groups_layout is not built without it)");
+#endif
 }
 
 #endif
