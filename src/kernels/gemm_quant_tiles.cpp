@@ -64,12 +64,10 @@ inline void horizontal_sums16(const __m512* x, float* sums) {
                          _mm512_shuffle_f32x4(y[2 * q], y[2 * q + 1], 0xDD));
   for (int h = 0; h < 2; ++h)  // lane k: x[8h + k]'s two sums of i and i + 2, then x[8h + 4 + k]'s
     w[h] = _mm512_add_ps(_mm512_shuffle_ps(z[2 * h], z[2 * h + 1], 0x44), _mm512_shuffle_ps(z[2 * h], z[2 * h + 1], 0xEE));
-  // Lane 4k + m: x[4m + k]'s sum.
+  // Lane 4k + m: x[4m + k]'s sum; one permute puts x[i]'s in lane i.
   const __m512 v = _mm512_add_ps(_mm512_shuffle_ps(w[0], w[1], 0x88), _mm512_shuffle_ps(w[0], w[1], 0xDD));
-  float lanes[16];
-  _mm512_storeu_ps(lanes, v);
-  for (int k = 0; k < 4; ++k)
-    for (int m = 0; m < 4; ++m) sums[4 * m + k] = lanes[4 * k + m];
+  const __m512i order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+  _mm512_storeu_ps(sums, _mm512_permutexvar_ps(order, v));
 }
 
 // R rows of A against NW weight rows w, w + b_row, ...: out[r * NW + j].
@@ -131,7 +129,7 @@ template <int R, int NW>
     }
   float sums[16];
   horizontal_sums16(x, sums);
-  for (int i = 0; i < R * NW; ++i) out[i] = sums[i];
+  std::copy_n(sums, R * NW, out);
 }
 
 #if defined(CHAINLM_QUANT_AVX512_VBMI)
