@@ -12,6 +12,7 @@
 #include "core/threads.h"
 #include "kernels/bf16.h"
 #include "kernels/gemm_backend.h"
+#include "kernels/gemm_quant_rows.h"
 #include "kernels/onednn_matmul.h"
 #include "kernels/simd.h"
 
@@ -306,10 +307,17 @@ void gemm_nt_jobs(const GemmNtJob* jobs, int n) {
                                      : (long)g.K * (g.B.bf16 ? sizeof(bf16_t) : sizeof(float));
     work += (long)g.M * g.N * row_bytes;
   }
+  // Quantized products' activations, quantized once (gemm_quant_rows.h) rather than by every
+  // thread for every product.
+  const std::vector<QuantizedRows>* quantized = few && n > 1 ? &prepare_quantized_jobs(jobs, n) : nullptr;
+  auto prepared = [&](int j) { return quantized && (*quantized)[j].nb > 0; };
   if (n == 1 || !few || !worth_parallel(work, kThreadedWeightBytes)) {
     for (int j = 0; j < n; ++j) {
       const GemmNtJob& g = jobs[j];
-      gemm_nt(g.M, g.N, g.K, g.A, g.lda, g.B, g.ldb, g.C, g.ldc, g.beta);
+      if (prepared(j))
+        gemm_quant_prepared_columns(g, (*quantized)[j], 0, g.N);
+      else
+        gemm_nt(g.M, g.N, g.K, g.A, g.lda, g.B, g.ldb, g.C, g.ldc, g.beta);
       if (g.then) g.then(g, 0, g.N, g.then_ctx);
     }
     return;
@@ -329,7 +337,9 @@ void gemm_nt_jobs(const GemmNtJob* jobs, int n) {
         if (g.B.panels && !g.B.bf16 && !g.B.quant)
           panel_column_share(g.B.panel_row, g.N, share, nt, &n0, &n1);
         if (n1 <= n0) continue;
-        if (rounded[j].rows)
+        if (prepared(j))
+          gemm_quant_prepared_columns(g, (*quantized)[j], n0, n1);
+        else if (rounded[j].rows)
           gemm_nt_bf16(g.M, n1 - n0, g.K, rounded[j].rows, rounded[j].ld,
                        g.B.bf16 + (long)n0 * g.ldb, g.ldb, g.C + n0, g.ldc, g.beta);
         else

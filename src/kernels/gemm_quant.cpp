@@ -389,10 +389,43 @@ void quantize_activations(const float* x, int K, int nb, int8_t* q, float* d, in
   }
 }
 
+// The layouts gemm_columns' kernels take besides the rows themselves (QuantizedRows::q4, sum4,
+// q4_groups, u8_pairs, d_pairs) for M rows of a, from `at` in buf, or only their size (buf
+// null). Returns the bytes taken.
+size_t lay_out(QuantType type, int M, QuantizedRows& a, uint8_t* buf) {
+  size_t at = 0;
+  [[maybe_unused]] auto take = [&](size_t bytes) {
+    uint8_t* p = buf ? buf + at : nullptr;
+    at += (bytes + 63) / 64 * 64;
+    return p;
+  };
+  [[maybe_unused]] const int nb = a.nb;
+#if defined(CHAINLM_QUANT_AVX512_VBMI)
+  if (type == QuantType::kQ4_0 && M < kInterleavedRows && nb >= 4) {
+    auto* q4 = reinterpret_cast<int8_t*>(take((size_t)M * (nb / 4) * 128));
+    auto* sum4 = reinterpret_cast<int32_t*>(take((size_t)M * (nb / 4) * 16 * sizeof(int32_t)));
+    auto* groups = M >= kQ4TileRows ? reinterpret_cast<int8_t*>(take((size_t)M * (nb / 4) * kQ4GroupBytes)) : nullptr;
+    if (buf) {
+      q4_lane_order(a, M, q4, sum4);
+      a.q4 = q4;
+      a.sum4 = sum4;
+      if (groups) q4_groups_layout(a, M, groups);
+    }
+  }
+#endif
+#if defined(CHAINLM_QUANT_AVX512)
+  if (type == QuantType::kQ8_0 && M >= kQ8TileRows && M < kInterleavedRows && nb >= 2) {
+    uint8_t* u8 = take((size_t)M * (nb / 2) * 64);
+    auto* d16 = reinterpret_cast<float*>(take((size_t)M * (nb / 2) * 16 * sizeof(float)));
+    if (buf) q8_pairs_layout(a, M, u8, d16);
+  }
+#endif
+  (void)type;
+  (void)M;
+  return at;
+}
+
 struct QuantActivations;
-struct Q4Lanes;
-struct Q8Pairs;
-struct Q4Groups;
 struct DequantizedPanel;
 
 template <Path P>
@@ -410,23 +443,10 @@ void gemm_nt_quant_impl(int M, int N, int K, const float* A, int lda, QuantType 
     quantize_activations(A + m * lda, K, nb, q + (size_t)m * nb * kQuantBlock, d + (size_t)m * nb,
                          sums + (size_t)m * nb * kSumLanes);
   });
-#if defined(CHAINLM_QUANT_AVX512_VBMI)
-  if (P == Path::kWidest && type == QuantType::kQ4_0 && M < kInterleavedRows && nb >= 4) {
-    int8_t* q4 = thread_scratch<int8_t, Q4Lanes>(0, (size_t)M * (nb / 4) * 128);
-    int32_t* sum4 = thread_scratch<int32_t, Q4Lanes>(0, (size_t)M * (nb / 4) * 16);
-    q4_lane_order(a, M, q4, sum4);
-    a.q4 = q4;
-    a.sum4 = sum4;
-    if (M >= kQ4TileRows) q4_groups_layout(a, M, thread_scratch<int8_t, Q4Groups>(0, (size_t)M * (nb / 4) * kQ4GroupBytes));
+  if (P == Path::kWidest) {  // the layouts of the build's widest kernels
+    struct Layouts;
+    lay_out(type, M, a, thread_scratch<uint8_t, Layouts>(0, lay_out(type, M, a, nullptr)));
   }
-#endif
-#if defined(CHAINLM_QUANT_AVX512)  // VNNI, VBMI or not
-  if (P == Path::kWidest && type == QuantType::kQ8_0 && M >= kQ8TileRows && M < kInterleavedRows && nb >= 2) {
-    uint8_t* u8 = thread_scratch<uint8_t, Q8Pairs>(0, (size_t)M * (nb / 2) * 64);
-    float* d16 = thread_scratch<float, Q8Pairs>(0, (size_t)M * (nb / 2) * 16);
-    q8_pairs_layout(a, M, u8, d16);
-  }
-#endif
   if (P != Path::kPortable && M >= kInterleavedRows && gemm_quant_interleaved_available()) {
     gemm_quant_interleaved(type, M, N, a, B, b_row, C, ldc, beta, P == Path::kWidest);
     return;
@@ -446,6 +466,72 @@ void gemm_nt_quant_impl(int M, int N, int K, const float* A, int lda, QuantType 
 }
 
 }  // namespace
+
+const std::vector<QuantizedRows>& prepare_quantized_jobs(const GemmNtJob* jobs, int n) {
+  struct Source {
+    const float* A;
+    int lda, key, rows = 0, K = 0;
+    size_t at = 0;  // of its first block, in blocks
+  };
+  thread_local std::vector<QuantizedRows> out;
+  thread_local std::vector<Source> sources;
+  thread_local std::vector<int> source_of;
+  out.assign(n, QuantizedRows{nullptr, nullptr, nullptr, 0});
+  sources.clear();
+  source_of.assign(n, -1);
+  for (int j = 0; j < n; ++j) {
+    const GemmNtJob& g = jobs[j];
+    if (!g.B.quant || g.M == 0 || g.K == 0 || g.M > kMaxDecodeRows) continue;
+    // Whole blocks are quantized alone, so a prefix of whole blocks is shared; a K that ends
+    // inside a block quantizes that block from fewer values, so it keys its own source.
+    const int key = g.K % kQuantBlock == 0 ? 0 : g.K;
+    int s = 0;
+    while (s < (int)sources.size() && !(sources[s].A == g.A && sources[s].lda == g.lda && sources[s].key == key)) ++s;
+    if (s == (int)sources.size()) sources.push_back({g.A, g.lda, key});
+    sources[s].rows = std::max(sources[s].rows, g.M);
+    sources[s].K = std::max(sources[s].K, g.K);
+    source_of[j] = s;
+  }
+  if (sources.empty()) return out;
+  size_t blocks = 0;
+  for (Source& s : sources) {
+    s.at = blocks;
+    blocks += (size_t)s.rows * quant_blocks(s.K);
+  }
+  struct JobsQ;
+  int8_t* q = thread_scratch<int8_t, JobsQ>(0, blocks * kQuantBlock);
+  float* d = thread_scratch<float, JobsQ>(0, blocks);
+  int32_t* sums = thread_scratch<int32_t, JobsQ>(0, blocks * kSumLanes);
+  for (const Source& s : sources) {
+    const int nb = (int)quant_blocks(s.K);
+    for (int m = 0; m < s.rows; ++m) {
+      const size_t at = s.at + (size_t)m * nb;
+      quantize_activations(s.A + (size_t)m * s.lda, s.K, nb, q + at * kQuantBlock, d + at, sums + at * kSumLanes);
+    }
+  }
+  size_t layout_bytes = 0;
+  for (int j = 0; j < n; ++j) {
+    if (source_of[j] < 0) continue;
+    const Source& s = sources[source_of[j]];
+    QuantizedRows& a = out[j];
+    a = QuantizedRows{q + s.at * kQuantBlock, d + s.at, sums + s.at * kSumLanes, (int)quant_blocks(jobs[j].K)};
+    a.row_blocks = (int)quant_blocks(s.K);
+    layout_bytes += lay_out(jobs[j].B.quant_type, jobs[j].M, a, nullptr);
+  }
+  struct JobsLayouts;
+  uint8_t* buf = thread_scratch<uint8_t, JobsLayouts>(0, layout_bytes);
+  for (int j = 0; j < n; ++j)
+    if (source_of[j] >= 0) buf += lay_out(jobs[j].B.quant_type, jobs[j].M, out[j], buf);
+  return out;
+}
+
+void gemm_quant_prepared_columns(const GemmNtJob& job, const QuantizedRows& a, int n0, int n1) {
+  const size_t b_row = quant_row_bytes(job.B.quant_type, job.ldb);
+  if (job.B.quant_type == QuantType::kQ8_0)
+    gemm_columns<QuantType::kQ8_0, Path::kWidest>(n0, n1, job.M, a, job.B.quant, b_row, job.C, job.ldc, job.beta);
+  else
+    gemm_columns<QuantType::kQ4_0, Path::kWidest>(n0, n1, job.M, a, job.B.quant, b_row, job.C, job.ldc, job.beta);
+}
 
 bool gemm_quant_dequantizes(int M) { return !gemm_quant_interleaved_available() && M >= kDequantizeRows; }
 

@@ -5,6 +5,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <vector>
 
 #include "kernels/quant.h"
 #include "kernels/simd.h"
@@ -52,9 +53,13 @@ struct QuantizedRows {
   const uint8_t* u8_pairs = nullptr;
   const float* d_pairs = nullptr;
   const int8_t* q4_groups = nullptr;
-  const int8_t* q_row(int m) const { return q + (size_t)m * nb * kQuantBlock; }
-  const float* d_row(int m) const { return d + (size_t)m * nb; }
-  const int32_t* sum8_row(int m) const { return sum8 + (size_t)m * nb * kSumLanes; }
+  // Blocks from one row of q, d and sum8 to the next, when more than nb: a product that reads
+  // the first nb blocks of rows quantized once for several (prepare_quantized_jobs).
+  int row_blocks = 0;
+  int stride() const { return row_blocks ? row_blocks : nb; }
+  const int8_t* q_row(int m) const { return q + (size_t)m * stride() * kQuantBlock; }
+  const float* d_row(int m) const { return d + (size_t)m * stride(); }
+  const int32_t* sum8_row(int m) const { return sum8 + (size_t)m * stride() * kSumLanes; }
   const int8_t* q4_row(int m) const { return q4 + (size_t)m * (nb / 4) * 128; }
   const int32_t* sum4_row(int m) const { return sum4 + (size_t)m * (nb / 4) * 16; }
 };
@@ -151,6 +156,18 @@ struct FourBlocks {
 // set), into a buffer of M * (nb / 4) * kQ4GroupBytes bytes.
 void q4_groups_layout(QuantizedRows& a, int M, int8_t* groups);
 #endif
+
+struct GemmNtJob;  // gemm.h
+// For gemm_nt_jobs: the quantized jobs' activations (at most kMaxDecodeRows rows each), quantized
+// once per distinct A (the most rows and blocks its jobs read; a K that ends inside a block gets
+// its own) and laid out once per job, in the calling thread's scratch, before the parallel
+// region, where each thread had quantized every job's rows again (q, k and v the same rows; a
+// Chain-of-Linear's blocks prefixes of them). [j]: job j's rows, nb 0 for jobs not quantized.
+// Valid until the calling thread's next call.
+const std::vector<QuantizedRows>& prepare_quantized_jobs(const GemmNtJob* jobs, int n);
+// Columns [n0, n1) of a quantized job from its prepared rows, on the calling thread: the same
+// bits as gemm_nt_quant.
+void gemm_quant_prepared_columns(const GemmNtJob& job, const QuantizedRows& a, int n0, int n1);
 
 // Whether gemm_quant_interleaved has a kernel in this build (AVX2); without one, many-row GEMMs
 // dequantize the weights into the fp32 backend instead.

@@ -2,8 +2,9 @@
 // products run one by one on one thread, in every weight form (fp32 panels included), with odd
 // column counts (each thread's share starts mid-matrix), weights entered a few rows in (a
 // panel's middle) and row lengths that are not whole quantization blocks. Products of bf16
-// weights share one rounding of each input (the most rows and columns any of them reads): the
-// products here read two inputs, with different row and column counts.
+// weights share one rounding of each input (the most rows and columns any of them reads), and
+// quantized ones one quantization of it: the products here read two inputs, with different row
+// and column counts.
 #include <gtest/gtest.h>
 #include <omp.h>
 
@@ -80,10 +81,13 @@ TEST(GemmJobs, OneRegionGivesTheBitsOfTheProductsOneByOne) {
       int M, N, K, ldb;
       float beta;
     };
+    // The fifth reads a prefix of the first input's columns (a Chain-of-Linear's block), as
+    // quantized for the first two: its rows' blocks are further apart than it reads.
     const std::vector<Shape> shapes = {{1, 517, 256, 256, 0.0f},
                                        {8, 301, 256, 256, 0.0f},
                                        {5, 263, 77, 80, 1.0f},
-                                       {3, 777, 512, 530, 0.5f}};
+                                       {3, 777, 512, 530, 0.5f},
+                                       {6, 131, 128, 160, 0.0f}};
     const int lda = 600;
     const auto A = random_vector((size_t)8 * lda, 3), A2 = random_vector((size_t)8 * lda, 4);
     std::vector<Weight> weights;
