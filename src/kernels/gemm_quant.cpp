@@ -392,7 +392,7 @@ void quantize_activations(const float* x, int K, int nb, int8_t* q, float* d, in
 // The layouts gemm_columns' kernels take besides the rows themselves (QuantizedRows::q4, sum4,
 // q4_groups, u8_pairs, d_pairs) for M rows of a, from `at` in buf, or only their size (buf
 // null). Returns the bytes taken.
-size_t lay_out(QuantType type, int M, QuantizedRows& a, uint8_t* buf) {
+size_t lay_out([[maybe_unused]] QuantType type, [[maybe_unused]] int M, QuantizedRows& a, uint8_t* buf) {
   size_t at = 0;
   [[maybe_unused]] auto take = [&](size_t bytes) {
     uint8_t* p = buf ? buf + at : nullptr;
@@ -420,8 +420,6 @@ size_t lay_out(QuantType type, int M, QuantizedRows& a, uint8_t* buf) {
     if (buf) q8_pairs_layout(a, M, u8, d16);
   }
 #endif
-  (void)type;
-  (void)M;
   return at;
 }
 

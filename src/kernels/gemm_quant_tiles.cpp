@@ -80,8 +80,9 @@ template <int R, int NW>
   for (int j = 0; j < NW; ++j)
     for (int r = 0; r < R; ++r) acc[j][r] = _mm512_setzero_ps();
   // Weights are fetched where a later tile reads at this offset: 8 blocks ahead in the same row
-  // came too late to hide memory's latency (1408 x 512: 9.0 us a row of A against 6.6-7.2).
-  // Short rows (K = 512: 8 pairs a tile) two tiles ahead: 8.2-8.5 us against 9.0-9.7 one ahead.
+  // came too late to hide memory's latency (bench/quant_few_row_bench.cpp, 8 rows, ms a pass of
+  // 120 matrices: 512 x 1408 12.0-13.5 that way, 6.6-7.2 one tile ahead). Short rows (K = 512: 8
+  // pairs a tile) go two tiles ahead: 8.2-8.5 against 9.0-9.7 one tile ahead.
   const size_t ahead = (nb >= 32 ? NW : 2 * NW) * b_row;
   const uint8_t* u = a.u8_pairs;
   const float* d = a.d_pairs;
