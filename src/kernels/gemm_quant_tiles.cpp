@@ -48,28 +48,6 @@ namespace {
 // second's), from the unsigned activations x = a + 128 and -128 sum(w) per lane (minus128w).
 inline __m512i pair_dot(__m512i minus128w, __m512i x, __m512i wq) { return _mm512_dpbusd_epi32(minus128w, x, wq); }
 
-// sums[i] = horizontal_sum(low half of x[i] + its high half) (simd.h), for 16 registers at once:
-// the same additions of the same lanes, in the same tree, so the same bits (a + b and b + a
-// are the same float), in 15 additions and 30 shuffles where 16 separate sums take ~130
-// instructions; at K = 512 (8 pairs of blocks per tile) those were a sixth of the tile's work.
-// Each level adds lane i to lane i + h for h = 8, 4, 2, 1 of every register, two registers
-// packed into one at each level.
-inline void horizontal_sums16(const __m512* x, float* sums) {
-  __m512 y[8], z[4], w[2];
-  for (int p = 0; p < 8; ++p)  // lanes 0-7: x[2p]'s i + (i + 8); lanes 8-15: x[2p + 1]'s
-    y[p] = _mm512_add_ps(_mm512_shuffle_f32x4(x[2 * p], x[2 * p + 1], 0x44),
-                         _mm512_shuffle_f32x4(x[2 * p], x[2 * p + 1], 0xEE));
-  for (int q = 0; q < 4; ++q)  // 128-bit lane k: x[4q + k]'s four sums of lanes i and i + 4
-    z[q] = _mm512_add_ps(_mm512_shuffle_f32x4(y[2 * q], y[2 * q + 1], 0x88),
-                         _mm512_shuffle_f32x4(y[2 * q], y[2 * q + 1], 0xDD));
-  for (int h = 0; h < 2; ++h)  // lane k: x[8h + k]'s two sums of i and i + 2, then x[8h + 4 + k]'s
-    w[h] = _mm512_add_ps(_mm512_shuffle_ps(z[2 * h], z[2 * h + 1], 0x44), _mm512_shuffle_ps(z[2 * h], z[2 * h + 1], 0xEE));
-  // Lane 4k + m: x[4m + k]'s sum; one permute puts x[i]'s in lane i.
-  const __m512 v = _mm512_add_ps(_mm512_shuffle_ps(w[0], w[1], 0x88), _mm512_shuffle_ps(w[0], w[1], 0xDD));
-  const __m512i order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
-  _mm512_storeu_ps(sums, _mm512_permutexvar_ps(order, v));
-}
-
 // R rows of A against NW weight rows w, w + b_row, ...: out[r * NW + j].
 template <int R, int NW>
 [[gnu::noinline]] void tile(const uint8_t* w, size_t b_row, const QuantizedRows& a, float* out) {

@@ -89,5 +89,46 @@ TEST(GemmRows, QuantizedRowsDoNotDependOnTheRowsBesideThem) {
   }
 }
 
+// The same for columns: the bf16 and quantized few-row kernels take weight rows in pairs (or
+// tiles of two) and reduce their sums together, the odd one alone, so a weight row's result
+// must not depend on which row it is paired with, nor on where a thread's share starts (a
+// product's column offset, the thread count). The product of weight rows 1..N-1 against columns
+// 1..N-1 of the product of all N, bit for bit, for 1 to kMaxDecodeRows rows of A.
+TEST(GemmRows, Bf16AndQuantizedColumnsDoNotDependOnTheColumnsBesideThem) {
+  const int N = 37, lda = 1411, ldc = N + 2;
+  for (int K : {160, 1408}) {
+    const auto Bf = random_vector((size_t)N * K, 12);
+    const auto A = random_vector((size_t)kMaxDecodeRows * lda, 13);
+    std::vector<bf16_t> B16(Bf.size());
+    for (size_t i = 0; i < Bf.size(); ++i) B16[i] = to_bf16(Bf[i]);
+    std::vector<std::vector<uint8_t>> Bq(2);
+    const QuantType types[] = {QuantType::kQ8_0, QuantType::kQ4_0};
+    for (int t = 0; t < 2; ++t) {
+      Bq[t].resize(quant_row_bytes(types[t], K) * N);
+      quantize_rows(types[t], Bf.data(), N, K, Bq[t].data());
+    }
+    for (int form = 0; form < 3; ++form) {
+      auto gemm = [&](int M, int first, float* C) {  // weight rows first..N-1 into C's columns from first
+        if (form == 0)
+          gemm_nt_bf16(M, N - first, K, A.data(), lda, B16.data() + (size_t)first * K, K, C + first, ldc, 0.0f);
+        else
+          gemm_nt_quant(M, N - first, K, A.data(), lda, types[form - 1],
+                        Bq[form - 1].data() + quant_row_bytes(types[form - 1], K) * first, K, C + first, ldc, 0.0f);
+      };
+      const char* what = form == 0 ? "bf16" : quant_type_name(types[form - 1]);
+      for (int M = 1; M <= kMaxDecodeRows; ++M) {
+        std::vector<float> all((size_t)M * ldc, 0.0f), shifted((size_t)M * ldc, 0.0f);
+        gemm(M, 0, all.data());
+        gemm(M, 1, shifted.data());
+        for (int m = 0; m < M; ++m)
+          ASSERT_EQ(std::memcmp(all.data() + (size_t)m * ldc + 1, shifted.data() + (size_t)m * ldc + 1,
+                                (N - 1) * sizeof(float)),
+                    0)
+              << what << ": " << M << " rows, K " << K << ": a column's bits depend on its neighbours";
+      }
+    }
+  }
+}
+
 }  // namespace
 }  // namespace chainlm
