@@ -13,6 +13,7 @@
 #include "kernels/bf16.h"
 #include "kernels/gemm_backend.h"
 #include "kernels/gemm_quant_rows.h"
+#include "kernels/job_inputs.h"
 #include "kernels/onednn_matmul.h"
 #include "kernels/simd.h"
 
@@ -259,36 +260,22 @@ struct RoundedRows {
 // calling thread's, shared with the region's threads and reused from call to call: a decoding
 // step makes ~35 calls, and allocating in each would be a hot path's malloc for nothing.
 const std::vector<RoundedRows>& round_bf16_operands(const GemmNtJob* jobs, int n) {
-  struct Source {
-    const float* A;
-    int lda, rows = 0, cols = 0;
-    size_t at = 0;
-  };
   thread_local std::vector<RoundedRows> out;
-  thread_local std::vector<Source> sources;
+  thread_local std::vector<JobInput> sources;
   thread_local std::vector<int> source_of;
   out.assign(n, RoundedRows{});
-  sources.clear();
-  source_of.assign(n, -1);
-  for (int j = 0; j < n; ++j) {
-    const GemmNtJob& g = jobs[j];
-    if (!g.B.bf16 || g.B.quant || g.M == 0 || g.K == 0) continue;
-    int s = 0;
-    while (s < (int)sources.size() && !(sources[s].A == g.A && sources[s].lda == g.lda)) ++s;
-    if (s == (int)sources.size()) sources.push_back({g.A, g.lda});
-    sources[s].rows = std::max(sources[s].rows, g.M);
-    sources[s].cols = std::max(sources[s].cols, g.K);
-    source_of[j] = s;
-  }
+  group_job_inputs(
+      jobs, n, [](const GemmNtJob& g) { return g.B.bf16 && !g.B.quant && g.M > 0 && g.K > 0; },
+      [](const GemmNtJob&) { return 0; }, sources, source_of);
   if (sources.empty()) return out;
   size_t total = 0;
-  for (Source& s : sources) {
+  for (JobInput& s : sources) {
     s.at = total;
     total += (size_t)s.rows * s.cols;
   }
   struct JobsRounding;
   bf16_t* buf = thread_scratch<bf16_t, JobsRounding>(0, total);
-  for (const Source& s : sources) to_bf16_rows(s.rows, s.cols, s.A, s.lda, buf + s.at, s.cols);
+  for (const JobInput& s : sources) to_bf16_rows(s.rows, s.cols, s.A, s.lda, buf + s.at, s.cols);
   for (int j = 0; j < n; ++j)
     if (source_of[j] >= 0) out[j] = {buf + sources[source_of[j]].at, sources[source_of[j]].cols};
   return out;

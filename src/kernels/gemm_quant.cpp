@@ -20,6 +20,7 @@
 #include "core/threads.h"
 #include "kernels/gemm.h"
 #include "kernels/gemm_quant_rows.h"
+#include "kernels/job_inputs.h"
 #include "kernels/quant.h"
 
 namespace chainlm {
@@ -466,54 +467,39 @@ void gemm_nt_quant_impl(int M, int N, int K, const float* A, int lda, QuantType 
 }  // namespace
 
 const std::vector<QuantizedRows>& prepare_quantized_jobs(const GemmNtJob* jobs, int n) {
-  struct Source {
-    const float* A;
-    int lda, key, rows = 0, K = 0;
-    size_t at = 0;  // of its first block, in blocks
-  };
   thread_local std::vector<QuantizedRows> out;
-  thread_local std::vector<Source> sources;
+  thread_local std::vector<JobInput> sources;
   thread_local std::vector<int> source_of;
   out.assign(n, QuantizedRows{nullptr, nullptr, nullptr, 0});
-  sources.clear();
-  source_of.assign(n, -1);
-  for (int j = 0; j < n; ++j) {
-    const GemmNtJob& g = jobs[j];
-    if (!g.B.quant || g.M == 0 || g.K == 0 || g.M > kMaxDecodeRows) continue;
-    // Whole blocks are quantized alone, so a prefix of whole blocks is shared; a K that ends
-    // inside a block quantizes that block from fewer values, so it keys its own source.
-    const int key = g.K % kQuantBlock == 0 ? 0 : g.K;
-    int s = 0;
-    while (s < (int)sources.size() && !(sources[s].A == g.A && sources[s].lda == g.lda && sources[s].key == key)) ++s;
-    if (s == (int)sources.size()) sources.push_back({g.A, g.lda, key});
-    sources[s].rows = std::max(sources[s].rows, g.M);
-    sources[s].K = std::max(sources[s].K, g.K);
-    source_of[j] = s;
-  }
+  // Whole blocks are quantized alone, so a prefix of whole blocks is shared; a K that ends
+  // inside a block quantizes that block from fewer values, so it keys its own input.
+  group_job_inputs(
+      jobs, n, [](const GemmNtJob& g) { return g.B.quant && g.M > 0 && g.K > 0 && g.M <= kMaxDecodeRows; },
+      [](const GemmNtJob& g) { return g.K % kQuantBlock == 0 ? 0 : g.K; }, sources, source_of);
   if (sources.empty()) return out;
-  size_t blocks = 0;
-  for (Source& s : sources) {
+  size_t blocks = 0;  // JobInput::at: in blocks
+  for (JobInput& s : sources) {
     s.at = blocks;
-    blocks += (size_t)s.rows * quant_blocks(s.K);
+    blocks += (size_t)s.rows * quant_blocks(s.cols);
   }
   struct JobsQ;
   int8_t* q = thread_scratch<int8_t, JobsQ>(0, blocks * kQuantBlock);
   float* d = thread_scratch<float, JobsQ>(0, blocks);
   int32_t* sums = thread_scratch<int32_t, JobsQ>(0, blocks * kSumLanes);
-  for (const Source& s : sources) {
-    const int nb = (int)quant_blocks(s.K);
+  for (const JobInput& s : sources) {
+    const int nb = (int)quant_blocks(s.cols);
     for (int m = 0; m < s.rows; ++m) {
       const size_t at = s.at + (size_t)m * nb;
-      quantize_activations(s.A + (size_t)m * s.lda, s.K, nb, q + at * kQuantBlock, d + at, sums + at * kSumLanes);
+      quantize_activations(s.A + (size_t)m * s.lda, s.cols, nb, q + at * kQuantBlock, d + at, sums + at * kSumLanes);
     }
   }
   size_t layout_bytes = 0;
   for (int j = 0; j < n; ++j) {
     if (source_of[j] < 0) continue;
-    const Source& s = sources[source_of[j]];
+    const JobInput& s = sources[source_of[j]];
     QuantizedRows& a = out[j];
     a = QuantizedRows{q + s.at * kQuantBlock, d + s.at, sums + s.at * kSumLanes, (int)quant_blocks(jobs[j].K)};
-    a.row_blocks = (int)quant_blocks(s.K);
+    a.row_blocks = (int)quant_blocks(s.cols);
     layout_bytes += lay_out(jobs[j].B.quant_type, jobs[j].M, a, nullptr);
   }
   struct JobsLayouts;
