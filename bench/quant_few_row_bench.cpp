@@ -34,18 +34,21 @@ int main(int argc, char** argv) {
   for (QuantType type : {QuantType::kQ8_0, QuantType::kQ4_0}) {
     const size_t row_bytes = quant_row_bytes(type, K);
     std::vector<uint8_t> Q((size_t)matrices * N * row_bytes);
-    for (int m = 0; m < matrices; ++m) quantize_rows(type, W.data(), N, K, Q.data() + (size_t)m * N * row_bytes);
+    for (int m = 0; m < matrices; ++m)
+      quantize_rows(type, W.data(), N, K, Q.data() + (size_t)m * N * row_bytes);
     std::vector<double> best(kMaxDecodeRows + 1, 1e9);
     for (int round = 0; round < 7; ++round)
       for (int M = 1; M <= kMaxDecodeRows; ++M) {
         Timer t;
         for (int pass = 0; pass < 3; ++pass)
           for (int m = 0; m < matrices; ++m)
-            gemm_nt_quant(M, N, K, A.data(), K, type, Q.data() + (size_t)m * N * row_bytes, K, C.data(), N, 0.0f);
+            gemm_nt_quant(M, N, K, A.data(), K, type, Q.data() + (size_t)m * N * row_bytes, K,
+                          C.data(), N, 0.0f);
         best[M] = std::min(best[M], t.seconds() / 3);
       }
     for (int M = 1; M <= kMaxDecodeRows; ++M)
       std::printf("%s rows %d: %.2f ms per pass, %.1f GB/s of weights, %.2fx the time of 1 row\n",
-                  quant_type_name(type), M, best[M] * 1e3, Q.size() / best[M] / 1e9, best[M] / best[1]);
+                  quant_type_name(type), M, best[M] * 1e3, Q.size() / best[M] / 1e9,
+                  best[M] / best[1]);
   }
 }

@@ -296,7 +296,8 @@ void gemm_nt_jobs(const GemmNtJob* jobs, int n) {
   }
   // Quantized products' activations, quantized once (gemm_quant_rows.h) rather than by every
   // thread for every product.
-  const std::vector<QuantizedRows>* quantized = few && n > 1 ? &prepare_quantized_jobs(jobs, n) : nullptr;
+  const std::vector<QuantizedRows>* quantized =
+      few && n > 1 ? &prepare_quantized_jobs(jobs, n) : nullptr;
   auto prepared = [&](int j) { return quantized && (*quantized)[j].nb > 0; };
   if (n == 1 || !few || !worth_parallel(work, kThreadedWeightBytes)) {
     for (int j = 0; j < n; ++j) {

@@ -304,7 +304,8 @@ void gemm_columns(int n0, int n1, int M, const QuantizedRows& a, const uint8_t* 
 #endif
 #if defined(CHAINLM_QUANT_AVX512)
   if constexpr (P == Path::kWidest) {
-    if (a.u8_pairs || a.q4_groups) return gemm_quant_tiles(T, n0, n1, M, a, B, b_row, C, ldc, beta);  // a batched step
+    if (a.u8_pairs || a.q4_groups)
+      return gemm_quant_tiles(T, n0, n1, M, a, B, b_row, C, ldc, beta);  // a batched step
   }
 #endif
   for (int t0 = n0; t0 < n1; t0 += kTileRows) {
@@ -393,7 +394,8 @@ void quantize_activations(const float* x, int K, int nb, int8_t* q, float* d, in
 // The layouts gemm_columns' kernels take besides the rows themselves (QuantizedRows::q4, sum4,
 // q4_groups, u8_pairs, d_pairs) for M rows of a, from `at` in buf, or only their size (buf
 // null). Returns the bytes taken.
-size_t lay_out([[maybe_unused]] QuantType type, [[maybe_unused]] int M, QuantizedRows& a, uint8_t* buf) {
+size_t lay_out([[maybe_unused]] QuantType type, [[maybe_unused]] int M, QuantizedRows& a,
+               uint8_t* buf) {
   size_t at = 0;
   [[maybe_unused]] auto take = [&](size_t bytes) {
     uint8_t* p = buf ? buf + at : nullptr;
@@ -405,7 +407,9 @@ size_t lay_out([[maybe_unused]] QuantType type, [[maybe_unused]] int M, Quantize
   if (type == QuantType::kQ4_0 && M < kInterleavedRows && nb >= 4) {
     auto* q4 = reinterpret_cast<int8_t*>(take((size_t)M * (nb / 4) * 128));
     auto* sum4 = reinterpret_cast<int32_t*>(take((size_t)M * (nb / 4) * 16 * sizeof(int32_t)));
-    auto* groups = M >= kQ4TileRows ? reinterpret_cast<int8_t*>(take((size_t)M * (nb / 4) * kQ4GroupBytes)) : nullptr;
+    auto* groups = M >= kQ4TileRows
+                       ? reinterpret_cast<int8_t*>(take((size_t)M * (nb / 4) * kQ4GroupBytes))
+                       : nullptr;
     if (buf) {
       q4_lane_order(a, M, q4, sum4);
       a.q4 = q4;
@@ -474,7 +478,8 @@ const std::vector<QuantizedRows>& prepare_quantized_jobs(const GemmNtJob* jobs, 
   // Whole blocks are quantized alone, so a prefix of whole blocks is shared; a K that ends
   // inside a block quantizes that block from fewer values, so it keys its own input.
   group_job_inputs(
-      jobs, n, [](const GemmNtJob& g) { return g.B.quant && g.M > 0 && g.K > 0 && g.M <= kMaxDecodeRows; },
+      jobs, n,
+      [](const GemmNtJob& g) { return g.B.quant && g.M > 0 && g.K > 0 && g.M <= kMaxDecodeRows; },
       [](const GemmNtJob& g) { return g.K % kQuantBlock == 0 ? 0 : g.K; }, sources, source_of);
   if (sources.empty()) return out;
   size_t blocks = 0;  // JobInput::at: in blocks
@@ -490,7 +495,8 @@ const std::vector<QuantizedRows>& prepare_quantized_jobs(const GemmNtJob* jobs, 
     const int nb = (int)quant_blocks(s.cols);
     for (int m = 0; m < s.rows; ++m) {
       const size_t at = s.at + (size_t)m * nb;
-      quantize_activations(s.A + (size_t)m * s.lda, s.cols, nb, q + at * kQuantBlock, d + at, sums + at * kSumLanes);
+      quantize_activations(s.A + (size_t)m * s.lda, s.cols, nb, q + at * kQuantBlock, d + at,
+                           sums + at * kSumLanes);
     }
   }
   size_t layout_bytes = 0;
@@ -498,7 +504,8 @@ const std::vector<QuantizedRows>& prepare_quantized_jobs(const GemmNtJob* jobs, 
     if (source_of[j] < 0) continue;
     const JobInput& s = sources[source_of[j]];
     QuantizedRows& a = out[j];
-    a = QuantizedRows{q + s.at * kQuantBlock, d + s.at, sums + s.at * kSumLanes, (int)quant_blocks(jobs[j].K)};
+    a = QuantizedRows{q + s.at * kQuantBlock, d + s.at, sums + s.at * kSumLanes,
+                      (int)quant_blocks(jobs[j].K)};
     a.row_blocks = (int)quant_blocks(s.cols);
     layout_bytes += lay_out(jobs[j].B.quant_type, jobs[j].M, a, nullptr);
   }
@@ -512,9 +519,11 @@ const std::vector<QuantizedRows>& prepare_quantized_jobs(const GemmNtJob* jobs, 
 void gemm_quant_prepared_columns(const GemmNtJob& job, const QuantizedRows& a, int n0, int n1) {
   const size_t b_row = quant_row_bytes(job.B.quant_type, job.ldb);
   if (job.B.quant_type == QuantType::kQ8_0)
-    gemm_columns<QuantType::kQ8_0, Path::kWidest>(n0, n1, job.M, a, job.B.quant, b_row, job.C, job.ldc, job.beta);
+    gemm_columns<QuantType::kQ8_0, Path::kWidest>(n0, n1, job.M, a, job.B.quant, b_row, job.C,
+                                                  job.ldc, job.beta);
   else
-    gemm_columns<QuantType::kQ4_0, Path::kWidest>(n0, n1, job.M, a, job.B.quant, b_row, job.C, job.ldc, job.beta);
+    gemm_columns<QuantType::kQ4_0, Path::kWidest>(n0, n1, job.M, a, job.B.quant, b_row, job.C,
+                                                  job.ldc, job.beta);
 }
 
 bool gemm_quant_dequantizes(int M) { return !gemm_quant_interleaved_available() && M >= kDequantizeRows; }

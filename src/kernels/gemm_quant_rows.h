@@ -45,11 +45,11 @@ struct QuantizedRows {
   // last 16; and 16 int32 sums, lane 4j holding block j's 8 x sum(q), the others 0.
   const int8_t* q4 = nullptr;
   const int32_t* sum4 = nullptr;
-  // Optional, for gemm_quant_tiles.cpp (AVX-512 VNNI, kQ8TileRows or kQ4TileRows rows and more). Q8_0: per
-  // pair of blocks, for each row in turn, its 64 values plus 128 as u8, and its two blocks'
-  // scales widened to 8 lanes each (q8_pairs_layout). Q4_0 (with VBMI): per group of 4 blocks,
-  // for each row in turn, kQ4GroupBytes: its q4 values (128 bytes), its sum4 lanes negated, its
-  // 4 scales widened to their blocks' lanes (q4_groups_layout).
+  // Optional, for gemm_quant_tiles.cpp (AVX-512 VNNI, kQ8TileRows or kQ4TileRows rows and more).
+  // Q8_0: per pair of blocks, for each row in turn, its 64 values plus 128 as u8, and its two
+  // blocks' scales widened to 8 lanes each (q8_pairs_layout). Q4_0 (with VBMI): per group of 4
+  // blocks, for each row in turn, kQ4GroupBytes: its q4 values (128 bytes), its sum4 lanes negated,
+  // its 4 scales widened to their blocks' lanes (q4_groups_layout).
   const uint8_t* u8_pairs = nullptr;
   const float* d_pairs = nullptr;
   const int8_t* q4_groups = nullptr;
@@ -103,11 +103,11 @@ constexpr int kQ4GroupBytes = 256;
 // a's rows 0..M-1 in gemm_quant_tiles' Q8_0 layout (QuantizedRows::u8_pairs, d_pairs), into the
 // given buffers of M * (nb / 2) * 64 bytes and floats.
 void q8_pairs_layout(QuantizedRows& a, int M, uint8_t* u8_pairs, float* d_pairs);
-// C[m, n] = a's row m . dequant(B row n) (+ beta C) for m < M (kQ8TileRows or kQ4TileRows up to kMaxDecodeRows)
-// and n in [n0, n1), weights of b_row bytes a row; a laid out by q8_pairs_layout (Q8_0) or
-// q4_groups_layout (Q4_0).
-void gemm_quant_tiles(QuantType type, int n0, int n1, int M, const QuantizedRows& a, const uint8_t* B, size_t b_row,
-                      float* C, int ldc, float beta);
+// C[m, n] = a's row m . dequant(B row n) (+ beta C) for m < M (kQ8TileRows or kQ4TileRows up to
+// kMaxDecodeRows) and n in [n0, n1), weights of b_row bytes a row; a laid out by q8_pairs_layout
+// (Q8_0) or q4_groups_layout (Q4_0).
+void gemm_quant_tiles(QuantType type, int n0, int n1, int M, const QuantizedRows& a,
+                      const uint8_t* B, size_t b_row, float* C, int ldc, float beta);
 #endif
 
 #if defined(CHAINLM_QUANT_AVX512_VBMI)
@@ -124,7 +124,8 @@ inline constexpr auto kQ4NibbleIndex = [] {
     for (int i = 0; i < 16; ++i) idx[16 * j + i] = static_cast<uint8_t>(18 * j + 2 + i);
   return idx;
 }();
-inline constexpr std::array<uint16_t, 32> kQ4ScaleIndex = {0, 9, 18, 27};  // byte offsets 0, 18, 36, 54
+inline constexpr std::array<uint16_t, 32> kQ4ScaleIndex = {0, 9, 18,
+                                                           27};  // byte offsets 0, 18, 36, 54
 
 // The kernels' constants, and their two steps: a group of four weight blocks unpacked, and one
 // row of activations' products with it added to an accumulator.
@@ -148,7 +149,8 @@ struct FourBlocks {
              __m512 acc) const {
     __m512i dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), lo, qlo);
     dot = _mm512_sub_epi32(_mm512_dpbusd_epi32(dot, hi, qhi), sums);
-    const __m512 scale = _mm512_permutexvar_ps(lane_block, _mm512_castps128_ps512(_mm_mul_ps(dw, da)));
+    const __m512 scale =
+        _mm512_permutexvar_ps(lane_block, _mm512_castps128_ps512(_mm_mul_ps(dw, da)));
     return _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), scale, acc);
   }
 };

@@ -46,7 +46,9 @@ namespace {
 
 // The int32 lanes of w . a for a pair of blocks (lanes 0-7 the first block's, 8-15 the
 // second's), from the unsigned activations x = a + 128 and -128 sum(w) per lane (minus128w).
-inline __m512i pair_dot(__m512i minus128w, __m512i x, __m512i wq) { return _mm512_dpbusd_epi32(minus128w, x, wq); }
+inline __m512i pair_dot(__m512i minus128w, __m512i x, __m512i wq) {
+  return _mm512_dpbusd_epi32(minus128w, x, wq);
+}
 
 // w, after asking for the two lines `ahead` bytes on, where a later tile reads (a step of
 // either tile kernel reads 68 or 72 bytes of each weight row).
@@ -78,20 +80,23 @@ template <int R, int NW>
     __m512 dw[NW];
     for (int j = 0; j < NW; ++j) {
       const uint8_t* w0 = fetch_ahead(wp + j * b_row, ahead);
-      wq[j] = _mm512_inserti64x4(_mm512_castsi256_si512(weights_q8_0(w0)), weights_q8_0(w0 + 34), 1);
-      minus128w[j] = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_dpbusd_epi32(_mm512_setzero_si512(), u128, wq[j]));
+      wq[j] =
+          _mm512_inserti64x4(_mm512_castsi256_si512(weights_q8_0(w0)), weights_q8_0(w0 + 34), 1);
+      minus128w[j] = _mm512_sub_epi32(_mm512_setzero_si512(),
+                                      _mm512_dpbusd_epi32(_mm512_setzero_si512(), u128, wq[j]));
       uint16_t h0, h1;
       std::memcpy(&h0, w0, 2);
       std::memcpy(&h1, w0 + 34, 2);
       dw[j] = _mm512_permutexvar_ps(
-          pair_lanes, _mm512_castps128_ps512(_mm_cvtph_ps(_mm_insert_epi16(_mm_cvtsi32_si128(h0), h1, 1))));
+          pair_lanes,
+          _mm512_castps128_ps512(_mm_cvtph_ps(_mm_insert_epi16(_mm_cvtsi32_si128(h0), h1, 1))));
     }
     for (int r = 0; r < R; ++r) {
       const __m512i x = _mm512_loadu_si512(u + r * 64);
       const __m512 da = _mm512_loadu_ps(d + r * 16);
       for (int j = 0; j < NW; ++j)
-        acc[j][r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(pair_dot(minus128w[j], x, wq[j])), _mm512_mul_ps(dw[j], da),
-                                    acc[j][r]);
+        acc[j][r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(pair_dot(minus128w[j], x, wq[j])),
+                                    _mm512_mul_ps(dw[j], da), acc[j][r]);
     }
   }
   static_assert(R * NW <= 16);
@@ -104,11 +109,16 @@ template <int R, int NW>
         const int b = nb - 1;
         const uint8_t* wb = w + j * b_row + (size_t)b * 34;
         const __m256i qw = weights_q8_0(wb);
-        const __m256i qa = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.q_row(r) + b * kQuantBlock));
+        const __m256i qa =
+            _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.q_row(r) + b * kQuantBlock));
         const __m256i dot = _mm256_madd_epi16(
-            _mm256_maddubs_epi16(_mm256_sign_epi8(qw, qw), _mm256_sign_epi8(qa, qw)), _mm256_set1_epi16(1));
-        v = _mm512_insertf32x8(v, _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_set1_ps(scale_of(wb) * a.d_row(r)[b]),
-                                                  _mm512_castps512_ps256(v)), 0);
+            _mm256_maddubs_epi16(_mm256_sign_epi8(qw, qw), _mm256_sign_epi8(qa, qw)),
+            _mm256_set1_epi16(1));
+        v = _mm512_insertf32x8(
+            v,
+            _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_set1_ps(scale_of(wb) * a.d_row(r)[b]),
+                            _mm512_castps512_ps256(v)),
+            0);
       }
       x[r * NW + j] = v;
     }
@@ -169,11 +179,15 @@ template <int R, int NW>
         __m256 tail = _mm256_setzero_ps();
         for (int b = groups * 4; b < nb; ++b) {
           const uint8_t* wb = w + j * b_row + (size_t)b * 18;
-          const __m256i qa = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.q_row(r) + b * kQuantBlock));
-          const __m256i s8 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.sum8_row(r) + b * kSumLanes));
+          const __m256i qa =
+              _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.q_row(r) + b * kQuantBlock));
+          const __m256i s8 =
+              _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.sum8_row(r) + b * kSumLanes));
           const __m256i dot = _mm256_sub_epi32(
-              _mm256_madd_epi16(_mm256_maddubs_epi16(nibbles_q4_0(wb), qa), _mm256_set1_epi16(1)), s8);
-          tail = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_set1_ps(scale_of(wb) * a.d_row(r)[b]), tail);
+              _mm256_madd_epi16(_mm256_maddubs_epi16(nibbles_q4_0(wb), qa), _mm256_set1_epi16(1)),
+              s8);
+          tail = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot),
+                                 _mm256_set1_ps(scale_of(wb) * a.d_row(r)[b]), tail);
         }
         total += horizontal_sum(tail);
       }
@@ -183,7 +197,8 @@ template <int R, int NW>
 #endif
 
 template <QuantType T, int R>
-void tiles(int n0, int n1, const QuantizedRows& a, const uint8_t* B, size_t b_row, float* C, int ldc, float beta) {
+void tiles(int n0, int n1, const QuantizedRows& a, const uint8_t* B, size_t b_row, float* C,
+           int ldc, float beta) {
   auto put = [&](int n, int nw, const float* out) {
     for (int r = 0; r < R; ++r)
       for (int j = 0; j < nw; ++j) {
@@ -213,17 +228,25 @@ void tiles(int n0, int n1, const QuantizedRows& a, const uint8_t* B, size_t b_ro
 }
 
 template <QuantType T>
-void tiles_of(int n0, int n1, int M, const QuantizedRows& a, const uint8_t* B, size_t b_row, float* C, int ldc,
-              float beta) {
+void tiles_of(int n0, int n1, int M, const QuantizedRows& a, const uint8_t* B, size_t b_row,
+              float* C, int ldc, float beta) {
   switch (M) {
-    case 8: return tiles<T, 8>(n0, n1, a, B, b_row, C, ldc, beta);
-    case 7: return tiles<T, 7>(n0, n1, a, B, b_row, C, ldc, beta);
-    case 6: return tiles<T, 6>(n0, n1, a, B, b_row, C, ldc, beta);
-    case 5: return tiles<T, 5>(n0, n1, a, B, b_row, C, ldc, beta);
-    case 4: return tiles<T, 4>(n0, n1, a, B, b_row, C, ldc, beta);
-    case 3: return tiles<T, 3>(n0, n1, a, B, b_row, C, ldc, beta);
-    case 2: return tiles<T, 2>(n0, n1, a, B, b_row, C, ldc, beta);
-    default: fail("gemm_quant_tiles: ", M, " rows; it takes 2..", kMaxDecodeRows);
+    case 8:
+      return tiles<T, 8>(n0, n1, a, B, b_row, C, ldc, beta);
+    case 7:
+      return tiles<T, 7>(n0, n1, a, B, b_row, C, ldc, beta);
+    case 6:
+      return tiles<T, 6>(n0, n1, a, B, b_row, C, ldc, beta);
+    case 5:
+      return tiles<T, 5>(n0, n1, a, B, b_row, C, ldc, beta);
+    case 4:
+      return tiles<T, 4>(n0, n1, a, B, b_row, C, ldc, beta);
+    case 3:
+      return tiles<T, 3>(n0, n1, a, B, b_row, C, ldc, beta);
+    case 2:
+      return tiles<T, 2>(n0, n1, a, B, b_row, C, ldc, beta);
+    default:
+      fail("gemm_quant_tiles: ", M, " rows; it takes 2..", kMaxDecodeRows);
   }
 }
 
@@ -234,7 +257,8 @@ void q8_pairs_layout(QuantizedRows& a, int M, uint8_t* u8_pairs, float* d_pairs)
   for (int p = 0; p < pairs; ++p)
     for (int m = 0; m < M; ++m) {
       const __m512i q = _mm512_loadu_si512(a.q_row(m) + p * 2 * kQuantBlock);
-      _mm512_storeu_si512(u8_pairs + ((size_t)p * M + m) * 64, _mm512_xor_si512(q, _mm512_set1_epi8(static_cast<char>(0x80))));
+      _mm512_storeu_si512(u8_pairs + ((size_t)p * M + m) * 64,
+                          _mm512_xor_si512(q, _mm512_set1_epi8(static_cast<char>(0x80))));
       const float* d = a.d_row(m) + 2 * p;
       _mm512_storeu_ps(d_pairs + ((size_t)p * M + m) * 16,
                        _mm512_insertf32x8(_mm512_set1_ps(d[0]), _mm256_set1_ps(d[1]), 1));
@@ -253,15 +277,17 @@ void q4_groups_layout(QuantizedRows& a, int M, int8_t* groups) {
       const __m512i sums = _mm512_loadu_si512(a.sum4_row(m) + 16 * g);
       _mm512_storeu_si512(x + 128, _mm512_sub_epi32(_mm512_setzero_si512(), sums));
       const __m512 d4 = _mm512_castps128_ps512(_mm_loadu_ps(a.d_row(m) + 4 * g));
-      _mm512_storeu_ps(reinterpret_cast<float*>(x + 192), _mm512_permutexvar_ps(FourBlocks{}.lane_block, d4));
+      _mm512_storeu_ps(reinterpret_cast<float*>(x + 192),
+                       _mm512_permutexvar_ps(FourBlocks{}.lane_block, d4));
     }
   a.q4_groups = groups;
 }
 #endif
 
-void gemm_quant_tiles(QuantType type, int n0, int n1, int M, const QuantizedRows& a, const uint8_t* B, size_t b_row,
-                      float* C, int ldc, float beta) {
-  if (type == QuantType::kQ8_0) return tiles_of<QuantType::kQ8_0>(n0, n1, M, a, B, b_row, C, ldc, beta);
+void gemm_quant_tiles(QuantType type, int n0, int n1, int M, const QuantizedRows& a,
+                      const uint8_t* B, size_t b_row, float* C, int ldc, float beta) {
+  if (type == QuantType::kQ8_0)
+    return tiles_of<QuantType::kQ8_0>(n0, n1, M, a, B, b_row, C, ldc, beta);
 #if defined(CHAINLM_QUANT_AVX512_VBMI)
   tiles_of<QuantType::kQ4_0>(n0, n1, M, a, B, b_row, C, ldc, beta);
 #else

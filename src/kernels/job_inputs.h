@@ -19,8 +19,8 @@ struct JobInput {
 // inputs: the distinct (A, lda, key(job)) among the jobs `reads` takes; input_of[j]: job j's
 // index in inputs, or -1.
 template <typename Reads, typename Key>
-void group_job_inputs(const GemmNtJob* jobs, int n, Reads reads, Key key, std::vector<JobInput>& inputs,
-                      std::vector<int>& input_of) {
+void group_job_inputs(const GemmNtJob* jobs, int n, Reads reads, Key key,
+                      std::vector<JobInput>& inputs, std::vector<int>& input_of) {
   inputs.clear();
   input_of.assign(n, -1);
   for (int j = 0; j < n; ++j) {
@@ -28,7 +28,9 @@ void group_job_inputs(const GemmNtJob* jobs, int n, Reads reads, Key key, std::v
     if (!reads(g)) continue;
     const int k = key(g);
     int s = 0;
-    while (s < (int)inputs.size() && !(inputs[s].A == g.A && inputs[s].lda == g.lda && inputs[s].key == k)) ++s;
+    while (s < (int)inputs.size() &&
+           !(inputs[s].A == g.A && inputs[s].lda == g.lda && inputs[s].key == k))
+      ++s;
     if (s == (int)inputs.size()) inputs.push_back({g.A, g.lda, k});
     inputs[s].rows = std::max(inputs[s].rows, g.M);
     inputs[s].cols = std::max(inputs[s].cols, g.K);

@@ -41,9 +41,11 @@ inline void horizontal_sums16(const __m512* x, float* sums) {
     z[q] = _mm512_add_ps(_mm512_shuffle_f32x4(y[2 * q], y[2 * q + 1], 0x88),
                          _mm512_shuffle_f32x4(y[2 * q], y[2 * q + 1], 0xDD));
   for (int h = 0; h < 2; ++h)  // lane k: x[8h + k]'s two sums of i and i + 2, then x[8h + 4 + k]'s
-    w[h] = _mm512_add_ps(_mm512_shuffle_ps(z[2 * h], z[2 * h + 1], 0x44), _mm512_shuffle_ps(z[2 * h], z[2 * h + 1], 0xEE));
+    w[h] = _mm512_add_ps(_mm512_shuffle_ps(z[2 * h], z[2 * h + 1], 0x44),
+                         _mm512_shuffle_ps(z[2 * h], z[2 * h + 1], 0xEE));
   // Lane 4k + m: x[4m + k]'s sum; one permute puts x[i]'s in lane i.
-  const __m512 v = _mm512_add_ps(_mm512_shuffle_ps(w[0], w[1], 0x88), _mm512_shuffle_ps(w[0], w[1], 0xDD));
+  const __m512 v =
+      _mm512_add_ps(_mm512_shuffle_ps(w[0], w[1], 0x88), _mm512_shuffle_ps(w[0], w[1], 0xDD));
   const __m512i order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
   _mm512_storeu_ps(sums, _mm512_permutexvar_ps(order, v));
 }

@@ -108,12 +108,15 @@ TEST(GemmRows, Bf16AndQuantizedColumnsDoNotDependOnTheColumnsBesideThem) {
       quantize_rows(types[t], Bf.data(), N, K, Bq[t].data());
     }
     for (int form = 0; form < 3; ++form) {
-      auto gemm = [&](int M, int first, float* C) {  // weight rows first..N-1 into C's columns from first
+      auto gemm = [&](int M, int first,
+                      float* C) {  // weight rows first..N-1 into C's columns from first
         if (form == 0)
-          gemm_nt_bf16(M, N - first, K, A.data(), lda, B16.data() + (size_t)first * K, K, C + first, ldc, 0.0f);
+          gemm_nt_bf16(M, N - first, K, A.data(), lda, B16.data() + (size_t)first * K, K, C + first,
+                       ldc, 0.0f);
         else
           gemm_nt_quant(M, N - first, K, A.data(), lda, types[form - 1],
-                        Bq[form - 1].data() + quant_row_bytes(types[form - 1], K) * first, K, C + first, ldc, 0.0f);
+                        Bq[form - 1].data() + quant_row_bytes(types[form - 1], K) * first, K,
+                        C + first, ldc, 0.0f);
       };
       const char* what = form == 0 ? "bf16" : quant_type_name(types[form - 1]);
       for (int M = 1; M <= kMaxDecodeRows; ++M) {
@@ -121,10 +124,11 @@ TEST(GemmRows, Bf16AndQuantizedColumnsDoNotDependOnTheColumnsBesideThem) {
         gemm(M, 0, all.data());
         gemm(M, 1, shifted.data());
         for (int m = 0; m < M; ++m)
-          ASSERT_EQ(std::memcmp(all.data() + (size_t)m * ldc + 1, shifted.data() + (size_t)m * ldc + 1,
-                                (N - 1) * sizeof(float)),
+          ASSERT_EQ(std::memcmp(all.data() + (size_t)m * ldc + 1,
+                                shifted.data() + (size_t)m * ldc + 1, (N - 1) * sizeof(float)),
                     0)
-              << what << ": " << M << " rows, K " << K << ": a column's bits depend on its neighbours";
+              << what << ": " << M << " rows, K " << K
+              << ": a column's bits depend on its neighbours";
       }
     }
   }
