@@ -230,24 +230,14 @@ void tiles(int n0, int n1, const QuantizedRows& a, const uint8_t* B, size_t b_ro
 template <QuantType T>
 void tiles_of(int n0, int n1, int M, const QuantizedRows& a, const uint8_t* B, size_t b_row,
               float* C, int ldc, float beta) {
-  switch (M) {
-    case 8:
-      return tiles<T, 8>(n0, n1, a, B, b_row, C, ldc, beta);
-    case 7:
-      return tiles<T, 7>(n0, n1, a, B, b_row, C, ldc, beta);
-    case 6:
-      return tiles<T, 6>(n0, n1, a, B, b_row, C, ldc, beta);
-    case 5:
-      return tiles<T, 5>(n0, n1, a, B, b_row, C, ldc, beta);
-    case 4:
-      return tiles<T, 4>(n0, n1, a, B, b_row, C, ldc, beta);
-    case 3:
-      return tiles<T, 3>(n0, n1, a, B, b_row, C, ldc, beta);
-    case 2:
-      return tiles<T, 2>(n0, n1, a, B, b_row, C, ldc, beta);
-    default:
-      fail("gemm_quant_tiles: ", M, " rows; it takes 2..", kMaxDecodeRows);
-  }
+  using Tiles =
+      void (*)(int, int, const QuantizedRows&, const uint8_t*, size_t, float*, int, float);
+  static constexpr Tiles kTiles[] = {&tiles<T, 2>, &tiles<T, 3>, &tiles<T, 4>, &tiles<T, 5>,
+                                     &tiles<T, 6>, &tiles<T, 7>, &tiles<T, 8>};
+  static_assert(sizeof(kTiles) / sizeof(kTiles[0]) == kMaxDecodeRows - 1);
+  CHAINLM_CHECK(M >= 2 && M <= kMaxDecodeRows, "gemm_quant_tiles: ", M, " rows; it takes 2..",
+                kMaxDecodeRows);
+  kTiles[M - 2](n0, n1, a, B, b_row, C, ldc, beta);
 }
 
 }  // namespace
