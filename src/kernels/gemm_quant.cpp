@@ -330,6 +330,16 @@ void gemm_columns(int n0, int n1, int M, const QuantizedRows& a, const uint8_t* 
   }
 }
 
+// gemm_columns for the weights' type.
+template <Path P>
+void columns_of(QuantType type, int n0, int n1, int M, const QuantizedRows& a, const uint8_t* B,
+                size_t b_row, float* C, int ldc, float beta) {
+  if (type == QuantType::kQ8_0)
+    gemm_columns<QuantType::kQ8_0, P>(n0, n1, M, a, B, b_row, C, ldc, beta);
+  else
+    gemm_columns<QuantType::kQ4_0, P>(n0, n1, M, a, B, b_row, C, ldc, beta);
+}
+
 // One row of activations as Q8_0 (quant.h's rule: d = max|x| / 127 rounded to fp16, q =
 // round(x / d) half away from zero), zero-padded to whole blocks.
 void quantize_activations(const float* x, int K, int nb, int8_t* q, float* d, int32_t* sum8) {
@@ -459,12 +469,7 @@ void gemm_nt_quant_impl(int M, int N, int K, const float* A, int lda, QuantType 
   // weights, so a q4_0 512 x 512 GEMV (147 KB, ~5 us) ran slower split in two.
   for_column_ranges(
       N, (long)M * N * (long)b_row,
-      [&](int n0, int n1) {
-        if (type == QuantType::kQ8_0)
-          gemm_columns<QuantType::kQ8_0, P>(n0, n1, M, a, B, b_row, C, ldc, beta);
-        else
-          gemm_columns<QuantType::kQ4_0, P>(n0, n1, M, a, B, b_row, C, ldc, beta);
-      },
+      [&](int n0, int n1) { columns_of<P>(type, n0, n1, M, a, B, b_row, C, ldc, beta); },
       kThreadedWeightBytes);
 }
 
@@ -517,13 +522,8 @@ const std::vector<QuantizedRows>& prepare_quantized_jobs(const GemmNtJob* jobs, 
 }
 
 void gemm_quant_prepared_columns(const GemmNtJob& job, const QuantizedRows& a, int n0, int n1) {
-  const size_t b_row = quant_row_bytes(job.B.quant_type, job.ldb);
-  if (job.B.quant_type == QuantType::kQ8_0)
-    gemm_columns<QuantType::kQ8_0, Path::kWidest>(n0, n1, job.M, a, job.B.quant, b_row, job.C,
-                                                  job.ldc, job.beta);
-  else
-    gemm_columns<QuantType::kQ4_0, Path::kWidest>(n0, n1, job.M, a, job.B.quant, b_row, job.C,
-                                                  job.ldc, job.beta);
+  columns_of<Path::kWidest>(job.B.quant_type, n0, n1, job.M, a, job.B.quant,
+                            quant_row_bytes(job.B.quant_type, job.ldb), job.C, job.ldc, job.beta);
 }
 
 bool gemm_quant_dequantizes(int M) { return !gemm_quant_interleaved_available() && M >= kDequantizeRows; }

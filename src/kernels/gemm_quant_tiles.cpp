@@ -26,7 +26,6 @@
 // decoding").
 #include <algorithm>
 #include <cstring>
-#include <type_traits>
 
 #include "core/error.h"
 #include "kernels/gemm.h"
@@ -35,12 +34,6 @@
 namespace chainlm {
 
 #if defined(CHAINLM_QUANT_AVX512)
-
-#if defined(CHAINLM_QUANT_AVX512_VBMI)
-#define CHAINLM_QUANT_TILES_Q4 1
-#else
-#define CHAINLM_QUANT_TILES_Q4 0
-#endif
 
 namespace {
 
@@ -196,6 +189,19 @@ template <int R, int NW>
 }
 #endif
 
+// R rows of A against NW weight rows of type T. Q4_0's tiles exist with VBMI only, where
+// gemm_quant_tiles alone instantiates them.
+template <QuantType T, int R, int NW>
+void tile_of(const uint8_t* w, size_t b_row, const QuantizedRows& a, float* out) {
+  if constexpr (T == QuantType::kQ8_0) {
+    tile<R, NW>(w, b_row, a, out);
+  } else {
+#if defined(CHAINLM_QUANT_AVX512_VBMI)
+    q4_tile<R, NW>(w, b_row, a, out);
+#endif
+  }
+}
+
 template <QuantType T, int R>
 void tiles(int n0, int n1, const QuantizedRows& a, const uint8_t* B, size_t b_row, float* C,
            int ldc, float beta) {
@@ -206,23 +212,14 @@ void tiles(int n0, int n1, const QuantizedRows& a, const uint8_t* B, size_t b_ro
         c = beta == 0.0f ? out[r * nw + j] : out[r * nw + j] + beta * c;
       }
   };
-  auto run = [&](auto nw, int n, float* out) {
-    constexpr int NW = decltype(nw)::value;
-#if defined(CHAINLM_QUANT_AVX512_VBMI)
-    if constexpr (T == QuantType::kQ4_0) return q4_tile<R, NW>(B + n * b_row, b_row, a, out);
-#endif
-    static_assert(T == QuantType::kQ8_0 || CHAINLM_QUANT_TILES_Q4, "Q4_0 tiles need AVX-512 VBMI");
-    if constexpr (T == QuantType::kQ8_0) return tile<R, NW>(B + n * b_row, b_row, a, out);
-  };
-  constexpr int NW = 2;
-  float out[NW * R];
+  float out[2 * R];
   int n = n0;
-  for (; n + NW <= n1; n += NW) {
-    run(std::integral_constant<int, NW>{}, n, out);
-    put(n, NW, out);
+  for (; n + 2 <= n1; n += 2) {
+    tile_of<T, R, 2>(B + n * b_row, b_row, a, out);
+    put(n, 2, out);
   }
   for (; n < n1; ++n) {
-    run(std::integral_constant<int, 1>{}, n, out);
+    tile_of<T, R, 1>(B + n * b_row, b_row, a, out);
     put(n, 1, out);
   }
 }
