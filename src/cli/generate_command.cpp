@@ -77,6 +77,7 @@ void add_generate_command(CLI::App& app) {
                           {"tokens_per_s", r.tokens_per_s},
                           {"prefill_ms", r.prefill_ms},
                           {"decode_ms_per_token", r.decode_ms_per_token},
+                          {"stop_reason", stop_reason_name(r.stop_reason)},
                           {"kv_cache", kv_cache_type_name(a->gen.kv_cache)}};
       // Byte-level tokens can split a UTF-8 sequence: replace invalid bytes with U+FFFD.
       std::printf("%s\n", j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
@@ -85,8 +86,15 @@ void add_generate_command(CLI::App& app) {
       std::fflush(stdout);
       const std::string chains = !a->schedule.empty() ? a->schedule
                                  : std::to_string(a->gen.chains ? a->gen.chains : model.config().n_chains());
-      std::fprintf(stderr, "[%zu tokens, chains %s, prefill %.1f ms, %.2f ms/token, %.1f tok/s]\n",
-                   r.tokens.size(), chains.c_str(), r.prefill_ms, r.decode_ms_per_token, r.tokens_per_s);
+      // Fewer tokens than --max-tokens asked for, without EOS: say that the context is full.
+      const std::string full =
+          r.stop_reason == StopReason::max_seq_len
+              ? ", stopped: the context is full (max_seq_len " +
+                    std::to_string(model.config().max_seq_len) + ")"
+              : "";
+      std::fprintf(stderr, "[%zu tokens, chains %s, prefill %.1f ms, %.2f ms/token, %.1f tok/s%s]\n",
+                   r.tokens.size(), chains.c_str(), r.prefill_ms, r.decode_ms_per_token, r.tokens_per_s,
+                   full.c_str());
     }
   });
 }

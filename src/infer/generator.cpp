@@ -6,6 +6,16 @@
 
 namespace chainlm {
 
+const char* stop_reason_name(StopReason r) {
+  switch (r) {
+    case StopReason::eos: return "eos";
+    case StopReason::max_tokens: return "max_tokens";
+    case StopReason::max_seq_len: return "max_seq_len";
+    case StopReason::callback: return "callback";
+  }
+  return "unknown";
+}
+
 GenerateResult generate(const Model& model, const Tokenizer& tok, const std::string& prompt,
                         const GenerateOptions& opt,
                         const std::function<void(const std::string&)>& on_text) {

@@ -29,6 +29,8 @@ enum class StopReason {
   max_seq_len,  // the sequence filled the model's context
   callback,     // generate_tokens' on_token returned false
 };
+// "eos", "max_tokens", "max_seq_len" or "callback": what `generate --json` reports.
+const char* stop_reason_name(StopReason r);
 
 struct GenerateResult {
   std::vector<int> prompt_tokens;  // BOS included

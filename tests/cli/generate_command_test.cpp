@@ -43,6 +43,26 @@ TEST_F(GenerateCommand, ChainScheduleIsReportedPerToken) {
   EXPECT_TRUE(j.contains("prefill_ms") && j.contains("decode_ms_per_token") && j.contains("tokens_per_s"));
 }
 
+// Why generation ended is reported: --max-tokens past the context (max_seq_len 48) stops at the
+// context and says so, rather than quietly giving fewer tokens than asked for.
+TEST_F(GenerateCommand, ReportsWhyGenerationStopped) {
+  const std::string base = "generate --model " + quote(run) + " --prompt ab --temperature 0";
+  auto short_run = run_chainlm(dir, base + " --max-tokens 5 --json");
+  ASSERT_EQ(short_run.exit_code, 0) << short_run.err;
+  EXPECT_EQ(nlohmann::json::parse(short_run.out)["stop_reason"], "max_tokens");
+  auto full = run_chainlm(dir, base + " --max-tokens 100 --json");
+  ASSERT_EQ(full.exit_code, 0) << full.err;
+  auto j = nlohmann::json::parse(full.out);
+  EXPECT_EQ(j["stop_reason"], "max_seq_len");
+  // 48 positions run through the model; the token sampled at the last one is the 49th.
+  EXPECT_EQ(j["tokens"].size() + j["prompt_tokens"].size(), 49u) << full.out;
+  auto text = run_chainlm(dir, base + " --max-tokens 100");
+  ASSERT_EQ(text.exit_code, 0) << text.err;
+  EXPECT_NE(text.err.find("the context is full (max_seq_len 48)"), std::string::npos) << text.err;
+  auto text_short = run_chainlm(dir, base + " --max-tokens 5");
+  EXPECT_EQ(text_short.err.find("context is full"), std::string::npos) << text_short.err;
+}
+
 TEST_F(GenerateCommand, ChainOnePrefillAndFullPrefillGiveTheSameText) {
   const std::string base = "generate --model " + quote(run) + " --prompt 'a small' --max-tokens 10 --temperature 0 --json";
   auto fast = run_chainlm(dir, base), full = run_chainlm(dir, base + " --full-prefill");
