@@ -42,9 +42,13 @@ ChatRequest parse_chat_request(const json& body, const ModelConfig& config) {
       if (name != "role" && name != "content" && name != "name")
         refuse(cat(where, ".", name), cat(where, ".", name, " is not supported"));
     if (!msg.contains("role") || !msg["role"].is_string()) refuse(where + ".role", where + ".role must be a string");
-    const std::string role = msg["role"];
+    std::string role = msg["role"];
+    // "developer": OpenAI's newer name for the system message, which its clients send; the
+    // templates place it as the system prompt.
+    if (role == "developer") role = "system";
     if (role != "system" && role != "user" && role != "assistant")
-      refuse(where + ".role", cat(where, ".role must be system, user or assistant (got '", role, "')"));
+      refuse(where + ".role",
+             cat(where, ".role must be system (or developer), user or assistant (got '", role, "')"));
     if (!msg.contains("content")) refuse(where + ".content", where + ".content is required");
     r.messages.push_back({role, content_of(msg["content"], where + ".content")});
   }

@@ -123,7 +123,7 @@ TEST_F(ServeChat, BadChatRequestsNameTheField) {
   const std::vector<Case> cases = {
       {json::object(), "messages", "messages is required"},
       {{{"messages", json::array()}}, "messages", "messages must be a non-empty list"},
-      {{{"messages", {{{"role", "tool"}, {"content", "x"}}}}}, "messages[0].role", "messages[0].role must be system, user or assistant"},
+      {{{"messages", {{{"role", "tool"}, {"content", "x"}}}}}, "messages[0].role", "messages[0].role must be system (or developer), user or assistant"},
       {{{"messages", {{{"role", "user"}}}}}, "messages[0].content", "messages[0].content is required"},
       {{{"messages", {{{"role", "user"}, {"content", {{{"type", "image_url"}}}}}}}}, "messages[0].content",
        "messages[0].content[0] must be {\"type\": \"text\""},
@@ -148,6 +148,15 @@ TEST_F(ServeChat, BadChatRequestsNameTheField) {
                            {"max_completion_tokens", 2}});
   EXPECT_EQ(parts["usage"]["prompt_tokens"], 20);
   EXPECT_LE(parts["usage"]["completion_tokens"].get<int>(), 2);
+  // "developer" (OpenAI's newer name for the system message) is the system prompt.
+  auto greedy = [&](const std::string& role) {
+    return post(s, "/v1/chat/completions",
+                {{"messages", {{{"role", role}, {"content", "Be brief."}}, {{"role", "user"}, {"content", "Hi"}}}},
+                 {"max_tokens", 4}, {"temperature", 0}});
+  };
+  const json as_system = greedy("system"), as_developer = greedy("developer");
+  EXPECT_EQ(as_developer["usage"], as_system["usage"]);
+  EXPECT_EQ(as_developer["choices"][0]["message"], as_system["choices"][0]["message"]);
 }
 
 // `chainlm serve` takes the template family from a Hugging Face directory's tokenizer_config.json
