@@ -1,6 +1,7 @@
 #include "serve/chat_request.h"
 
 #include "core/error.h"
+#include "core/json_excerpt.h"
 
 namespace chainlm {
 
@@ -22,6 +23,35 @@ std::string content_of(const json& c, const std::string& where) {
     text += part["text"].get<std::string>();
   }
   return text;
+}
+
+// OpenAI chat fields for what chainlm does not do (JSON mode, tools, stored completions, other
+// service tiers, audio), accepted with the values that ask for nothing of it: clients and
+// frameworks send them with those values. Any other value is refused, naming what is missing.
+// Removed from `rest` once checked.
+void take_neutral_chat_fields(json& rest) {
+  auto take = [&](const char* name, auto&& neutral, const char* refusal) {
+    auto it = rest.find(name);
+    if (it == rest.end()) return;
+    if (!it->is_null() && !neutral(*it)) refuse(name, cat(name, " ", json_excerpt(*it), ": ", refusal));
+    rest.erase(it);
+  };
+  const bool no_tools = !rest.contains("tools") || rest["tools"].is_null() ||
+                        (rest["tools"].is_array() && rest["tools"].empty());
+  take(
+      "response_format",
+      [](const json& v) { return v.is_object() && v.size() == 1 && v.value("type", json()) == "text"; },
+      "only {\"type\": \"text\"} is supported (no JSON mode)");
+  take("tools", [](const json& v) { return v.is_array() && v.empty(); },
+       "tools are not supported (no function calling); send none or []");
+  take("tool_choice", [&](const json& v) { return v == "none" || (v == "auto" && no_tools); },
+       "only \"none\" (or \"auto\" without tools) is supported (no function calling)");
+  take("parallel_tool_calls", [](const json& v) { return v.is_boolean(); }, "must be true or false");
+  take("store", [](const json& v) { return v == false; }, "chainlm stores no completions (must be false)");
+  take("metadata", [](const json& v) { return v.is_object(); }, "must be an object");
+  take("service_tier", [](const json& v) { return v == "auto" || v == "default"; },
+       "must be \"auto\" or \"default\"");
+  take("modalities", [](const json& v) { return v == json::array({"text"}); }, "only [\"text\"] is supported");
 }
 
 }  // namespace
@@ -80,6 +110,7 @@ ChatRequest parse_chat_request(const json& body, const ModelConfig& config) {
     rest.erase("logprobs");
   }
   if (top_given && !rest.contains("logprobs")) refuse("top_logprobs", "top_logprobs needs logprobs: true");
+  take_neutral_chat_fields(rest);
   if (rest.contains("stream_options") && !rest["stream_options"].is_null()) {
     const json& so = rest["stream_options"];
     if (!so.is_object()) refuse("stream_options", "stream_options must be an object");

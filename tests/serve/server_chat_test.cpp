@@ -159,6 +159,41 @@ TEST_F(ServeChat, BadChatRequestsNameTheField) {
   EXPECT_EQ(as_developer["choices"][0]["message"], as_system["choices"][0]["message"]);
 }
 
+// OpenAI fields for what chainlm does not do are accepted with the values that ask for nothing
+// (clients send them so) and give the same answer as without them; other values get a 400
+// naming the field.
+TEST_F(ServeChat, NeutralOpenAIFieldsAreAcceptedAndOthersRefused) {
+  ServerUnderTest s(model, options(ChatTemplate::kPlain));
+  const json base = {{"messages", {{{"role", "user"}, {"content", "Hi"}}}}, {"max_tokens", 4}, {"temperature", 0}};
+  const json plain = post(s, "/v1/chat/completions", base);
+  const std::vector<std::pair<std::string, json>> neutral = {
+      {"response_format", {{"type", "text"}}}, {"tools", json::array()},         {"tool_choice", "none"},
+      {"tool_choice", "auto"},                  {"parallel_tool_calls", false},   {"store", false},
+      {"metadata", json::object()},             {"service_tier", "auto"},         {"modalities", {"text"}},
+      {"response_format", nullptr}};
+  for (const auto& [name, value] : neutral) {
+    json body = base;
+    body[name] = value;
+    const json r = post(s, "/v1/chat/completions", body);
+    EXPECT_EQ(r["choices"][0]["message"], plain["choices"][0]["message"]) << body.dump();
+  }
+  const std::vector<std::pair<std::string, json>> refused = {
+      {"response_format", {{"type", "json_object"}}},
+      {"tools", {{{"type", "function"}, {"function", {{"name", "f"}}}}}},
+      {"tool_choice", "required"},
+      {"store", true},
+      {"service_tier", "flex"},
+      {"modalities", {"text", "audio"}},
+      {"reasoning_effort", "low"}};
+  for (const auto& [name, value] : refused) {
+    json body = base;
+    body[name] = value;
+    const json e = post(s, "/v1/chat/completions", body, 400)["error"];
+    EXPECT_EQ(e["param"], name) << body.dump();
+    EXPECT_NE(e["message"].get<std::string>().find(name), std::string::npos) << e.dump();
+  }
+}
+
 // `chainlm serve` takes the template family from a Hugging Face directory's tokenizer_config.json
 // unless --chat-template says otherwise.
 TEST_F(ServeChat, ServeCommandRecognizesTheTemplateOfTheModelDirectory) {
