@@ -43,7 +43,7 @@ void take_neutral_chat_fields(json& rest) {
       [](const json& v) { return v.is_object() && v.size() == 1 && v.value("type", json()) == "text"; },
       "only {\"type\": \"text\"} is supported (no JSON mode)");
   take("tools", [](const json& v) { return v.is_array() && v.empty(); },
-       "tools are not supported (no function calling); send none or []");
+       "function calling is not supported; send no tools or []");
   take("tool_choice", [&](const json& v) { return v == "none" || (v == "auto" && no_tools); },
        "only \"none\" (or \"auto\" without tools) is supported (no function calling)");
   take("parallel_tool_calls", [](const json& v) { return v.is_boolean(); }, "must be true or false");
