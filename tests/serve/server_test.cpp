@@ -200,8 +200,10 @@ TEST_F(ServeTest, StreamIntervalWritesTokensTogetherOneEventEach) {
   auto streamed = [&](int interval_ms, int* writes) {
     ServeOptions o = one_thread();
     o.stream_interval_ms = interval_ms;
-    // Tokens 2 ms apart: without an interval each one is written before the next comes.
-    o.on_token = [](int) { std::this_thread::sleep_for(std::chrono::milliseconds(2)); };
+    // Tokens 15 ms apart: without an interval each one is written, and read by the client, before
+    // the next comes. (2 ms apart, a client thread held off its core by the other tests of a
+    // parallel ctest run sometimes read two writes as one: 10 reads for 12 tokens.)
+    o.on_token = [](int) { std::this_thread::sleep_for(std::chrono::milliseconds(15)); };
     ServerUnderTest s(air, o);
     httplib::Request req;
     req.method = "POST";
