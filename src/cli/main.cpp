@@ -41,7 +41,17 @@ int main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e);
+    // --help and --version print as CLI11 prints them; a usage error is one line on stderr
+    // like every other error (CLI11's own adds a second line), with CLI11's exit code.
+    if (e.get_exit_code() == static_cast<int>(CLI::ExitCodes::Success)) return app.exit(e);
+    std::string message = e.what();
+    for (char& ch : message)
+      if (ch == '\n') ch = ' ';
+    while (!message.empty() && message.back() == ' ') message.pop_back();
+    const auto used = app.get_subcommands();
+    const std::string help = used.empty() ? "chainlm --help" : "chainlm " + used.back()->get_name() + " --help";
+    std::fprintf(stderr, "error: %s (options: %s)\n", message.c_str(), help.c_str());
+    return e.get_exit_code();
   } catch (const chainlm::Error& e) {
     std::fprintf(stderr, "error: %s\n", e.what());
     return 1;

@@ -3,6 +3,7 @@
 #include <sstream>
 
 #include "core/error.h"
+#include "core/json_document.h"
 #include "io/atomic_file.h"
 
 namespace chainlm::cli {
@@ -25,11 +26,7 @@ std::vector<float> parse_float_list(const std::string& s, const std::string& wha
 }
 
 nlohmann::json read_json_file(const std::string& path) {
-  try {
-    return nlohmann::json::parse(read_file(path));
-  } catch (const nlohmann::json::exception& e) {
-    fail(path, ": invalid JSON: ", e.what());
-  }
+  return parse_json_document(read_file(path), path);
 }
 
 CLI::Option* add_precision_option(CLI::App* cmd, std::string& value, const std::string& help) {

@@ -3,7 +3,6 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
 #include <memory>
 #include <string>
 #include <vector>
@@ -14,17 +13,6 @@
 #include "eval/run_metrics.h"
 
 namespace chainlm::cli {
-
-namespace {
-
-bool is_png_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  char magic[8] = {};
-  in.read(magic, sizeof magic);
-  return in.gcount() == 8 && std::string(magic, 8) == std::string("\x89PNG\r\n\x1a\n", 8);
-}
-
-}  // namespace
 
 void add_plot_command(CLI::App& app) {
   auto* cmd = app.add_subcommand(
@@ -80,6 +68,7 @@ void add_plot_command(CLI::App& app) {
     std::vector<std::string> labels = a->labels;
     for (const std::string& r : a->runs) {
       runs.push_back(read_run_metrics(r));
+      warn_torn_last_line(runs.back());
       if (a->labels.empty()) labels.push_back(fs::path(r).lexically_normal().filename().string());
     }
     const std::string out = a->out.empty() ? (fs::path(a->runs[0]) / "loss.png").string() : a->out;

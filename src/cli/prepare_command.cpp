@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <filesystem>
+#include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -111,6 +112,19 @@ void run_prepare(const PrepareOptions& o) {
     Corpus val_corpus = read_corpus_reporting(val_flags, "prepare");
     CHAINLM_CHECK(!val_corpus.documents.empty(), "--val-input ", describe_corpus(val_corpus),
                   " contains no documents (only blank lines)");
+    // A file in both lists would make the validation split a copy of training data.
+    std::map<std::string, std::string> trains;  // canonical path -> as named
+    auto canonical = [](const std::string& path) {
+      std::error_code ec;
+      const std::string c = std::filesystem::weakly_canonical(path, ec).string();
+      return ec ? path : c;
+    };
+    for (const CorpusFile& f : corpus.files) trains.emplace(canonical(f.path), f.path);
+    for (const CorpusFile& f : val_corpus.files) {
+      const auto it = trains.find(canonical(f.path));
+      CHAINLM_CHECK(it == trains.end(), "--val-input ", f.path, " is also read by --input (as ", it->second,
+                    "): its documents would both train and validate. Give each file to one of them");
+    }
     source += " + validation " + describe_corpus(val_corpus);
     is_val.resize(corpus.documents.size() + val_corpus.documents.size(), true);
     for (std::string& d : val_corpus.documents) corpus.documents.push_back(std::move(d));

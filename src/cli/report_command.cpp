@@ -5,6 +5,7 @@
 #include <memory>
 
 #include "cli/commands.h"
+#include "core/error.h"
 #include "eval/loss_plot.h"
 #include "eval/run_metrics.h"
 #include "eval/run_report.h"
@@ -17,7 +18,7 @@ void add_report_command(CLI::App& app) {
       app.add_subcommand("report", "A markdown summary of a training run, with its loss plot");
   struct Args {
     std::string run, out;
-    bool no_plot = false;
+    bool no_plot = false, overwrite = false;
     PlotOptions plot;
   };
   auto a = std::make_shared<Args>();
@@ -26,15 +27,27 @@ void add_report_command(CLI::App& app) {
                   "Markdown file to write; default RUN/report.md. The plot goes beside it "
                   "as <name>-loss.png");
   cmd->add_flag("--no-plot", a->no_plot, "Leave out the plot (no gnuplot needed)");
+  cmd->add_flag("--overwrite", a->overwrite,
+                "Replace --out (and its plot) even when it is not an earlier report (and PNG)");
   cmd->add_option("--width", a->plot.width, "Plot width in pixels")->capture_default_str();
   cmd->add_option("--height", a->plot.height, "Plot height in pixels")->capture_default_str();
   cmd->callback([a]() {
     namespace fs = std::filesystem;
     const RunMetrics m = read_run_metrics(a->run);
+    warn_torn_last_line(m);
     const fs::path out = a->out.empty() ? fs::path(a->run) / "report.md" : fs::path(a->out);
+    // A report replaces an earlier report and its plot, never another file by accident (the
+    // run's metrics.jsonl, a checkpoint's config.json, the user's notes).
+    std::error_code ec;
+    CHAINLM_CHECK(a->overwrite || !fs::exists(out, ec) || is_run_report_file(out.string()), "report: --out ",
+                  out.string(), " exists and is not a chainlm report; choose another file, or pass ",
+                  "--overwrite to replace it (nothing was written)");
+    const fs::path png = out.parent_path() / (out.stem().string() + "-loss.png");
+    CHAINLM_CHECK(a->no_plot || a->overwrite || !fs::exists(png, ec) || is_png_file(png.string()),
+                  "report: the plot would replace ", png.string(), ", which is not a PNG image; choose ",
+                  "another --out, pass --no-plot, or pass --overwrite (nothing was written)");
     std::string link;
     if (!a->no_plot) {
-      const fs::path png = out.parent_path() / (out.stem().string() + "-loss.png");
       a->plot.title = "loss curves: " + fs::path(a->run).lexically_normal().filename().string();
       render_loss_plot(m, png.string(), a->plot);
       link = png.filename().string();

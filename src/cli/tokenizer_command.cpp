@@ -26,6 +26,12 @@ struct EncodeOptions {
 };
 
 void run_train(const TrainOptions& o) {
+  // A directory is never the file --out names, --overwrite or not (renaming onto it fails
+  // after the whole training).
+  std::error_code ec;
+  CHAINLM_CHECK(!std::filesystem::is_directory(o.out, ec), "tokenizer train: --out ", o.out,
+                " is a directory; name the model file to write, e.g. ",
+                (std::filesystem::path(o.out) / "tokenizer.model").string(), " (nothing was written)");
   CHAINLM_CHECK(o.overwrite || !std::filesystem::exists(o.out), "tokenizer train: --out ", o.out,
                 " exists; choose another file, or pass --overwrite to replace it (nothing was "
                 "written)");

@@ -17,6 +17,7 @@
 #include "io/tokenizer.h"
 #include "model/checkpoint.h"
 #include "train/distributed.h"
+#include "train/run_directory.h"
 #include "train/trainer.h"
 
 namespace chainlm::cli {
@@ -26,6 +27,53 @@ namespace fs = std::filesystem;
 namespace {
 
 std::string absolute_path(const std::string& p) { return fs::absolute(p).lexically_normal().string(); }
+
+// Checkpoints in a run directory that no 'latest' file names (deleted, or a writer killed
+// between the two): a new run there would prune them as a killed run's, and a resume cannot
+// tell which one the run stood at. Both are refused with this, naming them and how to go on.
+std::string unnamed_checkpoints(const std::string& out, const std::vector<std::string>& found) {
+  std::string names;
+  for (const std::string& n : found) names += cat(names.empty() ? "" : ", ", n);
+  return cat(out, " holds checkpoint", found.size() > 1 ? "s " : " ", names,
+             " but no 'latest' file naming one. To continue the run from the newest: echo ",
+             found.back(), " > ", (fs::path(out) / "latest").string(), ", then chainlm train --out ",
+             out, " --resume");
+}
+
+bool is_checkpoint_dir(const std::string& dir) {
+  std::error_code ec;
+  return fs::exists(fs::path(dir) / "config.json", ec) && fs::exists(fs::path(dir) / "model.safetensors", ec);
+}
+
+// --out naming a checkpoint (step-N/, or any directory with config.json and model.safetensors)
+// instead of a run: training would write the run's checkpoints inside it, where pruning later
+// deletes them. Refused; a resume is pointed at the run when the checkpoint sits in one.
+void refuse_checkpoint_as_run(const std::string& out, bool resume) {
+  fs::path p = fs::path(out).lexically_normal();
+  if (!p.has_filename()) p = p.parent_path();
+  const fs::path parent = p.has_parent_path() ? p.parent_path() : fs::path(".");
+  std::error_code ec;
+  const std::string advice =
+      !resume ? std::string("; choose another --out (nothing was overwritten)")
+      : fs::exists(parent / "latest", ec)
+          ? cat("; to resume its run: chainlm train --out ", parent.string(), " --resume")
+          : cat("; to train on from its weights, start a new run: chainlm train --init ", out,
+                " --out NEW ... (nothing was trained)");
+  fail(resume ? "train --resume: " : "train: ", out, " is a checkpoint, not a run directory: --out ",
+       "names the run (the directory holding step-* checkpoints and 'latest')", advice);
+}
+
+// Every checkpoint carries the tokenizer of its data (trainer_checkpoint.cpp), so data without
+// one would fail at the first checkpoint, after the steps before it were spent: refused before
+// the first step. A data directory that does not exist is left to the trainer to name.
+void require_data_tokenizer(const std::string& data_dir) {
+  std::error_code ec;
+  if (!fs::is_directory(data_dir, ec) || dir_has_tokenizer(data_dir)) return;
+  fail("train: the data directory ", data_dir, " holds no tokenizer (tokenizer.model, ",
+       "tokenizer.json or chainlm_tokenizer.json, which chainlm prepare writes beside the shards); ",
+       "every checkpoint carries the data's tokenizer, so the run would fail at its first one. Copy ",
+       "the tokenizer the shards were made with into ", data_dir, " (nothing was trained)");
+}
 
 }  // namespace
 
@@ -74,7 +122,8 @@ void add_train_command(CLI::App& app) {
                   "--steps when the run starts; raising --steps on resume keeps the schedule");
   cmd->add_option("--weight-decay", a->wd, "AdamW weight decay on matrices")->capture_default_str();
   cmd->add_option("--grad-clip", a->clip, "Global gradient norm clip; 0 = off")->capture_default_str();
-  cmd->add_option("--eval-every", a->eval_every, "Validate every N steps")->capture_default_str();
+  cmd->add_option("--eval-every", a->eval_every, "Validate every N steps; 0 = only at the end")
+      ->capture_default_str();
   cmd->add_option("--eval-windows", a->eval_windows, "Validation windows; 0 = whole split")
       ->capture_default_str();
   cmd->add_option("--save-every", a->save_every, "Checkpoint every N steps; 0 = at validation");
@@ -83,7 +132,11 @@ void add_train_command(CLI::App& app) {
   cmd->add_option("--threads", a->threads,
                   "Threads (OpenMP and BLAS) per process; 0 = all cores, under mpirun the "
                   "machine's cores shared among its ranks");
-  cmd->add_option("--seed", a->seed, "Seed for initialization and data order")->capture_default_str();
+  cmd->add_option("--seed", a->seed, "Seed for initialization and data order")
+      ->check(CLI::Validator(
+          [](std::string& v) { return !v.empty() && v[0] == '-' ? "got " + v + ": a seed is >= 0" : std::string(); },
+          "SEED >= 0"))
+      ->capture_default_str();
   cmd->add_option("--memory-limit", a->memory_limit,
                   "Memory budget of this process, e.g. 8G (default: what the machine has "
                   "available); a run whose estimate exceeds it is refused before it starts");
@@ -149,11 +202,14 @@ void add_train_command(CLI::App& app) {
                     "train: pass --config (a new model) or --init (existing weights), not both");
       if (a->resume) {
         CHAINLM_CHECK(a->init.empty(), "train: --init starts a new run; --resume continues one");
-        CHAINLM_CHECK(!fs::is_directory(a->out) || fs::exists(fs::path(a->out) / "latest") ||
-                          fs::exists(fs::path(a->out) / "config.json"),
-                      "train --resume: ", a->out, " holds no complete checkpoint (no 'latest' "
-                      "file: the run stopped before its first checkpoint); start it again "
-                      "without --resume");
+        std::error_code ec;
+        if (fs::is_directory(a->out, ec) && !fs::exists(fs::path(a->out) / "latest", ec)) {
+          if (is_checkpoint_dir(a->out)) refuse_checkpoint_as_run(a->out, true);
+          const std::vector<std::string> found = RunDirectory(a->out).checkpoints_after(-1);
+          CHAINLM_CHECK(found.empty(), "train --resume: ", unnamed_checkpoints(a->out, found));
+          fail("train --resume: ", a->out, " holds no complete checkpoint (no 'latest' file: the ",
+               "run stopped before its first checkpoint); start it again without --resume");
+        }
         resume_dir = resolve_checkpoint_dir(a->out);
         model = load_model(resume_dir);
         nlohmann::json state = read_json_file((fs::path(resume_dir) / "trainer_state.json").string());
@@ -162,6 +218,12 @@ void add_train_command(CLI::App& app) {
         } catch (const nlohmann::json::exception& e) {
           fail(resume_dir, "/trainer_state.json: invalid options: ", e.what());
         }
+        // --steps counts from the run's start: one below the step the checkpoint is at would
+        // ask the run to go back.
+        const long at = state.value("step", 0L);
+        CHAINLM_CHECK(!cmd->count("--steps") || a->steps >= at, "train --resume: --steps ", a->steps,
+                      " is below the step the run is at (", at, ", ", resume_dir, "); --steps counts ",
+                      "from the run's start, so pass more than ", at, " to train further");
         // What defines the run's trajectory must not change on resume: an option given with a
         // different value is refused, naming each (it used to be ignored silently).
         std::string fixed;
@@ -220,6 +282,13 @@ void add_train_command(CLI::App& app) {
         change("--precision", a->precision, opt.precision);
         if (!a->data.empty()) change("--data", absolute_path(a->data), opt.data_dir);
         if (!changed.empty() && !a->quiet) std::fprintf(stderr, "resume: %s\n", changed.c_str());
+        require_data_tokenizer(opt.data_dir);
+        // A checkpoint without its tokenizer (removed by hand) would take the data's unchecked
+        // and pass it on to every later checkpoint.
+        CHAINLM_CHECK(dir_has_tokenizer(resume_dir), "train --resume: the checkpoint ", resume_dir,
+                      " holds no tokenizer, so the data's cannot be checked against the one the ",
+                      "run was trained with; copy that tokenizer into ", resume_dir,
+                      " (nothing was trained)");
         check_same_tokenizer(opt.data_dir, resume_dir, "train --resume");
         CHAINLM_CHECK(!cmd->count("--freeze-chains") || a->freeze_chains == opt.freeze_chains,
                       "train --resume: the run froze ", opt.freeze_chains,
@@ -234,6 +303,11 @@ void add_train_command(CLI::App& app) {
         CHAINLM_CHECK(!fs::exists(fs::path(a->out) / "latest"), a->out,
                       " already holds a training run; pass --resume to continue it or choose ",
                       "another --out (nothing was overwritten)");
+        if (is_checkpoint_dir(a->out)) refuse_checkpoint_as_run(a->out, false);
+        const std::vector<std::string> found = RunDirectory(a->out).checkpoints_after(-1);
+        CHAINLM_CHECK(found.empty(), "train: ", unnamed_checkpoints(a->out, found),
+                      "; or choose another --out (nothing was overwritten)");
+        require_data_tokenizer(a->data);
         if (!a->init.empty()) {
           model = load_model(a->init);
           std::error_code ec;
@@ -266,6 +340,7 @@ void add_train_command(CLI::App& app) {
         opt.sample_prompt = a->sample_prompt;
         opt.sample_tokens = a->sample_tokens;
         if (!a->chain_weights.empty()) opt.chain_loss_weights = parse_float_list(a->chain_weights, "--chain-loss-weights");
+        opt.check_ranges();  // before the memory estimate, which reads some of them
         if (a->init.empty()) {
           // A new model: refuse a run that cannot fit before even its weights are allocated.
           const ModelConfig config = load_config(a->config);
@@ -320,6 +395,9 @@ void add_train_command(CLI::App& app) {
                    c.kv_share ? " (CoLM-Air)" : "",
                    c.phd.enabled() ? cat(", ", c.phd.name()).c_str() : "", model->num_params(c.n_chains()) / 1e6,
                    resume_dir.empty() ? "training" : "resuming", trainer.step(), trainer.options().steps);
+      if (trainer.step() >= trainer.options().steps)
+        std::fprintf(stderr, "the run is already at step %ld, its last: nothing to train. Pass a larger "
+                     "--steps to train further\n", trainer.step());
       const TrainOptions& o = trainer.options();
       const std::string what = o.train_only == "head" ? std::string(" (output head only)")
                                : o.freeze_chains > 0  ? cat(" (chains 1..", o.freeze_chains, " frozen)")

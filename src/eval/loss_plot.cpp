@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <sstream>
 
 #include "core/error.h"
@@ -173,6 +174,13 @@ std::string overlay_plot_script(const std::vector<OverlayRun>& runs, const std::
                   m.path, ": no finite training or validation loss of sub-model ", k, " to plot");
   }
   return finish(s, plots);
+}
+
+bool is_png_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  char magic[8] = {};
+  in.read(magic, sizeof magic);
+  return in.gcount() == 8 && std::string(magic, 8) == std::string("\x89PNG\r\n\x1a\n", 8);
 }
 
 void render_loss_plot(const RunMetrics& m, const std::string& png_path, const PlotOptions& o) {

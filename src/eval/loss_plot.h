@@ -53,5 +53,8 @@ void render_loss_plot(const RunMetrics& m, const std::string& png_path, const Pl
 // into a temporary file first).
 inline constexpr const char* kPlotOutput = "@PNG@";
 void render_plot_script(const std::string& script, const std::string& png_path);
+// Whether path is a PNG image (its signature): what plot and report may replace without
+// --overwrite, an earlier plot, never another file by accident.
+bool is_png_file(const std::string& path);
 
 }  // namespace chainlm

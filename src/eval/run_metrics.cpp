@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <filesystem>
 #include <limits>
 #include <nlohmann/json.hpp>
@@ -66,6 +67,11 @@ RunMetrics parse_run_metrics(const std::string& text, const std::string& where) 
     try {
       j = nlohmann::json::parse(lines[i]);
     } catch (const nlohmann::json::exception& e) {
+      const bool torn = i + 1 == lines.size() && !text.empty() && text.back() != '\n';
+      if (torn) {
+        m.torn_last_line = line;
+        break;
+      }
       fail(where, ":", line, ": not valid JSON (", e.what(), ")");
     }
     CHAINLM_CHECK(j.is_object(), where, ":", line, ": expected a JSON object, got ", j.type_name());
@@ -122,6 +128,12 @@ RunMetrics parse_run_metrics(const std::string& text, const std::string& where) 
       p.chain_loss.back() = p.loss;
     }
   return m;
+}
+
+void warn_torn_last_line(const RunMetrics& m) {
+  if (m.torn_last_line > 0)
+    std::fprintf(stderr, "warning: %s:%d: skipped an unfinished last line (a writer stopped mid-line)\n",
+                 m.path.c_str(), m.torn_last_line);
 }
 
 RunMetrics read_run_metrics(const std::string& run_dir) {

@@ -37,15 +37,21 @@ struct RunMetrics {
   long tokens_per_step = -1;  // the global batch's tokens (header); -1 = not logged (before 2026-12)
   double flops_per_step = -1;  // model FLOPs of a step (header, model/training_flops.h); -1 = not logged
   int n_chains = 0;                               // the longest chain_loss / val_loss list seen
+  // A last line left unfinished (no newline, not valid JSON: a writer killed mid-line, a full
+  // disk), skipped: its 1-based number, 0 when there was none. Callers warn.
+  int torn_last_line = 0;
   // Whether sub-model k (1-based) has a logged training loss.
   bool has_train_loss(int k) const;
 };
 
 // Parses the log's text; `where` and the 1-based line number start every error (invalid JSON,
-// a line that is not an object, fields of the wrong type). Lines of other kinds are ignored.
+// a line that is not an object, fields of the wrong type). Lines of other kinds are ignored, and
+// so is a torn last line (RunMetrics::torn_last_line).
 RunMetrics parse_run_metrics(const std::string& text, const std::string& where);
 // Reads RUN_DIR/metrics.jsonl; throws when it is missing or logs no step at all.
 RunMetrics read_run_metrics(const std::string& run_dir);
+// Says on stderr that m's torn last line was skipped, when it had one.
+void warn_torn_last_line(const RunMetrics& m);
 
 // Mean of sub-model k's training loss over the last `window` steps that logged it, and the
 // lowest such mean over any `window` consecutive logged steps (NaN when none logged it).

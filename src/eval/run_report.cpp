@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
+#include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
@@ -18,6 +19,9 @@ namespace chainlm {
 namespace fs = std::filesystem;
 
 namespace {
+
+// The report's first line begins with this: how an earlier report is told from another file.
+constexpr const char* kReportTitle = "# Training report: ";
 
 double median(std::vector<double> v) {
   if (v.empty()) return std::nan("");
@@ -67,7 +71,7 @@ std::string run_report_markdown(const std::string& run_dir, const RunMetrics& m,
                                 const std::string& plot_link) {
   std::ostringstream md;
   const std::string name = fs::path(run_dir).lexically_normal().filename().string();
-  md << "# Training report: " << (name.empty() ? run_dir : name) << "\n\n";
+  md << kReportTitle << (name.empty() ? run_dir : name) << "\n\n";
 
   // The latest checkpoint, if the run has written one.
   std::string ckpt, ckpt_error;
@@ -205,6 +209,13 @@ std::string run_report_markdown(const std::string& run_dir, const RunMetrics& m,
   if (!config_json.is_null())
     md << "## config.json\n\n```json\n" << config_json.dump(2) << "\n```\n";
   return md.str();
+}
+
+bool is_run_report_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::string first;
+  std::getline(in, first);
+  return first.rfind(kReportTitle, 0) == 0;
 }
 
 }  // namespace chainlm

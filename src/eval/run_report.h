@@ -18,5 +18,8 @@ inline constexpr int kReportTrainWindow = 20;
 // report (empty = no image).
 std::string run_report_markdown(const std::string& run_dir, const RunMetrics& metrics,
                                 const std::string& plot_link);
+// Whether path is a report run_report_markdown wrote (its first line), which report may
+// replace without --overwrite.
+bool is_run_report_file(const std::string& path);
 
 }  // namespace chainlm

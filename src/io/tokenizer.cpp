@@ -131,6 +131,13 @@ std::string find_tokenizer_in_dir(const std::string& dir) {
        kDescriptorFile, "); pass --tokenizer with the tokenizer the model was trained with");
 }
 
+bool dir_has_tokenizer(const std::string& dir) {
+  std::error_code ec;
+  for (const char* name : {kModelFile, kDescriptorFile, kLegacyDescriptorFile})
+    if (fs::is_regular_file(fs::path(dir) / name, ec)) return true;
+  return false;
+}
+
 std::string tokenizer_fingerprint(const std::string& spec) {
   std::error_code ec;
   const std::string file = fs::is_directory(spec, ec) ? find_tokenizer_in_dir(spec) : spec;

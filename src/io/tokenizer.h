@@ -86,6 +86,8 @@ std::string sentencepiece_model_bytes(const std::string& spec);
 // find_tokenizer_in_dir returns the spec to pass to load_tokenizer, or throws when the
 // directory holds none of these.
 std::string find_tokenizer_in_dir(const std::string& dir);
+// Whether dir holds one of the files above (valid or not: find_tokenizer_in_dir says).
+bool dir_has_tokenizer(const std::string& dir);
 // What identifies a tokenizer across copies: "byte", or the CRC-32 and size of its file
 // ("crc32 1a2b3c4d, 254321 bytes"). Two specs with different fingerprints tokenize differently.
 std::string tokenizer_fingerprint(const std::string& spec);

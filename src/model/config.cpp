@@ -2,13 +2,15 @@
 
 #include <cmath>
 #include <cstdint>
-#include <fstream>
+#include <filesystem>
 #include <limits>
 #include <numeric>
 #include <sstream>
 
 #include "core/error.h"
+#include "core/json_document.h"
 #include "core/json_excerpt.h"
+#include "io/atomic_file.h"
 
 namespace chainlm {
 
@@ -141,6 +143,9 @@ ModelConfig config_from_json(const nlohmann::json& j, const std::string& where) 
   });
   if (j.contains("phd") && !j.at("phd").is_null()) c.phd = phd_from_json(j.at("phd"), where);
   if (j.contains("rope_scaling")) c.rope_scaling = rope_scaling_from_json(j.at("rope_scaling"), where, true);
+  // Left out, n_kv_heads is n_heads; written as 0 it is refused like any other count below 1.
+  CHAINLM_CHECK(!j.contains("n_kv_heads") || c.n_kv_heads != 0, where,
+                ": 'n_kv_heads' must be positive (got 0); leave it out for as many as 'n_heads'");
   if (c.n_kv_heads == 0) c.n_kv_heads = c.n_heads;
   validate_config(c, where);
   return c;
@@ -161,15 +166,17 @@ nlohmann::json config_to_json(const ModelConfig& c) {
 }
 
 ModelConfig load_config(const std::string& path) {
-  std::ifstream in(path);
-  CHAINLM_CHECK(in, path, ": cannot open model config");
-  nlohmann::json j;
-  try {
-    in >> j;
-  } catch (const nlohmann::json::exception& e) {
-    fail(path, ": invalid JSON: ", e.what());
-  }
-  return config_from_json(j, path);
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  CHAINLM_CHECK(!fs::is_directory(path, ec), path, " is a directory, not a model config JSON file",
+                fs::exists(fs::path(path) / "config.json", ec)
+                    ? cat(" (to start from the model in it, pass it to --init; its config alone is ",
+                          (fs::path(path) / "config.json").string(), ")")
+                : fs::exists(fs::path(path) / "latest", ec)
+                    ? std::string(" (a training run: to start from its latest weights, pass it to --init)")
+                    : std::string());
+  CHAINLM_CHECK(fs::exists(path, ec), path, ": cannot open model config (no such file)");
+  return config_from_json(parse_json_document(read_file(path), path), path);
 }
 
 namespace {

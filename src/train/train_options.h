@@ -66,6 +66,8 @@ struct TrainOptions {
   uint64_t memory_limit = 0;
   int processes_per_machine = 1;  // ranks sharing this machine's memory
 
+  // Throws naming the first option outside its range, by its flag (--lr, --grad-clip, ...).
+  void check_ranges() const;
   nlohmann::json to_json() const;
   static TrainOptions from_json(const nlohmann::json& j);
 };

@@ -30,6 +30,7 @@ Trainer::Trainer(Model& model, TrainOptions options, const Communicator& comm)
       optimizer_(model_.params(), OptimizerConfig{opt_.beta1, opt_.beta2, 1e-8f, opt_.weight_decay,
                                                   opt_.grad_clip}) {
   const ModelConfig& c = model_.config();
+  opt_.check_ranges();
   T_ = opt_.seq_len > 0 ? opt_.seq_len : c.max_seq_len;
   CHAINLM_CHECK(T_ <= c.max_seq_len, "--seq-len ", T_, " exceeds the model's max_seq_len ",
                 c.max_seq_len);
@@ -49,7 +50,6 @@ Trainer::Trainer(Model& model, TrainOptions options, const Communicator& comm)
                     : std::string(),
                 " must be a multiple of --micro-batch ", micro_);
   accum_ = rows_ / micro_;
-  CHAINLM_CHECK(opt_.lr > 0, "--lr must be positive");
   CHAINLM_CHECK((long)train_.vocab_size() <= c.vocab_size, train_.path(),
                 ": tokens use a vocabulary of ", train_.vocab_size(),
                 " but the model's vocab_size is ", c.vocab_size);

@@ -13,7 +13,7 @@
 #include <map>
 #include <nlohmann/json.hpp>
 
-#include "../train/train_test_util.h"
+#include "workflow_fixture.h"
 #include "model/checkpoint.h"
 #include "run_cli.h"
 
@@ -39,22 +39,6 @@ RunResult run_in(const std::string& cwd, const testing::TempDir& dir, const std:
   fs::remove(err);
   return r;
 }
-
-class WorkflowSafety : public test::TrainingDataTest {
- protected:
-  void SetUp() override {
-    make_data(200, "nothing the user has is lost ");
-    config = dir.file("config.json");
-    write_bytes(config, R"({"dim": 16, "n_layers": 1, "n_heads": 2, "ffn_dim": 32, "vocab_size": 258,
-                            "chains": [1, 1], "max_seq_len": 16})");
-    write_bytes(dir.file("corpus.txt"), "first document\n\nsecond document\n\nthird one\n");
-  }
-  std::string train_args(const std::string& out, long steps) const {
-    return "train --config " + quote(config) + " --data " + quote(data) + " --out " + quote(out) +
-           " --steps " + std::to_string(steps) + " --batch-size 2 --seq-len 8 --eval-every 2 --quiet";
-  }
-  std::string config;
-};
 
 TEST_F(WorkflowSafety, PrepareRefusesANonEmptyOutputUnlessOverwrite) {
   const std::string out = dir.file("prepared");

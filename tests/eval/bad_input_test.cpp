@@ -85,6 +85,11 @@ TEST(RunMetricsParser, ReportsTheLineOfWhatIsWrong) {
               parse_run_metrics(ok + "\n{oops\n", "m.jsonl");
             }).find("m.jsonl:2: not valid JSON"),
             std::string::npos);
+  // Unfinished (no newline after it): a killed writer's last line, skipped and reported.
+  const RunMetrics torn = parse_run_metrics(ok + "\n{\"step\": 2, \"loss\": 2.", "m.jsonl");
+  EXPECT_EQ(torn.torn_last_line, 2);
+  EXPECT_EQ(torn.train.size(), 1u);
+  EXPECT_EQ(parse_run_metrics(ok + "\n", "m.jsonl").torn_last_line, 0);
   EXPECT_NE(error_of([&] {
               parse_run_metrics(ok + "\n{\"loss\": 1}\n", "m.jsonl");
             }).find("m.jsonl:2: every line needs an integer \"step\""),

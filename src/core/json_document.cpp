@@ -1,0 +1,41 @@
+#include "core/json_document.h"
+
+#include <set>
+#include <vector>
+
+#include "core/error.h"
+
+namespace chainlm {
+
+nlohmann::json parse_json_document(const std::string& text, const std::string& where) {
+  using Event = nlohmann::json::parse_event_t;
+  // The keys seen so far in each object being read, innermost last.
+  std::vector<std::set<std::string>> open;
+  std::string duplicate;
+  auto check_keys = [&](int, Event event, nlohmann::json& parsed) {
+    if (event == Event::object_start) {
+      open.emplace_back();
+    } else if (event == Event::object_end) {
+      if (!open.empty()) open.pop_back();
+    } else if (event == Event::key && !open.empty() && duplicate.empty() &&
+               !open.back().insert(parsed.get<std::string>()).second) {
+      duplicate = parsed.get<std::string>();
+    }
+    return true;
+  };
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(text, check_keys);  // strict: trailing content is an error
+  } catch (const nlohmann::json::exception& e) {
+    // Without the library's "[json.exception.parse_error.101] " tag: the rest says where and why.
+    std::string what = e.what();
+    const size_t close = what.find("] ");
+    if (what.rfind("[json.exception", 0) == 0 && close != std::string::npos) what.erase(0, close + 2);
+    fail(where, ": invalid JSON: ", what);
+  }
+  CHAINLM_CHECK(duplicate.empty(), where, ": key '", duplicate.size() > 80 ? duplicate.substr(0, 80) + "..." : duplicate,
+                "' is given twice in one object; which value is meant cannot be told");
+  return j;
+}
+
+}  // namespace chainlm

@@ -1,0 +1,16 @@
+#pragma once
+// JSON files chainlm reads as settings (model configs), parsed strictly. nlohmann's stream
+// reader stops after the first value, so `{...} garbage` or a second object went unseen, and a
+// key given twice silently took its last value: a config edited by hand could train another
+// model than the one its first "dim" says. Here both are errors naming the file.
+#include <nlohmann/json.hpp>
+#include <string>
+
+namespace chainlm {
+
+// Parses text as one JSON value with nothing but whitespace after it and no object holding a
+// key twice; throws chainlm::Error "<where>: invalid JSON: ..." or "<where>: key 'k' is given
+// twice ...".
+nlohmann::json parse_json_document(const std::string& text, const std::string& where);
+
+}  // namespace chainlm

@@ -1,0 +1,239 @@
+// A user trial's mistakes with run directories and training options (2026-12-05), each of
+// which lost work or passed silently before: checkpoints without a 'latest' file deleted by a
+// new run, a resume into a checkpoint nesting a run that pruning later deleted, data without a
+// tokenizer failing at the first checkpoint, --steps below the run's step doing nothing with
+// exit 0, options out of range stored as given, configs with trailing text or repeated keys,
+// report --out replacing any file, and plot/report refusing a log with a torn last line.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <string>
+
+#include "workflow_fixture.h"
+
+namespace chainlm {
+namespace {
+
+namespace fs = std::filesystem;
+using testing::contains;
+using testing::quote;
+using testing::read_bytes;
+using testing::run_chainlm;
+using testing::trimmed;
+using testing::write_bytes;
+
+using RunDirectoryCli = WorkflowSafety;
+
+// The names of the entries of a directory, sorted: what must not change.
+std::string listing(const std::string& path) {
+  std::vector<std::string> names;
+  for (const auto& e : fs::directory_iterator(path)) names.push_back(e.path().filename().string());
+  std::sort(names.begin(), names.end());
+  std::string s;
+  for (const auto& n : names) s += n + " ";
+  return s;
+}
+
+// Checkpoints that no 'latest' names: a new run there pruned them as a killed run's (and
+// emptied the log); the resume said "start it again without --resume", which did just that.
+TEST_F(RunDirectoryCli, CheckpointsWithoutLatestAreNamedNeverPruned) {
+  const std::string run = dir.file("run");
+  ASSERT_EQ(run_chainlm(dir, train_args(run, 4)).exit_code, 0);
+  fs::remove(run + "/latest");
+  const std::string before = listing(run), log = read_bytes(run + "/metrics.jsonl");
+  auto fresh = run_chainlm(dir, train_args(run, 2));
+  EXPECT_NE(fresh.exit_code, 0);
+  EXPECT_TRUE(contains(fresh.err, "step-00000002, step-00000004") &&
+              contains(fresh.err, "echo step-00000004 > " + run + "/latest"))
+      << fresh.err;
+  auto resume = run_chainlm(dir, "train --out " + quote(run) + " --resume --steps 6");
+  EXPECT_NE(resume.exit_code, 0);
+  EXPECT_TRUE(contains(resume.err, "echo step-00000004") && !contains(resume.err, "without --resume")) << resume.err;
+  EXPECT_EQ(listing(run), before);
+  EXPECT_EQ(read_bytes(run + "/metrics.jsonl"), log);
+  // Following the advice resumes the run.
+  write_bytes(run + "/latest", "step-00000004\n");
+  auto ok = run_chainlm(dir, "train --out " + quote(run) + " --resume --steps 6 --quiet");
+  EXPECT_EQ(ok.exit_code, 0) << ok.err;
+  EXPECT_EQ(trimmed(read_bytes(run + "/latest")), "step-00000006");
+}
+
+// --out naming a checkpoint: the resume wrote the run's checkpoints inside it, where the run's
+// next pruning deleted them; a new run there was accepted too.
+TEST_F(RunDirectoryCli, ACheckpointIsNotARunDirectory) {
+  const std::string run = dir.file("run"), ckpt = run + "/step-00000002";
+  ASSERT_EQ(run_chainlm(dir, train_args(run, 2)).exit_code, 0);
+  const std::string before = listing(ckpt);
+  auto resume = run_chainlm(dir, "train --out " + quote(ckpt + "/") + " --resume --steps 4");
+  EXPECT_NE(resume.exit_code, 0);
+  EXPECT_TRUE(contains(resume.err, "is a checkpoint, not a run directory") &&
+              contains(resume.err, "chainlm train --out " + run + " --resume"))
+      << resume.err;
+  auto fresh = run_chainlm(dir, train_args(ckpt, 2));
+  EXPECT_NE(fresh.exit_code, 0);
+  EXPECT_TRUE(contains(fresh.err, "is a checkpoint, not a run directory")) << fresh.err;
+  EXPECT_EQ(listing(ckpt), before);
+  // A directory that merely holds a config file is no checkpoint: a run may start there.
+  const std::string mine = dir.file("mine");
+  fs::create_directories(mine);
+  fs::copy_file(config, mine + "/config.json");
+  EXPECT_EQ(run_chainlm(dir, train_args(mine, 2)).exit_code, 0);
+}
+
+// Every checkpoint carries the data's tokenizer: without one the run trained up to its first
+// checkpoint and then failed, losing those steps (and the error suggested `train --tokenizer`,
+// which does not exist). A checkpoint without its tokenizer let any data's through unchecked.
+TEST_F(RunDirectoryCli, ATokenizerIsRequiredBeforeTheFirstStep) {
+  const std::string bare = dir.file("bare"), run = dir.file("run");
+  fs::create_directories(bare);
+  for (const char* f : {"train.bin", "val.bin"}) fs::copy_file(data + "/" + f, bare + "/" + f);
+  auto r = run_chainlm(dir, "train --config " + quote(config) + " --data " + quote(bare) + " --out " + quote(run) +
+                                " --steps 4 --batch-size 2 --seq-len 8 --eval-every 2");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_TRUE(contains(r.err, "holds no tokenizer") && contains(r.err, "nothing was trained")) << r.err;
+  EXPECT_FALSE(contains(r.err, "--tokenizer")) << r.err;
+  EXPECT_FALSE(contains(r.err, "step 1 ")) << "no step may run: " << r.err;
+  EXPECT_FALSE(fs::exists(run + "/metrics.jsonl"));
+
+  ASSERT_EQ(run_chainlm(dir, train_args(run, 2)).exit_code, 0);
+  fs::remove(run + "/step-00000002/chainlm_tokenizer.json");
+  auto resume = run_chainlm(dir, "train --out " + quote(run) + " --resume --steps 4");
+  EXPECT_NE(resume.exit_code, 0);
+  EXPECT_TRUE(contains(resume.err, "holds no tokenizer") && contains(resume.err, "step-00000002")) << resume.err;
+  EXPECT_EQ(trimmed(read_bytes(run + "/latest")), "step-00000002");
+}
+
+// --steps counts from the run's start: below the run's step it did nothing and exited 0 after
+// saying "resuming from step 4 to 2"; a finished run resumed said nothing of being finished.
+TEST_F(RunDirectoryCli, StepsBelowTheRunAreRefusedAndAFinishedRunSaysSo) {
+  const std::string run = dir.file("run");
+  ASSERT_EQ(run_chainlm(dir, train_args(run, 4)).exit_code, 0);
+  const std::string log = read_bytes(run + "/metrics.jsonl");
+  auto back = run_chainlm(dir, "train --out " + quote(run) + " --resume --steps 2");
+  EXPECT_NE(back.exit_code, 0);
+  EXPECT_TRUE(contains(back.err, "--steps 2 is below the step the run is at (4")) << back.err;
+  auto done = run_chainlm(dir, "train --out " + quote(run) + " --resume");
+  EXPECT_EQ(done.exit_code, 0) << done.err;
+  EXPECT_TRUE(contains(done.err, "already at step 4, its last: nothing to train")) << done.err;
+  EXPECT_EQ(trimmed(read_bytes(run + "/latest")), "step-00000004");
+  EXPECT_EQ(read_bytes(run + "/metrics.jsonl"), log);
+}
+
+// Each was accepted and stored as given (a --min-lr-ratio of 2 raised the LR over the run).
+TEST_F(RunDirectoryCli, OptionsOutOfRangeAreRefusedNamingTheFlag) {
+  const std::string run = dir.file("run");
+  for (const std::string opt :
+       {"--min-lr-ratio 2", "--min-lr-ratio -0.5", "--weight-decay -1", "--grad-clip -1", "--seq-len -5",
+        "--warmup -5", "--lr-schedule-steps -3", "--eval-every -1", "--save-every -1", "--eval-windows -2",
+        "--lr nan", "--chain-loss-weights 0,0", "--chain-loss-weights -1,2", "--seed -1"}) {
+    auto r = run_chainlm(dir, train_args(run, 2) + " " + opt);
+    EXPECT_NE(r.exit_code, 0) << opt;
+    const std::string flag = opt.substr(0, opt.find(' '));
+    EXPECT_TRUE(contains(r.err, flag)) << opt << ": " << r.err;
+    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << "one line: " << r.err;
+    EXPECT_FALSE(fs::exists(run)) << opt;
+  }
+  // The documented special values stay valid: 0 = only at the end, -1 = the default warmup.
+  auto ok = run_chainlm(dir, "train --config " + quote(config) + " --data " + quote(data) + " --out " + quote(run) +
+                                " --steps 2 --batch-size 2 --seq-len 8 --quiet --eval-every 0 --warmup -1 --grad-clip 0");
+  EXPECT_EQ(ok.exit_code, 0) << ok.err;
+}
+
+// nlohmann's stream reader stopped after the first value, and a repeated key took its last
+// value: `{...} garbage`, `{...}{...}` and {"dim": 16, "dim": 32} all trained.
+TEST_F(RunDirectoryCli, ConfigsAreReadWhole) {
+  const std::string run = dir.file("run");
+  const std::string body = R"("n_layers": 1, "n_heads": 2, "ffn_dim": 32, "vocab_size": 258, "max_seq_len": 16)";
+  const std::pair<std::string, std::string> cases[] = {
+      {"{\"dim\": 16, " + body + "} garbage", "expected end of input"},
+      {"{\"dim\": 16, " + body + "}{\"dim\": 8}", "expected end of input"},
+      {"{\"dim\": 16, \"dim\": 32, " + body + "}", "key 'dim' is given twice"},
+      {"{\"dim\": 16, \"n_kv_heads\": 0, " + body + "}", "'n_kv_heads' must be positive (got 0)"}};
+  for (const auto& [text, why] : cases) {
+    write_bytes(dir.file("c.json"), text);
+    auto r = run_chainlm(dir, "train --config " + quote(dir.file("c.json")) + " --data " + quote(data) + " --out " +
+                                  quote(run) + " --steps 1 --batch-size 2 --seq-len 8");
+    EXPECT_NE(r.exit_code, 0) << text;
+    EXPECT_TRUE(contains(r.err, why) && !contains(r.err, "[json.exception")) << text << ": " << r.err;
+  }
+  // A directory as --config: it said "basic_filebuf::underflow error reading the file".
+  ASSERT_EQ(run_chainlm(dir, train_args(run, 2)).exit_code, 0);
+  auto d = run_chainlm(dir, "train --config " + quote(run + "/step-00000002") + " --data " + quote(data) +
+                                " --out " + quote(dir.file("other")) + " --steps 1");
+  EXPECT_NE(d.exit_code, 0);
+  EXPECT_TRUE(contains(d.err, "is a directory, not a model config") && contains(d.err, "--init")) << d.err;
+}
+
+// report --out replaced any file with markdown: the run's metrics.jsonl, a checkpoint's
+// config.json, the user's notes, and a non-PNG beside it named like its plot.
+TEST_F(RunDirectoryCli, ReportReplacesOnlyAnEarlierReport) {
+  const std::string run = dir.file("run");
+  ASSERT_EQ(run_chainlm(dir, train_args(run, 2)).exit_code, 0);
+  const std::string log = read_bytes(run + "/metrics.jsonl");
+  auto r = run_chainlm(dir, "report " + quote(run) + " --no-plot --out " + quote(run + "/metrics.jsonl"));
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_TRUE(contains(r.err, "is not a chainlm report") && contains(r.err, "--overwrite")) << r.err;
+  EXPECT_EQ(read_bytes(run + "/metrics.jsonl"), log);
+  write_bytes(dir.file("notes-loss.png"), "not a picture");
+  auto png = run_chainlm(dir, "report " + quote(run) + " --out " + quote(dir.file("notes.md")));
+  EXPECT_NE(png.exit_code, 0);
+  EXPECT_TRUE(contains(png.err, "not a PNG")) << png.err;
+  EXPECT_EQ(read_bytes(dir.file("notes-loss.png")), "not a picture");
+  EXPECT_FALSE(fs::exists(dir.file("notes.md")));
+  // Its own report is replaced; another file with --overwrite.
+  const std::string md = dir.file("r.md");
+  ASSERT_EQ(run_chainlm(dir, "report " + quote(run) + " --no-plot --out " + quote(md)).exit_code, 0);
+  EXPECT_EQ(run_chainlm(dir, "report " + quote(run) + " --no-plot --out " + quote(md)).exit_code, 0);
+  write_bytes(dir.file("n.md"), "mine");
+  EXPECT_EQ(run_chainlm(dir, "report " + quote(run) + " --no-plot --overwrite --out " + quote(dir.file("n.md"))).exit_code, 0);
+  EXPECT_TRUE(contains(read_bytes(dir.file("n.md")), "# Training report"));
+}
+
+// A log whose last line a killed writer left unfinished: plot and report refused the whole log
+// (train --resume already dropped such a line). A bad line that is finished is still an error.
+TEST_F(RunDirectoryCli, ATornLastLogLineIsSkippedWithAWarning) {
+  const std::string run = dir.file("run");
+  ASSERT_EQ(run_chainlm(dir, train_args(run, 2)).exit_code, 0);
+  const std::string log = read_bytes(run + "/metrics.jsonl");
+  write_bytes(run + "/metrics.jsonl", log + "{\"step\": 3, \"chain_loss\": [null, 3.8");
+  auto r = run_chainlm(dir, "report " + quote(run) + " --no-plot --out " + quote(dir.file("r.md")));
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(contains(r.err, "skipped an unfinished last line")) << r.err;
+  write_bytes(run + "/metrics.jsonl", log + "{\"step\": 3, \"chain_loss\": [null, 3.8\n");
+  auto bad = run_chainlm(dir, "report " + quote(run) + " --no-plot --out " + quote(dir.file("r.md")));
+  EXPECT_NE(bad.exit_code, 0);
+  EXPECT_TRUE(contains(bad.err, "not valid JSON")) << bad.err;
+}
+
+// The same file as --input and --val-input made the validation split a copy of training data;
+// a directory as tokenizer train's --out failed only after training, even with --overwrite.
+TEST_F(RunDirectoryCli, PrepareAndTokenizerTrainRefuseOutputsThatCannotBeRight) {
+  const std::string corpus = dir.file("corpus.txt");
+  auto p = run_chainlm(dir, "prepare --tokenizer byte --input " + quote(corpus) + " --val-input " +
+                                quote(dir.path().string() + "/./corpus.txt") + " --out " + quote(dir.file("p")));
+  EXPECT_NE(p.exit_code, 0);
+  EXPECT_TRUE(contains(p.err, "is also read by --input")) << p.err;
+  EXPECT_FALSE(fs::exists(dir.file("p") + "/train.bin"));
+  fs::create_directories(dir.file("tokdir"));
+  auto t = run_chainlm(dir, "tokenizer train --corpus " + quote(corpus) + " --vocab-size 300 --overwrite --out " +
+                                quote(dir.file("tokdir")));
+  EXPECT_NE(t.exit_code, 0);
+  EXPECT_TRUE(contains(t.err, "is a directory") && contains(t.err, "tokenizer.model")) << t.err;
+}
+
+// CLI11's usage errors were two lines ("... Run with --help for more information.").
+TEST_F(RunDirectoryCli, UsageErrorsAreOneLine) {
+  for (const std::string args : {"train --steps abc --out x", "train --out x --no-such-flag", "train"}) {
+    auto r = run_chainlm(dir, args);
+    EXPECT_NE(r.exit_code, 0) << args;
+    EXPECT_EQ(r.err.rfind("error: ", 0), 0u) << r.err;
+    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+    EXPECT_TRUE(contains(r.err, "chainlm train --help")) << r.err;
+  }
+  auto help = run_chainlm(dir, "train --help");
+  EXPECT_EQ(help.exit_code, 0);
+  EXPECT_TRUE(contains(help.out, "--resume")) << help.out;
+}
+
+}  // namespace
+}  // namespace chainlm
