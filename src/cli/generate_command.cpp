@@ -47,7 +47,7 @@ void add_generate_command(CLI::App& app) {
         load_model_and_tokenizer(a->model, a->tokenizer, true, parse_precision(a->precision));
     const Model& model = *loaded.model;
     a->gen.kv_cache = resolve_kv_cache_type(parse_kv_cache_type(a->kv_cache), model);
-    if (!a->schedule.empty()) {
+    if (cmd->count("--chain-schedule")) {  // an empty one is ChainSchedule::parse's to refuse
       CHAINLM_CHECK(!cmd->count("--chains"), "pass --chains or --chain-schedule, not both");
       a->gen.schedule = ChainSchedule::parse(a->schedule, model.config().n_chains());
     }

@@ -29,6 +29,13 @@ LoadedModel load_model_and_tokenizer(const std::string& model_arg, const std::st
 // latest checkpoint's), or a Hugging Face directory's tokenizer.model; "" when it carries none
 // (a llama2.c .bin, a directory without one). expand and quantize store it beside their output.
 std::string carried_tokenizer(const std::string& model_arg);
+// A --tokenizer given for a model: refused when it has more tokens than the model's vocab_size
+// (ids the model has no row for), or when the model carries a tokenizer of another vocabulary
+// size (not the one it was trained with: eval reported ppl 2874 for 39 with such a one, and
+// generate failed only at its first token); a carried tokenizer of the same size but another
+// file (a tokenizer.json beside its tokenizer.model, say) is only warned of.
+void check_tokenizer_for_model(const std::string& model_arg, const std::string& tokenizer_arg,
+                               const Tokenizer& tokenizer, int model_vocab);
 // Help text of the inference commands' --precision.
 inline constexpr const char* kInferencePrecisionHelp =
     "Weights and GEMM inputs: fp32, or bf16 (half the memory and bytes per token; fp32 sums)";

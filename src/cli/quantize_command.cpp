@@ -59,7 +59,12 @@ void add_quantize_command(CLI::App& app) {
       if (a->chains < source_chains) fp32 = extract_sub_model(*fp32, a->chains);
     }
     const std::string tokenizer = a->tokenizer.empty() ? carried_tokenizer(a->model) : a->tokenizer;
-    if (!tokenizer.empty()) load_tokenizer(tokenizer);  // fail before any work is written
+    // Fail before any work is written; a --tokenizer must be the model's (the checkpoint
+    // carries it on to every command that reads the model).
+    if (!tokenizer.empty()) {
+      const std::unique_ptr<Tokenizer> tok = load_tokenizer(tokenizer);
+      if (!a->tokenizer.empty()) check_tokenizer_for_model(a->model, a->tokenizer, *tok, fp32->config().vocab_size);
+    }
 
     auto quant = std::make_unique<Model>(fp32->config());
     quant->copy_weights_from(*fp32);

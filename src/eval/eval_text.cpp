@@ -1,12 +1,12 @@
 #include "eval/eval_text.h"
 
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 
 #include "core/error.h"
-#include "io/atomic_file.h"
-#include "io/text_documents.h"
+#include "io/corpus_reader.h"
 #include "io/token_shard.h"
 
 namespace chainlm {
@@ -37,6 +37,12 @@ EvalTokens load_eval_tokens(const std::string& path_arg, const Tokenizer* tokeni
     r.tokens.resize(shard.size());
     if (shard.size() > 0) shard.read(0, shard.size(), r.tokens.data());
     if (tokenizer) {
+      // prepare records its tokenizer's vocabulary size in the shard: another size is another
+      // tokenizer (a shard moved away from its directory escapes the fingerprint check).
+      CHAINLM_CHECK(shard.vocab_size() == static_cast<uint32_t>(tokenizer->vocab_size()), path,
+                    ": made with a tokenizer of ", shard.vocab_size(), " tokens, but the model's has ",
+                    tokenizer->vocab_size(), "; its token ids would mean other text. Prepare the data with the ",
+                    "model's tokenizer");
       const int bos = tokenizer->bos_id();
       r.bytes = 0;
       size_t begin = 0;
@@ -60,8 +66,15 @@ EvalTokens load_eval_tokens(const std::string& path_arg, const Tokenizer* tokeni
   r.kind = "text";
   CHAINLM_CHECK(tokenizer, path,
                 ": a text file needs a tokenizer to be evaluated; pass --tokenizer");
-  const std::string text = read_file(path);
-  const std::vector<std::string> docs = split_documents(text);
+  // Read as prepare reads an --input (io/corpus_reader.h): decompressed, JSON Lines by name,
+  // UTF-16/32 and binary files refused, invalid UTF-8 counted; so a file and the shard prepare
+  // makes of it give the same figures (a .gz was scored as its compressed bytes, a .jsonl with
+  // its JSON syntax).
+  CorpusOptions options;
+  options.inputs = {path};
+  Corpus corpus = read_corpus(options);
+  for (const std::string& w : corpus.warnings) std::fprintf(stderr, "warning: %s\n", w.c_str());
+  const std::vector<std::string>& docs = corpus.documents;
   CHAINLM_CHECK(!docs.empty(), path, ": holds no text (empty, or only blank lines)");
   std::vector<std::vector<int>> encoded(docs.size());
   std::string first_error;

@@ -24,9 +24,10 @@ bool is_token_shard_file(const std::string& path);
 //     tokenizer, the bytes are those of the text it decodes to, document by document (a
 //     document starts at each BOS), else unknown;
 //   a data directory: its val.bin, as above;
-//   a text file: split into documents like `chainlm prepare` does (blank lines, '%' lines),
-//     each tokenized with BOS in front; the bytes are the documents' own (separators
-//     excluded, since no token stands for them). Needs the tokenizer.
+//   a text or JSON Lines file, plain or compressed: read and split into documents as
+//     `chainlm prepare` reads an --input with its default options (io/corpus_reader.h: blank or
+//     '%' lines; a .jsonl's "text" fields), each tokenized with BOS in front; the bytes are the
+//     documents' own (separators excluded, since no token stands for them). Needs the tokenizer.
 EvalTokens load_eval_tokens(const std::string& path, const Tokenizer* tokenizer);
 
 }  // namespace chainlm

@@ -56,6 +56,9 @@ int Sampler::sample_adjusted(const float* logits, int V) {
   const float mx = std::max_element(scratch_.begin(), scratch_.begin() + n,
                                     [](const auto& a, const auto& b) { return a.first < b.first; })
                        ->first;
+  // A temperature so small that a logit / temperature overflows (1e-40: infinities, then NaN
+  // probabilities, and the last token id every time) is greedy sampling to float precision.
+  if (!std::isfinite(mx)) return first_argmax(logits, V);
   double sum = 0;
   for (int i = 0; i < n; ++i) {
     scratch_[i].first = std::exp(scratch_[i].first - mx);

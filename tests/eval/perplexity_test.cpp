@@ -4,6 +4,7 @@
 #include "eval/perplexity.h"
 
 #include <gtest/gtest.h>
+#include <zlib.h>
 
 #include <cmath>
 #include <filesystem>
@@ -20,6 +21,7 @@
 namespace chainlm {
 namespace {
 
+namespace fs = std::filesystem;
 using testing::quote;
 using testing::run_chainlm;
 using testing::TempDir;
@@ -197,9 +199,35 @@ TEST_F(EvalPplCommand, ATokenShardGivesTheSameFiguresAsItsText) {
   EXPECT_NE(r.out.find("\n   3 "), std::string::npos) << r.out;
 }
 
+// A text file is read as prepare reads an --input: compressed and JSON Lines files were scored
+// as raw bytes (a .gz's compressed bytes, a .jsonl's JSON syntax) with exit 0.
+TEST_F(EvalPplCommand, CompressedAndJsonLinesFilesGiveTheSameFiguresAsTheText) {
+  {
+    gzFile gz = gzopen(dir.file("eval.txt.gz").c_str(), "wb");
+    ASSERT_NE(gz, nullptr);
+    ASSERT_EQ(gzwrite(gz, text.data(), (unsigned)text.size()), (int)text.size());
+    ASSERT_EQ(gzclose(gz), Z_OK);
+  }
+  std::string jsonl;
+  for (const std::string& d : split_documents(text)) jsonl += nlohmann::json{{"text", d}}.dump() + "\n";
+  write_bytes(dir.file("eval.jsonl"), jsonl);
+  const nlohmann::json t = run_json("--data " + quote(dir.file("eval.txt")) + " --seq-len 16");
+  for (const char* name : {"eval.txt.gz", "eval.jsonl"}) {
+    const nlohmann::json j = run_json("--data " + quote(dir.file(name)) + " --seq-len 16");
+    EXPECT_EQ(j["documents"], 3) << name;
+    EXPECT_EQ(j["bytes"], t["bytes"]) << name;
+    EXPECT_EQ(j["tokens"], t["tokens"]) << name;
+    for (int i = 0; i < 3; ++i)
+      EXPECT_DOUBLE_EQ(j["chains"][i]["loss"].get<double>(), t["chains"][i]["loss"].get<double>()) << name;
+  }
+}
+
 TEST_F(EvalPplCommand, BadInputFailsWithAMessage) {
   write_bytes(dir.file("empty.txt"), "\n\n  \n");
   write_bytes(dir.file("one.txt"), "");
+  fs::create_directories(dir.file("other"));
+  write_token_shard(dir.file("other/v.bin"), {1, 2, 3, 4, 5}, 300);
+  write_bytes(dir.file("u16.txt"), std::string("\xff\xfeh\0i\0\n\0", 8));
   struct Case {
     std::string args, message;
   };
@@ -211,6 +239,13 @@ TEST_F(EvalPplCommand, BadInputFailsWithAMessage) {
       {"--data " + quote(dir.file("eval.txt")) + " --chains two", "neither \"all\""},
       {"--data " + quote(dir.file("eval.txt")) + " --seq-len 64", "max_seq_len"},
       {"--data " + quote(dir.file("eval.txt")) + " --stride 40", "stride"},
+      // Below 0 ran with the default.
+      {"--data " + quote(dir.file("eval.txt")) + " --seq-len -5", "--seq-len -5 must be >= 0"},
+      {"--data " + quote(dir.file("eval.txt")) + " --stride -1", "--stride -1 must be >= 0"},
+      {"--data " + quote(dir.file("eval.txt")) + " --batch-size -1", "--batch-size -1 must be >= 0"},
+      // A shard of another tokenizer's vocabulary away from its directory (no fingerprint).
+      {"--data " + quote(dir.file("other/v.bin")), "made with a tokenizer of 300 tokens"},
+      {"--data " + quote(dir.file("u16.txt")), "UTF-16"},
   };
   for (const Case& c : cases) {
     auto r = run_chainlm(dir, "eval ppl --model " + quote(ckpt) + " " + c.args);

@@ -47,6 +47,22 @@ TEST(Sampler, GreedyIsTheFirstLargestLogit) {
   EXPECT_EQ(s.sample(many.data(), 4096), 1234);
 }
 
+// A temperature so small that logit / temperature overflows: infinities made every probability
+// NaN and the sampler returned the last token id, every time ("OnceGGGGGGGGGG").
+TEST(Sampler, ATinyTemperatureIsGreedy) {
+  const std::vector<float> logits = {1.0f, 3.0f, 2.0f, 0.5f}, negative = {-5.0f, -2.0f, -3.0f, -9.0f};
+  for (float t : {1e-40f, 1e-38f, std::numeric_limits<float>::denorm_min()}) {
+    SamplingOptions o;
+    o.temperature = t;
+    o.seed = 3;
+    Sampler s(o);
+    for (int i = 0; i < 5; ++i) {
+      EXPECT_EQ(s.sample(logits.data(), 4), 1) << t;
+      EXPECT_EQ(s.sample(negative.data(), 4), 1) << t;  // every logit / t is -inf
+    }
+  }
+}
+
 TEST(Sampler, PenaltiesLowerTokensAlreadySampled) {
   const std::vector<float> logits = {2.0f, 1.5f, 1.2f};
   SamplingOptions o;
