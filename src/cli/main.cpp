@@ -48,6 +48,14 @@ int main(int argc, char** argv) {
     for (char& ch : message)
       if (ch == '\n') ch = ' ';
     while (!message.empty() && message.back() == ' ') message.pop_back();
+    // An unknown command comes back as "A subcommand is required": name it and the commands.
+    if (argc > 1 && argv[1][0] != '-' && app.get_subcommands().empty()) {
+      std::string names;
+      for (const CLI::App* sub : app.get_subcommands({})) names += (names.empty() ? "" : ", ") + sub->get_name();
+      std::fprintf(stderr, "error: unknown command '%s'; the commands are %s (chainlm --help)\n", argv[1],
+                   names.c_str());
+      return e.get_exit_code();
+    }
     const auto used = app.get_subcommands();
     const std::string help = used.empty() ? "chainlm --help" : "chainlm " + used.back()->get_name() + " --help";
     std::fprintf(stderr, "error: %s (options: %s)\n", message.c_str(), help.c_str());

@@ -230,6 +230,9 @@ TEST_F(RunDirectoryCli, UsageErrorsAreOneLine) {
     EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
     EXPECT_TRUE(contains(r.err, "chainlm train --help")) << r.err;
   }
+  auto unknown = run_chainlm(dir, "trian --steps 3");
+  EXPECT_NE(unknown.exit_code, 0);
+  EXPECT_TRUE(contains(unknown.err, "unknown command 'trian'") && contains(unknown.err, "train, generate")) << unknown.err;
   auto help = run_chainlm(dir, "train --help");
   EXPECT_EQ(help.exit_code, 0);
   EXPECT_TRUE(contains(help.out, "--resume")) << help.out;
