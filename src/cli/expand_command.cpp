@@ -7,44 +7,26 @@
 #include <cstdio>
 #include <filesystem>
 #include <memory>
-#include <sstream>
+#include <new>
 
 #include "cli/commands.h"
 #include "cli/model_info.h"
 #include "cli/model_loading.h"
+#include "cli/parse_util.h"
 #include "core/error.h"
+#include "core/memory.h"
 #include "core/rng.h"
 #include "core/threads.h"
 #include "io/atomic_file.h"
 #include "io/hf_llama.h"
 #include "io/tokenizer.h"
+#include "model/chain_layout.h"
 #include "model/checkpoint.h"
 #include "model/expand.h"
 
 namespace chainlm::cli {
 
 namespace fs = std::filesystem;
-
-namespace {
-
-std::vector<int> parse_int_list(const std::string& s, const std::string& what) {
-  std::vector<int> out;
-  std::stringstream ss(s);
-  std::string item;
-  while (std::getline(ss, item, ',')) {
-    try {
-      size_t used = 0;
-      out.push_back(std::stoi(item, &used));
-      CHAINLM_CHECK(used == item.size(), what, ": '", item, "' is not an integer");
-    } catch (const std::logic_error&) {
-      fail(what, ": '", item, "' is not an integer");
-    }
-  }
-  CHAINLM_CHECK(!out.empty(), what, ": empty list");
-  return out;
-}
-
-}  // namespace
 
 void add_expand_command(CLI::App& app) {
   auto* cmd = app.add_subcommand(
@@ -76,8 +58,30 @@ void add_expand_command(CLI::App& app) {
     o.seed = a->seed;
     std::unique_ptr<Model> base = load_model(a->from);
     const std::string tokenizer = a->tokenizer.empty() ? carried_tokenizer(a->from) : a->tokenizer;
-    if (!tokenizer.empty()) load_tokenizer(tokenizer);  // fail before any work is written
-    std::unique_ptr<Model> expanded = expand_model(*base, o);
+    // Fail before any work is written; a --tokenizer must be the base's (the checkpoint carries
+    // it on to every command that reads the model).
+    if (!tokenizer.empty()) {
+      const std::unique_ptr<Tokenizer> tok = load_tokenizer(tokenizer);
+      if (!a->tokenizer.empty()) check_tokenizer_for_model(a->from, a->tokenizer, *tok, base->config().vocab_size);
+    }
+    // The expanded model is held beside the base (and a copy of its tensors while it is
+    // written): refused with its size when that does not fit, not ended by std::bad_alloc
+    // (a typo like --add-chains 800).
+    const ModelConfig grown = expanded_config(base->config(), o);
+    const double grown_bytes = 4.0 * static_cast<double>(parameter_count(grown));
+    const AvailableMemory avail = available_memory();
+    CHAINLM_CHECK(avail.bytes == 0 || 2 * grown_bytes <= static_cast<double>(avail.bytes), "expand: the expanded model ",
+                  "has ", parameter_count(grown), " parameters (", format_bytes(grown_bytes), " as fp32); built and ",
+                  "written it needs about ", format_bytes(2 * grown_bytes), ", more than the ",
+                  format_bytes(static_cast<double>(avail.bytes)), " available (", avail.source,
+                  "): check --add-chains ", a->add, " (nothing was written)");
+    std::unique_ptr<Model> expanded;
+    try {
+      expanded = expand_model(*base, o);
+    } catch (const std::bad_alloc&) {
+      fail("expand: out of memory building the expanded model (", parameter_count(grown), " parameters, ",
+           format_bytes(grown_bytes), " as fp32); check --add-chains ", a->add, " (nothing was written)");
+    }
 
     // Check what SPEC A6 promises on a probe sequence before writing anything.
     const int T = std::min(64, base->config().max_seq_len), V = base->config().vocab_size;

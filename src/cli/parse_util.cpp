@@ -9,6 +9,7 @@
 namespace chainlm::cli {
 
 std::vector<float> parse_float_list(const std::string& s, const std::string& what) {
+  CHAINLM_CHECK(s.empty() || s.back() != ',', what, ": '", s, "' ends with a comma");
   std::vector<float> out;
   std::stringstream ss(s);
   std::string item;
@@ -19,6 +20,25 @@ std::vector<float> parse_float_list(const std::string& s, const std::string& wha
       CHAINLM_CHECK(used == item.size(), what, ": '", item, "' is not a number");
     } catch (const std::logic_error&) {
       fail(what, ": '", item, "' is not a number");
+    }
+  }
+  CHAINLM_CHECK(!out.empty(), what, ": empty list");
+  return out;
+}
+
+std::vector<int> parse_int_list(const std::string& s, const std::string& what) {
+  // getline drops an empty last item: "8," would read as "8".
+  CHAINLM_CHECK(s.empty() || s.back() != ',', what, ": '", s, "' ends with a comma");
+  std::vector<int> out;
+  std::stringstream ss(s);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    try {
+      size_t used = 0;
+      out.push_back(std::stoi(item, &used));
+      CHAINLM_CHECK(used == item.size(), what, ": '", item, "' is not an integer");
+    } catch (const std::logic_error&) {
+      fail(what, ": '", item, "' is not an integer");
     }
   }
   CHAINLM_CHECK(!out.empty(), what, ": empty list");

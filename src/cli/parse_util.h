@@ -9,6 +9,8 @@ namespace chainlm::cli {
 
 // "1,0.5,2" -> {1, 0.5, 2}; `what` names the option in errors.
 std::vector<float> parse_float_list(const std::string& s, const std::string& what);
+// "8" or "4,4" -> {4, 4}, the same way.
+std::vector<int> parse_int_list(const std::string& s, const std::string& what);
 nlohmann::json read_json_file(const std::string& path);
 // --precision fp32|bf16 (docs/precision.md); CLI11 refuses other values, naming both.
 CLI::Option* add_precision_option(CLI::App* cmd, std::string& value, const std::string& help);

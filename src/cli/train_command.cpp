@@ -7,6 +7,7 @@
 #include <memory>
 
 #include "cli/commands.h"
+#include "cli/model_loading.h"
 #include "cli/parse_util.h"
 #include "cli/training_samples.h"
 #include "core/error.h"
@@ -313,6 +314,12 @@ void add_train_command(CLI::App& app) {
           std::error_code ec;
           if (fs::is_directory(a->init, ec))
             check_same_tokenizer(a->data, resolve_checkpoint_dir(a->init), "train --init");
+          // A llama2.c file, or a checkpoint written without one, carries no tokenizer to compare
+          // the data's with: said, since the run's checkpoints then take the data's as the model's.
+          if (carried_tokenizer(a->init).empty())
+            std::fprintf(stderr, "warning: %s carries no tokenizer, so the data's (%s) cannot be checked against the "
+                         "one it was trained with; the run's checkpoints will carry the data's\n",
+                         a->init.c_str(), a->data.c_str());
         }
         opt.init = a->init.empty() ? std::string() : absolute_path(a->init);
         opt.freeze_chains = a->freeze_chains;

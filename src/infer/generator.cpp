@@ -71,7 +71,8 @@ GenerateResult generate_tokens(const Model& model, const Tokenizer& tok, const s
   int decoded = 0;
   while (true) {
     const int i = (int)res.tokens.size();
-    const int next = sampler.sample(logits, c.vocab_size);
+    // Ids past the tokenizer's (a vocab_size padded beyond it) have no text: never sampled.
+    const int next = sampler.sample(logits, tok.vocab_size());
     if (opt.stop_at_eos && (tok.is_eos(next) || next == tok.bos_id())) {
       res.stop_reason = StopReason::eos;
       break;

@@ -1,10 +1,13 @@
-// A user trial's mistakes with trained models (2026-12-05), which passed silently or failed
+// Two user trials' mistakes with trained models (2026-12-05), which passed silently or failed
 // late before: a --tokenizer that is not the model's (eval reported a perplexity of 2874 for
-// 39, quantize wrote a checkpoint no command could use), and a GGUF export into a directory
-// that does not exist (an error naming temporary files).
+// 39, quantize and expand wrote checkpoints no command could use), a GGUF export into a
+// directory that does not exist (an error naming temporary files), a vocab_size padded past the
+// tokenizer's (generate, and training's samples, died on the first id without text), an
+// expansion too large for memory (std::bad_alloc), and --init from weights without a tokenizer.
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <nlohmann/json.hpp>
 #include <string>
 
 #include "workflow_fixture.h"
@@ -42,7 +45,8 @@ TEST_F(ModelUseCli, ATokenizerOfAnotherVocabularyThanTheModelsIsRefused) {
   const std::string uses[] = {
       "eval ppl --model " + quote(run) + " --data " + quote(dir.file("corpus.txt")) + " --tokenizer " + other,
       "generate --model " + quote(run) + " --prompt hi --max-tokens 2 --tokenizer " + other,
-      "quantize --model " + quote(run) + " --type q8_0 --out " + quote(dir.file("q")) + " --tokenizer " + other};
+      "quantize --model " + quote(run) + " --type q8_0 --out " + quote(dir.file("q")) + " --tokenizer " + other,
+      "expand --from " + quote(run) + " --add-chains 2 --out " + quote(dir.file("x")) + " --tokenizer " + other};
   for (const std::string& use : uses) {
     auto r = run_chainlm(dir, use);
     EXPECT_NE(r.exit_code, 0) << use;
@@ -51,11 +55,52 @@ TEST_F(ModelUseCli, ATokenizerOfAnotherVocabularyThanTheModelsIsRefused) {
         << use << ": " << r.err;
   }
   EXPECT_FALSE(fs::exists(dir.file("q")));
+  EXPECT_FALSE(fs::exists(dir.file("x")));
   // The model's own, named explicitly, is fine; so is leaving it out.
   auto own = run_chainlm(dir, "eval ppl --model " + quote(run) + " --data " + quote(dir.file("corpus.txt")) +
                                  " --tokenizer byte");
   EXPECT_EQ(own.exit_code, 0) << own.err;
   EXPECT_EQ(run_chainlm(dir, "quantize --model " + quote(run) + " --type q8_0 --out " + quote(dir.file("q"))).exit_code, 0);
+}
+
+// The model's 512 ids against the byte tokenizer's 258: ids 258..511 have no text. An untrained
+// model samples them about half the time; generate failed at the first ("token id 452 is
+// outside the vocabulary"), and a run with --sample-every died at its first sample.
+TEST_F(ModelUseCli, IdsPastTheTokenizersAreNeverSampled) {
+  for (int seed = 1; seed <= 3; ++seed) {
+    auto r = run_chainlm(dir, "generate --model " + quote(run) + " --prompt hi --max-tokens 12 --temperature 1 --json --seed " +
+                                  std::to_string(seed));
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    const auto j = nlohmann::json::parse(r.out);
+    ASSERT_EQ(j["tokens"].size(), 12u);
+    for (const auto& t : j["tokens"]) EXPECT_LT(t.get<int>(), 258) << r.out;
+  }
+  auto t = run_chainlm(dir, train_args(dir.file("sampled"), 2) + " --sample-every 1 --sample-tokens 12");
+  EXPECT_EQ(t.exit_code, 0) << t.err;
+}
+
+TEST_F(ModelUseCli, AnExpansionTooLargeOrMistypedIsRefusedNamingIt) {
+  auto big = run_chainlm(dir, "expand --from " + quote(run) + " --add-chains 20000 --out " + quote(dir.file("x")));
+  EXPECT_NE(big.exit_code, 0);
+  EXPECT_TRUE(contains(big.err, "more than the") && contains(big.err, "--add-chains 20000")) << big.err;
+  auto comma = run_chainlm(dir, "expand --from " + quote(run) + " --add-chains 2, --out " + quote(dir.file("x")));
+  EXPECT_NE(comma.exit_code, 0);
+  EXPECT_TRUE(contains(comma.err, "ends with a comma")) << comma.err;
+  EXPECT_FALSE(fs::exists(dir.file("x")));
+}
+
+// A GGUF written without a tokenizer carries none: starting a run from it is warned of.
+TEST_F(ModelUseCli, InitFromWeightsWithoutATokenizerIsWarnedOf) {
+  const std::string gguf = dir.file("m.gguf");
+  ASSERT_EQ(run_chainlm(dir, "export --format gguf --no-tokenizer --model " + quote(run) + " --out " + quote(gguf)).exit_code, 0);
+  auto r = run_chainlm(dir, "train --init " + quote(gguf) + " --data " + quote(data) + " --out " + quote(dir.file("r2")) +
+                                " --steps 1 --batch-size 2 --seq-len 8 --quiet");
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(contains(r.err, "carries no tokenizer, so the data's")) << r.err;
+  auto own = run_chainlm(dir, "train --init " + quote(run) + " --data " + quote(data) + " --out " + quote(dir.file("r3")) +
+                                  " --steps 1 --batch-size 2 --seq-len 8 --quiet");
+  EXPECT_EQ(own.exit_code, 0) << own.err;
+  EXPECT_FALSE(contains(own.err, "warning")) << own.err;
 }
 
 TEST_F(ModelUseCli, AGgufExportMakesItsDirectoryAndNamesAFile) {

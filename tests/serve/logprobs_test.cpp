@@ -56,6 +56,26 @@ class ServeLogprobs : public ::testing::Test {
   std::unique_ptr<ServerUnderTest> server;
 };
 
+// A vocab_size padded past the tokenizer's (512 ids, 258 with text): a random model samples the
+// padding about half the time, which ended the request with an error at the first such id;
+// the log-probabilities' alternatives listed them too.
+TEST(ServePaddedVocabulary, IdsWithoutTextAreNeitherSampledNorListed) {
+  TempDir dir;
+  testing::write_tiny_model(dir.file("padded"), true, 64, 32, 2, {}, 512);
+  ServeOptions o;
+  o.threads = 1;
+  ServerUnderTest server(dir.file("padded"), o);
+  for (int seed = 1; seed <= 3; ++seed) {
+    const json body = {{"prompt", "ab"}, {"max_tokens", 12}, {"temperature", 1}, {"seed", seed}, {"logprobs", 5}};
+    auto r = server.client().Post("/v1/completions", body.dump(), "application/json");
+    ASSERT_TRUE(r && r->status == 200) << (r ? r->body : "no answer");
+    const json j = json::parse(r->body);
+    const json& lp = j["choices"][0]["logprobs"];
+    ASSERT_EQ(lp["tokens"].size(), 12u) << r->body;
+    for (const auto& top : lp["top_logprobs"]) EXPECT_EQ(top.size(), 5u) << r->body;
+  }
+}
+
 TEST_F(ServeLogprobs, GreedyTokensAreTheirOwnBestAlternative) {
   const json r = post("/v1/completions", {{"prompt", "ab"}, {"max_tokens", 5}, {"temperature", 0}, {"logprobs", 3}});
   const json& lp = r["choices"][0]["logprobs"];

@@ -60,15 +60,17 @@ class Hold {
 
 // A randomly initialized 3-chain model (chain widths 1, 1, 2) with the byte tokenizer, saved
 // as a checkpoint directory. Random weights emit arbitrary bytes, invalid UTF-8 included.
+// vocab_size past the byte tokenizer's 258 pads the vocabulary with ids that have no text.
 inline void write_tiny_model(const std::string& dir, bool kv_share = true, int max_seq_len = 64,
-                             int dim = 32, int n_layers = 2, PhdConfig phd = {}) {
+                             int dim = 32, int n_layers = 2, PhdConfig phd = {},
+                             int vocab_size = ByteTokenizer::kVocabSize) {
   ModelConfig c;
   c.dim = dim;
   c.n_layers = n_layers;
   c.n_heads = 4;
   c.n_kv_heads = kv_share ? 1 : 4;
   c.ffn_dim = 2 * dim;
-  c.vocab_size = ByteTokenizer::kVocabSize;
+  c.vocab_size = vocab_size;
   c.chains = {1, 1, 2};
   c.kv_share = kv_share;
   c.max_seq_len = max_seq_len;
