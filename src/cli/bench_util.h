@@ -31,9 +31,13 @@ void add_gemm_fields(nlohmann::json& j, const GemmPeak& peak, Precision p = Prec
 // Best-of-reps read bandwidth (GB/s) over a buffer of `bytes`, with the current threads.
 double measure_read_bandwidth_gbs(size_t bytes, double min_seconds = 0.2);
 
+// The median; of an even count, the mean of the middle two (the upper one alone made the
+// median of two rounds their maximum).
 inline double median(std::vector<double> v) {
+  if (v.empty()) return 0.0;
   std::sort(v.begin(), v.end());
-  return v.empty() ? 0.0 : v[v.size() / 2];
+  const size_t h = v.size() / 2;
+  return v.size() % 2 ? v[h] : 0.5 * (v[h - 1] + v[h]);
 }
 
 // baseline: also time the same config without its "phd" section, interleaved step by step,

@@ -3,6 +3,7 @@
 #include <pthread.h>
 
 #include <csignal>
+#include <cstdlib>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -15,6 +16,7 @@
 #include "core/error.h"
 #include "core/memory.h"
 #include "core/threads.h"
+#include "io/atomic_file.h"
 #include "serve/access.h"
 #include "serve/chat_template.h"
 #include "serve/server.h"
@@ -31,27 +33,40 @@ ChatTemplate choose_chat_template(const std::string& given, const std::string& m
   if (!given.empty()) return parse_chat_template(given);
   const fs::path config = fs::path(model) / "tokenizer_config.json";
   std::error_code ec;
-  if (!fs::is_regular_file(config, ec)) return ChatTemplate::kPlain;
-  nlohmann::json j;
-  try {
-    std::ifstream in(config);
-    j = nlohmann::json::parse(in);
-  } catch (const nlohmann::json::exception& e) {
-    fail(config.string(), " is not valid JSON (", e.what(), "); pass --chat-template to choose one");
-  }
   std::string jinja;
-  if (j.contains("chat_template") && j["chat_template"].is_string()) jinja = j["chat_template"];
-  if (j.contains("chat_template") && j["chat_template"].is_array())  // [{"name": "default", "template": ...}]
-    for (const auto& t : j["chat_template"])
-      if (t.is_object() && t.value("name", "") == "default" && t.contains("template") && t["template"].is_string())
-        jinja = t["template"];
+  fs::path source = config;
+  if (fs::is_regular_file(config, ec)) {
+    nlohmann::json j;
+    try {
+      std::ifstream in(config);
+      j = nlohmann::json::parse(in);
+    } catch (const nlohmann::json::exception& e) {
+      fail(config.string(), " is not valid JSON (", e.what(), "); pass --chat-template to choose one");
+    }
+    if (j.contains("chat_template") && j["chat_template"].is_string()) jinja = j["chat_template"];
+    if (j.contains("chat_template") && j["chat_template"].is_array())  // [{"name": "default", "template": ...}]
+      for (const auto& t : j["chat_template"])
+        if (t.is_object() && t.value("name", "") == "default" && t.contains("template") && t["template"].is_string())
+          jinja = t["template"];
+  }
+  // Recent transformers save the template in a file of its own beside tokenizer_config.json.
+  const fs::path own_file = fs::path(model) / "chat_template.jinja";
+  if (jinja.empty() && fs::is_regular_file(own_file, ec)) {
+    jinja = read_file(own_file.string());
+    source = own_file;
+  }
   if (jinja.empty()) return ChatTemplate::kPlain;
   if (const auto t = detect_chat_template(jinja)) return *t;
   std::fprintf(stderr,
                "chainlm serve: %s has a chat template of no family chainlm knows; using plain "
                "(pass --chat-template to choose one)\n",
-               config.c_str());
+               source.c_str());
   return ChatTemplate::kPlain;
+}
+
+// The host as a URL writes it: an IPv6 address in brackets (http://[::1]:8080/).
+std::string url_host(const std::string& host) {
+  return host.find(':') != std::string::npos && host.front() != '[' ? "[" + host + "]" : host;
 }
 
 // "runs/x/" -> "x", "stories260K.bin" -> "stories260K".
@@ -101,7 +116,7 @@ void add_serve_command(CLI::App& app) {
   cmd->add_option("--memory-limit", a->memory_limit,
                   "Memory budget, e.g. 4G (default: what the machine has available); the "
                   "server refuses to start when the model and its sessions would not fit");
-  cmd->add_option("--api-key", a->serve.api_key,
+  auto* api_key = cmd->add_option("--api-key", a->serve.api_key,
                   "Every route but / and /health needs 'Authorization: Bearer KEY' (401 otherwise); "
                   "prefer the environment variable, which other users cannot see in the process list")
       ->envname("CHAINLM_API_KEY");
@@ -113,9 +128,16 @@ void add_serve_command(CLI::App& app) {
                   "(default: recognized from a Hugging Face directory's tokenizer_config.json, else plain)");
   cmd->add_option("--name", a->name,
                   "Model name in the API (default: the --model file or directory name)");
-  cmd->callback([a]() {
+  cmd->callback([a, api_key]() {
     // SIGINT and SIGTERM are taken by sigwait below: block them before any thread starts so
     // every thread inherits the mask and none is interrupted.
+    // An empty key (--api-key "$KEY" with KEY unset) would serve without authentication.
+    // (CLI11 skips an empty environment variable, so that one is looked at here.)
+    const char* env_key = std::getenv("CHAINLM_API_KEY");
+    CHAINLM_CHECK((api_key->count() == 0 || !a->serve.api_key.empty()) &&
+                      (api_key->count() > 0 || env_key == nullptr || *env_key != '\0'),
+                  "serve: the API key is empty (--api-key \"\" or CHAINLM_API_KEY set to nothing): pass the key, "
+                  "or leave both out (unset CHAINLM_API_KEY) to serve without one");
     sigset_t stop_signals;
     sigemptyset(&stop_signals);
     sigaddset(&stop_signals, SIGINT);
@@ -138,7 +160,7 @@ void add_serve_command(CLI::App& app) {
     const ModelConfig& c = loaded.model->config();
     std::printf(
         "chainlm serve: http://%s:%d/ (model %s, %d chains; batches of up to %d sessions on %d threads, queue %d)\n",
-        a->serve.host.c_str(), port, a->serve.model_name.c_str(), c.n_chains(),
+        url_host(a->serve.host).c_str(), port, a->serve.model_name.c_str(), c.n_chains(),
         server.max_sessions(), server.threads(), server.max_queue());
     std::printf("chainlm serve: memory estimated %s\n", server.estimated_memory().describe().c_str());
     std::printf("chainlm serve: chat template %s, KV cache %s\n", chat_template_name(a->serve.chat_template),

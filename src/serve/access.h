@@ -29,8 +29,14 @@ bool is_loopback_host(const std::string& host);
 // The host part of a Host header value: "localhost:8080" -> "localhost", "[::1]:80" -> "::1".
 std::string host_of_host_header(const std::string& host_header);
 
-// Whether `authorization` is "Bearer <key>" for this key (constant time in the key's length).
+// Whether `authorization` is "Bearer <key>" for this key, the scheme in any case (constant time
+// in the key's length).
 bool bearer_matches(const std::string& authorization, const std::string& key);
+
+// Access-Control-Allow-Headers for a preflight that asks to send `requested` (its
+// Access-Control-Request-Headers): Authorization and Content-Type, and the requested names when
+// they are plain header names.
+std::string preflight_allowed_headers(const std::string& requested);
 
 // Whether a route needs the API key: all but the page and /health.
 bool route_needs_key(const std::string& path);

@@ -44,4 +44,9 @@ int Admission::waiting() const {
   return (int)(next_ticket_ - admitted_);
 }
 
+bool Admission::stopping() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return shutdown_;
+}
+
 }  // namespace chainlm

@@ -32,6 +32,7 @@ class Admission {
   int waiting() const;
   int max_sessions() const { return max_sessions_; }
   int max_queue() const { return max_queue_; }
+  bool stopping() const;
 
  private:
   void release();

@@ -68,9 +68,18 @@ ChatRequest parse_chat_request(const json& body, const ModelConfig& config) {
     const json& msg = (*m)[i];
     const std::string where = cat("messages[", i, "]");
     if (!msg.is_object()) refuse(where, cat(where, " must be an object with role and content"));
-    for (const auto& [name, value] : msg.items())
-      if (name != "role" && name != "content" && name != "name")
-        refuse(cat(where, ".", name), cat(where, ".", name, " is not supported"));
+    for (const auto& [name, value] : msg.items()) {
+      if (name == "role" || name == "content" || name == "name") continue;
+      // An assistant message as OpenAI returned it, sent back in the next turn, carries these
+      // empty: accepted so; with content, they ask for what chainlm does not do.
+      const bool empty = value.is_null() || (value.is_array() && value.empty());
+      const bool neutral = name == "tool_calls" || name == "function_call" || name == "refusal" ||
+                           name == "audio" || name == "annotations";
+      if (!neutral || !empty)
+        refuse(cat(where, ".", name),
+               cat(where, ".", name, neutral ? " is not supported with a value (chainlm reads text only; null or [] is)"
+                                             : " is not supported"));
+    }
     if (!msg.contains("role") || !msg["role"].is_string()) refuse(where + ".role", where + ".role must be a string");
     std::string role = msg["role"];
     // "developer": OpenAI's newer name for the system message, which its clients send; the

@@ -297,11 +297,15 @@ void InferenceServer::Impl::start(const std::shared_ptr<Job>& job, httplib::Resp
   job->slot = admission.acquire();
   if (!job->slot) {
     res.set_header("Retry-After", "1");
-    set_error(
-        res, 503,
-        cat("the server is busy: all ", admission.max_sessions(), " sessions are generating and ",
-            admission.max_queue(), " requests are waiting; retry later"),
-        "server_busy");
+    // Refused because the server is stopping (its queue emptied by shutdown), or because the
+    // queue was full: "busy, N waiting" said of a stopping server sent clients to retry it.
+    if (admission.stopping())
+      set_error(res, 503, "the server is stopping; the request was not started", "server_stopping");
+    else
+      set_error(res, 503,
+                cat("the server is busy: all ", admission.max_sessions(), " sessions are generating and the queue's ",
+                    admission.max_queue(), " places are taken; retry later"),
+                "server_busy");
     return;
   }
   job->queue_seconds = seconds_since(job->arrival);

@@ -177,6 +177,24 @@ TEST_F(ServeChat, NeutralOpenAIFieldsAreAcceptedAndOthersRefused) {
     const json r = post(s, "/v1/chat/completions", body);
     EXPECT_EQ(r["choices"][0]["message"], plain["choices"][0]["message"]) << body.dump();
   }
+  // An assistant message as OpenAI returns it, sent back in the next turn, carries these empty
+  // (a 400 "messages[1].tool_calls is not supported" broke multi-turn clients).
+  const json turn = {{"role", "assistant"}, {"content", "Hello"}};
+  json two = base;
+  two["messages"] = {base["messages"][0], turn, {{"role", "user"}, {"content", "Again"}}};
+  const json plain_turn = post(s, "/v1/chat/completions", two);
+  for (const auto& [name, value] : std::vector<std::pair<std::string, json>>{
+           {"tool_calls", nullptr}, {"tool_calls", json::array()}, {"refusal", nullptr},
+           {"function_call", nullptr}, {"annotations", json::array()}, {"audio", nullptr}}) {
+    json body = two;
+    body["messages"][1][name] = value;
+    const json r = post(s, "/v1/chat/completions", body);
+    EXPECT_EQ(r["choices"][0]["message"], plain_turn["choices"][0]["message"]) << body.dump();
+  }
+  json called = two;
+  called["messages"][1]["tool_calls"] = {{{"id", "c1"}, {"type", "function"}}};
+  const json ce = post(s, "/v1/chat/completions", called, 400)["error"];
+  EXPECT_EQ(ce["param"], "messages[1].tool_calls") << ce.dump();
   const std::vector<std::pair<std::string, json>> refused = {
       {"response_format", {{"type", "json_object"}}},
       {"tools", {{{"type", "function"}, {"function", {{"name", "f"}}}}}},
@@ -219,6 +237,25 @@ TEST_F(ServeChat, ServeCommandRecognizesTheTemplateOfTheModelDirectory) {
     testing::stop(s);
     EXPECT_NE(out.find(expected), std::string::npos) << out;
   }
+  // Recent transformers write the template to chat_template.jinja beside tokenizer_config.json:
+  // it fell back to plain without a word.
+  {
+    std::ofstream out(model + "/tokenizer_config.json");
+    out << json{{"bos_token", "<s>"}}.dump();
+  }
+  {
+    std::ofstream out(model + "/chat_template.jinja");
+    out << "{% for m in messages %}<|im_start|>{{m.role}}\n{{m.content}}<|im_end|>\n{% endfor %}";
+  }
+  testing::Spawned own = testing::spawn_serve(dir, {"--model", model, "--port", "0", "--threads", "1"}, {});
+  ASSERT_GT(own.port, 0) << testing::read_bytes(dir.file("serve.err"));
+  std::string out;
+  for (int i = 0; i < 500 && out.find("chat template") == std::string::npos; ++i) {
+    out = testing::read_bytes(dir.file("serve.out"));
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  testing::stop(own);
+  EXPECT_NE(out.find("chat template chatml"), std::string::npos) << out;
 }
 
 }  // namespace

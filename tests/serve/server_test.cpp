@@ -562,6 +562,10 @@ TEST_F(ServeTest, ServeCommandPrintsItsUrlAndStopsOnSigterm) {
   auto bad = run_chainlm(dir, "serve --model " + quote(air) + " --max-queue -1");
   EXPECT_NE(bad.exit_code, 0);
   EXPECT_NE(bad.err.find("--max-queue must be >= 0"), std::string::npos) << bad.err;
+  // 0 was accepted, and then every POST got a 413.
+  auto no_body = run_chainlm(dir, "serve --model " + quote(air) + " --max-body-bytes 0");
+  EXPECT_NE(no_body.exit_code, 0);
+  EXPECT_NE(no_body.err.find("--max-body-bytes must be positive"), std::string::npos) << no_body.err;
 }
 
 }  // namespace
