@@ -56,7 +56,7 @@ void refuse_unreadable_content(const std::string& path, const DecompressedFile& 
            "zstd, bzip2)");
     default:
       fail(path, " is ", text_encoding_name(encoding), " text", inside,
-           "; chainlm reads UTF-8: convert it first, e.g. iconv -f UTF-16 -t UTF-8 ", path,
+           "; chainlm reads UTF-8: convert it first, e.g. iconv -f ", iconv_encoding_name(encoding), " -t UTF-8 ", path,
            " > converted.txt");
   }
 }

@@ -91,6 +91,14 @@ TextEncoding detect_text_encoding(std::string_view bytes) {
   for (size_t i = 0; i < head.size(); ++i)
     if (head[i] == '\0') ++(i % 2 ? nul_odd : nul_even);
   if (nul_even + nul_odd > 0) {
+    // UTF-32 without a mark: the top byte of every code unit is NUL (code points end at
+    // U+10FFFF), the next one nearly always (the BMP), the lowest nearly never.
+    size_t nul4[4] = {0, 0, 0, 0};
+    for (size_t i = 0; i < head.size(); ++i)
+      if (head[i] == '\0') ++nul4[i % 4];
+    const size_t quads = head.size() / 4;
+    if (quads > 0 && nul4[3] >= quads && nul4[2] >= quads / 2 && nul4[0] <= quads / 4) return TextEncoding::kUtf32Le;
+    if (quads > 0 && nul4[0] >= quads && nul4[1] >= quads / 2 && nul4[3] <= quads / 4) return TextEncoding::kUtf32Be;
     // ASCII-range UTF-16 has a NUL in nearly every high byte and none in the low bytes.
     const size_t pairs = head.size() / 2;
     if (nul_odd >= pairs / 3 && nul_even <= nul_odd / 50) return TextEncoding::kUtf16Le;
@@ -102,6 +110,21 @@ TextEncoding detect_text_encoding(std::string_view bytes) {
   const Utf8Check check = check_utf8(head);
   if (head.size() >= 64 && check.invalid * 8 > head.size()) return TextEncoding::kBinary;
   return starts_with(bytes, "\xEF\xBB\xBF") ? TextEncoding::kUtf8Bom : TextEncoding::kUtf8;
+}
+
+const char* iconv_encoding_name(TextEncoding encoding) {
+  switch (encoding) {
+    case TextEncoding::kUtf16Le:
+      return "UTF-16LE";
+    case TextEncoding::kUtf16Be:
+      return "UTF-16BE";
+    case TextEncoding::kUtf32Le:
+      return "UTF-32LE";
+    case TextEncoding::kUtf32Be:
+      return "UTF-32BE";
+    default:
+      return "UTF-8";
+  }
 }
 
 const char* text_encoding_name(TextEncoding encoding) {

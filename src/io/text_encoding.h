@@ -30,6 +30,9 @@ enum class TextEncoding { kUtf8, kUtf8Bom, kUtf16Le, kUtf16Be, kUtf32Le, kUtf32B
 TextEncoding detect_text_encoding(std::string_view bytes);
 
 // "UTF-16 (little-endian)", "binary data", ... for messages.
+// The encoding's name for iconv -f, byte order included (a file without a byte-order mark
+// converted as plain "UTF-16" is read in the wrong order).
+const char* iconv_encoding_name(TextEncoding encoding);
 const char* text_encoding_name(TextEncoding encoding);
 
 }  // namespace chainlm

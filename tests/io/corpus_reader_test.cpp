@@ -72,6 +72,24 @@ TEST(ReadDecompressed, TruncatedAndMissingFilesFailNamingThem) {
     EXPECT_NE(what.find("cannot read " + dir.file("cut.gz")), std::string::npos) << what;
     EXPECT_NE(what.find("truncated gzip"), std::string::npos) << what;
   }
+  // A flipped byte in the deflate stream, or in the trailer's CRC: libarchive ended the data
+  // early or not at all, without an error (a corrupt corpus trained on as a shorter one).
+  for (const size_t at : {gz.size() / 2, gz.size() - 8}) {
+    std::string bad = gz;
+    bad[at] = static_cast<char>(bad[at] ^ 0xff);
+    write_bytes(dir.file("bad.gz"), bad);
+    try {
+      read_decompressed(dir.file("bad.gz"));
+      FAIL() << "a gzip file damaged at byte " << at << " was read";
+    } catch (const Error& e) {
+      const std::string what = e.what();
+      EXPECT_NE(what.find("cannot read " + dir.file("bad.gz") + " (gzip-compressed)"), std::string::npos) << what;
+      EXPECT_NE(what.find("damaged"), std::string::npos) << what;
+    }
+  }
+  // Two members one after the other (cat a.gz b.gz) are both read.
+  write_bytes(dir.file("two.gz"), gz + gz);
+  EXPECT_EQ(read_decompressed(dir.file("two.gz")).bytes, read_bytes(kFixtures + "poem.txt") + read_bytes(kFixtures + "poem.txt"));
   EXPECT_THROW(read_decompressed(dir.file("missing.txt")), Error);
   EXPECT_THROW(read_decompressed(dir.path().string()), Error);
   write_bytes(dir.file("empty.txt"), "");
@@ -138,7 +156,8 @@ TEST(ReadCorpus, RefusesWhatIsNotUtf8Text) {
   write_bytes(dir.file("u16.txt"), utf16);
   EXPECT_NE(message_of(inputs({dir.file("u16.txt")})).find("is UTF-16 (little-endian) text"),
             std::string::npos);
-  EXPECT_NE(message_of(inputs({dir.file("u16.txt")})).find("iconv"), std::string::npos);
+  EXPECT_NE(message_of(inputs({dir.file("u16.txt")})).find("iconv -f UTF-16LE -t UTF-8"), std::string::npos)
+      << message_of(inputs({dir.file("u16.txt")}));
 
   write_bytes(dir.file("prog"), std::string("\x7F"
                                             "ELF\x02\x01\x01\0\0\0\0\0 code",

@@ -136,6 +136,20 @@ TEST(DetectTextEncoding, FilesUsersPass) {
   EXPECT_EQ(detect_text_encoding("\xFE\xFF" + be), TextEncoding::kUtf16Be);
   EXPECT_EQ(detect_text_encoding(std::string("\xFF\xFE\0\0h\0\0\0", 8)), TextEncoding::kUtf32Le);
   EXPECT_EQ(detect_text_encoding(std::string("\0\0\xFE\xFF\0\0\0h", 8)), TextEncoding::kUtf32Be);
+  // UTF-32 without a mark (iconv -t UTF-32LE / UTF-32BE): "binary data" before. ASCII, and text
+  // whose code points fill the second byte (U+4E00..: "一二三").
+  std::string le32, be32;
+  for (char c : text) {
+    le32 += std::string(1, c) + std::string(3, '\0');
+    be32 += std::string(3, '\0') + std::string(1, c);
+  }
+  EXPECT_EQ(detect_text_encoding(le32), TextEncoding::kUtf32Le);
+  EXPECT_EQ(detect_text_encoding(be32), TextEncoding::kUtf32Be);
+  const std::string cjk_le = std::string("\x00\x4E\x00\x00\x8C\x4E\x00\x00\x09\x4E\x00\x00", 12);
+  EXPECT_EQ(detect_text_encoding(cjk_le + le32), TextEncoding::kUtf32Le);
+  // iconv needs the byte order spelled out for files without a mark.
+  EXPECT_STREQ(iconv_encoding_name(TextEncoding::kUtf16Be), "UTF-16BE");
+  EXPECT_STREQ(iconv_encoding_name(TextEncoding::kUtf32Le), "UTF-32LE");
 
   // An ELF header and random bytes are binary.
   EXPECT_EQ(detect_text_encoding(std::string("\x7F"
