@@ -3,6 +3,7 @@
 // an fp32 inference model's matrices in panels (gemm_panels.h).
 #include <algorithm>
 #include <cstring>
+#include <optional>
 
 #include "core/error.h"
 #include "model/model.h"
@@ -112,9 +113,16 @@ void Model::copy_weights_from(const Model& other) {
     for (size_t i = 0; i < params_.infos().size(); ++i)
       if (!other.is_quantized((int)i))
         std::copy_n(other.params_.value((int)i), params_.info((int)i).numel(), params_.value((int)i));
-    load_quantized_weights(other.quant_type_, [&](int param, uint8_t* dst, std::size_t bytes) {
-      std::copy_n(other.quantized_blocks(param), bytes, dst);
-    });
+    // Each matrix as the source holds it: its own block type, or fp32 (a GGUF's F32/F16
+    // tensors, copied above). Without the types every matrix was taken for quantized, and a
+    // copy of a GGUF with F16 tensors (eval's per-thread models) failed.
+    std::vector<std::optional<QuantType>> types(params_.infos().size());
+    for (size_t i = 0; i < types.size(); ++i)
+      if (other.is_quantized((int)i)) types[i] = other.tensor_quant_type((int)i);
+    load_quantized_weights(
+        other.quant_type_,
+        [&](int param, uint8_t* dst, std::size_t bytes) { std::copy_n(other.quantized_blocks(param), bytes, dst); },
+        types);
     return;
   }
   CHAINLM_CHECK(!params_.values_released() && !params_.has_grads(),

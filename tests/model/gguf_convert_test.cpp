@@ -195,6 +195,13 @@ TEST(GgufConvert, RowsThatAreNotWholeBlocksFallBack) {
   auto again = load_model(dir.file("ckpt"));
   EXPECT_FALSE(again->is_quantized(wq));
   EXPECT_EQ(logits_of(*again, 1, tokens), lb);
+  // A copy (eval's per-thread models) keeps every tensor's form too: it took every matrix for
+  // quantized and failed ("tensor ... is not quantized") on the F32 ones.
+  Model copy(back->config());
+  copy.copy_weights_from(*back);
+  EXPECT_FALSE(copy.is_quantized(wq));
+  EXPECT_TRUE(copy.is_quantized(back->params().find("layers.0.feed_forward.w2.chain0.weight")));
+  EXPECT_EQ(logits_of(copy, 1, tokens), lb);
 }
 
 TEST(GgufConvert, OneChainSubModelOfACoLMModel) {
