@@ -51,7 +51,7 @@ void add_bench_command(CLI::App& app) {
     auto b = std::make_shared<InferenceBenchArgs>();
     cmd->add_option("--model", b->model, "Checkpoint, run directory or llama2.c .bin");
     cmd->add_option("--config", b->config, "Or: a model config JSON, with random weights");
-    cmd->add_option("--chains", b->chains, "Active chains k; default: all");
+    cmd->add_option("--chains", b->chains, "Active chains k; default: all")->check(at_least(1));
     cmd->add_option("--threads", b->threads, "Threads; 0 = all cores");
     cmd->add_option("--prompt-tokens", b->prompt_tokens, "Prompt length")->capture_default_str();
     if (decode) cmd->add_option("--tokens", b->tokens, "Decoded tokens timed")->capture_default_str();
@@ -80,7 +80,8 @@ void add_bench_command(CLI::App& app) {
       ->capture_default_str();
   serve->add_option("--tokens", s->tokens, "Tokens generated per request (EOS ignored)")->capture_default_str();
   serve->add_option("--prompt-tokens", s->prompt_tokens, "Prompt length (random token ids)")->capture_default_str();
-  serve->add_option("--requests", s->requests, "Requests per level; 0 = max(4, 2 x concurrency)");
+  serve->add_option("--requests", s->requests, "Requests per level; 0 = max(4, 2 x concurrency)")
+      ->check(at_least(0));
   serve
       ->add_option(
           "--rounds", s->rounds,
@@ -89,7 +90,8 @@ void add_bench_command(CLI::App& app) {
       ->capture_default_str()
       ->check(CLI::Range(1, 1000));
   serve->add_option("--threads", s->threads, "Server compute threads; 0 = all cores");
-  serve->add_option("--max-sessions", s->max_sessions, "Server sessions; 0 = the largest concurrency");
+  serve->add_option("--max-sessions", s->max_sessions, "Server sessions; 0 = the largest concurrency")
+      ->check(at_least(0));
   serve->add_flag("--fixed-threads", s->fixed_threads,
                   "As serve --fixed-threads: decode on --threads threads always");
   add_precision_option(serve, s->precision, kInferencePrecisionHelp);

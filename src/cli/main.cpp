@@ -56,8 +56,13 @@ int main(int argc, char** argv) {
                    names.c_str());
       return e.get_exit_code();
     }
-    const auto used = app.get_subcommands();
-    const std::string help = used.empty() ? "chainlm --help" : "chainlm " + used.back()->get_name() + " --help";
+    // The innermost command given ("chainlm bench decode --help").
+    std::string help = "chainlm";
+    for (const CLI::App* at = &app; !at->get_subcommands().empty();) {
+      at = at->get_subcommands().back();
+      help += " " + at->get_name();
+    }
+    help += " --help";
     std::fprintf(stderr, "error: %s (options: %s)\n", message.c_str(), help.c_str());
     return e.get_exit_code();
   } catch (const chainlm::Error& e) {

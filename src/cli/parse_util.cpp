@@ -1,6 +1,7 @@
 #include "cli/parse_util.h"
 
 #include <sstream>
+#include <stdexcept>
 
 #include "core/error.h"
 #include "core/json_document.h"
@@ -43,6 +44,19 @@ std::vector<int> parse_int_list(const std::string& s, const std::string& what) {
   }
   CHAINLM_CHECK(!out.empty(), what, ": empty list");
   return out;
+}
+
+CLI::Validator at_least(long long min) {
+  return CLI::Validator(
+      [min](std::string& v) {
+        try {
+          size_t used = 0;
+          if (std::stoll(v, &used) < min && used == v.size()) return cat("must be at least ", min, " (got ", v, ")");
+        } catch (const std::logic_error&) {  // not a number: CLI11's conversion says so
+        }
+        return std::string();
+      },
+      cat(">= ", min));
 }
 
 nlohmann::json read_json_file(const std::string& path) {

@@ -9,6 +9,9 @@ namespace chainlm::cli {
 
 // "1,0.5,2" -> {1, 0.5, 2}; `what` names the option in errors.
 std::vector<float> parse_float_list(const std::string& s, const std::string& what);
+// An integer option's lower bound, refused as "--x: must be at least 1 (got 0)" (CLI11's own
+// PositiveNumber names a range up to a 300-digit number).
+CLI::Validator at_least(long long min);
 // "8" or "4,4" -> {4, 4}, the same way.
 std::vector<int> parse_int_list(const std::string& s, const std::string& what);
 nlohmann::json read_json_file(const std::string& path);

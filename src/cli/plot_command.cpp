@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "cli/commands.h"
+#include "cli/parse_util.h"
 #include "core/error.h"
 #include "eval/loss_plot.h"
 #include "eval/run_metrics.h"
@@ -36,7 +37,7 @@ void add_plot_command(CLI::App& app) {
                   "sub-model of one run, each run's full model when several)")
       ->delimiter(',')
       ->allow_extra_args(false)  // `--chains 2 RUN...`: the runs are not k values
-      ->check(CLI::PositiveNumber);
+      ->check(at_least(1));
   cmd->add_option("--x-offset", a->x_offsets,
                   "Where each run's curve starts on the x axis, one value per run in order (e.g. the FLOPs "
                   "of the run a tuned model was expanded from); default 0")

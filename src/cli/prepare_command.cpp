@@ -106,6 +106,7 @@ void run_prepare(const PrepareOptions& o) {
   // --val-input: every document of --input trains, every one of --val-input validates (a corpus
   // published already split); read with the same format and split rules.
   std::vector<bool> is_val(corpus.documents.size(), false);
+  const size_t input_files = corpus.files.size();  // the --val-input files follow them
   if (presplit) {
     CorpusFlags val_flags = o.corpus;
     val_flags.inputs = o.val_inputs;
@@ -154,7 +155,11 @@ void run_prepare(const PrepareOptions& o) {
   write_token_shard((fs::path(o.out) / "val.bin").string(), val, vocab);
   save_tokenizer_to_dir(o.tokenizer, o.out);
   nlohmann::json sources = nlohmann::json::array();
-  for (const CorpusFile& f : corpus.files) sources.push_back(fs::absolute(f.path).string());
+  nlohmann::json val_sources = presplit ? nlohmann::json::array() : nlohmann::json(nullptr);
+  for (size_t i = 0; i < corpus.files.size(); ++i) {
+    sources.push_back(fs::absolute(corpus.files[i].path).string());
+    if (i >= input_files) val_sources.push_back(sources.back());  // files read, as sources lists them
+  }
   // Written last: a directory with meta.json is complete.
   nlohmann::json meta = {
       {"tokenizer",
@@ -171,7 +176,7 @@ void run_prepare(const PrepareOptions& o) {
       {"train_tokens", train.size()},
       {"val_tokens", val.size()},
       {"val_fraction", presplit ? nlohmann::json(nullptr) : nlohmann::json(o.val_fraction)},
-      {"val_sources", presplit ? nlohmann::json(o.val_inputs) : nlohmann::json(nullptr)},
+      {"val_sources", val_sources},
       {"seed", o.seed},
       {"bos_prepended", true},
       {"shard_format", "CLMTOKS1"},

@@ -134,9 +134,7 @@ void add_train_command(CLI::App& app) {
                   "Threads (OpenMP and BLAS) per process; 0 = all cores, under mpirun the "
                   "machine's cores shared among its ranks");
   cmd->add_option("--seed", a->seed, "Seed for initialization and data order")
-      ->check(CLI::Validator(
-          [](std::string& v) { return !v.empty() && v[0] == '-' ? "got " + v + ": a seed is >= 0" : std::string(); },
-          "SEED >= 0"))
+      ->check(at_least(0))
       ->capture_default_str();
   cmd->add_option("--memory-limit", a->memory_limit,
                   "Memory budget of this process, e.g. 8G (default: what the machine has "

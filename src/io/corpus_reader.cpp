@@ -1,6 +1,7 @@
 #include "io/corpus_reader.h"
 
 #include <algorithm>
+#include <cctype>
 #include <filesystem>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -20,16 +21,22 @@ bool is_hidden(const fs::path& p) {
   return !name.empty() && name[0] == '.';
 }
 
-// JSONL by name: "x.jsonl", "x.ndjson", also under a compression suffix ("x.jsonl.gz").
+// JSONL by name: "x.jsonl", "x.ndjson", also under a compression suffix ("x.jsonl.gz"), in any
+// case ("X.JSONL", "x.ndjson.GZIP").
 bool named_jsonl(const std::string& path) {
+  auto lower_extension = [](const fs::path& p) {
+    std::string e = p.extension().string();
+    std::transform(e.begin(), e.end(), e.begin(), [](unsigned char c) { return std::tolower(c); });
+    return e;
+  };
   fs::path p(path);
-  static const char* kCompressed[] = {".gz", ".xz", ".zst", ".zstd", ".bz2", ".lz4", ".lzma"};
+  static const char* kCompressed[] = {".gz", ".gzip", ".xz", ".zst", ".zstd", ".bz2", ".lz4", ".lzma"};
   for (const char* ext : kCompressed)
-    if (p.extension() == ext) {
+    if (lower_extension(p) == ext) {
       p = p.stem();
       break;
     }
-  return p.extension() == ".jsonl" || p.extension() == ".ndjson";
+  return lower_extension(p) == ".jsonl" || lower_extension(p) == ".ndjson";
 }
 
 size_t line_of(std::string_view bytes, size_t offset) {

@@ -22,6 +22,12 @@ bool is_blank(std::string_view line) {
 
 // Feeds the trainer the non-blank lines of the documents, one sentence at a time, without
 // copying the corpus (an iterator rather than the trainer's `input` flag, which reads files).
+// The longest sentence SentencePiece's trainer takes (max_sentence_length, in bytes). Longer
+// lines (one-paragraph JSONL records, text without newlines) are cut into pieces this long or
+// shorter, at the last space before the limit or else between characters: the trainer
+// silently skipped them, and a corpus of only such lines failed with "!sentences_.empty()".
+constexpr size_t kMaxSentenceBytes = 65536;
+
 class DocumentLineIterator final : public sentencepiece::SentenceIterator {
  public:
   explicit DocumentLineIterator(const std::vector<std::string>& documents) : docs_(documents) {
@@ -29,7 +35,7 @@ class DocumentLineIterator final : public sentencepiece::SentenceIterator {
   }
   bool done() const override { return done_; }
   void Next() override {
-    while (doc_ < docs_.size()) {
+    while (rest_.empty() && doc_ < docs_.size()) {
       const std::string& doc = docs_[doc_];
       if (pos_ > doc.size()) {
         ++doc_;
@@ -41,12 +47,23 @@ class DocumentLineIterator final : public sentencepiece::SentenceIterator {
       std::string_view line(doc.data() + pos_, nl - pos_);
       pos_ = nl + 1;
       if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
-      if (!is_blank(line)) {
-        line_.assign(line);
-        return;
+      if (!is_blank(line)) rest_ = line;
+    }
+    if (rest_.empty()) {
+      done_ = true;
+      return;
+    }
+    size_t cut = rest_.size();
+    if (cut > kMaxSentenceBytes) {
+      cut = rest_.rfind(' ', kMaxSentenceBytes - 1);
+      if (cut == std::string_view::npos || cut == 0) {  // no space: between two characters
+        cut = kMaxSentenceBytes;
+        while (cut > 0 && (static_cast<unsigned char>(rest_[cut]) & 0xC0) == 0x80) --cut;
       }
     }
-    done_ = true;
+    line_.assign(rest_.substr(0, cut));
+    rest_.remove_prefix(cut);
+    if (is_blank(line_)) Next();  // a piece of spaces alone, between two cuts
   }
   const std::string& value() const override { return line_; }
   sentencepiece::util::Status status() const override { return {}; }
@@ -54,6 +71,7 @@ class DocumentLineIterator final : public sentencepiece::SentenceIterator {
  private:
   const std::vector<std::string>& docs_;
   size_t doc_ = 0, pos_ = 0;
+  std::string_view rest_;  // what is left of the current line
   std::string line_;
   bool done_ = false;
 };
@@ -147,9 +165,9 @@ void train_sentencepiece(const std::vector<std::string>& documents, const std::s
       {"allow_whitespace_only_pieces", "true"},
       {"input_sentence_size", "2000000"},
       {"shuffle_input_sentence", "true"},
-      // Lines (sentences) up to 64 KiB train the model; SentencePiece's default of 4,192 bytes
-      // would silently drop long paragraphs, common in JSONL corpora.
-      {"max_sentence_length", "65536"},
+      // Sentences up to 64 KiB (SentencePiece's default of 4,192 bytes would drop long
+      // paragraphs, common in JSONL corpora); DocumentLineIterator cuts longer lines to fit.
+      {"max_sentence_length", std::to_string(kMaxSentenceBytes)},
       {"num_threads", std::to_string(std::max(1, num_threads()))},
       {"minloglevel", o.verbose ? "0" : "2"},  // 2 = errors only; they also come back as status
   };

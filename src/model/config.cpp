@@ -170,10 +170,11 @@ ModelConfig load_config(const std::string& path) {
   std::error_code ec;
   CHAINLM_CHECK(!fs::is_directory(path, ec), path, " is a directory, not a model config JSON file",
                 fs::exists(fs::path(path) / "config.json", ec)
-                    ? cat(" (to start from the model in it, pass it to --init; its config alone is ",
-                          (fs::path(path) / "config.json").string(), ")")
+                    ? cat(" (a model: train starts from its weights with --init, other commands read it with "
+                          "--model; its config alone is ", (fs::path(path) / "config.json").string(), ")")
                 : fs::exists(fs::path(path) / "latest", ec)
-                    ? std::string(" (a training run: to start from its latest weights, pass it to --init)")
+                    ? std::string(" (a training run: train starts from its latest weights with --init, other "
+                                  "commands read them with --model)")
                     : std::string());
   CHAINLM_CHECK(fs::exists(path, ec), path, ": cannot open model config (no such file)");
   return config_from_json(parse_json_document(read_file(path), path), path);

@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <nlohmann/json.hpp>
 #include <string>
 
 #include "workflow_fixture.h"
@@ -214,6 +215,19 @@ TEST_F(RunDirectoryCli, PrepareAndTokenizerTrainRefuseOutputsThatCannotBeRight) 
   EXPECT_NE(p.exit_code, 0);
   EXPECT_TRUE(contains(p.err, "is also read by --input")) << p.err;
   EXPECT_FALSE(fs::exists(dir.file("p") + "/train.bin"));
+  // --val-input's files are recorded in meta.json as sources are: absolute, directories listed.
+  fs::create_directories(dir.file("vd"));
+  write_bytes(dir.file("vd/x.txt"), "v1\n\nv2\n");
+  auto vi = run_chainlm(dir, "prepare --tokenizer byte --input " + quote(corpus) + " --val-input " +
+                                 quote(dir.file("vd")) + " --out " + quote(dir.file("pv")));
+  ASSERT_EQ(vi.exit_code, 0) << vi.err;
+  const auto meta = nlohmann::json::parse(read_bytes(dir.file("pv/meta.json")));
+  EXPECT_EQ(meta["val_sources"], nlohmann::json::array({fs::absolute(dir.file("vd/x.txt")).string()})) << meta.dump();
+  // A directory above --out that does not exist is made (it failed after the training).
+  auto deep = run_chainlm(dir, "tokenizer train --corpus " + quote(corpus) + " --vocab-size 280 --out " +
+                                   quote(dir.file("new/deeper/t.model")));
+  EXPECT_EQ(deep.exit_code, 0) << deep.err;
+  EXPECT_TRUE(fs::is_regular_file(dir.file("new/deeper/t.model")));
   fs::create_directories(dir.file("tokdir"));
   auto t = run_chainlm(dir, "tokenizer train --corpus " + quote(corpus) + " --vocab-size 300 --overwrite --out " +
                                 quote(dir.file("tokdir")));
@@ -230,6 +244,12 @@ TEST_F(RunDirectoryCli, UsageErrorsAreOneLine) {
     EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
     EXPECT_TRUE(contains(r.err, "chainlm train --help")) << r.err;
   }
+  // A nested command is named in the hint; a bound reads as one (CLI11's named a 300-digit range).
+  auto bound = run_chainlm(dir, "bench decode --config " + quote(config) + " --chains 0");
+  EXPECT_NE(bound.exit_code, 0);
+  EXPECT_TRUE(contains(bound.err, "--chains: must be at least 1 (got 0)") &&
+              contains(bound.err, "chainlm bench decode --help"))
+      << bound.err;
   auto unknown = run_chainlm(dir, "trian --steps 3");
   EXPECT_NE(unknown.exit_code, 0);
   EXPECT_TRUE(contains(unknown.err, "unknown command 'trian'") && contains(unknown.err, "train, generate")) << unknown.err;

@@ -105,6 +105,16 @@ TEST(ReadCorpus, TextJsonlAndCompressedGiveTheSameDocuments) {
     EXPECT_EQ(c.files[0].jsonl, std::string(name).find(".jsonl") != std::string::npos) << name;
     EXPECT_TRUE(c.warnings.empty()) << name;
   }
+  // The names in any case, and .gzip: read as text before (the JSON syntax trained on).
+  TempDir dir;
+  const std::string jsonl = read_bytes(kFixtures + "poem.jsonl"), gz = read_bytes(kFixtures + "poem.jsonl.gz");
+  for (const auto& [name, bytes] : std::vector<std::pair<std::string, std::string>>{
+           {"POEM.JSONL", jsonl}, {"poem.NDJSON", jsonl}, {"poem.ndjson.gzip", gz}, {"poem.Jsonl.GZ", gz}}) {
+    write_bytes(dir.file(name), bytes);
+    const Corpus c = read_corpus(inputs({dir.file(name)}));
+    EXPECT_TRUE(c.files[0].jsonl) << name;
+    EXPECT_EQ(c.documents, kPoem) << name;
+  }
 }
 
 TEST(ReadCorpus, SplitLinesAndFormatOverride) {
