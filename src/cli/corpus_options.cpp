@@ -44,6 +44,12 @@ Corpus read_corpus_reporting(const CorpusFlags& flags, const std::string& comman
   Corpus corpus = read_corpus(flags.options());
   for (const std::string& warning : corpus.warnings)
     std::fprintf(stderr, "%s: warning: %s\n", command.c_str(), warning.c_str());
+  // Records whose text is empty or only whitespace are no documents: said, so the counts add up.
+  size_t empty = 0;
+  for (const CorpusFile& f : corpus.files) empty += f.empty_records;
+  if (empty > 0)
+    std::fprintf(stderr, "%s: skipped %zu JSONL record%s whose text is empty or only whitespace\n", command.c_str(),
+                 empty, empty == 1 ? "" : "s");
   return corpus;
 }
 

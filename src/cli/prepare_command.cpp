@@ -153,6 +153,14 @@ void run_prepare(const PrepareOptions& o) {
   const uint32_t vocab = static_cast<uint32_t>(tokenizer->vocab_size());
   write_token_shard((fs::path(o.out) / "train.bin").string(), train, vocab);
   write_token_shard((fs::path(o.out) / "val.bin").string(), val, vocab);
+  // Over an earlier prepare (--overwrite), the earlier tokenizer's files go first: another
+  // kind's would stay beside the new one (a tokenizer.json beside chainlm_tokenizer.json). Not
+  // when the tokenizer given is the one in --out itself (--tokenizer DATA --out DATA).
+  const fs::path source_dir = fs::is_directory(o.tokenizer, ec) ? fs::path(o.tokenizer) : fs::path(o.tokenizer).parent_path();
+  if (source_dir.empty() || !fs::equivalent(source_dir, o.out, ec))
+    for (const char* name : {"tokenizer.model", "tokenizer.json", "tokenizer_config.json", "generation_config.json",
+                             "chainlm_tokenizer.json"})
+      fs::remove(fs::path(o.out) / name, ec);
   save_tokenizer_to_dir(o.tokenizer, o.out);
   nlohmann::json sources = nlohmann::json::array();
   nlohmann::json val_sources = presplit ? nlohmann::json::array() : nlohmann::json(nullptr);

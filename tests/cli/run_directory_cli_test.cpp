@@ -235,6 +235,26 @@ TEST_F(RunDirectoryCli, PrepareAndTokenizerTrainRefuseOutputsThatCannotBeRight) 
   EXPECT_TRUE(contains(t.err, "is a directory") && contains(t.err, "tokenizer.model")) << t.err;
 }
 
+// prepare --overwrite over data of another tokenizer left the earlier tokenizer's file beside
+// the new one; re-preparing with the directory's own tokenizer must keep it.
+TEST_F(RunDirectoryCli, PrepareOverwriteReplacesTheTokenizerFiles) {
+  const std::string corpus = dir.file("corpus.txt"), tok = dir.file("t.model"), out = dir.file("p");
+  ASSERT_EQ(run_chainlm(dir, "tokenizer train --corpus " + quote(corpus) + " --vocab-size 280 --out " + quote(tok)).exit_code, 0);
+  ASSERT_EQ(run_chainlm(dir, "prepare --tokenizer " + quote(tok) + " --input " + quote(corpus) + " --out " + quote(out)).exit_code, 0);
+  auto same = run_chainlm(dir, "prepare --tokenizer " + quote(out) + " --input " + quote(corpus) + " --out " + quote(out) +
+                                   " --overwrite");
+  EXPECT_EQ(same.exit_code, 0) << same.err;
+  EXPECT_EQ(read_bytes(out + "/tokenizer.model"), read_bytes(tok));
+  ASSERT_EQ(run_chainlm(dir, "prepare --tokenizer byte --input " + quote(corpus) + " --out " + quote(out) + " --overwrite").exit_code, 0);
+  EXPECT_FALSE(fs::exists(out + "/tokenizer.model"));
+  EXPECT_TRUE(fs::exists(out + "/chainlm_tokenizer.json"));
+  // JSONL records of blank text are no documents: now said, so the counts add up.
+  write_bytes(dir.file("r.jsonl"), "{\"text\": \"   \"}\n{\"text\": \"x\"}\n{\"text\": \"y\"}\n");
+  auto blank = run_chainlm(dir, "prepare --tokenizer byte --input " + quote(dir.file("r.jsonl")) + " --out " + quote(dir.file("pr")));
+  EXPECT_EQ(blank.exit_code, 0) << blank.err;
+  EXPECT_TRUE(contains(blank.err, "skipped 1 JSONL record whose text is empty or only whitespace")) << blank.err;
+}
+
 // CLI11's usage errors were two lines ("... Run with --help for more information.").
 TEST_F(RunDirectoryCli, UsageErrorsAreOneLine) {
   for (const std::string args : {"train --steps abc --out x", "train --out x --no-such-flag", "train"}) {
