@@ -114,7 +114,8 @@ TEST(BenchServe, RefusesBadArgumentsNamingThem) {
       {"--concurrency 1,x", "--concurrency: Value x not in range 1 to 65536"},
       {"--concurrency 0", "--concurrency: Value 0 not in range 1 to 65536"},
       {"--tokens 8 --chains 7", "--chains takes all, mix or a chain count in 1..3 (got '7')"},
-      {"--tokens 40", "BOS + prompt + tokens = 57 exceeds the model's max_seq_len 32"},
+      {"--tokens 40", "BOS + prompt + tokens = 57 exceeds the model's max_seq_len 32 + 1"},
+      {"--tokens 17", "BOS + prompt + tokens = 34 exceeds the model's max_seq_len 32 + 1"},
       {"--tokens 0", "--tokens and --prompt-tokens must be positive"},
       {"--tokens 8 --quant q8_0 --precision bf16",
        "--quant and --precision bf16 exclude each other"},
@@ -127,7 +128,11 @@ TEST(BenchServe, RefusesBadArgumentsNamingThem) {
     auto r = run_chainlm(dir, "bench serve --model " + quote(model) + " --threads 1 " + flags);
     EXPECT_NE(r.exit_code, 0) << flags;
     EXPECT_NE(r.err.find(message), std::string::npos) << flags << ": " << r.err;
-  }
+  }  // The last token is sampled at the last position: 16 + 1 + 16 = max_seq_len + 1 fits, as in
+  // generate (it was refused).
+  auto full = run_chainlm(dir, "bench serve --model " + quote(model) + " --threads 1 --concurrency 1 --requests 1 --tokens 16");
+  ASSERT_EQ(full.exit_code, 0) << full.err;
+  EXPECT_EQ(json::parse(full.out.substr(0, full.out.find('\n')))["completion_tokens"], 16) << full.out;
 }
 
 }  // namespace
