@@ -259,6 +259,7 @@ void bench_phd_prefill(const InferenceBenchArgs& a, const Model& model, int k,
                       {"prefill_gflops", flops / ms[0] / 1e6}};
   add_gemm_fields(j, peak);
   j["precision"] = model.weight_format();
+  j["kv_cache"] = kv_cache_type_name(session.cache().type);  // as every other bench line says
   size_t next = 1;
   if (c.phd.window > 0) {
     j["unbounded_prefill_ms"] = ms[next];

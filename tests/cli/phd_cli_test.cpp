@@ -104,6 +104,7 @@ TEST_F(PhdCommands, BenchesReportTheBaselineRatio) {
   // ceil(2*4/(K-1)) + 1 = 5.
   EXPECT_EQ(j["hidden_positions"], 5);
   EXPECT_TRUE(j.contains("unbounded_prefill_ms") && j.contains("ratio") && j.contains("unbounded_ratio"));
+  EXPECT_EQ(j["kv_cache"], "f32");  // PHD keeps fp32 caches; the field was missing from this line
   // --baseline needs a PHD model.
   write_bytes(dir.file("plain.json"), R"({"dim": 32, "n_layers": 1, "n_heads": 4, "ffn_dim": 64,
                                          "vocab_size": 258, "max_seq_len": 48})");
