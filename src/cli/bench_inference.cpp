@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "cli/bench_util.h"
+#include "cli/parse_util.h"
 #include "cli/model_loading.h"
 #include "core/error.h"
 #include "core/rng.h"
@@ -124,7 +125,7 @@ std::string model_name(const InferenceBenchArgs& a) { return a.model.empty() ? a
 }  // namespace
 
 void bench_decode(const InferenceBenchArgs& a) {
-  set_num_threads(a.threads);
+  apply_threads_option(a.threads);
   auto [model, fp32] = bench_models(a);
   const ModelConfig& c = model->config();
   const int k = active_chains(a, *model);
@@ -278,7 +279,7 @@ void bench_phd_prefill(const InferenceBenchArgs& a, const Model& model, int k,
 }  // namespace
 
 void bench_prefill(const InferenceBenchArgs& a) {
-  set_num_threads(a.threads);
+  apply_threads_option(a.threads);
   auto [model, fp32] = bench_models(a);
   const ModelConfig& c = model->config();
   const int k = active_chains(a, *model);

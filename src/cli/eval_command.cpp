@@ -76,7 +76,7 @@ bool model_has_tokenizer(const std::string& model) {
 }
 
 LoadedModel load_for_eval(const CommonArgs& a, bool need_tokenizer) {
-  set_num_threads(a.threads);
+  apply_threads_option(a.threads);
   LoadedModel m =
       load_model_and_tokenizer(a.model, a.tokenizer, need_tokenizer, parse_precision(a.precision));
   if (m.tokenizer)

@@ -50,7 +50,7 @@ void add_expand_command(CLI::App& app) {
   cmd->add_option("--seed", a->seed, "Seed for the new chains' initialization")->capture_default_str();
   cmd->add_option("--threads", a->threads, "Threads; 0 = all cores");
   cmd->callback([a]() {
-    set_num_threads(a->threads);
+    apply_threads_option(a->threads);
     CHAINLM_CHECK(!fs::exists(a->out), a->out, " already exists; choose another --out (nothing was overwritten)");
     ExpandOptions o;
     o.add_chains = parse_int_list(a->add, "--add-chains");

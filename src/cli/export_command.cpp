@@ -9,6 +9,7 @@
 #include <memory>
 
 #include "cli/commands.h"
+#include "cli/parse_util.h"
 #include "cli/model_info.h"
 #include "core/error.h"
 #include "core/memory.h"
@@ -257,7 +258,7 @@ void add_export_command(CLI::App& app) {
       ->excludes(tok);
   cmd->add_option("--threads", a->threads, "Threads; 0 = all cores");
   cmd->callback([a, cmd]() {
-    set_num_threads(a->threads);
+    apply_threads_option(a->threads);
     CHAINLM_CHECK(!fs::exists(a->out), a->out, " already exists; choose another --out (nothing was overwritten)");
     // A GGUF is one file: "DIR/" names no file, and a missing parent directory is made (as for
     // hf), not found missing only when the temporary file beside --out is written.

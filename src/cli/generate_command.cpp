@@ -40,7 +40,7 @@ void add_generate_command(CLI::App& app) {
   add_kv_cache_option(cmd, a->kv_cache);
   cmd->add_flag("--json", a->json, "Print one JSON object instead of the text");
   cmd->callback([a, cmd]() {
-    set_num_threads(a->threads);
+    apply_threads_option(a->threads);
     CHAINLM_CHECK(!cmd->count("--chains") || a->gen.chains >= 1, "--chains must be >= 1 (got ",
                   a->gen.chains, ")");
     LoadedModel loaded =

@@ -1,11 +1,14 @@
 #include "cli/parse_util.h"
 
+#include <cstdio>
 #include <sstream>
 #include <stdexcept>
 
 #include "core/error.h"
+#include "core/threads.h"
 #include "core/json_document.h"
 #include "io/atomic_file.h"
+#include "train/distributed.h"
 
 namespace chainlm::cli {
 
@@ -44,6 +47,16 @@ std::vector<int> parse_int_list(const std::string& s, const std::string& what) {
   }
   CHAINLM_CHECK(!out.empty(), what, ": empty list");
   return out;
+}
+
+void apply_threads_option(int threads) {
+  set_num_threads(threads);
+  const int cores = cores_available();
+  if (threads > cores)
+    std::fprintf(stderr,
+                 "warning: --threads %d is more than the %d core%s this process may use: the threads will wait "
+                 "for each other; 0 uses every core\n",
+                 threads, cores, cores == 1 ? "" : "s");
 }
 
 CLI::Validator at_least(long long min) {

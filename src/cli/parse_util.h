@@ -7,6 +7,10 @@
 
 namespace chainlm::cli {
 
+// --threads N: sets the thread count (0 = all cores) and warns when N is more than the cores this
+// process may run on (threads then wait for each other: a decode 5.8x slower, eval's per-thread
+// model copies 16x the memory, both without a word before).
+void apply_threads_option(int threads);
 // "1,0.5,2" -> {1, 0.5, 2}; `what` names the option in errors.
 std::vector<float> parse_float_list(const std::string& s, const std::string& what);
 // An integer option's lower bound, refused as "--x: must be at least 1 (got 0)" (CLI11's own

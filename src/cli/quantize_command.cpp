@@ -6,6 +6,7 @@
 #include <memory>
 
 #include "cli/commands.h"
+#include "cli/parse_util.h"
 #include "cli/model_info.h"
 #include "cli/model_loading.h"
 #include "core/error.h"
@@ -44,7 +45,7 @@ void add_quantize_command(CLI::App& app) {
       "Tokenizer to store beside the weights (default: the model's, if it carries one)");
   cmd->add_option("--threads", a->threads, "Threads; 0 = all cores");
   cmd->callback([a, cmd]() {
-    set_num_threads(a->threads);
+    apply_threads_option(a->threads);
     CHAINLM_CHECK(!fs::exists(a->out), a->out,
                   " already exists; choose another --out (nothing was overwritten)");
     const QuantType type = parse_quant_type(a->type);

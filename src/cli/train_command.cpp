@@ -29,18 +29,6 @@ namespace {
 
 std::string absolute_path(const std::string& p) { return fs::absolute(p).lexically_normal().string(); }
 
-// Checkpoints in a run directory that no 'latest' file names (deleted, or a writer killed
-// between the two): a new run there would prune them as a killed run's, and a resume cannot
-// tell which one the run stood at. Both are refused with this, naming them and how to go on.
-std::string unnamed_checkpoints(const std::string& out, const std::vector<std::string>& found) {
-  std::string names;
-  for (const std::string& n : found) names += cat(names.empty() ? "" : ", ", n);
-  return cat(out, " holds checkpoint", found.size() > 1 ? "s " : " ", names,
-             " but no 'latest' file naming one. To continue the run from the newest: echo ",
-             found.back(), " > ", (fs::path(out) / "latest").string(), ", then chainlm train --out ",
-             out, " --resume");
-}
-
 bool is_checkpoint_dir(const std::string& dir) {
   std::error_code ec;
   return fs::exists(fs::path(dir) / "config.json", ec) && fs::exists(fs::path(dir) / "model.safetensors", ec);
@@ -204,12 +192,18 @@ void add_train_command(CLI::App& app) {
         std::error_code ec;
         if (fs::is_directory(a->out, ec) && !fs::exists(fs::path(a->out) / "latest", ec)) {
           if (is_checkpoint_dir(a->out)) refuse_checkpoint_as_run(a->out, true);
+          // A step-N directory is complete once it has its name (built under a temporary one,
+          // fsynced, then renamed): without `latest` (deleted, or a writer killed before writing
+          // it) the run goes on from the newest.
           const std::vector<std::string> found = RunDirectory(a->out).checkpoints_after(-1);
-          CHAINLM_CHECK(found.empty(), "train --resume: ", unnamed_checkpoints(a->out, found));
-          fail("train --resume: ", a->out, " holds no complete checkpoint (no 'latest' file: the ",
-               "run stopped before its first checkpoint); start it again without --resume");
+          CHAINLM_CHECK(!found.empty(), "train --resume: ", a->out, " holds no complete checkpoint (no 'latest' ",
+                        "file: the run stopped before its first checkpoint); start it again without --resume");
+          resume_dir = (fs::path(a->out) / found.back()).string();
+          if (!a->quiet)
+            std::fprintf(stderr, "resume: %s has no 'latest' file; resuming from its newest checkpoint, %s\n",
+                         a->out.c_str(), found.back().c_str());
         }
-        resume_dir = resolve_checkpoint_dir(a->out);
+        if (resume_dir.empty()) resume_dir = resolve_checkpoint_dir(a->out);
         model = load_model(resume_dir);
         nlohmann::json state = read_json_file((fs::path(resume_dir) / "trainer_state.json").string());
         try {
@@ -303,9 +297,6 @@ void add_train_command(CLI::App& app) {
                       " already holds a training run; pass --resume to continue it or choose ",
                       "another --out (nothing was overwritten)");
         if (is_checkpoint_dir(a->out)) refuse_checkpoint_as_run(a->out, false);
-        const std::vector<std::string> found = RunDirectory(a->out).checkpoints_after(-1);
-        CHAINLM_CHECK(found.empty(), "train: ", unnamed_checkpoints(a->out, found),
-                      "; or choose another --out (nothing was overwritten)");
         require_data_tokenizer(a->data);
         if (!a->init.empty()) {
           model = load_model(a->init);

@@ -1,6 +1,6 @@
 // A user trial's mistakes with run directories and training options (2026-12-05), each of
 // which lost work or passed silently before: checkpoints without a 'latest' file deleted by a
-// new run, a resume into a checkpoint nesting a run that pruning later deleted, data without a
+// new run (now resumed from, or moved aside), a resume into a checkpoint nesting a run that pruning later deleted, data without a
 // tokenizer failing at the first checkpoint, --steps below the run's step doing nothing with
 // exit 0, options out of range stored as given, configs with trailing text or repeated keys,
 // report --out replacing any file, and plot/report refusing a log with a torn last line.
@@ -35,28 +35,33 @@ std::string listing(const std::string& path) {
   return s;
 }
 
-// Checkpoints that no 'latest' names: a new run there pruned them as a killed run's (and
-// emptied the log); the resume said "start it again without --resume", which did just that.
-TEST_F(RunDirectoryCli, CheckpointsWithoutLatestAreNamedNeverPruned) {
+// Checkpoints that no 'latest' names (deleted, or a writer killed between its rename and
+// `latest`): a new run there pruned them as a killed run's and emptied the log, and the resume
+// said "start it again without --resume", which did just that. A resume now goes on from the
+// newest (a step-N directory is complete once named), and a new run moves them aside.
+TEST_F(RunDirectoryCli, CheckpointsWithoutLatestAreResumedOrMovedAsideNeverPruned) {
   const std::string run = dir.file("run");
   ASSERT_EQ(run_chainlm(dir, train_args(run, 4)).exit_code, 0);
   fs::remove(run + "/latest");
-  const std::string before = listing(run), log = read_bytes(run + "/metrics.jsonl");
-  auto fresh = run_chainlm(dir, train_args(run, 2));
-  EXPECT_NE(fresh.exit_code, 0);
-  EXPECT_TRUE(contains(fresh.err, "step-00000002, step-00000004") &&
-              contains(fresh.err, "echo step-00000004 > " + run + "/latest"))
-      << fresh.err;
+  const std::string copy = dir.file("copy");
+  fs::copy(run, copy, fs::copy_options::recursive);
+  const std::string step4 = read_bytes(run + "/step-00000004/model.safetensors"), log = read_bytes(run + "/metrics.jsonl");
+
   auto resume = run_chainlm(dir, "train --out " + quote(run) + " --resume --steps 6");
-  EXPECT_NE(resume.exit_code, 0);
-  EXPECT_TRUE(contains(resume.err, "echo step-00000004") && !contains(resume.err, "without --resume")) << resume.err;
-  EXPECT_EQ(listing(run), before);
-  EXPECT_EQ(read_bytes(run + "/metrics.jsonl"), log);
-  // Following the advice resumes the run.
-  write_bytes(run + "/latest", "step-00000004\n");
-  auto ok = run_chainlm(dir, "train --out " + quote(run) + " --resume --steps 6 --quiet");
-  EXPECT_EQ(ok.exit_code, 0) << ok.err;
+  EXPECT_EQ(resume.exit_code, 0) << resume.err;
+  EXPECT_TRUE(contains(resume.err, "resuming from its newest checkpoint, step-00000004")) << resume.err;
   EXPECT_EQ(trimmed(read_bytes(run + "/latest")), "step-00000006");
+
+  auto fresh = run_chainlm(dir, train_args(copy, 2));
+  EXPECT_EQ(fresh.exit_code, 0) << fresh.err;
+  EXPECT_TRUE(contains(fresh.err, "step-00000002, step-00000004") && contains(fresh.err, "nothing was deleted")) << fresh.err;
+  std::vector<fs::path> aside;
+  for (const auto& e : fs::directory_iterator(copy))
+    if (e.path().filename().string().rfind("superseded-", 0) == 0) aside.push_back(e.path());
+  ASSERT_EQ(aside.size(), 1u);
+  EXPECT_EQ(read_bytes((aside[0] / "step-00000004" / "model.safetensors").string()), step4);
+  EXPECT_EQ(read_bytes((aside[0] / "metrics.jsonl").string()), log);
+  EXPECT_EQ(trimmed(read_bytes(copy + "/latest")), "step-00000002");
 }
 
 // --out naming a checkpoint: the resume wrote the run's checkpoints inside it, where the run's
