@@ -90,7 +90,9 @@ void add_bench_command(CLI::App& app) {
       ->capture_default_str()
       ->check(CLI::Range(1, 1000));
   serve->add_option("--threads", s->threads, "Server compute threads; 0 = all cores");
-  serve->add_option("--max-sessions", s->max_sessions, "Server sessions; 0 = the largest concurrency")
+  serve
+      ->add_option("--max-sessions", s->max_sessions,
+                   "Server sessions; 0 = the largest concurrency")
       ->check(at_least(0));
   serve->add_flag("--fixed-threads", s->fixed_threads,
                   "As serve --fixed-threads: decode on --threads threads always");

@@ -7,13 +7,13 @@
 #include <vector>
 
 #include "cli/bench_util.h"
-#include "cli/parse_util.h"
 #include "cli/model_loading.h"
+#include "cli/parse_util.h"
 #include "core/error.h"
 #include "core/rng.h"
 #include "core/threads.h"
-#include "core/wait_policy.h"
 #include "core/timer.h"
+#include "core/wait_policy.h"
 #include "infer/session.h"
 
 namespace chainlm::cli {

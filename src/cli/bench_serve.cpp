@@ -138,9 +138,12 @@ void bench_serve(const ServeBenchArgs& a) {
   });
   const Model& model = *loaded.model;
   const ModelConfig& c = model.config();
-  // The last token is sampled at the last position and needs no place of its own (docs/inference.md).
-  CHAINLM_CHECK(a.prompt_tokens + 1 + a.tokens <= c.max_seq_len + 1, "bench serve: BOS + prompt + tokens = ",
-                a.prompt_tokens + 1 + a.tokens, " exceeds the model's max_seq_len ", c.max_seq_len, " + 1 (the last token is sampled at the last position)");
+  // The last token is sampled at the last position and needs no place of its own
+  // (docs/inference.md).
+  CHAINLM_CHECK(a.prompt_tokens + 1 + a.tokens <= c.max_seq_len + 1,
+                "bench serve: BOS + prompt + tokens = ", a.prompt_tokens + 1 + a.tokens,
+                " exceeds the model's max_seq_len ", c.max_seq_len,
+                " + 1 (the last token is sampled at the last position)");
   const int n = c.n_chains();
   CHAINLM_CHECK(a.chains == "all" || a.chains == "mix" || (std::atoi(a.chains.c_str()) >= 1 && std::atoi(a.chains.c_str()) <= n),
                 "bench serve: --chains takes all, mix or a chain count in 1..", n, " (got '", a.chains, "')");

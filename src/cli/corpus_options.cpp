@@ -48,8 +48,8 @@ Corpus read_corpus_reporting(const CorpusFlags& flags, const std::string& comman
   size_t empty = 0;
   for (const CorpusFile& f : corpus.files) empty += f.empty_records;
   if (empty > 0)
-    std::fprintf(stderr, "%s: skipped %zu JSONL record%s whose text is empty or only whitespace\n", command.c_str(),
-                 empty, empty == 1 ? "" : "s");
+    std::fprintf(stderr, "%s: skipped %zu JSONL record%s whose text is empty or only whitespace\n",
+                 command.c_str(), empty, empty == 1 ? "" : "s");
   return corpus;
 }
 

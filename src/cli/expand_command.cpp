@@ -62,7 +62,8 @@ void add_expand_command(CLI::App& app) {
     // it on to every command that reads the model).
     if (!tokenizer.empty()) {
       const std::unique_ptr<Tokenizer> tok = load_tokenizer(tokenizer);
-      if (!a->tokenizer.empty()) check_tokenizer_for_model(a->from, a->tokenizer, *tok, base->config().vocab_size);
+      if (!a->tokenizer.empty())
+        check_tokenizer_for_model(a->from, a->tokenizer, *tok, base->config().vocab_size);
     }
     // The expanded model is held beside the base (and a copy of its tensors while it is
     // written): refused with its size when that does not fit, not ended by std::bad_alloc
@@ -70,17 +71,19 @@ void add_expand_command(CLI::App& app) {
     const ModelConfig grown = expanded_config(base->config(), o);
     const double grown_bytes = 4.0 * static_cast<double>(parameter_count(grown));
     const AvailableMemory avail = available_memory();
-    CHAINLM_CHECK(avail.bytes == 0 || 2 * grown_bytes <= static_cast<double>(avail.bytes), "expand: the expanded model ",
-                  "has ", parameter_count(grown), " parameters (", format_bytes(grown_bytes), " as fp32); built and ",
-                  "written it needs about ", format_bytes(2 * grown_bytes), ", more than the ",
+    CHAINLM_CHECK(avail.bytes == 0 || 2 * grown_bytes <= static_cast<double>(avail.bytes),
+                  "expand: the expanded model ", "has ", parameter_count(grown), " parameters (",
+                  format_bytes(grown_bytes), " as fp32); built and ", "written it needs about ",
+                  format_bytes(2 * grown_bytes), ", more than the ",
                   format_bytes(static_cast<double>(avail.bytes)), " available (", avail.source,
                   "): check --add-chains ", a->add, " (nothing was written)");
     std::unique_ptr<Model> expanded;
     try {
       expanded = expand_model(*base, o);
     } catch (const std::bad_alloc&) {
-      fail("expand: out of memory building the expanded model (", parameter_count(grown), " parameters, ",
-           format_bytes(grown_bytes), " as fp32); check --add-chains ", a->add, " (nothing was written)");
+      fail("expand: out of memory building the expanded model (", parameter_count(grown),
+           " parameters, ", format_bytes(grown_bytes), " as fp32); check --add-chains ", a->add,
+           " (nothing was written)");
     }
 
     // Check what SPEC A6 promises on a probe sequence before writing anything.

@@ -9,18 +9,18 @@
 #include <memory>
 
 #include "cli/commands.h"
-#include "cli/parse_util.h"
 #include "cli/model_info.h"
+#include "cli/model_loading.h"
+#include "cli/parse_util.h"
 #include "core/error.h"
 #include "core/memory.h"
+#include "core/number_format.h"
 #include "core/rng.h"
 #include "core/threads.h"
 #include "io/atomic_file.h"
 #include "io/gguf.h"
 #include "io/hf_llama.h"
 #include "io/tokenizer.h"
-#include "core/number_format.h"
-#include "cli/model_loading.h"
 #include "model/checkpoint.h"
 #include "model/gguf_convert.h"
 #include "model/hf_llama_convert.h"
@@ -132,7 +132,8 @@ void export_gguf_file(const ExportArgs& a, Model& model, int k, const std::strin
     // products round to q8_0 (docs/quantization.md, Kernels): the difference is reported, not
     // checked here (tests/model/gguf_convert_test.cpp checks the F32 values are the blocks').
     const bool exact = model.quantized()
-                           ? summary.file_type != "f32" && summary.file_type != "f16" && summary.fallback_tensors == 0
+                           ? summary.file_type != "f32" && summary.file_type != "f16" &&
+                                 summary.fallback_tensors == 0
                            : summary.file_type == "f32";
     CHAINLM_CHECK(!exact || diff <= 1e-4, "export: the GGUF model's logits differ by ", diff,
                   " from the original's (a bug: nothing was written)");
@@ -263,13 +264,14 @@ void add_export_command(CLI::App& app) {
     // A GGUF is one file: "DIR/" names no file, and a missing parent directory is made (as for
     // hf), not found missing only when the temporary file beside --out is written.
     if (a->format == "gguf") {
-      CHAINLM_CHECK(!a->out.empty() && a->out.back() != '/', "export: --out ", a->out, " names a directory; a ",
-                    "GGUF export writes one file: name it, e.g. ", (fs::path(a->out) / "model.gguf").string());
+      CHAINLM_CHECK(!a->out.empty() && a->out.back() != '/', "export: --out ", a->out,
+                    " names a directory; a ", "GGUF export writes one file: name it, e.g. ",
+                    (fs::path(a->out) / "model.gguf").string());
       const fs::path parent = fs::absolute(a->out).parent_path();
       std::error_code ec;
       fs::create_directories(parent, ec);
-      CHAINLM_CHECK(!ec, "export: cannot create ", parent.string(), " for --out ", a->out, ": ", ec.message(),
-                    " (nothing was written)");
+      CHAINLM_CHECK(!ec, "export: cannot create ", parent.string(), " for --out ", a->out, ": ",
+                    ec.message(), " (nothing was written)");
     }
     CHAINLM_CHECK(a->type.empty() || a->format == "gguf", "export: --type applies to --format gguf only (a "
                   "Hugging Face directory's dtype is --dtype f32, bf16 or f16)");
@@ -281,8 +283,10 @@ void add_export_command(CLI::App& app) {
     const int n = model->config().n_chains();
     const int k = cmd->count("--chains") ? a->chains : n;
     // Refuse what the format cannot express before anything is written.
-    if (a->format == "gguf") check_gguf_exportable(*model, {.chains = k, .type = a->type, .tokenizer = "", .name = ""});
-    else check_hf_exportable(*model, k);
+    if (a->format == "gguf")
+      check_gguf_exportable(*model, {.chains = k, .type = a->type, .tokenizer = "", .name = ""});
+    else
+      check_hf_exportable(*model, k);
     // Without a tokenizer the output holds weights no tool can feed text to: refuse unless
     // the user says that is what they want.
     std::string missing;

@@ -51,9 +51,10 @@ int main(int argc, char** argv) {
     // An unknown command comes back as "A subcommand is required": name it and the commands.
     if (argc > 1 && argv[1][0] != '-' && app.get_subcommands().empty()) {
       std::string names;
-      for (const CLI::App* sub : app.get_subcommands({})) names += (names.empty() ? "" : ", ") + sub->get_name();
-      std::fprintf(stderr, "error: unknown command '%s'; the commands are %s (chainlm --help)\n", argv[1],
-                   names.c_str());
+      for (const CLI::App* sub : app.get_subcommands({}))
+        names += (names.empty() ? "" : ", ") + sub->get_name();
+      std::fprintf(stderr, "error: unknown command '%s'; the commands are %s (chainlm --help)\n",
+                   argv[1], names.c_str());
       return e.get_exit_code();
     }
     // The innermost command given ("chainlm bench decode --help").

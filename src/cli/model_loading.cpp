@@ -38,18 +38,24 @@ LoadedModel load_model_and_tokenizer(const std::string& model_arg, const std::st
 
 void check_tokenizer_for_model(const std::string& model_arg, const std::string& tokenizer_arg,
                                const Tokenizer& tokenizer, int model_vocab) {
-  CHAINLM_CHECK(tokenizer.vocab_size() <= model_vocab, "--tokenizer ", tokenizer_arg, " has ", tokenizer.vocab_size(),
-                " tokens but the model's vocab_size is ", model_vocab,
+  CHAINLM_CHECK(tokenizer.vocab_size() <= model_vocab, "--tokenizer ", tokenizer_arg, " has ",
+                tokenizer.vocab_size(), " tokens but the model's vocab_size is ", model_vocab,
                 ": it is not the tokenizer this model was trained with");
   const std::string carried = carried_tokenizer(model_arg);
-  if (carried.empty() || tokenizer_fingerprint(tokenizer_arg) == tokenizer_fingerprint(carried)) return;
+  if (carried.empty() || tokenizer_fingerprint(tokenizer_arg) == tokenizer_fingerprint(carried))
+    return;
   const int carried_vocab = load_tokenizer(carried)->vocab_size();
-  CHAINLM_CHECK(carried_vocab == tokenizer.vocab_size(), "--tokenizer ", tokenizer_arg, " has ",
-                tokenizer.vocab_size(), " tokens, but the tokenizer ", model_arg, " carries (", carried, ") has ",
-                carried_vocab, ": it is not the tokenizer this model was trained with; leave out --tokenizer to use "
-                "the model's own");
-  std::fprintf(stderr, "warning: --tokenizer %s is another file than the tokenizer %s carries (%s), with as many "
-               "tokens; using --tokenizer\n", tokenizer_arg.c_str(), model_arg.c_str(), carried.c_str());
+  CHAINLM_CHECK(
+      carried_vocab == tokenizer.vocab_size(), "--tokenizer ", tokenizer_arg, " has ",
+      tokenizer.vocab_size(), " tokens, but the tokenizer ", model_arg, " carries (", carried,
+      ") has ", carried_vocab,
+      ": it is not the tokenizer this model was trained with; leave out --tokenizer to use "
+      "the model's own");
+  std::fprintf(
+      stderr,
+      "warning: --tokenizer %s is another file than the tokenizer %s carries (%s), with as many "
+      "tokens; using --tokenizer\n",
+      tokenizer_arg.c_str(), model_arg.c_str(), carried.c_str());
 }
 
 std::string carried_tokenizer(const std::string& model_arg) {

@@ -5,8 +5,8 @@
 #include <stdexcept>
 
 #include "core/error.h"
-#include "core/threads.h"
 #include "core/json_document.h"
+#include "core/threads.h"
 #include "io/atomic_file.h"
 #include "train/distributed.h"
 
@@ -54,7 +54,8 @@ void apply_threads_option(int threads) {
   const int cores = cores_available();
   if (threads > cores)
     std::fprintf(stderr,
-                 "warning: --threads %d is more than the %d core%s this process may use: the threads will wait "
+                 "warning: --threads %d is more than the %d core%s this process may use: the "
+                 "threads will wait "
                  "for each other; 0 uses every core\n",
                  threads, cores, cores == 1 ? "" : "s");
 }
@@ -64,7 +65,8 @@ CLI::Validator at_least(long long min) {
       [min](std::string& v) {
         try {
           size_t used = 0;
-          if (std::stoll(v, &used) < min && used == v.size()) return cat("must be at least ", min, " (got ", v, ")");
+          if (std::stoll(v, &used) < min && used == v.size())
+            return cat("must be at least ", min, " (got ", v, ")");
         } catch (const std::logic_error&) {  // not a number: CLI11's conversion says so
         }
         return std::string();

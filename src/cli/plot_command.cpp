@@ -32,9 +32,10 @@ void add_plot_command(CLI::App& app) {
   cmd->add_option("--x", a->x, "x axis: steps, tokens trained on, or training FLOPs (model FLOPs)")
       ->check(CLI::IsMember({"steps", "tokens", "flops"}))
       ->capture_default_str();
-  cmd->add_option("--chains", a->chains,
-                  "Plot sub-model k of every run, or one k per run in order, e.g. 2,2,1 (default: every "
-                  "sub-model of one run, each run's full model when several)")
+  cmd->add_option(
+         "--chains", a->chains,
+         "Plot sub-model k of every run, or one k per run in order, e.g. 2,2,1 (default: every "
+         "sub-model of one run, each run's full model when several)")
       ->delimiter(',')
       ->allow_extra_args(false)  // `--chains 2 RUN...`: the runs are not k values
       ->check(at_least(1));

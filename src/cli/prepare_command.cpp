@@ -123,8 +123,9 @@ void run_prepare(const PrepareOptions& o) {
     for (const CorpusFile& f : corpus.files) trains.emplace(canonical(f.path), f.path);
     for (const CorpusFile& f : val_corpus.files) {
       const auto it = trains.find(canonical(f.path));
-      CHAINLM_CHECK(it == trains.end(), "--val-input ", f.path, " is also read by --input (as ", it->second,
-                    "): its documents would both train and validate. Give each file to one of them");
+      CHAINLM_CHECK(
+          it == trains.end(), "--val-input ", f.path, " is also read by --input (as ", it->second,
+          "): its documents would both train and validate. Give each file to one of them");
     }
     source += " + validation " + describe_corpus(val_corpus);
     is_val.resize(corpus.documents.size() + val_corpus.documents.size(), true);
@@ -156,17 +157,20 @@ void run_prepare(const PrepareOptions& o) {
   // Over an earlier prepare (--overwrite), the earlier tokenizer's files go first: another
   // kind's would stay beside the new one (a tokenizer.json beside chainlm_tokenizer.json). Not
   // when the tokenizer given is the one in --out itself (--tokenizer DATA --out DATA).
-  const fs::path source_dir = fs::is_directory(o.tokenizer, ec) ? fs::path(o.tokenizer) : fs::path(o.tokenizer).parent_path();
+  const fs::path source_dir = fs::is_directory(o.tokenizer, ec)
+                                  ? fs::path(o.tokenizer)
+                                  : fs::path(o.tokenizer).parent_path();
   if (source_dir.empty() || !fs::equivalent(source_dir, o.out, ec))
-    for (const char* name : {"tokenizer.model", "tokenizer.json", "tokenizer_config.json", "generation_config.json",
-                             "chainlm_tokenizer.json"})
+    for (const char* name : {"tokenizer.model", "tokenizer.json", "tokenizer_config.json",
+                             "generation_config.json", "chainlm_tokenizer.json"})
       fs::remove(fs::path(o.out) / name, ec);
   save_tokenizer_to_dir(o.tokenizer, o.out);
   nlohmann::json sources = nlohmann::json::array();
   nlohmann::json val_sources = presplit ? nlohmann::json::array() : nlohmann::json(nullptr);
   for (size_t i = 0; i < corpus.files.size(); ++i) {
     sources.push_back(fs::absolute(corpus.files[i].path).string());
-    if (i >= input_files) val_sources.push_back(sources.back());  // files read, as sources lists them
+    if (i >= input_files)
+      val_sources.push_back(sources.back());  // files read, as sources lists them
   }
   // Written last: a directory with meta.json is complete.
   nlohmann::json meta = {

@@ -6,9 +6,9 @@
 #include <memory>
 
 #include "cli/commands.h"
-#include "cli/parse_util.h"
 #include "cli/model_info.h"
 #include "cli/model_loading.h"
+#include "cli/parse_util.h"
 #include "core/error.h"
 #include "core/memory.h"
 #include "core/rng.h"
@@ -64,7 +64,8 @@ void add_quantize_command(CLI::App& app) {
     // carries it on to every command that reads the model).
     if (!tokenizer.empty()) {
       const std::unique_ptr<Tokenizer> tok = load_tokenizer(tokenizer);
-      if (!a->tokenizer.empty()) check_tokenizer_for_model(a->model, a->tokenizer, *tok, fp32->config().vocab_size);
+      if (!a->tokenizer.empty())
+        check_tokenizer_for_model(a->model, a->tokenizer, *tok, fp32->config().vocab_size);
     }
 
     auto quant = std::make_unique<Model>(fp32->config());

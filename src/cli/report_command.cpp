@@ -39,12 +39,14 @@ void add_report_command(CLI::App& app) {
     // A report replaces an earlier report and its plot, never another file by accident (the
     // run's metrics.jsonl, a checkpoint's config.json, the user's notes).
     std::error_code ec;
-    CHAINLM_CHECK(a->overwrite || !fs::exists(out, ec) || is_run_report_file(out.string()), "report: --out ",
-                  out.string(), " exists and is not a chainlm report; choose another file, or pass ",
+    CHAINLM_CHECK(a->overwrite || !fs::exists(out, ec) || is_run_report_file(out.string()),
+                  "report: --out ", out.string(),
+                  " exists and is not a chainlm report; choose another file, or pass ",
                   "--overwrite to replace it (nothing was written)");
     const fs::path png = out.parent_path() / (out.stem().string() + "-loss.png");
     CHAINLM_CHECK(a->no_plot || a->overwrite || !fs::exists(png, ec) || is_png_file(png.string()),
-                  "report: the plot would replace ", png.string(), ", which is not a PNG image; choose ",
+                  "report: the plot would replace ", png.string(),
+                  ", which is not a PNG image; choose ",
                   "another --out, pass --no-plot, or pass --overwrite (nothing was written)");
     std::string link;
     if (!a->no_plot) {

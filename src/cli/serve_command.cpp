@@ -3,8 +3,8 @@
 #include <pthread.h>
 
 #include <csignal>
-#include <cstdlib>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <memory>
@@ -41,12 +41,15 @@ ChatTemplate choose_chat_template(const std::string& given, const std::string& m
       std::ifstream in(config);
       j = nlohmann::json::parse(in);
     } catch (const nlohmann::json::exception& e) {
-      fail(config.string(), " is not valid JSON (", e.what(), "); pass --chat-template to choose one");
+      fail(config.string(), " is not valid JSON (", e.what(),
+           "); pass --chat-template to choose one");
     }
     if (j.contains("chat_template") && j["chat_template"].is_string()) jinja = j["chat_template"];
-    if (j.contains("chat_template") && j["chat_template"].is_array())  // [{"name": "default", "template": ...}]
+    if (j.contains("chat_template") &&
+        j["chat_template"].is_array())  // [{"name": "default", "template": ...}]
       for (const auto& t : j["chat_template"])
-        if (t.is_object() && t.value("name", "") == "default" && t.contains("template") && t["template"].is_string())
+        if (t.is_object() && t.value("name", "") == "default" && t.contains("template") &&
+            t["template"].is_string())
           jinja = t["template"];
   }
   // Recent transformers save the template in a file of its own beside tokenizer_config.json.
@@ -116,10 +119,12 @@ void add_serve_command(CLI::App& app) {
   cmd->add_option("--memory-limit", a->memory_limit,
                   "Memory budget, e.g. 4G (default: what the machine has available); the "
                   "server refuses to start when the model and its sessions would not fit");
-  auto* api_key = cmd->add_option("--api-key", a->serve.api_key,
-                  "Every route but / and /health needs 'Authorization: Bearer KEY' (401 otherwise); "
-                  "prefer the environment variable, which other users cannot see in the process list")
-      ->envname("CHAINLM_API_KEY");
+  auto* api_key =
+      cmd->add_option(
+             "--api-key", a->serve.api_key,
+             "Every route but / and /health needs 'Authorization: Bearer KEY' (401 otherwise); "
+             "prefer the environment variable, which other users cannot see in the process list")
+          ->envname("CHAINLM_API_KEY");
   cmd->add_option("--cors-origin", a->serve.cors_origins,
                   "A web origin (e.g. https://app.example) whose pages may call the API; repeatable; '*' = any. "
                   "Default: none, and requests from other origins' pages are refused");
@@ -136,7 +141,8 @@ void add_serve_command(CLI::App& app) {
     const char* env_key = std::getenv("CHAINLM_API_KEY");
     CHAINLM_CHECK((api_key->count() == 0 || !a->serve.api_key.empty()) &&
                       (api_key->count() > 0 || env_key == nullptr || *env_key != '\0'),
-                  "serve: the API key is empty (--api-key \"\" or CHAINLM_API_KEY set to nothing): pass the key, "
+                  "serve: the API key is empty (--api-key \"\" or CHAINLM_API_KEY set to nothing): "
+                  "pass the key, "
                   "or leave both out (unset CHAINLM_API_KEY) to serve without one");
     sigset_t stop_signals;
     sigemptyset(&stop_signals);
@@ -152,14 +158,16 @@ void add_serve_command(CLI::App& app) {
           load_model_and_tokenizer(a->model, a->tokenizer, true, parse_precision(a->precision));
     });
     a->serve.model_name = a->name.empty() ? model_name_of(a->model) : a->name;
-    if (!a->memory_limit.empty()) a->serve.memory_limit = parse_byte_size(a->memory_limit, "--memory-limit");
+    if (!a->memory_limit.empty())
+      a->serve.memory_limit = parse_byte_size(a->memory_limit, "--memory-limit");
     a->serve.chat_template = choose_chat_template(a->chat_template, a->model);
     a->serve.kv_cache = resolve_kv_cache_type(parse_kv_cache_type(a->kv_cache), *loaded.model);
     InferenceServer server(*loaded.model, *loaded.tokenizer, a->serve);
     const int port = server.start();
     const ModelConfig& c = loaded.model->config();
     std::printf(
-        "chainlm serve: http://%s:%d/ (model %s, %d chains; batches of up to %d sessions on %d threads, queue %d)\n",
+        "chainlm serve: http://%s:%d/ (model %s, %d chains; batches of up to %d sessions on %d "
+        "threads, queue %d)\n",
         url_host(a->serve.host).c_str(), port, a->serve.model_name.c_str(), c.n_chains(),
         server.max_sessions(), server.threads(), server.max_queue());
     std::printf("chainlm serve: memory estimated %s\n", server.estimated_memory().describe().c_str());

@@ -31,12 +31,13 @@ void run_train(const TrainOptions& o) {
   std::error_code ec;
   CHAINLM_CHECK(!std::filesystem::is_directory(o.out, ec), "tokenizer train: --out ", o.out,
                 " is a directory; name the model file to write, e.g. ",
-                (std::filesystem::path(o.out) / "tokenizer.model").string(), " (nothing was written)");
+                (std::filesystem::path(o.out) / "tokenizer.model").string(),
+                " (nothing was written)");
   // Its directory is made now, not found missing when the trained model is written.
   const std::filesystem::path parent = std::filesystem::absolute(o.out).parent_path();
   std::filesystem::create_directories(parent, ec);
-  CHAINLM_CHECK(!ec, "tokenizer train: cannot create ", parent.string(), " for --out ", o.out, ": ", ec.message(),
-                " (nothing was trained)");
+  CHAINLM_CHECK(!ec, "tokenizer train: cannot create ", parent.string(), " for --out ", o.out, ": ",
+                ec.message(), " (nothing was trained)");
   CHAINLM_CHECK(o.overwrite || !std::filesystem::exists(o.out), "tokenizer train: --out ", o.out,
                 " exists; choose another file, or pass --overwrite to replace it (nothing was "
                 "written)");

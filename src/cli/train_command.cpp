@@ -14,8 +14,8 @@
 #include "core/memory.h"
 #include "core/stop_signals.h"
 #include "core/threads.h"
-#include "kernels/gemm.h"
 #include "io/tokenizer.h"
+#include "kernels/gemm.h"
 #include "model/checkpoint.h"
 #include "train/distributed.h"
 #include "train/run_directory.h"
@@ -31,7 +31,8 @@ std::string absolute_path(const std::string& p) { return fs::absolute(p).lexical
 
 bool is_checkpoint_dir(const std::string& dir) {
   std::error_code ec;
-  return fs::exists(fs::path(dir) / "config.json", ec) && fs::exists(fs::path(dir) / "model.safetensors", ec);
+  return fs::exists(fs::path(dir) / "config.json", ec) &&
+         fs::exists(fs::path(dir) / "model.safetensors", ec);
 }
 
 // --out naming a checkpoint (step-N/, or any directory with config.json and model.safetensors)
@@ -48,7 +49,8 @@ void refuse_checkpoint_as_run(const std::string& out, bool resume) {
           ? cat("; to resume its run: chainlm train --out ", parent.string(), " --resume")
           : cat("; to train on from its weights, start a new run: chainlm train --init ", out,
                 " --out NEW ... (nothing was trained)");
-  fail(resume ? "train --resume: " : "train: ", out, " is a checkpoint, not a run directory: --out ",
+  fail(resume ? "train --resume: " : "train: ", out,
+       " is a checkpoint, not a run directory: --out ",
        "names the run (the directory holding step-* checkpoints and 'latest')", advice);
 }
 
@@ -58,10 +60,12 @@ void refuse_checkpoint_as_run(const std::string& out, bool resume) {
 void require_data_tokenizer(const std::string& data_dir) {
   std::error_code ec;
   if (!fs::is_directory(data_dir, ec) || dir_has_tokenizer(data_dir)) return;
-  fail("train: the data directory ", data_dir, " holds no tokenizer (tokenizer.model, ",
-       "tokenizer.json or chainlm_tokenizer.json, which chainlm prepare writes beside the shards); ",
-       "every checkpoint carries the data's tokenizer, so the run would fail at its first one. Copy ",
-       "the tokenizer the shards were made with into ", data_dir, " (nothing was trained)");
+  fail(
+      "train: the data directory ", data_dir, " holds no tokenizer (tokenizer.model, ",
+      "tokenizer.json or chainlm_tokenizer.json, which chainlm prepare writes beside the shards); ",
+      "every checkpoint carries the data's tokenizer, so the run would fail at its first one. "
+      "Copy ",
+      "the tokenizer the shards were made with into ", data_dir, " (nothing was trained)");
 }
 
 }  // namespace
@@ -196,12 +200,16 @@ void add_train_command(CLI::App& app) {
           // fsynced, then renamed): without `latest` (deleted, or a writer killed before writing
           // it) the run goes on from the newest.
           const std::vector<std::string> found = RunDirectory(a->out).checkpoints_after(-1);
-          CHAINLM_CHECK(!found.empty(), "train --resume: ", a->out, " holds no complete checkpoint (no 'latest' ",
-                        "file: the run stopped before its first checkpoint); start it again without --resume");
+          CHAINLM_CHECK(!found.empty(), "train --resume: ", a->out,
+                        " holds no complete checkpoint (no 'latest' ",
+                        "file: the run stopped before its first checkpoint); start it again "
+                        "without --resume");
           resume_dir = (fs::path(a->out) / found.back()).string();
           if (!a->quiet)
-            std::fprintf(stderr, "resume: %s has no 'latest' file; resuming from its newest checkpoint, %s\n",
-                         a->out.c_str(), found.back().c_str());
+            std::fprintf(
+                stderr,
+                "resume: %s has no 'latest' file; resuming from its newest checkpoint, %s\n",
+                a->out.c_str(), found.back().c_str());
         }
         if (resume_dir.empty()) resume_dir = resolve_checkpoint_dir(a->out);
         model = load_model(resume_dir);
@@ -214,9 +222,10 @@ void add_train_command(CLI::App& app) {
         // --steps counts from the run's start: one below the step the checkpoint is at would
         // ask the run to go back.
         const long at = state.value("step", 0L);
-        CHAINLM_CHECK(!cmd->count("--steps") || a->steps >= at, "train --resume: --steps ", a->steps,
-                      " is below the step the run is at (", at, ", ", resume_dir, "); --steps counts ",
-                      "from the run's start, so pass more than ", at, " to train further");
+        CHAINLM_CHECK(!cmd->count("--steps") || a->steps >= at, "train --resume: --steps ",
+                      a->steps, " is below the step the run is at (", at, ", ", resume_dir,
+                      "); --steps counts ", "from the run's start, so pass more than ", at,
+                      " to train further");
         // What defines the run's trajectory must not change on resume: an option given with a
         // different value is refused, naming each (it used to be ignored silently).
         std::string fixed;
@@ -306,7 +315,9 @@ void add_train_command(CLI::App& app) {
           // A llama2.c file, or a checkpoint written without one, carries no tokenizer to compare
           // the data's with: said, since the run's checkpoints then take the data's as the model's.
           if (carried_tokenizer(a->init).empty())
-            std::fprintf(stderr, "warning: %s carries no tokenizer, so the data's (%s) cannot be checked against the "
+            std::fprintf(stderr,
+                         "warning: %s carries no tokenizer, so the data's (%s) cannot be checked "
+                         "against the "
                          "one it was trained with; the run's checkpoints will carry the data's\n",
                          a->init.c_str(), a->data.c_str());
         }
@@ -392,8 +403,10 @@ void add_train_command(CLI::App& app) {
                    c.phd.enabled() ? cat(", ", c.phd.name()).c_str() : "", model->num_params(c.n_chains()) / 1e6,
                    resume_dir.empty() ? "training" : "resuming", trainer.step(), trainer.options().steps);
       if (trainer.step() >= trainer.options().steps)
-        std::fprintf(stderr, "the run is already at step %ld, its last: nothing to train. Pass a larger "
-                     "--steps to train further\n", trainer.step());
+        std::fprintf(stderr,
+                     "the run is already at step %ld, its last: nothing to train. Pass a larger "
+                     "--steps to train further\n",
+                     trainer.step());
       const TrainOptions& o = trainer.options();
       const std::string what = o.train_only == "head" ? std::string(" (output head only)")
                                : o.freeze_chains > 0  ? cat(" (chains 1..", o.freeze_chains, " frozen)")

@@ -30,10 +30,12 @@ nlohmann::json parse_json_document(const std::string& text, const std::string& w
     // Without the library's "[json.exception.parse_error.101] " tag: the rest says where and why.
     std::string what = e.what();
     const size_t close = what.find("] ");
-    if (what.rfind("[json.exception", 0) == 0 && close != std::string::npos) what.erase(0, close + 2);
+    if (what.rfind("[json.exception", 0) == 0 && close != std::string::npos)
+      what.erase(0, close + 2);
     fail(where, ": invalid JSON: ", what);
   }
-  CHAINLM_CHECK(duplicate.empty(), where, ": key '", duplicate.size() > 80 ? duplicate.substr(0, 80) + "..." : duplicate,
+  CHAINLM_CHECK(duplicate.empty(), where, ": key '",
+                duplicate.size() > 80 ? duplicate.substr(0, 80) + "..." : duplicate,
                 "' is given twice in one object; which value is meant cannot be told");
   return j;
 }

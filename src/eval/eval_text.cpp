@@ -40,8 +40,9 @@ EvalTokens load_eval_tokens(const std::string& path_arg, const Tokenizer* tokeni
       // prepare records its tokenizer's vocabulary size in the shard: another size is another
       // tokenizer (a shard moved away from its directory escapes the fingerprint check).
       CHAINLM_CHECK(shard.vocab_size() == static_cast<uint32_t>(tokenizer->vocab_size()), path,
-                    ": made with a tokenizer of ", shard.vocab_size(), " tokens, but the model's has ",
-                    tokenizer->vocab_size(), "; its token ids would mean other text. Prepare the data with the ",
+                    ": made with a tokenizer of ", shard.vocab_size(),
+                    " tokens, but the model's has ", tokenizer->vocab_size(),
+                    "; its token ids would mean other text. Prepare the data with the ",
                     "model's tokenizer");
       const int bos = tokenizer->bos_id();
       r.bytes = 0;

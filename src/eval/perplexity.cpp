@@ -72,9 +72,11 @@ PerplexityResult evaluate_perplexity(Model& model, const std::vector<int>& strea
   const int k_max = ks.back();
 
   // 0 means "the default" for each; below 0 is a mistake (it ran with the default).
-  CHAINLM_CHECK(o.seq_len >= 0, "--seq-len ", o.seq_len, " must be >= 0 (0 = the model's max_seq_len)");
+  CHAINLM_CHECK(o.seq_len >= 0, "--seq-len ", o.seq_len,
+                " must be >= 0 (0 = the model's max_seq_len)");
   CHAINLM_CHECK(o.stride >= 0, "--stride ", o.stride, " must be >= 0 (0 = --seq-len)");
-  CHAINLM_CHECK(o.batch_size >= 0, "--batch-size ", o.batch_size, " must be >= 0 (0 = about 1024 tokens)");
+  CHAINLM_CHECK(o.batch_size >= 0, "--batch-size ", o.batch_size,
+                " must be >= 0 (0 = about 1024 tokens)");
   PerplexityResult r;
   r.seq_len = o.seq_len > 0 ? o.seq_len : c.max_seq_len;
   CHAINLM_CHECK(r.seq_len <= c.max_seq_len, "--seq-len ", r.seq_len,

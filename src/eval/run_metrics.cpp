@@ -132,7 +132,8 @@ RunMetrics parse_run_metrics(const std::string& text, const std::string& where) 
 
 void warn_torn_last_line(const RunMetrics& m) {
   if (m.torn_last_line > 0)
-    std::fprintf(stderr, "warning: %s:%d: skipped an unfinished last line (a writer stopped mid-line)\n",
+    std::fprintf(stderr,
+                 "warning: %s:%d: skipped an unfinished last line (a writer stopped mid-line)\n",
                  m.path.c_str(), m.torn_last_line);
 }
 

@@ -30,7 +30,8 @@ bool named_jsonl(const std::string& path) {
     return e;
   };
   fs::path p(path);
-  static const char* kCompressed[] = {".gz", ".gzip", ".xz", ".zst", ".zstd", ".bz2", ".lz4", ".lzma"};
+  static const char* kCompressed[] = {".gz",   ".gzip", ".xz",  ".zst",
+                                      ".zstd", ".bz2",  ".lz4", ".lzma"};
   for (const char* ext : kCompressed)
     if (lower_extension(p) == ext) {
       p = p.stem();
@@ -63,8 +64,8 @@ void refuse_unreadable_content(const std::string& path, const DecompressedFile& 
            "zstd, bzip2)");
     default:
       fail(path, " is ", text_encoding_name(encoding), " text", inside,
-           "; chainlm reads UTF-8: convert it first, e.g. iconv -f ", iconv_encoding_name(encoding), " -t UTF-8 ", path,
-           " > converted.txt");
+           "; chainlm reads UTF-8: convert it first, e.g. iconv -f ", iconv_encoding_name(encoding),
+           " -t UTF-8 ", path, " > converted.txt");
   }
 }
 

@@ -33,7 +33,8 @@ void read_gzip(const std::string& path, std::string& out) {
     if (n < 0) {
       int code = 0;
       std::string message = gzerror(gz, &code);
-      if (message.rfind(path + ": ", 0) == 0) message.erase(0, path.size() + 2);  // zlib names the file
+      if (message.rfind(path + ": ", 0) == 0)
+        message.erase(0, path.size() + 2);  // zlib names the file
       gzclose(gz);
       fail("cannot read ", path, " (gzip-compressed): ", message, "; the file is damaged");
     }
@@ -43,7 +44,8 @@ void read_gzip(const std::string& path, std::string& out) {
   // A file cut short ends without an error from gzread; gzclose_r reports it (Z_BUF_ERROR).
   const int closed = gzclose_r(gz);
   CHAINLM_CHECK(closed == Z_OK, "cannot read ", path, " (gzip-compressed): ",
-                closed == Z_BUF_ERROR ? "a truncated gzip file (it ends in the middle of its data)" : "zlib error",
+                closed == Z_BUF_ERROR ? "a truncated gzip file (it ends in the middle of its data)"
+                                      : "zlib error",
                 "; the file is damaged");
 }
 

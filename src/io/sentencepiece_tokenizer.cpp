@@ -21,10 +21,11 @@ class SentencePieceTokenizer final : public Tokenizer {
     } catch (const std::exception& e) {
       status = sentencepiece::util::Status(sentencepiece::util::StatusCode::kInternal, e.what());
     }
-    CHAINLM_CHECK(status.ok(), path, ": not a SentencePiece model (", status.ToString(),
-                  "). Accepted tokenizers: \"byte\", a SentencePiece .model file, a llama2.c tokenizer.bin, "
-                  "a Hugging Face tokenizer.json, a chainlm GGUF model, or a data/checkpoint/Hugging Face "
-                  "directory holding tokenizer.model, tokenizer.json or chainlm_tokenizer.json");
+    CHAINLM_CHECK(
+        status.ok(), path, ": not a SentencePiece model (", status.ToString(),
+        "). Accepted tokenizers: \"byte\", a SentencePiece .model file, a llama2.c tokenizer.bin, "
+        "a Hugging Face tokenizer.json, a chainlm GGUF model, or a data/checkpoint/Hugging Face "
+        "directory holding tokenizer.model, tokenizer.json or chainlm_tokenizer.json");
     CHAINLM_CHECK(sp_.GetPieceSize() > 0, path, ": SentencePiece model has no pieces");
   }
 

@@ -97,8 +97,10 @@ TextEncoding detect_text_encoding(std::string_view bytes) {
     for (size_t i = 0; i < head.size(); ++i)
       if (head[i] == '\0') ++nul4[i % 4];
     const size_t quads = head.size() / 4;
-    if (quads > 0 && nul4[3] >= quads && nul4[2] >= quads / 2 && nul4[0] <= quads / 4) return TextEncoding::kUtf32Le;
-    if (quads > 0 && nul4[0] >= quads && nul4[1] >= quads / 2 && nul4[3] <= quads / 4) return TextEncoding::kUtf32Be;
+    if (quads > 0 && nul4[3] >= quads && nul4[2] >= quads / 2 && nul4[0] <= quads / 4)
+      return TextEncoding::kUtf32Le;
+    if (quads > 0 && nul4[0] >= quads && nul4[1] >= quads / 2 && nul4[3] <= quads / 4)
+      return TextEncoding::kUtf32Be;
     // ASCII-range UTF-16 has a NUL in nearly every high byte and none in the low bytes.
     const size_t pairs = head.size() / 2;
     if (nul_odd >= pairs / 3 && nul_even <= nul_odd / 50) return TextEncoding::kUtf16Le;

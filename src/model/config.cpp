@@ -168,14 +168,16 @@ nlohmann::json config_to_json(const ModelConfig& c) {
 ModelConfig load_config(const std::string& path) {
   namespace fs = std::filesystem;
   std::error_code ec;
-  CHAINLM_CHECK(!fs::is_directory(path, ec), path, " is a directory, not a model config JSON file",
-                fs::exists(fs::path(path) / "config.json", ec)
-                    ? cat(" (a model: train starts from its weights with --init, other commands read it with "
-                          "--model; its config alone is ", (fs::path(path) / "config.json").string(), ")")
-                : fs::exists(fs::path(path) / "latest", ec)
-                    ? std::string(" (a training run: train starts from its latest weights with --init, other "
-                                  "commands read them with --model)")
-                    : std::string());
+  CHAINLM_CHECK(
+      !fs::is_directory(path, ec), path, " is a directory, not a model config JSON file",
+      fs::exists(fs::path(path) / "config.json", ec)
+          ? cat(" (a model: train starts from its weights with --init, other commands read it with "
+                "--model; its config alone is ",
+                (fs::path(path) / "config.json").string(), ")")
+      : fs::exists(fs::path(path) / "latest", ec)
+          ? std::string(" (a training run: train starts from its latest weights with --init, other "
+                        "commands read them with --model)")
+          : std::string());
   CHAINLM_CHECK(fs::exists(path, ec), path, ": cannot open model config (no such file)");
   return config_from_json(parse_json_document(read_file(path), path), path);
 }

@@ -121,7 +121,9 @@ void Model::copy_weights_from(const Model& other) {
       if (other.is_quantized((int)i)) types[i] = other.tensor_quant_type((int)i);
     load_quantized_weights(
         other.quant_type_,
-        [&](int param, uint8_t* dst, std::size_t bytes) { std::copy_n(other.quantized_blocks(param), bytes, dst); },
+        [&](int param, uint8_t* dst, std::size_t bytes) {
+          std::copy_n(other.quantized_blocks(param), bytes, dst);
+        },
         types);
     return;
   }

@@ -35,7 +35,8 @@ bool bearer_matches(const std::string& authorization, const std::string& key) {
   if (key.empty() || authorization.size() != kPrefix.size() + key.size()) return false;
   unsigned char diff = 0;
   for (size_t i = 0; i < kPrefix.size(); ++i)
-    diff |= static_cast<unsigned char>(std::tolower(static_cast<unsigned char>(authorization[i])) ^ kPrefix[i]);
+    diff |= static_cast<unsigned char>(std::tolower(static_cast<unsigned char>(authorization[i])) ^
+                                       kPrefix[i]);
   for (size_t i = 0; i < key.size(); ++i)
     diff |= static_cast<unsigned char>(authorization[kPrefix.size() + i] ^ key[i]);
   return diff == 0;
@@ -44,7 +45,8 @@ bool bearer_matches(const std::string& authorization, const std::string& key) {
 std::string preflight_allowed_headers(const std::string& requested) {
   // Header names are tokens (RFC 9110): letters, digits and !#$%&'*+-.^_`|~, separated by commas.
   const bool plain = std::all_of(requested.begin(), requested.end(), [](unsigned char c) {
-    return std::isalnum(c) || c == ',' || c == ' ' || std::string_view("!#$%&'*+-.^_`|~").find(c) != std::string_view::npos;
+    return std::isalnum(c) || c == ',' || c == ' ' ||
+           std::string_view("!#$%&'*+-.^_`|~").find(c) != std::string_view::npos;
   });
   std::string allowed = "Authorization, Content-Type";
   if (plain && !requested.empty() && requested.size() <= 1024) allowed += ", " + requested;

@@ -200,8 +200,8 @@ void BatchScheduler::prefill_piece(Generation& g) {
     std::vector<TokenLogprob> lps;
     for (int p = before; p < s.length() && p + 1 < (int)g.prompt_.size(); ++p) {
       const int prev = g.prompt_[p], id = g.prompt_[p + 1];
-      lps.push_back(token_logprob(rows + (size_t)(p - before) * V, tok_.vocab_size(), id, g.logprobs_,
-                                  [&](int t) { return tok_.decode_token(prev, t); }));
+      lps.push_back(token_logprob(rows + (size_t)(p - before) * V, tok_.vocab_size(), id,
+                                  g.logprobs_, [&](int t) { return tok_.decode_token(prev, t); }));
     }
     std::lock_guard<std::mutex> lock(g.mutex_);
     for (auto& lp : lps) g.prompt_logprobs_.push_back(std::move(lp));

@@ -76,9 +76,11 @@ ChatRequest parse_chat_request(const json& body, const ModelConfig& config) {
       const bool neutral = name == "tool_calls" || name == "function_call" || name == "refusal" ||
                            name == "audio" || name == "annotations";
       if (!neutral || !empty)
-        refuse(cat(where, ".", name),
-               cat(where, ".", name, neutral ? " is not supported with a value (chainlm reads text only; null or [] is)"
-                                             : " is not supported"));
+        refuse(
+            cat(where, ".", name),
+            cat(where, ".", name,
+                neutral ? " is not supported with a value (chainlm reads text only; null or [] is)"
+                        : " is not supported"));
     }
     if (!msg.contains("role") || !msg["role"].is_string()) refuse(where + ".role", where + ".role must be a string");
     std::string role = msg["role"];

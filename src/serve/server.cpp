@@ -199,8 +199,9 @@ httplib::Server::HandlerResponse InferenceServer::Impl::admit(const httplib::Req
     // A preflight from an allowed origin: the headers the page asks to send are allowed (the
     // openai npm client adds X-Stainless-* ones; a fixed list made the browser refuse them).
     res.set_header("Access-Control-Allow-Methods", "GET, POST, OPTIONS");
-    res.set_header("Access-Control-Allow-Headers",
-                   preflight_allowed_headers(req.get_header_value("Access-Control-Request-Headers")));
+    res.set_header(
+        "Access-Control-Allow-Headers",
+        preflight_allowed_headers(req.get_header_value("Access-Control-Request-Headers")));
     res.set_header("Vary", "Origin, Access-Control-Request-Headers");
     res.set_header("Access-Control-Max-Age", "600");
     return R::Handled;
@@ -272,8 +273,8 @@ InferenceServer::InferenceServer(const Model& model, const Tokenizer& tokenizer,
   CHAINLM_CHECK(options.max_sessions >= 0, "--max-sessions must be >= 0 (got ",
                 options.max_sessions, ")");
   CHAINLM_CHECK(options.max_queue >= 0, "--max-queue must be >= 0 (got ", options.max_queue, ")");
-  CHAINLM_CHECK(options.max_body_bytes > 0, "--max-body-bytes must be positive (got ", options.max_body_bytes,
-                "): no request could be answered");
+  CHAINLM_CHECK(options.max_body_bytes > 0, "--max-body-bytes must be positive (got ",
+                options.max_body_bytes, "): no request could be answered");
   CHAINLM_CHECK(options.port >= 0 && options.port <= 65535, "--port must be in 0..65535 (got ",
                 options.port, ")");
   CHAINLM_CHECK(tokenizer.vocab_size() <= model.config().vocab_size, "the tokenizer has ",

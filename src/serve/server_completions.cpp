@@ -303,8 +303,9 @@ void InferenceServer::Impl::start(const std::shared_ptr<Job>& job, httplib::Resp
       set_error(res, 503, "the server is stopping; the request was not started", "server_stopping");
     else
       set_error(res, 503,
-                cat("the server is busy: all ", admission.max_sessions(), " sessions are generating and the queue's ",
-                    admission.max_queue(), " places are taken; retry later"),
+                cat("the server is busy: all ", admission.max_sessions(),
+                    " sessions are generating and the queue's ", admission.max_queue(),
+                    " places are taken; retry later"),
                 "server_busy");
     return;
   }

@@ -82,19 +82,25 @@ void TrainOptions::check_ranges() const {
   CHAINLM_CHECK(seq_len >= 0, "--seq-len ", seq_len, " must be >= 0 (0 = the model's max_seq_len)");
   CHAINLM_CHECK(std::isfinite(lr) && lr > 0, "--lr ", lr, " must be positive");
   CHAINLM_CHECK(finite_at_least(min_lr_ratio, 0.0f) && min_lr_ratio <= 1.0f, "--min-lr-ratio ",
-                min_lr_ratio, " must be in [0, 1]: the final learning rate as a fraction of the peak");
-  CHAINLM_CHECK(finite_at_least(weight_decay, 0.0f), "--weight-decay ", weight_decay, " must be >= 0");
-  CHAINLM_CHECK(finite_at_least(grad_clip, 0.0f), "--grad-clip ", grad_clip, " must be >= 0 (0 = off)");
+                min_lr_ratio,
+                " must be in [0, 1]: the final learning rate as a fraction of the peak");
+  CHAINLM_CHECK(finite_at_least(weight_decay, 0.0f), "--weight-decay ", weight_decay,
+                " must be >= 0");
+  CHAINLM_CHECK(finite_at_least(grad_clip, 0.0f), "--grad-clip ", grad_clip,
+                " must be >= 0 (0 = off)");
   CHAINLM_CHECK(warmup >= -1, "--warmup ", warmup, " must be >= 0 (or -1: min(100, steps/10))");
   CHAINLM_CHECK(lr_schedule_steps >= 0, "--lr-schedule-steps ", lr_schedule_steps,
                 " must be >= 0 (0 = --steps)");
-  CHAINLM_CHECK(eval_every >= 0, "--eval-every ", eval_every, " must be >= 0 (0 = only at the end)");
+  CHAINLM_CHECK(eval_every >= 0, "--eval-every ", eval_every,
+                " must be >= 0 (0 = only at the end)");
   CHAINLM_CHECK(eval_windows >= 0, "--eval-windows ", eval_windows,
                 " must be >= 0 (0 = the whole validation split)");
-  CHAINLM_CHECK(save_every >= 0, "--save-every ", save_every, " must be >= 0 (0 = at every validation)");
+  CHAINLM_CHECK(save_every >= 0, "--save-every ", save_every,
+                " must be >= 0 (0 = at every validation)");
   bool any = chain_loss_weights.empty();  // empty: the full model's loss alone
   for (float w : chain_loss_weights) {
-    CHAINLM_CHECK(finite_at_least(w, 0.0f), "--chain-loss-weights: ", w, " is not a weight (each must be >= 0)");
+    CHAINLM_CHECK(finite_at_least(w, 0.0f), "--chain-loss-weights: ", w,
+                  " is not a weight (each must be >= 0)");
     any = any || w > 0.0f;
   }
   CHAINLM_CHECK(any, "--chain-loss-weights: every weight is zero, so no sub-model would train");

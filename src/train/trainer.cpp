@@ -325,10 +325,11 @@ void Trainer::run() {
       if (!moved.empty()) {
         std::string names;
         for (const std::string& n : unnamed) names += (names.empty() ? "" : ", ") + n;
-        std::fprintf(stderr,
-                     "a new run in %s: the checkpoints no 'latest' named (%s) and the log were moved to %s "
-                     "(nothing was deleted; chainlm train --resume would have continued from the newest)\n",
-                     opt_.out_dir.c_str(), names.c_str(), moved.c_str());
+        std::fprintf(
+            stderr,
+            "a new run in %s: the checkpoints no 'latest' named (%s) and the log were moved to %s "
+            "(nothing was deleted; chainlm train --resume would have continued from the newest)\n",
+            opt_.out_dir.c_str(), names.c_str(), moved.c_str());
       }
     }
     // A new run starts a new log: lines left by an earlier attempt that died before its first

@@ -102,8 +102,8 @@ TEST_F(GgufCli, ExportsAFileEveryInferenceCommandReads) {
   // calling that a bug.
   for (const char* type : {"f32", "f16"}) {
     const std::string out = dir.file(std::string("q-") + type + ".gguf");
-    r = run_chainlm(dir, "export --format gguf --type " + std::string(type) + " --model " + quote(dir.file("q")) +
-                             " --chains 1 --out " + quote(out));
+    r = run_chainlm(dir, "export --format gguf --type " + std::string(type) + " --model " +
+                             quote(dir.file("q")) + " --chains 1 --out " + quote(out));
     EXPECT_EQ(r.exit_code, 0) << type << ": " << r.err;
     EXPECT_TRUE(fs::exists(out)) << type;
   }

@@ -26,12 +26,14 @@ class ModelUseCli : public WorkflowSafety {
   void SetUp() override {
     WorkflowSafety::SetUp();
     // Byte-level data (258 tokens) for a model of 512: room for a tokenizer of 300.
-    write_bytes(config, R"({"dim": 32, "n_layers": 1, "n_heads": 2, "ffn_dim": 64, "vocab_size": 512,
+    write_bytes(config,
+                R"({"dim": 32, "n_layers": 1, "n_heads": 2, "ffn_dim": 64, "vocab_size": 512,
                             "max_seq_len": 16})");
     run = dir.file("run");
     ASSERT_EQ(run_chainlm(dir, train_args(run, 2)).exit_code, 0);
     std::string text;
-    for (int i = 0; i < 300; ++i) text += "another tokenizer for another model " + std::to_string(i) + "\n\n";
+    for (int i = 0; i < 300; ++i)
+      text += "another tokenizer for another model " + std::to_string(i) + "\n\n";
     write_bytes(dir.file("other.txt"), text);
     auto t = run_chainlm(dir, "tokenizer train --corpus " + quote(dir.file("other.txt")) +
                                   " --vocab-size 300 --out " + quote(dir.file("t300.model")));
@@ -43,24 +45,31 @@ class ModelUseCli : public WorkflowSafety {
 TEST_F(ModelUseCli, ATokenizerOfAnotherVocabularyThanTheModelsIsRefused) {
   const std::string other = quote(dir.file("t300.model"));
   const std::string uses[] = {
-      "eval ppl --model " + quote(run) + " --data " + quote(dir.file("corpus.txt")) + " --tokenizer " + other,
+      "eval ppl --model " + quote(run) + " --data " + quote(dir.file("corpus.txt")) +
+          " --tokenizer " + other,
       "generate --model " + quote(run) + " --prompt hi --max-tokens 2 --tokenizer " + other,
-      "quantize --model " + quote(run) + " --type q8_0 --out " + quote(dir.file("q")) + " --tokenizer " + other,
-      "expand --from " + quote(run) + " --add-chains 2 --out " + quote(dir.file("x")) + " --tokenizer " + other};
+      "quantize --model " + quote(run) + " --type q8_0 --out " + quote(dir.file("q")) +
+          " --tokenizer " + other,
+      "expand --from " + quote(run) + " --add-chains 2 --out " + quote(dir.file("x")) +
+          " --tokenizer " + other};
   for (const std::string& use : uses) {
     auto r = run_chainlm(dir, use);
     EXPECT_NE(r.exit_code, 0) << use;
-    EXPECT_TRUE(contains(r.err, "has 300 tokens, but the tokenizer") && contains(r.err, "has 258") &&
+    EXPECT_TRUE(contains(r.err, "has 300 tokens, but the tokenizer") &&
+                contains(r.err, "has 258") &&
                 contains(r.err, "not the tokenizer this model was trained with"))
         << use << ": " << r.err;
   }
   EXPECT_FALSE(fs::exists(dir.file("q")));
   EXPECT_FALSE(fs::exists(dir.file("x")));
   // The model's own, named explicitly, is fine; so is leaving it out.
-  auto own = run_chainlm(dir, "eval ppl --model " + quote(run) + " --data " + quote(dir.file("corpus.txt")) +
-                                 " --tokenizer byte");
+  auto own = run_chainlm(dir, "eval ppl --model " + quote(run) + " --data " +
+                                  quote(dir.file("corpus.txt")) + " --tokenizer byte");
   EXPECT_EQ(own.exit_code, 0) << own.err;
-  EXPECT_EQ(run_chainlm(dir, "quantize --model " + quote(run) + " --type q8_0 --out " + quote(dir.file("q"))).exit_code, 0);
+  EXPECT_EQ(run_chainlm(dir, "quantize --model " + quote(run) + " --type q8_0 --out " +
+                                 quote(dir.file("q")))
+                .exit_code,
+            0);
 }
 
 // The model's 512 ids against the byte tokenizer's 258: ids 258..511 have no text. An untrained
@@ -68,22 +77,27 @@ TEST_F(ModelUseCli, ATokenizerOfAnotherVocabularyThanTheModelsIsRefused) {
 // outside the vocabulary"), and a run with --sample-every died at its first sample.
 TEST_F(ModelUseCli, IdsPastTheTokenizersAreNeverSampled) {
   for (int seed = 1; seed <= 3; ++seed) {
-    auto r = run_chainlm(dir, "generate --model " + quote(run) + " --prompt hi --max-tokens 12 --temperature 1 --json --seed " +
+    auto r = run_chainlm(dir, "generate --model " + quote(run) +
+                                  " --prompt hi --max-tokens 12 --temperature 1 --json --seed " +
                                   std::to_string(seed));
     ASSERT_EQ(r.exit_code, 0) << r.err;
     const auto j = nlohmann::json::parse(r.out);
     ASSERT_EQ(j["tokens"].size(), 12u);
     for (const auto& t : j["tokens"]) EXPECT_LT(t.get<int>(), 258) << r.out;
   }
-  auto t = run_chainlm(dir, train_args(dir.file("sampled"), 2) + " --sample-every 1 --sample-tokens 12");
+  auto t =
+      run_chainlm(dir, train_args(dir.file("sampled"), 2) + " --sample-every 1 --sample-tokens 12");
   EXPECT_EQ(t.exit_code, 0) << t.err;
 }
 
 TEST_F(ModelUseCli, AnExpansionTooLargeOrMistypedIsRefusedNamingIt) {
-  auto big = run_chainlm(dir, "expand --from " + quote(run) + " --add-chains 20000 --out " + quote(dir.file("x")));
+  auto big = run_chainlm(
+      dir, "expand --from " + quote(run) + " --add-chains 20000 --out " + quote(dir.file("x")));
   EXPECT_NE(big.exit_code, 0);
-  EXPECT_TRUE(contains(big.err, "more than the") && contains(big.err, "--add-chains 20000")) << big.err;
-  auto comma = run_chainlm(dir, "expand --from " + quote(run) + " --add-chains 2, --out " + quote(dir.file("x")));
+  EXPECT_TRUE(contains(big.err, "more than the") && contains(big.err, "--add-chains 20000"))
+      << big.err;
+  auto comma = run_chainlm(
+      dir, "expand --from " + quote(run) + " --add-chains 2, --out " + quote(dir.file("x")));
   EXPECT_NE(comma.exit_code, 0);
   EXPECT_TRUE(contains(comma.err, "ends with a comma")) << comma.err;
   EXPECT_FALSE(fs::exists(dir.file("x")));
@@ -92,13 +106,18 @@ TEST_F(ModelUseCli, AnExpansionTooLargeOrMistypedIsRefusedNamingIt) {
 // A GGUF written without a tokenizer carries none: starting a run from it is warned of.
 TEST_F(ModelUseCli, InitFromWeightsWithoutATokenizerIsWarnedOf) {
   const std::string gguf = dir.file("m.gguf");
-  ASSERT_EQ(run_chainlm(dir, "export --format gguf --no-tokenizer --model " + quote(run) + " --out " + quote(gguf)).exit_code, 0);
-  auto r = run_chainlm(dir, "train --init " + quote(gguf) + " --data " + quote(data) + " --out " + quote(dir.file("r2")) +
-                                " --steps 1 --batch-size 2 --seq-len 8 --quiet");
+  ASSERT_EQ(run_chainlm(dir, "export --format gguf --no-tokenizer --model " + quote(run) +
+                                 " --out " + quote(gguf))
+                .exit_code,
+            0);
+  auto r =
+      run_chainlm(dir, "train --init " + quote(gguf) + " --data " + quote(data) + " --out " +
+                           quote(dir.file("r2")) + " --steps 1 --batch-size 2 --seq-len 8 --quiet");
   EXPECT_EQ(r.exit_code, 0) << r.err;
   EXPECT_TRUE(contains(r.err, "carries no tokenizer, so the data's")) << r.err;
-  auto own = run_chainlm(dir, "train --init " + quote(run) + " --data " + quote(data) + " --out " + quote(dir.file("r3")) +
-                                  " --steps 1 --batch-size 2 --seq-len 8 --quiet");
+  auto own =
+      run_chainlm(dir, "train --init " + quote(run) + " --data " + quote(data) + " --out " +
+                           quote(dir.file("r3")) + " --steps 1 --batch-size 2 --seq-len 8 --quiet");
   EXPECT_EQ(own.exit_code, 0) << own.err;
   EXPECT_FALSE(contains(own.err, "warning")) << own.err;
 }
@@ -106,20 +125,23 @@ TEST_F(ModelUseCli, InitFromWeightsWithoutATokenizerIsWarnedOf) {
 // More threads than cores: a decode 5.8x slower, eval's per-thread copies 16x the memory, and
 // not a word. Said now (this machine has fewer than 4096 cores).
 TEST_F(ModelUseCli, MoreThreadsThanCoresAreWarnedOf) {
-  auto many = run_chainlm(dir, "generate --model " + quote(run) + " --prompt hi --max-tokens 2 --threads 4096");
+  auto many = run_chainlm(
+      dir, "generate --model " + quote(run) + " --prompt hi --max-tokens 2 --threads 4096");
   EXPECT_EQ(many.exit_code, 0) << many.err;
   EXPECT_TRUE(contains(many.err, "warning: --threads 4096 is more than the")) << many.err;
-  auto one = run_chainlm(dir, "generate --model " + quote(run) + " --prompt hi --max-tokens 2 --threads 1");
+  auto one = run_chainlm(
+      dir, "generate --model " + quote(run) + " --prompt hi --max-tokens 2 --threads 1");
   EXPECT_FALSE(contains(one.err, "warning")) << one.err;
 }
 
 TEST_F(ModelUseCli, AGgufExportMakesItsDirectoryAndNamesAFile) {
   const std::string out = dir.file("new/deeper/m.gguf");
-  auto r = run_chainlm(dir, "export --format gguf --no-tokenizer --model " + quote(run) + " --out " + quote(out));
+  auto r = run_chainlm(
+      dir, "export --format gguf --no-tokenizer --model " + quote(run) + " --out " + quote(out));
   EXPECT_EQ(r.exit_code, 0) << r.err;
   EXPECT_TRUE(fs::is_regular_file(out));
-  auto d = run_chainlm(dir, "export --format gguf --no-tokenizer --model " + quote(run) + " --out " +
-                                quote(dir.file("gdir") + "/"));
+  auto d = run_chainlm(dir, "export --format gguf --no-tokenizer --model " + quote(run) +
+                                " --out " + quote(dir.file("gdir") + "/"));
   EXPECT_NE(d.exit_code, 0);
   EXPECT_TRUE(contains(d.err, "names a directory") && contains(d.err, "model.gguf")) << d.err;
   EXPECT_FALSE(fs::exists(dir.file("gdir")));

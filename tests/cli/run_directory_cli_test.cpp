@@ -1,9 +1,10 @@
 // A user trial's mistakes with run directories and training options (2026-12-05), each of
 // which lost work or passed silently before: checkpoints without a 'latest' file deleted by a
-// new run (now resumed from, or moved aside), a resume into a checkpoint nesting a run that pruning later deleted, data without a
-// tokenizer failing at the first checkpoint, --steps below the run's step doing nothing with
-// exit 0, options out of range stored as given, configs with trailing text or repeated keys,
-// report --out replacing any file, and plot/report refusing a log with a torn last line.
+// new run (now resumed from, or moved aside), a resume into a checkpoint nesting a run that pruning
+// later deleted, data without a tokenizer failing at the first checkpoint, --steps below the run's
+// step doing nothing with exit 0, options out of range stored as given, configs with trailing text
+// or repeated keys, report --out replacing any file, and plot/report refusing a log with a torn
+// last line.
 #include <gtest/gtest.h>
 
 #include <filesystem>
@@ -45,16 +46,20 @@ TEST_F(RunDirectoryCli, CheckpointsWithoutLatestAreResumedOrMovedAsideNeverPrune
   fs::remove(run + "/latest");
   const std::string copy = dir.file("copy");
   fs::copy(run, copy, fs::copy_options::recursive);
-  const std::string step4 = read_bytes(run + "/step-00000004/model.safetensors"), log = read_bytes(run + "/metrics.jsonl");
+  const std::string step4 = read_bytes(run + "/step-00000004/model.safetensors"),
+                    log = read_bytes(run + "/metrics.jsonl");
 
   auto resume = run_chainlm(dir, "train --out " + quote(run) + " --resume --steps 6");
   EXPECT_EQ(resume.exit_code, 0) << resume.err;
-  EXPECT_TRUE(contains(resume.err, "resuming from its newest checkpoint, step-00000004")) << resume.err;
+  EXPECT_TRUE(contains(resume.err, "resuming from its newest checkpoint, step-00000004"))
+      << resume.err;
   EXPECT_EQ(trimmed(read_bytes(run + "/latest")), "step-00000006");
 
   auto fresh = run_chainlm(dir, train_args(copy, 2));
   EXPECT_EQ(fresh.exit_code, 0) << fresh.err;
-  EXPECT_TRUE(contains(fresh.err, "step-00000002, step-00000004") && contains(fresh.err, "nothing was deleted")) << fresh.err;
+  EXPECT_TRUE(contains(fresh.err, "step-00000002, step-00000004") &&
+              contains(fresh.err, "nothing was deleted"))
+      << fresh.err;
   std::vector<fs::path> aside;
   for (const auto& e : fs::directory_iterator(copy))
     if (e.path().filename().string().rfind("superseded-", 0) == 0) aside.push_back(e.path());
@@ -93,10 +98,12 @@ TEST_F(RunDirectoryCli, ATokenizerIsRequiredBeforeTheFirstStep) {
   const std::string bare = dir.file("bare"), run = dir.file("run");
   fs::create_directories(bare);
   for (const char* f : {"train.bin", "val.bin"}) fs::copy_file(data + "/" + f, bare + "/" + f);
-  auto r = run_chainlm(dir, "train --config " + quote(config) + " --data " + quote(bare) + " --out " + quote(run) +
-                                " --steps 4 --batch-size 2 --seq-len 8 --eval-every 2");
+  auto r =
+      run_chainlm(dir, "train --config " + quote(config) + " --data " + quote(bare) + " --out " +
+                           quote(run) + " --steps 4 --batch-size 2 --seq-len 8 --eval-every 2");
   EXPECT_NE(r.exit_code, 0);
-  EXPECT_TRUE(contains(r.err, "holds no tokenizer") && contains(r.err, "nothing was trained")) << r.err;
+  EXPECT_TRUE(contains(r.err, "holds no tokenizer") && contains(r.err, "nothing was trained"))
+      << r.err;
   EXPECT_FALSE(contains(r.err, "--tokenizer")) << r.err;
   EXPECT_FALSE(contains(r.err, "step 1 ")) << "no step may run: " << r.err;
   EXPECT_FALSE(fs::exists(run + "/metrics.jsonl"));
@@ -105,7 +112,8 @@ TEST_F(RunDirectoryCli, ATokenizerIsRequiredBeforeTheFirstStep) {
   fs::remove(run + "/step-00000002/chainlm_tokenizer.json");
   auto resume = run_chainlm(dir, "train --out " + quote(run) + " --resume --steps 4");
   EXPECT_NE(resume.exit_code, 0);
-  EXPECT_TRUE(contains(resume.err, "holds no tokenizer") && contains(resume.err, "step-00000002")) << resume.err;
+  EXPECT_TRUE(contains(resume.err, "holds no tokenizer") && contains(resume.err, "step-00000002"))
+      << resume.err;
   EXPECT_EQ(trimmed(read_bytes(run + "/latest")), "step-00000002");
 }
 
@@ -129,9 +137,10 @@ TEST_F(RunDirectoryCli, StepsBelowTheRunAreRefusedAndAFinishedRunSaysSo) {
 TEST_F(RunDirectoryCli, OptionsOutOfRangeAreRefusedNamingTheFlag) {
   const std::string run = dir.file("run");
   for (const std::string opt :
-       {"--min-lr-ratio 2", "--min-lr-ratio -0.5", "--weight-decay -1", "--grad-clip -1", "--seq-len -5",
-        "--warmup -5", "--lr-schedule-steps -3", "--eval-every -1", "--save-every -1", "--eval-windows -2",
-        "--lr nan", "--chain-loss-weights 0,0", "--chain-loss-weights -1,2", "--seed -1"}) {
+       {"--min-lr-ratio 2", "--min-lr-ratio -0.5", "--weight-decay -1", "--grad-clip -1",
+        "--seq-len -5", "--warmup -5", "--lr-schedule-steps -3", "--eval-every -1",
+        "--save-every -1", "--eval-windows -2", "--lr nan", "--chain-loss-weights 0,0",
+        "--chain-loss-weights -1,2", "--seed -1"}) {
     auto r = run_chainlm(dir, train_args(run, 2) + " " + opt);
     EXPECT_NE(r.exit_code, 0) << opt;
     const std::string flag = opt.substr(0, opt.find(' '));
@@ -140,8 +149,10 @@ TEST_F(RunDirectoryCli, OptionsOutOfRangeAreRefusedNamingTheFlag) {
     EXPECT_FALSE(fs::exists(run)) << opt;
   }
   // The documented special values stay valid: 0 = only at the end, -1 = the default warmup.
-  auto ok = run_chainlm(dir, "train --config " + quote(config) + " --data " + quote(data) + " --out " + quote(run) +
-                                " --steps 2 --batch-size 2 --seq-len 8 --quiet --eval-every 0 --warmup -1 --grad-clip 0");
+  auto ok = run_chainlm(
+      dir,
+      "train --config " + quote(config) + " --data " + quote(data) + " --out " + quote(run) +
+          " --steps 2 --batch-size 2 --seq-len 8 --quiet --eval-every 0 --warmup -1 --grad-clip 0");
   EXPECT_EQ(ok.exit_code, 0) << ok.err;
 }
 
@@ -149,7 +160,8 @@ TEST_F(RunDirectoryCli, OptionsOutOfRangeAreRefusedNamingTheFlag) {
 // value: `{...} garbage`, `{...}{...}` and {"dim": 16, "dim": 32} all trained.
 TEST_F(RunDirectoryCli, ConfigsAreReadWhole) {
   const std::string run = dir.file("run");
-  const std::string body = R"("n_layers": 1, "n_heads": 2, "ffn_dim": 32, "vocab_size": 258, "max_seq_len": 16)";
+  const std::string body =
+      R"("n_layers": 1, "n_heads": 2, "ffn_dim": 32, "vocab_size": 258, "max_seq_len": 16)";
   const std::pair<std::string, std::string> cases[] = {
       {"{\"dim\": 16, " + body + "} garbage", "expected end of input"},
       {"{\"dim\": 16, " + body + "}{\"dim\": 8}", "expected end of input"},
@@ -157,17 +169,20 @@ TEST_F(RunDirectoryCli, ConfigsAreReadWhole) {
       {"{\"dim\": 16, \"n_kv_heads\": 0, " + body + "}", "'n_kv_heads' must be positive (got 0)"}};
   for (const auto& [text, why] : cases) {
     write_bytes(dir.file("c.json"), text);
-    auto r = run_chainlm(dir, "train --config " + quote(dir.file("c.json")) + " --data " + quote(data) + " --out " +
-                                  quote(run) + " --steps 1 --batch-size 2 --seq-len 8");
+    auto r =
+        run_chainlm(dir, "train --config " + quote(dir.file("c.json")) + " --data " + quote(data) +
+                             " --out " + quote(run) + " --steps 1 --batch-size 2 --seq-len 8");
     EXPECT_NE(r.exit_code, 0) << text;
-    EXPECT_TRUE(contains(r.err, why) && !contains(r.err, "[json.exception")) << text << ": " << r.err;
+    EXPECT_TRUE(contains(r.err, why) && !contains(r.err, "[json.exception"))
+        << text << ": " << r.err;
   }
   // A directory as --config: it said "basic_filebuf::underflow error reading the file".
   ASSERT_EQ(run_chainlm(dir, train_args(run, 2)).exit_code, 0);
-  auto d = run_chainlm(dir, "train --config " + quote(run + "/step-00000002") + " --data " + quote(data) +
-                                " --out " + quote(dir.file("other")) + " --steps 1");
+  auto d = run_chainlm(dir, "train --config " + quote(run + "/step-00000002") + " --data " +
+                                quote(data) + " --out " + quote(dir.file("other")) + " --steps 1");
   EXPECT_NE(d.exit_code, 0);
-  EXPECT_TRUE(contains(d.err, "is a directory, not a model config") && contains(d.err, "--init")) << d.err;
+  EXPECT_TRUE(contains(d.err, "is a directory, not a model config") && contains(d.err, "--init"))
+      << d.err;
 }
 
 // report --out replaced any file with markdown: the run's metrics.jsonl, a checkpoint's
@@ -176,9 +191,11 @@ TEST_F(RunDirectoryCli, ReportReplacesOnlyAnEarlierReport) {
   const std::string run = dir.file("run");
   ASSERT_EQ(run_chainlm(dir, train_args(run, 2)).exit_code, 0);
   const std::string log = read_bytes(run + "/metrics.jsonl");
-  auto r = run_chainlm(dir, "report " + quote(run) + " --no-plot --out " + quote(run + "/metrics.jsonl"));
+  auto r = run_chainlm(
+      dir, "report " + quote(run) + " --no-plot --out " + quote(run + "/metrics.jsonl"));
   EXPECT_NE(r.exit_code, 0);
-  EXPECT_TRUE(contains(r.err, "is not a chainlm report") && contains(r.err, "--overwrite")) << r.err;
+  EXPECT_TRUE(contains(r.err, "is not a chainlm report") && contains(r.err, "--overwrite"))
+      << r.err;
   EXPECT_EQ(read_bytes(run + "/metrics.jsonl"), log);
   write_bytes(dir.file("notes-loss.png"), "not a picture");
   auto png = run_chainlm(dir, "report " + quote(run) + " --out " + quote(dir.file("notes.md")));
@@ -188,10 +205,15 @@ TEST_F(RunDirectoryCli, ReportReplacesOnlyAnEarlierReport) {
   EXPECT_FALSE(fs::exists(dir.file("notes.md")));
   // Its own report is replaced; another file with --overwrite.
   const std::string md = dir.file("r.md");
-  ASSERT_EQ(run_chainlm(dir, "report " + quote(run) + " --no-plot --out " + quote(md)).exit_code, 0);
-  EXPECT_EQ(run_chainlm(dir, "report " + quote(run) + " --no-plot --out " + quote(md)).exit_code, 0);
+  ASSERT_EQ(run_chainlm(dir, "report " + quote(run) + " --no-plot --out " + quote(md)).exit_code,
+            0);
+  EXPECT_EQ(run_chainlm(dir, "report " + quote(run) + " --no-plot --out " + quote(md)).exit_code,
+            0);
   write_bytes(dir.file("n.md"), "mine");
-  EXPECT_EQ(run_chainlm(dir, "report " + quote(run) + " --no-plot --overwrite --out " + quote(dir.file("n.md"))).exit_code, 0);
+  EXPECT_EQ(run_chainlm(dir, "report " + quote(run) + " --no-plot --overwrite --out " +
+                                 quote(dir.file("n.md")))
+                .exit_code,
+            0);
   EXPECT_TRUE(contains(read_bytes(dir.file("n.md")), "# Training report"));
 }
 
@@ -206,7 +228,8 @@ TEST_F(RunDirectoryCli, ATornLastLogLineIsSkippedWithAWarning) {
   EXPECT_EQ(r.exit_code, 0) << r.err;
   EXPECT_TRUE(contains(r.err, "skipped an unfinished last line")) << r.err;
   write_bytes(run + "/metrics.jsonl", log + "{\"step\": 3, \"chain_loss\": [null, 3.8\n");
-  auto bad = run_chainlm(dir, "report " + quote(run) + " --no-plot --out " + quote(dir.file("r.md")));
+  auto bad =
+      run_chainlm(dir, "report " + quote(run) + " --no-plot --out " + quote(dir.file("r.md")));
   EXPECT_NE(bad.exit_code, 0);
   EXPECT_TRUE(contains(bad.err, "not valid JSON")) << bad.err;
 }
@@ -216,7 +239,8 @@ TEST_F(RunDirectoryCli, ATornLastLogLineIsSkippedWithAWarning) {
 TEST_F(RunDirectoryCli, PrepareAndTokenizerTrainRefuseOutputsThatCannotBeRight) {
   const std::string corpus = dir.file("corpus.txt");
   auto p = run_chainlm(dir, "prepare --tokenizer byte --input " + quote(corpus) + " --val-input " +
-                                quote(dir.path().string() + "/./corpus.txt") + " --out " + quote(dir.file("p")));
+                                quote(dir.path().string() + "/./corpus.txt") + " --out " +
+                                quote(dir.file("p")));
   EXPECT_NE(p.exit_code, 0);
   EXPECT_TRUE(contains(p.err, "is also read by --input")) << p.err;
   EXPECT_FALSE(fs::exists(dir.file("p") + "/train.bin"));
@@ -227,15 +251,18 @@ TEST_F(RunDirectoryCli, PrepareAndTokenizerTrainRefuseOutputsThatCannotBeRight) 
                                  quote(dir.file("vd")) + " --out " + quote(dir.file("pv")));
   ASSERT_EQ(vi.exit_code, 0) << vi.err;
   const auto meta = nlohmann::json::parse(read_bytes(dir.file("pv/meta.json")));
-  EXPECT_EQ(meta["val_sources"], nlohmann::json::array({fs::absolute(dir.file("vd/x.txt")).string()})) << meta.dump();
+  EXPECT_EQ(meta["val_sources"],
+            nlohmann::json::array({fs::absolute(dir.file("vd/x.txt")).string()}))
+      << meta.dump();
   // A directory above --out that does not exist is made (it failed after the training).
-  auto deep = run_chainlm(dir, "tokenizer train --corpus " + quote(corpus) + " --vocab-size 280 --out " +
-                                   quote(dir.file("new/deeper/t.model")));
+  auto deep =
+      run_chainlm(dir, "tokenizer train --corpus " + quote(corpus) + " --vocab-size 280 --out " +
+                           quote(dir.file("new/deeper/t.model")));
   EXPECT_EQ(deep.exit_code, 0) << deep.err;
   EXPECT_TRUE(fs::is_regular_file(dir.file("new/deeper/t.model")));
   fs::create_directories(dir.file("tokdir"));
-  auto t = run_chainlm(dir, "tokenizer train --corpus " + quote(corpus) + " --vocab-size 300 --overwrite --out " +
-                                quote(dir.file("tokdir")));
+  auto t = run_chainlm(dir, "tokenizer train --corpus " + quote(corpus) +
+                                " --vocab-size 300 --overwrite --out " + quote(dir.file("tokdir")));
   EXPECT_NE(t.exit_code, 0);
   EXPECT_TRUE(contains(t.err, "is a directory") && contains(t.err, "tokenizer.model")) << t.err;
 }
@@ -244,25 +271,37 @@ TEST_F(RunDirectoryCli, PrepareAndTokenizerTrainRefuseOutputsThatCannotBeRight) 
 // the new one; re-preparing with the directory's own tokenizer must keep it.
 TEST_F(RunDirectoryCli, PrepareOverwriteReplacesTheTokenizerFiles) {
   const std::string corpus = dir.file("corpus.txt"), tok = dir.file("t.model"), out = dir.file("p");
-  ASSERT_EQ(run_chainlm(dir, "tokenizer train --corpus " + quote(corpus) + " --vocab-size 280 --out " + quote(tok)).exit_code, 0);
-  ASSERT_EQ(run_chainlm(dir, "prepare --tokenizer " + quote(tok) + " --input " + quote(corpus) + " --out " + quote(out)).exit_code, 0);
-  auto same = run_chainlm(dir, "prepare --tokenizer " + quote(out) + " --input " + quote(corpus) + " --out " + quote(out) +
-                                   " --overwrite");
+  ASSERT_EQ(run_chainlm(dir, "tokenizer train --corpus " + quote(corpus) +
+                                 " --vocab-size 280 --out " + quote(tok))
+                .exit_code,
+            0);
+  ASSERT_EQ(run_chainlm(dir, "prepare --tokenizer " + quote(tok) + " --input " + quote(corpus) +
+                                 " --out " + quote(out))
+                .exit_code,
+            0);
+  auto same = run_chainlm(dir, "prepare --tokenizer " + quote(out) + " --input " + quote(corpus) +
+                                   " --out " + quote(out) + " --overwrite");
   EXPECT_EQ(same.exit_code, 0) << same.err;
   EXPECT_EQ(read_bytes(out + "/tokenizer.model"), read_bytes(tok));
-  ASSERT_EQ(run_chainlm(dir, "prepare --tokenizer byte --input " + quote(corpus) + " --out " + quote(out) + " --overwrite").exit_code, 0);
+  ASSERT_EQ(run_chainlm(dir, "prepare --tokenizer byte --input " + quote(corpus) + " --out " +
+                                 quote(out) + " --overwrite")
+                .exit_code,
+            0);
   EXPECT_FALSE(fs::exists(out + "/tokenizer.model"));
   EXPECT_TRUE(fs::exists(out + "/chainlm_tokenizer.json"));
   // JSONL records of blank text are no documents: now said, so the counts add up.
   write_bytes(dir.file("r.jsonl"), "{\"text\": \"   \"}\n{\"text\": \"x\"}\n{\"text\": \"y\"}\n");
-  auto blank = run_chainlm(dir, "prepare --tokenizer byte --input " + quote(dir.file("r.jsonl")) + " --out " + quote(dir.file("pr")));
+  auto blank = run_chainlm(dir, "prepare --tokenizer byte --input " + quote(dir.file("r.jsonl")) +
+                                    " --out " + quote(dir.file("pr")));
   EXPECT_EQ(blank.exit_code, 0) << blank.err;
-  EXPECT_TRUE(contains(blank.err, "skipped 1 JSONL record whose text is empty or only whitespace")) << blank.err;
+  EXPECT_TRUE(contains(blank.err, "skipped 1 JSONL record whose text is empty or only whitespace"))
+      << blank.err;
 }
 
 // CLI11's usage errors were two lines ("... Run with --help for more information.").
 TEST_F(RunDirectoryCli, UsageErrorsAreOneLine) {
-  for (const std::string args : {"train --steps abc --out x", "train --out x --no-such-flag", "train"}) {
+  for (const std::string args :
+       {"train --steps abc --out x", "train --out x --no-such-flag", "train"}) {
     auto r = run_chainlm(dir, args);
     EXPECT_NE(r.exit_code, 0) << args;
     EXPECT_EQ(r.err.rfind("error: ", 0), 0u) << r.err;
@@ -277,7 +316,9 @@ TEST_F(RunDirectoryCli, UsageErrorsAreOneLine) {
       << bound.err;
   auto unknown = run_chainlm(dir, "trian --steps 3");
   EXPECT_NE(unknown.exit_code, 0);
-  EXPECT_TRUE(contains(unknown.err, "unknown command 'trian'") && contains(unknown.err, "train, generate")) << unknown.err;
+  EXPECT_TRUE(contains(unknown.err, "unknown command 'trian'") &&
+              contains(unknown.err, "train, generate"))
+      << unknown.err;
   auto help = run_chainlm(dir, "train --help");
   EXPECT_EQ(help.exit_code, 0);
   EXPECT_TRUE(contains(help.out, "--resume")) << help.out;

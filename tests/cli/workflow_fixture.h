@@ -14,13 +14,16 @@ class WorkflowSafety : public test::TrainingDataTest {
   void SetUp() override {
     make_data(200, "nothing the user has is lost ");
     config = dir.file("config.json");
-    testing::write_bytes(config, R"({"dim": 16, "n_layers": 1, "n_heads": 2, "ffn_dim": 32, "vocab_size": 258,
+    testing::write_bytes(
+        config, R"({"dim": 16, "n_layers": 1, "n_heads": 2, "ffn_dim": 32, "vocab_size": 258,
                             "chains": [1, 1], "max_seq_len": 16})");
-    testing::write_bytes(dir.file("corpus.txt"), "first document\n\nsecond document\n\nthird one\n");
+    testing::write_bytes(dir.file("corpus.txt"),
+                         "first document\n\nsecond document\n\nthird one\n");
   }
   std::string train_args(const std::string& out, long steps) const {
-    return "train --config " + testing::quote(config) + " --data " + testing::quote(data) + " --out " + testing::quote(out) +
-           " --steps " + std::to_string(steps) + " --batch-size 2 --seq-len 8 --eval-every 2 --quiet";
+    return "train --config " + testing::quote(config) + " --data " + testing::quote(data) +
+           " --out " + testing::quote(out) + " --steps " + std::to_string(steps) +
+           " --batch-size 2 --seq-len 8 --eval-every 2 --quiet";
   }
   std::string config;
 };

@@ -13,9 +13,9 @@
 #include <map>
 #include <nlohmann/json.hpp>
 
-#include "workflow_fixture.h"
 #include "model/checkpoint.h"
 #include "run_cli.h"
+#include "workflow_fixture.h"
 
 namespace chainlm {
 namespace {

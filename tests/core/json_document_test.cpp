@@ -14,7 +14,8 @@ namespace {
 using test::error_of;
 
 TEST(JsonDocument, ReadsOneValueWithNothingAfterIt) {
-  const nlohmann::json j = parse_json_document(" {\"a\": [1, {\"b\": 2}], \"c\": {\"b\": 3}} \n\t", "f.json");
+  const nlohmann::json j =
+      parse_json_document(" {\"a\": [1, {\"b\": 2}], \"c\": {\"b\": 3}} \n\t", "f.json");
   EXPECT_EQ(j["a"][1]["b"], 2);
   EXPECT_EQ(j["c"]["b"], 3);
   // The same key in sibling and nested objects is no repetition.

@@ -209,7 +209,8 @@ TEST_F(EvalPplCommand, CompressedAndJsonLinesFilesGiveTheSameFiguresAsTheText) {
     ASSERT_EQ(gzclose(gz), Z_OK);
   }
   std::string jsonl;
-  for (const std::string& d : split_documents(text)) jsonl += nlohmann::json{{"text", d}}.dump() + "\n";
+  for (const std::string& d : split_documents(text))
+    jsonl += nlohmann::json{{"text", d}}.dump() + "\n";
   write_bytes(dir.file("eval.jsonl"), jsonl);
   const nlohmann::json t = run_json("--data " + quote(dir.file("eval.txt")) + " --seq-len 16");
   for (const char* name : {"eval.txt.gz", "eval.jsonl"}) {
@@ -218,7 +219,8 @@ TEST_F(EvalPplCommand, CompressedAndJsonLinesFilesGiveTheSameFiguresAsTheText) {
     EXPECT_EQ(j["bytes"], t["bytes"]) << name;
     EXPECT_EQ(j["tokens"], t["tokens"]) << name;
     for (int i = 0; i < 3; ++i)
-      EXPECT_DOUBLE_EQ(j["chains"][i]["loss"].get<double>(), t["chains"][i]["loss"].get<double>()) << name;
+      EXPECT_DOUBLE_EQ(j["chains"][i]["loss"].get<double>(), t["chains"][i]["loss"].get<double>())
+          << name;
   }
 }
 
@@ -242,7 +244,8 @@ TEST_F(EvalPplCommand, BadInputFailsWithAMessage) {
       // Below 0 ran with the default.
       {"--data " + quote(dir.file("eval.txt")) + " --seq-len -5", "--seq-len -5 must be >= 0"},
       {"--data " + quote(dir.file("eval.txt")) + " --stride -1", "--stride -1 must be >= 0"},
-      {"--data " + quote(dir.file("eval.txt")) + " --batch-size -1", "--batch-size -1 must be >= 0"},
+      {"--data " + quote(dir.file("eval.txt")) + " --batch-size -1",
+       "--batch-size -1 must be >= 0"},
       // A shard of another tokenizer's vocabulary away from its directory (no fingerprint).
       {"--data " + quote(dir.file("other/v.bin")), "made with a tokenizer of 300 tokens"},
       {"--data " + quote(dir.file("u16.txt")), "UTF-16"},

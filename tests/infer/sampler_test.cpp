@@ -50,7 +50,8 @@ TEST(Sampler, GreedyIsTheFirstLargestLogit) {
 // A temperature so small that logit / temperature overflows: infinities made every probability
 // NaN and the sampler returned the last token id, every time ("OnceGGGGGGGGGG").
 TEST(Sampler, ATinyTemperatureIsGreedy) {
-  const std::vector<float> logits = {1.0f, 3.0f, 2.0f, 0.5f}, negative = {-5.0f, -2.0f, -3.0f, -9.0f};
+  const std::vector<float> logits = {1.0f, 3.0f, 2.0f, 0.5f},
+                           negative = {-5.0f, -2.0f, -3.0f, -9.0f};
   for (float t : {1e-40f, 1e-38f, std::numeric_limits<float>::denorm_min()}) {
     SamplingOptions o;
     o.temperature = t;

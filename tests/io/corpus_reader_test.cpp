@@ -83,13 +83,16 @@ TEST(ReadDecompressed, TruncatedAndMissingFilesFailNamingThem) {
       FAIL() << "a gzip file damaged at byte " << at << " was read";
     } catch (const Error& e) {
       const std::string what = e.what();
-      EXPECT_NE(what.find("cannot read " + dir.file("bad.gz") + " (gzip-compressed)"), std::string::npos) << what;
+      EXPECT_NE(what.find("cannot read " + dir.file("bad.gz") + " (gzip-compressed)"),
+                std::string::npos)
+          << what;
       EXPECT_NE(what.find("damaged"), std::string::npos) << what;
     }
   }
   // Two members one after the other (cat a.gz b.gz) are both read.
   write_bytes(dir.file("two.gz"), gz + gz);
-  EXPECT_EQ(read_decompressed(dir.file("two.gz")).bytes, read_bytes(kFixtures + "poem.txt") + read_bytes(kFixtures + "poem.txt"));
+  EXPECT_EQ(read_decompressed(dir.file("two.gz")).bytes,
+            read_bytes(kFixtures + "poem.txt") + read_bytes(kFixtures + "poem.txt"));
   EXPECT_THROW(read_decompressed(dir.file("missing.txt")), Error);
   EXPECT_THROW(read_decompressed(dir.path().string()), Error);
   write_bytes(dir.file("empty.txt"), "");
@@ -107,9 +110,13 @@ TEST(ReadCorpus, TextJsonlAndCompressedGiveTheSameDocuments) {
   }
   // The names in any case, and .gzip: read as text before (the JSON syntax trained on).
   TempDir dir;
-  const std::string jsonl = read_bytes(kFixtures + "poem.jsonl"), gz = read_bytes(kFixtures + "poem.jsonl.gz");
-  for (const auto& [name, bytes] : std::vector<std::pair<std::string, std::string>>{
-           {"POEM.JSONL", jsonl}, {"poem.NDJSON", jsonl}, {"poem.ndjson.gzip", gz}, {"poem.Jsonl.GZ", gz}}) {
+  const std::string jsonl = read_bytes(kFixtures + "poem.jsonl"),
+                    gz = read_bytes(kFixtures + "poem.jsonl.gz");
+  for (const auto& [name, bytes] :
+       std::vector<std::pair<std::string, std::string>>{{"POEM.JSONL", jsonl},
+                                                        {"poem.NDJSON", jsonl},
+                                                        {"poem.ndjson.gzip", gz},
+                                                        {"poem.Jsonl.GZ", gz}}) {
     write_bytes(dir.file(name), bytes);
     const Corpus c = read_corpus(inputs({dir.file(name)}));
     EXPECT_TRUE(c.files[0].jsonl) << name;
@@ -166,7 +173,8 @@ TEST(ReadCorpus, RefusesWhatIsNotUtf8Text) {
   write_bytes(dir.file("u16.txt"), utf16);
   EXPECT_NE(message_of(inputs({dir.file("u16.txt")})).find("is UTF-16 (little-endian) text"),
             std::string::npos);
-  EXPECT_NE(message_of(inputs({dir.file("u16.txt")})).find("iconv -f UTF-16LE -t UTF-8"), std::string::npos)
+  EXPECT_NE(message_of(inputs({dir.file("u16.txt")})).find("iconv -f UTF-16LE -t UTF-8"),
+            std::string::npos)
       << message_of(inputs({dir.file("u16.txt")}));
 
   write_bytes(dir.file("prog"), std::string("\x7F"

@@ -174,7 +174,8 @@ TEST_F(SentencePieceTraining, TrainsAndRoundTrips) {
 // out as bytes), and a corpus of nothing else failed with "!sentences_.empty()". They are cut
 // into pieces that fit, at spaces, or between characters where a piece has none.
 TEST_F(SentencePieceTraining, LinesLongerThanTheTrainersLimitAreLearned) {
-  const std::string words[] = {"\xCE\xB1\xCE\xBB\xCF\x86\xCE\xB1", "\xCE\xB2\xCE\xB7\xCF\x84\xCE\xB1",
+  const std::string words[] = {"\xCE\xB1\xCE\xBB\xCF\x86\xCE\xB1",
+                               "\xCE\xB2\xCE\xB7\xCF\x84\xCE\xB1",
                                "\xCE\xB3\xCE\xAC\xCE\xBC\xCE\xBC\xCE\xB1"};  // alpha, beta, gamma
   std::string spaced, unspaced;
   for (int i = 0; spaced.size() < 200000; ++i) spaced += words[i % 3] + " ";

@@ -130,9 +130,11 @@ TEST(BenchServe, RefusesBadArgumentsNamingThem) {
     EXPECT_NE(r.err.find(message), std::string::npos) << flags << ": " << r.err;
   }  // The last token is sampled at the last position: 16 + 1 + 16 = max_seq_len + 1 fits, as in
   // generate (it was refused).
-  auto full = run_chainlm(dir, "bench serve --model " + quote(model) + " --threads 1 --concurrency 1 --requests 1 --tokens 16");
+  auto full = run_chainlm(dir, "bench serve --model " + quote(model) +
+                                   " --threads 1 --concurrency 1 --requests 1 --tokens 16");
   ASSERT_EQ(full.exit_code, 0) << full.err;
-  EXPECT_EQ(json::parse(full.out.substr(0, full.out.find('\n')))["completion_tokens"], 16) << full.out;
+  EXPECT_EQ(json::parse(full.out.substr(0, full.out.find('\n')))["completion_tokens"], 16)
+      << full.out;
 }
 
 }  // namespace

@@ -66,7 +66,8 @@ TEST(ServePaddedVocabulary, IdsWithoutTextAreNeitherSampledNorListed) {
   o.threads = 1;
   ServerUnderTest server(dir.file("padded"), o);
   for (int seed = 1; seed <= 3; ++seed) {
-    const json body = {{"prompt", "ab"}, {"max_tokens", 12}, {"temperature", 1}, {"seed", seed}, {"logprobs", 5}};
+    const json body = {
+        {"prompt", "ab"}, {"max_tokens", 12}, {"temperature", 1}, {"seed", seed}, {"logprobs", 5}};
     auto r = server.client().Post("/v1/completions", body.dump(), "application/json");
     ASSERT_TRUE(r && r->status == 200) << (r ? r->body : "no answer");
     const json j = json::parse(r->body);

@@ -32,9 +32,10 @@ TEST(Access, LoopbackHostsAndHostHeaders) {
 
 TEST(Access, BearerKeyMustMatchExactly) {
   // The scheme's name in any case (RFC 7235); the key exactly.
-  for (const char* h : {"Bearer s3cret", "bearer s3cret", "BEARER s3cret"}) EXPECT_TRUE(bearer_matches(h, "s3cret")) << h;
-  for (const char* h : {"", "Bearer ", "Bearer s3cre", "Bearer s3crett", "Bearer S3cret", "Basic s3cret",
-                        "Bearer  s3cret", "s3cret"})
+  for (const char* h : {"Bearer s3cret", "bearer s3cret", "BEARER s3cret"})
+    EXPECT_TRUE(bearer_matches(h, "s3cret")) << h;
+  for (const char* h : {"", "Bearer ", "Bearer s3cre", "Bearer s3crett", "Bearer S3cret",
+                        "Basic s3cret", "Bearer  s3cret", "s3cret"})
     EXPECT_FALSE(bearer_matches(h, "s3cret")) << h;
   EXPECT_FALSE(bearer_matches("Bearer ", ""));  // no key configured: nothing matches
   EXPECT_FALSE(route_needs_key("/"));
@@ -165,12 +166,14 @@ TEST_F(ServeAccess, CorsOriginIsAllowedAndPreflightAnswered) {
   EXPECT_NE(pre->get_header_value("Access-Control-Allow-Headers").find("Authorization"), std::string::npos);
   // The headers a page asks to send are allowed (the openai npm client adds X-Stainless-* ones,
   // which a fixed list made the browser refuse); what is not a list of header names is not echoed.
-  auto stainless = c.Options("/v1/chat/completions", {{"Origin", "https://app.example"},
-                                                      {"Access-Control-Request-Method", "POST"},
-                                                      {"Access-Control-Request-Headers", "content-type,x-stainless-os"}});
+  auto stainless = c.Options("/v1/chat/completions",
+                             {{"Origin", "https://app.example"},
+                              {"Access-Control-Request-Method", "POST"},
+                              {"Access-Control-Request-Headers", "content-type,x-stainless-os"}});
   ASSERT_TRUE(stainless);
   EXPECT_EQ(stainless->status, 204);
-  EXPECT_NE(stainless->get_header_value("Access-Control-Allow-Headers").find("x-stainless-os"), std::string::npos);
+  EXPECT_NE(stainless->get_header_value("Access-Control-Allow-Headers").find("x-stainless-os"),
+            std::string::npos);
   EXPECT_EQ(preflight_allowed_headers("x-a;b=\"c\""), "Authorization, Content-Type");
   // OPTIONS without an Origin is no preflight: what the server allows, not a CORS refusal.
   auto plain = c.Options("/v1/completions");
@@ -339,12 +342,14 @@ TEST_F(ServeAccess, ServeCommandWarnsWithoutAKeyBeyondLoopbackAndReadsTheKeyFrom
 
   // An empty key (--api-key "$KEY" with KEY unset) served without authentication: refused.
   for (const std::string& how : {std::string("CHAINLM_API_KEY= "), std::string("")}) {
-    const std::string cmd = "env -u CHAINLM_API_KEY " + how + "timeout 30 '" + CHAINLM_BINARY + "' serve --model '" +
-                            model + "' --port 0 --threads 1" + (how.empty() ? " --api-key ''" : "") + " >/dev/null 2>'" +
+    const std::string cmd = "env -u CHAINLM_API_KEY " + how + "timeout 30 '" + CHAINLM_BINARY +
+                            "' serve --model '" + model + "' --port 0 --threads 1" +
+                            (how.empty() ? " --api-key ''" : "") + " >/dev/null 2>'" +
                             dir.file("empty.err") + "'";
     const int status = std::system(cmd.c_str());
     EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 1) << how << status;
-    EXPECT_NE(testing::read_bytes(dir.file("empty.err")).find("the API key is empty"), std::string::npos)
+    EXPECT_NE(testing::read_bytes(dir.file("empty.err")).find("the API key is empty"),
+              std::string::npos)
         << testing::read_bytes(dir.file("empty.err"));
   }
 }

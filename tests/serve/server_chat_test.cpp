@@ -183,9 +183,13 @@ TEST_F(ServeChat, NeutralOpenAIFieldsAreAcceptedAndOthersRefused) {
   json two = base;
   two["messages"] = {base["messages"][0], turn, {{"role", "user"}, {"content", "Again"}}};
   const json plain_turn = post(s, "/v1/chat/completions", two);
-  for (const auto& [name, value] : std::vector<std::pair<std::string, json>>{
-           {"tool_calls", nullptr}, {"tool_calls", json::array()}, {"refusal", nullptr},
-           {"function_call", nullptr}, {"annotations", json::array()}, {"audio", nullptr}}) {
+  for (const auto& [name, value] :
+       std::vector<std::pair<std::string, json>>{{"tool_calls", nullptr},
+                                                 {"tool_calls", json::array()},
+                                                 {"refusal", nullptr},
+                                                 {"function_call", nullptr},
+                                                 {"annotations", json::array()},
+                                                 {"audio", nullptr}}) {
     json body = two;
     body["messages"][1][name] = value;
     const json r = post(s, "/v1/chat/completions", body);
@@ -247,7 +251,8 @@ TEST_F(ServeChat, ServeCommandRecognizesTheTemplateOfTheModelDirectory) {
     std::ofstream out(model + "/chat_template.jinja");
     out << "{% for m in messages %}<|im_start|>{{m.role}}\n{{m.content}}<|im_end|>\n{% endfor %}";
   }
-  testing::Spawned own = testing::spawn_serve(dir, {"--model", model, "--port", "0", "--threads", "1"}, {});
+  testing::Spawned own =
+      testing::spawn_serve(dir, {"--model", model, "--port", "0", "--threads", "1"}, {});
   ASSERT_GT(own.port, 0) << testing::read_bytes(dir.file("serve.err"));
   std::string out;
   for (int i = 0; i < 500 && out.find("chat template") == std::string::npos; ++i) {

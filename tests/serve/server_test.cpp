@@ -565,7 +565,8 @@ TEST_F(ServeTest, ServeCommandPrintsItsUrlAndStopsOnSigterm) {
   // 0 was accepted, and then every POST got a 413.
   auto no_body = run_chainlm(dir, "serve --model " + quote(air) + " --max-body-bytes 0");
   EXPECT_NE(no_body.exit_code, 0);
-  EXPECT_NE(no_body.err.find("--max-body-bytes must be positive"), std::string::npos) << no_body.err;
+  EXPECT_NE(no_body.err.find("--max-body-bytes must be positive"), std::string::npos)
+      << no_body.err;
 }
 
 }  // namespace
