@@ -12,41 +12,41 @@
 
 namespace chainlm::cli {
 
-std::vector<float> parse_float_list(const std::string& s, const std::string& what) {
+namespace {
+
+// "a,b,c" -> {convert(a), convert(b), convert(c)}; convert(item, &used) is std::stof or std::stoi,
+// and an item it does not read whole is "not <kind>".
+template <typename T, typename Convert>
+std::vector<T> parse_list(const std::string& s, const std::string& what, const char* kind,
+                          Convert convert) {
+  // getline drops an empty last item: "8," would read as "8".
   CHAINLM_CHECK(s.empty() || s.back() != ',', what, ": '", s, "' ends with a comma");
-  std::vector<float> out;
+  std::vector<T> out;
   std::stringstream ss(s);
   std::string item;
   while (std::getline(ss, item, ',')) {
     try {
       size_t used = 0;
-      out.push_back(std::stof(item, &used));
-      CHAINLM_CHECK(used == item.size(), what, ": '", item, "' is not a number");
+      out.push_back(convert(item, &used));
+      CHAINLM_CHECK(used == item.size(), what, ": '", item, "' is not ", kind);
     } catch (const std::logic_error&) {
-      fail(what, ": '", item, "' is not a number");
+      fail(what, ": '", item, "' is not ", kind);
     }
   }
   CHAINLM_CHECK(!out.empty(), what, ": empty list");
   return out;
 }
 
+}  // namespace
+
+std::vector<float> parse_float_list(const std::string& s, const std::string& what) {
+  return parse_list<float>(s, what, "a number",
+                           [](const std::string& x, size_t* used) { return std::stof(x, used); });
+}
+
 std::vector<int> parse_int_list(const std::string& s, const std::string& what) {
-  // getline drops an empty last item: "8," would read as "8".
-  CHAINLM_CHECK(s.empty() || s.back() != ',', what, ": '", s, "' ends with a comma");
-  std::vector<int> out;
-  std::stringstream ss(s);
-  std::string item;
-  while (std::getline(ss, item, ',')) {
-    try {
-      size_t used = 0;
-      out.push_back(std::stoi(item, &used));
-      CHAINLM_CHECK(used == item.size(), what, ": '", item, "' is not an integer");
-    } catch (const std::logic_error&) {
-      fail(what, ": '", item, "' is not an integer");
-    }
-  }
-  CHAINLM_CHECK(!out.empty(), what, ": empty list");
-  return out;
+  return parse_list<int>(s, what, "an integer",
+                         [](const std::string& x, size_t* used) { return std::stoi(x, used); });
 }
 
 void apply_threads_option(int threads) {
