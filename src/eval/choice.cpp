@@ -7,7 +7,7 @@
 #include "core/error.h"
 #include "eval/sequence_scorer.h"
 #include "eval/text_lines.h"
-#include "io/atomic_file.h"
+#include "io/corpus_reader.h"
 
 namespace chainlm {
 
@@ -59,7 +59,7 @@ std::vector<ChoiceTask> parse_hellaswag(const std::string& text, const std::stri
 }
 
 std::vector<ChoiceTask> read_hellaswag_file(const std::string& path) {
-  return parse_hellaswag(read_file(path), path);
+  return parse_hellaswag(read_text_file(path), path);
 }
 
 ChoiceEvaluation evaluate_choice(Model& model, const Tokenizer& tokenizer,

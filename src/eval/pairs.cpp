@@ -7,7 +7,7 @@
 #include "core/error.h"
 #include "eval/sequence_scorer.h"
 #include "eval/text_lines.h"
-#include "io/atomic_file.h"
+#include "io/corpus_reader.h"
 
 namespace chainlm {
 
@@ -54,7 +54,7 @@ std::vector<SentencePair> parse_sentence_pairs(const std::string& text, const st
 }
 
 std::vector<SentencePair> read_sentence_pairs_file(const std::string& path) {
-  return parse_sentence_pairs(read_file(path), path);
+  return parse_sentence_pairs(read_text_file(path), path);
 }
 
 PairsEvaluation evaluate_pairs(Model& model, const Tokenizer& tokenizer,

@@ -235,6 +235,13 @@ std::vector<std::string> list_corpus_files(const std::vector<std::string>& input
   return files;
 }
 
+std::string read_text_file(const std::string& path) {
+  DecompressedFile file = read_decompressed(path);
+  refuse_unreadable_content(path, file);
+  if (std::string_view(file.bytes).substr(0, 3) == "\xEF\xBB\xBF") file.bytes.erase(0, 3);
+  return std::move(file.bytes);
+}
+
 Corpus read_corpus(const CorpusOptions& o) {
   CHAINLM_CHECK(!o.text_field.empty(), "--text-field must not be empty");
   Corpus corpus;

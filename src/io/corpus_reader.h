@@ -57,4 +57,9 @@ std::vector<std::string> list_corpus_files(const std::vector<std::string>& input
 // cannot hold, becomes U+FFFD under kWarn). Throws with file and line on malformed JSONL.
 Corpus read_corpus(const CorpusOptions& options);
 
+// One text file as read_corpus reads it, for the evaluation files (eval choice, eval pairs):
+// decompressed, archives, UTF-16/32 and binary data refused with what to do, a UTF-8 byte-order
+// mark dropped; its bytes, not split.
+std::string read_text_file(const std::string& path);
+
 }  // namespace chainlm

@@ -1,13 +1,13 @@
 // Malformed evaluation files: every error names the file and the line, and the CLI exits
 // non-zero with it.
 #include <gtest/gtest.h>
-
-#include "error_of.h"
+#include <zlib.h>
 
 #include <cmath>
 
 #include "cli/run_cli.h"
 #include "core/error.h"
+#include "error_of.h"
 #include "eval/choice.h"
 #include "eval/pairs.h"
 #include "eval/run_metrics.h"
@@ -109,6 +109,28 @@ TEST(RunMetricsParser, ReportsTheLineOfWhatIsWrong) {
   EXPECT_TRUE(m.has_train_loss(2));
   EXPECT_DOUBLE_EQ(final_train_loss(m, 2, 20), 2.5);
   EXPECT_TRUE(std::isnan(final_train_loss(m, 1, 20)));
+}
+
+// Task files are read as prepare reads a corpus: a .gz read as its text (it was parsed as
+// compressed bytes: "the last task has only 3 of its 6 lines"), UTF-16 refused by name.
+TEST(EvalFiles, CompressedFilesAreReadAndOtherEncodingsNamed) {
+  TempDir dir;
+  const std::string tasks = kTask + kTask;
+  const std::string pairs = "{\"sentence_good\": \"a b\", \"sentence_bad\": \"b a\"}\n";
+  for (const auto& [name, text] : std::vector<std::pair<std::string, std::string>>{
+           {"t.txt.gz", tasks}, {"p.jsonl.gz", pairs}}) {
+    gzFile gz = gzopen(dir.file(name).c_str(), "wb");
+    ASSERT_NE(gz, nullptr);
+    ASSERT_EQ(gzwrite(gz, text.data(), (unsigned)text.size()), (int)text.size());
+    ASSERT_EQ(gzclose(gz), Z_OK);
+  }
+  EXPECT_EQ(read_hellaswag_file(dir.file("t.txt.gz")).size(), 2u);
+  EXPECT_EQ(read_sentence_pairs_file(dir.file("p.jsonl.gz")).size(), 1u);
+  std::string u16 = "\xFF\xFE";
+  for (char c : tasks) u16 += std::string(1, c) + std::string(1, '\0');
+  write_bytes(dir.file("u16.txt"), u16);
+  const std::string e = error_of([&] { read_hellaswag_file(dir.file("u16.txt")); });
+  EXPECT_NE(e.find("is UTF-16 (little-endian) text"), std::string::npos) << e;
 }
 
 TEST(EvalCommands, BadFilesFailWithTheirLineNumber) {
