@@ -47,6 +47,13 @@ void add_generate_command(CLI::App& app) {
         load_model_and_tokenizer(a->model, a->tokenizer, true, parse_precision(a->precision));
     const Model& model = *loaded.model;
     a->gen.kv_cache = resolve_kv_cache_type(parse_kv_cache_type(a->kv_cache), model);
+    // Chain-1 prefill is CoLM-Air's (keys and values from chain 1 alone); elsewhere every prefill
+    // is full, and the flag changes nothing.
+    if (!a->gen.chain1_prefill && !model.config().kv_share)
+      std::fprintf(
+          stderr,
+          "warning: --full-prefill changes nothing for this model: only CoLM-Air (kv_share) "
+          "models prefill with chain 1 alone\n");
     if (cmd->count("--chain-schedule")) {  // an empty one is ChainSchedule::parse's to refuse
       CHAINLM_CHECK(!cmd->count("--chains"), "pass --chains or --chain-schedule, not both");
       a->gen.schedule = ChainSchedule::parse(a->schedule, model.config().n_chains());

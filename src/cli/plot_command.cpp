@@ -85,6 +85,19 @@ void add_plot_command(CLI::App& app) {
                     "takes LO:HI, two finite numbers with LO below HI; got ", y.size(), " value(s) (nothing was written)");
       a->plot.y_min = y[0];
       a->plot.y_max = y[1];
+      // A range that holds no loss draws empty axes: said, not left to be found in the picture.
+      bool any = false;
+      for (const RunMetrics& m : runs) {
+        for (const TrainPoint& p : m.train)
+          for (double v : p.chain_loss) any = any || (v >= y[0] && v <= y[1]);
+        for (const ValPoint& p : m.val)
+          for (double v : p.loss) any = any || (v >= y[0] && v <= y[1]);
+      }
+      if (!any)
+        std::fprintf(stderr,
+                     "warning: no loss of the run%s falls inside --y-range %g:%g; the plot's axes "
+                     "will be empty\n",
+                     runs.size() > 1 ? "s" : "", y[0], y[1]);
     }
     if (a->plot.title.empty())
       a->plot.title = several ? "loss curves" : "loss curves: " + labels[0];

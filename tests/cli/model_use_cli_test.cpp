@@ -132,6 +132,11 @@ TEST_F(ModelUseCli, MoreThreadsThanCoresAreWarnedOf) {
   auto one = run_chainlm(
       dir, "generate --model " + quote(run) + " --prompt hi --max-tokens 2 --threads 1");
   EXPECT_FALSE(contains(one.err, "warning")) << one.err;
+  // --full-prefill means something for CoLM-Air only (this model is a LLaMA): said.
+  auto full = run_chainlm(dir, "generate --model " + quote(run) +
+                                   " --prompt hi --max-tokens 2 --threads 1 --full-prefill");
+  EXPECT_EQ(full.exit_code, 0) << full.err;
+  EXPECT_TRUE(contains(full.err, "--full-prefill changes nothing for this model")) << full.err;
 }
 
 TEST_F(ModelUseCli, AGgufExportMakesItsDirectoryAndNamesAFile) {

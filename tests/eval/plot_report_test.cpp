@@ -230,6 +230,13 @@ TEST_F(RecordedRun, SeveralRunsOverlaidAgainstTokens) {
   auto zoomed = run_chainlm(*dir, "plot " + quote(run) + " --y-range 1.5:3 --out " + quote(dir->file("zoom.png")));
   ASSERT_EQ(zoomed.exit_code, 0) << zoomed.err;
   EXPECT_EQ(png_size(read_bytes(dir->file("zoom.png"))), std::make_pair(960L, 600L));
+  EXPECT_EQ(zoomed.err.find("warning"), std::string::npos) << zoomed.err;
+  // A range that holds no loss drew empty axes without a word.
+  auto empty = run_chainlm(
+      *dir, "plot " + quote(run) + " --y-range 100:200 --out " + quote(dir->file("empty.png")));
+  EXPECT_EQ(empty.exit_code, 0) << empty.err;
+  EXPECT_NE(empty.err.find("no loss of the run falls inside --y-range 100:200"), std::string::npos)
+      << empty.err;
   for (const std::string bad : {"3:1.5", "1.5", "a:b", "1.5:", ":3", "nan:3", "1:2:3"})
     expect_refused(quote(run) + " --y-range " + bad, "--y-range");
 }
