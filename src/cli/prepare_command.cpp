@@ -114,15 +114,10 @@ void run_prepare(const PrepareOptions& o) {
     CHAINLM_CHECK(!val_corpus.documents.empty(), "--val-input ", describe_corpus(val_corpus),
                   " contains no documents (only blank lines)");
     // A file in both lists would make the validation split a copy of training data.
-    std::map<std::string, std::string> trains;  // canonical path -> as named
-    auto canonical = [](const std::string& path) {
-      std::error_code ec;
-      const std::string c = std::filesystem::weakly_canonical(path, ec).string();
-      return ec ? path : c;
-    };
-    for (const CorpusFile& f : corpus.files) trains.emplace(canonical(f.path), f.path);
+    std::map<std::string, std::string> trains;  // same_file_key -> as named
+    for (const CorpusFile& f : corpus.files) trains.emplace(same_file_key(f.path), f.path);
     for (const CorpusFile& f : val_corpus.files) {
-      const auto it = trains.find(canonical(f.path));
+      const auto it = trains.find(same_file_key(f.path));
       CHAINLM_CHECK(
           it == trains.end(), "--val-input ", f.path, " is also read by --input (as ", it->second,
           "): its documents would both train and validate. Give each file to one of them");

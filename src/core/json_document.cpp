@@ -7,6 +7,13 @@
 
 namespace chainlm {
 
+std::string json_error_reason(const std::exception& e) {
+  std::string what = e.what();
+  const size_t close = what.find("] ");
+  if (what.rfind("[json.exception", 0) == 0 && close != std::string::npos) what.erase(0, close + 2);
+  return what;
+}
+
 nlohmann::json parse_json_document(const std::string& text, const std::string& where) {
   using Event = nlohmann::json::parse_event_t;
   // The keys seen so far in each object being read, innermost last.
@@ -27,12 +34,7 @@ nlohmann::json parse_json_document(const std::string& text, const std::string& w
   try {
     j = nlohmann::json::parse(text, check_keys);  // strict: trailing content is an error
   } catch (const nlohmann::json::exception& e) {
-    // Without the library's "[json.exception.parse_error.101] " tag: the rest says where and why.
-    std::string what = e.what();
-    const size_t close = what.find("] ");
-    if (what.rfind("[json.exception", 0) == 0 && close != std::string::npos)
-      what.erase(0, close + 2);
-    fail(where, ": invalid JSON: ", what);
+    fail(where, ": invalid JSON: ", json_error_reason(e));
   }
   CHAINLM_CHECK(duplicate.empty(), where, ": key '",
                 duplicate.size() > 80 ? duplicate.substr(0, 80) + "..." : duplicate,

@@ -13,4 +13,8 @@ namespace chainlm {
 // twice ...".
 nlohmann::json parse_json_document(const std::string& text, const std::string& where);
 
+// What a JSON library error says without nlohmann's "[json.exception.parse_error.101] " tag:
+// "parse error at line 1, column 9: ...". Other exceptions' messages as they are.
+std::string json_error_reason(const std::exception& e);
+
 }  // namespace chainlm

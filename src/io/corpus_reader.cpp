@@ -8,6 +8,7 @@
 #include <string_view>
 
 #include "core/error.h"
+#include "core/json_document.h"
 #include "io/decompressed_file.h"
 #include "io/text_documents.h"
 #include "io/text_encoding.h"
@@ -92,14 +93,6 @@ std::string invalid_utf8_warning(const CorpusFile& f, std::string_view bytes,
   return message;
 }
 
-std::string json_reason(const std::exception& e) {
-  std::string what = e.what();
-  const size_t close = what.find("] ");
-  return what.rfind("[json.exception", 0) == 0 && close != std::string::npos
-             ? what.substr(close + 2)
-             : what;
-}
-
 void read_jsonl(const CorpusOptions& o, std::string_view bytes, CorpusFile& f,
                 std::vector<std::string>& documents) {
   size_t pos = 0, line_number = 0;
@@ -125,7 +118,7 @@ void read_jsonl(const CorpusOptions& o, std::string_view bytes, CorpusFile& f,
     try {
       record = nlohmann::json::parse(line);
     } catch (const std::exception& e) {
-      fail(where, ": not a JSON record: ", json_reason(e),
+      fail(where, ": not a JSON record: ", json_error_reason(e),
            " (JSON Lines hold one JSON object per line)");
     }
     CHAINLM_CHECK(record.is_object(), where, ": the record is a JSON ", record.type_name(),
@@ -198,6 +191,12 @@ InvalidUtf8Policy parse_invalid_utf8_policy(const std::string& name) {
   fail("--invalid-utf8 ", name, " is not one of warn, error, skip");
 }
 
+std::string same_file_key(const std::string& path) {
+  std::error_code ec;
+  const std::string key = fs::weakly_canonical(path, ec).string();
+  return ec ? path : key;
+}
+
 std::vector<std::string> list_corpus_files(const std::vector<std::string>& inputs) {
   CHAINLM_CHECK(!inputs.empty(), "no input files given");
   std::vector<std::string> files;
@@ -226,9 +225,7 @@ std::vector<std::string> list_corpus_files(const std::vector<std::string>& input
   }
   std::map<std::string, std::string> seen;  // canonical path -> as named
   for (const std::string& file : files) {
-    std::error_code ec;
-    const std::string key = fs::weakly_canonical(file, ec).string();
-    const auto [it, inserted] = seen.emplace(ec ? file : key, file);
+    const auto [it, inserted] = seen.emplace(same_file_key(file), file);
     CHAINLM_CHECK(inserted, "input ", file, " is given twice (also as ", it->second,
                   "); each file is read once");
   }

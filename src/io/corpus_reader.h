@@ -44,6 +44,10 @@ CorpusFormat parse_corpus_format(const std::string& name);
 DocumentSplit parse_document_split(const std::string& name);
 InvalidUtf8Policy parse_invalid_utf8_policy(const std::string& name);
 
+// The same string for every name of one file (its canonical path; the name itself when that
+// cannot be had): how a file named twice is found.
+std::string same_file_key(const std::string& path);
+
 // The files the inputs name, in reading order: files as given, directories' regular files
 // (recursively, hidden names skipped) sorted by path. Throws on a missing input, an empty
 // directory or a file named twice.

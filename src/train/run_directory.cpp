@@ -130,9 +130,9 @@ std::vector<std::string> RunDirectory::checkpoints_after(long step) const {
   return names;
 }
 
-std::string RunDirectory::supersede_after(long step) const {
+RunDirectory::Superseded RunDirectory::supersede_after(long step) const {
   const std::vector<std::string> newer = checkpoints_after(step);
-  if (newer.empty()) return std::string();
+  if (newer.empty()) return {};
   const fs::path run(path_);
   char stamp[32];
   const std::time_t now = std::time(nullptr);
@@ -155,11 +155,13 @@ std::string RunDirectory::supersede_after(long step) const {
     }
     write_file_atomic((dest / "metrics.jsonl").string(), later);
   }
+  std::string names;
   for (const std::string& name : newer) {
     fs::rename(run / name, dest / name, ec);
     if (ec) fail("cannot move ", (run / name).string(), " to ", dest.string(), ": ", ec.message());
+    names += (names.empty() ? "" : ", ") + name;
   }
-  return dest.string();
+  return {dest.string(), names};
 }
 
 void RunDirectory::prepare() {

@@ -48,10 +48,15 @@ class RunDirectory {
   // The checkpoint directories (names) of steps after `step`, oldest first.
   std::vector<std::string> checkpoints_after(long step) const;
   // A resume from `step` while checkpoints of later steps exist (`latest` pointed back by hand,
-  // or a checkpoint a killed writer completed but never named): moves them, and the metrics
-  // lines after `step`, into a new superseded-<time>/ directory of the run, so that nothing is
-  // overwritten or deleted. Returns that directory, "" when there was nothing to move.
-  std::string supersede_after(long step) const;
+  // or a checkpoint a killed writer completed but never named), or a new run (step -1) where
+  // checkpoints no `latest` names exist: moves them, and the metrics lines after `step`, into a
+  // new superseded-<time>/ directory of the run, so that nothing is overwritten or deleted.
+  // Returns that directory ("" when there was nothing to move) and the checkpoints moved
+  // ("step-00000004, step-00000006"), for the message.
+  struct Superseded {
+    std::string dir, checkpoints;
+  };
+  Superseded supersede_after(long step) const;
   // What error messages say of the checkpoints a failure leaves in place.
   std::string what_is_kept() const;
 

@@ -320,17 +320,13 @@ void Trainer::run() {
     // and `latest`) would be pruned as this run writes its own: moved aside with the log
     // first, never deleted.
     if (root) {
-      const std::vector<std::string> unnamed = run_dir_.checkpoints_after(-1);
-      const std::string moved = run_dir_.supersede_after(-1);
-      if (!moved.empty()) {
-        std::string names;
-        for (const std::string& n : unnamed) names += (names.empty() ? "" : ", ") + n;
+      const RunDirectory::Superseded moved = run_dir_.supersede_after(-1);
+      if (!moved.dir.empty())
         std::fprintf(
             stderr,
             "a new run in %s: the checkpoints no 'latest' named (%s) and the log were moved to %s "
             "(nothing was deleted; chainlm train --resume would have continued from the newest)\n",
-            opt_.out_dir.c_str(), names.c_str(), moved.c_str());
-      }
+            opt_.out_dir.c_str(), moved.checkpoints.c_str(), moved.dir.c_str());
     }
     // A new run starts a new log: lines left by an earlier attempt that died before its first
     // checkpoint belong to no checkpoint.

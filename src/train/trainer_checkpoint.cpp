@@ -94,16 +94,12 @@ void Trainer::restore(const std::string& checkpoint_dir) {
   // Resuming from an older checkpoint than the run's newest would overwrite the newer ones and
   // drop their metrics as it goes: they are moved aside first, never deleted.
   if (comm_.is_root()) {
-    const std::vector<std::string> newer = run_dir_.checkpoints_after(step_);
-    const std::string moved = run_dir_.supersede_after(step_);
-    if (!moved.empty() && !opt_.quiet) {
-      std::string names;
-      for (const std::string& n : newer) names += (names.empty() ? "" : ", ") + n;
+    const RunDirectory::Superseded moved = run_dir_.supersede_after(step_);
+    if (!moved.dir.empty() && !opt_.quiet)
       std::fprintf(stderr,
                    "resuming from step %ld, the checkpoint `latest` names: the later checkpoints "
                    "(%s) and their metrics lines were moved to %s (nothing was deleted)\n",
-                   step_, names.c_str(), moved.c_str());
-    }
+                   step_, moved.checkpoints.c_str(), moved.dir.c_str());
   }
   run_dir_.set_last_checkpoint(dir);
   // Keep only the metrics of steps up to the restored one, so a resumed run's log reads as one
