@@ -40,8 +40,9 @@ void add_corpus_options(CLI::App* cmd, CorpusFlags& flags, const std::string& in
       ->capture_default_str();
 }
 
-Corpus read_corpus_reporting(const CorpusFlags& flags, const std::string& command) {
-  Corpus corpus = read_corpus(flags.options());
+namespace {
+
+void report_corpus_warnings(const Corpus& corpus, const std::string& command) {
   for (const std::string& warning : corpus.warnings)
     std::fprintf(stderr, "%s: warning: %s\n", command.c_str(), warning.c_str());
   // Records whose text is empty or only whitespace are no documents: said, so the counts add up.
@@ -50,6 +51,20 @@ Corpus read_corpus_reporting(const CorpusFlags& flags, const std::string& comman
   if (empty > 0)
     std::fprintf(stderr, "%s: skipped %zu JSONL record%s whose text is empty or only whitespace\n",
                  command.c_str(), empty, empty == 1 ? "" : "s");
+}
+
+}  // namespace
+
+Corpus read_corpus_reporting(const CorpusFlags& flags, const std::string& command) {
+  Corpus corpus = read_corpus(flags.options());
+  report_corpus_warnings(corpus, command);
+  return corpus;
+}
+
+Corpus stream_corpus_reporting(const CorpusFlags& flags, const std::string& command,
+                               const std::function<void(std::string&&)>& on_document) {
+  Corpus corpus = stream_corpus(flags.options(), on_document);
+  report_corpus_warnings(corpus, command);
   return corpus;
 }
 

@@ -23,6 +23,9 @@ void add_corpus_options(CLI::App* cmd, CorpusFlags& flags, const std::string& in
 
 // Reads the corpus and prints its warnings (invalid UTF-8) to stderr, prefixed by the command.
 Corpus read_corpus_reporting(const CorpusFlags& flags, const std::string& command);
+// The same for stream_corpus: the documents go to on_document, not into the Corpus.
+Corpus stream_corpus_reporting(const CorpusFlags& flags, const std::string& command,
+                               const std::function<void(std::string&&)>& on_document);
 
 // "corpus.txt", "corpus.jsonl.gz (gzip)", or "12 files (3 gzip, 1 xz)" for summary lines.
 std::string describe_corpus(const Corpus& corpus);

@@ -57,21 +57,6 @@ double document_draw(uint64_t seed, size_t index) {
   return Rng(seed ^ (static_cast<uint64_t>(index) * 0xD1B54A32D192ED03ull)).uniform_double();
 }
 
-// true = validation. At least one document lands on each side.
-std::vector<bool> assign_validation(size_t n_docs, double fraction, uint64_t seed) {
-  std::vector<double> draws(n_docs);
-  for (size_t i = 0; i < n_docs; ++i) draws[i] = document_draw(seed, i);
-  std::vector<bool> is_val(n_docs);
-  size_t n_val = 0;
-  for (size_t i = 0; i < n_docs; ++i) {
-    is_val[i] = draws[i] < fraction;
-    n_val += is_val[i] ? 1 : 0;
-  }
-  if (n_val == 0) is_val[std::min_element(draws.begin(), draws.end()) - draws.begin()] = true;
-  if (n_val == n_docs) is_val[std::max_element(draws.begin(), draws.end()) - draws.begin()] = false;
-  return is_val;
-}
-
 std::vector<std::vector<int>> encode_documents(const Tokenizer& tokenizer,
                                                const std::vector<std::string>& docs) {
   std::vector<std::vector<int>> encoded(docs.size());
@@ -90,65 +75,152 @@ std::vector<std::vector<int>> encode_documents(const Tokenizer& tokenizer,
   return encoded;
 }
 
-void run_prepare(const PrepareOptions& o) {
-  CHAINLM_CHECK(o.val_fraction > 0.0 && o.val_fraction < 1.0, "--val-fraction ", o.val_fraction,
-                " must be strictly between 0 and 1");
-  check_output_dir(o);
-  auto tokenizer = load_tokenizer(o.tokenizer);  // a bad tokenizer fails before a long read
-  Corpus corpus = read_corpus_reporting(o.corpus, "prepare");
-  std::string source = describe_corpus(corpus);
+// The corpus streams through here: documents are tokenized a batch at a time (in parallel) and
+// written straight to train.bin or val.bin, so memory holds one file's text and one batch, never
+// the corpus's tokens. The shards appear only at commit().
+class ShardSplitter {
+ public:
+  ShardSplitter(const PrepareOptions& o, const Tokenizer& tokenizer)
+      : o_(o),
+        tokenizer_(tokenizer),
+        train_((std::filesystem::path(o.out) / "train.bin").string(),
+               (uint32_t)tokenizer.vocab_size()),
+        val_((std::filesystem::path(o.out) / "val.bin").string(),
+             (uint32_t)tokenizer.vocab_size()) {}
+
+  // A document of --input (validation if its draw says so), or of --val-input (validation_file).
+  void add(std::string&& doc, bool validation_file) {
+    batch_bytes_ += doc.size();
+    batch_.push_back(std::move(doc));
+    batch_val_file_.push_back(validation_file);
+    if (batch_bytes_ >= kBatchBytes || batch_.size() >= kBatchDocuments) flush();
+  }
+
+  // With a drawn split, a side left empty gets the document nearest to it (the least draw, or
+  // the greatest), as if it had drawn that side: at least one document lands on each side.
+  void finish(bool presplit) {
+    flush();
+    if (!presplit && train_docs_ + val_docs_ >= 2) {
+      if (val_docs_ == 0) move(train_, val_, lowest_train_, train_docs_, val_docs_);
+      if (train_docs_ == 0) move(val_, train_, highest_val_, val_docs_, train_docs_);
+    }
+  }
+
+  void commit() {
+    train_.commit();
+    val_.commit();
+  }
+
+  size_t train_docs() const { return train_docs_; }
+  size_t val_docs() const { return val_docs_; }
+  uint64_t train_tokens() const { return train_.count(); }
+  uint64_t val_tokens() const { return val_.count(); }
+
+ private:
+  // Tokenizing in batches of about this much text keeps both cores busy and memory flat.
+  static constexpr size_t kBatchBytes = size_t(8) << 20;
+  static constexpr size_t kBatchDocuments = 16384;
+
+  struct Placed {  // a document's tokens in a shard being written, and its draw
+    double draw = 0;
+    uint64_t start = 0, tokens = 0;
+    bool set = false;
+  };
+
+  void flush() {
+    if (batch_.empty()) return;
+    const std::vector<std::vector<int>> encoded = encode_documents(tokenizer_, batch_);
+    std::vector<uint32_t> row;
+    for (size_t i = 0; i < batch_.size(); ++i, ++index_) {
+      const double draw = batch_val_file_[i] ? 0.0 : document_draw(o_.seed, index_);
+      const bool validation =
+          batch_val_file_[i] || (o_.val_inputs.empty() && draw < o_.val_fraction);
+      TokenShardWriter& shard = validation ? val_ : train_;
+      row.assign(1, (uint32_t)tokenizer_.bos_id());
+      for (int id : encoded[i]) row.push_back((uint32_t)id);
+      const Placed here{draw, shard.count(), row.size(), true};
+      shard.append(row.data(), row.size());
+      if (validation) {
+        ++val_docs_;
+        if (!highest_val_.set || draw > highest_val_.draw) highest_val_ = here;
+      } else {
+        ++train_docs_;
+        if (!lowest_train_.set || draw < lowest_train_.draw) lowest_train_ = here;
+      }
+    }
+    batch_.clear();
+    batch_val_file_.clear();
+    batch_bytes_ = 0;
+  }
+
+  static void move(TokenShardWriter& from, TokenShardWriter& to, const Placed& doc,
+                   size_t& from_docs, size_t& to_docs) {
+    const std::vector<uint32_t> tokens = from.take(doc.start, doc.tokens);
+    to.append(tokens.data(), tokens.size());
+    --from_docs;
+    ++to_docs;
+  }
+
+  const PrepareOptions& o_;
+  const Tokenizer& tokenizer_;
+  TokenShardWriter train_, val_;
+  std::vector<std::string> batch_;
+  std::vector<bool> batch_val_file_;
+  size_t batch_bytes_ = 0, index_ = 0, train_docs_ = 0, val_docs_ = 0;
+  Placed lowest_train_, highest_val_;
+};
+
+size_t documents_in(const std::vector<CorpusFile>& files) {
+  size_t n = 0;
+  for (const CorpusFile& f : files) n += f.documents;
+  return n;
+}
+
+// A file in both lists would make the validation split a copy of training data.
+void refuse_files_in_both(const PrepareOptions& o) {
+  std::map<std::string, std::string> trains;  // same_file_key -> as named
+  for (const std::string& path : list_corpus_files(o.corpus.inputs))
+    trains.emplace(same_file_key(path), path);
+  for (const std::string& path : list_corpus_files(o.val_inputs)) {
+    const auto it = trains.find(same_file_key(path));
+    CHAINLM_CHECK(it == trains.end(), "--val-input ", path, " is also read by --input (as ",
+                  it->second,
+                  "): its documents would both train and validate. Give each file to one of them");
+  }
+}
+
+// Prepares into o.out, which exists.
+void prepare_into(const PrepareOptions& o, const Tokenizer& tokenizer) {
   const bool presplit = !o.val_inputs.empty();
-  CHAINLM_CHECK(!corpus.documents.empty(), "input ", source, " contains no documents (only blank lines)");
-  CHAINLM_CHECK(presplit || corpus.documents.size() >= 2, "input ", source,
+  if (presplit) refuse_files_in_both(o);
+  ShardSplitter splitter(o, tokenizer);
+  const Corpus corpus = stream_corpus_reporting(
+      o.corpus, "prepare", [&](std::string&& d) { splitter.add(std::move(d), false); });
+  std::string source = describe_corpus(corpus);
+  CHAINLM_CHECK(documents_in(corpus.files) > 0, "input ", source,
+                " contains no documents (only blank lines)");
+  CHAINLM_CHECK(presplit || documents_in(corpus.files) >= 2, "input ", source,
                 " holds a single document; need at least 2 to make a validation split "
                 "(text: documents are separated by blank lines or '%' lines, or one per line "
                 "with --split lines; JSONL: one per record)");
-  // --val-input: every document of --input trains, every one of --val-input validates (a corpus
-  // published already split); read with the same format and split rules.
-  std::vector<bool> is_val(corpus.documents.size(), false);
-  const size_t input_files = corpus.files.size();  // the --val-input files follow them
+  std::vector<CorpusFile> files = corpus.files;
   if (presplit) {
+    // --val-input: every document of --input trains, every one of --val-input validates (a
+    // corpus published already split); read with the same format and split rules.
     CorpusFlags val_flags = o.corpus;
     val_flags.inputs = o.val_inputs;
-    Corpus val_corpus = read_corpus_reporting(val_flags, "prepare");
-    CHAINLM_CHECK(!val_corpus.documents.empty(), "--val-input ", describe_corpus(val_corpus),
+    const Corpus val_corpus = stream_corpus_reporting(
+        val_flags, "prepare", [&](std::string&& d) { splitter.add(std::move(d), true); });
+    CHAINLM_CHECK(documents_in(val_corpus.files) > 0, "--val-input ", describe_corpus(val_corpus),
                   " contains no documents (only blank lines)");
-    // A file in both lists would make the validation split a copy of training data.
-    std::map<std::string, std::string> trains;  // same_file_key -> as named
-    for (const CorpusFile& f : corpus.files) trains.emplace(same_file_key(f.path), f.path);
-    for (const CorpusFile& f : val_corpus.files) {
-      const auto it = trains.find(same_file_key(f.path));
-      CHAINLM_CHECK(
-          it == trains.end(), "--val-input ", f.path, " is also read by --input (as ", it->second,
-          "): its documents would both train and validate. Give each file to one of them");
-    }
     source += " + validation " + describe_corpus(val_corpus);
-    is_val.resize(corpus.documents.size() + val_corpus.documents.size(), true);
-    for (std::string& d : val_corpus.documents) corpus.documents.push_back(std::move(d));
-    for (CorpusFile& f : val_corpus.files) corpus.files.push_back(std::move(f));
-  } else {
-    is_val = assign_validation(corpus.documents.size(), o.val_fraction, o.seed);
+    files.insert(files.end(), val_corpus.files.begin(), val_corpus.files.end());
   }
-  const std::vector<std::string>& docs = corpus.documents;
-  const std::vector<std::vector<int>> encoded = encode_documents(*tokenizer, docs);
-
-  std::vector<uint32_t> train, val;
-  size_t train_docs = 0, val_docs = 0;
-  for (size_t i = 0; i < docs.size(); ++i) {
-    std::vector<uint32_t>& dst = is_val[i] ? val : train;
-    (is_val[i] ? val_docs : train_docs) += 1;
-    dst.push_back(static_cast<uint32_t>(tokenizer->bos_id()));
-    for (int id : encoded[i]) dst.push_back(static_cast<uint32_t>(id));
-  }
+  splitter.finish(presplit);
+  splitter.commit();
 
   namespace fs = std::filesystem;
   std::error_code ec;
-  fs::create_directories(o.out, ec);
-  CHAINLM_CHECK(fs::is_directory(o.out), "cannot create output directory ", o.out,
-                ec ? ": " + ec.message() : std::string());
-  const uint32_t vocab = static_cast<uint32_t>(tokenizer->vocab_size());
-  write_token_shard((fs::path(o.out) / "train.bin").string(), train, vocab);
-  write_token_shard((fs::path(o.out) / "val.bin").string(), val, vocab);
   // Over an earlier prepare (--overwrite), the earlier tokenizer's files go first: another
   // kind's would stay beside the new one (a tokenizer.json beside chainlm_tokenizer.json). Not
   // when the tokenizer given is the one in --out itself (--tokenizer DATA --out DATA).
@@ -162,26 +234,27 @@ void run_prepare(const PrepareOptions& o) {
   save_tokenizer_to_dir(o.tokenizer, o.out);
   nlohmann::json sources = nlohmann::json::array();
   nlohmann::json val_sources = presplit ? nlohmann::json::array() : nlohmann::json(nullptr);
-  for (size_t i = 0; i < corpus.files.size(); ++i) {
-    sources.push_back(fs::absolute(corpus.files[i].path).string());
-    if (i >= input_files)
+  for (size_t i = 0; i < files.size(); ++i) {
+    sources.push_back(fs::absolute(files[i].path).string());
+    if (i >= corpus.files.size())
       val_sources.push_back(sources.back());  // files read, as sources lists them
   }
+  const size_t documents = splitter.train_docs() + splitter.val_docs();
   // Written last: a directory with meta.json is complete.
   nlohmann::json meta = {
       {"tokenizer",
-       {{"kind", tokenizer->kind()},
-        {"vocab_size", tokenizer->vocab_size()},
-        {"bos_id", tokenizer->bos_id()},
-        {"eos_id", tokenizer->eos_id()}}},
+       {{"kind", tokenizer.kind()},
+        {"vocab_size", tokenizer.vocab_size()},
+        {"bos_id", tokenizer.bos_id()},
+        {"eos_id", tokenizer.eos_id()}}},
       {"sources", sources},
       {"format", o.corpus.format},
       {"split", o.corpus.split},
-      {"documents", docs.size()},
-      {"train_documents", train_docs},
-      {"val_documents", val_docs},
-      {"train_tokens", train.size()},
-      {"val_tokens", val.size()},
+      {"documents", documents},
+      {"train_documents", splitter.train_docs()},
+      {"val_documents", splitter.val_docs()},
+      {"train_tokens", splitter.train_tokens()},
+      {"val_tokens", splitter.val_tokens()},
       {"val_fraction", presplit ? nlohmann::json(nullptr) : nlohmann::json(o.val_fraction)},
       {"val_sources", val_sources},
       {"seed", o.seed},
@@ -191,10 +264,32 @@ void run_prepare(const PrepareOptions& o) {
   write_file_atomic((fs::path(o.out) / "meta.json").string(), meta.dump(2) + "\n");
 
   std::printf(
-      "prepared %s: %zu documents -> train %zu docs / %zu tokens, val %zu docs / %zu "
+      "prepared %s: %zu documents -> train %zu docs / %llu tokens, val %zu docs / %llu "
       "tokens (%s tokenizer, vocab %d) in %s\n",
-      source.c_str(), docs.size(), train_docs, train.size(), val_docs, val.size(),
-      tokenizer->kind().c_str(), tokenizer->vocab_size(), o.out.c_str());
+      source.c_str(), documents, splitter.train_docs(), (unsigned long long)splitter.train_tokens(),
+      splitter.val_docs(), (unsigned long long)splitter.val_tokens(), tokenizer.kind().c_str(),
+      tokenizer.vocab_size(), o.out.c_str());
+}
+
+void run_prepare(const PrepareOptions& o) {
+  CHAINLM_CHECK(o.val_fraction > 0.0 && o.val_fraction < 1.0, "--val-fraction ", o.val_fraction,
+                " must be strictly between 0 and 1");
+  check_output_dir(o);
+  auto tokenizer = load_tokenizer(o.tokenizer);  // a bad tokenizer fails before a long read
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  const bool made_out = !fs::exists(o.out, ec);
+  fs::create_directories(o.out, ec);
+  CHAINLM_CHECK(fs::is_directory(o.out), "cannot create output directory ", o.out,
+                ec ? ": " + ec.message() : std::string());
+  try {
+    prepare_into(o, *tokenizer);
+  } catch (...) {
+    // The shards' temporary files are gone with their writers; a directory made for them goes
+    // too (fs::remove takes only an empty one).
+    if (made_out) fs::remove(o.out, ec);
+    throw;
+  }
 }
 
 }  // namespace

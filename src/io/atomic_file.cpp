@@ -7,6 +7,7 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
+#include <utility>
 
 #include "core/error.h"
 #include "core/fault_injection.h"
@@ -35,47 +36,63 @@ void write_file_atomic(const std::string& path, const std::string& bytes) {
 }
 
 void write_file_atomic(const std::string& path, const std::function<void(std::FILE*)>& writer) {
-  CHAINLM_CHECK(!path.empty(), "write_file_atomic: empty output path");
-  const std::string tmp = temporary_path_for(path);
-  // O_EXCL: never follow or reuse something already sitting at the temporary name.
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-  if (fd < 0) fail("cannot write ", path, ": creating ", tmp, " failed: ", std::strerror(errno));
-  std::FILE* f = ::fdopen(fd, "wb");
-  if (!f) {
-    int err = errno;
-    ::close(fd);
-    ::unlink(tmp.c_str());
-    fail("cannot write ", path, ": fdopen failed: ", std::strerror(err));
-  }
-
-  // Every failure below funnels through here so the temporary file never outlives the call.
-  auto abort_write = [&](const std::string& what, int err) {
-    if (f) std::fclose(f);
-    ::unlink(tmp.c_str());
-    fail("cannot write ", path, ": ", what, err ? ": " : "", err ? std::strerror(err) : "");
-  };
-
+  AtomicFile out(path);
   // errno is cleared first so that, when the stream reports an error afterwards, it holds the
   // failed write's reason (ENOSPC, EDQUOT, EFBIG, EIO...) for the message.
   errno = 0;
-  try {
-    writer(f);
-  } catch (...) {
-    std::fclose(f);
-    ::unlink(tmp.c_str());
-    throw;
+  writer(out.file());  // an exception leaves through ~AtomicFile, which removes the temporary
+  out.commit();
+}
+
+AtomicFile::AtomicFile(std::string path) : path_(std::move(path)) {
+  CHAINLM_CHECK(!path_.empty(), "write_file_atomic: empty output path");
+  tmp_ = temporary_path_for(path_);
+  // O_EXCL: never follow or reuse something already sitting at the temporary name.
+  int fd = ::open(tmp_.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+  if (fd < 0) fail("cannot write ", path_, ": creating ", tmp_, " failed: ", std::strerror(errno));
+  f_ = ::fdopen(fd, "w+b");
+  if (!f_) {
+    int err = errno;
+    ::close(fd);
+    ::unlink(tmp_.c_str());
+    fail("cannot write ", path_, ": fdopen failed: ", std::strerror(err));
   }
-  if (std::ferror(f)) abort_write("write failed", errno ? errno : EIO);
-  if (int injected = fault::write_error("atomic_file.write")) abort_write("write failed", injected);
+}
+
+AtomicFile::~AtomicFile() {
+  if (!f_) return;  // committed, or failed and cleaned up
+  std::fclose(f_);
+  ::unlink(tmp_.c_str());
+}
+
+void AtomicFile::fail_write(const std::string& what, int err) {
+  if (f_) std::fclose(f_);
+  f_ = nullptr;
+  ::unlink(tmp_.c_str());
+  fail("cannot write ", path_, ": ", what, err ? ": " : "", err ? std::strerror(err) : "");
+}
+
+void AtomicFile::commit() {
+  CHAINLM_CHECK(f_ != nullptr, "cannot write ", path_, ": already committed");
+  if (std::ferror(f_)) fail_write("write failed", errno ? errno : EIO);
+  if (int injected = fault::write_error("atomic_file.write")) fail_write("write failed", injected);
   fault::point("atomic_file.after_data");  // the data is (partly) in the temp file, unsynced
-  if (std::fflush(f) != 0) abort_write("write failed", errno);
-  if (::fsync(::fileno(f)) != 0) abort_write("fsync failed", errno);
-  int rc = std::fclose(f);
-  f = nullptr;
-  if (rc != 0) abort_write("close failed", errno);
+  if (std::fflush(f_) != 0) fail_write("write failed", errno);
+  if (::fsync(::fileno(f_)) != 0) fail_write("fsync failed", errno);
+  int rc = std::fclose(f_);
+  f_ = nullptr;
+  if (rc != 0) {
+    int err = errno;
+    ::unlink(tmp_.c_str());
+    fail("cannot write ", path_, ": close failed: ", std::strerror(err));
+  }
   fault::point("atomic_file.before_rename");  // a complete temp file beside the old target
-  if (::rename(tmp.c_str(), path.c_str()) != 0) abort_write("rename failed", errno);
-  fsync_directory(parent_directory(path));
+  if (::rename(tmp_.c_str(), path_.c_str()) != 0) {
+    int err = errno;
+    ::unlink(tmp_.c_str());
+    fail("cannot write ", path_, ": rename failed: ", std::strerror(err));
+  }
+  fsync_directory(parent_directory(path_));
 }
 
 std::string read_file(const std::string& path) {

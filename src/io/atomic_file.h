@@ -17,6 +17,30 @@ void write_file_atomic(const std::string& path, const std::string& bytes);
 // ignore fwrite's return value; an exception thrown by `writer` aborts the write the same way.
 void write_file_atomic(const std::string& path, const std::function<void(std::FILE*)>& writer);
 
+// The same protocol for a writer that is not one callback: several outputs filled side by side,
+// or a file read back and edited before it is complete (token shards). The temporary file is
+// open for reading and writing from construction; commit() flushes, fsyncs and renames it over
+// `path`; destruction without a commit removes it and leaves `path` untouched.
+class AtomicFile {
+ public:
+  explicit AtomicFile(std::string path);
+  ~AtomicFile();
+  AtomicFile(const AtomicFile&) = delete;
+  AtomicFile& operator=(const AtomicFile&) = delete;
+
+  std::FILE* file() const { return f_; }
+  const std::string& path() const { return path_; }
+  // Throws chainlm::Error naming the path and the system error, the temporary file removed.
+  void commit();
+  // For a writer that finds an error itself (a short fwrite): removes the temporary file and
+  // throws "cannot write PATH: what: strerror(err)".
+  [[noreturn]] void fail_write(const std::string& what, int err);
+
+ private:
+  std::string path_, tmp_;
+  std::FILE* f_ = nullptr;
+};
+
 // The whole file as bytes; chainlm::Error naming the path when it cannot be read.
 std::string read_file(const std::string& path);
 

@@ -93,8 +93,10 @@ std::string invalid_utf8_warning(const CorpusFile& f, std::string_view bytes,
   return message;
 }
 
+using DocumentSink = std::function<void(std::string&&)>;
+
 void read_jsonl(const CorpusOptions& o, std::string_view bytes, CorpusFile& f,
-                std::vector<std::string>& documents) {
+                const DocumentSink& emit) {
   size_t pos = 0, line_number = 0;
   while (pos < bytes.size()) {
     size_t nl = bytes.find('\n', pos);
@@ -138,34 +140,33 @@ void read_jsonl(const CorpusOptions& o, std::string_view bytes, CorpusFile& f,
       ++f.empty_records;
       continue;
     }
-    documents.push_back(std::move(text));
     ++f.documents;
+    emit(std::move(text));
   }
 }
 
 void read_text(const CorpusOptions& o, std::string_view bytes, CorpusFile& f,
-               std::vector<std::string>& documents) {
-  std::vector<std::string> docs;
-  if (o.split == DocumentSplit::kBlankLines) {
-    docs = split_documents(std::string(bytes));
-  } else {
-    size_t pos = 0;
-    while (pos < bytes.size()) {
-      size_t nl = bytes.find('\n', pos);
-      if (nl == std::string_view::npos) nl = bytes.size();
-      std::string_view line = bytes.substr(pos, nl - pos);
-      pos = nl + 1;
-      if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
-      if (line.find_first_not_of(" \t") != std::string_view::npos) docs.emplace_back(line);
-    }
-  }
-  for (std::string& doc : docs) {
+               const DocumentSink& emit) {
+  auto keep = [&](std::string&& doc) {
     if (f.invalid_utf8 > 0 && o.invalid_utf8 == InvalidUtf8Policy::kSkip && !check_utf8(doc).ok()) {
       ++f.dropped_invalid;
-      continue;
+      return;
     }
-    documents.push_back(std::move(doc));
     ++f.documents;
+    emit(std::move(doc));
+  };
+  if (o.split == DocumentSplit::kBlankLines) {
+    for_each_document(bytes, keep);
+    return;
+  }
+  size_t pos = 0;
+  while (pos < bytes.size()) {
+    size_t nl = bytes.find('\n', pos);
+    if (nl == std::string_view::npos) nl = bytes.size();
+    std::string_view line = bytes.substr(pos, nl - pos);
+    pos = nl + 1;
+    if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+    if (line.find_first_not_of(" \t") != std::string_view::npos) keep(std::string(line));
   }
 }
 
@@ -239,7 +240,8 @@ std::string read_text_file(const std::string& path) {
   return std::move(file.bytes);
 }
 
-Corpus read_corpus(const CorpusOptions& o) {
+Corpus stream_corpus(const CorpusOptions& o,
+                     const std::function<void(std::string&&)>& on_document) {
   CHAINLM_CHECK(!o.text_field.empty(), "--text-field must not be empty");
   Corpus corpus;
   for (const std::string& path : list_corpus_files(o.inputs)) {
@@ -263,12 +265,19 @@ Corpus read_corpus(const CorpusOptions& o) {
                   line_of(bytes, utf8.first_invalid), "); refused by --invalid-utf8 error");
 
     if (f.jsonl)
-      read_jsonl(o, bytes, f, corpus.documents);
+      read_jsonl(o, bytes, f, on_document);
     else
-      read_text(o, bytes, f, corpus.documents);
+      read_text(o, bytes, f, on_document);
     if (!utf8.ok()) corpus.warnings.push_back(invalid_utf8_warning(f, bytes, o.invalid_utf8));
     corpus.files.push_back(std::move(f));
   }
+  return corpus;
+}
+
+Corpus read_corpus(const CorpusOptions& o) {
+  std::vector<std::string> documents;
+  Corpus corpus = stream_corpus(o, [&](std::string&& d) { documents.push_back(std::move(d)); });
+  corpus.documents = std::move(documents);
   return corpus;
 }
 

@@ -3,6 +3,7 @@
 // plain or compressed (gzip, xz, zstd, ...), one file, several, or directories of them. Used by
 // `chainlm prepare` (documents -> token shards) and `chainlm tokenizer train` (their lines are
 // SentencePiece's sentences).
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -60,6 +61,12 @@ std::vector<std::string> list_corpus_files(const std::vector<std::string>& input
 // JSONL: one document per record's text field (invalid UTF-8 in a JSONL record, which JSON
 // cannot hold, becomes U+FFFD under kWarn). Throws with file and line on malformed JSONL.
 Corpus read_corpus(const CorpusOptions& options);
+
+// read_corpus without holding the documents: on_document gets each one in reading order as it is
+// found, and the Corpus returned has the files and warnings but no documents. Memory: one file's
+// decompressed bytes (`chainlm prepare` of a corpus larger than memory, in files).
+Corpus stream_corpus(const CorpusOptions& options,
+                     const std::function<void(std::string&&)>& on_document);
 
 // One text file as read_corpus reads it, for the evaluation files (eval choice, eval pairs):
 // decompressed, archives, UTF-16/32 and binary data refused with what to do, a UTF-8 byte-order

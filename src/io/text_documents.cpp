@@ -5,7 +5,7 @@
 namespace chainlm {
 namespace {
 
-bool is_separator(const std::string& line) {
+bool is_separator(std::string_view line) {
   size_t end = line.size();
   while (end > 0 && std::isspace(static_cast<unsigned char>(line[end - 1]))) --end;
   if (end == 0) return true;
@@ -16,19 +16,19 @@ bool is_separator(const std::string& line) {
 
 }  // namespace
 
-std::vector<std::string> split_documents(const std::string& text) {
-  std::vector<std::string> documents;
+void for_each_document(std::string_view text,
+                       const std::function<void(std::string&&)>& on_document) {
   std::string current;
   bool in_document = false;
   size_t pos = 0;
   while (pos < text.size()) {
     size_t nl = text.find('\n', pos);
-    if (nl == std::string::npos) nl = text.size();
-    std::string line = text.substr(pos, nl - pos);
+    if (nl == std::string_view::npos) nl = text.size();
+    std::string_view line = text.substr(pos, nl - pos);
     pos = nl + 1;
-    if (!line.empty() && line.back() == '\r') line.pop_back();
+    if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
     if (is_separator(line)) {
-      if (in_document) documents.push_back(std::move(current));
+      if (in_document) on_document(std::move(current));
       current.clear();
       in_document = false;
       continue;
@@ -37,7 +37,12 @@ std::vector<std::string> split_documents(const std::string& text) {
     current += line;
     in_document = true;
   }
-  if (in_document) documents.push_back(std::move(current));
+  if (in_document) on_document(std::move(current));
+}
+
+std::vector<std::string> split_documents(std::string_view text) {
+  std::vector<std::string> documents;
+  for_each_document(text, [&](std::string&& d) { documents.push_back(std::move(d)); });
   return documents;
 }
 

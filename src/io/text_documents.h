@@ -1,7 +1,9 @@
 #pragma once
 // Splitting a plain-text corpus into documents, the unit `chainlm prepare` tokenizes (with BOS
 // in front) and assigns to train or validation.
+#include <functional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace chainlm {
@@ -9,6 +11,9 @@ namespace chainlm {
 // Documents are separated by one or more blank (whitespace-only) lines, or by a line holding
 // only "%" (the fortune-file convention). Lines inside a document are joined with '\n'; "\r\n"
 // line ends are accepted. Separators never produce empty documents.
-std::vector<std::string> split_documents(const std::string& text);
+std::vector<std::string> split_documents(std::string_view text);
+// The same documents, handed over one at a time as they are found.
+void for_each_document(std::string_view text,
+                       const std::function<void(std::string&&)>& on_document);
 
 }  // namespace chainlm

@@ -31,37 +31,95 @@ uint32_t load_u32(const unsigned char* p) {
   return v;
 }
 
+// `path`, once vocab_size is known to fit: checked before the temporary file is made.
+const std::string& path_with_checked_vocab(const std::string& path, uint32_t vocab_size) {
+  CHAINLM_CHECK(vocab_size > 0 && vocab_size <= kMaxVocab, path, ": vocab_size ", vocab_size,
+                " is out of range (1..", kMaxVocab, ")");
+  return path;
+}
+
 }  // namespace
 
 void write_token_shard(const std::string& path, const std::vector<uint32_t>& tokens,
                        uint32_t vocab_size) {
-  CHAINLM_CHECK(vocab_size > 0 && vocab_size <= kMaxVocab, path, ": vocab_size ", vocab_size,
-                " is out of range (1..", kMaxVocab, ")");
-  for (size_t i = 0; i < tokens.size(); ++i)
-    CHAINLM_CHECK(tokens[i] < vocab_size, path, ": token ", tokens[i], " at position ", i,
-                  " is >= vocab_size ", vocab_size);
-  const uint32_t width = bytes_per_token_for(vocab_size);
-  unsigned char header[kTokenShardHeaderBytes] = {};
-  const uint32_t fields[4] = {kVersion, width, vocab_size, 0};
-  const uint64_t count = tokens.size();
+  TokenShardWriter writer(path, vocab_size);
+  writer.append(tokens.data(), tokens.size());
+  writer.commit();
+}
+
+TokenShardWriter::TokenShardWriter(const std::string& path, uint32_t vocab_size)
+    : file_(path_with_checked_vocab(path, vocab_size)),
+      vocab_size_(vocab_size),
+      width_(bytes_per_token_for(vocab_size)) {
+  unsigned char header[kTokenShardHeaderBytes] = {};  // count (bytes 24..31) is set by commit()
+  const uint32_t fields[4] = {kVersion, width_, vocab_size_, 0};
   std::memcpy(header, kMagic, 8);
   std::memcpy(header + 8, fields, 16);
-  std::memcpy(header + 24, &count, 8);
+  if (std::fwrite(header, 1, sizeof header, file_.file()) != sizeof header)
+    file_.fail_write("write failed", errno);
+}
 
-  write_file_atomic(path, [&](std::FILE* f) {
-    std::fwrite(header, 1, sizeof header, f);
-    if (width == 4) {
-      if (!tokens.empty()) std::fwrite(tokens.data(), 4, tokens.size(), f);
-      return;
+void TokenShardWriter::append(const uint32_t* tokens, size_t n) {
+  for (size_t i = 0; i < n; ++i)
+    CHAINLM_CHECK(tokens[i] < vocab_size_, file_.path(), ": token ", tokens[i], " at position ",
+                  count_ + i, " is >= vocab_size ", vocab_size_);
+  std::FILE* f = file_.file();
+  if (width_ == 4) {
+    if (n > 0 && std::fwrite(tokens, 4, n, f) != n) file_.fail_write("write failed", errno);
+  } else {
+    // Narrow in chunks so a large append never needs a second full-size buffer.
+    for (size_t i = 0; i < n; i += 1 << 16) {
+      const size_t m = std::min<size_t>(1 << 16, n - i);
+      narrow_.assign(tokens + i, tokens + i + m);
+      if (std::fwrite(narrow_.data(), 2, m, f) != m) file_.fail_write("write failed", errno);
     }
-    // Narrow in chunks so a large shard never needs a second full-size buffer.
-    std::vector<uint16_t> chunk;
-    for (size_t i = 0; i < tokens.size(); i += 1 << 16) {
-      size_t n = std::min<size_t>(1 << 16, tokens.size() - i);
-      chunk.assign(tokens.begin() + i, tokens.begin() + i + n);
-      std::fwrite(chunk.data(), 2, n, f);
+  }
+  count_ += n;
+}
+
+std::vector<uint32_t> TokenShardWriter::take(uint64_t start, uint64_t n) {
+  CHAINLM_CHECK(start <= count_ && n <= count_ - start, file_.path(), ": cannot take tokens [",
+                start, ", ", start + n, ") from ", count_);
+  std::FILE* f = file_.file();
+  if (std::fflush(f) != 0) file_.fail_write("write failed", errno);
+  const int fd = ::fileno(f);
+  auto at = [&](uint64_t token) { return (off_t)(kTokenShardHeaderBytes + token * width_); };
+  auto read_exact = [&](void* dst, size_t bytes, off_t offset) {
+    if (::pread(fd, dst, bytes, offset) != (ssize_t)bytes)
+      file_.fail_write("reading back failed", errno ? errno : EIO);
+  };
+  std::vector<unsigned char> bytes(n * width_);
+  if (n > 0) read_exact(bytes.data(), bytes.size(), at(start));
+  std::vector<uint32_t> taken(n);
+  for (uint64_t i = 0; i < n; ++i) {
+    if (width_ == 4) {
+      taken[i] = load_u32(bytes.data() + 4 * i);
+    } else {
+      uint16_t v;
+      std::memcpy(&v, bytes.data() + 2 * i, 2);
+      taken[i] = v;
     }
-  });
+  }
+  // The tokens after the range move down by n, a chunk at a time.
+  std::vector<unsigned char> chunk(size_t(1) << 20);
+  for (uint64_t from = start + n; from < count_ && n > 0;) {
+    const uint64_t m = std::min<uint64_t>(chunk.size() / width_, count_ - from);
+    read_exact(chunk.data(), m * width_, at(from));
+    if (::pwrite(fd, chunk.data(), m * width_, at(from - n)) != (ssize_t)(m * width_))
+      file_.fail_write("write failed", errno);
+    from += m;
+  }
+  count_ -= n;
+  if (::ftruncate(fd, at(count_)) != 0) file_.fail_write("truncate failed", errno);
+  if (::fseeko(f, at(count_), SEEK_SET) != 0) file_.fail_write("seek failed", errno);
+  return taken;
+}
+
+void TokenShardWriter::commit() {
+  std::FILE* f = file_.file();
+  if (std::fflush(f) != 0) file_.fail_write("write failed", errno);
+  if (::pwrite(::fileno(f), &count_, 8, 24) != 8) file_.fail_write("write failed", errno);
+  file_.commit();
 }
 
 TokenShard::TokenShard(const std::string& path) : path_(path), file_(path, "token shard") {

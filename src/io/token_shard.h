@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "io/atomic_file.h"
 #include "io/mapped_file.h"
 
 namespace chainlm {
@@ -22,6 +23,30 @@ inline constexpr size_t kTokenShardHeaderBytes = 32;
 // engine indexes tokens as int32).
 void write_token_shard(const std::string& path, const std::vector<uint32_t>& tokens,
                        uint32_t vocab_size);
+
+// A shard written as its tokens arrive (`chainlm prepare` streams a corpus through it), so that no
+// step needs the whole token stream in memory. The file appears at `path` only at commit(),
+// atomically as write_token_shard's; a writer destroyed before that leaves `path` untouched.
+class TokenShardWriter {
+ public:
+  TokenShardWriter(const std::string& path, uint32_t vocab_size);
+
+  // Every token must be < vocab_size. Throws naming the path on a failed write (a full disk is
+  // found at the first failed write, not after the whole corpus).
+  void append(const uint32_t* tokens, size_t n);
+  uint64_t count() const { return count_; }
+  // Removes tokens [start, start + n) from the shard being written and returns them; the tokens
+  // after them move down. Costs a pass over the rest of the file: for the rare moves of a whole
+  // document from one split to the other.
+  std::vector<uint32_t> take(uint64_t start, uint64_t n);
+  void commit();
+
+ private:
+  AtomicFile file_;
+  uint32_t vocab_size_, width_;
+  uint64_t count_ = 0;
+  std::vector<uint16_t> narrow_;  // append's 2-byte staging buffer
+};
 
 class TokenShard {
  public:

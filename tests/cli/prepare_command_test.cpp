@@ -3,6 +3,7 @@
 #include <sys/wait.h>
 
 #include <filesystem>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <set>
 
@@ -238,8 +239,37 @@ TEST(PrepareCommand, BadInputsFailWithAMessage) {
     EXPECT_NE(r.exit_code, 0) << c.args;
     EXPECT_NE(r.err.find(c.needle), std::string::npos) << c.args << "\nstderr: " << r.err;
   }
-  EXPECT_FALSE(std::filesystem::exists(dir.file("out/train.bin")));
+  // prepare makes --out before it streams the corpus into it, and takes it away again.
+  EXPECT_FALSE(std::filesystem::exists(dir.file("out")));
   EXPECT_FALSE(std::filesystem::exists(dir.file("t.model")));
+}
+
+// The shards stream to temporary files while the corpus is read: a corpus that fails late (a
+// malformed last JSONL record) over an earlier prepare with --overwrite leaves the earlier data
+// as it was, with no temporary file beside it.
+TEST(PrepareCommand, ALateFailureKeepsTheEarlierData) {
+  TempDir dir;
+  write_bytes(dir.file("good.txt"), join_documents(make_documents(20)));
+  const std::string data = dir.file("data");
+  ASSERT_EQ(run_chainlm(dir, "prepare --tokenizer byte --input " + q(dir.file("good.txt")) +
+                                 " --out " + q(data))
+                .exit_code,
+            0);
+  std::map<std::string, std::string> before;
+  for (const auto& e : std::filesystem::directory_iterator(data))
+    before[e.path().filename().string()] = read_bytes(e.path().string());
+  std::string jsonl;
+  for (int i = 0; i < 3000; ++i) jsonl += "{\"text\": \"record " + std::to_string(i) + "\"}\n";
+  write_bytes(dir.file("late.jsonl"), jsonl + "{\"text\": oops}\n");
+  const RunResult r =
+      run_chainlm(dir, "prepare --tokenizer byte --input " + q(dir.file("late.jsonl")) + " --out " +
+                           q(data) + " --overwrite");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.err.find("late.jsonl:3001"), std::string::npos) << r.err;
+  std::map<std::string, std::string> after;
+  for (const auto& e : std::filesystem::directory_iterator(data))
+    after[e.path().filename().string()] = read_bytes(e.path().string());
+  EXPECT_EQ(after, before);
 }
 
 }  // namespace

@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstring>
 #include <filesystem>
 
@@ -109,6 +110,83 @@ TEST(TokenShard, TokenOutOfVocabRejected) {
   EXPECT_THROW(write_token_shard(path, {1, 2, 300}, 300), Error);
   EXPECT_FALSE(std::filesystem::exists(path));
   EXPECT_THROW(write_token_shard(path, {1}, 0), Error);
+}
+
+// Files in dir other than the ones named: a writer's temporary files must never outlive it.
+std::vector<std::string> others_in(const std::string& dir, const std::vector<std::string>& named) {
+  std::vector<std::string> found;
+  for (const auto& e : std::filesystem::directory_iterator(dir)) {
+    const std::string name = e.path().filename().string();
+    if (std::find(named.begin(), named.end(), name) == named.end()) found.push_back(name);
+  }
+  return found;
+}
+
+// prepare streams documents through TokenShardWriter and moves one between the splits with take
+// (SPEC: at least one document on each side): both token widths, ranges at the start, middle
+// and end, and a range longer than the 1 MiB chunk the tail moves in.
+TEST(TokenShardWriter, TakeRemovesTheRangeAndKeepsTheRest) {
+  for (uint32_t vocab : {300u, 70000u}) {
+    for (auto [start, n] :
+         std::vector<std::pair<uint64_t, uint64_t>>{{0, 3}, {5, 4}, {9, 3}, {2, 0}, {0, 12}}) {
+      TempDir dir;
+      const std::string path = dir.file("s.bin");
+      std::vector<uint32_t> tokens(12);
+      for (size_t i = 0; i < tokens.size(); ++i) tokens[i] = (uint32_t)(i * 23 + 1) % vocab;
+      TokenShardWriter w(path, vocab);
+      w.append(tokens.data(), 7);
+      w.append(tokens.data() + 7, 5);
+      const std::vector<uint32_t> taken = w.take(start, n);
+      EXPECT_EQ(taken, std::vector<uint32_t>(tokens.begin() + start, tokens.begin() + start + n));
+      EXPECT_EQ(w.count(), 12 - n);
+      w.append(tokens.data(), 2);  // appends go on after the moved tail
+      w.commit();
+      std::vector<uint32_t> expect(tokens.begin(), tokens.begin() + start);
+      expect.insert(expect.end(), tokens.begin() + start + n, tokens.end());
+      expect.insert(expect.end(), tokens.begin(), tokens.begin() + 2);
+      TokenShard shard(path);
+      ASSERT_EQ(shard.size(), expect.size()) << "vocab " << vocab << " take " << start << "+" << n;
+      for (size_t i = 0; i < expect.size(); ++i) EXPECT_EQ(shard.at(i), expect[i]) << i;
+      EXPECT_EQ(read_bytes(path).size(), 32 + expect.size() * (vocab < 65536 ? 2 : 4));
+    }
+  }
+  TempDir dir;
+  const std::string path = dir.file("long.bin");
+  std::vector<uint32_t> tokens(1500000);
+  for (size_t i = 0; i < tokens.size(); ++i) tokens[i] = (uint32_t)(i % 65521);
+  TokenShardWriter w(path, 70000);
+  w.append(tokens.data(), tokens.size());
+  EXPECT_EQ(w.take(10, 5), std::vector<uint32_t>(tokens.begin() + 10, tokens.begin() + 15));
+  w.commit();
+  TokenShard shard(path);
+  ASSERT_EQ(shard.size(), tokens.size() - 5);
+  for (size_t i : {size_t(0), size_t(9), size_t(10), size_t(400000), tokens.size() - 6})
+    EXPECT_EQ(shard.at(i), tokens[i < 10 ? i : i + 5]) << i;
+}
+
+// Until commit the shard is a temporary file beside the target: an existing file stays as it
+// was, and a writer given up (an exception in prepare) leaves nothing behind.
+TEST(TokenShardWriter, NothingAppearsBeforeCommit) {
+  TempDir dir;
+  const std::string path = dir.file("train.bin");
+  write_token_shard(path, {1, 2, 3}, 100);
+  const std::string before = read_bytes(path);
+  {
+    TokenShardWriter w(path, 100);
+    const std::vector<uint32_t> tokens = {7, 8, 9, 10};
+    w.append(tokens.data(), tokens.size());
+    EXPECT_EQ(read_bytes(path), before);
+    EXPECT_EQ(others_in(dir.path(), {"train.bin"}).size(), 1u);  // its temporary file
+  }
+  EXPECT_EQ(read_bytes(path), before);
+  EXPECT_EQ(others_in(dir.path(), {"train.bin"}), std::vector<std::string>{});
+  {
+    TokenShardWriter w(path, 100);
+    const std::vector<uint32_t> bad = {5, 100};
+    EXPECT_THROW(w.append(bad.data(), bad.size()), Error);
+  }
+  EXPECT_EQ(read_bytes(path), before);
+  EXPECT_EQ(others_in(dir.path(), {"train.bin"}), std::vector<std::string>{});
 }
 
 TEST(TokenShard, TruncatedFile) {
