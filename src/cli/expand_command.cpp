@@ -10,6 +10,7 @@
 #include <new>
 
 #include "cli/commands.h"
+#include "cli/logit_difference.h"
 #include "cli/model_info.h"
 #include "cli/model_loading.h"
 #include "cli/parse_util.h"
@@ -94,11 +95,9 @@ void add_expand_command(CLI::App& app) {
     std::vector<float> lb((size_t)T * V), le((size_t)T * V);
     base->logits(probe.data(), 1, T, base->config().n_chains(), lb.data());
     expanded->logits(probe.data(), 1, T, expanded->config().n_chains(), le.data());
-    double diff = 0, scale = 0;
-    for (size_t i = 0; i < lb.size(); ++i) {
-      diff = std::max(diff, (double)std::fabs(lb[i] - le[i]));
-      scale = std::max(scale, (double)std::fabs(lb[i]));
-    }
+    const double diff = max_abs_difference(lb.data(), le.data(), lb.size());
+    double scale = 0;
+    for (float x : lb) scale = std::max(scale, (double)std::fabs(x));
     CHAINLM_CHECK(std::isfinite(diff) && diff <= 1e-4 * std::max(1.0, scale),
                   "expand: the expanded model's logits differ from the base's by ", diff,
                   " on a probe sequence (a bug: nothing was written)");

@@ -9,6 +9,7 @@
 #include <memory>
 
 #include "cli/commands.h"
+#include "cli/logit_difference.h"
 #include "cli/model_info.h"
 #include "cli/model_loading.h"
 #include "cli/parse_util.h"
@@ -95,9 +96,7 @@ std::vector<float> probe_logits(Model& model, int k) {
 }
 
 double max_difference(const std::vector<float>& a, const std::vector<float>& b) {
-  double diff = 0;
-  for (size_t i = 0; i < a.size(); ++i) diff = std::max(diff, (double)std::fabs(a[i] - b[i]));
-  return std::isnan(diff) ? INFINITY : diff;
+  return max_abs_difference(a.data(), b.data(), a.size());
 }
 
 // Largest |logit difference| between sub-model k of `model` and `back` (a LLaMA) on a probe.

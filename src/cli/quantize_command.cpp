@@ -6,6 +6,7 @@
 #include <memory>
 
 #include "cli/commands.h"
+#include "cli/logit_difference.h"
 #include "cli/model_info.h"
 #include "cli/model_loading.h"
 #include "cli/parse_util.h"
@@ -81,13 +82,13 @@ void add_quantize_command(CLI::App& app) {
     std::vector<float> lf((size_t)T * V), lq((size_t)T * V);
     fp32->logits(probe.data(), 1, T, n, lf.data());
     quant->logits(probe.data(), 1, T, n, lq.data());
-    double diff = 0, scale = 0;
+    const double diff = max_abs_difference(lf.data(), lq.data(), lf.size());
+    double scale = 0;
     int argmax_same = 0;
     for (int t = 0; t < T; ++t) {
       int bf = 0, bq = 0;
       for (int v = 0; v < V; ++v) {
         const size_t i = (size_t)t * V + v;
-        diff = std::max(diff, (double)std::fabs(lf[i] - lq[i]));
         scale = std::max(scale, (double)std::fabs(lf[i]));
         if (lf[i] > lf[(size_t)t * V + bf]) bf = v;
         if (lq[i] > lq[(size_t)t * V + bq]) bq = v;

@@ -113,11 +113,7 @@ void load_model_weights(Model& model, const std::string& file) {
                   shape_to_string(p.shape), ") required by the model config");
     if (quantized && types[i]) continue;  // read as blocks below
     reader.read_f32(p.name, p.shape, ps.value(i));
-    // A non-finite weight would only show later as NaN logits (or "GGGG" text): refuse it here.
-    const float* v = ps.value(i);
-    for (size_t e = 0; e < p.numel(); ++e)
-      CHAINLM_CHECK(std::isfinite(v[e]), file, ": tensor '", p.name, "' holds a non-finite value (",
-                    v[e], ") at element ", e, ": the weights are corrupt or diverged");
+    refuse_non_finite(ps.value(i), p.numel(), file, p.name);
   }
   for (const auto& e : reader.entries())
     CHAINLM_CHECK(expected.count(e.name), file, ": unexpected tensor '", e.name,
@@ -142,7 +138,7 @@ std::unique_ptr<Model> load_model(const std::string& checkpoint_dir) {
     return load_gguf_model(checkpoint_dir);
   if (fs::is_regular_file(checkpoint_dir, ec) &&
       (is_llama2c_checkpoint(checkpoint_dir) || fs::path(checkpoint_dir).extension() == ".bin"))
-    return model_from_llama2c(read_llama2c(checkpoint_dir));
+    return model_from_llama2c(read_llama2c(checkpoint_dir), checkpoint_dir);
   const std::string dir = resolve_checkpoint_dir(checkpoint_dir);
   if (is_hf_model_dir(dir)) return load_hf_llama(dir);
   const ModelConfig config = load_config((fs::path(dir) / "config.json").string());

@@ -339,9 +339,7 @@ std::unique_ptr<Model> load_gguf_model(const std::string& path) {
            ", which chainlm does not run (it reads F32, F16, BF16, Q8_0 and Q4_0 tensors); convert the model "
            "with llama.cpp's llama-quantize to one of those types");
     }
-    for (size_t e = 0; e < n; ++e)
-      CHAINLM_CHECK(std::isfinite(dst[e]), path, ": tensor '", name, "' holds a non-finite value (", dst[e],
-                    ") at element ", e, ": the weights are corrupt");
+    refuse_non_finite(dst, n, path, name);
   }
   for (const GgufTensorInfo& t : g.tensors())
     CHAINLM_CHECK(used.count(t.name), path, ": unexpected tensor '", t.name, "': not part of a LLaMA model as chainlm "

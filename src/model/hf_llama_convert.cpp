@@ -102,10 +102,12 @@ std::unique_ptr<Model> load_hf_llama(const std::string& dir) {
     used.insert(m.hf);
     if (m.kind == Mapping::kPlain) {
       weights.read(m.hf, p.shape, ps.value(idx));
+      refuse_non_finite(ps.value(idx), p.numel(), weights.where(), m.hf);
       continue;
     }
     tmp.resize(p.numel());
     weights.read(m.hf, p.shape, tmp.data());
+    refuse_non_finite(tmp.data(), tmp.size(), weights.where(), m.hf);
     const int heads = m.kind == Mapping::kQuery ? c.n_heads : c.n_kv_heads;
     rotate_half_to_pairs(tmp.data(), ps.value(idx), heads, c.head_dim(), (int)p.cols());
   }

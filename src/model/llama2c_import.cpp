@@ -26,7 +26,7 @@ ModelConfig config_from_llama2c(const Llama2cHeader& h, const std::string& where
   return c;
 }
 
-std::unique_ptr<Model> model_from_llama2c(const Llama2cWeights& w) {
+std::unique_ptr<Model> model_from_llama2c(const Llama2cWeights& w, const std::string& source) {
   const Llama2cHeader& h = w.h;
   auto model = std::make_unique<Model>(config_from_llama2c(h, "llama2.c checkpoint"));
   ParamStore& ps = model->params();
@@ -41,6 +41,7 @@ std::unique_ptr<Model> model_from_llama2c(const Llama2cWeights& w) {
     CHAINLM_CHECK(src.size() == total, "llama2.c import: ", name, " needs ", total,
                   " floats in the source array (all layers), it has ", src.size());
     std::copy(src.begin() + begin, src.begin() + begin + n, ps.value(idx));
+    refuse_non_finite(ps.value(idx), n, source, name);
   };
   copy("tok_embeddings.weight", w.token_embedding, -1);
   for (int l = 0; l < h.n_layers; ++l) {

@@ -13,6 +13,7 @@ namespace chainlm {
 // tie_embeddings = shared classifier, max_seq_len = seq_len. `where` names the source in errors.
 ModelConfig config_from_llama2c(const Llama2cHeader& h, const std::string& where);
 
-std::unique_ptr<Model> model_from_llama2c(const Llama2cWeights& w);
+std::unique_ptr<Model> model_from_llama2c(const Llama2cWeights& w,
+                                          const std::string& source = "llama2.c checkpoint");
 
 }  // namespace chainlm

@@ -1,10 +1,19 @@
 #include "model/param_store.h"
 
 #include <algorithm>
+#include <cmath>
 
 #include "core/error.h"
 
 namespace chainlm {
+
+void refuse_non_finite(const float* values, std::size_t n, const std::string& where,
+                       const std::string& name) {
+  for (std::size_t e = 0; e < n; ++e)
+    CHAINLM_CHECK(std::isfinite(values[e]), where, ": tensor '", name,
+                  "' holds a non-finite value (", values[e], ") at element ", e,
+                  ": the weights are corrupt or diverged");
+}
 
 int ParamStore::add(const std::string& name, std::vector<int64_t> shape, int chain,
                     bool weight_decay) {

@@ -32,6 +32,12 @@ struct ParamInfo {
   }
 };
 
+// A non-finite weight would only show later as NaN logits ("GGGG" text, a perplexity of nan), and
+// a NaN compares as no difference in the read-back checks of export and quantize: every loader
+// refuses one. Throws "`where`: tensor 'name' holds a non-finite value (v) at element e: ...".
+void refuse_non_finite(const float* values, std::size_t n, const std::string& where,
+                       const std::string& name);
+
 class ParamStore {
  public:
   // Registers a tensor; returns its index. Call before allocate().

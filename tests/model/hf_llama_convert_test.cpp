@@ -7,7 +7,9 @@
 #include <cmath>
 #include <cstring>
 #include <filesystem>
+#include <limits>
 
+#include "core/error.h"
 #include "io/test_temp_dir.h"
 #include "model/checkpoint.h"
 #include "model_test_util.h"
@@ -236,6 +238,32 @@ TEST(HfLlamaConvert, HandWrittenHfDirectoryImportsToTheNativeLogits) {
       EXPECT_EQ(logits_of(*imported, 1, tokens), logits_of(native, 1, tokens)) << dtype << (tie ? " tied" : "");
       EXPECT_EQ(imported->config().n_kv_heads, 2);
       EXPECT_EQ(imported->config().rope_theta, 500000.0f);
+    }
+  }
+}
+
+// docs/formats.md: weights that are not finite are refused on load whatever wrote them. A HF
+// directory with a NaN or an infinity used to load and generate token 0 forever (ppl nan), and
+// export and quantize then wrote it on.
+TEST(HfLlamaConvert, NonFiniteWeightsAreRefusedNamingTheTensor) {
+  for (const auto& [native_name, hf_name] :
+       {std::pair<std::string, std::string>{"norm.weight", "model.norm.weight"},
+        {"layers.1.attention.wq.chain0.weight", "model.layers.1.self_attn.q_proj.weight"}}) {
+    for (float bad :
+         {std::numeric_limits<float>::quiet_NaN(), -std::numeric_limits<float>::infinity()}) {
+      TempDir dir;
+      Model native(llama_config(false));
+      randomize(native, 7);
+      native.params().value(native.params().find(native_name))[3] = bad;
+      write_hf_dir(dir.file("hf"), native, "F32");
+      try {
+        load_model(dir.file("hf"));
+        ADD_FAILURE() << native_name << " holding " << bad << " was loaded";
+      } catch (const Error& e) {
+        EXPECT_NE(std::string(e.what()).find("tensor '" + hf_name + "' holds a non-finite value"),
+                  std::string::npos)
+            << e.what();
+      }
     }
   }
 }

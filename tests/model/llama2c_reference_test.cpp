@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <limits>
 
 #include "core/error.h"
 #include "infer/generator.h"
@@ -218,6 +219,20 @@ TEST(Llama2cImport, ConfigIsOrdinaryLlama) {
   Llama2cWeights w = testing::random_llama2c(h, 1);
   w.w2.pop_back();
   EXPECT_THROW(model_from_llama2c(w), Error);
+  // Nor are weights that are not finite (docs/formats.md): refused naming the tensor.
+  Llama2cWeights nan = testing::random_llama2c(h, 1);
+  nan.wq[nan.wq.size() - 1] = std::numeric_limits<float>::infinity();  // the last layer's
+  try {
+    model_from_llama2c(nan, "stories.bin");
+    ADD_FAILURE() << "an infinite weight was loaded";
+  } catch (const Error& e) {
+    const std::string last =
+        "layers." + std::to_string(h.n_layers - 1) + ".attention.wq.chain0.weight";
+    EXPECT_NE(
+        std::string(e.what()).find("stories.bin: tensor '" + last + "' holds a non-finite value"),
+        std::string::npos)
+        << e.what();
+  }
 }
 
 // Random weights, GQA (kv_mul 3), separate classifier: every position of a full-length
