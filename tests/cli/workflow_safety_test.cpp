@@ -4,7 +4,9 @@
 // from any directory), and resuming from a checkpoint older than the run's newest moves the
 // newer checkpoints and their metrics aside instead of deleting them.
 #include <gtest/gtest.h>
+#include <signal.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <cstdlib>
 #include <filesystem>
@@ -60,6 +62,32 @@ TEST_F(WorkflowSafety, PrepareRefusesANonEmptyOutputUnlessOverwrite) {
   EXPECT_NE(file.exit_code, 0);
   EXPECT_TRUE(contains(file.err, "is a file")) << file.err;
   EXPECT_TRUE(contains(read_bytes(dir.file("corpus.txt")), "second document"));
+}
+
+// train starts itself again with OMP_WAIT_POLICY=passive (src/core/wait_policy.h). Through
+// /proc/self/exe the kernel named the process "exe", and pgrep/pkill/killall chainlm missed it.
+TEST_F(WorkflowSafety, ATrainingIsNamedChainlmAfterItStartsItselfAgain) {
+  const std::string args = train_args(dir.file("run"), 100000);
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    ::execl("/bin/sh", "sh", "-c",
+            ("exec '" + std::string(CHAINLM_BINARY) + "' " + args + " >/dev/null 2>&1").c_str(),
+            (char*)nullptr);
+    ::_exit(127);
+  }
+  ASSERT_GT(pid, 0);
+  // The process restarted once its environment holds the policy.
+  const std::string proc = "/proc/" + std::to_string(pid);
+  bool restarted = false;
+  for (int i = 0; i < 400 && !restarted; ++i) {
+    restarted = contains(read_bytes(proc + "/environ"), "OMP_WAIT_POLICY=passive");
+    if (!restarted) ::usleep(25000);
+  }
+  const std::string comm = trimmed(read_bytes(proc + "/comm"));
+  ::kill(pid, SIGKILL);
+  ::waitpid(pid, nullptr, 0);
+  ASSERT_TRUE(restarted);
+  EXPECT_EQ(comm, fs::path(CHAINLM_BINARY).filename().string().substr(0, 15));
 }
 
 TEST_F(WorkflowSafety, PlotAndTokenizerTrainNeverReplaceAUsersFile) {
