@@ -117,6 +117,8 @@ void export_gguf_file(const ExportArgs& a, Model& model, int k, const std::strin
   check_gguf_exportable(model, o);
   // Written beside --out, read back and checked, then renamed: --out appears complete or not at all.
   const std::string tmp = a.out + ".tmp-" + std::to_string(::getpid());
+  remove_stale_temporaries(fs::absolute(a.out).parent_path().string(),
+                           fs::path(a.out).filename().string() + ".tmp-");
   GgufExportSummary summary;
   std::unique_ptr<Model> back;
   double diff = 0;
@@ -137,8 +139,7 @@ void export_gguf_file(const ExportArgs& a, Model& model, int k, const std::strin
     CHAINLM_CHECK(!exact || diff <= 1e-4, "export: the GGUF model's logits differ by ", diff,
                   " from the original's (a bug: nothing was written)");
     CHAINLM_CHECK(std::isfinite(diff), "export: the GGUF model's logits are not finite (nothing was written)");
-    CHAINLM_CHECK(!fs::exists(a.out), a.out, " appeared while exporting; nothing was overwritten");
-    fs::rename(tmp, a.out);
+    rename_no_replace(tmp, a.out, "export");
     fsync_directory(fs::absolute(a.out).parent_path().string());
   } catch (...) {
     std::error_code ec;

@@ -15,6 +15,7 @@
 #include "core/error.h"
 #include "core/rng.h"
 #include "io/atomic_file.h"
+#include "io/data_directory.h"
 #include "io/token_shard.h"
 #include "io/tokenizer.h"
 
@@ -39,6 +40,12 @@ void check_output_dir(const PrepareOptions& o) {
   CHAINLM_CHECK(fs::is_directory(o.out, ec), "prepare: --out ", o.out,
                 " is a file, not a directory (nothing was written)");
   if (o.overwrite) return;
+  if (prepare_interrupted(o.out)) {  // its data is unusable (train refuses it): prepared again
+    std::fprintf(stderr,
+                 "prepare: %s holds the files of a prepare that did not finish; replacing them\n",
+                 o.out.c_str());
+    return;
+  }
   std::vector<std::string> names;
   for (const auto& e : fs::directory_iterator(o.out, ec))
     names.push_back(e.path().filename().string());
@@ -217,6 +224,14 @@ void prepare_into(const PrepareOptions& o, const Tokenizer& tokenizer) {
     files.insert(files.end(), val_corpus.files.begin(), val_corpus.files.end());
   }
   splitter.finish(presplit);
+  // From the first shard replaced to meta.json, the directory is marked: stopped in between, it
+  // could hold one corpus's train.bin beside another's val.bin or tokenizer, and train, eval and
+  // a later prepare see the mark (io/data_directory.h).
+  const std::string marker = (std::filesystem::path(o.out) / kPrepareMarker).string();
+  write_file_atomic(
+      marker,
+      "chainlm prepare is replacing the data in this directory; if it is still here, that "
+      "prepare did not finish: run it again\n");
   splitter.commit();
 
   namespace fs = std::filesystem;
@@ -240,7 +255,7 @@ void prepare_into(const PrepareOptions& o, const Tokenizer& tokenizer) {
       val_sources.push_back(sources.back());  // files read, as sources lists them
   }
   const size_t documents = splitter.train_docs() + splitter.val_docs();
-  // Written last: a directory with meta.json is complete.
+  // Written last, then the mark goes: the directory is whole.
   nlohmann::json meta = {
       {"tokenizer",
        {{"kind", tokenizer.kind()},
@@ -262,6 +277,8 @@ void prepare_into(const PrepareOptions& o, const Tokenizer& tokenizer) {
       {"shard_format", "CLMTOKS1"},
   };
   write_file_atomic((fs::path(o.out) / "meta.json").string(), meta.dump(2) + "\n");
+  fs::remove(marker);
+  fsync_directory(o.out);
 
   std::printf(
       "prepared %s: %zu documents -> train %zu docs / %llu tokens, val %zu docs / %llu "
@@ -286,8 +303,8 @@ void run_prepare(const PrepareOptions& o) {
     prepare_into(o, *tokenizer);
   } catch (...) {
     // The shards' temporary files are gone with their writers; a directory made for them goes
-    // too (fs::remove takes only an empty one).
-    if (made_out) fs::remove(o.out, ec);
+    // too. In an earlier one, the data is as it was unless the mark says otherwise.
+    if (made_out) fs::remove_all(o.out, ec);
     throw;
   }
 }

@@ -7,6 +7,7 @@
 
 #include "core/error.h"
 #include "io/corpus_reader.h"
+#include "io/data_directory.h"
 #include "io/token_shard.h"
 
 namespace chainlm {
@@ -24,9 +25,9 @@ EvalTokens load_eval_tokens(const std::string& path_arg, const Tokenizer* tokeni
   std::error_code ec;
   std::string path = path_arg;
   if (fs::is_directory(path, ec)) {
-    path = (fs::path(path) / "val.bin").string();
-    CHAINLM_CHECK(fs::is_regular_file(path, ec), path_arg,
+    CHAINLM_CHECK(fs::is_regular_file(fs::path(path) / "val.bin", ec), path_arg,
                   ": a data directory must hold val.bin (chainlm prepare writes it)");
+    path = data_shard_path(path, "val.bin");
   }
   CHAINLM_CHECK(fs::is_regular_file(path, ec), path, ": no such file");
   EvalTokens r;

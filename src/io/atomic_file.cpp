@@ -1,6 +1,8 @@
 #include "io/atomic_file.h"
 
 #include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -46,6 +48,8 @@ void write_file_atomic(const std::string& path, const std::function<void(std::FI
 
 AtomicFile::AtomicFile(std::string path) : path_(std::move(path)) {
   CHAINLM_CHECK(!path_.empty(), "write_file_atomic: empty output path");
+  remove_stale_temporaries(parent_directory(path_),
+                           std::filesystem::path(path_).filename().string() + ".tmp.");
   tmp_ = temporary_path_for(path_);
   // O_EXCL: never follow or reuse something already sitting at the temporary name.
   int fd = ::open(tmp_.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
@@ -109,6 +113,39 @@ std::string read_file(const std::string& path) {
   return bytes;
 }
 
+void rename_no_replace(const std::string& from, const std::string& to, const std::string& what) {
+  if (::renameat2(AT_FDCWD, from.c_str(), AT_FDCWD, to.c_str(), RENAME_NOREPLACE) == 0) return;
+  int err = errno;
+  if (err == EINVAL ||
+      err == ENOSYS) {  // a filesystem without RENAME_NOREPLACE: check, then rename
+    std::error_code ec;
+    CHAINLM_CHECK(!std::filesystem::exists(to, ec), to, " appeared while ", what,
+                  " was writing it; nothing was overwritten");
+    if (::rename(from.c_str(), to.c_str()) == 0) return;
+    err = errno;
+  }
+  CHAINLM_CHECK(err != EEXIST && err != ENOTEMPTY, to, " appeared while ", what,
+                " was writing it; nothing was overwritten");
+  fail("cannot rename ", from, " to ", to, ": ", std::strerror(err));
+}
+
+void remove_stale_temporaries(const std::string& dir, const std::string& prefix) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
+    const std::string name = it->path().filename().string();
+    if (name.size() <= prefix.size() || name.compare(0, prefix.size(), prefix) != 0) continue;
+    size_t i = prefix.size();
+    long pid = 0;
+    while (i < name.size() && name[i] >= '0' && name[i] <= '9' && pid < (1L << 31))
+      pid = pid * 10 + (name[i++] - '0');
+    if (i == prefix.size() || pid <= 0 || pid >= (1L << 31)) continue;
+    if (::kill((pid_t)pid, 0) == 0 || errno != ESRCH) continue;  // alive (or not ours to ask): kept
+    std::error_code rm;
+    fs::remove_all(it->path(), rm);
+  }
+}
+
 void fsync_directory(const std::string& dir) {
   int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (fd < 0) fail("cannot open directory ", dir, " to fsync it: ", std::strerror(errno));
@@ -135,11 +172,12 @@ void write_directory_atomic(const std::string& out_arg,
   const fs::path parent = out.parent_path().empty() ? fs::path(".") : out.parent_path();
   const fs::path tmp = parent / cat(".tmp-", out.filename().string(), "-", ::getpid());
   try {
+    remove_stale_temporaries(parent.string(), cat(".tmp-", out.filename().string(), "-"));
     fs::remove_all(tmp);
     fs::create_directories(tmp);
     fill(tmp.string());
     fsync_directory(tmp.string());
-    fs::rename(tmp, out);
+    rename_no_replace(tmp.string(), out.string(), what);
     fsync_directory(parent.string());
   } catch (const std::exception& e) {
     fs::remove_all(tmp, ec);

@@ -44,6 +44,15 @@ class AtomicFile {
 // The whole file as bytes; chainlm::Error naming the path when it cannot be read.
 std::string read_file(const std::string& path);
 
+// Renames `from` to `to` unless `to` exists, in one step (renameat2 RENAME_NOREPLACE, for files
+// and directories): of two writers racing for one new name, one wins and the other fails with
+// "`to` appeared while `what` was writing it; nothing was overwritten" instead of replacing it.
+void rename_no_replace(const std::string& from, const std::string& to, const std::string& what);
+
+// Removes what writers killed part-way (Ctrl-C, a kill, a crash) left in `dir`: entries named
+// `prefix` + PID + anything, whose PID is no running process. A live writer's are kept.
+void remove_stale_temporaries(const std::string& dir, const std::string& prefix);
+
 // Makes a rename or file creation inside `dir` durable.
 void fsync_directory(const std::string& dir);
 

@@ -1,8 +1,8 @@
 #include "train/trainer.h"
 
 #include <algorithm>
-#include <csignal>
 #include <cmath>
+#include <csignal>
 #include <filesystem>
 #include <limits>
 
@@ -12,6 +12,7 @@
 #include "core/precision.h"
 #include "core/stop_signals.h"
 #include "core/timer.h"
+#include "io/data_directory.h"
 #include "model/training_flops.h"
 #include "train/lr_schedule.h"
 #include "train/training_progress.h"
@@ -24,8 +25,8 @@ Trainer::Trainer(Model& model, TrainOptions options, const Communicator& comm)
     : model_(model),
       opt_(std::move(options)),
       comm_(comm),
-      train_((fs::path(opt_.data_dir) / "train.bin").string()),
-      val_((fs::path(opt_.data_dir) / "val.bin").string()),
+      train_(data_shard_path(opt_.data_dir, "train.bin")),
+      val_(data_shard_path(opt_.data_dir, "val.bin")),
       run_dir_(opt_.out_dir),
       optimizer_(model_.params(), OptimizerConfig{opt_.beta1, opt_.beta2, 1e-8f, opt_.weight_decay,
                                                   opt_.grad_clip}) {

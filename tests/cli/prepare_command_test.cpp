@@ -24,10 +24,11 @@ struct RunResult {
   std::string out, err;
 };
 
-RunResult run_chainlm(const TempDir& dir, const std::string& args) {
+// args are chainlm's arguments, or with raw a whole command line.
+RunResult run_chainlm(const TempDir& dir, const std::string& args, bool raw = false) {
   const std::string out = dir.file("stdout.txt"), err = dir.file("stderr.txt");
-  const std::string cmd =
-      std::string("'") + CHAINLM_BINARY + "' " + args + " >'" + out + "' 2>'" + err + "'";
+  const std::string cmd = (raw ? args : std::string("'") + CHAINLM_BINARY + "' " + args) + " >'" +
+                          out + "' 2>'" + err + "'";
   int status = std::system(cmd.c_str());
   RunResult r{WIFEXITED(status) ? WEXITSTATUS(status) : -1, read_bytes(out), read_bytes(err)};
   std::filesystem::remove(out);
@@ -270,6 +271,52 @@ TEST(PrepareCommand, ALateFailureKeepsTheEarlierData) {
   for (const auto& e : std::filesystem::directory_iterator(data))
     after[e.path().filename().string()] = read_bytes(e.path().string());
   EXPECT_EQ(after, before);
+}
+
+// prepare --overwrite killed after train.bin is replaced and before val.bin is (SIGKILL at the
+// third atomic rename: the mark, train.bin, val.bin) used to leave a new train.bin beside the old
+// val.bin, tokenizer and meta.json, and train ran on it. Now train and eval refuse the directory,
+// and prepare runs again over it without --overwrite.
+TEST(PrepareCommand, AnInterruptedOverwriteIsRefusedUntilPreparedAgain) {
+  TempDir dir;
+  write_bytes(dir.file("a.txt"), join_documents(make_documents(30)));
+  write_bytes(dir.file("b.txt"), join_documents(make_documents(60)));
+  const std::string data = dir.file("data");
+  ASSERT_EQ(run_chainlm(dir, "prepare --tokenizer byte --input " + q(dir.file("a.txt")) +
+                                 " --out " + q(data))
+                .exit_code,
+            0);
+  const RunResult killed =
+      run_chainlm(dir,
+                  "env CHAINLM_CRASH_AT=atomic_file.before_rename:3 '" +
+                      std::string(CHAINLM_BINARY) + "' prepare --tokenizer byte --input " +
+                      q(dir.file("b.txt")) + " --out " + q(data) + " --overwrite",
+                  /*raw=*/true);
+  ASSERT_NE(killed.exit_code, 0);
+  ASSERT_TRUE(std::filesystem::exists(data + "/.prepare-incomplete"));
+  const RunResult eval = run_chainlm(dir, "eval ppl --model " + q(data) + " --data " + q(data));
+  EXPECT_NE(eval.exit_code, 0);
+  write_bytes(dir.file("tiny.json"),
+              R"({"dim": 32, "n_layers": 1, "n_heads": 4, "ffn_dim": 64, "vocab_size": 258,
+                                         "max_seq_len": 16})");
+  const std::string train_args = "train --config " + q(dir.file("tiny.json")) + " --data " +
+                                 q(data) + " --out " + q(dir.file("run")) +
+                                 " --steps 1 --batch-size 2 --quiet";
+  RunResult train = run_chainlm(dir, train_args);
+  EXPECT_NE(train.exit_code, 0);
+  EXPECT_NE(train.err.find("did not finish"), std::string::npos) << train.err;
+  EXPECT_FALSE(std::filesystem::exists(dir.file("run/latest")));
+
+  RunResult again = run_chainlm(
+      dir, "prepare --tokenizer byte --input " + q(dir.file("b.txt")) + " --out " + q(data));
+  ASSERT_EQ(again.exit_code, 0) << again.err;
+  EXPECT_NE(again.err.find("did not finish"), std::string::npos) << again.err;
+  EXPECT_FALSE(std::filesystem::exists(data + "/.prepare-incomplete"));
+  for (const auto& e :
+       std::filesystem::directory_iterator(data))  // the killed run's temporaries went too
+    EXPECT_EQ(e.path().filename().string().find(".tmp."), std::string::npos) << e.path();
+  train = run_chainlm(dir, train_args);
+  EXPECT_EQ(train.exit_code, 0) << train.err;
 }
 
 }  // namespace
