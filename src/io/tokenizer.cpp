@@ -1,5 +1,6 @@
 #include "io/tokenizer.h"
 
+#include <algorithm>
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
@@ -105,10 +106,30 @@ std::unique_ptr<Tokenizer> load_tokenizer(const std::string& spec) {
   return load_sentencepiece_tokenizer(spec);
 }
 
+// A Hugging Face tokenizer.json beside a tokenizer.model that holds tokens the model lacks: a
+// fine-tune's added <|im_start|>/<|im_end|> (its EOS, often), which transformers reads from the
+// json. The SentencePiece model alone would spell them as text and never stop at that EOS.
+bool json_adds_tokens_to(const fs::path& json_path, const fs::path& model) {
+  std::error_code ec;
+  if (!fs::is_regular_file(json_path, ec)) return false;
+  const nlohmann::json j = nlohmann::json::parse(read_file(json_path.string()), nullptr, false);
+  if (j.is_discarded() || !j.is_object() || !j.contains("model") || !j.contains("added_tokens") ||
+      !j["added_tokens"].is_array())
+    return false;
+  long top = -1;
+  for (const nlohmann::json& t : j["added_tokens"])
+    if (t.is_object() && t.contains("id") && t["id"].is_number_integer())
+      top = std::max(top, t["id"].get<long>());
+  return top >= 0 && top >= (long)load_tokenizer(model.string())->vocab_size();
+}
+
 std::string find_tokenizer_in_dir(const std::string& dir) {
   std::error_code ec;
   const fs::path model = fs::path(dir) / kModelFile;
-  if (fs::is_regular_file(model, ec)) return model.string();
+  if (fs::is_regular_file(model, ec)) {
+    const fs::path json = fs::path(dir) / kLegacyDescriptorFile;
+    return json_adds_tokens_to(json, model) ? json.string() : model.string();
+  }
   const fs::path descriptor = fs::path(dir) / kDescriptorFile;
   if (fs::is_regular_file(descriptor, ec)) {
     const nlohmann::json j = read_descriptor(descriptor);

@@ -270,5 +270,34 @@ TEST(HfTokenizer, DirectoriesLoadAndSaveTheFilesTogether) {
   EXPECT_EQ(read_file((ckpt / "tokenizer_config.json").string()), read_file((hf / "tokenizer_config.json").string()));
 }
 
+// A HF directory with both tokenizer.model and tokenizer.json (TinyLlama-chat, Llama-2 fine-tunes):
+// the SentencePiece model is the tokenizer unless the json adds tokens it lacks. A chat fine-tune
+// that added <|im_start|>/<|im_end|> lost them to the model: its prompts were spelled as text
+// and generation never stopped at its EOS.
+TEST(HfTokenizer, ADirectoryTakesTheJsonWhenItAddsTokensTheModelLacks) {
+  const std::string sp =
+      std::string(CHAINLM_SOURCE_DIR) + "/../shared/data/stories260K/tok512.model";
+  if (!fs::exists(sp)) GTEST_SKIP() << "needs " << sp << " (../shared/data)";
+  testing::TempDir tmp;
+  const fs::path dir = tmp.path() / "hf";
+  fs::create_directories(dir);
+  write_file_atomic((dir / "tokenizer.model").string(), read_file(sp));
+  nlohmann::json j = nlohmann::json::parse(read_file(kVectorDir + "sp_legacy.tokenizer.json"));
+  write_file_atomic((dir / "tokenizer.json").string(), j.dump());
+  EXPECT_EQ(find_tokenizer_in_dir(dir.string()),
+            (dir / "tokenizer.model").string());  // adds nothing
+  const int first_added = (int)j["model"]["vocab"].size();
+  ASSERT_GE(first_added, 512);
+  j["added_tokens"].push_back(
+      {{"id", first_added}, {"content", "<|im_start|>"}, {"special", true}});
+  j["added_tokens"].push_back(
+      {{"id", first_added + 1}, {"content", "<|im_end|>"}, {"special", true}});
+  write_file_atomic((dir / "tokenizer.json").string(), j.dump());
+  EXPECT_EQ(find_tokenizer_in_dir(dir.string()), (dir / "tokenizer.json").string());
+  const auto tok = load_tokenizer(dir.string());
+  EXPECT_EQ(tok->vocab_size(), first_added + 2);
+  EXPECT_EQ(tok->encode("<|im_start|>").at(0), first_added);
+}
+
 }  // namespace
 }  // namespace chainlm
