@@ -243,8 +243,9 @@ void prepare_into(const PrepareOptions& o, const Tokenizer& tokenizer) {
                                   ? fs::path(o.tokenizer)
                                   : fs::path(o.tokenizer).parent_path();
   if (source_dir.empty() || !fs::equivalent(source_dir, o.out, ec))
-    for (const char* name : {"tokenizer.model", "tokenizer.json", "tokenizer_config.json",
-                             "generation_config.json", "chainlm_tokenizer.json"})
+    for (const char* name :
+         {"tokenizer.model", "tokenizer.json", "tokenizer_config.json", "generation_config.json",
+          "chainlm_tokenizer.json", "special_tokens_map.json", "chat_template.jinja"})
       fs::remove(fs::path(o.out) / name, ec);
   save_tokenizer_to_dir(o.tokenizer, o.out);
   nlohmann::json sources = nlohmann::json::array();

@@ -382,7 +382,21 @@ void save_hf_tokenizer_files(const HfTokenizerFiles& files, const std::string& d
   write_file_atomic((fs::path(dir) / "tokenizer_config.json").string(), config);
   json gen = files.generation_config.empty() ? json::object() : parse_json(files.generation_config, dir);
   gen["bos_token_id"] = tok.bos_id();
-  gen["eos_token_id"] = tok.eos_ids().size() == 1 ? json(tok.eos_ids().front()) : json(tok.eos_ids());
+  // The ids as the file listed them when they are the same ones: transformers takes the first
+  // as the fallback pad_token_id.
+  const std::vector<int> eos = tok.eos_ids();
+  auto same_ids = [&](const json& listed) {
+    std::vector<int> ids, ours = eos;
+    for (const json& id : listed.is_array() ? listed : json::array({listed})) {
+      if (!id.is_number_integer()) return false;
+      ids.push_back(id.get<int>());
+    }
+    std::sort(ids.begin(), ids.end());
+    std::sort(ours.begin(), ours.end());
+    return ids == ours;
+  };
+  if (!gen.contains("eos_token_id") || !same_ids(gen["eos_token_id"]))
+    gen["eos_token_id"] = eos.size() == 1 ? json(eos.front()) : json(eos);
   write_file_atomic((fs::path(dir) / "generation_config.json").string(), gen.dump(1) + "\n");
 }
 

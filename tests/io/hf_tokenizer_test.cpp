@@ -299,5 +299,26 @@ TEST(HfTokenizer, ADirectoryTakesTheJsonWhenItAddsTokensTheModelLacks) {
   EXPECT_EQ(tok->encode("<|im_start|>").at(0), first_added);
 }
 
+// generation_config.json's eos_token_id comes back as it was listed: transformers takes the first
+// as the fallback pad_token_id, and the export put the tokenizer_config's EOS first.
+TEST(HfTokenizer, SavedEosIdsKeepTheirOrder) {
+  testing::TempDir tmp;
+  const fs::path src = tmp.path() / "src", out = tmp.path() / "out";
+  fs::create_directories(src);
+  fs::create_directories(out);
+  write_file_atomic((src / "tokenizer.json").string(),
+                    read_file(kVectorDir + "sp_legacy.tokenizer.json"));
+  write_file_atomic((src / "tokenizer_config.json").string(),
+                    read_file(kVectorDir + "sp_legacy.tokenizer_config.json"));
+  write_file_atomic((src / "generation_config.json").string(),
+                    R"({"eos_token_id": [1, 2], "temperature": 0.6})");
+  save_tokenizer_to_dir(src.string(), out.string());
+  const nlohmann::json gen =
+      nlohmann::json::parse(read_file((out / "generation_config.json").string()));
+  EXPECT_EQ(gen["eos_token_id"], nlohmann::json::array({1, 2}));
+  EXPECT_EQ(gen["temperature"], 0.6);
+  EXPECT_EQ(load_tokenizer(out.string())->eos_ids().size(), 2u);
+}
+
 }  // namespace
 }  // namespace chainlm

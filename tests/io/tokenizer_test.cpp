@@ -4,6 +4,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <map>
 
 #include "core/error.h"
 #include "core/rng.h"
@@ -285,6 +286,34 @@ TEST(SharedTokenizers, Llama2KnownIds) {
   EXPECT_EQ(tok->decode_token(tok->bos_id(), 15043), "Hello");
   EXPECT_EQ(tok->decode_token(15043, 3186), " world");
   EXPECT_EQ(tok->decode_token(3186, 13), "\n");
+}
+
+// A HF directory whose tokenizer is its tokenizer.model (TinyLlama-chat, Llama-2-chat) keeps its
+// chat template, BOS/EOS and special tokens beside it; export and quantize copied the .model
+// alone, and the copy served as a base model ("plain" chat template).
+TEST_F(SentencePieceTraining, ADirectorysCompanionFilesComeWithItsModel) {
+  train_sentencepiece(corpus_, 320, model_, 1234);
+  const std::filesystem::path hf = std::filesystem::path(dir_.file("hf")),
+                              out = std::filesystem::path(dir_.file("out"));
+  std::filesystem::create_directories(hf);
+  std::filesystem::create_directories(out);
+  write_bytes((hf / "tokenizer.model").string(), read_bytes(model_));
+  const std::map<std::string, std::string> companions = {
+      {"tokenizer_config.json",
+       R"({"chat_template": "{% for m in messages %}<|user|>{{ m['content'] }}{% endfor %}"})"},
+      {"generation_config.json", R"({"eos_token_id": 2})"},
+      {"special_tokens_map.json", R"({"eos_token": "</s>"})"},
+      {"chat_template.jinja", "{{ messages }}"}};
+  for (const auto& [name, text] : companions) write_bytes((hf / name).string(), text);
+  save_tokenizer_to_dir(hf.string(), out.string());
+  EXPECT_EQ(read_bytes((out / "tokenizer.model").string()), read_bytes(model_));
+  for (const auto& [name, text] : companions)
+    EXPECT_EQ(read_bytes((out / name).string()), text) << name;
+  // A .model given by any other name is a file on its own: nothing beside it is taken.
+  const std::filesystem::path alone = std::filesystem::path(dir_.file("alone"));
+  std::filesystem::create_directories(alone);
+  save_tokenizer_to_dir(model_, alone.string());
+  EXPECT_FALSE(std::filesystem::exists(alone / "tokenizer_config.json"));
 }
 
 }  // namespace
