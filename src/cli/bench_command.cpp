@@ -49,7 +49,7 @@ void add_bench_command(CLI::App& app) {
   auto add_inference = [&](const char* name, const char* help, bool decode) {
     auto* cmd = bench->add_subcommand(name, help);
     auto b = std::make_shared<InferenceBenchArgs>();
-    cmd->add_option("--model", b->model, "Checkpoint, run directory or llama2.c .bin");
+    cmd->add_option("--model", b->model, "Checkpoint, run directory, HF directory, GGUF file or llama2.c .bin");
     cmd->add_option("--config", b->config, "Or: a model config JSON, with random weights");
     cmd->add_option("--chains", b->chains, "Active chains k; default: all")->check(at_least(1));
     cmd->add_option("--threads", b->threads, "Threads; 0 = all cores");
