@@ -28,8 +28,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     const ChatRequest r = parse_chat_request(body, config);
     CHAINLM_FUZZ_ASSERT(!r.messages.empty());
     CHAINLM_FUZZ_ASSERT(r.completion.logprobs >= -1 && r.completion.logprobs <= kMaxTopLogprobs);
-    for (ChatTemplate t : {ChatTemplate::kPlain, ChatTemplate::kChatML, ChatTemplate::kLlama2, ChatTemplate::kLlama3,
-                           ChatTemplate::kZephyr}) {
+    for (ChatTemplate t : {ChatTemplate::kPlain, ChatTemplate::kChatML, ChatTemplate::kLlama2,
+                           ChatTemplate::kLlama3, ChatTemplate::kLlama31, ChatTemplate::kZephyr}) {
       try {
         const auto segments = render_chat(t, r.messages, true);
         std::string text = chat_text(segments, "<s>", "</s>");

@@ -211,8 +211,11 @@ void gguf_seeds() {
   model.init_random(8);
   for (const char* type : {"f32", "q8_0", "q4_0", "f16"}) {
     const bool with_tokenizer = std::string(type) == "f32";
-    const GgufExportOptions o{.chains = 1, .type = type, .tokenizer = with_tokenizer ? work_file("sp.model") : "",
-                              .name = type};
+    const GgufExportOptions o{.chains = 1,
+                              .type = type,
+                              .tokenizer = with_tokenizer ? work_file("sp.model") : "",
+                              .name = type,
+                              .chat_template = ""};
     export_gguf(model, o, work_file(std::string(type) + ".gguf"));
     seed("gguf_fuzzer", type, read_file(work_file(std::string(type) + ".gguf")));
   }

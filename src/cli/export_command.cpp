@@ -111,8 +111,11 @@ struct ExportArgs {
 };
 
 void export_gguf_file(const ExportArgs& a, Model& model, int k, const std::string& spm) {
-  GgufExportOptions o{.chains = k, .type = a.type, .tokenizer = spm,
-                      .name = fs::path(a.model).lexically_normal().stem().string()};
+  GgufExportOptions o{.chains = k,
+                      .type = a.type,
+                      .tokenizer = spm,
+                      .name = fs::path(a.model).lexically_normal().stem().string(),
+                      .chat_template = carried_chat_template(a.model).jinja};
   if (o.name.empty()) o.name = fs::path(a.model).lexically_normal().parent_path().filename().string();
   check_gguf_exportable(model, o);
   // Written beside --out, read back and checked, then renamed: --out appears complete or not at all.
@@ -284,7 +287,8 @@ void add_export_command(CLI::App& app) {
     const int k = cmd->count("--chains") ? a->chains : n;
     // Refuse what the format cannot express before anything is written.
     if (a->format == "gguf")
-      check_gguf_exportable(*model, {.chains = k, .type = a->type, .tokenizer = "", .name = ""});
+      check_gguf_exportable(
+          *model, {.chains = k, .type = a->type, .tokenizer = "", .name = "", .chat_template = ""});
     else
       check_hf_exportable(*model, k);
     // Without a tokenizer the output holds weights no tool can feed text to: refuse unless

@@ -2,8 +2,11 @@
 
 #include <cstdio>
 #include <filesystem>
+#include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "core/json_document.h"
+#include "io/atomic_file.h"
 #include "io/gguf.h"
 #include "model/checkpoint.h"
 
@@ -76,6 +79,42 @@ std::string carried_tokenizer(const std::string& model_arg) {
   } catch (const Error&) {
     return "";
   }
+}
+
+CarriedChatTemplate carried_chat_template(const std::string& model_arg) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  if (fs::is_regular_file(model_arg, ec) &&
+      is_gguf_file(model_arg)) {  // llama.cpp's converter writes it here
+    const GgufReader gguf(model_arg);
+    if (gguf.has("tokenizer.chat_template"))
+      return {gguf.get_string("tokenizer.chat_template"), model_arg};
+    return {};
+  }
+  if (!fs::is_directory(model_arg, ec)) return {};
+  const fs::path dir = resolve_checkpoint_dir(model_arg);
+  const fs::path config = dir / "tokenizer_config.json";
+  if (fs::is_regular_file(config, ec)) {
+    nlohmann::json j;
+    try {
+      j = nlohmann::json::parse(read_file(config.string()));
+    } catch (const nlohmann::json::exception& e) {
+      fail(config.string(), " is not valid JSON (", json_error_reason(e),
+           "); pass --chat-template to choose one");
+    }
+    const nlohmann::json t =
+        j.is_object() ? j.value("chat_template", nlohmann::json()) : nlohmann::json();
+    if (t.is_string()) return {t.get<std::string>(), config.string()};
+    if (t.is_array())  // [{"name": "default", "template": ...}, {"name": "tool_use", ...}]
+      for (const auto& named : t)
+        if (named.is_object() && named.value("name", "") == "default" &&
+            named.contains("template") && named["template"].is_string())
+          return {named["template"].get<std::string>(), config.string()};
+  }
+  // Recent transformers save the template in a file of its own beside tokenizer_config.json.
+  const fs::path own_file = dir / "chat_template.jinja";
+  if (fs::is_regular_file(own_file, ec)) return {read_file(own_file.string()), own_file.string()};
+  return {};
 }
 
 }  // namespace chainlm::cli

@@ -36,6 +36,15 @@ std::string carried_tokenizer(const std::string& model_arg);
 // file (a tokenizer.json beside its tokenizer.model, say) is only warned of.
 void check_tokenizer_for_model(const std::string& model_arg, const std::string& tokenizer_arg,
                                const Tokenizer& tokenizer, int model_vocab);
+// The Jinja chat template a model carries, and the file it was read from: a directory's
+// tokenizer_config.json "chat_template" (a string, or the "default" of a list), else its
+// chat_template.jinja (where recent transformers save it); a GGUF file's
+// tokenizer.chat_template. "" when it carries none. Throws on a tokenizer_config.json that is
+// not JSON.
+struct CarriedChatTemplate {
+  std::string jinja, source;
+};
+CarriedChatTemplate carried_chat_template(const std::string& model_arg);
 // Help text of the inference commands' --precision.
 inline constexpr const char* kInferencePrecisionHelp =
     "Weights and GEMM inputs: fp32, or bf16 (half the memory and bytes per token; fp32 sums)";

@@ -17,6 +17,7 @@
 #include "core/memory.h"
 #include "core/threads.h"
 #include "io/atomic_file.h"
+#include "io/gguf.h"
 #include "serve/access.h"
 #include "serve/chat_template.h"
 #include "serve/server.h"
@@ -25,46 +26,27 @@ namespace chainlm::cli {
 
 namespace {
 
+struct ChosenTemplate {
+  ChatTemplate family = ChatTemplate::kPlain;
+  ChatStyle style;
+};
+
 // --chat-template, or the family of the chat_template in the model directory's
-// tokenizer_config.json (a Hugging Face directory), or plain. A template that is none of the
-// known families is reported and plain used.
-ChatTemplate choose_chat_template(const std::string& given, const std::string& model) {
-  namespace fs = std::filesystem;
-  if (!given.empty()) return parse_chat_template(given);
-  const fs::path config = fs::path(model) / "tokenizer_config.json";
-  std::error_code ec;
-  std::string jinja;
-  fs::path source = config;
-  if (fs::is_regular_file(config, ec)) {
-    nlohmann::json j;
-    try {
-      std::ifstream in(config);
-      j = nlohmann::json::parse(in);
-    } catch (const nlohmann::json::exception& e) {
-      fail(config.string(), " is not valid JSON (", e.what(),
-           "); pass --chat-template to choose one");
-    }
-    if (j.contains("chat_template") && j["chat_template"].is_string()) jinja = j["chat_template"];
-    if (j.contains("chat_template") &&
-        j["chat_template"].is_array())  // [{"name": "default", "template": ...}]
-      for (const auto& t : j["chat_template"])
-        if (t.is_object() && t.value("name", "") == "default" && t.contains("template") &&
-            t["template"].is_string())
-          jinja = t["template"];
-  }
-  // Recent transformers save the template in a file of its own beside tokenizer_config.json.
-  const fs::path own_file = fs::path(model) / "chat_template.jinja";
-  if (jinja.empty() && fs::is_regular_file(own_file, ec)) {
-    jinja = read_file(own_file.string());
-    source = own_file;
-  }
-  if (jinja.empty()) return ChatTemplate::kPlain;
-  if (const auto t = detect_chat_template(jinja)) return *t;
+// tokenizer_config.json (a Hugging Face directory) or chat_template.jinja, or a GGUF file's
+// tokenizer.chat_template, or plain. A template that is none of the known families is reported
+// and plain used.
+ChosenTemplate choose_chat_template(const std::string& given, const std::string& model) {
+  if (!given.empty()) return {parse_chat_template(given), {}};
+  const CarriedChatTemplate carried = carried_chat_template(model);
+  const std::string& jinja = carried.jinja;
+  const std::string& source = carried.source;
+  if (jinja.empty()) return {};
+  if (const auto t = detect_chat_template(jinja)) return {*t, detect_chat_style(jinja, *t)};
   std::fprintf(stderr,
                "chainlm serve: %s has a chat template of no family chainlm knows; using plain "
                "(pass --chat-template to choose one)\n",
                source.c_str());
-  return ChatTemplate::kPlain;
+  return {};
 }
 
 // The host as a URL writes it: an IPv6 address in brackets (http://[::1]:8080/).
@@ -160,7 +142,9 @@ void add_serve_command(CLI::App& app) {
     a->serve.model_name = a->name.empty() ? model_name_of(a->model) : a->name;
     if (!a->memory_limit.empty())
       a->serve.memory_limit = parse_byte_size(a->memory_limit, "--memory-limit");
-    a->serve.chat_template = choose_chat_template(a->chat_template, a->model);
+    const ChosenTemplate chat = choose_chat_template(a->chat_template, a->model);
+    a->serve.chat_template = chat.family;
+    a->serve.chat_style = chat.style;
     a->serve.kv_cache = resolve_kv_cache_type(parse_kv_cache_type(a->kv_cache), *loaded.model);
     InferenceServer server(*loaded.model, *loaded.tokenizer, a->serve);
     const int port = server.start();
@@ -171,8 +155,12 @@ void add_serve_command(CLI::App& app) {
         url_host(a->serve.host).c_str(), port, a->serve.model_name.c_str(), c.n_chains(),
         server.max_sessions(), server.threads(), server.max_queue());
     std::printf("chainlm serve: memory estimated %s\n", server.estimated_memory().describe().c_str());
-    std::printf("chainlm serve: chat template %s, KV cache %s\n", chat_template_name(a->serve.chat_template),
-                kv_cache_type_name(a->serve.kv_cache));
+    std::string style;  // what the model's template adds to its family
+    if (!chat.style.default_system.empty()) style = " (with its default system message)";
+    if (chat.family == ChatTemplate::kLlama31)
+      style = chat.style.today ? " (today's date)" : cat(" (", chat.style.date, ")");
+    std::printf("chainlm serve: chat template %s%s, KV cache %s\n", chat_template_name(chat.family),
+                style.c_str(), kv_cache_type_name(a->serve.kv_cache));
     if (a->serve.api_key.empty() && !is_loopback_host(a->serve.host))
       std::fprintf(stderr,
                    "chainlm serve: warning: listening on %s, reachable from other machines, without an API key: "

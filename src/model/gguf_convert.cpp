@@ -172,6 +172,9 @@ GgufExportSummary export_gguf(const Model& model, const GgufExportOptions& o, co
   w.add_float32("llama.rope.freq_base", model.config().rope_theta);
   w.add_float32("llama.attention.layer_norm_rms_epsilon", model.config().norm_eps);
   add_tokenizer(w, o.tokenizer, h.vocab_size);
+  // llama.cpp's server and chainlm's read the chat format from here.
+  if (!o.tokenizer.empty() && !o.chat_template.empty())
+    w.add_string("tokenizer.chat_template", o.chat_template);
   if (h.rope_scaling.enabled()) {
     // Not llama.rope.scaling.*: llama.cpp would take those for linear/YaRN scaling on top.
     w.add_string(kRopeScalingKey, rope_scaling_to_json(h.rope_scaling).dump());

@@ -17,6 +17,7 @@ struct GgufExportOptions {
   std::string type;
   std::string tokenizer;  // a SentencePiece tokenizer spec to embed; "" writes "no_vocab"
   std::string name;       // general.name
+  std::string chat_template;  // tokenizer.chat_template (Jinja), when the model carries one
 };
 
 struct GgufExportSummary {

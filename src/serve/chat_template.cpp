@@ -1,5 +1,7 @@
 #include "serve/chat_template.h"
 
+#include <ctime>
+
 #include "core/error.h"
 
 namespace chainlm {
@@ -39,10 +41,10 @@ void check_roles(const std::vector<ChatMessage>& messages) {
 }  // namespace
 
 ChatTemplate parse_chat_template(const std::string& name) {
-  for (ChatTemplate t : {ChatTemplate::kPlain, ChatTemplate::kChatML, ChatTemplate::kLlama2, ChatTemplate::kLlama3,
-                         ChatTemplate::kZephyr})
+  for (ChatTemplate t : {ChatTemplate::kPlain, ChatTemplate::kChatML, ChatTemplate::kLlama2,
+                         ChatTemplate::kLlama3, ChatTemplate::kLlama31, ChatTemplate::kZephyr})
     if (name == chat_template_name(t)) return t;
-  fail("chat template '", name, "' is not one of plain, chatml, llama2, llama3, zephyr");
+  fail("chat template '", name, "' is not one of plain, chatml, llama2, llama3, llama3.1, zephyr");
 }
 
 const char* chat_template_name(ChatTemplate t) {
@@ -50,6 +52,8 @@ const char* chat_template_name(ChatTemplate t) {
     case ChatTemplate::kChatML: return "chatml";
     case ChatTemplate::kLlama2: return "llama2";
     case ChatTemplate::kLlama3: return "llama3";
+    case ChatTemplate::kLlama31:
+      return "llama3.1";
     case ChatTemplate::kZephyr: return "zephyr";
     case ChatTemplate::kPlain: break;
   }
@@ -58,18 +62,60 @@ const char* chat_template_name(ChatTemplate t) {
 
 std::optional<ChatTemplate> detect_chat_template(const std::string& jinja) {
   if (jinja.find("<|im_start|>") != std::string::npos) return ChatTemplate::kChatML;
-  if (jinja.find("<|start_header_id|>") != std::string::npos) return ChatTemplate::kLlama3;
+  if (jinja.find("<|start_header_id|>") != std::string::npos)
+    return jinja.find("Cutting Knowledge Date") != std::string::npos ? ChatTemplate::kLlama31
+                                                                     : ChatTemplate::kLlama3;
   if (jinja.find("<|user|>") != std::string::npos) return ChatTemplate::kZephyr;
   if (jinja.find("[INST]") != std::string::npos) return ChatTemplate::kLlama2;
   return std::nullopt;
 }
 
+ChatStyle detect_chat_style(const std::string& jinja, ChatTemplate t) {
+  ChatStyle style;
+  if (t == ChatTemplate::kLlama31) style.today = jinja.find("strftime_now") != std::string::npos;
+  if (t != ChatTemplate::kChatML) return style;
+  // A system turn written as one literal, '<|im_start|>system\nTEXT<|im_end|>\n', is the default
+  // one (a template writing the conversation's own builds it from message['content']).
+  const std::string open = "<|im_start|>system";
+  for (size_t at = jinja.find(open); at != std::string::npos; at = jinja.find(open, at + 1)) {
+    size_t text = at + open.size();
+    if (jinja.compare(text, 1, "\n") == 0)
+      text += 1;
+    else if (jinja.compare(text, 2, "\\n") == 0)  // the Jinja string's own escape
+      text += 2;
+    else
+      continue;
+    const size_t end = jinja.find("<|im_end|>", text);
+    if (end == std::string::npos) break;
+    std::string s = jinja.substr(text, end - text);
+    if (s.empty() || s.find_first_of("'\"{}+") != std::string::npos) continue;
+    for (size_t i = 0; i < s.size(); ++i) {  // the Jinja string's \n escapes, as newlines
+      const bool escape = s[i] == '\\' && i + 1 < s.size() && s[i + 1] == 'n';
+      style.default_system += escape ? '\n' : s[i];
+      i += escape ? 1 : 0;
+    }
+    break;
+  }
+  return style;
+}
+
+std::string chat_date_today() {
+  const std::time_t now = std::time(nullptr);
+  std::tm local{};
+  localtime_r(&now, &local);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%d %b %Y", &local);
+  return buf;
+}
+
 std::vector<ChatSegment> render_chat(ChatTemplate t, const std::vector<ChatMessage>& messages,
-                                     bool add_generation_prompt) {
+                                     bool add_generation_prompt, const ChatStyle& style) {
   check_roles(messages);
   Builder b;
   switch (t) {
     case ChatTemplate::kChatML:
+      if (!style.default_system.empty() && messages[0].role != "system")
+        b.text(cat("<|im_start|>system\n", style.default_system, "<|im_end|>\n"));
       for (const ChatMessage& m : messages) b.text(cat("<|im_start|>", m.role, "\n", m.content, "<|im_end|>\n"));
       if (add_generation_prompt) b.text("<|im_start|>assistant\n");
       break;
@@ -107,6 +153,22 @@ std::vector<ChatSegment> render_chat(ChatTemplate t, const std::vector<ChatMessa
         b.text(cat("<|start_header_id|>", m.role, "<|end_header_id|>\n\n", strip(m.content), "<|eot_id|>"));
       if (add_generation_prompt) b.text("<|start_header_id|>assistant<|end_header_id|>\n\n");
       break;
+    case ChatTemplate::kLlama31: {
+      // The system turn is always there: the knowledge and today's dates, then the
+      // conversation's system message (trimmed) if it has one.
+      b.bos();
+      const bool has_system = messages[0].role == "system";
+      b.text(
+          cat("<|start_header_id|>system<|end_header_id|>\n\nCutting Knowledge Date: December "
+              "2023\nToday Date: ",
+              style.today ? chat_date_today() : style.date, "\n\n",
+              has_system ? strip(messages[0].content) : "", "<|eot_id|>"));
+      for (size_t i = has_system ? 1 : 0; i < messages.size(); ++i)
+        b.text(cat("<|start_header_id|>", messages[i].role, "<|end_header_id|>\n\n",
+                   strip(messages[i].content), "<|eot_id|>"));
+      if (add_generation_prompt) b.text("<|start_header_id|>assistant<|end_header_id|>\n\n");
+      break;
+    }
     case ChatTemplate::kZephyr:
       for (const ChatMessage& m : messages) {
         b.text(cat("<|", m.role, "|>\n", m.content));
@@ -138,7 +200,9 @@ std::string chat_text(const std::vector<ChatSegment>& segments, const std::strin
 std::vector<std::string> chat_stop_strings(ChatTemplate t) {
   switch (t) {
     case ChatTemplate::kChatML: return {"<|im_end|>"};
-    case ChatTemplate::kLlama3: return {"<|eot_id|>"};
+    case ChatTemplate::kLlama3:
+    case ChatTemplate::kLlama31:
+      return {"<|eot_id|>"};
     case ChatTemplate::kLlama2:
     case ChatTemplate::kZephyr: return {};  // their turns end with EOS
     case ChatTemplate::kPlain: break;

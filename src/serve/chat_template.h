@@ -10,20 +10,39 @@
 
 namespace chainlm {
 
-enum class ChatTemplate { kPlain, kChatML, kLlama2, kLlama3, kZephyr };
+enum class ChatTemplate { kPlain, kChatML, kLlama2, kLlama3, kLlama31, kZephyr };
 
 struct ChatMessage {
   std::string role;  // "system", "user" or "assistant"
   std::string content;
 };
 
-// "plain", "chatml", "llama2", "llama3", "zephyr" and back (throws naming the accepted names).
+// "plain", "chatml", "llama2", "llama3", "llama3.1", "zephyr" and back (throws naming the
+// accepted names). llama3.1 is the Llama-3.1/3.2/3.3 format: llama3 with a system turn that is
+// always there and opens with "Cutting Knowledge Date: December 2023\nToday Date: DATE\n\n".
 ChatTemplate parse_chat_template(const std::string& name);
 const char* chat_template_name(ChatTemplate t);
 
 // The family of a Jinja chat_template (a HF tokenizer_config.json's), by the markers each
 // writes; nullopt when none matches.
 std::optional<ChatTemplate> detect_chat_template(const std::string& jinja);
+
+// What a model's own template adds to its family's format.
+struct ChatStyle {
+  // chatml: the system turn the template writes when the conversation has none (SmolLM2's "You
+  // are a helpful AI assistant named SmolLM, ...").
+  std::string default_system;
+  // llama3.1: the "Today Date" of the system turn. Llama-3.1 and 3.3 templates fix it; Llama-3.2's
+  // take today's date (strftime_now), which `today` asks for and chat_date_today() gives.
+  std::string date = "26 Jul 2024";
+  bool today = false;
+};
+
+// The style of a Jinja template of family t (what detect_chat_template found).
+ChatStyle detect_chat_style(const std::string& jinja, ChatTemplate t);
+
+// Today's date as transformers' strftime_now("%d %b %Y") gives it ("05 Dec 2026").
+std::string chat_date_today();
 
 // A rendered conversation: text, with the template's BOS and EOS kept apart so they can become
 // the tokenizer's BOS and EOS ids (a SentencePiece model reads "<s>" in text as three pieces).
@@ -35,7 +54,7 @@ struct ChatSegment {
 // Throws chainlm::Error naming the message when the template cannot take the conversation
 // (an unknown role; Llama-2: roles not alternating user/assistant after an optional system).
 std::vector<ChatSegment> render_chat(ChatTemplate t, const std::vector<ChatMessage>& messages,
-                                     bool add_generation_prompt);
+                                     bool add_generation_prompt, const ChatStyle& style = {});
 
 // The segments as one string with BOS and EOS written as these strings (Hugging Face's text).
 std::string chat_text(const std::vector<ChatSegment>& segments, const std::string& bos, const std::string& eos);

@@ -43,6 +43,7 @@ struct ServeOptions {
   std::vector<std::string> cors_origins;
   // How /v1/chat/completions turns messages into a prompt (serve/chat_template.h).
   ChatTemplate chat_template = ChatTemplate::kPlain;
+  ChatStyle chat_style;  // what the model's own template adds to its family's
   // Memory budget (0 = what the machine has available): the model plus max_sessions sessions
   // at full context must fit, or the server refuses to start (docs/reliability.md).
   uint64_t memory_limit = 0;

@@ -244,7 +244,7 @@ void InferenceServer::Impl::chat_completions(const std::string& body, httplib::R
   ChatRequest chat = parse_chat_request(parse_json_body(body), model.config());
   std::vector<ChatSegment> segments;
   try {
-    segments = render_chat(opt.chat_template, chat.messages, true);
+    segments = render_chat(opt.chat_template, chat.messages, true, opt.chat_style);
   } catch (const Error& e) {
     throw RequestError("messages", e.what());
   }

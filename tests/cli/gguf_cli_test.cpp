@@ -3,12 +3,17 @@
 // (f32: the same greedy text as the run's sub-model 1), and what cannot be exported is refused
 // without writing anything.
 #include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
+#include "io/gguf.h"
 #include "io/test_temp_dir.h"
 #include "run_cli.h"
+#include "spawn_process.h"
 
 namespace chainlm {
 namespace {
@@ -107,6 +112,42 @@ TEST_F(GgufCli, ExportsAFileEveryInferenceCommandReads) {
     EXPECT_EQ(r.exit_code, 0) << type << ": " << r.err;
     EXPECT_TRUE(fs::exists(out)) << type;
   }
+}
+
+// A model with a chat template (tokenizer_config.json) keeps it in the GGUF file, where llama.cpp
+// writes it and where chainlm serve reads it: a chat model exported stayed a chat model only in
+// name (serve fell back to "plain").
+TEST_F(GgufCli, TheChatTemplateTravelsInTheFile) {
+  const std::string checkpoint = run + "/" + testing::trimmed(testing::read_bytes(run + "/latest"));
+  const std::string smol =
+      "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}{{ "
+      "'<|im_start|>system\n"
+      "You are a helpful AI assistant named SmolLM<|im_end|>\n' }}{% endif %}{{'<|im_start|>' + "
+      "message['role'] + "
+      "'\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}";
+  write_bytes(checkpoint + "/tokenizer_config.json",
+              nlohmann::json{{"chat_template", smol}}.dump());
+  const std::string f = dir.file("chat.gguf");
+  auto r = run_chainlm(
+      dir, "export --format gguf --model " + quote(run) + " --chains 1 --out " + quote(f));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const GgufReader gguf(f);
+  ASSERT_TRUE(gguf.has("tokenizer.chat_template"));
+  EXPECT_EQ(gguf.get_string("tokenizer.chat_template"), smol);
+  // serve reads it: ChatML, with the template's default system turn.
+  const std::string out = dir.file("serve.out"), err = dir.file("serve.err");
+  const pid_t pid = testing::spawn(
+      {CHAINLM_BINARY, "serve", "--model", f, "--port", "0", "--threads", "1"}, {}, out, err);
+  ASSERT_GT(pid, 0);
+  std::string printed;
+  for (int i = 0; i < 1000 && !contains(printed, "chat template"); ++i) {
+    printed = testing::read_bytes(out);
+    ::usleep(10000);
+  }
+  ::kill(pid, SIGTERM);
+  ::waitpid(pid, nullptr, 0);
+  EXPECT_TRUE(contains(printed, "chat template chatml (with its default system message)"))
+      << printed << testing::read_bytes(err);
 }
 
 TEST_F(GgufCli, RefusesWithoutWritingAnything) {

@@ -35,7 +35,7 @@ std::vector<float> logits_of(Model& m, int k, const std::vector<int>& tokens) {
 }
 
 GgufExportOptions options(const std::string& type, int chains = 1) {
-  return {.chains = chains, .type = type, .tokenizer = "", .name = "test"};
+  return {.chains = chains, .type = type, .tokenizer = "", .name = "test", .chat_template = ""};
 }
 
 using test::error_of;

@@ -29,7 +29,9 @@ ModelConfig scaled_config() {
   return c;
 }
 
-GgufExportOptions options() { return {.chains = 1, .type = "f32", .tokenizer = "", .name = "test"}; }
+GgufExportOptions options() {
+  return {.chains = 1, .type = "f32", .tokenizer = "", .name = "test", .chat_template = ""};
+}
 
 std::vector<float> logits_of(Model& m, const std::vector<int>& tokens) {
   std::vector<float> out(tokens.size() * m.config().vocab_size);

@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cctype>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -25,21 +26,32 @@ json vectors() {
 
 TEST(ChatTemplate, RendersAsHuggingFacesJinja) {
   const json v = vectors();
-  ASSERT_EQ(v["cases"].size(), 50u);
+  ASSERT_EQ(v["cases"].size(), 80u);
   int refused = 0;
   for (const json& c : v["cases"]) {
     const std::string family = c["family"];
     const json& f = v["families"][family];
     std::vector<ChatMessage> messages;
     for (const json& m : c["messages"]) messages.push_back({m["role"], m["content"]});
-    const ChatTemplate t = parse_chat_template(family);
+    // A model's own variant of a family (SmolLM2's ChatML, Llama-3.2's dated Llama-3.1) names it.
+    const ChatTemplate t = parse_chat_template(f.value("family", family));
+    ChatStyle style;
+    if (family != "plain") {
+      style = detect_chat_style(f["template"], t);
+      EXPECT_EQ(style.default_system, f.value("default_system", "")) << family;
+      EXPECT_EQ(style.today, f.contains("date")) << family;  // strftime_now: today's date
+      if (style.today) {
+        style.today = false;  // the day the vectors were made on, not today
+        style.date = f["date"];
+      }
+    }
     const std::string where = family + " " + c["messages"].dump() + " gen=" + c["add_generation_prompt"].dump();
     if (c["rendered"].is_null()) {  // the Jinja template raises: so must the renderer
-      EXPECT_THROW(render_chat(t, messages, c["add_generation_prompt"]), Error) << where;
+      EXPECT_THROW(render_chat(t, messages, c["add_generation_prompt"], style), Error) << where;
       ++refused;
       continue;
     }
-    const auto segments = render_chat(t, messages, c["add_generation_prompt"]);
+    const auto segments = render_chat(t, messages, c["add_generation_prompt"], style);
     EXPECT_EQ(chat_text(segments, f["bos_token"], f["eos_token"]), c["rendered"].get<std::string>()) << where;
     if (family != "plain") {
       // Real models' templates are recognized by what they write.
@@ -55,7 +67,9 @@ TEST(ChatTemplate, NamesRolesAndStops) {
     parse_chat_template("vicuna");
     ADD_FAILURE();
   } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("not one of plain, chatml, llama2, llama3, zephyr"), std::string::npos);
+    EXPECT_NE(
+        std::string(e.what()).find("not one of plain, chatml, llama2, llama3, llama3.1, zephyr"),
+        std::string::npos);
   }
   EXPECT_EQ(detect_chat_template("{{ messages }}"), std::nullopt);
   try {
@@ -75,6 +89,30 @@ TEST(ChatTemplate, NamesRolesAndStops) {
   EXPECT_EQ(s[3].kind, ChatSegment::kBos);
   EXPECT_EQ(chat_stop_strings(ChatTemplate::kChatML), std::vector<std::string>{"<|im_end|>"});
   EXPECT_EQ(chat_stop_strings(ChatTemplate::kPlain), std::vector<std::string>{"\nUser:"});
+  EXPECT_EQ(chat_stop_strings(ChatTemplate::kLlama31), std::vector<std::string>{"<|eot_id|>"});
+}
+
+// A default system turn written inside a Jinja string with \n escapes (Qwen-style), not only
+// with real newlines (SmolLM2's, in the vectors); a system turn built from the conversation's
+// own message is no default.
+TEST(ChatTemplate, DefaultSystemTurnsAndTheDate) {
+  const std::string qwen =
+      R"({%- if messages[0]['role'] == 'system' %}{{- '<|im_start|>system\n' + messages[0]['content'] + )"
+      R"('<|im_end|>\n' }}{%- else %}{{- '<|im_start|>system\nYou are Qwen.\nBe brief.<|im_end|>\n' }}{%- endif %})";
+  EXPECT_EQ(detect_chat_style(qwen, ChatTemplate::kChatML).default_system,
+            "You are Qwen.\nBe brief.");
+  const auto s = render_chat(ChatTemplate::kChatML, {{"user", "hi"}}, true,
+                             detect_chat_style(qwen, ChatTemplate::kChatML));
+  EXPECT_EQ(chat_text(s, "", ""),
+            "<|im_start|>system\nYou are Qwen.\nBe "
+            "brief.<|im_end|>\n<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n");
+  const std::string own = R"({{'<|im_start|>system\n' + message['content'] + '<|im_end|>'}})";
+  EXPECT_EQ(detect_chat_style(own, ChatTemplate::kChatML).default_system, "");
+  const std::string date = chat_date_today();  // "05 Dec 2026", as strftime("%d %b %Y")
+  ASSERT_EQ(date.size(), 11u) << date;
+  EXPECT_TRUE(std::isdigit((unsigned char)date[0]) && std::isdigit((unsigned char)date[1]) &&
+              date[2] == ' ' && date[6] == ' ')
+      << date;
 }
 
 }  // namespace

@@ -258,6 +258,17 @@ TEST_F(ServeChat, ServeCommandRecognizesTheTemplateOfTheModelDirectory) {
   }
   const std::string out = served({});
   EXPECT_NE(out.find("chat template chatml"), std::string::npos) << out;
+  // Llama-3.1/3.2/3.3: their own family, with the date their template writes (a Llama-3.1
+  // template rendered as Llama-3.0 lost the whole system turn).
+  {
+    std::ofstream f(model + "/chat_template.jinja");
+    f << "{{- bos_token }}{%- if not date_string is defined %}{%- set date_string = \"26 Jul "
+         "2024\" %}{%- endif %}"
+         "{{- \"<|start_header_id|>system<|end_header_id|>\\n\\n\" }}{{- \"Cutting Knowledge Date: "
+         "December 2023\\n\" }}";
+  }
+  const std::string llama31 = served({});
+  EXPECT_NE(llama31.find("chat template llama3.1 (26 Jul 2024)"), std::string::npos) << llama31;
 }
 
 }  // namespace
