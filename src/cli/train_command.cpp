@@ -1,5 +1,7 @@
 // chainlm train: train a model from a config (or resume a run) on prepared token shards,
 // in one process or data-parallel under mpirun (docs/distributed.md).
+#include <unistd.h>
+
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
@@ -26,6 +28,13 @@ namespace chainlm::cli {
 namespace fs = std::filesystem;
 
 namespace {
+
+// This machine's name, for messages of one rank among several.
+std::string this_host_name() {
+  char name[256] = {};
+  return ::gethostname(name, sizeof name - 1) == 0 ? std::string(name)
+                                                   : std::string("unknown host");
+}
 
 std::string absolute_path(const std::string& p) { return fs::absolute(p).lexically_normal().string(); }
 
@@ -169,8 +178,12 @@ void add_train_command(CLI::App& app) {
     set_num_threads(a->threads > 0 ? a->threads : launched_by_mpi() ? default_threads_per_rank(comm) : 0);
     // Errors every rank meets at the same point end the job with one message (rank 0's, or the
     // first failing rank's) and exit code 1 on every rank.
+    // A rank's own error names the rank (and machine): the other ranks' data may be fine.
     auto agree = [&comm](const std::string& local_error) {
-      const std::string e = comm.first_error(local_error);
+      const std::string e = comm.first_error(local_error.empty() || comm.size() == 1
+                                                 ? local_error
+                                                 : cat("rank ", comm.rank(), " of ", comm.size(),
+                                                       " (", this_host_name(), "): ", local_error));
       if (e.empty()) return;
       if (comm.is_root()) throw Error(e);
       std::exit(1);
@@ -393,6 +406,19 @@ void add_train_command(CLI::App& app) {
     }
     agree(error);
     Trainer& trainer = *trainer_ptr;
+    // Every rank must read the same data (a stale copy on one machine trained silently, to other
+    // losses): rank 0's shards' fingerprints against each rank's.
+    if (comm.size() > 1) {
+      const std::string mine = trainer.data_fingerprint();
+      std::string rank0 = mine;
+      comm.broadcast(rank0);
+      agree(
+          mine == rank0
+              ? std::string()
+              : cat("the data in ", opt.data_dir, " differs from rank 0's (rank 0: ", rank0,
+                    "; here: ", mine,
+                    "); give every rank the same data (copy the data directory to every machine)"));
+    }
     if (sampler) trainer.set_sampler(sampler);
     const ModelConfig& c = model->config();
     if (!a->quiet && root) {

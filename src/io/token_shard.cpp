@@ -10,6 +10,7 @@
 
 #include "core/error.h"
 #include "io/atomic_file.h"
+#include "io/safetensors.h"
 
 namespace chainlm {
 
@@ -145,6 +146,27 @@ TokenShard::TokenShard(const std::string& path) : path_(path), file_(path, "toke
                 ": header says ", count_, " tokens (", bytes_per_token_,
                 " bytes each) but the file has ", payload,
                 " bytes of tokens; truncated or corrupt");
+}
+
+std::string TokenShard::fingerprint() const {
+  const uint64_t bytes = file_.size();
+  constexpr uint64_t kBlock = 64 << 10, kBlocks = 64;
+  uint32_t crc = 0;
+  uint64_t sampled = 0;
+  if (bytes <= kBlock * kBlocks) {
+    crc = crc32_of(file_.data(), bytes);
+    sampled = bytes;
+  } else {
+    std::string blocks;
+    for (uint64_t i = 0; i < kBlocks; ++i) {
+      const uint64_t at = (bytes - kBlock) * i / (kBlocks - 1);
+      blocks.append(reinterpret_cast<const char*>(file_.data()) + at, kBlock);
+    }
+    crc = crc32_of(blocks.data(), blocks.size());
+    sampled = blocks.size();
+  }
+  return cat(count_, " tokens, vocab ", vocab_size_, ", crc32 ", crc32_hex(crc), " of ", sampled,
+             " sampled bytes");
 }
 
 uint32_t TokenShard::at(uint64_t i) const {

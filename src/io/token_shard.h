@@ -57,6 +57,11 @@ class TokenShard {
   uint64_t size() const { return count_; }
   uint32_t vocab_size() const { return vocab_size_; }
   uint32_t at(uint64_t i) const;  // bounds-checked
+  // "N tokens, vocab V, crc32 C of S sampled bytes": the count, the vocabulary and a CRC of up to
+  // 64 blocks of 64 KiB spread over the file. Ranks of a training compare theirs: a stale or
+  // other copy of the data on one machine differs in it (not proof of equality, but cheap on a
+  // multi-GB shard).
+  std::string fingerprint() const;
   // Copies tokens [start, start + n) into out; throws if the range leaves the shard or a
   // stored token is >= vocab_size (a corrupt shard must not index past an embedding table).
   void read(uint64_t start, uint64_t n, int32_t* out) const;

@@ -18,6 +18,7 @@ class TokenDataset {
   uint64_t size() const { return shard_.size(); }
   uint32_t vocab_size() const { return shard_.vocab_size(); }
   const std::string& path() const { return shard_.path(); }
+  std::string fingerprint() const { return shard_.fingerprint(); }
 
   // Fills tokens and targets (rows*T each) with rows [row0, row0 + rows) of the
   // batch_rows-row batch of (step, micro).

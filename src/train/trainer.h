@@ -55,6 +55,11 @@ class Trainer {
 
   // One optimizer step (collective); returns the losses of the whole global batch.
   StepLosses train_step();
+  // The training and validation shards' fingerprints (TokenShard::fingerprint), for the ranks
+  // of a data-parallel run to check they all read the same data.
+  std::string data_fingerprint() const {
+    return "train.bin " + train_.fingerprint() + "; val.bin " + val_.fingerprint();
+  }
   // Mean validation loss of every sub-model k = 1..n (index k-1); the windows are split
   // across the ranks (collective).
   std::vector<double> validate();

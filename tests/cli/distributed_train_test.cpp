@@ -328,6 +328,33 @@ TEST_F(DistributedTrain, ErrorsEndEveryRankWithOneMessage) {
   EXPECT_FALSE(fs::exists(run + "/latest"));
 }
 
+// One machine holding a stale copy of the data (here: rank 1 in a mount namespace where another
+// data directory is mounted over the path) trained silently to other losses. The ranks compare
+// their shards' fingerprints before step 1, and the job ends naming the rank and its machine.
+TEST_F(DistributedTrain, RanksReadingOtherDataAreRefusedNamingTheRank) {
+  if (std::system("unshare -m true >/dev/null 2>&1") != 0)
+    GTEST_SKIP() << "needs unshare -m (root) to give one rank other data on one machine";
+  const std::string other = dir.file("other");
+  std::string text;
+  for (int i = 0; i < 300; ++i) text += "a different corpus, line " + std::to_string(i) + "\n";
+  test::make_byte_data_dir(text, other, 0.2);
+  const std::string wrap = dir.file("other_data.sh");
+  write_bytes(wrap, "#!/bin/sh\nexec unshare -m sh -c 'mount --bind " + other + " " + data +
+                        " && exec \"$0\" \"$@\"' \"$@\"\n");
+  fs::permissions(wrap, fs::perms::owner_all);
+  const std::string args =
+      " " + train_args("chains.json", dir.file("run"), "--steps 2 --batch-size 4");
+  const std::string cmd = testing::mpirun_command(2, 60) + " -np 1 '" + CHAINLM_BINARY + "'" +
+                          args + " : -np 1 " + quote(wrap) + " '" + CHAINLM_BINARY + "'" + args +
+                          " >/dev/null 2>" + quote(dir.file("err.txt"));
+  const int status = std::system(cmd.c_str());
+  EXPECT_NE(status, 0);
+  const std::string err = read_bytes(dir.file("err.txt"));
+  EXPECT_NE(err.find("rank 1 of 2 ("), std::string::npos) << err;
+  EXPECT_NE(err.find("differs from rank 0's"), std::string::npos) << err;
+  EXPECT_FALSE(fs::exists(dir.file("run/latest")));
+}
+
 // bench train under mpirun: the global batch over the ranks, and the communication figures.
 TEST_F(DistributedTrain, BenchTrainReportsCommunication) {
   RunResult r = run_chainlm_mpi(dir, 2, "bench train --config " + quote(dir.file("chains.json")) +

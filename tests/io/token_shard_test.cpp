@@ -189,6 +189,29 @@ TEST(TokenShardWriter, NothingAppearsBeforeCommit) {
   EXPECT_EQ(others_in(dir.path(), {"train.bin"}), std::vector<std::string>{});
 }
 
+// The ranks of a data-parallel run compare fingerprints: a copy of the same data matches, a
+// shard of other tokens (at either end of a multi-MB file, where the sampled blocks lie) or
+// another count does not.
+TEST(TokenShard, FingerprintTellsOtherDataApart) {
+  TempDir dir;
+  std::vector<uint32_t> tokens(3000000);
+  for (size_t i = 0; i < tokens.size(); ++i) tokens[i] = (uint32_t)((i * 2654435761u) % 300);
+  write_token_shard(dir.file("a.bin"), tokens, 300);
+  write_token_shard(dir.file("same.bin"), tokens, 300);
+  const std::string a = TokenShard(dir.file("a.bin")).fingerprint();
+  EXPECT_EQ(TokenShard(dir.file("same.bin")).fingerprint(), a);
+  EXPECT_NE(a.find("3000000 tokens, vocab 300"), std::string::npos) << a;
+  for (size_t at : {size_t(0), tokens.size() - 1}) {
+    std::vector<uint32_t> other = tokens;
+    other[at] = (other[at] + 1) % 300;
+    write_token_shard(dir.file("b.bin"), other, 300);
+    EXPECT_NE(TokenShard(dir.file("b.bin")).fingerprint(), a) << at;
+  }
+  tokens.pop_back();
+  write_token_shard(dir.file("c.bin"), tokens, 300);
+  EXPECT_NE(TokenShard(dir.file("c.bin")).fingerprint(), a);
+}
+
 TEST(TokenShard, TruncatedFile) {
   TempDir dir;
   const std::string path = dir.file("t.bin");
