@@ -36,7 +36,7 @@ nlohmann::json model_info_json(const Model& model) {
   const int hd = L.head_dim;
   nlohmann::json j = config_to_json(c);
   j["head_dim"] = hd;
-  j["architecture"] = c.n_chains() == 1 ? "LLaMA" : c.kv_share ? "CoLM-Air" : "CoLM";
+  j["architecture"] = c.architecture();
   if (c.phd.enabled()) j["phd_name"] = c.phd.name();  // e.g. PHD-CSWA-2-16-32 (its settings: "phd")
   j["params"] = model.params().numel();
   j["weights"] = {{"format", model.weight_format()}, {"bytes", model.weight_bytes()}};

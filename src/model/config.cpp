@@ -124,6 +124,11 @@ PhdConfig phd_from_json(const nlohmann::json& j, const std::string& where) {
 
 }  // namespace
 
+std::string ModelConfig::architecture() const {
+  const std::string base = kv_share ? "CoLM-Air" : n_chains() > 1 ? "CoLM" : "LLaMA";
+  return phd.enabled() ? base + " + " + phd.name() : base;
+}
+
 std::string PhdConfig::name() const {
   if (repeat <= 1) return "";
   std::ostringstream os;
@@ -202,6 +207,13 @@ void validate_phd(const ModelConfig& c, const std::string& where) {
   CHAINLM_CHECK(p.window < hidden || p.window == 0, where, ": 'phd.window' (", p.window,
                 ") is larger than the sequence: it must be < (repeat-1)*max_seq_len = ", hidden,
                 ", the hidden tokens of a whole max_seq_len sequence");
+  // CSWA: the window reaches only into the query's chunk, which holds (K-1)*C hidden tokens.
+  const long chunk_hidden = (long)(p.repeat - 1) * p.chunk;
+  CHAINLM_CHECK(
+      p.chunk == 0 || p.window < chunk_hidden, where, ": 'phd.window' (", p.window,
+      ") is larger than a chunk: it must be < (repeat-1)*chunk = ", chunk_hidden,
+      ", the hidden tokens of one chunk, which the window never reaches past (a larger one could "
+      "never be filled)");
   CHAINLM_CHECK(p.chunk <= c.max_seq_len, where, ": 'phd.chunk' (", p.chunk,
                 ") is larger than the sequence: it must be <= max_seq_len (", c.max_seq_len, ")");
   CHAINLM_CHECK((long)p.repeat * c.max_seq_len <= (1L << 30), where, ": 'phd.repeat' (", p.repeat,

@@ -43,6 +43,9 @@ struct ModelConfig {
 
   int head_dim() const { return dim / n_heads; }
   int n_chains() const { return static_cast<int>(chains.size()); }
+  // "LLaMA", "CoLM", "CoLM-Air" (kv_share), with " + PHD-CSWA-2-16-32" for a PHD model: what
+  // `info` and the server's /v1/models call it.
+  std::string architecture() const;
   int chain_sum() const;
 };
 

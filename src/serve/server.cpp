@@ -239,13 +239,12 @@ json InferenceServer::Impl::models_json() const {
     sub.push_back({{"chains", k},
                    {"dim", model.layout().dim.prefix(k)},
                    {"parameters", model.num_params(k)}});
-  std::string architecture = c.kv_share ? "CoLM-Air" : (c.n_chains() > 1 ? "CoLM" : "LLaMA");
+  const std::string architecture = c.architecture();
   // PHD settings as config.json writes them, plus their name ("PHD-CSWA-2-16-32"); null without.
   json phd = nullptr;
   if (c.phd.enabled()) {
     phd = config_to_json(c)["phd"];
     phd["name"] = c.phd.name();
-    architecture += " + " + c.phd.name();
   }
   json m = {{"id", opt.model_name},
             {"object", "model"},

@@ -44,6 +44,7 @@ TEST_F(PhdCommands, InfoAndTheStartLineNameThePhdSettings) {
       << info.out;
   auto j = nlohmann::json::parse(run_chainlm(dir, "info --json --model " + quote(run)).out);
   EXPECT_EQ(j["phd_name"], "PHD-CSWA-3-4-8");
+  EXPECT_EQ(j["architecture"], "CoLM-Air + PHD-CSWA-3-4-8");  // as the server's /v1/models says
   auto train = run_chainlm(dir, "train --out " + quote(run) + " --resume --steps 4");
   ASSERT_EQ(train.exit_code, 0) << train.err;
   EXPECT_NE(train.err.find("chains [1,1,2] (CoLM-Air), PHD-CSWA-3-4-8"), std::string::npos) << train.err;

@@ -117,7 +117,7 @@ INSTANTIATE_TEST_SUITE_P(Ordinary, PhdSession,
                                            ModelVariant{{1}, false, 1, false, 4, 2, 0, false},
                                            ModelVariant{{1}, false, 0, false, 2, 4, 8, false},
                                            ModelVariant{{1}, false, 0, false, 3, 3, 4, true},
-                                           ModelVariant{{1}, false, 0, false, 4, 16, 5, false}),
+                                           ModelVariant{{1}, false, 0, false, 4, 14, 5, false}),
                          variant_name);
 INSTANTIATE_TEST_SUITE_P(Chains, PhdSession, ::testing::ValuesIn(kChained), variant_name);
 INSTANTIATE_TEST_SUITE_P(Chains, PhdChainSession, ::testing::ValuesIn(kChained), variant_name);

@@ -100,6 +100,15 @@ TEST(PhdConfig, RejectsBadInputNamingTheFieldAndRule) {
   EXPECT_NO_THROW(with_phd({{"repeat", 2}, {"window", 63}}));
   e = error_of({{"repeat", 2}, {"window", 16}, {"chunk", 65}});
   EXPECT_TRUE(has(e, "'phd.chunk'") && has(e, "larger than the sequence")) << e;
+  // CSWA: the window stays inside its chunk, whose hidden stream holds (K-1)*C tokens. A larger
+  // one was accepted and named PHD-CSWA-2-16-8, which `info` described as caching 16.
+  e = error_of({{"repeat", 2}, {"window", 16}, {"chunk", 8}});
+  EXPECT_TRUE(has(e, "'phd.window'") && has(e, "larger than a chunk") &&
+              has(e, "(repeat-1)*chunk = 8"))
+      << e;
+  e = error_of({{"repeat", 3}, {"window", 16}, {"chunk", 8}});
+  EXPECT_TRUE(has(e, "(repeat-1)*chunk = 16")) << e;
+  EXPECT_NO_THROW(with_phd({{"repeat", 3}, {"window", 15}, {"chunk", 8}}));
   e = error_of({{"repeat", 1}, {"window", 4}});
   EXPECT_TRUE(has(e, "'phd.window'") && has(e, "repeat' >= 2")) << e;
   e = error_of({{"repeat", 2}, {"position_ids", "rotated"}});

@@ -138,12 +138,13 @@ INSTANTIATE_TEST_SUITE_P(All, PhdModel,
                          ::testing::Values(ModelVariant{{1}, false, 0, false, 2, 0, 0, false},
                                            ModelVariant{{1}, false, 1, false, 3, 0, 0, true},
                                            ModelVariant{{1}, false, 0, false, 2, 3, 0, false},
-                                           ModelVariant{{1}, false, 0, false, 3, 4, 2, false},
+                                           ModelVariant{{1}, false, 0, false, 3, 3, 2, false},
                                            ModelVariant{{1, 1}, false, 0, false, 3, 2, 0, true},
                                            ModelVariant{{1, 1}, true, 2, false, 2, 2, 3, false},
                                            ModelVariant{{1, 2, 1}, false, 4, false, 4, 5, 3, false},
                                            ModelVariant{{1, 2, 1}, true, 2, false, 2, 0, 0, true},
-                                           ModelVariant{{1, 1}, false, 0, false, 3, 2, 4, false, true}),
+                                           ModelVariant{
+                                               {1, 1}, false, 0, false, 3, 2, 4, false, true}),
                          variant_name);
 
 INSTANTIATE_TEST_SUITE_P(MultiChain, PhdChainModel,
