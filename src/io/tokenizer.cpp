@@ -148,6 +148,17 @@ std::string find_tokenizer_in_dir(const std::string& dir) {
     fail(legacy.string(), ": neither a Hugging Face tokenizers file nor chainlm's byte tokenizer descriptor ",
          "(expected {\"kind\": \"byte\"})");
   }
+  // A training run directory: the checkpoint its `latest` names carries the tokenizer (as
+  // --model RUN follows `latest`).
+  const fs::path latest = fs::path(dir) / "latest";
+  if (fs::is_regular_file(latest, ec)) {
+    std::string name = read_file(latest.string());
+    while (!name.empty() && (name.back() == '\n' || name.back() == ' ')) name.pop_back();
+    const fs::path checkpoint = fs::path(dir) / name;
+    if (!name.empty() && name != "." && name != ".." && name.find('/') == std::string::npos &&
+        fs::is_directory(checkpoint, ec))
+      return find_tokenizer_in_dir(checkpoint.string());
+  }
   fail("no tokenizer in directory ", dir, " (expected ", kModelFile, ", ", kLegacyDescriptorFile, " or ",
        kDescriptorFile, "); pass --tokenizer with the tokenizer the model was trained with");
 }

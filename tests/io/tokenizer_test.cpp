@@ -316,5 +316,19 @@ TEST_F(SentencePieceTraining, ADirectorysCompanionFilesComeWithItsModel) {
   EXPECT_FALSE(std::filesystem::exists(alone / "tokenizer_config.json"));
 }
 
+// `tokenizer encode --tokenizer RUN` follows the run's `latest` as `--model RUN` does (it said
+// "no tokenizer in directory"); a `latest` naming the run itself is not followed round.
+TEST(TokenizerDirectory, ARunDirectoryFollowsLatest) {
+  TempDir dir;
+  const std::filesystem::path run = dir.path() / "run";
+  std::filesystem::create_directories(run / "step-00000002");
+  save_tokenizer_to_dir("byte", (run / "step-00000002").string());
+  write_bytes((run / "latest").string(), "step-00000002\n");
+  EXPECT_EQ(find_tokenizer_in_dir(run.string()), "byte");
+  EXPECT_EQ(load_tokenizer(run.string())->vocab_size(), 258);
+  write_bytes((run / "latest").string(), ".\n");
+  EXPECT_THROW(find_tokenizer_in_dir(run.string()), Error);
+}
+
 }  // namespace
 }  // namespace chainlm
