@@ -296,7 +296,6 @@ void add_train_command(CLI::App& app) {
                        opt.precision.c_str(), a->precision.c_str());
         change("--precision", a->precision, opt.precision);
         if (!a->data.empty()) change("--data", absolute_path(a->data), opt.data_dir);
-        if (!changed.empty() && !a->quiet) std::fprintf(stderr, "resume: %s\n", changed.c_str());
         require_data_tokenizer(opt.data_dir);
         // A checkpoint without its tokenizer (removed by hand) would take the data's unchecked
         // and pass it on to every later checkpoint.
@@ -310,6 +309,9 @@ void add_train_command(CLI::App& app) {
                       " chain(s); --freeze-chains cannot change on resume");
         CHAINLM_CHECK(!cmd->count("--train-only") || a->train_only == opt.train_only,
                       "train --resume: --train-only cannot change on resume");
+        // Said once the resume is known to go ahead (a refusal after "resume: --steps 20 -> 25"
+        // read as if the change had been made).
+        if (!changed.empty() && !a->quiet) std::fprintf(stderr, "resume: %s\n", changed.c_str());
       } else {
         CHAINLM_CHECK(!a->config.empty() || !a->init.empty(),
                       "train: --config (a new model) or --init (existing weights) is required, or "
