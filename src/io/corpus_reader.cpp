@@ -240,6 +240,16 @@ std::string read_text_file(const std::string& path) {
   return std::move(file.bytes);
 }
 
+std::string invalid_utf8_note(const std::string& path, std::string_view bytes) {
+  const Utf8Check utf8 = check_utf8(bytes);
+  if (utf8.ok()) return "";
+  return cat(path, ": ", utf8.invalid, " invalid UTF-8 sequence", utf8.invalid == 1 ? "" : "s",
+             ", the first at byte ", utf8.first_invalid, " (line ",
+             line_of(bytes, utf8.first_invalid),
+             "); the tokenizer reads each as U+FFFD (or as bytes), so those texts are not scored "
+             "as written");
+}
+
 Corpus stream_corpus(const CorpusOptions& o,
                      const std::function<void(std::string&&)>& on_document) {
   CHAINLM_CHECK(!o.text_field.empty(), "--text-field must not be empty");

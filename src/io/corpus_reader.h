@@ -5,6 +5,7 @@
 // SentencePiece's sentences).
 #include <functional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace chainlm {
@@ -72,5 +73,9 @@ Corpus stream_corpus(const CorpusOptions& options,
 // decompressed, archives, UTF-16/32 and binary data refused with what to do, a UTF-8 byte-order
 // mark dropped; its bytes, not split.
 std::string read_text_file(const std::string& path);
+
+// For a file read with read_text_file: "PATH: N invalid UTF-8 sequences, the first at byte B
+// (line L); ..." as prepare warns of them, "" when the bytes are valid UTF-8.
+std::string invalid_utf8_note(const std::string& path, std::string_view bytes);
 
 }  // namespace chainlm

@@ -131,6 +131,20 @@ TEST(EvalFiles, CompressedFilesAreReadAndOtherEncodingsNamed) {
   write_bytes(dir.file("u16.txt"), u16);
   const std::string e = error_of([&] { read_hellaswag_file(dir.file("u16.txt")); });
   EXPECT_NE(e.find("is UTF-16 (little-endian) text"), std::string::npos) << e;
+  // Invalid UTF-8 is read, with the warning prepare gives (it passed without a word).
+  write_bytes(dir.file("latin1.txt"), kTask + "caf\xE9\n2\na\nb\nc\nd\n");
+  write_bytes(dir.file("latin1.jsonl"),
+              "{\"sentence_good\": \"a b\", \"sentence_bad\": \"b a\"}\n");
+  ::testing::internal::CaptureStderr();
+  EXPECT_EQ(read_hellaswag_file(dir.file("latin1.txt")).size(), 2u);
+  const std::string warned = ::testing::internal::GetCapturedStderr();
+  EXPECT_NE(warned.find("latin1.txt: 1 invalid UTF-8 sequence, the first at byte"),
+            std::string::npos)
+      << warned;
+  EXPECT_NE(warned.find("(line 7)"), std::string::npos) << warned;
+  ::testing::internal::CaptureStderr();
+  EXPECT_EQ(read_sentence_pairs_file(dir.file("latin1.jsonl")).size(), 1u);
+  EXPECT_EQ(::testing::internal::GetCapturedStderr(), "");  // valid: no warning
 }
 
 TEST(EvalCommands, BadFilesFailWithTheirLineNumber) {
