@@ -266,6 +266,10 @@ void InferenceServer::Impl::chat_completions(const std::string& body, httplib::R
     else if (i > 0)
       ids.push_back(tok.bos_id());
   }
+  // A template whose text opens with the BOS token itself (SmolLM2's BOS is <|im_start|>) has
+  // it once, as Hugging Face's apply_chat_template gives it, not twice.
+  if (ids.size() > 1 && ids[1] == tok.bos_id() && segments[0].kind == ChatSegment::kText)
+    ids.erase(ids.begin());
   if ((int)ids.size() > c.max_seq_len)
     throw RequestError("messages", cat("the conversation is ", ids.size(), " tokens in the ",
                                        chat_template_name(opt.chat_template),

@@ -271,5 +271,52 @@ TEST_F(ServeChat, ServeCommandRecognizesTheTemplateOfTheModelDirectory) {
   EXPECT_NE(llama31.find("chat template llama3.1 (26 Jul 2024)"), std::string::npos) << llama31;
 }
 
+// SmolLM2-Instruct: ChatML whose template writes a default system turn, with <|im_start|> as
+// the tokenizer's BOS. The prompt is the template's text tokenized once, as Hugging Face's
+// apply_chat_template gives it: with the default system turn, and one <|im_start|> in front,
+// not the BOS put before a text that opens with it (it was doubled).
+TEST(ServeChatHf, SmolLmStyleTemplateAndBos) {
+  TempDir dir;
+  const std::string vectors = std::string(CHAINLM_SOURCE_DIR) + "/tests/vectors/hf_tokenizers/";
+  json tj = json::parse(testing::read_bytes(vectors + "llama3.tokenizer.json"));
+  tj["added_tokens"].push_back({{"id", 787}, {"content", "<|im_start|>"}, {"special", true}});
+  tj["added_tokens"].push_back({{"id", 788}, {"content", "<|im_end|>"}, {"special", true}});
+  const std::string model = dir.file("smol");
+  testing::write_tiny_model(model, true, 256, 32, 2, {}, 789);
+  std::filesystem::remove(model + "/chainlm_tokenizer.json");
+  testing::write_bytes(model + "/tokenizer.json", tj.dump());
+  const std::string jinja =
+      "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}{{ "
+      "'<|im_start|>system\n"
+      "You are a helpful AI assistant named SmolLM<|im_end|>\n' }}{% endif %}{{'<|im_start|>' + "
+      "message['role'] + "
+      "'\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}";
+  testing::write_bytes(
+      model + "/tokenizer_config.json",
+      json{{"bos_token", "<|im_start|>"}, {"eos_token", "<|im_end|>"}, {"chat_template", jinja}}
+          .dump());
+  ServeOptions o;
+  o.threads = 1;
+  o.max_sessions = 1;
+  o.chat_template = *detect_chat_template(jinja);
+  o.chat_style = detect_chat_style(jinja, o.chat_template);
+  ASSERT_EQ(o.chat_template, ChatTemplate::kChatML);
+  ServerUnderTest s(model, o);
+  auto r = s.client().Post(
+      "/v1/chat/completions",
+      json{{"messages", {{{"role", "user"}, {"content", "Hi"}}}}, {"max_tokens", 1}}.dump(),
+      "application/json");
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 200) << r->body;
+  const auto tok = load_tokenizer(model);
+  ASSERT_EQ(tok->bos_id(), 787);
+  const std::vector<int> expected = tok->encode(
+      "<|im_start|>system\nYou are a helpful AI assistant named "
+      "SmolLM<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n"
+      "<|im_start|>assistant\n");
+  ASSERT_EQ(expected.at(0), 787);
+  EXPECT_EQ(json::parse(r->body)["usage"]["prompt_tokens"], expected.size()) << r->body;
+}
+
 }  // namespace
 }  // namespace chainlm
