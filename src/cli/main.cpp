@@ -1,4 +1,7 @@
 // chainlm: train, grow, tune, evaluate and serve Chain-of-Model and PHD language models.
+#include <unistd.h>
+
+#include <csignal>
 #include <cstdio>
 #include <exception>
 #include <string>
@@ -18,9 +21,23 @@ bool waits_passively(int argc, char** argv) {
          (command == "bench" && argc > 2 && std::string(argv[2]) == "train");
 }
 
+// Token shards and weights are memory-mapped: a file truncated or replaced in place while in
+// use (`: > train.bin` during a training) ends the process with SIGBUS, which said nothing.
+// Say what it was, then die of the signal as before (exit status 135 in a shell).
+void on_sigbus(int) {
+  static const char message[] =
+      "chainlm: error: a file mapped into memory (a token shard or a model's weights) was "
+      "truncated or "
+      "replaced while in use (SIGBUS); checkpoints and outputs already written are complete\n";
+  (void)!::write(2, message, sizeof message - 1);
+  ::signal(SIGBUS, SIG_DFL);
+  ::raise(SIGBUS);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
+  ::signal(SIGBUS, on_sigbus);
   if (waits_passively(argc, argv)) chainlm::reexec_with_passive_wait(argv);
   CLI::App app{"chainlm: Chain-of-Model (CoLM, CoLM-Air) and PHD-Transformer language models on CPUs"};
   app.require_subcommand(1);

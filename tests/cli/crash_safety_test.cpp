@@ -558,6 +558,26 @@ TEST_F(CrashSafety, UnwritableRunDirectoryAtStartAndMidRun) {
   expect_identical(read_state(runp), ref, "resumed after EACCES");
 }
 
+// The token shards are memory-mapped: train.bin truncated in place while a run trains ends it
+// with SIGBUS, which used to say nothing. It is said (and the signal kept), and the last
+// checkpoint stays the run's, loadable.
+TEST_F(CrashSafety, AShardTruncatedWhileTrainingIsNamed) {
+  const std::string runp = dir.file("run");
+  const std::string out = dir.file("out.txt"), err = dir.file("err.txt");
+  const pid_t pid =
+      spawn(train_args(runp, 6), {{"CHAINLM_PAUSE_AT", "checkpoint.after_prune:1"}}, out, err);
+  int status = 0;
+  ASSERT_EQ(::waitpid(pid, &status, WUNTRACED), pid);
+  ASSERT_TRUE(WIFSTOPPED(status)) << read_bytes(err);
+  fs::resize_file(fs::path(data) / "train.bin", 0);
+  ::kill(pid, SIGCONT);
+  const Outcome r = finish(pid, out, err);
+  EXPECT_EQ(r.signal, SIGBUS) << r.code << " " << r.err;
+  EXPECT_TRUE(contains(r.err, "was truncated or replaced while in use (SIGBUS)")) << r.err;
+  EXPECT_EQ(read_bytes(runp + "/latest"), "step-00000001\n");
+  expect_loadable(runp, "after SIGBUS");
+}
+
 // ---------------------------------------------------------------------------------------------
 // Non-finite losses and gradients.
 
