@@ -110,6 +110,11 @@ CarriedChatTemplate carried_chat_template(const std::string& model_arg) {
         if (named.is_object() && named.value("name", "") == "default" &&
             named.contains("template") && named["template"].is_string())
           return {named["template"].get<std::string>(), config.string()};
+    // Anything else is a broken file, not "no template" (the model was served as plain).
+    CHAINLM_CHECK(t.is_null() || t.is_array(), config.string(), ": \"chat_template\" is a ",
+                  t.type_name(),
+                  ", not a Jinja string or a list of {\"name\", \"template\"}; fix it or pass "
+                  "--chat-template");
   }
   // Recent transformers save the template in a file of its own beside tokenizer_config.json.
   const fs::path own_file = dir / "chat_template.jinja";

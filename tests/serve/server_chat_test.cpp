@@ -269,6 +269,20 @@ TEST_F(ServeChat, ServeCommandRecognizesTheTemplateOfTheModelDirectory) {
   }
   const std::string llama31 = served({});
   EXPECT_NE(llama31.find("chat template llama3.1 (26 Jul 2024)"), std::string::npos) << llama31;
+  // A chat_template that is neither a string nor a list is a broken file: refused by name, not
+  // served as plain without a word.
+  {
+    std::ofstream f(model + "/tokenizer_config.json");
+    f << json{{"chat_template", 42}}.dump();
+  }
+  const testing::Spawned bad =
+      testing::spawn_serve(dir, {"--model", model, "--port", "0", "--threads", "1"}, {});
+  EXPECT_EQ(bad.port, 0);
+  int status = 0;
+  if (bad.pid > 0) ::waitpid(bad.pid, &status, 0);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) != 0);
+  const std::string err = testing::read_bytes(dir.file("serve.err"));
+  EXPECT_NE(err.find("\"chat_template\" is a number"), std::string::npos) << err;
 }
 
 // SmolLM2-Instruct: ChatML whose template writes a default system turn, with <|im_start|> as
