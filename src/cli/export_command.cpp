@@ -201,6 +201,7 @@ void export_hf_directory(const ExportArgs& a, Model& model, int k, const std::st
       tokenizer_note = "tokenizer.json, tokenizer_config.json, generation_config.json (Hugging Face tokenizer)";
     } else if (!tokenizer.empty()) {
       write_file_atomic((fs::path(tmp) / "tokenizer.model").string(), sentencepiece_model_bytes(tokenizer));
+      copy_sentencepiece_companions(tokenizer, tmp);  // the chat template, BOS/EOS files beside it
       tokenizer_note = "tokenizer.model (SentencePiece)";
     }
     // Read it back the way every chainlm command will, and compare logits on a probe: with the

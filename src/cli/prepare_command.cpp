@@ -39,6 +39,12 @@ void check_output_dir(const PrepareOptions& o) {
   if (!fs::exists(o.out, ec)) return;
   CHAINLM_CHECK(fs::is_directory(o.out, ec), "prepare: --out ", o.out,
                 " is a file, not a directory (nothing was written)");
+  // What a prepare killed part-way left (its temporary shards) is not data: it goes first.
+  for (const char* name :
+       {"train.bin", "val.bin", "meta.json", kPrepareMarker, "tokenizer.model", "tokenizer.json",
+        "tokenizer_config.json", "generation_config.json", "chainlm_tokenizer.json",
+        "special_tokens_map.json", "chat_template.jinja"})
+    remove_stale_temporaries(o.out, std::string(name) + ".tmp.");
   if (o.overwrite) return;
   if (prepare_interrupted(o.out)) {  // its data is unusable (train refuses it): prepared again
     std::fprintf(stderr,

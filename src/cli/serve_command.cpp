@@ -110,9 +110,12 @@ void add_serve_command(CLI::App& app) {
   cmd->add_option("--cors-origin", a->serve.cors_origins,
                   "A web origin (e.g. https://app.example) whose pages may call the API; repeatable; '*' = any. "
                   "Default: none, and requests from other origins' pages are refused");
-  cmd->add_option("--chat-template", a->chat_template,
-                  "How /v1/chat/completions writes a conversation: plain, chatml, llama2, llama3, zephyr "
-                  "(default: recognized from a Hugging Face directory's tokenizer_config.json, else plain)");
+  cmd->add_option(
+      "--chat-template", a->chat_template,
+      "How /v1/chat/completions writes a conversation: plain, chatml, llama2, llama3, llama3.1, "
+      "zephyr (default: recognized from the model's chat template: a directory's "
+      "tokenizer_config.json or chat_template.jinja, a GGUF's tokenizer.chat_template; else "
+      "plain)");
   cmd->add_option("--name", a->name,
                   "Model name in the API (default: the --model file or directory name)");
   cmd->callback([a, api_key]() {

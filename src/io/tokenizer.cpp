@@ -200,14 +200,23 @@ void check_same_tokenizer(const std::string& data_dir, const std::string& model_
 // the tokenizer but users and tools need: the chat template (serve picks the format from it),
 // BOS/EOS and special tokens. Copied when the tokenizer comes from such a directory, so an
 // export or a quantized copy of a chat model stays a chat model.
-void copy_tokenizer_companions(const fs::path& from_dir, const std::string& dir,
-                               std::initializer_list<const char*> names) {
+static void copy_tokenizer_companions(const fs::path& from_dir, const std::string& dir,
+                                      std::initializer_list<const char*> names) {
   std::error_code ec;
   for (const char* name : names) {
     const fs::path from = from_dir / name, to = fs::path(dir) / name;
     if (!fs::is_regular_file(from, ec) || fs::equivalent(from, to, ec)) continue;
     write_file_atomic(to.string(), read_file(from.string()));
   }
+}
+
+void copy_sentencepiece_companions(const std::string& spec, const std::string& dir) {
+  std::error_code ec;
+  const std::string source = fs::is_directory(spec, ec) ? find_tokenizer_in_dir(spec) : spec;
+  if (fs::path(source).filename() != kModelFile) return;  // a .model file on its own
+  copy_tokenizer_companions(fs::path(source).parent_path(), dir,
+                            {"tokenizer_config.json", "generation_config.json",
+                             "special_tokens_map.json", "chat_template.jinja"});
 }
 
 void save_tokenizer_to_dir(const std::string& spec, const std::string& dir) {
@@ -236,11 +245,7 @@ void save_tokenizer_to_dir(const std::string& spec, const std::string& dir) {
     // A GGUF's tokenizer is the SentencePiece model inside it, not the file.
     if (!fs::equivalent(source, model, ec))
       write_file_atomic(model.string(), is_gguf_file(source) ? sentencepiece_model_in_gguf(source) : read_file(source));
-    if (fs::path(source).filename() ==
-        kModelFile)  // from a directory: a HF one keeps its companions
-      copy_tokenizer_companions(fs::path(source).parent_path(), dir,
-                                {"tokenizer_config.json", "generation_config.json",
-                                 "special_tokens_map.json", "chat_template.jinja"});
+    copy_sentencepiece_companions(source, dir);  // from a HF directory: its chat template, BOS/EOS
   }
 }
 

@@ -75,6 +75,11 @@ inline constexpr const char* kGgufSentencePieceKey = "chainlm.tokenizer.sentence
 // The bytes of the SentencePiece model a spec names: a .model file, a directory holding one, or
 // a GGUF carrying one. Throws naming the spec when it names another kind of tokenizer.
 std::string sentencepiece_model_bytes(const std::string& spec);
+// When spec is (or its directory holds) a tokenizer.model: the tokenizer_config.json,
+// generation_config.json, special_tokens_map.json and chat_template.jinja beside it, copied into
+// dir (a HF export writing the .model itself keeps the chat template; save_tokenizer_to_dir
+// does the same).
+void copy_sentencepiece_companions(const std::string& spec, const std::string& dir);
 
 // The one scheme for carrying a tokenizer inside a data or checkpoint directory (the first
 // present wins):

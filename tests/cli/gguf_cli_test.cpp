@@ -148,6 +148,12 @@ TEST_F(GgufCli, TheChatTemplateTravelsInTheFile) {
   ::waitpid(pid, nullptr, 0);
   EXPECT_TRUE(contains(printed, "chat template chatml (with its default system message)"))
       << printed << testing::read_bytes(err);
+  // A HF export keeps it beside its tokenizer.model, as a quantized copy does.
+  r = run_chainlm(dir, "export --format hf --model " + quote(run) + " --chains 1 --out " +
+                           quote(dir.file("hf")));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(testing::read_bytes(dir.file("hf/tokenizer_config.json")),
+            testing::read_bytes(checkpoint + "/tokenizer_config.json"));
 }
 
 TEST_F(GgufCli, RefusesWithoutWritingAnything) {

@@ -317,6 +317,22 @@ TEST(PrepareCommand, AnInterruptedOverwriteIsRefusedUntilPreparedAgain) {
     EXPECT_EQ(e.path().filename().string().find(".tmp."), std::string::npos) << e.path();
   train = run_chainlm(dir, train_args);
   EXPECT_EQ(train.exit_code, 0) << train.err;
+
+  // Killed before its mark (while the shards stream to temporary files) into a new --out: the
+  // next prepare there takes the dead one's temporaries away instead of calling them data.
+  const std::string fresh = dir.file("fresh");
+  const RunResult early = run_chainlm(
+      dir,
+      "env CHAINLM_CRASH_AT=atomic_file.after_data:1 '" + std::string(CHAINLM_BINARY) +
+          "' prepare --tokenizer byte --input " + q(dir.file("b.txt")) + " --out " + q(fresh),
+      /*raw=*/true);
+  ASSERT_NE(early.exit_code, 0);
+  ASSERT_FALSE(std::filesystem::is_empty(fresh));  // the temporary shards
+  RunResult after = run_chainlm(
+      dir, "prepare --tokenizer byte --input " + q(dir.file("b.txt")) + " --out " + q(fresh));
+  EXPECT_EQ(after.exit_code, 0) << after.err;
+  for (const auto& e : std::filesystem::directory_iterator(fresh))
+    EXPECT_EQ(e.path().filename().string().find(".tmp."), std::string::npos) << e.path();
 }
 
 }  // namespace
