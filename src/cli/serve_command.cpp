@@ -36,10 +36,21 @@ struct ChosenTemplate {
 // tokenizer.chat_template, or plain. A template that is none of the known families is reported
 // and plain used.
 ChosenTemplate choose_chat_template(const std::string& given, const std::string& model) {
-  if (!given.empty()) return {parse_chat_template(given), {}};
-  const CarriedChatTemplate carried = carried_chat_template(model);
+  CarriedChatTemplate carried;
+  try {
+    carried = carried_chat_template(model);
+  } catch (const Error&) {
+    if (given.empty()) throw;  // with --chat-template, a broken file only loses its additions
+  }
   const std::string& jinja = carried.jinja;
   const std::string& source = carried.source;
+  if (!given.empty()) {
+    // The family named; the model's own additions (a default system turn, today's date) kept
+    // when its template is of that family.
+    const ChatTemplate family = parse_chat_template(given);
+    const auto own = jinja.empty() ? std::nullopt : detect_chat_template(jinja);
+    return {family, own == family ? detect_chat_style(jinja, family) : ChatStyle{}};
+  }
   if (jinja.empty()) return {};
   if (const auto t = detect_chat_template(jinja)) return {*t, detect_chat_style(jinja, *t)};
   std::fprintf(stderr,

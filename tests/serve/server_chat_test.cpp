@@ -269,6 +269,21 @@ TEST_F(ServeChat, ServeCommandRecognizesTheTemplateOfTheModelDirectory) {
   }
   const std::string llama31 = served({});
   EXPECT_NE(llama31.find("chat template llama3.1 (26 Jul 2024)"), std::string::npos) << llama31;
+  // Named on the command line, the family keeps the model template's additions when it is the
+  // model's own family (here the date), not when it is another.
+  {
+    std::ofstream f(model + "/chat_template.jinja");
+    f << "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}{{ "
+         "'<|im_start|>system\n"
+         "You are SmolLM<|im_end|>\n' }}{% endif %}{{'<|im_start|>' + message['role'] + '\n' + "
+         "message['content'] + "
+         "'<|im_end|>' + '\n'}}{% endfor %}";
+  }
+  const std::string named = served({"--chat-template", "chatml"});
+  EXPECT_NE(named.find("chat template chatml (with its default system message)"), std::string::npos)
+      << named;
+  const std::string other = served({"--chat-template", "zephyr"});
+  EXPECT_NE(other.find("chat template zephyr,"), std::string::npos) << other;
   // A chat_template that is neither a string nor a list is a broken file: refused by name, not
   // served as plain without a word.
   {
