@@ -159,15 +159,9 @@ void read_text(const CorpusOptions& o, std::string_view bytes, CorpusFile& f,
     for_each_document(bytes, keep);
     return;
   }
-  size_t pos = 0;
-  while (pos < bytes.size()) {
-    size_t nl = bytes.find('\n', pos);
-    if (nl == std::string_view::npos) nl = bytes.size();
-    std::string_view line = bytes.substr(pos, nl - pos);
-    pos = nl + 1;
-    if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+  for_each_line(bytes, [&](std::string_view line) {
     if (line.find_first_not_of(" \t") != std::string_view::npos) keep(std::string(line));
-  }
+  });
 }
 
 }  // namespace

@@ -16,10 +16,7 @@ bool is_separator(std::string_view line) {
 
 }  // namespace
 
-void for_each_document(std::string_view text,
-                       const std::function<void(std::string&&)>& on_document) {
-  std::string current;
-  bool in_document = false;
+void for_each_line(std::string_view text, const std::function<void(std::string_view)>& on_line) {
   size_t pos = 0;
   while (pos < text.size()) {
     size_t nl = text.find('\n', pos);
@@ -27,16 +24,25 @@ void for_each_document(std::string_view text,
     std::string_view line = text.substr(pos, nl - pos);
     pos = nl + 1;
     if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+    on_line(line);
+  }
+}
+
+void for_each_document(std::string_view text,
+                       const std::function<void(std::string&&)>& on_document) {
+  std::string current;
+  bool in_document = false;
+  for_each_line(text, [&](std::string_view line) {
     if (is_separator(line)) {
       if (in_document) on_document(std::move(current));
       current.clear();
       in_document = false;
-      continue;
+      return;
     }
     if (in_document) current += '\n';
     current += line;
     in_document = true;
-  }
+  });
   if (in_document) on_document(std::move(current));
 }
 
