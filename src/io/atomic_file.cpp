@@ -140,6 +140,12 @@ void remove_stale_temporaries(const std::string& dir, const std::string& prefix)
     while (i < name.size() && name[i] >= '0' && name[i] <= '9' && pid < (1L << 31))
       pid = pid * 10 + (name[i++] - '0');
     if (i == prefix.size() || pid <= 0 || pid >= (1L << 31)) continue;
+    // The temporaries' own forms only: PREFIX PID, or PREFIX PID.N (another output's name that
+    // merely starts like it, ".tmp-out-2-PID" for ".tmp-out-", is not one).
+    const std::string rest = name.substr(i);
+    if (!rest.empty() && (rest.size() < 2 || rest[0] != '.' ||
+                          rest.find_first_not_of("0123456789", 1) != std::string::npos))
+      continue;
     if (::kill((pid_t)pid, 0) == 0 || errno != ESRCH) continue;  // alive (or not ours to ask): kept
     std::error_code rm;
     fs::remove_all(it->path(), rm);

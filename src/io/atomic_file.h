@@ -50,7 +50,8 @@ std::string read_file(const std::string& path);
 void rename_no_replace(const std::string& from, const std::string& to, const std::string& what);
 
 // Removes what writers killed part-way (Ctrl-C, a kill, a crash) left in `dir`: entries named
-// `prefix` + PID + anything, whose PID is no running process. A live writer's are kept.
+// `prefix` + PID or `prefix` + PID + "." + N, whose PID is no running process. A live writer's
+// are kept.
 void remove_stale_temporaries(const std::string& dir, const std::string& prefix);
 
 // Makes a rename or file creation inside `dir` durable.

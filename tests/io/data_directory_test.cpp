@@ -65,6 +65,8 @@ TEST(AtomicFile, StaleTemporariesOfDeadWritersAreRemoved) {
   write_bytes(dir.file("val.bin.tmp." + dead + ".0"), "another file's");
   write_bytes(dir.file("train.bin.tmp.notapid"), "not a temporary");
   std::filesystem::create_directories(dir.file(".tmp-out-" + dead + "/sub"));
+  std::filesystem::create_directories(
+      dir.file(".tmp-out-" + dead + "-" + alive));  // ".tmp-out-N-"'s, live
   write_token_shard(dir.file("train.bin"), {1}, 10);
   EXPECT_FALSE(std::filesystem::exists(dir.file("train.bin.tmp." + dead + ".0")));
   EXPECT_TRUE(std::filesystem::exists(dir.file("train.bin.tmp." + alive + ".7")));
@@ -73,6 +75,7 @@ TEST(AtomicFile, StaleTemporariesOfDeadWritersAreRemoved) {
   EXPECT_TRUE(std::filesystem::exists(dir.file("train.bin.tmp.notapid")));
   remove_stale_temporaries(dir.path().string(), ".tmp-out-");
   EXPECT_FALSE(std::filesystem::exists(dir.file(".tmp-out-" + dead)));
+  EXPECT_TRUE(std::filesystem::exists(dir.file(".tmp-out-" + dead + "-" + alive)));
 }
 
 // Two writers racing for one new name: the second is told, and the first's file stays.
