@@ -9,6 +9,7 @@
 #include "io/gguf.h"
 #include "io/hf_tokenizer.h"
 #include "io/llama2c.h"
+#include "io/run_path.h"
 #include "io/safetensors.h"
 
 namespace chainlm {
@@ -150,14 +151,9 @@ std::string find_tokenizer_in_dir(const std::string& dir) {
   }
   // A training run directory: the checkpoint its `latest` names carries the tokenizer (as
   // --model RUN follows `latest`).
-  const fs::path latest = fs::path(dir) / "latest";
-  if (fs::is_regular_file(latest, ec)) {
-    std::string name = read_file(latest.string());
-    while (!name.empty() && (name.back() == '\n' || name.back() == ' ')) name.pop_back();
-    const fs::path checkpoint = fs::path(dir) / name;
-    if (!name.empty() && name != "." && name != ".." && name.find('/') == std::string::npos &&
-        fs::is_directory(checkpoint, ec))
-      return find_tokenizer_in_dir(checkpoint.string());
+  if (fs::is_regular_file(fs::path(dir) / "latest", ec)) {
+    const std::string checkpoint = resolve_checkpoint_dir(dir);  // dir itself when a checkpoint
+    if (checkpoint != dir) return find_tokenizer_in_dir(checkpoint);
   }
   fail("no tokenizer in directory ", dir, " (expected ", kModelFile, ", ", kLegacyDescriptorFile, " or ",
        kDescriptorFile, "); pass --tokenizer with the tokenizer the model was trained with");

@@ -21,31 +21,6 @@ namespace chainlm {
 
 namespace fs = std::filesystem;
 
-std::string resolve_checkpoint_dir(const std::string& path) {
-  // error_code overloads throughout: a path the OS refuses (too long, say) is a chainlm::Error.
-  std::error_code ec;
-  CHAINLM_CHECK(fs::exists(path, ec), path, ": no such checkpoint or run directory");
-  CHAINLM_CHECK(fs::is_directory(path, ec), path, ": not a directory (a chainlm checkpoint is a ",
-                "directory with config.json and model.safetensors)");
-  if (fs::exists(fs::path(path) / "config.json", ec)) return path;
-  const fs::path latest = fs::path(path) / "latest";
-  CHAINLM_CHECK(fs::exists(latest, ec), path,
-                ": neither a checkpoint (no config.json) nor a run directory (no 'latest' file)");
-  std::string name = read_file(latest.string());
-  while (!name.empty() && (name.back() == '\n' || name.back() == ' ')) name.pop_back();
-  // A corrupt `latest` must name a directory inside the run, never a path out of it.
-  const bool plain_name = !name.empty() && name.size() <= 255 && name != "." && name != ".." &&
-                          name.find_first_of(std::string("/\0", 2)) == std::string::npos;
-  CHAINLM_CHECK(plain_name, latest.string(), ": does not name a checkpoint directory of the run (",
-                name.size() > 80 ? cat("'", name.substr(0, 80), "...', ", name.size(), " bytes")
-                                 : cat("'", name, "'"),
-                ")");
-  const fs::path dir = fs::path(path) / name;
-  CHAINLM_CHECK(fs::is_directory(dir, ec), latest.string(), ": names checkpoint '", name,
-                "', which does not exist");
-  return dir.string();
-}
-
 namespace {
 
 // A quantized checkpoint (docs/quantization.md) names its block type in the metadata.

@@ -7,12 +7,10 @@
 #include <memory>
 #include <string>
 
+#include "io/run_path.h"  // resolve_checkpoint_dir
 #include "model/model.h"
 
 namespace chainlm {
-
-// Accepts a checkpoint directory or a run directory (follows its `latest` file).
-std::string resolve_checkpoint_dir(const std::string& path);
 
 // Loads config.json and model.safetensors, checking every tensor's presence and shape.
 // Also accepts a llama2.c checkpoint file (io/llama2c.h; a regular file that is one, or any
