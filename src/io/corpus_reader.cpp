@@ -70,12 +70,18 @@ void refuse_unreadable_content(const std::string& path, const DecompressedFile& 
   }
 }
 
+// "PATH: N invalid UTF-8 sequences, the first at byte B (line L)": how every report of them opens.
+std::string invalid_utf8_found(const std::string& path, std::string_view bytes,
+                               const Utf8Check& utf8) {
+  return cat(path, ": ", utf8.invalid, " invalid UTF-8 sequence", utf8.invalid == 1 ? "" : "s",
+             ", the first at byte ", utf8.first_invalid, " (line ",
+             line_of(bytes, utf8.first_invalid), ")");
+}
+
 std::string invalid_utf8_warning(const CorpusFile& f, std::string_view bytes,
                                  InvalidUtf8Policy policy) {
-  std::string message = f.path + ": " + std::to_string(f.invalid_utf8) + " invalid UTF-8 sequence" +
-                        (f.invalid_utf8 == 1 ? "" : "s") + ", the first at byte " +
-                        std::to_string(f.first_invalid) + " (line " +
-                        std::to_string(line_of(bytes, f.first_invalid)) + ")";
+  std::string message =
+      invalid_utf8_found(f.path, bytes, Utf8Check{f.invalid_utf8, f.first_invalid});
   if (policy == InvalidUtf8Policy::kSkip) {
     message += "; dropped the " + std::to_string(f.dropped_invalid) + " document" +
                (f.dropped_invalid == 1 ? "" : "s") + " holding them";
@@ -237,11 +243,9 @@ std::string read_text_file(const std::string& path) {
 std::string invalid_utf8_note(const std::string& path, std::string_view bytes) {
   const Utf8Check utf8 = check_utf8(bytes);
   if (utf8.ok()) return "";
-  return cat(path, ": ", utf8.invalid, " invalid UTF-8 sequence", utf8.invalid == 1 ? "" : "s",
-             ", the first at byte ", utf8.first_invalid, " (line ",
-             line_of(bytes, utf8.first_invalid),
-             "); the tokenizer reads each as U+FFFD (or as bytes), so those texts are not scored "
-             "as written");
+  return invalid_utf8_found(path, bytes, utf8) +
+         "; the tokenizer reads each as U+FFFD (or as bytes), so those texts are not scored as "
+         "written";
 }
 
 Corpus stream_corpus(const CorpusOptions& o,
@@ -263,10 +267,8 @@ Corpus stream_corpus(const CorpusOptions& o,
     const Utf8Check utf8 = check_utf8(bytes);
     f.invalid_utf8 = utf8.invalid;
     f.first_invalid = utf8.ok() ? 0 : utf8.first_invalid;
-    CHAINLM_CHECK(utf8.ok() || o.invalid_utf8 != InvalidUtf8Policy::kError, path, ": ",
-                  utf8.invalid, " invalid UTF-8 sequence", utf8.invalid == 1 ? "" : "s",
-                  ", the first at byte ", utf8.first_invalid, " (line ",
-                  line_of(bytes, utf8.first_invalid), "); refused by --invalid-utf8 error");
+    CHAINLM_CHECK(utf8.ok() || o.invalid_utf8 != InvalidUtf8Policy::kError,
+                  invalid_utf8_found(path, bytes, utf8), "; refused by --invalid-utf8 error");
 
     if (f.jsonl)
       read_jsonl(o, bytes, f, on_document);
