@@ -148,22 +148,21 @@ std::vector<ChatSegment> render_chat(ChatTemplate t, const std::vector<ChatMessa
       break;
     }
     case ChatTemplate::kLlama3:
-      b.bos();
-      for (const ChatMessage& m : messages)
-        b.text(cat("<|start_header_id|>", m.role, "<|end_header_id|>\n\n", strip(m.content), "<|eot_id|>"));
-      if (add_generation_prompt) b.text("<|start_header_id|>assistant<|end_header_id|>\n\n");
-      break;
     case ChatTemplate::kLlama31: {
-      // The system turn is always there: the knowledge and today's dates, then the
-      // conversation's system message (trimmed) if it has one.
       b.bos();
-      const bool has_system = messages[0].role == "system";
-      b.text(
-          cat("<|start_header_id|>system<|end_header_id|>\n\nCutting Knowledge Date: December "
-              "2023\nToday Date: ",
-              style.today ? chat_date_today() : style.date, "\n\n",
-              has_system ? strip(messages[0].content) : "", "<|eot_id|>"));
-      for (size_t i = has_system ? 1 : 0; i < messages.size(); ++i)
+      size_t first = 0;
+      if (t == ChatTemplate::kLlama31) {
+        // The system turn is always there: the knowledge and today's dates, then the
+        // conversation's system message (trimmed) if it has one.
+        const bool has_system = messages[0].role == "system";
+        b.text(
+            cat("<|start_header_id|>system<|end_header_id|>\n\nCutting Knowledge Date: December "
+                "2023\nToday Date: ",
+                style.today ? chat_date_today() : style.date, "\n\n",
+                has_system ? strip(messages[0].content) : "", "<|eot_id|>"));
+        first = has_system ? 1 : 0;
+      }
+      for (size_t i = first; i < messages.size(); ++i)
         b.text(cat("<|start_header_id|>", messages[i].role, "<|end_header_id|>\n\n",
                    strip(messages[i].content), "<|eot_id|>"));
       if (add_generation_prompt) b.text("<|start_header_id|>assistant<|end_header_id|>\n\n");
