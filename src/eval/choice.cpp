@@ -3,12 +3,10 @@
 #include <algorithm>
 #include <cctype>
 #include <charconv>
-#include <cstdio>
 
 #include "core/error.h"
 #include "eval/sequence_scorer.h"
 #include "eval/text_lines.h"
-#include "io/corpus_reader.h"
 
 namespace chainlm {
 
@@ -60,11 +58,7 @@ std::vector<ChoiceTask> parse_hellaswag(const std::string& text, const std::stri
 }
 
 std::vector<ChoiceTask> read_hellaswag_file(const std::string& path) {
-  const std::string text = read_text_file(path);
-  // Warned of, as prepare and eval ppl do: such a task scores other text than the file's.
-  if (const std::string note = invalid_utf8_note(path, text); !note.empty())
-    std::fprintf(stderr, "warning: %s\n", note.c_str());
-  return parse_hellaswag(text, path);
+  return parse_hellaswag(read_task_file(path), path);
 }
 
 ChoiceEvaluation evaluate_choice(Model& model, const Tokenizer& tokenizer,

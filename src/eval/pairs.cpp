@@ -2,13 +2,11 @@
 
 #include <algorithm>
 #include <cctype>
-#include <cstdio>
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
 #include "eval/sequence_scorer.h"
 #include "eval/text_lines.h"
-#include "io/corpus_reader.h"
 
 namespace chainlm {
 
@@ -55,11 +53,7 @@ std::vector<SentencePair> parse_sentence_pairs(const std::string& text, const st
 }
 
 std::vector<SentencePair> read_sentence_pairs_file(const std::string& path) {
-  const std::string text = read_text_file(path);
-  // Warned of, as prepare and eval ppl do: such a task scores other text than the file's.
-  if (const std::string note = invalid_utf8_note(path, text); !note.empty())
-    std::fprintf(stderr, "warning: %s\n", note.c_str());
-  return parse_sentence_pairs(text, path);
+  return parse_sentence_pairs(read_task_file(path), path);
 }
 
 PairsEvaluation evaluate_pairs(Model& model, const Tokenizer& tokenizer,
