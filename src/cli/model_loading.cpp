@@ -99,8 +99,7 @@ CarriedChatTemplate carried_chat_template(const std::string& model_arg) {
     try {
       j = nlohmann::json::parse(read_file(config.string()));
     } catch (const nlohmann::json::exception& e) {
-      fail(config.string(), " is not valid JSON (", json_error_reason(e),
-           "); pass --chat-template to choose one");
+      fail(config.string(), " is not valid JSON (", json_error_reason(e), ")");
     }
     const nlohmann::json t =
         j.is_object() ? j.value("chat_template", nlohmann::json()) : nlohmann::json();
@@ -112,9 +111,7 @@ CarriedChatTemplate carried_chat_template(const std::string& model_arg) {
           return {named["template"].get<std::string>(), config.string()};
     // Anything else is a broken file, not "no template" (the model was served as plain).
     CHAINLM_CHECK(t.is_null() || t.is_array(), config.string(), ": \"chat_template\" is a ",
-                  t.type_name(),
-                  ", not a Jinja string or a list of {\"name\", \"template\"}; fix it or pass "
-                  "--chat-template");
+                  t.type_name(), ", not a Jinja string or a list of {\"name\", \"template\"}");
   }
   // Recent transformers save the template in a file of its own beside tokenizer_config.json.
   const fs::path own_file = dir / "chat_template.jinja";

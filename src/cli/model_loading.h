@@ -40,7 +40,8 @@ void check_tokenizer_for_model(const std::string& model_arg, const std::string& 
 // tokenizer_config.json "chat_template" (a string, or the "default" of a list), else its
 // chat_template.jinja (where recent transformers save it); a GGUF file's
 // tokenizer.chat_template. "" when it carries none. Throws on a tokenizer_config.json that is
-// not JSON.
+// not JSON or whose chat_template is of another type (callers add what to do: serve names
+// --chat-template).
 struct CarriedChatTemplate {
   std::string jinja, source;
 };

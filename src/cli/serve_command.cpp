@@ -39,8 +39,9 @@ ChosenTemplate choose_chat_template(const std::string& given, const std::string&
   CarriedChatTemplate carried;
   try {
     carried = carried_chat_template(model);
-  } catch (const Error&) {
-    if (given.empty()) throw;  // with --chat-template, a broken file only loses its additions
+  } catch (const Error& e) {
+    // With --chat-template, a broken file only loses its additions; without, it is the way out.
+    if (given.empty()) fail(e.what(), "; fix it, or pass --chat-template to choose a template");
   }
   const std::string& jinja = carried.jinja;
   const std::string& source = carried.source;
