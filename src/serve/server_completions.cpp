@@ -2,6 +2,7 @@
 // requests into generations for the batch scheduler (one per choice: prompts x n), and their
 // answers, whole or streamed as server-sent events.
 #include <algorithm>
+#include <utility>
 
 #include "core/error.h"
 #include "serve/chat_request.h"
@@ -151,20 +152,31 @@ bool InferenceServer::Impl::stream(Job& job, httplib::DataSink& sink) {
       auto event = [&](const std::string& text, const char* finish, const std::vector<TokenLogprob>* lp) {
         return response_json(job, json::array({choice_json(job, c, text, finish, true, lp, c.text_sent)}), true);
       };
+      // A prompt of token ids may end inside a UTF-8 character that the completion finishes:
+      // those bytes go out with the completion's first text, so that no event splits the
+      // character (the joined events read as the non-streamed text). text_sent counts them
+      // with the prompt, where the log-probabilities' offsets place them.
+      std::string carried;
       if (job.request.echo) {  // the prompt first, as its own event (with its log-probabilities)
         const auto lp = with_lp ? c.gen->prompt_logprobs() : std::vector<TokenLogprob>();
-        const bool sent = send_now(event(c.prompt, nullptr, with_lp ? &lp : nullptr));
+        const size_t whole = c.prompt.size() - incomplete_utf8_tail(c.prompt);
+        carried = c.prompt.substr(whole);
+        const bool sent =
+            send_now(event(c.prompt.substr(0, whole), nullptr, with_lp ? &lp : nullptr));
         c.text_sent = c.prompt.size();
         if (!sent) {
           job.cancelled = true;
           break;
         }
       }
+      auto with_carried = [&](const std::string& text) {
+        return std::exchange(carried, std::string()) + text;
+      };
       const std::string tail = run(
           job, c,
           [&](const std::string& text, int chains) {
             const auto lp = with_lp ? fresh_logprobs() : std::vector<TokenLogprob>();
-            json e = event(text, nullptr, with_lp ? &lp : nullptr);
+            json e = event(with_carried(text), nullptr, with_lp ? &lp : nullptr);
             c.text_sent += text.size();
             c.role_sent = true;
             e["chainlm"] = {{"chains", chains}};
@@ -173,7 +185,8 @@ bool InferenceServer::Impl::stream(Job& job, httplib::DataSink& sink) {
           flush);
       if (job.cancelled) break;
       const auto lp = with_lp ? fresh_logprobs() : std::vector<TokenLogprob>();
-      json last = event(tail, finish_reason(c.result, c.text), with_lp ? &lp : nullptr);
+      json last =
+          event(with_carried(tail), finish_reason(c.result, c.text), with_lp ? &lp : nullptr);
       last["chainlm"] = stats_json(job, c);
       if (!job.chat && &c == &job.choices.back()) last["usage"] = usage_json(job);
       hold(last);  // goes out with the next write

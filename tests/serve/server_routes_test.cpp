@@ -105,6 +105,23 @@ TEST_F(ServeRoutes, TokenPromptsAndEcho) {
   for (size_t i = 0; i + 1 < events.size(); ++i) joined += json::parse(events[i])["choices"][0]["text"].get<std::string>();
   EXPECT_EQ(json::parse(events.at(0))["choices"][0]["text"], "hi");  // the prompt is the first event
   EXPECT_EQ(joined, "hi" + a["choices"][0]["text"].get<std::string>());
+  // A token prompt that ends inside a character the completion finishes (0xC3 then 0xA9, forced
+  // by logit_bias, is "é"): the stream does not split it, as the whole text does not.
+  const std::string split_char =
+      R"({"prompt": [104, 195], "max_tokens": 1, "echo": true, "logit_bias": {"169": 100}})";
+  auto whole = post("/v1/completions", split_char);
+  ASSERT_TRUE(whole);
+  EXPECT_EQ(json::parse(whole->body)["choices"][0]["text"], "h\xC3\xA9");
+  auto split =
+      post("/v1/completions", split_char.substr(0, split_char.size() - 1) + R"(, "stream": true})");
+  ASSERT_TRUE(split);
+  const auto split_events = testing::sse_data(split->body);
+  ASSERT_GE(split_events.size(), 3u) << split->body;
+  EXPECT_EQ(json::parse(split_events[0])["choices"][0]["text"], "h");
+  joined.clear();
+  for (size_t i = 0; i + 1 < split_events.size(); ++i)
+    joined += json::parse(split_events[i])["choices"][0]["text"].get<std::string>();
+  EXPECT_EQ(joined, "h\xC3\xA9");
   for (const auto& [body, message] : std::vector<std::pair<std::string, std::string>>{
            {R"({"prompt": [104, 300]})", "prompt[1] must be a token id in 0..257 (got 300)"},
            {R"({"prompt": ["a", 3]})", "prompt must be a string, a list of token ids, or a list of prompts"},
