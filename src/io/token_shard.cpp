@@ -32,6 +32,14 @@ uint32_t load_u32(const unsigned char* p) {
   return v;
 }
 
+// One stored token of `width` (2 or 4) bytes.
+uint32_t load_token(const unsigned char* p, uint32_t width) {
+  if (width == 4) return load_u32(p);
+  uint16_t v;
+  std::memcpy(&v, p, 2);
+  return v;
+}
+
 // `path`, once vocab_size is known to fit: checked before the temporary file is made.
 const std::string& path_with_checked_vocab(const std::string& path, uint32_t vocab_size) {
   CHAINLM_CHECK(vocab_size > 0 && vocab_size <= kMaxVocab, path, ": vocab_size ", vocab_size,
@@ -92,15 +100,7 @@ std::vector<uint32_t> TokenShardWriter::take(uint64_t start, uint64_t n) {
   std::vector<unsigned char> bytes(n * width_);
   if (n > 0) read_exact(bytes.data(), bytes.size(), at(start));
   std::vector<uint32_t> taken(n);
-  for (uint64_t i = 0; i < n; ++i) {
-    if (width_ == 4) {
-      taken[i] = load_u32(bytes.data() + 4 * i);
-    } else {
-      uint16_t v;
-      std::memcpy(&v, bytes.data() + 2 * i, 2);
-      taken[i] = v;
-    }
-  }
+  for (uint64_t i = 0; i < n; ++i) taken[i] = load_token(bytes.data() + width_ * i, width_);
   // The tokens after the range move down by n, a chunk at a time.
   std::vector<unsigned char> chunk(size_t(1) << 20);
   for (uint64_t from = start + n; from < count_ && n > 0;) {
@@ -171,11 +171,7 @@ std::string TokenShard::fingerprint() const {
 
 uint32_t TokenShard::at(uint64_t i) const {
   CHAINLM_CHECK(i < count_, path_, ": token index ", i, " out of range (", count_, " tokens)");
-  const unsigned char* p = file_.data() + kTokenShardHeaderBytes + i * bytes_per_token_;
-  if (bytes_per_token_ == 4) return load_u32(p);
-  uint16_t v;
-  std::memcpy(&v, p, 2);
-  return v;
+  return load_token(file_.data() + kTokenShardHeaderBytes + i * bytes_per_token_, bytes_per_token_);
 }
 
 void TokenShard::read(uint64_t start, uint64_t n, int32_t* out) const {
