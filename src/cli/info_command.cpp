@@ -125,7 +125,7 @@ void add_info_command(CLI::App& app) {
       } catch (const nlohmann::json::exception& e) {
         fail(state_path.string(), ": invalid trainer state: ", e.what());
       }
-      model->set_freeze(FreezeSpec{o.freeze_chains, o.train_only == "head"});
+      model->set_freeze(o.freeze_spec());
       training["freeze_chains"] = o.freeze_chains;
       training["train_only"] = o.train_only;
       training["init"] = o.init;

@@ -41,16 +41,16 @@ void adamw_update(std::size_t n, float* p, const float* g, float* m, float* v, f
   for (std::size_t i = 0; i < n; ++i) adamw_element(p[i], g[i], m[i], v[i], grad_scale, hp, k);
 }
 
-void adamw_update_columns(std::size_t rows, std::size_t cols, std::size_t col_begin, float* p,
-                          const float* g, float* m, float* v, float grad_scale,
-                          const AdamWParams& hp_in) {
+void adamw_update_columns(std::size_t rows, std::size_t cols, std::size_t col_begin,
+                          std::size_t col_end, float* p, const float* g, float* m, float* v,
+                          float grad_scale, const AdamWParams& hp_in) {
   const AdamWParams hp = hp_in;
   const AdamWConstants k(hp);
 #pragma omp parallel for schedule(static)
   for (std::size_t r = 0; r < rows; ++r) {
     const std::size_t o = r * cols;
 #pragma omp simd
-    for (std::size_t j = col_begin; j < cols; ++j)
+    for (std::size_t j = col_begin; j < col_end; ++j)
       adamw_element(p[o + j], g[o + j], m[o + j], v[o + j], grad_scale, hp, k);
   }
 }

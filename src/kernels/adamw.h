@@ -17,10 +17,11 @@ struct AdamWParams {
 void adamw_update(std::size_t n, float* p, const float* g, float* m, float* v, float grad_scale,
                   const AdamWParams& hp);
 
-// The same update on a column range of a row-major matrix: columns [col_begin, cols) of each
-// of `rows` rows of width `cols`; the other columns (frozen, SPEC A7) are not read or written.
-void adamw_update_columns(std::size_t rows, std::size_t cols, std::size_t col_begin, float* p,
-                          const float* g, float* m, float* v, float grad_scale,
-                          const AdamWParams& hp);
+// The same update on a column range of a row-major matrix: columns [col_begin, col_end) of each
+// of `rows` rows of width `cols`; the other columns (frozen, SPEC A7, or read by no trained
+// sub-model) are not read or written.
+void adamw_update_columns(std::size_t rows, std::size_t cols, std::size_t col_begin,
+                          std::size_t col_end, float* p, const float* g, float* m, float* v,
+                          float grad_scale, const AdamWParams& hp);
 
 }  // namespace chainlm

@@ -173,18 +173,25 @@ void Model::set_freeze(const FreezeSpec& spec) {
     CHAINLM_CHECK(output_ >= 0, "--train-only head needs an untied output head, but this model ",
                   "ties it to the embedding (tie_embeddings)");
   }
+  CHAINLM_CHECK(spec.used_chains >= 0 && spec.used_chains <= n, "used chains ", spec.used_chains,
+                " is outside 0..", n);
   freeze_ = spec;
-  const int64_t frozen_width = layout_.dim.prefix(spec.chains);
+  const int used = spec.used_chains > 0 ? spec.used_chains : n;
+  const int64_t frozen_width = layout_.dim.prefix(spec.chains),
+                used_width = layout_.dim.prefix(used);
   for (int i = 0; i < (int)params_.infos().size(); ++i) {
     const ParamInfo& p = params_.info(i);
-    int64_t frozen = 0;
-    if (spec.head_only)
-      frozen = i == output_ ? 0 : p.cols();
-    else if (p.chain >= 0)  // a chain block (or CoLM-Air's shared wk/wv, owned by chain 1)
-      frozen = p.chain < spec.chains ? p.cols() : 0;
-    else  // D-wide: embedding, norm gains, head
-      frozen = frozen_width;
-    params_.set_frozen_cols(i, frozen);
+    int64_t frozen = 0, unused = 0;
+    if (p.chain >= 0) {  // a chain block (or CoLM-Air's shared wk/wv, owned by chain 1)
+      if (spec.head_only || p.chain < spec.chains)
+        frozen = p.cols();
+      else if (p.chain >= used)
+        unused = p.cols();
+    } else {  // D-wide: embedding, norm gains, head
+      frozen = spec.head_only && i != output_ ? p.cols() : frozen_width;
+      unused = std::min(p.cols() - frozen, p.cols() - used_width);
+    }
+    params_.set_frozen_cols(i, frozen, unused);
   }
   if (params_.has_grads()) bind_grads();
 }
@@ -394,6 +401,10 @@ StepLosses Model::forward_backward(const int* tokens, const int* targets, int B,
   const int f = freeze_.head_only ? 0 : freeze_.chains;
   CHAINLM_CHECK(k > f, "the chain loss weights put no weight on a sub-model beyond the ", f,
                 " frozen chain(s): nothing would train");
+  // Chains past used_chains have no gradient blocks bound (bind_grads): they may not be computed.
+  CHAINLM_CHECK(freeze_.used_chains == 0 || k <= freeze_.used_chains,
+                "the chain loss weights weigh sub-model ", k, ", past the ", freeze_.used_chains,
+                " chain(s) set_freeze was told of");
   forward_trunk(tokens, B, T, k);
   Buffers& b = *buf_;
   // Mh head rows (one per token), M trunk rows (K per token with PHD).

@@ -32,6 +32,9 @@ struct FreezeSpec {
   int chains = 0;          // the first `chains` chains are frozen (their blocks, norm-gain
                            // slices, embedding and head columns; with kv_share the shared wk, wv)
   bool head_only = false;  // only the (untied) output head trains
+  // Chains the sub-models with a loss weight use (0: all). The later ones are never computed,
+  // so they get no gradient, and are left as they are (not even weight decay moves them).
+  int used_chains = 0;
   bool any() const { return chains > 0 || head_only; }
 };
 

@@ -59,11 +59,13 @@ std::size_t ParamStore::trainable_numel() const {
   return n;
 }
 
-void ParamStore::set_frozen_cols(int i, int64_t frozen_cols) {
+void ParamStore::set_frozen_cols(int i, int64_t frozen_cols, int64_t unused_cols) {
   ParamInfo& p = infos_[i];
-  CHAINLM_CHECK(frozen_cols >= 0 && frozen_cols <= p.cols(), p.name, ": cannot freeze ",
-                frozen_cols, " of its ", p.cols(), " columns");
+  CHAINLM_CHECK(frozen_cols >= 0 && unused_cols >= 0 && frozen_cols + unused_cols <= p.cols(),
+                p.name, ": cannot leave ", frozen_cols, " frozen and ", unused_cols,
+                " unused of its ", p.cols(), " columns");
   p.frozen_cols = frozen_cols;
+  p.unused_cols = unused_cols;
 }
 
 void ParamStore::release_values_except(const std::vector<bool>& keep) {

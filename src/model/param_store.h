@@ -2,6 +2,7 @@
 // All parameters of a model in one flat float buffer (and gradients in a second buffer of
 // the same layout), with named tensors as offsets into it. One buffer keeps the optimizer a
 // single fused pass, makes gradient allreduce one call, and maps 1:1 onto safetensors.
+#include <algorithm>
 #include <cassert>
 #include <cstddef>
 #include <cstdint>
@@ -23,12 +24,16 @@ struct ParamInfo {
   // Chain tuning (SPEC A7): the first frozen_cols columns of every row (of a vector: its first
   // elements) are frozen; frozen_cols == cols() freezes the whole tensor.
   int64_t frozen_cols = 0;
+  // The last unused_cols columns belong to chains past every sub-model that has a loss weight:
+  // never computed, they get no gradient and are left as they are, as frozen ones.
+  int64_t unused_cols = 0;
   bool released = false;  // fp32 value dropped (a bf16 inference model keeps its own copy)
   std::size_t numel() const { return static_cast<std::size_t>(shape_numel(shape)); }
   int64_t cols() const { return shape.empty() ? 1 : shape.back(); }
-  bool frozen() const { return frozen_cols >= cols(); }
+  int64_t trained_cols() const { return std::max<int64_t>(0, cols() - frozen_cols - unused_cols); }
+  bool frozen() const { return trained_cols() == 0; }
   std::size_t trainable_numel() const {
-    return numel() / static_cast<std::size_t>(cols()) * static_cast<std::size_t>(cols() - frozen_cols);
+    return numel() / static_cast<std::size_t>(cols()) * static_cast<std::size_t>(trained_cols());
   }
 };
 
@@ -53,7 +58,8 @@ class ParamStore {
   // Parameters (elements of all tensors), and those not frozen.
   std::size_t numel() const;
   std::size_t trainable_numel() const;
-  void set_frozen_cols(int i, int64_t frozen_cols);
+  // Tensor i trains columns [frozen_cols, cols - unused_cols) (ParamInfo).
+  void set_frozen_cols(int i, int64_t frozen_cols, int64_t unused_cols = 0);
 
   float* values() { return values_.data(); }
   const float* values() const { return values_.data(); }

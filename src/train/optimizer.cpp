@@ -47,16 +47,17 @@ void Optimizer::apply(ParamStore& ps, long step, float lr, double norm) {
   hp.step = step;
   for (int i = 0; i < (int)ps.infos().size(); ++i) {
     const ParamInfo& p = ps.info(i);
-    // Frozen elements (SPEC A7) are never touched: not even weight decay may move them, and
-    // their moments stay as they are.
+    // Frozen elements (SPEC A7), and those of chains no weighted sub-model computes, are never
+    // touched: not even weight decay may move them, and their moments stay as they are.
     if (p.frozen()) continue;
     hp.weight_decay = p.weight_decay ? cfg_.weight_decay : 0.0f;
-    if (p.frozen_cols == 0)
+    if (p.trained_cols() == p.cols())
       adamw_update(p.numel(), ps.value(i), ps.grad(i), m_.data() + p.offset, v_.data() + p.offset,
                    scale, hp);
     else
-      adamw_update_columns(p.numel() / p.cols(), p.cols(), p.frozen_cols, ps.value(i), ps.grad(i),
-                           m_.data() + p.offset, v_.data() + p.offset, scale, hp);
+      adamw_update_columns(p.numel() / p.cols(), p.cols(), p.frozen_cols, p.cols() - p.unused_cols,
+                           ps.value(i), ps.grad(i), m_.data() + p.offset, v_.data() + p.offset,
+                           scale, hp);
   }
 }
 

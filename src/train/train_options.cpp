@@ -38,6 +38,13 @@ nlohmann::json TrainOptions::to_json() const {
           {"sample_chains", sample_chains}};
 }
 
+FreezeSpec TrainOptions::freeze_spec() const {
+  FreezeSpec spec{freeze_chains, train_only == "head"};
+  for (size_t i = 0; i < chain_loss_weights.size(); ++i)
+    if (chain_loss_weights[i] > 0) spec.used_chains = (int)i + 1;
+  return spec;
+}
+
 TrainOptions TrainOptions::from_json(const nlohmann::json& j) {
   TrainOptions o;
   o.data_dir = j.at("data_dir").get<std::string>();

@@ -8,6 +8,8 @@
 #include <string>
 #include <vector>
 
+#include "model/model.h"
+
 namespace chainlm {
 
 struct TrainOptions {
@@ -68,6 +70,10 @@ struct TrainOptions {
 
   // Throws naming the first option outside its range, by its flag (--lr, --grad-clip, ...).
   void check_ranges() const;
+  // What the optimizer leaves alone: freeze_chains, train_only, and the chains past the last
+  // one with a loss weight (FreezeSpec::used_chains), which no trained sub-model computes.
+  FreezeSpec freeze_spec() const;
+
   nlohmann::json to_json() const;
   static TrainOptions from_json(const nlohmann::json& j);
 };

@@ -76,7 +76,7 @@ Trainer::Trainer(Model& model, TrainOptions options, const Communicator& comm)
   // bf16: the GEMMs read bf16 copies of the fp32 master weights, made at the start of every
   // step (and of every validation), after the weights last changed.
   if (parse_precision(opt_.precision) == Precision::Bf16) model_.use_bf16_weights(/*keep_fp32=*/true);
-  const FreezeSpec freeze{opt_.freeze_chains, opt_.train_only == "head"};
+  const FreezeSpec freeze = opt_.freeze_spec();
   model_.set_freeze(freeze);
   if (freeze.chains > 0) {
     bool trains = false;

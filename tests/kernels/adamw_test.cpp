@@ -35,22 +35,24 @@ TEST(AdamW, MatchesReferenceOverSeveralSteps) {
 }
 
 TEST(AdamW, ColumnRangeUpdatesOnlyItsColumnsAndMatchesTheWholeUpdate) {
-  const size_t rows = 5, cols = 9, begin = 4, n = rows * cols;
+  // Columns [begin, end): frozen ones before, unused ones (chains no trained sub-model reads)
+  // after.
+  const size_t rows = 5, cols = 9, begin = 3, end = 7, n = rows * cols;
   auto p = test::random_vector(n, 3), g = test::random_vector(n, 4);
   std::vector<float> m(n, 0.01f), v(n, 0.02f);
   auto p_all = p, m_all = m, v_all = v;
   AdamWParams hp;
   hp.lr = 1e-2f;
-  hp.weight_decay = 0.1f;  // decay must not reach the frozen columns either
+  hp.weight_decay = 0.1f;  // decay must not reach the frozen or unused columns either
   hp.step = 3;
-  adamw_update_columns(rows, cols, begin, p.data(), g.data(), m.data(), v.data(), 0.7f, hp);
+  adamw_update_columns(rows, cols, begin, end, p.data(), g.data(), m.data(), v.data(), 0.7f, hp);
   adamw_update(n, p_all.data(), g.data(), m_all.data(), v_all.data(), 0.7f, hp);
   const auto p0 = test::random_vector(n, 3);
   for (size_t r = 0; r < rows; ++r)
     for (size_t j = 0; j < cols; ++j) {
       const size_t i = r * cols + j;
-      if (j < begin) {
-        EXPECT_EQ(p[i], p0[i]) << "frozen element " << i << " changed";
+      if (j < begin || j >= end) {
+        EXPECT_EQ(p[i], p0[i]) << "element " << i << " outside the range changed";
         EXPECT_EQ(m[i], 0.01f);
         EXPECT_EQ(v[i], 0.02f);
       } else {

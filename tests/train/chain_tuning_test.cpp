@@ -84,7 +84,8 @@ class ChainTuning : public ::testing::Test {
   std::string root, data;
 };
 
-// Every element of `after` equals `before` where frozen, and most trainable elements moved.
+// Every element of `after` equals `before` where frozen (or unused: a chain past every weighted
+// sub-model), and most trainable elements moved.
 void expect_frozen_unchanged(const Model& before, const Model& after) {
   const ParamStore& a = before.params();
   const ParamStore& b = after.params();
@@ -94,9 +95,11 @@ void expect_frozen_unchanged(const Model& before, const Model& after) {
     const float* va = a.value(a.find(p.name));
     const float* vb = b.values() + p.offset;
     for (size_t e = 0; e < p.numel(); ++e) {
-      if ((int64_t)(e % p.cols()) < p.frozen_cols) {
+      const int64_t col = (int64_t)(e % p.cols());
+      if (col < p.frozen_cols || col >= p.cols() - p.unused_cols) {
         ASSERT_EQ(0, std::memcmp(va + e, vb + e, sizeof(float)))
-            << "frozen " << p.name << "[" << e << "] changed: " << va[e] << " -> " << vb[e];
+            << "frozen or unused " << p.name << "[" << e << "] changed: " << va[e] << " -> "
+            << vb[e];
       } else {
         ++trainable;
         moved += va[e] != vb[e];
@@ -151,6 +154,32 @@ TEST_F(ChainTuning, FrozenChainStaysBitIdenticalAndAirKvCacheToo) {
       const float* lt = st.decode(9, 2);
       EXPECT_NE(0, std::memcmp(lo_copy.data(), lt, 258 * sizeof(float)));
     }
+  }
+}
+
+// A chain past the last sub-model with a loss weight is never computed: it gets no gradient, and
+// AdamW's weight decay does not shrink it either (nor its embedding, norm and head columns), as
+// with frozen chains; the trainable count leaves it out.
+TEST_F(ChainTuning, ChainsPastTheLastWeightedSubModelStayBitIdentical) {
+  for (const std::string train_only : {"", "head"}) {
+    auto original = expanded_model(false);
+    auto tuned = expanded_model(false);
+    TrainOptions o = options(root + "/unused" + train_only, 4);
+    o.chain_loss_weights = {1.0f, 0.0f};
+    o.train_only = train_only;
+    o.weight_decay = 0.5f;  // what would shrink chain 2 visibly in a few steps
+    Trainer t(*tuned, o);
+    EXPECT_LT(t.trainable_fraction(), 0.8) << train_only;
+    t.run();
+    expect_frozen_unchanged(*original, *tuned);
+    bool unused_block = false;
+    for (const ParamInfo& p : tuned->params().infos()) {
+      unused_block = unused_block || (p.chain == 1 && p.unused_cols == p.cols());
+      if (p.chain < 0 && !p.frozen()) {
+        EXPECT_EQ(p.unused_cols, p.cols() - tuned->layout().dim.prefix(1)) << p.name;
+      }
+    }
+    EXPECT_EQ(unused_block, train_only.empty());  // head-only: chain 2's blocks are frozen already
   }
 }
 
