@@ -9,6 +9,7 @@
 #include "cli/commands.h"
 #include "core/error.h"
 #include "core/wait_policy.h"
+#include "kernels/gemm_backend.h"
 
 namespace {
 
@@ -56,6 +57,7 @@ int main(int argc, char** argv) {
   chainlm::cli::add_plot_command(app);
   chainlm::cli::add_report_command(app);
   try {
+    chainlm::check_gemm_environment();
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     // --help and --version print as CLI11 prints them; a usage error is one line on stderr

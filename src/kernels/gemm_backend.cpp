@@ -16,6 +16,7 @@ namespace {
 // AVX2 kernels and OpenBLAS measured level or ahead (docs/precision.md). A rule, not a timing
 // race: the same machine always picks the same backend, so a resumed run stays bit-identical.
 GemmBackend from_environment() {
+  check_gemm_environment();
   const char* v = std::getenv("CHAINLM_GEMM");
   if (!v || !*v) {
     // oneDNN's ISA values are nested bit sets: every AVX-512-core-or-later ISA contains it.
@@ -23,14 +24,18 @@ GemmBackend from_environment() {
     const int avx512 = static_cast<int>(dnnl::cpu_isa::avx512_core);
     return (isa & avx512) == avx512 ? GemmBackend::OneDnn : GemmBackend::OpenBlas;
   }
-  if (std::strcmp(v, "onednn") == 0) return GemmBackend::OneDnn;
-  if (std::strcmp(v, "openblas") == 0) return GemmBackend::OpenBlas;
-  fail("CHAINLM_GEMM='", v, "': choose 'onednn' or 'openblas'");
+  return std::strcmp(v, "onednn") == 0 ? GemmBackend::OneDnn : GemmBackend::OpenBlas;
 }
 
 std::atomic<int> g_override{-1};
 
 }  // namespace
+
+void check_gemm_environment() {
+  const char* v = std::getenv("CHAINLM_GEMM");
+  if (!v || !*v || std::strcmp(v, "onednn") == 0 || std::strcmp(v, "openblas") == 0) return;
+  fail("CHAINLM_GEMM='", v, "': choose 'onednn' or 'openblas'");
+}
 
 GemmBackend gemm_backend() {
   const int o = g_override.load(std::memory_order_relaxed);

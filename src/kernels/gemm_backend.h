@@ -14,6 +14,10 @@ enum class GemmBackend { OneDnn, OpenBlas };
 // error naming the choices), else oneDNN on CPUs where its kernels use AVX-512 or AMX and
 // OpenBLAS on AVX2-only CPUs.
 GemmBackend gemm_backend();
+// Refuses a CHAINLM_GEMM that names no backend, as gemm_backend() would, but at once: a command
+// calls it first, so that a mistyped value stops it before it writes anything (gemm_backend()
+// itself runs at the first fp32 GEMM, or never in bf16 and decoding).
+void check_gemm_environment();
 // Overrides the choice for the rest of the process (tests, benchmarks).
 void set_gemm_backend(GemmBackend b);
 const char* gemm_backend_name(GemmBackend b);

@@ -57,6 +57,17 @@ TEST_F(GemmBackendCli, BadChoiceIsRefusedNamingTheChoices) {
   EXPECT_NE(r.exit_code, 0);
   EXPECT_NE(r.err.find("CHAINLM_GEMM='mkl': choose 'onednn' or 'openblas'"), std::string::npos)
       << r.err;
+  // Before anything is written, and in bf16, which runs no fp32 GEMM through the backend (a
+  // typo passed silently there, and a fp32 run stopped only after making its run directory).
+  for (const char* precision : {"fp32", "bf16"}) {
+    const std::string out = dir.file(std::string("run-") + precision);
+    auto t = run_chainlm(
+        dir, "train --config " + quote(config) + " --data " + quote(data) + " --out " + quote(out) +
+                 " --steps 1 --batch-size 2 --seq-len 16 --quiet --precision " + precision);
+    EXPECT_NE(t.exit_code, 0) << precision;
+    EXPECT_NE(t.err.find("CHAINLM_GEMM='mkl'"), std::string::npos) << t.err;
+    EXPECT_FALSE(std::filesystem::exists(out)) << precision;
+  }
 }
 
 TEST_F(GemmBackendCli, BenchReportsTheBackendAndTheIsa) {
