@@ -25,7 +25,7 @@ void add_bench_command(CLI::App& app) {
       ->capture_default_str();
   train->add_option("--seq-len", a->seq, "Tokens per sequence")->capture_default_str();
   train->add_option("--threads", a->threads,
-                    "Threads per process; 0 = all cores, under mpirun the machine's cores shared "
+                    "Threads per process; 0 = all cores (or OMP_NUM_THREADS when set), under mpirun the machine's cores shared "
                     "among its ranks");
   train->add_option("--bucket-mb", a->bucket_mb, "Under mpirun: gradient allreduce bucket size (MB)")
       ->capture_default_str();
@@ -52,7 +52,7 @@ void add_bench_command(CLI::App& app) {
     cmd->add_option("--model", b->model, "Checkpoint, run directory, HF directory, GGUF file or llama2.c .bin");
     cmd->add_option("--config", b->config, "Or: a model config JSON, with random weights");
     cmd->add_option("--chains", b->chains, "Active chains k; default: all")->check(at_least(1));
-    cmd->add_option("--threads", b->threads, "Threads; 0 = all cores");
+    cmd->add_option("--threads", b->threads, "Threads; 0 = all cores, or OMP_NUM_THREADS when set");
     cmd->add_option("--prompt-tokens", b->prompt_tokens, "Prompt length")->capture_default_str();
     if (decode) cmd->add_option("--tokens", b->tokens, "Decoded tokens timed")->capture_default_str();
     cmd->add_flag("--baseline", b->baseline,
@@ -89,7 +89,7 @@ void add_bench_command(CLI::App& app) {
           "on a shared machine a single run can be tens of percent off")
       ->capture_default_str()
       ->check(CLI::Range(1, 1000));
-  serve->add_option("--threads", s->threads, "Server compute threads; 0 = all cores");
+  serve->add_option("--threads", s->threads, "Server compute threads; 0 = all cores, or OMP_NUM_THREADS when set");
   serve
       ->add_option("--max-sessions", s->max_sessions,
                    "Server sessions; 0 = the largest concurrency")

@@ -25,7 +25,7 @@ void bench_train(const std::string& config_path, int B, int T, int threads, int 
                  Precision precision, bool vs_fp32) {
   const Communicator& comm = Communicator::world();
   const int ranks = comm.size();
-  set_num_threads(threads > 0 ? threads : launched_by_mpi() ? default_threads_per_rank(comm) : 0);
+  apply_threads_option(threads, launched_by_mpi() ? default_threads_per_rank(comm) : 0);
   CHAINLM_CHECK(B % ranks == 0, "bench train: --batch-size ", B, " must be a multiple of the ",
                 ranks, " ranks");
   CHAINLM_CHECK(!baseline || ranks == 1, "bench train: --baseline runs in one process");

@@ -38,7 +38,7 @@ void add_common_options(CLI::App* cmd, CommonArgs& a) {
   cmd->add_option("--tokenizer", a.tokenizer, "Tokenizer (default: the one in the checkpoint)");
   cmd->add_option("--chains", a.chains, "Sub-models to evaluate: all (k = 1..n) or one k")
       ->capture_default_str();
-  cmd->add_option("--threads", a.threads, "Threads; 0 = all cores");
+  cmd->add_option("--threads", a.threads, "Threads; 0 = all cores, or OMP_NUM_THREADS when set");
   add_precision_option(cmd, a.precision, kInferencePrecisionHelp);
   cmd->add_flag("--json", a.json, "Print one JSON line instead of a table");
 }

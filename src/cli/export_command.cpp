@@ -261,7 +261,7 @@ void add_export_command(CLI::App& app) {
   cmd->add_flag("--no-tokenizer", a->no_tokenizer,
                 "Export the weights alone when there is no tokenizer the format can carry")
       ->excludes(tok);
-  cmd->add_option("--threads", a->threads, "Threads; 0 = all cores");
+  cmd->add_option("--threads", a->threads, "Threads; 0 = all cores, or OMP_NUM_THREADS when set");
   cmd->callback([a, cmd]() {
     apply_threads_option(a->threads);
     CHAINLM_CHECK(!fs::exists(a->out), a->out, " already exists; choose another --out (nothing was overwritten)");

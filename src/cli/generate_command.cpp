@@ -35,7 +35,7 @@ void add_generate_command(CLI::App& app) {
                   "Chains per generated token, e.g. \"1:16,4\" = 1 chain for 16 tokens, then 4");
   cmd->add_flag("--full-prefill", [a](int64_t) { a->gen.chain1_prefill = false; },
                 "CoLM-Air: prefill with the active chains instead of chain 1 alone");
-  cmd->add_option("--threads", a->threads, "Threads; 0 = all cores");
+  cmd->add_option("--threads", a->threads, "Threads; 0 = all cores, or OMP_NUM_THREADS when set");
   add_precision_option(cmd, a->precision, kInferencePrecisionHelp);
   add_kv_cache_option(cmd, a->kv_cache);
   cmd->add_flag("--json", a->json, "Print one JSON object instead of the text");

@@ -1,6 +1,7 @@
 #include "cli/parse_util.h"
 
 #include <cstdio>
+#include <cstdlib>
 #include <sstream>
 #include <stdexcept>
 
@@ -49,15 +50,19 @@ std::vector<int> parse_int_list(const std::string& s, const std::string& what) {
                          [](const std::string& x, size_t* used) { return std::stoi(x, used); });
 }
 
-void apply_threads_option(int threads) {
-  set_num_threads(threads);
-  const int cores = cores_available();
-  if (threads > cores)
-    std::fprintf(stderr,
-                 "warning: --threads %d is more than the %d core%s this process may use: the "
-                 "threads will wait "
-                 "for each other; 0 uses every core\n",
-                 threads, cores, cores == 1 ? "" : "s");
+void apply_threads_option(int threads, int default_threads) {
+  CHAINLM_CHECK(threads >= 0, "--threads ", threads, ": give a positive count, or 0 for all cores");
+  set_num_threads(threads > 0 ? threads : default_threads);
+  const int cores = cores_available(), used = num_threads();
+  if (used <= cores || launched_by_mpi()) return;
+  const char* env = std::getenv("OMP_NUM_THREADS");
+  const std::string source = threads > 0 ? cat("--threads ", threads)
+                             : env       ? cat("OMP_NUM_THREADS=", env)
+                                         : std::string("the default thread count");
+  std::fprintf(stderr,
+               "warning: %s is more than the %d core%s this process may use: the threads will wait for "
+               "each other; give --threads %d or fewer\n",
+               source.c_str(), cores, cores == 1 ? "" : "s", cores);
 }
 
 CLI::Validator at_least(long long min) {

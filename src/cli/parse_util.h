@@ -7,10 +7,12 @@
 
 namespace chainlm::cli {
 
-// --threads N: sets the thread count (0 = all cores) and warns when N is more than the cores this
-// process may run on (threads then wait for each other: a decode 5.8x slower, eval's per-thread
-// model copies 16x the memory, both without a word before).
-void apply_threads_option(int threads);
+// --threads N: sets the thread count (0: default_threads if positive, else OpenMP's default: every
+// core, or OMP_NUM_THREADS when set) and warns when the count is more than the cores this process
+// may run on (threads then wait for each other: a decode 5.8x slower, a training step 12x, eval's
+// per-thread model copies 16x the memory, all without a word before). Under mpirun `train`
+// warns itself, naming the binding.
+void apply_threads_option(int threads, int default_threads = 0);
 // "1,0.5,2" -> {1, 0.5, 2}; `what` names the option in errors.
 std::vector<float> parse_float_list(const std::string& s, const std::string& what);
 // An integer option's lower bound, refused as "--x: must be at least 1 (got 0)" (CLI11's own

@@ -44,7 +44,7 @@ void add_quantize_command(CLI::App& app) {
   cmd->add_option(
       "--tokenizer", a->tokenizer,
       "Tokenizer to store beside the weights (default: the model's, if it carries one)");
-  cmd->add_option("--threads", a->threads, "Threads; 0 = all cores");
+  cmd->add_option("--threads", a->threads, "Threads; 0 = all cores, or OMP_NUM_THREADS when set");
   cmd->callback([a, cmd]() {
     apply_threads_option(a->threads);
     CHAINLM_CHECK(!fs::exists(a->out), a->out,

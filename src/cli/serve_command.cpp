@@ -90,7 +90,7 @@ void add_serve_command(CLI::App& app) {
   cmd->add_option("--host", a->serve.host, "Address to listen on")->capture_default_str();
   cmd->add_option("--port", a->serve.port, "Port; 0 = any free port (printed)")
       ->capture_default_str();
-  cmd->add_option("--threads", a->serve.threads, "Compute threads in all; 0 = all cores");
+  cmd->add_option("--threads", a->serve.threads, "Compute threads in all; 0 = all cores, or OMP_NUM_THREADS when set");
   cmd->add_flag(
       "--fixed-threads", a->serve.fixed_threads,
       "Decode on --threads threads always (default: on fewer while another process keeps a core "
@@ -131,6 +131,7 @@ void add_serve_command(CLI::App& app) {
   cmd->add_option("--name", a->name,
                   "Model name in the API (default: the --model file or directory name)");
   cmd->callback([a, api_key]() {
+    apply_threads_option(a->serve.threads);  // the server keeps the count (0: the one set here)
     // SIGINT and SIGTERM are taken by sigwait below: block them before any thread starts so
     // every thread inherits the mask and none is interrupted.
     // An empty key (--api-key "$KEY" with KEY unset) would serve without authentication.

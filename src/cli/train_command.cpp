@@ -132,7 +132,7 @@ void add_train_command(CLI::App& app) {
   cmd->add_option("--chain-loss-weights", a->chain_weights,
                   "Comma-separated weight per chain prefix (SPEC A5); default: full model only");
   cmd->add_option("--threads", a->threads,
-                  "Threads (OpenMP and BLAS) per process; 0 = all cores, under mpirun the "
+                  "Threads (OpenMP and BLAS) per process; 0 = all cores (or OMP_NUM_THREADS when set), under mpirun the "
                   "machine's cores shared among its ranks");
   cmd->add_option("--seed", a->seed, "Seed for initialization and data order")
       ->check(at_least(0))
@@ -174,8 +174,7 @@ void add_train_command(CLI::App& app) {
   cmd->callback([a, cmd]() {
     Communicator& comm = Communicator::world();
     const bool root = comm.is_root();
-    CHAINLM_CHECK(a->threads >= 0, "--threads ", a->threads, ": give a positive count, or 0 for all cores");
-    set_num_threads(a->threads > 0 ? a->threads : launched_by_mpi() ? default_threads_per_rank(comm) : 0);
+    apply_threads_option(a->threads, launched_by_mpi() ? default_threads_per_rank(comm) : 0);
     // Errors every rank meets at the same point end the job with one message (rank 0's, or the
     // first failing rank's) and exit code 1 on every rank.
     // A rank's own error names the rank (and machine): the other ranks' data may be fine.

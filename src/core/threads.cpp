@@ -1,6 +1,10 @@
 #include "core/threads.h"
 
 #include <omp.h>
+#include <sched.h>
+#include <unistd.h>
+
+#include <algorithm>
 
 #include <exception>
 #include <thread>
@@ -19,6 +23,13 @@ void set_num_threads(int n) {
 }
 
 int num_threads() { return omp_get_max_threads(); }
+
+int cores_available() {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (sched_getaffinity(0, sizeof set, &set) == 0) return std::max(1, CPU_COUNT(&set));
+  return (int)std::max(1L, sysconf(_SC_NPROCESSORS_ONLN));
+}
 
 void set_num_threads_of_this_thread(int n) {
   if (n > 0) omp_set_num_threads(n);

@@ -52,6 +52,8 @@ void for_column_ranges(int N, long work, F&& f, long min_work = kParallelMinWork
 // count is an error naming --threads.
 void set_num_threads(int n);
 int num_threads();
+// Cores this process may run on (its affinity mask).
+int cores_available();
 
 // Sets the OpenMP thread count for the parallel regions the calling thread starts only (an
 // OpenMP ICV of that thread); other threads keep theirs. A server computing several sessions on

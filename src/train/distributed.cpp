@@ -10,6 +10,7 @@
 #include <cstdlib>
 
 #include "core/error.h"
+#include "core/threads.h"
 #include "core/timer.h"
 
 namespace chainlm {
@@ -135,13 +136,6 @@ std::string Communicator::first_error(const std::string& local_error) const {
 void Communicator::abort(int code) const {
   if (mpi_) MPI_Abort(MPI_COMM_WORLD, code);
   std::_Exit(code);
-}
-
-int cores_available() {
-  cpu_set_t set;
-  CPU_ZERO(&set);
-  if (sched_getaffinity(0, sizeof set, &set) == 0) return std::max(1, CPU_COUNT(&set));
-  return std::max(1L, sysconf(_SC_NPROCESSORS_ONLN));
 }
 
 int default_threads_per_rank(const Communicator& comm) {

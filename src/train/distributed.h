@@ -80,8 +80,6 @@ class Communicator {
 // Threads per rank when the user gave none: this machine's cores shared among its ranks, and
 // no more than the cores the launcher bound this rank to.
 int default_threads_per_rank(const Communicator& comm);
-// Cores this process may run on (its affinity mask).
-int cores_available();
 
 // Sums the flat gradient buffer over all ranks in fixed buckets. The buckets split the buffer
 // at the points where the backward pass completes a suffix of it (the first parameter of every

@@ -123,7 +123,8 @@ TEST_F(ModelUseCli, InitFromWeightsWithoutATokenizerIsWarnedOf) {
 }
 
 // More threads than cores: a decode 5.8x slower, eval's per-thread copies 16x the memory, and
-// not a word. Said now (this machine has fewer than 4096 cores).
+// not a word. Said now (this machine has fewer than 4096 cores), for --threads and for
+// OMP_NUM_THREADS alike.
 TEST_F(ModelUseCli, MoreThreadsThanCoresAreWarnedOf) {
   auto many = run_chainlm(
       dir, "generate --model " + quote(run) + " --prompt hi --max-tokens 2 --threads 4096");
@@ -132,6 +133,13 @@ TEST_F(ModelUseCli, MoreThreadsThanCoresAreWarnedOf) {
   auto one = run_chainlm(
       dir, "generate --model " + quote(run) + " --prompt hi --max-tokens 2 --threads 1");
   EXPECT_FALSE(contains(one.err, "warning")) << one.err;
+  // OMP_NUM_THREADS, which --threads 0 (the default) follows, is warned of the same way.
+  {
+    testing::ScopedEnv omp("OMP_NUM_THREADS", "4096");
+    auto env = run_chainlm(dir, "generate --model " + quote(run) + " --prompt hi --max-tokens 2");
+    EXPECT_EQ(env.exit_code, 0) << env.err;
+    EXPECT_TRUE(contains(env.err, "warning: OMP_NUM_THREADS=4096 is more than the")) << env.err;
+  }
   // --full-prefill means something for CoLM-Air only (this model is a LLaMA): said.
   auto full = run_chainlm(dir, "generate --model " + quote(run) +
                                    " --prompt hi --max-tokens 2 --threads 1 --full-prefill");
