@@ -25,7 +25,8 @@ void add_bench_command(CLI::App& app) {
       ->capture_default_str();
   train->add_option("--seq-len", a->seq, "Tokens per sequence")->capture_default_str();
   train->add_option("--threads", a->threads,
-                    "Threads per process; 0 = all cores (or OMP_NUM_THREADS when set), under mpirun the machine's cores shared "
+                    "Threads per process; 0 = all cores (or OMP_NUM_THREADS when set), under "
+                    "mpirun the machine's cores shared "
                     "among its ranks");
   train->add_option("--bucket-mb", a->bucket_mb, "Under mpirun: gradient allreduce bucket size (MB)")
       ->capture_default_str();
@@ -89,7 +90,8 @@ void add_bench_command(CLI::App& app) {
           "on a shared machine a single run can be tens of percent off")
       ->capture_default_str()
       ->check(CLI::Range(1, 1000));
-  serve->add_option("--threads", s->threads, "Server compute threads; 0 = all cores, or OMP_NUM_THREADS when set");
+  serve->add_option("--threads", s->threads,
+                    "Server compute threads; 0 = all cores, or OMP_NUM_THREADS when set");
   serve
       ->add_option("--max-sessions", s->max_sessions,
                    "Server sessions; 0 = the largest concurrency")

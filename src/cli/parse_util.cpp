@@ -59,10 +59,11 @@ void apply_threads_option(int threads, int default_threads) {
   const std::string source = threads > 0 ? cat("--threads ", threads)
                              : env       ? cat("OMP_NUM_THREADS=", env)
                                          : std::string("the default thread count");
-  std::fprintf(stderr,
-               "warning: %s is more than the %d core%s this process may use: the threads will wait for "
-               "each other; give --threads %d or fewer\n",
-               source.c_str(), cores, cores == 1 ? "" : "s", cores);
+  std::fprintf(
+      stderr,
+      "warning: %s is more than the %d core%s this process may use: the threads will wait for "
+      "each other; give --threads %d or fewer\n",
+      source.c_str(), cores, cores == 1 ? "" : "s", cores);
 }
 
 CLI::Validator at_least(long long min) {

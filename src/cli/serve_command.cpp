@@ -90,7 +90,8 @@ void add_serve_command(CLI::App& app) {
   cmd->add_option("--host", a->serve.host, "Address to listen on")->capture_default_str();
   cmd->add_option("--port", a->serve.port, "Port; 0 = any free port (printed)")
       ->capture_default_str();
-  cmd->add_option("--threads", a->serve.threads, "Compute threads in all; 0 = all cores, or OMP_NUM_THREADS when set");
+  cmd->add_option("--threads", a->serve.threads,
+                  "Compute threads in all; 0 = all cores, or OMP_NUM_THREADS when set");
   cmd->add_flag(
       "--fixed-threads", a->serve.fixed_threads,
       "Decode on --threads threads always (default: on fewer while another process keeps a core "

@@ -132,7 +132,8 @@ void add_train_command(CLI::App& app) {
   cmd->add_option("--chain-loss-weights", a->chain_weights,
                   "Comma-separated weight per chain prefix (SPEC A5); default: full model only");
   cmd->add_option("--threads", a->threads,
-                  "Threads (OpenMP and BLAS) per process; 0 = all cores (or OMP_NUM_THREADS when set), under mpirun the "
+                  "Threads (OpenMP and BLAS) per process; 0 = all cores (or OMP_NUM_THREADS when "
+                  "set), under mpirun the "
                   "machine's cores shared among its ranks");
   cmd->add_option("--seed", a->seed, "Seed for initialization and data order")
       ->check(at_least(0))
