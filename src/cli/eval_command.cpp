@@ -18,6 +18,8 @@
 #include "eval/eval_text.h"
 #include "eval/pairs.h"
 #include "eval/perplexity.h"
+#include "io/data_directory.h"
+#include "io/token_shard.h"
 #include "model/checkpoint.h"
 
 namespace chainlm::cli {
@@ -63,18 +65,6 @@ std::vector<int> parse_chains(const std::string& s, int n) {
   return {k};
 }
 
-// Whether --model names a directory that carries a tokenizer.
-bool model_has_tokenizer(const std::string& model) {
-  std::error_code ec;
-  if (!fs::is_directory(model, ec)) return false;
-  try {
-    find_tokenizer_in_dir(resolve_checkpoint_dir(model));
-    return true;
-  } catch (const Error&) {
-    return false;
-  }
-}
-
 LoadedModel load_for_eval(const CommonArgs& a, bool need_tokenizer) {
   apply_threads_option(a.threads);
   LoadedModel m =
@@ -114,19 +104,30 @@ void add_ppl(CLI::App* eval) {
     std::error_code ec;
     CHAINLM_CHECK(fs::exists(a->data, ec), a->data, ": no such file or directory");
     const bool shard = is_token_shard_file(a->data) || fs::is_directory(a->data);
-    LoadedModel lm =
-        load_for_eval(*a, !shard || !a->tokenizer.empty() || model_has_tokenizer(a->model));
+    // The model's tokenizer: --tokenizer, or the one it carries (a checkpoint's, a GGUF's; a
+    // llama2.c file carries none). With it a shard's bytes, and so bits per byte, are known.
+    const std::string model_tok =
+        !a->tokenizer.empty() ? a->tokenizer : carried_tokenizer(a->model);
+    LoadedModel lm = load_for_eval(*a, !shard || !model_tok.empty());
     Model& model = *lm.model;
     const int n = model.config().n_chains();
     a->opt.chains = parse_chains(a->chains, n);
     if (shard) {
       // Shards carry the tokenizer they were made with (prepare copies it beside them).
       const std::string data_dir = fs::is_directory(a->data, ec) ? a->data : fs::path(a->data).parent_path().string();
-      // The model's tokenizer: --tokenizer, or its checkpoint's (a model file carries none).
-      const std::string model_tok = !a->tokenizer.empty()            ? a->tokenizer
-                                    : fs::is_directory(a->model, ec) ? resolve_checkpoint_dir(a->model)
-                                                                     : std::string();
-      if (!model_tok.empty()) check_same_tokenizer(data_dir.empty() ? "." : data_dir, model_tok, "eval ppl");
+      if (!model_tok.empty()) {
+        check_same_tokenizer(data_dir.empty() ? "." : data_dir, model_tok, "eval ppl");
+      } else {
+        const TokenShard probe(is_token_shard_file(a->data) ? a->data
+                                                            : data_shard_path(a->data, "val.bin"));
+        std::fprintf(
+            stderr,
+            "warning: %s carries no tokenizer, so nothing checks that the tokens of %s (made with "
+            "a "
+            "tokenizer of %u tokens; the model has %d rows) are its tokenizer's, and their bytes "
+            "are unknown; pass --tokenizer with the one the model was trained with\n",
+            a->model.c_str(), a->data.c_str(), probe.vocab_size(), model.config().vocab_size);
+      }
     }
     const EvalTokens data = load_eval_tokens(a->data, lm.tokenizer.get());
     const PerplexityResult r = evaluate_perplexity(model, data.tokens, data.bytes, a->opt);

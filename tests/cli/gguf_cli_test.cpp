@@ -79,6 +79,17 @@ TEST_F(GgufCli, ExportsAFileEveryInferenceCommandReads) {
   ASSERT_EQ(ppl.exit_code, 0) << ppl.err;
   const nlohmann::json j = nlohmann::json::parse(ppl.out);
   EXPECT_EQ(j.at("chains").size(), 1u);
+  // The tokenizer inside the file counts the shard's bytes (bits per byte) and is checked
+  // against the data's: shards of another tokenizer are refused, as for a checkpoint.
+  EXPECT_TRUE(j.at("bytes").is_number_integer()) << ppl.out;
+  EXPECT_GT(j.at("documents").get<long>(), 0) << ppl.out;
+  r = run_chainlm(dir, "prepare --tokenizer byte --input " + quote(dir.file("text.txt")) +
+                           " --out " + quote(dir.file("byte-data")));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  auto other = run_chainlm(
+      dir, "eval ppl --model " + quote(f32) + " --data " + quote(dir.file("byte-data")));
+  EXPECT_NE(other.exit_code, 0);
+  EXPECT_TRUE(contains(other.err, "was made with another tokenizer")) << other.err;
 
   auto info = run_chainlm(dir, "info --model " + quote(q8));
   ASSERT_EQ(info.exit_code, 0) << info.err;

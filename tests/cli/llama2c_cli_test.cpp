@@ -36,6 +36,25 @@ TEST(Llama2cCli, GeneratesStories260K) {
   EXPECT_NE(r.exit_code, 0);
   EXPECT_NE(r.err.find("pass --tokenizer"), std::string::npos) << r.err;
 
+  // eval ppl of a shard: without --tokenizer nothing can check the shard's tokenizer against the
+  // model's (here a byte tokenizer's tokens, meaningless to stories260K): said, with the remedy.
+  write_bytes(dir.file("text.txt"), "Once upon a time there was a cat.\n\nThe cat sat.\n");
+  r = run_chainlm(dir, "prepare --tokenizer byte --input " + quote(dir.file("text.txt")) +
+                           " --val-fraction 0.5 --out " + quote(dir.file("data")));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  r = run_chainlm(dir, "eval ppl --model " + quote(bin) + " --data " + quote(dir.file("data")));
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.err.find("carries no tokenizer, so nothing checks that the tokens of"),
+            std::string::npos)
+      << r.err;
+  EXPECT_NE(r.err.find("made with a tokenizer of 258 tokens; the model has 512 rows"),
+            std::string::npos)
+      << r.err;
+  r = run_chainlm(dir, "eval ppl --model " + quote(bin) + " --tokenizer " + quote(tok) +
+                           " --data " + quote(dir.file("data")));
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.err.find("made with another tokenizer"), std::string::npos) << r.err;
+
   // Model and tokenizer swapped: each says what the file is.
   r = run_chainlm(dir, "generate --model " + quote(tok) + " --tokenizer " + quote(bin));
   EXPECT_NE(r.exit_code, 0);
