@@ -22,6 +22,12 @@ void add_corpus_options(CLI::App* cmd, CorpusFlags& flags, const std::string& in
                   "Text or JSONL file(s) or directories (read recursively); gzip, xz, zstd and "
                   "bzip2 files are decompressed. Repeat or list several")
       ->required();
+  add_corpus_format_options(cmd, flags, split_default);
+}
+
+void add_corpus_format_options(CLI::App* cmd, CorpusFlags& flags,
+                               const std::string& split_default) {
+  flags.split = split_default;
   cmd->add_option("--format", flags.format,
                   "auto (JSONL for .jsonl/.ndjson names, else text), text, or jsonl")
       ->check(CLI::IsMember({"auto", "text", "jsonl"}))

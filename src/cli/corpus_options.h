@@ -20,6 +20,8 @@ struct CorpusFlags {
 // --invalid-utf8 on cmd.
 void add_corpus_options(CLI::App* cmd, CorpusFlags& flags, const std::string& input_flag,
                         const std::string& split_default);
+// The same without the input flag: how a file given otherwise is read (eval ppl --data).
+void add_corpus_format_options(CLI::App* cmd, CorpusFlags& flags, const std::string& split_default);
 
 // Reads the corpus and prints its warnings (invalid UTF-8) to stderr, prefixed by the command.
 Corpus read_corpus_reporting(const CorpusFlags& flags, const std::string& command);

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "cli/commands.h"
+#include "cli/corpus_options.h"
 #include "cli/model_loading.h"
 #include "cli/parse_util.h"
 #include "core/error.h"
@@ -86,6 +87,7 @@ void add_ppl(CLI::App* eval) {
       "ppl", "Loss, perplexity, bits per byte and tokens/s of every sub-model on a text");
   struct Args : CommonArgs {
     PerplexityOptions opt;
+    CorpusFlags text;  // how a text file is read: as prepare read it
   };
   auto a = std::make_shared<Args>();
   add_common_options(cmd, *a);
@@ -100,6 +102,9 @@ void add_ppl(CLI::App* eval) {
                   "--seq-len (no overlap)");
   cmd->add_option("--batch-size", a->opt.batch_size,
                   "Windows per forward pass; 0 = about 1024 tokens");
+  // A text file is read as prepare reads its inputs, so that a file and the shard prepare makes
+  // of it with the same options give the same figures.
+  add_corpus_format_options(cmd, a->text, "blank-lines");
   cmd->callback([a]() {
     std::error_code ec;
     CHAINLM_CHECK(fs::exists(a->data, ec), a->data, ": no such file or directory");
@@ -129,7 +134,7 @@ void add_ppl(CLI::App* eval) {
             a->model.c_str(), a->data.c_str(), probe.vocab_size(), model.config().vocab_size);
       }
     }
-    const EvalTokens data = load_eval_tokens(a->data, lm.tokenizer.get());
+    const EvalTokens data = load_eval_tokens(a->data, lm.tokenizer.get(), a->text.options());
     const PerplexityResult r = evaluate_perplexity(model, data.tokens, data.bytes, a->opt);
     if (a->json) {
       nlohmann::json chains = nlohmann::json::array();

@@ -114,8 +114,10 @@ class ShardSplitter {
   void finish(bool presplit) {
     flush();
     if (!presplit && train_docs_ + val_docs_ >= 2) {
-      if (val_docs_ == 0) move(train_, val_, lowest_train_, train_docs_, val_docs_);
-      if (train_docs_ == 0) move(val_, train_, highest_val_, val_docs_, train_docs_);
+      if (val_docs_ == 0)
+        move(train_, val_, lowest_train_, train_docs_, val_docs_, train_bytes_, val_bytes_);
+      if (train_docs_ == 0)
+        move(val_, train_, highest_val_, val_docs_, train_docs_, val_bytes_, train_bytes_);
     }
   }
 
@@ -128,15 +130,19 @@ class ShardSplitter {
   size_t val_docs() const { return val_docs_; }
   uint64_t train_tokens() const { return train_.count(); }
   uint64_t val_tokens() const { return val_.count(); }
+  // The documents' bytes as read: what eval ppl counts for bits per byte (decoding the tokens
+  // may not give them back: SentencePiece drops a line's trailing spaces).
+  uint64_t train_bytes() const { return train_bytes_; }
+  uint64_t val_bytes() const { return val_bytes_; }
 
  private:
   // Tokenizing in batches of about this much text keeps both cores busy and memory flat.
   static constexpr size_t kBatchBytes = size_t(8) << 20;
   static constexpr size_t kBatchDocuments = 16384;
 
-  struct Placed {  // a document's tokens in a shard being written, and its draw
+  struct Placed {  // a document's tokens in a shard being written, its bytes, and its draw
     double draw = 0;
-    uint64_t start = 0, tokens = 0;
+    uint64_t start = 0, tokens = 0, bytes = 0;
     bool set = false;
   };
 
@@ -151,8 +157,9 @@ class ShardSplitter {
       TokenShardWriter& shard = validation ? val_ : train_;
       row.assign(1, (uint32_t)tokenizer_.bos_id());
       for (int id : encoded[i]) row.push_back((uint32_t)id);
-      const Placed here{draw, shard.count(), row.size(), true};
+      const Placed here{draw, shard.count(), row.size(), batch_[i].size(), true};
       shard.append(row.data(), row.size());
+      (validation ? val_bytes_ : train_bytes_) += batch_[i].size();
       if (validation) {
         ++val_docs_;
         if (!highest_val_.set || draw > highest_val_.draw) highest_val_ = here;
@@ -167,11 +174,13 @@ class ShardSplitter {
   }
 
   static void move(TokenShardWriter& from, TokenShardWriter& to, const Placed& doc,
-                   size_t& from_docs, size_t& to_docs) {
+                   size_t& from_docs, size_t& to_docs, uint64_t& from_bytes, uint64_t& to_bytes) {
     const std::vector<uint32_t> tokens = from.take(doc.start, doc.tokens);
     to.append(tokens.data(), tokens.size());
     --from_docs;
     ++to_docs;
+    from_bytes -= doc.bytes;
+    to_bytes += doc.bytes;
   }
 
   const PrepareOptions& o_;
@@ -180,6 +189,7 @@ class ShardSplitter {
   std::vector<std::string> batch_;
   std::vector<bool> batch_val_file_;
   size_t batch_bytes_ = 0, index_ = 0, train_docs_ = 0, val_docs_ = 0;
+  uint64_t train_bytes_ = 0, val_bytes_ = 0;
   Placed lowest_train_, highest_val_;
 };
 
@@ -277,6 +287,8 @@ void prepare_into(const PrepareOptions& o, const Tokenizer& tokenizer) {
       {"val_documents", splitter.val_docs()},
       {"train_tokens", splitter.train_tokens()},
       {"val_tokens", splitter.val_tokens()},
+      {"train_bytes", splitter.train_bytes()},
+      {"val_bytes", splitter.val_bytes()},
       {"val_fraction", presplit ? nlohmann::json(nullptr) : nlohmann::json(o.val_fraction)},
       {"val_sources", val_sources},
       {"seed", o.seed},

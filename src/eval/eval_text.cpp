@@ -21,7 +21,8 @@ bool is_token_shard_file(const std::string& path) {
   return in.gcount() == 8 && std::memcmp(magic, "CLMTOKS1", 8) == 0;
 }
 
-EvalTokens load_eval_tokens(const std::string& path_arg, const Tokenizer* tokenizer) {
+EvalTokens load_eval_tokens(const std::string& path_arg, const Tokenizer* tokenizer,
+                            const CorpusOptions& text_options) {
   std::error_code ec;
   std::string path = path_arg;
   if (fs::is_directory(path, ec)) {
@@ -62,6 +63,13 @@ EvalTokens load_eval_tokens(const std::string& path_arg, const Tokenizer* tokeni
         }
         begin = i;
       }
+      // The text's own bytes, as prepare read them, where it recorded them: decoding may not
+      // give them back (SentencePiece drops trailing spaces), and a file and its shard are to
+      // give the same bits per byte.
+      if (const auto recorded = recorded_shard(path, shard.size())) {
+        r.bytes = (long)recorded->bytes;
+        r.documents = (long)recorded->documents;
+      }
     }
     return r;
   }
@@ -72,7 +80,7 @@ EvalTokens load_eval_tokens(const std::string& path_arg, const Tokenizer* tokeni
   // UTF-16/32 and binary files refused, invalid UTF-8 counted; so a file and the shard prepare
   // makes of it give the same figures (a .gz was scored as its compressed bytes, a .jsonl with
   // its JSON syntax).
-  CorpusOptions options;
+  CorpusOptions options = text_options;
   options.inputs = {path};
   Corpus corpus = read_corpus(options);
   for (const std::string& w : corpus.warnings) std::fprintf(stderr, "warning: %s\n", w.c_str());

@@ -4,6 +4,7 @@
 #include <string>
 #include <vector>
 
+#include "io/corpus_reader.h"
 #include "io/tokenizer.h"
 
 namespace chainlm {
@@ -28,6 +29,9 @@ bool is_token_shard_file(const std::string& path);
 //     `chainlm prepare` reads an --input with its default options (io/corpus_reader.h: blank or
 //     '%' lines; a .jsonl's "text" fields), each tokenized with BOS in front; the bytes are the
 //     documents' own (separators excluded, since no token stands for them). Needs the tokenizer.
-EvalTokens load_eval_tokens(const std::string& path, const Tokenizer* tokenizer);
+// A text file is read with `text_options` (format, JSONL text field, document split, invalid
+// UTF-8: what prepare was given; its inputs are ignored), a shard as it is.
+EvalTokens load_eval_tokens(const std::string& path, const Tokenizer* tokenizer,
+                            const CorpusOptions& text_options = CorpusOptions());
 
 }  // namespace chainlm

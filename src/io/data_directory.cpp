@@ -44,4 +44,24 @@ std::string data_shard_path(const std::string& dir, const std::string& shard) {
   return path;
 }
 
+std::optional<RecordedShard> recorded_shard(const std::string& shard_path, uint64_t shard_tokens) {
+  const fs::path path(shard_path);
+  const std::string name = path.filename().string();
+  if (name != "train.bin" && name != "val.bin") return std::nullopt;
+  std::ifstream meta_in(path.parent_path() / "meta.json");
+  if (!meta_in) return std::nullopt;
+  const nlohmann::json meta = nlohmann::json::parse(meta_in, nullptr, false);
+  const std::string side = name.substr(0, name.find('.'));
+  auto count = [&](const std::string& key) -> std::optional<uint64_t> {
+    if (meta.is_discarded() || !meta.is_object() || !meta.contains(key) ||
+        !meta[key].is_number_unsigned())
+      return std::nullopt;
+    return meta[key].get<uint64_t>();
+  };
+  const auto tokens = count(side + "_tokens"), documents = count(side + "_documents"),
+             bytes = count(side + "_bytes");
+  if (!tokens || !documents || !bytes || *tokens != shard_tokens) return std::nullopt;
+  return RecordedShard{*documents, *bytes};
+}
+
 }  // namespace chainlm

@@ -72,6 +72,43 @@ TEST_F(ModelUseCli, ATokenizerOfAnotherVocabularyThanTheModelsIsRefused) {
             0);
 }
 
+// eval ppl reads a text file as prepare reads its inputs, with the same options (its errors
+// named --text-field and --invalid-utf8, which eval did not have): a JSONL file under another
+// field, split by lines, scores as the shard prepare makes of it with those options.
+TEST_F(ModelUseCli, EvalReadsATextFileWithPreparesOptions) {
+  std::string jsonl;
+  for (int i = 0; i < 40; ++i)
+    jsonl += "{\"body\": \"record " + std::to_string(i) + " says hello\\nand goes\"}\n";
+  write_bytes(dir.file("records.jsonl"), jsonl);
+  write_bytes(dir.file("train.jsonl"), jsonl);
+  auto p = run_chainlm(dir, "prepare --tokenizer byte --input " + quote(dir.file("train.jsonl")) +
+                                " --val-input " + quote(dir.file("records.jsonl")) +
+                                " --text-field body --out " + quote(dir.file("rdata")));
+  ASSERT_EQ(p.exit_code, 0) << p.err;
+  auto shard = run_chainlm(
+      dir, "eval ppl --json --model " + quote(run) + " --data " + quote(dir.file("rdata")));
+  auto file = run_chainlm(dir, "eval ppl --json --model " + quote(run) + " --data " +
+                                   quote(dir.file("records.jsonl")) + " --text-field body");
+  ASSERT_EQ(shard.exit_code, 0) << shard.err;
+  ASSERT_EQ(file.exit_code, 0) << file.err;
+  const auto a = nlohmann::json::parse(shard.out), b = nlohmann::json::parse(file.out);
+  EXPECT_EQ(a["tokens"], b["tokens"]);
+  EXPECT_EQ(a["bytes"], b["bytes"]);
+  EXPECT_EQ(a["documents"], 40);
+  EXPECT_EQ(b["documents"], 40);
+  EXPECT_EQ(a["chains"][0]["loss"], b["chains"][0]["loss"]);
+  auto missing = run_chainlm(
+      dir, "eval ppl --model " + quote(run) + " --data " + quote(dir.file("records.jsonl")));
+  EXPECT_NE(missing.exit_code, 0);
+  EXPECT_TRUE(contains(missing.err, "--text-field")) << missing.err;
+  // Text split by lines.
+  write_bytes(dir.file("lines.txt"), "one line\nanother line\nand a third\n");
+  auto lines = run_chainlm(dir, "eval ppl --json --model " + quote(run) + " --data " +
+                                    quote(dir.file("lines.txt")) + " --split lines");
+  ASSERT_EQ(lines.exit_code, 0) << lines.err;
+  EXPECT_EQ(nlohmann::json::parse(lines.out)["documents"], 3);
+}
+
 // The model's 512 ids against the byte tokenizer's 258: ids 258..511 have no text. An untrained
 // model samples them about half the time; generate failed at the first ("token id 452 is
 // outside the vocabulary"), and a run with --sample-every died at its first sample.

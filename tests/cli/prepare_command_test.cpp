@@ -145,6 +145,11 @@ TEST(PrepareCommand, TrainTokenizerThenPrepare) {
   EXPECT_EQ(meta["train_documents"].get<size_t>(), train_docs.size());
   EXPECT_EQ(meta["val_documents"].get<size_t>(), val_docs.size());
   EXPECT_EQ(meta["tokenizer"]["vocab_size"].get<int>(), 300);
+  size_t val_bytes = 0, all_bytes = 0;
+  for (const std::string& d : val_docs) val_bytes += d.size();
+  for (const std::string& d : docs) all_bytes += d.size();
+  EXPECT_EQ(meta["val_bytes"].get<size_t>(), val_bytes);
+  EXPECT_EQ(meta["train_bytes"].get<size_t>() + val_bytes, all_bytes);
 
   // Same seed, same split; the tokenizer spec may also be the data directory itself.
   const std::string data2 = dir.file("data2");
