@@ -17,8 +17,24 @@ std::string resolve_checkpoint_dir(const std::string& path) {
                 "directory with config.json and model.safetensors)");
   if (fs::exists(fs::path(path) / "config.json", ec)) return path;
   const fs::path latest = fs::path(path) / "latest";
-  CHAINLM_CHECK(fs::exists(latest, ec), path,
-                ": neither a checkpoint (no config.json) nor a run directory (no 'latest' file)");
+  if (!fs::exists(latest, ec)) {
+    // A run stopped between writing a checkpoint and naming it in `latest` keeps its step-*
+    // directories: name the newest, and what recovers the run.
+    std::string newest;
+    for (fs::directory_iterator it(path, ec), end; !ec && it != end; it.increment(ec)) {
+      const std::string n = it->path().filename().string();
+      std::error_code e;
+      if (n.rfind("step-", 0) == 0 && fs::exists(it->path() / "config.json", e) &&
+          (newest.empty() || n.size() > newest.size() || (n.size() == newest.size() && n > newest)))
+        newest = n;
+    }
+    fail(path, ": neither a checkpoint (no config.json) nor a run directory (no 'latest' file)",
+         newest.empty()
+             ? std::string()
+             : cat("; it holds checkpoints, the newest ", (fs::path(path) / newest).string(),
+                   ": pass that, or `chainlm train --out ", path,
+                   " --resume` to go on with the run"));
+  }
   std::string name = read_file(latest.string());
   while (!name.empty() && (name.back() == '\n' || name.back() == ' ')) name.pop_back();
   // A corrupt `latest` must name a directory inside the run, never a path out of it.

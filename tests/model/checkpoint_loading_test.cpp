@@ -2,15 +2,15 @@
 // what is wrong (regressions of fuzz/checkpoint_fuzzer findings, docs/reliability.md).
 #include <gtest/gtest.h>
 
-#include "error_of.h"
-
+#include <filesystem>
 #include <fstream>
 #include <string>
 #include <vector>
 
 #include "core/error.h"
-#include "io/test_temp_dir.h"
+#include "error_of.h"
 #include "io/hf_llama.h"
+#include "io/test_temp_dir.h"
 #include "model/checkpoint.h"
 #include "model/hf_llama_convert.h"
 #include "model_test_util.h"
@@ -59,6 +59,27 @@ TEST(CheckpointLoading, LatestMustNameADirectoryInsideTheRun) {
             std::string::npos);
   write_bytes(dir.file("latest"), "step-00000001\n");
   EXPECT_NO_THROW(load_model(run));
+}
+
+// A run without `latest` (stopped before naming its checkpoint) is named as such, with its
+// newest checkpoint (by step, not by name length) and the command that goes on with it.
+TEST(CheckpointLoading, ARunWithoutLatestNamesItsNewestCheckpoint) {
+  TempDir dir;
+  Model model(test::tiny_config({1, 1}, true, 2));
+  model.init_random(1);
+  save_model(model, dir.file("step-00000009"));
+  save_model(model, dir.file("step-00000012"));
+  std::filesystem::create_directory(dir.file("step-00000099"));  // no config.json: not a checkpoint
+  std::string err = error_of([&] { resolve_checkpoint_dir(dir.path().string()); });
+  EXPECT_NE(
+      err.find("no 'latest' file); it holds checkpoints, the newest " + dir.file("step-00000012")),
+      std::string::npos)
+      << err;
+  EXPECT_NE(err.find("--resume"), std::string::npos) << err;
+  TempDir empty;
+  err = error_of([&] { resolve_checkpoint_dir(empty.path().string()); });
+  EXPECT_NE(err.find("no 'latest' file)"), std::string::npos) << err;
+  EXPECT_EQ(err.find("holds checkpoints"), std::string::npos) << err;
 }
 
 // parameter_count works out from the config what Model allocates tensor by tensor.
