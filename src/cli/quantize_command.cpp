@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <memory>
+#include <set>
 
 #include "cli/commands.h"
 #include "cli/logit_difference.h"
@@ -17,6 +18,7 @@
 #include "io/atomic_file.h"
 #include "io/hf_llama.h"
 #include "io/tokenizer.h"
+#include "kernels/quant.h"
 #include "model/checkpoint.h"
 #include "model/sub_model.h"
 
@@ -116,6 +118,33 @@ void add_quantize_command(CLI::App& app) {
                 format_bytes((double)fp32->weight_bytes()).c_str(),
                 format_bytes((double)quant->weight_bytes()).c_str(),
                 (double)fp32->weight_bytes() / quant->weight_bytes());
+    // q4_0 keeps in q8_0 the matrices whose rows are not whole 32-weight blocks (documented in
+    // quantization.md): said here, since on a small model that may be every chain block.
+    if (type == QuantType::kQ4_0) {
+      int matrices = 0, kept = 0;
+      std::set<long> widths;
+      for (int i = 0; i < (int)quant->params().infos().size(); ++i) {
+        const ParamInfo& p = quant->params().info(i);
+        if (!quant->is_quantized(i)) continue;
+        ++matrices;
+        if (p.cols() % kQuantBlock != 0) {
+          ++kept;
+          widths.insert((long)p.cols());
+        }
+      }
+      std::string list;
+      for (long w : widths) list += cat(list.empty() ? "" : ", ", w);
+      if (kept > 0)
+        std::printf(
+            "note      %d of the %d weight matrices stay q8_0: their rows (%s weights) are not "
+            "whole "
+            "%d-weight blocks%s\n",
+            kept, matrices, list.c_str(), kQuantBlock,
+            kept == matrices ? "; so nothing is 4-bit (choose widths that are multiples of 32)"
+            : kept + 2 >= matrices
+                ? "; so almost nothing is 4-bit (choose widths that are multiples of 32)"
+                : "");
+    }
     std::printf(
         "check     on a %d-token probe: max |logit difference| %.3g (largest |logit| %.3g), "
         "same top token at %d of %d positions\n",

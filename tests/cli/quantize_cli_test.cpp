@@ -55,6 +55,7 @@ TEST_F(QuantizeCli, QuantizedCheckpointsWorkInEveryInferenceCommand) {
         dir, "quantize --model " + quote(run) + " --type " + type + " --out " + quote(q));
     ASSERT_EQ(r.exit_code, 0) << r.err;
     EXPECT_TRUE(contains(r.out, "weights   " + type)) << r.out;
+    EXPECT_FALSE(contains(r.out, "stay q8_0")) << r.out;     // every row here is whole 32-blocks
     EXPECT_TRUE(fs::exists(q + "/chainlm_tokenizer.json"));  // the run's byte tokenizer came along
     EXPECT_LT(fs::file_size(q + "/model.safetensors"),
               fs::file_size(run + "/step-00000030/model.safetensors") / 3);
@@ -79,6 +80,23 @@ TEST_F(QuantizeCli, QuantizedCheckpointsWorkInEveryInferenceCommand) {
           << type << " k=" << k + 1;
     }
   }
+}
+
+// q4_0 keeps matrices whose rows are not whole 32-weight blocks in q8_0: on a model of width 48
+// that is every one, and the file said "q4_0, 2.82x smaller" with nothing 4-bit. Said now.
+TEST_F(QuantizeCli, Q4SaysWhichMatricesStayQ8) {
+  write_bytes(dir.file("odd.json"), R"({"dim": 48, "n_layers": 1, "n_heads": 4, "ffn_dim": 100,
+                                         "vocab_size": 258, "max_seq_len": 32})");
+  auto r = run_chainlm(dir, "train --config " + quote(dir.file("odd.json")) + " --data " +
+                                quote(data) + " --out " + quote(dir.file("odd")) +
+                                " --steps 1 --batch-size 2 --seq-len 16 --quiet --threads 1");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  r = run_chainlm(dir, "quantize --model " + quote(dir.file("odd")) + " --type q4_0 --out " +
+                           quote(dir.file("odd-q4")));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(contains(r.out, "of the 9 weight matrices stay q8_0: their rows (48, 100 weights)"))
+      << r.out;
+  EXPECT_TRUE(contains(r.out, "nothing is 4-bit")) << r.out;
 }
 
 TEST_F(QuantizeCli, ChainsKeepsTheSubModelAlone) {
