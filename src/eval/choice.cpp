@@ -32,16 +32,19 @@ int parse_label(const std::string& line, const std::string& where, int line_no) 
 }  // namespace
 
 std::vector<ChoiceTask> parse_hellaswag(const std::string& text, const std::string& where) {
-  const std::vector<std::string> lines = split_text_lines(text);
+  std::vector<std::string> lines = split_text_lines(text);
+  // Blank lines at the end (an editor's, or a generator's last newline) are no task.
+  while (!lines.empty() && blank(lines.back())) lines.pop_back();
   CHAINLM_CHECK(!lines.empty(), where, ": no tasks (the file is empty)");
+  CHAINLM_CHECK(
+      lines[0].empty() || lines[0][0] != '{', where,
+      ":1: a JSON object, but eval choice reads tasks of 6 text lines (context, gold label "
+      "0-3, four endings); sentence pairs in JSON Lines go to `chainlm eval pairs`");
   const size_t full = lines.size() / 6 * 6;
-  CHAINLM_CHECK(full == lines.size(), where, ":", full + 1, ": the last task has only ",
-                lines.size() - full,
-                " of its 6 lines (context, gold label 0-3, four endings); the "
-                "file has ",
-                lines.size(), " lines, not a multiple of 6");
   std::vector<ChoiceTask> tasks;
-  for (size_t i = 0; i < lines.size(); i += 6) {
+  // Whole tasks first, so that a line out of place is named where it is (a label that is no
+  // label) rather than as a short last task.
+  for (size_t i = 0; i < full; i += 6) {
     ChoiceTask t;
     t.line = (int)i + 1;
     t.context = lines[i];
@@ -54,6 +57,10 @@ std::vector<ChoiceTask> parse_hellaswag(const std::string& text, const std::stri
     }
     tasks.push_back(std::move(t));
   }
+  CHAINLM_CHECK(full == lines.size(), where, ":", full + 1, ": the last task has only ",
+                lines.size() - full,
+                " of its 6 lines (context, gold label 0-3, four endings); the file has ",
+                lines.size(), " lines, not a multiple of 6");
   return tasks;
 }
 

@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "core/json_document.h"
 #include "eval/sequence_scorer.h"
 #include "eval/text_lines.h"
 
@@ -35,12 +36,8 @@ std::vector<SentencePair> parse_sentence_pairs(const std::string& text, const st
   for (size_t i = 0; i < lines.size(); ++i) {
     const int line = (int)i + 1;
     if (blank(lines[i])) continue;
-    nlohmann::json j;
-    try {
-      j = nlohmann::json::parse(lines[i]);
-    } catch (const nlohmann::json::exception& e) {
-      fail(where, ":", line, ": not valid JSON (", e.what(), ")");
-    }
+    // Strict (core/json_document.h): a key given twice is refused, not read as its last value.
+    const nlohmann::json j = parse_json_document(lines[i], cat(where, ":", line));
     CHAINLM_CHECK(j.is_object(), where, ":", line,
                   ": expected a JSON object with \"sentence_good\" "
                   "and \"sentence_bad\", got ",

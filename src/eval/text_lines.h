@@ -8,16 +8,20 @@
 
 #include "io/corpus_reader.h"
 #include "io/text_documents.h"
+#include "io/text_encoding.h"
 
 namespace chainlm {
 
 // The file's text (read_text_file: decompressed, other encodings refused by name), with a
 // warning on stderr when it holds invalid UTF-8, as prepare and eval ppl give: such a task
-// scores other text than the file's.
+// scores other text than the file's. Each invalid sequence becomes U+FFFD, as the warning says
+// (a JSON parser refuses the raw bytes: a Latin-1 JSONL file was warned of, then refused).
 inline std::string read_task_file(const std::string& path) {
   std::string text = read_text_file(path);
-  if (const std::string note = invalid_utf8_note(path, text); !note.empty())
+  if (const std::string note = invalid_utf8_note(path, text); !note.empty()) {
     std::fprintf(stderr, "warning: %s\n", note.c_str());
+    text = replace_invalid_utf8(text);
+  }
   return text;
 }
 

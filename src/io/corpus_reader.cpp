@@ -244,8 +244,7 @@ std::string invalid_utf8_note(const std::string& path, std::string_view bytes) {
   const Utf8Check utf8 = check_utf8(bytes);
   if (utf8.ok()) return "";
   return invalid_utf8_found(path, bytes, utf8) +
-         "; the tokenizer reads each as U+FFFD (or as bytes), so those texts are not scored as "
-         "written";
+         "; each is read as U+FFFD, so those texts are not scored as written";
 }
 
 Corpus stream_corpus(const CorpusOptions& o,

@@ -39,14 +39,18 @@ TEST(HellaswagParser, ReportsTheLineOfWhatIsWrong) {
       {kTask + "ctx\n-1\na\nb\nc\nd\n", "f.txt:8: the gold label -1 is outside 0..3"},
       {kTask + "  \n0\na\nb\nc\nd\n", "f.txt:7: the context line of a task is empty"},
       {kTask + "ctx\n0\na\nb\n\nd\n", "f.txt:11: ending 2 of the task at line 7 is empty"},
+      // A line missing in the middle is named where it shows, not as a short last task.
+      {"ctx\na\nb\nc\nd\n" + kTask, "f.txt:2: the gold label \"a\" is not an integer"},
+      // A JSON Lines file (BLiMP pairs) says which command reads it.
+      {"{\"sentence_good\": \"a\", \"sentence_bad\": \"b\"}\n", "go to `chainlm eval pairs`"},
   };
   for (const Case& c : cases) {
     const std::string what = error_of([&] { parse_hellaswag(c.text, "f.txt"); });
     EXPECT_NE(what.find(c.message), std::string::npos)
         << "want \"" << c.message << "\", got \"" << what << "\"";
   }
-  // CRLF line ends and one trailing newline are fine; a label may carry spaces.
-  const std::string crlf = "ctx\r\n 3 \r\na\r\nb\r\nc\r\nd\r\n";
+  // CRLF line ends and trailing newlines or blank lines are fine; a label may carry spaces.
+  const std::string crlf = "ctx\r\n 3 \r\na\r\nb\r\nc\r\nd\r\n\r\n  \n";
   const auto tasks = parse_hellaswag(crlf, "f.txt");
   ASSERT_EQ(tasks.size(), 1u);
   EXPECT_EQ(tasks[0].label, 3);
@@ -61,7 +65,10 @@ TEST(PairsParser, ReportsTheLineOfWhatIsWrong) {
   const std::vector<Case> cases = {
       {"", "p.jsonl: no sentence pairs"},
       {"\n  \n", "p.jsonl: no sentence pairs"},
-      {good + "\n" + good + "\n{\"sentence_good\": \"x\"\n", "p.jsonl:3: not valid JSON"},
+      {good + "\n" + good + "\n{\"sentence_good\": \"x\"\n", "p.jsonl:3: invalid JSON"},
+      // A key given twice was read as its last value, unseen.
+      {R"({"sentence_good": "a b", "sentence_bad": "b a", "sentence_good": "x"})",
+       "p.jsonl:1: key 'sentence_good' is given twice"},
       {good + "\n[1, 2]\n", "p.jsonl:2: expected a JSON object"},
       {good + "\n{\"sentence_good\": \"x\"}\n",
        "p.jsonl:2: the object has no \"sentence_bad\" field"},
@@ -145,6 +152,17 @@ TEST(EvalFiles, CompressedFilesAreReadAndOtherEncodingsNamed) {
   ::testing::internal::CaptureStderr();
   EXPECT_EQ(read_sentence_pairs_file(dir.file("latin1.jsonl")).size(), 1u);
   EXPECT_EQ(::testing::internal::GetCapturedStderr(), "");  // valid: no warning
+  // Invalid bytes inside a JSON string: read as U+FFFD, as the warning says (the JSON parser
+  // refused the file right after warning of it).
+  write_bytes(dir.file("bad-utf8.jsonl"),
+              "{\"sentence_good\": \"caf\xE9 b\", \"sentence_bad\": \"b a\"}\n");
+  ::testing::internal::CaptureStderr();
+  const std::vector<SentencePair> read = read_sentence_pairs_file(dir.file("bad-utf8.jsonl"));
+  const std::string note = ::testing::internal::GetCapturedStderr();
+  ASSERT_EQ(read.size(), 1u);
+  EXPECT_EQ(read[0].good, "caf\xEF\xBF\xBD b");
+  EXPECT_NE(note.find("each is read as U+FFFD"), std::string::npos) << note;
+  EXPECT_EQ(read_hellaswag_file(dir.file("latin1.txt"))[1].context, "caf\xEF\xBF\xBD");
 }
 
 TEST(EvalCommands, BadFilesFailWithTheirLineNumber) {
@@ -171,7 +189,7 @@ TEST(EvalCommands, BadFilesFailWithTheirLineNumber) {
       {"eval choice --format arc " + quote(dir.file("label.txt")),
        "--format \"arc\" is not supported"},
       {"eval choice", "pass the task file"},
-      {"eval pairs --data " + quote(dir.file("bad.jsonl")), "bad.jsonl:2: not valid JSON"},
+      {"eval pairs --data " + quote(dir.file("bad.jsonl")), "bad.jsonl:2: invalid JSON"},
       {"eval pairs --data " + quote(dir.file("missing.jsonl")),
        "missing.jsonl:1: the object has no \"sentence_bad\""},
       {"eval pairs --data " + quote(dir.file("empty.txt")), "empty.txt: no sentence pairs"},
