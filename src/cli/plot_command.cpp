@@ -78,11 +78,20 @@ void add_plot_command(CLI::App& app) {
     CHAINLM_CHECK(a->overwrite || !fs::exists(out) || is_png_file(out), "plot: --out ", out,
                   " exists and is not a PNG image; choose another file, or pass --overwrite ",
                   "to replace it (nothing was written)");
+    if (!fs::path(out).parent_path().empty()) {  // as report, quantize and export make theirs
+      std::error_code ec;
+      fs::create_directories(fs::path(out).parent_path(), ec);
+      CHAINLM_CHECK(!ec, "plot: cannot create ", fs::path(out).parent_path().string(),
+                    " for --out: ", ec.message());
+    }
     a->plot.x = a->x == "tokens" ? PlotX::kTokens : a->x == "flops" ? PlotX::kFlops : PlotX::kSteps;
     if (!a->y_range.empty()) {  // CLI11 split it at ':' and converted the numbers
       const auto& y = a->y_range;
-      CHAINLM_CHECK(y.size() == 2 && std::isfinite(y[0]) && std::isfinite(y[1]) && y[0] < y[1], "plot: --y-range ",
-                    "takes LO:HI, two finite numbers with LO below HI; got ", y.size(), " value(s) (nothing was written)");
+      CHAINLM_CHECK(y.size() == 2 && std::isfinite(y[0]) && std::isfinite(y[1]), "plot: --y-range ",
+                    "takes LO:HI, two finite numbers; got ", y.size(),
+                    " value(s) (nothing was written)");
+      CHAINLM_CHECK(y[0] < y[1], "plot: --y-range ", y[0], ":", y[1],
+                    ": LO must be below HI (nothing was written)");
       a->plot.y_min = y[0];
       a->plot.y_max = y[1];
       // A range that holds no loss draws empty axes: said, not left to be found in the picture.

@@ -48,6 +48,12 @@ void add_report_command(CLI::App& app) {
                   "report: the plot would replace ", png.string(),
                   ", which is not a PNG image; choose ",
                   "another --out, pass --no-plot, or pass --overwrite (nothing was written)");
+    // Missing directories of --out are made, as quantize and export make theirs.
+    if (!out.parent_path().empty()) {
+      fs::create_directories(out.parent_path(), ec);
+      CHAINLM_CHECK(!ec, "report: cannot create ", out.parent_path().string(),
+                    " for --out: ", ec.message());
+    }
     std::string link;
     if (!a->no_plot) {
       a->plot.title = "loss curves: " + fs::path(a->run).lexically_normal().filename().string();

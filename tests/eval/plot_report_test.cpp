@@ -82,8 +82,8 @@ TEST_F(RecordedRun, PlotWritesAPngOfTheRequestedSize) {
 }
 
 TEST_F(RecordedRun, ReportHasEverySubModelAndEmbedsThePlot) {
+  // out/ does not exist: report makes it, as quantize and export make their --out's directories.
   const std::string md_path = dir->file("out/summary.md");
-  std::filesystem::create_directories(dir->file("out"));
   auto r = run_chainlm(*dir, "report " + quote(run) + " --out " + quote(md_path));
   ASSERT_EQ(r.exit_code, 0) << r.err;
   const std::string md = read_bytes(md_path);
@@ -227,9 +227,11 @@ TEST_F(RecordedRun, SeveralRunsOverlaidAgainstTokens) {
   zoom.y_max = 2.5;
   EXPECT_NE(overlay_plot_script({{m, "base", 1}}, kPlotOutput, zoom).find("set yrange [2:2.5]\n"), std::string::npos);
   EXPECT_EQ(overlay_plot_script({{m, "base", 1}}, kPlotOutput, PlotOptions{}).find("yrange"), std::string::npos);
-  auto zoomed = run_chainlm(*dir, "plot " + quote(run) + " --y-range 1.5:3 --out " + quote(dir->file("zoom.png")));
+  auto zoomed = run_chainlm(
+      *dir, "plot " + quote(run) + " --y-range 1.5:3 --out " + quote(dir->file("new/zoom.png")));
   ASSERT_EQ(zoomed.exit_code, 0) << zoomed.err;
-  EXPECT_EQ(png_size(read_bytes(dir->file("zoom.png"))), std::make_pair(960L, 600L));
+  EXPECT_EQ(png_size(read_bytes(dir->file("new/zoom.png"))),
+            std::make_pair(960L, 600L));  // new/ made
   auto roomy = run_chainlm(*dir, "plot " + quote(run) + " --y-range 0:100 --out " + quote(dir->file("wide.png")));
   EXPECT_EQ(roomy.exit_code, 0) << roomy.err;
   EXPECT_EQ(roomy.err.find("warning"), std::string::npos) << roomy.err;  // the losses are in it
@@ -241,6 +243,7 @@ TEST_F(RecordedRun, SeveralRunsOverlaidAgainstTokens) {
       << empty.err;
   for (const std::string bad : {"3:1.5", "1.5", "a:b", "1.5:", ":3", "nan:3", "1:2:3"})
     expect_refused(quote(run) + " --y-range " + bad, "--y-range");
+  expect_refused(quote(run) + " --y-range 3:1.5", "--y-range 3:1.5: LO must be below HI");
 }
 
 }  // namespace
