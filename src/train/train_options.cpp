@@ -87,7 +87,7 @@ TrainOptions TrainOptions::from_json(const nlohmann::json& j) {
 void TrainOptions::check_ranges() const {
   auto finite_at_least = [](float v, float lo) { return std::isfinite(v) && v >= lo; };
   CHAINLM_CHECK(seq_len >= 0, "--seq-len ", seq_len, " must be >= 0 (0 = the model's max_seq_len)");
-  CHAINLM_CHECK(std::isfinite(lr) && lr > 0, "--lr ", lr, " must be positive");
+  CHAINLM_CHECK(std::isfinite(lr) && lr > 0, "--lr ", lr, " must be a finite number above 0");
   CHAINLM_CHECK(finite_at_least(min_lr_ratio, 0.0f) && min_lr_ratio <= 1.0f, "--min-lr-ratio ",
                 min_lr_ratio,
                 " must be in [0, 1]: the final learning rate as a fraction of the peak");

@@ -60,6 +60,13 @@ Trainer::Trainer(Model& model, TrainOptions options, const Communicator& comm)
                 ": the validation split is empty");
   if (opt_.lr_schedule_steps <= 0) opt_.lr_schedule_steps = opt_.steps;
   if (opt_.warmup < 0) opt_.warmup = std::min<long>(100, opt_.lr_schedule_steps / 10);
+  // A warmup as long as the schedule never reaches --lr, and the cosine never decays it.
+  if (opt_.warmup >= opt_.lr_schedule_steps && comm.is_root())
+    std::fprintf(
+        stderr,
+        "warning: --warmup %ld is not below the schedule's %ld steps (--lr-schedule-steps, else "
+        "--steps): the learning rate never reaches --lr %g, nor decays\n",
+        opt_.warmup, opt_.lr_schedule_steps, (double)opt_.lr);
   const int n = model_.layout().n;
   if (opt_.chain_loss_weights.empty()) {
     opt_.chain_loss_weights.assign(n, 0.0f);

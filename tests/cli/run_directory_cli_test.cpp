@@ -154,6 +154,14 @@ TEST_F(RunDirectoryCli, OptionsOutOfRangeAreRefusedNamingTheFlag) {
       "train --config " + quote(config) + " --data " + quote(data) + " --out " + quote(run) +
           " --steps 2 --batch-size 2 --seq-len 8 --quiet --eval-every 0 --warmup -1 --grad-clip 0");
   EXPECT_EQ(ok.exit_code, 0) << ok.err;
+  EXPECT_FALSE(contains(ok.err, "warning")) << ok.err;
+  auto inf = run_chainlm(dir, train_args(dir.file("inf"), 2) + " --lr inf");
+  EXPECT_TRUE(contains(inf.err, "--lr inf must be a finite number above 0")) << inf.err;
+  // A warmup as long as the schedule: the learning rate never reaches --lr, nor decays. Said.
+  auto long_warmup = run_chainlm(dir, train_args(dir.file("warm"), 2) + " --warmup 2");
+  EXPECT_EQ(long_warmup.exit_code, 0) << long_warmup.err;
+  EXPECT_TRUE(contains(long_warmup.err, "warning: --warmup 2 is not below the schedule's 2 steps"))
+      << long_warmup.err;
 }
 
 // nlohmann's stream reader stopped after the first value, and a repeated key took its last
