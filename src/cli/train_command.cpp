@@ -336,6 +336,15 @@ void add_train_command(CLI::App& app) {
                          "one it was trained with; the run's checkpoints will carry the data's\n",
                          a->init.c_str(), a->data.c_str());
         }
+        // Freezing a new model's chains keeps them at their random initialization: chain tuning
+        // freezes trained weights (--init). Allowed (a random-features experiment), but said.
+        if (root && a->init.empty() && (a->freeze_chains > 0 || a->train_only == "head"))
+          std::fprintf(
+              stderr,
+              "warning: %s on a new model (--config, no --init) keeps the frozen weights at their "
+              "random initialization; chain tuning starts from trained ones (--init CHECKPOINT)\n",
+              a->freeze_chains > 0 ? cat("--freeze-chains ", a->freeze_chains).c_str()
+                                   : "--train-only head");
         opt.init = a->init.empty() ? std::string() : absolute_path(a->init);
         opt.freeze_chains = a->freeze_chains;
         opt.train_only = a->train_only;
