@@ -162,6 +162,14 @@ TEST_F(RunDirectoryCli, OptionsOutOfRangeAreRefusedNamingTheFlag) {
   EXPECT_EQ(long_warmup.exit_code, 0) << long_warmup.err;
   EXPECT_TRUE(contains(long_warmup.err, "warning: --warmup 2 is not below the schedule's 2 steps"))
       << long_warmup.err;
+  // Freezing chains of a new model keeps them random: allowed, said.
+  auto frozen = run_chainlm(dir, train_args(dir.file("frozen"), 2) + " --freeze-chains 1");
+  EXPECT_EQ(frozen.exit_code, 0) << frozen.err;
+  EXPECT_TRUE(
+      contains(frozen.err,
+               "warning: --freeze-chains 1 on a new model (--config, no --init) keeps the frozen "
+               "weights at their random initialization"))
+      << frozen.err;
 }
 
 // nlohmann's stream reader stopped after the first value, and a repeated key took its last
