@@ -18,6 +18,7 @@
 #include "core/threads.h"
 #include "io/tokenizer.h"
 #include "kernels/gemm.h"
+#include "kernels/gemm_backend.h"
 #include "model/checkpoint.h"
 #include "train/distributed.h"
 #include "train/run_directory.h"
@@ -295,6 +296,22 @@ void add_train_command(CLI::App& app) {
           std::fprintf(stderr, "precision: %s until the checkpoint, %s from here on\n",
                        opt.precision.c_str(), a->precision.c_str());
         change("--precision", a->precision, opt.precision);
+        // Sums split over another thread count (or run by another GEMM library) round otherwise:
+        // the run goes on, but not bit-identically to an uninterrupted one. Said.
+        const nlohmann::json was = state.value("compute", nlohmann::json::object());
+        const int threads_now = num_threads();
+        const std::string gemm_now = gemm_backend_name(gemm_backend());
+        const int threads_was = was.value("threads", threads_now);
+        const std::string gemm_was = was.value("gemm", gemm_now);
+        if (root && !a->quiet && (threads_was != threads_now || gemm_was != gemm_now))
+          std::fprintf(
+              stderr,
+              "resume: the steps so far ran on %d thread(s) with %s GEMMs, these run on %d with "
+              "%s: "
+              "the losses will not be bit-identical to an uninterrupted run's (--threads %d and "
+              "CHAINLM_GEMM=%s keep them)\n",
+              threads_was, gemm_was.c_str(), threads_now, gemm_now.c_str(), threads_was,
+              gemm_was.c_str());
         if (!a->data.empty()) change("--data", absolute_path(a->data), opt.data_dir);
         require_data_tokenizer(opt.data_dir);
         // A checkpoint without its tokenizer (removed by hand) would take the data's unchecked

@@ -78,6 +78,8 @@ RunMetrics parse_run_metrics(const std::string& text, const std::string& where) 
     CHAINLM_CHECK(j.contains("step") && j["step"].is_number_integer(), where, ":", line,
                   ": every line needs an integer \"step\"");
     const long step = j["step"].get<long>();
+    if (j.contains("precision") && j["precision"].is_string())
+      m.precision_from.emplace_back(step, j["precision"].get<std::string>());
     if (j.contains("total_params")) m.total_params = (long)number(j, "total_params", where, line);
     if (j.contains("trainable_params"))
       m.trainable_params = (long)number(j, "trainable_params", where, line);

@@ -184,6 +184,24 @@ std::string run_report_markdown(const std::string& run_dir, const RunMetrics& m,
       if (!m.train.empty())
         md << "| tokens trained | " << thousands(per_step * m.train.back().step) << " |\n";
     }
+    // The options hold the last segment's precision: a run resumed in another one says which
+    // steps ran in which.
+    bool switched = false;
+    for (const auto& [step, precision] : m.precision_from)
+      switched = switched || precision != m.precision_from[0].second;
+    if (switched && !m.train.empty()) {
+      md << "| precision by steps | ";
+      const char* sep = "";
+      for (size_t i = 0; i < m.precision_from.size(); ++i) {
+        const long first = m.precision_from[i].first + 1;
+        const long last =
+            i + 1 < m.precision_from.size() ? m.precision_from[i + 1].first : m.train.back().step;
+        if (last < first) continue;
+        md << sep << m.precision_from[i].second << " (steps " << first << "-" << last << ")";
+        sep = ", ";
+      }
+      md << " |\n";
+    }
   } else {
     md << "No trainer state in the checkpoint.\n";
   }

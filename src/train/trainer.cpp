@@ -11,8 +11,10 @@
 #include "core/memory.h"
 #include "core/precision.h"
 #include "core/stop_signals.h"
+#include "core/threads.h"
 #include "core/timer.h"
 #include "io/data_directory.h"
+#include "kernels/gemm_backend.h"
 #include "model/training_flops.h"
 #include "train/lr_schedule.h"
 #include "train/training_progress.h"
@@ -302,6 +304,12 @@ void fail_together(const Communicator& comm, const std::string& local_error) {
 
 }  // namespace
 
+nlohmann::json Trainer::compute_json() const {
+  return {{"precision", opt_.precision},
+          {"threads", num_threads()},
+          {"gemm", gemm_backend_name(gemm_backend())}};
+}
+
 void Trainer::run() {
   const bool root = comm_.is_root();
   // The run directory stays locked while this run writes into it.
@@ -340,19 +348,25 @@ void Trainer::run() {
     // checkpoint belong to no checkpoint.
     if (root) run_dir_.reset_metrics();
     const ParamStore& ps = model_.params();
-    log_metrics({{"step", 0},
-                 {"trainable_params", ps.trainable_numel()},
-                 {"total_params", ps.numel()},
-                 {"trainable_fraction", trainable_fraction()},
-                 {"memory_estimate_bytes", memory_estimate_.total()},
-                 {"tokens_per_step", (long)opt_.batch_size * T_},
-                 {"flops_per_step", flops_per_step()}});
+    nlohmann::json header = compute_json();
+    header.update({{"step", 0},
+                   {"trainable_params", ps.trainable_numel()},
+                   {"total_params", ps.numel()},
+                   {"trainable_fraction", trainable_fraction()},
+                   {"memory_estimate_bytes", memory_estimate_.total()},
+                   {"tokens_per_step", (long)opt_.batch_size * T_},
+                   {"flops_per_step", flops_per_step()}});
+    log_metrics(header);
     if (!opt_.init.empty()) {
       // A run that starts from existing weights records where it started.
       auto val = validate();
       log_metrics({{"step", 0}, {"val_loss", val}});
       progress.validation(0, val);
     }
+  } else if (step_ < opt_.steps) {
+    nlohmann::json resumed = compute_json();
+    resumed.update({{"step", step_}, {"event", "resumed"}});
+    log_metrics(resumed);
   }
   while (step_ < opt_.steps) {
     Timer t;

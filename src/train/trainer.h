@@ -104,6 +104,11 @@ class Trainer {
  private:
   // Appends a line to the run's metrics.jsonl (rank 0 only; a no-op on the others).
   void log_metrics(const nlohmann::json& line);
+  // How this process computes the steps: {"precision", "threads", "gemm"}. Recorded in the log
+  // where a run starts or resumes and in every trainer state: a resume on another thread count
+  // or GEMM library is not bit-identical to an uninterrupted run, and a report names each
+  // precision the steps ran in.
+  nlohmann::json compute_json() const;
   // Refuses a run whose estimate e, plus `held` bytes already allocated, does not fit.
   static void check_estimate_fits(const MemoryEstimate& e, const TrainOptions& o, uint64_t held);
   // The first weight or AdamW moment that is not finite, as "weight 'name'[i] = nan"; "" when

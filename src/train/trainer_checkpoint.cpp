@@ -64,7 +64,8 @@ std::string Trainer::save() {
         {"format", "chainlm-trainer-1"}, {"step", step_},
         {"options", opt_.to_json()},     {"trainable_params", ps.trainable_numel()},
         {"total_params", ps.numel()},    {"trainable_fraction", trainable_fraction()},
-        {"skipped_steps", skipped_},     {"skipped_in_a_row", skipped_in_a_row_}};
+        {"skipped_steps", skipped_},     {"skipped_in_a_row", skipped_in_a_row_},
+        {"compute", compute_json()}};
     write_file_atomic((tmp / "trainer_state.json").string(), state.dump(2) + "\n");
     save_tokenizer_to_dir(find_tokenizer_in_dir(opt_.data_dir), tmp.string());
   });

@@ -85,13 +85,30 @@ TEST_F(PrecisionCli, GenerateAndBenchRunInBf16AndSayWhatTheyRan) {
 // The precision is how steps compute, not state: a run may change it on resume, and says so.
 TEST_F(PrecisionCli, ARunMayChangePrecisionOnResumeAndSaysSo) {
   const std::string r2 = dir.file("run2");
-  auto a = run_chainlm(dir, "train --config " + quote(config) + " --data " + quote(data) + " --out " +
-                                quote(r2) + " --steps 3 --batch-size 2 --seq-len 16 --precision bf16");
+  auto a = run_chainlm(
+      dir, "train --config " + quote(config) + " --data " + quote(data) + " --out " + quote(r2) +
+               " --steps 3 --batch-size 2 --seq-len 16 --precision bf16 --threads 2");
   ASSERT_EQ(a.exit_code, 0) << a.err;
   EXPECT_NE(a.err.find("precision: bf16"), std::string::npos) << a.err;
-  auto b = run_chainlm(dir, "train --out " + quote(r2) + " --resume --steps 5 --precision fp32");
+  auto b = run_chainlm(
+      dir, "train --out " + quote(r2) + " --resume --steps 5 --precision fp32 --threads 1");
   ASSERT_EQ(b.exit_code, 0) << b.err;
   EXPECT_NE(b.err.find("precision: bf16 until the checkpoint, fp32 from here on"), std::string::npos) << b.err;
+  // Another thread count: the run goes on, not bit-identically, and says so.
+  EXPECT_NE(b.err.find("resume: the steps so far ran on 2 thread(s)"), std::string::npos) << b.err;
+  EXPECT_NE(b.err.find("--threads 2 and CHAINLM_GEMM="), std::string::npos) << b.err;
+  // The log records each segment's precision, and the report says which steps ran in which
+  // (it named the last segment's alone).
+  const std::string log = testing::read_bytes(r2 + "/metrics.jsonl");
+  EXPECT_NE(log.find("\"precision\":\"bf16\",\"step\":0"), std::string::npos) << log;
+  EXPECT_NE(log.find("{\"event\":\"resumed\",\"gemm\":"), std::string::npos) << log;
+  auto report =
+      run_chainlm(dir, "report " + quote(r2) + " --no-plot --out " + quote(dir.file("r.md")));
+  ASSERT_EQ(report.exit_code, 0) << report.err;
+  const std::string md = testing::read_bytes(dir.file("r.md"));
+  EXPECT_NE(md.find("| precision by steps | bf16 (steps 1-3), fp32 (steps 4-5) |"),
+            std::string::npos)
+      << md;
   std::string latest = testing::read_bytes(r2 + "/latest");
   while (!latest.empty() && std::isspace((unsigned char)latest.back())) latest.pop_back();
   const auto state = nlohmann::json::parse(testing::read_bytes(r2 + "/" + latest + "/trainer_state.json"));
