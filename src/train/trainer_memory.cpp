@@ -10,8 +10,17 @@
 namespace chainlm {
 
 namespace {
-const char* const kMemoryAdvice =
-    "lower --batch-size or --seq-len, use --micro-batch (gradient accumulation) or a smaller model";
+// What lowers the estimate, of what may change: --micro-batch always (gradient accumulation),
+// --batch-size and --seq-len on a new run only (a resume refuses them), and --precision fp32
+// for a bf16 run (its bf16 copies come beside the fp32 weights and activations).
+std::string memory_advice(const TrainOptions& o) {
+  return std::string("use a smaller --micro-batch (gradient accumulation)") +
+         (parse_precision(o.precision) == Precision::Bf16
+              ? ", --precision fp32 (bf16 adds its copies)"
+              : "") +
+         ", a lower --batch-size or --seq-len (on a new run: a resume keeps them) or a smaller "
+         "model";
+}
 }  // namespace
 
 MemoryEstimate Trainer::memory_estimate(const ModelConfig& c, const TrainOptions& o, int ranks) {
@@ -32,7 +41,7 @@ void Trainer::check_memory(const ModelConfig& c, const TrainOptions& o, int rank
 }
 
 void Trainer::check_estimate_fits(const MemoryEstimate& e, const TrainOptions& o, uint64_t held) {
-  check_memory_fits("train", e, o.processes_per_machine, o.memory_limit, kMemoryAdvice, held);
+  check_memory_fits("train", e, o.processes_per_machine, o.memory_limit, memory_advice(o), held);
 }
 
 }  // namespace chainlm

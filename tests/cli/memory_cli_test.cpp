@@ -93,6 +93,14 @@ TEST_F(MemoryCli, TrainingThatCannotFitIsRefusedBeforeItStarts) {
   EXPECT_EQ(resumed.exit_code, 1);
   EXPECT_NE(resumed.err.find("train needs an estimated"), std::string::npos) << resumed.err;
   EXPECT_EQ(testing::read_bytes((fs::path(run) / "latest").string()), before);
+  // A bf16 resume: the advice names --precision fp32, and says which options a resume keeps (it
+  // advised a --batch-size the resume then refused).
+  auto bf16 = run_chainlm(
+      dir, "train --out " + quote(run) + " --resume --steps 3 --memory-limit 64M --precision bf16");
+  EXPECT_EQ(bf16.exit_code, 1) << bf16.err;
+  EXPECT_NE(bf16.err.find("--precision fp32 (bf16 adds its copies)"), std::string::npos)
+      << bf16.err;
+  EXPECT_NE(bf16.err.find("(on a new run: a resume keeps them)"), std::string::npos) << bf16.err;
 }
 
 TEST_F(MemoryCli, ServeRefusesSessionsThatCannotFit) {
