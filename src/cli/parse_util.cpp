@@ -21,11 +21,16 @@ template <typename T, typename Convert>
 std::vector<T> parse_list(const std::string& s, const std::string& what, const char* kind,
                           Convert convert) {
   // getline drops an empty last item: "8," would read as "8".
-  CHAINLM_CHECK(s.empty() || s.back() != ',', what, ": '", s, "' ends with a comma");
+  CHAINLM_CHECK(
+      s.find_last_not_of(" \t") == std::string::npos || s[s.find_last_not_of(" \t")] != ',', what,
+      ": '", s, "' ends with a comma");
   std::vector<T> out;
   std::stringstream ss(s);
   std::string item;
   while (std::getline(ss, item, ',')) {
+    // Spaces around an item are allowed ("1, 0.5"), on both sides alike.
+    const size_t b = item.find_first_not_of(" \t"), e = item.find_last_not_of(" \t");
+    item = b == std::string::npos ? std::string() : item.substr(b, e - b + 1);
     try {
       size_t used = 0;
       out.push_back(convert(item, &used));

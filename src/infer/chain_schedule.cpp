@@ -8,7 +8,14 @@ namespace chainlm {
 
 namespace {
 
-int parse_int(const std::string& s, const std::string& segment) {
+// Spaces around a number are allowed (" 1:3, 2"), as in the other number lists.
+std::string trimmed(const std::string& s) {
+  const size_t b = s.find_first_not_of(" \t"), e = s.find_last_not_of(" \t");
+  return b == std::string::npos ? std::string() : s.substr(b, e - b + 1);
+}
+
+int parse_int(const std::string& raw, const std::string& segment) {
+  const std::string s = trimmed(raw);
   size_t used = 0;
   int v = 0;
   try {
@@ -25,6 +32,9 @@ int parse_int(const std::string& s, const std::string& segment) {
 
 ChainSchedule ChainSchedule::parse(const std::string& text, int n_chains) {
   ChainSchedule s;
+  // getline drops an empty last segment: "1:3," would read as "1:3".
+  CHAINLM_CHECK(trimmed(text).empty() || trimmed(text).back() != ',', "chain schedule '", text,
+                "' ends with a comma");
   std::stringstream ss(text);
   std::string seg;
   while (std::getline(ss, seg, ',')) {

@@ -137,7 +137,15 @@ TEST_F(ModelUseCli, AnExpansionTooLargeOrMistypedIsRefusedNamingIt) {
       dir, "expand --from " + quote(run) + " --add-chains 2, --out " + quote(dir.file("x")));
   EXPECT_NE(comma.exit_code, 0);
   EXPECT_TRUE(contains(comma.err, "ends with a comma")) << comma.err;
+  // Spaces around items are read alike on both sides (a trailing one was refused, a leading
+  // one accepted); a comma before a trailing space is still a trailing comma.
+  auto comma_space = run_chainlm(
+      dir, "expand --from " + quote(run) + " --add-chains '2, ' --out " + quote(dir.file("x")));
+  EXPECT_TRUE(contains(comma_space.err, "ends with a comma")) << comma_space.err;
   EXPECT_FALSE(fs::exists(dir.file("x")));
+  auto spaced = run_chainlm(
+      dir, "expand --from " + quote(run) + " --add-chains ' 2 ' --out " + quote(dir.file("x")));
+  EXPECT_EQ(spaced.exit_code, 0) << spaced.err;
 }
 
 // A GGUF written without a tokenizer carries none: starting a run from it is warned of.
