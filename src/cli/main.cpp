@@ -3,6 +3,7 @@
 
 #include <csignal>
 #include <cstdio>
+#include <cstring>
 #include <exception>
 #include <string>
 
@@ -35,10 +36,39 @@ void on_sigbus(int) {
   ::raise(SIGBUS);
 }
 
+// Commands that write one output (expand, quantize, export, prepare) died of Ctrl-C without a
+// word, leaving a temporary of up to the model's size: say what becomes of it, then die of the
+// signal as before (exit status 130 or 143). (train saves a checkpoint instead; serve stops.)
+const char* g_interrupt_message = nullptr;  // chosen before the handler is installed
+
+void on_interrupt(int sig) {
+  (void)!::write(2, g_interrupt_message, std::strlen(g_interrupt_message));
+  ::signal(sig, SIG_DFL);
+  ::raise(sig);
+}
+
+// The message for a command that writes one output, or nullptr.
+const char* interrupt_message(int argc, char** argv) {
+  const std::string command = argc > 1 ? argv[1] : "";
+  if (command == "prepare")
+    return "\nchainlm: prepare interrupted; the data directory stays marked unfinished "
+           "(.prepare-incomplete), "
+           "which train and eval refuse, until prepare runs again\n";
+  if (command == "expand" || command == "quantize" || command == "export")
+    return "\nchainlm: interrupted before its output was complete; nothing under --out was "
+           "replaced, and what "
+           "was written so far is removed by the next run with the same --out\n";
+  return nullptr;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   ::signal(SIGBUS, on_sigbus);
+  if ((g_interrupt_message = interrupt_message(argc, argv))) {
+    ::signal(SIGINT, on_interrupt);
+    ::signal(SIGTERM, on_interrupt);
+  }
   if (waits_passively(argc, argv)) chainlm::reexec_with_passive_wait(argv);
   CLI::App app{"chainlm: Chain-of-Model (CoLM, CoLM-Air) and PHD-Transformer language models on CPUs"};
   app.require_subcommand(1);

@@ -95,5 +95,36 @@ TEST_F(StopSignal, SecondSignalQuitsAtOnce) {
   EXPECT_FALSE(fs::exists(run + "/latest"));
 }
 
+// Ctrl-C in a command that writes one output (quantize here; expand and export alike) ended it
+// without a word, leaving a temporary as large as the model. It now says what becomes of it and
+// still dies of the signal; the output is not there, and the next run with that --out is clean.
+TEST_F(StopSignal, AnInterruptedOutputSaysWhatBecomesOfIt) {
+  const std::string run = dir.file("run");
+  auto r = testing::run_chainlm(dir, "train --config " + testing::quote(config) + " --data " +
+                                         testing::quote(data) + " --out " + testing::quote(run) +
+                                         " --steps 1 --batch-size 2 --seq-len 16 --quiet");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const std::string q = dir.file("q");
+  const pid_t pid =
+      testing::spawn({CHAINLM_BINARY, "quantize", "--model", run, "--type", "q8_0", "--out", q},
+                     {{"CHAINLM_PAUSE_AT", "atomic_file.before_rename:1"}}, out, err);
+  int status = 0;
+  ASSERT_EQ(::waitpid(pid, &status, WUNTRACED), pid);
+  ASSERT_TRUE(WIFSTOPPED(status)) << read_bytes(err);  // mid-write: the weights are in a temporary
+  ::kill(pid, SIGINT);
+  ::kill(pid, SIGCONT);
+  const testing::Outcome o = testing::finish(pid, out, err);
+  EXPECT_EQ(o.signal, SIGINT);
+  EXPECT_TRUE(contains(
+      o.err, "interrupted before its output was complete; nothing under --out was replaced"))
+      << o.err;
+  EXPECT_FALSE(fs::exists(q));
+  r = testing::run_chainlm(
+      dir, "quantize --model " + testing::quote(run) + " --type q8_0 --out " + testing::quote(q));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  for (const auto& e : fs::directory_iterator(dir.path()))
+    EXPECT_EQ(e.path().filename().string().rfind(".tmp", 0), std::string::npos) << e.path();
+}
+
 }  // namespace
 }  // namespace chainlm
