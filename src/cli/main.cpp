@@ -88,6 +88,7 @@ int main(int argc, char** argv) {
   chainlm::cli::add_report_command(app);
   try {
     chainlm::check_gemm_environment();
+    chainlm::warn_of_unknown_onednn_isa();
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     // --help and --version print as CLI11 prints them; a usage error is one line on stderr

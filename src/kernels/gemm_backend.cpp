@@ -1,6 +1,9 @@
 #include "kernels/gemm_backend.h"
 
+#include <strings.h>
+
 #include <atomic>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <oneapi/dnnl/dnnl.hpp>
@@ -30,6 +33,37 @@ GemmBackend from_environment() {
 std::atomic<int> g_override{-1};
 
 }  // namespace
+
+void warn_of_unknown_onednn_isa() {
+  const char* v = std::getenv("ONEDNN_MAX_CPU_ISA");
+  if (!v || !*v) return;
+  // The names oneDNN reads (case-insensitive), from its documentation of the variable.
+  static const char* const known[] = {"SSE41",
+                                      "AVX",
+                                      "AVX2",
+                                      "AVX2_VNNI",
+                                      "AVX2_VNNI_2",
+                                      "AVX512_CORE",
+                                      "AVX512_CORE_VNNI",
+                                      "AVX512_CORE_BF16",
+                                      "AVX512_CORE_FP16",
+                                      "AVX512_CORE_AMX",
+                                      "AVX512_CORE_AMX_FP16",
+                                      "AVX10_1_512",
+                                      "AVX10_1_512_AMX",
+                                      "AVX10_1_512_AMX_FP16",
+                                      "AVX10_2_512",
+                                      "AVX10_2_512_AMX_2",
+                                      "DEFAULT",
+                                      "ALL"};
+  for (const char* k : known)
+    if (strcasecmp(v, k) == 0) return;
+  std::fprintf(
+      stderr,
+      "warning: ONEDNN_MAX_CPU_ISA='%s' is not an instruction set oneDNN knows (SSE41, AVX2, "
+      "AVX512_CORE, AVX512_CORE_BF16, ...), so oneDNN ignores it and uses all this CPU has\n",
+      v);
+}
 
 void check_gemm_environment() {
   const char* v = std::getenv("CHAINLM_GEMM");

@@ -18,6 +18,9 @@ GemmBackend gemm_backend();
 // calls it first, so that a mistyped value stops it before it writes anything (gemm_backend()
 // itself runs at the first fp32 GEMM, or never in bf16 and decoding).
 void check_gemm_environment();
+// A warning (on stderr) when ONEDNN_MAX_CPU_ISA names no ISA oneDNN knows: oneDNN ignores such a
+// value without a word, and a run meant to be held to AVX2 runs AVX-512.
+void warn_of_unknown_onednn_isa();
 // Overrides the choice for the rest of the process (tests, benchmarks).
 void set_gemm_backend(GemmBackend b);
 const char* gemm_backend_name(GemmBackend b);

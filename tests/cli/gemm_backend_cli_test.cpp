@@ -70,6 +70,23 @@ TEST_F(GemmBackendCli, BadChoiceIsRefusedNamingTheChoices) {
   }
 }
 
+// oneDNN ignores an ISA name it does not know without a word: said, and a known one (in any case)
+// is not warned of.
+TEST_F(GemmBackendCli, AnUnknownOnednnIsaIsWarnedOf) {
+  for (const char* value : {"AVX-2", "AVX2 "}) {
+    ScopedEnv isa("ONEDNN_MAX_CPU_ISA", value);
+    auto r = run_chainlm(dir, "info --system");
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_NE(r.err.find(std::string("warning: ONEDNN_MAX_CPU_ISA='") + value +
+                         "' is not an instruction set"),
+              std::string::npos)
+        << r.err;
+  }
+  ScopedEnv isa("ONEDNN_MAX_CPU_ISA", "avx2");
+  auto r = run_chainlm(dir, "info --system");
+  EXPECT_EQ(r.err.find("warning"), std::string::npos) << r.err;
+}
+
 TEST_F(GemmBackendCli, BenchReportsTheBackendAndTheIsa) {
   for (const char* backend : {"onednn", "openblas"}) {
     ScopedEnv g("CHAINLM_GEMM", backend), isa("ONEDNN_MAX_CPU_ISA", "AVX2");
