@@ -122,9 +122,11 @@ void add_ppl(CLI::App* eval) {
       const std::string data_dir = fs::is_directory(a->data, ec) ? a->data : fs::path(a->data).parent_path().string();
       if (!model_tok.empty()) {
         check_same_tokenizer(data_dir.empty() ? "." : data_dir, model_tok, "eval ppl");
-      } else {
-        const TokenShard probe(is_token_shard_file(a->data) ? a->data
-                                                            : data_shard_path(a->data, "val.bin"));
+      } else if (const std::string path = is_token_shard_file(a->data)
+                                              ? a->data
+                                              : (fs::path(a->data) / "val.bin").string();
+                 fs::is_regular_file(path, ec)) {  // (else load_eval_tokens says what is missing)
+        const TokenShard probe(path);
         std::fprintf(
             stderr,
             "warning: %s carries no tokenizer, so nothing checks that the tokens of %s (made with "

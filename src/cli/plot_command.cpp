@@ -78,12 +78,6 @@ void add_plot_command(CLI::App& app) {
     CHAINLM_CHECK(a->overwrite || !fs::exists(out) || is_png_file(out), "plot: --out ", out,
                   " exists and is not a PNG image; choose another file, or pass --overwrite ",
                   "to replace it (nothing was written)");
-    if (!fs::path(out).parent_path().empty()) {  // as report, quantize and export make theirs
-      std::error_code ec;
-      fs::create_directories(fs::path(out).parent_path(), ec);
-      CHAINLM_CHECK(!ec, "plot: cannot create ", fs::path(out).parent_path().string(),
-                    " for --out: ", ec.message());
-    }
     a->plot.x = a->x == "tokens" ? PlotX::kTokens : a->x == "flops" ? PlotX::kFlops : PlotX::kSteps;
     if (!a->y_range.empty()) {  // CLI11 split it at ':' and converted the numbers
       const auto& y = a->y_range;
@@ -107,6 +101,13 @@ void add_plot_command(CLI::App& app) {
                      "warning: no loss of the run%s falls inside --y-range %g:%g; the plot's axes "
                      "will be empty\n",
                      runs.size() > 1 ? "s" : "", y[0], y[1]);
+    }
+    // Once every option is known good.
+    if (!fs::path(out).parent_path().empty()) {  // as report, quantize and export make theirs
+      std::error_code ec;
+      fs::create_directories(fs::path(out).parent_path(), ec);
+      CHAINLM_CHECK(!ec, "plot: cannot create ", fs::path(out).parent_path().string(),
+                    " for --out: ", ec.message());
     }
     if (a->plot.title.empty())
       a->plot.title = several ? "loss curves" : "loss curves: " + labels[0];
