@@ -33,9 +33,11 @@ struct Segment {
   int id;
 };
 
-// Rust's char::is_alphanumeric or '_': what single_word tokens must not touch.
+// What single_word tokens must not touch: tokenizers' added_vocabulary.rs asks Rust's regex
+// `\w`, whose Unicode class is letters (Alphabetic), marks, decimal digits, connector
+// punctuation and the joiners U+200C/U+200D (not other numbers such as "²").
 const HfRegex& word_char() {
-  static const HfRegex re("[\\p{Alphabetic}\\p{N}_]", "the word-character class");
+  static const HfRegex re("[\\p{Alphabetic}\\p{M}\\p{Nd}\\p{Pc}\\x{200C}\\x{200D}]", "the word-character class");
   return re;
 }
 

@@ -156,6 +156,31 @@ const tokenizers = {};
   tokenizers.gpt2_config = { bos_token: "<|endoftext|>", eos_token: "<|endoftext|>", unk_token: "<|endoftext|>" };
 }
 
+// GPT-2 with added tokens that carry single_word, lstrip and rstrip (chat fine-tunes add such
+// tokens): where a single_word token may match is decided by Rust's regex \w (letters, marks,
+// decimal digits, connector punctuation, joiners) on either side.
+{
+  const base = tokenizers.gpt2, size = base.added_tokens.at(-1).id + 1;
+  tokenizers.gpt2_added = {
+    ...base,
+    added_tokens: base.added_tokens.concat([
+      added(size, "[SW]", true, { single_word: true }),
+      added(size + 1, "<word>", false, { single_word: true }),
+      added(size + 2, "<L>", true, { lstrip: true }),
+      added(size + 3, "<R>", true, { rstrip: true }),
+      added(size + 4, "<LR>", true, { lstrip: true, rstrip: true, single_word: true }),
+    ]),
+  };
+  tokenizers.gpt2_added_config = tokenizers.gpt2_config;
+}
+const addedTexts = [
+  "[SW]", "a [SW] b", "a[SW] b", "a [SW]b", "x[SW]", "[SW]x", "_[SW]", "[SW]_", "1[SW]", "[SW]9",
+  "\u0663[SW]", "\u00b2[SW]", "[SW]\u00b2", "\u2162[SW]", "e\u0301[SW]", "[SW]\u0301", "\u203f[SW]",
+  "[SW]\u203f", "\u200d[SW]", "[SW]\u200c", "-[SW]-", "\u00e9[SW]", "[SW]\u4e2d", "\u4e2d[SW]",
+  "<word>", "a <word> b", "a<word>", "<word>s", "[SW][SW]", "[SW] [SW]",
+  "a   <L>b", "a<L>", "  <L>", "a<R>   b", "<R>\n\nx", "a <LR> b", "a  <LR>  b", "a<LR> b",
+  "<L><R> <LR>", "\t<L>\u3000<R>\u00a0x",
+];
 // SentencePiece-style BPE as the LLaMA-2/TinyLlama conversions write it: <unk> <s> </s>, the
 // 256 byte tokens <0xXX>, then the pieces; byte fallback; "▁" for spaces. Two generations of
 // the converter: a Prepend+Replace normalizer (legacy), or a Metaspace pre-tokenizer.
@@ -209,7 +234,7 @@ tokenizers.sp_split_unk = {
 };
 tokenizers.sp_split_unk_config = { bos_token: "<s>", eos_token: "</s>", unk_token: "<unk>" };
 
-const names = ["llama3", "gpt2", "sp_legacy", "sp_metaspace", "sp_split_unk"];
+const names = ["llama3", "gpt2", "gpt2_added", "sp_legacy", "sp_metaspace", "sp_split_unk"];
 const cases = [];
 let disagreements = 0;
 for (const name of names) {
@@ -218,7 +243,7 @@ for (const name of names) {
   writeFileSync(here(`${name}.tokenizer_config.json`), JSON.stringify(tokenizers[`${name}_config`], null, 1) + "\n");
   const tok = rust.Tokenizer.fromString(json);
   const js = new JsTokenizer(tokenizers[name], tokenizers[`${name}_config`]);
-  const inputs = texts.map((text) => ({ text }))
+  const inputs = texts.concat(name === "gpt2_added" ? addedTexts : []).map((text) => ({ text }))
     .concat(hexCases.map((hex) => ({ hex, text: new TextDecoder().decode(Buffer.from(hex, "hex")) })));
   for (const input of inputs) {
     const enc = await tok.encode(input.text, null, { addSpecialTokens: false });
