@@ -235,7 +235,16 @@ void InferenceServer::Impl::completions(const std::string& body, httplib::Respon
     std::vector<int> ids = {tok.bos_id()};
     if (in.is_tokens()) {  // token ids: checked by the parser; their text for echo
       ids.insert(ids.end(), in.tokens.begin(), in.tokens.end());
-      add_choices(*job, tok.decode(in.tokens), std::move(ids), r.stop);
+      // As the completion's pieces are made (decode_token: a byte token is its raw byte), so a
+      // character the prompt begins and the completion ends is whole once joined; decode() would
+      // have put U+FFFD for the prompt's part (SentencePiece does).
+      std::string text;
+      int prev = tok.bos_id();
+      for (int id : in.tokens) {
+        text += tok.decode_token(prev, id);
+        prev = id;
+      }
+      add_choices(*job, text, std::move(ids), r.stop);
       continue;
     }
     if (in.text.size() > max_prompt_bytes)

@@ -87,6 +87,37 @@ TEST_F(ServeRoutes, TokenRoutesRefuseBadBodies) {
 
 // A prompt of token ids runs as the text they spell (the byte tokenizer: ids = bytes), and
 // echo puts the prompt before the answer, whole or as the stream's first event.
+// The same with a SentencePiece tokenizer (stories260K's), whose decode() puts U+FFFD for a
+// partial character: the prompt's text is made as the completion's pieces are, so "caf" + 0xC3
+// then 0xA9 reads "café" whole and streamed.
+TEST(ServeEcho, ATokenPromptEndingInsideACharacterWithSentencePiece) {
+  const std::string tok512 = CHAINLM_SOURCE_DIR "/../shared/data/stories260K/tok512.model";
+  if (!std::filesystem::exists(tok512)) GTEST_SKIP() << tok512 << " is not present";
+  TempDir dir;
+  testing::write_tiny_model(dir.file("sp"), true, 64, 32, 2, {}, 512);
+  std::filesystem::remove(dir.file("sp/chainlm_tokenizer.json"));
+  save_tokenizer_to_dir(tok512, dir.file("sp"));
+  ServeOptions o;
+  o.threads = 1;
+  o.max_sessions = 1;
+  ServerUnderTest server(dir.file("sp"), o);
+  const std::vector<int> caf_c3 = server.tokenizer->encode("caf");
+  json body = {
+      {"prompt", caf_c3}, {"max_tokens", 1}, {"echo", true}, {"logit_bias", {{"172", 100}}}};
+  body["prompt"].push_back(198);  // <0xC3>; 172 is <0xA9>
+  auto whole = server.client().Post("/v1/completions", body.dump(), "application/json");
+  ASSERT_TRUE(whole);
+  EXPECT_EQ(json::parse(whole->body)["choices"][0]["text"], "caf\xC3\xA9") << whole->body;
+  body["stream"] = true;
+  auto streamed = server.client().Post("/v1/completions", body.dump(), "application/json");
+  ASSERT_TRUE(streamed);
+  std::string joined;
+  const auto events = testing::sse_data(streamed->body);
+  for (size_t i = 0; i + 1 < events.size(); ++i)
+    joined += json::parse(events[i])["choices"][0]["text"].get<std::string>();
+  EXPECT_EQ(joined, "caf\xC3\xA9") << streamed->body;
+}
+
 TEST_F(ServeRoutes, TokenPromptsAndEcho) {
   auto text = post("/v1/completions", R"({"prompt": "hi", "max_tokens": 5, "seed": 9})");
   auto ids = post("/v1/completions", R"({"prompt": [104, 105], "max_tokens": 5, "seed": 9})");
