@@ -120,20 +120,26 @@ void add_ppl(CLI::App* eval) {
     if (shard) {
       // Shards carry the tokenizer they were made with (prepare copies it beside them).
       const std::string data_dir = fs::is_directory(a->data, ec) ? a->data : fs::path(a->data).parent_path().string();
-      if (!model_tok.empty()) {
-        check_same_tokenizer(data_dir.empty() ? "." : data_dir, model_tok, "eval ppl");
+      const std::string dir = data_dir.empty() ? "." : data_dir;
+      if (!model_tok.empty() && dir_has_tokenizer(dir)) {
+        check_same_tokenizer(dir, model_tok, "eval ppl");
       } else if (const std::string path = is_token_shard_file(a->data)
                                               ? a->data
                                               : (fs::path(a->data) / "val.bin").string();
                  fs::is_regular_file(path, ec)) {  // (else load_eval_tokens says what is missing)
+        // One side has no tokenizer to compare: a shard of another tokenizer of the same size
+        // would be scored as if it were the model's (a loss of 11 where 1.4 was right).
         const TokenShard probe(path);
         std::fprintf(
             stderr,
-            "warning: %s carries no tokenizer, so nothing checks that the tokens of %s (made with "
-            "a "
-            "tokenizer of %u tokens; the model has %d rows) are its tokenizer's, and their bytes "
-            "are unknown; pass --tokenizer with the one the model was trained with\n",
-            a->model.c_str(), a->data.c_str(), probe.vocab_size(), model.config().vocab_size);
+            "warning: %s, so nothing checks that the tokens of %s (made with a tokenizer of %u "
+            "tokens; the model has %d rows) are the model's tokenizer's; %s\n",
+            model_tok.empty()
+                ? cat(a->model, " carries no tokenizer").c_str()
+                : cat(dir, " holds no tokenizer (prepare puts one beside its shards)").c_str(),
+            a->data.c_str(), probe.vocab_size(), model.config().vocab_size,
+            model_tok.empty() ? "pass --tokenizer with the one the model was trained with"
+                              : "keep the shard in the directory prepare made");
       }
     }
     const EvalTokens data = load_eval_tokens(a->data, lm.tokenizer.get(), a->text.options());
@@ -150,7 +156,8 @@ void add_ppl(CLI::App* eval) {
       print_json({{"model", a->model},
                   {"data", data.path},
                   {"kind", data.kind},
-                  {"documents", data.documents},
+                  {"documents",
+                   data.documents >= 0 ? nlohmann::json(data.documents) : nlohmann::json(nullptr)},
                   {"tokens", r.tokens},
                   {"bytes", r.bytes >= 0 ? nlohmann::json(r.bytes) : nlohmann::json(nullptr)},
                   {"seq_len", r.seq_len},

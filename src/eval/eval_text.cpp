@@ -48,6 +48,7 @@ EvalTokens load_eval_tokens(const std::string& path_arg, const Tokenizer* tokeni
                     "model's tokenizer");
       const int bos = tokenizer->bos_id();
       r.bytes = 0;
+      r.documents = 0;
       size_t begin = 0;
       for (size_t i = 1; i <= r.tokens.size(); ++i) {
         if (i < r.tokens.size() && r.tokens[i] != bos) continue;
@@ -63,13 +64,13 @@ EvalTokens load_eval_tokens(const std::string& path_arg, const Tokenizer* tokeni
         }
         begin = i;
       }
-      // The text's own bytes, as prepare read them, where it recorded them: decoding may not
-      // give them back (SentencePiece drops trailing spaces), and a file and its shard are to
-      // give the same bits per byte.
-      if (const auto recorded = recorded_shard(path, shard.size())) {
-        r.bytes = (long)recorded->bytes;
-        r.documents = (long)recorded->documents;
-      }
+    }
+    // The text's own bytes, as prepare read them, where it recorded them: decoding may not give
+    // them back (SentencePiece drops trailing spaces), a file and its shard are to give the same
+    // bits per byte, and a model that carries no tokenizer has them too.
+    if (const auto recorded = recorded_shard(path, shard.size())) {
+      r.bytes = (long)recorded->bytes;
+      r.documents = (long)recorded->documents;
     }
     return r;
   }

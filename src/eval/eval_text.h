@@ -12,7 +12,7 @@ namespace chainlm {
 struct EvalTokens {
   std::vector<int> tokens;  // BOS + document tokens, document after document
   long bytes = -1;          // UTF-8 bytes of the documents' text; -1 = unknown (no tokenizer)
-  long documents = 0;       // 0 when unknown
+  long documents = -1;      // -1 when unknown
   std::string kind;         // "text" or "shard"
   std::string path;         // the file read
 };

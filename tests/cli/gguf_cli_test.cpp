@@ -90,6 +90,14 @@ TEST_F(GgufCli, ExportsAFileEveryInferenceCommandReads) {
       dir, "eval ppl --model " + quote(f32) + " --data " + quote(dir.file("byte-data")));
   EXPECT_NE(other.exit_code, 0);
   EXPECT_TRUE(contains(other.err, "was made with another tokenizer")) << other.err;
+  // Moved out of its directory, nothing can check it: said (it was scored without a word).
+  fs::create_directories(dir.file("moved"));
+  fs::copy_file(dir.file("byte-data/val.bin"), dir.file("moved/val.bin"));
+  auto moved = run_chainlm(
+      dir, "eval ppl --model " + quote(f32) + " --data " + quote(dir.file("moved/val.bin")));
+  EXPECT_TRUE(contains(
+      moved.err, "holds no tokenizer (prepare puts one beside its shards), so nothing checks"))
+      << moved.err;
 
   auto info = run_chainlm(dir, "info --model " + quote(q8));
   ASSERT_EQ(info.exit_code, 0) << info.err;

@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <nlohmann/json.hpp>
 
 #include "cli/run_cli.h"
 #include "core/error.h"
@@ -50,6 +51,14 @@ TEST(Llama2cCli, GeneratesStories260K) {
   EXPECT_NE(r.err.find("made with a tokenizer of 258 tokens; the model has 512 rows"),
             std::string::npos)
       << r.err;
+  // The bytes prepare recorded are known all the same (bits per byte need no tokenizer).
+  r = run_chainlm(dir,
+                  "eval ppl --json --model " + quote(bin) + " --data " + quote(dir.file("data")));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto meta = nlohmann::json::parse(read_bytes(dir.file("data/meta.json")));
+  const auto scored = nlohmann::json::parse(r.out);
+  EXPECT_EQ(scored["bytes"], meta["val_bytes"]) << r.out;
+  EXPECT_EQ(scored["documents"], meta["val_documents"]) << r.out;
   r = run_chainlm(dir, "eval ppl --model " + quote(bin) + " --tokenizer " + quote(tok) +
                            " --data " + quote(dir.file("data")));
   EXPECT_NE(r.exit_code, 0);
