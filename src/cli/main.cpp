@@ -51,9 +51,10 @@ void on_interrupt(int sig) {
 const char* interrupt_message(int argc, char** argv) {
   const std::string command = argc > 1 ? argv[1] : "";
   if (command == "prepare")
-    return "\nchainlm: prepare interrupted; the data directory stays marked unfinished "
-           "(.prepare-incomplete), "
-           "which train and eval refuse, until prepare runs again\n";
+    return "\nchainlm: prepare interrupted; a data directory already at --out is as it was unless its "
+           "shards were being replaced (then it is marked unfinished, .prepare-incomplete, which train "
+           "and eval refuse until prepare runs again); the temporary files are removed by the next "
+           "prepare of that --out\n";
   if (command == "expand" || command == "quantize" || command == "export")
     return "\nchainlm: interrupted before its output was complete; nothing under --out was "
            "replaced, and what "
@@ -87,8 +88,14 @@ int main(int argc, char** argv) {
   chainlm::cli::add_plot_command(app);
   chainlm::cli::add_report_command(app);
   try {
-    chainlm::check_gemm_environment();
-    chainlm::warn_of_unknown_onednn_isa();
+    // Before a command writes anything; help and the version need no GEMM.
+    bool help = false;
+    for (int i = 1; i < argc; ++i)
+      help = help || !std::strcmp(argv[i], "--help") || !std::strcmp(argv[i], "-h") || !std::strcmp(argv[i], "--version");
+    if (!help) {
+      chainlm::check_gemm_environment();
+      chainlm::warn_of_unknown_onednn_isa();
+    }
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     // --help and --version print as CLI11 prints them; a usage error is one line on stderr
