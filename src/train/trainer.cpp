@@ -62,13 +62,23 @@ Trainer::Trainer(Model& model, TrainOptions options, const Communicator& comm)
                 ": the validation split is empty");
   if (opt_.lr_schedule_steps <= 0) opt_.lr_schedule_steps = opt_.steps;
   if (opt_.warmup < 0) opt_.warmup = std::min<long>(100, opt_.lr_schedule_steps / 10);
-  // A warmup as long as the schedule never reaches --lr, and the cosine never decays it.
-  if (opt_.warmup >= opt_.lr_schedule_steps && comm.is_root())
+  // A warmup as long as the schedule leaves no cosine decay (cosine_lr): the learning rate climbs
+  // to --lr (or, past the run's end, part of the way) and then drops to its final value at once.
+  if (opt_.warmup >= opt_.lr_schedule_steps && comm.is_root()) {
+    const long W = opt_.warmup, S = opt_.steps;
+    const std::string what =
+        W > S ? cat("the run ends while the learning rate is still warming up, at ", S, "/", W,
+                    " of --lr ", opt_.lr)
+              : cat("there is no cosine decay: the learning rate climbs to --lr ", opt_.lr,
+                    " over ", W, W == 1 ? " step" : " steps",
+                    W < S ? ", then drops at once to its final value (--min-lr-ratio)"
+                          : " and the run ends there");
     std::fprintf(
         stderr,
         "warning: --warmup %ld is not below the schedule's %ld steps (--lr-schedule-steps, else "
-        "--steps): the learning rate never reaches --lr %g, nor decays\n",
-        opt_.warmup, opt_.lr_schedule_steps, (double)opt_.lr);
+        "--steps): %s\n",
+        W, opt_.lr_schedule_steps, what.c_str());
+  }
   const int n = model_.layout().n;
   if (opt_.chain_loss_weights.empty()) {
     opt_.chain_loss_weights.assign(n, 0.0f);

@@ -157,11 +157,26 @@ TEST_F(RunDirectoryCli, OptionsOutOfRangeAreRefusedNamingTheFlag) {
   EXPECT_FALSE(contains(ok.err, "warning")) << ok.err;
   auto inf = run_chainlm(dir, train_args(dir.file("inf"), 2) + " --lr inf");
   EXPECT_TRUE(contains(inf.err, "--lr inf must be a finite number above 0")) << inf.err;
-  // A warmup as long as the schedule: the learning rate never reaches --lr, nor decays. Said.
-  auto long_warmup = run_chainlm(dir, train_args(dir.file("warm"), 2) + " --warmup 2");
-  EXPECT_EQ(long_warmup.exit_code, 0) << long_warmup.err;
-  EXPECT_TRUE(contains(long_warmup.err, "warning: --warmup 2 is not below the schedule's 2 steps"))
-      << long_warmup.err;
+  // A warmup as long as the schedule leaves no cosine decay; said, with what happens instead.
+  struct Warm {
+    std::string flags, says;
+  };
+  for (const Warm& w : std::vector<Warm>{
+           {" --warmup 2",
+            "--warmup 2 is not below the schedule's 2 steps (--lr-schedule-steps, else --steps): "
+            "there "
+            "is no cosine decay: the learning rate climbs to --lr 0.001 over 2 steps and the run "
+            "ends there"},
+           {" --warmup 5",
+            "the run ends while the learning rate is still warming up, at 2/5 of --lr 0.001"},
+           {" --warmup 1 --lr-schedule-steps 1 --lr 0.002",
+            "climbs to --lr 0.002 over 1 step, then drops at once to its final value "
+            "(--min-lr-ratio)"}}) {
+    fs::remove_all(dir.file("warm"));
+    auto long_warmup = run_chainlm(dir, train_args(dir.file("warm"), 2) + w.flags);
+    EXPECT_EQ(long_warmup.exit_code, 0) << long_warmup.err;
+    EXPECT_TRUE(contains(long_warmup.err, w.says)) << w.flags << ": " << long_warmup.err;
+  }
   // Freezing chains of a new model keeps them random: allowed, said.
   auto frozen = run_chainlm(dir, train_args(dir.file("frozen"), 2) + " --freeze-chains 1");
   EXPECT_EQ(frozen.exit_code, 0) << frozen.err;
