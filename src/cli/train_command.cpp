@@ -295,6 +295,7 @@ void add_train_command(CLI::App& app) {
         if (cmd->count("--precision") && a->precision != opt.precision && !a->quiet)
           std::fprintf(stderr, "precision: %s until the checkpoint, %s from here on\n",
                        opt.precision.c_str(), a->precision.c_str());
+        const bool precision_changes = cmd->count("--precision") && a->precision != opt.precision;
         change("--precision", a->precision, opt.precision);
         // Sums split over another thread count (or run by another GEMM library) round otherwise:
         // the run goes on, but not bit-identically to an uninterrupted one. Said.
@@ -304,14 +305,15 @@ void add_train_command(CLI::App& app) {
         const int threads_was = was.value("threads", threads_now);
         const std::string gemm_was = was.value("gemm", gemm_now);
         if (root && !a->quiet && (threads_was != threads_now || gemm_was != gemm_now))
-          std::fprintf(
-              stderr,
-              "resume: the steps so far ran on %d thread(s) with %s GEMMs, these run on %d with "
-              "%s: "
-              "the losses will not be bit-identical to an uninterrupted run's (--threads %d and "
-              "CHAINLM_GEMM=%s keep them)\n",
-              threads_was, gemm_was.c_str(), threads_now, gemm_now.c_str(), threads_was,
-              gemm_was.c_str());
+          std::fprintf(stderr,
+                       "resume: the steps so far ran on %d thread(s) with %s GEMMs, these run on "
+                       "%d with %s: "
+                       "the losses will not be bit-identical to an uninterrupted run's%s\n",
+                       threads_was, gemm_was.c_str(), threads_now, gemm_now.c_str(),
+                       precision_changes ? " (nor are they in another precision)"
+                                         : cat(" (--threads ", threads_was,
+                                               " and CHAINLM_GEMM=", gemm_was, " keep them)")
+                                               .c_str());
         if (!a->data.empty()) change("--data", absolute_path(a->data), opt.data_dir);
         require_data_tokenizer(opt.data_dir);
         // A checkpoint without its tokenizer (removed by hand) would take the data's unchecked

@@ -185,19 +185,21 @@ std::string run_report_markdown(const std::string& run_dir, const RunMetrics& m,
         md << "| tokens trained | " << thousands(per_step * m.train.back().step) << " |\n";
     }
     // The options hold the last segment's precision: a run resumed in another one says which
-    // steps ran in which.
-    bool switched = false;
-    for (const auto& [step, precision] : m.precision_from)
-      switched = switched || precision != m.precision_from[0].second;
-    if (switched && !m.train.empty()) {
+    // steps ran in which. Segments in one precision are merged; steps before the first record
+    // (a run started before 2026-12, resumed since) are "unrecorded".
+    std::vector<std::pair<long, std::string>> runs;
+    if (!m.precision_from.empty() && m.precision_from[0].first > 0)
+      runs.emplace_back(0, "unrecorded");
+    for (const auto& seg : m.precision_from)
+      if (runs.empty() || runs.back().second != seg.second) runs.push_back(seg);
+    if (runs.size() > 1 && !m.train.empty()) {
       md << "| precision by steps | ";
       const char* sep = "";
-      for (size_t i = 0; i < m.precision_from.size(); ++i) {
-        const long first = m.precision_from[i].first + 1;
-        const long last =
-            i + 1 < m.precision_from.size() ? m.precision_from[i + 1].first : m.train.back().step;
+      for (size_t i = 0; i < runs.size(); ++i) {
+        const long first = runs[i].first + 1;
+        const long last = i + 1 < runs.size() ? runs[i + 1].first : m.train.back().step;
         if (last < first) continue;
-        md << sep << m.precision_from[i].second << " (steps " << first << "-" << last << ")";
+        md << sep << runs[i].second << " (steps " << first << "-" << last << ")";
         sep = ", ";
       }
       md << " |\n";

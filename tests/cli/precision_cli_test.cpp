@@ -96,7 +96,7 @@ TEST_F(PrecisionCli, ARunMayChangePrecisionOnResumeAndSaysSo) {
   EXPECT_NE(b.err.find("precision: bf16 until the checkpoint, fp32 from here on"), std::string::npos) << b.err;
   // Another thread count: the run goes on, not bit-identically, and says so.
   EXPECT_NE(b.err.find("resume: the steps so far ran on 2 thread(s)"), std::string::npos) << b.err;
-  EXPECT_NE(b.err.find("--threads 2 and CHAINLM_GEMM="), std::string::npos) << b.err;
+  EXPECT_NE(b.err.find("(nor are they in another precision)"), std::string::npos) << b.err;
   // The log records each segment's precision, and the report says which steps ran in which
   // (it named the last segment's alone).
   const std::string log = testing::read_bytes(r2 + "/metrics.jsonl");
@@ -109,11 +109,30 @@ TEST_F(PrecisionCli, ARunMayChangePrecisionOnResumeAndSaysSo) {
   EXPECT_NE(md.find("| precision by steps | bf16 (steps 1-3), fp32 (steps 4-5) |"),
             std::string::npos)
       << md;
+  // A further resume in the same precision is one segment with the last; a run whose start
+  // predates the record (no precision at step 0) says its first steps are unrecorded.
+  auto c = run_chainlm(
+      dir, "train --out " + quote(r2) + " --resume --steps 7 --precision fp32 --threads 2");
+  ASSERT_EQ(c.exit_code, 0) << c.err;
+  EXPECT_NE(c.err.find("(--threads 1 and CHAINLM_GEMM="), std::string::npos)
+      << c.err;  // what keeps them
+  std::string log7 = testing::read_bytes(r2 + "/metrics.jsonl");
+  auto report_says = [&](const std::string& row) {
+    auto r = run_chainlm(
+        dir, "report " + quote(r2) + " --no-plot --overwrite --out " + quote(dir.file("r.md")));
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    const std::string text = testing::read_bytes(dir.file("r.md"));
+    EXPECT_NE(text.find("| precision by steps | " + row + " |"), std::string::npos) << text;
+  };
+  report_says("bf16 (steps 1-3), fp32 (steps 4-7)");
+  log7.replace(log7.find("\"precision\":\"bf16\","), 19, "");
+  testing::write_bytes(r2 + "/metrics.jsonl", log7);
+  report_says("unrecorded (steps 1-3), fp32 (steps 4-7)");
   std::string latest = testing::read_bytes(r2 + "/latest");
   while (!latest.empty() && std::isspace((unsigned char)latest.back())) latest.pop_back();
   const auto state = nlohmann::json::parse(testing::read_bytes(r2 + "/" + latest + "/trainer_state.json"));
   EXPECT_EQ(state["options"]["precision"], "fp32");
-  EXPECT_EQ(state["step"], 5);
+  EXPECT_EQ(state["step"], 7);
 }
 
 TEST_F(PrecisionCli, BadValuesAreRefusedNamingTheChoices) {
