@@ -16,6 +16,7 @@
 
 #include "cli/bench_util.h"
 #include "cli/model_loading.h"
+#include "cli/parse_util.h"
 #include "core/error.h"
 #include "core/rng.h"
 #include "core/threads.h"
@@ -126,6 +127,7 @@ void bench_serve(const ServeBenchArgs& a) {
   const Precision precision = parse_precision(a.precision);
   CHAINLM_CHECK(a.quant.empty() || precision == Precision::Fp32,
                 "bench serve: --quant and --precision bf16 exclude each other");
+  apply_threads_option(a.threads);  // warns of more threads than cores, as serve does
   // Loaded on a thread of its own so that no idle OpenMP pool outlives it (run_on_own_thread).
   LoadedModel loaded;
   run_on_own_thread([&] {

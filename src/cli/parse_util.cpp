@@ -2,6 +2,7 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <sstream>
 #include <stdexcept>
 
@@ -46,8 +47,11 @@ std::vector<T> parse_list(const std::string& s, const std::string& what, const c
 }  // namespace
 
 std::vector<float> parse_float_list(const std::string& s, const std::string& what) {
-  return parse_list<float>(s, what, "a number",
-                           [](const std::string& x, size_t* used) { return std::stof(x, used); });
+  return parse_list<float>(s, what, "a number", [](const std::string& x, size_t* used) {
+    // std::stof reads hexadecimal floats too: "0x1" as 1 (a typo of "0.1" read as ten times it).
+    if (x.find_first_of("xX") != std::string::npos) throw std::invalid_argument(x);
+    return std::stof(x, used);
+  });
 }
 
 std::vector<int> parse_int_list(const std::string& s, const std::string& what) {
@@ -69,6 +73,34 @@ void apply_threads_option(int threads, int default_threads) {
       "warning: %s is more than the %d core%s this process may use: the threads will wait for "
       "each other; give --threads %d or fewer\n",
       source.c_str(), cores, cores == 1 ? "" : "s", cores);
+}
+
+OutputParentDirs::OutputParentDirs(const std::string& file, const std::string& command) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  std::vector<fs::path> missing;
+  for (fs::path p = fs::path(file).parent_path(); !p.empty() && !fs::exists(p, ec);
+       p = p.parent_path())
+    missing.push_back(p);
+  for (auto it = missing.rbegin(); it != missing.rend(); ++it) {
+    if (!fs::create_directory(*it, ec) && !fs::is_directory(*it)) {
+      const std::string reason = ec.message();
+      remove_made();  // a constructor that throws has no destructor run
+      fail(command, ": cannot create ", it->string(), " for --out: ", reason);
+    }
+    made_.push_back(it->string());
+  }
+}
+
+OutputParentDirs::~OutputParentDirs() {
+  remove_made();
+}
+
+void OutputParentDirs::remove_made() {
+  std::error_code ec;
+  for (auto it = made_.rbegin(); it != made_.rend(); ++it)
+    if (!std::filesystem::remove(*it, ec)) break;  // not empty (or gone): leave it and those above
+  made_.clear();
 }
 
 CLI::Validator at_least(long long min) {

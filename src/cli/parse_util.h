@@ -13,6 +13,21 @@ namespace chainlm::cli {
 // per-thread model copies 16x the memory, all without a word before). Under mpirun `train`
 // warns itself, naming the binding.
 void apply_threads_option(int threads, int default_threads = 0);
+// The missing directories of an output file's path, made (as quantize and export make theirs)
+// and removed again, if still empty, unless keep() was called: a command stopped by a late error
+// leaves no empty directory behind.
+class OutputParentDirs {
+ public:
+  OutputParentDirs(const std::string& file, const std::string& command);
+  ~OutputParentDirs();
+  OutputParentDirs(const OutputParentDirs&) = delete;
+  OutputParentDirs& operator=(const OutputParentDirs&) = delete;
+  void keep() { made_.clear(); }
+
+ private:
+  void remove_made();
+  std::vector<std::string> made_;  // outermost first
+};
 // "1,0.5,2" -> {1, 0.5, 2}; `what` names the option in errors.
 std::vector<float> parse_float_list(const std::string& s, const std::string& what);
 // An integer option's lower bound, refused as "--x: must be at least 1 (got 0)" (CLI11's own

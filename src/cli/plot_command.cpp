@@ -23,6 +23,7 @@ void add_plot_command(CLI::App& app) {
     std::string out, x = "steps";
     std::vector<int> chains;
     std::vector<double> x_offsets, y_range;
+    std::string chains_list, x_offset_list;  // as given: read by parse_int_list / parse_float_list
     PlotOptions plot;
     bool overwrite = false;
   };
@@ -33,16 +34,14 @@ void add_plot_command(CLI::App& app) {
       ->check(CLI::IsMember({"steps", "tokens", "flops"}))
       ->capture_default_str();
   cmd->add_option(
-         "--chains", a->chains,
+         "--chains", a->chains_list,
          "Plot sub-model k of every run, or one k per run in order, e.g. 2,2,1 (default: every "
          "sub-model of one run, each run's full model when several)")
-      ->delimiter(',')
-      ->allow_extra_args(false)  // `--chains 2 RUN...`: the runs are not k values
-      ->check(at_least(1));
-  cmd->add_option("--x-offset", a->x_offsets,
-                  "Where each run's curve starts on the x axis, one value per run in order (e.g. the FLOPs "
-                  "of the run a tuned model was expanded from); default 0")
-      ->delimiter(',')
+      ->allow_extra_args(false);  // `--chains 2 RUN...`: the runs are not k values
+  cmd->add_option(
+         "--x-offset", a->x_offset_list,
+         "Where each run's curve starts on the x axis, one value per run in order (e.g. the FLOPs "
+         "of the run a tuned model was expanded from); default 0")
       ->allow_extra_args(false);
   cmd->add_option("--label", a->labels, "Legend label of each run, in order (default: the directory names)");
   cmd->add_option("--width", a->plot.width, "Width in pixels")->capture_default_str();
@@ -57,6 +56,13 @@ void add_plot_command(CLI::App& app) {
   cmd->callback([a]() {
     namespace fs = std::filesystem;
     const bool several = a->runs.size() > 1;
+    // The number lists of every other option's rules: spaces around items, no empty item.
+    if (!a->chains_list.empty()) a->chains = parse_int_list(a->chains_list, "plot: --chains");
+    for (int k : a->chains)
+      CHAINLM_CHECK(k >= 1, "plot: --chains: ", k, " is not a sub-model (1 or more)");
+    if (!a->x_offset_list.empty())
+      for (float x : parse_float_list(a->x_offset_list, "plot: --x-offset"))
+        a->x_offsets.push_back(x);
     CHAINLM_CHECK(!several || !a->out.empty(), "plot: --out is needed to overlay several runs (nothing was written)");
     CHAINLM_CHECK(a->labels.empty() || a->labels.size() == a->runs.size(), "plot: ", a->labels.size(),
                   " --label for ", a->runs.size(), " runs; give one per run, in order");
@@ -102,17 +108,12 @@ void add_plot_command(CLI::App& app) {
                      "will be empty\n",
                      runs.size() > 1 ? "s" : "", y[0], y[1]);
     }
-    // Once every option is known good.
-    if (!fs::path(out).parent_path().empty()) {  // as report, quantize and export make theirs
-      std::error_code ec;
-      fs::create_directories(fs::path(out).parent_path(), ec);
-      CHAINLM_CHECK(!ec, "plot: cannot create ", fs::path(out).parent_path().string(),
-                    " for --out: ", ec.message());
-    }
+    OutputParentDirs out_dirs(out, "plot");  // kept once the plot is written
     if (a->plot.title.empty())
       a->plot.title = several ? "loss curves" : "loss curves: " + labels[0];
     if (!several && a->chains.empty() && a->x_offsets.empty()) {
       render_loss_plot(runs[0], out, a->plot);
+      out_dirs.keep();
       std::printf("wrote %s (%dx%d): %zu steps, %zu validations, %d sub-models\n", out.c_str(), a->plot.width,
                   a->plot.height, runs[0].train.size(), runs[0].val.size(), runs[0].n_chains);
       return;
@@ -122,6 +123,7 @@ void add_plot_command(CLI::App& app) {
       overlay.push_back({runs[r], labels[r], a->chains.empty() ? 0 : a->chains[a->chains.size() == 1 ? 0 : r],
                          a->x_offsets.empty() ? 0.0 : a->x_offsets[r]});
     render_plot_script(overlay_plot_script(overlay, kPlotOutput, a->plot), out);
+    out_dirs.keep();
     std::string which = "each run's full model";
     if (!a->chains.empty()) {
       which = a->chains.size() == 1 ? "sub-model" : "sub-models";

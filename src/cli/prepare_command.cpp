@@ -335,7 +335,8 @@ void add_prepare_command(CLI::App& app) {
   CLI::App* p = app.add_subcommand(
       "prepare", "Tokenize text or JSONL files into train/val token shards in a data directory");
   p->add_option("--tokenizer", o->tokenizer,
-                "\"byte\", a SentencePiece .model, a Hugging Face tokenizer.json, a llama2.c tokenizer.bin, "
+                "\"byte\", a SentencePiece .model, a Hugging Face tokenizer.json, a llama2.c "
+                "tokenizer.bin, a GGUF file, "
                 "or a data/checkpoint/HF directory holding one")
       ->required();
   add_corpus_options(p, o->corpus, "--input", "blank-lines");

@@ -138,7 +138,7 @@ void add_quantize_command(CLI::App& app) {
         std::printf(
             "note      %d of the %d weight matrices stay q8_0: their rows (%s weights) are not "
             "whole "
-            "%d-weight blocks%s\n",
+            "%d-weight blocks (besides the embedding and the head, q8_0 always)%s\n",
             kept, matrices, list.c_str(), kQuantBlock,
             kept == matrices ? "; so nothing is 4-bit (choose widths that are multiples of 32)"
             : kept + 2 >= matrices

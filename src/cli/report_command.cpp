@@ -5,6 +5,7 @@
 #include <memory>
 
 #include "cli/commands.h"
+#include "cli/parse_util.h"
 #include "core/error.h"
 #include "eval/loss_plot.h"
 #include "eval/run_metrics.h"
@@ -48,12 +49,7 @@ void add_report_command(CLI::App& app) {
                   "report: the plot would replace ", png.string(),
                   ", which is not a PNG image; choose ",
                   "another --out, pass --no-plot, or pass --overwrite (nothing was written)");
-    // Missing directories of --out are made, as quantize and export make theirs.
-    if (!out.parent_path().empty()) {
-      fs::create_directories(out.parent_path(), ec);
-      CHAINLM_CHECK(!ec, "report: cannot create ", out.parent_path().string(),
-                    " for --out: ", ec.message());
-    }
+    OutputParentDirs out_dirs(out.string(), "report");  // kept once the report is written
     std::string link;
     if (!a->no_plot) {
       a->plot.title = "loss curves: " + fs::path(a->run).lexically_normal().filename().string();
@@ -61,6 +57,7 @@ void add_report_command(CLI::App& app) {
       link = png.filename().string();
     }
     write_file_atomic(out.string(), run_report_markdown(a->run, m, link));
+    out_dirs.keep();
     std::printf("wrote %s%s\n", out.string().c_str(),
                 link.empty() ? "" : (" and " + (out.parent_path() / link).string()).c_str());
   });

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <memory>
 
+#include "cli/parse_util.h"
 #include "core/error.h"
 #include "infer/generator.h"
 #include "io/text_encoding.h"
@@ -11,27 +12,14 @@
 namespace chainlm::cli {
 
 std::vector<int> parse_sample_chains(const std::string& list, int n_chains) {
+  // The rules of every number list (parse_int_list): spaces around items, no empty item.
   std::vector<int> chains;
-  size_t pos = 0;
-  while (pos <= list.size()) {
-    size_t comma = list.find(',', pos);
-    if (comma == std::string::npos) comma = list.size();
-    const std::string item = list.substr(pos, comma - pos);
-    size_t used = 0;
-    int k = 0;
-    try {
-      k = std::stoi(item, &used);
-    } catch (const std::exception&) {
-      used = 0;
-    }
-    CHAINLM_CHECK(used > 0 && used == item.size(), "--sample-chains ", list,
-                  ": expected chain counts separated by commas, e.g. 1,", n_chains);
+  for (int k : parse_int_list(list, "--sample-chains")) {
     CHAINLM_CHECK(k >= 1 && k <= n_chains, "--sample-chains ", list, ": ", k, " is outside 1..",
                   n_chains, " (the model has ", n_chains, " chain", n_chains == 1 ? "" : "s", ")");
     CHAINLM_CHECK(std::find(chains.begin(), chains.end(), k) == chains.end(), "--sample-chains ",
                   list, ": ", k, " is given twice");
     chains.push_back(k);
-    pos = comma + 1;
   }
   std::sort(chains.begin(), chains.end());
   return chains;

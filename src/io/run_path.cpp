@@ -25,6 +25,7 @@ std::string resolve_checkpoint_dir(const std::string& path) {
       const std::string n = it->path().filename().string();
       std::error_code e;
       if (n.rfind("step-", 0) == 0 && fs::exists(it->path() / "config.json", e) &&
+          fs::exists(it->path() / "model.safetensors", e) &&
           (newest.empty() || n.size() > newest.size() || (n.size() == newest.size() && n > newest)))
         newest = n;
     }

@@ -92,9 +92,9 @@ void TrainOptions::check_ranges() const {
                 min_lr_ratio,
                 " must be in [0, 1]: the final learning rate as a fraction of the peak");
   CHAINLM_CHECK(finite_at_least(weight_decay, 0.0f), "--weight-decay ", weight_decay,
-                " must be >= 0");
+                " must be a finite number >= 0");
   CHAINLM_CHECK(finite_at_least(grad_clip, 0.0f), "--grad-clip ", grad_clip,
-                " must be >= 0 (0 = off)");
+                " must be a finite number >= 0 (0 = off)");
   CHAINLM_CHECK(warmup >= -1, "--warmup ", warmup, " must be >= 0 (or -1: min(100, steps/10))");
   CHAINLM_CHECK(lr_schedule_steps >= 0, "--lr-schedule-steps ", lr_schedule_steps,
                 " must be >= 0 (0 = --steps)");
@@ -107,7 +107,7 @@ void TrainOptions::check_ranges() const {
   bool any = chain_loss_weights.empty();  // empty: the full model's loss alone
   for (float w : chain_loss_weights) {
     CHAINLM_CHECK(finite_at_least(w, 0.0f), "--chain-loss-weights: ", w,
-                  " is not a weight (each must be >= 0)");
+                  " is not a weight (each must be a finite number >= 0)");
     any = any || w > 0.0f;
   }
   CHAINLM_CHECK(any, "--chain-loss-weights: every weight is zero, so no sub-model would train");

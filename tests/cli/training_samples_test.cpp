@@ -99,7 +99,8 @@ TEST_F(TrainingSamples, BadSettingsAreRefusedBeforeTraining) {
   };
   refused("--sample-chains 4", "--sample-chains 4: 4 is outside 1..3");
   refused("--sample-chains 1,1", "1 is given twice");
-  refused("--sample-chains one", "expected chain counts separated by commas");
+  refused("--sample-chains one", "--sample-chains: 'one' is not an integer");
+  refused("--sample-chains 1,", "--sample-chains: '1,' ends with a comma");
   refused("--sample-tokens -1", "--sample-tokens -1 must be at least 1");
   refused("--sample-tokens 30 --sample-prompt 'a long prompt'",
           "leaves no room in the model's context of 32");

@@ -215,6 +215,13 @@ TEST_F(RecordedRun, SeveralRunsOverlaidAgainstTokens) {
   ASSERT_EQ(per_run_cli.exit_code, 0) << per_run_cli.err;
   EXPECT_NE(per_run_cli.out.find("2 runs, sub-models 3,1, against steps"), std::string::npos) << per_run_cli.out;
   expect_refused(both + " --chains 3,1,2", "3 --chains for 2 runs");
+  // Read by the rules of every number list (an empty item was skipped without a word).
+  expect_refused(both + " --chains 3,,1", "--chains: '' is not an integer");
+  expect_refused(both + " --chains 3,1,", "ends with a comma");
+  expect_refused(both + " --chains 0", "0 is not a sub-model");
+  auto spaced =
+      run_chainlm(*dir, "plot " + both + " --chains '3 , 1' --out " + quote(dir->file("k2.png")));
+  EXPECT_EQ(spaced.exit_code, 0) << spaced.err;
   // --x-offset per run, on an axis both runs log.
   expect_refused(both + " --x-offset 0,1e9 --x flops", "logs no FLOPs per step");  // the hand-written run
   auto offsets_ok = run_chainlm(*dir, "plot " + both + " --x-offset 0,500 --x tokens --out " + quote(dir->file("o.png")));
@@ -244,6 +251,14 @@ TEST_F(RecordedRun, SeveralRunsOverlaidAgainstTokens) {
   for (const std::string bad : {"3:1.5", "1.5", "a:b", "1.5:", ":3", "nan:3", "1:2:3"})
     expect_refused(quote(run) + " --y-range " + bad, "--y-range");
   expect_refused(quote(run) + " --y-range 3:1.5", "--y-range 3:1.5: LO must be below HI");
+  // A late error (a size the plot cannot have) leaves no directory made for --out behind.
+  for (const std::string& cmd :
+       {"plot " + quote(run) + " --width 5 --out " + quote(dir->file("late/sub/p.png")),
+        "report " + quote(run) + " --width 5 --out " + quote(dir->file("late/sub/r.md"))}) {
+    auto late = run_chainlm(*dir, cmd);
+    EXPECT_NE(late.exit_code, 0) << cmd;
+    EXPECT_FALSE(std::filesystem::exists(dir->file("late"))) << cmd;
+  }
 }
 
 }  // namespace

@@ -70,6 +70,8 @@ TEST(CheckpointLoading, ARunWithoutLatestNamesItsNewestCheckpoint) {
   save_model(model, dir.file("step-00000009"));
   save_model(model, dir.file("step-00000012"));
   std::filesystem::create_directory(dir.file("step-00000099"));  // no config.json: not a checkpoint
+  std::filesystem::create_directory(dir.file("step-00000098"));  // no weights: neither
+  testing::write_bytes(dir.file("step-00000098/config.json"), "{}");
   std::string err = error_of([&] { resolve_checkpoint_dir(dir.path().string()); });
   EXPECT_NE(
       err.find("no 'latest' file); it holds checkpoints, the newest " + dir.file("step-00000012")),
