@@ -130,6 +130,7 @@ void add_info_command(CLI::App& app) {
       training["train_only"] = o.train_only;
       training["init"] = o.init;
       training["chain_loss_weights"] = o.chain_loss_weights;
+      training["used_chains"] = o.freeze_spec().used_chains;
       training["trainable_params"] = model->params().trainable_numel();
       training["trainable_fraction"] = (double)model->params().trainable_numel() / model->params().numel();
     }
@@ -191,10 +192,15 @@ void add_info_command(CLI::App& app) {
                   format_bytes((double)s["matmul_weight_bytes"].get<long>()).c_str(),
                   s["kv_cache_bytes_per_token"].get<long>());
     if (!training.is_null()) {
-      const std::string frozen = training["train_only"] == "head" ? "output head only"
-                                 : training["freeze_chains"].get<int>() > 0
-                                     ? cat("chains 1..", training["freeze_chains"].get<int>(), " frozen")
-                                     : std::string("nothing frozen");
+      std::string frozen = training["train_only"] == "head" ? "output head only"
+                           : training["freeze_chains"].get<int>() > 0
+                               ? cat("chains 1..", training["freeze_chains"].get<int>(), " frozen")
+                               : std::string("nothing frozen");
+      // Chains past the last weighted sub-model are left as they are too (FreezeSpec).
+      const int used = training["used_chains"].get<int>(), n = model->config().n_chains();
+      if (used > 0 && used < n)
+        frozen += used + 1 == n ? cat(", chain ", n, " unused (no loss weight)")
+                                : cat(", chains ", used + 1, "..", n, " unused (no loss weight)");
       std::printf("\ntraining    step %ld, %s: trainable %s of %s parameters (%.1f%%)\n",
                   training["step"].get<long>(), frozen.c_str(),
                   thousands(training["trainable_params"].get<long>()).c_str(),

@@ -187,6 +187,18 @@ TEST_F(RunDirectoryCli, OptionsOutOfRangeAreRefusedNamingTheFlag) {
       << frozen.err;
 }
 
+// A chain past the last weighted sub-model is left as it is (not even decayed): info says so
+// beside the trainable count that leaves it out.
+TEST_F(RunDirectoryCli, InfoNamesTheChainsNoSubModelTrains) {
+  const std::string run = dir.file("run");
+  ASSERT_EQ(run_chainlm(dir, train_args(run, 2) + " --chain-loss-weights 1,0").exit_code, 0);
+  auto info = run_chainlm(dir, "info --model " + quote(run));
+  ASSERT_EQ(info.exit_code, 0) << info.err;
+  EXPECT_TRUE(
+      contains(info.out, "step 2, nothing frozen, chain 2 unused (no loss weight): trainable"))
+      << info.out;
+}
+
 // nlohmann's stream reader stopped after the first value, and a repeated key took its last
 // value: `{...} garbage`, `{...}{...}` and {"dim": 16, "dim": 32} all trained.
 TEST_F(RunDirectoryCli, ConfigsAreReadWhole) {
