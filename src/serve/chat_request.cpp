@@ -122,19 +122,9 @@ ChatRequest parse_chat_request(const json& body, const ModelConfig& config) {
   }
   if (top_given && !rest.contains("logprobs")) refuse("top_logprobs", "top_logprobs needs logprobs: true");
   take_neutral_chat_fields(rest);
-  if (rest.contains("stream_options") && !rest["stream_options"].is_null()) {
-    const json& so = rest["stream_options"];
-    if (!so.is_object()) refuse("stream_options", "stream_options must be an object");
-    for (const auto& [name, value] : so.items()) {
-      if (name != "include_usage") refuse("stream_options." + name, cat("stream_options.", name, " is not supported"));
-      if (!value.is_boolean()) refuse("stream_options.include_usage", "stream_options.include_usage must be true or false");
-      r.include_usage = value.get<bool>();
-    }
-  }
   r.completion = parse_completion_request(rest, config);
   if (!has_max) r.completion.gen.max_tokens = config.max_seq_len;  // until the context is full
-  if (r.include_usage && !r.completion.stream)
-    refuse("stream_options", "stream_options is only for stream: true");
+  r.include_usage = r.completion.include_usage;
   return r;
 }
 

@@ -42,6 +42,13 @@ void check_openai_field(const std::string& name, const json& v) {
     refuse(name, cat(name, " is not supported (must be null or absent)"));
   } else if (name == "stream_options") {
     if (!v.is_object()) refuse(name, "stream_options must be an object");
+    for (const auto& [key, value] : v.items()) {
+      if (key != "include_usage")
+        refuse("stream_options." + key, cat("stream_options.", key, " is not supported"));
+      if (!value.is_boolean())
+        refuse("stream_options.include_usage",
+               "stream_options.include_usage must be true or false");
+    }
   }
 }
 
@@ -213,6 +220,12 @@ CompletionRequest parse_completion_request(const json& body, const ModelConfig& 
   if ((v = field(body, "stream"))) {
     if (!v->is_boolean()) refuse("stream", "stream must be true or false");
     r.stream = v->get<bool>();
+  }
+  // Checked among the OpenAI fields (check_openai_field): include_usage is its only key.
+  if ((v = field(body, "stream_options"))) {
+    r.include_usage = v->value("include_usage", false);
+    if (r.include_usage && !r.stream)
+      refuse("stream_options", "stream_options is only for stream: true");
   }
   const int n = config.n_chains();
   const json* chains = field(body, "chains");

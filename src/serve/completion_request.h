@@ -40,6 +40,7 @@ struct CompletionRequest {
   std::string chain_schedule;     // as given ("" when absent)
   std::vector<std::string> stop;  // stop sequences (at most 4, none empty)
   bool stream = false;
+  bool include_usage = false;  // stream_options.include_usage: a last chunk with the usage
   bool seed_given = false;  // without a seed, the server draws one and reports it
   int logprobs = -1;        // -1: none; else the log-probability of each token and this many alternatives
 };

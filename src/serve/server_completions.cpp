@@ -94,6 +94,15 @@ std::string InferenceServer::Impl::run(Job& job, Choice& c,
       ++taken;
       if (job.request.logprobs >= 0) c.logprobs.push_back(std::move(t.logprob));
       const std::string out = c.text.push(t.text);
+      // A stop sequence ends the text inside or at the start of this token: the log-probabilities
+      // keep the tokens whose text starts before the text's end, as the text does (before the
+      // stream's next event takes them; those already sent stay).
+      if (c.text.stopped()) {
+        size_t keep = 0, at = 0;
+        while (keep < c.logprobs.size() && at < c.text.text().size())
+          at += c.logprobs[keep++].text.size();
+        c.logprobs.resize(std::max(keep, std::min(c.logprobs_sent, c.logprobs.size())));
+      }
       if (emit) emit(out, t.chains);
       if (c.text.stopped()) {
         c.gen->cancel();
@@ -188,7 +197,10 @@ bool InferenceServer::Impl::stream(Job& job, httplib::DataSink& sink) {
       json last =
           event(with_carried(tail), finish_reason(c.result, c.text), with_lp ? &lp : nullptr);
       last["chainlm"] = stats_json(job, c);
-      if (!job.chat && &c == &job.choices.back()) last["usage"] = usage_json(job);
+      // A completion stream's usage is in its last choice's last event, or with
+      // stream_options.include_usage in a chunk of its own (OpenAI's; every other has null).
+      if (!job.chat && !job.include_usage && &c == &job.choices.back())
+        last["usage"] = usage_json(job);
       hold(last);  // goes out with the next write
     }
     finish(job, next_choice);
@@ -226,6 +238,7 @@ void InferenceServer::Impl::completions(const std::string& body, httplib::Respon
   auto job = std::make_shared<Job>();
   job->arrival = Clock::now();
   job->request = parse_completion_body(body, model.config());
+  job->include_usage = job->request.include_usage;
   const CompletionRequest& r = job->request;
   const int max_len = model.config().max_seq_len;
   for (size_t p = 0; p < r.prompts.size(); ++p) {

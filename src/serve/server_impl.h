@@ -122,7 +122,7 @@ struct InferenceServer::Impl {
     bool cancelled = false;
     bool streamed = false;
     bool chat = false;           // /v1/chat/completions: its chunk format
-    bool include_usage = false;  // chat streams: a last chunk with the usage
+    bool include_usage = false;  // streams: a last chunk with the usage (stream_options)
   };
 
   void route();

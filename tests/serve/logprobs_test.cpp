@@ -103,6 +103,43 @@ TEST_F(ServeLogprobs, GreedyTokensAreTheirOwnBestAlternative) {
   EXPECT_EQ(token_logprob_legacy_probe(), "bytes:\\xff");
 }
 
+// A stop sequence ends the text: the log-probabilities end with it (they listed the token that
+// held the stop sequence, past the text's end; llama.cpp trims them too), whole and streamed.
+TEST_F(ServeLogprobs, AStopSequenceEndsTheLogprobsWhereItEndsTheText) {
+  const json free_run =
+      post("/v1/completions",
+           {{"prompt", "ab"}, {"max_tokens", 24}, {"temperature", 0}, {"logprobs", 0}});
+  const json& tokens = free_run["choices"][0]["logprobs"]["tokens"];
+  // The byte tokenizer: one byte per token. The first printable ASCII token not seen before it
+  // becomes the stop sequence, so the text ends right before it.
+  size_t cut = 0;
+  std::string seen;
+  for (size_t i = 0; i < tokens.size() && cut == 0; ++i) {
+    const std::string t = tokens[i].get<std::string>();
+    if (i > 0 && t.size() == 1 && t[0] > ' ' && t[0] < 127 && seen.find(t) == std::string::npos)
+      cut = i;
+    seen += t;
+  }
+  ASSERT_GT(cut, 0u) << free_run.dump();
+  const std::string stop = tokens[cut].get<std::string>();
+  json body = {
+      {"prompt", "ab"}, {"max_tokens", 24}, {"temperature", 0}, {"logprobs", 0}, {"stop", {stop}}};
+  const json whole = post("/v1/completions", body);
+  EXPECT_EQ(whole["choices"][0]["finish_reason"], "stop");
+  EXPECT_EQ(whole["choices"][0]["logprobs"]["tokens"].size(), cut) << whole.dump();
+  body["stream"] = true;
+  auto streamed = server->client().Post("/v1/completions", body.dump(), "application/json");
+  ASSERT_TRUE(streamed);
+  size_t listed = 0;
+  for (const std::string& e : testing::sse_data(streamed->body)) {
+    if (e == "[DONE]") continue;
+    const json j = json::parse(e);
+    if (!j["choices"].empty() && j["choices"][0]["logprobs"].is_object())
+      listed += j["choices"][0]["logprobs"]["tokens"].size();
+  }
+  EXPECT_EQ(listed, cut) << streamed->body;
+}
+
 TEST_F(ServeLogprobs, ChatLogprobsWholeAndStreamedAgree) {
   const json body = {{"messages", {{{"role", "user"}, {"content", "hi"}}}},
                      {"max_tokens", 4}, {"seed", 5}, {"logprobs", true}, {"top_logprobs", 2}};

@@ -118,6 +118,26 @@ TEST(ServeEcho, ATokenPromptEndingInsideACharacterWithSentencePiece) {
   EXPECT_EQ(joined, "caf\xC3\xA9") << streamed->body;
 }
 
+// stream_options.include_usage on /v1/completions as OpenAI's: the usage in a last chunk of its
+// own (no choices), null on every other; without it, in the last choice's last event.
+TEST_F(ServeRoutes, CompletionStreamsIncludeUsageOnRequest) {
+  auto r = post(
+      "/v1/completions",
+      R"({"prompt": "hi", "max_tokens": 3, "stream": true, "stream_options": {"include_usage": true}})");
+  ASSERT_TRUE(r);
+  auto events = testing::sse_data(r->body);
+  ASSERT_GE(events.size(), 3u) << r->body;
+  const json usage = json::parse(events[events.size() - 2]);
+  EXPECT_TRUE(usage["choices"].empty()) << usage.dump();
+  EXPECT_EQ(usage["usage"]["completion_tokens"], 3) << usage.dump();
+  for (size_t i = 0; i + 2 < events.size(); ++i)
+    EXPECT_TRUE(json::parse(events[i])["usage"].is_null()) << events[i];
+  r = post("/v1/completions", R"({"prompt": "hi", "max_tokens": 3, "stream": true})");
+  ASSERT_TRUE(r);
+  events = testing::sse_data(r->body);
+  EXPECT_EQ(json::parse(events[events.size() - 2])["usage"]["completion_tokens"], 3) << r->body;
+}
+
 TEST_F(ServeRoutes, TokenPromptsAndEcho) {
   auto text = post("/v1/completions", R"({"prompt": "hi", "max_tokens": 5, "seed": 9})");
   auto ids = post("/v1/completions", R"({"prompt": [104, 105], "max_tokens": 5, "seed": 9})");
