@@ -247,7 +247,9 @@ void InferenceServer::Impl::completions(const std::string& body, httplib::Respon
     // Each prompt is tokenized once, here: the length check and the generation use the same ids.
     std::vector<int> ids = {tok.bos_id()};
     if (in.is_tokens()) {  // token ids: checked by the parser; their text for echo
-      ids.insert(ids.end(), in.tokens.begin(), in.tokens.end());
+      // Ids that already open with BOS (/tokenize's add_special output) keep that one.
+      const bool has_bos = !in.tokens.empty() && in.tokens[0] == tok.bos_id();
+      ids.insert(ids.end(), in.tokens.begin() + (has_bos ? 1 : 0), in.tokens.end());
       // As the completion's pieces are made (decode_token: a byte token is its raw byte), so a
       // character the prompt begins and the completion ends is whole once joined; decode() would
       // have put U+FFFD for the prompt's part (SentencePiece does).

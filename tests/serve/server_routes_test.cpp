@@ -146,6 +146,13 @@ TEST_F(ServeRoutes, TokenPromptsAndEcho) {
   const json a = json::parse(text->body), b = json::parse(ids->body);
   EXPECT_EQ(b["choices"][0]["text"], a["choices"][0]["text"]);
   EXPECT_EQ(b["usage"]["prompt_tokens"], 3);
+  // Ids that open with BOS (what /tokenize gives with add_special) keep it, not a second one.
+  const json with_bos = {
+      {"prompt", {server->tokenizer->bos_id(), 104, 105}}, {"max_tokens", 5}, {"seed", 9}};
+  auto bos = post("/v1/completions", with_bos.dump());
+  ASSERT_TRUE(bos);
+  EXPECT_EQ(json::parse(bos->body)["usage"]["prompt_tokens"], 3) << bos->body;
+  EXPECT_EQ(json::parse(bos->body)["choices"][0]["text"], a["choices"][0]["text"]);
   auto echo = post("/v1/completions", R"({"prompt": [104, 105], "max_tokens": 5, "seed": 9, "echo": true})");
   ASSERT_TRUE(echo);
   EXPECT_EQ(json::parse(echo->body)["choices"][0]["text"], "hi" + a["choices"][0]["text"].get<std::string>());
