@@ -88,8 +88,9 @@ int main(int argc, char** argv) {
   chainlm::cli::add_plot_command(app);
   chainlm::cli::add_report_command(app);
   try {
-    // Before a command writes anything; help and the version need no GEMM.
-    bool help = false;
+    // Before a command writes anything; help, the version and info (which shows what is wrong
+    // with them) need no GEMM.
+    bool help = argc > 1 && !std::strcmp(argv[1], "info");
     for (int i = 1; i < argc; ++i)
       help = help || !std::strcmp(argv[i], "--help") || !std::strcmp(argv[i], "-h") || !std::strcmp(argv[i], "--version");
     if (!help) {

@@ -54,6 +54,18 @@ std::string env_or(const char* name, const char* fallback) {
 
 }  // namespace
 
+namespace {
+// The fp32 GEMM backend's name, or what is wrong with CHAINLM_GEMM: info --system is where a
+// user looks when something is, so it says it rather than stopping.
+std::string gemm_backend_or_error() {
+  try {
+    return gemm_backend_name(gemm_backend());
+  } catch (const Error& e) {
+    return cat("none: ", e.what());
+  }
+}
+}  // namespace
+
 nlohmann::json system_info() {
   std::string model;
   std::set<std::string> flags;
@@ -71,11 +83,10 @@ nlohmann::json system_info() {
           {"onednn_isa", onednn_isa()},
           {"onednn_max_cpu_isa_env", env_or("ONEDNN_MAX_CPU_ISA", "unset")},
           {"gemm",
-           {{"fp32", gemm_backend_name(gemm_backend())},
+           {{"fp32", gemm_backend_or_error()},
             // bf16: oneDNN's bf16 kernels, or bf16-rounded operands on the fp32 backend.
-            {"bf16", bf16_gemm_native()
-                         ? std::string("onednn-bf16")
-                         : std::string("emulated on ") + gemm_backend_name(gemm_backend())}}},
+            {"bf16", bf16_gemm_native() ? std::string("onednn-bf16")
+                                        : std::string("emulated on ") + gemm_backend_or_error()}}},
           // Attention's tile products in a bf16 run (training, evaluation): "bf16" where this
           // build has AVX512-BF16 (docs/precision.md), else "fp32".
           {"attention_bf16_products", attention_has_bf16_products() ? "bf16" : "fp32"},

@@ -57,6 +57,11 @@ TEST_F(GemmBackendCli, BadChoiceIsRefusedNamingTheChoices) {
   EXPECT_NE(r.exit_code, 0);
   EXPECT_NE(r.err.find("CHAINLM_GEMM='mkl': choose 'onednn' or 'openblas'"), std::string::npos)
       << r.err;
+  // info --system says what is wrong instead of stopping; help needs no GEMM.
+  auto info = run_chainlm(dir, "info --system");
+  EXPECT_EQ(info.exit_code, 0) << info.err;
+  EXPECT_NE(info.out.find("fp32 GEMM    none: CHAINLM_GEMM='mkl'"), std::string::npos) << info.out;
+  EXPECT_EQ(run_chainlm(dir, "train --help").exit_code, 0);
   // Before anything is written, and in bf16, which runs no fp32 GEMM through the backend (a
   // typo passed silently there, and a fp32 run stopped only after making its run directory).
   for (const char* precision : {"fp32", "bf16"}) {
