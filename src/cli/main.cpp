@@ -88,15 +88,14 @@ int main(int argc, char** argv) {
   chainlm::cli::add_plot_command(app);
   chainlm::cli::add_report_command(app);
   try {
-    // Before a command writes anything; help, the version and info (which shows what is wrong
-    // with them) need no GEMM.
-    bool help = argc > 1 && !std::strcmp(argv[1], "info");
+    // Before a command writes anything; help and the version need no GEMM, and info shows what
+    // is wrong with the choice.
+    bool help = false;
     for (int i = 1; i < argc; ++i)
       help = help || !std::strcmp(argv[i], "--help") || !std::strcmp(argv[i], "-h") || !std::strcmp(argv[i], "--version");
-    if (!help) {
-      chainlm::check_gemm_environment();
-      chainlm::warn_of_unknown_onednn_isa();
-    }
+    const bool info = argc > 1 && !std::strcmp(argv[1], "info");
+    if (!help && !info) chainlm::check_gemm_environment();
+    if (!help) chainlm::warn_of_unknown_onednn_isa();
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     // --help and --version print as CLI11 prints them; a usage error is one line on stderr
