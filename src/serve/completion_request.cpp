@@ -24,6 +24,13 @@ const json* field(const json& body, const char* name) {
 }
 
 long long integer(const json& v, const char* name) {
+  // A whole number written as 5.0 (some clients' JSON writers do) is that integer, as llama.cpp's
+  // server reads it; 2.5 is not.
+  if (v.is_number_float()) {
+    const double d = v.get<double>();
+    if (std::isfinite(d) && d == std::floor(d) && std::fabs(d) <= 9007199254740992.0)
+      return (long long)d;
+  }
   if (!v.is_number_integer())
     refuse(name, cat(name, " must be an integer (got ", json_excerpt(v), ")"));
   return v.get<long long>();

@@ -40,6 +40,16 @@ TEST(CompletionRequest, DefaultsFollowOpenAi) {
   EXPECT_TRUE(r.gen.stop_at_eos);
 }
 
+// A whole number written with a fraction (5.0) is that integer, as llama.cpp's server reads it
+// (it was refused as "must be an integer (got 5.0)"); 2.5 stays refused (ErrorsNameTheField).
+TEST(CompletionRequest, WholeNumbersWrittenAsFloatsAreIntegers) {
+  const auto r = parse_completion_request(
+      json::parse(R"({"prompt": "x", "max_tokens": 5.0, "n": 2.0, "top_k": 7.0})"), config());
+  EXPECT_EQ(r.gen.max_tokens, 5);
+  EXPECT_EQ(r.n, 2);
+  EXPECT_EQ(r.gen.sampling.top_k, 7);
+}
+
 TEST(CompletionRequest, ReadsEveryField) {
   const auto r = parse_completion_request(
       json::parse(R"({"prompt": "x", "max_tokens": 5, "temperature": 0, "top_p": 0.5, "top_k": 7,
