@@ -1,5 +1,6 @@
 #include "io/run_path.h"
 
+#include <algorithm>
 #include <filesystem>
 
 #include "core/error.h"
@@ -8,6 +9,29 @@
 namespace chainlm {
 
 namespace fs = std::filesystem;
+
+long checkpoint_step(const std::string& name) {
+  if (name.size() < 6 || name.size() > 20 || name.rfind("step-", 0) != 0) return -1;
+  long step = 0;
+  for (size_t i = 5; i < name.size(); ++i) {
+    if (name[i] < '0' || name[i] > '9') return -1;
+    step = step * 10 + (name[i] - '0');
+  }
+  return step;
+}
+
+std::vector<std::pair<long, std::string>> run_checkpoints(const std::string& run) {
+  std::vector<std::pair<long, std::string>> found;
+  std::error_code ec;
+  for (fs::directory_iterator it(run, ec), end; !ec && it != end; it.increment(ec)) {
+    std::string name = it->path().filename().string();
+    const long step = checkpoint_step(name);
+    std::error_code e;
+    if (step >= 0 && it->is_directory(e)) found.emplace_back(step, std::move(name));
+  }
+  std::sort(found.begin(), found.end());
+  return found;
+}
 
 std::string resolve_checkpoint_dir(const std::string& path) {
   // error_code overloads throughout: a path the OS refuses (too long, say) is a chainlm::Error.
@@ -21,13 +45,12 @@ std::string resolve_checkpoint_dir(const std::string& path) {
     // A run stopped between writing a checkpoint and naming it in `latest` keeps its step-*
     // directories: name the newest, and what recovers the run.
     std::string newest;
-    for (fs::directory_iterator it(path, ec), end; !ec && it != end; it.increment(ec)) {
-      const std::string n = it->path().filename().string();
+    const auto checkpoints = run_checkpoints(path);
+    for (auto it = checkpoints.rbegin(); it != checkpoints.rend() && newest.empty(); ++it) {
+      const fs::path dir = fs::path(path) / it->second;
       std::error_code e;
-      if (n.rfind("step-", 0) == 0 && fs::exists(it->path() / "config.json", e) &&
-          fs::exists(it->path() / "model.safetensors", e) &&
-          (newest.empty() || n.size() > newest.size() || (n.size() == newest.size() && n > newest)))
-        newest = n;
+      if (fs::exists(dir / "config.json", e) && fs::exists(dir / "model.safetensors", e))
+        newest = it->second;
     }
     fail(path, ": neither a checkpoint (no config.json) nor a run directory (no 'latest' file)",
          newest.empty()

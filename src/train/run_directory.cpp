@@ -11,14 +11,14 @@
 #include <ctime>
 #include <filesystem>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <utility>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "core/error.h"
 #include "core/fault_injection.h"
 #include "io/atomic_file.h"
+#include "io/run_path.h"
 
 namespace chainlm {
 
@@ -30,17 +30,6 @@ std::string checkpoint_name(long step) {
   char name[32];
   std::snprintf(name, sizeof name, "step-%08ld", step);
   return name;
-}
-
-// The step of a checkpoint directory name "step-NNNNNNNN", -1 for any other name.
-long checkpoint_step(const std::string& name) {
-  if (name.size() < 6 || name.size() > 20 || name.rfind("step-", 0) != 0) return -1;
-  long step = 0;
-  for (size_t i = 5; i < name.size(); ++i) {
-    if (name[i] < '0' || name[i] > '9') return -1;
-    step = step * 10 + (name[i] - '0');
-  }
-  return step;
 }
 
 // What a writer killed mid-way leaves in a run directory: temporary checkpoint directories
@@ -117,16 +106,9 @@ void check_metrics_is_ours(const fs::path& run) {
 }  // namespace
 
 std::vector<std::string> RunDirectory::checkpoints_after(long step) const {
-  std::vector<std::pair<long, std::string>> found;
-  std::error_code ec;
-  for (const auto& e : fs::directory_iterator(path_, ec)) {
-    const std::string name = e.path().filename().string();
-    const long s = checkpoint_step(name);
-    if (s > step && e.is_directory(ec)) found.emplace_back(s, name);
-  }
-  std::sort(found.begin(), found.end());
   std::vector<std::string> names;
-  for (auto& f : found) names.push_back(std::move(f.second));
+  for (auto& [s, name] : run_checkpoints(path_))
+    if (s > step) names.push_back(std::move(name));
   return names;
 }
 
@@ -279,13 +261,7 @@ std::string RunDirectory::write_checkpoint(long step, int keep,
   // Only now that `latest` names the new checkpoint may older ones go: the `keep` newest up
   // to this step stay. Directories of later steps are a killed run's that `latest` never
   // named. Each is renamed away first, so a half-removed one never looks like a checkpoint.
-  std::vector<std::pair<long, fs::path>> ckpts;
-  std::error_code ec;
-  for (const auto& e : fs::directory_iterator(run, ec)) {
-    const long s = checkpoint_step(e.path().filename().string());
-    if (s >= 0 && e.is_directory(ec)) ckpts.push_back({s, e.path()});
-  }
-  std::sort(ckpts.begin(), ckpts.end());
+  const auto ckpts = run_checkpoints(run.string());
   keep = std::max(1, keep);
   std::vector<fs::path> doomed;
   int kept_count = 0;  // newest first: this step's directory is the first one kept
@@ -293,8 +269,9 @@ std::string RunDirectory::write_checkpoint(long step, int keep,
     if (it->first <= step && kept_count < keep)
       ++kept_count;
     else
-      doomed.push_back(it->second);
+      doomed.push_back(run / it->second);
   }
+  std::error_code ec;
   for (const fs::path& path : doomed) {
     const fs::path old = run / cat(".old-", path.filename().string(), ".", ::getpid());
     fs::rename(path, old, ec);
