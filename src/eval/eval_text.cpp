@@ -38,6 +38,14 @@ EvalTokens load_eval_tokens(const std::string& path_arg, const Tokenizer* tokeni
     TokenShard shard(path);
     r.tokens.resize(shard.size());
     if (shard.size() > 0) shard.read(0, shard.size(), r.tokens.data());
+    // The text's own bytes, as prepare read them, where it recorded them: decoding may not give
+    // them back (SentencePiece drops trailing spaces), a file and its shard are to give the same
+    // bits per byte, and a model that carries no tokenizer has them too.
+    const auto recorded = recorded_shard(path, shard.size());
+    if (recorded) {
+      r.bytes = (long)recorded->bytes;
+      r.documents = (long)recorded->documents;
+    }
     if (tokenizer) {
       // prepare records its tokenizer's vocabulary size in the shard: another size is another
       // tokenizer (a shard moved away from its directory escapes the fingerprint check).
@@ -46,6 +54,8 @@ EvalTokens load_eval_tokens(const std::string& path_arg, const Tokenizer* tokeni
                     " tokens, but the model's has ", tokenizer->vocab_size(),
                     "; its token ids would mean other text. Prepare the data with the ",
                     "model's tokenizer");
+    }
+    if (tokenizer && !recorded) {  // the bytes of the decoded documents
       const int bos = tokenizer->bos_id();
       r.bytes = 0;
       r.documents = 0;
@@ -64,13 +74,6 @@ EvalTokens load_eval_tokens(const std::string& path_arg, const Tokenizer* tokeni
         }
         begin = i;
       }
-    }
-    // The text's own bytes, as prepare read them, where it recorded them: decoding may not give
-    // them back (SentencePiece drops trailing spaces), a file and its shard are to give the same
-    // bits per byte, and a model that carries no tokenizer has them too.
-    if (const auto recorded = recorded_shard(path, shard.size())) {
-      r.bytes = (long)recorded->bytes;
-      r.documents = (long)recorded->documents;
     }
     return r;
   }
