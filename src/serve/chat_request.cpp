@@ -124,7 +124,6 @@ ChatRequest parse_chat_request(const json& body, const ModelConfig& config) {
   take_neutral_chat_fields(rest);
   r.completion = parse_completion_request(rest, config);
   if (!has_max) r.completion.gen.max_tokens = config.max_seq_len;  // until the context is full
-  r.include_usage = r.completion.include_usage;
   return r;
 }
 

@@ -14,7 +14,6 @@ namespace chainlm {
 struct ChatRequest {
   CompletionRequest completion;  // its prompt is unused
   std::vector<ChatMessage> messages;
-  bool include_usage = false;  // stream_options.include_usage: a last chunk with the usage
 };
 
 // messages: a non-empty list of {"role": system|user|assistant, "content": string, or a list

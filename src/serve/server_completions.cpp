@@ -60,7 +60,8 @@ json InferenceServer::Impl::response_json(const Job& job, json choices, bool chu
               {"created", job.created},
               {"model", opt.model_name},
               {"choices", std::move(choices)}};
-  if (chunk && job.include_usage) out["usage"] = nullptr;  // OpenAI: on every chunk but the usage one
+  if (chunk && job.request.include_usage)
+    out["usage"] = nullptr;  // OpenAI: on every chunk but the usage one
   return out;
 }
 
@@ -199,13 +200,13 @@ bool InferenceServer::Impl::stream(Job& job, httplib::DataSink& sink) {
       last["chainlm"] = stats_json(job, c);
       // A completion stream's usage is in its last choice's last event, or with
       // stream_options.include_usage in a chunk of its own (OpenAI's; every other has null).
-      if (!job.chat && !job.include_usage && &c == &job.choices.back())
+      if (!job.chat && !job.request.include_usage && &c == &job.choices.back())
         last["usage"] = usage_json(job);
       hold(last);  // goes out with the next write
     }
     finish(job, next_choice);
     if (job.cancelled) return false;
-    if (job.include_usage) {
+    if (job.request.include_usage) {
       json usage = response_json(job, json::array(), true);
       usage["usage"] = usage_json(job);
       hold(usage);
@@ -238,7 +239,6 @@ void InferenceServer::Impl::completions(const std::string& body, httplib::Respon
   auto job = std::make_shared<Job>();
   job->arrival = Clock::now();
   job->request = parse_completion_body(body, model.config());
-  job->include_usage = job->request.include_usage;
   const CompletionRequest& r = job->request;
   const int max_len = model.config().max_seq_len;
   for (size_t p = 0; p < r.prompts.size(); ++p) {
@@ -315,7 +315,6 @@ void InferenceServer::Impl::chat_completions(const std::string& body, httplib::R
   job->request = std::move(chat.completion);
   job->request.gen.max_tokens = std::min(job->request.gen.max_tokens, c.max_seq_len - (int)ids.size());
   job->chat = true;
-  job->include_usage = chat.include_usage;
   // The reply ends where the template's turn ends, besides the request's own stops.
   std::vector<std::string> stops = job->request.stop;
   for (const std::string& s : chat_stop_strings(opt.chat_template)) stops.push_back(s);

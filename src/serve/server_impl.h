@@ -121,8 +121,7 @@ struct InferenceServer::Impl {
     std::vector<Choice> choices;  // prompt p's n choices are p*n .. p*n+n-1
     bool cancelled = false;
     bool streamed = false;
-    bool chat = false;           // /v1/chat/completions: its chunk format
-    bool include_usage = false;  // streams: a last chunk with the usage (stream_options)
+    bool chat = false;  // /v1/chat/completions: its chunk format
   };
 
   void route();
