@@ -3,11 +3,11 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
-#include <sstream>
 #include <stdexcept>
 
 #include "core/error.h"
 #include "core/json_document.h"
+#include "core/text_list.h"
 #include "core/threads.h"
 #include "io/atomic_file.h"
 #include "train/distributed.h"
@@ -21,17 +21,8 @@ namespace {
 template <typename T, typename Convert>
 std::vector<T> parse_list(const std::string& s, const std::string& what, const char* kind,
                           Convert convert) {
-  // getline drops an empty last item: "8," would read as "8".
-  CHAINLM_CHECK(
-      s.find_last_not_of(" \t") == std::string::npos || s[s.find_last_not_of(" \t")] != ',', what,
-      ": '", s, "' ends with a comma");
   std::vector<T> out;
-  std::stringstream ss(s);
-  std::string item;
-  while (std::getline(ss, item, ',')) {
-    // Spaces around an item are allowed ("1, 0.5"), on both sides alike.
-    const size_t b = item.find_first_not_of(" \t"), e = item.find_last_not_of(" \t");
-    item = b == std::string::npos ? std::string() : item.substr(b, e - b + 1);
+  for (const std::string& item : split_list(s, what)) {
     try {
       size_t used = 0;
       out.push_back(convert(item, &used));

@@ -1,21 +1,15 @@
 #include "infer/chain_schedule.h"
 
-#include <sstream>
-
 #include "core/error.h"
+#include "core/text_list.h"
 
 namespace chainlm {
 
 namespace {
 
-// Spaces around a number are allowed (" 1:3, 2"), as in the other number lists.
-std::string trimmed(const std::string& s) {
-  const size_t b = s.find_first_not_of(" \t"), e = s.find_last_not_of(" \t");
-  return b == std::string::npos ? std::string() : s.substr(b, e - b + 1);
-}
-
+// Spaces around a number are allowed (" 1 : 3, 2"), as in the other number lists.
 int parse_int(const std::string& raw, const std::string& segment) {
-  const std::string s = trimmed(raw);
+  const std::string s = trim_blanks(raw);
   size_t used = 0;
   int v = 0;
   try {
@@ -32,12 +26,7 @@ int parse_int(const std::string& raw, const std::string& segment) {
 
 ChainSchedule ChainSchedule::parse(const std::string& text, int n_chains) {
   ChainSchedule s;
-  // getline drops an empty last segment: "1:3," would read as "1:3".
-  CHAINLM_CHECK(trimmed(text).empty() || trimmed(text).back() != ',', "chain schedule '", text,
-                "' ends with a comma");
-  std::stringstream ss(text);
-  std::string seg;
-  while (std::getline(ss, seg, ',')) {
+  for (const std::string& seg : split_list(text, "chain schedule")) {
     CHAINLM_CHECK(s.segments_.empty() || s.segments_.back().second >= 0, "chain schedule '", text,
                   "': only the last segment may omit its token count");
     const size_t colon = seg.find(':');
