@@ -125,12 +125,13 @@ void add_info_command(CLI::App& app) {
       } catch (const nlohmann::json::exception& e) {
         fail(state_path.string(), ": invalid trainer state: ", e.what());
       }
-      model->set_freeze(o.freeze_spec());
+      const FreezeSpec freeze = o.freeze_spec();
+      model->set_freeze(freeze);
       training["freeze_chains"] = o.freeze_chains;
       training["train_only"] = o.train_only;
       training["init"] = o.init;
       training["chain_loss_weights"] = o.chain_loss_weights;
-      training["used_chains"] = o.freeze_spec().used_chains;
+      training["used_chains"] = freeze.used_chains;
       training["trainable_params"] = model->params().trainable_numel();
       training["trainable_fraction"] = (double)model->params().trainable_numel() / model->params().numel();
     }
