@@ -187,6 +187,7 @@ HfWeights::HfWeights(const std::string& dir) {
     CHAINLM_CHECK(j.is_object() && j.contains("weight_map") && j.at("weight_map").is_object(), where_,
                   ": no 'weight_map' object");
     std::map<std::string, const SafetensorsReader*> by_file;
+    std::vector<std::pair<std::string, std::string>> mapped;  // (tensor, file), checked below
     for (auto it = j.at("weight_map").begin(); it != j.at("weight_map").end(); ++it) {
       CHAINLM_CHECK(it.value().is_string(), where_, ": weight_map entry '", it.key(), "' is not a file name");
       const std::string file = it.value().get<std::string>();
@@ -196,6 +197,15 @@ HfWeights::HfWeights(const std::string& dir) {
         files_.push_back(std::make_unique<SafetensorsReader>((fs::path(dir) / file).string()));
         by_file[file] = files_.back().get();
       }
+      mapped.emplace_back(it.key(), file);
+    }
+    // An index that names the wrong shard for a tensor belongs with other shards (files of two
+    // revisions mixed): refuse it rather than load whatever the files hold.
+    for (const auto& [tensor, file] : mapped) {
+      bool found = false;
+      for (const auto& e : by_file.at(file)->entries()) found = found || e.name == tensor;
+      CHAINLM_CHECK(found, where_, ": the index puts tensor '", tensor, "' in ", file,
+                    ", which does not hold it (the index and the shards do not belong together)");
     }
   } else {
     CHAINLM_CHECK(!fs::exists(fs::path(dir) / "pytorch_model.bin", ec), dir,

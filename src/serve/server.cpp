@@ -169,7 +169,16 @@ httplib::Server::HandlerResponse InferenceServer::Impl::admit(const httplib::Req
                                                                httplib::Response& res) {
   using R = httplib::Server::HandlerResponse;
   const std::string host = req.get_header_value("Host");
-  if (access.loopback_only && !is_loopback_host(host_of_host_header(host))) {
+  if (!req.has_header("Host") && req.version != "HTTP/1.0") {
+    // RFC 9112 3.2: a server must answer 400 to an HTTP/1.1 request without Host.
+    res.set_header("Connection", "close");
+    set_error(res, 400, "an HTTP/1.1 request must carry a Host header", "invalid_request_error");
+    return R::Handled;
+  }
+  // An HTTP/1.0 request may leave Host out (curl -0, ab, old proxies). Browsers always send it,
+  // so a request without one is no DNS-rebound page, which is what the loopback check is for.
+  if (access.loopback_only && req.has_header("Host") &&
+      !is_loopback_host(host_of_host_header(host))) {
     res.set_header("Connection", "close");
     set_error(res, 403,
               cat("this server listens on loopback and answers only requests for localhost, 127.0.0.1 or "

@@ -257,6 +257,19 @@ TEST(HfLlama, ReadsShardedWeightsAndRefusesOtherLayouts) {
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("missing tensor 'c'"), std::string::npos) << e.what();
   }
+  // An index that puts a tensor in a shard that does not hold it.
+  write_bytes(dir.file("model.safetensors.index.json"),
+              R"({"metadata": {}, "weight_map": {"a": "model-00002-of-00002.safetensors",
+                  "b": "model-00002-of-00002.safetensors"}})");
+  try {
+    HfWeights{dir.path().string()};
+    ADD_FAILURE();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find(
+                  "puts tensor 'a' in model-00002-of-00002.safetensors, which does not hold it"),
+              std::string::npos)
+        << e.what();
+  }
   // A shard the index names but that is not there.
   write_bytes(dir.file("model.safetensors.index.json"), R"({"weight_map": {"a": "gone.safetensors"}})");
   EXPECT_THROW(HfWeights{dir.path().string()}, Error);

@@ -273,6 +273,22 @@ TEST_F(ServeAccess, MalformedAndOversizedBodiesGetClearErrors) {
   EXPECT_NE(answer.find("Connection: close"), std::string::npos) << answer;
 }
 
+// HTTP/1.0 lets a client leave Host out (curl -0, ab): such a request is no rebound browser
+// page, so a loopback server answers it (it got 403 "not for Host ''"). HTTP/1.1 requires
+// Host: 400 without it, as RFC 9112 asks.
+TEST_F(ServeAccess, HostHeaderOptionalInHttp10Only) {
+  ServerUnderTest s(model, one_thread());
+  std::string answer = raw_exchange(s.port, "GET /health HTTP/1.0\r\n\r\n");
+  EXPECT_NE(answer.find(" 200 "), std::string::npos) << answer.substr(0, 300);
+  answer = raw_exchange(
+      s.port, std::string("POST /v1/completions HTTP/1.0\r\nContent-Type: application/json\r\n"
+                          "Content-Length: ") +
+                  std::to_string(std::string(kBody).size()) + "\r\n\r\n" + kBody);
+  EXPECT_NE(answer.find(" 200 "), std::string::npos) << answer.substr(0, 300);
+  answer = raw_exchange(s.port, "GET /health HTTP/1.1\r\nConnection: close\r\n\r\n");
+  EXPECT_NE(answer.find(" 400 "), std::string::npos) << answer.substr(0, 300);
+  EXPECT_NE(answer.find("must carry a Host header"), std::string::npos) << answer;
+}
 
 // 200 connections that send nothing and 30 that send half a request each hold an HTTP thread;
 // a real request must still be answered (it waited for idle ones to time out, ~20 s, when
