@@ -12,6 +12,7 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <sstream>
 #include <utility>
 #include <vector>
 
@@ -154,27 +155,7 @@ void RunDirectory::prepare() {
   if (ec)
     fail("cannot create the run directory ", run.string(), ": ", ec.message(),
          " (nothing was trained)");
-  // The run's lock: a second process training into the same directory would take this
-  // one's temporary directories for a killed writer's. flock locks end with the process,
-  // however it ends, so a killed run never leaves a stale lock behind.
-  if (lock_fd_ < 0) {
-    const std::string lock = (run / ".lock").string();
-    // Read-only: an open writable file would keep the filesystem from being remounted.
-    const int fd = ::open(lock.c_str(), O_RDONLY | O_CREAT | O_CLOEXEC, 0644);
-    if (fd < 0)
-      fail("cannot write to the run directory ", run.string(), ": creating ", lock,
-           " failed: ", std::strerror(errno), " (nothing was trained)");
-    if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
-      const int err = errno;
-      ::close(fd);
-      if (err == EWOULDBLOCK)
-        fail("another process is training into ", run.string(), " (it holds ", lock,
-             "); nothing was trained");
-      // A filesystem without flock (some network mounts): train unlocked, as before locks.
-    } else {
-      lock_fd_ = fd;
-    }
-  }
+  lock();
   // Checkpoints are written into the directory itself: find out now, not after the first
   // hour of training, whether that works.
   const std::string probe = (run / cat(".write-probe.", ::getpid())).string();
@@ -195,6 +176,30 @@ void RunDirectory::prepare() {
       std::error_code ignored;
       fs::remove_all(e.path(), ignored);
     }
+}
+
+void RunDirectory::lock() {
+  const fs::path run(path_);
+  // The run's lock: a second process training into the same directory would take this
+  // one's temporary directories for a killed writer's. flock locks end with the process,
+  // however it ends, so a killed run never leaves a stale lock behind.
+  if (lock_fd_ >= 0) return;
+  const std::string lock = (run / ".lock").string();
+  // Read-only: an open writable file would keep the filesystem from being remounted.
+  const int fd = ::open(lock.c_str(), O_RDONLY | O_CREAT | O_CLOEXEC, 0644);
+  if (fd < 0)
+    fail("cannot write to the run directory ", run.string(), ": creating ", lock,
+         " failed: ", std::strerror(errno), " (nothing was trained)");
+  if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    const int err = errno;
+    ::close(fd);
+    if (err == EWOULDBLOCK)
+      fail("another process is training into ", run.string(), " (it holds ", lock,
+           "); nothing was trained");
+    // A filesystem without flock (some network mounts): train unlocked, as before locks.
+  } else {
+    lock_fd_ = fd;
+  }
 }
 
 void RunDirectory::unlock() {
@@ -305,7 +310,8 @@ void RunDirectory::reset_metrics() const {
 void RunDirectory::truncate_metrics(long step) const {
   const fs::path metrics = fs::path(path_) / "metrics.jsonl";
   if (!fs::exists(metrics)) return;
-  std::ifstream in(metrics);
+  const std::string all = read_file(metrics.string());
+  std::istringstream in(all);
   std::string line, kept;
   while (std::getline(in, line)) {
     try {
@@ -315,7 +321,9 @@ void RunDirectory::truncate_metrics(long step) const {
       // A torn last line from a crash: drop it.
     }
   }
-  write_file_atomic(metrics.string(), kept);
+  // Nothing to drop: the file is left alone (a finished run resumed on a read-only mount, to
+  // find it has nothing left to do, must not fail writing the log it already has).
+  if (kept != all) write_file_atomic(metrics.string(), kept);
 }
 
 }  // namespace chainlm

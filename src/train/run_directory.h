@@ -28,6 +28,10 @@ class RunDirectory {
   // writer left (temporary checkpoint directories, temporary files). Throws chainlm::Error
   // naming the directory when it cannot be used.
   void prepare();
+  // Takes the lock of an existing run directory (a no-op when held): a resume takes it before
+  // it moves later checkpoints aside or truncates the log, so a resume refused because another
+  // process trains there changes nothing. Throws chainlm::Error when another process holds it.
+  void lock();
   // Releases the lock (a no-op when not held).
   void unlock();
 

@@ -72,6 +72,9 @@ std::string Trainer::save() {
 }
 
 void Trainer::restore(const std::string& checkpoint_dir) {
+  // The run's lock first: a resume refused because another process trains here must not move
+  // that run's checkpoints aside or cut its log (below) on its way out.
+  if (comm_.is_root() && fs::is_directory(run_dir_.path())) run_dir_.lock();
   const std::string dir = resolve_checkpoint_dir(checkpoint_dir);
   load_model_weights(model_, (fs::path(dir) / "model.safetensors").string());
   SafetensorsReader opt((fs::path(dir) / "optimizer.safetensors").string());

@@ -97,6 +97,40 @@ TEST_F(CheckpointSafety, ASecondTrainerOnTheSameRunIsRefused) {
   EXPECT_FALSE(fs::exists(run + "/latest"));
 }
 
+// A resume from an older checkpoint moves the later ones aside and cuts the log; refused
+// because another process trains into the run, it must do neither (it moved the running run's
+// newest checkpoint away, leaving `latest` naming nothing, and dropped its log lines).
+TEST_F(CheckpointSafety, ARefusedResumeLeavesTheRunningRunAlone) {
+  const fs::path run = dir.file("run");
+  {
+    Model m(tiny_config());
+    m.init_random(1);
+    Trainer t(m, options(run.string(), 3));
+    t.run();
+  }
+  const std::string metrics = read_bytes((run / "metrics.jsonl").string());
+  Model a(tiny_config());
+  a.init_random(1);
+  Trainer running(a, options(run.string(), 5));
+  running.prepare_run_dir();  // holds the lock, as a process training there does
+  Model b(tiny_config());
+  b.init_random(1);
+  Trainer second(b, options(run.string(), 5));
+  try {
+    second.restore((run / "step-00000001").string());
+    FAIL() << "expected chainlm::Error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("another process is training into " + run.string()),
+              std::string::npos)
+        << e.what();
+  }
+  EXPECT_TRUE(fs::exists(run / "step-00000003"));
+  EXPECT_TRUE(fs::exists(run / "step-00000002"));
+  EXPECT_EQ(read_bytes((run / "metrics.jsonl").string()), metrics);
+  for (const auto& e : fs::directory_iterator(run))
+    EXPECT_EQ(e.path().filename().string().rfind("superseded", 0), std::string::npos) << e.path();
+}
+
 TEST_F(CheckpointSafety, UnnamedCheckpointIsReplacedAndLaterOnesPruned) {
   const fs::path run = dir.file("run");
   {
