@@ -1,10 +1,12 @@
 // chainlm: train, grow, tune, evaluate and serve Chain-of-Model and PHD language models.
 #include <unistd.h>
 
+#include <cerrno>
 #include <csignal>
 #include <cstdio>
 #include <cstring>
 #include <exception>
+#include <iostream>
 #include <string>
 
 #include "cli/commands.h"
@@ -128,6 +130,17 @@ int main(int argc, char** argv) {
     return 1;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "error: %s\n", e.what());
+    return 1;
+  }
+  // What a command printed must have reached its file: `eval ppl --json > results.json` on a
+  // full disk left an empty file and exited 0. (std::cout is synced with stdout, so both
+  // report here.)
+  std::cout.flush();
+  errno = 0;
+  if (std::fflush(stdout) != 0 || std::ferror(stdout) || !std::cout) {
+    const int err = errno;
+    std::fprintf(stderr, "error: the output could not be written to standard output%s%s\n",
+                 err ? ": " : "", err ? std::strerror(err) : "");
     return 1;
   }
   return 0;

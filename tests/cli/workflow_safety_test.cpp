@@ -105,6 +105,24 @@ TEST_F(WorkflowSafety, PlotAndTokenizerTrainNeverReplaceAUsersFile) {
   EXPECT_EQ(read_bytes(corpus), text);
 }
 
+// Results printed to a file on a full disk (`eval ppl --json > results.json`) were lost with
+// exit 0, leaving an empty file a script took for success. /dev/full fails every write.
+TEST_F(WorkflowSafety, OutputThatCannotBeWrittenIsAnError) {
+  const std::string run = dir.file("run");
+  ASSERT_EQ(run_chainlm(dir, train_args(run, 2)).exit_code, 0);
+  for (const std::string& args :
+       {"info --model " + quote(run),
+        "eval ppl --model " + quote(run) + " --data " + quote(data) + " --threads 1 --json"}) {
+    const std::string err = dir.file("err_full.txt");
+    const int status = std::system(
+        ("'" + std::string(CHAINLM_BINARY) + "' " + args + " >/dev/full 2>" + quote(err)).c_str());
+    ASSERT_TRUE(WIFEXITED(status)) << args;
+    EXPECT_EQ(WEXITSTATUS(status), 1) << args;
+    EXPECT_TRUE(contains(read_bytes(err), "could not be written to standard output"))
+        << args << ": " << read_bytes(err);
+  }
+}
+
 TEST_F(WorkflowSafety, TrainRefusesADirectoryWhoseMetricsAreNotARunsLog) {
   const std::string out = dir.file("mine");
   fs::create_directories(out);
