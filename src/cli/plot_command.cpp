@@ -81,9 +81,10 @@ void add_plot_command(CLI::App& app) {
     }
     const std::string out = a->out.empty() ? (fs::path(a->runs[0]) / "loss.png").string() : a->out;
     // A plot replaces an earlier plot (a PNG), never another file by accident.
-    CHAINLM_CHECK(a->overwrite || !fs::exists(out) || is_png_file(out), "plot: --out ", out,
-                  " exists and is not a PNG image; choose another file, or pass --overwrite ",
-                  "to replace it (nothing was written)");
+    CHAINLM_CHECK(
+        a->overwrite || !fs::exists(out) || is_chainlm_plot(out), "plot: --out ", out,
+        " exists and is not a plot chainlm drew (its PNGs carry the text 'Software: chainlm'); ",
+        "choose another file, or pass --overwrite to replace it (nothing was written)");
     a->plot.x = a->x == "tokens" ? PlotX::kTokens : a->x == "flops" ? PlotX::kFlops : PlotX::kSteps;
     if (!a->y_range.empty()) {  // CLI11 split it at ':' and converted the numbers
       const auto& y = a->y_range;

@@ -45,9 +45,15 @@ void add_report_command(CLI::App& app) {
                   " exists and is not a chainlm report; choose another file, or pass ",
                   "--overwrite to replace it (nothing was written)");
     const fs::path png = out.parent_path() / (out.stem().string() + "-loss.png");
-    CHAINLM_CHECK(a->no_plot || a->overwrite || !fs::exists(png, ec) || is_png_file(png.string()),
+    // The plot beside it: one chainlm drew (marked so), or the one the earlier report links
+    // (drawn before plots were marked). A user's own PNG of that name is never replaced.
+    const bool linked =
+        fs::exists(out, ec) && is_run_report_file(out.string()) &&
+        read_file(out.string()).find("](" + png.filename().string() + ")") != std::string::npos;
+    CHAINLM_CHECK(a->no_plot || a->overwrite || !fs::exists(png, ec) || linked ||
+                      is_chainlm_plot(png.string()),
                   "report: the plot would replace ", png.string(),
-                  ", which is not a PNG image; choose ",
+                  ", which is not a plot chainlm drew; choose ",
                   "another --out, pass --no-plot, or pass --overwrite (nothing was written)");
     OutputParentDirs out_dirs(out.string(), "report");  // kept once the report is written
     std::string link;

@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <csignal>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -13,6 +14,7 @@
 
 #include "core/error.h"
 #include "io/atomic_file.h"
+#include "io/safetensors.h"
 
 namespace chainlm {
 
@@ -176,11 +178,51 @@ std::string overlay_plot_script(const std::vector<OverlayRun>& runs, const std::
   return finish(s, plots);
 }
 
-bool is_png_file(const std::string& path) {
+namespace {
+
+const std::string kPngSignature("\x89PNG\r\n\x1a\n", 8);
+// The tEXt chunk's data: keyword, NUL, text (PNG 1.2, 11.3.4.3).
+const std::string kMark("Software\0chainlm", 16);
+
+uint32_t read_be32(const std::string& s, size_t at) {
+  return (uint32_t)(unsigned char)s[at] << 24 | (uint32_t)(unsigned char)s[at + 1] << 16 |
+         (uint32_t)(unsigned char)s[at + 2] << 8 | (uint32_t)(unsigned char)s[at + 3];
+}
+
+void append_be32(std::string& s, uint32_t v) {
+  for (int shift = 24; shift >= 0; shift -= 8) s += (char)(v >> shift & 0xff);
+}
+
+}  // namespace
+
+std::string with_chainlm_mark(const std::string& png) {
+  // Signature, then IHDR (length 13): 8 + 4 + 4 + 13 + 4 bytes; the mark goes right after it.
+  CHAINLM_CHECK(png.size() >= 33 && png.compare(0, 8, kPngSignature) == 0 &&
+                    png.compare(12, 4, "IHDR") == 0 && read_be32(png, 8) == 13,
+                "gnuplot's PNG does not start with its header (a bug)");
+  std::string chunk;
+  append_be32(chunk, (uint32_t)kMark.size());
+  chunk += "tEXt" + kMark;
+  append_be32(chunk, crc32_of(chunk.data() + 4, chunk.size() - 4));  // over type and data
+  return png.substr(0, 33) + chunk + png.substr(33);
+}
+
+bool is_chainlm_plot(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
-  char magic[8] = {};
-  in.read(magic, sizeof magic);
-  return in.gcount() == 8 && std::string(magic, 8) == std::string("\x89PNG\r\n\x1a\n", 8);
+  std::string head(4096, '\0');  // the mark sits right after the header
+  in.read(head.data(), (std::streamsize)head.size());
+  head.resize((size_t)in.gcount());
+  if (head.compare(0, 8, kPngSignature) != 0) return false;
+  for (size_t at = 8; at + 8 <= head.size();) {
+    const uint32_t length = read_be32(head, at);
+    const std::string type = head.substr(at + 4, 4);
+    if (type == "IDAT" || type == "IEND") return false;
+    if (type == "tEXt" && head.compare(at + 8, kMark.size(), kMark) == 0 && length == kMark.size())
+      return true;
+    if (length > head.size()) return false;
+    at += 12 + (size_t)length;
+  }
+  return false;
 }
 
 void render_loss_plot(const RunMetrics& m, const std::string& png_path, const PlotOptions& o) {
@@ -221,7 +263,7 @@ void render_plot_script(const std::string& script_template, const std::string& p
   const std::string bytes = read_file(png.path);
   CHAINLM_CHECK(bytes.size() > 8 && bytes.compare(1, 3, "PNG") == 0, "gnuplot wrote no PNG for ",
                 png_path, messages.empty() ? std::string() : ": " + messages);
-  write_file_atomic(png_path, bytes);
+  write_file_atomic(png_path, with_chainlm_mark(bytes));
 }
 
 }  // namespace chainlm

@@ -53,8 +53,11 @@ void render_loss_plot(const RunMetrics& m, const std::string& png_path, const Pl
 // into a temporary file first).
 inline constexpr const char* kPlotOutput = "@PNG@";
 void render_plot_script(const std::string& script, const std::string& png_path);
-// Whether path is a PNG image (its signature): what plot and report may replace without
-// --overwrite, an earlier plot, never another file by accident.
-bool is_png_file(const std::string& path);
+// Whether path is a plot chainlm drew: a PNG with the text chunk "Software: chainlm" that
+// render_plot_script adds. What plot and report may replace without --overwrite: an earlier
+// plot, never another file, a user's own PNG included.
+bool is_chainlm_plot(const std::string& path);
+// png (gnuplot's bytes) with that text chunk after its header.
+std::string with_chainlm_mark(const std::string& png);
 
 }  // namespace chainlm

@@ -96,8 +96,32 @@ TEST_F(WorkflowSafety, PlotAndTokenizerTrainNeverReplaceAUsersFile) {
   const std::string corpus = dir.file("corpus.txt"), text = read_bytes(corpus);
   auto plot = run_chainlm(dir, "plot " + quote(run) + " --out " + quote(corpus));
   EXPECT_NE(plot.exit_code, 0);
-  EXPECT_TRUE(contains(plot.err, "is not a PNG") && contains(plot.err, "--overwrite")) << plot.err;
+  EXPECT_TRUE(contains(plot.err, "is not a plot chainlm drew") && contains(plot.err, "--overwrite"))
+      << plot.err;
   EXPECT_EQ(read_bytes(corpus), text);
+  // A PNG of the user's (any PNG: it passed as "an earlier plot" before plots were marked) is
+  // kept by plot and by report, whose plot would be named after the report.
+  const std::string photo = dir.file("photo.png"), report_png = dir.file("notes-loss.png");
+  const std::string png = std::string("\x89PNG\r\n\x1a\n", 8) + "the user's picture";
+  write_bytes(photo, png);
+  write_bytes(report_png, png);
+  plot = run_chainlm(dir, "plot " + quote(run) + " --out " + quote(photo));
+  EXPECT_NE(plot.exit_code, 0);
+  EXPECT_TRUE(contains(plot.err, "is not a plot chainlm drew")) << plot.err;
+  EXPECT_EQ(read_bytes(photo), png);
+  auto report = run_chainlm(dir, "report " + quote(run) + " --out " + quote(dir.file("notes.md")));
+  EXPECT_NE(report.exit_code, 0);
+  EXPECT_TRUE(contains(report.err, "is not a plot chainlm drew")) << report.err;
+  EXPECT_EQ(read_bytes(report_png), png);
+  EXPECT_FALSE(fs::exists(dir.file("notes.md")));
+  // A plot chainlm drew is replaced, and the report's own too, each without --overwrite.
+  const std::string drawn = dir.file("drawn.png");
+  for (int i = 0; i < 2; ++i) {
+    plot = run_chainlm(dir, "plot " + quote(run) + " --out " + quote(drawn));
+    EXPECT_EQ(plot.exit_code, 0) << plot.err;
+    report = run_chainlm(dir, "report " + quote(run) + " --out " + quote(dir.file("mine.md")));
+    EXPECT_EQ(report.exit_code, 0) << report.err;
+  }
   auto tok = run_chainlm(dir, "tokenizer train --corpus " + quote(corpus) + " --vocab-size 300 --out " +
                                   quote(corpus));
   EXPECT_NE(tok.exit_code, 0);

@@ -79,6 +79,13 @@ TEST_F(RecordedRun, PlotWritesAPngOfTheRequestedSize) {
   auto d = run_chainlm(*dir, "plot " + quote(run));
   ASSERT_EQ(d.exit_code, 0) << d.err;
   EXPECT_EQ(png_size(read_bytes(run + "/loss.png")), std::make_pair(960L, 600L));
+  // The mark that lets a later plot replace it: a tEXt chunk right after IHDR, whose CRC is
+  // the one Python's zlib.crc32(b"tEXt" + b"Software\0chainlm") gives (0xb1895b41).
+  EXPECT_EQ(bytes.substr(33, 28),
+            std::string("\0\0\0\x10tEXtSoftware\0chainlm\xb1\x89\x5b\x41", 28));
+  EXPECT_TRUE(is_chainlm_plot(png));
+  write_bytes(png, bytes.substr(0, 33) + bytes.substr(61));  // gnuplot's PNG, unmarked
+  EXPECT_FALSE(is_chainlm_plot(png));
 }
 
 TEST_F(RecordedRun, ReportHasEverySubModelAndEmbedsThePlot) {
