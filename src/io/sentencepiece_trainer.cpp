@@ -27,6 +27,11 @@ bool is_blank(std::string_view line) {
 // shorter, at the last space before the limit or else between characters: the trainer
 // silently skipped them, and a corpus of only such lines failed with "!sentences_.empty()".
 constexpr size_t kMaxSentenceBytes = 65536;
+// SentencePiece's BPE trainer keeps a word's character positions in 16 bits: a word (a run
+// without spaces) of ~32k characters crashed it, one of 64k aborted it. Runs longer than this
+// end the sentence before them, or are cut between characters when a sentence starts with one
+// (a base64 blob or minified JSON in a corpus: its pieces are learned all the same).
+constexpr size_t kMaxWordBytes = 8192;
 
 class DocumentLineIterator final : public sentencepiece::SentenceIterator {
  public:
@@ -59,6 +64,18 @@ class DocumentLineIterator final : public sentencepiece::SentenceIterator {
       if (cut == std::string_view::npos || cut == 0) {  // no space: between two characters
         cut = kMaxSentenceBytes;
         while (cut > 0 && (static_cast<unsigned char>(rest_[cut]) & 0xC0) == 0x80) --cut;
+      }
+    }
+    for (size_t i = 0, run_start = 0; i < cut; ++i) {
+      if (rest_[i] == ' ') {
+        run_start = i + 1;
+      } else if (i - run_start >= kMaxWordBytes) {
+        cut = run_start;
+        if (cut == 0) {
+          cut = kMaxWordBytes;
+          while (cut > 0 && (static_cast<unsigned char>(rest_[cut]) & 0xC0) == 0x80) --cut;
+        }
+        break;
       }
     }
     line_.assign(rest_.substr(0, cut));

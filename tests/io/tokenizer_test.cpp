@@ -189,6 +189,25 @@ TEST_F(SentencePieceTraining, LinesLongerThanTheTrainersLimitAreLearned) {
   EXPECT_EQ(tok->decode(tok->encode(unspaced.substr(0, 600))), unspaced.substr(0, 600));
 }
 
+// A word (a run without spaces) of ~32k characters crashed SentencePiece's BPE trainer and one
+// of 64k aborted it (it counts a word's characters in 16 bits): a base64 blob or minified JSON
+// in a corpus was enough. Such runs are cut into sentences of their own.
+TEST_F(SentencePieceTraining, RunsWithoutSpacesOfAnyLengthAreLearned) {
+  std::string blob, letters = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ";
+  uint32_t state = 12345;
+  for (int i = 0; i < 70000; ++i) {
+    state = state * 1664525u + 1013904223u;
+    blob += letters[(state >> 16) % letters.size()];
+  }
+  std::string prose;  // enough spaces for their piece to be covered, not spelled in bytes
+  for (int i = 0; i < 3000; ++i) prose += "a cat sat on the mat\n";
+  write_bytes(corpus_, prose + blob.substr(0, 40000) + "\nthe mat sat " + blob + "\n");
+  train_sentencepiece(corpus_, 400, model_, 5);
+  auto tok = load_tokenizer(model_);
+  EXPECT_EQ(tok->decode(tok->encode(blob.substr(0, 1000))), blob.substr(0, 1000));
+  EXPECT_LT(tok->encode("cat").size(), 3u);
+}
+
 TEST_F(SentencePieceTraining, DeterministicForASeed) {
   train_sentencepiece(corpus_, 300, model_, 99);
   const std::string second = dir_.file("tok2.model");
