@@ -89,7 +89,8 @@ CompletionRequest parse_completion_request(const json& body, const ModelConfig& 
 
   const json* v = field(body, "prompt");
   if (!v) refuse("prompt", "prompt is required");
-  // A prompt of token ids (BOS is put first, as for text); `where` names it in messages.
+  // A prompt of token ids (BOS is put first, as for text, unless it starts with BOS); `where`
+  // names it in messages.
   auto token_prompt = [&](const json& list, const std::string& where) {
     PromptInput p;
     if (list.empty()) refuse("prompt", cat(where, " is an empty list of token ids"));
@@ -100,9 +101,7 @@ CompletionRequest parse_completion_request(const json& body, const ModelConfig& 
                              json_excerpt(t), ")"));
       p.tokens.push_back(t.get<int>());
     }
-    if ((int)p.tokens.size() + 1 > config.max_seq_len)
-      refuse("prompt", cat(where, " is ", p.tokens.size() + 1, " tokens (BOS included), longer than the model's max_seq_len ",
-                           config.max_seq_len));
+    // The length is the server's to check: it knows whether the list brings its own BOS.
     return p;
   };
   const char* kPromptForms =

@@ -246,10 +246,14 @@ void InferenceServer::Impl::completions(const std::string& body, httplib::Respon
     const std::string where = r.prompts.size() > 1 ? cat("prompt[", p, "]") : std::string("prompt");
     // Each prompt is tokenized once, here: the length check and the generation use the same ids.
     std::vector<int> ids = {tok.bos_id()};
-    if (in.is_tokens()) {  // token ids: checked by the parser; their text for echo
+    if (in.is_tokens()) {  // token ids: in the vocabulary (the parser checked); their text for echo
       // Ids that already open with BOS (/tokenize's add_special output) keep that one.
       const bool has_bos = !in.tokens.empty() && in.tokens[0] == tok.bos_id();
       ids.insert(ids.end(), in.tokens.begin() + (has_bos ? 1 : 0), in.tokens.end());
+      if ((int)ids.size() > max_len)  // after BOS is known: a list with its own fits one more id
+        throw RequestError(
+            "prompt", cat(where, " is ", ids.size(),
+                          " tokens (BOS included), longer than the model's max_seq_len ", max_len));
       // As the completion's pieces are made (decode_token: a byte token is its raw byte), so a
       // character the prompt begins and the completion ends is whole once joined; decode() would
       // have put U+FFFD for the prompt's part (SentencePiece does).

@@ -265,6 +265,19 @@ TEST_F(ServeRoutes, TooLongPromptsAreRefusedNamingThePrompt) {
   ASSERT_TRUE(chat);
   EXPECT_EQ(chat->status, 400);
   EXPECT_NE(chat->body.find("over the server's limit of 512 bytes"), std::string::npos) << chat->body;
+  // Token ids: a list that opens with BOS (256 for the byte tokenizer) keeps it, so 64 of them
+  // fit a max_seq_len of 64 (they were counted as 65); without BOS, 64 ids are 65 tokens.
+  std::vector<int> ids(64, 'x');
+  auto plain = post("/v1/completions", json{{"prompt", ids}, {"max_tokens", 0}}.dump());
+  ASSERT_TRUE(plain);
+  EXPECT_EQ(plain->status, 400);
+  EXPECT_NE(plain->body.find("prompt is 65 tokens (BOS included)"), std::string::npos)
+      << plain->body;
+  ids[0] = 256;
+  auto with_bos = post("/v1/completions", json{{"prompt", ids}, {"max_tokens", 0}}.dump());
+  ASSERT_TRUE(with_bos);
+  EXPECT_EQ(with_bos->status, 200) << with_bos->body;
+  EXPECT_EQ(json::parse(with_bos->body)["usage"]["prompt_tokens"], 64);
 }
 
 // logit_bias reaches the sampler: +100 on the byte 'A' makes every token an 'A', and the
