@@ -142,7 +142,11 @@ void remove_stale_temporaries(const std::string& dir, const std::string& prefix)
     if (i == prefix.size() || pid <= 0 || pid >= (1L << 31)) continue;
     // The temporaries' own forms only: PREFIX PID, or PREFIX PID.N (another output's name that
     // merely starts like it, ".tmp-out-2-PID" for ".tmp-out-", is not one).
-    const std::string rest = name.substr(i);
+    std::string rest = name.substr(i);
+    // A temporary file of that temporary, PREFIX PID .tmp. PID .N: export writes its GGUF file
+    // through write_file_atomic into out.tmp-PID, and a kill then left out.tmp-PID.tmp.PID.0.
+    const std::string nested = cat(".tmp.", pid, ".");
+    if (rest.compare(0, nested.size(), nested) == 0) rest = rest.substr(nested.size() - 1);
     if (!rest.empty() && (rest.size() < 2 || rest[0] != '.' ||
                           rest.find_first_not_of("0123456789", 1) != std::string::npos))
       continue;

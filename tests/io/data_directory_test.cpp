@@ -73,6 +73,12 @@ TEST(AtomicFile, StaleTemporariesOfDeadWritersAreRemoved) {
   EXPECT_TRUE(
       std::filesystem::exists(dir.file("val.bin.tmp." + dead + ".0")));  // not this output's
   EXPECT_TRUE(std::filesystem::exists(dir.file("train.bin.tmp.notapid")));
+  // export's GGUF file: out.gguf.tmp-PID, written through its own out.gguf.tmp-PID.tmp.PID.N.
+  write_bytes(dir.file("m.gguf.tmp-" + dead + ".tmp." + dead + ".0"), "a killed export's");
+  write_bytes(dir.file("m.gguf.tmp-" + alive + ".tmp." + alive + ".0"), "a live export's");
+  remove_stale_temporaries(dir.path().string(), "m.gguf.tmp-");
+  EXPECT_FALSE(std::filesystem::exists(dir.file("m.gguf.tmp-" + dead + ".tmp." + dead + ".0")));
+  EXPECT_TRUE(std::filesystem::exists(dir.file("m.gguf.tmp-" + alive + ".tmp." + alive + ".0")));
   remove_stale_temporaries(dir.path().string(), ".tmp-out-");
   EXPECT_FALSE(std::filesystem::exists(dir.file(".tmp-out-" + dead)));
   EXPECT_TRUE(std::filesystem::exists(dir.file(".tmp-out-" + dead + "-" + alive)));
