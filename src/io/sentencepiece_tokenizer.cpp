@@ -1,6 +1,9 @@
 // SentencePiece models: loading, encoding and decoding (training: sentencepiece_trainer.cpp).
 #include <sentencepiece_processor.h>
 
+#include <algorithm>
+#include <vector>
+
 #include "core/error.h"
 #include "io/atomic_file.h"
 #include "io/tokenizer.h"
@@ -41,6 +44,22 @@ class SentencePieceTokenizer final : public Tokenizer {
     std::string text;
     auto status = sp_.Decode(ids, &text);
     CHAINLM_CHECK(status.ok(), path_, ": SentencePiece decode failed: ", status.ToString());
+    // Debian's libsentencepiece writes the unknown token's default surface as the escaped text
+    // of its .proto default (" \342\201\207 ", backslashes and digits) where SentencePiece
+    // writes " ⁇ ", as decode_token does. Each unknown id gave one; text that spells the same
+    // escape itself (the counts then differ) is left as it came.
+    const long unknown =
+        std::count_if(ids.begin(), ids.end(), [&](int id) { return sp_.IsUnknown(id); });
+    if (unknown > 0) {
+      const std::string escaped = "\\342\\201\\207";
+      std::vector<size_t> at;
+      for (size_t i = text.find(escaped); i != std::string::npos;
+           i = text.find(escaped, i + escaped.size()))
+        at.push_back(i);
+      if ((long)at.size() == unknown)
+        for (auto i = at.rbegin(); i != at.rend(); ++i)
+          text.replace(*i, escaped.size(), "\xE2\x81\x87");
+    }
     return text;
   }
 

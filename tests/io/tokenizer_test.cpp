@@ -208,6 +208,24 @@ TEST_F(SentencePieceTraining, RunsWithoutSpacesOfAnyLengthAreLearned) {
   EXPECT_LT(tok->encode("cat").size(), 3u);
 }
 
+// The unknown token reads " ⁇ " (U+2047) whole as in pieces: Debian's libsentencepiece decoded
+// it as the escaped text "\342\201\207" of its .proto default, which /detokenize returned.
+TEST_F(SentencePieceTraining, TheUnknownTokenDecodesAsSentencePieceShowsIt) {
+  train_sentencepiece(corpus_, 300, model_, 1);
+  auto tok = load_tokenizer(model_);
+  const std::vector<int> cat = tok->encode("cat"), ids = {cat[0], 0, cat[0], 0};
+  std::string pieces;
+  int prev = tok->bos_id();
+  for (int id : ids) {
+    pieces += tok->decode_token(prev, id);
+    prev = id;
+  }
+  const std::string text = tok->decode(ids);
+  EXPECT_EQ(text.find('\\'), std::string::npos) << text;
+  EXPECT_NE(text.find("\xE2\x81\x87"), std::string::npos) << text;
+  EXPECT_EQ(text, pieces);
+}
+
 TEST_F(SentencePieceTraining, DeterministicForASeed) {
   train_sentencepiece(corpus_, 300, model_, 99);
   const std::string second = dir_.file("tok2.model");
