@@ -1,7 +1,6 @@
 // SentencePiece models: loading, encoding and decoding (training: sentencepiece_trainer.cpp).
 #include <sentencepiece_processor.h>
 
-#include <algorithm>
 #include <vector>
 
 #include "core/error.h"
@@ -30,6 +29,12 @@ class SentencePieceTokenizer final : public Tokenizer {
         "a Hugging Face tokenizer.json, a chainlm GGUF model, or a data/checkpoint/Hugging Face "
         "directory holding tokenizer.model, tokenizer.json or chainlm_tokenizer.json");
     CHAINLM_CHECK(sp_.GetPieceSize() > 0, path, ": SentencePiece model has no pieces");
+    // The unknown token's text is the model's own (trainer_spec.unk_surface, " ⁇ " by default;
+    // llama2.c's tok512.model spells it " \342\201\207 ", which Decode writes as it is).
+    if (sp_.unk_id() >= 0 && sp_.unk_id() < sp_.GetPieceSize()) {
+      const auto decoded = sp_.Decode(std::vector<int>{sp_.unk_id()}, &unk_surface_);
+      if (!decoded.ok()) unk_surface_ = " \xE2\x81\x87 ";
+    }
   }
 
   std::vector<int> encode(const std::string& text) const override {
@@ -44,29 +49,13 @@ class SentencePieceTokenizer final : public Tokenizer {
     std::string text;
     auto status = sp_.Decode(ids, &text);
     CHAINLM_CHECK(status.ok(), path_, ": SentencePiece decode failed: ", status.ToString());
-    // Debian's libsentencepiece writes the unknown token's default surface as the escaped text
-    // of its .proto default (" \342\201\207 ", backslashes and digits) where SentencePiece
-    // writes " ⁇ ", as decode_token does. Each unknown id gave one; text that spells the same
-    // escape itself (the counts then differ) is left as it came.
-    const long unknown =
-        std::count_if(ids.begin(), ids.end(), [&](int id) { return sp_.IsUnknown(id); });
-    if (unknown > 0) {
-      const std::string escaped = "\\342\\201\\207";
-      std::vector<size_t> at;
-      for (size_t i = text.find(escaped); i != std::string::npos;
-           i = text.find(escaped, i + escaped.size()))
-        at.push_back(i);
-      if ((long)at.size() == unknown)
-        for (auto i = at.rbegin(); i != at.rend(); ++i)
-          text.replace(*i, escaped.size(), "\xE2\x81\x87");
-    }
     return text;
   }
 
   std::string decode_token(int prev_id, int id) const override {
     check_id(id);
     if (sp_.IsControl(id)) return "";
-    if (sp_.IsUnknown(id)) return " \xE2\x81\x87 ";  // " ⁇ ", what SentencePiece's Decode shows
+    if (sp_.IsUnknown(id)) return unk_surface_;  // what Decode writes for it
     const std::string& piece = sp_.IdToPiece(id);
     if (sp_.IsByte(id)) {  // "<0xAB>"
       return std::string(1, static_cast<char>(std::stoi(piece.substr(3, 2), nullptr, 16)));
@@ -98,6 +87,7 @@ class SentencePieceTokenizer final : public Tokenizer {
 
   std::string path_;
   sentencepiece::SentencePieceProcessor sp_;
+  std::string unk_surface_;
 };
 
 }  // namespace
