@@ -69,7 +69,20 @@ void refuse_checkpoint_as_run(const std::string& out, bool resume) {
 // the first step. A data directory that does not exist is left to the trainer to name.
 void require_data_tokenizer(const std::string& data_dir) {
   std::error_code ec;
-  if (!fs::is_directory(data_dir, ec) || dir_has_tokenizer(data_dir)) return;
+  if (!fs::is_directory(data_dir, ec)) return;
+  if (dir_has_tokenizer(data_dir)) {
+    // Read now, not at the first checkpoint (a truncated tokenizer.model stopped the run there,
+    // with every step before it spent).
+    try {
+      load_tokenizer(data_dir);
+    } catch (const Error& e) {
+      fail("train: the tokenizer of the data directory cannot be read: ", e.what(),
+           "; every checkpoint carries it, so the run would fail at its first one. Copy the "
+           "tokenizer the shards were made with into ",
+           data_dir, " (nothing was trained)");
+    }
+    return;
+  }
   fail(
       "train: the data directory ", data_dir, " holds no tokenizer (tokenizer.model, ",
       "tokenizer.json or chainlm_tokenizer.json, which chainlm prepare writes beside the shards); ",
@@ -322,6 +335,17 @@ void add_train_command(CLI::App& app) {
                       " holds no tokenizer, so the data's cannot be checked against the one the ",
                       "run was trained with; copy that tokenizer into ", resume_dir,
                       " (nothing was trained)");
+        try {  // a corrupt one was taken for another tokenizer than the data's
+          load_tokenizer(resume_dir);
+        } catch (const Error& e) {
+          const std::string earlier = intact_earlier_checkpoint(resume_dir);
+          fail("train --resume: the checkpoint's tokenizer cannot be read: ", e.what(),
+               earlier.empty() ? std::string(" (nothing was trained)")
+                               : cat(". The earlier checkpoint ", earlier,
+                                     " is intact: to resume from it, echo ",
+                                     fs::path(earlier).filename().string(), " > ",
+                                     (fs::path(earlier).parent_path() / "latest").string()));
+        }
         check_same_tokenizer(opt.data_dir, resume_dir, "train --resume");
         CHAINLM_CHECK(!cmd->count("--freeze-chains") || a->freeze_chains == opt.freeze_chains,
                       "train --resume: the run froze ", opt.freeze_chains,

@@ -119,17 +119,25 @@ std::unique_ptr<Model> load_model(const std::string& checkpoint_dir) {
   const ModelConfig config = load_config((fs::path(dir) / "config.json").string());
   const std::string weights = (fs::path(dir) / "model.safetensors").string();
   const auto weight_bytes = fs::file_size(weights, ec);
-  if (!ec) check_weights_can_hold(config, weight_bytes, weights);  // else the reader says why
+  // A corrupt checkpoint of a run (truncated weights, a checksum that fails): name the newest
+  // earlier one that is intact.
+  auto point_to_earlier = [&](const Error& e) {
+    const std::string earlier = intact_earlier_checkpoint(dir);
+    if (earlier.empty()) throw;  // the Error being handled, as it was
+    const fs::path run = fs::path(earlier).parent_path();
+    fail(e.what(), ". The earlier checkpoint ", earlier, " is intact: to resume from it, ",
+         "echo ", fs::path(earlier).filename().string(), " > ", (run / "latest").string());
+  };
+  try {  // before the model is allocated: a corrupt config may describe a huge one
+    if (!ec) check_weights_can_hold(config, weight_bytes, weights);  // else the reader says why
+  } catch (const Error& e) {
+    point_to_earlier(e);
+  }
   auto model = std::make_unique<Model>(config);
   try {
     load_model_weights(*model, weights);
   } catch (const Error& e) {
-    // A corrupt checkpoint of a run: name the newest earlier one that is intact.
-    const std::string earlier = intact_earlier_checkpoint(dir);
-    if (earlier.empty()) throw;
-    const fs::path run = fs::path(earlier).parent_path();
-    fail(e.what(), ". The earlier checkpoint ", earlier, " is intact: to resume from it, ",
-         "echo ", fs::path(earlier).filename().string(), " > ", (run / "latest").string());
+    point_to_earlier(e);
   }
   return model;
 }

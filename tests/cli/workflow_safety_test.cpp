@@ -206,6 +206,42 @@ TEST_F(WorkflowSafety, CorruptWeightsAreRefusedNamingAnIntactEarlierCheckpoint) 
   EXPECT_TRUE(contains(r.err, "fails its checksum") && contains(r.err, "corrupt")) << r.err;
   EXPECT_TRUE(contains(r.err, "step-00000002 is intact")) << r.err;
   EXPECT_TRUE(r.out.empty()) << r.out;
+  // Weights cut short (not even a checksum to fail; `latest` gone too): the same pointer.
+  fs::resize_file(weights, 1000);
+  fs::remove(run + "/latest");
+  r = run_chainlm(dir, "train --out " + quote(run) + " --resume --steps 6");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_TRUE(contains(r.err, "holds 1000 bytes") && contains(r.err, "step-00000002 is intact"))
+      << r.err;
+}
+
+// A tokenizer that cannot be read is named as such before anything is trained: the data's (it
+// stopped the run at its first checkpoint, the steps before it spent) and a checkpoint's (taken
+// for another tokenizer than the data's, with advice to prepare the data with it).
+TEST_F(WorkflowSafety, UnreadableTokenizersAreNamedBeforeTraining) {
+  const std::string run = dir.file("run");
+  ASSERT_EQ(run_chainlm(dir, train_args(run, 4)).exit_code, 0);
+  const std::string tok = run + "/step-00000004/chainlm_tokenizer.json";
+  ASSERT_TRUE(fs::exists(tok));
+  write_bytes(tok, "{\"kind\": ");
+  auto r = run_chainlm(dir, "train --out " + quote(run) + " --resume --steps 6");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_TRUE(contains(r.err, "the checkpoint's tokenizer cannot be read") &&
+              contains(r.err, "step-00000002 is intact"))
+      << r.err;
+  EXPECT_FALSE(contains(r.err, "another tokenizer")) << r.err;
+
+  const std::string broken = dir.file("broken_data");
+  fs::copy(data, broken);
+  write_bytes(broken + "/chainlm_tokenizer.json", "{\"kind\": ");
+  r = run_chainlm(dir, "train --config " + quote(config) + " --data " + quote(broken) + " --out " +
+                           quote(dir.file("run2")) +
+                           " --steps 2 --batch-size 2 --seq-len 16 --quiet");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_TRUE(contains(r.err, "the tokenizer of the data directory cannot be read") &&
+              contains(r.err, "nothing was trained"))
+      << r.err;
+  EXPECT_FALSE(fs::exists(dir.file("run2") + "/metrics.jsonl"));
 }
 
 // A checkpoint whose checksums hold but whose weights are not finite (a diverged model saved by
