@@ -13,13 +13,19 @@ namespace fs = std::filesystem;
 
 namespace {
 
-// A directory's meta.json, or null when it has none that parses (a directory made by other
-// means: nothing to compare).
+// A directory's meta.json, or null when it has none (a directory made by other means). One
+// that does not parse as a JSON object is refused: ignored, it turned off the check for mixed
+// shards and changed bits per byte without a word.
 nlohmann::json read_meta(const fs::path& dir) {
-  std::ifstream in(dir / "meta.json");
-  if (!in) return nullptr;
-  nlohmann::json meta = nlohmann::json::parse(in, nullptr, false);
-  return meta.is_object() ? meta : nlohmann::json();
+  const fs::path path = dir / "meta.json";
+  std::error_code ec;
+  if (!fs::exists(path, ec)) return nullptr;
+  std::ifstream in(path);
+  const nlohmann::json meta = in ? nlohmann::json::parse(in, nullptr, false) : nlohmann::json();
+  CHAINLM_CHECK(meta.is_object(), path.string(),
+                " is not the JSON object prepare writes (cut short or edited?): run prepare again "
+                "with --overwrite, or remove it if you made the shards yourself");
+  return meta;
 }
 
 // meta's count `key` of the shard named `shard` ("train.bin", "tokens" -> "train_tokens"), or

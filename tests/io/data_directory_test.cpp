@@ -41,6 +41,11 @@ TEST(DataDirectory, AnUnfinishedOrMixedDirectoryIsRefused) {
   const std::string mixed = error_of([&] { data_shard_path(dir.path().string(), "val.bin"); });
   EXPECT_NE(mixed.find("holds 3 tokens but"), std::string::npos) << mixed;
   EXPECT_NE(mixed.find("says 2"), std::string::npos) << mixed;
+  // A meta.json cut short is refused (it was read as none: no check, other bits per byte).
+  write_bytes(dir.file("meta.json"), R"({"train_tokens": 4, "val_tok)");
+  const std::string torn = error_of([&] { data_shard_path(dir.path().string(), "val.bin"); });
+  EXPECT_NE(torn.find("meta.json is not the JSON object prepare writes"), std::string::npos)
+      << torn;
   write_bytes(dir.file(kPrepareMarker), "");
   EXPECT_TRUE(prepare_interrupted(dir.path().string()));
   const std::string unfinished =
