@@ -227,10 +227,16 @@ void add_train_command(CLI::App& app) {
           // fsynced, then renamed): without `latest` (deleted, or a writer killed before writing
           // it) the run goes on from the newest.
           const std::vector<std::string> found = RunDirectory(a->out).checkpoints_after(-1);
-          CHAINLM_CHECK(!found.empty(), "train --resume: ", a->out,
-                        " holds no complete checkpoint (no 'latest' ",
-                        "file: the run stopped before its first checkpoint); start it again "
-                        "without --resume");
+          // A run still before its first checkpoint, training in another process: say that.
+          const bool started = fs::exists(fs::path(a->out) / ".lock", ec);  // a run took it once
+          if (found.empty() && started) RunDirectory(a->out).lock();
+          CHAINLM_CHECK(
+              !found.empty(), "train --resume: ", a->out,
+              started
+                  ? " holds no complete checkpoint (no 'latest' file: the run stopped before its "
+                    "first checkpoint); start it again without --resume"
+                  : " holds no chainlm run (no checkpoint, no 'latest' file); --out names the "
+                    "directory a run trained into");
           resume_dir = (fs::path(a->out) / found.back()).string();
           if (!a->quiet)
             std::fprintf(

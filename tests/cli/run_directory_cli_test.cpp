@@ -5,7 +5,10 @@
 // step doing nothing with exit 0, options out of range stored as given, configs with trailing text
 // or repeated keys, report --out replacing any file, and plot/report refusing a log with a torn
 // last line.
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sys/file.h>
+#include <unistd.h>
 
 #include <filesystem>
 #include <nlohmann/json.hpp>
@@ -89,6 +92,31 @@ TEST_F(RunDirectoryCli, ACheckpointIsNotARunDirectory) {
   fs::create_directories(mine);
   fs::copy_file(config, mine + "/config.json");
   EXPECT_EQ(run_chainlm(dir, train_args(mine, 2)).exit_code, 0);
+}
+
+// --resume on a directory without checkpoints: one no run ever used is named as such (it was
+// told "the run stopped before its first checkpoint"), and one a run is training into, still
+// before its first checkpoint, gets the lock's message (it was told to start again).
+TEST_F(RunDirectoryCli, AResumeWithoutCheckpointsSaysWhy) {
+  const std::string other = dir.file("other");
+  fs::create_directories(other);
+  write_bytes(other + "/notes.txt", "mine");
+  auto r = run_chainlm(dir, "train --out " + quote(other) + " --resume --steps 2");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_TRUE(contains(r.err, "holds no chainlm run (no checkpoint, no 'latest' file)")) << r.err;
+  EXPECT_EQ(listing(other), "notes.txt ");
+
+  const std::string run = dir.file("run");
+  fs::create_directories(run);
+  const int fd = ::open((run + "/.lock").c_str(), O_RDONLY | O_CREAT | O_CLOEXEC, 0644);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(::flock(fd, LOCK_EX | LOCK_NB), 0);  // as a training process holds it
+  r = run_chainlm(dir, "train --out " + quote(run) + " --resume --steps 2");
+  ::close(fd);
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_TRUE(contains(r.err, "another process is training into " + run)) << r.err;
+  r = run_chainlm(dir, "train --out " + quote(run) + " --resume --steps 2");  // lock released
+  EXPECT_TRUE(contains(r.err, "the run stopped before its first checkpoint")) << r.err;
 }
 
 // Every checkpoint carries the data's tokenizer: without one the run trained up to its first
