@@ -155,7 +155,12 @@ class HfTokenizer final : public Tokenizer {
  public:
   explicit HfTokenizer(const HfTokenizerFiles& files);
 
-  std::vector<int> encode(const std::string& text) const override;
+  std::vector<int> encode(const std::string& text) const override {
+    return encode_from(text, true);
+  }
+  std::vector<int> encode_continuation(const std::string& text) const override {
+    return encode_from(text, false);
+  }
   std::string decode(const std::vector<int>& ids) const override;
   std::string decode_token(int prev_id, int id) const override;
   int vocab_size() const override { return vocab_size_; }
@@ -168,6 +173,8 @@ class HfTokenizer final : public Tokenizer {
 
  private:
   void encode_text(std::string_view text, bool at_start, std::vector<int>& out) const;
+  // at_start: whether text begins the input (else it continues one).
+  std::vector<int> encode_from(const std::string& text, bool at_start) const;
   bool hidden(int id) const { return special_.count(id) || id == bos_ || is_eos(id); }
   // The token strings the decoder sees: hidden tokens and unassigned ids left out.
   std::vector<std::string> tokens_of(const std::vector<int>& ids) const;
@@ -308,7 +315,7 @@ void HfTokenizer::encode_text(std::string_view text, bool at_start, std::vector<
   }
 }
 
-std::vector<int> HfTokenizer::encode(const std::string& text) const {
+std::vector<int> HfTokenizer::encode_from(const std::string& text, bool at_start) const {
   // tokenizers takes Rust strings: invalid bytes become U+FFFD as from_utf8_lossy makes them.
   const std::string valid = check_utf8(text).ok() ? text : replace_invalid_utf8(text);
   std::vector<int> out;
@@ -316,7 +323,7 @@ std::vector<int> HfTokenizer::encode(const std::string& text) const {
     if (s.id >= 0)
       out.push_back(s.id);
     else
-      encode_text(s.text, s.offset == 0, out);
+      encode_text(s.text, at_start && s.offset == 0, out);
   }
   return out;
 }

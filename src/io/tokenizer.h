@@ -15,6 +15,13 @@ class Tokenizer {
   virtual ~Tokenizer();
   // Never adds BOS or EOS; callers prepend bos_id() where a sequence starts.
   virtual std::vector<int> encode(const std::string& text) const = 0;
+  // Text that continues an input begun before it (a chat turn after a special token): what
+  // encode gives for it inside the whole input. Tokenizers that treat the input's start
+  // apart (a Metaspace pre-tokenizer with prepend_scheme "first" puts "▁" there alone) do not
+  // here; for the others it is encode.
+  virtual std::vector<int> encode_continuation(const std::string& text) const {
+    return encode(text);
+  }
   // Skips BOS/EOS and other control tokens; throws on ids outside the vocabulary.
   virtual std::string decode(const std::vector<int>& ids) const = 0;
   // The text of one token for streaming output. As in llama2.c, SentencePiece's leading space

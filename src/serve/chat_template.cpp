@@ -3,6 +3,7 @@
 #include <ctime>
 
 #include "core/error.h"
+#include "io/tokenizer.h"
 
 namespace chainlm {
 
@@ -65,8 +66,12 @@ std::optional<ChatTemplate> detect_chat_template(const std::string& jinja) {
   if (jinja.find("<|start_header_id|>") != std::string::npos)
     return jinja.find("Cutting Knowledge Date") != std::string::npos ? ChatTemplate::kLlama31
                                                                      : ChatTemplate::kLlama3;
-  if (jinja.find("<|user|>") != std::string::npos) return ChatTemplate::kZephyr;
-  if (jinja.find("[INST]") != std::string::npos) return ChatTemplate::kLlama2;
+  // Other families share these markers and write other text: Phi-3 ends its <|user|> turns with
+  // <|end|> (zephyr with EOS), Mistral opens with one BOS and has no system turn (Llama-2 has a
+  // BOS a turn and its <<SYS>> block). Taken for these, they rendered wrong prompts silently.
+  const auto has = [&](const char* marker) { return jinja.find(marker) != std::string::npos; };
+  if (has("<|user|>") && !has("<|end|>")) return ChatTemplate::kZephyr;
+  if (has("[INST]") && has("<<SYS>>")) return ChatTemplate::kLlama2;
   return std::nullopt;
 }
 
@@ -97,6 +102,25 @@ ChatStyle detect_chat_style(const std::string& jinja, ChatTemplate t) {
     break;
   }
   return style;
+}
+
+std::vector<int> chat_prompt_ids(const Tokenizer& tok, const std::vector<ChatSegment>& segments) {
+  // BOS and EOS are the tokenizer's ids; generation puts the first BOS itself.
+  std::vector<int> ids = {tok.bos_id()};
+  for (size_t i = 0; i < segments.size(); ++i) {
+    const ChatSegment& g = segments[i];
+    if (g.kind == ChatSegment::kText) {
+      for (int t : i == 0 ? tok.encode(g.text) : tok.encode_continuation(g.text)) ids.push_back(t);
+    } else if (g.kind == ChatSegment::kEos) {
+      ids.push_back(tok.eos_id());
+    } else if (i > 0) {
+      ids.push_back(tok.bos_id());
+    }
+  }
+  if (ids.size() > 1 && ids[1] == tok.bos_id() && !segments.empty() &&
+      segments[0].kind == ChatSegment::kText)
+    ids.erase(ids.begin());
+  return ids;
 }
 
 std::string chat_date_today() {

@@ -10,6 +10,8 @@
 
 namespace chainlm {
 
+class Tokenizer;
+
 enum class ChatTemplate { kPlain, kChatML, kLlama2, kLlama3, kLlama31, kZephyr };
 
 struct ChatMessage {
@@ -55,6 +57,12 @@ struct ChatSegment {
 // (an unknown role; Llama-2: roles not alternating user/assistant after an optional system).
 std::vector<ChatSegment> render_chat(ChatTemplate t, const std::vector<ChatMessage>& messages,
                                      bool add_generation_prompt, const ChatStyle& style = {});
+
+// The prompt's token ids: BOS first (generation's own), then each segment's, as Hugging Face's
+// apply_chat_template(tokenize=True) gives them for the whole rendered text: text after the
+// first segment continues the input (Tokenizer::encode_continuation), and a template whose
+// text opens with the BOS token itself (SmolLM2's BOS is <|im_start|>) has it once.
+std::vector<int> chat_prompt_ids(const Tokenizer& tok, const std::vector<ChatSegment>& segments);
 
 // The segments as one string with BOS and EOS written as these strings (Hugging Face's text).
 std::string chat_text(const std::vector<ChatSegment>& segments, const std::string& bos, const std::string& eos);

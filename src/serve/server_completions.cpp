@@ -296,21 +296,7 @@ void InferenceServer::Impl::chat_completions(const std::string& body, httplib::R
     throw RequestError("messages", cat("the conversation is ", bytes, " bytes, over the server's limit of ",
                                        max_prompt_bytes, " bytes (no text that long fits the model's max_seq_len ",
                                        c.max_seq_len, ")"));
-  // BOS and EOS are the tokenizer's ids; generation puts the first BOS itself.
-  std::vector<int> ids = {tok.bos_id()};
-  for (size_t i = 0; i < segments.size(); ++i) {
-    const ChatSegment& g = segments[i];
-    if (g.kind == ChatSegment::kText)
-      for (int t : tok.encode(g.text)) ids.push_back(t);
-    else if (g.kind == ChatSegment::kEos)
-      ids.push_back(tok.eos_id());
-    else if (i > 0)
-      ids.push_back(tok.bos_id());
-  }
-  // A template whose text opens with the BOS token itself (SmolLM2's BOS is <|im_start|>) has
-  // it once, as Hugging Face's apply_chat_template gives it, not twice.
-  if (ids.size() > 1 && ids[1] == tok.bos_id() && segments[0].kind == ChatSegment::kText)
-    ids.erase(ids.begin());
+  std::vector<int> ids = chat_prompt_ids(tok, segments);
   if ((int)ids.size() > c.max_seq_len)
     throw RequestError("messages", cat("the conversation is ", ids.size(), " tokens in the ",
                                        chat_template_name(opt.chat_template),

@@ -11,6 +11,8 @@
 #include <sstream>
 
 #include "core/error.h"
+#include "io/atomic_file.h"
+#include "io/hf_tokenizer.h"
 
 namespace chainlm {
 namespace {
@@ -61,6 +63,35 @@ TEST(ChatTemplate, RendersAsHuggingFacesJinja) {
   EXPECT_EQ(refused, 2);
 }
 
+// A prompt's ids are those Hugging Face's tokenizer gives the whole rendered text (what
+// apply_chat_template(tokenize=True) does): with a Metaspace pre-tokenizer of prepend_scheme
+// "first", text after <s> gets no "▁" (a turn tokenized alone got one after every BOS), while
+// the legacy Prepend normalizer puts one there. The ids are tokenizers 0.22's for that text
+// (tests/vectors/hf_tokenizers).
+TEST(ChatTemplate, PromptIdsAreThoseOfTheWholeRenderedText) {
+  const std::string dir = std::string(CHAINLM_SOURCE_DIR) + "/tests/vectors/hf_tokenizers/";
+  const json v = json::parse(read_file(dir + "vectors.json"));
+  const std::vector<std::vector<ChatMessage>> conversations = {
+      {{"user", "Hi there"}}, {{"user", "Hi"}, {"assistant", "Hello!"}, {"user", "How are you?"}}};
+  for (const std::string name : {"sp_metaspace", "sp_legacy"}) {
+    HfTokenizerFiles files;
+    files.where = dir + name + ".tokenizer.json";
+    files.tokenizer_json = read_file(files.where);
+    files.tokenizer_config = read_file(dir + name + ".tokenizer_config.json");
+    const auto tok = hf_tokenizer_from_files(files);
+    for (const auto& messages : conversations) {
+      const auto segments = render_chat(ChatTemplate::kLlama2, messages, true);
+      const std::string text = chat_text(segments, "<s>", "</s>");
+      std::vector<int> expected;
+      for (const json& c : v["cases"])
+        if (c["tokenizer"] == name && c.contains("text") && c["text"] == text)
+          expected = c["ids"].get<std::vector<int>>();
+      ASSERT_FALSE(expected.empty()) << name << ": no vector for " << text;
+      EXPECT_EQ(chat_prompt_ids(*tok, segments), expected) << name << ": " << text;
+    }
+  }
+}
+
 TEST(ChatTemplate, NamesRolesAndStops) {
   EXPECT_EQ(parse_chat_template("llama3"), ChatTemplate::kLlama3);
   try {
@@ -72,6 +103,30 @@ TEST(ChatTemplate, NamesRolesAndStops) {
         std::string::npos);
   }
   EXPECT_EQ(detect_chat_template("{{ messages }}"), std::nullopt);
+  // Templates that share a family's markers but write other text are no family's (they were
+  // taken for zephyr and llama2): Phi-3-mini's and Mistral-7B-Instruct-v0.1's, as shipped.
+  EXPECT_EQ(
+      detect_chat_template(
+          "{% for message in messages %}{% if message['role'] == 'system' %}{{'<|system|>\n' + "
+          "message['content'] + '<|end|>\n'}}{% elif message['role'] == 'user' %}{{'<|user|>\n' + "
+          "message['content'] + '<|end|>\n'}}{% elif message['role'] == 'assistant' "
+          "%}{{'<|assistant|>\n' "
+          "+ message['content'] + '<|end|>\n'}}{% endif %}{% endfor %}{% if add_generation_prompt "
+          "%}{{ "
+          "'<|assistant|>\n' }}{% else %}{{ eos_token }}{% endif %}"),
+      std::nullopt);
+  EXPECT_EQ(
+      detect_chat_template(
+          "{{ bos_token }}{% for message in messages %}{% if (message['role'] == 'user') != "
+          "(loop.index0 % 2 "
+          "== 0) %}{{ raise_exception('Conversation roles must alternate "
+          "user/assistant/user/assistant/...') "
+          "}}{% endif %}{% if message['role'] == 'user' %}{{ '[INST] ' + message['content'] + ' "
+          "[/INST]' }}{% "
+          "elif message['role'] == 'assistant' %}{{ message['content'] + eos_token}}{% else %}{{ "
+          "raise_exception('Only user and assistant roles are supported!') }}{% endif %}{% endfor "
+          "%}"),
+      std::nullopt);
   try {
     render_chat(ChatTemplate::kChatML, {{"user", "hi"}, {"tool", "x"}}, true);
     ADD_FAILURE();

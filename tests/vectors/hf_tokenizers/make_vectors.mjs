@@ -51,6 +51,8 @@ const texts = [
   "words that were never seen: zyzzyva quixotic xylophone",
   "<|begin_of_text|>Hello<|eot_id|>", "<s>Hi</s> <s> </s>", "<|im_start|>user\nHi<|im_end|>\n",
   "a<|eot_id|>b <|eot_id|> c", "<|endoftext|><|endoftext|>", "<|eot_id", "<unk> <0x41>",
+  // Chat prompts as Llama-2's template renders them: text after <s> and </s> continues the input.
+  "<s>[INST] Hi there [/INST]", "<s>[INST] Hi [/INST] Hello! </s><s>[INST] How are you? [/INST]",
 ];
 const hexCases = ["ff", "61ff62", "c3", "e4b8", "f09f90", "80bf", "c0af", "eda080", "f4908080", "e4b8ade6", "68656c6c6fc3"];
 
