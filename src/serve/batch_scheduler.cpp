@@ -145,7 +145,7 @@ void BatchScheduler::on_logits(Generation& g, const float* logits) {
     return;
   }
   // Ids past the tokenizer's (a vocab_size padded beyond it) have no text: never sampled, and
-  // not among the log-probabilities' alternatives.
+  // not among the log-probabilities' alternatives (which are the model's own: over every row).
   const int Vt = tok_.vocab_size();
   const int next = g.sampler_.sample(logits, Vt);
   g.pending_ = -1;
@@ -160,7 +160,7 @@ void BatchScheduler::on_logits(Generation& g, const float* logits) {
   const int prev = g.session_->tokens().back();
   t.text = tok_.decode_token(prev, next);
   if (g.logprobs_ >= 0)
-    t.logprob = token_logprob(logits, Vt, next, g.logprobs_,
+    t.logprob = token_logprob(logits, c.vocab_size, Vt, next, g.logprobs_,
                               [&](int id) { return tok_.decode_token(prev, id); });
   if (opt_.on_token) opt_.on_token(i);
   g.publish(std::move(t));
@@ -200,7 +200,7 @@ void BatchScheduler::prefill_piece(Generation& g) {
     std::vector<TokenLogprob> lps;
     for (int p = before; p < s.length() && p + 1 < (int)g.prompt_.size(); ++p) {
       const int prev = g.prompt_[p], id = g.prompt_[p + 1];
-      lps.push_back(token_logprob(rows + (size_t)(p - before) * V, tok_.vocab_size(), id,
+      lps.push_back(token_logprob(rows + (size_t)(p - before) * V, V, tok_.vocab_size(), id,
                                   g.logprobs_, [&](int t) { return tok_.decode_token(prev, t); }));
     }
     std::lock_guard<std::mutex> lock(g.mutex_);

@@ -8,7 +8,7 @@
 
 namespace chainlm {
 
-TokenLogprob token_logprob(const float* logits, int V, int id, int n_top,
+TokenLogprob token_logprob(const float* logits, int V, int texts, int id, int n_top,
                            const std::function<std::string(int)>& text_of) {
   // log-softmax in double: log p_i = l_i - (max + log sum exp(l - max)).
   const double mx = *std::max_element(logits, logits + V);
@@ -18,9 +18,9 @@ TokenLogprob token_logprob(const float* logits, int V, int id, int n_top,
   TokenLogprob t;
   t.text = text_of(id);
   t.logprob = logits[id] - lse;
-  const int n = std::min(n_top, V);
+  const int n = std::min(n_top, texts);
   if (n > 0) {
-    std::vector<int> order(V);
+    std::vector<int> order(texts);
     std::iota(order.begin(), order.end(), 0);
     std::partial_sort(order.begin(), order.begin() + n, order.end(),
                       [&](int a, int b) { return logits[a] > logits[b] || (logits[a] == logits[b] && a < b); });

@@ -17,8 +17,11 @@ struct TokenLogprob {
   std::vector<std::pair<std::string, double>> top;  // the n most likely tokens (text, logprob), best first
 };
 
-// text_of(id) gives a token's text. Ties among alternatives go to the lower id.
-TokenLogprob token_logprob(const float* logits, int vocab_size, int id, int n_top,
+// The log-softmax over the model's vocab_size logits (as eval ppl and Hugging Face compute it,
+// padding rows included), with the n_top alternatives among the first `texts` ids (the
+// tokenizer's: padding ids have no text and are never sampled). text_of(id) gives a token's
+// text. Ties among alternatives go to the lower id.
+TokenLogprob token_logprob(const float* logits, int vocab_size, int texts, int id, int n_top,
                            const std::function<std::string(int)>& text_of);
 
 // {"tokens", "token_logprobs", "top_logprobs", "text_offset"}; offsets are byte offsets into the

@@ -16,7 +16,8 @@ using testing::TempDir;
 TEST(Logprobs, LogSoftmaxAndTopAlternatives) {
   // softmax(log 1, log 2, log 3, log 4) = 0.1, 0.2, 0.3, 0.4, whatever the shift.
   const std::vector<float> logits = {std::log(1.0f) + 5, std::log(2.0f) + 5, std::log(3.0f) + 5, std::log(4.0f) + 5};
-  const TokenLogprob t = token_logprob(logits.data(), 4, 2, 2, [](int id) { return std::string(1, char('a' + id)); });
+  const TokenLogprob t = token_logprob(logits.data(), 4, 4, 2, 2,
+                                       [](int id) { return std::string(1, char('a' + id)); });
   EXPECT_EQ(t.text, "c");
   EXPECT_NEAR(t.logprob, std::log(0.3), 1e-6);
   ASSERT_EQ(t.top.size(), 2u);
@@ -32,9 +33,26 @@ TEST(Logprobs, LogSoftmaxAndTopAlternatives) {
   EXPECT_EQ(chat["content"][0]["top_logprobs"][0]["token"], "d");
 }
 
+// A vocab_size padded past the tokenizer's: the log-softmax is over every logit (as eval ppl
+// and Hugging Face have it; the padding's share was dropped), the alternatives only the
+// tokenizer's ids.
+TEST(Logprobs, PaddingRowsCountInTheSoftmaxButAreNoAlternative) {
+  // softmax over (log 1, log 2, log 3, log 4): the padding id 3 holds 0.4 of the mass.
+  const std::vector<float> logits = {std::log(1.0f), std::log(2.0f), std::log(3.0f),
+                                     std::log(4.0f)};
+  const TokenLogprob t = token_logprob(logits.data(), 4, 3, 1, 3,
+                                       [](int id) { return std::string(1, char('a' + id)); });
+  EXPECT_NEAR(t.logprob, std::log(0.2), 1e-6);
+  ASSERT_EQ(t.top.size(), 3u);
+  EXPECT_EQ(t.top[0].first, "c");
+  EXPECT_NEAR(t.top[0].second, std::log(0.3), 1e-6);
+  EXPECT_EQ(t.top[2].first, "a");
+}
+
 std::string token_logprob_legacy_probe() {
   const std::vector<float> logits = {0.0f, 1.0f};
-  const TokenLogprob t = token_logprob(logits.data(), 2, 1, 0, [](int) { return std::string("\xff"); });
+  const TokenLogprob t =
+      token_logprob(logits.data(), 2, 2, 1, 0, [](int) { return std::string("\xff"); });
   return completion_logprobs_json({t}, 0)["tokens"][0];
 }
 
