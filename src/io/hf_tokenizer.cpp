@@ -404,8 +404,15 @@ void save_hf_tokenizer_files(const HfTokenizerFiles& files, const std::string& d
     std::sort(ours.begin(), ours.end());
     return ids == ours;
   };
-  if (!gen.contains("eos_token_id") || !same_ids(gen["eos_token_id"]))
+  if (!gen.contains("eos_token_id") || !same_ids(gen["eos_token_id"])) {
     gen["eos_token_id"] = eos.size() == 1 ? json(eos.front()) : json(eos);
+    // Without a generation_config.json, transformers takes config.json's list as it is.
+    if (!files.model_config.empty()) {
+      const json model = json::parse(files.model_config, nullptr, false);
+      if (model.is_object() && model.contains("eos_token_id") && same_ids(model["eos_token_id"]))
+        gen["eos_token_id"] = model["eos_token_id"];
+    }
+  }
   write_file_atomic((fs::path(dir) / "generation_config.json").string(), gen.dump(1) + "\n");
 }
 

@@ -320,6 +320,16 @@ TEST(HfTokenizer, SavedEosIdsKeepTheirOrder) {
   EXPECT_EQ(gen["eos_token_id"], nlohmann::json::array({1, 2}));
   EXPECT_EQ(gen["temperature"], 0.6);
   EXPECT_EQ(load_tokenizer(out.string())->eos_ids().size(), 2u);
+  // Without a generation_config.json, config.json's list in its order (the tokenizer's EOS,
+  // </s> = 2, comes first among the ids: [2, 1] was written).
+  fs::remove(src / "generation_config.json");
+  write_file_atomic((src / "config.json").string(), R"({"eos_token_id": [1, 2]})");
+  fs::remove_all(out);
+  fs::create_directories(out);
+  save_tokenizer_to_dir(src.string(), out.string());
+  EXPECT_EQ(
+      nlohmann::json::parse(read_file((out / "generation_config.json").string()))["eos_token_id"],
+      nlohmann::json::array({1, 2}));
 }
 
 }  // namespace
