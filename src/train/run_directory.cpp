@@ -106,6 +106,23 @@ void check_metrics_is_ours(const fs::path& run) {
 
 }  // namespace
 
+namespace {
+
+// Whether a run's log records a step trained (not only the header of a run that started).
+bool log_has_steps(const fs::path& metrics) {
+  std::error_code ec;
+  if (!fs::exists(metrics, ec)) return false;
+  std::ifstream in(metrics);
+  std::string line;
+  while (std::getline(in, line)) {
+    const nlohmann::json j = nlohmann::json::parse(line, nullptr, false);
+    if (j.is_object() && j.value("step", 0L) > 0) return true;
+  }
+  return false;
+}
+
+}  // namespace
+
 std::vector<std::string> RunDirectory::checkpoints_after(long step) const {
   std::vector<std::string> names;
   for (auto& [s, name] : run_checkpoints(path_))
@@ -115,8 +132,10 @@ std::vector<std::string> RunDirectory::checkpoints_after(long step) const {
 
 RunDirectory::Superseded RunDirectory::supersede_after(long step) const {
   const std::vector<std::string> newer = checkpoints_after(step);
-  if (newer.empty()) return {};
   const fs::path run(path_);
+  // A new run (step -1) also keeps the log of an attempt that trained steps but stopped before
+  // its first checkpoint (a non-finite loss at step 2: the log is the diagnosis).
+  if (newer.empty() && (step >= 0 || !log_has_steps(run / "metrics.jsonl"))) return {};
   char stamp[32];
   const std::time_t now = std::time(nullptr);
   std::strftime(stamp, sizeof stamp, "%Y%m%d-%H%M%S", std::gmtime(&now));

@@ -54,9 +54,10 @@ class RunDirectory {
   // A resume from `step` while checkpoints of later steps exist (`latest` pointed back by hand,
   // or a checkpoint a killed writer completed but never named), or a new run (step -1) where
   // checkpoints no `latest` names exist: moves them, and the metrics lines after `step`, into a
-  // new superseded-<time>/ directory of the run, so that nothing is overwritten or deleted.
+  // new superseded-<time>/ directory of the run, so that nothing is overwritten or deleted. A
+  // new run also moves the log of an earlier one that trained steps but wrote no checkpoint.
   // Returns that directory ("" when there was nothing to move) and the checkpoints moved
-  // ("step-00000004, step-00000006"), for the message.
+  // ("step-00000004, step-00000006"; "" for a log alone), for the message.
   struct Superseded {
     std::string dir, checkpoints;
   };

@@ -347,7 +347,13 @@ void Trainer::run() {
     // first, never deleted.
     if (root) {
       const RunDirectory::Superseded moved = run_dir_.supersede_after(-1);
-      if (!moved.dir.empty())
+      if (!moved.dir.empty() && moved.checkpoints.empty())
+        std::fprintf(
+            stderr,
+            "a new run in %s: the log of an earlier run that stopped before its first checkpoint "
+            "was moved to %s (nothing was deleted)\n",
+            opt_.out_dir.c_str(), moved.dir.c_str());
+      else if (!moved.dir.empty())
         std::fprintf(
             stderr,
             "a new run in %s: the checkpoints no 'latest' named (%s) and the log were moved to %s "

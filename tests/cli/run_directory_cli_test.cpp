@@ -119,6 +119,34 @@ TEST_F(RunDirectoryCli, AResumeWithoutCheckpointsSaysWhy) {
   EXPECT_TRUE(contains(r.err, "the run stopped before its first checkpoint")) << r.err;
 }
 
+// A run that stopped before its first checkpoint (here a loss gone non-finite) leaves a log that
+// is its diagnosis: a new run in that directory moves it aside (it was replaced silently).
+TEST_F(RunDirectoryCli, ANewRunKeepsTheLogOfAnEarlierOneWithoutCheckpoints) {
+  const std::string run = dir.file("run");
+  auto failed =
+      run_chainlm(dir, train_args(run, 6) + " --lr 1e30 --warmup 0 --grad-clip 0 --save-every 6");
+  ASSERT_NE(failed.exit_code, 0) << failed.err;
+  const std::string log = read_bytes(run + "/metrics.jsonl");
+  ASSERT_TRUE(contains(log, "\"step\":1")) << log;
+  auto fresh = run_chainlm(dir, train_args(run, 2));
+  ASSERT_EQ(fresh.exit_code, 0) << fresh.err;
+  EXPECT_TRUE(contains(
+      fresh.err, "the log of an earlier run that stopped before its first checkpoint was moved to"))
+      << fresh.err;
+  std::string moved;
+  for (const auto& e : fs::directory_iterator(run))
+    if (e.path().filename().string().rfind("superseded-", 0) == 0)
+      moved = read_bytes((e.path() / "metrics.jsonl").string());
+  EXPECT_EQ(moved, log);
+  // A log with only a run's first line (it stopped before a step) is just replaced.
+  const std::string other = dir.file("other");
+  fs::create_directories(other);
+  write_bytes(other + "/metrics.jsonl", "{\"step\": 0, \"total_params\": 1}\n");
+  fresh = run_chainlm(dir, train_args(other, 2));
+  ASSERT_EQ(fresh.exit_code, 0) << fresh.err;
+  EXPECT_FALSE(contains(listing(other), "superseded")) << listing(other);
+}
+
 // Every checkpoint carries the data's tokenizer: without one the run trained up to its first
 // checkpoint and then failed, losing those steps (and the error suggested `train --tokenizer`,
 // which does not exist). A checkpoint without its tokenizer let any data's through unchecked.
@@ -271,7 +299,7 @@ TEST_F(RunDirectoryCli, ReportReplacesOnlyAnEarlierReport) {
   write_bytes(dir.file("notes-loss.png"), "not a picture");
   auto png = run_chainlm(dir, "report " + quote(run) + " --out " + quote(dir.file("notes.md")));
   EXPECT_NE(png.exit_code, 0);
-  EXPECT_TRUE(contains(png.err, "not a PNG")) << png.err;
+  EXPECT_TRUE(contains(png.err, "not a plot chainlm drew")) << png.err;
   EXPECT_EQ(read_bytes(dir.file("notes-loss.png")), "not a picture");
   EXPECT_FALSE(fs::exists(dir.file("notes.md")));
   // Its own report is replaced; another file with --overwrite.
