@@ -153,19 +153,36 @@ bool InferenceServer::Impl::stream(Job& job, httplib::DataSink& sink) {
     const bool with_lp = job.request.logprobs >= 0;
     for (Choice& c : job.choices) {
       ++next_choice;
-      // The log-probabilities of the tokens generated since the last event.
-      auto fresh_logprobs = [&]() -> std::vector<TokenLogprob> {
-        std::vector<TokenLogprob> out(c.logprobs.begin() + (long)c.logprobs_sent, c.logprobs.end());
-        c.logprobs_sent = c.logprobs.size();
+      // The log-probabilities of the tokens whose text the events have released since the last
+      // one: a token held back as the possible start of a stop sequence waits with its text (a
+      // stop then drops both; its log-probability had gone out). `all`: the rest, at the end.
+      size_t lp_offset = 0;  // the offset of the first of them in the choice's text
+      auto fresh_logprobs = [&](bool all) -> std::vector<TokenLogprob> {
+        size_t end = c.logprobs_sent, covered = c.logprobs_text;
+        // (A token without text, EOS under ignore_eos, waits for text past it: at the text's end
+        // a stop drops it too.)
+        const size_t released = c.text.text().size();
+        while (end < c.logprobs.size() &&
+               (all ||
+                (c.logprobs[end].text.empty() ? covered < released
+                                              : covered + c.logprobs[end].text.size() <= released)))
+          covered += c.logprobs[end++].text.size();
+        std::vector<TokenLogprob> out(c.logprobs.begin() + (long)c.logprobs_sent,
+                                      c.logprobs.begin() + (long)end);
+        lp_offset = (job.request.echo ? c.prompt.size() : 0) + c.logprobs_text;
+        c.logprobs_sent = end;
+        c.logprobs_text = covered;
         return out;
       };
-      auto event = [&](const std::string& text, const char* finish, const std::vector<TokenLogprob>* lp) {
-        return response_json(job, json::array({choice_json(job, c, text, finish, true, lp, c.text_sent)}), true);
+      auto event = [&](const std::string& text, const char* finish,
+                       const std::vector<TokenLogprob>* lp) {
+        return response_json(
+            job, json::array({choice_json(job, c, text, finish, true, lp, lp_offset)}), true);
       };
       // A prompt of token ids may end inside a UTF-8 character that the completion finishes:
       // those bytes go out with the completion's first text, so that no event splits the
-      // character (the joined events read as the non-streamed text). text_sent counts them
-      // with the prompt, where the log-probabilities' offsets place them.
+      // character (the joined events read as the non-streamed text). The log-probabilities'
+      // offsets count them with the prompt.
       std::string carried;
       if (job.request.echo) {  // the prompt first, as its own event (with its log-probabilities)
         const auto lp = with_lp ? c.gen->prompt_logprobs() : std::vector<TokenLogprob>();
@@ -173,7 +190,6 @@ bool InferenceServer::Impl::stream(Job& job, httplib::DataSink& sink) {
         carried = c.prompt.substr(whole);
         const bool sent =
             send_now(event(c.prompt.substr(0, whole), nullptr, with_lp ? &lp : nullptr));
-        c.text_sent = c.prompt.size();
         if (!sent) {
           job.cancelled = true;
           break;
@@ -185,16 +201,15 @@ bool InferenceServer::Impl::stream(Job& job, httplib::DataSink& sink) {
       const std::string tail = run(
           job, c,
           [&](const std::string& text, int chains) {
-            const auto lp = with_lp ? fresh_logprobs() : std::vector<TokenLogprob>();
+            const auto lp = with_lp ? fresh_logprobs(false) : std::vector<TokenLogprob>();
             json e = event(with_carried(text), nullptr, with_lp ? &lp : nullptr);
-            c.text_sent += text.size();
             c.role_sent = true;
             e["chainlm"] = {{"chains", chains}};
             hold(e);
           },
           flush);
       if (job.cancelled) break;
-      const auto lp = with_lp ? fresh_logprobs() : std::vector<TokenLogprob>();
+      const auto lp = with_lp ? fresh_logprobs(true) : std::vector<TokenLogprob>();
       json last =
           event(with_carried(tail), finish_reason(c.result, c.text), with_lp ? &lp : nullptr);
       last["chainlm"] = stats_json(job, c);

@@ -124,9 +124,11 @@ TEST_F(ServeLogprobs, GreedyTokensAreTheirOwnBestAlternative) {
 // A stop sequence ends the text: the log-probabilities end with it (they listed the token that
 // held the stop sequence, past the text's end; llama.cpp trims them too), whole and streamed.
 TEST_F(ServeLogprobs, AStopSequenceEndsTheLogprobsWhereItEndsTheText) {
-  const json free_run =
-      post("/v1/completions",
-           {{"prompt", "ab"}, {"max_tokens", 24}, {"temperature", 0}, {"logprobs", 0}});
+  const json free_run = post("/v1/completions", {{"prompt", "ab"},
+                                                 {"max_tokens", 100},
+                                                 {"ignore_eos", true},
+                                                 {"temperature", 0},
+                                                 {"logprobs", 0}});
   const json& tokens = free_run["choices"][0]["logprobs"]["tokens"];
   // The byte tokenizer: one byte per token. The first printable ASCII token not seen before it
   // becomes the stop sequence, so the text ends right before it.
@@ -140,8 +142,8 @@ TEST_F(ServeLogprobs, AStopSequenceEndsTheLogprobsWhereItEndsTheText) {
   }
   ASSERT_GT(cut, 0u) << free_run.dump();
   const std::string stop = tokens[cut].get<std::string>();
-  json body = {
-      {"prompt", "ab"}, {"max_tokens", 24}, {"temperature", 0}, {"logprobs", 0}, {"stop", {stop}}};
+  json body = {{"prompt", "ab"},   {"max_tokens", 100}, {"ignore_eos", true},
+               {"temperature", 0}, {"logprobs", 0},     {"stop", {stop}}};
   const json whole = post("/v1/completions", body);
   EXPECT_EQ(whole["choices"][0]["finish_reason"], "stop");
   EXPECT_EQ(whole["choices"][0]["logprobs"]["tokens"].size(), cut) << whole.dump();
@@ -156,6 +158,42 @@ TEST_F(ServeLogprobs, AStopSequenceEndsTheLogprobsWhereItEndsTheText) {
       listed += j["choices"][0]["logprobs"]["tokens"].size();
   }
   EXPECT_EQ(listed, cut) << streamed->body;
+  // A stop sequence of three tokens: the first two are held back with the text while they may
+  // start it, and their log-probabilities with them (streamed, they went out, with offsets past
+  // the text's end). The streamed lists equal the whole ones.
+  auto printable = [&](size_t i) {
+    const std::string t = tokens[i].get<std::string>();
+    return t.size() == 1 && t[0] > ' ' && t[0] < 127;
+  };
+  size_t cut3 = 0;
+  seen.clear();
+  for (size_t i = 0; i + 2 < tokens.size() && cut3 == 0; ++i) {
+    if (i > 0 && printable(i) && printable(i + 1) && printable(i + 2) &&
+        seen.find(tokens[i].get<std::string>()) == std::string::npos)
+      cut3 = i;
+    seen += tokens[i].get<std::string>();
+  }
+  ASSERT_GT(cut3, 0u) << free_run.dump();
+  body["stop"] = {tokens[cut3].get<std::string>() + tokens[cut3 + 1].get<std::string>() +
+                  tokens[cut3 + 2].get<std::string>()};
+  body["stream"] = false;
+  const json whole3 = post("/v1/completions", body);
+  const json& lp3 = whole3["choices"][0]["logprobs"];
+  EXPECT_EQ(whole3["choices"][0]["finish_reason"], "stop");
+  EXPECT_LE(lp3["tokens"].size(), cut3) << whole3.dump();  // (a token without text may end it)
+  body["stream"] = true;
+  streamed = server->client().Post("/v1/completions", body.dump(), "application/json");
+  ASSERT_TRUE(streamed);
+  json tokens3 = json::array(), offsets3 = json::array();
+  for (const std::string& e : testing::sse_data(streamed->body)) {
+    if (e == "[DONE]") continue;
+    const json j = json::parse(e);
+    if (j["choices"].empty() || !j["choices"][0]["logprobs"].is_object()) continue;
+    for (const json& t : j["choices"][0]["logprobs"]["tokens"]) tokens3.push_back(t);
+    for (const json& o : j["choices"][0]["logprobs"]["text_offset"]) offsets3.push_back(o);
+  }
+  EXPECT_EQ(tokens3, lp3["tokens"]) << streamed->body;
+  EXPECT_EQ(offsets3, lp3["text_offset"]) << streamed->body;
 }
 
 TEST_F(ServeLogprobs, ChatLogprobsWholeAndStreamedAgree) {
