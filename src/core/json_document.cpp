@@ -14,25 +14,30 @@ std::string json_error_reason(const std::exception& e) {
   return what;
 }
 
-nlohmann::json parse_json_document(const std::string& text, const std::string& where) {
+nlohmann::json parse_json_noting_duplicates(const std::string& text, std::string* duplicate) {
   using Event = nlohmann::json::parse_event_t;
   // The keys seen so far in each object being read, innermost last.
   std::vector<std::set<std::string>> open;
-  std::string duplicate;
+  duplicate->clear();
   auto check_keys = [&](int, Event event, nlohmann::json& parsed) {
     if (event == Event::object_start) {
       open.emplace_back();
     } else if (event == Event::object_end) {
       if (!open.empty()) open.pop_back();
-    } else if (event == Event::key && !open.empty() && duplicate.empty() &&
+    } else if (event == Event::key && !open.empty() && duplicate->empty() &&
                !open.back().insert(parsed.get<std::string>()).second) {
-      duplicate = parsed.get<std::string>();
+      *duplicate = parsed.get<std::string>();
     }
     return true;
   };
+  return nlohmann::json::parse(text, check_keys);  // strict: trailing content is an error
+}
+
+nlohmann::json parse_json_document(const std::string& text, const std::string& where) {
+  std::string duplicate;
   nlohmann::json j;
   try {
-    j = nlohmann::json::parse(text, check_keys);  // strict: trailing content is an error
+    j = parse_json_noting_duplicates(text, &duplicate);
   } catch (const nlohmann::json::exception& e) {
     fail(where, ": invalid JSON: ", json_error_reason(e));
   }

@@ -13,6 +13,10 @@ namespace chainlm {
 // twice ...".
 nlohmann::json parse_json_document(const std::string& text, const std::string& where);
 
+// The parsing of both: nlohmann's exceptions as they come, and the first key given twice in
+// one object in *duplicate ("" when none).
+nlohmann::json parse_json_noting_duplicates(const std::string& text, std::string* duplicate);
+
 // What a JSON library error says without nlohmann's "[json.exception.parse_error.101] " tag:
 // "parse error at line 1, column 9: ...". Other exceptions' messages as they are.
 std::string json_error_reason(const std::exception& e);

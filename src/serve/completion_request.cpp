@@ -4,6 +4,7 @@
 #include <limits>
 
 #include "core/error.h"
+#include "core/json_document.h"
 #include "core/json_excerpt.h"
 #include "infer/chain_schedule.h"
 
@@ -32,7 +33,12 @@ long long integer(const json& v, const char* name) {
       return (long long)d;
   }
   if (!v.is_number_integer())
-    refuse(name, cat(name, " must be an integer (got ", json_excerpt(v), ")"));
+    refuse(name, cat(name, " must be an integer (got ", json_excerpt(v),
+                     v.is_number_float() && std::isfinite(v.get<double>()) &&
+                             v.get<double>() == std::floor(v.get<double>())
+                         ? ", too large to be one"
+                         : "",
+                     ")"));
   return v.get<long long>();
 }
 
@@ -271,8 +277,9 @@ CompletionRequest parse_completion_body(const std::string& body, const ModelConf
 
 json parse_json_body(const std::string& body) {
   json j;
+  std::string duplicate;
   try {
-    j = json::parse(body);
+    j = parse_json_noting_duplicates(body, &duplicate);
   } catch (const json::parse_error& e) {
     // The byte where parsing stopped, not the library's internal wording.
     refuse("", e.byte > body.size() ? cat("the request body is not valid JSON: it ends too early (", body.size(),
@@ -283,6 +290,13 @@ json parse_json_body(const std::string& body) {
   } catch (const json::exception&) {
     refuse("", "the request body is not valid JSON");
   }
+  // A field given twice took its last value silently ({"max_tokens": 1, "max_tokens": 2} ran
+  // 2): refused, as unknown fields are.
+  if (!duplicate.empty())
+    refuse(duplicate.size() > 80 ? "" : duplicate,
+           cat("the request body gives '",
+               duplicate.size() > 80 ? duplicate.substr(0, 80) + "..." : duplicate,
+               "' twice in one object; which value is meant cannot be told"));
   return j;
 }
 

@@ -72,7 +72,9 @@ std::string Metrics::render(const Gauges& g) const {
         "# TYPE chainlm_generations_cancelled_total counter\n"
         "chainlm_generations_cancelled_total "
      << cancelled_ << '\n';
-  os << "# HELP chainlm_prompt_tokens_total Prompt tokens processed (BOS included).\n"
+  os << "# HELP chainlm_prompt_tokens_total Prompt tokens read (BOS included), by every "
+        "generation: a "
+        "request of n choices reads its prompt n times.\n"
         "# TYPE chainlm_prompt_tokens_total counter\n"
         "chainlm_prompt_tokens_total "
      << prompt_tokens_ << '\n';
@@ -82,7 +84,9 @@ std::string Metrics::render(const Gauges& g) const {
   for (const auto& [k, n] : tokens_by_chains_)
     os << "chainlm_generated_tokens_total{chains=\"" << k << "\"} " << n << '\n';
   histogram(os, "chainlm_request_duration_seconds",
-            "Completion requests from arrival to the last byte, queue wait included.",
+            "Generations (a request's choices, each) from the request's arrival to their last "
+            "token, queue "
+            "wait included.",
             request_latency_.counts, request_latency_.count, request_latency_.sum);
   histogram(os, "chainlm_generation_duration_seconds",
             "Time a completion held a session (prefill and decoding).", generation_latency_.counts,
@@ -103,7 +107,9 @@ std::string Metrics::render(const Gauges& g) const {
         "Threads the decoding steps run on now: fewer than --threads while that measures faster (a "
         "busy core).",
         g.decode_threads);
-  gauge(os, "chainlm_sessions_in_flight", "Generations running now.", g.sessions_in_flight);
+  gauge(os, "chainlm_sessions_in_flight",
+        "Requests admitted and not yet answered (one of n choices counts once).",
+        g.sessions_in_flight);
   gauge(os, "chainlm_queue_depth", "Requests waiting for a session.", g.queue_depth);
   gauge(os, "chainlm_max_sessions", "Generations that may run at once.", g.max_sessions);
   gauge(os, "chainlm_max_queue", "Requests that may wait; beyond them the server answers 503.",

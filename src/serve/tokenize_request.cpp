@@ -1,6 +1,7 @@
 #include "serve/tokenize_request.h"
 
 #include "core/error.h"
+#include "core/json_excerpt.h"
 #include "serve/completion_request.h"
 
 namespace chainlm {
@@ -43,8 +44,7 @@ std::vector<int> parse_detokenize_request(const nlohmann::json& body, int vocab_
   for (size_t i = 0; i < t.size(); ++i) {
     if (!t[i].is_number_integer() || t[i].get<long long>() < 0 || t[i].get<long long>() >= vocab_size)
       refuse("tokens", cat("tokens[", i, "] must be a token id in 0..", vocab_size - 1, " (got ",
-                           t[i].is_number_integer() ? std::to_string(t[i].get<long long>()) : t[i].type_name(),
-                           ")"));
+                           json_excerpt(t[i]), ")"));
     ids.push_back(t[i].get<int>());
   }
   return ids;

@@ -117,7 +117,10 @@ TEST(CompletionRequest, ErrorsNameTheField) {
       {R"({"prompt": [1, "a"]})", "prompt", "prompt[1] must be a token id in 0..257"},
       {R"({"prompt": "x", "max_tokens": -1})", "max_tokens", "max_tokens must be in 0..64"},
       {R"({"prompt": "x", "max_tokens": 65})", "max_tokens", "max_tokens must be in 0..64"},
-      {R"({"prompt": "x", "max_tokens": 2.5})", "max_tokens", "max_tokens must be an integer"},
+      {R"({"prompt": "x", "max_tokens": 2.5})", "max_tokens",
+       "max_tokens must be an integer (got 2.5)"},
+      {R"({"prompt": "x", "max_tokens": 1e20})", "max_tokens",
+       "max_tokens must be an integer (got 1e+20, too large to be one)"},
       {R"({"prompt": "x", "max_tokens": "4"})", "max_tokens", "max_tokens must be an integer"},
       {R"({"prompt": "x", "temperature": -0.1})", "temperature", "temperature must be >= 0"},
       {R"({"prompt": "x", "temperature": "hot"})", "temperature", "temperature must be a number"},
@@ -189,6 +192,26 @@ TEST(CompletionRequest, ErrorsNameTheField) {
 // Found by fuzzing (fuzz/completion_request_fuzzer): a number too large for a double is not a
 // nlohmann parse_error but an out_of_range, which the server's catch missed, so such a body got
 // a 500 instead of a 400. The raw body is now parsed by parse_completion_body.
+// A field given twice is refused naming it (its last value was taken silently), at any depth.
+TEST(CompletionRequest, AFieldGivenTwiceIsRefused) {
+  for (const auto& [body, param] : std::vector<std::pair<std::string, std::string>>{
+           {R"({"prompt": "x", "max_tokens": 1, "max_tokens": 2})", "max_tokens"},
+           {R"({"prompt": "x", "logit_bias": {"5": 1, "5": 2}})", "5"}}) {
+    try {
+      parse_completion_body(body, config());
+      ADD_FAILURE() << body << " was accepted";
+    } catch (const RequestError& e) {
+      EXPECT_EQ(e.param(), param) << body;
+      EXPECT_NE(std::string(e.what()).find("gives '" + param + "' twice in one object"),
+                std::string::npos)
+          << e.what();
+    }
+  }
+  EXPECT_EQ(parse_completion_body(R"({"prompt": "x", "logit_bias": {"5": 1, "6": 2}})", config())
+                .gen.max_tokens,
+            16);
+}
+
 TEST(CompletionRequest, BodyThatIsNotJsonIsARequestError) {
   const std::vector<std::pair<std::string, std::string>> cases = {
       {R"({"prompt": "x", "max_tokens": 1e999})", "a number is too large"},
