@@ -182,7 +182,8 @@ void add_train_command(CLI::App& app) {
   cmd->add_flag("--quiet", a->quiet, "No progress output");
   cmd->add_option("--bucket-mb", a->bucket_mb,
                   "Under mpirun: gradients are summed in buckets of at most this many MB")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);  // checked with or without mpirun, naming the flag
   cmd->add_flag("--overlap-comm", a->overlap_comm,
                 "Under mpirun: sum each layer's gradients while the backward computes the layers "
                 "below (pays when the network, not the CPU, is the bottleneck)");
@@ -306,7 +307,10 @@ void add_train_command(CLI::App& app) {
         if (cmd->count("--sample-chains")) {
           std::vector<int> chains = parse_sample_chains(a->sample_chains, model->config().n_chains());
           if (chains != opt.sample_chains) {
-            changed += cat(changed.empty() ? "" : ", ", "--sample-chains ", a->sample_chains);
+            std::string was;  // as the options list them: empty = every sub-model
+            for (int k : opt.sample_chains) was += (was.empty() ? "" : ",") + std::to_string(k);
+            changed += cat(changed.empty() ? "" : ", ", "--sample-chains ",
+                           was.empty() ? "all" : was, " -> ", a->sample_chains);
             opt.sample_chains = chains;
           }
         }
