@@ -12,7 +12,9 @@ namespace chainlm::cli {
 void add_bench_command(CLI::App& app) {
   auto* bench = app.add_subcommand("bench", "Performance benchmarks (one JSON line each)");
   bench->require_subcommand(1);
-  auto* train = bench->add_subcommand("train", "Training step throughput and MFU vs sgemm peak");
+  auto* train = bench->add_subcommand(
+      "train",
+      "Training step throughput and MFU against the best GEMM peak measured (OpenBLAS, oneDNN)");
   struct Args {
     std::string config, weights, precision = "fp32";
     int batch = 8, seq = 256, threads = 0, steps = 5;

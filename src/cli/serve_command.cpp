@@ -168,9 +168,10 @@ void add_serve_command(CLI::App& app) {
     const ModelConfig& c = loaded.model->config();
     std::printf(
         "chainlm serve: http://%s:%d/ (model %s, %d chains; batches of up to %d sessions on %d "
-        "threads, queue %d)\n",
+        "thread%s, queue %d)\n",
         url_host(a->serve.host).c_str(), port, a->serve.model_name.c_str(), c.n_chains(),
-        server.max_sessions(), server.threads(), server.max_queue());
+        server.max_sessions(), server.threads(), server.threads() == 1 ? "" : "s",
+        server.max_queue());
     std::printf("chainlm serve: memory estimated %s\n", server.estimated_memory().describe().c_str());
     std::string style;  // what the model's template adds to its family
     if (!chat.style.default_system.empty()) style = " (with its default system message)";

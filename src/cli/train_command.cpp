@@ -110,7 +110,9 @@ void add_train_command(CLI::App& app) {
     bool resume = false, quiet = false, overlap_comm = false;
   };
   auto a = std::make_shared<Args>();
-  cmd->add_option("--config", a->config, "Model config JSON (not with --init or --resume)");
+  cmd->add_option(
+      "--config", a->config,
+      "Model config JSON for a new run (not with --init; with --resume only the run's own config)");
   cmd->add_option("--init", a->init,
                   "Start from these weights (chainlm checkpoint or run, llama2.c .bin, Hugging "
                   "Face LLaMA directory) with a fresh optimizer; the config comes from them");
@@ -132,7 +134,9 @@ void add_train_command(CLI::App& app) {
   cmd->add_option("--lr", a->lr, "Peak learning rate")->capture_default_str();
   cmd->add_option("--min-lr-ratio", a->min_lr_ratio, "Final LR as a fraction of the peak")
       ->capture_default_str();
-  cmd->add_option("--warmup", a->warmup, "Warmup steps; -1 = min(100, steps/10)");
+  cmd->add_option("--warmup", a->warmup,
+                  "Warmup steps; -1 = min(100, S/10), S the schedule's steps (--lr-schedule-steps, "
+                  "else --steps)");
   cmd->add_option("--lr-schedule-steps", a->lr_schedule_steps,
                   "Steps of the cosine schedule; the LR holds its final value after them. 0 = "
                   "--steps when the run starts; raising --steps on resume keeps the schedule");

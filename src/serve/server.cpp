@@ -211,6 +211,7 @@ httplib::Server::HandlerResponse InferenceServer::Impl::admit(const httplib::Req
     res.set_header(
         "Access-Control-Allow-Headers",
         preflight_allowed_headers(req.get_header_value("Access-Control-Request-Headers")));
+    res.headers.erase("Vary");  // set_header adds a second one beside the Origin one above
     res.set_header("Vary", "Origin, Access-Control-Request-Headers");
     res.set_header("Access-Control-Max-Age", "600");
     return R::Handled;

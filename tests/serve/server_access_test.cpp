@@ -164,6 +164,8 @@ TEST_F(ServeAccess, CorsOriginIsAllowedAndPreflightAnswered) {
   EXPECT_EQ(pre->get_header_value("Access-Control-Allow-Origin"), "https://app.example");
   EXPECT_NE(pre->get_header_value("Access-Control-Allow-Methods").find("POST"), std::string::npos);
   EXPECT_NE(pre->get_header_value("Access-Control-Allow-Headers").find("Authorization"), std::string::npos);
+  EXPECT_EQ(pre->headers.count("Vary"), 1u);  // one Vary naming both (two were sent)
+  EXPECT_EQ(pre->get_header_value("Vary"), "Origin, Access-Control-Request-Headers");
   // The headers a page asks to send are allowed (the openai npm client adds X-Stainless-* ones,
   // which a fixed list made the browser refuse); what is not a list of header names is not echoed.
   auto stainless = c.Options("/v1/chat/completions",
