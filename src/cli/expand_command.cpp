@@ -52,7 +52,9 @@ void add_expand_command(CLI::App& app) {
   cmd->add_option("--threads", a->threads, "Threads; 0 = all cores, or OMP_NUM_THREADS when set");
   cmd->callback([a]() {
     apply_threads_option(a->threads);
-    CHAINLM_CHECK(!fs::exists(a->out), a->out, " already exists; choose another --out (nothing was overwritten)");
+    // (fs::exists(a->out) follows a symbolic link: a dangling one was "there" only at the end.)
+    CHAINLM_CHECK(!fs::exists(fs::symlink_status(a->out)), a->out,
+                  " already exists; choose another --out (nothing was overwritten)");
     ExpandOptions o;
     o.add_chains = parse_int_list(a->add, "--add-chains");
     o.kv_share = a->kv_share;

@@ -264,7 +264,9 @@ void add_export_command(CLI::App& app) {
   cmd->add_option("--threads", a->threads, "Threads; 0 = all cores, or OMP_NUM_THREADS when set");
   cmd->callback([a, cmd]() {
     apply_threads_option(a->threads);
-    CHAINLM_CHECK(!fs::exists(a->out), a->out, " already exists; choose another --out (nothing was overwritten)");
+    // (fs::exists(a->out) follows a symbolic link: a dangling one was "there" only at the end.)
+    CHAINLM_CHECK(!fs::exists(fs::symlink_status(a->out)), a->out,
+                  " already exists; choose another --out (nothing was overwritten)");
     // A GGUF is one file: "DIR/" names no file, and a missing parent directory is made (as for
     // hf), not found missing only when the temporary file beside --out is written.
     if (a->format == "gguf") {

@@ -49,7 +49,7 @@ void add_quantize_command(CLI::App& app) {
   cmd->add_option("--threads", a->threads, "Threads; 0 = all cores, or OMP_NUM_THREADS when set");
   cmd->callback([a, cmd]() {
     apply_threads_option(a->threads);
-    CHAINLM_CHECK(!fs::exists(a->out), a->out,
+    CHAINLM_CHECK(!fs::exists(fs::symlink_status(a->out)), a->out,  // a dangling symbolic link too
                   " already exists; choose another --out (nothing was overwritten)");
     const QuantType type = parse_quant_type(a->type);
     std::unique_ptr<Model> fp32 = load_model(a->model);

@@ -29,18 +29,20 @@ void run_train(const TrainOptions& o) {
   // A directory is never the file --out names, --overwrite or not (renaming onto it fails
   // after the whole training).
   std::error_code ec;
-  CHAINLM_CHECK(!std::filesystem::is_directory(o.out, ec), "tokenizer train: --out ", o.out,
-                " is a directory; name the model file to write, e.g. ",
-                (std::filesystem::path(o.out) / "tokenizer.model").string(),
-                " (nothing was written)");
+  CHAINLM_CHECK(
+      !o.out.empty() && o.out.back() != '/' && !std::filesystem::is_directory(o.out, ec),
+      "tokenizer train: --out ", o.out, " is a directory; name the model file to write, e.g. ",
+      (std::filesystem::path(o.out) / "tokenizer.model").string(), " (nothing was written)");
+  // (A symbolic link counts as there, dangling or not: it was replaced by the model.)
+  CHAINLM_CHECK(o.overwrite || !std::filesystem::exists(std::filesystem::symlink_status(o.out, ec)),
+                "tokenizer train: --out ", o.out,
+                " exists; choose another file, or pass --overwrite to replace it (nothing was "
+                "written)");
   // Its directory is made now, not found missing when the trained model is written.
   const std::filesystem::path parent = std::filesystem::absolute(o.out).parent_path();
   std::filesystem::create_directories(parent, ec);
   CHAINLM_CHECK(!ec, "tokenizer train: cannot create ", parent.string(), " for --out ", o.out, ": ",
                 ec.message(), " (nothing was trained)");
-  CHAINLM_CHECK(o.overwrite || !std::filesystem::exists(o.out), "tokenizer train: --out ", o.out,
-                " exists; choose another file, or pass --overwrite to replace it (nothing was "
-                "written)");
   Timer timer;
   const Corpus corpus = read_corpus_reporting(o.corpus, "tokenizer train");
   const std::string source = describe_corpus(corpus);

@@ -147,6 +147,32 @@ TEST_F(WorkflowSafety, OutputThatCannotBeWrittenIsAnError) {
   }
 }
 
+// An --out that is a dangling symbolic link is there already: quantize, export and expand said
+// it "appeared while writing" after the whole job, tokenizer train replaced the link. And
+// tokenizer train's --out NEW/ made the directory, then called it existing.
+TEST_F(WorkflowSafety, OutputsThatAreLinksOrDirectoriesAreRefusedFirst) {
+  const std::string run = dir.file("run"), link = dir.file("dangling");
+  ASSERT_EQ(run_chainlm(dir, train_args(run, 2)).exit_code, 0);
+  fs::create_symlink(dir.file("nowhere/x"), link);
+  for (const std::string& cmd :
+       {"quantize --model " + quote(run) + " --type q8_0 --out " + quote(link),
+        "export --model " + quote(run) + " --chains 1 --format hf --out " + quote(link),
+        "expand --from " + quote(run) + " --add-chains 1 --out " + quote(link),
+        "tokenizer train --corpus " + quote(dir.file("corpus.txt")) + " --vocab-size 300 --out " +
+            quote(link)}) {
+    auto r = run_chainlm(dir, cmd);
+    EXPECT_NE(r.exit_code, 0) << cmd;
+    EXPECT_TRUE(contains(r.err, "exists")) << cmd << ": " << r.err;
+    EXPECT_FALSE(contains(r.err, "appeared")) << cmd << ": " << r.err;
+    EXPECT_TRUE(fs::is_symlink(fs::symlink_status(link))) << cmd;
+  }
+  auto r = run_chainlm(dir, "tokenizer train --corpus " + quote(dir.file("corpus.txt")) +
+                                " --vocab-size 300 --out " + quote(dir.file("newdir") + "/"));
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_TRUE(contains(r.err, "is a directory; name the model file to write")) << r.err;
+  EXPECT_FALSE(fs::exists(dir.file("newdir")));
+}
+
 TEST_F(WorkflowSafety, TrainRefusesADirectoryWhoseMetricsAreNotARunsLog) {
   const std::string out = dir.file("mine");
   fs::create_directories(out);
