@@ -1,7 +1,12 @@
 // `chainlm prepare`: corpus files (text/JSONL, plain or compressed) -> documents -> BOS + tokens ->
 // train.bin / val.bin shards, with the tokenizer and a meta.json beside them, so a data directory
 // is self-describing.
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
 #include <cstdio>
 #include <filesystem>
 #include <map>
@@ -258,12 +263,22 @@ void prepare_into(const PrepareOptions& o, const Tokenizer& tokenizer) {
   const fs::path source_dir = fs::is_directory(o.tokenizer, ec)
                                   ? fs::path(o.tokenizer)
                                   : fs::path(o.tokenizer).parent_path();
+  std::vector<std::string> removed;
   if (source_dir.empty() || !fs::equivalent(source_dir, o.out, ec))
     for (const char* name :
          {"tokenizer.model", "tokenizer.json", "tokenizer_config.json", "generation_config.json",
           "chainlm_tokenizer.json", "special_tokens_map.json", "chat_template.jinja"})
-      fs::remove(fs::path(o.out) / name, ec);
+      if (fs::remove(fs::path(o.out) / name, ec)) removed.push_back(name);
   save_tokenizer_to_dir(o.tokenizer, o.out);
+  // Said, as the files are gone and not replaced: one of them may have been the user's own.
+  std::string gone;
+  for (const std::string& name : removed)
+    if (!fs::exists(fs::path(o.out) / name, ec)) gone += (gone.empty() ? "" : ", ") + name;
+  if (!gone.empty())
+    std::fprintf(
+        stderr,
+        "prepare: removed the earlier tokenizer's %s from %s (the new tokenizer has none)\n",
+        gone.c_str(), o.out.c_str());
   nlohmann::json sources = nlohmann::json::array();
   nlohmann::json val_sources = presplit ? nlohmann::json::array() : nlohmann::json(nullptr);
   for (size_t i = 0; i < files.size(); ++i) {
@@ -318,6 +333,20 @@ void run_prepare(const PrepareOptions& o) {
   fs::create_directories(o.out, ec);
   CHAINLM_CHECK(fs::is_directory(o.out), "cannot create output directory ", o.out,
                 ec ? ": " + ec.message() : std::string());
+  // One prepare at a time in a directory (two --overwrite runs both said they prepared it, and
+  // one's data was silently the other's): flock on the directory itself, released however the
+  // process ends. Refused before the try below, which would remove a directory it made.
+  const int lock = ::open(o.out.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (lock >= 0 && ::flock(lock, LOCK_EX | LOCK_NB) != 0 && errno == EWOULDBLOCK) {
+    ::close(lock);
+    fail("prepare: another prepare is writing into ", o.out, " (nothing was changed)");
+  }
+  struct CloseLock {
+    int fd;
+    ~CloseLock() {
+      if (fd >= 0) ::close(fd);
+    }
+  } close_lock{lock};
   try {
     prepare_into(o, *tokenizer);
   } catch (...) {

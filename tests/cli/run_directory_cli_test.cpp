@@ -382,11 +382,25 @@ TEST_F(RunDirectoryCli, PrepareOverwriteReplacesTheTokenizerFiles) {
                                    " --out " + quote(out) + " --overwrite");
   EXPECT_EQ(same.exit_code, 0) << same.err;
   EXPECT_EQ(read_bytes(out + "/tokenizer.model"), read_bytes(tok));
-  ASSERT_EQ(run_chainlm(dir, "prepare --tokenizer byte --input " + quote(corpus) + " --out " +
-                                 quote(out) + " --overwrite")
-                .exit_code,
-            0);
+  auto to_byte = run_chainlm(dir, "prepare --tokenizer byte --input " + quote(corpus) + " --out " +
+                                      quote(out) + " --overwrite");
+  ASSERT_EQ(to_byte.exit_code, 0) << to_byte.err;
   EXPECT_FALSE(fs::exists(out + "/tokenizer.model"));
+  // The files it removed and did not replace are named (one could have been the user's).
+  EXPECT_TRUE(contains(to_byte.err, "removed the earlier tokenizer's tokenizer.model"))
+      << to_byte.err;
+  // Another prepare writing there (it holds the directory's flock): refused, nothing changed.
+  const std::string before = read_bytes(out + "/train.bin");
+  const int fd = ::open(out.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(::flock(fd, LOCK_EX | LOCK_NB), 0);
+  auto second =
+      run_chainlm(dir, "prepare --tokenizer byte --input " + quote(dir.file("corpus.txt")) +
+                           " --out " + quote(out) + " --overwrite --val-fraction 0.5");
+  ::close(fd);
+  EXPECT_NE(second.exit_code, 0);
+  EXPECT_TRUE(contains(second.err, "another prepare is writing into " + out)) << second.err;
+  EXPECT_EQ(read_bytes(out + "/train.bin"), before);
   EXPECT_TRUE(fs::exists(out + "/chainlm_tokenizer.json"));
   // JSONL records of blank text are no documents: now said, so the counts add up.
   write_bytes(dir.file("r.jsonl"), "{\"text\": \"   \"}\n{\"text\": \"x\"}\n{\"text\": \"y\"}\n");
