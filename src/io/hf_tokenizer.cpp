@@ -275,9 +275,16 @@ HfTokenizer::HfTokenizer(const HfTokenizerFiles& files) : where_(files.where) {
     if (text->empty()) continue;
     const std::string f = (fs::path(dir) / name).string();
     const json c = parse_json(*text, f);
+    // An id this vocabulary lacks is named with the file it came from (the message named
+    // tokenizer.json, which had nothing to do with it).
+    auto in_vocabulary = [&](int id, const char* key) {
+      CHAINLM_CHECK(id >= 0 && id < vocab_size_, f, ": ", key, " ", id,
+                    " is outside the vocabulary of ", where_, " (", vocab_size_, " ids)");
+      return id;
+    };
     for (int id : token_ids(c, "bos_token_id", f))
-      if (bos.empty()) bos.push_back(id);
-    for (int id : token_ids(c, "eos_token_id", f)) eos.push_back(id);
+      if (bos.empty()) bos.push_back(in_vocabulary(id, "bos_token_id"));
+    for (int id : token_ids(c, "eos_token_id", f)) eos.push_back(in_vocabulary(id, "eos_token_id"));
   }
   for (const char* name : {"<|begin_of_text|>", "<s>", "<|endoftext|>"})
     if (bos.empty() && id_of(name) >= 0) bos.push_back(id_of(name));

@@ -1,11 +1,14 @@
 #include "model/config.h"
 
+#include <charconv>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <filesystem>
 #include <limits>
 #include <numeric>
 #include <sstream>
+#include <type_traits>
 
 #include "core/error.h"
 #include "core/json_document.h"
@@ -156,9 +159,26 @@ ModelConfig config_from_json(const nlohmann::json& j, const std::string& where) 
   return c;
 }
 
+namespace {
+
+// A float as the shortest decimal that reads back as it (1e-05, not the 9.999999747378752e-06
+// its double is): what a person wrote, and the same float when read.
+double as_written(float f) {
+  char buf[32];
+  const auto end = std::to_chars(buf, buf + sizeof buf, f).ptr;
+  return std::strtod(std::string(buf, end).c_str(), nullptr);
+}
+
+}  // namespace
+
 nlohmann::json config_to_json(const ModelConfig& c) {
   nlohmann::json j = nlohmann::json::object();
-  for_each_field(c, [&](const char* name, const auto& field, bool) { j[name] = field; });
+  for_each_field(c, [&](const char* name, const auto& field, bool) {
+    if constexpr (std::is_same_v<std::decay_t<decltype(field)>, float>)
+      j[name] = as_written(field);
+    else
+      j[name] = field;
+  });
   // Written only when set: a chainlm that predates it refuses the unknown field instead of
   // running the model with unscaled frequencies.
   if (c.rope_scaling.enabled()) j["rope_scaling"] = rope_scaling_to_json(c.rope_scaling);

@@ -224,6 +224,12 @@ TEST(HfTokenizer, RefusesWhatItCannotReadByName) {
   bad_config.tokenizer_config = json{{"eos_token", "<|no_such|>"}}.dump();
   EXPECT_NE(error_of(bad_config).find("token '<|no_such|>' is not in the vocabulary"), std::string::npos)
       << error_of(bad_config);
+  // An id config.json gives that the vocabulary lacks is named with config.json.
+  HfTokenizerFiles bad_id = vector_files("llama3");
+  bad_id.model_config = json{{"eos_token_id", {5, 100000}}}.dump();
+  EXPECT_NE(error_of(bad_id).find("config.json: eos_token_id 100000 is outside the vocabulary of"),
+            std::string::npos)
+      << error_of(bad_id);
   HfTokenizerFiles no_eos = edited("gpt2", [](json& j) { j["added_tokens"] = json::array(); });
   no_eos.tokenizer_config.clear();
   EXPECT_NE(error_of(no_eos).find("cannot tell the end-of-text token"), std::string::npos) << error_of(no_eos);

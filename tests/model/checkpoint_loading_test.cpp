@@ -98,6 +98,18 @@ TEST(CheckpointLoading, ParameterCountIsTheModelsWithoutBuildingIt) {
   }
 }
 
+// Floats are written as the decimals they were given (config.json said 9.999999747378752e-06 for
+// a norm_eps of 1e-5, the float's double), and read back as the same float.
+TEST(CheckpointLoading, ConfigFloatsAreWrittenAsGiven) {
+  ModelConfig c;
+  c.norm_eps = 1e-5f;
+  c.rope_theta = 500000.0f;
+  const nlohmann::json j = config_to_json(c);
+  EXPECT_EQ(j["norm_eps"].dump(), "1e-05");
+  EXPECT_EQ(j["rope_theta"].dump(), "500000.0");
+  EXPECT_EQ(j["norm_eps"].get<float>(), 1e-5f);
+}
+
 // Sizes beyond what any model has are refused by name, so no size derived from a config can
 // overflow (a dim of 2^30 made n_heads-sized tables and D*D products absurd).
 TEST(CheckpointLoading, ConfigSizesAreBounded) {
