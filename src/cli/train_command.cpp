@@ -216,6 +216,7 @@ void add_train_command(CLI::App& app) {
     std::unique_ptr<Model> model;
     TrainOptions opt;
     std::string resume_dir, error;
+    std::string tokenizer_source;  // whose tokenizer the checkpoints carry ("" = the data's)
     Trainer::SampleFn sampler;
     // Rank 0 alone reads the config, the initial weights and the run directory: under mpirun
     // the other ranks receive the config and options here, and the weights, moments and step
@@ -361,6 +362,8 @@ void add_train_command(CLI::App& app) {
                                      (fs::path(earlier).parent_path() / "latest").string()));
         }
         check_same_tokenizer(opt.data_dir, resume_dir, "train --resume");
+        tokenizer_source =
+            resume_dir;  // with what the run's checkpoints carried (its chat template)
         CHAINLM_CHECK(!cmd->count("--freeze-chains") || a->freeze_chains == opt.freeze_chains,
                       "train --resume: the run froze ", opt.freeze_chains,
                       " chain(s); --freeze-chains cannot change on resume");
@@ -382,8 +385,13 @@ void add_train_command(CLI::App& app) {
         if (!a->init.empty()) {
           model = load_model(a->init);
           std::error_code ec;
-          if (fs::is_directory(a->init, ec))
-            check_same_tokenizer(a->data, resolve_checkpoint_dir(a->init), "train --init");
+          if (fs::is_directory(a->init, ec)) {
+            const std::string init_dir = resolve_checkpoint_dir(a->init);
+            check_same_tokenizer(a->data, init_dir, "train --init");
+            // The same tokenizer, with the model's companions (chat template, EOS list), which
+            // the data's directory may lack.
+            if (dir_has_tokenizer(init_dir)) tokenizer_source = init_dir;
+          }
           // A llama2.c file, or a checkpoint written without one, carries no tokenizer to compare
           // the data's with: said, since the run's checkpoints then take the data's as the model's.
           if (carried_tokenizer(a->init).empty())
@@ -469,6 +477,7 @@ void add_train_command(CLI::App& app) {
     try {
       trainer_ptr = std::make_unique<Trainer>(*model, opt, comm);
       if (root && !resume_dir.empty()) trainer_ptr->restore(resume_dir);
+      if (root && !tokenizer_source.empty()) trainer_ptr->carry_tokenizer_of(tokenizer_source);
     } catch (const std::exception& e) {
       error = e.what();
     }

@@ -45,6 +45,12 @@ class Trainer {
   // Restores model, optimizer and step from a checkpoint written by save(). With several
   // ranks only rank 0 needs to call it (run() hands its state to the others).
   void restore(const std::string& checkpoint_dir);
+  // The tokenizer every checkpoint carries: the one in dir with its companion files (chat
+  // template, EOS list, special tokens), read now (dir may be pruned or removed later). Without
+  // this, the data directory's: a run from --init X or resumed from a checkpoint carries X's or
+  // the checkpoint's, which the data's may equal without its companions (a data directory
+  // prepared from tokenizer.json alone dropped a chat model's template at every checkpoint).
+  void carry_tokenizer_of(const std::string& dir);
   // Copies rank 0's weights, optimizer moments and step to every rank (collective).
   void sync_from_root();
   // Runs from the current step to options.steps. A stop signal (core/stop_signals.h, installed
@@ -136,6 +142,7 @@ class Trainer {
   std::vector<float> weights_;
   std::unique_ptr<GradientReducer> reducer_;
   SampleFn sampler_;
+  std::vector<std::pair<std::string, std::string>> carried_tokenizer_;  // file name, bytes
 };
 
 }  // namespace chainlm

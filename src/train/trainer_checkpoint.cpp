@@ -2,7 +2,12 @@
 // config.json), the AdamW moments (optimizer.safetensors, "m."/"v." + parameter name), the
 // trainer state (step, options, skipped steps) and the data's tokenizer. RunDirectory writes
 // them by its crash-safe protocol; nothing non-finite is ever written.
+#include <algorithm>
+#include <cerrno>
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <vector>
 
@@ -13,8 +18,6 @@
 #include "io/tokenizer.h"
 #include "model/checkpoint.h"
 #include "train/trainer.h"
-
-#include <cstdio>
 
 namespace chainlm {
 
@@ -67,8 +70,32 @@ std::string Trainer::save() {
         {"skipped_steps", skipped_},     {"skipped_in_a_row", skipped_in_a_row_},
         {"compute", compute_json()}};
     write_file_atomic((tmp / "trainer_state.json").string(), state.dump(2) + "\n");
-    save_tokenizer_to_dir(find_tokenizer_in_dir(opt_.data_dir), tmp.string());
+    if (carried_tokenizer_.empty())
+      save_tokenizer_to_dir(find_tokenizer_in_dir(opt_.data_dir), tmp.string());
+    for (const auto& [name, bytes] : carried_tokenizer_)
+      write_file_atomic((tmp / name).string(), bytes);
   });
+}
+
+void Trainer::carry_tokenizer_of(const std::string& dir) {
+  // save_tokenizer_to_dir writes what a checkpoint holds of it (converting, and copying the
+  // companions): into a temporary directory, whose files are kept.
+  std::string tmp = (fs::temp_directory_path() / "chainlm-tokenizer-XXXXXX").string();
+  CHAINLM_CHECK(::mkdtemp(tmp.data()), "cannot create a temporary directory in ",
+                fs::temp_directory_path().string(), ": ", std::strerror(errno));
+  struct Remove {
+    std::string dir;
+    ~Remove() {
+      std::error_code ec;
+      fs::remove_all(dir, ec);
+    }
+  } remove{tmp};
+  save_tokenizer_to_dir(dir, tmp);
+  std::vector<std::pair<std::string, std::string>> files;
+  for (const auto& e : fs::directory_iterator(tmp))
+    files.emplace_back(e.path().filename().string(), read_file(e.path().string()));
+  std::sort(files.begin(), files.end());
+  carried_tokenizer_ = std::move(files);
 }
 
 void Trainer::restore(const std::string& checkpoint_dir) {

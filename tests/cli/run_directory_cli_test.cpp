@@ -411,6 +411,46 @@ TEST_F(RunDirectoryCli, PrepareOverwriteReplacesTheTokenizerFiles) {
       << blank.err;
 }
 
+// A run from --init carries the model's tokenizer files, chat template and EOS list included, in
+// every checkpoint, resumed or not (it took the data directory's, which prepare had made from
+// the tokenizer alone: a chat model tuned this way came out a base model).
+TEST_F(RunDirectoryCli, ARunFromInitCarriesTheModelsTokenizerFiles) {
+  const std::string corpus = dir.file("corpus.txt"), tok = dir.file("t.model"), sp = dir.file("sp");
+  ASSERT_EQ(run_chainlm(dir, "tokenizer train --corpus " + quote(corpus) +
+                                 " --vocab-size 280 --out " + quote(tok))
+                .exit_code,
+            0);
+  ASSERT_EQ(run_chainlm(dir, "prepare --tokenizer " + quote(tok) + " --input " + quote(corpus) +
+                                 " --out " + quote(sp))
+                .exit_code,
+            0);
+  const std::string cfg = dir.file("sp.json");
+  write_bytes(cfg, R"({"dim": 16, "n_layers": 1, "n_heads": 2, "ffn_dim": 32, "vocab_size": 280,
+                      "chains": [1, 1], "max_seq_len": 16})");
+  const std::string base = dir.file("base"),
+                    args = " --data " + quote(sp) + " --batch-size 2 --seq-len 8 --quiet";
+  ASSERT_EQ(run_chainlm(
+                dir, "train --config " + quote(cfg) + " --out " + quote(base) + " --steps 2" + args)
+                .exit_code,
+            0);
+  const std::string model = base + "/step-00000002";
+  const std::string jinja = "{% for m in messages %}<|im_start|>{{ m['role'] }}{% endfor %}";
+  write_bytes(model + "/chat_template.jinja", jinja);
+  write_bytes(model + "/generation_config.json", R"({"bos_token_id": 1, "eos_token_id": [2, 1]})");
+  const std::string tuned = dir.file("tuned");
+  auto r = run_chainlm(
+      dir, "train --init " + quote(model) + " --out " + quote(tuned) + " --steps 2" + args);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(read_bytes(tuned + "/step-00000002/chat_template.jinja"), jinja);
+  r = run_chainlm(dir, "train --out " + quote(tuned) + " --resume --steps 4 --quiet");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(read_bytes(tuned + "/step-00000004/chat_template.jinja"), jinja);
+  EXPECT_EQ(nlohmann::json::parse(
+                read_bytes(tuned + "/step-00000004/generation_config.json"))["eos_token_id"],
+            nlohmann::json::array({2, 1}));
+  EXPECT_FALSE(fs::exists(sp + "/chat_template.jinja"));  // the data's directory is as it was
+}
+
 // CLI11's usage errors were two lines ("... Run with --help for more information.").
 TEST_F(RunDirectoryCli, UsageErrorsAreOneLine) {
   for (const std::string args :
