@@ -549,6 +549,8 @@ void add_train_command(CLI::App& app) {
       std::exit(128 + trainer.stopped_by());
     };
     if (comm.size() == 1) {
+      // A finished run has nothing to write either: a requeued job on a read-only copy ends well.
+      if (trainer.step() >= trainer.options().steps) return;
       trainer.run();
       report_stop();
       return;

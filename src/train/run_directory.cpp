@@ -130,12 +130,13 @@ std::vector<std::string> RunDirectory::checkpoints_after(long step) const {
   return names;
 }
 
-RunDirectory::Superseded RunDirectory::supersede_after(long step) const {
+RunDirectory::Superseded RunDirectory::supersede_after(long step) {
   const std::vector<std::string> newer = checkpoints_after(step);
   const fs::path run(path_);
   // A new run (step -1) also keeps the log of an attempt that trained steps but stopped before
   // its first checkpoint (a non-finite loss at step 2: the log is the diagnosis).
   if (newer.empty() && (step >= 0 || !log_has_steps(run / "metrics.jsonl"))) return {};
+  lock();  // a process training here keeps its checkpoints and log
   char stamp[32];
   const std::time_t now = std::time(nullptr);
   std::strftime(stamp, sizeof stamp, "%Y%m%d-%H%M%S", std::gmtime(&now));
@@ -326,7 +327,7 @@ void RunDirectory::reset_metrics() const {
   write_file_atomic((fs::path(path_) / "metrics.jsonl").string(), "");
 }
 
-void RunDirectory::truncate_metrics(long step) const {
+void RunDirectory::truncate_metrics(long step) {
   const fs::path metrics = fs::path(path_) / "metrics.jsonl";
   if (!fs::exists(metrics)) return;
   const std::string all = read_file(metrics.string());
@@ -342,7 +343,9 @@ void RunDirectory::truncate_metrics(long step) const {
   }
   // Nothing to drop: the file is left alone (a finished run resumed on a read-only mount, to
   // find it has nothing left to do, must not fail writing the log it already has).
-  if (kept != all) write_file_atomic(metrics.string(), kept);
+  if (kept == all) return;
+  lock();  // a process training here keeps its log
+  write_file_atomic(metrics.string(), kept);
 }
 
 }  // namespace chainlm

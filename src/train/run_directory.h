@@ -61,7 +61,8 @@ class RunDirectory {
   struct Superseded {
     std::string dir, checkpoints;
   };
-  Superseded supersede_after(long step) const;
+  // Takes the run's lock first when it has something to move.
+  Superseded supersede_after(long step);
   // What error messages say of the checkpoints a failure leaves in place.
   std::string what_is_kept() const;
 
@@ -70,7 +71,7 @@ class RunDirectory {
   // reads as one uninterrupted run; a torn last line from a crash is dropped).
   void append_metrics(const nlohmann::json& line) const;
   void reset_metrics() const;
-  void truncate_metrics(long step) const;
+  void truncate_metrics(long step);  // (takes the lock when it has lines to drop)
 
  private:
   std::string path_;

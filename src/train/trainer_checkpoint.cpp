@@ -99,9 +99,6 @@ void Trainer::carry_tokenizer_of(const std::string& dir) {
 }
 
 void Trainer::restore(const std::string& checkpoint_dir) {
-  // The run's lock first: a resume refused because another process trains here must not move
-  // that run's checkpoints aside or cut its log (below) on its way out.
-  if (comm_.is_root() && fs::is_directory(run_dir_.path())) run_dir_.lock();
   const std::string dir = resolve_checkpoint_dir(checkpoint_dir);
   load_model_weights(model_, (fs::path(dir) / "model.safetensors").string());
   SafetensorsReader opt((fs::path(dir) / "optimizer.safetensors").string());
@@ -123,7 +120,9 @@ void Trainer::restore(const std::string& checkpoint_dir) {
   }
   CHAINLM_CHECK(step_ >= 0, state_path, ": negative step");
   // Resuming from an older checkpoint than the run's newest would overwrite the newer ones and
-  // drop their metrics as it goes: they are moved aside first, never deleted.
+  // drop their metrics as it goes: they are moved aside first, never deleted. (Both take the
+  // run's lock before they change anything: a resume refused because another process trains
+  // here must not move that run's checkpoints aside or cut its log on its way out.)
   if (comm_.is_root()) {
     const RunDirectory::Superseded moved = run_dir_.supersede_after(step_);
     if (!moved.dir.empty() && !opt_.quiet)

@@ -182,11 +182,15 @@ TEST_F(RunDirectoryCli, StepsBelowTheRunAreRefusedAndAFinishedRunSaysSo) {
   auto back = run_chainlm(dir, "train --out " + quote(run) + " --resume --steps 2");
   EXPECT_NE(back.exit_code, 0);
   EXPECT_TRUE(contains(back.err, "--steps 2 is below the step the run is at (4")) << back.err;
+  // Nothing is written, not even the lock (a finished run on a read-only copy failed writing it).
+  fs::remove(run + "/.lock");
+  const std::string before = listing(run);
   auto done = run_chainlm(dir, "train --out " + quote(run) + " --resume");
   EXPECT_EQ(done.exit_code, 0) << done.err;
   EXPECT_TRUE(contains(done.err, "already at step 4, its last: nothing to train")) << done.err;
   EXPECT_EQ(trimmed(read_bytes(run + "/latest")), "step-00000004");
   EXPECT_EQ(read_bytes(run + "/metrics.jsonl"), log);
+  EXPECT_EQ(listing(run), before);
 }
 
 // Each was accepted and stored as given (a --min-lr-ratio of 2 raised the LR over the run).

@@ -117,7 +117,7 @@ TEST_F(CheckpointSafety, ARefusedResumeLeavesTheRunningRunAlone) {
   b.init_random(1);
   Trainer second(b, options(run.string(), 5));
   try {
-    second.restore((run / "step-00000001").string());
+    second.restore((run / "step-00000002").string());
     FAIL() << "expected chainlm::Error";
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("another process is training into " + run.string()),
