@@ -381,6 +381,12 @@ void add_train_command(CLI::App& app) {
                       " already holds a training run; pass --resume to continue it or choose ",
                       "another --out (nothing was overwritten)");
         if (is_checkpoint_dir(a->out)) refuse_checkpoint_as_run(a->out, false);
+        // A run's checkpoints and log inside the data directory would mix the two (and a later
+        // prepare --overwrite there would see them as someone's files).
+        std::error_code same_ec;
+        CHAINLM_CHECK(!fs::equivalent(a->out, a->data, same_ec), "train: --out ", a->out,
+                      " is the data directory; a run writes its checkpoints and log into --out: "
+                      "choose another directory (nothing was trained)");
         require_data_tokenizer(a->data);
         if (!a->init.empty()) {
           model = load_model(a->init);

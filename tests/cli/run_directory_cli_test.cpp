@@ -105,6 +105,13 @@ TEST_F(RunDirectoryCli, AResumeWithoutCheckpointsSaysWhy) {
   EXPECT_NE(r.exit_code, 0);
   EXPECT_TRUE(contains(r.err, "holds no chainlm run (no checkpoint, no 'latest' file)")) << r.err;
   EXPECT_EQ(listing(other), "notes.txt ");
+  // --out the data directory itself: refused, the data as it was.
+  const std::string data_before = listing(data);
+  r = run_chainlm(dir, "train --config " + quote(config) + " --data " + quote(data) + " --out " +
+                           quote(data + "/") + " --steps 2 --batch-size 2 --seq-len 8 --quiet");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_TRUE(contains(r.err, "is the data directory")) << r.err;
+  EXPECT_EQ(listing(data), data_before);
 
   const std::string run = dir.file("run");
   fs::create_directories(run);
