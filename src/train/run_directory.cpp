@@ -316,11 +316,18 @@ void RunDirectory::append_metrics(const nlohmann::json& line) const {
   std::FILE* f = std::fopen(path.c_str(), "a");
   bool ok = f && std::fwrite(text.data(), 1, text.size(), f) == text.size() && std::fflush(f) == 0;
   int err = errno;
+  if (const int injected = fault::write_error("metrics.append")) {  // a disk full here (tests)
+    ok = false;
+    err = injected;
+  }
   if (f && std::fclose(f) != 0 && ok) {
     ok = false;
     err = errno;
   }
-  if (!ok) fail("cannot append to ", path, ": ", std::strerror(err ? err : EIO));
+  if (!ok)
+    fail("cannot append to ", path, " (the line of step ", line.value("step", 0L),
+         "): ", std::strerror(err ? err : EIO), "; ", what_is_kept(),
+         last_checkpoint_.empty() ? std::string() : ": chainlm train --resume goes on from it");
 }
 
 void RunDirectory::reset_metrics() const {

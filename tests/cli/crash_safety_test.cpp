@@ -407,6 +407,21 @@ TEST_F(CrashSafety, InjectedWriteErrorsKeepThePreviousCheckpoint) {
     ASSERT_EQ(r.code, 0) << r.err;
     expect_identical(read_state(runp), ref, "resumed after EIO on latest");
   }
+  {
+    // The log's disk fills up between checkpoints: the message names the step and the
+    // checkpoint a resume goes on from (it said only "cannot append"), and the resume matches.
+    const std::string runp = dir.file("log_full");
+    Outcome r =
+        run(train_args(runp, steps), {{"CHAINLM_WRITE_ERROR_AT", "metrics.append:5=ENOSPC"}});
+    EXPECT_EQ(r.code, 1);
+    EXPECT_TRUE(contains(r.err, "metrics.jsonl (the line of step") &&
+                contains(r.err, "No space left on device") &&
+                contains(r.err, "chainlm train --resume goes on from it"))
+        << r.err;
+    r = run(resume_args(runp, steps));
+    ASSERT_EQ(r.code, 0) << r.err;
+    expect_identical(read_state(runp), ref, "resumed after the log's disk filled");
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
