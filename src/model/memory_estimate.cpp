@@ -54,7 +54,9 @@ void check_memory_fits(const std::string& what, const MemoryEstimate& estimate, 
                            " processes on this machine,")
                      : std::string(),
        " but only ", format_bytes((double)avail.bytes), " is available (", avail.source, "); ",
-       advice, ", or pass --memory-limit to set the budget yourself");
+       advice,
+       limit > 0 ? ", or raise --memory-limit if the machine has more"
+                 : ", or pass --memory-limit to set the budget yourself");
 }
 
 }  // namespace chainlm

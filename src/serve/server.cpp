@@ -149,6 +149,20 @@ void InferenceServer::Impl::route() {
     else if (res.status == 413)
       set_error(res, 413, "the request body is larger than the server accepts",
                 "invalid_request_error");
+    else if (res.status == 414)
+      set_error(res, 414,
+                cat("the request's URI is longer than the server reads (",
+                    CPPHTTPLIB_REQUEST_URI_MAX_LENGTH, " bytes)"),
+                "invalid_request_error");
+    else if (res.status == 400)
+      // cpp-httplib answers so a request it could not read: its request line, a header line over
+      // its limit, or headers cut short (a read timeout).
+      set_error(
+          res, 400,
+          cat("the request is not HTTP the server can read (a malformed request line or header, a "
+              "header line over ",
+              CPPHTTPLIB_HEADER_MAX_LENGTH, " bytes, or headers cut short)"),
+          "invalid_request_error");
     else
       set_error(res, res.status, cat("HTTP ", res.status), "invalid_request_error");
   });

@@ -70,6 +70,9 @@ TEST_F(MemoryCli, TrainingThatCannotFitIsRefusedBeforeItStarts) {
   EXPECT_NE(r.err.find("train needs an estimated"), std::string::npos) << r.err;
   EXPECT_NE(r.err.find("activations for 8 x 256 tokens"), std::string::npos) << r.err;
   EXPECT_NE(r.err.find("64.00 MiB is available (--memory-limit)"), std::string::npos) << r.err;
+  // The limit was given: the advice is to raise it, not to pass it.
+  EXPECT_NE(r.err.find("or raise --memory-limit if the machine has more"), std::string::npos)
+      << r.err;
   EXPECT_NE(r.err.find("--micro-batch"), std::string::npos) << r.err;
   EXPECT_FALSE(fs::exists(run));  // nothing was written
 
