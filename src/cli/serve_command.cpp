@@ -104,6 +104,7 @@ void add_serve_command(CLI::App& app) {
   cmd->add_option("--prefill-chunk", a->serve.prefill_chunk,
                   "Prompt tokens read between two decoding steps (a long prompt does not stall the "
                   "others' tokens)")
+      ->capture_default_str()
       ->check(CLI::Range(1, 1 << 16));
   add_stream_interval_option(cmd, a->serve.stream_interval_ms);
   cmd->add_option("--max-queue", a->serve.max_queue,
