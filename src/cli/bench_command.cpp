@@ -75,7 +75,12 @@ void add_bench_command(CLI::App& app) {
 
   auto* serve = bench->add_subcommand("serve", "Served throughput and latency at several concurrencies (loopback HTTP)");
   auto s = std::make_shared<ServeBenchArgs>();
-  serve->add_option("--model", s->model, "Checkpoint, run directory or GGUF (with its tokenizer)")->required();
+  serve
+      ->add_option("--model", s->model,
+                   "Checkpoint, run directory, HF directory, GGUF or llama2.c file")
+      ->required();
+  serve->add_option("--tokenizer", s->tokenizer,
+                    "Tokenizer for a model file that carries none (llama2.c)");
   serve->add_option("--concurrency", s->concurrency, "Concurrent clients, one level after another (1,2,4,8)")
       ->delimiter(',')
       ->check(CLI::Range(1, 1 << 16));

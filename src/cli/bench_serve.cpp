@@ -131,7 +131,7 @@ void bench_serve(const ServeBenchArgs& a) {
   // Loaded on a thread of its own so that no idle OpenMP pool outlives it (run_on_own_thread).
   LoadedModel loaded;
   run_on_own_thread([&] {
-    loaded = load_model_and_tokenizer(a.model, "", true, precision, a.quant.empty());
+    loaded = load_model_and_tokenizer(a.model, a.tokenizer, true, precision, a.quant.empty());
     if (!a.quant.empty()) {
       CHAINLM_CHECK(!loaded.model->quantized(), "bench serve: --model is already quantized (",
                     loaded.model->weight_format(), "); --quant applies to fp32 models");

@@ -63,7 +63,7 @@ void bench_decode(const InferenceBenchArgs& a);
 void bench_prefill(const InferenceBenchArgs& a);
 
 struct ServeBenchArgs {
-  std::string model;
+  std::string model, tokenizer;  // tokenizer: for model files that carry none (llama2.c)
   std::vector<int> concurrency = {1, 2, 4, 8};  // clients at each level
   std::string chains = "all";           // all, mix (request i: 1 + i % n chains) or a count
   int tokens = 128, prompt_tokens = 16, requests = 0;  // requests per level; 0 = max(4, 2 x level)

@@ -88,6 +88,12 @@ TEST(Llama2cCli, BadModelFilesFailWithAMessage) {
   auto r = run_chainlm(dir, "generate --model " + quote(good) + " --tokenizer " + quote(tok) +
                                 " --max-tokens 3 --temperature 0");
   EXPECT_EQ(r.exit_code, 0) << r.err;
+  // bench serve takes its --tokenizer too (it asked for one and had no such option).
+  r = run_chainlm(dir,
+                  "bench serve --model " + quote(good) + " --tokenizer " + quote(tok) +
+                      " --tokens 2 --prompt-tokens 2 --concurrency 1 --requests 1 --threads 1");
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("\"bench\":\"serve\""), std::string::npos) << r.out;
 
   const std::string cut = dir.file("truncated.bin");
   write_bytes(cut, bytes.substr(0, bytes.size() - 100));
