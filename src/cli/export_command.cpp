@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <memory>
+#include <optional>
 
 #include "cli/commands.h"
 #include "cli/logit_difference.h"
@@ -268,16 +269,14 @@ void add_export_command(CLI::App& app) {
     CHAINLM_CHECK(!fs::exists(fs::symlink_status(a->out)), a->out,
                   " already exists; choose another --out (nothing was overwritten)");
     // A GGUF is one file: "DIR/" names no file, and a missing parent directory is made (as for
-    // hf), not found missing only when the temporary file beside --out is written.
+    // hf), not found missing only when the temporary file beside --out is written; removed
+    // again when the export then fails (a bad --model left it behind).
+    std::optional<OutputParentDirs> gguf_dirs;
     if (a->format == "gguf") {
       CHAINLM_CHECK(!a->out.empty() && a->out.back() != '/', "export: --out ", a->out,
                     " names a directory; a ", "GGUF export writes one file: name it, e.g. ",
                     (fs::path(a->out) / "model.gguf").string());
-      const fs::path parent = fs::absolute(a->out).parent_path();
-      std::error_code ec;
-      fs::create_directories(parent, ec);
-      CHAINLM_CHECK(!ec, "export: cannot create ", parent.string(), " for --out ", a->out, ": ",
-                    ec.message(), " (nothing was written)");
+      gguf_dirs.emplace(fs::absolute(a->out).string(), "export");
     }
     CHAINLM_CHECK(a->type.empty() || a->format == "gguf", "export: --type applies to --format gguf only (a "
                   "Hugging Face directory's dtype is --dtype f32, bf16 or f16)");
@@ -304,7 +303,11 @@ void add_export_command(CLI::App& app) {
                   " would have none and could not be used on text; pass --tokenizer with the tokenizer "
                   "the model was trained with, or --no-tokenizer to export the weights alone (nothing "
                   "was written)");
-    if (a->format == "gguf") return export_gguf_file(*a, *model, k, tokenizer);
+    if (a->format == "gguf") {
+      export_gguf_file(*a, *model, k, tokenizer);
+      gguf_dirs->keep();
+      return;
+    }
     export_hf_directory(*a, *model, k, tokenizer);
   });
 }

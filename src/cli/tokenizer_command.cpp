@@ -7,6 +7,7 @@
 
 #include "cli/commands.h"
 #include "cli/corpus_options.h"
+#include "cli/parse_util.h"
 #include "core/error.h"
 #include "core/timer.h"
 #include "io/tokenizer.h"
@@ -38,15 +39,14 @@ void run_train(const TrainOptions& o) {
                 "tokenizer train: --out ", o.out,
                 " exists; choose another file, or pass --overwrite to replace it (nothing was "
                 "written)");
-  // Its directory is made now, not found missing when the trained model is written.
-  const std::filesystem::path parent = std::filesystem::absolute(o.out).parent_path();
-  std::filesystem::create_directories(parent, ec);
-  CHAINLM_CHECK(!ec, "tokenizer train: cannot create ", parent.string(), " for --out ", o.out, ": ",
-                ec.message(), " (nothing was trained)");
+  // Its directory is made now, not found missing when the trained model is written, and
+  // removed again when training fails (a missing corpus left it behind).
+  OutputParentDirs out_dirs(std::filesystem::absolute(o.out).string(), "tokenizer train");
   Timer timer;
   const Corpus corpus = read_corpus_reporting(o.corpus, "tokenizer train");
   const std::string source = describe_corpus(corpus);
   train_sentencepiece(corpus.documents, source, o.sp, o.out);
+  out_dirs.keep();
   auto tokenizer = load_tokenizer(o.out);
   std::printf("trained SentencePiece BPE tokenizer: vocab %d from %s -> %s (%.1f s)\n",
               tokenizer->vocab_size(), source.c_str(), o.out.c_str(), timer.seconds());

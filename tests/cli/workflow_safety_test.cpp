@@ -171,6 +171,15 @@ TEST_F(WorkflowSafety, OutputsThatAreLinksOrDirectoriesAreRefusedFirst) {
   EXPECT_NE(r.exit_code, 0);
   EXPECT_TRUE(contains(r.err, "is a directory; name the model file to write")) << r.err;
   EXPECT_FALSE(fs::exists(dir.file("newdir")));
+  // The directories made for --out go again when the command then fails on its input.
+  r = run_chainlm(dir, "tokenizer train --corpus " + quote(dir.file("no_such.txt")) +
+                           " --vocab-size 300 --out " + quote(dir.file("nd/sub/t.model")));
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_FALSE(fs::exists(dir.file("nd"))) << r.err;
+  r = run_chainlm(dir, "export --model " + quote(dir.file("no_such_model")) +
+                           " --format gguf --out " + quote(dir.file("ng/a/x.gguf")));
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_FALSE(fs::exists(dir.file("ng"))) << r.err;
 }
 
 TEST_F(WorkflowSafety, TrainRefusesADirectoryWhoseMetricsAreNotARunsLog) {
