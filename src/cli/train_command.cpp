@@ -2,6 +2,7 @@
 // in one process or data-parallel under mpirun (docs/distributed.md).
 #include <unistd.h>
 
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
@@ -187,7 +188,18 @@ void add_train_command(CLI::App& app) {
   cmd->add_option("--bucket-mb", a->bucket_mb,
                   "Under mpirun: gradients are summed in buckets of at most this many MB")
       ->capture_default_str()
-      ->check(CLI::PositiveNumber);  // checked with or without mpirun, naming the flag
+      // Checked with or without mpirun, naming the flag: a bucket holds at least one gradient.
+      ->check(CLI::Validator(
+          [](std::string& v) {
+            char* end = nullptr;
+            const double mb = std::strtod(v.c_str(), &end);
+            if (end == v.c_str() || *end) return std::string();  // not a number: CLI11 says so
+            return std::isfinite(mb) && mb * (1 << 20) >= sizeof(float)
+                       ? std::string()
+                       : cat("must be a size in MB that holds a gradient, at least 4 bytes (got ",
+                             v, ")");
+          },
+          "> 0"));
   cmd->add_flag("--overlap-comm", a->overlap_comm,
                 "Under mpirun: sum each layer's gradients while the backward computes the layers "
                 "below (pays when the network, not the CPU, is the bottleneck)");

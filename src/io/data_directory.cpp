@@ -33,8 +33,11 @@ nlohmann::json read_meta(const fs::path& dir) {
 std::optional<uint64_t> meta_count(const nlohmann::json& meta, const std::string& shard,
                                    const std::string& key) {
   const std::string name = shard.substr(0, shard.find('.')) + "_" + key;
-  if (!meta.is_object() || !meta.contains(name) || !meta[name].is_number_unsigned())
-    return std::nullopt;
+  if (!meta.is_object() || !meta.contains(name)) return std::nullopt;
+  // A count that is there but no count (edited by hand) is refused, not read as absent: that
+  // turned the mixed-shards check off or changed bits per byte silently.
+  CHAINLM_CHECK(meta[name].is_number_unsigned(), "meta.json: '", name, "' must be a count (got ",
+                meta[name].dump().substr(0, 40), "): run prepare again with --overwrite");
   return meta[name].get<uint64_t>();
 }
 

@@ -183,6 +183,11 @@ httplib::Server::HandlerResponse InferenceServer::Impl::admit(const httplib::Req
                                                                httplib::Response& res) {
   using R = httplib::Server::HandlerResponse;
   const std::string host = req.get_header_value("Host");
+  if (req.get_header_value_count("Host") > 1) {  // which one is meant cannot be told (RFC 9112 3.2)
+    res.set_header("Connection", "close");
+    set_error(res, 400, "the request carries more than one Host header", "invalid_request_error");
+    return R::Handled;
+  }
   if (!req.has_header("Host") && req.version != "HTTP/1.0") {
     // RFC 9112 3.2: a server must answer 400 to an HTTP/1.1 request without Host.
     res.set_header("Connection", "close");

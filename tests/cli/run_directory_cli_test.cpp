@@ -207,7 +207,8 @@ TEST_F(RunDirectoryCli, OptionsOutOfRangeAreRefusedNamingTheFlag) {
        {"--min-lr-ratio 2", "--min-lr-ratio -0.5", "--weight-decay -1", "--grad-clip -1",
         "--seq-len -5", "--warmup -5", "--lr-schedule-steps -3", "--eval-every -1",
         "--save-every -1", "--eval-windows -2", "--lr nan", "--chain-loss-weights 0,0",
-        "--chain-loss-weights -1,2", "--seed -1", "--bucket-mb -1", "--bucket-mb 0"}) {
+        "--chain-loss-weights -1,2", "--seed -1", "--bucket-mb -1", "--bucket-mb 0",
+        "--bucket-mb nan", "--bucket-mb 1e-30"}) {
     auto r = run_chainlm(dir, train_args(run, 2) + " " + opt);
     EXPECT_NE(r.exit_code, 0) << opt;
     const std::string flag = opt.substr(0, opt.find(' '));

@@ -41,6 +41,10 @@ TEST(DataDirectory, AnUnfinishedOrMixedDirectoryIsRefused) {
   const std::string mixed = error_of([&] { data_shard_path(dir.path().string(), "val.bin"); });
   EXPECT_NE(mixed.find("holds 3 tokens but"), std::string::npos) << mixed;
   EXPECT_NE(mixed.find("says 2"), std::string::npos) << mixed;
+  // A count that is no count is refused, not read as absent.
+  write_bytes(dir.file("meta.json"), R"({"train_tokens": 4, "val_tokens": "lots"})");
+  const std::string bad = error_of([&] { data_shard_path(dir.path().string(), "val.bin"); });
+  EXPECT_NE(bad.find("'val_tokens' must be a count (got \"lots\")"), std::string::npos) << bad;
   // A meta.json cut short is refused (it was read as none: no check, other bits per byte).
   write_bytes(dir.file("meta.json"), R"({"train_tokens": 4, "val_tok)");
   const std::string torn = error_of([&] { data_shard_path(dir.path().string(), "val.bin"); });

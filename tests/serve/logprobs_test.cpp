@@ -93,6 +93,15 @@ TEST(ServePaddedVocabulary, IdsWithoutTextAreNeitherSampledNorListed) {
     ASSERT_EQ(lp["tokens"].size(), 12u) << r->body;
     for (const auto& top : lp["top_logprobs"]) EXPECT_EQ(top.size(), 5u) << r->body;
   }
+  // A prompt of ids that names a padding row is a bad request naming the tokenizer's range
+  // (it was a 500 from deep in the generation).
+  auto pad = server.client().Post(
+      "/v1/completions", json{{"prompt", {65, 300}}, {"max_tokens", 2}}.dump(), "application/json");
+  ASSERT_TRUE(pad);
+  EXPECT_EQ(pad->status, 400) << pad->body;
+  EXPECT_EQ(json::parse(pad->body)["error"]["param"], "prompt");
+  EXPECT_NE(pad->body.find("prompt[1] must be a token id in 0..257 (got 300"), std::string::npos)
+      << pad->body;
 }
 
 TEST_F(ServeLogprobs, GreedyTokensAreTheirOwnBestAlternative) {
