@@ -264,11 +264,16 @@ void add_train_command(CLI::App& app) {
         }
         if (resume_dir.empty()) resume_dir = resolve_checkpoint_dir(a->out);
         model = load_model(resume_dir);
-        nlohmann::json state = read_json_file((fs::path(resume_dir) / "trainer_state.json").string());
-        try {
-          opt = TrainOptions::from_json(state.at("options"));
-        } catch (const nlohmann::json::exception& e) {
-          fail(resume_dir, "/trainer_state.json: invalid options: ", e.what());
+        nlohmann::json state;
+        try {  // cut short or corrupt: the intact earlier checkpoint is named
+          state = read_json_file((fs::path(resume_dir) / "trainer_state.json").string());
+          try {
+            opt = TrainOptions::from_json(state.at("options"));
+          } catch (const nlohmann::json::exception& e) {
+            fail(resume_dir, "/trainer_state.json: invalid options: ", e.what());
+          }
+        } catch (const Error& e) {
+          fail(with_intact_earlier(e.what(), resume_dir));
         }
         // --steps counts from the run's start: one below the step the checkpoint is at would
         // ask the run to go back.

@@ -116,18 +116,21 @@ std::unique_ptr<Model> load_model(const std::string& checkpoint_dir) {
     return model_from_llama2c(read_llama2c(checkpoint_dir), checkpoint_dir);
   const std::string dir = resolve_checkpoint_dir(checkpoint_dir);
   if (is_hf_model_dir(dir)) return load_hf_llama(dir);
-  const ModelConfig config = load_config((fs::path(dir) / "config.json").string());
+  // A corrupt checkpoint of a run (a config or weights cut short, a checksum that fails): name
+  // the newest earlier one that is intact.
+  auto point_to_earlier = [&](const Error& e) {
+    const std::string message = with_intact_earlier(e.what(), dir);
+    if (message == e.what()) throw;  // the Error being handled, as it was
+    fail(message);
+  };
+  ModelConfig config;
+  try {
+    config = load_config((fs::path(dir) / "config.json").string());
+  } catch (const Error& e) {
+    point_to_earlier(e);
+  }
   const std::string weights = (fs::path(dir) / "model.safetensors").string();
   const auto weight_bytes = fs::file_size(weights, ec);
-  // A corrupt checkpoint of a run (truncated weights, a checksum that fails): name the newest
-  // earlier one that is intact.
-  auto point_to_earlier = [&](const Error& e) {
-    const std::string earlier = intact_earlier_checkpoint(dir);
-    if (earlier.empty()) throw;  // the Error being handled, as it was
-    const fs::path run = fs::path(earlier).parent_path();
-    fail(e.what(), ". The earlier checkpoint ", earlier, " is intact: to resume from it, ",
-         "echo ", fs::path(earlier).filename().string(), " > ", (run / "latest").string());
-  };
   try {  // before the model is allocated: a corrupt config may describe a huge one
     if (!ec) check_weights_can_hold(config, weight_bytes, weights);  // else the reader says why
   } catch (const Error& e) {
@@ -140,6 +143,15 @@ std::unique_ptr<Model> load_model(const std::string& checkpoint_dir) {
     point_to_earlier(e);
   }
   return model;
+}
+
+std::string with_intact_earlier(const std::string& message, const std::string& checkpoint_dir) {
+  if (message.find(" is intact: to resume from it") != std::string::npos) return message;
+  const std::string earlier = intact_earlier_checkpoint(checkpoint_dir);
+  if (earlier.empty()) return message;
+  const fs::path run = fs::path(earlier).parent_path();
+  return cat(message, ". The earlier checkpoint ", earlier, " is intact: to resume from it, echo ",
+             fs::path(earlier).filename().string(), " > ", (run / "latest").string());
 }
 
 std::string intact_earlier_checkpoint(const std::string& checkpoint_dir) {

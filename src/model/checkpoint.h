@@ -29,6 +29,9 @@ void save_model(const Model& model, const std::string& dir);
 // The newest checkpoint of the same run, older than checkpoint_dir (a run's step-N), whose
 // weights pass their checksums; "" when there is none (or checkpoint_dir is not a run's step).
 std::string intact_earlier_checkpoint(const std::string& checkpoint_dir);
+// The message of an error reading checkpoint_dir's files, followed by how to resume from the
+// intact earlier checkpoint when there is one (and the message names none yet).
+std::string with_intact_earlier(const std::string& message, const std::string& checkpoint_dir);
 
 // Reads every tensor of `file` whose name is a model parameter into the model, requiring
 // all parameters to be present with their exact shapes.

@@ -108,6 +108,8 @@ class Trainer {
   double flops_per_step() const;
 
  private:
+  // restore()'s reading: weights, AdamW moments, step and skip counts of checkpoint dir.
+  void restore_state(const std::string& dir);
   // Appends a line to the run's metrics.jsonl (rank 0 only; a no-op on the others).
   void log_metrics(const nlohmann::json& line);
   // How this process computes the steps: {"precision", "threads", "gemm"}. Recorded in the log

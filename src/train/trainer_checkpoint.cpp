@@ -98,8 +98,7 @@ void Trainer::carry_tokenizer_of(const std::string& dir) {
   carried_tokenizer_ = std::move(files);
 }
 
-void Trainer::restore(const std::string& checkpoint_dir) {
-  const std::string dir = resolve_checkpoint_dir(checkpoint_dir);
+void Trainer::restore_state(const std::string& dir) {
   load_model_weights(model_, (fs::path(dir) / "model.safetensors").string());
   SafetensorsReader opt((fs::path(dir) / "optimizer.safetensors").string());
   ParamStore& ps = model_.params();
@@ -119,6 +118,15 @@ void Trainer::restore(const std::string& checkpoint_dir) {
     fail(state_path, ": invalid trainer state: ", e.what());
   }
   CHAINLM_CHECK(step_ >= 0, state_path, ": negative step");
+}
+
+void Trainer::restore(const std::string& checkpoint_dir) {
+  const std::string dir = resolve_checkpoint_dir(checkpoint_dir);
+  try {
+    restore_state(dir);
+  } catch (const Error& e) {  // a file of it cut short or corrupt: the intact earlier one is named
+    fail(with_intact_earlier(e.what(), dir));
+  }
   // Resuming from an older checkpoint than the run's newest would overwrite the newer ones and
   // drop their metrics as it goes: they are moved aside first, never deleted. (Both take the
   // run's lock before they change anything: a resume refused because another process trains

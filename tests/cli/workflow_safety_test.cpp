@@ -250,6 +250,24 @@ TEST_F(WorkflowSafety, CorruptWeightsAreRefusedNamingAnIntactEarlierCheckpoint) 
       << r.err;
 }
 
+// Any file of the resumed checkpoint cut short names the intact earlier checkpoint, as its weights
+// do (optimizer.safetensors, trainer_state.json and config.json said only what was wrong).
+TEST_F(WorkflowSafety, EveryCutShortCheckpointFileNamesAnIntactEarlierOne) {
+  const std::string run = dir.file("run");
+  ASSERT_EQ(run_chainlm(dir, train_args(run, 4)).exit_code, 0);
+  for (const std::string name : {"optimizer.safetensors", "trainer_state.json", "config.json"}) {
+    const std::string path = run + "/step-00000004/" + name, whole = read_bytes(path);
+    write_bytes(path, whole.substr(0, whole.size() / 2));
+    auto r = run_chainlm(dir, "train --out " + quote(run) + " --resume --steps 6");
+    EXPECT_NE(r.exit_code, 0) << name;
+    EXPECT_TRUE(
+        contains(r.err, "step-00000002 is intact: to resume from it, echo step-00000002 > "))
+        << name << ": " << r.err;
+    write_bytes(path, whole);
+  }
+  EXPECT_EQ(run_chainlm(dir, "train --out " + quote(run) + " --resume --steps 6").exit_code, 0);
+}
+
 // A tokenizer that cannot be read is named as such before anything is trained: the data's (it
 // stopped the run at its first checkpoint, the steps before it spent) and a checkpoint's (taken
 // for another tokenizer than the data's, with advice to prepare the data with it).
