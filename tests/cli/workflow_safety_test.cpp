@@ -122,6 +122,16 @@ TEST_F(WorkflowSafety, PlotAndTokenizerTrainNeverReplaceAUsersFile) {
     report = run_chainlm(dir, "report " + quote(run) + " --out " + quote(dir.file("mine.md")));
     EXPECT_EQ(report.exit_code, 0) << report.err;
   }
+  // The user's picture put where the report's plot was is theirs now (the report linking that
+  // name let it be replaced); a dangling link at --out is there too (it was replaced).
+  write_bytes(dir.file("mine-loss.png"), png);
+  report = run_chainlm(dir, "report " + quote(run) + " --out " + quote(dir.file("mine.md")));
+  EXPECT_NE(report.exit_code, 0);
+  EXPECT_EQ(read_bytes(dir.file("mine-loss.png")), png);
+  fs::create_symlink(dir.file("nowhere.png"), dir.file("link.png"));
+  plot = run_chainlm(dir, "plot " + quote(run) + " --out " + quote(dir.file("link.png")));
+  EXPECT_NE(plot.exit_code, 0);
+  EXPECT_TRUE(fs::is_symlink(fs::symlink_status(dir.file("link.png"))));
   auto tok = run_chainlm(dir, "tokenizer train --corpus " + quote(corpus) + " --vocab-size 300 --out " +
                                   quote(corpus));
   EXPECT_NE(tok.exit_code, 0);
