@@ -103,8 +103,9 @@ CompletionRequest parse_completion_request(const json& body, const ModelConfig& 
     for (size_t i = 0; i < list.size(); ++i) {
       const json& t = list.at(i);
       if (!t.is_number_integer() || t.get<long long>() < 0 || t.get<long long>() >= config.vocab_size)
-        refuse("prompt", cat(where, "[", i, "] must be a token id in 0..", config.vocab_size - 1, " (got ",
-                             json_excerpt(t), ")"));
+        refuse("prompt",
+               cat(where, "[", i, "] must be a token id in 0..", config.vocab_size - 1, " (got ",
+                   json_excerpt(t), t.is_number_float() ? ", not an integer" : "", ")"));
       p.tokens.push_back(t.get<int>());
     }
     // The length is the server's to check: it knows whether the list brings its own BOS.
@@ -220,6 +221,10 @@ CompletionRequest parse_completion_request(const json& body, const ModelConfig& 
       if (!(b >= -100 && b <= 100))
         refuse("logit_bias", cat("logit_bias of token ", key, " must be a number in [-100, 100] (got ",
                                  json_excerpt(bias), ")"));
+      // "5" and "05" are one token: which bias is meant cannot be told.
+      for (const auto& [seen, unused] : r.gen.sampling.logit_bias)
+        if (seen == id)
+          refuse("logit_bias", cat("logit_bias names token ", id, " twice (as '", key, "' too)"));
       r.gen.sampling.logit_bias.emplace_back((int)id, (float)b);
     }
   }
