@@ -46,7 +46,7 @@ void bench_train(const std::string& config_path, int B, int T, int threads, int 
   weights.back() = 1.0f;
   if (!weights_arg.empty()) weights = parse_float_list(weights_arg, "--chain-loss-weights");
   CHAINLM_CHECK((int)weights.size() == c.n_chains(), "--chain-loss-weights needs ", c.n_chains(),
-                " entries");
+                c.n_chains() == 1 ? " entry" : " entries");
   int k = 0;
   for (int i = 0; i < c.n_chains(); ++i)
     if (weights[i] > 0) k = i + 1;

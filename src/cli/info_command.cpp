@@ -162,7 +162,9 @@ void add_info_command(CLI::App& app) {
     if (!gguf.is_null()) print_gguf_header(gguf);
     std::printf("kind        %s, chains %s%s\n", j["architecture"].get<std::string>().c_str(),
                 nlohmann::json(c.chains).dump().c_str(),
-                c.kv_share ? cat(": K/V from chain 1, shared by every chain (", c.n_kv_heads, " KV heads)").c_str()
+                c.kv_share ? cat(": K/V from chain 1, shared by every chain (",
+                                 count_of(c.n_kv_heads, "KV head"), ")")
+                                 .c_str()
                            : "");
     if (c.phd.enabled())
       std::printf("phd         %s: every token repeated %d times in training; window %d, chunk %d, "

@@ -10,6 +10,7 @@
 #include "cli/commands.h"
 #include "cli/parse_util.h"
 #include "core/error.h"
+#include "core/number_format.h"
 #include "eval/loss_plot.h"
 #include "eval/run_metrics.h"
 
@@ -119,8 +120,10 @@ void add_plot_command(CLI::App& app) {
     if (!several && a->chains.empty() && a->x_offsets.empty()) {
       render_loss_plot(runs[0], out, a->plot);
       out_dirs.keep();
-      std::printf("wrote %s (%dx%d): %zu steps, %zu validations, %d sub-models\n", out.c_str(), a->plot.width,
-                  a->plot.height, runs[0].train.size(), runs[0].val.size(), runs[0].n_chains);
+      std::printf("wrote %s (%dx%d): %s, %s, %s\n", out.c_str(), a->plot.width, a->plot.height,
+                  count_of((long)runs[0].train.size(), "step").c_str(),
+                  count_of((long)runs[0].val.size(), "validation").c_str(),
+                  count_of(runs[0].n_chains, "sub-model").c_str());
       return;
     }
     std::vector<OverlayRun> overlay;

@@ -15,6 +15,7 @@
 #include "cli/parse_util.h"
 #include "core/error.h"
 #include "core/memory.h"
+#include "core/number_format.h"
 #include "core/threads.h"
 #include "io/atomic_file.h"
 #include "io/gguf.h"
@@ -168,11 +169,11 @@ void add_serve_command(CLI::App& app) {
     const int port = server.start();
     const ModelConfig& c = loaded.model->config();
     std::printf(
-        "chainlm serve: http://%s:%d/ (model %s, %d chains; batches of up to %d sessions on %d "
-        "thread%s, queue %d)\n",
-        url_host(a->serve.host).c_str(), port, a->serve.model_name.c_str(), c.n_chains(),
-        server.max_sessions(), server.threads(), server.threads() == 1 ? "" : "s",
-        server.max_queue());
+        "chainlm serve: http://%s:%d/ (model %s, %s; batches of up to %d sessions on %s, queue "
+        "%d)\n",
+        url_host(a->serve.host).c_str(), port, a->serve.model_name.c_str(),
+        count_of(c.n_chains(), "chain").c_str(), server.max_sessions(),
+        count_of(server.threads(), "thread").c_str(), server.max_queue());
     std::printf("chainlm serve: memory estimated %s\n", server.estimated_memory().describe().c_str());
     std::string style;  // what the model's template adds to its family
     if (!chat.style.default_system.empty()) style = " (with its default system message)";

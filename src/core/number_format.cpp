@@ -16,6 +16,10 @@ std::string thousands(long v) {
   return r;
 }
 
+std::string count_of(long n, const std::string& noun) {
+  return std::to_string(n) + " " + noun + (n == 1 ? "" : "s");
+}
+
 std::string short_count(long n) {
   char buf[64];
   if (n >= 1000000)
