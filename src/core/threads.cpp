@@ -17,8 +17,10 @@ namespace chainlm {
 void set_num_threads(int n) {
   CHAINLM_CHECK(n >= 0, "--threads ", n, ": give a positive count, or 0 for all cores");
   if (n == 0) return;
-  omp_set_num_threads(n);
+  // OpenBLAS's own call sets OpenMP's count too, capped at its build's 64: ours goes second, so
+  // --threads 100 means 100 here as it does in serve (train and bench said 64).
   openblas_set_num_threads(n);
+  omp_set_num_threads(n);
 }
 
 int num_threads() { return omp_get_max_threads(); }

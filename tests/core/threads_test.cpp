@@ -130,3 +130,19 @@ TEST(ThreadScratch, OwnersAndSlotsHaveBuffersOfTheirOwnOnACacheLine) {
 
 }  // namespace
 }  // namespace chainlm
+
+namespace chainlm {
+namespace {
+
+// The count asked for is the count run: OpenBLAS's own setting capped OpenMP's at 64, so
+// train and bench ran 64 threads for --threads 100 (serve ran 100).
+TEST(Threads, TheCountAskedForIsNotCappedByOpenBlas) {
+  const int saved = num_threads();
+  set_num_threads(100);
+  EXPECT_EQ(num_threads(), 100);
+  set_num_threads(saved);
+  EXPECT_EQ(num_threads(), saved);
+}
+
+}  // namespace
+}  // namespace chainlm
