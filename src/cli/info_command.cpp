@@ -178,7 +178,9 @@ void add_info_command(CLI::App& app) {
                 c.tie_embeddings ? "tied" : "untied");
     if (c.rope_scaling.enabled()) std::printf("            rope_scaling %s\n", c.rope_scaling.describe().c_str());
     std::printf("parameters  %s\n", thousands((long)model->params().numel()).c_str());
-    std::printf("weights     %s, %s in memory%s\n", model->weight_format().c_str(),
+    // As stored: generate, serve and bench hold fp32 and bf16 matrices in panels of 32 rows,
+    // a little more where a chain's rows are not a multiple of 32.
+    std::printf("weights     %s, %s as stored%s\n", model->weight_format().c_str(),
                 format_bytes((double)model->weight_bytes()).c_str(),
                 model->quantized() ? " (blocks of 32 with fp16 scales; norm gains fp32)" : "");
     std::printf("\nchain  heads   dim   ffn  kv heads  parameters\n");
