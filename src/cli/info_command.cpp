@@ -191,10 +191,15 @@ void add_info_command(CLI::App& app) {
                   thousands(ch["params"].get<long>()).c_str());
     std::printf("\nsub-model  dim  heads  kv heads  parameters  weights/token  KV cache/token (%s)\n",
                 j["kv_cache"].get<std::string>().c_str());
+    // Quantized: the file's average bytes per matrix weight times the sub-model's weights (its
+    // block padding and Q8_0 embedding and head spread over all): an estimate, marked so.
     for (const auto& s : j["sub_models"])
-      std::printf("k=%-7d %4d  %5d  %8d  %10s  %13s  %11ld B\n", s["chains"].get<int>(), s["dim"].get<int>(),
-                  s["heads"].get<int>(), s["kv_heads"].get<int>(), thousands(s["params"].get<long>()).c_str(),
-                  format_bytes((double)s["matmul_weight_bytes"].get<long>()).c_str(),
+      std::printf("k=%-7d %4d  %5d  %8d  %10s  %13s  %11ld B\n", s["chains"].get<int>(),
+                  s["dim"].get<int>(), s["heads"].get<int>(), s["kv_heads"].get<int>(),
+                  thousands(s["params"].get<long>()).c_str(),
+                  ((model->quantized() ? "~" : "") +
+                   format_bytes((double)s["matmul_weight_bytes"].get<long>()))
+                      .c_str(),
                   s["kv_cache_bytes_per_token"].get<long>());
     if (!training.is_null()) {
       std::string frozen = training["train_only"] == "head" ? "output head only"
