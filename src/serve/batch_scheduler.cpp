@@ -267,10 +267,22 @@ void BatchScheduler::loop() {
       if (last_rows > 0 && !rows.empty())
         tuner.record(last_rows, std::chrono::duration<double>(step_start - last_start).count());
       last_rows = 0;
+      Generation::Clock::time_point logits_done = step_start;
       if (!rows.empty()) {
         set_num_threads_of_this_thread(tuner.threads());  // prompt pieces keep every thread
         const std::vector<const float*> logits = decoder.step(rows);
         set_num_threads_of_this_thread(threads);
+        {
+          // Counted before the tokens go out: a client that has its last token, then reads
+          // /metrics (bench serve between levels), sees the step that made it.
+          std::lock_guard<std::mutex> lock(mutex_);
+          ++counters_.decode_steps;
+          counters_.decode_threads = tuner.chosen();
+          counters_.decode_rows += (long)rows.size();
+          logits_done = Generation::Clock::now();
+          counters_.decode_seconds +=
+              std::chrono::duration<double>(logits_done - step_start).count();
+        }
         for (size_t r = 0; r < rows.size(); ++r) on_logits(*decoding[r], logits[r]);
       }
       // Prompt pieces, oldest prompt first, until prefill_chunk tokens have been read. A
@@ -294,12 +306,9 @@ void BatchScheduler::loop() {
       std::lock_guard<std::mutex> lock(mutex_);
       counters_.prefill_pieces += pieces;
       counters_.prefill_seconds += std::chrono::duration<double>(end - prefill_start).count();
-      if (!rows.empty()) {
-        ++counters_.decode_steps;
-        counters_.decode_threads = tuner.chosen();
-        counters_.decode_rows += (long)rows.size();
-        counters_.decode_seconds += std::chrono::duration<double>(prefill_start - step_start).count();
-      }
+      if (!rows.empty())  // the sampling after the step, counted above up to its logits
+        counters_.decode_seconds +=
+            std::chrono::duration<double>(prefill_start - logits_done).count();
     } catch (const std::exception& e) {
       // A step failed (out of memory, say): its generations cannot go on.
       for (auto& g : active)
