@@ -4,6 +4,7 @@
 
 #include "core/aligned_vector.h"
 #include "core/rng.h"
+#include "core/threads.h"
 #include "core/timer.h"
 #include "kernels/bf16.h"
 #include "kernels/gemm.h"
@@ -12,6 +13,12 @@
 namespace chainlm::cli {
 
 GemmPeak measure_gemm_peak(int n, int reps, Precision p) {
+  // OpenBLAS's sgemm (an OpenMP build) sets OpenMP's thread count to its own, at most 64: the
+  // count asked for is put back when the measurement ends (bench train ran 64 for --threads 70).
+  struct KeepThreads {
+    int n = num_threads();
+    ~KeepThreads() { set_num_threads_of_this_thread(n); }
+  } keep;
   // Aligned as the model's weights and activations are: the peak MFU divides by must not be
   // measured on slower (line-straddling) operands than the step's.
   AlignedVector<float> a((size_t)n * n), b((size_t)n * n), c((size_t)n * n);

@@ -172,15 +172,17 @@ void add_info_command(CLI::App& app) {
                   c.phd.name().c_str(), c.phd.repeat, c.phd.window, c.phd.chunk,
                   c.phd.shared_positions ? "shared" : "extended",
                   c.phd.window > 0 ? cat(" plus the last ", c.phd.window, " hidden tokens'").c_str() : "");
-    std::printf("shape       dim %d, %d layers, %d heads of %d, %d KV heads, ffn %d, vocab %d, max_seq_len %d\n",
-                c.dim, c.n_layers, c.n_heads, c.head_dim(), c.n_kv_heads, c.ffn_dim, c.vocab_size, c.max_seq_len);
+    std::printf("shape       dim %d, %s, %s of %d, %s, ffn %d, vocab %d, max_seq_len %d\n", c.dim,
+                count_of(c.n_layers, "layer").c_str(), count_of(c.n_heads, "head").c_str(),
+                c.head_dim(), count_of(c.n_kv_heads, "KV head").c_str(), c.ffn_dim, c.vocab_size,
+                c.max_seq_len);
     std::printf("            rope_theta %g, norm_eps %g, %s head\n", c.rope_theta, c.norm_eps,
                 c.tie_embeddings ? "tied" : "untied");
     if (c.rope_scaling.enabled()) std::printf("            rope_scaling %s\n", c.rope_scaling.describe().c_str());
     std::printf("parameters  %s\n", thousands((long)model->params().numel()).c_str());
-    // As stored: generate, serve and bench hold fp32 and bf16 matrices in panels of 32 rows,
-    // a little more where a chain's rows are not a multiple of 32.
-    std::printf("weights     %s, %s as stored%s\n", model->weight_format().c_str(),
+    // As loaded (an f16 or bf16 file is held in fp32): generate, serve and bench then hold the
+    // matrices in panels of 32 rows, a little more where a chain's rows are not a multiple of 32.
+    std::printf("weights     %s, %s as loaded%s\n", model->weight_format().c_str(),
                 format_bytes((double)model->weight_bytes()).c_str(),
                 model->quantized() ? " (blocks of 32 with fp16 scales; norm gains fp32)" : "");
     std::printf("\nchain  heads   dim   ffn  kv heads  parameters\n");

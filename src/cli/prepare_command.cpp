@@ -17,6 +17,7 @@
 
 #include "cli/commands.h"
 #include "cli/corpus_options.h"
+#include "cli/parse_util.h"
 #include "core/error.h"
 #include "core/rng.h"
 #include "io/atomic_file.h"
@@ -330,6 +331,8 @@ void run_prepare(const PrepareOptions& o) {
   namespace fs = std::filesystem;
   std::error_code ec;
   const bool made_out = !fs::exists(o.out, ec);
+  // The directories above --out made for it go again if prepare fails (as --out itself does).
+  OutputParentDirs parents(fs::absolute(o.out).lexically_normal().string(), "prepare");
   fs::create_directories(o.out, ec);
   CHAINLM_CHECK(fs::is_directory(o.out), "cannot create output directory ", o.out,
                 ec ? ": " + ec.message() : std::string());
@@ -355,6 +358,7 @@ void run_prepare(const PrepareOptions& o) {
     if (made_out) fs::remove_all(o.out, ec);
     throw;
   }
+  parents.keep();
 }
 
 }  // namespace

@@ -172,6 +172,18 @@ std::string intact_earlier_checkpoint(const std::string& checkpoint_dir) {
       SafetensorsReader reader((run / n / "model.safetensors").string());
       if (!reader.has_checksums()) continue;  // cannot tell
       reader.verify_checksums();
+      // The rest a resume reads from it must be whole too (it was named intact with its
+      // optimizer moments cut short).
+      load_config((run / n / "config.json").string());
+      const fs::path optimizer = run / n / "optimizer.safetensors",
+                     state = run / n / "trainer_state.json";
+      if (fs::exists(optimizer, ec)) {
+        SafetensorsReader moments(optimizer.string());
+        if (moments.has_checksums()) moments.verify_checksums();
+      }
+      if (fs::exists(state, ec) &&
+          nlohmann::json::parse(read_file(state.string()), nullptr, false).is_discarded())
+        continue;
       return (run / n).string();
     } catch (const Error&) {
     }

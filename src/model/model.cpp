@@ -391,8 +391,8 @@ StepLosses Model::forward_backward(const int* tokens, const int* targets, int B,
   double wsum = 0.0;
   int k = 0;
   for (int i = 0; i < L.n; ++i) {
-    CHAINLM_CHECK(chain_weights[i] >= 0.0f, "chain loss weights must be finite numbers >= 0 (got ",
-                  chain_weights[i], ")");
+    CHAINLM_CHECK(chain_weights[i] >= 0.0f && std::isfinite(chain_weights[i]),
+                  "chain loss weights must be finite numbers >= 0 (got ", chain_weights[i], ")");
     wsum += chain_weights[i];
     if (chain_weights[i] > 0.0f) k = i + 1;
   }

@@ -4,6 +4,7 @@
 
 #include "core/error.h"
 #include "core/memory.h"
+#include "core/number_format.h"
 #include "core/threads.h"
 #include "infer/session.h"
 #include "kernels/gemm.h"
@@ -183,11 +184,15 @@ httplib::Server::HandlerResponse InferenceServer::Impl::admit(const httplib::Req
                                                                httplib::Response& res) {
   using R = httplib::Server::HandlerResponse;
   const std::string host = req.get_header_value("Host");
-  if (req.get_header_value_count("Host") > 1) {  // which one is meant cannot be told (RFC 9112 3.2)
-    res.set_header("Connection", "close");
-    set_error(res, 400, "the request carries more than one Host header", "invalid_request_error");
-    return R::Handled;
-  }
+  // Which one is meant cannot be told (RFC 9112 3.2, 6.3): two Content-Lengths would let the
+  // rest of a body be read as the next request.
+  for (const char* header : {"Host", "Content-Length"})
+    if (req.get_header_value_count(header) > 1) {
+      res.set_header("Connection", "close");
+      set_error(res, 400, cat("the request carries more than one ", header, " header"),
+                "invalid_request_error");
+      return R::Handled;
+    }
   if (!req.has_header("Host") && req.version != "HTTP/1.0") {
     // RFC 9112 3.2: a server must answer 400 to an HTTP/1.1 request without Host.
     res.set_header("Connection", "close");
@@ -315,10 +320,11 @@ InferenceServer::InferenceServer(const Model& model, const Tokenizer& tokenizer,
                            : default_sessions(model.config(), model.weight_bytes(), options.memory_limit, kv_cache);
   MemoryEstimate memory;
   const uint64_t weights = model.weight_bytes();
-  memory.parts = {{"weights", weights},
-                  {cat(sessions, " session(s) at ", model.config().max_seq_len, " tokens"),
-                   (uint64_t)sessions * InferenceSession::memory_bytes(model.config(), 512, kv_cache)},
-                  {"runtime", kRuntimeOverheadBytes}};
+  memory.parts = {
+      {"weights", weights},
+      {cat(count_of(sessions, "session"), " at ", model.config().max_seq_len, " tokens"),
+       (uint64_t)sessions * InferenceSession::memory_bytes(model.config(), 512, kv_cache)},
+      {"runtime", kRuntimeOverheadBytes}};
   // The weights are loaded already: they are part of the estimate but no longer available.
   check_memory_fits("serve", memory, 1, options.memory_limit,
                     "lower --max-sessions or serve a smaller model", weights);

@@ -113,7 +113,7 @@ TEST_F(MemoryCli, ServeRefusesSessionsThatCannotFit) {
   auto s = run_chainlm(dir, "serve --model " + quote(run) + " --port 0 --max-sessions 100 --memory-limit 100M");
   EXPECT_EQ(s.exit_code, 1);
   EXPECT_NE(s.err.find("serve needs an estimated"), std::string::npos) << s.err;
-  EXPECT_NE(s.err.find("100 session(s) at 256 tokens"), std::string::npos) << s.err;
+  EXPECT_NE(s.err.find("100 sessions at 256 tokens"), std::string::npos) << s.err;
 }
 
 }  // namespace

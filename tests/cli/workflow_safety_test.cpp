@@ -190,6 +190,12 @@ TEST_F(WorkflowSafety, OutputsThatAreLinksOrDirectoriesAreRefusedFirst) {
                            " --format gguf --out " + quote(dir.file("ng/a/x.gguf")));
   EXPECT_NE(r.exit_code, 0);
   EXPECT_FALSE(fs::exists(dir.file("ng"))) << r.err;
+  write_bytes(dir.file("binary.dat"),
+              std::string("\x00\x01\x02\xff\xfe", 5) + std::string(500, '\0'));
+  r = run_chainlm(dir, "prepare --tokenizer byte --input " + quote(dir.file("binary.dat")) +
+                           " --out " + quote(dir.file("np/a/data")));
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_FALSE(fs::exists(dir.file("np"))) << r.err;
 }
 
 TEST_F(WorkflowSafety, TrainRefusesADirectoryWhoseMetricsAreNotARunsLog) {
@@ -275,6 +281,18 @@ TEST_F(WorkflowSafety, EveryCutShortCheckpointFileNamesAnIntactEarlierOne) {
         << name << ": " << r.err;
     write_bytes(path, whole);
   }
+  // An earlier checkpoint is named intact only when all of it is (it was, by its weights, with
+  // its optimizer moments cut short: the advice then failed).
+  const std::string moments4 = run + "/step-00000004/optimizer.safetensors",
+                    moments2 = run + "/step-00000002/optimizer.safetensors";
+  const std::string whole4 = read_bytes(moments4), whole2 = read_bytes(moments2);
+  write_bytes(moments4, whole4.substr(0, 100));
+  write_bytes(moments2, whole2.substr(0, 100));
+  auto r = run_chainlm(dir, "train --out " + quote(run) + " --resume --steps 6");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_FALSE(contains(r.err, "is intact")) << r.err;
+  write_bytes(moments4, whole4);
+  write_bytes(moments2, whole2);
   EXPECT_EQ(run_chainlm(dir, "train --out " + quote(run) + " --resume --steps 6").exit_code, 0);
 }
 

@@ -293,6 +293,13 @@ TEST_F(ServeAccess, HostHeaderOptionalInHttp10Only) {
       raw_exchange(s.port, "GET /health HTTP/1.1\r\nHost: localhost\r\nHost: evil.example\r\n\r\n");
   EXPECT_NE(answer.find(" 400 "), std::string::npos) << answer.substr(0, 300);
   EXPECT_NE(answer.find("more than one Host header"), std::string::npos) << answer;
+  // Two Content-Lengths: the rest of a body would be read as the next request.
+  answer = raw_exchange(
+      s.port, std::string("POST /v1/completions HTTP/1.1\r\nHost: localhost\r\nContent-Type: "
+                          "application/json\r\nContent-Length: 5\r\nContent-Length: ") +
+                  std::to_string(std::string(kBody).size()) + "\r\n\r\n" + kBody);
+  EXPECT_NE(answer.find(" 400 "), std::string::npos) << answer.substr(0, 300);
+  EXPECT_NE(answer.find("more than one Content-Length header"), std::string::npos) << answer;
   // Not HTTP at all: a 400 that says what cpp-httplib could not read (it said "HTTP 400").
   answer = raw_exchange(s.port, "GARBAGE\r\n\r\n");
   EXPECT_NE(answer.find(" 400 "), std::string::npos) << answer.substr(0, 300);

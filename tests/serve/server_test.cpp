@@ -595,7 +595,7 @@ TEST_F(ServeTest, RefusesToStartWhenTheSessionsDoNotFitMemory) {
   } catch (const std::exception& e) {
     const std::string msg = e.what();
     EXPECT_NE(msg.find("serve needs an estimated"), std::string::npos) << msg;
-    EXPECT_NE(msg.find("4 session(s) at 64 tokens"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("4 sessions at 64 tokens"), std::string::npos) << msg;
     EXPECT_NE(msg.find("--max-sessions"), std::string::npos) << msg;
   }
 
