@@ -27,7 +27,22 @@ using testing::run_chainlm;
 using testing::trimmed;
 using testing::write_bytes;
 
-using RunDirectoryCli = WorkflowSafety;
+class RunDirectoryCli : public WorkflowSafety {
+ protected:
+  // A SentencePiece tokenizer of 280 pieces trained on the fixture's corpus, and data prepared
+  // with it in `out`.
+  void sentencepiece_data(const std::string& tok, const std::string& out) {
+    const std::string corpus = dir.file("corpus.txt");
+    ASSERT_EQ(run_chainlm(dir, "tokenizer train --corpus " + quote(corpus) +
+                                   " --vocab-size 280 --out " + quote(tok))
+                  .exit_code,
+              0);
+    ASSERT_EQ(run_chainlm(dir, "prepare --tokenizer " + quote(tok) + " --input " + quote(corpus) +
+                                   " --out " + quote(out))
+                  .exit_code,
+              0);
+  }
+};
 
 // The names of the entries of a directory, sorted: what must not change.
 std::string listing(const std::string& path) {
@@ -382,14 +397,7 @@ TEST_F(RunDirectoryCli, PrepareAndTokenizerTrainRefuseOutputsThatCannotBeRight) 
 // the new one; re-preparing with the directory's own tokenizer must keep it.
 TEST_F(RunDirectoryCli, PrepareOverwriteReplacesTheTokenizerFiles) {
   const std::string corpus = dir.file("corpus.txt"), tok = dir.file("t.model"), out = dir.file("p");
-  ASSERT_EQ(run_chainlm(dir, "tokenizer train --corpus " + quote(corpus) +
-                                 " --vocab-size 280 --out " + quote(tok))
-                .exit_code,
-            0);
-  ASSERT_EQ(run_chainlm(dir, "prepare --tokenizer " + quote(tok) + " --input " + quote(corpus) +
-                                 " --out " + quote(out))
-                .exit_code,
-            0);
+  ASSERT_NO_FATAL_FAILURE(sentencepiece_data(tok, out));
   auto same = run_chainlm(dir, "prepare --tokenizer " + quote(out) + " --input " + quote(corpus) +
                                    " --out " + quote(out) + " --overwrite");
   EXPECT_EQ(same.exit_code, 0) << same.err;
@@ -427,15 +435,8 @@ TEST_F(RunDirectoryCli, PrepareOverwriteReplacesTheTokenizerFiles) {
 // every checkpoint, resumed or not (it took the data directory's, which prepare had made from
 // the tokenizer alone: a chat model tuned this way came out a base model).
 TEST_F(RunDirectoryCli, ARunFromInitCarriesTheModelsTokenizerFiles) {
-  const std::string corpus = dir.file("corpus.txt"), tok = dir.file("t.model"), sp = dir.file("sp");
-  ASSERT_EQ(run_chainlm(dir, "tokenizer train --corpus " + quote(corpus) +
-                                 " --vocab-size 280 --out " + quote(tok))
-                .exit_code,
-            0);
-  ASSERT_EQ(run_chainlm(dir, "prepare --tokenizer " + quote(tok) + " --input " + quote(corpus) +
-                                 " --out " + quote(sp))
-                .exit_code,
-            0);
+  const std::string tok = dir.file("t.model"), sp = dir.file("sp");
+  ASSERT_NO_FATAL_FAILURE(sentencepiece_data(tok, sp));
   const std::string cfg = dir.file("sp.json");
   write_bytes(cfg, R"({"dim": 16, "n_layers": 1, "n_heads": 2, "ffn_dim": 32, "vocab_size": 280,
                       "chains": [1, 1], "max_seq_len": 16})");
