@@ -7,6 +7,8 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "core/json_document.h"
+#include "io/atomic_file.h"
 
 namespace chainlm {
 namespace fs = std::filesystem;
@@ -20,11 +22,17 @@ nlohmann::json read_meta(const fs::path& dir) {
   const fs::path path = dir / "meta.json";
   std::error_code ec;
   if (!fs::exists(path, ec)) return nullptr;
-  std::ifstream in(path);
-  const nlohmann::json meta = in ? nlohmann::json::parse(in, nullptr, false) : nlohmann::json();
-  CHAINLM_CHECK(meta.is_object(), path.string(),
-                " is not the JSON object prepare writes (cut short or edited?): run prepare again "
-                "with --overwrite, or remove it if you made the shards yourself");
+  nlohmann::json meta;
+  std::string duplicate;
+  try {
+    meta = parse_json_noting_duplicates(read_file(path.string()), &duplicate);
+  } catch (const std::exception&) {  // (nlohmann's, or the file's own read error)
+  }
+  CHAINLM_CHECK(
+      meta.is_object() && duplicate.empty(), path.string(),
+      " is not the JSON object prepare writes (cut short or edited?",
+      duplicate.empty() ? std::string() : cat(" it gives '", duplicate, "' twice"),
+      "): run prepare again with --overwrite, or remove it if you made the shards yourself");
   return meta;
 }
 

@@ -27,7 +27,8 @@ void check_weights_can_hold(const ModelConfig& c, uint64_t weight_bytes, const s
 // Writes config.json and model.safetensors into dir (each atomically).
 void save_model(const Model& model, const std::string& dir);
 // The newest checkpoint of the same run, older than checkpoint_dir (a run's step-N), whose
-// weights pass their checksums; "" when there is none (or checkpoint_dir is not a run's step).
+// files a resume reads are whole (weights and moments pass their checksums, config and trainer
+// state parse); "" when there is none (or checkpoint_dir is not a run's step).
 std::string intact_earlier_checkpoint(const std::string& checkpoint_dir);
 // The message of an error reading checkpoint_dir's files, followed by how to resume from the
 // intact earlier checkpoint when there is one (and the message names none yet).

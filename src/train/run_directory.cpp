@@ -104,10 +104,6 @@ void check_metrics_is_ours(const fs::path& run) {
   }
 }
 
-}  // namespace
-
-namespace {
-
 // Whether a run's log records a step trained (not only the header of a run that started).
 bool log_has_steps(const fs::path& metrics) {
   std::error_code ec;

@@ -45,6 +45,9 @@ TEST(DataDirectory, AnUnfinishedOrMixedDirectoryIsRefused) {
   write_bytes(dir.file("meta.json"), R"({"train_tokens": 4, "val_tokens": "lots"})");
   const std::string bad = error_of([&] { data_shard_path(dir.path().string(), "val.bin"); });
   EXPECT_NE(bad.find("'val_tokens' must be a count (got \"lots\")"), std::string::npos) << bad;
+  write_bytes(dir.file("meta.json"), R"({"train_tokens": 4, "val_tokens": 2, "train_tokens": 5})");
+  const std::string twice = error_of([&] { data_shard_path(dir.path().string(), "val.bin"); });
+  EXPECT_NE(twice.find("it gives 'train_tokens' twice"), std::string::npos) << twice;
   // A meta.json cut short is refused (it was read as none: no check, other bits per byte).
   write_bytes(dir.file("meta.json"), R"({"train_tokens": 4, "val_tok)");
   const std::string torn = error_of([&] { data_shard_path(dir.path().string(), "val.bin"); });
