@@ -17,7 +17,7 @@ void add_bench_command(CLI::App& app) {
       "Training step throughput and MFU against the best GEMM peak measured (OpenBLAS, oneDNN)");
   struct Args {
     std::string config, weights, precision = "fp32";
-    int batch = 8, seq = 256, threads = 0, steps = 5;
+    int batch = 8, seq = 0, threads = 0, steps = 5;  // seq 0: min(256, the config's max_seq_len)
     double bucket_mb = 16;
     bool baseline = false, overlap = false, vs_fp32 = false;
   };
@@ -25,7 +25,10 @@ void add_bench_command(CLI::App& app) {
   train->add_option("--config", a->config, "Model config JSON")->required();
   train->add_option("--batch-size", a->batch, "Sequences per step (over all ranks under mpirun)")
       ->capture_default_str();
-  train->add_option("--seq-len", a->seq, "Tokens per sequence")->capture_default_str();
+  train
+      ->add_option("--seq-len", a->seq,
+                   "Tokens per sequence; 0 = min(256, the config's max_seq_len)")
+      ->capture_default_str();
   train->add_option("--threads", a->threads,
                     "Threads per process; 0 = all cores (or OMP_NUM_THREADS when set), under "
                     "mpirun the machine's cores shared "
@@ -44,7 +47,8 @@ void add_bench_command(CLI::App& app) {
       "With --precision bf16: also time the model in fp32, interleaved step by step, and report "
       "the speedup (a slow spell of a shared machine falls on both)");
   train->callback([a]() {
-    CHAINLM_CHECK(a->steps > 0 && a->batch > 0 && a->seq > 0, "bench train: --steps, --batch-size and --seq-len must be positive");
+    CHAINLM_CHECK(a->steps > 0 && a->batch > 0 && a->seq >= 0,
+                  "bench train: --steps and --batch-size must be positive, --seq-len not negative");
     bench_train(a->config, a->batch, a->seq, a->threads, a->steps, a->weights, a->baseline,
                 a->bucket_mb, a->overlap, parse_precision(a->precision), a->vs_fp32);
   });

@@ -1,6 +1,7 @@
 // chainlm bench train: this machine's GEMM peak for the precision (the best kernel's) and a training step of a config, in one
 // run, so the ratio (MFU) is taken under the same conditions. Under mpirun: a data-parallel
 // step (each rank B/N sequences, gradients summed as in training) and its communication time.
+#include <algorithm>
 #include <cstdio>
 #include <memory>
 #include <vector>
@@ -38,6 +39,9 @@ void bench_train(const std::string& config_path, int B, int T, int threads, int 
   B /= ranks;  // this rank's rows
   Model model(load_config(config_path));
   const ModelConfig& c = model.config();
+  // The default (0) fits the config: 256 tokens, or its max_seq_len when that is shorter (a
+  // config of 128 was refused for the default it had not chosen).
+  if (T == 0) T = std::min(256, c.max_seq_len);
   CHAINLM_CHECK(T <= c.max_seq_len, "--seq-len ", T, " exceeds max_seq_len ", c.max_seq_len);
   CHAINLM_CHECK(!baseline || c.phd.enabled(), "bench train: --baseline compares a PHD config ",
                 "with the same model without PHD, but ", config_path, " has no \"phd\" section");

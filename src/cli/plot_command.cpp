@@ -137,8 +137,9 @@ void add_plot_command(CLI::App& app) {
       which = a->chains.size() == 1 ? "sub-model" : "sub-models";
       for (size_t i = 0; i < a->chains.size(); ++i) which += (i ? "," : " ") + std::to_string(a->chains[i]);
     }
-    std::printf("wrote %s (%dx%d): %zu runs, %s, against %s\n", out.c_str(), a->plot.width, a->plot.height,
-                runs.size(), which.c_str(), a->x.c_str());
+    std::printf("wrote %s (%dx%d): %s, %s, against %s\n", out.c_str(), a->plot.width,
+                a->plot.height, count_of((long)runs.size(), "run").c_str(), which.c_str(),
+                a->x.c_str());
   });
 }
 

@@ -50,6 +50,16 @@ class GemmBackendCli : public test::TrainingDataTest {
   std::string config;
 };
 
+// bench train's default sequence length fits the config (256 was refused by a config of 16).
+TEST_F(GemmBackendCli, BenchTrainsDefaultSeqLenFitsTheConfig) {
+  auto r = run_chainlm(
+      dir, "bench train --config " + quote(config) + " --batch-size 2 --steps 1 --threads 1");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto j = nlohmann::json::parse(r.out.substr(r.out.rfind('{')));
+  EXPECT_EQ(j["seq_len"], nlohmann::json::parse(testing::read_bytes(config))["max_seq_len"])
+      << r.out;
+}
+
 TEST_F(GemmBackendCli, BadChoiceIsRefusedNamingTheChoices) {
   ScopedEnv g("CHAINLM_GEMM", "mkl");
   auto r = run_chainlm(dir, "bench train --config " + quote(config) +
