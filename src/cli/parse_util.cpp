@@ -66,6 +66,13 @@ void apply_threads_option(int threads, int default_threads) {
       source.c_str(), cores, cores == 1 ? "" : "s", cores);
 }
 
+bool may_replace(const std::string& path, const std::function<bool(const std::string&)>& ours) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  const fs::file_status status = fs::symlink_status(path, ec);
+  return !fs::exists(status) || (!fs::is_symlink(status) && ours(path));
+}
+
 OutputParentDirs::OutputParentDirs(const std::string& file, const std::string& command) {
   namespace fs = std::filesystem;
   std::error_code ec;

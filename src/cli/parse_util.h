@@ -1,6 +1,7 @@
 #pragma once
 // Small parsing helpers shared by the subcommands.
 #include <CLI/CLI.hpp>
+#include <functional>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -13,6 +14,10 @@ namespace chainlm::cli {
 // per-thread model copies 16x the memory, all without a word before). Under mpirun `train`
 // warns itself, naming the binding.
 void apply_threads_option(int threads, int default_threads = 0);
+// Whether an output may be written at `path` without --overwrite: nothing is there, or a file
+// (not a symbolic link, dangling or not: the output would replace the link) that `ours` says an
+// earlier run of the command wrote (an earlier report, a plot chainlm drew).
+bool may_replace(const std::string& path, const std::function<bool(const std::string&)>& ours);
 // The missing directories of an output file's path, made (as quantize and export make theirs)
 // and removed again, if still empty, unless keep() was called: a command stopped by a late error
 // leaves no empty directory behind.

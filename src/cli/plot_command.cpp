@@ -81,13 +81,9 @@ void add_plot_command(CLI::App& app) {
       if (a->labels.empty()) labels.push_back(fs::path(r).lexically_normal().filename().string());
     }
     const std::string out = a->out.empty() ? (fs::path(a->runs[0]) / "loss.png").string() : a->out;
-    // A plot replaces an earlier plot (a PNG), never another file by accident. (A symbolic
-    // link, dangling or not, is there: the plot would replace the link.)
-    std::error_code ec;
+    // A plot replaces an earlier plot, never another file by accident (a symbolic link too).
     CHAINLM_CHECK(
-        a->overwrite || !fs::exists(fs::symlink_status(out, ec)) ||
-            (!fs::is_symlink(fs::symlink_status(out, ec)) && is_chainlm_plot(out)),
-        "plot: --out ", out,
+        a->overwrite || may_replace(out, is_chainlm_plot), "plot: --out ", out,
         " exists and is not a plot chainlm drew (its PNGs carry the text 'Software: chainlm'); ",
         "choose another file, or pass --overwrite to replace it (nothing was written)");
     a->plot.x = a->x == "tokens" ? PlotX::kTokens : a->x == "flops" ? PlotX::kFlops : PlotX::kSteps;

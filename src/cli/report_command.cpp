@@ -38,25 +38,19 @@ void add_report_command(CLI::App& app) {
     warn_torn_last_line(m);
     const fs::path out = a->out.empty() ? fs::path(a->run) / "report.md" : fs::path(a->out);
     // A report replaces an earlier report and its plot, never another file by accident (the
-    // run's metrics.jsonl, a checkpoint's config.json, the user's notes).
-    std::error_code ec;
-    // (A symbolic link, dangling or not, is there: it would be replaced by the file.)
-    CHAINLM_CHECK(
-        a->overwrite || !fs::exists(fs::symlink_status(out, ec)) ||
-            (!fs::is_symlink(fs::symlink_status(out, ec)) && is_run_report_file(out.string())),
-        "report: --out ", out.string(),
-        " exists and is not a chainlm report; choose another file, or pass ",
-        "--overwrite to replace it (nothing was written)");
+    // run's metrics.jsonl, a checkpoint's config.json, the user's notes, a symbolic link).
+    CHAINLM_CHECK(a->overwrite || may_replace(out.string(), is_run_report_file), "report: --out ",
+                  out.string(),
+                  " exists and is not a chainlm report; choose another file, or pass ",
+                  "--overwrite to replace it (nothing was written)");
     const fs::path png = out.parent_path() / (out.stem().string() + "-loss.png");
     // The plot beside it: one chainlm drew (marked so). A user's own PNG of that name is never
     // replaced, not even where an earlier report linked its plot (the user may have put theirs
     // there since); a plot drawn before plots were marked asks for --overwrite once.
-    CHAINLM_CHECK(
-        a->no_plot || a->overwrite || !fs::exists(fs::symlink_status(png, ec)) ||
-            (!fs::is_symlink(fs::symlink_status(png, ec)) && is_chainlm_plot(png.string())),
-        "report: the plot would replace ", png.string(),
-        ", which is not a plot chainlm drew; choose ",
-        "another --out, pass --no-plot, or pass --overwrite (nothing was written)");
+    CHAINLM_CHECK(a->no_plot || a->overwrite || may_replace(png.string(), is_chainlm_plot),
+                  "report: the plot would replace ", png.string(),
+                  ", which is not a plot chainlm drew; choose ",
+                  "another --out, pass --no-plot, or pass --overwrite (nothing was written)");
     OutputParentDirs out_dirs(out.string(), "report");  // kept once the report is written
     std::string link;
     if (!a->no_plot) {

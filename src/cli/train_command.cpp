@@ -370,13 +370,10 @@ void add_train_command(CLI::App& app) {
         try {  // a corrupt one was taken for another tokenizer than the data's
           load_tokenizer(resume_dir);
         } catch (const Error& e) {
-          const std::string earlier = intact_earlier_checkpoint(resume_dir);
-          fail("train --resume: the checkpoint's tokenizer cannot be read: ", e.what(),
-               earlier.empty() ? std::string(" (nothing was trained)")
-                               : cat(". The earlier checkpoint ", earlier,
-                                     " is intact: to resume from it, echo ",
-                                     fs::path(earlier).filename().string(), " > ",
-                                     (fs::path(earlier).parent_path() / "latest").string()));
+          const std::string what =
+              cat("train --resume: the checkpoint's tokenizer cannot be read: ", e.what());
+          const std::string advice = with_intact_earlier(what, resume_dir);
+          fail(advice == what ? what + " (nothing was trained)" : advice);
         }
         check_same_tokenizer(opt.data_dir, resume_dir, "train --resume");
         tokenizer_source =
