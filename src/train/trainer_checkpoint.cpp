@@ -130,7 +130,10 @@ void Trainer::restore(const std::string& checkpoint_dir) {
   // Resuming from an older checkpoint than the run's newest would overwrite the newer ones and
   // drop their metrics as it goes: they are moved aside first, never deleted. (Both take the
   // run's lock before they change anything: a resume refused because another process trains
-  // here must not move that run's checkpoints aside or cut its log on its way out.)
+  // here must not move that run's checkpoints aside or cut its log on its way out.) A resume
+  // with nothing to train (--steps at the restored step) overwrites nothing: it changes nothing.
+  run_dir_.set_last_checkpoint(dir);
+  if (step_ >= opt_.steps) return;
   if (comm_.is_root()) {
     const RunDirectory::Superseded moved = run_dir_.supersede_after(step_);
     if (!moved.dir.empty() && !opt_.quiet)
@@ -139,7 +142,6 @@ void Trainer::restore(const std::string& checkpoint_dir) {
                    "(%s) and their metrics lines were moved to %s (nothing was deleted)\n",
                    step_, moved.checkpoints.c_str(), moved.dir.c_str());
   }
-  run_dir_.set_last_checkpoint(dir);
   // Keep only the metrics of steps up to the restored one, so a resumed run's log reads as one
   // uninterrupted run.
   if (comm_.is_root()) run_dir_.truncate_metrics(step_);

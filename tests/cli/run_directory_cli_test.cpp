@@ -213,6 +213,14 @@ TEST_F(RunDirectoryCli, StepsBelowTheRunAreRefusedAndAFinishedRunSaysSo) {
   EXPECT_EQ(trimmed(read_bytes(run + "/latest")), "step-00000004");
   EXPECT_EQ(read_bytes(run + "/metrics.jsonl"), log);
   EXPECT_EQ(listing(run), before);
+  // Resumed from an earlier checkpoint with nothing to train, it moved the later ones aside.
+  write_bytes(run + "/latest", "step-00000002\n");
+  const std::string from2 = listing(run);
+  done = run_chainlm(dir, "train --out " + quote(run) + " --resume --steps 2");
+  EXPECT_EQ(done.exit_code, 0) << done.err;
+  EXPECT_TRUE(contains(done.err, "already at step 2, its last: nothing to train")) << done.err;
+  EXPECT_EQ(read_bytes(run + "/metrics.jsonl"), log);
+  EXPECT_EQ(listing(run), from2);
 }
 
 // Each was accepted and stored as given (a --min-lr-ratio of 2 raised the LR over the run).
