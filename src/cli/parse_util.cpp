@@ -73,6 +73,14 @@ bool may_replace(const std::string& path, const std::function<bool(const std::st
   return !fs::exists(status) || (!fs::is_symlink(status) && ours(path));
 }
 
+void refuse_directory_output(const std::string& command, const std::string& what,
+                             const std::string& path, const std::string& example) {
+  std::error_code ec;
+  CHAINLM_CHECK(!std::filesystem::is_directory(path, ec), command, ": ", what,
+                " is a directory; give a file name, e.g. ",
+                (std::filesystem::path(path) / example).string(), " (nothing was written)");
+}
+
 OutputParentDirs::OutputParentDirs(const std::string& file, const std::string& command) {
   namespace fs = std::filesystem;
   std::error_code ec;

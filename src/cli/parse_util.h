@@ -18,6 +18,10 @@ void apply_threads_option(int threads, int default_threads = 0);
 // (not a symbolic link, dangling or not: the output would replace the link) that `ours` says an
 // earlier run of the command wrote (an earlier report, a plot chainlm drew).
 bool may_replace(const std::string& path, const std::function<bool(const std::string&)>& ours);
+// Refuses an output path that is a directory, which no --overwrite replaces (the write would fail
+// at its rename, after the work): `what` names it ("--out d"), `example` a file name in it.
+void refuse_directory_output(const std::string& command, const std::string& what,
+                             const std::string& path, const std::string& example);
 // The missing directories of an output file's path, made (as quantize and export make theirs)
 // and removed again, if still empty, unless keep() was called: a command stopped by a late error
 // leaves no empty directory behind.

@@ -81,6 +81,7 @@ void add_plot_command(CLI::App& app) {
       if (a->labels.empty()) labels.push_back(fs::path(r).lexically_normal().filename().string());
     }
     const std::string out = a->out.empty() ? (fs::path(a->runs[0]) / "loss.png").string() : a->out;
+    refuse_directory_output("plot", "--out " + out, out, "loss.png");
     // A plot replaces an earlier plot, never another file by accident (a symbolic link too).
     CHAINLM_CHECK(
         a->overwrite || may_replace(out, is_chainlm_plot), "plot: --out ", out,

@@ -37,6 +37,7 @@ void add_report_command(CLI::App& app) {
     const RunMetrics m = read_run_metrics(a->run);
     warn_torn_last_line(m);
     const fs::path out = a->out.empty() ? fs::path(a->run) / "report.md" : fs::path(a->out);
+    refuse_directory_output("report", "--out " + out.string(), out.string(), "report.md");
     // A report replaces an earlier report and its plot, never another file by accident (the
     // run's metrics.jsonl, a checkpoint's config.json, the user's notes, a symbolic link).
     CHAINLM_CHECK(a->overwrite || may_replace(out.string(), is_run_report_file), "report: --out ",
@@ -47,6 +48,8 @@ void add_report_command(CLI::App& app) {
     // The plot beside it: one chainlm drew (marked so). A user's own PNG of that name is never
     // replaced, not even where an earlier report linked its plot (the user may have put theirs
     // there since); a plot drawn before plots were marked asks for --overwrite once.
+    if (!a->no_plot)
+      refuse_directory_output("report", "its plot " + png.string(), png.string(), "loss.png");
     CHAINLM_CHECK(a->no_plot || a->overwrite || may_replace(png.string(), is_chainlm_plot),
                   "report: the plot would replace ", png.string(),
                   ", which is not a plot chainlm drew; choose ",

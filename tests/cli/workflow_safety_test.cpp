@@ -99,6 +99,18 @@ TEST_F(WorkflowSafety, PlotAndTokenizerTrainNeverReplaceAUsersFile) {
   EXPECT_TRUE(contains(plot.err, "is not a plot chainlm drew") && contains(plot.err, "--overwrite"))
       << plot.err;
   EXPECT_EQ(read_bytes(corpus), text);
+  // A directory: the advice was --overwrite, which then failed at the rename.
+  const std::string folder = dir.file("plots");
+  fs::create_directories(folder);
+  for (const std::string& cmd : {std::string("plot"), std::string("report")})
+    for (const std::string& extra : {std::string(), std::string(" --overwrite")}) {
+      auto r = run_chainlm(dir, cmd + " " + quote(run) + " --out " + quote(folder) + extra);
+      EXPECT_NE(r.exit_code, 0) << cmd << extra;
+      EXPECT_TRUE(contains(r.err, "is a directory; give a file name, e.g. " + folder + "/") &&
+                  !contains(r.err, "pass --overwrite"))
+          << r.err;
+      EXPECT_TRUE(fs::is_empty(folder));
+    }
   // A PNG of the user's (any PNG: it passed as "an earlier plot" before plots were marked) is
   // kept by plot and by report, whose plot would be named after the report.
   const std::string photo = dir.file("photo.png"), report_png = dir.file("notes-loss.png");
