@@ -326,8 +326,12 @@ InferenceServer::InferenceServer(const Model& model, const Tokenizer& tokenizer,
        (uint64_t)sessions * InferenceSession::memory_bytes(model.config(), 512, kv_cache)},
       {"runtime", kRuntimeOverheadBytes}};
   // The weights are loaded already: they are part of the estimate but no longer available.
+  // One session cannot be lowered: a smaller or quantized model is what fits then.
   check_memory_fits("serve", memory, 1, options.memory_limit,
-                    "lower --max-sessions or serve a smaller model", weights);
+                    sessions > 1 ? "lower --max-sessions or serve a smaller model"
+                                 : "serve a smaller model, or this one quantized (chainlm "
+                                   "quantize)",
+                    weights);
   // One thread computes for every session (batch_scheduler.h), with all the compute threads.
   set_num_threads(threads);
   impl_ = std::make_unique<Impl>(model, tokenizer, std::move(options), sessions, threads);
