@@ -226,8 +226,8 @@ void add_choice(CLI::App* eval) {
       return;
     }
     std::printf(
-        "%s on %s: %ld tasks%s (acc_norm: log-likelihood per byte of the ending)\n",
-        a->model.c_str(), a->data.c_str(), r.tasks,
+        "%s on %s: %s%s (acc_norm: log-likelihood per byte of the ending)\n", a->model.c_str(),
+        a->data.c_str(), count_of(r.tasks, "task").c_str(),
         r.truncated ? cat(", ", r.truncated, " with contexts cut to fit max_seq_len").c_str() : "");
     std::printf("%4s %8s %9s\n", "k", "acc", "acc_norm");
     for (const ChoiceScore& c : r.chains) std::printf("%4d %8.4f %9.4f\n", c.k, c.acc, c.acc_norm);

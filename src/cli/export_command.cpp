@@ -160,7 +160,8 @@ void export_gguf_file(const ExportArgs& a, Model& model, int k, const std::strin
                         " (rows not whole 32-blocks)").c_str()
                   : "");
   std::printf("check     max |logit difference| after reading it back: %.3g\n", diff);
-  std::printf("wrote     %s (%s, %s)\n", a.out.c_str(), cat(fixed(fs::file_size(a.out) / 1e6, 1), " MB").c_str(),
+  std::printf("wrote     %s (%s, %s)\n", a.out.c_str(),
+              format_bytes((double)fs::file_size(a.out)).c_str(),
               spm.empty() ? "no tokenizer (--no-tokenizer)" : "SentencePiece tokenizer inside");
 }
 

@@ -19,6 +19,7 @@
 #include "cli/corpus_options.h"
 #include "cli/parse_util.h"
 #include "core/error.h"
+#include "core/number_format.h"
 #include "core/rng.h"
 #include "io/atomic_file.h"
 #include "io/data_directory.h"
@@ -315,12 +316,13 @@ void prepare_into(const PrepareOptions& o, const Tokenizer& tokenizer) {
   fs::remove(marker);
   fsync_directory(o.out);
 
-  std::printf(
-      "prepared %s: %zu documents -> train %zu docs / %llu tokens, val %zu docs / %llu "
-      "tokens (%s tokenizer, vocab %d) in %s\n",
-      source.c_str(), documents, splitter.train_docs(), (unsigned long long)splitter.train_tokens(),
-      splitter.val_docs(), (unsigned long long)splitter.val_tokens(), tokenizer.kind().c_str(),
-      tokenizer.vocab_size(), o.out.c_str());
+  std::printf("prepared %s: %s -> train %s / %s, val %s / %s (%s tokenizer, vocab %d) in %s\n",
+              source.c_str(), count_of((long)documents, "document").c_str(),
+              count_of((long)splitter.train_docs(), "document").c_str(),
+              count_of((long)splitter.train_tokens(), "token").c_str(),
+              count_of((long)splitter.val_docs(), "document").c_str(),
+              count_of((long)splitter.val_tokens(), "token").c_str(), tokenizer.kind().c_str(),
+              tokenizer.vocab_size(), o.out.c_str());
 }
 
 void run_prepare(const PrepareOptions& o) {

@@ -189,8 +189,8 @@ TEST(PrepareCommand, ValidationFilesGivenApart) {
   RunResult r = run_chainlm(dir, "prepare --tokenizer byte --input " + q(dir.file("train.txt")) + " --val-input " +
                                      q(dir.file("val.txt")) + " --out " + q(data));
   ASSERT_EQ(r.exit_code, 0) << r.err;
-  EXPECT_NE(r.out.find("train 7 docs"), std::string::npos) << r.out;
-  EXPECT_NE(r.out.find("val 2 docs"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("train 7 documents"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("val 2 documents"), std::string::npos) << r.out;
   auto tok = load_tokenizer("byte");
   EXPECT_EQ(decode_shard(TokenShard((std::filesystem::path(data) / "train.bin").string()), *tok), train_docs);
   EXPECT_EQ(decode_shard(TokenShard((std::filesystem::path(data) / "val.bin").string()), *tok), val_docs);
