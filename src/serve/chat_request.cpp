@@ -56,7 +56,7 @@ void take_neutral_chat_fields(json& rest) {
 
 }  // namespace
 
-ChatRequest parse_chat_request(const json& body, const ModelConfig& config) {
+ChatRequest parse_chat_request(const json& body, const ModelConfig& config, int token_ids) {
   if (!body.is_object()) refuse("", "the request body must be a JSON object");
   for (const char* f : {"prompt", "echo", "suffix", "best_of"})
     if (body.contains(f)) refuse(f, cat(f, " is a /v1/completions field (a chat request sends messages)"));
@@ -122,7 +122,7 @@ ChatRequest parse_chat_request(const json& body, const ModelConfig& config) {
   }
   if (top_given && !rest.contains("logprobs")) refuse("top_logprobs", "top_logprobs needs logprobs: true");
   take_neutral_chat_fields(rest);
-  r.completion = parse_completion_request(rest, config);
+  r.completion = parse_completion_request(rest, config, token_ids);
   if (!has_max) r.completion.gen.max_tokens = config.max_seq_len;  // until the context is full
   return r;
 }

@@ -20,6 +20,7 @@ struct ChatRequest {
 // of {"type": "text", "text": string} parts}. max_tokens (or max_completion_tokens) defaults to
 // the rest of the context, as OpenAI's chat API does. Refusals are RequestErrors naming the
 // field (messages[2].content, ...).
-ChatRequest parse_chat_request(const nlohmann::json& body, const ModelConfig& config);
+ChatRequest parse_chat_request(const nlohmann::json& body, const ModelConfig& config,
+                               int token_ids = 0);
 
 }  // namespace chainlm

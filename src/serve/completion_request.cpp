@@ -81,7 +81,13 @@ bool is_chainlm_field(const std::string& name) {
 
 }  // namespace
 
-CompletionRequest parse_completion_request(const json& body, const ModelConfig& config) {
+CompletionRequest parse_completion_request(const json& body, const ModelConfig& config,
+                                           int token_ids) {
+  const int ids = token_ids > 0 ? std::min(token_ids, config.vocab_size) : config.vocab_size;
+  // Why ids end below the model's rows, when they do.
+  const std::string padding = ids < config.vocab_size ? cat("; the model's rows past ", ids - 1,
+                                                            " are padding no token has")
+                                                      : std::string();
   if (!body.is_object()) refuse("", "the request body must be a JSON object");
   for (const auto& [name, value] : body.items()) {
     if (is_chainlm_field(name)) continue;
@@ -102,10 +108,10 @@ CompletionRequest parse_completion_request(const json& body, const ModelConfig& 
     if (list.empty()) refuse("prompt", cat(where, " is an empty list of token ids"));
     for (size_t i = 0; i < list.size(); ++i) {
       const json& t = list.at(i);
-      if (!t.is_number_integer() || t.get<long long>() < 0 || t.get<long long>() >= config.vocab_size)
+      if (!t.is_number_integer() || t.get<long long>() < 0 || t.get<long long>() >= ids)
         refuse("prompt",
-               cat(where, "[", i, "] must be a token id in 0..", config.vocab_size - 1, " (got ",
-                   json_excerpt(t), t.is_number_float() ? ", not an integer" : "", ")"));
+               cat(where, "[", i, "] must be a token id in 0..", ids - 1, " (got ", json_excerpt(t),
+                   t.is_number_float() ? ", not an integer" : "", padding, ")"));
       p.tokens.push_back(t.get<int>());
     }
     // The length is the server's to check: it knows whether the list brings its own BOS.
@@ -215,8 +221,9 @@ CompletionRequest parse_completion_request(const json& body, const ModelConfig& 
       } catch (const std::exception&) {
         used = 0;
       }
-      if (used != key.size() || key.empty() || id < 0 || id >= config.vocab_size)
-        refuse("logit_bias", cat("logit_bias key '", key, "' must be a token id in 0..", config.vocab_size - 1));
+      if (used != key.size() || key.empty() || id < 0 || id >= ids)
+        refuse("logit_bias", cat("logit_bias key '", key, "' must be a token id in 0..", ids - 1,
+                                 padding.empty() ? "" : cat(" (", padding.substr(2), ")")));
       const double b = bias.is_number() ? bias.get<double>() : NAN;
       if (!(b >= -100 && b <= 100))
         refuse("logit_bias", cat("logit_bias of token ", key, " must be a number in [-100, 100] (got ",
@@ -276,8 +283,9 @@ CompletionRequest parse_completion_request(const json& body, const ModelConfig& 
   return r;
 }
 
-CompletionRequest parse_completion_body(const std::string& body, const ModelConfig& config) {
-  return parse_completion_request(parse_json_body(body), config);
+CompletionRequest parse_completion_body(const std::string& body, const ModelConfig& config,
+                                        int token_ids) {
+  return parse_completion_request(parse_json_body(body), config, token_ids);
 }
 
 json parse_json_body(const std::string& body) {

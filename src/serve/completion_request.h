@@ -53,13 +53,17 @@ constexpr int kMaxChoices = 16;
 // Defaults follow OpenAI's completions API: max_tokens 16, temperature 1, top_p 1; top_k 0
 // (off); chains: all; n 1. Unknown fields are refused (a typo such as "max_token" would
 // otherwise silently run with a default), except OpenAI fields whose value asks for what
-// chainlm does anyway (model, user, best_of = n).
-CompletionRequest parse_completion_request(const nlohmann::json& body, const ModelConfig& config);
+// chainlm does anyway (model, user, best_of = n). Token ids (prompts, logit_bias) must name
+// one of the first `token_ids` rows, the tokenizer's (0: all of the model's rows): a vocabulary
+// padded past the tokenizer's has rows no token has.
+CompletionRequest parse_completion_request(const nlohmann::json& body, const ModelConfig& config,
+                                           int token_ids = 0);
 
 // The raw body as the server receives it: JSON that does not parse (including numbers too
 // large for a double, which nlohmann reports as out_of_range rather than parse_error) is a
 // RequestError like any other bad request, then parse_completion_request.
-CompletionRequest parse_completion_body(const std::string& body, const ModelConfig& config);
+CompletionRequest parse_completion_body(const std::string& body, const ModelConfig& config,
+                                        int token_ids = 0);
 
 // That parsing step alone, for every JSON route: the body as JSON, or a RequestError naming
 // where it stops being JSON.

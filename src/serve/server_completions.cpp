@@ -253,7 +253,7 @@ void InferenceServer::Impl::add_choices(Job& job, const std::string& prompt, std
 void InferenceServer::Impl::completions(const std::string& body, httplib::Response& res) {
   auto job = std::make_shared<Job>();
   job->arrival = Clock::now();
-  job->request = parse_completion_body(body, model.config());
+  job->request = parse_completion_body(body, model.config(), tok.vocab_size());
   const CompletionRequest& r = job->request;
   const int max_len = model.config().max_seq_len;
   for (size_t p = 0; p < r.prompts.size(); ++p) {
@@ -263,14 +263,6 @@ void InferenceServer::Impl::completions(const std::string& body, httplib::Respon
     std::vector<int> ids = {tok.bos_id()};
     if (in.is_tokens()) {  // token ids: in the vocabulary (the parser checked); their text for echo
       // Ids that already open with BOS (/tokenize's add_special output) keep that one.
-      // The parser checked the ids against the model's rows; a vocabulary padded past the
-      // tokenizer's has rows no text belongs to (they failed later, a 500).
-      for (size_t i = 0; i < in.tokens.size(); ++i)
-        if (in.tokens[i] >= tok.vocab_size())
-          throw RequestError("prompt",
-                             cat(where, "[", i, "] must be a token id in 0..", tok.vocab_size() - 1,
-                                 " (got ", in.tokens[i], "; the model's rows past ",
-                                 tok.vocab_size() - 1, " are padding no token has)"));
       const bool has_bos = !in.tokens.empty() && in.tokens[0] == tok.bos_id();
       ids.insert(ids.end(), in.tokens.begin() + (has_bos ? 1 : 0), in.tokens.end());
       if ((int)ids.size() > max_len)  // after BOS is known: a list with its own fits one more id
@@ -305,7 +297,7 @@ void InferenceServer::Impl::completions(const std::string& body, httplib::Respon
 void InferenceServer::Impl::chat_completions(const std::string& body, httplib::Response& res) {
   auto job = std::make_shared<Job>();
   job->arrival = Clock::now();
-  ChatRequest chat = parse_chat_request(parse_json_body(body), model.config());
+  ChatRequest chat = parse_chat_request(parse_json_body(body), model.config(), tok.vocab_size());
   std::vector<ChatSegment> segments;
   try {
     segments = render_chat(opt.chat_template, chat.messages, true, opt.chat_style);

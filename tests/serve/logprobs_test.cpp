@@ -100,8 +100,19 @@ TEST(ServePaddedVocabulary, IdsWithoutTextAreNeitherSampledNorListed) {
   ASSERT_TRUE(pad);
   EXPECT_EQ(pad->status, 400) << pad->body;
   EXPECT_EQ(json::parse(pad->body)["error"]["param"], "prompt");
-  EXPECT_NE(pad->body.find("prompt[1] must be a token id in 0..257 (got 300"), std::string::npos)
+  EXPECT_NE(pad->body.find("prompt[1] must be a token id in 0..257 (got 300; the model's rows "
+                           "past 257 are padding"),
+            std::string::npos)
       << pad->body;
+  // A bias on a padding row, which no sampled token can have, was accepted without effect.
+  auto bias = server.client().Post(
+      "/v1/completions",
+      json{{"prompt", "ab"}, {"max_tokens", 2}, {"logit_bias", {{"300", 5}}}}.dump(),
+      "application/json");
+  ASSERT_TRUE(bias);
+  EXPECT_EQ(bias->status, 400) << bias->body;
+  EXPECT_NE(bias->body.find("logit_bias key '300' must be a token id in 0..257"), std::string::npos)
+      << bias->body;
 }
 
 TEST_F(ServeLogprobs, GreedyTokensAreTheirOwnBestAlternative) {
