@@ -48,7 +48,9 @@ void add_expand_command(CLI::App& app) {
   cmd->add_option("--out", a->out, "Output checkpoint directory (must not exist)")->required();
   cmd->add_option("--tokenizer", a->tokenizer,
                   "Tokenizer to store in the checkpoint (default: the base's, if it carries one)");
-  cmd->add_option("--seed", a->seed, "Seed for the new chains' initialization")->capture_default_str();
+  cmd->add_option("--seed", a->seed, "Seed for the new chains' initialization")
+      ->check(seed_value())
+      ->capture_default_str();
   cmd->add_option("--threads", a->threads, "Threads; 0 = all cores, or OMP_NUM_THREADS when set");
   cmd->callback([a]() {
     apply_threads_option(a->threads);

@@ -29,7 +29,9 @@ void add_generate_command(CLI::App& app) {
   cmd->add_option("--temperature", a->gen.sampling.temperature, "0 = greedy")->capture_default_str();
   cmd->add_option("--top-k", a->gen.sampling.top_k, "Sample from the k most likely; 0 = off");
   cmd->add_option("--top-p", a->gen.sampling.top_p, "Nucleus sampling mass; 1 = off");
-  cmd->add_option("--seed", a->gen.sampling.seed, "Sampling seed")->capture_default_str();
+  cmd->add_option("--seed", a->gen.sampling.seed, "Sampling seed")
+      ->check(seed_value())
+      ->capture_default_str();
   cmd->add_option("--chains", a->gen.chains, "Active chains k (sub-model); default: all");
   cmd->add_option("--chain-schedule", a->schedule,
                   "Chains per generated token, e.g. \"1:16,4\" = 1 chain for 16 tokens, then 4");

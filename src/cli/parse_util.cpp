@@ -1,5 +1,6 @@
 #include "cli/parse_util.h"
 
+#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -107,6 +108,19 @@ void OutputParentDirs::remove_made() {
   for (auto it = made_.rbegin(); it != made_.rend(); ++it)
     if (!std::filesystem::remove(*it, ec)) break;  // not empty (or gone): leave it and those above
   made_.clear();
+}
+
+CLI::Validator seed_value() {
+  return CLI::Validator(
+      [](std::string& v) {
+        const bool digits = !v.empty() && v.find_first_not_of("0123456789") == std::string::npos;
+        errno = 0;
+        if (digits) std::strtoull(v.c_str(), nullptr, 10);
+        if (!digits || errno == ERANGE)
+          return cat("must be a whole number from 0 to 18446744073709551615 (got ", v, ")");
+        return std::string();
+      },
+      "0..2^64-1");
 }
 
 CLI::Validator at_least(long long min) {

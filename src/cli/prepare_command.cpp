@@ -384,7 +384,9 @@ void add_prepare_command(CLI::App& app) {
                 "--input document trains and every --val-input document validates (instead of "
                 "--val-fraction)")
       ->excludes(val_fraction);
-  p->add_option("--seed", o->seed, "Seed of the train/validation split")->capture_default_str();
+  p->add_option("--seed", o->seed, "Seed of the train/validation split")
+      ->check(seed_value())
+      ->capture_default_str();
   p->add_flag("--overwrite", o->overwrite,
               "Replace the data in an existing, non-empty --out (refused without it)");
   p->callback([o] { run_prepare(*o); });

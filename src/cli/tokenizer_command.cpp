@@ -78,7 +78,9 @@ void add_tokenizer_command(CLI::App& app) {
                 "spelled in byte pieces")
       ->capture_default_str();
   t->add_option("--out", train->out, "Output .model file")->required();
-  t->add_option("--seed", train->sp.seed, "Seed for sentence sampling")->capture_default_str();
+  t->add_option("--seed", train->sp.seed, "Seed for sentence sampling")
+      ->check(seed_value())
+      ->capture_default_str();
   t->add_flag("--overwrite", train->overwrite, "Replace an existing --out");
   t->add_flag("--verbose", train->sp.verbose, "Show SentencePiece's training log");
   t->callback([train] { run_train(*train); });

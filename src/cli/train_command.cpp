@@ -155,7 +155,7 @@ void add_train_command(CLI::App& app) {
                   "set), under mpirun the "
                   "machine's cores shared among its ranks");
   cmd->add_option("--seed", a->seed, "Seed for initialization and data order")
-      ->check(at_least(0))
+      ->check(seed_value())
       ->capture_default_str();
   cmd->add_option("--memory-limit", a->memory_limit,
                   "Memory budget of this process, e.g. 8G (default: what the machine has "

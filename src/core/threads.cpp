@@ -16,6 +16,10 @@ namespace chainlm {
 
 void set_num_threads(int n) {
   CHAINLM_CHECK(n >= 0, "--threads ", n, ": give a positive count, or 0 for all cores");
+  // 100,000 threads crashed (SIGSEGV) or aborted in libgomp's thread creation; no machine has
+  // cores for more than this.
+  CHAINLM_CHECK(n <= kMaxThreads, "--threads ", n, ": at most ", kMaxThreads, " (this machine has ",
+                cores_available(), " cores for this process)");
   if (n == 0) return;
   // OpenBLAS's own call sets OpenMP's count too, capped at its build's 64: ours goes second, so
   // --threads 100 means 100 here as it does in serve (train and bench said 64).

@@ -48,8 +48,11 @@ void for_column_ranges(int N, long work, F&& f, long min_work = kParallelMinWork
   }
 }
 
+// The most threads chainlm runs: more than any machine's cores.
+constexpr int kMaxThreads = 1024;
+
 // Sets the thread count for OpenMP regions and for OpenBLAS. 0 keeps the default; a negative
-// count is an error naming --threads.
+// count, or one above kMaxThreads, is an error naming --threads.
 void set_num_threads(int n);
 int num_threads();
 // Cores this process may run on (its affinity mask).

@@ -144,6 +144,14 @@ TEST_F(ExpansionCli, RefusesBadRequests) {
   r = run("expand --from " + quote(bin) + " --add-chains eight --out " + quote(dir.file("x")));
   EXPECT_NE(r.exit_code, 0);
   EXPECT_NE(r.err.find("--add-chains: 'eight' is not an integer"), std::string::npos) << r.err;
+  // Both became the seed 2^64 - 1 silently.
+  for (const std::string& seed : {std::string("-1"), std::string("99999999999999999999")}) {
+    r = run("expand --from " + quote(bin) + " --add-chains 8 --seed " + seed + " --out " +
+            quote(dir.file("x")));
+    EXPECT_NE(r.exit_code, 0);
+    EXPECT_NE(r.err.find("--seed"), std::string::npos) << r.err;
+    EXPECT_NE(r.err.find("must be a whole number from 0 to"), std::string::npos) << r.err;
+  }
   EXPECT_FALSE(fs::exists(dir.file("x")));
   fs::create_directories(dir.file("taken"));
   r = run("expand --from " + quote(bin) + " --add-chains 8 --out " + quote(dir.file("taken")));

@@ -87,9 +87,11 @@ TEST_F(GenerateCommand, RejectsBadSchedulesAndTokenizers) {
 // first, then the error); a negative thread count is an error, not "all cores".
 TEST_F(GenerateCommand, ValidatesEverythingBeforePrintingThePrompt) {
   const std::string long_prompt(100, 'x');  // longer than max_seq_len 48
-  for (const std::string& bad : {std::string("--prompt visible --top-p 2"), std::string("--prompt visible --temperature -1"),
-                                 std::string("--prompt visible --chains 4"), std::string("--prompt visible --threads -2"),
-                                 "--prompt " + long_prompt}) {
+  for (const std::string& bad :
+       {std::string("--prompt visible --top-p 2"), std::string("--prompt visible --temperature -1"),
+        std::string("--prompt visible --chains 4"), std::string("--prompt visible --threads -2"),
+        std::string("--prompt visible --seed -1"),
+        std::string("--prompt visible --seed 99999999999999999999"), "--prompt " + long_prompt}) {
     auto r = run_chainlm(dir, "generate --model " + quote(run) + " --max-tokens 3 " + bad);
     EXPECT_NE(r.exit_code, 0) << bad;
     EXPECT_EQ(r.out, "") << bad;
@@ -97,6 +99,11 @@ TEST_F(GenerateCommand, ValidatesEverythingBeforePrintingThePrompt) {
   }
   auto r = run_chainlm(dir, "generate --model " + quote(run) + " --prompt visible --max-tokens 3 --threads -2");
   EXPECT_NE(r.err.find("--threads -2"), std::string::npos) << r.err;
+  // 100,000 threads: a segmentation fault.
+  r = run_chainlm(
+      dir, "generate --model " + quote(run) + " --prompt visible --max-tokens 3 --threads 100000");
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  EXPECT_NE(r.err.find("--threads 100000: at most 1024"), std::string::npos) << r.err;
   auto ok = run_chainlm(dir, "generate --model " + quote(run) + " --prompt visible --max-tokens 3");
   ASSERT_EQ(ok.exit_code, 0) << ok.err;
   EXPECT_EQ(ok.out.rfind("visible", 0), 0u) << ok.out;
