@@ -69,7 +69,9 @@ class InferenceSession {
  private:
   friend class BatchDecoder;  // batch_decode.h: one step of several sessions in one pass
   struct Sizes {
-    int max_chunk, max_rows, ring_rows;
+    // pass_positions: the most positions a PHD pass runs with all their copies; the ring
+    // holds their hidden tokens while the pass runs.
+    int max_chunk, max_rows, ring_rows, pass_positions;
   };
   static Sizes sizes_for(const ModelConfig& config, int max_chunk);
   const float* append_until(const int* tokens, int n, int k, float* all_logits, int final_end);
@@ -99,7 +101,7 @@ class InferenceSession {
   std::vector<int> positions_;
   // PHD: rows per pass (max(max_chunk, K)), every row's token. The pass's new K/V rows (PHD,
   // and a 16-bit cache, whose rows are converted once RoPE has run).
-  int max_rows_ = 0;
+  int max_rows_ = 0, pass_positions_ = 0;
   bool bounded_prefill_ = true;
   std::vector<int> row_tokens_;
   AlignedVector<float> k_new_, v_new_;
