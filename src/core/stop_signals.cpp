@@ -28,10 +28,19 @@ void on_stop_signal(int sig) {
   }
   g_signal = sig;
   write_stderr("\nchainlm: ");
-  write_stderr(sig == SIGINT ? "SIGINT (Ctrl-C)" : "SIGTERM");
+  write_stderr(sig == SIGINT   ? "SIGINT (Ctrl-C)"
+               : sig == SIGHUP ? "SIGHUP (terminal closed)"
+                               : "SIGTERM");
   write_stderr(" received: ");
   write_stderr(g_what);
   write_stderr(" (send it again to quit at once)\n");
+}
+
+// The reader of the job's output went away (`train ... | head`, a `tee` killed): a stop like
+// the others, without a word (the output is what is gone) and never a second one, since every
+// later write to it raises the signal again.
+void on_broken_pipe(int) {
+  if (g_signal == 0) g_signal = SIGPIPE;
 }
 
 sigset_t stop_set() {
@@ -39,6 +48,7 @@ sigset_t stop_set() {
   sigemptyset(&s);
   sigaddset(&s, SIGINT);
   sigaddset(&s, SIGTERM);
+  sigaddset(&s, SIGHUP);
   return s;
 }
 
@@ -56,6 +66,12 @@ void install_stop_handlers(const char* what) {
   sa.sa_flags = SA_RESTART;  // reads and writes in flight go on; the job checks the flag
   sigaction(SIGINT, &sa, nullptr);
   sigaction(SIGTERM, &sa, nullptr);
+  sigaction(SIGHUP, &sa, nullptr);
+  // SIGPIPE goes to the thread that wrote (the job's own, between steps, never inside a
+  // kernel), so it is not blocked; the write it came from fails with EPIPE and is let go.
+  struct sigaction pipe_sa = sa;
+  pipe_sa.sa_handler = on_broken_pipe;
+  sigaction(SIGPIPE, &pipe_sa, nullptr);
   // The handler must never run on a thread in the middle of a compute kernel: oneDNN's JIT
   // kernels on AVX-512 corrupted the heap when a handler's frame landed on their stack (a
   // SIGTERM during training aborted about one run in two). So the threads that compute (this
@@ -78,6 +94,10 @@ const char* signal_name(int sig) {
   switch (sig) {
     case SIGINT: return "SIGINT";
     case SIGTERM: return "SIGTERM";
+    case SIGHUP:
+      return "SIGHUP";
+    case SIGPIPE:
+      return "SIGPIPE";
     default: return "a signal";
   }
 }

@@ -1,19 +1,20 @@
 #pragma once
-// Ctrl-C (SIGINT) and SIGTERM during a long job (training): the first asks the job to stop at
-// its next safe point (the trainer finishes its step and saves a checkpoint), the second
-// quits at once. Without these handlers the default action killed a run with no message and
-// lost up to a whole save interval.
+// Ctrl-C (SIGINT), SIGTERM and SIGHUP (the terminal closed) during a long job (training): the
+// first asks the job to stop at its next safe point (the trainer finishes its step and saves a
+// checkpoint), the second quits at once. A broken pipe (SIGPIPE: the reader of the job's output
+// is gone, as in `train ... | head`) asks for the same stop, once. Without these handlers the
+// default action killed a run with no message and lost up to a whole save interval.
 namespace chainlm {
 
 // Installs the handlers (idempotent). `what` is printed by the first signal: "stopping after
 // this step and saving a checkpoint". From then on the calling thread and the OpenMP pool block
-// SIGINT and SIGTERM, and a thread of their own takes them, so no handler interrupts a compute
-// kernel; call it before starting other threads that compute.
+// SIGINT, SIGTERM and SIGHUP, and a thread of their own takes them, so no handler interrupts a
+// compute kernel; call it before starting other threads that compute.
 void install_stop_handlers(const char* what);
 // Whether a stop was asked, and by which signal (0 when not).
 bool stop_requested();
 int stop_signal();
-// The signal's name: "SIGINT", "SIGTERM".
+// The signal's name: "SIGINT", "SIGTERM", "SIGHUP", "SIGPIPE".
 const char* signal_name(int sig);
 
 }  // namespace chainlm

@@ -2,9 +2,12 @@
 // step, saves it as a checkpoint by the crash-safe protocol, says where and how to go on and
 // exits with 128 + the signal; a second signal quits at once. Before, the default action
 // killed the run silently and lost up to a whole save interval.
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <filesystem>
@@ -12,6 +15,7 @@
 #include <thread>
 
 #include "../train/train_test_util.h"
+#include "core/stop_signals.h"
 #include "run_cli.h"
 #include "spawn_process.h"
 
@@ -55,14 +59,14 @@ class StopSignal : public test::TrainingDataTest {
 };
 
 TEST_F(StopSignal, FirstSignalSavesTheCurrentStepAndSaysHowToResume) {
-  for (int sig : {SIGINT, SIGTERM}) {
-    const std::string run = dir.file(sig == SIGINT ? "int" : "term");
+  for (int sig : {SIGINT, SIGTERM, SIGHUP}) {  // SIGHUP: the terminal closed
+    const std::string run = dir.file(signal_name(sig));
     const pid_t pid = start(run);
     ::kill(pid, sig);
     const testing::Outcome r = testing::finish(pid, out, err);
     ASSERT_EQ(r.signal, 0) << "killed by the signal: " << r.err;
     EXPECT_EQ(r.code, 128 + sig) << r.err;
-    const std::string name = sig == SIGINT ? "SIGINT" : "SIGTERM";
+    const std::string name = signal_name(sig);
     EXPECT_TRUE(contains(r.err, "training stopped by " + name + " at step ")) << r.err;
     EXPECT_TRUE(contains(r.err, "--resume")) << r.err;
     // The checkpoint is the last step trained: nothing of the run is lost.
@@ -75,6 +79,40 @@ TEST_F(StopSignal, FirstSignalSavesTheCurrentStepAndSaysHowToResume) {
                                                  std::to_string(steps + 2) + " --quiet");
     EXPECT_EQ(resumed.exit_code, 0) << resumed.err;
   }
+}
+
+// A training whose output went to a pipe that closed (`train ... 2>&1 | head -3`, a `tee` that
+// died) was killed by SIGPIPE at its next progress line, its steps since the last checkpoint
+// lost: it stops as for SIGTERM. The test's reader stops reading after 3 steps; the run's next
+// progress line (within 5 s) finds the pipe broken.
+TEST_F(StopSignal, ABrokenOutputPipeSavesTheStep) {
+  const std::string run = dir.file("pipe"), fifo = dir.file("fifo");
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  const pid_t pid = testing::spawn({CHAINLM_BINARY, "train", "--config", config, "--data", data,
+                                    "--out", run, "--steps", "100000", "--batch-size", "8",
+                                    "--seq-len", "32", "--eval-every", "100000", "--threads", "1"},
+                                   {}, fifo, fifo);
+  const int reader = ::open(fifo.c_str(), O_RDONLY | O_NONBLOCK);
+  ASSERT_GE(reader, 0);
+  std::string seen;
+  char buf[4096];
+  for (int i = 0; i < 600 && logged_steps(run) < 3; ++i) {
+    for (ssize_t n; (n = ::read(reader, buf, sizeof buf)) > 0;) seen.append(buf, n);
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  ::close(reader);
+  const testing::Outcome r = testing::finish(pid, out, err);
+  ASSERT_EQ(r.signal, 0) << "killed by SIGPIPE: " << seen;
+  EXPECT_EQ(r.code, 128 + SIGPIPE) << seen;
+  const long steps = logged_steps(run);
+  char step_dir[32];
+  std::snprintf(step_dir, sizeof step_dir, "step-%08ld", steps);
+  EXPECT_EQ(trimmed(read_bytes(run + "/latest")), step_dir) << seen;
+  EXPECT_TRUE(contains(read_bytes(run + "/metrics.jsonl"), "\"signal\":\"SIGPIPE\""));
+  auto resumed =
+      testing::run_chainlm(dir, "train --out " + testing::quote(run) + " --resume --steps " +
+                                    std::to_string(steps + 1) + " --quiet");
+  EXPECT_EQ(resumed.exit_code, 0) << resumed.err;
 }
 
 // The second Ctrl-C lands while the first one's checkpoint is being written (the run stops
