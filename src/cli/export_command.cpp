@@ -54,9 +54,9 @@ std::string tokenizer_to_export(const std::string& model_arg, const std::string&
                                                                  : tokenizer_arg;
     const std::unique_ptr<Tokenizer> tok = load_tokenizer(spec);
     check_kind(*tok, "--tokenizer " + tokenizer_arg);
-    CHAINLM_CHECK(tok->vocab_size() == vocab_size, "export --tokenizer ", tokenizer_arg, " has ",
-                  tok->vocab_size(), " tokens but the model has ", vocab_size,
-                  ": it is not the tokenizer this model was trained with");
+    // No more tokens than the model's rows (fewer: a padded vocabulary), and as many as the
+    // tokenizer the model carries, warning when it is another file (as eval and generate do).
+    check_tokenizer_for_model(model_arg, tokenizer_arg, *tok, vocab_size);
     return spec;
   }
   if (fs::is_regular_file(model_arg, ec) && is_gguf_file(model_arg)) {

@@ -45,6 +45,16 @@ void check_tokenizer_for_model(const std::string& model_arg, const std::string& 
                 tokenizer.vocab_size(), " tokens but the model's vocab_size is ", model_vocab,
                 ": it is not the tokenizer this model was trained with");
   const std::string carried = carried_tokenizer(model_arg);
+  // A model that carries none (a llama2.c .bin) cannot say which is its own; a tokenizer far
+  // smaller than its rows (the byte tokenizer's 258 for stories260K's 512) generated garbage
+  // silently, and expand stored it. Padding rounds a vocabulary up by a few dozen rows.
+  const int missing = model_vocab - tokenizer.vocab_size();
+  if (carried.empty() && missing >= 64 && tokenizer.vocab_size() < 0.9 * model_vocab)
+    std::fprintf(stderr,
+                 "warning: --tokenizer %s has %d tokens but %s has %d rows: %d of them would be "
+                 "padding no token has; is it the tokenizer the model was trained with?\n",
+                 tokenizer_arg.c_str(), tokenizer.vocab_size(), model_arg.c_str(), model_vocab,
+                 missing);
   if (carried.empty() || tokenizer_fingerprint(tokenizer_arg) == tokenizer_fingerprint(carried))
     return;
   const int carried_vocab = load_tokenizer(carried)->vocab_size();

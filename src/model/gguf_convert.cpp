@@ -115,9 +115,18 @@ void add_tokenizer(GgufWriter& w, const std::string& spec, int vocab_size) {
     return;
   }
   const std::string bytes = sentencepiece_model_bytes(spec);
-  const SentencePieceVocab v = sentencepiece_vocab(bytes, spec);
-  CHAINLM_CHECK((int)v.pieces.size() == vocab_size, kWhat, ": the tokenizer ", spec, " has ", v.pieces.size(),
-                " tokens but the model has ", vocab_size, ": it is not the tokenizer this model was trained with");
+  SentencePieceVocab v = sentencepiece_vocab(bytes, spec);
+  CHAINLM_CHECK((int)v.pieces.size() <= vocab_size, kWhat, ": the tokenizer ", spec, " has ",
+                v.pieces.size(), " tokens but the model has ", vocab_size,
+                ": it is not the tokenizer this model was trained with");
+  // A vocabulary padded past the tokenizer's (vocab_size rounded up): llama.cpp wants a token
+  // for every row, so the padding rows get unused ones ([PAD<id>], type 5, score -1000, as
+  // its own converter pads), which no text tokenizes to.
+  for (int id = (int)v.pieces.size(); id < vocab_size; ++id) {
+    v.pieces.push_back("[PAD" + std::to_string(id) + "]");
+    v.scores.push_back(-1000.0f);
+    v.types.push_back(5);
+  }
   // llama.cpp's SentencePiece tokenizer ("llama"): pieces, scores, types and special ids.
   w.add_string("tokenizer.ggml.model", "llama");
   w.add_strings("tokenizer.ggml.tokens", v.pieces);

@@ -251,7 +251,8 @@ TEST(ExpansionCliNoData, ExportOfALlama2cBinTakesItsTokenizer) {
   r = run_chainlm(dir, "export --model " + quote(dir.file("m.bin")) + " --format hf --tokenizer " +
                            quote(dir.file("small.model")) + " --out " + quote(dir.file("hf2")));
   EXPECT_NE(r.exit_code, 0);
-  EXPECT_NE(r.err.find("has 310 tokens but the model has 300"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("has 310 tokens but the model's vocab_size is 300"), std::string::npos)
+      << r.err;
   r = run_chainlm(dir, "export --model " + quote(dir.file("m.bin")) + " --format hf --tokenizer byte --out " +
                            quote(dir.file("hf2")));
   EXPECT_NE(r.exit_code, 0);
@@ -262,6 +263,37 @@ TEST(ExpansionCliNoData, ExportOfALlama2cBinTakesItsTokenizer) {
                            quote(dir.file("tok.model")) + " --out " + quote(dir.file("hf2")));
   EXPECT_NE(r.exit_code, 0);
   EXPECT_FALSE(fs::exists(dir.file("hf2")));
+  // Another tokenizer of the same size than the one the model carries was embedded silently
+  // (eval, generate and quantize warn).
+  std::string other;
+  for (int i = 0; i < 400; ++i)
+    other += "a slow red hen " + std::to_string(i * 53 % 97) + " sat by a warm pond\n";
+  write_bytes(dir.file("other.txt"), other);
+  r = run_chainlm(dir, "tokenizer train --corpus " + quote(dir.file("other.txt")) +
+                           " --vocab-size 300 --out " + quote(dir.file("other.model")));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  r = run_chainlm(dir, "export --model " + quote(dir.file("hf")) + " --format gguf --tokenizer " +
+                           quote(dir.file("other.model")) + " --out " + quote(dir.file("o.gguf")));
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.err.find("warning: --tokenizer " + dir.file("other.model") +
+                       " is another file than the tokenizer"),
+            std::string::npos)
+      << r.err;
+  // A model that carries no tokenizer, given one far smaller than its rows (the byte
+  // tokenizer's 258 for 512), generated garbage without a word.
+  h.vocab_size = 512;
+  write_llama2c(testing::random_llama2c(h, 5), dir.file("big.bin"));
+  r = run_chainlm(dir, "generate --model " + quote(dir.file("big.bin")) +
+                           " --tokenizer byte --prompt a --max-tokens 1");
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.err.find("warning: --tokenizer byte has 258 tokens but " + dir.file("big.bin") +
+                       " has 512 rows: 254 of them would be padding"),
+            std::string::npos)
+      << r.err;
+  r = run_chainlm(dir, "generate --model " + quote(dir.file("m.bin")) + " --tokenizer " +
+                           quote(dir.file("tok.model")) + " --prompt a --max-tokens 1");
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.err.find("warning"), std::string::npos) << r.err;
 }
 
 }  // namespace

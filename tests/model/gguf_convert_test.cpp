@@ -285,13 +285,31 @@ TEST(GgufConvert, TheSentencePieceTokenizerGoesInside) {
   auto inside = load_tokenizer(dir.file("m.gguf"));
   for (const std::string& text : {std::string("the apple of 42 rivers"), std::string("über 日本 ☃ stones")})
     EXPECT_EQ(inside->encode(text), original->encode(text)) << text;
-  // A tokenizer of another size is not this model's.
+  // A vocabulary padded past the tokenizer's was refused ("not the tokenizer this model was
+  // trained with"): llama.cpp gets an unused token for every padding row, chainlm the model.
   ModelConfig c2 = c;
-  c2.vocab_size = 301;
+  c2.vocab_size = 304;
   Model m2(c2);
+  m2.init_random(3);
   eo.type = "f32";
-  const std::string e = error_of([&] { export_gguf(m2, eo, dir.file("bad.gguf")); });
-  EXPECT_NE(e.find("has 300 tokens but the model has 301"), std::string::npos) << e;
+  export_gguf(m2, eo, dir.file("padded.gguf"));
+  const GgufReader padded(dir.file("padded.gguf"));
+  const auto& pieces = padded.value("tokenizer.ggml.tokens").strings;
+  ASSERT_EQ(pieces.size(), 304u);
+  EXPECT_EQ(std::vector<std::string>(pieces.begin(), pieces.begin() + 300), v.pieces);
+  EXPECT_EQ(pieces[300], "[PAD300]");
+  EXPECT_EQ(pieces[303], "[PAD303]");
+  EXPECT_EQ(padded.value("tokenizer.ggml.token_type").ints[303], 5);  // unused
+  EXPECT_EQ(padded.value("tokenizer.ggml.scores").floats.size(), 304u);
+  EXPECT_EQ(tokenizer_fingerprint(dir.file("padded.gguf")),
+            tokenizer_fingerprint(dir.file("tok.model")));
+  EXPECT_EQ(load_model(dir.file("padded.gguf"))->config().vocab_size, 304);
+  // More tokens than the model has rows is not this model's tokenizer.
+  ModelConfig c3 = c;
+  c3.vocab_size = 299;
+  Model m3(c3);
+  const std::string e = error_of([&] { export_gguf(m3, eo, dir.file("bad.gguf")); });
+  EXPECT_NE(e.find("has 300 tokens but the model has 299"), std::string::npos) << e;
 }
 
 TEST(GgufConvert, RefusesWhatChainlmDoesNotRun) {
