@@ -5,6 +5,7 @@
 #include <zlib.h>
 
 #include <filesystem>
+#include <fstream>
 #include <memory>
 
 #include "core/error.h"
@@ -58,6 +59,20 @@ DecompressedFile read_decompressed(const std::string& path) {
   CHAINLM_CHECK(!fs::is_directory(path, ec), "cannot read ", path, ": it is a directory");
   DecompressedFile file{"", "none"};
   if (fs::file_size(path, ec) == 0 && !ec) return file;
+  // libarchive's gzip filter neither reports a damaged deflate stream (it ends the data there)
+  // nor checks the trailer's CRC and length: a corrupt .gz became a shorter corpus without a
+  // word. zlib reads gzip itself, members one after another, and checks each. Told by the
+  // magic bytes before libarchive opens it: a small file cut in its trailer failed that open
+  // with "unknown libarchive error".
+  {
+    std::ifstream in(path, std::ios::binary);
+    char magic[2] = {0, 0};
+    if (in.read(magic, 2) && (unsigned char)magic[0] == 0x1f && (unsigned char)magic[1] == 0x8b) {
+      file.compression = "gzip";
+      read_gzip(path, file.bytes);
+      return file;
+    }
+  }
 
   // libarchive's "raw" format with every filter: the file's content, after undoing whatever
   // compression its first bytes announce (a plain file passes through unchanged).
@@ -72,14 +87,6 @@ DecompressedFile read_decompressed(const std::string& path) {
     file.compression = archive_filter_name(a.get(), 0);
   const std::string what =
       file.compression == "none" ? path : path + " (" + file.compression + "-compressed)";
-  // libarchive's gzip filter neither reports a damaged deflate stream (it ends the data there)
-  // nor checks the trailer's CRC and length: a corrupt .gz became a shorter corpus without a
-  // word. zlib reads gzip itself, members one after another, and checks each.
-  if (file.compression == "gzip") {
-    a.reset();
-    read_gzip(path, file.bytes);
-    return file;
-  }
   archive_entry* entry = nullptr;
   const int header = archive_read_next_header(a.get(), &entry);
   CHAINLM_CHECK(header == ARCHIVE_OK || header == ARCHIVE_WARN, "cannot read ", what, ": ",

@@ -187,9 +187,9 @@ void check_same_tokenizer(const std::string& data_dir, const std::string& model_
   }
   const std::string a = tokenizer_fingerprint(data_tok), b = tokenizer_fingerprint(model_tok);
   CHAINLM_CHECK(a == b, what, ": the data in ", data_dir, " was made with another tokenizer (",
-                data_tok, ": ", a, ") than the model in ", model_dir, " (", model_tok, ": ", b,
+                data_tok, ": ", a, ") than the model's (", model_tok, ": ", b,
                 "); its token ids would mean other text. Prepare the data with the model's ",
-                "tokenizer (chainlm prepare --tokenizer ", model_dir, ")");
+                "tokenizer (chainlm prepare --tokenizer ", model_tok, ")");
 }
 
 // The files a Hugging Face directory keeps beside its tokenizer that chainlm does not read as
