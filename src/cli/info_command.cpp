@@ -182,9 +182,15 @@ void add_info_command(CLI::App& app) {
     std::printf("parameters  %s\n", thousands((long)model->params().numel()).c_str());
     // As loaded (an f16 or bf16 file is held in fp32): generate, serve and bench then hold the
     // matrices in panels of 32 rows, a little more where a chain's rows are not a multiple of 32.
-    std::printf("weights     %s, %s as loaded%s\n", model->weight_format().c_str(),
+    std::string kinds;  // "56 q4_0, 2 q8_0" when not every matrix is of the model's type
+    const nlohmann::json matrices = j["weights"].value("matrices", nlohmann::json::object());
+    if (matrices.size() > 1 || (matrices.size() == 1 && !matrices.contains(model->weight_format())))
+      for (const auto& [type, n] : matrices.items())
+        kinds += cat(kinds.empty() ? "; matrices: " : ", ", n.get<int>(), " ", type);
+    std::printf("weights     %s, %s as loaded%s%s\n", model->weight_format().c_str(),
                 format_bytes((double)model->weight_bytes()).c_str(),
-                model->quantized() ? " (blocks of 32 with fp16 scales; norm gains fp32)" : "");
+                model->quantized() ? " (blocks of 32 with fp16 scales; norm gains fp32)" : "",
+                kinds.c_str());
     std::printf("\nchain  heads   dim   ffn  kv heads  parameters\n");
     for (const auto& ch : j["per_chain"])
       std::printf("%5d  %5d  %4d  %4d  %8s  %10s\n", ch["chain"].get<int>(), ch["heads"].get<int>(),

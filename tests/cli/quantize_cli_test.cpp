@@ -65,6 +65,11 @@ TEST_F(QuantizeCli, QuantizedCheckpointsWorkInEveryInferenceCommand) {
     EXPECT_TRUE(contains(info.out, "weights     " + type)) << info.out;
     info = run_chainlm(dir, "info --json --model " + quote(q));
     EXPECT_EQ(nlohmann::json::parse(info.out)["weights"]["format"], type);
+    // q4_0 keeps the embedding and the head in q8_0 (2 of its 30 matrices, chain blocks counted
+    // apart).
+    const nlohmann::json expected =
+        type == "q8_0" ? nlohmann::json{{"q8_0", 30}} : nlohmann::json{{"q4_0", 28}, {"q8_0", 2}};
+    EXPECT_EQ(nlohmann::json::parse(info.out)["weights"]["matrices"], expected);
 
     auto g = run_chainlm(dir, "generate --model " + quote(q) +
                                   " --prompt 'small' --temperature 0 --max-tokens 8 --chains 1");
@@ -97,6 +102,12 @@ TEST_F(QuantizeCli, Q4SaysWhichMatricesStayQ8) {
   EXPECT_TRUE(contains(r.out, "of the 9 weight matrices stay q8_0: their rows (48, 100 weights)"))
       << r.out;
   EXPECT_TRUE(contains(r.out, "nothing is 4-bit")) << r.out;
+  // info called it "q4_0" and no more.
+  r = run_chainlm(dir, "info --model " + quote(dir.file("odd-q4")));
+  EXPECT_TRUE(contains(r.out, "weights     q4_0, ") && contains(r.out, "; matrices: 9 q8_0\n"))
+      << r.out;
+  r = run_chainlm(dir, "info --json --model " + quote(dir.file("odd-q4")));
+  EXPECT_EQ(nlohmann::json::parse(r.out)["weights"]["matrices"], (nlohmann::json{{"q8_0", 9}}));
 }
 
 TEST_F(QuantizeCli, ChainsKeepsTheSubModelAlone) {
