@@ -47,11 +47,16 @@ Trainer::Trainer(Model& model, TrainOptions options, const Communicator& comm)
   CHAINLM_CHECK(opt_.micro_batch >= 0, "--micro-batch must be >= 0");
   rows_ = opt_.batch_size / ranks;
   micro_ = opt_.micro_batch > 0 ? std::min(opt_.micro_batch, rows_) : rows_;
+  // The largest micro-batch that fits: a resume under mpirun with another rank count meets
+  // this with the run's stored values, neither of which the user passed.
+  int fits = micro_;
+  while (rows_ % fits != 0) --fits;
   CHAINLM_CHECK(rows_ % micro_ == 0, "--batch-size ", opt_.batch_size,
                 ranks > 1
                     ? cat(" over ", ranks, " ranks gives ", rows_, " sequences per rank, which")
                     : std::string(),
-                " must be a multiple of --micro-batch ", micro_);
+                " must be a multiple of --micro-batch ", micro_, "; pass --micro-batch ", fits,
+                " (the steps stay the same; a resumed run may change it, not --batch-size)");
   accum_ = rows_ / micro_;
   CHAINLM_CHECK((long)train_.vocab_size() <= c.vocab_size, train_.path(),
                 ": tokens use a vocabulary of ", train_.vocab_size(),

@@ -239,6 +239,14 @@ TEST_F(RunDirectoryCli, OptionsOutOfRangeAreRefusedNamingTheFlag) {
     EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << "one line: " << r.err;
     EXPECT_FALSE(fs::exists(run)) << opt;
   }
+  // A micro-batch that does not divide the batch names one that does.
+  std::string args = train_args(run, 2);
+  args.replace(args.find("--batch-size 2"), 14, "--batch-size 6 --micro-batch 4");
+  auto micro = run_chainlm(dir, args);
+  EXPECT_NE(micro.exit_code, 0);
+  EXPECT_TRUE(contains(micro.err, "must be a multiple of --micro-batch 4; pass --micro-batch 3"))
+      << micro.err;
+  EXPECT_FALSE(fs::exists(run + "/metrics.jsonl"));
   // The documented special values stay valid: 0 = only at the end, -1 = the default warmup.
   auto ok = run_chainlm(
       dir,
