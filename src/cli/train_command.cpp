@@ -349,16 +349,26 @@ void add_train_command(CLI::App& app) {
         const std::string gemm_now = gemm_backend_name(gemm_backend());
         const int threads_was = was.value("threads", threads_now);
         const std::string gemm_was = was.value("gemm", gemm_now);
-        if (root && !a->quiet && (threads_was != threads_now || gemm_was != gemm_now))
+        // The ranks too: gradients summed over another count of ranks round otherwise (a
+        // checkpoint from before the count was kept is taken to have this one).
+        const int ranks_now = comm.size(), ranks_was = was.value("ranks", ranks_now);
+        auto compute = [](int ranks, int threads, const std::string& gemm) {
+          return cat(ranks > 1 ? cat(ranks, " ranks of ") : std::string(), threads,
+                     " thread(s) with ", gemm, " GEMMs");
+        };
+        const std::string keep =
+            cat(ranks_was != ranks_now ? (ranks_was > 1 ? cat("mpirun -np ", ranks_was, ", ")
+                                                        : std::string("one process, "))
+                                       : std::string(),
+                "--threads ", threads_was, " and CHAINLM_GEMM=", gemm_was, " keep them");
+        if (root && !a->quiet &&
+            (threads_was != threads_now || gemm_was != gemm_now || ranks_was != ranks_now))
           std::fprintf(stderr,
-                       "resume: the steps so far ran on %d thread(s) with %s GEMMs, these run on "
-                       "%d with %s: "
-                       "the losses will not be bit-identical to an uninterrupted run's%s\n",
-                       threads_was, gemm_was.c_str(), threads_now, gemm_now.c_str(),
-                       precision_changes ? " (nor are they in another precision)"
-                                         : cat(" (--threads ", threads_was,
-                                               " and CHAINLM_GEMM=", gemm_was, " keep them)")
-                                               .c_str());
+                       "resume: the steps so far ran on %s, these run on %s: the losses will not "
+                       "be bit-identical to an uninterrupted run's (%s)\n",
+                       compute(ranks_was, threads_was, gemm_was).c_str(),
+                       compute(ranks_now, threads_now, gemm_now).c_str(),
+                       precision_changes ? "nor are they in another precision" : keep.c_str());
         if (!a->data.empty()) change("--data", absolute_path(a->data), opt.data_dir);
         require_data_tokenizer(opt.data_dir);
         // A checkpoint without its tokenizer (removed by hand) would take the data's unchecked

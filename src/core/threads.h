@@ -49,7 +49,7 @@ void for_column_ranges(int N, long work, F&& f, long min_work = kParallelMinWork
 }
 
 // The most threads chainlm runs: more than any machine's cores.
-constexpr int kMaxThreads = 1024;
+constexpr int kMaxThreads = 4096;
 
 // Sets the thread count for OpenMP regions and for OpenBLAS. 0 keeps the default; a negative
 // count, or one above kMaxThreads, is an error naming --threads.

@@ -321,6 +321,7 @@ void fail_together(const Communicator& comm, const std::string& local_error) {
 
 nlohmann::json Trainer::compute_json() const {
   return {{"precision", opt_.precision},
+          {"ranks", comm_.size()},
           {"threads", num_threads()},
           {"gemm", gemm_backend_name(gemm_backend())}};
 }

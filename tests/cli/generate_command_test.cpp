@@ -103,7 +103,7 @@ TEST_F(GenerateCommand, ValidatesEverythingBeforePrintingThePrompt) {
   r = run_chainlm(
       dir, "generate --model " + quote(run) + " --prompt visible --max-tokens 3 --threads 100000");
   EXPECT_EQ(r.exit_code, 1) << r.err;
-  EXPECT_NE(r.err.find("--threads 100000: at most 1024"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("--threads 100000: at most 4096"), std::string::npos) << r.err;
   auto ok = run_chainlm(dir, "generate --model " + quote(run) + " --prompt visible --max-tokens 3");
   ASSERT_EQ(ok.exit_code, 0) << ok.err;
   EXPECT_EQ(ok.out.rfind("visible", 0), 0u) << ok.out;

@@ -97,10 +97,11 @@ TEST_F(PrecisionCli, ARunMayChangePrecisionOnResumeAndSaysSo) {
   // Another thread count: the run goes on, not bit-identically, and says so.
   EXPECT_NE(b.err.find("resume: the steps so far ran on 2 thread(s)"), std::string::npos) << b.err;
   EXPECT_NE(b.err.find("(nor are they in another precision)"), std::string::npos) << b.err;
+  EXPECT_EQ(b.err.find("ranks of"), std::string::npos) << b.err;
   // The log records each segment's precision, and the report says which steps ran in which
   // (it named the last segment's alone).
   const std::string log = testing::read_bytes(r2 + "/metrics.jsonl");
-  EXPECT_NE(log.find("\"precision\":\"bf16\",\"step\":0"), std::string::npos) << log;
+  EXPECT_NE(log.find("\"precision\":\"bf16\",\"ranks\":1,\"step\":0"), std::string::npos) << log;
   EXPECT_NE(log.find("{\"event\":\"resumed\",\"gemm\":"), std::string::npos) << log;
   auto report =
       run_chainlm(dir, "report " + quote(r2) + " --no-plot --out " + quote(dir.file("r.md")));
