@@ -32,8 +32,18 @@ MemoryEstimate Trainer::memory_estimate(const ModelConfig& c, const TrainOptions
     weighted = 0;
     for (float w : o.chain_loss_weights) weighted += w > 0;
   }
-  return training_memory(c, micro, T, std::max(1, weighted),
-                         parse_precision(o.precision) == Precision::Bf16);
+  MemoryEstimate e = training_memory(c, micro, T, std::max(1, weighted),
+                                     parse_precision(o.precision) == Precision::Bf16);
+  // Under mpirun each rank also holds OpenMPI's own buffers and its reductions' temporaries.
+  // Without them the estimate fell as the ranks grew (each rank's micro-batch halves) while
+  // the peak did not: 2 ranks of a 3.2M-parameter model peaked at 106.4 MiB against an
+  // estimated 90.1 (one process: 107.3 against 99.9), 12.1M parameters at 258.3 against 236.4.
+  // 8 MiB and an eighth of the gradients' bytes cover both (bench/RESULTS.md, "Memory under
+  // mpirun").
+  if (ranks > 1)
+    e.parts.insert(e.parts.end() - 1,
+                   {"MPI buffers", (8ull << 20) + Model::parameter_floats(c) * sizeof(float) / 8});
+  return e;
 }
 
 void Trainer::check_memory(const ModelConfig& c, const TrainOptions& o, int ranks, uint64_t held) {

@@ -67,6 +67,36 @@ TEST(Communicator, OneProcessWithoutMpirunNeverStartsMpi) {
 
 // Row g of a step's global batch is keyed by (seed, step, g) alone: micro-batches of 1, 2 or 4
 // sequences train on the same data, so their losses agree to rounding.
+// Each rank of a run under mpirun holds OpenMPI's buffers besides its share of the batch: the
+// estimate fell with more ranks (smaller micro-batches) while the peak stayed (measured in
+// bench/RESULTS.md, "Memory under mpirun"), so --memory-limit and the available-memory check
+// let through runs that did not fit.
+TEST(Trainer, TheMemoryEstimateOfARankCountsMpisBuffers) {
+  ModelConfig c;
+  c.dim = 256;
+  c.n_layers = 4;
+  c.n_heads = 8;
+  c.n_kv_heads = 4;
+  c.ffn_dim = 688;
+  c.vocab_size = 512;
+  c.max_seq_len = 64;
+  validate_config(c, "test");
+  TrainOptions o;
+  o.batch_size = 4;
+  o.seq_len = 64;
+  const MemoryEstimate one = Trainer::memory_estimate(c, o, 1),
+                       two = Trainer::memory_estimate(c, o, 2);
+  uint64_t mpi = 0;
+  for (const auto& [what, bytes] : two.parts)
+    if (what == "MPI buffers") mpi = bytes;
+  EXPECT_GE(mpi, 8ull << 20) << two.describe();
+  for (const auto& [what, bytes] : one.parts) EXPECT_NE(what, "MPI buffers");
+  // The peaks measured: one process 107.3 MiB, each of 2 ranks 106.4: the estimates ~7 MiB
+  // below both, not 17 below the second.
+  EXPECT_GT((double)two.total(), 0.9 * (double)one.total())
+      << one.describe() << " / " << two.describe();
+}
+
 TEST(Trainer, MicroBatchSizeDoesNotChangeTheData) {
   const std::string root = test::make_temp_dir("micro");
   const std::string data = root + "/data";
