@@ -61,6 +61,9 @@ nlohmann::json model_info_json(const Model& model) {
                       {"dim", L.dim.width(i)},
                       {"ffn_dim", L.ffn.width(i)},
                       {"kv_heads", c.kv_share ? (i == 0 ? c.n_kv_heads : 0) : L.kv.width(i) / hd},
+                      // CoLM-Air: chains past the first own no K/V heads and attend chain 1's
+                      // (the text output says "shared"; kv_heads 0 alone read as none).
+                      {"kv_shared", c.kv_share && i > 0},
                       {"params", per[i]}});
   j["per_chain"] = chains;
   // The KV cache inference gives this model by default (--kv-cache auto: halves for bf16 and

@@ -14,6 +14,8 @@ int parse_int(const std::string& raw, const std::string& segment) {
   int v = 0;
   try {
     v = std::stoi(s, &used);
+  } catch (const std::out_of_range&) {  // digits, but past an int: said as such
+    fail("chain schedule: '", segment, "': ", s, " is too large");
   } catch (const std::logic_error&) {
     used = 0;
   }

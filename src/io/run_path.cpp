@@ -52,8 +52,12 @@ std::string resolve_checkpoint_dir(const std::string& path) {
       if (fs::exists(dir / "config.json", e) && fs::exists(dir / "model.safetensors", e))
         newest = it->second;
     }
+    // Token shards: what `chainlm prepare` writes, given where a model goes.
+    const bool data =
+        fs::exists(fs::path(path) / "train.bin", ec) && fs::exists(fs::path(path) / "val.bin", ec);
     fail(path, ": neither a checkpoint (no config.json) nor a run directory (no 'latest' file)",
-         newest.empty()
+         data ? "; it is a data directory (chainlm prepare's token shards), not a model"
+         : newest.empty()
              ? std::string()
              : cat("; it holds checkpoints, the newest ", (fs::path(path) / newest).string(),
                    ": pass that, or `chainlm train --out ", path,

@@ -6,6 +6,7 @@
 #include <string>
 
 #include "core/error.h"
+#include "core/number_format.h"
 
 namespace chainlm {
 
@@ -37,23 +38,24 @@ ModelConfig expanded_config(const ModelConfig& base, const ExpandOptions& o) {
   if (o.kv_share) {
     for (int a : o.add_chains)
       CHAINLM_CHECK(a % base.n_kv_heads == 0, where, ": CoLM-Air (kv_share) shares the base's ",
-                    base.n_kv_heads, " KV heads with every chain, so every chain's query-head count ",
-                    "must be a multiple of n_kv_heads (", base.n_kv_heads, "); a new chain of ", a,
-                    " heads is not (SPEC A1)");
+                    base.n_kv_heads,
+                    " KV heads with every chain, so every chain's query-head count ",
+                    "must be a multiple of n_kv_heads (", base.n_kv_heads, "); a new chain of ",
+                    count_of(a, "head"), " is not (SPEC A1)");
   } else {
     // CoLM: every chain owns n_kv_heads/n_heads of its query heads' worth of KV heads, as the
     // base chain does.
     for (int a : o.add_chains)
       CHAINLM_CHECK((long)base.n_kv_heads * a % H == 0, where, ": CoLM (no kv_share) gives every ",
-                    "chain its own KV heads in the base's proportion (", base.n_kv_heads, " per ", H,
-                    " query heads); a new chain of ", a, " heads would own ", base.n_kv_heads, "*", a,
-                    "/", H, " KV heads, not an integer (SPEC A1)");
+                    "chain its own KV heads in the base's proportion (", base.n_kv_heads, " per ",
+                    H, " query heads); a new chain of ", count_of(a, "head"), " would own ",
+                    base.n_kv_heads, "*", a, "/", H, " KV heads, not an integer (SPEC A1)");
     c.n_kv_heads = (int)((long)base.n_kv_heads * c.n_heads / H);
   }
   for (size_t j = 0; j < o.add_chains.size(); ++j) {
     const int a = o.add_chains[j];
-    CHAINLM_CHECK((long)F * a % H == 0, where, ": a new chain of ", a, " heads needs an FFN width of ",
-                  "ffn_dim*", a, "/n_heads = ", F, "*", a, "/", H,
+    CHAINLM_CHECK((long)F * a % H == 0, where, ": a new chain of ", count_of(a, "head"),
+                  " needs an FFN width of ", "ffn_dim*", a, "/n_heads = ", F, "*", a, "/", H,
                   ", which is not an integer (SPEC A1: ffn_dim*c_i/sum(chains) must be whole)");
   }
   c.ffn_dim = (int)((long)F * c.n_heads / H);

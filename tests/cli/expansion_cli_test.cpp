@@ -71,6 +71,10 @@ TEST_F(ExpansionCli, ExpandTuneInspectAndExport) {
   auto info = nlohmann::json::parse(r.out);
   EXPECT_EQ(info["chains"], nlohmann::json({8, 8}));
   EXPECT_EQ(info["architecture"], "CoLM-Air");
+  // Chain 2 attends chain 1's K/V heads: kv_heads 0 alone read as none.
+  EXPECT_EQ(info["per_chain"][0]["kv_shared"], false);
+  EXPECT_EQ(info["per_chain"][1]["kv_shared"], true);
+  EXPECT_EQ(info["per_chain"][1]["kv_heads"], 0);
   EXPECT_EQ(info["per_chain"][0]["params"].get<long>() + info["per_chain"][1]["params"].get<long>(),
             info["params"].get<long>());
   EXPECT_EQ(info["sub_models"][0]["kv_cache_bytes_per_token"], info["sub_models"][1]["kv_cache_bytes_per_token"]);

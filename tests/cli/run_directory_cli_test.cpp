@@ -195,6 +195,20 @@ TEST_F(RunDirectoryCli, ATokenizerIsRequiredBeforeTheFirstStep) {
   EXPECT_EQ(trimmed(read_bytes(run + "/latest")), "step-00000002");
 }
 
+// A data directory given where a model goes was called "neither a checkpoint nor a run".
+TEST_F(RunDirectoryCli, ADataDirectoryGivenAsAModelIsNamedSo) {
+  for (const std::string& cmd : {"train --init " + quote(data) + " --data " + quote(data) +
+                                     " --out " + quote(dir.file("run")) + " --steps 1",
+                                 "generate --model " + quote(data) + " --prompt a"}) {
+    auto r = run_chainlm(dir, cmd);
+    EXPECT_NE(r.exit_code, 0) << cmd;
+    EXPECT_TRUE(
+        contains(r.err, "it is a data directory (chainlm prepare's token shards), not a model"))
+        << cmd << ": " << r.err;
+  }
+  EXPECT_FALSE(fs::exists(dir.file("run")));
+}
+
 // --steps counts from the run's start: below the run's step it did nothing and exited 0 after
 // saying "resuming from step 4 to 2"; a finished run resumed said nothing of being finished.
 TEST_F(RunDirectoryCli, StepsBelowTheRunAreRefusedAndAFinishedRunSaysSo) {

@@ -30,14 +30,17 @@ TEST(ChainSchedule, MalformedSchedulesAreRefusedNamingWhatIsWrong) {
   struct Case {
     std::string text, message;
   };
-  for (const Case& c : std::vector<Case>{{"1:3,", "ends with a comma"},
-                                         {"1:3, ", "ends with a comma"},
-                                         {"1:3,,2", "'' is not of the form K or K:COUNT"},
-                                         {"", "chain schedule is empty"},
-                                         {"1,2", "only the last segment may omit its token count"},
-                                         {"5", "asks for 5 chains; the model has 1..4"},
-                                         {"1:0", "needs a positive token count"},
-                                         {"1:x", "'1:x' is not of the form K or K:COUNT"}}) {
+  for (const Case& c :
+       std::vector<Case>{{"1:3,", "ends with a comma"},
+                         {"1:3, ", "ends with a comma"},
+                         {"1:3,,2", "'' is not of the form K or K:COUNT"},
+                         {"", "chain schedule is empty"},
+                         {"1,2", "only the last segment may omit its token count"},
+                         {"5", "asks for 5 chains; the model has 1..4"},
+                         {"1:0", "needs a positive token count"},
+                         {"1:x", "'1:x' is not of the form K or K:COUNT"},
+                         // A count past an int is too large, not malformed.
+                         {"1:99999999999,2", "'1:99999999999': 99999999999 is too large"}}) {
     try {
       ChainSchedule::parse(c.text, 4);
       ADD_FAILURE() << "'" << c.text << "' was accepted";

@@ -158,7 +158,8 @@ TEST(Expand, RejectsChainListsThatBreakSpecA1) {
   expect_error(base, ExpandOptions{{3}, true, 1}, "must be a multiple of n_kv_heads (4)");
   expect_error(base, ExpandOptions{{6}, true, 1}, "must be a multiple of n_kv_heads (4)");
   // CoLM: 4 KV heads per 8 query heads; a 1-head chain would own half a KV head.
-  expect_error(base, ExpandOptions{{1}, false, 1}, "4*1/8 KV heads, not an integer");
+  expect_error(base, ExpandOptions{{1}, false, 1},
+               "a new chain of 1 head would own 4*1/8 KV heads, not an integer");
   expect_error(base, ExpandOptions{{2, 1}, false, 1}, "4*1/8 KV heads, not an integer");
   EXPECT_NO_THROW(expand_model(base, ExpandOptions{{2}, false, 1}));  // ffn 172*2/8 = 43
   // The FFN rule: ffn 22 over 4 heads gives a 1-head chain 5.5 FFN columns.
