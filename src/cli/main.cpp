@@ -16,6 +16,9 @@
 
 namespace {
 
+// A command line chainlm cannot parse (unknown option, a value a validator refuses).
+constexpr int kUsageError = 2;
+
 // Commands whose parallel regions are long (training steps, batched evaluation): idle OpenMP
 // threads sleep instead of spinning, so a process busy on another core costs them its share of
 // the machine, not most of it (src/core/wait_policy.h).
@@ -101,7 +104,9 @@ int main(int argc, char** argv) {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     // --help and --version print as CLI11 prints them; a usage error is one line on stderr
-    // like every other error (CLI11's own adds a second line), with CLI11's exit code.
+    // like every other error (CLI11's own adds a second line), with exit code 2, the usage
+    // errors' by convention (CLI11's own codes, 101-115, differ by the kind of mistake, and
+    // read like a crash's 128 + signal to a script).
     if (e.get_exit_code() == static_cast<int>(CLI::ExitCodes::Success)) return app.exit(e);
     std::string message = e.what();
     for (char& ch : message)
@@ -114,7 +119,7 @@ int main(int argc, char** argv) {
         names += (names.empty() ? "" : ", ") + sub->get_name();
       std::fprintf(stderr, "error: unknown command '%s'; the commands are %s (chainlm --help)\n",
                    argv[1], names.c_str());
-      return e.get_exit_code();
+      return kUsageError;
     }
     // The innermost command given ("chainlm bench decode --help").
     std::string help = "chainlm";
@@ -124,7 +129,7 @@ int main(int argc, char** argv) {
     }
     help += " --help";
     std::fprintf(stderr, "error: %s (options: %s)\n", message.c_str(), help.c_str());
-    return e.get_exit_code();
+    return kUsageError;
   } catch (const chainlm::Error& e) {
     std::fprintf(stderr, "error: %s\n", e.what());
     return 1;

@@ -499,19 +499,19 @@ TEST_F(RunDirectoryCli, UsageErrorsAreOneLine) {
   for (const std::string args :
        {"train --steps abc --out x", "train --out x --no-such-flag", "train"}) {
     auto r = run_chainlm(dir, args);
-    EXPECT_NE(r.exit_code, 0) << args;
+    EXPECT_EQ(r.exit_code, 2) << args;  // a usage error's, by convention (CLI11's were 101-115)
     EXPECT_EQ(r.err.rfind("error: ", 0), 0u) << r.err;
     EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
     EXPECT_TRUE(contains(r.err, "chainlm train --help")) << r.err;
   }
   // A nested command is named in the hint; a bound reads as one (CLI11's named a 300-digit range).
   auto bound = run_chainlm(dir, "bench decode --config " + quote(config) + " --chains 0");
-  EXPECT_NE(bound.exit_code, 0);
+  EXPECT_EQ(bound.exit_code, 2);
   EXPECT_TRUE(contains(bound.err, "--chains: must be at least 1 (got 0)") &&
               contains(bound.err, "chainlm bench decode --help"))
       << bound.err;
   auto unknown = run_chainlm(dir, "trian --steps 3");
-  EXPECT_NE(unknown.exit_code, 0);
+  EXPECT_EQ(unknown.exit_code, 2);
   EXPECT_TRUE(contains(unknown.err, "unknown command 'trian'") &&
               contains(unknown.err, "train, generate"))
       << unknown.err;
