@@ -1,6 +1,7 @@
 #include "cli/parse_util.h"
 
 #include <cerrno>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -121,6 +122,19 @@ CLI::Validator seed_value() {
         return std::string();
       },
       "0..2^64-1");
+}
+
+CLI::Validator in_float_range() {
+  return CLI::Validator(
+      [](std::string& v) {
+        errno = 0;
+        char* end = nullptr;
+        const float f = std::strtof(v.c_str(), &end);
+        if (end != v.c_str() && *end == '\0' && errno == ERANGE && std::isinf(f))
+          return cat(v, " is beyond an fp32 number's range (3.4e38)");
+        return std::string();  // not a number at all: CLI11's conversion says so
+      },
+      "fp32");
 }
 
 CLI::Validator at_least(long long min) {

@@ -45,6 +45,8 @@ CLI::Validator at_least(long long min);
 // A --seed: a whole number in 0..18446744073709551615 (CLI11 turned -1 and 1e20's digits into
 // 2^64 - 1 silently, so two different mistakes gave one seed).
 CLI::Validator seed_value();
+// A number an fp32 option holds: 1e39 became inf, and the error then named "--lr inf".
+CLI::Validator in_float_range();
 // "8" or "4,4" -> {4, 4}, the same way.
 std::vector<int> parse_int_list(const std::string& s, const std::string& what);
 nlohmann::json read_json_file(const std::string& path);

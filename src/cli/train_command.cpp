@@ -132,8 +132,11 @@ void add_train_command(CLI::App& app) {
                   "At most this many sequences per forward/backward (gradient accumulation); "
                   "0 = a rank's whole share of the batch");
   cmd->add_option("--seq-len", a->seq, "Tokens per sequence; 0 = the model's max_seq_len");
-  cmd->add_option("--lr", a->lr, "Peak learning rate")->capture_default_str();
+  cmd->add_option("--lr", a->lr, "Peak learning rate")
+      ->check(in_float_range())
+      ->capture_default_str();
   cmd->add_option("--min-lr-ratio", a->min_lr_ratio, "Final LR as a fraction of the peak")
+      ->check(in_float_range())
       ->capture_default_str();
   cmd->add_option("--warmup", a->warmup,
                   "Warmup steps; -1 = min(100, S/10), S the schedule's steps (--lr-schedule-steps, "
@@ -141,8 +144,12 @@ void add_train_command(CLI::App& app) {
   cmd->add_option("--lr-schedule-steps", a->lr_schedule_steps,
                   "Steps of the cosine schedule; the LR holds its final value after them. 0 = "
                   "--steps when the run starts; raising --steps on resume keeps the schedule");
-  cmd->add_option("--weight-decay", a->wd, "AdamW weight decay on matrices")->capture_default_str();
-  cmd->add_option("--grad-clip", a->clip, "Global gradient norm clip; 0 = off")->capture_default_str();
+  cmd->add_option("--weight-decay", a->wd, "AdamW weight decay on matrices")
+      ->check(in_float_range())
+      ->capture_default_str();
+  cmd->add_option("--grad-clip", a->clip, "Global gradient norm clip; 0 = off")
+      ->check(in_float_range())
+      ->capture_default_str();
   cmd->add_option("--eval-every", a->eval_every, "Validate every N steps; 0 = only at the end")
       ->capture_default_str();
   cmd->add_option("--eval-windows", a->eval_windows, "Validation windows; 0 = whole split")

@@ -240,12 +240,26 @@ TEST_F(RunDirectoryCli, StepsBelowTheRunAreRefusedAndAFinishedRunSaysSo) {
 // Each was accepted and stored as given (a --min-lr-ratio of 2 raised the LR over the run).
 TEST_F(RunDirectoryCli, OptionsOutOfRangeAreRefusedNamingTheFlag) {
   const std::string run = dir.file("run");
-  for (const std::string opt :
-       {"--min-lr-ratio 2", "--min-lr-ratio -0.5", "--weight-decay -1", "--grad-clip -1",
-        "--seq-len -5", "--warmup -5", "--lr-schedule-steps -3", "--eval-every -1",
-        "--save-every -1", "--eval-windows -2", "--lr nan", "--chain-loss-weights 0,0",
-        "--chain-loss-weights -1,2", "--seed -1", "--bucket-mb -1", "--bucket-mb 0",
-        "--bucket-mb nan", "--bucket-mb 1e-30"}) {
+  for (const std::string opt : {"--min-lr-ratio 2",
+                                "--min-lr-ratio -0.5",
+                                "--weight-decay -1",
+                                "--grad-clip -1",
+                                "--seq-len -5",
+                                "--warmup -5",
+                                "--lr-schedule-steps -3",
+                                "--eval-every -1",
+                                "--save-every -1",
+                                "--eval-windows -2",
+                                "--lr nan",
+                                "--chain-loss-weights 0,0",
+                                "--chain-loss-weights -1,2",
+                                "--seed -1",
+                                "--bucket-mb -1",
+                                "--bucket-mb 0",
+                                "--bucket-mb nan",
+                                "--bucket-mb 1e-30",
+                                "--lr 1e39",
+                                "--grad-clip 1e39"}) {
     auto r = run_chainlm(dir, train_args(run, 2) + " " + opt);
     EXPECT_NE(r.exit_code, 0) << opt;
     const std::string flag = opt.substr(0, opt.find(' '));
@@ -253,6 +267,9 @@ TEST_F(RunDirectoryCli, OptionsOutOfRangeAreRefusedNamingTheFlag) {
     EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << "one line: " << r.err;
     EXPECT_FALSE(fs::exists(run)) << opt;
   }
+  // 1e39 became inf in the fp32 option, and was refused as "--lr inf".
+  auto huge = run_chainlm(dir, train_args(run, 2) + " --lr 1e39");
+  EXPECT_TRUE(contains(huge.err, "--lr: 1e39 is beyond an fp32 number's range")) << huge.err;
   // A micro-batch that does not divide the batch names one that does.
   std::string args = train_args(run, 2);
   args.replace(args.find("--batch-size 2"), 14, "--batch-size 6 --micro-batch 4");
