@@ -1,5 +1,6 @@
 // chainlm info: what a model is: shapes, chains, parameters per chain and per sub-model, KV
 // sharing, and for a training run its step and trainable fraction.
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <map>
@@ -8,12 +9,12 @@
 
 #include "cli/commands.h"
 #include "cli/model_info.h"
+#include "cli/model_loading.h"
 #include "cli/parse_util.h"
 #include "cli/system_info.h"
 #include "core/error.h"
 #include "core/memory.h"
 #include "core/number_format.h"
-#include "cli/model_loading.h"
 #include "io/gguf.h"
 #include "io/hf_llama.h"
 #include "io/llama2c.h"
@@ -27,8 +28,35 @@ namespace fs = std::filesystem;
 
 namespace {
 
+// A metadata value as JSON of its type (every value was a string, numbers and strings in
+// quotes alike): numbers, bools and strings whole; arrays whole up to 64 elements, a longer one
+// (a vocabulary) by its element type, length and first elements.
+nlohmann::json gguf_value_json(const GgufValue& v) {
+  auto scalar = [](GgufType t, int64_t i, uint64_t u, double f) -> nlohmann::json {
+    if (t == GgufType::kBool) return u != 0;
+    if (t == GgufType::kFloat32 || t == GgufType::kFloat64) return f;
+    if (t == GgufType::kInt8 || t == GgufType::kInt16 || t == GgufType::kInt32 ||
+        t == GgufType::kInt64)
+      return i;
+    return u;
+  };
+  if (v.type == GgufType::kString) return v.s;
+  if (v.type != GgufType::kArray) return scalar(v.type, v.i, v.u, v.f);
+  constexpr uint64_t kWhole = 64;
+  nlohmann::json elements = nlohmann::json::array();
+  for (uint64_t e = 0; e < std::min<uint64_t>(v.size(), kWhole); ++e)
+    elements.push_back(!v.strings.empty() ? nlohmann::json(v.strings[e])
+                                          : scalar(v.element_type, v.ints.empty() ? 0 : v.ints[e],
+                                                   v.uints.empty() ? 0 : v.uints[e],
+                                                   v.floats.empty() ? 0 : v.floats[e]));
+  if (v.size() <= kWhole) return elements;
+  elements.erase(elements.begin() + 3, elements.end());
+  return {
+      {"element_type", gguf_type_name(v.element_type)}, {"length", v.size()}, {"first", elements}};
+}
+
 // What a GGUF file's header says: version, architecture, name, file type, tensors by type, the
-// tokenizer model and every metadata key (values abbreviated).
+// tokenizer model and every metadata key.
 nlohmann::json gguf_header_json(const std::string& path) {
   const GgufReader g(path);
   nlohmann::json j = {{"version", g.version()}, {"tensor_count", g.tensors().size()}};
@@ -36,7 +64,7 @@ nlohmann::json gguf_header_json(const std::string& path) {
   for (const GgufTensorInfo& t : g.tensors()) ++types[ggml_type_name(t.type)];
   j["tensor_types"] = types;
   j["metadata"] = nlohmann::json::object();
-  for (const std::string& key : g.keys()) j["metadata"][key] = g.value(key).describe();
+  for (const std::string& key : g.keys()) j["metadata"][key] = gguf_value_json(g.value(key));
   for (const char* key : {"general.architecture", "general.name", "tokenizer.ggml.model"})
     j[key] = g.has(key) && g.value(key).type == GgufType::kString ? g.get_string(key) : "";
   j["file_type"] = g.has("general.file_type") ? g.value("general.file_type").describe() : "";

@@ -108,7 +108,14 @@ TEST_F(GgufCli, ExportsAFileEveryInferenceCommandReads) {
   EXPECT_TRUE(contains(info.out, "tokenizer   sentencepiece, vocabulary 300")) << info.out;
   info = run_chainlm(dir, "info --json --model " + quote(f32));
   const nlohmann::json ij = nlohmann::json::parse(info.out);
-  EXPECT_EQ(ij.at("gguf").at("metadata").at("general.architecture"), "\"llama\"");
+  // Values as JSON of their types (every one was a string, "\"llama\"" and "8" alike).
+  const nlohmann::json& meta = ij.at("gguf").at("metadata");
+  EXPECT_EQ(meta.at("general.architecture"), "llama");
+  EXPECT_TRUE(meta.at("llama.block_count").is_number_unsigned()) << meta.dump();
+  EXPECT_TRUE(meta.at("llama.attention.layer_norm_rms_epsilon").is_number_float()) << meta.dump();
+  EXPECT_EQ(meta.at("tokenizer.ggml.add_bos_token"), true);
+  EXPECT_EQ(meta.at("tokenizer.ggml.tokens").at("length"), 300);
+  EXPECT_EQ(meta.at("tokenizer.ggml.tokens").at("first").at(1), "<s>");
   EXPECT_EQ(ij.at("gguf").at("runs_in_chainlm"), true);
 
   // A quantized checkpoint exports its own blocks; a GGUF exports again as it is.
