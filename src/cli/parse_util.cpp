@@ -78,9 +78,13 @@ bool may_replace(const std::string& path, const std::function<bool(const std::st
 void refuse_directory_output(const std::string& command, const std::string& what,
                              const std::string& path, const std::string& example) {
   std::error_code ec;
-  CHAINLM_CHECK(!std::filesystem::is_directory(path, ec), command, ": ", what,
-                " is a directory; give a file name, e.g. ",
-                (std::filesystem::path(path) / example).string(), " (nothing was written)");
+  // A path ending in '/' names a directory too, made or not (report wrote its plot as
+  // "DIR/-loss.png" and then failed).
+  const bool slash = !path.empty() && path.back() == '/';
+  CHAINLM_CHECK(!slash && !std::filesystem::is_directory(path, ec), command, ": ", what,
+                slash ? " names a directory" : " is a directory", "; give a file name, e.g. ",
+                (std::filesystem::path(path) / example).lexically_normal().string(),
+                " (nothing was written)");
 }
 
 OutputParentDirs::OutputParentDirs(const std::string& file, const std::string& command) {

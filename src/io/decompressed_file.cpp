@@ -4,11 +4,13 @@
 #include <archive_entry.h>
 #include <zlib.h>
 
+#include <cerrno>
 #include <filesystem>
 #include <fstream>
 #include <memory>
 
 #include "core/error.h"
+#include "io/atomic_file.h"
 
 namespace chainlm {
 namespace {
@@ -17,37 +19,67 @@ struct ArchiveCloser {
   void operator()(archive* a) const { archive_read_free(a); }
 };
 
+// libarchive's words, then what a library's (not the system's) error means for the user: an
+// .xz cut short said "Lzma library error: No progress is possible" and no more.
 std::string reason(archive* a) {
   const char* message = archive_error_string(a);
-  return message ? message : "unknown libarchive error";
+  const std::string said = message ? message : "unknown libarchive error";
+  // libarchive gives its own errors -1 (ARCHIVE_ERRNO_MISC) or EILSEQ (a format error), the
+  // system's their errno.
+  const int e = archive_errno(a);
+  return e == -1 || e == EILSEQ || e == 0 ? said + "; the file is damaged or cut short" : said;
 }
 
-// Appends the decompressed content of the gzip file `path` (every member) to out; throws naming
-// the file when zlib finds it damaged (a bad deflate stream, CRC or length) or truncated.
+// Appends the decompressed content of the gzip file `path` (every member, as `cat a.gz b.gz`
+// makes) to out; throws naming the file when zlib finds it damaged (a bad deflate stream, CRC
+// or length), cut short, or followed by bytes that are not another member. zlib's gzread ended
+// the data quietly at such bytes (a damaged second member was dropped without a word); gzip
+// itself warns of "trailing garbage". Zero bytes after the last member (a block-padded tape or
+// tar image) are let through, as gzip lets them.
 void read_gzip(const std::string& path, std::string& out) {
-  gzFile gz = gzopen(path.c_str(), "rb");
-  CHAINLM_CHECK(gz != nullptr, "cannot read ", path, ": cannot open it");
-  gzbuffer(gz, 1 << 16);
-  char buffer[1 << 16];
-  for (;;) {
-    const int n = gzread(gz, buffer, sizeof buffer);
-    if (n < 0) {
-      int code = 0;
-      std::string message = gzerror(gz, &code);
-      if (message.rfind(path + ": ", 0) == 0)
-        message.erase(0, path.size() + 2);  // zlib names the file
-      gzclose(gz);
-      fail("cannot read ", path, " (gzip-compressed): ", message, "; the file is damaged");
-    }
-    if (n == 0) break;
-    out.append(buffer, static_cast<size_t>(n));
+  std::string in;
+  try {
+    in = read_file(path);
+  } catch (const Error& e) {
+    fail("cannot read ", path, ": ", e.what());
   }
-  // A file cut short ends without an error from gzread; gzclose_r reports it (Z_BUF_ERROR).
-  const int closed = gzclose_r(gz);
-  CHAINLM_CHECK(closed == Z_OK, "cannot read ", path, " (gzip-compressed): ",
-                closed == Z_BUF_ERROR ? "a truncated gzip file (it ends in the middle of its data)"
-                                      : "zlib error",
-                "; the file is damaged");
+  const auto damaged = [&](const std::string& why) {
+    fail("cannot read ", path, " (gzip-compressed): ", why, "; the file is damaged");
+  };
+  char buffer[1 << 16];
+  size_t at = 0;
+  while (at < in.size()) {
+    if (in.size() - at < 2 || (unsigned char)in[at] != 0x1f || (unsigned char)in[at + 1] != 0x8b) {
+      if (in.find_first_not_of('\0', at) == std::string::npos) break;
+      damaged(cat(in.size() - at, " bytes after byte ", at,
+                  " are not gzip data (a damaged member, or data appended)"));
+    }
+    z_stream z{};
+    CHAINLM_CHECK(inflateInit2(&z, 16 + MAX_WBITS) == Z_OK, "cannot read ", path,
+                  ": zlib could not start");
+    size_t fed = at;  // avail_in is 32-bit: the input goes in in pieces of up to 1 GiB
+    int rc = Z_OK;
+    while (rc == Z_OK) {
+      if (z.avail_in == 0 && fed < in.size()) {
+        const size_t n = std::min<size_t>(in.size() - fed, size_t{1} << 30);
+        z.next_in = reinterpret_cast<Bytef*>(in.data() + fed);
+        z.avail_in = static_cast<uInt>(n);
+        fed += n;
+      }
+      z.next_out = reinterpret_cast<Bytef*>(buffer);
+      z.avail_out = sizeof buffer;
+      rc = inflate(&z, Z_NO_FLUSH);
+      out.append(buffer, sizeof buffer - z.avail_out);
+      if (rc == Z_BUF_ERROR && z.avail_in == 0 && fed == in.size()) break;  // ended mid-member
+      if (rc == Z_BUF_ERROR) rc = Z_OK;  // the output buffer was full, or more input is due
+    }
+    const std::string message = z.msg ? z.msg : "";
+    const size_t used = z.total_in;
+    inflateEnd(&z);
+    if (rc == Z_BUF_ERROR) damaged("a truncated gzip file (it ends in the middle of its data)");
+    if (rc != Z_STREAM_END) damaged(message.empty() ? cat("zlib error ", rc) : message);
+    at += used;
+  }
 }
 
 }  // namespace

@@ -97,6 +97,38 @@ TEST(ReadDecompressed, TruncatedAndMissingFilesFailNamingThem) {
   write_bytes(dir.file("two.gz"), gz + gz);
   EXPECT_EQ(read_decompressed(dir.file("two.gz")).bytes,
             read_bytes(kFixtures + "poem.txt") + read_bytes(kFixtures + "poem.txt"));
+  // A damaged second member, or bytes appended: zlib's gzread ended the data there without a
+  // word (half the corpus gone). Zero padding after the last member passes, as in gzip.
+  std::string second = gz;
+  second[0] = 'X';
+  for (const std::string& tail : {second, std::string("junk\n")}) {
+    write_bytes(dir.file("tail.gz"), gz + tail);
+    try {
+      read_decompressed(dir.file("tail.gz"));
+      FAIL() << "a gzip file with " << tail.size() << " bytes of other data after it was read";
+    } catch (const Error& e) {
+      const std::string what = e.what();
+      EXPECT_NE(what.find(std::to_string(tail.size()) + " bytes after byte " +
+                          std::to_string(gz.size()) + " are not gzip data"),
+                std::string::npos)
+          << what;
+    }
+  }
+  write_bytes(dir.file("padded.gz"), gz + std::string(512, '\0'));
+  EXPECT_EQ(read_decompressed(dir.file("padded.gz")).bytes, read_bytes(kFixtures + "poem.txt"));
+  // xz, zstd and bzip2 cut short: the libraries' words, and what they mean ("Lzma library
+  // error: No progress is possible" was all an .xz said).
+  for (const std::string& suffix : {std::string(".xz"), std::string(".zst"), std::string(".bz2")}) {
+    const std::string whole = read_bytes(kFixtures + "poem.txt" + suffix);
+    write_bytes(dir.file("cut" + suffix), whole.substr(0, whole.size() / 2));
+    try {
+      read_decompressed(dir.file("cut" + suffix));
+      FAIL() << "a truncated " << suffix << " file was read";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("the file is damaged or cut short"), std::string::npos)
+          << e.what();
+    }
+  }
   EXPECT_THROW(read_decompressed(dir.file("missing.txt")), Error);
   EXPECT_THROW(read_decompressed(dir.path().string()), Error);
   write_bytes(dir.file("empty.txt"), "");
