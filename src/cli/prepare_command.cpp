@@ -46,6 +46,15 @@ void check_output_dir(const PrepareOptions& o) {
   if (!fs::exists(o.out, ec)) return;
   CHAINLM_CHECK(fs::is_directory(o.out, ec), "prepare: --out ", o.out,
                 " is a file, not a directory (nothing was written)");
+  // A checkpoint or a training run: --overwrite replaced a checkpoint's tokenizer with the
+  // data's, and the model then decoded with another vocabulary without a word.
+  const fs::path out(o.out);
+  CHAINLM_CHECK(
+      !(fs::exists(out / "config.json", ec) && fs::exists(out / "model.safetensors", ec)) &&
+          !fs::exists(out / "latest", ec),
+      "prepare: --out ", o.out, " is a ",
+      fs::exists(out / "latest", ec) ? "training run" : "model checkpoint",
+      ", not a data directory; choose another --out (nothing was written)");
   // What a prepare killed part-way left (its temporary shards) is not data: it goes first.
   for (const char* name :
        {"train.bin", "val.bin", "meta.json", kPrepareMarker, "tokenizer.model", "tokenizer.json",

@@ -71,6 +71,20 @@ void refuse_checkpoint_as_run(const std::string& out, bool resume) {
 void require_data_tokenizer(const std::string& data_dir) {
   std::error_code ec;
   if (!fs::is_directory(data_dir, ec)) return;
+  // A run or a checkpoint given as --data, or a directory with no shards (empty, or a first
+  // prepare killed before its rename): "holds no tokenizer ... copy it" was the wrong advice.
+  const fs::path d(data_dir);
+  const bool run = fs::exists(d / "latest", ec),
+             checkpoint =
+                 fs::exists(d / "config.json", ec) && fs::exists(d / "model.safetensors", ec);
+  CHAINLM_CHECK(!run && !checkpoint, "train: --data ", data_dir, " is a ",
+                run ? "training run" : "model checkpoint",
+                ", not a data directory (chainlm prepare writes one: token shards train.bin and "
+                "val.bin) (nothing was trained)");
+  CHAINLM_CHECK(fs::exists(d / "train.bin", ec), "train: --data ", data_dir,
+                " holds no train.bin: it is not a data directory chainlm prepare finished "
+                "(chainlm prepare --out ",
+                data_dir, " writes one) (nothing was trained)");
   if (dir_has_tokenizer(data_dir)) {
     // Read now, not at the first checkpoint (a truncated tokenizer.model stopped the run there,
     // with every step before it spent).

@@ -207,6 +207,28 @@ TEST_F(RunDirectoryCli, ADataDirectoryGivenAsAModelIsNamedSo) {
         << cmd << ": " << r.err;
   }
   EXPECT_FALSE(fs::exists(dir.file("run")));
+  // And the other way round: a run or a checkpoint as --data ("holds no tokenizer ... copy
+  // it"), an empty directory, and prepare --overwrite into a checkpoint (which replaced its
+  // tokenizer with the data's).
+  const std::string run = dir.file("run"), empty = dir.file("empty");
+  ASSERT_EQ(run_chainlm(dir, train_args(run, 2)).exit_code, 0);
+  fs::create_directories(empty);
+  for (const auto& [data_arg, says] : std::vector<std::pair<std::string, std::string>>{
+           {run, "is a training run, not a data directory"},
+           {run + "/step-00000002", "is a model checkpoint, not a data directory"},
+           {empty, "holds no train.bin"}}) {
+    auto r = run_chainlm(dir, "train --config " + quote(config) + " --data " + quote(data_arg) +
+                                  " --out " + quote(dir.file("other")) +
+                                  " --steps 1 --batch-size 2 --seq-len 8");
+    EXPECT_NE(r.exit_code, 0) << data_arg;
+    EXPECT_TRUE(contains(r.err, says)) << r.err;
+  }
+  const std::string before = listing(run + "/step-00000002");
+  auto p = run_chainlm(dir, "prepare --tokenizer byte --input " + quote(dir.file("corpus.txt")) +
+                                " --out " + quote(run + "/step-00000002") + " --overwrite");
+  EXPECT_NE(p.exit_code, 0);
+  EXPECT_TRUE(contains(p.err, "is a model checkpoint, not a data directory")) << p.err;
+  EXPECT_EQ(listing(run + "/step-00000002"), before);
 }
 
 // --steps counts from the run's start: below the run's step it did nothing and exited 0 after
