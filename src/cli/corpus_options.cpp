@@ -12,6 +12,7 @@ CorpusOptions CorpusFlags::options() const {
   o.text_field = text_field;
   o.split = parse_document_split(split);
   o.invalid_utf8 = parse_invalid_utf8_policy(invalid_utf8);
+  o.exclude_dir = exclude_dir;
   return o;
 }
 

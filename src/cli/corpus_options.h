@@ -13,6 +13,7 @@ namespace chainlm::cli {
 struct CorpusFlags {
   std::vector<std::string> inputs;
   std::string format = "auto", text_field = "text", split = "blank-lines", invalid_utf8 = "warn";
+  std::string exclude_dir;  // CorpusOptions::exclude_dir (prepare: its --out)
   CorpusOptions options() const;
 };
 

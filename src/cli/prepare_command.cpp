@@ -218,9 +218,9 @@ size_t documents_in(const std::vector<CorpusFile>& files) {
 // A file in both lists would make the validation split a copy of training data.
 void refuse_files_in_both(const PrepareOptions& o) {
   std::map<std::string, std::string> trains;  // same_file_key -> as named
-  for (const std::string& path : list_corpus_files(o.corpus.inputs))
+  for (const std::string& path : list_corpus_files(o.corpus.inputs, o.out))
     trains.emplace(same_file_key(path), path);
-  for (const std::string& path : list_corpus_files(o.val_inputs)) {
+  for (const std::string& path : list_corpus_files(o.val_inputs, o.out)) {
     const auto it = trains.find(same_file_key(path));
     CHAINLM_CHECK(it == trains.end(), "--val-input ", path, " is also read by --input (as ",
                   it->second,
@@ -229,7 +229,9 @@ void refuse_files_in_both(const PrepareOptions& o) {
 }
 
 // Prepares into o.out, which exists.
-void prepare_into(const PrepareOptions& o, const Tokenizer& tokenizer) {
+void prepare_into(const PrepareOptions& given, const Tokenizer& tokenizer) {
+  PrepareOptions o = given;
+  o.corpus.exclude_dir = o.out;  // an input directory may hold --out: its files are not input
   const bool presplit = !o.val_inputs.empty();
   if (presplit) refuse_files_in_both(o);
   ShardSplitter splitter(o, tokenizer);

@@ -1,5 +1,7 @@
 #include "io/corpus_reader.h"
 
+#include <sys/stat.h>
+
 #include <algorithm>
 #include <cctype>
 #include <filesystem>
@@ -193,12 +195,16 @@ InvalidUtf8Policy parse_invalid_utf8_policy(const std::string& name) {
 }
 
 std::string same_file_key(const std::string& path) {
+  struct stat st;
+  if (::stat(path.c_str(), &st) == 0)
+    return cat("inode ", (unsigned long long)st.st_dev, ":", (unsigned long long)st.st_ino);
   std::error_code ec;
   const std::string key = fs::weakly_canonical(path, ec).string();
   return ec ? path : key;
 }
 
-std::vector<std::string> list_corpus_files(const std::vector<std::string>& inputs) {
+std::vector<std::string> list_corpus_files(const std::vector<std::string>& inputs,
+                                           const std::string& exclude_dir) {
   CHAINLM_CHECK(!inputs.empty(), "no input files given");
   std::vector<std::string> files;
   for (const std::string& input : inputs) {
@@ -216,6 +222,11 @@ std::vector<std::string> list_corpus_files(const std::vector<std::string>& input
       CHAINLM_CHECK(!ec, "cannot list input directory ", input, ": ", ec.message());
       if (is_hidden(it->path())) {
         if (it->is_directory(ec)) it.disable_recursion_pending();
+        continue;
+      }
+      if (!exclude_dir.empty() && it->is_directory(ec) &&
+          fs::equivalent(it->path(), exclude_dir, ec)) {
+        it.disable_recursion_pending();
         continue;
       }
       if (it->is_regular_file(ec)) found.push_back(it->path().string());
@@ -251,7 +262,7 @@ Corpus stream_corpus(const CorpusOptions& o,
                      const std::function<void(std::string&&)>& on_document) {
   CHAINLM_CHECK(!o.text_field.empty(), "--text-field must not be empty");
   Corpus corpus;
-  for (const std::string& path : list_corpus_files(o.inputs)) {
+  for (const std::string& path : list_corpus_files(o.inputs, o.exclude_dir)) {
     DecompressedFile file = read_decompressed(path);
     refuse_unreadable_content(path, file);
     std::string_view bytes = file.bytes;

@@ -20,6 +20,9 @@ struct CorpusOptions {
   std::string text_field = "text";  // JSONL: the field holding a record's text
   DocumentSplit split = DocumentSplit::kBlankLines;
   InvalidUtf8Policy invalid_utf8 = InvalidUtf8Policy::kWarn;
+  // A directory whose files are never input, though an input directory holds it: prepare's
+  // --out (its temporary shards were read as corpus, and then its finished ones).
+  std::string exclude_dir;
 };
 
 struct CorpusFile {
@@ -46,14 +49,15 @@ CorpusFormat parse_corpus_format(const std::string& name);
 DocumentSplit parse_document_split(const std::string& name);
 InvalidUtf8Policy parse_invalid_utf8_policy(const std::string& name);
 
-// The same string for every name of one file (its canonical path; the name itself when that
-// cannot be had): how a file named twice is found.
+// The same string for every name of one file (its device and inode, so hard links are one
+// file too; the canonical path when stat fails): how a file named twice is found.
 std::string same_file_key(const std::string& path);
 
 // The files the inputs name, in reading order: files as given, directories' regular files
 // (recursively, hidden names skipped) sorted by path. Throws on a missing input, an empty
-// directory or a file named twice.
-std::vector<std::string> list_corpus_files(const std::vector<std::string>& inputs);
+// directory or a file named twice. Files under exclude_dir are left out.
+std::vector<std::string> list_corpus_files(const std::vector<std::string>& inputs,
+                                           const std::string& exclude_dir = "");
 
 // Reads every file: decompresses it, refuses binary, UTF-16 and UTF-32 content and archives
 // (tar, zip) with a message saying what to do, checks UTF-8 (per options.invalid_utf8: warn with

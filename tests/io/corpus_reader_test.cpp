@@ -46,6 +46,30 @@ CorpusOptions inputs(std::vector<std::string> paths) {
   return o;
 }
 
+// A hard link is the same file (the paths differ): named twice it was read twice, and with
+// --val-input its documents both trained and validated. prepare's --out inside an input
+// directory is not input (its temporary shards were read as corpus).
+TEST(ListCorpusFiles, HardLinksAreOneFileAndTheExcludedDirectoryIsSkipped) {
+  namespace fs = std::filesystem;
+  TempDir dir;
+  fs::create_directories(dir.file("in/out"));
+  write_bytes(dir.file("in/a.txt"), "alpha\n");
+  write_bytes(dir.file("in/out/train.bin.tmp.1.0"), "shard");
+  fs::create_hard_link(dir.file("in/a.txt"), dir.file("link.txt"));
+  EXPECT_EQ(same_file_key(dir.file("in/a.txt")), same_file_key(dir.file("link.txt")));
+  EXPECT_NE(same_file_key(dir.file("in/a.txt")),
+            same_file_key(dir.file("in/out/train.bin.tmp.1.0")));
+  try {
+    list_corpus_files({dir.file("in/a.txt"), dir.file("link.txt")});
+    ADD_FAILURE() << "a file named twice through a hard link was listed twice";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("is given twice"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(list_corpus_files({dir.file("in")}).size(), 2u);
+  EXPECT_EQ(list_corpus_files({dir.file("in")}, dir.file("in/out")),
+            std::vector<std::string>{dir.file("in/a.txt")});
+}
+
 TEST(ReadDecompressed, StandardToolsOutputsReadAsThePlainFile) {
   const std::string plain = read_bytes(kFixtures + "poem.txt");
   ASSERT_FALSE(plain.empty());
