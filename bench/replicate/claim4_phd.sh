@@ -10,12 +10,12 @@
 # A PHD step costs about K times a plain one, so the loss is also plotted against training FLOPs.
 # Inference: each model decodes 64 tokens after a 128-token prompt (`bench decode`, 1 thread);
 # its KV cache bytes and ms per token are recorded beside the losses.
-# SEEDS default "1"; about an hour on 2 cores in bf16.
+# SEEDS default "1 2" (docs/replication.md reports both); about two hours on 2 cores in bf16.
 #   bash bench/replicate/claim4_phd.sh      (run again to resume)
 source "$(dirname "$0")/lib.sh"
 EXPERIMENT=claim4
 STEPS=${STEPS:-1000}   # 4.1M tokens per run
-SEEDS=${SEEDS:-1}
+SEEDS=${SEEDS:-1 2}
 MODELS=(base phd2 phd-cswa2 phd-cswa3)
 declare -A CONFIG=([base]=dense-d256 [phd2]=phd2-d256 [phd-cswa2]=phd-cswa2-d256 [phd-cswa3]=phd-cswa3-d256)
 

@@ -63,6 +63,19 @@ train_run() {
   shift 2
   local out="$RUNS/$EXPERIMENT/$name" done
   done=$(checkpoint_step "$out")
+  # A run started for another number of steps: resumed, it kept its learning-rate schedule
+  # (and a longer one counted as done), so its results were neither run's. A base trained on
+  # changes every expansion and tuning made from it too. Refused, naming what to remove.
+  if [ "$done" -gt 0 ]; then
+    local planned
+    planned=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["options"]["lr_schedule_steps"])' \
+      "$out/$(cat "$out/latest")/trainer_state.json")
+    if [ "$planned" != "$steps" ]; then
+      echo "replicate: $out was started for $planned steps, not $steps; remove $RUNS/$EXPERIMENT" \
+        "(its expansions and tunings depend on it) or give RUNS and RESULTS directories of their own" >&2
+      exit 1
+    fi
+  fi
   if [ "$done" -ge "$steps" ]; then
     log "$name: done ($done steps)"
     return

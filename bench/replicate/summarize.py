@@ -48,6 +48,13 @@ def main():
         if not names:
             sys.exit(f"summarize: no evaluation of {model} (no {model}-s*.eval.json in {results})")
         runs = [load_run(results, n) for n in names]
+        # Seeds trained for different lengths (a scaled-down rerun written beside committed
+        # results) were averaged as one model, without a word.
+        lengths = sorted({r[1] for r in runs})
+        if len(lengths) > 1:
+            sys.exit(f"summarize: the runs of {model} in {results} trained different token counts "
+                     f"({', '.join(f'{n}: {r[1]}' for n, r in zip(names, runs))}); give each rerun "
+                     "its own RESULTS (and RUNS) directory")
         n_chains = len(runs[0][0]["chains"])
         for k in range(n_chains - 1 if full_only else 0, n_chains):
             losses = [r[0]["chains"][k]["loss"] for r in runs]
