@@ -197,6 +197,19 @@ TEST_F(EvalPplCommand, ATokenShardGivesTheSameFiguresAsItsText) {
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_NE(r.out.find("bpb"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("\n   3 "), std::string::npos) << r.out;
+  // The shard named inside its data directory gets the directory's checks (they applied only
+  // to the directory named): a count meta.json disagrees with, an unfinished prepare.
+  write_bytes(dir.file("meta.json"), R"({"val_tokens": 5})");
+  r = run_chainlm(dir, "eval ppl --model " + quote(ckpt) + " --data " + quote(dir.file("val.bin")));
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.err.find("says 5: the data directory mixes the files of two prepare runs"),
+            std::string::npos)
+      << r.err;
+  write_bytes(dir.file("meta.json"), "{}");
+  write_bytes(dir.file(".prepare-incomplete"), "");
+  r = run_chainlm(dir, "eval ppl --model " + quote(ckpt) + " --data " + quote(dir.file("val.bin")));
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.err.find("did not finish"), std::string::npos) << r.err;
 }
 
 // A text file is read as prepare reads an --input: compressed and JSON Lines files were scored
