@@ -42,17 +42,17 @@ nlohmann::json model_info_json(const Model& model) {
   j["weights"] = {{"format", model.weight_format()}, {"bytes", model.weight_bytes()}};
   // A quantized model's matrices by the type each is held in: q4_0 keeps the embedding and the
   // head in q8_0, and rows that are not whole 32-blocks too (a dim-48 model's q4_0 is almost
-  // all q8_0); a GGUF may hold some in f32. "format" alone called such a model q4_0.
-  if (model.quantized()) {
-    nlohmann::json types = nlohmann::json::object();
-    for (int i = 0; i < (int)model.params().infos().size(); ++i) {
-      if (!model.is_quantized(i) && model.params().info(i).shape.size() != 2) continue;
-      const std::string t =
-          model.is_quantized(i) ? quant_type_name(model.tensor_quant_type(i)) : "f32";
-      types[t] = types.value(t, 0) + 1;
-    }
-    j["weights"]["matrices"] = types;
+  // all q8_0); a GGUF may hold some in f32. "format" alone called such a model q4_0. Given
+  // for every model, so scripts find it ({"fp32": 30}).
+  nlohmann::json types = nlohmann::json::object();
+  for (int i = 0; i < (int)model.params().infos().size(); ++i) {
+    if (!model.is_quantized(i) && model.params().info(i).shape.size() != 2) continue;
+    const std::string t = model.is_quantized(i) ? quant_type_name(model.tensor_quant_type(i))
+                          : model.quantized()   ? "f32"
+                                                : model.weight_format();
+    types[t] = types.value(t, 0) + 1;
   }
+  j["weights"]["matrices"] = types;
   const std::vector<long> per = params_per_chain(model);
   nlohmann::json chains = nlohmann::json::array();
   for (int i = 0; i < L.n; ++i)

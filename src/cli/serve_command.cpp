@@ -169,10 +169,10 @@ void add_serve_command(CLI::App& app) {
     const int port = server.start();
     const ModelConfig& c = loaded.model->config();
     std::printf(
-        "chainlm serve: http://%s:%d/ (model %s, %s; batches of up to %d sessions on %s, queue "
+        "chainlm serve: http://%s:%d/ (model %s, %s; batches of up to %s on %s, queue "
         "%d)\n",
         url_host(a->serve.host).c_str(), port, a->serve.model_name.c_str(),
-        count_of(c.n_chains(), "chain").c_str(), server.max_sessions(),
+        count_of(c.n_chains(), "chain").c_str(), count_of(server.max_sessions(), "session").c_str(),
         count_of(server.threads(), "thread").c_str(), server.max_queue());
     std::printf("chainlm serve: memory estimated %s\n", server.estimated_memory().describe().c_str());
     std::string style;  // what the model's template adds to its family

@@ -17,6 +17,7 @@
 #include "core/memory.h"
 #include "core/stop_signals.h"
 #include "core/threads.h"
+#include "io/run_path.h"
 #include "io/tokenizer.h"
 #include "kernels/gemm.h"
 #include "kernels/gemm_backend.h"
@@ -556,11 +557,21 @@ void add_train_command(CLI::App& app) {
                    c.kv_share ? " (CoLM-Air)" : "",
                    c.phd.enabled() ? cat(", ", c.phd.name()).c_str() : "", model->num_params(c.n_chains()) / 1e6,
                    resume_dir.empty() ? "training" : "resuming", trainer.step(), trainer.options().steps);
-      if (trainer.step() >= trainer.options().steps)
+      if (trainer.step() >= trainer.options().steps) {
+        // `latest` may name an earlier checkpoint than the run's newest (set by hand to go on
+        // from there): "its last" was then wrong, and a larger --steps moves the later aside.
+        std::string later;
+        for (const auto& [step, name] : run_checkpoints(a->out))
+          if (step > trainer.step()) later += cat(later.empty() ? "" : ", ", name);
         std::fprintf(stderr,
-                     "the run is already at step %ld, its last: nothing to train. Pass a larger "
-                     "--steps to train further\n",
-                     trainer.step());
+                     later.empty()
+                         ? "the run is already at step %ld, its last: nothing to train. Pass a "
+                           "larger --steps to train further%s\n"
+                         : "the run is already at step %ld, the checkpoint `latest` names: nothing "
+                           "to train. A larger --steps trains on from it and moves the later "
+                           "checkpoints (%s) aside\n",
+                     trainer.step(), later.c_str());
+      }
       const TrainOptions& o = trainer.options();
       const std::string what = o.train_only == "head" ? std::string(" (output head only)")
                                : o.freeze_chains > 0  ? cat(" (chains 1..", o.freeze_chains, " frozen)")

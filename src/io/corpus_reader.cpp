@@ -85,8 +85,10 @@ std::string invalid_utf8_warning(const CorpusFile& f, std::string_view bytes,
   std::string message =
       invalid_utf8_found(f.path, bytes, Utf8Check{f.invalid_utf8, f.first_invalid});
   if (policy == InvalidUtf8Policy::kSkip) {
-    message += "; dropped the " + std::to_string(f.dropped_invalid) + " document" +
-               (f.dropped_invalid == 1 ? "" : "s") + " holding them";
+    message +=
+        f.dropped_invalid == 1
+            ? std::string("; dropped the document holding ") + (f.invalid_utf8 == 1 ? "it" : "them")
+            : "; dropped the " + std::to_string(f.dropped_invalid) + " documents holding them";
   } else if (f.jsonl) {
     message += "; replaced by U+FFFD in the JSONL records (JSON cannot hold them)";
   } else {

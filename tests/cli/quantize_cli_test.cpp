@@ -67,6 +67,9 @@ TEST_F(QuantizeCli, QuantizedCheckpointsWorkInEveryInferenceCommand) {
     EXPECT_EQ(nlohmann::json::parse(info.out)["weights"]["format"], type);
     // q4_0 keeps the embedding and the head in q8_0 (2 of its 30 matrices, chain blocks counted
     // apart).
+    EXPECT_EQ(nlohmann::json::parse(
+                  run_chainlm(dir, "info --json --model " + quote(run)).out)["weights"]["matrices"],
+              (nlohmann::json{{"fp32", 30}}));  // every model's, so scripts find it
     const nlohmann::json expected =
         type == "q8_0" ? nlohmann::json{{"q8_0", 30}} : nlohmann::json{{"q4_0", 28}, {"q8_0", 2}};
     EXPECT_EQ(nlohmann::json::parse(info.out)["weights"]["matrices"], expected);

@@ -254,7 +254,11 @@ TEST_F(RunDirectoryCli, StepsBelowTheRunAreRefusedAndAFinishedRunSaysSo) {
   const std::string from2 = listing(run);
   done = run_chainlm(dir, "train --out " + quote(run) + " --resume --steps 2");
   EXPECT_EQ(done.exit_code, 0) << done.err;
-  EXPECT_TRUE(contains(done.err, "already at step 2, its last: nothing to train")) << done.err;
+  EXPECT_TRUE(contains(done.err,
+                       "already at step 2, the checkpoint `latest` names: nothing to train. A "
+                       "larger --steps trains on from it and moves the later checkpoints "
+                       "(step-00000004) aside"))
+      << done.err;
   EXPECT_EQ(read_bytes(run + "/metrics.jsonl"), log);
   EXPECT_EQ(listing(run), from2);
 }
