@@ -20,6 +20,7 @@ struct TrainOptions {
   std::string out;
   SentencePieceTrainOptions sp;
   bool overwrite = false;
+  int threads = 0;  // SentencePiece's trainer threads (it takes OpenMP's count)
 };
 
 struct EncodeOptions {
@@ -83,7 +84,12 @@ void add_tokenizer_command(CLI::App& app) {
       ->capture_default_str();
   t->add_flag("--overwrite", train->overwrite, "Replace an existing --out");
   t->add_flag("--verbose", train->sp.verbose, "Show SentencePiece's training log");
-  t->callback([train] { run_train(*train); });
+  // As every other command that computes: it was refused as an unknown option.
+  t->add_option("--threads", train->threads, "Threads; 0 = all cores, or OMP_NUM_THREADS when set");
+  t->callback([train] {
+    apply_threads_option(train->threads);
+    run_train(*train);
+  });
 
   auto encode = std::make_shared<EncodeOptions>();
   CLI::App* e = tok->add_subcommand("encode", "Print the token ids of a text (no BOS/EOS)");

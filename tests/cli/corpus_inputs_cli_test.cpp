@@ -109,6 +109,22 @@ TEST(CorpusInputsCli, TokenizerTrainReadsCompressedJsonlAndExplainsItsErrors) {
                                 " --vocab-size 330 --out " + quote(dir.file("a.model")));
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_TRUE(contains(r.out, "poem.jsonl.gz (gzip)")) << r.out;
+  // --threads, as every other command that computes has (it was an unknown option), and the
+  // same pieces on one thread (the files differ: SentencePiece records its thread count).
+  r = run_chainlm(dir, "tokenizer train --corpus " + quote(kFixtures + "poem.jsonl.gz") +
+                           " --vocab-size 330 --threads 1 --out " + quote(dir.file("one.model")));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  auto encoded = [&](const char* model) {
+    return run_chainlm(dir, "tokenizer encode --tokenizer " + quote(dir.file(model)) +
+                                " --text 'the rivers of the poem'")
+        .out;
+  };
+  EXPECT_FALSE(encoded("a.model").empty());
+  EXPECT_EQ(encoded("one.model"), encoded("a.model"));
+  r = run_chainlm(dir, "tokenizer train --corpus " + quote(kFixtures + "poem.jsonl.gz") +
+                           " --vocab-size 330 --threads 5000 --out " + quote(dir.file("c.model")));
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_TRUE(contains(r.err, "--threads 5000: at most 4096")) << r.err;
 
   r = run_chainlm(dir, "tokenizer train --corpus " + quote(kFixtures + "poem.txt") +
                            " --vocab-size 5000 --out " + quote(dir.file("b.model")));
