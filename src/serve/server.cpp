@@ -328,9 +328,10 @@ InferenceServer::InferenceServer(const Model& model, const Tokenizer& tokenizer,
   // The weights are loaded already: they are part of the estimate but no longer available.
   // One session cannot be lowered: a smaller or quantized model is what fits then.
   check_memory_fits("serve", memory, 1, options.memory_limit,
-                    sessions > 1 ? "lower --max-sessions or serve a smaller model"
-                                 : "serve a smaller model, or this one quantized (chainlm "
-                                   "quantize)",
+                    sessions > 1        ? "lower --max-sessions or serve a smaller model"
+                    : model.quantized() ? "serve a smaller model"
+                                        : "serve a smaller model, or this one quantized (chainlm "
+                                          "quantize)",
                     weights);
   // One thread computes for every session (batch_scheduler.h), with all the compute threads.
   set_num_threads(threads);
