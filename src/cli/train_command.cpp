@@ -612,7 +612,11 @@ void add_train_command(CLI::App& app) {
     };
     if (comm.size() == 1) {
       // A finished run has nothing to write either: a requeued job on a read-only copy ends well.
-      if (trainer.step() >= trainer.options().steps) return;
+      // What a writer killed as it finished left is removed, when the run can be written.
+      if (trainer.step() >= trainer.options().steps) {
+        trainer.tidy_finished_run();
+        return;
+      }
       trainer.run();
       report_stop();
       return;

@@ -223,6 +223,24 @@ void RunDirectory::unlock() {
   lock_fd_ = -1;
 }
 
+void RunDirectory::tidy_finished() {
+  std::error_code ec;
+  std::vector<fs::path> leftovers;
+  for (const auto& e : fs::directory_iterator(path_, ec))
+    if (is_leftover(e.path().filename().string())) leftovers.push_back(e.path());
+  if (leftovers.empty()) return;
+  try {
+    lock();
+  } catch (const Error&) {
+    return;
+  }
+  for (const fs::path& p : leftovers) {
+    std::error_code ignored;
+    fs::remove_all(p, ignored);
+  }
+  unlock();
+}
+
 std::string RunDirectory::checkpoint_path(long step) const {
   return (fs::path(path_) / checkpoint_name(step)).string();
 }

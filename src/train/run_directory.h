@@ -34,6 +34,11 @@ class RunDirectory {
   void lock();
   // Releases the lock (a no-op when not held).
   void unlock();
+  // For a resume with nothing to train: removes what a writer killed at the end of the run
+  // left (an old checkpoint it was removing), which prepare() would have; best effort, and
+  // only when there is such a leftover and the lock can be had, so a finished run on a
+  // read-only copy, or one another process trains, is left as it is.
+  void tidy_finished();
 
   // Writes the checkpoint of `step`: fill(dir) writes its files into a temporary directory
   // (each with write_file_atomic or an equivalent that fsyncs), which is fsynced, renamed to

@@ -51,6 +51,8 @@ class Trainer {
   // the checkpoint's, which the data's may equal without its companions (a data directory
   // prepared from tokenizer.json alone dropped a chat model's template at every checkpoint).
   void carry_tokenizer_of(const std::string& dir);
+  // A resume with nothing to train: a killed writer's leftovers go (RunDirectory::tidy_finished).
+  void tidy_finished_run() { run_dir_.tidy_finished(); }
   // Copies rank 0's weights, optimizer moments and step to every rank (collective).
   void sync_from_root();
   // Runs from the current step to options.steps. A stop signal (core/stop_signals.h, installed

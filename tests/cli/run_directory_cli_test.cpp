@@ -249,6 +249,14 @@ TEST_F(RunDirectoryCli, StepsBelowTheRunAreRefusedAndAFinishedRunSaysSo) {
   EXPECT_EQ(trimmed(read_bytes(run + "/latest")), "step-00000004");
   EXPECT_EQ(read_bytes(run + "/metrics.jsonl"), log);
   EXPECT_EQ(listing(run), before);
+  // A writer killed as it removed an old checkpoint at the run's end left it behind; resuming
+  // the finished run (a requeued job) removes it, as resuming an unfinished one does.
+  fs::create_directories(run + "/.old-step-00000002.99999");
+  done = run_chainlm(dir, "train --out " + quote(run) + " --resume");
+  EXPECT_EQ(done.exit_code, 0) << done.err;
+  EXPECT_FALSE(fs::exists(run + "/.old-step-00000002.99999"));
+  fs::remove(run + "/.lock");
+  EXPECT_EQ(listing(run), before);
   // Resumed from an earlier checkpoint with nothing to train, it moved the later ones aside.
   write_bytes(run + "/latest", "step-00000002\n");
   const std::string from2 = listing(run);
