@@ -48,7 +48,7 @@ nlohmann::json model_info_json(const Model& model) {
   for (int i = 0; i < (int)model.params().infos().size(); ++i) {
     if (!model.is_quantized(i) && model.params().info(i).shape.size() != 2) continue;
     const std::string t = model.is_quantized(i) ? quant_type_name(model.tensor_quant_type(i))
-                          : model.quantized()   ? "f32"
+                          : model.quantized()   ? "fp32"
                                                 : model.weight_format();
     types[t] = types.value(t, 0) + 1;
   }

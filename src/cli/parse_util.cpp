@@ -80,7 +80,8 @@ void refuse_directory_output(const std::string& command, const std::string& what
   std::error_code ec;
   // A path ending in '/' names a directory too, made or not (report wrote its plot as
   // "DIR/-loss.png" and then failed).
-  const bool slash = !path.empty() && path.back() == '/';
+  const std::string last = std::filesystem::path(path).filename().string();
+  const bool slash = path.empty() || last.empty() || last == "." || last == "..";
   CHAINLM_CHECK(!slash && !std::filesystem::is_directory(path, ec), command, ": ", what,
                 slash ? " names a directory" : " is a directory", "; give a file name, e.g. ",
                 (std::filesystem::path(path) / example).lexically_normal().string(),

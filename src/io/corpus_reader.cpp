@@ -216,6 +216,10 @@ std::vector<std::string> list_corpus_files(const std::vector<std::string>& input
       files.push_back(input);
       continue;
     }
+    CHAINLM_CHECK(
+        exclude_dir.empty() || !fs::equivalent(input, exclude_dir, ec), "input directory ", input,
+        " is where the output goes (--out): give the output a directory of its own, e.g. ",
+        (fs::path(input) / "data").string());
     std::vector<std::string> found;
     auto it =
         fs::recursive_directory_iterator(input, fs::directory_options::skip_permission_denied, ec);

@@ -10,6 +10,7 @@
 #include <memory>
 
 #include "core/error.h"
+#include "core/number_format.h"
 #include "io/atomic_file.h"
 
 namespace chainlm {
@@ -51,8 +52,9 @@ void read_gzip(const std::string& path, std::string& out) {
   while (at < in.size()) {
     if (in.size() - at < 2 || (unsigned char)in[at] != 0x1f || (unsigned char)in[at + 1] != 0x8b) {
       if (in.find_first_not_of('\0', at) == std::string::npos) break;
-      damaged(cat(in.size() - at, " bytes after byte ", at,
-                  " are not gzip data (a damaged member, or data appended)"));
+      damaged(cat(count_of((long)(in.size() - at), "byte"), " after byte ", at,
+                  in.size() - at == 1 ? " is" : " are",
+                  " not gzip data (a damaged member, or data appended)"));
     }
     z_stream z{};
     CHAINLM_CHECK(inflateInit2(&z, 16 + MAX_WBITS) == Z_OK, "cannot read ", path,
@@ -77,7 +79,9 @@ void read_gzip(const std::string& path, std::string& out) {
     const size_t used = z.total_in;
     inflateEnd(&z);
     if (rc == Z_BUF_ERROR) damaged("a truncated gzip file (it ends in the middle of its data)");
-    if (rc != Z_STREAM_END) damaged(message.empty() ? cat("zlib error ", rc) : message);
+    if (rc != Z_STREAM_END)
+      damaged(cat(at > 0 ? cat("the member at byte ", at, ": ") : std::string(),
+                  message.empty() ? cat("zlib error ", rc) : message));
     at += used;
   }
 }

@@ -185,7 +185,8 @@ void train_sentencepiece(const std::vector<std::string>& documents, const std::s
       // Sentences up to 64 KiB (SentencePiece's default of 4,192 bytes would drop long
       // paragraphs, common in JSONL corpora); DocumentLineIterator cuts longer lines to fit.
       {"max_sentence_length", std::to_string(kMaxSentenceBytes)},
-      {"num_threads", std::to_string(std::max(1, num_threads()))},
+      // SentencePiece refuses more than 128 (its own check's words reached the user).
+      {"num_threads", std::to_string(std::clamp(num_threads(), 1, 128))},
       {"minloglevel", o.verbose ? "0" : "2"},  // 2 = errors only; they also come back as status
   };
   // The sentence sampler draws from SentencePiece's global generator; seeding it makes the

@@ -125,6 +125,11 @@ TEST(CorpusInputsCli, TokenizerTrainReadsCompressedJsonlAndExplainsItsErrors) {
                            " --vocab-size 330 --threads 5000 --out " + quote(dir.file("c.model")));
   EXPECT_NE(r.exit_code, 0);
   EXPECT_TRUE(contains(r.err, "--threads 5000: at most 4096")) << r.err;
+  // SentencePiece's trainer takes at most 128 (its own check's words reached the user).
+  r = run_chainlm(dir, "tokenizer train --corpus " + quote(kFixtures + "poem.jsonl.gz") +
+                           " --vocab-size 330 --threads 200 --out " +
+                           quote(dir.file("many.model")));
+  EXPECT_EQ(r.exit_code, 0) << r.err;
 
   r = run_chainlm(dir, "tokenizer train --corpus " + quote(kFixtures + "poem.txt") +
                            " --vocab-size 5000 --out " + quote(dir.file("b.model")));

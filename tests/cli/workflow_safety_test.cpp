@@ -113,14 +113,16 @@ TEST_F(WorkflowSafety, PlotAndTokenizerTrainNeverReplaceAUsersFile) {
     }
   // A directory not made yet, named with a trailing '/': report wrote "new/-loss.png", then
   // failed at the rename.
-  for (const std::string& cmd : {std::string("plot"), std::string("report")}) {
-    auto r = run_chainlm(dir, cmd + " " + quote(run) + " --out " + quote(dir.file("new") + "/"));
-    EXPECT_NE(r.exit_code, 0) << cmd;
-    EXPECT_TRUE(
-        contains(r.err, "names a directory; give a file name, e.g. " + dir.file("new") + "/"))
-        << r.err;
-    EXPECT_FALSE(fs::exists(dir.file("new"))) << cmd;
-  }
+  for (const std::string& cmd : {std::string("plot"), std::string("report")})
+    for (const std::string& tail :
+         {std::string("/"), std::string("/.")}) {  // "new/." wrote ".-loss.png"
+      auto r = run_chainlm(dir, cmd + " " + quote(run) + " --out " + quote(dir.file("new") + tail));
+      EXPECT_NE(r.exit_code, 0) << cmd << tail;
+      EXPECT_TRUE(
+          contains(r.err, "names a directory; give a file name, e.g. " + dir.file("new") + "/"))
+          << r.err;
+      EXPECT_FALSE(fs::exists(dir.file("new"))) << cmd << tail;
+    }
   // A PNG of the user's (any PNG: it passed as "an earlier plot" before plots were marked) is
   // kept by plot and by report, whose plot would be named after the report.
   const std::string photo = dir.file("photo.png"), report_png = dir.file("notes-loss.png");

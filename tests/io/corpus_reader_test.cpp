@@ -68,6 +68,14 @@ TEST(ListCorpusFiles, HardLinksAreOneFileAndTheExcludedDirectoryIsSkipped) {
   EXPECT_EQ(list_corpus_files({dir.file("in")}).size(), 2u);
   EXPECT_EQ(list_corpus_files({dir.file("in")}, dir.file("in/out")),
             std::vector<std::string>{dir.file("in/a.txt")});
+  // The input directory itself as the output: its temporary shards were listed as input.
+  try {
+    list_corpus_files({dir.file("in")}, dir.file("in"));
+    ADD_FAILURE() << "the output directory was read as input";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("is where the output goes (--out)"), std::string::npos)
+        << e.what();
+  }
 }
 
 TEST(ReadDecompressed, StandardToolsOutputsReadAsThePlainFile) {
