@@ -26,9 +26,12 @@ void add_generate_command(CLI::App& app) {
   cmd->add_option("--tokenizer", a->tokenizer, "Tokenizer (default: the one in the checkpoint)");
   cmd->add_option("--prompt", a->prompt, "Prompt text")->capture_default_str();
   cmd->add_option("--max-tokens", a->gen.max_tokens, "Tokens to generate")->capture_default_str();
-  cmd->add_option("--temperature", a->gen.sampling.temperature, "0 = greedy")->capture_default_str();
+  cmd->add_option("--temperature", a->gen.sampling.temperature, "0 = greedy")
+      ->check(in_float_range())
+      ->capture_default_str();
   cmd->add_option("--top-k", a->gen.sampling.top_k, "Sample from the k most likely; 0 = off");
-  cmd->add_option("--top-p", a->gen.sampling.top_p, "Nucleus sampling mass; 1 = off");
+  cmd->add_option("--top-p", a->gen.sampling.top_p, "Nucleus sampling mass; 1 = off")
+      ->check(in_float_range());
   cmd->add_option("--seed", a->gen.sampling.seed, "Sampling seed")
       ->check(seed_value())
       ->capture_default_str();

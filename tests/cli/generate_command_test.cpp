@@ -91,7 +91,8 @@ TEST_F(GenerateCommand, ValidatesEverythingBeforePrintingThePrompt) {
        {std::string("--prompt visible --top-p 2"), std::string("--prompt visible --temperature -1"),
         std::string("--prompt visible --chains 4"), std::string("--prompt visible --threads -2"),
         std::string("--prompt visible --seed -1"),
-        std::string("--prompt visible --seed 99999999999999999999"), "--prompt " + long_prompt}) {
+        std::string("--prompt visible --seed 99999999999999999999"),
+        std::string("--prompt visible --temperature 1e39"), "--prompt " + long_prompt}) {
     auto r = run_chainlm(dir, "generate --model " + quote(run) + " --max-tokens 3 " + bad);
     EXPECT_NE(r.exit_code, 0) << bad;
     EXPECT_EQ(r.out, "") << bad;
@@ -104,6 +105,11 @@ TEST_F(GenerateCommand, ValidatesEverythingBeforePrintingThePrompt) {
       dir, "generate --model " + quote(run) + " --prompt visible --max-tokens 3 --threads 100000");
   EXPECT_EQ(r.exit_code, 1) << r.err;
   EXPECT_NE(r.err.find("--threads 100000: at most 4096"), std::string::npos) << r.err;
+  // 1e39 became inf in the fp32 option: "temperature must be >= 0 (got inf)".
+  r = run_chainlm(
+      dir, "generate --model " + quote(run) + " --prompt visible --max-tokens 3 --top-p 1e39");
+  EXPECT_NE(r.err.find("--top-p: 1e39 is beyond an fp32 number's range"), std::string::npos)
+      << r.err;
   auto ok = run_chainlm(dir, "generate --model " + quote(run) + " --prompt visible --max-tokens 3");
   ASSERT_EQ(ok.exit_code, 0) << ok.err;
   EXPECT_EQ(ok.out.rfind("visible", 0), 0u) << ok.out;
