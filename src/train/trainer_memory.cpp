@@ -5,6 +5,8 @@
 
 #include "core/memory.h"
 #include "core/precision.h"
+#include "core/threads.h"
+#include "kernels/gemm_backend.h"
 #include "train/trainer.h"
 
 namespace chainlm {
@@ -40,6 +42,17 @@ MemoryEstimate Trainer::memory_estimate(const ModelConfig& c, const TrainOptions
   // estimated 90.1 (one process: 107.3 against 99.9), 12.1M parameters at 258.3 against 236.4.
   // 12 MiB and an eighth of the gradients' bytes keep the estimate above the peaks measured
   // (bench/RESULTS.md, "Memory under mpirun").
+  // oneDNN's matmuls keep per-thread scratch that grows with the rows of a product: at 2,048
+  // rows of a dim-256, ffn-688 model the peak was 7 MiB above OpenBLAS's on one thread and 20
+  // on two, and the estimate 13 MiB below it (PHD's K-times rows met it first). Twice a
+  // product's widest output per row and thread covers both (bench/RESULTS.md, "Memory under
+  // mpirun, and the runtime's share").
+  if (gemm_backend() == GemmBackend::OneDnn) {
+    const uint64_t rows = (uint64_t)micro * T * (c.phd.enabled() ? c.phd.repeat : 1);
+    e.parts.insert(e.parts.end() - 1, {"GEMM workspace", 2 * sizeof(float) * rows *
+                                                             (uint64_t)std::max(c.dim, c.ffn_dim) *
+                                                             (uint64_t)std::max(1, num_threads())});
+  }
   if (ranks > 1)
     e.parts.insert(e.parts.end() - 1,
                    {"MPI buffers", (12ull << 20) + Model::parameter_floats(c) * sizeof(float) / 8});
