@@ -23,6 +23,7 @@
 #include "core/rng.h"
 #include "io/atomic_file.h"
 #include "io/data_directory.h"
+#include "io/run_path.h"
 #include "io/token_shard.h"
 #include "io/tokenizer.h"
 
@@ -48,13 +49,10 @@ void check_output_dir(const PrepareOptions& o) {
                 " is a file, not a directory (nothing was written)");
   // A checkpoint or a training run: --overwrite replaced a checkpoint's tokenizer with the
   // data's, and the model then decoded with another vocabulary without a word.
-  const fs::path out(o.out);
-  CHAINLM_CHECK(
-      !(fs::exists(out / "config.json", ec) && fs::exists(out / "model.safetensors", ec)) &&
-          !fs::exists(out / "latest", ec),
-      "prepare: --out ", o.out, " is a ",
-      fs::exists(out / "latest", ec) ? "training run" : "model checkpoint",
-      ", not a data directory; choose another --out (nothing was written)");
+  const DirectoryKind kind = directory_kind(o.out);
+  CHAINLM_CHECK(kind != DirectoryKind::kRun && kind != DirectoryKind::kCheckpoint,
+                "prepare: --out ", o.out, " is a ", directory_kind_name(kind),
+                ", not a data directory; choose another --out (nothing was written)");
   // What a prepare killed part-way left (its temporary shards) is not data: it goes first.
   for (const char* name :
        {"train.bin", "val.bin", "meta.json", kPrepareMarker, "tokenizer.model", "tokenizer.json",
@@ -218,9 +216,9 @@ size_t documents_in(const std::vector<CorpusFile>& files) {
 // A file in both lists would make the validation split a copy of training data.
 void refuse_files_in_both(const PrepareOptions& o) {
   std::map<std::string, std::string> trains;  // same_file_key -> as named
-  for (const std::string& path : list_corpus_files(o.corpus.inputs, o.out))
+  for (const std::string& path : list_corpus_files(o.corpus.inputs, o.corpus.exclude_dir))
     trains.emplace(same_file_key(path), path);
-  for (const std::string& path : list_corpus_files(o.val_inputs, o.out)) {
+  for (const std::string& path : list_corpus_files(o.val_inputs, o.corpus.exclude_dir)) {
     const auto it = trains.find(same_file_key(path));
     CHAINLM_CHECK(it == trains.end(), "--val-input ", path, " is also read by --input (as ",
                   it->second,

@@ -74,15 +74,12 @@ void require_data_tokenizer(const std::string& data_dir) {
   if (!fs::is_directory(data_dir, ec)) return;
   // A run or a checkpoint given as --data, or a directory with no shards (empty, or a first
   // prepare killed before its rename): "holds no tokenizer ... copy it" was the wrong advice.
-  const fs::path d(data_dir);
-  const bool run = fs::exists(d / "latest", ec),
-             checkpoint =
-                 fs::exists(d / "config.json", ec) && fs::exists(d / "model.safetensors", ec);
-  CHAINLM_CHECK(!run && !checkpoint, "train: --data ", data_dir, " is a ",
-                run ? "training run" : "model checkpoint",
+  const DirectoryKind kind = directory_kind(data_dir);
+  CHAINLM_CHECK(kind != DirectoryKind::kRun && kind != DirectoryKind::kCheckpoint, "train: --data ",
+                data_dir, " is a ", directory_kind_name(kind),
                 ", not a data directory (chainlm prepare writes one: token shards train.bin and "
                 "val.bin) (nothing was trained)");
-  CHAINLM_CHECK(fs::exists(d / "train.bin", ec), "train: --data ", data_dir,
+  CHAINLM_CHECK(fs::exists(fs::path(data_dir) / "train.bin", ec), "train: --data ", data_dir,
                 " holds no train.bin: it is not a data directory chainlm prepare finished "
                 "(chainlm prepare --out ",
                 data_dir, " writes one) (nothing was trained)");

@@ -33,6 +33,29 @@ std::vector<std::pair<long, std::string>> run_checkpoints(const std::string& run
   return found;
 }
 
+DirectoryKind directory_kind(const std::string& dir) {
+  std::error_code ec;
+  const fs::path d(dir);
+  if (fs::exists(d / "latest", ec)) return DirectoryKind::kRun;
+  if (fs::exists(d / "config.json", ec) && fs::exists(d / "model.safetensors", ec))
+    return DirectoryKind::kCheckpoint;
+  if (fs::exists(d / "train.bin", ec) && fs::exists(d / "val.bin", ec)) return DirectoryKind::kData;
+  return DirectoryKind::kOther;
+}
+
+const char* directory_kind_name(DirectoryKind kind) {
+  switch (kind) {
+    case DirectoryKind::kRun:
+      return "training run";
+    case DirectoryKind::kCheckpoint:
+      return "model checkpoint";
+    case DirectoryKind::kData:
+      return "data directory";
+    default:
+      return "directory";
+  }
+}
+
 std::string resolve_checkpoint_dir(const std::string& path) {
   // error_code overloads throughout: a path the OS refuses (too long, say) is a chainlm::Error.
   std::error_code ec;
@@ -53,8 +76,7 @@ std::string resolve_checkpoint_dir(const std::string& path) {
         newest = it->second;
     }
     // Token shards: what `chainlm prepare` writes, given where a model goes.
-    const bool data =
-        fs::exists(fs::path(path) / "train.bin", ec) && fs::exists(fs::path(path) / "val.bin", ec);
+    const bool data = directory_kind(path) == DirectoryKind::kData;
     fail(path, ": neither a checkpoint (no config.json) nor a run directory (no 'latest' file)",
          data ? "; it is a data directory (chainlm prepare's token shards), not a model"
          : newest.empty()

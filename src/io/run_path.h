@@ -13,6 +13,15 @@ long checkpoint_step(const std::string& name);
 // `run` cannot be read.
 std::vector<std::pair<long, std::string>> run_checkpoints(const std::string& run);
 
+// What a directory holds, told by the files that mark each kind: a training run (`latest`), a
+// model checkpoint (config.json and model.safetensors), a prepared data directory (train.bin and
+// val.bin), in that order; kOther for anything else. Commands name the kind given where another
+// was wanted (a run as --data, a data directory as --model, a checkpoint as prepare's --out).
+enum class DirectoryKind { kRun, kCheckpoint, kData, kOther };
+DirectoryKind directory_kind(const std::string& dir);
+// "training run", "model checkpoint", "data directory", "directory".
+const char* directory_kind_name(DirectoryKind kind);
+
 // Accepts a checkpoint directory or a run directory (follows its `latest` file). Throws naming
 // the path when it is neither, or when `latest` does not name a directory inside the run.
 std::string resolve_checkpoint_dir(const std::string& path);
