@@ -33,9 +33,8 @@ EvalTokens load_eval_tokens(const std::string& path_arg, const Tokenizer* tokeni
   CHAINLM_CHECK(fs::is_regular_file(path, ec), path, ": no such file");
   // A shard named inside its data directory gets the directory's checks too (an unfinished
   // prepare, a count meta.json disagrees with): they applied only to the directory named.
-  if (const fs::path p(path), name = p.filename(); (name == "train.bin" || name == "val.bin") &&
-                                                   (fs::exists(p.parent_path() / "meta.json", ec) ||
-                                                    prepare_interrupted(p.parent_path().string())))
+  // (data_shard_path checks what the directory has, and passes a shard with neither.)
+  if (const fs::path p(path), name = p.filename(); name == "train.bin" || name == "val.bin")
     path = data_shard_path(p.parent_path().string(), name.string());
   EvalTokens r;
   r.path = path;

@@ -41,8 +41,8 @@ InferenceSession::Sizes InferenceSession::sizes_for(const ModelConfig& c, int ma
   if (c.phd.enabled()) {
     // A PHD pass holds at least one position's copies, and a prompt of max_chunk tokens fits
     // in one pass with the hidden copies of its last positions.
-    z.max_rows = std::max(z.max_chunk, c.phd.repeat) +
-                 (c.phd.repeat - 1) * bounded_hidden_positions(c, c.max_seq_len, true);
+    const int bounded = bounded_hidden_positions(c, c.max_seq_len, true);
+    z.max_rows = std::max(z.max_chunk, c.phd.repeat) + (c.phd.repeat - 1) * bounded;
     // A pass runs at most this many positions with all their copies: what a bounded prefill
     // needs, else 32 (a prompt's logits at every position, as serve's echo wants, or the
     // paper's prefill of every copy run in passes of 32 positions and K*32 rows, which keep
@@ -50,8 +50,7 @@ InferenceSession::Sizes InferenceSession::sizes_for(const ModelConfig& c, int ma
     // the cache: sized for every position a pass of max_rows rows could hold (max_rows / K)
     // it took 48% of a 1024-token f32 cache on ref30m-phd-cswa-4-16-32 (15 MiB a session
     // more than the ordinary model's; 12.5% now).
-    z.pass_positions = std::min(z.max_rows / c.phd.repeat,
-                                std::max(32, bounded_hidden_positions(c, c.max_seq_len, true)));
+    z.pass_positions = std::min(z.max_rows / c.phd.repeat, std::max(32, bounded));
     // Room for the window plus one pass's hidden tokens, twice the window so that keeping
     // the ring in order costs a compaction only every ~window/(K-1) decode steps.
     z.ring_rows = 2 * c.phd.window + (c.phd.repeat - 1) * z.pass_positions;

@@ -42,6 +42,22 @@ bool is_leftover(const std::string& name) {
   return false;
 }
 
+// The leftovers in a run directory (is_leftover).
+std::vector<fs::path> leftovers_in(const fs::path& run) {
+  std::error_code ec;
+  std::vector<fs::path> found;
+  for (const auto& e : fs::directory_iterator(run, ec))
+    if (is_leftover(e.path().filename().string())) found.push_back(e.path());
+  return found;
+}
+
+void remove_paths(const std::vector<fs::path>& paths) {
+  for (const fs::path& p : paths) {
+    std::error_code ignored;
+    fs::remove_all(p, ignored);
+  }
+}
+
 // The checkpoint `run/latest` names, "" when there is none (or it cannot be read).
 std::string latest_name(const fs::path& run) {
   try {
@@ -187,11 +203,7 @@ void RunDirectory::prepare() {
          " (nothing was trained)");
   // Leftovers of a writer killed mid-checkpoint: never checkpoints (loaders follow `latest`,
   // which only ever names a complete directory), removed here.
-  for (const auto& e : fs::directory_iterator(run, ec))
-    if (is_leftover(e.path().filename().string())) {
-      std::error_code ignored;
-      fs::remove_all(e.path(), ignored);
-    }
+  remove_paths(leftovers_in(run));
 }
 
 void RunDirectory::lock() {
@@ -224,20 +236,14 @@ void RunDirectory::unlock() {
 }
 
 void RunDirectory::tidy_finished() {
-  std::error_code ec;
-  std::vector<fs::path> leftovers;
-  for (const auto& e : fs::directory_iterator(path_, ec))
-    if (is_leftover(e.path().filename().string())) leftovers.push_back(e.path());
+  const std::vector<fs::path> leftovers = leftovers_in(path_);
   if (leftovers.empty()) return;
   try {
     lock();
   } catch (const Error&) {
     return;
   }
-  for (const fs::path& p : leftovers) {
-    std::error_code ignored;
-    fs::remove_all(p, ignored);
-  }
+  remove_paths(leftovers);
   unlock();
 }
 
