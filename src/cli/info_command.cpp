@@ -67,18 +67,31 @@ nlohmann::json gguf_header_json(const std::string& path) {
   for (const std::string& key : g.keys()) j["metadata"][key] = gguf_value_json(g.value(key));
   for (const char* key : {"general.architecture", "general.name", "tokenizer.ggml.model"})
     j[key] = g.has(key) && g.value(key).type == GgufType::kString ? g.get_string(key) : "";
-  j["file_type"] = g.has("general.file_type") ? g.value("general.file_type").describe() : "";
+  // general.file_type is llama.h's llama_ftype: the number as the file holds it, and the name of
+  // the types chainlm writes.
+  j["file_type"] =
+      g.has("general.file_type") ? gguf_value_json(g.value("general.file_type")) : nlohmann::json();
+  static const std::map<uint64_t, std::string> names = {
+      {0, "f32"}, {1, "f16"}, {2, "q4_0"}, {7, "q8_0"}};
+  const auto name = j["file_type"].is_number_unsigned() ? names.find(j["file_type"].get<uint64_t>())
+                                                        : names.end();
+  j["file_type_name"] = name != names.end() ? name->second : "";
   return j;
 }
 
 void print_gguf_header(const nlohmann::json& g) {
   std::string types;
   for (const auto& [type, count] : g["tensor_types"].items()) types += cat(types.empty() ? "" : ", ", count.get<int>(), " ", type);
-  std::printf("gguf        architecture \"%s\", name \"%s\", file_type %s, %zu metadata keys, "
-              "tokenizer.ggml.model \"%s\"\n",
-              g["general.architecture"].get<std::string>().c_str(), g["general.name"].get<std::string>().c_str(),
-              g["file_type"].get<std::string>().c_str(), g["metadata"].size(),
-              g["tokenizer.ggml.model"].get<std::string>().c_str());
+  std::printf(
+      "gguf        architecture \"%s\", name \"%s\", file_type %s, %zu metadata keys, "
+      "tokenizer.ggml.model \"%s\"\n",
+      g["general.architecture"].get<std::string>().c_str(),
+      g["general.name"].get<std::string>().c_str(),
+      g["file_type"].is_null() ? "none"
+      : g["file_type_name"] == ""
+          ? g["file_type"].dump().c_str()
+          : cat(g["file_type"].dump(), " (", g["file_type_name"].get<std::string>(), ")").c_str(),
+      g["metadata"].size(), g["tokenizer.ggml.model"].get<std::string>().c_str());
   std::printf("            %d tensors: %s\n", g["tensor_count"].get<int>(), types.c_str());
 }
 

@@ -137,6 +137,10 @@ CLI::Validator in_float_range() {
         const float f = std::strtof(v.c_str(), &end);
         if (end != v.c_str() && *end == '\0' && errno == ERANGE && std::isinf(f))
           return cat(v, " is beyond an fp32 number's range (3.4e38)");
+        // A nonzero number below fp32's smallest (1.4e-45) would read as 0: "--lr 0".
+        if (end != v.c_str() && *end == '\0' && errno == ERANGE && f == 0.0f &&
+            std::strtod(v.c_str(), nullptr) != 0.0)
+          return cat(v, " is below an fp32 number's smallest (1.4e-45) and would read as 0");
         return std::string();  // not a number at all: CLI11's conversion says so
       },
       "fp32");

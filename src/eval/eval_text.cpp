@@ -8,6 +8,7 @@
 #include "core/error.h"
 #include "io/corpus_reader.h"
 #include "io/data_directory.h"
+#include "io/run_path.h"
 #include "io/token_shard.h"
 
 namespace chainlm {
@@ -26,6 +27,12 @@ EvalTokens load_eval_tokens(const std::string& path_arg, const Tokenizer* tokeni
   std::error_code ec;
   std::string path = path_arg;
   if (fs::is_directory(path, ec)) {
+    // A run or a checkpoint given as --data: "must hold val.bin" did not say what it was.
+    const DirectoryKind kind = directory_kind(path);
+    CHAINLM_CHECK(kind != DirectoryKind::kRun && kind != DirectoryKind::kCheckpoint, path_arg,
+                  " is a ", directory_kind_name(kind),
+                  ", not data to evaluate on (a data directory chainlm prepare "
+                  "wrote, a token shard or a text file)");
     CHAINLM_CHECK(fs::is_regular_file(fs::path(path) / "val.bin", ec), path_arg,
                   ": a data directory must hold val.bin (chainlm prepare writes it)");
     path = data_shard_path(path, "val.bin");

@@ -36,7 +36,11 @@ std::vector<std::pair<long, std::string>> run_checkpoints(const std::string& run
 DirectoryKind directory_kind(const std::string& dir) {
   std::error_code ec;
   const fs::path d(dir);
-  if (fs::exists(d / "latest", ec)) return DirectoryKind::kRun;
+  // A run killed before its first checkpoint has its log only; one whose `latest` was removed by
+  // hand still has its checkpoints.
+  if (fs::exists(d / "latest", ec) || fs::exists(d / "metrics.jsonl", ec) ||
+      !run_checkpoints(dir).empty())
+    return DirectoryKind::kRun;
   if (fs::exists(d / "config.json", ec) && fs::exists(d / "model.safetensors", ec))
     return DirectoryKind::kCheckpoint;
   if (fs::exists(d / "train.bin", ec) && fs::exists(d / "val.bin", ec)) return DirectoryKind::kData;

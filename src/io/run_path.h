@@ -13,7 +13,8 @@ long checkpoint_step(const std::string& name);
 // `run` cannot be read.
 std::vector<std::pair<long, std::string>> run_checkpoints(const std::string& run);
 
-// What a directory holds, told by the files that mark each kind: a training run (`latest`), a
+// What a directory holds, told by the files that mark each kind: a training run (`latest`,
+// `metrics.jsonl` or a step-NNNNNNNN checkpoint), a
 // model checkpoint (config.json and model.safetensors), a prepared data directory (train.bin and
 // val.bin), in that order; kOther for anything else. Commands name the kind given where another
 // was wanted (a run as --data, a data directory as --model, a checkpoint as prepare's --out).

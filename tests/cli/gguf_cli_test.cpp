@@ -104,6 +104,7 @@ TEST_F(GgufCli, ExportsAFileEveryInferenceCommandReads) {
   EXPECT_TRUE(contains(info.out, "(GGUF v3 file)")) << info.out;
   EXPECT_TRUE(contains(info.out, "architecture \"llama\"")) << info.out;
   EXPECT_TRUE(contains(info.out, "Q8_0")) << info.out;
+  EXPECT_TRUE(contains(info.out, "file_type 7 (q8_0)")) << info.out;
   EXPECT_TRUE(contains(info.out, "weights     q8_0")) << info.out;
   EXPECT_TRUE(contains(info.out, "tokenizer   sentencepiece, vocabulary 300")) << info.out;
   info = run_chainlm(dir, "info --json --model " + quote(f32));
@@ -117,6 +118,9 @@ TEST_F(GgufCli, ExportsAFileEveryInferenceCommandReads) {
   EXPECT_EQ(meta.at("tokenizer.ggml.tokens").at("length"), 300);
   EXPECT_EQ(meta.at("tokenizer.ggml.tokens").at("first").at(1), "<s>");
   EXPECT_EQ(ij.at("gguf").at("runs_in_chainlm"), true);
+  // The file type as the metadata holds it, a number (it was the string "0").
+  EXPECT_EQ(ij.at("gguf").at("file_type"), 0) << ij.at("gguf").dump();
+  EXPECT_EQ(ij.at("gguf").at("file_type_name"), "f32");
 
   // A quantized checkpoint exports its own blocks; a GGUF exports again as it is.
   r = run_chainlm(dir, "quantize --model " + quote(run) + " --type q8_0 --out " + quote(dir.file("q")));

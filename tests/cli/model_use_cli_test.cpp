@@ -109,6 +109,17 @@ TEST_F(ModelUseCli, EvalReadsATextFileWithPreparesOptions) {
   EXPECT_EQ(nlohmann::json::parse(lines.out)["documents"], 3);
 }
 
+// A run or a checkpoint given as eval's --data is named as such (the error said it "must hold
+// val.bin", as if it were a data directory missing a file).
+TEST_F(ModelUseCli, EvalDataThatIsARunOrACheckpointIsNamed) {
+  for (const auto& [data, kind] : {std::pair<std::string, std::string>{run, "is a training run"},
+                                   {run + "/step-00000002", "is a model checkpoint"}}) {
+    auto r = run_chainlm(dir, "eval ppl --model " + quote(run) + " --data " + quote(data));
+    EXPECT_NE(r.exit_code, 0) << data;
+    EXPECT_TRUE(contains(r.err, kind + ", not data to evaluate on")) << r.err;
+  }
+}
+
 // The model's 512 ids against the byte tokenizer's 258: ids 258..511 have no text. An untrained
 // model samples them about half the time; generate failed at the first ("token id 452 is
 // outside the vocabulary"), and a run with --sample-every died at its first sample.

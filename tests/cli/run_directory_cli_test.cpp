@@ -229,6 +229,20 @@ TEST_F(RunDirectoryCli, ADataDirectoryGivenAsAModelIsNamedSo) {
   EXPECT_NE(p.exit_code, 0);
   EXPECT_TRUE(contains(p.err, "is a model checkpoint, not a data directory")) << p.err;
   EXPECT_EQ(listing(run + "/step-00000002"), before);
+  // A run without `latest` (removed by hand, or killed before its first checkpoint, with its log
+  // only) is a run still: prepare --overwrite replaced its files with shards.
+  fs::remove(run + "/latest");
+  const std::string log_only = dir.file("log-only");
+  fs::create_directories(log_only);
+  write_bytes(log_only + "/metrics.jsonl", "{\"step\": 1}\n");
+  for (const std::string& out : {run, log_only}) {
+    const std::string files = listing(out);
+    auto q = run_chainlm(dir, "prepare --tokenizer byte --input " + quote(dir.file("corpus.txt")) +
+                                  " --out " + quote(out) + " --overwrite");
+    EXPECT_NE(q.exit_code, 0) << out;
+    EXPECT_TRUE(contains(q.err, "is a training run, not a data directory")) << q.err;
+    EXPECT_EQ(listing(out), files) << out;
+  }
 }
 
 // --steps counts from the run's start: below the run's step it did nothing and exited 0 after
@@ -293,6 +307,7 @@ TEST_F(RunDirectoryCli, OptionsOutOfRangeAreRefusedNamingTheFlag) {
                                 "--bucket-mb nan",
                                 "--bucket-mb 1e-30",
                                 "--lr 1e39",
+                                "--lr 1e-46",
                                 "--grad-clip 1e39"}) {
     auto r = run_chainlm(dir, train_args(run, 2) + " " + opt);
     EXPECT_NE(r.exit_code, 0) << opt;
@@ -304,6 +319,9 @@ TEST_F(RunDirectoryCli, OptionsOutOfRangeAreRefusedNamingTheFlag) {
   // 1e39 became inf in the fp32 option, and was refused as "--lr inf".
   auto huge = run_chainlm(dir, train_args(run, 2) + " --lr 1e39");
   EXPECT_TRUE(contains(huge.err, "--lr: 1e39 is beyond an fp32 number's range")) << huge.err;
+  // 1e-46 underflowed to 0 and was refused as "--lr 0".
+  auto tiny = run_chainlm(dir, train_args(run, 2) + " --lr 1e-46");
+  EXPECT_TRUE(contains(tiny.err, "--lr: 1e-46 is below an fp32 number's smallest")) << tiny.err;
   // A micro-batch that does not divide the batch names one that does.
   std::string args = train_args(run, 2);
   args.replace(args.find("--batch-size 2"), 14, "--batch-size 6 --micro-batch 4");
