@@ -4,8 +4,10 @@
 #include <pthread.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <csignal>
 #include <cstring>
+#include <ctime>
 #include <thread>
 
 namespace chainlm {
@@ -20,12 +22,37 @@ void write_stderr(const char* s) {
   (void)ignored;
 }
 
-// Async-signal-safe: a flag, write(2) and _exit only.
+// When the first stop signal came, in monotonic milliseconds.
+std::atomic<long long> g_first_ms{0};
+static_assert(std::atomic<long long>::is_always_lock_free, "read and written in a signal handler");
+
+long long monotonic_ms() {  // clock_gettime is async-signal-safe
+  timespec t{};
+  ::clock_gettime(CLOCK_MONOTONIC, &t);
+  return (long long)t.tv_sec * 1000 + t.tv_nsec / 1000000;
+}
+
+// One stop can arrive twice within moments: coreutils `timeout` sends its SIGTERM to the
+// process and to its process group, a terminal's Ctrl-C reaches every process of the job, and
+// mpirun forwards what it receives. Read as "quit at once", the duplicate cost the checkpoint
+// (one `timeout` run in five saved nothing). A second signal within this many milliseconds of
+// the first is the same stop.
+constexpr long long kSameStopMs = 1000;
+
+// Async-signal-safe: flags, clock_gettime, write(2) and _exit only.
 void on_stop_signal(int sig) {
   if (g_signal != 0) {
+    if (monotonic_ms() - g_first_ms.load() < kSameStopMs) {
+      write_stderr(
+          "chainlm: the stop signal again within a second: the same stop (send it once more, "
+          "later, to "
+          "quit at once)\n");
+      return;
+    }
     write_stderr("\nchainlm: second stop signal: quitting at once (no checkpoint of this step)\n");
     ::_exit(128 + sig);
   }
+  g_first_ms = monotonic_ms();
   g_signal = sig;
   write_stderr("\nchainlm: ");
   write_stderr(sig == SIGINT   ? "SIGINT (Ctrl-C)"
@@ -33,7 +60,7 @@ void on_stop_signal(int sig) {
                                : "SIGTERM");
   write_stderr(" received: ");
   write_stderr(g_what);
-  write_stderr(" (send it again to quit at once)\n");
+  write_stderr(" (send it again, a second or more later, to quit at once)\n");
 }
 
 // The reader of the job's output went away (`train ... | head`, a `tee` killed): a stop like

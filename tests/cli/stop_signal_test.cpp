@@ -125,12 +125,37 @@ TEST_F(StopSignal, SecondSignalQuitsAtOnce) {
   int status = 0;
   ASSERT_EQ(::waitpid(pid, &status, WUNTRACED), pid);
   ASSERT_TRUE(WIFSTOPPED(status)) << "the run did not reach its checkpoint write";
+  // A second signal within a second of the first is the same stop (see the next test).
+  std::this_thread::sleep_for(std::chrono::milliseconds(1100));
   ::kill(pid, SIGINT);
   ::kill(pid, SIGCONT);
   const testing::Outcome r = testing::finish(pid, out, err);
   EXPECT_EQ(r.code, 128 + SIGINT) << r.err;
   EXPECT_TRUE(contains(r.err, "quitting at once")) << r.err;
   EXPECT_FALSE(fs::exists(run + "/latest"));
+}
+
+// `timeout 2 chainlm train ...` sends its SIGTERM to the process and to its process group, so
+// the run receives it twice within moments: read as a second signal, it quit without its
+// checkpoint (one run in five). The duplicate now lands while the first one's checkpoint is
+// being written, as the second signal of the test above, and the checkpoint is still saved.
+TEST_F(StopSignal, TheSameStopDeliveredTwiceSavesTheStep) {
+  const std::string run = dir.file("timeout");
+  const pid_t pid = start(run, {{"CHAINLM_PAUSE_AT", "checkpoint.after_weights:1"}});
+  ::kill(pid, SIGTERM);
+  int status = 0;
+  ASSERT_EQ(::waitpid(pid, &status, WUNTRACED), pid);
+  ASSERT_TRUE(WIFSTOPPED(status)) << "the run did not reach its checkpoint write";
+  ::kill(pid, SIGTERM);
+  ::kill(pid, SIGCONT);
+  const testing::Outcome r = testing::finish(pid, out, err);
+  EXPECT_EQ(r.code, 128 + SIGTERM) << r.err;
+  EXPECT_FALSE(contains(r.err, "quitting at once")) << r.err;
+  EXPECT_TRUE(contains(r.err, "the same stop")) << r.err;
+  const long steps = logged_steps(run);
+  char step_dir[32];
+  std::snprintf(step_dir, sizeof step_dir, "step-%08ld", steps);
+  EXPECT_EQ(trimmed(read_bytes(run + "/latest")), step_dir) << r.err;
 }
 
 // Ctrl-C in a command that writes one output (quantize here; expand and export alike) ended it
