@@ -211,19 +211,28 @@ void RunDirectory::lock() {
   // The run's lock: a second process training into the same directory would take this
   // one's temporary directories for a killed writer's. flock locks end with the process,
   // however it ends, so a killed run never leaves a stale lock behind.
+  // The lock is taken on the directory itself: on the .lock file, a user removing that "stale"
+  // file let a second trainer in beside the first (both wrote one log and their checkpoints).
+  // The file stays as the mark that a run started here.
   if (lock_fd_ >= 0) return;
   const std::string lock = (run / ".lock").string();
   // Read-only: an open writable file would keep the filesystem from being remounted.
-  const int fd = ::open(lock.c_str(), O_RDONLY | O_CREAT | O_CLOEXEC, 0644);
-  if (fd < 0)
+  const int mark = ::open(lock.c_str(), O_RDONLY | O_CREAT | O_CLOEXEC, 0644);
+  if (mark < 0)
     fail("cannot write to the run directory ", run.string(), ": creating ", lock,
          " failed: ", std::strerror(errno), " (nothing was trained)");
+  ::close(mark);
+  const int fd = ::open(run.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0)
+    fail("cannot open the run directory ", run.string(), ": ", std::strerror(errno),
+         " (nothing was trained)");
   if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
     const int err = errno;
     ::close(fd);
     if (err == EWOULDBLOCK)
-      fail("another process is training into ", run.string(), " (it holds ", lock,
-           "); nothing was trained");
+      fail("another process is training into ", run.string(),
+           " (it holds a lock on the directory); nothing was "
+           "trained");
     // A filesystem without flock (some network mounts): train unlocked, as before locks.
   } else {
     lock_fd_ = fd;

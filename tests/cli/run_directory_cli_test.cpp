@@ -130,13 +130,29 @@ TEST_F(RunDirectoryCli, AResumeWithoutCheckpointsSaysWhy) {
 
   const std::string run = dir.file("run");
   fs::create_directories(run);
-  const int fd = ::open((run + "/.lock").c_str(), O_RDONLY | O_CREAT | O_CLOEXEC, 0644);
+  write_bytes(run + "/.lock", "");
+  const int fd = ::open(run.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   ASSERT_GE(fd, 0);
   ASSERT_EQ(::flock(fd, LOCK_EX | LOCK_NB), 0);  // as a training process holds it
   r = run_chainlm(dir, "train --out " + quote(run) + " --resume --steps 2");
-  ::close(fd);
   EXPECT_NE(r.exit_code, 0);
   EXPECT_TRUE(contains(r.err, "another process is training into " + run)) << r.err;
+  ::close(fd);
+  // The .lock file removed by hand ("a stale lock") let a second trainer in beside the first.
+  const std::string trained = dir.file("trained");
+  ASSERT_EQ(
+      run_chainlm(dir, "train --config " + quote(config) + " --data " + quote(data) + " --out " +
+                           quote(trained) + " --steps 2 --batch-size 2 --seq-len 8 --quiet")
+          .exit_code,
+      0);
+  const int held = ::open(trained.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  ASSERT_EQ(::flock(held, LOCK_EX | LOCK_NB), 0);
+  fs::remove(trained + "/.lock");
+  r = run_chainlm(dir, "train --out " + quote(trained) + " --resume --steps 4 --quiet");
+  ::close(held);
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_TRUE(contains(r.err, "another process is training into " + trained)) << r.err;
+  EXPECT_FALSE(fs::exists(trained + "/step-00000004"));
   r = run_chainlm(dir, "train --out " + quote(run) + " --resume --steps 2");  // lock released
   EXPECT_TRUE(contains(r.err, "the run stopped before its first checkpoint")) << r.err;
 }
