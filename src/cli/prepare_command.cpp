@@ -321,7 +321,10 @@ void prepare_into(const PrepareOptions& given, const Tokenizer& tokenizer) {
       {"bos_prepended", true},
       {"shard_format", "CLMTOKS1"},
   };
-  write_file_atomic((fs::path(o.out) / "meta.json").string(), meta.dump(2) + "\n");
+  // A file name that is not UTF-8 (bytes a filesystem allows) is listed with U+FFFD for its
+  // bad bytes: JSON cannot hold it, and the error came after the whole corpus was tokenized.
+  write_file_atomic((fs::path(o.out) / "meta.json").string(),
+                    meta.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) + "\n");
   fs::remove(marker);
   fsync_directory(o.out);
 

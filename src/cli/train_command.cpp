@@ -18,6 +18,7 @@
 #include "core/stop_signals.h"
 #include "core/threads.h"
 #include "io/run_path.h"
+#include "io/text_encoding.h"
 #include "io/tokenizer.h"
 #include "kernels/gemm.h"
 #include "kernels/gemm_backend.h"
@@ -253,6 +254,18 @@ void add_train_command(CLI::App& app) {
     // the other ranks receive the config and options here, and the weights, moments and step
     // when the run starts (Trainer::run), so only rank 0 needs the run directory.
     auto read_setup = [&]() {
+      // The run's JSON files record these (trainer_state.json's options): bytes that are not
+      // UTF-8, which a path may hold, failed the first checkpoint after the steps before it.
+      for (const auto& [flag, value] :
+           {std::pair<const char*, const std::string&>{"--data", a->data},
+            {"--init", a->init},
+            {"--sample-prompt", a->sample_prompt}}) {
+        const Utf8Check check = check_utf8(value);
+        CHAINLM_CHECK(
+            check.ok(), "train: ", flag, " is not valid UTF-8 (byte ", check.first_invalid,
+            "): the run records it in its checkpoints' JSON; rename the path or re-encode "
+            "the text (nothing was trained)");
+      }
       CHAINLM_CHECK(a->init.empty() || a->config.empty(),
                     "train: pass --config (a new model) or --init (existing weights), not both");
       if (a->resume) {
@@ -484,7 +497,8 @@ void add_train_command(CLI::App& app) {
         opt.sample_every = a->sample_every;
         opt.sample_prompt = a->sample_prompt;
         opt.sample_tokens = a->sample_tokens;
-        if (!a->chain_weights.empty()) opt.chain_loss_weights = parse_float_list(a->chain_weights, "--chain-loss-weights");
+        if (!a->chain_weights.empty())
+          opt.chain_loss_weights = parse_float_list(a->chain_weights, "--chain-loss-weights");
         opt.check_ranges();  // before the memory estimate, which reads some of them
         if (a->init.empty()) {
           // A new model: refuse a run that cannot fit before even its weights are allocated.

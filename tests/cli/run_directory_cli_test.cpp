@@ -301,6 +301,29 @@ TEST_F(RunDirectoryCli, StepsBelowTheRunAreRefusedAndAFinishedRunSaysSo) {
   EXPECT_EQ(listing(run), from2);
 }
 
+// A path a filesystem allows but JSON cannot hold (bytes that are not UTF-8): train ran every
+// step to its first checkpoint and failed there ("invalid UTF-8 byte"), losing them; prepare
+// tokenized the whole corpus and failed writing meta.json, naming no file.
+TEST_F(RunDirectoryCli, PathsThatAreNotUtf8AreRefusedOrRecordedReplaced) {
+  const std::string odd = dir.file("data\xff");
+  fs::copy(data, odd);
+  const std::string run = dir.file("run");
+  auto r =
+      run_chainlm(dir, "train --config " + quote(config) + " --data " + quote(odd) + " --out " +
+                           quote(run) + " --steps 2 --batch-size 2 --seq-len 8 --quiet");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_TRUE(contains(r.err, "train: --data is not valid UTF-8 (byte ")) << r.err;
+  EXPECT_FALSE(fs::exists(run));
+  const std::string text = dir.file("corpus\xfe.txt");
+  fs::copy(dir.file("corpus.txt"), text);
+  auto p = run_chainlm(
+      dir, "prepare --tokenizer byte --input " + quote(text) + " --out " + quote(dir.file("d")));
+  ASSERT_EQ(p.exit_code, 0) << p.err;
+  const auto meta = nlohmann::json::parse(read_bytes(dir.file("d/meta.json")));
+  EXPECT_TRUE(contains(meta.at("sources").at(0).get<std::string>(), "corpus\xef\xbf\xbd.txt"))
+      << meta.dump();
+}
+
 // Each was accepted and stored as given (a --min-lr-ratio of 2 raised the LR over the run).
 TEST_F(RunDirectoryCli, OptionsOutOfRangeAreRefusedNamingTheFlag) {
   const std::string run = dir.file("run");
