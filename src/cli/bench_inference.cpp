@@ -15,6 +15,7 @@
 #include "core/timer.h"
 #include "core/wait_policy.h"
 #include "infer/session.h"
+#include "model/memory_estimate.h"
 
 namespace chainlm::cli {
 
@@ -24,7 +25,15 @@ namespace {
 std::unique_ptr<Model> bench_model_fp32(const InferenceBenchArgs& a) {
   CHAINLM_CHECK(a.model.empty() != a.config.empty(), "bench: pass exactly one of --model or --config");
   if (!a.config.empty()) {
-    auto m = std::make_unique<Model>(load_config(a.config));
+    // Its fp32 weights, with up to a copy in another form (bf16, quantized, the --vs-fp32 pair):
+    // a config of 2e9 vocabulary rows died in the allocator (std::bad_alloc).
+    const ModelConfig config = load_config(a.config);
+    MemoryEstimate e;
+    e.parts = {{"fp32 weights", Model::parameter_floats(config) * sizeof(float)},
+               {"weights in --precision/--quant", Model::parameter_floats(config) * sizeof(float)},
+               {"runtime", kRuntimeOverheadBytes}};
+    check_memory_fits(cat("bench with ", a.config), e, 1, 0, "use a smaller config", 0, false);
+    auto m = std::make_unique<Model>(config);
     m->init_random(1);
     return m;
   }

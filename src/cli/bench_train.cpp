@@ -14,6 +14,7 @@
 #include "core/timer.h"
 #include "core/wait_policy.h"
 #include "kernels/attention.h"
+#include "model/memory_estimate.h"
 #include "model/model.h"
 #include "model/training_flops.h"
 #include "train/distributed.h"
@@ -37,12 +38,29 @@ void bench_train(const std::string& config_path, int B, int T, int threads, int 
   CHAINLM_CHECK(bucket_mb > 0, "bench train: --bucket-mb must be positive");
   const int global_batch = B;
   B /= ranks;  // this rank's rows
-  Model model(load_config(config_path));
-  const ModelConfig& c = model.config();
+  // The sub-models whose losses are weighted (each adds a head gradient), the last alone by
+  // default.
+  auto weighted_submodels = [](const std::string& arg) {
+    int n = 0;
+    for (float w :
+         arg.empty() ? std::vector<float>{1.0f} : parse_float_list(arg, "--chain-loss-weights"))
+      n += w > 0;
+    return std::max(n, 1);
+  };
+  const ModelConfig config = load_config(config_path);
   // The default (0) fits the config: 256 tokens, or its max_seq_len when that is shorter (a
   // config of 128 was refused for the default it had not chosen).
-  if (T == 0) T = std::min(256, c.max_seq_len);
-  CHAINLM_CHECK(T <= c.max_seq_len, "--seq-len ", T, " exceeds max_seq_len ", c.max_seq_len);
+  if (T == 0) T = std::min(256, config.max_seq_len);
+  CHAINLM_CHECK(T <= config.max_seq_len, "--seq-len ", T, " exceeds max_seq_len ",
+                config.max_seq_len);
+  // As train refuses what cannot fit (an oversized config died in the allocator here); the
+  // --vs-fp32 and --baseline twins are of the same size.
+  check_memory_fits(
+      cat("bench train with ", config_path),
+      training_memory(config, B, T, weighted_submodels(weights_arg), precision == Precision::Bf16),
+      vs_fp32 || baseline ? 2 : 1, 0, "use a smaller config, --batch-size or --seq-len", 0, false);
+  Model model(config);
+  const ModelConfig& c = model.config();
   CHAINLM_CHECK(!baseline || c.phd.enabled(), "bench train: --baseline compares a PHD config ",
                 "with the same model without PHD, but ", config_path, " has no \"phd\" section");
   model.init_random(1);

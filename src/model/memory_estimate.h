@@ -35,7 +35,9 @@ MemoryEstimate training_memory(const ModelConfig& config, int micro_batch, int s
 // machine) exceeds `limit`, or, with limit 0, the memory available now (core/memory.h) plus
 // `held`, the part of the estimate this process has already allocated. The message gives the
 // estimate, the budget and its source, and `advice` (what to change).
+// `has_limit_option`: the command takes --memory-limit (the message advises it).
 void check_memory_fits(const std::string& what, const MemoryEstimate& estimate, int processes,
-                       uint64_t limit, const std::string& advice, uint64_t held = 0);
+                       uint64_t limit, const std::string& advice, uint64_t held = 0,
+                       bool has_limit_option = true);
 
 }  // namespace chainlm

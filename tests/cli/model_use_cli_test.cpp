@@ -216,5 +216,19 @@ TEST_F(ModelUseCli, AGgufExportMakesItsDirectoryAndNamesAFile) {
   EXPECT_FALSE(fs::exists(dir.file("gdir")));
 }
 
+// A config too large for the machine, given to bench (which trains or decodes random weights of
+// it), died in the allocator ("std::bad_alloc"); train refused it with its estimate.
+TEST_F(ModelUseCli, BenchRefusesAConfigTooLargeWithItsEstimate) {
+  write_bytes(dir.file("huge.json"), R"({"dim": 64, "n_layers": 1, "n_heads": 2, "ffn_dim": 128,
+                                         "vocab_size": 2000000000, "max_seq_len": 64})");
+  for (const std::string bench : {"bench decode", "bench prefill", "bench train"}) {
+    auto r = run_chainlm(dir, bench + " --config " + quote(dir.file("huge.json")) + " --threads 1");
+    EXPECT_EQ(r.exit_code, 1) << bench;
+    EXPECT_TRUE(contains(r.err, "needs an estimated") && contains(r.err, "use a smaller config") &&
+                !contains(r.err, "--memory-limit") && !contains(r.err, "bad_alloc"))
+        << bench << ": " << r.err;
+  }
+}
+
 }  // namespace
 }  // namespace chainlm

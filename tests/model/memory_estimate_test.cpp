@@ -101,5 +101,25 @@ TEST(MemoryEstimate, RefusesWhatDoesNotFitWithTheEstimateAndAdvice) {
   EXPECT_THROW(check_memory_fits("train", e, 1, e.total() - 1, "do less"), Error);
 }
 
+// 2^60 parameters need 2^64 bytes of weights, gradients and moments: the sum wrapped to
+// nothing, the estimate read 7 TiB (the activations), and --memory-limit 8T let the run through
+// to std::bad_alloc.
+TEST(MemoryEstimate, AnEstimatePastTwoToTheSixtyFourBytesStaysThere) {
+  ModelConfig c;
+  c.dim = 1048576;
+  c.n_layers = 65536;
+  c.n_heads = 16;
+  c.n_kv_heads = 16;
+  c.ffn_dim = 4194304;
+  c.vocab_size = 512;
+  c.max_seq_len = 64;
+  c.chains = {1};
+  const MemoryEstimate e = training_memory(c, 1, 1, 1);
+  EXPECT_EQ(e.total(), UINT64_MAX);
+  EXPECT_EQ(e.describe().rfind("more than ", 0), 0u) << e.describe();
+  EXPECT_THROW(check_memory_fits("train", e, 1, 8ull << 40, "do less"), Error);
+  EXPECT_THROW(check_memory_fits("train", e, 1, UINT64_MAX - 1, "do less"), Error);
+}
+
 }  // namespace
 }  // namespace chainlm
