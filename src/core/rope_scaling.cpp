@@ -55,7 +55,17 @@ RopeScaling rope_scaling_from_json(const nlohmann::json& j, const std::string& w
                 "\"llama3\", \"factor\": 8.0, \"low_freq_factor\": 1.0, \"high_freq_factor\": 4.0, ",
                 "\"original_max_position_embeddings\": 8192} (got ", json_excerpt(j), ")");
   const std::string type = type_of(j, where);
-  if (type == "default") return s;  // transformers' name for plain RoPE
+  if (type == "default") {  // transformers' name for plain RoPE
+    // Which takes no parameters: a "factor" beside it was dropped without a word, and its
+    // writer may have believed scaling on.
+    if (strict)
+      for (auto it = j.begin(); it != j.end(); ++it)
+        CHAINLM_CHECK(
+            it.key() == "rope_type" || it.key() == "type", where, ": 'rope_scaling.", it.key(),
+            "' has no meaning with rope_type \"default\" (plain RoPE takes no parameters; "
+            "\"llama3\" is the scaling chainlm implements)");
+    return s;
+  }
   CHAINLM_CHECK(type == "llama3", where, ": rope_scaling type \"", type,
                 "\" is not supported: chainlm implements plain RoPE and \"llama3\" scaling only");
   if (strict)

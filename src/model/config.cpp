@@ -236,8 +236,10 @@ void validate_phd(const ModelConfig& c, const std::string& where) {
       "never be filled)");
   CHAINLM_CHECK(p.chunk <= c.max_seq_len, where, ": 'phd.chunk' (", p.chunk,
                 ") is larger than the sequence: it must be <= max_seq_len (", c.max_seq_len, ")");
-  CHAINLM_CHECK((long)p.repeat * c.max_seq_len <= (1L << 30), where, ": 'phd.repeat' (", p.repeat,
-                ") times max_seq_len (", c.max_seq_len, ") is too many rows");
+  CHAINLM_CHECK(
+      (long)p.repeat * c.max_seq_len <= (1L << 30), where, ": 'phd.repeat' (", p.repeat,
+      ") times max_seq_len (", c.max_seq_len,
+      ") is too many rows: at most 2^30, so 'phd.repeat' <= ", (1L << 30) / c.max_seq_len);
 }
 
 }  // namespace
@@ -290,9 +292,12 @@ void validate_config(const ModelConfig& c, const std::string& where) {
                   ": ffn_dim*c_i/sum(chains) = ", c.ffn_dim, "*", ci, "/", s,
                   " is not an integer (SPEC A1)");
     if (c.kv_share) {
-      CHAINLM_CHECK((m * ci) % c.n_kv_heads == 0, where, ": chain ", i + 1, " owns ", m * ci,
-                    m * ci == 1 ? " query head" : " query heads", ", which is not a multiple of n_kv_heads (", c.n_kv_heads,
-                    "), as CoLM-Air (kv_share) requires (SPEC A1)");
+      CHAINLM_CHECK(
+          (m * ci) % c.n_kv_heads == 0, where, ": chain ", i + 1, " owns ", m * ci,
+          m * ci == 1 ? " query head" : " query heads", ", which is not a multiple of n_kv_heads (",
+          c.n_kv_heads,
+          c.n_kv_heads == c.n_heads ? ", as many as n_heads: its value when left out" : "",
+          "), as CoLM-Air (kv_share) requires (SPEC A1)");
     } else {
       CHAINLM_CHECK((long)c.n_kv_heads * ci % s == 0, where, ": chain ", i + 1,
                     ": n_kv_heads*c_i/sum(chains) = ", c.n_kv_heads, "*", ci, "/", s,

@@ -102,14 +102,21 @@ TEST(RopeScalingConfig, RefusesBadInputNamingTheField) {
       {with("low_freq_factor", gone), "needs 'low_freq_factor'"},
       {with("high_freq_factor", gone), "needs 'high_freq_factor'"},
       {with("original_max_position_embeddings", gone), "needs 'original_max_position_embeddings'"},
-      {with("original_max_position_embeddings", 8192.5), "'rope_scaling.original_max_position_embeddings' must be an integer"},
+      {with("original_max_position_embeddings", 8192.5),
+       "'rope_scaling.original_max_position_embeddings' must be an integer"},
       {with("original_max_position_embeddings", 1e12), "must be an integer"},
-      {with("original_max_position_embeddings", 0), "'rope_scaling.original_max_position_embeddings' must be positive"},
+      {with("original_max_position_embeddings", 0),
+       "'rope_scaling.original_max_position_embeddings' must be positive"},
       {with("factor", 0), "'rope_scaling.factor' must be a positive number"},
       {with("factor", -8), "'rope_scaling.factor' must be a positive number"},
       {with("low_freq_factor", 0), "'rope_scaling.low_freq_factor' must be a positive number"},
-      {with("high_freq_factor", 1.0), "'rope_scaling.high_freq_factor' (1) must be larger than 'rope_scaling.low_freq_factor' (1)"},
+      {with("high_freq_factor", 1.0),
+       "'rope_scaling.high_freq_factor' (1) must be larger than 'rope_scaling.low_freq_factor' "
+       "(1)"},
       {with("attention_factor", 1.0), "unknown field 'rope_scaling.attention_factor'"},
+      // Dropped without a word: its writer may have believed scaling on.
+      {{{"rope_type", "default"}, {"factor", 8.0}},
+       "'rope_scaling.factor' has no meaning with rope_type \"default\""},
   };
   for (const Case& c : cases) {
     const std::string e = error_of(c.value);
