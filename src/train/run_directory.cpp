@@ -326,6 +326,31 @@ std::string RunDirectory::write_checkpoint(long step, int keep,
       doomed.push_back(run / it->second);
   }
   std::error_code ec;
+  // A checkpoint holding files the run did not write (an export into it, the user's notes) is
+  // kept, with a word: pruning deleted them with it. The run's own are the names the checkpoint
+  // just written holds, as every checkpoint of a run holds the same.
+  std::vector<std::string> own;
+  for (fs::directory_iterator it(final_dir, ec), end; !ec && it != end; it.increment(ec))
+    own.push_back(it->path().filename().string());
+  for (auto path = doomed.begin(); path != doomed.end();) {
+    std::string foreign;
+    for (fs::directory_iterator it(*path, ec), end; !ec && it != end; it.increment(ec))
+      if (const std::string n = it->path().filename().string();
+          std::find(own.begin(), own.end(), n) == own.end())
+        foreign += cat(foreign.empty() ? "" : ", ", n);
+    if (foreign.empty()) {
+      ++path;
+      continue;
+    }
+    if (warned_kept_.insert(path->string()).second)
+      std::fprintf(stderr,
+                   "warning: kept the old checkpoint %s, which --keep-checkpoints would remove: it "
+                   "holds files "
+                   "the run did not write (%s); remove it yourself when they are safe elsewhere\n",
+                   path->string().c_str(), foreign.c_str());
+    path = doomed.erase(path);
+  }
+  ec.clear();
   for (const fs::path& path : doomed) {
     const fs::path old = run / cat(".old-", path.filename().string(), ".", ::getpid());
     fs::rename(path, old, ec);

@@ -9,6 +9,7 @@
 // temporary entries that prepare() removes. Only rank 0 of a run touches the directory.
 #include <functional>
 #include <nlohmann/json.hpp>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -82,6 +83,7 @@ class RunDirectory {
   std::string path_;
   std::string last_checkpoint_;
   int lock_fd_ = -1;
+  std::set<std::string> warned_kept_;  // old checkpoints kept for foreign files, warned of once
 };
 
 }  // namespace chainlm

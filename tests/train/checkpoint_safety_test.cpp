@@ -164,6 +164,36 @@ TEST_F(CheckpointSafety, UnnamedCheckpointIsReplacedAndLaterOnesPruned) {
   }
 }
 
+// An export written into a checkpoint directory, or the user's notes there: pruning the
+// checkpoint deleted them with it, without a word. It is kept now, and said so once.
+TEST_F(CheckpointSafety, AnOldCheckpointHoldingTheUsersFilesIsKept) {
+  const fs::path run = dir.file("run");
+  {
+    Model m(tiny_config());
+    m.init_random(1);
+    Trainer t(m, options(run.string(), 2));
+    t.run();
+  }
+  write_bytes((run / "step-00000001" / "NOTES.txt").string(), "mine");
+  Model m(tiny_config());
+  m.init_random(1);
+  TrainOptions o = options(run.string(), 5);
+  o.keep_checkpoints = 1;
+  Trainer t(m, o);
+  t.restore(run.string());
+  ::testing::internal::CaptureStderr();
+  t.run();
+  const std::string err = ::testing::internal::GetCapturedStderr();
+  EXPECT_EQ(read_bytes((run / "step-00000001" / "NOTES.txt").string()), "mine");
+  EXPECT_FALSE(fs::exists(run / "step-00000002"));  // the run's own go as before
+  EXPECT_FALSE(fs::exists(run / "step-00000004"));
+  EXPECT_TRUE(fs::exists(run / "step-00000005"));
+  const std::string says = "kept the old checkpoint " + (run / "step-00000001").string();
+  EXPECT_NE(err.find(says), std::string::npos) << err;
+  EXPECT_EQ(err.find(says, err.find(says) + 1), std::string::npos) << "said once: " << err;
+  EXPECT_NE(err.find("(NOTES.txt)"), std::string::npos) << err;
+}
+
 TEST_F(CheckpointSafety, WriterRefusesNonFiniteWeights) {
   const fs::path run = dir.file("run");
   Model m(tiny_config());
