@@ -72,6 +72,12 @@ void refuse_checkpoint_as_run(const std::string& out, bool resume) {
 // the first step. A data directory that does not exist is left to the trainer to name.
 void require_data_tokenizer(const std::string& data_dir) {
   std::error_code ec;
+  // A text file as --data ("cannot open token shard corpus.txt/train.bin: Not a directory").
+  CHAINLM_CHECK(
+      !fs::exists(data_dir, ec) || fs::is_directory(data_dir, ec), "train: --data ", data_dir,
+      " is a file; --data takes the directory chainlm prepare makes of text (chainlm prepare "
+      "--input ",
+      data_dir, " --out DATA_DIR) (nothing was trained)");
   if (!fs::is_directory(data_dir, ec)) return;
   // A run or a checkpoint given as --data, or a directory with no shards (empty, or a first
   // prepare killed before its rename): "holds no tokenizer ... copy it" was the wrong advice.

@@ -232,7 +232,9 @@ TEST_F(RunDirectoryCli, ADataDirectoryGivenAsAModelIsNamedSo) {
   for (const auto& [data_arg, says] : std::vector<std::pair<std::string, std::string>>{
            {run, "is a training run, not a data directory"},
            {run + "/step-00000002", "is a model checkpoint, not a data directory"},
-           {empty, "holds no train.bin"}}) {
+           {empty, "holds no train.bin"},
+           {dir.file("corpus.txt"),
+            "is a file; --data takes the directory chainlm prepare makes"}}) {
     auto r = run_chainlm(dir, "train --config " + quote(config) + " --data " + quote(data_arg) +
                                   " --out " + quote(dir.file("other")) +
                                   " --steps 1 --batch-size 2 --seq-len 8");
