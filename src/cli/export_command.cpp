@@ -127,7 +127,11 @@ void export_gguf_file(const ExportArgs& a, Model& model, int k, const std::strin
   std::unique_ptr<Model> back;
   double diff = 0;
   try {
-    summary = export_gguf(model, o, tmp);
+    try {
+      summary = export_gguf(model, o, tmp);
+    } catch (const Error& e) {  // the path it failed on is the temporary: --out is named first
+      fail("export: ", a.out, " not written: ", e.what(), " (nothing was written)");
+    }
     back = load_model(tmp);
     diff = probe_logit_difference(model, k, *back);
     // An fp32 model's f32 file and a quantized model's copied blocks compute what the model
