@@ -567,14 +567,15 @@ void add_train_command(CLI::App& app) {
     }
     if (sampler) trainer.set_sampler(sampler);
     const ModelConfig& c = model->config();
+    // A finished run resumed says so and no more (the setup lines came after "nothing to train").
+    const bool finished = trainer.step() >= trainer.options().steps;
     if (!a->quiet && root) {
-      const ParamStore& ps = model->params();
       std::fprintf(stderr, "model: %d layers, dim %d, chains %s%s%s, %.2fM parameters; %s from step %ld to %ld\n",
                    c.n_layers, c.dim, nlohmann::json(c.chains).dump().c_str(),
                    c.kv_share ? " (CoLM-Air)" : "",
                    c.phd.enabled() ? cat(", ", c.phd.name()).c_str() : "", model->num_params(c.n_chains()) / 1e6,
                    resume_dir.empty() ? "training" : "resuming", trainer.step(), trainer.options().steps);
-      if (trainer.step() >= trainer.options().steps) {
+      if (finished) {
         // `latest` may name an earlier checkpoint than the run's newest (set by hand to go on
         // from there): "its last" was then wrong, and a larger --steps moves the later aside.
         std::string later;
@@ -589,6 +590,9 @@ void add_train_command(CLI::App& app) {
                            "checkpoints (%s) aside\n",
                      trainer.step(), later.c_str());
       }
+    }
+    if (!a->quiet && root && !finished) {
+      const ParamStore& ps = model->params();
       const TrainOptions& o = trainer.options();
       const std::string what = o.train_only == "head" ? std::string(" (output head only)")
                                : o.freeze_chains > 0  ? cat(" (chains 1..", o.freeze_chains, " frozen)")
@@ -608,7 +612,7 @@ void add_train_command(CLI::App& app) {
                      comm.size(), comm.nodes(), num_threads(), trainer.rows_per_rank(), o.batch_size,
                      trainer.micro_batch(), o.overlap_comm ? "; gradients summed during the backward" : "");
     }
-    if (!a->quiet && root && launched_by_mpi() && num_threads() > cores_available())
+    if (!a->quiet && root && !finished && launched_by_mpi() && num_threads() > cores_available())
       std::fprintf(stderr,
                    "warning: rank %d runs %d threads on %d core(s) it is bound to; under mpirun "
                    "give --threads 1, or bind ranks to more cores (mpirun --bind-to none, or "

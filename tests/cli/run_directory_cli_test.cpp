@@ -278,6 +278,7 @@ TEST_F(RunDirectoryCli, StepsBelowTheRunAreRefusedAndAFinishedRunSaysSo) {
   auto done = run_chainlm(dir, "train --out " + quote(run) + " --resume");
   EXPECT_EQ(done.exit_code, 0) << done.err;
   EXPECT_TRUE(contains(done.err, "already at step 4, its last: nothing to train")) << done.err;
+  EXPECT_FALSE(contains(done.err, "trainable:")) << "no setup lines after it: " << done.err;
   EXPECT_EQ(trimmed(read_bytes(run + "/latest")), "step-00000004");
   EXPECT_EQ(read_bytes(run + "/metrics.jsonl"), log);
   EXPECT_EQ(listing(run), before);
