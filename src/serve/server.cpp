@@ -16,6 +16,17 @@ namespace chainlm {
 
 namespace {
 
+// Ends the connection after this response (a body left unread, a request refused as unsafe).
+// cpp-httplib 0.11 decides that from the request's own Connection header alone: a
+// "Connection: close" set on the response went out twice beside its "Keep-Alive: timeout=2"
+// (its own for a client that asked to close, and ours). The request is httplib's non-const
+// object handed to handlers as const.
+void close_connection_after(const httplib::Request& req) {
+  auto& headers = const_cast<httplib::Request&>(req).headers;
+  headers.erase("Connection");
+  headers.emplace("Connection", "close");
+}
+
 using namespace server_detail;
 
 // HTTP worker threads beyond the sessions and the queue: /health, /metrics, the page and
@@ -89,16 +100,19 @@ void InferenceServer::Impl::route() {
       // A declared length over the limit is refused unread; a chunked body when it passes it.
       bool too_large = req.has_header("Content-Length") &&
                        std::stoull(req.get_header_value("Content-Length")) > opt.max_body_bytes;
-      const bool complete = !too_large && read([&](const char* data, size_t n) {
+      // Neither a length nor chunks: the body is empty (RFC 9112 6.3). Read "until the client
+      // closes", it held the request the read timeout (10 s) and then got a 400.
+      const bool declared = req.has_header("Content-Length") || req.has_header("Transfer-Encoding");
+      const bool complete = !too_large && (!declared || read([&](const char* data, size_t n) {
         if (body.size() + n > opt.max_body_bytes) {
           too_large = true;
           return false;
         }
         body.append(data, n);
         return true;
-      });
+      }));
       if (too_large || !complete) {
-        res.set_header("Connection", "close");  // the rest of the body is not read
+        close_connection_after(req);  // the rest of the body is not read
         if (too_large)
           set_error(res, 413,
                     cat("the request body is larger than the server accepts (--max-body-bytes ",
@@ -139,6 +153,19 @@ void InferenceServer::Impl::route() {
              }
              res.set_content(json_dump(models_json()["data"][0]), "application/json");
            }));
+  // A body-carrying method on a path with no route: cpp-httplib read its body before answering
+  // 404, and one without a length "until the client closes" (10 s, then a 400 that named the
+  // request malformed). Answered unread; the connection closes when a body was declared.
+  auto no_route = [this](const httplib::Request& req, httplib::Response& res,
+                         const httplib::ContentReader&) {
+    if (req.has_header("Content-Length") || req.has_header("Transfer-Encoding"))
+      close_connection_after(req);
+    set_error(res, 404, cat("no route ", req.method, " ", req.path), "not_found_error");
+  };
+  http.Post(".*", no_route);
+  http.Put(".*", no_route);
+  http.Patch(".*", no_route);
+  http.Delete(".*", no_route);
   http.set_pre_routing_handler(
       [this](const httplib::Request& req, httplib::Response& res) { return admit(req, res); });
   // Every 4xx/5xx gets an OpenAI-style JSON body; handlers that wrote their own keep it.
@@ -188,14 +215,14 @@ httplib::Server::HandlerResponse InferenceServer::Impl::admit(const httplib::Req
   // rest of a body be read as the next request.
   for (const char* header : {"Host", "Content-Length"})
     if (req.get_header_value_count(header) > 1) {
-      res.set_header("Connection", "close");
+      close_connection_after(req);
       set_error(res, 400, cat("the request carries more than one ", header, " header"),
                 "invalid_request_error");
       return R::Handled;
     }
   if (!req.has_header("Host") && req.version != "HTTP/1.0") {
     // RFC 9112 3.2: a server must answer 400 to an HTTP/1.1 request without Host.
-    res.set_header("Connection", "close");
+    close_connection_after(req);
     set_error(res, 400, "an HTTP/1.1 request must carry a Host header", "invalid_request_error");
     return R::Handled;
   }
@@ -203,7 +230,7 @@ httplib::Server::HandlerResponse InferenceServer::Impl::admit(const httplib::Req
   // so a request without one is no DNS-rebound page, which is what the loopback check is for.
   if (access.loopback_only && req.has_header("Host") &&
       !is_loopback_host(host_of_host_header(host))) {
-    res.set_header("Connection", "close");
+    close_connection_after(req);
     set_error(res, 403,
               cat("this server listens on loopback and answers only requests for localhost, 127.0.0.1 or "
                   "[::1], not for Host '",
@@ -214,7 +241,7 @@ httplib::Server::HandlerResponse InferenceServer::Impl::admit(const httplib::Req
   const std::string origin = req.get_header_value("Origin");
   const OriginCheck from = check_origin(access, origin, host);
   if (from == OriginCheck::kRefused) {
-    res.set_header("Connection", "close");
+    close_connection_after(req);
     set_error(res, 403,
               cat("requests from the web origin ", origin,
                   " are refused; start the server with --cors-origin ", origin, " to allow it"),
@@ -241,7 +268,7 @@ httplib::Server::HandlerResponse InferenceServer::Impl::admit(const httplib::Req
     return R::Handled;
   }
   if (req.has_header("Content-Length") && !valid_content_length(req.get_header_value("Content-Length"))) {
-    res.set_header("Connection", "close");
+    close_connection_after(req);
     set_error(res, 400, cat("Content-Length '", req.get_header_value("Content-Length"), "' is not a length"),
               "invalid_request_error");
     return R::Handled;

@@ -275,6 +275,32 @@ TEST_F(ServeAccess, MalformedAndOversizedBodiesGetClearErrors) {
   EXPECT_NE(answer.find("Connection: close"), std::string::npos) << answer;
 }
 
+// A POST with neither Content-Length nor chunks has an empty body (RFC 9112 6.3): it was read
+// "until the client closes", held 10 s and answered 400 "could not be read to its end"; on a
+// path with no route, 400 "not HTTP the server can read" instead of 404.
+TEST_F(ServeAccess, ABodyLessPostIsAnsweredAsEmpty) {
+  ServerUnderTest s(model, one_thread());
+  std::string answer = raw_exchange(
+      s.port, "POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+  EXPECT_EQ(answer.rfind("HTTP/1.1 400", 0), 0u) << answer.substr(0, 300);
+  EXPECT_EQ(answer.find("could not be read to its end"), std::string::npos) << answer;
+  EXPECT_NE(answer.find("not valid JSON"), std::string::npos) << answer;
+  for (const char* method : {"POST", "PUT", "PATCH", "DELETE"}) {
+    answer = raw_exchange(
+        s.port,
+        std::string(method) + " /nowhere HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+    EXPECT_EQ(answer.rfind("HTTP/1.1 404", 0), 0u) << method << ": " << answer.substr(0, 300);
+    EXPECT_NE(answer.find(std::string("no route ") + method + " /nowhere"), std::string::npos)
+        << answer;
+  }
+  // With a body declared, it is not read: the connection closes after the 404.
+  answer = raw_exchange(s.port,
+                        "POST /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 2\r\n\r\n{}");
+  EXPECT_EQ(answer.rfind("HTTP/1.1 404", 0), 0u) << answer.substr(0, 300);
+  EXPECT_NE(answer.find("Connection: close"), std::string::npos) << answer;
+  EXPECT_EQ(answer.find("Keep-Alive"), std::string::npos) << "it said both: " << answer;
+}
+
 // HTTP/1.0 lets a client leave Host out (curl -0, ab): such a request is no rebound browser
 // page, so a loopback server answers it (it got 403 "not for Host ''"). HTTP/1.1 requires
 // Host: 400 without it, as RFC 9112 asks.
