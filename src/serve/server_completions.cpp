@@ -318,7 +318,10 @@ void InferenceServer::Impl::chat_completions(const std::string& body, httplib::R
                                        " template (BOS included), longer than the model's max_seq_len ",
                                        c.max_seq_len));
   job->request = std::move(chat.completion);
-  job->request.gen.max_tokens = std::min(job->request.gen.max_tokens, c.max_seq_len - (int)ids.size());
+  // As a completion (and generate) ends: the context full, with the token its last position
+  // gives, which is sampled and never fed back (this stopped one token short of /v1/completions).
+  job->request.gen.max_tokens =
+      std::min(job->request.gen.max_tokens, c.max_seq_len + 1 - (int)ids.size());
   job->chat = true;
   // The reply ends where the template's turn ends, besides the request's own stops.
   std::vector<std::string> stops = job->request.stop;

@@ -74,6 +74,33 @@ TEST_F(ServeChat, TemplateBosAndEosAreTokenIds) {
   EXPECT_NE(refused["error"]["message"].get<std::string>().find("alternating user/assistant"), std::string::npos);
 }
 
+// A full context ends a chat reply where it ends a completion: with the token its last position
+// gives (the chat reply stopped one token short). "User: <229 x>\nAssistant:" is 246 bytes,
+// 247 tokens with BOS, of the model's 256 positions: 10 tokens (257 in all), EOS and the
+// template's stop kept out of it.
+TEST_F(ServeChat, AFullContextEndsAReplyWhereItEndsACompletion) {
+  ServerUnderTest s(model, options(ChatTemplate::kPlain));
+  const std::string content(229, 'x');
+  const json bias = {
+      {"2", -100}, {std::to_string('\n' + 3), -100}};  // EOS, and "\n" (byte ids are 3 + the byte)
+  const json chat = post(s, "/v1/chat/completions",
+                         {{"messages", {{{"role", "user"}, {"content", content}}}},
+                          {"max_tokens", 100},
+                          {"temperature", 0},
+                          {"logit_bias", bias}});
+  const json plain = post(s, "/v1/completions",
+                          {{"prompt", "User: " + content + "\nAssistant:"},
+                           {"max_tokens", 100},
+                           {"temperature", 0},
+                           {"logit_bias", bias}});
+  EXPECT_EQ(chat["usage"]["prompt_tokens"], 247);
+  EXPECT_EQ(plain["usage"]["prompt_tokens"], 247);
+  EXPECT_EQ(plain["usage"]["completion_tokens"], 10) << plain.dump();
+  EXPECT_EQ(chat["usage"]["completion_tokens"], 10) << chat.dump();
+  EXPECT_EQ(chat["choices"][0]["finish_reason"], "length");
+  EXPECT_EQ(chat["choices"][0]["message"]["content"], plain["choices"][0]["text"]);
+}
+
 TEST_F(ServeChat, StreamSendsRoleThenDeltasThenFinishThenUsage) {
   ServerUnderTest s(model, options(ChatTemplate::kChatML));
   const json body = {{"messages", {{{"role", "system"}, {"content", "Be brief."}}, {{"role", "user"}, {"content", "Go"}}}},
