@@ -270,23 +270,29 @@ void add_export_command(CLI::App& app) {
   cmd->add_option("--threads", a->threads, "Threads; 0 = all cores, or OMP_NUM_THREADS when set");
   cmd->callback([a, cmd]() {
     apply_threads_option(a->threads);
+    // A GGUF is one file: "DIR/" or an existing directory names no file (said first: "DIR/
+    // already exists" hid what was wrong).
+    std::error_code ec;
+    if (a->format == "gguf") {
+      const bool slash = !a->out.empty() && a->out.back() == '/';
+      CHAINLM_CHECK(!slash && !fs::is_directory(a->out, ec), "export: --out ", a->out,
+                    slash ? " names a directory" : " is a directory",
+                    "; a GGUF export writes one file: name it, e.g. ",
+                    (fs::path(a->out) / "model.gguf").lexically_normal().string());
+    }
     // (fs::exists(a->out) follows a symbolic link: a dangling one was "there" only at the end.)
     CHAINLM_CHECK(!fs::exists(fs::symlink_status(a->out)), a->out,
                   " already exists; choose another --out (nothing was overwritten)");
-    // A GGUF is one file: "DIR/" names no file, and a missing parent directory is made (as for
-    // hf), not found missing only when the temporary file beside --out is written; removed
-    // again when the export then fails (a bad --model left it behind).
+    // A missing parent directory of a GGUF is made (as for hf), not found missing only when the
+    // temporary file beside --out is written; removed again when the export then fails (a bad
+    // --model left it behind).
     std::optional<OutputParentDirs> gguf_dirs;
-    if (a->format == "gguf") {
-      CHAINLM_CHECK(!a->out.empty() && a->out.back() != '/', "export: --out ", a->out,
-                    " names a directory; a ", "GGUF export writes one file: name it, e.g. ",
-                    (fs::path(a->out) / "model.gguf").string());
-      gguf_dirs.emplace(fs::absolute(a->out).string(), "export");
-    }
+    if (a->format == "gguf") gguf_dirs.emplace(fs::absolute(a->out).string(), "export");
     CHAINLM_CHECK(a->type.empty() || a->format == "gguf", "export: --type applies to --format gguf only (a "
                   "Hugging Face directory's dtype is --dtype f32, bf16 or f16)");
-    CHAINLM_CHECK(a->format == "hf" || (a->dtype.empty() && a->max_shard_size.empty()), "export: --dtype and "
-                  "--max-shard-size apply to --format hf only (a GGUF file's weight type is --type)");
+    CHAINLM_CHECK(a->format == "hf" || (a->dtype.empty() && a->max_shard_size.empty()),
+                  "export: ", !a->dtype.empty() ? "--dtype" : "--max-shard-size",
+                  " applies to --format hf only (a GGUF file's weight type is --type)");
     // A bad size is refused before the model is read.
     if (!a->max_shard_size.empty()) parse_max_shard_size(a->max_shard_size, "--max-shard-size");
     std::unique_ptr<Model> model = load_model(a->model);

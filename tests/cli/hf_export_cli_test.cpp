@@ -112,8 +112,9 @@ TEST_F(HfExportCli, BadOptionsAreRefusedBeforeAnythingIsWritten) {
       {"--format hf --max-shard-size lots", "--max-shard-size: 'lots' is not a size"},
       {"--format hf --max-shard-size 0", "must be a positive size"},
       {"--format hf --max-shard-size 10XB", "unknown unit 'XB'"},
-      {"--format gguf --dtype bf16", "--dtype and --max-shard-size apply to --format hf only"},
-      {"--format gguf --max-shard-size 1GB", "apply to --format hf only"},
+      {"--format gguf --dtype bf16", "--dtype applies to --format hf only"},
+      {"--format gguf --max-shard-size 1GB",
+       "export: --max-shard-size applies to --format hf only"},
       {"--format hf --type f16", "--type applies to --format gguf only"},
   };
   for (const Case& c : cases) {

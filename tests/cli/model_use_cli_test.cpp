@@ -214,6 +214,15 @@ TEST_F(ModelUseCli, AGgufExportMakesItsDirectoryAndNamesAFile) {
   EXPECT_NE(d.exit_code, 0);
   EXPECT_TRUE(contains(d.err, "names a directory") && contains(d.err, "model.gguf")) << d.err;
   EXPECT_FALSE(fs::exists(dir.file("gdir")));
+  // An existing directory, with or without the slash, is said to be one ("already exists").
+  for (const std::string& existing : {dir.file("new"), dir.file("new") + "/"}) {
+    auto e = run_chainlm(dir, "export --format gguf --no-tokenizer --model " + quote(run) +
+                                  " --out " + quote(existing));
+    EXPECT_NE(e.exit_code, 0);
+    EXPECT_TRUE(contains(
+        e.err, "a GGUF export writes one file: name it, e.g. " + dir.file("new/model.gguf")))
+        << e.err;
+  }
 }
 
 // A config too large for the machine, given to bench (which trains or decodes random weights of
