@@ -10,6 +10,7 @@
 #include <string>
 
 #include "cli/commands.h"
+#include "cli/usage_errors.h"
 #include "core/error.h"
 #include "core/wait_policy.h"
 #include "kernels/gemm_backend.h"
@@ -108,27 +109,7 @@ int main(int argc, char** argv) {
     // errors' by convention (CLI11's own codes, 101-115, differ by the kind of mistake, and
     // read like a crash's 128 + signal to a script).
     if (e.get_exit_code() == static_cast<int>(CLI::ExitCodes::Success)) return app.exit(e);
-    std::string message = e.what();
-    for (char& ch : message)
-      if (ch == '\n') ch = ' ';
-    while (!message.empty() && message.back() == ' ') message.pop_back();
-    // An unknown command comes back as "A subcommand is required": name it and the commands.
-    if (argc > 1 && argv[1][0] != '-' && app.get_subcommands().empty()) {
-      std::string names;
-      for (const CLI::App* sub : app.get_subcommands({}))
-        names += (names.empty() ? "" : ", ") + sub->get_name();
-      std::fprintf(stderr, "error: unknown command '%s'; the commands are %s (chainlm --help)\n",
-                   argv[1], names.c_str());
-      return kUsageError;
-    }
-    // The innermost command given ("chainlm bench decode --help").
-    std::string help = "chainlm";
-    for (const CLI::App* at = &app; !at->get_subcommands().empty();) {
-      at = at->get_subcommands().back();
-      help += " " + at->get_name();
-    }
-    help += " --help";
-    std::fprintf(stderr, "error: %s (options: %s)\n", message.c_str(), help.c_str());
+    std::fprintf(stderr, "error: %s\n", chainlm::cli::describe_usage_error(app, e).c_str());
     return kUsageError;
   } catch (const chainlm::Error& e) {
     std::fprintf(stderr, "error: %s\n", e.what());

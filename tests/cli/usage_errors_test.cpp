@@ -1,0 +1,65 @@
+// What a command line chainlm cannot parse is told (cli/usage_errors.h): CLI11 said "--model is
+// required" for `generate --modle M`, "5 --max-token" were "not expected", and `eval perplexity`
+// needed "A subcommand"; the misspelled name now comes first, with the nearest known one.
+#include "cli/usage_errors.h"
+
+#include <gtest/gtest.h>
+
+#include <string>
+
+#include "cli/run_cli.h"
+
+namespace chainlm {
+namespace {
+
+using testing::contains;
+using testing::run_chainlm;
+using testing::TempDir;
+using testing::write_bytes;
+
+TEST(UsageErrors, TheNearestNameIsCloseOrNone) {
+  const std::vector<std::string> flags = {"--model", "--max-tokens", "--prompt", "--temperature"};
+  EXPECT_EQ(cli::nearest_name("--modle", flags), "--model");
+  EXPECT_EQ(cli::nearest_name("--max-token", flags), "--max-tokens");
+  EXPECT_EQ(cli::nearest_name("--promt", flags), "--prompt");
+  EXPECT_EQ(cli::nearest_name("--seed", flags), "");
+  EXPECT_EQ(cli::nearest_name("perplexity", {"ppl", "choice", "pairs"}), "");
+  EXPECT_EQ(cli::nearest_name("generat", {"train", "generate", "eval"}), "generate");
+}
+
+TEST(UsageErrors, TheUnknownNameIsToldFirstWithTheNearest) {
+  TempDir dir;
+  write_bytes(dir.file("model"), "");
+  const std::pair<std::string, std::string> cases[] = {
+      {"generate --modle M",
+       "unknown option '--modle' for 'chainlm generate' (did you mean --model?)"},
+      {"eval ppl --modle M",
+       "unknown option '--modle' for 'chainlm eval ppl' (did you mean --model?)"},
+      {"generate --model M --max-token 5",
+       "unknown option '--max-token' for 'chainlm generate' (did you mean "
+       "--max-tokens?)"},
+      {"--verison", "unknown option '--verison' for 'chainlm' (did you mean --version?)"},
+      {"eval perplexity",
+       "unknown command 'eval perplexity'; the eval commands are ppl, choice, pairs"},
+      {"generat", "unknown command 'generat' (did you mean generate?); the commands are"},
+      {"eval", "'chainlm eval' needs a command: ppl, choice, pairs"},
+      {"generate " + dir.file("model"),
+       "unexpected argument '" + dir.file("model") +
+           "' for 'chainlm generate'; files are given with their option (--model)"},
+  };
+  for (const auto& [args, says] : cases) {
+    auto r = run_chainlm(dir, args);
+    EXPECT_EQ(r.exit_code, 2) << args;
+    EXPECT_TRUE(contains(r.err, "error: " + says)) << args << ": " << r.err;
+    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+  }
+  // What the parse placed but found wrong keeps CLI11's words, with the command's help.
+  auto r = run_chainlm(dir, "generate --model M --max-tokens many");
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_TRUE(contains(r.err, "--max-tokens") &&
+              contains(r.err, "(options: chainlm generate --help)"))
+      << r.err;
+}
+
+}  // namespace
+}  // namespace chainlm
