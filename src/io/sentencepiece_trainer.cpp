@@ -150,6 +150,73 @@ std::string training_error(const std::string& status, const std::string& corpus,
   return "tokenizer train: SentencePiece training on " + corpus + " failed: " + reason;
 }
 
+// The trained model without the thread count it was trained with: SentencePiece records
+// num_threads (TrainerSpec field 16, inside ModelProto field 2), so the same corpus and seed gave
+// a file differing in that byte by the machine's cores, and the tokenizer checks, a CRC-32 of
+// the file, refused data prepared with the other as "made with another tokenizer". The pieces
+// do not depend on it. The libsentencepiece-dev headers leave out the proto classes, so the two
+// fields are walked in protobuf's wire format (varint tags; wire types 0, 1, 2 and 5).
+std::string without_thread_count(const std::string& model) {
+  auto varint = [](const std::string& b, size_t& at) {
+    uint64_t v = 0;
+    for (int shift = 0; at < b.size() && shift < 64; shift += 7) {
+      const uint8_t byte = (uint8_t)b[at++];
+      v |= (uint64_t)(byte & 0x7f) << shift;
+      if (!(byte & 0x80)) return v;
+    }
+    fail("SentencePiece's trained model is not a protobuf message (a bug)");
+  };
+  auto put_varint = [](std::string& out, uint64_t v) {
+    for (; v >= 0x80; v >>= 7) out += (char)(uint8_t)(v | 0x80);
+    out += (char)(uint8_t)v;
+  };
+  // The end of the field whose tag ends at `at`.
+  auto skip = [&](const std::string& b, size_t at, uint64_t tag) {
+    switch (tag & 7) {
+      case 0:
+        varint(b, at);
+        return at;
+      case 1:
+        return at + 8;
+      case 2: {
+        const uint64_t n = varint(b, at);
+        return at + n;
+      }
+      case 5:
+        return at + 4;
+      default:
+        fail("SentencePiece's trained model has a protobuf wire type ", tag & 7, " (a bug)");
+    }
+  };
+  std::string out;
+  for (size_t at = 0; at < model.size();) {
+    const size_t start = at;
+    const uint64_t tag = varint(model, at);
+    const size_t end = skip(model, at, tag);
+    CHAINLM_CHECK(end <= model.size(), "SentencePiece's trained model is cut short (a bug)");
+    if (tag != ((2u << 3) | 2)) {  // not the TrainerSpec: as it is
+      out.append(model, start, end - start);
+      at = end;
+      continue;
+    }
+    size_t inner = at;
+    const uint64_t length = varint(model, inner);
+    std::string spec;
+    for (size_t f = inner; f < inner + length;) {
+      const size_t field_start = f;
+      const uint64_t field_tag = varint(model, f);
+      const size_t field_end = skip(model, f, field_tag);
+      if (field_tag != ((16u << 3) | 0)) spec.append(model, field_start, field_end - field_start);
+      f = field_end;
+    }
+    put_varint(out, tag);
+    put_varint(out, spec.size());
+    out += spec;
+    at = end;
+  }
+  return out;
+}
+
 }  // namespace
 
 void train_sentencepiece(const std::vector<std::string>& documents, const std::string& corpus_name,
@@ -199,7 +266,7 @@ void train_sentencepiece(const std::vector<std::string>& documents, const std::s
   auto status = sentencepiece::SentencePieceTrainer::Train(args, &lines, &model_bytes);
   if (!status.ok()) fail(training_error(status.ToString(), corpus_name, o));
   // Trained into memory, so only the .model is written (no .vocab beside it), atomically.
-  write_file_atomic(out_model_path, model_bytes);
+  write_file_atomic(out_model_path, without_thread_count(model_bytes));
 }
 
 void train_sentencepiece(const std::string& corpus_path, int vocab_size,
