@@ -384,9 +384,16 @@ void add_train_command(CLI::App& app) {
         // the run goes on, but not bit-identically to an uninterrupted one. Said.
         const nlohmann::json was = state.value("compute", nlohmann::json::object());
         const int threads_now = num_threads();
-        const std::string gemm_now = gemm_backend_name(gemm_backend());
+        // The kernel too (oneDNN's ISA, OpenBLAS's core): ONEDNN_MAX_CPU_ISA, another CPU or
+        // OPENBLAS_CORETYPE changed the bits under the same "gemm" (a checkpoint from before the
+        // kernel was recorded is compared by its library alone).
+        const std::string gemm_now = gemm_kernel_name(),
+                          library_now = gemm_backend_name(gemm_backend());
         const int threads_was = was.value("threads", threads_now);
-        const std::string gemm_was = was.value("gemm", gemm_now);
+        const std::string gemm_was =
+            was.contains("gemm_kernel")                     ? was.value("gemm_kernel", gemm_now)
+            : was.value("gemm", library_now) == library_now ? gemm_now
+                                                            : was.value("gemm", library_now);
         // The ranks too: gradients summed over another count of ranks round otherwise (a
         // checkpoint from before the count was kept is taken to have this one).
         const int ranks_now = comm.size(), ranks_was = was.value("ranks", ranks_now);
@@ -398,9 +405,11 @@ void add_train_command(CLI::App& app) {
             cat(ranks_was != ranks_now ? (ranks_was > 1 ? cat("mpirun -np ", ranks_was, ", ")
                                                         : std::string("one process, "))
                                        : std::string(),
-                "--threads ", threads_was, " and CHAINLM_GEMM=", gemm_was, " keep them");
-        if (root && !a->quiet &&
-            (threads_was != threads_now || gemm_was != gemm_now || ranks_was != ranks_now))
+                "--threads ", threads_was, " and ", gemm_was,
+                " GEMMs (CHAINLM_GEMM, on a CPU with those "
+                "kernels) keep them");
+        // Said under --quiet too: what a reviewer comparing losses needs to know.
+        if (root && (threads_was != threads_now || gemm_was != gemm_now || ranks_was != ranks_now))
           std::fprintf(stderr,
                        "resume: the steps so far ran on %s, these run on %s: the losses will not "
                        "be bit-identical to an uninterrupted run's (%s)\n",

@@ -1,5 +1,6 @@
 #include "kernels/gemm_backend.h"
 
+#include <cblas.h>
 #include <strings.h>
 
 #include <atomic>
@@ -93,6 +94,12 @@ std::string onednn_isa() {
     case isa::avx512_core_amx: return "avx512_core_amx";
     default: return "unknown";
   }
+}
+
+std::string gemm_kernel_name() {
+  if (gemm_backend() == GemmBackend::OneDnn) return "onednn " + onednn_isa();
+  const char* core = openblas_get_corename();
+  return std::string("openblas ") + (core ? core : "unknown");
 }
 
 }  // namespace chainlm

@@ -28,5 +28,9 @@ const char* gemm_backend_name(GemmBackend b);
 // The instruction set oneDNN's kernels use on this CPU: "avx2", "avx512_core",
 // "avx512_core_bf16", "avx512_core_amx", ... (ONEDNN_MAX_CPU_ISA lowers it).
 std::string onednn_isa();
+// What the backend in use runs: oneDNN's ISA, or OpenBLAS's core ("openblas haswell"). Sums
+// round by the kernel, so a run resumed under another one is not bit-identical (the trainer
+// records it beside the thread count).
+std::string gemm_kernel_name();
 
 }  // namespace chainlm

@@ -323,7 +323,8 @@ nlohmann::json Trainer::compute_json() const {
   return {{"precision", opt_.precision},
           {"ranks", comm_.size()},
           {"threads", num_threads()},
-          {"gemm", gemm_backend_name(gemm_backend())}};
+          {"gemm", gemm_backend_name(gemm_backend())},
+          {"gemm_kernel", gemm_kernel_name()}};
 }
 
 void Trainer::run() {

@@ -200,7 +200,7 @@ TEST_F(DistributedTrain, ResumesOnADifferentNumberOfRanks) {
   // named the thread count alone, whose advice did not bring the bits back.
   EXPECT_NE(r.err.find("resume: the steps so far ran on 2 ranks of 1 thread(s)"), std::string::npos)
       << r.err;
-  EXPECT_NE(r.err.find("(mpirun -np 2, --threads 1 and CHAINLM_GEMM="), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("(mpirun -np 2, --threads 1 and "), std::string::npos) << r.err;
   // 1 rank to step 3 (micro-batches of 4), then 2 ranks to step 6 (micro-batches of 1).
   ASSERT_EQ(run_chainlm(dir, train_args("chains.json", b, common + " --steps 3 --lr-schedule-steps 6 --micro-batch 4")).exit_code, 0);
   r = run_chainlm_mpi(dir, 2, "train --out " + quote(b) + " --resume --steps 6 --micro-batch 1 --threads 1 --quiet");
