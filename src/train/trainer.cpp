@@ -373,6 +373,7 @@ void Trainer::run() {
     const ParamStore& ps = model_.params();
     nlohmann::json header = compute_json();
     header.update({{"step", 0},
+                   {"data_fingerprint", data_fingerprint()},
                    {"trainable_params", ps.trainable_numel()},
                    {"total_params", ps.numel()},
                    {"trainable_fraction", trainable_fraction()},
@@ -388,7 +389,19 @@ void Trainer::run() {
     }
   } else if (step_ < opt_.steps) {
     nlohmann::json resumed = compute_json();
-    resumed.update({{"step", step_}, {"event", "resumed"}});
+    resumed.update(
+        {{"step", step_}, {"event", "resumed"}, {"data_fingerprint", data_fingerprint()}});
+    // Other data under --data (moved data is the same): the run goes on over it, as one may
+    // on purpose, but the log and the user are told (nothing tied a run to its data's content).
+    if (!restored_data_fingerprint_.empty() && restored_data_fingerprint_ != data_fingerprint()) {
+      resumed["data_changed_from"] = restored_data_fingerprint_;
+      std::fprintf(stderr,
+                   "resume: the data in %s is not what the run trained on so far (%s; now %s): the "
+                   "steps from "
+                   "here read it\n",
+                   opt_.data_dir.c_str(), restored_data_fingerprint_.c_str(),
+                   data_fingerprint().c_str());
+    }
     log_metrics(resumed);
   }
   while (step_ < opt_.steps) {

@@ -139,6 +139,9 @@ class Trainer {
   // Steps skipped for non-finite values, in all and in a row up to step_; AdamW's bias
   // correction counts the updates actually applied (step_ - skipped_).
   long skipped_ = 0, skipped_in_a_row_ = 0;
+  // The data the restored checkpoint's steps read (data_fingerprint()), "" for a new run or a
+  // checkpoint from before it was recorded.
+  std::string restored_data_fingerprint_;
   std::string last_nonfinite_;
   RunDirectory run_dir_;  // opt_.out_dir: lock, metrics.jsonl, checkpoints (rank 0 writes)
   Optimizer optimizer_;

@@ -68,7 +68,7 @@ std::string Trainer::save() {
         {"options", opt_.to_json()},     {"trainable_params", ps.trainable_numel()},
         {"total_params", ps.numel()},    {"trainable_fraction", trainable_fraction()},
         {"skipped_steps", skipped_},     {"skipped_in_a_row", skipped_in_a_row_},
-        {"compute", compute_json()}};
+        {"compute", compute_json()},     {"data_fingerprint", data_fingerprint()}};
     write_file_atomic((tmp / "trainer_state.json").string(), state.dump(2) + "\n");
     if (carried_tokenizer_.empty())
       save_tokenizer_to_dir(find_tokenizer_in_dir(opt_.data_dir), tmp.string());
@@ -114,6 +114,7 @@ void Trainer::restore_state(const std::string& dir) {
     step_ = state.at("step").get<long>();
     skipped_ = state.value("skipped_steps", 0L);
     skipped_in_a_row_ = state.value("skipped_in_a_row", 0L);
+    restored_data_fingerprint_ = state.value("data_fingerprint", std::string());
   } catch (const nlohmann::json::exception& e) {
     fail(state_path, ": invalid trainer state: ", e.what());
   }

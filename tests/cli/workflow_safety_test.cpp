@@ -430,6 +430,32 @@ TEST_F(WorkflowSafety, ShardsOfAnotherTokenizerAreRefused) {
   EXPECT_EQ(run_chainlm(dir, "eval ppl --model " + quote(run) + " --data " + quote(data + "/val.bin")).exit_code, 0);
 }
 
+// Other data of the same tokenizer under --data on resume went on without a word, and nothing in
+// the run said which data its steps read. Moved data (a copy) goes on quietly; other data is
+// said and logged, and every run records its data's fingerprint.
+TEST_F(WorkflowSafety, AResumeOnOtherDataSaysSoAndTheLogRecordsIt) {
+  const std::string run = dir.file("run"), moved = dir.file("moved"), other = dir.file("other");
+  ASSERT_EQ(run_chainlm(dir, train_args(run, 2)).exit_code, 0);
+  fs::copy(data, moved);
+  test::make_byte_data_dir(test::numbered_lines("quite other text to train on ", 200), other, 0.2);
+  auto same = run_chainlm(
+      dir, "train --out " + quote(run) + " --resume --steps 3 --quiet --data " + quote(moved));
+  ASSERT_EQ(same.exit_code, 0) << same.err;
+  EXPECT_FALSE(contains(same.err, "is not what the run trained on")) << same.err;
+  auto changed = run_chainlm(
+      dir, "train --out " + quote(run) + " --resume --steps 4 --quiet --data " + quote(other));
+  ASSERT_EQ(changed.exit_code, 0) << changed.err;
+  EXPECT_TRUE(contains(changed.err,
+                       "resume: the data in " + other + " is not what the run trained on so far"))
+      << changed.err;
+  const auto lines = test::read_metrics_lines(run);
+  ASSERT_FALSE(lines.empty());
+  EXPECT_TRUE(lines[0].contains("data_fingerprint")) << lines[0].dump();
+  int changes = 0;
+  for (const auto& j : lines) changes += j.contains("data_changed_from");
+  EXPECT_EQ(changes, 1);
+}
+
 // export and expand write a new directory atomically: `--out DIR/` is DIR (it failed and left
 // DIR/.tmp--PID behind), and an unwritable place is a one-line error, not a raw filesystem_error.
 TEST_F(WorkflowSafety, ExportAndExpandTakeATrailingSlashAndFailCleanly) {
