@@ -12,6 +12,7 @@
 #include "cli/commands.h"
 #include "cli/usage_errors.h"
 #include "core/error.h"
+#include "core/version.h"
 #include "core/wait_policy.h"
 #include "kernels/gemm_backend.h"
 
@@ -79,7 +80,7 @@ int main(int argc, char** argv) {
   if (waits_passively(argc, argv)) chainlm::reexec_with_passive_wait(argv);
   CLI::App app{"chainlm: Chain-of-Model (CoLM, CoLM-Air) and PHD-Transformer language models on CPUs"};
   app.require_subcommand(1);
-  app.set_version_flag("--version", "chainlm 0.1.0");
+  app.set_version_flag("--version", std::string("chainlm ") + chainlm::kChainlmVersion);
   chainlm::cli::add_tokenizer_command(app);
   chainlm::cli::add_prepare_command(app);
   chainlm::cli::add_train_command(app);

@@ -96,6 +96,16 @@ std::string onednn_isa() {
   }
 }
 
+std::string gemm_library_versions() {
+  const dnnl_version_t* v = dnnl_version();
+  const char* openblas = openblas_get_config();
+  return std::string("oneDNN ") + std::to_string(v->major) + "." + std::to_string(v->minor) + "." +
+         std::to_string(v->patch) +
+         (v->hash && std::strcmp(v->hash, "N/A") ? std::string(" (commit ") + v->hash + ")"
+                                                 : std::string()) +
+         "; " + (openblas ? openblas : "OpenBLAS");
+}
+
 std::string gemm_kernel_name() {
   if (gemm_backend() == GemmBackend::OneDnn) return "onednn " + onednn_isa();
   const char* core = openblas_get_corename();

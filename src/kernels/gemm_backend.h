@@ -32,5 +32,8 @@ std::string onednn_isa();
 // round by the kernel, so a run resumed under another one is not bit-identical (the trainer
 // records it beside the thread count).
 std::string gemm_kernel_name();
+// The GEMM libraries' versions as they report them ("oneDNN 2.7.3 (commit ...); OpenBLAS
+// 0.3.21 DYNAMIC_ARCH ..."): a run records them beside the kernel, for whoever reruns it.
+std::string gemm_library_versions();
 
 }  // namespace chainlm

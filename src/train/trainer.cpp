@@ -13,6 +13,7 @@
 #include "core/stop_signals.h"
 #include "core/threads.h"
 #include "core/timer.h"
+#include "core/version.h"
 #include "io/data_directory.h"
 #include "kernels/gemm_backend.h"
 #include "model/training_flops.h"
@@ -374,6 +375,8 @@ void Trainer::run() {
     nlohmann::json header = compute_json();
     header.update({{"step", 0},
                    {"data_fingerprint", data_fingerprint()},
+                   {"chainlm_version", kChainlmVersion},
+                   {"libraries", gemm_library_versions()},
                    {"trainable_params", ps.trainable_numel()},
                    {"total_params", ps.numel()},
                    {"trainable_fraction", trainable_fraction()},

@@ -13,9 +13,11 @@
 
 #include "core/error.h"
 #include "core/fault_injection.h"
+#include "core/version.h"
 #include "io/atomic_file.h"
 #include "io/safetensors.h"
 #include "io/tokenizer.h"
+#include "kernels/gemm_backend.h"
 #include "model/checkpoint.h"
 #include "train/trainer.h"
 
@@ -64,11 +66,12 @@ std::string Trainer::save() {
     write_safetensors((tmp / "optimizer.safetensors").string(), views);
     fault::point("checkpoint.after_optimizer");
     nlohmann::json state = {
-        {"format", "chainlm-trainer-1"}, {"step", step_},
-        {"options", opt_.to_json()},     {"trainable_params", ps.trainable_numel()},
-        {"total_params", ps.numel()},    {"trainable_fraction", trainable_fraction()},
-        {"skipped_steps", skipped_},     {"skipped_in_a_row", skipped_in_a_row_},
-        {"compute", compute_json()},     {"data_fingerprint", data_fingerprint()}};
+        {"format", "chainlm-trainer-1"},      {"step", step_},
+        {"options", opt_.to_json()},          {"trainable_params", ps.trainable_numel()},
+        {"total_params", ps.numel()},         {"trainable_fraction", trainable_fraction()},
+        {"skipped_steps", skipped_},          {"skipped_in_a_row", skipped_in_a_row_},
+        {"compute", compute_json()},          {"data_fingerprint", data_fingerprint()},
+        {"chainlm_version", kChainlmVersion}, {"libraries", gemm_library_versions()}};
     write_file_atomic((tmp / "trainer_state.json").string(), state.dump(2) + "\n");
     if (carried_tokenizer_.empty())
       save_tokenizer_to_dir(find_tokenizer_in_dir(opt_.data_dir), tmp.string());

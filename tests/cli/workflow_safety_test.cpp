@@ -15,6 +15,7 @@
 #include <map>
 #include <nlohmann/json.hpp>
 
+#include "core/version.h"
 #include "model/checkpoint.h"
 #include "run_cli.h"
 #include "workflow_fixture.h"
@@ -451,6 +452,9 @@ TEST_F(WorkflowSafety, AResumeOnOtherDataSaysSoAndTheLogRecordsIt) {
   const auto lines = test::read_metrics_lines(run);
   ASSERT_FALSE(lines.empty());
   EXPECT_TRUE(lines[0].contains("data_fingerprint")) << lines[0].dump();
+  // And what ran it, for whoever reruns it.
+  EXPECT_EQ(lines[0].value("chainlm_version", ""), kChainlmVersion);
+  EXPECT_TRUE(contains(lines[0].value("libraries", ""), "oneDNN ")) << lines[0].dump();
   int changes = 0;
   for (const auto& j : lines) changes += j.contains("data_changed_from");
   EXPECT_EQ(changes, 1);
