@@ -20,6 +20,7 @@
 #include "eval/pairs.h"
 #include "eval/perplexity.h"
 #include "io/data_directory.h"
+#include "io/run_path.h"
 #include "io/token_shard.h"
 #include "model/checkpoint.h"
 
@@ -28,6 +29,19 @@ namespace chainlm::cli {
 namespace fs = std::filesystem;
 
 namespace {
+
+// The checkpoint a run directory's `latest` names when it was evaluated ("runs/x" reads
+// another step later); any other model as given.
+std::string checkpoint_of(const std::string& model) {
+  std::error_code ec;
+  if (!std::filesystem::is_directory(model, ec) || directory_kind(model) != DirectoryKind::kRun)
+    return model;
+  try {
+    return resolve_checkpoint_dir(model);
+  } catch (const Error&) {
+    return model;
+  }
+}
 
 struct CommonArgs {
   std::string model, tokenizer, data, chains = "all", precision = "fp32";
@@ -154,6 +168,7 @@ void add_ppl(CLI::App* eval) {
                           {"bpb", c.bpb >= 0 ? nlohmann::json(c.bpb) : nlohmann::json(nullptr)},
                           {"tokens_per_s", c.tokens_per_s}});
       print_json({{"model", a->model},
+                  {"checkpoint", checkpoint_of(a->model)},
                   {"data", data.path},
                   {"kind", data.kind},
                   {"documents",
@@ -215,6 +230,7 @@ void add_choice(CLI::App* eval) {
       for (const ChoiceScore& c : r.chains)
         chains.push_back({{"k", c.k}, {"acc", c.acc}, {"acc_norm", c.acc_norm}});
       print_json({{"model", a->model},
+                  {"checkpoint", checkpoint_of(a->model)},
                   {"data", a->data},
                   {"format", a->format},
                   {"tasks", r.tasks},
@@ -254,6 +270,7 @@ void add_pairs(CLI::App* eval) {
       nlohmann::json chains = nlohmann::json::array();
       for (const PairsScore& c : r.chains) chains.push_back({{"k", c.k}, {"accuracy", c.accuracy}});
       print_json({{"model", a->model},
+                  {"checkpoint", checkpoint_of(a->model)},
                   {"data", a->data},
                   {"pairs", r.pairs},
                   {"accuracy", r.chains.back().accuracy},

@@ -90,7 +90,14 @@ void add_generate_command(CLI::App& app) {
                           {"prefill_ms", r.prefill_ms},
                           {"decode_ms_per_token", r.decode_ms_per_token},
                           {"stop_reason", stop_reason_name(r.stop_reason)},
-                          {"kv_cache", kv_cache_type_name(a->gen.kv_cache)}};
+                          {"kv_cache", kv_cache_type_name(a->gen.kv_cache)},
+                          // What reproduces it (the same text from the same seed and settings).
+                          {"sampling",
+                           {{"temperature", a->gen.sampling.temperature},
+                            {"top_k", a->gen.sampling.top_k},
+                            {"top_p", a->gen.sampling.top_p},
+                            {"seed", a->gen.sampling.seed}}},
+                          {"precision", a->precision}};
       // Byte-level tokens can split a UTF-8 sequence: replace invalid bytes with U+FFFD.
       std::printf("%s\n", j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
     } else {

@@ -50,6 +50,14 @@ TEST_F(GenerateCommand, ReportsWhyGenerationStopped) {
   auto short_run = run_chainlm(dir, base + " --max-tokens 5 --json");
   ASSERT_EQ(short_run.exit_code, 0) << short_run.err;
   EXPECT_EQ(nlohmann::json::parse(short_run.out)["stop_reason"], "max_tokens");
+  // What reproduces it is in it (the seed and sampling settings were not).
+  const auto seeded = run_chainlm(
+      dir, "generate --model " + quote(run) +
+               " --prompt ab --max-tokens 2 --json --temperature 0.7 --top-k 5 --seed 42");
+  ASSERT_EQ(seeded.exit_code, 0) << seeded.err;
+  EXPECT_EQ(nlohmann::json::parse(seeded.out)["sampling"],
+            nlohmann::json({{"temperature", 0.7f}, {"top_k", 5}, {"top_p", 1.0f}, {"seed", 42}}))
+      << seeded.out;
   auto full = run_chainlm(dir, base + " --max-tokens 100 --json");
   ASSERT_EQ(full.exit_code, 0) << full.err;
   auto j = nlohmann::json::parse(full.out);

@@ -96,6 +96,8 @@ TEST_F(ModelUseCli, EvalReadsATextFileWithPreparesOptions) {
   EXPECT_EQ(a["bytes"], b["bytes"]);
   EXPECT_EQ(a["documents"], 40);
   EXPECT_EQ(b["documents"], 40);
+  // The run's checkpoint scored, which `latest` names (a run directory reads another later).
+  EXPECT_EQ(a["checkpoint"], run + "/step-00000002") << a.dump();
   EXPECT_EQ(a["chains"][0]["loss"], b["chains"][0]["loss"]);
   auto missing = run_chainlm(
       dir, "eval ppl --model " + quote(run) + " --data " + quote(dir.file("records.jsonl")));
