@@ -236,10 +236,19 @@ void prepare_into(const PrepareOptions& given, const Tokenizer& tokenizer) {
   const Corpus corpus = stream_corpus_reporting(
       o.corpus, "prepare", [&](std::string&& d) { splitter.add(std::move(d), false); });
   std::string source = describe_corpus(corpus);
+  // Documents --invalid-utf8 skip dropped: the input held them, and the messages blamed it.
+  size_t dropped = 0;
+  for (const CorpusFile& f : corpus.files) dropped += f.dropped_invalid;
+  const std::string after_skip = dropped
+                                     ? cat(" after --invalid-utf8 skip dropped ",
+                                           count_of(dropped, "document"), " holding invalid UTF-8")
+                                     : std::string();
   CHAINLM_CHECK(documents_in(corpus.files) > 0, "input ", source,
-                " contains no documents (only blank lines)");
+                dropped ? after_skip + " has no documents left"
+                        : " contains no documents (only blank lines)");
   CHAINLM_CHECK(presplit || documents_in(corpus.files) >= 2, "input ", source,
-                " holds a single document; need at least 2 to make a validation split "
+                dropped ? after_skip + " has a single document left" : " holds a single document",
+                "; need at least 2 to make a validation split "
                 "(text: documents are separated by blank lines or '%' lines, or one per line "
                 "with --split lines; JSONL: one per record)");
   std::vector<CorpusFile> files = corpus.files;

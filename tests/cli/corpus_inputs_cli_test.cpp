@@ -96,6 +96,16 @@ TEST(CorpusInputsCli, EncodingsAreReportedOrRefused) {
   EXPECT_NE(r.exit_code, 0);
   EXPECT_TRUE(contains(r.err, "refused by --invalid-utf8 error")) << r.err;
   EXPECT_FALSE(std::filesystem::exists(dir.file("o4")));
+  // --invalid-utf8 skip leaving one document: the file held three, and the error said it held
+  // "a single document".
+  r = run_chainlm(dir, "prepare --tokenizer byte --invalid-utf8 skip --input " +
+                           quote(dir.file("latin1.txt")) + " --out " + quote(dir.file("o4")));
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_TRUE(
+      contains(r.err,
+               "after --invalid-utf8 skip dropped 2 documents holding invalid UTF-8 has a single "
+               "document left"))
+      << r.err;
 
   r = run_chainlm(dir, "prepare --tokenizer byte --format csv --input " +
                            quote(dir.file("latin1.txt")) + " --out " + quote(dir.file("o5")));
