@@ -12,6 +12,7 @@
 #include "core/error.h"
 #include "core/json_document.h"
 #include "io/decompressed_file.h"
+#include "io/run_path.h"
 #include "io/text_documents.h"
 #include "io/text_encoding.h"
 
@@ -206,7 +207,8 @@ std::string same_file_key(const std::string& path) {
 }
 
 std::vector<std::string> list_corpus_files(const std::vector<std::string>& inputs,
-                                           const std::string& exclude_dir) {
+                                           const std::string& exclude_dir,
+                                           std::vector<std::string>* notes) {
   CHAINLM_CHECK(!inputs.empty(), "no input files given");
   std::vector<std::string> files;
   for (const std::string& input : inputs) {
@@ -234,6 +236,18 @@ std::vector<std::string> list_corpus_files(const std::vector<std::string>& input
           fs::equivalent(it->path(), exclude_dir, ec)) {
         it.disable_recursion_pending();
         continue;
+      }
+      // chainlm's own outputs under an input directory (an earlier prepare's --out, a run, a
+      // checkpoint) are no text: their shards stopped the next prepare as "binary data".
+      if (it->is_directory(ec)) {
+        if (const DirectoryKind kind = directory_kind(it->path().string());
+            kind != DirectoryKind::kOther) {
+          if (notes)
+            notes->push_back(cat("skipped ", it->path().string(), ": a chainlm ",
+                                 directory_kind_name(kind), ", not text"));
+          it.disable_recursion_pending();
+          continue;
+        }
       }
       if (it->is_regular_file(ec)) found.push_back(it->path().string());
     }
@@ -268,7 +282,7 @@ Corpus stream_corpus(const CorpusOptions& o,
                      const std::function<void(std::string&&)>& on_document) {
   CHAINLM_CHECK(!o.text_field.empty(), "--text-field must not be empty");
   Corpus corpus;
-  for (const std::string& path : list_corpus_files(o.inputs, o.exclude_dir)) {
+  for (const std::string& path : list_corpus_files(o.inputs, o.exclude_dir, &corpus.warnings)) {
     DecompressedFile file = read_decompressed(path);
     refuse_unreadable_content(path, file);
     std::string_view bytes = file.bytes;

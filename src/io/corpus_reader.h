@@ -55,9 +55,11 @@ std::string same_file_key(const std::string& path);
 
 // The files the inputs name, in reading order: files as given, directories' regular files
 // (recursively, hidden names skipped) sorted by path. Throws on a missing input, an empty
-// directory or a file named twice. Files under exclude_dir are left out.
+// directory or a file named twice. Files under exclude_dir are left out, and so are chainlm's
+// own directories found inside (data directories, runs, checkpoints), each said in `notes`.
 std::vector<std::string> list_corpus_files(const std::vector<std::string>& inputs,
-                                           const std::string& exclude_dir = "");
+                                           const std::string& exclude_dir = "",
+                                           std::vector<std::string>* notes = nullptr);
 
 // Reads every file: decompresses it, refuses binary, UTF-16 and UTF-32 content and archives
 // (tar, zip) with a message saying what to do, checks UTF-8 (per options.invalid_utf8: warn with

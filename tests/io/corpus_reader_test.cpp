@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <string>
 
@@ -76,6 +77,28 @@ TEST(ListCorpusFiles, HardLinksAreOneFileAndTheExcludedDirectoryIsSkipped) {
     EXPECT_NE(std::string(e.what()).find("is where the output goes (--out)"), std::string::npos)
         << e.what();
   }
+}
+
+// An earlier prepare's output (or a run, a checkpoint) inside an input directory: its shards
+// stopped the next prepare as "binary data". chainlm's own directories are skipped, each said.
+TEST(ListCorpusFiles, ChainlmsOwnDirectoriesInsideAnInputAreSkippedAndSaid) {
+  namespace fs = std::filesystem;
+  TempDir dir;
+  fs::create_directories(dir.file("in/data"));
+  fs::create_directories(dir.file("in/run/step-00000002"));
+  fs::create_directories(dir.file("in/notes"));
+  write_bytes(dir.file("in/a.txt"), "alpha\n");
+  write_bytes(dir.file("in/notes/b.txt"), "beta\n");
+  write_bytes(dir.file("in/data/train.bin"), "shard");
+  write_bytes(dir.file("in/data/val.bin"), "shard");
+  write_bytes(dir.file("in/run/metrics.jsonl"), "{}\n");
+  std::vector<std::string> notes;
+  EXPECT_EQ(list_corpus_files({dir.file("in")}, "", &notes),
+            (std::vector<std::string>{dir.file("in/a.txt"), dir.file("in/notes/b.txt")}));
+  ASSERT_EQ(notes.size(), 2u);
+  std::sort(notes.begin(), notes.end());
+  EXPECT_EQ(notes[0], "skipped " + dir.file("in/data") + ": a chainlm data directory, not text");
+  EXPECT_EQ(notes[1], "skipped " + dir.file("in/run") + ": a chainlm training run, not text");
 }
 
 TEST(ReadDecompressed, StandardToolsOutputsReadAsThePlainFile) {
