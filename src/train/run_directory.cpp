@@ -27,6 +27,14 @@ namespace fs = std::filesystem;
 
 namespace {
 
+// A metrics line written after the checkpoint of `step`: a later step's, or the "resumed" event
+// at that step, which opened the branch going on from it (a resume from there again left it in
+// the log above its own).
+bool after_checkpoint(const nlohmann::json& line, long step) {
+  const long s = line.value("step", 0L);
+  return s > step || (s == step && line.value("event", "") == "resumed");
+}
+
 std::string checkpoint_name(long step) {
   char name[32];
   std::snprintf(name, sizeof name, "step-%08ld", step);
@@ -164,7 +172,7 @@ RunDirectory::Superseded RunDirectory::supersede_after(long step) {
     std::string line, later;
     while (std::getline(in, line)) {
       try {
-        if (nlohmann::json::parse(line).value("step", 0L) > step) later += line + "\n";
+        if (after_checkpoint(nlohmann::json::parse(line), step)) later += line + "\n";
       } catch (const nlohmann::json::exception&) {
       }
     }
@@ -397,7 +405,7 @@ void RunDirectory::truncate_metrics(long step) {
   while (std::getline(in, line)) {
     try {
       auto j = nlohmann::json::parse(line);
-      if (j.value("step", 0L) <= step) kept += line + "\n";
+      if (!after_checkpoint(j, step)) kept += line + "\n";
     } catch (const nlohmann::json::exception&) {
       // A torn last line from a crash: drop it.
     }

@@ -194,6 +194,40 @@ TEST_F(CheckpointSafety, AnOldCheckpointHoldingTheUsersFilesIsKept) {
   EXPECT_NE(err.find("(NOTES.txt)"), std::string::npos) << err;
 }
 
+// A resume from an earlier checkpoint moves the later branch aside, log lines and all: the
+// branch's own "resumed" event at that step stayed in the log, above the new one.
+TEST_F(CheckpointSafety, ABranchMovedAsideTakesItsResumedEvent) {
+  const fs::path run = dir.file("run");
+  auto options_to = [&](long steps) {
+    TrainOptions o = options(run.string(), steps);
+    o.keep_checkpoints = 10;
+    return o;
+  };
+  auto train_to = [&](long steps, bool resume) {
+    Model m(tiny_config());
+    m.init_random(1);
+    Trainer t(m, options_to(steps));
+    if (resume) t.restore(run.string());
+    t.run();
+  };
+  train_to(4, false);
+  train_to(6, true);  // resumed at 4
+  write_bytes((run / "latest").string(), "step-00000004\n");
+  train_to(6, true);  // the branch from 4 again
+  auto resumed_at_4 = [](const std::string& dir) {
+    int n = 0;
+    for (const auto& j : test::read_metrics_lines(dir))
+      n += j.value("event", "") == "resumed" && j["step"] == 4;
+    return n;
+  };
+  EXPECT_EQ(resumed_at_4(run.string()), 1);
+  std::string superseded;
+  for (const auto& e : fs::directory_iterator(run))
+    if (e.path().filename().string().rfind("superseded-", 0) == 0) superseded = e.path().string();
+  ASSERT_FALSE(superseded.empty());
+  EXPECT_EQ(resumed_at_4(superseded), 1);
+}
+
 TEST_F(CheckpointSafety, WriterRefusesNonFiniteWeights) {
   const fs::path run = dir.file("run");
   Model m(tiny_config());
