@@ -246,7 +246,10 @@ void add_export_command(CLI::App& app) {
   auto* cmd = app.add_subcommand("export", "Write a model as a Hugging Face LLaMA directory or a GGUF file");
   auto a = std::make_shared<ExportArgs>();
   cmd->add_option("--model", a->model, "Checkpoint or run directory, llama2.c .bin, HF directory or GGUF")->required();
-  cmd->add_option("--chains", a->chains, "Export the sub-model of the first k chains (default: all)");
+  cmd->add_option(
+      "--chains", a->chains,
+      "Export the sub-model of the first k chains (default: all; a GGUF holds a LLaMA: k = 1, or "
+      "a model of one chain)");
   cmd->add_option("--format", a->format, "Output format: hf (Hugging Face LLaMA directory) or gguf (llama.cpp)")
       ->required()
       ->check(CLI::IsMember({"hf", "gguf"}));

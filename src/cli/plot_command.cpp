@@ -1,7 +1,9 @@
 // chainlm plot: loss curves as a PNG (gnuplot): one run's sub-models, one colour each, or
 // several runs overlaid (one colour per run), against steps or tokens; training and validation.
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <memory>
 #include <string>
@@ -23,7 +25,8 @@ void add_plot_command(CLI::App& app) {
     std::vector<std::string> runs, labels;
     std::string out, x = "steps";
     std::vector<int> chains;
-    std::vector<double> x_offsets, y_range;
+    std::vector<double> x_offsets;
+    std::string y_range;  // LO:HI (a list option read as "FLOAT ..." in the help)
     std::string chains_list, x_offset_list;  // as given: read by parse_int_list / parse_float_list
     PlotOptions plot;
     bool overwrite = false;
@@ -49,9 +52,10 @@ void add_plot_command(CLI::App& app) {
   cmd->add_option("--height", a->plot.height, "Height in pixels")->capture_default_str();
   cmd->add_option("--title", a->plot.title, "Title; default the run directory's name");
   cmd->add_option("--y-range", a->y_range,
-                  "Loss axis LO:HI, e.g. 3.8:4.4, to tell apart the ends of curves that differ by hundredths "
+                  "Loss axis LO:HI, e.g. 3.8:4.4, to tell apart the ends of curves that differ by "
+                  "hundredths "
                   "(default: fitted to every point)")
-      ->delimiter(':')
+      ->type_name("LO:HI")
       ->allow_extra_args(false);
   cmd->add_flag("--overwrite", a->overwrite, "Replace --out even when it is not a PNG");
   cmd->callback([a]() {
@@ -88,11 +92,18 @@ void add_plot_command(CLI::App& app) {
         " exists and is not a plot chainlm drew (its PNGs carry the text 'Software: chainlm'); ",
         "choose another file, or pass --overwrite to replace it (nothing was written)");
     a->plot.x = a->x == "tokens" ? PlotX::kTokens : a->x == "flops" ? PlotX::kFlops : PlotX::kSteps;
-    if (!a->y_range.empty()) {  // CLI11 split it at ':' and converted the numbers
-      const auto& y = a->y_range;
+    if (!a->y_range.empty()) {
+      std::vector<double> y;
+      for (size_t at = 0; at <= a->y_range.size();) {
+        const size_t colon = std::min(a->y_range.find(':', at), a->y_range.size());
+        const std::string part = a->y_range.substr(at, colon - at);
+        char* end = nullptr;
+        const double v = std::strtod(part.c_str(), &end);
+        y.push_back(part.empty() || *end ? std::nan("") : v);
+        at = colon + 1;
+      }
       CHAINLM_CHECK(y.size() == 2 && std::isfinite(y[0]) && std::isfinite(y[1]), "plot: --y-range ",
-                    "takes LO:HI, two finite numbers; got ", y.size(),
-                    " value(s) (nothing was written)");
+                    a->y_range, ": takes LO:HI, two finite numbers (nothing was written)");
       CHAINLM_CHECK(y[0] < y[1], "plot: --y-range ", y[0], ":", y[1],
                     ": LO must be below HI (nothing was written)");
       a->plot.y_min = y[0];

@@ -74,9 +74,10 @@ void add_tokenizer_command(CLI::App& app) {
   // Every non-blank line of the documents is one of SentencePiece's sentences.
   add_corpus_options(t, train->corpus, "--corpus", "lines");
   t->add_option("--vocab-size", train->sp.vocab_size, "Number of pieces (> 259)")->required();
-  t->add_option("--character-coverage", train->sp.character_coverage,
-                "Share of the corpus's characters that get their own piece; rarer ones are "
-                "spelled in byte pieces")
+  t->add_option(
+       "--character-coverage", train->sp.character_coverage,
+       "Share of the corpus's characters that get their own piece, 0.98..1; rarer ones are "
+       "spelled in byte pieces")
       ->capture_default_str();
   t->add_option("--out", train->out, "Output .model file")->required();
   t->add_option("--seed", train->sp.seed, "Seed for sentence sampling")
@@ -93,9 +94,10 @@ void add_tokenizer_command(CLI::App& app) {
 
   auto encode = std::make_shared<EncodeOptions>();
   CLI::App* e = tok->add_subcommand("encode", "Print the token ids of a text (no BOS/EOS)");
-  e->add_option("--tokenizer", encode->tokenizer,
-                "\"byte\", a SentencePiece .model, a Hugging Face tokenizer.json, a llama2.c tokenizer.bin, "
-                "or a data/checkpoint/HF directory holding one")
+  e->add_option(
+       "--tokenizer", encode->tokenizer,
+       "\"byte\", a SentencePiece .model, a Hugging Face tokenizer.json, a llama2.c tokenizer.bin, "
+       "a GGUF file, or a data/checkpoint/HF directory holding one")
       ->required();
   e->add_option("--text", encode->text, "Text to encode")->required();
   e->callback([encode] { run_encode(*encode); });

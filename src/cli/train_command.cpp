@@ -143,7 +143,9 @@ void add_train_command(CLI::App& app) {
       ->check(CLI::IsMember({"head"}));
   cmd->add_option("--data", a->data, "Directory with train.bin, val.bin and the tokenizer");
   cmd->add_option("--out", a->out, "Run directory (checkpoints, metrics.jsonl)")->required();
-  cmd->add_option("--steps", a->steps, "Optimizer steps")->capture_default_str();
+  cmd->add_option("--steps", a->steps,
+                  "Optimizer steps (with --resume: the run's own unless given)")
+      ->capture_default_str();
   cmd->add_option("--batch-size", a->batch,
                   "Sequences per optimizer step, over all ranks under mpirun")
       ->capture_default_str();
