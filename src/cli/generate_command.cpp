@@ -48,6 +48,14 @@ void add_generate_command(CLI::App& app) {
     apply_threads_option(a->threads);
     CHAINLM_CHECK(!cmd->count("--chains") || a->gen.chains >= 1, "--chains must be >= 1 (got ",
                   a->gen.chains, ")");
+    // Named by their flags, before the model is read (the library's checks name its fields:
+    // "top_p must be in (0, 1]", "max tokens must be >= 0").
+    const SamplingOptions& s = a->gen.sampling;
+    CHAINLM_CHECK(a->gen.max_tokens >= 0, "--max-tokens must be >= 0 (got ", a->gen.max_tokens,
+                  ")");
+    CHAINLM_CHECK(s.temperature >= 0, "--temperature must be >= 0 (got ", s.temperature, ")");
+    CHAINLM_CHECK(s.top_k >= 0, "--top-k must be >= 0 (got ", s.top_k, ")");
+    CHAINLM_CHECK(s.top_p > 0 && s.top_p <= 1, "--top-p must be in (0, 1] (got ", s.top_p, ")");
     LoadedModel loaded =
         load_model_and_tokenizer(a->model, a->tokenizer, true, parse_precision(a->precision));
     const Model& model = *loaded.model;

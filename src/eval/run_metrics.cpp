@@ -143,6 +143,8 @@ RunMetrics read_run_metrics(const std::string& run_dir) {
   namespace fs = std::filesystem;
   const std::string path = (fs::path(run_dir) / "metrics.jsonl").string();
   std::error_code ec;
+  CHAINLM_CHECK(fs::exists(run_dir, ec), run_dir,
+                ": no such file or directory (expected a training run directory)");
   CHAINLM_CHECK(fs::is_directory(run_dir, ec), run_dir,
                 ": not a directory (expected a training run directory)");
   CHAINLM_CHECK(fs::is_regular_file(path, ec), path, ": not found; is ", run_dir,

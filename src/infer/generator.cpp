@@ -1,6 +1,7 @@
 #include "infer/generator.h"
 
 #include "core/error.h"
+#include "core/number_format.h"
 #include "core/timer.h"
 #include "infer/session.h"
 
@@ -39,7 +40,7 @@ ChainSchedule check_generation(const Model& model, const Tokenizer& tok, const s
   const ModelConfig& c = model.config();
   const int n = c.n_chains();
   CHAINLM_CHECK(opt.chains >= 0 && opt.chains <= n, "--chains ", opt.chains, " is outside 1..", n,
-                " (the model has ", n, " chains)");
+                " (the model has ", count_of(n, "chain"), ")");
   CHAINLM_CHECK(opt.max_tokens >= 0, "max tokens must be >= 0");
   validate_sampling(opt.sampling);
   CHAINLM_CHECK(tok.vocab_size() <= c.vocab_size, "the tokenizer has ", tok.vocab_size(),

@@ -7,6 +7,7 @@
 #include <string>
 
 #include "core/error.h"
+#include "core/number_format.h"
 #include "core/rng.h"
 #include "kernels/attention.h"
 #include "kernels/cross_entropy.h"
@@ -387,7 +388,7 @@ StepLosses Model::forward_backward(const int* tokens, const int* targets, int B,
   const ModelConfig& c = config_;
   const ChainLayout& L = layout_;
   CHAINLM_CHECK(static_cast<int>(chain_weights.size()) == L.n, "chain loss weights list ",
-                chain_weights.size(), " entries, the model has ", L.n, " chains");
+                chain_weights.size(), " entries, the model has ", count_of(L.n, "chain"));
   double wsum = 0.0;
   int k = 0;
   for (int i = 0; i < L.n; ++i) {

@@ -6,6 +6,7 @@
 #include "core/error.h"
 #include "core/json_document.h"
 #include "core/json_excerpt.h"
+#include "core/number_format.h"
 #include "infer/chain_schedule.h"
 
 namespace chainlm {
@@ -258,8 +259,8 @@ CompletionRequest parse_completion_request(const json& body, const ModelConfig& 
   if (chains) {
     const long long k = integer(*chains, "chains");
     if (k < 1 || k > n)
-      refuse("chains",
-             cat("chains must be in 1..", n, " (the model has ", n, " chains; got ", k, ")"));
+      refuse("chains", cat("chains must be in 1..", n, " (the model has ", count_of(n, "chain"),
+                           "; got ", k, ")"));
     r.gen.chains = (int)k;
   }
   if (schedule) {

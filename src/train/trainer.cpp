@@ -9,6 +9,7 @@
 #include "core/error.h"
 #include "core/fault_injection.h"
 #include "core/memory.h"
+#include "core/number_format.h"
 #include "core/precision.h"
 #include "core/stop_signals.h"
 #include "core/threads.h"
@@ -91,7 +92,8 @@ Trainer::Trainer(Model& model, TrainOptions options, const Communicator& comm)
     opt_.chain_loss_weights.back() = 1.0f;
   }
   CHAINLM_CHECK((int)opt_.chain_loss_weights.size() == n, "--chain-loss-weights lists ",
-                opt_.chain_loss_weights.size(), " weights but the model has ", n, " chains");
+                opt_.chain_loss_weights.size(), " weights but the model has ",
+                count_of(n, "chain"));
   weights_ = opt_.chain_loss_weights;
   CHAINLM_CHECK(opt_.train_only.empty() || opt_.train_only == "head", "--train-only '",
                 opt_.train_only, "': the only choice is 'head'");

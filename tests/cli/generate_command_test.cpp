@@ -118,6 +118,16 @@ TEST_F(GenerateCommand, ValidatesEverythingBeforePrintingThePrompt) {
       dir, "generate --model " + quote(run) + " --prompt visible --max-tokens 3 --top-p 1e39");
   EXPECT_NE(r.err.find("--top-p: 1e39 is beyond an fp32 number's range"), std::string::npos)
       << r.err;
+  // Values out of range are named by their flags (the library's field names read "top_p" and
+  // "max tokens").
+  for (const std::string& bad : {"--top-p 2", "--top-k -3", "--temperature -1"}) {
+    r = run_chainlm(dir,
+                    "generate --model " + quote(run) + " --prompt visible --max-tokens 3 " + bad);
+    EXPECT_NE(r.err.find("error: " + bad.substr(0, bad.find(' ')) + " must be"), std::string::npos)
+        << r.err;
+  }
+  r = run_chainlm(dir, "generate --model " + quote(run) + " --prompt visible --max-tokens -1");
+  EXPECT_NE(r.err.find("error: --max-tokens must be >= 0 (got -1)"), std::string::npos) << r.err;
   auto ok = run_chainlm(dir, "generate --model " + quote(run) + " --prompt visible --max-tokens 3");
   ASSERT_EQ(ok.exit_code, 0) << ok.err;
   EXPECT_EQ(ok.out.rfind("visible", 0), 0u) << ok.out;
