@@ -120,7 +120,7 @@ TEST_F(GenerateCommand, ValidatesEverythingBeforePrintingThePrompt) {
       << r.err;
   // Values out of range are named by their flags (the library's field names read "top_p" and
   // "max tokens").
-  for (const std::string& bad : {"--top-p 2", "--top-k -3", "--temperature -1"}) {
+  for (const std::string bad : {"--top-p 2", "--top-k -3", "--temperature -1"}) {
     r = run_chainlm(dir,
                     "generate --model " + quote(run) + " --prompt visible --max-tokens 3 " + bad);
     EXPECT_NE(r.err.find("error: " + bad.substr(0, bad.find(' ')) + " must be"), std::string::npos)
