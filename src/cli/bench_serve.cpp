@@ -124,6 +124,15 @@ void bench_serve(const ServeBenchArgs& a) {
   const std::vector<int>& levels = a.concurrency;
   CHAINLM_CHECK(!levels.empty(), "bench serve: --concurrency needs at least one level");
   CHAINLM_CHECK(a.tokens >= 1 && a.prompt_tokens >= 1, "bench serve: --tokens and --prompt-tokens must be positive");
+  // Fewer requests than clients: the level runs no more at once than there are requests.
+  if (a.requests > 0)
+    for (int level : levels)
+      if (level > a.requests)
+        std::fprintf(
+            stderr,
+            "bench serve: warning: --requests %d is below --concurrency %d: that level runs %d at "
+            "a time\n",
+            a.requests, level, a.requests);
   const Precision precision = parse_precision(a.precision);
   CHAINLM_CHECK(a.quant.empty() || precision == Precision::Fp32,
                 "bench serve: --quant and --precision bf16 exclude each other");
