@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <climits>
 #include <cstdio>
 #include <cstring>
 #include <ctime>
@@ -209,6 +210,14 @@ void RunDirectory::prepare() {
   if (err != 0)
     fail("cannot write to the run directory ", run.string(), ": ", std::strerror(err),
          " (nothing was trained)");
+  // A checkpoint's files lie deeper than the probe: RUN/.tmp-step-N.PID/NAME.tmp.PID.K, NAME up to
+  // "special_tokens_map.json". A RUN within ~80 bytes of PATH_MAX passed the probe and failed at
+  // the first checkpoint, its steps lost.
+  constexpr size_t kCheckpointPathExtra = 96;
+  if (run.string().size() + kCheckpointPathExtra >= PATH_MAX)
+    fail("the run directory's path ", run.string().substr(0, 60), "... is ", run.string().size(),
+         " bytes: a checkpoint's files need up to ", kCheckpointPathExtra, " more, past the ",
+         PATH_MAX - 1, " a path may have; choose a shorter --out (nothing was trained)");
   // Leftovers of a writer killed mid-checkpoint: never checkpoints (loaders follow `latest`,
   // which only ever names a complete directory), removed here.
   remove_paths(leftovers_in(run));

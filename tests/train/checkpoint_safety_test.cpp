@@ -228,6 +228,26 @@ TEST_F(CheckpointSafety, ABranchMovedAsideTakesItsResumedEvent) {
   EXPECT_EQ(resumed_at_4(superseded), 1);
 }
 
+// A run directory whose path is within a checkpoint's depth of PATH_MAX: the write probe passed,
+// and the first checkpoint failed with "File name too long" after its steps.
+TEST_F(CheckpointSafety, ARunPathTooLongForItsCheckpointsIsRefusedFirst) {
+  std::string run = dir.file("");
+  while (run.size() + 201 < 4040) run += std::string(200, 'd') + "/";
+  run += std::string(4040 - run.size(), 'r');
+  Model m(tiny_config());
+  m.init_random(1);
+  Trainer t(m, options(run, 2));
+  try {
+    t.run();
+    FAIL() << "expected chainlm::Error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("choose a shorter --out (nothing was trained)"),
+              std::string::npos)
+        << e.what();
+  }
+  EXPECT_EQ(t.step(), 0);
+}
+
 TEST_F(CheckpointSafety, WriterRefusesNonFiniteWeights) {
   const fs::path run = dir.file("run");
   Model m(tiny_config());
