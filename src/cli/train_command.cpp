@@ -450,7 +450,22 @@ void add_train_command(CLI::App& app) {
                       "train: --config (a new model) or --init (existing weights) is required, or "
                       "pass --resume");
         CHAINLM_CHECK(!a->data.empty(), "train: --data is required");
-        CHAINLM_CHECK(!fs::exists(fs::path(a->out) / "latest"), a->out,
+        // A symbolic link that leads nowhere ("cannot create the run directory: File exists")
+        // or in a loop (a raw filesystem_error).
+        std::error_code link_ec;
+        if (fs::is_symlink(fs::symlink_status(a->out, link_ec))) {
+          const fs::file_status target = fs::status(a->out, link_ec);
+          CHAINLM_CHECK(!link_ec || link_ec == std::errc::no_such_file_or_directory,
+                        "train: --out ", a->out, " is a symbolic link that cannot be followed (",
+                        link_ec.message(), "); choose another --out (nothing was trained)");
+          CHAINLM_CHECK(
+              fs::exists(target), "train: --out ", a->out, " is a symbolic link to ",
+              fs::read_symlink(a->out, link_ec).string(),
+              ", which does not exist; create that directory or choose another --out (nothing "
+              "was trained)");
+        }
+        std::error_code latest_ec;
+        CHAINLM_CHECK(!fs::exists(fs::path(a->out) / "latest", latest_ec), a->out,
                       " already holds a training run; pass --resume to continue it or choose ",
                       "another --out (nothing was overwritten)");
         if (is_checkpoint_dir(a->out)) refuse_checkpoint_as_run(a->out, false);

@@ -460,6 +460,23 @@ TEST_F(WorkflowSafety, AResumeOnOtherDataSaysSoAndTheLogRecordsIt) {
   EXPECT_EQ(changes, 1);
 }
 
+// A symbolic link as --out that leads nowhere said "cannot create the run directory: File
+// exists"; one in a loop gave a raw filesystem error.
+TEST_F(WorkflowSafety, AnOutThatIsABrokenLinkIsNamedSo) {
+  fs::create_directory_symlink(dir.file("nothere"), dir.file("dangling"));
+  fs::create_directory_symlink(dir.file("loop2"), dir.file("loop1"));
+  fs::create_directory_symlink(dir.file("loop1"), dir.file("loop2"));
+  for (const auto& [out, says] : std::vector<std::pair<std::string, std::string>>{
+           {dir.file("dangling"),
+            "is a symbolic link to " + dir.file("nothere") + ", which does not exist"},
+           {dir.file("loop1"), "is a symbolic link that cannot be followed"}}) {
+    auto r = run_chainlm(dir, train_args(out, 2));
+    EXPECT_NE(r.exit_code, 0);
+    EXPECT_TRUE(contains(r.err, "train: --out " + out + " " + says)) << r.err;
+  }
+  EXPECT_FALSE(fs::exists(dir.file("nothere")));
+}
+
 // export and expand write a new directory atomically: `--out DIR/` is DIR (it failed and left
 // DIR/.tmp--PID behind), and an unwritable place is a one-line error, not a raw filesystem_error.
 TEST_F(WorkflowSafety, ExportAndExpandTakeATrailingSlashAndFailCleanly) {
