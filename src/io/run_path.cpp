@@ -1,6 +1,7 @@
 #include "io/run_path.h"
 
 #include <algorithm>
+#include <cctype>
 #include <filesystem>
 
 #include "core/error.h"
@@ -89,8 +90,16 @@ std::string resolve_checkpoint_dir(const std::string& path) {
                    ": pass that, or `chainlm train --out ", path,
                    " --resume` to go on with the run"));
   }
+  // `ln -s step-N latest`, a habit from other tools: "cannot read latest: Is a directory" did
+  // not say what `latest` is to be.
+  CHAINLM_CHECK(!fs::is_directory(latest, ec), latest.string(),
+                " is a directory (or a link to one); chainlm's `latest` is a file holding the "
+                "checkpoint's name: ",
+                "rm ", latest.string(), "; echo step-NNNNNNNN > ", latest.string());
   std::string name = read_file(latest.string());
-  while (!name.empty() && (name.back() == '\n' || name.back() == ' ')) name.pop_back();
+  // Whitespace around the name, as an editor or `echo " step-4"` leaves it.
+  while (!name.empty() && std::isspace((unsigned char)name.back())) name.pop_back();
+  while (!name.empty() && std::isspace((unsigned char)name.front())) name.erase(0, 1);
   // A corrupt `latest` must name a directory inside the run, never a path out of it.
   const bool plain_name = !name.empty() && name.size() <= 255 && name != "." && name != ".." &&
                           name.find_first_of(std::string("/\0", 2)) == std::string::npos;

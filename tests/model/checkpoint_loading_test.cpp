@@ -59,6 +59,16 @@ TEST(CheckpointLoading, LatestMustNameADirectoryInsideTheRun) {
             std::string::npos);
   write_bytes(dir.file("latest"), "step-00000001\n");
   EXPECT_NO_THROW(load_model(run));
+  // Whitespace around the name, as an editor leaves it ("names '  step-00000001'").
+  write_bytes(dir.file("latest"), "  step-00000001 \r\n");
+  EXPECT_EQ(resolve_checkpoint_dir(run), dir.file("step-00000001"));
+  // A link to the checkpoint in its place ("cannot read latest: Is a directory").
+  std::filesystem::remove(dir.file("latest"));
+  std::filesystem::create_directory_symlink("step-00000001", dir.file("latest"));
+  EXPECT_NE(error_of([&] { resolve_checkpoint_dir(run); })
+                .find("is a directory (or a link to one); chainlm's `latest` is a file holding the "
+                      "checkpoint's name"),
+            std::string::npos);
 }
 
 // A run without `latest` (stopped before naming its checkpoint) is named as such, with its
