@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <climits>
 #include <cstdio>
@@ -71,7 +72,9 @@ void remove_paths(const std::vector<fs::path>& paths) {
 std::string latest_name(const fs::path& run) {
   try {
     std::string name = read_file((run / "latest").string());
-    while (!name.empty() && (name.back() == '\n' || name.back() == ' ')) name.pop_back();
+    // Trimmed as resolve_checkpoint_dir reads it.
+    while (!name.empty() && std::isspace((unsigned char)name.back())) name.pop_back();
+    while (!name.empty() && std::isspace((unsigned char)name.front())) name.erase(0, 1);
     return name;
   } catch (const Error&) {
     return std::string();
