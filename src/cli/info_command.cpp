@@ -181,12 +181,13 @@ void add_info_command(CLI::App& app) {
       auto t = load_tokenizer(a->model);
       tokenizer = {{"kind", t->kind()}, {"vocab_size", t->vocab_size()}};
     }
-    if (!dir.empty()) {
+    if (!dir.empty() && dir_has_tokenizer(dir)) {
+      // One that cannot be read is said so, with why ("none stored" hid a broken one).
       try {
         auto t = load_tokenizer(find_tokenizer_in_dir(dir));
         tokenizer = {{"kind", t->kind()}, {"vocab_size", t->vocab_size()}};
-      } catch (const Error&) {
-        // No (readable) tokenizer: reported as none.
+      } catch (const Error& e) {
+        tokenizer = {{"error", e.what()}};
       }
     }
     nlohmann::json j = model_info_json(*model);
@@ -266,10 +267,13 @@ void add_info_command(CLI::App& app) {
                   thousands((long)model->params().numel()).c_str(),
                   100.0 * training["trainable_fraction"].get<double>());
     }
-    std::printf("tokenizer   %s\n", tokenizer.is_null()
-                                        ? "none stored with the model"
-                                        : cat(tokenizer["kind"].get<std::string>(), ", vocabulary ",
-                                              tokenizer["vocab_size"].get<int>()).c_str());
+    std::printf("tokenizer   %s\n",
+                tokenizer.is_null() ? "none stored with the model"
+                : tokenizer.contains("error")
+                    ? cat("cannot be read: ", tokenizer["error"].get<std::string>()).c_str()
+                    : cat(tokenizer["kind"].get<std::string>(), ", vocabulary ",
+                          tokenizer["vocab_size"].get<int>())
+                          .c_str());
   });
 }
 

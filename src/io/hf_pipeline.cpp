@@ -221,14 +221,20 @@ std::string replacement_of(const json& j, const std::string& where) {
 
 bool starts_with(const std::string& s, const std::string& prefix) { return s.compare(0, prefix.size(), prefix) == 0; }
 
-std::vector<const json*> flatten(const json& j, const char* sequence_key, const char* what, const std::string& where) {
+// Sequences nest a few levels in real tokenizers; 100,000 levels overflowed the stack here.
+constexpr int kMaxSequenceDepth = 64;
+
+std::vector<const json*> flatten(const json& j, const char* sequence_key, const char* what,
+                                 const std::string& where, int depth = 0) {
   std::vector<const json*> out;
   if (j.is_null()) return out;
   if (type_of(j, what, where) == "Sequence") {
     CHAINLM_CHECK(j.contains(sequence_key) && j[sequence_key].is_array(), where, ": a Sequence ", what,
                   " needs the array '", sequence_key, "'");
+    CHAINLM_CHECK(depth < kMaxSequenceDepth, where, ": Sequences nested more than ",
+                  kMaxSequenceDepth, " deep (a tokenizer's nest a few)");
     for (const json& inner : j[sequence_key]) {
-      std::vector<const json*> more = flatten(inner, sequence_key, what, where);
+      std::vector<const json*> more = flatten(inner, sequence_key, what, where, depth + 1);
       out.insert(out.end(), more.begin(), more.end());
     }
   } else {
@@ -255,10 +261,27 @@ struct PrependNorm : HfNormalizer::Step {
   std::string apply(std::string text) const override { return text.empty() ? text : prefix + text; }
 };
 
+// What a normalizer may make of a text: LLaMA's and GPT's replace a character by another of up to
+// 4 bytes and prepend one. A tokenizer.json replacing "a" by a thousand of them, four times over,
+// took a 4-byte prompt to 4 GB (std::bad_alloc, in a server too): a step may write at most
+// kStepGrowth times its input, the whole pipeline kTotalGrowth times the text, plus some bytes.
+constexpr size_t kStepGrowth = 8, kTotalGrowth = 16, kGrowthSlack = 4096;
+
 struct ReplaceNorm : HfNormalizer::Step {
   std::unique_ptr<Pattern> pattern;
   std::string content;
-  std::string apply(std::string text) const override { return replace_all(text, *pattern, content); }
+  std::string where;
+  std::string apply(std::string text) const override {
+    const auto matches = pattern->find(text);
+    size_t matched = 0;
+    for (const auto& [s, e] : matches) matched += e - s;
+    const size_t out = text.size() - matched + matches.size() * content.size();
+    CHAINLM_CHECK(out <= kStepGrowth * text.size() + kGrowthSlack, where, ": a Replace would make ",
+                  out, " bytes of ", text.size(),
+                  ": more than a tokenizer's normalizer makes (a tokenizer.json built "
+                  "to exhaust memory?)");
+    return replace_matches(text, matches, content);
+  }
 };
 
 struct StripNorm : HfNormalizer::Step {
@@ -282,7 +305,8 @@ struct StripNorm : HfNormalizer::Step {
 
 }  // namespace
 
-HfNormalizer::HfNormalizer(const json& j, const std::string& where) {
+HfNormalizer::HfNormalizer(const json& j, const std::string& where)
+    : where_(where + ": normalizer") {
   const std::string at = where + ": normalizer";
   for (const json* step : flatten(j, "normalizers", "normalizer", at)) {
     const std::string& type = type_of(*step, "normalizer", at);
@@ -295,6 +319,7 @@ HfNormalizer::HfNormalizer(const json& j, const std::string& where) {
       auto s = std::make_unique<ReplaceNorm>();
       s->pattern = std::make_unique<Pattern>((*step)["pattern"], at);
       s->content = string_field(*step, "content", "", at);
+      s->where = at;
       steps_.push_back(std::move(s));
     } else if (type == "Strip") {
       auto s = std::make_unique<StripNorm>();
@@ -311,7 +336,13 @@ HfNormalizer::HfNormalizer(const json& j, const std::string& where) {
 HfNormalizer::~HfNormalizer() = default;
 
 std::string HfNormalizer::normalize(std::string text) const {
-  for (const auto& s : steps_) text = s->apply(std::move(text));
+  const size_t limit = kTotalGrowth * text.size() + kGrowthSlack;
+  for (const auto& s : steps_) {
+    text = s->apply(std::move(text));
+    CHAINLM_CHECK(text.size() <= limit, where_, ": the normalizer makes more than ", kTotalGrowth,
+                  " times the text's bytes: more than a tokenizer's makes (a tokenizer.json built "
+                  "to exhaust memory?)");
+  }
   return text;
 }
 

@@ -35,6 +35,7 @@ class HfNormalizer {
 
  private:
   std::vector<std::unique_ptr<Step>> steps_;
+  std::string where_;
 };
 
 class HfPreTokenizer {

@@ -131,21 +131,48 @@ std::vector<int> token_ids(const json& j, const char* key, const std::string& wh
   std::vector<int> ids;
   if (!j.is_object() || !j.contains(key) || j[key].is_null()) return ids;
   const json& v = j[key];
+  // Read whole: get<int>() of 2^40 wrapped into some id.
+  auto id_of = [&](const json& e) {
+    CHAINLM_CHECK(e.is_number_integer() && (e.is_number_unsigned() ? e.get<uint64_t>() < (1u << 30)
+                                                                   : e.get<int64_t>() >= -1),
+                  where, ": '", key, "' must be an integer id or a list of them (got ",
+                  e.dump().substr(0, 40), ")");
+    return e.get<int>();
+  };
   if (v.is_number_integer()) {
-    ids.push_back(v.get<int>());
+    ids.push_back(id_of(v));
   } else {
     CHAINLM_CHECK(v.is_array(), where, ": '", key, "' must be an integer or a list of integers");
-    for (const json& e : v) {
-      CHAINLM_CHECK(e.is_number_integer(), where, ": '", key, "' must be an integer or a list of integers");
-      ids.push_back(e.get<int>());
-    }
+    for (const json& e : v) ids.push_back(id_of(e));
   }
   return ids;
 }
 
+// How deep a JSON value nests, walked without recursion. Copying (json::value) or walking a
+// value recursively overflowed the stack at 100,000 levels (SIGSEGV on a crafted tokenizer.json);
+// the files a tokenizer comes with nest a few levels.
+constexpr int kMaxJsonDepth = 128;
+
+int json_depth(const json& root) {
+  int deepest = 0;
+  std::vector<std::pair<const json*, int>> stack = {{&root, 1}};
+  while (!stack.empty()) {
+    const auto [j, depth] = stack.back();
+    stack.pop_back();
+    deepest = std::max(deepest, depth);
+    if (deepest > kMaxJsonDepth) break;
+    if (j->is_structured())
+      for (const json& child : *j) stack.emplace_back(&child, depth + 1);
+  }
+  return deepest;
+}
+
 json parse_json(const std::string& text, const std::string& where) {
   try {
-    return json::parse(text);
+    json j = json::parse(text);
+    CHAINLM_CHECK(json_depth(j) <= kMaxJsonDepth, where, ": nests deeper than ", kMaxJsonDepth,
+                  " levels; a tokenizer's files nest a few");
+    return j;
   } catch (const json::exception& e) {
     fail(where, ": not valid JSON (", e.what(), ")");
   }
@@ -219,8 +246,11 @@ HfTokenizer::HfTokenizer(const HfTokenizerFiles& files) : where_(files.where) {
                         a["content"].is_string(),
                     where_, ": an added token needs an 'id' and a 'content': ", a.dump().substr(0, 200));
       AddedToken t;
-      t.id = a["id"].get<int>();
-      CHAINLM_CHECK(t.id < (1 << 30), where_, ": added token id ", t.id, " is too large");
+      // Checked as read: get<int>() of 2^31 went negative (an index before the table, SIGSEGV)
+      // and of 2^32 + 5 became 5.
+      const uint64_t id = a["id"].get<uint64_t>();
+      CHAINLM_CHECK(id < (1u << 30), where_, ": added token id ", id, " is too large");
+      t.id = (int)id;
       t.content = a["content"].get<std::string>();
       auto flag = [&](const char* k) { return a.contains(k) && a[k].is_boolean() && a[k].get<bool>(); };
       t.single_word = flag("single_word");
@@ -235,6 +265,12 @@ HfTokenizer::HfTokenizer(const HfTokenizerFiles& files) : where_(files.where) {
     }
   }
   CHAINLM_CHECK(vocab_size_ > 0, where_, ": the vocabulary is empty");
+  // Ids run 0..N-1 with few gaps in real tokenizers: one id of 300,000,000 among 512 tokens
+  // made tables of that many entries (10 GB, std::bad_alloc naming no file).
+  const size_t tokens = model_->vocab().size() + added.size();
+  CHAINLM_CHECK((size_t)vocab_size_ <= 2 * tokens + 1024, where_, ": its ids run up to ",
+                vocab_size_ - 1, " for ", tokens,
+                " tokens; a tokenizer's ids are (nearly) contiguous");
   id_to_token_.assign(vocab_size_, "");
   assigned_.assign(vocab_size_, 0);
   for (const auto& [token, id] : model_->vocab()) {

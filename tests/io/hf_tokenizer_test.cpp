@@ -235,6 +235,51 @@ TEST(HfTokenizer, RefusesWhatItCannotReadByName) {
   EXPECT_NE(error_of(no_eos).find("cannot tell the end-of-text token"), std::string::npos) << error_of(no_eos);
 }
 
+// Crafted files from the internet (a security review): each is an error naming the file, never
+// a crash, a wrapped id or gigabytes. An added id of 2^31 went negative (SIGSEGV), 2^32 + 5 read
+// as 5; a Sequence 100,000 deep overflowed the stack; one vocabulary id of 3e8 made tables of
+// 10 GB; a Replace of "a" by 1,000 of them four times over took a 4-byte text to 4 GB.
+TEST(HfTokenizer, CraftedFilesAreRefusedNotObeyed) {
+  const std::vector<std::pair<std::function<void(json&)>, std::string>> cases = {
+      {[](json& j) { j["added_tokens"][0]["id"] = 2147483648ull; },
+       "added token id 2147483648 is too large"},
+      {[](json& j) { j["added_tokens"][0]["id"] = 4294967301ull; },
+       "added token id 4294967301 is too large"},
+      {[](json& j) { j["model"]["vocab"]["zzzz"] = 300000000; }, "its ids run up to 300000000 for"},
+      {[](json& j) {
+         json deep = {{"type", "Prepend"}, {"prepend", "x"}};
+         for (int i = 0; i < 200; ++i)
+           deep = {{"type", "Sequence"}, {"normalizers", json::array({deep})}};
+         j["normalizer"] = deep;
+       },
+       "nests deeper than 128 levels"},
+  };
+  for (const auto& [edit, want] : cases) {
+    const std::string got = error_of(edited("llama3", edit));
+    EXPECT_NE(got.find(want), std::string::npos) << "want '" << want << "' in: " << got;
+    EXPECT_NE(got.find("llama3.tokenizer.json"), std::string::npos) << got;
+  }
+  const auto grows = hf_tokenizer_from_files(edited("llama3", [](json& j) {
+    json replace = {
+        {"type", "Replace"}, {"pattern", {{"String", "a"}}}, {"content", std::string(1000, 'a')}};
+    j["normalizer"] = {{"type", "Sequence"},
+                       {"normalizers", json::array({replace, replace, replace, replace})}};
+  }));
+  try {
+    grows->encode("aaaab");
+    ADD_FAILURE() << "a normalizer was let grow a text 10^12 times";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("more than a tokenizer's normalizer makes"),
+              std::string::npos)
+        << e.what();
+  }
+  // config.json's ids are read whole (2^40 wrapped into some id).
+  HfTokenizerFiles huge_id = vector_files("llama3");
+  huge_id.model_config = json{{"eos_token_id", 1099511627776ull}}.dump();
+  EXPECT_NE(error_of(huge_id).find("'eos_token_id' must be an integer id"), std::string::npos)
+      << error_of(huge_id);
+}
+
 // A Hugging Face directory is a tokenizer spec; saving it into a checkpoint keeps what was read.
 TEST(HfTokenizer, DirectoriesLoadAndSaveTheFilesTogether) {
   testing::TempDir tmp;
