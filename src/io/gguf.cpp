@@ -111,7 +111,11 @@ void read_scalar(Cursor& c, GgufType t, int64_t& i, uint64_t& u, double& f) {
   }
 }
 
-GgufValue read_value(Cursor& c, GgufType type, const std::string& path, const std::string& key) {
+constexpr uint64_t kMaxGgufArrayElements = uint64_t(1) << 22;
+
+// `array_elements` counts the file's array elements so far.
+GgufValue read_value(Cursor& c, GgufType type, const std::string& path, const std::string& key,
+                     uint64_t& array_elements) {
   GgufValue v;
   v.type = type;
   if (type == GgufType::kString) {
@@ -126,6 +130,16 @@ GgufValue read_value(Cursor& c, GgufType type, const std::string& path, const st
     const uint64_t least = v.element_type == GgufType::kString ? 8 : scalar_size(v.element_type);
     CHAINLM_CHECK(n <= c.left() / least, path, ": metadata '", key, "' claims ", n,
                   " elements, more than the file holds (truncated or corrupt GGUF)");
+    // Each element is held as 8 bytes or a string: 300 million one-byte elements of an unused
+    // key took 4.4 GB to read (and `info` 98 s). The arrays models carry (tokens, scores, merges)
+    // hold a few hundred thousand.
+    CHAINLM_CHECK(n <= kMaxGgufArrayElements, path, ": metadata '", key, "' holds ", n,
+                  " elements; chainlm reads arrays of up to ", kMaxGgufArrayElements,
+                  " (a vocabulary's hold a few hundred thousand)");
+    array_elements += n;
+    CHAINLM_CHECK(array_elements <= 4 * kMaxGgufArrayElements, path,
+                  ": the metadata's arrays hold more than ", 4 * kMaxGgufArrayElements,
+                  " elements in all; a model's hold a few hundred thousand each");
     for (uint64_t e = 0; e < n; ++e) {
       if (v.element_type == GgufType::kString) {
         v.strings.push_back(c.string("an array string"));
@@ -215,11 +229,12 @@ GgufReader::GgufReader(const std::string& path) : path_(path), map_(path, "GGUF 
   // A key/value record takes at least 12 bytes and a tensor description at least 24.
   CHAINLM_CHECK(n_kv <= c.left() / 12 && n_tensors <= c.left() / 24, path, ": the header claims ", n_kv,
                 " metadata entries and ", n_tensors, " tensors, more than the file holds (truncated or corrupt GGUF)");
+  uint64_t array_elements = 0;
   for (uint64_t k = 0; k < n_kv; ++k) {
     std::string key = c.string("a metadata key");
     CHAINLM_CHECK(!values_.count(key), path, ": metadata key '", key, "' appears twice (corrupt GGUF)");
     const GgufType type = checked_type(path, c.read<uint32_t>("a value type"), key);
-    values_[key] = read_value(c, type, path, key);
+    values_[key] = read_value(c, type, path, key, array_elements);
     keys_.push_back(std::move(key));
   }
   if (has("general.alignment")) {

@@ -209,6 +209,23 @@ TEST(Gguf, CorruptHeadersAreClearErrors) {
   expect_error(d, "appears twice");
 }
 
+// An array of an unused key held 8 bytes per one-byte element: 300 million took 4.4 GB to read.
+// Arrays past 2^22 elements are refused; a vocabulary's hold a few hundred thousand.
+TEST(Gguf, ArraysPastAnyVocabularysAreRefused) {
+  TempDir dir;
+  GgufWriter w;
+  w.add_uint8s("x.big", std::string((1u << 22) + 1, '\x01'));
+  w.write(dir.file("big.gguf"));
+  EXPECT_NE(error_of(dir.file("big.gguf"))
+                .find("metadata 'x.big' holds 4194305 elements; chainlm reads arrays of up to"),
+            std::string::npos)
+      << error_of(dir.file("big.gguf"));
+  GgufWriter ok;
+  ok.add_uint8s("x.fits", std::string(1u << 22, '\x01'));
+  ok.write(dir.file("fits.gguf"));
+  EXPECT_EQ(GgufReader(dir.file("fits.gguf")).value("x.fits").size(), 1u << 22);
+}
+
 TEST(Gguf, MissingAndNonGgufFiles) {
   TempDir dir;
   EXPECT_FALSE(is_gguf_file(dir.file("missing.gguf")));
