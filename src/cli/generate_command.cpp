@@ -3,11 +3,13 @@
 #include <memory>
 
 #include "cli/commands.h"
+#include "cli/model_loading.h"
+#include "cli/parse_util.h"
 #include "core/error.h"
 #include "core/threads.h"
 #include "infer/generator.h"
-#include "cli/model_loading.h"
-#include "cli/parse_util.h"
+#include "infer/session.h"
+#include "model/memory_estimate.h"
 
 namespace chainlm::cli {
 
@@ -60,6 +62,15 @@ void add_generate_command(CLI::App& app) {
         load_model_and_tokenizer(a->model, a->tokenizer, true, parse_precision(a->precision));
     const Model& model = *loaded.model;
     a->gen.kv_cache = resolve_kv_cache_type(parse_kv_cache_type(a->kv_cache), model);
+    // The session holds the whole context's cache: a config's max_seq_len of 16M died in the
+    // allocator ("std::bad_alloc", naming nothing).
+    MemoryEstimate memory;
+    memory.parts = {{"weights", model.weight_bytes()},
+                    {cat("a session at ", model.config().max_seq_len, " tokens"),
+                     InferenceSession::memory_bytes(model.config(), 512, a->gen.kv_cache)},
+                    {"runtime", kRuntimeOverheadBytes}};
+    check_memory_fits("generate", memory, 1, 0, "use a model of a shorter max_seq_len",
+                      model.weight_bytes(), false);
     // Chain-1 prefill is CoLM-Air's (keys and values from chain 1 alone); elsewhere every prefill
     // is full, and the flag changes nothing.
     if (!a->gen.chain1_prefill && !model.config().kv_share)

@@ -71,6 +71,15 @@ std::vector<CgroupFiles> cgroup_files() {
 
 }  // namespace
 
+// The process's address space now (VmSize in /proc/self/status), 0 when unknown.
+uint64_t address_space_bytes() {
+  std::ifstream f("/proc/self/status");
+  std::string line;
+  while (std::getline(f, line))
+    if (line.rfind("VmSize:", 0) == 0) return std::strtoull(line.c_str() + 7, nullptr, 10) * 1024;
+  return 0;
+}
+
 AvailableMemory available_memory() {
   AvailableMemory a;
   std::ifstream f("/proc/meminfo");
@@ -97,6 +106,18 @@ AvailableMemory available_memory() {
     if (room < a.bytes) {
       a.bytes = room;
       a.source = cat("the cgroup limit in ", cg.limit);
+    }
+  }
+  // `ulimit -v` (RLIMIT_AS) bounds the address space, of which this process holds some already
+  // (libraries, thread stacks): a server started under `ulimit -v 8000000` fit an estimate of
+  // 20 GiB by MemAvailable, and every request then failed with std::bad_alloc.
+  rlimit as{};
+  if (::getrlimit(RLIMIT_AS, &as) == 0 && as.rlim_cur != RLIM_INFINITY) {
+    const uint64_t mapped = address_space_bytes();
+    const uint64_t room = as.rlim_cur > mapped ? as.rlim_cur - mapped : 0;
+    if (room < a.bytes) {
+      a.bytes = room;
+      a.source = "the address-space limit (ulimit -v) less what the process maps already";
     }
   }
   return a;

@@ -2,7 +2,11 @@
 #include "core/memory.h"
 
 #include <gtest/gtest.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 #include <fstream>
 #include <string>
@@ -66,6 +70,34 @@ TEST(ProcessMemory, AvailableIsPositiveAndAtMostPhysicalMemory) {
   ASSERT_TRUE(f >> key >> kb);
   ASSERT_EQ(key, "MemTotal:");
   EXPECT_LE(a.bytes, kb * 1024);
+}
+
+// Under `ulimit -v` the room is the limit less what the process maps already: a server under
+// `ulimit -v 8000000` fit a 20 GiB estimate by MemAvailable, and every request failed. Checked in
+// a child, whose limit ends with it: the room it reports (as its exit status, in 16 MiB units)
+// is at most the 256 MiB it was given past its mapped size, and the source says why.
+TEST(ProcessMemory, TheAddressSpaceLimitBoundsWhatIsAvailable) {
+  const pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    std::ifstream f("/proc/self/status");
+    std::string line;
+    uint64_t mapped = 0;
+    while (std::getline(f, line))
+      if (line.rfind("VmSize:", 0) == 0)
+        mapped = std::strtoull(line.c_str() + 7, nullptr, 10) * 1024;
+    rlimit as{mapped + (256u << 20), mapped + (256u << 20)};
+    if (mapped == 0 || ::setrlimit(RLIMIT_AS, &as) != 0) ::_exit(255);
+    const AvailableMemory a = available_memory();
+    if (a.source.find("ulimit -v") == std::string::npos) ::_exit(254);
+    ::_exit((int)std::min<uint64_t>(a.bytes >> 24, 253));
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_NE(WEXITSTATUS(status), 255) << "the child could not set its limit";
+  EXPECT_NE(WEXITSTATUS(status), 254) << "the limit was not what bounded the room";
+  EXPECT_LE(WEXITSTATUS(status), 16) << "more than 256 MiB reported";
 }
 
 }  // namespace
