@@ -175,7 +175,9 @@ CompletionRequest parse_completion_request(const json& body, const ModelConfig& 
     const double p = number(*v, "top_p");
     if (!(p > 0 && p <= 1))
       refuse("top_p", cat("top_p must be in (0, 1] (got ", json_excerpt(*v), ")"));
-    r.gen.sampling.top_p = (float)p;
+    // Held as a float: below its smallest (1e-300) it read 0, which the sampler refused as a 500.
+    // Any mass that small keeps the likeliest token alone, as the smallest float does.
+    r.gen.sampling.top_p = std::max((float)p, std::numeric_limits<float>::denorm_min());
   }
   if ((v = field(body, "top_k"))) {
     const long long k = integer(*v, "top_k");

@@ -4,6 +4,8 @@
 
 #include <gtest/gtest.h>
 
+#include "infer/sampler.h"
+
 namespace chainlm {
 namespace {
 
@@ -66,6 +68,12 @@ TEST(CompletionRequest, ReadsEveryField) {
   EXPECT_EQ(r.gen.sampling.temperature, 0.0f);
   EXPECT_EQ(r.gen.sampling.top_p, 0.5f);
   EXPECT_EQ(r.gen.sampling.top_k, 7);
+  // A mass below a float's smallest read 0, which the sampler refused as a 500: it keeps the
+  // likeliest token alone, as the smallest float does.
+  const auto tiny =
+      parse_completion_request(json::parse(R"({"prompt": "x", "top_p": 1e-300})"), config());
+  EXPECT_GT(tiny.gen.sampling.top_p, 0.0f);
+  EXPECT_NO_THROW(validate_sampling(tiny.gen.sampling));
   EXPECT_EQ(r.gen.sampling.seed, 18446744073709551615ull);
   EXPECT_TRUE(r.seed_given);
   EXPECT_EQ(r.stop, (std::vector<std::string>{"a", "bc"}));
