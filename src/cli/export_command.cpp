@@ -100,11 +100,6 @@ double max_difference(const std::vector<float>& a, const std::vector<float>& b) 
   return max_abs_difference(a.data(), b.data(), a.size());
 }
 
-// Largest |logit difference| between sub-model k of `model` and `back` (a LLaMA) on a probe.
-double probe_logit_difference(Model& model, int k, Model& back) {
-  return max_difference(probe_logits(model, k), probe_logits(back, 1));
-}
-
 struct ExportArgs {
   std::string model, format, out, tokenizer, type, dtype, max_shard_size;
   int chains = 0, threads = 0;
@@ -119,6 +114,9 @@ void export_gguf_file(const ExportArgs& a, Model& model, int k, const std::strin
                       .chat_template = carried_chat_template(a.model).jinja};
   if (o.name.empty()) o.name = fs::path(a.model).lexically_normal().parent_path().filename().string();
   check_gguf_exportable(model, o);
+  const std::vector<float> original = probe_logits(model, k);
+  CHAINLM_CHECK(all_finite(original.data(), original.size()), "export: ", a.model,
+                kNonFiniteLogits);
   // Written beside --out, read back and checked, then renamed: --out appears complete or not at all.
   const std::string tmp = a.out + ".tmp-" + std::to_string(::getpid());
   remove_stale_temporaries(fs::absolute(a.out).parent_path().string(),
@@ -133,7 +131,7 @@ void export_gguf_file(const ExportArgs& a, Model& model, int k, const std::strin
       fail("export: ", a.out, " not written: ", e.what(), " (nothing was written)");
     }
     back = load_model(tmp);
-    diff = probe_logit_difference(model, k, *back);
+    diff = max_difference(original, probe_logits(*back, 1));
     // An fp32 model's f32 file and a quantized model's copied blocks compute what the model
     // computes: the logits must agree. f16 and fresh quantization round the weights. F32/F16
     // matrices from a quantized model (--type f32 or f16, or rows that are not whole blocks)
@@ -194,6 +192,8 @@ void export_hf_directory(const ExportArgs& a, Model& model, int k, const std::st
   const HfExportOptions o = hf_export_options(a, k, tokenizer);
   const bool rounded = o.dtype != "f32";
   const std::vector<float> original = probe_logits(model, k);
+  CHAINLM_CHECK(all_finite(original.data(), original.size()), "export: ", a.model,
+                kNonFiniteLogits);
   std::unique_ptr<Model> back;
   HfExportSummary summary;
   double diff = 0;

@@ -18,4 +18,18 @@ inline double max_abs_difference(const float* a, const float* b, std::size_t n) 
   return diff;
 }
 
+// Whether every logit is finite: a model whose own logits are not (a weight of 3e38 or NaN in
+// a file without checksums) is refused as such, not as "a bug" when its copy differs by inf.
+inline bool all_finite(const float* v, std::size_t n) {
+  for (std::size_t i = 0; i < n; ++i)
+    if (!std::isfinite(v[i])) return false;
+  return true;
+}
+
+// The message for a model whose logits are not finite.
+inline const char* kNonFiniteLogits =
+    "'s own logits are not finite: a weight holds NaN or a value near float's range (a corrupt "
+    "file, or a "
+    "run that diverged); nothing was written";
+
 }  // namespace chainlm::cli

@@ -83,6 +83,7 @@ void add_quantize_command(CLI::App& app) {
     for (int& t : probe) t = (int)rng.below(V);
     std::vector<float> lf((size_t)T * V), lq((size_t)T * V);
     fp32->logits(probe.data(), 1, T, n, lf.data());
+    CHAINLM_CHECK(all_finite(lf.data(), lf.size()), "quantize: ", a->model, kNonFiniteLogits);
     quant->logits(probe.data(), 1, T, n, lq.data());
     const double diff = max_abs_difference(lf.data(), lq.data(), lf.size());
     double scale = 0;

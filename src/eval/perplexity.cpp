@@ -102,6 +102,11 @@ PerplexityResult evaluate_perplexity(Model& model, const std::vector<int>& strea
     cp.k = k;
     cp.params = model.num_params(k);
     cp.loss = sums[k - 1] / r.tokens;
+    // A NaN printed as a result and exit 0 read as a figure: the model's weights are what is wrong.
+    CHAINLM_CHECK(
+        std::isfinite(cp.loss), "sub-model k=", k, "'s loss is not finite (", cp.loss,
+        "): the model computes NaN or infinite logits (a weight holds NaN or a value near float's "
+        "range: a corrupt file, or a run that diverged)");
     cp.ppl = std::exp(cp.loss);
     if (bytes > 0) cp.bpb = sums[k - 1] / (std::log(2.0) * bytes);
     cp.tokens_per_s = r.tokens_per_s;

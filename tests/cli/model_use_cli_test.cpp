@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
+#include "model/checkpoint.h"
 #include "workflow_fixture.h"
 
 namespace chainlm {
@@ -239,6 +240,35 @@ TEST_F(ModelUseCli, BenchRefusesAConfigTooLargeWithItsEstimate) {
                 !contains(r.err, "--memory-limit") && !contains(r.err, "bad_alloc"))
         << bench << ": " << r.err;
   }
+}
+
+// A weight near float's range in a file whose checksums agree (written so, or a run that
+// diverged): eval printed "loss -nan" and exited 0, export and quantize called the NaN "a bug".
+TEST_F(ModelUseCli, AModelComputingNonFiniteLogitsIsNamedSo) {
+  std::unique_ptr<Model> m = load_model(run);
+  ParamStore& ps = m->params();
+  for (int i = 0; i < (int)ps.infos().size(); ++i)
+    if (ps.info(i).name.find("norm") != std::string::npos) ps.value(i)[0] = 3e38f;
+  const std::string bad = dir.file("bad");
+  save_model(*m, bad);
+  for (const auto& name : {"tokenizer.model", "chainlm_tokenizer.json"})
+    if (fs::exists(run + "/step-00000002/" + std::string(name)))
+      fs::copy(run + "/step-00000002/" + std::string(name), bad + "/" + name);
+  const std::pair<std::string, std::string> uses[] = {
+      {"eval ppl --model " + quote(bad) + " --data " + quote(dir.file("corpus.txt")),
+       "'s loss is not finite"},
+      {"export --format gguf --no-tokenizer --model " + quote(bad) + " --out " +
+           quote(dir.file("b.gguf")),
+       "'s own logits are not finite"},
+      {"quantize --type q8_0 --model " + quote(bad) + " --out " + quote(dir.file("bq")),
+       "'s own logits are not finite"}};
+  for (const auto& [use, says] : uses) {
+    auto r = run_chainlm(dir, use);
+    EXPECT_EQ(r.exit_code, 1) << use;
+    EXPECT_TRUE(contains(r.err, says) && !contains(r.err, "a bug")) << use << ": " << r.err;
+  }
+  EXPECT_FALSE(fs::exists(dir.file("b.gguf")));
+  EXPECT_FALSE(fs::exists(dir.file("bq")));
 }
 
 }  // namespace
