@@ -85,6 +85,7 @@ void add_serve_command(CLI::App& app) {
     ServeOptions serve;
   };
   auto a = std::make_shared<Args>();
+  a->serve.request_log = true;
   cmd->add_option("--model", a->model, "Checkpoint or run directory, llama2.c .bin, HF directory or GGUF file")
       ->required();
   cmd->add_option("--tokenizer", a->tokenizer, "Tokenizer (default: the one in the checkpoint)");
@@ -99,6 +100,10 @@ void add_serve_command(CLI::App& app) {
       "busy and that measures faster)");
   add_precision_option(cmd, a->precision, kInferencePrecisionHelp);
   add_kv_cache_option(cmd, a->kv_cache);
+  cmd->add_flag(
+      "--no-request-log", [a](int64_t) { a->serve.request_log = false; },
+      "Print no line per request (default: time, client, request line, status and duration on "
+      "stderr)");
   cmd->add_option("--max-sessions", a->serve.max_sessions,
                   "Generations decoded at once, batched into one step (each holds a KV cache); "
                   "0 = 8, or fewer if memory holds fewer");

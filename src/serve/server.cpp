@@ -1,6 +1,9 @@
 #include "serve/server.h"
 
 #include <algorithm>
+#include <chrono>
+#include <ctime>
+#include <optional>
 
 #include "core/error.h"
 #include "core/memory.h"
@@ -21,6 +24,36 @@ namespace {
 // "Connection: close" set on the response went out twice beside its "Keep-Alive: timeout=2"
 // (its own for a client that asked to close, and ours). The request is httplib's non-const
 // object handed to handlers as const.
+// When the request this thread answers arrived at routing (one thread answers a request from
+// routing to its last byte); unset for one cpp-httplib refused before.
+thread_local std::optional<std::chrono::steady_clock::time_point> request_started;
+
+// The access log's line, written after the response's last byte (a stream's too):
+// "2026-12-06T01:35:15Z 127.0.0.1:53422 \"POST /v1/completions\" 200 412.3 ms".
+void log_request(const httplib::Request& req, const httplib::Response& res) {
+  const auto now = std::chrono::system_clock::now();
+  const std::time_t t = std::chrono::system_clock::to_time_t(now);
+  std::tm utc{};
+  ::gmtime_r(&t, &utc);
+  char when[32];
+  std::strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", &utc);
+  char took[32] = "-";
+  if (request_started)
+    std::snprintf(took, sizeof took, "%.1f",
+                  std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() -
+                                                            *request_started)
+                      .count());
+  request_started.reset();
+  // The path as sent, its control bytes escaped (a log line per request, whatever it holds).
+  std::string path;
+  for (const char ch : (req.method.empty() ? std::string("-") : req.method + " " + req.path))
+    path += (unsigned char)ch < 0x20 || ch == 0x7f || ch == '"'
+                ? cat("\\x", "0123456789abcdef"[(ch >> 4) & 15], "0123456789abcdef"[ch & 15])
+                : std::string(1, ch);
+  std::fprintf(stderr, "%s %s:%d \"%s\" %d %s ms\n", when, req.remote_addr.c_str(), req.remote_port,
+               path.c_str(), res.status, took);
+}
+
 void close_connection_after(const httplib::Request& req) {
   auto& headers = const_cast<httplib::Request&>(req).headers;
   headers.erase("Connection");
@@ -166,8 +199,13 @@ void InferenceServer::Impl::route() {
   http.Put(".*", no_route);
   http.Patch(".*", no_route);
   http.Delete(".*", no_route);
-  http.set_pre_routing_handler(
-      [this](const httplib::Request& req, httplib::Response& res) { return admit(req, res); });
+  http.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
+    request_started = std::chrono::steady_clock::now();
+    return admit(req, res);
+  });
+  if (opt.request_log)
+    http.set_logger(
+        [](const httplib::Request& req, const httplib::Response& res) { log_request(req, res); });
   // Every 4xx/5xx gets an OpenAI-style JSON body; handlers that wrote their own keep it.
   http.set_error_handler([this](const httplib::Request& req, httplib::Response& res) {
     metrics.count_request(route_label(req.path), res.status);

@@ -49,6 +49,9 @@ struct ServeOptions {
   uint64_t memory_limit = 0;
   // What each session's KV cache holds (infer/kv_cache.h): auto, f32 or f16.
   KvCacheType kv_cache = KvCacheType::Auto;
+  // One line on stderr per request answered (time, client, request line, status, duration): what
+  // an operator greps after an incident. `chainlm serve` turns it on unless --no-request-log.
+  bool request_log = false;
   // Called on the scheduler thread after each generated token (index from 0): blocking there
   // holds every generation in flight. Tests use it; production leaves it empty.
   std::function<void(int index)> on_token;

@@ -301,6 +301,29 @@ TEST_F(ServeAccess, ABodyLessPostIsAnsweredAsEmpty) {
   EXPECT_EQ(answer.find("Keep-Alive"), std::string::npos) << "it said both: " << answer;
 }
 
+// An operator had nothing to grep after an incident: no line per request. With the log on (as
+// `chainlm serve` has it), each request answered is one line: time, client, request line with its
+// control bytes escaped, status and duration.
+TEST_F(ServeAccess, EachRequestIsOneLineOfTheLog) {
+  ServeOptions o = one_thread();
+  o.request_log = true;
+  ::testing::internal::CaptureStderr();
+  {
+    ServerUnderTest s(model, o);
+    EXPECT_EQ(s.client().Get("/health")->status, 200);
+    EXPECT_EQ(s.client().Post("/v1/completions", kBody, "application/json")->status, 200);
+    EXPECT_EQ(s.client().Get("/x%01y")->status, 404);
+  }
+  const std::string log = ::testing::internal::GetCapturedStderr();
+  EXPECT_EQ(std::count(log.begin(), log.end(), '\n'), 3) << log;
+  EXPECT_NE(log.find(" 127.0.0.1:"), std::string::npos) << log;
+  EXPECT_NE(log.find(" \"GET /health\" 200 "), std::string::npos) << log;
+  EXPECT_NE(log.find(" \"POST /v1/completions\" 200 "), std::string::npos) << log;
+  EXPECT_NE(log.find(" \"GET /x\\x01y\" 404 "), std::string::npos) << log;
+  EXPECT_EQ(log.find('\x01'), std::string::npos) << "control bytes escaped";
+  EXPECT_EQ(log.substr(0, 2), "20") << log;  // an ISO 8601 time first
+}
+
 // HTTP/1.0 lets a client leave Host out (curl -0, ab): such a request is no rebound browser
 // page, so a loopback server answers it (it got 403 "not for Host ''"). HTTP/1.1 requires
 // Host: 400 without it, as RFC 9112 asks.
