@@ -54,6 +54,22 @@ void log_request(const httplib::Request& req, const httplib::Response& res) {
                path.c_str(), res.status, took);
 }
 
+// Makes cpp-httplib end the connection once `res` is written: it goes on reading the next
+// request otherwise, and a body left unread (a 413's) was read as requests (its JSON as a request
+// line: counted as 414s in /metrics). A response whose content provider reports failure ends the
+// connection; this one writes the whole body first, then reports it.
+void end_connection_after(httplib::Response& res) {
+  auto body = std::make_shared<std::string>(std::move(res.body));
+  res.body.clear();
+  const std::string type = res.get_header_value("Content-Type");
+  res.headers.erase("Content-Type");
+  res.set_content_provider(body->size(), type,
+                           [body](size_t offset, size_t length, httplib::DataSink& sink) {
+                             sink.write(body->data() + offset, length);
+                             return false;
+                           });
+}
+
 void close_connection_after(const httplib::Request& req) {
   auto& headers = const_cast<httplib::Request&>(req).headers;
   headers.erase("Connection");
@@ -207,8 +223,7 @@ void InferenceServer::Impl::route() {
     http.set_logger(
         [](const httplib::Request& req, const httplib::Response& res) { log_request(req, res); });
   // Every 4xx/5xx gets an OpenAI-style JSON body; handlers that wrote their own keep it.
-  http.set_error_handler([this](const httplib::Request& req, httplib::Response& res) {
-    metrics.count_request(route_label(req.path), res.status);
+  auto describe_error = [](const httplib::Request& req, httplib::Response& res) {
     if (!res.body.empty()) return;
     if (res.status == 404)
       set_error(res, 404, cat("no route ", req.method, " ", req.path), "not_found_error");
@@ -231,7 +246,14 @@ void InferenceServer::Impl::route() {
           "invalid_request_error");
     else
       set_error(res, res.status, cat("HTTP ", res.status), "invalid_request_error");
-  });
+  };
+  http.set_error_handler(
+      [this, describe_error](const httplib::Request& req, httplib::Response& res) {
+        metrics.count_request(route_label(req.path), res.status);
+        describe_error(req, res);
+        if (req.get_header_value("Connection") == "close" && !res.body.empty())
+          end_connection_after(res);
+      });
   http.set_exception_handler(
       [](const httplib::Request&, httplib::Response& res, std::exception_ptr ep) {
         std::string what = "unknown error";

@@ -259,6 +259,12 @@ TEST_F(ServeAccess, MalformedAndOversizedBodiesGetClearErrors) {
   std::string answer = raw_exchange(s.port, chunked);
   EXPECT_EQ(answer.rfind("HTTP/1.1 413", 0), 0u) << answer.substr(0, 200);
   EXPECT_NE(answer.find("--max-body-bytes 4096"), std::string::npos);
+  // The connection ends after it: the unread body was read as requests (its chunks as request
+  // lines), one answer each, and /metrics counted them as 400s and 414s.
+  EXPECT_EQ(answer.find("HTTP/1.1", 1), std::string::npos)
+      << "one answer only: " << answer.substr(0, 600);
+  const std::string metrics = s.client().Get("/metrics")->body;
+  EXPECT_EQ(metrics.find("route=\"other\""), std::string::npos) << metrics;
   // A chunked body within the limit is served.
   const std::string body = kBody;
   char size[16];
