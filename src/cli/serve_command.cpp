@@ -2,6 +2,7 @@
 // page over one model (docs/serving.md).
 #include <pthread.h>
 
+#include <chrono>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
@@ -9,6 +10,7 @@
 #include <fstream>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <thread>
 
 #include "cli/commands.h"
 #include "cli/model_loading.h"
@@ -194,7 +196,25 @@ void add_serve_command(CLI::App& app) {
     std::fflush(stdout);
     int sig = 0;
     sigwait(&stop_signals, &sig);
-    std::fprintf(stderr, "chainlm serve: %s, stopping\n", sig == SIGINT ? "SIGINT" : "SIGTERM");
+    std::fprintf(
+        stderr,
+        "chainlm serve: %s, stopping: requests in progress finish (send it again, a second or more "
+        "later, to quit at once)\n",
+        sig == SIGINT ? "SIGINT" : "SIGTERM");
+    // The stop waits for running generations and for connections in the middle of a request (up
+    // to the read timeout, 10 s): a second signal, as for train, ends the process at once. One
+    // within a second is the same stop delivered twice (`timeout`, a terminal's process group).
+    std::thread([stop_signals, first = std::chrono::steady_clock::now()] {
+      for (;;) {
+        int again = 0;
+        sigwait(&stop_signals, &again);
+        if (std::chrono::steady_clock::now() - first < std::chrono::seconds(1)) continue;
+        std::fprintf(
+            stderr,
+            "chainlm serve: second stop signal: quitting at once (requests in progress are cut)\n");
+        std::_Exit(128 + again);
+      }
+    }).detach();
     server.stop();
   });
 }

@@ -1,10 +1,13 @@
 // The HTTP API over real loopback connections: completions (plain and streamed) identical to
 // `chainlm generate`, models, health, metrics, every error status, the queue's 503, and a client
 // that goes away mid-stream freeing its session.
+#include <arpa/inet.h>
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 
 #include <condition_variable>
@@ -558,6 +561,32 @@ TEST_F(ServeTest, ServeCommandPrintsItsUrlAndStopsOnSigterm) {
   int status = 0;
   ASSERT_EQ(waitpid(pid, &status, 0), pid);
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+
+  // A connection in the middle of a request holds the stop up to the read timeout (10 s): a
+  // second signal a second or more later ends it at once (it was ignored), as in train.
+  const testing::Spawned held =
+      testing::spawn_serve(dir, {"--model", air, "--port", "0", "--threads", "1"}, {});
+  ASSERT_NE(held.port, 0) << testing::read_bytes(dir.file("serve.err"));
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons((uint16_t)held.port);
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  const std::string half =
+      "POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100\r\n\r\n{";
+  ASSERT_EQ(::send(fd, half.data(), half.size(), 0), (ssize_t)half.size());
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  kill(held.pid, SIGTERM);
+  kill(held.pid, SIGTERM);  // at once: the same stop (`timeout` sends it twice)
+  std::this_thread::sleep_for(std::chrono::milliseconds(1200));
+  kill(held.pid, SIGTERM);
+  ASSERT_EQ(waitpid(held.pid, &status, 0), held.pid);
+  ::close(fd);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 128 + SIGTERM) << status;
+  EXPECT_NE(testing::read_bytes(dir.file("serve.err")).find("second stop signal: quitting at once"),
+            std::string::npos)
+      << testing::read_bytes(dir.file("serve.err"));
 
   auto bad = run_chainlm(dir, "serve --model " + quote(air) + " --max-queue -1");
   EXPECT_NE(bad.exit_code, 0);
