@@ -158,6 +158,7 @@ void add_serve_command(CLI::App& app) {
     sigaddset(&stop_signals, SIGTERM);
     pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
 
+    check_can_listen(a->serve.host, a->serve.port);  // before the load, not after it
     // This thread computes nothing after loading: its parallel regions (bf16 conversion) run on
     // a thread of their own so that no idle OpenMP pool outlives them (run_on_own_thread).
     LoadedModel loaded;

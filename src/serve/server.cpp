@@ -1,7 +1,12 @@
 #include "serve/server.h"
 
+#include <netdb.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <chrono>
+#include <cstring>
 #include <ctime>
 #include <optional>
 
@@ -460,11 +465,47 @@ InferenceServer::~InferenceServer() {
   stop();
 }
 
+void check_can_listen(const std::string& host, int port) {
+  if (port == 0) return;
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+  addrinfo* found = nullptr;
+  const std::string service = std::to_string(port);
+  const int gai = ::getaddrinfo(host.c_str(), service.c_str(), &hints, &found);
+  CHAINLM_CHECK(gai == 0 && found, "cannot listen on ", host, ":", port, ": ", host,
+                " is not an address (", ::gai_strerror(gai), ")");
+  int err = 0;
+  for (addrinfo* a = found; a; a = a->ai_next) {
+    const int fd = ::socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC, a->ai_protocol);
+    if (fd < 0) {
+      err = errno;
+      continue;
+    }
+    const int yes = 1;
+    ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);  // as httplib binds
+    const bool bound = ::bind(fd, a->ai_addr, a->ai_addrlen) == 0;
+    err = bound ? 0 : errno;
+    ::close(fd);
+    if (bound) break;
+  }
+  ::freeaddrinfo(found);
+  if (err == 0) return;
+  fail("cannot listen on ", host, ":", port, ": ",
+       err == EADDRINUSE
+           ? cat("the port is in use (another server? `ss -ltnp 'sport = :", port, "'` names it)")
+       : err == EADDRNOTAVAIL ? cat(host, " is not an address of this machine")
+       : err == EACCES        ? std::string("ports below 1024 need privileges")
+                              : std::string(std::strerror(err)));
+}
+
 int InferenceServer::start() {
   CHAINLM_CHECK(!impl_->listener.joinable(), "the server is already started");
   Impl& s = *impl_;
   s.port = s.opt.port == 0 ? s.http.bind_to_any_port(s.opt.host)
                            : (s.http.bind_to_port(s.opt.host, s.opt.port) ? s.opt.port : -1);
+  if (s.port <= 0) check_can_listen(s.opt.host, s.opt.port);  // says why
   CHAINLM_CHECK(s.port > 0, "cannot listen on ", s.opt.host, ":", s.opt.port,
                 " (address in use, or not an address of this machine)");
   s.http.raise_listen_backlog();

@@ -57,6 +57,11 @@ struct ServeOptions {
   std::function<void(int index)> on_token;
 };
 
+// Throws chainlm::Error naming why host:port cannot be listened on (in use, not an address of
+// this machine, a privileged port), by binding a socket of its own and closing it: `serve`
+// checks before it loads a model (a port in use was found after the whole load). Port 0 passes.
+void check_can_listen(const std::string& host, int port);
+
 class InferenceServer {
  public:
   // The model and tokenizer must outlive the server. Throws chainlm::Error on bad options.

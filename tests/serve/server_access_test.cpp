@@ -400,8 +400,22 @@ TEST_F(ServeAccess, ASecondServerOnTheSamePortFailsNamingIt) {
     second.start();
     ADD_FAILURE() << "a second server started on port " << first.port;
   } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find(":" + std::to_string(first.port)), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find(":" + std::to_string(first.port) + ": the port is in use"),
+              std::string::npos)
+        << e.what();
   }
+  // `chainlm serve` finds it before it loads the model (it was found after the whole load), and
+  // tells an address of another machine apart.
+  EXPECT_THROW(check_can_listen("127.0.0.1", first.port), Error);
+  try {
+    check_can_listen("192.0.2.1", 18000);  // TEST-NET-1: no address of this machine
+    ADD_FAILURE() << "listened on an address of no interface";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("192.0.2.1 is not an address of this machine"),
+              std::string::npos)
+        << e.what();
+  }
+  EXPECT_NO_THROW(check_can_listen("127.0.0.1", 0));
   // The first one still answers.
   auto r = first.client().Get("/health");
   ASSERT_TRUE(r);
