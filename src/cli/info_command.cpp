@@ -79,19 +79,30 @@ nlohmann::json gguf_header_json(const std::string& path) {
   return j;
 }
 
+// A string from a file, printed to a terminal: control bytes escaped (a GGUF's general.name
+// holding ESC [2J cleared the screen).
+std::string printable(const std::string& text) {
+  std::string out;
+  for (const char ch : text)
+    out += (unsigned char)ch < 0x20 || ch == 0x7f
+               ? cat("\\x", "0123456789abcdef"[(ch >> 4) & 15], "0123456789abcdef"[ch & 15])
+               : std::string(1, ch);
+  return out;
+}
+
 void print_gguf_header(const nlohmann::json& g) {
   std::string types;
   for (const auto& [type, count] : g["tensor_types"].items()) types += cat(types.empty() ? "" : ", ", count.get<int>(), " ", type);
   std::printf(
       "gguf        architecture \"%s\", name \"%s\", file_type %s, %zu metadata keys, "
       "tokenizer.ggml.model \"%s\"\n",
-      g["general.architecture"].get<std::string>().c_str(),
-      g["general.name"].get<std::string>().c_str(),
+      printable(g["general.architecture"].get<std::string>()).c_str(),
+      printable(g["general.name"].get<std::string>()).c_str(),
       g["file_type"].is_null() ? "none"
       : g["file_type_name"] == ""
           ? g["file_type"].dump().c_str()
           : cat(g["file_type"].dump(), " (", g["file_type_name"].get<std::string>(), ")").c_str(),
-      g["metadata"].size(), g["tokenizer.ggml.model"].get<std::string>().c_str());
+      g["metadata"].size(), printable(g["tokenizer.ggml.model"].get<std::string>()).c_str());
   std::printf("            %d tensors: %s\n", g["tensor_count"].get<int>(), types.c_str());
 }
 
@@ -115,7 +126,8 @@ void add_info_command(CLI::App& app) {
     if (a->system) {
       const nlohmann::json s = system_info();
       if (a->json)
-        std::printf("%s\n", s.dump().c_str());
+        std::printf("%s\n",
+                    s.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
       else
         print_system_info(s);
       return;
@@ -135,7 +147,10 @@ void add_info_command(CLI::App& app) {
         gguf["runs_in_chainlm"] = false;
         gguf["reason"] = e.what();
         if (a->json) {
-          std::printf("%s\n", nlohmann::json{{"source", {{"path", a->model}, {"kind", source}}}, {"gguf", gguf}}.dump().c_str());
+          std::printf("%s\n", nlohmann::json{{"source", {{"path", a->model}, {"kind", source}}},
+                                             {"gguf", gguf}}
+                                  .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace)
+                                  .c_str());
         } else {
           std::printf("model       %s (%s)\n", a->model.c_str(), source.c_str());
           print_gguf_header(gguf);
@@ -196,7 +211,8 @@ void add_info_command(CLI::App& app) {
     if (!gguf.is_null()) j["gguf"] = gguf;
     j["tokenizer"] = tokenizer;
     if (a->json) {
-      std::printf("%s\n", j.dump().c_str());
+      // A GGUF's strings may hold bytes that are not UTF-8: written as U+FFFD, not an exception.
+      std::printf("%s\n", j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
       return;
     }
     const ModelConfig& c = model->config();

@@ -109,7 +109,9 @@ HfLlamaConfig read_hf_llama_config(const std::string& dir) {
     CHAINLM_CHECK(j.at(name).is_number_integer(), path, ": field '", name,
                   "' must be an integer (got ", json_excerpt(j.at(name)), ")");
     const long v = j.at(name).get<long>();
-    CHAINLM_CHECK(v > 0 && v <= (1L << 30), path, ": field '", name, "' must be positive (got ", v, ")");
+    CHAINLM_CHECK(v > 0, path, ": field '", name, "' must be positive (got ", v, ")");
+    CHAINLM_CHECK(v <= (1L << 30), path, ": field '", name, "' is too large (got ", v,
+                  "; at most 2^30)");
     out = (int)v;
   };
   auto get_double = [&](const char* name, double& out) {

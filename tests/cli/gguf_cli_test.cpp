@@ -212,6 +212,31 @@ TEST_F(GgufCli, TheChatTemplateTravelsInTheFile) {
             testing::read_bytes(checkpoint + "/tokenizer_config.json"));
 }
 
+// A downloaded GGUF's strings may hold control bytes and bytes that are not UTF-8: `info` wrote
+// a name holding ESC [2J to the terminal raw (clearing it), and `info --json` failed with the
+// JSON library's "invalid UTF-8 byte", naming no file.
+TEST_F(GgufCli, InfoPrintsAFilesStringsSafely) {
+  fs::copy(run, dir.file("namezzzz"), fs::copy_options::recursive);
+  const std::string file = dir.file("n.gguf");
+  ASSERT_EQ(run_chainlm(dir, "export --format gguf --model " + quote(dir.file("namezzzz")) +
+                                 " --chains 1 --out " + quote(file))
+                .exit_code,
+            0);
+  std::string bytes = testing::read_bytes(file);
+  const size_t at = bytes.find("namezzzz");
+  ASSERT_NE(at, std::string::npos);
+  bytes.replace(at + 4, 4, "\xff\x1b[J");
+  write_bytes(file, bytes);
+  auto text = run_chainlm(dir, "info --model " + quote(file));
+  ASSERT_EQ(text.exit_code, 0) << text.err;
+  EXPECT_TRUE(contains(text.out, "name \"name\xff\\x1b[J\"")) << text.out;
+  EXPECT_EQ(text.out.find('\x1b'), std::string::npos);
+  auto json = run_chainlm(dir, "info --json --model " + quote(file));
+  ASSERT_EQ(json.exit_code, 0) << json.err;
+  EXPECT_EQ(nlohmann::json::parse(json.out).at("gguf").at("general.name"),
+            "name\xef\xbf\xbd\x1b[J");
+}
+
 TEST_F(GgufCli, RefusesWithoutWritingAnything) {
   const std::string out = dir.file("x.gguf");
   auto r = run_chainlm(dir, "export --format gguf --model " + quote(run) + " --out " + quote(out));
