@@ -1,5 +1,6 @@
 #include "serve/completion_request.h"
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 
@@ -224,7 +225,11 @@ CompletionRequest parse_completion_request(const json& body, const ModelConfig& 
       } catch (const std::exception&) {
         used = 0;
       }
-      if (used != key.size() || key.empty() || id < 0 || id >= ids)
+      // Digits alone: stoll read past a leading space or '+' (" 5" passed, "5 " did not).
+      const bool digits = !key.empty() && std::all_of(key.begin(), key.end(), [](char ch) {
+        return ch >= '0' && ch <= '9';
+      });
+      if (!digits || used != key.size() || id < 0 || id >= ids)
         refuse("logit_bias", cat("logit_bias key '", key, "' must be a token id in 0..", ids - 1,
                                  padding.empty() ? "" : cat(" (", padding.substr(2), ")")));
       const double b = bias.is_number() ? bias.get<double>() : NAN;

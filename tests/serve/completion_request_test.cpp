@@ -185,6 +185,11 @@ TEST(CompletionRequest, ErrorsNameTheField) {
        "logit_bias key '258' must be a token id in 0..257"},
       {R"({"prompt": "x", "logit_bias": {"1x": 1}})", "logit_bias",
        "logit_bias key '1x' must be a token id"},
+      // stoll read past a leading space or sign: " 5" passed where "5 " did not.
+      {R"({"prompt": "x", "logit_bias": {" 5": 1}})", "logit_bias",
+       "logit_bias key ' 5' must be a token id"},
+      {R"({"prompt": "x", "logit_bias": {"+5": 1}})", "logit_bias",
+       "logit_bias key '+5' must be a token id"},
       {R"({"prompt": "x", "logit_bias": {"65": 101}})", "logit_bias",
        "logit_bias of token 65 must be a number in [-100, 100]"},
       {R"({"prompt": "x", "logit_bias": [1]})", "logit_bias", "logit_bias must be an object"},
