@@ -349,30 +349,38 @@ void prepare_into(const PrepareOptions& given, const Tokenizer& tokenizer) {
 void run_prepare(const PrepareOptions& o) {
   CHAINLM_CHECK(o.val_fraction > 0.0 && o.val_fraction < 1.0, "--val-fraction ", o.val_fraction,
                 " must be strictly between 0 and 1");
-  check_output_dir(o);
-  auto tokenizer = load_tokenizer(o.tokenizer);  // a bad tokenizer fails before a long read
   namespace fs = std::filesystem;
   std::error_code ec;
+  // One prepare at a time in a directory (two --overwrite runs both said they prepared it, and
+  // one's data was silently the other's): flock on the directory itself, released however the
+  // process ends. An existing --out is locked before it is looked at: the second of two
+  // prepares said it was "replacing the files of a prepare that did not finish" (the first's,
+  // running) and then that another prepare was writing.
+  auto lock_out = [&o]() {
+    const int fd = ::open(o.out.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd >= 0 && ::flock(fd, LOCK_EX | LOCK_NB) != 0 && errno == EWOULDBLOCK) {
+      ::close(fd);
+      fail("prepare: another prepare is writing into ", o.out, " (nothing was changed)");
+    }
+    return fd;
+  };
+  struct CloseLock {
+    int fd = -1;
+    ~CloseLock() {
+      if (fd >= 0) ::close(fd);
+    }
+  } close_lock;
+  if (fs::is_directory(o.out, ec)) close_lock.fd = lock_out();
+  check_output_dir(o);
+  auto tokenizer = load_tokenizer(o.tokenizer);  // a bad tokenizer fails before a long read
   const bool made_out = !fs::exists(o.out, ec);
   // The directories above --out made for it go again if prepare fails (as --out itself does).
   OutputParentDirs parents(fs::absolute(o.out).lexically_normal().string(), "prepare");
   fs::create_directories(o.out, ec);
   CHAINLM_CHECK(fs::is_directory(o.out), "cannot create output directory ", o.out,
                 ec ? ": " + ec.message() : std::string());
-  // One prepare at a time in a directory (two --overwrite runs both said they prepared it, and
-  // one's data was silently the other's): flock on the directory itself, released however the
-  // process ends. Refused before the try below, which would remove a directory it made.
-  const int lock = ::open(o.out.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (lock >= 0 && ::flock(lock, LOCK_EX | LOCK_NB) != 0 && errno == EWOULDBLOCK) {
-    ::close(lock);
-    fail("prepare: another prepare is writing into ", o.out, " (nothing was changed)");
-  }
-  struct CloseLock {
-    int fd;
-    ~CloseLock() {
-      if (fd >= 0) ::close(fd);
-    }
-  } close_lock{lock};
+  // A directory made here is locked now (refused before the try below, which would remove it).
+  if (close_lock.fd < 0) close_lock.fd = lock_out();
   try {
     prepare_into(o, *tokenizer);
   } catch (...) {

@@ -555,12 +555,22 @@ TEST_F(RunDirectoryCli, PrepareOverwriteReplacesTheTokenizerFiles) {
   const int fd = ::open(out.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   ASSERT_GE(fd, 0);
   ASSERT_EQ(::flock(fd, LOCK_EX | LOCK_NB), 0);
-  auto second =
-      run_chainlm(dir, "prepare --tokenizer byte --input " + quote(dir.file("corpus.txt")) +
-                           " --out " + quote(out) + " --overwrite --val-fraction 0.5");
+  // Its temporary shards there: the second said it was "replacing the files of a prepare that
+  // did not finish" before it found the lock.
+  write_bytes(out + "/train.bin.tmp.1.0", "shard in progress");
+  write_bytes(out + "/.prepare-incomplete", "");
+  for (const std::string overwrite : {" --overwrite", ""}) {
+    auto second =
+        run_chainlm(dir, "prepare --tokenizer byte --input " + quote(dir.file("corpus.txt")) +
+                             " --out " + quote(out) + " --val-fraction 0.5" + overwrite);
+    EXPECT_NE(second.exit_code, 0);
+    EXPECT_TRUE(contains(second.err, "another prepare is writing into " + out)) << second.err;
+    EXPECT_FALSE(contains(second.err, "did not finish")) << second.err;
+  }
   ::close(fd);
-  EXPECT_NE(second.exit_code, 0);
-  EXPECT_TRUE(contains(second.err, "another prepare is writing into " + out)) << second.err;
+  EXPECT_TRUE(fs::exists(out + "/train.bin.tmp.1.0"));
+  fs::remove(out + "/train.bin.tmp.1.0");
+  fs::remove(out + "/.prepare-incomplete");
   EXPECT_EQ(read_bytes(out + "/train.bin"), before);
   EXPECT_TRUE(fs::exists(out + "/chainlm_tokenizer.json"));
   // JSONL records of blank text are no documents: now said, so the counts add up.
