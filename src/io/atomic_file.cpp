@@ -53,7 +53,22 @@ AtomicFile::AtomicFile(std::string path) : path_(std::move(path)) {
   tmp_ = temporary_path_for(path_);
   // O_EXCL: never follow or reuse something already sitting at the temporary name.
   int fd = ::open(tmp_.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-  if (fd < 0) fail("cannot write ", path_, ": creating ", tmp_, " failed: ", std::strerror(errno));
+  if (fd < 0) {
+    const int err = errno;
+    // A legal name of ~240-255 bytes: its temporary sibling is the one too long, which the
+    // message blamed on the name without saying so.
+    const std::string name = std::filesystem::path(path_).filename().string();
+    const std::string tmp_name = std::filesystem::path(tmp_).filename().string();
+    if (err == ENAMETOOLONG && name.size() <= 255 && tmp_name.size() > 255)
+      fail("cannot write ", path_, ": its name is ", name.size(),
+           " bytes, and the temporary file it is written "
+           "through (",
+           tmp_name.size() - name.size(),
+           " bytes more) passes the 255 a file name may have; choose a "
+           "name of at most ",
+           255 - (tmp_name.size() - name.size()), " bytes");
+    fail("cannot write ", path_, ": creating ", tmp_, " failed: ", std::strerror(err));
+  }
   f_ = ::fdopen(fd, "w+b");
   if (!f_) {
     int err = errno;

@@ -72,6 +72,24 @@ TEST(AtomicFile, MissingDirectoryThrows) {
   }
 }
 
+// A legal name of 250 bytes failed through its temporary sibling ("creating NAME.tmp... failed:
+// File name too long"), which read as if the name itself were too long.
+TEST(AtomicFile, ANameTooLongForItsTemporarySaysHowLongItMayBe) {
+  TempDir dir;
+  const std::string path = dir.file(std::string(250, 'b'));
+  try {
+    write_file_atomic(path, std::string("x"));
+    FAIL() << "expected chainlm::Error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("its name is 250 bytes, and the temporary file"),
+              std::string::npos)
+        << e.what();
+    EXPECT_NE(std::string(e.what()).find("choose a name of at most"), std::string::npos)
+        << e.what();
+  }
+  EXPECT_NO_THROW(write_file_atomic(dir.file(std::string(230, 'b')), std::string("x")));
+}
+
 TEST(AtomicFile, ShortWriteLeavesTargetIntactAndNoTemp) {
   TempDir dir;
   const std::string path = dir.file("target.bin");
