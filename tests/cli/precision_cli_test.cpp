@@ -125,7 +125,7 @@ TEST_F(PrecisionCli, ARunMayChangePrecisionOnResumeAndSaysSo) {
   // (it named the last segment's alone).
   const std::string log = testing::read_bytes(r2 + "/metrics.jsonl");
   EXPECT_NE(log.find("\"precision\":\"bf16\",\"ranks\":1,\"step\":0"), std::string::npos) << log;
-  EXPECT_NE(log.find("{\"event\":\"resumed\",\"gemm\":"), std::string::npos) << log;
+  EXPECT_NE(log.find("\"event\":\"resumed\",\"gemm\":"), std::string::npos) << log;
   auto report =
       run_chainlm(dir, "report " + quote(r2) + " --no-plot --out " + quote(dir.file("r.md")));
   ASSERT_EQ(report.exit_code, 0) << report.err;
