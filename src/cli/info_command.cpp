@@ -45,10 +45,10 @@ nlohmann::json gguf_value_json(const GgufValue& v) {
   constexpr uint64_t kWhole = 64;
   nlohmann::json elements = nlohmann::json::array();
   for (uint64_t e = 0; e < std::min<uint64_t>(v.size(), kWhole); ++e)
-    elements.push_back(!v.strings.empty() ? nlohmann::json(v.strings[e])
-                                          : scalar(v.element_type, v.ints.empty() ? 0 : v.ints[e],
-                                                   v.uints.empty() ? 0 : v.uints[e],
-                                                   v.floats.empty() ? 0 : v.floats[e]));
+    elements.push_back(!v.strings.empty()
+                           ? nlohmann::json(v.strings[e])
+                           : scalar(v.element_type, v.ints.empty() ? 0 : v.ints[e], v.element(e),
+                                    v.floats.empty() ? 0 : v.floats[e]));
   if (v.size() <= kWhole) return elements;
   elements.erase(elements.begin() + 3, elements.end());
   return {

@@ -77,6 +77,13 @@ class Cursor {
     pos_ += n;
     return s;
   }
+  // n raw bytes (an array of uint8).
+  std::string bytes(uint64_t n, const char* what) {
+    need(n, what);
+    std::string s(reinterpret_cast<const char*>(data_ + pos_), n);
+    pos_ += n;
+    return s;
+  }
   void need(uint64_t n, const char* what) const {
     if (n > left())
       fail(path_, ": truncated GGUF: ", what, " needs ", n, " bytes at offset ", pos_, " but the file has ",
@@ -111,7 +118,8 @@ void read_scalar(Cursor& c, GgufType t, int64_t& i, uint64_t& u, double& f) {
   }
 }
 
-constexpr uint64_t kMaxGgufArrayElements = uint64_t(1) << 22;
+constexpr uint64_t kMaxGgufArrayElements = uint64_t(1) << 22, kMaxGgufArrayBytes = uint64_t(1)
+                                                                                   << 28;
 
 // `array_elements` counts the file's array elements so far.
 GgufValue read_value(Cursor& c, GgufType type, const std::string& path, const std::string& key,
@@ -130,9 +138,17 @@ GgufValue read_value(Cursor& c, GgufType type, const std::string& path, const st
     const uint64_t least = v.element_type == GgufType::kString ? 8 : scalar_size(v.element_type);
     CHAINLM_CHECK(n <= c.left() / least, path, ": metadata '", key, "' claims ", n,
                   " elements, more than the file holds (truncated or corrupt GGUF)");
-    // Each element is held as 8 bytes or a string: 300 million one-byte elements of an unused
-    // key took 4.4 GB to read (and `info` 98 s). The arrays models carry (tokens, scores, merges)
-    // hold a few hundred thousand.
+    // Bytes (an embedded file: chainlm's SentencePiece model, 4-5 MB for Gemma's) are held as
+    // they are, one byte each, up to 256 MiB.
+    if (v.element_type == GgufType::kUint8) {
+      CHAINLM_CHECK(n <= kMaxGgufArrayBytes, path, ": metadata '", key, "' holds ", n,
+                    " bytes; chainlm reads ", "byte arrays of up to ", kMaxGgufArrayBytes);
+      v.bytes = c.bytes(n, "an array of bytes");
+      return v;
+    }
+    // Other elements are held as 8 bytes or a string: 300 million of an unused key took 4.4 GB
+    // to read (and `info` 98 s). The arrays models carry (tokens, scores, merges) hold a few
+    // hundred thousand.
     CHAINLM_CHECK(n <= kMaxGgufArrayElements, path, ": metadata '", key, "' holds ", n,
                   " elements; chainlm reads arrays of up to ", kMaxGgufArrayElements,
                   " (a vocabulary's hold a few hundred thousand)");
@@ -189,9 +205,14 @@ uint64_t ggml_row_bytes(uint32_t type, uint64_t ne0) {
   return ne0 / it->second.block * it->second.bytes;
 }
 
+uint64_t GgufValue::element(uint64_t e) const {
+  if (!uints.empty()) return uints[e];
+  return bytes.empty() ? 0 : (uint8_t)bytes[e];
+}
+
 uint64_t GgufValue::size() const {
   if (type != GgufType::kArray) return 1;
-  return strings.size() + ints.size() + uints.size() + floats.size();
+  return strings.size() + ints.size() + uints.size() + floats.size() + bytes.size();
 }
 
 std::string GgufValue::describe() const {
@@ -209,8 +230,9 @@ std::string GgufValue::describe() const {
     for (uint64_t e = 0; e < std::min<uint64_t>(size(), 3); ++e) {
       if (e) out += ", ";
       if (!strings.empty()) out += cat('"', strings[e].substr(0, 20), '"');
-      else out += scalar(element_type, ints.empty() ? 0 : ints[e], uints.empty() ? 0 : uints[e],
-                         floats.empty() ? 0 : floats[e]);
+      else
+        out += scalar(element_type, ints.empty() ? 0 : ints[e], element(e),
+                      floats.empty() ? 0 : floats[e]);
     }
     if (size() > 3) out += ", ...";
   }

@@ -41,7 +41,9 @@ struct GgufValue {
   std::vector<uint64_t> uints;    // arrays of unsigned integers and bools
   std::vector<double> floats;     // arrays of floats
   std::vector<std::string> strings;
+  std::string bytes;              // arrays of uint8, as they are
   uint64_t size() const;          // element count of an array (1 for a scalar)
+  uint64_t element(uint64_t e) const;  // element e of an array of unsigned integers, bools or bytes
   std::string describe() const;   // the value as `info` prints it (long arrays abbreviated)
 };
 

@@ -58,7 +58,7 @@ std::string sentencepiece_model_in_gguf(const std::string& path) {
   const GgufValue& v = gguf.value(kGgufSentencePieceKey);
   CHAINLM_CHECK(v.type == GgufType::kArray && v.element_type == GgufType::kUint8, path, ": metadata '",
                 kGgufSentencePieceKey, "' is not an array of uint8 (corrupt GGUF)");
-  return std::string(v.uints.begin(), v.uints.end());
+  return v.bytes;
 }
 
 }  // namespace

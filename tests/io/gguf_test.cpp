@@ -129,7 +129,8 @@ TEST(Gguf, EveryValueTypeRoundTrips) {
   EXPECT_EQ(r.value("ss").strings, (std::vector<std::string>{"a", "", "▁piece"}));
   EXPECT_EQ(r.value("ff").floats, (std::vector<double>{-1.0, 0.25}));
   EXPECT_EQ(r.value("ii").ints, (std::vector<int64_t>{1, -2, 3}));
-  EXPECT_EQ(r.value("bytes").uints, (std::vector<uint64_t>{0, 255, 16}));
+  EXPECT_EQ(r.value("bytes").bytes, std::string("\x00\xff\x10", 3));
+  EXPECT_EQ(r.value("bytes").element(1), 255u);
   EXPECT_EQ(r.keys().front(), "s");  // file order
   EXPECT_EQ(r.find("q8")->bytes, 3u * 68);
   EXPECT_EQ(r.find("q4")->offset % 32, 0u);
@@ -209,21 +210,25 @@ TEST(Gguf, CorruptHeadersAreClearErrors) {
   expect_error(d, "appears twice");
 }
 
-// An array of an unused key held 8 bytes per one-byte element: 300 million took 4.4 GB to read.
-// Arrays past 2^22 elements are refused; a vocabulary's hold a few hundred thousand.
+// An array of an unused key held 8 bytes per element: 300 million took 4.4 GB to read. Arrays
+// past 2^22 elements are refused (a vocabulary's hold a few hundred thousand); arrays of bytes,
+// held one byte each, pass up to 256 MiB (chainlm embeds a SentencePiece model so, Gemma's 4-5 MB).
 TEST(Gguf, ArraysPastAnyVocabularysAreRefused) {
   TempDir dir;
   GgufWriter w;
-  w.add_uint8s("x.big", std::string((1u << 22) + 1, '\x01'));
+  w.add_int32s("x.big", std::vector<int32_t>((1u << 22) + 1, 1));
   w.write(dir.file("big.gguf"));
   EXPECT_NE(error_of(dir.file("big.gguf"))
                 .find("metadata 'x.big' holds 4194305 elements; chainlm reads arrays of up to"),
             std::string::npos)
       << error_of(dir.file("big.gguf"));
   GgufWriter ok;
-  ok.add_uint8s("x.fits", std::string(1u << 22, '\x01'));
+  ok.add_int32s("x.fits", std::vector<int32_t>(1u << 22, 1));
+  ok.add_uint8s("x.model", std::string(5u << 20, '\x01'));
   ok.write(dir.file("fits.gguf"));
-  EXPECT_EQ(GgufReader(dir.file("fits.gguf")).value("x.fits").size(), 1u << 22);
+  const GgufReader r(dir.file("fits.gguf"));
+  EXPECT_EQ(r.value("x.fits").size(), 1u << 22);
+  EXPECT_EQ(r.value("x.model").bytes.size(), 5u << 20);
 }
 
 TEST(Gguf, MissingAndNonGgufFiles) {
