@@ -24,20 +24,31 @@ namespace {
 // The --model (or --config, with random weights) in fp32.
 std::unique_ptr<Model> bench_model_fp32(const InferenceBenchArgs& a) {
   CHAINLM_CHECK(a.model.empty() != a.config.empty(), "bench: pass exactly one of --model or --config");
-  if (!a.config.empty()) {
-    // Its fp32 weights, with up to a copy in another form (bf16, quantized, the --vs-fp32 pair):
-    // a config of 2e9 vocabulary rows died in the allocator (std::bad_alloc).
-    const ModelConfig config = load_config(a.config);
+  // Its fp32 weights, with up to a copy in another form (bf16, quantized, the --vs-fp32 pair),
+  // and two sessions (the timed one and its baseline) holding the whole context's cache: a config
+  // of 2e9 vocabulary rows, or of max_seq_len 16M, died in the allocator (std::bad_alloc).
+  auto estimate = [](const ModelConfig& config) {
     MemoryEstimate e;
     e.parts = {{"fp32 weights", Model::parameter_floats(config) * sizeof(float)},
                {"weights in --precision/--quant", Model::parameter_floats(config) * sizeof(float)},
+               {cat("2 sessions at ", config.max_seq_len, " tokens"),
+                2 * InferenceSession::memory_bytes(config, 512, KvCacheType::F32)},
                {"runtime", kRuntimeOverheadBytes}};
-    check_memory_fits(cat("bench with ", a.config), e, 1, 0, "use a smaller config", 0, false);
+    return e;
+  };
+  const std::string what = cat("bench with ", a.config.empty() ? a.model : a.config);
+  if (!a.config.empty()) {
+    const ModelConfig config = load_config(a.config);
+    check_memory_fits(what, estimate(config), 1, 0, "use a smaller config", 0, false);
     auto m = std::make_unique<Model>(config);
     m->init_random(1);
     return m;
   }
-  return std::move(load_model_and_tokenizer(a.model, "", false, Precision::Fp32, false).model);
+  std::unique_ptr<Model> m =
+      std::move(load_model_and_tokenizer(a.model, "", false, Precision::Fp32, false).model);
+  check_memory_fits(what, estimate(m->config()), 1, 0, "use a smaller model", m->weight_bytes(),
+                    false);
+  return m;
 }
 
 // The benchmarked model in --precision, and with --vs-fp32 the same weights in fp32 (null

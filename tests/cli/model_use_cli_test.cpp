@@ -240,6 +240,14 @@ TEST_F(ModelUseCli, BenchRefusesAConfigTooLargeWithItsEstimate) {
                 !contains(r.err, "--memory-limit") && !contains(r.err, "bad_alloc"))
         << bench << ": " << r.err;
   }
+  // A context too long for the sessions' caches (275 GB each), the weights small.
+  write_bytes(dir.file("long.json"), R"({"dim": 256, "n_layers": 8, "n_heads": 4, "ffn_dim": 512,
+                                         "vocab_size": 512, "max_seq_len": 16777216})");
+  for (const std::string bench : {"bench decode", "bench prefill"}) {
+    auto r = run_chainlm(dir, bench + " --config " + quote(dir.file("long.json")) + " --threads 1");
+    EXPECT_EQ(r.exit_code, 1) << bench;
+    EXPECT_TRUE(contains(r.err, "2 sessions at 16777216 tokens")) << bench << ": " << r.err;
+  }
 }
 
 // A weight near float's range in a file whose checksums agree (written so, or a run that
