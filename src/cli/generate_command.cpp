@@ -62,14 +62,18 @@ void add_generate_command(CLI::App& app) {
         load_model_and_tokenizer(a->model, a->tokenizer, true, parse_precision(a->precision));
     const Model& model = *loaded.model;
     a->gen.kv_cache = resolve_kv_cache_type(parse_kv_cache_type(a->kv_cache), model);
-    // The session holds the whole context's cache: a config's max_seq_len of 16M died in the
-    // allocator ("std::bad_alloc", naming nothing).
+    // The session's cache holds the prompt and the tokens to generate (a token is at least a
+    // byte of the prompt, BOS and a leading piece aside): a config's max_seq_len of 16M died in
+    // the allocator ("std::bad_alloc", naming nothing).
+    const int positions = (int)std::min<long>((long)a->prompt.size() + 2 + a->gen.max_tokens,
+                                              model.config().max_seq_len);
     MemoryEstimate memory;
-    memory.parts = {{"weights", model.weight_bytes()},
-                    {cat("a session at ", model.config().max_seq_len, " tokens"),
-                     InferenceSession::memory_bytes(model.config(), 512, a->gen.kv_cache)},
-                    {"runtime", kRuntimeOverheadBytes}};
-    check_memory_fits("generate", memory, 1, 0, "use a model of a shorter max_seq_len",
+    memory.parts = {
+        {"weights", model.weight_bytes()},
+        {cat("a session of ", positions, " positions"),
+         InferenceSession::memory_bytes(model.config(), 512, a->gen.kv_cache, positions)},
+        {"runtime", kRuntimeOverheadBytes}};
+    check_memory_fits("generate", memory, 1, 0, "use fewer --max-tokens or a shorter prompt",
                       model.weight_bytes(), false);
     // Chain-1 prefill is CoLM-Air's (keys and values from chain 1 alone); elsewhere every prefill
     // is full, and the flag changes nothing.

@@ -1,5 +1,7 @@
 #include "infer/generator.h"
 
+#include <algorithm>
+
 #include "core/error.h"
 #include "core/number_format.h"
 #include "core/timer.h"
@@ -63,7 +65,10 @@ GenerateResult generate_tokens(const Model& model, const Tokenizer& tok, const s
   res.text = prompt;
   if (opt.max_tokens == 0) return res;
 
-  InferenceSession session(model, 512, opt.kv_cache);
+  // The positions this generation can reach: the prompt and its tokens (the last never fed back),
+  // not the whole context (a model of a 128K context allocated its cache for a few tokens).
+  const long reach = (long)prompt_tokens.size() + opt.max_tokens;
+  InferenceSession session(model, 512, opt.kv_cache, (int)std::min<long>(reach, c.max_seq_len));
   Sampler sampler(opt.sampling);
   Timer total;
   const float* logits = session.prefill(res.prompt_tokens, schedule.chains_for(0), opt.chain1_prefill);

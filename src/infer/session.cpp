@@ -58,7 +58,14 @@ InferenceSession::Sizes InferenceSession::sizes_for(const ModelConfig& c, int ma
   return z;
 }
 
-std::size_t InferenceSession::memory_bytes(const ModelConfig& c, int max_chunk, KvCacheType kv_cache) {
+namespace {
+int capacity_for(const ModelConfig& c, int positions) {
+  return positions > 0 && positions < c.max_seq_len ? positions : c.max_seq_len;
+}
+}  // namespace
+
+std::size_t InferenceSession::memory_bytes(const ModelConfig& c, int max_chunk,
+                                           KvCacheType kv_cache, int positions) {
   const ChainLayout layout(c);
   const Sizes z = sizes_for(c, max_chunk);
   const std::size_t rows = z.max_rows, kv = layout.kv.total(), L = c.n_layers;
@@ -66,14 +73,17 @@ std::size_t InferenceSession::memory_bytes(const ModelConfig& c, int max_chunk, 
                        c.vocab_size;                                    // scratch
   if (c.phd.enabled() || kv_cache == KvCacheType::F16) floats += 2 * rows * kv;  // new K/V rows
   if (c.phd.enabled()) floats += 2 * L * (std::size_t)z.ring_rows * kv;         // ring
-  const std::size_t cache = 2 * L * (std::size_t)c.max_seq_len * kv * kv_cache_element_bytes(kv_cache);
+  const std::size_t cache =
+      2 * L * (std::size_t)capacity_for(c, positions) * kv * kv_cache_element_bytes(kv_cache);
   return floats * sizeof(float) + cache + rows * sizeof(int) * (c.phd.enabled() ? 2 : 1);
 }
 
-InferenceSession::InferenceSession(const Model& model, int max_chunk, KvCacheType kv_cache)
+InferenceSession::InferenceSession(const Model& model, int max_chunk, KvCacheType kv_cache,
+                                   int positions)
     : model_(model),
       max_chunk_(sizes_for(model.config(), max_chunk).max_chunk),
-      cache_(model.config().n_layers, model.config().max_seq_len, model.layout(),
+      capacity_(capacity_for(model.config(), positions)),
+      cache_(model.config().n_layers, capacity_, model.layout(),
              resolve_kv_cache_type(kv_cache, model)) {
   const ModelConfig& c = model.config();
   const Sizes z = sizes_for(c, max_chunk);
@@ -126,6 +136,8 @@ const float* InferenceSession::append_until(const int* tokens, int n, int k, flo
   CHAINLM_CHECK(n >= 1, "nothing to append");
   CHAINLM_CHECK(length() + n <= c.max_seq_len, "the sequence would be ", length() + n,
                 " tokens, longer than the model's max_seq_len ", c.max_seq_len);
+  CHAINLM_CHECK(length() + n <= capacity_, "the sequence would be ", length() + n,
+                " tokens, longer than this session holds (", capacity_, ")");
   for (int i = 0; i < n; ++i)
     CHAINLM_CHECK(tokens[i] >= 0 && tokens[i] < c.vocab_size, "token id ", tokens[i],
                   " is outside the vocabulary (size ", c.vocab_size, ")");

@@ -19,13 +19,19 @@ class InferenceSession {
   // max_chunk bounds the rows of one forward pass (longer inputs run in chunks); a PHD pass
   // also holds the hidden copies of a prompt's last positions. kv_cache: what the KV cache
   // holds its rows in (kv_cache.h; Auto resolved for the model, F16 refused for PHD).
-  explicit InferenceSession(const Model& model, int max_chunk = 512, KvCacheType kv_cache = KvCacheType::Auto);
+  // positions: the longest sequence the session will hold, its KV cache's rows (0 or more than
+  // max_seq_len: max_seq_len). generate sizes it to the prompt and --max-tokens: a model of a
+  // 128K context allocated the whole context's cache for a few tokens.
+  explicit InferenceSession(const Model& model, int max_chunk = 512,
+                            KvCacheType kv_cache = KvCacheType::Auto, int positions = 0);
 
   // Bytes a session of this model holds (KV cache, hidden-token ring, scratch), worked out
   // without allocating it: serving checks max_sessions of them fit before it starts. kv_cache
   // is the resolved type (F32 or F16).
   static std::size_t memory_bytes(const ModelConfig& config, int max_chunk = 512,
-                                  KvCacheType kv_cache = KvCacheType::F32);
+                                  KvCacheType kv_cache = KvCacheType::F32, int positions = 0);
+  // The positions a session holds at most (its cache's rows).
+  int capacity() const { return capacity_; }
 
   void reset();
   int length() const { return (int)tokens_.size(); }
@@ -93,6 +99,7 @@ class InferenceSession {
 
   const Model& model_;
   int max_chunk_;
+  int capacity_;
   KVCache cache_;
   std::vector<int> tokens_;
   // Scratch for one chunk: (max_chunk, width) row-major.

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include "core/allocated_bytes.h"
+#include "core/error.h"
 #include "core/memory.h"
 #include "infer/session.h"
 #include "model/model.h"
@@ -44,6 +45,33 @@ TEST(SessionMemory, ASessionAllocatesWhatMemoryBytesSays) {
     EXPECT_LE(grown, expected * 5 / 4) << "phd " << phd;
     EXPECT_GE(expected, session.cache().bytes_allocated());
   }
+}
+
+// generate sizes its session to the prompt and the tokens it makes: a model of a long context
+// allocated the whole context's cache for a few tokens (20 GiB for a 16M context). A session of
+// 64 positions holds 64 rows and refuses a 65th; its memory_bytes says so.
+TEST(SessionMemory, ASessionOfFewerPositionsHoldsThoseAlone) {
+  const ModelConfig c = long_context_config(false);
+  Model model(c);
+  model.init_random(1);
+  const size_t full = InferenceSession::memory_bytes(c),
+               few = InferenceSession::memory_bytes(c, 512, KvCacheType::F32, 64);
+  EXPECT_LT(few * 10, full);  // the scratch of 512-row passes stays
+  const uint64_t before = testing::allocated_bytes();
+  InferenceSession session(model, 512, KvCacheType::F32, 64);
+  const uint64_t grown = testing::allocated_bytes() - before;
+  EXPECT_LE(grown, few * 5 / 4);
+  EXPECT_EQ(session.capacity(), 64);
+  std::vector<int> prompt(64, 7);
+  EXPECT_NO_THROW(session.prefill(prompt, 2));
+  try {
+    session.decode(7, 2);
+    ADD_FAILURE() << "a 65th position was written into a session of 64";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("longer than this session holds (64)"), std::string::npos)
+        << e.what();
+  }
+  EXPECT_EQ(InferenceSession(model, 512, KvCacheType::F32, 100000).capacity(), c.max_seq_len);
 }
 
 }  // namespace
