@@ -15,6 +15,7 @@
 #include "core/error.h"
 #include "core/memory.h"
 #include "core/number_format.h"
+#include "core/printable.h"
 #include "io/gguf.h"
 #include "io/hf_llama.h"
 #include "io/llama2c.h"
@@ -77,17 +78,6 @@ nlohmann::json gguf_header_json(const std::string& path) {
                                                         : names.end();
   j["file_type_name"] = name != names.end() ? name->second : "";
   return j;
-}
-
-// A string from a file, printed to a terminal: control bytes escaped (a GGUF's general.name
-// holding ESC [2J cleared the screen).
-std::string printable(const std::string& text) {
-  std::string out;
-  for (const char ch : text)
-    out += (unsigned char)ch < 0x20 || ch == 0x7f
-               ? cat("\\x", "0123456789abcdef"[(ch >> 4) & 15], "0123456789abcdef"[ch & 15])
-               : std::string(1, ch);
-  return out;
 }
 
 void print_gguf_header(const nlohmann::json& g) {

@@ -13,6 +13,7 @@
 #include "core/error.h"
 #include "core/memory.h"
 #include "core/number_format.h"
+#include "core/printable.h"
 #include "core/threads.h"
 #include "infer/session.h"
 #include "kernels/gemm.h"
@@ -49,12 +50,9 @@ void log_request(const httplib::Request& req, const httplib::Response& res) {
                                                             *request_started)
                       .count());
   request_started.reset();
-  // The path as sent, its control bytes escaped (a log line per request, whatever it holds).
-  std::string path;
-  for (const char ch : (req.method.empty() ? std::string("-") : req.method + " " + req.path))
-    path += (unsigned char)ch < 0x20 || ch == 0x7f || ch == '"'
-                ? cat("\\x", "0123456789abcdef"[(ch >> 4) & 15], "0123456789abcdef"[ch & 15])
-                : std::string(1, ch);
+  // The request line as sent, its control bytes and quotes escaped: one line per request.
+  const std::string path =
+      printable(req.method.empty() ? std::string("-") : req.method + " " + req.path, "\"");
   std::fprintf(stderr, "%s %s:%d \"%s\" %d %s ms\n", when, req.remote_addr.c_str(), req.remote_port,
                path.c_str(), res.status, took);
 }

@@ -1,0 +1,13 @@
+#pragma once
+// Text from files and requests, made safe for a terminal or a log line: control bytes (and DEL)
+// become \xNN, so a GGUF name holding ESC [2J does not clear the screen and a request path
+// holding a newline does not forge a second log line. Other bytes pass as they are.
+#include <string>
+#include <string_view>
+
+namespace chainlm {
+
+// `also` lists printable characters escaped too (the log's quotes).
+std::string printable(std::string_view text, std::string_view also = "");
+
+}  // namespace chainlm

@@ -1,0 +1,19 @@
+// core/printable.h: control bytes of text from files and requests escaped, the rest as it is.
+#include "core/printable.h"
+
+#include <gtest/gtest.h>
+
+#include <string>
+
+namespace chainlm {
+namespace {
+
+TEST(Printable, ControlBytesAndTheGivenCharactersAreEscaped) {
+  EXPECT_EQ(printable("plain text, \xc3\xa9t\xc3\xa9"), "plain text, \xc3\xa9t\xc3\xa9");
+  EXPECT_EQ(printable(std::string("a\x1b[2J\0b\n\x7f", 9)), "a\\x1b[2J\\x00b\\x0a\\x7f");
+  EXPECT_EQ(printable("say \"hi\"", "\""), "say \\x22hi\\x22");
+  EXPECT_EQ(printable(""), "");
+}
+
+}  // namespace
+}  // namespace chainlm
