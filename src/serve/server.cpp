@@ -208,7 +208,7 @@ void InferenceServer::Impl::route() {
   // A body-carrying method on a path with no route: cpp-httplib read its body before answering
   // 404, and one without a length "until the client closes" (10 s, then a 400 that named the
   // request malformed). Answered unread; the connection closes when a body was declared.
-  auto no_route = [this](const httplib::Request& req, httplib::Response& res,
+  auto no_route = [](const httplib::Request& req, httplib::Response& res,
                          const httplib::ContentReader&) {
     if (req.has_header("Content-Length") || req.has_header("Transfer-Encoding"))
       close_connection_after(req);
