@@ -96,6 +96,14 @@ std::vector<float> probe_logits(Model& model, int k) {
   return out;
 }
 
+// The probe's logits of a model about to be exported, refused when they are not finite (a copy
+// differing from them by inf read as "a bug").
+std::vector<float> finite_probe_logits(Model& model, int k, const std::string& path) {
+  std::vector<float> logits = probe_logits(model, k);
+  CHAINLM_CHECK(all_finite(logits.data(), logits.size()), "export: ", path, kNonFiniteLogits);
+  return logits;
+}
+
 double max_difference(const std::vector<float>& a, const std::vector<float>& b) {
   return max_abs_difference(a.data(), b.data(), a.size());
 }
@@ -114,9 +122,7 @@ void export_gguf_file(const ExportArgs& a, Model& model, int k, const std::strin
                       .chat_template = carried_chat_template(a.model).jinja};
   if (o.name.empty()) o.name = fs::path(a.model).lexically_normal().parent_path().filename().string();
   check_gguf_exportable(model, o);
-  const std::vector<float> original = probe_logits(model, k);
-  CHAINLM_CHECK(all_finite(original.data(), original.size()), "export: ", a.model,
-                kNonFiniteLogits);
+  const std::vector<float> original = finite_probe_logits(model, k, a.model);
   // Written beside --out, read back and checked, then renamed: --out appears complete or not at all.
   const std::string tmp = a.out + ".tmp-" + std::to_string(::getpid());
   remove_stale_temporaries(fs::absolute(a.out).parent_path().string(),
@@ -191,9 +197,7 @@ HfExportOptions hf_export_options(const ExportArgs& a, int k, const std::string&
 void export_hf_directory(const ExportArgs& a, Model& model, int k, const std::string& tokenizer) {
   const HfExportOptions o = hf_export_options(a, k, tokenizer);
   const bool rounded = o.dtype != "f32";
-  const std::vector<float> original = probe_logits(model, k);
-  CHAINLM_CHECK(all_finite(original.data(), original.size()), "export: ", a.model,
-                kNonFiniteLogits);
+  const std::vector<float> original = finite_probe_logits(model, k, a.model);
   std::unique_ptr<Model> back;
   HfExportSummary summary;
   double diff = 0;

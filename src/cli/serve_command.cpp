@@ -18,6 +18,7 @@
 #include "core/error.h"
 #include "core/memory.h"
 #include "core/number_format.h"
+#include "core/stop_signals.h"
 #include "core/threads.h"
 #include "io/atomic_file.h"
 #include "io/gguf.h"
@@ -203,13 +204,14 @@ void add_serve_command(CLI::App& app) {
         "later, to quit at once)\n",
         sig == SIGINT ? "SIGINT" : "SIGTERM");
     // The stop waits for running generations and for connections in the middle of a request (up
-    // to the read timeout, 10 s): a second signal, as for train, ends the process at once. One
-    // within a second is the same stop delivered twice (`timeout`, a terminal's process group).
+    // to the read timeout, 10 s): a second signal, as for train, ends the process at once (one
+    // within kSameStopMs of the first is the same stop delivered twice).
     std::thread([stop_signals, first = std::chrono::steady_clock::now()] {
       for (;;) {
         int again = 0;
         sigwait(&stop_signals, &again);
-        if (std::chrono::steady_clock::now() - first < std::chrono::seconds(1)) continue;
+        if (std::chrono::steady_clock::now() - first < std::chrono::milliseconds(kSameStopMs))
+          continue;
         std::fprintf(
             stderr,
             "chainlm serve: second stop signal: quitting at once (requests in progress are cut)\n");

@@ -32,13 +32,6 @@ long long monotonic_ms() {  // clock_gettime is async-signal-safe
   return (long long)t.tv_sec * 1000 + t.tv_nsec / 1000000;
 }
 
-// One stop can arrive twice within moments: coreutils `timeout` sends its SIGTERM to the
-// process and to its process group, a terminal's Ctrl-C reaches every process of the job, and
-// mpirun forwards what it receives. Read as "quit at once", the duplicate cost the checkpoint
-// (one `timeout` run in five saved nothing). A second signal within this many milliseconds of
-// the first is the same stop.
-constexpr long long kSameStopMs = 1000;
-
 // Async-signal-safe: flags, clock_gettime, write(2) and _exit only.
 void on_stop_signal(int sig) {
   if (g_signal != 0) {

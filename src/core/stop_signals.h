@@ -6,6 +6,13 @@
 // default action killed a run with no message and lost up to a whole save interval.
 namespace chainlm {
 
+// One stop can arrive twice within moments: coreutils `timeout` sends its SIGTERM to the
+// process and to its process group, a terminal's Ctrl-C reaches every process of the job, and
+// mpirun forwards what it receives. Read as "quit at once", the duplicate cost the checkpoint
+// (one `timeout` run in five saved nothing). A second signal within this many milliseconds of
+// the first is the same stop (train's handlers here, serve's signal thread).
+inline constexpr long long kSameStopMs = 1000;
+
 // Installs the handlers (idempotent). `what` is printed by the first signal: "stopping after
 // this step and saving a checkpoint". From then on the calling thread and the OpenMP pool block
 // SIGINT, SIGTERM and SIGHUP, and a thread of their own takes them, so no handler interrupts a

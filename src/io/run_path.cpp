@@ -61,6 +61,14 @@ const char* directory_kind_name(DirectoryKind kind) {
   }
 }
 
+std::string read_latest_name(const std::string& run) {
+  std::string name = read_file((fs::path(run) / "latest").string());
+  // Whitespace around the name, as an editor or `echo " step-4"` leaves it.
+  while (!name.empty() && std::isspace((unsigned char)name.back())) name.pop_back();
+  while (!name.empty() && std::isspace((unsigned char)name.front())) name.erase(0, 1);
+  return name;
+}
+
 std::string resolve_checkpoint_dir(const std::string& path) {
   // error_code overloads throughout: a path the OS refuses (too long, say) is a chainlm::Error.
   std::error_code ec;
@@ -96,10 +104,7 @@ std::string resolve_checkpoint_dir(const std::string& path) {
                 " is a directory (or a link to one); chainlm's `latest` is a file holding the "
                 "checkpoint's name: ",
                 "rm ", latest.string(), "; echo step-NNNNNNNN > ", latest.string());
-  std::string name = read_file(latest.string());
-  // Whitespace around the name, as an editor or `echo " step-4"` leaves it.
-  while (!name.empty() && std::isspace((unsigned char)name.back())) name.pop_back();
-  while (!name.empty() && std::isspace((unsigned char)name.front())) name.erase(0, 1);
+  const std::string name = read_latest_name(path);
   // A corrupt `latest` must name a directory inside the run, never a path out of it.
   const bool plain_name = !name.empty() && name.size() <= 255 && name != "." && name != ".." &&
                           name.find_first_of(std::string("/\0", 2)) == std::string::npos;

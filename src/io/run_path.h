@@ -23,6 +23,10 @@ DirectoryKind directory_kind(const std::string& dir);
 // "training run", "model checkpoint", "data directory", "directory".
 const char* directory_kind_name(DirectoryKind kind);
 
+// The checkpoint name `run/latest` holds, trimmed of the whitespace around it (as an editor
+// leaves it); throws naming the file when it cannot be read.
+std::string read_latest_name(const std::string& run);
+
 // Accepts a checkpoint directory or a run directory (follows its `latest` file). Throws naming
 // the path when it is neither, or when `latest` does not name a directory inside the run.
 std::string resolve_checkpoint_dir(const std::string& path);

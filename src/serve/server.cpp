@@ -25,11 +25,6 @@ namespace chainlm {
 
 namespace {
 
-// Ends the connection after this response (a body left unread, a request refused as unsafe).
-// cpp-httplib 0.11 decides that from the request's own Connection header alone: a
-// "Connection: close" set on the response went out twice beside its "Keep-Alive: timeout=2"
-// (its own for a client that asked to close, and ours). The request is httplib's non-const
-// object handed to handlers as const.
 // When the request this thread answers arrived at routing (one thread answers a request from
 // routing to its last byte); unset for one cpp-httplib refused before.
 thread_local std::optional<std::chrono::steady_clock::time_point> request_started;
@@ -73,10 +68,21 @@ void end_connection_after(httplib::Response& res) {
                            });
 }
 
+// Ends the connection after this response (a body left unread, a request refused as unsafe).
+// cpp-httplib 0.11 decides that from the request's own Connection header alone: a
+// "Connection: close" set on the response went out twice beside its "Keep-Alive: timeout=2"
+// (its own for a client that asked to close, and ours). The request is httplib's non-const
+// object handed to handlers as const.
 void close_connection_after(const httplib::Request& req) {
   auto& headers = const_cast<httplib::Request&>(req).headers;
   headers.erase("Connection");
   headers.emplace("Connection", "close");
+}
+
+// Whether the request says a body follows: a length or chunks (RFC 9112 6.3); without either
+// its body is empty.
+bool declares_body(const httplib::Request& req) {
+  return req.has_header("Content-Length") || req.has_header("Transfer-Encoding");
 }
 
 using namespace server_detail;
@@ -154,15 +160,15 @@ void InferenceServer::Impl::route() {
                        std::stoull(req.get_header_value("Content-Length")) > opt.max_body_bytes;
       // Neither a length nor chunks: the body is empty (RFC 9112 6.3). Read "until the client
       // closes", it held the request the read timeout (10 s) and then got a 400.
-      const bool declared = req.has_header("Content-Length") || req.has_header("Transfer-Encoding");
-      const bool complete = !too_large && (!declared || read([&](const char* data, size_t n) {
-        if (body.size() + n > opt.max_body_bytes) {
-          too_large = true;
-          return false;
-        }
-        body.append(data, n);
-        return true;
-      }));
+      const bool complete =
+          !too_large && (!declares_body(req) || read([&](const char* data, size_t n) {
+            if (body.size() + n > opt.max_body_bytes) {
+              too_large = true;
+              return false;
+            }
+            body.append(data, n);
+            return true;
+          }));
       if (too_large || !complete) {
         close_connection_after(req);  // the rest of the body is not read
         if (too_large)
@@ -209,10 +215,9 @@ void InferenceServer::Impl::route() {
   // 404, and one without a length "until the client closes" (10 s, then a 400 that named the
   // request malformed). Answered unread; the connection closes when a body was declared.
   auto no_route = [](const httplib::Request& req, httplib::Response& res,
-                         const httplib::ContentReader&) {
-    if (req.has_header("Content-Length") || req.has_header("Transfer-Encoding"))
-      close_connection_after(req);
-    set_error(res, 404, cat("no route ", req.method, " ", req.path), "not_found_error");
+                     const httplib::ContentReader&) {
+    if (declares_body(req)) close_connection_after(req);
+    res.status = 404;  // the error handler writes the body every 404 gets
   };
   http.Post(".*", no_route);
   http.Put(".*", no_route);

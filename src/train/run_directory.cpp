@@ -5,7 +5,6 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <cctype>
 #include <cerrno>
 #include <climits>
 #include <cstdio>
@@ -71,11 +70,7 @@ void remove_paths(const std::vector<fs::path>& paths) {
 // The checkpoint `run/latest` names, "" when there is none (or it cannot be read).
 std::string latest_name(const fs::path& run) {
   try {
-    std::string name = read_file((run / "latest").string());
-    // Trimmed as resolve_checkpoint_dir reads it.
-    while (!name.empty() && std::isspace((unsigned char)name.back())) name.pop_back();
-    while (!name.empty() && std::isspace((unsigned char)name.front())) name.erase(0, 1);
-    return name;
+    return read_latest_name(run.string());
   } catch (const Error&) {
     return std::string();
   }

@@ -31,6 +31,7 @@ Trainer::Trainer(Model& model, TrainOptions options, const Communicator& comm)
       comm_(comm),
       train_(data_shard_path(opt_.data_dir, "train.bin")),
       val_(data_shard_path(opt_.data_dir, "val.bin")),
+      data_fingerprint_("train.bin " + train_.fingerprint() + "; val.bin " + val_.fingerprint()),
       run_dir_(opt_.out_dir),
       optimizer_(model_.params(), OptimizerConfig{opt_.beta1, opt_.beta2, 1e-8f, opt_.weight_decay,
                                                   opt_.grad_clip}) {
@@ -395,17 +396,17 @@ void Trainer::run() {
   } else if (step_ < opt_.steps) {
     nlohmann::json resumed = compute_json();
     resumed.update(
-        {{"step", step_}, {"event", "resumed"}, {"data_fingerprint", data_fingerprint()}});
+        {{"step", step_}, {"event", "resumed"}, {"data_fingerprint", data_fingerprint_}});
     // Other data under --data (moved data is the same): the run goes on over it, as one may
     // on purpose, but the log and the user are told (nothing tied a run to its data's content).
-    if (!restored_data_fingerprint_.empty() && restored_data_fingerprint_ != data_fingerprint()) {
+    if (!restored_data_fingerprint_.empty() && restored_data_fingerprint_ != data_fingerprint_) {
       resumed["data_changed_from"] = restored_data_fingerprint_;
       std::fprintf(stderr,
                    "resume: the data in %s is not what the run trained on so far (%s; now %s): the "
                    "steps from "
                    "here read it\n",
                    opt_.data_dir.c_str(), restored_data_fingerprint_.c_str(),
-                   data_fingerprint().c_str());
+                   data_fingerprint_.c_str());
     }
     log_metrics(resumed);
   }

@@ -65,9 +65,9 @@ class Trainer {
   StepLosses train_step();
   // The training and validation shards' fingerprints (TokenShard::fingerprint), for the ranks
   // of a data-parallel run to check they all read the same data.
-  std::string data_fingerprint() const {
-    return "train.bin " + train_.fingerprint() + "; val.bin " + val_.fingerprint();
-  }
+  // Worked out once (the data stays the run's): the log's first line, resumed events and every
+  // checkpoint record it.
+  const std::string& data_fingerprint() const { return data_fingerprint_; }
   // Mean validation loss of every sub-model k = 1..n (index k-1); the windows are split
   // across the ranks (collective).
   std::vector<double> validate();
@@ -131,6 +131,7 @@ class Trainer {
   TrainOptions opt_;
   const Communicator& comm_;
   TokenDataset train_, val_;
+  std::string data_fingerprint_;
   int T_ = 0, rows_ = 0, micro_ = 0, accum_ = 0;
   MemoryEstimate memory_estimate_;
   long step_ = 0;
