@@ -123,6 +123,15 @@ AvailableMemory available_memory() {
   return a;
 }
 
+std::string address_space_limit_note(uint64_t bytes) {
+  rlimit as{};
+  if (::getrlimit(RLIMIT_AS, &as) != 0 || as.rlim_cur == RLIM_INFINITY) return "";
+  return cat("; the process's address space is limited to ", format_bytes((double)as.rlim_cur),
+             " (ulimit -v), of which it maps ", format_bytes((double)address_space_bytes()),
+             " already, and this needs ", format_bytes((double)bytes),
+             " more: raise the limit (ulimit -v) or unset it");
+}
+
 uint64_t parse_byte_size(const std::string& text, const std::string& what) {
   std::size_t pos = 0;
   double value = 0;

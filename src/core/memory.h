@@ -20,6 +20,9 @@ struct AvailableMemory {
 // Memory this process can still use: the kernel's MemAvailable, lowered to the room left in
 // the process's cgroup (memory.max - memory.current) when that is smaller.
 AvailableMemory available_memory();
+// Why an allocation or a map of `bytes` may have failed for want of address space: "" without
+// a `ulimit -v` (RLIMIT_AS), else a sentence naming the limit and what the process maps already.
+std::string address_space_limit_note(uint64_t bytes);
 
 // "123", "64K", "1.5GiB", "2G", "512MB" (K/M/G/T = powers of 1024, with or without "iB"/"B").
 // Throws chainlm::Error naming `what` on anything else.

@@ -10,6 +10,7 @@
 #include <utility>
 
 #include "core/error.h"
+#include "core/memory.h"
 
 namespace chainlm {
 
@@ -30,7 +31,12 @@ MappedFile::MappedFile(const std::string& path, const std::string& what) {
   void* m = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, fd, 0);
   const int map_err = errno;
   ::close(fd);  // the mapping keeps the file alive
-  if (m == MAP_FAILED) fail("cannot mmap ", path, ": ", std::strerror(map_err));
+  // Under `ulimit -v` a model's weights fail here first: "cannot mmap: Cannot allocate memory"
+  // did not say which limit, nor that the machine had memory to spare.
+  if (m == MAP_FAILED)
+    fail("cannot map ", what, " ", path, " (", format_bytes((double)size_),
+         ") into memory: ", std::strerror(map_err),
+         map_err == ENOMEM ? address_space_limit_note(size_) : "");
   data_ = static_cast<const unsigned char*>(m);
 }
 
