@@ -4,7 +4,9 @@
 
 #include "core/error.h"
 #include "core/number_format.h"
+#include "core/threads.h"
 #include "core/timer.h"
+#include "infer/decode_threads.h"
 #include "infer/session.h"
 
 namespace chainlm {
@@ -75,6 +77,16 @@ GenerateResult generate_tokens(const Model& model, const Tokenizer& tok, const s
   res.prefill_ms = total.seconds() * 1e3;
   Timer decode_timer;
   int decoded = 0;
+  // Decoding steps on the threads the tuner picks (the prefill keeps them all), timed from one
+  // step's start to the next's: sampling and the caller's callback count alike for every count.
+  res.threads = res.decode_threads = num_threads();
+  DecodeThreadTuner tuner(res.threads, opt.adaptive_threads,
+                          DecodeThreadTuner::kGenerateFirstProbe);
+  struct RestoreThreads {
+    int n;
+    ~RestoreThreads() { set_num_threads_of_this_thread(n); }
+  } restore{res.threads};
+  double last_start = -1;
   while (true) {
     const int i = (int)res.tokens.size();
     // Ids past the tokenizer's (a vocab_size padded beyond it) have no text: never sampled.
@@ -97,9 +109,14 @@ GenerateResult generate_tokens(const Model& model, const Tokenizer& tok, const s
       res.stop_reason = StopReason::max_seq_len;
       break;
     }
+    const double start = decode_timer.seconds();
+    if (last_start >= 0) tuner.record(1, start - last_start);
+    last_start = start;
+    set_num_threads_of_this_thread(tuner.threads());
     logits = session.decode(next, schedule.chains_for(i + 1));
     ++decoded;
   }
+  res.decode_threads = tuner.chosen();
   const double secs = total.seconds();
   if (decoded > 0) res.decode_ms_per_token = decode_timer.seconds() * 1e3 / decoded;
   res.tokens_per_s = secs > 0 ? res.tokens.size() / secs : 0;

@@ -20,6 +20,9 @@ struct GenerateOptions {
   bool stop_at_eos = true;
   bool chain1_prefill = true;  // CoLM-Air: prefill the prompt with chain 1 only
   KvCacheType kv_cache = KvCacheType::Auto;  // what the KV cache holds (infer/kv_cache.h)
+  // Decode on fewer of the threads while trials measure that faster (infer/decode_threads.h: a
+  // busy core); false keeps every thread. The tokens are the same either way.
+  bool adaptive_threads = true;
 };
 
 // Why generation ended.
@@ -38,6 +41,7 @@ struct GenerateResult {
   std::vector<int> chains;         // active chains that produced each generated token
   std::string text;                // prompt followed by the continuation
   double prefill_ms = 0, decode_ms_per_token = 0, tokens_per_s = 0;
+  int threads = 0, decode_threads = 0;  // the threads it had, and those decoding ran on at the end
   StopReason stop_reason = StopReason::max_tokens;
 };
 

@@ -5,8 +5,8 @@
 #include "core/error.h"
 #include "core/threads.h"
 #include "infer/batch_decode.h"
+#include "infer/decode_threads.h"
 #include "infer/session.h"
-#include "serve/decode_threads.h"
 
 namespace chainlm {
 

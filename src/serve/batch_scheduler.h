@@ -108,7 +108,7 @@ struct SchedulerOptions {
   int prefill_chunk = 256;   // prompt tokens per piece
   int threads = 1;           // compute threads of the scheduler
   // Decoding steps on fewer threads while that measures faster (another process keeping a core
-  // busy; serve/decode_threads.h); false: always `threads`.
+  // busy; infer/decode_threads.h); false: always `threads`.
   bool adaptive_threads = true;
   KvCacheType kv_cache = KvCacheType::Auto;  // what each session's KV cache holds (infer/kv_cache.h)
   // Called on the scheduler thread after each generated token (its index), before the

@@ -26,7 +26,7 @@ class Metrics {
     // prompt pieces read between them.
     long decode_steps, decode_rows, prefill_pieces;
     double decode_seconds, prefill_seconds;
-    int decode_threads;  // threads the steps run on now (serve/decode_threads.h); 0 before any
+    int decode_threads;  // threads the steps run on now (infer/decode_threads.h); 0 before any
   };
   std::string render(const Gauges& g) const;
 

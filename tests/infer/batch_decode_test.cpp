@@ -134,7 +134,7 @@ TEST(BatchDecode, SequencesAttendOnSeveralThreadsWithTheSameBits) {
   set_num_threads(threads);
 }
 
-// The server decodes on fewer threads than it has while that is faster (serve/decode_threads.h):
+// The server decodes on fewer threads than it has while that is faster (infer/decode_threads.h):
 // a step gives every row the same bits on one thread as on two, whose products split the output
 // columns and the sequences, never a sum. fp32, bf16 and quantized weights.
 TEST(BatchDecode, OneThreadAndTwoGiveTheSameBits) {

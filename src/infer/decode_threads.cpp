@@ -1,4 +1,4 @@
-#include "serve/decode_threads.h"
+#include "infer/decode_threads.h"
 
 #include <algorithm>
 #include <map>
@@ -7,8 +7,12 @@
 
 namespace chainlm {
 
-DecodeThreadTuner::DecodeThreadTuner(int max_threads, bool adaptive)
-    : max_(max_threads), adaptive_(adaptive && max_threads > 1), current_(max_threads) {
+DecodeThreadTuner::DecodeThreadTuner(int max_threads, bool adaptive, int first_probe)
+    : max_(max_threads),
+      adaptive_(adaptive && max_threads > 1),
+      current_(max_threads),
+      first_probe_(first_probe),
+      wait_(first_probe) {
   CHAINLM_CHECK(max_threads >= 1, "the scheduler needs at least one thread (got ", max_threads,
                 ")");
 }
@@ -48,8 +52,8 @@ void DecodeThreadTuner::record(int rows, double seconds) {
   if ((int)recent_.size() > kProbeSteps) recent_.erase(recent_.begin());
   ++since_;
   const bool due = since_ >= wait_;
-  // (recent_ holds only turns since the last trial once since_ >= kFirstProbe > kProbeSteps.)
-  const bool slower = since_ >= kFirstProbe && ref_seconds_ > 0 && rows == ref_rows_ &&
+  // (recent_ holds only turns at the chosen count: end_trial empties it on a change.)
+  const bool slower = since_ >= first_probe_ && ref_seconds_ > 0 && rows == ref_rows_ &&
                       mean_of(recent_, ref_rows_) > kSlowdown * ref_seconds_;
   if (!due && !slower) return;
   // A trial of one thread fewer or one more, alternating when both exist.
@@ -63,9 +67,13 @@ void DecodeThreadTuner::record(int rows, double seconds) {
 void DecodeThreadTuner::end_trial(bool keep, int rows, double before, double tried) {
   probing_ = false;
   since_ = 0;
-  // (the turns at the old count leave recent_ before the next trial)
-  if (keep) current_ = probe_;
-  wait_ = keep ? kFirstProbe : std::min(2 * wait_, kProbeEvery);
+  if (keep) {
+    current_ = probe_;
+    recent_.clear();  // turns at the old count (a first_probe below kProbeSteps would keep some)
+  }
+  // After a lost trial the wait doubles, from kFirstProbe at least: an early first trial
+  // (generate's) must not make the next ones early too, each costing a quiet machine ~2%.
+  wait_ = keep ? first_probe_ : std::min(std::max(2 * wait_, kFirstProbe), kProbeEvery);
   ref_rows_ = rows;
   ref_seconds_ = keep ? tried : before;
 }

@@ -1,37 +1,43 @@
 #pragma once
-// How many compute threads the server's decoding steps run on (docs/serving.md, "A busy
-// core"). With another process keeping one of two cores busy, a 2-thread server served
-// about a third of its quiet tokens/s, and a 1-thread one over half (bench/RESULTS.md): the
-// compute threads, the HTTP threads and the other process all wait for each other's time
-// slices. So the scheduler measures what it serves: it runs trials of up to kProbeSteps turns
-// with one thread fewer (or, once it has come down, one more) and keeps the count whose turns of
-// the same batch size took less time on average by more than kMargin. The first trial comes
-// kFirstProbe turns after the start and each trial that keeps the count doubles the wait for the
-// next, up to kProbeEvery (a trial lost to noise at the start costs 64 more turns, not 512); a
-// change of count starts over at kFirstProbe. A trial also starts early, kFirstProbe turns after
-// the last at the soonest, when the turns have become kSlowdown slower than the count's own
+// How many compute threads decoding steps run on: the server's (docs/serving.md, "A busy
+// core") and `generate`'s (docs/inference.md). With another process keeping one of two cores busy,
+// a 2-thread server served about a third of its quiet tokens/s, and a 1-thread one over half
+// (bench/RESULTS.md): the compute threads, the HTTP threads and the other process all wait for each
+// other's time slices. So the scheduler measures what it serves: it runs trials of up to
+// kProbeSteps turns with one thread fewer (or, once it has come down, one more) and keeps the count
+// whose turns of the same batch size took less time on average by more than kMargin. The first
+// trial comes kFirstProbe turns after the start and each trial that keeps the count doubles the
+// wait for the next, up to kProbeEvery (a trial lost to noise at the start costs 64 more turns, not
+// 512); a change of count starts over at kFirstProbe. A trial also starts early, kFirstProbe turns
+// after the last at the soonest, when the turns have become kSlowdown slower than the count's own
 // turns at the last trial: another process taking a core mid-run is seen within ~80 turns.
 // A trial clearly losing after kEarlyTurns turns stops there, so on a quiet machine trials cost
 // about 1% of the time. Medians would not do: under contention most steps are as fast as
 // quiet ones and the loss is in the few that wait out another process's time slice. A step's
 // bits do not depend on its thread count (the threads split a GEMM's output columns and the
 // sequences' attention), so neither do the tokens.
+// `generate` makes its first trial sooner (kGenerateFirstProbe; the waits after it are the
+// server's): a user's generation is often a few dozen tokens, and one of a small model on two
+// threads beside busy processes ran ~1,000x slower than on one (every parallel region waits for the
+// second thread's time slice).
 #include <vector>
 
 namespace chainlm {
 
 class DecodeThreadTuner {
  public:
-  static constexpr int kProbeEvery = 512;   // the longest wait between trials, in turns
-  static constexpr int kFirstProbe = 64;    // turns before the first, and the shortest wait
-  static constexpr double kSlowdown = 1.5;  // turns this much slower start a trial early
-  static constexpr int kProbeSteps = 16;   // turns of a trial, and the turns before it compared
-  static constexpr int kEarlyTurns = 4;    // a trial this long stops if kEarlyLoss slower
+  static constexpr int kProbeEvery = 512;        // the longest wait between trials, in turns
+  static constexpr int kFirstProbe = 64;         // turns before the first, and the shortest wait
+  static constexpr int kGenerateFirstProbe = 8;  // the same for one generation alone
+  static constexpr double kSlowdown = 1.5;       // turns this much slower start a trial early
+  static constexpr int kProbeSteps = 16;  // turns of a trial, and the turns before it compared
+  static constexpr int kEarlyTurns = 4;   // a trial this long stops if kEarlyLoss slower
   static constexpr double kEarlyLoss = 1.25;
   static constexpr double kMargin = 0.9;  // a trial wins when its mean turn is this much faster
 
   // max_threads >= 1: the server's --threads, and where it starts; adaptive false keeps it.
-  explicit DecodeThreadTuner(int max_threads, bool adaptive = true);
+  // first_probe: turns before the first trial, and the shortest wait between two.
+  explicit DecodeThreadTuner(int max_threads, bool adaptive = true, int first_probe = kFirstProbe);
 
   // Threads for the next decoding step.
   int threads() const { return probing_ ? probe_ : current_; }
@@ -59,7 +65,8 @@ class DecodeThreadTuner {
   bool probing_ = false;
   bool try_fewer_ = true;  // the direction of the next trial, alternating where both exist
   int since_ = 0;          // turns since the last trial (or the start)
-  int wait_ = kFirstProbe;     // turns from the last trial to the next
+  const int first_probe_;
+  int wait_;                   // turns from the last trial to the next
   int ref_rows_ = 0;           // the chosen count's mean turn of ref_rows_ rows at the last
   double ref_seconds_ = -1.0;  // trial (-1: none), against which a slowdown is judged
   std::vector<Step> recent_, trial_;

@@ -1,9 +1,9 @@
-// The scheduler's thread count (serve/decode_threads.h), fed turn times: it keeps every thread
+// The scheduler's thread count (infer/decode_threads.h), fed turn times: it keeps every thread
 // while trials with fewer lose (stopping a clearly losing trial early, waiting twice as long
 // after each), comes down when fewer threads serve the same batches faster, goes back up when
 // more do again, tries at once when its turns slow down, ignores differences within its margin
 // and trials it cannot compare, and never moves when fixed.
-#include "serve/decode_threads.h"
+#include "infer/decode_threads.h"
 
 #include <gtest/gtest.h>
 

@@ -1,0 +1,115 @@
+// generate decodes on fewer of its threads while that measures faster (infer/decode_threads.h):
+// a small model on two threads beside busy processes decoded ~1,000x slower than on one. The
+// tokens do not depend on the count, and the caller's thread count is back afterwards.
+#include <gtest/gtest.h>
+#include <omp.h>
+
+#include <chrono>
+#include <memory>
+#include <thread>
+
+#include "infer/decode_threads.h"
+#include "infer/generator.h"
+#include "model/model.h"
+
+namespace chainlm {
+namespace {
+
+// Wide enough that a decoding step's products are split over two threads (kThreadedWeightBytes).
+std::unique_ptr<Model> make_model() {
+  ModelConfig c;
+  c.dim = 128;
+  c.n_heads = 4;
+  c.n_kv_heads = 4;
+  c.ffn_dim = 384;
+  c.n_layers = 2;
+  c.vocab_size = ByteTokenizer::kVocabSize;
+  c.chains = {1};
+  c.max_seq_len = 256;
+  validate_config(c, "test");
+  auto m = std::make_unique<Model>(c);
+  m->init_random(5);
+  return m;
+}
+
+struct Generated {
+  GenerateResult result;
+  int threads_after = 0;
+};
+
+// 120 sampled tokens on 2 threads; a turn on `slow_count` threads takes 2 ms longer (its
+// callback sleeps), as when each region waits for the second thread's time slice (2).
+Generated run(const Model& model, bool adaptive, int slow_count) {
+  omp_set_num_threads(2);
+  GenerateOptions o;
+  o.max_tokens = 120;
+  o.sampling.temperature = 0.9f;
+  o.sampling.seed = 3;
+  o.stop_at_eos = false;
+  o.adaptive_threads = adaptive;
+  const ByteTokenizer tok;
+  Generated r;
+  r.result = generate_tokens(model, tok, "Once upon", o, [&](const TokenEvent&) {
+    if (omp_get_max_threads() == slow_count)
+      std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    return true;
+  });
+  r.threads_after = omp_get_max_threads();
+  return r;
+}
+
+TEST(GeneratorThreads, ComesDownToOneThreadWhenTwoAreSlowerWithTheSameTokens) {
+  const auto model = make_model();
+  const Generated fixed = run(*model, false, 2);
+  const Generated adaptive = run(*model, true, 2);
+  ASSERT_EQ(fixed.result.tokens.size(), 120u);
+  EXPECT_EQ(adaptive.result.tokens, fixed.result.tokens);
+  EXPECT_EQ(fixed.result.threads, 2);
+  EXPECT_EQ(fixed.result.decode_threads, 2) << "fixed: every thread throughout";
+  EXPECT_EQ(adaptive.result.threads, 2);
+  EXPECT_EQ(adaptive.result.decode_threads, 1) << "two threads measured slower";
+  EXPECT_EQ(adaptive.threads_after, 2) << "the caller's thread count is restored";
+  EXPECT_EQ(fixed.threads_after, 2);
+}
+
+TEST(GeneratorThreads, KeepsEveryThreadWhenOneIsSlower) {
+  const auto model = make_model();
+  const Generated fixed = run(*model, false, 1);
+  const Generated adaptive = run(*model, true, 1);
+  EXPECT_EQ(adaptive.result.tokens, fixed.result.tokens);
+  EXPECT_EQ(adaptive.result.decode_threads, 2) << "trials of one thread lost";
+  EXPECT_EQ(adaptive.threads_after, 2);
+}
+
+TEST(GeneratorThreads, TheFirstTrialComesWithinAShortGeneration) {
+  static_assert(DecodeThreadTuner::kGenerateFirstProbe + DecodeThreadTuner::kProbeSteps < 40,
+                "a generation of a few dozen tokens must get its trial");
+  DecodeThreadTuner t(2, true, DecodeThreadTuner::kGenerateFirstProbe);
+  int turns = 0;
+  while (!t.in_trial() && turns < 100) {
+    t.record(1, 20e-3);
+    ++turns;
+  }
+  EXPECT_EQ(turns, DecodeThreadTuner::kGenerateFirstProbe);
+  for (int i = 0; i < DecodeThreadTuner::kProbeSteps; ++i) t.record(1, 0.05e-3);
+  EXPECT_EQ(t.chosen(), 1);
+}
+
+// On a quiet machine each lost trial costs its turns on fewer threads: after generate's early
+// first one, the next waits as long as the server's would.
+TEST(GeneratorThreads, AfterALostEarlyTrialTheNextWaitsTheServersWait) {
+  DecodeThreadTuner t(2, true, DecodeThreadTuner::kGenerateFirstProbe);
+  for (int i = 0; i < DecodeThreadTuner::kGenerateFirstProbe; ++i) t.record(1, 2e-3);
+  ASSERT_TRUE(t.in_trial());
+  for (int i = 0; i < DecodeThreadTuner::kEarlyTurns; ++i) t.record(1, 4e-3);
+  ASSERT_FALSE(t.in_trial()) << "twice as slow: stopped early";
+  int turns = 0;
+  while (!t.in_trial() && turns < 1000) {
+    t.record(1, 2e-3);
+    ++turns;
+  }
+  EXPECT_EQ(turns, DecodeThreadTuner::kFirstProbe);
+}
+
+}  // namespace
+}  // namespace chainlm
