@@ -183,10 +183,11 @@ void add_ppl(CLI::App* eval) {
                   {"chains", chains}});
       return;
     }
-    std::printf("%s on %s (%s): %s tokens scored, %s bytes, %ld windows of %d tokens (stride %d)\n",
-                a->model.c_str(), data.path.c_str(), data.kind.c_str(), thousands(r.tokens).c_str(),
-                r.bytes >= 0 ? thousands(r.bytes).c_str() : "unknown", r.windows, r.seq_len,
-                r.stride);
+    std::printf(
+        "%s on %s (%s): %s tokens scored, %s bytes, %ld window%s of %d tokens (stride %d)\n",
+        a->model.c_str(), data.path.c_str(), data.kind.c_str(), thousands(r.tokens).c_str(),
+        r.bytes >= 0 ? thousands(r.bytes).c_str() : "unknown", r.windows, r.windows == 1 ? "" : "s",
+        r.seq_len, r.stride);
     std::printf("%4s %11s %9s %10s %8s %10s\n", "k", "parameters", "loss", "ppl", "bpb",
                 "tokens/s");
     for (const ChainPerplexity& c : r.chains) {

@@ -48,7 +48,11 @@ std::vector<ChoiceTask> parse_hellaswag(const std::string& text, const std::stri
     ChoiceTask t;
     t.line = (int)i + 1;
     t.context = lines[i];
-    CHAINLM_CHECK(!blank(t.context), where, ":", t.line, ": the context line of a task is empty");
+    // A blank line between tasks, as hand-written files have them, shifts every line after it.
+    CHAINLM_CHECK(!blank(t.context), where, ":", t.line, ": the context line of a task is empty",
+                  i > 0 ? " (tasks follow each other without blank lines between them: 6 lines "
+                          "each, context, gold label, four endings)"
+                        : "");
     t.label = parse_label(lines[i + 1], where, t.line + 1);
     for (int j = 0; j < 4; ++j) {
       t.endings[j] = lines[i + 2 + j];

@@ -25,6 +25,9 @@ std::string sentence_field(const nlohmann::json& j, const char* name, const std:
                 ", not a string");
   std::string s = j[name].get<std::string>();
   CHAINLM_CHECK(!blank(s), where, ":", line, ": \"", name, "\" is empty");
+  // A text file holding a NUL byte is refused as binary; "\u0000" in JSON is the same byte.
+  CHAINLM_CHECK(s.find('\0') == std::string::npos, where, ":", line, ": \"", name,
+                "\" holds a NUL character (\\u0000), which no text has");
   return s;
 }
 

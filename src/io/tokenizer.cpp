@@ -186,10 +186,19 @@ void check_same_tokenizer(const std::string& data_dir, const std::string& model_
     return;  // one side carries no tokenizer: nothing to compare
   }
   const std::string a = tokenizer_fingerprint(data_tok), b = tokenizer_fingerprint(model_tok);
-  CHAINLM_CHECK(a == b, what, ": the data in ", data_dir, " was made with another tokenizer (",
-                data_tok, ": ", a, ") than the model's (", model_tok, ": ", b,
-                "); its token ids would mean other text. Prepare the data with the model's ",
-                "tokenizer (chainlm prepare --tokenizer ", model_tok, ")");
+  CHAINLM_CHECK(
+      a == b, what, ": the data in ", data_dir, " was made with another tokenizer (", data_tok,
+      ": ", a, ") than the model's (", model_tok, ": ", b,
+      "); its token ids would mean other text. Prepare the data with the model's ",
+      "tokenizer (chainlm prepare --tokenizer ", model_tok, ")",
+      // stories260K ships tok512.bin and tok512.model: one vocabulary, two tokenizers.
+      (fs::path(data_tok).extension().string() + fs::path(model_tok).extension().string() ==
+           ".bin.model" ||
+       fs::path(data_tok).extension().string() + fs::path(model_tok).extension().string() ==
+           ".model.bin")
+          ? cat(". A llama2.c tokenizer.bin and a SentencePiece .model of one vocabulary "
+                "are not the same tokenizer: they split some texts differently")
+          : std::string());
 }
 
 // The files a Hugging Face directory keeps beside its tokenizer that chainlm does not read as

@@ -63,6 +63,20 @@ TEST(Llama2cCli, GeneratesStories260K) {
                            " --data " + quote(dir.file("data")));
   EXPECT_NE(r.exit_code, 0);
   EXPECT_NE(r.err.find("made with another tokenizer"), std::string::npos) << r.err;
+  // Data made with tok512.model, evaluated with tok512.bin (a user trial): one vocabulary in two
+  // formats, which the refusal explains.
+  const std::string sp = std::string(kStories) + "/tok512.model";
+  r = run_chainlm(dir, "prepare --tokenizer " + quote(sp) + " --input " +
+                           quote(dir.file("text.txt")) + " --val-fraction 0.5 --out " +
+                           quote(dir.file("data_sp")));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  r = run_chainlm(dir, "eval ppl --model " + quote(bin) + " --tokenizer " + quote(tok) +
+                           " --data " + quote(dir.file("data_sp")));
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.err.find("A llama2.c tokenizer.bin and a SentencePiece .model of one vocabulary are "
+                       "not the same tokenizer"),
+            std::string::npos)
+      << r.err;
 
   // Model and tokenizer swapped: each says what the file is.
   r = run_chainlm(dir, "generate --model " + quote(tok) + " --tokenizer " + quote(bin));

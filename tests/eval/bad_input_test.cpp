@@ -38,6 +38,10 @@ TEST(HellaswagParser, ReportsTheLineOfWhatIsWrong) {
       {kTask + "ctx\n4\na\nb\nc\nd\n", "f.txt:8: the gold label 4 is outside 0..3"},
       {kTask + "ctx\n-1\na\nb\nc\nd\n", "f.txt:8: the gold label -1 is outside 0..3"},
       {kTask + "  \n0\na\nb\nc\nd\n", "f.txt:7: the context line of a task is empty"},
+      // Blank lines between tasks, as a hand-written file has them: said (a user trial).
+      {kTask + "\n" + kTask,
+       "f.txt:7: the context line of a task is empty (tasks follow each "
+       "other without blank lines between them"},
       {kTask + "ctx\n0\na\nb\n\nd\n", "f.txt:11: ending 2 of the task at line 7 is empty"},
       // A line missing in the middle is named where it shows, not as a short last task.
       {"ctx\na\nb\nc\nd\n" + kTask, "f.txt:2: the gold label \"a\" is not an integer"},
@@ -77,6 +81,8 @@ TEST(PairsParser, ReportsTheLineOfWhatIsWrong) {
        "p.jsonl:3: \"sentence_good\" is number"},
       {good + "\n{\"sentence_good\": \"x\", \"sentence_bad\": \" \"}\n",
        "p.jsonl:2: \"sentence_bad\" is empty"},
+      {good + "\n{\"sentence_good\": \"a\\u0000b\", \"sentence_bad\": \"b a\"}\n",
+       "p.jsonl:2: \"sentence_good\" holds a NUL character"},
   };
   for (const Case& c : cases) {
     const std::string what = error_of([&] { parse_sentence_pairs(c.text, "p.jsonl"); });
