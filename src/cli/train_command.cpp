@@ -315,6 +315,7 @@ void add_train_command(CLI::App& app) {
         } catch (const Error& e) {
           fail(with_intact_earlier(e.what(), resume_dir));
         }
+        check_run_model_unchanged(*model, state, resume_dir);
         // --steps counts from the run's start: one below the step the checkpoint is at would
         // ask the run to go back.
         const long at = state.value("step", 0L);

@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
@@ -152,5 +153,10 @@ class Trainer {
   SampleFn sampler_;
   std::vector<std::pair<std::string, std::string>> carried_tokenizer_;  // file name, bytes
 };
+
+// train --resume: fails, naming what differs, when the checkpoint's model (config.json, loaded
+// as `model`) is not the one its trainer_state.json `state` records the run trained.
+void check_run_model_unchanged(const Model& model, const nlohmann::json& state,
+                               const std::string& resume_dir);
 
 }  // namespace chainlm

@@ -19,6 +19,7 @@
 #include "io/tokenizer.h"
 #include "kernels/gemm_backend.h"
 #include "model/checkpoint.h"
+#include "model/config.h"
 #include "train/trainer.h"
 
 namespace chainlm {
@@ -65,13 +66,21 @@ std::string Trainer::save() {
     }
     write_safetensors((tmp / "optimizer.safetensors").string(), views);
     fault::point("checkpoint.after_optimizer");
-    nlohmann::json state = {
-        {"format", "chainlm-trainer-1"},      {"step", step_},
-        {"options", opt_.to_json()},          {"trainable_params", ps.trainable_numel()},
-        {"total_params", ps.numel()},         {"trainable_fraction", trainable_fraction()},
-        {"skipped_steps", skipped_},          {"skipped_in_a_row", skipped_in_a_row_},
-        {"compute", compute_json()},          {"data_fingerprint", data_fingerprint()},
-        {"chainlm_version", kChainlmVersion}, {"libraries", gemm_library_versions()}};
+    nlohmann::json state = {{"format", "chainlm-trainer-1"},
+                            {"step", step_},
+                            {"options", opt_.to_json()},
+                            {"trainable_params", ps.trainable_numel()},
+                            {"total_params", ps.numel()},
+                            {"trainable_fraction", trainable_fraction()},
+                            {"skipped_steps", skipped_},
+                            {"skipped_in_a_row", skipped_in_a_row_},
+                            {"compute", compute_json()},
+                            {"data_fingerprint", data_fingerprint()},
+                            {"chainlm_version", kChainlmVersion},
+                            {"libraries", gemm_library_versions()},
+                            // The model trained, beside config.json: an edited config.json (a `phd`
+                            // object added, say) is then told from the run's on resume.
+                            {"model_config", config_to_json(model_.config())}};
     write_file_atomic((tmp / "trainer_state.json").string(), state.dump(2) + "\n");
     if (carried_tokenizer_.empty())
       save_tokenizer_to_dir(find_tokenizer_in_dir(opt_.data_dir), tmp.string());
@@ -149,6 +158,27 @@ void Trainer::restore(const std::string& checkpoint_dir) {
   // Keep only the metrics of steps up to the restored one, so a resumed run's log reads as one
   // uninterrupted run.
   if (comm_.is_root()) run_dir_.truncate_metrics(step_);
+}
+
+// A checkpoint's config.json edited by hand (a `phd` object added to make a PHD model, as
+// docs/phd.md does for a new run) resumed the run as another architecture, with the old one's
+// optimizer moments and schedule, and nothing said it. trainer_state.json records the model the
+// run trained (checkpoints written before it did are not checked).
+void check_run_model_unchanged(const Model& model, const nlohmann::json& state,
+                               const std::string& resume_dir) {
+  if (!state.contains("model_config")) return;
+  const nlohmann::json now = config_to_json(model.config()), ran = state["model_config"];
+  if (now == ran) return;
+  std::string keys;
+  for (const auto& [key, value] : now.items())
+    if (!ran.contains(key) || ran[key] != value) keys += cat(keys.empty() ? "" : ", ", key);
+  for (const auto& [key, value] : ran.items())
+    if (!now.contains(key)) keys += cat(keys.empty() ? "" : ", ", key);
+  fail("train --resume: ", resume_dir, "/config.json is not the model the run trained (",
+       keys.empty() ? std::string("it differs") : cat("it differs in: ", keys),
+       "; trainer_state.json records the run's): a resume goes on with the same model. To "
+       "train the edited model from these weights, start a new run: chainlm train --init ",
+       resume_dir, " --out NEW ... (nothing was trained)");
 }
 
 }  // namespace chainlm

@@ -50,6 +50,27 @@ TEST_F(PhdCommands, InfoAndTheStartLineNameThePhdSettings) {
   EXPECT_NE(train.err.find("chains [1,1,2] (CoLM-Air), PHD-CSWA-3-4-8"), std::string::npos) << train.err;
 }
 
+// A checkpoint's config.json edited by hand (the PHD window changed) resumed the run as another
+// model with nothing said (a user trial): refused, naming what differs; the same model resumes.
+TEST_F(PhdCommands, AResumeOfAnEditedCheckpointConfigIsRefused) {
+  const std::string ckpt = resolve_checkpoint_dir(run);
+  const std::string config_path = ckpt + "/config.json";
+  const std::string original = testing::read_bytes(config_path);
+  auto c = nlohmann::json::parse(original);
+  c["phd"]["window"] = 2;
+  write_bytes(config_path, c.dump(2));
+  auto r = run_chainlm(dir, "train --out " + quote(run) + " --resume --steps 4 --quiet");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.err.find("config.json is not the model the run trained (it differs in: phd"),
+            std::string::npos)
+      << r.err;
+  EXPECT_NE(r.err.find("chainlm train --init " + ckpt + " --out NEW"), std::string::npos) << r.err;
+  EXPECT_EQ(resolve_checkpoint_dir(run), ckpt) << "nothing was trained";
+  write_bytes(config_path, original);
+  r = run_chainlm(dir, "train --out " + quote(run) + " --resume --steps 4 --quiet");
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+}
+
 // Greedy generation over the cache (bounded prefill, K-row decode steps, ring) picks the
 // argmax of the full masked forward over the repeated sequence at every step.
 TEST_F(PhdCommands, GreedyGenerationFollowsTheFullForward) {
