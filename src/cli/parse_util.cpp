@@ -1,5 +1,6 @@
 #include "cli/parse_util.h"
 
+#include <algorithm>
 #include <cerrno>
 #include <cmath>
 #include <cstdio>
@@ -188,6 +189,19 @@ CLI::Option* add_stream_interval_option(CLI::App* cmd, int& value) {
           "core from decoding")
       ->check(CLI::Range(0, 10000))
       ->capture_default_str();
+}
+
+std::string given_options(const CLI::App& cmd, const std::vector<std::string>& except) {
+  std::string given;
+  for (const CLI::Option* o : cmd.get_options()) {
+    const std::string name = o->get_name();
+    if (o->count() == 0 || name == "--help" ||
+        std::find(except.begin(), except.end(), name) != except.end())
+      continue;
+    given += cat(given.empty() ? "" : " ", name);
+    for (const std::string& r : o->results()) given += " " + r;
+  }
+  return given;
 }
 
 }  // namespace chainlm::cli

@@ -38,6 +38,10 @@ class OutputParentDirs {
   std::vector<std::string> made_;  // outermost first
 };
 // "1,0.5,2" -> {1, 0.5, 2}; `what` names the option in errors.
+// The options given on a parsed command line, as "--lr 0.005 --out runs/a" (in the order the
+// command declares them), leaving out those named in `except`.
+std::string given_options(const CLI::App& cmd, const std::vector<std::string>& except);
+
 std::vector<float> parse_float_list(const std::string& s, const std::string& what);
 // An integer option's lower bound, refused as "--x: must be at least 1 (got 0)" (CLI11's own
 // PositiveNumber names a range up to a 300-digit number).

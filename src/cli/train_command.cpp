@@ -247,6 +247,11 @@ void add_train_command(CLI::App& app) {
       if (comm.is_root()) throw Error(e);
       std::exit(1);
     };
+    // mpirun's MPMD form (A : B) gives ranks their own command lines: every rank ran with rank
+    // 0's options, nothing said (a user trial). Each rank's own: --threads, --memory-limit,
+    // --quiet.
+    warn_if_rank_options_differ(comm,
+                                given_options(*cmd, {"--threads", "--memory-limit", "--quiet"}));
     // The memory budget is this machine's, not part of the run's state.
     auto with_memory_budget = [&](TrainOptions o) {
       o.memory_limit = a->memory_limit.empty() ? 0 : parse_byte_size(a->memory_limit, "--memory-limit");
@@ -569,6 +574,10 @@ void add_train_command(CLI::App& app) {
     opt.quiet = a->quiet;
     opt.bucket_mb = a->bucket_mb;
     opt.overlap_comm = a->overlap_comm;
+    if (comm.size() > 1) {  // the collectives' sizes: every rank must take rank 0's
+      comm.broadcast(&opt.bucket_mb, sizeof opt.bucket_mb);
+      comm.broadcast(&opt.overlap_comm, sizeof opt.overlap_comm);
+    }
     std::unique_ptr<Trainer> trainer_ptr;
     try {
       trainer_ptr = std::make_unique<Trainer>(*model, opt, comm);

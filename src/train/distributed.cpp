@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <climits>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 
 #include "core/error.h"
@@ -238,6 +239,21 @@ void GradientReducer::finish() {
     }
   }
   wait_seconds_ = wait.seconds();
+}
+
+void warn_if_rank_options_differ(const Communicator& comm, const std::string& given) {
+  if (comm.size() == 1) return;
+  std::string rank0 = given;
+  comm.broadcast(rank0);
+  const std::string differs = comm.first_error(
+      given == rank0 ? std::string()
+                     : cat("rank ", comm.rank(), " was given ", given.empty() ? "none" : given,
+                           " where rank 0 was given ", rank0.empty() ? "none" : rank0));
+  if (comm.is_root() && !differs.empty())
+    std::fprintf(stderr,
+                 "warning: the ranks were given different options (%s); every rank runs with "
+                 "rank 0's (only --threads, --memory-limit and --quiet are each rank's own)\n",
+                 differs.c_str());
 }
 
 }  // namespace chainlm

@@ -81,6 +81,11 @@ class Communicator {
 // no more than the cores the launcher bound this rank to.
 int default_threads_per_rank(const Communicator& comm);
 
+// Under mpirun's MPMD form ranks may be given other command lines, of which rank 0's options
+// define the run: rank 0 warns on stderr, naming the first rank whose `given` (its options, as
+// text) differs from rank 0's. A collective: every rank calls it.
+void warn_if_rank_options_differ(const Communicator& comm, const std::string& given);
+
 // Sums the flat gradient buffer over all ranks in fixed buckets. The buckets split the buffer
 // at the points where the backward pass completes a suffix of it (the first parameter of every
 // layer: after layer l's backward, every gradient from there to the end is final) and are at

@@ -360,6 +360,36 @@ TEST_F(DistributedTrain, RanksReadingOtherDataAreRefusedNamingTheRank) {
   EXPECT_FALSE(fs::exists(dir.file("run/latest")));
 }
 
+// mpirun's MPMD form gives rank 1 its own options: every rank runs with rank 0's, which used
+// to go unsaid (a user trial). Each rank's own (--memory-limit) makes no warning.
+TEST_F(DistributedTrain, RanksGivenOtherOptionsAreWarnedOf) {
+  const std::string base =
+      " " + train_args("chains.json", dir.file("run"), "--steps 2 --batch-size 4");
+  const std::string cmd = testing::mpirun_command(2, 60) + " -np 1 '" + CHAINLM_BINARY + "'" +
+                          base + " : -np 1 '" + CHAINLM_BINARY + "'" + base +
+                          " --seed 9 --memory-limit 8G >/dev/null 2>" + quote(dir.file("err.txt"));
+  const int status = std::system(cmd.c_str());
+  const std::string err = read_bytes(dir.file("err.txt"));
+  EXPECT_EQ(status, 0) << err;
+  const size_t at = err.find("warning: the ranks were given different options (rank 1 was given ");
+  ASSERT_NE(at, std::string::npos) << err;
+  const std::string line = err.substr(at, err.find('\n', at) - at);
+  EXPECT_NE(line.find("--seed 9"), std::string::npos) << line;
+  EXPECT_NE(line.find("every rank runs with rank 0's"), std::string::npos) << line;
+  EXPECT_EQ(line.substr(0, line.find(")")).find("--memory-limit"), std::string::npos)
+      << "each rank's own: " << line;
+  EXPECT_TRUE(fs::exists(dir.file("run/latest")));
+  // The same options on every rank but --threads: no warning.
+  const std::string resume =
+      " " + train_args("chains.json", dir.file("run"), "--steps 3 --batch-size 4 --resume");
+  const std::string same = testing::mpirun_command(2, 60) + " -np 1 '" + CHAINLM_BINARY + "'" +
+                           resume + " : -np 1 '" + CHAINLM_BINARY + "'" + resume +
+                           " --memory-limit 8G >/dev/null 2>" + quote(dir.file("err2.txt"));
+  EXPECT_EQ(std::system(same.c_str()), 0) << read_bytes(dir.file("err2.txt"));
+  EXPECT_EQ(read_bytes(dir.file("err2.txt")).find("different options"), std::string::npos)
+      << read_bytes(dir.file("err2.txt"));
+}
+
 // bench train under mpirun: the global batch over the ranks, and the communication figures.
 TEST_F(DistributedTrain, BenchTrainReportsCommunication) {
   RunResult r = run_chainlm_mpi(dir, 2, "bench train --config " + quote(dir.file("chains.json")) +
