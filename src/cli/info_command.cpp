@@ -215,11 +215,15 @@ void add_info_command(CLI::App& app) {
                                  .c_str()
                            : "");
     if (c.phd.enabled())
-      std::printf("phd         %s: every token repeated %d times in training; window %d, chunk %d, "
-                  "position ids %s; inference caches the originals' K/V%s\n",
-                  c.phd.name().c_str(), c.phd.repeat, c.phd.window, c.phd.chunk,
-                  c.phd.shared_positions ? "shared" : "extended",
-                  c.phd.window > 0 ? cat(" plus the last ", c.phd.window, " hidden tokens'").c_str() : "");
+      std::printf(
+          "phd         %s: every token repeated %d times in training; window %d, chunk %d, "
+          "position ids %s; inference caches the originals' K/V%s, and a session holds "
+          "a ring of %d hidden-token rows a layer (%s, fp32) beside the cache\n",
+          c.phd.name().c_str(), c.phd.repeat, c.phd.window, c.phd.chunk,
+          c.phd.shared_positions ? "shared" : "extended",
+          c.phd.window > 0 ? cat(" plus the last ", c.phd.window, " hidden tokens'").c_str() : "",
+          j["phd_ring_rows"].get<int>(),
+          format_bytes((double)j["phd_ring_bytes"].get<long>()).c_str());
     std::printf("shape       dim %d, %s, %s of %d, %s, ffn %d, vocab %d, max_seq_len %d\n", c.dim,
                 count_of(c.n_layers, "layer").c_str(), count_of(c.n_heads, "head").c_str(),
                 c.head_dim(), count_of(c.n_kv_heads, "KV head").c_str(), c.ffn_dim, c.vocab_size,

@@ -2,6 +2,7 @@
 
 #include "core/error.h"
 #include "infer/kv_cache.h"
+#include "infer/session.h"
 
 namespace chainlm::cli {
 
@@ -37,7 +38,13 @@ nlohmann::json model_info_json(const Model& model) {
   nlohmann::json j = config_to_json(c);
   j["head_dim"] = hd;
   j["architecture"] = c.architecture();
-  if (c.phd.enabled()) j["phd_name"] = c.phd.name();  // e.g. PHD-CSWA-2-16-32 (its settings: "phd")
+  if (c.phd.enabled()) {
+    j["phd_name"] = c.phd.name();  // e.g. PHD-CSWA-2-16-32 (its settings: "phd")
+    // Beside the cache a session holds a ring of hidden-token K/V (fp32): at a short context
+    // it can be as large as the cache itself, which the per-token figures do not show.
+    j["phd_ring_rows"] = InferenceSession::phd_ring_rows(c);
+    j["phd_ring_bytes"] = (long)InferenceSession::phd_ring_bytes(c);
+  }
   j["params"] = model.params().numel();
   j["weights"] = {{"format", model.weight_format()}, {"bytes", model.weight_bytes()}};
   // A quantized model's matrices by the type each is held in: q4_0 keeps the embedding and the

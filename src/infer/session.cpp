@@ -72,10 +72,19 @@ std::size_t InferenceSession::memory_bytes(const ModelConfig& c, int max_chunk,
   std::size_t floats = rows * (4 * (std::size_t)c.dim + 3 * (std::size_t)c.ffn_dim + layout.n + c.n_heads) +
                        c.vocab_size;                                    // scratch
   if (c.phd.enabled() || kv_cache == KvCacheType::F16) floats += 2 * rows * kv;  // new K/V rows
-  if (c.phd.enabled()) floats += 2 * L * (std::size_t)z.ring_rows * kv;         // ring
+  floats += phd_ring_bytes(c, max_chunk) / sizeof(float);                        // ring
   const std::size_t cache =
       2 * L * (std::size_t)capacity_for(c, positions) * kv * kv_cache_element_bytes(kv_cache);
   return floats * sizeof(float) + cache + rows * sizeof(int) * (c.phd.enabled() ? 2 : 1);
+}
+
+int InferenceSession::phd_ring_rows(const ModelConfig& c, int max_chunk) {
+  return c.phd.enabled() ? sizes_for(c, max_chunk).ring_rows : 0;
+}
+
+std::size_t InferenceSession::phd_ring_bytes(const ModelConfig& c, int max_chunk) {
+  return 2 * (std::size_t)c.n_layers * (std::size_t)phd_ring_rows(c, max_chunk) *
+         (std::size_t)ChainLayout(c).kv.total() * sizeof(float);
 }
 
 InferenceSession::InferenceSession(const Model& model, int max_chunk, KvCacheType kv_cache,

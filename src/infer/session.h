@@ -30,6 +30,10 @@ class InferenceSession {
   // is the resolved type (F32 or F16).
   static std::size_t memory_bytes(const ModelConfig& config, int max_chunk = 512,
                                   KvCacheType kv_cache = KvCacheType::F32, int positions = 0);
+  // PHD-SWA/CSWA: the hidden-token ring's rows per layer and its bytes (K and V, fp32, every
+  // layer) a session holds beside its cache; 0 for other models. `chainlm info` shows them.
+  static int phd_ring_rows(const ModelConfig& config, int max_chunk = 512);
+  static std::size_t phd_ring_bytes(const ModelConfig& config, int max_chunk = 512);
   // The positions a session holds at most (its cache's rows).
   int capacity() const { return capacity_; }
 

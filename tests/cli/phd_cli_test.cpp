@@ -5,6 +5,8 @@
 #include <nlohmann/json.hpp>
 
 #include "../train/train_test_util.h"
+#include "core/error.h"
+#include "infer/session.h"
 #include "model/checkpoint.h"
 #include "run_cli.h"
 
@@ -45,6 +47,20 @@ TEST_F(PhdCommands, InfoAndTheStartLineNameThePhdSettings) {
   auto j = nlohmann::json::parse(run_chainlm(dir, "info --json --model " + quote(run)).out);
   EXPECT_EQ(j["phd_name"], "PHD-CSWA-3-4-8");
   EXPECT_EQ(j["architecture"], "CoLM-Air + PHD-CSWA-3-4-8");  // as the server's /v1/models says
+  // The hidden-token ring a session holds beside its cache (a user trial found it unshown,
+  // though at a short context it is as large as the cache): what a session allocates.
+  {
+    auto model = load_model(run);
+    InferenceSession session(*model);
+    const long cache =
+        2L * 2 * 48 * 8 * (long)sizeof(float);  // K+V, 2 layers, 48 positions, 1 KV head of 8
+    EXPECT_EQ(j["phd_ring_bytes"].get<long>() + cache, (long)session.cache().bytes_allocated());
+    EXPECT_EQ(j["phd_ring_bytes"].get<long>(), 2L * 2 * j["phd_ring_rows"].get<long>() * 8 * 4);
+    EXPECT_NE(info.out.find(cat("a session holds a ring of ", j["phd_ring_rows"].get<int>(),
+                                " hidden-token rows a layer")),
+              std::string::npos)
+        << info.out;
+  }
   auto train = run_chainlm(dir, "train --out " + quote(run) + " --resume --steps 4");
   ASSERT_EQ(train.exit_code, 0) << train.err;
   EXPECT_NE(train.err.find("chains [1,1,2] (CoLM-Air), PHD-CSWA-3-4-8"), std::string::npos) << train.err;
