@@ -28,7 +28,32 @@ void Metrics::count_generation(int prompt_tokens, const std::vector<int>& chains
   request_latency_.observe(request_seconds);
 }
 
+void Metrics::count_queue_wait(double seconds) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  queue_wait_.observe(seconds);
+}
+
+void Metrics::set_build_info(std::vector<std::pair<std::string, std::string>> labels) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  build_info_ = std::move(labels);
+}
+
 namespace {
+
+// A label value in the exposition format: backslash, double quote and newline escaped (a model
+// name is a path, which may hold any of them).
+std::string label_value(const std::string& v) {
+  std::string out;
+  for (char ch : v) {
+    if (ch == '\\' || ch == '"')
+      out += '\\', out += ch;
+    else if (ch == '\n')
+      out += "\\n";
+    else
+      out += ch;
+  }
+  return out;
+}
 
 void histogram(std::ostringstream& os, const std::string& name, const std::string& help,
                const std::array<long, Metrics::kBuckets.size()>& counts, long count, double sum) {
@@ -91,6 +116,10 @@ std::string Metrics::render(const Gauges& g) const {
   histogram(os, "chainlm_generation_duration_seconds",
             "Time a completion held a session (prefill and decoding).", generation_latency_.counts,
             generation_latency_.count, generation_latency_.sum);
+  histogram(os, "chainlm_queue_wait_seconds",
+            "Time a request waited for a session before its generations started (0 when one was "
+            "free).",
+            queue_wait_.counts, queue_wait_.count, queue_wait_.sum);
   counter(os, "chainlm_decode_steps_total", "Batched decoding steps (each advances every active generation by a token).",
           g.decode_steps);
   counter(os, "chainlm_decode_rows_total",
@@ -121,6 +150,14 @@ std::string Metrics::render(const Gauges& g) const {
   gauge(os, "chainlm_estimated_memory_bytes",
         "Memory the server was estimated to need at start (weights, every session at full context).",
         (long)g.estimated_bytes);
+  if (!build_info_.empty()) {
+    os << "# HELP chainlm_build_info The server's version, model and weights (always 1).\n"
+          "# TYPE chainlm_build_info gauge\nchainlm_build_info{";
+    for (size_t i = 0; i < build_info_.size(); ++i)
+      os << (i ? "," : "") << build_info_[i].first << "=\"" << label_value(build_info_[i].second)
+         << '"';
+    os << "} 1\n";
+  }
   return os.str();
 }
 

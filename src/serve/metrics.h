@@ -19,6 +19,11 @@ class Metrics {
   void count_generation(int prompt_tokens, const std::vector<int>& chains_per_token,
                         double generation_seconds, double request_seconds, bool cancelled);
 
+  // A request's wait in the queue for a session (0 when one was free), once admitted.
+  void count_queue_wait(double seconds);
+  // The labels of chainlm_build_info (version, model, weights), set once at start.
+  void set_build_info(std::vector<std::pair<std::string, std::string>> labels);
+
   struct Gauges {
     int sessions_in_flight, queue_depth, max_sessions, max_queue;
     uint64_t resident_bytes, peak_resident_bytes, estimated_bytes;  // process memory
@@ -46,7 +51,8 @@ class Metrics {
   std::map<std::pair<std::string, int>, long> requests_;
   std::map<int, long> tokens_by_chains_;
   long prompt_tokens_ = 0, generations_ = 0, cancelled_ = 0;
-  Histogram request_latency_, generation_latency_;
+  Histogram request_latency_, generation_latency_, queue_wait_;
+  std::vector<std::pair<std::string, std::string>> build_info_;
 };
 
 }  // namespace chainlm

@@ -15,6 +15,7 @@
 #include "core/number_format.h"
 #include "core/printable.h"
 #include "core/threads.h"
+#include "core/version.h"
 #include "infer/session.h"
 #include "kernels/gemm.h"
 #include "serve/playground.h"
@@ -323,6 +324,8 @@ httplib::Server::HandlerResponse InferenceServer::Impl::admit(const httplib::Req
   if (req.method == "OPTIONS") {
     res.status = 204;
     res.set_header("Allow", "GET, POST, OPTIONS");
+    // Answered here, before routing: counted here (a browser's preflights went uncounted).
+    metrics.count_request(route_label(req.path), 204);
     if (from != OriginCheck::kAllowed) return R::Handled;  // no preflight: what any OPTIONS gets
     // A preflight from an allowed origin: the headers the page asks to send are allowed (the
     // openai npm client adds X-Stainless-* ones; a fixed list made the browser refuse them).
@@ -432,6 +435,9 @@ InferenceServer::InferenceServer(const Model& model, const Tokenizer& tokenizer,
   set_num_threads(threads);
   impl_ = std::make_unique<Impl>(model, tokenizer, std::move(options), sessions, threads);
   impl_->memory = std::move(memory);
+  impl_->metrics.set_build_info({{"version", kChainlmVersion},
+                                 {"model", impl_->opt.model_name},
+                                 {"weights", model.weight_format()}});
   size_t longest_piece = 1;
   for (int id = 0; id < tokenizer.vocab_size(); ++id)
     longest_piece = std::max(longest_piece, tokenizer.decode({id}).size());

@@ -358,6 +358,7 @@ void InferenceServer::Impl::start(const std::shared_ptr<Job>& job, httplib::Resp
     return;
   }
   job->queue_seconds = seconds_since(job->arrival);
+  metrics.count_queue_wait(job->queue_seconds);
   job->id = cat(job->chat ? "chatcmpl-" : "cmpl-", started_at, "-", next_id++);
   job->created = std::chrono::duration_cast<std::chrono::seconds>(
                      std::chrono::system_clock::now().time_since_epoch())

@@ -16,6 +16,8 @@
 #include <mutex>
 
 #include "cli/run_cli.h"
+#include "core/error.h"
+#include "core/version.h"
 #include "serve/playground.h"
 #include "serve_test_util.h"
 
@@ -320,6 +322,10 @@ TEST_F(ServeTest, ModelsHealthMetricsAndPlayground) {
   ASSERT_EQ(json::parse(r2->body)["usage"]["completion_tokens"], 3) << r2->body;
   ASSERT_EQ(json::parse(r1->body)["usage"]["completion_tokens"], 2) << r1->body;
   ASSERT_EQ(post(s, {{"prompt", "a"}, {"chains", 7}})->status, 400);
+  // An OPTIONS request is answered before routing: counted all the same.
+  auto options = s.client().Options("/v1/completions");
+  ASSERT_TRUE(options);
+  EXPECT_EQ(options->status, 204);
   auto p = s.client().Get("/metrics");
   ASSERT_TRUE(p);
   ASSERT_EQ(p->status, 200);
@@ -336,6 +342,15 @@ TEST_F(ServeTest, ModelsHealthMetricsAndPlayground) {
   EXPECT_EQ(metric(t, "chainlm_generations_total"), 2);
   EXPECT_EQ(metric(t, "chainlm_prompt_tokens_total"), 4);
   EXPECT_EQ(metric(t, "chainlm_request_duration_seconds_count"), 2);
+  EXPECT_NE(t.find("chainlm_http_requests_total{route=\"/v1/completions\",code=\"204\"} 1\n"),
+            std::string::npos)
+      << t;
+  // Each admitted request's wait for a session, and what is serving.
+  EXPECT_EQ(metric(t, "chainlm_queue_wait_seconds_count"), 2);
+  EXPECT_NE(t.find(cat("\nchainlm_build_info{version=\"", kChainlmVersion,
+                       "\",model=\"tiny\",weights=\"fp32\"} 1\n")),
+            std::string::npos)
+      << t;
   EXPECT_NE(t.find("chainlm_request_duration_seconds_bucket{le=\"+Inf\"} 2\n"), std::string::npos)
       << t;
   EXPECT_EQ(metric(t, "chainlm_sessions_in_flight"), 0);
@@ -474,7 +489,14 @@ TEST_F(ServeTest, QueuedRequestWaitsItsTurn) {
   ASSERT_TRUE(r1 && r2);
   EXPECT_EQ(r1->status, 200);
   EXPECT_EQ(r2->status, 200);
-  EXPECT_GT(json::parse(r2->body)["chainlm"]["queue_ms"].get<double>(), 0);
+  const double queued = json::parse(r2->body)["chainlm"]["queue_ms"].get<double>();
+  EXPECT_GT(queued, 0);
+  // The queue-wait histogram has the second request's wait (the first found a free session).
+  const std::string m = s.client().Get("/metrics")->body;
+  EXPECT_EQ(metric(m, "chainlm_queue_wait_seconds_count"), 2) << m;
+  const size_t at = m.find("\nchainlm_queue_wait_seconds_sum ");
+  ASSERT_NE(at, std::string::npos) << m;
+  EXPECT_GE(std::stod(m.substr(at + 33)), queued / 1e3 * 0.999) << m;
 }
 
 // A client that reads one event and hangs up: the server stops generating and frees the session.
