@@ -337,6 +337,15 @@ HfTokenizer::HfTokenizer(const HfTokenizerFiles& files) : where_(files.where) {
   CHAINLM_CHECK(bos_ >= 0 && bos_ < vocab_size_, where_, ": BOS id ", bos_, " is outside the vocabulary (", vocab_size_, ")");
   for (const char* letter : {"a", "e", "x", "0"})
     if (context_id_ < 0 && id_of(letter) >= 0 && !hidden(id_of(letter))) context_id_ = id_of(letter);
+  // A normalizer that grows text past its bounds fails when a text is normalized: with a prompt,
+  // a server found out at its first request (an HTTP 500). Ordinary text is normalized now.
+  std::string probe;
+  for (char ch = ' '; ch <= '~'; ++ch) probe += ch;
+  try {
+    normalizer_->normalize(probe + "\n" + probe);
+  } catch (const Error& e) {
+    fail(e.what(), " (found normalizing ordinary text as the tokenizer was read)");
+  }
 }
 
 int HfTokenizer::id_of(const std::string& content) const {

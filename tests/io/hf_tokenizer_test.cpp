@@ -165,6 +165,12 @@ TEST(HfTokenizer, BosAndEosComeFromTheFilesBesideIt) {
   EXPECT_EQ(sp->eos_id(), 2);
 }
 
+std::string repeated(const std::string& s, int n) {
+  std::string out;
+  for (int i = 0; i < n; ++i) out += s;
+  return out;
+}
+
 std::string error_of(const HfTokenizerFiles& f) {
   try {
     hf_tokenizer_from_files(f);
@@ -259,14 +265,27 @@ TEST(HfTokenizer, CraftedFilesAreRefusedNotObeyed) {
     EXPECT_NE(got.find(want), std::string::npos) << "want '" << want << "' in: " << got;
     EXPECT_NE(got.find("llama3.tokenizer.json"), std::string::npos) << got;
   }
-  const auto grows = hf_tokenizer_from_files(edited("llama3", [](json& j) {
+  // Refused as it is read (a server found out at its first request), since ordinary text grows.
+  const std::string grows = error_of(edited("llama3", [](json& j) {
     json replace = {
         {"type", "Replace"}, {"pattern", {{"String", "a"}}}, {"content", std::string(1000, 'a')}};
     j["normalizer"] = {{"type", "Sequence"},
                        {"normalizers", json::array({replace, replace, replace, replace})}};
   }));
+  EXPECT_NE(grows.find("more than a tokenizer's normalizer makes"), std::string::npos) << grows;
+  EXPECT_NE(grows.find("found normalizing ordinary text as the tokenizer was read"),
+            std::string::npos)
+      << grows;
+  // Growth that only text without an "a" escapes is still caught at encode time.
+  const auto grows_on_q = hf_tokenizer_from_files(edited("llama3", [](json& j) {
+    json replace = {{"type", "Replace"},
+                    {"pattern", {{"String", "\u00e9"}}},
+                    {"content", repeated("\u00e9", 1000)}};
+    j["normalizer"] = {{"type", "Sequence"},
+                       {"normalizers", json::array({replace, replace, replace, replace})}};
+  }));
   try {
-    grows->encode("aaaab");
+    grows_on_q->encode("\u00e9\u00e9\u00e9\u00e9b");
     ADD_FAILURE() << "a normalizer was let grow a text 10^12 times";
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("more than a tokenizer's normalizer makes"),
