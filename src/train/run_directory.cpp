@@ -403,6 +403,24 @@ void RunDirectory::reset_metrics() const {
   write_file_atomic((fs::path(path_) / "metrics.jsonl").string(), "");
 }
 
+void RunDirectory::check_metrics_lines() const {
+  const fs::path metrics = fs::path(path_) / "metrics.jsonl";
+  std::error_code ec;
+  if (!fs::exists(metrics, ec)) return;
+  const std::string all = read_file(metrics.string());
+  std::istringstream in(all);
+  std::string line;
+  for (int number = 1; std::getline(in, line); ++number) {
+    if (nlohmann::json::accept(line)) continue;
+    // A torn last line from a crash (no newline after it) is chainlm's to drop. Any other line
+    // that is not JSON was written by hand (a note): the resume dropped it with the rest, unsaid.
+    CHAINLM_CHECK(in.eof() && all.back() != '\n', metrics.string(), ":", number,
+                  " is not JSON (written by hand?); the log is chainlm's, read line by line by "
+                  "plot and report: remove the line or make it a JSON object, then resume "
+                  "(nothing was changed)");
+  }
+}
+
 void RunDirectory::truncate_metrics(long step) {
   const fs::path metrics = fs::path(path_) / "metrics.jsonl";
   if (!fs::exists(metrics)) return;
@@ -414,7 +432,7 @@ void RunDirectory::truncate_metrics(long step) {
       auto j = nlohmann::json::parse(line);
       if (!after_checkpoint(j, step)) kept += line + "\n";
     } catch (const nlohmann::json::exception&) {
-      // A torn last line from a crash: drop it.
+      // A torn last line from a crash: dropped (check_metrics_lines refused any other).
     }
   }
   // Nothing to drop: the file is left alone (a finished run resumed on a read-only mount, to

@@ -78,6 +78,9 @@ class RunDirectory {
   void append_metrics(const nlohmann::json& line) const;
   void reset_metrics() const;
   void truncate_metrics(long step);  // (takes the lock when it has lines to drop)
+  // Fails naming the first line of metrics.jsonl that is not JSON, unless it is a torn last line
+  // (what a crash leaves, and truncate_metrics drops): a resume checks before it changes anything.
+  void check_metrics_lines() const;
 
  private:
   std::string path_;

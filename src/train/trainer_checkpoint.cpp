@@ -148,6 +148,7 @@ void Trainer::restore(const std::string& checkpoint_dir) {
   run_dir_.set_last_checkpoint(dir);
   if (step_ >= opt_.steps) return;
   if (comm_.is_root()) {
+    run_dir_.check_metrics_lines();
     const RunDirectory::Superseded moved = run_dir_.supersede_after(step_);
     if (!moved.dir.empty() && !opt_.quiet)
       std::fprintf(stderr,

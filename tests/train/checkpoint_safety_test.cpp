@@ -131,6 +131,46 @@ TEST_F(CheckpointSafety, ARefusedResumeLeavesTheRunningRunAlone) {
     EXPECT_EQ(e.path().filename().string().rfind("superseded", 0), std::string::npos) << e.path();
 }
 
+// A resume drops the log's lines after its checkpoint, and a torn last line a crash left. A line
+// a user wrote into the log by hand (a note) was dropped with them, unsaid: now the resume stops,
+// naming the line, and the log is left as it is.
+TEST_F(CheckpointSafety, AResumeKeepsAHandWrittenLogLineAndDropsATornOne) {
+  const fs::path run = dir.file("run");
+  {
+    Model m(tiny_config());
+    m.init_random(1);
+    Trainer t(m, options(run.string(), 3));
+    t.run();
+  }
+  const std::string log = (run / "metrics.jsonl").string(), clean = read_bytes(log);
+  const size_t first_end = clean.find('\n') + 1;
+  const std::string edited =
+      clean.substr(0, first_end) + "# lr looked high here\n" + clean.substr(first_end);
+  write_bytes(log, edited);
+  Model a(tiny_config());
+  a.init_random(1);
+  Trainer again(a, options(run.string(), 4));
+  try {
+    again.restore((run / "step-00000002").string());
+    FAIL() << "a hand-written line was dropped";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("metrics.jsonl:2 is not JSON (written by hand?)"),
+              std::string::npos)
+        << e.what();
+  }
+  EXPECT_EQ(read_bytes(log), edited);
+  // A crash's torn last line goes, with the lines after the checkpoint.
+  write_bytes(log, clean + "{\"step\": 4, \"lo");
+  Model b(tiny_config());
+  b.init_random(1);
+  Trainer resumed(b, options(run.string(), 4));
+  resumed.restore((run / "step-00000002").string());
+  const std::string kept = read_bytes(log);
+  EXPECT_EQ(kept.find("{\"step\": 4"), std::string::npos) << kept;
+  EXPECT_EQ(kept.find("\"step\":3"), std::string::npos) << kept;
+  EXPECT_NE(kept.find("\"step\":2"), std::string::npos) << kept;
+}
+
 TEST_F(CheckpointSafety, UnnamedCheckpointIsReplacedAndLaterOnesPruned) {
   const fs::path run = dir.file("run");
   {
