@@ -1,4 +1,5 @@
 // chainlm: train, grow, tune, evaluate and serve Chain-of-Model and PHD language models.
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -69,10 +70,55 @@ const char* interrupt_message(int argc, char** argv) {
   return nullptr;
 }
 
+// Standard input, output and error closed by whoever started chainlm (`<&- >&- 2>&-`, some
+// daemon managers): the next files and sockets opened take descriptors 0-2, and a server's log
+// line for stderr went into a client's connection. They are opened on /dev/null first.
+void open_missing_standard_descriptors() {
+  for (int fd = 0; fd <= 2; ++fd)
+    if (::fcntl(fd, F_GETFD) == -1 && errno == EBADF) {
+      const int opened = ::open("/dev/null", O_RDWR);
+      if (opened >= 0 && opened != fd) ::close(opened);  // (another thread took it: not here)
+    }
+}
+
+// Commands whose standard output carries a status line, not their output (which is a file or a
+// directory, written before): a full or closed stdout is a warning there, since failing the
+// command made a retry refuse the output it had written.
+bool stdout_is_status(int argc, char** argv) {
+  const std::string command = argc > 1 ? argv[1] : "";
+  return command == "prepare" || command == "export" || command == "quantize" ||
+         command == "expand" || command == "train" || command == "serve" ||
+         (command == "tokenizer" && argc > 2 && std::string(argv[2]) == "train");
+}
+
+// After the command: what it printed must have reached its file (`eval ppl --json >
+// results.json` on a full disk left an empty file and exited 0). std::cout is synced with
+// stdout, so both report here. Returns the exit status.
+int check_stdout_written(int status, bool status_only) {
+  std::cout.flush();
+  errno = 0;
+  if (std::fflush(stdout) == 0 && !std::ferror(stdout) && std::cout) return status;
+  const int err = errno;
+  if (status_only) {
+    std::fprintf(stderr,
+                 "warning: the status line could not be written to standard output%s%s; the "
+                 "command's output was written all the same\n",
+                 err ? ": " : "", err ? std::strerror(err) : "");
+    return status;
+  }
+  std::fprintf(stderr, "error: the output could not be written to standard output%s%s\n",
+               err ? ": " : "", err ? std::strerror(err) : "");
+  return 1;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
+  open_missing_standard_descriptors();
   ::signal(SIGBUS, on_sigbus);
+  // A file-size limit (`ulimit -f`) killed every writer with SIGXFSZ and no word; ignored, the
+  // write fails with EFBIG and each writer says which file, keeping what it keeps on a full disk.
+  ::signal(SIGXFSZ, SIG_IGN);
   if ((g_interrupt_message = interrupt_message(argc, argv))) {
     ::signal(SIGINT, on_interrupt);
     ::signal(SIGTERM, on_interrupt);
@@ -109,7 +155,8 @@ int main(int argc, char** argv) {
     // like every other error (CLI11's own adds a second line), with exit code 2, the usage
     // errors' by convention (CLI11's own codes, 101-115, differ by the kind of mistake, and
     // read like a crash's 128 + signal to a script).
-    if (e.get_exit_code() == static_cast<int>(CLI::ExitCodes::Success)) return app.exit(e);
+    if (e.get_exit_code() == static_cast<int>(CLI::ExitCodes::Success))
+      return check_stdout_written(app.exit(e), false);
     std::fprintf(stderr, "error: %s\n", chainlm::cli::describe_usage_error(app, e).c_str());
     return kUsageError;
   } catch (const chainlm::Error& e) {
@@ -119,16 +166,5 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "error: %s\n", e.what());
     return 1;
   }
-  // What a command printed must have reached its file: `eval ppl --json > results.json` on a
-  // full disk left an empty file and exited 0. (std::cout is synced with stdout, so both
-  // report here.)
-  std::cout.flush();
-  errno = 0;
-  if (std::fflush(stdout) != 0 || std::ferror(stdout) || !std::cout) {
-    const int err = errno;
-    std::fprintf(stderr, "error: the output could not be written to standard output%s%s\n",
-                 err ? ": " : "", err ? std::strerror(err) : "");
-    return 1;
-  }
-  return 0;
+  return check_stdout_written(0, stdout_is_status(argc, argv));
 }

@@ -15,6 +15,7 @@
 #include "cli/training_samples.h"
 #include "core/error.h"
 #include "core/memory.h"
+#include "core/printable.h"
 #include "core/stop_signals.h"
 #include "core/threads.h"
 #include "io/run_path.h"
@@ -663,7 +664,7 @@ void add_train_command(CLI::App& app) {
                      "training stopped by %s at step %ld of %ld; saved %s. Continue with: chainlm "
                      "train --out %s --resume\n",
                      signal_name(trainer.stopped_by()), trainer.step(), trainer.options().steps,
-                     resolve_checkpoint_dir(a->out).c_str(), a->out.c_str());
+                     resolve_checkpoint_dir(a->out).c_str(), shell_word(a->out).c_str());
       std::fflush(stderr);
       std::exit(128 + trainer.stopped_by());
     };

@@ -1,5 +1,9 @@
 #include "core/printable.h"
 
+#include <algorithm>
+#include <cctype>
+#include <cstring>
+
 namespace chainlm {
 
 std::string printable(std::string_view text, std::string_view also) {
@@ -17,6 +21,16 @@ std::string printable(std::string_view text, std::string_view also) {
     }
   }
   return out;
+}
+
+std::string shell_word(std::string_view text) {
+  const bool plain = !text.empty() && std::all_of(text.begin(), text.end(), [](char ch) {
+    return std::isalnum((unsigned char)ch) || std::strchr("_./:=@%+,-", ch) != nullptr;
+  });
+  if (plain) return std::string(text);
+  std::string out = "'";
+  for (char ch : text) out += ch == '\'' ? std::string("'\\''") : std::string(1, ch);
+  return out + "'";
 }
 
 }  // namespace chainlm

@@ -10,4 +10,9 @@ namespace chainlm {
 // `also` lists printable characters escaped too (the log's quotes).
 std::string printable(std::string_view text, std::string_view also = "");
 
+// A word to paste into a POSIX shell: `text` as it is when it holds only characters no shell
+// reads specially, else in single quotes (a quote inside as '\''). For commands chainlm
+// suggests ("Continue with: chainlm train --out 'my run' --resume").
+std::string shell_word(std::string_view text);
+
 }  // namespace chainlm

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -49,11 +50,11 @@ std::string num(double v) {
 struct TempFile {
   std::string path;
   explicit TempFile(const std::string& tag) {
-    std::string pattern =
-        (std::filesystem::temp_directory_path() / ("chainlm-" + tag + "-XXXXXX")).string();
+    const std::string dir = temp_directory();
+    std::string pattern = (std::filesystem::path(dir) / ("chainlm-" + tag + "-XXXXXX")).string();
     const int fd = mkstemp(pattern.data());
-    CHAINLM_CHECK(fd >= 0, "cannot create a temporary file in ",
-                  std::filesystem::temp_directory_path().string());
+    CHAINLM_CHECK(fd >= 0, "cannot create a temporary file in ", dir, ": ", std::strerror(errno),
+                  " (TMPDIR names where temporary files go)");
     ::close(fd);
     path = pattern;
   }

@@ -212,4 +212,17 @@ void write_directory_atomic(const std::string& out_arg,
   }
 }
 
+std::string temp_directory() {
+  const char* env = std::getenv("TMPDIR");
+  if (!env || !*env) return "/tmp";
+  std::error_code ec;
+  const bool dir = std::filesystem::is_directory(env, ec);
+  CHAINLM_CHECK(dir, "TMPDIR=", env, " is not a directory",
+                ec && ec != std::errc::no_such_file_or_directory ? cat(" (", ec.message(), ")")
+                                                                 : std::string(),
+                "; chainlm makes its temporary files there: set TMPDIR to a directory it may "
+                "write, or unset it for /tmp");
+  return env;
+}
+
 }  // namespace chainlm

@@ -41,6 +41,11 @@ class AtomicFile {
   std::FILE* f_ = nullptr;
 };
 
+// Where temporary files go: $TMPDIR, or /tmp when it is unset or empty (as POSIX and mktemp
+// read it; std::filesystem::temp_directory_path failed on an empty one). A TMPDIR that is not a
+// directory is a chainlm::Error naming it.
+std::string temp_directory();
+
 // The whole file as bytes; chainlm::Error naming the path when it cannot be read.
 std::string read_file(const std::string& path);
 

@@ -92,9 +92,10 @@ std::string Trainer::save() {
 void Trainer::carry_tokenizer_of(const std::string& dir) {
   // save_tokenizer_to_dir writes what a checkpoint holds of it (converting, and copying the
   // companions): into a temporary directory, whose files are kept.
-  std::string tmp = (fs::temp_directory_path() / "chainlm-tokenizer-XXXXXX").string();
-  CHAINLM_CHECK(::mkdtemp(tmp.data()), "cannot create a temporary directory in ",
-                fs::temp_directory_path().string(), ": ", std::strerror(errno));
+  const std::string tmp_dir = temp_directory();
+  std::string tmp = (fs::path(tmp_dir) / "chainlm-tokenizer-XXXXXX").string();
+  CHAINLM_CHECK(::mkdtemp(tmp.data()), "cannot create a temporary directory in ", tmp_dir, ": ",
+                std::strerror(errno), " (TMPDIR names where temporary files go)");
   struct Remove {
     std::string dir;
     ~Remove() {

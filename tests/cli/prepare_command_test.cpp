@@ -178,6 +178,50 @@ TEST(PrepareCommand, ByteTokenizerAndMinimumSplit) {
   EXPECT_EQ(find_tokenizer_in_dir(data), "byte");
 }
 
+// Started with stdin, stdout and stderr closed (`<&- >&- 2>&-`), prepare opened its shards as
+// descriptors 1 and 2, and its warning about invalid UTF-8 went into val.bin (a user trial found
+// a server's log lines in a client's connection the same way). Now the shards are what a prepare
+// with its streams open writes, and the warning is lost, not written into the data.
+TEST(PrepareCommand, ClosedStandardStreamsDoNotWriteIntoTheData) {
+  TempDir dir;
+  const std::string input = dir.file("latin1.txt");
+  write_bytes(input, "caf\xe9 au lait\n\nna\xefve text here\n\nmore text\n\nand more\n");
+  const std::string args =
+      "prepare --tokenizer byte --input " + q(input) + " --val-fraction 0.3 --out ";
+  RunResult r = run_chainlm(dir, args + q(dir.file("open")));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  ASSERT_NE(r.err.find("invalid UTF-8"), std::string::npos)
+      << "the case needs a warning: " << r.err;
+  const std::string closed =
+      std::string("'") + CHAINLM_BINARY + "' " + args + q(dir.file("closed")) + " <&- >&- 2>&-";
+  ASSERT_EQ(std::system(closed.c_str()), 0);
+  for (const char* name : {"train.bin", "val.bin", "meta.json"})
+    EXPECT_EQ(read_bytes(dir.file(std::string("closed/") + name)),
+              read_bytes(dir.file(std::string("open/") + name)))
+        << name;
+}
+
+// Under a file-size limit (`ulimit -f`) SIGXFSZ killed prepare (and every writer) without a
+// word, its temporaries left behind: now the write fails with EFBIG, said, and cleaned up.
+TEST(PrepareCommand, AFileSizeLimitIsAnErrorNotASignal) {
+  TempDir dir;
+  std::string text;
+  for (int i = 0; i < 3000; ++i)
+    text += "a line of a document that is long enough " + std::to_string(i) + "\n\n";
+  write_bytes(dir.file("big.txt"), text);
+  RunResult r = run_chainlm(dir,
+                            std::string("sh -c 'ulimit -f 64; exec \"$0\" \"$@\"' '") +
+                                CHAINLM_BINARY + "' prepare --tokenizer byte --input " +
+                                q(dir.file("big.txt")) + " --out " + q(dir.file("data")),
+                            true);
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  EXPECT_NE(r.err.find("File too large"), std::string::npos) << r.err;
+  EXPECT_FALSE(std::filesystem::exists(dir.file("data/train.bin")));
+  if (std::filesystem::exists(dir.file("data")))
+    for (const auto& e : std::filesystem::directory_iterator(dir.file("data")))
+      ADD_FAILURE() << "left behind: " << e.path();
+}
+
 // A corpus published already split (train and validation files): --val-input puts every one of
 // its documents in val.bin and every --input document in train.bin, in order.
 TEST(PrepareCommand, ValidationFilesGivenApart) {

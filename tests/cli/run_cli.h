@@ -17,6 +17,19 @@ struct RunResult {
   std::string out, err;
 };
 
+// A whole shell command line (`env X= 'chainlm' ...`, `... >/dev/full`): its stderr is
+// captured, its stdout goes where the command line sends it (else to a file, read back).
+inline RunResult run_shell(const TempDir& dir, const std::string& command) {
+  const std::string out = dir.file("stdout.txt"), err = dir.file("stderr.txt");
+  const bool own_stdout = command.find(" >") != std::string::npos;
+  const std::string cmd = command + (own_stdout ? "" : " >'" + out + "'") + " 2>'" + err + "'";
+  const int status = std::system(cmd.c_str());
+  RunResult r{WIFEXITED(status) ? WEXITSTATUS(status) : -1, read_bytes(out), read_bytes(err)};
+  std::filesystem::remove(out);
+  std::filesystem::remove(err);
+  return r;
+}
+
 inline RunResult run_chainlm(const TempDir& dir, const std::string& args) {
   const std::string out = dir.file("stdout.txt"), err = dir.file("stderr.txt");
   const std::string cmd =

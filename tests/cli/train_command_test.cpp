@@ -151,5 +151,42 @@ TEST_F(TrainCommand, GenerateRejectsBadOptions) {
   EXPECT_NE(r.err.find("max_seq_len"), std::string::npos) << r.err;
 }
 
+// A resume carries the tokenizer through a temporary directory: an empty TMPDIR (which POSIX
+// and mktemp read as /tmp) stopped it with "temp_directory_path: No such file or directory", and
+// a missing one said nothing of TMPDIR (a user trial).
+TEST_F(TrainCommand, TmpdirEmptyMeansTmpAndAMissingOneIsNamed) {
+  const std::string run = dir.file("run");
+  ASSERT_EQ(train(kGoodConfig, run).exit_code, 0);
+  const std::string resume = std::string("'") + CHAINLM_BINARY + "' train --quiet --out " +
+                             quote(run) + " --resume --steps ";
+  auto r = testing::run_shell(dir, "env TMPDIR= " + resume + "3");
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  r = testing::run_shell(dir, "env TMPDIR=" + quote(dir.file("nowhere")) + " " + resume + "4");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("TMPDIR=" + dir.file("nowhere") + " is not a directory"), std::string::npos)
+      << r.err;
+}
+
+// A command whose stdout carries only a status line wrote its output, then exited 1 because the
+// status line met a full disk, and a retry refused the output it had written (a user trial).
+TEST_F(TrainCommand, AStatusLineToAFullStdoutIsAWarning) {
+  auto r = testing::run_shell(
+      dir, std::string("'") + CHAINLM_BINARY + "' prepare --tokenizer byte --input " +
+               quote(dir.file("good.json")) + " --split lines --val-fraction 0.5 --out " +
+               quote(dir.file("data2")) + " >/dev/full");
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.err.find("warning: the status line could not be written to standard output"),
+            std::string::npos)
+      << r.err;
+  EXPECT_TRUE(fs::exists(dir.file("data2/train.bin")));
+  // Where stdout is the output (info, generate, eval), it stays an error.
+  r = testing::run_shell(dir, std::string("'") + CHAINLM_BINARY + "' info --model " +
+                                  quote(dir.file("nothing")) + " >/dev/full");
+  EXPECT_NE(r.exit_code, 0);
+  r = testing::run_shell(dir, std::string("'") + CHAINLM_BINARY + "' --help >/dev/full");
+  EXPECT_EQ(r.exit_code, 1) << "help to a full disk";
+  EXPECT_NE(r.err.find("could not be written to standard output"), std::string::npos) << r.err;
+}
+
 }  // namespace
 }  // namespace chainlm

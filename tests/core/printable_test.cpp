@@ -15,5 +15,16 @@ TEST(Printable, ControlBytesAndTheGivenCharactersAreEscaped) {
   EXPECT_EQ(printable(""), "");
 }
 
+// What chainlm suggests to run ("Continue with: chainlm train --out X --resume") pasted into a
+// shell: a run called "with space-run" or "q'uote" was printed bare (a user trial).
+TEST(ShellWord, QuotesWhatAShellWouldSplitOrRead) {
+  EXPECT_EQ(shell_word("runs/exp-1.2"), "runs/exp-1.2");
+  EXPECT_EQ(shell_word("with space-run"), "'with space-run'");
+  EXPECT_EQ(shell_word("q'uo\"te"), "'q'\\''uo\"te'");
+  EXPECT_EQ(shell_word("$HOME/*"), "'$HOME/*'");
+  EXPECT_EQ(shell_word("a\nb"), "'a\nb'");
+  EXPECT_EQ(shell_word(""), "''");
+}
+
 }  // namespace
 }  // namespace chainlm
