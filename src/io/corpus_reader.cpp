@@ -57,6 +57,11 @@ void refuse_unreadable_content(const std::string& path, const DecompressedFile& 
                 inside, "; unzip it and pass the extracted files or their directory");
   CHAINLM_CHECK(b.size() < 262 || b.substr(257, 5) != "ustar", path, " is a tar archive", inside,
                 "; extract it (tar -xf) and pass the extracted files or their directory");
+  // The encoding is told from the first 64 KiB; a NUL byte anywhere is binary data (a block of
+  // it appended to a text went into the shards, warned of only as invalid UTF-8).
+  if (const size_t nul = b.find('\0'); nul != std::string_view::npos && nul >= 65536)
+    fail(path, " holds binary data", inside, ": a NUL byte at byte ", nul, " (line ",
+         line_of(b, nul), "), not text; chainlm reads UTF-8 text and JSON Lines");
   const TextEncoding encoding = detect_text_encoding(b);
   switch (encoding) {
     case TextEncoding::kUtf8:
@@ -211,11 +216,13 @@ std::vector<std::string> list_corpus_files(const std::vector<std::string>& input
                                            std::vector<std::string>* notes) {
   CHAINLM_CHECK(!inputs.empty(), "no input files given");
   std::vector<std::string> files;
+  std::vector<bool> walked;  // per file: found in an input directory, not named
   for (const std::string& input : inputs) {
     std::error_code ec;
     CHAINLM_CHECK(fs::exists(input, ec), "input ", input, " does not exist");
     if (!fs::is_directory(input, ec)) {
       files.push_back(input);
+      walked.push_back(false);
       continue;
     }
     CHAINLM_CHECK(
@@ -249,19 +256,40 @@ std::vector<std::string> list_corpus_files(const std::vector<std::string>& input
           continue;
         }
       }
+      // What an interrupted prepare or write left (train.bin.tmp.PID.N, name.tmp.PID.N): chainlm's
+      // temporaries, no text ("binary data" stopped the prepare of the directory holding them).
+      if (it->is_regular_file(ec) &&
+          it->path().filename().string().find(".tmp.") != std::string::npos &&
+          (it->path().filename().string().rfind("train.bin.tmp.", 0) == 0 ||
+           it->path().filename().string().rfind("val.bin.tmp.", 0) == 0)) {
+        if (notes)
+          notes->push_back(cat("skipped ", it->path().string(), ": a chainlm temporary file"));
+        continue;
+      }
       if (it->is_regular_file(ec)) found.push_back(it->path().string());
     }
     CHAINLM_CHECK(!found.empty(), "input directory ", input, " holds no files");
     std::sort(found.begin(), found.end());
     files.insert(files.end(), found.begin(), found.end());
+    walked.resize(files.size(), true);
   }
-  std::map<std::string, std::string> seen;  // canonical path -> as named
-  for (const std::string& file : files) {
-    const auto [it, inserted] = seen.emplace(same_file_key(file), file);
-    CHAINLM_CHECK(inserted, "input ", file, " is given twice (also as ", it->second,
-                  "); each file is read once");
+  std::map<std::string, size_t> seen;  // same_file_key -> its first index in files
+  std::vector<std::string> unique;
+  for (size_t i = 0; i < files.size(); ++i) {
+    const auto [it, inserted] = seen.emplace(same_file_key(files[i]), i);
+    if (inserted) {
+      unique.push_back(files[i]);
+      continue;
+    }
+    // A link beside its target in a directory (Debian's fortunes: art.u8 -> art) is read once;
+    // a file named on the command line and found again (or named twice) is a mistake, said.
+    const std::string& first = files[it->second];
+    CHAINLM_CHECK(walked[i] && walked[it->second], "input ", files[i], " is given twice (also as ",
+                  first, "); each file is read once");
+    if (notes)
+      notes->push_back(cat("skipped ", files[i], ": the same file as ", first, ", read once"));
   }
-  return files;
+  return unique;
 }
 
 std::string read_text_file(const std::string& path) {

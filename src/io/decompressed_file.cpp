@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <fstream>
 #include <memory>
+#include <string_view>
 
 #include "core/error.h"
 #include "core/number_format.h"
@@ -116,8 +117,28 @@ DecompressedFile read_decompressed(const std::string& path) {
   CHAINLM_CHECK(a != nullptr, "cannot read ", path, ": out of memory");
   archive_read_support_filter_all(a.get());
   archive_read_support_format_raw(a.get());
-  CHAINLM_CHECK(archive_read_open_filename(a.get(), path.c_str(), size_t{1} << 16) == ARCHIVE_OK,
-                "cannot read ", path, ": ", reason(a.get()));
+  if (archive_read_open_filename(a.get(), path.c_str(), size_t{1} << 16) != ARCHIVE_OK) {
+    const std::string why = reason(a.get());
+    // Legacy LZMA ("lzma alone") has no magic number: libarchive guesses it from the header's
+    // values, and took a fortune index (.dat, binary) for it ("Lzma library error: Corrupted
+    // input data; the file is damaged"). Neither named .lzma nor xz (which has a magic), such a
+    // file is read as it is, and the caller says it holds binary data.
+    std::ifstream in(path, std::ios::binary);
+    char magic[6] = {};
+    in.read(magic, 6);
+    const bool xz = std::string_view(magic, 6) == std::string_view(
+                                                      "\xFD"
+                                                      "7zXZ\0",
+                                                      6);
+    if (why.rfind("Lzma", 0) == 0 && !xz && fs::path(path).extension().string() != ".lzma") {
+      try {
+        return DecompressedFile{read_file(path), "none"};
+      } catch (const Error& e) {
+        fail("cannot read ", path, ": ", e.what());
+      }
+    }
+    fail("cannot read ", path, ": ", why);
+  }
   // The filters are chosen when the file is opened, from its first bytes.
   if (archive_filter_count(a.get()) > 1 && archive_filter_code(a.get(), 0) != ARCHIVE_FILTER_NONE)
     file.compression = archive_filter_name(a.get(), 0);

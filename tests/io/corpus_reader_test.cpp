@@ -66,7 +66,13 @@ TEST(ListCorpusFiles, HardLinksAreOneFileAndTheExcludedDirectoryIsSkipped) {
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("is given twice"), std::string::npos) << e.what();
   }
-  EXPECT_EQ(list_corpus_files({dir.file("in")}).size(), 2u);
+  // An interrupted prepare's temporary shard is skipped wherever it lies (it stopped the
+  // prepare of a directory holding it as "binary data").
+  std::vector<std::string> notes;
+  EXPECT_EQ(list_corpus_files({dir.file("in")}, "", &notes),
+            std::vector<std::string>{dir.file("in/a.txt")});
+  EXPECT_EQ(notes, std::vector<std::string>{"skipped " + dir.file("in/out/train.bin.tmp.1.0") +
+                                            ": a chainlm temporary file"});
   EXPECT_EQ(list_corpus_files({dir.file("in")}, dir.file("in/out")),
             std::vector<std::string>{dir.file("in/a.txt")});
   // The input directory itself as the output: its temporary shards were listed as input.
@@ -99,6 +105,28 @@ TEST(ListCorpusFiles, ChainlmsOwnDirectoriesInsideAnInputAreSkippedAndSaid) {
   std::sort(notes.begin(), notes.end());
   EXPECT_EQ(notes[0], "skipped " + dir.file("in/data") + ": a chainlm data directory, not text");
   EXPECT_EQ(notes[1], "skipped " + dir.file("in/run") + ": a chainlm training run, not text");
+}
+
+// Debian's fortunes directory links X.u8 -> X: one directory given, and the prepare stopped with
+// "is given twice". A file found twice in a directory is read once, said; named twice, refused.
+TEST(ListCorpusFiles, ALinkBesideItsTargetInADirectoryIsReadOnce) {
+  namespace fs = std::filesystem;
+  TempDir dir;
+  fs::create_directories(dir.file("in"));
+  write_bytes(dir.file("in/art"), "alpha\n");
+  fs::create_symlink("art", dir.file("in/art.u8"));
+  std::vector<std::string> notes;
+  EXPECT_EQ(list_corpus_files({dir.file("in")}, "", &notes),
+            std::vector<std::string>{dir.file("in/art")});
+  EXPECT_EQ(notes,
+            std::vector<std::string>{"skipped " + dir.file("in/art.u8") + ": the same file as " +
+                                     dir.file("in/art") + ", read once"});
+  try {
+    list_corpus_files({dir.file("in/art"), dir.file("in/art.u8")});
+    ADD_FAILURE() << "a file named twice was read once, unsaid";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("is given twice"), std::string::npos) << e.what();
+  }
 }
 
 TEST(ReadDecompressed, StandardToolsOutputsReadAsThePlainFile) {
@@ -280,6 +308,24 @@ TEST(ReadCorpus, RefusesWhatIsNotUtf8Text) {
   write_bytes(dir.file("corpus.tar"), tar);
   EXPECT_NE(message_of(inputs({dir.file("corpus.tar")})).find("is a tar archive"),
             std::string::npos);
+  // Binary after the first 64 KiB, which the encoding is told from: a NUL byte there went into
+  // the shards unsaid.
+  std::string late_nul;
+  for (int i = 0; i < 5000; ++i) late_nul += "lorem ipsum dolor sit amet\n\n";
+  late_nul += std::string("one nul here\0\n\n", 15) + "more text\n";
+  write_bytes(dir.file("late.txt"), late_nul);
+  EXPECT_NE(message_of(inputs({dir.file("late.txt")}))
+                .find("late.txt holds binary data: a NUL byte at byte 140012 (line 10001)"),
+            std::string::npos)
+      << message_of(inputs({dir.file("late.txt")}));
+  // A binary file whose first bytes libarchive guesses as legacy LZMA (which has no magic number;
+  // a fortune index, .dat) was called a damaged archive.
+  write_bytes(
+      dir.file("index.dat"),
+      std::string("\0\0\0\x02\0\0\x01\xd1\0\0\x06\x11\0\0\0\x10", 16) + std::string(48, '\0'));
+  EXPECT_NE(message_of(inputs({dir.file("index.dat")})).find("index.dat holds binary data"),
+            std::string::npos)
+      << message_of(inputs({dir.file("index.dat")}));
   write_bytes(dir.file("corpus.zip"), std::string("PK\x03\x04\x14\0\0\0", 8) + "poem.txt");
   EXPECT_NE(message_of(inputs({dir.file("corpus.zip")})).find("is a zip archive"),
             std::string::npos);
