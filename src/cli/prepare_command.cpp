@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <map>
 #include <memory>
+#include <new>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -19,6 +20,7 @@
 #include "cli/corpus_options.h"
 #include "cli/parse_util.h"
 #include "core/error.h"
+#include "core/memory.h"
 #include "core/number_format.h"
 #include "core/rng.h"
 #include "io/atomic_file.h"
@@ -93,6 +95,13 @@ std::vector<std::vector<int>> encode_documents(const Tokenizer& tokenizer,
   for (size_t i = 0; i < docs.size(); ++i) {
     try {
       encoded[i] = tokenizer.encode(docs[i]);
+    } catch (const std::bad_alloc&) {
+#pragma omp critical
+      if (first_error.empty())
+        first_error =
+            cat("out of memory tokenizing a document of ", format_bytes((double)docs[i].size()),
+                " (a tokenizer encodes a document whole); split such text into "
+                "documents (blank lines, or --split lines)");
     } catch (const std::exception& e) {
 #pragma omp critical
       if (first_error.empty()) first_error = e.what();
@@ -117,6 +126,19 @@ class ShardSplitter {
 
   // A document of --input (validation if its draw says so), or of --val-input (validation_file).
   void add(std::string&& doc, bool validation_file) {
+    // A tokenizer encodes a document whole, SentencePiece with ~120 bytes of memory a character
+    // (the byte tokenizer ~11): a 110 MB line ran out of memory after 7 s with a bare
+    // std::bad_alloc. A document that cannot fit is refused before it is tokenized.
+    if (doc.size() > (size_t(16) << 20)) {
+      const double need = (double)doc.size() * (tokenizer_.kind() == "byte" ? 11 : 120);
+      const AvailableMemory avail = available_memory();
+      CHAINLM_CHECK(need <= (double)avail.bytes, "a document of ", format_bytes((double)doc.size()),
+                    " (document ", index_ + batch_.size() + 1, ") would take about ",
+                    format_bytes(need),
+                    " to tokenize (a tokenizer encodes a document whole), more ", "than the ",
+                    format_bytes((double)avail.bytes), " available (", avail.source,
+                    "): split such text into documents (blank lines, or --split lines)");
+    }
     batch_bytes_ += doc.size();
     batch_.push_back(std::move(doc));
     batch_val_file_.push_back(validation_file);
