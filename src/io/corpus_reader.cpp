@@ -333,6 +333,15 @@ Corpus stream_corpus(const CorpusOptions& o,
     else
       read_text(o, bytes, f, on_document);
     if (!utf8.ok()) corpus.warnings.push_back(invalid_utf8_warning(f, bytes, o.invalid_utf8));
+    // Old Mac text ends its lines in CR alone: read as one line, and so one document, which
+    // "holds a single document" did not explain.
+    if (!f.jsonl && bytes.find('\n') == std::string_view::npos &&
+        bytes.find('\r') != std::string_view::npos)
+      corpus.warnings.push_back(
+          cat(path,
+              ": its lines end in CR alone (old Mac text), and lines end "
+              "at LF: it was read as one line; convert it first, e.g. tr '\\r' '\\n' < ",
+              path, " > converted.txt"));
     corpus.files.push_back(std::move(f));
   }
   return corpus;

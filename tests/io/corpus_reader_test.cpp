@@ -331,6 +331,20 @@ TEST(ReadCorpus, RefusesWhatIsNotUtf8Text) {
             std::string::npos);
 }
 
+// Old Mac text (lines ending in CR alone) is one line: said, with the conversion, since "holds a
+// single document" did not explain it (a user trial).
+TEST(ReadCorpus, LinesEndingInCrAloneAreWarnedOf) {
+  TempDir dir;
+  write_bytes(dir.file("mac.txt"), "line one\rline two\r\rthird\r");
+  const Corpus c = read_corpus(inputs({dir.file("mac.txt")}));
+  EXPECT_EQ(c.documents.size(), 1u);
+  ASSERT_EQ(c.warnings.size(), 1u);
+  EXPECT_NE(c.warnings[0].find("its lines end in CR alone (old Mac text)"), std::string::npos)
+      << c.warnings[0];
+  write_bytes(dir.file("dos.txt"), "line one\r\n\r\nline two\r\n");
+  EXPECT_TRUE(read_corpus(inputs({dir.file("dos.txt")})).warnings.empty());
+}
+
 TEST(ReadCorpus, InvalidUtf8IsReportedDroppedOrRefused) {
   TempDir dir;
   write_bytes(dir.file("latin1.txt"), "fine\n\ncaf\xE9\n\nna\xEFve and ol\xE9\n");
