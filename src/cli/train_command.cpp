@@ -476,6 +476,8 @@ void add_train_command(CLI::App& app) {
                       " already holds a training run; pass --resume to continue it or choose ",
                       "another --out (nothing was overwritten)");
         if (is_checkpoint_dir(a->out)) refuse_checkpoint_as_run(a->out, false);
+        if (const std::string note = other_entries_note(a->out); !note.empty())
+          std::fprintf(stderr, "train: note: %s\n", note.c_str());
         // A run's checkpoints and log inside the data directory would mix the two (and a later
         // prepare --overwrite there would see them as someone's files).
         std::error_code same_ec;

@@ -61,6 +61,27 @@ const char* directory_kind_name(DirectoryKind kind) {
   }
 }
 
+std::string other_entries_note(const std::string& dir) {
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec) || directory_kind(dir) == DirectoryKind::kRun) return "";
+  std::vector<std::string> names;
+  size_t count = 0;
+  for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
+    const std::string name = it->path().filename().string();
+    if (name == ".lock") continue;  // a run's marker
+    ++count;
+    if (names.size() < 3) names.push_back(name);
+  }
+  if (count == 0) return "";
+  std::sort(names.begin(), names.end());
+  std::string listed;
+  for (const std::string& n : names) listed += cat(listed.empty() ? "'" : ", '", n, "'");
+  return cat(dir, " already holds ", count, count == 1 ? " entry" : " entries", " (", listed,
+             count > names.size() ? ", ..." : "",
+             ") and is not a run: the run's checkpoints (step-*), 'latest' and metrics.jsonl go "
+             "beside them");
+}
+
 std::string read_latest_name(const std::string& run) {
   std::string name = read_file((fs::path(run) / "latest").string());
   // Whitespace around the name, as an editor or `echo " step-4"` leaves it.

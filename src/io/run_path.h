@@ -23,6 +23,11 @@ DirectoryKind directory_kind(const std::string& dir);
 // "training run", "model checkpoint", "data directory", "directory".
 const char* directory_kind_name(DirectoryKind kind);
 
+// For a new run's --out: "" when `dir` does not exist, is empty, or is a run; else a note that
+// it holds other entries (naming up to three), beside which a run's files would go (`--out .`
+// in a project directory, `--out ~`).
+std::string other_entries_note(const std::string& dir);
+
 // The checkpoint name `run/latest` holds, trimmed of the whitespace around it (as an editor
 // leaves it); throws naming the file when it cannot be read.
 std::string read_latest_name(const std::string& run);

@@ -188,5 +188,23 @@ TEST_F(TrainCommand, AStatusLineToAFullStdoutIsAWarning) {
   EXPECT_NE(r.err.find("could not be written to standard output"), std::string::npos) << r.err;
 }
 
+// `--out .` in a project directory, or `--out ~`: the run's files went in beside the user's with
+// nothing said. Said now (nothing of theirs is touched); an empty or new directory says nothing.
+TEST_F(TrainCommand, ANewRunBesideOtherFilesIsNoted) {
+  fs::create_directories(dir.file("project/src"));
+  write_bytes(dir.file("project/README"), "mine\n");
+  auto r = train(kGoodConfig, dir.file("project"));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.err.find("train: note: " + dir.file("project") +
+                       " already holds 2 entries ('README', 'src') and is not a run"),
+            std::string::npos)
+      << r.err;
+  EXPECT_EQ(read_bytes(dir.file("project/README")), "mine\n");
+  fs::create_directories(dir.file("empty"));
+  r = train(kGoodConfig, dir.file("empty"));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.err.find("note:"), std::string::npos) << r.err;
+}
+
 }  // namespace
 }  // namespace chainlm
