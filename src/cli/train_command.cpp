@@ -284,6 +284,7 @@ void add_train_command(CLI::App& app) {
                     "train: pass --config (a new model) or --init (existing weights), not both");
       if (a->resume) {
         CHAINLM_CHECK(a->init.empty(), "train: --init starts a new run; --resume continues one");
+        RunDirectory::refuse_if_training(a->out);  // before its checkpoints are read
         std::error_code ec;
         if (fs::is_directory(a->out, ec) && !fs::exists(fs::path(a->out) / "latest", ec)) {
           if (is_checkpoint_dir(a->out)) refuse_checkpoint_as_run(a->out, true);

@@ -221,6 +221,16 @@ void RunDirectory::prepare() {
   remove_paths(leftovers_in(run));
 }
 
+void RunDirectory::refuse_if_training(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return;  // not a directory (yet): the caller says what is wrong
+  const bool busy = ::flock(fd, LOCK_SH | LOCK_NB) != 0 && errno == EWOULDBLOCK;
+  ::close(fd);  // (closing releases the shared lock)
+  if (busy)
+    fail("another process is training into ", path,
+         " (it holds a lock on the directory); nothing was trained");
+}
+
 void RunDirectory::lock() {
   const fs::path run(path_);
   // The run's lock: a second process training into the same directory would take this
@@ -359,9 +369,9 @@ std::string RunDirectory::write_checkpoint(long step, int keep,
     }
     if (warned_kept_.insert(path->string()).second)
       std::fprintf(stderr,
-                   "warning: kept the old checkpoint %s, which --keep-checkpoints would remove: it "
-                   "holds files "
-                   "the run did not write (%s); remove it yourself when they are safe elsewhere\n",
+                   "warning: kept the old checkpoint %s, which the run would prune (it keeps its "
+                   "newest checkpoints): it holds files the run did not write (%s); remove it "
+                   "yourself when they are safe elsewhere\n",
                    path->string().c_str(), foreign.c_str());
     path = doomed.erase(path);
   }

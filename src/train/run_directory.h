@@ -33,6 +33,10 @@ class RunDirectory {
   // it moves later checkpoints aside or truncates the log, so a resume refused because another
   // process trains there changes nothing. Throws chainlm::Error when another process holds it.
   void lock();
+  // Fails as lock() does when another process trains into `path` now, writing nothing and
+  // holding no lock: a resume checks before it reads the checkpoint, which that process may
+  // prune while it is read ("no such file", "holds no tokenizer: copy one into it").
+  static void refuse_if_training(const std::string& path);
   // Releases the lock (a no-op when not held).
   void unlock();
   // For a resume with nothing to train: removes what a writer killed at the end of the run

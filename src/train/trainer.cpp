@@ -342,6 +342,10 @@ void Trainer::run() {
   if (root) {
     try {
       prepare_run_dir();
+      // The tokenizer the data was made with, taken now: a `prepare --overwrite` of the data
+      // directory mid-run (the shards stay mapped) put the new one into every later checkpoint,
+      // beside weights of the old vocabulary.
+      if (carried_tokenizer_.empty()) carry_tokenizer_of(opt_.data_dir);
     } catch (const std::exception& e) {
       error = e.what();
     }

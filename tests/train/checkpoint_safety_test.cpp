@@ -171,6 +171,31 @@ TEST_F(CheckpointSafety, AResumeKeepsAHandWrittenLogLineAndDropsATornOne) {
   EXPECT_NE(kept.find("\"step\":2"), std::string::npos) << kept;
 }
 
+// The data directory's tokenizer replaced mid-run (`prepare --overwrite` with another tokenizer;
+// the run's shards stay mapped): every later checkpoint carried the new tokenizer beside weights
+// of the old vocabulary (a user trial). A checkpoint carries the one the run started with.
+TEST_F(CheckpointSafety, CheckpointsCarryTheTokenizerTheRunStartedWith) {
+  const fs::path run = dir.file("run");
+  Model m(tiny_config());
+  m.init_random(1);
+  TrainOptions o = options(run.string(), 3);
+  o.sample_every = 1;
+  Trainer t(m, o);
+  bool swapped = false;
+  t.set_sampler([&](const Model&) {
+    if (!swapped) {  // after step 1's checkpoint: another tokenizer where the data's was
+      fs::remove(fs::path(data) / "chainlm_tokenizer.json");
+      write_bytes((fs::path(data) / "tokenizer.model").string(), "not the run's tokenizer");
+      swapped = true;
+    }
+    return nlohmann::json::array();
+  });
+  t.run();
+  ASSERT_TRUE(swapped);
+  EXPECT_TRUE(fs::exists(run / "step-00000003" / "chainlm_tokenizer.json"));
+  EXPECT_FALSE(fs::exists(run / "step-00000003" / "tokenizer.model"));
+}
+
 TEST_F(CheckpointSafety, UnnamedCheckpointIsReplacedAndLaterOnesPruned) {
   const fs::path run = dir.file("run");
   {
