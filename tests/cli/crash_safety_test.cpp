@@ -358,7 +358,8 @@ TEST_F(CrashSafety, FullDiskKeepsThePreviousCheckpoint) {
     // No mount namespace on this machine: the same failure, injected into the 10th atomic
     // write (the second checkpoint's optimizer.safetensors) as ENOSPC.
     std::printf("no private mount namespace here: full disk simulated (CHAINLM_WRITE_ERROR_AT)\n");
-    r = run(train_args(run_path, steps), {{"CHAINLM_WRITE_ERROR_AT", "atomic_file.write:10=ENOSPC"}});
+    r = run(train_args(run_path, steps),
+            {{"CHAINLM_WRITE_ERROR_AT", "atomic_file.write:11=ENOSPC"}});
     for (const auto& e : fs::directory_iterator(run_path)) listing += e.path().filename().string() + "\n";
     fs::copy(run_path, snapshot, fs::copy_options::recursive);
   }
@@ -376,7 +377,8 @@ TEST_F(CrashSafety, InjectedWriteErrorsKeepThePreviousCheckpoint) {
   const RunState ref = reference(steps);
   {
     const std::string runp = dir.file("enospc");
-    const Outcome r = run(train_args(runp, steps), {{"CHAINLM_WRITE_ERROR_AT", "atomic_file.write:10=ENOSPC"}});
+    const Outcome r =
+        run(train_args(runp, steps), {{"CHAINLM_WRITE_ERROR_AT", "atomic_file.write:11=ENOSPC"}});
     std::string listing;
     for (const auto& e : fs::directory_iterator(runp)) listing += e.path().filename().string() + "\n";
     check_full_disk_outcome(r, runp, runp, listing);
@@ -385,7 +387,8 @@ TEST_F(CrashSafety, InjectedWriteErrorsKeepThePreviousCheckpoint) {
   {
     // EDQUOT in the second checkpoint's weights.
     const std::string runp = dir.file("edquot");
-    const Outcome r = run(train_args(runp, steps), {{"CHAINLM_WRITE_ERROR_AT", "atomic_file.write:9=EDQUOT"}});
+    const Outcome r =
+        run(train_args(runp, steps), {{"CHAINLM_WRITE_ERROR_AT", "atomic_file.write:10=EDQUOT"}});
     EXPECT_EQ(r.code, 1);
     EXPECT_TRUE(contains(r.err, "Disk quota exceeded")) << r.err;
     EXPECT_TRUE(contains(r.err, "model.safetensors")) << r.err;
@@ -396,7 +399,8 @@ TEST_F(CrashSafety, InjectedWriteErrorsKeepThePreviousCheckpoint) {
     // EIO while switching `latest` to the complete second checkpoint: it stays unnamed, and a
     // resume from the first one replaces it with the same.
     const std::string runp = dir.file("eio");
-    Outcome r = run(train_args(runp, steps), {{"CHAINLM_WRITE_ERROR_AT", "atomic_file.write:13=EIO"}});
+    Outcome r =
+        run(train_args(runp, steps), {{"CHAINLM_WRITE_ERROR_AT", "atomic_file.write:14=EIO"}});
     EXPECT_EQ(r.code, 1);
     EXPECT_TRUE(contains(r.err, "could not be made the latest")) << r.err;
     EXPECT_TRUE(contains(r.err, "Input/output error")) << r.err;
@@ -703,7 +707,8 @@ TEST_F(CrashSafety, FailedCheckpointEndsEveryMpiRankWithOneMessage) {
   // Rank 0 writes; its second checkpoint fails (ENOSPC injected): every rank ends with its
   // message, printed once, without MPI_Abort; the first checkpoint stays the latest.
   const std::string runp = dir.file("run");
-  const Outcome r = run_mpi(dir, train_args(runp, 4), "CHAINLM_WRITE_ERROR_AT=atomic_file.write:10");
+  const Outcome r =
+      run_mpi(dir, train_args(runp, 4), "CHAINLM_WRITE_ERROR_AT=atomic_file.write:11");
   EXPECT_NE(r.code, 0);
   const std::string message = "checkpoint at step 2 not written";
   const size_t at = r.err.find(message);
