@@ -25,12 +25,27 @@ LoadedModel load_model_and_tokenizer(const std::string& model_arg, const std::st
                   ": a model file carries no tokenizer; pass --tokenizer (e.g. the llama2.c "
                   "tokenizer.bin or SentencePiece .model the model was trained with)");
   } else {
-    const std::string dir = resolve_checkpoint_dir(model_arg);
-    r.model = load_model(dir);
-    // A Hugging Face directory carries tokenizer.model (SentencePiece) or tokenizer.json.
-    if (spec.empty() && need_tokenizer) spec = find_tokenizer_in_dir(dir);
+    // A trainer writing into a run prunes its older checkpoints: the one `latest` named may go
+    // while it is read (2 of 100 generates beside a run saving every step failed, one "no
+    // tokenizer: pass --tokenizer"). Read again from the checkpoint `latest` names now.
+    for (int attempt = 1;; ++attempt) {
+      const std::string dir = resolve_checkpoint_dir(model_arg);
+      try {
+        r.model = load_model(dir);
+        // A Hugging Face directory carries tokenizer.model (SentencePiece) or tokenizer.json.
+        if (spec.empty() && need_tokenizer) {
+          const std::string found = find_tokenizer_in_dir(dir);
+          r.tokenizer = load_tokenizer(found);
+          spec = found;
+        }
+        break;
+      } catch (const Error&) {
+        std::error_code e;
+        if (attempt >= 5 || dir == model_arg || std::filesystem::exists(dir, e)) throw;
+      }
+    }
   }
-  if (!spec.empty()) r.tokenizer = load_tokenizer(spec);
+  if (!spec.empty() && !r.tokenizer) r.tokenizer = load_tokenizer(spec);
   if (!tokenizer_arg.empty() && r.tokenizer)
     check_tokenizer_for_model(model_arg, tokenizer_arg, *r.tokenizer, r.model->config().vocab_size);
   if (precision == Precision::Bf16) r.model->use_bf16_weights(/*keep_fp32=*/false);

@@ -390,6 +390,17 @@ std::string RunDirectory::write_checkpoint(long step, int keep,
 
 void RunDirectory::append_metrics(const nlohmann::json& line) const {
   const std::string path = (fs::path(path_) / "metrics.jsonl").string();
+  // `rm -rf RUN` mid-run: the log (and the lock's mark) went, and a new log started mid-way
+  // with nothing said; `report` then counted the steps from there.
+  std::error_code ec;
+  if (log_started_ && !log_loss_warned_ && !fs::exists(path, ec)) {
+    log_loss_warned_ = true;
+    std::fprintf(stderr,
+                 "warning: %s was removed while this run wrote it (the run directory emptied?); "
+                 "the log goes on in a new file from step %ld, without the lines before\n",
+                 path.c_str(), line.value("step", 0L));
+  }
+  log_started_ = true;
   const std::string text = line.dump() + "\n";
   errno = 0;
   std::FILE* f = std::fopen(path.c_str(), "a");

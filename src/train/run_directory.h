@@ -79,6 +79,7 @@ class RunDirectory {
   // metrics.jsonl: append one line (flushed; Error naming the file and the reason on failure),
   // start it empty (a new run), or keep only the lines of steps <= step (a resume, so the log
   // reads as one uninterrupted run; a torn last line from a crash is dropped).
+  // (Warns once when the log it appended to before is gone: the run directory emptied mid-run.)
   void append_metrics(const nlohmann::json& line) const;
   void reset_metrics() const;
   void truncate_metrics(long step);  // (takes the lock when it has lines to drop)
@@ -91,6 +92,7 @@ class RunDirectory {
   std::string last_checkpoint_;
   int lock_fd_ = -1;
   std::set<std::string> warned_kept_;  // old checkpoints kept for foreign files, warned of once
+  mutable bool log_started_ = false, log_loss_warned_ = false;  // append_metrics' memory
 };
 
 }  // namespace chainlm

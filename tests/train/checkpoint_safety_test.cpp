@@ -196,6 +196,28 @@ TEST_F(CheckpointSafety, CheckpointsCarryTheTokenizerTheRunStartedWith) {
   EXPECT_FALSE(fs::exists(run / "step-00000003" / "tokenizer.model"));
 }
 
+// The run directory emptied mid-run (`rm -rf RUN` while it trains): the log started again
+// mid-way with nothing said, and report counted its steps from there (a user trial).
+TEST_F(CheckpointSafety, ALogRemovedMidRunIsWarnedOf) {
+  const fs::path run = dir.file("run");
+  Model m(tiny_config());
+  m.init_random(1);
+  TrainOptions o = options(run.string(), 3);
+  o.sample_every = 1;
+  Trainer t(m, o);
+  bool removed = false;
+  t.set_sampler([&](const Model&) {
+    if (!removed) removed = fs::remove(run / "metrics.jsonl");
+    return nlohmann::json::array();
+  });
+  ::testing::internal::CaptureStderr();
+  t.run();
+  const std::string err = ::testing::internal::GetCapturedStderr();
+  ASSERT_TRUE(removed);
+  EXPECT_NE(err.find("metrics.jsonl was removed while this run wrote it"), std::string::npos)
+      << err;
+}
+
 TEST_F(CheckpointSafety, UnnamedCheckpointIsReplacedAndLaterOnesPruned) {
   const fs::path run = dir.file("run");
   {
