@@ -396,6 +396,17 @@ void Trainer::run() {
       auto val = validate();
       log_metrics({{"step", 0}, {"val_loss", val}});
       progress.validation(0, val);
+      // Trained weights on data made with another tokenizer of the same size (a llama2.c file
+      // carries none to compare) start worse than guessing: 11.4 against ln(512) = 6.2 trained
+      // on with a warning that did not say so.
+      const double uniform = std::log((double)model_.config().vocab_size);
+      const double worst = val.empty() ? 0 : *std::max_element(val.begin(), val.end());
+      if (root && worst > uniform + 1)
+        std::fprintf(stderr,
+                     "warning: the initial weights' validation loss (%.3f) is worse than guessing "
+                     "uniformly over the %d tokens (%.3f): is the data made with the tokenizer the "
+                     "model was trained with?\n",
+                     worst, model_.config().vocab_size, uniform);
     }
   } else if (step_ < opt_.steps) {
     nlohmann::json resumed = compute_json();

@@ -218,6 +218,24 @@ TEST_F(CheckpointSafety, ALogRemovedMidRunIsWarnedOf) {
       << err;
 }
 
+// Weights that start worse than uniform guessing on the data (a llama2.c model fine-tuned on data
+// of another tokenizer of its size) trained on with no hint (a user trial): warned of.
+TEST_F(CheckpointSafety, InitialWeightsWorseThanGuessingAreWarnedOf) {
+  for (const float scale : {1.0f, 40.0f}) {
+    Model m(tiny_config());
+    m.init_random(1);
+    ParamStore& ps = m.params();
+    for (size_t i = 0; i < ps.size(); ++i) ps.values()[i] *= scale;  // confident and wrong
+    TrainOptions o = options(dir.file(cat("run", scale)), 1);
+    o.init = "weights";  // an --init run validates before its first step
+    Trainer t(m, o);
+    ::testing::internal::CaptureStderr();
+    t.run();
+    const std::string err = ::testing::internal::GetCapturedStderr();
+    EXPECT_EQ(err.find("worse than guessing uniformly") != std::string::npos, scale > 1) << err;
+  }
+}
+
 TEST_F(CheckpointSafety, UnnamedCheckpointIsReplacedAndLaterOnesPruned) {
   const fs::path run = dir.file("run");
   {
