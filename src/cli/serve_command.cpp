@@ -22,6 +22,7 @@
 #include "core/threads.h"
 #include "io/atomic_file.h"
 #include "io/gguf.h"
+#include "io/run_path.h"
 #include "serve/access.h"
 #include "serve/chat_template.h"
 #include "serve/server.h"
@@ -162,6 +163,13 @@ void add_serve_command(CLI::App& app) {
     check_can_listen(a->serve.host, a->serve.port);  // before the load, not after it
     // This thread computes nothing after loading: its parallel regions (bf16 conversion) run on
     // a thread of their own so that no idle OpenMP pool outlives them (run_on_own_thread).
+    // A run directory serves the checkpoint `latest` names now, and keeps it: said at start,
+    // since users watching a run took the server for one that follows it (a user trial).
+    std::string checkpoint;
+    try {
+      if (std::filesystem::is_directory(a->model)) checkpoint = resolve_checkpoint_dir(a->model);
+    } catch (const Error&) {  // the load below says what is wrong
+    }
     LoadedModel loaded;
     run_on_own_thread([&] {
       loaded =
@@ -184,6 +192,11 @@ void add_serve_command(CLI::App& app) {
         count_of(c.n_chains(), "chain").c_str(), count_of(server.max_sessions(), "session").c_str(),
         count_of(server.threads(), "thread").c_str(), server.max_queue());
     std::printf("chainlm serve: memory estimated %s\n", server.estimated_memory().describe().c_str());
+    if (!checkpoint.empty() && checkpoint != a->model)
+      std::printf(
+          "chainlm serve: weights of %s (what %s/latest named at start; a restart serves "
+          "a newer one)\n",
+          checkpoint.c_str(), a->model.c_str());
     std::string style;  // what the model's template adds to its family
     if (!chat.style.default_system.empty()) style = " (with its default system message)";
     if (chat.family == ChatTemplate::kLlama31)

@@ -584,6 +584,20 @@ TEST_F(ServeTest, ServeCommandPrintsItsUrlAndStopsOnSigterm) {
   ASSERT_EQ(waitpid(pid, &status, 0), pid);
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
 
+  // A run directory: the server names the checkpoint `latest` named, which it keeps serving.
+  std::filesystem::create_directories(dir.file("run"));
+  std::filesystem::create_directory_symlink(air, dir.file("run/step-00000007"));
+  testing::write_bytes(dir.file("run/latest"), "step-00000007\n");
+  const testing::Spawned of_run =
+      testing::spawn_serve(dir, {"--model", dir.file("run"), "--port", "0", "--threads", "1"}, {});
+  ASSERT_NE(of_run.port, 0) << testing::read_bytes(dir.file("serve.err"));
+  EXPECT_NE(testing::read_bytes(dir.file("serve.out"))
+                .find("chainlm serve: weights of " + dir.file("run/step-00000007") + " (what " +
+                      dir.file("run") + "/latest named at start"),
+            std::string::npos)
+      << testing::read_bytes(dir.file("serve.out"));
+  testing::stop(of_run);
+
   // A connection in the middle of a request holds the stop up to the read timeout (10 s): a
   // second signal a second or more later ends it at once (it was ignored), as in train.
   const testing::Spawned held =
