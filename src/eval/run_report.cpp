@@ -214,7 +214,12 @@ std::string run_report_markdown(const std::string& run_dir, const RunMetrics& m,
   std::vector<double> tok_s, step_ms;
   double total_ms = 0;
   for (const TrainPoint& p : m.train) {
-    if (std::isfinite(p.tokens_per_s)) tok_s.push_back(p.tokens_per_s);
+    // Each step's own rate: the log's tokens_per_s averages over the steps since the run (or its
+    // resume) began, and the median of those read ~10% below the median step time's rate.
+    if (m.tokens_per_step > 0 && std::isfinite(p.step_ms) && p.step_ms > 0)
+      tok_s.push_back((double)m.tokens_per_step * 1e3 / p.step_ms);
+    else if (std::isfinite(p.tokens_per_s))
+      tok_s.push_back(p.tokens_per_s);
     if (std::isfinite(p.step_ms)) {
       step_ms.push_back(p.step_ms);
       total_ms += p.step_ms;
