@@ -10,6 +10,7 @@
 
 #include "core/rng.h"
 #include "model/checkpoint.h"
+#include "train/lr_schedule.h"
 #include "train_test_util.h"
 
 namespace chainlm {
@@ -184,6 +185,32 @@ TEST(Trainer, LearnsRealTextWellBelowUnigramEntropy) {
   EXPECT_LT(after[1], unigram - 0.6) << "the model should use context, not just byte frequencies";
   EXPECT_LT(after[0], unigram);
   fs::remove_all(root);
+}
+
+// A run ending before its learning-rate schedule (--steps lowered on resume) ended near its
+// peak with only "--steps 300 -> 60" said (a user trial): a note gives the last step's rate.
+TEST(Trainer, ARunEndingBeforeItsScheduleSaysItsLastLearningRate) {
+  const std::string root = test::make_temp_dir("sched");
+  const std::string data = root + "/data";
+  test::make_byte_data_dir(synthetic_text(2000, 2), data, 0.2);
+  for (const long schedule : {0L, 10L}) {
+    Model m(small_config({1}, false));
+    m.init_random(3);
+    TrainOptions o = small_options(data, root + "/run" + std::to_string(schedule), 2);
+    o.lr_schedule_steps = schedule;
+    o.warmup = 0;
+    ::testing::internal::CaptureStderr();
+    Trainer t(m, o);
+    const std::string err = ::testing::internal::GetCapturedStderr();
+    const float last = cosine_lr(1, 0, 10, o.lr, o.lr * o.min_lr_ratio);
+    char expected[256];
+    std::snprintf(
+        expected, sizeof expected,
+        "note: the run ends at step 2, before its learning-rate schedule's end at step 10 "
+        "(--lr-schedule-steps, fixed when the run began): its last step runs at %.3g",
+        last);
+    EXPECT_EQ(err.find(expected) != std::string::npos, schedule == 10) << err;
+  }
 }
 
 TEST(Trainer, CheckpointHoldsEverythingToReloadTheModel) {
