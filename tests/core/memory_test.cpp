@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "address_space_limit.h"
 #include "core/error.h"
 
 namespace chainlm {
@@ -80,14 +81,7 @@ TEST(ProcessMemory, TheAddressSpaceLimitBoundsWhatIsAvailable) {
   const pid_t pid = ::fork();
   ASSERT_GE(pid, 0);
   if (pid == 0) {
-    std::ifstream f("/proc/self/status");
-    std::string line;
-    uint64_t mapped = 0;
-    while (std::getline(f, line))
-      if (line.rfind("VmSize:", 0) == 0)
-        mapped = std::strtoull(line.c_str() + 7, nullptr, 10) * 1024;
-    rlimit as{mapped + (256u << 20), mapped + (256u << 20)};
-    if (mapped == 0 || ::setrlimit(RLIMIT_AS, &as) != 0) ::_exit(255);
+    if (!testing::limit_address_space_to_now_plus(256u << 20)) ::_exit(255);
     const AvailableMemory a = available_memory();
     if (a.source.find("ulimit -v") == std::string::npos) ::_exit(254);
     ::_exit((int)std::min<uint64_t>(a.bytes >> 24, 253));

@@ -11,6 +11,7 @@
 #include <fstream>
 #include <string>
 
+#include "../core/address_space_limit.h"
 #include "core/error.h"
 #include "test_temp_dir.h"
 
@@ -57,14 +58,7 @@ TEST(MappedFile, AMapBeyondTheAddressSpaceLimitNamesTheLimit) {
   ASSERT_GE(pid, 0);
   if (pid == 0) {
     ::close(pipe_fds[0]);
-    std::ifstream f("/proc/self/status");
-    std::string line;
-    uint64_t mapped = 0;
-    while (std::getline(f, line))
-      if (line.rfind("VmSize:", 0) == 0)
-        mapped = std::strtoull(line.c_str() + 7, nullptr, 10) * 1024;
-    rlimit as{mapped + (64u << 20), mapped + (64u << 20)};
-    if (mapped == 0 || ::setrlimit(RLIMIT_AS, &as) != 0) ::_exit(255);
+    if (!testing::limit_address_space_to_now_plus(64u << 20)) ::_exit(255);
     std::string message = "mapped";
     try {
       MappedFile m(path, "weights file");

@@ -6,6 +6,7 @@
 
 #include <cmath>
 #include <filesystem>
+#include <functional>
 #include <limits>
 
 #include "core/error.h"
@@ -54,6 +55,20 @@ class CheckpointSafety : public test::TrainingDataTest {
     o.save_every = 1;
     o.quiet = true;
     return o;
+  }
+  // Trains 3 steps into `run`, a checkpoint a step, calling `hook` after each step (the sampler's
+  // place): the world changing under a running trainer.
+  void run_with_hook(const fs::path& run, const std::function<void()>& hook) const {
+    Model m(tiny_config());
+    m.init_random(1);
+    TrainOptions o = options(run.string(), 3);
+    o.sample_every = 1;
+    Trainer t(m, o);
+    t.set_sampler([&](const Model&) {
+      hook();
+      return nlohmann::json::array();
+    });
+    t.run();
   }
 };
 
@@ -176,21 +191,14 @@ TEST_F(CheckpointSafety, AResumeKeepsAHandWrittenLogLineAndDropsATornOne) {
 // of the old vocabulary (a user trial). A checkpoint carries the one the run started with.
 TEST_F(CheckpointSafety, CheckpointsCarryTheTokenizerTheRunStartedWith) {
   const fs::path run = dir.file("run");
-  Model m(tiny_config());
-  m.init_random(1);
-  TrainOptions o = options(run.string(), 3);
-  o.sample_every = 1;
-  Trainer t(m, o);
   bool swapped = false;
-  t.set_sampler([&](const Model&) {
+  run_with_hook(run, [&] {
     if (!swapped) {  // after step 1's checkpoint: another tokenizer where the data's was
       fs::remove(fs::path(data) / "chainlm_tokenizer.json");
       write_bytes((fs::path(data) / "tokenizer.model").string(), "not the run's tokenizer");
       swapped = true;
     }
-    return nlohmann::json::array();
   });
-  t.run();
   ASSERT_TRUE(swapped);
   EXPECT_TRUE(fs::exists(run / "step-00000003" / "chainlm_tokenizer.json"));
   EXPECT_FALSE(fs::exists(run / "step-00000003" / "tokenizer.model"));
@@ -200,18 +208,11 @@ TEST_F(CheckpointSafety, CheckpointsCarryTheTokenizerTheRunStartedWith) {
 // mid-way with nothing said, and report counted its steps from there (a user trial).
 TEST_F(CheckpointSafety, ALogRemovedMidRunIsWarnedOf) {
   const fs::path run = dir.file("run");
-  Model m(tiny_config());
-  m.init_random(1);
-  TrainOptions o = options(run.string(), 3);
-  o.sample_every = 1;
-  Trainer t(m, o);
   bool removed = false;
-  t.set_sampler([&](const Model&) {
-    if (!removed) removed = fs::remove(run / "metrics.jsonl");
-    return nlohmann::json::array();
-  });
   ::testing::internal::CaptureStderr();
-  t.run();
+  run_with_hook(run, [&] {
+    if (!removed) removed = fs::remove(run / "metrics.jsonl");
+  });
   const std::string err = ::testing::internal::GetCapturedStderr();
   ASSERT_TRUE(removed);
   EXPECT_NE(err.find("metrics.jsonl was removed while this run wrote it"), std::string::npos)
