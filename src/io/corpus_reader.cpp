@@ -258,10 +258,9 @@ std::vector<std::string> list_corpus_files(const std::vector<std::string>& input
       }
       // What an interrupted prepare or write left (train.bin.tmp.PID.N, name.tmp.PID.N): chainlm's
       // temporaries, no text ("binary data" stopped the prepare of the directory holding them).
-      if (it->is_regular_file(ec) &&
-          it->path().filename().string().find(".tmp.") != std::string::npos &&
-          (it->path().filename().string().rfind("train.bin.tmp.", 0) == 0 ||
-           it->path().filename().string().rfind("val.bin.tmp.", 0) == 0)) {
+      const std::string name = it->path().filename().string();
+      if ((name.rfind("train.bin.tmp.", 0) == 0 || name.rfind("val.bin.tmp.", 0) == 0) &&
+          it->is_regular_file(ec)) {
         if (notes)
           notes->push_back(cat("skipped ", it->path().string(), ": a chainlm temporary file"));
         continue;

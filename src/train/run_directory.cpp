@@ -221,14 +221,22 @@ void RunDirectory::prepare() {
   remove_paths(leftovers_in(run));
 }
 
+namespace {
+
+// lock() and refuse_if_training() found the run's lock held.
+[[noreturn]] void fail_training_elsewhere(const std::string& run) {
+  fail("another process is training into ", run,
+       " (it holds a lock on the directory); nothing was trained");
+}
+
+}  // namespace
+
 void RunDirectory::refuse_if_training(const std::string& path) {
   const int fd = ::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (fd < 0) return;  // not a directory (yet): the caller says what is wrong
   const bool busy = ::flock(fd, LOCK_SH | LOCK_NB) != 0 && errno == EWOULDBLOCK;
   ::close(fd);  // (closing releases the shared lock)
-  if (busy)
-    fail("another process is training into ", path,
-         " (it holds a lock on the directory); nothing was trained");
+  if (busy) fail_training_elsewhere(path);
 }
 
 void RunDirectory::lock() {
@@ -254,10 +262,7 @@ void RunDirectory::lock() {
   if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
     const int err = errno;
     ::close(fd);
-    if (err == EWOULDBLOCK)
-      fail("another process is training into ", run.string(),
-           " (it holds a lock on the directory); nothing was "
-           "trained");
+    if (err == EWOULDBLOCK) fail_training_elsewhere(run.string());
     // A filesystem without flock (some network mounts): train unlocked, as before locks.
   } else {
     lock_fd_ = fd;
