@@ -612,6 +612,12 @@ TEST_F(ServeTest, ServeCommandPrintsItsUrlAndStopsOnSigterm) {
   const std::string half =
       "POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100\r\n\r\n{";
   ASSERT_EQ(::send(fd, half.data(), half.size(), 0), (ssize_t)half.size());
+  // A request on a later connection answered means the half one was accepted and taken by a
+  // worker before it (connections are accepted, and queued to the workers, in order): without
+  // this a slow start (the sanitizers, a loaded machine) left it in the listen backlog, and the
+  // stop, having nothing to wait for, ended the server at once.
+  httplib::Client later("127.0.0.1", held.port);
+  ASSERT_TRUE(later.Get("/health"));
   std::this_thread::sleep_for(std::chrono::milliseconds(200));
   kill(held.pid, SIGTERM);
   kill(held.pid, SIGTERM);  // at once: the same stop (`timeout` sends it twice)
