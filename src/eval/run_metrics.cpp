@@ -80,6 +80,11 @@ RunMetrics parse_run_metrics(const std::string& text, const std::string& where) 
     const long step = j["step"].get<long>();
     if (j.contains("precision") && j["precision"].is_string())
       m.precision_from.emplace_back(step, j["precision"].get<std::string>());
+    if (j.contains("data_changed_from") && j["data_changed_from"].is_string()) {
+      const auto& to = j.contains("data_fingerprint") ? j["data_fingerprint"] : nlohmann::json();
+      m.data_changes.push_back({step, j["data_changed_from"].get<std::string>(),
+                                to.is_string() ? to.get<std::string>() : "unrecorded"});
+    }
     if (j.contains("total_params")) m.total_params = (long)number(j, "total_params", where, line);
     if (j.contains("trainable_params"))
       m.trainable_params = (long)number(j, "trainable_params", where, line);

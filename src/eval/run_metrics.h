@@ -40,6 +40,13 @@ struct RunMetrics {
   // Where the run started or resumed, and the precision its steps ran in from there (the steps
   // after `step`): a resume may switch it. Empty for logs before 2026-12.
   std::vector<std::pair<long, std::string>> precision_from;
+  // Resumes over other data than the steps before read (the "resumed" event's
+  // data_changed_from): the step resumed from and the data's fingerprints before and after.
+  struct DataChange {
+    long step = 0;
+    std::string from, to;
+  };
+  std::vector<DataChange> data_changes;
   // A last line left unfinished (no newline, not valid JSON: a writer killed mid-line, a full
   // disk), skipped: its 1-based number, 0 when there was none. Callers warn.
   int torn_last_line = 0;

@@ -208,6 +208,10 @@ std::string run_report_markdown(const std::string& run_dir, const RunMetrics& m,
     md << "No trainer state in the checkpoint.\n";
   }
   md << "\n";
+  // A resume over other data (on purpose or not) changes what the losses after it mean.
+  for (const auto& d : m.data_changes)
+    md << "**Data changed on resume:** the steps from " << d.step + 1 << " on read other data (`"
+       << d.to << "`; the steps before read `" << d.from << "`).\n\n";
 
   // Throughput over the logged steps.
   md << "## Throughput\n\n";

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <climits>
+#include <cstdint>
 #include <cstdio>
 #include <cstring>
 #include <ctime>
@@ -290,6 +291,22 @@ std::string RunDirectory::checkpoint_path(long step) const {
   return (fs::path(path_) / checkpoint_name(step)).string();
 }
 
+namespace {
+
+// The run directory moved or removed while the run trained (`mv RUN RUN2`, `rm -rf RUN`): what
+// failed then is said to be that, not a missing file in it.
+bool run_directory_gone(const std::string& run) {
+  std::error_code ec;
+  return !fs::exists(run, ec) && !ec;
+}
+
+std::string gone_message(const std::string& run) {
+  return cat("the run directory ", run,
+             " no longer exists (moved or removed while the run trained?)");
+}
+
+}  // namespace
+
 std::string RunDirectory::what_is_kept() const {
   return last_checkpoint_.empty() ? std::string("no earlier checkpoint exists")
                                   : cat("'latest' still names the previous one, ",
@@ -326,12 +343,18 @@ std::string RunDirectory::write_checkpoint(long step, int keep,
     install_directory(tmp, final_dir);
     fsync_directory(run.string());
   } catch (const std::exception& e) {
+    // The run directory moved or removed while the run trained (the partial, if any, went
+    // with it, and the next resume where it is now removes it): said so, rather than the
+    // removal of a partial that was never here.
     std::error_code ec;
-    fs::remove_all(tmp, ec);
-    fail("checkpoint at step ", step, " not written: ", e.what(), "; ", kept,
-         ec ? cat("; the partial ", tmp.string(), " could not be removed (", ec.message(),
-                  "): it is no checkpoint, and the next run removes it")
-            : cat(", and the partial ", tmp.filename().string(), " was removed"));
+    const bool run_gone = run_directory_gone(path_);
+    const std::uintmax_t removed = run_gone ? 0 : fs::remove_all(tmp, ec);
+    fail("checkpoint at step ", step, " not written: ", e.what(), "; ",
+         run_gone ? gone_message(path_) : kept,
+         ec        ? cat("; the partial ", tmp.string(), " could not be removed (", ec.message(),
+                         "): it is no checkpoint, and the next run removes it")
+         : removed ? cat(", and the partial ", tmp.filename().string(), " was removed")
+                   : std::string());
   }
   fault::point("checkpoint.before_latest");
   try {
@@ -398,12 +421,16 @@ void RunDirectory::append_metrics(const nlohmann::json& line) const {
   // `rm -rf RUN` mid-run: the log (and the lock's mark) went, and a new log started mid-way
   // with nothing said; `report` then counted the steps from there.
   std::error_code ec;
+  const long step = line.value("step", 0L);
+  if (log_started_ && run_directory_gone(path_))
+    fail("cannot append to ", path, " (the line of step ", step, "): ", gone_message(path_), "; ",
+         what_is_kept());
   if (log_started_ && !log_loss_warned_ && !fs::exists(path, ec)) {
     log_loss_warned_ = true;
     std::fprintf(stderr,
                  "warning: %s was removed while this run wrote it (the run directory emptied?); "
                  "the log goes on in a new file from step %ld, without the lines before\n",
-                 path.c_str(), line.value("step", 0L));
+                 path.c_str(), step);
   }
   log_started_ = true;
   const std::string text = line.dump() + "\n";
@@ -420,7 +447,7 @@ void RunDirectory::append_metrics(const nlohmann::json& line) const {
     err = errno;
   }
   if (!ok)
-    fail("cannot append to ", path, " (the line of step ", line.value("step", 0L),
+    fail("cannot append to ", path, " (the line of step ", step,
          "): ", std::strerror(err ? err : EIO), "; ", what_is_kept(),
          last_checkpoint_.empty() ? std::string() : ": chainlm train --resume goes on from it");
 }

@@ -458,6 +458,14 @@ TEST_F(WorkflowSafety, AResumeOnOtherDataSaysSoAndTheLogRecordsIt) {
   int changes = 0;
   for (const auto& j : lines) changes += j.contains("data_changed_from");
   EXPECT_EQ(changes, 1);
+  // And the run's report says from which step the losses are of other data (it did not).
+  ASSERT_EQ(run_chainlm(dir, "report --no-plot " + quote(run)).exit_code, 0);
+  const std::string md = read_bytes(run + "/report.md");
+  EXPECT_TRUE(
+      contains(md, "**Data changed on resume:** the steps from 4 on read other data (`train.bin "))
+      << md;
+  EXPECT_EQ(md.find("Data changed on resume"), md.rfind("Data changed on resume"))
+      << "the resume over moved data is no change";
 }
 
 // A symbolic link as --out that leads nowhere said "cannot create the run directory: File

@@ -10,8 +10,10 @@
 #include <limits>
 
 #include "core/error.h"
+#include "io/atomic_file.h"
 #include "io/test_temp_dir.h"
 #include "model/checkpoint.h"
+#include "train/run_directory.h"
 #include "train/trainer.h"
 #include "train_test_util.h"
 
@@ -217,6 +219,43 @@ TEST_F(CheckpointSafety, ALogRemovedMidRunIsWarnedOf) {
   ASSERT_TRUE(removed);
   EXPECT_NE(err.find("metrics.jsonl was removed while this run wrote it"), std::string::npos)
       << err;
+}
+
+// The run directory renamed mid-run (`mv RUN RUN2` while it trains): a checkpoint failing then
+// said a partial checkpoint "was removed" where none was, and the log's next line "no such
+// file". Both name the run directory that is gone.
+TEST_F(CheckpointSafety, ARunDirectoryMovedMidRunIsNamed) {
+  const fs::path run = dir.file("run"), moved = dir.file("moved");
+  const std::string gone = "the run directory " + run.string() + " no longer exists";
+  std::string message;
+  try {  // moved after step 1: its log line is the first write that fails
+    run_with_hook(run, [&] {
+      if (fs::exists(run)) fs::rename(run, moved);
+    });
+  } catch (const Error& e) {
+    message = e.what();
+  }
+  ASSERT_TRUE(fs::exists(moved / "metrics.jsonl"));
+  EXPECT_NE(message.find("cannot append to " + (run / "metrics.jsonl").string()), std::string::npos)
+      << message;
+  EXPECT_NE(message.find(gone), std::string::npos) << message;
+
+  // Moved while a checkpoint is written into it.
+  fs::remove_all(moved);
+  RunDirectory rd(run.string());
+  rd.prepare();
+  message.clear();
+  try {
+    rd.write_checkpoint(1, 2, [&](const std::string& tmp) {
+      fs::rename(run, moved);
+      write_file_atomic(tmp + "/model.safetensors", "weights");  // as a checkpoint writes
+    });
+  } catch (const Error& e) {
+    message = e.what();
+  }
+  EXPECT_NE(message.find("checkpoint at step 1 not written"), std::string::npos) << message;
+  EXPECT_NE(message.find(gone), std::string::npos) << message;
+  EXPECT_EQ(message.find("was removed"), std::string::npos) << message;
 }
 
 // Weights that start worse than uniform guessing on the data (a llama2.c model fine-tuned on data
