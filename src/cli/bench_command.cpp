@@ -72,7 +72,11 @@ void add_bench_command(CLI::App& app) {
     cmd->add_flag("--vs-fp32", b->vs_fp32,
                   "With --precision bf16 or --quant: also time the fp32 weights, interleaved; "
                   "report the speedup");
-    cmd->callback([b, decode]() { decode ? bench_decode(*b) : bench_prefill(*b); });
+    cmd->callback([b, decode, cmd]() {
+      b->prompt_tokens_given = cmd->count("--prompt-tokens") > 0;
+      b->tokens_given = decode && cmd->count("--tokens") > 0;
+      decode ? bench_decode(*b) : bench_prefill(*b);
+    });
   };
   add_inference("decode", "Batch-1 decoding: tokens/s, KV bytes, fraction of the bandwidth bound", true);
   add_inference("prefill", "Prompt prefill time; CoLM-Air chain-1 prefill vs full prefill", false);

@@ -53,6 +53,9 @@ void bench_train(const std::string& config_path, int B, int T, int threads, int 
 struct InferenceBenchArgs {
   std::string model, config;  // a checkpoint/.bin, or a config JSON with random weights
   int chains = 0, threads = 0, prompt_tokens = 128, tokens = 128;
+  // Whether --prompt-tokens / --tokens were given: the defaults shrink to fit a model of a
+  // shorter context (the quickstart model has 128 positions), given lengths are checked as given.
+  bool prompt_tokens_given = false, tokens_given = false;
   bool baseline = false;  // PHD: also time the model without its "phd" section, interleaved
   std::string precision = "fp32";
   bool vs_fp32 = false;  // with bf16 or --quant: also time the same weights in fp32, interleaved

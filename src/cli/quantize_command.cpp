@@ -138,13 +138,16 @@ void add_quantize_command(CLI::App& app) {
       if (kept > 0)
         std::printf(
             "note      %d of the %d weight matrices stay q8_0: their rows (%s weights) are not "
-            "whole "
-            "%d-weight blocks (besides the embedding and the head, q8_0 always)%s\n",
-            kept, matrices, list.c_str(), kQuantBlock,
-            kept == matrices ? "; so nothing is 4-bit (choose widths that are multiples of 32)"
-            : kept + 2 >= matrices
-                ? "; so almost nothing is 4-bit (choose widths that are multiples of 32)"
-                : "");
+            "whole %d-weight blocks (besides the embedding and the head, q8_0 always)\n",
+            kept, matrices, list.c_str(), kQuantBlock);
+      // A q4_0 file that is (almost) all q8_0 is not what was asked for: a warning, on stderr
+      // as every other warning.
+      if (kept > 0 && kept + 2 >= matrices)
+        std::fprintf(stderr,
+                     "warning: %s in %s is 4-bit: %d of its %d weight matrices stay q8_0 "
+                     "(choose widths that are multiples of %d)\n",
+                     kept == matrices ? "nothing" : "almost nothing", a->out.c_str(), kept,
+                     matrices, kQuantBlock);
     }
     std::printf(
         "check     on a %d-token probe: max |logit difference| %.3g (largest |logit| %.3g), "

@@ -250,6 +250,33 @@ TEST_F(ModelUseCli, BenchRefusesAConfigTooLargeWithItsEstimate) {
   }
 }
 
+// bench decode's defaults (a prompt of 128, then 128 decoded) failed on the quickstart model (128
+// positions), as quantization.md runs it: defaults shrink to fit, saying so; given lengths not.
+TEST_F(ModelUseCli, BenchDefaultLengthsFitTheModelsContext) {
+  write_bytes(dir.file("short.json"), R"({"dim": 32, "n_layers": 1, "n_heads": 4, "ffn_dim": 64,
+                                          "vocab_size": 258, "max_seq_len": 48})");
+  const std::string bench = " --config " + quote(dir.file("short.json")) + " --threads 1";
+  const std::pair<std::string, std::string> fitted[] = {
+      {"bench decode", "a prompt of 24 tokens, then 24 decoded"},
+      {"bench decode --prompt-tokens 40", "a prompt of 40 tokens, then 8 decoded"},
+      {"bench decode --tokens 30", "a prompt of 18 tokens, then 30 decoded"},
+      {"bench prefill", "a prompt of 48 tokens"}};
+  for (const auto& [command, says] : fitted) {
+    auto r = run_chainlm(dir, command + bench);
+    ASSERT_EQ(r.exit_code, 0) << command << ": " << r.err;
+    EXPECT_TRUE(contains(r.err, says + " (the default did not fit the model's 48 positions)"))
+        << command << ": " << r.err;
+    const auto j = nlohmann::json::parse(r.out.substr(r.out.rfind('{')));
+    EXPECT_EQ(j.value("prompt_tokens", 0), std::stoi(says.substr(12))) << r.out;
+  }
+  auto given = run_chainlm(dir, "bench decode --prompt-tokens 40 --tokens 20" + bench);
+  EXPECT_EQ(given.exit_code, 1);
+  EXPECT_TRUE(contains(given.err, "prompt + tokens = 60 exceeds max_seq_len 48")) << given.err;
+  auto fits = run_chainlm(dir, "bench decode --prompt-tokens 8 --tokens 8" + bench);
+  ASSERT_EQ(fits.exit_code, 0) << fits.err;
+  EXPECT_FALSE(contains(fits.err, "did not fit")) << fits.err;
+}
+
 // A weight near float's range in a file whose checksums agree (written so, or a run that
 // diverged): eval printed "loss -nan" and exited 0, export and quantize called the NaN "a bug".
 TEST_F(ModelUseCli, AModelComputingNonFiniteLogitsIsNamedSo) {

@@ -104,7 +104,9 @@ TEST_F(QuantizeCli, Q4SaysWhichMatricesStayQ8) {
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_TRUE(contains(r.out, "of the 9 weight matrices stay q8_0: their rows (48, 100 weights)"))
       << r.out;
-  EXPECT_TRUE(contains(r.out, "nothing is 4-bit")) << r.out;
+  EXPECT_TRUE(contains(r.err, "warning: nothing in " + dir.file("odd-q4") +
+                                  " is 4-bit: 9 of its 9 weight matrices stay q8_0"))
+      << r.err;
   // info called it "q4_0" and no more.
   r = run_chainlm(dir, "info --model " + quote(dir.file("odd-q4")));
   EXPECT_TRUE(contains(r.out, "weights     q4_0, ") && contains(r.out, "; matrices: 9 q8_0\n"))
