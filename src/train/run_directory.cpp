@@ -420,12 +420,17 @@ void RunDirectory::append_metrics(const nlohmann::json& line) const {
   const std::string path = (fs::path(path_) / "metrics.jsonl").string();
   // `rm -rf RUN` mid-run: the log (and the lock's mark) went, and a new log started mid-way
   // with nothing said; `report` then counted the steps from there.
+  // A run directory moved away (`mv RUN RUN2`) is said so, not warned of as an emptied one;
+  // looked for only when something is missing or fails, not at every line.
   std::error_code ec;
   const long step = line.value("step", 0L);
-  if (log_started_ && run_directory_gone(path_))
-    fail("cannot append to ", path, " (the line of step ", step, "): ", gone_message(path_), "; ",
-         what_is_kept());
+  auto fail_if_run_gone = [&] {
+    if (run_directory_gone(path_))
+      fail("cannot append to ", path, " (the line of step ", step, "): ", gone_message(path_), "; ",
+           what_is_kept());
+  };
   if (log_started_ && !log_loss_warned_ && !fs::exists(path, ec)) {
+    fail_if_run_gone();
     log_loss_warned_ = true;
     std::fprintf(stderr,
                  "warning: %s was removed while this run wrote it (the run directory emptied?); "
@@ -446,10 +451,12 @@ void RunDirectory::append_metrics(const nlohmann::json& line) const {
     ok = false;
     err = errno;
   }
-  if (!ok)
+  if (!ok) {
+    fail_if_run_gone();
     fail("cannot append to ", path, " (the line of step ", step,
          "): ", std::strerror(err ? err : EIO), "; ", what_is_kept(),
          last_checkpoint_.empty() ? std::string() : ": chainlm train --resume goes on from it");
+  }
 }
 
 void RunDirectory::reset_metrics() const {
