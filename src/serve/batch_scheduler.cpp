@@ -121,7 +121,9 @@ void BatchScheduler::stop() {
 
 BatchScheduler::Counters BatchScheduler::counters() const {
   std::lock_guard<std::mutex> lock(mutex_);
-  return counters_;
+  Counters c = counters_;
+  c.waiting_to_join = (int)incoming_.size();
+  return c;
 }
 
 void BatchScheduler::release(Generation& g) {

@@ -132,6 +132,7 @@ class BatchScheduler {
     long decode_steps = 0, decode_rows = 0, prefill_pieces = 0;
     double decode_seconds = 0, prefill_seconds = 0;  // spent in steps and in pieces
     int decode_threads = 0;  // the thread count the steps run on now (0 before the first)
+    int waiting_to_join = 0;  // submitted generations not yet taken into the steps
   };
   Counters counters() const;
 

@@ -136,6 +136,10 @@ std::string Metrics::render(const Gauges& g) const {
         "Threads the decoding steps run on now: fewer than --threads while that measures faster (a "
         "busy core).",
         g.decode_threads);
+  gauge(os, "chainlm_generations_waiting_to_join",
+        "Admitted generations the scheduler has not yet taken into its steps (it takes them "
+        "between steps; more than a moment's worth means it is behind).",
+        g.waiting_to_join);
   gauge(os, "chainlm_sessions_in_flight",
         "Requests admitted and not yet answered (one of n choices counts once).",
         g.sessions_in_flight);

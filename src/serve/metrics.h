@@ -32,6 +32,7 @@ class Metrics {
     long decode_steps, decode_rows, prefill_pieces;
     double decode_seconds, prefill_seconds;
     int decode_threads;  // threads the steps run on now (infer/decode_threads.h); 0 before any
+    int waiting_to_join;  // generations handed to the scheduler, not yet in its steps
   };
   std::string render(const Gauges& g) const;
 

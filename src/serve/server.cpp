@@ -142,7 +142,8 @@ void InferenceServer::Impl::route() {
                  metrics.render({admission.running(), admission.waiting(), admission.max_sessions(),
                                  admission.max_queue(), current_rss_bytes(), peak_rss_bytes(),
                                  memory.total(), sc.decode_steps, sc.decode_rows, sc.prefill_pieces,
-                                 sc.decode_seconds, sc.prefill_seconds, sc.decode_threads}),
+                                 sc.decode_seconds, sc.prefill_seconds, sc.decode_threads,
+                                 sc.waiting_to_join}),
                  "text/plain; version=0.0.4; charset=utf-8");
            }));
   http.Get("/v1/models",

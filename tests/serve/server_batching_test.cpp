@@ -101,7 +101,15 @@ class ServeBatching : public ::testing::Test {
     for (size_t i = 1; i < requests.size(); ++i)
       together.push_back(std::async(std::launch::async, [&, i] { return ask(s, requests[i]); }));
     ASSERT_TRUE(s.wait_for("sessions_in_flight", (int)requests.size()));
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));  // from admission to the scheduler's queue
+    // Admitted, then handed to the scheduler: every other request waits to join while the first
+    // one holds the scheduler's thread.
+    const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+    long waiting = 0;
+    while ((waiting = metric(s.client().Get("/metrics")->body,
+                             "chainlm_generations_waiting_to_join")) < (long)requests.size() - 1 &&
+           std::chrono::steady_clock::now() < until)
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    ASSERT_EQ(waiting, (long)requests.size() - 1);
     hold.open();
     for (size_t i = 0; i < requests.size(); ++i)
       EXPECT_EQ(together[i].get(), alone[i]) << "request " << i << ": " << requests[i].dump();
