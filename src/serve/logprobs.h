@@ -6,6 +6,7 @@
 #include <functional>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -24,9 +25,13 @@ struct TokenLogprob {
 TokenLogprob token_logprob(const float* logits, int vocab_size, int texts, int id, int n_top,
                            const std::function<std::string(int)>& text_of);
 
-// {"tokens", "token_logprobs", "top_logprobs", "text_offset"}; offsets are byte offsets into the
-// generated text, starting at `offset` (the text before these tokens).
+// {"tokens", "token_logprobs", "top_logprobs", "text_offset"}; offsets count characters (code
+// points, as Python's str indexes OpenAI's text: harnesses compare them with len(context)) into
+// the choice's text, starting at `offset` (the characters before these tokens). A token ending
+// inside a character counts that character, so the next token's offset is the one after it.
 nlohmann::json completion_logprobs_json(const std::vector<TokenLogprob>& tokens, size_t offset);
+// Characters (code points) in UTF-8 text: its bytes that do not continue a character.
+size_t utf8_chars(std::string_view text);
 // {"content": [{"token", "logprob", "bytes", "top_logprobs": [{"token", "logprob", "bytes"}]}]}
 nlohmann::json chat_logprobs_json(const std::vector<TokenLogprob>& tokens);
 

@@ -158,20 +158,23 @@ bool InferenceServer::Impl::stream(Job& job, httplib::DataSink& sink) {
       // stop then drops both; its log-probability had gone out). `all`: the rest, at the end.
       size_t lp_offset = 0;  // the offset of the first of them in the choice's text
       auto fresh_logprobs = [&](bool all) -> std::vector<TokenLogprob> {
-        size_t end = c.logprobs_sent, covered = c.logprobs_text;
+        size_t end = c.logprobs_sent, covered = c.logprobs_text, chars = c.logprobs_chars;
         // (A token without text, EOS under ignore_eos, waits for text past it: at the text's end
         // a stop drops it too.)
         const size_t released = c.text.text().size();
         while (end < c.logprobs.size() &&
-               (all ||
-                (c.logprobs[end].text.empty() ? covered < released
-                                              : covered + c.logprobs[end].text.size() <= released)))
+               (all || (c.logprobs[end].text.empty()
+                            ? covered < released
+                            : covered + c.logprobs[end].text.size() <= released))) {
+          chars += utf8_chars(c.logprobs[end].text);
           covered += c.logprobs[end++].text.size();
+        }
         std::vector<TokenLogprob> out(c.logprobs.begin() + (long)c.logprobs_sent,
                                       c.logprobs.begin() + (long)end);
-        lp_offset = (job.request.echo ? c.prompt.size() : 0) + c.logprobs_text;
+        lp_offset = (job.request.echo ? utf8_chars(c.prompt) : 0) + c.logprobs_chars;
         c.logprobs_sent = end;
         c.logprobs_text = covered;
+        c.logprobs_chars = chars;
         return out;
       };
       auto event = [&](const std::string& text, const char* finish,

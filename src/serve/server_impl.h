@@ -106,7 +106,8 @@ struct InferenceServer::Impl {
     CompletionText text;
     std::vector<TokenLogprob> logprobs;  // per generated token, when the request asks
     size_t logprobs_sent = 0;            // those already in stream events
-    size_t logprobs_text = 0;  // bytes of text of those (where the next one's offset starts)
+    size_t logprobs_text = 0;            // bytes of text of those
+    size_t logprobs_chars = 0;  // and its characters (where the next one's text_offset starts)
     bool role_sent = false;              // chat streams: the first chunk names the role
   };
 

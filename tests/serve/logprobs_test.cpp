@@ -306,5 +306,39 @@ TEST_F(ServeLogprobs, EchoScoresThePromptAsGenerationWould) {
   }
 }
 
+// text_offset counts characters, as Python's str indexes OpenAI's text (a harness compares it
+// with len(context)): "\u00e9a" is 3 bytes and 2 characters. A token that ends inside a
+// character counts the character, so the next one's offset is past it.
+TEST_F(ServeLogprobs, TextOffsetsCountCharactersNotBytes) {
+  const json prompt = {0xC3, 0xA9, 'a'};  // "\u00e9a" a byte a token
+  const json whole = post("/v1/completions", {{"prompt", prompt},
+                                              {"max_tokens", 2},
+                                              {"echo", true},
+                                              {"logprobs", 0},
+                                              {"logit_bias", {{"98", 100}}},
+                                              {"temperature", 0}});
+  const json& lp = whole["choices"][0]["logprobs"];
+  EXPECT_EQ(whole["choices"][0]["text"], "\u00e9abb");
+  EXPECT_EQ(lp["text_offset"], json::array({0, 1, 1, 2, 3}));
+  auto r = server->client().Post("/v1/completions",
+                                 json{{"prompt", prompt},
+                                      {"max_tokens", 2},
+                                      {"echo", true},
+                                      {"logprobs", 0},
+                                      {"logit_bias", {{"98", 100}}},
+                                      {"temperature", 0},
+                                      {"stream", true}}
+                                     .dump(),
+                                 "application/json");
+  ASSERT_TRUE(r && r->status == 200);
+  json offsets = json::array();
+  for (const std::string& e : testing::sse_data(r->body)) {
+    if (e == "[DONE]") continue;
+    const json event = json::parse(e);
+    for (const json& o : event["choices"][0]["logprobs"]["text_offset"]) offsets.push_back(o);
+  }
+  EXPECT_EQ(offsets, lp["text_offset"]) << r->body;
+}
+
 }  // namespace
 }  // namespace chainlm
