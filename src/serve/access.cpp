@@ -29,6 +29,14 @@ std::string host_of_host_header(const std::string& host_header) {
   return colon == std::string::npos ? host_header : host_header.substr(0, colon);
 }
 
+bool starts_with_bearer(const std::string& authorization) {
+  static const std::string kPrefix = "bearer ";
+  if (authorization.size() < kPrefix.size()) return false;
+  for (size_t i = 0; i < kPrefix.size(); ++i)
+    if (std::tolower(static_cast<unsigned char>(authorization[i])) != kPrefix[i]) return false;
+  return true;
+}
+
 bool bearer_matches(const std::string& authorization, const std::string& key) {
   // The scheme's name is case-insensitive (RFC 7235: "bearer KEY" is the same); the key is not.
   static const std::string kPrefix = "bearer ";

@@ -32,6 +32,8 @@ std::string host_of_host_header(const std::string& host_header);
 // Whether `authorization` is "Bearer <key>" for this key, the scheme in any case (constant time
 // in the key's length).
 bool bearer_matches(const std::string& authorization, const std::string& key);
+// Whether an Authorization header's scheme is Bearer (case-insensitive), whatever follows.
+bool starts_with_bearer(const std::string& authorization);
 
 // Access-Control-Allow-Headers for a preflight that asks to send `requested` (its
 // Access-Control-Request-Headers): Authorization and Content-Type, and the requested names when

@@ -302,10 +302,21 @@ json parse_json_body(const std::string& body) {
   try {
     j = parse_json_noting_duplicates(body, &duplicate);
   } catch (const json::parse_error& e) {
-    // The byte where parsing stopped, not the library's internal wording.
-    refuse("", e.byte > body.size() ? cat("the request body is not valid JSON: it ends too early (", body.size(),
-                                          " bytes)")
-                                    : cat("the request body is not valid JSON: error near byte ", e.byte));
+    // The byte where parsing stopped, not the library's internal wording; and what is wrong
+    // there when it is about a string's characters, which look like no syntax error.
+    const std::string what = e.what();
+    const char* about = what.find("ill-formed UTF-8") != std::string::npos
+                            ? ": a string is not valid UTF-8"
+                        : what.find("surrogate") != std::string::npos
+                            ? ": a string has an unpaired UTF-16 surrogate escape (\\uD800-\\uDFFF)"
+                        : what.find("control character") != std::string::npos
+                            ? ": a string holds a raw control character (a newline or tab must be "
+                              "written \\n or \\t)"
+                            : ": error";
+    refuse("", e.byte > body.size()
+                   ? cat("the request body is not valid JSON: it ends too early (", body.size(),
+                         " bytes)")
+                   : cat("the request body is not valid JSON", about, " near byte ", e.byte));
   } catch (const json::out_of_range&) {
     refuse("", "the request body is not valid JSON: a number is too large");
   } catch (const json::exception&) {

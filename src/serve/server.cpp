@@ -348,8 +348,15 @@ httplib::Server::HandlerResponse InferenceServer::Impl::admit(const httplib::Req
   if (!access.api_key.empty() && route_needs_key(req.path) &&
       !bearer_matches(req.get_header_value("Authorization"), access.api_key)) {
     res.set_header("WWW-Authenticate", "Bearer");
-    set_error(res, 401, "this server needs an API key: send the header 'Authorization: Bearer KEY'",
-              "authentication_error");
+    const std::string sent = req.get_header_value("Authorization");
+    // Which of the three mistakes it is (the key itself is never repeated back).
+    const char* why =
+        !req.has_header("Authorization")
+            ? "this server needs an API key: send the header 'Authorization: Bearer KEY'"
+        : !starts_with_bearer(sent) ? "the Authorization header is not of the form 'Bearer KEY' "
+                                      "(this server takes an API key)"
+                                    : "the API key sent is not this server's key";
+    set_error(res, 401, why, "authentication_error");
     return R::Handled;
   }
   return R::Unhandled;

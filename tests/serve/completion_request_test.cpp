@@ -235,7 +235,13 @@ TEST(CompletionRequest, BodyThatIsNotJsonIsARequestError) {
       {R"({"prompt": "x", "temperature": -4e400})", "a number is too large"},
       {R"({"prompt": "x",)", "it ends too early (15 bytes)"},
       {"", "it ends too early (0 bytes)"},
-      {"{\"prompt\": \"\xff\"}", "error near byte 13"},  // not UTF-8 (byte 12)
+      {"{\"prompt\": \"\xff\"}", "a string is not valid UTF-8 near byte 13"},  // byte 12
+      {R"({"prompt": "\ud800 x"})",
+       "an unpaired UTF-16 surrogate escape (\\uD800-\\uDFFF) near byte"},
+      {R"({"prompt": "\udc00"})", "an unpaired UTF-16 surrogate escape"},
+      {"{\"prompt\": \"a\nb\"}",
+       "a raw control character (a newline or tab must be written \\n or \\t)"},
+      {R"({"prompt": x})", "error near byte 12"},
   };
   for (const auto& [body, detail] : cases) {
     try {

@@ -95,6 +95,7 @@ TEST_F(ServeAccess, ApiKeyGuardsEveryRouteButThePageAndHealth) {
   EXPECT_EQ(no_key->status, 401);
   EXPECT_EQ(no_key->get_header_value("WWW-Authenticate"), "Bearer");
   EXPECT_EQ(json::parse(no_key->body)["error"]["type"], "authentication_error");
+  EXPECT_NE(no_key->body.find("this server needs an API key"), std::string::npos) << no_key->body;
   for (const char* path : {"/v1/models", "/metrics"}) {
     auto r = c.Get(path);
     ASSERT_TRUE(r);
@@ -103,6 +104,15 @@ TEST_F(ServeAccess, ApiKeyGuardsEveryRouteButThePageAndHealth) {
   auto wrong = c.Post("/v1/completions", {{"Authorization", "Bearer k3y-for-test"}}, kBody, "application/json");
   ASSERT_TRUE(wrong);
   EXPECT_EQ(wrong->status, 401);
+  // Each mistake says which it is, and the key sent is not repeated back.
+  EXPECT_NE(wrong->body.find("the API key sent is not this server's key"), std::string::npos)
+      << wrong->body;
+  EXPECT_EQ(wrong->body.find("k3y-for-test"), std::string::npos) << wrong->body;
+  auto basic = c.Post("/v1/completions", {{"Authorization", "Basic dXNlcjpwYXNz"}}, kBody,
+                      "application/json");
+  ASSERT_TRUE(basic);
+  EXPECT_EQ(basic->status, 401);
+  EXPECT_NE(basic->body.find("not of the form 'Bearer KEY'"), std::string::npos) << basic->body;
   for (const char* path : {"/", "/health"}) {
     auto r = c.Get(path);
     ASSERT_TRUE(r);
