@@ -1,5 +1,6 @@
 #include "eval/eval_text.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -38,6 +39,24 @@ EvalTokens load_eval_tokens(const std::string& path_arg, const Tokenizer* tokeni
     path = data_shard_path(path, "val.bin");
   }
   CHAINLM_CHECK(fs::is_regular_file(path, ec), path, ": no such file");
+  {
+    // A file chainlm wrote beside the data or the weights (data/meta.json, a tab completion away
+    // from data/val.bin) is JSON text: it was scored as prose.
+    const fs::path p(path);
+    const std::string name = p.filename().string();
+    static const char* const kWritten[] = {
+        "meta.json", "config.json",       "trainer_state.json",    "metrics.jsonl",
+        "latest",    "model.safetensors", "optimizer.safetensors", "report.md"};
+    const DirectoryKind kind = directory_kind(p.has_parent_path() ? p.parent_path().string() : ".");
+    const bool written =
+        std::find(std::begin(kWritten), std::end(kWritten), name) != std::end(kWritten);
+    CHAINLM_CHECK(kind == DirectoryKind::kOther || !written, path_arg, " is the ",
+                  directory_kind_name(kind), "'s ", name, ", not data to evaluate on",
+                  kind == DirectoryKind::kData
+                      ? " (pass the data directory itself, or its val.bin)"
+                      : " (a data directory chainlm prepare wrote, a token shard or a "
+                        "text file)");
+  }
   // A shard named inside its data directory gets the directory's checks too (an unfinished
   // prepare, a count meta.json disagrees with): they applied only to the directory named.
   // (data_shard_path checks what the directory has, and passes a shard with neither.)

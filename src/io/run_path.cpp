@@ -3,9 +3,11 @@
 #include <algorithm>
 #include <cctype>
 #include <filesystem>
+#include <fstream>
 
 #include "core/error.h"
 #include "io/atomic_file.h"
+#include "io/tokenizer.h"
 
 namespace chainlm {
 
@@ -82,6 +84,34 @@ std::string other_entries_note(const std::string& dir) {
              "beside them");
 }
 
+namespace {
+
+// What a file given where a checkpoint belongs is, when it is something chainlm writes or reads
+// (a tokenizer passed as the model is a common slip).
+std::string file_kind_note(const std::string& path) {
+  std::error_code ec;
+  const fs::path name = fs::path(path).filename();
+  if (name == "model.safetensors" || name == "config.json" || name == "latest")
+    return cat(": pass the directory that holds it, ", fs::path(path).parent_path().string());
+  std::string head(8, '\0');
+  {
+    std::ifstream in(path, std::ios::binary);
+    in.read(head.data(), 8);
+    head.resize((size_t)std::max<std::streamsize>(0, in.gcount()));
+  }
+  if (head == "CLMTOKS1") return ": it is a chainlm token shard (training data), not a model";
+  const auto size = fs::file_size(path, ec);
+  if (ec || size > (64u << 20)) return "";  // tokenizers are small; a big file is not read whole
+  try {
+    load_tokenizer(path);
+    return ": it is a tokenizer: pass it as --tokenizer, and the model as --model";
+  } catch (const std::exception&) {
+    return "";
+  }
+}
+
+}  // namespace
+
 std::string read_latest_name(const std::string& run) {
   std::string name = read_file((fs::path(run) / "latest").string());
   // Whitespace around the name, as an editor or `echo " step-4"` leaves it.
@@ -95,7 +125,7 @@ std::string resolve_checkpoint_dir(const std::string& path) {
   std::error_code ec;
   CHAINLM_CHECK(fs::exists(path, ec), path, ": no such checkpoint or run directory");
   CHAINLM_CHECK(fs::is_directory(path, ec), path, ": not a directory (a chainlm checkpoint is a ",
-                "directory with config.json and model.safetensors)");
+                "directory with config.json and model.safetensors)", file_kind_note(path));
   if (fs::exists(fs::path(path) / "config.json", ec)) return path;
   const fs::path latest = fs::path(path) / "latest";
   if (!fs::exists(latest, ec)) {

@@ -121,6 +121,38 @@ TEST_F(ModelUseCli, EvalDataThatIsARunOrACheckpointIsNamed) {
     EXPECT_NE(r.exit_code, 0) << data;
     EXPECT_TRUE(contains(r.err, kind + ", not data to evaluate on")) << r.err;
   }
+  // A file chainlm wrote beside the data or the weights is JSON text, which was scored as prose
+  // (a tab completion away from data/val.bin). A text file of the user's there is still read.
+  write_bytes(data + "/meta.json", R"({"note": "a data directory's own file"})");
+  for (const auto& [file, says] :
+       {std::pair<std::string, std::string>{data + "/meta.json",
+                                            "is the data directory's meta.json, not data to "
+                                            "evaluate on (pass the data directory itself"},
+        {run + "/step-00000002/config.json", "is the model checkpoint's config.json, not data"},
+        {run + "/metrics.jsonl", "is the training run's metrics.jsonl, not data"}}) {
+    auto r = run_chainlm(dir, "eval ppl --model " + quote(run) + " --data " + quote(file));
+    EXPECT_NE(r.exit_code, 0) << file;
+    EXPECT_TRUE(contains(r.err, says)) << r.err;
+  }
+  write_bytes(data + "/notes.txt", "first document\n\nsecond document\n");
+  auto notes =
+      run_chainlm(dir, "eval ppl --model " + quote(run) + " --data " + quote(data + "/notes.txt"));
+  EXPECT_EQ(notes.exit_code, 0) << notes.err;
+}
+
+// A file given as --model that is something else chainlm reads is named (a tokenizer passed as
+// the model said only "not a directory").
+TEST_F(ModelUseCli, AModelArgumentThatIsAnotherFileIsNamed) {
+  for (const auto& [file, says] :
+       {std::pair<std::string, std::string>{dir.file("t300.model"),
+                                            "it is a tokenizer: pass it as --tokenizer"},
+        {run + "/latest", "pass the directory that holds it, " + run},
+        {run + "/step-00000002/model.safetensors",
+         "pass the directory that holds it, " + run + "/step-00000002"}}) {
+    auto r = run_chainlm(dir, "generate --model " + quote(file) + " --prompt hi --max-tokens 2");
+    EXPECT_NE(r.exit_code, 0) << file;
+    EXPECT_TRUE(contains(r.err, says)) << r.err;
+  }
 }
 
 // The model's 512 ids against the byte tokenizer's 258: ids 258..511 have no text. An untrained
