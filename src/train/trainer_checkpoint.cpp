@@ -132,6 +132,13 @@ void Trainer::restore_state(const std::string& dir) {
     fail(state_path, ": invalid trainer state: ", e.what());
   }
   CHAINLM_CHECK(step_ >= 0, state_path, ": negative step");
+  // A state edited by hand or copied from another checkpoint: resuming went on from its step,
+  // moved the checkpoint itself aside as "later" and left `latest` naming nothing.
+  const std::string name = fs::path(dir).filename().string();
+  const long named = checkpoint_step(name);
+  CHAINLM_CHECK(named < 0 || named == step_, state_path, " says step ", step_,
+                " but its checkpoint is ", name,
+                ": the file was edited or belongs to another checkpoint (nothing was changed)");
 }
 
 void Trainer::restore(const std::string& checkpoint_dir) {

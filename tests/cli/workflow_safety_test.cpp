@@ -266,6 +266,25 @@ TEST_F(WorkflowSafety, ResumingFromAnOlderCheckpointMovesTheNewerOnesAside) {
   EXPECT_EQ(trimmed(read_bytes(run + "/latest")), "step-00000004");  // the new step 4
 }
 
+// A trainer_state.json whose step is not its checkpoint's (edited, or copied from another):
+// the resume went on from that step, moved the checkpoint itself aside as a "later" one and left
+// `latest` naming nothing. It is refused before anything moves.
+TEST_F(WorkflowSafety, AStateWhoseStepIsNotItsCheckpointsIsRefusedBeforeAnythingMoves) {
+  const std::string run = dir.file("run");
+  ASSERT_EQ(run_chainlm(dir, train_args(run, 4)).exit_code, 0);
+  const std::string state_path = run + "/step-00000004/trainer_state.json";
+  nlohmann::json state = nlohmann::json::parse(read_bytes(state_path));
+  state["step"] = 3;
+  write_bytes(state_path, state.dump());
+  auto r = run_chainlm(dir, "train --out " + quote(run) + " --resume --steps 6");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_TRUE(contains(r.err, "says step 3 but its checkpoint is step-00000004")) << r.err;
+  EXPECT_TRUE(fs::exists(run + "/step-00000004/model.safetensors"));
+  EXPECT_EQ(trimmed(read_bytes(run + "/latest")), "step-00000004");
+  for (const auto& e : fs::directory_iterator(run))
+    EXPECT_NE(e.path().filename().string().rfind("superseded-", 0), 0u) << e.path();
+}
+
 // 8 bytes of 0xff in the weights: before, `generate` printed "GGGGGGGGGG" and exited 0.
 TEST_F(WorkflowSafety, CorruptWeightsAreRefusedNamingAnIntactEarlierCheckpoint) {
   const std::string run = dir.file("run");
