@@ -42,8 +42,9 @@ void add_report_command(CLI::App& app) {
     // run's metrics.jsonl, a checkpoint's config.json, the user's notes, a symbolic link).
     CHAINLM_CHECK(a->overwrite || may_replace(out.string(), is_run_report_file), "report: --out ",
                   out.string(),
-                  " exists and is not a chainlm report; choose another file, or pass ",
-                  "--overwrite to replace it (nothing was written)");
+                  " exists and is not a chainlm report as chainlm wrote it (another file, or a ",
+                  "report edited since); choose another file, or pass --overwrite to replace it ",
+                  "(nothing was written)");
     const fs::path png = out.parent_path() / (out.stem().string() + "-loss.png");
     // The plot beside it: one chainlm drew (marked so). A user's own PNG of that name is never
     // replaced, not even where an earlier report linked its plot (the user may have put theirs

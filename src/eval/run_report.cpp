@@ -10,6 +10,7 @@
 #include "core/error.h"
 #include "core/number_format.h"
 #include "io/atomic_file.h"
+#include "io/safetensors.h"
 #include "model/checkpoint.h"
 #include "model/config.h"
 #include "model/model.h"
@@ -22,6 +23,7 @@ namespace {
 
 // The report's first line begins with this: how an earlier report is told from another file.
 constexpr const char* kReportTitle = "# Training report: ";
+constexpr const char* kMarkerStart = "chainlm report crc32 ";
 
 double median(std::vector<double> v) {
   if (v.empty()) return std::nan("");
@@ -237,14 +239,29 @@ std::string run_report_markdown(const std::string& run_dir, const RunMetrics& m,
 
   if (!config_json.is_null())
     md << "## config.json\n\n```json\n" << config_json.dump(2) << "\n```\n";
-  return md.str();
+  // The report's own checksum, so that `report` replaces it only as it wrote it: notes a user
+  // added to it were lost without a word when the report was made again.
+  const std::string body = md.str();
+  return body + report_marker(body);
+}
+
+std::string report_marker(const std::string& body) {
+  return cat("\n<!-- ", kMarkerStart, crc32_hex(crc32_of(body.data(), body.size())),
+             " (chainlm report replaces this file only while it is as written) -->\n");
 }
 
 bool is_run_report_file(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   std::string first;
   std::getline(in, first);
-  return first.rfind(kReportTitle, 0) == 0;
+  if (first.rfind(kReportTitle, 0) != 0) return false;
+  // The whole file (reports are a few KB; anything far larger is not one) against its marker.
+  std::error_code ec;
+  const auto size = fs::file_size(path, ec);
+  if (ec || size > (16u << 20)) return false;
+  const std::string text = read_file(path);
+  const size_t at = text.rfind(cat("\n<!-- ", kMarkerStart));
+  return at != std::string::npos && text.substr(at) == report_marker(text.substr(0, at));
 }
 
 }  // namespace chainlm

@@ -18,8 +18,11 @@ inline constexpr int kReportTrainWindow = 20;
 // report (empty = no image).
 std::string run_report_markdown(const std::string& run_dir, const RunMetrics& metrics,
                                 const std::string& plot_link);
-// Whether path is a report run_report_markdown wrote (its first line), which report may
-// replace without --overwrite.
+// Whether path is a report run_report_markdown wrote, unedited since (its title, and the
+// checksum in its last line), which report may replace without --overwrite.
 bool is_run_report_file(const std::string& path);
+// The last line of a report whose text before it is `body`: an HTML comment (invisible when the
+// markdown is rendered) holding body's CRC-32.
+std::string report_marker(const std::string& body);
 
 }  // namespace chainlm

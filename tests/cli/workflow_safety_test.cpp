@@ -147,6 +147,19 @@ TEST_F(WorkflowSafety, PlotAndTokenizerTrainNeverReplaceAUsersFile) {
     report = run_chainlm(dir, "report " + quote(run) + " --out " + quote(dir.file("mine.md")));
     EXPECT_EQ(report.exit_code, 0) << report.err;
   }
+  // A report the user has since added notes to is theirs too (it was replaced without a word);
+  // --overwrite replaces it.
+  const std::string mine = read_bytes(dir.file("mine.md"));
+  write_bytes(dir.file("mine.md"), mine + "\nMY NOTES\n");
+  report = run_chainlm(dir, "report " + quote(run) + " --out " + quote(dir.file("mine.md")));
+  EXPECT_NE(report.exit_code, 0);
+  EXPECT_TRUE(contains(report.err, "a report edited since") && contains(report.err, "--overwrite"))
+      << report.err;
+  EXPECT_EQ(read_bytes(dir.file("mine.md")), mine + "\nMY NOTES\n");
+  report = run_chainlm(
+      dir, "report " + quote(run) + " --out " + quote(dir.file("mine.md")) + " --overwrite");
+  EXPECT_EQ(report.exit_code, 0) << report.err;
+  EXPECT_EQ(read_bytes(dir.file("mine.md")), mine);
   // The user's picture put where the report's plot was is theirs now (the report linking that
   // name let it be replaced); a dangling link at --out is there too (it was replaced).
   write_bytes(dir.file("mine-loss.png"), png);
