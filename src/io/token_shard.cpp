@@ -169,6 +169,34 @@ std::string TokenShard::fingerprint() const {
              " sampled bytes");
 }
 
+void TokenShard::check_tokens() const {
+  // In blocks: a maximum the loop vectorizes, then the block's tokens one by one only where it
+  // is out of range (read names the first).
+  constexpr uint64_t kBlock = 1 << 16;
+  const unsigned char* base = file_.data() + kTokenShardHeaderBytes;
+  for (uint64_t start = 0; start < count_; start += kBlock) {
+    const uint64_t n = std::min(kBlock, count_ - start);
+    uint32_t top = 0;
+    if (bytes_per_token_ == 2) {
+      uint16_t m = 0;
+      const unsigned char* p = base + start * 2;
+      for (uint64_t i = 0; i < n; ++i) {
+        uint16_t v;
+        std::memcpy(&v, p + 2 * i, 2);
+        m = std::max(m, v);
+      }
+      top = m;
+    } else {
+      const unsigned char* p = base + start * 4;
+      for (uint64_t i = 0; i < n; ++i) top = std::max(top, load_u32(p + 4 * i));
+    }
+    if (top >= vocab_size_) {
+      std::vector<int32_t> tokens(n);
+      read(start, n, tokens.data());  // throws naming the first
+    }
+  }
+}
+
 uint32_t TokenShard::at(uint64_t i) const {
   CHAINLM_CHECK(i < count_, path_, ": token index ", i, " out of range (", count_, " tokens)");
   return load_token(file_.data() + kTokenShardHeaderBytes + i * bytes_per_token_, bytes_per_token_);

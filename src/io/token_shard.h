@@ -65,6 +65,10 @@ class TokenShard {
   // Copies tokens [start, start + n) into out; throws if the range leaves the shard or a
   // stored token is >= vocab_size (a corrupt shard must not index past an embedding table).
   void read(uint64_t start, uint64_t n, int32_t* out) const;
+  // Throws, naming the first, if any stored token is >= vocab_size: a whole pass over the file
+  // (training checks its shards at start; a corrupt token that sampling reached only hours in
+  // failed the run there, and one it never reached let the run pass).
+  void check_tokens() const;
 
  private:
   std::string path_;

@@ -298,6 +298,26 @@ TEST_F(WorkflowSafety, AStateWhoseStepIsNotItsCheckpointsIsRefusedBeforeAnything
     EXPECT_NE(e.path().filename().string().rfind("superseded-", 0), 0u) << e.path();
 }
 
+// A token past the vocabulary in a shard (two bytes flipped on disk) failed a run only when
+// sampling reached it, hours in, and a run that never sampled it passed: train checks every token
+// of both shards before its first step.
+TEST_F(WorkflowSafety, ACorruptTokenInAShardIsFoundBeforeTheFirstStep) {
+  const std::string shard = data + "/train.bin";
+  const auto at = (std::streamoff)fs::file_size(shard) - 2;  // the last token
+  {
+    std::fstream f(shard, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(at);
+    f.write("\xff\xff", 2);
+  }
+  const std::string run = dir.file("run");
+  auto r = run_chainlm(dir, train_args(run, 1));
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_TRUE(contains(r.err, "train.bin: corrupt shard: token 65535 at position") &&
+              contains(r.err, "is >= vocab_size 258"))
+      << r.err;
+  EXPECT_FALSE(fs::exists(run + "/latest"));
+}
+
 // 8 bytes of 0xff in the weights: before, `generate` printed "GGGGGGGGGG" and exited 0.
 TEST_F(WorkflowSafety, CorruptWeightsAreRefusedNamingAnIntactEarlierCheckpoint) {
   const std::string run = dir.file("run");

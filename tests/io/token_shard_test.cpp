@@ -5,8 +5,10 @@
 #include <algorithm>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 
 #include "core/error.h"
+#include "error_of.h"
 #include "io/test_temp_dir.h"
 
 namespace chainlm {
@@ -110,6 +112,38 @@ TEST(TokenShard, TokenOutOfVocabRejected) {
   EXPECT_THROW(write_token_shard(path, {1, 2, 300}, 300), Error);
   EXPECT_FALSE(std::filesystem::exists(path));
   EXPECT_THROW(write_token_shard(path, {1}, 0), Error);
+}
+
+// A stored token past the vocabulary (a flipped byte on disk) is found by check_tokens wherever
+// it is, in both widths, past the first block of the scan too; read finds it only if it reads it.
+TEST(TokenShard, CheckTokensFindsACorruptTokenAnywhere) {
+  TempDir dir;
+  for (const uint32_t vocab : {300u, 70000u}) {
+    const uint32_t width = vocab < 65536 ? 2 : 4;
+    for (const uint64_t at : {uint64_t{0}, uint64_t{70000}, uint64_t{199999}}) {
+      SCOPED_TRACE(std::to_string(vocab) + " at " + std::to_string(at));
+      std::vector<uint32_t> tokens(200000);
+      for (size_t i = 0; i < tokens.size(); ++i) tokens[i] = (uint32_t)(i * 7919 % vocab);
+      const std::string path = dir.file("s.bin");
+      write_token_shard(path, tokens, vocab);
+      TokenShard(path).check_tokens();  // intact
+      {
+        std::fstream f(path, std::ios::in | std::ios::out | std::ios::binary);
+        f.seekp((std::streamoff)(kTokenShardHeaderBytes + at * width));
+        const char ff[4] = {'\xff', '\xff', '\xff', '\xff'};
+        f.write(ff, width);
+      }
+      TokenShard shard(path);
+      int32_t one;
+      shard.read(at == 0 ? 1 : 0, 1, &one);  // elsewhere, reads pass
+      const std::string err = test::error_of([&] { shard.check_tokens(); });
+      EXPECT_NE(err.find("corrupt shard: token " +
+                         std::to_string(width == 2 ? 65535u : 4294967295u) + " at position " +
+                         std::to_string(at) + " is >= vocab_size " + std::to_string(vocab)),
+                std::string::npos)
+          << err;
+    }
+  }
 }
 
 // Files in dir other than the ones named: a writer's temporary files must never outlive it.
