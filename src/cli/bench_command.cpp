@@ -33,7 +33,9 @@ void add_bench_command(CLI::App& app) {
                     "Threads per process; 0 = all cores (or OMP_NUM_THREADS when set), under "
                     "mpirun the machine's cores shared "
                     "among its ranks");
-  train->add_option("--bucket-mb", a->bucket_mb, "Under mpirun: gradient allreduce bucket size (MB)")
+  train
+      ->add_option("--bucket-mb", a->bucket_mb, "Under mpirun: gradient allreduce bucket size (MB)")
+      ->check(in_float_range())
       ->capture_default_str();
   train->add_flag("--overlap-comm", a->overlap,
                   "Under mpirun: sum each layer's gradients during the backward");

@@ -133,6 +133,10 @@ CLI::Validator seed_value() {
 CLI::Validator in_float_range() {
   return CLI::Validator(
       [](std::string& v) {
+        // strtof reads hexadecimal floats: "--lr 0x10" trained at 16 (as parse_float_list says).
+        if (v.find_first_of("xX") != std::string::npos)
+          return cat(v, " is not a decimal number (hexadecimal is not taken: a typo of 0.1 ",
+                     "would read as another value)");
         errno = 0;
         char* end = nullptr;
         const float f = std::strtof(v.c_str(), &end);

@@ -427,9 +427,10 @@ void add_prepare_command(CLI::App& app) {
       ->required();
   add_corpus_options(p, o->corpus, "--input", "blank-lines");
   p->add_option("--out", o->out, "Output data directory")->required();
-  auto* val_fraction =
-      p->add_option("--val-fraction", o->val_fraction, "Fraction of documents held out for validation")
-          ->capture_default_str();
+  auto* val_fraction = p->add_option("--val-fraction", o->val_fraction,
+                                     "Fraction of documents held out for validation")
+                           ->check(in_float_range())
+                           ->capture_default_str();
   p->add_option("--val-input", o->val_inputs,
                 "Validation text or JSONL file(s) or directories, for a corpus already split: every "
                 "--input document trains and every --val-input document validates (instead of "

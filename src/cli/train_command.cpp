@@ -148,6 +148,7 @@ void add_train_command(CLI::App& app) {
   cmd->add_flag("--quiet", a->quiet, "No progress output");
   cmd->add_option("--bucket-mb", a->bucket_mb,
                   "Under mpirun: gradients are summed in buckets of at most this many MB")
+      ->check(in_float_range())
       ->capture_default_str()
       // Checked with or without mpirun, naming the flag: a bucket holds at least one gradient.
       ->check(CLI::Validator(

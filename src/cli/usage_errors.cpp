@@ -115,6 +115,18 @@ std::string describe_usage_error(const CLI::App& app, const CLI::ParseError& e) 
     return "'" + path + "' needs a command: " + joined(command_names(*at)) + " (" + path +
            " --help)";
   std::string message = e.what();
+  // An option given twice: CLI11 says "--x: At Most 1 required but received 2", which names
+  // neither the repetition nor the values.
+  if (const size_t at_most = message.find(": At Most 1 required but received ");
+      at_most != std::string::npos) {
+    const std::string name = message.substr(0, at_most);
+    const CLI::Option* opt = at->get_option_no_throw(name);
+    std::string values;
+    if (opt)
+      for (const std::string& v : opt->results()) values += (values.empty() ? "" : ", ") + v;
+    return name + " was given " + message.substr(at_most + 34) + " times" +
+           (values.empty() ? std::string() : " (" + values + ")") + "; give it once" + help;
+  }
   for (char& ch : message)
     if (ch == '\n') ch = ' ';
   while (!message.empty() && message.back() == ' ') message.pop_back();

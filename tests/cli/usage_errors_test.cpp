@@ -43,6 +43,13 @@ TEST(UsageErrors, TheUnknownNameIsToldFirstWithTheNearest) {
        "unknown command 'eval perplexity'; the eval commands are ppl, choice, pairs"},
       {"generat", "unknown command 'generat' (did you mean generate?); the commands are"},
       {"eval", "'chainlm eval' needs a command: ppl, choice, pairs"},
+      // An option given twice: CLI11's "At Most 1 required but received 2" named neither.
+      {"train --config c.json --data d --batch-size 4 --batch-size 0 --out r",
+       "--batch-size was given 2 times (4, 0); give it once (options: chainlm train --help)"},
+      // strtof reads hexadecimal: "--lr 0x10" trained at 16.
+      {"train --config c.json --data d --out r --lr 0x10", "--lr: 0x10 is not a decimal number"},
+      {"prepare --tokenizer t --input i --out o --val-fraction 0X.1",
+       "--val-fraction: 0X.1 is not a decimal number"},
       {"generate " + dir.file("model"),
        "unexpected argument '" + dir.file("model") +
            "' for 'chainlm generate'; files are given with their option (--model)"},
