@@ -155,10 +155,11 @@ InferenceBenchArgs fit_default_lengths(InferenceBenchArgs a, int max_seq_len, bo
     if (!a.prompt_tokens_given && !a.tokens_given) {
       a.tokens = std::max(1, max_seq_len / 2);
       a.prompt_tokens = std::max(1, max_seq_len - a.tokens);
-    } else if (!a.tokens_given) {
-      a.tokens = std::max(1, max_seq_len - a.prompt_tokens);
-    } else if (!a.prompt_tokens_given) {
-      a.prompt_tokens = std::max(1, max_seq_len - a.tokens);
+    } else if (!a.tokens_given &&
+               a.prompt_tokens < max_seq_len) {  // else the length given is wrong
+      a.tokens = max_seq_len - a.prompt_tokens;
+    } else if (!a.prompt_tokens_given && a.tokens < max_seq_len) {
+      a.prompt_tokens = max_seq_len - a.tokens;
     }
   }
   if (a.prompt_tokens == before.prompt_tokens && a.tokens == before.tokens) return a;
@@ -179,8 +180,17 @@ void bench_decode(const InferenceBenchArgs& given) {
   const InferenceBenchArgs a = fit_default_lengths(given, c.max_seq_len, true);
   const int k = active_chains(a, *model);
   CHAINLM_CHECK(a.prompt_tokens >= 1 && a.tokens >= 1, "bench decode: --prompt-tokens and --tokens must be positive");
-  CHAINLM_CHECK(a.prompt_tokens + a.tokens <= c.max_seq_len, "bench decode: prompt + tokens = ",
-                a.prompt_tokens + a.tokens, " exceeds max_seq_len ", c.max_seq_len);
+  CHAINLM_CHECK(!a.prompt_tokens_given || a.prompt_tokens < c.max_seq_len,
+                "bench decode: --prompt-tokens ", a.prompt_tokens,
+                " leaves no position to decode in: the model has ", c.max_seq_len,
+                " (max_seq_len)");
+  CHAINLM_CHECK(!a.tokens_given || a.tokens < c.max_seq_len, "bench decode: --tokens ", a.tokens,
+                " leaves no position for a prompt: the model has ", c.max_seq_len,
+                " (max_seq_len)");
+  CHAINLM_CHECK(a.prompt_tokens + a.tokens <= c.max_seq_len,
+                "bench decode: ", a.prompt_tokens_given ? "--prompt-tokens " : "a prompt of ",
+                a.prompt_tokens, a.tokens_given ? " + --tokens " : " + ", a.tokens, " = ",
+                a.prompt_tokens + a.tokens, " exceeds the model's max_seq_len ", c.max_seq_len);
   auto prompt = random_prompt(a.prompt_tokens, c.vocab_size);
   auto feed = random_prompt(a.tokens + 1, c.vocab_size);
   const KvCacheType kv_cache = parse_kv_cache_type(a.kv_cache);

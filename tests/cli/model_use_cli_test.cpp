@@ -303,7 +303,21 @@ TEST_F(ModelUseCli, BenchDefaultLengthsFitTheModelsContext) {
   }
   auto given = run_chainlm(dir, "bench decode --prompt-tokens 40 --tokens 20" + bench);
   EXPECT_EQ(given.exit_code, 1);
-  EXPECT_TRUE(contains(given.err, "prompt + tokens = 60 exceeds max_seq_len 48")) << given.err;
+  EXPECT_TRUE(contains(given.err,
+                       "--prompt-tokens 40 + --tokens 20 = 60 exceeds the model's max_seq_len 48"))
+      << given.err;
+  // A length given that leaves no room is the error, without a default first "fitted" to it.
+  for (const auto& [command, says] :
+       {std::pair<std::string, std::string>{
+            "bench decode --prompt-tokens 60",
+            "--prompt-tokens 60 leaves no position to decode in: the model has 48"},
+        {"bench decode --tokens 48",
+         "--tokens 48 leaves no position for a prompt: the model has 48"}}) {
+    auto r = run_chainlm(dir, command + bench);
+    EXPECT_EQ(r.exit_code, 1) << command;
+    EXPECT_TRUE(contains(r.err, says + " (max_seq_len)")) << r.err;
+    EXPECT_FALSE(contains(r.err, "did not fit")) << r.err;
+  }
   auto fits = run_chainlm(dir, "bench decode --prompt-tokens 8 --tokens 8" + bench);
   ASSERT_EQ(fits.exit_code, 0) << fits.err;
   EXPECT_FALSE(contains(fits.err, "did not fit")) << fits.err;
