@@ -126,11 +126,23 @@ std::string InferenceServer::Impl::run(Job& job, Choice& c,
   }
   metrics.count_generation((int)c.result.prompt_tokens.size(), c.result.chains, seconds_since(start),
                            seconds_since(job.arrival), job.cancelled);
+  c.counted = true;
   return c.text.finish();
 }
 
 void InferenceServer::Impl::finish(Job& job, size_t first) {
-  for (size_t i = first; i < job.choices.size(); ++i) job.choices[i].gen->cancel();
+  for (size_t i = first; i < job.choices.size(); ++i) {
+    Choice& c = job.choices[i];
+    c.gen->cancel();
+    // A choice that never streamed (a stream of n choices goes one after the other, and the
+    // client left during an earlier one) ran in the scheduler all the same: its tokens count.
+    if (c.counted) continue;
+    const GenerateResult r = c.gen->result();
+    metrics.count_generation((int)r.prompt_tokens.size(), r.chains,
+                             (r.prefill_ms + r.decode_ms_per_token * (double)r.tokens.size()) / 1e3,
+                             seconds_since(job.arrival), job.cancelled);
+    c.counted = true;
+  }
   job.slot.reset();  // the request's place is free once generation ends, before the answer goes out
 }
 

@@ -109,6 +109,7 @@ struct InferenceServer::Impl {
     size_t logprobs_text = 0;            // bytes of text of those
     size_t logprobs_chars = 0;  // and its characters (where the next one's text_offset starts)
     bool role_sent = false;              // chat streams: the first chunk names the role
+    bool counted = false;                // in the metrics (run() counts it, or finish())
   };
 
   // One completion request from admission to its last choice's last token.

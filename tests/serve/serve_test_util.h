@@ -58,6 +58,35 @@ class Hold {
   bool armed_ = false, held_ = false;
 };
 
+// Blocks on_token at a chosen token until opened: holds a generation in flight.
+class Gate {
+ public:
+  explicit Gate(int at_token) : at_(at_token) {}
+  void at_token(int index) {
+    if (index != at_) return;
+    std::unique_lock<std::mutex> lock(m_);
+    ++blocked_;
+    cv_.notify_all();
+    cv_.wait(lock, [&] { return open_; });
+  }
+  void open() {
+    std::lock_guard<std::mutex> lock(m_);
+    open_ = true;
+    cv_.notify_all();
+  }
+  bool wait_blocked(int n) {
+    std::unique_lock<std::mutex> lock(m_);
+    return cv_.wait_for(lock, std::chrono::seconds(10), [&] { return blocked_ >= n; });
+  }
+
+ private:
+  const int at_;
+  std::mutex m_;
+  std::condition_variable cv_;
+  int blocked_ = 0;
+  bool open_ = false;
+};
+
 // A randomly initialized 3-chain model (chain widths 1, 1, 2) with the byte tokenizer, saved
 // as a checkpoint directory. Random weights emit arbitrary bytes, invalid UTF-8 included.
 // vocab_size past the byte tokenizer's 258 pads the vocabulary with ids that have no text.

@@ -249,6 +249,52 @@ TEST_F(ServeRoutes, PromptListsAndSeveralChoices) {
   for (int i = 0; i < 3; ++i) EXPECT_EQ(c["choices"][i]["index"], i);
 }
 
+// A stream of n choices sends them one after the other while the scheduler runs them together:
+// a client gone during choice 0 left choice 1 out of /metrics, its generation and its tokens.
+TEST(ServeMetrics, AStreamOfSeveralChoicesCountsEveryChoiceWhenItsClientLeaves) {
+  TempDir dir;
+  testing::write_tiny_model(dir.file("air"), true);
+  testing::Gate gate(1);  // every choice's token 0 is out by then
+  ServeOptions o;
+  o.threads = 1;
+  o.stream_interval_ms = 0;  // the gone client is found at the next token's write
+  o.on_token = [&](int i) { gate.at_token(i); };
+  ServerUnderTest s(dir.file("air"), o);
+  std::thread client([&] {
+    httplib::Request req;
+    req.method = "POST";
+    req.path = "/v1/completions";
+    req.set_header("Content-Type", "application/json");
+    req.body = json{{"prompt", "a"},  {"max_tokens", 40}, {"n", 2},
+                    {"stream", true}, {"seed", 1},        {"ignore_eos", true}}
+                   .dump();
+    int chunks = 0;
+    req.content_receiver = [&](const char*, size_t, uint64_t, uint64_t) { return ++chunks < 1; };
+    auto c = s.client();
+    EXPECT_FALSE(c.send(req));  // hung up on the first data
+  });
+  client.join();
+  ASSERT_TRUE(gate.wait_blocked(1));
+  gate.open();
+  ASSERT_TRUE(s.wait_for("sessions_in_flight", 0));
+  auto m = s.client().Get("/metrics");
+  ASSERT_TRUE(m);
+  auto value = [&](const std::string& name) {
+    const size_t at = m->body.find("\n" + name + " ");
+    return at == std::string::npos ? -1L : std::stol(m->body.substr(at + name.size() + 2));
+  };
+  EXPECT_EQ(value("chainlm_generations_total"), 2) << m->body;
+  EXPECT_EQ(value("chainlm_generations_cancelled_total"), 2) << m->body;
+  EXPECT_EQ(value("chainlm_prompt_tokens_total"), 4) << m->body;  // BOS + "a", each choice
+  long generated = 0;
+  for (int k = 1; k <= 3; ++k) {
+    const std::string key = "chainlm_generated_tokens_total{chains=\"" + std::to_string(k) + "\"} ";
+    const size_t at = m->body.find(key);
+    if (at != std::string::npos) generated += std::stol(m->body.substr(at + key.size()));
+  }
+  EXPECT_GE(generated, 4) << "both choices had generated tokens 0 and 1: " << m->body;
+}
+
 // Prompts longer than the context are refused naming the prompt; one so long that no
 // tokenization could fit (64 tokens of the byte tokenizer's 1-byte pieces: the limit is
 // 64 x 4 x (1 + 1) = 512 bytes) is refused before it is tokenized.

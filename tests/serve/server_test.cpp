@@ -27,40 +27,12 @@ namespace chainlm {
 namespace {
 
 using nlohmann::json;
+using testing::Gate;
 using testing::parse_stream;
 using testing::quote;
 using testing::run_chainlm;
 using testing::ServerUnderTest;
 using testing::TempDir;
-
-// Blocks on_token at a chosen token until opened: holds a generation in flight.
-class Gate {
- public:
-  explicit Gate(int at_token) : at_(at_token) {}
-  void at_token(int index) {
-    if (index != at_) return;
-    std::unique_lock<std::mutex> lock(m_);
-    ++blocked_;
-    cv_.notify_all();
-    cv_.wait(lock, [&] { return open_; });
-  }
-  void open() {
-    std::lock_guard<std::mutex> lock(m_);
-    open_ = true;
-    cv_.notify_all();
-  }
-  bool wait_blocked(int n) {
-    std::unique_lock<std::mutex> lock(m_);
-    return cv_.wait_for(lock, std::chrono::seconds(10), [&] { return blocked_ >= n; });
-  }
-
- private:
-  const int at_;
-  std::mutex m_;
-  std::condition_variable cv_;
-  int blocked_ = 0;
-  bool open_ = false;
-};
 
 class ServeTest : public ::testing::Test {
  protected:
