@@ -203,6 +203,8 @@ void add_serve_command(CLI::App& app) {
       style = chat.style.today ? " (today's date)" : cat(" (", chat.style.date, ")");
     std::printf("chainlm serve: chat template %s%s, KV cache %s\n", chat_template_name(chat.family),
                 style.c_str(), kv_cache_type_name(a->serve.kv_cache));
+    if (const std::string m = chat_tokenizer_mismatch(chat.family, *loaded.tokenizer); !m.empty())
+      std::fprintf(stderr, "chainlm serve: warning: %s\n", m.c_str());
     if (a->serve.api_key.empty() && !is_loopback_host(a->serve.host))
       std::fprintf(stderr,
                    "chainlm serve: warning: listening on %s, reachable from other machines, without an API key: "

@@ -233,4 +233,28 @@ std::vector<std::string> chat_stop_strings(ChatTemplate t) {
   return {"\nUser:"};
 }
 
+std::vector<std::string> chat_special_tokens(ChatTemplate t) {
+  switch (t) {
+    case ChatTemplate::kChatML:
+      return {"<|im_start|>", "<|im_end|>"};
+    case ChatTemplate::kLlama3:
+    case ChatTemplate::kLlama31:
+      return {"<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"};
+    default:
+      return {};  // Llama-2's [INST] and Zephyr's <|user|> are text to their tokenizers
+  }
+}
+
+std::string chat_tokenizer_mismatch(ChatTemplate t, const Tokenizer& tok) {
+  std::string missing;
+  for (const std::string& marker : chat_special_tokens(t))
+    if (tok.encode_continuation(marker).size() != 1)
+      missing += (missing.empty() ? "" : ", ") + marker;
+  if (missing.empty()) return "";
+  return cat(
+      "the tokenizer has no token for ", missing, " (chat template ", chat_template_name(t),
+      "): each reads as several ordinary pieces, which a model tuned on that format never saw; "
+      "is --chat-template the model's?");
+}
+
 }  // namespace chainlm

@@ -71,4 +71,11 @@ std::string chat_text(const std::vector<ChatSegment>& segments, const std::strin
 // ("<|im_end|>", "<|eot_id|>"), or for "plain" the start of the next user turn.
 std::vector<std::string> chat_stop_strings(ChatTemplate t);
 
+// The markers of template t that its models' tokenizers hold as single special tokens
+// (ChatML's <|im_start|> and <|im_end|>, Llama-3's header and end-of-turn tokens).
+std::vector<std::string> chat_special_tokens(ChatTemplate t);
+// Empty when tok reads each of them as one token; else a warning naming those it splits (a
+// --chat-template chatml on a base model's tokenizer ran without a word).
+std::string chat_tokenizer_mismatch(ChatTemplate t, const Tokenizer& tok);
+
 }  // namespace chainlm

@@ -92,6 +92,35 @@ TEST(ChatTemplate, PromptIdsAreThoseOfTheWholeRenderedText) {
   }
 }
 
+// A template whose markers the tokenizer holds as special tokens passes; on a tokenizer without
+// them (--chat-template chatml over a base model's) each marker reads as several pieces, which
+// serve warns of at start.
+TEST(ChatTemplate, ATokenizerWithoutTheTemplatesSpecialTokensIsNamed) {
+  const std::string dir = std::string(CHAINLM_SOURCE_DIR) + "/tests/vectors/hf_tokenizers/";
+  auto load = [&](const std::string& name) {
+    HfTokenizerFiles files;
+    files.where = dir + name + ".tokenizer.json";
+    files.tokenizer_json = read_file(files.where);
+    files.tokenizer_config = read_file(dir + name + ".tokenizer_config.json");
+    return hf_tokenizer_from_files(files);
+  };
+  const auto gpt2 = load("gpt2"), llama3 = load("llama3"), sp = load("sp_metaspace");
+  EXPECT_EQ(chat_tokenizer_mismatch(ChatTemplate::kChatML, *gpt2), "");
+  EXPECT_EQ(chat_tokenizer_mismatch(ChatTemplate::kLlama3, *llama3), "");
+  EXPECT_EQ(chat_tokenizer_mismatch(ChatTemplate::kLlama31, *llama3), "");
+  const std::string chatml = chat_tokenizer_mismatch(ChatTemplate::kChatML, *llama3);
+  EXPECT_NE(
+      chatml.find("the tokenizer has no token for <|im_start|>, <|im_end|> (chat template chatml)"),
+      std::string::npos)
+      << chatml;
+  EXPECT_NE(chat_tokenizer_mismatch(ChatTemplate::kLlama3, *gpt2)
+                .find("<|start_header_id|>, <|end_header_id|>, "
+                      "<|eot_id|>"),
+            std::string::npos);
+  for (ChatTemplate t : {ChatTemplate::kPlain, ChatTemplate::kLlama2, ChatTemplate::kZephyr})
+    EXPECT_EQ(chat_tokenizer_mismatch(t, *sp), "") << chat_template_name(t);
+}
+
 TEST(ChatTemplate, NamesRolesAndStops) {
   EXPECT_EQ(parse_chat_template("llama3"), ChatTemplate::kLlama3);
   try {
