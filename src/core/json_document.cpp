@@ -16,17 +16,28 @@ std::string json_error_reason(const std::exception& e) {
 
 nlohmann::json parse_json_noting_duplicates(const std::string& text, std::string* duplicate) {
   using Event = nlohmann::json::parse_event_t;
-  // The keys seen so far in each object being read, innermost last.
-  std::vector<std::set<std::string>> open;
+  // Each object being read, innermost last: the keys seen so far, the last of them, and where the
+  // object is ("logit_bias": a duplicate inside it is named "logit_bias.0", not "0").
+  struct Open {
+    std::set<std::string> keys;
+    std::string last, path;
+  };
+  std::vector<Open> open;
   duplicate->clear();
   auto check_keys = [&](int, Event event, nlohmann::json& parsed) {
     if (event == Event::object_start) {
-      open.emplace_back();
+      std::string path;
+      if (!open.empty())
+        path =
+            open.back().path.empty() ? open.back().last : open.back().path + "." + open.back().last;
+      open.push_back({{}, "", path});
     } else if (event == Event::object_end) {
       if (!open.empty()) open.pop_back();
-    } else if (event == Event::key && !open.empty() && duplicate->empty() &&
-               !open.back().insert(parsed.get<std::string>()).second) {
-      *duplicate = parsed.get<std::string>();
+    } else if (event == Event::key && !open.empty()) {
+      Open& o = open.back();
+      o.last = parsed.get<std::string>();
+      if (duplicate->empty() && !o.keys.insert(o.last).second)
+        *duplicate = o.path.empty() ? o.last : o.path + "." + o.last;
     }
     return true;
   };

@@ -14,7 +14,8 @@ namespace chainlm {
 nlohmann::json parse_json_document(const std::string& text, const std::string& where);
 
 // The parsing of both: nlohmann's exceptions as they come, and the first key given twice in
-// one object in *duplicate ("" when none).
+// one object in *duplicate ("" when none), with the keys of the objects around it
+// ("logit_bias.0", "messages.role": arrays add nothing).
 nlohmann::json parse_json_noting_duplicates(const std::string& text, std::string* duplicate);
 
 // What a JSON library error says without nlohmann's "[json.exception.parse_error.101] " tag:

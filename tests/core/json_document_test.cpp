@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <string>
+#include <vector>
 
 #include "../error_of.h"
 
@@ -33,6 +34,17 @@ TEST(JsonDocument, AKeyGivenTwiceInOneObjectIsRefused) {
     const std::string what = error_of([&] { parse_json_document(text, "c.json"); });
     EXPECT_NE(what.find("c.json: key '"), std::string::npos) << text << ": " << what;
     EXPECT_NE(what.find("' is given twice"), std::string::npos) << what;
+  }
+  // Named with the keys of the objects around it (arrays add nothing).
+  for (const auto& [text, key] : std::vector<std::pair<std::string, std::string>>{
+           {R"({"dim": 1, "dim": 2})", "dim"},
+           {R"({"x": {"a": 1, "b": 2, "a": 1}})", "x.a"},
+           {R"({"m": [{"r": 1}, {"r": 1, "r": 2}]})", "m.r"},
+           {R"({"a": {"b": {}}, "c": {"d": {"e": 1, "e": 2}}})", "c.d.e"},
+           {R"([0, {"p": {"q": 1}, "p": 2}])", "p"}}) {
+    std::string duplicate;
+    parse_json_noting_duplicates(text, &duplicate);
+    EXPECT_EQ(duplicate, key) << text;
   }
   // After a nested object closes, its keys no longer count against the outer one.
   EXPECT_NO_THROW(parse_json_document(R"({"a": {"b": 1}, "b": 2})", "c.json"));

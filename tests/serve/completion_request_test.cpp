@@ -213,7 +213,7 @@ TEST(CompletionRequest, ErrorsNameTheField) {
 TEST(CompletionRequest, AFieldGivenTwiceIsRefused) {
   for (const auto& [body, param] : std::vector<std::pair<std::string, std::string>>{
            {R"({"prompt": "x", "max_tokens": 1, "max_tokens": 2})", "max_tokens"},
-           {R"({"prompt": "x", "logit_bias": {"5": 1, "5": 2}})", "5"}}) {
+           {R"({"prompt": "x", "logit_bias": {"5": 1, "5": 2}})", "logit_bias.5"}}) {
     try {
       parse_completion_body(body, config());
       ADD_FAILURE() << body << " was accepted";
