@@ -49,8 +49,12 @@ void log_request(const httplib::Request& req, const httplib::Response& res) {
   // The request line as sent, its control bytes and quotes escaped: one line per request.
   const std::string path =
       printable(req.method.empty() ? std::string("-") : req.method + " " + req.path, "\"");
-  std::fprintf(stderr, "%s %s:%d \"%s\" %d %s ms\n", when, req.remote_addr.c_str(), req.remote_port,
-               path.c_str(), res.status, took);
+  // cpp-httplib fills the peer in only for a request line it could parse: else "-".
+  const std::string peer = req.remote_addr.empty()
+                               ? std::string("-")
+                               : req.remote_addr + ":" + std::to_string(req.remote_port);
+  std::fprintf(stderr, "%s %s \"%s\" %d %s ms\n", when, peer.c_str(), path.c_str(), res.status,
+               took);
 }
 
 // Makes cpp-httplib end the connection once `res` is written: it goes on reading the next
@@ -245,16 +249,18 @@ void InferenceServer::Impl::route() {
                 cat("the request's URI is longer than the server reads (",
                     CPPHTTPLIB_REQUEST_URI_MAX_LENGTH, " bytes)"),
                 "invalid_request_error");
-    else if (res.status == 400)
+    else if (res.status == 400) {
       // cpp-httplib answers so a request it could not read: its request line, a header line over
-      // its limit, or headers cut short (a read timeout).
+      // its limit, or headers cut short (a read timeout). It closes the connection after, which
+      // the response says (it advertised keep-alive).
+      close_connection_after(req);
       set_error(
           res, 400,
           cat("the request is not HTTP the server can read (a malformed request line or header, a "
               "header line over ",
               CPPHTTPLIB_HEADER_MAX_LENGTH, " bytes, or headers cut short)"),
           "invalid_request_error");
-    else
+    } else
       set_error(res, res.status, cat("HTTP ", res.status), "invalid_request_error");
   };
   http.set_error_handler(
