@@ -44,7 +44,9 @@ void run_train(const TrainOptions& o) {
   // removed again when training fails (a missing corpus left it behind).
   OutputParentDirs out_dirs(std::filesystem::absolute(o.out).string(), "tokenizer train");
   Timer timer;
-  const Corpus corpus = read_corpus_reporting(o.corpus, "tokenizer train");
+  CorpusOptions corpus_options = o.corpus;
+  corpus_options.for_sentencepiece_training = true;
+  const Corpus corpus = read_corpus_reporting(corpus_options, "tokenizer train");
   const std::string source = describe_corpus(corpus);
   train_sentencepiece(corpus.documents, source, o.sp, o.out);
   out_dirs.keep();

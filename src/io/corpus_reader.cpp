@@ -87,7 +87,7 @@ std::string invalid_utf8_found(const std::string& path, std::string_view bytes,
 }
 
 std::string invalid_utf8_warning(const CorpusFile& f, std::string_view bytes,
-                                 InvalidUtf8Policy policy) {
+                                 InvalidUtf8Policy policy, bool for_sentencepiece_training) {
   std::string message =
       invalid_utf8_found(f.path, bytes, Utf8Check{f.invalid_utf8, f.first_invalid});
   if (policy == InvalidUtf8Policy::kSkip) {
@@ -98,9 +98,10 @@ std::string invalid_utf8_warning(const CorpusFile& f, std::string_view bytes,
   } else if (f.jsonl) {
     message += "; replaced by U+FFFD in the JSONL records (JSON cannot hold them)";
   } else {
-    message +=
-        "; kept as bytes (the byte tokenizer keeps them, SentencePiece reads each as U+FFFD). "
-        "--invalid-utf8 skip drops those documents, --invalid-utf8 error stops";
+    message += for_sentencepiece_training ? "; SentencePiece trains on each as U+FFFD. "
+                                          : "; kept as bytes (the byte tokenizer keeps them, "
+                                            "SentencePiece reads each as U+FFFD). ";
+    message += "--invalid-utf8 skip drops those documents, --invalid-utf8 error stops";
   }
   if (f.invalid_utf8 >= 10)
     message +=
@@ -331,7 +332,9 @@ Corpus stream_corpus(const CorpusOptions& o,
       read_jsonl(o, bytes, f, on_document);
     else
       read_text(o, bytes, f, on_document);
-    if (!utf8.ok()) corpus.warnings.push_back(invalid_utf8_warning(f, bytes, o.invalid_utf8));
+    if (!utf8.ok())
+      corpus.warnings.push_back(
+          invalid_utf8_warning(f, bytes, o.invalid_utf8, o.for_sentencepiece_training));
     // Old Mac text ends its lines in CR alone: read as one line, and so one document, which
     // "holds a single document" did not explain.
     if (!f.jsonl && bytes.find('\n') == std::string_view::npos &&

@@ -23,6 +23,9 @@ struct CorpusOptions {
   // A directory whose files are never input, though an input directory holds it: prepare's
   // --out (its temporary shards were read as corpus, and then its finished ones).
   std::string exclude_dir;
+  // What reads the documents: SentencePiece's trainer (tokenizer train) takes an invalid
+  // sequence as U+FFFD, where prepare's byte tokenizer keeps its bytes; the warning says which.
+  bool for_sentencepiece_training = false;
 };
 
 struct CorpusFile {

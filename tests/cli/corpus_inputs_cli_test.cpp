@@ -91,6 +91,20 @@ TEST(CorpusInputsCli, EncodingsAreReportedOrRefused) {
   EXPECT_EQ(r.exit_code, 0) << r.err;
   EXPECT_TRUE(contains(r.err, "warning: ")) << r.err;
   EXPECT_TRUE(contains(r.err, "2 invalid UTF-8 sequences, the first at byte 3 (line 1)")) << r.err;
+  EXPECT_TRUE(contains(r.err, "kept as bytes (the byte tokenizer keeps them")) << r.err;
+  // tokenizer train's SentencePiece reads them as U+FFFD: said so, not the byte tokenizer's way.
+  std::string text = "caf\xE9 au lait\n\n";
+  for (int i = 0; i < 200; ++i) text += "fine text number " + std::to_string(i) + "\n\n";
+  write_bytes(dir.file("latin1-long.txt"), text);
+  r = run_chainlm(dir, "tokenizer train --corpus " + quote(dir.file("latin1-long.txt")) +
+                           " --vocab-size 300 --out " + quote(dir.file("t.model")));
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(
+      contains(r.err,
+               "1 invalid UTF-8 sequence, the first at byte 3 (line 1); SentencePiece trains on "
+               "each as U+FFFD"))
+      << r.err;
+  EXPECT_FALSE(contains(r.err, "byte tokenizer")) << r.err;
   r = run_chainlm(dir, "prepare --tokenizer byte --invalid-utf8 error --input " +
                            quote(dir.file("latin1.txt")) + " --out " + quote(dir.file("o4")));
   EXPECT_NE(r.exit_code, 0);
