@@ -39,8 +39,10 @@ void add_expand_command(CLI::App& app) {
     int threads = 0;
   };
   auto a = std::make_shared<Args>();
-  cmd->add_option("--from", a->from,
-                  "Base model: llama2.c .bin, Hugging Face LLaMA directory, or chainlm checkpoint/run")
+  // --model too: every other command that reads a model names it so.
+  cmd->add_option(
+         "--from,--model", a->from,
+         "Base model: llama2.c .bin, Hugging Face LLaMA directory, or chainlm checkpoint/run")
       ->required();
   cmd->add_option("--add-chains", a->add, "Query heads of every new chain, e.g. 8 or 4,4")->required();
   cmd->add_flag("--kv-share", a->kv_share,

@@ -161,6 +161,13 @@ TEST_F(ExpansionCli, RefusesBadRequests) {
   r = run("expand --from " + quote(bin) + " --add-chains 8 --out " + quote(dir.file("taken")));
   EXPECT_NE(r.exit_code, 0);
   EXPECT_NE(r.err.find("already exists"), std::string::npos) << r.err;
+  // --model, as every other command names the model it reads, is --from.
+  r = run("expand --model " + quote(bin) + " --add-chains 8 --out " + quote(dir.file("taken")));
+  EXPECT_NE(r.err.find("already exists"), std::string::npos) << r.err;
+  r = run("expand --model " + quote(bin) + " --from " + quote(bin) + " --add-chains 8 --out " +
+          quote(dir.file("y")));
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("was given 2 times"), std::string::npos) << r.err;
 
   const std::string data = data_dir();
   auto train = [&](const std::string& extra) {
