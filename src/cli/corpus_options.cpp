@@ -13,6 +13,7 @@ CorpusOptions CorpusFlags::options() const {
   o.split = parse_document_split(split);
   o.invalid_utf8 = parse_invalid_utf8_policy(invalid_utf8);
   o.exclude_dir = exclude_dir;
+  o.for_sentencepiece_training = for_sentencepiece_training;
   return o;
 }
 

@@ -14,6 +14,7 @@ struct CorpusFlags {
   std::vector<std::string> inputs;
   std::string format = "auto", text_field = "text", split = "blank-lines", invalid_utf8 = "warn";
   std::string exclude_dir;  // CorpusOptions::exclude_dir (prepare: its --out)
+  bool for_sentencepiece_training = false;  // CorpusOptions' (tokenizer train)
   CorpusOptions options() const;
 };
 

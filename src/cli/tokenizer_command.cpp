@@ -44,7 +44,7 @@ void run_train(const TrainOptions& o) {
   // removed again when training fails (a missing corpus left it behind).
   OutputParentDirs out_dirs(std::filesystem::absolute(o.out).string(), "tokenizer train");
   Timer timer;
-  CorpusOptions corpus_options = o.corpus;
+  CorpusFlags corpus_options = o.corpus;
   corpus_options.for_sentencepiece_training = true;
   const Corpus corpus = read_corpus_reporting(corpus_options, "tokenizer train");
   const std::string source = describe_corpus(corpus);

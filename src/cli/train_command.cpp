@@ -528,7 +528,9 @@ void add_train_command(CLI::App& app) {
     // Every rank must read the same data (a stale copy on one machine trained silently, to other
     // losses): rank 0's shards' fingerprints against each rank's.
     if (comm.size() > 1) {
-      const std::string mine = trainer.data_fingerprint();
+      // The fingerprints (counts, vocabularies, sampled CRCs) say how; the whole shards' CRCs,
+      // made by the token check, catch a copy that differs only between the samples.
+      const std::string mine = trainer.data_fingerprint() + "; " + trainer.data_checksums();
       std::string rank0 = mine;
       comm.broadcast(rank0);
       agree(

@@ -67,8 +67,10 @@ class TokenShard {
   void read(uint64_t start, uint64_t n, int32_t* out) const;
   // Throws, naming the first, if any stored token is >= vocab_size: a whole pass over the file
   // (training checks its shards at start; a corrupt token that sampling reached only hours in
-  // failed the run there, and one it never reached let the run pass).
-  void check_tokens() const;
+  // failed the run there, and one it never reached let the run pass). Returns the CRC-32 of all
+  // the tokens' bytes, made in the same pass: the ranks of a training compare theirs, which
+  // fingerprint() only samples.
+  uint32_t check_tokens() const;
 
  private:
   std::string path_;

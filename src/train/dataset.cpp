@@ -7,7 +7,7 @@ namespace chainlm {
 
 TokenDataset::TokenDataset(const std::string& shard_path) : shard_(shard_path) {
   // Every token in range before the first step (sampling checks only what it reads).
-  shard_.check_tokens();
+  content_crc_ = shard_.check_tokens();
 }
 
 void TokenDataset::train_batch(uint64_t seed, long step, int micro, int batch_rows, int row0,

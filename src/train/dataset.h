@@ -19,6 +19,8 @@ class TokenDataset {
   uint32_t vocab_size() const { return shard_.vocab_size(); }
   const std::string& path() const { return shard_.path(); }
   std::string fingerprint() const { return shard_.fingerprint(); }
+  // The CRC-32 of every token's bytes (TokenShard::check_tokens, at construction).
+  uint32_t content_crc() const { return content_crc_; }
 
   // Fills tokens and targets (rows*T each) with rows [row0, row0 + rows) of the
   // batch_rows-row batch of (step, micro).
@@ -31,6 +33,7 @@ class TokenDataset {
 
  private:
   TokenShard shard_;
+  uint32_t content_crc_ = 0;
 };
 
 }  // namespace chainlm

@@ -16,6 +16,7 @@
 #include "core/timer.h"
 #include "core/version.h"
 #include "io/data_directory.h"
+#include "io/safetensors.h"
 #include "kernels/gemm_backend.h"
 #include "model/training_flops.h"
 #include "train/lr_schedule.h"
@@ -24,6 +25,11 @@
 namespace chainlm {
 
 namespace fs = std::filesystem;
+
+std::string Trainer::data_checksums() const {
+  return cat("train.bin crc32 ", crc32_hex(train_.content_crc()), "; val.bin crc32 ",
+             crc32_hex(val_.content_crc()));
+}
 
 Trainer::Trainer(Model& model, TrainOptions options, const Communicator& comm)
     : model_(model),

@@ -69,6 +69,10 @@ class Trainer {
   // Worked out once (the data stays the run's): the log's first line, resumed events and every
   // checkpoint record it.
   const std::string& data_fingerprint() const { return data_fingerprint_; }
+  // Both shards' whole contents ("train.bin crc32 X; val.bin crc32 Y"), which the ranks compare
+  // besides the fingerprints (those sample a shard over 4 MiB: a copy differing between the
+  // samples trained to other losses without a word).
+  std::string data_checksums() const;
   // Mean validation loss of every sub-model k = 1..n (index k-1); the windows are split
   // across the ranks (collective).
   std::vector<double> validate();

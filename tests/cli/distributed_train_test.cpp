@@ -360,6 +360,52 @@ TEST_F(DistributedTrain, RanksReadingOtherDataAreRefusedNamingTheRank) {
   EXPECT_FALSE(fs::exists(dir.file("run/latest")));
 }
 
+// The fingerprints sample a shard over 4 MiB in 64 blocks: a copy that differs between them (one
+// token here) trained to other losses without a word. The ranks compare the whole shards' CRCs,
+// made by the token check every run does at start.
+TEST_F(DistributedTrain, RanksWhoseDataDiffersBetweenTheSampledBlocksAreRefused) {
+  if (std::system("unshare -m true >/dev/null 2>&1") != 0)
+    GTEST_SKIP() << "needs unshare -m (root) to give one rank other data on one machine";
+  const std::string big = dir.file("big"), copy = dir.file("copy");
+  std::string text;
+  for (int i = 0; text.size() < (5u << 20); ++i)
+    text += "a long corpus for two ranks, line " + std::to_string(i) + "\n";
+  test::make_byte_data_dir(text, big, 0.1);
+  fs::copy(big, copy, fs::copy_options::recursive);
+  const std::string shard = copy + "/train.bin";
+  const uint64_t bytes = fs::file_size(shard);
+  ASSERT_GT(bytes, 64u * 65536u);
+  // Past the end of the 11th sampled block, well before the 12th: a token's first byte.
+  uint64_t at = (bytes - 65536) * 10 / 63 + 65536 + 1000;
+  at += (at - 32) % 2;
+  ASSERT_LT(at + 2, (bytes - 65536) * 11 / 63);
+  {
+    std::fstream f(shard, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekg((std::streamoff)at);
+    char c = 0;
+    f.read(&c, 1);
+    f.seekp((std::streamoff)at);
+    c = c == 'a' ? 'b' : 'a';
+    f.write(&c, 1);
+  }
+  const std::string wrap = dir.file("copy_data.sh");
+  write_bytes(wrap, "#!/bin/sh\nexec unshare -m sh -c 'mount --bind " + copy + " " + big +
+                        " && exec \"$0\" \"$@\"' \"$@\"\n");
+  fs::permissions(wrap, fs::perms::owner_all);
+  const std::string args = " train --config " + quote(dir.file("chains.json")) + " --data " +
+                           quote(big) + " --out " + quote(dir.file("run")) +
+                           " --seq-len 16 --threads 1 --quiet --steps 2 --batch-size 4";
+  const std::string cmd = testing::mpirun_command(2, 60) + " -np 1 '" + CHAINLM_BINARY + "'" +
+                          args + " : -np 1 " + quote(wrap) + " '" + CHAINLM_BINARY + "'" + args +
+                          " >/dev/null 2>" + quote(dir.file("err.txt"));
+  EXPECT_NE(std::system(cmd.c_str()), 0);
+  const std::string err = read_bytes(dir.file("err.txt"));
+  EXPECT_NE(err.find("rank 1 of 2 ("), std::string::npos) << err;
+  EXPECT_NE(err.find("differs from rank 0's"), std::string::npos) << err;
+  EXPECT_NE(err.find("train.bin crc32 "), std::string::npos) << err;
+  EXPECT_FALSE(fs::exists(dir.file("run/latest")));
+}
+
 // mpirun's MPMD form gives rank 1 its own options: every rank runs with rank 0's, which used
 // to go unsaid (a user trial). Each rank's own (--memory-limit) makes no warning.
 TEST_F(DistributedTrain, RanksGivenOtherOptionsAreWarnedOf) {
