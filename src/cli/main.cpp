@@ -5,6 +5,7 @@
 #include <cerrno>
 #include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <exception>
 #include <iostream>
@@ -111,6 +112,21 @@ int check_stdout_written(int status, bool status_only) {
   return 1;
 }
 
+// Commands that write files, run under mpirun with several ranks: only train and bench train
+// use the ranks; every rank ran the others whole (tokenizer train's both wrote the same --out, the
+// check that refuses an existing one being no lock).
+void refuse_writers_under_mpirun(int argc, char** argv) {
+  const char* size = std::getenv("OMPI_COMM_WORLD_SIZE");
+  if (argc < 2 || !size || std::atoi(size) <= 1) return;
+  for (const char* writer :
+       {"tokenizer", "prepare", "expand", "export", "quantize", "report", "plot", "serve"})
+    if (!std::strcmp(argv[1], writer))
+      chainlm::fail(
+          "chainlm ", writer, " under mpirun with ", size,
+          " ranks: it is not data-parallel (only train and bench train use the ranks), so every "
+          "rank would run it whole and write the same output; run it without mpirun");
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -147,6 +163,7 @@ int main(int argc, char** argv) {
     for (int i = 1; i < argc; ++i)
       help = help || !std::strcmp(argv[i], "--help") || !std::strcmp(argv[i], "-h") || !std::strcmp(argv[i], "--version");
     const bool info = argc > 1 && !std::strcmp(argv[1], "info");
+    if (!help) refuse_writers_under_mpirun(argc, argv);
     if (!help && !info) chainlm::check_gemm_environment();
     if (!help) chainlm::warn_of_unknown_onednn_isa();
     app.parse(argc, argv);

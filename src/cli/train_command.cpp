@@ -597,12 +597,21 @@ void add_train_command(CLI::App& app) {
     install_stop_handlers("stopping after this step and saving a checkpoint");
     auto report_stop = [&]() {
       if (!trainer.stopped_by()) return;
+      // Under mpirun, the same ranks and threads (resumed in one process on every core, the
+      // run went on, but not bit for bit).
+      const std::string launcher = comm.size() > 1
+                                       ? cat("mpirun -np ", comm.size(), " <your mpirun options> ")
+                                       : std::string();
+      const std::string threads =
+          comm.size() > 1 ? cat(" --threads ", num_threads()) : std::string();
       if (root)
-        std::fprintf(stderr,
-                     "training stopped by %s at step %ld of %ld; saved %s. Continue with: chainlm "
-                     "train --out %s --resume\n",
-                     signal_name(trainer.stopped_by()), trainer.step(), trainer.options().steps,
-                     resolve_checkpoint_dir(a->out).c_str(), shell_word(a->out).c_str());
+        std::fprintf(
+            stderr,
+            "training stopped by %s at step %ld of %ld; saved %s. Continue with: %schainlm "
+            "train --out %s --resume%s\n",
+            signal_name(trainer.stopped_by()), trainer.step(), trainer.options().steps,
+            resolve_checkpoint_dir(a->out).c_str(), launcher.c_str(), shell_word(a->out).c_str(),
+            threads.c_str());
       std::fflush(stderr);
       std::exit(128 + trainer.stopped_by());
     };

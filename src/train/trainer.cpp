@@ -51,8 +51,16 @@ Trainer::Trainer(Model& model, TrainOptions options, const Communicator& comm)
   // The global batch is split evenly over the ranks; each rank runs its share in micro-batches
   // of at most micro_batch sequences.
   const int ranks = comm_.size();
-  CHAINLM_CHECK(opt_.batch_size % ranks == 0, "--batch-size ", opt_.batch_size,
-                " is the global batch and must be a multiple of the number of ranks (", ranks, ")");
+  // A resume keeps the run's batch: the way on is another rank count, or a new run from the
+  // checkpoint.
+  std::string dividing;
+  for (int r = 1; r <= opt_.batch_size && r <= 64; ++r)
+    if (opt_.batch_size % r == 0) dividing += cat(dividing.empty() ? "" : ", ", r);
+  CHAINLM_CHECK(
+      opt_.batch_size % ranks == 0, "--batch-size ", opt_.batch_size,
+      " is the global batch and must be a multiple of the number of ranks (", ranks,
+      "); a resumed run keeps its batch: resume it on ", dividing,
+      " rank(s), or start a new run from its checkpoint with --init and another --batch-size");
   CHAINLM_CHECK(opt_.micro_batch >= 0, "--micro-batch must be >= 0");
   rows_ = opt_.batch_size / ranks;
   micro_ = opt_.micro_batch > 0 ? std::min(opt_.micro_batch, rows_) : rows_;

@@ -303,6 +303,44 @@ TEST_F(DistributedTrain, AKilledRankEndsTheJobAndLeavesTheLastCheckpoint) {
   EXPECT_EQ(read_bytes(run + "/latest"), name);
 }
 
+// Ctrl-C under mpirun (which hands it to every rank): the run stops and saves, and the way on it
+// prints is the same launch, ranks and threads (it said "chainlm train --out R --resume", which
+// went on in one process on every core, not bit for bit).
+TEST_F(DistributedTrain, AStoppedRunSaysToResumeUnderMpirun) {
+  const std::string run = dir.file("stopped-run"), err = dir.file("stopped.err");
+  const std::string cmd =
+      testing::mpirun_command(2, 300) + " '" + CHAINLM_BINARY + "' " +
+      train_args("chains.json", run,
+                 "--steps 1000000 --batch-size 4 --save-every 20 --eval-every 1000000") +
+      " >/dev/null 2>'" + err + "'";
+  const pid_t shell = fork();
+  ASSERT_GE(shell, 0);
+  if (shell == 0) {
+    execl("/bin/sh", "sh", "-c", cmd.c_str(), (char*)nullptr);
+    _exit(127);
+  }
+  int status = 0;
+  const auto started = std::chrono::steady_clock::now();
+  pid_t ranks[2] = {-1, -1};
+  while (std::chrono::steady_clock::now() - started < std::chrono::seconds(90)) {
+    if (waitpid(shell, &status, WNOHANG) == shell)
+      FAIL() << "the job ended early: " << read_bytes(err);
+    if (read_bytes(run + "/latest").rfind("step-", 0) == 0)
+      for (int r = 0; r < 2; ++r) ranks[r] = find_rank_process(run, r);
+    if (ranks[0] > 0 && ranks[1] > 0) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  ASSERT_TRUE(ranks[0] > 0 && ranks[1] > 0) << read_bytes(err);
+  for (pid_t p : ranks) kill(p, SIGINT);
+  ASSERT_EQ(waitpid(shell, &status, 0), shell);
+  const std::string message = read_bytes(err);
+  EXPECT_NE(message.find("training stopped by SIGINT"), std::string::npos) << message;
+  EXPECT_NE(message.find("Continue with: mpirun -np 2 <your mpirun options> chainlm train --out " +
+                         run + " --resume --threads 1\n"),
+            std::string::npos)
+      << message;
+}
+
 // Errors every rank meets (bad options, a missing config, a diverging loss) end the job at
 // once with one message and a non-zero exit; nothing is written.
 TEST_F(DistributedTrain, ErrorsEndEveryRankWithOneMessage) {
@@ -313,8 +351,24 @@ TEST_F(DistributedTrain, ErrorsEndEveryRankWithOneMessage) {
   const size_t at = r.err.find(expect);
   ASSERT_NE(at, std::string::npos) << r.err;
   EXPECT_EQ(r.err.find(expect, at + 1), std::string::npos) << "printed twice:\n" << r.err;
+  // A run resumed on such a rank count cannot change its batch: the ways on are named.
+  EXPECT_NE(
+      r.err.find("resume it on 1, 3 rank(s), or start a new run from its checkpoint with --init"),
+      std::string::npos)
+      << r.err;
   EXPECT_FALSE(fs::exists(run + "/latest"));
 
+  // A command that writes, under mpirun: every rank ran it whole (tokenizer train's both wrote
+  // --out).
+  r = run_chainlm_mpi(dir, 2,
+                      "tokenizer train --corpus " + quote(data + "/../corpus.txt") +
+                          " --vocab-size 300 --out " + quote(dir.file("t.model")),
+                      60);
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.err.find("chainlm tokenizer under mpirun with 2 ranks: it is not data-parallel"),
+            std::string::npos)
+      << r.err;
+  EXPECT_FALSE(fs::exists(dir.file("t.model")));
   r = run_chainlm_mpi(dir, 2, train_args("missing.json", run, "--steps 2 --batch-size 4"), 60);
   EXPECT_NE(r.exit_code, 0);
   EXPECT_NE(r.err.find("missing.json"), std::string::npos) << r.err;
