@@ -28,37 +28,51 @@ void bench_train(const std::string& config_path, int B, int T, int threads, int 
   const Communicator& comm = Communicator::world();
   const int ranks = comm.size();
   apply_threads_option(threads, launched_by_mpi() ? default_threads_per_rank(comm) : 0);
-  CHAINLM_CHECK(B % ranks == 0, "bench train: --batch-size ", B, " must be a multiple of the ",
-                ranks, " ranks");
-  CHAINLM_CHECK(!baseline || ranks == 1, "bench train: --baseline runs in one process");
-  CHAINLM_CHECK(!vs_fp32 || precision == Precision::Bf16,
-                "bench train: --vs-fp32 compares --precision bf16 with fp32");
-  CHAINLM_CHECK(!vs_fp32 || ranks == 1, "bench train: --vs-fp32 runs in one process");
-  CHAINLM_CHECK(!(vs_fp32 && baseline), "bench train: --vs-fp32 and --baseline exclude each other");
-  CHAINLM_CHECK(bucket_mb > 0, "bench train: --bucket-mb must be positive");
+  // The checks every rank meets alike end the job with one message, rank 0's (each rank printed
+  // its own), and exit code 1 on every rank.
+  ModelConfig config;
   const int global_batch = B;
-  B /= ranks;  // this rank's rows
-  // The sub-models whose losses are weighted (each adds a head gradient), the last alone by
-  // default.
-  auto weighted_submodels = [](const std::string& arg) {
-    int n = 0;
-    for (float w :
-         arg.empty() ? std::vector<float>{1.0f} : parse_float_list(arg, "--chain-loss-weights"))
-      n += w > 0;
-    return std::max(n, 1);
-  };
-  const ModelConfig config = load_config(config_path);
-  // The default (0) fits the config: 256 tokens, or its max_seq_len when that is shorter (a
-  // config of 128 was refused for the default it had not chosen).
-  if (T == 0) T = std::min(256, config.max_seq_len);
-  CHAINLM_CHECK(T <= config.max_seq_len, "--seq-len ", T, " exceeds max_seq_len ",
-                config.max_seq_len);
-  // As train refuses what cannot fit (an oversized config died in the allocator here); the
-  // --vs-fp32 and --baseline twins are of the same size.
-  check_memory_fits(
-      cat("bench train with ", config_path),
-      training_memory(config, B, T, weighted_submodels(weights_arg), precision == Precision::Bf16),
-      vs_fp32 || baseline ? 2 : 1, 0, "use a smaller config, --batch-size or --seq-len", 0, false);
+  std::string setup_error;
+  try {
+    CHAINLM_CHECK(B % ranks == 0, "bench train: --batch-size ", B, " must be a multiple of the ",
+                  ranks, " ranks");
+    CHAINLM_CHECK(!baseline || ranks == 1, "bench train: --baseline runs in one process");
+    CHAINLM_CHECK(!vs_fp32 || precision == Precision::Bf16,
+                  "bench train: --vs-fp32 compares --precision bf16 with fp32");
+    CHAINLM_CHECK(!vs_fp32 || ranks == 1, "bench train: --vs-fp32 runs in one process");
+    CHAINLM_CHECK(!(vs_fp32 && baseline),
+                  "bench train: --vs-fp32 and --baseline exclude each other");
+    CHAINLM_CHECK(bucket_mb > 0, "bench train: --bucket-mb must be positive");
+    B /= ranks;  // this rank's rows
+    // The sub-models whose losses are weighted (each adds a head gradient), the last alone by
+    // default.
+    auto weighted_submodels = [](const std::string& arg) {
+      int n = 0;
+      for (float w :
+           arg.empty() ? std::vector<float>{1.0f} : parse_float_list(arg, "--chain-loss-weights"))
+        n += w > 0;
+      return std::max(n, 1);
+    };
+    config = load_config(config_path);
+    // The default (0) fits the config: 256 tokens, or its max_seq_len when that is shorter (a
+    // config of 128 was refused for the default it had not chosen).
+    if (T == 0) T = std::min(256, config.max_seq_len);
+    CHAINLM_CHECK(T <= config.max_seq_len, "--seq-len ", T, " exceeds max_seq_len ",
+                  config.max_seq_len);
+    // As train refuses what cannot fit (an oversized config died in the allocator here); the
+    // --vs-fp32 and --baseline twins are of the same size.
+    check_memory_fits(cat("bench train with ", config_path),
+                      training_memory(config, B, T, weighted_submodels(weights_arg),
+                                      precision == Precision::Bf16),
+                      vs_fp32 || baseline ? 2 : 1, 0,
+                      "use a smaller config, --batch-size or --seq-len", 0, false);
+  } catch (const Error& e) {
+    setup_error = e.what();
+  }
+  if (const std::string e = comm.first_error(setup_error); !e.empty()) {
+    if (comm.is_root()) throw Error(e);
+    std::exit(1);
+  }
   Model model(config);
   const ModelConfig& c = model.config();
   CHAINLM_CHECK(!baseline || c.phd.enabled(), "bench train: --baseline compares a PHD config ",

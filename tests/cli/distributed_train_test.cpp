@@ -358,6 +358,17 @@ TEST_F(DistributedTrain, ErrorsEndEveryRankWithOneMessage) {
       << r.err;
   EXPECT_FALSE(fs::exists(run + "/latest"));
 
+  // bench train's own checks: one message too (each rank printed it).
+  r = run_chainlm_mpi(dir, 2,
+                      "bench train --config " + quote(dir.file("chains.json")) +
+                          " --batch-size 7 --seq-len 16 --steps 1 --threads 1",
+                      60);
+  EXPECT_NE(r.exit_code, 0);
+  const std::string bench_expect = "--batch-size 7 must be a multiple of the 2 ranks";
+  const size_t bench_at = r.err.find(bench_expect);
+  ASSERT_NE(bench_at, std::string::npos) << r.err;
+  EXPECT_EQ(r.err.find(bench_expect, bench_at + 1), std::string::npos) << "printed twice:\n"
+                                                                       << r.err;
   // A command that writes, under mpirun: every rank ran it whole (tokenizer train's both wrote
   // --out).
   r = run_chainlm_mpi(dir, 2,
