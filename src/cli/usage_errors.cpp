@@ -117,14 +117,15 @@ std::string describe_usage_error(const CLI::App& app, const CLI::ParseError& e) 
   std::string message = e.what();
   // An option given twice: CLI11 says "--x: At Most 1 required but received 2", which names
   // neither the repetition nor the values.
-  if (const size_t at_most = message.find(": At Most 1 required but received ");
-      at_most != std::string::npos) {
+  static const std::string kAtMostOne = ": At Most 1 required but received ";
+  if (const size_t at_most = message.find(kAtMostOne); at_most != std::string::npos) {
     const std::string name = message.substr(0, at_most);
     const CLI::Option* opt = at->get_option_no_throw(name);
     std::string values;
-    if (opt)
+    // (An API key is not repeated onto a terminal or a log.)
+    if (opt && name.find("key") == std::string::npos)
       for (const std::string& v : opt->results()) values += (values.empty() ? "" : ", ") + v;
-    return name + " was given " + message.substr(at_most + 34) + " times" +
+    return name + " was given " + message.substr(at_most + kAtMostOne.size()) + " times" +
            (values.empty() ? std::string() : " (" + values + ")") + "; give it once" + help;
   }
   for (char& ch : message)

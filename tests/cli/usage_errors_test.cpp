@@ -46,6 +46,8 @@ TEST(UsageErrors, TheUnknownNameIsToldFirstWithTheNearest) {
       // An option given twice: CLI11's "At Most 1 required but received 2" named neither.
       {"train --config c.json --data d --batch-size 4 --batch-size 0 --out r",
        "--batch-size was given 2 times (4, 0); give it once (options: chainlm train --help)"},
+      {"serve --model m --api-key s3cret --api-key other",
+       "--api-key was given 2 times; give it once (options: chainlm serve --help)"},
       // strtof reads hexadecimal: "--lr 0x10" trained at 16.
       {"train --config c.json --data d --out r --lr 0x10", "--lr: 0x10 is not a decimal number"},
       {"prepare --tokenizer t --input i --out o --val-fraction 0X.1",
