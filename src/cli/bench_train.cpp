@@ -69,10 +69,7 @@ void bench_train(const std::string& config_path, int B, int T, int threads, int 
   } catch (const Error& e) {
     setup_error = e.what();
   }
-  if (const std::string e = comm.first_error(setup_error); !e.empty()) {
-    if (comm.is_root()) throw Error(e);
-    std::exit(1);
-  }
+  end_job_on_first_error(comm, setup_error);
   Model model(config);
   const ModelConfig& c = model.config();
   CHAINLM_CHECK(!baseline || c.phd.enabled(), "bench train: --baseline compares a PHD config ",

@@ -173,13 +173,10 @@ void add_train_command(CLI::App& app) {
     // first failing rank's) and exit code 1 on every rank.
     // A rank's own error names the rank (and machine): the other ranks' data may be fine.
     auto agree = [&comm](const std::string& local_error) {
-      const std::string e = comm.first_error(local_error.empty() || comm.size() == 1
-                                                 ? local_error
-                                                 : cat("rank ", comm.rank(), " of ", comm.size(),
-                                                       " (", this_host_name(), "): ", local_error));
-      if (e.empty()) return;
-      if (comm.is_root()) throw Error(e);
-      std::exit(1);
+      end_job_on_first_error(comm, local_error.empty() || comm.size() == 1
+                                       ? local_error
+                                       : cat("rank ", comm.rank(), " of ", comm.size(), " (",
+                                             this_host_name(), "): ", local_error));
     };
     // mpirun's MPMD form (A : B) gives ranks their own command lines: every rank ran with rank
     // 0's options, nothing said (a user trial). Each rank's own: --threads, --memory-limit,

@@ -16,13 +16,6 @@ namespace chainlm {
 
 namespace fs = std::filesystem;
 
-bool is_token_shard_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  char magic[8] = {};
-  in.read(magic, sizeof magic);
-  return in.gcount() == 8 && std::memcmp(magic, "CLMTOKS1", 8) == 0;
-}
-
 EvalTokens load_eval_tokens(const std::string& path_arg, const Tokenizer* tokenizer,
                             const CorpusOptions& text_options) {
   std::error_code ec;

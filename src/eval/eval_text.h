@@ -17,9 +17,6 @@ struct EvalTokens {
   std::string path;         // the file read
 };
 
-// True when the file starts with the token-shard magic ("CLMTOKS1").
-bool is_token_shard_file(const std::string& path);
-
 // path is one of
 //   a token shard (chainlm prepare's train.bin / val.bin): its tokens as they are; with a
 //     tokenizer, the bytes are those of the text it decodes to, document by document (a

@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
-#include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
@@ -251,15 +250,18 @@ std::string report_marker(const std::string& body) {
 }
 
 bool is_run_report_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::string first;
-  std::getline(in, first);
-  if (first.rfind(kReportTitle, 0) != 0) return false;
-  // The whole file (reports are a few KB; anything far larger is not one) against its marker.
+  // Its title, and the whole file against its marker (reports are a few KB; anything far larger
+  // is not one, and is not read).
   std::error_code ec;
   const auto size = fs::file_size(path, ec);
   if (ec || size > (16u << 20)) return false;
-  const std::string text = read_file(path);
+  std::string text;
+  try {
+    text = read_file(path);
+  } catch (const Error&) {  // unreadable: not one report may replace
+    return false;
+  }
+  if (text.rfind(kReportTitle, 0) != 0) return false;
   const size_t at = text.rfind(cat("\n<!-- ", kMarkerStart));
   return at != std::string::npos && text.substr(at) == report_marker(text.substr(0, at));
 }

@@ -3,10 +3,10 @@
 #include <algorithm>
 #include <cctype>
 #include <filesystem>
-#include <fstream>
 
 #include "core/error.h"
 #include "io/atomic_file.h"
+#include "io/token_shard.h"
 #include "io/tokenizer.h"
 
 namespace chainlm {
@@ -93,13 +93,8 @@ std::string file_kind_note(const std::string& path) {
   const fs::path name = fs::path(path).filename();
   if (name == "model.safetensors" || name == "config.json" || name == "latest")
     return cat(": pass the directory that holds it, ", fs::path(path).parent_path().string());
-  std::string head(8, '\0');
-  {
-    std::ifstream in(path, std::ios::binary);
-    in.read(head.data(), 8);
-    head.resize((size_t)std::max<std::streamsize>(0, in.gcount()));
-  }
-  if (head == "CLMTOKS1") return ": it is a chainlm token shard (training data), not a model";
+  if (is_token_shard_file(path))
+    return ": it is a chainlm token shard (training data), not a model";
   const auto size = fs::file_size(path, ec);
   if (ec || size > (64u << 20)) return "";  // tokenizers are small; a big file is not read whole
   try {

@@ -7,6 +7,7 @@
 #include <bit>
 #include <cerrno>
 #include <cstring>
+#include <fstream>
 #include <utility>
 
 #include "core/error.h"
@@ -168,6 +169,13 @@ std::string TokenShard::fingerprint() const {
   }
   return cat(count_, " tokens, vocab ", vocab_size_, ", crc32 ", crc32_hex(crc), " of ", sampled,
              " sampled bytes");
+}
+
+bool is_token_shard_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  char magic[8] = {};
+  in.read(magic, sizeof magic);
+  return in.gcount() == 8 && std::memcmp(magic, "CLMTOKS1", 8) == 0;
 }
 
 uint32_t TokenShard::check_tokens() const {

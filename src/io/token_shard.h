@@ -48,6 +48,9 @@ class TokenShardWriter {
   std::vector<uint16_t> narrow_;  // append's 2-byte staging buffer
 };
 
+// True when the file starts with the token-shard magic ("CLMTOKS1").
+bool is_token_shard_file(const std::string& path);
+
 class TokenShard {
  public:
   // Maps the file and validates magic, version, token width and size against count.

@@ -29,24 +29,24 @@ std::string host_of_host_header(const std::string& host_header) {
   return colon == std::string::npos ? host_header : host_header.substr(0, colon);
 }
 
+// The scheme's name is case-insensitive (RFC 7235: "bearer KEY" is the same); the key is not.
+constexpr std::string_view kBearer = "bearer ";
+
 bool starts_with_bearer(const std::string& authorization) {
-  static const std::string kPrefix = "bearer ";
-  if (authorization.size() < kPrefix.size()) return false;
-  for (size_t i = 0; i < kPrefix.size(); ++i)
-    if (std::tolower(static_cast<unsigned char>(authorization[i])) != kPrefix[i]) return false;
+  if (authorization.size() < kBearer.size()) return false;
+  for (size_t i = 0; i < kBearer.size(); ++i)
+    if (std::tolower(static_cast<unsigned char>(authorization[i])) != kBearer[i]) return false;
   return true;
 }
 
 bool bearer_matches(const std::string& authorization, const std::string& key) {
-  // The scheme's name is case-insensitive (RFC 7235: "bearer KEY" is the same); the key is not.
-  static const std::string kPrefix = "bearer ";
-  if (key.empty() || authorization.size() != kPrefix.size() + key.size()) return false;
+  // (The scheme is no secret; the key is compared in constant time.)
+  if (key.empty() || authorization.size() != kBearer.size() + key.size() ||
+      !starts_with_bearer(authorization))
+    return false;
   unsigned char diff = 0;
-  for (size_t i = 0; i < kPrefix.size(); ++i)
-    diff |= static_cast<unsigned char>(std::tolower(static_cast<unsigned char>(authorization[i])) ^
-                                       kPrefix[i]);
   for (size_t i = 0; i < key.size(); ++i)
-    diff |= static_cast<unsigned char>(authorization[kPrefix.size() + i] ^ key[i]);
+    diff |= static_cast<unsigned char>(authorization[kBearer.size() + i] ^ key[i]);
   return diff == 0;
 }
 

@@ -241,6 +241,13 @@ void GradientReducer::finish() {
   wait_seconds_ = wait.seconds();
 }
 
+void end_job_on_first_error(const Communicator& comm, const std::string& local_error) {
+  const std::string e = comm.first_error(local_error);
+  if (e.empty()) return;
+  if (comm.is_root()) throw Error(e);
+  std::exit(1);
+}
+
 void warn_if_rank_options_differ(const Communicator& comm, const std::string& given) {
   if (comm.size() == 1) return;
   std::string rank0 = given;

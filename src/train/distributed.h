@@ -81,6 +81,11 @@ class Communicator {
 // no more than the cores the launcher bound this rank to.
 int default_threads_per_rank(const Communicator& comm);
 
+// Collective, for errors before training starts: when any rank has one, the lowest failing
+// rank's ends the job with one message, thrown on rank 0 (which prints it) while the others exit
+// with code 1 unheard.
+void end_job_on_first_error(const Communicator& comm, const std::string& local_error);
+
 // Under mpirun's MPMD form ranks may be given other command lines, of which rank 0's options
 // define the run: rank 0 warns on stderr, naming the first rank whose `given` (its options, as
 // text) differs from rank 0's. A collective: every rank calls it.
