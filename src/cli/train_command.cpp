@@ -35,13 +35,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-// This machine's name, for messages of one rank among several.
-std::string this_host_name() {
-  char name[256] = {};
-  return ::gethostname(name, sizeof name - 1) == 0 ? std::string(name)
-                                                   : std::string("unknown host");
-}
-
 std::string absolute_path(const std::string& p) { return fs::absolute(p).lexically_normal().string(); }
 
 }  // namespace
@@ -173,10 +166,7 @@ void add_train_command(CLI::App& app) {
     // first failing rank's) and exit code 1 on every rank.
     // A rank's own error names the rank (and machine): the other ranks' data may be fine.
     auto agree = [&comm](const std::string& local_error) {
-      end_job_on_first_error(comm, local_error.empty() || comm.size() == 1
-                                       ? local_error
-                                       : cat("rank ", comm.rank(), " of ", comm.size(), " (",
-                                             this_host_name(), "): ", local_error));
+      end_job_on_first_error(comm, with_rank_named(comm, local_error));
     };
     // mpirun's MPMD form (A : B) gives ranks their own command lines: every rank ran with rank
     // 0's options, nothing said (a user trial). Each rank's own: --threads, --memory-limit,

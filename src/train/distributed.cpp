@@ -241,6 +241,17 @@ void GradientReducer::finish() {
   wait_seconds_ = wait.seconds();
 }
 
+std::string this_host_name() {
+  char name[256] = {};
+  return ::gethostname(name, sizeof name - 1) == 0 ? std::string(name)
+                                                   : std::string("unknown host");
+}
+
+std::string with_rank_named(const Communicator& comm, const std::string& local_error) {
+  if (local_error.empty() || comm.size() == 1) return local_error;
+  return cat("rank ", comm.rank(), " of ", comm.size(), " (", this_host_name(), "): ", local_error);
+}
+
 void end_job_on_first_error(const Communicator& comm, const std::string& local_error) {
   const std::string e = comm.first_error(local_error);
   if (e.empty()) return;

@@ -81,6 +81,14 @@ class Communicator {
 // no more than the cores the launcher bound this rank to.
 int default_threads_per_rank(const Communicator& comm);
 
+// This machine's name, for messages of one rank among several.
+std::string this_host_name();
+
+// `local_error` as the job prints it under mpirun: "rank r of N (host): ...", naming the rank
+// and machine that met it (another rank's data or disk may be fine). Unchanged in one process
+// or when empty.
+std::string with_rank_named(const Communicator& comm, const std::string& local_error);
+
 // Collective, for errors before training starts: when any rank has one, the lowest failing
 // rank's ends the job with one message, thrown on rank 0 (which prints it) while the others exit
 // with code 1 unheard.

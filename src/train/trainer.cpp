@@ -339,8 +339,10 @@ void Trainer::check_replicas() const {
 namespace {
 
 // Raises, on every rank together, the first rank's error when any rank has one (collective).
+// Under mpirun it names that rank and its machine: rank 0's run directory (locked by another
+// process, on a full disk) is on rank 0's machine alone.
 void fail_together(const Communicator& comm, const std::string& local_error) {
-  const std::string e = comm.first_error(local_error);
+  const std::string e = comm.first_error(with_rank_named(comm, local_error));
   if (e.empty()) return;
   if (comm.size() > 1) throw CollectiveError(e);
   throw Error(e);

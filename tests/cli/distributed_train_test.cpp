@@ -1,8 +1,10 @@
 // Data-parallel training under mpirun (2 ranks on this machine): the same run as one process,
 // resume on another number of ranks, a killed rank, errors, and bench train's communication
 // figures (docs/distributed.md).
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sys/file.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -383,6 +385,20 @@ TEST_F(DistributedTrain, ErrorsEndEveryRankWithOneMessage) {
   EXPECT_NE(r.exit_code, 0);
   EXPECT_NE(r.err.find("missing.json"), std::string::npos) << r.err;
   EXPECT_FALSE(fs::exists(run + "/latest"));
+
+  // A run directory another process trains into, met by rank 0 alone (the run directory is on
+  // its machine): the message names the rank and machine, as every startup error's does.
+  const std::string locked = dir.file("locked");
+  fs::create_directories(locked);
+  const int fd = ::open(locked.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(::flock(fd, LOCK_EX | LOCK_NB), 0);  // as a training process holds it
+  r = run_chainlm_mpi(dir, 2, train_args("chains.json", locked, "--steps 2 --batch-size 4"), 60);
+  ::close(fd);
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.err.find("rank 0 of 2 ("), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("another process is training into " + locked), std::string::npos) << r.err;
+  EXPECT_FALSE(fs::exists(locked + "/latest"));
 
   // A diverging run: every rank sees the same non-finite sum and stops at the same step.
   r = run_chainlm_mpi(dir, 2,
