@@ -9,6 +9,7 @@
 
 #include "core/error.h"
 #include "io/atomic_file.h"
+#include "io/safetensors.h"
 
 namespace chainlm {
 
@@ -303,6 +304,25 @@ GgufReader::GgufReader(const std::string& path) : path_(path), map_(path, "GGUF 
   std::sort(spans.begin(), spans.end());
   for (size_t i = 1; i < spans.size(); ++i)
     CHAINLM_CHECK(spans[i].first >= spans[i - 1].second, path, ": two tensors overlap in the data section (corrupt GGUF)");
+  if (has(kGgufCrcKey)) {
+    const GgufValue& v = value(kGgufCrcKey);
+    CHAINLM_CHECK(v.type == GgufType::kArray && v.element_type == GgufType::kUint32 &&
+                      v.uints.size() == tensors_.size(),
+                  path, ": metadata '", kGgufCrcKey,
+                  "' must be an array of one uint32 per tensor (", tensors_.size(), "), but it is ",
+                  v.describe(), " (corrupt GGUF)");
+    crc32_.assign(v.uints.begin(), v.uints.end());
+  }
+}
+
+const uint8_t* GgufReader::data(const GgufTensorInfo& t) const {
+  const uint8_t* bytes = map_.data() + data_start_ + t.offset;
+  if (crc32_.empty()) return bytes;  // another tool's file: nothing recorded to check against
+  const uint32_t want = crc32_[tensor_index_.at(t.name)];
+  const uint32_t crc = crc32_of(bytes, t.bytes);
+  CHAINLM_CHECK(crc == want, path_, ": tensor '", t.name, "' fails its checksum (CRC-32 ",
+                crc32_hex(crc), ", recorded ", crc32_hex(want), "): the file is corrupt");
+  return bytes;
 }
 
 const GgufValue& GgufReader::value(const std::string& key) const {
@@ -428,8 +448,16 @@ void GgufWriter::write(const std::string& path) const {
   put<uint32_t>(head, kMagic);
   put<uint32_t>(head, kVersion);
   put<uint64_t>(head, tensors_.size());
-  put<uint64_t>(head, n_kv_);
+  put<uint64_t>(head, n_kv_ + 1);
   head += header_;
+  // Every tensor's CRC-32, the last metadata entry (GgufReader::data checks them).
+  CHAINLM_CHECK(std::find(keys_.begin(), keys_.end(), kGgufCrcKey) == keys_.end(),
+                "GGUF writer: key '", kGgufCrcKey, "' is the writer's own");
+  put_string(head, kGgufCrcKey);
+  put<uint32_t>(head, static_cast<uint32_t>(GgufType::kArray));
+  put<uint32_t>(head, static_cast<uint32_t>(GgufType::kUint32));
+  put<uint64_t>(head, tensors_.size());
+  for (const auto& t : tensors_) put<uint32_t>(head, crc32_of(t.data.data(), t.data.size()));
   uint64_t offset = 0;
   for (const auto& t : tensors_) {
     put_string(head, t.name);

@@ -78,7 +78,11 @@ class GgufReader {
 
   const std::vector<GgufTensorInfo>& tensors() const { return tensors_; }
   const GgufTensorInfo* find(const std::string& name) const;  // null when absent
-  const uint8_t* data(const GgufTensorInfo& t) const { return map_.data() + data_start_ + t.offset; }
+  // A tensor's bytes. In a file chainlm wrote (metadata kCrcKey) they are checked against the
+  // CRC-32 recorded for the tensor first, failing with an error naming the file and tensor: a
+  // flipped byte in a download or copy loaded as weights nobody trained, nothing said.
+  const uint8_t* data(const GgufTensorInfo& t) const;
+  bool has_checksums() const { return !crc32_.empty(); }
   uint64_t tensor_bytes() const;  // the data section's tensors together
 
  private:
@@ -90,7 +94,13 @@ class GgufReader {
   std::map<std::string, GgufValue> values_;
   std::vector<GgufTensorInfo> tensors_;
   std::map<std::string, size_t> tensor_index_;
+  std::vector<uint32_t> crc32_;  // per tensor, in file order; empty when the file records none
 };
+
+// The metadata key under which GgufWriter records every tensor's CRC-32 (zlib's), an array of
+// uint32 in the file's tensor order. Other readers (llama.cpp) list it among the metadata and
+// ignore it.
+inline constexpr const char* kGgufCrcKey = "chainlm.tensor_crc32";
 
 // True when the file starts with the GGUF magic. Never throws.
 bool is_gguf_file(const std::string& path);

@@ -265,6 +265,32 @@ TEST_F(GgufCli, RefusesWithoutWritingAnything) {
   r = run_chainlm(dir, "info --model " + quote(dir.file("t.gguf")));
   EXPECT_NE(r.exit_code, 0);
   EXPECT_TRUE(contains(r.err, "truncated GGUF")) << r.err;
+
+  // One bit flipped in the middle of the weights (a bad copy): generated as if nothing were wrong
+  // before the file carried its tensors' CRC-32s; now every command that loads it stops, naming
+  // the tensor (q8_0 blocks are checked the same way).
+  for (const char* type : {"f32", "q8_0"}) {
+    const std::string flipped = dir.file(std::string("flipped-") + type + ".gguf");
+    r = run_chainlm(dir, "export --format gguf --type " + std::string(type) + " --model " +
+                             quote(run) + " --chains 1 --out " + quote(flipped));
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    std::string b = testing::read_bytes(flipped);
+    const GgufReader g(flipped);
+    const GgufTensorInfo* t = g.find("blk.0.ffn_down.weight");
+    ASSERT_NE(t, nullptr);
+    // The data section ends the file, its last tensor padded to the 32-byte alignment.
+    const GgufTensorInfo& last = g.tensors().back();
+    const size_t data_start = b.size() - (last.offset + (last.bytes + 31) / 32 * 32);
+    b[data_start + t->offset + t->bytes / 2] ^= 0x10;
+    write_bytes(flipped, b);
+    for (const std::string& cmd : {std::string("generate --prompt the --max-tokens 2"),
+                                   "eval ppl --data " + quote(dir.file("data"))}) {
+      r = run_chainlm(dir, cmd + " --model " + quote(flipped));
+      EXPECT_NE(r.exit_code, 0) << cmd;
+      EXPECT_TRUE(contains(r.err, flipped + ": tensor 'blk.0.ffn_down.weight' fails its checksum"))
+          << r.err;
+    }
+  }
 }
 
 }  // namespace

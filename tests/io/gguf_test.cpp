@@ -4,6 +4,7 @@
 #include "io/gguf.h"
 
 #include <gtest/gtest.h>
+#include <zlib.h>
 
 #include <cstring>
 #include <fstream>
@@ -40,19 +41,31 @@ std::string error_of(const std::string& path) {
 }
 
 // The file of the spec's layout: header, two key/values, one 2x3 F32 tensor at offset 0 after
-// padding to 32 bytes, and its data.
-std::string hand_made_gguf() {
+// padding to 32 bytes, and its data. `with_crc`: a third key/value, the array of one uint32
+// chainlm's writer adds (the tensor's CRC-32, taken here with zlib itself), `crcs` times.
+std::string hand_made_gguf(bool with_crc = false, int crcs = 1) {
   std::string s;
   put<uint32_t>(s, 0x46554747);  // "GGUF"
   put<uint32_t>(s, 3);
   put<uint64_t>(s, 1);  // tensors
-  put<uint64_t>(s, 2);  // key/values
+  put<uint64_t>(s, with_crc ? 3 : 2);  // key/values
   put_str(s, "general.architecture");
   put<uint32_t>(s, 8);  // string
   put_str(s, "llama");
   put_str(s, "llama.block_count");
   put<uint32_t>(s, 4);  // uint32
   put<uint32_t>(s, 5);
+  if (with_crc) {
+    float values[6];
+    for (int i = 0; i < 6; ++i) values[i] = 0.5f * i;
+    put_str(s, "chainlm.tensor_crc32");
+    put<uint32_t>(s, 9);  // array
+    put<uint32_t>(s, 4);  // of uint32
+    put<uint64_t>(s, crcs);
+    for (int c = 0; c < crcs; ++c)
+      put<uint32_t>(s, static_cast<uint32_t>(
+                           ::crc32(0L, reinterpret_cast<const Bytef*>(values), sizeof values)));
+  }
   put_str(s, "w");
   put<uint32_t>(s, 2);
   put<uint64_t>(s, 3);  // ne0: the row length
@@ -78,7 +91,7 @@ TEST(Gguf, WriterLaysDownTheSpecsBytes) {
   w.write(dir.file("a.gguf"));
   const std::string written = read_file(dir.file("a.gguf"));
   // The writer pads the last tensor to the alignment too (as llama.cpp's gguf-py does).
-  std::string expected = hand_made_gguf();
+  std::string expected = hand_made_gguf(/*with_crc=*/true);
   expected.resize((expected.size() + 31) / 32 * 32, '\0');
   EXPECT_EQ(written, expected);
 }
@@ -101,6 +114,48 @@ TEST(Gguf, ReadsTheSpecsBytes) {
   for (int i = 0; i < 6; ++i) EXPECT_EQ(v[i], 0.5f * i);
   EXPECT_THROW(r.get_uint("general.architecture"), Error);  // a string, not an integer
   EXPECT_THROW(r.get_string("missing.key"), Error);
+}
+
+// A byte changed in a tensor chainlm wrote (a bad download or copy) loaded as weights nobody
+// trained. Reading the tensor checks its recorded CRC-32; a file of another tool, recording none,
+// reads unchecked; a recorded array that does not fit the tensors is refused.
+TEST(Gguf, ACorruptTensorFailsItsChecksum) {
+  TempDir dir;
+  write_bytes(dir.file("good.gguf"), hand_made_gguf(true));
+  {
+    GgufReader r(dir.file("good.gguf"));
+    EXPECT_TRUE(r.has_checksums());
+    float first;
+    std::memcpy(&first, r.data(*r.find("w")), sizeof first);
+    EXPECT_EQ(first, 0.0f);
+  }
+  std::string bad = hand_made_gguf(true);
+  bad[bad.size() - 5] ^= 0x01;  // one bit of the last value
+  write_bytes(dir.file("bad.gguf"), bad);
+  GgufReader r(dir.file("bad.gguf"));  // the header is intact
+  try {
+    r.data(*r.find("w"));
+    FAIL() << "a corrupt tensor was read";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find(dir.file("bad.gguf") + ": tensor 'w' fails its checksum"),
+              std::string::npos)
+        << e.what();
+  }
+  // Without the key (another tool's file), the same bytes read as they are.
+  std::string unchecked = hand_made_gguf(false);
+  unchecked[unchecked.size() - 5] ^= 0x01;
+  write_bytes(dir.file("other.gguf"), unchecked);
+  GgufReader o(dir.file("other.gguf"));
+  EXPECT_FALSE(o.has_checksums());
+  EXPECT_NO_THROW(o.data(*o.find("w")));
+  // Two CRCs for one tensor: refused on opening, naming the key.
+  GgufWriter w;
+  w.add_int32s("chainlm.tensor_crc32", {1, 2});  // as a user's edit might leave it
+  w.add_tensor("w", kGgmlF32, {1}, std::vector<uint8_t>(4));
+  EXPECT_THROW(w.write(dir.file("x.gguf")), Error);  // the writer's own key
+  write_bytes(dir.file("twice.gguf"), hand_made_gguf(true, 2));
+  EXPECT_NE(error_of(dir.file("twice.gguf")).find("chainlm.tensor_crc32"), std::string::npos)
+      << error_of(dir.file("twice.gguf"));
 }
 
 TEST(Gguf, EveryValueTypeRoundTrips) {
