@@ -253,12 +253,26 @@ GgufReader::GgufReader(const std::string& path) : path_(path), map_(path, "GGUF 
   CHAINLM_CHECK(n_kv <= c.left() / 12 && n_tensors <= c.left() / 24, path, ": the header claims ", n_kv,
                 " metadata entries and ", n_tensors, " tensors, more than the file holds (truncated or corrupt GGUF)");
   uint64_t array_elements = 0;
+  const size_t metadata_start = c.pos();
+  size_t metadata_crc_record = 0;  // where the key kGgufMetadataCrcKey begins, when there is one
   for (uint64_t k = 0; k < n_kv; ++k) {
+    const size_t record = c.pos();
     std::string key = c.string("a metadata key");
+    if (key == kGgufMetadataCrcKey) metadata_crc_record = record;
     CHAINLM_CHECK(!values_.count(key), path, ": metadata key '", key, "' appears twice (corrupt GGUF)");
     const GgufType type = checked_type(path, c.read<uint32_t>("a value type"), key);
     values_[key] = read_value(c, type, path, key, array_elements);
     keys_.push_back(std::move(key));
+  }
+  if (metadata_crc_record) {  // chainlm's writer: the records before it, the tokenizer's among them
+    const uint64_t want = get_uint(kGgufMetadataCrcKey);
+    const uint32_t crc =
+        crc32_of(map_.data() + metadata_start, metadata_crc_record - metadata_start);
+    CHAINLM_CHECK(crc == want, path, ": the metadata fails its checksum (CRC-32 ", crc32_hex(crc),
+                  ", recorded ", crc32_hex(static_cast<uint32_t>(want)),
+                  "): the file is corrupt, or a tool edited its metadata "
+                  "and left chainlm's record of it, '",
+                  kGgufMetadataCrcKey, "', which it should drop");
   }
   if (has("general.alignment")) {
     alignment_ = get_uint("general.alignment");
@@ -448,16 +462,23 @@ void GgufWriter::write(const std::string& path) const {
   put<uint32_t>(head, kMagic);
   put<uint32_t>(head, kVersion);
   put<uint64_t>(head, tensors_.size());
-  put<uint64_t>(head, n_kv_ + 1);
-  head += header_;
-  // Every tensor's CRC-32, the last metadata entry (GgufReader::data checks them).
-  CHAINLM_CHECK(std::find(keys_.begin(), keys_.end(), kGgufCrcKey) == keys_.end(),
-                "GGUF writer: key '", kGgufCrcKey, "' is the writer's own");
-  put_string(head, kGgufCrcKey);
-  put<uint32_t>(head, static_cast<uint32_t>(GgufType::kArray));
-  put<uint32_t>(head, static_cast<uint32_t>(GgufType::kUint32));
-  put<uint64_t>(head, tensors_.size());
-  for (const auto& t : tensors_) put<uint32_t>(head, crc32_of(t.data.data(), t.data.size()));
+  put<uint64_t>(head, n_kv_ + 2);
+  // Every tensor's CRC-32 (GgufReader::data checks them), then the CRC-32 of every metadata
+  // record before its own (the reader checks it on opening): the last two entries.
+  for (const char* own : {kGgufCrcKey, kGgufMetadataCrcKey})
+    CHAINLM_CHECK(std::find(keys_.begin(), keys_.end(), own) == keys_.end(), "GGUF writer: key '",
+                  own, "' is the writer's own");
+  std::string metadata = header_;
+  put_string(metadata, kGgufCrcKey);
+  put<uint32_t>(metadata, static_cast<uint32_t>(GgufType::kArray));
+  put<uint32_t>(metadata, static_cast<uint32_t>(GgufType::kUint32));
+  put<uint64_t>(metadata, tensors_.size());
+  for (const auto& t : tensors_) put<uint32_t>(metadata, crc32_of(t.data.data(), t.data.size()));
+  const uint32_t metadata_crc = crc32_of(metadata.data(), metadata.size());
+  put_string(metadata, kGgufMetadataCrcKey);
+  put<uint32_t>(metadata, static_cast<uint32_t>(GgufType::kUint32));
+  put<uint32_t>(metadata, metadata_crc);
+  head += metadata;
   uint64_t offset = 0;
   for (const auto& t : tensors_) {
     put_string(head, t.name);

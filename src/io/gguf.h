@@ -101,6 +101,9 @@ class GgufReader {
 // uint32 in the file's tensor order. Other readers (llama.cpp) list it among the metadata and
 // ignore it.
 inline constexpr const char* kGgufCrcKey = "chainlm.tensor_crc32";
+// The key under which it records the CRC-32 of the metadata records before this one (the
+// tokenizer's vocabulary and every setting among them), a uint32, checked when a file is opened.
+inline constexpr const char* kGgufMetadataCrcKey = "chainlm.metadata_crc32";
 
 // True when the file starts with the GGUF magic. Never throws.
 bool is_gguf_file(const std::string& path);

@@ -48,7 +48,7 @@ std::string hand_made_gguf(bool with_crc = false, int crcs = 1) {
   put<uint32_t>(s, 0x46554747);  // "GGUF"
   put<uint32_t>(s, 3);
   put<uint64_t>(s, 1);  // tensors
-  put<uint64_t>(s, with_crc ? 3 : 2);  // key/values
+  put<uint64_t>(s, with_crc ? 4 : 2);  // key/values
   put_str(s, "general.architecture");
   put<uint32_t>(s, 8);  // string
   put_str(s, "llama");
@@ -65,6 +65,12 @@ std::string hand_made_gguf(bool with_crc = false, int crcs = 1) {
     for (int c = 0; c < crcs; ++c)
       put<uint32_t>(s, static_cast<uint32_t>(
                            ::crc32(0L, reinterpret_cast<const Bytef*>(values), sizeof values)));
+    // The records so far, from the first key (after the 24 bytes of magic, version and counts).
+    const uLong metadata_crc =
+        ::crc32(0L, reinterpret_cast<const Bytef*>(s.data() + 24), s.size() - 24);
+    put_str(s, "chainlm.metadata_crc32");
+    put<uint32_t>(s, 4);  // uint32
+    put<uint32_t>(s, static_cast<uint32_t>(metadata_crc));
   }
   put_str(s, "w");
   put<uint32_t>(s, 2);
@@ -117,8 +123,9 @@ TEST(Gguf, ReadsTheSpecsBytes) {
 }
 
 // A byte changed in a tensor chainlm wrote (a bad download or copy) loaded as weights nobody
-// trained. Reading the tensor checks its recorded CRC-32; a file of another tool, recording none,
-// reads unchecked; a recorded array that does not fit the tensors is refused.
+// trained. Reading the tensor checks its recorded CRC-32, opening the file the metadata's; a file
+// of another tool, recording none, reads unchecked; a recorded array that does not fit the
+// tensors is refused.
 TEST(Gguf, ACorruptTensorFailsItsChecksum) {
   TempDir dir;
   write_bytes(dir.file("good.gguf"), hand_made_gguf(true));
@@ -141,6 +148,14 @@ TEST(Gguf, ACorruptTensorFailsItsChecksum) {
               std::string::npos)
         << e.what();
   }
+  // A byte of the metadata (the architecture's name here; a tokenizer's piece alike): refused on
+  // opening.
+  std::string renamed = hand_made_gguf(true);
+  renamed[renamed.find("llama")] = 'L';
+  write_bytes(dir.file("renamed.gguf"), renamed);
+  EXPECT_NE(error_of(dir.file("renamed.gguf")).find("the metadata fails its checksum"),
+            std::string::npos)
+      << error_of(dir.file("renamed.gguf"));
   // Without the key (another tool's file), the same bytes read as they are.
   std::string unchecked = hand_made_gguf(false);
   unchecked[unchecked.size() - 5] ^= 0x01;

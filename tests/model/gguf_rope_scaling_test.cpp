@@ -103,7 +103,7 @@ void rewrite(const std::string& from, const std::string& to, const std::string& 
   GgufWriter w;
   for (const std::string& key : base.keys()) {
     const GgufValue& v = base.value(key);
-    if (key == drop_key) continue;
+    if (key == drop_key || key == kGgufMetadataCrcKey) continue;  // the writer adds its own
     if (v.type == GgufType::kString) w.add_string(key, v.s);
     else if (v.type == GgufType::kFloat32) w.add_float32(key, (float)v.f);
     else if (v.type == GgufType::kUint32) w.add_uint32(key, (uint32_t)v.u);
