@@ -11,6 +11,7 @@
 #include "io/llama2c.h"
 #include "io/run_path.h"
 #include "io/safetensors.h"
+#include "io/text_encoding.h"
 
 namespace chainlm {
 namespace fs = std::filesystem;
@@ -215,9 +216,31 @@ static void copy_tokenizer_companions(const fs::path& from_dir, const std::strin
   }
 }
 
+// A GGUF keeps its chat template in its metadata (tokenizer.chat_template, where llama.cpp's
+// converter and chainlm's export put it): written into dir as a Hugging Face
+// tokenizer_config.json, with the BOS and EOS pieces, so a quantized copy or an HF export of a
+// chat GGUF stays a chat model (the template was dropped, nothing said; a user trial).
+static void write_gguf_companions(const std::string& gguf_path, const std::string& dir) {
+  const GgufReader gguf(gguf_path);
+  if (!gguf.has("tokenizer.chat_template")) return;
+  nlohmann::json config = {{"chat_template", gguf.get_string("tokenizer.chat_template")}};
+  if (gguf.has("tokenizer.ggml.tokens")) {
+    const std::vector<std::string>& pieces = gguf.value("tokenizer.ggml.tokens").strings;
+    for (const auto& [key, name] :
+         {std::pair<const char*, const char*>{"tokenizer.ggml.bos_token_id", "bos_token"},
+          {"tokenizer.ggml.eos_token_id", "eos_token"}})
+      if (gguf.has(key) && gguf.get_uint(key) < pieces.size() &&
+          check_utf8(pieces[gguf.get_uint(key)]).ok())
+        config[name] = pieces[gguf.get_uint(key)];
+  }
+  write_file_atomic((fs::path(dir) / "tokenizer_config.json").string(), config.dump(2) + "\n");
+}
+
 void copy_sentencepiece_companions(const std::string& spec, const std::string& dir) {
   std::error_code ec;
   const std::string source = fs::is_directory(spec, ec) ? find_tokenizer_in_dir(spec) : spec;
+  if (fs::is_regular_file(source, ec) && is_gguf_file(source))
+    return write_gguf_companions(source, dir);
   if (fs::path(source).filename() != kModelFile) return;  // a .model file on its own
   copy_tokenizer_companions(fs::path(source).parent_path(), dir,
                             {"tokenizer_config.json", "generation_config.json",

@@ -210,6 +210,26 @@ TEST_F(GgufCli, TheChatTemplateTravelsInTheFile) {
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_EQ(testing::read_bytes(dir.file("hf/tokenizer_config.json")),
             testing::read_bytes(checkpoint + "/tokenizer_config.json"));
+  // From the GGUF on: a quantized copy and an HF export of it wrote no tokenizer_config.json, so
+  // the template was gone from them and from a GGUF exported again (a user trial).
+  r = run_chainlm(dir,
+                  "quantize --model " + quote(f) + " --type q8_0 --out " + quote(dir.file("q8")));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  r = run_chainlm(
+      dir, "export --format hf --model " + quote(f) + " --out " + quote(dir.file("hf-of-gguf")));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  for (const char* copy : {"q8", "hf-of-gguf"}) {
+    const nlohmann::json config = nlohmann::json::parse(
+        testing::read_bytes(dir.file(std::string(copy) + "/tokenizer_config.json")));
+    EXPECT_EQ(config.value("chat_template", ""), smol) << copy;
+    EXPECT_EQ(config.value("eos_token", ""), "</s>") << copy;  // the SentencePiece trainer's EOS
+  }
+  r = run_chainlm(dir, "export --format gguf --model " + quote(dir.file("q8")) + " --out " +
+                           quote(dir.file("again.gguf")));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const GgufReader again(dir.file("again.gguf"));
+  ASSERT_TRUE(again.has("tokenizer.chat_template"));
+  EXPECT_EQ(again.get_string("tokenizer.chat_template"), smol);
 }
 
 // A downloaded GGUF's strings may hold control bytes and bytes that are not UTF-8: `info` wrote
