@@ -22,6 +22,7 @@ class HfBpe {
   void tokenize(std::string_view piece, std::vector<int>& out) const;
 
   const std::unordered_map<std::string, int>& vocab() const { return vocab_; }
+  int id_of(std::string_view s) const;  // -1 when absent
 
  private:
   struct PairHash {
@@ -29,7 +30,6 @@ class HfBpe {
   };
   static uint64_t pair_key(int a, int b) { return (uint64_t(uint32_t(a)) << 32) | uint32_t(b); }
   void merge_word(std::vector<int>& symbols) const;
-  int id_of(std::string_view s) const;  // -1 when absent
 
   std::unordered_map<std::string, int> vocab_;
   struct Merge {

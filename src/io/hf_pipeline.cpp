@@ -65,8 +65,23 @@ bool bool_field(const json& j, const char* key, bool def, const std::string& whe
   return j[key].get<bool>();
 }
 
+// The fields tokenizers requires (serde: "missing field"): a file without one does not load
+// there, and a default here tokenized as no one meant (a Replace without its content deleted
+// every match).
+std::string required_string(const json& j, const char* key, const std::string& where) {
+  CHAINLM_CHECK(j.contains(key) && !j[key].is_null(), where, ": '", key,
+                "' is missing (tokenizers requires it)");
+  return string_field(j, key, "", where);
+}
+
+bool required_bool(const json& j, const char* key, const std::string& where) {
+  CHAINLM_CHECK(j.contains(key) && !j[key].is_null(), where, ": '", key,
+                "' is missing (tokenizers requires it)");
+  return bool_field(j, key, false, where);
+}
+
 int count_field(const json& j, const char* key, const std::string& where) {
-  if (!j.contains(key)) return 0;
+  CHAINLM_CHECK(j.contains(key), where, ": '", key, "' is missing (tokenizers requires it)");
   CHAINLM_CHECK(j[key].is_number_unsigned(), where, ": '", key, "' must be a non-negative integer");
   return j[key].get<int>();
 }
@@ -312,19 +327,19 @@ HfNormalizer::HfNormalizer(const json& j, const std::string& where)
     const std::string& type = type_of(*step, "normalizer", at);
     if (type == "Prepend") {
       auto s = std::make_unique<PrependNorm>();
-      s->prefix = string_field(*step, "prepend", "", at);
+      s->prefix = required_string(*step, "prepend", at);
       steps_.push_back(std::move(s));
     } else if (type == "Replace") {
       CHAINLM_CHECK(step->contains("pattern"), at, ": Replace needs a 'pattern'");
       auto s = std::make_unique<ReplaceNorm>();
       s->pattern = std::make_unique<Pattern>((*step)["pattern"], at);
-      s->content = string_field(*step, "content", "", at);
+      s->content = required_string(*step, "content", at);
       s->where = at;
       steps_.push_back(std::move(s));
     } else if (type == "Strip") {
       auto s = std::make_unique<StripNorm>();
-      s->left = bool_field(*step, "strip_left", true, at);
-      s->right = bool_field(*step, "strip_right", true, at);
+      s->left = required_bool(*step, "strip_left", at);
+      s->right = required_bool(*step, "strip_right", at);
       steps_.push_back(std::move(s));
     } else {
       fail(at, ": '", type, "' is not supported (chainlm reads Sequence, Prepend, Replace and Strip; Unicode ",
@@ -446,15 +461,20 @@ HfPreTokenizer::HfPreTokenizer(const json& j, const std::string& where) {
       s->behavior = bool_field(*step, "individual_digits", false, at) ? Behavior::kIsolated : Behavior::kContiguous;
       steps_.push_back(std::move(s));
     } else if (type == "Whitespace") {
-      // tokenizers: \w+|[^\w\s]+ kept, the rest (whitespace) removed.
+      // tokenizers: \w+|[^\w\s]+ kept, the rest (whitespace) removed, in Rust's regex crate,
+      // whose \w (UTS #18) has Alphabetic, marks, decimal digits, connector punctuation and the
+      // joiners (a ZWJ emoji sequence is one word), and \s is White_Space.
       auto s = std::make_unique<CharClassPre>();
-      s->regex = std::make_unique<HfRegex>("\\w+|[^\\w\\s]+", at);
+      s->regex = std::make_unique<HfRegex>(
+          "[\\p{Alphabetic}\\p{M}\\p{Nd}\\p{Pc}\\p{Join_Control}]+|"
+          "[^\\p{Alphabetic}\\p{M}\\p{Nd}\\p{Pc}\\p{Join_Control}\\p{White_Space}]+",
+          at);
       s->behavior = Behavior::kRemoved;
       s->invert = true;
       steps_.push_back(std::move(s));
     } else if (type == "WhitespaceSplit") {
       auto s = std::make_unique<CharClassPre>();
-      s->regex = std::make_unique<HfRegex>("\\s", at);
+      s->regex = std::make_unique<HfRegex>("\\p{White_Space}", at);  // char::is_whitespace
       s->behavior = Behavior::kRemoved;
       steps_.push_back(std::move(s));
     } else if (type == "Metaspace") {
@@ -623,7 +643,7 @@ HfDecoder::HfDecoder(const json& j, const std::string& where) {
       CHAINLM_CHECK(step->contains("pattern"), at, ": Replace needs a 'pattern'");
       auto s = std::make_unique<ReplaceDec>();
       s->pattern = std::make_unique<Pattern>((*step)["pattern"], at);
-      s->content = string_field(*step, "content", "", at);
+      s->content = required_string(*step, "content", at);
       steps_.push_back(std::move(s));
     } else if (type == "ByteFallback") {
       steps_.push_back(std::make_unique<ByteFallbackDec>());

@@ -36,12 +36,78 @@ std::string pcre2_message(int code) {
 
 }  // namespace
 
+std::string with_oniguruma_classes(const std::string& pattern) {
+  // Oniguruma's classes in Unicode mode, where PCRE2's (with UCP) differ:
+  // - \s is White_Space. PCRE2 adds U+180E (MONGOLIAN VOWEL SEPARATOR, White_Space before
+  //   Unicode 6.3), and a tokenizer dropped it as a space.
+  // - \w is letters, marks, numbers and connector punctuation; PCRE2 10.42's is letters, numbers
+  //   and "_", so a word was split at every combining mark (Devanagari's vowel signs).
+  // - \h is a hexadecimal digit (PCRE2: horizontal space).
+  // Inside a class the escapes become the properties themselves; \W and \H there stay as PCRE2
+  // reads them (a negated set cannot be listed inside a class; no tokenizer uses them).
+  static const char* kWord = "\\p{L}\\p{M}\\p{N}\\p{Pc}";
+  std::string out;
+  out.reserve(pattern.size() + 16);
+  bool in_class = false;
+  for (size_t i = 0; i < pattern.size(); ++i) {
+    const char c = pattern[i];
+    if (c == '\\' && i + 1 < pattern.size()) {
+      const char n = pattern[++i];
+      if (n == 'Q') {  // a literal run up to \E, copied as it is
+        const size_t end = pattern.find("\\E", i + 1);
+        const size_t stop = end == std::string::npos ? pattern.size() : end + 2;
+        out.append(pattern, i - 1, stop - (i - 1));
+        i = stop - 1;
+        continue;
+      }
+      if (n == 's')
+        out += "\\p{White_Space}";
+      else if (n == 'S')
+        out += "\\P{White_Space}";
+      else if (n == 'w')
+        out += in_class ? std::string(kWord) : cat("[", kWord, "]");
+      else if (n == 'W' && !in_class)
+        out += cat("[^", kWord, "]");
+      else if (n == 'h')
+        out += in_class ? "0-9a-fA-F" : "[0-9a-fA-F]";
+      else if (n == 'H' && !in_class)
+        out += "[^0-9a-fA-F]";
+      else {
+        out += c;
+        out += n;
+      }
+      continue;
+    }
+    if (!in_class && c == '[') {
+      in_class = true;
+      out += c;
+      // A ']' first in a class (after an optional '^') is a literal.
+      if (i + 1 < pattern.size() && pattern[i + 1] == '^') out += pattern[++i];
+      if (i + 1 < pattern.size() && pattern[i + 1] == ']') out += pattern[++i];
+      continue;
+    }
+    if (in_class && c == '[' && i + 1 < pattern.size() && pattern[i + 1] == ':') {  // [:alpha:]
+      const size_t end = pattern.find(":]", i + 2);
+      if (end != std::string::npos) {
+        out.append(pattern, i, end + 2 - i);
+        i = end + 1;
+        continue;
+      }
+    }
+    if (in_class && c == ']') in_class = false;
+    out += c;
+  }
+  return out;
+}
+
 HfRegex::HfRegex(const std::string& pattern, const std::string& where) : impl_(std::make_unique<Impl>()) {
   int error = 0;
   PCRE2_SIZE offset = 0;
-  // UCP: \s, \w, \d and case folding follow Unicode properties, as Oniguruma's do.
-  // NO_UTF_CHECK at match time is safe because callers pass valid UTF-8 only.
-  impl_->code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.data()), pattern.size(),
+  // UCP: \d and case folding follow Unicode properties, as Oniguruma's do; \s, \w and \h are
+  // Oniguruma's by with_oniguruma_classes. NO_UTF_CHECK at match time is safe because callers
+  // pass valid UTF-8 only.
+  const std::string translated = with_oniguruma_classes(pattern);
+  impl_->code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(translated.data()), translated.size(),
                               PCRE2_UTF | PCRE2_UCP, &error, &offset, nullptr);
   CHAINLM_CHECK(impl_->code != nullptr, where, ": the regex '", pattern, "' does not compile (PCRE2: ",
                 pcre2_message(error), " at offset ", offset, ")");
@@ -97,7 +163,7 @@ bool HfRegex::matches_at_start(std::string_view text) const {
 }
 
 const HfRegex& unicode_whitespace() {
-  static const HfRegex re("\\s", "the whitespace class");
+  static const HfRegex re("\\p{White_Space}", "the whitespace class");
   return re;
 }
 

@@ -2,8 +2,9 @@
 // The regular expressions of Hugging Face tokenizer.json files (split patterns such as GPT-2's
 // and LLaMA-3's, with Unicode classes like \p{L}), compiled with PCRE2 in UTF + UCP mode.
 // tokenizers compiles them with Oniguruma; the constructs these files use (\p{..}, \s, (?i:..),
-// (?!..), {m,n}) mean the same in both, which the vectors of tests/io/hf_tokenizer_test.cpp
-// check. Input must be valid UTF-8 (the tokenizer replaces invalid bytes first).
+// (?!..), {m,n}) mean the same in both once \s, \w and \h are Oniguruma's
+// (with_oniguruma_classes), which the vectors of tests/io/hf_tokenizer_test.cpp check. Input
+// must be valid UTF-8 (the tokenizer replaces invalid bytes first).
 #include <cstddef>
 #include <memory>
 #include <string>
@@ -12,6 +13,10 @@
 #include <vector>
 
 namespace chainlm {
+
+// The pattern with Oniguruma's \s, \S, \w, \W, \h and \H spelled as PCRE2 properties (outside
+// \Q..\E); HfRegex compiles every pattern through it.
+std::string with_oniguruma_classes(const std::string& pattern);
 
 class HfRegex {
  public:

@@ -237,14 +237,33 @@ HfTokenizer::HfTokenizer(const HfTokenizerFiles& files) : where_(files.where) {
   pre_tokenizer_ = std::make_unique<HfPreTokenizer>(j.value("pre_tokenizer", json()), where_);
   decoder_ = std::make_unique<HfDecoder>(j.value("decoder", json()), where_);
 
+  // tokenizers knows format "1.0" (or none); another may mean anything.
+  if (j.contains("version") && !j["version"].is_null())
+    CHAINLM_CHECK(j["version"].is_string() && j["version"].get<std::string>() == "1.0", where_,
+                  ": tokenizer.json version ", j["version"].dump(),
+                  " is not one tokenizers knows (it reads \"1.0\")");
   for (const auto& [token, id] : model_->vocab()) vocab_size_ = std::max(vocab_size_, id + 1);
   std::vector<AddedToken> added;
+  // tokenizers ignores an added token's id when it loads a file: it takes the model's id for a
+  // token the vocabulary has, the id given earlier to the same content, else the next id after
+  // the vocabulary and the tokens added before (warning only in its log). A file whose ids
+  // differ from that (two tokens on one id, an added "ello" beside the vocabulary's) tokenized
+  // differently here, nothing said: such ids are refused, naming the one tokenizers uses.
+  std::unordered_map<std::string, int> assigned_by_content;
+  int next_added = (int)model_->vocab().size(), max_added = -1;
   if (j.contains("added_tokens") && !j["added_tokens"].is_null()) {
     CHAINLM_CHECK(j["added_tokens"].is_array(), where_, ": added_tokens must be an array");
     for (const json& a : j["added_tokens"]) {
       CHAINLM_CHECK(a.is_object() && a.contains("id") && a["id"].is_number_unsigned() && a.contains("content") &&
                         a["content"].is_string(),
                     where_, ": an added token needs an 'id' and a 'content': ", a.dump().substr(0, 200));
+      for (const char* k : {"single_word", "lstrip", "rstrip", "normalized", "special"})
+        CHAINLM_CHECK(a.contains(k) && a[k].is_boolean(), where_, ": added token ",
+                      a["content"].dump(), a.contains(k) ? " has a '" : " has no '", k,
+                      a.contains(k) ? "' that is not true or false"
+                                    : "' (tokenizers requires each of "
+                                      "single_word, lstrip, rstrip, "
+                                      "normalized and special)");
       AddedToken t;
       // Checked as read: get<int>() of 2^31 went negative (an index before the table, SIGSEGV)
       // and of 2^32 + 5 became 5.
@@ -260,6 +279,20 @@ HfTokenizer::HfTokenizer(const HfTokenizerFiles& files) : where_(files.where) {
       t.special = flag("special");
       CHAINLM_CHECK(check_utf8(t.content).ok() && !t.content.empty(), where_, ": added token ", t.id,
                     " has empty or invalid UTF-8 content");
+      int expected = model_->id_of(t.content);
+      const char* why = "the model's vocabulary holds it under that id";
+      if (expected < 0 && assigned_by_content.count(t.content)) {
+        expected = assigned_by_content[t.content];
+        why = "an earlier added token has the same content";
+      } else if (expected < 0) {
+        expected = std::max(next_added, max_added + 1);
+        why = "it is the next id after the vocabulary and the tokens added before it";
+      }
+      CHAINLM_CHECK(t.id == expected, where_, ": added token ", a["content"].dump(), " has id ",
+                    t.id, " but Hugging Face tokenizers gives it id ", expected, " (", why,
+                    "): the file's ids are inconsistent, and tokens would differ");
+      assigned_by_content[t.content] = expected;
+      max_added = std::max(max_added, expected);
       vocab_size_ = std::max(vocab_size_, t.id + 1);
       added.push_back(t);
     }

@@ -48,7 +48,8 @@ const json& vectors() {
 std::map<std::string, std::unique_ptr<Tokenizer>>& tokenizers() {
   static std::map<std::string, std::unique_ptr<Tokenizer>> t;
   if (t.empty())
-    for (const char* name : {"llama3", "gpt2", "gpt2_added", "sp_legacy", "sp_metaspace", "sp_split_unk"})
+    for (const char* name : {"llama3", "gpt2", "gpt2_added", "whitespace", "whitespace_split",
+                             "sp_legacy", "sp_metaspace", "sp_split_unk"})
       t[name] = hf_tokenizer_from_files(vector_files(name));
   return t;
 }
@@ -94,7 +95,7 @@ TEST(HfTokenizer, DecodesIdSlicesAsHuggingFaceTokenizersDoes) {
     ++checked;
   }
   EXPECT_GT(checked, 500);
-  EXPECT_EQ(refused, 6);  // one per tokenizer
+  EXPECT_EQ(refused, 8);  // one per tokenizer
 }
 
 // Streaming: the pieces decode_token gives after BOS add up to decode's text for valid text.
@@ -129,9 +130,10 @@ TEST(HfTokenizer, StreamedPiecesAddUpToTheDecodedText) {
     }
     EXPECT_EQ(streamed, texts) << c["tokenizer"] << " streaming " << show(c["text"].get<std::string>());
   }
-  // "<unk> <0x41>" thrice, "<|im_start|>user..." (GPT-2), and in gpt2_added that one and the 8
-  // texts that open with a special added token ("[SW]", "  <L>", "<R>\n\nx", ...).
-  EXPECT_EQ(opened_by_hidden, 13);
+  // "<unk> <0x41>" thrice, "<|im_start|>user..." (GPT-2, whitespace, whitespace_split), and in
+  // gpt2_added that one and the 8 texts that open with a special added token ("[SW]", "  <L>",
+  // "<R>\n\nx", ...).
+  EXPECT_EQ(opened_by_hidden, 15);
   const Tokenizer& sp = *tokenizers().at("sp_metaspace");
   const int unk = 0, space_a = sp.encode("x a").back();
   EXPECT_EQ(sp.decode({space_a}), "a");
@@ -197,17 +199,63 @@ TEST(HfTokenizer, RefusesWhatItCannotReadByName) {
       {[](json& j) { j.erase("model"); }, "no \"model\""},
       {[](json& j) { j["model"]["type"] = "WordPiece"; }, "'WordPiece'; chainlm reads BPE models"},
       {[](json& j) { j["model"].erase("merges"); }, "model.merges is missing"},
-      {[](json& j) { j["model"]["merges"].push_back("Ġzzq Ġqqz"); }, "names a token not in the vocab"},
-      {[](json& j) { j["model"]["merges"].push_back("a b c"); }, "not two tokens separated by one space"},
-      {[](json& j) { j["model"]["vocab"]["x"] = "seven"; }, "model.vocab['x'] is not a non-negative id"},
-      {[](json& j) { j["model"]["unk_token"] = "<nope>"; }, "unk_token '<nope>' is not in the vocab"},
-      {[](json& j) { j["normalizer"] = {{"type", "NFC"}}; }, "normalizer: 'NFC' is not supported"},
-      {[](json& j) { j["pre_tokenizer"]["pretokenizers"][0]["pattern"]["Regex"] = "(\\p{L}"; }, "does not compile"},
-      {[](json& j) { j["pre_tokenizer"]["pretokenizers"][0]["behavior"] = "Sideways"; }, "unknown split behavior 'Sideways'"},
-      {[](json& j) { j["pre_tokenizer"] = {{"type", "BertPreTokenizer"}}; }, "'BertPreTokenizer' is not supported"},
-      {[](json& j) { j["decoder"] = {{"type", "WordPiece"}}; }, "decoder: 'WordPiece' is not supported"},
-      {[](json& j) { j["decoder"] = {{"type", "Sequence"}}; }, "needs the array 'decoders'"},
+      {[](json& j) { j["model"]["merges"].push_back("Ġzzq Ġqqz"); },
+       "names a token not in the vocab"},
+      {[](json& j) { j["model"]["merges"].push_back("a b c"); },
+       "not two tokens separated by one space"},
+      {[](json& j) { j["model"]["vocab"]["x"] = "seven"; },
+       "model.vocab['x'] is not a non-negative id"},
+      {[](json& j) { j["model"]["unk_token"] = "<nope>"; },
+       "unk_token '<nope>' is not in the vocab"},
+      {[](json& j) {
+         j["normalizer"] = {{"type", "NFC"}};
+       },
+       "normalizer: 'NFC' is not supported"},
+      {[](json& j) { j["pre_tokenizer"]["pretokenizers"][0]["pattern"]["Regex"] = "(\\p{L}"; },
+       "does not compile"},
+      {[](json& j) { j["pre_tokenizer"]["pretokenizers"][0]["behavior"] = "Sideways"; },
+       "unknown split behavior 'Sideways'"},
+      {[](json& j) {
+         j["pre_tokenizer"] = {{"type", "BertPreTokenizer"}};
+       },
+       "'BertPreTokenizer' is not supported"},
+      {[](json& j) {
+         j["decoder"] = {{"type", "WordPiece"}};
+       },
+       "decoder: 'WordPiece' is not supported"},
+      {[](json& j) {
+         j["decoder"] = {{"type", "Sequence"}};
+       },
+       "needs the array 'decoders'"},
       {[](json& j) { j["added_tokens"][0].erase("id"); }, "an added token needs an 'id'"},
+      // What tokenizers 0.22 refuses, or reads otherwise than the file says (an interop trial,
+      // each checked against it): required fields, a format version it does not know, and
+      // added-token ids it does not use (it gives an added token the vocabulary's id for the
+      // same text, and the next free one otherwise, whatever the file says).
+      {[](json& j) { j["version"] = "2.0"; }, "version \"2.0\" is not one tokenizers knows"},
+      {[](json& j) { j["added_tokens"][0].erase("special"); },
+       "has no 'special' (tokenizers requires"},
+      {[](json& j) { j["added_tokens"][1]["id"] = j["added_tokens"][0]["id"]; },
+       "but Hugging Face tokenizers gives it id"},
+      {[](json& j) {
+         json a = j["added_tokens"][0];
+         a["content"] = "a";  // in the vocabulary
+         a["id"] = j["added_tokens"].back()["id"].get<int>() + 1;
+         j["added_tokens"].push_back(a);
+       },
+       "(the model's vocabulary holds it under that id)"},
+      {[](json& j) {
+         j["normalizer"] = {{"type", "Replace"}, {"pattern", {{"Regex", "a"}}}};
+       },
+       "normalizer: 'content' is missing (tokenizers requires it)"},
+      {[](json& j) {
+         j["normalizer"] = {{"type", "Strip"}, {"strip_right", true}};
+       },
+       "normalizer: 'strip_left' is missing"},
+      {[](json& j) {
+         j["decoder"] = {{"type", "Replace"}, {"pattern", {{"String", "a"}}}};
+       },
+       "decoder: 'content' is missing"},
   };
   for (const auto& [edit, want] : cases) {
     const std::string got = error_of(edited("llama3", edit));
@@ -251,7 +299,11 @@ TEST(HfTokenizer, CraftedFilesAreRefusedNotObeyed) {
        "added token id 2147483648 is too large"},
       {[](json& j) { j["added_tokens"][0]["id"] = 4294967301ull; },
        "added token id 4294967301 is too large"},
-      {[](json& j) { j["model"]["vocab"]["zzzz"] = 300000000; }, "its ids run up to 300000000 for"},
+      {[](json& j) {
+         j["model"]["vocab"]["zzzz"] = 300000000;
+         j["added_tokens"] = json::array();  // (whose ids would be refused first)
+       },
+       "its ids run up to 300000000 for"},
       {[](json& j) {
          json deep = {{"type", "Prepend"}, {"prepend", "x"}};
          for (int i = 0; i < 200; ++i)
@@ -317,9 +369,14 @@ TEST(HfTokenizer, DirectoriesLoadAndSaveTheFilesTogether) {
   // LLaMA-3 lists 256 special tokens before its "model": tens of kB into the file.
   json many = json::parse(read_file((hf / "tokenizer.json").string()));
   for (int i = 0; i < 250; ++i)
-    many["added_tokens"].push_back({{"id", reference->vocab_size() + i},
-                                    {"content", "<|reserved_special_token_" + std::to_string(i) + "|>"},
-                                    {"special", true}});
+    many["added_tokens"].push_back(
+        {{"id", reference->vocab_size() + i},
+         {"content", "<|reserved_special_token_" + std::to_string(i) + "|>"},
+         {"single_word", false},
+         {"lstrip", false},
+         {"rstrip", false},
+         {"normalized", false},
+         {"special", true}});
   write_file_atomic(tmp.file("many.tokenizer.json"), many.dump(2));
   const auto reserved = load_tokenizer(tmp.file("many.tokenizer.json"));
   EXPECT_EQ(reserved->vocab_size(), reference->vocab_size() + 250);
@@ -360,10 +417,14 @@ TEST(HfTokenizer, ADirectoryTakesTheJsonWhenItAddsTokensTheModelLacks) {
             (dir / "tokenizer.model").string());  // adds nothing
   const int first_added = (int)j["model"]["vocab"].size();
   ASSERT_GE(first_added, 512);
-  j["added_tokens"].push_back(
-      {{"id", first_added}, {"content", "<|im_start|>"}, {"special", true}});
-  j["added_tokens"].push_back(
-      {{"id", first_added + 1}, {"content", "<|im_end|>"}, {"special", true}});
+  for (const char* content : {"<|im_start|>", "<|im_end|>"})
+    j["added_tokens"].push_back({{"id", first_added + (int)j["added_tokens"].size() - 3},
+                                 {"content", content},
+                                 {"single_word", false},
+                                 {"lstrip", false},
+                                 {"rstrip", false},
+                                 {"normalized", false},
+                                 {"special", true}});
   write_file_atomic((dir / "tokenizer.json").string(), j.dump());
   EXPECT_EQ(find_tokenizer_in_dir(dir.string()), (dir / "tokenizer.json").string());
   const auto tok = load_tokenizer(dir.string());

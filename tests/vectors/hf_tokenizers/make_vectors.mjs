@@ -51,6 +51,10 @@ const texts = [
   "words that were never seen: zyzzyva quixotic xylophone",
   "<|begin_of_text|>Hello<|eot_id|>", "<s>Hi</s> <s> </s>", "<|im_start|>user\nHi<|im_end|>\n",
   "a<|eot_id|>b <|eot_id|> c", "<|endoftext|><|endoftext|>", "<|eot_id", "<unk> <0x41>",
+  // Where PCRE2 and the Rust libraries' classes differ: U+180E (White_Space until Unicode 6.3,
+  // still \s to PCRE2), joiners and marks (Rust's \w has them), other numbers (not Rust's \w).
+  "a\u180eb", "x\u180e\u180ey \u180e", "\u{1F468}\u200d\u{1F469}\u200d\u{1F467} family", "नमस्ते दुनिया",
+  "x² ½ Ⅻ", "a‿b c_d", "٣٤ ١٢", "zw\u200cnj",
   // Chat prompts as Llama-2's template renders them: text after <s> and </s> continues the input.
   "<s>[INST] Hi there [/INST]", "<s>[INST] Hi [/INST] Hello! </s><s>[INST] How are you? [/INST]",
 ];
@@ -183,6 +187,19 @@ const addedTexts = [
   "a   <L>b", "a<L>", "  <L>", "a<R>   b", "<R>\n\nx", "a <LR> b", "a  <LR>  b", "a<LR> b",
   "<L><R> <LR>", "\t<L>\u3000<R>\u00a0x",
 ];
+// Byte-level BPE after tokenizers' Whitespace pre-tokenizer (Rust regex \w+|[^\w\s]+, the
+// whitespace removed) or WhitespaceSplit (char::is_whitespace), as BERT-era and custom files have.
+for (const type of ["Whitespace", "WhitespaceSplit"]) {
+  const name = type === "Whitespace" ? "whitespace" : "whitespace_split";
+  tokenizers[name] = {
+    ...tokenizers.gpt2,
+    pre_tokenizer: {
+      type: "Sequence",
+      pretokenizers: [{ type }, { type: "ByteLevel", add_prefix_space: false, trim_offsets: true, use_regex: false }],
+    },
+  };
+  tokenizers[`${name}_config`] = tokenizers.gpt2_config;
+}
 // SentencePiece-style BPE as the LLaMA-2/TinyLlama conversions write it: <unk> <s> </s>, the
 // 256 byte tokens <0xXX>, then the pieces; byte fallback; "▁" for spaces. Two generations of
 // the converter: a Prepend+Replace normalizer (legacy), or a Metaspace pre-tokenizer.
@@ -236,7 +253,8 @@ tokenizers.sp_split_unk = {
 };
 tokenizers.sp_split_unk_config = { bos_token: "<s>", eos_token: "</s>", unk_token: "<unk>" };
 
-const names = ["llama3", "gpt2", "gpt2_added", "sp_legacy", "sp_metaspace", "sp_split_unk"];
+const names = ["llama3", "gpt2", "gpt2_added", "whitespace", "whitespace_split", "sp_legacy", "sp_metaspace",
+               "sp_split_unk"];
 const cases = [];
 let disagreements = 0;
 for (const name of names) {
