@@ -59,7 +59,8 @@ void add_generate_command(CLI::App& app) {
     const SamplingOptions& s = a->gen.sampling;
     CHAINLM_CHECK(a->gen.max_tokens >= 0, "--max-tokens must be >= 0 (got ", a->gen.max_tokens,
                   ")");
-    CHAINLM_CHECK(s.temperature >= 0, "--temperature must be >= 0 (got ", s.temperature, ")");
+    CHAINLM_CHECK(std::isfinite(s.temperature) && s.temperature >= 0,
+                  "--temperature must be finite and >= 0 (got ", s.temperature, ")");
     CHAINLM_CHECK(s.top_k >= 0, "--top-k must be >= 0 (got ", s.top_k, ")");
     CHAINLM_CHECK(s.top_p > 0 && s.top_p <= 1, "--top-p must be in (0, 1] (got ", s.top_p, ")");
     LoadedModel loaded =
@@ -109,24 +110,28 @@ void add_generate_command(CLI::App& app) {
     GenerateResult r = generate(model, *loaded.tokenizer, a->prompt, a->gen, stream);
     if (!a->json) show_prompt();
     if (a->json) {
-      nlohmann::json j = {{"text", r.text},
-                          {"prompt_tokens", r.prompt_tokens},
-                          {"tokens", r.tokens},
-                          {"chains", r.chains},
-                          {"tokens_per_s", r.tokens_per_s},
-                          {"prefill_ms", r.prefill_ms},
-                          {"decode_ms_per_token", r.decode_ms_per_token},
-                          {"threads", r.threads},
-                          {"decode_threads", r.decode_threads},
-                          {"stop_reason", stop_reason_name(r.stop_reason)},
-                          {"kv_cache", kv_cache_type_name(a->gen.kv_cache)},
-                          // What reproduces it (the same text from the same seed and settings).
-                          {"sampling",
-                           {{"temperature", a->gen.sampling.temperature},
-                            {"top_k", a->gen.sampling.top_k},
-                            {"top_p", a->gen.sampling.top_p},
-                            {"seed", a->gen.sampling.seed}}},
-                          {"precision", a->precision}};
+      nlohmann::json j = {
+          {"text", r.text},
+          {"prompt_tokens", r.prompt_tokens},
+          {"tokens", r.tokens},
+          {"chains", r.chains},
+          {"tokens_per_s", r.tokens_per_s},
+          {"prefill_ms", r.prefill_ms},
+          {"decode_ms_per_token", r.decode_ms_per_token},
+          {"threads", r.threads},
+          {"decode_threads", r.decode_threads},
+          {"stop_reason", stop_reason_name(r.stop_reason)},
+          {"kv_cache", kv_cache_type_name(a->gen.kv_cache)},
+          // What reproduces it (the same text from the same seed and settings).
+          {"sampling",
+           {{"temperature", a->gen.sampling.temperature},
+            {"top_k", a->gen.sampling.top_k},
+            {"top_p", a->gen.sampling.top_p},
+            {"seed", a->gen.sampling.seed}}},
+          // The weights that ran: a quantized model's type, not the default
+          // fp32 of --precision.
+          {"precision", model.quantized() ? quant_type_name(model.quant_type())
+                                          : std::string(precision_name(model.precision()))}};
       // Byte-level tokens can split a UTF-8 sequence: replace invalid bytes with U+FFFD.
       std::printf("%s\n", j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
     } else {

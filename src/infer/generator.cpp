@@ -65,6 +65,7 @@ GenerateResult generate_tokens(const Model& model, const Tokenizer& tok, const s
   GenerateResult res;
   res.prompt_tokens = prompt_tokens;
   res.text = prompt;
+  res.threads = res.decode_threads = num_threads();  // said even when nothing is decoded
   if (opt.max_tokens == 0) return res;
 
   // The positions this generation can reach: the prompt and its tokens (the last never fed back),

@@ -9,8 +9,8 @@
 namespace chainlm {
 
 void validate_sampling(const SamplingOptions& o) {
-  CHAINLM_CHECK(std::isfinite(o.temperature) && o.temperature >= 0, "temperature must be >= 0 (got ",
-                o.temperature, ")");
+  CHAINLM_CHECK(std::isfinite(o.temperature) && o.temperature >= 0,
+                "temperature must be finite and >= 0 (got ", o.temperature, ")");
   CHAINLM_CHECK(o.top_k >= 0, "top_k must be >= 0 (got ", o.top_k, ")");
   CHAINLM_CHECK(o.top_p > 0 && o.top_p <= 1, "top_p must be in (0, 1] (got ", o.top_p, ")");
   CHAINLM_CHECK(std::isfinite(o.presence_penalty) && std::fabs(o.presence_penalty) <= 2,

@@ -215,6 +215,10 @@ void validate_phd(const ModelConfig& c, const std::string& where) {
   const PhdConfig& p = c.phd;
   CHAINLM_CHECK(p.repeat >= 1, where, ": 'phd.repeat' (K) must be >= 1 (got ", p.repeat,
                 "); K = 1 is the ordinary transformer");
+  CHAINLM_CHECK(p.repeat <= kMaxPhdRepeat, where, ": 'phd.repeat' (K) is ", p.repeat,
+                ", more than ", kMaxPhdRepeat,
+                ", the most this engine accepts (the PHD paper repeats tokens 2-4 "
+                "times; each repeat costs a whole pass of the model per token)");
   CHAINLM_CHECK(p.window >= 0, where, ": 'phd.window' (W) must be >= 0 (got ", p.window,
                 "); 0 means plain PHD without a hidden-token window");
   CHAINLM_CHECK(p.chunk >= 0, where, ": 'phd.chunk' (C) must be >= 0 (got ", p.chunk,

@@ -59,6 +59,9 @@ inline constexpr int kMaxDim = 1 << 20;
 inline constexpr int kMaxFfnDim = 1 << 22;
 inline constexpr int kMaxLayers = 1 << 16;
 inline constexpr int kMaxSeqLen = 1 << 24;
+// PHD repeats each token 2-4 times in its paper; a repeat of 10^6 (a corrupt or mistyped config)
+// made every token cost a million passes and `generate` run out of memory without a word.
+inline constexpr int kMaxPhdRepeat = 64;
 
 // Throws chainlm::Error naming the field and the SPEC A1 rule a config breaks.
 void validate_config(const ModelConfig& c, const std::string& where);

@@ -128,6 +128,15 @@ TEST_F(GenerateCommand, ValidatesEverythingBeforePrintingThePrompt) {
   }
   r = run_chainlm(dir, "generate --model " + quote(run) + " --prompt visible --max-tokens -1");
   EXPECT_NE(r.err.find("error: --max-tokens must be >= 0 (got -1)"), std::string::npos) << r.err;
+  // "temperature must be >= 0 (got inf)" contradicted itself and dropped the flag's "--".
+  r = run_chainlm(dir, "generate --model " + quote(run) + " --prompt visible --temperature inf");
+  EXPECT_NE(r.err.find("error: --temperature must be finite and >= 0 (got inf)"), std::string::npos)
+      << r.err;
+  // Nothing to decode: --json still says the threads it had (it said 0).
+  r = run_chainlm(dir, "generate --json --threads 1 --model " + quote(run) +
+                           " --prompt visible --max-tokens 0");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(nlohmann::json::parse(r.out)["threads"], 1) << r.out;
   auto ok = run_chainlm(dir, "generate --model " + quote(run) + " --prompt visible --max-tokens 3");
   ASSERT_EQ(ok.exit_code, 0) << ok.err;
   EXPECT_EQ(ok.out.rfind("visible", 0), 0u) << ok.out;

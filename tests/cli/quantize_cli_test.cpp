@@ -78,6 +78,11 @@ TEST_F(QuantizeCli, QuantizedCheckpointsWorkInEveryInferenceCommand) {
                                   " --prompt 'small' --temperature 0 --max-tokens 8 --chains 1");
     EXPECT_EQ(g.exit_code, 0) << g.err;
     EXPECT_TRUE(contains(g.out, "small")) << g.out;
+    // --json names the weights that ran (it said "fp32", --precision's default).
+    g = run_chainlm(dir,
+                    "generate --json --model " + quote(q) + " --prompt 'small' --max-tokens 2");
+    ASSERT_EQ(g.exit_code, 0) << g.err;
+    EXPECT_EQ(nlohmann::json::parse(g.out)["precision"], type) << g.out;
 
     // Perplexity moves by little: the loss by at most 0.5% (q8_0) or 5% (q4_0) per sub-model.
     const std::vector<double> ql = losses(q);

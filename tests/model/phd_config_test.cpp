@@ -88,6 +88,10 @@ TEST(PhdConfig, RejectsBadInputNamingTheFieldAndRule) {
   };
   std::string e = error_of({{"repeat", 0}});
   EXPECT_TRUE(has(e, "'phd.repeat'") && has(e, ">= 1")) << e;
+  // A million repeats: generate used 7 GB and never printed a token; eval died of bad_alloc.
+  e = error_of({{"repeat", 1000000}});
+  EXPECT_TRUE(has(e, "'phd.repeat' (K) is 1000000, more than 64")) << e;
+  EXPECT_NO_THROW(with_phd({{"repeat", 64}}));
   e = error_of({{"repeat", 2}, {"window", -1}});
   EXPECT_TRUE(has(e, "'phd.window'") && has(e, ">= 0")) << e;
   e = error_of({{"repeat", 2}, {"chunk", 32}});
