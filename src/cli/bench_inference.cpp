@@ -31,7 +31,8 @@ std::unique_ptr<Model> bench_model_fp32(const InferenceBenchArgs& a) {
   auto estimate = [](const ModelConfig& config) {
     MemoryEstimate e;
     e.parts = {{"fp32 weights", Model::parameter_floats(config) * sizeof(float)},
-               {"weights in --precision/--quant", Model::parameter_floats(config) * sizeof(float)},
+               {"a second copy of the weights (fp32 panels, --precision/--quant, --vs-fp32)",
+                Model::parameter_floats(config) * sizeof(float)},
                {cat("2 sessions at ", config.max_seq_len, " tokens"),
                 2 * InferenceSession::memory_bytes(config, 512, KvCacheType::F32)},
                {"runtime", kRuntimeOverheadBytes}};
@@ -223,6 +224,12 @@ void bench_decode(const InferenceBenchArgs& given) {
   const double kv_bytes =
       2.0 * c.n_layers * L.active_kv_width(k) *
       ((double)kv_cache_element_bytes(session.cache().type) * mid + 4.0 * c.phd.window);
+  // One token a turn leaves nothing to compare (speedup_vs_fp32 came out null, nothing said).
+  CHAINLM_CHECK(!base_session || a.tokens >= 2,
+                "bench decode: ", a.vs_fp32 ? "--vs-fp32" : "--baseline",
+                " needs --tokens 2 or more (it is ", a.tokens,
+                "): each turn's first token refills the caches the other model evicted and is "
+                "left out of the ratio");
   const double bandwidth_before = measure_read_bandwidth_gbs((size_t)(weight_bytes + kv_bytes));
   std::vector<double> ms, base_ms, ratios;
   for (int i0 = 0; i0 < a.tokens; i0 += kTurn) {

@@ -110,28 +110,26 @@ void add_generate_command(CLI::App& app) {
     GenerateResult r = generate(model, *loaded.tokenizer, a->prompt, a->gen, stream);
     if (!a->json) show_prompt();
     if (a->json) {
-      nlohmann::json j = {
-          {"text", r.text},
-          {"prompt_tokens", r.prompt_tokens},
-          {"tokens", r.tokens},
-          {"chains", r.chains},
-          {"tokens_per_s", r.tokens_per_s},
-          {"prefill_ms", r.prefill_ms},
-          {"decode_ms_per_token", r.decode_ms_per_token},
-          {"threads", r.threads},
-          {"decode_threads", r.decode_threads},
-          {"stop_reason", stop_reason_name(r.stop_reason)},
-          {"kv_cache", kv_cache_type_name(a->gen.kv_cache)},
-          // What reproduces it (the same text from the same seed and settings).
-          {"sampling",
-           {{"temperature", a->gen.sampling.temperature},
-            {"top_k", a->gen.sampling.top_k},
-            {"top_p", a->gen.sampling.top_p},
-            {"seed", a->gen.sampling.seed}}},
-          // The weights that ran: a quantized model's type, not the default
-          // fp32 of --precision.
-          {"precision", model.quantized() ? quant_type_name(model.quant_type())
-                                          : std::string(precision_name(model.precision()))}};
+      nlohmann::json j = {{"text", r.text},
+                          {"prompt_tokens", r.prompt_tokens},
+                          {"tokens", r.tokens},
+                          {"chains", r.chains},
+                          {"tokens_per_s", r.tokens_per_s},
+                          {"prefill_ms", r.prefill_ms},
+                          {"decode_ms_per_token", r.decode_ms_per_token},
+                          {"threads", r.threads},
+                          {"decode_threads", r.decode_threads},
+                          {"stop_reason", stop_reason_name(r.stop_reason)},
+                          {"kv_cache", kv_cache_type_name(a->gen.kv_cache)},
+                          // What reproduces it (the same text from the same seed and settings).
+                          {"sampling",
+                           {{"temperature", a->gen.sampling.temperature},
+                            {"top_k", a->gen.sampling.top_k},
+                            {"top_p", a->gen.sampling.top_p},
+                            {"seed", a->gen.sampling.seed}}},
+                          // The weights that ran: a quantized model's type, not the default
+                          // fp32 of --precision.
+                          {"precision", model.weight_format()}};
       // Byte-level tokens can split a UTF-8 sequence: replace invalid bytes with U+FFFD.
       std::printf("%s\n", j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
     } else {

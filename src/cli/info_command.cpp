@@ -196,6 +196,14 @@ void add_info_command(CLI::App& app) {
       }
     }
     nlohmann::json j = model_info_json(*model);
+    // generate, serve and bench hold fp32 matrices in panels of 32 rows (and a tied embedding
+    // twice, for the lookup and as the head): what they report (bench's weight_bytes, serve's
+    // estimate) was up to a sixth above "as loaded", which info alone gave. Repacked here to
+    // say it exactly.
+    if (!model->quantized() && model->precision() == Precision::Fp32) {
+      model->use_fp32_panels();
+      if (model->fp32_panels()) j["weights"]["bytes_in_inference"] = model->weight_bytes();
+    }
     j["source"] = {{"path", a->model}, {"kind", source}};
     if (!training.is_null()) j["training"] = training;
     if (!gguf.is_null()) j["gguf"] = gguf;
@@ -239,10 +247,17 @@ void add_info_command(CLI::App& app) {
     if (matrices.size() > 1 || (matrices.size() == 1 && !matrices.contains(model->weight_format())))
       for (const auto& [type, n] : matrices.items())
         kinds += cat(kinds.empty() ? "; matrices: " : ", ", n.get<int>(), " ", type);
-    std::printf("weights     %s, %s as loaded%s%s\n", model->weight_format().c_str(),
-                format_bytes((double)model->weight_bytes()).c_str(),
+    const nlohmann::json& w = j["weights"];
+    std::printf("weights     %s, %s as loaded%s%s%s\n", model->weight_format().c_str(),
+                format_bytes(w["bytes"].get<double>()).c_str(),
                 model->quantized() ? " (blocks of 32 with fp16 scales; norm gains fp32)" : "",
-                kinds.c_str());
+                kinds.c_str(),
+                w.contains("bytes_in_inference")
+                    ? cat("; ", format_bytes(w["bytes_in_inference"].get<double>()),
+                          " in generate, serve and bench (panels of 32 rows",
+                          c.tie_embeddings ? ", the tied embedding also as the head" : "", ")")
+                          .c_str()
+                    : "");
     std::printf("\nchain  heads   dim   ffn  kv heads  parameters\n");
     for (const auto& ch : j["per_chain"])
       std::printf("%5d  %5d  %4d  %4d  %8s  %10s\n", ch["chain"].get<int>(), ch["heads"].get<int>(),

@@ -15,6 +15,7 @@
 #include "cli/commands.h"
 #include "cli/usage_errors.h"
 #include "core/error.h"
+#include "core/threads.h"
 #include "core/version.h"
 #include "core/wait_policy.h"
 #include "kernels/gemm_backend.h"
@@ -165,6 +166,7 @@ int main(int argc, char** argv) {
       help = help || !std::strcmp(argv[i], "--help") || !std::strcmp(argv[i], "-h") || !std::strcmp(argv[i], "--version");
     const bool info = argc > 1 && !std::strcmp(argv[1], "info");
     if (!help) refuse_writers_under_mpirun(argc, argv);
+    if (!help) chainlm::check_omp_num_threads_environment();
     if (!help && !info) chainlm::check_gemm_environment();
     if (!help) chainlm::warn_of_unknown_onednn_isa();
     app.parse(argc, argv);

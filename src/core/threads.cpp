@@ -5,7 +5,9 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <exception>
+#include <string>
 #include <thread>
 
 #include "core/error.h"
@@ -25,6 +27,24 @@ void set_num_threads(int n) {
   // --threads 100 means 100 here as it does in serve (train and bench said 64).
   openblas_set_num_threads(n);
   omp_set_num_threads(n);
+}
+
+void check_omp_num_threads_environment() {
+  const char* env = std::getenv("OMP_NUM_THREADS");
+  if (!env || !*env) return;
+  // OpenMP's form: a count, or counts per nesting level ("4,2"); chainlm runs the first.
+  std::string first(env);
+  first = first.substr(0, first.find(','));
+  const size_t b = first.find_first_not_of(" \t"), e = first.find_last_not_of(" \t");
+  first = b == std::string::npos ? "" : first.substr(b, e - b + 1);
+  // libgomp read 99999999999 and ran out of memory creating the threads, and 4294967297 as 1
+  // (info --system printed 1215752191): refused here as --threads is.
+  const bool digits = !first.empty() && first.size() <= 9 &&
+                      first.find_first_not_of("0123456789") == std::string::npos;
+  const long n = digits ? std::stol(first) : 0;
+  CHAINLM_CHECK(n >= 1 && n <= kMaxThreads, "OMP_NUM_THREADS='", env,
+                "' is not a thread count from 1 to ", kMaxThreads, " (this machine has ",
+                cores_available(), " cores for this process); fix or unset it, or pass --threads");
 }
 
 int num_threads() { return omp_get_max_threads(); }

@@ -3,13 +3,35 @@
 #include <unistd.h>
 
 #include <cctype>
+#include <cstdio>
 #include <cstdlib>
 #include <string>
 
 namespace chainlm {
 
+namespace {
+
+// OMP_WAIT_POLICY as libgomp reads it: "active" or "passive" in any case, else nothing (libgomp
+// warns and keeps its default, which spins).
+bool is_wait_policy(const char* p) {
+  std::string s(p);
+  for (char& c : s) c = (char)std::tolower((unsigned char)c);
+  return s == "passive" || s == "active";
+}
+
+}  // namespace
+
 void reexec_with_passive_wait(char** argv) {
-  if (std::getenv("OMP_WAIT_POLICY") || std::getenv("GOMP_SPINCOUNT")) return;
+  const char* given = std::getenv("OMP_WAIT_POLICY");
+  if (std::getenv("GOMP_SPINCOUNT")) return;
+  // An empty or invalid value is no choice: it was run with libgomp's spinning default, which a
+  // busy core turns 40x slower (docs/training.md).
+  if (given && is_wait_policy(given)) return;
+  if (given)
+    std::fprintf(stderr,
+                 "warning: OMP_WAIT_POLICY='%s' is neither 'active' nor 'passive'; running "
+                 "passive, chainlm's default\n",
+                 given);
   if (::setenv("OMP_WAIT_POLICY", "passive", 1) != 0) return;
   // The binary's own path, not /proc/self/exe: the kernel names a process after the file it
   // executes, and a training shown as "exe" escaped pgrep/pkill/killall chainlm.
@@ -27,7 +49,7 @@ std::string omp_wait_policy() {
   if (const char* p = std::getenv("OMP_WAIT_POLICY")) {
     std::string s(p);
     for (char& c : s) c = (char)std::tolower((unsigned char)c);
-    if (s == "passive" || s == "active") return s;
+    if (is_wait_policy(p)) return s;
   }
   if (const char* n = std::getenv("GOMP_SPINCOUNT")) return std::string("spin count ") + n;
   return "default";

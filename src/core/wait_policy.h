@@ -15,7 +15,8 @@
 namespace chainlm {
 
 // Re-executes this program (same arguments, same process id) with OMP_WAIT_POLICY=passive,
-// unless the environment sets OMP_WAIT_POLICY or GOMP_SPINCOUNT already. Returns when it did
+// unless the environment sets OMP_WAIT_POLICY (to active or passive: another value is warned of
+// and replaced) or GOMP_SPINCOUNT already. Returns when it did
 // not re-execute (including when exec failed: the run goes on with the default policy).
 void reexec_with_passive_wait(char** argv);
 

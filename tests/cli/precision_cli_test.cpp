@@ -49,6 +49,9 @@ TEST_F(PrecisionCli, Bf16PerplexityIsWithinBf16RoundingOfFp32) {
     EXPECT_NEAR(b, a, std::ldexp(a, -8)) << "k=" << i + 1;
     EXPECT_NE(b, a) << "bf16 computed exactly fp32's loss: did it run in bf16?";
   }
+  // Saved results say which weights ran (eval's JSON had no field for it).
+  EXPECT_EQ(fp32["precision"], "fp32");
+  EXPECT_EQ(bf16["precision"], "bf16");
 }
 
 TEST_F(PrecisionCli, GenerateAndBenchRunInBf16AndSayWhatTheyRan) {
@@ -63,6 +66,22 @@ TEST_F(PrecisionCli, GenerateAndBenchRunInBf16AndSayWhatTheyRan) {
   EXPECT_EQ(j["precision"], "bf16");
   EXPECT_LT(j["weight_bytes"].get<double>(), 0.55 * j["fp32_weight_bytes"].get<double>());
   EXPECT_GT(j["speedup_vs_fp32"].get<double>(), 0.0);
+  // One token leaves no pair to compare (each turn's first is left out): it came out null.
+  auto one =
+      run_chainlm(dir, "bench decode --model " + quote(run) +
+                           " --precision bf16 --vs-fp32 --prompt-tokens 8 --tokens 1 --threads 1");
+  EXPECT_NE(one.exit_code, 0);
+  EXPECT_NE(one.err.find("--vs-fp32 needs --tokens 2 or more (it is 1)"), std::string::npos)
+      << one.err;
+  // info says what the inference commands hold of an fp32 model (panels, where this CPU has
+  // them), as bench decode measures it: it said only the smaller "as loaded".
+  const auto info =
+      nlohmann::json::parse(run_chainlm(dir, "info --json --model " + quote(run)).out);
+  auto plain = run_chainlm(
+      dir, "bench decode --model " + quote(run) + " --prompt-tokens 8 --tokens 2 --threads 1");
+  ASSERT_EQ(plain.exit_code, 0) << plain.err;
+  EXPECT_EQ(info["weights"].value("bytes_in_inference", info["weights"]["bytes"]),
+            nlohmann::json::parse(plain.out)["weight_bytes"]);
   // bench train beside fp32, a step of each in turn: with one step the speedup is that pair's.
   auto t = run_chainlm(
       dir, "bench train --config " + quote(config) +

@@ -54,5 +54,42 @@ TEST_F(WaitPolicy, TheUsersChoiceIsKept) {
   }
 }
 
+// An empty or invalid policy is no choice: libgomp warned and spun, and the command ran as if
+// chainlm had no default (a user trial).
+TEST_F(WaitPolicy, AnInvalidPolicyIsWarnedOfAndReplaced) {
+  for (const char* bad : {"", "garbage"}) {
+    ScopedEnv policy("OMP_WAIT_POLICY", std::string(bad)), spin("GOMP_SPINCOUNT", std::nullopt);
+    auto r = run_chainlm(dir, "bench train --config " + quote(config) +
+                                  " --threads 2 --batch-size 1 --seq-len 8 --steps 1");
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_EQ(nlohmann::json::parse(r.out.substr(r.out.rfind('{'))).at("omp_wait_policy"),
+              "passive")
+        << bad;
+    EXPECT_NE(r.err.find("warning: OMP_WAIT_POLICY='" + std::string(bad) +
+                         "' is neither 'active' nor 'passive'; running passive"),
+              std::string::npos)
+        << r.err;
+  }
+}
+
+// OMP_NUM_THREADS is checked as --threads is: libgomp ran 99999999999 out of memory, read
+// 4294967297 as 1, and info --system printed 1215752191.
+TEST_F(WaitPolicy, OmpNumThreadsIsACountFromOneTo4096) {
+  for (const char* bad : {"99999999999", "4294967297", "0", "-2", "two", "5000"}) {
+    ScopedEnv threads("OMP_NUM_THREADS", std::string(bad));
+    auto r = run_chainlm(dir, "info --system");
+    EXPECT_EQ(r.exit_code, 1) << bad;
+    EXPECT_NE(r.err.find("OMP_NUM_THREADS='" + std::string(bad) +
+                         "' is not a thread count from 1 to 4096"),
+              std::string::npos)
+        << r.err;
+  }
+  for (const char* good : {"1", "2", " 2 ", "2,1", ""}) {
+    ScopedEnv threads("OMP_NUM_THREADS", std::string(good));
+    auto r = run_chainlm(dir, "info --system");
+    EXPECT_EQ(r.exit_code, 0) << "'" << good << "': " << r.err;
+  }
+}
+
 }  // namespace
 }  // namespace chainlm

@@ -335,8 +335,14 @@ TEST(ServeChatHf, SmolLmStyleTemplateAndBos) {
   TempDir dir;
   const std::string vectors = std::string(CHAINLM_SOURCE_DIR) + "/tests/vectors/hf_tokenizers/";
   json tj = json::parse(testing::read_bytes(vectors + "llama3.tokenizer.json"));
-  tj["added_tokens"].push_back({{"id", 787}, {"content", "<|im_start|>"}, {"special", true}});
-  tj["added_tokens"].push_back({{"id", 788}, {"content", "<|im_end|>"}, {"special", true}});
+  for (const char* content : {"<|im_start|>", "<|im_end|>"})
+    tj["added_tokens"].push_back({{"id", std::string(content) == "<|im_start|>" ? 787 : 788},
+                                  {"content", content},
+                                  {"single_word", false},
+                                  {"lstrip", false},
+                                  {"rstrip", false},
+                                  {"normalized", false},
+                                  {"special", true}});
   const std::string model = dir.file("smol");
   testing::write_tiny_model(model, true, 256, 32, 2, {}, 789);
   std::filesystem::remove(model + "/chainlm_tokenizer.json");
