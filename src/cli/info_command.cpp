@@ -252,7 +252,7 @@ void add_info_command(CLI::App& app) {
                 format_bytes(w["bytes"].get<double>()).c_str(),
                 model->quantized() ? " (blocks of 32 with fp16 scales; norm gains fp32)" : "",
                 kinds.c_str(),
-                w.contains("bytes_in_inference")
+                w.contains("bytes_in_inference") && w["bytes_in_inference"] != w["bytes"]
                     ? cat("; ", format_bytes(w["bytes_in_inference"].get<double>()),
                           " in generate, serve and bench (panels of 32 rows",
                           c.tie_embeddings ? ", the tied embedding also as the head" : "", ")")

@@ -37,6 +37,9 @@ HfBpe::HfBpe(const nlohmann::json& model, const std::string& where) {
                 ": model.merges is missing or not an array (a BPE model needs its merges)");
   const nlohmann::json& merges = model["merges"];
   merges_.reserve(merges.size());
+  // With a continuing_subword_prefix ("##"), a merge's second token carries it and the result
+  // does not: tokenizers makes a + b[prefix length..] (the file was refused, "t##h" not found).
+  prefix_ = optional_string(model, "continuing_subword_prefix", where);
   for (size_t rank = 0; rank < merges.size(); ++rank) {
     const nlohmann::json& m = merges[rank];
     std::string a, b;
@@ -53,9 +56,16 @@ HfBpe::HfBpe(const nlohmann::json& model, const std::string& where) {
       a = m[0].get<std::string>();
       b = m[1].get<std::string>();
     }
-    const int ia = id_of(a), ib = id_of(b), merged = id_of(a + b);
+    CHAINLM_CHECK(b.size() >= prefix_.size() &&
+                      (b.size() == prefix_.size() || (b[prefix_.size()] & 0xC0) != 0x80),
+                  where, ": merge ", rank, " (", a, " ", b,
+                  ") cannot drop the continuing_subword_prefix '", prefix_,
+                  "' from its second token");
+    const std::string made = a + b.substr(prefix_.size());
+    const int ia = id_of(a), ib = id_of(b), merged = id_of(made);
     CHAINLM_CHECK(ia >= 0 && ib >= 0, where, ": merge ", rank, " (", a, " ", b, ") names a token not in the vocab");
-    CHAINLM_CHECK(merged >= 0, where, ": merge ", rank, " makes '", a + b, "', which is not in the vocab");
+    CHAINLM_CHECK(merged >= 0, where, ": merge ", rank, " makes '", made,
+                  "', which is not in the vocab");
     merges_[pair_key(ia, ib)] = Merge{int(rank), merged};  // a repeated pair: the last rank wins, as there
   }
   const std::string unk = optional_string(model, "unk_token", where);
@@ -66,7 +76,6 @@ HfBpe::HfBpe(const nlohmann::json& model, const std::string& where) {
   fuse_unk_ = optional_bool(model, "fuse_unk", where);
   byte_fallback_ = optional_bool(model, "byte_fallback", where);
   ignore_merges_ = optional_bool(model, "ignore_merges", where);
-  prefix_ = optional_string(model, "continuing_subword_prefix", where);
   suffix_ = optional_string(model, "end_of_word_suffix", where);
   // "dropout" randomizes merges while training a model; encoding here is always deterministic.
   for (int b = 0; b < 256; ++b) {

@@ -49,6 +49,7 @@ std::string with_oniguruma_classes(const std::string& pattern) {
   std::string out;
   out.reserve(pattern.size() + 16);
   bool in_class = false;
+  int nested = 0;  // classes open inside the current one
   for (size_t i = 0; i < pattern.size(); ++i) {
     const char c = pattern[i];
     if (c == '\\' && i + 1 < pattern.size()) {
@@ -93,6 +94,19 @@ std::string with_oniguruma_classes(const std::string& pattern) {
         i = end + 1;
         continue;
       }
+    }
+    // A class inside a class is their union to Oniguruma (BLOOM's " ?[^(\s|[.,!?…])]+"), a
+    // literal '[' to PCRE2, whose class then ended early ("unmatched closing parenthesis"). A
+    // nested class that is not negated is spelled into the outer one; a negated one is left to
+    // PCRE2, which refuses the pattern by name.
+    if (in_class && c == '[' && !(i + 1 < pattern.size() && pattern[i + 1] == '^')) {
+      ++nested;
+      if (i + 1 < pattern.size() && pattern[i + 1] == ']') out += "\\]", ++i;  // "[]..." holds ']'
+      continue;
+    }
+    if (in_class && c == ']' && nested > 0) {
+      --nested;
+      continue;
     }
     if (in_class && c == ']') in_class = false;
     out += c;

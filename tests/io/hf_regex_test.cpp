@@ -59,5 +59,15 @@ TEST(HfRegex, HIsAHexDigitAndEscapesElseStayAsTheyAre) {
   EXPECT_THROW(HfRegex("(\\s", "test"), Error);
 }
 
+// BLOOM's split pattern nests a class in a class, a union to Oniguruma (PCRE2 ended the outer
+// class at the inner one's ']' and refused the pattern).
+TEST(HfRegex, AClassInsideAClassIsTheirUnion) {
+  const std::string bloom = " ?[^(\\s|[.,!?\u2026\u3002\uff0c\u3001\u0964\u06d4\u060c])]+";
+  // '(' and '|' are members of the class, so " (" leaves the space alone and unmatched.
+  EXPECT_EQ(matches(bloom, "Hello, world! (x|y)"), (Strings{"Hello", " world", "x", "y"}));
+  EXPECT_EQ(matches("[a[]b]]+", "x]ab]y"), Strings{"]ab]"});  // the nested "[]b]" holds ']' and 'b'
+  EXPECT_EQ(matches("[[xy]z]+", "axyzb"), Strings{"xyz"});
+}
+
 }  // namespace
 }  // namespace chainlm

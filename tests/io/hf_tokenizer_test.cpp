@@ -49,7 +49,7 @@ std::map<std::string, std::unique_ptr<Tokenizer>>& tokenizers() {
   static std::map<std::string, std::unique_ptr<Tokenizer>> t;
   if (t.empty())
     for (const char* name : {"llama3", "gpt2", "gpt2_added", "whitespace", "whitespace_split",
-                             "sp_legacy", "sp_metaspace", "sp_split_unk"})
+                             "bpe_prefix", "sp_legacy", "sp_metaspace", "sp_split_unk"})
       t[name] = hf_tokenizer_from_files(vector_files(name));
   return t;
 }
@@ -72,7 +72,10 @@ TEST(HfTokenizer, EncodesAsHuggingFaceTokenizersDoes) {
     const std::string text = c.contains("hex") ? from_hex(c["hex"].get<std::string>()) : c["text"].get<std::string>();
     const std::vector<int> want = c["ids"].get<std::vector<int>>();
     EXPECT_EQ(tok.encode(text), want) << c["tokenizer"] << " on " << show(text);
-    EXPECT_EQ(tok.decode(want), c["decoded"].get<std::string>()) << c["tokenizer"] << " decoding " << show(text);
+    if (c.contains("decoded")) {  // (bpe_prefix's cases are encodings only)
+      EXPECT_EQ(tok.decode(want), c["decoded"].get<std::string>())
+          << c["tokenizer"] << " decoding " << show(text);
+    }
     ++checked;
   }
   EXPECT_GT(checked, 250);
