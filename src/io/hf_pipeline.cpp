@@ -267,6 +267,11 @@ const std::string& byte_level_char(unsigned char byte) { return byte_level_table
 struct HfNormalizer::Step {
   virtual ~Step() = default;
   virtual std::string apply(std::string text) const = 0;
+  // Whether the step deletes the text's first character (so the new first one is not the
+  // input's): tokenizers aligns every character to the input, and Metaspace's "first" scheme
+  // asks whether a piece starts at input offset 0. A replaced or prepended character takes the
+  // offset of what it replaces or precedes, so only deletions move the start.
+  virtual bool deletes_start(const std::string&) const { return false; }
 };
 
 namespace {
@@ -297,6 +302,11 @@ struct ReplaceNorm : HfNormalizer::Step {
                   "to exhaust memory?)");
     return replace_matches(text, matches, content);
   }
+  bool deletes_start(const std::string& text) const override {
+    if (!content.empty() || text.empty()) return false;
+    const auto matches = pattern->find(text);
+    return !matches.empty() && matches.front().first == 0 && matches.front().second > 0;
+  }
 };
 
 struct StripNorm : HfNormalizer::Step {
@@ -315,6 +325,9 @@ struct StripNorm : HfNormalizer::Step {
         end = it->first;
       }
     return text.substr(begin, end - begin);
+  }
+  bool deletes_start(const std::string& text) const override {
+    return left && !text.empty() && unicode_whitespace().matches_at_start(text);
   }
 };
 
@@ -350,9 +363,10 @@ HfNormalizer::HfNormalizer(const json& j, const std::string& where)
 
 HfNormalizer::~HfNormalizer() = default;
 
-std::string HfNormalizer::normalize(std::string text) const {
+std::string HfNormalizer::normalize(std::string text, bool* start_moved) const {
   const size_t limit = kTotalGrowth * text.size() + kGrowthSlack;
   for (const auto& s : steps_) {
+    if (start_moved && s->deletes_start(text)) *start_moved = true;
     text = s->apply(std::move(text));
     CHAINLM_CHECK(text.size() <= limit, where_, ": the normalizer makes more than ", kTotalGrowth,
                   " times the text's bytes: more than a tokenizer's makes (a tokenizer.json built "

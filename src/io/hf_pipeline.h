@@ -28,7 +28,9 @@ class HfNormalizer {
   // `j` is tokenizer.json's "normalizer" (null for none).
   HfNormalizer(const nlohmann::json& j, const std::string& where);
   ~HfNormalizer();
-  std::string normalize(std::string text) const;
+  // start_moved (when given) is set when a step deleted the text's first character: the
+  // normalized text then no longer starts at the input's offset 0 (Metaspace's "first").
+  std::string normalize(std::string text, bool* start_moved = nullptr) const;
   bool empty() const { return steps_.empty(); }
 
  struct Step;  // one component; public so the .cpp's components can derive from it

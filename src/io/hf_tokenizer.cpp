@@ -389,13 +389,15 @@ int HfTokenizer::id_of(const std::string& content) const {
 }
 
 void HfTokenizer::encode_text(std::string_view text, bool at_start, std::vector<int>& out) const {
-  const std::string normalized = normalizer_->normalize(std::string(text));
+  bool start_moved = false;  // " Hello" stripped to "Hello" starts at input offset 1
+  const std::string normalized = normalizer_->normalize(std::string(text), &start_moved);
   for (const Segment& s : normalized_added_.split(normalized, 0)) {
     if (s.id >= 0) {
       out.push_back(s.id);
       continue;
     }
-    for (const HfPiece& p : pre_tokenizer_->split({std::string(s.text), at_start && s.offset == 0}))
+    for (const HfPiece& p :
+         pre_tokenizer_->split({std::string(s.text), at_start && !start_moved && s.offset == 0}))
       model_->tokenize(p.text, out);
   }
 }

@@ -48,8 +48,9 @@ const json& vectors() {
 std::map<std::string, std::unique_ptr<Tokenizer>>& tokenizers() {
   static std::map<std::string, std::unique_ptr<Tokenizer>> t;
   if (t.empty())
-    for (const char* name : {"llama3", "gpt2", "gpt2_added", "whitespace", "whitespace_split",
-                             "bpe_prefix", "sp_legacy", "sp_metaspace", "sp_split_unk"})
+    for (const char* name :
+         {"llama3", "gpt2", "gpt2_added", "whitespace", "whitespace_split", "bpe_prefix",
+          "sp_legacy", "sp_metaspace", "sp_split_unk", "sp_strip_first"})
       t[name] = hf_tokenizer_from_files(vector_files(name));
   return t;
 }
@@ -98,7 +99,7 @@ TEST(HfTokenizer, DecodesIdSlicesAsHuggingFaceTokenizersDoes) {
     ++checked;
   }
   EXPECT_GT(checked, 500);
-  EXPECT_EQ(refused, 8);  // one per tokenizer
+  EXPECT_EQ(refused, 9);  // one per tokenizer but bpe_prefix (encodings only)
 }
 
 // Streaming: the pieces decode_token gives after BOS add up to decode's text for valid text.
@@ -133,10 +134,11 @@ TEST(HfTokenizer, StreamedPiecesAddUpToTheDecodedText) {
     }
     EXPECT_EQ(streamed, texts) << c["tokenizer"] << " streaming " << show(c["text"].get<std::string>());
   }
-  // "<unk> <0x41>" thrice, "<|im_start|>user..." (GPT-2, whitespace, whitespace_split), and in
+  // "<unk> <0x41>" (the four SentencePiece shapes), "<|im_start|>user..." (GPT-2, whitespace,
+  // whitespace_split), and in
   // gpt2_added that one and the 8 texts that open with a special added token ("[SW]", "  <L>",
   // "<R>\n\nx", ...).
-  EXPECT_EQ(opened_by_hidden, 15);
+  EXPECT_EQ(opened_by_hidden, 16);
   const Tokenizer& sp = *tokenizers().at("sp_metaspace");
   const int unk = 0, space_a = sp.encode("x a").back();
   EXPECT_EQ(sp.decode({space_a}), "a");

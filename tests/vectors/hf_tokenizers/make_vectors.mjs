@@ -252,9 +252,16 @@ tokenizers.sp_split_unk = {
   model: { ...sentencePieceModel(), byte_fallback: false },
 };
 tokenizers.sp_split_unk_config = { bos_token: "<s>", eos_token: "</s>", unk_token: "<unk>" };
+// Metaspace's "first" scheme after a normalizer that strips the text: tokenizers prepends "▁"
+// only to a piece that starts at the input's offset 0, which a stripped leading space moves.
+tokenizers.sp_strip_first = {
+  ...tokenizers.sp_metaspace,
+  normalizer: { type: "Strip", strip_left: true, strip_right: true },
+};
+tokenizers.sp_strip_first_config = tokenizers.sp_metaspace_config;
 
 const names = ["llama3", "gpt2", "gpt2_added", "whitespace", "whitespace_split", "sp_legacy", "sp_metaspace",
-               "sp_split_unk"];
+               "sp_split_unk", "sp_strip_first"];
 const cases = [];
 let disagreements = 0;
 for (const name of names) {
