@@ -46,6 +46,14 @@ LoadedModel load_model_and_tokenizer(const std::string& model_arg, const std::st
     }
   }
   if (!spec.empty() && !r.tokenizer) r.tokenizer = load_tokenizer(spec);
+  // The tokenizer a directory carries and its weights: "the tokenizer has 956 tokens but the
+  // model's vocab_size is 800" named neither file.
+  if (tokenizer_arg.empty() && r.tokenizer)
+    CHAINLM_CHECK(r.tokenizer->vocab_size() <= r.model->config().vocab_size, spec, " has ",
+                  r.tokenizer->vocab_size(), " tokens but the model in ", model_arg,
+                  " has a vocab_size of ", r.model->config().vocab_size,
+                  ": that tokenizer and those weights do not belong together; put the model's "
+                  "own tokenizer beside it, or pass it with --tokenizer");
   if (!tokenizer_arg.empty() && r.tokenizer)
     check_tokenizer_for_model(model_arg, tokenizer_arg, *r.tokenizer, r.model->config().vocab_size);
   if (precision == Precision::Bf16) r.model->use_bf16_weights(/*keep_fp32=*/false);

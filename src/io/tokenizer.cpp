@@ -173,7 +173,17 @@ std::string tokenizer_fingerprint(const std::string& spec) {
   if (file == "byte") return "byte";
   // A GGUF's tokenizer is the SentencePiece model inside: the same fingerprint as its .model.
   const std::string bytes = is_gguf_file(file) ? sentencepiece_model_in_gguf(file) : read_file(file);
-  return cat("crc32 ", crc32_hex(crc32_of(bytes.data(), bytes.size())), ", ", bytes.size(), " bytes");
+  std::string fingerprint =
+      cat("crc32 ", crc32_hex(crc32_of(bytes.data(), bytes.size())), ", ", bytes.size(), " bytes");
+  // A Hugging Face tokenizer's BOS and EOS come from the files beside tokenizer.json
+  // (tokenizer_config.json, generation_config.json): data prepared with another BOS there passed
+  // as the model's and trained every document on another first token (a user trial).
+  if (fs::path(file).extension() == ".json") {
+    const std::unique_ptr<Tokenizer> t = load_tokenizer(file);
+    if (t->kind() == "hf")
+      fingerprint += cat(", BOS ", t->bos_id(), ", EOS ", nlohmann::json(t->eos_ids()).dump());
+  }
+  return fingerprint;
 }
 
 void check_same_tokenizer(const std::string& data_dir, const std::string& model_dir,
@@ -233,7 +243,9 @@ static void write_gguf_companions(const std::string& gguf_path, const std::strin
           check_utf8(pieces[gguf.get_uint(key)]).ok())
         config[name] = pieces[gguf.get_uint(key)];
   }
-  write_file_atomic((fs::path(dir) / "tokenizer_config.json").string(), config.dump(2) + "\n");
+  // A downloaded file's template may hold bytes that are not UTF-8: U+FFFD, not an exception.
+  write_file_atomic((fs::path(dir) / "tokenizer_config.json").string(),
+                    config.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) + "\n");
 }
 
 void copy_sentencepiece_companions(const std::string& spec, const std::string& dir) {

@@ -73,6 +73,32 @@ TEST_F(ModelUseCli, ATokenizerOfAnotherVocabularyThanTheModelsIsRefused) {
             0);
 }
 
+// A directory whose own tokenizer has more tokens than its weights have rows (a tokenizer.json
+// copied in from another model): the error named neither the tokenizer nor the model.
+TEST_F(ModelUseCli, ADirectorysOwnTokenizerLargerThanItsWeightsIsNamed) {
+  ModelConfig c;
+  c.dim = 32;
+  c.n_layers = 1;
+  c.n_heads = c.n_kv_heads = 2;
+  c.ffn_dim = 64;
+  c.vocab_size = 200;
+  c.max_seq_len = 16;
+  Model m(c);
+  m.init_random(3);
+  const std::string small = dir.file("small");
+  save_model(m, small);
+  fs::copy_file(dir.file("t300.model"), small + "/tokenizer.model");
+  testing::RunResult r;
+  for (const std::string& use : {std::string("generate --prompt hi --max-tokens 2"),
+                                 "eval ppl --data " + quote(dir.file("corpus.txt"))}) {
+    r = run_chainlm(dir, use + " --model " + quote(small));
+    EXPECT_NE(r.exit_code, 0) << use;
+    EXPECT_TRUE(contains(r.err, small + "/tokenizer.model has 300 tokens but the model in " +
+                                    small + " has a vocab_size of 200"))
+        << use << ": " << r.err;
+  }
+}
+
 // eval ppl reads a text file as prepare reads its inputs, with the same options (its errors
 // named --text-field and --invalid-utf8, which eval did not have): a JSONL file under another
 // field, split by lines, scores as the shard prepare makes of it with those options.

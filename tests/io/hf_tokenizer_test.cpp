@@ -437,6 +437,34 @@ TEST(HfTokenizer, ADirectoryTakesTheJsonWhenItAddsTokensTheModelLacks) {
   EXPECT_EQ(tok->encode("<|im_start|>").at(0), first_added);
 }
 
+// Data and model "share a tokenizer" when their tokenizer.json are the same bytes and the files
+// beside them give the same BOS and EOS: a data directory prepared with another bos_token in
+// its tokenizer_config.json passed the check and trained every document on another first token.
+TEST(HfTokenizer, ABosSetBesideTheJsonIsPartOfTheTokenizer) {
+  testing::TempDir tmp;
+  const fs::path data = tmp.path() / "data", model = tmp.path() / "model";
+  for (const fs::path& d : {data, model}) {
+    fs::create_directories(d);
+    fs::copy_file(kVectorDir + "llama3.tokenizer.json", d / "tokenizer.json");
+  }
+  fs::copy_file(kVectorDir + "llama3.tokenizer_config.json", model / "tokenizer_config.json");
+  json config = json::parse(read_file(kVectorDir + "llama3.tokenizer_config.json"));
+  config["bos_token"] = "<|start_header_id|>";
+  write_file_atomic((data / "tokenizer_config.json").string(), config.dump());
+  EXPECT_NE(tokenizer_fingerprint(data.string()), tokenizer_fingerprint(model.string()));
+  EXPECT_NE(tokenizer_fingerprint(model.string()).find(", BOS "), std::string::npos);
+  try {
+    check_same_tokenizer(data.string(), model.string(), "train --init");
+    ADD_FAILURE() << "another BOS passed as the model's tokenizer";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("was made with another tokenizer"), std::string::npos)
+        << e.what();
+  }
+  fs::copy_file(model / "tokenizer_config.json", data / "tokenizer_config.json",
+                fs::copy_options::overwrite_existing);
+  EXPECT_NO_THROW(check_same_tokenizer(data.string(), model.string(), "train --init"));
+}
+
 // generation_config.json's eos_token_id comes back as it was listed: transformers takes the first
 // as the fallback pad_token_id, and the export put the tokenizer_config's EOS first.
 TEST(HfTokenizer, SavedEosIdsKeepTheirOrder) {
