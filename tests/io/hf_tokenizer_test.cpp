@@ -11,11 +11,12 @@
 #include <fstream>
 #include <functional>
 #include <map>
-#include <set>
 #include <nlohmann/json.hpp>
+#include <set>
 
 #include "core/error.h"
 #include "io/atomic_file.h"
+#include "io/hf_added_token.h"
 #include "io/test_temp_dir.h"
 
 namespace chainlm {
@@ -374,14 +375,8 @@ TEST(HfTokenizer, DirectoriesLoadAndSaveTheFilesTogether) {
   // LLaMA-3 lists 256 special tokens before its "model": tens of kB into the file.
   json many = json::parse(read_file((hf / "tokenizer.json").string()));
   for (int i = 0; i < 250; ++i)
-    many["added_tokens"].push_back(
-        {{"id", reference->vocab_size() + i},
-         {"content", "<|reserved_special_token_" + std::to_string(i) + "|>"},
-         {"single_word", false},
-         {"lstrip", false},
-         {"rstrip", false},
-         {"normalized", false},
-         {"special", true}});
+    many["added_tokens"].push_back(testing::special_added_token(
+        reference->vocab_size() + i, "<|reserved_special_token_" + std::to_string(i) + "|>"));
   write_file_atomic(tmp.file("many.tokenizer.json"), many.dump(2));
   const auto reserved = load_tokenizer(tmp.file("many.tokenizer.json"));
   EXPECT_EQ(reserved->vocab_size(), reference->vocab_size() + 250);
@@ -422,14 +417,8 @@ TEST(HfTokenizer, ADirectoryTakesTheJsonWhenItAddsTokensTheModelLacks) {
             (dir / "tokenizer.model").string());  // adds nothing
   const int first_added = (int)j["model"]["vocab"].size();
   ASSERT_GE(first_added, 512);
-  for (const char* content : {"<|im_start|>", "<|im_end|>"})
-    j["added_tokens"].push_back({{"id", first_added + (int)j["added_tokens"].size() - 3},
-                                 {"content", content},
-                                 {"single_word", false},
-                                 {"lstrip", false},
-                                 {"rstrip", false},
-                                 {"normalized", false},
-                                 {"special", true}});
+  j["added_tokens"].push_back(testing::special_added_token(first_added, "<|im_start|>"));
+  j["added_tokens"].push_back(testing::special_added_token(first_added + 1, "<|im_end|>"));
   write_file_atomic((dir / "tokenizer.json").string(), j.dump());
   EXPECT_EQ(find_tokenizer_in_dir(dir.string()), (dir / "tokenizer.json").string());
   const auto tok = load_tokenizer(dir.string());

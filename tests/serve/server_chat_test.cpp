@@ -3,6 +3,7 @@
 // tokenizer makes prompt lengths countable by hand: one token per byte, plus BOS/EOS ids.
 #include <fstream>
 
+#include "io/hf_added_token.h"
 #include "serve/serve_test_util.h"
 
 namespace chainlm {
@@ -335,14 +336,8 @@ TEST(ServeChatHf, SmolLmStyleTemplateAndBos) {
   TempDir dir;
   const std::string vectors = std::string(CHAINLM_SOURCE_DIR) + "/tests/vectors/hf_tokenizers/";
   json tj = json::parse(testing::read_bytes(vectors + "llama3.tokenizer.json"));
-  for (const char* content : {"<|im_start|>", "<|im_end|>"})
-    tj["added_tokens"].push_back({{"id", std::string(content) == "<|im_start|>" ? 787 : 788},
-                                  {"content", content},
-                                  {"single_word", false},
-                                  {"lstrip", false},
-                                  {"rstrip", false},
-                                  {"normalized", false},
-                                  {"special", true}});
+  tj["added_tokens"].push_back(testing::special_added_token(787, "<|im_start|>"));
+  tj["added_tokens"].push_back(testing::special_added_token(788, "<|im_end|>"));
   const std::string model = dir.file("smol");
   testing::write_tiny_model(model, true, 256, 32, 2, {}, 789);
   std::filesystem::remove(model + "/chainlm_tokenizer.json");
