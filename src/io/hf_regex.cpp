@@ -97,9 +97,15 @@ std::string with_oniguruma_classes(const std::string& pattern) {
     }
     // A class inside a class is their union to Oniguruma (BLOOM's " ?[^(\s|[.,!?…])]+"), a
     // literal '[' to PCRE2, whose class then ended early ("unmatched closing parenthesis"). A
-    // nested class that is not negated is spelled into the outer one; a negated one is left to
-    // PCRE2, which refuses the pattern by name.
-    if (in_class && c == '[' && !(i + 1 < pattern.size() && pattern[i + 1] == '^')) {
+    // nested class that is not negated is spelled into the outer one. A negated one, and "&&"
+    // (Oniguruma's intersection), PCRE2 would read as literal characters: refused.
+    CHAINLM_CHECK(!(in_class && c == '[' && i + 1 < pattern.size() && pattern[i + 1] == '^'),
+                  "the regex '", pattern,
+                  "' nests a negated class in a class, which chainlm cannot give PCRE2");
+    CHAINLM_CHECK(!(in_class && c == '&' && i + 1 < pattern.size() && pattern[i + 1] == '&'),
+                  "the regex '", pattern,
+                  "' intersects classes (&&), which chainlm cannot give PCRE2");
+    if (in_class && c == '[') {
       ++nested;
       if (i + 1 < pattern.size() && pattern[i + 1] == ']') out += "\\]", ++i;  // "[]..." holds ']'
       continue;
@@ -120,7 +126,12 @@ HfRegex::HfRegex(const std::string& pattern, const std::string& where) : impl_(s
   // UCP: \d and case folding follow Unicode properties, as Oniguruma's do; \s, \w and \h are
   // Oniguruma's by with_oniguruma_classes. NO_UTF_CHECK at match time is safe because callers
   // pass valid UTF-8 only.
-  const std::string translated = with_oniguruma_classes(pattern);
+  std::string translated;
+  try {
+    translated = with_oniguruma_classes(pattern);
+  } catch (const Error& e) {
+    fail(where, ": ", e.what());
+  }
   impl_->code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(translated.data()), translated.size(),
                               PCRE2_UTF | PCRE2_UCP, &error, &offset, nullptr);
   CHAINLM_CHECK(impl_->code != nullptr, where, ": the regex '", pattern, "' does not compile (PCRE2: ",

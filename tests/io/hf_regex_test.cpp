@@ -67,6 +67,18 @@ TEST(HfRegex, AClassInsideAClassIsTheirUnion) {
   EXPECT_EQ(matches(bloom, "Hello, world! (x|y)"), (Strings{"Hello", " world", "x", "y"}));
   EXPECT_EQ(matches("[a[]b]]+", "x]ab]y"), Strings{"]ab]"});  // the nested "[]b]" holds ']' and 'b'
   EXPECT_EQ(matches("[[xy]z]+", "axyzb"), Strings{"xyz"});
+  // What PCRE2 would read as literal characters is refused, naming where and the pattern.
+  for (const char* pattern : {"[a[^b]]", "[a-z&&[^aeiou]]"}) {
+    try {
+      HfRegex r(pattern, "tok.json: pre_tokenizer");
+      ADD_FAILURE() << pattern << " compiled";
+    } catch (const Error& e) {
+      EXPECT_NE(
+          std::string(e.what()).find(std::string("tok.json: pre_tokenizer: the regex '") + pattern),
+          std::string::npos)
+          << e.what();
+    }
+  }
 }
 
 }  // namespace
