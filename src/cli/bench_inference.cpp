@@ -277,12 +277,10 @@ void bench_decode(const InferenceBenchArgs& given) {
                       {"bound_ms_per_token", bound_ms},
                       {"fraction_of_bound", bound_ms / ms_per_token}};
   if (bound_ms > ms_per_token)  // decoding streamed faster than both probes read
-    j["note"] =
-        num_threads() > cores_available()
-            ? "the bandwidth probes read slower than decoding streamed: more threads than cores "
-              "made them wait for each other"
-            : "the bandwidth probes read slower than decoding streamed: the machine was busy "
-              "during them";
+    j["note"] = cat("the bandwidth probes read slower than decoding streamed: ",
+                    num_threads() > cores_available()
+                        ? "more threads than cores made them wait for each other"
+                        : "the machine was busy during them");
   if (c.phd.enabled()) j["phd"] = c.phd.name();
   if (base_session && a.vs_fp32) {
     j["fp32_ms_per_token"] = median(base_ms);

@@ -169,7 +169,7 @@ void add_ppl(CLI::App* eval) {
                           {"tokens_per_s", c.tokens_per_s}});
       print_json({{"model", a->model},
                   {"checkpoint", checkpoint_of(a->model)},
-                  {"precision", (model).weight_format()},  // the weights that ran
+                  {"precision", model.weight_format()},  // the weights that ran
                   {"data", data.path},
                   {"kind", data.kind},
                   {"documents",
@@ -233,7 +233,7 @@ void add_choice(CLI::App* eval) {
         chains.push_back({{"k", c.k}, {"acc", c.acc}, {"acc_norm", c.acc_norm}});
       print_json({{"model", a->model},
                   {"checkpoint", checkpoint_of(a->model)},
-                  {"precision", (*lm.model).weight_format()},  // the weights that ran
+                  {"precision", lm.model->weight_format()},  // the weights that ran
                   {"data", a->data},
                   {"format", a->format},
                   {"tasks", r.tasks},
@@ -274,7 +274,7 @@ void add_pairs(CLI::App* eval) {
       for (const PairsScore& c : r.chains) chains.push_back({{"k", c.k}, {"accuracy", c.accuracy}});
       print_json({{"model", a->model},
                   {"checkpoint", checkpoint_of(a->model)},
-                  {"precision", (*lm.model).weight_format()},  // the weights that ran
+                  {"precision", lm.model->weight_format()},  // the weights that ran
                   {"data", a->data},
                   {"pairs", r.pairs},
                   {"accuracy", r.chains.back().accuracy},

@@ -11,12 +11,12 @@ namespace chainlm {
 
 namespace {
 
-// OMP_WAIT_POLICY as libgomp reads it: "active" or "passive" in any case, else nothing (libgomp
+// OMP_WAIT_POLICY as libgomp reads it: "active" or "passive" in any case, else "" (libgomp
 // warns and keeps its default, which spins).
-bool is_wait_policy(const char* p) {
+std::string wait_policy_of(const char* p) {
   std::string s(p);
   for (char& c : s) c = (char)std::tolower((unsigned char)c);
-  return s == "passive" || s == "active";
+  return s == "passive" || s == "active" ? s : std::string();
 }
 
 }  // namespace
@@ -26,7 +26,7 @@ void reexec_with_passive_wait(char** argv) {
   if (std::getenv("GOMP_SPINCOUNT")) return;
   // An empty or invalid value is no choice: it was run with libgomp's spinning default, which a
   // busy core turns 40x slower (docs/training.md).
-  if (given && is_wait_policy(given)) return;
+  if (given && !wait_policy_of(given).empty()) return;
   if (given)
     std::fprintf(stderr,
                  "warning: OMP_WAIT_POLICY='%s' is neither 'active' nor 'passive'; running "
@@ -46,11 +46,8 @@ void reexec_with_passive_wait(char** argv) {
 }
 
 std::string omp_wait_policy() {
-  if (const char* p = std::getenv("OMP_WAIT_POLICY")) {
-    std::string s(p);
-    for (char& c : s) c = (char)std::tolower((unsigned char)c);
-    if (is_wait_policy(p)) return s;
-  }
+  if (const char* p = std::getenv("OMP_WAIT_POLICY"))
+    if (std::string s = wait_policy_of(p); !s.empty()) return s;
   if (const char* n = std::getenv("GOMP_SPINCOUNT")) return std::string("spin count ") + n;
   return "default";
 }

@@ -249,7 +249,6 @@ HfTokenizer::HfTokenizer(const HfTokenizerFiles& files) : where_(files.where) {
   // the vocabulary and the tokens added before (warning only in its log). A file whose ids
   // differ from that (two tokens on one id, an added "ello" beside the vocabulary's) tokenized
   // differently here, nothing said: such ids are refused, naming the one tokenizers uses.
-  std::unordered_map<std::string, int> assigned_by_content;
   int next_added = (int)model_->vocab().size(), max_added = -1;
   if (j.contains("added_tokens") && !j["added_tokens"].is_null()) {
     CHAINLM_CHECK(j["added_tokens"].is_array(), where_, ": added_tokens must be an array");
@@ -281,8 +280,8 @@ HfTokenizer::HfTokenizer(const HfTokenizerFiles& files) : where_(files.where) {
                     " has empty or invalid UTF-8 content");
       int expected = model_->id_of(t.content);
       const char* why = "the model's vocabulary holds it under that id";
-      if (expected < 0 && assigned_by_content.count(t.content)) {
-        expected = assigned_by_content[t.content];
+      if (expected < 0 && added_by_content_.count(t.content)) {
+        expected = added_by_content_[t.content];
         why = "an earlier added token has the same content";
       } else if (expected < 0) {
         expected = std::max(next_added, max_added + 1);
@@ -291,7 +290,7 @@ HfTokenizer::HfTokenizer(const HfTokenizerFiles& files) : where_(files.where) {
       CHAINLM_CHECK(t.id == expected, where_, ": added token ", a["content"].dump(), " has id ",
                     t.id, " but Hugging Face tokenizers gives it id ", expected, " (", why,
                     "): the file's ids are inconsistent, and tokens would differ");
-      assigned_by_content[t.content] = expected;
+      added_by_content_[t.content] = expected;
       max_added = std::max(max_added, expected);
       vocab_size_ = std::max(vocab_size_, t.id + 1);
       added.push_back(t);
@@ -313,7 +312,6 @@ HfTokenizer::HfTokenizer(const HfTokenizerFiles& files) : where_(files.where) {
   for (const AddedToken& t : added) {
     id_to_token_[t.id] = t.content;
     assigned_[t.id] = 1;
-    added_by_content_[t.content] = t.id;
     if (t.special) special_.insert(t.id);
     if (t.normalized && !normalizer_->empty())
       normalized_added_.add(t, normalizer_->normalize(t.content));

@@ -239,9 +239,10 @@ static void write_gguf_companions(const std::string& gguf_path, const std::strin
     for (const auto& [key, name] :
          {std::pair<const char*, const char*>{"tokenizer.ggml.bos_token_id", "bos_token"},
           {"tokenizer.ggml.eos_token_id", "eos_token"}})
-      if (gguf.has(key) && gguf.get_uint(key) < pieces.size() &&
-          check_utf8(pieces[gguf.get_uint(key)]).ok())
-        config[name] = pieces[gguf.get_uint(key)];
+      if (gguf.has(key)) {
+        const uint64_t id = gguf.get_uint(key);
+        if (id < pieces.size() && check_utf8(pieces[id]).ok()) config[name] = pieces[id];
+      }
   }
   // A downloaded file's template may hold bytes that are not UTF-8: U+FFFD, not an exception.
   write_file_atomic((fs::path(dir) / "tokenizer_config.json").string(),
