@@ -21,7 +21,13 @@ class HfBpe {
   // The ids of one pre-tokenized piece (already byte-level mapped or "▁"-replaced).
   void tokenize(std::string_view piece, std::vector<int>& out) const;
 
-  const std::unordered_map<std::string, int>& vocab() const { return vocab_; }
+  // Hashes std::string and string_view alike, so lookups need no temporary string.
+  struct TextHash {
+    using is_transparent = void;
+    size_t operator()(std::string_view s) const { return std::hash<std::string_view>()(s); }
+  };
+  using Vocab = std::unordered_map<std::string, int, TextHash, std::equal_to<>>;
+  const Vocab& vocab() const { return vocab_; }
   int id_of(std::string_view s) const;  // -1 when absent
 
  private:
@@ -31,7 +37,7 @@ class HfBpe {
   static uint64_t pair_key(int a, int b) { return (uint64_t(uint32_t(a)) << 32) | uint32_t(b); }
   void merge_word(std::vector<int>& symbols) const;
 
-  std::unordered_map<std::string, int> vocab_;
+  Vocab vocab_;
   struct Merge {
     int rank, id;
   };

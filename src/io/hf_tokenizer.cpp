@@ -1,7 +1,10 @@
 #include "io/hf_tokenizer.h"
 
 #include <algorithm>
+#include <atomic>
+#include <deque>
 #include <filesystem>
+#include <mutex>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <unordered_map>
@@ -461,12 +464,77 @@ HfTokenizerFiles read_hf_tokenizer_files(const std::string& path) {
   return f;
 }
 
+namespace {
+
+// One command loads a tokenizer several times: checks that the data's and a checkpoint's are
+// the same, their fingerprints, the copy a checkpoint carries, the one it runs with. Building a
+// 128K-token tokenizer.json takes about a second (parsing and the merges' table), so a resumed
+// run spent ~6 s in six identical builds. Tokenizers are immutable once built, and a build
+// depends only on the files' contents (errors only arise while building, and a cached one
+// built without any), so one built from the same four texts is shared.
+std::atomic<size_t> builds{0};
+
+std::shared_ptr<const HfTokenizer> built_hf_tokenizer(const HfTokenizerFiles& files) {
+  struct Built {
+    HfTokenizerFiles files;
+    std::shared_ptr<const HfTokenizer> tokenizer;
+  };
+  static std::mutex mutex;
+  static std::deque<Built> recent;  // the last few: a command reads one or two tokenizers
+  auto same = [&](const HfTokenizerFiles& f) {
+    return f.tokenizer_json == files.tokenizer_json &&
+           f.tokenizer_config == files.tokenizer_config && f.model_config == files.model_config &&
+           f.generation_config == files.generation_config;
+  };
+  {
+    const std::lock_guard<std::mutex> lock(mutex);
+    for (const Built& b : recent)
+      if (same(b.files)) return b.tokenizer;
+  }
+  auto built = std::make_shared<const HfTokenizer>(files);  // outside the lock: it takes a while
+  const std::lock_guard<std::mutex> lock(mutex);
+  ++builds;
+  recent.push_front({files, built});
+  if (recent.size() > 2) recent.pop_back();
+  return built;
+}
+
+// What load_tokenizer hands out: a Tokenizer of its own over a shared build.
+class SharedHfTokenizer final : public Tokenizer {
+ public:
+  explicit SharedHfTokenizer(std::shared_ptr<const HfTokenizer> t) : t_(std::move(t)) {}
+  std::vector<int> encode(const std::string& text) const override { return t_->encode(text); }
+  std::vector<int> encode_continuation(const std::string& text) const override {
+    return t_->encode_continuation(text);
+  }
+  std::string decode(const std::vector<int>& ids) const override { return t_->decode(ids); }
+  std::string decode_token(int prev_id, int id) const override {
+    return t_->decode_token(prev_id, id);
+  }
+  int vocab_size() const override { return t_->vocab_size(); }
+  int bos_id() const override { return t_->bos_id(); }
+  int eos_id() const override { return t_->eos_id(); }
+  bool is_eos(int id) const override { return t_->is_eos(id); }
+  std::vector<int> eos_ids() const override { return t_->eos_ids(); }
+  std::string kind() const override { return t_->kind(); }
+
+ private:
+  std::shared_ptr<const HfTokenizer> t_;
+};
+
+}  // namespace
+
 std::unique_ptr<Tokenizer> hf_tokenizer_from_files(const HfTokenizerFiles& files) {
-  return std::make_unique<HfTokenizer>(files);
+  return std::make_unique<SharedHfTokenizer>(built_hf_tokenizer(files));
+}
+
+size_t hf_tokenizer_builds() {
+  return builds;
 }
 
 void save_hf_tokenizer_files(const HfTokenizerFiles& files, const std::string& dir) {
-  const HfTokenizer tok(files);  // never write what cannot be read back
+  const std::shared_ptr<const HfTokenizer> built = built_hf_tokenizer(files);  // never write
+  const HfTokenizer& tok = *built;  // what cannot be read back
   write_file_atomic((fs::path(dir) / "tokenizer.json").string(), files.tokenizer_json);
   // Without a tokenizer_config.json the BOS and EOS were found by name or id: write them down.
   const std::string config = files.tokenizer_config.empty()

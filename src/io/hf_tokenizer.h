@@ -28,6 +28,10 @@ HfTokenizerFiles read_hf_tokenizer_files(const std::string& path);
 // Throws chainlm::Error naming the file and what is wrong (bad JSON, a model other than BPE,
 // missing merges, an unsupported component, no BOS/EOS to be found).
 std::unique_ptr<Tokenizer> hf_tokenizer_from_files(const HfTokenizerFiles& files);
+// Files of the same contents (wherever they were read) share one build: loading is a second's
+// work for a 128K-token tokenizer, and a command loads its tokenizer several times.
+// hf_tokenizer_builds() counts the builds this process made (for tests).
+size_t hf_tokenizer_builds();
 
 // Writes tokenizer.json, tokenizer_config.json and generation_config.json (the BOS and EOS
 // ids this tokenizer resolved, so a chainlm checkpoint keeps LLaMA-3's several EOS ids) into dir.

@@ -485,5 +485,48 @@ TEST(HfTokenizer, SavedEosIdsKeepTheirOrder) {
       nlohmann::json::array({1, 2}));
 }
 
+// A command loads its tokenizer several times (the data's, a checkpoint's copy, fingerprints):
+// files of the same contents share one build, wherever they lie. A file changed in place is
+// built again, never answered from the earlier build.
+TEST(HfTokenizer, SameFilesShareABuildAndChangedFilesDoNot) {
+  testing::TempDir tmp;
+  const fs::path a = tmp.path() / "a", b = tmp.path() / "b";
+  for (const fs::path& d : {a, b}) {
+    fs::create_directories(d);
+    fs::copy_file(kVectorDir + "gpt2.tokenizer.json", d / "tokenizer.json");
+    fs::copy_file(kVectorDir + "gpt2.tokenizer_config.json", d / "tokenizer_config.json");
+  }
+  const size_t before = hf_tokenizer_builds();
+  const auto first = load_tokenizer(a.string());
+  const auto second = load_tokenizer(b.string());
+  const std::string fingerprint = tokenizer_fingerprint(a.string());
+  EXPECT_EQ(tokenizer_fingerprint(b.string()), fingerprint);
+  EXPECT_EQ(hf_tokenizer_builds(), before + 1);
+  const std::string text = "Hello world, it's 1234 cats";
+  EXPECT_EQ(second->encode(text), first->encode(text));
+
+  // "model" and "self" trade ids.
+  json swapped = json::parse(read_file((b / "tokenizer.json").string()));
+  json& vocab = swapped["model"]["vocab"];
+  ASSERT_TRUE(vocab.contains("model") && vocab.contains("self"));
+  const json model = vocab["model"];
+  vocab["model"] = vocab["self"];
+  vocab["self"] = model;
+  write_file_atomic((b / "tokenizer.json").string(), swapped.dump());
+  const auto rebuilt = load_tokenizer(b.string());
+  EXPECT_EQ(hf_tokenizer_builds(), before + 2);
+  EXPECT_EQ(rebuilt->encode("model"), first->encode("self"));
+  EXPECT_EQ(rebuilt->encode("self"), first->encode("model"));
+  EXPECT_EQ(first->encode("model").size(), 1u);
+  EXPECT_NE(tokenizer_fingerprint(b.string()), fingerprint);
+  // A companion changed (another EOS) is another tokenizer too.
+  json config = json::parse(read_file((a / "tokenizer_config.json").string()));
+  config["eos_token"] = "Hello";
+  write_file_atomic((a / "tokenizer_config.json").string(), config.dump());
+  EXPECT_EQ(load_tokenizer(a.string())->eos_id(), first->encode("Hello").at(0));
+  EXPECT_EQ(first->eos_id(), second->eos_id());  // the earlier ones are unchanged
+  EXPECT_NE(first->eos_id(), first->encode("Hello").at(0));
+}
+
 }  // namespace
 }  // namespace chainlm
