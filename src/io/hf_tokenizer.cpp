@@ -481,9 +481,25 @@ std::shared_ptr<const HfTokenizer> built_hf_tokenizer(const HfTokenizerFiles& fi
   };
   static std::mutex mutex;
   static std::deque<Built> recent;  // the last few: a command reads one or two tokenizers
+  // Of config.json the build reads two keys: a chainlm checkpoint's own config.json (the
+  // model's shapes) beside a copy of the data's tokenizer is the same tokenizer.
+  auto ids_of_config = [](const std::string& text) {
+    try {
+      const json c = parse_json(text, "config.json");
+      if (!c.is_object()) return text;
+      json ids = json::object();
+      for (const char* key : {"bos_token_id", "eos_token_id"})
+        if (c.contains(key)) ids[key] = c[key];
+      return ids.empty() ? std::string() : ids.dump();
+    } catch (const Error&) {
+      return text;  // the build names what is wrong with it
+    }
+  };
+  const std::string config_ids =
+      files.model_config.empty() ? "" : ids_of_config(files.model_config);
   auto same = [&](const HfTokenizerFiles& f) {
     return f.tokenizer_json == files.tokenizer_json &&
-           f.tokenizer_config == files.tokenizer_config && f.model_config == files.model_config &&
+           f.tokenizer_config == files.tokenizer_config && f.model_config == config_ids &&
            f.generation_config == files.generation_config;
   };
   {
@@ -494,7 +510,9 @@ std::shared_ptr<const HfTokenizer> built_hf_tokenizer(const HfTokenizerFiles& fi
   auto built = std::make_shared<const HfTokenizer>(files);  // outside the lock: it takes a while
   const std::lock_guard<std::mutex> lock(mutex);
   ++builds;
-  recent.push_front({files, built});
+  HfTokenizerFiles key = files;
+  key.model_config = config_ids;
+  recent.push_front({std::move(key), built});
   if (recent.size() > 2) recent.pop_back();
   return built;
 }

@@ -496,6 +496,8 @@ TEST(HfTokenizer, SameFilesShareABuildAndChangedFilesDoNot) {
     fs::copy_file(kVectorDir + "gpt2.tokenizer.json", d / "tokenizer.json");
     fs::copy_file(kVectorDir + "gpt2.tokenizer_config.json", d / "tokenizer_config.json");
   }
+  // A checkpoint's config.json is the model's (no token ids): the same tokenizer.
+  write_file_atomic((b / "config.json").string(), R"({"dim": 64, "n_layers": 2})");
   const size_t before = hf_tokenizer_builds();
   const auto first = load_tokenizer(a.string());
   const auto second = load_tokenizer(b.string());
@@ -519,7 +521,10 @@ TEST(HfTokenizer, SameFilesShareABuildAndChangedFilesDoNot) {
   EXPECT_EQ(rebuilt->encode("self"), first->encode("model"));
   EXPECT_EQ(first->encode("model").size(), 1u);
   EXPECT_NE(tokenizer_fingerprint(b.string()), fingerprint);
-  // A companion changed (another EOS) is another tokenizer too.
+  // A companion changed (another EOS) is another tokenizer too, config.json's ids among them.
+  write_file_atomic((b / "config.json").string(), R"({"dim": 64, "eos_token_id": 0})");
+  EXPECT_TRUE(load_tokenizer(b.string())->is_eos(0));
+  EXPECT_FALSE(first->is_eos(0));
   json config = json::parse(read_file((a / "tokenizer_config.json").string()));
   config["eos_token"] = "Hello";
   write_file_atomic((a / "tokenizer_config.json").string(), config.dump());
