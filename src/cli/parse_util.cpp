@@ -13,6 +13,7 @@
 #include "core/text_list.h"
 #include "core/threads.h"
 #include "io/atomic_file.h"
+#include "io/run_path.h"
 #include "train/distributed.h"
 
 namespace chainlm::cli {
@@ -87,6 +88,46 @@ void refuse_directory_output(const std::string& command, const std::string& what
                 slash ? " names a directory" : " is a directory", "; give a file name, e.g. ",
                 (std::filesystem::path(path) / example).lexically_normal().string(),
                 " (nothing was written)");
+}
+
+void refuse_replacing_input(const std::string& command, const std::string& out,
+                            const std::vector<std::string>& inputs) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  for (const std::string& input : inputs)
+    CHAINLM_CHECK(!fs::equivalent(out, input, ec), command, ": --out ", out, " is ",
+                  fs::path(out).lexically_normal() == fs::path(input).lexically_normal()
+                      ? "this command's own input"
+                      : cat("the same file as this command's input ", input),
+                  "; it is never replaced (--overwrite or not): choose another --out (nothing ",
+                  "was written)");
+  const fs::path parent =
+      fs::path(out).parent_path().empty() ? fs::path(".") : fs::path(out).parent_path();
+  if (!fs::is_directory(parent, ec)) return;
+  const std::string name = fs::path(out).filename().string();
+  std::vector<std::string> kept;
+  switch (directory_kind(parent.string())) {
+    case DirectoryKind::kRun:
+      kept = {"latest", "metrics.jsonl"};
+      break;
+    case DirectoryKind::kCheckpoint:
+      kept = {"config.json", "model.safetensors", "optimizer.safetensors", "trainer_state.json"};
+      break;
+    case DirectoryKind::kData:
+      kept = {"train.bin", "val.bin", "meta.json"};
+      break;
+    case DirectoryKind::kOther:
+      return;
+  }
+  for (const char* t :
+       {"tokenizer.model", "tokenizer.json", "tokenizer_config.json", "generation_config.json",
+        "chainlm_tokenizer.json", "special_tokens_map.json"})
+    kept.push_back(t);
+  CHAINLM_CHECK(std::find(kept.begin(), kept.end(), name) == kept.end(), command, ": --out ", out,
+                " belongs to the ", directory_kind_name(directory_kind(parent.string())), " ",
+                parent.string(), " (its ", name,
+                "); it is never replaced (--overwrite or not): choose another --out (nothing was ",
+                "written)");
 }
 
 OutputParentDirs::OutputParentDirs(const std::string& file, const std::string& command) {

@@ -22,6 +22,12 @@ bool may_replace(const std::string& path, const std::function<bool(const std::st
 // at its rename, after the work): `what` names it ("--out d"), `example` a file name in it.
 void refuse_directory_output(const std::string& command, const std::string& what,
                              const std::string& path, const std::string& example);
+// Refuses an output that would replace what the work reads or keeps, --overwrite or not: one of
+// `inputs` (the corpus a tokenizer is trained on; the run's metrics.jsonl a report or plot
+// reads: a plot written over it lost the run's log and its resume), or a file a training run,
+// a checkpoint or a data directory holds (`latest`, weights, shards, their tokenizer).
+void refuse_replacing_input(const std::string& command, const std::string& out,
+                            const std::vector<std::string>& inputs);
 // The missing directories of an output file's path, made (as quantize and export make theirs)
 // and removed again, if still empty, unless keep() was called: a command stopped by a late error
 // leaves no empty directory behind.

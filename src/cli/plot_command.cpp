@@ -86,6 +86,9 @@ void add_plot_command(CLI::App& app) {
     }
     const std::string out = a->out.empty() ? (fs::path(a->runs[0]) / "loss.png").string() : a->out;
     refuse_directory_output("plot", "--out " + out, out, "loss.png");
+    std::vector<std::string> inputs;
+    for (const std::string& r : a->runs) inputs.push_back((fs::path(r) / "metrics.jsonl").string());
+    refuse_replacing_input("plot", out, inputs);
     // A plot replaces an earlier plot, never another file by accident (a symbolic link too).
     CHAINLM_CHECK(
         a->overwrite || may_replace(out, is_chainlm_plot), "plot: --out ", out,

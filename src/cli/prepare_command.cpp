@@ -61,21 +61,29 @@ void check_output_dir(const PrepareOptions& o) {
         "tokenizer_config.json", "generation_config.json", "chainlm_tokenizer.json",
         "special_tokens_map.json", "chat_template.jinja"})
     remove_stale_temporaries(o.out, std::string(name) + ".tmp.");
-  if (o.overwrite) return;
   if (prepare_interrupted(o.out)) {  // its data is unusable (train refuses it): prepared again
-    std::fprintf(stderr,
-                 "prepare: %s holds the files of a prepare that did not finish; replacing them\n",
-                 o.out.c_str());
+    if (!o.overwrite)
+      std::fprintf(stderr,
+                   "prepare: %s holds the files of a prepare that did not finish; replacing them\n",
+                   o.out.c_str());
     return;
   }
   std::vector<std::string> names;
   for (const auto& e : fs::directory_iterator(o.out, ec))
     names.push_back(e.path().filename().string());
   if (names.empty()) return;
+  if (o.overwrite && kind == DirectoryKind::kData) return;
   std::sort(names.begin(), names.end());
   std::string listed;
   for (size_t i = 0; i < names.size() && i < 4; ++i) listed += (i ? ", " : "") + names[i];
   if (names.size() > 4) listed += ", ...";
+  // --overwrite replaces data prepare made, and only that: in a model's directory (a
+  // tokenizer.model and its companions, no shards) it deleted the user's tokenizer files.
+  CHAINLM_CHECK(kind == DirectoryKind::kData, "prepare: --out ", o.out,
+                " is not a data directory (it holds ", listed,
+                ", and no train.bin and val.bin); prepare writes its data into a new or empty ",
+                "directory, and --overwrite replaces only data a prepare made: choose another ",
+                "--out (nothing was written)");
   fail("prepare: ", o.out, " is not empty (", listed, "); choose another --out, or pass ",
        "--overwrite to replace its data (nothing was written)");
 }

@@ -38,6 +38,8 @@ void add_report_command(CLI::App& app) {
     warn_torn_last_line(m);
     const fs::path out = a->out.empty() ? fs::path(a->run) / "report.md" : fs::path(a->out);
     refuse_directory_output("report", "--out " + out.string(), out.string(), "report.md");
+    const std::vector<std::string> inputs = {(fs::path(a->run) / "metrics.jsonl").string()};
+    refuse_replacing_input("report", out.string(), inputs);
     // A report replaces an earlier report and its plot, never another file by accident (the
     // run's metrics.jsonl, a checkpoint's config.json, the user's notes, a symbolic link).
     CHAINLM_CHECK(a->overwrite || may_replace(out.string(), is_run_report_file), "report: --out ",

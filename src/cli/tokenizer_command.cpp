@@ -10,6 +10,7 @@
 #include "cli/parse_util.h"
 #include "core/error.h"
 #include "core/timer.h"
+#include "io/atomic_file.h"
 #include "io/tokenizer.h"
 
 namespace chainlm::cli {
@@ -35,6 +36,9 @@ void run_train(const TrainOptions& o) {
       !o.out.empty() && o.out.back() != '/' && !std::filesystem::is_directory(o.out, ec),
       "tokenizer train: --out ", o.out, " is a directory; name the model file to write, e.g. ",
       (std::filesystem::path(o.out) / "tokenizer.model").string(), " (nothing was written)");
+  // The corpus itself, or a data directory's tokenizer: refused before "exists; pass
+  // --overwrite" could suggest replacing it (files in a directory given are checked once read).
+  refuse_replacing_input("tokenizer train", o.out, o.corpus.inputs);
   // (A symbolic link counts as there, dangling or not: it was replaced by the model.)
   CHAINLM_CHECK(o.overwrite || !std::filesystem::exists(std::filesystem::symlink_status(o.out, ec)),
                 "tokenizer train: --out ", o.out,
@@ -47,8 +51,15 @@ void run_train(const TrainOptions& o) {
   CorpusFlags corpus_options = o.corpus;
   corpus_options.for_sentencepiece_training = true;
   const Corpus corpus = read_corpus_reporting(corpus_options, "tokenizer train");
+  std::vector<std::string> inputs;
+  for (const CorpusFile& f : corpus.files) inputs.push_back(f.path);
+  refuse_replacing_input("tokenizer train", o.out, inputs);
   const std::string source = describe_corpus(corpus);
-  train_sentencepiece(corpus.documents, source, o.sp, o.out);
+  const std::string model = train_sentencepiece_model(corpus.documents, source, o.sp);
+  if (o.overwrite)
+    write_file_atomic(o.out, model);
+  else  // absent when it started: another run writing it meanwhile is not replaced
+    write_new_file_atomic(o.out, model, "tokenizer train");
   out_dirs.keep();
   auto tokenizer = load_tokenizer(o.out);
   std::printf("trained SentencePiece BPE tokenizer: vocab %d from %s -> %s (%.1f s)\n",

@@ -3,6 +3,7 @@
 #include <filesystem>
 
 #include "core/error.h"
+#include "io/data_directory.h"
 #include "io/run_path.h"
 #include "io/tokenizer.h"
 
@@ -54,6 +55,12 @@ void require_data_tokenizer(const std::string& data_dir) {
                 data_dir, " is a ", directory_kind_name(kind),
                 ", not a data directory (chainlm prepare writes one: token shards train.bin and "
                 "val.bin) (nothing was trained)");
+  // Before what a killed prepare left looks like (its tokenizer removed, not yet replaced):
+  // "holds no tokenizer ... copy it in" sent the user to mend mixed shards by hand.
+  CHAINLM_CHECK(
+      !prepare_interrupted(data_dir), "train: --data ", data_dir,
+      ": a chainlm prepare writing this data directory did not finish, so its files may "
+      "come from two corpora; run prepare again (with --overwrite) (nothing was trained)");
   CHAINLM_CHECK(fs::exists(fs::path(data_dir) / "train.bin", ec), "train: --data ", data_dir,
                 " holds no train.bin: it is not a data directory chainlm prepare finished "
                 "(chainlm prepare --out ",

@@ -37,6 +37,14 @@ void write_file_atomic(const std::string& path, const std::string& bytes) {
   });
 }
 
+void write_new_file_atomic(const std::string& path, const std::string& bytes,
+                           const std::string& what) {
+  AtomicFile out(path);
+  errno = 0;
+  if (!bytes.empty()) std::fwrite(bytes.data(), 1, bytes.size(), out.file());
+  out.commit(what);
+}
+
 void write_file_atomic(const std::string& path, const std::function<void(std::FILE*)>& writer) {
   AtomicFile out(path);
   // errno is cleared first so that, when the stream reports an error afterwards, it holds the
@@ -92,6 +100,10 @@ void AtomicFile::fail_write(const std::string& what, int err) {
 }
 
 void AtomicFile::commit() {
+  commit("");
+}
+
+void AtomicFile::commit(const std::string& new_for) {
   CHAINLM_CHECK(f_ != nullptr, "cannot write ", path_, ": already committed");
   if (std::ferror(f_)) fail_write("write failed", errno ? errno : EIO);
   if (int injected = fault::write_error("atomic_file.write")) fail_write("write failed", injected);
@@ -106,7 +118,14 @@ void AtomicFile::commit() {
     fail("cannot write ", path_, ": close failed: ", std::strerror(err));
   }
   fault::point("atomic_file.before_rename");  // a complete temp file beside the old target
-  if (::rename(tmp_.c_str(), path_.c_str()) != 0) {
+  if (!new_for.empty()) {
+    try {
+      rename_no_replace(tmp_, path_, new_for);
+    } catch (...) {
+      ::unlink(tmp_.c_str());
+      throw;
+    }
+  } else if (::rename(tmp_.c_str(), path_.c_str()) != 0) {
     int err = errno;
     ::unlink(tmp_.c_str());
     fail("cannot write ", path_, ": rename failed: ", std::strerror(err));

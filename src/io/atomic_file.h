@@ -17,6 +17,13 @@ void write_file_atomic(const std::string& path, const std::string& bytes);
 // ignore fwrite's return value; an exception thrown by `writer` aborts the write the same way.
 void write_file_atomic(const std::string& path, const std::function<void(std::FILE*)>& writer);
 
+// The same for a file that must not exist: of two writers racing for one new name, the second
+// fails with "`path` appeared while `what` was writing it; nothing was overwritten" (two
+// `tokenizer train` runs both said they wrote --out, and one tokenizer silently replaced the
+// other).
+void write_new_file_atomic(const std::string& path, const std::string& bytes,
+                           const std::string& what);
+
 // The same protocol for a writer that is not one callback: several outputs filled side by side,
 // or a file read back and edited before it is complete (token shards). The temporary file is
 // open for reading and writing from construction; commit() flushes, fsyncs and renames it over
@@ -32,6 +39,8 @@ class AtomicFile {
   const std::string& path() const { return path_; }
   // Throws chainlm::Error naming the path and the system error, the temporary file removed.
   void commit();
+  // commit, unless `path` exists by then: that is an error naming `new_for` (rename_no_replace).
+  void commit(const std::string& new_for);
   // For a writer that finds an error itself (a short fwrite): removes the temporary file and
   // throws "cannot write PATH: what: strerror(err)".
   [[noreturn]] void fail_write(const std::string& what, int err);

@@ -219,8 +219,9 @@ std::string without_thread_count(const std::string& model) {
 
 }  // namespace
 
-void train_sentencepiece(const std::vector<std::string>& documents, const std::string& corpus_name,
-                         const SentencePieceTrainOptions& o, const std::string& out_model_path) {
+std::string train_sentencepiece_model(const std::vector<std::string>& documents,
+                                      const std::string& corpus_name,
+                                      const SentencePieceTrainOptions& o) {
   const bool has_text = std::any_of(documents.begin(), documents.end(),
                                     [](const std::string& d) { return !is_blank(d); });
   CHAINLM_CHECK(has_text, "tokenizer corpus ", corpus_name, " is empty (no non-blank lines)");
@@ -265,8 +266,7 @@ void train_sentencepiece(const std::vector<std::string>& documents, const std::s
   std::string model_bytes;
   auto status = sentencepiece::SentencePieceTrainer::Train(args, &lines, &model_bytes);
   if (!status.ok()) fail(training_error(status.ToString(), corpus_name, o));
-  // Trained into memory, so only the .model is written (no .vocab beside it), atomically.
-  write_file_atomic(out_model_path, without_thread_count(model_bytes));
+  return without_thread_count(model_bytes);
 }
 
 void train_sentencepiece(const std::string& corpus_path, int vocab_size,
@@ -279,7 +279,8 @@ void train_sentencepiece(const std::string& corpus_path, int vocab_size,
   o.vocab_size = vocab_size;
   o.seed = seed;
   o.verbose = verbose;
-  train_sentencepiece(read_corpus(corpus).documents, corpus_path, o, out_model_path);
+  write_file_atomic(out_model_path,
+                    train_sentencepiece_model(read_corpus(corpus).documents, corpus_path, o));
 }
 
 }  // namespace chainlm

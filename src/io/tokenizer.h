@@ -121,16 +121,16 @@ struct SentencePieceTrainOptions {
 };
 
 // Trains a byte-fallback BPE SentencePiece model with the LLaMA id conventions (unk 0, bos 1,
-// eos 2, no pad) on the non-blank lines of the documents (a line is SentencePiece's sentence) and
-// writes only the .model file, atomically, to out_model_path (no .vocab beside it: the .model
-// holds the pieces and scores). The same documents and options give the same model.
+// eos 2, no pad) on the non-blank lines of the documents (a line is SentencePiece's sentence).
+// The same documents and options give the same model.
 // SentencePiece's errors come back as chainlm messages naming chainlm's options; corpus_name
 // says what the documents came from.
-void train_sentencepiece(const std::vector<std::string>& documents, const std::string& corpus_name,
-                         const SentencePieceTrainOptions& options,
-                         const std::string& out_model_path);
+// Returns the .model file's bytes (trained in memory: no .vocab file beside it).
+std::string train_sentencepiece_model(const std::vector<std::string>& documents,
+                                      const std::string& corpus_name,
+                                      const SentencePieceTrainOptions& options);
 
-// The same on the lines of one UTF-8 text file.
+// The same on the lines of one UTF-8 text file, written to out_model_path (atomically).
 void train_sentencepiece(const std::string& corpus_path, int vocab_size,
                          const std::string& out_model_path, uint64_t seed, bool verbose = false);
 

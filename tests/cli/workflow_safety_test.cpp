@@ -57,6 +57,22 @@ TEST_F(WorkflowSafety, PrepareRefusesANonEmptyOutputUnlessOverwrite) {
   EXPECT_EQ(forced.exit_code, 0) << forced.err;
   EXPECT_NE(read_bytes(out + "/meta.json"), meta);
   EXPECT_EQ(read_bytes(out + "/notes.txt"), "mine");  // replaces its own files only
+  // A directory prepare did not make (a model's tokenizer files, the user's notes): not even
+  // --overwrite replaces anything there (it deleted the tokenizer files).
+  const std::string model_dir = dir.file("model");
+  fs::create_directories(model_dir);
+  write_bytes(model_dir + "/tokenizer.model", "a tokenizer");
+  write_bytes(model_dir + "/meta.json", "{}");
+  for (const std::string& extra : {std::string(), std::string(" --overwrite")}) {
+    auto r = run_chainlm(dir, "prepare --tokenizer byte --input " + quote(dir.file("corpus.txt")) +
+                                  " --out " + quote(model_dir) + extra);
+    EXPECT_NE(r.exit_code, 0);
+    EXPECT_TRUE(contains(r.err, "is not a data directory") && !contains(r.err, "pass --overwrite"))
+        << r.err;
+  }
+  EXPECT_EQ(read_bytes(model_dir + "/tokenizer.model"), "a tokenizer");
+  EXPECT_EQ(read_bytes(model_dir + "/meta.json"), "{}");
+  EXPECT_EQ(std::distance(fs::directory_iterator(model_dir), fs::directory_iterator()), 2);
   // An --out that is a file is refused, overwrite or not.
   auto file = run_chainlm(dir, "prepare --tokenizer byte --input " + quote(dir.file("corpus.txt")) +
                                    " --out " + quote(dir.file("corpus.txt")) + " --overwrite");
@@ -170,11 +186,41 @@ TEST_F(WorkflowSafety, PlotAndTokenizerTrainNeverReplaceAUsersFile) {
   plot = run_chainlm(dir, "plot " + quote(run) + " --out " + quote(dir.file("link.png")));
   EXPECT_NE(plot.exit_code, 0);
   EXPECT_TRUE(fs::is_symlink(fs::symlink_status(dir.file("link.png"))));
-  auto tok = run_chainlm(dir, "tokenizer train --corpus " + quote(corpus) + " --vocab-size 300 --out " +
-                                  quote(corpus));
+  // What the command reads, or what a run or a data directory keeps, is never replaced, not
+  // with --overwrite either (the corpus became a tokenizer, the run's log a plot).
+  for (const std::string& extra : {std::string(), std::string(" --overwrite")}) {
+    auto tok = run_chainlm(dir, "tokenizer train --corpus " + quote(corpus) +
+                                    " --vocab-size 300 --out " + quote(corpus) + extra);
+    EXPECT_NE(tok.exit_code, 0);
+    EXPECT_TRUE(contains(tok.err, "is this command's own input") &&
+                !contains(tok.err, "pass --overwrite"))
+        << tok.err;
+    EXPECT_EQ(read_bytes(corpus), text);
+  }
+  // A file of a directory given as the corpus, under another name (a hard link).
+  fs::create_directories(dir.file("texts"));
+  fs::create_hard_link(corpus, dir.file("texts/corpus.txt"));
+  auto tok = run_chainlm(dir, "tokenizer train --corpus " + quote(dir.file("texts")) +
+                                  " --vocab-size 300 --out " + quote(corpus) + " --overwrite");
   EXPECT_NE(tok.exit_code, 0);
-  EXPECT_TRUE(contains(tok.err, "exists") && contains(tok.err, "--overwrite")) << tok.err;
+  EXPECT_TRUE(contains(tok.err, "the same file as this command's input")) << tok.err;
   EXPECT_EQ(read_bytes(corpus), text);
+  const std::string metrics = read_bytes(run + "/metrics.jsonl");
+  for (const std::string& cmd : {std::string("plot"), std::string("report --no-plot")}) {
+    for (const std::string& name : {std::string("metrics.jsonl"), std::string("latest")}) {
+      auto r = run_chainlm(
+          dir, cmd + " " + quote(run) + " --out " + quote(run + "/" + name) + " --overwrite");
+      EXPECT_NE(r.exit_code, 0) << cmd << " " << name;
+      EXPECT_TRUE(contains(r.err, "never replaced")) << r.err;
+    }
+  }
+  EXPECT_EQ(read_bytes(run + "/metrics.jsonl"), metrics);
+  // A tokenizer.model written into a data directory would become its tokenizer.
+  tok = run_chainlm(dir, "tokenizer train --corpus " + quote(corpus) + " --vocab-size 300 --out " +
+                             quote(data + "/tokenizer.model") + " --overwrite");
+  EXPECT_NE(tok.exit_code, 0);
+  EXPECT_TRUE(contains(tok.err, "belongs to the data directory")) << tok.err;
+  EXPECT_FALSE(fs::exists(data + "/tokenizer.model"));
 }
 
 // Results printed to a file on a full disk (`eval ppl --json > results.json`) were lost with
@@ -301,6 +347,23 @@ TEST_F(WorkflowSafety, AStateWhoseStepIsNotItsCheckpointsIsRefusedBeforeAnything
 // A token past the vocabulary in a shard (two bytes flipped on disk) failed a run only when
 // sampling reached it, hours in, and a run that never sampled it passed: train checks every token
 // of both shards before its first step.
+// A prepare killed while it swapped tokenizers (the old one removed, the new one not yet in):
+// train said "holds no tokenizer ... copy the tokenizer in", which mixed shards do not mend.
+TEST_F(WorkflowSafety, AnUnfinishedPrepareIsNamedBeforeItsMissingTokenizer) {
+  const std::string cut = dir.file("cut");
+  fs::copy(data, cut);
+  for (const auto& e : fs::directory_iterator(cut))
+    if (contains(e.path().filename().string(), "tokenizer")) fs::remove(e.path());
+  write_bytes(cut + "/.prepare-incomplete", "");
+  auto r = run_chainlm(dir, "train --config " + quote(config) + " --data " + quote(cut) +
+                                " --out " + quote(dir.file("run")) + " --steps 1 --quiet");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_TRUE(contains(r.err, "did not finish") && contains(r.err, "run prepare again") &&
+              !contains(r.err, "holds no tokenizer"))
+      << r.err;
+  EXPECT_FALSE(fs::exists(dir.file("run")));
+}
+
 TEST_F(WorkflowSafety, ACorruptTokenInAShardIsFoundBeforeTheFirstStep) {
   const std::string shard = data + "/train.bin";
   const auto at = (std::streamoff)fs::file_size(shard) - 2;  // the last token

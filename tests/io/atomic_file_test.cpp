@@ -49,6 +49,25 @@ TEST(AtomicFile, WritesAndReplaces) {
   EXPECT_EQ(count_entries(dir.path()), 1u);
 }
 
+// Two `tokenizer train` runs to one new --out both said they wrote it; the second one to finish
+// replaced the first's. A new file is written only where nothing is yet.
+TEST(AtomicFile, ANewFileNeverReplacesOneThatAppeared) {
+  TempDir dir;
+  const std::string path = dir.file("t.model");
+  write_new_file_atomic(path, "first", "tokenizer train");
+  EXPECT_EQ(read_bytes(path), "first");
+  try {
+    write_new_file_atomic(path, "second", "tokenizer train");
+    ADD_FAILURE() << "a file that appeared was replaced";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find(path + " appeared while tokenizer train was writing it"),
+              std::string::npos)
+        << e.what();
+  }
+  EXPECT_EQ(read_bytes(path), "first");
+  EXPECT_EQ(count_entries(dir.path()), 1u);  // no temporary left beside it
+}
+
 TEST(AtomicFile, StreamingWriter) {
   TempDir dir;
   const std::string path = dir.file("s.bin");

@@ -10,6 +10,7 @@
 #include <cstring>
 #include <filesystem>
 
+#include "io/atomic_file.h"
 #include "io/gguf.h"
 #include "io/test_temp_dir.h"
 #include "io/tokenizer.h"
@@ -258,7 +259,7 @@ TEST(GgufConvert, TheSentencePieceTokenizerGoesInside) {
   }
   SentencePieceTrainOptions o;
   o.vocab_size = 300;
-  train_sentencepiece(docs, "test corpus", o, dir.file("tok.model"));
+  write_file_atomic(dir.file("tok.model"), train_sentencepiece_model(docs, "test corpus", o));
   ModelConfig c = llama_config(true);
   c.vocab_size = 300;
   Model m(c);
