@@ -264,7 +264,12 @@ GgufReader::GgufReader(const std::string& path) : path_(path), map_(path, "GGUF 
     values_[key] = read_value(c, type, path, key, array_elements);
     keys_.push_back(std::move(key));
   }
-  if (metadata_crc_record) {  // chainlm's writer: the records before it, the tokenizer's among them
+  // chainlm's writer puts its record last: after another one, a tool rewrote the file and kept
+  // chainlm's records while adding its own (llama.cpp's llama-quantize copies every key, then
+  // moves general.file_type to the end, and its file was refused as corrupt). Such a file is the
+  // other tool's: like any, it is read unchecked.
+  const bool as_chainlm_wrote = metadata_crc_record && keys_.back() == kGgufMetadataCrcKey;
+  if (as_chainlm_wrote) {  // the records before it, the tokenizer's among them
     const uint64_t want = get_uint(kGgufMetadataCrcKey);
     const uint32_t crc =
         crc32_of(map_.data() + metadata_start, metadata_crc_record - metadata_start);
@@ -318,7 +323,10 @@ GgufReader::GgufReader(const std::string& path) : path_(path), map_(path, "GGUF 
   std::sort(spans.begin(), spans.end());
   for (size_t i = 1; i < spans.size(); ++i)
     CHAINLM_CHECK(spans[i].first >= spans[i - 1].second, path, ": two tensors overlap in the data section (corrupt GGUF)");
-  if (has(kGgufCrcKey)) {
+  // The tensors' sums hold for a file whose metadata is as chainlm wrote it (its record just
+  // checked): a tool that dropped that record alone (as docs/formats.md once asked) may have
+  // changed the tensors too.
+  if (as_chainlm_wrote && has(kGgufCrcKey)) {
     const GgufValue& v = value(kGgufCrcKey);
     CHAINLM_CHECK(v.type == GgufType::kArray && v.element_type == GgufType::kUint32 &&
                       v.uints.size() == tensors_.size(),

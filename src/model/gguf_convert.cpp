@@ -348,8 +348,11 @@ std::unique_ptr<Model> load_gguf_model(const std::string& path) {
       }
     } else {
       fail(path, ": tensor '", name, "' is ", ggml_type_name(t->type),
-           ", which chainlm does not run (it reads F32, F16, BF16, Q8_0 and Q4_0 tensors); convert the model "
-           "with llama.cpp's llama-quantize to one of those types");
+           ", which chainlm does not run (it reads F32, F16, BF16, Q8_0 and Q4_0 tensors); convert "
+           "the model "
+           "with llama.cpp's llama-quantize to one of those types for every tensor: with --pure "
+           "(e.g. llama-quantize --pure model-f32.gguf model-q8_0.gguf Q8_0), as without it the "
+           "output and embedding tensors get other types (Q6_K)");
     }
     refuse_non_finite(dst, n, path, name);
   }

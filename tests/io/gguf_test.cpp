@@ -43,12 +43,14 @@ std::string error_of(const std::string& path) {
 // The file of the spec's layout: header, two key/values, one 2x3 F32 tensor at offset 0 after
 // padding to 32 bytes, and its data. `with_crc`: a third key/value, the array of one uint32
 // chainlm's writer adds (the tensor's CRC-32, taken here with zlib itself), `crcs` times.
-std::string hand_made_gguf(bool with_crc = false, int crcs = 1) {
+// trailing_key: a key after chainlm's records, as llama-quantize leaves them (it copies every
+// key, then moves general.file_type to the end).
+std::string hand_made_gguf(bool with_crc = false, int crcs = 1, bool trailing_key = false) {
   std::string s;
   put<uint32_t>(s, 0x46554747);  // "GGUF"
   put<uint32_t>(s, 3);
   put<uint64_t>(s, 1);  // tensors
-  put<uint64_t>(s, with_crc ? 4 : 2);  // key/values
+  put<uint64_t>(s, (with_crc ? 4 : 2) + trailing_key);  // key/values
   put_str(s, "general.architecture");
   put<uint32_t>(s, 8);  // string
   put_str(s, "llama");
@@ -71,6 +73,11 @@ std::string hand_made_gguf(bool with_crc = false, int crcs = 1) {
     put_str(s, "chainlm.metadata_crc32");
     put<uint32_t>(s, 4);  // uint32
     put<uint32_t>(s, static_cast<uint32_t>(metadata_crc));
+  }
+  if (trailing_key) {
+    put_str(s, "general.file_type");
+    put<uint32_t>(s, 4);  // uint32
+    put<uint32_t>(s, 0);
   }
   put_str(s, "w");
   put<uint32_t>(s, 2);
@@ -163,6 +170,15 @@ TEST(Gguf, ACorruptTensorFailsItsChecksum) {
   GgufReader o(dir.file("other.gguf"));
   EXPECT_FALSE(o.has_checksums());
   EXPECT_NO_THROW(o.data(*o.find("w")));
+  // A file another tool rewrote, keeping chainlm's records among its own (llama-quantize): the
+  // tool's file now, its copied sums stale: read unchecked, not refused as corrupt.
+  std::string rewritten = hand_made_gguf(true, 1, true);
+  rewritten[rewritten.size() - 5] ^= 0x01;
+  write_bytes(dir.file("rewritten.gguf"), rewritten);
+  GgufReader rw(dir.file("rewritten.gguf"));
+  EXPECT_FALSE(rw.has_checksums());
+  EXPECT_EQ(rw.get_uint("general.file_type"), 0u);
+  EXPECT_NO_THROW(rw.data(*rw.find("w")));
   // Two CRCs for one tensor: refused on opening, naming the key.
   GgufWriter w;
   w.add_int32s("chainlm.tensor_crc32", {1, 2});  // as a user's edit might leave it
