@@ -1,9 +1,14 @@
-// `chainlm tokenizer train|encode`: build a SentencePiece tokenizer from a corpus, and look at
-// how a tokenizer splits a piece of text.
+// `chainlm tokenizer train|encode|decode`: build a SentencePiece tokenizer from a corpus, look at
+// how a tokenizer splits a piece of text, and turn ids back into text.
+#include <cctype>
+#include <cerrno>
+#include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "cli/commands.h"
 #include "cli/corpus_options.h"
@@ -26,6 +31,10 @@ struct TrainOptions {
 
 struct EncodeOptions {
   std::string tokenizer, text;
+};
+
+struct DecodeOptions {
+  std::string tokenizer, ids;
 };
 
 void run_train(const TrainOptions& o) {
@@ -76,10 +85,44 @@ void run_encode(const EncodeOptions& o) {
   std::printf("%s\n", line.c_str());
 }
 
+// What encode prints ("15043 727"), or the same separated by commas.
+std::vector<int> parse_ids(const std::string& text) {
+  std::vector<int> ids;
+  size_t at = 0;
+  while (true) {
+    at = text.find_first_not_of(" ,\t\n", at);
+    if (at == std::string::npos) break;
+    const size_t end = std::min(text.find_first_of(" ,\t\n", at), text.size());
+    const std::string item = text.substr(at, end - at);
+    char* stop = nullptr;
+    errno = 0;
+    const long id = std::strtol(item.c_str(), &stop, 10);
+    CHAINLM_CHECK(
+        *stop == '\0' && errno == 0 && id >= 0 && id <= INT32_MAX && std::isdigit(item[0]),
+        "tokenizer decode: --ids: '", item, "' is not a token id (ids are integers >= 0, ",
+        "separated by spaces or commas, as tokenizer encode prints them)");
+    ids.push_back(static_cast<int>(id));
+    at = end;
+  }
+  return ids;
+}
+
+void run_decode(const DecodeOptions& o) {
+  const std::vector<int> ids = parse_ids(o.ids);
+  auto tokenizer = load_tokenizer(o.tokenizer);
+  for (int id : ids)
+    CHAINLM_CHECK(id < tokenizer->vocab_size(), "tokenizer decode: id ", id, " is outside ",
+                  o.tokenizer, "'s vocabulary (", tokenizer->vocab_size(), " tokens)");
+  const std::string text = tokenizer->decode(ids);
+  std::fwrite(text.data(), 1, text.size(), stdout);
+  std::fputc('\n', stdout);
+}
+
 }  // namespace
 
 void add_tokenizer_command(CLI::App& app) {
-  CLI::App* tok = app.add_subcommand("tokenizer", "Train a SentencePiece tokenizer, or encode text with any tokenizer");
+  CLI::App* tok = app.add_subcommand(
+      "tokenizer", "Train a SentencePiece tokenizer, or encode and decode text with any tokenizer");
   tok->require_subcommand(1);
 
   auto train = std::make_shared<TrainOptions>();
@@ -114,6 +157,16 @@ void add_tokenizer_command(CLI::App& app) {
       ->required();
   e->add_option("--text", encode->text, "Text to encode")->required();
   e->callback([encode] { run_encode(*encode); });
+
+  auto decode = std::make_shared<DecodeOptions>();
+  CLI::App* d = tok->add_subcommand("decode",
+                                    "Print the text of token ids, followed by a newline (BOS, EOS "
+                                    "and other control tokens are left out)");
+  d->add_option("--tokenizer", decode->tokenizer, "Any tokenizer encode takes")->required();
+  d->add_option("--ids", decode->ids,
+                "Token ids, separated by spaces or commas (as encode prints them)")
+      ->required();
+  d->callback([decode] { run_decode(*decode); });
 }
 
 }  // namespace chainlm::cli

@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -109,6 +110,22 @@ TEST(PrepareCommand, TrainTokenizerThenPrepare) {
   for (int id : tok->encode("quiet river"))
     expected_ids += (expected_ids.empty() ? "" : " ") + std::to_string(id);
   EXPECT_EQ(enc.out, expected_ids + "\n");
+  // decode takes what encode prints (or commas), and leaves BOS and EOS out.
+  for (const std::string& ids : {expected_ids, "1," + expected_ids + ",2"}) {
+    std::string commas = ids;
+    std::replace(commas.begin(), commas.end(), ' ', ',');
+    RunResult dec =
+        run_chainlm(dir, "tokenizer decode --tokenizer " + q(model) + " --ids " + q(commas));
+    ASSERT_EQ(dec.exit_code, 0) << dec.err;
+    EXPECT_EQ(dec.out, "quiet river\n");
+  }
+  for (const std::string& bad : {std::string("12 x"), std::string("-3"), std::string("300")}) {
+    RunResult dec =
+        run_chainlm(dir, "tokenizer decode --tokenizer " + q(model) + " --ids " + q(bad));
+    EXPECT_NE(dec.exit_code, 0) << bad;
+    EXPECT_NE(dec.err.find(bad == "300" ? "outside" : "is not a token id"), std::string::npos)
+        << dec.err;
+  }
 
   const std::string data = dir.file("data");
   RunResult prep = run_chainlm(dir, "prepare --tokenizer " + q(model) + " --input " + q(input) +
