@@ -2,7 +2,11 @@
 // config.json), the AdamW moments (optimizer.safetensors, "m."/"v." + parameter name), the
 // trainer state (step, options, skipped steps) and the data's tokenizer. RunDirectory writes
 // them by its crash-safe protocol; nothing non-finite is ever written.
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cmath>
 #include <cstdio>
@@ -92,9 +96,14 @@ std::string Trainer::save() {
 void Trainer::carry_tokenizer_of(const std::string& dir) {
   // save_tokenizer_to_dir writes what a checkpoint holds of it (converting, and copying the
   // companions): into a temporary directory, whose files are kept.
+  // Named by process (as write_file_atomic names its temporaries): a run killed while it is
+  // here leaves it, and the next run removes those of processes that are gone.
   const std::string tmp_dir = temp_directory();
-  std::string tmp = (fs::path(tmp_dir) / "chainlm-tokenizer-XXXXXX").string();
-  CHAINLM_CHECK(::mkdtemp(tmp.data()), "cannot create a temporary directory in ", tmp_dir, ": ",
+  remove_stale_temporaries(tmp_dir, "chainlm-tokenizer-");
+  static std::atomic<int> counter{0};
+  const std::string tmp =
+      (fs::path(tmp_dir) / cat("chainlm-tokenizer-", ::getpid(), ".", counter++)).string();
+  CHAINLM_CHECK(::mkdir(tmp.c_str(), 0700) == 0, "cannot create a temporary directory ", tmp, ": ",
                 std::strerror(errno), " (TMPDIR names where temporary files go)");
   struct Remove {
     std::string dir;

@@ -1,5 +1,6 @@
 // End-to-end checks of `chainlm train` and `chainlm generate` on bad and good input.
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <filesystem>
 #include <nlohmann/json.hpp>
@@ -165,6 +166,18 @@ TEST_F(TrainCommand, TmpdirEmptyMeansTmpAndAMissingOneIsNamed) {
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.err.find("TMPDIR=" + dir.file("nowhere") + " is not a directory"), std::string::npos)
       << r.err;
+  // What a run killed there left (the crash tests' kills left dozens in /tmp) goes at the next
+  // run; a live process's stays, and nothing of this run's is left.
+  const std::string tmp = dir.file("tmp");
+  std::filesystem::create_directories(tmp + "/chainlm-tokenizer-2147483646.0");  // no such process
+  const std::string live = tmp + "/chainlm-tokenizer-" + std::to_string(::getpid()) + ".0";
+  std::filesystem::create_directories(live);
+  r = testing::run_shell(dir, "env TMPDIR=" + quote(tmp) + " " + resume + "4");
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(std::filesystem::exists(live));
+  EXPECT_EQ(std::distance(std::filesystem::directory_iterator(tmp),
+                          std::filesystem::directory_iterator()),
+            1);
 }
 
 // A command whose stdout carries only a status line wrote its output, then exited 1 because the

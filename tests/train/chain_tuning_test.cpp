@@ -42,11 +42,11 @@ std::string synthetic_text(size_t n, uint64_t seed) {
 class ChainTuning : public ::testing::Test {
  protected:
   void SetUp() override {
-    root = test::make_temp_dir("tuning");
+    root = tmp.path().string();
     data = root + "/data";
     test::make_byte_data_dir(synthetic_text(30000, 1), data, 0.1);
   }
-  void TearDown() override { fs::remove_all(root); }
+  testing::TempDir tmp;
 
   // A trained-looking 1-chain base (byte vocabulary), expanded by one chain.
   std::unique_ptr<Model> expanded_model(bool kv_share) {

@@ -95,7 +95,8 @@ TEST(Trainer, TheMemoryEstimateOfARankCountsMpisBuffers) {
 }
 
 TEST(Trainer, MicroBatchSizeDoesNotChangeTheData) {
-  const std::string root = test::make_temp_dir("micro");
+  const testing::TempDir tmp;  // removed however the test ends
+  const std::string root = tmp.path().string();
   const std::string data = root + "/data";
   std::string text;
   Rng rng(3);
@@ -146,7 +147,6 @@ TEST(Trainer, MicroBatchSizeDoesNotChangeTheData) {
   EXPECT_EQ(Trainer(m, o).micro_batch(), 4);
   o.micro_batch = 3;
   EXPECT_THROW(Trainer(m, o), Error);
-  fs::remove_all(root);
 }
 
 // On 2 ranks every element is the exact sum of the two ranks' values (chosen so that float

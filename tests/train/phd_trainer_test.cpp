@@ -17,7 +17,8 @@ namespace fs = std::filesystem;
 TEST(PhdTrainer, CswaModelLearnsRealText) {
   const std::string corpus = "/usr/share/games/fortunes/fortunes";
   if (!fs::exists(corpus)) GTEST_SKIP() << corpus << " is missing: run scripts/setup.sh (package fortunes)";
-  const std::string root = test::make_temp_dir("phd-learn");
+  const testing::TempDir tmp;  // removed however the test ends
+  const std::string root = tmp.path().string();
   const std::string data = root + "/data";
   test::make_byte_data_dir(test::read_text(corpus), data, 0.1);
   // The loss of the best context-free model: the unigram cross-entropy of the validation bytes.
@@ -67,7 +68,6 @@ TEST(PhdTrainer, CswaModelLearnsRealText) {
   // The checkpoint carries the phd section.
   auto loaded = load_model(o.out_dir);
   EXPECT_EQ(loaded->config().phd.name(), "PHD-CSWA-2-16-32");
-  fs::remove_all(root);
 }
 
 }  // namespace

@@ -15,14 +15,6 @@
 
 namespace chainlm::test {
 
-inline std::string make_temp_dir(const std::string& tag) {
-  namespace fs = std::filesystem;
-  fs::path p = fs::temp_directory_path() /
-               ("chainlm-" + tag + "-" + std::to_string(::getpid()) + "-" + std::to_string(rand()));
-  fs::create_directories(p);
-  return p.string();
-}
-
 // `lines` lines of `sentence` followed by the line's number: a small corpus a test model learns.
 inline std::string numbered_lines(const std::string& sentence, int lines) {
   std::string text;

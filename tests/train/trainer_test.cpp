@@ -76,7 +76,8 @@ class TrainerResume : public ::testing::TestWithParam<std::string> {
 };
 
 TEST_P(TrainerResume, ContinuesExactly) {
-  const std::string root = test::make_temp_dir("resume_" + GetParam());
+  const testing::TempDir tmp;  // removed however the test ends
+  const std::string root = tmp.path().string();
   const std::string data = root + "/data";
   test::make_byte_data_dir(synthetic_text(20000, 1), data, 0.1);
   const ModelConfig c = small_config({1, 1}, true);
@@ -106,8 +107,8 @@ TEST_P(TrainerResume, ContinuesExactly) {
   ASSERT_EQ(lb.size(), 6u);
   for (long s = 1; s <= 6; ++s) EXPECT_EQ(la[s], lb[s]) << "step " << s;
   ASSERT_EQ(a.params().size(), b.params().size());
-  EXPECT_EQ(0, std::memcmp(a.params().values(), b.params().values(), a.params().size() * sizeof(float)));
-  fs::remove_all(root);
+  EXPECT_EQ(
+      0, std::memcmp(a.params().values(), b.params().values(), a.params().size() * sizeof(float)));
 }
 
 INSTANTIATE_TEST_SUITE_P(Precisions, TrainerResume, ::testing::Values("fp32", "bf16"));
@@ -115,7 +116,8 @@ INSTANTIATE_TEST_SUITE_P(Precisions, TrainerResume, ::testing::Values("fp32", "b
 // A bf16 run follows the fp32 run of the same seed within bf16's rounding, and what it saves are
 // its fp32 master weights (not bf16-rounded ones), loadable by every fp32 command.
 TEST(Trainer, Bf16RunTracksFp32AndSavesFp32MasterWeights) {
-  const std::string root = test::make_temp_dir("bf16_run");
+  const testing::TempDir tmp;  // removed however the test ends
+  const std::string root = tmp.path().string();
   const std::string data = root + "/data";
   test::make_byte_data_dir(synthetic_text(20000, 1), data, 0.1);
   const ModelConfig c = small_config({1, 1}, false);
@@ -145,7 +147,6 @@ TEST(Trainer, Bf16RunTracksFp32AndSavesFp32MasterWeights) {
     not_bf16 += from_bf16(to_bf16(w)) != w;
   }
   EXPECT_GT(not_bf16, saved->params().size() / 2) << "the checkpoint holds bf16-rounded weights";
-  fs::remove_all(root);
 }
 
 TEST(Trainer, LearnsRealTextWellBelowUnigramEntropy) {
@@ -153,7 +154,8 @@ TEST(Trainer, LearnsRealTextWellBelowUnigramEntropy) {
   if (!fs::exists(corpus)) GTEST_SKIP() << corpus << " is missing: run scripts/setup.sh (package fortunes)";
   const std::string text = test::read_text(corpus);
   ASSERT_GT(text.size(), 20000u);
-  const std::string root = test::make_temp_dir("learn");
+  const testing::TempDir tmp;  // removed however the test ends
+  const std::string root = tmp.path().string();
   const std::string data = root + "/data";
   test::make_byte_data_dir(text, data, 0.1);
   // Unigram cross-entropy of the validation bytes under the training bytes' distribution:
@@ -184,13 +186,13 @@ TEST(Trainer, LearnsRealTextWellBelowUnigramEntropy) {
   EXPECT_GT(before[1], unigram);  // an untrained model is worse than unigram
   EXPECT_LT(after[1], unigram - 0.6) << "the model should use context, not just byte frequencies";
   EXPECT_LT(after[0], unigram);
-  fs::remove_all(root);
 }
 
 // A run ending before its learning-rate schedule (--steps lowered on resume) ended near its
 // peak with only "--steps 300 -> 60" said (a user trial): a note gives the last step's rate.
 TEST(Trainer, ARunEndingBeforeItsScheduleSaysItsLastLearningRate) {
-  const std::string root = test::make_temp_dir("sched");
+  const testing::TempDir tmp;  // removed however the test ends
+  const std::string root = tmp.path().string();
   const std::string data = root + "/data";
   test::make_byte_data_dir(synthetic_text(2000, 2), data, 0.2);
   for (const long schedule : {0L, 10L}) {
@@ -214,7 +216,8 @@ TEST(Trainer, ARunEndingBeforeItsScheduleSaysItsLastLearningRate) {
 }
 
 TEST(Trainer, CheckpointHoldsEverythingToReloadTheModel) {
-  const std::string root = test::make_temp_dir("ckpt");
+  const testing::TempDir tmp;  // removed however the test ends
+  const std::string root = tmp.path().string();
   const std::string data = root + "/data";
   test::make_byte_data_dir(synthetic_text(5000, 2), data, 0.2);
   Model m(small_config({1, 2, 1}, false));
@@ -225,8 +228,8 @@ TEST(Trainer, CheckpointHoldsEverythingToReloadTheModel) {
   for (const char* f : {"config.json", "model.safetensors", "optimizer.safetensors", "trainer_state.json", "chainlm_tokenizer.json"})
     EXPECT_TRUE(fs::exists(fs::path(dir) / f)) << f;
   auto loaded = load_model(root + "/run");
-  EXPECT_EQ(0, std::memcmp(loaded->params().values(), m.params().values(), m.params().size() * sizeof(float)));
-  fs::remove_all(root);
+  EXPECT_EQ(0, std::memcmp(loaded->params().values(), m.params().values(),
+                           m.params().size() * sizeof(float)));
 }
 
 }  // namespace
