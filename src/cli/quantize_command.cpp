@@ -56,6 +56,9 @@ void add_quantize_command(CLI::App& app) {
     CHAINLM_CHECK(!fp32->quantized(), "quantize: ", a->model, " is already quantized (",
                   fp32->weight_format(), "); quantize the fp32 checkpoint it came from");
     const int source_chains = fp32->config().n_chains();
+    // Decided on the whole model, so that `--chains k` keeps the tables as the full quantized
+    // model holds them (its logits are then sub-model k's bit for bit).
+    const bool tables_fp32 = quantized_tables_straddle_chains(fp32->config());
     // --chains k: sub-model k becomes the model (its logits bit for bit), then is quantized.
     if (cmd->count("--chains")) {
       CHAINLM_CHECK(a->chains >= 1 && a->chains <= source_chains, "quantize: --chains ", a->chains,
@@ -73,7 +76,7 @@ void add_quantize_command(CLI::App& app) {
 
     auto quant = std::make_unique<Model>(fp32->config());
     quant->copy_weights_from(*fp32);
-    quant->quantize_weights(type);
+    quant->quantize_weights(type, tables_fp32);
 
     // How far the quantized logits move, on a probe sequence, for the full model.
     const ModelConfig& c = fp32->config();
@@ -119,6 +122,12 @@ void add_quantize_command(CLI::App& app) {
                 format_bytes((double)fp32->weight_bytes()).c_str(),
                 format_bytes((double)quant->weight_bytes()).c_str(),
                 (double)fp32->weight_bytes() / quant->weight_bytes());
+    if (tables_fp32)
+      std::printf(
+          "note      the embedding and the head stay fp32: a chain boundary of %s falls inside a "
+          "%d-weight block (chain widths that are multiples of %d quantize them too), and "
+          "blocks across chains would make each sub-model depend on the chains after it\n",
+          a->model.c_str(), kQuantBlock, kQuantBlock);
     // q4_0 keeps in q8_0 the matrices whose rows are not whole 32-weight blocks (documented in
     // quantization.md): said here, since on a small model that may be every chain block.
     if (type == QuantType::kQ4_0) {
@@ -138,7 +147,7 @@ void add_quantize_command(CLI::App& app) {
       if (kept > 0)
         std::printf(
             "note      %d of the %d weight matrices stay q8_0: their rows (%s weights) are not "
-            "whole %d-weight blocks (besides the embedding and the head, q8_0 always)\n",
+            "whole %d-weight blocks (besides the embedding and the head, never 4-bit)\n",
             kept, matrices, list.c_str(), kQuantBlock);
       // A q4_0 file that is (almost) all q8_0 is not what was asked for: a warning, on stderr
       // as every other warning.

@@ -38,6 +38,10 @@ struct FreezeSpec {
   bool any() const { return chains > 0 || head_only; }
 };
 
+// Whether a chain boundary of c's residual stream falls inside a 32-weight quantization block:
+// then the embedding's and the head's blocks would mix chains (Model::quantize_weights).
+bool quantized_tables_straddle_chains(const ModelConfig& c);
+
 class Model {
  public:
   explicit Model(const ModelConfig& config) : Model(config, true) {}
@@ -128,7 +132,13 @@ class Model {
   // (chain blocks, embedding, head) in Q8_0 or Q4_0, each row quantized on its own, so sub-model
   // k still reads only its own blocks; the norm gains stay fp32. The fp32 matrices are dropped:
   // such a model runs inference only (no training, saving in fp32 or HF export).
-  void quantize_weights(QuantType type);
+  //
+  // The embedding and the head are rows across every chain: quantized in 32-weight blocks, a
+  // block straddling a chain boundary takes its scale from both chains, and sub-model k then
+  // depends on chain k+1 (it changed as tuned later chains trained; `quantize --chains k` gave
+  // other logits than sub-model k). With tables_fp32 they stay fp32; by default that is so when
+  // the model's chain boundaries are not block-aligned (quantized_tables_straddle_chains).
+  void quantize_weights(QuantType type, std::optional<bool> tables_fp32 = std::nullopt);
   // What Q4_0's scale search weighs each input column of matrix `param` by: the squared gains
   // of the RMSNorm that feeds it (attention/FFN norms for wq, wk, wv, w1, w3; the final norm for
   // an untied head), or empty (all ones) for matrices no norm feeds directly.
@@ -140,7 +150,8 @@ class Model {
   // its values).
   void load_quantized_weights(QuantType type,
                               const std::function<void(int, uint8_t*, std::size_t)>& fill,
-                              const std::vector<std::optional<QuantType>>& tensor_types = {});
+                              const std::vector<std::optional<QuantType>>& tensor_types = {},
+                              bool tables_fp32 = false);
   bool quantized() const { return !quant_.empty(); }
   // The type asked for (`quantize --type`). With Q4_0 the embedding and the output head are
   // kept in Q8_0: they are a large share of a small model's error at 4 bits and a small share

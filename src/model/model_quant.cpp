@@ -56,7 +56,8 @@ QuantType Model::tensor_quant_type(int param) const {
 
 void Model::load_quantized_weights(QuantType type,
                                    const std::function<void(int, uint8_t*, std::size_t)>& fill,
-                                   const std::vector<std::optional<QuantType>>& tensor_types) {
+                                   const std::vector<std::optional<QuantType>>& tensor_types,
+                                   bool tables_fp32) {
   CHAINLM_CHECK(!quantized(), "this model is already quantized (", weight_format(), ")");
   CHAINLM_CHECK(bf16_.empty(), "a bf16 model cannot be quantized; load it in fp32");
   CHAINLM_CHECK(!params_.values_released() && !params_.has_grads(),
@@ -70,6 +71,7 @@ void Model::load_quantized_weights(QuantType type,
   for (size_t i = 0; i < infos.size(); ++i) {
     if (!quantizable(infos[i])) continue;
     const bool table = (int)i == tok_embeddings_ || (int)i == output_;
+    if (table && tables_fp32 && tensor_types.empty()) continue;  // kept fp32
     if ((table || infos[i].shape[1] % kQuantBlock != 0) && type == QuantType::kQ4_0) types[i] = QuantType::kQ8_0;
     if (!tensor_types.empty()) {
       if (!tensor_types[i]) continue;  // kept fp32
@@ -116,13 +118,23 @@ std::vector<float> Model::quant_importance(int param) const {
   return w;
 }
 
-void Model::quantize_weights(QuantType type) {
-  load_quantized_weights(type, [&](int param, uint8_t* dst, std::size_t) {
-    const ParamInfo& p = params_.info(param);
-    const std::vector<float> importance = quant_importance(param);
-    quantize_rows(quant_types_[param], params_.value(param), p.shape[0], p.shape[1], dst,
-                  importance.empty() ? nullptr : importance.data());
-  });
+bool quantized_tables_straddle_chains(const ModelConfig& c) {
+  const ChainLayout layout(c);
+  for (int k = 1; k < c.n_chains(); ++k)
+    if (layout.dim.prefix(k) % kQuantBlock != 0) return true;
+  return false;
+}
+
+void Model::quantize_weights(QuantType type, std::optional<bool> tables_fp32) {
+  load_quantized_weights(
+      type,
+      [&](int param, uint8_t* dst, std::size_t) {
+        const ParamInfo& p = params_.info(param);
+        const std::vector<float> importance = quant_importance(param);
+        quantize_rows(quant_types_[param], params_.value(param), p.shape[0], p.shape[1], dst,
+                      importance.empty() ? nullptr : importance.data());
+      },
+      {}, tables_fp32.value_or(quantized_tables_straddle_chains(config_)));
 }
 
 }  // namespace chainlm

@@ -42,7 +42,8 @@ ModelConfig aligned_config() {
 }
 
 TEST(QuantizedModel, EveryMatrixGoesThroughItsBlocks) {
-  // Chains of 16 (not block aligned: Q4_0 models keep them in Q8_0) and of 32.
+  // Chains of 16 (not block aligned: Q4_0 models keep them in Q8_0, the tables in fp32) and of
+  // 32.
   for (const ModelConfig& c : {test::tiny_config({1, 1}, false), aligned_config()})
   for (QuantType t : {QuantType::kQ8_0, QuantType::kQ4_0}) {
     Model fp32(c);
@@ -59,12 +60,13 @@ TEST(QuantizedModel, EveryMatrixGoesThroughItsBlocks) {
     const ParamStore& ps = q.params();
     for (int i = 0; i < (int)ps.infos().size(); ++i) {
       const ParamInfo& p = ps.info(i);
-      EXPECT_EQ(q.is_quantized(i), p.shape.size() == 2) << p.name;
+      const bool table = p.name == "tok_embeddings.weight" || p.name == "output.weight";
+      // Tables across unaligned chain boundaries stay fp32 (SubModelsNeverDependOnLaterChains).
+      EXPECT_EQ(q.is_quantized(i), p.shape.size() == 2 && !(table && c.dim == 32)) << p.name;
       if (!q.is_quantized(i)) continue;
       // Q4_0 models keep the embedding, the head, and matrices whose rows are not whole
       // blocks in Q8_0.
       const QuantType tt = q.tensor_quant_type(i);
-      const bool table = p.name == "tok_embeddings.weight" || p.name == "output.weight";
       const bool partial = p.shape[1] % kQuantBlock != 0;
       EXPECT_EQ(tt, (table || partial) && t == QuantType::kQ4_0 ? QuantType::kQ8_0 : t) << p.name;
       const size_t row = quant_row_bytes(tt, p.shape[1]);
@@ -148,6 +150,37 @@ TEST(QuantizedModel, EvaluateAgreesWithLogitsAlignedOrNot) {
         ce += mx + std::log(s) - l[t * c.vocab_size + targets[t]];
       }
       EXPECT_NEAR(sums[k - 1], ce, 1e-4 * ce) << "dim " << c.dim << " k=" << k;
+    }
+  }
+}
+
+// The embedding and the head span every chain: in 32-weight blocks across a chain boundary
+// (chains of 16 here, of 40 in a user's trial), chain 2's weights set chain 1's scales, so a
+// quantized sub-model 1 moved as a tuned chain 2 trained, and `quantize --chains 1` gave other
+// logits than sub-model 1. Such tables stay fp32; aligned ones are quantized within a chain.
+TEST(QuantizedModel, SubModelsNeverDependOnLaterChains) {
+  for (const ModelConfig& c :
+       {test::tiny_config({1, 1}, false), test::tiny_config({1, 1}, true, 2), aligned_config()}) {
+    EXPECT_EQ(quantized_tables_straddle_chains(c), c.dim == 32) << c.dim;
+    for (QuantType type : {QuantType::kQ8_0, QuantType::kQ4_0}) {
+      Model a(c), b(c);
+      test::randomize_trained_like(a, 5);
+      b.copy_weights_from(a);
+      const int d1 = a.layout().dim.prefix(1);
+      for (const char* name : {"tok_embeddings.weight", "output.weight"}) {
+        const int i = b.params().find(name);
+        ASSERT_GE(i, 0) << name;
+        float* w = b.params().value(i);
+        for (int r = 0; r < c.vocab_size; ++r)
+          for (int col = d1; col < c.dim; ++col) w[(size_t)r * c.dim + col] *= 3.0f;  // chain 2
+      }
+      a.quantize_weights(type);
+      b.quantize_weights(type);
+      const auto tokens = test::random_tokens(9, c.vocab_size, 3);
+      EXPECT_EQ(logits_of(a, tokens, 1), logits_of(b, tokens, 1)) << "dim " << c.dim;
+      EXPECT_NE(logits_of(a, tokens, 2), logits_of(b, tokens, 2)) << "dim " << c.dim;
+      for (const char* name : {"tok_embeddings.weight", "output.weight"})
+        EXPECT_EQ(a.is_quantized(a.params().find(name)), c.dim != 32) << name;
     }
   }
 }
