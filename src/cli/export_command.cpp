@@ -161,12 +161,24 @@ void export_gguf_file(const ExportArgs& a, Model& model, int k, const std::strin
   std::printf("exported  %s%s: %s\n", a.model.c_str(),
               model.config().n_chains() > 1 ? cat(" (sub-model of ", k, " chain)").c_str() : "",
               describe_model(*back).c_str());
-  std::printf("weights   %s%s%s\n", summary.file_type.c_str(),
-              summary.copied_blocks ? " (the model's blocks, copied)" : "",
-              summary.fallback_tensors
-                  ? cat("; ", summary.fallback_tensors, " matrices in ", model.quantized() ? "F32" : "F16",
-                        " (rows not whole 32-blocks)").c_str()
-                  : "");
+  int matrices = 0;
+  for (const ParamInfo& p : back->params().infos()) matrices += p.shape.size() == 2;
+  const char* fallback_type = model.quantized() ? "F32" : "F16";
+  if (summary.fallback_tensors > 0 && summary.fallback_tensors >= matrices)
+    // "weights q8_0; 16 matrices in F32" read as a quantized file when no matrix was (a trial).
+    std::printf(
+        "weights   %s in every matrix, none %s: their rows are not whole 32-weight blocks, "
+        "which GGUF's %s needs (the file's general.file_type still says %s)\n",
+        fallback_type, summary.file_type.c_str(), summary.file_type.c_str(),
+        summary.file_type.c_str());
+  else
+    std::printf("weights   %s%s%s\n", summary.file_type.c_str(),
+                summary.copied_blocks ? " (the model's blocks, copied)" : "",
+                summary.fallback_tensors
+                    ? cat("; ", summary.fallback_tensors, " of the ", matrices, " matrices in ",
+                          fallback_type, " (rows not whole 32-blocks)")
+                          .c_str()
+                    : "");
   std::printf("check     max |logit difference| after reading it back: %.3g\n", diff);
   std::printf("wrote     %s (%s, %s)\n", a.out.c_str(),
               format_bytes((double)fs::file_size(a.out)).c_str(),

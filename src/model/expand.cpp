@@ -89,8 +89,9 @@ std::string expanded_name(const Model& expanded, const std::string& base_name) {
 
 std::unique_ptr<Model> expand_model(const Model& base, const ExpandOptions& o) {
   CHAINLM_CHECK(!base.quantized(), "expand: the base holds ", base.weight_format(),
-                " weights (a `chainlm quantize` checkpoint); expand the fp32 checkpoint it was "
-                "quantized from, then quantize the result");
+                " weights (a quantized checkpoint or GGUF file); expand an fp32 model (the "
+                "checkpoint it was quantized from, or an F32/F16 export of it), then quantize the "
+                "result");
   const ModelConfig config = expanded_config(base.config(), o);
   auto model = std::make_unique<Model>(config);
   model->init_random(o.seed);

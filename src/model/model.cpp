@@ -108,9 +108,10 @@ Model::Model(const ModelConfig& config, bool allocate) : config_(config), layout
 
 void Model::ensure_grads() {
   if (params_.has_grads()) return;
-  CHAINLM_CHECK(!quantized(), "this model holds ", weight_format(),
-                " weights (a `chainlm quantize` checkpoint): quantized models do not train; train "
-                "the fp32 checkpoint it was quantized from");
+  CHAINLM_CHECK(
+      !quantized(), "this model holds ", weight_format(),
+      " weights (a quantized checkpoint or GGUF file): quantized models do not train; train "
+      "the fp32 checkpoint it was quantized from (or an F32/F16 export of it)");
   params_.allocate_grads();
   bind_grads();
 }

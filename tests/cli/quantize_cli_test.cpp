@@ -118,6 +118,12 @@ TEST_F(QuantizeCli, Q4SaysWhichMatricesStayQ8) {
       << r.out;
   r = run_chainlm(dir, "info --json --model " + quote(dir.file("odd-q4")));
   EXPECT_EQ(nlohmann::json::parse(r.out)["weights"]["matrices"], (nlohmann::json{{"q8_0", 9}}));
+  // Its GGUF holds no block at all (GGUF's blocks need whole rows): "weights q4_0; 9 matrices
+  // in F32" read as a quantized file.
+  r = run_chainlm(dir, "export --model " + quote(dir.file("odd-q4")) + " --format gguf --out " +
+                           quote(dir.file("odd-q4.gguf")) + " --no-tokenizer");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(contains(r.out, "weights   F32 in every matrix, none q4_0")) << r.out;
 }
 
 TEST_F(QuantizeCli, ChainsKeepsTheSubModelAlone) {
@@ -167,7 +173,7 @@ TEST_F(QuantizeCli, RefusesWhatAQuantizedCheckpointCannotDo) {
   refused("generate --model " + quote(q) + " --precision bf16 --max-tokens 2",
           "bf16 applies to fp32 models only");
   refused("expand --from " + quote(q) + " --add-chains 2 --out " + quote(dir.file("e")),
-          "expand the fp32 checkpoint");
+          "expand an fp32 model (the checkpoint it was quantized from");
   EXPECT_FALSE(fs::exists(dir.file("qq")));
   EXPECT_FALSE(fs::exists(dir.file("t") + "/latest"));
 }
