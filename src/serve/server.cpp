@@ -161,20 +161,30 @@ void InferenceServer::Impl::route() {
     http.Post(path, [this, path, handle](const httplib::Request& req, httplib::Response& res,
                                          const httplib::ContentReader& read) {
       std::string body;
-      // A declared length over the limit is refused unread; a chunked body when it passes it.
-      bool too_large = req.has_header("Content-Length") &&
-                       std::stoull(req.get_header_value("Content-Length")) > opt.max_body_bytes;
+      // A body over the limit (a declared length, or chunks passing it) is refused, and read on
+      // and dropped up to kDrainBytes more: closing with it unread reset the connection while
+      // the client still wrote, and a client that writes its whole request before reading
+      // (python's http.client) got a broken pipe instead of the 413. Never buffered.
+      constexpr uint64_t kDrainBytes = 16 << 20;
+      const uint64_t declared = req.has_header("Content-Length")
+                                    ? std::stoull(req.get_header_value("Content-Length"))
+                                    : 0;
+      bool too_large = declared > opt.max_body_bytes;
+      uint64_t dropped = 0;
       // Neither a length nor chunks: the body is empty (RFC 9112 6.3). Read "until the client
       // closes", it held the request the read timeout (10 s) and then got a 400.
       const bool complete =
-          !too_large && (!declares_body(req) || read([&](const char* data, size_t n) {
-            if (body.size() + n > opt.max_body_bytes) {
-              too_large = true;
-              return false;
-            }
-            body.append(data, n);
-            return true;
-          }));
+          !declares_body(req) || ((!too_large || declared - opt.max_body_bytes <= kDrainBytes) &&
+                                  read([&](const char* data, size_t n) {
+                                    if (!too_large && body.size() + n <= opt.max_body_bytes) {
+                                      body.append(data, n);
+                                      return true;
+                                    }
+                                    if (!too_large) std::string().swap(body);
+                                    too_large = true;
+                                    dropped += n;
+                                    return dropped <= kDrainBytes;
+                                  }));
       if (too_large || !complete) {
         close_connection_after(req);  // the rest of the body is not read
         if (too_large)
