@@ -14,7 +14,8 @@ std::string json_error_reason(const std::exception& e) {
   return what;
 }
 
-nlohmann::json parse_json_noting_duplicates(const std::string& text, std::string* duplicate) {
+nlohmann::json parse_json_noting_duplicates(const std::string& text, std::string* duplicate,
+                                            std::string* last_key) {
   using Event = nlohmann::json::parse_event_t;
   // Each object being read, innermost last: the keys seen so far, the last of them, and where the
   // object is ("logit_bias": a duplicate inside it is named "logit_bias.0", not "0").
@@ -36,8 +37,9 @@ nlohmann::json parse_json_noting_duplicates(const std::string& text, std::string
     } else if (event == Event::key && !open.empty()) {
       Open& o = open.back();
       o.last = parsed.get<std::string>();
-      if (duplicate->empty() && !o.keys.insert(o.last).second)
-        *duplicate = o.path.empty() ? o.last : o.path + "." + o.last;
+      const std::string named = o.path.empty() ? o.last : o.path + "." + o.last;
+      if (duplicate->empty() && !o.keys.insert(o.last).second) *duplicate = named;
+      if (last_key) *last_key = named;
     }
     return true;
   };

@@ -16,7 +16,10 @@ nlohmann::json parse_json_document(const std::string& text, const std::string& w
 // The parsing of both: nlohmann's exceptions as they come, and the first key given twice in
 // one object in *duplicate ("" when none), with the keys of the objects around it
 // ("logit_bias.0", "messages.role": arrays add nothing).
-nlohmann::json parse_json_noting_duplicates(const std::string& text, std::string* duplicate);
+// *last_key, when given, is the last key read, named the same way: the field whose value a
+// parse error stopped in, most often (a number too large for a double).
+nlohmann::json parse_json_noting_duplicates(const std::string& text, std::string* duplicate,
+                                            std::string* last_key = nullptr);
 
 // What a JSON library error says without nlohmann's "[json.exception.parse_error.101] " tag:
 // "parse error at line 1, column 9: ...". Other exceptions' messages as they are.

@@ -298,9 +298,9 @@ CompletionRequest parse_completion_body(const std::string& body, const ModelConf
 
 json parse_json_body(const std::string& body) {
   json j;
-  std::string duplicate;
+  std::string duplicate, last_key;
   try {
-    j = parse_json_noting_duplicates(body, &duplicate);
+    j = parse_json_noting_duplicates(body, &duplicate, &last_key);
   } catch (const json::parse_error& e) {
     // The byte where parsing stopped, not the library's internal wording; and what is wrong
     // there when it is about a string's characters, which look like no syntax error.
@@ -318,7 +318,15 @@ json parse_json_body(const std::string& body) {
                          " bytes)")
                    : cat("the request body is not valid JSON", about, " near byte ", e.byte));
   } catch (const json::out_of_range&) {
-    refuse("", "the request body is not valid JSON: a number is too large");
+    // 1e400 is JSON by its grammar; what it is too large for is a double. The field it was
+    // given for is named (its value checks name 1e40 alike).
+    const std::string field = last_key.size() > 80 ? "" : last_key;
+    refuse(
+        field,
+        field.empty()
+            ? std::string(
+                  "the request body holds a number too large for a double (beyond about 1.8e308)")
+            : cat("'", field, "' is a number too large for a double (beyond about 1.8e308)"));
   } catch (const json::exception&) {
     refuse("", "the request body is not valid JSON");
   }

@@ -229,10 +229,28 @@ TEST(CompletionRequest, AFieldGivenTwiceIsRefused) {
             16);
 }
 
+// 1e400 is JSON by its grammar, too large for a double: the field it was given for is named
+// (it was "not valid JSON: a number is too large", with no field, where 1e40 named it).
+TEST(CompletionRequest, ANumberTooLargeForADoubleNamesItsField) {
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {R"({"prompt": "x", "max_tokens": 1e999})", "max_tokens"},
+      {R"({"prompt": "x", "temperature": -4e400})", "temperature"},
+      {R"({"prompt": "x", "logit_bias": {"5": 1e400}})", "logit_bias.5"},
+  };
+  for (const auto& [body, field] : cases) {
+    try {
+      parse_completion_body(body, config());
+      ADD_FAILURE() << body << " was accepted";
+    } catch (const RequestError& e) {
+      EXPECT_EQ(e.param(), field) << body;
+      EXPECT_EQ(std::string(e.what()),
+                "'" + field + "' is a number too large for a double (beyond about 1.8e308)");
+    }
+  }
+}
+
 TEST(CompletionRequest, BodyThatIsNotJsonIsARequestError) {
   const std::vector<std::pair<std::string, std::string>> cases = {
-      {R"({"prompt": "x", "max_tokens": 1e999})", "a number is too large"},
-      {R"({"prompt": "x", "temperature": -4e400})", "a number is too large"},
       {R"({"prompt": "x",)", "it ends too early (15 bytes)"},
       {"", "it ends too early (0 bytes)"},
       {"{\"prompt\": \"\xff\"}", "a string is not valid UTF-8 near byte 13"},  // byte 12
