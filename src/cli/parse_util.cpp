@@ -14,6 +14,7 @@
 #include "core/threads.h"
 #include "io/atomic_file.h"
 #include "io/run_path.h"
+#include "io/tokenizer.h"
 #include "train/distributed.h"
 
 namespace chainlm::cli {
@@ -119,10 +120,7 @@ void refuse_replacing_input(const std::string& command, const std::string& out,
     case DirectoryKind::kOther:
       return;
   }
-  for (const char* t :
-       {"tokenizer.model", "tokenizer.json", "tokenizer_config.json", "generation_config.json",
-        "chainlm_tokenizer.json", "special_tokens_map.json"})
-    kept.push_back(t);
+  kept.insert(kept.end(), std::begin(kTokenizerDirFiles), std::end(kTokenizerDirFiles));
   CHAINLM_CHECK(std::find(kept.begin(), kept.end(), name) == kept.end(), command, ": --out ", out,
                 " belongs to the ", directory_kind_name(directory_kind(parent.string())), " ",
                 parent.string(), " (its ", name,

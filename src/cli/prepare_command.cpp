@@ -56,10 +56,9 @@ void check_output_dir(const PrepareOptions& o) {
                 "prepare: --out ", o.out, " is a ", directory_kind_name(kind),
                 ", not a data directory; choose another --out (nothing was written)");
   // What a prepare killed part-way left (its temporary shards) is not data: it goes first.
-  for (const char* name :
-       {"train.bin", "val.bin", "meta.json", kPrepareMarker, "tokenizer.model", "tokenizer.json",
-        "tokenizer_config.json", "generation_config.json", "chainlm_tokenizer.json",
-        "special_tokens_map.json", "chat_template.jinja"})
+  for (const char* name : {"train.bin", "val.bin", "meta.json", kPrepareMarker})
+    remove_stale_temporaries(o.out, std::string(name) + ".tmp.");
+  for (const char* name : kTokenizerDirFiles)
     remove_stale_temporaries(o.out, std::string(name) + ".tmp.");
   if (prepare_interrupted(o.out)) {  // its data is unusable (train refuses it): prepared again
     if (!o.overwrite)
@@ -315,9 +314,7 @@ void prepare_into(const PrepareOptions& given, const Tokenizer& tokenizer) {
                                   : fs::path(o.tokenizer).parent_path();
   std::vector<std::string> removed;
   if (source_dir.empty() || !fs::equivalent(source_dir, o.out, ec))
-    for (const char* name :
-         {"tokenizer.model", "tokenizer.json", "tokenizer_config.json", "generation_config.json",
-          "chainlm_tokenizer.json", "special_tokens_map.json", "chat_template.jinja"})
+    for (const char* name : kTokenizerDirFiles)
       if (fs::remove(fs::path(o.out) / name, ec)) removed.push_back(name);
   save_tokenizer_to_dir(o.tokenizer, o.out);
   // Said, as the files are gone and not replaced: one of them may have been the user's own.

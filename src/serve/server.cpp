@@ -171,11 +171,12 @@ void InferenceServer::Impl::route() {
                                     : 0;
       bool too_large = declared > opt.max_body_bytes;
       uint64_t dropped = 0;
+      // A body declared far over the limit is not read at all (its client may see the reset).
+      const bool drain = !too_large || declared - opt.max_body_bytes <= kDrainBytes;
       // Neither a length nor chunks: the body is empty (RFC 9112 6.3). Read "until the client
       // closes", it held the request the read timeout (10 s) and then got a 400.
       const bool complete =
-          !declares_body(req) || ((!too_large || declared - opt.max_body_bytes <= kDrainBytes) &&
-                                  read([&](const char* data, size_t n) {
+          !declares_body(req) || (drain && read([&](const char* data, size_t n) {
                                     if (!too_large && body.size() + n <= opt.max_body_bytes) {
                                       body.append(data, n);
                                       return true;
@@ -186,7 +187,7 @@ void InferenceServer::Impl::route() {
                                     return dropped <= kDrainBytes;
                                   }));
       if (too_large || !complete) {
-        close_connection_after(req);  // the rest of the body is not read
+        close_connection_after(req);  // beyond what was drained, the body is not read
         if (too_large)
           set_error(res, 413,
                     cat("the request body is larger than the server accepts (--max-body-bytes ",
