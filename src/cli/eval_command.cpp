@@ -22,6 +22,7 @@
 #include "io/data_directory.h"
 #include "io/run_path.h"
 #include "io/token_shard.h"
+#include "io/tokenizer.h"
 #include "model/checkpoint.h"
 
 namespace chainlm::cli {
@@ -29,6 +30,26 @@ namespace chainlm::cli {
 namespace fs = std::filesystem;
 
 namespace {
+
+// A --tokenizer other than the data's: the data's own tokenizer may well be the model's (a user
+// naming a tokenizer by mistake), so the refusal names the option, not "the model's", and says
+// whether dropping it would do.
+void refuse_other_given_tokenizer(const std::string& data_dir, const std::string& given,
+                                  const std::string& model) {
+  if (given.empty()) return;
+  const std::string data_tok = find_tokenizer_in_dir(data_dir);
+  const std::string a = tokenizer_fingerprint(data_tok), b = tokenizer_fingerprint(given);
+  if (a == b) return;
+  const std::string carried = carried_tokenizer(model);
+  const bool model_is_datas = !carried.empty() && tokenizer_fingerprint(carried) == a;
+  throw Error(
+      cat("eval ppl: the data in ", data_dir, " was made with another tokenizer (", data_tok, ": ",
+          a, ") than --tokenizer ", given, " (", b, "); its token ids would mean other text. ",
+          model_is_datas
+              ? cat("The model carries the data's tokenizer (", carried, "): drop --tokenizer")
+              : cat("Prepare the data with the model's tokenizer (chainlm prepare --tokenizer ",
+                    given, "), or give --tokenizer the one the data was made with")));
+}
 
 // The checkpoint a run directory's `latest` names when it was evaluated ("runs/x" reads
 // another step later); any other model as given.
@@ -136,6 +157,7 @@ void add_ppl(CLI::App* eval) {
       const std::string data_dir = fs::is_directory(a->data, ec) ? a->data : fs::path(a->data).parent_path().string();
       const std::string dir = data_dir.empty() ? "." : data_dir;
       if (!model_tok.empty() && dir_has_tokenizer(dir)) {
+        refuse_other_given_tokenizer(dir, a->tokenizer, a->model);
         check_same_tokenizer(dir, model_tok, "eval ppl");
       } else if (const std::string path = is_token_shard_file(a->data)
                                               ? a->data

@@ -38,15 +38,18 @@ Trainer::SampleFn make_training_sampler(const TrainOptions& opt, const ModelConf
 
   std::shared_ptr<const Tokenizer> tok = load_tokenizer(opt.data_dir);
   const int prompt_tokens = 1 + static_cast<int>(tok->encode(opt.sample_prompt).size());
-  const int room = config.max_seq_len - prompt_tokens;
+  // What generate gives from this prompt when the context fills: a token for each position
+  // after the prompt, and the one sampled at the last position (the samples are its output).
+  const int room = config.max_seq_len - prompt_tokens + 1;
+  CHAINLM_CHECK(room >= 1, "--sample-prompt is ", prompt_tokens,
+                " tokens (BOS included), which leaves no room in the model's context of ",
+                config.max_seq_len, " tokens; shorten it");
+  CHAINLM_CHECK(opt.sample_tokens <= room, "--sample-tokens ", opt.sample_tokens,
+                " is more than the model's context of ", config.max_seq_len,
+                " tokens leaves after --sample-prompt (", prompt_tokens,
+                " tokens, BOS included): at most ", room, " fit; give fewer or leave it out");
   // 0: 32 tokens, or what the context leaves after the prompt.
   const int max_tokens = opt.sample_tokens > 0 ? opt.sample_tokens : std::min(32, room);
-  CHAINLM_CHECK(max_tokens >= 1 && max_tokens <= room, "--sample-prompt is ", prompt_tokens,
-                " tokens (BOS included)",
-                opt.sample_tokens > 0 ? cat("; with --sample-tokens ", opt.sample_tokens, " that")
-                                      : std::string(", which"),
-                " leaves no room in the model's context of ", config.max_seq_len,
-                " tokens; shorten one of them");
 
   const std::string prompt = opt.sample_prompt;
   return [tok, chains, prompt, max_tokens](const Model& model) {

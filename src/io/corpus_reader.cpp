@@ -242,6 +242,8 @@ std::vector<std::string> list_corpus_files(const std::vector<std::string>& input
       }
       if (!exclude_dir.empty() && it->is_directory(ec) &&
           fs::equivalent(it->path(), exclude_dir, ec)) {
+        if (notes)
+          notes->push_back(cat("skipped ", it->path().string(), ": the output directory (--out)"));
         it.disable_recursion_pending();
         continue;
       }

@@ -96,15 +96,19 @@ TextEncoding detect_text_encoding(std::string_view bytes) {
     size_t nul4[4] = {0, 0, 0, 0};
     for (size_t i = 0; i < head.size(); ++i)
       if (head[i] == '\0') ++nul4[i % 4];
+    // A pattern takes two code units at least: one NUL in "abc\0def" is binary data, not a
+    // code unit of UTF-16 (whose iconv would have made garbage of it; a docs trial).
     const size_t quads = head.size() / 4;
-    if (quads > 0 && nul4[3] >= quads && nul4[2] >= quads / 2 && nul4[0] <= quads / 4)
+    if (quads >= 2 && nul4[3] >= quads && nul4[2] >= quads / 2 && nul4[0] <= quads / 4)
       return TextEncoding::kUtf32Le;
-    if (quads > 0 && nul4[0] >= quads && nul4[1] >= quads / 2 && nul4[3] <= quads / 4)
+    if (quads >= 2 && nul4[0] >= quads && nul4[1] >= quads / 2 && nul4[3] <= quads / 4)
       return TextEncoding::kUtf32Be;
     // ASCII-range UTF-16 has a NUL in nearly every high byte and none in the low bytes.
     const size_t pairs = head.size() / 2;
-    if (nul_odd >= pairs / 3 && nul_even <= nul_odd / 50) return TextEncoding::kUtf16Le;
-    if (nul_even >= pairs / 3 && nul_odd <= nul_even / 50) return TextEncoding::kUtf16Be;
+    if (nul_odd >= 2 && nul_odd * 3 >= pairs && nul_even <= nul_odd / 50)
+      return TextEncoding::kUtf16Le;
+    if (nul_even >= 2 && nul_even * 3 >= pairs && nul_odd <= nul_even / 50)
+      return TextEncoding::kUtf16Be;
     return TextEncoding::kBinary;
   }
   // Without NULs, text in a legacy 8-bit encoding (Latin-1, ...) has a few invalid sequences

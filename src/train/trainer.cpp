@@ -101,16 +101,18 @@ Trainer::Trainer(Model& model, TrainOptions options, const Communicator& comm)
         "--steps): %s\n",
         W, opt_.lr_schedule_steps, what.c_str());
   }
-  // A run ending before its schedule does (--steps lowered on resume: the schedule is fixed when
-  // the run begins) ended near its peak learning rate with only "--steps 300 -> 60" said.
+  // A run ending before its schedule does (--steps lowered on resume: the schedule's length stays
+  // unless --lr-schedule-steps is given again) ended near its peak learning rate with only
+  // "--steps 300 -> 60" said.
   if (opt_.steps < opt_.lr_schedule_steps && opt_.steps > 0 && comm.is_root()) {
     const float last = cosine_lr(opt_.steps - 1, opt_.warmup, opt_.lr_schedule_steps, opt_.lr,
                                  opt_.lr * opt_.min_lr_ratio);
-    std::fprintf(stderr,
-                 "note: the run ends at step %ld, before its learning-rate schedule's end at step "
-                 "%ld (--lr-schedule-steps, fixed when the run began): its last step runs at %.3g, "
-                 "%.0f%% of --lr\n",
-                 opt_.steps, opt_.lr_schedule_steps, last, 100.0 * last / opt_.lr);
+    std::fprintf(
+        stderr,
+        "note: the run ends at step %ld, before its learning-rate schedule's end at step "
+        "%ld (--lr-schedule-steps, which a resume keeps unless it is given): its last step runs "
+        "at %.3g, %.0f%% of --lr\n",
+        opt_.steps, opt_.lr_schedule_steps, last, 100.0 * last / opt_.lr);
   }
   const int n = model_.layout().n;
   if (opt_.chain_loss_weights.empty()) {

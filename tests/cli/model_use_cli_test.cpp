@@ -75,6 +75,38 @@ TEST_F(ModelUseCli, ATokenizerOfAnotherVocabularyThanTheModelsIsRefused) {
 
 // A directory whose own tokenizer has more tokens than its weights have rows (a tokenizer.json
 // copied in from another model): the error named neither the tokenizer nor the model.
+// eval ppl with a --tokenizer other than the one the data was made with, while the model carries
+// the data's (a docs trial): the refusal named the option's tokenizer "the model's" and advised
+// preparing the data again with it; it names --tokenizer and says to drop it.
+TEST_F(ModelUseCli, EvalWithAnotherTokenizerThanTheDatasSaysToDropIt) {
+  // A model trained on data of t300.model, and a second tokenizer of 300 tokens.
+  std::string text;
+  for (int i = 0; i < 300; ++i)
+    text += "a second corpus of other words " + std::to_string(7 * i) + "\n\n";
+  write_bytes(dir.file("second.txt"), text);
+  const std::string data300 = dir.file("data300"), run300 = dir.file("run300");
+  for (const std::string& command :
+       {"tokenizer train --corpus " + quote(dir.file("second.txt")) + " --vocab-size 300 --out " +
+            quote(dir.file("t300b.model")),
+        "prepare --tokenizer " + quote(dir.file("t300.model")) + " --input " +
+            quote(dir.file("other.txt")) + " --out " + quote(data300),
+        "train --config " + quote(config) + " --data " + quote(data300) + " --out " +
+            quote(run300) + " --steps 1 --batch-size 2 --seq-len 8 --quiet"}) {
+    auto r = run_chainlm(dir, command);
+    ASSERT_EQ(r.exit_code, 0) << command << ": " << r.err;
+  }
+  auto r = run_chainlm(dir, "eval ppl --model " + quote(run300) + " --data " + quote(data300) +
+                                " --tokenizer " + quote(dir.file("t300b.model")));
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_TRUE(contains(r.err, "than --tokenizer " + dir.file("t300b.model")) &&
+              contains(r.err, "The model carries the data's tokenizer") &&
+              contains(r.err, "drop --tokenizer") && !contains(r.err, "Prepare the data"))
+      << r.err;
+  // Without it, the model's own tokenizer is the data's: scored.
+  r = run_chainlm(dir, "eval ppl --model " + quote(run300) + " --data " + quote(data300));
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+}
+
 TEST_F(ModelUseCli, ADirectorysOwnTokenizerLargerThanItsWeightsIsNamed) {
   ModelConfig c;
   c.dim = 32;

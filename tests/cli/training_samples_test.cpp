@@ -89,6 +89,31 @@ TEST_F(TrainingSamples, LoggedPrintedAndEqualToGenerate) {
   EXPECT_EQ(lines, 1);
 }
 
+// A sample that fills the context is all that generate gives there, the token sampled at the
+// last position included (it stopped one token short, a docs trial).
+TEST_F(TrainingSamples, ASampleFillingTheContextIsGeneratesWholeOutput) {
+  const std::string run = dir.file("run"), prompt = "the samples show what the";  // 26 tokens of 32
+  auto r =
+      run_chainlm(dir, train_args(run, 2) +
+                           " --sample-every 2 --sample-chains 1 --sample-prompt '" + prompt + "'");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  nlohmann::json sample;
+  for (const auto& line : test::read_metrics_lines(run))
+    if (line.contains("samples")) sample = line["samples"][0];
+  ASSERT_FALSE(sample.is_null());
+  auto g = run_chainlm(dir, "generate --json --model " + quote(run) + " --prompt '" + prompt +
+                                "' --temperature 0 --max-tokens 100 --chains 1");
+  ASSERT_EQ(g.exit_code, 0) << g.err;
+  const auto j = nlohmann::json::parse(g.out);
+  EXPECT_EQ(sample["tokens"], j["tokens"].size()) << g.out;
+  EXPECT_EQ(prompt + sample["text"].get<std::string>(),
+            replace_invalid_utf8(j["text"].get<std::string>()))
+      << g.out;
+  if (j["stop_reason"] == "max_seq_len") {
+    EXPECT_EQ(sample["tokens"], 7);
+  }
+}
+
 TEST_F(TrainingSamples, BadSettingsAreRefusedBeforeTraining) {
   const auto refused = [&](const std::string& flags, const std::string& message) {
     const std::string run = dir.file("bad");
@@ -102,8 +127,11 @@ TEST_F(TrainingSamples, BadSettingsAreRefusedBeforeTraining) {
   refused("--sample-chains one", "--sample-chains: 'one' is not an integer");
   refused("--sample-chains 1,", "--sample-chains: '1,' ends with a comma");
   refused("--sample-tokens -1", "--sample-tokens -1 must be at least 1");
+  // A length past what the context leaves is named with the room there is (it said "no room").
   refused("--sample-tokens 30 --sample-prompt 'a long prompt'",
-          "leaves no room in the model's context of 32");
+          "--sample-tokens 30 is more than the model's context of 32 tokens leaves after "
+          "--sample-prompt (14 "
+          "tokens, BOS included): at most 19 fit");
   refused("--sample-prompt '" + std::string(40, 'x') + "'",
           "41 tokens (BOS included), which leaves no room");
 }

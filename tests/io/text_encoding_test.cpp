@@ -147,6 +147,12 @@ TEST(DetectTextEncoding, FilesUsersPass) {
   EXPECT_EQ(detect_text_encoding(be32), TextEncoding::kUtf32Be);
   const std::string cjk_le = std::string("\x00\x4E\x00\x00\x8C\x4E\x00\x00\x09\x4E\x00\x00", 12);
   EXPECT_EQ(detect_text_encoding(cjk_le + le32), TextEncoding::kUtf32Le);
+  // One NUL in a short file is no code unit pattern: binary data, not UTF-16 or UTF-32 (it was
+  // called UTF-16 and iconv suggested, a docs trial). Two UTF-16 code units still are text.
+  EXPECT_EQ(detect_text_encoding(std::string("abc\0def\n", 8)), TextEncoding::kBinary);
+  EXPECT_EQ(detect_text_encoding(std::string("ab\0\n", 4)), TextEncoding::kBinary);
+  EXPECT_EQ(detect_text_encoding(std::string("abc\0", 4)), TextEncoding::kBinary);
+  EXPECT_EQ(detect_text_encoding(utf16le("hi")), TextEncoding::kUtf16Le);
   // iconv needs the byte order spelled out for files without a mark.
   EXPECT_STREQ(iconv_encoding_name(TextEncoding::kUtf16Be), "UTF-16BE");
   EXPECT_STREQ(iconv_encoding_name(TextEncoding::kUtf32Le), "UTF-32LE");

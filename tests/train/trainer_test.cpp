@@ -209,7 +209,8 @@ TEST(Trainer, ARunEndingBeforeItsScheduleSaysItsLastLearningRate) {
     std::snprintf(
         expected, sizeof expected,
         "note: the run ends at step 2, before its learning-rate schedule's end at step 10 "
-        "(--lr-schedule-steps, fixed when the run began): its last step runs at %.3g",
+        "(--lr-schedule-steps, which a resume keeps unless it is given): its last step runs at "
+        "%.3g",
         last);
     EXPECT_EQ(err.find(expected) != std::string::npos, schedule == 10) << err;
   }
