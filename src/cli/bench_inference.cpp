@@ -328,7 +328,10 @@ void bench_phd_prefill(const InferenceBenchArgs& a, const Model& model, int k,
       chain1.reset();
       chain1.prefill(prompt, k, true);
     });
-  const GemmPeak peak = measure_gemm_peak(2048, 2);
+  // MFU against the peak of the weights' precision (bf16 weights: the bf16 GEMM's); quantized
+  // weights have no GEMM peak of their own here, so theirs is left out.
+  const Precision weights = model.quantized() ? Precision::Fp32 : model.precision();
+  const GemmPeak peak = measure_gemm_peak(2048, 2, weights);
   const std::vector<double> ms = interleaved_ms(fs, 3);
   const double flops = forward_flops(model, k, 0, n, (long)(K - 1) * P);
   nlohmann::json j = {{"bench", "prefill"},
@@ -343,8 +346,9 @@ void bench_phd_prefill(const InferenceBenchArgs& a, const Model& model, int k,
                       {"hidden_positions", P},
                       {"prefill_ms", ms[0]},
                       {"prefill_gflops", flops / ms[0] / 1e6}};
-  add_gemm_fields(j, peak);
+  add_gemm_fields(j, peak, weights);
   j["precision"] = model.weight_format();
+  if (!model.quantized()) j["mfu"] = j["prefill_gflops"].get<double>() / peak.best(weights);
   j["kv_cache"] = kv_cache_type_name(session.cache().type);  // as every other bench line says
   size_t next = 1;
   if (c.phd.window > 0) {
@@ -385,7 +389,9 @@ void bench_prefill(const InferenceBenchArgs& given) {
     bench_phd_prefill(a, *model, k, prompt, session);
     return;
   }
-  const GemmPeak peak = measure_gemm_peak(2048, 2);
+  const Precision weights =
+      model->quantized() ? Precision::Fp32 : model->precision();  // as for PHD, above
+  const GemmPeak peak = measure_gemm_peak(2048, 2, weights);
   // With --vs-fp32 the two models' prefills alternate, round by round (a busy core slows both).
   std::unique_ptr<InferenceSession> fp32_session =
       fp32 ? std::make_unique<InferenceSession>(*fp32, n, kv_cache) : nullptr;
@@ -418,8 +424,9 @@ void bench_prefill(const InferenceBenchArgs& given) {
                       {"prompt_tokens", n},
                       {"full_prefill_ms", full_ms},
                       {"full_prefill_gflops", full_flops / full_ms / 1e6}};
-  add_gemm_fields(j, peak);
+  add_gemm_fields(j, peak, weights);
   j["precision"] = model->weight_format();
+  if (!model->quantized()) j["mfu"] = full_flops / full_ms / 1e6 / peak.best(weights);
   j["kv_cache"] = kv_cache_type_name(session.cache().type);
   if (fp32_session) {
     j["fp32_prefill_ms"] = ms[1];

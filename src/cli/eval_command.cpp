@@ -31,24 +31,20 @@ namespace fs = std::filesystem;
 
 namespace {
 
-// A --tokenizer other than the data's: the data's own tokenizer may well be the model's (a user
-// naming a tokenizer by mistake), so the refusal names the option, not "the model's", and says
-// whether dropping it would do.
+// A --tokenizer other than the data's while the model carries the data's own (a user naming a
+// tokenizer by mistake): check_same_tokenizer would call the option's "the model's" and advise
+// preparing the data again with it; here the option is named and dropping it is the advice.
 void refuse_other_given_tokenizer(const std::string& data_dir, const std::string& given,
                                   const std::string& model) {
   if (given.empty()) return;
   const std::string data_tok = find_tokenizer_in_dir(data_dir);
-  const std::string a = tokenizer_fingerprint(data_tok), b = tokenizer_fingerprint(given);
-  if (a == b) return;
   const std::string carried = carried_tokenizer(model);
-  const bool model_is_datas = !carried.empty() && tokenizer_fingerprint(carried) == a;
-  throw Error(
-      cat("eval ppl: the data in ", data_dir, " was made with another tokenizer (", data_tok, ": ",
-          a, ") than --tokenizer ", given, " (", b, "); its token ids would mean other text. ",
-          model_is_datas
-              ? cat("The model carries the data's tokenizer (", carried, "): drop --tokenizer")
-              : cat("Prepare the data with the model's tokenizer (chainlm prepare --tokenizer ",
-                    given, "), or give --tokenizer the one the data was made with")));
+  const std::string a = tokenizer_fingerprint(data_tok), b = tokenizer_fingerprint(given);
+  if (a == b || carried.empty() || tokenizer_fingerprint(carried) != a) return;
+  throw Error(cat("eval ppl: the data in ", data_dir, " was made with another tokenizer (",
+                  data_tok, ": ", a, ") than --tokenizer ", given, " (", b,
+                  "); its token ids would mean other text. The model carries ",
+                  "the data's tokenizer (", carried, "): drop --tokenizer"));
 }
 
 // The checkpoint a run directory's `latest` names when it was evaluated ("runs/x" reads

@@ -188,8 +188,13 @@ void export_gguf_file(const ExportArgs& a, Model& model, int k, const std::strin
 // The options of an HF export from the command line; the token ids are the source's when it is
 // a Hugging Face directory itself, so an import-export round trip keeps them (lists included).
 // config.json's bos/eos ids: a HF source directory's own, else the exported tokenizer's (a
-// list when it ends texts with several tokens, as LLaMA-3 instruct models do).
-HfExportOptions hf_export_options(const ExportArgs& a, int k, const std::string& tokenizer) {
+// list when it ends texts with several tokens, as LLaMA-3 instruct models do), else (with
+// --no-tokenizer) the one the model carries: a byte-tokenizer model's are 256 and 257, and the
+// defaults 1 and 2 were control bytes to it (a docs trial). 1 and 2 only when there is none.
+HfExportOptions hf_export_options(const ExportArgs& a, int k,
+                                  const std::string& exported_tokenizer) {
+  const std::string tokenizer =
+      !exported_tokenizer.empty() ? exported_tokenizer : carried_tokenizer(a.model);
   HfExportOptions o{.chains = k, .dtype = a.dtype.empty() ? "f32" : a.dtype};
   if (!a.max_shard_size.empty()) o.max_shard_bytes = parse_max_shard_size(a.max_shard_size, "--max-shard-size");
   std::error_code ec;
@@ -328,11 +333,17 @@ void add_export_command(CLI::App& app) {
     std::string missing;
     const std::string tokenizer =
         a->no_tokenizer ? "" : tokenizer_to_export(a->model, a->tokenizer, model->config().vocab_size, a->format, &missing);
+    // A byte-tokenizer model has no tokenizer either format can carry: --tokenizer cannot help.
+    const bool byte_model =
+        tokenizer.empty() && !a->no_tokenizer && carried_tokenizer(a->model) == "byte";
     CHAINLM_CHECK(!tokenizer.empty() || a->no_tokenizer, "export: ", missing, ", so the ",
                   a->format == "gguf" ? "GGUF file" : "Hugging Face directory",
-                  " would have none and could not be used on text; pass --tokenizer with the tokenizer "
-                  "the model was trained with, or --no-tokenizer to export the weights alone (nothing "
-                  "was written)");
+                  " would have none and could not be used on text; ",
+                  byte_model ? "pass --no-tokenizer to export the weights alone"
+                             : "pass --tokenizer with the tokenizer the model was trained with, or "
+                               "--no-tokenizer to "
+                               "export the weights alone",
+                  " (nothing was written)");
     if (a->format == "gguf") {
       export_gguf_file(*a, *model, k, tokenizer);
       gguf_dirs->keep();

@@ -59,8 +59,8 @@ Trainer::Trainer(Model& model, TrainOptions options, const Communicator& comm)
   CHAINLM_CHECK(
       opt_.batch_size % ranks == 0, "--batch-size ", opt_.batch_size,
       " is the global batch and must be a multiple of the number of ranks (", ranks,
-      "); a resumed run keeps its batch: resume it on ", dividing,
-      " rank(s), or start a new run from its checkpoint with --init and another --batch-size");
+      "): give a multiple of ", ranks, " (a resumed run keeps its batch: resume it on ", dividing,
+      " rank(s), or start a new run from its checkpoint with --init and another --batch-size)");
   CHAINLM_CHECK(opt_.micro_batch >= 0, "--micro-batch must be >= 0");
   rows_ = opt_.batch_size / ranks;
   micro_ = opt_.micro_batch > 0 ? std::min(opt_.micro_batch, rows_) : rows_;

@@ -117,6 +117,28 @@ TEST_F(GemmBackendCli, BenchReportsTheBackendAndTheIsa) {
   }
 }
 
+// bench prefill's MFU (docs/precision.md says it reports bench train's fields; it had no mfu): the
+// prompt's FLOP rate over the peak of the weights' precision, which bf16 weights measure in bf16.
+TEST_F(GemmBackendCli, BenchPrefillReportsMfuAgainstItsPrecisionsPeak) {
+  for (const std::string precision : {"fp32", "bf16"}) {
+    auto r = run_chainlm(dir, "bench prefill --config " + quote(config) +
+                                  " --prompt-tokens 16 --precision " + precision);
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    const auto j = nlohmann::json::parse(r.out.substr(r.out.rfind("{\"bench\"")));
+    EXPECT_EQ(j.at("precision"), precision);
+    const double peak = j.at("peak_gflops").get<double>();
+    ASSERT_GT(peak, 0.0) << r.out;
+    EXPECT_NEAR(j.at("mfu").get<double>(), j.at("full_prefill_gflops").get<double>() / peak, 1e-9)
+        << r.out;
+    if (precision == "bf16") {
+      EXPECT_EQ(peak,
+                std::max({j.at("bf16_gflops").get<double>(), j.at("onednn_gflops").get<double>(),
+                          j.at("sgemm_gflops").get<double>()}))
+          << r.out;
+    }
+  }
+}
+
 // A bf16 bench line says whether attention's products ran in bf16: as info --system says.
 TEST_F(GemmBackendCli, Bf16BenchSaysHowAttentionRan) {
   auto info = run_chainlm(dir, "info --system --json");

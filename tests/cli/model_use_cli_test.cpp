@@ -107,6 +107,24 @@ TEST_F(ModelUseCli, EvalWithAnotherTokenizerThanTheDatasSaysToDropIt) {
   EXPECT_EQ(r.exit_code, 0) << r.err;
 }
 
+// A byte-tokenizer model exported to a Hugging Face directory (a docs trial): the refusal
+// without --no-tokenizer advised a --tokenizer no format takes, and with it config.json got
+// BOS 1 and EOS 2, control bytes to this model, not its 256 and 257.
+TEST_F(ModelUseCli, AByteModelsHfExportKeepsItsBosAndEos) {
+  auto r = run_chainlm(
+      dir, "export --model " + quote(run) + " --format hf --out " + quote(dir.file("hf")));
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_TRUE(contains(r.err, "pass --no-tokenizer to export the weights alone") &&
+              !contains(r.err, "pass --tokenizer"))
+      << r.err;
+  r = run_chainlm(dir, "export --model " + quote(run) + " --format hf --no-tokenizer --out " +
+                           quote(dir.file("hf")));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto config = nlohmann::json::parse(testing::read_bytes(dir.file("hf/config.json")));
+  EXPECT_EQ(config["bos_token_id"], 256) << config.dump();
+  EXPECT_EQ(config["eos_token_id"], 257) << config.dump();
+}
+
 TEST_F(ModelUseCli, ADirectorysOwnTokenizerLargerThanItsWeightsIsNamed) {
   ModelConfig c;
   c.dim = 32;
