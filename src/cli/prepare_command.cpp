@@ -164,6 +164,12 @@ class ShardSplitter {
     }
   }
 
+  // Both shards written out and synced: what a full disk refuses is refused here, before
+  // either replaces an earlier one.
+  void finish_files() {
+    train_.finish();
+    val_.finish();
+  }
   void commit() {
     train_.commit();
     val_.commit();
@@ -294,9 +300,11 @@ void prepare_into(const PrepareOptions& given, const Tokenizer& tokenizer) {
     files.insert(files.end(), val_corpus.files.begin(), val_corpus.files.end());
   }
   splitter.finish(presplit);
+  splitter.finish_files();
   // From the first shard replaced to meta.json, the directory is marked: stopped in between, it
   // could hold one corpus's train.bin beside another's val.bin or tokenizer, and train, eval and
-  // a later prepare see the mark (io/data_directory.h).
+  // a later prepare see the mark (io/data_directory.h). Not before: a disk that filled while
+  // the shards were written left an earlier prepare's whole data marked as unfinished (a trial).
   const std::string marker = (std::filesystem::path(o.out) / kPrepareMarker).string();
   write_file_atomic(
       marker,

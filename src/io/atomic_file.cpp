@@ -103,13 +103,19 @@ void AtomicFile::commit() {
   commit("");
 }
 
-void AtomicFile::commit(const std::string& new_for) {
+void AtomicFile::sync() {
   CHAINLM_CHECK(f_ != nullptr, "cannot write ", path_, ": already committed");
+  if (synced_) return;
   if (std::ferror(f_)) fail_write("write failed", errno ? errno : EIO);
   if (int injected = fault::write_error("atomic_file.write")) fail_write("write failed", injected);
   fault::point("atomic_file.after_data");  // the data is (partly) in the temp file, unsynced
   if (std::fflush(f_) != 0) fail_write("write failed", errno);
   if (::fsync(::fileno(f_)) != 0) fail_write("fsync failed", errno);
+  synced_ = true;
+}
+
+void AtomicFile::commit(const std::string& new_for) {
+  sync();
   int rc = std::fclose(f_);
   f_ = nullptr;
   if (rc != 0) {

@@ -37,6 +37,9 @@ class AtomicFile {
 
   std::FILE* file() const { return f_; }
   const std::string& path() const { return path_; }
+  // Flushes and fsyncs the temporary file, so that what can fail for want of space fails
+  // here, before any output is replaced (commit() after it only renames); throws as commit().
+  void sync();
   // Throws chainlm::Error naming the path and the system error, the temporary file removed.
   void commit();
   // commit, unless `path` exists by then: that is an error naming `new_for` (rename_no_replace).
@@ -48,6 +51,7 @@ class AtomicFile {
  private:
   std::string path_, tmp_;
   std::FILE* f_ = nullptr;
+  bool synced_ = false;  // sync() done: nothing may be written after it
 };
 
 // Where temporary files go: $TMPDIR, or /tmp when it is unset or empty (as POSIX and mktemp

@@ -118,10 +118,17 @@ std::vector<uint32_t> TokenShardWriter::take(uint64_t start, uint64_t n) {
   return taken;
 }
 
-void TokenShardWriter::commit() {
+void TokenShardWriter::finish() {
+  if (finished_) return;
   std::FILE* f = file_.file();
   if (std::fflush(f) != 0) file_.fail_write("write failed", errno);
   if (::pwrite(::fileno(f), &count_, 8, 24) != 8) file_.fail_write("write failed", errno);
+  file_.sync();
+  finished_ = true;
+}
+
+void TokenShardWriter::commit() {
+  finish();
   file_.commit();
 }
 

@@ -39,12 +39,17 @@ class TokenShardWriter {
   // after them move down. Costs a pass over the rest of the file: for the rare moves of a whole
   // document from one split to the other.
   std::vector<uint32_t> take(uint64_t start, uint64_t n);
+  // Writes the header's count and syncs the file: a full disk fails here, with `path` untouched
+  // (prepare finishes both shards before it marks its directory and replaces either).
+  void finish();
+  // finish(), then the shard replaces `path`.
   void commit();
 
  private:
   AtomicFile file_;
   uint32_t vocab_size_, width_;
   uint64_t count_ = 0;
+  bool finished_ = false;
   std::vector<uint16_t> narrow_;  // append's 2-byte staging buffer
 };
 

@@ -191,11 +191,31 @@ void RunDirectory::prepare() {
   const fs::path run(path_);
   std::error_code ec;
   check_metrics_is_ours(run);
+  const bool made = !fs::exists(fs::symlink_status(run, ec));
   fs::create_directories(run, ec);
   if (ec)
     fail("cannot create the run directory ", run.string(), ": ", ec.message(),
          " (nothing was trained)");
   lock();
+  try {
+    check_writable();
+  } catch (...) {
+    // A directory made here for a run that could not start goes again (a full disk left one
+    // holding .lock, the mark of a run that started).
+    if (made) {
+      unlock();
+      fs::remove(run / ".lock", ec);
+      fs::remove(run, ec);
+    }
+    throw;
+  }
+  // Leftovers of a writer killed mid-checkpoint: never checkpoints (loaders follow `latest`,
+  // which only ever names a complete directory), removed here.
+  remove_paths(leftovers_in(run));
+}
+
+void RunDirectory::check_writable() const {
+  const fs::path run(path_);
   // Checkpoints are written into the directory itself: find out now, not after the first
   // hour of training, whether that works.
   const std::string probe = (run / cat(".write-probe.", ::getpid())).string();
@@ -217,9 +237,6 @@ void RunDirectory::prepare() {
     fail("the run directory's path ", run.string().substr(0, 60), "... is ", run.string().size(),
          " bytes: a checkpoint's files need up to ", kCheckpointPathExtra, " more, past the ",
          PATH_MAX - 1, " a path may have; choose a shorter --out (nothing was trained)");
-  // Leftovers of a writer killed mid-checkpoint: never checkpoints (loaders follow `latest`,
-  // which only ever names a complete directory), removed here.
-  remove_paths(leftovers_in(run));
 }
 
 namespace {
@@ -439,6 +456,10 @@ void RunDirectory::append_metrics(const nlohmann::json& line) const {
   }
   log_started_ = true;
   const std::string text = line.dump() + "\n";
+  // Where the line starts: a failed append is cut back to there, so that no half line is left
+  // for plot, report and other readers (a full disk left one, a trial).
+  const uintmax_t size_before = fs::file_size(path, ec);
+  const bool had_size = !ec;
   errno = 0;
   std::FILE* f = std::fopen(path.c_str(), "a");
   bool ok = f && std::fwrite(text.data(), 1, text.size(), f) == text.size() && std::fflush(f) == 0;
@@ -453,6 +474,9 @@ void RunDirectory::append_metrics(const nlohmann::json& line) const {
   }
   if (!ok) {
     fail_if_run_gone();
+    if (had_size && ::truncate(path.c_str(), static_cast<off_t>(size_before)) != 0) {
+      // (not cut back: the failure below is what the user must see, and resume drops a torn line)
+    }
     fail("cannot append to ", path, " (the line of step ", step,
          "): ", std::strerror(err ? err : EIO), "; ", what_is_kept(),
          last_checkpoint_.empty() ? std::string() : ": chainlm train --resume goes on from it");

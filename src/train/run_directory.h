@@ -27,7 +27,7 @@ class RunDirectory {
   // Creates the directory and checks it is writable, takes the lock so no other process trains
   // into it meanwhile (a filesystem without flock is used unlocked), and removes what a killed
   // writer left (temporary checkpoint directories, temporary files). Throws chainlm::Error
-  // naming the directory when it cannot be used.
+  // naming the directory when it cannot be used; a directory it made is then removed.
   void prepare();
   // Takes the lock of an existing run directory (a no-op when held): a resume takes it before
   // it moves later checkpoints aside or truncates the log, so a resume refused because another
@@ -37,6 +37,9 @@ class RunDirectory {
   // holding no lock: a resume checks before it reads the checkpoint, which that process may
   // prune while it is read ("no such file", "holds no tokenizer: copy one into it").
   static void refuse_if_training(const std::string& path);
+  // Throws chainlm::Error naming the directory when a checkpoint could not be written into it
+  // (a write probe fails, or its paths would be too long).
+  void check_writable() const;
   // Releases the lock (a no-op when not held).
   void unlock();
   // For a resume with nothing to train: removes what a writer killed at the end of the run

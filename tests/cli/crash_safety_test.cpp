@@ -422,6 +422,12 @@ TEST_F(CrashSafety, InjectedWriteErrorsKeepThePreviousCheckpoint) {
                 contains(r.err, "No space left on device") &&
                 contains(r.err, "chainlm train --resume goes on from it"))
         << r.err;
+    // The failed line is cut back off the log: no partial record for plot and report (a real
+    // full disk left half a line). The four lines before it are whole.
+    const std::string log = read_bytes(runp + "/metrics.jsonl");
+    ASSERT_FALSE(log.empty());
+    EXPECT_EQ(log.back(), '\n');
+    EXPECT_EQ(std::count(log.begin(), log.end(), '\n'), 4) << log;
     r = run(resume_args(runp, steps));
     ASSERT_EQ(r.code, 0) << r.err;
     expect_identical(read_state(runp), ref, "resumed after the log's disk filled");
@@ -501,6 +507,28 @@ TEST_F(CrashSafety, ReadOnlyFilesystemAtStartAndMidCheckpoint) {
   const fs::path snapshot = fs::path(out) / "snapshot";
   EXPECT_TRUE(leftovers(snapshot).empty()) << joined(leftovers(snapshot));
   expect_identical(read_state(snapshot), ref, "resumed after a read-only filesystem");
+}
+
+// A new run on a full disk fails its write check and takes the directory it made away again
+// (it left one holding .lock, the mark of a run that started: a trial on a full tmpfs).
+TEST_F(CrashSafety, ANewRunOnAFullDiskLeavesNoDirectory) {
+  if (!can_mount_tmpfs(dir)) GTEST_SKIP() << "no private mount namespace on this machine";
+  const std::string mnt = dir.file("full"), out = dir.file("full_out");
+  fs::create_directories(mnt);
+  fs::create_directories(out);
+  std::string train;
+  for (const std::string& a : train_args(mnt + "/run", 2)) train += "'" + a + "' ";
+  const std::string script = "mount -t tmpfs -o size=256k tmpfs " + mnt + " || exit 90\n" +
+                             "dd if=/dev/zero of=" + mnt + "/fill bs=4k >/dev/null 2>&1\n" + train +
+                             ">/dev/null 2>" + out + "/stderr; echo $? >" + out + "/rc\n" +
+                             "ls -a " + mnt + " >" + out + "/listing\n" + "umount " + mnt + "\n";
+  ASSERT_EQ(run_in_mount_namespace(dir, script), 0);
+  const std::string err = read_bytes(out + "/stderr");
+  EXPECT_EQ(read_bytes(out + "/rc"), "1\n") << err;
+  EXPECT_TRUE(contains(err, "cannot write to the run directory " + mnt + "/run") &&
+              contains(err, "No space left on device"))
+      << err;
+  EXPECT_EQ(read_bytes(out + "/listing"), ".\n..\nfill\n");
 }
 
 TEST_F(CrashSafety, UnwritableRunDirectoryAtStartAndMidRun) {

@@ -363,6 +363,36 @@ TEST(PrepareCommand, ALateFailureKeepsTheEarlierData) {
   EXPECT_EQ(after, before);
 }
 
+// A disk that fills while the new shards are written out (their final flush and fsync) over an
+// earlier prepare with --overwrite: the earlier data stays whole and usable, with no mark of an
+// unfinished prepare (it was marked, and train refused data nothing had touched: a trial on a
+// full tmpfs). The second write to fail is val.bin's, after train.bin's was written.
+TEST(PrepareCommand, ADiskFullWhileTheShardsAreWrittenLeavesTheEarlierDataUnmarked) {
+  TempDir dir;
+  write_bytes(dir.file("a.txt"), join_documents(make_documents(20)));
+  write_bytes(dir.file("b.txt"), join_documents(make_documents(40)));
+  const std::string data = dir.file("data");
+  ASSERT_EQ(run_chainlm(dir, "prepare --tokenizer byte --input " + q(dir.file("a.txt")) +
+                                 " --out " + q(data))
+                .exit_code,
+            0);
+  std::map<std::string, std::string> before;
+  for (const auto& e : std::filesystem::directory_iterator(data))
+    before[e.path().filename().string()] = read_bytes(e.path().string());
+  const RunResult full =
+      run_chainlm(dir,
+                  "env CHAINLM_WRITE_ERROR_AT=atomic_file.write:2 '" + std::string(CHAINLM_BINARY) +
+                      "' prepare --tokenizer byte --input " + q(dir.file("b.txt")) + " --out " +
+                      q(data) + " --overwrite",
+                  /*raw=*/true);
+  EXPECT_NE(full.exit_code, 0);
+  EXPECT_NE(full.err.find("No space left on device"), std::string::npos) << full.err;
+  std::map<std::string, std::string> after;
+  for (const auto& e : std::filesystem::directory_iterator(data))
+    after[e.path().filename().string()] = read_bytes(e.path().string());
+  EXPECT_EQ(after, before);  // no mark, no temporary file, the same shards
+}
+
 // prepare --overwrite killed after train.bin is replaced and before val.bin is (SIGKILL at the
 // third atomic rename: the mark, train.bin, val.bin) used to leave a new train.bin beside the old
 // val.bin, tokenizer and meta.json, and train ran on it. Now train and eval refuse the directory,
