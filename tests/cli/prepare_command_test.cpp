@@ -37,6 +37,14 @@ RunResult run_chainlm(const TempDir& dir, const std::string& args, bool raw = fa
   return r;
 }
 
+// Every file of a directory (no subdirectories) by name, with its bytes.
+std::map<std::string, std::string> directory_contents(const std::string& dir) {
+  std::map<std::string, std::string> files;
+  for (const auto& e : std::filesystem::directory_iterator(dir))
+    files[e.path().filename().string()] = read_bytes(e.path().string());
+  return files;
+}
+
 std::string q(const std::string& path) {
   return "'" + path + "'";
 }
@@ -346,9 +354,7 @@ TEST(PrepareCommand, ALateFailureKeepsTheEarlierData) {
                                  " --out " + q(data))
                 .exit_code,
             0);
-  std::map<std::string, std::string> before;
-  for (const auto& e : std::filesystem::directory_iterator(data))
-    before[e.path().filename().string()] = read_bytes(e.path().string());
+  const std::map<std::string, std::string> before = directory_contents(data);
   std::string jsonl;
   for (int i = 0; i < 3000; ++i) jsonl += "{\"text\": \"record " + std::to_string(i) + "\"}\n";
   write_bytes(dir.file("late.jsonl"), jsonl + "{\"text\": oops}\n");
@@ -357,9 +363,7 @@ TEST(PrepareCommand, ALateFailureKeepsTheEarlierData) {
                            q(data) + " --overwrite");
   EXPECT_NE(r.exit_code, 0);
   EXPECT_NE(r.err.find("late.jsonl:3001"), std::string::npos) << r.err;
-  std::map<std::string, std::string> after;
-  for (const auto& e : std::filesystem::directory_iterator(data))
-    after[e.path().filename().string()] = read_bytes(e.path().string());
+  const std::map<std::string, std::string> after = directory_contents(data);
   EXPECT_EQ(after, before);
 }
 
@@ -376,9 +380,7 @@ TEST(PrepareCommand, ADiskFullWhileTheShardsAreWrittenLeavesTheEarlierDataUnmark
                                  " --out " + q(data))
                 .exit_code,
             0);
-  std::map<std::string, std::string> before;
-  for (const auto& e : std::filesystem::directory_iterator(data))
-    before[e.path().filename().string()] = read_bytes(e.path().string());
+  const std::map<std::string, std::string> before = directory_contents(data);
   const RunResult full =
       run_chainlm(dir,
                   "env CHAINLM_WRITE_ERROR_AT=atomic_file.write:2 '" + std::string(CHAINLM_BINARY) +
@@ -387,9 +389,7 @@ TEST(PrepareCommand, ADiskFullWhileTheShardsAreWrittenLeavesTheEarlierDataUnmark
                   /*raw=*/true);
   EXPECT_NE(full.exit_code, 0);
   EXPECT_NE(full.err.find("No space left on device"), std::string::npos) << full.err;
-  std::map<std::string, std::string> after;
-  for (const auto& e : std::filesystem::directory_iterator(data))
-    after[e.path().filename().string()] = read_bytes(e.path().string());
+  const std::map<std::string, std::string> after = directory_contents(data);
   EXPECT_EQ(after, before);  // no mark, no temporary file, the same shards
 }
 
