@@ -502,6 +502,7 @@ void add_train_command(CLI::App& app) {
       comm.broadcast(&opt.bucket_mb, sizeof opt.bucket_mb);
       comm.broadcast(&opt.overlap_comm, sizeof opt.overlap_comm);
     }
+    opt.resuming = !resume_dir.empty();
     std::unique_ptr<Trainer> trainer_ptr;
     try {
       trainer_ptr = std::make_unique<Trainer>(*model, opt, comm);

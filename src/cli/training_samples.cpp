@@ -44,10 +44,12 @@ Trainer::SampleFn make_training_sampler(const TrainOptions& opt, const ModelConf
   CHAINLM_CHECK(room >= 1, "--sample-prompt is ", prompt_tokens,
                 " tokens (BOS included), which leaves no room in the model's context of ",
                 config.max_seq_len, " tokens; shorten it");
-  CHAINLM_CHECK(opt.sample_tokens <= room, "--sample-tokens ", opt.sample_tokens,
-                " is more than the model's context of ", config.max_seq_len,
-                " tokens leaves after --sample-prompt (", prompt_tokens,
-                " tokens, BOS included): at most ", room, " fit; give fewer or leave it out");
+  CHAINLM_CHECK(
+      opt.sample_tokens <= room, "--sample-tokens ", opt.sample_tokens,
+      " is more than the model's context of ", config.max_seq_len, " tokens leaves after ",
+      opt.sample_prompt.empty() ? std::string("BOS (no --sample-prompt: 1 token)")
+                                : cat("--sample-prompt (", prompt_tokens, " tokens, BOS included)"),
+      ": at most ", room, " fit; give fewer or leave it out");
   // 0: 32 tokens, or what the context leaves after the prompt.
   const int max_tokens = opt.sample_tokens > 0 ? opt.sample_tokens : std::min(32, room);
 

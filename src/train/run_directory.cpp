@@ -191,7 +191,16 @@ void RunDirectory::prepare() {
   const fs::path run(path_);
   std::error_code ec;
   check_metrics_is_ours(run);
-  const bool made = !fs::exists(fs::symlink_status(run, ec));
+  // What a run that cannot start takes away again: the directories made for it (the run's and
+  // missing parents, innermost first) and a .lock it left where none was (the mark of a run
+  // that started; a full disk left both, a trial).
+  std::vector<fs::path> made;
+  for (fs::path p = fs::absolute(run, ec).lexically_normal();
+       !p.empty() && !fs::exists(fs::symlink_status(p, ec)); p = p.parent_path()) {
+    made.push_back(p);
+    if (p == p.parent_path()) break;
+  }
+  const bool had_lock = fs::exists(run / ".lock", ec);
   fs::create_directories(run, ec);
   if (ec)
     fail("cannot create the run directory ", run.string(), ": ", ec.message(),
@@ -200,13 +209,9 @@ void RunDirectory::prepare() {
   try {
     check_writable();
   } catch (...) {
-    // A directory made here for a run that could not start goes again (a full disk left one
-    // holding .lock, the mark of a run that started).
-    if (made) {
-      unlock();
-      fs::remove(run / ".lock", ec);
-      fs::remove(run, ec);
-    }
+    unlock();
+    if (!had_lock) fs::remove(run / ".lock", ec);
+    for (const fs::path& dir : made) fs::remove(dir, ec);  // each only when empty
     throw;
   }
   // Leftovers of a writer killed mid-checkpoint: never checkpoints (loaders follow `latest`,

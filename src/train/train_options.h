@@ -67,6 +67,9 @@ struct TrainOptions {
   // estimate exceeds it is refused before the large buffers are allocated. Not run state.
   uint64_t memory_limit = 0;
   int processes_per_machine = 1;  // ranks sharing this machine's memory
+  // A resume (train --resume), whose batch is the run's: its messages offer other rank counts,
+  // a new run's another --batch-size. Not run state.
+  bool resuming = false;
 
   // Throws naming the first option outside its range, by its flag (--lr, --grad-clip, ...).
   void check_ranges() const;

@@ -58,9 +58,12 @@ Trainer::Trainer(Model& model, TrainOptions options, const Communicator& comm)
     if (opt_.batch_size % r == 0) dividing += cat(dividing.empty() ? "" : ", ", r);
   CHAINLM_CHECK(
       opt_.batch_size % ranks == 0, "--batch-size ", opt_.batch_size,
-      " is the global batch and must be a multiple of the number of ranks (", ranks,
-      "): give a multiple of ", ranks, " (a resumed run keeps its batch: resume it on ", dividing,
-      " rank(s), or start a new run from its checkpoint with --init and another --batch-size)");
+      " is the global batch and must be a multiple of the number of ranks (", ranks, "): ",
+      opt_.resuming
+          ? cat("a resumed run keeps its batch: resume it on ", dividing,
+                " rank(s), or start a new run from its checkpoint with --init and another "
+                "--batch-size")
+          : cat("give a multiple of ", ranks));
   CHAINLM_CHECK(opt_.micro_batch >= 0, "--micro-batch must be >= 0");
   rows_ = opt_.batch_size / ranks;
   micro_ = opt_.micro_batch > 0 ? std::min(opt_.micro_batch, rows_) : rows_;

@@ -516,19 +516,29 @@ TEST_F(CrashSafety, ANewRunOnAFullDiskLeavesNoDirectory) {
   const std::string mnt = dir.file("full"), out = dir.file("full_out");
   fs::create_directories(mnt);
   fs::create_directories(out);
-  std::string train;
-  for (const std::string& a : train_args(mnt + "/run", 2)) train += "'" + a + "' ";
-  const std::string script = "mount -t tmpfs -o size=256k tmpfs " + mnt + " || exit 90\n" +
-                             "dd if=/dev/zero of=" + mnt + "/fill bs=4k >/dev/null 2>&1\n" + train +
-                             ">/dev/null 2>" + out + "/stderr; echo $? >" + out + "/rc\n" +
-                             "ls -a " + mnt + " >" + out + "/listing\n" + "umount " + mnt + "\n";
+  // Into a new directory; into new parents too (they go as well); into an existing empty one
+  // (it stays, without the .lock the run made there).
+  auto train = [&](const std::string& run, const std::string& tag) {
+    std::string line;
+    for (const std::string& a : train_args(run, 2)) line += "'" + a + "' ";
+    return line + ">/dev/null 2>" + out + "/" + tag + ".err; echo $? >" + out + "/" + tag + ".rc\n";
+  };
+  const std::string script =
+      "mount -t tmpfs -o size=256k tmpfs " + mnt + " || exit 90\n" + "mkdir " + mnt + "/pre\n" +
+      "dd if=/dev/zero of=" + mnt + "/fill bs=4k >/dev/null 2>&1\n" + train(mnt + "/run", "new") +
+      train(mnt + "/a/b/run", "parents") + train(mnt + "/pre", "existing") + "ls -a " + mnt + " " +
+      mnt + "/pre >" + out + "/listing\n" + "umount " + mnt + "\n";
   ASSERT_EQ(run_in_mount_namespace(dir, script), 0);
-  const std::string err = read_bytes(out + "/stderr");
-  EXPECT_EQ(read_bytes(out + "/rc"), "1\n") << err;
-  EXPECT_TRUE(contains(err, "cannot write to the run directory " + mnt + "/run") &&
-              contains(err, "No space left on device"))
-      << err;
-  EXPECT_EQ(read_bytes(out + "/listing"), ".\n..\nfill\n");
+  for (const auto& [tag, run] : {std::pair<std::string, std::string>{"new", mnt + "/run"},
+                                 {"parents", mnt + "/a/b/run"},
+                                 {"existing", mnt + "/pre"}}) {
+    const std::string err = read_bytes(out + "/" + tag + ".err");
+    EXPECT_EQ(read_bytes(out + "/" + tag + ".rc"), "1\n") << tag << ": " << err;
+    EXPECT_TRUE(contains(err, "cannot write to the run directory " + run) &&
+                contains(err, "No space left on device"))
+        << tag << ": " << err;
+  }
+  EXPECT_EQ(read_bytes(out + "/listing"), mnt + ":\n.\n..\nfill\npre\n\n" + mnt + "/pre:\n.\n..\n");
 }
 
 TEST_F(CrashSafety, UnwritableRunDirectoryAtStartAndMidRun) {

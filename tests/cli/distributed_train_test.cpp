@@ -348,17 +348,28 @@ TEST_F(DistributedTrain, ErrorsEndEveryRankWithOneMessage) {
   const std::string run = dir.file("bad");
   RunResult r = run_chainlm_mpi(dir, 2, train_args("chains.json", run, "--steps 2 --batch-size 3"), 60);
   EXPECT_NE(r.exit_code, 0);
-  // A new run is told to pick another batch first (it was told only about resuming, a docs trial).
-  const std::string expect = "multiple of the number of ranks (2): give a multiple of 2 (";
+  // A new run is told to pick another batch (it was told only about resuming, a docs trial).
+  const std::string expect = "multiple of the number of ranks (2): give a multiple of 2";
   const size_t at = r.err.find(expect);
   ASSERT_NE(at, std::string::npos) << r.err;
   EXPECT_EQ(r.err.find(expect, at + 1), std::string::npos) << "printed twice:\n" << r.err;
-  // A run resumed on such a rank count cannot change its batch: the ways on are named.
+  EXPECT_EQ(r.err.find("resume it on"), std::string::npos) << r.err;
+  EXPECT_FALSE(fs::exists(run + "/latest"));
+  // A run resumed on such a rank count cannot change its batch: the ways on are named, and no
+  // other --batch-size is asked for (a resume refuses one).
+  const std::string odd = dir.file("odd");
+  ASSERT_EQ(run_chainlm(dir, train_args("chains.json", odd, "--steps 1 --batch-size 3")).exit_code,
+            0);
+  r = run_chainlm_mpi(dir, 2,
+                      "train --out " + quote(odd) + " --resume --steps 2 --threads 1 --quiet", 60);
+  EXPECT_NE(r.exit_code, 0);
   EXPECT_NE(
-      r.err.find("resume it on 1, 3 rank(s), or start a new run from its checkpoint with --init"),
+      r.err.find(
+          "multiple of the number of ranks (2): a resumed run keeps its batch: resume it on 1, 3 "
+          "rank(s), or start a new run from its checkpoint with --init"),
       std::string::npos)
       << r.err;
-  EXPECT_FALSE(fs::exists(run + "/latest"));
+  EXPECT_EQ(r.err.find("give a multiple"), std::string::npos) << r.err;
 
   // bench train's own checks: one message too (each rank printed it).
   r = run_chainlm_mpi(dir, 2,

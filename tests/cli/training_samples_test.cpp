@@ -132,6 +132,9 @@ TEST_F(TrainingSamples, BadSettingsAreRefusedBeforeTraining) {
           "--sample-tokens 30 is more than the model's context of 32 tokens leaves after "
           "--sample-prompt (14 "
           "tokens, BOS included): at most 19 fit");
+  refused("--sample-tokens 33",
+          "--sample-tokens 33 is more than the model's context of 32 tokens leaves after "
+          "BOS (no --sample-prompt: 1 token): at most 32 fit");
   refused("--sample-prompt '" + std::string(40, 'x') + "'",
           "41 tokens (BOS included), which leaves no room");
 }
