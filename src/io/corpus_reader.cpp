@@ -71,10 +71,20 @@ void refuse_unreadable_content(const std::string& path, const DecompressedFile& 
       fail(path, " holds binary data", inside,
            ", not text; chainlm reads UTF-8 text and JSON Lines, plain or compressed (gzip, xz, "
            "zstd, bzip2)");
-    default:
+    default: {
+      // iconv reads the text, not the compressed file: decompress into it (the advice named the
+      // .gz itself, a trial).
+      const std::string& z = file.compression;
+      const std::string tool =
+          z == "gzip" || z == "xz" || z == "bzip2" || z == "zstd" || z == "lz4" ? z : "";
+      const std::string convert = cat("iconv -f ", iconv_encoding_name(encoding), " -t UTF-8");
       fail(path, " is ", text_encoding_name(encoding), " text", inside,
-           "; chainlm reads UTF-8: convert it first, e.g. iconv -f ", iconv_encoding_name(encoding),
-           " -t UTF-8 ", path, " > converted.txt");
+           "; chainlm reads UTF-8: convert it first, e.g. ",
+           z == "none" ? cat(convert, " ", path, " > converted.txt")
+           : !tool.empty()
+               ? cat(tool, " -dc ", path, " | ", convert, " > converted.txt")
+               : cat("decompress it, then ", convert, " < decompressed > converted.txt"));
+    }
   }
 }
 

@@ -3,6 +3,7 @@
 #include "io/corpus_reader.h"
 
 #include <gtest/gtest.h>
+#include <zlib.h>
 
 #include <algorithm>
 #include <filesystem>
@@ -289,6 +290,22 @@ TEST(ReadCorpus, DirectoriesAndSeveralInputs) {
             std::string::npos);
 }
 
+// `bytes` as a gzip file (zlib's deflate with the gzip wrapper).
+std::string gzip(const std::string& bytes) {
+  z_stream z{};
+  EXPECT_EQ(deflateInit2(&z, Z_DEFAULT_COMPRESSION, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY),
+            Z_OK);
+  std::string out(deflateBound(&z, bytes.size()) + 64, '\0');
+  z.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(bytes.data()));
+  z.avail_in = static_cast<uInt>(bytes.size());
+  z.next_out = reinterpret_cast<Bytef*>(out.data());
+  z.avail_out = static_cast<uInt>(out.size());
+  EXPECT_EQ(deflate(&z, Z_FINISH), Z_STREAM_END);
+  out.resize(z.total_out);
+  deflateEnd(&z);
+  return out;
+}
+
 TEST(ReadCorpus, RefusesWhatIsNotUtf8Text) {
   TempDir dir;
   std::string utf16 = "\xFF\xFE";
@@ -299,6 +316,16 @@ TEST(ReadCorpus, RefusesWhatIsNotUtf8Text) {
   EXPECT_NE(message_of(inputs({dir.file("u16.txt")})).find("iconv -f UTF-16LE -t UTF-8"),
             std::string::npos)
       << message_of(inputs({dir.file("u16.txt")}));
+
+  // Compressed, iconv gets the decompressed text (the advice ran it on the .gz itself).
+  write_bytes(dir.file("u16.txt.gz"), gzip(utf16));
+  const std::string gz_message = message_of(inputs({dir.file("u16.txt.gz")}));
+  EXPECT_NE(gz_message.find("is UTF-16 (little-endian) text (gzip-compressed)"), std::string::npos)
+      << gz_message;
+  EXPECT_NE(gz_message.find("gzip -dc " + dir.file("u16.txt.gz") +
+                            " | iconv -f UTF-16LE -t UTF-8 > converted.txt"),
+            std::string::npos)
+      << gz_message;
 
   write_bytes(dir.file("prog"), std::string("\x7F"
                                             "ELF\x02\x01\x01\0\0\0\0\0 code",
