@@ -297,6 +297,13 @@ void bench_decode(const InferenceBenchArgs& given) {
 
 namespace {
 
+// The precision whose GEMM peak a prefill's MFU is measured against: the weights' (bf16 weights:
+// the bf16 GEMM's). Quantized weights have no GEMM peak of their own here: fp32's is reported,
+// and no MFU.
+Precision peak_precision(const Model& model) {
+  return model.quantized() ? Precision::Fp32 : model.precision();
+}
+
 // PHD prefill: bounded (the default: hidden copies of the last positions only, SPEC B3), the
 // unbounded K-copies prefill when there is a window, and with --baseline the same weights
 // without PHD; interleaved rounds, medians.
@@ -328,9 +335,7 @@ void bench_phd_prefill(const InferenceBenchArgs& a, const Model& model, int k,
       chain1.reset();
       chain1.prefill(prompt, k, true);
     });
-  // MFU against the peak of the weights' precision (bf16 weights: the bf16 GEMM's); quantized
-  // weights have no GEMM peak of their own here, so theirs is left out.
-  const Precision weights = model.quantized() ? Precision::Fp32 : model.precision();
+  const Precision weights = peak_precision(model);
   const GemmPeak peak = measure_gemm_peak(2048, 2, weights);
   const std::vector<double> ms = interleaved_ms(fs, 3);
   const double flops = forward_flops(model, k, 0, n, (long)(K - 1) * P);
@@ -389,8 +394,7 @@ void bench_prefill(const InferenceBenchArgs& given) {
     bench_phd_prefill(a, *model, k, prompt, session);
     return;
   }
-  const Precision weights =
-      model->quantized() ? Precision::Fp32 : model->precision();  // as for PHD, above
+  const Precision weights = peak_precision(*model);
   const GemmPeak peak = measure_gemm_peak(2048, 2, weights);
   // With --vs-fp32 the two models' prefills alternate, round by round (a busy core slows both).
   std::unique_ptr<InferenceSession> fp32_session =

@@ -31,22 +31,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-// A --tokenizer other than the data's while the model carries the data's own (a user naming a
-// tokenizer by mistake): check_same_tokenizer would call the option's "the model's" and advise
-// preparing the data again with it; here the option is named and dropping it is the advice.
-void refuse_other_given_tokenizer(const std::string& data_dir, const std::string& given,
-                                  const std::string& model) {
-  if (given.empty()) return;
-  const std::string data_tok = find_tokenizer_in_dir(data_dir);
-  const std::string carried = carried_tokenizer(model);
-  const std::string a = tokenizer_fingerprint(data_tok), b = tokenizer_fingerprint(given);
-  if (a == b || carried.empty() || tokenizer_fingerprint(carried) != a) return;
-  throw Error(cat("eval ppl: the data in ", data_dir, " was made with another tokenizer (",
-                  data_tok, ": ", a, ") than --tokenizer ", given, " (", b,
-                  "); its token ids would mean other text. The model carries ",
-                  "the data's tokenizer (", carried, "): drop --tokenizer"));
-}
-
 // The checkpoint a run directory's `latest` names when it was evaluated ("runs/x" reads
 // another step later); any other model as given.
 std::string checkpoint_of(const std::string& model) {
@@ -153,8 +137,8 @@ void add_ppl(CLI::App* eval) {
       const std::string data_dir = fs::is_directory(a->data, ec) ? a->data : fs::path(a->data).parent_path().string();
       const std::string dir = data_dir.empty() ? "." : data_dir;
       if (!model_tok.empty() && dir_has_tokenizer(dir)) {
-        refuse_other_given_tokenizer(dir, a->tokenizer, a->model);
-        check_same_tokenizer(dir, model_tok, "eval ppl");
+        check_same_tokenizer(dir, model_tok, "eval ppl",
+                             a->tokenizer.empty() ? std::string() : carried_tokenizer(a->model));
       } else if (const std::string path = is_token_shard_file(a->data)
                                               ? a->data
                                               : (fs::path(a->data) / "val.bin").string();

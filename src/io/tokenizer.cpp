@@ -187,7 +187,7 @@ std::string tokenizer_fingerprint(const std::string& spec) {
 }
 
 void check_same_tokenizer(const std::string& data_dir, const std::string& model_dir,
-                          const std::string& what) {
+                          const std::string& what, const std::string& carried) {
   std::string data_tok, model_tok;
   std::error_code ec;
   try {
@@ -197,6 +197,14 @@ void check_same_tokenizer(const std::string& data_dir, const std::string& model_
     return;  // one side carries no tokenizer: nothing to compare
   }
   const std::string a = tokenizer_fingerprint(data_tok), b = tokenizer_fingerprint(model_tok);
+  // A --tokenizer other than the data's while the model carries the data's own (a user naming
+  // a tokenizer by mistake): not "the model's", and the way on is to drop the option, not to
+  // prepare the data again with it.
+  CHAINLM_CHECK(a == b || carried.empty() || tokenizer_fingerprint(carried) != a, what,
+                ": the data in ", data_dir, " was made with another tokenizer (", data_tok, ": ", a,
+                ") than --tokenizer ", model_dir, " (", b,
+                "); its token ids would mean other text. The model carries the data's tokenizer (",
+                carried, "): drop --tokenizer");
   CHAINLM_CHECK(
       a == b, what, ": the data in ", data_dir, " was made with another tokenizer (", data_tok,
       ": ", a, ") than the model's (", model_tok, ": ", b,

@@ -112,9 +112,11 @@ std::string tokenizer_fingerprint(const std::string& spec);
 // Throws when the tokenizers of a data directory and of a model (its checkpoint directory, or a
 // tokenizer spec) both exist and differ, naming both: tokens made by one mean nothing to a model
 // trained with the other. `what` says what is being done ("train --resume", "eval ppl").
-// A side without a tokenizer is not checked.
+// A side without a tokenizer is not checked. `carried`, when model_dir is a --tokenizer the
+// user gave: the tokenizer the model itself carries ("" for none), which when it is the data's
+// makes the advice "drop --tokenizer".
 void check_same_tokenizer(const std::string& data_dir, const std::string& model_dir,
-                          const std::string& what);
+                          const std::string& what, const std::string& carried = "");
 // Writes the tokenizer named by spec into dir (atomically) in the scheme above.
 void save_tokenizer_to_dir(const std::string& spec, const std::string& dir);
 

@@ -1,7 +1,6 @@
 // Malformed evaluation files: every error names the file and the line, and the CLI exits
 // non-zero with it.
 #include <gtest/gtest.h>
-#include <zlib.h>
 
 #include <cmath>
 
@@ -12,6 +11,7 @@
 #include "eval/pairs.h"
 #include "eval/run_metrics.h"
 #include "eval_test_util.h"
+#include "io/write_gzip.h"
 
 namespace chainlm {
 namespace {
@@ -20,6 +20,7 @@ using testing::quote;
 using testing::run_chainlm;
 using testing::TempDir;
 using testing::write_bytes;
+using testing::write_gzip;
 
 using test::error_of;
 
@@ -132,10 +133,7 @@ TEST(EvalFiles, CompressedFilesAreReadAndOtherEncodingsNamed) {
   const std::string pairs = "{\"sentence_good\": \"a b\", \"sentence_bad\": \"b a\"}\n";
   for (const auto& [name, text] : std::vector<std::pair<std::string, std::string>>{
            {"t.txt.gz", tasks}, {"p.jsonl.gz", pairs}}) {
-    gzFile gz = gzopen(dir.file(name).c_str(), "wb");
-    ASSERT_NE(gz, nullptr);
-    ASSERT_EQ(gzwrite(gz, text.data(), (unsigned)text.size()), (int)text.size());
-    ASSERT_EQ(gzclose(gz), Z_OK);
+    write_gzip(dir.file(name), text);
   }
   EXPECT_EQ(read_hellaswag_file(dir.file("t.txt.gz")).size(), 2u);
   EXPECT_EQ(read_sentence_pairs_file(dir.file("p.jsonl.gz")).size(), 1u);

@@ -4,7 +4,6 @@
 #include "eval/perplexity.h"
 
 #include <gtest/gtest.h>
-#include <zlib.h>
 
 #include <cmath>
 #include <filesystem>
@@ -16,6 +15,7 @@
 #include "eval_test_util.h"
 #include "io/text_documents.h"
 #include "io/token_shard.h"
+#include "io/write_gzip.h"
 #include "model/model_test_util.h"
 
 namespace chainlm {
@@ -26,6 +26,7 @@ using testing::quote;
 using testing::run_chainlm;
 using testing::TempDir;
 using testing::write_bytes;
+using testing::write_gzip;
 
 TEST(EvalWindows, EveryTokenAfterTheFirstIsScoredOnceWithEnoughContext) {
   for (long n = 0; n <= 40; ++n)
@@ -215,12 +216,7 @@ TEST_F(EvalPplCommand, ATokenShardGivesTheSameFiguresAsItsText) {
 // A text file is read as prepare reads an --input: compressed and JSON Lines files were scored
 // as raw bytes (a .gz's compressed bytes, a .jsonl's JSON syntax) with exit 0.
 TEST_F(EvalPplCommand, CompressedAndJsonLinesFilesGiveTheSameFiguresAsTheText) {
-  {
-    gzFile gz = gzopen(dir.file("eval.txt.gz").c_str(), "wb");
-    ASSERT_NE(gz, nullptr);
-    ASSERT_EQ(gzwrite(gz, text.data(), (unsigned)text.size()), (int)text.size());
-    ASSERT_EQ(gzclose(gz), Z_OK);
-  }
+  write_gzip(dir.file("eval.txt.gz"), text);
   std::string jsonl;
   for (const std::string& d : split_documents(text))
     jsonl += nlohmann::json{{"text", d}}.dump() + "\n";

@@ -3,7 +3,6 @@
 #include "io/corpus_reader.h"
 
 #include <gtest/gtest.h>
-#include <zlib.h>
 
 #include <algorithm>
 #include <filesystem>
@@ -12,6 +11,7 @@
 #include "core/error.h"
 #include "io/decompressed_file.h"
 #include "io/test_temp_dir.h"
+#include "io/write_gzip.h"
 
 namespace chainlm {
 namespace {
@@ -19,6 +19,7 @@ namespace {
 using testing::read_bytes;
 using testing::TempDir;
 using testing::write_bytes;
+using testing::write_gzip;
 using Docs = std::vector<std::string>;
 
 const std::string kFixtures = std::string(CHAINLM_SOURCE_DIR) + "/tests/io/data/compressed/";
@@ -290,22 +291,6 @@ TEST(ReadCorpus, DirectoriesAndSeveralInputs) {
             std::string::npos);
 }
 
-// `bytes` as a gzip file (zlib's deflate with the gzip wrapper).
-std::string gzip(const std::string& bytes) {
-  z_stream z{};
-  EXPECT_EQ(deflateInit2(&z, Z_DEFAULT_COMPRESSION, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY),
-            Z_OK);
-  std::string out(deflateBound(&z, bytes.size()) + 64, '\0');
-  z.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(bytes.data()));
-  z.avail_in = static_cast<uInt>(bytes.size());
-  z.next_out = reinterpret_cast<Bytef*>(out.data());
-  z.avail_out = static_cast<uInt>(out.size());
-  EXPECT_EQ(deflate(&z, Z_FINISH), Z_STREAM_END);
-  out.resize(z.total_out);
-  deflateEnd(&z);
-  return out;
-}
-
 TEST(ReadCorpus, RefusesWhatIsNotUtf8Text) {
   TempDir dir;
   std::string utf16 = "\xFF\xFE";
@@ -318,7 +303,7 @@ TEST(ReadCorpus, RefusesWhatIsNotUtf8Text) {
       << message_of(inputs({dir.file("u16.txt")}));
 
   // Compressed, iconv gets the decompressed text (the advice ran it on the .gz itself).
-  write_bytes(dir.file("u16.txt.gz"), gzip(utf16));
+  write_gzip(dir.file("u16.txt.gz"), utf16);
   const std::string gz_message = message_of(inputs({dir.file("u16.txt.gz")}));
   EXPECT_NE(gz_message.find("is UTF-16 (little-endian) text (gzip-compressed)"), std::string::npos)
       << gz_message;
