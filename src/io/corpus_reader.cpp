@@ -122,6 +122,55 @@ std::string invalid_utf8_warning(const CorpusFile& f, std::string_view bytes,
 
 using DocumentSink = std::function<void(std::string&&)>;
 
+// "a string", "an object": a JSON value's type for messages.
+std::string a_type(const nlohmann::json& value) {
+  const std::string name = value.type_name();
+  return (std::string("aeiou").find(name[0]) == std::string::npos ? "a " : "an ") + name;
+}
+
+std::string keys_of(const nlohmann::json& object) {
+  std::string keys;
+  for (const auto& item : object.items()) keys += (keys.empty() ? "" : ", ") + item.key();
+  return keys.empty() ? "no fields" : keys;
+}
+
+// The record's text field: a top-level key named exactly so, or else a dotted path into nested
+// objects and arrays ("meta.body", "choices.0.text"), as datasets nest their text and as jq
+// names it. Fails naming the first step the record lacks and what it has there.
+const nlohmann::json& text_field_of(const nlohmann::json& record, const std::string& name,
+                                    const std::string& where) {
+  const auto top = record.find(name);
+  if (top != record.end()) return *top;
+  const nlohmann::json* at = &record;
+  std::string path;  // the steps taken so far
+  for (size_t start = 0; name.find('.') != std::string::npos;) {
+    const size_t dot = std::min(name.find('.', start), name.size());
+    const std::string step = name.substr(start, dot - start);
+    const nlohmann::json* next = nullptr;
+    if (at->is_object()) {
+      const auto it = at->find(step);
+      if (it != at->end()) next = &*it;
+    } else if (at->is_array() && !step.empty() && step.size() < 10 &&
+               step.find_first_not_of("0123456789") == std::string::npos &&
+               std::stoul(step) < at->size()) {
+      next = &(*at)[std::stoul(step)];
+    }
+    if (next == nullptr && at == &record) break;  // not even the first step: the message below
+    if (next == nullptr)
+      fail(where, ": the record has no \"", name, "\" field: \"", path, "\" is ",
+           at->is_object()  ? cat("an object without \"", step, "\" (it has: ", keys_of(*at), ")")
+           : at->is_array() ? cat("an array of ", at->size(), " items, without item ", step)
+                            : a_type(*at),
+           "; name the text field with --text-field");
+    path += (path.empty() ? "" : ".") + step;
+    at = next;
+    if (dot == name.size()) return *at;
+    start = dot + 1;
+  }
+  fail(where, ": the record has no \"", name, "\" field (it has: ", keys_of(record),
+       "); name the text field with --text-field");
+}
+
 void read_jsonl(const CorpusOptions& o, std::string_view bytes, CorpusFile& f,
                 const DocumentSink& emit) {
   size_t pos = 0, line_number = 0;
@@ -152,17 +201,10 @@ void read_jsonl(const CorpusOptions& o, std::string_view bytes, CorpusFile& f,
     }
     CHAINLM_CHECK(record.is_object(), where, ": the record is a JSON ", record.type_name(),
                   ", not an object with a \"", o.text_field, "\" field");
-    const auto field = record.find(o.text_field);
-    if (field == record.end()) {
-      std::string keys;
-      for (const auto& item : record.items()) keys += (keys.empty() ? "" : ", ") + item.key();
-      fail(where, ": the record has no \"", o.text_field,
-           "\" field (it has: ", keys.empty() ? "no fields" : keys,
-           "); name the text field with --text-field");
-    }
-    CHAINLM_CHECK(field->is_string(), where, ": field \"", o.text_field, "\" is a ",
-                  field->type_name(), ", not a string");
-    std::string text = field->get<std::string>();
+    const nlohmann::json& field = text_field_of(record, o.text_field, where);
+    CHAINLM_CHECK(field.is_string(), where, ": field \"", o.text_field, "\" is ", a_type(field),
+                  ", not a string");
+    std::string text = field.get<std::string>();
     if (text.find_first_not_of(" \t\r\n") == std::string::npos) {
       ++f.empty_records;
       continue;

@@ -46,6 +46,29 @@ bool starts_with(std::string_view bytes, std::string_view prefix) {
   return bytes.substr(0, prefix.size()) == prefix;
 }
 
+// Whether bytes read as UTF-16 text in the given order: surrogates in pairs, no noncharacters
+// U+FFFE/U+FFFF, and no C0 or C1 controls but tab, newline, carriage return and form feed.
+// Text outside Latin (CJK, Cyrillic, ...) without a mark has NULs mostly in the high bytes of
+// its ASCII characters (newlines, spaces, digits), too few for the NUL-pattern rule; binary data
+// fails here on its control codes or lone surrogates (3% of random code units are surrogates).
+bool reads_as_utf16_text(std::string_view bytes, bool little_endian) {
+  const size_t units = bytes.size() / 2;
+  bool expect_low = false;
+  for (size_t i = 0; i < units; ++i) {
+    const auto lo = static_cast<unsigned char>(bytes[2 * i + (little_endian ? 0 : 1)]);
+    const auto hi = static_cast<unsigned char>(bytes[2 * i + (little_endian ? 1 : 0)]);
+    const unsigned u = hi << 8 | lo;
+    const bool high_surrogate = u >= 0xD800 && u <= 0xDBFF,
+               low_surrogate = u >= 0xDC00 && u <= 0xDFFF;
+    if (expect_low != low_surrogate) return false;
+    expect_low = high_surrogate;
+    if (u == 0xFFFE || u == 0xFFFF) return false;
+    const bool control = u < 0x20 || (u >= 0x7F && u <= 0x9F);
+    if (control && u != '\t' && u != '\n' && u != '\r' && u != '\f') return false;
+  }
+  return true;  // a high surrogate last may be the head's cut through a pair
+}
+
 }  // namespace
 
 Utf8Check check_utf8(std::string_view bytes) {
@@ -109,6 +132,18 @@ TextEncoding detect_text_encoding(std::string_view bytes) {
       return TextEncoding::kUtf16Le;
     if (nul_even >= 2 && nul_even * 3 >= pairs && nul_odd <= nul_even / 50)
       return TextEncoding::kUtf16Be;
+    // Fewer NULs, in what is not UTF-8 text but reads as UTF-16 text: say, Chinese with ASCII
+    // newlines (a user trial called it binary data), or Cyrillic, whose bytes are all ASCII but
+    // every other one a control code (U+04xx). The ASCII characters' NULs are the high bytes;
+    // the low bytes' NULs are the rarer characters U+xx00 (U+4E00, ...). ASCII text with stray
+    // NULs stays binary data: read as UTF-16 it would pass, as CJK.
+    const bool le = nul_odd > nul_even;
+    const bool controls = std::any_of(head.begin(), head.end(), [](char c) {
+      return c > 0 && c < 0x20 && c != '\t' && c != '\n' && c != '\r' && c != '\f';
+    });
+    if (std::max(nul_odd, nul_even) >= 2 && nul_odd != nul_even &&
+        (controls || !check_utf8(head).ok()) && reads_as_utf16_text(head, le))
+      return le ? TextEncoding::kUtf16Le : TextEncoding::kUtf16Be;
     return TextEncoding::kBinary;
   }
   // Without NULs, text in a legacy 8-bit encoding (Latin-1, ...) has a few invalid sequences

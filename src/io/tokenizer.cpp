@@ -205,19 +205,22 @@ void check_same_tokenizer(const std::string& data_dir, const std::string& model_
                 ") than --tokenizer ", model_dir, " (", b,
                 "); its token ids would mean other text. The model carries the data's tokenizer (",
                 carried, "): drop --tokenizer");
-  CHAINLM_CHECK(
-      a == b, what, ": the data in ", data_dir, " was made with another tokenizer (", data_tok,
-      ": ", a, ") than the model's (", model_tok, ": ", b,
-      "); its token ids would mean other text. Prepare the data with the model's ",
-      "tokenizer (chainlm prepare --tokenizer ", model_tok, ")",
-      // stories260K ships tok512.bin and tok512.model: one vocabulary, two tokenizers.
-      (fs::path(data_tok).extension().string() + fs::path(model_tok).extension().string() ==
-           ".bin.model" ||
-       fs::path(data_tok).extension().string() + fs::path(model_tok).extension().string() ==
-           ".model.bin")
-          ? cat(". A llama2.c tokenizer.bin and a SentencePiece .model of one vocabulary "
-                "are not the same tokenizer: they split some texts differently")
-          : std::string());
+  if (a == b) return;
+  // stories260K ships tok512.bin and tok512.model: one vocabulary, two tokenizers. Told apart by
+  // what the files are, not their names: prepare keeps a tok512.bin as tokenizer.model.
+  std::string kinds;
+  try {
+    kinds = load_tokenizer(data_tok)->kind() + "+" + load_tokenizer(model_tok)->kind();
+  } catch (const Error&) {
+  }
+  fail(what, ": the data in ", data_dir, " was made with another tokenizer (", data_tok, ": ", a,
+       ") than the model's (", model_tok, ": ", b,
+       "); its token ids would mean other text. Prepare the data with the model's ",
+       "tokenizer (chainlm prepare --tokenizer ", model_tok, ")",
+       kinds == "llama2c+sentencepiece" || kinds == "sentencepiece+llama2c"
+           ? cat(". A llama2.c tokenizer.bin and a SentencePiece .model of one vocabulary "
+                 "are not the same tokenizer: they split some texts differently")
+           : std::string());
 }
 
 // The files a Hugging Face directory keeps beside its tokenizer that chainlm does not read as

@@ -77,6 +77,18 @@ TEST(Llama2cCli, GeneratesStories260K) {
                        "not the same tokenizer"),
             std::string::npos)
       << r.err;
+  // The other way round: data made with tok512.bin, which prepare keeps as tokenizer.model (so
+  // no file name tells the formats apart; the note was missing, a regression trial).
+  r = run_chainlm(dir, "prepare --tokenizer " + quote(tok) + " --input " +
+                           quote(dir.file("text.txt")) + " --val-fraction 0.5 --out " +
+                           quote(dir.file("data_bin")));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  r = run_chainlm(dir, "eval ppl --model " + quote(bin) + " --tokenizer " + quote(sp) + " --data " +
+                           quote(dir.file("data_bin")));
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.err.find("not the same tokenizer: they split some texts differently"),
+            std::string::npos)
+      << r.err;
 
   // Model and tokenizer swapped: each says what the file is.
   r = run_chainlm(dir, "generate --model " + quote(tok) + " --tokenizer " + quote(bin));

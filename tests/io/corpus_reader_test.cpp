@@ -409,6 +409,45 @@ TEST(ReadCorpus, MalformedJsonlNamesFileAndLine) {
             std::string::npos);
 }
 
+// Datasets nest their text ({"meta": ..., "content": {"body": ...}}, {"choices": [{"text": ...}]}):
+// a dotted --text-field follows objects and array items, and a key holding a dot is still taken
+// whole first (a user could not name nested fields at all).
+TEST(ReadCorpus, DottedTextFieldsReachNestedText) {
+  TempDir dir;
+  write_bytes(
+      dir.file("n.jsonl"),
+      "{\"content\": {\"body\": \"first\", \"lang\": \"en\"}, \"choices\": [{\"text\": \"c0\"}]}\n"
+      "{\"content\": {\"body\": \"second\"}, \"choices\": [{\"text\": \"x\"}, {\"text\": \"c1\"}], "
+      "\"content.body\": \"whole key\"}\n");
+  CorpusOptions o = inputs({dir.file("n.jsonl")});
+  o.text_field = "content.body";
+  EXPECT_EQ(read_corpus(o).documents, (Docs{"first", "whole key"}));
+  o.text_field = "choices.0.text";
+  EXPECT_EQ(read_corpus(o).documents, (Docs{"c0", "x"}));
+
+  // A missing step says where the path stops and what is there.
+  o.text_field = "content.text";
+  EXPECT_NE(message_of(o).find("n.jsonl:1: the record has no \"content.text\" field: \"content\" "
+                               "is an object without \"text\" (it has: body, lang)"),
+            std::string::npos)
+      << message_of(o);
+  o.text_field = "choices.1.text";
+  EXPECT_NE(message_of(o).find("n.jsonl:1: the record has no \"choices.1.text\" field: "
+                               "\"choices\" is an array of 1 items, without item 1"),
+            std::string::npos)
+      << message_of(o);
+  o.text_field = "content.body.x";
+  EXPECT_NE(message_of(o).find("\"content.body\" is a string"), std::string::npos) << message_of(o);
+  o.text_field = "meta.text";
+  EXPECT_NE(message_of(o).find("n.jsonl:1: the record has no \"meta.text\" field (it has: choices, "
+                               "content)"),
+            std::string::npos)
+      << message_of(o);
+  o.text_field = "content";
+  EXPECT_NE(message_of(o).find("field \"content\" is an object, not a string"), std::string::npos)
+      << message_of(o);
+}
+
 TEST(CorpusOptionNames, ParseAndRefuse) {
   EXPECT_EQ(parse_corpus_format("jsonl"), CorpusFormat::kJsonl);
   EXPECT_EQ(parse_document_split("lines"), DocumentSplit::kLines);

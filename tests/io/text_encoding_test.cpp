@@ -157,6 +157,28 @@ TEST(DetectTextEncoding, FilesUsersPass) {
   EXPECT_STREQ(iconv_encoding_name(TextEncoding::kUtf16Be), "UTF-16BE");
   EXPECT_STREQ(iconv_encoding_name(TextEncoding::kUtf32Le), "UTF-32LE");
 
+  // Text outside Latin without a mark has NULs only in its ASCII characters' high bytes (here
+  // the newlines) and in U+xx00 characters' low bytes ("一" is U+4E00): it was called binary
+  // data (a user trial). The bytes are Python's: ("中文文本。\n第二行，一些汉字。\n" * 3)
+  // .encode("utf-16-le"), "utf-16-be" and "Привет, мир!\n".encode("utf-16-le").
+  const std::string one = "2d4e876587652c6702300a002c7b8c4e4c880cff004e9b4e496c575b02300a00";
+  EXPECT_EQ(detect_text_encoding(from_hex(one + one + one)), TextEncoding::kUtf16Le);
+  const std::string one_be = "4e2d65876587672c3002000a7b2c4e8c884cff0c4e004e9b6c495b573002000a";
+  EXPECT_EQ(detect_text_encoding(from_hex(one_be + one_be + one_be)), TextEncoding::kUtf16Be);
+  EXPECT_EQ(detect_text_encoding(from_hex("1f04400438043204350442042c0020003c043804400421000a00")),
+            TextEncoding::kUtf16Le);
+  // ASCII text with stray NULs on one side reads as UTF-16 (as CJK) too: binary data still.
+  const char stray[] = "The quick brown fox jumps\0over the lazy dog\0 Pack my box.\n";
+  EXPECT_EQ(detect_text_encoding(std::string(stray, sizeof stray - 1)), TextEncoding::kBinary);
+  // Binary data with more NULs on one side is not such text: 16-bit values that are control
+  // codes, or a lone surrogate (U+DBFF), among CJK code units ("中文文本汉字一些" in UTF-16LE,
+  // with three NULs of "一" on the other side).
+  const std::string cjk = "2d4e876587652c67496c575b004e9b4e";
+  EXPECT_EQ(detect_text_encoding(from_hex(cjk + cjk + "0100" + cjk + "0200" + "0a000a00")),
+            TextEncoding::kBinary);
+  EXPECT_EQ(detect_text_encoding(from_hex(cjk + cjk + "ffdb" + cjk + "0a000a000a000a00")),
+            TextEncoding::kBinary);
+
   // An ELF header and random bytes are binary.
   EXPECT_EQ(detect_text_encoding(std::string("\x7F"
                                              "ELF\x02\x01\x01\0\0\0\0\0",
@@ -167,6 +189,13 @@ TEST(DetectTextEncoding, FilesUsersPass) {
   std::string noise;
   for (int i = 0; i < 4096; ++i) noise += static_cast<char>(1 + rng.below(255));  // no NULs
   EXPECT_EQ(detect_text_encoding(noise), TextEncoding::kBinary);
+  // Random bytes with NULs, one in 64 on average: binary, whichever side has more.
+  for (int round = 0; round < 20; ++round) {
+    std::string bytes;
+    for (int i = 0; i < 4096; ++i)
+      bytes += rng.below(64) == 0 ? '\0' : static_cast<char>(1 + rng.below(255));
+    EXPECT_EQ(detect_text_encoding(bytes), TextEncoding::kBinary) << round;
+  }
 }
 
 }  // namespace
