@@ -127,9 +127,74 @@ void tile_avx2(int K, const float* A, int lda, const float* W, int ldb, float* o
     }
 }
 
+// R rows of A against weight rows [n0, n1) with K cut into slices whose R rows of A fit in L1:
+// each group of weight rows runs slice by slice, its accumulators kept in memory between
+// slices. Eight rows of K = 1408 (45 KB; the FFN's down projection of the 30M model) read A
+// from L2 for every weight row in one pass and took 2.2x the time of one row there, against
+// 1.1x at K = 512 (40 matrices streamed, 2 threads, AVX2 EPYC; bench/RESULTS.md). Every lane
+// sees the same fused multiply-adds in the same order as tile_avx2<R, 1>, so the bits are
+// those of one pass (and of the row alone).
+template <int R>
+void sliced_rows_avx2(int n0, int n1, int K, int slice, const float* A, int lda, const float* B,
+                      int ldb, float* out_rows, int ldo) {
+  constexpr int kGroup = 16;  // weight rows whose accumulators wait between slices (4 KB at 8 rows)
+  alignas(32) float partial[kGroup][R][8];
+  const int k8 = K / 8 * 8;
+  for (int g0 = n0; g0 < n1; g0 += kGroup) {
+    const int g1 = std::min(n1, g0 + kGroup);
+    for (int kb = 0; kb < k8; kb += slice) {
+      const int ke = std::min(k8, kb + slice);
+      for (int n = g0; n < g1; ++n) {
+        const float* w = B + (long)n * ldb;
+        __m256 acc[R];
+        for (int r = 0; r < R; ++r)
+          acc[r] = kb == 0 ? _mm256_setzero_ps() : _mm256_load_ps(partial[n - g0][r]);
+        for (int k = kb; k < ke; k += 8) {
+          if (k % 16 == 0)
+            _mm_prefetch(reinterpret_cast<const char*>(w + 8L * ldb + k), _MM_HINT_T1);
+          const __m256 wv = _mm256_loadu_ps(w + k);
+          for (int r = 0; r < R; ++r)
+            acc[r] = _mm256_fmadd_ps(_mm256_loadu_ps(A + (long)r * lda + k), wv, acc[r]);
+        }
+        for (int r = 0; r < R; ++r) _mm256_store_ps(partial[n - g0][r], acc[r]);
+      }
+    }
+    for (int n = g0; n < g1; ++n)
+      for (int r = 0; r < R; ++r) {
+        float sum =
+            horizontal_sum(k8 > 0 ? _mm256_load_ps(partial[n - g0][r]) : _mm256_setzero_ps());
+        for (int t = k8; t < K; ++t)
+          sum = std::fma(A[(long)r * lda + t], B[(long)n * ldb + t], sum);
+        out_rows[(long)r * ldo + n] = sum;
+      }
+  }
+}
+
+struct SlicedRowsSums {};  // thread_scratch's owner tag
+
 template <int M>
 void few_rows_avx2(int n0, int n1, int K, const float* A, int lda, const float* B, int ldb, float* C, int ldc,
                    float beta) {
+  // From 5 rows whose activations outgrow 24 KB of L1: K in slices (above).
+  // Slices of 16 KB of activations (8 rows: 512 floats): 8 x 512 x 1408 streamed 4.7 ms a pass
+  // at 2 threads, against 4.9-5.1 with 24 KB slices and 6.7 in one pass.
+  constexpr int kActivationBytes = 24 * 1024, kSliceBytes = 16 * 1024;
+  if (M > 4 && (long)M * K * (long)sizeof(float) > kActivationBytes) {
+    const int slice = std::max(8, kSliceBytes / (int)(sizeof(float) * M) / 8 * 8);
+    if (beta == 0.0f) {
+      sliced_rows_avx2<M>(n0, n1, K, slice, A, lda, B, ldb, C, ldc);
+      return;
+    }
+    // beta != 0 (a residual added in place): the sums first, on this thread's own buffer.
+    float* out = thread_scratch<float, SlicedRowsSums>(0, (size_t)M * (n1 - n0));
+    sliced_rows_avx2<M>(0, n1 - n0, K, slice, A, lda, B + (long)n0 * ldb, ldb, out, n1 - n0);
+    for (int r = 0; r < M; ++r)
+      for (int n = n0; n < n1; ++n) {
+        float& c = C[(long)r * ldc + n];
+        c = out[(size_t)r * (n1 - n0) + (n - n0)] + beta * c;
+      }
+    return;
+  }
   // Up to 4 rows, tiles of M x 3 weight rows (at most 12 accumulators, 3 weight and 1
   // activation register); from 5, M x 1 (the weights stream once).
   constexpr int kS = M > 4 ? 1 : 3;

@@ -44,9 +44,11 @@ void expect_rows_independent_of_batch(int N, int K, Gemm gemm, const char* what,
   }
 }
 
-// K = 1408 takes rows in passes of 4 through the AVX-512 kernel (rows_per_pass).
+// K = 1408 takes rows in passes of 4 through the AVX-512 kernel (rows_per_pass), and 5-8 rows
+// of K = 1408 or 1001 (a tail past the last 8-float block) in slices of K through the AVX2 one
+// (sliced_rows_avx2).
 TEST(GemmRows, Fp32RowsDoNotDependOnTheRowsBesideThem) {
-  for (int K : {64, 45, 256, 704, 1408}) {
+  for (int K : {64, 45, 256, 704, 1001, 1408}) {
     const int N = 96;
     const auto B = random_vector((size_t)N * K, 9);
     expect_rows_independent_of_batch(
