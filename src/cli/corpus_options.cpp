@@ -34,7 +34,9 @@ void add_corpus_format_options(CLI::App* cmd, CorpusFlags& flags,
                   "auto (JSONL for .jsonl/.ndjson names, else text), text, or jsonl")
       ->check(CLI::IsMember({"auto", "text", "jsonl"}))
       ->capture_default_str();
-  cmd->add_option("--text-field", flags.text_field, "JSONL: the field holding each record's text")
+  cmd->add_option(
+         "--text-field", flags.text_field,
+         "JSONL: the field holding each record's text (a.b.0 for nested objects and array items)")
       ->capture_default_str();
   cmd->add_option("--split", flags.split,
                   "Text files: blank-lines (documents separated by blank or '%' lines) or lines "

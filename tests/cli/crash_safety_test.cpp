@@ -1,10 +1,9 @@
-// Crash safety and numerical faults of `chainlm train`, through the real binary
-// (docs/reliability.md): SIGKILL at every stage of a checkpoint write and at random moments,
-// a really full disk (a small tmpfs in a private mount namespace), read-only and unwritable
-// run directories, before training and mid-run, and NaN gradients and divergence in both
-// --on-nonfinite modes, also under mpirun. Every interrupted run must leave its last complete
-// checkpoint loadable and resume to final weights, optimizer moments and per-step losses
-// bit-identical to an uninterrupted run.
+// Crash safety of `chainlm train`, through the real binary (docs/reliability.md): SIGKILL at
+// every stage of a checkpoint write and at random moments, a really full disk (a small tmpfs in
+// a private mount namespace), read-only and unwritable run directories, before training and
+// mid-run. Every interrupted run must leave its last complete checkpoint loadable and resume to
+// final weights, optimizer moments and per-step losses bit-identical to an uninterrupted run.
+// Numerical faults: nonfinite_training_test.cpp.
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <signal.h>
@@ -13,121 +12,30 @@
 #include <unistd.h>
 
 #include <chrono>
-#include <cmath>
-#include <cstdio>
 #include <filesystem>
 #include <fstream>
-#include <map>
-#include <nlohmann/json.hpp>
 #include <random>
 #include <sstream>
 #include <thread>
 #include <utility>
 #include <vector>
 
-#include "../train/train_test_util.h"
-#include "io/safetensors.h"
-#include "run_mpi.h"
-#include "spawn_process.h"
+#include "crash_safety_fixture.h"
 
 namespace chainlm {
 namespace {
 
 namespace fs = std::filesystem;
-using testing::contains;
-using testing::read_bytes;
-using testing::TempDir;
-using testing::write_bytes;
-
-const char* kConfig =
-    R"({"dim": 32, "n_layers": 1, "n_heads": 4, "n_kv_heads": 2, "ffn_dim": 64, "vocab_size": 258,
-        "chains": [1, 1], "kv_share": true, "max_seq_len": 32})";
-
+using namespace crash_safety_test;  // the fixture CrashSafety, RunState and the run helpers
 using testing::Args;
+using testing::contains;
 using testing::Env;
 using testing::finish;
 using testing::Outcome;
+using testing::read_bytes;
 using testing::spawn;
-
-std::string trim(std::string s) {
-  while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
-  return s;
-}
-
-// What a killed writer may leave behind; a finished run must have none of it.
-std::vector<std::string> leftovers(const fs::path& run) {
-  std::vector<std::string> names;
-  std::error_code ec;
-  for (const auto& e : fs::directory_iterator(run, ec)) {
-    const std::string n = e.path().filename().string();
-    if (n.rfind(".tmp-", 0) == 0 || n.rfind(".old-", 0) == 0 || contains(n, ".tmp.") ||
-        contains(n, ".write-probe"))
-      names.push_back(n);
-  }
-  return names;
-}
-
-std::string joined(const std::vector<std::string>& v) {
-  std::string s;
-  for (const auto& x : v) s += x + " ";
-  return s;
-}
-
-// The final state of a run: its latest checkpoint's weights and moments (bytes), and the
-// per-step training and validation losses of metrics.jsonl.
-struct RunState {
-  std::string latest, weights, moments;
-  std::map<long, double> loss;
-  std::map<long, std::vector<double>> val;
-  std::map<long, std::string> skipped;
-};
-
-RunState read_state(const fs::path& run) {
-  RunState s;
-  s.latest = trim(read_bytes((run / "latest").string()));
-  s.weights = read_bytes((run / s.latest / "model.safetensors").string());
-  s.moments = read_bytes((run / s.latest / "optimizer.safetensors").string());
-  for (const nlohmann::json& j : test::read_metrics_lines(run.string())) {
-    const long step = j.at("step").get<long>();
-    if (j.contains("loss")) s.loss[step] = j["loss"].get<double>();
-    if (j.contains("val_loss")) s.val[step] = j["val_loss"].get<std::vector<double>>();
-    if (j.contains("skipped")) s.skipped[step] = j["nonfinite"].get<std::string>();
-  }
-  return s;
-}
-
-// Bit-identical: the same bytes of weights and moments, the same doubles in the log.
-void expect_identical(const RunState& got, const RunState& want, const std::string& what) {
-  EXPECT_EQ(got.latest, want.latest) << what;
-  EXPECT_TRUE(got.weights == want.weights) << what << ": final weights differ";
-  EXPECT_TRUE(got.moments == want.moments) << what << ": final optimizer moments differ";
-  EXPECT_EQ(got.loss, want.loss) << what << ": per-step losses differ";
-  EXPECT_EQ(got.val, want.val) << what << ": validation losses differ";
-  EXPECT_EQ(got.skipped, want.skipped) << what << ": skipped steps differ";
-}
-
-// Every float of every tensor of a safetensors file is finite.
-void expect_all_finite(const std::string& file) {
-  SafetensorsReader reader(file);
-  for (const auto& e : reader.entries()) {
-    const Tensor t = reader.read_f32(e.name);
-    for (long i = 0; i < (long)t.numel(); ++i)
-      ASSERT_TRUE(std::isfinite(t.data[i])) << file << ": " << e.name << "[" << i << "]";
-  }
-}
-
-// Every checkpoint directory of a run holds only finite weights and moments.
-int expect_checkpoints_finite(const fs::path& run) {
-  int n = 0;
-  for (const auto& e : fs::directory_iterator(run)) {
-    const std::string name = e.path().filename().string();
-    if (!e.is_directory() || (name.rfind("step-", 0) != 0 && name.rfind(".tmp-", 0) != 0)) continue;
-    for (const char* f : {"model.safetensors", "optimizer.safetensors"})
-      if (fs::exists(e.path() / f)) expect_all_finite((e.path() / f).string());
-    ++n;
-  }
-  return n;
-}
+using testing::TempDir;
+using testing::write_bytes;
 
 std::string step_name(long step) {
   char name[32];
@@ -163,57 +71,6 @@ uintmax_t tmpfs_bytes(const fs::path& dir) {
     if (e.is_regular_file()) total += (e.file_size() + 4095) / 4096 * 4096;
   return total;
 }
-
-class CrashSafety : public test::TrainingDataTest {
- protected:
-  void SetUp() override {
-    make_data(400, "the quick brown fox jumps over the lazy dog ");
-    config = dir.file("config.json");
-    write_bytes(config, kConfig);
-  }
-
-  // A checkpoint at every step, a validation every third: kills land in writes often.
-  Args train_args(const std::string& run, long steps, const Args& extra = {}) const {
-    Args a = {CHAINLM_BINARY, "train", "--config", config, "--data", data, "--out", run,
-              "--steps", std::to_string(steps), "--batch-size", "2", "--seq-len", "16",
-              "--save-every", "1", "--eval-every", "3", "--threads", "1", "--quiet"};
-    a.insert(a.end(), extra.begin(), extra.end());
-    return a;
-  }
-  Args resume_args(const std::string& run, long steps, const Args& extra = {}) const {
-    Args a = {CHAINLM_BINARY, "train", "--out", run, "--resume", "--steps", std::to_string(steps),
-              "--threads", "1", "--quiet"};
-    a.insert(a.end(), extra.begin(), extra.end());
-    return a;
-  }
-  // Trains a fresh run, or resumes it when it has a checkpoint.
-  Args continue_args(const std::string& run, long steps) const {
-    return fs::exists(fs::path(run) / "latest") ? resume_args(run, steps) : train_args(run, steps);
-  }
-  Outcome run(const Args& args, const Env& env = {}) const {
-    const std::string out = dir.file("out.txt"), err = dir.file("err.txt");
-    return finish(spawn(args, env, out, err), out, err);
-  }
-  // The uninterrupted run everything is compared with.
-  RunState reference(long steps, const Args& extra = {}) {
-    const std::string ref = dir.file("reference");
-    fs::remove_all(ref);
-    const auto start = std::chrono::steady_clock::now();
-    const Outcome r = run(train_args(ref, steps, extra));
-    reference_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    EXPECT_EQ(r.code, 0) << r.err;
-    return read_state(ref);
-  }
-  // `chainlm info` loads the checkpoint `latest` names.
-  void expect_loadable(const std::string& run, const std::string& what) const {
-    const Outcome r = run_info(run);
-    EXPECT_EQ(r.code, 0) << what << ": the latest checkpoint does not load: " << r.err;
-  }
-  Outcome run_info(const std::string& path) const { return run({CHAINLM_BINARY, "info", "--model", path}); }
-
-  std::string config;
-  double reference_seconds = 0;
-};
 
 // ---------------------------------------------------------------------------------------------
 // SIGKILL at named points (CHAINLM_CRASH_AT).
@@ -613,171 +470,6 @@ TEST_F(CrashSafety, UnwritableRunDirectoryAtStartAndMidRun) {
   r = run(user(resume_args(runp.string(), steps)));
   ASSERT_EQ(r.code, 0) << r.err;
   expect_identical(read_state(runp), ref, "resumed after EACCES");
-}
-
-// The token shards are memory-mapped: train.bin truncated in place while a run trains ends it
-// with SIGBUS, which used to say nothing. It is said (and the signal kept), and the last
-// checkpoint stays the run's, loadable.
-TEST_F(CrashSafety, AShardTruncatedWhileTrainingIsNamed) {
-  const std::string runp = dir.file("run");
-  const std::string out = dir.file("out.txt"), err = dir.file("err.txt");
-  const pid_t pid =
-      spawn(train_args(runp, 6), {{"CHAINLM_PAUSE_AT", "checkpoint.after_prune:1"}}, out, err);
-  int status = 0;
-  ASSERT_EQ(::waitpid(pid, &status, WUNTRACED), pid);
-  ASSERT_TRUE(WIFSTOPPED(status)) << read_bytes(err);
-  fs::resize_file(fs::path(data) / "train.bin", 0);
-  ::kill(pid, SIGCONT);
-  const Outcome r = finish(pid, out, err);
-  EXPECT_EQ(r.signal, SIGBUS) << r.code << " " << r.err;
-  EXPECT_TRUE(contains(r.err, "was truncated or replaced while in use (SIGBUS)")) << r.err;
-  EXPECT_EQ(read_bytes(runp + "/latest"), "step-00000001\n");
-  expect_loadable(runp, "after SIGBUS");
-}
-
-// ---------------------------------------------------------------------------------------------
-// Non-finite losses and gradients.
-
-TEST_F(CrashSafety, NanGradientStopsBeforeAnyWeightChanges) {
-  const std::string runp = dir.file("run");
-  const Outcome r = run(train_args(runp, 6), {{"CHAINLM_FAULT_NAN_GRAD_AT_STEP", "3"}});
-  EXPECT_EQ(r.code, 1);
-  EXPECT_TRUE(contains(r.err, "step 3: the gradient norm is not finite (nan)")) << r.err;
-  EXPECT_TRUE(contains(r.err, "stopped before any weight was changed")) << r.err;
-  EXPECT_TRUE(contains(r.err, "--on-nonfinite skip")) << r.err;
-  EXPECT_EQ(read_bytes(runp + "/latest"), "step-00000002\n");
-  EXPECT_EQ(expect_checkpoints_finite(runp), 2);
-  // The run resumes past the fault once it is gone, to the uninterrupted result.
-  const RunState ref = reference(6);
-  const Outcome resumed = run(resume_args(runp, 6));
-  ASSERT_EQ(resumed.code, 0) << resumed.err;
-  expect_identical(read_state(runp), ref, "resumed after a stop on a NaN gradient");
-}
-
-TEST_F(CrashSafety, NanGradientSkippedLeavesWeightsAndMomentsUntouched) {
-  const std::string runp = dir.file("run");
-  const Env nan_at_3 = {{"CHAINLM_FAULT_NAN_GRAD_AT_STEP", "3"}};
-  Env nan_at_3_then_kill = nan_at_3;
-  nan_at_3_then_kill.push_back({"CHAINLM_CRASH_AT", "checkpoint.after_prune:3"});
-  Outcome r = run(train_args(runp, 6, {"--on-nonfinite", "skip"}), nan_at_3_then_kill);
-  ASSERT_EQ(r.signal, SIGKILL) << r.err;
-  EXPECT_TRUE(contains(r.err, "warning: step 3 skipped")) << r.err;
-  EXPECT_TRUE(contains(r.err, "the gradient norm is not finite")) << r.err;
-  // Step 3 changed nothing: its checkpoint's weights and moments are step 2's, bit for bit.
-  EXPECT_TRUE(read_bytes(runp + "/step-00000002/model.safetensors") ==
-              read_bytes(runp + "/step-00000003/model.safetensors"));
-  EXPECT_TRUE(read_bytes(runp + "/step-00000002/optimizer.safetensors") ==
-              read_bytes(runp + "/step-00000003/optimizer.safetensors"));
-  const auto state = nlohmann::json::parse(read_bytes(runp + "/step-00000003/trainer_state.json"));
-  EXPECT_EQ(state["skipped_steps"], 1);
-  // The run goes on (resumed here, which must match an uninterrupted skipping run exactly:
-  // AdamW's step count, which skipped steps do not advance, is part of the checkpoint).
-  r = run(resume_args(runp, 6), nan_at_3);
-  ASSERT_EQ(r.code, 0) << r.err;
-  const RunState got = read_state(runp);
-  EXPECT_EQ(got.skipped, (std::map<long, std::string>{{3, "the gradient norm is not finite (nan)"}}));
-  EXPECT_EQ(got.loss.size(), 5u);  // steps 1, 2, 4, 5, 6
-  for (const auto& [s, l] : got.loss) EXPECT_TRUE(std::isfinite(l)) << s;
-  const std::string straight = dir.file("straight");
-  r = run(train_args(straight, 6, {"--on-nonfinite", "skip"}), nan_at_3);
-  ASSERT_EQ(r.code, 0) << r.err;
-  expect_identical(got, read_state(straight), "skipping run, resumed after the skip");
-  // The weights did move after the skipped step.
-  const RunState unskipped = reference(6);
-  EXPECT_FALSE(got.weights == unskipped.weights);
-  EXPECT_EQ(got.loss.at(2), unskipped.loss.at(2));
-}
-
-TEST_F(CrashSafety, SkippingGivesUpAfterTooManyNonFiniteStepsInARow) {
-  const std::string runp = dir.file("run");
-  const Outcome r = run(train_args(runp, 12, {"--on-nonfinite", "skip", "--max-nonfinite-skips", "3"}),
-                        {{"CHAINLM_FAULT_NAN_GRAD_AT_STEP", "2,4-12"}});
-  EXPECT_EQ(r.code, 1);
-  // Step 2 alone is skipped and 3 trains; 4, 5, 6 are skipped, 7 is one too many.
-  EXPECT_TRUE(contains(r.err, "warning: step 2 skipped")) << r.err;
-  EXPECT_TRUE(contains(r.err, "(3 in a row, 4 in all)")) << r.err;
-  EXPECT_TRUE(contains(r.err, "step 7: the gradient norm is not finite (nan) after 3 skipped step(s) "
-                              "in a row (--max-nonfinite-skips 3); giving up")) << r.err;
-  EXPECT_EQ(read_bytes(runp + "/latest"), "step-00000006\n");
-  EXPECT_GT(expect_checkpoints_finite(runp), 0);
-}
-
-TEST_F(CrashSafety, DivergenceNeverReachesACheckpoint) {
-  // An absurd learning rate: the first update throws the weights so far that the next step's
-  // loss is not finite (stop), or, larger still, makes the weights themselves non-finite, which
-  // the checkpoint writer refuses.
-  struct Case {
-    std::string lr, mode, expect;
-  };
-  const std::vector<Case> cases = {
-      {"1e3", "stop", "step 2: the loss is not finite"},
-      {"1e3", "skip", "giving up"},
-      {"1e38", "stop", "refusing to write checkpoint"},
-  };
-  for (const Case& c : cases) {
-    SCOPED_TRACE(c.lr + " " + c.mode);
-    const std::string runp = dir.file("run_" + c.lr + c.mode);
-    const Outcome r = run(train_args(runp, 20, {"--lr", c.lr, "--warmup", "0", "--on-nonfinite", c.mode}));
-    EXPECT_EQ(r.code, 1);
-    EXPECT_TRUE(contains(r.err, c.expect)) << r.err;
-    EXPECT_TRUE(contains(r.err, "not finite")) << r.err;
-    expect_checkpoints_finite(runp);
-    EXPECT_TRUE(leftovers(runp).empty()) << joined(leftovers(runp));
-    if (fs::exists(runp + "/latest")) {
-      expect_loadable(runp, c.lr);
-    }
-  }
-}
-
-// `args` on 2 MPI ranks with one extra environment variable.
-Outcome run_mpi(const TempDir& dir, const Args& args, const std::string& env) {
-  std::string cmd = testing::mpirun_command(2) + " -x " + env;
-  for (const std::string& a : args) cmd += " '" + a + "'";
-  cmd += " >" + dir.file("mpi.out") + " 2>" + dir.file("mpi.err");
-  const int status = std::system(cmd.c_str());
-  Outcome r;
-  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  r.err = read_bytes(dir.file("mpi.err"));
-  return r;
-}
-
-TEST_F(CrashSafety, FailedCheckpointEndsEveryMpiRankWithOneMessage) {
-  // Rank 0 writes; its second checkpoint fails (ENOSPC injected): every rank ends with its
-  // message, printed once, without MPI_Abort; the first checkpoint stays the latest.
-  const std::string runp = dir.file("run");
-  const Outcome r =
-      run_mpi(dir, train_args(runp, 4), "CHAINLM_WRITE_ERROR_AT=atomic_file.write:11");
-  EXPECT_NE(r.code, 0);
-  const std::string message = "checkpoint at step 2 not written";
-  const size_t at = r.err.find(message);
-  ASSERT_NE(at, std::string::npos) << r.err;
-  EXPECT_EQ(r.err.find(message, at + 1), std::string::npos) << "printed twice:\n" << r.err;
-  EXPECT_TRUE(contains(r.err, "No space left on device")) << r.err;
-  EXPECT_FALSE(contains(r.err, "MPI_ABORT")) << r.err;
-  EXPECT_EQ(read_bytes(runp + "/latest"), "step-00000001\n");
-  EXPECT_TRUE(leftovers(runp).empty()) << joined(leftovers(runp));
-}
-
-TEST_F(CrashSafety, NonFiniteDecisionsAgreeAcrossMpiRanks) {
-  // The NaN gradient appears on the last rank only; rank 0 (the writer) sees it through the
-  // gradient sum, and both ranks stop, or skip, together.
-  auto mpi = [&](const Args& args, const std::string& env) { return run_mpi(dir, args, env); };
-  const std::string stop = dir.file("stop"), skip = dir.file("skip");
-  Outcome r = mpi(train_args(stop, 5), "CHAINLM_FAULT_NAN_GRAD_AT_STEP=3");
-  EXPECT_NE(r.code, 0);
-  const std::string message = "step 3: the gradient norm is not finite (nan); stopped";
-  const size_t at = r.err.find(message);
-  EXPECT_NE(at, std::string::npos) << r.err;
-  EXPECT_EQ(r.err.find(message, at + 1), std::string::npos) << "one message, not one per rank:\n" << r.err;
-  EXPECT_FALSE(contains(r.err, "MPI_ABORT")) << r.err;
-  EXPECT_EQ(read_bytes(stop + "/latest"), "step-00000002\n");
-  EXPECT_EQ(expect_checkpoints_finite(stop), 2);
-
-  r = mpi(train_args(skip, 3, {"--on-nonfinite", "skip"}), "CHAINLM_FAULT_NAN_GRAD_AT_STEP=3");
-  ASSERT_EQ(r.code, 0) << r.err;
-  EXPECT_TRUE(read_bytes(skip + "/step-00000002/model.safetensors") ==
-              read_bytes(skip + "/step-00000003/model.safetensors"));
-  EXPECT_EQ(read_state(skip).skipped.size(), 1u);
 }
 
 }  // namespace
