@@ -119,9 +119,23 @@ void tile_avx2(int K, const float* A, int lda, const float* W, int ldb, float* o
       for (int s = 0; s < S; ++s) acc[r][s] = _mm256_fmadd_ps(a, w[s], acc[r][s]);
     }
   }
+  // The fixed horizontal sums, eight registers at a time from four (horizontal_sums8: the same
+  // bits; 8 mixed CoLM-Air rows' steps ~10% faster, their chain blocks' K being 128-352).
+  constexpr int kPairs = R * S, kGroups = (kPairs + 7) / 8;
+  alignas(32) float sums[kGroups * 8];
+  if constexpr (kPairs < 4) {
+    for (int i = 0; i < kPairs; ++i) sums[i] = horizontal_sum(acc[i / S][i % S]);
+  } else {
+    for (int g = 0; g < kGroups; ++g) {
+      __m256 x[8];
+      for (int i = 0; i < 8; ++i)
+        x[i] = g * 8 + i < kPairs ? acc[(g * 8 + i) / S][(g * 8 + i) % S] : _mm256_setzero_ps();
+      horizontal_sums8(x, sums + g * 8);
+    }
+  }
   for (int r = 0; r < R; ++r)
     for (int s = 0; s < S; ++s) {
-      float sum = horizontal_sum(acc[r][s]);
+      float sum = sums[r * S + s];
       for (int t = k; t < K; ++t) sum = std::fma(A[(long)r * lda + t], W[(long)s * ldb + t], sum);
       out[r * S + s] = sum;
     }
@@ -159,14 +173,19 @@ void sliced_rows_avx2(int n0, int n1, int K, int slice, const float* A, int lda,
         for (int r = 0; r < R; ++r) _mm256_store_ps(partial[n - g0][r], acc[r]);
       }
     }
-    for (int n = g0; n < g1; ++n)
+    for (int n = g0; n < g1; ++n) {
+      __m256 x[8];
+      for (int r = 0; r < 8; ++r)
+        x[r] = r < R && k8 > 0 ? _mm256_load_ps(partial[n - g0][r]) : _mm256_setzero_ps();
+      alignas(32) float sums[8];
+      horizontal_sums8(x, sums);
       for (int r = 0; r < R; ++r) {
-        float sum =
-            horizontal_sum(k8 > 0 ? _mm256_load_ps(partial[n - g0][r]) : _mm256_setzero_ps());
+        float sum = sums[r];
         for (int t = k8; t < K; ++t)
           sum = std::fma(A[(long)r * lda + t], B[(long)n * ldb + t], sum);
         out_rows[(long)r * ldo + n] = sum;
       }
+    }
   }
 }
 
