@@ -4,10 +4,11 @@
 #include <gtest/gtest.h>
 
 #include <string>
+#include <tuple>
 #include <vector>
 
-#include "core/error.h"
 #include "core/allocated_bytes.h"
+#include "core/error.h"
 #include "core/memory.h"
 #include "model/model.h"
 #include "model_test_util.h"
@@ -57,31 +58,42 @@ TEST(MemoryEstimate, AModelForInferenceHoldsNoGradientsUntilItTrains) {
 
 // The memory a first training step adds (gradients, activation arena, the extra sub-model's
 // head gradient) is what training_memory() says, within 10% below and 25% above (allocator
-// rounding). Measured as resident memory, or the allocator's count under AddressSanitizer.
-TEST(MemoryEstimate, ATrainingStepAllocatesWhatTheEstimateSays) {
-  for (bool bf16 : {false, true})
-  for (bool both_chains : {false, true}) {
-    SCOPED_TRACE(bf16 ? "bf16" : "fp32");
-    const ModelConfig c = mid_config({1, 1}, true);
-    const int B = 8, T = 256;
-    Model m(c);
-    m.init_random(1);
-    if (bf16) m.use_bf16_weights(/*keep_fp32=*/true);
-    const std::vector<int> tokens = test::random_tokens(B * T, c.vocab_size, 2);
-    const std::vector<float> weights = both_chains ? std::vector<float>{1, 1} : std::vector<float>{0, 1};
-    const MemoryEstimate e = training_memory(c, B, T, both_chains ? 2 : 1, bf16);
-    uint64_t step_part = 0;  // what the step allocates: all but weights, moments and runtime
-    for (const auto& [what, bytes] : e.parts)
-      if (what != "weights" && what != "AdamW moments" && what != "runtime" &&
-          what != "bf16 weight copies")
-        step_part += bytes;
-    const uint64_t before = testing::allocated_bytes();
-    m.forward_backward(tokens.data(), tokens.data(), B, T, weights, 1.0f);
-    const uint64_t grown = testing::allocated_bytes() - before;
-    EXPECT_GE(grown, step_part * 9 / 10) << e.describe();
-    EXPECT_LE(grown, step_part * 5 / 4) << e.describe();
-  }
+// rounding). Measured as resident memory, or the allocator's count under AddressSanitizer. Each
+// case is a test of its own, so that ctest runs it in a process of its own: the bf16 GEMMs'
+// per-thread scratch buffers outlive a step, and a case run after another one grew less (bf16
+// with two sub-models by 214 MiB against 241 estimated, on an AVX2 CPU whose bf16 products
+// widen their operands into that scratch).
+class TrainingStepMemory : public ::testing::TestWithParam<std::tuple<bool, bool>> {};
+
+TEST_P(TrainingStepMemory, ATrainingStepAllocatesWhatTheEstimateSays) {
+  const auto [bf16, both_chains] = GetParam();
+  const ModelConfig c = mid_config({1, 1}, true);
+  const int B = 8, T = 256;
+  Model m(c);
+  m.init_random(1);
+  if (bf16) m.use_bf16_weights(/*keep_fp32=*/true);
+  const std::vector<int> tokens = test::random_tokens(B * T, c.vocab_size, 2);
+  const std::vector<float> weights =
+      both_chains ? std::vector<float>{1, 1} : std::vector<float>{0, 1};
+  const MemoryEstimate e = training_memory(c, B, T, both_chains ? 2 : 1, bf16);
+  uint64_t step_part = 0;  // what the step allocates: all but weights, moments and runtime
+  for (const auto& [what, bytes] : e.parts)
+    if (what != "weights" && what != "AdamW moments" && what != "runtime" &&
+        what != "bf16 weight copies")
+      step_part += bytes;
+  const uint64_t before = testing::allocated_bytes();
+  m.forward_backward(tokens.data(), tokens.data(), B, T, weights, 1.0f);
+  const uint64_t grown = testing::allocated_bytes() - before;
+  EXPECT_GE(grown, step_part * 9 / 10) << e.describe();
+  EXPECT_LE(grown, step_part * 5 / 4) << e.describe();
 }
+
+INSTANTIATE_TEST_SUITE_P(MemoryEstimate, TrainingStepMemory,
+                         ::testing::Combine(::testing::Bool(), ::testing::Bool()),
+                         [](const ::testing::TestParamInfo<std::tuple<bool, bool>>& info) {
+                           return std::string(std::get<0>(info.param) ? "bf16" : "fp32") +
+                                  (std::get<1>(info.param) ? "_two_submodels" : "_one_submodel");
+                         });
 
 TEST(MemoryEstimate, RefusesWhatDoesNotFitWithTheEstimateAndAdvice) {
   const ModelConfig c = mid_config({1, 1}, true);
