@@ -22,7 +22,9 @@ inline float horizontal_sum(__m256 v) {
   s = _mm_add_ss(s, _mm_movehdup_ps(s));
   return _mm_cvtss_f32(s);
 }
+#endif
 
+#if defined(__AVX2__)
 // sums[i] = horizontal_sum(x[i]) for 8 registers at once: the same additions of the same lanes
 // in the same tree (lane i + lane i + 4, then + 2, then + 1), so the same bits, in 7 additions
 // and 14 shuffles where 8 separate sums take ~40 instructions (the AVX2 few-row kernel's tiles

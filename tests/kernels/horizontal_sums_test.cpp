@@ -12,7 +12,7 @@
 namespace chainlm {
 namespace {
 
-#if defined(__AVX__)
+#if defined(__AVX2__)
 TEST(HorizontalSums, EightAtOnceGiveTheBitsOfEachAlone) {
   std::mt19937 rng(7);
   std::uniform_real_distribution<float> unit(-1.0f, 1.0f);
