@@ -22,21 +22,21 @@
 
 namespace chainlm::crash_safety_test {
 
+// The test files take these with `using namespace crash_safety_test`.
 namespace fs = std::filesystem;
+using testing::Args;
 using testing::contains;
+using testing::Env;
+using testing::finish;
+using testing::Outcome;
 using testing::read_bytes;
+using testing::spawn;
 using testing::TempDir;
 using testing::write_bytes;
 
 inline const char* const kConfig =
     R"({"dim": 32, "n_layers": 1, "n_heads": 4, "n_kv_heads": 2, "ffn_dim": 64, "vocab_size": 258,
         "chains": [1, 1], "kv_share": true, "max_seq_len": 32})";
-
-using testing::Args;
-using testing::Env;
-using testing::finish;
-using testing::Outcome;
-using testing::spawn;
 
 inline std::string trim(std::string s) {
   while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();

@@ -25,17 +25,7 @@
 namespace chainlm {
 namespace {
 
-namespace fs = std::filesystem;
 using namespace crash_safety_test;  // the fixture CrashSafety, RunState and the run helpers
-using testing::Args;
-using testing::contains;
-using testing::Env;
-using testing::finish;
-using testing::Outcome;
-using testing::read_bytes;
-using testing::spawn;
-using testing::TempDir;
-using testing::write_bytes;
 
 std::string step_name(long step) {
   char name[32];

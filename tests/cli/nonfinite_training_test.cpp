@@ -16,17 +16,7 @@
 namespace chainlm {
 namespace {
 
-namespace fs = std::filesystem;
 using namespace crash_safety_test;  // the fixture CrashSafety, RunState and the run helpers
-using testing::Args;
-using testing::contains;
-using testing::Env;
-using testing::finish;
-using testing::Outcome;
-using testing::read_bytes;
-using testing::spawn;
-using testing::TempDir;
-using testing::write_bytes;
 
 // The token shards are memory-mapped: train.bin truncated in place while a run trains ends it
 // with SIGBUS, which used to say nothing. It is said (and the signal kept), and the last
