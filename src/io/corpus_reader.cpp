@@ -20,6 +20,34 @@ namespace chainlm {
 namespace fs = std::filesystem;
 namespace {
 
+// A path as one word of a shell command: as it is when plain, else in single quotes; "./" before
+// a name starting with '-' (the iconv advice broke on "my file (1).txt" and "-n.txt", a trial).
+std::string shell_word(const std::string& path) {
+  const std::string p = !path.empty() && path[0] == '-' ? "./" + path : path;
+  if (!p.empty() && p.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                                        "0123456789_-./+,:@%=") == std::string::npos)
+    return p;
+  std::string quoted = "'";
+  for (char c : p) quoted += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return quoted + "'";
+}
+
+// Where the iconv advice writes the converted text: beside the file, ".utf8" before its
+// extension ("notes.txt" -> "notes.utf8.txt", "data.jsonl.gz" -> "data.utf8.jsonl"), so JSONL
+// stays JSONL and the output is never the input (a fixed "converted.txt" truncated a corpus of
+// that name, and turned JSONL into text; a trial); a number is added past a file that exists.
+std::string converted_name(const std::string& path, bool compressed) {
+  fs::path p(path);
+  if (compressed && p.has_extension()) p.replace_extension();
+  const std::string ext = p.has_extension() ? p.extension().string() : ".txt";
+  const fs::path stem = p.parent_path() / p.stem();
+  std::error_code ec;
+  for (int n = 1;; ++n) {
+    const fs::path out(stem.string() + (n == 1 ? ".utf8" : cat(".utf8-", n)) + ext);
+    if (!fs::exists(out, ec)) return out.string();
+  }
+}
+
 bool is_hidden(const fs::path& p) {
   const std::string name = p.filename().string();
   return !name.empty() && name[0] == '.';
@@ -78,12 +106,12 @@ void refuse_unreadable_content(const std::string& path, const DecompressedFile& 
       const std::string tool =
           z == "gzip" || z == "xz" || z == "bzip2" || z == "zstd" || z == "lz4" ? z : "";
       const std::string convert = cat("iconv -f ", iconv_encoding_name(encoding), " -t UTF-8");
+      const std::string in = shell_word(path), out = shell_word(converted_name(path, z != "none"));
       fail(path, " is ", text_encoding_name(encoding), " text", inside,
            "; chainlm reads UTF-8: convert it first, e.g. ",
-           z == "none" ? cat(convert, " ", path, " > converted.txt")
-           : !tool.empty()
-               ? cat(tool, " -dc ", path, " | ", convert, " > converted.txt")
-               : cat("decompress it, then ", convert, " < decompressed > converted.txt"));
+           z == "none"     ? cat(convert, " ", in, " > ", out)
+           : !tool.empty() ? cat(tool, " -dc ", in, " | ", convert, " > ", out)
+                           : cat("decompress it, then ", convert, " < decompressed > ", out));
     }
   }
 }
@@ -122,8 +150,9 @@ std::string invalid_utf8_warning(const CorpusFile& f, std::string_view bytes,
 
 using DocumentSink = std::function<void(std::string&&)>;
 
-// "a string", "an object": a JSON value's type for messages.
+// "a string", "an object", "null": a JSON value's type for messages.
 std::string a_type(const nlohmann::json& value) {
+  if (value.is_null()) return "null";
   const std::string name = value.type_name();
   return (std::string("aeiou").find(name[0]) == std::string::npos ? "a " : "an ") + name;
 }
@@ -146,20 +175,25 @@ const nlohmann::json& text_field_of(const nlohmann::json& record, const std::str
   for (size_t start = 0; name.find('.') != std::string::npos;) {
     const size_t dot = std::min(name.find('.', start), name.size());
     const std::string step = name.substr(start, dot - start);
+    CHAINLM_CHECK(!step.empty(), "--text-field \"", name,
+                  "\": a path of field names and item "
+                  "numbers between dots has no empty steps");
     const nlohmann::json* next = nullptr;
     if (at->is_object()) {
       const auto it = at->find(step);
       if (it != at->end()) next = &*it;
-    } else if (at->is_array() && !step.empty() && step.size() < 10 &&
+    } else if (at->is_array() && step.size() < 10 &&
                step.find_first_not_of("0123456789") == std::string::npos &&
-               std::stoul(step) < at->size()) {
+               (step == "0" || step[0] != '0') && std::stoul(step) < at->size()) {
+      // Item numbers as JSON Pointer writes them: no leading zeros.
       next = &(*at)[std::stoul(step)];
     }
     if (next == nullptr && at == &record) break;  // not even the first step: the message below
     if (next == nullptr)
       fail(where, ": the record has no \"", name, "\" field: \"", path, "\" is ",
            at->is_object()  ? cat("an object without \"", step, "\" (it has: ", keys_of(*at), ")")
-           : at->is_array() ? cat("an array of ", at->size(), " items, without item ", step)
+           : at->is_array() ? cat("an array of ", at->size(), at->size() == 1 ? " item" : " items",
+                                  ", without item ", step)
                             : a_type(*at),
            "; name the text field with --text-field");
     path += (path.empty() ? "" : ".") + step;

@@ -1,6 +1,9 @@
 #include "io/text_encoding.h"
 
 #include <algorithm>
+#include <cstdint>
+#include <functional>
+#include <iterator>
 
 namespace chainlm {
 namespace {
@@ -46,27 +49,48 @@ bool starts_with(std::string_view bytes, std::string_view prefix) {
   return bytes.substr(0, prefix.size()) == prefix;
 }
 
-// Whether bytes read as UTF-16 text in the given order: surrogates in pairs, no noncharacters
-// U+FFFE/U+FFFF, and no C0 or C1 controls but tab, newline, carriage return and form feed.
-// Text outside Latin (CJK, Cyrillic, ...) without a mark has NULs mostly in the high bytes of
-// its ASCII characters (newlines, spaces, digits), too few for the NUL-pattern rule; binary data
-// fails here on its control codes or lone surrogates (3% of random code units are surrogates).
-bool reads_as_utf16_text(std::string_view bytes, bool little_endian) {
-  const size_t units = bytes.size() / 2;
-  bool expect_low = false;
+// Whether bytes read as text in UTF-16 (unit 2) or UTF-32 (unit 4) in the given order: code
+// points valid (UTF-16's surrogates in pairs, none in UTF-32, nothing past U+10FFFF), no
+// noncharacters U+FFFE/U+FFFF, no C0 or C1 controls but tab, newline, carriage return and form
+// feed, and, from 32 characters on, some whitespace. Files of 16- or 32-bit numbers (token ids
+// from a shard without its header, samples) have NULs in the same places as such text: their
+// small values are control codes, and they hold no spaces or newlines (a user trial had a
+// uint16 token-id file read as UTF-16 and converted into Latin Extended garbage).
+bool reads_as_text(std::string_view bytes, int unit, bool little_endian) {
+  const size_t units = bytes.size() / unit;
+  bool expect_low = false, whitespace = false;
   for (size_t i = 0; i < units; ++i) {
-    const auto lo = static_cast<unsigned char>(bytes[2 * i + (little_endian ? 0 : 1)]);
-    const auto hi = static_cast<unsigned char>(bytes[2 * i + (little_endian ? 1 : 0)]);
-    const unsigned u = hi << 8 | lo;
+    uint32_t u = 0;
+    for (int b = 0; b < unit; ++b) {
+      const auto byte =
+          static_cast<unsigned char>(bytes[i * unit + (little_endian ? unit - 1 - b : b)]);
+      u = u << 8 | byte;
+    }
     const bool high_surrogate = u >= 0xD800 && u <= 0xDBFF,
                low_surrogate = u >= 0xDC00 && u <= 0xDFFF;
-    if (expect_low != low_surrogate) return false;
-    expect_low = high_surrogate;
+    if (unit == 4 && (high_surrogate || low_surrogate || u > 0x10FFFF)) return false;
+    if (unit == 2) {
+      if (expect_low != low_surrogate) return false;
+      expect_low = high_surrogate;
+    }
     if (u == 0xFFFE || u == 0xFFFF) return false;
     const bool control = u < 0x20 || (u >= 0x7F && u <= 0x9F);
     if (control && u != '\t' && u != '\n' && u != '\r' && u != '\f') return false;
+    whitespace = whitespace || u == ' ' || u == '\n' || u == '\t' || u == 0x3000 || u == 0xA0;
   }
-  return true;  // a high surrogate last may be the head's cut through a pair
+  return whitespace || units < 32;  // a high surrogate last may be the head's cut through a pair
+}
+
+// Whether most high bytes of the code units (odd bytes in little-endian order) take a few
+// values: text in one script does (Cyrillic U+04xx: 0x04, with 0x00 for its ASCII), ASCII
+// text read two bytes at a time does not (its "high bytes" are letters).
+bool few_high_bytes(std::string_view bytes, bool little_endian) {
+  size_t count[256] = {};
+  const size_t units = bytes.size() / 2;
+  for (size_t i = 0; i < units; ++i)
+    ++count[static_cast<unsigned char>(bytes[2 * i + (little_endian ? 1 : 0)])];
+  std::sort(std::begin(count), std::end(count), std::greater<size_t>());
+  return (count[0] + count[1] + count[2] + count[3]) * 10 >= units * 9;
 }
 
 }  // namespace
@@ -122,27 +146,28 @@ TextEncoding detect_text_encoding(std::string_view bytes) {
     // A pattern takes two code units at least: one NUL in "abc\0def" is binary data, not a
     // code unit of UTF-16 (whose iconv would have made garbage of it; a docs trial).
     const size_t quads = head.size() / 4;
-    if (quads >= 2 && nul4[3] >= quads && nul4[2] >= quads / 2 && nul4[0] <= quads / 4)
+    if (quads >= 2 && nul4[3] >= quads && nul4[2] >= quads / 2 && nul4[0] <= quads / 4 &&
+        reads_as_text(head, 4, true))
       return TextEncoding::kUtf32Le;
-    if (quads >= 2 && nul4[0] >= quads && nul4[1] >= quads / 2 && nul4[3] <= quads / 4)
+    if (quads >= 2 && nul4[0] >= quads && nul4[1] >= quads / 2 && nul4[3] <= quads / 4 &&
+        reads_as_text(head, 4, false))
       return TextEncoding::kUtf32Be;
     // ASCII-range UTF-16 has a NUL in nearly every high byte and none in the low bytes.
     const size_t pairs = head.size() / 2;
-    if (nul_odd >= 2 && nul_odd * 3 >= pairs && nul_even <= nul_odd / 50)
+    if (nul_odd >= 2 && nul_odd * 3 >= pairs && nul_even <= nul_odd / 50 &&
+        reads_as_text(head, 2, true))
       return TextEncoding::kUtf16Le;
-    if (nul_even >= 2 && nul_even * 3 >= pairs && nul_odd <= nul_even / 50)
+    if (nul_even >= 2 && nul_even * 3 >= pairs && nul_odd <= nul_even / 50 &&
+        reads_as_text(head, 2, false))
       return TextEncoding::kUtf16Be;
-    // Fewer NULs, in what is not UTF-8 text but reads as UTF-16 text: say, Chinese with ASCII
-    // newlines (a user trial called it binary data), or Cyrillic, whose bytes are all ASCII but
-    // every other one a control code (U+04xx). The ASCII characters' NULs are the high bytes;
-    // the low bytes' NULs are the rarer characters U+xx00 (U+4E00, ...). ASCII text with stray
-    // NULs stays binary data: read as UTF-16 it would pass, as CJK.
+    // Fewer NULs, in what is not UTF-8 but reads as UTF-16 text: say, Chinese with ASCII
+    // newlines (a user trial called it binary data), or Cyrillic, whose bytes are all ASCII (so
+    // valid UTF-8) but whose high bytes are nearly all 0x04 or 0x00. The ASCII characters' NULs
+    // are the high bytes; the low bytes' NULs are the rarer characters U+xx00 (U+4E00, ...).
+    // ASCII text with stray NULs, even with control codes (a log's colours), stays binary data.
     const bool le = nul_odd > nul_even;
-    const bool controls = std::any_of(head.begin(), head.end(), [](char c) {
-      return c > 0 && c < 0x20 && c != '\t' && c != '\n' && c != '\r' && c != '\f';
-    });
     if (std::max(nul_odd, nul_even) >= 2 && nul_odd != nul_even &&
-        (controls || !check_utf8(head).ok()) && reads_as_utf16_text(head, le))
+        (!check_utf8(head).ok() || few_high_bytes(head, le)) && reads_as_text(head, 2, le))
       return le ? TextEncoding::kUtf16Le : TextEncoding::kUtf16Be;
     return TextEncoding::kBinary;
   }

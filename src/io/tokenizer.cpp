@@ -208,19 +208,27 @@ void check_same_tokenizer(const std::string& data_dir, const std::string& model_
   if (a == b) return;
   // stories260K ships tok512.bin and tok512.model: one vocabulary, two tokenizers. Told apart by
   // what the files are, not their names: prepare keeps a tok512.bin as tokenizer.model.
-  std::string kinds;
+  // Said only for one vocabulary in the two formats (a trial had it after a warning that the
+  // vocabularies were 300 and 512), naming which file is which.
+  std::string note;
   try {
-    kinds = load_tokenizer(data_tok)->kind() + "+" + load_tokenizer(model_tok)->kind();
+    const std::unique_ptr<Tokenizer> d = load_tokenizer(data_tok), m = load_tokenizer(model_tok);
+    const auto name = [](const Tokenizer& t) {
+      return t.kind() == "llama2c" ? "a llama2.c tokenizer.bin" : "a SentencePiece .model";
+    };
+    if (d->kind() != m->kind() && d->vocab_size() == m->vocab_size() &&
+        (d->kind() == "llama2c" || m->kind() == "llama2c") &&
+        (d->kind() == "sentencepiece" || m->kind() == "sentencepiece"))
+      note = cat(". The data's is ", name(*d), " and the model's ", name(*m), " of one ",
+                 d->vocab_size(),
+                 "-token vocabulary: they are not the same tokenizer, they split some texts "
+                 "differently");
   } catch (const Error&) {
   }
   fail(what, ": the data in ", data_dir, " was made with another tokenizer (", data_tok, ": ", a,
        ") than the model's (", model_tok, ": ", b,
        "); its token ids would mean other text. Prepare the data with the model's ",
-       "tokenizer (chainlm prepare --tokenizer ", model_tok, ")",
-       kinds == "llama2c+sentencepiece" || kinds == "sentencepiece+llama2c"
-           ? cat(". A llama2.c tokenizer.bin and a SentencePiece .model of one vocabulary "
-                 "are not the same tokenizer: they split some texts differently")
-           : std::string());
+       "tokenizer (chainlm prepare --tokenizer ", model_tok, ")", note);
 }
 
 // The files a Hugging Face directory keeps beside its tokenizer that chainlm does not read as

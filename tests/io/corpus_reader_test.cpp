@@ -308,9 +308,31 @@ TEST(ReadCorpus, RefusesWhatIsNotUtf8Text) {
   EXPECT_NE(gz_message.find("is UTF-16 (little-endian) text (gzip-compressed)"), std::string::npos)
       << gz_message;
   EXPECT_NE(gz_message.find("gzip -dc " + dir.file("u16.txt.gz") +
-                            " | iconv -f UTF-16LE -t UTF-8 > converted.txt"),
+                            " | iconv -f UTF-16LE -t UTF-8 > " + dir.file("u16.utf8.txt")),
             std::string::npos)
       << gz_message;
+
+  // The command runs as printed (a trial): a path with spaces or parentheses quoted; the output
+  // beside the input, never the input itself (a file named converted.txt was truncated by
+  // "iconv ... converted.txt > converted.txt"), never a file that exists, and JSONL kept JSONL.
+  write_bytes(dir.file("my file (1).txt"), utf16);
+  EXPECT_NE(message_of(inputs({dir.file("my file (1).txt")}))
+                .find("iconv -f UTF-16LE -t UTF-8 '" + dir.file("my file (1).txt") + "' > '" +
+                      dir.file("my file (1).utf8.txt") + "'"),
+            std::string::npos)
+      << message_of(inputs({dir.file("my file (1).txt")}));
+  write_bytes(dir.file("converted.txt"), utf16);
+  write_bytes(dir.file("converted.utf8.txt"), "an earlier conversion\n");
+  EXPECT_NE(message_of(inputs({dir.file("converted.txt")}))
+                .find(dir.file("converted.txt") + " > " + dir.file("converted.utf8-2.txt")),
+            std::string::npos)
+      << message_of(inputs({dir.file("converted.txt")}));
+  write_bytes(dir.file("it's.jsonl"), utf16);
+  EXPECT_NE(
+      message_of(inputs({dir.file("it's.jsonl")}))
+          .find("'" + dir.file("it'\\''s.jsonl") + "' > '" + dir.file("it'\\''s.utf8.jsonl") + "'"),
+      std::string::npos)
+      << message_of(inputs({dir.file("it's.jsonl")}));
 
   write_bytes(dir.file("prog"), std::string("\x7F"
                                             "ELF\x02\x01\x01\0\0\0\0\0 code",
@@ -433,7 +455,7 @@ TEST(ReadCorpus, DottedTextFieldsReachNestedText) {
       << message_of(o);
   o.text_field = "choices.1.text";
   EXPECT_NE(message_of(o).find("n.jsonl:1: the record has no \"choices.1.text\" field: "
-                               "\"choices\" is an array of 1 items, without item 1"),
+                               "\"choices\" is an array of 1 item, without item 1"),
             std::string::npos)
       << message_of(o);
   o.text_field = "content.body.x";
@@ -445,6 +467,15 @@ TEST(ReadCorpus, DottedTextFieldsReachNestedText) {
       << message_of(o);
   o.text_field = "content";
   EXPECT_NE(message_of(o).find("field \"content\" is an object, not a string"), std::string::npos)
+      << message_of(o);
+  // Item numbers as JSON Pointer writes them, no empty steps (a trial: "a..1", "choices.00").
+  o.text_field = "choices.00.text";
+  EXPECT_NE(message_of(o).find("without item 00"), std::string::npos) << message_of(o);
+  o.text_field = "choices..text";
+  EXPECT_NE(message_of(o).find("has no empty steps"), std::string::npos) << message_of(o);
+  write_bytes(dir.file("n.jsonl"), "{\"meta\": {\"text\": null}}\n");
+  o.text_field = "meta.text";
+  EXPECT_NE(message_of(o).find("field \"meta.text\" is null, not a string"), std::string::npos)
       << message_of(o);
 }
 

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 #include <iconv.h>
 
+#include <cstdint>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -170,6 +171,31 @@ TEST(DetectTextEncoding, FilesUsersPass) {
   // ASCII text with stray NULs on one side reads as UTF-16 (as CJK) too: binary data still.
   const char stray[] = "The quick brown fox jumps\0over the lazy dog\0 Pack my box.\n";
   EXPECT_EQ(detect_text_encoding(std::string(stray, sizeof stray - 1)), TextEncoding::kBinary);
+  // Nor is a log with colour codes (ESC) and stray NULs (a trial: called UTF-16, its iconv
+  // made CJK of it), or files of 16- and 32-bit numbers such as token ids without a header
+  // (small values are control codes, and there is no whitespace among them).
+  std::string log;
+  for (int line = 0; line < 60; ++line)
+    log += "2024-05-01 12:00:00 \x1b[32mINFO\x1b[0m worker 0 finished job ok\n";
+  for (size_t at : {301, 903, 1503}) log[at] = '\0';
+  EXPECT_EQ(detect_text_encoding(log), TextEncoding::kBinary);
+  std::string ids16, ids32, no_bos16, small16;
+  const auto u16 = [](uint32_t v) {
+    return std::string{static_cast<char>(v & 0xFF), static_cast<char>(v >> 8)};
+  };
+  for (int i = 0; i < 2000; ++i) {
+    const uint32_t id = i % 151 == 0 ? 1 : 259 + (i * 7919) % 253;  // tok512's pieces, BOS 1
+    ids16 += u16(id);
+    ids32 += u16(id) + std::string(2, '\0');
+    // Without BOS, a byte piece (id 35-124: "#" to "|" as UTF-16) every 50: characters all,
+    // but no whitespace.
+    no_bos16 += u16(i % 50 == 0 ? 35 + i % 90 : 259 + (i * 7919) % 253);
+    small16 += u16(1 + (i * 37) % 255);
+  }
+  EXPECT_EQ(detect_text_encoding(ids16), TextEncoding::kBinary);
+  EXPECT_EQ(detect_text_encoding(ids32), TextEncoding::kBinary);
+  EXPECT_EQ(detect_text_encoding(no_bos16), TextEncoding::kBinary);
+  EXPECT_EQ(detect_text_encoding(small16), TextEncoding::kBinary);
   // Binary data with more NULs on one side is not such text: 16-bit values that are control
   // codes, or a lone surrogate (U+DBFF), among CJK code units ("中文文本汉字一些" in UTF-16LE,
   // with three NULs of "一" on the other side).
