@@ -173,15 +173,24 @@ const nlohmann::json& text_field_of(const nlohmann::json& record, const std::str
   const nlohmann::json* at = &record;
   std::string path;  // the steps taken so far
   for (size_t start = 0; name.find('.') != std::string::npos;) {
-    const size_t dot = std::min(name.find('.', start), name.size());
-    const std::string step = name.substr(start, dot - start);
+    size_t dot = std::min(name.find('.', start), name.size());
+    std::string step = name.substr(start, dot - start);
     CHAINLM_CHECK(!step.empty(), "--text-field \"", name,
                   "\": a path of field names and item "
                   "numbers between dots has no empty steps");
     const nlohmann::json* next = nullptr;
     if (at->is_object()) {
-      const auto it = at->find(step);
-      if (it != at->end()) next = &*it;
+      // A key may hold dots itself ({"meta.data": {"text": ...}}): the longest key that the
+      // rest of the path starts with, up to a dot, is the step (a trial could not reach it).
+      for (size_t end = name.size(); end != std::string::npos && end > start;
+           end = name.rfind('.', end - 1)) {
+        const auto it = at->find(name.substr(start, end - start));
+        if (it == at->end()) continue;
+        next = &*it;
+        dot = end;
+        step = name.substr(start, end - start);
+        break;
+      }
     } else if (at->is_array() && step.size() < 10 &&
                step.find_first_not_of("0123456789") == std::string::npos &&
                (step == "0" || step[0] != '0') && std::stoul(step) < at->size()) {

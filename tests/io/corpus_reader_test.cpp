@@ -473,6 +473,15 @@ TEST(ReadCorpus, DottedTextFieldsReachNestedText) {
   EXPECT_NE(message_of(o).find("without item 00"), std::string::npos) << message_of(o);
   o.text_field = "choices..text";
   EXPECT_NE(message_of(o).find("has no empty steps"), std::string::npos) << message_of(o);
+  // A key holding dots below the top level: the longest key the rest of the path starts with.
+  write_bytes(dir.file("n.jsonl"),
+              "{\"meta.data\": {\"text\": \"dotted\"}, \"meta\": {\"data\": 1}}\n"
+              "{\"x\": {\"a.b\": [\"deep\"]}, \"meta.data\": {\"text\": \"second\"}}\n");
+  o.text_field = "meta.data.text";
+  EXPECT_EQ(read_corpus(o).documents, (Docs{"dotted", "second"}));
+  write_bytes(dir.file("n.jsonl"), "{\"x\": {\"a.b\": [\"deep\"]}}\n");
+  o.text_field = "x.a.b.0";
+  EXPECT_EQ(read_corpus(o).documents, (Docs{"deep"}));
   write_bytes(dir.file("n.jsonl"), "{\"meta\": {\"text\": null}}\n");
   o.text_field = "meta.text";
   EXPECT_NE(message_of(o).find("field \"meta.text\" is null, not a string"), std::string::npos)
