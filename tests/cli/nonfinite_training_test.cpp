@@ -111,15 +111,16 @@ TEST_F(CrashSafety, SkippingGivesUpAfterTooManyNonFiniteStepsInARow) {
 
 TEST_F(CrashSafety, DivergenceNeverReachesACheckpoint) {
   // An absurd learning rate: the first update throws the weights so far that the next step's
-  // loss is not finite (stop), or, larger still, makes the weights themselves non-finite, which
-  // the checkpoint writer refuses.
+  // loss or gradient norm is not finite (stop; which of the two first depends on the CPU's
+  // kernels: the sanitized build on an AVX2 CPU met the gradient's), or, larger still, makes the
+  // weights themselves non-finite, which the checkpoint writer refuses.
   struct Case {
-    std::string lr, mode, expect;
+    std::string lr, mode, expect, or_expect;
   };
   const std::vector<Case> cases = {
-      {"1e3", "stop", "step 2: the loss is not finite"},
-      {"1e3", "skip", "giving up"},
-      {"1e38", "stop", "refusing to write checkpoint"},
+      {"1e3", "stop", "step 2: the loss is not finite", "step 2: the gradient norm is not finite"},
+      {"1e3", "skip", "giving up", "giving up"},
+      {"1e38", "stop", "refusing to write checkpoint", "refusing to write checkpoint"},
   };
   for (const Case& c : cases) {
     SCOPED_TRACE(c.lr + " " + c.mode);
@@ -127,7 +128,7 @@ TEST_F(CrashSafety, DivergenceNeverReachesACheckpoint) {
     const Outcome r =
         run(train_args(runp, 20, {"--lr", c.lr, "--warmup", "0", "--on-nonfinite", c.mode}));
     EXPECT_EQ(r.code, 1);
-    EXPECT_TRUE(contains(r.err, c.expect)) << r.err;
+    EXPECT_TRUE(contains(r.err, c.expect) || contains(r.err, c.or_expect)) << r.err;
     EXPECT_TRUE(contains(r.err, "not finite")) << r.err;
     expect_checkpoints_finite(runp);
     EXPECT_TRUE(leftovers(runp).empty()) << joined(leftovers(runp));
