@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cctype>
 #include <filesystem>
+#include <iterator>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <string_view>
@@ -19,6 +20,14 @@
 namespace chainlm {
 namespace fs = std::filesystem;
 namespace {
+
+// ".gz", ".xz", ... (lower case): a name's suffix for its compression, not its content.
+bool is_compression_suffix(const std::string& ext) {
+  static const char* kCompressed[] = {".gz",   ".gzip", ".xz",  ".zst",
+                                      ".zstd", ".bz2",  ".lz4", ".lzma"};
+  return std::any_of(std::begin(kCompressed), std::end(kCompressed),
+                     [&](const char* c) { return ext == c; });
+}
 
 // A path as one word of a shell command: as it is when plain, else in single quotes; "./" before
 // a name starting with '-' (the iconv advice broke on "my file (1).txt" and "-n.txt", a trial).
@@ -38,13 +47,18 @@ std::string shell_word(const std::string& path) {
 // that name, and turned JSONL into text; a trial); a number is added past a file that exists.
 std::string converted_name(const std::string& path, bool compressed) {
   fs::path p(path);
-  if (compressed && p.has_extension()) p.replace_extension();
+  // A compression suffix goes (a gzip file named data.jsonl keeps its .jsonl, a trial).
+  std::string suffix = p.extension().string();
+  std::transform(suffix.begin(), suffix.end(), suffix.begin(),
+                 [](unsigned char c) { return std::tolower(c); });
+  if (compressed && is_compression_suffix(suffix)) p.replace_extension();
   const std::string ext = p.has_extension() ? p.extension().string() : ".txt";
   const fs::path stem = p.parent_path() / p.stem();
   std::error_code ec;
   for (int n = 1;; ++n) {
     const fs::path out(stem.string() + (n == 1 ? ".utf8" : cat(".utf8-", n)) + ext);
-    if (!fs::exists(out, ec)) return out.string();
+    // Not even a dangling link: iconv's ">" would write through it.
+    if (fs::symlink_status(out, ec).type() == fs::file_type::not_found) return out.string();
   }
 }
 
@@ -62,13 +76,7 @@ bool named_jsonl(const std::string& path) {
     return e;
   };
   fs::path p(path);
-  static const char* kCompressed[] = {".gz",   ".gzip", ".xz",  ".zst",
-                                      ".zstd", ".bz2",  ".lz4", ".lzma"};
-  for (const char* ext : kCompressed)
-    if (lower_extension(p) == ext) {
-      p = p.stem();
-      break;
-    }
+  if (is_compression_suffix(lower_extension(p))) p = p.stem();
   return lower_extension(p) == ".jsonl" || lower_extension(p) == ".ndjson";
 }
 
@@ -87,13 +95,15 @@ void refuse_unreadable_content(const std::string& path, const DecompressedFile& 
                 "; extract it (tar -xf) and pass the extracted files or their directory");
   // The encoding is told from the first 64 KiB; a NUL byte anywhere is binary data (a block of
   // it appended to a text went into the shards, warned of only as invalid UTF-8).
-  if (const size_t nul = b.find('\0'); nul != std::string_view::npos && nul >= 65536)
-    fail(path, " holds binary data", inside, ": a NUL byte at byte ", nul, " (line ",
-         line_of(b, nul), "), not text; chainlm reads UTF-8 text and JSON Lines");
+  // (After the byte-order marks: UTF-16 text with a mark whose first NUL came after 64 KiB was
+  // called binary data, a trial.)
   const TextEncoding encoding = detect_text_encoding(b);
   switch (encoding) {
     case TextEncoding::kUtf8:
     case TextEncoding::kUtf8Bom:
+      if (const size_t nul = b.find('\0'); nul != std::string_view::npos)
+        fail(path, " holds binary data", inside, ": a NUL byte at byte ", nul, " (line ",
+             line_of(b, nul), "), not text; chainlm reads UTF-8 text and JSON Lines");
       return;
     case TextEncoding::kBinary:
       fail(path, " holds binary data", inside,
@@ -103,8 +113,10 @@ void refuse_unreadable_content(const std::string& path, const DecompressedFile& 
       // iconv reads the text, not the compressed file: decompress into it (the advice named the
       // .gz itself, a trial).
       const std::string& z = file.compression;
-      const std::string tool =
-          z == "gzip" || z == "xz" || z == "bzip2" || z == "zstd" || z == "lz4" ? z : "";
+      const std::string tool = z == "gzip" || z == "xz" || z == "bzip2" || z == "zstd" || z == "lz4"
+                                   ? z
+                               : z == "lzma" ? "xz"  // xz -dc reads legacy .lzma too
+                                             : "";
       const std::string convert = cat("iconv -f ", iconv_encoding_name(encoding), " -t UTF-8");
       const std::string in = shell_word(path), out = shell_word(converted_name(path, z != "none"));
       fail(path, " is ", text_encoding_name(encoding), " text", inside,
@@ -175,9 +187,6 @@ const nlohmann::json& text_field_of(const nlohmann::json& record, const std::str
   for (size_t start = 0; name.find('.') != std::string::npos;) {
     size_t dot = std::min(name.find('.', start), name.size());
     std::string step = name.substr(start, dot - start);
-    CHAINLM_CHECK(!step.empty(), "--text-field \"", name,
-                  "\": a path of field names and item "
-                  "numbers between dots has no empty steps");
     const nlohmann::json* next = nullptr;
     if (at->is_object()) {
       // A key may hold dots itself ({"meta.data": {"text": ...}}): the longest key that the
@@ -191,12 +200,15 @@ const nlohmann::json& text_field_of(const nlohmann::json& record, const std::str
         step = name.substr(start, end - start);
         break;
       }
-    } else if (at->is_array() && step.size() < 10 &&
+    } else if (at->is_array() && !step.empty() && step.size() < 10 &&
                step.find_first_not_of("0123456789") == std::string::npos &&
                (step == "0" || step[0] != '0') && std::stoul(step) < at->size()) {
       // Item numbers as JSON Pointer writes them: no leading zeros.
       next = &(*at)[std::stoul(step)];
     }
+    // An empty step that no key (".b", "a.") takes is a mistake in the name, not the record's.
+    CHAINLM_CHECK(next != nullptr || !step.empty(), "--text-field \"", name,
+                  "\": a path of field names and item numbers between dots has no empty steps");
     if (next == nullptr && at == &record) break;  // not even the first step: the message below
     if (next == nullptr)
       fail(where, ": the record has no \"", name, "\" field: \"", path, "\" is ",

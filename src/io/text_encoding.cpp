@@ -2,8 +2,6 @@
 
 #include <algorithm>
 #include <cstdint>
-#include <functional>
-#include <iterator>
 
 namespace chainlm {
 namespace {
@@ -78,19 +76,29 @@ bool reads_as_text(std::string_view bytes, int unit, bool little_endian) {
     if (control && u != '\t' && u != '\n' && u != '\r' && u != '\f') return false;
     whitespace = whitespace || u == ' ' || u == '\n' || u == '\t' || u == 0x3000 || u == 0xA0;
   }
-  return whitespace || units < 32;  // a high surrogate last may be the head's cut through a pair
+  return whitespace || units < 8;  // a high surrogate last may be the head's cut through a pair
 }
 
-// Whether most high bytes of the code units (odd bytes in little-endian order) take a few
-// values: text in one script does (Cyrillic U+04xx: 0x04, with 0x00 for its ASCII), ASCII
-// text read two bytes at a time does not (its "high bytes" are letters).
-bool few_high_bytes(std::string_view bytes, bool little_endian) {
-  size_t count[256] = {};
-  const size_t units = bytes.size() / 2;
-  for (size_t i = 0; i < units; ++i)
-    ++count[static_cast<unsigned char>(bytes[2 * i + (little_endian ? 1 : 0)])];
-  std::sort(std::begin(count), std::end(count), std::greater<size_t>());
-  return (count[0] + count[1] + count[2] + count[3]) * 10 >= units * 9;
+// How many code units of bytes are whitespace (space, newline, tab, ideographic space) when
+// read as UTF-16 in the given order: where both orders read as text, the right one has them
+// (its newlines are U+000A, the other order's U+0A00).
+size_t whitespace_units(std::string_view bytes, bool little_endian) {
+  size_t n = 0;
+  for (size_t i = 0; i + 1 < bytes.size(); i += 2) {
+    const auto lo = static_cast<unsigned char>(bytes[i + (little_endian ? 0 : 1)]);
+    const auto hi = static_cast<unsigned char>(bytes[i + (little_endian ? 1 : 0)]);
+    const unsigned u = hi << 8 | lo;
+    n += u == ' ' || u == '\n' || u == '\t' || u == 0x3000;
+  }
+  return n;
+}
+
+// The share of bytes that are printable ASCII or whitespace: ~95% in ASCII or Latin-1 text
+// (with stray NULs it is binary data, not UTF-16), under half in UTF-16 of another script.
+bool mostly_ascii(std::string_view bytes) {
+  size_t n = 0;
+  for (char c : bytes) n += (c >= 0x20 && c < 0x7F) || c == '\n' || c == '\t' || c == '\r';
+  return n * 10 >= bytes.size() * 8;
 }
 
 }  // namespace
@@ -146,11 +154,11 @@ TextEncoding detect_text_encoding(std::string_view bytes) {
     // A pattern takes two code units at least: one NUL in "abc\0def" is binary data, not a
     // code unit of UTF-16 (whose iconv would have made garbage of it; a docs trial).
     const size_t quads = head.size() / 4;
-    if (quads >= 2 && nul4[3] >= quads && nul4[2] >= quads / 2 && nul4[0] <= quads / 4 &&
-        reads_as_text(head, 4, true))
+    // (The next byte is NUL in the BMP, not for emoji: not required; reads_as_text checks
+    // every code point.)
+    if (quads >= 2 && nul4[3] >= quads && nul4[0] <= quads / 4 && reads_as_text(head, 4, true))
       return TextEncoding::kUtf32Le;
-    if (quads >= 2 && nul4[0] >= quads && nul4[1] >= quads / 2 && nul4[3] <= quads / 4 &&
-        reads_as_text(head, 4, false))
+    if (quads >= 2 && nul4[0] >= quads && nul4[3] <= quads / 4 && reads_as_text(head, 4, false))
       return TextEncoding::kUtf32Be;
     // ASCII-range UTF-16 has a NUL in nearly every high byte and none in the low bytes.
     const size_t pairs = head.size() / 2;
@@ -160,15 +168,23 @@ TextEncoding detect_text_encoding(std::string_view bytes) {
     if (nul_even >= 2 && nul_even * 3 >= pairs && nul_odd <= nul_even / 50 &&
         reads_as_text(head, 2, false))
       return TextEncoding::kUtf16Be;
-    // Fewer NULs, in what is not UTF-8 but reads as UTF-16 text: say, Chinese with ASCII
-    // newlines (a user trial called it binary data), or Cyrillic, whose bytes are all ASCII (so
-    // valid UTF-8) but whose high bytes are nearly all 0x04 or 0x00. The ASCII characters' NULs
-    // are the high bytes; the low bytes' NULs are the rarer characters U+xx00 (U+4E00, ...).
-    // ASCII text with stray NULs, even with control codes (a log's colours), stays binary data.
-    const bool le = nul_odd > nul_even;
-    if (std::max(nul_odd, nul_even) >= 2 && nul_odd != nul_even &&
-        (!check_utf8(head).ok() || few_high_bytes(head, le)) && reads_as_text(head, 2, le))
-      return le ? TextEncoding::kUtf16Le : TextEncoding::kUtf16Be;
+    // Fewer NULs, in what reads as UTF-16 text but not as ASCII or Latin-1 text: another
+    // script with ASCII newlines (Chinese, Japanese, Cyrillic: a user trial had them called
+    // binary data), one NUL in a line of 16 characters or more. The order is the one that
+    // reads as text, or of two, the one with more whitespace: NULs alone mislead (the low byte
+    // of U+4E00 "一" is NUL, and so are bytes of emoji's surrogates). ASCII or Latin-1 text with
+    // stray NULs, even with control codes (a log's colours), stays binary data.
+    const size_t nuls = nul_odd + nul_even;
+    if ((nuls >= 2 || pairs >= 16) && !mostly_ascii(head)) {
+      const bool le_text = reads_as_text(head, 2, true), be_text = reads_as_text(head, 2, false);
+      if (le_text && be_text) {
+        const size_t le_ws = whitespace_units(head, true), be_ws = whitespace_units(head, false);
+        const bool le = le_ws != be_ws ? le_ws > be_ws : nul_odd >= nul_even;
+        return le ? TextEncoding::kUtf16Le : TextEncoding::kUtf16Be;
+      }
+      if (le_text) return TextEncoding::kUtf16Le;
+      if (be_text) return TextEncoding::kUtf16Be;
+    }
     return TextEncoding::kBinary;
   }
   // Without NULs, text in a legacy 8-bit encoding (Latin-1, ...) has a few invalid sequences

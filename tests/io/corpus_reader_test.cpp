@@ -327,6 +327,27 @@ TEST(ReadCorpus, RefusesWhatIsNotUtf8Text) {
                 .find(dir.file("converted.txt") + " > " + dir.file("converted.utf8-2.txt")),
             std::string::npos)
       << message_of(inputs({dir.file("converted.txt")}));
+  // Compressed content under a name without a compression suffix keeps its extension; a
+  // dangling link is no free name (iconv's ">" would write through it); legacy .lzma gets a
+  // command too (trials).
+  write_gzip(dir.file("data.jsonl"), utf16);
+  EXPECT_NE(message_of(inputs({dir.file("data.jsonl")})).find("> " + dir.file("data.utf8.jsonl")),
+            std::string::npos)
+      << message_of(inputs({dir.file("data.jsonl")}));
+  write_bytes(dir.file("linked.txt"), utf16);
+  std::filesystem::create_symlink(dir.file("nowhere"), dir.file("linked.utf8.txt"));
+  EXPECT_NE(message_of(inputs({dir.file("linked.txt")})).find("> " + dir.file("linked.utf8-2.txt")),
+            std::string::npos)
+      << message_of(inputs({dir.file("linked.txt")}));
+  // UTF-16 with its mark and no NUL in the first 64 KiB (Chinese without newlines): its
+  // encoding, not binary data.
+  std::string long16 = "\xFF\xFE";
+  for (int i = 0; i < 40000; ++i) long16 += "\x2D\x4E";  // U+4E2D
+  long16 += std::string("\x0A\x00", 2);
+  write_bytes(dir.file("long16.txt"), long16);
+  EXPECT_NE(message_of(inputs({dir.file("long16.txt")})).find("is UTF-16 (little-endian) text"),
+            std::string::npos)
+      << message_of(inputs({dir.file("long16.txt")}));
   write_bytes(dir.file("it's.jsonl"), utf16);
   EXPECT_NE(
       message_of(inputs({dir.file("it's.jsonl")}))
@@ -473,6 +494,10 @@ TEST(ReadCorpus, DottedTextFieldsReachNestedText) {
   EXPECT_NE(message_of(o).find("without item 00"), std::string::npos) << message_of(o);
   o.text_field = "choices..text";
   EXPECT_NE(message_of(o).find("has no empty steps"), std::string::npos) << message_of(o);
+  // ... unless a key starts with the dot.
+  write_bytes(dir.file("n.jsonl"), "{\"a\": {\".b\": \"dot first\"}}\n");
+  o.text_field = "a..b";
+  EXPECT_EQ(read_corpus(o).documents, (Docs{"dot first"}));
   // A key holding dots below the top level: the longest key the rest of the path starts with.
   write_bytes(dir.file("n.jsonl"),
               "{\"meta.data\": {\"text\": \"dotted\"}, \"meta\": {\"data\": 1}}\n"

@@ -168,6 +168,47 @@ TEST(DetectTextEncoding, FilesUsersPass) {
   EXPECT_EQ(detect_text_encoding(from_hex(one_be + one_be + one_be)), TextEncoding::kUtf16Be);
   EXPECT_EQ(detect_text_encoding(from_hex("1f04400438043204350442042c0020003c043804400421000a00")),
             TextEncoding::kUtf16Le);
+  // Chinese where "一" (U+4E00, a NUL low byte) is common: more NULs on the wrong side, so the
+  // order is the one with whitespace (a trial got binary data, or UTF-16BE for a short file).
+  std::string yi_le, yi_be;
+  for (int i = 0; i < 20; ++i)
+    for (char16_t c :
+         std::u16string(u"一天，他一个人走在路上，看见一只小猫。它一直跟着他，一步也不离开。\n")) {
+      yi_le += std::string{static_cast<char>(c & 0xFF), static_cast<char>(c >> 8)};
+      yi_be += std::string{static_cast<char>(c >> 8), static_cast<char>(c & 0xFF)};
+    }
+  EXPECT_EQ(detect_text_encoding(yi_le), TextEncoding::kUtf16Le);
+  EXPECT_EQ(detect_text_encoding(yi_be), TextEncoding::kUtf16Be);
+  EXPECT_EQ(detect_text_encoding(yi_le.substr(0, 68)), TextEncoding::kUtf16Le);  // one line
+  // One line of Japanese, one NUL (its newline's): Python's "これは日本語のテストです。
+  // 東京は日本の首都です。\n".encode("utf-16-le").
+  EXPECT_EQ(detect_text_encoding(from_hex(
+                "53308c306f30e5652c679e8a6e30c630b930c8306730593002307167ac4e6f30e5652c676e30969"
+                "9fd906730593002300a00")),
+            TextEncoding::kUtf16Le);
+  // Emoji in UTF-32 without a mark (their second byte is not NUL).
+  std::string emoji32;
+  for (int i = 0; i < 40; ++i) {
+    const uint32_t c = i % 5 == 4 ? ' ' : 0x1F600 + i;
+    emoji32 += std::string{static_cast<char>(c & 0xFF), static_cast<char>((c >> 8) & 0xFF),
+                           static_cast<char>(c >> 16), '\0'};
+  }
+  EXPECT_EQ(detect_text_encoding(emoji32), TextEncoding::kUtf32Le);
+  // A Latin-1 log with stray NULs: binary data (a trial got UTF-16LE).
+  std::string latin1 = "caf\xE9 ok!\n";
+  latin1 += '\0';
+  for (int i = 0; i < 30; ++i) latin1 += "caf\xE9 ok!\n";
+  latin1 += '\0';
+  EXPECT_EQ(detect_text_encoding(latin1), TextEncoding::kBinary);
+  // Ten 32-bit or 16-bit numbers: binary data, though too few to show a pattern of text.
+  std::string ten32, ten16;
+  for (uint32_t v : {40215u, 318u, 9999u, 27u, 50000u, 1234u, 777u, 4242u, 31337u, 65u}) {
+    ten32 += std::string{static_cast<char>(v & 0xFF), static_cast<char>((v >> 8) & 0xFF),
+                         static_cast<char>(v >> 16), '\0'};
+    ten16 += std::string{static_cast<char>((v % 1000) >> 8), static_cast<char>((v % 1000) & 0xFF)};
+  }
+  EXPECT_EQ(detect_text_encoding(ten32), TextEncoding::kBinary);
+  EXPECT_EQ(detect_text_encoding(ten16), TextEncoding::kBinary);
   // ASCII text with stray NULs on one side reads as UTF-16 (as CJK) too: binary data still.
   const char stray[] = "The quick brown fox jumps\0over the lazy dog\0 Pack my box.\n";
   EXPECT_EQ(detect_text_encoding(std::string(stray, sizeof stray - 1)), TextEncoding::kBinary);
