@@ -147,15 +147,14 @@ TextEncoding detect_text_encoding(std::string_view bytes) {
     if (head[i] == '\0') ++(i % 2 ? nul_odd : nul_even);
   if (nul_even + nul_odd > 0) {
     // UTF-32 without a mark: the top byte of every code unit is NUL (code points end at
-    // U+10FFFF), the next one nearly always (the BMP), the lowest nearly never.
+    // U+10FFFF), the lowest nearly never; the next one is NUL in the BMP but not for emoji,
+    // so it is not required (reads_as_text checks every code point).
     size_t nul4[4] = {0, 0, 0, 0};
     for (size_t i = 0; i < head.size(); ++i)
       if (head[i] == '\0') ++nul4[i % 4];
     // A pattern takes two code units at least: one NUL in "abc\0def" is binary data, not a
     // code unit of UTF-16 (whose iconv would have made garbage of it; a docs trial).
     const size_t quads = head.size() / 4;
-    // (The next byte is NUL in the BMP, not for emoji: not required; reads_as_text checks
-    // every code point.)
     if (quads >= 2 && nul4[3] >= quads && nul4[0] <= quads / 4 && reads_as_text(head, 4, true))
       return TextEncoding::kUtf32Le;
     if (quads >= 2 && nul4[0] >= quads && nul4[3] <= quads / 4 && reads_as_text(head, 4, false))
