@@ -150,7 +150,7 @@ void tile_avx2(int K, const float* A, int lda, const float* W, int ldb, float* o
 // those of one pass (and of the row alone).
 template <int R>
 void sliced_rows_avx2(int n0, int n1, int K, int slice, const float* A, int lda, const float* B,
-                      int ldb, float* out_rows, int ldo) {
+                      int ldb, float* C, int ldc, float beta) {
   constexpr int kGroup = 16;  // weight rows whose accumulators wait between slices (4 KB at 8 rows)
   alignas(32) float partial[kGroup][R][8];
   const int k8 = K / 8 * 8;
@@ -183,13 +183,12 @@ void sliced_rows_avx2(int n0, int n1, int K, int slice, const float* A, int lda,
         float sum = sums[r];
         for (int t = k8; t < K; ++t)
           sum = std::fma(A[(long)r * lda + t], B[(long)n * ldb + t], sum);
-        out_rows[(long)r * ldo + n] = sum;
+        float& c = C[(long)r * ldc + n];
+        c = beta == 0.0f ? sum : sum + beta * c;
       }
     }
   }
 }
-
-struct SlicedRowsSums {};  // thread_scratch's owner tag
 
 template <int M>
 void few_rows_avx2(int n0, int n1, int K, const float* A, int lda, const float* B, int ldb, float* C, int ldc,
@@ -200,18 +199,7 @@ void few_rows_avx2(int n0, int n1, int K, const float* A, int lda, const float* 
   constexpr int kActivationBytes = 24 * 1024, kSliceBytes = 16 * 1024;
   if (M > 4 && (long)M * K * (long)sizeof(float) > kActivationBytes) {
     const int slice = std::max(8, kSliceBytes / (int)(sizeof(float) * M) / 8 * 8);
-    if (beta == 0.0f) {
-      sliced_rows_avx2<M>(n0, n1, K, slice, A, lda, B, ldb, C, ldc);
-      return;
-    }
-    // beta != 0 (a residual added in place): the sums first, on this thread's own buffer.
-    float* out = thread_scratch<float, SlicedRowsSums>(0, (size_t)M * (n1 - n0));
-    sliced_rows_avx2<M>(0, n1 - n0, K, slice, A, lda, B + (long)n0 * ldb, ldb, out, n1 - n0);
-    for (int r = 0; r < M; ++r)
-      for (int n = n0; n < n1; ++n) {
-        float& c = C[(long)r * ldc + n];
-        c = out[(size_t)r * (n1 - n0) + (n - n0)] + beta * c;
-      }
+    sliced_rows_avx2<M>(n0, n1, K, slice, A, lda, B, ldb, C, ldc, beta);
     return;
   }
   // Up to 4 rows, tiles of M x 3 weight rows (at most 12 accumulators, 3 weight and 1
