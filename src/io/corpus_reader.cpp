@@ -21,6 +21,13 @@ namespace chainlm {
 namespace fs = std::filesystem;
 namespace {
 
+// A name's extension in lower case (".JSONL" -> ".jsonl").
+std::string lower_extension(const fs::path& p) {
+  std::string e = p.extension().string();
+  std::transform(e.begin(), e.end(), e.begin(), [](unsigned char c) { return std::tolower(c); });
+  return e;
+}
+
 // ".gz", ".xz", ... (lower case): a name's suffix for its compression, not its content.
 bool is_compression_suffix(const std::string& ext) {
   static const char* kCompressed[] = {".gz",   ".gzip", ".xz",  ".zst",
@@ -48,10 +55,7 @@ std::string shell_word(const std::string& path) {
 std::string converted_name(const std::string& path, bool compressed) {
   fs::path p(path);
   // A compression suffix goes (a gzip file named data.jsonl keeps its .jsonl, a trial).
-  std::string suffix = p.extension().string();
-  std::transform(suffix.begin(), suffix.end(), suffix.begin(),
-                 [](unsigned char c) { return std::tolower(c); });
-  if (compressed && is_compression_suffix(suffix)) p.replace_extension();
+  if (compressed && is_compression_suffix(lower_extension(p))) p.replace_extension();
   const std::string ext = p.has_extension() ? p.extension().string() : ".txt";
   const fs::path stem = p.parent_path() / p.stem();
   std::error_code ec;
@@ -70,11 +74,6 @@ bool is_hidden(const fs::path& p) {
 // JSONL by name: "x.jsonl", "x.ndjson", also under a compression suffix ("x.jsonl.gz"), in any
 // case ("X.JSONL", "x.ndjson.GZIP").
 bool named_jsonl(const std::string& path) {
-  auto lower_extension = [](const fs::path& p) {
-    std::string e = p.extension().string();
-    std::transform(e.begin(), e.end(), e.begin(), [](unsigned char c) { return std::tolower(c); });
-    return e;
-  };
   fs::path p(path);
   if (is_compression_suffix(lower_extension(p))) p = p.stem();
   return lower_extension(p) == ".jsonl" || lower_extension(p) == ".ndjson";
@@ -177,14 +176,13 @@ std::string keys_of(const nlohmann::json& object) {
 
 // The record's text field: a top-level key named exactly so, or else a dotted path into nested
 // objects and arrays ("meta.body", "choices.0.text"), as datasets nest their text and as jq
-// names it. Fails naming the first step the record lacks and what it has there.
+// names it. Fails naming the first step the record lacks and what it has there. (The longest
+// key first: at the top level that is the whole name.)
 const nlohmann::json& text_field_of(const nlohmann::json& record, const std::string& name,
                                     const std::string& where) {
-  const auto top = record.find(name);
-  if (top != record.end()) return *top;
   const nlohmann::json* at = &record;
   std::string path;  // the steps taken so far
-  for (size_t start = 0; name.find('.') != std::string::npos;) {
+  for (size_t start = 0;;) {
     size_t dot = std::min(name.find('.', start), name.size());
     std::string step = name.substr(start, dot - start);
     const nlohmann::json* next = nullptr;

@@ -47,16 +47,20 @@ bool starts_with(std::string_view bytes, std::string_view prefix) {
   return bytes.substr(0, prefix.size()) == prefix;
 }
 
-// Whether bytes read as text in UTF-16 (unit 2) or UTF-32 (unit 4) in the given order: code
-// points valid (UTF-16's surrogates in pairs, none in UTF-32, nothing past U+10FFFF), no
+// The whitespace code units (space, newline, tab, no-break and ideographic space) of bytes read
+// as UTF-16 (unit 2) or UTF-32 (unit 4) in the given order, or -1 when they do not read as text:
+// code points valid (UTF-16's surrogates in pairs, none in UTF-32, nothing past U+10FFFF), no
 // noncharacters U+FFFE/U+FFFF, no C0 or C1 controls but tab, newline, carriage return and form
-// feed, and, from 32 characters on, some whitespace. Files of 16- or 32-bit numbers (token ids
+// feed, and, from 8 characters on, some whitespace. Files of 16- or 32-bit numbers (token ids
 // from a shard without its header, samples) have NULs in the same places as such text: their
 // small values are control codes, and they hold no spaces or newlines (a user trial had a
-// uint16 token-id file read as UTF-16 and converted into Latin Extended garbage).
-bool reads_as_text(std::string_view bytes, int unit, bool little_endian) {
+// uint16 token-id file read as UTF-16 and converted into Latin Extended garbage). Where both
+// orders read as text, the right one has more whitespace (its newlines are U+000A, the other
+// order's U+0A00).
+long text_whitespace(std::string_view bytes, int unit, bool little_endian) {
   const size_t units = bytes.size() / unit;
-  bool expect_low = false, whitespace = false;
+  bool expect_low = false;
+  long whitespace = 0;
   for (size_t i = 0; i < units; ++i) {
     uint32_t u = 0;
     for (int b = 0; b < unit; ++b) {
@@ -66,31 +70,22 @@ bool reads_as_text(std::string_view bytes, int unit, bool little_endian) {
     }
     const bool high_surrogate = u >= 0xD800 && u <= 0xDBFF,
                low_surrogate = u >= 0xDC00 && u <= 0xDFFF;
-    if (unit == 4 && (high_surrogate || low_surrogate || u > 0x10FFFF)) return false;
+    if (unit == 4 && (high_surrogate || low_surrogate || u > 0x10FFFF)) return -1;
     if (unit == 2) {
-      if (expect_low != low_surrogate) return false;
+      if (expect_low != low_surrogate) return -1;
       expect_low = high_surrogate;
     }
-    if (u == 0xFFFE || u == 0xFFFF) return false;
+    if (u == 0xFFFE || u == 0xFFFF) return -1;
     const bool control = u < 0x20 || (u >= 0x7F && u <= 0x9F);
-    if (control && u != '\t' && u != '\n' && u != '\r' && u != '\f') return false;
-    whitespace = whitespace || u == ' ' || u == '\n' || u == '\t' || u == 0x3000 || u == 0xA0;
+    if (control && u != '\t' && u != '\n' && u != '\r' && u != '\f') return -1;
+    whitespace += u == ' ' || u == '\n' || u == '\t' || u == 0x3000 || u == 0xA0;
   }
-  return whitespace || units < 8;  // a high surrogate last may be the head's cut through a pair
+  // (A high surrogate last may be the head's cut through a pair.)
+  return whitespace > 0 || units < 8 ? whitespace : -1;
 }
 
-// How many code units of bytes are whitespace (space, newline, tab, ideographic space) when
-// read as UTF-16 in the given order: where both orders read as text, the right one has them
-// (its newlines are U+000A, the other order's U+0A00).
-size_t whitespace_units(std::string_view bytes, bool little_endian) {
-  size_t n = 0;
-  for (size_t i = 0; i + 1 < bytes.size(); i += 2) {
-    const auto lo = static_cast<unsigned char>(bytes[i + (little_endian ? 0 : 1)]);
-    const auto hi = static_cast<unsigned char>(bytes[i + (little_endian ? 1 : 0)]);
-    const unsigned u = hi << 8 | lo;
-    n += u == ' ' || u == '\n' || u == '\t' || u == 0x3000;
-  }
-  return n;
+bool reads_as_text(std::string_view bytes, int unit, bool little_endian) {
+  return text_whitespace(bytes, unit, little_endian) >= 0;
 }
 
 // The share of bytes that are printable ASCII or whitespace: ~95% in ASCII or Latin-1 text
@@ -175,14 +170,11 @@ TextEncoding detect_text_encoding(std::string_view bytes) {
     // stray NULs, even with control codes (a log's colours), stays binary data.
     const size_t nuls = nul_odd + nul_even;
     if ((nuls >= 2 || pairs >= 16) && !mostly_ascii(head)) {
-      const bool le_text = reads_as_text(head, 2, true), be_text = reads_as_text(head, 2, false);
-      if (le_text && be_text) {
-        const size_t le_ws = whitespace_units(head, true), be_ws = whitespace_units(head, false);
+      const long le_ws = text_whitespace(head, 2, true), be_ws = text_whitespace(head, 2, false);
+      if (le_ws >= 0 || be_ws >= 0) {
         const bool le = le_ws != be_ws ? le_ws > be_ws : nul_odd >= nul_even;
         return le ? TextEncoding::kUtf16Le : TextEncoding::kUtf16Be;
       }
-      if (le_text) return TextEncoding::kUtf16Le;
-      if (be_text) return TextEncoding::kUtf16Be;
     }
     return TextEncoding::kBinary;
   }
