@@ -76,7 +76,7 @@ float dot_widened(const float* a, const T* b, int n) {
     d += 8;
   }
   float acc = horizontal_sum(_mm256_add_ps(acc0, acc1));
-  for (; d < n; ++d) acc += a[d] * widen(b[d]);
+  for (; d < n; ++d) acc = std::fma(a[d], widen(b[d]), acc);  // contracted alike for either type
   return acc;
 #else
   float acc = 0.0f;
@@ -88,6 +88,63 @@ float dot_widened(const float* a, const T* b, int n) {
 }  // namespace
 
 float dot(const float* a, const float* b, int n) { return dot_widened(a, b, n); }
+
+#if CHAINLM_ATTENTION_AVX2
+namespace {
+
+// dot_widened of q with 8 keys whose size is a multiple of 8, four keys at a time (eight
+// accumulators and q's two registers fit the 16), and the 8 horizontal sums at once
+// (horizontal_sums8, each lane the bits of horizontal_sum): the very bits of dot_widened per key,
+// without a dependent chain of shuffles after every key. A decoding step's scores on AVX2 CPUs
+// took one such chain per key.
+template <typename T>
+void dots8(const float* q, const T* k, long stride, int hd, float* out) {
+  __m256 sums[8];
+  for (int g = 0; g < 8; g += 4) {
+    __m256 a0[4], a1[4];
+#pragma GCC unroll 4
+    for (int j = 0; j < 4; ++j) a0[j] = a1[j] = _mm256_setzero_ps();
+    int d = 0;
+    for (; d + 16 <= hd; d += 16) {
+      const __m256 q0 = _mm256_loadu_ps(q + d), q1 = _mm256_loadu_ps(q + d + 8);
+#pragma GCC unroll 4
+      for (int j = 0; j < 4; ++j) {
+        const T* key = k + (g + j) * stride + d;
+        a0[j] = _mm256_fmadd_ps(q0, load8(key), a0[j]);
+        a1[j] = _mm256_fmadd_ps(q1, load8(key + 8), a1[j]);
+      }
+    }
+    if (d + 8 <= hd) {
+      const __m256 q0 = _mm256_loadu_ps(q + d);
+#pragma GCC unroll 4
+      for (int j = 0; j < 4; ++j)
+        a0[j] = _mm256_fmadd_ps(q0, load8(k + (g + j) * stride + d), a0[j]);
+    }
+#pragma GCC unroll 4
+    for (int j = 0; j < 4; ++j) sums[g + j] = _mm256_add_ps(a0[j], a1[j]);
+  }
+  horizontal_sums8(sums, out);
+}
+
+// Columns [d0, d0 + 8 NV) of sum_j p[j] v_j, keys in order; a zero weight adds nothing.
+template <int NV, typename T>
+void weighted_columns_avx2(const float* p, long n, const T* vg, long stride, int d0, float* out) {
+  __m256 acc[NV];
+#pragma GCC unroll 8
+  for (int x = 0; x < NV; ++x) acc[x] = _mm256_setzero_ps();
+  for (long j = 0; j < n; ++j) {
+    if (p[j] == 0.0f) continue;
+    const __m256 pj = _mm256_set1_ps(p[j]);
+    const T* vrow = vg + j * stride + d0;
+#pragma GCC unroll 8
+    for (int x = 0; x < NV; ++x) acc[x] = _mm256_fmadd_ps(pj, load8(vrow + 8 * x), acc[x]);
+  }
+#pragma GCC unroll 8
+  for (int x = 0; x < NV; ++x) _mm256_storeu_ps(out + d0 + 8 * x, acc[x]);
+}
+
+}  // namespace
+#endif
 
 #if CHAINLM_ATTENTION_AVX512
 namespace {
@@ -229,9 +286,17 @@ float row_scores16(const float* qrow, const T* kg, long stride, int n, int hd, u
       return row_scores16_n<0>(qrow, kg, stride, n, hd, allowed, out);
   }
 #else
+  int j0 = 0;
+#if CHAINLM_ATTENTION_AVX2
+  // Eight present keys at a time (dots8); a head size not a multiple of 8, whose sums end in
+  // scalar products, and the keys past the last eight one by one.
+  if (hd % 8 == 0)
+    for (; j0 + 8 <= n; j0 += 8) dots8(qrow, kg + j0 * stride, stride, hd, out + j0);
+#endif
+  for (int j = j0; j < 16 && j < n; ++j) out[j] = dot_widened(qrow, kg + j * stride, hd);
   float mx = kNegInf;
   for (int j = 0; j < 16; ++j) {
-    out[j] = j < n && ((allowed >> j) & 1) ? dot_widened(qrow, kg + j * stride, hd) : kNegInf;
+    if (j >= n || !((allowed >> j) & 1)) out[j] = kNegInf;
     mx = std::max(mx, out[j]);
   }
   return mx;
@@ -264,26 +329,38 @@ void row_weighted_sum(const float* p, long n, const T* vg, long stride, int hd, 
 #if CHAINLM_ATTENTION_AVX512
   weighted_sums<1>(&p, n, vg, stride, hd, &out);
 #elif CHAINLM_ATTENTION_AVX2
-  // 32 columns (four registers) at a time over every value row; the last columns of a head
-  // whose size is not a multiple of 8 go one by one.
+  // 64 columns (eight registers) at a time over every value row: eight FMA chains in flight,
+  // where four (32 columns) waited on the FMA's latency for every key. Each column still sums
+  // its keys in order, one FMA at a time: the same bits. The last columns of a head whose size
+  // is not a multiple of 8 go one by one.
   int d0 = 0;
-  for (; d0 + 8 <= hd; d0 += 32) {
-    const int nv = std::min(4, (hd - d0) / 8);
-    __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
-    for (long j = 0; j < n; ++j) {
-      if (p[j] == 0.0f) continue;
-      const __m256 pj = _mm256_set1_ps(p[j]);
-      const T* vrow = vg + j * stride + d0;
-#pragma GCC unroll 4
-      for (int x = 0; x < 4; ++x)
-        if (x < nv) acc[x] = _mm256_fmadd_ps(pj, load8(vrow + 8 * x), acc[x]);
-    }
-    for (int x = 0; x < nv; ++x) _mm256_storeu_ps(out + d0 + 8 * x, acc[x]);
-    if (nv < 4) {
-      d0 += 8 * nv;
+  for (; d0 + 64 <= hd; d0 += 64) weighted_columns_avx2<8>(p, n, vg, stride, d0, out);
+  switch ((hd - d0) / 8) {
+    case 1:
+      weighted_columns_avx2<1>(p, n, vg, stride, d0, out);
       break;
-    }
+    case 2:
+      weighted_columns_avx2<2>(p, n, vg, stride, d0, out);
+      break;
+    case 3:
+      weighted_columns_avx2<3>(p, n, vg, stride, d0, out);
+      break;
+    case 4:
+      weighted_columns_avx2<4>(p, n, vg, stride, d0, out);
+      break;
+    case 5:
+      weighted_columns_avx2<5>(p, n, vg, stride, d0, out);
+      break;
+    case 6:
+      weighted_columns_avx2<6>(p, n, vg, stride, d0, out);
+      break;
+    case 7:
+      weighted_columns_avx2<7>(p, n, vg, stride, d0, out);
+      break;
+    default:
+      break;
   }
+  d0 += (hd - d0) / 8 * 8;
   if (d0 < hd) {
     std::fill(out + d0, out + hd, 0.0f);
     for (long j = 0; j < n; ++j)

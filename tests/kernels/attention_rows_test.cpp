@@ -4,6 +4,7 @@
 // decoding step's copies do not depend on being computed together.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstring>
 #include <limits>
 #include <vector>
@@ -106,6 +107,59 @@ TEST(AttentionRows, ScoresMatchPlainDotProducts) {
       EXPECT_GE(mx[r], outs[r][j]);
     }
 }
+
+#if CHAINLM_ATTENTION_AVX2
+// The AVX2 path scores eight keys at a time and sums 64 value columns at a time: each score must
+// still be the bits of one dot product (dot(), used by the prefill tiles too), and each weighted
+// column the bits of its keys' fused multiply-adds in order (a zero weight skipped), so a
+// decoded token does not depend on how its keys were grouped.
+template <typename T>
+void expect_avx2_rows_keep_the_one_at_a_time_bits() {
+  for (int hd : {64, 128, 48, 40, 24, 36, 8})
+    for (int n : {16, 9, 8, 3}) {
+      SCOPED_TRACE(::testing::Message() << "hd " << hd << " keys " << n);
+      const long stride = hd + 5;
+      const auto kf = random_vector((size_t)16 * stride, 31 + hd + n);
+      const auto keys = as_keys<T>(kf);
+      const auto q = random_vector((size_t)hd, 32 + hd);
+      std::vector<float> out(16);
+      const uint32_t allowed = 0xFFFFu & ~(1u << 2);  // key 2 masked
+      row_scores16(q.data(), keys.data(), stride, n, hd, allowed, out.data());
+      std::vector<float> widened((size_t)16 * stride);
+      for (size_t i = 0; i < widened.size(); ++i) widened[i] = as_keys<float>(kf)[i];
+      if constexpr (sizeof(T) == 2)
+        for (size_t i = 0; i < widened.size(); ++i) widened[i] = float_from_fp16(keys[i]);
+      for (int j = 0; j < 16; ++j) {
+        const float want = j < n && j != 2 ? dot(q.data(), widened.data() + j * stride, hd)
+                                           : -std::numeric_limits<float>::infinity();
+        ASSERT_EQ(std::memcmp(&out[j], &want, sizeof(float)), 0) << "key " << j;
+      }
+      const int nw = n * 5 + 1;
+      const auto vf = random_vector((size_t)nw * stride, 33 + hd);
+      const auto vals = as_keys<T>(vf);
+      std::vector<float> p(nw), sums(hd, 9.0f);
+      for (int j = 0; j < nw; ++j) p[j] = j % 4 == 1 ? 0.0f : 0.02f * (float)(j % 9 + 1);
+      row_weighted_sum(p.data(), nw, vals.data(), stride, hd, sums.data());
+      for (int d = 0; d < hd; ++d) {
+        float want = 0.0f;
+        for (int j = 0; j < nw; ++j) {
+          if (p[j] == 0.0f) continue;
+          float v = vf[(size_t)j * stride + d];
+          if constexpr (sizeof(T) == 2) v = float_from_fp16(vals[(size_t)j * stride + d]);
+          want = std::fma(p[j], v, want);
+        }
+        ASSERT_EQ(std::memcmp(&sums[d], &want, sizeof(float)), 0) << "column " << d;
+      }
+    }
+}
+
+TEST(AttentionRows, Avx2ScoresAndSumsKeepTheOneAtATimeBitsFp32) {
+  expect_avx2_rows_keep_the_one_at_a_time_bits<float>();
+}
+TEST(AttentionRows, Avx2ScoresAndSumsKeepTheOneAtATimeBitsHalves) {
+  expect_avx2_rows_keep_the_one_at_a_time_bits<uint16_t>();
+}
+#endif
 
 }  // namespace
 }  // namespace chainlm::attn
