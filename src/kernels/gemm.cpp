@@ -4,7 +4,6 @@
 #include <omp.h>
 
 #include <algorithm>
-#include <atomic>
 #include <cmath>
 #include <exception>
 #include <vector>
@@ -13,7 +12,6 @@
 #include "core/threads.h"
 #include "kernels/bf16.h"
 #include "kernels/gemm_backend.h"
-#include "kernels/gemm_job_lanes.h"
 #include "kernels/gemm_quant_rows.h"
 #include "kernels/job_inputs.h"
 #include "kernels/onednn_matmul.h"
@@ -362,8 +360,11 @@ void gemm_nt_jobs(const GemmNtJob* jobs, int n) {
   long work = 0;
   bool few = true;
   for (int j = 0; j < n; ++j) {
-    few = few && jobs[j].M <= kMaxDecodeRows;
-    work += (long)jobs[j].M * jobs[j].N * job_row_bytes(jobs[j]);
+    const GemmNtJob& g = jobs[j];
+    few = few && g.M <= kMaxDecodeRows;
+    const long row_bytes = g.B.quant ? (long)quant_row_bytes(g.B.quant_type, g.K)
+                                     : (long)g.K * (g.B.bf16 ? sizeof(bf16_t) : sizeof(float));
+    work += (long)g.M * g.N * row_bytes;
   }
   // Quantized products' activations, quantized once (gemm_quant_rows.h) rather than by every
   // thread for every product.
@@ -382,45 +383,29 @@ void gemm_nt_jobs(const GemmNtJob* jobs, int n) {
     return;
   }
   const std::vector<RoundedRows>& rounded = round_bf16_operands(jobs, n);
-  // Units of work (gemm_job_lanes.h) the threads claim in turn. Kept from call to call, as the
-  // rounded inputs are; the region's threads reach the calling thread's through references
-  // (a thread_local named in the region would be each thread's own).
-  thread_local std::vector<JobLane> lanes_kept;
-  thread_local std::vector<int> order_kept;
-  std::vector<JobLane>& lanes = lanes_kept;
-  std::vector<int>& order = order_kept;
-  gemm_job_lanes(jobs, n, omp_get_max_threads(), lanes, order);
-  int units = 0;
-  for (const JobLane& l : lanes) units += l.parts;
-  std::atomic<int> next{0};
   // Inside the region each product's share runs on its thread (worth_parallel is false there).
   // An exception may not leave an OpenMP region: one is carried out and rethrown.
   std::exception_ptr error;
 #pragma omp parallel
   {
+    const int t = omp_get_thread_num(), nt = omp_get_num_threads();
     try {
-      // A thread's units come in increasing order, so its lane only moves forward.
-      int lane = 0, lane_end = lanes[0].parts;
-      for (int u; (u = next.fetch_add(1, std::memory_order_relaxed)) < units;) {
-        while (u >= lane_end) lane_end += lanes[++lane].parts;
-        const JobLane& l = lanes[lane];
-        const int part = u - (lane_end - l.parts);
-        for (int o = l.begin; o < l.end; ++o) {
-          const int j = order[o];
-          const GemmNtJob& g = jobs[j];
-          int n0, n1;
-          job_part_columns(g, part, l.parts, &n0, &n1);
-          if (n1 <= n0) continue;
-          if (prepared(j))
-            gemm_quant_prepared_columns(g, (*quantized)[j], n0, n1);
-          else if (rounded[j].rows)
-            gemm_nt_bf16(g.M, n1 - n0, g.K, rounded[j].rows, rounded[j].ld,
-                         g.B.bf16 + (long)n0 * g.ldb, g.ldb, g.C + n0, g.ldc, g.beta);
-          else
-            gemm_nt(g.M, n1 - n0, g.K, g.A, g.lda, g.B.rows(n0, g.ldb), g.ldb, g.C + n0, g.ldc,
-                    g.beta);
-          if (g.then) g.then(g, n0, n1, g.then_ctx);
-        }
+      for (int j = 0; j < n; ++j) {
+        const GemmNtJob& g = jobs[j];
+        const int share = (t + g.turn) % nt;
+        int n0 = (int)((long)g.N * share / nt), n1 = (int)((long)g.N * (share + 1) / nt);
+        if (g.B.panels && !g.B.bf16 && !g.B.quant)
+          panel_column_share(g.B.panel_row, g.N, share, nt, &n0, &n1);
+        if (n1 <= n0) continue;
+        if (prepared(j))
+          gemm_quant_prepared_columns(g, (*quantized)[j], n0, n1);
+        else if (rounded[j].rows)
+          gemm_nt_bf16(g.M, n1 - n0, g.K, rounded[j].rows, rounded[j].ld,
+                       g.B.bf16 + (long)n0 * g.ldb, g.ldb, g.C + n0, g.ldc, g.beta);
+        else
+          gemm_nt(g.M, n1 - n0, g.K, g.A, g.lda, g.B.rows(n0, g.ldb), g.ldb, g.C + n0, g.ldc,
+                  g.beta);
+        if (g.then) g.then(g, n0, n1, g.then_ctx);
       }
     } catch (...) {
 #pragma omp critical(chainlm_gemm_jobs_error)

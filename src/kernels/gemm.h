@@ -105,19 +105,19 @@ struct GemmNtJob {
   // of one thread over C afterwards nor a barrier (a batched decoding step's SwiGLU).
   void (*then)(const GemmNtJob& job, int n0, int n1, const void* ctx) = nullptr;
   const void* then_ctx = nullptr;
-  // Products of one N and weight form run in order on each range of columns only with the same
-  // turn (gemm_job_lanes.h): a Chain-of-Linear's blocks take their index, so that each block
-  // with its partner (gate and up) is cut into units of its own.
+  // Which thread takes the larger share when the columns do not split evenly among the
+  // threads (a CoLM FFN block of 11 panels): rotated by `turn`, so that a region of such
+  // products (a chain block's index as its turn) does not give every extra panel to one thread.
   int turn = 0;
 };
 // Independent gemm_nt products, the same bits as run one by one. When every one has at most
 // kMaxDecodeRows rows (a decoding step's q, k and v projections, a Chain-of-Linear's blocks)
-// they share one parallel region, the threads claiming ranges of the products' columns as they
-// finish the last (of a weight in panels, whole panels; gemm_job_lanes.h): a region costs 3-4 us
-// on the VMs measured, and a decoding step entered one per weight block. Jobs with the same N,
-// weight form and turn split their columns alike and run in order on each range, so later ones
-// may add (beta 1) into an earlier one's C: a running sum over a weight's column blocks
-// (infer/head_logits.h), and a job's `then` may read the same columns of an earlier one's C.
+// they share one parallel region, each thread taking its share of every product's columns (of
+// a weight in panels, whole panels): a region costs 3-4 us on the VMs measured, and a decoding
+// step entered one per weight block. Jobs with the same N, weight form and turn split their
+// columns alike and run in order on each thread, so later ones may add (beta 1) into an
+// earlier one's C: a running sum over a weight's column blocks (infer/head_logits.h), and a
+// job's `then` may read the same columns of an earlier one's C.
 void gemm_nt_jobs(const GemmNtJob* jobs, int n);
 
 // C(M,N) = A(M,K) · B(K,N) + beta*C
