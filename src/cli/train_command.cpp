@@ -269,8 +269,13 @@ void add_train_command(CLI::App& app) {
         if (cmd->count("--chain-loss-weights") &&
             parse_float_list(a->chain_weights, "--chain-loss-weights") != opt.chain_loss_weights)
           same("--chain-loss-weights", a->chain_weights, nlohmann::json(opt.chain_loss_weights).dump());
-        if (!a->config.empty() && config_to_json(load_config(a->config)) != config_to_json(model->config()))
-          fixed += cat(fixed.empty() ? "" : ", ", "--config ", a->config, " (not the run's model)");
+        if (!a->config.empty()) {
+          const std::string differences = config_differences(
+              config_to_json(load_config(a->config)), config_to_json(model->config()), "the run's");
+          if (!differences.empty())
+            fixed += cat(fixed.empty() ? "" : ", ", "--config ", a->config,
+                         " (not the run's model: ", differences, ")");
+        }
         CHAINLM_CHECK(fixed.empty(), "train --resume: ", fixed, " cannot change on resume: they ",
                       "define the run, which goes on exactly as it started. Start a new run from ",
                       "its weights to change them (train --init ", a->out, " --out NEW ...)");

@@ -52,8 +52,12 @@ InferenceSession::Sizes InferenceSession::sizes_for(const ModelConfig& c, int ma
     // more than the ordinary model's; 12.5% now).
     z.pass_positions = std::min(z.max_rows / c.phd.repeat, std::max(32, bounded));
     // Room for the window plus one pass's hidden tokens, twice the window so that keeping
-    // the ring in order costs a compaction only every ~window/(K-1) decode steps.
-    z.ring_rows = 2 * c.phd.window + (c.phd.repeat - 1) * z.pass_positions;
+    // the ring in order costs a compaction only every ~window/(K-1) decode steps; never more
+    // than every hidden token a sequence has, (K-1) max_seq_len, which a window close to that
+    // would have doubled past what an int holds (a user trial: `info` showed a negative ring).
+    const long hidden_all = (long)(c.phd.repeat - 1) * c.max_seq_len;
+    z.ring_rows = (int)(std::min(2L * c.phd.window, hidden_all) +
+                        (long)(c.phd.repeat - 1) * z.pass_positions);
   }
   return z;
 }

@@ -171,6 +171,32 @@ double as_written(float f) {
 
 }  // namespace
 
+namespace {
+
+void add_differences(const nlohmann::json& mine, const nlohmann::json& other,
+                     const std::string& prefix, const std::string& other_name, std::string& out) {
+  auto add = [&](const std::string& name, const nlohmann::json* a, const nlohmann::json* b) {
+    if (a && b && a->is_object() && b->is_object())
+      return add_differences(*a, *b, name + ".", other_name, out);
+    if (a && b && *a == *b) return;
+    out += (out.empty() ? "" : ", ") + name + " " + (a ? a->dump() : "none") + " (" + other_name +
+           ": " + (b ? b->dump() : "none") + ")";
+  };
+  for (const auto& [key, value] : mine.items())
+    add(prefix + key, &value, other.contains(key) ? &other[key] : nullptr);
+  for (const auto& [key, value] : other.items())
+    if (!mine.contains(key)) add(prefix + key, nullptr, &value);
+}
+
+}  // namespace
+
+std::string config_differences(const nlohmann::json& mine, const nlohmann::json& other,
+                               const std::string& other_name) {
+  std::string out;
+  add_differences(mine, other, "", other_name, out);
+  return out;
+}
+
 nlohmann::json config_to_json(const ModelConfig& c) {
   nlohmann::json j = nlohmann::json::object();
   for_each_field(c, [&](const char* name, const auto& field, bool) {

@@ -52,6 +52,11 @@ struct ModelConfig {
 // Parses and validates; `where` names the source (a file path) in error messages.
 ModelConfig config_from_json(const nlohmann::json& j, const std::string& where);
 nlohmann::json config_to_json(const ModelConfig& c);
+// Where two configs (as config_to_json writes them) differ, field by field and nested fields by
+// dotted name, each as "name VALUE (OTHER: VALUE)" joined by ", ": "phd.repeat 3 (the run's:
+// 2)". A field one side lacks shows as "none". Empty when they are equal.
+std::string config_differences(const nlohmann::json& mine, const nlohmann::json& other,
+                               const std::string& other_name);
 ModelConfig load_config(const std::string& path);
 
 // Upper bounds validate_config enforces besides SPEC A1 (vocab_size is bounded by int).

@@ -187,13 +187,9 @@ void check_run_model_unchanged(const Model& model, const nlohmann::json& state,
   if (!state.contains("model_config")) return;
   const nlohmann::json now = config_to_json(model.config()), ran = state["model_config"];
   if (now == ran) return;
-  std::string keys;
-  for (const auto& [key, value] : now.items())
-    if (!ran.contains(key) || ran[key] != value) keys += cat(keys.empty() ? "" : ", ", key);
-  for (const auto& [key, value] : ran.items())
-    if (!now.contains(key)) keys += cat(keys.empty() ? "" : ", ", key);
+  const std::string differences = config_differences(now, ran, "the run's");
   fail("train --resume: ", resume_dir, "/config.json is not the model the run trained (",
-       keys.empty() ? std::string("it differs") : cat("it differs in: ", keys),
+       differences.empty() ? std::string("it differs") : cat("it differs in: ", differences),
        "; trainer_state.json records the run's): a resume goes on with the same model. To "
        "train the edited model from these weights, start a new run: chainlm train --init ",
        resume_dir, " --out NEW ... (nothing was trained)");

@@ -77,12 +77,27 @@ TEST_F(PhdCommands, AResumeOfAnEditedCheckpointConfigIsRefused) {
   write_bytes(config_path, c.dump(2));
   auto r = run_chainlm(dir, "train --out " + quote(run) + " --resume --steps 4 --quiet");
   EXPECT_NE(r.exit_code, 0);
-  EXPECT_NE(r.err.find("config.json is not the model the run trained (it differs in: phd"),
+  EXPECT_NE(r.err.find("config.json is not the model the run trained (it differs in: "
+                       "phd.window 2 (the run's: 4);"),
             std::string::npos)
       << r.err;
   EXPECT_NE(r.err.find("chainlm train --init " + ckpt + " --out NEW"), std::string::npos) << r.err;
   EXPECT_EQ(resolve_checkpoint_dir(run), ckpt) << "nothing was trained";
   write_bytes(config_path, original);
+  // A --config of another model given to the resume names each field it changes (it said only
+  // "not the run's model", a user trial).
+  auto other = nlohmann::json::parse(kConfig);
+  other["phd"]["repeat"] = 2;
+  other["dim"] = 64;
+  write_bytes(dir.file("other.json"), other.dump());
+  r = run_chainlm(dir, "train --config " + quote(dir.file("other.json")) + " --out " + quote(run) +
+                           " --resume --steps 4 --quiet");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(
+      r.err.find("(not the run's model: dim 64 (the run's: 32), phd.repeat 2 (the run's: 3))"),
+      std::string::npos)
+      << r.err;
+  EXPECT_EQ(resolve_checkpoint_dir(run), ckpt) << "nothing was trained";
   r = run_chainlm(dir, "train --out " + quote(run) + " --resume --steps 4 --quiet");
   EXPECT_EQ(r.exit_code, 0) << r.err;
 }
@@ -148,7 +163,18 @@ TEST_F(PhdCommands, BenchesReportTheBaselineRatio) {
                                          "vocab_size": 258, "max_seq_len": 48})");
   r = run_chainlm(dir, "bench train --config " + quote(dir.file("plain.json")) + " --batch-size 1 --seq-len 8 --steps 1 --baseline");
   EXPECT_NE(r.exit_code, 0);
-  EXPECT_NE(r.err.find("phd"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("is not a PHD model (no \"phd\" section, or its repeat is 1"),
+            std::string::npos)
+      << r.err;
+  // A "phd" section of repeat 1 is no PHD model either: the message said it had no section.
+  write_bytes(dir.file("k1.json"), R"({"dim": 32, "n_layers": 1, "n_heads": 4, "ffn_dim": 64,
+                                      "vocab_size": 258, "max_seq_len": 48, "phd": {"repeat": 1}})");
+  r = run_chainlm(dir,
+                  "bench decode --config " + quote(dir.file("k1.json")) + " --tokens 2 --baseline");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.err.find("is not a PHD model (no \"phd\" section, or its repeat is 1"),
+            std::string::npos)
+      << r.err;
 }
 
 TEST_F(PhdCommands, BadPhdConfigsAreOneLineErrors) {

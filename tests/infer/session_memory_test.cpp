@@ -74,5 +74,34 @@ TEST(SessionMemory, ASessionOfFewerPositionsHoldsThoseAlone) {
   EXPECT_EQ(InferenceSession(model, 512, KvCacheType::F32, 100000).capacity(), c.max_seq_len);
 }
 
+// A window the config allows, close to every hidden token of the longest sequence (W < (K-1)
+// max_seq_len), doubled for the ring, overflowed an int: `info` showed a ring of -1,140,588,042
+// rows (a user trial). The ring holds at most every hidden token plus a pass's, which the limits
+// on K and max_seq_len keep within an int; the memory estimate counts at least the ring's bytes.
+TEST(SessionMemory, TheRingOfTheLargestWindowIsCountedWithoutOverflow) {
+  ModelConfig c;
+  c.dim = 64;
+  c.n_heads = 4;
+  c.n_kv_heads = 4;
+  c.ffn_dim = 176;
+  c.n_layers = 2;
+  c.vocab_size = 258;
+  c.max_seq_len = 1 << 24;
+  c.phd.repeat = 64;
+  c.phd.window = 1056964607;  // (K-1) max_seq_len - 1
+  validate_config(c, "test");
+  const long rows = InferenceSession::phd_ring_rows(c);
+  const long hidden_all = 63L * (1 << 24);
+  // Every hidden token, and a pass's beside them (a pass of a bounded prefill runs up to
+  // max_seq_len positions here, so up to as many hidden tokens again).
+  EXPECT_GT(rows, hidden_all);
+  EXPECT_LE(rows, 2 * hidden_all);
+  EXPECT_EQ(InferenceSession::phd_ring_bytes(c), 2u * 2 * (size_t)rows * 64 * sizeof(float));
+  EXPECT_GE(InferenceSession::memory_bytes(c), InferenceSession::phd_ring_bytes(c));
+  // A small window keeps its two windows' room beside the (K-1) P rows of a pass.
+  c.phd.window = 16;
+  EXPECT_EQ((InferenceSession::phd_ring_rows(c) - 32) % 63, 0);
+}
+
 }  // namespace
 }  // namespace chainlm
