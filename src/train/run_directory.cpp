@@ -407,22 +407,31 @@ std::string RunDirectory::write_checkpoint(long step, int keep,
   std::vector<std::string> own;
   for (fs::directory_iterator it(final_dir, ec), end; !ec && it != end; it.increment(ec))
     own.push_back(it->path().filename().string());
+  // A directory named like a checkpoint without the trainer's state was not written by a run
+  // (an `expand` or import output given a step-like name in the run): kept too (pruning
+  // deleted one, a user trial).
   for (auto path = doomed.begin(); path != doomed.end();) {
     std::string foreign;
     for (fs::directory_iterator it(*path, ec), end; !ec && it != end; it.increment(ec))
       if (const std::string n = it->path().filename().string();
           std::find(own.begin(), own.end(), n) == own.end())
         foreign += cat(foreign.empty() ? "" : ", ", n);
-    if (foreign.empty()) {
+    ec.clear();
+    const bool trained = fs::exists(*path / "trainer_state.json", ec);
+    if (foreign.empty() && trained) {
       ++path;
       continue;
     }
     if (warned_kept_.insert(path->string()).second)
       std::fprintf(stderr,
                    "warning: kept the old checkpoint %s, which the run would prune (it keeps its "
-                   "newest checkpoints): it holds files the run did not write (%s); remove it "
-                   "yourself when they are safe elsewhere\n",
-                   path->string().c_str(), foreign.c_str());
+                   "newest checkpoints): %s; remove it yourself when %s\n",
+                   path->string().c_str(),
+                   !foreign.empty()
+                       ? cat("it holds files the run did not write (", foreign, ")").c_str()
+                       : "it holds no trainer_state.json, so no run wrote it (an expand "
+                         "or import output named like a checkpoint?)",
+                   !foreign.empty() ? "they are safe elsewhere" : "you no longer need it");
     path = doomed.erase(path);
   }
   ec.clear();

@@ -339,6 +339,40 @@ TEST_F(CheckpointSafety, AnOldCheckpointHoldingTheUsersFilesIsKept) {
   EXPECT_NE(err.find("(NOTES.txt)"), std::string::npos) << err;
 }
 
+// A model written into the run under a checkpoint's name by another command (`expand --out
+// run/step-10` in a run at step 300, a user trial) holds the run's file names but no trainer state:
+// pruning deleted it without a word. It is kept now, and said so.
+TEST_F(CheckpointSafety, AModelNamedLikeACheckpointThatNoRunWroteIsKept) {
+  const fs::path run = dir.file("run");
+  {
+    Model m(tiny_config());
+    m.init_random(1);
+    Trainer t(m, options(run.string(), 2));
+    t.run();
+  }
+  fs::copy(run / "step-00000001", run / "step-0", fs::copy_options::recursive);
+  fs::remove(run / "step-0" / "trainer_state.json");
+  fs::remove(run / "step-0" / "optimizer.safetensors");
+  const std::string weights = read_bytes((run / "step-0" / "model.safetensors").string());
+  Model m(tiny_config());
+  m.init_random(1);
+  TrainOptions o = options(run.string(), 4);
+  o.keep_checkpoints = 1;
+  Trainer t(m, o);
+  t.restore(run.string());
+  ::testing::internal::CaptureStderr();
+  t.run();
+  const std::string err = ::testing::internal::GetCapturedStderr();
+  ASSERT_TRUE(fs::exists(run / "step-0" / "model.safetensors")) << err;
+  EXPECT_EQ(read_bytes((run / "step-0" / "model.safetensors").string()), weights);
+  EXPECT_FALSE(fs::exists(run / "step-00000001"));  // the run's own go as before
+  EXPECT_NE(err.find("kept the old checkpoint " + (run / "step-0").string() +
+                     ", which the run would prune (it keeps its newest checkpoints): it holds no "
+                     "trainer_state.json"),
+            std::string::npos)
+      << err;
+}
+
 // A resume from an earlier checkpoint moves the later branch aside, log lines and all: the
 // branch's own "resumed" event at that step stayed in the log, above the new one.
 TEST_F(CheckpointSafety, ABranchMovedAsideTakesItsResumedEvent) {
