@@ -266,6 +266,11 @@ void add_train_command(CLI::App& app) {
         same("--weight-decay", a->wd, opt.weight_decay);
         same("--grad-clip", a->clip, opt.grad_clip);
         same("--seed", a->seed, opt.seed);
+        // What the run trains, with the others: each refusal named one, and fixing it met the next
+        // (a user trial).
+        same("--freeze-chains", a->freeze_chains, opt.freeze_chains);
+        auto part = [](const std::string& p) { return p.empty() ? std::string("all") : p; };
+        same("--train-only", part(a->train_only), part(opt.train_only));
         if (cmd->count("--chain-loss-weights") &&
             parse_float_list(a->chain_weights, "--chain-loss-weights") != opt.chain_loss_weights)
           same("--chain-loss-weights", a->chain_weights, nlohmann::json(opt.chain_loss_weights).dump());
@@ -370,11 +375,6 @@ void add_train_command(CLI::App& app) {
         check_same_tokenizer(opt.data_dir, resume_dir, "train --resume");
         tokenizer_source =
             resume_dir;  // with what the run's checkpoints carried (its chat template)
-        CHAINLM_CHECK(!cmd->count("--freeze-chains") || a->freeze_chains == opt.freeze_chains,
-                      "train --resume: the run froze ", opt.freeze_chains,
-                      " chain(s); --freeze-chains cannot change on resume");
-        CHAINLM_CHECK(!cmd->count("--train-only") || a->train_only == opt.train_only,
-                      "train --resume: --train-only cannot change on resume");
         // Said once the resume is known to go ahead (a refusal after "resume: --steps 20 -> 25"
         // read as if the change had been made).
         if (!changed.empty() && !a->quiet) std::fprintf(stderr, "resume: %s\n", changed.c_str());

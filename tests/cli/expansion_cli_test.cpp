@@ -96,10 +96,17 @@ TEST_F(ExpansionCli, ExpandTuneInspectAndExport) {
   std::string first;
   std::getline(metrics, first);
   EXPECT_NEAR(nlohmann::json::parse(first)["trainable_fraction"].get<double>(), (double)chain2 / total, 1e-9);
-  // Resume keeps chain 1 frozen; changing the freeze on resume is refused.
-  r = run("train --out " + quote(tuned) + " --resume --steps 5 --freeze-chains 0 --quiet");
+  // Resume keeps chain 1 frozen; changing the freeze on resume is refused, named with its value
+  // and the run's beside every other option changed (each refusal named one, a user trial).
+  r = run("train --out " + quote(tuned) +
+          " --resume --steps 5 --freeze-chains 0 --lr 1e-3 --train-only head --quiet");
   EXPECT_NE(r.exit_code, 0);
-  EXPECT_NE(r.err.find("cannot change on resume"), std::string::npos) << r.err;
+  EXPECT_NE(
+      r.err.find(
+          "--lr 0.001 (the run's: 0.003), --freeze-chains 0 (the run's: 1), --train-only head "
+          "(the run's: all) cannot change on resume"),
+      std::string::npos)
+      << r.err;
   r = run("train --out " + quote(tuned) + " --resume --steps 5 --quiet --threads 1");
   ASSERT_EQ(r.exit_code, 0) << r.err;
   r = run("info --model " + quote(tuned));
