@@ -4,6 +4,7 @@
 #include <filesystem>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -71,13 +72,15 @@ std::vector<int> parse_chains(const std::string& s, int n) {
   int k = 0;
   try {
     k = std::stoi(s, &used);
+  } catch (const std::out_of_range&) {  // digits, but past an int: outside 1..n as any other
+    fail("--chains ", s, " is outside 1..", n, " (the model has ", count_of(n, "chain"), ")");
   } catch (const std::exception&) {
     used = 0;
   }
   CHAINLM_CHECK(used == s.size() && !s.empty(), "--chains \"", s,
                 "\" is neither \"all\" nor a number of chains");
-  CHAINLM_CHECK(k >= 1 && k <= n, "--chains ", k, " is outside 1..", n, " (the model has ", n,
-                " chains)");
+  CHAINLM_CHECK(k >= 1 && k <= n, "--chains ", k, " is outside 1..", n, " (the model has ",
+                count_of(n, "chain"), ")");
   return {k};
 }
 

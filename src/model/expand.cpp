@@ -24,7 +24,7 @@ ModelConfig expanded_config(const ModelConfig& base, const ExpandOptions& o) {
   ModelConfig c = base;
   c.chains.clear();
   for (int i = 0; i < base_layout.n; ++i) c.chains.push_back(base_layout.heads.width(i));
-  int added = 0;
+  long added = 0;
   for (int a : o.add_chains) {
     c.chains.push_back(a);
     added += a;
@@ -32,8 +32,15 @@ ModelConfig expanded_config(const ModelConfig& base, const ExpandOptions& o) {
   const int H = base.n_heads, hd = base.head_dim(), F = base.ffn_dim;
   const std::string where = cat("expand: chains ", nlohmann::json(c.chains).dump(),
                                 o.kv_share ? " (CoLM-Air)" : " (CoLM)");
-  c.n_heads = H + added;
-  c.dim = hd * c.n_heads;
+  // The grown widths in 64 bits first: chains of a billion heads wrapped an int and were
+  // refused for values nobody gave ("'n_heads' must be positive (got -2147483646)", a trial).
+  const long dim = (long)hd * (H + added), ffn = (long)F * (H + added) / H;
+  CHAINLM_CHECK(dim <= kMaxDim, where, ": 'dim' (", dim, ") exceeds ", kMaxDim,
+                ", the largest this engine accepts; check --add-chains");
+  CHAINLM_CHECK(ffn <= kMaxFfnDim, where, ": 'ffn_dim' (", ffn, ") exceeds ", kMaxFfnDim,
+                ", the largest this engine accepts; check --add-chains");
+  c.n_heads = (int)(H + added);
+  c.dim = (int)dim;
   c.kv_share = o.kv_share;
   if (o.kv_share) {
     for (int a : o.add_chains)

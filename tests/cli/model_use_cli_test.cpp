@@ -265,6 +265,24 @@ TEST_F(ModelUseCli, AnExpansionTooLargeOrMistypedIsRefusedNamingIt) {
       dir, "expand --from " + quote(run) + " --add-chains '2, ' --out " + quote(dir.file("x")));
   EXPECT_TRUE(contains(comma_space.err, "ends with a comma")) << comma_space.err;
   EXPECT_FALSE(fs::exists(dir.file("x")));
+  // Chains whose widths pass an int were refused for values nobody gave (a trial: "'n_heads'
+  // must be positive (got -2147483646)"), and a count past an int was "not an integer".
+  for (const char* huge : {"1610612736", "1073741822,1073741822"}) {
+    auto r = run_chainlm(dir, "expand --from " + quote(run) + " --add-chains " + huge + " --out " +
+                                  quote(dir.file("x")));
+    EXPECT_NE(r.exit_code, 0);
+    EXPECT_TRUE(contains(r.err, "'dim' (") && contains(r.err, ") exceeds 1048576") &&
+                contains(r.err, "check --add-chains"))
+        << huge << ": " << r.err;
+  }
+  auto past_int = run_chainlm(dir, "expand --from " + quote(run) +
+                                       " --add-chains 99999999999 --out " + quote(dir.file("x")));
+  EXPECT_TRUE(contains(past_int.err, "--add-chains: '99999999999' is out of range for an integer"))
+      << past_int.err;
+  auto chains =
+      run_chainlm(dir, "generate --model " + quote(run) + " --chains 99999999999 --prompt a");
+  EXPECT_NE(chains.exit_code, 0);
+  EXPECT_FALSE(fs::exists(dir.file("x")));
   auto spaced = run_chainlm(
       dir, "expand --from " + quote(run) + " --add-chains ' 2 ' --out " + quote(dir.file("x")));
   EXPECT_EQ(spaced.exit_code, 0) << spaced.err;

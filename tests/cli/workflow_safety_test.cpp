@@ -498,7 +498,7 @@ TEST_F(WorkflowSafety, ResumeRefusesChangedRunOptionsAndSaysWhatChanges) {
   // A refusal found after the changes are read does not say them first, as if they were made.
   auto frozen = run_chainlm(dir, "train --out " + quote(run) + " --resume --steps 4 --freeze-chains 1");
   EXPECT_NE(frozen.exit_code, 0);
-  EXPECT_TRUE(contains(frozen.err, "--freeze-chains cannot change")) << frozen.err;
+  EXPECT_TRUE(contains(frozen.err, "--freeze-chains 1 (the run's: 0) cannot change")) << frozen.err;
   EXPECT_FALSE(contains(frozen.err, "resume: --steps")) << frozen.err;
   // The same values are fine; the run's length and validation interval may change.
   auto ok = run_chainlm(dir, "train --out " + quote(run) + " --resume --steps 4 --lr 0.001 --eval-every 1");
