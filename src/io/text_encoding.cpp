@@ -129,6 +129,23 @@ std::string replace_invalid_utf8(std::string_view bytes) {
   return out;
 }
 
+void Utf8CharCount::add(std::string_view piece) {
+  const std::string bytes = open_ + std::string(piece);
+  const size_t counted = open_.size();  // the open character's bytes: counted already
+  open_.clear();
+  size_t i = 0;
+  while (i < bytes.size()) {
+    const Sequence s = sequence_at(bytes, i);
+    if (i >= counted) ++count_;
+    const auto lead = static_cast<unsigned char>(bytes[i]);
+    if (!s.valid && i + s.length == bytes.size() && lead >= 0xC2 && lead <= 0xF4) {
+      open_ = bytes.substr(i);  // cut short by the piece's end: the next piece may finish it
+      return;
+    }
+    i += s.length;
+  }
+}
+
 TextEncoding detect_text_encoding(std::string_view bytes) {
   // UTF-32 LE's mark starts with UTF-16 LE's: test it first.
   if (starts_with(bytes, std::string_view("\xFF\xFE\x00\x00", 4))) return TextEncoding::kUtf32Le;

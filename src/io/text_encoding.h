@@ -22,6 +22,21 @@ Utf8Check check_utf8(std::string_view bytes);
 // bytes with every invalid sequence replaced by U+FFFD (what a lenient decoder would do).
 std::string replace_invalid_utf8(std::string_view bytes);
 
+// The characters replace_invalid_utf8 makes of bytes given piece by piece (a completion's tokens):
+// those that start in the pieces given so far, a character a piece ends inside counted with that
+// piece and not again with the piece that finishes it. After each piece, count() is where the
+// next piece's text starts in the decoded text, in code points. A stray continuation byte is a
+// character (its U+FFFD) wherever it stands.
+class Utf8CharCount {
+ public:
+  void add(std::string_view piece);
+  std::size_t count() const { return count_; }
+
+ private:
+  std::string open_;  // the start of a character the last piece ended inside (counted)
+  std::size_t count_ = 0;
+};
+
 enum class TextEncoding { kUtf8, kUtf8Bom, kUtf16Le, kUtf16Be, kUtf32Le, kUtf32Be, kBinary };
 
 // Classifies a file's (decompressed) bytes from byte-order marks and the pattern of NUL bytes in

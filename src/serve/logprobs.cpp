@@ -53,13 +53,8 @@ std::string legacy_text(const std::string& s) {
   return out;
 }
 
-size_t utf8_chars(std::string_view text) {
-  size_t n = 0;
-  for (unsigned char c : text) n += (c & 0xC0) != 0x80;
-  return n;
-}
-
-nlohmann::json completion_logprobs_json(const std::vector<TokenLogprob>& tokens, size_t offset) {
+nlohmann::json completion_logprobs_json(const std::vector<TokenLogprob>& tokens,
+                                        Utf8CharCount before) {
   nlohmann::json text = nlohmann::json::array(), lp = nlohmann::json::array(), top = nlohmann::json::array(),
                  offsets = nlohmann::json::array();
   for (const TokenLogprob& t : tokens) {
@@ -69,8 +64,8 @@ nlohmann::json completion_logprobs_json(const std::vector<TokenLogprob>& tokens,
     for (const auto& [s, l] : t.top)
       if (!alternatives.contains(legacy_text(s))) alternatives[legacy_text(s)] = l;  // one text, two tokens: the likelier
     top.push_back(alternatives);
-    offsets.push_back(offset);
-    offset += utf8_chars(t.text);
+    offsets.push_back(before.count());
+    before.add(t.text);
   }
   return {{"tokens", text}, {"token_logprobs", lp}, {"top_logprobs", top}, {"text_offset", offsets}};
 }

@@ -10,6 +10,8 @@
 #include <utility>
 #include <vector>
 
+#include "io/text_encoding.h"
+
 namespace chainlm {
 
 struct TokenLogprob {
@@ -27,11 +29,11 @@ TokenLogprob token_logprob(const float* logits, int vocab_size, int texts, int i
 
 // {"tokens", "token_logprobs", "top_logprobs", "text_offset"}; offsets count characters (code
 // points, as Python's str indexes OpenAI's text: harnesses compare them with len(context)) into
-// the choice's text, starting at `offset` (the characters before these tokens). A token ending
-// inside a character counts that character, so the next token's offset is the one after it.
-nlohmann::json completion_logprobs_json(const std::vector<TokenLogprob>& tokens, size_t offset);
-// Characters (code points) in UTF-8 text: its bytes that do not continue a character.
-size_t utf8_chars(std::string_view text);
+// the choice's text, after the text `before` has counted (the bytes before these tokens). A
+// token ending inside a character counts that character, so the next token's offset is the one
+// after it; an invalid byte is the U+FFFD it becomes in the text.
+nlohmann::json completion_logprobs_json(const std::vector<TokenLogprob>& tokens,
+                                        Utf8CharCount before = {});
 // {"content": [{"token", "logprob", "bytes", "top_logprobs": [{"token", "logprob", "bytes"}]}]}
 nlohmann::json chat_logprobs_json(const std::vector<TokenLogprob>& tokens);
 

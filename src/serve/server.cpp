@@ -500,6 +500,8 @@ InferenceServer::~InferenceServer() {
 }
 
 void check_can_listen(const std::string& host, int port) {
+  // The range first: getaddrinfo refused -5 as if the host were wrong (a user trial).
+  CHAINLM_CHECK(port >= 0 && port <= 65535, "--port must be in 0..65535 (got ", port, ")");
   if (port == 0) return;
   addrinfo hints{};
   hints.ai_family = AF_UNSPEC;

@@ -32,8 +32,10 @@ json InferenceServer::Impl::stats_json(const Job& job, const Choice& c) const {
   return s;
 }
 
-json InferenceServer::Impl::choice_json(const Job& job, const Choice& c, const std::string& text, const char* finish,
-                                        bool chunk, const std::vector<TokenLogprob>* lp, size_t text_offset) const {
+json InferenceServer::Impl::choice_json(const Job& job, const Choice& c, const std::string& text,
+                                        const char* finish, bool chunk,
+                                        const std::vector<TokenLogprob>* lp,
+                                        const Utf8CharCount& before) const {
   json choice;
   if (!job.chat) {
     choice = {{"text", text}, {"index", c.index}, {"logprobs", nullptr}, {"finish_reason", nullptr}};
@@ -50,7 +52,8 @@ json InferenceServer::Impl::choice_json(const Job& job, const Choice& c, const s
               {"finish_reason", nullptr}};
   }
   if (finish) choice["finish_reason"] = finish;
-  if (lp) choice["logprobs"] = job.chat ? chat_logprobs_json(*lp) : completion_logprobs_json(*lp, text_offset);
+  if (lp)
+    choice["logprobs"] = job.chat ? chat_logprobs_json(*lp) : completion_logprobs_json(*lp, before);
   return choice;
 }
 
@@ -168,9 +171,10 @@ bool InferenceServer::Impl::stream(Job& job, httplib::DataSink& sink) {
       // The log-probabilities of the tokens whose text the events have released since the last
       // one: a token held back as the possible start of a stop sequence waits with its text (a
       // stop then drops both; its log-probability had gone out). `all`: the rest, at the end.
-      size_t lp_offset = 0;  // the offset of the first of them in the choice's text
+      Utf8CharCount lp_before;  // the choice's text before the first of them (its offset)
       auto fresh_logprobs = [&](bool all) -> std::vector<TokenLogprob> {
-        size_t end = c.logprobs_sent, covered = c.logprobs_text, chars = c.logprobs_chars;
+        size_t end = c.logprobs_sent, covered = c.logprobs_text;
+        Utf8CharCount chars = c.logprobs_chars;
         // (A token without text, EOS under ignore_eos, waits for text past it: at the text's end
         // a stop drops it too.)
         const size_t released = c.text.text().size();
@@ -178,12 +182,12 @@ bool InferenceServer::Impl::stream(Job& job, httplib::DataSink& sink) {
                (all || (c.logprobs[end].text.empty()
                             ? covered < released
                             : covered + c.logprobs[end].text.size() <= released))) {
-          chars += utf8_chars(c.logprobs[end].text);
+          chars.add(c.logprobs[end].text);
           covered += c.logprobs[end++].text.size();
         }
         std::vector<TokenLogprob> out(c.logprobs.begin() + (long)c.logprobs_sent,
                                       c.logprobs.begin() + (long)end);
-        lp_offset = (job.request.echo ? utf8_chars(c.prompt) : 0) + c.logprobs_chars;
+        lp_before = c.logprobs_chars;
         c.logprobs_sent = end;
         c.logprobs_text = covered;
         c.logprobs_chars = chars;
@@ -192,7 +196,7 @@ bool InferenceServer::Impl::stream(Job& job, httplib::DataSink& sink) {
       auto event = [&](const std::string& text, const char* finish,
                        const std::vector<TokenLogprob>* lp) {
         return response_json(
-            job, json::array({choice_json(job, c, text, finish, true, lp, lp_offset)}), true);
+            job, json::array({choice_json(job, c, text, finish, true, lp, lp_before)}), true);
       };
       // A prompt of token ids may end inside a UTF-8 character that the completion finishes:
       // those bytes go out with the completion's first text, so that no event splits the
@@ -205,6 +209,7 @@ bool InferenceServer::Impl::stream(Job& job, httplib::DataSink& sink) {
         carried = c.prompt.substr(whole);
         const bool sent =
             send_now(event(c.prompt.substr(0, whole), nullptr, with_lp ? &lp : nullptr));
+        c.logprobs_chars.add(c.prompt);  // the generated tokens' offsets follow the prompt's
         if (!sent) {
           job.cancelled = true;
           break;

@@ -107,7 +107,7 @@ struct InferenceServer::Impl {
     std::vector<TokenLogprob> logprobs;  // per generated token, when the request asks
     size_t logprobs_sent = 0;            // those already in stream events
     size_t logprobs_text = 0;            // bytes of text of those
-    size_t logprobs_chars = 0;  // and its characters (where the next one's text_offset starts)
+    Utf8CharCount logprobs_chars;        // and its characters, after echo's prompt (text_offset)
     bool role_sent = false;              // chat streams: the first chunk names the role
     bool counted = false;                // in the metrics (run() counts it, or finish())
   };
@@ -152,8 +152,9 @@ struct InferenceServer::Impl {
   bool stream(Job& job, httplib::DataSink& sink);
   // A choice object (chunk: of a stream event) in the format of the job's endpoint.
   // lp: the tokens whose log-probabilities it carries (null: none asked).
-  json choice_json(const Job& job, const Choice& c, const std::string& text, const char* finish, bool chunk,
-                   const std::vector<TokenLogprob>* lp = nullptr, size_t text_offset = 0) const;
+  json choice_json(const Job& job, const Choice& c, const std::string& text, const char* finish,
+                   bool chunk, const std::vector<TokenLogprob>* lp = nullptr,
+                   const Utf8CharCount& before = {}) const;
   // The response object (or stream event) around choice objects.
   json response_json(const Job& job, json choices, bool chunk) const;
   json usage_json(const Job& job) const;

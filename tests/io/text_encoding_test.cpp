@@ -113,6 +113,42 @@ TEST(ReplaceInvalidUtf8, MatchesPythonsReplaceDecoder) {
   EXPECT_EQ(replace_invalid_utf8("ok \xF0\x9F\x90\xB8"), "ok \xF0\x9F\x90\xB8");
 }
 
+// Utf8CharCount, given bytes piece by piece (a completion's tokens): after each piece, the code
+// points of the text a replacing decoder makes of every byte so far (an unfinished character one
+// U+FFFD, as at the text's end), on Python's vectors given a byte at a time and in two pieces.
+size_t code_points(const std::string& utf8) {
+  size_t n = 0;
+  for (unsigned char c : utf8) n += (c & 0xC0) != 0x80;
+  return n;
+}
+
+TEST(Utf8CharCount, CountsTheCharactersOfTheReplacedTextPieceByPiece) {
+  std::ifstream in(std::string(CHAINLM_SOURCE_DIR) + "/tests/io/data/utf8_replace_vectors.json");
+  ASSERT_TRUE(in.good());
+  const nlohmann::json vectors = nlohmann::json::parse(in);
+  for (const auto& v : vectors["cases"]) {
+    const std::string bytes = from_hex(v["bytes"].get<std::string>());
+    const size_t whole = code_points(from_hex(v["replaced"].get<std::string>()));
+    Utf8CharCount one_by_one;
+    for (size_t i = 0; i < bytes.size(); ++i) {
+      one_by_one.add(bytes.substr(i, 1));
+      ASSERT_EQ(one_by_one.count(), code_points(replace_invalid_utf8(bytes.substr(0, i + 1))))
+          << v["bytes"] << " after byte " << i;
+    }
+    EXPECT_EQ(one_by_one.count(), whole) << v["bytes"];
+    for (size_t cut = 0; cut <= bytes.size(); ++cut) {
+      Utf8CharCount two;
+      two.add(bytes.substr(0, cut));
+      two.add(bytes.substr(cut));
+      ASSERT_EQ(two.count(), whole) << v["bytes"] << " cut at " << cut;
+    }
+  }
+  // A stray continuation byte after a whole character is one (it was counted as none).
+  Utf8CharCount c;
+  for (const char* piece : {"h", "\x82", "t", "\xC3", "\xA9", "!"}) c.add(piece);
+  EXPECT_EQ(c.count(), 5u);
+}
+
 std::string utf16le(const std::string& ascii) {
   std::string out;
   for (char c : ascii) out += std::string{c, '\0'};

@@ -24,7 +24,9 @@ TEST(Logprobs, LogSoftmaxAndTopAlternatives) {
   EXPECT_EQ(t.top[0].first, "d");
   EXPECT_NEAR(t.top[0].second, std::log(0.4), 1e-6);
   EXPECT_EQ(t.top[1].first, "c");
-  const json legacy = completion_logprobs_json({t, t}, 7);
+  Utf8CharCount seven;
+  seven.add("seven c");
+  const json legacy = completion_logprobs_json({t, t}, seven);
   EXPECT_EQ(legacy["tokens"], json::array({"c", "c"}));
   EXPECT_EQ(legacy["text_offset"], json::array({7, 8}));
   EXPECT_NEAR(legacy["top_logprobs"][1]["d"].get<double>(), std::log(0.4), 1e-6);
@@ -53,7 +55,7 @@ std::string token_logprob_legacy_probe() {
   const std::vector<float> logits = {0.0f, 1.0f};
   const TokenLogprob t =
       token_logprob(logits.data(), 2, 2, 1, 0, [](int) { return std::string("\xff"); });
-  return completion_logprobs_json({t}, 0)["tokens"][0];
+  return completion_logprobs_json({t})["tokens"][0];
 }
 
 class ServeLogprobs : public ::testing::Test {
@@ -338,6 +340,31 @@ TEST_F(ServeLogprobs, TextOffsetsCountCharactersNotBytes) {
     for (const json& o : event["choices"][0]["logprobs"]["text_offset"]) offsets.push_back(o);
   }
   EXPECT_EQ(offsets, lp["text_offset"]) << r->body;
+
+  // A stray continuation byte is a character of the text (its U+FFFD): the offsets after it
+  // were one short (a user trial), in the prompt and in what follows it.
+  const json stray = {'h', 0x82, 't', 0xC3, 0xA9, '!'};
+  const json scored = post("/v1/completions",
+                           {{"prompt", stray}, {"max_tokens", 0}, {"echo", true}, {"logprobs", 0}});
+  EXPECT_EQ(scored["choices"][0]["text"], "h\uFFFDt\u00e9!");
+  EXPECT_EQ(scored["choices"][0]["logprobs"]["text_offset"], json::array({0, 1, 2, 3, 4, 4}));
+  const json after = {
+      {"prompt", {'h', 0x82}},       {"max_tokens", 2}, {"echo", true}, {"logprobs", 0},
+      {"logit_bias", {{"98", 100}}}, {"temperature", 0}};
+  const json made = post("/v1/completions", after);
+  EXPECT_EQ(made["choices"][0]["text"], "h\uFFFDbb");
+  EXPECT_EQ(made["choices"][0]["logprobs"]["text_offset"], json::array({0, 1, 2, 3}));
+  json streamed = after;
+  streamed["stream"] = true;
+  r = server->client().Post("/v1/completions", streamed.dump(), "application/json");
+  ASSERT_TRUE(r && r->status == 200);
+  offsets = json::array();
+  for (const std::string& e : testing::sse_data(r->body)) {
+    if (e == "[DONE]") continue;
+    const json event = json::parse(e);
+    for (const json& o : event["choices"][0]["logprobs"]["text_offset"]) offsets.push_back(o);
+  }
+  EXPECT_EQ(offsets, json::array({0, 1, 2, 3})) << r->body;
 }
 
 }  // namespace

@@ -443,6 +443,18 @@ TEST_F(ServeAccess, ASecondServerOnTheSamePortFailsNamingIt) {
         << e.what();
   }
   EXPECT_NO_THROW(check_can_listen("127.0.0.1", 0));
+  // A port out of range is named as such (-5 was "127.0.0.1 is not an address", a user trial).
+  for (int port : {-5, 70000}) {
+    try {
+      check_can_listen("127.0.0.1", port);
+      ADD_FAILURE() << "listened on port " << port;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("--port must be in 0..65535 (got " +
+                                           std::to_string(port) + ")"),
+                std::string::npos)
+          << e.what();
+    }
+  }
   // The first one still answers.
   auto r = first.client().Get("/health");
   ASSERT_TRUE(r);
