@@ -278,7 +278,9 @@ void InferenceServer::Impl::route() {
       [this, describe_error](const httplib::Request& req, httplib::Response& res) {
         metrics.count_request(route_label(req.path), res.status);
         describe_error(req, res);
-        if (req.get_header_value("Connection") == "close" && !res.body.empty())
+        // (Not while stopping: httplib then ends every connection after its response anyway,
+        // and calls no content provider, so the body would not go out at all.)
+        if (req.get_header_value("Connection") == "close" && !res.body.empty() && !stopped)
           end_connection_after(res);
       });
   http.set_exception_handler(

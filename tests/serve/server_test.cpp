@@ -471,6 +471,35 @@ TEST_F(ServeTest, QueuedRequestWaitsItsTurn) {
   EXPECT_GE(std::stod(m.substr(at + 33)), queued / 1e3 * 0.999) << m;
 }
 
+// A request waiting in the queue when the server stops gets the 503 with its JSON body, also
+// from a client that asked to close the connection (httplib's client does): its body went out
+// through a content provider that httplib does not call while stopping, so such clients got the
+// headers and no body (a user trial: Python's urllib raised IncompleteRead).
+TEST_F(ServeTest, AQueuedRequestOfAStoppingServerGetsTheWhole503) {
+  Gate gate(0);
+  ServeOptions o = one_thread();
+  o.max_queue = 1;
+  o.on_token = [&](int i) { gate.at_token(i); };
+  ServerUnderTest s(air, o);
+  auto first = std::async(std::launch::async, [&] {
+    return post(s, {{"prompt", "a"}, {"max_tokens", 3}, {"seed", 1}});
+  });
+  ASSERT_TRUE(gate.wait_blocked(1));
+  auto queued = std::async(std::launch::async, [&] {
+    return post(s, {{"prompt", "b"}, {"max_tokens", 3}});
+  });
+  ASSERT_TRUE(s.wait_for("queue_depth", 1));
+  auto stopping = std::async(std::launch::async, [&] { s.server->stop(); });
+  auto r = queued.get();
+  gate.open();  // the held generation ends, and with it the stop
+  first.get();
+  stopping.get();
+  ASSERT_TRUE(r) << "no response (the body promised did not come)";
+  EXPECT_EQ(r->status, 503);
+  ASSERT_FALSE(r->body.empty());
+  EXPECT_EQ(json::parse(r->body)["error"]["type"], "server_stopping") << r->body;
+}
+
 // A client that reads one event and hangs up: the server stops generating and frees the session.
 TEST_F(ServeTest, ClientDisconnectMidStreamFreesTheSession) {
   Gate gate(1);  // token 0 has gone out by then
