@@ -362,9 +362,13 @@ void row_weighted_sum(const float* p, long n, const T* vg, long stride, int hd, 
   }
   d0 += (hd - d0) / 8 * 8;
   if (d0 < hd) {
+    // Explicit fused multiply-adds, zero weights skipped, as the vector columns: the same bits
+    // at any optimization level (-O1, the sanitizer build's, did not contract `+= p * v`).
     std::fill(out + d0, out + hd, 0.0f);
-    for (long j = 0; j < n; ++j)
-      for (int d = d0; d < hd; ++d) out[d] += p[j] * widen(vg[j * stride + d]);
+    for (long j = 0; j < n; ++j) {
+      if (p[j] == 0.0f) continue;
+      for (int d = d0; d < hd; ++d) out[d] = std::fma(p[j], widen(vg[j * stride + d]), out[d]);
+    }
   }
 #else
   std::fill(out, out + hd, 0.0f);
