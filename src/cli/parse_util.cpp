@@ -32,8 +32,8 @@ std::vector<T> parse_list(const std::string& s, const std::string& what, const c
       size_t used = 0;
       out.push_back(convert(item, &used));
       CHAINLM_CHECK(used == item.size(), what, ": '", item, "' is not ", kind);
-    } catch (
-        const std::out_of_range&) {  // it was one, only past the type (it said "not an integer")
+    } catch (const std::out_of_range&) {
+      // One, only past the type's range (it was called "not an integer").
       fail(what, ": '", item, "' is out of range for ", kind);
     } catch (const std::logic_error&) {
       fail(what, ": '", item, "' is not ", kind);
