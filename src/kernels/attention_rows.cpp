@@ -335,31 +335,16 @@ void row_weighted_sum(const float* p, long n, const T* vg, long stride, int hd, 
   // is not a multiple of 8 go one by one.
   int d0 = 0;
   for (; d0 + 64 <= hd; d0 += 64) weighted_columns_avx2<8>(p, n, vg, stride, d0, out);
-  switch ((hd - d0) / 8) {
-    case 1:
-      weighted_columns_avx2<1>(p, n, vg, stride, d0, out);
-      break;
-    case 2:
-      weighted_columns_avx2<2>(p, n, vg, stride, d0, out);
-      break;
-    case 3:
-      weighted_columns_avx2<3>(p, n, vg, stride, d0, out);
-      break;
-    case 4:
-      weighted_columns_avx2<4>(p, n, vg, stride, d0, out);
-      break;
-    case 5:
-      weighted_columns_avx2<5>(p, n, vg, stride, d0, out);
-      break;
-    case 6:
-      weighted_columns_avx2<6>(p, n, vg, stride, d0, out);
-      break;
-    case 7:
-      weighted_columns_avx2<7>(p, n, vg, stride, d0, out);
-      break;
-    default:
-      break;
-  }
+  using Columns = void (*)(const float*, long, const T*, long, int, float*);
+  static constexpr Columns kRest[8] = {nullptr,
+                                       weighted_columns_avx2<1, T>,
+                                       weighted_columns_avx2<2, T>,
+                                       weighted_columns_avx2<3, T>,
+                                       weighted_columns_avx2<4, T>,
+                                       weighted_columns_avx2<5, T>,
+                                       weighted_columns_avx2<6, T>,
+                                       weighted_columns_avx2<7, T>};
+  if (const int rest = (hd - d0) / 8; rest > 0) kRest[rest](p, n, vg, stride, d0, out);
   d0 += (hd - d0) / 8 * 8;
   if (d0 < hd) {
     // Explicit fused multiply-adds, zero weights skipped, as the vector columns: the same bits
