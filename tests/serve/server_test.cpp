@@ -57,6 +57,20 @@ class ServeTest : public ::testing::Test {
   static httplib::Result post(const ServerUnderTest& s, const json& body) {
     return s.client().Post("/v1/completions", body.dump(), "application/json");
   }
+  // A generation held at its first token by `gate` (closed) and a request queued behind it (a
+  // server of one session and max_queue 1): their responses to come, once the second waits.
+  static std::pair<std::future<httplib::Result>, std::future<httplib::Result>> hold_and_queue(
+      ServerUnderTest& s, Gate& gate) {
+    auto held = std::async(std::launch::async, [&s] {
+      return post(s, {{"prompt", "a"}, {"max_tokens", 3}, {"seed", 1}});
+    });
+    EXPECT_TRUE(gate.wait_blocked(1));
+    auto queued = std::async(std::launch::async, [&s] {
+      return post(s, {{"prompt", "b"}, {"max_tokens", 3}});
+    });
+    EXPECT_TRUE(s.wait_for("queue_depth", 1));
+    return {std::move(held), std::move(queued)};
+  }
   TempDir dir;
   std::string air, colm, phd;
 };
@@ -445,14 +459,7 @@ TEST_F(ServeTest, QueuedRequestWaitsItsTurn) {
   o.max_queue = 1;
   o.on_token = [&](int i) { gate.at_token(i); };
   ServerUnderTest s(air, o);
-  auto first = std::async(std::launch::async, [&] {
-    return post(s, {{"prompt", "a"}, {"max_tokens", 3}, {"seed", 1}});
-  });
-  ASSERT_TRUE(gate.wait_blocked(1));
-  auto second = std::async(std::launch::async, [&] {
-    return post(s, {{"prompt", "b"}, {"max_tokens", 3}});
-  });
-  ASSERT_TRUE(s.wait_for("queue_depth", 1));
+  auto [first, second] = hold_and_queue(s, gate);
   auto third = post(s, {{"prompt", "c"}, {"max_tokens", 3}});
   ASSERT_TRUE(third);
   EXPECT_EQ(third->status, 503);
@@ -481,14 +488,7 @@ TEST_F(ServeTest, AQueuedRequestOfAStoppingServerGetsTheWhole503) {
   o.max_queue = 1;
   o.on_token = [&](int i) { gate.at_token(i); };
   ServerUnderTest s(air, o);
-  auto first = std::async(std::launch::async, [&] {
-    return post(s, {{"prompt", "a"}, {"max_tokens", 3}, {"seed", 1}});
-  });
-  ASSERT_TRUE(gate.wait_blocked(1));
-  auto queued = std::async(std::launch::async, [&] {
-    return post(s, {{"prompt", "b"}, {"max_tokens", 3}});
-  });
-  ASSERT_TRUE(s.wait_for("queue_depth", 1));
+  auto [first, queued] = hold_and_queue(s, gate);
   auto stopping = std::async(std::launch::async, [&] { s.server->stop(); });
   auto r = queued.get();
   gate.open();  // the held generation ends, and with it the stop
