@@ -58,6 +58,27 @@ class CheckpointSafety : public test::TrainingDataTest {
     o.quiet = true;
     return o;
   }
+  // A run of 2 steps in `run`, `touch` done to it, then resumed to `steps` keeping 1 checkpoint:
+  // what the resumed run wrote to stderr.
+  template <typename Touch>
+  std::string resume_keeping_one(const fs::path& run, long steps, Touch touch) const {
+    {
+      Model m(tiny_config());
+      m.init_random(1);
+      Trainer t(m, options(run.string(), 2));
+      t.run();
+    }
+    touch();
+    Model m(tiny_config());
+    m.init_random(1);
+    TrainOptions o = options(run.string(), steps);
+    o.keep_checkpoints = 1;
+    Trainer t(m, o);
+    t.restore(run.string());
+    ::testing::internal::CaptureStderr();
+    t.run();
+    return ::testing::internal::GetCapturedStderr();
+  }
   // Trains 3 steps into `run`, a checkpoint a step, calling `hook` after each step (the sampler's
   // place): the world changing under a running trainer.
   void run_with_hook(const fs::path& run, const std::function<void()>& hook) const {
@@ -313,22 +334,8 @@ TEST_F(CheckpointSafety, UnnamedCheckpointIsReplacedAndLaterOnesPruned) {
 // checkpoint deleted them with it, without a word. It is kept now, and said so once.
 TEST_F(CheckpointSafety, AnOldCheckpointHoldingTheUsersFilesIsKept) {
   const fs::path run = dir.file("run");
-  {
-    Model m(tiny_config());
-    m.init_random(1);
-    Trainer t(m, options(run.string(), 2));
-    t.run();
-  }
-  write_bytes((run / "step-00000001" / "NOTES.txt").string(), "mine");
-  Model m(tiny_config());
-  m.init_random(1);
-  TrainOptions o = options(run.string(), 5);
-  o.keep_checkpoints = 1;
-  Trainer t(m, o);
-  t.restore(run.string());
-  ::testing::internal::CaptureStderr();
-  t.run();
-  const std::string err = ::testing::internal::GetCapturedStderr();
+  const std::string err = resume_keeping_one(
+      run, 5, [&] { write_bytes((run / "step-00000001" / "NOTES.txt").string(), "mine"); });
   EXPECT_EQ(read_bytes((run / "step-00000001" / "NOTES.txt").string()), "mine");
   EXPECT_FALSE(fs::exists(run / "step-00000002"));  // the run's own go as before
   EXPECT_FALSE(fs::exists(run / "step-00000004"));
@@ -344,25 +351,13 @@ TEST_F(CheckpointSafety, AnOldCheckpointHoldingTheUsersFilesIsKept) {
 // pruning deleted it without a word. It is kept now, and said so.
 TEST_F(CheckpointSafety, AModelNamedLikeACheckpointThatNoRunWroteIsKept) {
   const fs::path run = dir.file("run");
-  {
-    Model m(tiny_config());
-    m.init_random(1);
-    Trainer t(m, options(run.string(), 2));
-    t.run();
-  }
-  fs::copy(run / "step-00000001", run / "step-0", fs::copy_options::recursive);
-  fs::remove(run / "step-0" / "trainer_state.json");
-  fs::remove(run / "step-0" / "optimizer.safetensors");
-  const std::string weights = read_bytes((run / "step-0" / "model.safetensors").string());
-  Model m(tiny_config());
-  m.init_random(1);
-  TrainOptions o = options(run.string(), 4);
-  o.keep_checkpoints = 1;
-  Trainer t(m, o);
-  t.restore(run.string());
-  ::testing::internal::CaptureStderr();
-  t.run();
-  const std::string err = ::testing::internal::GetCapturedStderr();
+  std::string weights;
+  const std::string err = resume_keeping_one(run, 4, [&] {
+    fs::copy(run / "step-00000001", run / "step-0", fs::copy_options::recursive);
+    fs::remove(run / "step-0" / "trainer_state.json");
+    fs::remove(run / "step-0" / "optimizer.safetensors");
+    weights = read_bytes((run / "step-0" / "model.safetensors").string());
+  });
   ASSERT_TRUE(fs::exists(run / "step-0" / "model.safetensors")) << err;
   EXPECT_EQ(read_bytes((run / "step-0" / "model.safetensors").string()), weights);
   EXPECT_FALSE(fs::exists(run / "step-00000001"));  // the run's own go as before
