@@ -68,19 +68,21 @@ std::vector<int> parse_chains(const std::string& s, int n) {
     for (int k = 1; k <= n; ++k) ks.push_back(k);
     return ks;
   }
+  auto outside = [&] {
+    fail("--chains ", s, " is outside 1..", n, " (the model has ", count_of(n, "chain"), ")");
+  };
   size_t used = 0;
   int k = 0;
   try {
     k = std::stoi(s, &used);
   } catch (const std::out_of_range&) {  // digits, but past an int: outside 1..n as any other
-    fail("--chains ", s, " is outside 1..", n, " (the model has ", count_of(n, "chain"), ")");
+    outside();
   } catch (const std::exception&) {
     used = 0;
   }
   CHAINLM_CHECK(used == s.size() && !s.empty(), "--chains \"", s,
                 "\" is neither \"all\" nor a number of chains");
-  CHAINLM_CHECK(k >= 1 && k <= n, "--chains ", k, " is outside 1..", n, " (the model has ",
-                count_of(n, "chain"), ")");
+  if (k < 1 || k > n) outside();
   return {k};
 }
 

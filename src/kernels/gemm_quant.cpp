@@ -199,6 +199,16 @@ void q4_lane_order(const QuantizedRows& a, int M, int8_t* q4, int32_t* sum4) {
 }
 #endif
 
+#if defined(CHAINLM_QUANT_AVX2)
+// One Q4_0 block's product added to acc: the nibbles against a row's int8 block, less 8 times
+// its sum (sum8), scaled by the two blocks' scales. Every AVX2 Q4_0 kernel of one or a few rows
+// adds its blocks through this, so a row gets the same bits whichever of them ran.
+inline __m256 add_q4_0_block(__m256i nibbles, __m256i qa, __m256i sum8, float scale, __m256 acc) {
+  const __m256i dot = _mm256_sub_epi32(dot_u8_i8(nibbles, qa), sum8);
+  return _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_set1_ps(scale), acc);
+}
+#endif
+
 // C[m+r, n] for r < R: weight row w (nb blocks) against activation rows m..m+R-1. Vector: the
 // build's SIMD path (when it has one), otherwise the portable one, which the tests also run on
 // every machine.
@@ -235,8 +245,7 @@ void dot_rows(const uint8_t* w, const QuantizedRows& a, int m, float* out) {
         for (int r = 0; r < R; ++r) {
           const __m256i qa = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(aq[r] + b * kQuantBlock));
           const __m256i sum8 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(s8[r] + b * kSumLanes));
-          const __m256i dot = _mm256_sub_epi32(dot_u8_i8(nib, qa), sum8);
-          acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_set1_ps(dw * ad[r][b]), acc[r]);
+          acc[r] = add_q4_0_block(nib, qa, sum8, dw * ad[r][b], acc[r]);
         }
       }
     };
@@ -308,9 +317,7 @@ void q4_0_weight_rows_avx2(const uint8_t* w, size_t b_row, const QuantizedRows& 
     const float da = ad[b];
     for (int s = 0; s < S; ++s) {
       const uint8_t* wblock = w + s * b_row + b * wb;
-      const __m256i dot = _mm256_sub_epi32(dot_u8_i8(nibbles_q4_0(wblock), qa), sum8);
-      acc[s] =
-          _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_set1_ps(scale_of(wblock) * da), acc[s]);
+      acc[s] = add_q4_0_block(nibbles_q4_0(wblock), qa, sum8, scale_of(wblock) * da, acc[s]);
     }
   };
   int b = 0;

@@ -65,7 +65,7 @@ ModelConfig expanded_config(const ModelConfig& base, const ExpandOptions& o) {
                   " needs an FFN width of ", "ffn_dim*", a, "/n_heads = ", F, "*", a, "/", H,
                   ", which is not an integer (SPEC A1: ffn_dim*c_i/sum(chains) must be whole)");
   }
-  c.ffn_dim = (int)((long)F * c.n_heads / H);
+  c.ffn_dim = (int)ffn;
   // Zero head columns for the new chains and random embedding columns cannot share a matrix.
   c.tie_embeddings = false;
   validate_config(c, where);

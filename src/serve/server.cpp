@@ -92,6 +92,10 @@ bool declares_body(const httplib::Request& req) {
 
 using namespace server_detail;
 
+void check_port(int port) {
+  CHAINLM_CHECK(port >= 0 && port <= 65535, "--port must be in 0..65535 (got ", port, ")");
+}
+
 // HTTP worker threads beyond the sessions and the queue: /health, /metrics, the page and
 // refusals (400, 413, 503) stay answerable while every session and queue place is taken.
 constexpr int kSpareHttpThreads = 4;
@@ -433,8 +437,7 @@ InferenceServer::InferenceServer(const Model& model, const Tokenizer& tokenizer,
   CHAINLM_CHECK(options.max_queue >= 0, "--max-queue must be >= 0 (got ", options.max_queue, ")");
   CHAINLM_CHECK(options.max_body_bytes > 0, "--max-body-bytes must be positive (got ",
                 options.max_body_bytes, "): no request could be answered");
-  CHAINLM_CHECK(options.port >= 0 && options.port <= 65535, "--port must be in 0..65535 (got ",
-                options.port, ")");
+  check_port(options.port);
   CHAINLM_CHECK(tokenizer.vocab_size() <= model.config().vocab_size, "the tokenizer has ",
                 tokenizer.vocab_size(), " tokens but the model's vocab_size is ",
                 model.config().vocab_size);
@@ -502,8 +505,7 @@ InferenceServer::~InferenceServer() {
 }
 
 void check_can_listen(const std::string& host, int port) {
-  // The range first: getaddrinfo refused -5 as if the host were wrong (a user trial).
-  CHAINLM_CHECK(port >= 0 && port <= 65535, "--port must be in 0..65535 (got ", port, ")");
+  check_port(port);  // first: getaddrinfo refused -5 as if the host were wrong (a user trial)
   if (port == 0) return;
   addrinfo hints{};
   hints.ai_family = AF_UNSPEC;
