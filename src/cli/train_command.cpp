@@ -262,7 +262,11 @@ void add_train_command(CLI::App& app) {
         same("--seq-len", a->seq > 0 ? a->seq : max_len, opt.seq_len > 0 ? opt.seq_len : max_len);
         same("--lr", a->lr, opt.lr);
         same("--min-lr-ratio", a->min_lr_ratio, opt.min_lr_ratio);
-        same("--warmup", a->warmup, opt.warmup);
+        // The documented defaults given explicitly (a job script repeating its options) mean
+        // what leaving them out means: -1 is the warmup the run chose at its start, and below
+        // --lr-schedule-steps 0 is the run's schedule (a user trial: -1 was refused, 0 stretched
+        // the schedule to the new --steps and raised the LR).
+        if (a->warmup >= 0) same("--warmup", a->warmup, opt.warmup);
         same("--weight-decay", a->wd, opt.weight_decay);
         same("--grad-clip", a->clip, opt.grad_clip);
         same("--seed", a->seed, opt.seed);
@@ -294,7 +298,8 @@ void add_train_command(CLI::App& app) {
           stored = given;
         };
         change("--steps", a->steps, opt.steps);
-        change("--lr-schedule-steps", a->lr_schedule_steps, opt.lr_schedule_steps);
+        if (a->lr_schedule_steps > 0)
+          change("--lr-schedule-steps", a->lr_schedule_steps, opt.lr_schedule_steps);
         change("--micro-batch", a->micro, opt.micro_batch);
         change("--eval-every", a->eval_every, opt.eval_every);
         change("--eval-windows", a->eval_windows, opt.eval_windows);
@@ -357,6 +362,13 @@ void add_train_command(CLI::App& app) {
                        compute(ranks_now, threads_now, gemm_now).c_str(),
                        precision_changes ? "nor are they in another precision" : keep.c_str());
         if (!a->data.empty()) change("--data", absolute_path(a->data), opt.data_dir);
+        // The run names its data by the absolute path it had at the start: data moved since is
+        // found again with --data (a user trial got only "cannot open token shard").
+        CHAINLM_CHECK(!a->data.empty() || fs::exists(opt.data_dir, ec),
+                      "train --resume: the run's data ", opt.data_dir,
+                      " (recorded when it started) is not there; if it moved, give ",
+                      "its new place: chainlm train --out ", shell_word(a->out),
+                      " --resume --data NEW_DIR (nothing was trained)");
         require_data_tokenizer(opt.data_dir);
         // A checkpoint without its tokenizer (removed by hand) would take the data's unchecked
         // and pass it on to every later checkpoint.
@@ -590,13 +602,12 @@ void add_train_command(CLI::App& app) {
     install_stop_handlers("stopping after this step and saving a checkpoint");
     auto report_stop = [&]() {
       if (!trainer.stopped_by()) return;
-      // Under mpirun, the same ranks and threads (resumed in one process on every core, the
-      // run went on, but not bit for bit).
+      // The same ranks and threads: resumed on another thread count (every core by default),
+      // the run goes on, but not bit for bit (a user trial followed the hint and lost the bits).
       const std::string launcher = comm.size() > 1
                                        ? cat("mpirun -np ", comm.size(), " <your mpirun options> ")
                                        : std::string();
-      const std::string threads =
-          comm.size() > 1 ? cat(" --threads ", num_threads()) : std::string();
+      const std::string threads = cat(" --threads ", num_threads());
       if (root)
         std::fprintf(
             stderr,

@@ -104,6 +104,9 @@ void TrainOptions::check_ranges() const {
                 " must be >= 0 (0 = the whole validation split)");
   CHAINLM_CHECK(save_every >= 0, "--save-every ", save_every,
                 " must be >= 0 (0 = at every validation)");
+  CHAINLM_CHECK(sample_every >= 0, "--sample-every ", sample_every, " must be >= 0 (0 = off)");
+  CHAINLM_CHECK(sample_tokens >= 0, "--sample-tokens ", sample_tokens,
+                " must be >= 0 (0 = 32, or what the context leaves after the prompt)");
   bool any = chain_loss_weights.empty();  // empty: the full model's loss alone
   for (float w : chain_loss_weights) {
     CHAINLM_CHECK(finite_at_least(w, 0.0f), "--chain-loss-weights: ", w,
