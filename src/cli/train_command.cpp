@@ -46,7 +46,7 @@ void add_train_command(CLI::App& app) {
     std::string sample_prompt, sample_chains;
     long sample_every = 0;
     int sample_tokens = 0;
-    int freeze_chains = 0, max_nonfinite_skips = 8;
+    int freeze_chains = 0, max_nonfinite_skips = 8, keep_checkpoints = 2;
     std::string on_nonfinite = "stop", precision = "fp32";
     long steps = 1000, eval_every = 100, save_every = 0, warmup = -1, lr_schedule_steps = 0;
     int batch = 8, micro = 0, seq = 0, threads = 0, eval_windows = 64;
@@ -102,6 +102,9 @@ void add_train_command(CLI::App& app) {
   cmd->add_option("--eval-windows", a->eval_windows, "Validation windows; 0 = whole split")
       ->capture_default_str();
   cmd->add_option("--save-every", a->save_every, "Checkpoint every N steps; 0 = at validation");
+  cmd->add_option("--keep-checkpoints", a->keep_checkpoints,
+                  "Checkpoints kept in the run directory, the newest; older ones are pruned")
+      ->capture_default_str();
   cmd->add_option("--chain-loss-weights", a->chain_weights,
                   "Comma-separated weight per chain prefix (SPEC A5); default: full model only");
   cmd->add_option("--threads", a->threads,
@@ -304,6 +307,7 @@ void add_train_command(CLI::App& app) {
         change("--eval-every", a->eval_every, opt.eval_every);
         change("--eval-windows", a->eval_windows, opt.eval_windows);
         change("--save-every", a->save_every, opt.save_every);
+        change("--keep-checkpoints", a->keep_checkpoints, opt.keep_checkpoints);
         change("--on-nonfinite", a->on_nonfinite, opt.on_nonfinite);
         change("--max-nonfinite-skips", a->max_nonfinite_skips, opt.max_nonfinite_skips);
         change("--sample-every", a->sample_every, opt.sample_every);
@@ -325,6 +329,7 @@ void add_train_command(CLI::App& app) {
                        opt.precision.c_str(), a->precision.c_str());
         const bool precision_changes = cmd->count("--precision") && a->precision != opt.precision;
         change("--precision", a->precision, opt.precision);
+        opt.check_ranges();  // a bad new value is refused before its change is said
         // Sums split over another thread count (or run by another GEMM library) round otherwise:
         // the run goes on, but not bit-identically to an uninterrupted one. Said.
         const nlohmann::json was = state.value("compute", nlohmann::json::object());
@@ -468,6 +473,7 @@ void add_train_command(CLI::App& app) {
         opt.eval_every = a->eval_every;
         opt.eval_windows = a->eval_windows;
         opt.save_every = a->save_every;
+        opt.keep_checkpoints = a->keep_checkpoints;
         opt.seed = a->seed;
         opt.on_nonfinite = a->on_nonfinite;
         opt.max_nonfinite_skips = a->max_nonfinite_skips;

@@ -104,6 +104,8 @@ void TrainOptions::check_ranges() const {
                 " must be >= 0 (0 = the whole validation split)");
   CHAINLM_CHECK(save_every >= 0, "--save-every ", save_every,
                 " must be >= 0 (0 = at every validation)");
+  CHAINLM_CHECK(keep_checkpoints >= 1, "--keep-checkpoints ", keep_checkpoints,
+                " must be >= 1 (the run resumes from its newest checkpoint)");
   CHAINLM_CHECK(sample_every >= 0, "--sample-every ", sample_every, " must be >= 0 (0 = off)");
   CHAINLM_CHECK(sample_tokens >= 0, "--sample-tokens ", sample_tokens,
                 " must be >= 0 (0 = 32, or what the context leaves after the prompt)");

@@ -2,7 +2,8 @@
 // (--warmup -1, --lr-schedule-steps 0) mean what leaving them out means. A user trial found
 // -1 refused ("--warmup -1 (the run's: 5) cannot change"), even for a run already finished, and
 // 0 stretching the schedule to the new --steps, which raised the learning rate from its floor.
-// Also: a run whose data moved is told to give --data, and negative sampling counts are refused.
+// Also: a run whose data moved is told to give --data, negative sampling counts are refused, and
+// --keep-checkpoints sets how many checkpoints stay.
 #include <gtest/gtest.h>
 
 #include <filesystem>
@@ -68,6 +69,26 @@ TEST_F(WorkflowSafety, NegativeSamplingCountsAreRefused) {
     EXPECT_TRUE(contains(r.err, std::string(option) + " must be >= 0")) << r.err;
     EXPECT_FALSE(fs::exists(run)) << option << ": nothing is written";
   }
+}
+
+// The docs named keep_checkpoints (2) as if it were a setting, and no option set it.
+TEST_F(WorkflowSafety, KeepCheckpointsSetsHowManyStay) {
+  const std::string run = dir.file("run");
+  ASSERT_EQ(run_chainlm(dir, train_args(run, 5) + " --save-every 1 --keep-checkpoints 3").exit_code,
+            0);
+  for (int s = 1; s <= 5; ++s)
+    EXPECT_EQ(fs::exists(run + "/step-0000000" + std::to_string(s)), s >= 3) << "step " << s;
+  auto zero =
+      run_chainlm(dir, "train --out " + quote(run) + " --resume --steps 6 --keep-checkpoints 0");
+  EXPECT_NE(zero.exit_code, 0);
+  EXPECT_TRUE(contains(zero.err, "--keep-checkpoints 0 must be >= 1")) << zero.err;
+  EXPECT_FALSE(contains(zero.err, "resume: --steps"))
+      << "a refused change is not said first: " << zero.err;
+  auto one =
+      run_chainlm(dir, "train --out " + quote(run) + " --resume --steps 6 --keep-checkpoints 1");
+  ASSERT_EQ(one.exit_code, 0) << one.err;
+  for (int s = 1; s <= 6; ++s)
+    EXPECT_EQ(fs::exists(run + "/step-0000000" + std::to_string(s)), s == 6) << "step " << s;
 }
 
 }  // namespace
