@@ -186,16 +186,22 @@ void add_ppl(CLI::App* eval) {
                   {"seq_len", r.seq_len},
                   {"stride", r.stride},
                   {"windows", r.windows},
+                  {"longest_window", r.longest_window},
                   {"seconds", r.seconds},
                   {"tokens_per_s", r.tokens_per_s},
                   {"chains", chains}});
       return;
     }
-    std::printf(
-        "%s on %s (%s): %s tokens scored, %s bytes, %ld window%s of %d tokens (stride %d)\n",
-        a->model.c_str(), data.path.c_str(), data.kind.c_str(), thousands(r.tokens).c_str(),
-        r.bytes >= 0 ? thousands(r.bytes).c_str() : "unknown", r.windows, r.windows == 1 ? "" : "s",
-        r.seq_len, r.stride);
+    // A text shorter than one window is one window of what it holds (it read as 512 tokens).
+    const std::string windows =
+        r.longest_window < r.seq_len
+            ? cat(r.windows, " window of ", r.longest_window, " tokens (the text is shorter than ",
+                  "the ", r.seq_len, "-token window)")
+            : cat(r.windows, r.windows == 1 ? " window" : " windows", " of ", r.seq_len,
+                  " tokens (stride ", r.stride, ")");
+    std::printf("%s on %s (%s): %s tokens scored, %s bytes, %s\n", a->model.c_str(),
+                data.path.c_str(), data.kind.c_str(), thousands(r.tokens).c_str(),
+                r.bytes >= 0 ? thousands(r.bytes).c_str() : "unknown", windows.c_str());
     std::printf("%4s %11s %9s %10s %8s %10s\n", "k", "parameters", "loss", "ppl", "bpb",
                 "tokens/s");
     for (const ChainPerplexity& c : r.chains) {

@@ -4,7 +4,9 @@
 #include <cmath>
 
 #include "core/error.h"
+#include "core/memory.h"
 #include "core/timer.h"
+#include "model/memory_estimate.h"
 
 namespace chainlm {
 
@@ -87,6 +89,17 @@ PerplexityResult evaluate_perplexity(Model& model, const std::vector<int>& strea
   const int T = windows[0].length;  // the longest window; shorter ones are padded
   r.batch_size = o.batch_size > 0 ? o.batch_size : std::max(1, 1024 / T);
   r.windows = (long)windows.size();
+  r.longest_window = T;
+  // A pass's activations grow with its windows: checked before they are allocated, naming the
+  // option (a user trial's --batch-size 92 ran out of memory under `ulimit -v`, and the message
+  // sent them to the model's estimate, not to the batch).
+  const int rows = (int)std::min<long>(r.batch_size, r.windows);
+  MemoryEstimate need;
+  need.parts.push_back({cat("the activations of ", rows, " window", rows == 1 ? "" : "s", " of ", T,
+                            " tokens a pass"),
+                        Model::activation_floats(c, rows, T) * sizeof(float)});
+  check_memory_fits("eval ppl", need, 1, 0, "lower --batch-size (0 = about 1024 tokens a pass)", 0,
+                    false);
   r.bytes = bytes;
   BatchRunner runner{model, stream, windows, T, r.batch_size, {}, {}};
 

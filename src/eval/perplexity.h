@@ -48,6 +48,7 @@ struct PerplexityResult {
   long bytes = -1;
   int seq_len = 0, stride = 0, batch_size = 0;
   long windows = 0;
+  int longest_window = 0;   // tokens of the longest window: below seq_len for a shorter text
   double seconds = 0;       // the joint pass that computed every loss
   double tokens_per_s = 0;  // of that pass
   std::vector<ChainPerplexity> chains;

@@ -11,6 +11,7 @@
 
 #include "cli/run_cli.h"
 #include "core/error.h"
+#include "core/memory.h"
 #include "eval/eval_text.h"
 #include "eval_test_util.h"
 #include "io/text_documents.h"
@@ -126,6 +127,30 @@ TEST(Perplexity, RejectsStreamsItCannotScore) {
   EXPECT_THROW(evaluate_perplexity(m, {256, 1, 2}, -1, o), Error);
 }
 
+// A pass's activations are checked against the memory there is before they are allocated, the
+// refusal naming --batch-size (a user trial ran out of memory under `ulimit -v`, and the message
+// pointed at the model's estimate).
+TEST(Perplexity, ABatchLargerThanTheMemoryIsRefusedNamingTheOption) {
+  Model m(test::byte_config({1, 1}, true));
+  m.init_random(1);
+  const int T = 32;
+  const double per_window = (double)Model::activation_floats(m.config(), 1, T) * sizeof(float);
+  const long windows = (long)(available_memory().bytes / per_window) + 64;
+  ASSERT_GT((double)Model::activation_floats(m.config(), (int)windows, T) * sizeof(float),
+            (double)available_memory().bytes);
+  const std::vector<int> stream((size_t)windows * T + 1, 'a');
+  PerplexityOptions o;
+  o.seq_len = T;
+  o.batch_size = (int)windows;
+  try {
+    evaluate_perplexity(m, stream, -1, o);
+    ADD_FAILURE() << "a batch of " << windows << " windows was not refused";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("windows of 32 tokens"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("lower --batch-size"), std::string::npos) << e.what();
+  }
+}
+
 class EvalPplCommand : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -231,6 +256,24 @@ TEST_F(EvalPplCommand, CompressedAndJsonLinesFilesGiveTheSameFiguresAsTheText) {
       EXPECT_DOUBLE_EQ(j["chains"][i]["loss"].get<double>(), t["chains"][i]["loss"].get<double>())
           << name;
   }
+}
+
+// A text shorter than one window is one window of what it holds: the line said "1 window of
+// 512 tokens" for five.
+TEST_F(EvalPplCommand, ATextShorterThanAWindowSaysHowLongItsWindowIs) {
+  write_bytes(dir.file("short.txt"), "tiny\n");  // BOS + 4 bytes: 4 scored
+  const nlohmann::json j = run_json("--data " + quote(dir.file("short.txt")) + " --seq-len 16");
+  EXPECT_EQ(j["tokens"], 4);
+  EXPECT_EQ(j["seq_len"], 16);
+  EXPECT_EQ(j["longest_window"], 4);
+  auto r = run_chainlm(dir, "eval ppl --model " + quote(ckpt) + " --data " +
+                                quote(dir.file("short.txt")) + " --seq-len 16");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("1 window of 4 tokens (the text is shorter than the 16-token window)"),
+            std::string::npos)
+      << r.out;
+  const nlohmann::json full = run_json("--data " + quote(dir.file("eval.txt")) + " --seq-len 16");
+  EXPECT_EQ(full["longest_window"], 16);
 }
 
 TEST_F(EvalPplCommand, BadInputFailsWithAMessage) {
