@@ -128,6 +128,31 @@ std::string describe_usage_error(const CLI::App& app, const CLI::ParseError& e) 
     return name + " was given " + message.substr(at_most + kAtMostOne.size()) + " times" +
            (values.empty() ? std::string() : " (" + values + ")") + "; give it once" + help;
   }
+  // A value of the wrong type: CLI11 says "Could not convert: --x = v", which says neither what
+  // the option takes nor, for an integer past its type's range, that the number is the trouble.
+  static const std::string kConvert = "Could not convert: ";
+  if (message.rfind(kConvert, 0) == 0) {
+    const std::string rest = message.substr(kConvert.size());
+    const size_t eq = rest.find(" = ");
+    if (eq != std::string::npos) {
+      const std::string name = rest.substr(0, eq), value = rest.substr(eq + 3);
+      const CLI::Option* opt = at->get_option_no_throw(name);
+      // (A validator adds its description after the type: "FLOAT:...".)
+      const std::string type = opt ? opt->get_type_name() : std::string();
+      auto is = [&](const char* t) { return type.rfind(t, 0) == 0; };
+      if (is("INT") || is("UINT")) {
+        const bool digits =
+            !value.empty() &&
+            value.find_first_not_of("0123456789", value[0] == '-' || value[0] == '+') ==
+                std::string::npos &&
+            value.size() > (value[0] == '-' || value[0] == '+');
+        return name + ": '" + value + "' " +
+               (digits ? "is out of range for this option" : "is not a whole number") + help;
+      }
+      if (is("FLOAT")) return name + ": '" + value + "' is not a number" + help;
+      return name + ": '" + value + "' is not a value this option takes" + help;
+    }
+  }
   for (char& ch : message)
     if (ch == '\n') ch = ' ';
   while (!message.empty() && message.back() == ' ') message.pop_back();

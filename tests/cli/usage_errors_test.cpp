@@ -52,6 +52,14 @@ TEST(UsageErrors, TheUnknownNameIsToldFirstWithTheNearest) {
       {"train --config c.json --data d --out r --lr 0x10", "--lr: 0x10 is not a decimal number"},
       {"prepare --tokenizer t --input i --out o --val-fraction 0X.1",
        "--val-fraction: 0X.1 is not a decimal number"},
+      // A value of the wrong type: CLI11 said "Could not convert: --chains = 99999999999".
+      {"generate --model M --chains 99999999999",
+       "--chains: '99999999999' is out of range for this option (options: chainlm generate "
+       "--help)"},
+      {"generate --model M --max-tokens 1.5", "--max-tokens: '1.5' is not a whole number"},
+      {"train --config c.json --data d --out r --steps 1e3",
+       "--steps: '1e3' is not a whole number"},
+      {"generate --model M --temperature warm", "--temperature: 'warm' is not a number"},
       {"generate " + dir.file("model"),
        "unexpected argument '" + dir.file("model") +
            "' for 'chainlm generate'; files are given with their option (--model)"},
@@ -63,10 +71,10 @@ TEST(UsageErrors, TheUnknownNameIsToldFirstWithTheNearest) {
     EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
   }
   // What the parse placed but found wrong keeps CLI11's words, with the command's help.
-  auto r = run_chainlm(dir, "generate --model M --max-tokens many");
+  auto r = run_chainlm(dir, "train --out r --train-only body");
   EXPECT_EQ(r.exit_code, 2);
-  EXPECT_TRUE(contains(r.err, "--max-tokens") &&
-              contains(r.err, "(options: chainlm generate --help)"))
+  EXPECT_TRUE(contains(r.err, "--train-only") && contains(r.err, "body") &&
+              contains(r.err, "(options: chainlm train --help)"))
       << r.err;
 }
 
