@@ -119,9 +119,7 @@ double forward_flops(const Model& m, int k, long offset, long n, long hidden = 0
 
 // The model without its "phd" section, with the same weights (PHD adds no parameters).
 std::unique_ptr<Model> baseline_model(const Model& m) {
-  CHAINLM_CHECK(m.config().phd.enabled(), "bench: --baseline compares a PHD model with the same ",
-                "model without PHD, but this model is not a PHD model (no \"phd\" section, or ",
-                "its repeat is 1: every token once)");
+  require_phd_for_baseline(m.config(), "bench", "this model");
   ModelConfig c = m.config();
   c.phd = PhdConfig{};
   auto base = std::make_unique<Model>(c);

@@ -72,10 +72,7 @@ void bench_train(const std::string& config_path, int B, int T, int threads, int 
   end_job_on_first_error(comm, setup_error);
   Model model(config);
   const ModelConfig& c = model.config();
-  CHAINLM_CHECK(!baseline || c.phd.enabled(), "bench train: --baseline compares a PHD config ",
-                "with the same model without PHD, but ", config_path,
-                " is not a PHD model (no \"phd\" ",
-                "section, or its repeat is 1: every token once)");
+  if (baseline) require_phd_for_baseline(c, "bench train", config_path);
   model.init_random(1);
   std::vector<float> weights(c.n_chains(), 0.0f);
   weights.back() = 1.0f;

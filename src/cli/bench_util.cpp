@@ -3,6 +3,7 @@
 #include <cblas.h>
 
 #include "core/aligned_vector.h"
+#include "core/error.h"
 #include "core/rng.h"
 #include "core/threads.h"
 #include "core/timer.h"
@@ -65,6 +66,13 @@ void add_gemm_fields(nlohmann::json& j, const GemmPeak& peak, Precision p) {
     j["bf16_gflops"] = peak.bf16_gflops;
   }
   j["peak_gflops"] = peak.best(p);
+}
+
+void require_phd_for_baseline(const ModelConfig& c, const std::string& command,
+                              const std::string& what) {
+  CHAINLM_CHECK(c.phd.enabled(), command, ": --baseline compares a PHD model with the same model ",
+                "without PHD, but ", what, " is not a PHD model (no \"phd\" section, or its ",
+                "repeat is 1: every token once)");
 }
 
 double measure_read_bandwidth_gbs(size_t bytes, double min_seconds) {

@@ -8,6 +8,7 @@
 
 #include "core/precision.h"
 #include "kernels/gemm_backend.h"
+#include "model/config.h"
 #include "serve/server.h"
 
 namespace chainlm::cli {
@@ -28,6 +29,10 @@ GemmPeak measure_gemm_peak(int n, int reps, Precision p = Precision::Fp32);
 // and how bf16 runs, each backend's peak (sgemm_gflops is OpenBLAS's, as in earlier results)
 // and the best for the precision.
 void add_gemm_fields(nlohmann::json& j, const GemmPeak& peak, Precision p = Precision::Fp32);
+// --baseline times a PHD model beside the same model without PHD: refuses a model that is not
+// one (`what` names it for the message: "this model", a config's path).
+void require_phd_for_baseline(const ModelConfig& c, const std::string& command,
+                              const std::string& what);
 // Best-of-reps read bandwidth (GB/s) over a buffer of `bytes`, with the current threads.
 double measure_read_bandwidth_gbs(size_t bytes, double min_seconds = 0.2);
 
