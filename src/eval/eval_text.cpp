@@ -31,6 +31,11 @@ EvalTokens load_eval_tokens(const std::string& path_arg, const Tokenizer* tokeni
                   ": a data directory must hold val.bin (chainlm prepare writes it)");
     path = data_shard_path(path, "val.bin");
   }
+  // A pipe or FIFO (`--data <(zcat x.gz)`) was "no such file": the text is read more than once
+  // (what it is, then its tokens), which a pipe cannot give.
+  CHAINLM_CHECK(!fs::exists(path, ec) || fs::is_regular_file(path, ec), path,
+                " is a pipe, FIFO or device, not a file: eval reads its data more than once; "
+                "write it to a file first (e.g. COMMAND > eval.txt)");
   CHAINLM_CHECK(fs::is_regular_file(path, ec), path, ": no such file");
   {
     // A file chainlm wrote beside the data or the weights (data/meta.json, a tab completion away

@@ -4,6 +4,7 @@
 #include <archive_entry.h>
 #include <zlib.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <filesystem>
 #include <fstream>
@@ -38,13 +39,7 @@ std::string reason(archive* a) {
 // the data quietly at such bytes (a damaged second member was dropped without a word); gzip
 // itself warns of "trailing garbage". Zero bytes after the last member (a block-padded tape or
 // tar image) are let through, as gzip lets them.
-void read_gzip(const std::string& path, std::string& out) {
-  std::string in;
-  try {
-    in = read_file(path);
-  } catch (const Error& e) {
-    fail("cannot read ", path, ": ", e.what());
-  }
+void read_gzip(const std::string& path, const std::string& in, std::string& out) {
   const auto damaged = [&](const std::string& why) {
     fail("cannot read ", path, " (gzip-compressed): ", why, "; the file is damaged");
   };
@@ -65,7 +60,8 @@ void read_gzip(const std::string& path, std::string& out) {
     while (rc == Z_OK) {
       if (z.avail_in == 0 && fed < in.size()) {
         const size_t n = std::min<size_t>(in.size() - fed, size_t{1} << 30);
-        z.next_in = reinterpret_cast<Bytef*>(in.data() + fed);
+        z.next_in =
+            reinterpret_cast<Bytef*>(const_cast<char*>(in.data() + fed));  // (zlib reads it only)
         z.avail_in = static_cast<uInt>(n);
         fed += n;
       }
@@ -87,6 +83,23 @@ void read_gzip(const std::string& path, std::string& out) {
   }
 }
 
+std::string whole_file(const std::string& path) {
+  try {
+    return read_file(path);
+  } catch (const Error& e) {
+    fail("cannot read ", path, ": ", e.what());
+  }
+}
+
+// The first n bytes of a file (fewer if it is shorter).
+std::string first_bytes(const std::string& path, size_t n) {
+  std::ifstream in(path, std::ios::binary);
+  std::string head(n, '\0');
+  in.read(head.data(), (std::streamsize)n);
+  head.resize((size_t)std::max<std::streamsize>(in.gcount(), 0));
+  return head;
+}
+
 }  // namespace
 
 DecompressedFile read_decompressed(const std::string& path) {
@@ -95,20 +108,27 @@ DecompressedFile read_decompressed(const std::string& path) {
   CHAINLM_CHECK(fs::exists(path, ec), "cannot read ", path, ": no such file");
   CHAINLM_CHECK(!fs::is_directory(path, ec), "cannot read ", path, ": it is a directory");
   DecompressedFile file{"", "none"};
-  if (fs::file_size(path, ec) == 0 && !ec) return file;
+  // A pipe, a FIFO or /dev/stdin is read once, whole: its first bytes, read to tell how it is
+  // compressed, are gone from a second open (a user trial's `cat corpus | chainlm prepare
+  // --input /dev/stdin` lost its first 8 KiB without a word, and a FIFO hung).
+  const bool stream = !fs::is_regular_file(path, ec);
+  std::string raw;
+  if (stream) {
+    raw = whole_file(path);
+    if (raw.empty()) return file;
+  } else if (fs::file_size(path, ec) == 0 && !ec) {
+    return file;
+  }
+  const std::string magic = stream ? raw.substr(0, 6) : first_bytes(path, 6);
   // libarchive's gzip filter neither reports a damaged deflate stream (it ends the data there)
   // nor checks the trailer's CRC and length: a corrupt .gz became a shorter corpus without a
   // word. zlib reads gzip itself, members one after another, and checks each. Told by the
   // magic bytes before libarchive opens it: a small file cut in its trailer failed that open
   // with "unknown libarchive error".
-  {
-    std::ifstream in(path, std::ios::binary);
-    char magic[2] = {0, 0};
-    if (in.read(magic, 2) && (unsigned char)magic[0] == 0x1f && (unsigned char)magic[1] == 0x8b) {
-      file.compression = "gzip";
-      read_gzip(path, file.bytes);
-      return file;
-    }
+  if (magic.size() >= 2 && (unsigned char)magic[0] == 0x1f && (unsigned char)magic[1] == 0x8b) {
+    file.compression = "gzip";
+    read_gzip(path, stream ? raw : whole_file(path), file.bytes);
+    return file;
   }
 
   // libarchive's "raw" format with every filter: the file's content, after undoing whatever
@@ -117,26 +137,20 @@ DecompressedFile read_decompressed(const std::string& path) {
   CHAINLM_CHECK(a != nullptr, "cannot read ", path, ": out of memory");
   archive_read_support_filter_all(a.get());
   archive_read_support_format_raw(a.get());
-  if (archive_read_open_filename(a.get(), path.c_str(), size_t{1} << 16) != ARCHIVE_OK) {
+  const int opened = stream ? archive_read_open_memory(a.get(), raw.data(), raw.size())
+                            : archive_read_open_filename(a.get(), path.c_str(), size_t{1} << 16);
+  if (opened != ARCHIVE_OK) {
     const std::string why = reason(a.get());
     // Legacy LZMA ("lzma alone") has no magic number: libarchive guesses it from the header's
     // values, and took a fortune index (.dat, binary) for it ("Lzma library error: Corrupted
     // input data; the file is damaged"). Neither named .lzma nor xz (which has a magic), such a
     // file is read as it is, and the caller says it holds binary data.
-    std::ifstream in(path, std::ios::binary);
-    char magic[6] = {};
-    in.read(magic, 6);
-    const bool xz = std::string_view(magic, 6) == std::string_view(
-                                                      "\xFD"
-                                                      "7zXZ\0",
-                                                      6);
-    if (why.rfind("Lzma", 0) == 0 && !xz && fs::path(path).extension().string() != ".lzma") {
-      try {
-        return DecompressedFile{read_file(path), "none"};
-      } catch (const Error& e) {
-        fail("cannot read ", path, ": ", e.what());
-      }
-    }
+    const bool xz = magic == std::string_view(
+                                 "\xFD"
+                                 "7zXZ\0",
+                                 6);
+    if (why.rfind("Lzma", 0) == 0 && !xz && fs::path(path).extension().string() != ".lzma")
+      return DecompressedFile{stream ? std::move(raw) : whole_file(path), "none"};
     fail("cannot read ", path, ": ", why);
   }
   // The filters are chosen when the file is opened, from its first bytes.
@@ -149,7 +163,7 @@ DecompressedFile read_decompressed(const std::string& path) {
   CHAINLM_CHECK(header == ARCHIVE_OK || header == ARCHIVE_WARN, "cannot read ", what, ": ",
                 reason(a.get()));
 
-  const size_t on_disk = fs::file_size(path, ec);
+  const size_t on_disk = stream ? raw.size() : fs::file_size(path, ec);
   if (!ec && file.compression == "none") file.bytes.reserve(on_disk);
   char buffer[1 << 16];
   for (;;) {

@@ -7,6 +7,7 @@
 #include <bit>
 #include <cerrno>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <utility>
 
@@ -179,6 +180,10 @@ std::string TokenShard::fingerprint() const {
 }
 
 bool is_token_shard_file(const std::string& path) {
+  // A shard is a regular file (it is mapped); opening a FIFO to look would wait for a writer,
+  // and reading a pipe would take its first bytes from whoever reads it next.
+  std::error_code ec;
+  if (!std::filesystem::is_regular_file(path, ec)) return false;
   std::ifstream in(path, std::ios::binary);
   char magic[8] = {};
   in.read(magic, sizeof magic);

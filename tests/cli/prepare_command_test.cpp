@@ -203,6 +203,33 @@ TEST(PrepareCommand, ByteTokenizerAndMinimumSplit) {
   EXPECT_EQ(find_tokenizer_in_dir(data), "byte");
 }
 
+// A corpus piped in (`zcat corpus.gz | chainlm prepare --input /dev/stdin`) gives the shards of
+// its file: the first 8 KiB were read to tell the compression, then lost to a second open.
+TEST(PrepareCommand, APipedCorpusGivesTheDataOfItsFile) {
+  TempDir dir;
+  std::string text;
+  for (int i = 0; i < 600; ++i) text += "document " + std::to_string(i) + " of a piped corpus\n\n";
+  ASSERT_GT(text.size(), 16384u);
+  const std::string input = dir.file("corpus.txt");
+  write_bytes(input, text);
+  ASSERT_EQ(run_chainlm(dir, "prepare --tokenizer byte --input " + q(input) + " --out " +
+                                 q(dir.file("file")))
+                .exit_code,
+            0);
+  for (const std::string& pipe : {std::string("cat "), std::string("gzip -c ")}) {
+    const std::string out = dir.file("piped");
+    RunResult r = run_chainlm(dir,
+                              pipe + q(input) + " | '" + CHAINLM_BINARY +
+                                  "' prepare --tokenizer byte --input /dev/stdin --out " + q(out),
+                              true);
+    ASSERT_EQ(r.exit_code, 0) << pipe << r.err;
+    for (const char* shard : {"train.bin", "val.bin"})
+      EXPECT_EQ(read_bytes(out + "/" + shard), read_bytes(dir.file("file") + "/" + shard))
+          << pipe << shard;
+    std::filesystem::remove_all(out);
+  }
+}
+
 // Started with stdin, stdout and stderr closed (`<&- >&- 2>&-`), prepare opened its shards as
 // descriptors 1 and 2, and its warning about invalid UTF-8 went into val.bin (a user trial found
 // a server's log lines in a client's connection the same way). Now the shards are what a prepare

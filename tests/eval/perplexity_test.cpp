@@ -4,6 +4,7 @@
 #include "eval/perplexity.h"
 
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 
 #include <cmath>
 #include <filesystem>
@@ -282,6 +283,8 @@ TEST_F(EvalPplCommand, BadInputFailsWithAMessage) {
   fs::create_directories(dir.file("other"));
   write_token_shard(dir.file("other/v.bin"), {1, 2, 3, 4, 5}, 300);
   write_bytes(dir.file("u16.txt"), std::string("\xff\xfeh\0i\0\n\0", 8));
+  // A FIFO (`--data <(zcat x.gz)` is one) was "no such file"; it is read more than once.
+  ASSERT_EQ(::mkfifo(dir.file("fifo").c_str(), 0600), 0);
   struct Case {
     std::string args, message;
   };
@@ -301,6 +304,7 @@ TEST_F(EvalPplCommand, BadInputFailsWithAMessage) {
       // A shard of another tokenizer's vocabulary away from its directory (no fingerprint).
       {"--data " + quote(dir.file("other/v.bin")), "made with a tokenizer of 300 tokens"},
       {"--data " + quote(dir.file("u16.txt")), "UTF-16"},
+      {"--data " + quote(dir.file("fifo")), "is a pipe, FIFO or device, not a file"},
   };
   for (const Case& c : cases) {
     auto r = run_chainlm(dir, "eval ppl --model " + quote(ckpt) + " " + c.args);
