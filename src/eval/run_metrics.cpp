@@ -85,6 +85,8 @@ RunMetrics parse_run_metrics(const std::string& text, const std::string& where) 
       m.data_changes.push_back({step, j["data_changed_from"].get<std::string>(),
                                 to.is_string() ? to.get<std::string>() : "unrecorded"});
     }
+    if (j.contains("skipped_steps"))  // a running count: its last value (resumes carry it on)
+      m.skipped_steps = (long)number(j, "skipped_steps", where, line);
     if (j.contains("total_params")) m.total_params = (long)number(j, "total_params", where, line);
     if (j.contains("trainable_params"))
       m.trainable_params = (long)number(j, "trainable_params", where, line);

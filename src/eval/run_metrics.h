@@ -37,6 +37,7 @@ struct RunMetrics {
   long tokens_per_step = -1;  // the global batch's tokens (header); -1 = not logged (before 2026-12)
   double flops_per_step = -1;  // model FLOPs of a step (header, model/training_flops.h); -1 = not logged
   int n_chains = 0;                               // the longest chain_loss / val_loss list seen
+  long skipped_steps = 0;  // steps skipped for a non-finite loss or gradient (--on-nonfinite skip)
   // Where the run started or resumed, and the precision its steps ran in from there (the steps
   // after `step`): a resume may switch it. Empty for logs before 2026-12.
   std::vector<std::pair<long, std::string>> precision_from;

@@ -101,6 +101,22 @@ std::string run_report_markdown(const std::string& run_dir, const RunMetrics& m,
   md << "| run directory | `" << run_dir << "` |\n";
   md << "| metrics | `" << m.path << "`: " << m.train.size() << " steps, " << m.val.size()
      << " validations logged |\n";
+  // A diverged run's skipped steps and non-finite validations read as missing figures before.
+  if (m.skipped_steps > 0)
+    md << "| skipped | " << m.skipped_steps
+       << " step(s) with a non-finite loss or gradient (--on-nonfinite skip), not in the steps "
+          "above |\n";
+  std::vector<long> nonfinite_val;
+  for (const ValPoint& v : m.val)
+    if (std::any_of(v.loss.begin(), v.loss.end(), [](double x) { return !std::isfinite(x); }))
+      nonfinite_val.push_back(v.step);
+  if (!nonfinite_val.empty()) {
+    md << "| not finite | the validation loss at step";
+    for (size_t i = 0; i < nonfinite_val.size() && i < 10; ++i)
+      md << (i ? ", " : " ") << nonfinite_val[i];
+    md << (nonfinite_val.size() > 10 ? ", ..." : "")
+       << " (the weights overflow in the forward pass: the run diverged) |\n";
+  }
   if (model) {
     const ModelConfig& c = model->config();
     md << "| checkpoint | `" << fs::path(ckpt).filename().string() << "`";
@@ -129,19 +145,24 @@ std::string run_report_markdown(const std::string& run_dir, const RunMetrics& m,
   md << "Training loss: mean over the last " << kReportTrainWindow
      << " logged steps (final) and the lowest mean over any " << kReportTrainWindow
      << " consecutive steps (best); \"—\" where training did not compute that sub-model's "
-     << "loss (its chain-loss weight was 0). Validation loss: at the last validation, and the "
-        "lowest with its step. "
+     << "loss (its chain-loss weight was 0). Validation loss: at the last validation (\"nan\" "
+        "where it was not finite), and the lowest with its step. "
      << "Losses in nats per token.\n\n";
   md << "| k | width | parameters | train loss (final) | train loss (best) | val loss (last) | val "
         "ppl (last) | val loss (best) | at step |\n";
   md << "|---|---|---|---|---|---|---|---|---|\n";
   for (int k = 1; k <= n; ++k) {
     const ValSummary v = val_summary(m, k);
+    const bool last_nan = !m.val.empty() && k <= (int)m.val.back().loss.size() &&
+                          !std::isfinite(m.val.back().loss[k - 1]);
+    auto last = [&](double x, int digits) {
+      return last_nan ? std::string("nan") : fixed(x, digits);
+    };
     md << "| " << k << " | " << (model ? std::to_string(model->layout().dim.prefix(k)) : "—")
        << " | " << (model ? short_count(model->num_params(k)) : "—") << " | "
        << fixed(final_train_loss(m, k, kReportTrainWindow), 4) << " | "
-       << fixed(best_train_loss(m, k, kReportTrainWindow), 4) << " | " << fixed(v.last, 4) << " | "
-       << fixed(std::exp(v.last), 2) << " | " << fixed(v.best, 4) << " | "
+       << fixed(best_train_loss(m, k, kReportTrainWindow), 4) << " | " << last(v.last, 4) << " | "
+       << last(std::exp(v.last), 2) << " | " << fixed(v.best, 4) << " | "
        << (v.best_step >= 0 ? std::to_string(v.best_step) : "—") << " |\n";
   }
   md << "\n";

@@ -143,10 +143,12 @@ void BatchDecoder::forward(const DecodeRow* seqs, int n) {
 
   // Per group of sequences with one sub-model: RMSNorm of `per` rows of each sequence (rows r0,
   // r0 + ldr/D, ... of its R in x) into xn, there `per` rows per sequence.
-  auto norm = [&](const float* gain, int r0, int per, int ldr) {
-    for (const Group& g : groups)
+  auto norm = [&](const float* gain, int r0, int per, int ldr, bool final = false) {
+    for (const Group& g : groups) {
       rmsnorm_forward(L.dim, g.k, g.count * per, x_.data() + ((size_t)g.first * R + r0) * D, ldr, gain,
                       c.norm_eps, xn_.data() + (size_t)g.first * per * D, D, rstd_.data());
+      if (final) check_final_norm(rstd_.data(), g.count * per, L.n, g.k);
+    }
   };
   const ParamStore& ps = model_.params();
   // The products queued in jobs_, in one parallel region.
@@ -244,7 +246,7 @@ void BatchDecoder::forward(const DecodeRow* seqs, int n) {
     run_jobs();
   }
   // The logits come from each sequence's last row (a PHD step's copy K-1).
-  norm(model_.final_norm(), R - 1, 1, R * D);
+  norm(model_.final_norm(), R - 1, 1, R * D, true);
   std::vector<int> chains(n);
   for (int s = 0; s < n; ++s) chains[s] = seqs[s].chains;
   head_logits(model_, n, chains.data(), xn_.data(), D, logits_.data(), V, jobs_);

@@ -1,5 +1,7 @@
 #include "infer/head_logits.h"
 
+#include <cmath>
+
 #include "core/error.h"
 
 namespace chainlm {
@@ -36,6 +38,17 @@ void head_logits(const Model& model, int n, const int* chains, const float* xn, 
     }
   }
   gemm_nt_jobs(jobs.data(), (int)jobs.size());
+}
+
+void check_final_norm(const float* rstd, int M, int n, int k) {
+  for (int r = 0; r < M; ++r)
+    for (int c = 0; c < k; ++c) {
+      const float s = rstd[(long)r * n + c];
+      CHAINLM_CHECK(s > 0.0f && std::isfinite(s),
+                    "the model's hidden state overflows float (its final norm's sum of squares is ",
+                    std::isnan(s) ? "NaN" : "infinite", "): a weight holds NaN or a value near ",
+                    "float's range (a corrupt file, or a run that diverged)");
+    }
 }
 
 }  // namespace chainlm

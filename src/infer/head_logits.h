@@ -19,4 +19,10 @@ namespace chainlm {
 void head_logits(const Model& model, int n, const int* chains, const float* xn, int ldx,
                  float* logits, int ldl, std::vector<GemmNtJob>& jobs);
 
+// Throws when the final norm of M rows over k of n chains (rstd as rmsnorm_forward wrote it,
+// n per row) met a hidden state whose sum of squares overflowed float (rstd 0) or held NaN: a
+// diverged model, whose logits then came out all 0 (greedy token 0, uniform samples) or NaN,
+// which generate and serve gave as text without a word (a user trial; eval ppl said so).
+void check_final_norm(const float* rstd, int M, int n, int k);
+
 }  // namespace chainlm

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 
 #include "core/error.h"
 #include "kernels/argmax.h"
@@ -33,7 +34,29 @@ const float* Sampler::adjust(const float* logits, int V) {
   return adjusted_.data();
 }
 
+namespace {
+
+// The index of the first logit that is NaN or infinite, or -1. By the bits (exponent all ones),
+// a loop the compiler vectorizes: a decoding step's head is far costlier.
+int first_nonfinite(const float* x, int n) {
+  const auto* bits = reinterpret_cast<const uint32_t*>(x);
+  bool any = false;
+  for (int i = 0; i < n; ++i) any |= (bits[i] & 0x7f800000u) == 0x7f800000u;
+  if (!any) return -1;
+  for (int i = 0; i < n; ++i)
+    if (!std::isfinite(x[i])) return i;
+  return -1;
+}
+
+}  // namespace
+
 int Sampler::sample(const float* raw_logits, int V) {
+  // A diverged model's logits (NaN from weights that overflow in the forward pass) gave token 0
+  // greedily, or random words sampled, without a word (a user trial); eval ppl says the same.
+  if (const int bad = first_nonfinite(raw_logits, V); bad >= 0)
+    fail("the model computes NaN or infinite logits (logit ", bad, " = ", raw_logits[bad],
+         "): a weight holds NaN or a value near float's range (a corrupt file, or a run that "
+         "diverged)");
   const int token = sample_adjusted(adjust(raw_logits, V), V);
   if (opt_.presence_penalty != 0 || opt_.frequency_penalty != 0) ++counts_[token];
   return token;

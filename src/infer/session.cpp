@@ -281,6 +281,7 @@ void InferenceSession::forward_chunk(const int* tokens, int n, int k, float* all
   const int rows = n - first;
   rmsnorm_forward(L.dim, k, rows, x_.data() + (size_t)first * D, D, model_.final_norm(), c.norm_eps,
                   xn_.data(), D, rstd_.data());
+  check_final_norm(rstd_.data(), rows, L.n, k);
   const std::vector<int> chains(all_logits ? rows : 1, k);
   if (all_logits) {
     head_logits(model_, rows, chains.data(), xn_.data(), D, all_logits, V, jobs_);
@@ -449,6 +450,7 @@ void InferenceSession::forward_chunk_phd(const int* tokens, int n, int k, int hi
   const float* x_last = x_.data() + (size_t)out_row * D;
   rmsnorm_forward(L.dim, k, count, x_last, K * D, model_.final_norm(), c.norm_eps, xn_.data(), D,
                   rstd_.data());
+  check_final_norm(rstd_.data(), count, L.n, k);
   const std::vector<int> chains(all_logits ? count : 1, k);
   if (all_logits) {
     head_logits(model_, count, chains.data(), xn_.data(), D, all_logits, V, jobs_);

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "infer/head_logits.h"
 
 namespace chainlm {
 namespace {
@@ -31,16 +32,14 @@ TEST(Sampler, LogitBiasMovesGreedyChoices) {
 
 // Greedy sampling takes the first largest logit, as llama2.c's argmax (tests/kernels/
 // argmax_test.cpp checks first_argmax at length): ties, NaNs and both zeros.
+// (NaN logits are refused: NonFiniteLogitsAreAnError; first_argmax's own NaN rule is tested
+// with the kernels.)
 TEST(Sampler, GreedyIsTheFirstLargestLogit) {
-  const float nan = std::numeric_limits<float>::quiet_NaN();
   SamplingOptions o;
   o.temperature = 0;
   Sampler s(o);
-  const std::vector<std::pair<std::vector<float>, int>> cases = {{{1, 3, 2, 3}, 1},
-                                                                 {{nan, 5, 7}, 0},
-                                                                 {{1, nan, 7, nan}, 2},
-                                                                 {{-0.0f, 0.0f}, 0},
-                                                                 {{0.0f, -0.0f}, 0}};
+  const std::vector<std::pair<std::vector<float>, int>> cases = {
+      {{1, 3, 2, 3}, 1}, {{-0.0f, 0.0f}, 0}, {{0.0f, -0.0f}, 0}};
   for (const auto& [x, want] : cases) EXPECT_EQ(s.sample(x.data(), (int)x.size()), want);
   std::vector<float> many(4096, -1.0f);
   many[1234] = many[3000] = 2.0f;
@@ -95,6 +94,58 @@ TEST(Sampler, PenaltiesLowerTokensAlreadySampled) {
   o.logit_bias = {{1, 0.6f}};  // 1.5 + 0.6 = 2.1: token 1 first, then it only gains
   Sampler repeat(o);
   for (int i = 0; i < 4; ++i) EXPECT_EQ(repeat.sample(logits.data(), 3), 1);
+}
+
+// A diverged model's logits (NaN, or infinities from weights near float's range) gave token 0
+// greedily and random words sampled, without a word (a user trial): greedy and sampled, the
+// sampler refuses them, naming the first.
+TEST(Sampler, NonFiniteLogitsAreAnError) {
+  const float nan = std::numeric_limits<float>::quiet_NaN(),
+              inf = std::numeric_limits<float>::infinity();
+  for (const float bad : {nan, inf, -inf})
+    for (const float temperature : {0.0f, 0.8f}) {
+      std::vector<float> logits(37, 0.5f);
+      logits[29] = bad;
+      SamplingOptions o;
+      o.temperature = temperature;
+      o.top_k = 5;
+      Sampler s(o);
+      try {
+        s.sample(logits.data(), (int)logits.size());
+        ADD_FAILURE() << bad << " at temperature " << temperature << " was sampled from";
+      } catch (const Error& e) {
+        EXPECT_NE(
+            std::string(e.what()).find("the model computes NaN or infinite logits (logit 29 = "),
+            std::string::npos)
+            << e.what();
+      }
+    }
+  // The largest finite logits are logits.
+  std::vector<float> big(9, -std::numeric_limits<float>::max());
+  big[4] = std::numeric_limits<float>::max();
+  SamplingOptions greedy;
+  greedy.temperature = 0.0f;
+  EXPECT_EQ(Sampler(greedy).sample(big.data(), 9), 4);
+}
+
+// The final norm's rstd of a hidden state whose squares overflow is 0 (its logits all 0), of
+// one holding NaN NaN; only the k active chains of each row are looked at.
+TEST(CheckFinalNorm, AnOverflowedOrNanHiddenStateIsAnError) {
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  const std::vector<float> fine = {0.5f, 2.0f, 0.0f, nan, 1.5f, 0.25f, 0.0f, nan};  // 2 rows, n 4
+  EXPECT_NO_THROW(check_final_norm(fine.data(), 2, 4, 2));
+  for (const float bad : {0.0f, nan}) {
+    std::vector<float> rstd = fine;
+    rstd[5] = bad;
+    try {
+      check_final_norm(rstd.data(), 2, 4, 2);
+      ADD_FAILURE() << bad << " passed";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(bad == 0.0f ? "sum of squares is infinite" : "is NaN"),
+                std::string::npos)
+          << e.what();
+    }
+  }
 }
 
 TEST(Sampler, AdjustmentsAreValidated) {
