@@ -4,7 +4,6 @@
 #include <cmath>
 
 #include "core/error.h"
-#include "core/memory.h"
 #include "core/timer.h"
 #include "model/memory_estimate.h"
 
