@@ -1,6 +1,7 @@
 #include "infer/sampler.h"
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <cstdint>
 
@@ -39,9 +40,8 @@ namespace {
 // The index of the first logit that is NaN or infinite, or -1. By the bits (exponent all ones),
 // a loop the compiler vectorizes: a decoding step's head is far costlier.
 int first_nonfinite(const float* x, int n) {
-  const auto* bits = reinterpret_cast<const uint32_t*>(x);
   bool any = false;
-  for (int i = 0; i < n; ++i) any |= (bits[i] & 0x7f800000u) == 0x7f800000u;
+  for (int i = 0; i < n; ++i) any |= (std::bit_cast<uint32_t>(x[i]) & 0x7f800000u) == 0x7f800000u;
   if (!any) return -1;
   for (int i = 0; i < n; ++i)
     if (!std::isfinite(x[i])) return i;
