@@ -75,7 +75,8 @@ void Model::bind_forward_weights() {
 
 void Model::use_bf16_weights(bool keep_fp32) {
   CHAINLM_CHECK(!quantized(), "this model holds ", weight_format(),
-                " weights; bf16 applies to fp32 models only");
+                " weights; bf16 applies to fp32 models only: use the fp32 checkpoint the model "
+                "was quantized from (docs/quantization.md)");
   CHAINLM_CHECK(!params_.values_released(), "this model already dropped its fp32 weights");
   const auto& infos = params_.infos();
   bf16_offset_.resize(infos.size());

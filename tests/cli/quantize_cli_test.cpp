@@ -171,7 +171,7 @@ TEST_F(QuantizeCli, RefusesWhatAQuantizedCheckpointCannotDo) {
               quote(dir.file("hf")),
           "holds q4_0 weights");
   refused("generate --model " + quote(q) + " --precision bf16 --max-tokens 2",
-          "bf16 applies to fp32 models only");
+          "bf16 applies to fp32 models only: use the fp32 checkpoint the model was quantized from");
   refused("expand --from " + quote(q) + " --add-chains 2 --out " + quote(dir.file("e")),
           "expand an fp32 model (the checkpoint it was quantized from");
   EXPECT_FALSE(fs::exists(dir.file("qq")));
