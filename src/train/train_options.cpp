@@ -108,7 +108,7 @@ void TrainOptions::check_ranges() const {
                 " must be >= 1 (the run resumes from its newest checkpoint)");
   CHAINLM_CHECK(sample_every >= 0, "--sample-every ", sample_every, " must be >= 0 (0 = off)");
   CHAINLM_CHECK(sample_tokens >= 0, "--sample-tokens ", sample_tokens,
-                " must be >= 0 (0 = 32, or what the context leaves after the prompt)");
+                " must be at least 1 (or 0 for the default)");
   bool any = chain_loss_weights.empty();  // empty: the full model's loss alone
   for (float w : chain_loss_weights) {
     CHAINLM_CHECK(finite_at_least(w, 0.0f), "--chain-loss-weights: ", w,

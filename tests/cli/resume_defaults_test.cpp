@@ -62,11 +62,14 @@ TEST_F(WorkflowSafety, AResumeWhoseDataMovedNamesTheDataOption) {
 }
 
 TEST_F(WorkflowSafety, NegativeSamplingCountsAreRefused) {
-  for (const char* option : {"--sample-every -1", "--sample-tokens -4"}) {
+  // (Without sampling on: --sample-tokens was refused only with --sample-every > 0.)
+  for (const auto& [option, says] :
+       {std::pair<std::string, std::string>{"--sample-every -1", "must be >= 0"},
+        {"--sample-tokens -4", "must be at least 1 (or 0 for the default)"}}) {
     const std::string run = dir.file("sampled");
     auto r = run_chainlm(dir, train_args(run, 2) + " " + option);
     EXPECT_NE(r.exit_code, 0) << option;
-    EXPECT_TRUE(contains(r.err, std::string(option) + " must be >= 0")) << r.err;
+    EXPECT_TRUE(contains(r.err, option + " " + says)) << r.err;
     EXPECT_FALSE(fs::exists(run)) << option << ": nothing is written";
   }
 }
