@@ -91,9 +91,11 @@ void add_bench_command(CLI::App& app) {
       ->required();
   serve->add_option("--tokenizer", s->tokenizer,
                     "Tokenizer for a model file that carries none (llama2.c)");
-  serve->add_option("--concurrency", s->concurrency, "Concurrent clients, one level after another (1,2,4,8)")
+  serve
+      ->add_option("--concurrency", s->concurrency,
+                   "Concurrent clients, one level after another (1,2,4,8)")
       ->delimiter(',')
-      ->check(CLI::Range(1, 1 << 16));
+      ->check(whole_number_in(1, 1 << 16));
   serve->add_option("--chains", s->chains, "Sub-model of the requests: all, a count, or mix (spread over 1..n)")
       ->capture_default_str();
   serve->add_option("--tokens", s->tokens, "Tokens generated per request (EOS ignored)")->capture_default_str();
@@ -106,7 +108,7 @@ void add_bench_command(CLI::App& app) {
           "Run the levels this many times in turn (1, 8, 1, 8, ...) and print each level's median; "
           "on a shared machine a single run can be tens of percent off")
       ->capture_default_str()
-      ->check(CLI::Range(1, 1000));
+      ->check(whole_number_in(1, 1000));
   serve->add_option("--threads", s->threads,
                     "Server compute threads; 0 = all cores, or OMP_NUM_THREADS when set");
   serve

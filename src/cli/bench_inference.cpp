@@ -198,8 +198,12 @@ void bench_decode(const InferenceBenchArgs& given) {
   // --baseline: the same weights without PHD (--vs-fp32: in fp32), decoding the same tokens
   // right after each step.
   std::unique_ptr<Model> base = a.baseline ? baseline_model(*model) : std::move(fp32);
+  // The baseline's cache in the elements the timed model's has ("auto" resolves to f32 for a
+  // PHD model and f16 for its quantized baseline: the ratio compared two caches).
   std::unique_ptr<InferenceSession> base_session =
-      base ? std::make_unique<InferenceSession>(*base, 512, kv_cache) : nullptr;
+      base ? std::make_unique<InferenceSession>(*base, 512,
+                                                a.baseline ? session.cache().type : kv_cache)
+           : nullptr;
   // Warm-up pass (page faults, thread start-up), then the timed one.
   for (InferenceSession* s : {&session, base_session.get()}) {
     if (!s) continue;
@@ -288,6 +292,7 @@ void bench_decode(const InferenceBenchArgs& given) {
     j["speedup_vs_fp32"] = 1.0 / median(ratios);  // of per-token ratios, each pair under the same load
   } else if (base_session) {
     j["baseline_ms_per_token"] = median(base_ms);
+    j["baseline_kv_cache"] = kv_cache_type_name(base_session->cache().type);
     j["baseline_kv_cache_bytes"] = base_session->cache().bytes_used(L.kv);
     j["ratio"] = median(ratios);  // of per-token ratios, each pair under the same load
   }
@@ -388,6 +393,8 @@ void bench_prefill(const InferenceBenchArgs& given) {
   auto prompt = random_prompt(n, c.vocab_size);
   const KvCacheType kv_cache = parse_kv_cache_type(a.kv_cache);
   InferenceSession session(*model, n, kv_cache);  // the whole prompt in one pass
+  // (--baseline on an ordinary model ran without a word: the refusal decode and train give.)
+  if (a.baseline) require_phd_for_baseline(c, "bench prefill", "this model");
   if (c.phd.enabled()) {
     CHAINLM_CHECK(!a.vs_fp32, "bench prefill: --vs-fp32 times ordinary models (this one is PHD)");
     bench_phd_prefill(a, *model, k, prompt, session);

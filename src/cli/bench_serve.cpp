@@ -166,6 +166,8 @@ void bench_serve(const ServeBenchArgs& a) {
   o.max_sessions = a.max_sessions > 0 ? a.max_sessions : top;
   o.max_queue = std::max(0, top - o.max_sessions);  // every client waits for at most one request
   o.kv_cache = resolve_kv_cache_type(parse_kv_cache_type(a.kv_cache), model);
+  o.command = "bench serve";
+  o.memory_limit_option = false;
   o.stream_interval_ms = a.stream_interval_ms;
   InferenceServer server(model, *loaded.tokenizer, o);
   const int port = server.start();

@@ -19,6 +19,7 @@
 #include "model/training_flops.h"
 #include "train/distributed.h"
 #include "train/optimizer.h"
+#include "train/trainer.h"
 
 namespace chainlm::cli {
 
@@ -59,11 +60,16 @@ void bench_train(const std::string& config_path, int B, int T, int threads, int 
     if (T == 0) T = std::min(256, config.max_seq_len);
     CHAINLM_CHECK(T <= config.max_seq_len, "--seq-len ", T, " exceeds max_seq_len ",
                   config.max_seq_len);
-    // As train refuses what cannot fit (an oversized config died in the allocator here); the
-    // --vs-fp32 and --baseline twins are of the same size.
+    // As train refuses what cannot fit (an oversized config died in the allocator here), by
+    // train's own estimate (it left out the GEMM workspace train counts); the --vs-fp32 and
+    // --baseline twins are of the same size.
+    TrainOptions as_trained;
+    as_trained.batch_size = global_batch;
+    as_trained.seq_len = T;
+    as_trained.precision = precision_name(precision);
+    as_trained.chain_loss_weights.assign(weighted_submodels(weights_arg), 1.0f);
     check_memory_fits(cat("bench train with ", config_path),
-                      training_memory(config, B, T, weighted_submodels(weights_arg),
-                                      precision == Precision::Bf16),
+                      Trainer::memory_estimate(config, as_trained, ranks),
                       vs_fp32 || baseline ? 2 : 1, 0,
                       "use a smaller config, --batch-size or --seq-len", 0, false);
   } catch (const Error& e) {

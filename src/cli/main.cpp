@@ -166,7 +166,20 @@ int main(int argc, char** argv) {
       help = help || !std::strcmp(argv[i], "--help") || !std::strcmp(argv[i], "-h") || !std::strcmp(argv[i], "--version");
     const bool info = argc > 1 && !std::strcmp(argv[1], "info");
     if (!help) refuse_writers_under_mpirun(argc, argv);
-    if (!help) chainlm::check_omp_num_threads_environment();
+    // info multiplies nothing and diagnoses: a bad OMP_NUM_THREADS is said there, not fatal (it
+    // stopped info and advised an option info does not have).
+    if (!help && info) {
+      try {
+        chainlm::check_omp_num_threads_environment();
+      } catch (const chainlm::Error& e) {
+        std::string what = e.what();
+        const std::string option = ", or pass --threads";
+        if (const size_t at = what.rfind(option); at != std::string::npos) what.erase(at);
+        std::fprintf(stderr, "warning: %s (the other commands refuse it)\n", what.c_str());
+      }
+    } else if (!help) {
+      chainlm::check_omp_num_threads_environment();
+    }
     if (!help && !info) chainlm::check_gemm_environment();
     if (!help) chainlm::warn_of_unknown_onednn_isa();
     app.parse(argc, argv);
@@ -187,8 +200,8 @@ int main(int argc, char** argv) {
     // estimates miss ends here, and "error: std::bad_alloc" named neither cause nor way on.
     std::fprintf(stderr,
                  "error: out of memory: an allocation failed (the machine, its other processes or "
-                 "a ulimit left too little for this command; `chainlm info --model M` estimates a "
-                 "model's memory)\n");
+                 "a ulimit left too little for this command: a smaller model, batch or sequence "
+                 "length needs less)\n");
     return 1;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "error: %s\n", e.what());

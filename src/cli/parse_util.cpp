@@ -207,6 +207,25 @@ CLI::Validator at_least(long long min) {
       cat(">= ", min));
 }
 
+CLI::Validator whole_number_in(long long min, long long max) {
+  return CLI::Validator(
+      [min, max](std::string& v) {
+        size_t used = 0;
+        long long x = 0;
+        try {
+          x = std::stoll(v, &used);
+        } catch (const std::out_of_range&) {
+          return cat("must be in ", min, "..", max, " (got ", v, ")");
+        } catch (const std::logic_error&) {
+          used = 0;
+        }
+        if (used != v.size() || v.empty()) return cat("'", v, "' is not a whole number");
+        if (x < min || x > max) return cat("must be in ", min, "..", max, " (got ", v, ")");
+        return std::string();
+      },
+      cat(min, "..", max));
+}
+
 nlohmann::json read_json_file(const std::string& path) {
   return parse_json_document(read_file(path), path);
 }
@@ -233,7 +252,7 @@ CLI::Option* add_stream_interval_option(CLI::App* cmd, int& value) {
           "A stream's tokens go out together at most this often (its first at once, each still "
           "its own event); 0 = each token as it comes. Every write wakes a thread that takes a "
           "core from decoding")
-      ->check(CLI::Range(0, 10000))
+      ->check(whole_number_in(0, 10000))
       ->capture_default_str();
 }
 

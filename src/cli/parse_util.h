@@ -52,6 +52,9 @@ std::vector<float> parse_float_list(const std::string& s, const std::string& wha
 // An integer option's lower bound, refused as "--x: must be at least 1 (got 0)" (CLI11's own
 // PositiveNumber names a range up to a 300-digit number).
 CLI::Validator at_least(long long min);
+// A whole number in [min, max]: "'abc' is not a whole number", "must be in 1..65536 (got 0)"
+// (CLI::Range said "Value abc not in range 1 to 65536" of a word).
+CLI::Validator whole_number_in(long long min, long long max);
 // A --seed: a whole number in 0..18446744073709551615 (CLI11 turned -1 and 1e20's digits into
 // 2^64 - 1 silently, so two different mistakes gave one seed).
 CLI::Validator seed_value();

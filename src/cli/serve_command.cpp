@@ -115,7 +115,7 @@ void add_serve_command(CLI::App& app) {
                   "Prompt tokens read between two decoding steps (a long prompt does not stall the "
                   "others' tokens)")
       ->capture_default_str()
-      ->check(CLI::Range(1, 1 << 16));
+      ->check(whole_number_in(1, 1 << 16));
   add_stream_interval_option(cmd, a->serve.stream_interval_ms);
   cmd->add_option("--max-queue", a->serve.max_queue,
                   "Requests that may wait for a session; beyond them 503")
@@ -142,7 +142,7 @@ void add_serve_command(CLI::App& app) {
       "plain)");
   cmd->add_option("--name", a->name,
                   "Model name in the API (default: the --model file or directory name)");
-  cmd->callback([a, api_key]() {
+  cmd->callback([a, api_key, cmd]() {
     apply_threads_option(a->serve.threads);  // the server keeps the count (0: the one set here)
     // SIGINT and SIGTERM are taken by sigwait below: block them before any thread starts so
     // every thread inherits the mask and none is interrupted.
@@ -176,7 +176,7 @@ void add_serve_command(CLI::App& app) {
           load_model_and_tokenizer(a->model, a->tokenizer, true, parse_precision(a->precision));
     });
     a->serve.model_name = a->name.empty() ? model_name_of(a->model) : a->name;
-    if (!a->memory_limit.empty())
+    if (cmd->count("--memory-limit"))  // (given empty: refused as not a size)
       a->serve.memory_limit = parse_byte_size(a->memory_limit, "--memory-limit");
     const ChosenTemplate chat = choose_chat_template(a->chat_template, a->model);
     a->serve.chat_template = chat.family;

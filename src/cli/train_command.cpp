@@ -178,7 +178,9 @@ void add_train_command(CLI::App& app) {
                                 given_options(*cmd, {"--threads", "--memory-limit", "--quiet"}));
     // The memory budget is this machine's, not part of the run's state.
     auto with_memory_budget = [&](TrainOptions o) {
-      o.memory_limit = a->memory_limit.empty() ? 0 : parse_byte_size(a->memory_limit, "--memory-limit");
+      // (Given empty, it is refused as not a size: it meant no limit.)
+      o.memory_limit =
+          cmd->count("--memory-limit") ? parse_byte_size(a->memory_limit, "--memory-limit") : 0;
       o.processes_per_machine = processes_on_this_machine();
       return o;
     };

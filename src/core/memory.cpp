@@ -133,14 +133,15 @@ std::string address_space_limit_note(uint64_t bytes) {
 }
 
 uint64_t parse_byte_size(const std::string& text, const std::string& what) {
-  std::size_t pos = 0;
-  double value = 0;
-  try {
-    value = std::stod(text, &pos);
-  } catch (...) {
-    fail(what, ": '", text, "' is not a size (examples: 512M, 1.5GiB, 2G)");
-  }
-  std::string unit = text.substr(pos);
+  // Digits with at most one decimal point, then the unit: strtod's hexadecimal ("0x10M" was 16
+  // MiB), exponents ("1e3" 1000 bytes) and an empty value (no limit) were taken before.
+  const std::size_t pos = text.find_first_not_of("0123456789.");
+  const std::string number = text.substr(0, pos);
+  const bool decimal =
+      !number.empty() && number != "." && std::count(number.begin(), number.end(), '.') <= 1;
+  CHAINLM_CHECK(decimal, what, ": '", text, "' is not a size (examples: 512M, 1.5GiB, 2G)");
+  const double value = std::stod(number);
+  std::string unit = pos == std::string::npos ? std::string() : text.substr(pos);
   for (char& ch : unit) ch = static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
   double scale = 0;
   if (unit.empty() || unit == "B") scale = 1;
@@ -148,11 +149,11 @@ uint64_t parse_byte_size(const std::string& text, const std::string& what) {
   else if (unit == "M" || unit == "MB" || unit == "MIB") scale = 1024.0 * 1024;
   else if (unit == "G" || unit == "GB" || unit == "GIB") scale = 1024.0 * 1024 * 1024;
   else if (unit == "T" || unit == "TB" || unit == "TIB") scale = 1024.0 * 1024 * 1024 * 1024;
-  CHAINLM_CHECK(scale > 0, what, ": unknown unit '", text.substr(pos), "' in '", text,
+  CHAINLM_CHECK(scale > 0, what, ": unknown unit '", unit, "' in '", text,
                 "' (use B, K, M, G or T, optionally followed by iB/B)");
   const double bytes = value * scale;
-  CHAINLM_CHECK(std::isfinite(bytes) && bytes > 0 && bytes < 1.8e19, what, ": '", text,
-                "' must be a positive size");
+  CHAINLM_CHECK(bytes < 1.8e19, what, ": '", text, "' is too large (at most 16 EiB)");
+  CHAINLM_CHECK(bytes >= 1, what, ": '", text, "' must be a positive size");
   return static_cast<uint64_t>(bytes);
 }
 

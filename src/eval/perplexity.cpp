@@ -97,8 +97,10 @@ PerplexityResult evaluate_perplexity(Model& model, const std::vector<int>& strea
   need.parts.push_back({cat("the activations of ", rows, " window", rows == 1 ? "" : "s", " of ", T,
                             " tokens a pass"),
                         Model::activation_floats(c, rows, T) * sizeof(float)});
-  check_memory_fits("eval ppl", need, 1, 0, "lower --batch-size (0 = about 1024 tokens a pass)", 0,
-                    false);
+  check_memory_fits("eval ppl", need, 1, 0,
+                    rows > 1 ? "lower --batch-size (0 = about 1024 tokens a pass) or --seq-len"
+                             : "lower --seq-len (a pass of one window is the smallest there is)",
+                    0, false);
   r.bytes = bytes;
   BatchRunner runner{model, stream, windows, T, r.batch_size, {}, {}};
 

@@ -455,12 +455,15 @@ InferenceServer::InferenceServer(const Model& model, const Tokenizer& tokenizer,
       {"runtime", kRuntimeOverheadBytes}};
   // The weights are loaded already: they are part of the estimate but no longer available.
   // One session cannot be lowered: a smaller or quantized model is what fits then.
-  check_memory_fits("serve", memory, 1, options.memory_limit,
-                    sessions > 1        ? "lower --max-sessions or serve a smaller model"
-                    : model.quantized() ? "serve a smaller model"
-                                        : "serve a smaller model, or this one quantized (chainlm "
-                                          "quantize)",
-                    weights);
+  const std::string f16 = kv_cache == KvCacheType::F32 && !model.config().phd.enabled()
+                              ? ", --kv-cache f16 (half the cache)"
+                              : "";
+  check_memory_fits(options.command, memory, 1, options.memory_limit,
+                    sessions > 1        ? "lower --max-sessions" + f16 + " or serve a smaller model"
+                    : model.quantized() ? "serve a smaller model" + f16
+                                        : "serve a smaller model" + f16 +
+                                              ", or this one quantized (chainlm quantize)",
+                    weights, options.memory_limit_option);
   // One thread computes for every session (batch_scheduler.h), with all the compute threads.
   set_num_threads(threads);
   impl_ = std::make_unique<Impl>(model, tokenizer, std::move(options), sessions, threads);

@@ -47,6 +47,10 @@ struct ServeOptions {
   // Memory budget (0 = what the machine has available): the model plus max_sessions sessions
   // at full context must fit, or the server refuses to start (docs/reliability.md).
   uint64_t memory_limit = 0;
+  // The command a refusal names, and whether it takes --memory-limit (bench serve does not: its
+  // refusal advised an option it lacks).
+  std::string command = "serve";
+  bool memory_limit_option = true;
   // What each session's KV cache holds (infer/kv_cache.h): auto, f32 or f16.
   KvCacheType kv_cache = KvCacheType::Auto;
   // One line on stderr per request answered (time, client, request line, status, duration): what

@@ -114,6 +114,18 @@ TEST_F(MemoryCli, ServeRefusesSessionsThatCannotFit) {
   EXPECT_EQ(s.exit_code, 1);
   EXPECT_NE(s.err.find("serve needs an estimated"), std::string::npos) << s.err;
   EXPECT_NE(s.err.find("100 sessions at 256 tokens"), std::string::npos) << s.err;
+  EXPECT_NE(s.err.find("--kv-cache f16"), std::string::npos) << s.err;
+  EXPECT_NE(s.err.find("--memory-limit if the machine has more"), std::string::npos) << s.err;
+  // bench serve names itself and advises no --memory-limit, which it does not take.
+  auto b = run_chainlm(dir, "bench serve --model " + quote(run) +
+                                " --concurrency 1 --max-sessions 100000 --tokens 2 --requests 1");
+  EXPECT_EQ(b.exit_code, 1) << b.err;
+  EXPECT_NE(b.err.find("bench serve needs an estimated"), std::string::npos) << b.err;
+  EXPECT_EQ(b.err.find("--memory-limit"), std::string::npos) << b.err;
+  // An empty --memory-limit meant no limit.
+  auto empty = run_chainlm(dir, "serve --model " + quote(run) + " --port 0 --memory-limit ''");
+  EXPECT_EQ(empty.exit_code, 1);
+  EXPECT_NE(empty.err.find("--memory-limit: '' is not a size"), std::string::npos) << empty.err;
 }
 
 }  // namespace

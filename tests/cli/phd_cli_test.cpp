@@ -150,6 +150,16 @@ TEST_F(PhdCommands, BenchesReportTheBaselineRatio) {
   const long width = 8, layers = 2;  // one KV head of 8 (CoLM-Air)
   EXPECT_EQ(j["kv_cache_bytes"].get<long>(),
             j["baseline_kv_cache_bytes"].get<long>() + 2 * 4 * layers * 4 * width);
+  // Quantized, the same: the baseline's cache took "auto" as an ordinary quantized model's
+  // (halves) while the PHD model's was fp32, and the ratio compared the two (a user trial).
+  r = run_chainlm(dir, "bench decode --config " + cfg +
+                           " --prompt-tokens 9 --tokens 5 --quant q8_0 --baseline");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["kv_cache"], "f32");
+  EXPECT_EQ(j["baseline_kv_cache"], "f32");
+  EXPECT_EQ(j["kv_cache_bytes"].get<long>(),
+            j["baseline_kv_cache_bytes"].get<long>() + 2 * 4 * layers * 4 * width);
   r = run_chainlm(dir, "bench prefill --config " + cfg + " --prompt-tokens 40 --baseline");
   ASSERT_EQ(r.exit_code, 0) << r.err;
   j = nlohmann::json::parse(r.out);
@@ -174,6 +184,12 @@ TEST_F(PhdCommands, BenchesReportTheBaselineRatio) {
   EXPECT_NE(r.exit_code, 0);
   EXPECT_NE(r.err.find("is not a PHD model (no \"phd\" section, or its repeat is 1"),
             std::string::npos)
+      << r.err;
+  // bench prefill ran an ordinary model's --baseline without a word (a user trial).
+  r = run_chainlm(dir, "bench prefill --config " + quote(dir.file("plain.json")) +
+                           " --prompt-tokens 8 --baseline");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.err.find("bench prefill: --baseline compares a PHD model"), std::string::npos)
       << r.err;
 }
 

@@ -60,6 +60,8 @@ TEST(UsageErrors, TheUnknownNameIsToldFirstWithTheNearest) {
       {"train --config c.json --data d --out r --steps 1e3",
        "--steps: '1e3' is not a whole number"},
       {"generate --model M --temperature warm", "--temperature: 'warm' is not a number"},
+      // CLI::Range said "Value abc not in range 1 to 65536".
+      {"bench serve --model M --concurrency 1,abc", "--concurrency: 'abc' is not a whole number"},
       {"generate " + dir.file("model"),
        "unexpected argument '" + dir.file("model") +
            "' for 'chainlm generate'; files are given with their option (--model)"},

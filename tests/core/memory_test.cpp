@@ -29,13 +29,25 @@ TEST(ByteSize, ParsesUnitsAsPowersOf1024) {
 }
 
 TEST(ByteSize, RejectsWhatIsNotASizeNamingTheOption) {
-  for (const char* bad : {"", "abc", "10X", "-1G", "0", "1e30T", "G"}) {
+  // strtod's hexadecimal ("0x10M" was 16 MiB) and exponents ("1e3" 1000 bytes) are not sizes.
+  for (const char* bad :
+       {"", "abc", "10X", "-1G", "0", "1e30T", "G", "0x10M", "1e3", "1.2.3G", ".", "0.5"}) {
     try {
       parse_byte_size(bad, "--memory-limit");
       ADD_FAILURE() << "accepted '" << bad << "'";
     } catch (const Error& e) {
       EXPECT_NE(std::string(e.what()).find("--memory-limit"), std::string::npos) << e.what();
     }
+  }
+}
+
+TEST(ByteSize, ASizePastSixteenExbibytesIsTooLarge) {
+  try {
+    parse_byte_size("99999999999999999999G", "--memory-limit");
+    ADD_FAILURE() << "accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("'99999999999999999999G' is too large"), std::string::npos)
+        << e.what();
   }
 }
 
