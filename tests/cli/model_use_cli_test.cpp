@@ -325,14 +325,13 @@ TEST_F(ModelUseCli, MoreThreadsThanCoresAreWarnedOf) {
     EXPECT_EQ(env.exit_code, 0) << env.err;
     EXPECT_TRUE(contains(env.err, "warning: OMP_NUM_THREADS=4096 is more than the")) << env.err;
   }
-  // A value that is no count stops the commands that compute; info, which diagnoses, says it
-  // and goes on (it stopped, and advised an option info does not have).
+  // A value that is no count stops every command; info's refusal advised a --threads it does
+  // not have.
   {
     testing::ScopedEnv omp("OMP_NUM_THREADS", "abc");
     auto info = run_chainlm(dir, "info --system");
-    EXPECT_EQ(info.exit_code, 0) << info.err;
-    EXPECT_TRUE(contains(info.err, "warning: OMP_NUM_THREADS='abc' is not a thread count"))
-        << info.err;
+    EXPECT_EQ(info.exit_code, 1) << info.err;
+    EXPECT_TRUE(contains(info.err, "OMP_NUM_THREADS='abc' is not a thread count")) << info.err;
     EXPECT_FALSE(contains(info.err, "--threads")) << info.err;
     auto gen = run_chainlm(dir, "generate --model " + quote(run) + " --prompt hi --max-tokens 2");
     EXPECT_EQ(gen.exit_code, 1) << gen.err;

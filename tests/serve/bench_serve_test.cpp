@@ -111,8 +111,8 @@ TEST(BenchServe, RefusesBadArgumentsNamingThem) {
   const std::string model = dir.file("model");
   testing::write_tiny_model(model, true, 32);
   const std::vector<std::pair<std::string, std::string>> cases = {
-      {"--concurrency 1,x", "--concurrency: Value x not in range 1 to 65536"},
-      {"--concurrency 0", "--concurrency: Value 0 not in range 1 to 65536"},
+      {"--concurrency 1,x", "--concurrency: 'x' is not a whole number"},
+      {"--concurrency 0", "--concurrency: must be in 1..65536 (got 0)"},
       {"--tokens 8 --chains 7", "--chains takes all, mix or a chain count in 1..3 (got '7')"},
       {"--tokens 40", "BOS + prompt + tokens = 57 exceeds the model's max_seq_len 32 + 1"},
       {"--tokens 17", "BOS + prompt + tokens = 34 exceeds the model's max_seq_len 32 + 1"},
@@ -120,9 +120,8 @@ TEST(BenchServe, RefusesBadArgumentsNamingThem) {
       {"--tokens 8 --quant q8_0 --precision bf16",
        "--quant and --precision bf16 exclude each other"},
       {"--tokens 8 --quant q5", "--quant: q5 not in {q8_0,q4_0}"},
-      {"--tokens 8 --rounds 0", "--rounds: Value 0 not in range 1 to 1000"},
-      {"--tokens 8 --stream-interval-ms -1",
-       "--stream-interval-ms: Value -1 not in range 0 to 10000"},
+      {"--tokens 8 --rounds 0", "--rounds: must be in 1..1000 (got 0)"},
+      {"--tokens 8 --stream-interval-ms -1", "--stream-interval-ms: must be in 0..10000 (got -1)"},
   };
   for (const auto& [flags, message] : cases) {
     auto r = run_chainlm(dir, "bench serve --model " + quote(model) + " --threads 1 " + flags);
