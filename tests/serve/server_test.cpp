@@ -54,6 +54,14 @@ class ServeTest : public ::testing::Test {
     o.max_sessions = 1;
     return o;
   }
+  // One session whose generations `gate` holds at its token, and room for max_queue requests
+  // waiting behind it.
+  static ServeOptions held_by(Gate& gate, int max_queue) {
+    ServeOptions o = one_thread();
+    o.max_queue = max_queue;
+    o.on_token = [&gate](int i) { gate.at_token(i); };
+    return o;
+  }
   static httplib::Result post(const ServerUnderTest& s, const json& body) {
     return s.client().Post("/v1/completions", body.dump(), "application/json");
   }
@@ -421,10 +429,7 @@ TEST_F(ServeTest, ErrorsHaveStatusMessageAndField) {
 // 503 with Retry-After; once it finishes, requests are served again.
 TEST_F(ServeTest, FullQueueAnswers503WithRetryAfter) {
   Gate gate(0);
-  ServeOptions o = one_thread();
-  o.max_queue = 0;
-  o.on_token = [&](int i) { gate.at_token(i); };
-  ServerUnderTest s(air, o);
+  ServerUnderTest s(air, held_by(gate, 0));
   auto held = std::async(std::launch::async, [&] {
     return post(s, {{"prompt", "a"}, {"max_tokens", 4}, {"seed", 1}});
   });
@@ -455,10 +460,7 @@ TEST_F(ServeTest, FullQueueAnswers503WithRetryAfter) {
 // max_queue 1: one request waits its turn (and is then served); the one after it is refused.
 TEST_F(ServeTest, QueuedRequestWaitsItsTurn) {
   Gate gate(0);
-  ServeOptions o = one_thread();
-  o.max_queue = 1;
-  o.on_token = [&](int i) { gate.at_token(i); };
-  ServerUnderTest s(air, o);
+  ServerUnderTest s(air, held_by(gate, 1));
   auto [first, second] = hold_and_queue(s, gate);
   auto third = post(s, {{"prompt", "c"}, {"max_tokens", 3}});
   ASSERT_TRUE(third);
@@ -484,10 +486,7 @@ TEST_F(ServeTest, QueuedRequestWaitsItsTurn) {
 // headers and no body (a user trial: Python's urllib raised IncompleteRead).
 TEST_F(ServeTest, AQueuedRequestOfAStoppingServerGetsTheWhole503) {
   Gate gate(0);
-  ServeOptions o = one_thread();
-  o.max_queue = 1;
-  o.on_token = [&](int i) { gate.at_token(i); };
-  ServerUnderTest s(air, o);
+  ServerUnderTest s(air, held_by(gate, 1));
   auto [first, queued] = hold_and_queue(s, gate);
   auto stopping = std::async(std::launch::async, [&] { s.server->stop(); });
   auto r = queued.get();
