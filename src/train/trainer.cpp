@@ -279,22 +279,6 @@ StepLosses Trainer::train_step() {
   return avg;
 }
 
-void Trainer::warn_nonfinite_validation(const std::vector<double>& val) const {
-  // Finite weights whose forward pass overflows: the checkpoint guard lets them through and a
-  // run of one more step ended with exit 0, its report showing "—" (a user trial). Said even
-  // under --quiet, as every warning is.
-  std::string which;
-  for (size_t i = 0; i < val.size(); ++i)
-    if (!std::isfinite(val[i])) which += cat(which.empty() ? "" : ", ", "k", i + 1, "=", val[i]);
-  if (which.empty() || !comm_.is_root()) return;
-  std::fprintf(stderr,
-               "warning: step %ld: the validation loss is not finite (%s): the weights overflow "
-               "in the forward pass, so the run has diverged; its checkpoints from here on give "
-               "no text. Go on from an earlier checkpoint (train --init) with a lower --lr\n",
-               step_, which.c_str());
-  std::fflush(stderr);
-}
-
 std::vector<double> Trainer::validate() {
   model_.refresh_bf16_weights();
   const int n = model_.layout().n;
@@ -515,7 +499,7 @@ void Trainer::run() {
       auto val = validate();
       log_metrics({{"step", step_}, {"val_loss", val}});
       progress.validation(step_, val);
-      warn_nonfinite_validation(val);
+      progress.nonfinite_validation(step_, val);
     }
     if (sampler_ && root && opt_.sample_every > 0 && (step_ % opt_.sample_every == 0 || last)) {
       model_.refresh_bf16_weights();  // bf16 runs: generate with this step's weights

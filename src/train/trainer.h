@@ -129,8 +129,6 @@ class Trainer {
   // The first weight or AdamW moment that is not finite, as "weight 'name'[i] = nan"; "" when
   // all are finite.
   std::string nonfinite_state() const;
-  // Warns (rank 0) when a validation loss is not finite: the run has diverged.
-  void warn_nonfinite_validation(const std::vector<double>& val) const;
   // Fails when the ranks' weights differ (they never should: same gradients, same steps).
   void check_replicas() const;
 

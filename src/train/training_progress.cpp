@@ -92,6 +92,21 @@ void TrainingProgress::skipped(long step, const std::string& why, long in_a_row,
                clear(), step, why.c_str(), in_a_row, in_all);
 }
 
+void TrainingProgress::nonfinite_validation(long step, const std::vector<double>& val_loss) const {
+  // The checkpoint guard lets such weights through, and a run of one more step ended with exit
+  // 0, its report showing "—" (a user trial).
+  std::string which;
+  for (size_t i = 0; i < val_loss.size(); ++i)
+    if (!std::isfinite(val_loss[i]))
+      which += cat(which.empty() ? "" : ", ", "k", i + 1, "=", val_loss[i]);
+  if (which.empty() || !root_) return;
+  std::fprintf(stderr,
+               "%swarning: step %ld: the validation loss is not finite (%s): the weights overflow "
+               "in the forward pass, so the run has diverged; its checkpoints from here on give "
+               "no text. Go on from an earlier checkpoint (train --init) with a lower --lr\n",
+               clear(), step, which.c_str());
+}
+
 void TrainingProgress::samples(long step, const std::string& prompt,
                                const nlohmann::json& samples) const {
   if (quiet_) return;

@@ -27,6 +27,9 @@ class TrainingProgress {
   void validation(long step, const std::vector<double>& val_loss) const;
   // A step skipped for a non-finite loss or gradient (printed even when quiet).
   void skipped(long step, const std::string& why, long in_a_row, long in_all) const;
+  // A validation loss that is not finite: finite weights that overflow in the forward pass, the
+  // run diverged (printed even when quiet; nothing when every loss is finite).
+  void nonfinite_validation(long step, const std::vector<double>& val_loss) const;
   // Sample generations: a line per sample, "sample k=2 | <prompt>[continuation]".
   void samples(long step, const std::string& prompt, const nlohmann::json& samples) const;
   void saved(const std::string& dir) const;
