@@ -29,7 +29,7 @@ void set_num_threads(int n) {
   omp_set_num_threads(n);
 }
 
-void check_omp_num_threads_environment() {
+void check_omp_num_threads_environment(bool has_threads_option) {
   const char* env = std::getenv("OMP_NUM_THREADS");
   if (!env || !*env) return;
   // OpenMP's form: a count, or counts per nesting level ("4,2"); chainlm runs the first.
@@ -44,7 +44,8 @@ void check_omp_num_threads_environment() {
   const long n = digits ? std::stol(first) : 0;
   CHAINLM_CHECK(n >= 1 && n <= kMaxThreads, "OMP_NUM_THREADS='", env,
                 "' is not a thread count from 1 to ", kMaxThreads, " (this machine has ",
-                cores_available(), " cores for this process); fix or unset it, or pass --threads");
+                cores_available(), " cores for this process); fix or unset it",
+                has_threads_option ? ", or pass --threads" : "");
 }
 
 int num_threads() { return omp_get_max_threads(); }

@@ -55,8 +55,9 @@ constexpr int kMaxThreads = 4096;
 // count, or one above kMaxThreads, is an error naming --threads.
 void set_num_threads(int n);
 // Throws naming OMP_NUM_THREADS when it is set to anything but a count from 1 to kMaxThreads
-// (its first level, in OpenMP's "4,2" form); empty or unset is the default.
-void check_omp_num_threads_environment();
+// (its first level, in OpenMP's "4,2" form); empty or unset is the default. The refusal offers
+// --threads when the command has it (has_threads_option; info does not).
+void check_omp_num_threads_environment(bool has_threads_option = true);
 int num_threads();
 // Cores this process may run on (its affinity mask).
 int cores_available();
