@@ -322,14 +322,12 @@ std::vector<std::string> list_corpus_files(const std::vector<std::string>& input
                                            std::vector<std::string>* notes) {
   CHAINLM_CHECK(!inputs.empty(), "no input files given");
   std::vector<std::string> files;
-  std::vector<bool> walked;          // per file: found in an input directory, not named
-  std::vector<std::string> walk_of;  // per file: that directory ("" for a file named)
+  std::vector<std::string> walk_of;  // per file: the input directory it was found in, "" if named
   for (const std::string& input : inputs) {
     std::error_code ec;
     CHAINLM_CHECK(fs::exists(input, ec), "input ", input, " does not exist");
     if (!fs::is_directory(input, ec)) {
       files.push_back(input);
-      walked.push_back(false);
       walk_of.emplace_back();
       continue;
     }
@@ -380,7 +378,6 @@ std::vector<std::string> list_corpus_files(const std::vector<std::string>& input
     CHAINLM_CHECK(!found.empty(), "input directory ", input, " holds no files");
     std::sort(found.begin(), found.end());
     files.insert(files.end(), found.begin(), found.end());
-    walked.resize(files.size(), true);
     walk_of.resize(files.size(), input);
   }
   std::map<std::string, size_t> seen;  // same_file_key -> its first index in files
@@ -394,17 +391,17 @@ std::vector<std::string> list_corpus_files(const std::vector<std::string>& input
     // A link beside its target in a directory (Debian's fortunes: art.u8 -> art) is read once;
     // a file named on the command line and found again (or named twice) is a mistake, said.
     const std::string& first = files[it->second];
+    const bool walked = !walk_of[i].empty(), first_walked = !walk_of[it->second].empty();
     // Named and found in a directory given: say which directory (the message named the file
     // twice, a user trial).
-    const std::string& dir = walked[i] ? walk_of[i] : walk_of[it->second];
-    const std::string& named = walked[i] ? files[it->second] : files[i];
-    const std::string& found = walked[i] ? files[i] : files[it->second];
-    CHAINLM_CHECK(walked[i] || walked[it->second], "input ", files[i], " is given twice",
+    const std::string& dir = walked ? walk_of[i] : walk_of[it->second];
+    const std::string& named = walked ? first : files[i];
+    const std::string& found = walked ? files[i] : first;
+    CHAINLM_CHECK(walked || first_walked, "input ", files[i], " is given twice",
                   first == files[i] ? std::string() : cat(" (also as ", first, ")"),
                   "; each file is read once");
-    CHAINLM_CHECK(walked[i] && walked[it->second], "input ", named,
-                  " is named and also found in directory ", dir,
-                  found == named ? std::string() : cat(" (as ", found, ")"),
+    CHAINLM_CHECK(walked && first_walked, "input ", named, " is named and also found in directory ",
+                  dir, found == named ? std::string() : cat(" (as ", found, ")"),
                   "; each file is read once: leave out one of the two");
     if (notes)
       notes->push_back(cat("skipped ", files[i], ": the same file as ", first, ", read once"));
