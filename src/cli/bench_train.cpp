@@ -189,7 +189,7 @@ void bench_train(const std::string& config_path, int B, int T, int threads, int 
   j["peak_gflops"] = peak;  // the median of the steps' best, which mfu divides by
   // Attention's tile products follow the precision where the build has AVX512-BF16.
   if (precision == Precision::Bf16)
-    j["attention_products"] = attention_has_bf16_products() ? "bf16" : "fp32";
+    j["attention_products"] = attention_runs_bf16_products() ? "bf16" : "fp32";
   if (c.phd.enabled()) j["phd"] = c.phd.name();
   if (reducer) {
     // The gradients cross the network once per step: a ring allreduce sends (and receives)

@@ -16,7 +16,8 @@ namespace chainlm::cli {
 // Best-of-reps fp32 GEMM GFLOP/s on n x n x n with the current thread count, for each backend
 // (gemm_backend.h); best() is the machine's fp32 GEMM peak that MFU is measured against.
 // With bf16, also oneDNN's bf16 matmul (bf16 operands, fp32 sums) where the CPU has bf16
-// instructions; without them bf16 runs on the fp32 kernels, whose peak is then bf16's too.
+// instructions; where it has none, or they are slower (bf16_dot_rate.h), bf16 runs on the fp32
+// kernels, whose peak is then bf16's too.
 struct GemmPeak {
   double openblas_gflops = 0, onednn_gflops = 0, bf16_gflops = 0;
   double best(Precision p = Precision::Fp32) const {

@@ -10,9 +10,11 @@
 #include <string>
 #include <vector>
 
+#include "core/number_format.h"
 #include "core/threads.h"
 #include "core/wait_policy.h"
 #include "kernels/attention.h"
+#include "kernels/bf16_dot_rate.h"
 #include "kernels/gemm.h"
 #include "kernels/gemm_backend.h"
 #include "kernels/gemm_panels.h"
@@ -87,9 +89,11 @@ nlohmann::json system_info() {
             // bf16: oneDNN's bf16 kernels, or bf16-rounded operands on the fp32 backend.
             {"bf16", bf16_gemm_native() ? std::string("onednn-bf16")
                                         : std::string("emulated on ") + gemm_backend_or_error()}}},
+          // vdpbf16ps's arithmetic rate over the fp32 FMA's, measured (0: no AVX512-BF16).
+          {"bf16_dot_flops_ratio", bf16_dot_flops_ratio()},
           // Attention's tile products in a bf16 run (training, evaluation): "bf16" where this
           // build has AVX512-BF16 (docs/precision.md), else "fp32".
-          {"attention_bf16_products", attention_has_bf16_products() ? "bf16" : "fp32"},
+          {"attention_bf16_products", attention_runs_bf16_products() ? "bf16" : "fp32"},
           // How an fp32 model loaded for inference holds its matrices: in panels where this
           // build has the 512-bit panel kernel (docs/precision.md), else row-major.
           {"fp32_inference_weights", gemm_panels_native() ? "panels" : "row-major"}};
@@ -117,8 +121,12 @@ void print_system_info(const nlohmann::json& s) {
               s["onednn_max_cpu_isa_env"].get<std::string>().c_str());
   std::printf("fp32 GEMM    %s (CHAINLM_GEMM chooses; docs/precision.md)\n",
               s["gemm"]["fp32"].get<std::string>().c_str());
-  std::printf("bf16 GEMM    %s (--precision bf16; few-row decode steps: chainlm's kernel)\n",
-              s["gemm"]["bf16"].get<std::string>().c_str());
+  const double ratio = s["bf16_dot_flops_ratio"].get<double>();
+  std::printf("bf16 GEMM    %s (--precision bf16; few-row decode steps: chainlm's kernel)%s\n",
+              s["gemm"]["bf16"].get<std::string>().c_str(),
+              ratio > 0.0
+                  ? cat("; bf16 dot product at ", fixed(ratio, 2), "x the fp32 FMA's rate").c_str()
+                  : "");
   std::printf("attention    %s tile products in bf16 training and evaluation (decoding: fp32)\n",
               s["attention_bf16_products"].get<std::string>().c_str());
   std::printf("fp32 infer   weights %s (generate, serve, eval: %s)\n",
@@ -126,6 +134,17 @@ void print_system_info(const nlohmann::json& s) {
               s["fp32_inference_weights"] == "panels"
                   ? "every product on the panel kernel"
                   : "few-row kernel up to 32 rows, then the fp32 GEMM");
+}
+
+std::string bf16_gemm_note() {
+  if (bf16_gemm_native()) return "bf16 GEMM instructions";
+  const double ratio = bf16_dot_flops_ratio();
+  if (ratio > 0.0 && onednn_isa().find("bf16") != std::string::npos)
+    return cat("this CPU's bf16 dot product runs at ", fixed(ratio, 2),
+               "x its fp32 FMA's rate and it has no AMX: bf16 operands on the fp32 kernels, no "
+               "faster than --precision fp32 here (docs/precision.md)");
+  return "no bf16 GEMM instructions here: bf16 operands on fp32 kernels, slower than fp32; chainlm "
+         "info --system says what attention runs";
 }
 
 }  // namespace chainlm::cli

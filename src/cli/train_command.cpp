@@ -12,6 +12,7 @@
 #include "cli/commands.h"
 #include "cli/model_loading.h"
 #include "cli/parse_util.h"
+#include "cli/system_info.h"
 #include "cli/train_checks.h"
 #include "cli/training_samples.h"
 #include "core/error.h"
@@ -589,10 +590,7 @@ void add_train_command(CLI::App& app) {
                    ps.numel(), 100.0 * trainer.trainable_fraction(), what.c_str());
       if (o.precision == "bf16")
         std::fprintf(stderr, "precision: bf16 GEMMs over fp32 master weights (%s)\n",
-                     bf16_gemm_native()
-                         ? "bf16 GEMM instructions"
-                         : "no bf16 GEMM instructions here: bf16 operands on fp32 kernels, slower "
-                           "than fp32; chainlm info --system says what attention runs");
+                     bf16_gemm_note().c_str());
       if (comm.size() > 1)
         std::fprintf(stderr,
                      "data parallel: %d ranks on %d machine(s), %d thread(s) each; %d of the %d "

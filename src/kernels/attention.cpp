@@ -27,6 +27,7 @@
 #include "core/thread_scratch.h"
 #include "core/threads.h"
 #include "kernels/attention_passes.h"
+#include "kernels/bf16_dot_rate.h"
 #include "kernels/fp16_rows.h"
 
 namespace chainlm {
@@ -78,6 +79,10 @@ bool attention_has_bf16_products() {
 #else
   return false;
 #endif
+}
+
+bool attention_runs_bf16_products() {
+  return attention_has_bf16_products() && bf16_dot_outruns_fma(bf16_dot_flops_ratio());
 }
 
 void attention_forward(const AttentionShape& s, const float* q, const float* k, const float* v,

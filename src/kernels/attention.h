@@ -81,6 +81,10 @@ void phd_attention_forward(const AttentionShape& s, const PhdQueryRows& rows, co
 // Whether this build runs AttentionShape::bf16_products on bf16 operands (AVX512-BF16); without
 // them the flag changes nothing.
 bool attention_has_bf16_products();
+// Whether a bf16 run's attention asks for them (the model sets bf16_products by it): where the
+// build has them and this CPU's bf16 dot product outruns its FMA (bf16_dot_rate.h). On Intel's
+// Sapphire and Emerald Rapids without AMX it runs at half the FMA's rate, and fp32 tiles win.
+bool attention_runs_bf16_products();
 
 // Backward: dq (laid out like q), dk, dv (like k, v) are accumulated into (+=); only the
 // active heads' and used KV heads' blocks are touched. Needs o and lse from the forward.

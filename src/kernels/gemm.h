@@ -49,12 +49,18 @@ void gemm_nn_bf16(int M, int N, int K, const bf16_t* A, int lda, const bf16_t* B
                   int ldc, float beta);
 void gemm_tn_bf16(int M, int N, int K, const bf16_t* A, int lda, const bf16_t* B, int ldb, float* C,
                   int ldc, float beta);
-// Whether the bf16 GEMMs run on bf16 instructions (oneDNN's AVX512-BF16 or AMX kernels) rather
-// than on rounded operands through the fp32 kernels.
+// Whether the large bf16 GEMMs (more than kMaxDecodeRows rows) run on oneDNN's bf16 kernels
+// rather than as bf16-rounded operands through the fp32 kernels: with AMX, and with AVX512-BF16
+// where its dot product outruns the fp32 FMA (bf16_dot_rate.h; not on Intel's Sapphire and
+// Emerald Rapids without AMX, where it runs at half the FMA's rate). Few rows (decoding) run on
+// bf16 dot products wherever the CPU has them.
 bool bf16_gemm_native();
-// Tests: with off = true the bf16 GEMMs take the path of CPUs without bf16 instructions (rounded
-// operands through the fp32 kernels) on every CPU, so both paths are tested on any machine.
-void set_bf16_gemm_native_off(bool off);
+// Which path the bf16 GEMMs take: the CPU's choice above (Auto); rounded operands through the
+// fp32 kernels for every size (Emulated: what CPUs without bf16 instructions run); or bf16
+// instructions for every size wherever the CPU has them, whatever their rate (Instructions).
+// Tests force each, so every machine tests both paths its CPU can run.
+enum class Bf16GemmPath { Auto, Emulated, Instructions };
+void set_bf16_gemm_path(Bf16GemmPath p);
 
 // The same with B block-quantized (quant.h; gemm_quant.cpp): B's rows are
 // quant_row_bytes(type, ldb) bytes apart and K <= ldb. Each row of A is quantized to Q8_0 on the

@@ -18,6 +18,7 @@
 #include "core/thread_scratch.h"
 #include "core/threads.h"
 #include "kernels/bf16.h"
+#include "kernels/bf16_dot_rate.h"
 #include "kernels/gemm.h"
 #include "kernels/gemm_backend.h"
 #include "kernels/onednn_matmul.h"
@@ -183,19 +184,52 @@ void scale_only(int M, int N, float* C, int ldc, float beta) {
     for (int n = 0; n < N; ++n) C[(long)m * ldc + n] = beta == 0.0f ? 0.0f : beta * C[(long)m * ldc + n];
 }
 
-std::atomic<bool> g_native_off{false};
+std::atomic<int> g_path{static_cast<int>(Bf16GemmPath::Auto)};
+
+Bf16GemmPath path() {
+  return static_cast<Bf16GemmPath>(g_path.load(std::memory_order_relaxed));
+}
+
+// Whether oneDNN, held to its ISA (ONEDNN_MAX_CPU_ISA lowers it), has bf16 instructions.
+bool has_bf16_instructions() {
+  static const bool has = [] {
+    const std::string isa = onednn_isa();
+    return isa.find("bf16") != std::string::npos || isa.find("amx") != std::string::npos;
+  }();
+  return has;
+}
+
+#if defined(__AVX512BF16__)
+// The few-row kernels' choice: bf16 dot products wherever the CPU has them (decoding reads
+// every weight once, so the bytes read decide, not the arithmetic rate).
+bool few_rows_on_dot_products() {
+  return has_bf16_instructions() && path() != Bf16GemmPath::Emulated;
+}
+#endif
 
 }  // namespace
 
 bool bf16_gemm_native() {
   static const bool native = [] {
+    if (!has_bf16_instructions()) return false;
     const std::string isa = onednn_isa();
-    return isa.find("bf16") != std::string::npos || isa.find("amx") != std::string::npos;
+    const bool amx = isa.find("amx") != std::string::npos;
+    return bf16_large_gemm_native(isa.c_str(), amx ? 0.0 : bf16_dot_flops_ratio());
   }();
-  return native && !g_native_off.load(std::memory_order_relaxed);
+  switch (path()) {
+    case Bf16GemmPath::Emulated:
+      return false;
+    case Bf16GemmPath::Instructions:
+      return has_bf16_instructions();
+    case Bf16GemmPath::Auto:
+      break;
+  }
+  return native;
 }
 
-void set_bf16_gemm_native_off(bool off) { g_native_off.store(off); }
+void set_bf16_gemm_path(Bf16GemmPath p) {
+  g_path.store(static_cast<int>(p));
+}
 
 void gemm_nt_bf16(int M, int N, int K, const float* A, int lda, const bf16_t* B, int ldb, float* C,
                   int ldc, float beta) {
@@ -213,7 +247,7 @@ void gemm_nt_bf16(int M, int N, int K, const bf16_t* A, int lda, const bf16_t* B
     return;
   }
 #if defined(__AVX512BF16__)
-  if (bf16_gemm_native()) {
+  if (M <= kMaxFewRows && few_rows_on_dot_products()) {
     const FewRowsDotKernel f = kFewRowsDot[M - 1];
     for_column_ranges(N, (long)M * N * K, [&](int n0, int n1) { f(n0, n1, K, A, lda, B, ldb, C, ldc, beta); });
     return;

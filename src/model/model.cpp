@@ -324,7 +324,7 @@ void Model::forward_trunk(const int* tokens, int B, int T, int k) {
 
   embedding_forward(M, Dk, stream, embedding(), D, b.layers[0].x_in, D);
   AttentionShape as = attention_shape(k, B, T * K, T * K, 0);
-  as.bf16_products = h;  // attention's tile products in bf16 too, where the CPU has them
+  as.bf16_products = h && attention_runs_bf16_products();  // where they beat fp32 tiles
   const int kv_heads_active = L.active_kv_width(k) / hd;
 
   // y (+)= x W^T over chain blocks, from x's bf16 copy xh (rounded once) when there is one.
@@ -490,7 +490,7 @@ StepLosses Model::forward_backward(const int* tokens, const int* targets, int B,
   clear_frozen(norm_);
 
   AttentionShape as = attention_shape(k, B, T * K, T * K, 0);
-  as.bf16_products = b.rounded_once;  // as the forward ran them
+  as.bf16_products = b.rounded_once && attention_runs_bf16_products();  // as the forward ran them
   const int kv_heads_active = L.active_kv_width(k) / hd;
   const int KVk = L.active_kv_width(k);
 
