@@ -261,6 +261,20 @@ TEST(Playground, AsksForTheApiKeyAndSendsIt) {
       << browser.script("return document.getElementById('model').textContent;");
   const std::string key_box = browser.element("#api-key");
   ASSERT_FALSE(key_box.empty()) << browser.error();
+  // A wrong key is said to be wrong, and Generate says what is missing instead of doing nothing.
+  browser.command("POST", "/element/" + key_box + "/value", {{"text", "wrong-key"}});
+  browser.script("document.getElementById('api-key').dispatchEvent(new Event('change'));");
+  ASSERT_TRUE(browser.wait_until(
+      "return document.getElementById('model').textContent.includes(\"not this server's key\");"))
+      << browser.script("return document.getElementById('model').textContent;");
+  browser.command("POST", "/element/" + browser.element("#run") + "/click");
+  ASSERT_TRUE(
+      browser.wait_until("return document.getElementById('status').dataset.state === 'error';"));
+  EXPECT_NE(browser.script("return document.getElementById('status').textContent;")
+                .get<std::string>()
+                .find("API key"),
+            std::string::npos);
+  browser.command("POST", "/element/" + key_box + "/clear");
   browser.command("POST", "/element/" + key_box + "/value", {{"text", "playground-key"}});
   browser.script("document.getElementById('api-key').dispatchEvent(new Event('change'));");
   ASSERT_TRUE(browser.wait_until("return document.getElementById('chains').max === '3';"))
@@ -289,8 +303,10 @@ TEST(Playground, ChatModeKeepsTheConversation) {
   Browser& browser = page.browser;
   ASSERT_TRUE(browser.wait_until("return document.getElementById('chains').max === '3';"));
   browser.script(
-      "const m = document.getElementById('mode'); m.value = 'chat'; m.dispatchEvent(new Event('change'));"
-      "document.getElementById('max-tokens').value = '12';");
+      "const m = document.getElementById('mode'); m.value = 'chat'; m.dispatchEvent(new "
+      "Event('change'));"
+      "document.getElementById('max-tokens').value = '12'; document.getElementById('seed').value = "
+      "'1';");
   EXPECT_EQ(browser.script("return document.getElementById('run').textContent;"), "Send");
   EXPECT_EQ(browser.script("return document.getElementById('system-row').hidden;"), false);
 
@@ -325,6 +341,102 @@ TEST(Playground, ChatModeKeepsTheConversation) {
   }
   browser.command("POST", "/element/" + browser.element("#new-chat") + "/click");
   EXPECT_EQ(turns(), json::array());
+}
+
+// What a user does while a request runs, and fields left empty or past JavaScript's integers.
+TEST(Playground, KeepsEachRequestToWhatItWasAskedIn) {
+  const std::string chromium = find_in_path("chromium"), driver = find_in_path("chromedriver");
+  if (chromium.empty() || driver.empty())
+    GTEST_SKIP() << "chromium or chromedriver is not installed";
+  testing::TempDir dir;
+  testing::write_tiny_model(dir.file("air"), true, 128);
+  ServeOptions o;
+  o.threads = 1;
+  o.max_sessions = 1;
+  testing::ServerUnderTest s(dir.file("air"), o);
+  Page page(chromium, driver, dir, s.port);
+  ASSERT_TRUE(page.ok()) << testing::read_bytes(dir.file("chromedriver.log"))
+                         << page.browser.error();
+  Browser& browser = page.browser;
+  ASSERT_TRUE(browser.wait_until("return document.getElementById('chains').max === '3';"));
+  auto status = [&] {
+    return browser.script("return document.getElementById('status').textContent;")
+        .get<std::string>();
+  };
+  auto wait_idle = [&] {
+    return browser.wait_until(
+        "return !document.getElementById('run').disabled && "
+        "document.getElementById('status').dataset.state !== 'running';");
+  };
+
+  // An empty Max tokens is refused in the page, naming it: no run, no request.
+  browser.script(
+      "document.getElementById('prompt').value = 'the cat';"
+      "document.getElementById('max-tokens').value = '';");
+  browser.command("POST", "/element/" + browser.element("#run") + "/click");
+  ASSERT_TRUE(wait_idle());
+  EXPECT_EQ(browser.script("return document.getElementById('status').dataset.state;"), "error");
+  EXPECT_NE(status().find("Max tokens"), std::string::npos) << status();
+  EXPECT_EQ(browser.script("return document.querySelectorAll('#runs tr').length;"), 0);
+
+  // A seed above 2^53 reaches the server digit for digit (a JavaScript number would round it).
+  browser.script(
+      "document.getElementById('max-tokens').value = '4';"
+      "document.getElementById('seed').value = '18446744073709551615';");
+  browser.command("POST", "/element/" + browser.element("#run") + "/click");
+  ASSERT_TRUE(wait_idle());
+  EXPECT_NE(status().find("seed 18446744073709551615"), std::string::npos) << status();
+
+  // Chat: while a reply streams the mode and the conversation cannot change, and what is typed
+  // meanwhile stays in the box.
+  browser.script(
+      "const m = document.getElementById('mode'); m.value = 'chat'; m.dispatchEvent(new "
+      "Event('change'));"
+      "document.getElementById('prompt').value = 'hello';");
+  const json locked = browser.script(
+      "document.getElementById('run').click();"
+      "document.getElementById('prompt').value = 'typed meanwhile';"
+      "return [document.getElementById('mode').disabled, "
+      "document.getElementById('new-chat').disabled];");
+  EXPECT_EQ(locked, json::array({true, true}));
+  ASSERT_TRUE(wait_idle());
+  EXPECT_EQ(browser.script("return document.getElementById('status').dataset.state;"), "done")
+      << status();
+  EXPECT_EQ(browser.script("return document.getElementById('prompt').value;"), "typed meanwhile");
+  EXPECT_EQ(browser.script("return [document.getElementById('mode').disabled, "
+                           "document.getElementById('new-chat').disabled];"),
+            json::array({false, false}));
+
+  // A reply Stop cuts short stays in the conversation, after the one before it.
+  browser.script(
+      "document.getElementById('max-tokens').value = '100'; "
+      "document.getElementById('prompt').value = 'stop';");
+  browser.script(
+      "document.getElementById('run').click(); setTimeout(() => "
+      "document.getElementById('stop').click(), 0);");
+  ASSERT_TRUE(wait_idle());
+  EXPECT_EQ(browser.script("return document.getElementById('status').dataset.state;"), "stopped")
+      << status();
+  const json roles = browser.script(
+      "return history.map(m => m.role + ':' + (m.role === 'user' ? m.content : ''));");
+  EXPECT_EQ(roles, json::array({"user:hello", "assistant:", "user:stop", "assistant:"}));
+
+  // "All sub-models" with the box empty answers the last message again, once per chain count,
+  // without adding to the conversation.
+  browser.script("document.getElementById('prompt').value = '';");
+  const int rows =
+      browser.script("return document.querySelectorAll('#runs tr').length;").get<int>();
+  browser.command("POST", "/element/" + browser.element("#compare") + "/click");
+  ASSERT_TRUE(browser.wait_until(
+      "return document.querySelectorAll('#runs tr').length === " + std::to_string(rows + 3) +
+      " && !document.getElementById('run').disabled;"))
+      << status();
+  const json user_turns = browser.script(
+      "return [...document.querySelectorAll('#output .turn[data-role=user]')].map(t => "
+      "t.textContent);");
+  EXPECT_EQ(user_turns, json::array({"hello", "stop"}));
+  EXPECT_EQ(browser.script("return history.length;"), 4);
+  EXPECT_EQ(s.health()["sessions_in_flight"], 0);
 }
 
 }  // namespace
