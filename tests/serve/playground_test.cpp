@@ -164,6 +164,25 @@ struct Page {
   Browser browser;
 };
 
+// A 3-chain CoLM-Air model with a 128-token context served on one session, and its page.
+struct AirPage {
+  static std::string write_model(const testing::TempDir& dir) {
+    testing::write_tiny_model(dir.file("air"), true, 128);
+    return dir.file("air");
+  }
+  static ServeOptions one_session() {
+    ServeOptions o;
+    o.threads = 1;
+    o.max_sessions = 1;
+    return o;
+  }
+  AirPage(const std::string& chromium, const std::string& driver)
+      : server(write_model(dir), one_session()), page(chromium, driver, dir, server.port) {}
+  testing::TempDir dir;
+  testing::ServerUnderTest server;
+  Page page;
+};
+
 TEST(Playground, GeneratesWithOneChainAndAllChainsInHeadlessChromium) {
   const std::string chromium = find_in_path("chromium"), driver = find_in_path("chromedriver");
   if (chromium.empty() || driver.empty()) {
@@ -292,15 +311,11 @@ TEST(Playground, AsksForTheApiKeyAndSendsIt) {
 TEST(Playground, ChatModeKeepsTheConversation) {
   const std::string chromium = find_in_path("chromium"), driver = find_in_path("chromedriver");
   if (chromium.empty() || driver.empty()) GTEST_SKIP() << "chromium or chromedriver is not installed";
-  testing::TempDir dir;
-  testing::write_tiny_model(dir.file("air"), true, 128);
-  ServeOptions o;
-  o.threads = 1;
-  o.max_sessions = 1;
-  testing::ServerUnderTest s(dir.file("air"), o);
-  Page page(chromium, driver, dir, s.port);
-  ASSERT_TRUE(page.ok()) << testing::read_bytes(dir.file("chromedriver.log")) << page.browser.error();
-  Browser& browser = page.browser;
+  AirPage air(chromium, driver);
+  ASSERT_TRUE(air.page.ok()) << testing::read_bytes(air.dir.file("chromedriver.log"))
+                             << air.page.browser.error();
+  Browser& browser = air.page.browser;
+  testing::ServerUnderTest& s = air.server;
   ASSERT_TRUE(browser.wait_until("return document.getElementById('chains').max === '3';"));
   browser.script(
       "const m = document.getElementById('mode'); m.value = 'chat'; m.dispatchEvent(new "
@@ -348,16 +363,11 @@ TEST(Playground, KeepsEachRequestToWhatItWasAskedIn) {
   const std::string chromium = find_in_path("chromium"), driver = find_in_path("chromedriver");
   if (chromium.empty() || driver.empty())
     GTEST_SKIP() << "chromium or chromedriver is not installed";
-  testing::TempDir dir;
-  testing::write_tiny_model(dir.file("air"), true, 128);
-  ServeOptions o;
-  o.threads = 1;
-  o.max_sessions = 1;
-  testing::ServerUnderTest s(dir.file("air"), o);
-  Page page(chromium, driver, dir, s.port);
-  ASSERT_TRUE(page.ok()) << testing::read_bytes(dir.file("chromedriver.log"))
-                         << page.browser.error();
-  Browser& browser = page.browser;
+  AirPage air(chromium, driver);
+  ASSERT_TRUE(air.page.ok()) << testing::read_bytes(air.dir.file("chromedriver.log"))
+                             << air.page.browser.error();
+  Browser& browser = air.page.browser;
+  testing::ServerUnderTest& s = air.server;
   ASSERT_TRUE(browser.wait_until("return document.getElementById('chains').max === '3';"));
   auto status = [&] {
     return browser.script("return document.getElementById('status').textContent;")
