@@ -92,7 +92,8 @@ nlohmann::json system_info() {
           // vdpbf16ps's arithmetic rate over the fp32 FMA's, measured (0: no AVX512-BF16).
           {"bf16_dot_flops_ratio", bf16_dot_flops_ratio()},
           // Attention's tile products in a bf16 run (training, evaluation): "bf16" where this
-          // build has AVX512-BF16 (docs/precision.md), else "fp32".
+          // build has AVX512-BF16 and its dot product outruns the FMA (docs/precision.md),
+          // else "fp32".
           {"attention_bf16_products", attention_runs_bf16_products() ? "bf16" : "fp32"},
           // How an fp32 model loaded for inference holds its matrices: in panels where this
           // build has the 512-bit panel kernel (docs/precision.md), else row-major.
@@ -141,7 +142,7 @@ std::string bf16_gemm_note() {
   const double ratio = bf16_dot_flops_ratio();
   if (ratio > 0.0 && onednn_isa().find("bf16") != std::string::npos)
     return cat("this CPU's bf16 dot product runs at ", fixed(ratio, 2),
-               "x its fp32 FMA's rate and it has no AMX: bf16 operands on the fp32 kernels, no "
+               "x its fp32 FMA's rate and oneDNN runs no AMX here: bf16 operands on the fp32 kernels, no "
                "faster than --precision fp32 here (docs/precision.md)");
   return "no bf16 GEMM instructions here: bf16 operands on fp32 kernels, slower than fp32; chainlm "
          "info --system says what attention runs";
