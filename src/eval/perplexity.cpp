@@ -96,7 +96,7 @@ PerplexityResult evaluate_perplexity(Model& model, const std::vector<int>& strea
   MemoryEstimate need;
   need.parts.push_back({cat("the activations of ", rows, " window", rows == 1 ? "" : "s", " of ", T,
                             " tokens a pass"),
-                        Model::activation_floats(c, rows, T) * sizeof(float)});
+                        Model::activation_floats(c, rows, T, true) * sizeof(float)});
   check_memory_fits("eval ppl", need, 1, 0,
                     rows > 1 ? "lower --batch-size (0 = about 1024 tokens a pass) or --seq-len"
                              : "lower --seq-len (a pass of one window is the smallest there is)",

@@ -38,6 +38,9 @@ void copy_rows(int M, int width, const float* src, float* dst, int ld) {
 // sub-model k only touches its prefix of columns.
 struct Model::Buffers {
   int B = 0, T = 0;
+  // A forward pass's arena: layer l's activations are block l % 2's (the two alternate, so a
+  // layer's output never lands on its own input), and there is no backward scratch.
+  bool forward_only = false;
   AlignedVector<float> arena;
   std::vector<int> positions;      // RoPE position of every row
   std::vector<int> stream_tokens;  // with PHD: the token of every row (each repeated K times)
@@ -50,7 +53,8 @@ struct Model::Buffers {
   std::vector<Layer> layers;
   float *x_final, *xnf, *rstdf, *logits;
   // Backward scratch.
-  float *dres, *dxn, *datt, *dq, *dk, *dv, *dh1, *dh3, *dg;
+  float *dres = nullptr, *dxn = nullptr, *datt = nullptr, *dq = nullptr, *dk = nullptr,
+        *dv = nullptr, *dh1 = nullptr, *dh3 = nullptr, *dg = nullptr;
   std::vector<std::vector<float>> dlogits;  // one per extra weighted chain prefix
   AlignedVector<bf16_t> arena16;            // the layers' bf16 activations (bf16 weights only)
   bf16_t *dh1h = nullptr, *dh3h = nullptr;  // and SwiGLU's input gradients, rounded as written
@@ -204,28 +208,32 @@ std::size_t Model::parameter_floats(const ModelConfig& config) {
 
 // The arena ensure_buffers lays out: per layer the saved forward activations, then the final
 // norm and logits rows, then the backward scratch shared by all layers.
-std::size_t Model::activation_floats(const ModelConfig& c, int B, int T) {
+std::size_t Model::activation_floats(const ModelConfig& c, int B, int T, bool forward_only) {
   const ChainLayout layout(c);
   const std::size_t K = c.phd.repeat, Mh = (std::size_t)B * T, M = Mh * K;
   const std::size_t D = c.dim, F = c.ffn_dim, V = c.vocab_size;
   const std::size_t KV = layout.kv.total(), n = layout.n, H = c.n_heads;
   const std::size_t per_layer = M * (D * 6 + KV * 2 + F * 3 + n * 2) + (std::size_t)B * H * T * K;
-  return per_layer * c.n_layers + M * D + Mh * (D + n + V) + M * (D * 5 + KV * 2 + F * 3);
+  const std::size_t blocks = forward_only ? std::min(2, c.n_layers) : c.n_layers;
+  const std::size_t backward = forward_only ? 0 : M * (D * 5 + KV * 2 + F * 3);
+  return per_layer * blocks + M * D + Mh * (D + n + V) + backward;
 }
 
-void Model::ensure_buffers(int B, int T) {
-  if (buf_ && buf_->B == B && buf_->T == T) return;
+void Model::ensure_buffers(int B, int T, bool forward_only) {
+  // A training arena serves a forward pass too (validation between steps reuses it).
+  if (buf_ && buf_->B == B && buf_->T == T && (forward_only || !buf_->forward_only)) return;
   CHAINLM_CHECK(T <= config_.max_seq_len, "sequence length ", T, " exceeds the model's max_seq_len ",
                 config_.max_seq_len);
   buf_ = std::make_unique<Buffers>();
   Buffers& b = *buf_;
   b.B = B;
   b.T = T;
+  b.forward_only = forward_only;
   const PhdConfig& phd = config_.phd;
   const long K = phd.repeat, Mh = (long)B * T, M = Mh * K;
   const long D = config_.dim, F = config_.ffn_dim, V = config_.vocab_size;
   const long KV = layout_.kv.total(), n = layout_.n, H = config_.n_heads;
-  const std::size_t total = activation_floats(config_, B, T);
+  const std::size_t total = activation_floats(config_, B, T, forward_only);
   b.arena.assign(total, 0.0f);
   float* p = b.arena.data();
   auto take = [&](long count) {
@@ -234,6 +242,10 @@ void Model::ensure_buffers(int B, int T) {
     return r;
   };
   for (int l = 0; l < config_.n_layers; ++l) {
+    if (forward_only && l >= 2) {
+      b.layers.push_back(b.layers[l % 2]);
+      continue;
+    }
     Buffers::Layer a;
     a.x_in = take(M * D);
     a.xn1 = take(M * D);
@@ -255,15 +267,17 @@ void Model::ensure_buffers(int B, int T) {
   b.xnf = take(Mh * D);
   b.rstdf = take(Mh * n);
   b.logits = take(Mh * V);
-  b.dres = take(M * D);
-  b.dxn = take(M * D);
-  b.datt = take(M * D);
-  b.dq = take(M * D);
-  b.dk = take(M * KV);
-  b.dv = take(M * KV);
-  b.dh1 = take(M * F);
-  b.dh3 = take(M * F);
-  b.dg = take(M * F);
+  if (!forward_only) {
+    b.dres = take(M * D);
+    b.dxn = take(M * D);
+    b.datt = take(M * D);
+    b.dq = take(M * D);
+    b.dk = take(M * KV);
+    b.dv = take(M * KV);
+    b.dh1 = take(M * F);
+    b.dh3 = take(M * F);
+    b.dg = take(M * F);
+  }
   b.positions.resize(M);
   for (long r = 0; r < M; ++r) {
     const long row = r % (T * K);  // row in its sequence's repeated stream
@@ -272,10 +286,12 @@ void Model::ensure_buffers(int B, int T) {
   if (K > 1) b.stream_tokens.resize(M);
 }
 
-std::size_t Model::bf16_activation_elements(const ModelConfig& c, int B, int T) {
+std::size_t Model::bf16_activation_elements(const ModelConfig& c, int B, int T, bool forward_only) {
   const std::size_t M = (std::size_t)B * T * c.phd.repeat;
-  // Per layer xn1, att, xn2 and SwiGLU's output; once, the backward's two SwiGLU gradients.
-  return (std::size_t)c.n_layers * M * (3 * (std::size_t)c.dim + c.ffn_dim) + 2 * M * c.ffn_dim;
+  // Per layer (per block of a forward pass's arena) xn1, att, xn2 and SwiGLU's output; once,
+  // the backward's two SwiGLU gradients.
+  const std::size_t blocks = forward_only ? std::min(2, c.n_layers) : c.n_layers;
+  return blocks * M * (3 * (std::size_t)c.dim + c.ffn_dim) + (forward_only ? 0 : 2 * M * c.ffn_dim);
 }
 
 bool Model::bf16_activations() const {
@@ -288,22 +304,29 @@ void Model::ensure_bf16_activations() {
   Buffers& b = *buf_;
   if (b.layers.front().xn1h) return;
   const long M = (long)b.B * b.T * config_.phd.repeat, D = config_.dim, F = config_.ffn_dim;
-  b.arena16.assign(bf16_activation_elements(config_, b.B, b.T), 0);
+  b.arena16.assign(bf16_activation_elements(config_, b.B, b.T, b.forward_only), 0);
   bf16_t* p = b.arena16.data();
-  for (Buffers::Layer& a : b.layers) {
+  for (size_t l = 0; l < b.layers.size(); ++l) {
+    Buffers::Layer& a = b.layers[l];
+    if (b.forward_only && l >= 2) {  // the block's (l % 2) copies, as its fp32 activations
+      const Buffers::Layer& same = b.layers[l % 2];
+      a.xn1h = same.xn1h, a.atth = same.atth, a.xn2h = same.xn2h, a.gh = same.gh;
+      continue;
+    }
     a.xn1h = p;
     a.atth = p + M * D;
     a.xn2h = p + 2 * M * D;
     a.gh = p + 3 * M * D;
     p += M * (3 * D + F);
   }
+  if (b.forward_only) return;
   b.dh1h = p;
   b.dh3h = p + M * F;
 }
 
-void Model::forward_trunk(const int* tokens, int B, int T, int k) {
+void Model::forward_trunk(const int* tokens, int B, int T, int k, bool forward_only) {
   CHAINLM_CHECK(k >= 1 && k <= layout_.n, "active chains k = ", k, " is outside 1..", layout_.n);
-  ensure_buffers(B, T);
+  ensure_buffers(B, T, forward_only);
   // bf16 weights (training or evaluating in bf16): each GEMM input is rounded once, here.
   const bool h = bf16_activations() && B * T > kMaxDecodeRows;
   if (h) ensure_bf16_activations();
@@ -554,7 +577,7 @@ StepLosses Model::forward_backward(const int* tokens, const int* targets, int B,
 
 std::vector<double> Model::evaluate(const int* tokens, const int* targets, int B, int T, int k_max,
                                     long* n_targets) {
-  forward_trunk(tokens, B, T, k_max);
+  forward_trunk(tokens, B, T, k_max, true);
   Buffers& b = *buf_;
   const int M = B * T, D = config_.dim, V = config_.vocab_size;
   const WeightRef Wout = head();
@@ -578,7 +601,7 @@ std::vector<double> Model::evaluate(const int* tokens, const int* targets, int B
 }
 
 void Model::logits(const int* tokens, int B, int T, int k, float* out) {
-  forward_trunk(tokens, B, T, k);
+  forward_trunk(tokens, B, T, k, true);
   const int Dk = layout_.dim.prefix(k);
   gemm_nt(B * T, config_.vocab_size, Dk, buf_->xnf, config_.dim, head(), config_.dim, out,
           config_.vocab_size, 0.0f);

@@ -179,9 +179,13 @@ class Model {
   // buffer is the same size), and the activation arena of a (B, T) training step, worked out
   // without allocating either (src/model/memory_estimate.h).
   static std::size_t parameter_floats(const ModelConfig& config);
-  static std::size_t activation_floats(const ModelConfig& config, int B, int T);
+  // forward_only: the arena of a forward pass alone (evaluate, logits on a model that has not
+  // trained): two layers' activations, used in turn, and no backward scratch.
+  static std::size_t activation_floats(const ModelConfig& config, int B, int T,
+                                       bool forward_only = false);
   // With bf16 weights: the bf16 copies of the layers' GEMM inputs a step keeps besides.
-  static std::size_t bf16_activation_elements(const ModelConfig& config, int B, int T);
+  static std::size_t bf16_activation_elements(const ModelConfig& config, int B, int T,
+                                              bool forward_only = false);
 
   // Parameters a token touches in the matmuls of sub-model k (for FLOP accounting).
   long matmul_params(int k) const;
@@ -191,8 +195,10 @@ class Model {
  private:
   Model(const ModelConfig& config, bool allocate);  // allocate = false: shapes only
   struct Buffers;
-  void forward_trunk(const int* tokens, int B, int T, int k);
-  void ensure_buffers(int B, int T);
+  // forward_only: a pass no backward follows (evaluate, logits); it runs on whatever arena
+  // the model has for (B, T), and allocates only a forward pass's when it has none.
+  void forward_trunk(const int* tokens, int B, int T, int k, bool forward_only = false);
+  void ensure_buffers(int B, int T, bool forward_only = false);
   bool bf16_activations() const;  // whether the forward rounds its GEMM inputs once (bf16 weights)
   void ensure_bf16_activations();
   void bind_grads();

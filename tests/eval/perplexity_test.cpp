@@ -135,10 +135,11 @@ TEST(Perplexity, ABatchLargerThanTheMemoryIsRefusedNamingTheOption) {
   Model m(test::byte_config({1, 1}, true));
   m.init_random(1);
   const int T = 32;
-  const double per_window = (double)Model::activation_floats(m.config(), 1, T) * sizeof(float);
+  const double per_window =
+      (double)Model::activation_floats(m.config(), 1, T, true) * sizeof(float);
   // Twice what fits: other processes freeing memory meanwhile cannot let it through.
   const long windows = 2 * (long)(available_memory().bytes / per_window) + 64;
-  ASSERT_GT((double)Model::activation_floats(m.config(), (int)windows, T) * sizeof(float),
+  ASSERT_GT((double)Model::activation_floats(m.config(), (int)windows, T, true) * sizeof(float),
             (double)available_memory().bytes);
   const std::vector<int> stream((size_t)windows * T + 1, 'a');
   PerplexityOptions o;

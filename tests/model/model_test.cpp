@@ -170,6 +170,46 @@ INSTANTIATE_TEST_SUITE_P(MultiChain, CausalityVariants,
                          variant_name);
 
 // Messages count chains from 1 (as --chains k does) and say "head" for one head.
+// evaluate() and logits() on a model that has not trained allocate a forward pass's arena (two
+// layers' activations in turn, no backward scratch); after a training step they reuse the
+// training arena. The two must give the same bits, in fp32 and with bf16 weights, over an odd
+// number of layers (the last on the first block again).
+TEST(ForwardOnlyArena, GivesTheTrainingArenasResultsInAFractionOfItsMemory) {
+  ModelConfig c = tiny_config({1, 2}, true, 2);
+  c.n_layers = 5;
+  const int B = 2, T = 16, n = c.n_chains();
+  EXPECT_LT(3 * Model::activation_floats(c, B, T, true), 2 * Model::activation_floats(c, B, T));
+  EXPECT_LT(Model::bf16_activation_elements(c, B, T, true),
+            Model::bf16_activation_elements(c, B, T) / 2);
+  const auto tokens = random_tokens(B * T, c.vocab_size, 3),
+             targets = random_tokens(B * T, c.vocab_size, 4);
+  for (const bool bf16 : {false, true}) {
+    SCOPED_TRACE(bf16 ? "bf16" : "fp32");
+    Model fresh(c), trained(c);
+    fresh.init_random(7);
+    trained.copy_weights_from(fresh);
+    if (bf16) {
+      fresh.use_bf16_weights(true);
+      trained.use_bf16_weights(true);
+    }
+    // A step on the other model's training arena, weights left as they were (no update).
+    trained.forward_backward(tokens.data(), targets.data(), B, T, std::vector<float>(n, 1.0f),
+                             1.0f);
+    EXPECT_EQ(fresh.evaluate(tokens.data(), targets.data(), B, T, n, nullptr),
+              trained.evaluate(tokens.data(), targets.data(), B, T, n, nullptr));
+    std::vector<float> a((size_t)B * T * c.vocab_size), b(a.size());
+    fresh.logits(tokens.data(), B, T, 1, a.data());
+    trained.logits(tokens.data(), B, T, 1, b.data());
+    EXPECT_EQ(a, b);
+    // And a training step after evaluation replaces the forward pass's arena with a whole one.
+    const StepLosses l1 = fresh.forward_backward(tokens.data(), targets.data(), B, T,
+                                                 std::vector<float>(n, 1.0f), 1.0f);
+    const StepLosses l2 = trained.forward_backward(tokens.data(), targets.data(), B, T,
+                                                   std::vector<float>(n, 1.0f), 1.0f);
+    EXPECT_EQ(l1.loss, l2.loss);
+  }
+}
+
 TEST(ConfigMessages, CountChainsFromOneAndReadRight) {
   ModelConfig c = test::tiny_config({1, 1}, true, 2);
   c.chains = {1, 3};
