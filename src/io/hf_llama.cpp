@@ -196,6 +196,10 @@ HfWeights::HfWeights(const std::string& dir) {
       CHAINLM_CHECK(file.find('/') == std::string::npos && file != ".." && !file.empty(), where_,
                     ": shard name '", file, "' must be a file in the directory");
       if (!by_file.count(file)) {
+        // A shard the index names but the directory lacks: an incomplete download, said so.
+        CHAINLM_CHECK(fs::exists(fs::path(dir) / file, ec), where_, " lists ", file, " (tensor '",
+                      it.key(), "' and maybe more), which is not in ", dir,
+                      ": the download is incomplete");
         files_.push_back(std::make_unique<SafetensorsReader>((fs::path(dir) / file).string()));
         by_file[file] = files_.back().get();
       }
@@ -213,6 +217,18 @@ HfWeights::HfWeights(const std::string& dir) {
     CHAINLM_CHECK(!fs::exists(fs::path(dir) / "pytorch_model.bin", ec), dir,
                   ": only safetensors weights are supported (found pytorch_model.bin; convert it "
                   "to model.safetensors first)");
+    // Shards without their index: name what is there, and what is missing.
+    std::string shard;
+    for (const auto& e : fs::directory_iterator(dir, ec)) {
+      const std::string name = e.path().filename().string();
+      if (name.size() > 12 && name.compare(name.size() - 12, 12, ".safetensors") == 0) {
+        shard = name;
+        break;
+      }
+    }
+    CHAINLM_CHECK(shard.empty(), dir, ": found ", shard,
+                  " but no model.safetensors.index.json, which says which shard holds each tensor "
+                  "(it ships beside the shards)");
     fail(dir, ": no model.safetensors (nor model.safetensors.index.json)");
   }
   for (const auto& f : files_)

@@ -114,6 +114,12 @@ std::unique_ptr<Model> load_hf_llama(const std::string& dir) {
   for (const std::string& name : weights.names()) {
     if (used.count(name) || ends_with(name, ".rotary_emb.inv_freq")) continue;
     if (name == "lm_head.weight" && c.tie_embeddings) continue;  // a saved copy of the tie
+    // A whole layer past the config's count: the config and the weights disagree.
+    int layer = -1;
+    if (std::sscanf(name.c_str(), "model.layers.%d.", &layer) == 1 && layer >= c.n_layers)
+      fail(weights.where(), ": tensor '", name, "' is of layer ", layer, ", beyond config.json's ",
+           "num_hidden_layers = ", c.n_layers, " (layers 0..", c.n_layers - 1,
+           "): the config and the weights do not belong together");
     fail(weights.where(), ": unexpected tensor '", name,
          "': not part of a LLaMA model (biases and other additions are not supported)");
   }

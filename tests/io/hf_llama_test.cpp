@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include <filesystem>
 #include <numeric>
 
 #include "core/error.h"
@@ -270,9 +271,27 @@ TEST(HfLlama, ReadsShardedWeightsAndRefusesOtherLayouts) {
               std::string::npos)
         << e.what();
   }
-  // A shard the index names but that is not there.
+  // A shard the index names but that is not there: an incomplete download, said so.
   write_bytes(dir.file("model.safetensors.index.json"), R"({"weight_map": {"a": "gone.safetensors"}})");
-  EXPECT_THROW(HfWeights{dir.path().string()}, Error);
+  try {
+    HfWeights{dir.path().string()};
+    ADD_FAILURE();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("model.safetensors.index.json lists gone.safetensors"),
+              std::string::npos)
+        << e.what();
+    EXPECT_NE(std::string(e.what()).find("incomplete"), std::string::npos) << e.what();
+  }
+  // Shards without their index: the message names a shard found and the missing index.
+  std::filesystem::remove(dir.file("model.safetensors.index.json"));
+  try {
+    HfWeights{dir.path().string()};
+    ADD_FAILURE();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("safetensors but no model.safetensors.index.json"),
+              std::string::npos)
+        << e.what();
+  }
 
   TempDir torch;
   write_bytes(torch.file("pytorch_model.bin"), "not read");

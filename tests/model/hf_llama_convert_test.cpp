@@ -322,6 +322,14 @@ TEST(HfLlamaConvert, RefusesBadDirectories) {
   write_hf_dir(dir.file("bias"), native, "F32", bias);
   expect_load_error(dir.file("bias"), "unexpected tensor 'model.layers.0.self_attn.q_proj.bias'");
 
+  // A layer past the config's num_hidden_layers: the config and the weights disagree.
+  auto extra_layer = good;
+  extra_layer.push_back(
+      {"model.layers.2.input_layernorm.weight", {48}, std::vector<float>(48, 1.0f)});
+  write_hf_dir(dir.file("extra_layer"), native, "F32", extra_layer);
+  expect_load_error(dir.file("extra_layer"),
+                    "is of layer 2, beyond config.json's num_hidden_layers = 2");
+
   auto inv_freq = good;  // older checkpoints save RoPE buffers: ignored
   inv_freq.push_back({"model.layers.0.self_attn.rotary_emb.inv_freq", {4}, std::vector<float>(4, 1.0f)});
   write_hf_dir(dir.file("inv_freq"), native, "F32", inv_freq);
