@@ -207,7 +207,8 @@ std::size_t Model::parameter_floats(const ModelConfig& config) {
 }
 
 // The arena ensure_buffers lays out: per layer the saved forward activations, then the final
-// norm and logits rows, then the backward scratch shared by all layers.
+// norm and logits rows, then the backward scratch shared by all layers (a forward pass's
+// arena: two layers' activations, used in turn, and no backward scratch).
 std::size_t Model::activation_floats(const ModelConfig& c, int B, int T, bool forward_only) {
   const ChainLayout layout(c);
   const std::size_t K = c.phd.repeat, Mh = (std::size_t)B * T, M = Mh * K;
