@@ -178,6 +178,15 @@ struct AirPage {
   }
   AirPage(const std::string& chromium, const std::string& driver)
       : server(write_model(dir), one_session()), page(chromium, driver, dir, server.port) {}
+  // Whether the browser started and the page has loaded the model's description.
+  ::testing::AssertionResult loaded() {
+    if (!page.ok())
+      return ::testing::AssertionFailure() << testing::read_bytes(dir.file("chromedriver.log"))
+                                           << page.browser.error();
+    if (!page.browser.wait_until("return document.getElementById('chains').max === '3';"))
+      return ::testing::AssertionFailure() << "the page did not load the model: " << page.browser.error();
+    return ::testing::AssertionSuccess();
+  }
   testing::TempDir dir;
   testing::ServerUnderTest server;
   Page page;
@@ -312,11 +321,9 @@ TEST(Playground, ChatModeKeepsTheConversation) {
   const std::string chromium = find_in_path("chromium"), driver = find_in_path("chromedriver");
   if (chromium.empty() || driver.empty()) GTEST_SKIP() << "chromium or chromedriver is not installed";
   AirPage air(chromium, driver);
-  ASSERT_TRUE(air.page.ok()) << testing::read_bytes(air.dir.file("chromedriver.log"))
-                             << air.page.browser.error();
+  ASSERT_TRUE(air.loaded());
   Browser& browser = air.page.browser;
   testing::ServerUnderTest& s = air.server;
-  ASSERT_TRUE(browser.wait_until("return document.getElementById('chains').max === '3';"));
   browser.script(
       "const m = document.getElementById('mode'); m.value = 'chat'; m.dispatchEvent(new "
       "Event('change'));"
@@ -364,11 +371,9 @@ TEST(Playground, KeepsEachRequestToWhatItWasAskedIn) {
   if (chromium.empty() || driver.empty())
     GTEST_SKIP() << "chromium or chromedriver is not installed";
   AirPage air(chromium, driver);
-  ASSERT_TRUE(air.page.ok()) << testing::read_bytes(air.dir.file("chromedriver.log"))
-                             << air.page.browser.error();
+  ASSERT_TRUE(air.loaded());
   Browser& browser = air.page.browser;
   testing::ServerUnderTest& s = air.server;
-  ASSERT_TRUE(browser.wait_until("return document.getElementById('chains').max === '3';"));
   auto status = [&] {
     return browser.script("return document.getElementById('status').textContent;")
         .get<std::string>();
