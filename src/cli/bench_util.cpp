@@ -30,9 +30,7 @@ GemmPeak measure_gemm_peak(int n, int reps, Precision p) {
   GemmPeak peak;
   // Timed wherever oneDNN has bf16 kernels, also where the run takes the fp32 kernels for
   // being faster (bf16_dot_rate.h): the line then shows both rates.
-  const std::string isa = onednn_isa();
-  if (p == Precision::Bf16 &&
-      (isa.find("bf16") != std::string::npos || isa.find("amx") != std::string::npos)) {
+  if (p == Precision::Bf16 && has_bf16_instructions()) {
     AlignedVector<bf16_t> ah(a.size()), bh(b.size());
     to_bf16(a.data(), ah.data(), a.size());
     to_bf16(b.data(), bh.data(), b.size());

@@ -140,7 +140,7 @@ void print_system_info(const nlohmann::json& s) {
 std::string bf16_gemm_note() {
   if (bf16_gemm_native()) return "bf16 GEMM instructions";
   const double ratio = bf16_dot_flops_ratio();
-  if (ratio > 0.0 && onednn_isa().find("bf16") != std::string::npos)
+  if (ratio > 0.0 && has_bf16_instructions())
     return cat("this CPU's bf16 dot product runs at ", fixed(ratio, 2),
                "x its fp32 FMA's rate and oneDNN runs no AMX here: bf16 operands on the fp32 kernels, no "
                "faster than --precision fp32 here (docs/precision.md)");

@@ -22,8 +22,8 @@ inline bool bf16_dot_outruns_fma(double dot_flops_ratio) {
 
 // Whether large bf16 GEMMs run on oneDNN's bf16 kernels for this ISA (onednn_isa()) and
 // measured ratio: always with AMX, with AVX512-BF16 only where its dot product outruns the
-// fp32 FMA; else the bf16-rounded operands
-// go through the fp32 kernels, which then run faster than the bf16 ones.
+// fp32 FMA; else the bf16-rounded operands go through the fp32 kernels, which then run faster
+// than the bf16 ones.
 bool bf16_large_gemm_native(const char* onednn_isa, double dot_flops_ratio);
 
 }  // namespace chainlm

@@ -60,6 +60,9 @@ bool bf16_gemm_native();
 // instructions for every size wherever the CPU has them, whatever their rate (Instructions).
 // Tests force each, so every machine tests both paths its CPU can run.
 enum class Bf16GemmPath { Auto, Emulated, Instructions };
+// Whether oneDNN, held to its ISA (ONEDNN_MAX_CPU_ISA lowers it), has bf16 instructions
+// (AVX512-BF16 or AMX), whether or not bf16_gemm_native takes them for large GEMMs.
+bool has_bf16_instructions();
 void set_bf16_gemm_path(Bf16GemmPath p);
 
 // The same with B block-quantized (quant.h; gemm_quant.cpp): B's rows are

@@ -190,15 +190,6 @@ Bf16GemmPath path() {
   return static_cast<Bf16GemmPath>(g_path.load(std::memory_order_relaxed));
 }
 
-// Whether oneDNN, held to its ISA (ONEDNN_MAX_CPU_ISA lowers it), has bf16 instructions.
-bool has_bf16_instructions() {
-  static const bool has = [] {
-    const std::string isa = onednn_isa();
-    return isa.find("bf16") != std::string::npos || isa.find("amx") != std::string::npos;
-  }();
-  return has;
-}
-
 #if defined(__AVX512BF16__)
 // The few-row kernels' choice: bf16 dot products wherever the CPU has them (decoding reads
 // every weight once, so the bytes read decide, not the arithmetic rate).
@@ -208,6 +199,14 @@ bool few_rows_on_dot_products() {
 #endif
 
 }  // namespace
+
+bool has_bf16_instructions() {
+  static const bool has = [] {
+    const std::string isa = onednn_isa();
+    return isa.find("bf16") != std::string::npos || isa.find("amx") != std::string::npos;
+  }();
+  return has;
+}
 
 bool bf16_gemm_native() {
   static const bool native = [] {

@@ -21,6 +21,10 @@ namespace chainlm {
 
 namespace {
 
+// Blocks of layer activations a forward pass's arena holds: layer l uses block l % this, so a
+// layer's output (the next layer's input) never lands on its own input.
+constexpr int kForwardOnlyBlocks = 2;
+
 // dst[r, :width] = src[r, :width] for M rows of stride ld (the residual before a GEMM adds
 // onto it), in parallel: a serial copy would leave the other cores spinning.
 void copy_rows(int M, int width, const float* src, float* dst, int ld) {
@@ -38,8 +42,8 @@ void copy_rows(int M, int width, const float* src, float* dst, int ld) {
 // sub-model k only touches its prefix of columns.
 struct Model::Buffers {
   int B = 0, T = 0;
-  // A forward pass's arena: layer l's activations are block l % 2's (the two alternate, so a
-  // layer's output never lands on its own input), and there is no backward scratch.
+  // A forward pass's arena: layer l's activations are block l % kForwardOnlyBlocks's, and
+  // there is no backward scratch.
   bool forward_only = false;
   AlignedVector<float> arena;
   std::vector<int> positions;      // RoPE position of every row
@@ -215,7 +219,7 @@ std::size_t Model::activation_floats(const ModelConfig& c, int B, int T, bool fo
   const std::size_t D = c.dim, F = c.ffn_dim, V = c.vocab_size;
   const std::size_t KV = layout.kv.total(), n = layout.n, H = c.n_heads;
   const std::size_t per_layer = M * (D * 6 + KV * 2 + F * 3 + n * 2) + (std::size_t)B * H * T * K;
-  const std::size_t blocks = forward_only ? std::min(2, c.n_layers) : c.n_layers;
+  const std::size_t blocks = forward_only ? std::min(kForwardOnlyBlocks, c.n_layers) : c.n_layers;
   const std::size_t backward = forward_only ? 0 : M * (D * 5 + KV * 2 + F * 3);
   return per_layer * blocks + M * D + Mh * (D + n + V) + backward;
 }
@@ -243,8 +247,8 @@ void Model::ensure_buffers(int B, int T, bool forward_only) {
     return r;
   };
   for (int l = 0; l < config_.n_layers; ++l) {
-    if (forward_only && l >= 2) {
-      b.layers.push_back(b.layers[l % 2]);
+    if (forward_only && l >= kForwardOnlyBlocks) {
+      b.layers.push_back(b.layers[l % kForwardOnlyBlocks]);
       continue;
     }
     Buffers::Layer a;
@@ -291,7 +295,7 @@ std::size_t Model::bf16_activation_elements(const ModelConfig& c, int B, int T, 
   const std::size_t M = (std::size_t)B * T * c.phd.repeat;
   // Per layer (per block of a forward pass's arena) xn1, att, xn2 and SwiGLU's output; once,
   // the backward's two SwiGLU gradients.
-  const std::size_t blocks = forward_only ? std::min(2, c.n_layers) : c.n_layers;
+  const std::size_t blocks = forward_only ? std::min(kForwardOnlyBlocks, c.n_layers) : c.n_layers;
   return blocks * M * (3 * (std::size_t)c.dim + c.ffn_dim) + (forward_only ? 0 : 2 * M * c.ffn_dim);
 }
 
@@ -309,8 +313,8 @@ void Model::ensure_bf16_activations() {
   bf16_t* p = b.arena16.data();
   for (size_t l = 0; l < b.layers.size(); ++l) {
     Buffers::Layer& a = b.layers[l];
-    if (b.forward_only && l >= 2) {  // the block's (l % 2) copies, as its fp32 activations
-      const Buffers::Layer& same = b.layers[l % 2];
+    if (b.forward_only && l >= kForwardOnlyBlocks) {  // its block's copies, as its fp32 ones
+      const Buffers::Layer& same = b.layers[l % kForwardOnlyBlocks];
       a.xn1h = same.xn1h, a.atth = same.atth, a.xn2h = same.xn2h, a.gh = same.gh;
       continue;
     }
