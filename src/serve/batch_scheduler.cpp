@@ -50,6 +50,11 @@ void Generation::wait_ended() {
   changed_.wait(lock, [&] { return ended_; });
 }
 
+bool Generation::wait_ended_for(std::chrono::milliseconds timeout) {
+  std::unique_lock<std::mutex> lock(mutex_);
+  return changed_.wait_for(lock, timeout, [&] { return ended_; });
+}
+
 void Generation::cancel() {
   cancelled_ = true;
   wait_ended();

@@ -60,6 +60,8 @@ class Generation {
   // Waits until the generation has ended, without waking for each token (a request that nothing
   // can end early: its tokens are then taken at once).
   void wait_ended();
+  // The same for at most `timeout`: true if it has ended.
+  bool wait_ended_for(std::chrono::milliseconds timeout);
   // Stops generating (the client went away, or a stop sequence appeared) and waits until the
   // scheduler has let go of it.
   void cancel();

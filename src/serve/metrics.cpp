@@ -33,6 +33,11 @@ void Metrics::count_queue_wait(double seconds) {
   queue_wait_.observe(seconds);
 }
 
+void Metrics::count_client_left_queue() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  ++left_queue_;
+}
+
 void Metrics::set_build_info(std::vector<std::pair<std::string, std::string>> labels) {
   std::lock_guard<std::mutex> lock(mutex_);
   build_info_ = std::move(labels);
@@ -92,11 +97,14 @@ std::string Metrics::render(const Gauges& g) const {
         "# TYPE chainlm_generations_total counter\n"
         "chainlm_generations_total "
      << generations_ << '\n';
-  os << "# HELP chainlm_generations_cancelled_total Streamed generations stopped because the "
-        "client went away.\n"
+  os << "# HELP chainlm_generations_cancelled_total Generations stopped because the client went "
+        "away (streamed or not).\n"
         "# TYPE chainlm_generations_cancelled_total counter\n"
         "chainlm_generations_cancelled_total "
      << cancelled_ << '\n';
+  counter(os, "chainlm_requests_left_queue_total",
+          "Requests whose client went away while they waited for a session: never started.",
+          left_queue_);
   os << "# HELP chainlm_prompt_tokens_total Prompt tokens read (BOS included), by every "
         "generation: a "
         "request of n choices reads its prompt n times.\n"

@@ -21,6 +21,8 @@ class Metrics {
 
   // A request's wait in the queue for a session (0 when one was free), once admitted.
   void count_queue_wait(double seconds);
+  // A request whose client left while it waited in the queue (it never started).
+  void count_client_left_queue();
   // The labels of chainlm_build_info (version, model, weights), set once at start.
   void set_build_info(std::vector<std::pair<std::string, std::string>> labels);
 
@@ -51,7 +53,7 @@ class Metrics {
   mutable std::mutex mutex_;
   std::map<std::pair<std::string, int>, long> requests_;
   std::map<int, long> tokens_by_chains_;
-  long prompt_tokens_ = 0, generations_ = 0, cancelled_ = 0;
+  long prompt_tokens_ = 0, generations_ = 0, cancelled_ = 0, left_queue_ = 0;
   Histogram request_latency_, generation_latency_, queue_wait_;
   std::vector<std::pair<std::string, std::string>> build_info_;
 };

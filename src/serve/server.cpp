@@ -161,7 +161,9 @@ void InferenceServer::Impl::route() {
   // POST bodies are read here rather than by httplib, so one limit holds for every encoding
   // (chunked included) and a body is never parsed as a form. (admit() has checked that a
   // Content-Length is a number.)
-  auto post_json = [this](const char* path, std::function<void(const std::string&, httplib::Response&)> handle) {
+  using PostHandler =
+      std::function<void(const httplib::Request&, const std::string&, httplib::Response&)>;
+  auto post_json = [this](const char* path, PostHandler handle) {
     http.Post(path, [this, path, handle](const httplib::Request& req, httplib::Response& res,
                                          const httplib::ContentReader& read) {
       std::string body;
@@ -202,23 +204,34 @@ void InferenceServer::Impl::route() {
         return;
       }
       try {
-        handle(body, res);
+        handle(req, body, res);
       } catch (const RequestError& e) {
         set_error(res, 400, e.what(), "invalid_request_error", e.param());
       }
       if (res.status < 400) metrics.count_request(path, res.status < 0 ? 200 : res.status);
     });
   };
-  post_json("/v1/completions", [this](const std::string& body, httplib::Response& res) { completions(body, res); });
-  post_json("/v1/chat/completions",
-            [this](const std::string& body, httplib::Response& res) { chat_completions(body, res); });
-  post_json("/tokenize", [this](const std::string& body, httplib::Response& res) {
-    const TokenizeRequest r = parse_tokenize_request(parse_json_body(body));
-    std::vector<int> ids = tok.encode(r.content);
-    if (r.add_special) ids.insert(ids.begin(), tok.bos_id());
-    res.set_content(json_dump(json{{"tokens", ids}}), "application/json");
-  });
-  post_json("/detokenize", [this](const std::string& body, httplib::Response& res) {
+  // The generating endpoints watch their client's connection while they queue or generate
+  // without writing (client_connection.h).
+  auto client_of = [this](const httplib::Request& req) {
+    return ClientConnection(req.remote_addr, req.remote_port, port);
+  };
+  post_json("/v1/completions",
+            [this, client_of](const httplib::Request& req, const std::string& body,
+                              httplib::Response& res) { completions(body, client_of(req), res); });
+  post_json(
+      "/v1/chat/completions",
+      [this, client_of](const httplib::Request& req, const std::string& body,
+                        httplib::Response& res) { chat_completions(body, client_of(req), res); });
+  post_json("/tokenize",
+            [this](const httplib::Request&, const std::string& body, httplib::Response& res) {
+              const TokenizeRequest r = parse_tokenize_request(parse_json_body(body));
+              std::vector<int> ids = tok.encode(r.content);
+              if (r.add_special) ids.insert(ids.begin(), tok.bos_id());
+              res.set_content(json_dump(json{{"tokens", ids}}), "application/json");
+            });
+  post_json("/detokenize", [this](const httplib::Request&, const std::string& body,
+                                  httplib::Response& res) {
     const std::vector<int> ids = parse_detokenize_request(parse_json_body(body), tok.vocab_size());
     res.set_content(json_dump(json{{"content", tok.decode(ids)}}), "application/json");
   });

@@ -86,9 +86,17 @@ std::string InferenceServer::Impl::run(Job& job, Choice& c,
   // scheduler may have produced a token or two more meanwhile.
   size_t taken = 0;
   bool stopped_here = false;
-  // Unstreamed and without stop sequences nothing ends the generation early: sleep until it
-  // ends rather than waking for each token, which takes a core from the compute threads.
-  if (!emit && job.request.stop.empty()) c.gen->wait_ended();
+  // Unstreamed and without stop sequences only the client's leaving ends the generation early:
+  // sleep until it ends rather than waking for each token, which takes a core from the compute
+  // threads, looking now and then whether the client is still there.
+  if (!emit && job.request.stop.empty())
+    while (!c.gen->wait_ended_for(std::chrono::milliseconds(kClientCheckMs)))
+      if (flush && !flush()) {
+        job.cancelled = true;
+        c.gen->cancel();
+        stopped_here = true;
+        break;
+      }
   // The tokens ready are taken together, at most every stream_interval_ms (the first at once):
   // the scheduler does not wake this thread for the tokens it publishes meanwhile.
   std::vector<GeneratedToken> batch;
@@ -270,8 +278,10 @@ void InferenceServer::Impl::add_choices(Job& job, const std::string& prompt, std
   }
 }
 
-void InferenceServer::Impl::completions(const std::string& body, httplib::Response& res) {
+void InferenceServer::Impl::completions(const std::string& body, ClientConnection client,
+                                        httplib::Response& res) {
   auto job = std::make_shared<Job>();
+  job->client = std::move(client);
   job->arrival = Clock::now();
   job->request = parse_completion_body(body, model.config(), tok.vocab_size());
   const CompletionRequest& r = job->request;
@@ -314,8 +324,10 @@ void InferenceServer::Impl::completions(const std::string& body, httplib::Respon
   start(job, res);
 }
 
-void InferenceServer::Impl::chat_completions(const std::string& body, httplib::Response& res) {
+void InferenceServer::Impl::chat_completions(const std::string& body, ClientConnection client,
+                                             httplib::Response& res) {
   auto job = std::make_shared<Job>();
+  job->client = std::move(client);
   job->arrival = Clock::now();
   ChatRequest chat = parse_chat_request(parse_json_body(body), model.config(), tok.vocab_size());
   std::vector<ChatSegment> segments;
@@ -362,7 +374,14 @@ void InferenceServer::Impl::start(const std::shared_ptr<Job>& job, httplib::Resp
     gen.sampling.seed += c.index;
     c.gen = std::make_shared<Generation>(model, tok, c.prompt_tokens, gen, r.logprobs, r.echo);
   }
-  job->slot = admission.acquire();
+  bool client_left = false;
+  job->slot = admission.acquire([&] { return job->client.gone(); }, &client_left);
+  if (client_left) {
+    // Nobody reads this answer; the access log and the metrics show it (nginx's 499).
+    metrics.count_client_left_queue();
+    res.status = kClientClosedRequest;
+    return;
+  }
   if (!job->slot) {
     res.set_header("Retry-After", "1");
     // Refused because the server is stopping (its queue emptied by shutdown), or because the
@@ -401,7 +420,9 @@ void InferenceServer::Impl::start(const std::shared_ptr<Job>& job, httplib::Resp
   json choices = json::array();
   try {
     for (Choice& c : job->choices) {
-      run(*job, c, nullptr, nullptr);
+      // Nothing to write until the end: "flush" only asks whether the client is still there.
+      run(*job, c, nullptr, [&] { return !job->client.gone(); });
+      if (job->cancelled) break;
       // echo with logprobs: the prompt's tokens' log-probabilities first.
       std::vector<TokenLogprob> lp =
           r.echo && r.logprobs >= 0 ? c.gen->prompt_logprobs() : std::vector<TokenLogprob>();
@@ -414,6 +435,11 @@ void InferenceServer::Impl::start(const std::shared_ptr<Job>& job, httplib::Resp
   } catch (...) {
     finish(*job, 0);  // a failed choice: the others stop too
     throw;
+  }
+  if (job->cancelled) {
+    finish(*job, 0);  // the choices after it never ran to their end
+    res.status = kClientClosedRequest;
+    return;
   }
   finish(*job, job->choices.size());
   json out = response_json(*job, std::move(choices), false);

@@ -14,6 +14,7 @@
 #include "serve/access.h"
 #include "serve/admission.h"
 #include "serve/batch_scheduler.h"
+#include "serve/client_connection.h"
 #include "serve/completion_request.h"
 #include "serve/completion_text.h"
 #include "serve/logprobs.h"
@@ -26,6 +27,12 @@ namespace server_detail {
 
 using nlohmann::json;
 using Clock = std::chrono::steady_clock;
+
+// How often a request that queues or generates without writing looks whether its client is
+// still connected.
+constexpr int kClientCheckMs = Admission::kGoneCheckMs;
+// The status a request whose client left gets in the access log (nginx's; no client reads it).
+constexpr int kClientClosedRequest = 499;
 
 inline double seconds_since(Clock::time_point t) {
   return std::chrono::duration<double>(Clock::now() - t).count();
@@ -121,7 +128,8 @@ struct InferenceServer::Impl {
     Clock::time_point arrival;
     double queue_seconds = 0;
     std::vector<Choice> choices;  // prompt p's n choices are p*n .. p*n+n-1
-    bool cancelled = false;
+    ClientConnection client;      // watched while the request queues or generates unstreamed
+    bool cancelled = false;       // its client went away
     bool streamed = false;
     bool chat = false;  // /v1/chat/completions: its chunk format
   };
@@ -130,13 +138,13 @@ struct InferenceServer::Impl {
   // Origin, Host, Content-Length and API key, before any route runs (serve/access.h).
   httplib::Server::HandlerResponse admit(const httplib::Request& req, httplib::Response& res);
   // Parse, check the prompts' lengths (RequestError: 400), then start().
-  void completions(const std::string& body, httplib::Response& res);
-  void chat_completions(const std::string& body, httplib::Response& res);
+  void completions(const std::string& body, ClientConnection client, httplib::Response& res);
+  void chat_completions(const std::string& body, ClientConnection client, httplib::Response& res);
   // A choice for each prompt (its tokens, BOS first) n times, each with its own text filter.
   void add_choices(Job& job, const std::string& prompt, std::vector<int> prompt_tokens,
                    const std::vector<std::string>& stops);
-  // Admission (503 when full), every choice's generation submitted, then the answer, streamed
-  // or whole.
+  // Admission (503 when full; given up if the client leaves while queued), every choice's
+  // generation submitted, then the answer, streamed or whole.
   void start(const std::shared_ptr<Job>& job, httplib::Response& res);
   // Takes a choice's tokens, those ready together at most every stream_interval_ms; emit (if
   // set) receives each token's releasable text and chains, and flush (if set), after each batch,

@@ -1,11 +1,14 @@
 #pragma once
 // A tiny model on disk and an in-process InferenceServer on a free loopback port, for the serve
 // tests, plus helpers to read server-sent events.
+#include <arpa/inet.h>
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <httplib.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -182,6 +185,20 @@ class ServerUnderTest {
   std::unique_ptr<InferenceServer> server;
   int port = 0;
 };
+
+// A connected TCP socket to 127.0.0.1:port, or -1.
+inline int connect_loopback(int port) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+    ::close(fd);
+    return -1;
+  }
+  return fd;
+}
 
 // The data of each "data: ..." event of a server-sent-event body, in order.
 inline std::vector<std::string> sse_data(const std::string& body) {

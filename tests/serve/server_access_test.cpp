@@ -17,6 +17,7 @@ namespace chainlm {
 namespace {
 
 using nlohmann::json;
+using testing::connect_loopback;
 using testing::ServerUnderTest;
 using testing::TempDir;
 
@@ -218,20 +219,6 @@ TEST_F(ServeAccess, LoopbackServerAnswersOnlyLoopbackHostNames) {
   auto local = c.Get("/health", {{"Host", "localhost:" + port}});
   ASSERT_TRUE(local);
   EXPECT_EQ(local->status, 200);
-}
-
-// A connected TCP socket to 127.0.0.1:port, or -1.
-int connect_loopback(int port) {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(static_cast<uint16_t>(port));
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
-    ::close(fd);
-    return -1;
-  }
-  return fd;
 }
 
 // Sends raw bytes over one connection and returns what comes back until the server closes it
