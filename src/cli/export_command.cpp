@@ -41,13 +41,22 @@ std::string tokenizer_to_export(const std::string& model_arg, const std::string&
   std::error_code ec;
   const char* formats = format == "gguf" ? "a GGUF file" : "a Hugging Face LLaMA directory";
   auto check_kind = [&](const Tokenizer& tok, const std::string& what) {
-    CHAINLM_CHECK(tok.kind() == "sentencepiece" || (tok.kind() == "hf" && format == "hf"), "export: ", what, " is ",
-                  tok.kind() == "byte" ? "the byte tokenizer" : tok.kind() == "hf" ? "a Hugging Face tokenizer.json" : "a " + tok.kind() + " tokenizer",
-                  ", which ", formats, " written by chainlm cannot carry",
-                  tok.kind() == "hf" ? " (chainlm writes llama.cpp's SentencePiece vocabulary only; export --format hf "
-                                       "keeps the tokenizer.json, and llama.cpp's convert_hf_to_gguf.py converts that)"
-                                     : "",
-                  "; pass --no-tokenizer to export the weights alone");
+    CHAINLM_CHECK(
+        tok.kind() == "sentencepiece" || (tok.kind() == "hf" && format == "hf"), "export: ", what,
+        " is ",
+        tok.kind() == "byte" ? "the byte tokenizer"
+        : tok.kind() == "hf" ? "a Hugging Face tokenizer.json"
+                             : "a " + tok.kind() + " tokenizer",
+        ", which ", formats, " written by chainlm cannot carry",
+        tok.kind() == "hf"
+            ? " (chainlm writes llama.cpp's SentencePiece vocabulary only; export --format hf "
+              "keeps the tokenizer.json, and llama.cpp's convert_hf_to_gguf.py converts that)"
+            : "",
+        tok.kind() == "llama2c" ? "; a llama2.c tokenizer.bin is made from a SentencePiece .model "
+                                  "(stories260K's tok512.bin "
+                                  "from tok512.model): pass that as --tokenizer, or --no-tokenizer "
+                                  "to export the weights alone"
+                                : "; pass --no-tokenizer to export the weights alone");
   };
   if (!tokenizer_arg.empty()) {
     const std::string spec = fs::is_directory(tokenizer_arg, ec) ? find_tokenizer_in_dir(tokenizer_arg)

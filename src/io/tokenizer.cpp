@@ -23,6 +23,9 @@ constexpr const char* kAccepted =
     "Face tokenizer.json, a chainlm GGUF model, or a data/checkpoint/Hugging Face directory holding "
     "tokenizer.model, tokenizer.json or chainlm_tokenizer.json";
 constexpr const char* kModelFile = "tokenizer.model";
+// A llama2.c tokenizer.bin keeps its name (before 2026-12 it was stored as tokenizer.model, which
+// said SentencePiece; such directories still load: the format is told by the content).
+constexpr const char* kLlama2cFile = "tokenizer.bin";
 // The byte tokenizer's descriptor. Before 2026-12 it was tokenizer.json, the name Hugging Face
 // gives its tokenizers' files; that name is still read when it holds chainlm's descriptor.
 constexpr const char* kDescriptorFile = "chainlm_tokenizer.json";
@@ -132,6 +135,8 @@ std::string find_tokenizer_in_dir(const std::string& dir) {
     const fs::path json = fs::path(dir) / kLegacyDescriptorFile;
     return json_adds_tokens_to(json, model) ? json.string() : model.string();
   }
+  const fs::path llama2c = fs::path(dir) / kLlama2cFile;
+  if (fs::is_regular_file(llama2c, ec)) return llama2c.string();
   const fs::path descriptor = fs::path(dir) / kDescriptorFile;
   if (fs::is_regular_file(descriptor, ec)) {
     const nlohmann::json j = read_descriptor(descriptor);
@@ -156,13 +161,14 @@ std::string find_tokenizer_in_dir(const std::string& dir) {
     const std::string checkpoint = resolve_checkpoint_dir(dir);  // dir itself when a checkpoint
     if (checkpoint != dir) return find_tokenizer_in_dir(checkpoint);
   }
-  fail("no tokenizer in directory ", dir, " (expected ", kModelFile, ", ", kLegacyDescriptorFile, " or ",
-       kDescriptorFile, "); pass --tokenizer with the tokenizer the model was trained with");
+  fail("no tokenizer in directory ", dir, " (expected ", kModelFile, ", ", kLlama2cFile, ", ",
+       kLegacyDescriptorFile, " or ", kDescriptorFile,
+       "); pass --tokenizer with the tokenizer the model was trained with");
 }
 
 bool dir_has_tokenizer(const std::string& dir) {
   std::error_code ec;
-  for (const char* name : {kModelFile, kDescriptorFile, kLegacyDescriptorFile})
+  for (const char* name : {kModelFile, kLlama2cFile, kDescriptorFile, kLegacyDescriptorFile})
     if (fs::is_regular_file(fs::path(dir) / name, ec)) return true;
   return false;
 }
@@ -207,7 +213,8 @@ void check_same_tokenizer(const std::string& data_dir, const std::string& model_
                 carried, "): drop --tokenizer");
   if (a == b) return;
   // stories260K ships tok512.bin and tok512.model: one vocabulary, two tokenizers. Told apart by
-  // what the files are, not their names: prepare keeps a tok512.bin as tokenizer.model.
+  // what the files are, not their names (a directory made before 2026-12 keeps a tok512.bin as
+  // tokenizer.model).
   // Said only for one vocabulary in the two formats (a trial had it after a warning that the
   // vocabularies were 300 and 512), naming which file is which.
   std::string note;
@@ -285,9 +292,17 @@ void save_tokenizer_to_dir(const std::string& spec, const std::string& dir) {
   // Validate before writing, so a directory never gets a tokenizer that cannot be loaded.
   const std::unique_ptr<Tokenizer> tokenizer = load_tokenizer(source);
   const fs::path model = fs::path(dir) / kModelFile;
+  const fs::path llama2c = fs::path(dir) / kLlama2cFile;
   const fs::path descriptor = fs::path(dir) / kDescriptorFile;
   const fs::path legacy = fs::path(dir) / kLegacyDescriptorFile;
-  if (tokenizer->kind() == "hf") {
+  // A tokenizer.bin left from before would shadow every kind but a SentencePiece model in
+  // find_tokenizer_in_dir, and beside one it would misname what the directory carries.
+  if (tokenizer->kind() != "llama2c") fs::remove(llama2c, ec);
+  if (tokenizer->kind() == "llama2c") {
+    if (!fs::equivalent(source, llama2c, ec))
+      write_file_atomic(llama2c.string(), read_file(source));
+    fs::remove(model, ec);  // a model (or this tokenizer under its old name) would shadow it
+  } else if (tokenizer->kind() == "hf") {
     save_hf_tokenizer_files(read_hf_tokenizer_files(source), dir);
     copy_tokenizer_companions(fs::path(source).parent_path(), dir,
                               {"chat_template.jinja", "special_tokens_map.json"});

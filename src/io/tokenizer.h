@@ -91,6 +91,8 @@ void copy_sentencepiece_companions(const std::string& spec, const std::string& d
 // The one scheme for carrying a tokenizer inside a data or checkpoint directory (the first
 // present wins):
 //   DIR/tokenizer.model   a SentencePiece model (copied byte for byte)
+//   DIR/tokenizer.bin     a llama2.c tokenizer (copied byte for byte; stored as tokenizer.model
+//                         before 2026-12, which still loads: the content tells the format)
 //   DIR/chainlm_tokenizer.json  {"kind": "byte"} for the byte tokenizer
 //   DIR/tokenizer.json    a Hugging Face tokenizer, with tokenizer_config.json and
 //                         generation_config.json beside it (BOS/EOS); chainlm's byte descriptor
@@ -100,12 +102,12 @@ void copy_sentencepiece_companions(const std::string& spec, const std::string& d
 std::string find_tokenizer_in_dir(const std::string& dir);
 // Whether dir holds one of the files above (valid or not: find_tokenizer_in_dir says).
 bool dir_has_tokenizer(const std::string& dir);
-// Every file a directory's tokenizer may take: the three above and the companions
+// Every file a directory's tokenizer may take: the four above and the companions
 // save_tokenizer_to_dir writes or copies beside them (special tokens, the chat template).
 inline constexpr const char* kTokenizerDirFiles[] = {
-    "tokenizer.model",       "chainlm_tokenizer.json", "tokenizer.json",
-    "tokenizer_config.json", "generation_config.json", "special_tokens_map.json",
-    "chat_template.jinja"};
+    "tokenizer.model",         "tokenizer.bin",         "chainlm_tokenizer.json",
+    "tokenizer.json",          "tokenizer_config.json", "generation_config.json",
+    "special_tokens_map.json", "chat_template.jinja"};
 // What identifies a tokenizer across copies: "byte", or the CRC-32 and size of its file
 // ("crc32 1a2b3c4d, 254321 bytes"). Two specs with different fingerprints tokenize differently.
 std::string tokenizer_fingerprint(const std::string& spec);

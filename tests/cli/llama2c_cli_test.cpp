@@ -78,8 +78,8 @@ TEST(Llama2cCli, GeneratesStories260K) {
                  "tokenizer.bin of one 512-token vocabulary: they are not the same tokenizer"),
       std::string::npos)
       << r.err;
-  // The other way round: data made with tok512.bin, which prepare keeps as tokenizer.model (so
-  // no file name tells the formats apart; the note was missing, a regression trial).
+  // The other way round: data made with tok512.bin (which prepare kept as tokenizer.model before
+  // 2026-12, so no file name told the formats apart; the note was missing, a regression trial).
   r = run_chainlm(dir, "prepare --tokenizer " + quote(tok) + " --input " +
                            quote(dir.file("text.txt")) + " --val-fraction 0.5 --out " +
                            quote(dir.file("data_bin")));
@@ -113,6 +113,35 @@ TEST(Llama2cCli, GeneratesStories260K) {
   r = run_chainlm(dir, "generate --model " + quote(bin) + " --tokenizer " + quote(bin));
   EXPECT_NE(r.exit_code, 0);
   EXPECT_NE(r.err.find("model checkpoint, not a tokenizer"), std::string::npos) << r.err;
+}
+
+// A model carrying tok512.bin exports only with the SentencePiece model it was made from: the
+// refusal names that way, not only --no-tokenizer (a user trial).
+TEST(Llama2cCli, ExportOfAModelWithATokenizerBinNamesTheSentencePieceModel) {
+  const std::string bin = kStories + "/stories260K.bin", tok = kStories + "/tok512.bin",
+                    sp = kStories + "/tok512.model";
+  if (!std::filesystem::exists(bin) || !std::filesystem::exists(tok) ||
+      !std::filesystem::exists(sp))
+    GTEST_SKIP() << "stories260K data not present under " << kStories;
+  TempDir dir;
+  auto r = run_chainlm(dir, "expand --from " + quote(bin) + " --add-chains 8 --tokenizer " +
+                                quote(tok) + " --out " + quote(dir.file("grown")));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(std::filesystem::exists(dir.file("grown/tokenizer.bin")));
+  EXPECT_FALSE(std::filesystem::exists(dir.file("grown/tokenizer.model")));
+  for (const char* format : {"hf", "gguf"}) {
+    r = run_chainlm(dir, "export --model " + quote(dir.file("grown")) + " --chains 1 --format " +
+                             format + " --out " + quote(dir.file(std::string("out.") + format)));
+    EXPECT_NE(r.exit_code, 0) << format;
+    EXPECT_NE(r.err.find("is made from a SentencePiece .model"), std::string::npos) << r.err;
+    EXPECT_NE(r.err.find("pass that as --tokenizer, or --no-tokenizer"), std::string::npos)
+        << r.err;
+  }
+  r = run_chainlm(dir, "export --model " + quote(dir.file("grown")) +
+                           " --chains 1 --format hf --tokenizer " + quote(sp) + " --out " +
+                           quote(dir.file("hf")));
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(std::filesystem::exists(dir.file("hf/tokenizer.model")));
 }
 
 TEST(Llama2cCli, BadModelFilesFailWithAMessage) {

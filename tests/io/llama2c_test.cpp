@@ -425,9 +425,29 @@ TEST(Llama2cTokenizer, CarriedInADirectory) {
   const std::string data = dir.file("data");
   std::filesystem::create_directories(data);
   save_tokenizer_to_dir(path, data);
-  auto tok = load_tokenizer(data);  // recognised by content under the name tokenizer.model
+  // Kept under its own kind's name: tokenizer.model said SentencePiece, and export then refused
+  // "the SentencePiece model" it found there (a user trial).
+  EXPECT_TRUE(std::filesystem::exists(data + "/tokenizer.bin"));
+  EXPECT_FALSE(std::filesystem::exists(data + "/tokenizer.model"));
+  EXPECT_EQ(find_tokenizer_in_dir(data), data + "/tokenizer.bin");
+  auto tok = load_tokenizer(data);
   EXPECT_EQ(tok->kind(), "llama2c");
   EXPECT_EQ(tok->encode("abc ab"), load_tokenizer(path)->encode("abc ab"));
+
+  // A directory from before, with the tokenizer.bin under the name tokenizer.model, still loads
+  // (told by its content), and saving it again moves it to its own name.
+  const std::string old_dir = dir.file("old");
+  std::filesystem::create_directories(old_dir);
+  write_bytes(old_dir + "/tokenizer.model", read_bytes(path));
+  EXPECT_EQ(load_tokenizer(old_dir)->kind(), "llama2c");
+  save_tokenizer_to_dir(old_dir, old_dir);
+  EXPECT_FALSE(std::filesystem::exists(old_dir + "/tokenizer.model"));
+  EXPECT_EQ(read_bytes(old_dir + "/tokenizer.bin"), read_bytes(path));
+
+  // Another tokenizer saved over it: the tokenizer.bin goes (it would shadow a byte descriptor).
+  save_tokenizer_to_dir("byte", data);
+  EXPECT_FALSE(std::filesystem::exists(data + "/tokenizer.bin"));
+  EXPECT_EQ(load_tokenizer(data)->kind(), "byte");
 }
 
 TEST(Llama2cTokenizer, Tok512AgreesWithItsSentencePieceModel) {
