@@ -1,6 +1,7 @@
 #include "io/corpus_reader.h"
 
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cctype>
@@ -52,12 +53,23 @@ std::string shell_word(const std::string& path) {
 // extension ("notes.txt" -> "notes.utf8.txt", "data.jsonl.gz" -> "data.utf8.jsonl"), so JSONL
 // stays JSONL and the output is never the input (a fixed "converted.txt" truncated a corpus of
 // that name, and turned JSONL into text; a trial); a number is added past a file that exists.
+// A file in a directory this user cannot write (a shared, read-only dataset) gets its copy in the
+// current directory, or else the temporary one: the advice failed there with "Permission denied".
 std::string converted_name(const std::string& path, bool compressed) {
   fs::path p(path);
   // A compression suffix goes (a gzip file named data.jsonl keeps its .jsonl, a trial).
   if (compressed && is_compression_suffix(lower_extension(p))) p.replace_extension();
   const std::string ext = p.has_extension() ? p.extension().string() : ".txt";
-  const fs::path stem = p.parent_path() / p.stem();
+  const auto writable = [](const fs::path& dir) {
+    return ::access(dir.empty() ? "." : dir.c_str(), W_OK) == 0;
+  };
+  fs::path dir = p.parent_path();
+  if (!writable(dir)) {
+    std::error_code ec;
+    const fs::path tmp = fs::temp_directory_path(ec);
+    dir = writable(".") || ec ? fs::path() : tmp;
+  }
+  const fs::path stem = dir / p.stem();
   std::error_code ec;
   for (int n = 1;; ++n) {
     const fs::path out(stem.string() + (n == 1 ? ".utf8" : cat(".utf8-", n)) + ext);

@@ -1,6 +1,7 @@
 // Runs the built `chainlm` binary: tokenizer train, tokenizer encode and prepare, end to end.
 #include <gtest/gtest.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <filesystem>
@@ -480,6 +481,51 @@ TEST(PrepareCommand, AnInterruptedOverwriteIsRefusedUntilPreparedAgain) {
   EXPECT_EQ(after.exit_code, 0) << after.err;
   for (const auto& e : std::filesystem::directory_iterator(fresh))
     EXPECT_EQ(e.path().filename().string().find(".tmp."), std::string::npos) << e.path();
+}
+
+}  // namespace
+}  // namespace chainlm
+
+namespace chainlm {
+namespace {
+
+// The advice to convert a UTF-16 file in a directory the user cannot write (a shared, read-only
+// dataset) names a copy where they can: the current directory, else the temporary one (it named
+// one beside the input, where iconv's ">" failed: a user trial). Run as an unprivileged user,
+// since root writes anywhere.
+TEST(PrepareCommand, ConversionAdviceForAReadOnlyDirectoryWritesWhereTheUserCan) {
+  TempDir dir;
+  namespace fs = std::filesystem;
+  const std::string ro = dir.file("shared");
+  fs::create_directories(ro);
+  write_bytes(ro + "/u16.txt", std::string("\xff\xfeh\0i\0\n\0", 8));
+  fs::permissions(ro, fs::perms::owner_read | fs::perms::owner_exec | fs::perms::group_read |
+                          fs::perms::group_exec | fs::perms::others_read | fs::perms::others_exec);
+  fs::permissions(dir.path(), fs::perms::all);  // the unprivileged user writes its --out and stderr
+  const std::string as_user =
+      ::geteuid() == 0 ? "setpriv --reuid=65534 --regid=65534 --clear-groups " : "";
+  auto advice = [&](const std::string& cwd) {
+    const std::string err = dir.file("err.txt");
+    const std::string cmd = "cd '" + cwd + "' && " + as_user + "'" + CHAINLM_BINARY +
+                            "' prepare --tokenizer byte --input '" + ro + "/u16.txt' --out '" +
+                            dir.file("out") + "' 2>'" + err + "'";
+    const int status = std::system(cmd.c_str());
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) != 0);
+    return read_bytes(err);
+  };
+  // The current directory when it is writable: the name alone.
+  std::string e = advice(dir.path().string());
+  EXPECT_NE(e.find("iconv -f UTF-16LE -t UTF-8 " + ro + "/u16.txt > u16.utf8.txt"),
+            std::string::npos)
+      << e;
+  // Else the temporary directory. "/" is not writable for the unprivileged user (nor for a
+  // non-root one running the tests).
+  e = advice("/");
+  const std::string tmp = fs::temp_directory_path().string();
+  EXPECT_NE(e.find(" > " + (tmp.back() == '/' ? tmp : tmp + "/") + "u16.utf8"), std::string::npos)
+      << e;
+  EXPECT_EQ(e.find(ro + "/u16.utf8"), std::string::npos) << e;
+  fs::permissions(ro, fs::perms::owner_all);  // for TempDir's removal
 }
 
 }  // namespace
