@@ -91,6 +91,10 @@ std::size_t InferenceSession::phd_ring_bytes(const ModelConfig& c, int max_chunk
          (std::size_t)ChainLayout(c).kv.total() * sizeof(float);
 }
 
+int max_thread_invariant_rows(const Model& model) {
+  return model.weight_format() == "bf16" && bf16_gemm_native() ? kMaxDecodeRows : kMaxStreamedRows;
+}
+
 InferenceSession::InferenceSession(const Model& model, int max_chunk, KvCacheType kv_cache,
                                    int positions)
     : model_(model),
