@@ -118,6 +118,7 @@ void add_generate_command(CLI::App& app) {
                           {"prefill_ms", r.prefill_ms},
                           {"decode_ms_per_token", r.decode_ms_per_token},
                           {"threads", r.threads},
+                          {"prefill_threads", r.prefill_threads},
                           {"decode_threads", r.decode_threads},
                           {"stop_reason", stop_reason_name(r.stop_reason)},
                           {"kv_cache", kv_cache_type_name(a->gen.kv_cache)},

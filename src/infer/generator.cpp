@@ -31,6 +31,12 @@ GenerateResult generate(const Model& model, const Tokenizer& tok, const std::str
   });
 }
 
+namespace {
+// Prefill FLOPs below which one thread reads the prompt: ~0.5-1 ms on one core of the machines
+// seen (50-100 GFLOP/s at these sizes).
+constexpr double kOneThreadPrefillFlops = 5e7;
+}  // namespace
+
 GenerateResult generate_tokens(const Model& model, const Tokenizer& tok, const std::string& prompt,
                                const GenerateOptions& opt,
                                const std::function<bool(const TokenEvent&)>& on_token) {
@@ -74,7 +80,23 @@ GenerateResult generate_tokens(const Model& model, const Tokenizer& tok, const s
   InferenceSession session(model, 512, opt.kv_cache, (int)std::min<long>(reach, c.max_seq_len));
   Sampler sampler(opt.sampling);
   Timer total;
-  const float* logits = session.prefill(res.prompt_tokens, schedule.chains_for(0), opt.chain1_prefill);
+  const float* logits = nullptr;
+  {
+    // A prompt a core reads in well under a millisecond runs on one thread: its parallel regions
+    // cost more than they share even on a quiet machine, and beside a busy process each waits for
+    // the other core's time slice (a 64-dim model's 7-token prompt: 45-107 ms on two threads,
+    // 0.9 on one). Only a pass whose bits do not depend on the thread count
+    // (max_thread_invariant_rows), so the tokens are those of any count.
+    const int threads = num_threads();
+    const long rows = (long)prompt_tokens.size() * c.phd.repeat;
+    const double flops = 2.0 * (double)model.matmul_params(schedule.chains_for(0)) * (double)rows;
+    const bool one = opt.adaptive_threads && flops < kOneThreadPrefillFlops &&
+                     rows <= max_thread_invariant_rows(model);
+    if (one) set_num_threads_of_this_thread(1);
+    res.prefill_threads = num_threads();
+    logits = session.prefill(res.prompt_tokens, schedule.chains_for(0), opt.chain1_prefill);
+    if (one) set_num_threads_of_this_thread(threads);
+  }
   res.prefill_ms = total.seconds() * 1e3;
   Timer decode_timer;
   int decoded = 0;

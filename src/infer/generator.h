@@ -42,6 +42,7 @@ struct GenerateResult {
   std::string text;                // prompt followed by the continuation
   double prefill_ms = 0, decode_ms_per_token = 0, tokens_per_s = 0;
   int threads = 0, decode_threads = 0;  // the threads it had, and those decoding ran on at the end
+  int prefill_threads = 0;              // those the prompt ran on (one for a small one)
   StopReason stop_reason = StopReason::max_tokens;
 };
 

@@ -113,5 +113,43 @@ TEST(GeneratorThreads, AfterALostEarlyTrialTheNextWaitsTheServersWait) {
   EXPECT_EQ(turns, DecodeThreadTuner::kFirstProbe);
 }
 
+// A prompt one core reads in well under a millisecond runs on one thread (its parallel regions
+// cost more than they share; beside busy processes a 64-dim model's prompt took 45-107 ms on two
+// threads against 0.9 on one), with the tokens of two; a larger or longer one keeps every thread,
+// as does --fixed-threads.
+TEST(GeneratorThreads, ASmallPromptIsReadOnOneThreadWithTheTokensOfTwo) {
+  const auto small = make_model();  // 2 x 128 x 128 x ... : ~0.3 M multiply-adds per token
+  ASSERT_LT(2.0 * small->matmul_params(1) * 32, 5e7);
+  const ByteTokenizer tok;
+  auto generate = [&](const Model& m, const std::string& prompt, bool adaptive) {
+    omp_set_num_threads(2);
+    GenerateOptions o;
+    o.max_tokens = 4;
+    o.stop_at_eos = false;
+    o.adaptive_threads = adaptive;
+    GenerateResult r = generate_tokens(m, tok, prompt, o, nullptr);
+    EXPECT_EQ(omp_get_max_threads(), 2);  // the caller's count is back
+    return r;
+  };
+  const GenerateResult one = generate(*small, "Once upon", true),
+                       two = generate(*small, "Once upon", false);
+  EXPECT_EQ(one.prefill_threads, 1);
+  EXPECT_EQ(two.prefill_threads, 2);
+  EXPECT_EQ(one.tokens, two.tokens);
+  // Past the rows whose bits do not depend on the count (gemm.h kMaxStreamedRows): every thread.
+  EXPECT_EQ(generate(*small, std::string(40, 'a'), true).prefill_threads, 2);
+  // A model whose prompt is more work than that: every thread.
+  ModelConfig c = small->config();
+  c.dim = 512;
+  c.n_heads = 8;
+  c.n_kv_heads = 8;
+  c.ffn_dim = 1536;
+  c.n_layers = 4;
+  Model large(c);
+  large.init_random(5);
+  ASSERT_GT(2.0 * large.matmul_params(1) * 10, 5e7);
+  EXPECT_EQ(generate(large, "Once upon", true).prefill_threads, 2);
+}
+
 }  // namespace
 }  // namespace chainlm
