@@ -421,6 +421,35 @@ std::vector<std::string> list_corpus_files(const std::vector<std::string>& input
   return unique;
 }
 
+namespace {
+
+constexpr std::string_view kUtf8Mark = "\xEF\xBB\xBF";
+
+// UTF-8 byte-order marks right after a newline.
+size_t line_start_marks(std::string_view bytes) {
+  size_t n = 0;
+  for (size_t at = bytes.find(kUtf8Mark); at != std::string_view::npos;
+       at = bytes.find(kUtf8Mark, at + 1))
+    n += at > 0 && bytes[at - 1] == '\n';
+  return n;
+}
+
+std::string without_line_start_marks(std::string_view bytes) {
+  std::string out;
+  out.reserve(bytes.size());
+  size_t from = 0;
+  for (size_t at = bytes.find(kUtf8Mark); at != std::string_view::npos;
+       at = bytes.find(kUtf8Mark, at + 1)) {
+    if (at == 0 || bytes[at - 1] != '\n') continue;
+    out.append(bytes.substr(from, at - from));
+    from = at + kUtf8Mark.size();
+  }
+  out.append(bytes.substr(from));
+  return out;
+}
+
+}  // namespace
+
 std::string read_text_file(const std::string& path) {
   DecompressedFile file = read_decompressed(path);
   refuse_unreadable_content(path, file);
@@ -444,6 +473,16 @@ Corpus stream_corpus(const CorpusOptions& o,
     refuse_unreadable_content(path, file);
     std::string_view bytes = file.bytes;
     if (bytes.substr(0, 3) == "\xEF\xBB\xBF") bytes.remove_prefix(3);  // a UTF-8 byte-order mark
+    // Files joined with cat keep each one's mark, at the start of a line inside: dropped too (as
+    // text they put a U+FEFF before a document; before a JSONL record they broke its JSON).
+    std::string unmarked;
+    if (const size_t marks = line_start_marks(bytes); marks > 0) {
+      unmarked = without_line_start_marks(bytes);
+      bytes = unmarked;
+      corpus.warnings.push_back(
+          cat(path, ": ", marks, " UTF-8 byte-order mark", marks == 1 ? "" : "s",
+              " at the start of a line inside the file (files joined with cat?); dropped"));
+    }
 
     CorpusFile f;
     f.path = path;

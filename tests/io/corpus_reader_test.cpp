@@ -411,6 +411,31 @@ TEST(ReadCorpus, LinesEndingInCrAloneAreWarnedOf) {
   EXPECT_TRUE(read_corpus(inputs({dir.file("dos.txt")})).warnings.empty());
 }
 
+// Files joined with cat keep each one's byte-order mark: at the start of a line inside the file
+// it is dropped as the first one is, and said (it put U+FEFF before a document, and broke a JSONL
+// record's JSON). One inside a line is text (U+FEFF, zero-width no-break space) and stays.
+TEST(ReadCorpus, ByteOrderMarksOfJoinedFilesAreDropped) {
+  TempDir dir;
+  const std::string bom = "\xEF\xBB\xBF";
+  write_bytes(dir.file("joined.txt"),
+              bom + "first\n\n" + bom + "second\n\n" + bom + "third, a" + bom + "b\n");
+  Corpus c = read_corpus(inputs({dir.file("joined.txt")}));
+  EXPECT_EQ(c.documents, (Docs{"first", "second", "third, a" + bom + "b"}));
+  ASSERT_EQ(c.warnings.size(), 1u);
+  EXPECT_NE(c.warnings[0].find("2 UTF-8 byte-order marks at the start of a line inside the file"),
+            std::string::npos)
+      << c.warnings[0];
+  write_bytes(dir.file("joined.jsonl"),
+              bom + "{\"text\": \"one\"}\n" + bom + "{\"text\": \"two\"}\n");
+  c = read_corpus(inputs({dir.file("joined.jsonl")}));
+  EXPECT_EQ(c.documents, (Docs{"one", "two"}));
+  ASSERT_EQ(c.warnings.size(), 1u);
+  EXPECT_NE(c.warnings[0].find("1 UTF-8 byte-order mark at"), std::string::npos) << c.warnings[0];
+  // A file with its one mark at the start: nothing to say.
+  write_bytes(dir.file("one.txt"), bom + "only\n");
+  EXPECT_TRUE(read_corpus(inputs({dir.file("one.txt")})).warnings.empty());
+}
+
 TEST(ReadCorpus, InvalidUtf8IsReportedDroppedOrRefused) {
   TempDir dir;
   write_bytes(dir.file("latin1.txt"), "fine\n\ncaf\xE9\n\nna\xEFve and ol\xE9\n");
