@@ -1,9 +1,8 @@
 #include "cli/bench_util.h"
 
-#include <cblas.h>
-
 #include "core/aligned_vector.h"
 #include "core/error.h"
+#include "core/openblas.h"
 #include "core/rng.h"
 #include "core/threads.h"
 #include "core/timer.h"
@@ -45,8 +44,8 @@ GemmPeak measure_gemm_peak(int n, int reps, Precision p) {
     for (GemmBackend backend : {GemmBackend::OpenBlas, GemmBackend::OneDnn}) {
       Timer t;
       if (backend == GemmBackend::OpenBlas)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, n, n, 1.0f, a.data(), n, b.data(),
-                    n, 0.0f, c.data(), n);
+        openblas().sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, n, n, 1.0f, a.data(), n,
+                         b.data(), n, 0.0f, c.data(), n);
       else
         onednn_sgemm(false, true, n, n, n, a.data(), n, b.data(), n, c.data(), n, 0.0f);
       const double gflops = 2.0 * n * n * (double)n / t.seconds() / 1e9;

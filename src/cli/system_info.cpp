@@ -1,7 +1,5 @@
 #include "cli/system_info.h"
 
-#include <cblas.h>
-
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
@@ -11,6 +9,7 @@
 #include <vector>
 
 #include "core/number_format.h"
+#include "core/openblas.h"
 #include "core/threads.h"
 #include "core/wait_policy.h"
 #include "kernels/attention.h"
@@ -74,13 +73,20 @@ nlohmann::json system_info() {
   read_cpuinfo(&model, &flags);
   nlohmann::json present = nlohmann::json::array(), absent = nlohmann::json::array();
   for (const std::string& f : kFeatures) (flags.count(f) ? present : absent).push_back(f);
-  const char* core = openblas_get_corename();
+  // OpenBLAS loads for this (core/openblas.h); where it cannot, that is what is said of it.
+  std::string core;
+  try {
+    const char* name = openblas().get_corename();
+    core = name ? name : "unknown";
+  } catch (const Error& e) {
+    core = cat("not loaded: ", e.what());
+  }
   return {{"cpu", model.empty() ? "unknown" : model},
           {"features", present},
           {"missing_features", absent},
           {"threads", num_threads()},
           {"omp_wait_policy", omp_wait_policy()},
-          {"openblas_core", core ? core : "unknown"},
+          {"openblas_core", core},
           {"openblas_coretype_env", env_or("OPENBLAS_CORETYPE", "unset")},
           {"onednn_isa", onednn_isa()},
           {"onednn_max_cpu_isa_env", env_or("ONEDNN_MAX_CPU_ISA", "unset")},
@@ -114,8 +120,9 @@ void print_system_info(const nlohmann::json& s) {
               join(s["missing_features"]).c_str());
   std::printf("threads      %d (OpenMP; idle threads wait: %s)\n", s["threads"].get<int>(),
               s["omp_wait_policy"].get<std::string>().c_str());
-  std::printf("openblas     %s kernels (OPENBLAS_CORETYPE %s)\n",
-              s["openblas_core"].get<std::string>().c_str(),
+  const std::string blas = s["openblas_core"].get<std::string>();
+  std::printf("openblas     %s%s (OPENBLAS_CORETYPE %s)\n", blas.c_str(),
+              blas.rfind("not loaded", 0) == 0 ? "" : " kernels",
               s["openblas_coretype_env"].get<std::string>().c_str());
   std::printf("onednn       %s kernels (ONEDNN_MAX_CPU_ISA %s)\n",
               s["onednn_isa"].get<std::string>().c_str(),

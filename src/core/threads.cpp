@@ -11,8 +11,7 @@
 #include <thread>
 
 #include "core/error.h"
-
-extern "C" void openblas_set_num_threads(int);
+#include "core/openblas.h"
 
 namespace chainlm {
 
@@ -25,7 +24,8 @@ void set_num_threads(int n) {
   if (n == 0) return;
   // OpenBLAS's own call sets OpenMP's count too, capped at its build's 64: ours goes second, so
   // --threads 100 means 100 here as it does in serve (train and bench said 64).
-  openblas_set_num_threads(n);
+  // (Not loaded yet: it takes OpenMP's count when it loads, core/openblas.h.)
+  if (openblas_loaded()) openblas().set_num_threads(n);
   omp_set_num_threads(n);
 }
 

@@ -1,6 +1,5 @@
 #include "kernels/gemm.h"
 
-#include <cblas.h>
 #include <omp.h>
 
 #include <algorithm>
@@ -8,6 +7,7 @@
 #include <exception>
 #include <vector>
 
+#include "core/openblas.h"
 #include "core/thread_scratch.h"
 #include "core/threads.h"
 #include "kernels/bf16.h"
@@ -289,8 +289,8 @@ void large_gemm(bool transa, bool transb, int M, int N, int K, const float* A, i
     onednn_sgemm(transa, transb, M, N, K, A, lda, B, ldb, C, ldc, beta);
     return;
   }
-  cblas_sgemm(CblasRowMajor, transa ? CblasTrans : CblasNoTrans, transb ? CblasTrans : CblasNoTrans,
-              M, N, K, 1.0f, A, lda, B, ldb, beta, C, ldc);
+  openblas().sgemm(CblasRowMajor, transa ? CblasTrans : CblasNoTrans,
+                   transb ? CblasTrans : CblasNoTrans, M, N, K, 1.0f, A, lda, B, ldb, beta, C, ldc);
 }
 
 }  // namespace

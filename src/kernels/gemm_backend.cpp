@@ -1,6 +1,5 @@
 #include "kernels/gemm_backend.h"
 
-#include <cblas.h>
 #include <strings.h>
 
 #include <atomic>
@@ -10,6 +9,7 @@
 #include <oneapi/dnnl/dnnl.hpp>
 
 #include "core/error.h"
+#include "core/openblas.h"
 
 namespace chainlm {
 
@@ -98,17 +98,22 @@ std::string onednn_isa() {
 
 std::string gemm_library_versions() {
   const dnnl_version_t* v = dnnl_version();
-  const char* openblas = openblas_get_config();
+  // OpenBLAS is loaded only where it runs GEMMs (core/openblas.h): not loaded for this.
+  const bool blas = gemm_backend() == GemmBackend::OpenBlas || openblas_loaded();
+  const char* config = blas ? openblas().get_config() : nullptr;
   return std::string("oneDNN ") + std::to_string(v->major) + "." + std::to_string(v->minor) + "." +
          std::to_string(v->patch) +
          (v->hash && std::strcmp(v->hash, "N/A") ? std::string(" (commit ") + v->hash + ")"
                                                  : std::string()) +
-         "; " + (openblas ? openblas : "OpenBLAS");
+         "; " +
+         (config ? config
+          : blas ? "OpenBLAS"
+                 : "OpenBLAS not loaded");
 }
 
 std::string gemm_kernel_name() {
   if (gemm_backend() == GemmBackend::OneDnn) return "onednn " + onednn_isa();
-  const char* core = openblas_get_corename();
+  const char* core = openblas().get_corename();
   return std::string("openblas ") + (core ? core : "unknown");
 }
 

@@ -226,3 +226,32 @@ TEST_F(GemmBackendCli, Bf16TrainingAgreesOnAndOffBf16Instructions) {
 
 }  // namespace
 }  // namespace chainlm
+
+namespace chainlm {
+namespace {
+
+// Under an address-space limit too small for OpenBLAS's start: every command that needs no
+// OpenBLAS runs (linked in, its start looped for ever before main, even for --version), and
+// training on it is refused with the way out rather than hanging. `timeout` ends a hang.
+TEST_F(GemmBackendCli, AnAddressSpaceLimitTooSmallForOpenBlasIsAnErrorNotAHang) {
+  const std::string binary = std::string("'") + CHAINLM_BINARY + "' ";
+  auto limited = [&](const std::string& env, const std::string& args) {
+    const std::string err = dir.file("limited.err");
+    const std::string cmd =
+        "ulimit -v 300000; " + env + " timeout 60 " + binary + args + " >/dev/null 2>" + quote(err);
+    const int status = std::system(("bash -c " + quote(cmd)).c_str());
+    return std::make_pair(WIFEXITED(status) ? WEXITSTATUS(status) : -1, testing::read_bytes(err));
+  };
+  auto [code, err] = limited("", "--version");
+  EXPECT_EQ(code, 0) << err;
+  std::tie(code, err) =
+      limited("CHAINLM_GEMM=openblas", "train --config " + quote(config) + " --data " +
+                                           quote(data) + " --out " + quote(dir.file("run")) +
+                                           " --steps 1 --batch-size 4 --seq-len 32 --threads 2");
+  EXPECT_EQ(code, 1) << err;  // not 124, timeout's
+  EXPECT_NE(err.find("cannot start OpenBLAS"), std::string::npos) << err;
+  EXPECT_NE(err.find("CHAINLM_GEMM=onednn"), std::string::npos) << err;
+}
+
+}  // namespace
+}  // namespace chainlm
