@@ -55,6 +55,17 @@ bool Generation::wait_ended_for(std::chrono::milliseconds timeout) {
   return changed_.wait_for(lock, timeout, [&] { return ended_; });
 }
 
+double Generation::session_wait_seconds() const {
+  const Clock::time_point until = joined_ ? started_ : Clock::now();
+  return std::chrono::duration<double>(until - submitted_).count();
+}
+
+double Generation::session_seconds() const {
+  if (!joined_) return 0;
+  std::lock_guard<std::mutex> lock(mutex_);
+  return std::chrono::duration<double>((ended_ ? ended_at_ : Clock::now()) - started_).count();
+}
+
 void Generation::cancel() {
   cancelled_ = true;
   wait_ended();
@@ -89,6 +100,7 @@ void Generation::end(StopReason reason, std::string error) {
   if (decoded > 0) result_.decode_ms_per_token = ms_between(first_token_, now) / decoded;
   result_.tokens_per_s = total_ms > 0 ? result_.tokens.size() * 1e3 / total_ms : 0;
   error_ = std::move(error);
+  ended_at_ = now;
   ended_ = true;
   changed_.notify_all();
 }
@@ -103,8 +115,10 @@ BatchScheduler::BatchScheduler(const Model& model, const Tokenizer& tok, Schedul
 BatchScheduler::~BatchScheduler() { stop(); }
 
 void BatchScheduler::submit(const std::shared_ptr<Generation>& g) {
+  g->submitted_ = Generation::Clock::now();
   if (g->options_.max_tokens == 0 && !g->want_prompt_logprobs_) {  // nothing to generate: no prefill either
-    g->started_ = g->first_token_ = Generation::Clock::now();
+    g->started_ = g->first_token_ = g->submitted_;
+    g->joined_ = true;
     g->end(StopReason::max_tokens);
     return;
   }
@@ -230,6 +244,18 @@ void BatchScheduler::loop() {
       std::unique_lock<std::mutex> lock(mutex_);
       wake_.wait(lock, [&] { return stopping_ || !incoming_.empty() || !active.empty(); });
       if (stopping_) break;
+      // Those cancelled while they waited for a session (their clients left) leave without
+      // running: a request's choices past the free sessions wait here, and a request behind them
+      // held its admission place until it got a session only to end at once (a user trial).
+      for (auto it = incoming_.begin(); it != incoming_.end();) {
+        if (!(*it)->cancelled_) {
+          ++it;
+          continue;
+        }
+        (*it)->started_ = Generation::Clock::now();
+        (*it)->end(StopReason::callback);
+        it = incoming_.erase(it);
+      }
       // Sessions are made when first needed (each holds a KV cache for the whole context), then
       // reused.
       while (!incoming_.empty()) {
@@ -249,6 +275,7 @@ void BatchScheduler::loop() {
         g->session_ = free_.back();
         free_.pop_back();
         g->started_ = Generation::Clock::now();
+        g->joined_ = true;
         active.push_back(std::move(g));
       }
     }

@@ -63,8 +63,15 @@ class Generation {
   // The same for at most `timeout`: true if it has ended.
   bool wait_ended_for(std::chrono::milliseconds timeout);
   // Stops generating (the client went away, or a stop sequence appeared) and waits until the
-  // scheduler has let go of it.
+  // scheduler has let go of it. One still waiting for a session leaves at the scheduler's next
+  // turn without ever running.
   void cancel();
+  // Whether it got a session (began to run), and how long it waited for one after submit()
+  // (seconds; so far, while it waits).
+  bool joined() const { return joined_.load(); }
+  double session_wait_seconds() const;
+  // How long it has held its session (until it ended); 0 if it never got one.
+  double session_seconds() const;
   // After take() returned false or cancel(): prompt, tokens produced (all of them, even those
   // not taken), chains, timings and why it ended. Its text stays empty: the request's thread
   // builds the text from the tokens it takes.
@@ -102,7 +109,8 @@ class Generation {
   InferenceSession* session_ = nullptr;
   Sampler sampler_;
   int pending_ = -1;  // the sampled token the next decoding step appends
-  Clock::time_point started_, first_token_;
+  Clock::time_point submitted_, started_, first_token_, ended_at_;
+  std::atomic<bool> joined_{false};
 };
 
 struct SchedulerOptions {

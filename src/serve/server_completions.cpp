@@ -27,7 +27,8 @@ json InferenceServer::Impl::stats_json(const Job& job, const Choice& c) const {
             {"tokens_per_s", r.tokens_per_s},
             {"prefill_ms", r.prefill_ms},
             {"decode_ms_per_token", r.decode_ms_per_token},
-            {"queue_ms", job.queue_seconds * 1e3}};
+            // Admission, then the wait for a session (behind other requests' choices).
+            {"queue_ms", (job.queue_seconds + c.gen->session_wait_seconds()) * 1e3}};
   if (!job.request.chain_schedule.empty()) s["chain_schedule"] = job.request.chain_schedule;
   return s;
 }
@@ -81,7 +82,6 @@ json InferenceServer::Impl::usage_json(const Job& job) const {
 std::string InferenceServer::Impl::run(Job& job, Choice& c,
                                        const std::function<void(const std::string&, int)>& emit,
                                        const std::function<bool()>& flush) {
-  const Clock::time_point start = Clock::now();
   // The tokens this choice took: a stop sequence or a client gone ends it there, though the
   // scheduler may have produced a token or two more meanwhile.
   size_t taken = 0;
@@ -130,15 +130,27 @@ std::string InferenceServer::Impl::run(Job& job, Choice& c,
     hold_until = Clock::now() + std::chrono::milliseconds(opt.stream_interval_ms);
   }
   c.result = c.gen->result();
+  // Every token it generated counts in the metrics, those past a stop or never taken (its
+  // client left) too: the model computed them.
+  const std::vector<int> generated = c.result.chains;
   if (stopped_here) {
     c.result.tokens.resize(taken);
     c.result.chains.resize(taken);
     c.result.stop_reason = StopReason::callback;
   }
-  metrics.count_generation((int)c.result.prompt_tokens.size(), c.result.chains, seconds_since(start),
-                           seconds_since(job.arrival), job.cancelled);
-  c.counted = true;
+  count_choice(job, c, generated);
   return c.text.finish();
+}
+
+void InferenceServer::Impl::count_choice(const Job& job, Choice& c,
+                                         const std::vector<int>& generated) {
+  c.counted = true;
+  // The request's wait: for admission, then for its first choice's session (a request's choices
+  // past the free sessions wait for them in the scheduler).
+  if (c.index == 0) metrics.count_queue_wait(job.queue_seconds + c.gen->session_wait_seconds());
+  if (!c.gen->joined()) return;  // never got a session: nothing ran, no prompt was read
+  metrics.count_generation((int)c.prompt_tokens.size(), generated, c.gen->session_seconds(),
+                           seconds_since(job.arrival), job.cancelled);
 }
 
 void InferenceServer::Impl::finish(Job& job, size_t first) {
@@ -147,12 +159,7 @@ void InferenceServer::Impl::finish(Job& job, size_t first) {
     c.gen->cancel();
     // A choice that never streamed (a stream of n choices goes one after the other, and the
     // client left during an earlier one) ran in the scheduler all the same: its tokens count.
-    if (c.counted) continue;
-    const GenerateResult r = c.gen->result();
-    metrics.count_generation((int)r.prompt_tokens.size(), r.chains,
-                             (r.prefill_ms + r.decode_ms_per_token * (double)r.tokens.size()) / 1e3,
-                             seconds_since(job.arrival), job.cancelled);
-    c.counted = true;
+    if (!c.counted) count_choice(job, c, c.gen->result().chains);
   }
   job.slot.reset();  // the request's place is free once generation ends, before the answer goes out
 }
@@ -397,7 +404,6 @@ void InferenceServer::Impl::start(const std::shared_ptr<Job>& job, httplib::Resp
     return;
   }
   job->queue_seconds = seconds_since(job->arrival);
-  metrics.count_queue_wait(job->queue_seconds);
   job->id = cat(job->chat ? "chatcmpl-" : "cmpl-", started_at, "-", next_id++);
   job->created = std::chrono::duration_cast<std::chrono::seconds>(
                      std::chrono::system_clock::now().time_since_epoch())

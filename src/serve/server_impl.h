@@ -155,6 +155,10 @@ struct InferenceServer::Impl {
                   const std::function<bool()>& flush);
   // Cancels the choices from `first` on and frees the request's place.
   void finish(Job& job, size_t first);
+  // A choice's generation in the metrics, once: `generated` the chains of every token it made
+  // (none, and no prompt read, if it never got a session); the first choice also gives the
+  // request's wait (admission and session).
+  void count_choice(const Job& job, Choice& c, const std::vector<int>& generated);
   // Sends the job as server-sent events, choice after choice; false when the stream did not end
   // normally.
   bool stream(Job& job, httplib::DataSink& sink);

@@ -195,10 +195,53 @@ TEST_F(ClientGone, AnUnstreamedGenerationStopsWhenItsClientLeaves) {
     if (at != std::string::npos) generated += std::stol(m.substr(at + key.size()));
   }
   EXPECT_LT(generated, max_tokens / 2) << "the generation ran on after its client left\n" << m;
+  // The tokens it made before it stopped count (none were taken: they counted as none).
+  EXPECT_GE(generated, 2) << m;
   auto next = s.client().Post("/v1/completions", json{{"prompt", "b"}, {"max_tokens", 2}}.dump(),
                               "application/json");
   ASSERT_TRUE(next);
   EXPECT_EQ(next->status, 200);
+}
+
+// A request admitted but waiting for a session (another request's n choices hold them all) whose
+// client leaves gives its admission place up at once and never runs; it held the place until it
+// got a session, and the retries of its client were refused with 503 meanwhile (a user trial).
+// The wait for a session counts as the request's wait (queue_ms).
+TEST_F(ClientGone, ARequestWaitingForASessionWhoseClientLeftGivesUpItsPlace) {
+  ServeOptions o;
+  o.threads = 1;
+  o.max_sessions = 2;
+  o.max_queue = 1;
+  o.on_token = [](int) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  };  // ~1 s a choice
+  ServerUnderTest s(model, o);
+  auto post = [&s](const json& body) {
+    return s.client().Post("/v1/completions", body.dump(), "application/json");
+  };
+  auto metrics = [&s] { return s.client().Get("/metrics")->body; };
+  // Three choices: two take the sessions, the third waits for one.
+  auto a = std::async(std::launch::async, [&] {
+    return post({{"prompt", "a"}, {"n", 3}, {"max_tokens", 50}, {"ignore_eos", true}, {"seed", 1}});
+  });
+  ASSERT_TRUE(s.wait_for("sessions_in_flight", 1));
+  const int leaver = send_completion(s.port, {{"prompt", "b"}, {"max_tokens", 3}});
+  ASSERT_TRUE(s.wait_for("sessions_in_flight", 2));  // admitted, behind A's third choice
+  ::close(leaver);
+  ASSERT_TRUE(s.wait_for("sessions_in_flight", 1, 0.8))
+      << "the place of the client that left was kept";
+  // Its place takes another request, which waits for a session too: its wait says so.
+  auto e = post({{"prompt", "e"}, {"max_tokens", 2}});
+  auto r = a.get();
+  ASSERT_TRUE(r && e);
+  EXPECT_EQ(r->status, 200);
+  ASSERT_EQ(e->status, 200) << e->body;
+  EXPECT_GT(json::parse(e->body)["chainlm"]["queue_ms"].get<double>(), 200) << e->body;
+  ASSERT_TRUE(s.wait_for("sessions_in_flight", 0));
+  const std::string m = metrics();
+  EXPECT_EQ(metric(m, "chainlm_generations_total"), 4) << m;  // A's three and E: not the leaver
+  EXPECT_EQ(metric(m, "chainlm_generations_cancelled_total"), 0) << m;
+  EXPECT_NE(m.find("route=\"/v1/completions\",code=\"499\"} 1"), std::string::npos) << m;
 }
 
 }  // namespace
