@@ -60,6 +60,11 @@ double Generation::session_wait_seconds() const {
   return std::chrono::duration<double>(until - submitted_).count();
 }
 
+bool Generation::wait_joined_for(std::chrono::milliseconds timeout) {
+  std::unique_lock<std::mutex> lock(mutex_);
+  return changed_.wait_for(lock, timeout, [&] { return joined_ || ended_; });
+}
+
 double Generation::session_seconds() const {
   if (!joined_) return 0;
   std::lock_guard<std::mutex> lock(mutex_);
@@ -275,7 +280,11 @@ void BatchScheduler::loop() {
         g->session_ = free_.back();
         free_.pop_back();
         g->started_ = Generation::Clock::now();
-        g->joined_ = true;
+        {
+          std::lock_guard<std::mutex> glock(g->mutex_);
+          g->joined_ = true;
+        }
+        g->changed_.notify_all();  // a request's thread waiting for its session to come
         active.push_back(std::move(g));
       }
     }

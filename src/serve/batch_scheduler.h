@@ -69,6 +69,8 @@ class Generation {
   // Whether it got a session (began to run), and how long it waited for one after submit()
   // (seconds; so far, while it waits).
   bool joined() const { return joined_.load(); }
+  // Waits at most `timeout` for it to get a session (or end): true if it has.
+  bool wait_joined_for(std::chrono::milliseconds timeout);
   double session_wait_seconds() const;
   // How long it has held its session (until it ended); 0 if it never got one.
   double session_seconds() const;

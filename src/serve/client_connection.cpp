@@ -1,7 +1,7 @@
 #include "serve/client_connection.h"
 
+#include <arpa/inet.h>
 #include <dirent.h>
-#include <netdb.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <sys/socket.h>
@@ -13,39 +13,63 @@ namespace chainlm {
 
 namespace {
 
-// The numeric address and the port of one end of a socket; false if that end is not an IP one.
-bool socket_end(int fd, bool peer, std::string& addr, int& port) {
+// The port of a socket's end in network order, and its address bytes (4 or 16); false when that
+// end is not an IP one.
+bool socket_end(int fd, bool peer, uint16_t& port, std::string& addr) {
   sockaddr_storage ss{};
   socklen_t len = sizeof ss;
   const int rc = peer ? ::getpeername(fd, reinterpret_cast<sockaddr*>(&ss), &len)
                       : ::getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len);
-  if (rc != 0 || (ss.ss_family != AF_INET && ss.ss_family != AF_INET6)) return false;
-  char host[NI_MAXHOST], serv[NI_MAXSERV];
-  if (::getnameinfo(reinterpret_cast<sockaddr*>(&ss), len, host, sizeof host, serv, sizeof serv,
-                    NI_NUMERICHOST | NI_NUMERICSERV) != 0)
-    return false;
-  addr = host;
-  port = std::atoi(serv);
-  return true;
+  if (rc != 0) return false;
+  if (ss.ss_family == AF_INET) {
+    const auto& a = reinterpret_cast<const sockaddr_in&>(ss);
+    port = a.sin_port;
+    addr.assign(reinterpret_cast<const char*>(&a.sin_addr), sizeof a.sin_addr);
+    return true;
+  }
+  if (ss.ss_family == AF_INET6) {
+    const auto& a = reinterpret_cast<const sockaddr_in6&>(ss);
+    port = a.sin6_port;
+    addr.assign(reinterpret_cast<const char*>(&a.sin6_addr), sizeof a.sin6_addr);
+    return true;
+  }
+  return false;
+}
+
+// A numeric address (as cpp-httplib writes the peer's) as its bytes, "" if it is none.
+std::string address_bytes(const std::string& text) {
+  in6_addr a6{};
+  in_addr a4{};
+  if (::inet_pton(AF_INET, text.c_str(), &a4) == 1)
+    return std::string(reinterpret_cast<const char*>(&a4), sizeof a4);
+  // An IPv6 address may carry a zone ("fe80::1%eth0"): the address is before it.
+  const std::string bare = text.substr(0, text.find('%'));
+  if (::inet_pton(AF_INET6, bare.c_str(), &a6) == 1)
+    return std::string(reinterpret_cast<const char*>(&a6), sizeof a6);
+  return "";
 }
 
 }  // namespace
 
 int find_connection_socket(const std::string& peer_addr, int peer_port, int local_port) {
+  const std::string want = address_bytes(peer_addr);
+  if (want.empty() || peer_port < 0 || local_port < 0) return -1;
   DIR* dir = ::opendir("/proc/self/fd");
   if (!dir) return -1;
   int found = -1;
   const int listing = ::dirfd(dir);
   std::string addr;
-  int port = -1;
+  uint16_t port = 0;
   while (dirent* e = ::readdir(dir)) {
     char* end = nullptr;
     const long fd = std::strtol(e->d_name, &end, 10);
     if (end == e->d_name || *end != '\0' || fd == listing) continue;
-    // The local end first: it rules out the listening socket and the clients' own sockets (the
-    // in-process load generator's, whose local port is their own) in one call.
-    if (!socket_end((int)fd, false, addr, port) || port != local_port) continue;
-    if (!socket_end((int)fd, true, addr, port) || port != peer_port || addr != peer_addr) continue;
+    // The local end first: it rules out every descriptor that is no socket, the listening
+    // socket's peer-less end aside, and the clients' own sockets (the in-process load
+    // generator's, whose local port is their own) in one call.
+    if (!socket_end((int)fd, false, port, addr) || ntohs(port) != local_port) continue;
+    if (!socket_end((int)fd, true, port, addr) || ntohs(port) != peer_port || addr != want)
+      continue;
     found = (int)fd;
     break;
   }
@@ -64,12 +88,14 @@ bool peer_closed(int fd) {
   return n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR;
 }
 
+void ClientConnection::look_up() {
+  if (looked_up_ || peer_port_ < 0) return;
+  looked_up_ = true;
+  fd_ = find_connection_socket(peer_addr_, peer_port_, local_port_);
+}
+
 bool ClientConnection::gone() {
-  if (peer_port_ < 0) return false;
-  if (!looked_up_) {
-    looked_up_ = true;
-    fd_ = find_connection_socket(peer_addr_, peer_port_, local_port_);
-  }
+  look_up();
   return fd_ >= 0 && peer_closed(fd_);
 }
 

@@ -15,13 +15,16 @@ class ClientConnection {
  public:
   ClientConnection() = default;  // no connection: never gone
   // peer: the request's remote address and port as cpp-httplib gives them; local_port: the
-  // server's. The socket is looked up on the first call to gone().
+  // server's. The socket is looked up by look_up(), or on the first call to gone().
   ClientConnection(std::string peer_addr, int peer_port, int local_port)
       : peer_addr_(std::move(peer_addr)), peer_port_(peer_port), local_port_(local_port) {}
 
   // True once the client has closed or reset the connection (bytes it sent ahead, a pipelined
   // request, do not count as gone). A connection whose socket is not found is never gone.
   bool gone();
+  // Finds the socket now (gone() does on its first call otherwise). Called while the connection
+  // is whole: a socket its client has reset has no peer, and is not found by it.
+  void look_up();
 
  private:
   std::string peer_addr_;

@@ -86,10 +86,19 @@ std::string InferenceServer::Impl::run(Job& job, Choice& c,
   // scheduler may have produced a token or two more meanwhile.
   size_t taken = 0;
   bool stopped_here = false;
+  // Waiting for a session (behind other requests' choices) writes nothing, a stream included:
+  // whether the client is still there is looked at meanwhile.
+  while (!c.gen->wait_joined_for(std::chrono::milliseconds(kClientCheckMs)))
+    if (job.client.gone()) {
+      job.cancelled = true;
+      c.gen->cancel();  // it leaves the scheduler's queue at its next turn
+      stopped_here = true;
+      break;
+    }
   // Unstreamed and without stop sequences only the client's leaving ends the generation early:
   // sleep until it ends rather than waking for each token, which takes a core from the compute
   // threads, looking now and then whether the client is still there.
-  if (!emit && job.request.stop.empty())
+  if (!stopped_here && !emit && job.request.stop.empty())
     while (!c.gen->wait_ended_for(std::chrono::milliseconds(kClientCheckMs)))
       if (flush && !flush()) {
         job.cancelled = true;
@@ -370,6 +379,9 @@ void InferenceServer::Impl::chat_completions(const std::string& body, ClientConn
 }
 
 void InferenceServer::Impl::start(const std::shared_ptr<Job>& job, httplib::Response& res) {
+  // Its socket is found now, while the connection is whole: once a stream's headers have gone
+  // out, a client that leaves resets it, and a reset socket has no peer to be found by.
+  job->client.look_up();
   CompletionRequest& r = job->request;
   if (!r.seed_given) {
     std::lock_guard<std::mutex> lock(seed_mutex);
