@@ -76,6 +76,42 @@ TEST(ClientConnection, FindsTheServersSocketOfAConnectionAndSeesItsClientClose) 
   for (int fd : {accepted, accepted_other, other, listener}) ::close(fd);
 }
 
+// A server listening on "::" (`--host ::`) sees IPv4 clients as IPv4-mapped IPv6 addresses, as
+// cpp-httplib writes them ("::ffff:127.0.0.1"); IPv6 ones as themselves ("::1").
+TEST(ClientConnection, FindsConnectionsOfAnIpv6Listener) {
+  const int listener = ::socket(AF_INET6, SOCK_STREAM, 0);
+  ASSERT_GE(listener, 0) << "no IPv6 sockets on this machine";
+  const int no = 0;
+  ::setsockopt(listener, IPPROTO_IPV6, IPV6_V6ONLY, &no, sizeof no);
+  sockaddr_in6 addr{};
+  addr.sin6_family = AF_INET6;
+  addr.sin6_addr = in6addr_any;
+  ASSERT_EQ(::bind(listener, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  ASSERT_EQ(::listen(listener, 4), 0);
+  socklen_t len = sizeof addr;
+  ::getsockname(listener, reinterpret_cast<sockaddr*>(&addr), &len);
+  const int port = ntohs(addr.sin6_port);
+  const int v4 = connect_loopback(port);
+  ASSERT_GE(v4, 0);
+  const int accepted_v4 = ::accept(listener, nullptr, nullptr);
+  EXPECT_EQ(find_connection_socket("::ffff:127.0.0.1", local_port_of(v4), port), accepted_v4);
+  EXPECT_EQ(find_connection_socket("127.0.0.1", local_port_of(v4), port), -1);  // another address
+  const int v6 = ::socket(AF_INET6, SOCK_STREAM, 0);
+  sockaddr_in6 to{};
+  to.sin6_family = AF_INET6;
+  to.sin6_addr = in6addr_loopback;
+  to.sin6_port = htons(static_cast<uint16_t>(port));
+  if (::connect(v6, reinterpret_cast<sockaddr*>(&to), sizeof to) == 0) {  // ::1 may be absent
+    const int accepted_v6 = ::accept(listener, nullptr, nullptr);
+    sockaddr_in6 own{};
+    len = sizeof own;
+    ::getsockname(v6, reinterpret_cast<sockaddr*>(&own), &len);
+    EXPECT_EQ(find_connection_socket("::1", ntohs(own.sin6_port), port), accepted_v6);
+    ::close(accepted_v6);
+  }
+  for (int fd : {v6, v4, accepted_v4, listener}) ::close(fd);
+}
+
 TEST(Admission, AQueuedRequestWhoseClientLeftGivesItsPlaceToThoseBehind) {
   Admission a(1, 2);
   auto holder = a.acquire();
