@@ -80,35 +80,33 @@ GenerateResult generate_tokens(const Model& model, const Tokenizer& tok, const s
   InferenceSession session(model, 512, opt.kv_cache, (int)std::min<long>(reach, c.max_seq_len));
   Sampler sampler(opt.sampling);
   Timer total;
-  const float* logits = nullptr;
-  {
-    // A prompt a core reads in well under a millisecond runs on one thread: its parallel regions
-    // cost more than they share even on a quiet machine, and beside a busy process each waits for
-    // the other core's time slice (a 64-dim model's 7-token prompt: 45-107 ms on two threads,
-    // 0.9 on one). Only a pass whose bits do not depend on the thread count
-    // (max_thread_invariant_rows), so the tokens are those of any count.
-    const int threads = num_threads();
-    const long rows = (long)prompt_tokens.size() * c.phd.repeat;
-    const double flops = 2.0 * (double)model.matmul_params(schedule.chains_for(0)) * (double)rows;
-    const bool one = opt.adaptive_threads && flops < kOneThreadPrefillFlops &&
-                     rows <= max_thread_invariant_rows(model);
-    if (one) set_num_threads_of_this_thread(1);
-    res.prefill_threads = num_threads();
-    logits = session.prefill(res.prompt_tokens, schedule.chains_for(0), opt.chain1_prefill);
-    if (one) set_num_threads_of_this_thread(threads);
-  }
-  res.prefill_ms = total.seconds() * 1e3;
-  Timer decode_timer;
-  int decoded = 0;
-  // Decoding steps on the threads the tuner picks (the prefill keeps them all), timed from one
-  // step's start to the next's: sampling and the caller's callback count alike for every count.
-  res.threads = res.decode_threads = num_threads();
-  DecodeThreadTuner tuner(res.threads, opt.adaptive_threads,
-                          DecodeThreadTuner::kGenerateFirstProbe);
+  // The caller's thread count comes back however this ends (the prefill and the decoding steps
+  // may run on fewer).
   struct RestoreThreads {
     int n;
     ~RestoreThreads() { set_num_threads_of_this_thread(n); }
   } restore{res.threads};
+  // A prompt a core reads in well under a millisecond runs on one thread: its parallel regions
+  // cost more than they share even on a quiet machine, and beside a busy process each waits for
+  // the other core's time slice (a 64-dim model's 7-token prompt: 45-107 ms on two threads, 0.9
+  // on one). Only a pass whose bits do not depend on the thread count (max_thread_invariant_rows),
+  // so the tokens are those of any count.
+  const long rows = (long)prompt_tokens.size() * c.phd.repeat;
+  const double flops = 2.0 * (double)model.matmul_params(schedule.chains_for(0)) * (double)rows;
+  if (opt.adaptive_threads && flops < kOneThreadPrefillFlops &&
+      rows <= max_thread_invariant_rows(model))
+    set_num_threads_of_this_thread(1);
+  res.prefill_threads = num_threads();
+  const float* logits =
+      session.prefill(res.prompt_tokens, schedule.chains_for(0), opt.chain1_prefill);
+  set_num_threads_of_this_thread(res.threads);
+  res.prefill_ms = total.seconds() * 1e3;
+  Timer decode_timer;
+  int decoded = 0;
+  // Decoding steps on the threads the tuner picks, timed from one step's start to the next's:
+  // sampling and the caller's callback count alike for every count.
+  DecodeThreadTuner tuner(res.threads, opt.adaptive_threads,
+                          DecodeThreadTuner::kGenerateFirstProbe);
   double last_start = -1;
   while (true) {
     const int i = (int)res.tokens.size();
