@@ -71,7 +71,6 @@ std::vector<CgroupFiles> cgroup_files() {
 
 }  // namespace
 
-// The process's address space now (VmSize in /proc/self/status), 0 when unknown.
 uint64_t address_space_bytes() {
   std::ifstream f("/proc/self/status");
   std::string line;

@@ -20,6 +20,8 @@ struct AvailableMemory {
 // Memory this process can still use: the kernel's MemAvailable, lowered to the room left in
 // the process's cgroup (memory.max - memory.current) when that is smaller.
 AvailableMemory available_memory();
+// The process's address space now (VmSize in /proc/self/status), in bytes; 0 when unknown.
+uint64_t address_space_bytes();
 // Why an allocation or a map of `bytes` may have failed for want of address space: "" without
 // a `ulimit -v` (RLIMIT_AS), else a sentence naming the limit and what the process maps already.
 std::string address_space_limit_note(uint64_t bytes);

@@ -7,10 +7,10 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdlib>
-#include <fstream>
 #include <mutex>
 
 #include "core/error.h"
+#include "core/memory.h"
 #include "core/threads.h"
 
 namespace chainlm {
@@ -20,21 +20,6 @@ namespace {
 OpenBlasApi g_api;
 std::once_flag g_once;
 std::atomic<bool> g_loaded{false};
-
-// Bytes of address space this process has mapped (VmSize), 0 if unknown.
-uint64_t address_space_in_use() {
-  std::ifstream status("/proc/self/status");
-  std::string key;
-  while (status >> key) {
-    if (key == "VmSize:") {
-      uint64_t kib = 0;
-      status >> kib;
-      return kib * 1024;
-    }
-    status.ignore(1 << 16, '\n');
-  }
-  return 0;
-}
 
 template <class F>
 F symbol(void* lib, const char* name) {
@@ -46,7 +31,7 @@ F symbol(void* lib, const char* name) {
 void load() {
   rlimit as{};
   if (::getrlimit(RLIMIT_AS, &as) == 0 && as.rlim_cur != RLIM_INFINITY) {
-    const std::string problem = openblas_address_space_problem(as.rlim_cur, address_space_in_use());
+    const std::string problem = openblas_address_space_problem(as.rlim_cur, address_space_bytes());
     CHAINLM_CHECK(problem.empty(), problem);
   }
   // The library the build linked against (Debian's OpenMP variant), else the system's choice.
@@ -95,13 +80,12 @@ uint64_t openblas_start_bytes() {
 std::string openblas_address_space_problem(uint64_t limit, uint64_t in_use) {
   const uint64_t need = openblas_start_bytes();
   if (limit == 0 || in_use + need <= limit) return "";
-  const auto mib = [](uint64_t b) { return std::to_string(b >> 20) + " MiB"; };
-  return cat("cannot start OpenBLAS: it reserves ", mib(need), " of address space as it loads (",
-             openblas_start_threads(),
+  return cat("cannot start OpenBLAS: it reserves ", format_bytes((double)need),
+             " of address space as it loads (", openblas_start_threads(),
              " threads of 128 MiB) and hangs when it cannot, and the address-space limit "
              "(ulimit -v) is ",
-             mib(limit), " with ", mib(in_use), " in use. Raise the limit (ulimit -v ",
-             ((in_use + need) >> 10) + 1,
+             format_bytes((double)limit), " with ", format_bytes((double)in_use),
+             " in use. Raise the limit (ulimit -v ", ((in_use + need) >> 10) + 1,
              " or more), start fewer threads (OMP_NUM_THREADS=1), or run the GEMMs on oneDNN "
              "(CHAINLM_GEMM=onednn)");
 }
