@@ -424,25 +424,17 @@ std::vector<std::string> list_corpus_files(const std::vector<std::string>& input
 namespace {
 
 constexpr std::string_view kUtf8Mark = "\xEF\xBB\xBF";
+constexpr std::string_view kLineStartMark = "\n\xEF\xBB\xBF";  // one at the start of a line
 
-// UTF-8 byte-order marks right after a newline.
-size_t line_start_marks(std::string_view bytes) {
-  size_t n = 0;
-  for (size_t at = bytes.find(kUtf8Mark); at != std::string_view::npos;
-       at = bytes.find(kUtf8Mark, at + 1))
-    n += at > 0 && bytes[at - 1] == '\n';
-  return n;
-}
-
+// The bytes without the UTF-8 byte-order marks right after a newline.
 std::string without_line_start_marks(std::string_view bytes) {
   std::string out;
   out.reserve(bytes.size());
   size_t from = 0;
-  for (size_t at = bytes.find(kUtf8Mark); at != std::string_view::npos;
-       at = bytes.find(kUtf8Mark, at + 1)) {
-    if (at == 0 || bytes[at - 1] != '\n') continue;
-    out.append(bytes.substr(from, at - from));
-    from = at + kUtf8Mark.size();
+  for (size_t at = bytes.find(kLineStartMark); at != std::string_view::npos;
+       at = bytes.find(kLineStartMark, at + 1)) {
+    out.append(bytes.substr(from, at + 1 - from));  // up to the newline
+    from = at + kLineStartMark.size();
   }
   out.append(bytes.substr(from));
   return out;
@@ -453,7 +445,7 @@ std::string without_line_start_marks(std::string_view bytes) {
 std::string read_text_file(const std::string& path) {
   DecompressedFile file = read_decompressed(path);
   refuse_unreadable_content(path, file);
-  if (std::string_view(file.bytes).substr(0, 3) == "\xEF\xBB\xBF") file.bytes.erase(0, 3);
+  if (std::string_view(file.bytes).substr(0, 3) == kUtf8Mark) file.bytes.erase(0, 3);
   return std::move(file.bytes);
 }
 
@@ -472,12 +464,13 @@ Corpus stream_corpus(const CorpusOptions& o,
     DecompressedFile file = read_decompressed(path);
     refuse_unreadable_content(path, file);
     std::string_view bytes = file.bytes;
-    if (bytes.substr(0, 3) == "\xEF\xBB\xBF") bytes.remove_prefix(3);  // a UTF-8 byte-order mark
+    if (bytes.substr(0, 3) == kUtf8Mark) bytes.remove_prefix(3);  // a UTF-8 byte-order mark
     // Files joined with cat keep each one's mark, at the start of a line inside: dropped too (as
     // text they put a U+FEFF before a document; before a JSONL record they broke its JSON).
-    std::string unmarked;
-    if (const size_t marks = line_start_marks(bytes); marks > 0) {
+    std::string unmarked;  // a copy only for a file that has them
+    if (bytes.find(kLineStartMark) != std::string_view::npos) {
       unmarked = without_line_start_marks(bytes);
+      const size_t marks = (bytes.size() - unmarked.size()) / kUtf8Mark.size();
       bytes = unmarked;
       corpus.warnings.push_back(
           cat(path, ": ", marks, " UTF-8 byte-order mark", marks == 1 ? "" : "s",
