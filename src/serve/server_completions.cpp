@@ -86,13 +86,18 @@ std::string InferenceServer::Impl::run(Job& job, Choice& c,
   // scheduler may have produced a token or two more meanwhile.
   size_t taken = 0;
   bool stopped_here = false;
+  // The client went away: its generation stops (one still waiting for a session leaves the
+  // scheduler's queue at its next turn).
+  auto client_left = [&] {
+    job.cancelled = true;
+    c.gen->cancel();
+    stopped_here = true;
+  };
   // Waiting for a session (behind other requests' choices) writes nothing, a stream included:
   // whether the client is still there is looked at meanwhile.
   while (!c.gen->wait_joined_for(std::chrono::milliseconds(kClientCheckMs)))
     if (job.client.gone()) {
-      job.cancelled = true;
-      c.gen->cancel();  // it leaves the scheduler's queue at its next turn
-      stopped_here = true;
+      client_left();
       break;
     }
   // Unstreamed and without stop sequences only the client's leaving ends the generation early:
@@ -101,9 +106,7 @@ std::string InferenceServer::Impl::run(Job& job, Choice& c,
   if (!stopped_here && !emit && job.request.stop.empty())
     while (!c.gen->wait_ended_for(std::chrono::milliseconds(kClientCheckMs)))
       if (flush && !flush()) {
-        job.cancelled = true;
-        c.gen->cancel();
-        stopped_here = true;
+        client_left();
         break;
       }
   // The tokens ready are taken together, at most every stream_interval_ms (the first at once):
@@ -131,11 +134,7 @@ std::string InferenceServer::Impl::run(Job& job, Choice& c,
         break;
       }
     }
-    if (!stopped_here && flush && !flush()) {
-      job.cancelled = true;
-      c.gen->cancel();
-      stopped_here = true;
-    }
+    if (!stopped_here && flush && !flush()) client_left();
     hold_until = Clock::now() + std::chrono::milliseconds(opt.stream_interval_ms);
   }
   c.result = c.gen->result();
