@@ -13,6 +13,7 @@
 #include "../model/model_variant.h"
 #include "core/threads.h"
 #include "kernels/gemm.h"
+#include "weight_forms.h"
 
 namespace chainlm {
 namespace {
@@ -21,17 +22,10 @@ using test::ModelVariant;
 using test::random_tokens;
 using test::variant_name;
 
-enum class Weights { kFp32, kBf16, kQ8_0, kQ4_0, kFp32Panels };
+using test::Weights;
 
 std::unique_ptr<Model> make_model(const ModelConfig& c, Weights w) {
-  auto m = std::make_unique<Model>(c);
-  m->init_random(5);
-  if (w == Weights::kBf16) m->use_bf16_weights(/*keep_fp32=*/false);
-  if (w == Weights::kQ8_0) m->quantize_weights(QuantType::kQ8_0);
-  if (w == Weights::kQ4_0) m->quantize_weights(QuantType::kQ4_0);
-  if (w == Weights::kFp32Panels)
-    m->use_fp32_panels();  // row-major fp32 on builds without the kernel
-  return m;
+  return test::make_model(c, w, 5);
 }
 
 // Sequence s's sub-model at step t: every sub-model, up and down, differing between sequences.

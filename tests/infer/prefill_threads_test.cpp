@@ -13,6 +13,7 @@
 #include "core/threads.h"
 #include "infer/session.h"
 #include "kernels/gemm.h"
+#include "weight_forms.h"
 
 namespace chainlm {
 namespace {
@@ -20,31 +21,26 @@ namespace {
 using test::ModelVariant;
 using test::random_tokens;
 
-// kBf16Instructions: the bf16 GEMMs on the CPU's bf16 instructions for every size (oneDNN's
-// bf16 matmul past the few-row kernels), where it has them; kBf16 the CPU's own choice.
-enum class Weights { kFp32, kBf16, kBf16Instructions, kQ8_0, kQ4_0, kFp32Panels };
+using test::Weights;
 
-std::unique_ptr<Model> make_model(const ModelConfig& c, Weights w) {
-  auto m = std::make_unique<Model>(c);
-  m->init_random(7);
-  if (w == Weights::kBf16 || w == Weights::kBf16Instructions)
-    m->use_bf16_weights(/*keep_fp32=*/false);
-  if (w == Weights::kQ8_0) m->quantize_weights(QuantType::kQ8_0);
-  if (w == Weights::kQ4_0) m->quantize_weights(QuantType::kQ4_0);
-  if (w == Weights::kFp32Panels) m->use_fp32_panels();
-  return m;
-}
+// A weight form, with bf16 on the CPU's bf16 instructions for every size (oneDNN's bf16 matmul
+// past the few-row kernels) where it has them, or (false) on the CPU's own choice.
+struct Form {
+  Weights w;
+  bool bf16_instructions = false;
+};
 
 TEST(PrefillThreads, ShortPiecesGiveTheSameBitsOnOneThreadAndTwo) {
   const int threads = num_threads();
   for (const ModelVariant& v :
        {ModelVariant{{4, 4}}, ModelVariant{{2, 2, 2, 2}, true, 4}, ModelVariant{{4, 4}, false, 2},
         ModelVariant{{4, 4}, true, 2, false, 2, 4, 8}}) {
-    for (Weights w : {Weights::kFp32, Weights::kBf16, Weights::kBf16Instructions, Weights::kQ8_0,
-                      Weights::kQ4_0, Weights::kFp32Panels}) {
+    for (Form f : {Form{Weights::kFp32}, Form{Weights::kBf16}, Form{Weights::kBf16, true},
+                   Form{Weights::kQ8_0}, Form{Weights::kQ4_0}, Form{Weights::kFp32Panels}}) {
       std::optional<test::Bf16Path> path;
-      if (w == Weights::kBf16Instructions) path.emplace(/*emulated=*/false);
-      const auto model = make_model(v.config(96), w);
+      if (f.bf16_instructions) path.emplace(/*emulated=*/false);
+      const Weights w = f.w;
+      const auto model = test::make_model(v.config(96), w, 7);
       const ModelConfig& c = model->config();
       // Enough work for two threads to split the products (core/threads.h, gemm.h).
       ASSERT_GE((long)(kMaxDecodeRows * 3.0 * c.dim * c.dim * sizeof(float)), kThreadedWeightBytes);
@@ -54,7 +50,8 @@ TEST(PrefillThreads, ShortPiecesGiveTheSameBitsOnOneThreadAndTwo) {
         const int tokens = rows / v.K;
         for (int k = 1; k <= c.n_chains(); ++k) {
           SCOPED_TRACE(::testing::PrintToString(v) + " weights " + std::to_string((int)w) +
-                       " rows " + std::to_string(rows) + " k " + std::to_string(k));
+                       (f.bf16_instructions ? " (bf16 instructions)" : "") + " rows " +
+                       std::to_string(rows) + " k " + std::to_string(k));
           // A prompt read in two pieces: the second attends to the first's cache.
           const std::vector<int> prompt = random_tokens(tokens + 5, c.vocab_size, 300 + rows);
           std::vector<float> logits[2];
