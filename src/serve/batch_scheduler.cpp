@@ -257,7 +257,6 @@ void BatchScheduler::loop() {
           ++it;
           continue;
         }
-        (*it)->started_ = Generation::Clock::now();
         (*it)->end(StopReason::callback);
         it = incoming_.erase(it);
       }
