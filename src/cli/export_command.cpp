@@ -181,13 +181,20 @@ void export_gguf_file(const ExportArgs& a, Model& model, int k, const std::strin
         fallback_type, summary.file_type.c_str(), summary.file_type.c_str(),
         summary.file_type.c_str());
   else
-    std::printf("weights   %s%s%s\n", summary.file_type.c_str(),
-                summary.copied_blocks ? " (the model's blocks, copied)" : "",
-                summary.fallback_tensors
-                    ? cat("; ", summary.fallback_tensors, " of the ", matrices, " matrices in ",
-                          fallback_type, " (rows not whole 32-blocks)")
-                          .c_str()
-                    : "");
+    std::printf(
+        "weights   %s%s%s%s\n", summary.file_type.c_str(),
+        summary.copied_blocks ? " (the model's blocks, copied)" : "",
+        (summary.fallback_tensors
+             ? cat("; ", summary.fallback_tensors, " of the ", matrices, " matrices in ",
+                   fallback_type, " (rows not whole 32-blocks)")
+             : std::string())
+            .c_str(),
+        summary.fp32_tensors
+            ? cat("; ", summary.fp32_tensors, " in F32 as the model holds them (",
+                  summary.fp32_tensors == 1 ? "its embedding or head" : "its embedding and head",
+                  ")")
+                  .c_str()
+            : "");
   std::printf("check     max |logit difference| after reading it back: %.3g\n", diff);
   std::printf("wrote     %s (%s, %s)\n", a.out.c_str(),
               format_bytes((double)fs::file_size(a.out)).c_str(),

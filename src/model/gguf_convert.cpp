@@ -214,11 +214,18 @@ GgufExportSummary export_gguf(const Model& model, const GgufExportOptions& o, co
     bool blocks = quantized_file;
     const QuantType qt = !quantized_file ? QuantType::kQ8_0
                          : table && type == "q4_0" ? QuantType::kQ8_0 : parse_quant_type(type);
-    if (blocks && cols % kQuantBlock != 0) {
+    const bool source_blocks = model.is_quantized(idx);
+    // What a quantized model holds in fp32 (its embedding and head when a chain boundary falls
+    // inside a block) goes in as F32, exactly: quantized here it would make another model than
+    // the one exported (a trial: "logits differ ... a bug"), and rounded to F16 another again.
+    const bool kept_fp32 = model.quantized() && !source_blocks && quantized_file;
+    if (kept_fp32) {
+      blocks = false;
+      ++summary.fp32_tensors;
+    } else if (blocks && cols % kQuantBlock != 0) {
       blocks = false;
       ++summary.fallback_tensors;
     }
-    const bool source_blocks = model.is_quantized(idx);
     // A quantized model's blocks go in as they are when the types agree.
     if (blocks && source_blocks) {
       CHAINLM_CHECK(model.tensor_quant_type(idx) == qt, kWhat, ": tensor '", p.name, "' is held in ",
@@ -254,7 +261,7 @@ GgufExportSummary export_gguf(const Model& model, const GgufExportOptions& o, co
       const std::vector<float> importance = model.quant_importance(idx);
       quantize_rows(qt, values.data(), rows, cols, data.data(), importance.empty() ? nullptr : importance.data());
       w.add_tensor(name, qt == QuantType::kQ8_0 ? kGgmlQ8_0 : kGgmlQ4_0, ne, std::move(data));
-    } else if (type == "f16" || (quantized_file && !source_blocks)) {
+    } else if (type == "f16" || (quantized_file && !model.quantized())) {
       std::vector<uint16_t> half(values.size());
       for (size_t e = 0; e < values.size(); ++e) half[e] = fp16_from_float(values[e]);
       w.add_tensor(name, kGgmlF16, ne, as_bytes(half.data(), half.size() * 2));

@@ -25,6 +25,7 @@ struct GgufExportSummary {
   int tensors = 0;
   int fallback_tensors = 0;  // matrices whose rows are not whole 32-blocks, kept in F16/F32
   bool copied_blocks = false;  // a quantized model's blocks went in as they are
+  int fp32_tensors = 0;        // matrices a quantized model holds in fp32 (its tables), kept in F32
 };
 
 // Throws, naming what, when the sub-model cannot be exported (see hf_llama_config_of), or when

@@ -223,6 +223,43 @@ TEST(GgufConvert, OneChainSubModelOfACoLMModel) {
   }
 }
 
+// A quantized CoLM model whose later chain boundaries fall inside a 32-block keeps its embedding
+// and head in fp32 (model.h quantize_weights). Its 1-chain sub-model's rows are whole blocks: the
+// export quantized those tables afresh, then refused its own file ("the GGUF model's logits
+// differ ... a bug"); where the rows were not whole blocks it rounded them to F16 (a user trial).
+TEST(GgufConvert, TablesAQuantizedModelHoldsInFp32GoInAsF32) {
+  // Chains of 64, 16 and 16 columns (the 1-chain rows whole blocks), and five of 16 (not).
+  for (bool whole : {true, false}) {
+    ModelConfig c = test::tiny_config(
+        whole ? std::vector<int>{4, 1, 1} : std::vector<int>{1, 1, 1, 1, 1}, false);
+    c.dim = whole ? 96 : 80;
+    c.n_heads = c.n_kv_heads = c.dim / 16;
+    c.ffn_dim = 2 * c.dim;
+    c.vocab_size = 64;
+    validate_config(c, "test");
+    for (QuantType t : {QuantType::kQ8_0, QuantType::kQ4_0}) {
+      SCOPED_TRACE(std::string(whole ? "whole" : "partial") + " blocks, " + quant_type_name(t));
+      TempDir dir;
+      Model q(c);
+      randomize(q, 17);
+      q.quantize_weights(t);
+      ASSERT_FALSE(q.is_quantized(q.params().find("tok_embeddings.weight")));
+      const GgufExportSummary s = export_gguf(q, options(""), dir.file("a.gguf"));
+      EXPECT_EQ(s.fp32_tensors, 2);
+      GgufReader g(dir.file("a.gguf"));
+      EXPECT_EQ(g.find("token_embd.weight")->type, kGgmlF32);
+      EXPECT_EQ(g.find("output.weight")->type, kGgmlF32);
+      if (!whole) continue;  // its matrices fall back to F32: logits differ (test above)
+      EXPECT_EQ(s.fallback_tensors, 0);
+      EXPECT_TRUE(s.copied_blocks);
+      EXPECT_EQ(g.find("blk.0.attn_q.weight")->type, t == QuantType::kQ8_0 ? kGgmlQ8_0 : kGgmlQ4_0);
+      auto back = load_model(dir.file("a.gguf"));
+      const auto tokens = random_tokens(12, c.vocab_size, 18);
+      EXPECT_EQ(logits_of(*back, 1, tokens), logits_of(q, 1, tokens));
+    }
+  }
+}
+
 TEST(GgufConvert, RefusesToQuantizeQuantizedWeightsAgain) {
   TempDir dir;
   Model m(llama_config(false));
