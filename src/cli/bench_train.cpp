@@ -28,12 +28,18 @@ void bench_train(const std::string& config_path, int B, int T, int threads, int 
                  Precision precision, bool vs_fp32) {
   const Communicator& comm = Communicator::world();
   const int ranks = comm.size();
-  apply_threads_option(threads, launched_by_mpi() ? default_threads_per_rank(comm) : 0);
   // The checks every rank meets alike end the job with one message, rank 0's (each rank printed
-  // its own), and exit code 1 on every rank.
+  // its own), and exit code 1 on every rank. A rank's own option (--threads, which mpirun's MPMD
+  // form may give one rank alone) goes through the same agreement, naming the rank: a rank that
+  // stopped at it alone left the others waiting for it for ever (a user trial).
   ModelConfig config;
   const int global_batch = B;
-  std::string setup_error;
+  std::string setup_error, own_error;
+  try {
+    apply_threads_option(threads, launched_by_mpi() ? default_threads_per_rank(comm) : 0);
+  } catch (const Error& e) {
+    own_error = with_rank_named(comm, e.what());
+  }
   try {
     CHAINLM_CHECK(B % ranks == 0, "bench train: --batch-size ", B, " must be a multiple of the ",
                   ranks, " ranks");
@@ -75,7 +81,7 @@ void bench_train(const std::string& config_path, int B, int T, int threads, int 
   } catch (const Error& e) {
     setup_error = e.what();
   }
-  end_job_on_first_error(comm, setup_error);
+  end_job_on_first_error(comm, own_error.empty() ? setup_error : own_error);
   Model model(config);
   const ModelConfig& c = model.config();
   if (baseline) require_phd_for_baseline(c, "bench train", config_path);

@@ -165,13 +165,25 @@ void add_train_command(CLI::App& app) {
   cmd->callback([a, cmd]() {
     Communicator& comm = Communicator::world();
     const bool root = comm.is_root();
-    apply_threads_option(a->threads, launched_by_mpi() ? default_threads_per_rank(comm) : 0);
     // Errors every rank meets at the same point end the job with one message (rank 0's, or the
     // first failing rank's) and exit code 1 on every rank.
     // A rank's own error names the rank (and machine): the other ranks' data may be fine.
     auto agree = [&comm](const std::string& local_error) {
       end_job_on_first_error(comm, with_rank_named(comm, local_error));
     };
+    // Each rank's own options first, through the same agreement: mpirun's MPMD form may give one
+    // rank a bad --threads or --memory-limit, and a rank that stopped at it alone left the others
+    // waiting for it for ever (a user trial).
+    {
+      std::string own_error;
+      try {
+        apply_threads_option(a->threads, launched_by_mpi() ? default_threads_per_rank(comm) : 0);
+        if (cmd->count("--memory-limit")) parse_byte_size(a->memory_limit, "--memory-limit");
+      } catch (const Error& e) {
+        own_error = e.what();
+      }
+      agree(own_error);
+    }
     // mpirun's MPMD form (A : B) gives ranks their own command lines: every rank ran with rank
     // 0's options, nothing said (a user trial). Each rank's own: --threads, --memory-limit,
     // --quiet.

@@ -69,6 +69,9 @@ void check_memory_fits(const std::string& what, const MemoryEstimate& estimate, 
                        bool has_limit_option) {
   AvailableMemory avail = limit > 0 ? AvailableMemory{limit, "--memory-limit"} : available_memory();
   if (limit == 0) avail.bytes += held;
+  // The machine's memory is shared by this job's processes on it; --memory-limit is each
+  // process's own budget (the help says so; a trial's 100M limit refused a 64 MiB rank of two).
+  if (limit > 0) processes = 1;
   const double need = (double)estimate.total() * processes;
   if (need <= (double)avail.bytes && estimate.total() != UINT64_MAX)
     return;  // (the most is more than there is)

@@ -528,6 +528,42 @@ TEST_F(DistributedTrain, RanksGivenOtherOptionsAreWarnedOf) {
       << read_bytes(dir.file("err2.txt"));
 }
 
+// A rank given a bad value of one of its own options (mpirun's MPMD form) stopped alone, before
+// the first collective, and left the other rank waiting for it until mpirun was killed (a user
+// trial: train and bench train). Every rank now exits 1, with the failing rank's message.
+TEST_F(DistributedTrain, ARanksOwnBadOptionEndsEveryRank) {
+  const std::string train =
+      " " + train_args("chains.json", dir.file("run"), "--steps 2 --batch-size 4");
+  const std::string bench = " bench train --config " + quote(dir.file("chains.json")) +
+                            " --batch-size 4 --seq-len 16 --steps 1 --threads 1";
+  struct Case {
+    std::string args, bad, named;
+  };
+  // Rank 1's command line: rank 0's with the bad value in place of its own.
+  auto with = [](std::string args, const std::string& from, const std::string& to) {
+    const size_t at = args.find(from);
+    return at == std::string::npos ? args + " " + to : args.replace(at, from.size(), to);
+  };
+  for (const Case& c : {Case{train, "--threads -5", "--threads -5"},
+                        Case{train, "--memory-limit banana", "--memory-limit"},
+                        Case{bench, "--threads -3", "--threads -3"}}) {
+    SCOPED_TRACE(c.bad);
+    const std::string rank1 = c.bad.rfind("--threads", 0) == 0 ? with(c.args, "--threads 1", c.bad)
+                                                               : c.args + " " + c.bad;
+    const std::string cmd = testing::mpirun_command(2, 40) + " -np 1 '" + CHAINLM_BINARY + "'" +
+                            c.args + " : -np 1 '" + CHAINLM_BINARY + "'" + rank1 +
+                            " >/dev/null 2>" + quote(dir.file("err.txt"));
+    const int status = std::system(cmd.c_str());
+    const std::string err = read_bytes(dir.file("err.txt"));
+    ASSERT_TRUE(WIFEXITED(status)) << err;
+    EXPECT_EQ(WEXITSTATUS(status), 1) << "124: timeout killed a hung job\n" << err;
+    EXPECT_NE(err.find("rank 1 of 2"), std::string::npos) << err;
+    EXPECT_NE(err.find(c.named), std::string::npos) << err;
+    EXPECT_EQ(err.find("MPI_ABORT"), std::string::npos) << err;
+  }
+  EXPECT_FALSE(fs::exists(dir.file("run/latest")));
+}
+
 // bench train under mpirun: the global batch over the ranks, and the communication figures.
 TEST_F(DistributedTrain, BenchTrainReportsCommunication) {
   RunResult r = run_chainlm_mpi(dir, 2, "bench train --config " + quote(dir.file("chains.json")) +

@@ -99,18 +99,40 @@ TEST(MemoryEstimate, RefusesWhatDoesNotFitWithTheEstimateAndAdvice) {
   const ModelConfig c = mid_config({1, 1}, true);
   const MemoryEstimate e = training_memory(c, 8, 256, 1);
   EXPECT_NO_THROW(check_memory_fits("train", e, 1, e.total(), "do less"));
+  // --memory-limit is each process's budget: two processes on the machine, each within it, fit
+  // (a trial's 100M limit refused a 64 MiB rank of two, against the help's "of this process").
+  EXPECT_NO_THROW(check_memory_fits("train", e, 2, e.total(), "do less"));
   try {
-    check_memory_fits("train", e, 2, e.total(), "do less");  // two processes on the machine
-    ADD_FAILURE() << "two processes fit in one's budget";
+    check_memory_fits("train", e, 2, e.total() - 1, "do less");
+    ADD_FAILURE() << "a process fits in less than its estimate";
   } catch (const Error& err) {
     const std::string msg = err.what();
     EXPECT_NE(msg.find("train needs an estimated " + format_bytes((double)e.total())), std::string::npos) << msg;
     EXPECT_NE(msg.find("activations for 8 x 256 tokens"), std::string::npos) << msg;
-    EXPECT_NE(msg.find("2 processes"), std::string::npos) << msg;
+    EXPECT_EQ(msg.find("2 processes"), std::string::npos) << msg;
     EXPECT_NE(msg.find("--memory-limit"), std::string::npos) << msg;
     EXPECT_NE(msg.find("do less"), std::string::npos) << msg;
   }
   EXPECT_THROW(check_memory_fits("train", e, 1, e.total() - 1, "do less"), Error);
+}
+
+// Without --memory-limit the budget is the machine's, which the job's processes on it share.
+TEST(MemoryEstimate, TheMachinesMemoryIsSharedByTheProcessesOnIt) {
+  const uint64_t available = available_memory().bytes;
+  ASSERT_GT(available, 64ull << 20);
+  const MemoryEstimate e{{{"weights", available / 10 * 6}}};  // room for one, not for two
+  EXPECT_NO_THROW(check_memory_fits("train", e, 1, 0, "do less"));
+  try {
+    check_memory_fits("train", e, 2, 0, "do less");
+    ADD_FAILURE() << "two processes fit in the room of one";
+  } catch (const Error& err) {
+    const std::string msg = err.what();
+    EXPECT_NE(
+        msg.find("per process, " + format_bytes(2.0 * (double)e.total()) + " for the 2 processes"),
+        std::string::npos)
+        << msg;
+    EXPECT_NE(msg.find("pass --memory-limit"), std::string::npos) << msg;
+  }
 }
 
 // 2^60 parameters need 2^64 bytes of weights, gradients and moments: the sum wrapped to
