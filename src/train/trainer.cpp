@@ -159,9 +159,25 @@ Trainer::Trainer(Model& model, TrainOptions options, const Communicator& comm)
 
 // Whether a stop signal reached any rank (collective under mpirun: every rank stops at the
 // same step, or none does).
+namespace {
+
+// Raises, on every rank together, the first rank's error when any rank has one (collective).
+// Under mpirun it names that rank and its machine: rank 0's run directory (locked by another
+// process, on a full disk) is on rank 0's machine alone.
+void fail_together(const Communicator& comm, const std::string& local_error) {
+  const std::string e = comm.first_error(with_rank_named(comm, local_error));
+  if (e.empty()) return;
+  if (comm.size() > 1) throw CollectiveError(e);
+  throw Error(e);
+}
+
+}  // namespace
+
 bool Trainer::stop_agreed() const {
-  double asked = stop_requested() ? 1.0 : 0.0;
+  // One reduction for both: 2 when rank 0's log failed, else 1 when a rank was asked to stop.
+  double asked = !log_error_.empty() ? 2.0 : stop_requested() ? 1.0 : 0.0;
   if (comm_.size() > 1) comm_.allreduce_max(&asked, 1);
+  if (asked > 1.0) fail_together(comm_, log_error_);
   return asked > 0.0;
 }
 
@@ -312,7 +328,14 @@ std::vector<double> Trainer::validate() {
 }
 
 void Trainer::log_metrics(const nlohmann::json& line) {
-  if (comm_.is_root()) run_dir_.append_metrics(line);
+  if (!comm_.is_root()) return;
+  if (comm_.size() == 1) return run_dir_.append_metrics(line);
+  if (!log_error_.empty()) return;  // the run ends at the step's agreement
+  try {
+    run_dir_.append_metrics(line);
+  } catch (const Error& e) {
+    log_error_ = e.what();
+  }
 }
 
 void Trainer::sync_from_root() {
@@ -340,20 +363,6 @@ void Trainer::check_replicas() const {
                               ": the ranks' weights differ; the replicas diverged (this is a bug: "
                               "the ranks apply the same summed gradient)"));
 }
-
-namespace {
-
-// Raises, on every rank together, the first rank's error when any rank has one (collective).
-// Under mpirun it names that rank and its machine: rank 0's run directory (locked by another
-// process, on a full disk) is on rank 0's machine alone.
-void fail_together(const Communicator& comm, const std::string& local_error) {
-  const std::string e = comm.first_error(with_rank_named(comm, local_error));
-  if (e.empty()) return;
-  if (comm.size() > 1) throw CollectiveError(e);
-  throw Error(e);
-}
-
-}  // namespace
 
 nlohmann::json Trainer::compute_json() const {
   return {{"precision", opt_.precision},
@@ -510,7 +519,9 @@ void Trainer::run() {
     const bool stop = !last && stop_agreed();
     if (step_ % save_every == 0 || last || stop) {
       check_replicas();
-      if (root) {
+      if (root && !log_error_.empty()) {
+        error = log_error_;
+      } else if (root) {
         try {
           const std::string dir = save();
           if (last || stop) progress.saved(dir);
@@ -525,6 +536,8 @@ void Trainer::run() {
       // Ctrl-C or SIGTERM: the step is saved; the command says how to go on.
       stopped_by_ = stop_signal() ? stop_signal() : SIGTERM;
       log_metrics({{"step", step_}, {"event", "stopped"}, {"signal", signal_name(stopped_by_)}});
+      if (!log_error_.empty())  // the checkpoint is written; only the log's last line is missing
+        std::fprintf(stderr, "warning: %s\n", log_error_.c_str());
       return;
     }
   }

@@ -117,8 +117,11 @@ class Trainer {
  private:
   // restore()'s reading: weights, AdamW moments, step and skip counts of checkpoint dir.
   void restore_state(const std::string& dir);
-  // Appends a line to the run's metrics.jsonl (rank 0 only; a no-op on the others).
+  // Appends a line to the run's metrics.jsonl (rank 0 only; a no-op on the others). Under
+  // mpirun a failed append (a full disk) is kept in log_error_ and ends every rank together at
+  // the step's agreement (stop_agreed): thrown on rank 0 alone it ended the job by MPI_Abort.
   void log_metrics(const nlohmann::json& line);
+  std::string log_error_;
   // How this process computes the steps: {"precision", "threads", "gemm"}. Recorded in the log
   // where a run starts or resumes and in every trainer state: a resume on another thread count
   // or GEMM library is not bit-identical to an uninterrupted run, and a report names each
@@ -141,6 +144,8 @@ class Trainer {
   MemoryEstimate memory_estimate_;
   long step_ = 0;
   int stopped_by_ = 0;
+  // Whether any rank was asked to stop (a signal); throws, on every rank, rank 0's log_error_
+  // when it has one. A collective under mpirun.
   bool stop_agreed() const;
   // Steps skipped for non-finite values, in all and in a row up to step_; AdamW's bias
   // correction counts the updates actually applied (step_ - skipped_).

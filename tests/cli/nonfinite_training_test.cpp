@@ -167,6 +167,28 @@ TEST_F(CrashSafety, FailedCheckpointEndsEveryMpiRankWithOneMessage) {
   EXPECT_TRUE(leftovers(runp).empty()) << joined(leftovers(runp));
 }
 
+TEST_F(CrashSafety, AFailedLogLineEndsEveryMpiRankWithOneMessage) {
+  // Rank 0's metrics.jsonl cannot take a step's line (a full disk fills the log first, between
+  // checkpoints): every rank ends at that step's agreement with rank 0's message, printed once.
+  // It ended the job by MPI_Abort, and mpirun's SIGTERM had rank 1 announce a checkpoint that
+  // was never written (a user trial).
+  const std::string runp = dir.file("run");
+  const Outcome r =
+      run_mpi(dir, train_args(runp, 6), "CHAINLM_WRITE_ERROR_AT=metrics.append:5=ENOSPC");
+  EXPECT_EQ(r.code, 1) << r.err;
+  const std::string message = "cannot append to";
+  const size_t at = r.err.find(message);
+  ASSERT_NE(at, std::string::npos) << r.err;
+  EXPECT_EQ(r.err.find(message, at + 1), std::string::npos) << "printed twice:\n" << r.err;
+  EXPECT_TRUE(contains(r.err, "rank 0 of 2")) << r.err;
+  EXPECT_TRUE(contains(r.err, "No space left on device")) << r.err;
+  EXPECT_FALSE(contains(r.err, "MPI_ABORT")) << r.err;
+  EXPECT_FALSE(contains(r.err, "saving a checkpoint")) << r.err;
+  ASSERT_TRUE(fs::exists(runp + "/latest")) << r.err;
+  expect_loadable(runp, "after the failed log line");
+  EXPECT_TRUE(leftovers(runp).empty()) << joined(leftovers(runp));
+}
+
 TEST_F(CrashSafety, NonFiniteDecisionsAgreeAcrossMpiRanks) {
   // The NaN gradient appears on the last rank only; rank 0 (the writer) sees it through the
   // gradient sum, and both ranks stop, or skip, together.
