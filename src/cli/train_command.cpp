@@ -229,7 +229,16 @@ void add_train_command(CLI::App& app) {
           // A step-N directory is complete once it has its name (built under a temporary one,
           // fsynced, then renamed): without `latest` (deleted, or a writer killed before writing
           // it) the run goes on from the newest.
-          const std::vector<std::string> found = RunDirectory(a->out).checkpoints_after(-1);
+          // Only those that hold a checkpoint: a directory of the user's named like one was
+          // announced as the checkpoint resumed from, then refused (a trial).
+          std::vector<std::string> found;
+          std::string others;
+          for (const std::string& name : RunDirectory(a->out).checkpoints_after(-1)) {
+            if (is_checkpoint_dir((fs::path(a->out) / name).string()))
+              found.push_back(name);
+            else
+              others += (others.empty() ? "" : ", ") + name;
+          }
           // A run still before its first checkpoint, training in another process: say that.
           const bool started = fs::exists(fs::path(a->out) / ".lock", ec);  // a run took it once
           if (found.empty() && started) RunDirectory(a->out).lock();
@@ -244,8 +253,13 @@ void add_train_command(CLI::App& app) {
           if (!a->quiet)
             std::fprintf(
                 stderr,
-                "resume: %s has no 'latest' file; resuming from its newest checkpoint, %s\n",
-                a->out.c_str(), found.back().c_str());
+                "resume: %s has no 'latest' file; resuming from its newest checkpoint, %s%s\n",
+                a->out.c_str(), found.back().c_str(),
+                others.empty() ? ""
+                               : cat(" (", others,
+                                     ": named like checkpoints, but without config.json and "
+                                     "model.safetensors)")
+                                     .c_str());
         }
         if (resume_dir.empty()) resume_dir = resolve_checkpoint_dir(a->out);
         model = load_model(resume_dir);
@@ -392,10 +406,15 @@ void add_train_command(CLI::App& app) {
         require_data_tokenizer(opt.data_dir);
         // A checkpoint without its tokenizer (removed by hand) would take the data's unchecked
         // and pass it on to every later checkpoint.
-        CHAINLM_CHECK(dir_has_tokenizer(resume_dir), "train --resume: the checkpoint ", resume_dir,
-                      " holds no tokenizer, so the data's cannot be checked against the one the ",
-                      "run was trained with; copy that tokenizer into ", resume_dir,
-                      " (nothing was trained)");
+        if (!dir_has_tokenizer(resume_dir)) {  // an intact earlier checkpoint is named too
+          const std::string what =
+              cat("train --resume: the checkpoint ", resume_dir,
+                  " holds no tokenizer, so the data's cannot be checked against the one the run "
+                  "was trained with; copy that tokenizer into ",
+                  resume_dir);
+          const std::string advice = with_intact_earlier(what, resume_dir);
+          fail(advice == what ? what + " (nothing was trained)" : advice);
+        }
         try {  // a corrupt one was taken for another tokenizer than the data's
           load_tokenizer(resume_dir);
         } catch (const Error& e) {

@@ -178,13 +178,16 @@ RunDirectory::Superseded RunDirectory::supersede_after(long step) {
     }
     write_file_atomic((dest / "metrics.jsonl").string(), later);
   }
-  std::string names;
+  std::string names, others;
   for (const std::string& name : newer) {
+    // A directory named like a checkpoint that holds none (a user's own step-5/): moved too,
+    // but not called a checkpoint (a trial).
+    std::string& list = fs::exists(run / name / "config.json", ec) ? names : others;
     fs::rename(run / name, dest / name, ec);
     if (ec) fail("cannot move ", (run / name).string(), " to ", dest.string(), ": ", ec.message());
-    names += (names.empty() ? "" : ", ") + name;
+    list += (list.empty() ? "" : ", ") + name;
   }
-  return {dest.string(), names};
+  return {dest.string(), names, others};
 }
 
 void RunDirectory::prepare() {

@@ -70,9 +70,10 @@ class RunDirectory {
   // new superseded-<time>/ directory of the run, so that nothing is overwritten or deleted. A
   // new run also moves the log of an earlier one that trained steps but wrote no checkpoint.
   // Returns that directory ("" when there was nothing to move) and the checkpoints moved
-  // ("step-00000004, step-00000006"; "" for a log alone), for the message.
+  // ("step-00000004, step-00000006"; "" for a log alone), for the message, apart from the
+  // directories named like checkpoints that hold none (no config.json), moved as well.
   struct Superseded {
-    std::string dir, checkpoints;
+    std::string dir, checkpoints, others;
   };
   // Takes the run's lock first when it has something to move.
   Superseded supersede_after(long step);

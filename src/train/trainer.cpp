@@ -403,13 +403,18 @@ void Trainer::run() {
     // first, never deleted.
     if (root) {
       const RunDirectory::Superseded moved = run_dir_.supersede_after(-1);
-      if (!moved.dir.empty() && moved.checkpoints.empty())
+      if (!moved.others.empty())
+        std::fprintf(stderr,
+                     "a new run in %s: %s, named like checkpoints but holding none (no "
+                     "config.json), moved to %s (nothing was deleted)\n",
+                     opt_.out_dir.c_str(), moved.others.c_str(), moved.dir.c_str());
+      if (!moved.dir.empty() && moved.checkpoints.empty() && moved.others.empty())
         std::fprintf(
             stderr,
             "a new run in %s: the log of an earlier run that stopped before its first checkpoint "
             "was moved to %s (nothing was deleted)\n",
             opt_.out_dir.c_str(), moved.dir.c_str());
-      else if (!moved.dir.empty())
+      else if (!moved.checkpoints.empty())
         std::fprintf(
             stderr,
             "a new run in %s: the checkpoints no 'latest' named (%s) and the log were moved to %s "

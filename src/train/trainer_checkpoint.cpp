@@ -167,11 +167,15 @@ void Trainer::restore(const std::string& checkpoint_dir) {
   if (comm_.is_root()) {
     run_dir_.check_metrics_lines();
     const RunDirectory::Superseded moved = run_dir_.supersede_after(step_);
+    const std::string others = moved.others.empty()
+                                   ? std::string()
+                                   : cat(moved.checkpoints.empty() ? "" : "; ", moved.others,
+                                         ", named like checkpoints but holding none, too");
     if (!moved.dir.empty() && !opt_.quiet)
       std::fprintf(stderr,
                    "resuming from step %ld, the checkpoint `latest` names: the later checkpoints "
-                   "(%s) and their metrics lines were moved to %s (nothing was deleted)\n",
-                   step_, moved.checkpoints.c_str(), moved.dir.c_str());
+                   "(%s%s) and their metrics lines were moved to %s (nothing was deleted)\n",
+                   step_, moved.checkpoints.c_str(), others.c_str(), moved.dir.c_str());
   }
   // Keep only the metrics of steps up to the restored one, so a resumed run's log reads as one
   // uninterrupted run.

@@ -85,6 +85,44 @@ TEST_F(RunDirectoryCli, CheckpointsWithoutLatestAreResumedOrMovedAsideNeverPrune
   EXPECT_EQ(read_bytes((aside[0] / "step-00000004" / "model.safetensors").string()), step4);
   EXPECT_EQ(read_bytes((aside[0] / "metrics.jsonl").string()), log);
   EXPECT_EQ(trimmed(read_bytes(copy + "/latest")), "step-00000002");
+
+  // A directory of the user's named like a checkpoint is neither resumed from (it was announced
+  // as the newest checkpoint, then refused) nor called a checkpoint when a new run moves it aside
+  // (a trial).
+  fs::remove(run + "/latest");
+  fs::create_directories(run + "/step-00000009");
+  write_bytes(run + "/step-00000009/notes.txt", "mine");
+  resume = run_chainlm(dir, "train --out " + quote(run) + " --resume --steps 7");
+  EXPECT_EQ(resume.exit_code, 0) << resume.err;
+  EXPECT_TRUE(contains(resume.err,
+                       "resuming from its newest checkpoint, step-00000006 (step-00000009: named "
+                       "like checkpoints, but without config.json"))
+      << resume.err;
+  const std::string mine = dir.file("mine");
+  fs::create_directories(mine + "/step-00000005");
+  write_bytes(mine + "/step-00000005/notes.txt", "mine");
+  fresh = run_chainlm(dir, train_args(mine, 2));
+  EXPECT_EQ(fresh.exit_code, 0) << fresh.err;
+  EXPECT_TRUE(contains(fresh.err, "step-00000005, named like checkpoints but holding none"))
+      << fresh.err;
+  EXPECT_FALSE(contains(fresh.err, "the checkpoints no 'latest' named")) << fresh.err;
+}
+
+// A checkpoint whose tokenizer was removed names the intact earlier one a resume can go on from,
+// as a checkpoint with an unreadable tokenizer does (a trial: only "copy that tokenizer into").
+TEST_F(RunDirectoryCli, ACheckpointWithoutItsTokenizerNamesTheIntactEarlierOne) {
+  const std::string run = dir.file("run");
+  ASSERT_EQ(run_chainlm(dir, train_args(run, 4) + " --save-every 2").exit_code, 0);
+  std::vector<fs::path> tokenizer_files;
+  for (const auto& e : fs::directory_iterator(run + "/step-00000004"))
+    if (e.path().filename().string().find("tokenizer") != std::string::npos)
+      tokenizer_files.push_back(e.path());
+  ASSERT_FALSE(tokenizer_files.empty());
+  for (const fs::path& f : tokenizer_files) fs::remove(f);
+  auto resume = run_chainlm(dir, "train --out " + quote(run) + " --resume --steps 6");
+  EXPECT_EQ(resume.exit_code, 1);
+  EXPECT_TRUE(contains(resume.err, "holds no tokenizer") && contains(resume.err, "step-00000002"))
+      << resume.err;
 }
 
 // --out naming a checkpoint: the resume wrote the run's checkpoints inside it, where the run's
