@@ -89,13 +89,11 @@ GenerateResult generate_tokens(const Model& model, const Tokenizer& tok, const s
   // A prompt a core reads in well under a millisecond runs on one thread: its parallel regions
   // cost more than they share even on a quiet machine, and beside a busy process each waits for
   // the other core's time slice (a 64-dim model's 7-token prompt: 45-107 ms on two threads, 0.9
-  // on one). Only a pass whose bits do not depend on the thread count (max_thread_invariant_rows),
-  // so the tokens are those of any count.
+  // on one). A pass gives the same bits on any count (infer/session.cpp), so the tokens are those
+  // of any count.
   const long rows = (long)prompt_tokens.size() * c.phd.repeat;
   const double flops = 2.0 * (double)model.matmul_params(schedule.chains_for(0)) * (double)rows;
-  if (opt.adaptive_threads && flops < kOneThreadPrefillFlops &&
-      rows <= max_thread_invariant_rows(model))
-    set_num_threads_of_this_thread(1);
+  if (opt.adaptive_threads && flops < kOneThreadPrefillFlops) set_num_threads_of_this_thread(1);
   res.prefill_threads = num_threads();
   const float* logits =
       session.prefill(res.prompt_tokens, schedule.chains_for(0), opt.chain1_prefill);

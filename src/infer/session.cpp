@@ -91,10 +91,6 @@ std::size_t InferenceSession::phd_ring_bytes(const ModelConfig& c, int max_chunk
          (std::size_t)ChainLayout(c).kv.total() * sizeof(float);
 }
 
-int max_thread_invariant_rows(const Model& model) {
-  return model.weight_format() == "bf16" && bf16_gemm_native() ? kMaxDecodeRows : kMaxStreamedRows;
-}
-
 InferenceSession::InferenceSession(const Model& model, int max_chunk, KvCacheType kv_cache,
                                    int positions)
     : model_(model),
@@ -180,6 +176,12 @@ int InferenceSession::phd_hidden_positions(int end, bool most) const {
 // last phd_hidden_positions(final_end) run as originals only (unless all logits are wanted).
 void InferenceSession::run(const int* tokens, int n, int k, float* all_logits, int final_end) {
   const ModelConfig& c = model_.config();
+  // A pass gives the same bits on any thread count (tests/infer/prefill_threads_test.cpp): the
+  // few-row and quantized kernels' threads split output columns, attention splits rows and heads,
+  // never a sum, and the libraries' products run in tiles fixed by their shapes (kernels/gemm.h).
+  // So the server and generate may choose the count by timing, and a prompt's tokens are the same
+  // on any machine's core count.
+  const ThreadInvariantProducts invariant;
   if (!c.phd.enabled()) {
     for (int p = 0; p < n; p += max_chunk_) {
       const int m = std::min(max_chunk_, n - p);

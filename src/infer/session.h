@@ -14,14 +14,6 @@
 
 namespace chainlm {
 
-// Forward passes of at most this many rows give the same bits on any number of threads: their
-// products run the few-row kernels, whose threads split output columns, and attention splits rows
-// and heads, never a sum (tests/infer/prefill_threads_test.cpp). A server runs prompt pieces this
-// short on its decoding steps' thread count (serve/batch_scheduler.h). Past it oneDNN's blocking
-// may depend on the count; with bf16 weights whose larger products run on oneDNN's bf16 kernels
-// (kernels/gemm.h bf16_gemm_native), only decoding's kMaxDecodeRows.
-int max_thread_invariant_rows(const Model& model);
-
 class InferenceSession {
  public:
   // max_chunk bounds the rows of one forward pass (longer inputs run in chunks); a PHD pass

@@ -59,7 +59,10 @@ void chain_linear_jobs(const ChainLinear& cl, int k, int M, const float* x, int 
 
 void chain_linear_forward(int M, const float* x, int ldx,
                           std::initializer_list<ChainLinearOutput> outs) {
-  if (M > kMaxDecodeRows) {
+  // Products the libraries would compute in tiles fixed by their shapes (gemm.h
+  // ThreadInvariantProducts): every block of every output in one set of tiles.
+  const bool tiled = M > kMaxDecodeRows && thread_invariant_products();
+  if (M > kMaxDecodeRows && !tiled) {
     for (const ChainLinearOutput& o : outs)
       chain_linear_forward(*o.cl, o.k, M, x, ldx, o.w, o.y, o.ldy, o.beta);
     return;
@@ -72,8 +75,8 @@ void chain_linear_forward(int M, const float* x, int ldx,
 
 void chain_linear_forward(const ChainLinear& cl, int k, int M, const float* x, int ldx,
                           const WeightRef* w, float* y, int ldy, float beta) {
-  // A decoding step's rows: the k blocks in one parallel region.
-  if (M <= kMaxDecodeRows && k > 1)
+  // A decoding step's rows: the k blocks in one parallel region; so are a pass's tiles.
+  if ((M <= kMaxDecodeRows && k > 1) || (M > kMaxDecodeRows && thread_invariant_products()))
     return chain_linear_forward(M, x, ldx, {{&cl, k, w, y, ldy, beta}});
   // bf16 blocks and more rows than a decoding step: x is rounded once for all k blocks (the
   // few-row kernels round their handful of rows themselves).

@@ -316,14 +316,6 @@ void gemm_nt(int M, int N, int K, const float* A, int lda, const float* B, int l
   large_gemm(false, true, M, N, K, A, lda, B, ldb, C, ldc, beta);
 }
 
-namespace {
-
-// A product's A rounded to bf16 (rows null: not a bf16 product), ld apart.
-struct RoundedRows {
-  const bf16_t* rows = nullptr;
-  int ld = 0;
-};
-
 // The products with bf16 weights get their A rounded once per distinct activation (same A and
 // lda: q, k and v, a Chain-of-Linear's blocks), over the most rows and columns any of them
 // reads, rather than by each thread for each product as gemm_nt_bf16 would (two threads, q, k
@@ -353,9 +345,8 @@ const std::vector<RoundedRows>& round_bf16_operands(const GemmNtJob* jobs, int n
   return out;
 }
 
-}  // namespace
-
 void gemm_nt_jobs(const GemmNtJob* jobs, int n) {
+  if (gemm_nt_tiles(jobs, n)) return;
   // Weight bytes x rows: the measure the quantized GEMVs split by (kThreadedWeightBytes).
   long work = 0;
   bool few = true;

@@ -34,6 +34,11 @@ void gemm_nt(int M, int N, int K, const float* A, int lda, const float* B, int l
 // matmul compute it.
 void gemm_nt_bf16(int M, int N, int K, const float* A, int lda, const bf16_t* B, int ldb, float* C,
                   int ldc, float beta);
+// The fp32 kernels' form of that product for more than kMaxDecodeRows rows, A's values already
+// bf16 (rounded and widened): panels of B widened, through gemm_nt. The bits of the emulated
+// path (bf16_gemm_native() false); for callers that widen one A for several products.
+void gemm_nt_bf16_widened(int M, int N, int K, const float* A, int lda, const bf16_t* B, int ldb,
+                          float* C, int ldc, float beta);
 // dx = dy W in bf16: C(M,N) = bf16(A)(M,K) · B(K,N) + beta C, B a bf16 weight.
 void gemm_nn_bf16(int M, int N, int K, const float* A, int lda, const bf16_t* B, int ldb, float* C,
                   int ldc, float beta);
@@ -128,6 +133,27 @@ struct GemmNtJob {
 // earlier one's C: a running sum over a weight's column blocks (infer/head_logits.h), and a
 // job's `then` may read the same columns of an earlier one's C.
 void gemm_nt_jobs(const GemmNtJob* jobs, int n);
+
+// While one lives on a thread, that thread's gemm_nt_jobs (and chain_linear_forward) whose
+// products the libraries would compute (fp32 with more than kMaxStreamedRows rows, bf16 on
+// oneDNN's bf16 kernels with more than kMaxDecodeRows) run their fp32 and bf16 products in tiles
+// fixed by the products' shapes alone (gemm_tiles.cpp), each tile computed by one thread, the
+// threads taking tiles as they free up. Their bits then do not depend on the thread count
+// (OpenBLAS's and oneDNN's own threading split the work, and on OpenBLAS the sums, by it), and a
+// thread that a busy process holds off its core delays a region by one tile, not by its whole
+// share. Inference sessions hold one while they run a pass (infer/session.cpp); training does not
+// (its large products keep the libraries' threading, which measured faster there).
+class ThreadInvariantProducts {
+ public:
+  ThreadInvariantProducts();
+  ~ThreadInvariantProducts();
+  ThreadInvariantProducts(const ThreadInvariantProducts&) = delete;
+  ThreadInvariantProducts& operator=(const ThreadInvariantProducts&) = delete;
+
+ private:
+  bool previous_;
+};
+bool thread_invariant_products();
 
 // C(M,N) = A(M,K) · B(K,N) + beta*C
 void gemm_nn(int M, int N, int K, const float* A, int lda, const float* B, int ldb, float* C,

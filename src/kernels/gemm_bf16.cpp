@@ -260,10 +260,17 @@ void gemm_nt_bf16(int M, int N, int K, const bf16_t* A, int lda, const bf16_t* B
     for_column_ranges(N, (long)M * N * K, [&](int n0, int n1) { f(n0, n1, K, a, K, B, ldb, C, ldc, beta); });
     return;
   }
+  gemm_nt_bf16_widened(M, N, K, a, K, B, ldb, C, ldc, beta);
+}
+
+void gemm_nt_bf16_widened(int M, int N, int K, const float* A, int lda, const bf16_t* B, int ldb,
+                          float* C, int ldc, float beta) {
+  if (M == 0 || N == 0) return;
+  if (K == 0) return scale_only(M, N, C, ldc, beta);
   const int panel_rows = (int)std::max<long>(64, kPanelFloats / K);
   for (int n0 = 0; n0 < N; n0 += panel_rows) {
     const int rows = std::min(panel_rows, N - n0);
-    gemm_nt(M, rows, K, a, K, widened(1, rows, K, B + (long)n0 * ldb, ldb), K, C + n0, ldc, beta);
+    gemm_nt(M, rows, K, A, lda, widened(1, rows, K, B + (long)n0 * ldb, ldb), K, C + n0, ldc, beta);
   }
 }
 

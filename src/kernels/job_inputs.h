@@ -38,4 +38,17 @@ void group_job_inputs(const GemmNtJob* jobs, int n, Reads reads, Key key,
   }
 }
 
+// A product's A rounded to bf16 (rows null: not a bf16 product), ld apart.
+struct RoundedRows {
+  const bf16_t* rows = nullptr;
+  int ld = 0;
+};
+// For each job with bf16 weights, its A rounded to bf16 once per distinct input (gemm.cpp). The
+// buffer and the result are the calling thread's, valid until its next call.
+const std::vector<RoundedRows>& round_bf16_operands(const GemmNtJob* jobs, int n);
+
+// gemm.h's ThreadInvariantProducts path (gemm_tiles.cpp): false when it does not apply to these
+// jobs, which then run as gemm_nt_jobs runs them otherwise.
+bool gemm_nt_tiles(const GemmNtJob* jobs, int n);
+
 }  // namespace chainlm

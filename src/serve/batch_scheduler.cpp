@@ -239,7 +239,6 @@ void BatchScheduler::loop() {
   set_num_threads_of_this_thread(opt_.threads);
   const int threads = num_threads();
   DecodeThreadTuner tuner(threads, opt_.adaptive_threads);
-  const int invariant_rows = max_thread_invariant_rows(model_);
   int last_rows = 0;  // the last turn's decoding rows, when it read no prompt piece
   Generation::Clock::time_point last_start;
   BatchDecoder decoder(model_);
@@ -337,12 +336,10 @@ void BatchScheduler::loop() {
         if (read >= opt_.prefill_chunk) break;
         if (g->ended_ || g->pending_ >= 0) continue;  // ended, or past its prompt
         const int before = g->session_->length();
-        // A short piece runs on the decoding steps' count (the same bits on any count): beside a
-        // busy process, 16-token prompts on two threads took ~40% of a small model's serving
-        // time against ~10% on one. Longer pieces keep every thread.
-        const int piece = std::min(opt_.prefill_chunk, (int)g->prompt_.size() - before);
-        set_num_threads_of_this_thread(
-            piece * model_.config().phd.repeat <= invariant_rows ? tuner.chosen() : threads);
+        // Pieces run on the decoding steps' count (a pass gives the same bits on any count,
+        // infer/session.cpp): beside a busy process, 16-token prompts on two threads took ~40% of
+        // a small model's serving time against ~10% on one.
+        set_num_threads_of_this_thread(tuner.chosen());
         prefill_piece(*g);
         read += g->session_->length() - before;
         ++pieces;
