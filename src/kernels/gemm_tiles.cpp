@@ -6,7 +6,6 @@
 
 #include <algorithm>
 #include <exception>
-#include <utility>
 #include <vector>
 
 #include "kernels/bf16.h"
@@ -87,36 +86,30 @@ bool gemm_nt_tiles(const GemmNtJob* jobs, int n) {
   thread_local std::vector<const float*> wide;
   wide.assign(n, nullptr);
   if (!bf16_gemm_native()) {
-    std::vector<std::pair<const bf16_t*, size_t>> at;  // source, offset in wide_buffer
-    std::vector<size_t> rows_of;
-    size_t total = 0;
+    struct Source {
+      const bf16_t* rows;
+      size_t ld, count = 0, at = 0;
+    };
+    std::vector<Source> sources;
+    std::vector<int> source_of(n, -1);
     for (int j = 0; j < n; ++j) {
       if (!rounded[j].rows) continue;
-      size_t s = 0;
-      while (s < at.size() && at[s].first != rounded[j].rows) ++s;
-      if (s == at.size()) {
-        at.push_back({rounded[j].rows, 0});
-        rows_of.push_back(0);
-      }
-      rows_of[s] = std::max<size_t>(rows_of[s], (size_t)jobs[j].M);
+      int s = 0;
+      while (s < (int)sources.size() && sources[s].rows != rounded[j].rows) ++s;
+      if (s == (int)sources.size()) sources.push_back({rounded[j].rows, (size_t)rounded[j].ld});
+      sources[s].count = std::max(sources[s].count, (size_t)jobs[j].M);
+      source_of[j] = s;
     }
-    for (size_t s = 0; s < at.size(); ++s) {
-      at[s].second = total;
-      size_t ld = 0;
-      for (int j = 0; j < n; ++j)
-        if (rounded[j].rows == at[s].first) ld = (size_t)rounded[j].ld;
-      total += rows_of[s] * ld;
+    size_t total = 0;
+    for (Source& src : sources) {
+      src.at = total;
+      total += src.count * src.ld;
     }
     wide_buffer.resize(total);
-    for (size_t s = 0; s < at.size(); ++s) {
-      size_t ld = 0;
-      for (int j = 0; j < n; ++j)
-        if (rounded[j].rows == at[s].first) {
-          ld = (size_t)rounded[j].ld;
-          wide[j] = wide_buffer.data() + at[s].second;
-        }
-      from_bf16(at[s].first, wide_buffer.data() + at[s].second, rows_of[s] * ld);
-    }
+    for (const Source& src : sources)
+      from_bf16(src.rows, wide_buffer.data() + src.at, src.count * src.ld);
+    for (int j = 0; j < n; ++j)
+      if (source_of[j] >= 0) wide[j] = wide_buffer.data() + sources[source_of[j]].at;
   }
   const std::vector<const float*>& widened = wide;
   std::exception_ptr error;

@@ -42,6 +42,22 @@ TEST(GemmTiles, TiledProductsMatchTheReferenceWithTheSameBitsOnAnyThreadCount) {
                                    {5, 200, 32, 1.0f, true}};
   const int lda = 96, ldb = 96;
   const std::vector<float> A = random_vector((size_t)300 * lda, 1);
+  // Each job's output (a job that adds to the previous one shares its C and row stride) and the
+  // first column of A it reads: a running sum's blocks read successive columns, as the head's
+  // chain blocks do.
+  struct Placement {
+    int c, k0, ldc;
+  };
+  std::vector<Placement> at;
+  for (size_t j = 0, c = 0, k0 = 0; j < cases.size(); ++j) {
+    if (j > 0 && !cases[j].adds_to_previous) {
+      ++c;
+      k0 = 0;
+    }
+    at.push_back(
+        {(int)c, (int)k0, (j > 0 && cases[j].adds_to_previous ? at[j - 1].ldc : cases[j].N + 5)});
+    k0 += cases[j].K;
+  }
   for (GemmBackend b : {GemmBackend::OneDnn, GemmBackend::OpenBlas}) {
     set_gemm_backend(b);
     for (int form = 0; form < 3;
@@ -68,22 +84,15 @@ TEST(GemmTiles, TiledProductsMatchTheReferenceWithTheSameBitsOnAnyThreadCount) {
         std::vector<std::vector<float>>& C = out[t - 1];
         C = start;
         std::vector<GemmNtJob> jobs;
-        int k0 = 0, c = -1;
         for (size_t j = 0; j < cases.size(); ++j) {
           const Case& s = cases[j];
-          if (!s.adds_to_previous) {
-            ++c;
-            k0 = 0;
-          }
           WeightRef w;
           if (form == 0)
             w.f32 = W[j].data();
           else
             w.bf16 = Wh[j].data();
-          // A running sum's blocks read successive columns of A, as the head's chain blocks do.
-          const int ldc = (s.adds_to_previous ? cases[j - 1].N : s.N) + 5;
-          jobs.push_back({s.M, s.N, s.K, A.data() + k0, lda, w, ldb, C[c].data(), ldc, s.beta});
-          k0 += s.K;
+          jobs.push_back({s.M, s.N, s.K, A.data() + at[j].k0, lda, w, ldb, C[at[j].c].data(),
+                          at[j].ldc, s.beta});
         }
         set_num_threads(t);
         const ThreadInvariantProducts tiled;
@@ -103,14 +112,9 @@ TEST(GemmTiles, TiledProductsMatchTheReferenceWithTheSameBitsOnAnyThreadCount) {
       for (const auto& s : start) ref.emplace_back(s.begin(), s.end());
       std::vector<std::vector<double>> bound(ref.size());
       for (size_t c = 0; c < ref.size(); ++c) bound[c].assign(ref[c].size(), 0.0);
-      int k0 = 0, c = -1;
       for (size_t j = 0; j < cases.size(); ++j) {
         const Case& s = cases[j];
-        if (!s.adds_to_previous) {
-          ++c;
-          k0 = 0;
-        }
-        const int ldc = (s.adds_to_previous ? cases[j - 1].N : s.N) + 5;
+        const int c = at[j].c, k0 = at[j].k0, ldc = at[j].ldc;
         for (int m = 0; m < s.M; ++m)
           for (int n = 0; n < s.N; ++n) {
             double sum = 0, mag = 0;
@@ -127,7 +131,6 @@ TEST(GemmTiles, TiledProductsMatchTheReferenceWithTheSameBitsOnAnyThreadCount) {
                 std::fabs(s.beta * r) * 1e-6 + bound[c][(size_t)m * ldc + n] + mag * s.K * 1.2e-7;
             r = s.beta * r + sum;
           }
-        k0 += s.K;
       }
       for (size_t c = 0; c < ref.size(); ++c)
         for (size_t i = 0; i < ref[c].size(); ++i)
