@@ -11,12 +11,6 @@ namespace chainlm::cli {
 
 namespace fs = std::filesystem;
 
-bool is_checkpoint_dir(const std::string& dir) {
-  std::error_code ec;
-  return fs::exists(fs::path(dir) / "config.json", ec) &&
-         fs::exists(fs::path(dir) / "model.safetensors", ec);
-}
-
 // --out naming a checkpoint (step-N/, or any directory with config.json and model.safetensors)
 // instead of a run: training would write the run's checkpoints inside it, where pruning later
 // deletes them. Refused; a resume is pointed at the run when the checkpoint sits in one.

@@ -5,9 +5,6 @@
 
 namespace chainlm::cli {
 
-// A directory holding config.json and model.safetensors (a checkpoint, not a run).
-bool is_checkpoint_dir(const std::string& dir);
-
 // Fails: --out names a checkpoint instead of a run (its checkpoints would go inside it, where
 // pruning later deletes them); a resume is pointed at the run when the checkpoint sits in one.
 [[noreturn]] void refuse_checkpoint_as_run(const std::string& out, bool resume);

@@ -36,6 +36,12 @@ std::vector<std::pair<long, std::string>> run_checkpoints(const std::string& run
   return found;
 }
 
+bool is_checkpoint_dir(const std::string& dir) {
+  std::error_code ec;
+  return fs::exists(fs::path(dir) / "config.json", ec) &&
+         fs::exists(fs::path(dir) / "model.safetensors", ec);
+}
+
 DirectoryKind directory_kind(const std::string& dir) {
   std::error_code ec;
   const fs::path d(dir);
@@ -44,8 +50,7 @@ DirectoryKind directory_kind(const std::string& dir) {
   if (fs::exists(d / "latest", ec) || fs::exists(d / "metrics.jsonl", ec) ||
       !run_checkpoints(dir).empty())
     return DirectoryKind::kRun;
-  if (fs::exists(d / "config.json", ec) && fs::exists(d / "model.safetensors", ec))
-    return DirectoryKind::kCheckpoint;
+  if (is_checkpoint_dir(dir)) return DirectoryKind::kCheckpoint;
   if (fs::exists(d / "train.bin", ec) && fs::exists(d / "val.bin", ec)) return DirectoryKind::kData;
   return DirectoryKind::kOther;
 }
@@ -128,12 +133,8 @@ std::string resolve_checkpoint_dir(const std::string& path) {
     // directories: name the newest, and what recovers the run.
     std::string newest;
     const auto checkpoints = run_checkpoints(path);
-    for (auto it = checkpoints.rbegin(); it != checkpoints.rend() && newest.empty(); ++it) {
-      const fs::path dir = fs::path(path) / it->second;
-      std::error_code e;
-      if (fs::exists(dir / "config.json", e) && fs::exists(dir / "model.safetensors", e))
-        newest = it->second;
-    }
+    for (auto it = checkpoints.rbegin(); it != checkpoints.rend() && newest.empty(); ++it)
+      if (is_checkpoint_dir((fs::path(path) / it->second).string())) newest = it->second;
     // Token shards: what `chainlm prepare` writes, given where a model goes.
     const bool data = directory_kind(path) == DirectoryKind::kData;
     fail(path, ": neither a checkpoint (no config.json) nor a run directory (no 'latest' file)",

@@ -13,6 +13,9 @@ long checkpoint_step(const std::string& name);
 // `run` cannot be read.
 std::vector<std::pair<long, std::string>> run_checkpoints(const std::string& run);
 
+// Whether dir holds a model checkpoint: config.json and model.safetensors.
+bool is_checkpoint_dir(const std::string& dir);
+
 // What a directory holds, told by the files that mark each kind: a training run (`latest`,
 // `metrics.jsonl` or a step-NNNNNNNN checkpoint), a
 // model checkpoint (config.json and model.safetensors), a prepared data directory (train.bin and

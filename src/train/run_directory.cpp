@@ -182,7 +182,7 @@ RunDirectory::Superseded RunDirectory::supersede_after(long step) {
   for (const std::string& name : newer) {
     // A directory named like a checkpoint that holds none (a user's own step-5/): moved too,
     // but not called a checkpoint (a trial).
-    std::string& list = fs::exists(run / name / "config.json", ec) ? names : others;
+    std::string& list = is_checkpoint_dir((run / name).string()) ? names : others;
     fs::rename(run / name, dest / name, ec);
     if (ec) fail("cannot move ", (run / name).string(), " to ", dest.string(), ": ", ec.message());
     list += (list.empty() ? "" : ", ") + name;

@@ -71,7 +71,8 @@ class RunDirectory {
   // new run also moves the log of an earlier one that trained steps but wrote no checkpoint.
   // Returns that directory ("" when there was nothing to move) and the checkpoints moved
   // ("step-00000004, step-00000006"; "" for a log alone), for the message, apart from the
-  // directories named like checkpoints that hold none (no config.json), moved as well.
+  // directories named like checkpoints that hold none (io/run_path.h is_checkpoint_dir), moved
+  // as well.
   struct Superseded {
     std::string dir, checkpoints, others;
   };
