@@ -323,11 +323,13 @@ void gemm_nt(int M, int N, int K, const float* A, int lda, const float* B, int l
 // once"). The same bf16 values either way, so the same bits. The buffer and the result are the
 // calling thread's, shared with the region's threads and reused from call to call: a decoding
 // step makes ~35 calls, and allocating in each would be a hot path's malloc for nothing.
-const std::vector<RoundedRows>& round_bf16_operands(const GemmNtJob* jobs, int n) {
-  thread_local std::vector<RoundedRows> out;
+const RoundedOperands& round_bf16_operands(const GemmNtJob* jobs, int n) {
+  thread_local RoundedOperands out;
   thread_local std::vector<JobInput> sources;
   thread_local std::vector<int> source_of;
-  out.assign(n, RoundedRows{});
+  out.of.assign(n, RoundedRows{});
+  out.buffer = nullptr;
+  out.size = 0;
   group_job_inputs(
       jobs, n, [](const GemmNtJob& g) { return g.B.bf16 && !g.B.quant && g.M > 0 && g.K > 0; },
       [](const GemmNtJob&) { return 0; }, sources, source_of);
@@ -341,7 +343,9 @@ const std::vector<RoundedRows>& round_bf16_operands(const GemmNtJob* jobs, int n
   bf16_t* buf = thread_scratch<bf16_t, JobsRounding>(0, total);
   for (const JobInput& s : sources) to_bf16_rows(s.rows, s.cols, s.A, s.lda, buf + s.at, s.cols);
   for (int j = 0; j < n; ++j)
-    if (source_of[j] >= 0) out[j] = {buf + sources[source_of[j]].at, sources[source_of[j]].cols};
+    if (source_of[j] >= 0) out.of[j] = {buf + sources[source_of[j]].at, sources[source_of[j]].cols};
+  out.buffer = buf;
+  out.size = total;
   return out;
 }
 
@@ -373,7 +377,7 @@ void gemm_nt_jobs(const GemmNtJob* jobs, int n) {
     }
     return;
   }
-  const std::vector<RoundedRows>& rounded = round_bf16_operands(jobs, n);
+  const std::vector<RoundedRows>& rounded = round_bf16_operands(jobs, n).of;
   // Inside the region each product's share runs on its thread (worth_parallel is false there).
   // An exception may not leave an OpenMP region: one is carried out and rethrown.
   std::exception_ptr error;

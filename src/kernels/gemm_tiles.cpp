@@ -79,37 +79,18 @@ bool gemm_nt_tiles(const GemmNtJob* jobs, int n) {
         tiles.push_back({j0, j1, m0, std::min(M, m0 + kTileRows), n0, std::min(N, n0 + kTileCols)});
     j0 = j1;
   }
-  const std::vector<RoundedRows>& rounded = round_bf16_operands(jobs, n);
-  // On the emulated bf16 path each distinct rounded input is widened once here, not by every
-  // tile (11% of a bf16 prefill when each tile widened its own rows).
+  const RoundedOperands& operands = round_bf16_operands(jobs, n);
+  const std::vector<RoundedRows>& rounded = operands.of;
+  // On the emulated bf16 path the rounded inputs are widened once here, all together, not by
+  // every tile (11% of a bf16 prefill when each tile widened its own rows).
   thread_local std::vector<float> wide_buffer;
   thread_local std::vector<const float*> wide;
   wide.assign(n, nullptr);
-  if (!bf16_gemm_native()) {
-    struct Source {
-      const bf16_t* rows;
-      size_t ld, count = 0, at = 0;
-    };
-    std::vector<Source> sources;
-    std::vector<int> source_of(n, -1);
-    for (int j = 0; j < n; ++j) {
-      if (!rounded[j].rows) continue;
-      int s = 0;
-      while (s < (int)sources.size() && sources[s].rows != rounded[j].rows) ++s;
-      if (s == (int)sources.size()) sources.push_back({rounded[j].rows, (size_t)rounded[j].ld});
-      sources[s].count = std::max(sources[s].count, (size_t)jobs[j].M);
-      source_of[j] = s;
-    }
-    size_t total = 0;
-    for (Source& src : sources) {
-      src.at = total;
-      total += src.count * src.ld;
-    }
-    wide_buffer.resize(total);
-    for (const Source& src : sources)
-      from_bf16(src.rows, wide_buffer.data() + src.at, src.count * src.ld);
+  if (!bf16_gemm_native() && operands.size > 0) {
+    wide_buffer.resize(operands.size);
+    from_bf16(operands.buffer, wide_buffer.data(), operands.size);
     for (int j = 0; j < n; ++j)
-      if (source_of[j] >= 0) wide[j] = wide_buffer.data() + sources[source_of[j]].at;
+      if (rounded[j].rows) wide[j] = wide_buffer.data() + (rounded[j].rows - operands.buffer);
   }
   const std::vector<const float*>& widened = wide;
   std::exception_ptr error;

@@ -43,9 +43,15 @@ struct RoundedRows {
   const bf16_t* rows = nullptr;
   int ld = 0;
 };
-// For each job with bf16 weights, its A rounded to bf16 once per distinct input (gemm.cpp). The
-// buffer and the result are the calling thread's, valid until its next call.
-const std::vector<RoundedRows>& round_bf16_operands(const GemmNtJob* jobs, int n);
+// For each job with bf16 weights (of[j]), its A rounded to bf16 once per distinct input
+// (gemm.cpp), all in one buffer of `size` values. The buffer and the result are the calling
+// thread's, valid until its next call.
+struct RoundedOperands {
+  std::vector<RoundedRows> of;
+  const bf16_t* buffer = nullptr;
+  size_t size = 0;
+};
+const RoundedOperands& round_bf16_operands(const GemmNtJob* jobs, int n);
 
 // gemm.h's ThreadInvariantProducts path (gemm_tiles.cpp): false when it does not apply to these
 // jobs, which then run as gemm_nt_jobs runs them otherwise.
