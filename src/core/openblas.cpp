@@ -6,7 +6,6 @@
 
 #include <algorithm>
 #include <atomic>
-#include <cstdlib>
 #include <mutex>
 
 #include "core/error.h"
@@ -64,8 +63,7 @@ int openblas_start_threads() {
   // As Debian's OpenMP build counts them (measured: it follows OMP_NUM_THREADS, not
   // OPENBLAS_NUM_THREADS nor a count set in the process before it loads), at most the cores.
   const int cores = cores_available();
-  const char* v = std::getenv("OMP_NUM_THREADS");
-  const long n = v ? std::strtol(v, nullptr, 10) : 0;  // "4,2": its first
+  const long n = omp_num_threads_from_environment();
   return n > 0 ? (int)std::min<long>(n, cores) : cores;
 }
 

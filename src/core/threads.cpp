@@ -29,19 +29,26 @@ void set_num_threads(int n) {
   omp_set_num_threads(n);
 }
 
-void check_omp_num_threads_environment(bool has_threads_option) {
+long omp_num_threads_from_environment() {
   const char* env = std::getenv("OMP_NUM_THREADS");
-  if (!env || !*env) return;
+  if (!env) return 0;
   // OpenMP's form: a count, or counts per nesting level ("4,2"); chainlm runs the first.
   std::string first(env);
   first = first.substr(0, first.find(','));
   const size_t b = first.find_first_not_of(" \t"), e = first.find_last_not_of(" \t");
   first = b == std::string::npos ? "" : first.substr(b, e - b + 1);
-  // libgomp read 99999999999 and ran out of memory creating the threads, and 4294967297 as 1
-  // (info --system printed 1215752191): refused here as --threads is.
+  // At most 9 digits: libgomp read 99999999999 and ran out of memory creating the threads, and
+  // 4294967297 as 1 (info --system printed 1215752191).
   const bool digits = !first.empty() && first.size() <= 9 &&
                       first.find_first_not_of("0123456789") == std::string::npos;
-  const long n = digits ? std::stol(first) : 0;
+  return digits ? std::stol(first) : 0;
+}
+
+void check_omp_num_threads_environment(bool has_threads_option) {
+  const char* env = std::getenv("OMP_NUM_THREADS");
+  if (!env || !*env) return;
+  // Refused as --threads is when it is no count chainlm runs.
+  const long n = omp_num_threads_from_environment();
   CHAINLM_CHECK(n >= 1 && n <= kMaxThreads, "OMP_NUM_THREADS='", env,
                 "' is not a thread count from 1 to ", kMaxThreads, " (this machine has ",
                 cores_available(), " cores for this process); fix or unset it",

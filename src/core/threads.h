@@ -58,6 +58,9 @@ void set_num_threads(int n);
 // (its first level, in OpenMP's "4,2" form); empty or unset is the default. The refusal offers
 // --threads when the command has it (has_threads_option; info does not).
 void check_omp_num_threads_environment(bool has_threads_option = true);
+// OMP_NUM_THREADS's first level ("4,2": 4) as a count; 0 when unset, or not a count of at most
+// 9 digits.
+long omp_num_threads_from_environment();
 int num_threads();
 // Cores this process may run on (its affinity mask).
 int cores_available();
