@@ -142,7 +142,8 @@ void gemm_nt_jobs(const GemmNtJob* jobs, int n);
 // (OpenBLAS's and oneDNN's own threading split the work, and on OpenBLAS the sums, by it), and a
 // thread that a busy process holds off its core delays a region by one tile, not by its whole
 // share. Inference sessions hold one while they run a pass (infer/session.cpp); training does not
-// (its large products keep the libraries' threading, which measured faster there).
+// (its products keep the libraries' threading: tiles were measured for inference only, and a
+// training run resumes bit-identically on its own thread count anyway).
 class ThreadInvariantProducts {
  public:
   ThreadInvariantProducts();

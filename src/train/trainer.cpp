@@ -157,8 +157,6 @@ Trainer::Trainer(Model& model, TrainOptions options, const Communicator& comm)
   }
 }
 
-// Whether a stop signal reached any rank (collective under mpirun: every rank stops at the
-// same step, or none does).
 namespace {
 
 // Raises, on every rank together, the first rank's error when any rank has one (collective).
@@ -173,6 +171,8 @@ void fail_together(const Communicator& comm, const std::string& local_error) {
 
 }  // namespace
 
+// Whether a stop signal reached any rank (collective under mpirun: every rank stops at the
+// same step, or none does).
 bool Trainer::stop_agreed() const {
   // One reduction for both: 2 when rank 0's log failed, else 1 when a rank was asked to stop.
   double asked = !log_error_.empty() ? 2.0 : stop_requested() ? 1.0 : 0.0;
@@ -406,7 +406,7 @@ void Trainer::run() {
       if (!moved.others.empty())
         std::fprintf(stderr,
                      "a new run in %s: %s, named like checkpoints but holding none (no "
-                     "config.json), moved to %s (nothing was deleted)\n",
+                     "config.json and model.safetensors), moved to %s (nothing was deleted)\n",
                      opt_.out_dir.c_str(), moved.others.c_str(), moved.dir.c_str());
       if (!moved.dir.empty() && moved.checkpoints.empty() && moved.others.empty())
         std::fprintf(
