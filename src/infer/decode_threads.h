@@ -5,21 +5,24 @@
 // (bench/RESULTS.md): the compute threads, the HTTP threads and the other process all wait for each
 // other's time slices. So the scheduler measures what it serves: it runs trials of up to
 // kProbeSteps turns with one thread fewer (or, once it has come down, one more) and keeps the count
-// whose turns of the same batch size took less time on average by more than kMargin. The first
-// trial comes kFirstProbe turns after the start and each trial that keeps the count doubles the
-// wait for the next, up to kProbeEvery (a trial lost to noise at the start costs 64 more turns, not
-// 512); a change of count starts over at kFirstProbe. A trial also starts early, kFirstProbe turns
-// after the last at the soonest, when the turns have become kSlowdown slower than the count's own
-// turns at the last trial: another process taking a core mid-run is seen within ~80 turns.
-// A trial clearly losing after kEarlyTurns turns stops there, so on a quiet machine trials cost
-// about 1% of the time. Medians would not do: under contention most steps are as fast as
-// quiet ones and the loss is in the few that wait out another process's time slice. A step's
-// bits do not depend on its thread count (the threads split a GEMM's output columns and the
-// sequences' attention), so neither do the tokens.
-// `generate` makes its first trial sooner (kGenerateFirstProbe; the waits after it are the
-// server's): a user's generation is often a few dozen tokens, and one of a small model on two
-// threads beside busy processes ran ~1,000x slower than on one (every parallel region waits for the
-// second thread's time slice).
+// whose turns of the same batch size took less time on average by more than kMargin.
+// - When: the first trial comes kFirstTrial turns after the start (in the server as in
+//   `generate`, whose generations are often a few dozen tokens), and again kFirstTrial turns after
+//   a change of count. Each lost trial doubles the wait for the next, from kFirstProbe up to
+//   kProbeEvery turns. Turns that have become kSlowdown slower than the count's own turns at the
+//   last trial (another process taking a core mid-run) start one early, kFirstTrial turns after
+//   the last at the soonest.
+// - What a trial may cost: beside a busy process two threads can be ~60x slower than one (every
+//   parallel region waits out the other process's time slice: 105-333 ms turns against 5 ms on
+//   one thread, Linux 6.18). So a trial whose first turn is kEarlyLossOne slower stops there, one
+//   clearly losing after kEarlyTurns turns stops then, and a lost trial's cost (its turns' time
+//   beyond the turns before it) is kept under kTrialShare of the time to the next trial. Before
+//   these, a server's first 64 turns on two threads took ~20 s there, and one 300 ms trial turn
+//   every 512 turns of 5 ms cost ~15% of its time; on a quiet machine trials cost about 1%.
+// Means, not medians: under contention most steps are as fast as quiet ones and the loss is in
+// the few that wait out another process's time slice. A step's bits do not depend on its thread
+// count (the threads split a GEMM's output columns and the sequences' attention), so neither do
+// the tokens.
 #include <vector>
 
 namespace chainlm {
@@ -27,17 +30,19 @@ namespace chainlm {
 class DecodeThreadTuner {
  public:
   static constexpr int kProbeEvery = 512;        // the longest wait between trials, in turns
-  static constexpr int kFirstProbe = 64;         // turns before the first, and the shortest wait
-  static constexpr int kGenerateFirstProbe = 8;  // the same for one generation alone
+  static constexpr int kFirstProbe = 64;         // the shortest wait after a lost trial
+  static constexpr int kFirstTrial = 8;          // turns before the first, and after a change
   static constexpr double kSlowdown = 1.5;       // turns this much slower start a trial early
   static constexpr int kProbeSteps = 16;  // turns of a trial, and the turns before it compared
   static constexpr int kEarlyTurns = 4;   // a trial this long stops if kEarlyLoss slower
   static constexpr double kEarlyLoss = 1.25;
+  static constexpr double kEarlyLossOne = 3.0;  // a trial's first turn this much slower stops it
+  static constexpr double kTrialShare = 0.05;   // a lost trial's cost against the time to the next
   static constexpr double kMargin = 0.9;  // a trial wins when its mean turn is this much faster
 
   // max_threads >= 1: the server's --threads, and where it starts; adaptive false keeps it.
-  // first_probe: turns before the first trial, and the shortest wait between two.
-  explicit DecodeThreadTuner(int max_threads, bool adaptive = true, int first_probe = kFirstProbe);
+  // first_trial: turns before the first trial, and after a change of count (tests only vary it).
+  explicit DecodeThreadTuner(int max_threads, bool adaptive = true, int first_trial = kFirstTrial);
 
   // Threads for the next decoding step.
   int threads() const { return probing_ ? probe_ : current_; }
@@ -65,7 +70,9 @@ class DecodeThreadTuner {
   bool probing_ = false;
   bool try_fewer_ = true;  // the direction of the next trial, alternating where both exist
   int since_ = 0;          // turns since the last trial (or the start)
-  const int first_probe_;
+  double since_seconds_ = 0;  // their time
+  double cost_seconds_ = 0;   // the last trial's turns beyond the turns before it, if it lost
+  const int first_trial_;
   int wait_;                   // turns from the last trial to the next
   int ref_rows_ = 0;           // the chosen count's mean turn of ref_rows_ rows at the last
   double ref_seconds_ = -1.0;  // trial (-1: none), against which a slowdown is judged

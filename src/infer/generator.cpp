@@ -103,8 +103,7 @@ GenerateResult generate_tokens(const Model& model, const Tokenizer& tok, const s
   int decoded = 0;
   // Decoding steps on the threads the tuner picks, timed from one step's start to the next's:
   // sampling and the caller's callback count alike for every count.
-  DecodeThreadTuner tuner(res.threads, opt.adaptive_threads,
-                          DecodeThreadTuner::kGenerateFirstProbe);
+  DecodeThreadTuner tuner(res.threads, opt.adaptive_threads);
   double last_start = -1;
   while (true) {
     const int i = (int)res.tokens.size();

@@ -37,11 +37,12 @@ struct Generated {
   int threads_after = 0;
 };
 
-// 120 sampled tokens on 2 threads; a turn on `slow_count` threads takes 20 ms longer (its
-// callback sleeps), as when each region waits for the second thread's time slice (2). 20 ms,
-// not the 2 a busy core costs: the turns of the other count must measure faster in every trial
-// though the sanitizers and a test beside this one slow them (with 2 ms, 1 in ~1,000 runs lost).
-Generated run(const Model& model, bool adaptive, int slow_count) {
+// 120 sampled tokens on 2 threads; a turn on `slow_count` threads takes `slow_ms` longer (its
+// callback sleeps), as when each region waits for the second thread's time slice (2). Tens of
+// ms, not the 2 a busy core costs: the turns of the other count must measure faster in every
+// trial though the sanitizers and a test beside this one slow them (with 2 ms, 1 in ~1,000 runs
+// lost).
+Generated run(const Model& model, bool adaptive, int slow_count, int slow_ms = 20) {
   omp_set_num_threads(2);
   GenerateOptions o;
   o.max_tokens = 120;
@@ -53,7 +54,7 @@ Generated run(const Model& model, bool adaptive, int slow_count) {
   Generated r;
   r.result = generate_tokens(model, tok, "Once upon", o, [&](const TokenEvent&) {
     if (omp_get_max_threads() == slow_count)
-      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      std::this_thread::sleep_for(std::chrono::milliseconds(slow_ms));
     return true;
   });
   r.threads_after = omp_get_max_threads();
@@ -74,40 +75,43 @@ TEST(GeneratorThreads, ComesDownToOneThreadWhenTwoAreSlowerWithTheSameTokens) {
   EXPECT_EQ(fixed.threads_after, 2);
 }
 
+// 200 ms: with another process busy (a test or build beside this one), two threads' turns of
+// this model took up to ~20 ms, and one thread's 20 ms trial then won. Trials of one thread
+// stop after their first turn here, so the longer sleep costs ~0.2 s.
 TEST(GeneratorThreads, KeepsEveryThreadWhenOneIsSlower) {
   const auto model = make_model();
   const Generated fixed = run(*model, false, 1);
-  const Generated adaptive = run(*model, true, 1);
+  const Generated adaptive = run(*model, true, 1, 200);
   EXPECT_EQ(adaptive.result.tokens, fixed.result.tokens);
   EXPECT_EQ(adaptive.result.decode_threads, 2) << "trials of one thread lost";
   EXPECT_EQ(adaptive.threads_after, 2);
 }
 
 TEST(GeneratorThreads, TheFirstTrialComesWithinAShortGeneration) {
-  static_assert(DecodeThreadTuner::kGenerateFirstProbe + DecodeThreadTuner::kProbeSteps < 40,
+  static_assert(DecodeThreadTuner::kFirstTrial + DecodeThreadTuner::kProbeSteps < 40,
                 "a generation of a few dozen tokens must get its trial");
-  DecodeThreadTuner t(2, true, DecodeThreadTuner::kGenerateFirstProbe);
+  DecodeThreadTuner t(2);
   int turns = 0;
   while (!t.in_trial() && turns < 100) {
     t.record(1, 20e-3);
     ++turns;
   }
-  EXPECT_EQ(turns, DecodeThreadTuner::kGenerateFirstProbe);
+  EXPECT_EQ(turns, DecodeThreadTuner::kFirstTrial);
   for (int i = 0; i < DecodeThreadTuner::kProbeSteps; ++i) t.record(1, 0.05e-3);
   EXPECT_EQ(t.chosen(), 1);
 }
 
-// On a quiet machine each lost trial costs its turns on fewer threads: after generate's early
-// first one, the next waits as long as the server's would.
-TEST(GeneratorThreads, AfterALostEarlyTrialTheNextWaitsTheServersWait) {
-  DecodeThreadTuner t(2, true, DecodeThreadTuner::kGenerateFirstProbe);
-  for (int i = 0; i < DecodeThreadTuner::kGenerateFirstProbe; ++i) t.record(1, 2e-3);
+// On a quiet machine each lost trial costs its turns on fewer threads: after the early first
+// one, the next waits kFirstProbe turns, not kFirstTrial.
+TEST(GeneratorThreads, AfterALostEarlyTrialTheNextWaitsLonger) {
+  DecodeThreadTuner t(2);
+  for (int i = 0; i < DecodeThreadTuner::kFirstTrial; ++i) t.record(1, 3e-3);
   ASSERT_TRUE(t.in_trial());
   for (int i = 0; i < DecodeThreadTuner::kEarlyTurns; ++i) t.record(1, 4e-3);
-  ASSERT_FALSE(t.in_trial()) << "twice as slow: stopped early";
+  ASSERT_FALSE(t.in_trial()) << "a third slower: stopped early";
   int turns = 0;
   while (!t.in_trial() && turns < 1000) {
-    t.record(1, 2e-3);
+    t.record(1, 3e-3);
     ++turns;
   }
   EXPECT_EQ(turns, DecodeThreadTuner::kFirstProbe);
