@@ -66,6 +66,9 @@ class Generation {
   // scheduler has let go of it. One still waiting for a session leaves at the scheduler's next
   // turn without ever running.
   void cancel();
+  // cancel() without the wait. A request ending its choices marks them all first: cancelling them
+  // one at a time let the next choice still waiting take each session the last one freed.
+  void mark_cancelled() { cancelled_ = true; }
   // Whether it got a session (began to run), and how long it waited for one after submit()
   // (seconds; so far, while it waits).
   bool joined() const { return joined_.load(); }

@@ -90,6 +90,7 @@ std::string InferenceServer::Impl::run(Job& job, Choice& c,
   // scheduler's queue at its next turn).
   auto client_left = [&] {
     job.cancelled = true;
+    for (Choice& other : job.choices) other.gen->mark_cancelled();  // none takes a freed session
     c.gen->cancel();
     stopped_here = true;
   };
@@ -162,6 +163,7 @@ void InferenceServer::Impl::count_choice(const Job& job, Choice& c,
 }
 
 void InferenceServer::Impl::finish(Job& job, size_t first) {
+  for (size_t i = first; i < job.choices.size(); ++i) job.choices[i].gen->mark_cancelled();
   for (size_t i = first; i < job.choices.size(); ++i) {
     Choice& c = job.choices[i];
     c.gen->cancel();

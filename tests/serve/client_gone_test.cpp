@@ -240,6 +240,32 @@ TEST_F(ClientGone, AnUnstreamedGenerationStopsWhenItsClientLeaves) {
   EXPECT_EQ(next->status, 200);
 }
 
+// A request of n choices whose client leaves while some still wait for a session: those never
+// run. Cancelled one at a time, each choice that ended freed its session for the next one still
+// waiting, which then read its prompt and generated (16 choices on 8 sessions: 16 generations
+// counted and ~4,000 tokens made for nobody; a user trial).
+TEST_F(ClientGone, ChoicesStillWaitingForASessionNeverRunWhenTheClientLeaves) {
+  Gate gate(1);
+  ServeOptions o;
+  o.threads = 1;
+  o.max_sessions = 2;
+  o.on_token = [&gate](int i) { gate.at_token(i); };
+  ServerUnderTest s(model, o);
+  const int fd = send_completion(
+      s.port, {{"prompt", "a"}, {"n", 6}, {"max_tokens", 20}, {"ignore_eos", true}, {"seed", 1}});
+  ASSERT_TRUE(gate.wait_blocked(1));  // the first two choices hold the sessions
+  ::close(fd);
+  // The request's thread finds its client gone while the scheduler is held.
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  gate.open();
+  ASSERT_TRUE(s.wait_for("sessions_in_flight", 0));
+  const std::string m = s.client().Get("/metrics")->body;
+  EXPECT_EQ(metric(m, "chainlm_generations_total"), 2) << m;
+  EXPECT_EQ(metric(m, "chainlm_generations_cancelled_total"), 2) << m;
+  EXPECT_EQ(metric(m, "chainlm_prefill_pieces_total"), 2) << m;
+  EXPECT_NE(m.find("route=\"/v1/completions\",code=\"499\"} 1"), std::string::npos) << m;
+}
+
 // A request admitted but waiting for a session (another request's n choices hold them all) whose
 // client leaves gives its admission place up at once and never runs; it held the place until it
 // got a session, and the retries of its client were refused with 503 meanwhile (a user trial).
