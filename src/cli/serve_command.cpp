@@ -18,6 +18,7 @@
 #include "core/error.h"
 #include "core/memory.h"
 #include "core/number_format.h"
+#include "core/printable.h"
 #include "core/stop_signals.h"
 #include "core/threads.h"
 #include "io/atomic_file.h"
@@ -72,11 +73,13 @@ std::string url_host(const std::string& host) {
 }
 
 // "runs/x/" -> "x", "stories260K.bin" -> "stories260K".
+// The API's name of the model: its file or directory name, whose bytes need not be UTF-8 or
+// printable, made so (a name with 0xFF made /health a 500 and /metrics a line Prometheus refuses).
 std::string model_name_of(const std::string& model_arg) {
   std::filesystem::path p(model_arg);
   if (!p.has_filename()) p = p.parent_path();
   std::string name = p.stem().string();
-  return name.empty() ? "chainlm" : name;
+  return name.empty() ? "chainlm" : printable(name);
 }
 
 }  // namespace
@@ -144,6 +147,7 @@ void add_serve_command(CLI::App& app) {
                   "Model name in the API (default: the --model file or directory name)");
   cmd->callback([a, api_key, cmd]() {
     apply_threads_option(a->serve.threads);  // the server keeps the count (0: the one set here)
+    check_model_name(a->name, "--name");
     // SIGINT and SIGTERM are taken by sigwait below: block them before any thread starts so
     // every thread inherits the mask and none is interrupted.
     // An empty key (--api-key "$KEY" with KEY unset) would serve without authentication.

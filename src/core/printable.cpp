@@ -4,21 +4,36 @@
 #include <cctype>
 #include <cstring>
 
+#include "core/utf8.h"
+
 namespace chainlm {
 
 std::string printable(std::string_view text, std::string_view also) {
   static const char kHex[] = "0123456789abcdef";
   std::string out;
   out.reserve(text.size());
-  for (const char ch : text) {
-    const auto byte = static_cast<unsigned char>(ch);
-    if (byte < 0x20 || byte == 0x7f || also.find(ch) != std::string_view::npos) {
-      out += "\\x";
-      out += kHex[byte >> 4];
-      out += kHex[byte & 15];
-    } else {
-      out += ch;
+  auto escape = [&](unsigned char byte) {
+    out += "\\x";
+    out += kHex[byte >> 4];
+    out += kHex[byte & 15];
+  };
+  for (size_t i = 0; i < text.size();) {
+    const auto byte = static_cast<unsigned char>(text[i]);
+    if (byte >= 0x80) {  // a character, or bytes that are none (each escaped)
+      const Utf8Sequence seq = utf8_sequence_at(text, i);
+      for (size_t k = 0; k < seq.length; ++k)
+        if (seq.valid)
+          out += text[i + k];
+        else
+          escape(static_cast<unsigned char>(text[i + k]));
+      i += seq.length;
+      continue;
     }
+    if (byte < 0x20 || byte == 0x7f || also.find(text[i]) != std::string_view::npos)
+      escape(byte);
+    else
+      out += text[i];
+    ++i;
   }
   return out;
 }

@@ -1,7 +1,8 @@
 #pragma once
 // Text from files and requests, made safe for a terminal or a log line: control bytes (and DEL)
 // become \xNN, so a GGUF name holding ESC [2J does not clear the screen and a request path
-// holding a newline does not forge a second log line. Other bytes pass as they are.
+// holding a newline does not forge a second log line; so do the bytes of invalid UTF-8, so the
+// line stays UTF-8 (log pipelines reject or mangle others). Characters pass as they are.
 #include <string>
 #include <string_view>
 

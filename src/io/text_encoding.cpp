@@ -3,45 +3,10 @@
 #include <algorithm>
 #include <cstdint>
 
+#include "core/utf8.h"
+
 namespace chainlm {
 namespace {
-
-// The sequence at bytes[i]: its length when it is a valid character, or else the length of its
-// "maximal subpart" (a valid lead byte and the continuation bytes that fit it before the
-// failure, or one byte), which counts as one invalid sequence. This is Unicode's recommended
-// practice (chapter 3, "U+FFFD substitution of maximal subparts"), as Python and browsers decode.
-struct Sequence {
-  size_t length;
-  bool valid;
-};
-
-Sequence sequence_at(std::string_view bytes, size_t i) {
-  const auto b = [&](size_t k) { return static_cast<unsigned char>(bytes[k]); };
-  const unsigned char c = b(i);
-  if (c < 0x80) return {1, true};
-  size_t len;
-  unsigned char lo = 0x80, hi = 0xBF;  // the allowed range of the second byte
-  if (c >= 0xC2 && c <= 0xDF) {
-    len = 2;
-  } else if (c >= 0xE0 && c <= 0xEF) {
-    len = 3;
-    if (c == 0xE0) lo = 0xA0;  // overlong
-    if (c == 0xED) hi = 0x9F;  // surrogates
-  } else if (c >= 0xF0 && c <= 0xF4) {
-    len = 4;
-    if (c == 0xF0) lo = 0x90;  // overlong
-    if (c == 0xF4) hi = 0x8F;  // above U+10FFFF
-  } else {
-    return {1, false};  // continuation byte, C0/C1 (overlong) or F5..FF
-  }
-  for (size_t k = 1; k < len; ++k) {
-    if (i + k >= bytes.size()) return {k, false};
-    const unsigned char next = b(i + k);
-    const bool fits = k == 1 ? next >= lo && next <= hi : (next & 0xC0) == 0x80;
-    if (!fits) return {k, false};
-  }
-  return {len, true};
-}
 
 bool starts_with(std::string_view bytes, std::string_view prefix) {
   return bytes.substr(0, prefix.size()) == prefix;
@@ -107,7 +72,7 @@ Utf8Check check_utf8(std::string_view bytes) {
       ++i;
       continue;
     }
-    const Sequence s = sequence_at(bytes, i);
+    const Utf8Sequence s = utf8_sequence_at(bytes, i);
     if (!s.valid && check.invalid++ == 0) check.first_invalid = i;
     i += s.length;
   }
@@ -119,7 +84,7 @@ std::string replace_invalid_utf8(std::string_view bytes) {
   out.reserve(bytes.size());
   size_t i = 0;
   while (i < bytes.size()) {
-    const Sequence s = sequence_at(bytes, i);
+    const Utf8Sequence s = utf8_sequence_at(bytes, i);
     if (s.valid)
       out.append(bytes.substr(i, s.length));
     else
@@ -135,7 +100,7 @@ void Utf8CharCount::add(std::string_view piece) {
   open_.clear();
   size_t i = 0;
   while (i < bytes.size()) {
-    const Sequence s = sequence_at(bytes, i);
+    const Utf8Sequence s = utf8_sequence_at(bytes, i);
     if (i >= counted) ++count_;
     const auto lead = static_cast<unsigned char>(bytes[i]);
     if (!s.valid && i + s.length == bytes.size() && lead >= 0xC2 && lead <= 0xF4) {

@@ -46,9 +46,11 @@ void log_request(const httplib::Request& req, const httplib::Response& res) {
                                                             *request_started)
                       .count());
   request_started.reset();
-  // The request line as sent, its control bytes and quotes escaped: one line per request.
+  // The method and target as sent (the query too: the decoded path dropped it), control bytes,
+  // invalid UTF-8 and quotes escaped: one UTF-8 line per request.
+  const std::string target = req.target.empty() ? req.path : req.target;
   const std::string path =
-      printable(req.method.empty() ? std::string("-") : req.method + " " + req.path, "\"");
+      printable(req.method.empty() ? std::string("-") : req.method + " " + target, "\"");
   // cpp-httplib fills the peer in only for a request line it could parse: else "-".
   const std::string peer = req.remote_addr.empty()
                                ? std::string("-")
@@ -142,7 +144,7 @@ void InferenceServer::Impl::route() {
              res.set_content(page.data(), page.size(), "text/html; charset=utf-8");
            }));
   http.Get("/health", counted("/health", [this](const httplib::Request&, httplib::Response& res) {
-             res.set_content(health_json().dump(), "application/json");
+             res.set_content(json_dump(health_json()), "application/json");
            }));
   http.Get("/metrics", counted("/metrics", [this](const httplib::Request&, httplib::Response& res) {
              const BatchScheduler::Counters sc = scheduler->counters();
@@ -445,6 +447,8 @@ json InferenceServer::Impl::models_json() const {
 InferenceServer::InferenceServer(const Model& model, const Tokenizer& tokenizer,
                                  ServeOptions options) {
   CHAINLM_CHECK(options.threads >= 0, "--threads must be >= 0 (got ", options.threads, ")");
+  check_model_name(options.model_name, "the model's name (--name)");
+  CHAINLM_CHECK(!options.model_name.empty(), "the model's name (--name) is empty");
   CHAINLM_CHECK(options.max_sessions >= 0, "--max-sessions must be >= 0 (got ",
                 options.max_sessions, ")");
   CHAINLM_CHECK(options.max_queue >= 0, "--max-queue must be >= 0 (got ", options.max_queue, ")");
@@ -518,6 +522,13 @@ InferenceServer::InferenceServer(const Model& model, const Tokenizer& tokenizer,
 
 InferenceServer::~InferenceServer() {
   stop();
+}
+
+void check_model_name(const std::string& name, const char* option) {
+  CHAINLM_CHECK(printable(name) == name, option,
+                " must be UTF-8 text without control characters: it names the model in the API, "
+                "the metrics and the log (got '",
+                printable(name), "')");
 }
 
 void check_can_listen(const std::string& host, int port) {

@@ -66,6 +66,10 @@ struct ServeOptions {
 // checks before it loads a model (a port in use was found after the whole load). Port 0 passes.
 void check_can_listen(const std::string& host, int port);
 
+// A model name for the API: non-empty UTF-8 without control characters (it goes into JSON, the
+// metrics' labels and log lines). Throws naming `option` and the name, its bytes escaped.
+void check_model_name(const std::string& name, const char* option);
+
 class InferenceServer {
  public:
   // The model and tokenizer must outlive the server. Throws chainlm::Error on bad options.

@@ -245,19 +245,23 @@ TEST_F(ClientGone, AnUnstreamedGenerationStopsWhenItsClientLeaves) {
 // waiting, which then read its prompt and generated (16 choices on 8 sessions: 16 generations
 // counted and ~4,000 tokens made for nobody; a user trial).
 TEST_F(ClientGone, ChoicesStillWaitingForASessionNeverRunWhenTheClientLeaves) {
-  Gate gate(1);
   ServeOptions o;
   o.threads = 1;
   o.max_sessions = 2;
-  o.on_token = [&gate](int i) { gate.at_token(i); };
+  o.on_token = [](int) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  };  // ~1 s a choice
   ServerUnderTest s(model, o);
   const int fd = send_completion(
-      s.port, {{"prompt", "a"}, {"n", 6}, {"max_tokens", 20}, {"ignore_eos", true}, {"seed", 1}});
-  ASSERT_TRUE(gate.wait_blocked(1));  // the first two choices hold the sessions
+      s.port, {{"prompt", "a"}, {"n", 6}, {"max_tokens", 50}, {"ignore_eos", true}, {"seed", 1}});
+  // The first two choices hold the sessions, four wait (polled: the scheduler takes them in).
+  long waiting = -1;
+  for (int i = 0; i < 500 && waiting != 4; ++i) {
+    waiting = metric(s.client().Get("/metrics")->body, "chainlm_generations_waiting_to_join");
+    if (waiting != 4) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  ASSERT_EQ(waiting, 4);
   ::close(fd);
-  // The request's thread finds its client gone while the scheduler is held.
-  std::this_thread::sleep_for(std::chrono::milliseconds(300));
-  gate.open();
   ASSERT_TRUE(s.wait_for("sessions_in_flight", 0));
   const std::string m = s.client().Get("/metrics")->body;
   EXPECT_EQ(metric(m, "chainlm_generations_total"), 2) << m;

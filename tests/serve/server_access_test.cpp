@@ -318,8 +318,9 @@ TEST_F(ServeAccess, ABodyLessPostIsAnsweredAsEmpty) {
 }
 
 // An operator had nothing to grep after an incident: no line per request. With the log on (as
-// `chainlm serve` has it), each request answered is one line: time, client, request line with its
-// control bytes escaped, status and duration.
+// `chainlm serve` has it), each request answered is one line: time, client, method and target as
+// sent (the query too) with control bytes and invalid UTF-8 escaped, status and duration. (The
+// decoded path was logged: no query, and %FF went in as a raw 0xFF byte; a user trial.)
 TEST_F(ServeAccess, EachRequestIsOneLineOfTheLog) {
   ServeOptions o = one_thread();
   o.request_log = true;
@@ -329,17 +330,52 @@ TEST_F(ServeAccess, EachRequestIsOneLineOfTheLog) {
     EXPECT_EQ(s.client().Get("/health")->status, 200);
     EXPECT_EQ(s.client().Post("/v1/completions", kBody, "application/json")->status, 200);
     EXPECT_EQ(s.client().Get("/x%01y")->status, 404);
+    EXPECT_EQ(s.client().Get("/v1/models?foo=bar")->status, 200);
+    raw_exchange(s.port, "GET /v1/models/\xff\x01 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
     raw_exchange(s.port, "GARBAGE\r\n\r\n");  // no peer known to cpp-httplib: "-" (it was ":-1")
   }
   const std::string log = ::testing::internal::GetCapturedStderr();
-  EXPECT_EQ(std::count(log.begin(), log.end(), '\n'), 4) << log;
+  EXPECT_EQ(std::count(log.begin(), log.end(), '\n'), 6) << log;
   EXPECT_NE(log.find("Z - \"GARBAGE \" 400 - ms\n"), std::string::npos) << log;
   EXPECT_NE(log.find(" 127.0.0.1:"), std::string::npos) << log;
   EXPECT_NE(log.find(" \"GET /health\" 200 "), std::string::npos) << log;
   EXPECT_NE(log.find(" \"POST /v1/completions\" 200 "), std::string::npos) << log;
-  EXPECT_NE(log.find(" \"GET /x\\x01y\" 404 "), std::string::npos) << log;
+  EXPECT_NE(log.find(" \"GET /x%01y\" 404 "), std::string::npos) << log;
+  EXPECT_NE(log.find(" \"GET /v1/models?foo=bar\" 200 "), std::string::npos) << log;
+  EXPECT_NE(log.find(" \"GET /v1/models/\\xff\\x01\" 404 "), std::string::npos) << log;
   EXPECT_EQ(log.find('\x01'), std::string::npos) << "control bytes escaped";
+  EXPECT_EQ(log.find('\xff'), std::string::npos) << "invalid UTF-8 escaped";
   EXPECT_EQ(log.substr(0, 2), "20") << log;  // an ISO 8601 time first
+}
+
+// A model name that is not UTF-8 text (the default is the --model file's name, whose bytes may
+// be anything): /health answered 500 for ever, /metrics had a raw 0xFF in a label (a scrape
+// Prometheus refuses), a newline split the start line (a user trial). Refused, escaped in the
+// message; names of other scripts pass.
+TEST_F(ServeAccess, TheModelNameMustBeUtf8TextWithoutControls) {
+  for (const std::string& bad : {std::string("m\xffodel"), std::string("two\nlines")}) {
+    ServeOptions o = one_thread();
+    o.model_name = bad;
+    try {
+      ServerUnderTest s(model, o);
+      ADD_FAILURE() << "served as " << bad;
+    } catch (const Error& e) {
+      EXPECT_TRUE(
+          std::string(e.what()).find("(--name) must be UTF-8 text without control characters") !=
+          std::string::npos)
+          << e.what();
+      EXPECT_NE(std::string(e.what()).find(bad[0] == 'm' ? "'m\\xffodel'" : "'two\\x0alines'"),
+                std::string::npos)
+          << e.what();
+    }
+  }
+  ServeOptions o = one_thread();
+  o.model_name = "mod\xc3\xa8le \"q\"";
+  ServerUnderTest s(model, o);
+  auto health = s.client().Get("/health");
+  ASSERT_TRUE(health);
+  EXPECT_EQ(health->status, 200) << health->body;
+  EXPECT_EQ(s.health()["model"], o.model_name);
 }
 
 // HTTP/1.0 lets a client leave Host out (curl -0, ab): such a request is no rebound browser
