@@ -5,20 +5,24 @@
 // (bench/RESULTS.md): the compute threads, the HTTP threads and the other process all wait for each
 // other's time slices. So the scheduler measures what it serves: it runs trials of up to
 // kProbeSteps turns with one thread fewer (or, once it has come down, one more) and keeps the count
-// whose turns of the same batch size took less time on average by more than kMargin.
+// whose turns of the same shape (rows and their sub-models) took less time on average by more
+// than kMargin.
 // - When: the first trial comes kFirstTrial turns after the start (in the server as in
-//   `generate`, whose generations are often a few dozen tokens), and again kFirstTrial turns after
-//   a change of count. Each lost trial doubles the wait for the next, from kFirstProbe up to
-//   kProbeEvery turns. Turns that have become kSlowdown slower than the count's own turns at the
-//   last trial (another process taking a core mid-run) start one early, kFirstTrial turns after
-//   the last at the soonest.
+//   `generate`, whose generations are often a few dozen tokens), and the next "soon" after a
+//   change of count: kFirstProbe turns, or as few as kFirstTrial that took kSoonSeconds. Each lost
+//   trial doubles the wait for the next, from kFirstProbe up to kProbeEvery turns. Turns that have
+//   become kSlowdown slower than the count's own turns at the last trial (another process taking
+//   a core mid-run) start one early, as soon.
 // - What a trial may cost: beside a busy process two threads can be ~60x slower than one (every
 //   parallel region waits out the other process's time slice: 105-333 ms turns against 5 ms on
-//   one thread, Linux 6.18). So a trial whose first turn is kEarlyLossOne slower stops there, one
-//   clearly losing after kEarlyTurns turns stops then, and a lost trial's cost (its turns' time
-//   beyond the turns before it) is kept under kTrialShare of the time to the next trial. Before
-//   these, a server's first 64 turns on two threads took ~20 s there, and one 300 ms trial turn
-//   every 512 turns of 5 ms cost ~15% of its time; on a quiet machine trials cost about 1%.
+//   one thread, Linux 6.18). A trial's first turn is not counted (two threads' first turn after
+//   a pause wakes the sleeping one: 4.4 ms against 0.3 on one, and the trial lost on it); one
+//   whose next two turns are each kEarlyLossTwo slower stops there,
+//   one clearly losing after kEarlyTurns counted turns stops then, and a lost trial's cost (its
+//   turns' time beyond the turns before it) is kept under kTrialShare of the time to the next
+//   trial. Before these, a server's first 64 turns on two threads took ~20 s there, and one 300 ms
+//   trial turn every 512 turns of 5 ms cost ~15% of its time; on a quiet machine trials cost about
+//   1%.
 // Means, not medians: under contention most steps are as fast as quiet ones and the loss is in
 // the few that wait out another process's time slice. A step's bits do not depend on its thread
 // count (the threads split a GEMM's output columns and the sequences' attention), so neither do
@@ -31,50 +35,60 @@ class DecodeThreadTuner {
  public:
   static constexpr int kProbeEvery = 512;        // the longest wait between trials, in turns
   static constexpr int kFirstProbe = 64;         // the shortest wait after a lost trial
-  static constexpr int kFirstTrial = 8;          // turns before the first, and after a change
+  static constexpr int kFirstTrial = 8;          // turns before the first
+  static constexpr double kSoonSeconds = 0.5;    // or kFirstProbe turns: "soon" (see above)
   static constexpr double kSlowdown = 1.5;       // turns this much slower start a trial early
   static constexpr int kProbeSteps = 16;  // turns of a trial, and the turns before it compared
   static constexpr int kEarlyTurns = 4;   // a trial this long stops if kEarlyLoss slower
   static constexpr double kEarlyLoss = 1.25;
-  static constexpr double kEarlyLossOne = 3.0;  // a trial's first turn this much slower stops it
+  static constexpr double kEarlyLossTwo =
+      3.0;  // a trial's first two turns this much slower stop it
   static constexpr double kTrialShare = 0.05;   // a lost trial's cost against the time to the next
   static constexpr double kMargin = 0.9;  // a trial wins when its mean turn is this much faster
 
   // max_threads >= 1: the server's --threads, and where it starts; adaptive false keeps it.
-  // first_trial: turns before the first trial, and after a change of count (tests only vary it).
+  // first_trial: turns before the first trial (tests only vary it).
   explicit DecodeThreadTuner(int max_threads, bool adaptive = true, int first_trial = kFirstTrial);
+
+  // The shape of a turn of `rows` rows whose sub-models have `chains` chains in all (PHD copies
+  // not counted: a request's are always the same).
+  static int decode_shape(int rows, int chains) { return rows * 4096 + chains; }
 
   // Threads for the next decoding step.
   int threads() const { return probing_ ? probe_ : current_; }
   // The count chosen (not a trial's), and whether a trial runs now.
   int chosen() const { return current_; }
   bool in_trial() const { return probing_; }
-  // A scheduler turn that ran a decoding step with threads() and no prompt piece: its rows and
+  // A scheduler turn that ran a decoding step with threads() and no prompt piece: its shape and
   // its wall time from the step's start to the next one's (the tokens handed over included).
-  void record(int rows, double seconds);
+  // Turns of one shape are compared: the caller's key for its rows and their sub-models
+  // (decode_shape), as a chain-1 row decodes ~5x faster than a 4-chain one.
+  void record(int shape, double seconds);
 
  private:
   struct Step {
-    int rows;
+    int shape;
     double seconds;
   };
-  // The mean seconds of the turns in `turns` with `rows` rows; -1 with fewer than 3 of them.
-  static double mean_of(const std::vector<Step>& turns, int rows);
-  // Ends a trial, which compared `tried` with `before` mean seconds at `rows` rows per turn
-  // (either -1 when too few turns of that size ran).
-  void end_trial(bool keep, int rows, double before, double tried);
+  // The mean seconds of the turns in `turns` of `shape`; -1 with fewer than 3 of them.
+  static double mean_of(const std::vector<Step>& turns, int shape);
+  // Ends a trial, which compared `tried` with `before` mean seconds of turns of `shape` (either
+  // -1 when too few turns of that shape ran).
+  void end_trial(bool keep, int shape, double before, double tried);
 
   const int max_;
   const bool adaptive_;
   int current_, probe_ = 0;
   bool probing_ = false;
+  bool warmup_ = false;    // the trial's first turn is to come: not counted
+  bool changed_ = false;   // the last trial changed the count
   bool try_fewer_ = true;  // the direction of the next trial, alternating where both exist
   int since_ = 0;          // turns since the last trial (or the start)
   double since_seconds_ = 0;  // their time
   double cost_seconds_ = 0;   // the last trial's turns beyond the turns before it, if it lost
   const int first_trial_;
   int wait_;                   // turns from the last trial to the next
-  int ref_rows_ = 0;           // the chosen count's mean turn of ref_rows_ rows at the last
+  int ref_shape_ = 0;          // the chosen count's mean turn of ref_shape_ at the last
   double ref_seconds_ = -1.0;  // trial (-1: none), against which a slowdown is judged
   std::vector<Step> recent_, trial_;
 };

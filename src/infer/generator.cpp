@@ -128,7 +128,8 @@ GenerateResult generate_tokens(const Model& model, const Tokenizer& tok, const s
       break;
     }
     const double start = decode_timer.seconds();
-    if (last_start >= 0) tuner.record(1, start - last_start);
+    if (last_start >= 0)  // (the turn of the last step, whose sub-model was chains_for(i))
+      tuner.record(DecodeThreadTuner::decode_shape(1, schedule.chains_for(i)), start - last_start);
     last_start = start;
     set_num_threads_of_this_thread(tuner.threads());
     logits = session.decode(next, schedule.chains_for(i + 1));

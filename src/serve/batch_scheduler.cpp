@@ -239,7 +239,7 @@ void BatchScheduler::loop() {
   set_num_threads_of_this_thread(opt_.threads);
   const int threads = num_threads();
   DecodeThreadTuner tuner(threads, opt_.adaptive_threads);
-  int last_rows = 0;  // the last turn's decoding rows, when it read no prompt piece
+  int last_shape = 0;  // the last turn's decoding rows (decode_shape), when it read no prompt piece
   Generation::Clock::time_point last_start;
   BatchDecoder decoder(model_);
   std::vector<std::shared_ptr<Generation>> active;  // in the order they joined
@@ -311,9 +311,9 @@ void BatchScheduler::loop() {
       }
       const Generation::Clock::time_point step_start = Generation::Clock::now();
       // The last turn, if it was a step alone, timed to this one for the tuner.
-      if (last_rows > 0 && !rows.empty())
-        tuner.record(last_rows, std::chrono::duration<double>(step_start - last_start).count());
-      last_rows = 0;
+      if (last_shape > 0 && !rows.empty())
+        tuner.record(last_shape, std::chrono::duration<double>(step_start - last_start).count());
+      last_shape = 0;
       Generation::Clock::time_point logits_done = step_start;
       if (!rows.empty()) {
         set_num_threads_of_this_thread(tuner.threads());  // prompt pieces keep every thread
@@ -352,7 +352,9 @@ void BatchScheduler::loop() {
       set_num_threads_of_this_thread(threads);
       const Generation::Clock::time_point end = Generation::Clock::now();
       if (pieces == 0) {
-        last_rows = (int)rows.size();
+        int chains = 0;
+        for (const DecodeRow& r : rows) chains += r.chains;
+        last_shape = DecodeThreadTuner::decode_shape((int)rows.size(), chains);
         last_start = step_start;
       }
       std::lock_guard<std::mutex> lock(mutex_);

@@ -27,7 +27,8 @@ int run_until_trial(Tuner& t, int rows, double seconds) {
   return turns;
 }
 
-// A trial's turns at `seconds` (rows each); the turns it lasted.
+// A trial's turns at `seconds` (of shape `rows`); the turns it lasted, its first (not counted:
+// it wakes or parks a thread) included.
 int run_trial(Tuner& t, int rows, double seconds) {
   int turns = 0;
   while (t.in_trial() && turns < 10 * Tuner::kProbeSteps) {
@@ -55,41 +56,69 @@ TEST(DecodeThreads, KeepsEveryThreadWhileFewerAreSlowerAndStopsALosingTrialEarly
   for (int round = 0; round < 6; ++round) {
     EXPECT_EQ(run_until_trial(t, 8, 3e-3), waits[round]) << "round " << round;
     EXPECT_EQ(t.threads(), 1) << "a trial of one thread fewer";
-    EXPECT_EQ(run_trial(t, 8, 7e-3), Tuner::kEarlyTurns) << "2.3x as slow: stopped early";
+    EXPECT_EQ(run_trial(t, 8, 7e-3), 1 + Tuner::kEarlyTurns) << "2.3x as slow: stopped early";
     EXPECT_EQ(t.threads(), 2);
     EXPECT_EQ(t.chosen(), 2);
   }
 }
 
 // Beside a busy process two threads took 105-333 ms a turn against 5 ms on one (Linux 6.18): such
-// a trial ends after one turn, and the next waits until its cost is 5% of the time between.
+// a trial ends after two counted turns, and the next waits until its cost is 5% of the time
+// between.
 TEST(DecodeThreads, ATrialManyTimesSlowerStopsAtOnceAndTheNextWaitsOutItsCost) {
   Tuner t(2);
   run_until_trial(t, 8, 300e-3);  // a busy core from the start
-  EXPECT_EQ(run_trial(t, 8, 5e-3), Tuner::kProbeSteps);
+  EXPECT_EQ(run_trial(t, 8, 5e-3), 1 + Tuner::kProbeSteps);
   ASSERT_EQ(t.chosen(), 1);
-  EXPECT_EQ(run_until_trial(t, 8, 5e-3), Tuner::kFirstTrial) << "after a change, soon again";
+  // After a change, soon again: kFirstProbe turns of 5 ms (under kSoonSeconds).
+  EXPECT_EQ(run_until_trial(t, 8, 5e-3), Tuner::kFirstProbe);
   EXPECT_EQ(t.threads(), 2);
-  EXPECT_EQ(run_trial(t, 8, 300e-3), 1) << "60x slower: no second turn";
+  EXPECT_EQ(run_trial(t, 8, 300e-3), 1 + 2) << "60x slower: no more turns";
   EXPECT_EQ(t.chosen(), 1);
-  // 295 ms lost: the next trial after 5.9 s of (here 6 ms) turns, not after kFirstProbe turns.
+  // 2 x 295 ms lost: the next trial after 11.8 s of (here 6 ms) turns, not after kFirstProbe.
   const int wait = run_until_trial(t, 8, 6e-3);
-  EXPECT_EQ(wait, turns_for_cost(295e-3, 6e-3));
-  EXPECT_GT(wait, 900);
-  // 3x or less is not decided on one turn (2.5x here): two threads' first turn after a pause
-  // may be slow.
-  EXPECT_EQ(run_trial(t, 8, 15e-3), Tuner::kEarlyTurns);
+  EXPECT_EQ(wait, turns_for_cost(2 * 295e-3, 6e-3));
+  EXPECT_GT(wait, 1900);
+  // 3x or less is not decided on two turns (2.5x here).
+  EXPECT_EQ(run_trial(t, 8, 15e-3), 1 + Tuner::kEarlyTurns);
+}
+
+// Two threads' first turn after a pause wakes the sleeping one (4.4 ms against 0.3 on one, a
+// small model): that turn is not counted, and the trial wins on the turns after it.
+TEST(DecodeThreads, ATrialsFirstTurnIsNotCounted) {
+  Tuner t(2);
+  run_until_trial(t, 1, 1e-3);
+  run_trial(t, 1, 0.5e-3);
+  ASSERT_EQ(t.chosen(), 1);
+  run_until_trial(t, 1, 0.3e-3);
+  ASSERT_EQ(t.threads(), 2);
+  t.record(1, 4.4e-3);  // the wake-up
+  for (int i = 0; i < Tuner::kProbeSteps; ++i) t.record(1, 0.2e-3);
+  EXPECT_FALSE(t.in_trial());
+  EXPECT_EQ(t.chosen(), 2);
+}
+
+// Turns of other shapes (a chain-1 request against a 4-chain one, decode_shape) are not compared.
+TEST(DecodeThreads, ShapesSayRowsAndSubModels) {
+  EXPECT_NE(Tuner::decode_shape(1, 1), Tuner::decode_shape(1, 4));
+  EXPECT_NE(Tuner::decode_shape(2, 4), Tuner::decode_shape(1, 4));
+  EXPECT_NE(Tuner::decode_shape(8, 20), Tuner::decode_shape(7, 20));
+  Tuner t(2);
+  run_until_trial(t, Tuner::decode_shape(1, 4), 1.4e-3);
+  // A trial of one thread over chain-1 requests: faster turns, but no comparable ones.
+  EXPECT_EQ(run_trial(t, Tuner::decode_shape(1, 1), 0.3e-3), 1 + Tuner::kProbeSteps);
+  EXPECT_EQ(t.chosen(), 2);
 }
 
 TEST(DecodeThreads, ComesDownWhenFewerServeFasterAndGoesBackUp) {
   Tuner t(2);
   run_until_trial(t, 8, 12e-3);  // a busy core: two threads wait on each other's time slices
-  EXPECT_EQ(run_trial(t, 8, 7e-3), Tuner::kProbeSteps);
+  EXPECT_EQ(run_trial(t, 8, 7e-3), 1 + Tuner::kProbeSteps);
   EXPECT_EQ(t.chosen(), 1);
   EXPECT_EQ(t.threads(), 1);
   // The other process is gone: one thread now takes 3 ms, a trial of two 1.6 ms. A change of
   // count starts the waits over.
-  EXPECT_EQ(run_until_trial(t, 8, 3e-3), Tuner::kFirstTrial);
+  EXPECT_EQ(run_until_trial(t, 8, 3e-3), Tuner::kFirstProbe);
   EXPECT_EQ(t.threads(), 2) << "from one thread, the trial is one more";
   run_trial(t, 8, 1.6e-3);
   EXPECT_EQ(t.chosen(), 2);
@@ -102,10 +131,10 @@ TEST(DecodeThreads, TurnsThatSlowDownStartATrialAtOnce) {
   run_until_trial(t, 8, 3e-3);
   run_trial(t, 8, 7e-3);  // and the next 128
   ASSERT_EQ(t.chosen(), 2);
-  // Another process takes a core: the 8-row turns take 16 times as long. A trial as soon as
-  // kFirstTrial turns have passed since the last, not after 128 (the last trial's 16 ms are
-  // under 5% of 8 such turns).
-  EXPECT_EQ(run_until_trial(t, 8, 50e-3), Tuner::kFirstTrial);
+  // Another process takes a core: the 8-row turns take 20 times as long. A trial as soon as they
+  // have taken kSoonSeconds (9 turns of 60 ms), not after 128 turns (7.7 s).
+  static_assert(Tuner::kSoonSeconds == 0.5);
+  EXPECT_EQ(run_until_trial(t, 8, 60e-3), 9);
   EXPECT_EQ(t.threads(), 1);
   run_trial(t, 8, 5e-3);
   EXPECT_EQ(t.chosen(), 1);
@@ -126,7 +155,7 @@ TEST(DecodeThreads, SlowerWithinTheBoundOrOtherBatchSizesWaitTheirTurn) {
 TEST(DecodeThreads, DifferencesWithinTheMarginChangeNothing) {
   Tuner t(2);
   run_until_trial(t, 4, 2e-3);
-  EXPECT_EQ(run_trial(t, 4, 2e-3 * (Tuner::kMargin + 0.05)), Tuner::kProbeSteps);
+  EXPECT_EQ(run_trial(t, 4, 2e-3 * (Tuner::kMargin + 0.05)), 1 + Tuner::kProbeSteps);
   EXPECT_EQ(t.chosen(), 2);
 }
 
@@ -137,7 +166,8 @@ TEST(DecodeThreads, TrialsOfOtherBatchSizesDecideNothing) {
   EXPECT_EQ(t.chosen(), 2);
   // Two of the same size are too few to tell either.
   run_until_trial(t, 8, 12e-3);
-  for (int i = 0; i < Tuner::kProbeSteps; ++i) t.record(i < 2 ? 8 : 5, i < 2 ? 1e-3 : 12e-3);
+  for (int i = 0; i <= Tuner::kProbeSteps; ++i) t.record(i < 3 ? 8 : 5, i < 3 ? 1e-3 : 12e-3);
+  ASSERT_FALSE(t.in_trial());
   EXPECT_EQ(t.chosen(), 2);
 }
 
@@ -149,7 +179,7 @@ TEST(DecodeThreads, MoreThreadsTryOneMoreAndOneFewerInTurn) {
   ASSERT_EQ(t.chosen(), 3);
   run_until_trial(t, 8, 2e-3);
   EXPECT_EQ(t.threads(), 4) << "then one more";
-  EXPECT_EQ(run_trial(t, 8, 4e-3), Tuner::kEarlyTurns);
+  EXPECT_EQ(run_trial(t, 8, 4e-3), 1 + Tuner::kEarlyTurns);
   EXPECT_EQ(t.chosen(), 3);
   run_until_trial(t, 8, 2e-3);
   EXPECT_EQ(t.threads(), 2) << "then one fewer";

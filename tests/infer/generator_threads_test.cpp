@@ -75,20 +75,20 @@ TEST(GeneratorThreads, ComesDownToOneThreadWhenTwoAreSlowerWithTheSameTokens) {
   EXPECT_EQ(fixed.threads_after, 2);
 }
 
-// 200 ms: with another process busy (a test or build beside this one), two threads' turns of
+// 100 ms: with another process busy (a test or build beside this one), two threads' turns of
 // this model took up to ~20 ms, and one thread's 20 ms trial then won. Trials of one thread
-// stop after their first turn here, so the longer sleep costs ~0.2 s.
+// stop after three turns here (the first not counted), so the longer sleep costs ~0.3 s.
 TEST(GeneratorThreads, KeepsEveryThreadWhenOneIsSlower) {
   const auto model = make_model();
   const Generated fixed = run(*model, false, 1);
-  const Generated adaptive = run(*model, true, 1, 200);
+  const Generated adaptive = run(*model, true, 1, 100);
   EXPECT_EQ(adaptive.result.tokens, fixed.result.tokens);
   EXPECT_EQ(adaptive.result.decode_threads, 2) << "trials of one thread lost";
   EXPECT_EQ(adaptive.threads_after, 2);
 }
 
 TEST(GeneratorThreads, TheFirstTrialComesWithinAShortGeneration) {
-  static_assert(DecodeThreadTuner::kFirstTrial + DecodeThreadTuner::kProbeSteps < 40,
+  static_assert(DecodeThreadTuner::kFirstTrial + 1 + DecodeThreadTuner::kProbeSteps < 40,
                 "a generation of a few dozen tokens must get its trial");
   DecodeThreadTuner t(2);
   int turns = 0;
@@ -97,7 +97,7 @@ TEST(GeneratorThreads, TheFirstTrialComesWithinAShortGeneration) {
     ++turns;
   }
   EXPECT_EQ(turns, DecodeThreadTuner::kFirstTrial);
-  for (int i = 0; i < DecodeThreadTuner::kProbeSteps; ++i) t.record(1, 0.05e-3);
+  for (int i = 0; i <= DecodeThreadTuner::kProbeSteps; ++i) t.record(1, 0.05e-3);
   EXPECT_EQ(t.chosen(), 1);
 }
 
@@ -107,7 +107,7 @@ TEST(GeneratorThreads, AfterALostEarlyTrialTheNextWaitsLonger) {
   DecodeThreadTuner t(2);
   for (int i = 0; i < DecodeThreadTuner::kFirstTrial; ++i) t.record(1, 3e-3);
   ASSERT_TRUE(t.in_trial());
-  for (int i = 0; i < DecodeThreadTuner::kEarlyTurns; ++i) t.record(1, 4e-3);
+  for (int i = 0; i <= DecodeThreadTuner::kEarlyTurns; ++i) t.record(1, 4e-3);
   ASSERT_FALSE(t.in_trial()) << "a third slower: stopped early";
   int turns = 0;
   while (!t.in_trial() && turns < 1000) {
