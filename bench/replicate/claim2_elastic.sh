@@ -12,6 +12,7 @@
 source "$(dirname "$0")/lib.sh"
 EXPERIMENT=claim2
 STEPS=${STEPS:-1200}   # 4.9M tokens per run
+guard_committed_results STEPS=1200
 SEEDS=${SEEDS:-1 2}
 
 MODELS=(colm-uniform colm-full dense-d64 dense-d128)

@@ -13,8 +13,16 @@
 #   bash bench/replicate/claim3_expansion.sh      (run again to resume)
 source "$(dirname "$0")/lib.sh"
 EXPERIMENT=claim3
+# STEPS is the other claims' setting: here it would be ignored, and a rerun meant to be short
+# trained 1200 steps (a user trial).
+if [ -n "${STEPS:-}" ]; then
+  echo "replicate: claim 3 takes BASE_STEPS and TUNE_STEPS (the base's and the tunings' steps)," \
+    "not STEPS=$STEPS" >&2
+  exit 2
+fi
 BASE_STEPS=${BASE_STEPS:-1200}   # 4.9M tokens
 TUNE_STEPS=${TUNE_STEPS:-600}    # 2.5M tokens
+guard_committed_results BASE_STEPS=1200 TUNE_STEPS=600
 SEEDS=${SEEDS:-1 2}
 
 prepare_data

@@ -15,6 +15,7 @@
 source "$(dirname "$0")/lib.sh"
 EXPERIMENT=claim4
 STEPS=${STEPS:-1000}   # 4.1M tokens per run
+guard_committed_results STEPS=1000
 SEEDS=${SEEDS:-1 2}
 MODELS=(base phd2 phd-cswa2 phd-cswa3)
 declare -A CONFIG=([base]=dense-d256 [phd2]=phd2-d256 [phd-cswa2]=phd-cswa2-d256 [phd-cswa3]=phd-cswa3-d256)

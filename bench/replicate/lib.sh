@@ -14,7 +14,17 @@ set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$REPO"
 
+# Settings come from the environment only: `claim1_colm_vs_dense.sh --help` started an hour of
+# training with the defaults (a user trial).
+if [ $# -gt 0 ]; then
+  echo "replicate: $(basename "$0") takes no arguments (got: $*); its settings come from the" \
+    "environment: STEPS=... SEEDS=... RUNS=... RESULTS=... (docs/replication.md)" >&2
+  exit 2
+fi
+
+BIN_GIVEN=${BIN+set}
 BIN=${BIN:-build/chainlm}
+case $BIN in */*) ;; *) BIN=$(command -v "$BIN" || echo "$BIN") ;; esac  # a command's name: from PATH
 RUNS=${RUNS:-runs/replicate}
 RESULTS=${RESULTS:-bench/replicate/results}  # committed: metrics, evaluations, tables, plots
 DATA=${DATA:-data/replicate}            # made by prepare_data: tok.model, and shards/
@@ -27,18 +37,60 @@ SEQ_LEN=256
 BATCH=16                                 # 4,096 tokens per step
 declare -A OPTIONS=()                    # per-model training options (train_models); scripts fill it
 
-[ -x "$BIN" ] || { echo "replicate: $BIN is missing; run 'make build' first" >&2; exit 1; }
+if [ ! -x "$BIN" ] || [ -d "$BIN" ]; then
+  if [ -n "$BIN_GIVEN" ]; then
+    echo "replicate: BIN=$BIN is not an executable file (nor a command on PATH)" >&2
+  else
+    echo "replicate: $BIN is missing; run 'make build' first" >&2
+  fi
+  exit 1
+fi
+# The plots come last: a missing gnuplot is told before hours of training, not after.
+command -v gnuplot > /dev/null || {
+  echo "replicate: gnuplot is not installed; the plots need it (Debian's gnuplot-nox; make setup installs it)" >&2
+  exit 1
+}
+
+# A rerun with other settings writes other numbers: into the committed results it would overwrite
+# them file by file before summarize.py refused to mix them (a user trial). Call with the claim's
+# step settings as NAME=DEFAULT; refused unless RESULTS is elsewhere or every setting is the
+# committed one.
+guard_committed_results() {
+  [ "$(cd "$(dirname "$RESULTS")" 2> /dev/null && pwd)/$(basename "$RESULTS")" = \
+    "$REPO/bench/replicate/results" ] || return 0
+  local differ=() pair name default
+  for pair in "$@" PRECISION=bf16 CORPUS_DIR=data/replicate_corpus; do
+    name=${pair%%=*} default=${pair#*=}
+    [ "${!name}" = "$default" ] || differ+=("$name=${!name}")
+  done
+  [ ${#differ[@]} -eq 0 ] && return 0
+  echo "replicate: ${differ[*]} would overwrite the committed results in bench/replicate/results" \
+    "with a run of other settings; give this rerun RESULTS (and RUNS) directories of its own" >&2
+  exit 1
+}
 
 log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*"; }
 
 # The corpus (bench/replicate/corpus/build_corpus.sh: train.txt and its held-out val.txt), a
 # SentencePiece BPE tokenizer of $VOCAB pieces trained on train.txt, and token shards that keep
 # the corpus' split. Made once; every experiment reuses them.
+# $DATA/corpus_dir names the corpus it was made from: another CORPUS_DIR with the same DATA was
+# silently trained on the old shards (a user trial).
 prepare_data() {
-  if [ -s "$SHARDS/train.bin" ] && [ -s "$SHARDS/val.bin" ]; then return; fi
+  local corpus
+  corpus=$(mkdir -p "$CORPUS_DIR" && cd "$CORPUS_DIR" && pwd)
+  if [ -s "$SHARDS/train.bin" ] && [ -s "$SHARDS/val.bin" ]; then
+    if [ -s "$DATA/corpus_dir" ] && [ "$(cat "$DATA/corpus_dir")" != "$corpus" ]; then
+      echo "replicate: DATA=$DATA was made from the corpus in $(cat "$DATA/corpus_dir")," \
+        "not CORPUS_DIR=$CORPUS_DIR; give this corpus a DATA directory of its own" >&2
+      exit 1
+    fi
+    return
+  fi
   [ -s "$CORPUS_DIR/train.txt" ] && [ -s "$CORPUS_DIR/val.txt" ] ||
     bash bench/replicate/corpus/build_corpus.sh "$CORPUS_DIR"
   mkdir -p "$DATA"
+  echo "$corpus" > "$DATA/corpus_dir"
   [ -s "$DATA/tok.model" ] ||
     "$BIN" tokenizer train --corpus "$CORPUS_DIR/train.txt" \
       --vocab-size "$VOCAB" --out "$DATA/tok.model" --seed 0
@@ -71,8 +123,8 @@ train_run() {
     planned=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["options"]["lr_schedule_steps"])' \
       "$out/$(cat "$out/latest")/trainer_state.json")
     if [ "$planned" != "$steps" ]; then
-      echo "replicate: $out was started for $planned steps, not $steps; remove $RUNS/$EXPERIMENT" \
-        "(its expansions and tunings depend on it) or give RUNS and RESULTS directories of their own" >&2
+      echo "replicate: $out was started for $planned steps, not $steps; remove it (in claim 3," \
+        "with the runs made from it) or give RUNS and RESULTS directories of their own" >&2
       exit 1
     fi
   fi

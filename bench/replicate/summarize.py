@@ -18,10 +18,15 @@ import sys
 
 
 def load_run(results, name):
-    with open(os.path.join(results, name + ".eval.json")) as f:
+    paths = [os.path.join(results, name + ext) for ext in (".eval.json", ".metrics.jsonl")]
+    for path in paths:  # a message, not a traceback (a user trial)
+        if not os.path.isfile(path):
+            sys.exit(f"summarize: {path} is missing: each run needs its evaluation and its "
+                     f"training log in {results} (the claim's script writes both)")
+    with open(paths[0]) as f:
         ev = json.load(f)
     tokens = flops = 0
-    with open(os.path.join(results, name + ".metrics.jsonl")) as f:
+    with open(paths[1]) as f:
         for line in f:
             m = json.loads(line)
             if "tokens" in m and "flops" in m:

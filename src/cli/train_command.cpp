@@ -638,7 +638,19 @@ void add_train_command(CLI::App& app) {
     // Ctrl-C / SIGTERM: finish the step, save it, say how to go on (a second one quits at once).
     install_stop_handlers("stopping after this step and saving a checkpoint");
     auto report_stop = [&]() {
-      if (!trainer.stopped_by()) return;
+      if (!trainer.stopped_by()) {
+        // A stop that came during the last step: the run is whole and saved, but whoever sent
+        // it must see it heeded. Exiting 0, a script's Ctrl-C went on to its next command (a
+        // user trial of bench/replicate).
+        const int late = stop_signal();
+        if (!late) return;
+        if (root)
+          std::fprintf(stderr,
+                       "%s came during the last step: training finished at step %ld; saved %s\n",
+                       signal_name(late), trainer.step(), resolve_checkpoint_dir(a->out).c_str());
+        std::fflush(stderr);
+        std::exit(128 + late);
+      }
       // The same ranks and threads: resumed on another thread count (every core by default),
       // the run goes on, but not bit for bit (a user trial followed the hint and lost the bits).
       const std::string launcher = comm.size() > 1

@@ -82,6 +82,29 @@ TEST_F(StopSignal, FirstSignalSavesTheCurrentStepAndSaysHowToResume) {
   }
 }
 
+// Ctrl-C during the run's last step: the run ends whole and saved, but it exited 0 as if no stop
+// had come, and a script running it (bench/replicate) went on to its next command (a user
+// trial). It exits with 128 + the signal, as a run stopped earlier does.
+TEST_F(StopSignal, ASignalDuringTheLastStepStillEndsWithItsStatus) {
+  const std::string run = dir.file("last");
+  const pid_t pid = testing::spawn(
+      {CHAINLM_BINARY, "train", "--config", config, "--data", data, "--out", run, "--steps", "3",
+       "--batch-size", "8", "--seq-len", "32", "--eval-every", "100000", "--threads", "1"},
+      {{"CHAINLM_PAUSE_AT", "train.mid_step:3"}}, out, err);
+  int status = 0;
+  ASSERT_EQ(::waitpid(pid, &status, WUNTRACED), pid);
+  ASSERT_TRUE(WIFSTOPPED(status)) << read_bytes(err);  // inside step 3 of 3
+  ::kill(pid, SIGINT);
+  ::kill(pid, SIGCONT);
+  const testing::Outcome r = testing::finish(pid, out, err);
+  ASSERT_EQ(r.signal, 0) << r.err;
+  EXPECT_EQ(r.code, 128 + SIGINT) << r.err;
+  EXPECT_TRUE(
+      contains(r.err, "SIGINT came during the last step: training finished at step 3; saved "))
+      << r.err;
+  EXPECT_EQ(trimmed(read_bytes(run + "/latest")), "step-00000003") << r.err;
+}
+
 // A training whose output went to a pipe that closed (`train ... 2>&1 | head -3`, a `tee` that
 // died) was killed by SIGPIPE at its next progress line, its steps since the last checkpoint
 // lost: it stops as for SIGTERM. The test's reader stops reading after 3 steps; the run's next
