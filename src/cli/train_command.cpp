@@ -686,6 +686,7 @@ void add_train_command(CLI::App& app) {
       trainer.run();
       report_stop();
     } catch (const CollectiveError& e) {
+      end_without_stopping();  // mpirun's SIGTERM, if another rank exits first, says nothing
       if (root) throw;
       std::exit(1);
     } catch (const std::exception& e) {

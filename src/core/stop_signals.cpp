@@ -15,6 +15,7 @@ namespace chainlm {
 namespace {
 
 volatile std::sig_atomic_t g_signal = 0;
+volatile std::sig_atomic_t g_ending = 0;  // end_without_stopping()
 const char* g_what = "";
 
 void write_stderr(const char* s) {
@@ -34,6 +35,7 @@ long long monotonic_ms() {  // clock_gettime is async-signal-safe
 
 // Async-signal-safe: flags, clock_gettime, write(2) and _exit only.
 void on_stop_signal(int sig) {
+  if (g_ending) return;  // already on its way out, its error said
   if (g_signal != 0) {
     if (monotonic_ms() - g_first_ms.load() < kSameStopMs) {
       write_stderr(
@@ -105,6 +107,10 @@ void install_stop_handlers(const char* what) {
     pthread_sigmask(SIG_UNBLOCK, &s, nullptr);
     for (;;) ::pause();
   }).detach();
+}
+
+void end_without_stopping() {
+  g_ending = 1;
 }
 
 bool stop_requested() { return g_signal != 0; }

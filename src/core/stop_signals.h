@@ -18,6 +18,10 @@ inline constexpr long long kSameStopMs = 1000;
 // SIGINT, SIGTERM and SIGHUP, and a thread of their own takes them, so no handler interrupts a
 // compute kernel; call it before starting other threads that compute.
 void install_stop_handlers(const char* what);
+// The process is ending for an error: stop signals from now on are let go without a word. Under
+// mpirun the other ranks get SIGTERM when one exits non-zero, and a rank still on its way out
+// announced "saving a checkpoint" it would never write.
+void end_without_stopping();
 // Whether a stop was asked, and by which signal (0 when not).
 bool stop_requested();
 int stop_signal();

@@ -15,14 +15,13 @@
 //   a core mid-run) start one early, as soon.
 // - What a trial may cost: beside a busy process two threads can be ~60x slower than one (every
 //   parallel region waits out the other process's time slice: 105-333 ms turns against 5 ms on
-//   one thread, Linux 6.18). A trial's first turn is not counted (two threads' first turn after
-//   a pause wakes the sleeping one: 4.4 ms against 0.3 on one, and the trial lost on it); one
-//   whose next two turns are each kEarlyLossTwo slower stops there,
-//   one clearly losing after kEarlyTurns counted turns stops then, and a lost trial's cost (its
-//   turns' time beyond the turns before it) is kept under kTrialShare of the time to the next
-//   trial. Before these, a server's first 64 turns on two threads took ~20 s there, and one 300 ms
-//   trial turn every 512 turns of 5 ms cost ~15% of its time; on a quiet machine trials cost about
-//   1%.
+//   one thread, Linux 6.18). So a trial's first turn is not counted (two threads' first turn
+//   after a pause wakes the sleeping one: 4.4 ms against 0.3 on one, and a trial lost on it); a
+//   trial whose next two turns are each kEarlyLossTwo slower stops there, one clearly losing
+//   after kEarlyTurns counted turns stops then; and a lost trial's cost (its turns' time beyond
+//   the usual turns) is kept under kTrialShare of the time to the next trial. Before these, a
+//   server's first 64 turns on two threads took ~20 s there, and one 300 ms trial turn every 512
+//   turns of 5 ms cost ~15% of its time. On a quiet machine trials cost about 1%.
 // Means, not medians: under contention most steps are as fast as quiet ones and the loss is in
 // the few that wait out another process's time slice. A step's bits do not depend on its thread
 // count (the threads split a GEMM's output columns and the sequences' attention), so neither do
@@ -41,8 +40,7 @@ class DecodeThreadTuner {
   static constexpr int kProbeSteps = 16;  // turns of a trial, and the turns before it compared
   static constexpr int kEarlyTurns = 4;   // a trial this long stops if kEarlyLoss slower
   static constexpr double kEarlyLoss = 1.25;
-  static constexpr double kEarlyLossTwo =
-      3.0;  // a trial's first two turns this much slower stop it
+  static constexpr double kEarlyLossTwo = 3.0;  // two turns this much slower stop a trial
   static constexpr double kTrialShare = 0.05;   // a lost trial's cost against the time to the next
   static constexpr double kMargin = 0.9;  // a trial wins when its mean turn is this much faster
 

@@ -253,8 +253,9 @@ TEST_F(GgufCli, InfoPrintsAFilesStringsSafely) {
   write_bytes(file, bytes);
   auto text = run_chainlm(dir, "info --model " + quote(file));
   ASSERT_EQ(text.exit_code, 0) << text.err;
-  EXPECT_TRUE(contains(text.out, "name \"name\xff\\x1b[J\"")) << text.out;
+  EXPECT_TRUE(contains(text.out, "name \"name\\xff\\x1b[J\"")) << text.out;
   EXPECT_EQ(text.out.find('\x1b'), std::string::npos);
+  EXPECT_EQ(text.out.find('\xff'), std::string::npos) << "the terminal's text stays UTF-8";
   auto json = run_chainlm(dir, "info --json --model " + quote(file));
   ASSERT_EQ(json.exit_code, 0) << json.err;
   EXPECT_EQ(nlohmann::json::parse(json.out).at("gguf").at("general.name"),
