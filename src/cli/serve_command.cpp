@@ -72,9 +72,9 @@ std::string url_host(const std::string& host) {
   return host.find(':') != std::string::npos && host.front() != '[' ? "[" + host + "]" : host;
 }
 
-// "runs/x/" -> "x", "stories260K.bin" -> "stories260K".
-// The API's name of the model: its file or directory name, whose bytes need not be UTF-8 or
-// printable, made so (a name with 0xFF made /health a 500 and /metrics a line Prometheus refuses).
+// "runs/x/" -> "x", "stories260K.bin" -> "stories260K": the API's name of the model. A file
+// name's bytes need not be UTF-8 or printable: they are escaped (a name with 0xFF made /health
+// a 500 and /metrics a line Prometheus refuses).
 std::string model_name_of(const std::string& model_arg) {
   std::filesystem::path p(model_arg);
   if (!p.has_filename()) p = p.parent_path();

@@ -7,12 +7,11 @@
 
 namespace chainlm {
 
-DecodeThreadTuner::DecodeThreadTuner(int max_threads, bool adaptive, int first_trial)
+DecodeThreadTuner::DecodeThreadTuner(int max_threads, bool adaptive)
     : max_(max_threads),
       adaptive_(adaptive && max_threads > 1),
       current_(max_threads),
-      first_trial_(first_trial),
-      wait_(first_trial) {
+      wait_(kFirstTrial) {
   CHAINLM_CHECK(max_threads >= 1, "the scheduler needs at least one thread (got ", max_threads,
                 ")");
 }
@@ -64,11 +63,11 @@ void DecodeThreadTuner::record(int shape, double seconds) {
   if ((int)recent_.size() > kProbeSteps) recent_.erase(recent_.begin());
   ++since_;
   since_seconds_ += seconds;
-  // kFirstProbe turns, or fewer that took kSoonSeconds (at least first_trial_): slow turns are
+  // kFirstProbe turns, or fewer that took kSoonSeconds (at least kFirstTrial): slow turns are
   // what a trial may be needed for, and a quiet machine's short ones had their count flip
   // back and forth on outliers with trials 8 turns apart.
   const bool soon =
-      since_ >= kFirstProbe || (since_ >= first_trial_ && since_seconds_ >= kSoonSeconds);
+      since_ >= kFirstProbe || (since_ >= kFirstTrial && since_seconds_ >= kSoonSeconds);
   const bool due = since_ >= wait_ || (changed_ && soon);
   // (recent_ holds only turns at the chosen count: end_trial empties it on a change.)
   const bool slower = soon && ref_seconds_ > 0 && shape == ref_shape_ &&

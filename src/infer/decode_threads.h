@@ -45,8 +45,7 @@ class DecodeThreadTuner {
   static constexpr double kMargin = 0.9;  // a trial wins when its mean turn is this much faster
 
   // max_threads >= 1: the server's --threads, and where it starts; adaptive false keeps it.
-  // first_trial: turns before the first trial (tests only vary it).
-  explicit DecodeThreadTuner(int max_threads, bool adaptive = true, int first_trial = kFirstTrial);
+  explicit DecodeThreadTuner(int max_threads, bool adaptive = true);
 
   // The shape of a turn of `rows` rows whose sub-models have `chains` chains in all (PHD copies
   // not counted: a request's are always the same).
@@ -84,7 +83,6 @@ class DecodeThreadTuner {
   int since_ = 0;          // turns since the last trial (or the start)
   double since_seconds_ = 0;  // their time
   double cost_seconds_ = 0;   // the last trial's turns beyond the turns before it, if it lost
-  const int first_trial_;
   int wait_;                   // turns from the last trial to the next
   int ref_shape_ = 0;          // the chosen count's mean turn of ref_shape_ at the last
   double ref_seconds_ = -1.0;  // trial (-1: none), against which a slowdown is judged

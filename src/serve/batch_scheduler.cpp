@@ -263,11 +263,6 @@ void BatchScheduler::loop() {
       // reused.
       while (!incoming_.empty()) {
         std::shared_ptr<Generation> g = incoming_.front();
-        if (g->cancelled_) {  // marked since the loop above: its request's other choice ended
-          incoming_.pop_front();
-          g->end(StopReason::callback);
-          continue;
-        }
         if (free_.empty()) {
           if ((int)sessions_.size() >= opt_.max_sequences) break;
           try {
