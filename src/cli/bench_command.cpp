@@ -62,8 +62,13 @@ void add_bench_command(CLI::App& app) {
     cmd->add_option("--config", b->config, "Or: a model config JSON, with random weights");
     cmd->add_option("--chains", b->chains, "Active chains k; default: all")->check(at_least(1));
     cmd->add_option("--threads", b->threads, "Threads; 0 = all cores, or OMP_NUM_THREADS when set");
-    cmd->add_option("--prompt-tokens", b->prompt_tokens, "Prompt length")->capture_default_str();
-    if (decode) cmd->add_option("--tokens", b->tokens, "Decoded tokens timed")->capture_default_str();
+    cmd->add_option("--prompt-tokens", b->prompt_tokens, "Prompt length")
+        ->capture_default_str()
+        ->check(at_least(decode ? 1 : 2));
+    if (decode)
+      cmd->add_option("--tokens", b->tokens, "Decoded tokens timed")
+          ->capture_default_str()
+          ->check(at_least(1));
     cmd->add_flag("--baseline", b->baseline,
                   "PHD model: also time it without PHD (same weights), interleaved; report the ratio");
     add_precision_option(cmd, b->precision, kInferencePrecisionHelp);
@@ -98,8 +103,12 @@ void add_bench_command(CLI::App& app) {
       ->check(whole_number_in(1, 1 << 16));
   serve->add_option("--chains", s->chains, "Sub-model of the requests: all, a count, or mix (spread over 1..n)")
       ->capture_default_str();
-  serve->add_option("--tokens", s->tokens, "Tokens generated per request (EOS ignored)")->capture_default_str();
-  serve->add_option("--prompt-tokens", s->prompt_tokens, "Prompt length (random token ids)")->capture_default_str();
+  serve->add_option("--tokens", s->tokens, "Tokens generated per request (EOS ignored)")
+      ->capture_default_str()
+      ->check(at_least(1));
+  serve->add_option("--prompt-tokens", s->prompt_tokens, "Prompt length (random token ids)")
+      ->capture_default_str()
+      ->check(at_least(1));
   serve->add_option("--requests", s->requests, "Requests per level; 0 = max(4, 2 x concurrency)")
       ->check(at_least(0));
   serve
@@ -124,7 +133,11 @@ void add_bench_command(CLI::App& app) {
       ->check(CLI::IsMember({"q8_0", "q4_0"}));
   add_kv_cache_option(serve, s->kv_cache);
   add_stream_interval_option(serve, s->stream_interval_ms);
-  serve->callback([s]() { bench_serve(*s); });
+  serve->callback([s, serve]() {
+    s->tokens_given = serve->count("--tokens") > 0;
+    s->prompt_tokens_given = serve->count("--prompt-tokens") > 0;
+    bench_serve(*s);
+  });
 }
 
 }  // namespace chainlm::cli

@@ -143,26 +143,19 @@ std::vector<double> interleaved_ms(const std::vector<std::function<void()>>& fs,
 
 std::string model_name(const InferenceBenchArgs& a) { return a.model.empty() ? a.config : a.model; }
 
-// The default lengths cut to fit the model's context, which the docs' examples need (the
-// quickstart model has 128 positions: 128 + 128 failed there); what is cut is said on stderr.
-// Lengths given are checked as given, by the caller.
-InferenceBenchArgs fit_default_lengths(InferenceBenchArgs a, int max_seq_len, bool decode) {
+// The default lengths cut to fit the model's context (fit_default_lengths); what is cut is said on
+// stderr. Lengths given are checked as given, by the caller.
+InferenceBenchArgs fit_lengths(InferenceBenchArgs a, int max_seq_len, bool decode) {
   const char* what = decode ? "bench decode" : "bench prefill";
-  const InferenceBenchArgs before = a;
+  bool cut = false;
   if (!decode) {
-    if (!a.prompt_tokens_given) a.prompt_tokens = std::min(a.prompt_tokens, max_seq_len);
-  } else if (a.prompt_tokens + a.tokens > max_seq_len) {
-    if (!a.prompt_tokens_given && !a.tokens_given) {
-      a.tokens = std::max(1, max_seq_len / 2);
-      a.prompt_tokens = std::max(1, max_seq_len - a.tokens);
-    } else if (!a.tokens_given &&
-               a.prompt_tokens < max_seq_len) {  // else the length given is wrong
-      a.tokens = max_seq_len - a.prompt_tokens;
-    } else if (!a.prompt_tokens_given && a.tokens < max_seq_len) {
-      a.prompt_tokens = max_seq_len - a.tokens;
-    }
+    cut = !a.prompt_tokens_given && a.prompt_tokens > max_seq_len;
+    if (cut) a.prompt_tokens = max_seq_len;
+  } else {
+    cut = fit_default_lengths(a.prompt_tokens, a.prompt_tokens_given, a.tokens, a.tokens_given,
+                              max_seq_len);
   }
-  if (a.prompt_tokens == before.prompt_tokens && a.tokens == before.tokens) return a;
+  if (!cut) return a;
   const std::string lengths =
       decode ? cat("a prompt of ", a.prompt_tokens, " tokens, then ", a.tokens, " decoded")
              : cat("a prompt of ", a.prompt_tokens, " tokens");
@@ -177,9 +170,9 @@ void bench_decode(const InferenceBenchArgs& given) {
   apply_threads_option(given.threads);
   auto [model, fp32] = bench_models(given);
   const ModelConfig& c = model->config();
-  const InferenceBenchArgs a = fit_default_lengths(given, c.max_seq_len, true);
+  const InferenceBenchArgs a = fit_lengths(given, c.max_seq_len, true);
   const int k = active_chains(a, *model);
-  CHAINLM_CHECK(a.prompt_tokens >= 1 && a.tokens >= 1, "bench decode: --prompt-tokens and --tokens must be positive");
+  // (Each length given is at least 1: the options' checks.)
   CHAINLM_CHECK(!a.prompt_tokens_given || a.prompt_tokens < c.max_seq_len,
                 "bench decode: --prompt-tokens ", a.prompt_tokens,
                 " leaves no position to decode in: the model has ", c.max_seq_len,
@@ -385,7 +378,7 @@ void bench_prefill(const InferenceBenchArgs& given) {
   apply_threads_option(given.threads);
   auto [model, fp32] = bench_models(given);
   const ModelConfig& c = model->config();
-  const InferenceBenchArgs a = fit_default_lengths(given, c.max_seq_len, false);
+  const InferenceBenchArgs a = fit_lengths(given, c.max_seq_len, false);
   const int k = active_chains(a, *model);
   const int n = a.prompt_tokens;
   CHAINLM_CHECK(n >= 2 && n <= c.max_seq_len, "bench prefill: --prompt-tokens must be in 2..",

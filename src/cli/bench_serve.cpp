@@ -120,7 +120,8 @@ std::vector<Timing> run_clients(int port, int clients, int requests,
 }
 }  // namespace
 
-void bench_serve(const ServeBenchArgs& a) {
+void bench_serve(const ServeBenchArgs& given) {
+  ServeBenchArgs a = given;
   const std::vector<int>& levels = a.concurrency;
   CHAINLM_CHECK(!levels.empty(), "bench serve: --concurrency needs at least one level");
   CHAINLM_CHECK(a.tokens >= 1 && a.prompt_tokens >= 1, "bench serve: --tokens and --prompt-tokens must be positive");
@@ -149,11 +150,18 @@ void bench_serve(const ServeBenchArgs& a) {
   });
   const Model& model = *loaded.model;
   const ModelConfig& c = model.config();
-  // The last token is sampled at the last position and needs no place of its own
-  // (docs/inference.md).
-  CHAINLM_CHECK(a.prompt_tokens + 1 + a.tokens <= c.max_seq_len + 1,
-                "bench serve: BOS + prompt + tokens = ", a.prompt_tokens + 1 + a.tokens,
-                " exceeds the model's max_seq_len ", c.max_seq_len,
+  // BOS + prompt + tokens <= max_seq_len + 1: the last token is sampled at the last position and
+  // needs no place of its own (docs/inference.md).
+  if (fit_default_lengths(a.prompt_tokens, a.prompt_tokens_given, a.tokens, a.tokens_given,
+                          c.max_seq_len))
+    std::fprintf(stderr,
+                 "bench serve: prompts of %d tokens, then %d generated (the default did not fit "
+                 "the model's %d positions)\n",
+                 a.prompt_tokens, a.tokens, c.max_seq_len);
+  CHAINLM_CHECK(a.prompt_tokens + 1 + a.tokens <= c.max_seq_len + 1, "bench serve: BOS + ",
+                a.prompt_tokens_given ? "--prompt-tokens " : "a prompt of ", a.prompt_tokens,
+                a.tokens_given ? " + --tokens " : " + ", a.tokens, " = ",
+                a.prompt_tokens + 1 + a.tokens, " exceeds the model's max_seq_len ", c.max_seq_len,
                 " + 1 (the last token is sampled at the last position)");
   const int n = c.n_chains();
   CHAINLM_CHECK(a.chains == "all" || a.chains == "mix" || (std::atoi(a.chains.c_str()) >= 1 && std::atoi(a.chains.c_str()) <= n),

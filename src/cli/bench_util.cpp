@@ -116,4 +116,19 @@ double measure_read_bandwidth_gbs(size_t bytes, double min_seconds) {
   return best;
 }
 
+bool fit_default_lengths(int& prompt, bool prompt_given, int& tokens, bool tokens_given,
+                         int positions) {
+  if (prompt + tokens <= positions || positions < 2) return false;
+  const int before_prompt = prompt, before_tokens = tokens;
+  if (!prompt_given && !tokens_given) {
+    tokens = std::clamp((int)((long long)positions * tokens / (prompt + tokens)), 1, positions - 1);
+    prompt = positions - tokens;
+  } else if (!tokens_given && prompt < positions) {  // else the length given is wrong
+    tokens = positions - prompt;
+  } else if (!prompt_given && tokens < positions) {
+    prompt = positions - tokens;
+  }
+  return prompt != before_prompt || tokens != before_tokens;
+}
+
 }  // namespace chainlm::cli

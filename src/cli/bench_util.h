@@ -56,6 +56,13 @@ void bench_train(const std::string& config_path, int B, int T, int threads, int 
                  const std::string& weights_arg, bool baseline = false, double bucket_mb = 16,
                  bool overlap = false, Precision precision = Precision::Fp32, bool vs_fp32 = false);
 
+// A prompt followed by decoded tokens within `positions`: lengths left at their defaults shrink
+// to fit a model of a shorter context (the docs' examples run on the quickstart model's 128
+// positions), in the defaults' proportion when both were left; lengths given stay as given, for
+// the caller to check. Returns whether anything shrank.
+bool fit_default_lengths(int& prompt, bool prompt_given, int& tokens, bool tokens_given,
+                         int positions);
+
 struct InferenceBenchArgs {
   std::string model, config;  // a checkpoint/.bin, or a config JSON with random weights
   int chains = 0, threads = 0, prompt_tokens = 128, tokens = 128;
@@ -76,6 +83,7 @@ struct ServeBenchArgs {
   std::vector<int> concurrency = {1, 2, 4, 8};  // clients at each level
   std::string chains = "all";           // all, mix (request i: 1 + i % n chains) or a count
   int tokens = 128, prompt_tokens = 16, requests = 0;  // requests per level; 0 = max(4, 2 x level)
+  bool tokens_given = false, prompt_tokens_given = false;  // the defaults shrink, as decode's
   int threads = 0, max_sessions = 0;                   // 0: all cores; the largest level
   bool fixed_threads = false;                          // as `serve --fixed-threads`
   std::string kv_cache = "auto";                       // the server's sessions' KV cache type

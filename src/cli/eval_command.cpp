@@ -240,6 +240,13 @@ void add_choice(CLI::App* eval) {
     Timer t;
     const ChoiceEvaluation r = evaluate_choice(*lm.model, *lm.tokenizer, tasks, ks, a->data);
     const double seconds = t.seconds();
+    // Such a task measures the endings alone, not the model's reading of the context: say so
+    // wherever the figures go.
+    if (r.no_context)
+      std::fprintf(stderr,
+                   "eval choice: warning: %s kept no context: an ending filled the model's "
+                   "max_seq_len %d after BOS, so it was scored without its context\n",
+                   count_of(r.no_context, "task").c_str(), lm.model->config().max_seq_len);
     if (a->json) {
       nlohmann::json chains = nlohmann::json::array();
       for (const ChoiceScore& c : r.chains)
@@ -251,6 +258,7 @@ void add_choice(CLI::App* eval) {
                   {"format", a->format},
                   {"tasks", r.tasks},
                   {"truncated", r.truncated},
+                  {"no_context", r.no_context},
                   {"acc", r.chains.back().acc},
                   {"acc_norm", r.chains.back().acc_norm},
                   {"seconds", seconds},

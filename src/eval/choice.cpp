@@ -87,7 +87,7 @@ ChoiceEvaluation evaluate_choice(Model& model, const Tokenizer& tokenizer,
   for (const ChoiceTask& t : tasks) {
     std::vector<int> context{tokenizer.bos_id()};
     for (int id : tokenizer.encode(t.context)) context.push_back(id);
-    bool truncated = false;
+    bool truncated = false, no_context = false;
     for (int j = 0; j < 4; ++j) {
       ScoringRequest q;
       q.tokens.push_back(tokenizer.bos_id());
@@ -105,13 +105,14 @@ ChoiceEvaluation evaluate_choice(Model& model, const Tokenizer& tokenizer,
         const int drop = (int)q.tokens.size() - max_len;
         q.tokens.erase(q.tokens.begin() + 1, q.tokens.begin() + 1 + drop);
         q.first_scored -= drop;
-        if (q.first_scored < 1) q.first_scored = 1;
         truncated = true;
+        no_context |= q.first_scored == 1;  // (scored + 1 <= max_len keeps BOS before it)
       }
       requests.push_back(std::move(q));
       bytes.push_back((double)t.endings[j].size() + 1);
     }
     r.truncated += truncated;
+    r.no_context += no_context;
   }
   const std::vector<std::vector<double>> ll = score_sequences(model, requests, k_max);
   for (int k : ks) {

@@ -33,6 +33,7 @@ struct ChoiceScore {
 struct ChoiceEvaluation {
   long tasks = 0;
   long truncated = 0;  // tasks whose context lost its oldest tokens to fit max_seq_len
+  long no_context = 0;  // of those, tasks where an ending kept none of it: scored on BOS alone
   std::vector<ChoiceScore> chains;
 };
 

@@ -98,7 +98,8 @@ ChatRequest parse_chat_request(const json& body, const ModelConfig& config, int 
   rest.erase("messages");
   rest["prompt"] = "";
   bool has_max = rest.contains("max_tokens") && !rest["max_tokens"].is_null();
-  if (rest.contains("max_completion_tokens")) {
+  const bool max_completion = rest.contains("max_completion_tokens");
+  if (max_completion) {
     if (has_max) refuse("max_completion_tokens", "pass max_tokens or max_completion_tokens, not both");
     rest["max_tokens"] = rest["max_completion_tokens"];
     rest.erase("max_completion_tokens");
@@ -108,13 +109,14 @@ ChatRequest parse_chat_request(const json& body, const ModelConfig& config, int 
   const bool top_given = rest.contains("top_logprobs") && !rest["top_logprobs"].is_null();
   const json top = top_given ? rest["top_logprobs"] : json(0);
   rest.erase("top_logprobs");
-  if (!top.is_number_integer() || top.get<long long>() < 0 || top.get<long long>() > kMaxTopLogprobs)
+  const auto top_n = whole_number(top);
+  if (!top_n || *top_n < 0 || *top_n > kMaxTopLogprobs)
     refuse("top_logprobs", cat("top_logprobs must be in 0..", kMaxTopLogprobs, " (alternatives per token; got ",
                                top.dump(), ")"));
   if (rest.contains("logprobs") && !rest["logprobs"].is_null()) {
     if (!rest["logprobs"].is_boolean()) refuse("logprobs", "logprobs must be true or false");
     if (rest["logprobs"].get<bool>())
-      rest["logprobs"] = top;
+      rest["logprobs"] = *top_n;
     else
       rest.erase("logprobs");
   } else {
@@ -122,7 +124,15 @@ ChatRequest parse_chat_request(const json& body, const ModelConfig& config, int 
   }
   if (top_given && !rest.contains("logprobs")) refuse("top_logprobs", "top_logprobs needs logprobs: true");
   take_neutral_chat_fields(rest);
-  r.completion = parse_completion_request(rest, config, token_ids);
+  try {
+    r.completion = parse_completion_request(rest, config, token_ids);
+  } catch (const RequestError& e) {
+    if (!max_completion || e.param() != "max_tokens") throw;
+    // Named as the client sent it (the message starts with the field's name).
+    const std::string message = e.what();
+    throw RequestError("max_completion_tokens",
+                       "max_completion_tokens" + message.substr(std::string("max_tokens").size()));
+  }
   if (!has_max) r.completion.gen.max_tokens = config.max_seq_len;  // until the context is full
   return r;
 }

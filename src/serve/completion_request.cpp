@@ -27,21 +27,13 @@ const json* field(const json& body, const char* name) {
 }
 
 long long integer(const json& v, const char* name) {
-  // A whole number written as 5.0 (some clients' JSON writers do) is that integer, as llama.cpp's
-  // server reads it; 2.5 is not.
-  if (v.is_number_float()) {
-    const double d = v.get<double>();
-    if (std::isfinite(d) && d == std::floor(d) && std::fabs(d) <= 9007199254740992.0)
-      return (long long)d;
-  }
-  if (!v.is_number_integer())
-    refuse(name, cat(name, " must be an integer (got ", json_excerpt(v),
-                     v.is_number_float() && std::isfinite(v.get<double>()) &&
-                             v.get<double>() == std::floor(v.get<double>())
-                         ? ", too large to be one"
-                         : "",
-                     ")"));
-  return v.get<long long>();
+  if (const auto n = whole_number(v)) return *n;
+  refuse(name, cat(name, " must be an integer (got ", json_excerpt(v),
+                   v.is_number_float() && std::isfinite(v.get<double>()) &&
+                           v.get<double>() == std::floor(v.get<double>())
+                       ? ", too large to be one"
+                       : "",
+                   ")"));
 }
 
 double number(const json& v, const char* name) {
@@ -83,6 +75,20 @@ bool is_chainlm_field(const std::string& name) {
 
 }  // namespace
 
+std::optional<long long> whole_number(const json& v) {
+  if (v.is_number_integer()) {
+    // (An unsigned integer past 2^63 - 1 is no long long.)
+    if (v.is_number_unsigned() && v.get<uint64_t>() > (uint64_t)INT64_MAX) return std::nullopt;
+    return v.get<long long>();
+  }
+  if (v.is_number_float()) {
+    const double d = v.get<double>();
+    if (std::isfinite(d) && d == std::floor(d) && std::fabs(d) <= 9007199254740992.0)
+      return (long long)d;
+  }
+  return std::nullopt;
+}
+
 CompletionRequest parse_completion_request(const json& body, const ModelConfig& config,
                                            int token_ids) {
   const int ids = token_ids > 0 ? std::min(token_ids, config.vocab_size) : config.vocab_size;
@@ -110,11 +116,12 @@ CompletionRequest parse_completion_request(const json& body, const ModelConfig& 
     if (list.empty()) refuse("prompt", cat(where, " is an empty list of token ids"));
     for (size_t i = 0; i < list.size(); ++i) {
       const json& t = list.at(i);
-      if (!t.is_number_integer() || t.get<long long>() < 0 || t.get<long long>() >= ids)
+      const auto id = whole_number(t);
+      if (!id || *id < 0 || *id >= ids)
         refuse("prompt",
                cat(where, "[", i, "] must be a token id in 0..", ids - 1, " (got ", json_excerpt(t),
-                   t.is_number_float() ? ", not an integer" : "", padding, ")"));
-      p.tokens.push_back(t.get<int>());
+                   t.is_number_float() && !id ? ", not an integer" : "", padding, ")"));
+      p.tokens.push_back((int)*id);
     }
     // The length is the server's to check: it knows whether the list brings its own BOS.
     return p;
@@ -123,7 +130,7 @@ CompletionRequest parse_completion_request(const json& body, const ModelConfig& 
       "prompt must be a string, a list of token ids, or a list of prompts (strings, or lists of token ids)";
   if (v->is_string()) {
     r.prompts.push_back({v->get<std::string>(), {}});
-  } else if (v->is_array() && !v->empty() && v->at(0).is_number_integer()) {
+  } else if (v->is_array() && !v->empty() && v->at(0).is_number()) {
     r.prompts.push_back(token_prompt(*v, "prompt"));
   } else if (v->is_array() && !v->empty()) {
     for (size_t i = 0; i < v->size(); ++i) {
@@ -143,7 +150,7 @@ CompletionRequest parse_completion_request(const json& body, const ModelConfig& 
     if (n < 1 || n > kMaxChoices) refuse("n", cat("n must be in 1..", kMaxChoices, " (got ", n, ")"));
     r.n = (int)n;
   }
-  if ((v = field(body, "best_of")) && !(v->is_number_integer() && v->get<long long>() == r.n))
+  if ((v = field(body, "best_of")) && whole_number(*v) != r.n)
     refuse("best_of", cat("best_of must equal n (", r.n, "): chainlm returns every choice it generates"));
   if ((long long)r.prompts.size() * r.n > kMaxChoices)
     refuse(r.n > 1 ? "n" : "prompt", cat(r.prompts.size(), " prompts x n ", r.n, " = ", r.prompts.size() * r.n,
@@ -186,9 +193,11 @@ CompletionRequest parse_completion_request(const json& body, const ModelConfig& 
     r.gen.sampling.top_k = (int)std::min<long long>(k, config.vocab_size);
   }
   if ((v = field(body, "seed"))) {
-    if (!v->is_number_unsigned())
+    // Past 2^63 only as an integer; a whole number written as 5.0 up to 2^53 (whole_number).
+    const auto n = whole_number(*v);
+    if (!v->is_number_unsigned() && !(n && *n >= 0))
       refuse("seed", cat("seed must be an integer in 0..2^64-1 (got ", json_excerpt(*v), ")"));
-    r.gen.sampling.seed = v->get<uint64_t>();
+    r.gen.sampling.seed = v->is_number_unsigned() ? v->get<uint64_t>() : (uint64_t)*n;
     r.seed_given = true;
   }
   if ((v = field(body, "stop"))) {

@@ -3,6 +3,7 @@
 // own `chains` and `chain_schedule`, parsed and validated into generate() options.
 #include <cstdint>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -23,6 +24,12 @@ class RequestError : public std::runtime_error {
  private:
   std::string param_;
 };
+
+// A JSON number that is a whole number: an integer, or one written as 5.0 (some clients' JSON
+// writers send those; llama.cpp's server reads them as integers) within 2^53, where every whole
+// double is exact. nullopt for anything else (2.5, "5", 1e300), for every integer field and
+// token id alike.
+std::optional<long long> whole_number(const nlohmann::json& v);
 
 // One prompt of a request: text, or token ids (BOS not included; the server fills text with
 // their decoding, for echo).

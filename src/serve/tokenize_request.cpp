@@ -42,10 +42,11 @@ std::vector<int> parse_detokenize_request(const nlohmann::json& body, int vocab_
   std::vector<int> ids;
   ids.reserve(t.size());
   for (size_t i = 0; i < t.size(); ++i) {
-    if (!t[i].is_number_integer() || t[i].get<long long>() < 0 || t[i].get<long long>() >= vocab_size)
+    const auto id = whole_number(t[i]);
+    if (!id || *id < 0 || *id >= vocab_size)
       refuse("tokens", cat("tokens[", i, "] must be a token id in 0..", vocab_size - 1, " (got ",
                            json_excerpt(t[i]), ")"));
-    ids.push_back(t[i].get<int>());
+    ids.push_back((int)*id);
   }
   return ids;
 }

@@ -424,6 +424,19 @@ TEST_F(ModelUseCli, BenchDefaultLengthsFitTheModelsContext) {
     EXPECT_TRUE(contains(r.err, says + " (max_seq_len)")) << r.err;
     EXPECT_FALSE(contains(r.err, "did not fit")) << r.err;
   }
+  // A length below the least is refused as given, naming its flag alone, before any default is
+  // fitted beside it (a note of the other length "fitted", then "--prompt-tokens and --tokens
+  // must be positive", named both).
+  for (const auto& [command, says] :
+       {std::pair<std::string, std::string>{"bench decode --tokens 0",
+                                            "--tokens: must be at least 1 (got 0)"},
+        {"bench decode --prompt-tokens 0", "--prompt-tokens: must be at least 1 (got 0)"},
+        {"bench prefill --prompt-tokens 1", "--prompt-tokens: must be at least 2 (got 1)"}}) {
+    auto r = run_chainlm(dir, command + bench);
+    EXPECT_NE(r.exit_code, 0) << command;
+    EXPECT_TRUE(contains(r.err, says)) << command << ": " << r.err;
+    EXPECT_FALSE(contains(r.err, "did not fit")) << r.err;
+  }
   auto fits = run_chainlm(dir, "bench decode --prompt-tokens 8 --tokens 8" + bench);
   ASSERT_EQ(fits.exit_code, 0) << fits.err;
   EXPECT_FALSE(contains(fits.err, "did not fit")) << fits.err;

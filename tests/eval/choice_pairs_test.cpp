@@ -164,6 +164,26 @@ TEST_F(UnigramModel, LongContextsLoseTheirOldestTokens) {
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("long.txt:3"), std::string::npos) << e.what();
   }
+  // " " + 31 bytes fill every position after BOS: the context is cut to nothing, which the
+  // evaluation counted only as truncated. 30 bytes keep one byte of it.
+  const std::string fills = "ctx\n0\n" + std::string(31, 'a') + "\nb\nc\nd\n";
+  const ChoiceEvaluation none = evaluate_choice(*model, tok, parse_hellaswag(fills, "t"), {1}, "t");
+  EXPECT_EQ(none.truncated, 1);
+  EXPECT_EQ(none.no_context, 1);
+  const std::string one_left = "ctx\n0\n" + std::string(30, 'a') + "\nb\nc\nd\n";
+  const ChoiceEvaluation kept =
+      evaluate_choice(*model, tok, parse_hellaswag(one_left, "t"), {1}, "t");
+  EXPECT_EQ(kept.truncated, 1);
+  EXPECT_EQ(kept.no_context, 0);
+  // The command warns, and its JSON counts them.
+  write_bytes(dir.file("fills.txt"), fills + one_left);
+  auto cli = run_chainlm(dir, "eval choice --model " + quote(ckpt) + " --format hellaswag " +
+                                  quote(dir.file("fills.txt")) + " --json");
+  ASSERT_EQ(cli.exit_code, 0) << cli.err;
+  const auto j = nlohmann::json::parse(cli.out);
+  EXPECT_EQ(j["truncated"], 2);
+  EXPECT_EQ(j["no_context"], 1);
+  EXPECT_NE(cli.err.find("warning: 1 task kept no context"), std::string::npos) << cli.err;
 }
 
 TEST(Stories260K, BlimpAnaphorAgreementIsAboveChance) {

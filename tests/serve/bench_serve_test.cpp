@@ -4,8 +4,10 @@
 
 #include <algorithm>
 #include <sstream>
+#include <tuple>
 
 #include "cli/run_cli.h"
+#include "core/error.h"
 #include "serve_test_util.h"
 
 namespace chainlm {
@@ -114,9 +116,12 @@ TEST(BenchServe, RefusesBadArgumentsNamingThem) {
       {"--concurrency 1,x", "--concurrency: 'x' is not a whole number"},
       {"--concurrency 0", "--concurrency: must be in 1..65536 (got 0)"},
       {"--tokens 8 --chains 7", "--chains takes all, mix or a chain count in 1..3 (got '7')"},
-      {"--tokens 40", "BOS + prompt + tokens = 57 exceeds the model's max_seq_len 32 + 1"},
-      {"--tokens 17", "BOS + prompt + tokens = 34 exceeds the model's max_seq_len 32 + 1"},
-      {"--tokens 0", "--tokens and --prompt-tokens must be positive"},
+      {"--tokens 40",
+       "BOS + a prompt of 16 + --tokens 40 = 57 exceeds the model's max_seq_len 32 + 1"},
+      {"--tokens 17 --prompt-tokens 16",
+       "BOS + --prompt-tokens 16 + --tokens 17 = 34 exceeds the model's max_seq_len 32 + 1"},
+      {"--tokens 0", "--tokens: must be at least 1 (got 0)"},
+      {"--prompt-tokens 0", "--prompt-tokens: must be at least 1 (got 0)"},
       {"--tokens 8 --quant q8_0 --precision bf16",
        "--quant and --precision bf16 exclude each other"},
       {"--tokens 8 --quant q5", "--quant: q5 not in {q8_0,q4_0}"},
@@ -134,6 +139,35 @@ TEST(BenchServe, RefusesBadArgumentsNamingThem) {
   ASSERT_EQ(full.exit_code, 0) << full.err;
   EXPECT_EQ(json::parse(full.out.substr(0, full.out.find('\n')))["completion_tokens"], 16)
       << full.out;
+}
+
+// The defaults (prompts of 16, then 128 tokens) failed on any model of fewer than 144 positions,
+// the quickstart model's 128 among them, where bench decode's fit: they shrink in proportion,
+// saying so; a length given stays, and only the other one shrinks.
+TEST(BenchServe, DefaultLengthsShrinkToTheModelsContext) {
+  TempDir dir;
+  const std::string model = dir.file("model");
+  testing::write_tiny_model(model, true, 32);
+  const std::vector<std::tuple<std::string, int, int>> cases = {
+      {"", 4, 28},  // 32 x 128 / 144 = 28 tokens, 4 for the prompt
+      {"--tokens 17", 15, 17},
+      {"--prompt-tokens 20", 20, 12}};
+  for (const auto& [flags, prompt, tokens] : cases) {
+    auto r = run_chainlm(dir, "bench serve --model " + quote(model) +
+                                  " --threads 1 --concurrency 1 --requests 1 " + flags);
+    ASSERT_EQ(r.exit_code, 0) << flags << ": " << r.err;
+    EXPECT_NE(r.err.find(cat("prompts of ", prompt, " tokens, then ", tokens,
+                             " generated (the default did not fit the model's 32 positions)")),
+              std::string::npos)
+        << flags << ": " << r.err;
+    const json j = json::parse(r.out.substr(0, r.out.find('\n')));
+    EXPECT_EQ(j["prompt_tokens"], prompt) << flags;
+    EXPECT_EQ(j["completion_tokens"], tokens) << flags;
+  }
+  auto fits = run_chainlm(dir, "bench serve --model " + quote(model) +
+                                   " --threads 1 --concurrency 1 --requests 1 --tokens 8");
+  ASSERT_EQ(fits.exit_code, 0) << fits.err;
+  EXPECT_EQ(fits.err.find("did not fit"), std::string::npos) << fits.err;
 }
 
 }  // namespace

@@ -50,6 +50,21 @@ TEST(CompletionRequest, WholeNumbersWrittenAsFloatsAreIntegers) {
   EXPECT_EQ(r.gen.max_tokens, 5);
   EXPECT_EQ(r.n, 2);
   EXPECT_EQ(r.gen.sampling.top_k, 7);
+  // Token ids and seeds too, as the docs promise of every integer field (token ids written so
+  // were refused as "not an integer").
+  const auto ids = parse_completion_request(
+      json::parse(R"({"prompt": [[5.0, 7], [9.0]], "seed": 42.0, "best_of": 1.0})"), config());
+  ASSERT_EQ(ids.prompts.size(), 2u);
+  EXPECT_EQ(ids.prompts[0].tokens, (std::vector<int>{5, 7}));
+  EXPECT_EQ(ids.prompts[1].tokens, (std::vector<int>{9}));
+  EXPECT_EQ(ids.gen.sampling.seed, 42u);
+  EXPECT_TRUE(ids.seed_given);
+  const auto one = parse_completion_request(json::parse(R"({"prompt": [5.0, 7.0]})"), config());
+  ASSERT_EQ(one.prompts.size(), 1u);
+  EXPECT_EQ(one.prompts[0].tokens, (std::vector<int>{5, 7}));
+  EXPECT_EQ(whole_number(json::parse("2.5")), std::nullopt);
+  EXPECT_EQ(whole_number(json::parse("18446744073709551615")), std::nullopt);
+  EXPECT_EQ(whole_number(json::parse("-3.0")), -3);
 }
 
 TEST(CompletionRequest, ReadsEveryField) {
@@ -123,8 +138,9 @@ TEST(CompletionRequest, ErrorsNameTheField) {
       {R"({"prompt": [[1], [2, 300]]})", "prompt",
        "prompt[1][1] must be a token id in 0..257 (got 300)"},
       {R"({"prompt": [1, "a"]})", "prompt", "prompt[1] must be a token id in 0..257"},
-      {R"({"prompt": [1, 100.0]})", "prompt",
-       "prompt[1] must be a token id in 0..257 (got 100.0, not an integer)"},
+      {R"({"prompt": [1, 100.5]})", "prompt",
+       "prompt[1] must be a token id in 0..257 (got 100.5, not an integer)"},
+      {R"({"prompt": [1, 300.0]})", "prompt", "prompt[1] must be a token id in 0..257 (got 300.0)"},
       {R"({"prompt": "x", "logit_bias": {"5": 1, "05": 2}})", "logit_bias",
        "logit_bias names token 5 twice"},
       {R"({"prompt": "x", "max_tokens": -1})", "max_tokens", "max_tokens must be in 0..64"},

@@ -57,6 +57,11 @@ TEST_F(ServeRoutes, TokenizeAndDetokenizeRoundTrip) {
   ASSERT_TRUE(back);
   ASSERT_EQ(back->status, 200) << back->body;
   EXPECT_EQ(json::parse(back->body)["content"], text);
+  // Ids written as whole numbers with a fraction, as the docs promise of every integer field.
+  auto floats = post("/detokenize", R"({"tokens": [104.0, 105]})");
+  ASSERT_TRUE(floats);
+  ASSERT_EQ(floats->status, 200) << floats->body;
+  EXPECT_EQ(json::parse(floats->body)["content"], "hi");
 }
 
 TEST_F(ServeRoutes, TokenRoutesRefuseBadBodies) {
