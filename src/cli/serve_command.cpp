@@ -3,12 +3,14 @@
 #include <pthread.h>
 
 #include <chrono>
+#include <condition_variable>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <memory>
+#include <mutex>
 #include <nlohmann/json.hpp>
 #include <thread>
 
@@ -80,6 +82,68 @@ std::string model_name_of(const std::string& model_arg) {
   if (!p.has_filename()) p = p.parent_path();
   std::string name = p.stem().string();
   return name.empty() ? "chainlm" : printable(name);
+}
+
+// The stop signals' one watcher, from before the model loads (the signals are blocked in every
+// thread, and it takes them with sigwait). While loading, a stop quits at once with 128 + the
+// signal: nothing is served yet, and a load from slow storage (or a FIFO) had held SIGTERM
+// blocked until it ended, then bound the port and announced itself. Once serving, the first
+// signal asks for the graceful stop; a second, kSameStopMs or more later, quits at once
+// (requests in progress are cut), as in train.
+class StopWatch {
+ public:
+  // The server listens: from now on a stop is graceful.
+  void serving() {
+    std::lock_guard<std::mutex> lock(m_);
+    serving_ = true;
+  }
+  // Blocks until the first stop signal (after serving()), and returns it.
+  int wait() {
+    std::unique_lock<std::mutex> lock(m_);
+    stopped_.wait(lock, [&] { return sig_ != 0; });
+    return sig_;
+  }
+
+ private:
+  friend std::shared_ptr<StopWatch> watch_stop_signals(const sigset_t& signals);
+  void on_signal(int sig) {
+    const char* name = sig == SIGINT ? "SIGINT" : "SIGTERM";
+    std::unique_lock<std::mutex> lock(m_);
+    const auto now = std::chrono::steady_clock::now();
+    if (!serving_) {
+      std::fprintf(stderr, "chainlm serve: %s while loading: quitting (nothing was served)\n",
+                   name);
+      std::_Exit(128 + sig);
+    }
+    if (sig_ == 0) {
+      sig_ = sig;
+      first_ = now;
+      stopped_.notify_all();
+    } else if (now - first_ >= std::chrono::milliseconds(kSameStopMs)) {
+      std::fprintf(
+          stderr,
+          "chainlm serve: second stop signal: quitting at once (requests in progress are cut)\n");
+      std::_Exit(128 + sig);
+    }  // (else the same stop delivered twice: `timeout` sends it so)
+  }
+  std::mutex m_;
+  std::condition_variable stopped_;
+  bool serving_ = false;
+  int sig_ = 0;
+  std::chrono::steady_clock::time_point first_;
+};
+
+// The watcher's thread runs until the process ends (it waits in sigwait, which nothing cancels):
+// detached, it shares the StopWatch.
+std::shared_ptr<StopWatch> watch_stop_signals(const sigset_t& signals) {
+  auto watch = std::make_shared<StopWatch>();
+  std::thread([watch, signals] {
+    for (;;) {
+      int sig = 0;
+      if (sigwait(&signals, &sig) == 0) watch->on_signal(sig);
+    }
+  }).detach();
+  return watch;
 }
 
 }  // namespace
@@ -163,6 +227,7 @@ void add_serve_command(CLI::App& app) {
     sigaddset(&stop_signals, SIGINT);
     sigaddset(&stop_signals, SIGTERM);
     pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+    const auto stop = watch_stop_signals(stop_signals);
 
     check_can_listen(a->serve.host, a->serve.port);  // before the load, not after it
     // This thread computes nothing after loading: its parallel regions (bf16 conversion) run on
@@ -188,6 +253,7 @@ void add_serve_command(CLI::App& app) {
     a->serve.kv_cache = resolve_kv_cache_type(parse_kv_cache_type(a->kv_cache), *loaded.model);
     InferenceServer server(*loaded.model, *loaded.tokenizer, a->serve);
     const int port = server.start();
+    stop->serving();
     const ModelConfig& c = loaded.model->config();
     std::printf(
         "chainlm serve: http://%s:%d/ (model %s, %s; batches of up to %s on %s, queue "
@@ -215,29 +281,18 @@ void add_serve_command(CLI::App& app) {
                    "anyone who can connect can generate (set CHAINLM_API_KEY or --api-key)\n",
                    a->serve.host.c_str());
     std::fflush(stdout);
-    int sig = 0;
-    sigwait(&stop_signals, &sig);
+    const int sig = stop->wait();
     std::fprintf(
         stderr,
         "chainlm serve: %s, stopping: requests in progress finish (send it again, a second or more "
         "later, to quit at once)\n",
         sig == SIGINT ? "SIGINT" : "SIGTERM");
-    // The stop waits for running generations and for connections in the middle of a request (up
-    // to the read timeout, 10 s): a second signal, as for train, ends the process at once (one
-    // within kSameStopMs of the first is the same stop delivered twice).
-    std::thread([stop_signals, first = std::chrono::steady_clock::now()] {
-      for (;;) {
-        int again = 0;
-        sigwait(&stop_signals, &again);
-        if (std::chrono::steady_clock::now() - first < std::chrono::milliseconds(kSameStopMs))
-          continue;
-        std::fprintf(
-            stderr,
-            "chainlm serve: second stop signal: quitting at once (requests in progress are cut)\n");
-        std::_Exit(128 + again);
-      }
-    }).detach();
+    const auto stopping = std::chrono::steady_clock::now();
     server.stop();
+    // The last line: a clean end, told apart from a crash in the log.
+    std::fprintf(stderr, "chainlm serve: stopped (%.1f s after %s)\n",
+                 std::chrono::duration<double>(std::chrono::steady_clock::now() - stopping).count(),
+                 sig == SIGINT ? "SIGINT" : "SIGTERM");
   });
 }
 

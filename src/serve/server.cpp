@@ -39,9 +39,9 @@ void log_request(const httplib::Request& req, const httplib::Response& res) {
   ::gmtime_r(&t, &utc);
   char when[32];
   std::strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", &utc);
-  char took[32] = "-";
+  char took[32] = "-";  // (without a unit: no time was taken)
   if (request_started)
-    std::snprintf(took, sizeof took, "%.1f",
+    std::snprintf(took, sizeof took, "%.1f ms",
                   std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() -
                                                             *request_started)
                       .count());
@@ -55,8 +55,7 @@ void log_request(const httplib::Request& req, const httplib::Response& res) {
   const std::string peer = req.remote_addr.empty()
                                ? std::string("-")
                                : req.remote_addr + ":" + std::to_string(req.remote_port);
-  std::fprintf(stderr, "%s %s \"%s\" %d %s ms\n", when, peer.c_str(), path.c_str(), res.status,
-               took);
+  std::fprintf(stderr, "%s %s \"%s\" %d %s\n", when, peer.c_str(), path.c_str(), res.status, took);
 }
 
 // Makes cpp-httplib end the connection once `res` is written: it goes on reading the next

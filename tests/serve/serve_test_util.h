@@ -250,7 +250,10 @@ struct Spawned {
   pid_t pid = 0;
   int port = 0;
 };
-inline Spawned spawn_serve(const TempDir& dir, std::vector<std::string> args, std::vector<std::string> env) {
+// Starts `chainlm serve ARGS` (stdout and stderr to serve.out and serve.err in `dir`) and waits
+// up to wait_for_port_seconds for the port it prints (0 if none came).
+inline Spawned spawn_serve(const TempDir& dir, std::vector<std::string> args,
+                           std::vector<std::string> env, double wait_for_port_seconds = 10) {
   posix_spawn_file_actions_t actions;
   posix_spawn_file_actions_init(&actions);
   posix_spawn_file_actions_addopen(&actions, 1, dir.file("serve.out").c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
@@ -268,7 +271,7 @@ inline Spawned spawn_serve(const TempDir& dir, std::vector<std::string> args, st
   Spawned s;
   if (posix_spawn(&s.pid, CHAINLM_BINARY, &actions, nullptr, argv.data(), envp.data()) != 0) s.pid = 0;
   posix_spawn_file_actions_destroy(&actions);
-  for (int i = 0; i < 1000 && s.pid && s.port == 0; ++i) {
+  for (int i = 0; i < wait_for_port_seconds * 100 && s.pid && s.port == 0; ++i) {
     const std::string text = read_bytes(dir.file("serve.out"));
     const size_t at = text.find("chainlm serve: http://");
     const size_t colon = at == std::string::npos ? at : text.find(':', at + 22);

@@ -1,0 +1,82 @@
+// `chainlm serve` from start to end as a supervisor sees it (a user trial of running it for days):
+// a stop while the model loads, and the line a clean stop ends with.
+#include <sys/stat.h>
+
+#include <chrono>
+#include <string>
+#include <thread>
+
+#include "serve_test_util.h"
+
+namespace chainlm {
+namespace {
+
+using testing::read_bytes;
+using testing::TempDir;
+
+// Waits up to `seconds` for the process to end; its wait status, or -1 if it is still running.
+int wait_for_exit(pid_t pid, double seconds) {
+  const auto until = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
+  while (std::chrono::steady_clock::now() < until) {
+    int status = 0;
+    if (waitpid(pid, &status, WNOHANG) == pid) return status;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return -1;
+}
+
+// A load that blocks (a tokenizer that is a FIFO nobody writes; slow or network storage alike)
+// held SIGTERM and SIGINT blocked until it ended: `timeout` and supervisors could not stop the
+// server, which then bound its port and announced itself. A stop while loading quits at once.
+TEST(ServeLifecycle, AStopWhileTheModelLoadsQuitsAtOnce) {
+  TempDir dir;
+  const std::string model = dir.file("model"), fifo = dir.file("tokenizer.fifo");
+  testing::write_tiny_model(model, true);
+  ASSERT_EQ(mkfifo(fifo.c_str(), 0600), 0);
+  for (const int sig : {SIGTERM, SIGINT}) {
+    const testing::Spawned s = testing::spawn_serve(
+        dir, {"--model", model, "--tokenizer", fifo, "--port", "0", "--threads", "1"}, {},
+        /*wait_for_port_seconds=*/0.5);
+    ASSERT_NE(s.pid, 0);
+    EXPECT_EQ(s.port, 0) << "the load cannot end: it waits for the FIFO's writer";
+    kill(s.pid, sig);
+    const int status = wait_for_exit(s.pid, 20);
+    if (status == -1) {  // (the old binary: still loading; end it for the next test)
+      kill(s.pid, SIGKILL);
+      waitpid(s.pid, nullptr, 0);
+    }
+    ASSERT_NE(status, -1) << "still running 20 s after the signal";
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 128 + sig) << status;
+    EXPECT_NE(read_bytes(dir.file("serve.err"))
+                  .find(cat("chainlm serve: ", sig == SIGINT ? "SIGINT" : "SIGTERM",
+                            " while loading: quitting (nothing was served)")),
+              std::string::npos)
+        << read_bytes(dir.file("serve.err"));
+    EXPECT_EQ(read_bytes(dir.file("serve.out")).find("http://"), std::string::npos);
+  }
+}
+
+// A stop ended without a word after "stopping": a log could not tell a clean end from a crash.
+TEST(ServeLifecycle, ACleanStopEndsWithALineOfItsOwn) {
+  TempDir dir;
+  const std::string model = dir.file("model");
+  testing::write_tiny_model(model, true);
+  const testing::Spawned s =
+      testing::spawn_serve(dir, {"--model", model, "--port", "0", "--threads", "1"}, {});
+  ASSERT_NE(s.port, 0) << read_bytes(dir.file("serve.err"));
+  httplib::Client c("127.0.0.1", s.port);
+  ASSERT_TRUE(c.Get("/health"));
+  kill(s.pid, SIGTERM);
+  const int status = wait_for_exit(s.pid, 30);
+  ASSERT_NE(status, -1);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+  const std::string err = read_bytes(dir.file("serve.err"));
+  const size_t stopping = err.find("chainlm serve: SIGTERM, stopping"),
+               stopped = err.find("chainlm serve: stopped (");
+  ASSERT_NE(stopped, std::string::npos) << err;
+  EXPECT_LT(stopping, stopped) << err;
+  EXPECT_NE(err.find(" s after SIGTERM)\n", stopped), std::string::npos) << err;
+}
+
+}  // namespace
+}  // namespace chainlm
