@@ -18,6 +18,7 @@
 #include "core/version.h"
 #include "infer/session.h"
 #include "kernels/gemm.h"
+#include "serve/http_thread_pool.h"
 #include "serve/playground.h"
 #include "serve/server_impl.h"
 #include "serve/tokenize_request.h"
@@ -109,6 +110,9 @@ constexpr int kConnectionThreads = 256;
 // keep-alive connections.
 constexpr int kReadTimeoutSeconds = 10;
 constexpr int kKeepAliveSeconds = 2;
+// How long an HTTP thread without a connection lives on: past a keep-alive's gap between
+// requests, short enough that a burst's threads give their memory back soon after it.
+constexpr std::chrono::milliseconds kIdleThreadLinger{5000};
 
 // Sessions when --max-sessions is not given: a full decoding batch (kMaxDecodeRows), or as
 // many as the memory available (or --memory-limit) holds besides the weights, at least one.
@@ -502,7 +506,9 @@ InferenceServer::InferenceServer(const Model& model, const Tokenizer& tokenizer,
   so.on_token = impl_->opt.on_token;
   impl_->scheduler = std::make_unique<BatchScheduler>(model, tokenizer, so);
   const int pool = sessions + impl_->opt.max_queue + kSpareHttpThreads + kConnectionThreads;
-  impl_->http.new_task_queue = [pool] { return new httplib::ThreadPool(pool); };
+  // Threads as connections need them, the last idle one reused, ended after a while idle
+  // (http_thread_pool.h: every thread of a fixed pool ended up holding its freed memory).
+  impl_->http.new_task_queue = [pool] { return new HttpThreadPool(pool, kIdleThreadLinger); };
   impl_->http.set_payload_max_length(impl_->opt.max_body_bytes);
   impl_->access = {impl_->opt.api_key, impl_->opt.cors_origins, is_loopback_host(impl_->opt.host)};
   // Each response goes out at once (no Nagle delay on reused connections); a slow or idle
