@@ -77,6 +77,30 @@ int find_connection_socket(const std::string& peer_addr, int peer_port, int loca
   return found;
 }
 
+std::string peer_key(const std::string& peer_addr, int peer_port) {
+  const std::string bytes = address_bytes(peer_addr);
+  return bytes.empty() ? std::string() : bytes + ":" + std::to_string(peer_port);
+}
+
+std::vector<std::pair<int, std::string>> connection_sockets(int local_port) {
+  std::vector<std::pair<int, std::string>> out;
+  DIR* dir = ::opendir("/proc/self/fd");
+  if (!dir) return out;
+  const int listing = ::dirfd(dir);
+  std::string addr;
+  uint16_t port = 0;
+  while (dirent* e = ::readdir(dir)) {
+    char* end = nullptr;
+    const long fd = std::strtol(e->d_name, &end, 10);
+    if (end == e->d_name || *end != '\0' || fd == listing) continue;
+    if (!socket_end((int)fd, false, port, addr) || ntohs(port) != local_port) continue;
+    if (!socket_end((int)fd, true, port, addr)) continue;  // the listening socket has no peer
+    out.emplace_back((int)fd, addr + ":" + std::to_string(ntohs(port)));
+  }
+  ::closedir(dir);
+  return out;
+}
+
 bool peer_closed(int fd) {
   pollfd p{fd, POLLIN | POLLRDHUP, 0};
   if (::poll(&p, 1, 0) <= 0) return false;  // nothing happened (or poll failed: assume alive)

@@ -8,6 +8,8 @@
 // process's descriptors by the connection's two ends (the handler's thread owns that socket until
 // it returns, so the descriptor cannot be closed or reused meanwhile).
 #include <string>
+#include <utility>
+#include <vector>
 
 namespace chainlm {
 
@@ -36,6 +38,13 @@ class ClientConnection {
 // The descriptor of this process's connected TCP socket whose local port is local_port and whose
 // peer is peer_addr:peer_port (numeric, as getnameinfo writes it), or -1.
 int find_connection_socket(const std::string& peer_addr, int peer_port, int local_port);
+
+// A peer as a key that a socket's own end and cpp-httplib's text of it give alike: the
+// address's bytes and the port ("" for an address that is not numeric IPv4 or IPv6).
+std::string peer_key(const std::string& peer_addr, int peer_port);
+
+// This process's connected TCP sockets whose local port is local_port: descriptor and peer_key.
+std::vector<std::pair<int, std::string>> connection_sockets(int local_port);
 
 // A connected socket's peer has closed or reset it: poll() reports a hang-up or an error, or the
 // socket is readable and a peek reads end of stream. Never blocks.

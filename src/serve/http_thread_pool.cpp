@@ -81,11 +81,30 @@ void HttpThreadPool::join_finished(std::unique_lock<std::mutex>& lock) {
   lock.lock();
 }
 
+void HttpThreadPool::on_stuck_shutdown(std::chrono::milliseconds grace,
+                                       std::function<void()> on_stuck) {
+  std::lock_guard<std::mutex> lock(m_);
+  grace_ = grace;
+  on_stuck_ = std::move(on_stuck);
+}
+
 void HttpThreadPool::shutdown() {
   std::unique_lock<std::mutex> lock(m_);
   shutting_down_ = true;
   for (Worker* w : idle_) w->wake.notify_one();
-  all_ended_.wait(lock, [&] { return workers_.empty(); });
+  const auto stuck_after = std::chrono::steady_clock::now() + grace_;
+  for (;;) {
+    const bool done =
+        on_stuck_ ? all_ended_.wait_until(lock, stuck_after, [&] { return workers_.empty(); })
+                  : (all_ended_.wait(lock, [&] { return workers_.empty(); }), true);
+    if (done) break;
+    const auto on_stuck = on_stuck_;
+    lock.unlock();  // (it may take a while, and the ending tasks need the lock)
+    on_stuck();
+    lock.lock();
+    if (all_ended_.wait_for(lock, std::chrono::milliseconds(250), [&] { return workers_.empty(); }))
+      break;
+  }
   join_finished(lock);
 }
 

@@ -29,8 +29,13 @@ class HttpThreadPool : public httplib::TaskQueue {
   ~HttpThreadPool() override;
 
   void enqueue(std::function<void()> fn) override;
-  // Waits for every task, those still waiting included, and for every thread to end.
+  // Waits for every task, those still waiting included, and for every thread to end. Once
+  // `grace` has passed, on_stuck (if set) is called every 250 ms until they have: a task can
+  // hold its thread for ever (cpp-httplib bounds each read of a request, not the whole of it,
+  // so a client sending a header line every few seconds is never timed out), and on_stuck may
+  // end such connections.
   void shutdown() override;
+  void on_stuck_shutdown(std::chrono::milliseconds grace, std::function<void()> on_stuck);
 
   int threads() const;       // alive now
   int idle_threads() const;  // of those, waiting for a connection
@@ -54,6 +59,8 @@ class HttpThreadPool : public httplib::TaskQueue {
   std::vector<Worker*> idle_;                      // the last to go idle at the back
   std::deque<std::function<void()>> waiting_;      // tasks beyond max_threads
   bool shutting_down_ = false;
+  std::chrono::milliseconds grace_{0};
+  std::function<void()> on_stuck_;
   int most_ = 0;
 };
 

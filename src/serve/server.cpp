@@ -18,6 +18,7 @@
 #include "core/version.h"
 #include "infer/session.h"
 #include "kernels/gemm.h"
+#include "serve/client_connection.h"
 #include "serve/http_thread_pool.h"
 #include "serve/playground.h"
 #include "serve/server_impl.h"
@@ -264,11 +265,24 @@ void InferenceServer::Impl::route() {
   http.Delete(".*", no_route);
   http.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
     request_started = std::chrono::steady_clock::now();
+    {
+      std::lock_guard<std::mutex> lock(handling_mutex);
+      handling.insert(peer_key(req.remote_addr, req.remote_port));
+    }
     return admit(req, res);
   });
-  if (opt.request_log)
-    http.set_logger(
-        [](const httplib::Request& req, const httplib::Response& res) { log_request(req, res); });
+  // After a response's last byte (a stream's too), for every request, routed or refused before.
+  http.set_logger([this](const httplib::Request& req, const httplib::Response& res) {
+    if (request_started) {  // (set by the routing above)
+      std::lock_guard<std::mutex> lock(handling_mutex);
+      const auto it = handling.find(peer_key(req.remote_addr, req.remote_port));
+      if (it != handling.end()) handling.erase(it);
+    }
+    if (opt.request_log)
+      log_request(req, res);
+    else
+      request_started.reset();
+  });
   // Every 4xx/5xx gets an OpenAI-style JSON body; handlers that wrote their own keep it.
   auto describe_error = [](const httplib::Request& req, httplib::Response& res) {
     if (!res.body.empty()) return;
@@ -508,7 +522,14 @@ InferenceServer::InferenceServer(const Model& model, const Tokenizer& tokenizer,
   const int pool = sessions + impl_->opt.max_queue + kSpareHttpThreads + kConnectionThreads;
   // Threads as connections need them, the last idle one reused, ended after a while idle
   // (http_thread_pool.h: every thread of a fixed pool ended up holding its freed memory).
-  impl_->http.new_task_queue = [pool] { return new HttpThreadPool(pool, kIdleThreadLinger); };
+  // A stop ends the connections still sending a request after the read timeout: cpp-httplib
+  // times out each read, so a header line every few seconds had held the stop for ever.
+  impl_->http.new_task_queue = [pool, impl = impl_.get()] {
+    auto* q = new HttpThreadPool(pool, kIdleThreadLinger);
+    q->on_stuck_shutdown(std::chrono::seconds(kReadTimeoutSeconds),
+                         [impl] { impl->cut_stalled_connections(); });
+    return q;
+  };
   impl_->http.set_payload_max_length(impl_->opt.max_body_bytes);
   impl_->access = {impl_->opt.api_key, impl_->opt.cors_origins, is_loopback_host(impl_->opt.host)};
   // Each response goes out at once (no Nagle delay on reused connections); a slow or idle
@@ -586,6 +607,17 @@ int InferenceServer::start() {
   // (a SIGTERM right after start) would leave the listener blocked in accept() for ever.
   while (!s.http.is_running()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
   return s.port;
+}
+
+void InferenceServer::Impl::cut_stalled_connections() {
+  std::multiset<std::string> busy;
+  {
+    std::lock_guard<std::mutex> lock(handling_mutex);
+    busy = handling;
+  }
+  // (The listener is closed: no new connection can take a descriptor of one ended here.)
+  for (const auto& [fd, peer] : connection_sockets(port))
+    if (!busy.count(peer)) ::shutdown(fd, SHUT_RDWR);  // its read ends; httplib closes it
 }
 
 void InferenceServer::stop() {

@@ -9,6 +9,7 @@
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <random>
+#include <set>
 #include <thread>
 
 #include "serve/access.h"
@@ -87,6 +88,12 @@ struct InferenceServer::Impl {
   std::atomic<long> next_id{0};
   std::mutex seed_mutex;
   std::mt19937_64 seeds{std::random_device{}()};
+  // The peers (peer_key) of requests between routing and their response's last byte: at a
+  // stop, the connections a stop must wait for; the others, still sending a request past the
+  // read timeout, are ended (cut_stalled_connections).
+  std::mutex handling_mutex;
+  std::multiset<std::string> handling;
+  void cut_stalled_connections();
   // A prompt longer than this many bytes has more tokens than the model's context, whatever
   // they are (a token decodes to at most the tokenizer's longest piece, and a character to at
   // least one byte): it is refused before the tokenizer spends time on it.

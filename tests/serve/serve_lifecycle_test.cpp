@@ -2,6 +2,7 @@
 // a stop while the model loads, and the line a clean stop ends with.
 #include <sys/stat.h>
 
+#include <atomic>
 #include <chrono>
 #include <string>
 #include <thread>
@@ -76,6 +77,67 @@ TEST(ServeLifecycle, ACleanStopEndsWithALineOfItsOwn) {
   ASSERT_NE(stopped, std::string::npos) << err;
   EXPECT_LT(stopping, stopped) << err;
   EXPECT_NE(err.find(" s after SIGTERM)\n", stopped), std::string::npos) << err;
+}
+
+// cpp-httplib times out each read of a request, not the whole of it: a client sending a header
+// line every 2 s was never timed out, and held a stop for as long as it went on (a soak trial:
+// 54 s, until it stopped sending). After the read timeout (10 s) a stop ends such connections,
+// and only those: a stream in progress finishes whole.
+TEST(ServeLifecycle, AStopEndsARequestStillTricklingInAfterTheReadTimeout) {
+  TempDir dir;
+  const std::string model = dir.file("model");
+  testing::write_tiny_model(model, true);
+  testing::Gate gate(2);  // the stream waits at its third token until opened
+  ServeOptions o;
+  o.threads = 1;
+  o.max_sessions = 2;
+  o.on_token = [&](int i) { gate.at_token(i); };
+  testing::ServerUnderTest s(model, o);
+  std::string streamed;
+  std::thread stream([&] {
+    auto r = s.client().Post(
+        "/v1/completions",
+        R"({"prompt": "hi", "max_tokens": 6, "stream": true, "ignore_eos": true, "seed": 1})",
+        "application/json");
+    if (r) streamed = r->body;
+  });
+  ASSERT_TRUE(gate.wait_blocked(1));
+
+  const int fd = testing::connect_loopback(s.port);
+  ASSERT_GE(fd, 0);
+  const std::string head = "POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n";
+  ASSERT_EQ(::send(fd, head.data(), head.size(), MSG_NOSIGNAL), (ssize_t)head.size());
+  std::atomic<bool> quit{false};
+  std::atomic<double> cut_after{-1};
+  const auto stop_started = std::chrono::steady_clock::now() + std::chrono::milliseconds(500);
+  std::thread trickle([&] {
+    // A header line every 2 s for up to 30 s, until the server ends the connection.
+    for (int i = 0; i < 60 && !quit; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(500));
+      if (i % 4 == 3 && ::send(fd, "X-A: b\r\n", 8, MSG_NOSIGNAL) != 8) break;
+      char c;
+      if (::recv(fd, &c, 1, MSG_DONTWAIT) == 0) break;  // ended by the server
+    }
+    cut_after =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - stop_started).count();
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  std::thread stopping([&] { s.server->stop(); });
+  // The trickling connection ends after the read timeout, while the stream is still held.
+  while (cut_after < 0 &&
+         std::chrono::steady_clock::now() - stop_started < std::chrono::seconds(30))
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  gate.open();
+  stream.join();
+  stopping.join();
+  quit = true;
+  trickle.join();
+  ::close(fd);
+  EXPECT_GE(cut_after.load(), 9.5);
+  EXPECT_LT(cut_after.load(), 14.0) << "the stop waited for the trickling client";
+  const auto parsed = testing::parse_stream(streamed);
+  EXPECT_TRUE(parsed.done) << streamed;
+  EXPECT_EQ(parsed.last["usage"]["completion_tokens"], 6) << streamed;
 }
 
 }  // namespace
