@@ -82,20 +82,25 @@ std::string peer_key(const std::string& peer_addr, int peer_port) {
   return bytes.empty() ? std::string() : bytes + ":" + std::to_string(peer_port);
 }
 
+std::string connection_peer(int fd, int local_port) {
+  std::string addr;
+  uint16_t port = 0;
+  if (!socket_end(fd, false, port, addr) || ntohs(port) != local_port) return "";
+  if (!socket_end(fd, true, port, addr)) return "";  // the listening socket has no peer
+  return addr + ":" + std::to_string(ntohs(port));
+}
+
 std::vector<std::pair<int, std::string>> connection_sockets(int local_port) {
   std::vector<std::pair<int, std::string>> out;
   DIR* dir = ::opendir("/proc/self/fd");
   if (!dir) return out;
   const int listing = ::dirfd(dir);
-  std::string addr;
-  uint16_t port = 0;
   while (dirent* e = ::readdir(dir)) {
     char* end = nullptr;
     const long fd = std::strtol(e->d_name, &end, 10);
     if (end == e->d_name || *end != '\0' || fd == listing) continue;
-    if (!socket_end((int)fd, false, port, addr) || ntohs(port) != local_port) continue;
-    if (!socket_end((int)fd, true, port, addr)) continue;  // the listening socket has no peer
-    out.emplace_back((int)fd, addr + ":" + std::to_string(ntohs(port)));
+    if (std::string peer = connection_peer((int)fd, local_port); !peer.empty())
+      out.emplace_back((int)fd, std::move(peer));
   }
   ::closedir(dir);
   return out;

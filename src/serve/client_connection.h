@@ -45,6 +45,9 @@ std::string peer_key(const std::string& peer_addr, int peer_port);
 
 // This process's connected TCP sockets whose local port is local_port: descriptor and peer_key.
 std::vector<std::pair<int, std::string>> connection_sockets(int local_port);
+// The peer_key of descriptor fd if it is a connected TCP socket whose local port is local_port,
+// else "".
+std::string connection_peer(int fd, int local_port);
 
 // A connected socket's peer has closed or reset it: poll() reports a hang-up or an error, or the
 // socket is readable and a peek reads end of stream. Never blocks.

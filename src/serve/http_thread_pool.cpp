@@ -40,6 +40,23 @@ void HttpThreadPool::enqueue(std::function<void()> fn) {
     }
   }
   waiting_.push_back(std::move(fn));
+  saturated_.notify_all();
+}
+
+void HttpThreadPool::on_saturated(std::chrono::milliseconds every, std::function<void()> f) {
+  watcher_ = std::thread([this, every, f = std::move(f)] { watch_saturation(every, f); });
+}
+
+void HttpThreadPool::watch_saturation(std::chrono::milliseconds every, std::function<void()> f) {
+  std::unique_lock<std::mutex> lock(m_);
+  for (;;) {
+    saturated_.wait(lock, [&] { return !waiting_.empty() || watcher_ends_; });
+    if (watcher_ends_) return;
+    lock.unlock();
+    f();
+    lock.lock();
+    saturated_.wait_for(lock, every, [&] { return watcher_ends_; });
+  }
 }
 
 void HttpThreadPool::run(Worker* w, std::function<void()> task) {
@@ -90,6 +107,13 @@ void HttpThreadPool::on_stuck_shutdown(std::chrono::milliseconds grace,
 
 void HttpThreadPool::shutdown() {
   std::unique_lock<std::mutex> lock(m_);
+  if (watcher_.joinable()) {
+    watcher_ends_ = true;
+    saturated_.notify_all();
+    lock.unlock();
+    watcher_.join();
+    lock.lock();
+  }
   shutting_down_ = true;
   for (Worker* w : idle_) w->wake.notify_one();
   const auto stuck_after = std::chrono::steady_clock::now() + grace_;

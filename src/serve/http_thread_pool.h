@@ -36,6 +36,11 @@ class HttpThreadPool : public httplib::TaskQueue {
   // end such connections.
   void shutdown() override;
   void on_stuck_shutdown(std::chrono::milliseconds grace, std::function<void()> on_stuck);
+  // While connections wait for a thread (every thread holds one), f is called every `every`
+  // from a thread of the pool's own until none waits: the same trickling clients, enough of
+  // them, left no thread for anyone else, and f may end those holding a thread without a
+  // request in progress. (Set once, before the first task.)
+  void on_saturated(std::chrono::milliseconds every, std::function<void()> f);
 
   int threads() const;       // alive now
   int idle_threads() const;  // of those, waiting for a connection
@@ -61,6 +66,10 @@ class HttpThreadPool : public httplib::TaskQueue {
   bool shutting_down_ = false;
   std::chrono::milliseconds grace_{0};
   std::function<void()> on_stuck_;
+  void watch_saturation(std::chrono::milliseconds every, std::function<void()> f);
+  std::condition_variable saturated_;  // a task waits, or the watcher is to end
+  bool watcher_ends_ = false;
+  std::thread watcher_;
   int most_ = 0;
 };
 

@@ -102,11 +102,12 @@ void check_port(int port) {
 // HTTP worker threads beyond the sessions and the queue: /health, /metrics, the page and
 // refusals (400, 413, 503) stay answerable while every session and queue place is taken.
 constexpr int kSpareHttpThreads = 4;
-// And for connections that hold a thread without work: httplib gives each connection a thread
-// while it is open, so idle keep-alive clients (until kKeepAliveSeconds) and slow senders
-// (kReadTimeoutSeconds per read) would otherwise leave no thread for a real request. The
-// threads wait in poll(); generations stay bounded by the sessions.
-constexpr int kConnectionThreads = 256;
+// And ServeOptions::connection_threads (256) for connections that hold a thread without work:
+// httplib gives each connection a thread while it is open, so idle keep-alive clients (until
+// kKeepAliveSeconds) and slow senders (kReadTimeoutSeconds per read) would otherwise leave no
+// thread for a real request. The threads wait in poll(); generations stay bounded by the
+// sessions. When every thread is taken all the same, connections without a request in progress
+// for kReadTimeoutSeconds are ended (cut_stalled_connections).
 // Header and body reads (a slow client holds a worker thread no longer than this) and idle
 // keep-alive connections.
 constexpr int kReadTimeoutSeconds = 10;
@@ -274,9 +275,11 @@ void InferenceServer::Impl::route() {
   // After a response's last byte (a stream's too), for every request, routed or refused before.
   http.set_logger([this](const httplib::Request& req, const httplib::Response& res) {
     if (request_started) {  // (set by the routing above)
+      const std::string peer = peer_key(req.remote_addr, req.remote_port);
       std::lock_guard<std::mutex> lock(handling_mutex);
-      const auto it = handling.find(peer_key(req.remote_addr, req.remote_port));
+      const auto it = handling.find(peer);
       if (it != handling.end()) handling.erase(it);
+      if (auto idle = idle_since.find(peer); idle != idle_since.end()) idle->second = Clock::now();
     }
     if (opt.request_log)
       log_request(req, res);
@@ -469,6 +472,8 @@ InferenceServer::InferenceServer(const Model& model, const Tokenizer& tokenizer,
   CHAINLM_CHECK(options.max_sessions >= 0, "--max-sessions must be >= 0 (got ",
                 options.max_sessions, ")");
   CHAINLM_CHECK(options.max_queue >= 0, "--max-queue must be >= 0 (got ", options.max_queue, ")");
+  CHAINLM_CHECK(options.connection_threads >= 0, "connection_threads must be >= 0 (got ",
+                options.connection_threads, ")");
   CHAINLM_CHECK(options.max_body_bytes > 0, "--max-body-bytes must be positive (got ",
                 options.max_body_bytes, "): no request could be answered");
   check_port(options.port);
@@ -519,7 +524,8 @@ InferenceServer::InferenceServer(const Model& model, const Tokenizer& tokenizer,
   so.kv_cache = kv_cache;
   so.on_token = impl_->opt.on_token;
   impl_->scheduler = std::make_unique<BatchScheduler>(model, tokenizer, so);
-  const int pool = sessions + impl_->opt.max_queue + kSpareHttpThreads + kConnectionThreads;
+  const int pool =
+      sessions + impl_->opt.max_queue + kSpareHttpThreads + impl_->opt.connection_threads;
   // Threads as connections need them, the last idle one reused, ended after a while idle
   // (http_thread_pool.h: every thread of a fixed pool ended up holding its freed memory).
   // A stop ends the connections still sending a request after the read timeout: cpp-httplib
@@ -527,7 +533,8 @@ InferenceServer::InferenceServer(const Model& model, const Tokenizer& tokenizer,
   impl_->http.new_task_queue = [pool, impl = impl_.get()] {
     auto* q = new HttpThreadPool(pool, kIdleThreadLinger);
     q->on_stuck_shutdown(std::chrono::seconds(kReadTimeoutSeconds),
-                         [impl] { impl->cut_stalled_connections(); });
+                         [impl] { impl->cut_stalled_connections(true); });
+    q->on_saturated(std::chrono::seconds(1), [impl] { impl->cut_stalled_connections(false); });
     return q;
   };
   impl_->http.set_payload_max_length(impl_->opt.max_body_bytes);
@@ -609,15 +616,30 @@ int InferenceServer::start() {
   return s.port;
 }
 
-void InferenceServer::Impl::cut_stalled_connections() {
-  std::multiset<std::string> busy;
+void InferenceServer::Impl::cut_stalled_connections(bool stopping) {
+  const auto sockets = connection_sockets(port);
+  const auto now = Clock::now();
+  std::vector<std::pair<int, std::string>> cut;
   {
     std::lock_guard<std::mutex> lock(handling_mutex);
-    busy = handling;
+    std::map<std::string, Clock::time_point> seen;
+    for (const auto& [fd, peer] : sockets) {
+      if (handling.count(peer)) continue;
+      if (stopping) {
+        cut.emplace_back(fd, peer);
+        continue;
+      }
+      const auto it = idle_since.find(peer);
+      const auto since = it == idle_since.end() ? now : it->second;
+      seen[peer] = since;  // (connections gone are forgotten)
+      if (now - since >= std::chrono::seconds(kReadTimeoutSeconds)) cut.emplace_back(fd, peer);
+    }
+    if (!stopping) idle_since.swap(seen);
   }
-  // (The listener is closed: no new connection can take a descriptor of one ended here.)
-  for (const auto& [fd, peer] : connection_sockets(port))
-    if (!busy.count(peer)) ::shutdown(fd, SHUT_RDWR);  // its read ends; httplib closes it
+  // Its read ends and cpp-httplib closes it. The descriptor is checked again just before: one
+  // closed since the scan and taken by a new connection is not that connection.
+  for (const auto& [fd, peer] : cut)
+    if (connection_peer(fd, port) == peer) ::shutdown(fd, SHUT_RDWR);
 }
 
 void InferenceServer::stop() {

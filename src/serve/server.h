@@ -31,6 +31,9 @@ struct ServeOptions {
                                     // as many sessions as memory holds if fewer
   int prefill_chunk = 256;          // prompt tokens read between two decoding steps
   int max_queue = 16;               // requests that may wait for a session
+  // HTTP threads for connections beyond the sessions and the queue (idle keep-alive ones, slow
+  // senders): see docs/serving.md. Fewer in tests that fill them all.
+  int connection_threads = 256;
   // A streamed request's thread sleeps this long after each write and then writes every token
   // produced meanwhile at once (one event each; its first token and its end at once): each
   // wake-up takes a core from decoding (docs/serving.md, "Streaming"). 0: a write per token.

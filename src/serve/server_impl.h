@@ -6,6 +6,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <map>
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <random>
@@ -93,7 +94,13 @@ struct InferenceServer::Impl {
   // read timeout, are ended (cut_stalled_connections).
   std::mutex handling_mutex;
   std::multiset<std::string> handling;
-  void cut_stalled_connections();
+  // While every HTTP thread holds a connection: when each connection a scan found without a
+  // request in progress was first found so, or last ended a response (after it was found).
+  std::map<std::string, Clock::time_point> idle_since;
+  // Ends the connections without a request between routing and its last byte: all of them at a
+  // stop (after the read timeout), or while the threads are all taken, those found so for the
+  // read timeout.
+  void cut_stalled_connections(bool stopping);
   // A prompt longer than this many bytes has more tokens than the model's context, whatever
   // they are (a token decodes to at most the tokenizer's longest piece, and a character to at
   // least one byte): it is refused before the tokenizer spends time on it.

@@ -117,6 +117,30 @@ TEST(HttpThreadPool, ShutdownRunsEveryTaskLeftAndEndsEveryThread) {
   pool.shutdown();  // again (the destructor does): nothing left to wait for
 }
 
+// The hook that may end connections holding every thread: called while a task waits, not before
+// nor after.
+TEST(HttpThreadPool, OnSaturatedIsCalledWhileATaskWaits) {
+  HttpThreadPool pool(1, 10s);
+  std::atomic<int> calls{0};
+  pool.on_saturated(5ms, [&] { ++calls; });
+  Latch gate;
+  std::atomic<int> done{0};
+  pool.enqueue([&] {
+    gate.wait();
+    ++done;
+  });
+  std::this_thread::sleep_for(50ms);
+  EXPECT_EQ(calls.load(), 0) << "no task waits yet";
+  pool.enqueue([&] { ++done; });
+  EXPECT_TRUE(eventually([&] { return calls.load() >= 2; }));
+  gate.release();
+  ASSERT_TRUE(eventually([&] { return done.load() == 2; }));
+  std::this_thread::sleep_for(30ms);  // (a call under way when the task left may still end)
+  const int after = calls.load();
+  std::this_thread::sleep_for(50ms);
+  EXPECT_EQ(calls.load(), after);
+}
+
 int threads_of_this_process() {
   int n = 0;
   if (DIR* d = opendir("/proc/self/task")) {

@@ -140,5 +140,58 @@ TEST(ServeLifecycle, AStopEndsARequestStillTricklingInAfterTheReadTimeout) {
   EXPECT_EQ(parsed.last["usage"]["completion_tokens"], 6) << streamed;
 }
 
+// While every HTTP thread held a trickling connection, no other request was answered for as long
+// as they went on (a soak trial: 300 of them, a probe timed out 20 s in). Connections without a
+// request in progress for the read timeout are then ended, and the others are served.
+TEST(ServeLifecycle, TricklingConnectionsHoldingEveryThreadAreEndedAfterTheReadTimeout) {
+  TempDir dir;
+  const std::string model = dir.file("model");
+  testing::write_tiny_model(model, true);
+  ServeOptions o;
+  o.threads = 1;
+  o.max_sessions = 1;
+  o.max_queue = 0;
+  o.connection_threads = 0;  // 5 HTTP threads: one session, four spare
+  testing::ServerUnderTest s(model, o);
+  std::vector<int> fds;
+  for (int i = 0; i < 5; ++i) {
+    const int fd = testing::connect_loopback(s.port);
+    ASSERT_GE(fd, 0);
+    const std::string head = "POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n";
+    ASSERT_EQ(::send(fd, head.data(), head.size(), MSG_NOSIGNAL), (ssize_t)head.size());
+    fds.push_back(fd);
+  }
+  std::atomic<bool> quit{false};
+  std::atomic<int> ended{0};
+  std::thread trickle([&] {
+    std::vector<bool> open(fds.size(), true);
+    for (int i = 0; i < 60 && !quit; ++i) {  // a header line every 2 s, for up to 30 s
+      std::this_thread::sleep_for(std::chrono::milliseconds(500));
+      for (size_t k = 0; k < fds.size(); ++k) {
+        if (!open[k]) continue;
+        char c;
+        if (::recv(fds[k], &c, 1, MSG_DONTWAIT) == 0 ||
+            (i % 4 == 3 && ::send(fds[k], "X-A: b\r\n", 8, MSG_NOSIGNAL) != 8)) {
+          open[k] = false;
+          ++ended;
+        }
+      }
+    }
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));  // every thread taken
+  const auto asked = std::chrono::steady_clock::now();
+  httplib::Client c = s.client();
+  auto r = c.Get("/health");
+  const double waited =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - asked).count();
+  quit = true;
+  trickle.join();
+  for (int fd : fds) ::close(fd);
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200);
+  EXPECT_LT(waited, 15.0) << "answered only when the trickling stopped";
+  EXPECT_EQ(ended.load(), 5);
+}
+
 }  // namespace
 }  // namespace chainlm
