@@ -1,6 +1,7 @@
 #include "serve/server.h"
 
 #include <netdb.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -625,6 +626,13 @@ void InferenceServer::Impl::cut_stalled_connections(bool stopping) {
     std::map<std::string, Clock::time_point> seen;
     for (const auto& [fd, peer] : sockets) {
       if (handling.count(peer)) continue;
+      // Bytes not read yet: a connection waiting for a thread, its request sent (a thread
+      // reading a slow sender takes each byte as it comes). It gets its turn.
+      int unread = 0;
+      if (::ioctl(fd, FIONREAD, &unread) == 0 && unread > 0) {
+        if (const auto it = idle_since.find(peer); it != idle_since.end()) seen.insert(*it);
+        continue;
+      }
       if (stopping) {
         cut.emplace_back(fd, peer);
         continue;
