@@ -187,6 +187,20 @@ void InferenceServer::Impl::route() {
       uint64_t dropped = 0;
       // A body declared far over the limit is not read at all (its client may see the reset).
       const bool drain = !too_large || declared - opt.max_body_bytes <= kDrainBytes;
+      // While the body comes, a stop may end it after the read timeout (cut_stalled_connections).
+      const std::string peer = peer_key(req.remote_addr, req.remote_port);
+      {
+        std::lock_guard<std::mutex> lock(handling_mutex);
+        reading_body.insert(peer);
+      }
+      struct BodyRead {
+        Impl* impl;
+        const std::string& peer;
+        ~BodyRead() {
+          std::lock_guard<std::mutex> lock(impl->handling_mutex);
+          impl->reading_body.erase(impl->reading_body.find(peer));
+        }
+      } body_read{this, peer};
       // Neither a length nor chunks: the body is empty (RFC 9112 6.3). Read "until the client
       // closes", it held the request the read timeout (10 s) and then got a 400.
       const bool complete =
@@ -625,7 +639,8 @@ void InferenceServer::Impl::cut_stalled_connections(bool stopping) {
     std::lock_guard<std::mutex> lock(handling_mutex);
     std::map<std::string, Clock::time_point> seen;
     for (const auto& [fd, peer] : sockets) {
-      if (handling.count(peer)) continue;
+      // A request in progress is kept; at a stop, not one whose body is still coming.
+      if (handling.count(peer) && !(stopping && reading_body.count(peer))) continue;
       // Bytes not read yet: a connection waiting for a thread, its request sent (a thread
       // reading a slow sender takes each byte as it comes). It gets its turn.
       int unread = 0;
@@ -644,10 +659,22 @@ void InferenceServer::Impl::cut_stalled_connections(bool stopping) {
     }
     if (!stopping) idle_since.swap(seen);
   }
-  // Its read ends and cpp-httplib closes it. The descriptor is checked again just before: one
-  // closed since the scan and taken by a new connection is not that connection.
+  // It is answered 408 here (cpp-httplib's own 400 for a request cut short was lost to the
+  // reset its close sends when more of the request has come), then its reads end and cpp-httplib
+  // closes it. The descriptor is checked again just before: one closed since the scan and taken
+  // by a new connection is not that connection.
+  static const std::string kBody =
+      "{\"error\": {\"message\": \"the request did not arrive within the read timeout\", "
+      "\"type\": \"invalid_request_error\", \"code\": 408}}\n";
+  static const std::string kTimedOut =
+      "HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Type: application/json\r\n"
+      "Content-Length: " +
+      std::to_string(kBody.size()) + "\r\n\r\n" + kBody;
   for (const auto& [fd, peer] : cut)
-    if (connection_peer(fd, port) == peer) ::shutdown(fd, SHUT_RDWR);
+    if (connection_peer(fd, port) == peer) {
+      (void)::send(fd, kTimedOut.data(), kTimedOut.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+      ::shutdown(fd, SHUT_RDWR);
+    }
 }
 
 void InferenceServer::stop() {

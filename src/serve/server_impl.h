@@ -94,6 +94,7 @@ struct InferenceServer::Impl {
   // read timeout, are ended (cut_stalled_connections).
   std::mutex handling_mutex;
   std::multiset<std::string> handling;
+  std::multiset<std::string> reading_body;  // of those, the requests whose body is still coming
   // While every HTTP thread holds a connection: when each connection a scan found without a
   // request in progress was first found so, or last ended a response (after it was found).
   std::map<std::string, Clock::time_point> idle_since;

@@ -26,6 +26,16 @@ int wait_for_exit(pid_t pid, double seconds) {
   return -1;
 }
 
+// Takes what has arrived on fd without waiting; true once the server has closed its side.
+bool read_until_closed(int fd, std::string& got) {
+  char buf[4096];
+  for (;;) {
+    const ssize_t n = ::recv(fd, buf, sizeof buf, MSG_DONTWAIT);
+    if (n <= 0) return n == 0;
+    got.append(buf, (size_t)n);
+  }
+}
+
 // A load that blocks (a tokenizer that is a FIFO nobody writes; slow or network storage alike)
 // held SIGTERM and SIGINT blocked until it ended: `timeout` and supervisors could not stop the
 // server, which then bound its port and announced itself. A stop while loading quits at once.
@@ -103,28 +113,40 @@ TEST(ServeLifecycle, AStopEndsARequestStillTricklingInAfterTheReadTimeout) {
   });
   ASSERT_TRUE(gate.wait_blocked(1));
 
-  const int fd = testing::connect_loopback(s.port);
+  // One connection sends its headers a line every 2 s; another its body (200 bytes declared) a
+  // byte a second: a slow upload had held a stop for as long as it went on, too.
+  const int fd = testing::connect_loopback(s.port), body_fd = testing::connect_loopback(s.port);
   ASSERT_GE(fd, 0);
+  ASSERT_GE(body_fd, 0);
   const std::string head = "POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n";
   ASSERT_EQ(::send(fd, head.data(), head.size(), MSG_NOSIGNAL), (ssize_t)head.size());
+  const std::string body_head = head +
+                                "Content-Type: application/json\r\nContent-Length: 200\r\n\r\n"
+                                "{\"prompt\": ";
+  ASSERT_EQ(::send(body_fd, body_head.data(), body_head.size(), MSG_NOSIGNAL),
+            (ssize_t)body_head.size());
   std::atomic<bool> quit{false};
-  std::atomic<double> cut_after{-1};
+  std::atomic<double> cut_after{-1}, body_cut_after{-1};
+  std::string answer, body_answer;
   const auto stop_started = std::chrono::steady_clock::now() + std::chrono::milliseconds(500);
   std::thread trickle([&] {
-    // A header line every 2 s for up to 30 s, until the server ends the connection.
-    for (int i = 0; i < 60 && !quit; ++i) {
+    // Up to 30 s, until the server ends both connections.
+    for (int i = 0; i < 60 && !quit && (cut_after < 0 || body_cut_after < 0); ++i) {
       std::this_thread::sleep_for(std::chrono::milliseconds(500));
-      if (i % 4 == 3 && ::send(fd, "X-A: b\r\n", 8, MSG_NOSIGNAL) != 8) break;
-      char c;
-      if (::recv(fd, &c, 1, MSG_DONTWAIT) == 0) break;  // ended by the server
+      const double now =
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - stop_started).count();
+      if (cut_after < 0 && (read_until_closed(fd, answer) ||
+                            (i % 4 == 3 && ::send(fd, "X-A: b\r\n", 8, MSG_NOSIGNAL) != 8)))
+        cut_after = now;
+      if (body_cut_after < 0 && (read_until_closed(body_fd, body_answer) ||
+                                 (i % 2 == 1 && ::send(body_fd, " ", 1, MSG_NOSIGNAL) != 1)))
+        body_cut_after = now;
     }
-    cut_after =
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - stop_started).count();
   });
   std::this_thread::sleep_for(std::chrono::milliseconds(500));
   std::thread stopping([&] { s.server->stop(); });
-  // The trickling connection ends after the read timeout, while the stream is still held.
-  while (cut_after < 0 &&
+  // The trickling connections end after the read timeout, while the stream is still held.
+  while ((cut_after < 0 || body_cut_after < 0) &&
          std::chrono::steady_clock::now() - stop_started < std::chrono::seconds(30))
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   gate.open();
@@ -133,8 +155,17 @@ TEST(ServeLifecycle, AStopEndsARequestStillTricklingInAfterTheReadTimeout) {
   quit = true;
   trickle.join();
   ::close(fd);
-  EXPECT_GE(cut_after.load(), 9.5);
-  EXPECT_LT(cut_after.load(), 14.0) << "the stop waited for the trickling client";
+  ::close(body_fd);
+  for (const double after : {cut_after.load(), body_cut_after.load()}) {
+    EXPECT_GE(after, 9.5);
+    EXPECT_LT(after, 14.0) << "the stop waited for a trickling client";
+  }
+  // Answered 408, not closed without a word.
+  EXPECT_EQ(answer.rfind("HTTP/1.1 408 Request Timeout", 0), 0u) << answer;
+  EXPECT_EQ(body_answer.rfind("HTTP/1.1 408 Request Timeout", 0), 0u) << body_answer;
+  const size_t json_at = answer.find("\r\n\r\n");
+  ASSERT_NE(json_at, std::string::npos) << answer;
+  EXPECT_EQ(nlohmann::json::parse(answer.substr(json_at + 4))["error"]["code"], 408) << answer;
   const auto parsed = testing::parse_stream(streamed);
   EXPECT_TRUE(parsed.done) << streamed;
   EXPECT_EQ(parsed.last["usage"]["completion_tokens"], 6) << streamed;
@@ -163,14 +194,14 @@ TEST(ServeLifecycle, TricklingConnectionsHoldingEveryThreadAreEndedAfterTheReadT
   }
   std::atomic<bool> quit{false};
   std::atomic<int> ended{0};
+  std::vector<std::string> answers(fds.size());
   std::thread trickle([&] {
     std::vector<bool> open(fds.size(), true);
     for (int i = 0; i < 60 && !quit; ++i) {  // a header line every 2 s, for up to 30 s
       std::this_thread::sleep_for(std::chrono::milliseconds(500));
       for (size_t k = 0; k < fds.size(); ++k) {
         if (!open[k]) continue;
-        char c;
-        if (::recv(fds[k], &c, 1, MSG_DONTWAIT) == 0 ||
+        if (read_until_closed(fds[k], answers[k]) ||
             (i % 4 == 3 && ::send(fds[k], "X-A: b\r\n", 8, MSG_NOSIGNAL) != 8)) {
           open[k] = false;
           ++ended;
@@ -191,6 +222,8 @@ TEST(ServeLifecycle, TricklingConnectionsHoldingEveryThreadAreEndedAfterTheReadT
   EXPECT_EQ(r->status, 200);
   EXPECT_LT(waited, 15.0) << "answered only when the trickling stopped";
   EXPECT_EQ(ended.load(), 5);
+  for (const std::string& a : answers)  // a request timed out, said so
+    EXPECT_EQ(a.rfind("HTTP/1.1 408 Request Timeout", 0), 0u) << a;
 }
 
 }  // namespace
