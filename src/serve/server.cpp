@@ -1,7 +1,6 @@
 #include "serve/server.h"
 
 #include <netdb.h>
-#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -20,7 +19,6 @@
 #include "infer/session.h"
 #include "kernels/gemm.h"
 #include "serve/client_connection.h"
-#include "serve/http_thread_pool.h"
 #include "serve/playground.h"
 #include "serve/server_impl.h"
 #include "serve/tokenize_request.h"
@@ -100,23 +98,6 @@ void check_port(int port) {
   CHAINLM_CHECK(port >= 0 && port <= 65535, "--port must be in 0..65535 (got ", port, ")");
 }
 
-// HTTP worker threads beyond the sessions and the queue: /health, /metrics, the page and
-// refusals (400, 413, 503) stay answerable while every session and queue place is taken.
-constexpr int kSpareHttpThreads = 4;
-// And ServeOptions::connection_threads (256) for connections that hold a thread without work:
-// httplib gives each connection a thread while it is open, so idle keep-alive clients (until
-// kKeepAliveSeconds) and slow senders (kReadTimeoutSeconds per read) would otherwise leave no
-// thread for a real request. The threads wait in poll(); generations stay bounded by the
-// sessions. When every thread is taken all the same, connections without a request in progress
-// for kReadTimeoutSeconds are ended (cut_stalled_connections).
-// Header and body reads (a slow client holds a worker thread no longer than this) and idle
-// keep-alive connections.
-constexpr int kReadTimeoutSeconds = 10;
-constexpr int kKeepAliveSeconds = 2;
-// How long an HTTP thread without a connection lives on: past a keep-alive's gap between
-// requests, short enough that a burst's threads give their memory back soon after it.
-constexpr std::chrono::milliseconds kIdleThreadLinger{5000};
-
 // Sessions when --max-sessions is not given: a full decoding batch (kMaxDecodeRows), or as
 // many as the memory available (or --memory-limit) holds besides the weights, at least one.
 int default_sessions(const ModelConfig& c, uint64_t weights, uint64_t memory_limit, KvCacheType kv_cache) {
@@ -188,19 +169,7 @@ void InferenceServer::Impl::route() {
       // A body declared far over the limit is not read at all (its client may see the reset).
       const bool drain = !too_large || declared - opt.max_body_bytes <= kDrainBytes;
       // While the body comes, a stop may end it after the read timeout (cut_stalled_connections).
-      const std::string peer = peer_key(req.remote_addr, req.remote_port);
-      {
-        std::lock_guard<std::mutex> lock(handling_mutex);
-        reading_body.insert(peer);
-      }
-      struct BodyRead {
-        Impl* impl;
-        const std::string& peer;
-        ~BodyRead() {
-          std::lock_guard<std::mutex> lock(impl->handling_mutex);
-          impl->reading_body.erase(impl->reading_body.find(peer));
-        }
-      } body_read{this, peer};
+      const BodyComing coming(*this, req);
       // Neither a length nor chunks: the body is empty (RFC 9112 6.3). Read "until the client
       // closes", it held the request the read timeout (10 s) and then got a 400.
       const bool complete =
@@ -281,21 +250,12 @@ void InferenceServer::Impl::route() {
   http.Delete(".*", no_route);
   http.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
     request_started = std::chrono::steady_clock::now();
-    {
-      std::lock_guard<std::mutex> lock(handling_mutex);
-      handling.insert(peer_key(req.remote_addr, req.remote_port));
-    }
+    request_routed(req);
     return admit(req, res);
   });
   // After a response's last byte (a stream's too), for every request, routed or refused before.
   http.set_logger([this](const httplib::Request& req, const httplib::Response& res) {
-    if (request_started) {  // (set by the routing above)
-      const std::string peer = peer_key(req.remote_addr, req.remote_port);
-      std::lock_guard<std::mutex> lock(handling_mutex);
-      const auto it = handling.find(peer);
-      if (it != handling.end()) handling.erase(it);
-      if (auto idle = idle_since.find(peer); idle != idle_since.end()) idle->second = Clock::now();
-    }
+    if (request_started) request_answered(req);  // (set by the routing above)
     if (opt.request_log)
       log_request(req, res);
     else
@@ -539,32 +499,8 @@ InferenceServer::InferenceServer(const Model& model, const Tokenizer& tokenizer,
   so.kv_cache = kv_cache;
   so.on_token = impl_->opt.on_token;
   impl_->scheduler = std::make_unique<BatchScheduler>(model, tokenizer, so);
-  const int pool =
-      sessions + impl_->opt.max_queue + kSpareHttpThreads + impl_->opt.connection_threads;
-  // Threads as connections need them, the last idle one reused, ended after a while idle
-  // (http_thread_pool.h: every thread of a fixed pool ended up holding its freed memory).
-  // A stop ends the connections still sending a request after the read timeout: cpp-httplib
-  // times out each read, so a header line every few seconds had held the stop for ever.
-  impl_->http.new_task_queue = [pool, impl = impl_.get()] {
-    auto* q = new HttpThreadPool(pool, kIdleThreadLinger);
-    q->on_stuck_shutdown(std::chrono::seconds(kReadTimeoutSeconds),
-                         [impl] { impl->cut_stalled_connections(true); });
-    q->on_saturated(std::chrono::seconds(1), [impl] { impl->cut_stalled_connections(false); });
-    return q;
-  };
-  impl_->http.set_payload_max_length(impl_->opt.max_body_bytes);
+  impl_->set_up_connections(sessions);
   impl_->access = {impl_->opt.api_key, impl_->opt.cors_origins, is_loopback_host(impl_->opt.host)};
-  // Each response goes out at once (no Nagle delay on reused connections); a slow or idle
-  // client holds a worker thread for a bounded time.
-  impl_->http.set_tcp_nodelay(true);
-  impl_->http.set_read_timeout(kReadTimeoutSeconds, 0);
-  impl_->http.set_keep_alive_timeout(kKeepAliveSeconds);
-  // SO_REUSEADDR only: httplib also sets SO_REUSEPORT, with which a second server on the same
-  // port starts without error and takes half of the first one's connections.
-  impl_->http.set_socket_options([](socket_t sock) {
-    int yes = 1;
-    setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, reinterpret_cast<const void*>(&yes), sizeof(yes));
-  });
   impl_->route();
 }
 
@@ -629,52 +565,6 @@ int InferenceServer::start() {
   // (a SIGTERM right after start) would leave the listener blocked in accept() for ever.
   while (!s.http.is_running()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
   return s.port;
-}
-
-void InferenceServer::Impl::cut_stalled_connections(bool stopping) {
-  const auto sockets = connection_sockets(port);
-  const auto now = Clock::now();
-  std::vector<std::pair<int, std::string>> cut;
-  {
-    std::lock_guard<std::mutex> lock(handling_mutex);
-    std::map<std::string, Clock::time_point> seen;
-    for (const auto& [fd, peer] : sockets) {
-      // A request in progress is kept; at a stop, not one whose body is still coming.
-      if (handling.count(peer) && !(stopping && reading_body.count(peer))) continue;
-      // Bytes not read yet: a connection waiting for a thread, its request sent (a thread
-      // reading a slow sender takes each byte as it comes). It gets its turn.
-      int unread = 0;
-      if (::ioctl(fd, FIONREAD, &unread) == 0 && unread > 0) {
-        if (const auto it = idle_since.find(peer); it != idle_since.end()) seen.insert(*it);
-        continue;
-      }
-      if (stopping) {
-        cut.emplace_back(fd, peer);
-        continue;
-      }
-      const auto it = idle_since.find(peer);
-      const auto since = it == idle_since.end() ? now : it->second;
-      seen[peer] = since;  // (connections gone are forgotten)
-      if (now - since >= std::chrono::seconds(kReadTimeoutSeconds)) cut.emplace_back(fd, peer);
-    }
-    if (!stopping) idle_since.swap(seen);
-  }
-  // It is answered 408 here (cpp-httplib's own 400 for a request cut short was lost to the
-  // reset its close sends when more of the request has come), then its reads end and cpp-httplib
-  // closes it. The descriptor is checked again just before: one closed since the scan and taken
-  // by a new connection is not that connection.
-  static const std::string kBody =
-      "{\"error\": {\"message\": \"the request did not arrive within the read timeout\", "
-      "\"type\": \"invalid_request_error\", \"code\": 408}}\n";
-  static const std::string kTimedOut =
-      "HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Type: application/json\r\n"
-      "Content-Length: " +
-      std::to_string(kBody.size()) + "\r\n\r\n" + kBody;
-  for (const auto& [fd, peer] : cut)
-    if (connection_peer(fd, port) == peer) {
-      (void)::send(fd, kTimedOut.data(), kTimedOut.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
-      ::shutdown(fd, SHUT_RDWR);
-    }
 }
 
 void InferenceServer::stop() {

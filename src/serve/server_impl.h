@@ -100,8 +100,25 @@ struct InferenceServer::Impl {
   std::map<std::string, Clock::time_point> idle_since;
   // Ends the connections without a request between routing and its last byte: all of them at a
   // stop (after the read timeout), or while the threads are all taken, those found so for the
-  // read timeout.
+  // read timeout. (server_connections.cpp, with the rest of this part.)
   void cut_stalled_connections(bool stopping);
+  // The HTTP threads (HttpThreadPool), timeouts and socket options, for `sessions` sessions.
+  void set_up_connections(int sessions);
+  // A request reached routing / its response's last byte went out (the access log's moment).
+  void request_routed(const httplib::Request& req);
+  void request_answered(const httplib::Request& req);
+  // While alive, the request's body is still coming: a stop ends it after the read timeout.
+  class BodyComing {
+   public:
+    BodyComing(Impl& impl, const httplib::Request& req);
+    ~BodyComing();
+    BodyComing(const BodyComing&) = delete;
+    BodyComing& operator=(const BodyComing&) = delete;
+
+   private:
+    Impl& impl_;
+    const std::string peer_;
+  };
   // A prompt longer than this many bytes has more tokens than the model's context, whatever
   // they are (a token decodes to at most the tokenizer's longest piece, and a character to at
   // least one byte): it is refused before the tokenizer spends time on it.
