@@ -51,32 +51,6 @@ std::string address_bytes(const std::string& text) {
 
 }  // namespace
 
-int find_connection_socket(const std::string& peer_addr, int peer_port, int local_port) {
-  const std::string want = address_bytes(peer_addr);
-  if (want.empty() || peer_port < 0 || local_port < 0) return -1;
-  DIR* dir = ::opendir("/proc/self/fd");
-  if (!dir) return -1;
-  int found = -1;
-  const int listing = ::dirfd(dir);
-  std::string addr;
-  uint16_t port = 0;
-  while (dirent* e = ::readdir(dir)) {
-    char* end = nullptr;
-    const long fd = std::strtol(e->d_name, &end, 10);
-    if (end == e->d_name || *end != '\0' || fd == listing) continue;
-    // The local end first: it rules out every descriptor that is no socket, the listening
-    // socket's peer-less end aside, and the clients' own sockets (the in-process load
-    // generator's, whose local port is their own) in one call.
-    if (!socket_end((int)fd, false, port, addr) || ntohs(port) != local_port) continue;
-    if (!socket_end((int)fd, true, port, addr) || ntohs(port) != peer_port || addr != want)
-      continue;
-    found = (int)fd;
-    break;
-  }
-  ::closedir(dir);
-  return found;
-}
-
 std::string peer_key(const std::string& peer_addr, int peer_port) {
   const std::string bytes = address_bytes(peer_addr);
   return bytes.empty() ? std::string() : bytes + ":" + std::to_string(peer_port);
@@ -85,6 +59,8 @@ std::string peer_key(const std::string& peer_addr, int peer_port) {
 std::string connection_peer(int fd, int local_port) {
   std::string addr;
   uint16_t port = 0;
+  // The local end first: it rules out every descriptor that is no socket, and the clients' own
+  // sockets (the in-process load generator's, whose local port is their own), in one call.
   if (!socket_end(fd, false, port, addr) || ntohs(port) != local_port) return "";
   if (!socket_end(fd, true, port, addr)) return "";  // the listening socket has no peer
   return addr + ":" + std::to_string(ntohs(port));
@@ -104,6 +80,14 @@ std::vector<std::pair<int, std::string>> connection_sockets(int local_port) {
   }
   ::closedir(dir);
   return out;
+}
+
+int find_connection_socket(const std::string& peer_addr, int peer_port, int local_port) {
+  const std::string want = peer_key(peer_addr, peer_port);
+  if (want.empty() || peer_port < 0 || local_port < 0) return -1;
+  for (const auto& [fd, peer] : connection_sockets(local_port))
+    if (peer == want) return fd;
+  return -1;
 }
 
 bool peer_closed(int fd) {

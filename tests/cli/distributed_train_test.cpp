@@ -21,6 +21,7 @@
 #include "core/error.h"
 #include "model/checkpoint.h"
 #include "run_mpi.h"
+#include "spawn_process.h"
 
 namespace chainlm {
 namespace {
@@ -262,14 +263,6 @@ TEST_F(DistributedTrain, AKilledRankEndsTheJobAndLeavesTheLastCheckpoint) {
   const pid_t shell = start_long_run(run, err);
   ASSERT_GE(shell, 0);
   using clock = std::chrono::steady_clock;
-  auto wait_exit = [&](double seconds, int* status) {
-    const auto deadline = clock::now() + std::chrono::duration<double>(seconds);
-    while (clock::now() < deadline) {
-      if (waitpid(shell, status, WNOHANG) == shell) return true;
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    }
-    return false;
-  };
   // Wait for a checkpoint beyond the first, then kill rank 1.
   int status = 0;
   const auto started = clock::now();
@@ -284,12 +277,8 @@ TEST_F(DistributedTrain, AKilledRankEndsTheJobAndLeavesTheLastCheckpoint) {
   ASSERT_GT(victim, 0) << "no rank 1 process found; stderr: " << read_bytes(err);
   ASSERT_EQ(kill(victim, SIGKILL), 0);
   const auto killed = clock::now();
-  const bool ended = wait_exit(30, &status);
-  if (!ended) {
-    kill(shell, SIGKILL);
-    waitpid(shell, &status, 0);
-  }
-  ASSERT_TRUE(ended) << "the job did not end within 30 s of rank 1's death";
+  status = testing::wait_for_exit_or_kill(shell, 30);
+  ASSERT_NE(status, -1) << "the job did not end within 30 s of rank 1's death";
   const double seconds = std::chrono::duration<double>(clock::now() - killed).count();
   std::printf("job ended %.2f s after rank 1 was killed\n", seconds);
   ASSERT_TRUE(WIFEXITED(status));

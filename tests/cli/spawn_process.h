@@ -2,11 +2,14 @@
 // Starting the chainlm binary as a child process a test can signal or kill, and collecting how
 // it ended (crash safety, stop signals).
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdlib>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -51,6 +54,20 @@ inline Outcome finish(pid_t pid, const std::string& out, const std::string& err)
   r.out = read_bytes(out);
   r.err = read_bytes(err);
   return r;
+}
+
+// Waits up to `seconds` for pid to end: its wait status, or -1 if it still ran (it is then
+// killed and reaped, so that a failing test leaves nothing behind).
+inline int wait_for_exit_or_kill(pid_t pid, double seconds) {
+  const auto until = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
+  while (std::chrono::steady_clock::now() < until) {
+    int status = 0;
+    if (::waitpid(pid, &status, WNOHANG) == pid) return status;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  ::kill(pid, SIGKILL);
+  ::waitpid(pid, nullptr, 0);
+  return -1;
 }
 
 }  // namespace chainlm::testing

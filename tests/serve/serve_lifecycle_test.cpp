@@ -7,6 +7,7 @@
 #include <string>
 #include <thread>
 
+#include "cli/spawn_process.h"
 #include "serve_test_util.h"
 
 namespace chainlm {
@@ -14,17 +15,6 @@ namespace {
 
 using testing::read_bytes;
 using testing::TempDir;
-
-// Waits up to `seconds` for the process to end; its wait status, or -1 if it is still running.
-int wait_for_exit(pid_t pid, double seconds) {
-  const auto until = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
-  while (std::chrono::steady_clock::now() < until) {
-    int status = 0;
-    if (waitpid(pid, &status, WNOHANG) == pid) return status;
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  return -1;
-}
 
 // Takes what has arrived on fd without waiting; true once the server has closed its side.
 bool read_until_closed(int fd, std::string& got) {
@@ -51,11 +41,7 @@ TEST(ServeLifecycle, AStopWhileTheModelLoadsQuitsAtOnce) {
     ASSERT_NE(s.pid, 0);
     EXPECT_EQ(s.port, 0) << "the load cannot end: it waits for the FIFO's writer";
     kill(s.pid, sig);
-    const int status = wait_for_exit(s.pid, 20);
-    if (status == -1) {  // (the old binary: still loading; end it for the next test)
-      kill(s.pid, SIGKILL);
-      waitpid(s.pid, nullptr, 0);
-    }
+    const int status = testing::wait_for_exit_or_kill(s.pid, 20);
     ASSERT_NE(status, -1) << "still running 20 s after the signal";
     EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 128 + sig) << status;
     EXPECT_NE(read_bytes(dir.file("serve.err"))
@@ -78,7 +64,7 @@ TEST(ServeLifecycle, ACleanStopEndsWithALineOfItsOwn) {
   httplib::Client c("127.0.0.1", s.port);
   ASSERT_TRUE(c.Get("/health"));
   kill(s.pid, SIGTERM);
-  const int status = wait_for_exit(s.pid, 30);
+  const int status = testing::wait_for_exit_or_kill(s.pid, 30);
   ASSERT_NE(status, -1);
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
   const std::string err = read_bytes(dir.file("serve.err"));
